@@ -1,0 +1,1 @@
+//! DTLS 1.2 handshake engine (sans-IO). Work in progress.
