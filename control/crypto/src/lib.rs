@@ -1,1 +1,57 @@
-//! dtls-crypto
+//! Cryptography for the DTLS 1.2 handshake engine, on aws-lc-rs.
+//!
+//! What this crate does:
+//! - randomness injection ([`Rng`], [`SystemRng`], and the test-only [`SeededRng`]);
+//! - the TLS 1.2 PRF with SHA-256/SHA-384 (RFC 5246 §5), the master secret, standard
+//!   (RFC 5246 §8.1) and extended (RFC 7627 §4), key expansion for the AEAD suites
+//!   (RFC 5246 §6.3, RFC 5288, RFC 7905), Finished `verify_data` (RFC 5246 §7.4.9) and the
+//!   keying-material exporter (RFC 5705) — see [`MasterSecret`];
+//! - the handshake transcript hash ([`Transcript`]);
+//! - ephemeral ECDH over X25519, secp256r1 and secp384r1 ([`EphemeralKeyPair`]) with peer
+//!   point validation, and PSK / ECDHE_PSK premaster secrets ([`PremasterSecret`]);
+//! - certificate chains and private keys from PEM ([`pem`]), signing ([`SigningKey`]) and
+//!   verification of chains, names and handshake signatures through rustls-webpki
+//!   ([`PeerVerifier`], [`verify_signature`]);
+//! - stateless HelloVerifyRequest cookies with rotating secrets ([`CookieKeys`]);
+//! - RFC 5077 session tickets with rotating AES-256-GCM keys ([`TicketKeys`]);
+//! - a test PKI generator ([`test_pki::generate_test_pki`]).
+//!
+//! What it does not do: no I/O besides reading PEM files and writing the test PKI, no clock
+//! reads (time is always an argument), no handshake state machine, no wire encoding of
+//! handshake messages and no record protection (that is `dataplane::record`).
+//!
+//! Signature schemes are the TLS `SignatureScheme` `u16` codes from [`scheme`]; named groups
+//! are [`NamedGroup`].
+
+#![forbid(unsafe_code)]
+
+mod cookie;
+mod ecdhe;
+mod error;
+mod key_schedule;
+pub mod pem;
+mod premaster;
+mod prf;
+mod rng;
+mod sign;
+pub mod test_pki;
+mod ticket;
+mod transcript;
+mod verify;
+
+pub use cookie::{COOKIE_LEN, CookieKey, CookieKeys};
+pub use ecdhe::{EphemeralKeyPair, NamedGroup};
+pub use error::Error;
+pub use key_schedule::{
+    FINISHED_LEN, KeyBlock, KeyBlockShape, MASTER_SECRET_LEN, MasterSecret, RANDOM_LEN, Sender,
+};
+pub use premaster::{MAX_PSK_LEN, PremasterSecret};
+pub use prf::{PrfHash, prf};
+pub use rng::{Rng, SeededRng, SystemRng};
+pub use sign::{SigningKey, SigningKeyKind, scheme};
+pub use ticket::{SessionState, TICKET_KEY_NAME_LEN, TicketKeys};
+pub use transcript::{HandshakeHash, Transcript};
+pub use verify::{CertificateVerifier, PeerVerifier, verify_signature, verify_signature_spki};
+
+/// Re-export of the certificate, key and time types used in this crate's API.
+pub use rustls_pki_types as pki_types;

