@@ -1,1 +1,83 @@
-//! DTLS 1.2 handshake engine (sans-IO). Work in progress.
+//! The DTLS 1.2 handshake engine (sans-IO), RFC 6347 on RFC 5246.
+//!
+//! What it does:
+//! - [`Connection`]: one handshake, client or server, driven by
+//!   [`Connection::handle_datagram`] / [`Connection::handle_timeout`] and drained by
+//!   [`Connection::poll_transmit`] / [`Connection::poll_event`] / [`Connection::poll_timeout`];
+//!   no sockets, no threads, no clock reads (time is always an argument) and randomness
+//!   from an injected [`dtls_crypto::Rng`];
+//! - [`Acceptor`]: the server's stateless front door that answers ClientHellos without a
+//!   valid cookie with a HelloVerifyRequest and allocates nothing for them
+//!   (RFC 6347 §4.2.1); only a cookie-verified ClientHello becomes a server [`Connection`];
+//! - ECDHE_ECDSA / ECDHE_RSA / PSK / ECDHE_PSK AEAD suites ([`CipherSuite`]), extended
+//!   master secret, secure renegotiation indication (renegotiation is refused), ALPN,
+//!   use_srtp with the RFC 5705 [`Exporter`], heartbeat negotiation, client authentication;
+//! - flight packing to the MTU, fragmentation, reassembly (through `dtls_wire`) and the
+//!   retransmission timer (1 s doubling to 60 s, RFC 6347 §4.2.4.1).
+//!
+//! On completion [`Event::KeysReady`] hands over [`SessionKeys`]: the epoch-1 keys with
+//! their sequence numbers for the data plane.
+//!
+//! # Driving it
+//!
+//! ```text
+//! client:  conn = Connection::client(config, rng, now, server_addr, ticket)
+//! server:  for a datagram from an address without a live engine (or for which
+//!          engine.is_new_client_hello(datagram) is true):
+//!            match acceptor.handle_datagram(now, from, datagram, &mut buf) {
+//!              Accept(hello) => engine = Connection::server(config, rng, now, hello),
+//!              Reply(t)      => send buf[..t.len] to t.destination (HelloVerifyRequest),
+//!              Drop(_)       => ignore,
+//!            }
+//! both:    engine.handle_datagram(now, from, datagram) / engine.handle_timeout(now)
+//!          then drain poll_transmit (one datagram per call), poll_event, poll_timeout.
+//! ```
+//!
+//! After [`Event::KeysReady`], open epoch-1 `application_data` records with the handed-over
+//! read key and keep feeding every datagram to the engine too (it ignores application
+//! data): it answers a retransmitted peer flight with its final flight (RFC 6347 §4.2.4),
+//! reports alerts and close_notify and refuses renegotiation. A server engine has no timer
+//! after completion; drop it once the peer's application data proves the final flight
+//! arrived, or after a grace period (RFC 6347 §4.2.4 suggests twice the maximum segment
+//! lifetime).
+//!
+//! What it does not do: application data (the data plane seals and opens it with the
+//! handed-over keys), DTLS 1.0 or 1.3, CBC or NULL suites, renegotiation, I/O.
+
+#![forbid(unsafe_code)]
+
+mod acceptor;
+mod client;
+mod config;
+mod connection;
+mod error;
+mod events;
+#[cfg(test)]
+mod feature_tests;
+mod flight;
+mod handshake;
+mod inbox;
+mod keys;
+#[cfg(test)]
+mod pair_tests;
+mod server;
+mod state;
+mod suites;
+mod timer;
+
+pub use acceptor::{AcceptOutcome, Acceptor, AcceptorConfig, DropReason, VerifiedClientHello};
+pub use config::{
+    CertifiedKey, CipherSuite, ClientAuth, Config, ConfigError, KeyExchange, MIN_MTU, Psk,
+    RetransmitConfig, TimeSource,
+};
+pub use connection::{Connection, ConnectionStats, Role};
+pub use error::HandshakeError;
+pub use events::{EpochKeys, Event, PeerIdentity, SessionKeys, Transmit};
+pub use keys::exporter::{ExportError, Exporter, SRTP_EXPORTER_LABEL};
+pub use keys::ticket::SessionTicket;
+
+/// Re-exports of the building blocks that appear in this crate's API.
+pub use dtls_crypto::{self as crypto, NamedGroup, PeerVerifier, Rng, SigningKey};
+pub use dtls_wire::{
+    AlertDescription, AlertLevel, HeartbeatMode, SignatureScheme, SrtpProtectionProfile,
+};

@@ -1,0 +1,340 @@
+//! The server's stateless front door (RFC 6347 §4.2.1).
+//!
+//! A ClientHello without a valid cookie is answered with a HelloVerifyRequest computed
+//! from HMAC(secret, peer address, ClientHello parameters) and nothing is allocated or
+//! kept for it. The answer is written into the caller's buffer and is never larger than
+//! the datagram that caused it. Only a ClientHello with a valid cookie (current or
+//! previous secret) is parsed fully and becomes a [`VerifiedClientHello`], from which
+//! [`Connection::server`](crate::Connection::server) builds an engine.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dataplane::record::{ContentType, HEADER_LEN, RecordRepr, Records};
+use dtls_crypto::{CookieKeys, Rng};
+use dtls_wire::{
+    AlertDescription, AlertLevel, ClientHello, HANDSHAKE_HEADER_LEN, HandshakeHeader,
+    HandshakeRepr, HandshakeType, ProtocolVersion,
+};
+
+use crate::config::{Config, ConfigError};
+use crate::events::Transmit;
+
+/// Acceptor settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AcceptorConfig {
+    /// Require the cookie exchange (default `true`). Without it every well-formed
+    /// ClientHello becomes a connection: only for trusted networks and tests.
+    pub require_cookie: bool,
+    /// How often the cookie secret rotates (the previous one stays valid for one more
+    /// period). Default 60 s.
+    pub cookie_rotation: Duration,
+}
+
+impl Default for AcceptorConfig {
+    fn default() -> Self {
+        Self {
+            require_cookie: true,
+            cookie_rotation: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why the acceptor ignored a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The first record is not an epoch-0 handshake record carrying a ClientHello.
+    NotClientHello,
+    /// The ClientHello is fragmented (a stateless server needs it in one record).
+    Fragmented,
+    /// The ClientHello does not parse.
+    Malformed,
+    /// The caller's buffer cannot hold the answer.
+    BufferTooSmall,
+    /// The answer would be larger than the ClientHello (never sent: no amplification).
+    ResponseTooLarge,
+}
+
+/// A ClientHello that carried a valid cookie (or arrived with cookies disabled).
+/// Only the [`Acceptor`] creates these.
+#[derive(Debug, Clone)]
+pub struct VerifiedClientHello {
+    pub(crate) peer: SocketAddr,
+    pub(crate) record_sequence: u64,
+    pub(crate) message_seq: u16,
+    pub(crate) hello: ClientHello,
+    /// The message as it enters the handshake hash (unfragmented header and body).
+    pub(crate) transcript: Vec<u8>,
+}
+
+impl VerifiedClientHello {
+    /// The client's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The parsed ClientHello.
+    pub fn client_hello(&self) -> &ClientHello {
+        &self.hello
+    }
+}
+
+/// What to do with a datagram from an address without a connection.
+#[derive(Debug)]
+pub enum AcceptOutcome {
+    /// Create a server connection with [`Connection::server`](crate::Connection::server).
+    Accept(Box<VerifiedClientHello>),
+    /// Send the answer written at the start of the caller's buffer (a HelloVerifyRequest,
+    /// or a protocol_version alert for a client without DTLS 1.2).
+    Reply(Transmit),
+    /// Ignore the datagram.
+    Drop(DropReason),
+}
+
+/// The fields of a ClientHello body that the cookie binds, as slices of the datagram.
+struct HelloFields<'a> {
+    version: &'a [u8],
+    random: &'a [u8],
+    session_id: &'a [u8],
+    cookie: &'a [u8],
+    cipher_suites: &'a [u8],
+    compression_methods: &'a [u8],
+}
+
+/// Reads the fixed part of a ClientHello body without allocating.
+fn scan_hello(body: &[u8]) -> Option<HelloFields<'_>> {
+    fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if rest.len() < n {
+            return None;
+        }
+        let (head, tail) = rest.split_at(n);
+        *rest = tail;
+        Some(head)
+    }
+    fn vec8<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let len = usize::from(*take(rest, 1)?.first()?);
+        take(rest, len)
+    }
+    fn vec16<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let l = take(rest, 2)?;
+        take(rest, usize::from(u16::from_be_bytes([l[0], l[1]])))
+    }
+    let mut rest = body;
+    Some(HelloFields {
+        version: take(&mut rest, 2)?,
+        random: take(&mut rest, 32)?,
+        session_id: vec8(&mut rest)?,
+        cookie: vec8(&mut rest)?,
+        cipher_suites: vec16(&mut rest)?,
+        compression_methods: vec8(&mut rest)?,
+    })
+}
+
+/// The stateless cookie front of a server (see the module documentation).
+#[derive(Debug)]
+pub struct Acceptor {
+    config: Arc<Config>,
+    settings: AcceptorConfig,
+    cookies: CookieKeys,
+}
+
+impl Acceptor {
+    /// An acceptor whose first cookie secret comes from `rng`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the configuration cannot work.
+    pub fn new(
+        config: Arc<Config>,
+        settings: AcceptorConfig,
+        rng: &mut dyn Rng,
+        now: Instant,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            settings,
+            cookies: CookieKeys::new(rng, now, settings.cookie_rotation),
+        })
+    }
+
+    /// The server configuration connections accepted here should use.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// When the cookie secret is next due to rotate.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.cookies.poll_timeout()
+    }
+
+    /// Rotates the cookie secret when due.
+    pub fn handle_timeout(&mut self, now: Instant, rng: &mut dyn Rng) {
+        self.cookies.handle_timeout(now, rng);
+    }
+
+    /// Judges one datagram from `peer`, which has no connection yet. Answers are written
+    /// into `buf`. Allocates nothing unless the cookie is valid.
+    pub fn handle_datagram(
+        &self,
+        _now: Instant,
+        peer: SocketAddr,
+        datagram: &[u8],
+        buf: &mut [u8],
+    ) -> AcceptOutcome {
+        let Some(record) = Records::new(datagram).next() else {
+            return AcceptOutcome::Drop(DropReason::NotClientHello);
+        };
+        let Ok(repr) = RecordRepr::parse(&record.header) else {
+            return AcceptOutcome::Drop(DropReason::NotClientHello);
+        };
+        if repr.epoch != 0 || repr.content_type != ContentType::Handshake {
+            return AcceptOutcome::Drop(DropReason::NotClientHello);
+        }
+        let payload = record.header.payload();
+        let Ok(header) = HandshakeHeader::new_checked(payload) else {
+            return AcceptOutcome::Drop(DropReason::Malformed);
+        };
+        let Ok(hs) = HandshakeRepr::parse(&header) else {
+            return AcceptOutcome::Drop(DropReason::Malformed);
+        };
+        if hs.msg_type != HandshakeType::ClientHello {
+            return AcceptOutcome::Drop(DropReason::NotClientHello);
+        }
+        if !hs.is_unfragmented() {
+            return AcceptOutcome::Drop(DropReason::Fragmented);
+        }
+        let body = header.fragment();
+        let Some(fields) = scan_hello(body) else {
+            return AcceptOutcome::Drop(DropReason::Malformed);
+        };
+        let version =
+            ProtocolVersion::from_u16(u16::from_be_bytes([fields.version[0], fields.version[1]]));
+        if !version.offers_dtls12() {
+            // RFC 5246 §E.1 / RFC 6347 §4.1: a client that cannot do DTLS 1.2 gets a
+            // protocol_version alert.
+            return self.reply_alert(peer, &repr, datagram.len(), buf);
+        }
+        let params: [&[u8]; 5] = [
+            fields.version,
+            fields.random,
+            fields.session_id,
+            fields.cipher_suites,
+            fields.compression_methods,
+        ];
+        if self.settings.require_cookie && !self.cookies.verify(peer, &params, fields.cookie) {
+            return self.reply_hello_verify_request(peer, &repr, &hs, &params, datagram.len(), buf);
+        }
+        // The cookie is valid: now it is worth parsing (and allocating).
+        let Ok(hello) = ClientHello::parse(body) else {
+            return AcceptOutcome::Drop(DropReason::Malformed);
+        };
+        let mut transcript = Vec::with_capacity(HANDSHAKE_HEADER_LEN + body.len());
+        if dtls_wire::encode_message(
+            HandshakeType::ClientHello,
+            hs.message_seq,
+            body,
+            &mut transcript,
+        )
+        .is_err()
+        {
+            return AcceptOutcome::Drop(DropReason::Malformed);
+        }
+        AcceptOutcome::Accept(Box::new(VerifiedClientHello {
+            peer,
+            record_sequence: repr.sequence,
+            message_seq: hs.message_seq,
+            hello,
+            transcript,
+        }))
+    }
+
+    /// Writes a HelloVerifyRequest into `buf`.
+    fn reply_hello_verify_request(
+        &self,
+        peer: SocketAddr,
+        record: &RecordRepr,
+        hs: &HandshakeRepr,
+        params: &[&[u8]],
+        request_len: usize,
+        buf: &mut [u8],
+    ) -> AcceptOutcome {
+        let cookie = self.cookies.generate(peer, params);
+        // body: server_version(2) cookie<0..255>
+        let body_len = 2 + 1 + cookie.len();
+        let total = HEADER_LEN + HANDSHAKE_HEADER_LEN + body_len;
+        // Bytes sent before the cookie is validated never exceed bytes received.
+        if total > request_len {
+            return AcceptOutcome::Drop(DropReason::ResponseTooLarge);
+        }
+        let Some(out) = buf.get_mut(..total) else {
+            return AcceptOutcome::Drop(DropReason::BufferTooSmall);
+        };
+        let rec = RecordRepr {
+            content_type: ContentType::Handshake,
+            version: record.version,
+            epoch: 0,
+            // RFC 6347 §4.2.1: "the server MUST use the record sequence number in the
+            // ClientHello as the record sequence number in the HelloVerifyRequest".
+            sequence: record.sequence,
+            length: (HANDSHAKE_HEADER_LEN + body_len) as u16,
+        };
+        if rec.emit_into(out).is_err() {
+            return AcceptOutcome::Drop(DropReason::BufferTooSmall);
+        }
+        let hvr_header = HandshakeRepr::unfragmented(
+            HandshakeType::HelloVerifyRequest,
+            hs.message_seq,
+            body_len as u32,
+        );
+        let Ok(h) = hvr_header.to_bytes() else {
+            return AcceptOutcome::Drop(DropReason::BufferTooSmall);
+        };
+        out[HEADER_LEN..HEADER_LEN + HANDSHAKE_HEADER_LEN].copy_from_slice(&h);
+        let body = &mut out[HEADER_LEN + HANDSHAKE_HEADER_LEN..];
+        // RFC 6347 §4.2.1: "DTLS 1.2 server implementations SHOULD use DTLS version 1.0
+        // regardless of the version of TLS that is expected to be negotiated."
+        body[..2].copy_from_slice(&ProtocolVersion::Dtls1_0.to_u16().to_be_bytes());
+        body[2] = cookie.len() as u8;
+        body[3..].copy_from_slice(&cookie);
+        AcceptOutcome::Reply(Transmit {
+            destination: peer,
+            len: total,
+            segment_size: None,
+        })
+    }
+
+    /// Writes a fatal protocol_version alert into `buf`.
+    fn reply_alert(
+        &self,
+        peer: SocketAddr,
+        record: &RecordRepr,
+        request_len: usize,
+        buf: &mut [u8],
+    ) -> AcceptOutcome {
+        let total = HEADER_LEN + 2;
+        if total > request_len {
+            return AcceptOutcome::Drop(DropReason::ResponseTooLarge);
+        }
+        let Some(out) = buf.get_mut(..total) else {
+            return AcceptOutcome::Drop(DropReason::BufferTooSmall);
+        };
+        let rec = RecordRepr {
+            content_type: ContentType::Alert,
+            version: record.version,
+            epoch: 0,
+            sequence: record.sequence,
+            length: 2,
+        };
+        if rec.emit_into(out).is_err() {
+            return AcceptOutcome::Drop(DropReason::BufferTooSmall);
+        }
+        out[HEADER_LEN] = AlertLevel::Fatal.to_u8();
+        out[HEADER_LEN + 1] = AlertDescription::ProtocolVersion.to_u8();
+        AcceptOutcome::Reply(Transmit {
+            destination: peer,
+            len: total,
+            segment_size: None,
+        })
+    }
+}

@@ -1,0 +1,247 @@
+//! Engine configuration: suites, groups, certificates, PSKs, extensions, MTU and timers.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dtls_crypto::pki_types::{CertificateDer, UnixTime};
+use dtls_crypto::{NamedGroup, PeerVerifier, SigningKey, TicketKeys};
+use dtls_wire::{HeartbeatMode, SignatureScheme, SrtpProtectionProfile};
+use zeroize::Zeroizing;
+
+pub use crate::suites::{CipherSuite, KeyExchange};
+
+/// The smallest MTU the engine accepts (a DTLS record with a handshake fragment must fit).
+pub const MIN_MTU: usize = 128;
+
+/// Flight retransmission settings (RFC 6347 §4.2.4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetransmitConfig {
+    /// First timeout of every flight. Default 1 s (RFC 6347 §4.2.4.1).
+    pub initial: Duration,
+    /// Cap of the doubling timeout. Default 60 s (RFC 6347 §4.2.4.1, RFC 6298).
+    pub max: Duration,
+    /// Give up after this many timer-driven retransmissions of one flight. Default 12.
+    pub max_retransmits: u32,
+    /// Give up when the handshake has not completed this long after it started.
+    /// Default 120 s; `None` for no limit.
+    pub max_handshake_time: Option<Duration>,
+    /// After this many retransmissions of one flight, fragment to [`Self::backoff_mtu`]
+    /// (PMTU back-off, RFC 6347 §4.1.1.1). Default 2.
+    pub backoff_after: u32,
+    /// The MTU used after back-off (never larger than the configured MTU). Default 576.
+    pub backoff_mtu: usize,
+    /// Copies of the flight sent at each timer-driven retransmission (each with fresh
+    /// record sequence numbers). Default 2: a timeout means loss, and a second copy makes
+    /// the retry far more likely to get through on a lossy path while the exponential
+    /// back-off still halves the sending rate at every timeout. 1 gives the classic
+    /// behaviour. The first transmission of a flight is always a single copy.
+    pub copies: u32,
+}
+
+impl Default for RetransmitConfig {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+            max_retransmits: 12,
+            max_handshake_time: Some(Duration::from_secs(120)),
+            backoff_after: 2,
+            backoff_mtu: 576,
+            copies: 2,
+        }
+    }
+}
+
+/// A certificate chain (end-entity first) and its private key.
+pub struct CertifiedKey {
+    /// DER certificates, end-entity first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The end-entity's private key.
+    pub key: SigningKey,
+}
+
+impl fmt::Debug for CertifiedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertifiedKey")
+            .field("chain_len", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the engine gets wall-clock time for certificate validity checks (the only use of
+/// wall-clock time; timers use the `now: Instant` arguments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeSource {
+    /// The system clock, read when a certificate chain is verified.
+    System,
+    /// A fixed time (deterministic tests).
+    Fixed(UnixTime),
+}
+
+impl TimeSource {
+    pub(crate) fn now(self) -> UnixTime {
+        match self {
+            TimeSource::System => UnixTime::now(),
+            TimeSource::Fixed(t) => t,
+        }
+    }
+}
+
+/// Whether a server asks for client certificates (RFC 5246 §7.4.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// No CertificateRequest.
+    None,
+    /// CertificateRequest sent; an empty client Certificate is accepted.
+    Optional,
+    /// CertificateRequest sent; the handshake fails without a verified client certificate.
+    Required,
+}
+
+/// One pre-shared key and its identity (RFC 4279).
+#[derive(Clone)]
+pub struct Psk {
+    /// The PSK identity (sent in clear in ClientKeyExchange).
+    pub identity: Vec<u8>,
+    /// The key (at most `dtls_crypto` `MAX_PSK_LEN` bytes).
+    pub key: Zeroizing<Vec<u8>>,
+}
+
+impl fmt::Debug for Psk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Psk")
+            .field("identity", &String::from_utf8_lossy(&self.identity))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configuration shared by many connections of one role (wrap it in an `Arc`).
+///
+/// Role-specific fields are ignored by the other role.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Cipher suites in preference order: a server picks the first of these the client
+    /// offers (server preference); a client offers them in this order.
+    pub cipher_suites: Vec<CipherSuite>,
+    /// ECDHE groups in preference order.
+    pub groups: Vec<NamedGroup>,
+    /// Signature schemes we accept from the peer and may use, in preference order.
+    pub signature_schemes: Vec<SignatureScheme>,
+    /// Refuse peers without extended_master_secret (RFC 7627 §5.2, §5.3). Default `true`.
+    pub require_extended_master_secret: bool,
+    /// Largest datagram the engine sends. Default 1200.
+    pub mtu: usize,
+    /// Flight retransmission timer.
+    pub retransmit: RetransmitConfig,
+    /// Replay window size handed to the shard. Default 1024.
+    pub replay_window: usize,
+    /// Our certificate and key (server: required for ECDHE suites; client: used when the
+    /// server sends CertificateRequest).
+    pub certificate: Option<Arc<CertifiedKey>>,
+    /// How the peer's certificate chain is checked (handshake signatures are always
+    /// checked). Default: the insecure accept-any mode, **for tests only** — production
+    /// configurations must set `PeerVerifier::WebPki`.
+    pub peer_verification: PeerVerifier,
+    /// Wall-clock time for certificate validity.
+    pub time: TimeSource,
+    /// Client: the server name to send (SNI) and to verify. Server: unused.
+    pub server_name: Option<String>,
+    /// Server: whether to request client certificates.
+    pub client_auth: ClientAuth,
+    /// Client: the first entry is our identity and key. Server: every identity we accept.
+    pub psks: Vec<Psk>,
+    /// Server: the PSK identity hint sent in ServerKeyExchange (RFC 4279 §2).
+    pub psk_identity_hint: Option<Vec<u8>>,
+    /// ALPN protocols in preference order (RFC 7301); empty for no ALPN.
+    pub alpn_protocols: Vec<Vec<u8>>,
+    /// SRTP profiles in preference order (RFC 5764); empty for no use_srtp.
+    pub srtp_profiles: Vec<SrtpProtectionProfile>,
+    /// Our heartbeat mode (RFC 6520); `None` to not negotiate heartbeats.
+    pub heartbeat: Option<HeartbeatMode>,
+    /// Server: ticket keys to issue and accept session tickets (RFC 5077); `None` disables.
+    /// Shared by every connection of the server (sealing advances a nonce, hence the
+    /// mutex; it is taken once per full handshake and once per resumption attempt).
+    /// Client: unused.
+    pub ticket_keys: Option<Arc<Mutex<TicketKeys>>>,
+    /// Client: offer the session_ticket extension (RFC 5077). Default `true`.
+    pub offer_session_ticket: bool,
+    /// Ticket lifetime hint the server sends, seconds. Default 7200.
+    pub ticket_lifetime: u32,
+    /// Cap on buffered handshake bytes per connection (reassembly). Default 64 KiB.
+    pub max_handshake_buffer: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            cipher_suites: CipherSuite::ALL.to_vec(),
+            groups: vec![
+                NamedGroup::X25519,
+                NamedGroup::Secp256r1,
+                NamedGroup::Secp384r1,
+            ],
+            signature_schemes: SignatureScheme::SUPPORTED.to_vec(),
+            require_extended_master_secret: true,
+            mtu: 1200,
+            retransmit: RetransmitConfig::default(),
+            replay_window: 1024,
+            certificate: None,
+            peer_verification: PeerVerifier::DangerousAcceptAnyCertificateForTestsOnly,
+            time: TimeSource::System,
+            server_name: None,
+            client_auth: ClientAuth::None,
+            psks: Vec::new(),
+            psk_identity_hint: None,
+            alpn_protocols: Vec::new(),
+            srtp_profiles: Vec::new(),
+            heartbeat: None,
+            ticket_keys: None,
+            offer_session_ticket: true,
+            ticket_lifetime: 7200,
+            max_handshake_buffer: 64 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Checks the settings that would make every handshake fail.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the bad setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.mtu < MIN_MTU {
+            return Err(ConfigError::MtuTooSmall { mtu: self.mtu });
+        }
+        if self.cipher_suites.is_empty() {
+            return Err(ConfigError::NoCipherSuites);
+        }
+        if self.cipher_suites.iter().any(|s| s.uses_ecdhe()) && self.groups.is_empty() {
+            return Err(ConfigError::NoGroups);
+        }
+        if self.retransmit.initial.is_zero() || self.retransmit.max < self.retransmit.initial {
+            return Err(ConfigError::BadRetransmitTimer);
+        }
+        Ok(())
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The MTU is below [`MIN_MTU`].
+    #[error("MTU {mtu} is below the minimum of {MIN_MTU}")]
+    MtuTooSmall {
+        /// The configured MTU.
+        mtu: usize,
+    },
+    /// No cipher suite enabled.
+    #[error("no cipher suite enabled")]
+    NoCipherSuites,
+    /// ECDHE suites enabled but no group.
+    #[error("ECDHE suites enabled but no named group")]
+    NoGroups,
+    /// Zero initial timeout or a cap below it.
+    #[error("retransmission timer: initial must be > 0 and max >= initial")]
+    BadRetransmitTimer,
+}

@@ -1,0 +1,555 @@
+//! [`Connection`]: one DTLS 1.2 handshake engine, either role, driven by `handle_*` and
+//! drained by `poll_*` (no sockets, no clock reads, randomness injected).
+//!
+//! Record input: every record of a datagram is judged on its own; records that fail
+//! parsing or authentication are dropped silently and counted (RFC 6347 §4.1.2.7:
+//! "invalid records SHOULD be silently discarded").
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use dataplane::record::{ContentType, Opener, RecordRepr, Records, ReplayWindow};
+use dtls_crypto::Rng;
+use dtls_wire::{Alert, AlertDescription, AlertLevel, CHANGE_CIPHER_SPEC};
+
+use crate::config::Config;
+use crate::error::HandshakeError;
+use crate::events::{Event, Transmit};
+use crate::flight::{Flight, RecordWriter, pack_flight};
+use crate::handshake::{Handshake, Message};
+use crate::state::State;
+use crate::timer::{RetransmitTimer, TimerAction};
+
+/// How many epoch-1 records received before the peer's ChangeCipherSpec are kept for
+/// when it arrives (a legitimate reorder of CCS and Finished).
+const MAX_EARLY_EPOCH1_RECORDS: usize = 8;
+
+/// Which side of the handshake this engine plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Sends the ClientHello.
+    Client,
+    /// Answers it.
+    Server,
+}
+
+/// Counters of what the engine dropped or did (for tests and metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// Records dropped because their header or content did not parse.
+    pub malformed_records: u64,
+    /// Epoch-1 records that failed authentication or replay checks.
+    pub rejected_records: u64,
+    /// Records of an epoch we have no keys for, or of a content type not handled here.
+    pub ignored_records: u64,
+    /// Flight retransmissions triggered by the timer.
+    pub timer_retransmits: u64,
+    /// Flight retransmissions triggered by a retransmitted peer flight.
+    pub peer_triggered_retransmits: u64,
+    /// Datagrams the engine produced.
+    pub datagrams_sent: u64,
+    /// Handshake fragments that disagreed with buffered ones about their message (the
+    /// newest wins and the buffered messages are discarded).
+    pub conflicting_fragments: u64,
+}
+
+/// One DTLS 1.2 handshake engine (client or server).
+///
+/// Drive it with [`Connection::handle_datagram`] and [`Connection::handle_timeout`]; after
+/// each call drain [`Connection::poll_transmit`] and [`Connection::poll_event`] and re-arm
+/// your timer from [`Connection::poll_timeout`].
+///
+/// Application data is not handled here: on [`Event::KeysReady`] build a
+/// `dataplane::record::Sealer`/`Opener` from the keys. Keep passing every datagram from the
+/// peer to the engine afterwards (it ignores epoch-1 application data): it answers a
+/// retransmitted final flight (RFC 6347 §4.2.4), handles alerts and refuses renegotiation.
+pub struct Connection {
+    pub(crate) role: Role,
+    pub(crate) peer: SocketAddr,
+    pub(crate) config: Arc<Config>,
+    pub(crate) rng: Box<dyn Rng + Send>,
+    pub(crate) state: State,
+    pub(crate) hs: Handshake,
+    pub(crate) timer: RetransmitTimer,
+    pub(crate) outbox: VecDeque<Vec<u8>>,
+    pub(crate) events: VecDeque<Event>,
+    pub(crate) stats: ConnectionStats,
+    /// Epoch-1 read state (installed on the peer's ChangeCipherSpec).
+    pub(crate) reader: Option<Opener>,
+    /// Epoch-1 records that arrived before the peer's ChangeCipherSpec.
+    early_epoch1: Vec<Vec<u8>>,
+    /// The epoch our alerts go out in (1 once we sent ChangeCipherSpec).
+    pub(crate) write_epoch: u16,
+    /// When a peer retransmission last made us resend our flight.
+    last_peer_triggered: Option<Instant>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("role", &self.role)
+            .field("peer", &self.peer)
+            .field("state", &self.state.name())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    pub(crate) fn new(
+        role: Role,
+        config: Arc<Config>,
+        rng: Box<dyn Rng + Send>,
+        peer: SocketAddr,
+        writer: RecordWriter,
+        state: State,
+    ) -> Self {
+        let timer = RetransmitTimer::new(config.retransmit);
+        Self {
+            role,
+            peer,
+            hs: Handshake::new(writer, config.max_handshake_buffer),
+            config,
+            rng,
+            state,
+            timer,
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: ConnectionStats::default(),
+            reader: None,
+            early_epoch1: Vec::new(),
+            write_epoch: 0,
+            last_peer_triggered: None,
+        }
+    }
+
+    /// This engine's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Whether the handshake completed (and [`Event::KeysReady`] was queued).
+    pub fn is_established(&self) -> bool {
+        matches!(self.state, State::Established)
+    }
+
+    /// Whether the engine is dead (failed or closed) and can be dropped.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, State::Failed | State::Closed)
+    }
+
+    /// The name of the current handshake state (e.g. `"ExpectServerHello"`), for logs.
+    pub fn state_name(&self) -> &'static str {
+        self.state.name()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ConnectionStats {
+        ConnectionStats {
+            conflicting_fragments: self.hs.inbox.conflicts,
+            ..self.stats
+        }
+    }
+
+    /// Whether `datagram` starts with a plaintext ClientHello of a *different* handshake
+    /// (another client random): the peer restarted. A server driver hands such datagrams
+    /// to the [`crate::Acceptor`] instead of this engine, and keeps this session until the
+    /// new handshake completes. Retransmissions of this handshake's own ClientHello return
+    /// `false` and belong to this engine.
+    pub fn is_new_client_hello(&self, datagram: &[u8]) -> bool {
+        if self.role != Role::Server {
+            return false;
+        }
+        let Some(record) = Records::new(datagram).next() else {
+            return false;
+        };
+        let payload = record.header.payload();
+        // epoch 0, handshake content, client_hello(1), random at body offset 2.
+        record.header.epoch() == 0
+            && record.header.content_type() == u8::from(ContentType::Handshake)
+            && payload.first() == Some(&1)
+            && payload
+                .get(12 + 2..12 + 2 + 32)
+                .is_some_and(|random| random != self.hs.client_random)
+    }
+
+    /// Feeds one datagram received from `peer`. Datagrams from another address are
+    /// ignored (the caller routes by address).
+    pub fn handle_datagram(&mut self, now: Instant, peer: SocketAddr, datagram: &[u8]) {
+        if peer != self.peer || self.is_finished() {
+            return;
+        }
+        let mut records = Records::new(datagram);
+        for record in records.by_ref() {
+            if self.is_finished() {
+                break;
+            }
+            let Ok(repr) = RecordRepr::parse(&record.header) else {
+                self.stats.malformed_records += 1;
+                continue;
+            };
+            let bytes = &datagram[record.range.clone()];
+            match repr.epoch {
+                0 => self.handle_plaintext_record(now, &repr, record.header.payload()),
+                1 => self.handle_epoch1_record(now, repr.content_type, bytes),
+                _ => self.stats.ignored_records += 1,
+            }
+        }
+        if records.dropped_bytes() > 0 {
+            self.stats.malformed_records += 1;
+        }
+    }
+
+    /// Advances timers to `now`: retransmits the current flight or gives up.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.timer.handle_timeout(now) {
+            TimerAction::Idle => {}
+            TimerAction::Retransmit => {
+                self.stats.timer_retransmits += 1;
+                for _ in 0..self.config.retransmit.copies.max(1) {
+                    self.retransmit_flight();
+                }
+            }
+            TimerAction::GiveUp => self.fail(HandshakeError::Timeout),
+        }
+    }
+
+    /// Writes the next datagram to send into `buf` (which should hold at least the
+    /// configured MTU). A datagram larger than `buf` is dropped.
+    pub fn poll_transmit(&mut self, _now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        while let Some(datagram) = self.outbox.pop_front() {
+            let Some(dst) = buf.get_mut(..datagram.len()) else {
+                continue;
+            };
+            dst.copy_from_slice(&datagram);
+            self.stats.datagrams_sent += 1;
+            return Some(Transmit {
+                destination: self.peer,
+                len: datagram.len(),
+                segment_size: None,
+            });
+        }
+        None
+    }
+
+    /// When [`Connection::handle_timeout`] next has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timer.poll_timeout()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Queues close_notify (RFC 5246 §7.2.1) and closes the engine. Emits
+    /// [`Event::Closed`] with `by_peer: false`.
+    pub fn close(&mut self, _now: Instant) {
+        if self.is_finished() {
+            return;
+        }
+        self.queue_alert(Alert::close_notify());
+        self.timer.disarm();
+        self.state = State::Closed;
+        self.events.push_back(Event::Closed { by_peer: false });
+    }
+
+    // ----- record input -----
+
+    fn handle_plaintext_record(&mut self, now: Instant, repr: &RecordRepr, payload: &[u8]) {
+        match repr.content_type {
+            ContentType::Handshake => {
+                self.handle_handshake_payload(now, payload, 0);
+            }
+            ContentType::ChangeCipherSpec => {
+                if payload != [CHANGE_CIPHER_SPEC] {
+                    self.stats.malformed_records += 1;
+                    return;
+                }
+                self.handle_change_cipher_spec(now);
+            }
+            ContentType::Alert => {
+                // Unauthenticated alerts are believed only before keys are in use: a
+                // spoofed epoch-0 alert must not kill a live session.
+                if self.reader.is_some() {
+                    self.stats.ignored_records += 1;
+                    return;
+                }
+                self.handle_alert_payload(payload);
+            }
+            _ => self.stats.ignored_records += 1,
+        }
+    }
+
+    fn handle_epoch1_record(&mut self, now: Instant, content_type: ContentType, bytes: &[u8]) {
+        if content_type == ContentType::ApplicationData && self.is_established() {
+            // The shard / driver opens application data with its own keys.
+            self.stats.ignored_records += 1;
+            return;
+        }
+        let Some(reader) = self.reader.as_mut() else {
+            if self.state.awaits_peer_ccs_later()
+                && self.early_epoch1.len() < MAX_EARLY_EPOCH1_RECORDS
+            {
+                self.early_epoch1.push(bytes.to_vec());
+            } else {
+                self.stats.ignored_records += 1;
+            }
+            return;
+        };
+        let mut buf = bytes.to_vec();
+        let opened = match reader.open(&mut buf) {
+            Ok(opened) => opened,
+            Err(_) => {
+                // RFC 6347 §4.1.2.7: records failing authentication are silently discarded.
+                self.stats.rejected_records += 1;
+                return;
+            }
+        };
+        let content_type = opened.content_type;
+        let plaintext = opened.plaintext.to_vec();
+        match content_type {
+            ContentType::Handshake => self.handle_handshake_payload(now, &plaintext, 1),
+            ContentType::Alert => self.handle_alert_payload(&plaintext),
+            _ => self.stats.ignored_records += 1,
+        }
+    }
+
+    fn handle_change_cipher_spec(&mut self, now: Instant) {
+        if self.reader.is_some() {
+            // A retransmitted CCS: nothing to do.
+            return;
+        }
+        if !self.state.awaits_peer_ccs_later() {
+            self.stats.ignored_records += 1;
+            return;
+        }
+        // RFC 6347 §4.1: records may be reordered, so a CCS can arrive before the
+        // handshake messages that precede it. It switches the read side to epoch 1 as
+        // soon as the keys exist; the Finished it protects is still only accepted in
+        // message order, after every earlier message (ExpectFinished).
+        self.hs.ccs_pending = true;
+        self.apply_pending_change_cipher_spec(now);
+    }
+
+    /// Installs the epoch-1 read state if the peer's CCS arrived and the keys exist, then
+    /// reads the epoch-1 records that arrived early.
+    fn apply_pending_change_cipher_spec(&mut self, now: Instant) {
+        if !self.hs.ccs_pending || self.reader.is_some() || self.hs.keys.is_none() {
+            self.advance_past_change_cipher_spec();
+            return;
+        }
+        self.hs.ccs_pending = false;
+        let key = match self.hs.peer_record_key(self.role) {
+            Ok(k) => k,
+            Err(e) => return self.fail(e),
+        };
+        let window = ReplayWindow::new(ReplayWindow::DEFAULT_SIZE);
+        self.reader = Some(Opener::new(1, key, window));
+        self.advance_past_change_cipher_spec();
+        // Records that arrived early (Finished before CCS) can be read now.
+        for record in std::mem::take(&mut self.early_epoch1) {
+            if self.is_finished() {
+                break;
+            }
+            // Buffered records passed the record splitter, so they hold a 13-byte header.
+            let ct = record
+                .first()
+                .and_then(|&b| ContentType::from_u8(b))
+                .unwrap_or(ContentType::Handshake);
+            self.handle_epoch1_record(now, ct, &record);
+        }
+    }
+
+    /// ExpectChangeCipherSpec -> ExpectFinished once the peer's CCS was applied.
+    fn advance_past_change_cipher_spec(&mut self) {
+        if self.reader.is_some() && self.state.expects_change_cipher_spec() {
+            self.state = self.state.after_change_cipher_spec();
+        }
+    }
+
+    fn handle_alert_payload(&mut self, payload: &[u8]) {
+        let Ok(alert) = Alert::parse(payload) else {
+            self.stats.malformed_records += 1;
+            return;
+        };
+        self.events.push_back(Event::AlertReceived {
+            level: alert.level,
+            description: alert.description,
+        });
+        if alert.description == AlertDescription::CloseNotify {
+            // RFC 5246 §7.2.1: "The other party MUST respond with a close_notify alert of
+            // its own and close down the connection immediately".
+            if !self.is_finished() {
+                self.queue_alert(Alert::close_notify());
+                self.timer.disarm();
+                self.state = State::Closed;
+                self.events.push_back(Event::Closed { by_peer: true });
+            }
+            return;
+        }
+        if alert.level == AlertLevel::Fatal {
+            let err = HandshakeError::PeerAlert {
+                description: alert.description,
+            };
+            if self.is_established() {
+                self.timer.disarm();
+                self.state = State::Closed;
+                self.events.push_back(Event::Closed { by_peer: true });
+            } else {
+                self.fail(err);
+            }
+        }
+    }
+
+    fn handle_handshake_payload(&mut self, now: Instant, payload: &[u8], epoch: u16) {
+        let outcome = self.hs.inbox.handle_record(payload, epoch);
+        if outcome.malformed {
+            self.stats.malformed_records += 1;
+        }
+        if outcome.saw_old_flight_start {
+            self.handle_peer_retransmission(now);
+        }
+        if outcome.renegotiation && self.is_established() {
+            // RFC 5746 §4.2 / RFC 5246 §7.2.2: we do not renegotiate; refuse with a
+            // no_renegotiation warning and keep the session.
+            self.queue_alert(Alert {
+                level: AlertLevel::Warning,
+                description: AlertDescription::NoRenegotiation,
+            });
+        }
+        while let Some(message) = self.hs.inbox.pop_message() {
+            if self.is_finished() {
+                return;
+            }
+            if let Err(e) = self.handle_message(now, message) {
+                return self.fail(e);
+            }
+            self.apply_pending_change_cipher_spec(now);
+        }
+    }
+
+    /// The peer sent its previous flight again: our answer was lost, send it again
+    /// (RFC 6347 §4.2.4: on "Read retransmit", retransmit the last flight).
+    fn handle_peer_retransmission(&mut self, now: Instant) {
+        if self.hs.flight.is_empty() || self.is_finished() {
+            return;
+        }
+        // Copies of one peer retransmission (duplicates, or the peer's own redundant
+        // copies) are answered once: at most one answer per quarter of the initial timeout.
+        let gap = self.config.retransmit.initial / 4;
+        if self.last_peer_triggered.is_some_and(|at| now < at + gap) {
+            return;
+        }
+        self.last_peer_triggered = Some(now);
+        self.stats.peer_triggered_retransmits += 1;
+        self.retransmit_flight();
+    }
+
+    fn handle_message(&mut self, now: Instant, message: Message) -> Result<(), HandshakeError> {
+        if matches!(self.state, State::Established) {
+            // Nothing but renegotiation (handled above) is expected after completion.
+            self.stats.ignored_records += 1;
+            return Ok(());
+        }
+        // Each handler consumes the message in the current state and names the next one.
+        self.state = match self.role {
+            Role::Client => self.handle_client_message(now, message)?,
+            Role::Server => self.handle_server_message(now, message)?,
+        };
+        Ok(())
+    }
+
+    // ----- output -----
+
+    /// Sends `flight` as our new current flight. With `expect_answer` the retransmission
+    /// timer runs; a final flight is only resent when the peer retransmits
+    /// (RFC 6347 §4.2.4).
+    pub(crate) fn send_flight(
+        &mut self,
+        now: Instant,
+        flight: Flight,
+        expect_answer: bool,
+    ) -> Result<(), HandshakeError> {
+        self.hs.flight = flight;
+        self.hs.inbox.mark_flight_sent();
+        pack_flight(
+            &self.hs.flight,
+            self.config.mtu,
+            &mut self.hs.writer,
+            &mut self.outbox,
+        )?;
+        if self
+            .hs
+            .flight
+            .messages
+            .iter()
+            .any(|m| matches!(m, crate::flight::OutMessage::ChangeCipherSpec))
+        {
+            self.write_epoch = 1;
+        }
+        if expect_answer {
+            self.timer.arm_new_flight(now);
+        } else {
+            self.timer.disarm();
+        }
+        Ok(())
+    }
+
+    fn retransmit_flight(&mut self) {
+        let mut mtu = self.config.mtu;
+        // RFC 6347 §4.1.1.1: after repeated loss, fall back to smaller datagrams in case
+        // the path MTU is the problem.
+        if self.timer.retransmits() >= self.config.retransmit.backoff_after {
+            mtu = mtu.min(
+                self.config
+                    .retransmit
+                    .backoff_mtu
+                    .max(crate::config::MIN_MTU),
+            );
+        }
+        if let Err(e) = pack_flight(&self.hs.flight, mtu, &mut self.hs.writer, &mut self.outbox) {
+            self.fail(e);
+        }
+    }
+
+    /// Queues a one-record datagram carrying `alert` in the current write epoch.
+    pub(crate) fn queue_alert(&mut self, alert: Alert) {
+        let mut datagram = Vec::with_capacity(64);
+        let bytes = alert.to_bytes();
+        let epoch = if self.hs.writer.epoch1.is_some() {
+            self.write_epoch
+        } else {
+            0
+        };
+        if self
+            .hs
+            .writer
+            .push_record(&mut datagram, ContentType::Alert, epoch, &[&bytes])
+            .is_ok()
+        {
+            self.outbox.push_back(datagram);
+        }
+    }
+
+    /// Fails the handshake: fatal alert when the error calls for one, event, dead state.
+    pub(crate) fn fail(&mut self, error: HandshakeError) {
+        if self.is_finished() {
+            return;
+        }
+        if let Some(description) = error.alert() {
+            self.queue_alert(Alert::fatal(description));
+        }
+        self.timer.disarm();
+        self.hs.flight = Flight::default();
+        self.state = State::Failed;
+        self.events.push_back(Event::HandshakeFailed(error));
+    }
+}

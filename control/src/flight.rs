@@ -1,0 +1,284 @@
+//! The outgoing flight buffer: handshake messages of one flight, cut into fragments and
+//! records and packed into datagrams no larger than the MTU (RFC 6347 §4.1.1, §4.2.3).
+//!
+//! Timer handling lives in [`crate::timer`]; this module only builds datagrams.
+
+use std::collections::VecDeque;
+
+use dataplane::record::{ContentType, HEADER_LEN, RecordRepr, Sealer};
+use dtls_wire::{CHANGE_CIPHER_SPEC, Fragmenter, HandshakeType};
+
+use crate::error::HandshakeError;
+
+/// The DTLS handshake header length (RFC 6347 §4.2.2).
+pub(crate) const HANDSHAKE_HEADER_LEN: usize = 12;
+
+/// The record-layer version we write (RFC 6347 §4.1: DTLS 1.2 is {254, 253}).
+pub(crate) const RECORD_VERSION: u16 = dataplane::record::DTLS_1_2;
+
+/// One message of a flight.
+#[derive(Debug, Clone)]
+pub(crate) enum OutMessage {
+    /// A handshake message (body without the DTLS handshake header).
+    Handshake {
+        /// 0 for plaintext, 1 once ChangeCipherSpec was sent.
+        epoch: u16,
+        /// HandshakeType code.
+        msg_type: u8,
+        /// RFC 6347 §4.2.2 message_seq.
+        message_seq: u16,
+        /// The message body.
+        body: Vec<u8>,
+    },
+    /// ChangeCipherSpec (always epoch 0 in DTLS 1.2).
+    ChangeCipherSpec,
+}
+
+/// The messages of the flight we sent last (and may have to send again).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Flight {
+    pub(crate) messages: Vec<OutMessage>,
+}
+
+impl Flight {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+}
+
+/// Write state: the epoch-0 sequence counter and the epoch-1 sealer once keys exist.
+#[derive(Debug)]
+pub(crate) struct RecordWriter {
+    /// Next epoch-0 record sequence number.
+    pub(crate) epoch0_next: u64,
+    /// Epoch-1 write state, once the key block is derived.
+    pub(crate) epoch1: Option<Sealer>,
+    /// The engine never seals an epoch-1 record at or past this sequence number: the
+    /// shard continues from it (see [`crate::SessionKeys::write`]).
+    pub(crate) epoch1_limit: u64,
+}
+
+impl RecordWriter {
+    pub(crate) fn new(epoch0_next: u64) -> Self {
+        Self {
+            epoch0_next,
+            epoch1: None,
+            epoch1_limit: u64::MAX,
+        }
+    }
+
+    /// Bytes a record of `epoch` adds around its plaintext.
+    pub(crate) fn overhead(&self, epoch: u16) -> usize {
+        match (epoch, &self.epoch1) {
+            (0, _) | (_, None) => HEADER_LEN,
+            (_, Some(sealer)) => HEADER_LEN + sealer.overhead(),
+        }
+    }
+
+    /// Appends one record with `parts` concatenated as its plaintext.
+    pub(crate) fn push_record(
+        &mut self,
+        datagram: &mut Vec<u8>,
+        content_type: ContentType,
+        epoch: u16,
+        parts: &[&[u8]],
+    ) -> Result<(), HandshakeError> {
+        let plaintext_len: usize = parts.iter().map(|p| p.len()).sum();
+        let start = datagram.len();
+        if epoch == 0 {
+            let length = u16::try_from(plaintext_len).map_err(|_| HandshakeError::Internal {
+                what: "record too long",
+            })?;
+            let repr = RecordRepr {
+                content_type,
+                version: RECORD_VERSION,
+                epoch: 0,
+                sequence: self.epoch0_next,
+                length,
+            };
+            datagram.resize(start + HEADER_LEN, 0);
+            repr.emit_into(&mut datagram[start..])
+                .map_err(|_| HandshakeError::SequenceExhausted)?;
+            self.epoch0_next += 1;
+            for p in parts {
+                datagram.extend_from_slice(p);
+            }
+            return Ok(());
+        }
+        let limit = self.epoch1_limit;
+        let sealer = self.epoch1.as_mut().ok_or(HandshakeError::Internal {
+            what: "epoch 1 record before keys",
+        })?;
+        if sealer.next_sequence() >= limit {
+            return Err(HandshakeError::SequenceExhausted);
+        }
+        let offset = sealer.plaintext_offset();
+        let total = HEADER_LEN + sealer.overhead() + plaintext_len;
+        datagram.resize(start + total, 0);
+        let mut at = start + offset;
+        for p in parts {
+            datagram[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        let len = sealer
+            .seal(
+                content_type,
+                RECORD_VERSION,
+                &mut datagram[start..],
+                plaintext_len,
+            )
+            .map_err(|_| HandshakeError::SequenceExhausted)?;
+        datagram.truncate(start + len);
+        Ok(())
+    }
+}
+
+/// Smallest handshake fragment body worth starting in a partly filled datagram.
+const MIN_FRAGMENT: usize = 32;
+
+/// Cuts `flight` into records and packs them into datagrams of at most `mtu` bytes,
+/// appended to `out`. Several messages share a datagram when they fit (RFC 6347 §4.1.1:
+/// "Multiple DTLS records may be placed in a single datagram"); a message larger than the
+/// room left is fragmented (RFC 6347 §4.2.3), because "Each DTLS record MUST fit within a
+/// single datagram" (RFC 6347 §4.1.1).
+pub(crate) fn pack_flight(
+    flight: &Flight,
+    mtu: usize,
+    writer: &mut RecordWriter,
+    out: &mut VecDeque<Vec<u8>>,
+) -> Result<(), HandshakeError> {
+    let mut datagram: Vec<u8> = Vec::with_capacity(mtu);
+    for message in &flight.messages {
+        match message {
+            OutMessage::ChangeCipherSpec => {
+                if datagram.len() + writer.overhead(0) + 1 > mtu {
+                    out.push_back(std::mem::replace(&mut datagram, Vec::with_capacity(mtu)));
+                }
+                writer.push_record(
+                    &mut datagram,
+                    ContentType::ChangeCipherSpec,
+                    0,
+                    &[&[CHANGE_CIPHER_SPEC]],
+                )?;
+            }
+            OutMessage::Handshake {
+                epoch,
+                msg_type,
+                message_seq,
+                body,
+            } => {
+                let overhead = writer.overhead(*epoch) + HANDSHAKE_HEADER_LEN;
+                if overhead >= mtu {
+                    return Err(HandshakeError::Internal {
+                        what: "MTU too small",
+                    });
+                }
+                let internal = |_| HandshakeError::Internal {
+                    what: "handshake message too long",
+                };
+                let mut fragmenter =
+                    Fragmenter::new(HandshakeType::from_u8(*msg_type), *message_seq, body)
+                        .map_err(internal)?;
+                while !fragmenter.is_done() {
+                    let left = fragmenter.remaining();
+                    let room = mtu.saturating_sub(datagram.len() + overhead);
+                    // Start a new datagram rather than send a sliver of a message.
+                    if room < left.clamp(1, MIN_FRAGMENT) && !datagram.is_empty() {
+                        out.push_back(std::mem::replace(&mut datagram, Vec::with_capacity(mtu)));
+                        continue;
+                    }
+                    let Some(fragment) = fragmenter.next_fragment(room) else {
+                        break;
+                    };
+                    let header = fragment.header.to_bytes().map_err(internal)?;
+                    writer.push_record(
+                        &mut datagram,
+                        ContentType::Handshake,
+                        *epoch,
+                        &[&header, fragment.data],
+                    )?;
+                }
+            }
+        }
+    }
+    if !datagram.is_empty() {
+        out.push_back(datagram);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dataplane::record::Records;
+
+    fn flight(sizes: &[usize]) -> Flight {
+        Flight {
+            messages: sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| OutMessage::Handshake {
+                    epoch: 0,
+                    msg_type: 11,
+                    message_seq: i as u16,
+                    body: (0..n).map(|b| b as u8).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Reassembles every message from the datagrams (by message_seq) and checks them.
+    fn check(flight: &Flight, datagrams: &VecDeque<Vec<u8>>, mtu: usize) {
+        let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); flight.messages.len()];
+        for d in datagrams {
+            assert!(d.len() <= mtu, "datagram of {} > MTU {mtu}", d.len());
+            for rec in Records::new(d) {
+                let p = rec.header.payload();
+                let seq = usize::from(u16::from_be_bytes([p[4], p[5]]));
+                let off = usize::from_be_bytes([0, 0, 0, 0, 0, p[6], p[7], p[8]]);
+                let len = usize::from_be_bytes([0, 0, 0, 0, 0, p[9], p[10], p[11]]);
+                assert_eq!(off, bodies[seq].len(), "fragments in order");
+                assert_eq!(p.len(), 12 + len);
+                bodies[seq].extend_from_slice(&p[12..]);
+            }
+        }
+        for (m, b) in flight.messages.iter().zip(&bodies) {
+            let OutMessage::Handshake { body, .. } = m else {
+                unreachable!()
+            };
+            assert_eq!(body, b);
+        }
+    }
+
+    #[test]
+    fn small_messages_share_one_datagram() {
+        let f = flight(&[80, 40, 0]);
+        let mut w = RecordWriter::new(0);
+        let mut out = VecDeque::new();
+        pack_flight(&f, 1200, &mut w, &mut out).expect("pack");
+        assert_eq!(out.len(), 1);
+        assert_eq!(Records::new(&out[0]).count(), 3);
+        assert_eq!(w.epoch0_next, 3);
+        check(&f, &out, 1200);
+    }
+
+    #[test]
+    fn large_message_fragmented_to_mtu() {
+        for mtu in [200, 300, 577, 1200] {
+            let f = flight(&[90, 3000, 500, 0]);
+            let mut w = RecordWriter::new(7);
+            let mut out = VecDeque::new();
+            pack_flight(&f, mtu, &mut w, &mut out).expect("pack");
+            check(&f, &out, mtu);
+            assert!(out.len() >= 3000 / mtu);
+            // Every datagram but the last is well filled.
+            for d in out.iter().take(out.len() - 1) {
+                assert!(
+                    d.len() + 13 + 12 + MIN_FRAGMENT > mtu,
+                    "underfilled {}",
+                    d.len()
+                );
+            }
+        }
+    }
+}

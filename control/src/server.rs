@@ -1,0 +1,614 @@
+//! The server role, from a cookie-verified ClientHello (see [`crate::Acceptor`]) to the
+//! client's Finished.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dtls_crypto::pki_types::CertificateDer;
+use dtls_crypto::{
+    EphemeralKeyPair, NamedGroup, PremasterSecret, Rng, Sender, SessionState, verify_signature,
+};
+use dtls_wire::{
+    Certificate, CertificateRequest, CertificateVerify, ClientCertificateType, ClientHello,
+    ClientKeyExchange, DigitallySigned, EcdheParams, Extensions, HandshakeMessage, HandshakeType,
+    KeyExchange, NewSessionTicket, ProtocolVersion, ServerHello, ServerHelloDone,
+    ServerKeyExchange, SignatureScheme, UseSrtp, WireError,
+};
+
+use crate::acceptor::VerifiedClientHello;
+use crate::config::{CipherSuite, ClientAuth, Config, ConfigError};
+use crate::connection::{Connection, Role};
+use crate::error::HandshakeError;
+use crate::events::PeerIdentity;
+use crate::flight::{Flight, RecordWriter};
+use crate::handshake::Message;
+use crate::keys::session::MasterBytes;
+use crate::state::State;
+
+fn decode(message: &'static str) -> impl Fn(WireError) -> HandshakeError {
+    move |source| HandshakeError::Decode { message, source }
+}
+
+/// What the server chose for a ClientHello.
+struct Choice {
+    suite: CipherSuite,
+    group: Option<NamedGroup>,
+    /// Signature scheme for ServerKeyExchange (certificate suites).
+    scheme: Option<u16>,
+}
+
+impl Connection {
+    /// Creates a server engine from a ClientHello the [`crate::Acceptor`] verified, and
+    /// queues the server's first flight.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the configuration cannot work.
+    pub fn server(
+        config: Arc<Config>,
+        rng: Box<dyn Rng + Send>,
+        now: Instant,
+        hello: Box<VerifiedClientHello>,
+    ) -> Result<Self, ConfigError> {
+        let hello = *hello;
+        config.validate()?;
+        // The server's record sequence continues from the client's (as RFC 6347 §4.2.1
+        // does for HelloVerifyRequest), so it never repeats the HelloVerifyRequest's.
+        let writer = RecordWriter::new(hello.record_sequence);
+        let mut conn = Connection::new(
+            Role::Server,
+            config,
+            rng,
+            hello.peer,
+            writer,
+            State::ExpectClientKeyExchange,
+        );
+        // RFC 6347 §4.2.2: the server's first message_seq after a cookie exchange matches
+        // the ClientHello's (the HelloVerifyRequest consumed the previous one).
+        conn.hs.next_send_seq = hello.message_seq;
+        conn.hs.inbox.advance_to(hello.message_seq.wrapping_add(1));
+        conn.hs.inbox.set_answered_flight_start(hello.message_seq);
+        // RFC 6347 §4.2.1: the handshake hash starts with the ClientHello that carried the
+        // cookie.
+        conn.hs.transcript.update(&hello.transcript);
+        match conn.handle_client_hello(now, hello.hello) {
+            Ok(next) => conn.state = next,
+            Err(e) => conn.fail(e),
+        }
+        Ok(conn)
+    }
+
+    fn choose(&self, hello: &ClientHello) -> Result<Choice, HandshakeError> {
+        let config = &self.config;
+        let ext = &hello.extensions;
+        let client_groups: Vec<NamedGroup> = match &ext.supported_groups {
+            Some(list) => list
+                .iter()
+                .filter_map(|g| NamedGroup::from_u16(g.to_u16()))
+                .collect(),
+            // RFC 8422 §4: without the extension the client supports any curve.
+            None => config.groups.clone(),
+        };
+        let group = config
+            .groups
+            .iter()
+            .copied()
+            .find(|g| client_groups.contains(g));
+        let client_schemes: Vec<u16> = ext
+            .signature_algorithms
+            .iter()
+            .flatten()
+            .filter(|s| config.signature_schemes.contains(s))
+            .map(|s| s.to_u16())
+            .collect();
+        let offered: Vec<CipherSuite> = hello
+            .cipher_suites
+            .iter()
+            .filter_map(|s| CipherSuite::from_wire(*s))
+            .collect();
+        let mut no_group = false;
+        // Server preference order (configurable through `Config::cipher_suites`).
+        for &suite in &config.cipher_suites {
+            if !offered.contains(&suite) {
+                continue;
+            }
+            if suite.uses_ecdhe() && group.is_none() {
+                no_group = true;
+                continue;
+            }
+            if suite.uses_psk() && config.psks.is_empty() {
+                continue;
+            }
+            let mut scheme = None;
+            if suite.uses_certificate() {
+                let Some(cert) = &config.certificate else {
+                    continue;
+                };
+                let kind_fits = match suite.key_exchange() {
+                    KeyExchange::EcdheRsa => !cert.key.kind().is_ecdsa_family(),
+                    _ => cert.key.kind().is_ecdsa_family(),
+                };
+                if !kind_fits {
+                    continue;
+                }
+                scheme = cert.key.choose_scheme(&client_schemes);
+                if scheme.is_none() {
+                    continue;
+                }
+            }
+            return Ok(Choice {
+                suite,
+                group: if suite.uses_ecdhe() { group } else { None },
+                scheme,
+            });
+        }
+        Err(if no_group {
+            HandshakeError::NoCommonGroup
+        } else {
+            HandshakeError::NoCommonSuite
+        })
+    }
+
+    fn handle_client_hello(
+        &mut self,
+        now: Instant,
+        hello: ClientHello,
+    ) -> Result<State, HandshakeError> {
+        // RFC 6347 §4.1 / RFC 5246 §E.1: a client that cannot do DTLS 1.2 is refused.
+        if !hello.client_version.offers_dtls12() {
+            return Err(HandshakeError::ProtocolVersion {
+                version: hello.client_version.to_u16(),
+            });
+        }
+        let ext = &hello.extensions;
+        // RFC 5746 §3.6: the server MUST check for the SCSV or the extension; a non-empty
+        // renegotiated_connection on an initial handshake is fatal.
+        if ext
+            .renegotiation_info
+            .as_ref()
+            .is_some_and(|r| !r.is_empty())
+        {
+            return Err(HandshakeError::InsecureRenegotiation);
+        }
+        let secure_renegotiation = ext.renegotiation_info.is_some()
+            || hello
+                .cipher_suites
+                .contains(&dtls_wire::CipherSuite::EmptyRenegotiationInfoScsv);
+        // RFC 7627 §5.3: without the extension in ClientHello, abort when required.
+        self.hs.extended_master_secret = ext.extended_master_secret;
+        if !ext.extended_master_secret && self.config.require_extended_master_secret {
+            return Err(HandshakeError::ExtendedMasterSecretRequired);
+        }
+        let choice = self.choose(&hello)?;
+        let suite = choice.suite;
+        self.hs.suite = Some(suite);
+        self.hs.client_random = hello.random;
+        self.rng.fill(&mut self.hs.server_random);
+        self.hs.transcript.select_hash(suite.prf_hash())?;
+
+        let mut sh_ext = Extensions {
+            extended_master_secret: self.hs.extended_master_secret,
+            renegotiation_info: secure_renegotiation.then(Vec::new),
+            ..Extensions::default()
+        };
+        if suite.uses_ecdhe() && ext.ec_point_formats.is_some() {
+            sh_ext.ec_point_formats = Some(vec![dtls_wire::EC_POINT_FORMAT_UNCOMPRESSED]);
+        }
+        if let (Some(client), false) = (&ext.alpn, self.config.alpn_protocols.is_empty()) {
+            // RFC 7301 §3.2: no protocol in common is a fatal no_application_protocol.
+            let proto = self
+                .config
+                .alpn_protocols
+                .iter()
+                .find(|p| client.contains(p))
+                .ok_or(HandshakeError::NoApplicationProtocol)?;
+            sh_ext.alpn = Some(vec![proto.clone()]);
+            self.hs.alpn = Some(proto.clone());
+        }
+        if let Some(srtp) = &ext.use_srtp {
+            // RFC 5764 §4.1.1: the server picks one of the client's profiles, or omits
+            // the extension when there is none in common.
+            if let Some(profile) = self
+                .config
+                .srtp_profiles
+                .iter()
+                .copied()
+                .find(|p| srtp.profiles.contains(p))
+            {
+                sh_ext.use_srtp = Some(UseSrtp {
+                    profiles: vec![profile],
+                    mki: Vec::new(),
+                });
+                self.hs.srtp_profile = Some(profile);
+            }
+        }
+        if let (Some(peer_mode), Some(ours)) = (ext.heartbeat, self.config.heartbeat) {
+            sh_ext.heartbeat = Some(ours);
+            self.hs.heartbeat = Some(peer_mode);
+        }
+
+        // RFC 5077 §3.4: try the ticket first.
+        let ticket_keys = self.config.ticket_keys.clone();
+        let resumed = match (&ticket_keys, &ext.session_ticket) {
+            (Some(keys), Some(ticket)) if !ticket.is_empty() => {
+                self.open_ticket(keys, ticket, &hello, suite)
+            }
+            _ => None,
+        };
+        self.hs.send_ticket = ticket_keys.is_some() && ext.session_ticket.is_some();
+        if let Some(state) = resumed {
+            return self.resume(now, &hello, sh_ext, state);
+        }
+        if self.hs.send_ticket {
+            sh_ext.session_ticket = Some(Vec::new());
+        }
+
+        let mut flight = Flight::default();
+        let sh = ServerHello {
+            server_version: ProtocolVersion::Dtls1_2,
+            random: self.hs.server_random,
+            session_id: Vec::new(),
+            cipher_suite: suite.to_wire(),
+            compression_method: dtls_wire::COMPRESSION_NULL,
+            extensions: sh_ext,
+        };
+        self.hs
+            .push_message(&mut flight, 0, &HandshakeMessage::ServerHello(sh))?;
+        if suite.uses_certificate() {
+            let cert = self
+                .config
+                .certificate
+                .clone()
+                .ok_or(HandshakeError::NoCertificate)?;
+            let chain = cert.chain.iter().map(|c| c.to_vec()).collect();
+            self.hs.push_message(
+                &mut flight,
+                0,
+                &HandshakeMessage::Certificate(Certificate { chain }),
+            )?;
+        }
+        // Expensive asymmetric work happens only here, after the cookie was verified.
+        let hint = self.config.psk_identity_hint.clone();
+        let ske = match suite.key_exchange() {
+            KeyExchange::EcdheEcdsa | KeyExchange::EcdheRsa => {
+                let params = self.new_ecdhe_params(choice.group)?;
+                let cert = self
+                    .config
+                    .certificate
+                    .clone()
+                    .ok_or(HandshakeError::NoCertificate)?;
+                let scheme = choice
+                    .scheme
+                    .ok_or(HandshakeError::NoCommonSignatureScheme)?;
+                let signed = params
+                    .signed_message(&self.hs.client_random, &self.hs.server_random)
+                    .map_err(|_| HandshakeError::Internal {
+                        what: "ServerKeyExchange encoding",
+                    })?;
+                // RFC 8422 §5.4: the server signs client_random + server_random + params.
+                let signature = cert.key.sign(scheme, &signed)?;
+                Some(ServerKeyExchange::Ecdhe {
+                    params,
+                    signature: DigitallySigned {
+                        scheme: SignatureScheme::from_u16(scheme),
+                        signature,
+                    },
+                })
+            }
+            // RFC 4279 §2: without a hint the server may omit ServerKeyExchange.
+            KeyExchange::Psk => hint.map(|identity_hint| ServerKeyExchange::Psk { identity_hint }),
+            KeyExchange::EcdhePsk => Some(ServerKeyExchange::EcdhePsk {
+                identity_hint: hint.unwrap_or_default(),
+                params: self.new_ecdhe_params(choice.group)?,
+            }),
+        };
+        if let Some(ske) = ske {
+            self.hs
+                .push_message(&mut flight, 0, &HandshakeMessage::ServerKeyExchange(ske))?;
+        }
+        if suite.uses_certificate() && self.config.client_auth != ClientAuth::None {
+            self.hs.cert_requested = true;
+            let req = CertificateRequest {
+                certificate_types: vec![
+                    ClientCertificateType::EcdsaSign,
+                    ClientCertificateType::RsaSign,
+                ],
+                signature_schemes: self.config.signature_schemes.clone(),
+                certificate_authorities: Vec::new(),
+            };
+            self.hs
+                .push_message(&mut flight, 0, &HandshakeMessage::CertificateRequest(req))?;
+        } else {
+            self.hs.transcript.stop_retaining();
+        }
+        self.hs.push_message(
+            &mut flight,
+            0,
+            &HandshakeMessage::ServerHelloDone(ServerHelloDone),
+        )?;
+        self.send_flight(now, flight, true)?;
+        Ok(if self.hs.cert_requested {
+            State::ExpectClientCertificate
+        } else {
+            State::ExpectClientKeyExchange
+        })
+    }
+
+    fn new_ecdhe_params(
+        &mut self,
+        group: Option<NamedGroup>,
+    ) -> Result<EcdheParams, HandshakeError> {
+        let group = group.ok_or(HandshakeError::NoCommonGroup)?;
+        let pair = EphemeralKeyPair::generate(group, &mut *self.rng)?;
+        let params = EcdheParams {
+            group: dtls_wire::NamedGroup::from_u16(group.code()),
+            public: pair.public_key().to_vec(),
+        };
+        self.hs.ecdhe = Some(pair);
+        Ok(params)
+    }
+
+    /// Opens and checks a ticket; `None` means a full handshake.
+    fn open_ticket(
+        &self,
+        keys: &std::sync::Mutex<dtls_crypto::TicketKeys>,
+        ticket: &[u8],
+        hello: &ClientHello,
+        suite: CipherSuite,
+    ) -> Option<SessionState> {
+        let state = keys
+            .lock()
+            .ok()?
+            .open(ticket, self.config.time.now())
+            .ok()?;
+        let ticket_suite = CipherSuite::from_code(state.cipher_suite)?;
+        // The session's suite must still be enabled and offered; we resume only with the
+        // suite we would choose anyway, keeping the negotiation simple.
+        if ticket_suite != suite {
+            return None;
+        }
+        // RFC 7627 §5.3: resume only when both the session and this ClientHello used EMS
+        // (or neither did and EMS is not required).
+        if state.extended_master_secret != hello.extensions.extended_master_secret {
+            return None;
+        }
+        Some(state)
+    }
+
+    /// Abbreviated handshake (RFC 5077 §3.1): ServerHello, NewSessionTicket, CCS, Finished.
+    fn resume(
+        &mut self,
+        now: Instant,
+        hello: &ClientHello,
+        mut sh_ext: Extensions,
+        state: SessionState,
+    ) -> Result<State, HandshakeError> {
+        self.hs.resumed = true;
+        self.hs.transcript.stop_retaining();
+        self.hs.peer_identity = if state.peer_identity.is_empty() {
+            PeerIdentity::None
+        } else if self.hs.suite()?.uses_psk() {
+            PeerIdentity::Psk(state.peer_identity.clone())
+        } else {
+            PeerIdentity::Certificates(vec![CertificateDer::from(state.peer_identity.clone())])
+        };
+        // RFC 5077 §3.1: "If the server successfully verifies the client's ticket, then it
+        // MAY renew the ticket by including a NewSessionTicket handshake message after the
+        // ServerHello in the abbreviated handshake." We renew whenever the client offered
+        // the extension and ticket keys are configured (`send_ticket`), announced by an
+        // empty SessionTicket extension (RFC 5077 §3.2); §3.3: the message "MUST be sent if
+        // the server included a SessionTicket extension in the ServerHello".
+        if self.hs.send_ticket {
+            sh_ext.session_ticket = Some(Vec::new());
+        }
+        self.hs.master = Some(MasterBytes::from_secret(state.master_secret));
+        let mut flight = Flight::default();
+        let sh = ServerHello {
+            server_version: ProtocolVersion::Dtls1_2,
+            random: self.hs.server_random,
+            // RFC 5077 §3.4: echo the client's Session ID to accept the ticket.
+            session_id: hello.session_id.clone(),
+            cipher_suite: self.hs.suite()?.to_wire(),
+            compression_method: dtls_wire::COMPRESSION_NULL,
+            extensions: sh_ext,
+        };
+        self.hs
+            .push_message(&mut flight, 0, &HandshakeMessage::ServerHello(sh))?;
+        if self.hs.send_ticket {
+            self.push_new_session_ticket(&mut flight)?;
+        }
+        self.hs.install_keys(Role::Server)?;
+        self.push_ccs_and_finished(&mut flight, Sender::Server)?;
+        self.send_flight(now, flight, true)?;
+        Ok(State::ExpectChangeCipherSpec)
+    }
+
+    pub(crate) fn handle_server_message(
+        &mut self,
+        now: Instant,
+        message: Message,
+    ) -> Result<State, HandshakeError> {
+        let unexpected = HandshakeError::UnexpectedMessage {
+            state: self.state.name(),
+            got: message.msg_type.to_u8(),
+        };
+        // CertificateVerify and Finished sign / MAC the messages before them.
+        if !matches!(
+            message.msg_type,
+            HandshakeType::Finished | HandshakeType::CertificateVerify
+        ) {
+            self.hs.transcript.update(&message.transcript_bytes());
+        }
+        match (self.state, message.msg_type) {
+            (State::ExpectClientCertificate, HandshakeType::Certificate) => {
+                self.handle_client_certificate(&message.body)
+            }
+            (State::ExpectClientKeyExchange, HandshakeType::ClientKeyExchange) => {
+                self.handle_client_key_exchange(&message.body)
+            }
+            (State::ExpectCertificateVerify, HandshakeType::CertificateVerify) => {
+                self.handle_certificate_verify(&message)
+            }
+            (State::ExpectFinished, HandshakeType::Finished) => {
+                self.handle_client_finished(now, &message)
+            }
+            _ => Err(unexpected),
+        }
+    }
+
+    fn handle_client_certificate(&mut self, body: &[u8]) -> Result<State, HandshakeError> {
+        let cert = Certificate::parse(body).map_err(decode("Certificate"))?;
+        if cert.chain.is_empty() {
+            // RFC 5246 §7.4.6: without a certificate the server may continue or abort.
+            if self.config.client_auth == ClientAuth::Required {
+                return Err(HandshakeError::CertificateRequired);
+            }
+            self.hs.transcript.stop_retaining();
+        } else {
+            let chain: Vec<CertificateDer<'static>> =
+                cert.chain.into_iter().map(CertificateDer::from).collect();
+            self.config
+                .peer_verification
+                .verify_client(&chain, self.config.time.now())
+                .map_err(|source| HandshakeError::BadCertificate { source })?;
+            self.hs.peer_chain = chain;
+        }
+        Ok(State::ExpectClientKeyExchange)
+    }
+
+    fn handle_client_key_exchange(&mut self, body: &[u8]) -> Result<State, HandshakeError> {
+        let suite = self.hs.suite()?;
+        let cke = ClientKeyExchange::parse(body, suite.key_exchange())
+            .map_err(decode("ClientKeyExchange"))?;
+        let lookup = |identity: &[u8]| {
+            self.config
+                .psks
+                .iter()
+                .find(|p| p.identity == identity)
+                .cloned()
+                // RFC 4279 §2: an unknown identity MAY be answered with
+                // unknown_psk_identity.
+                .ok_or(HandshakeError::UnknownPskIdentity)
+        };
+        let premaster = match cke {
+            ClientKeyExchange::Ecdhe { public } => {
+                let ours = self.hs.ecdhe.take().ok_or(HandshakeError::Internal {
+                    what: "no ECDHE key",
+                })?;
+                ours.agree(&public)?
+            }
+            ClientKeyExchange::Psk { identity } => {
+                let psk = lookup(&identity)?;
+                self.hs.peer_identity = PeerIdentity::Psk(identity);
+                PremasterSecret::psk(&psk.key)?
+            }
+            ClientKeyExchange::EcdhePsk { identity, public } => {
+                let psk = lookup(&identity)?;
+                let ours = self.hs.ecdhe.take().ok_or(HandshakeError::Internal {
+                    what: "no ECDHE key",
+                })?;
+                let ecdhe = ours.agree(&public)?;
+                self.hs.peer_identity = PeerIdentity::Psk(identity);
+                PremasterSecret::ecdhe_psk(ecdhe, &psk.key)?
+            }
+        };
+        self.derive_master(&premaster)?;
+        Ok(if self.hs.peer_chain.is_empty() {
+            State::ExpectChangeCipherSpec
+        } else {
+            State::ExpectCertificateVerify
+        })
+    }
+
+    fn handle_certificate_verify(&mut self, message: &Message) -> Result<State, HandshakeError> {
+        let cv = CertificateVerify::parse(&message.body).map_err(decode("CertificateVerify"))?;
+        let scheme = cv.signed.scheme;
+        // RFC 5246 §7.4.8: the scheme must be one listed in CertificateRequest.
+        if !self.config.signature_schemes.contains(&scheme) {
+            return Err(HandshakeError::IllegalParameter {
+                what: "CertificateVerify signature scheme",
+            });
+        }
+        let end_entity = self.hs.peer_chain.first().ok_or(HandshakeError::Internal {
+            what: "CertificateVerify without certificate",
+        })?;
+        let messages = self
+            .hs
+            .transcript
+            .messages()
+            .ok_or(HandshakeError::Internal {
+                what: "transcript not retained",
+            })?;
+        // RFC 5246 §7.4.8: the signature covers every handshake message before it.
+        verify_signature(scheme.to_u16(), end_entity, messages, &cv.signed.signature)
+            .map_err(|_| HandshakeError::BadSignature)?;
+        self.hs.peer_identity = PeerIdentity::Certificates(self.hs.peer_chain.clone());
+        self.hs.transcript.update(&message.transcript_bytes());
+        self.hs.transcript.stop_retaining();
+        Ok(State::ExpectChangeCipherSpec)
+    }
+
+    fn handle_client_finished(
+        &mut self,
+        now: Instant,
+        message: &Message,
+    ) -> Result<State, HandshakeError> {
+        self.check_peer_finished(message, Sender::Client)?;
+        if self.hs.resumed {
+            return self.complete();
+        }
+        let mut flight = Flight::default();
+        // RFC 5077 §3.3: "In the case of a full handshake, the server MUST verify the
+        // client's Finished message before sending the ticket." Checked just above.
+        if self.hs.send_ticket {
+            self.push_new_session_ticket(&mut flight)?;
+        }
+        self.push_ccs_and_finished(&mut flight, Sender::Server)?;
+        // The final flight: resent only when the client retransmits (RFC 6347 §4.2.4).
+        self.send_flight(now, flight, false)?;
+        self.complete()
+    }
+
+    /// Appends NewSessionTicket with this session sealed into a fresh ticket, in a full
+    /// handshake and in an abbreviated one alike.
+    fn push_new_session_ticket(&mut self, flight: &mut Flight) -> Result<(), HandshakeError> {
+        let ticket = self.seal_ticket()?;
+        self.hs.push_message(
+            flight,
+            0,
+            &HandshakeMessage::NewSessionTicket(NewSessionTicket {
+                lifetime_hint: self.config.ticket_lifetime,
+                ticket,
+            }),
+        )
+    }
+
+    /// Seals this session into a ticket (RFC 5077 §4); an empty ticket when the keys are
+    /// missing or sealing fails (RFC 5077 §3.3 allows a zero-length ticket when the server
+    /// has promised one but cannot issue it). A resumed session is sealed again from a
+    /// copy of the master secret restored from the client's ticket.
+    fn seal_ticket(&mut self) -> Result<Vec<u8>, HandshakeError> {
+        let Some(keys) = self.config.ticket_keys.clone() else {
+            return Ok(Vec::new());
+        };
+        let master_secret = self.hs.master()?.master().duplicate();
+        let peer_identity = match &self.hs.peer_identity {
+            PeerIdentity::None => Vec::new(),
+            PeerIdentity::Certificates(chain) => {
+                chain.first().map(|c| c.to_vec()).unwrap_or_default()
+            }
+            PeerIdentity::Psk(id) => id.clone(),
+        };
+        let state = SessionState {
+            cipher_suite: self.hs.suite()?.code(),
+            master_secret,
+            extended_master_secret: self.hs.extended_master_secret,
+            peer_identity,
+            issued_at: self.config.time.now(),
+            lifetime: Duration::from_secs(u64::from(self.config.ticket_lifetime)),
+        };
+        let Ok(mut keys) = keys.lock() else {
+            return Ok(Vec::new());
+        };
+        Ok(keys.seal(&state).unwrap_or_default())
+    }
+}

@@ -1,0 +1,119 @@
+//! Checks the interop process layer itself: the independent peers talk to each other through
+//! it (openssl ↔ openssl, gnutls ↔ gnutls) with the exact flags the interop tests use. If these
+//! fail, an interop failure says nothing about our engine.
+
+mod support;
+
+use std::time::Duration;
+
+use support::peers::*;
+use support::pki::{TempDir, TestPki};
+
+#[test]
+fn openssl_client_and_server_exchange_data_through_the_process_layer() {
+    let pki = TestPki::shared();
+    let dir = TempDir::new("tools-openssl");
+    let auth_srv = OpensslAuth::Cert {
+        own: Some(pki.server_ec.clone()),
+        ca: pki.ca.clone(),
+    };
+    let mut sopts = OpensslOpts::new("ECDHE-ECDSA-AES128-GCM-SHA256", auth_srv);
+    sopts.mtu = Some(300);
+    sopts.keymat = Some(("EXPORTER-h5-test".into(), 32));
+    let mut server = openssl_s_server(&sopts, dir.path());
+
+    let mut copts = OpensslOpts::new(
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        OpensslAuth::Cert {
+            own: None,
+            ca: pki.ca.clone(),
+        },
+    );
+    copts.mtu = Some(300);
+    copts.keymat = Some(("EXPORTER-h5-test".into(), 32));
+    let mut client = openssl_s_client(&copts, server.addr(), dir.path());
+
+    client.expect_output("Cipher is ECDHE-ECDSA-AES128-GCM-SHA256", READY_TIMEOUT);
+    server.expect_output("CIPHER is ECDHE-ECDSA-AES128-GCM-SHA256", READY_TIMEOUT);
+    client.expect_output("Verification: OK", READY_TIMEOUT);
+
+    client.write_stdin(b"ping from s_client\n");
+    assert!(
+        server.wait_stdout(b"ping from s_client\n", READY_TIMEOUT),
+        "{}",
+        server.transcript()
+    );
+    server.write_stdin(b"pong from s_server\n");
+    assert!(
+        client.wait_stdout(b"pong from s_server\n", READY_TIMEOUT),
+        "{}",
+        client.transcript()
+    );
+    let a = client
+        .openssl_keying_material()
+        .unwrap_or_else(|| panic!("no keying material\n{}", client.transcript()));
+    let b = server
+        .openssl_keying_material()
+        .unwrap_or_else(|| panic!("no keying material\n{}", server.transcript()));
+    assert_eq!(a.len(), 32);
+    assert_eq!(a, b);
+
+    client.close_stdin();
+    assert!(client.wait_exit(Duration::from_secs(5)).is_some());
+}
+
+#[test]
+fn gnutls_client_and_echo_server_exchange_data_through_the_process_layer() {
+    let pki = TestPki::shared();
+    let dir = TempDir::new("tools-gnutls");
+    let priority = gnutls_priority("AES-128-GCM");
+    let sopts = GnutlsOpts::new(
+        priority.clone(),
+        GnutlsAuth::Cert {
+            own: Some(pki.server_ec.clone()),
+            ca: pki.ca.clone(),
+        },
+    );
+    let server = gnutls_serv(&sopts, dir.path());
+    let copts = GnutlsOpts::new(
+        priority,
+        GnutlsAuth::Cert {
+            own: None,
+            ca: pki.ca.clone(),
+        },
+    );
+    let mut client = gnutls_cli(&copts, server.addr(), dir.path());
+    client.expect_output("- Handshake was completed", READY_TIMEOUT);
+    client.expect_output("(ECDSA-SHA256)-(AES-128-GCM)", READY_TIMEOUT);
+    client.write_stdin(b"echo me\n");
+    assert!(
+        client.wait_stdout(b"echo me", READY_TIMEOUT),
+        "{}\n{}",
+        client.transcript(),
+        server.transcript()
+    );
+}
+
+#[test]
+fn gnutls_psk_client_and_echo_server_exchange_data_through_the_process_layer() {
+    let dir = TempDir::new("tools-gnutls-psk");
+    let priority = gnutls_psk_priority("AES-128-GCM");
+    let server = gnutls_serv(
+        &GnutlsOpts::new(priority.clone(), GnutlsAuth::Psk),
+        dir.path(),
+    );
+    let mut client = gnutls_cli(
+        &GnutlsOpts::new(priority, GnutlsAuth::Psk),
+        server.addr(),
+        dir.path(),
+    );
+    client.expect_output("- Handshake was completed", READY_TIMEOUT);
+    client.expect_output(")-(PSK)-(AES-128-GCM)", READY_TIMEOUT);
+    client.write_stdin(b"psk echo\n");
+    assert!(
+        client.wait_stdout(b"psk echo", READY_TIMEOUT),
+        "{}\n{}",
+        client.transcript(),
+        server.transcript()
+    );
+}

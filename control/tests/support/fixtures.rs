@@ -1,0 +1,228 @@
+//! Engine configurations for the in-memory tests: certificates from `dtls_crypto`'s test PKI
+//! (generated once per test binary), the TESTING.md PSK, and helpers to turn
+//! [`SessionKeys`] into the data plane's `Sealer`/`Opener`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use control::crypto::pem::{parse_certificates, parse_private_key};
+use control::crypto::test_pki::TestPki;
+use control::crypto::{CertificateVerifier, PeerVerifier, SigningKey, TicketKeys};
+use control::{CertifiedKey, CipherSuite, ClientAuth, Config, Psk, SessionKeys};
+use dataplane::record::{ContentType, Opener, ReplayWindow, Sealer};
+
+pub const CLIENT_ADDR: &str = "10.0.0.1:40000";
+pub const SERVER_ADDR: &str = "10.0.0.2:4433";
+
+pub fn client_addr() -> SocketAddr {
+    CLIENT_ADDR.parse().expect("valid address literal")
+}
+
+pub fn server_addr() -> SocketAddr {
+    SERVER_ADDR.parse().expect("valid address literal")
+}
+
+/// The test PKI of this binary.
+pub fn pki() -> &'static TestPki {
+    static PKI: OnceLock<TestPki> = OnceLock::new();
+    PKI.get_or_init(|| TestPki::generate().expect("test PKI generation"))
+}
+
+pub fn certified_key(cert_pem: &str, key_pem: &str) -> Arc<CertifiedKey> {
+    let chain = parse_certificates(cert_pem.as_bytes()).expect("test cert parses");
+    let key =
+        SigningKey::from_der(&parse_private_key(key_pem.as_bytes()).expect("test key parses"))
+            .expect("test key loads");
+    Arc::new(CertifiedKey { chain, key })
+}
+
+pub fn server_ec_key() -> Arc<CertifiedKey> {
+    static K: OnceLock<Arc<CertifiedKey>> = OnceLock::new();
+    K.get_or_init(|| certified_key(&pki().server.cert_pem, &pki().server.key_pem))
+        .clone()
+}
+
+pub fn server_rsa_key() -> Arc<CertifiedKey> {
+    static K: OnceLock<Arc<CertifiedKey>> = OnceLock::new();
+    K.get_or_init(|| certified_key(&pki().server_rsa.cert_pem, &pki().server_rsa.key_pem))
+        .clone()
+}
+
+pub fn client_ec_key() -> Arc<CertifiedKey> {
+    static K: OnceLock<Arc<CertifiedKey>> = OnceLock::new();
+    K.get_or_init(|| certified_key(&pki().client.cert_pem, &pki().client.key_pem))
+        .clone()
+}
+
+/// A WebPKI verifier trusting the test CA.
+pub fn ca_verifier() -> PeerVerifier {
+    let roots = parse_certificates(pki().ca.cert_pem.as_bytes()).expect("CA parses");
+    PeerVerifier::WebPki(CertificateVerifier::new(&roots).expect("CA is a trust anchor"))
+}
+
+pub const PSK_IDENTITY: &[u8] = b"client1";
+pub const PSK_KEY: [u8; 16] = [
+    0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff,
+];
+
+pub fn psk() -> Psk {
+    Psk {
+        identity: PSK_IDENTITY.to_vec(),
+        key: zeroize::Zeroizing::new(PSK_KEY.to_vec()),
+    }
+}
+
+/// A client verifying the server against the test CA, offering `suites`.
+pub fn client_config(suites: &[CipherSuite]) -> Config {
+    Config {
+        cipher_suites: suites.to_vec(),
+        peer_verification: ca_verifier(),
+        server_name: Some("localhost".into()),
+        psks: if suites.iter().any(|s| s.uses_psk()) {
+            vec![psk()]
+        } else {
+            Vec::new()
+        },
+        ..Config::default()
+    }
+}
+
+/// A server with the ECDSA (or, for ECDHE_RSA suites, RSA) test certificate and the PSK.
+pub fn server_config(suites: &[CipherSuite]) -> Config {
+    let rsa = suites
+        .iter()
+        .any(|s| matches!(s.key_exchange(), control::KeyExchange::EcdheRsa));
+    Config {
+        cipher_suites: suites.to_vec(),
+        certificate: Some(if rsa {
+            server_rsa_key()
+        } else {
+            server_ec_key()
+        }),
+        peer_verification: ca_verifier(),
+        psks: vec![psk()],
+        client_auth: ClientAuth::None,
+        ..Config::default()
+    }
+}
+
+/// Server ticket keys (for resumption tests).
+pub fn ticket_keys(seed: u64) -> Arc<Mutex<TicketKeys>> {
+    let mut rng = control::crypto::SeededRng::new(seed);
+    let now =
+        control::crypto::pki_types::UnixTime::since_unix_epoch(Duration::from_secs(1_800_000_000));
+    Arc::new(Mutex::new(
+        TicketKeys::new(
+            &mut rng,
+            now,
+            Duration::from_secs(3600),
+            Duration::from_secs(7200),
+        )
+        .expect("ticket keys"),
+    ))
+}
+
+/// The data plane side of one endpoint after KeysReady, built exactly as a shard would.
+#[derive(Debug)]
+pub struct DataKeys {
+    pub suite: CipherSuite,
+    pub sealer: Sealer,
+    pub opener: Opener,
+}
+
+/// Everything of [`SessionKeys`] except the record keys (moved into [`DataKeys`]).
+#[derive(Debug)]
+pub struct SessionInfo {
+    pub peer: SocketAddr,
+    pub suite: CipherSuite,
+    pub write_next_sequence: u64,
+    pub replay_window: usize,
+    pub peer_identity: control::PeerIdentity,
+    pub alpn: Option<Vec<u8>>,
+    pub resumed: bool,
+    pub exporter: control::Exporter,
+    pub ticket: Option<control::SessionTicket>,
+    pub at: Instant,
+}
+
+/// Splits KeysReady into the shard's Sealer/Opener and the rest.
+pub fn install_keys(keys: SessionKeys, at: Instant) -> (DataKeys, SessionInfo) {
+    let SessionKeys {
+        peer,
+        suite,
+        read,
+        write,
+        replay_window,
+        peer_identity,
+        alpn,
+        resumed,
+        exporter,
+        ticket,
+        ..
+    } = keys;
+    assert_eq!(read.epoch, 1, "DTLS 1.2 application data is epoch 1");
+    assert_eq!(write.epoch, 1, "DTLS 1.2 application data is epoch 1");
+    let write_next_sequence = write.next_sequence;
+    let sealer =
+        Sealer::new(write.epoch, write.key, write.next_sequence).expect("sealer from KeysReady");
+    let opener = Opener::new(
+        read.epoch,
+        read.key,
+        ReplayWindow::new(replay_window.clamp(64, 4096)),
+    );
+    (
+        DataKeys {
+            suite,
+            sealer,
+            opener,
+        },
+        SessionInfo {
+            peer,
+            suite,
+            write_next_sequence,
+            replay_window,
+            peer_identity,
+            alpn,
+            resumed,
+            exporter,
+            ticket,
+            at,
+        },
+    )
+}
+
+impl DataKeys {
+    /// One application-data record carrying `data`.
+    pub fn seal(&mut self, data: &[u8]) -> Vec<u8> {
+        self.seal_as(ContentType::ApplicationData, data)
+    }
+
+    /// One epoch-1 record of any content type (to forge post-handshake messages with the
+    /// real keys, e.g. a renegotiation ClientHello).
+    pub fn seal_as(&mut self, ct: ContentType, data: &[u8]) -> Vec<u8> {
+        let off = self.sealer.plaintext_offset();
+        let mut rec = vec![0u8; off + data.len() + self.sealer.overhead()];
+        rec[off..off + data.len()].copy_from_slice(data);
+        let n = self
+            .sealer
+            .seal(ct, dataplane::record::DTLS_1_2, &mut rec, data.len())
+            .expect("seal record");
+        rec.truncate(n);
+        rec
+    }
+
+    /// Opens one record of any content type.
+    pub fn open_any(&mut self, record: &[u8]) -> Option<(ContentType, Vec<u8>)> {
+        let mut buf = record.to_vec();
+        let opened = self.opener.open(&mut buf).ok()?;
+        Some((opened.content_type, opened.plaintext.to_vec()))
+    }
+
+    /// Opens one application-data record; `None` if it does not authenticate.
+    pub fn open(&mut self, record: &[u8]) -> Option<Vec<u8>> {
+        let mut buf = record.to_vec();
+        let opened = self.opener.open(&mut buf).ok()?;
+        (opened.content_type == ContentType::ApplicationData).then(|| opened.plaintext.to_vec())
+    }
+}

@@ -1,0 +1,272 @@
+//! Record keys: the AEAD, its key and the fixed IV of one direction of one epoch.
+
+use core::fmt;
+
+use aws_lc_rs::aead::{self, LessSafeKey, UnboundKey};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+/// The AEADs the record layer implements. Only real AEADs: the null baseline of the
+/// benchmarks is not a variant, so no cipher-suite table can ever map to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Aead {
+    /// AES-128-GCM, RFC 5288 record format.
+    Aes128Gcm,
+    /// AES-256-GCM, RFC 5288 record format.
+    Aes256Gcm,
+    /// ChaCha20-Poly1305, RFC 7905 record format.
+    ChaCha20Poly1305,
+}
+
+/// The fixed IV buffer is sized for the largest `fixed_iv_len`.
+pub(crate) const MAX_FIXED_IV_LEN: usize = 12;
+/// Every AEAD here has a 16-byte tag.
+pub(crate) const TAG_LEN: usize = 16;
+
+impl Aead {
+    /// All variants, for tests and benchmarks.
+    pub const ALL: [Aead; 3] = [Aead::Aes128Gcm, Aead::Aes256Gcm, Aead::ChaCha20Poly1305];
+
+    /// Key length in bytes.
+    pub const fn key_len(self) -> usize {
+        match self {
+            Aead::Aes128Gcm => 16,
+            Aead::Aes256Gcm | Aead::ChaCha20Poly1305 => 32,
+        }
+    }
+
+    /// Length of the implicit part of the nonce derived by the key schedule
+    /// (RFC 5288 §3 `salt`: 4; RFC 7905 §2 `client/server_write_IV`: 12).
+    pub const fn fixed_iv_len(self) -> usize {
+        match self {
+            Aead::Aes128Gcm | Aead::Aes256Gcm => 4,
+            Aead::ChaCha20Poly1305 => 12,
+        }
+    }
+
+    /// Length of the explicit nonce carried in each record (RFC 5288 §3: 8; RFC 7905: 0).
+    pub const fn explicit_nonce_len(self) -> usize {
+        match self {
+            Aead::Aes128Gcm | Aead::Aes256Gcm => 8,
+            Aead::ChaCha20Poly1305 => 0,
+        }
+    }
+
+    /// Authentication tag length: 16 for all three.
+    pub const fn tag_len(self) -> usize {
+        TAG_LEN
+    }
+
+    /// The number of failed authentications after which the key must be retired.
+    ///
+    /// RFC 9147 §4.5.3 (Integrity Limits): "For AEAD_AES_128_GCM, AEAD_AES_256_GCM, and
+    /// AEAD_CHACHA20_POLY1305, the limit on the number of records that fail authentication
+    /// is 2^36." The same section: "If the total number of records that fail
+    /// authentication exceeds a limit that is specific to the AEAD in use, an
+    /// implementation SHOULD immediately close the connection."
+    pub const fn integrity_limit(self) -> u64 {
+        1 << 36
+    }
+
+    /// A short stable name (`aes128gcm`, `aes256gcm`, `chacha20poly1305`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Aead::Aes128Gcm => "aes128gcm",
+            Aead::Aes256Gcm => "aes256gcm",
+            Aead::ChaCha20Poly1305 => "chacha20poly1305",
+        }
+    }
+
+    /// The aws-lc-rs algorithm.
+    pub(crate) fn algorithm(self) -> &'static aead::Algorithm {
+        match self {
+            Aead::Aes128Gcm => &aead::AES_128_GCM,
+            Aead::Aes256Gcm => &aead::AES_256_GCM,
+            Aead::ChaCha20Poly1305 => &aead::CHACHA20_POLY1305,
+        }
+    }
+}
+
+/// Why key material was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The key has the wrong length for the AEAD.
+    #[error("{aead:?} key must be {expected} bytes, got {got}")]
+    KeyLength {
+        /// The AEAD.
+        aead: Aead,
+        /// Required length.
+        expected: usize,
+        /// Given length.
+        got: usize,
+    },
+    /// The fixed IV has the wrong length for the AEAD.
+    #[error("{aead:?} fixed IV must be {expected} bytes, got {got}")]
+    IvLength {
+        /// The AEAD.
+        aead: Aead,
+        /// Required length.
+        expected: usize,
+        /// Given length.
+        got: usize,
+    },
+    /// aws-lc refused the key (it does so only on internal failure).
+    #[error("the AEAD implementation rejected the key")]
+    Rejected,
+    /// A starting sequence number above 2^48 - 1.
+    #[error("starting sequence number {0} does not fit in 48 bits")]
+    SequenceOutOfRange(u64),
+}
+
+/// The fixed IV, zeroized on drop.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub(crate) struct FixedIv(pub(crate) [u8; MAX_FIXED_IV_LEN]);
+
+/// What protects records under one key.
+pub(crate) enum Protection {
+    /// Header and plaintext, no tag. Only reachable through [`RecordKey::null_baseline`].
+    Null,
+    /// A real AEAD.
+    Aead {
+        aead: Aead,
+        key: LessSafeKey,
+        iv: FixedIv,
+    },
+}
+
+/// Key material of one direction of one epoch: the AEAD key and its fixed IV.
+///
+/// The key bytes go straight into an aws-lc AEAD context (whose memory aws-lc clears when
+/// it is freed); the fixed IV is a fixed-size array zeroized on drop. Not `Clone`; `Debug`
+/// shows the AEAD only.
+///
+/// ```compile_fail
+/// fn needs_clone<T: Clone>() {}
+/// needs_clone::<dataplane::record::RecordKey>(); // key material is never duplicated
+/// ```
+pub struct RecordKey {
+    pub(crate) protection: Protection,
+}
+
+impl RecordKey {
+    /// Key material for `aead`; `key` and `fixed_iv` must have exactly
+    /// [`Aead::key_len`] and [`Aead::fixed_iv_len`] bytes.
+    pub fn new(aead: Aead, key: &[u8], fixed_iv: &[u8]) -> Result<Self, KeyError> {
+        if key.len() != aead.key_len() {
+            return Err(KeyError::KeyLength {
+                aead,
+                expected: aead.key_len(),
+                got: key.len(),
+            });
+        }
+        if fixed_iv.len() != aead.fixed_iv_len() {
+            return Err(KeyError::IvLength {
+                aead,
+                expected: aead.fixed_iv_len(),
+                got: fixed_iv.len(),
+            });
+        }
+        let unbound = UnboundKey::new(aead.algorithm(), key).map_err(|_| KeyError::Rejected)?;
+        let mut iv = FixedIv([0u8; MAX_FIXED_IV_LEN]);
+        iv.0[..fixed_iv.len()].copy_from_slice(fixed_iv);
+        Ok(Self {
+            protection: Protection::Aead {
+                aead,
+                key: LessSafeKey::new(unbound),
+                iv,
+            },
+        })
+    }
+
+    /// The plaintext baseline of the benchmarks: records carry header and plaintext, no
+    /// tag, no encryption. There is no [`Aead`] variant for it, so nothing negotiated on
+    /// the wire can select it.
+    pub fn null_baseline() -> Self {
+        Self {
+            protection: Protection::Null,
+        }
+    }
+
+    /// The AEAD, `None` for the null baseline.
+    pub fn aead(&self) -> Option<Aead> {
+        match &self.protection {
+            Protection::Null => None,
+            Protection::Aead { aead, .. } => Some(*aead),
+        }
+    }
+
+    /// Bytes between the header and the plaintext (the explicit nonce).
+    pub fn explicit_nonce_len(&self) -> usize {
+        self.aead().map_or(0, Aead::explicit_nonce_len)
+    }
+
+    /// Bytes after the plaintext (the tag).
+    pub fn tag_len(&self) -> usize {
+        self.aead().map_or(0, Aead::tag_len)
+    }
+}
+
+// Every part is cleared on drop: the fixed IV by `FixedIv`'s derive, the key schedule by
+// aws-lc (`EVP_AEAD_CTX_free` → `OPENSSL_free`, which `OPENSSL_cleanse`s the allocation).
+impl ZeroizeOnDrop for RecordKey {}
+
+impl fmt::Debug for RecordKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.aead() {
+            Some(aead) => f
+                .debug_struct("RecordKey")
+                .field("aead", &aead)
+                .finish_non_exhaustive(),
+            None => f.write_str("RecordKey(null baseline)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_are_checked() {
+        for aead in Aead::ALL {
+            let key = vec![7u8; aead.key_len()];
+            let iv = vec![9u8; aead.fixed_iv_len()];
+            assert!(RecordKey::new(aead, &key, &iv).is_ok());
+            assert_eq!(
+                RecordKey::new(aead, &key[1..], &iv).expect_err("must be rejected"),
+                KeyError::KeyLength {
+                    aead,
+                    expected: aead.key_len(),
+                    got: aead.key_len() - 1
+                }
+            );
+            assert_eq!(
+                RecordKey::new(aead, &key, &[0u8; 5]).expect_err("must be rejected"),
+                KeyError::IvLength {
+                    aead,
+                    expected: aead.fixed_iv_len(),
+                    got: 5
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn debug_shows_no_key_bytes() {
+        let key = RecordKey::new(Aead::Aes128Gcm, &[0xab; 16], &[0xcd; 4]).expect("valid");
+        let s = format!("{key:?}");
+        assert!(s.contains("Aes128Gcm"), "{s}");
+        assert!(!s.to_lowercase().contains("ab"), "{s}");
+        assert!(!s.contains("171"), "{s}");
+        assert_eq!(
+            format!("{:?}", RecordKey::null_baseline()),
+            "RecordKey(null baseline)"
+        );
+    }
+
+    #[test]
+    fn fixed_iv_zeroizes() {
+        let mut iv = FixedIv([0x55; MAX_FIXED_IV_LEN]);
+        iv.zeroize();
+        assert_eq!(iv.0, [0u8; MAX_FIXED_IV_LEN]);
+    }
+}
