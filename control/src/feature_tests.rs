@@ -140,6 +140,56 @@ fn ticket_resumption_abbreviated_handshake() {
     }
 }
 
+/// Exports 16 bytes under a fixed label: equal outputs mean equal master secrets and randoms.
+fn export16(keys: &crate::SessionKeys) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    keys.exporter
+        .export(b"EXPERIMENTAL x", None, &mut out)
+        .expect("export");
+    out
+}
+
+#[test]
+fn resumed_session_renews_ticket() {
+    let server = ticket_server(&ECDSA);
+    let mut full = Pair::new(client_config(&ECDSA), server.clone());
+    full.run(Duration::from_secs(10));
+    let ck = Pair::keys(&mut full.client_events).expect("client keys");
+    assert!(!ck.resumed);
+    let full_export = export16(&ck);
+    let ticket_a = ck.ticket.expect("full handshake issues ticket A");
+    let bytes_a = ticket_a.ticket.clone();
+
+    // RFC 5077 §3.1: resuming with A, the server renews the ticket in the abbreviated
+    // handshake; the client keeps the new one in its SessionKeys.
+    let mut second = Pair::resuming(client_config(&ECDSA), server.clone(), Some(ticket_a));
+    second.run(Duration::from_secs(10));
+    let ck2 = Pair::keys(&mut second.client_events).expect("resumed client keys");
+    let sk2 = Pair::keys(&mut second.server_events).expect("resumed server keys");
+    assert!(ck2.resumed && sk2.resumed);
+    assert!(sk2.ticket.is_none(), "only the client keeps tickets");
+    assert_eq!(export16(&ck2), export16(&sk2));
+    let ticket_b = ck2.ticket.expect("abbreviated handshake renews the ticket");
+    assert!(!ticket_b.ticket.is_empty());
+    assert_ne!(ticket_b.ticket, bytes_a);
+    assert_eq!(ticket_b.suite, CipherSuite::EcdheEcdsaAes128GcmSha256);
+    assert_eq!(ticket_b.lifetime_hint, server.ticket_lifetime);
+    assert!(ticket_b.extended_master_secret);
+    assert!(second.datagrams <= 6, "{} datagrams", second.datagrams);
+
+    // B resumes the same session again, abbreviated, with matching keys on both ends.
+    let mut third = Pair::resuming(client_config(&ECDSA), server, Some(ticket_b));
+    third.run(Duration::from_secs(10));
+    let ck3 = Pair::keys(&mut third.client_events).expect("client keys from ticket B");
+    let sk3 = Pair::keys(&mut third.server_events).expect("server keys from ticket B");
+    assert!(ck3.resumed && sk3.resumed);
+    assert_eq!(export16(&ck3), export16(&sk3));
+    // Same seeds, so the randoms repeat: equal output means B carries A's master secret.
+    assert_eq!(export16(&ck3), full_export);
+    assert!(ck3.ticket.as_ref().is_some_and(|t| !t.ticket.is_empty()));
+    check_app_data(*sk3, *ck3);
+}
+
 #[test]
 fn garbage_ticket_falls_back_to_full_handshake() {
     let server = ticket_server(&ECDSA);
