@@ -41,7 +41,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # --- tests ---------------------------------------------------------------------------
 if command -v cargo-nextest >/dev/null 2>&1; then
     log "cargo nextest run --workspace"
-    cargo nextest run --workspace --locked --no-fail-fast
+    nextest_log=$(mktemp)
+    trap 'rm -f "$nextest_log"' EXIT
+    cargo nextest run --workspace --locked --no-fail-fast 2>&1 | tee "$nextest_log"
     log "doc tests"
     cargo test --workspace --locked --doc
 else
@@ -56,3 +58,8 @@ if [ "${FUZZ_SECONDS:-10}" != 0 ] && [ -x scripts/fuzz-smoke.sh ]; then
 fi
 
 log "all checks passed"
+# One plain closing line with the test counts (nextest's summary says "N tests run: N passed").
+if [ -n "${nextest_log:-}" ]; then
+    passed=$(sed -n 's/.* tests\{0,1\} run: \([0-9]*\) passed.*/\1/p' "$nextest_log" | tail -n 1)
+    echo "tests: ${passed:-0} passed, 0 failed"
+fi

@@ -1,0 +1,285 @@
+//! dtls-io: the UDP I/O layer of the DTLS data plane.
+//!
+//! What it does: moves batches of UDP datagrams between one socket and the caller, as fast as
+//! the kernel allows, with two backends chosen at construction and dispatched statically:
+//!
+//! - **io_uring** ([`IoMode::Uring`]): one ring per instance (SINGLE_ISSUER + DEFER_TASKRUN
+//!   when the kernel takes them, no SQPOLL), a multishot `recvmsg` into a provided-buffer ring,
+//!   re-armed when the kernel ends it (e.g. ENOBUFS), `sendmsg` SQEs for sends;
+//! - **mmsg** ([`IoMode::Mmsg`]): `poll` + `recvmmsg`, `sendmmsg`, batches of `batch` (32 by
+//!   default).
+//!
+//! Both use UDP GRO on receive ([`RecvBatch`] splits a coalesced datagram back into its
+//! segments) and UDP GSO on send ([`TxBatch`] groups consecutive equal-size datagrams to one
+//! destination into one send; a run never spans two destinations). [`IoMode::Auto`] tries
+//! io_uring and falls back to mmsg, keeping the typed reason ([`UringUnavailable`]) for the
+//! caller's log. [`bind_udp`] creates shard sockets (SO_REUSEPORT, big buffers, GRO).
+//!
+//! A shard's loop turn is one call, [`UdpIo::flush_and_poll_recv`]: last turn's sends go out
+//! and new datagrams come in; with io_uring that is a single `io_uring_enter` (sends carry
+//! `MSG_DONTWAIT`, so they complete inside it and the [`TxBatch`] is free again on return).
+//! [`UdpIo::flush`] and [`UdpIo::poll_recv`] are the two halves, for callers that need them
+//! separately (`flush` is one `io_uring_enter` per `batch` sends and also collects ready
+//! receive completions, so a following `poll_recv` often needs no syscall).
+//!
+//! What it does not do: no DTLS, no sessions, no threads, no clock beyond the caller's
+//! timeouts, no logging (counters only: [`IoCounters`]). Buffers are allocated once per
+//! instance; the per-packet path allocates nothing. An instance is not `Send`: the io_uring
+//! ring is single-issuer, so build it on the shard thread that uses it.
+//!
+//! `unsafe` is denied crate-wide and allowed only in the modules that talk to the kernel
+//! (`sys`, `rx` buffer arena, `mmsg`, `uring`); every block carries a `// SAFETY:` comment.
+
+mod counters;
+mod error;
+mod mmsg;
+mod rx;
+mod send;
+mod socket;
+mod sys;
+mod tx;
+mod uring;
+mod wire;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use counters::{IoCounters, IoStats};
+pub use error::{Error, TxError, UringUnavailable};
+pub use rx::{Datagram, DatagramMut, Datagrams, DatagramsMut, RecvBatch, RecvMessage};
+pub use socket::{BoundSocket, SocketConfig, bind_udp, enable_gro, gro_enabled};
+pub use tx::{MAX_GSO_BYTES, MAX_GSO_SEGMENTS, TxBatch, TxSend};
+pub use uring::{UringFault, UringFeatures};
+
+/// Which backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoMode {
+    /// io_uring when it can be set up, else mmsg (the reason is kept, see
+    /// [`UdpIo::fallback_reason`]).
+    #[default]
+    Auto,
+    /// io_uring or an error.
+    Uring,
+    /// recvmmsg/sendmmsg.
+    Mmsg,
+}
+
+/// The backend an instance ended up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// io_uring.
+    Uring,
+    /// recvmmsg/sendmmsg.
+    Mmsg,
+}
+
+/// Construction parameters of a [`UdpIo`].
+#[derive(Debug, Clone, Copy)]
+pub struct IoConfig {
+    /// Backend selection.
+    pub mode: IoMode,
+    /// Most messages per receive batch, and send slots per kernel call (32 by default).
+    pub batch: usize,
+    /// Payload bytes per receive buffer. A GRO super-datagram must fit one buffer or it is
+    /// truncated and dropped, so with GRO on use 64 KiB; 2048 is enough without GRO.
+    pub recv_buffer_size: usize,
+    /// io_uring provided buffers (power of two, at least `batch`). Running out costs only a
+    /// re-arm (datagrams wait in the socket buffer), while every buffer in rotation costs
+    /// cache: 64 buffers of 64 KiB is the default; fewer is faster on loopback echo.
+    pub uring_buffers: u16,
+    /// Send GSO runs as one super-datagram (turned off at run time if the kernel refuses).
+    pub gso: bool,
+    /// How long one flush may wait for socket buffer space before dropping (counted).
+    pub send_wait: Duration,
+    /// Test hook: make io_uring setup fail this way (see [`UringFault`]).
+    pub uring_fault: Option<UringFault>,
+}
+
+impl Default for IoConfig {
+    fn default() -> Self {
+        Self {
+            mode: IoMode::Auto,
+            batch: 32,
+            recv_buffer_size: 65_535,
+            uring_buffers: 64,
+            gso: true,
+            send_wait: Duration::from_millis(50),
+            uring_fault: None,
+        }
+    }
+}
+
+/// Most messages per batch we accept in a configuration.
+const MAX_BATCH: usize = 4096;
+
+#[derive(Debug)]
+enum Backend {
+    Uring(Box<uring::UringIo>),
+    Mmsg(Box<mmsg::MmsgIo>),
+}
+
+/// Batched UDP I/O on one socket; see the crate docs.
+#[derive(Debug)]
+pub struct UdpIo {
+    backend: Backend,
+    fallback: Option<UringUnavailable>,
+    counters: Arc<IoCounters>,
+}
+
+impl UdpIo {
+    /// Takes over `socket` (made nonblocking) with the backend `cfg.mode` selects.
+    pub fn new(socket: UdpSocket, cfg: &IoConfig) -> Result<Self, Error> {
+        if cfg.batch == 0 || cfg.batch > MAX_BATCH {
+            return Err(Error::Config {
+                what: "batch must be in 1..=4096",
+            });
+        }
+        if cfg.recv_buffer_size == 0 || cfg.recv_buffer_size > 1 << 17 {
+            return Err(Error::Config {
+                what: "recv_buffer_size must be in 1..=131072",
+            });
+        }
+        socket
+            .set_nonblocking(true)
+            .map_err(|source| Error::Socket {
+                op: "O_NONBLOCK",
+                source,
+            })?;
+        let counters = Arc::new(IoCounters::default());
+        let (backend, fallback) = match cfg.mode {
+            IoMode::Mmsg => (
+                Backend::Mmsg(Box::new(mmsg::MmsgIo::new(socket, cfg, counters.clone())?)),
+                None,
+            ),
+            IoMode::Uring => (
+                Backend::Uring(Box::new(uring::UringIo::new(
+                    socket,
+                    cfg,
+                    counters.clone(),
+                )?)),
+                None,
+            ),
+            IoMode::Auto => {
+                // Keep a handle so the socket survives a failed io_uring attempt.
+                let spare = socket
+                    .try_clone()
+                    .map_err(|source| Error::Socket { op: "dup", source })?;
+                match uring::UringIo::new(socket, cfg, counters.clone()) {
+                    Ok(u) => (Backend::Uring(Box::new(u)), None),
+                    Err(Error::Uring(reason)) => (
+                        Backend::Mmsg(Box::new(mmsg::MmsgIo::new(spare, cfg, counters.clone())?)),
+                        Some(reason),
+                    ),
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        Ok(Self {
+            backend,
+            fallback,
+            counters,
+        })
+    }
+
+    /// Binds a new socket with [`bind_udp`] and wraps it.
+    pub fn bind(
+        addr: SocketAddr,
+        socket_cfg: &SocketConfig,
+        cfg: &IoConfig,
+    ) -> Result<Self, Error> {
+        Self::new(bind_udp(addr, socket_cfg)?.socket, cfg)
+    }
+
+    /// The backend in use.
+    pub fn kind(&self) -> BackendKind {
+        match self.backend {
+            Backend::Uring(_) => BackendKind::Uring,
+            Backend::Mmsg(_) => BackendKind::Mmsg,
+        }
+    }
+
+    /// Why `IoMode::Auto` did not get io_uring; `None` otherwise.
+    pub fn fallback_reason(&self) -> Option<&UringUnavailable> {
+        self.fallback.as_ref()
+    }
+
+    /// Setup flags and features of the io_uring backend.
+    pub fn uring_features(&self) -> Option<&UringFeatures> {
+        match &self.backend {
+            Backend::Uring(u) => Some(u.features()),
+            Backend::Mmsg(_) => None,
+        }
+    }
+
+    /// The socket.
+    pub fn socket(&self) -> &UdpSocket {
+        match &self.backend {
+            Backend::Uring(u) => u.socket(),
+            Backend::Mmsg(m) => m.socket(),
+        }
+    }
+
+    /// The socket's local address.
+    pub fn local_addr(&self) -> Result<SocketAddr, Error> {
+        self.socket().local_addr().map_err(|source| Error::Socket {
+            op: "getsockname",
+            source,
+        })
+    }
+
+    /// Whether GSO sends are on (false if configured off or the kernel refused them).
+    pub fn gso(&self) -> bool {
+        match &self.backend {
+            Backend::Uring(u) => u.gso(),
+            Backend::Mmsg(m) => m.gso(),
+        }
+    }
+
+    /// The live counters (shareable with a metrics thread).
+    pub fn counters(&self) -> &Arc<IoCounters> {
+        &self.counters
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> IoStats {
+        self.counters.snapshot()
+    }
+
+    /// Waits up to `timeout` for datagrams and returns the batch received (possibly empty:
+    /// timeout, or a wake-up with nothing to deliver; callers loop on their own deadline).
+    /// Returns the previous batch's buffers to the kernel first.
+    pub fn poll_recv(&mut self, timeout: Duration) -> Result<&mut RecvBatch, Error> {
+        match &mut self.backend {
+            Backend::Uring(u) => u.poll_recv(timeout),
+            Backend::Mmsg(m) => m.poll_recv(timeout),
+        }
+    }
+
+    /// One loop turn: sends everything in `tx` (emptying it), then waits up to `timeout` for
+    /// datagrams, like [`Self::flush`] followed by [`Self::poll_recv`]. With io_uring and a
+    /// `tx` of at most `batch` sends this is a single `io_uring_enter` (sends submitted in the
+    /// call that waits); mmsg makes the same calls as the two methods.
+    pub fn flush_and_poll_recv(
+        &mut self,
+        tx: &mut TxBatch,
+        timeout: Duration,
+    ) -> Result<&mut RecvBatch, Error> {
+        match &mut self.backend {
+            Backend::Uring(u) => u.flush_and_poll_recv(tx, timeout),
+            Backend::Mmsg(m) => {
+                m.flush(tx)?;
+                m.poll_recv(timeout)
+            }
+        }
+    }
+
+    /// Sends everything in `tx` and empties it. Datagrams the kernel refuses (or that find no
+    /// socket buffer space within `send_wait`) are dropped and counted in `send_errors`.
+    pub fn flush(&mut self, tx: &mut TxBatch) -> Result<(), Error> {
+        match &mut self.backend {
+            Backend::Uring(u) => u.flush(tx),
+            Backend::Mmsg(m) => m.flush(tx),
+        }
+    }
+}

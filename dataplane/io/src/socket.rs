@@ -1,0 +1,125 @@
+//! UDP socket creation for shards: SO_REUSEPORT, nonblocking, large buffers, UDP_GRO,
+//! packet-info and drop-count cmsgs, IPv4 and IPv6.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::{Error, sys};
+
+/// How to set up a socket; every option past binding is best effort and reported back.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketConfig {
+    /// SO_REUSEPORT, so every shard binds the same address (needed for sharding).
+    pub reuse_port: bool,
+    /// Requested SO_RCVBUF bytes (SO_RCVBUFFORCE is tried first, needs CAP_NET_ADMIN).
+    pub recv_buffer: usize,
+    /// Requested SO_SNDBUF bytes (SO_SNDBUFFORCE is tried first).
+    pub send_buffer: usize,
+    /// Turn on UDP_GRO so the kernel may coalesce equal-size datagrams from one peer.
+    pub gro: bool,
+    /// For an IPv6 address: accept only IPv6 (`IPV6_V6ONLY`); `false` is dual-stack.
+    pub only_v6: bool,
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        Self {
+            reuse_port: true,
+            recv_buffer: 8 << 20,
+            send_buffer: 8 << 20,
+            gro: true,
+            only_v6: true,
+        }
+    }
+}
+
+/// A bound, nonblocking UDP socket and what the kernel granted.
+#[derive(Debug)]
+pub struct BoundSocket {
+    /// The socket (nonblocking).
+    pub socket: UdpSocket,
+    /// The address it is bound to (the real port when 0 was asked).
+    pub local_addr: SocketAddr,
+    /// SO_RCVBUF as the kernel reports it (it doubles the request for bookkeeping).
+    pub recv_buffer: usize,
+    /// SO_SNDBUF as the kernel reports it.
+    pub send_buffer: usize,
+    /// Whether UDP_GRO was accepted.
+    pub gro: bool,
+    /// Whether SO_RXQ_OVFL (kernel drop counter cmsg) was accepted.
+    pub drop_counter: bool,
+    /// Whether IP_PKTINFO / IPV6_RECVPKTINFO was accepted.
+    pub pktinfo: bool,
+}
+
+fn os(op: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Socket { op, source }
+}
+
+/// Creates, configures and binds a UDP socket for `addr`.
+pub fn bind_udp(addr: SocketAddr, cfg: &SocketConfig) -> Result<BoundSocket, Error> {
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(
+        domain,
+        Type::DGRAM.nonblocking().cloexec(),
+        Some(Protocol::UDP),
+    )
+    .map_err(os("socket"))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(cfg.only_v6).map_err(os("IPV6_V6ONLY"))?;
+    }
+    if cfg.reuse_port {
+        s.set_reuse_port(true).map_err(os("SO_REUSEPORT"))?;
+    }
+    let fd = s.as_raw_fd();
+    let rcv = i32::try_from(cfg.recv_buffer).unwrap_or(i32::MAX);
+    if sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, rcv).is_err() {
+        // Best effort: capped by net.core.rmem_max without CAP_NET_ADMIN.
+        let _ = s.set_recv_buffer_size(cfg.recv_buffer);
+    }
+    let snd = i32::try_from(cfg.send_buffer).unwrap_or(i32::MAX);
+    if sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, snd).is_err() {
+        let _ = s.set_send_buffer_size(cfg.send_buffer);
+    }
+    let gro = cfg.gro && sys::setsockopt_int(fd, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
+    let drop_counter = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1).is_ok();
+    let pktinfo = if addr.is_ipv4() {
+        sys::setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1).is_ok()
+    } else {
+        sys::setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1).is_ok()
+    };
+    s.bind(&addr.into()).map_err(os("bind"))?;
+    let local_addr = s
+        .local_addr()
+        .map_err(os("getsockname"))?
+        .as_socket()
+        .ok_or(Error::Socket {
+            op: "getsockname",
+            source: std::io::ErrorKind::InvalidData.into(),
+        })?;
+    Ok(BoundSocket {
+        recv_buffer: s.recv_buffer_size().unwrap_or(0),
+        send_buffer: s.send_buffer_size().unwrap_or(0),
+        socket: s.into(),
+        local_addr,
+        gro,
+        drop_counter,
+        pktinfo,
+    })
+}
+
+/// Turns UDP_GRO on for a socket made elsewhere; `false` if the kernel refused.
+pub fn enable_gro(socket: &UdpSocket) -> bool {
+    sys::setsockopt_int(socket.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1).is_ok()
+}
+
+/// Whether UDP_GRO is on for this socket.
+pub fn gro_enabled(socket: &UdpSocket) -> bool {
+    sys::getsockopt_int(socket.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO).is_ok_and(|v| v != 0)
+}

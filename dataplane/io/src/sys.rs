@@ -1,0 +1,105 @@
+//! Thin wrappers over the libc calls this crate makes. Each `unsafe` block is one syscall whose
+//! pointer arguments come from references that outlive the call.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+/// `setsockopt(fd, level, name, &value, sizeof(int))`.
+pub(crate) fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: `value` is a live c_int and the length passed is its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&raw const value).cast(),
+            size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `getsockopt` of an `int` option.
+pub(crate) fn getsockopt_int(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
+    let mut value: i32 = 0;
+    let mut len = size_of::<i32>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are live locals; `len` holds the size of `value`.
+    let rc = unsafe { libc::getsockopt(fd, level, name, (&raw mut value).cast(), &raw mut len) };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Waits until `fd` has any of `events` or `timeout` passes; `Ok(false)` on timeout.
+/// EINTR counts as a timeout (the caller loops on its own deadline).
+pub(crate) fn poll_fd(fd: RawFd, events: i16, timeout: Duration) -> io::Result<bool> {
+    let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd, count 1.
+    let rc = unsafe { libc::poll(&raw mut p, 1, ms) };
+    if rc >= 0 {
+        return Ok(rc > 0);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EINTR) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+/// An all-zero `mmsghdr` (null pointers, zero lengths), filled in before each call.
+pub(crate) fn zeroed_mmsghdr() -> libc::mmsghdr {
+    // SAFETY: mmsghdr is plain data; all-zero is a valid value (null pointers, zero lengths).
+    unsafe { std::mem::zeroed() }
+}
+
+/// An all-zero `msghdr`.
+pub(crate) fn zeroed_msghdr() -> libc::msghdr {
+    // SAFETY: msghdr is plain data; all-zero is a valid value (null pointers, zero lengths).
+    unsafe { std::mem::zeroed() }
+}
+
+/// `recvmmsg(fd, msgs, len, flags, NULL)`.
+///
+/// # Safety
+/// Every header's name, iovec and control pointers must point to writable memory of the
+/// lengths they state, valid for the duration of the call.
+pub(crate) unsafe fn recvmmsg(
+    fd: RawFd,
+    msgs: &mut [libc::mmsghdr],
+    flags: i32,
+) -> io::Result<usize> {
+    let n = msgs.len().min(u32::MAX as usize) as libc::c_uint;
+    // SAFETY: the caller guarantees the buffers behind each header; the array is live.
+    let rc = unsafe { libc::recvmmsg(fd, msgs.as_mut_ptr(), n, flags, std::ptr::null_mut()) };
+    usize::try_from(rc).map_err(|_| io::Error::last_os_error())
+}
+
+/// `sendmmsg(fd, msgs, len, flags)`.
+///
+/// # Safety
+/// Every header's name, iovec and control pointers must point to readable memory of the
+/// lengths they state, valid for the duration of the call.
+pub(crate) unsafe fn sendmmsg(
+    fd: RawFd,
+    msgs: &mut [libc::mmsghdr],
+    flags: i32,
+) -> io::Result<usize> {
+    let n = msgs.len().min(u32::MAX as usize) as libc::c_uint;
+    // SAFETY: the caller guarantees the buffers behind each header; the array is live.
+    let rc = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n, flags) };
+    usize::try_from(rc).map_err(|_| io::Error::last_os_error())
+}

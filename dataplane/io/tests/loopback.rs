@@ -1,0 +1,237 @@
+//! Both backends send and receive mixed-size datagrams over loopback, byte-exact.
+
+mod common;
+
+use common::*;
+use dtls_io::{BackendKind, IoMode, TxBatch};
+
+fn mixed_sizes(n: usize) -> Vec<usize> {
+    const SIZES: [usize; 9] = [4, 64, 1200, 1200, 1200, 577, 1350, 1400, 9000];
+    (0..n)
+        .map(|i| SIZES[(i * 7 + i / 3) % SIZES.len()])
+        .collect()
+}
+
+fn round_trip(sender: IoMode, receiver: IoMode, addr: &str, gso: bool) {
+    let mut cfg_s = config(sender);
+    cfg_s.gso = gso;
+    let mut tx_io = open(addr, &cfg_s);
+    let mut rx_io = open(addr, &config(receiver));
+    let expect_kind = |m| {
+        if m == IoMode::Mmsg {
+            BackendKind::Mmsg
+        } else {
+            BackendKind::Uring
+        }
+    };
+    assert_eq!(tx_io.kind(), expect_kind(sender));
+    assert_eq!(rx_io.kind(), expect_kind(receiver));
+    let dest = rx_io.local_addr().expect("bound");
+    let src = tx_io.local_addr().expect("bound");
+
+    let sizes = mixed_sizes(600);
+    let mut tx = TxBatch::new(64, 9000, gso);
+    let mut got = Vec::new();
+    for (i, len) in sizes.iter().enumerate() {
+        if tx.push(dest, &payload(i as u32, *len)).is_err() {
+            tx_io.flush(&mut tx).expect("flush");
+            tx.push(dest, &payload(i as u32, *len))
+                .expect("empty batch has room");
+        }
+        if tx.is_full() {
+            tx_io.flush(&mut tx).expect("flush");
+            // Drain as we go so the receive queue never overflows.
+            let b = rx_io.poll_recv(std::time::Duration::ZERO).expect("recv");
+            got.extend(b.iter().map(|d| {
+                assert_eq!(d.source, src);
+                d.payload.to_vec()
+            }));
+        }
+    }
+    tx_io.flush(&mut tx).expect("flush");
+    assert!(tx.is_empty());
+    let rest = recv_n(&mut rx_io, sizes.len() - got.len());
+    got.extend(rest.into_iter().map(|(s, p)| {
+        assert_eq!(s, src);
+        p
+    }));
+    check_exact(&got, &sizes);
+
+    let out = tx_io.stats();
+    assert_eq!(out.datagrams_out, sizes.len() as u64);
+    assert_eq!(out.bytes_out, sizes.iter().sum::<usize>() as u64);
+    assert_eq!(out.send_errors, 0);
+    if gso {
+        assert!(
+            out.gso_sends > 0 && out.gso_segments > out.gso_sends,
+            "{out:?}"
+        );
+    } else {
+        assert_eq!(out.gso_sends, 0);
+    }
+    let inn = rx_io.stats();
+    assert_eq!(inn.datagrams_in, sizes.len() as u64);
+    assert_eq!(inn.bytes_in, sizes.iter().sum::<usize>() as u64);
+    assert!(inn.recv_batches > 0);
+}
+
+#[test]
+fn mmsg_to_mmsg_mixed_sizes_exact() {
+    round_trip(IoMode::Mmsg, IoMode::Mmsg, "127.0.0.1:0", false);
+}
+
+#[test]
+fn mmsg_to_mmsg_gso_exact() {
+    round_trip(IoMode::Mmsg, IoMode::Mmsg, "127.0.0.1:0", true);
+}
+
+#[test]
+fn uring_to_uring_mixed_sizes_exact() {
+    if !uring_available("uring_to_uring_mixed_sizes_exact") {
+        return;
+    }
+    round_trip(IoMode::Uring, IoMode::Uring, "127.0.0.1:0", false);
+}
+
+#[test]
+fn uring_to_uring_gso_exact() {
+    if !uring_available("uring_to_uring_gso_exact") {
+        return;
+    }
+    round_trip(IoMode::Uring, IoMode::Uring, "127.0.0.1:0", true);
+}
+
+#[test]
+fn uring_to_mmsg_and_back_exact() {
+    if !uring_available("uring_to_mmsg_and_back_exact") {
+        return;
+    }
+    round_trip(IoMode::Uring, IoMode::Mmsg, "127.0.0.1:0", true);
+    round_trip(IoMode::Mmsg, IoMode::Uring, "127.0.0.1:0", true);
+}
+
+#[test]
+fn ipv6_both_backends_exact() {
+    if !uring_available("ipv6_both_backends_exact") {
+        round_trip(IoMode::Mmsg, IoMode::Mmsg, "[::1]:0", true);
+        return;
+    }
+    round_trip(IoMode::Uring, IoMode::Mmsg, "[::1]:0", true);
+    round_trip(IoMode::Mmsg, IoMode::Uring, "[::1]:0", false);
+}
+
+#[test]
+fn receive_times_out_empty_and_pktinfo_reports_local_address() {
+    for mode in modes("receive_times_out_empty_and_pktinfo_reports_local_address") {
+        let mut io = open("127.0.0.1:0", &config(mode));
+        let t = std::time::Instant::now();
+        assert!(
+            io.poll_recv(std::time::Duration::from_millis(50))
+                .expect("recv")
+                .is_empty()
+        );
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        peer.send_to(b"ping", io.local_addr().expect("bound"))
+            .expect("send");
+        let until = std::time::Instant::now() + DEADLINE;
+        loop {
+            assert!(std::time::Instant::now() < until, "nothing received");
+            let b = io
+                .poll_recv(std::time::Duration::from_millis(100))
+                .expect("recv");
+            if let Some(d) = b.iter().next() {
+                assert_eq!(d.payload, b"ping");
+                assert_eq!(d.source, peer.local_addr().expect("bound"));
+                assert_eq!(d.local, Some("127.0.0.1".parse().expect("literal")));
+                break;
+            }
+        }
+    }
+}
+
+#[test]
+fn reuseport_sockets_share_a_port_and_report_what_was_granted() {
+    let cfg = dtls_io::SocketConfig::default();
+    let first = dtls_io::bind_udp("127.0.0.1:0".parse().expect("literal"), &cfg).expect("bind");
+    let second = dtls_io::bind_udp(first.local_addr, &cfg).expect("SO_REUSEPORT lets a shard bind");
+    assert_eq!(first.local_addr, second.local_addr);
+    for s in [&first, &second] {
+        assert!(s.recv_buffer > 0 && s.send_buffer > 0, "{s:?}");
+        assert!(s.gro && s.drop_counter && s.pktinfo, "{s:?}");
+    }
+    let v6 = dtls_io::bind_udp("[::1]:0".parse().expect("literal"), &cfg).expect("bind v6");
+    assert!(v6.local_addr.is_ipv6() && v6.pktinfo);
+    // Without SO_REUSEPORT the port is taken.
+    let plain = dtls_io::SocketConfig {
+        reuse_port: false,
+        ..cfg
+    };
+    assert!(matches!(
+        dtls_io::bind_udp(first.local_addr, &plain),
+        Err(dtls_io::Error::Socket { op: "bind", .. })
+    ));
+}
+
+#[test]
+fn oversized_datagram_is_dropped_and_counted_never_delivered_truncated() {
+    for mode in modes("oversized_datagram_is_dropped_and_counted_never_delivered_truncated") {
+        let cfg = dtls_io::IoConfig {
+            recv_buffer_size: 512,
+            ..config(mode)
+        };
+        let mut io = open("127.0.0.1:0", &cfg);
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let dest = io.local_addr().expect("bound");
+        peer.send_to(&[1u8; 1000], dest).expect("send");
+        peer.send_to(&[2u8; 100], dest).expect("send");
+        let got = recv_n(&mut io, 1);
+        assert_eq!(got.len(), 1, "{mode:?}");
+        assert_eq!(got[0].1, vec![2u8; 100], "{mode:?}");
+        assert_eq!(io.stats().recv_truncated, 1, "{mode:?}");
+    }
+}
+
+/// A shard-style loop: every turn is `flush_and_poll_recv` (one io_uring_enter with io_uring),
+/// the server echoing what it got in its next turn.
+#[test]
+fn echo_loop_of_flush_and_poll_recv_turns_is_exact() {
+    for mode in modes("echo_loop_of_flush_and_poll_recv_turns_is_exact") {
+        let mut client = open("127.0.0.1:0", &config(mode));
+        let mut server = open("127.0.0.1:0", &config(mode));
+        let dest = server.local_addr().expect("bound");
+        let sizes = mixed_sizes(500);
+        let mut ctx = TxBatch::new(32, 9000, true);
+        let mut stx = TxBatch::new(256, 9000, true);
+        let (mut sent, mut got) = (0usize, Vec::new());
+        let until = std::time::Instant::now() + DEADLINE;
+        let turn = std::time::Duration::from_millis(1);
+        while got.len() < sizes.len() && std::time::Instant::now() < until {
+            while sent < sizes.len() && !ctx.is_full() {
+                ctx.push(dest, &payload(sent as u32, sizes[sent]))
+                    .expect("room");
+                sent += 1;
+            }
+            let back = client
+                .flush_and_poll_recv(&mut ctx, turn)
+                .expect("client turn");
+            got.extend(back.iter().map(|d| d.payload.to_vec()));
+            assert!(ctx.is_empty(), "a turn flushes everything");
+            let rx = server
+                .flush_and_poll_recv(&mut stx, turn)
+                .expect("server turn");
+            let echoes: Vec<_> = rx.iter().map(|d| (d.source, d.payload.to_vec())).collect();
+            for (src, p) in echoes {
+                if stx.push(src, &p).is_err() {
+                    server.flush(&mut stx).expect("flush");
+                    stx.push(src, &p).expect("empty batch has room");
+                }
+            }
+        }
+        check_exact(&got, &sizes);
+        let (c, s) = (client.stats(), server.stats());
+        assert_eq!((c.send_errors, s.send_errors), (0, 0));
+        assert_eq!(s.datagrams_in, sizes.len() as u64);
+        assert_eq!(c.datagrams_in, sizes.len() as u64);
+    }
+}
