@@ -12,13 +12,7 @@ use support::pair::{Pair, PairConfig};
 fn complete(suite: CipherSuite) -> Pair {
     let cfg = PairConfig::new(client_config(&[suite]), server_config(&[suite]));
     let mut pair = Pair::new(cfg);
-    assert!(
-        pair.handshake(Duration::from_secs(5)),
-        "{suite:?}: handshake did not complete: client {:?} / server {:?}",
-        pair.client.failed,
-        pair.server.failed
-    );
-    pair.assert_keys_match();
+    pair.assert_handshake(Duration::from_secs(5), format_args!("{suite:?}"));
     assert_eq!(pair.client.info.as_ref().map(|i| i.suite), Some(suite));
     pair
 }
@@ -85,13 +79,7 @@ fn client_certificate_authentication_completes_and_identifies_the_client() {
     let mut server = server_config(&[suite]);
     server.client_auth = ClientAuth::Required;
     let mut pair = Pair::new(PairConfig::new(client, server));
-    assert!(
-        pair.handshake(Duration::from_secs(5)),
-        "{:?} / {:?}",
-        pair.client.failed,
-        pair.server.failed
-    );
-    pair.assert_keys_match();
+    pair.assert_handshake(Duration::from_secs(5), "client certificate");
     let chain = match &pair
         .server
         .info
@@ -124,13 +112,7 @@ fn resumption_with_a_ticket_is_abbreviated_and_keys_match() {
     assert!(!first.client.info.as_ref().is_some_and(|i| i.resumed));
 
     let mut second = Pair::with_ticket(PairConfig::new(client, server).seed(2), Some(ticket));
-    assert!(
-        second.handshake(Duration::from_secs(5)),
-        "{:?} / {:?}",
-        second.client.failed,
-        second.server.failed
-    );
-    second.assert_keys_match();
+    second.assert_handshake(Duration::from_secs(5), "resumption");
     assert!(second.client.info.as_ref().is_some_and(|i| i.resumed));
     assert!(second.server.info.as_ref().is_some_and(|i| i.resumed));
     // Abbreviated: no Certificate from the server, so far fewer bytes than the full one.

@@ -187,6 +187,58 @@ fn assert_handshake(ep: &mut UdpEndpoint, peer: &PeerProcess) {
     }
 }
 
+/// Our client connects to the `server` peer and completes the handshake with the case's suite.
+fn connect(pki: &TestPki, case: Case, server: &PeerProcess) -> UdpEndpoint {
+    let mut ep = UdpEndpoint::client(our_client_config(pki, case), server.addr());
+    assert_handshake(&mut ep, server);
+    assert_suite(&ep, case);
+    ep
+}
+
+/// Our server, on `sock`, accepts the `client` peer's cookie-verified ClientHello and completes
+/// the handshake.
+fn accept(
+    pki: &TestPki,
+    case: Case,
+    sock: std::net::UdpSocket,
+    client: &PeerProcess,
+) -> UdpEndpoint {
+    let mut ep = match UdpEndpoint::accept(our_server_config(pki, case), sock, HANDSHAKE_TIMEOUT) {
+        Ok(ep) => ep,
+        Err(e) => panic!("{e}\n{}", client.transcript()),
+    };
+    assert_handshake(&mut ep, client);
+    ep
+}
+
+/// Application data both ways with a peer that prints what it receives and sends what is
+/// written to its stdin (s_server, s_client, gnutls-cli): `out` must show up in the peer's
+/// output, `back` must arrive at our endpoint byte for byte.
+fn exchange_app_data(ep: &mut UdpEndpoint, peer: &mut PeerProcess, out: &[u8], back: &[u8]) {
+    ep.send_app(out);
+    drive_until_peer(ep, peer, out, IO_TIMEOUT);
+    peer.write_stdin(back);
+    assert!(
+        ep.wait_app(back, IO_TIMEOUT),
+        "reply not received; got {:?}\n{}",
+        String::from_utf8_lossy(&ep.app_bytes()),
+        peer.transcript()
+    );
+    assert_eq!(ep.app_bytes(), back, "application data differs");
+}
+
+/// RFC 5705 exporter equals OpenSSL's -keymatexport.
+fn assert_exporter_matches_openssl(ep: &UdpEndpoint, peer: &PeerProcess) {
+    let theirs = peer
+        .openssl_keying_material()
+        .unwrap_or_else(|| panic!("no keying material\n{}", peer.transcript()));
+    assert_eq!(
+        ep.export(EXPORT_LABEL, 32),
+        theirs,
+        "exporter differs from OpenSSL's"
+    );
+}
+
 fn openssl_opts(pki: &TestPki, case: Case, own: Option<CertFiles>) -> OpensslOpts {
     let auth = if case.suite.uses_psk() {
         OpensslAuth::Psk
@@ -211,9 +263,7 @@ fn client_vs_openssl(case: Case) {
     let mut sopts = openssl_opts(pki, case, own);
     sopts.require_client_cert = case.client_cert;
     let mut server = openssl_s_server(&sopts, dir.path());
-    let mut ep = UdpEndpoint::client(our_client_config(pki, case), server.addr());
-    assert_handshake(&mut ep, &server);
-    assert_suite(&ep, case);
+    let mut ep = connect(pki, case, &server);
     drive_until_peer(
         &mut ep,
         &server,
@@ -224,29 +274,15 @@ fn client_vs_openssl(case: Case) {
         // s_server with -Verify prints the verified client chain.
         drive_until_peer(&mut ep, &server, b"client1", IO_TIMEOUT);
     }
-    // Client → server: s_server prints what it receives.
-    let out = payload(&format!("our client {:?} {:?}", case.suite, case.mtu), 600);
-    ep.send_app(&out);
-    drive_until_peer(&mut ep, &server, &out, IO_TIMEOUT);
-    // Server → client: s_server sends what is written to its stdin.
-    let back = payload("s_server replies", 400);
-    server.write_stdin(&back);
-    assert!(
-        ep.wait_app(&back, IO_TIMEOUT),
-        "reply not received; got {:?}\n{}",
-        String::from_utf8_lossy(&ep.app_bytes()),
-        server.transcript()
+    // Client → server: s_server prints what it receives; server → client: s_server sends
+    // what is written to its stdin.
+    exchange_app_data(
+        &mut ep,
+        &mut server,
+        &payload(&format!("our client {:?} {:?}", case.suite, case.mtu), 600),
+        &payload("s_server replies", 400),
     );
-    assert_eq!(ep.app_bytes(), back, "application data differs");
-    // RFC 5705 exporter equals OpenSSL's -keymatexport.
-    let theirs = server
-        .openssl_keying_material()
-        .unwrap_or_else(|| panic!("no keying material\n{}", server.transcript()));
-    assert_eq!(
-        ep.export(EXPORT_LABEL, 32),
-        theirs,
-        "exporter differs from OpenSSL's"
-    );
+    assert_exporter_matches_openssl(&ep, &server);
     assert!(ep.failed.is_none());
 }
 
@@ -304,9 +340,7 @@ fn client_vs_gnutls(case: Case) {
     sopts.require_client_cert = case.client_cert;
     sopts.extra = vec!["-d".into(), "4".into()];
     let server = gnutls_serv(&sopts, dir.path());
-    let mut ep = UdpEndpoint::client(our_client_config(pki, case), server.addr());
-    assert_handshake(&mut ep, &server);
-    assert_suite(&ep, case);
+    let mut ep = connect(pki, case, &server);
     drive_until_peer(
         &mut ep,
         &server,
@@ -397,11 +431,7 @@ fn server_vs_openssl(case: Case) {
     let own = case.client_cert.then(|| pki.client_ec.clone());
     let copts = openssl_opts(pki, case, own);
     let mut client = openssl_s_client(&copts, addr, dir.path());
-    let mut ep = match UdpEndpoint::accept(our_server_config(pki, case), sock, HANDSHAKE_TIMEOUT) {
-        Ok(ep) => ep,
-        Err(e) => panic!("{e}\n{}", client.transcript()),
-    };
-    assert_handshake(&mut ep, &client);
+    let mut ep = accept(pki, case, sock, &client);
     assert_suite(&ep, case);
     assert_client_identity(&ep, pki, case);
     drive_until_peer(
@@ -413,27 +443,14 @@ fn server_vs_openssl(case: Case) {
     if !case.suite.uses_psk() {
         drive_until_peer(&mut ep, &client, b"Verification: OK", IO_TIMEOUT);
     }
-    let out = payload(&format!("our server {:?} {:?}", case.suite, case.mtu), 600);
-    ep.send_app(&out);
-    drive_until_peer(&mut ep, &client, &out, IO_TIMEOUT);
-    // Lines starting with Q/R/K are s_client commands: this one starts lower-case.
-    let back = payload("s_client replies", 400);
-    client.write_stdin(&back);
-    assert!(
-        ep.wait_app(&back, IO_TIMEOUT),
-        "reply not received; got {:?}\n{}",
-        String::from_utf8_lossy(&ep.app_bytes()),
-        client.transcript()
+    exchange_app_data(
+        &mut ep,
+        &mut client,
+        &payload(&format!("our server {:?} {:?}", case.suite, case.mtu), 600),
+        // Lines starting with Q/R/K are s_client commands: this one starts lower-case.
+        &payload("s_client replies", 400),
     );
-    assert_eq!(ep.app_bytes(), back, "application data differs");
-    let theirs = client
-        .openssl_keying_material()
-        .unwrap_or_else(|| panic!("no keying material\n{}", client.transcript()));
-    assert_eq!(
-        ep.export(EXPORT_LABEL, 32),
-        theirs,
-        "exporter differs from OpenSSL's"
-    );
+    assert_exporter_matches_openssl(&ep, &client);
     assert!(ep.failed.is_none());
 }
 
@@ -491,11 +508,7 @@ fn server_vs_gnutls(case: Case) {
     let mut copts = GnutlsOpts::new(gnutls_priority_for(case.suite), auth);
     copts.mtu = case.mtu;
     let mut client = gnutls_cli(&copts, addr, dir.path());
-    let mut ep = match UdpEndpoint::accept(our_server_config(pki, case), sock, HANDSHAKE_TIMEOUT) {
-        Ok(ep) => ep,
-        Err(e) => panic!("{e}\n{}", client.transcript()),
-    };
-    assert_handshake(&mut ep, &client);
+    let mut ep = accept(pki, case, sock, &client);
     assert_suite(&ep, case);
     assert_client_identity(&ep, pki, case);
     drive_until_peer(&mut ep, &client, b"- Handshake was completed", IO_TIMEOUT);
@@ -505,18 +518,12 @@ fn server_vs_gnutls(case: Case) {
         gnutls_description_cipher(case.suite).as_bytes(),
         IO_TIMEOUT,
     );
-    let out = payload(&format!("our server {:?} {:?}", case.suite, case.mtu), 300);
-    ep.send_app(&out);
-    drive_until_peer(&mut ep, &client, &out, IO_TIMEOUT);
-    let back = payload("gnutls-cli replies", 200);
-    client.write_stdin(&back);
-    assert!(
-        ep.wait_app(&back, IO_TIMEOUT),
-        "reply not received; got {:?}\n{}",
-        String::from_utf8_lossy(&ep.app_bytes()),
-        client.transcript()
+    exchange_app_data(
+        &mut ep,
+        &mut client,
+        &payload(&format!("our server {:?} {:?}", case.suite, case.mtu), 300),
+        &payload("gnutls-cli replies", 200),
     );
-    assert_eq!(ep.app_bytes(), back, "application data differs");
     assert!(ep.failed.is_none());
 }
 
@@ -569,11 +576,7 @@ fn our_server_refuses_openssl_renegotiation() {
     let sock = UdpEndpoint::server_socket();
     let addr = sock.local_addr().expect("local addr");
     let mut client = openssl_s_client(&openssl_opts(pki, case, None), addr, dir.path());
-    let mut ep = match UdpEndpoint::accept(our_server_config(pki, case), sock, HANDSHAKE_TIMEOUT) {
-        Ok(ep) => ep,
-        Err(e) => panic!("{e}\n{}", client.transcript()),
-    };
-    assert_handshake(&mut ep, &client);
+    let mut ep = accept(pki, case, sock, &client);
     drive_until_peer(&mut ep, &client, b"Verification: OK", IO_TIMEOUT);
     client.write_stdin(b"before renegotiation\n");
     assert!(ep.wait_app(b"before renegotiation\n", IO_TIMEOUT));

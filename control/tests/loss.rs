@@ -52,17 +52,10 @@ fn drop_each_record_once(name: &str, client: Config, server: Config) {
                 cfg.s2c = imp;
             }
             let mut pair = Pair::new(cfg);
-            let ok = pair.handshake(Duration::from_secs(30));
-            assert!(
-                ok,
-                "{name}: dropping {dir} record #{k} of {n}: no completion within 30 s \
-                 (client {} {:?}, server {:?} {:?})",
-                pair.client.conn().state_name(),
-                pair.client.failed,
-                pair.server.conn.as_ref().map(|c| c.state_name()),
-                pair.server.failed,
+            pair.assert_handshake(
+                Duration::from_secs(30),
+                format_args!("{name}: dropping {dir} record #{k} of {n}"),
             );
-            pair.assert_keys_match();
             let dropped = if dir == "client->server" {
                 pair.c2s.stats.dropped_records
             } else {
@@ -164,13 +157,10 @@ fn dropping_any_one_record_still_completes_resumption() {
                 cfg.s2c = imp;
             }
             let mut pair = Pair::with_ticket(cfg, Some(ticket_for(k as u64 + 1)));
-            assert!(
-                pair.handshake(Duration::from_secs(30)),
-                "resumption: dropping {dir} record #{k}: {:?} / {:?}",
-                pair.client.failed,
-                pair.server.failed
+            pair.assert_handshake(
+                Duration::from_secs(30),
+                format_args!("resumption: dropping {dir} record #{k}"),
             );
-            pair.assert_keys_match();
             assert!(pair.server.info.as_ref().is_some_and(|i| i.resumed));
             pair.advance(Duration::from_secs(130));
             assert_eq!((pair.client.keys_ready, pair.server.keys_ready), (1, 1));
@@ -235,13 +225,10 @@ fn mtu_300_with_shuffled_single_record_datagrams_completes() {
                 ..Impairment::perfect()
             };
             let mut pair = Pair::new(PairConfig::new(c, s).impaired(imp).seed(seed));
-            assert!(
-                pair.handshake(Duration::from_secs(30)),
-                "{suite:?} seed {seed}: {:?} / {:?}",
-                pair.client.failed,
-                pair.server.failed
+            pair.assert_handshake(
+                Duration::from_secs(30),
+                format_args!("{suite:?} seed {seed}"),
             );
-            pair.assert_keys_match();
             assert!(
                 saw_fragmented_handshake(&pair),
                 "certificate flight was not fragmented"
@@ -268,13 +255,7 @@ fn mtu_300_shuffled_with_loss_and_duplicates_completes() {
             ..Impairment::perfect()
         };
         let mut pair = Pair::new(PairConfig::new(c, s).impaired(imp).seed(seed));
-        assert!(
-            pair.handshake(Duration::from_secs(60)),
-            "seed {seed}: {:?} / {:?}",
-            pair.client.failed,
-            pair.server.failed
-        );
-        pair.assert_keys_match();
+        pair.assert_handshake(Duration::from_secs(60), format_args!("seed {seed}"));
     }
 }
 

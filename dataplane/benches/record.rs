@@ -1,16 +1,22 @@
 //! B0 micro-benchmark: record seal and open per size, next to raw aws-lc-rs `LessSafeKey`
 //! on the same buffers, grouped by configuration (`seal_aes128gcm`, `open_chacha20poly1305`,
-//! ...), plus the null-protection baseline. `dtls-bench records` prints the ratios.
+//! ...), plus the null-protection baseline. After criterion's own report it prints the
+//! ours/raw ratio of the median estimates, read back from criterion's output directory.
+//! `dtls-bench records` measures the same ratios with interleaved runs (steadier on a
+//! loaded machine).
 //!
 //! Run: `cargo bench -p dataplane --bench record`
 
 use std::hint::black_box;
 
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
-use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use std::path::PathBuf;
+
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
 use dataplane::record::{Aead, ContentType, DTLS_1_2, Opener, RecordKey, ReplayWindow, Sealer};
 
 const SIZES: [usize; 4] = [64, 256, 1200, 1400];
+const AEADS: [Aead; 3] = [Aead::Aes128Gcm, Aead::Aes256Gcm, Aead::ChaCha20Poly1305];
 
 fn record_key(aead: Option<Aead>) -> RecordKey {
     match aead {
@@ -127,5 +133,61 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+/// Criterion's output directory: `$CRITERION_HOME`, else `<target>/criterion`, where the
+/// bench executable lives in `<target>/<profile>/deps/`.
+fn criterion_dir() -> Option<PathBuf> {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return Some(PathBuf::from(home));
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return Some(PathBuf::from(target).join("criterion"));
+    }
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.ancestors().nth(3)?.join("criterion"))
+}
+
+/// The median point estimate (ns) criterion saved for `group/function/size`.
+fn median_ns(dir: &std::path::Path, group: &str, function: &str, size: usize) -> Option<f64> {
+    let path = dir
+        .join(group)
+        .join(function)
+        .join(size.to_string())
+        .join("new/estimates.json");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    json["median"]["point_estimate"].as_f64()
+}
+
+/// Prints ours/raw for every pair criterion measured in this run (filtered runs print less).
+fn print_ratios() {
+    let Some(dir) = criterion_dir() else { return };
+    println!("\nratio ours/raw (throughput; >= 0.95 at 1200 B is the goal)");
+    println!(
+        "{:<32} {:>10} {:>10} {:>7}",
+        "group/size", "ours ns", "raw ns", "ratio"
+    );
+    for op in ["seal", "open"] {
+        for aead in AEADS {
+            let group = format!("{op}_{}", aead.name());
+            for size in SIZES {
+                let (Some(ours), Some(raw)) = (
+                    median_ns(&dir, &group, "ours", size),
+                    median_ns(&dir, &group, "raw", size),
+                ) else {
+                    continue;
+                };
+                println!(
+                    "{:<32} {ours:>10.1} {raw:>10.1} {:>7.3}",
+                    format!("{group}/{size}"),
+                    raw / ours
+                );
+            }
+        }
+    }
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    bench(&mut c);
+    c.final_summary();
+    print_ratios();
+}

@@ -68,11 +68,8 @@ pub fn verify_signature(
     message: &[u8],
     signature: &[u8],
 ) -> Result<(), Error> {
-    let algorithms = scheme_algorithms(scheme_code).ok_or(Error::UnsupportedSignatureScheme {
-        scheme: scheme_code,
-    })?;
-    let cert = EndEntityCert::try_from(end_entity)
-        .map_err(|source| Error::InvalidCertificate { source })?;
+    let algorithms = supported_algorithms(scheme_code)?;
+    let cert = parse_end_entity(end_entity)?;
     verify_with_any(algorithms, |alg| {
         cert.verify_signature(alg, message, signature)
     })
@@ -89,13 +86,20 @@ pub fn verify_signature_spki(
     message: &[u8],
     signature: &[u8],
 ) -> Result<(), Error> {
-    let algorithms = scheme_algorithms(scheme_code).ok_or(Error::UnsupportedSignatureScheme {
-        scheme: scheme_code,
-    })?;
+    let algorithms = supported_algorithms(scheme_code)?;
     let key = RawPublicKeyEntity::try_from(spki)
         .map_err(|source| Error::InvalidCertificate { source })?;
     verify_with_any(algorithms, |alg| {
         key.verify_signature(alg, message, signature)
+    })
+}
+
+/// [`scheme_algorithms`], or [`Error::UnsupportedSignatureScheme`] for a code it does not know.
+fn supported_algorithms(
+    scheme_code: u16,
+) -> Result<&'static [&'static dyn SignatureVerificationAlgorithm], Error> {
+    scheme_algorithms(scheme_code).ok_or(Error::UnsupportedSignatureScheme {
+        scheme: scheme_code,
     })
 }
 
@@ -165,20 +169,7 @@ impl CertificateVerifier {
         let name = ServerName::try_from(server_name).map_err(|_| Error::InvalidServerName {
             name: server_name.to_owned(),
         })?;
-        let (end_entity, intermediates) =
-            chain.split_first().ok_or(Error::EmptyCertificateChain)?;
-        let cert = EndEntityCert::try_from(end_entity)
-            .map_err(|source| Error::InvalidCertificate { source })?;
-        cert.verify_for_usage(
-            CHAIN_ALGORITHMS,
-            &self.roots,
-            intermediates,
-            now,
-            KeyUsage::server_auth(),
-            None,
-            None,
-        )
-        .map_err(|source| Error::InvalidCertificate { source })?;
+        let cert = self.verify_chain(chain, now, KeyUsage::server_auth())?;
         cert.verify_is_valid_for_subject_name(&name)
             .map_err(|source| Error::InvalidCertificate { source })
     }
@@ -188,21 +179,32 @@ impl CertificateVerifier {
     /// # Errors
     /// [`Error::EmptyCertificateChain`] or [`Error::InvalidCertificate`].
     pub fn verify_client(&self, chain: &[CertificateDer<'_>], now: UnixTime) -> Result<(), Error> {
+        self.verify_chain(chain, now, KeyUsage::client_auth())
+            .map(|_| ())
+    }
+
+    /// Builds a path from the chain's end entity (first) through its intermediates to one of
+    /// the trust anchors, valid at `now` for `usage`; returns the parsed end entity.
+    fn verify_chain<'a>(
+        &self,
+        chain: &'a [CertificateDer<'a>],
+        now: UnixTime,
+        usage: KeyUsage,
+    ) -> Result<EndEntityCert<'a>, Error> {
         let (end_entity, intermediates) =
             chain.split_first().ok_or(Error::EmptyCertificateChain)?;
-        let cert = EndEntityCert::try_from(end_entity)
-            .map_err(|source| Error::InvalidCertificate { source })?;
+        let cert = parse_end_entity(end_entity)?;
         cert.verify_for_usage(
             CHAIN_ALGORITHMS,
             &self.roots,
             intermediates,
             now,
-            KeyUsage::client_auth(),
+            usage,
             None,
             None,
         )
-        .map(|_| ())
-        .map_err(|source| Error::InvalidCertificate { source })
+        .map_err(|source| Error::InvalidCertificate { source })?;
+        Ok(cert)
     }
 }
 
@@ -249,9 +251,11 @@ impl PeerVerifier {
 
 fn parse_end_entity_only(chain: &[CertificateDer<'_>]) -> Result<(), Error> {
     let end_entity = chain.first().ok_or(Error::EmptyCertificateChain)?;
-    EndEntityCert::try_from(end_entity)
-        .map(|_| ())
-        .map_err(|source| Error::InvalidCertificate { source })
+    parse_end_entity(end_entity).map(|_| ())
+}
+
+fn parse_end_entity<'a>(end_entity: &'a CertificateDer<'a>) -> Result<EndEntityCert<'a>, Error> {
+    EndEntityCert::try_from(end_entity).map_err(|source| Error::InvalidCertificate { source })
 }
 
 #[cfg(test)]

@@ -497,6 +497,20 @@ impl Pair {
         self.drive_until(limit, |p| p.both_ready() || p.any_failed()) && self.both_ready()
     }
 
+    /// Runs the handshake to completion within `limit` and checks the keys match; on failure
+    /// panics with `context`, both sides' states and their errors.
+    pub fn assert_handshake(&mut self, limit: Duration, context: impl std::fmt::Display) {
+        assert!(
+            self.handshake(limit),
+            "{context}: handshake did not complete within {limit:?}: client {} {:?} / server {:?} {:?}",
+            self.client.conn().state_name(),
+            self.client.failed,
+            self.server.conn.as_ref().map(|c| c.state_name()),
+            self.server.failed
+        );
+        self.assert_keys_match();
+    }
+
     /// Advances the virtual clock by `d`, handling everything on the way.
     pub fn advance(&mut self, d: Duration) {
         let until = self.now + d;

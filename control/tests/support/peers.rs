@@ -346,6 +346,41 @@ fn path_arg(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
+/// Spawns a server peer and waits (up to [`READY_TIMEOUT`]) until it prints `ready`, its sign
+/// that it listens.
+fn spawn_listening(
+    name: &str,
+    port: u16,
+    program: &str,
+    args: &[String],
+    cwd: &Path,
+    ready: &str,
+) -> PeerProcess {
+    let p = PeerProcess::spawn(name, port, program, args, cwd);
+    p.expect_output(ready, READY_TIMEOUT);
+    p
+}
+
+/// `CERT_FLAG cert.pem KEY_FLAG key.pem` for one certificate and its key.
+fn cert_key_args(own: &CertFiles, cert_flag: &str, key_flag: &str) -> [String; 4] {
+    [
+        cert_flag.into(),
+        path_arg(&own.cert),
+        key_flag.into(),
+        path_arg(&own.key),
+    ]
+}
+
+/// `IDENTITY_FLAG client1 KEY_FLAG 0011...` for the test PSK.
+fn psk_args(identity_flag: &str, key_flag: &str) -> [String; 4] {
+    [
+        identity_flag.into(),
+        PSK_IDENTITY.into(),
+        key_flag.into(),
+        PSK_KEY_HEX.into(),
+    ]
+}
+
 /// `openssl s_server -dtls1_2 -listen -accept 127.0.0.1:PORT ... -naccept 1`, waited until ready.
 pub fn openssl_s_server(opts: &OpensslOpts, cwd: &Path) -> PeerProcess {
     let port = free_udp_port();
@@ -361,29 +396,18 @@ pub fn openssl_s_server(opts: &OpensslOpts, cwd: &Path) -> PeerProcess {
     match &opts.auth {
         OpensslAuth::Cert { own, ca } => {
             let own = own.as_ref().expect("s_server needs a certificate");
-            args.extend([
-                "-cert".into(),
-                path_arg(&own.cert),
-                "-key".into(),
-                path_arg(&own.key),
-                "-CAfile".into(),
-                path_arg(ca),
-            ]);
+            args.extend(cert_key_args(own, "-cert", "-key"));
+            args.extend(["-CAfile".into(), path_arg(ca)]);
             if opts.require_client_cert {
                 args.extend(["-Verify".into(), "1".into(), "-verify_return_error".into()]);
             }
         }
-        OpensslAuth::Psk => args.extend([
-            "-nocert".into(),
-            "-psk_identity".into(),
-            PSK_IDENTITY.into(),
-            "-psk".into(),
-            PSK_KEY_HEX.into(),
-        ]),
+        OpensslAuth::Psk => {
+            args.push("-nocert".into());
+            args.extend(psk_args("-psk_identity", "-psk"));
+        }
     }
-    let p = PeerProcess::spawn("openssl s_server", port, "openssl", &args, cwd);
-    p.expect_output("ACCEPT", READY_TIMEOUT);
-    p
+    spawn_listening("openssl s_server", port, "openssl", &args, cwd, "ACCEPT")
 }
 
 /// `openssl s_client -dtls1_2 -connect ADDR ...`; not waited on (call `expect_output`).
@@ -398,20 +422,10 @@ pub fn openssl_s_client(opts: &OpensslOpts, server: SocketAddr, cwd: &Path) -> P
                 "-verify_return_error".into(),
             ]);
             if let Some(own) = own {
-                args.extend([
-                    "-cert".into(),
-                    path_arg(&own.cert),
-                    "-key".into(),
-                    path_arg(&own.key),
-                ]);
+                args.extend(cert_key_args(own, "-cert", "-key"));
             }
         }
-        OpensslAuth::Psk => args.extend([
-            "-psk_identity".into(),
-            PSK_IDENTITY.into(),
-            "-psk".into(),
-            PSK_KEY_HEX.into(),
-        ]),
+        OpensslAuth::Psk => args.extend(psk_args("-psk_identity", "-psk")),
     }
     PeerProcess::spawn("openssl s_client", server.port(), "openssl", &args, cwd)
 }
@@ -453,33 +467,31 @@ impl GnutlsOpts {
             extra: Vec::new(),
         }
     }
+
+    /// `-p PORT --priority PRIORITY [--mtu=MTU]`, shared by `gnutls-serv` and `gnutls-cli`.
+    fn common_args(&self, port: u16, args: &mut Vec<String>) {
+        args.extend([
+            "-p".into(),
+            port.to_string(),
+            "--priority".into(),
+            self.priority.clone(),
+        ]);
+        if let Some(mtu) = self.mtu {
+            args.push(format!("--mtu={mtu}"));
+        }
+    }
 }
 
 /// `gnutls-serv --udp --echo -p PORT ...`, waited until it listens.
 pub fn gnutls_serv(opts: &GnutlsOpts, cwd: &Path) -> PeerProcess {
     let port = free_udp_port();
-    let mut args: Vec<String> = vec![
-        "--udp".into(),
-        "--echo".into(),
-        "-p".into(),
-        port.to_string(),
-        "--priority".into(),
-        opts.priority.clone(),
-    ];
-    if let Some(mtu) = opts.mtu {
-        args.push(format!("--mtu={mtu}"));
-    }
+    let mut args: Vec<String> = vec!["--udp".into(), "--echo".into()];
+    opts.common_args(port, &mut args);
     match &opts.auth {
         GnutlsAuth::Cert { own, ca } => {
             let own = own.as_ref().expect("gnutls-serv needs a certificate");
-            args.extend([
-                "--x509certfile".into(),
-                path_arg(&own.cert),
-                "--x509keyfile".into(),
-                path_arg(&own.key),
-                "--x509cafile".into(),
-                path_arg(ca),
-            ]);
+            args.extend(cert_key_args(own, "--x509certfile", "--x509keyfile"));
+            args.extend(["--x509cafile".into(), path_arg(ca)]);
             if opts.require_client_cert {
                 args.push("--require-client-cert".into());
             }
@@ -492,41 +504,28 @@ pub fn gnutls_serv(opts: &GnutlsOpts, cwd: &Path) -> PeerProcess {
         }
     }
     args.extend(opts.extra.iter().cloned());
-    let p = PeerProcess::spawn("gnutls-serv", port, "gnutls-serv", &args, cwd);
-    p.expect_output("UDP Echo Server listening on IPv4", READY_TIMEOUT);
-    p
+    spawn_listening(
+        "gnutls-serv",
+        port,
+        "gnutls-serv",
+        &args,
+        cwd,
+        "UDP Echo Server listening on IPv4",
+    )
 }
 
 /// `gnutls-cli --udp -p PORT ... 127.0.0.1`; not waited on.
 pub fn gnutls_cli(opts: &GnutlsOpts, server: SocketAddr, cwd: &Path) -> PeerProcess {
-    let mut args: Vec<String> = vec![
-        "--udp".into(),
-        "-p".into(),
-        server.port().to_string(),
-        "--priority".into(),
-        opts.priority.clone(),
-    ];
-    if let Some(mtu) = opts.mtu {
-        args.push(format!("--mtu={mtu}"));
-    }
+    let mut args: Vec<String> = vec!["--udp".into()];
+    opts.common_args(server.port(), &mut args);
     match &opts.auth {
         GnutlsAuth::Cert { own, ca } => {
             args.extend(["--x509cafile".into(), path_arg(ca)]);
             if let Some(own) = own {
-                args.extend([
-                    "--x509certfile".into(),
-                    path_arg(&own.cert),
-                    "--x509keyfile".into(),
-                    path_arg(&own.key),
-                ]);
+                args.extend(cert_key_args(own, "--x509certfile", "--x509keyfile"));
             }
         }
-        GnutlsAuth::Psk => args.extend([
-            "--pskusername".into(),
-            PSK_IDENTITY.into(),
-            "--pskkey".into(),
-            PSK_KEY_HEX.into(),
-        ]),
+        GnutlsAuth::Psk => args.extend(psk_args("--pskusername", "--pskkey")),
     }
     args.extend(opts.extra.iter().cloned());
     args.push(server.ip().to_string());
