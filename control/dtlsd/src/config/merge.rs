@@ -1,0 +1,201 @@
+//! Command-line flags of `serve` and `connect`, and their merge over a config file: a flag
+//! that is given overrides the file's key; a repeated `--psk` replaces the file's whole list.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::error::{ConfigError, ConfigErrors, Problem, Role};
+use super::raw::{self, IoMode, LogFormat, PskSpec, RawConfig, RawConnect, RawServe};
+use super::validate::{validate_connect, validate_serve};
+use super::{ConnectConfig, ServeConfig};
+
+/// Settings `serve` and `connect` share (`[same tuning flags]` in the usage).
+#[derive(Debug, Clone, Default, Args)]
+pub struct TuningFlags {
+    /// Shard threads, one pinned per core [default: one per available core; 1..=1024].
+    #[arg(long, value_name = "N")]
+    pub shards: Option<i64>,
+    /// Datagram I/O backend; `auto` uses io_uring and falls back to recvmmsg/sendmmsg with a
+    /// logged reason [default: auto].
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    pub io: Option<IoMode>,
+    /// Path MTU toward peers, in bytes [default: 1400; 576..=9000].
+    #[arg(long, value_name = "BYTES")]
+    pub mtu: Option<i64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (and /healthz) [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// Close a session after this many seconds without traffic [default: 300; 1..=86400].
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<i64>,
+    /// Send a heartbeat probe to sessions idle this many seconds; must be below
+    /// --idle-timeout [default: off; 1..=3600].
+    #[arg(long, value_name = "SECS")]
+    pub keepalive: Option<i64>,
+    /// Log format. Not a flag of its own: the global `--log-format` flag of `dtlsd` is
+    /// copied here, so it overrides the file's `log_format` like any other flag.
+    #[arg(skip)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Flags of `dtlsd serve`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeFlags {
+    /// UDP address to accept DTLS clients on (IP:PORT).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// UDP address each session's plaintext is relayed to (IP:PORT).
+    #[arg(long, value_name = "ADDR")]
+    pub backend: Option<String>,
+    /// Server certificate chain (PEM, end entity first); needs --key.
+    #[arg(long, value_name = "PEM")]
+    pub cert: Option<PathBuf>,
+    /// Private key of --cert (PEM: PKCS#8, SEC1 or PKCS#1).
+    #[arg(long, value_name = "PEM")]
+    pub key: Option<PathBuf>,
+    /// A pre-shared key clients may use, as IDENTITY:HEXKEY; repeat for several.
+    #[arg(long, value_name = "ID:HEX")]
+    pub psk: Vec<PskSpec>,
+    /// Require client certificates issued by this CA (PEM); needs --cert.
+    #[arg(long, value_name = "PEM")]
+    pub client_ca: Option<PathBuf>,
+    /// TOML config file; flags given on the command line override its keys.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub tuning: TuningFlags,
+}
+
+/// Flags of `dtlsd connect`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConnectFlags {
+    /// UDP address local plaintext clients send to (IP:PORT).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// The DTLS server (IP:PORT).
+    #[arg(long, value_name = "ADDR")]
+    pub server: Option<String>,
+    /// Trust server certificates issued by these CAs (PEM).
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    /// Name the server certificate must be valid for [default: the --server IP].
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// Accept any server certificate. For tests only.
+    #[arg(long)]
+    pub insecure_skip_verify: bool,
+    /// Use a pre-shared key, as IDENTITY:HEXKEY, instead of certificates.
+    #[arg(long, value_name = "ID:HEX")]
+    pub psk: Option<PskSpec>,
+    /// Client certificate chain (PEM) offered when the server asks; needs --key.
+    #[arg(long, value_name = "PEM")]
+    pub cert: Option<PathBuf>,
+    /// Private key of --cert (PEM).
+    #[arg(long, value_name = "PEM")]
+    pub key: Option<PathBuf>,
+    /// TOML config file; flags given on the command line override its keys.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub tuning: TuningFlags,
+}
+
+/// `file`'s keys, each replaced by the flag's value where the flag was given.
+pub fn merge_serve(file: RawServe, flags: ServeFlags) -> RawServe {
+    let t = flags.tuning;
+    RawServe {
+        listen: flags.listen.or(file.listen),
+        backend: flags.backend.or(file.backend),
+        cert: flags.cert.or(file.cert),
+        key: flags.key.or(file.key),
+        psk: if flags.psk.is_empty() {
+            file.psk
+        } else {
+            Some(flags.psk)
+        },
+        client_ca: flags.client_ca.or(file.client_ca),
+        shards: t.shards.or(file.shards),
+        io: t.io.or(file.io),
+        mtu: t.mtu.or(file.mtu),
+        metrics: t.metrics.or(file.metrics),
+        idle_timeout: t.idle_timeout.or(file.idle_timeout),
+        keepalive: t.keepalive.or(file.keepalive),
+        log_format: t.log_format.or(file.log_format),
+    }
+}
+
+/// `file`'s keys, each replaced by the flag's value where the flag was given
+/// (`--insecure-skip-verify` can only turn verification off, never back on).
+pub fn merge_connect(file: RawConnect, flags: ConnectFlags) -> RawConnect {
+    let t = flags.tuning;
+    RawConnect {
+        listen: flags.listen.or(file.listen),
+        server: flags.server.or(file.server),
+        ca: flags.ca.or(file.ca),
+        server_name: flags.server_name.or(file.server_name),
+        insecure_skip_verify: if flags.insecure_skip_verify {
+            Some(true)
+        } else {
+            file.insecure_skip_verify
+        },
+        psk: flags.psk.or(file.psk),
+        cert: flags.cert.or(file.cert),
+        key: flags.key.or(file.key),
+        shards: t.shards.or(file.shards),
+        io: t.io.or(file.io),
+        mtu: t.mtu.or(file.mtu),
+        metrics: t.metrics.or(file.metrics),
+        idle_timeout: t.idle_timeout.or(file.idle_timeout),
+        keepalive: t.keepalive.or(file.keepalive),
+        log_format: t.log_format.or(file.log_format),
+    }
+}
+
+impl ServeFlags {
+    /// Loads `--config` if given (it must hold a `[serve]` table), applies the flags over
+    /// it and validates the result.
+    ///
+    /// # Errors
+    /// The file's problems, or every validation problem, each naming its key.
+    pub fn resolve(mut self) -> Result<ServeConfig, ConfigErrors> {
+        let file = match self.config.take() {
+            None => RawServe::default(),
+            Some(path) => match raw::load_file(&path)? {
+                RawConfig::Serve(s) => s,
+                RawConfig::Connect(_) => return Err(wrong_table(Role::Serve).into()),
+            },
+        };
+        validate_serve(merge_serve(file, self))
+    }
+}
+
+impl ConnectFlags {
+    /// Loads `--config` if given (it must hold a `[connect]` table), applies the flags over
+    /// it and validates the result.
+    ///
+    /// # Errors
+    /// The file's problems, or every validation problem, each naming its key.
+    pub fn resolve(mut self) -> Result<ConnectConfig, ConfigErrors> {
+        let file = match self.config.take() {
+            None => RawConnect::default(),
+            Some(path) => match raw::load_file(&path)? {
+                RawConfig::Connect(c) => c,
+                RawConfig::Serve(_) => return Err(wrong_table(Role::Connect).into()),
+            },
+        };
+        validate_connect(merge_connect(file, self))
+    }
+}
+
+fn wrong_table(wanted: Role) -> ConfigError {
+    ConfigError {
+        key: Some("--config".into()),
+        problem: Problem::Tables {
+            reason: match wanted {
+                Role::Serve => "the file has a [connect] table, `serve` needs [serve]",
+                Role::Connect => "the file has a [serve] table, `connect` needs [connect]",
+            },
+        },
+    }
+}

@@ -1,0 +1,186 @@
+//! The `dtlsd` configuration: TOML file and flags, merged and validated into
+//! [`ServeConfig`] or [`ConnectConfig`].
+//!
+//! Flow: [`raw::load_file`] (TOML → [`RawServe`]/[`RawConnect`], unknown keys rejected),
+//! [`merge::merge_serve`]/[`merge::merge_connect`] (flags override file values),
+//! [`validate::validate_serve`]/[`validate::validate_connect`] (every problem found, each
+//! naming its key). `docs/dtlsd.md` is the reference for every key.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use zeroize::Zeroizing;
+
+pub mod error;
+pub mod merge;
+pub mod raw;
+pub mod validate;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::{ConfigError, ConfigErrors, Problem, Role};
+pub use raw::{IoMode, LogFormat, PskSpec, RawConfig, RawConnect, RawServe};
+
+/// Bounds of `mtu`, in bytes: 576 is the smallest datagram every IPv4 host must accept
+/// (RFC 791), 9000 a jumbo frame.
+pub const MTU_RANGE: (i64, i64) = (576, 9000);
+/// Default `mtu`: an Ethernet MTU less room for a tunnel header.
+pub const DEFAULT_MTU: u16 = 1400;
+/// Bounds of `shards`.
+pub const SHARDS_RANGE: (i64, i64) = (1, 1024);
+/// Bounds of `idle_timeout`, in seconds (one second to one day).
+pub const IDLE_TIMEOUT_RANGE: (i64, i64) = (1, 86_400);
+/// Default `idle_timeout`, in seconds.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 300;
+/// Bounds of `keepalive`, in seconds (it must also be below `idle_timeout`).
+pub const KEEPALIVE_RANGE: (i64, i64) = (1, 3_600);
+/// Longest PSK identity in bytes (RFC 4279 §2: `opaque psk_identity<0..2^16-1>`).
+pub const MAX_PSK_IDENTITY_LEN: usize = 65_535;
+
+/// A validated `dtlsd serve` configuration.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// UDP address DTLS clients connect to.
+    pub listen: SocketAddr,
+    /// UDP address each session's plaintext is relayed to.
+    pub backend: SocketAddr,
+    /// How the server authenticates, and how it authenticates clients.
+    pub credentials: ServerCredentials,
+    /// Shards, I/O, MTU, timers, metrics, logs.
+    pub tuning: Tuning,
+}
+
+/// Server credentials: a certificate, PSKs, or both (at least one).
+#[derive(Debug, Clone)]
+pub struct ServerCredentials {
+    /// Certificate chain and key, for ECDHE_ECDSA/ECDHE_RSA suites.
+    pub certificate: Option<CertKeyPaths>,
+    /// PSKs clients may use (PSK suites), identities distinct.
+    pub psks: Vec<Psk>,
+    /// CA that client certificates must chain to; when set, client certificates are required.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// A validated `dtlsd connect` configuration.
+#[derive(Debug, Clone)]
+pub struct ConnectConfig {
+    /// UDP address local plaintext clients send to.
+    pub listen: SocketAddr,
+    /// The DTLS server.
+    pub server: SocketAddr,
+    /// How the server is authenticated.
+    pub trust: ServerTrust,
+    /// Client certificate and key, offered when the server asks for one.
+    pub client_certificate: Option<CertKeyPaths>,
+    /// Shards, I/O, MTU, timers, metrics, logs.
+    pub tuning: Tuning,
+}
+
+/// How `connect` authenticates the server.
+#[derive(Debug, Clone)]
+pub enum ServerTrust {
+    /// The server's chain must lead to a CA in `ca` and be valid for `server_name`.
+    Ca {
+        /// PEM file of trusted CA certificates.
+        ca: PathBuf,
+        /// DNS name or IP address the certificate must be valid for.
+        server_name: String,
+    },
+    /// Any certificate is accepted. For tests only.
+    InsecureSkipVerify,
+    /// PSK suites with this key.
+    Psk(Psk),
+}
+
+/// A certificate chain file and its private key file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertKeyPaths {
+    /// PEM certificate chain, end entity first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1).
+    pub key: PathBuf,
+}
+
+/// One pre-shared key (RFC 4279). The key is zeroized on drop and never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Psk {
+    /// The identity, sent in clear in ClientKeyExchange.
+    pub identity: String,
+    key: Zeroizing<Vec<u8>>,
+}
+
+impl Psk {
+    /// A PSK from its identity and key bytes.
+    pub fn new(identity: String, key: Vec<u8>) -> Self {
+        Self {
+            identity,
+            key: Zeroizing::new(key),
+        }
+    }
+
+    /// The key bytes.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+}
+
+impl fmt::Debug for Psk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Psk")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings `serve` and `connect` share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tuning {
+    /// Number of shard threads, or `None` for one per available core.
+    pub shards: Option<usize>,
+    /// Datagram I/O backend.
+    pub io: IoMode,
+    /// Path MTU assumed toward peers, in bytes.
+    pub mtu: u16,
+    /// Where Prometheus metrics are served, if anywhere.
+    pub metrics: Option<SocketAddr>,
+    /// A session with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// Heartbeat probe interval on idle sessions, if any.
+    pub keepalive: Option<Duration>,
+    /// Log line format.
+    pub log_format: LogFormat,
+}
+
+/// A validated configuration of either command.
+#[derive(Debug, Clone)]
+pub enum Config {
+    /// For `dtlsd serve`.
+    Serve(ServeConfig),
+    /// For `dtlsd connect`.
+    Connect(ConnectConfig),
+}
+
+impl Config {
+    /// Which command it is for.
+    pub fn role(&self) -> Role {
+        match self {
+            Config::Serve(_) => Role::Serve,
+            Config::Connect(_) => Role::Connect,
+        }
+    }
+}
+
+/// Validates a file's table without flags (what `dtlsd check-config` does before loading
+/// the PEM files).
+///
+/// # Errors
+/// Every problem found.
+pub fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
+    match raw {
+        RawConfig::Serve(s) => validate::validate_serve(s).map(Config::Serve),
+        RawConfig::Connect(c) => validate::validate_connect(c).map(Config::Connect),
+    }
+}

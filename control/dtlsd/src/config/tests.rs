@@ -1,0 +1,556 @@
+//! Unit tests: TOML parsing, validation and the flag merge.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use super::merge::{ConnectFlags, ServeFlags, TuningFlags, merge_connect, merge_serve};
+use super::raw::{RawConfig, parse_str};
+use super::validate::{parse_psk, validate_connect, validate_serve};
+use super::*;
+
+/// A fresh directory holding two readable files, `a.pem` and `b.pem`.
+fn scratch() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "dtlsd-unit-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    for f in ["a.pem", "b.pem"] {
+        std::fs::write(dir.join(f), "x").expect("write scratch file");
+    }
+    dir
+}
+
+fn serve_toml(body: &str) -> RawServe {
+    match parse_str(&format!("[serve]\n{body}")).expect("parses") {
+        RawConfig::Serve(s) => s,
+        RawConfig::Connect(_) => panic!("expected a serve table"),
+    }
+}
+
+fn connect_toml(body: &str) -> RawConnect {
+    match parse_str(&format!("[connect]\n{body}")).expect("parses") {
+        RawConfig::Connect(c) => c,
+        RawConfig::Serve(_) => panic!("expected a connect table"),
+    }
+}
+
+fn psk_only_serve() -> RawServe {
+    serve_toml("listen = \"0.0.0.0:4433\"\nbackend = \"127.0.0.1:9000\"\npsk = [\"a:0011\"]\n")
+}
+
+/// The error lines of a failed validation.
+fn lines(result: Result<impl std::fmt::Debug, ConfigErrors>) -> Vec<String> {
+    result
+        .expect_err("should be invalid")
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+fn has(lines: &[String], prefix: &str, fragment: &str) -> bool {
+    lines
+        .iter()
+        .any(|l| l.starts_with(prefix) && l.contains(fragment))
+}
+
+#[test]
+fn every_serve_and_connect_key_parses_and_validates() {
+    let dir = scratch();
+    let d = dir.display();
+    let serve = serve_toml(&format!(
+        "listen = \"[::]:4433\"\nbackend = \"127.0.0.1:9000\"\ncert = \"{d}/a.pem\"\n\
+         key = \"{d}/b.pem\"\npsk = [\"a:00ff\", \"b:c0ffee\"]\nclient_ca = \"{d}/a.pem\"\n\
+         shards = 2\nio = \"mmsg\"\nmtu = 1200\nmetrics = \"127.0.0.1:9100\"\n\
+         idle_timeout = 60\nkeepalive = 15\nlog_format = \"json\"\n"
+    ));
+    let s = validate_serve(serve).expect("valid serve config");
+    assert_eq!(s.listen, "[::]:4433".parse().expect("addr"));
+    assert_eq!(s.credentials.psks.len(), 2);
+    assert_eq!(s.credentials.psks[1].key(), &[0xc0, 0xff, 0xee]);
+    assert!(s.credentials.certificate.is_some());
+    assert_eq!(s.credentials.client_ca, Some(dir.join("a.pem")));
+    assert_eq!(
+        s.tuning,
+        Tuning {
+            shards: Some(2),
+            io: IoMode::Mmsg,
+            mtu: 1200,
+            metrics: Some("127.0.0.1:9100".parse().expect("addr")),
+            idle_timeout: Duration::from_secs(60),
+            keepalive: Some(Duration::from_secs(15)),
+            log_format: LogFormat::Json,
+        }
+    );
+    let connect = connect_toml(&format!(
+        "listen = \"127.0.0.1:5000\"\nserver = \"127.0.0.1:4433\"\nca = \"{d}/a.pem\"\n\
+         server_name = \"localhost\"\ninsecure_skip_verify = false\ncert = \"{d}/a.pem\"\n\
+         key = \"{d}/b.pem\"\nshards = 1\nio = \"uring\"\nmtu = 9000\nmetrics = \"127.0.0.1:9101\"\n\
+         idle_timeout = 10\nkeepalive = 9\nlog_format = \"human\"\n"
+    ));
+    let c = validate_connect(connect).expect("valid connect config");
+    assert!(matches!(
+        c.trust,
+        ServerTrust::Ca { ref server_name, .. } if server_name == "localhost"
+    ));
+    assert!(c.client_certificate.is_some());
+    assert_eq!(c.tuning.io, IoMode::Uring);
+}
+
+#[test]
+fn defaults_apply_when_keys_are_absent() {
+    let s = validate_serve(psk_only_serve()).expect("valid");
+    assert_eq!(
+        s.tuning,
+        Tuning {
+            shards: None,
+            io: IoMode::Auto,
+            mtu: DEFAULT_MTU,
+            metrics: None,
+            idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
+            keepalive: None,
+            log_format: LogFormat::Human,
+        }
+    );
+    assert!(s.credentials.certificate.is_none());
+}
+
+#[test]
+fn unknown_keys_and_tables_are_named() {
+    let e = parse_str("[serve]\nlisten = \"0.0.0.0:1\"\nmtux = 3\n").expect_err("unknown key");
+    assert_eq!(e.key.as_deref(), Some("serve.mtux"));
+    assert!(e.to_string().contains("unknown field `mtux`"), "{e}");
+    assert!(e.to_string().contains("line 3"), "{e}");
+    let e = parse_str("[connect]\nserver_nam = \"x\"\n").expect_err("unknown key");
+    assert_eq!(e.key.as_deref(), Some("connect.server_nam"));
+    let e = parse_str("[serv]\nlisten = \"0.0.0.0:1\"\n").expect_err("unknown table");
+    assert_eq!(e.key.as_deref(), Some("serv"));
+    let e = parse_str("listen = \"0.0.0.0:1\"\n").expect_err("top-level key");
+    assert_eq!(e.key.as_deref(), Some("listen"));
+}
+
+#[test]
+fn wrong_types_name_the_key_and_line() {
+    let e = parse_str("[serve]\nlisten = \"0.0.0.0:1\"\nmtu = \"big\"\n").expect_err("type");
+    assert_eq!(e.key.as_deref(), Some("serve.mtu"));
+    assert!(e.to_string().contains("line 3"), "{e}");
+    let e = parse_str("[serve]\npsk = [\n  \"a:00\",\n  7,\n]\n").expect_err("type");
+    assert_eq!(e.key.as_deref(), Some("serve.psk"));
+    let e = parse_str("[serve]\nio = \"epoll\"\n").expect_err("variant");
+    assert_eq!(e.key.as_deref(), Some("serve.io"));
+    assert!(e.to_string().contains("epoll"), "{e}");
+}
+
+#[test]
+fn a_file_needs_exactly_one_table() {
+    let e = parse_str("").expect_err("empty");
+    assert!(e.key.is_none());
+    assert!(e.to_string().contains("no [serve] or [connect]"), "{e}");
+    let e = parse_str("[serve]\n[connect]\n").expect_err("both");
+    assert!(e.to_string().contains("both"), "{e}");
+}
+
+#[test]
+fn numbers_out_of_range_name_key_and_bounds() {
+    let mut raw = psk_only_serve();
+    raw.mtu = Some(50);
+    raw.shards = Some(0);
+    raw.idle_timeout = Some(-1);
+    let l = lines(validate_serve(raw));
+    assert!(
+        has(
+            &l,
+            "serve.mtu:",
+            "50 is out of range: must be between 576 and 9000"
+        ),
+        "{l:?}"
+    );
+    assert!(has(&l, "serve.shards:", "between 1 and 1024"), "{l:?}");
+    assert!(
+        has(&l, "serve.idle_timeout:", "-1 is out of range"),
+        "{l:?}"
+    );
+    let mut raw = psk_only_serve();
+    raw.mtu = Some(9001);
+    assert!(has(&lines(validate_serve(raw)), "serve.mtu:", "9001"));
+}
+
+#[test]
+fn keepalive_must_be_below_idle_timeout() {
+    let mut raw = psk_only_serve();
+    raw.keepalive = Some(300);
+    let l = lines(validate_serve(raw));
+    assert!(
+        has(&l, "serve.keepalive:", "shorter than idle_timeout (300 s)"),
+        "{l:?}"
+    );
+    let mut raw = psk_only_serve();
+    raw.idle_timeout = Some(30);
+    raw.keepalive = Some(29);
+    assert!(validate_serve(raw).is_ok());
+}
+
+#[test]
+fn bad_addresses_name_the_key() {
+    let mut raw = psk_only_serve();
+    raw.listen = Some("0.0.0.0".into());
+    raw.backend = Some("localhost:9000".into());
+    raw.metrics = Some("nope".into());
+    let l = lines(validate_serve(raw));
+    assert!(
+        has(
+            &l,
+            "serve.listen:",
+            "`0.0.0.0` is not a usable socket address"
+        ),
+        "{l:?}"
+    );
+    assert!(
+        has(&l, "serve.backend:", "host names are not resolved"),
+        "{l:?}"
+    );
+    assert!(has(&l, "serve.metrics:", "`nope`"), "{l:?}");
+    let mut raw = psk_only_serve();
+    raw.backend = Some("127.0.0.1:0".into());
+    assert!(has(&lines(validate_serve(raw)), "serve.backend:", "port 0"));
+    let mut raw = psk_only_serve();
+    raw.backend = Some("0.0.0.0:9000".into());
+    assert!(has(
+        &lines(validate_serve(raw)),
+        "serve.backend:",
+        "unspecified"
+    ));
+    let mut raw = psk_only_serve();
+    raw.listen = None;
+    assert!(has(
+        &lines(validate_serve(raw)),
+        "serve.listen:",
+        "--listen"
+    ));
+}
+
+#[test]
+fn psk_parsing() {
+    let spec = |s: &str| PskSpec(zeroize::Zeroizing::new(s.to_owned()));
+    let p = parse_psk(&spec("host:a:0aFF")).expect("identity may contain ':'");
+    assert_eq!(
+        (p.identity.as_str(), p.key()),
+        ("host:a", &[0x0a, 0xff][..])
+    );
+    let err = |s: &str| parse_psk(&spec(s)).expect_err("invalid");
+    assert!(err("nocolon").contains("not ID:HEX"));
+    assert!(err(":00").contains("identity is empty"));
+    assert!(err("id:abc").contains("odd number of hex digits"));
+    assert!(err("id:zz").contains("non-hex character at position 1"));
+    assert!(err("id:").contains("key is 0 bytes"));
+    assert!(err(&format!("id:{}", "00".repeat(513))).contains("must be 1 to 512"));
+    // Key material never appears in a message, nor in Debug output.
+    let secret = "id:deadbeefcafe1";
+    assert!(!err(secret).contains("deadbeef"));
+    assert!(!format!("{:?}", spec(secret)).contains("deadbeef"));
+    let debug = format!("{:?}", parse_psk(&spec("id:deadbeef")).expect("ok"));
+    assert!(
+        debug.contains("\"id\"") && !debug.contains("222"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn psk_problems_name_the_entry() {
+    let mut raw = psk_only_serve();
+    raw.psk = Some(vec![
+        "a:00".parse().expect("infallible"),
+        "a:11".parse().expect("infallible"),
+    ]);
+    let l = lines(validate_serve(raw));
+    assert!(
+        has(&l, "serve.psk[1]:", "identity `a` is given twice"),
+        "{l:?}"
+    );
+}
+
+#[test]
+fn serve_credentials_rules() {
+    let dir = scratch();
+    let mut raw = psk_only_serve();
+    raw.psk = None;
+    let l = lines(validate_serve(raw.clone()));
+    assert!(has(&l, "serve.cert:", "no credentials"), "{l:?}");
+    raw.cert = Some(dir.join("a.pem"));
+    let l = lines(validate_serve(raw.clone()));
+    assert!(has(&l, "serve.cert:", "requires `key`"), "{l:?}");
+    raw.cert = None;
+    raw.key = Some(dir.join("b.pem"));
+    assert!(has(
+        &lines(validate_serve(raw.clone())),
+        "serve.key:",
+        "requires `cert`"
+    ));
+    raw.cert = Some(dir.join("a.pem"));
+    assert!(validate_serve(raw.clone()).is_ok());
+    let mut psk_only = psk_only_serve();
+    psk_only.client_ca = Some(dir.join("a.pem"));
+    let l = lines(validate_serve(psk_only));
+    assert!(has(&l, "serve.client_ca:", "requires `cert`"), "{l:?}");
+}
+
+#[test]
+fn missing_and_unreadable_files_name_key_and_path() {
+    let dir = scratch();
+    let mut raw = psk_only_serve();
+    raw.cert = Some(dir.join("missing.pem"));
+    raw.key = Some(dir.clone());
+    let l = lines(validate_serve(raw));
+    let missing = dir.join("missing.pem").display().to_string();
+    assert!(
+        has(
+            &l,
+            "serve.cert:",
+            &format!("cannot read {missing}: No such file")
+        ),
+        "{l:?}"
+    );
+    assert!(has(&l, "serve.key:", "not a regular file"), "{l:?}");
+}
+
+#[test]
+fn connect_trust_rules() {
+    let dir = scratch();
+    let base = || connect_toml("listen = \"127.0.0.1:5000\"\nserver = \"127.0.0.1:4433\"\n");
+    let l = lines(validate_connect(base()));
+    assert!(has(&l, "connect.ca:", "no credentials"), "{l:?}");
+
+    let mut raw = base();
+    raw.ca = Some(dir.join("a.pem"));
+    let c = validate_connect(raw.clone()).expect("valid");
+    assert!(matches!(
+        c.trust,
+        ServerTrust::Ca { ref server_name, .. } if server_name == "127.0.0.1"
+    ));
+    raw.insecure_skip_verify = Some(true);
+    raw.psk = Some("id:00".parse().expect("infallible"));
+    let l = lines(validate_connect(raw));
+    assert!(
+        has(&l, "connect.insecure_skip_verify:", "combined with `ca`"),
+        "{l:?}"
+    );
+    assert!(has(&l, "connect.psk:", "combined with `ca`"), "{l:?}");
+    assert!(
+        has(&l, "connect.psk:", "combined with `insecure_skip_verify`"),
+        "{l:?}"
+    );
+
+    let mut raw = base();
+    raw.psk = Some("id:00".parse().expect("infallible"));
+    raw.cert = Some(dir.join("a.pem"));
+    raw.key = Some(dir.join("b.pem"));
+    raw.server_name = Some("example.com".into());
+    let l = lines(validate_connect(raw));
+    assert!(has(&l, "connect.cert:", "combined with `psk`"), "{l:?}");
+    assert!(has(&l, "connect.server_name:", "requires `ca`"), "{l:?}");
+
+    let mut raw = base();
+    raw.ca = Some(dir.join("a.pem"));
+    raw.server_name = Some("bad name!".into());
+    assert!(has(
+        &lines(validate_connect(raw)),
+        "connect.server_name:",
+        "`bad name!`"
+    ));
+
+    let mut raw = base();
+    raw.insecure_skip_verify = Some(true);
+    let c = validate_connect(raw).expect("valid");
+    assert!(matches!(c.trust, ServerTrust::InsecureSkipVerify));
+}
+
+#[test]
+fn flags_override_file_values() {
+    let file = serve_toml(
+        "listen = \"0.0.0.0:1\"\nbackend = \"127.0.0.1:2\"\npsk = [\"a:00\", \"b:11\"]\n\
+         mtu = 1300\nio = \"mmsg\"\nkeepalive = 5\n",
+    );
+    // No flags: the file's values stay.
+    assert_eq!(merge_serve(file.clone(), ServeFlags::default()), file);
+    let flags = ServeFlags {
+        listen: Some("127.0.0.1:7".into()),
+        psk: vec!["c:22".parse().expect("infallible")],
+        tuning: TuningFlags {
+            mtu: Some(1500),
+            log_format: Some(LogFormat::Json),
+            ..TuningFlags::default()
+        },
+        ..ServeFlags::default()
+    };
+    let merged = merge_serve(file, flags);
+    assert_eq!(merged.listen.as_deref(), Some("127.0.0.1:7"));
+    assert_eq!(merged.backend.as_deref(), Some("127.0.0.1:2"));
+    assert_eq!(merged.psk, Some(vec!["c:22".parse().expect("infallible")]));
+    assert_eq!(merged.mtu, Some(1500));
+    assert_eq!(merged.io, Some(IoMode::Mmsg));
+    assert_eq!(merged.keepalive, Some(5));
+    assert_eq!(merged.log_format, Some(LogFormat::Json));
+}
+
+#[test]
+fn insecure_flag_only_turns_verification_off() {
+    let file = connect_toml("insecure_skip_verify = true\nserver = \"127.0.0.1:1\"\n");
+    let kept = merge_connect(file.clone(), ConnectFlags::default());
+    assert_eq!(kept.insecure_skip_verify, Some(true));
+    let flags = ConnectFlags {
+        insecure_skip_verify: true,
+        server: Some("127.0.0.1:2".into()),
+        ..ConnectFlags::default()
+    };
+    let merged = merge_connect(RawConnect::default(), flags);
+    assert_eq!(merged.insecure_skip_verify, Some(true));
+    assert_eq!(merged.server.as_deref(), Some("127.0.0.1:2"));
+}
+
+fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("dtlsd.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[test]
+fn resolve_loads_the_file_resolves_paths_and_applies_flags() {
+    let dir = scratch();
+    let path = write_config(
+        &dir,
+        "[serve]\nlisten = \"0.0.0.0:4433\"\nbackend = \"127.0.0.1:9000\"\n\
+         cert = \"a.pem\"\nkey = \"b.pem\"\nmtu = 1300\n",
+    );
+    let flags = ServeFlags {
+        config: Some(path.clone()),
+        backend: Some("127.0.0.1:9999".into()),
+        ..ServeFlags::default()
+    };
+    let s = flags.resolve().expect("valid");
+    assert_eq!(s.backend, "127.0.0.1:9999".parse().expect("addr"));
+    assert_eq!(s.tuning.mtu, 1300);
+    assert_eq!(
+        s.credentials.certificate,
+        Some(CertKeyPaths {
+            cert: dir.join("a.pem"),
+            key: dir.join("b.pem"),
+        })
+    );
+    // The flag fixes what the file gets wrong.
+    let bad = write_config(
+        &dir,
+        "[serve]\nlisten = \"0.0.0.0:4433\"\nbackend = \"nope\"\npsk = [\"a:00\"]\n",
+    );
+    let fixed = ServeFlags {
+        config: Some(bad.clone()),
+        backend: Some("127.0.0.1:1".into()),
+        ..ServeFlags::default()
+    };
+    assert!(fixed.resolve().is_ok());
+    let wrong = ConnectFlags {
+        config: Some(bad),
+        ..ConnectFlags::default()
+    };
+    let l = lines(wrong.resolve());
+    assert!(has(&l, "--config:", "`connect` needs [connect]"), "{l:?}");
+    let missing = ServeFlags {
+        config: Some(dir.join("absent.toml")),
+        ..ServeFlags::default()
+    };
+    assert!(has(
+        &lines(missing.resolve()),
+        "cannot read config file",
+        "absent.toml"
+    ));
+}
+
+/// The flag structs as the `serve`/`connect` subcommands will use them, beside the global
+/// `--log-format` of `dtlsd`.
+#[derive(Debug, clap::Parser)]
+struct FlagsCli {
+    #[arg(long, value_enum, global = true)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: FlagsCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum FlagsCommand {
+    Serve(ServeFlags),
+    Connect(ConnectFlags),
+}
+
+#[test]
+fn flags_parse_as_documented() {
+    use clap::{CommandFactory, Parser};
+    FlagsCli::command().debug_assert();
+    let cli = FlagsCli::try_parse_from([
+        "dtlsd",
+        "serve",
+        "--listen",
+        "0.0.0.0:4433",
+        "--backend",
+        "127.0.0.1:9000",
+        "--psk",
+        "a:00",
+        "--psk",
+        "b:11",
+        "--mtu",
+        "1300",
+        "--io",
+        "mmsg",
+        "--shards",
+        "2",
+        "--idle-timeout",
+        "60",
+        "--keepalive",
+        "5",
+        "--metrics",
+        "127.0.0.1:9100",
+        "--client-ca",
+        "ca.pem",
+        "--cert",
+        "s.pem",
+        "--key",
+        "s.key",
+        "--config",
+        "f.toml",
+        "--log-format",
+        "json",
+    ])
+    .expect("serve flags parse");
+    let FlagsCommand::Serve(s) = cli.command else {
+        panic!("expected serve");
+    };
+    assert_eq!(s.psk.len(), 2);
+    assert_eq!(s.tuning.io, Some(IoMode::Mmsg));
+    assert_eq!(s.tuning.keepalive, Some(5));
+    assert_eq!(s.config, Some(PathBuf::from("f.toml")));
+    assert_eq!(cli.log_format, Some(LogFormat::Json));
+    let cli = FlagsCli::try_parse_from([
+        "dtlsd",
+        "connect",
+        "--listen",
+        "127.0.0.1:5000",
+        "--server",
+        "127.0.0.1:4433",
+        "--insecure-skip-verify",
+        "--server-name",
+        "localhost",
+        "--ca",
+        "ca.pem",
+        "--psk",
+        "a:00",
+    ])
+    .expect("connect flags parse");
+    let FlagsCommand::Connect(c) = cli.command else {
+        panic!("expected connect");
+    };
+    assert!(c.insecure_skip_verify);
+    assert_eq!(c.server_name.as_deref(), Some("localhost"));
+    assert!(FlagsCli::try_parse_from(["dtlsd", "serve", "--io", "epoll"]).is_err());
+}

@@ -1,0 +1,408 @@
+//! Checks a merged [`RawServe`]/[`RawConnect`] and builds the typed configuration.
+//!
+//! Every problem is collected (not just the first), each naming its key. Files named by
+//! keys must exist and be readable regular files; their PEM contents are checked by
+//! `crate::check`, not here.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dtls_crypto::MAX_PSK_LEN;
+use dtls_crypto::pki_types::ServerName;
+
+use super::error::{ConfigError, ConfigErrors, Problem, Role};
+use super::raw::{PskSpec, RawConnect, RawServe};
+use super::{
+    CertKeyPaths, ConnectConfig, DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MTU, IDLE_TIMEOUT_RANGE,
+    KEEPALIVE_RANGE, MAX_PSK_IDENTITY_LEN, MTU_RANGE, Psk, SHARDS_RANGE, ServeConfig,
+    ServerCredentials, ServerTrust, Tuning,
+};
+
+/// Validates a `[serve]` configuration (file and flags already merged).
+///
+/// # Errors
+/// Every problem found, each naming its key.
+pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
+    let mut c = Checker::new(Role::Serve);
+    let listen = c.address("listen", "--listen", raw.listen.as_deref(), AddrUse::Bind);
+    let backend = c.address(
+        "backend",
+        "--backend",
+        raw.backend.as_deref(),
+        AddrUse::Peer,
+    );
+    let tuning = c.tuning(&TuningIn {
+        shards: raw.shards,
+        io: raw.io,
+        mtu: raw.mtu,
+        metrics: raw.metrics.as_deref(),
+        idle_timeout: raw.idle_timeout,
+        keepalive: raw.keepalive,
+        log_format: raw.log_format,
+    });
+    let certificate = c.cert_key(raw.cert.as_deref(), raw.key.as_deref());
+    let mut psks = Vec::new();
+    for (i, spec) in raw.psk.iter().flatten().enumerate() {
+        let key = format!("psk[{i}]");
+        match parse_psk(spec) {
+            Ok(psk) if psks.iter().any(|p: &Psk| p.identity == psk.identity) => {
+                c.push(
+                    &key,
+                    Problem::DuplicatePskIdentity {
+                        identity: psk.identity,
+                    },
+                );
+            }
+            Ok(psk) => psks.push(psk),
+            Err(reason) => c.push(&key, Problem::BadPsk { reason }),
+        }
+    }
+    let client_ca = c.file("client_ca", raw.client_ca.as_deref());
+    if raw.client_ca.is_some() && raw.cert.is_none() {
+        // Client certificates are requested only in certificate suites (RFC 5246 §7.4.4:
+        // a non-anonymous server can optionally request a certificate).
+        c.push("client_ca", Problem::Requires { other: "cert" });
+    }
+    let no_psk = raw.psk.as_ref().is_none_or(Vec::is_empty);
+    if raw.cert.is_none() && raw.key.is_none() && no_psk {
+        c.push(
+            "cert",
+            Problem::NoCredentials {
+                needed: "cert and key, or at least one psk",
+            },
+        );
+    }
+    c.finish()?;
+    match (listen, backend, tuning) {
+        (Some(listen), Some(backend), Some(tuning)) => Ok(ServeConfig {
+            listen,
+            backend,
+            credentials: ServerCredentials {
+                certificate,
+                psks,
+                client_ca,
+            },
+            tuning,
+        }),
+        // finish() returned early on any error; every check that yields None pushed one.
+        _ => Err(ConfigErrors(Vec::new())),
+    }
+}
+
+/// Validates a `[connect]` configuration (file and flags already merged).
+///
+/// # Errors
+/// Every problem found, each naming its key.
+pub fn validate_connect(raw: RawConnect) -> Result<ConnectConfig, ConfigErrors> {
+    let mut c = Checker::new(Role::Connect);
+    let listen = c.address("listen", "--listen", raw.listen.as_deref(), AddrUse::Bind);
+    let server = c.address("server", "--server", raw.server.as_deref(), AddrUse::Peer);
+    let tuning = c.tuning(&TuningIn {
+        shards: raw.shards,
+        io: raw.io,
+        mtu: raw.mtu,
+        metrics: raw.metrics.as_deref(),
+        idle_timeout: raw.idle_timeout,
+        keepalive: raw.keepalive,
+        log_format: raw.log_format,
+    });
+    let client_certificate = c.cert_key(raw.cert.as_deref(), raw.key.as_deref());
+    let insecure = raw.insecure_skip_verify.unwrap_or(false);
+    let ca = c.file("ca", raw.ca.as_deref());
+    if raw.ca.is_some() && insecure {
+        c.push("insecure_skip_verify", Problem::Conflicts { other: "ca" });
+    }
+    if raw.psk.is_some() {
+        if raw.ca.is_some() {
+            c.push("psk", Problem::Conflicts { other: "ca" });
+        }
+        if insecure {
+            c.push(
+                "psk",
+                Problem::Conflicts {
+                    other: "insecure_skip_verify",
+                },
+            );
+        }
+        if raw.cert.is_some() {
+            // Client certificates exist only in certificate suites (RFC 4279 §2: no
+            // CertificateRequest in PSK suites).
+            c.push("cert", Problem::Conflicts { other: "psk" });
+        }
+    }
+    if raw.server_name.is_some() && raw.ca.is_none() {
+        c.push("server_name", Problem::Requires { other: "ca" });
+    }
+    let server_name = raw
+        .server_name
+        .clone()
+        .or_else(|| server.map(|s| s.ip().to_string()));
+    if let Some(name) = raw.server_name.as_deref()
+        && ServerName::try_from(name).is_err()
+    {
+        c.push(
+            "server_name",
+            Problem::BadServerName {
+                value: name.to_owned(),
+            },
+        );
+    }
+    let psk = match raw.psk.as_ref().map(parse_psk) {
+        Some(Ok(psk)) => Some(psk),
+        Some(Err(reason)) => {
+            c.push("psk", Problem::BadPsk { reason });
+            None
+        }
+        None => None,
+    };
+    if raw.ca.is_none() && !insecure && raw.psk.is_none() {
+        c.push(
+            "ca",
+            Problem::NoCredentials {
+                needed: "ca, insecure_skip_verify = true, or psk",
+            },
+        );
+    }
+    c.finish()?;
+    let trust = match (ca, server_name, psk) {
+        (Some(ca), Some(server_name), _) => Some(ServerTrust::Ca { ca, server_name }),
+        (_, _, Some(psk)) => Some(ServerTrust::Psk(psk)),
+        _ if insecure => Some(ServerTrust::InsecureSkipVerify),
+        _ => None,
+    };
+    match (listen, server, trust, tuning) {
+        (Some(listen), Some(server), Some(trust), Some(tuning)) => Ok(ConnectConfig {
+            listen,
+            server,
+            trust,
+            client_certificate,
+            tuning,
+        }),
+        // finish() returned early on any error; every check that yields None pushed one.
+        _ => Err(ConfigErrors(Vec::new())),
+    }
+}
+
+/// Parses `ID:HEX` (split at the last `:`, so identities may contain `:`). The error text
+/// never contains key material.
+///
+/// # Errors
+/// Why the PSK is unusable.
+pub fn parse_psk(spec: &PskSpec) -> Result<Psk, String> {
+    let Some((identity, hex)) = spec.0.rsplit_once(':') else {
+        return Err("is not ID:HEX (no `:`)".into());
+    };
+    if identity.is_empty() {
+        return Err("identity is empty".into());
+    }
+    if identity.len() > MAX_PSK_IDENTITY_LEN {
+        return Err(format!(
+            "identity is {} bytes, more than {MAX_PSK_IDENTITY_LEN}",
+            identity.len()
+        ));
+    }
+    let key = decode_hex(hex).map_err(|e| format!("`{identity}`: key {e}"))?;
+    // RFC 4279 §2 carries the PSK in a premaster secret of bounded size.
+    if key.is_empty() || key.len() > MAX_PSK_LEN {
+        return Err(format!(
+            "`{identity}`: key is {} bytes, must be 1 to {MAX_PSK_LEN}",
+            key.len()
+        ));
+    }
+    Ok(Psk::new(identity.to_owned(), key))
+}
+
+fn decode_hex(hex: &str) -> Result<Vec<u8>, String> {
+    let digits = hex.as_bytes();
+    if !digits.len().is_multiple_of(2) {
+        return Err(format!(
+            "has an odd number of hex digits ({})",
+            digits.len()
+        ));
+    }
+    let nibble = |i: usize, d: u8| -> Result<u8, String> {
+        char::from(d)
+            .to_digit(16)
+            .and_then(|v| u8::try_from(v).ok())
+            .ok_or_else(|| format!("has a non-hex character at position {}", i + 1))
+    };
+    digits
+        .chunks_exact(2)
+        .enumerate()
+        .map(|(i, pair)| Ok(nibble(2 * i, pair[0])? << 4 | nibble(2 * i + 1, pair[1])?))
+        .collect()
+}
+
+/// How an address will be used: a local one to bind, or a peer's to send to.
+#[derive(Clone, Copy)]
+enum AddrUse {
+    Bind,
+    Peer,
+}
+
+struct TuningIn<'a> {
+    shards: Option<i64>,
+    io: Option<super::IoMode>,
+    mtu: Option<i64>,
+    metrics: Option<&'a str>,
+    idle_timeout: Option<i64>,
+    keepalive: Option<i64>,
+    log_format: Option<super::LogFormat>,
+}
+
+struct Checker {
+    role: Role,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker {
+    fn new(role: Role) -> Self {
+        Self {
+            role,
+            errors: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, key: &str, problem: Problem) {
+        self.errors.push(ConfigError::new(self.role, key, problem));
+    }
+
+    fn finish(&mut self) -> Result<(), ConfigErrors> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(std::mem::take(&mut self.errors)))
+        }
+    }
+
+    fn address(
+        &mut self,
+        key: &str,
+        flag: &'static str,
+        value: Option<&str>,
+        usage: AddrUse,
+    ) -> Option<SocketAddr> {
+        let Some(value) = value else {
+            self.push(key, Problem::Missing { flag });
+            return None;
+        };
+        self.parse_address(key, value, usage)
+    }
+
+    fn parse_address(&mut self, key: &str, value: &str, usage: AddrUse) -> Option<SocketAddr> {
+        let bad = |reason: &str| Problem::BadAddress {
+            value: value.to_owned(),
+            reason: reason.to_owned(),
+        };
+        match value.parse::<SocketAddr>() {
+            Err(_) => {
+                self.push(
+                    key,
+                    bad("expected IP:PORT such as 127.0.0.1:4433 or [::1]:4433 \
+                         (host names are not resolved)"),
+                );
+                None
+            }
+            Ok(addr) if matches!(usage, AddrUse::Peer) && addr.port() == 0 => {
+                self.push(key, bad("port 0 cannot be sent to"));
+                None
+            }
+            Ok(addr) if matches!(usage, AddrUse::Peer) && addr.ip().is_unspecified() => {
+                self.push(key, bad("an unspecified address cannot be sent to"));
+                None
+            }
+            Ok(addr) => Some(addr),
+        }
+    }
+
+    fn range(&mut self, key: &str, value: i64, (min, max): (i64, i64)) -> Option<i64> {
+        if (min..=max).contains(&value) {
+            Some(value)
+        } else {
+            self.push(key, Problem::OutOfRange { value, min, max });
+            None
+        }
+    }
+
+    /// Checks that `path`, when given, names a readable regular file.
+    fn file(&mut self, key: &str, path: Option<&Path>) -> Option<PathBuf> {
+        let path = path?;
+        let unreadable = |reason: String| Problem::FileUnreadable {
+            path: path.to_path_buf(),
+            reason,
+        };
+        match std::fs::metadata(path) {
+            Err(e) => self.push(key, unreadable(e.to_string())),
+            Ok(m) if !m.is_file() => self.push(key, unreadable("not a regular file".into())),
+            Ok(_) => match File::open(path) {
+                Err(e) => self.push(key, unreadable(e.to_string())),
+                Ok(_) => return Some(path.to_path_buf()),
+            },
+        }
+        None
+    }
+
+    fn cert_key(&mut self, cert: Option<&Path>, key: Option<&Path>) -> Option<CertKeyPaths> {
+        let cert_file = self.file("cert", cert);
+        let key_file = self.file("key", key);
+        match (cert, key) {
+            (Some(_), None) => self.push("cert", Problem::Requires { other: "key" }),
+            (None, Some(_)) => self.push("key", Problem::Requires { other: "cert" }),
+            _ => {}
+        }
+        Some(CertKeyPaths {
+            cert: cert_file?,
+            key: key_file?,
+        })
+    }
+
+    fn tuning(&mut self, t: &TuningIn<'_>) -> Option<Tuning> {
+        let shards = t.shards.map(|v| self.range("shards", v, SHARDS_RANGE));
+        let mtu = t.mtu.map(|v| self.range("mtu", v, MTU_RANGE));
+        let idle = t
+            .idle_timeout
+            .map(|v| self.range("idle_timeout", v, IDLE_TIMEOUT_RANGE));
+        let keepalive = t
+            .keepalive
+            .map(|v| self.range("keepalive", v, KEEPALIVE_RANGE));
+        let metrics = t
+            .metrics
+            .map(|m| self.parse_address("metrics", m, AddrUse::Bind));
+        let idle_secs = match idle {
+            Some(v) => v?,
+            None => i64::try_from(DEFAULT_IDLE_TIMEOUT_SECS).unwrap_or(i64::MAX),
+        };
+        if let Some(Some(k)) = keepalive
+            && k >= idle_secs
+        {
+            self.push(
+                "keepalive",
+                Problem::KeepaliveNotBelowIdle {
+                    keepalive: k,
+                    idle_timeout: idle_secs,
+                },
+            );
+            return None;
+        }
+        Some(Tuning {
+            shards: match shards {
+                Some(v) => Some(usize::try_from(v?).ok()?),
+                None => None,
+            },
+            io: t.io.unwrap_or_default(),
+            mtu: match mtu {
+                Some(v) => u16::try_from(v?).ok()?,
+                None => DEFAULT_MTU,
+            },
+            metrics: metrics.flatten(),
+            idle_timeout: Duration::from_secs(idle_secs.unsigned_abs()),
+            keepalive: match keepalive {
+                Some(v) => Some(Duration::from_secs(v?.unsigned_abs())),
+                None => None,
+            },
+            log_format: t.log_format.unwrap_or_default(),
+        })
+    }
+}
