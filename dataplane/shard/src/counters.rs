@@ -1,0 +1,117 @@
+//! Per-shard counters: relaxed atomics a metrics thread reads while the shard runs.
+//!
+//! The shard counts into a plain per-turn tally and adds it to the atomics once per loop turn,
+//! so the per-packet path does no atomic read-modify-write.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! shard_counters {
+    ($( $(#[doc = $doc:literal])* $name:ident, )*) => {
+        /// Live counters of one shard. Every field only grows except `sessions_active`.
+        #[derive(Debug, Default)]
+        pub struct ShardCounters {
+            $( $(#[doc = $doc])* $name: AtomicU64, )*
+            sessions_active: AtomicU64,
+        }
+
+        /// A plain copy of [`ShardCounters`] at one instant.
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct ShardStats {
+            $( $(#[doc = $doc])* pub $name: u64, )*
+            /// Sessions in the table now.
+            pub sessions_active: u64,
+        }
+
+        /// What one loop turn counted, added to the atomics at the end of the turn.
+        #[derive(Debug, Default)]
+        pub(crate) struct Tally {
+            $( pub $name: u64, )*
+        }
+
+        impl ShardCounters {
+            /// Reads every counter (each relaxed; the set is not one atomic snapshot).
+            pub fn snapshot(&self) -> ShardStats {
+                ShardStats {
+                    $( $name: self.$name.load(Relaxed), )*
+                    sessions_active: self.sessions_active.load(Relaxed),
+                }
+            }
+
+            /// Adds a turn's tally and resets it.
+            pub(crate) fn absorb(&self, tally: &mut Tally, sessions_active: usize) {
+                $(
+                    if tally.$name != 0 {
+                        self.$name.fetch_add(tally.$name, Relaxed);
+                        tally.$name = 0;
+                    }
+                )*
+                self.sessions_active.store(sessions_active as u64, Relaxed);
+            }
+        }
+    };
+}
+
+shard_counters! {
+    /// DTLS datagrams received from peers (GRO segments one by one).
+    datagrams_in,
+    /// Bytes of those datagrams.
+    bytes_in,
+    /// DTLS datagrams queued to peers (sealed records, control's transmits).
+    datagrams_out,
+    /// Bytes of those datagrams.
+    bytes_out,
+    /// Records authenticated and decrypted.
+    records_opened,
+    /// Records sealed.
+    records_sealed,
+    /// Plaintext datagrams sent to the backend.
+    upstream_datagrams_out,
+    /// Bytes of those datagrams.
+    upstream_bytes_out,
+    /// Plaintext datagrams received from the backend.
+    upstream_datagrams_in,
+    /// Bytes of those datagrams.
+    upstream_bytes_in,
+    /// Datagrams copied to the control thread (handshake, epoch 0, unknown peer).
+    handshake_forwarded,
+    /// Dropped: not a record, a truncated record, bad version or length (one per record, or
+    /// one per datagram that holds no record at all or ends in garbage).
+    drop_malformed,
+    /// Dropped: the replay window refused the sequence number.
+    drop_replay,
+    /// Dropped: the AEAD tag did not verify.
+    drop_bad_tag,
+    /// Dropped: a protected record from a peer with no session and nothing for control.
+    drop_unknown_session,
+    /// Dropped: a protected record of an epoch the session has no keys for.
+    drop_unknown_epoch,
+    /// Dropped: a content type the data plane does not handle at this epoch (e.g. change
+    /// cipher spec or heartbeat in epoch 1, or a warning alert).
+    drop_unexpected_content,
+    /// Dropped: the queue to the control thread was full.
+    drop_queue_full,
+    /// Dropped: the transmit batch was full this turn.
+    drop_tx_full,
+    /// Dropped: a backend datagram too large for one record within the configured datagram size.
+    drop_oversize,
+    /// Dropped: the session's write epoch has no sequence numbers left.
+    drop_sequence_exhausted,
+    /// The AEAD failed while sealing (an internal error; an empty datagram was queued).
+    seal_failed,
+    /// Sends to the backend that failed (socket buffer full, ICMP error reported).
+    upstream_send_errors,
+    /// Receives from the backend that failed with something other than "would block".
+    upstream_recv_errors,
+    /// Sessions created by `InstallKeys`.
+    sessions_installed,
+    /// `InstallKeys` for a peer that already had a session (new epoch keys).
+    sessions_rekeyed,
+    /// `InstallKeys` refused (table full, bad window size or sequence, upstream socket).
+    install_failed,
+    /// Sessions ended by the peer's close_notify or fatal alert, or by control's `Close`.
+    sessions_closed,
+    /// Sessions removed by the idle sweep.
+    sessions_expired,
+    /// Commands taken from the control queue.
+    commands,
+}

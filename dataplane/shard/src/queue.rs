@@ -1,0 +1,248 @@
+//! The two bounded, lock-free queues between a shard and the control thread.
+//!
+//! - control → shard: [`ShardCommand`] (install keys, close, transmit a handshake flight);
+//! - shard → control: [`ControlInbound`] (handshake datagrams, session closed, AEAD limits).
+//!
+//! Both are crossbeam [`ArrayQueue`]s allocated once. A push onto a full queue never blocks
+//! and never waits: the message is handed back to the caller and counted here
+//! ([`ShardQueues::commands_dropped`], [`ShardQueues::inbound_dropped`]).
+//!
+//! Ordering: each queue is FIFO. Control should push `InstallKeys` for a session *before*
+//! the `Transmit` that carries its last handshake flight: the shard then holds the keys before
+//! the peer can answer that flight with application data.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crossbeam_queue::ArrayQueue;
+use dataplane::record::{KeyError, RecordKey, WindowSizeError};
+
+/// Read state to install for one epoch: the key and the replay window size.
+#[derive(Debug)]
+pub struct ReadKeys {
+    /// The epoch these keys protect.
+    pub epoch: u16,
+    /// The peer's write key.
+    pub key: RecordKey,
+    /// Replay window size in records (a multiple of 64, see `ReplayWindow::try_new`).
+    pub replay_window: usize,
+}
+
+/// Write state to install for one epoch: the key and the next sequence number.
+#[derive(Debug)]
+pub struct WriteKeys {
+    /// The epoch these keys protect.
+    pub epoch: u16,
+    /// Our write key.
+    pub key: RecordKey,
+    /// The sequence number of the next record we send in this epoch.
+    pub next_seq: u64,
+}
+
+/// A command from the control thread to one shard.
+#[derive(Debug)]
+pub enum ShardCommand {
+    /// Create the session for `peer` (with its own upstream socket), or replace its keys
+    /// when it exists (a new epoch; records of the old read epoch are then dropped).
+    InstallKeys {
+        /// The peer's address.
+        peer: SocketAddr,
+        /// Read state.
+        read: ReadKeys,
+        /// Write state.
+        write: WriteKeys,
+    },
+    /// Send close_notify to `peer` and remove its session (no `SessionClosed` comes back).
+    Close {
+        /// The peer's address.
+        peer: SocketAddr,
+    },
+    /// Send `datagram` to `peer` as is (a handshake flight built by control).
+    Transmit {
+        /// The destination.
+        peer: SocketAddr,
+        /// The whole datagram.
+        datagram: Vec<u8>,
+    },
+}
+
+/// A message from a shard to the control thread.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ControlInbound {
+    /// A datagram the shard does not handle (unknown peer, epoch 0, handshake content),
+    /// copied whole.
+    Handshake {
+        /// Where it came from.
+        peer: SocketAddr,
+        /// Its bytes.
+        datagram: Vec<u8>,
+    },
+    /// The shard removed a session on its own (or refused to create it).
+    SessionClosed {
+        /// The peer's address.
+        peer: SocketAddr,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A key of this session reached a limit: control should rekey or close. Sent once per
+    /// installed key pair.
+    AeadLimitReached {
+        /// The peer's address.
+        peer: SocketAddr,
+        /// Which limit.
+        limit: AeadLimit,
+    },
+}
+
+/// Which per-key limit was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AeadLimit {
+    /// RFC 9147 §4.5.3: failed authentications reached the AEAD's integrity limit on the read
+    /// key; the endpoint "SHOULD immediately close the connection" (or rekey).
+    Integrity {
+        /// Failed authentications counted under the read key.
+        failed: u64,
+    },
+    /// RFC 6347 §4.1: the write epoch's 48-bit sequence space is spent; records to the peer
+    /// are dropped until new keys arrive.
+    SequenceExhausted,
+}
+
+/// Why a shard ended a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer sent close_notify (answered with ours, RFC 5246 §7.2.1).
+    CloseNotify,
+    /// The peer sent a fatal alert (RFC 5246 §7.2: the connection ends at once).
+    FatalAlert {
+        /// The alert description code.
+        description: u8,
+    },
+    /// No traffic for the configured idle timeout (close_notify sent).
+    IdleTimeout,
+    /// `InstallKeys` was refused; no session exists.
+    Rejected(InstallError),
+}
+
+/// Why `InstallKeys` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InstallError {
+    /// The session table is full.
+    #[error("session table full ({capacity} sessions)")]
+    TableFull {
+        /// The table's capacity.
+        capacity: usize,
+    },
+    /// Keys for epoch 0, which is never protected (its records always go to control).
+    #[error("keys for epoch 0")]
+    EpochZero,
+    /// The replay window size is invalid.
+    #[error(transparent)]
+    ReplayWindow(#[from] WindowSizeError),
+    /// The write state is invalid (sequence number out of range).
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The upstream socket could not be created, connected or registered.
+    #[error("upstream socket: {0}")]
+    Upstream(io::ErrorKind),
+}
+
+/// One shard's pair of queues, shared (in an `Arc`) by the shard and the control thread.
+#[derive(Debug)]
+pub struct ShardQueues {
+    commands: ArrayQueue<ShardCommand>,
+    inbound: ArrayQueue<ControlInbound>,
+    commands_dropped: AtomicU64,
+    inbound_dropped: AtomicU64,
+}
+
+impl ShardQueues {
+    /// Queues of the given capacities (at least 1 each), allocated now.
+    pub fn new(command_capacity: usize, inbound_capacity: usize) -> Self {
+        Self {
+            commands: ArrayQueue::new(command_capacity.max(1)),
+            inbound: ArrayQueue::new(inbound_capacity.max(1)),
+            commands_dropped: AtomicU64::new(0),
+            inbound_dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Control side: queues a command. When the queue is full the command is counted as
+    /// dropped and handed back.
+    #[allow(
+        clippy::result_large_err,
+        reason = "the caller's own command comes back; it is as large in the queue"
+    )]
+    pub fn push_command(&self, command: ShardCommand) -> Result<(), ShardCommand> {
+        self.commands.push(command).inspect_err(|_| {
+            self.commands_dropped.fetch_add(1, Relaxed);
+        })
+    }
+
+    /// Shard side: the next command, if any.
+    pub fn poll_command(&self) -> Option<ShardCommand> {
+        self.commands.pop()
+    }
+
+    /// Whether commands are waiting.
+    pub fn has_commands(&self) -> bool {
+        !self.commands.is_empty()
+    }
+
+    /// Shard side: queues a message for control. When the queue is full the message is
+    /// counted as dropped and handed back.
+    #[allow(
+        clippy::result_large_err,
+        reason = "the caller's own message comes back; it is as large in the queue"
+    )]
+    pub fn push_inbound(&self, message: ControlInbound) -> Result<(), ControlInbound> {
+        self.inbound.push(message).inspect_err(|_| {
+            self.inbound_dropped.fetch_add(1, Relaxed);
+        })
+    }
+
+    /// Control side: the next message from the shard, if any.
+    pub fn poll_inbound(&self) -> Option<ControlInbound> {
+        self.inbound.pop()
+    }
+
+    /// Commands refused because the queue was full.
+    pub fn commands_dropped(&self) -> u64 {
+        self.commands_dropped.load(Relaxed)
+    }
+
+    /// Messages to control refused because the queue was full.
+    pub fn inbound_dropped(&self) -> u64 {
+        self.inbound_dropped.load(Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_queues_drop_count_and_hand_back() {
+        let q = ShardQueues::new(1, 1);
+        let peer: SocketAddr = "127.0.0.1:1".parse().expect("literal");
+        let close = || ShardCommand::Close { peer };
+        assert!(q.push_command(close()).is_ok());
+        let back = q.push_command(close());
+        assert!(matches!(back, Err(ShardCommand::Close { peer: p }) if p == peer));
+        assert_eq!(q.commands_dropped(), 1);
+        assert!(q.has_commands());
+        assert!(matches!(q.poll_command(), Some(ShardCommand::Close { .. })));
+        assert!(q.poll_command().is_none());
+
+        let msg = |b: u8| ControlInbound::Handshake {
+            peer,
+            datagram: vec![b],
+        };
+        assert!(q.push_inbound(msg(1)).is_ok());
+        assert_eq!(q.push_inbound(msg(2)), Err(msg(2)));
+        assert_eq!(q.inbound_dropped(), 1);
+        assert_eq!(q.poll_inbound(), Some(msg(1)));
+        assert_eq!(q.poll_inbound(), None);
+    }
+}
