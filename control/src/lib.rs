@@ -65,6 +65,8 @@ mod state;
 mod suites;
 mod timer;
 
+pub mod runtime;
+
 pub use acceptor::{AcceptOutcome, Acceptor, AcceptorConfig, DropReason, VerifiedClientHello};
 pub use config::{
     CertifiedKey, CipherSuite, ClientAuth, Config, ConfigError, KeyExchange, MIN_MTU, Psk,

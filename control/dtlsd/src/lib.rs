@@ -1,5 +1,5 @@
-//! The `dtlsd` DTLS relay daemon, first slice: its configuration model and the commands
-//! that need no data plane.
+//! The `dtlsd` DTLS relay daemon: its configuration model, `certs`, `check-config`, and the
+//! `serve` command (in the binary: shard threads, the control thread, signals).
 //!
 //! What this crate does: the typed configuration of `dtlsd serve` and `dtlsd connect`
 //! ([`config`]) loaded from TOML (unknown keys are errors naming the key), command-line
@@ -7,8 +7,8 @@
 //! test PKI ([`certs`]); `dtlsd check-config` validates a file and loads the PEM files it
 //! names ([`check`]).
 //!
-//! What it does not do (yet): run `serve` or `connect` — no sockets, shards, metrics
-//! endpoint or signal handling live here. `docs/dtlsd.md` documents every key.
+//! What it does not do (yet): `dtlsd connect`, the metrics endpoint, keepalive probes and
+//! SIGHUP reload. `docs/dtlsd.md` documents every key.
 
 #![forbid(unsafe_code)]
 

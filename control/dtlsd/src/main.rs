@@ -1,12 +1,15 @@
-//! `dtlsd`: the DTLS relay daemon's command line. This slice has `certs` and
-//! `check-config`; `serve` and `connect` come with the data plane.
+//! `dtlsd`: the DTLS relay daemon's command line: `serve` (see `serve.rs`), `certs` and
+//! `check-config`; `connect` comes next.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use dtlsd::config::merge::ServeFlags;
 use dtlsd::config::{Config, LogFormat};
 use tracing_subscriber::EnvFilter;
+
+mod serve;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -28,6 +31,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Terminate DTLS from any number of clients on --listen and relay each session's
+    /// plaintext to --backend over its own UDP flow. SIGINT/SIGTERM send close_notify to
+    /// every session and exit 0.
+    Serve(Box<ServeFlags>),
     /// Write a test PKI: ca.pem, server.pem, server.key (SAN localhost, 127.0.0.1),
     /// client.pem, client.key (ECDSA P-256). For tests and first runs.
     Certs {
@@ -45,8 +52,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(cli.log_format.unwrap_or_default());
+    let mut cli = Cli::parse();
+    if let Command::Serve(flags) = &mut cli.command {
+        // The global flag overrides the config file's `log_format` like any other flag.
+        // `serve` starts logging once its configuration (and its log_format) is resolved.
+        flags.tuning.log_format = cli.log_format;
+    } else {
+        init_logging(cli.log_format.unwrap_or_default());
+    }
     match run(cli.command) {
         Ok(code) => code,
         Err(err) => {
@@ -80,6 +93,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { file } => Ok(check_config(&file)),
+        Command::Serve(flags) => serve::run(*flags, init_logging),
     }
 }
 

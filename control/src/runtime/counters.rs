@@ -1,0 +1,73 @@
+//! The control thread's counters: relaxed atomics, shareable with a metrics reader.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::HandshakeError;
+
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+        /// Live counters of one control thread (relaxed atomics: each is exact, a set of
+        /// them read together is not a consistent snapshot).
+        #[derive(Debug, Default)]
+        pub struct ControlCounters {
+            $( $(#[$doc])* pub $name: AtomicU64, )*
+        }
+
+        /// A copy of [`ControlCounters`] at one moment.
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct ControlStats {
+            $( $(#[$doc])* pub $name: u64, )*
+        }
+
+        impl ControlCounters {
+            /// Reads every counter.
+            pub fn snapshot(&self) -> ControlStats {
+                ControlStats {
+                    $( $name: self.$name.load(Relaxed), )*
+                }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Server engines created from a cookie-verified ClientHello.
+    handshakes_started,
+    /// Handshakes that completed (keys handed to the shard).
+    handshakes_completed,
+    /// Handshakes that failed because the retransmission limit was reached.
+    handshakes_failed_timeout,
+    /// Handshakes that failed because the peer sent a fatal alert.
+    handshakes_failed_peer_alert,
+    /// Handshakes that failed for a protocol reason (bad message, no common parameters,
+    /// bad certificate, ...).
+    handshakes_failed_protocol,
+    /// HelloVerifyRequests (and version alerts) sent by the stateless acceptor.
+    cookies_sent,
+    /// Datagrams from unknown peers the acceptor dropped (not a ClientHello, malformed).
+    acceptor_drops,
+    /// Cookie-verified ClientHellos refused because the half-open handshake cap was reached.
+    half_open_refused,
+    /// Commands to a shard dropped because its queue was full.
+    queue_full_drops,
+    /// Sessions the shards reported closed.
+    sessions_closed,
+    /// AEAD limit reports from the shards (the session is closed).
+    aead_limits,
+}
+
+impl ControlCounters {
+    /// Counts one failed handshake under its reason.
+    pub(crate) fn count_failure(&self, error: &HandshakeError) {
+        let counter = match error {
+            HandshakeError::Timeout => &self.handshakes_failed_timeout,
+            HandshakeError::PeerAlert { .. } => &self.handshakes_failed_peer_alert,
+            _ => &self.handshakes_failed_protocol,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+}

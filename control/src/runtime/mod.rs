@@ -1,0 +1,482 @@
+//! The control thread: the loop that runs the handshake engines for every shard.
+//!
+//! What it does: [`ControlThread`] owns one [`ShardQueues`] handle per shard, the stateless
+//! [`Acceptor`], the server [`Connection`]s of handshakes in progress (peer address → shard
+//! index and engine, bounded by [`RuntimeConfig::max_half_open`]), their timers, and an
+//! injected RNG factory. It is the only place that reads the clock (`Instant::now()` once
+//! per turn); the engines stay sans-IO.
+//!
+//! Each turn it drains every shard's [`ControlInbound`] queue: a handshake datagram goes to
+//! the peer's engine when one exists (and is not a fresh ClientHello), else to the acceptor,
+//! whose HelloVerifyRequest goes back as a [`ShardCommand::Transmit`] to the shard the
+//! datagram came from (SO_REUSEPORT hashes a peer to one shard, so that shard owns it). Then
+//! it runs due timers. After every engine call it collects the events first and the
+//! datagrams second, so `InstallKeys` is queued before the `Transmit` carrying the final
+//! flight (the queue is FIFO: the shard holds the keys before the client can answer that
+//! flight with application data). A completed engine is kept for
+//! [`RuntimeConfig::completed_grace`] to answer a retransmitted client Finished
+//! (RFC 6347 §4.2.4), then dropped.
+//!
+//! Flights go out through the owning shard's socket (no socket of its own here): the shard
+//! already sends from the listen address, and one sender per socket keeps the shard's
+//! io_uring ring single-issuer.
+//!
+//! What it does not do: spawn or pin threads (the daemon does), sessions' records (the
+//! shards do), rekeying (an AEAD limit report closes the session), DTLS 1.3.
+
+mod counters;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use dtls_shard::{ControlInbound, ReadKeys, ShardCommand, ShardQueues, WriteKeys};
+
+pub use counters::{ControlCounters, ControlStats};
+
+use crate::{AcceptOutcome, Acceptor, Config, Connection, Event, Rng, SessionKeys};
+
+/// Makes the RNG of each new engine.
+pub type RngFactory = Box<dyn FnMut() -> Box<dyn Rng + Send> + Send>;
+
+/// Buffer for one outgoing handshake datagram (larger than any MTU we accept).
+const TRANSMIT_BUF: usize = 16 * 1024;
+
+/// Settings of the control loop.
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeConfig {
+    /// Most handshakes in progress at once; cookie-verified ClientHellos beyond it are
+    /// refused (counted in [`ControlStats::half_open_refused`]). Default 4096.
+    pub max_half_open: usize,
+    /// How long a completed engine is kept to answer a retransmitted client Finished.
+    /// Default 30 s.
+    pub completed_grace: Duration,
+    /// Most messages taken from one shard's queue per turn (fairness). Default 256.
+    pub inbound_budget: usize,
+    /// Longest sleep of an idle turn. Default 1 ms.
+    pub idle_sleep: Duration,
+    /// Retries (1 ms apart) of a `Close` command onto a full queue at shutdown. Default 50.
+    pub close_retries: u32,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            max_half_open: 4096,
+            completed_grace: Duration::from_secs(30),
+            inbound_budget: 256,
+            idle_sleep: Duration::from_millis(1),
+            close_retries: 50,
+        }
+    }
+}
+
+/// One handshake engine and where its peer lives.
+#[derive(Debug)]
+struct Handshake {
+    shard: usize,
+    conn: Connection,
+    /// When the handshake completed (`None` while in progress).
+    completed_at: Option<Instant>,
+}
+
+impl Handshake {
+    /// When this entry next needs the loop: its retransmission timer while in progress,
+    /// the end of its grace period once completed.
+    fn deadline(&self, grace: Duration) -> Option<Instant> {
+        match self.completed_at {
+            Some(at) => Some(at + grace),
+            None => self.conn.poll_timeout(),
+        }
+    }
+}
+
+/// The control loop (see the module documentation). Run it on its own thread with
+/// [`ControlThread::run`], or turn by turn with [`ControlThread::run_turn`].
+pub struct ControlThread {
+    config: Arc<Config>,
+    acceptor: Acceptor,
+    shards: Vec<Arc<ShardQueues>>,
+    settings: RuntimeConfig,
+    rng_factory: RngFactory,
+    acceptor_rng: Box<dyn Rng + Send>,
+    handshakes: HashMap<SocketAddr, Handshake>,
+    /// Entries of `handshakes` not completed yet (bounded by `max_half_open`).
+    half_open: usize,
+    /// No entry of `handshakes` has a deadline before this (it may be early, never late).
+    next_timer: Option<Instant>,
+    /// Sessions whose keys were handed to a shard (peer → shard index), for shutdown.
+    installed: HashMap<SocketAddr, usize>,
+    counters: Arc<ControlCounters>,
+    buf: Box<[u8]>,
+}
+
+impl std::fmt::Debug for ControlThread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlThread")
+            .field("shards", &self.shards.len())
+            .field("handshakes", &self.handshakes.len())
+            .field("installed", &self.installed.len())
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControlThread {
+    /// A control loop for `shards` (index = shard number) serving with `acceptor`
+    /// (whose configuration every engine uses); `rng_factory` gives each engine its RNG.
+    pub fn new(
+        acceptor: Acceptor,
+        shards: Vec<Arc<ShardQueues>>,
+        settings: RuntimeConfig,
+        mut rng_factory: RngFactory,
+    ) -> Self {
+        let acceptor_rng = rng_factory();
+        Self {
+            config: Arc::clone(acceptor.config()),
+            acceptor,
+            shards,
+            settings,
+            rng_factory,
+            acceptor_rng,
+            handshakes: HashMap::new(),
+            half_open: 0,
+            next_timer: None,
+            installed: HashMap::new(),
+            counters: Arc::new(ControlCounters::default()),
+            buf: vec![0; TRANSMIT_BUF].into_boxed_slice(),
+        }
+    }
+
+    /// The live counters (shareable with a metrics thread).
+    pub fn counters(&self) -> &Arc<ControlCounters> {
+        &self.counters
+    }
+
+    /// Handshakes in progress or in their completion grace period.
+    pub fn handshakes(&self) -> usize {
+        self.handshakes.len()
+    }
+
+    /// Handshakes in progress (counted against [`RuntimeConfig::max_half_open`]).
+    pub fn half_open(&self) -> usize {
+        self.half_open
+    }
+
+    /// Sessions whose keys were handed to a shard and not reported closed since.
+    pub fn installed_sessions(&self) -> usize {
+        self.installed.len()
+    }
+
+    /// Runs turns until `stop` is set, then closes every installed session
+    /// ([`ControlThread::close_all`]). Sleeps up to [`RuntimeConfig::idle_sleep`] when a turn
+    /// found nothing to do.
+    pub fn run(&mut self, stop: &AtomicBool) {
+        while !stop.load(Relaxed) {
+            let now = Instant::now();
+            if !self.run_turn(now) {
+                let sleep = self
+                    .poll_timeout()
+                    .map_or(self.settings.idle_sleep, |at| {
+                        at.saturating_duration_since(now)
+                    })
+                    .min(self.settings.idle_sleep);
+                std::thread::sleep(sleep);
+            }
+        }
+        self.close_all();
+    }
+
+    /// One turn at `now`: drain the shards' queues, then run due timers. Returns whether a
+    /// message was handled (a busy loop should not sleep).
+    pub fn run_turn(&mut self, now: Instant) -> bool {
+        let mut busy = false;
+        for shard in 0..self.shards.len() {
+            for _ in 0..self.settings.inbound_budget {
+                let Some(message) = self.shards[shard].poll_inbound() else {
+                    break;
+                };
+                busy = true;
+                self.handle_inbound(now, shard, message);
+            }
+        }
+        self.handle_timeouts(now);
+        busy
+    }
+
+    /// The earliest timer: an engine's retransmission, a grace period's end, or the cookie
+    /// secret's rotation.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_timer
+            .into_iter()
+            .chain(self.acceptor.poll_timeout())
+            .min()
+    }
+
+    /// Sends `Close` (close_notify, then removal) for every installed session, retrying a
+    /// full queue up to [`RuntimeConfig::close_retries`] times. Returns how many were sent.
+    pub fn close_all(&mut self) -> usize {
+        let mut sent = 0;
+        for (peer, shard) in std::mem::take(&mut self.installed) {
+            let Some(queues) = self.shards.get(shard) else {
+                continue;
+            };
+            let mut command = ShardCommand::Close { peer };
+            for attempt in 0..=self.settings.close_retries {
+                match queues.push_command(command) {
+                    Ok(()) => {
+                        sent += 1;
+                        break;
+                    }
+                    Err(back) => {
+                        command = back;
+                        if attempt == self.settings.close_retries {
+                            ControlCounters::bump(&self.counters.queue_full_drops);
+                        } else {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                }
+            }
+        }
+        self.handshakes.clear();
+        self.half_open = 0;
+        self.next_timer = None;
+        sent
+    }
+
+    fn handle_inbound(&mut self, now: Instant, shard: usize, message: ControlInbound) {
+        match message {
+            ControlInbound::Handshake { peer, datagram } => {
+                self.handle_handshake_datagram(now, shard, peer, &datagram);
+            }
+            ControlInbound::SessionClosed { peer, .. } => {
+                ControlCounters::bump(&self.counters.sessions_closed);
+                self.installed.remove(&peer);
+                // The shard ended the session: a completed engine has nothing left to do.
+                if self
+                    .handshakes
+                    .get(&peer)
+                    .is_some_and(|h| h.completed_at.is_some())
+                {
+                    self.remove_handshake(peer);
+                }
+            }
+            ControlInbound::AeadLimitReached { peer, .. } => {
+                // No rekeying in DTLS 1.2 here: RFC 9147 §4.5.3 allows closing instead.
+                ControlCounters::bump(&self.counters.aead_limits);
+                if let Some(shard) = self.installed.remove(&peer) {
+                    self.push(shard, ShardCommand::Close { peer });
+                }
+            }
+        }
+    }
+
+    fn handle_handshake_datagram(
+        &mut self,
+        now: Instant,
+        shard: usize,
+        peer: SocketAddr,
+        datagram: &[u8],
+    ) {
+        if let Some(h) = self.handshakes.get_mut(&peer)
+            && !h.conn.is_new_client_hello(datagram)
+        {
+            h.conn.handle_datagram(now, peer, datagram);
+            self.drain(now, peer);
+            return;
+        }
+        match self
+            .acceptor
+            .handle_datagram(now, peer, datagram, &mut self.buf)
+        {
+            AcceptOutcome::Reply(t) => {
+                ControlCounters::bump(&self.counters.cookies_sent);
+                let datagram = self.buf[..t.len].to_vec();
+                self.push(
+                    shard,
+                    ShardCommand::Transmit {
+                        peer: t.destination,
+                        datagram,
+                    },
+                );
+            }
+            AcceptOutcome::Drop(_) => ControlCounters::bump(&self.counters.acceptor_drops),
+            AcceptOutcome::Accept(hello) => {
+                if self.half_open >= self.settings.max_half_open {
+                    ControlCounters::bump(&self.counters.half_open_refused);
+                    return;
+                }
+                let rng = (self.rng_factory)();
+                match Connection::server(Arc::clone(&self.config), rng, now, hello) {
+                    Ok(conn) => {
+                        ControlCounters::bump(&self.counters.handshakes_started);
+                        // A client that restarted replaces its previous engine.
+                        self.remove_handshake(peer);
+                        self.half_open += 1;
+                        self.handshakes.insert(
+                            peer,
+                            Handshake {
+                                shard,
+                                conn,
+                                completed_at: None,
+                            },
+                        );
+                        self.drain(now, peer);
+                    }
+                    // The acceptor validated the same configuration: unreachable in
+                    // practice, counted rather than trusted.
+                    Err(_) => ControlCounters::bump(&self.counters.handshakes_failed_protocol),
+                }
+            }
+        }
+    }
+
+    fn handle_timeouts(&mut self, now: Instant) {
+        if self.acceptor.poll_timeout().is_some_and(|at| at <= now) {
+            self.acceptor.handle_timeout(now, &mut *self.acceptor_rng);
+        }
+        if self.next_timer.is_none_or(|at| at > now) {
+            return;
+        }
+        // A sweep over every entry, only when the earliest deadline is due.
+        let grace = self.settings.completed_grace;
+        let mut due = Vec::new();
+        let mut next = None;
+        // Only completed entries expire here, so `half_open` is unchanged.
+        self.handshakes.retain(|peer, h| match h.completed_at {
+            Some(at) => {
+                let keep = at + grace > now;
+                if keep {
+                    next = earliest(next, Some(at + grace));
+                }
+                keep
+            }
+            None => {
+                match h.conn.poll_timeout() {
+                    Some(at) if at <= now => due.push(*peer),
+                    other => next = earliest(next, other),
+                }
+                true
+            }
+        });
+        self.next_timer = next;
+        for peer in due {
+            if let Some(h) = self.handshakes.get_mut(&peer) {
+                h.conn.handle_timeout(now);
+            }
+            self.drain(now, peer);
+        }
+    }
+
+    /// Events first (keys go to the shard before the final flight), then datagrams; a dead
+    /// engine is dropped.
+    fn drain(&mut self, now: Instant, peer: SocketAddr) {
+        let Some(h) = self.handshakes.get_mut(&peer) else {
+            return;
+        };
+        let shard = h.shard;
+        let mut keys = Vec::new();
+        while let Some(event) = h.conn.poll_event() {
+            match event {
+                Event::KeysReady(k) => {
+                    if h.completed_at.is_none() {
+                        self.half_open = self.half_open.saturating_sub(1);
+                    }
+                    h.completed_at = Some(now);
+                    keys.push(k);
+                }
+                Event::HandshakeFailed(error) => {
+                    self.counters.count_failure(&error);
+                }
+                Event::AlertReceived { .. } | Event::Closed { .. } => {}
+            }
+        }
+        let mut transmits = Vec::new();
+        while let Some(t) = h.conn.poll_transmit(now, &mut self.buf) {
+            transmits.push((t.destination, self.buf[..t.len].to_vec()));
+        }
+        let finished = h.conn.is_finished();
+        let deadline = h.deadline(self.settings.completed_grace);
+        for k in keys {
+            ControlCounters::bump(&self.counters.handshakes_completed);
+            self.install(shard, *k);
+        }
+        for (destination, datagram) in transmits {
+            self.push(
+                shard,
+                ShardCommand::Transmit {
+                    peer: destination,
+                    datagram,
+                },
+            );
+        }
+        if finished {
+            self.remove_handshake(peer);
+        } else {
+            self.next_timer = earliest(self.next_timer, deadline);
+        }
+    }
+
+    /// Drops `peer`'s engine, keeping the half-open count right.
+    fn remove_handshake(&mut self, peer: SocketAddr) {
+        if let Some(h) = self.handshakes.remove(&peer)
+            && h.completed_at.is_none()
+        {
+            self.half_open = self.half_open.saturating_sub(1);
+        }
+    }
+
+    fn install(&mut self, shard: usize, keys: SessionKeys) {
+        let SessionKeys {
+            peer,
+            read,
+            write,
+            replay_window,
+            ..
+        } = keys;
+        let command = ShardCommand::InstallKeys {
+            peer,
+            read: ReadKeys {
+                epoch: read.epoch,
+                key: read.key,
+                replay_window,
+            },
+            write: WriteKeys {
+                epoch: write.epoch,
+                key: write.key,
+                next_seq: write.next_sequence,
+            },
+        };
+        if self.push(shard, command) {
+            self.installed.insert(peer, shard);
+        }
+    }
+
+    /// Queues `command` to `shard`; a full queue drops it (counted). Returns whether queued.
+    fn push(&self, shard: usize, command: ShardCommand) -> bool {
+        let Some(queues) = self.shards.get(shard) else {
+            return false;
+        };
+        match queues.push_command(command) {
+            Ok(()) => true,
+            Err(_) => {
+                ControlCounters::bump(&self.counters.queue_full_drops);
+                false
+            }
+        }
+    }
+}
+
+/// The earlier of two optional instants (`None` is "never").
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests;
