@@ -13,8 +13,12 @@
 //! for every installed session, the shards get a moment to flush their queues, then they
 //! stop and the process exits 0.
 //!
-//! Not here yet: `--metrics` (the counters exist; no HTTP endpoint is served), heartbeat
-//! keepalive probes (`--keepalive`), SIGHUP reload. Each is logged as ignored when set.
+//! `--metrics ADDR` is bound before any shard starts (a bind failure stops startup with one
+//! line naming the address) and served by `dtlsd::metrics` on its own thread, which only
+//! reads the shards' and the control thread's relaxed atomic counters.
+//!
+//! Not here yet: heartbeat keepalive probes (`--keepalive`), SIGHUP reload. `--keepalive` is
+//! logged as ignored when set.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -33,6 +37,7 @@ use dtls_io::{IoConfig, SocketConfig};
 use dtls_shard::{Shard, ShardConfig, ShardQueues};
 use dtlsd::config::merge::ServeFlags;
 use dtlsd::config::{IoMode, LogFormat, ServeConfig};
+use dtlsd::metrics::{self, ShardSource, Sources};
 use zeroize::Zeroizing;
 
 /// Exit code for an invalid configuration (as `check-config` and usage errors).
@@ -74,14 +79,20 @@ pub fn run(flags: ServeFlags, init_logging: fn(LogFormat)) -> anyhow::Result<Exi
             .context("installing signal handlers")?;
     }
     warn_unimplemented(&config);
+    // Bound before the shards start so that a bad address stops startup at once.
+    let metrics_listener = config
+        .tuning
+        .metrics
+        .map(metrics::Listener::bind)
+        .transpose()?;
 
     let shard_count = config.tuning.shards.unwrap_or_else(default_shards).max(1);
     let queues: Vec<Arc<ShardQueues>> = (0..shard_count)
         .map(|_| Arc::new(ShardQueues::new(QUEUE_CAPACITY, QUEUE_CAPACITY)))
         .collect();
     let shard_stop = Arc::new(AtomicBool::new(false));
-    let shards = match spawn_shards(&config, &queues, &shard_stop) {
-        Ok(handles) => handles,
+    let (shards, shard_sources) = match spawn_shards(&config, &queues, &shard_stop) {
+        Ok(spawned) => spawned,
         Err(e) => {
             shard_stop.store(true, Relaxed);
             return Err(e);
@@ -114,6 +125,20 @@ pub fn run(flags: ServeFlags, init_logging: fn(LogFormat)) -> anyhow::Result<Exi
             })
             .context("spawning the control thread")?
     };
+    let metrics_stop = Arc::new(AtomicBool::new(false));
+    let metrics_handle = match metrics_listener {
+        None => None,
+        Some(listener) => {
+            let addr = listener.local_addr();
+            let sources = Sources {
+                control: Arc::clone(&control_counters),
+                shards: shard_sources,
+            };
+            let handle = listener.spawn(sources, Arc::clone(&metrics_stop))?;
+            tracing::info!(%addr, "serving metrics at /metrics and /healthz");
+            Some(handle)
+        }
+    };
     tracing::info!(
         listen = %config.listen,
         backend = %config.backend,
@@ -123,7 +148,10 @@ pub fn run(flags: ServeFlags, init_logging: fn(LogFormat)) -> anyhow::Result<Exi
 
     let mut failed = false;
     while !term.load(Relaxed) {
-        if control_handle.is_finished() || shards.iter().any(JoinHandle::is_finished) {
+        if control_handle.is_finished()
+            || shards.iter().any(JoinHandle::is_finished)
+            || metrics_handle.as_ref().is_some_and(JoinHandle::is_finished)
+        {
             tracing::error!("a worker thread stopped unexpectedly; shutting down");
             failed = true;
             break;
@@ -153,6 +181,11 @@ pub fn run(flags: ServeFlags, init_logging: fn(LogFormat)) -> anyhow::Result<Exi
             }
         }
     }
+    metrics_stop.store(true, Relaxed);
+    if metrics_handle.is_some_and(|h| h.join().is_err()) {
+        tracing::error!("the metrics thread panicked");
+        failed = true;
+    }
     let stats = control_counters.snapshot();
     tracing::info!(
         handshakes_started = stats.handshakes_started,
@@ -176,9 +209,6 @@ fn default_shards() -> usize {
 }
 
 fn warn_unimplemented(config: &ServeConfig) {
-    if let Some(addr) = config.tuning.metrics {
-        tracing::warn!(%addr, "--metrics is not served yet; ignored");
-    }
     if config.tuning.keepalive.is_some() {
         tracing::warn!("--keepalive probes are not implemented yet; ignored");
     }
@@ -238,14 +268,17 @@ fn io_mode(mode: IoMode) -> dtls_io::IoMode {
     }
 }
 
+/// What a shard reports once its socket is bound: its index and counters, or why it failed.
+type Ready = Result<(usize, ShardSource), String>;
+
 /// Spawns one thread per shard; each binds its socket and reports before running. Returns
-/// once every shard is bound, or the first failure (the others are then stopped by the
-/// caller through `stop`).
+/// once every shard is bound, with each shard's counters in index order, or the first
+/// failure (the others are then stopped by the caller through `stop`).
 fn spawn_shards(
     config: &ServeConfig,
     queues: &[Arc<ShardQueues>],
     stop: &Arc<AtomicBool>,
-) -> anyhow::Result<Vec<JoinHandle<bool>>> {
+) -> anyhow::Result<(Vec<JoinHandle<bool>>, Vec<ShardSource>)> {
     let mut shard_config = ShardConfig::new(config.backend);
     shard_config.io = IoConfig {
         mode: io_mode(config.tuning.io),
@@ -255,7 +288,7 @@ fn spawn_shards(
     shard_config.max_datagram = usize::from(config.tuning.mtu);
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let listen = config.listen;
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
     let mut handles = Vec::with_capacity(queues.len());
     for (index, q) in queues.iter().enumerate() {
         let q = Arc::clone(q);
@@ -269,14 +302,23 @@ fn spawn_shards(
         handles.push(handle);
     }
     drop(ready_tx);
+    let mut sources: Vec<Option<ShardSource>> = vec![None; queues.len()];
     for _ in 0..queues.len() {
         match ready_rx.recv_timeout(STARTUP_WAIT) {
-            Ok(Ok(())) => {}
+            Ok(Ok((index, source))) => {
+                if let Some(slot) = sources.get_mut(index) {
+                    *slot = Some(source);
+                }
+            }
             Ok(Err(message)) => return Err(anyhow!(message)),
             Err(_) => return Err(anyhow!("shards did not start within {STARTUP_WAIT:?}")),
         }
     }
-    Ok(handles)
+    let sources = sources
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| anyhow!("a shard reported twice at startup"))?;
+    Ok((handles, sources))
 }
 
 /// A shard thread: pin, bind, report, run. Returns whether it stopped cleanly.
@@ -287,7 +329,7 @@ fn run_shard(
     queues: Arc<ShardQueues>,
     core: Option<core_affinity::CoreId>,
     stop: &AtomicBool,
-    ready: &mpsc::Sender<Result<(), String>>,
+    ready: &mpsc::Sender<Ready>,
 ) -> bool {
     match core {
         Some(id) if core_affinity::set_for_current(id) => {
@@ -308,7 +350,11 @@ fn run_shard(
         tracing::info!(shard = index, %reason, "io_uring unavailable; using recvmmsg/sendmmsg");
     }
     tracing::info!(shard = index, backend = ?shard.backend_kind(), "shard bound");
-    if ready.send(Ok(())).is_err() {
+    let source = ShardSource {
+        shard: Arc::clone(shard.counters()),
+        io: Arc::clone(shard.io().counters()),
+    };
+    if ready.send(Ok((index, source))).is_err() {
         return false;
     }
     match shard.run(stop) {
