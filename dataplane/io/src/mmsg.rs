@@ -162,28 +162,15 @@ impl MmsgIo {
             for j in 0..chunk {
                 let u = self.queue[at + j];
                 let bytes = tx.run_bytes_at(u.offset, u.len);
-                self.send_iovs[j] = libc::iovec {
-                    iov_base: bytes.as_ptr().cast_mut().cast(),
-                    iov_len: bytes.len(),
-                };
-                let name_len = self.send_names[j].encode(&u.dest);
-                let h = &mut self.send_hdrs[j].msg_hdr;
-                h.msg_name = self.send_names[j].0.as_mut_ptr().cast();
-                h.msg_namelen = name_len as libc::socklen_t;
-                h.msg_iov = &raw mut self.send_iovs[j];
-                h.msg_iovlen = 1;
-                match u.segment_size {
-                    Some(seg) => {
-                        let n = self.send_ctrl[j].encode_udp_segment(seg);
-                        h.msg_control = self.send_ctrl[j].0.as_mut_ptr().cast();
-                        h.msg_controllen = n as _;
-                    }
-                    None => {
-                        h.msg_control = std::ptr::null_mut();
-                        h.msg_controllen = 0;
-                    }
-                }
-                h.msg_flags = 0;
+                sys::fill_send_msghdr(
+                    &mut self.send_hdrs[j].msg_hdr,
+                    &mut self.send_iovs[j],
+                    &mut self.send_names[j],
+                    &mut self.send_ctrl[j],
+                    bytes,
+                    &u.dest,
+                    u.segment_size,
+                );
             }
             // SAFETY: headers 0..chunk point at their own name/cmsg slots and one iovec each
             // over bytes of `tx` (borrowed for the whole call), lengths as stated.

@@ -3,8 +3,11 @@
 #![allow(unsafe_code)]
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::time::Duration;
+
+use crate::wire::{CmsgBuf, SEND_CMSG_LEN, SockAddrBuf};
 
 /// `setsockopt(fd, level, name, &value, sizeof(int))`.
 pub(crate) fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
@@ -102,4 +105,40 @@ pub(crate) unsafe fn sendmmsg(
     // SAFETY: the caller guarantees the buffers behind each header; the array is live.
     let rc = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n, flags) };
     usize::try_from(rc).map_err(|_| io::Error::last_os_error())
+}
+
+/// Points `hdr` at one send: `bytes` through `iov`, the destination encoded into `name`, and
+/// a UDP_SEGMENT cmsg in `ctrl` when `segment_size` is set (a GSO run). Shared by the mmsg and
+/// io_uring backends. Safe: it only stores pointers; the caller keeps `iov`, `name`, `ctrl` and
+/// `bytes` alive and unmoved until the kernel has consumed `hdr`.
+pub(crate) fn fill_send_msghdr(
+    hdr: &mut libc::msghdr,
+    iov: &mut libc::iovec,
+    name: &mut SockAddrBuf,
+    ctrl: &mut CmsgBuf<SEND_CMSG_LEN>,
+    bytes: &[u8],
+    dest: &SocketAddr,
+    segment_size: Option<u16>,
+) {
+    *iov = libc::iovec {
+        iov_base: bytes.as_ptr().cast_mut().cast(),
+        iov_len: bytes.len(),
+    };
+    let name_len = name.encode(dest);
+    hdr.msg_name = name.0.as_mut_ptr().cast();
+    hdr.msg_namelen = name_len as libc::socklen_t;
+    hdr.msg_iov = iov;
+    hdr.msg_iovlen = 1;
+    match segment_size {
+        Some(seg) => {
+            let n = ctrl.encode_udp_segment(seg);
+            hdr.msg_control = ctrl.0.as_mut_ptr().cast();
+            hdr.msg_controllen = n as _;
+        }
+        None => {
+            hdr.msg_control = std::ptr::null_mut();
+            hdr.msg_controllen = 0;
+        }
+    }
+    hdr.msg_flags = 0;
 }

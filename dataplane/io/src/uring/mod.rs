@@ -500,28 +500,15 @@ impl UringIo {
             let u = self.queue[at + j];
             let bytes = tx.run_bytes_at(u.offset, u.len);
             let s = &mut self.slots;
-            s.iovs[j] = libc::iovec {
-                iov_base: bytes.as_ptr().cast_mut().cast(),
-                iov_len: bytes.len(),
-            };
-            let name_len = s.names[j].encode(&u.dest);
-            let h = &mut s.hdrs[j];
-            h.msg_name = s.names[j].0.as_mut_ptr().cast();
-            h.msg_namelen = name_len as libc::socklen_t;
-            h.msg_iov = &raw mut s.iovs[j];
-            h.msg_iovlen = 1;
-            match u.segment_size {
-                Some(seg) => {
-                    let n = s.ctrl[j].encode_udp_segment(seg);
-                    h.msg_control = s.ctrl[j].0.as_mut_ptr().cast();
-                    h.msg_controllen = n as _;
-                }
-                None => {
-                    h.msg_control = std::ptr::null_mut();
-                    h.msg_controllen = 0;
-                }
-            }
-            h.msg_flags = 0;
+            sys::fill_send_msghdr(
+                &mut s.hdrs[j],
+                &mut s.iovs[j],
+                &mut s.names[j],
+                &mut s.ctrl[j],
+                bytes,
+                &u.dest,
+                u.segment_size,
+            );
             self.results[j] = None;
             let e = opcode::SendMsg::new(fd, &raw const s.hdrs[j])
                 .flags(libc::MSG_DONTWAIT as u32)
