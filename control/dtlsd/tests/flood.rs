@@ -12,23 +12,20 @@
 //!
 //! Every wait has a deadline; the daemon is killed on drop.
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Barrier, Mutex};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use common::{Client, Daemon, EchoBackend, TempDir, certs};
 use control::crypto::SystemRng;
-use control::{Config, Connection, Event, PeerVerifier};
-use dataplane::record::{ContentType, DTLS_1_2, HEADER_LEN, Opener, Records, ReplayWindow, Sealer};
-use dtls_crypto::CertificateVerifier;
+use control::{Config, Connection};
+use dataplane::record::{ContentType, DTLS_1_2, HEADER_LEN};
 
-const DTLSD: &str = env!("CARGO_BIN_EXE_dtlsd");
-const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// The flood's sessions complete their handshakes and wait for the flood within this.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Sessions streaming through the daemon during the flood.
@@ -45,175 +42,6 @@ const FLOOD_PAUSE: Duration = Duration::from_millis(2);
 /// Spoofed-looking ClientHello sources: 127.0.0.2 ..= 127.0.0.250.
 const SPOOF_FIRST: u8 = 2;
 const SPOOF_LAST: u8 = 250;
-
-// ---------- scaffolding (the same shapes as tests/serve.rs) ----------
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "dtlsd-flood-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        Self(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn file(&self, name: &str) -> String {
-        self.0.join(name).to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn certs(dir: &TempDir) {
-    let out = Command::new(DTLSD)
-        .args(["certs", "--out"])
-        .arg(dir.path())
-        .output()
-        .expect("run dtlsd certs");
-    assert!(out.status.success(), "dtlsd certs: {out:?}");
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
-}
-
-/// A UDP echo server on a loopback port, stopped on drop.
-struct EchoBackend {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl EchoBackend {
-    fn start() -> Self {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind echo backend");
-        sock.set_read_timeout(Some(Duration::from_millis(50)))
-            .expect("read timeout");
-        let addr = sock.local_addr().expect("echo address");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let mut buf = vec![0u8; 65_536];
-            while !flag.load(Relaxed) {
-                if let Ok((n, from)) = sock.recv_from(&mut buf) {
-                    let _ = sock.send_to(&buf[..n], from);
-                }
-            }
-        });
-        Self {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for EchoBackend {
-    fn drop(&mut self) {
-        self.stop.store(true, Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn collect(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = Arc::clone(&text);
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(pipe);
-        let mut line = String::new();
-        while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
-            sink.lock().expect("log lock").push_str(&line);
-            line.clear();
-        }
-    });
-    text
-}
-
-/// A running `dtlsd serve --shards 2`, killed on drop.
-struct Daemon {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-    listen: SocketAddr,
-}
-
-impl Daemon {
-    fn start(backend: SocketAddr, pki: &TempDir) -> Self {
-        let mut last_log = String::new();
-        for _ in 0..3 {
-            let listen: SocketAddr = format!("127.0.0.1:{}", free_udp_port())
-                .parse()
-                .expect("address");
-            let mut child = Command::new(DTLSD)
-                .env("NO_COLOR", "1")
-                .env("RUST_LOG", "info")
-                .args(["serve", "--listen", &listen.to_string()])
-                .args(["--backend", &backend.to_string()])
-                .args(["--cert", &pki.file("server.pem")])
-                .args(["--key", &pki.file("server.key")])
-                .args(["--io", "auto", "--shards", "2"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn dtlsd serve");
-            let stderr = collect(child.stderr.take().expect("piped stderr"));
-            let mut d = Self {
-                child,
-                stderr,
-                listen,
-            };
-            let deadline = Instant::now() + START_TIMEOUT;
-            while Instant::now() < deadline {
-                if d.log().contains("dtlsd serve listening") {
-                    return d;
-                }
-                if d.child.try_wait().ok().flatten().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-            last_log = d.log();
-            if !last_log.contains("Address already in use") {
-                break;
-            }
-        }
-        panic!("dtlsd did not start:\n{last_log}");
-    }
-
-    fn log(&self) -> String {
-        self.stderr.lock().expect("log lock").clone()
-    }
-
-    fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Seeded xorshift64*: reproducible flood contents without a dependency.
 struct Prng(u64);
@@ -234,153 +62,6 @@ impl Prng {
         for b in buf {
             *b = self.next() as u8;
         }
-    }
-}
-
-// ---------- our engine as a blocking client ----------
-
-struct Client {
-    sock: UdpSocket,
-    server: SocketAddr,
-    conn: Connection,
-    sealer: Option<Sealer>,
-    opener: Option<Opener>,
-    buf: Vec<u8>,
-    rx: Vec<u8>,
-}
-
-fn client_config(pki: &TempDir) -> Arc<Config> {
-    let ca = CertificateVerifier::from_pem_file(pki.file("ca.pem")).expect("load ca.pem");
-    Arc::new(Config {
-        peer_verification: PeerVerifier::WebPki(ca),
-        server_name: Some("localhost".into()),
-        ..Config::default()
-    })
-}
-
-impl Client {
-    fn connect(config: Arc<Config>, server: SocketAddr) -> Self {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind client socket");
-        let conn = Connection::client(
-            config,
-            Box::new(SystemRng::new()),
-            Instant::now(),
-            server,
-            None,
-        )
-        .expect("client config is valid");
-        let mut c = Self {
-            sock,
-            server,
-            conn,
-            sealer: None,
-            opener: None,
-            buf: vec![0u8; 65_536],
-            rx: vec![0u8; 65_536],
-        };
-        let deadline = Instant::now() + IO_TIMEOUT;
-        while c.sealer.is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "handshake did not complete (state {})",
-                c.conn.state_name()
-            );
-            c.turn(Duration::from_millis(50));
-        }
-        c
-    }
-
-    fn flush(&mut self) {
-        let now = Instant::now();
-        while let Some(t) = self.conn.poll_transmit(now, &mut self.buf) {
-            let _ = self.sock.send_to(&self.buf[..t.len], t.destination);
-        }
-        while let Some(event) = self.conn.poll_event() {
-            match event {
-                Event::KeysReady(keys) => {
-                    let keys = *keys;
-                    self.sealer = Some(
-                        Sealer::new(keys.write.epoch, keys.write.key, keys.write.next_sequence)
-                            .expect("sealer from KeysReady"),
-                    );
-                    self.opener = Some(Opener::new(
-                        keys.read.epoch,
-                        keys.read.key,
-                        ReplayWindow::new(keys.replay_window.clamp(64, 4096)),
-                    ));
-                }
-                Event::HandshakeFailed(e) => panic!("handshake failed: {e}"),
-                Event::AlertReceived { .. } | Event::Closed { .. } => {}
-            }
-        }
-    }
-
-    /// Sends what the engine queued, waits up to `wait` for one datagram from the server,
-    /// handles it and the timer, and returns the application data it carried.
-    fn turn(&mut self, wait: Duration) -> Vec<Vec<u8>> {
-        self.flush();
-        let wait = self
-            .conn
-            .poll_timeout()
-            .map_or(wait, |t| {
-                t.saturating_duration_since(Instant::now()).min(wait)
-            })
-            .max(Duration::from_millis(1));
-        self.sock
-            .set_read_timeout(Some(wait))
-            .expect("read timeout");
-        let mut app = Vec::new();
-        if let Ok((n, from)) = self.sock.recv_from(&mut self.rx)
-            && from == self.server
-        {
-            let datagram = self.rx[..n].to_vec();
-            self.conn.handle_datagram(Instant::now(), from, &datagram);
-            app = self.open(&datagram);
-        }
-        let now = Instant::now();
-        if self.conn.poll_timeout().is_some_and(|t| t <= now) {
-            self.conn.handle_timeout(now);
-        }
-        self.flush();
-        app
-    }
-
-    fn open(&mut self, datagram: &[u8]) -> Vec<Vec<u8>> {
-        let mut app = Vec::new();
-        let Some(opener) = self.opener.as_mut() else {
-            return app;
-        };
-        let ranges: Vec<_> = Records::new(datagram)
-            .filter(|r| r.header.epoch() == 1)
-            .map(|r| r.range.clone())
-            .collect();
-        for range in ranges {
-            let mut record = datagram[range].to_vec();
-            if let Ok(o) = opener.open(&mut record)
-                && o.content_type == ContentType::ApplicationData
-            {
-                app.push(o.plaintext.to_vec());
-            }
-        }
-        app
-    }
-
-    fn send_app(&mut self, payload: &[u8]) {
-        let sealer = self.sealer.as_mut().expect("keys installed");
-        let offset = sealer.plaintext_offset();
-        let mut record = vec![0u8; HEADER_LEN + sealer.overhead() + payload.len()];
-        record[offset..offset + payload.len()].copy_from_slice(payload);
-        let n = sealer
-            .seal(
-                ContentType::ApplicationData,
-                DTLS_1_2,
-                &mut record,
-                payload.len(),
-            )
-            .expect("seal application data");
-        self.sock
-            .send_to(&record[..n], self.server)
-            .expect("send application data");
     }
 }
 
@@ -423,18 +104,18 @@ fn stream(mut c: Client, id: usize, start: &Barrier, flood_done: &AtomicBool) ->
         c.send_app(&payload(id, i));
         let next = begin + SEND_INTERVAL * (i as u32 + 1);
         while let Some(left) = next.checked_duration_since(Instant::now()) {
-            let app = c.turn(left);
+            let app = c.turn(left).app;
             record(app, &mut seen);
         }
     }
     let deadline = Instant::now() + Duration::from_secs(3);
     while seen.iter().any(|s| !s) && Instant::now() < deadline {
-        let app = c.turn(Duration::from_millis(20));
+        let app = c.turn(Duration::from_millis(20)).app;
         record(app, &mut seen);
     }
     let flood_deadline = Instant::now() + IO_TIMEOUT;
     while !flood_done.load(Relaxed) && Instant::now() < flood_deadline {
-        let app = c.turn(Duration::from_millis(20));
+        let app = c.turn(Duration::from_millis(20)).app;
         record(app, &mut seen);
     }
     // One more round trip after the flood, sent once.
@@ -443,7 +124,7 @@ fn stream(mut c: Client, id: usize, start: &Barrier, flood_done: &AtomicBool) ->
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut after_flood_echo = false;
     while !after_flood_echo && Instant::now() < deadline {
-        after_flood_echo = c.turn(Duration::from_millis(50)).contains(&last);
+        after_flood_echo = c.turn(Duration::from_millis(50)).app.contains(&last);
     }
     StreamOutcome {
         id,
@@ -596,12 +277,12 @@ fn sessions_survive_a_flood_of_garbage_and_spoofed_hellos() {
     let pki = TempDir::new("flood");
     certs(&pki);
     let backend = EchoBackend::start();
-    let mut daemon = Daemon::start(backend.addr, &pki);
+    let mut daemon = Daemon::start(backend.addr, &pki, "auto");
     let server = daemon.listen;
-    let config = client_config(&pki);
+    let config = Client::config(&pki);
 
     let clients: Vec<Client> = (0..SESSIONS)
-        .map(|_| Client::connect(Arc::clone(&config), server))
+        .map(|_| Client::connect_within(Arc::clone(&config), server, IO_TIMEOUT))
         .collect();
 
     // Sessions and the three flood threads start together.

@@ -1,0 +1,546 @@
+//! Helpers shared by the `dtlsd serve` integration tests (serve, flood, metrics): temp
+//! dirs and the test PKI, free ports, a UDP echo backend, the daemon and client processes
+//! (killed on drop), waits with deadlines and our own engine as a blocking client.
+
+// Each test binary uses a subset of these helpers.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use control::crypto::SystemRng;
+use control::{Config, Connection, Event, PeerVerifier};
+use dataplane::record::{ContentType, DTLS_1_2, HEADER_LEN, Opener, Records, ReplayWindow, Sealer};
+use dtls_crypto::CertificateVerifier;
+
+pub const DTLSD: &str = env!("CARGO_BIN_EXE_dtlsd");
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+pub const IO_TIMEOUT: Duration = Duration::from_secs(15);
+
+// ---------- scaffolding ----------
+
+/// A temp directory named after the test binary, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "dtlsd-{}-{tag}-{}-{}",
+            env!("CARGO_CRATE_NAME"),
+            std::process::id(),
+            N.fetch_add(1, Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn file(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes the test PKI with `dtlsd certs`.
+pub fn certs(dir: &TempDir) {
+    let out = Command::new(DTLSD)
+        .args(["certs", "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("run dtlsd certs");
+    assert!(out.status.success(), "dtlsd certs: {out:?}");
+}
+
+pub fn free_udp_addr() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("bind an ephemeral UDP port")
+}
+
+pub fn free_udp_port() -> u16 {
+    free_udp_addr().port()
+}
+
+pub fn free_tcp_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("bind an ephemeral TCP port")
+}
+
+/// A UDP echo server on a loopback port, stopped on drop.
+pub struct EchoBackend {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EchoBackend {
+    pub fn start() -> Self {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind echo backend");
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("read timeout");
+        let addr = sock.local_addr().expect("echo address");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65_536];
+            while !flag.load(Relaxed) {
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    let _ = sock.send_to(&buf[..n], from);
+                }
+            }
+        });
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for EchoBackend {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Collects a child's pipe into a shared string on a thread.
+pub fn collect(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = Arc::clone(&text);
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+            sink.lock().expect("log lock").push_str(&line);
+            line.clear();
+        }
+    });
+    text
+}
+
+/// Whether `needle` shows up in `text` within `timeout`.
+pub fn wait_for(text: &Mutex<String>, needle: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if text.lock().expect("log lock").contains(needle) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// The child's exit status if it exits within `timeout`.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+// ---------- the daemon ----------
+
+/// Spawns `dtlsd serve` with the test PKI and `extra` arguments, stderr piped.
+fn spawn_serve(listen: SocketAddr, backend: SocketAddr, pki: &TempDir, extra: &[&str]) -> Child {
+    Command::new(DTLSD)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .args(["serve", "--listen", &listen.to_string()])
+        .args(["--backend", &backend.to_string()])
+        .args(["--cert", &pki.file("server.pem")])
+        .args(["--key", &pki.file("server.key")])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn dtlsd serve")
+}
+
+/// Spawns `dtlsd serve --shards 2 --metrics <metrics>`.
+pub fn spawn_daemon(
+    listen: SocketAddr,
+    metrics: SocketAddr,
+    backend: SocketAddr,
+    pki: &TempDir,
+) -> Child {
+    spawn_serve(
+        listen,
+        backend,
+        pki,
+        &["--shards", "2", "--metrics", &metrics.to_string()],
+    )
+}
+
+/// A running `dtlsd serve --shards 2`, killed on drop.
+pub struct Daemon {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+    pub listen: SocketAddr,
+    metrics: Option<SocketAddr>,
+}
+
+impl Daemon {
+    /// Spawns `dtlsd serve --io <io> --shards 2`.
+    pub fn spawn(listen: SocketAddr, backend: SocketAddr, pki: &TempDir, io: &str) -> Child {
+        spawn_serve(listen, backend, pki, &["--io", io, "--shards", "2"])
+    }
+
+    /// Starts `dtlsd serve --io <io> --shards 2` on a free port.
+    pub fn start(backend: SocketAddr, pki: &TempDir, io: &str) -> Self {
+        Self::start_on(|| {
+            let listen = free_udp_addr();
+            (listen, None, Self::spawn(listen, backend, pki, io))
+        })
+    }
+
+    /// Starts `dtlsd serve --shards 2 --metrics <addr>` on free UDP and TCP ports.
+    pub fn start_with_metrics(backend: SocketAddr, pki: &TempDir) -> Self {
+        Self::start_on(|| {
+            let (listen, metrics) = (free_udp_addr(), free_tcp_addr());
+            (
+                listen,
+                Some(metrics),
+                spawn_daemon(listen, metrics, backend, pki),
+            )
+        })
+    }
+
+    /// Starts the daemon `spawn` gives on free ports; retries on new ports when another
+    /// process took a probed one in between (the daemon then exits naming the address).
+    fn start_on(mut spawn: impl FnMut() -> (SocketAddr, Option<SocketAddr>, Child)) -> Self {
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            let (listen, metrics, mut child) = spawn();
+            // The metrics listener is TCP, whose error reads "in use" too.
+            let retry_on = if metrics.is_some() {
+                "in use"
+            } else {
+                "Address already in use"
+            };
+            let stderr = collect(child.stderr.take().expect("piped stderr"));
+            let mut d = Self {
+                child,
+                stderr,
+                listen,
+                metrics,
+            };
+            let deadline = Instant::now() + START_TIMEOUT;
+            while Instant::now() < deadline {
+                if d.log().contains("dtlsd serve listening") {
+                    return d;
+                }
+                if d.child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // Let the log reader catch up with a process that just exited.
+            std::thread::sleep(Duration::from_millis(50));
+            last_log = d.log();
+            if !last_log.contains(retry_on) {
+                break;
+            }
+        }
+        panic!("dtlsd did not start:\n{last_log}");
+    }
+
+    /// The `--metrics` address of a daemon from `start_with_metrics`.
+    pub fn metrics(&self) -> SocketAddr {
+        self.metrics.expect("daemon started with --metrics")
+    }
+
+    pub fn log(&self) -> String {
+        self.stderr.lock().expect("log lock").clone()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn terminate(&mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        wait_exit(&mut self.child, IO_TIMEOUT)
+            .unwrap_or_else(|| panic!("dtlsd did not exit after SIGTERM:\n{}", self.log()))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------- client processes ----------
+
+/// A client process (openssl, gnutls-cli) killed on drop.
+pub struct Peer {
+    child: Child,
+    pub stdout: Arc<Mutex<String>>,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Peer {
+    pub fn spawn(program: &str, args: &[String]) -> Self {
+        Self::from_command(Command::new(program).args(args), program)
+    }
+
+    /// `openssl s_client -dtls1_2` to `server`, verifying against the test CA.
+    pub fn openssl(server: SocketAddr, pki: &TempDir) -> Self {
+        Self::from_command(
+            Command::new("openssl")
+                .args(["s_client", "-dtls1_2", "-connect", &server.to_string()])
+                .args(["-CAfile", &pki.file("ca.pem"), "-verify_return_error"])
+                .args(["-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256", "-quiet"]),
+            "openssl s_client",
+        )
+    }
+
+    /// Spawns `command` with all three standard streams piped.
+    fn from_command(command: &mut Command, what: &str) -> Self {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        let stdout = collect(child.stdout.take().expect("piped stdout"));
+        let stderr = collect(child.stderr.take().expect("piped stderr"));
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn write_line(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().expect("piped stdin");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("write to the client's stdin");
+        stdin.flush().expect("flush stdin");
+    }
+
+    pub fn transcript(&self) -> String {
+        format!(
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout.lock().expect("lock"),
+            self.stderr.lock().expect("lock")
+        )
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------- our engine as a blocking client ----------
+
+pub struct Client {
+    sock: UdpSocket,
+    server: SocketAddr,
+    conn: Connection,
+    sealer: Option<Sealer>,
+    opener: Option<Opener>,
+    buf: Vec<u8>,
+    rx: Vec<u8>,
+}
+
+/// What one incoming datagram held once opened.
+#[derive(Debug, Default)]
+pub struct Opened {
+    pub app: Vec<Vec<u8>>,
+    pub alerts: Vec<Vec<u8>>,
+}
+
+impl Client {
+    /// A client config that verifies the server against the test CA as `localhost`.
+    pub fn config(pki: &TempDir) -> Arc<Config> {
+        let ca = CertificateVerifier::from_pem_file(pki.file("ca.pem")).expect("load ca.pem");
+        Arc::new(Config {
+            peer_verification: PeerVerifier::WebPki(ca),
+            server_name: Some("localhost".into()),
+            ..Config::default()
+        })
+    }
+
+    /// Connects and completes the handshake within `IO_TIMEOUT`.
+    pub fn connect(config: Arc<Config>, server: SocketAddr) -> Self {
+        Self::connect_within(config, server, IO_TIMEOUT)
+    }
+
+    /// Connects and completes the handshake within `timeout`.
+    pub fn connect_within(config: Arc<Config>, server: SocketAddr, timeout: Duration) -> Self {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind client socket");
+        let conn = Connection::client(
+            config,
+            Box::new(SystemRng::new()),
+            Instant::now(),
+            server,
+            None,
+        )
+        .expect("client config is valid");
+        let mut c = Self {
+            sock,
+            server,
+            conn,
+            sealer: None,
+            opener: None,
+            buf: vec![0u8; 65_536],
+            rx: vec![0u8; 65_536],
+        };
+        let deadline = Instant::now() + timeout;
+        while c.sealer.is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "handshake did not complete (state {})",
+                c.conn.state_name()
+            );
+            c.turn(Duration::from_millis(50));
+        }
+        c
+    }
+
+    fn flush(&mut self) {
+        let now = Instant::now();
+        while let Some(t) = self.conn.poll_transmit(now, &mut self.buf) {
+            let _ = self.sock.send_to(&self.buf[..t.len], t.destination);
+        }
+        while let Some(event) = self.conn.poll_event() {
+            match event {
+                Event::KeysReady(keys) => {
+                    let keys = *keys;
+                    self.sealer = Some(
+                        Sealer::new(keys.write.epoch, keys.write.key, keys.write.next_sequence)
+                            .expect("sealer from KeysReady"),
+                    );
+                    self.opener = Some(Opener::new(
+                        keys.read.epoch,
+                        keys.read.key,
+                        ReplayWindow::new(keys.replay_window.clamp(64, 4096)),
+                    ));
+                }
+                Event::HandshakeFailed(e) => panic!("handshake failed: {e}"),
+                Event::AlertReceived { .. } | Event::Closed { .. } => {}
+            }
+        }
+    }
+
+    /// Sends what the engine queued, waits up to `wait` for one datagram from the server
+    /// and handles it and the timer. Returns the opened contents of what arrived.
+    pub fn turn(&mut self, wait: Duration) -> Opened {
+        self.flush();
+        let wait = self
+            .conn
+            .poll_timeout()
+            .map_or(wait, |t| {
+                t.saturating_duration_since(Instant::now()).min(wait)
+            })
+            .max(Duration::from_millis(1));
+        self.sock
+            .set_read_timeout(Some(wait))
+            .expect("read timeout");
+        let mut opened = Opened::default();
+        if let Ok((n, from)) = self.sock.recv_from(&mut self.rx)
+            && from == self.server
+        {
+            let datagram = self.rx[..n].to_vec();
+            self.conn.handle_datagram(Instant::now(), from, &datagram);
+            opened = self.open(&datagram);
+        }
+        let now = Instant::now();
+        if self.conn.poll_timeout().is_some_and(|t| t <= now) {
+            self.conn.handle_timeout(now);
+        }
+        self.flush();
+        opened
+    }
+
+    fn open(&mut self, datagram: &[u8]) -> Opened {
+        let mut opened = Opened::default();
+        let Some(opener) = self.opener.as_mut() else {
+            return opened;
+        };
+        let ranges: Vec<_> = Records::new(datagram)
+            .filter(|r| r.header.epoch() == 1)
+            .map(|r| r.range.clone())
+            .collect();
+        for range in ranges {
+            let mut record = datagram[range].to_vec();
+            if let Ok(o) = opener.open(&mut record) {
+                match o.content_type {
+                    ContentType::ApplicationData => opened.app.push(o.plaintext.to_vec()),
+                    ContentType::Alert => opened.alerts.push(o.plaintext.to_vec()),
+                    _ => {}
+                }
+            }
+        }
+        opened
+    }
+
+    pub fn send_app(&mut self, payload: &[u8]) {
+        let sealer = self.sealer.as_mut().expect("keys installed");
+        let offset = sealer.plaintext_offset();
+        let mut record = vec![0u8; HEADER_LEN + sealer.overhead() + payload.len()];
+        record[offset..offset + payload.len()].copy_from_slice(payload);
+        let n = sealer
+            .seal(
+                ContentType::ApplicationData,
+                DTLS_1_2,
+                &mut record,
+                payload.len(),
+            )
+            .expect("seal application data");
+        self.sock
+            .send_to(&record[..n], self.server)
+            .expect("send application data");
+    }
+
+    /// Sends `payload` and waits for the identical echo (resending on a silent second;
+    /// echoes of earlier payloads are skipped).
+    pub fn echo(&mut self, payload: &[u8]) {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while Instant::now() < deadline {
+            self.send_app(payload);
+            let resend = Instant::now() + Duration::from_secs(1);
+            while Instant::now() < resend {
+                let opened = self.turn(Duration::from_millis(100));
+                if opened.app.iter().any(|p| p == payload) {
+                    return;
+                }
+            }
+        }
+        panic!("no echo of {:?}", String::from_utf8_lossy(payload));
+    }
+}
