@@ -247,3 +247,67 @@ fn session_closed_forgets_the_session_and_garbage_is_counted() {
     assert_eq!(stats.sessions_closed, 1);
     assert!(q.poll_command().is_none(), "nothing sent for garbage");
 }
+
+/// Drives `c` against control until it is established (bounded); returns the command order.
+fn handshake_through(
+    ctl: &mut ControlThread,
+    c: &mut Connection,
+    q: &ShardQueues,
+    peer: SocketAddr,
+    server: SocketAddr,
+    now: Instant,
+) -> Vec<bool> {
+    let mut order = Vec::new();
+    for _ in 0..6 {
+        client_to_control(c, q, peer, now);
+        ctl.run_turn(now);
+        order.extend(commands_to_client(c, q, server, now));
+        if c.is_established() {
+            break;
+        }
+    }
+    order
+}
+
+/// TESTING.md, State machine: "a new ClientHello on a live address (old session kept until the
+/// new one proves reachability)". The live session's keys stay in the shard (no Close, no
+/// InstallKeys) while the new hello only earns a HelloVerifyRequest; keys change only when the
+/// new handshake completes.
+#[test]
+fn new_client_hello_on_a_live_address_keeps_the_old_session_until_it_completes() {
+    let now = Instant::now();
+    let server = addr("127.0.0.1:4433");
+    let peer = addr("127.0.0.1:50000");
+    let (mut ctl, queues) = control(1, RuntimeConfig::default(), now);
+    let q = &queues[0];
+    let mut old = client(server, 7, now);
+    let order = handshake_through(&mut ctl, &mut old, q, peer, server, now);
+    assert!(old.is_established(), "first session: {}", old.state_name());
+    assert_eq!(order.iter().filter(|&&k| k).count(), 1);
+
+    // A restarted client (or a spoofer) sends a fresh ClientHello from the same address.
+    let mut new = client(server, 99, now);
+    client_to_control(&mut new, q, peer, now);
+    ctl.run_turn(now);
+    let mut replies = 0;
+    while let Some(cmd) = q.poll_command() {
+        match cmd {
+            ShardCommand::Transmit { datagram, .. } => {
+                replies += 1;
+                new.handle_datagram(now, server, &datagram);
+            }
+            other => panic!("the live session must be left alone, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        replies, 1,
+        "only a HelloVerifyRequest answers the unproven hello"
+    );
+    assert_eq!(ctl.counters().snapshot().cookies_sent, 2);
+
+    // Once the new client proves reachability and completes, its keys replace the old ones.
+    let order = handshake_through(&mut ctl, &mut new, q, peer, server, now);
+    assert!(new.is_established(), "second session: {}", new.state_name());
+    assert_eq!(order.iter().filter(|&&k| k).count(), 1, "{order:?}");
+    assert_eq!(ctl.counters().snapshot().handshakes_completed, 2);
+}
