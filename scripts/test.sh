@@ -16,6 +16,10 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v gnutls-serv >/dev/null 2>&1 || need_apt+=(gnutls-bin)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+# The instruction-count gate runs the record paths under callgrind.
+command -v valgrind >/dev/null 2>&1 || need_apt+=(valgrind)
+# dtls-bench's `peers` (B8) links OpenSSL's libssl through the openssl crate.
+{ command -v pkg-config >/dev/null 2>&1 && pkg-config --exists openssl; } || need_apt+=(libssl-dev)
 if ((${#need_apt[@]})); then
     log "installing ${need_apt[*]}"
     if [ "$(id -u)" -ne 0 ]; then
@@ -50,6 +54,10 @@ else
     log "cargo test --workspace (cargo-nextest not installed)"
     cargo test --workspace --locked --no-fail-fast
 fi
+
+# --- instruction-count gate ------------------------------------------------------------
+log "instruction-count gate (callgrind vs bench/icount/baseline.json)"
+scripts/icount.sh
 
 # --- fuzz smoke run ------------------------------------------------------------------
 if [ "${FUZZ_SECONDS:-10}" != 0 ] && [ -x scripts/fuzz-smoke.sh ]; then

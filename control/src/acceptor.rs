@@ -163,6 +163,18 @@ impl Acceptor {
         &self.config
     }
 
+    /// Replaces the configuration new connections use (a reload of certificates, keys or
+    /// PSKs); cookie secrets stay, so cookies issued before the reload remain valid.
+    /// Connections already built keep the configuration they started with.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the new configuration cannot work; the old one stays.
+    pub fn replace_config(&mut self, config: Arc<Config>) -> Result<(), ConfigError> {
+        config.validate()?;
+        self.config = config;
+        Ok(())
+    }
+
     /// When the cookie secret is next due to rotate.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.cookies.poll_timeout()

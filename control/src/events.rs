@@ -122,7 +122,8 @@ pub struct SessionKeys {
     pub alpn: Option<Vec<u8>>,
     /// The SRTP protection profile both sides agreed on (RFC 5764).
     pub srtp_profile: Option<SrtpProtectionProfile>,
-    /// Whether the peer may send us heartbeat requests (RFC 6520 `peer_allowed_to_send`).
+    /// The peer's heartbeat mode (RFC 6520 §2), `None` when heartbeats were not
+    /// negotiated: `PeerAllowedToSend` means *we* may send it HeartbeatRequests.
     pub heartbeat: Option<HeartbeatMode>,
     /// Whether this session was resumed from a ticket (abbreviated handshake).
     pub resumed: bool,

@@ -1,5 +1,7 @@
-//! The `dtlsd` DTLS relay daemon: its configuration model, `certs`, `check-config`, and the
-//! `serve` command (in the binary: shard threads, the control thread, signals).
+//! The `dtlsd` DTLS relay daemon as a library: its configuration model, `serve`
+//! ([`serve::Server`]) and `connect` ([`connect::Client`]) over the shared shard/control
+//! machinery ([`daemon`]), `certs`, `check-config` and the metrics endpoint. The binary adds
+//! the command line, logging and signals; benchmarks and tests start servers in-process.
 //!
 //! What this crate does: the typed configuration of `dtlsd serve` and `dtlsd connect`
 //! ([`config`]) loaded from TOML (unknown keys are errors naming the key), command-line
@@ -7,12 +9,14 @@
 //! test PKI ([`certs`]); `dtlsd check-config` validates a file and loads the PEM files it
 //! names ([`check`]); the `--metrics` HTTP endpoint ([`metrics`]).
 //!
-//! What it does not do (yet): `dtlsd connect`, keepalive probes and SIGHUP reload.
-//! `docs/dtlsd.md` documents every key and metric.
+//! `docs/dtlsd.md` documents every command, key, signal and metric.
 
 #![forbid(unsafe_code)]
 
 pub mod certs;
 pub mod check;
 pub mod config;
+pub mod connect;
+pub mod daemon;
 pub mod metrics;
+pub mod serve;

@@ -1,21 +1,28 @@
-//! `dtlsd`: the DTLS relay daemon's command line: `serve` (see `serve.rs`), `certs` and
-//! `check-config`; `connect` comes next.
+//! `dtlsd`: the DTLS relay daemon's command line: `serve`, `connect`, `certs` and
+//! `check-config`, logging, and signals (SIGINT/SIGTERM drain, SIGHUP reload). The daemon
+//! itself is the `dtlsd` library.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use dtlsd::config::merge::ServeFlags;
-use dtlsd::config::{Config, LogFormat};
+use dtlsd::config::merge::{ConnectFlags, ServeFlags};
+use dtlsd::config::{Config, ConfigErrors, LogFormat};
+use dtlsd::connect::Client;
+use dtlsd::serve::{Options, Server};
 use tracing_subscriber::EnvFilter;
-
-mod serve;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Exit code of `check-config` for an invalid configuration.
+/// Exit code of `check-config`, `serve` and `connect` for an invalid configuration.
 const EXIT_INVALID_CONFIG: u8 = 2;
+/// How often the main thread looks at the signal flags and the threads' health.
+const MAIN_POLL: Duration = Duration::from_millis(20);
 
 /// DTLS 1.2 relay daemon.
 #[derive(Debug, Parser)]
@@ -32,9 +39,14 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Terminate DTLS from any number of clients on --listen and relay each session's
-    /// plaintext to --backend over its own UDP flow. SIGINT/SIGTERM send close_notify to
-    /// every session and exit 0.
+    /// plaintext to --backend over its own UDP flow. SIGHUP reloads certificates, keys and
+    /// PSKs (live sessions stay); SIGINT/SIGTERM send close_notify to every session and
+    /// exit 0.
     Serve(Box<ServeFlags>),
+    /// Accept plaintext UDP on --listen and carry each local source's datagrams over its own
+    /// DTLS session to --server; replies come back to that source. SIGHUP reloads the CA,
+    /// certificate and key; SIGINT/SIGTERM send close_notify on every session and exit 0.
+    Connect(Box<ConnectFlags>),
     /// Write a test PKI: ca.pem, server.pem, server.key (SAN localhost, 127.0.0.1),
     /// client.pem, client.key (ECDSA P-256). For tests and first runs.
     Certs {
@@ -53,12 +65,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
-    if let Command::Serve(flags) = &mut cli.command {
-        // The global flag overrides the config file's `log_format` like any other flag.
-        // `serve` starts logging once its configuration (and its log_format) is resolved.
-        flags.tuning.log_format = cli.log_format;
-    } else {
-        init_logging(cli.log_format.unwrap_or_default());
+    // The global flag overrides the config file's `log_format` like any other flag.
+    // `serve` and `connect` start logging once their configuration is resolved.
+    match &mut cli.command {
+        Command::Serve(flags) => flags.tuning.log_format = cli.log_format,
+        Command::Connect(flags) => flags.tuning.log_format = cli.log_format,
+        _ => init_logging(cli.log_format.unwrap_or_default()),
     }
     match run(cli.command) {
         Ok(code) => code,
@@ -93,8 +105,100 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { file } => Ok(check_config(&file)),
-        Command::Serve(flags) => serve::run(*flags, init_logging),
+        Command::Serve(flags) => {
+            let config = match flags.resolve() {
+                Ok(config) => config,
+                Err(errors) => return Ok(invalid_config(&errors)),
+            };
+            init_logging(config.tuning.log_format);
+            let signals = Signals::install()?;
+            let server = Server::start(config, Options::default())?;
+            let outcome = signals.wait(|| server.failed(), || server.reload());
+            finish(outcome, server.shutdown())
+        }
+        Command::Connect(flags) => {
+            let config = match flags.resolve() {
+                Ok(config) => config,
+                Err(errors) => return Ok(invalid_config(&errors)),
+            };
+            init_logging(config.tuning.log_format);
+            let signals = Signals::install()?;
+            let client = Client::start(config)?;
+            let outcome = signals.wait(|| client.failed(), || client.reload());
+            finish(outcome, client.shutdown())
+        }
     }
+}
+
+/// One line per problem, each naming its key; exit 2 like `check-config`.
+fn invalid_config(errors: &ConfigErrors) -> ExitCode {
+    for e in &errors.0 {
+        eprintln!("dtlsd: error: {}", e.to_string().replace('\n', " "));
+    }
+    ExitCode::from(EXIT_INVALID_CONFIG)
+}
+
+/// Why the main loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// SIGINT or SIGTERM.
+    Signalled,
+    /// A worker thread stopped on its own.
+    WorkerFailed,
+}
+
+/// The flags the signal handlers set.
+struct Signals {
+    term: Arc<AtomicBool>,
+    hup: Arc<AtomicBool>,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        let term = Arc::new(AtomicBool::new(false));
+        let hup = Arc::new(AtomicBool::new(false));
+        for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            signal_hook::flag::register(signal, Arc::clone(&term))
+                .context("installing signal handlers")?;
+        }
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
+            .context("installing signal handlers")?;
+        Ok(Self { term, hup })
+    }
+
+    /// Waits for SIGINT/SIGTERM or a failed worker; reloads on each SIGHUP (a failed reload
+    /// is logged and the old configuration stays).
+    fn wait(&self, failed: impl Fn() -> bool, reload: impl Fn() -> anyhow::Result<()>) -> Outcome {
+        while !self.term.load(Relaxed) {
+            if failed() {
+                tracing::error!("a worker thread stopped unexpectedly; shutting down");
+                return Outcome::WorkerFailed;
+            }
+            if self.hup.swap(false, Relaxed) {
+                match reload() {
+                    Ok(()) => tracing::info!("SIGHUP: configuration reloaded"),
+                    Err(e) => tracing::error!(
+                        error = %format!("{e:#}"),
+                        "SIGHUP: reload failed; keeping the previous configuration"
+                    ),
+                }
+            }
+            std::thread::sleep(MAIN_POLL);
+        }
+        tracing::info!("shutting down: closing every session");
+        Outcome::Signalled
+    }
+}
+
+fn finish(outcome: Outcome, shutdown: anyhow::Result<()>) -> anyhow::Result<ExitCode> {
+    if let Err(e) = shutdown {
+        tracing::error!(error = %e, "shutdown");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(match outcome {
+        Outcome::Signalled => ExitCode::SUCCESS,
+        Outcome::WorkerFailed => ExitCode::FAILURE,
+    })
 }
 
 fn check_config(file: &Path) -> ExitCode {

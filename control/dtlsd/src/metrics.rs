@@ -234,49 +234,49 @@ const SHARD_FAMILIES: &[(&str, &str, &str, ShardField)] = &[
     (
         "dtlsd_datagrams_in_total",
         "counter",
-        "DTLS datagrams received from peers.",
+        "Datagrams received on the listen socket (serve: DTLS from peers; connect: local plaintext).",
         |s, _| s.datagrams_in,
     ),
     (
         "dtlsd_bytes_in_total",
         "counter",
-        "Bytes of DTLS datagrams received from peers.",
+        "Bytes received on the listen socket.",
         |s, _| s.bytes_in,
     ),
     (
         "dtlsd_datagrams_out_total",
         "counter",
-        "DTLS datagrams queued to peers.",
+        "Datagrams queued on the listen socket (serve: DTLS to peers; connect: plaintext to local sources).",
         |s, _| s.datagrams_out,
     ),
     (
         "dtlsd_bytes_out_total",
         "counter",
-        "Bytes of DTLS datagrams queued to peers.",
+        "Bytes queued on the listen socket.",
         |s, _| s.bytes_out,
     ),
     (
         "dtlsd_upstream_datagrams_out_total",
         "counter",
-        "Plaintext datagrams sent to the backend.",
+        "Datagrams sent on upstream sockets (serve: plaintext to the backend; connect: DTLS to the server).",
         |s, _| s.upstream_datagrams_out,
     ),
     (
         "dtlsd_upstream_bytes_out_total",
         "counter",
-        "Plaintext bytes sent to the backend.",
+        "Bytes sent on upstream sockets.",
         |s, _| s.upstream_bytes_out,
     ),
     (
         "dtlsd_upstream_datagrams_in_total",
         "counter",
-        "Plaintext datagrams received from the backend.",
+        "Datagrams received on upstream sockets (serve: backend plaintext; connect: DTLS from the server).",
         |s, _| s.upstream_datagrams_in,
     ),
     (
         "dtlsd_upstream_bytes_in_total",
         "counter",
-        "Plaintext bytes received from the backend.",
+        "Bytes received on upstream sockets.",
         |s, _| s.upstream_bytes_in,
     ),
     (
@@ -356,6 +356,36 @@ const SHARD_FAMILIES: &[(&str, &str, &str, ShardField)] = &[
         "counter",
         "Commands taken from the control queue.",
         |s, _| s.commands,
+    ),
+    (
+        "dtlsd_heartbeats_answered_total",
+        "counter",
+        "HeartbeatRequests from peers answered (RFC 6520).",
+        |s, _| s.heartbeats_answered,
+    ),
+    (
+        "dtlsd_keepalive_sent_total",
+        "counter",
+        "Keepalive HeartbeatRequests sent (first sends and retransmissions).",
+        |s, _| s.keepalive_sent,
+    ),
+    (
+        "dtlsd_keepalive_answered_total",
+        "counter",
+        "Keepalive HeartbeatRequests the peer answered.",
+        |s, _| s.keepalive_answered,
+    ),
+    (
+        "dtlsd_sessions_keepalive_timeout_total",
+        "counter",
+        "Sessions closed because the peer answered no keepalive request.",
+        |s, _| s.sessions_keepalive_timeout,
+    ),
+    (
+        "dtlsd_handshakes_requested_total",
+        "counter",
+        "connect: handshakes asked of the control thread for new local sources.",
+        |s, _| s.handshakes_requested,
     ),
     (
         "dtlsd_io_recv_batches_total",
@@ -452,6 +482,8 @@ const DROP_REASONS: &[(&str, DropField)] = &[
     ("tx_full", |s| s.drop_tx_full),
     ("oversize", |s| s.drop_oversize),
     ("sequence_exhausted", |s| s.drop_sequence_exhausted),
+    ("heartbeat", |s| s.drop_heartbeat),
+    ("pending", |s| s.drop_pending),
 ];
 
 /// Control-thread families without labels.
@@ -461,7 +493,7 @@ type ControlField = fn(&ControlStats) -> u64;
 const CONTROL_FAMILIES: &[(&str, &str, ControlField)] = &[
     (
         "dtlsd_handshakes_started_total",
-        "Server handshakes started from a cookie-verified ClientHello.",
+        "Handshakes started: serve, from a cookie-verified ClientHello; connect, for a new local source.",
         |c| c.handshakes_started,
     ),
     (
@@ -498,6 +530,16 @@ const CONTROL_FAMILIES: &[(&str, &str, ControlField)] = &[
         "dtlsd_aead_limits_total",
         "Sessions closed because a key reached an AEAD limit.",
         |c| c.aead_limits,
+    ),
+    (
+        "dtlsd_reloads_total",
+        "Configurations reloaded on SIGHUP and in use for new handshakes.",
+        |c| c.reloads,
+    ),
+    (
+        "dtlsd_reloads_failed_total",
+        "Reloaded configurations the engine refused (the previous one stays).",
+        |c| c.reloads_failed,
     ),
 ];
 

@@ -31,7 +31,8 @@ macro_rules! counters {
 }
 
 counters! {
-    /// Server engines created from a cookie-verified ClientHello.
+    /// Engines created: server engines from a cookie-verified ClientHello, client engines
+    /// for a local source (`dtlsd connect`).
     handshakes_started,
     /// Handshakes that completed (keys handed to the shard).
     handshakes_completed,
@@ -54,6 +55,10 @@ counters! {
     sessions_closed,
     /// AEAD limit reports from the shards (the session is closed).
     aead_limits,
+    /// Configurations reloaded (SIGHUP) and in use for new handshakes.
+    reloads,
+    /// Reloaded configurations refused by validation (the previous one stays).
+    reloads_failed,
 }
 
 impl ControlCounters {

@@ -30,13 +30,16 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use dtls_shard::{ControlInbound, ReadKeys, ShardCommand, ShardQueues, WriteKeys};
+use dataplane::record::RecordKey;
+use dtls_shard::{ControlInbound, HeartbeatPolicy, ReadKeys, ShardCommand, ShardQueues, WriteKeys};
+use dtls_wire::HeartbeatMode;
 
 pub use counters::{ControlCounters, ControlStats};
 
-use crate::{AcceptOutcome, Acceptor, Config, Connection, Event, Rng, SessionKeys};
+use crate::{AcceptOutcome, Acceptor, Config, ConfigError, Connection, Event, Rng, SessionKeys};
 
 /// Makes the RNG of each new engine.
 pub type RngFactory = Box<dyn FnMut() -> Box<dyn Rng + Send> + Send>;
@@ -59,6 +62,11 @@ pub struct RuntimeConfig {
     pub idle_sleep: Duration,
     /// Retries (1 ms apart) of a `Close` command onto a full queue at shutdown. Default 50.
     pub close_retries: u32,
+    /// **Benchmarks only**: after each real handshake, install
+    /// [`RecordKey::null_baseline`] keys both ways instead of the negotiated ones, so a
+    /// benchmark measures the plaintext baseline through the very same engine. Never set
+    /// from a configuration file or flag. Default `false`.
+    pub null_record_protection: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -69,6 +77,7 @@ impl Default for RuntimeConfig {
             inbound_budget: 256,
             idle_sleep: Duration::from_millis(1),
             close_retries: 50,
+            null_record_protection: false,
         }
     }
 }
@@ -93,11 +102,27 @@ impl Handshake {
     }
 }
 
+/// Which side of the handshakes this loop runs.
+#[derive(Debug)]
+enum Front {
+    /// `dtlsd serve`: the stateless cookie front answers unknown peers.
+    Server(Box<Acceptor>),
+    /// `dtlsd connect`: one client engine per local source, all to `server`. Engines and
+    /// shard sessions are keyed by the local source address; the server's address is what
+    /// the engine talks to.
+    Client {
+        /// The DTLS server.
+        server: SocketAddr,
+    },
+}
+
 /// The control loop (see the module documentation). Run it on its own thread with
 /// [`ControlThread::run`], or turn by turn with [`ControlThread::run_turn`].
 pub struct ControlThread {
     config: Arc<Config>,
-    acceptor: Acceptor,
+    front: Front,
+    /// New configurations to use from the next handshake on (SIGHUP reload).
+    reloads: Option<mpsc::Receiver<Arc<Config>>>,
     shards: Vec<Arc<ShardQueues>>,
     settings: RuntimeConfig,
     rng_factory: RngFactory,
@@ -136,7 +161,8 @@ impl ControlThread {
         let acceptor_rng = rng_factory();
         Self {
             config: Arc::clone(acceptor.config()),
-            acceptor,
+            front: Front::Server(Box::new(acceptor)),
+            reloads: None,
             shards,
             settings,
             rng_factory,
@@ -148,6 +174,46 @@ impl ControlThread {
             counters: Arc::new(ControlCounters::default()),
             buf: vec![0; TRANSMIT_BUF].into_boxed_slice(),
         }
+    }
+
+    /// A control loop for `dtlsd connect`: client engines to `server` with `config`, one
+    /// per local source a shard reports with [`ControlInbound::Open`].
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the configuration cannot work.
+    pub fn client(
+        config: Arc<Config>,
+        server: SocketAddr,
+        shards: Vec<Arc<ShardQueues>>,
+        settings: RuntimeConfig,
+        mut rng_factory: RngFactory,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let acceptor_rng = rng_factory();
+        Ok(Self {
+            config,
+            front: Front::Client { server },
+            reloads: None,
+            shards,
+            settings,
+            rng_factory,
+            acceptor_rng,
+            handshakes: HashMap::new(),
+            half_open: 0,
+            next_timer: None,
+            installed: HashMap::new(),
+            counters: Arc::new(ControlCounters::default()),
+            buf: vec![0; TRANSMIT_BUF].into_boxed_slice(),
+        })
+    }
+
+    /// Takes new configurations from `reloads`: each one received is used by every
+    /// handshake started after it (live sessions keep their keys; engines in progress keep
+    /// the configuration they started with). The sender validates before sending; one that
+    /// still fails validation here is counted in [`ControlStats::reloads_failed`] and the
+    /// old one stays.
+    pub fn set_reloads(&mut self, reloads: mpsc::Receiver<Arc<Config>>) {
+        self.reloads = Some(reloads);
     }
 
     /// The live counters (shareable with a metrics thread).
@@ -193,6 +259,10 @@ impl ControlThread {
     /// message was handled (a busy loop should not sleep).
     pub fn run_turn(&mut self, now: Instant) -> bool {
         let mut busy = false;
+        while let Some(config) = self.reloads.as_ref().and_then(|r| r.try_recv().ok()) {
+            busy = true;
+            self.reload(config);
+        }
         for shard in 0..self.shards.len() {
             for _ in 0..self.settings.inbound_budget {
                 let Some(message) = self.shards[shard].poll_inbound() else {
@@ -209,10 +279,25 @@ impl ControlThread {
     /// The earliest timer: an engine's retransmission, a grace period's end, or the cookie
     /// secret's rotation.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_timer
-            .into_iter()
-            .chain(self.acceptor.poll_timeout())
-            .min()
+        let cookies = match &self.front {
+            Front::Server(acceptor) => acceptor.poll_timeout(),
+            Front::Client { .. } => None,
+        };
+        self.next_timer.into_iter().chain(cookies).min()
+    }
+
+    fn reload(&mut self, config: Arc<Config>) {
+        let applied = match &mut self.front {
+            Front::Server(acceptor) => acceptor.replace_config(Arc::clone(&config)),
+            Front::Client { .. } => config.validate(),
+        };
+        match applied {
+            Ok(()) => {
+                self.config = config;
+                ControlCounters::bump(&self.counters.reloads);
+            }
+            Err(_) => ControlCounters::bump(&self.counters.reloads_failed),
+        }
     }
 
     /// Sends `Close` (close_notify, then removal) for every installed session, retrying a
@@ -264,12 +349,57 @@ impl ControlThread {
                     self.remove_handshake(peer);
                 }
             }
+            ControlInbound::Open { peer } => self.open(now, shard, peer),
             ControlInbound::AeadLimitReached { peer, .. } => {
                 // No rekeying in DTLS 1.2 here: RFC 9147 §4.5.3 allows closing instead.
                 ControlCounters::bump(&self.counters.aead_limits);
                 if let Some(shard) = self.installed.remove(&peer) {
                     self.push(shard, ShardCommand::Close { peer });
                 }
+            }
+        }
+    }
+
+    /// `dtlsd connect`: a local source without a session sent plaintext; its shard holds
+    /// an upstream socket for it and waits for keys (or a `Close` when no handshake starts).
+    fn open(&mut self, now: Instant, shard: usize, peer: SocketAddr) {
+        let Front::Client { server } = self.front else {
+            // Only connect-mode shards send `Open`.
+            ControlCounters::bump(&self.counters.acceptor_drops);
+            return;
+        };
+        if self
+            .handshakes
+            .get(&peer)
+            .is_some_and(|h| h.completed_at.is_none())
+        {
+            return; // already under way
+        }
+        if self.half_open >= self.settings.max_half_open {
+            ControlCounters::bump(&self.counters.half_open_refused);
+            self.push(shard, ShardCommand::Close { peer });
+            return;
+        }
+        let rng = (self.rng_factory)();
+        match Connection::client(Arc::clone(&self.config), rng, now, server, None) {
+            Ok(conn) => {
+                ControlCounters::bump(&self.counters.handshakes_started);
+                self.remove_handshake(peer);
+                self.half_open += 1;
+                self.handshakes.insert(
+                    peer,
+                    Handshake {
+                        shard,
+                        conn,
+                        completed_at: None,
+                    },
+                );
+                self.drain(now, peer);
+            }
+            // The configuration was validated when the loop was built or reloaded.
+            Err(_) => {
+                ControlCounters::bump(&self.counters.handshakes_failed_protocol);
+                self.push(shard, ShardCommand::Close { peer });
             }
         }
     }
@@ -281,6 +411,20 @@ impl ControlThread {
         peer: SocketAddr,
         datagram: &[u8],
     ) {
+        let acceptor = match &self.front {
+            Front::Server(acceptor) => acceptor,
+            Front::Client { server } => {
+                // From the server, through the upstream socket of local source `peer`.
+                let server = *server;
+                if let Some(h) = self.handshakes.get_mut(&peer) {
+                    h.conn.handle_datagram(now, server, datagram);
+                    self.drain(now, peer);
+                } else {
+                    ControlCounters::bump(&self.counters.acceptor_drops);
+                }
+                return;
+            }
+        };
         if let Some(h) = self.handshakes.get_mut(&peer)
             && !h.conn.is_new_client_hello(datagram)
         {
@@ -288,10 +432,7 @@ impl ControlThread {
             self.drain(now, peer);
             return;
         }
-        match self
-            .acceptor
-            .handle_datagram(now, peer, datagram, &mut self.buf)
-        {
+        match acceptor.handle_datagram(now, peer, datagram, &mut self.buf) {
             AcceptOutcome::Reply(t) => {
                 ControlCounters::bump(&self.counters.cookies_sent);
                 let datagram = self.buf[..t.len].to_vec();
@@ -335,8 +476,10 @@ impl ControlThread {
     }
 
     fn handle_timeouts(&mut self, now: Instant) {
-        if self.acceptor.poll_timeout().is_some_and(|at| at <= now) {
-            self.acceptor.handle_timeout(now, &mut *self.acceptor_rng);
+        if let Front::Server(acceptor) = &mut self.front
+            && acceptor.poll_timeout().is_some_and(|at| at <= now)
+        {
+            acceptor.handle_timeout(now, &mut *self.acceptor_rng);
         }
         if self.next_timer.is_none_or(|at| at > now) {
             return;
@@ -394,24 +537,27 @@ impl ControlThread {
                 Event::AlertReceived { .. } | Event::Closed { .. } => {}
             }
         }
+        // Every datagram of this engine goes to its peer: the client in serve mode, the
+        // server through local source `peer`'s upstream socket in connect mode. The shard
+        // routes by `peer` either way.
         let mut transmits = Vec::new();
         while let Some(t) = h.conn.poll_transmit(now, &mut self.buf) {
-            transmits.push((t.destination, self.buf[..t.len].to_vec()));
+            transmits.push(self.buf[..t.len].to_vec());
         }
         let finished = h.conn.is_finished();
+        let failed_client =
+            finished && h.completed_at.is_none() && matches!(self.front, Front::Client { .. });
         let deadline = h.deadline(self.settings.completed_grace);
         for k in keys {
             ControlCounters::bump(&self.counters.handshakes_completed);
-            self.install(shard, *k);
+            self.install(shard, peer, *k);
         }
-        for (destination, datagram) in transmits {
-            self.push(
-                shard,
-                ShardCommand::Transmit {
-                    peer: destination,
-                    datagram,
-                },
-            );
+        for datagram in transmits {
+            self.push(shard, ShardCommand::Transmit { peer, datagram });
+        }
+        if failed_client {
+            // The shard holds an upstream socket and queued plaintext for this source.
+            self.push(shard, ShardCommand::Close { peer });
         }
         if finished {
             self.remove_handshake(peer);
@@ -429,26 +575,41 @@ impl ControlThread {
         }
     }
 
-    fn install(&mut self, shard: usize, keys: SessionKeys) {
+    /// Hands the session's keys to `shard` under `peer` (the client's address in serve
+    /// mode, the local source in connect mode).
+    fn install(&mut self, shard: usize, peer: SocketAddr, keys: SessionKeys) {
         let SessionKeys {
-            peer,
             read,
             write,
             replay_window,
+            heartbeat: peer_mode,
             ..
         } = keys;
+        // RFC 6520 §2: requests only to a peer that said peer_allowed_to_send; answers only
+        // when we said it (a negotiated extension carries both modes).
+        let heartbeat = HeartbeatPolicy {
+            answer: peer_mode.is_some()
+                && self.config.heartbeat == Some(HeartbeatMode::PeerAllowedToSend),
+            probe: peer_mode == Some(HeartbeatMode::PeerAllowedToSend),
+        };
+        let (read_key, write_key) = if self.settings.null_record_protection {
+            (RecordKey::null_baseline(), RecordKey::null_baseline())
+        } else {
+            (read.key, write.key)
+        };
         let command = ShardCommand::InstallKeys {
             peer,
             read: ReadKeys {
                 epoch: read.epoch,
-                key: read.key,
+                key: read_key,
                 replay_window,
             },
             write: WriteKeys {
                 epoch: write.epoch,
-                key: write.key,
+                key: write_key,
                 next_seq: write.next_sequence,
             },
+            heartbeat,
         };
         if self.push(shard, command) {
             self.installed.insert(peer, shard);

@@ -28,6 +28,16 @@ macro_rules! shard_counters {
             $( pub $name: u64, )*
         }
 
+        impl ShardStats {
+            /// Field-by-field sum of two snapshots (e.g. over shards).
+            pub fn sum(a: &Self, b: &Self) -> Self {
+                Self {
+                    $( $name: a.$name.wrapping_add(b.$name), )*
+                    sessions_active: a.sessions_active.wrapping_add(b.sessions_active),
+                }
+            }
+        }
+
         impl ShardCounters {
             /// Reads every counter (each relaxed; the set is not one atomic snapshot).
             pub fn snapshot(&self) -> ShardStats {
@@ -52,11 +62,13 @@ macro_rules! shard_counters {
 }
 
 shard_counters! {
-    /// DTLS datagrams received from peers (GRO segments one by one).
+    /// Datagrams received on the listen socket (GRO segments one by one): DTLS from peers
+    /// in serve mode, plaintext from local sources in connect mode.
     datagrams_in,
     /// Bytes of those datagrams.
     bytes_in,
-    /// DTLS datagrams queued to peers (sealed records, control's transmits).
+    /// Datagrams queued on the listen socket: sealed records and control's flights to peers
+    /// (serve), plaintext to local sources (connect).
     datagrams_out,
     /// Bytes of those datagrams.
     bytes_out,
@@ -64,11 +76,13 @@ shard_counters! {
     records_opened,
     /// Records sealed.
     records_sealed,
-    /// Plaintext datagrams sent to the backend.
+    /// Datagrams sent on upstream sockets: plaintext to the backend (serve), records and
+    /// flights to the server (connect).
     upstream_datagrams_out,
     /// Bytes of those datagrams.
     upstream_bytes_out,
-    /// Plaintext datagrams received from the backend.
+    /// Datagrams received on upstream sockets: backend plaintext (serve), the server's
+    /// records (connect).
     upstream_datagrams_in,
     /// Bytes of those datagrams.
     upstream_bytes_in,
@@ -114,4 +128,20 @@ shard_counters! {
     sessions_expired,
     /// Commands taken from the control queue.
     commands,
+    /// Heartbeat records dropped: malformed, payload_length too large, padding under 16
+    /// bytes (RFC 6520 §4), not negotiated, or a response to no request in flight.
+    drop_heartbeat,
+    /// HeartbeatRequests answered.
+    heartbeats_answered,
+    /// Keepalive HeartbeatRequests sent (first sends and retransmissions).
+    keepalive_sent,
+    /// Keepalive HeartbeatRequests answered.
+    keepalive_answered,
+    /// Sessions closed because keepalive requests went unanswered.
+    sessions_keepalive_timeout,
+    /// Connect mode: handshakes asked of control for new local sources.
+    handshakes_requested,
+    /// Connect mode: plaintext dropped while its source waited for a handshake (per-source
+    /// queue full, too many sources waiting, or the handshake failed).
+    drop_pending,
 }

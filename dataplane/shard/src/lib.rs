@@ -29,6 +29,7 @@
 
 mod counters;
 mod hash;
+mod pending;
 mod queue;
 mod relay;
 mod session;
@@ -37,10 +38,13 @@ mod shard;
 pub use counters::{ShardCounters, ShardStats};
 pub use hash::{AddrHashBuilder, AddrHasher};
 pub use queue::{
-    AeadLimit, CloseReason, ControlInbound, InstallError, ReadKeys, ShardCommand, ShardQueues,
-    WriteKeys,
+    AeadLimit, CloseReason, ControlInbound, HeartbeatPolicy, InstallError, ReadKeys, ShardCommand,
+    ShardQueues, WriteKeys,
 };
-pub use session::{Session, SessionCounters, SessionTable, SlotId, TableFull, connect_upstream};
+pub use relay::RelayMode;
+pub use session::{
+    Probe, Session, SessionCounters, SessionTable, SlotId, TableFull, connect_upstream,
+};
 pub use shard::{Shard, ShardConfig};
 
 /// Errors that stop a shard. All are fatal to the shard's loop (the caller logs and rebuilds

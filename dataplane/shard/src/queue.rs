@@ -40,6 +40,17 @@ pub struct WriteKeys {
     pub next_seq: u64,
 }
 
+/// What a session may do with heartbeats (RFC 6520), from the handshake's negotiation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeartbeatPolicy {
+    /// Answer the peer's HeartbeatRequests: heartbeats were negotiated and we said
+    /// `peer_allowed_to_send`. Otherwise heartbeat records are dropped and counted.
+    pub answer: bool,
+    /// We may send HeartbeatRequests (the peer said `peer_allowed_to_send`, RFC 6520 §2:
+    /// otherwise we "MUST NOT send HeartbeatRequest messages"): keepalive probes use them.
+    pub probe: bool,
+}
+
 /// A command from the control thread to one shard.
 #[derive(Debug)]
 pub enum ShardCommand {
@@ -52,13 +63,19 @@ pub enum ShardCommand {
         read: ReadKeys,
         /// Write state.
         write: WriteKeys,
+        /// Heartbeat permissions of the session.
+        heartbeat: HeartbeatPolicy,
     },
     /// Send close_notify to `peer` and remove its session (no `SessionClosed` comes back).
+    /// In connect mode, a handshake that failed: drop the source's upstream socket and the
+    /// plaintext queued for it.
     Close {
         /// The peer's address.
         peer: SocketAddr,
     },
-    /// Send `datagram` to `peer` as is (a handshake flight built by control).
+    /// Send `datagram` to `peer` as is (a handshake flight built by control). In connect
+    /// mode `peer` is the local source and the datagram goes to the server through that
+    /// source's upstream socket.
     Transmit {
         /// The destination.
         peer: SocketAddr,
@@ -77,6 +94,12 @@ pub enum ControlInbound {
         peer: SocketAddr,
         /// Its bytes.
         datagram: Vec<u8>,
+    },
+    /// Connect mode: local source `peer` sent plaintext and has no session; the shard holds
+    /// an upstream socket for it (and the first datagrams) until `InstallKeys` or `Close`.
+    Open {
+        /// The local source address.
+        peer: SocketAddr,
     },
     /// The shard removed a session on its own (or refused to create it).
     SessionClosed {
@@ -121,6 +144,8 @@ pub enum CloseReason {
     },
     /// No traffic for the configured idle timeout (close_notify sent).
     IdleTimeout,
+    /// The peer answered none of the keepalive HeartbeatRequests (close_notify sent).
+    KeepaliveTimeout,
     /// `InstallKeys` was refused; no session exists.
     Rejected(InstallError),
 }

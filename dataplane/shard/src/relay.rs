@@ -1,6 +1,15 @@
-//! The per-packet paths: peer → backend ([`handle_datagram`]) and backend → peer
-//! ([`drain_upstream`], [`seal_to_peer`]). Nothing here allocates except the copy of a
+//! The per-packet paths of both relay modes. Nothing here allocates except the copy of a
 //! datagram handed to the control thread.
+//!
+//! - Serve: DTLS peer → backend ([`handle_datagram`]: open, plaintext to the session's
+//!   upstream socket) and backend → peer ([`drain_upstream`]: seal into the transmit batch).
+//! - Connect: the server's records arrive on the session's upstream socket
+//!   ([`drain_upstream`]: open, plaintext into the transmit batch to the local source), and
+//!   local plaintext is sealed and sent to the server through that socket
+//!   ([`seal_record`], called by the shard's connect path).
+//!
+//! Heartbeats (RFC 6520) are answered here in both modes; keepalive probes are sent by the
+//! shard's sweep through [`send_heartbeat_request`].
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,6 +21,27 @@ use dtls_io::TxBatch;
 use crate::counters::Tally;
 use crate::queue::{AeadLimit, CloseReason, ControlInbound, ShardQueues};
 use crate::session::{Session, SessionTable, SlotId};
+
+/// Which side of DTLS the shard's listen socket is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayMode {
+    /// `dtlsd serve`: DTLS peers on the listen socket, plaintext on each session's upstream
+    /// socket (to the backend).
+    Serve,
+    /// `dtlsd connect`: plaintext local sources on the listen socket, DTLS on each session's
+    /// upstream socket (to the server).
+    Connect,
+}
+
+/// RFC 6520 §4: HeartbeatMessageType heartbeat_request(1), heartbeat_response(2).
+const HEARTBEAT_REQUEST: u8 = 1;
+const HEARTBEAT_RESPONSE: u8 = 2;
+/// RFC 6520 §4: "The padding_length MUST be at least 16."
+const HEARTBEAT_MIN_PADDING: usize = 16;
+/// type(1) + payload_length(2).
+const HEARTBEAT_HEADER: usize = 3;
+/// Largest sealed record: header, explicit nonce, 2^14 plaintext, tag.
+pub(crate) const MAX_RECORD_LEN: usize = 13 + 8 + MAX_PLAINTEXT_LEN + 16;
 
 /// RFC 5246 §7.2: AlertLevel warning(1), fatal(2); AlertDescription close_notify(0).
 const ALERT_WARNING: u8 = 1;
@@ -25,6 +55,12 @@ pub(crate) struct Out<'a> {
     pub tx: &'a mut TxBatch,
     pub queues: &'a ShardQueues,
     pub tally: &'a mut Tally,
+    pub mode: RelayMode,
+    /// Connect mode: where a record to the server is sealed before its `send`
+    /// ([`MAX_RECORD_LEN`] bytes).
+    pub seal_buf: &'a mut [u8],
+    /// State of the generator of heartbeat padding.
+    pub pad_state: &'a mut u64,
 }
 
 impl Out<'_> {
@@ -69,9 +105,9 @@ fn scan(datagram: &[u8]) -> Scan {
     s
 }
 
-/// One datagram from `source`: open its records with the peer's session and relay the
-/// plaintext upstream; hand what the data plane does not handle to control; count and drop
-/// the rest.
+/// Serve mode: one datagram from `source`: open its records with the peer's session and
+/// relay the plaintext upstream; hand what the data plane does not handle to control; count
+/// and drop the rest.
 pub(crate) fn handle_datagram(
     table: &mut SessionTable,
     out: &mut Out<'_>,
@@ -95,19 +131,36 @@ pub(crate) fn handle_datagram(
         }
         return;
     };
+    handle_protected(table, id, out, now, datagram);
+}
+
+/// A DTLS datagram of a known session (from its peer in serve mode, from the server in
+/// connect mode): handshake content to control, records opened, the session closed when a
+/// record says so.
+fn handle_protected(
+    table: &mut SessionTable,
+    id: SlotId,
+    out: &mut Out<'_>,
+    now: Instant,
+    datagram: &mut [u8],
+) {
+    let found = scan(datagram);
     if found.records == 0 {
         out.tally.drop_malformed += 1;
         return;
     }
+    let Some(peer) = table.session(id).map(|s| s.peer) else {
+        return;
+    };
     if found.for_control {
         // Copied before any record is opened in place.
-        out.forward(source, datagram);
+        out.forward(peer, datagram);
     }
     if found.trailing {
         out.tally.drop_malformed += 1;
     }
     if let Some(reason) = open_records(table, id, out, now, datagram) {
-        close_session(table, out, source, reason);
+        close_session(table, out, peer, reason);
     }
 }
 
@@ -133,6 +186,7 @@ fn open_records(
         }
         if content_type != ContentType::ApplicationData as u8
             && content_type != ContentType::Alert as u8
+            && content_type != ContentType::Heartbeat as u8
         {
             out.tally.drop_unexpected_content += 1;
             continue;
@@ -144,13 +198,17 @@ fn open_records(
                 out.tally.records_opened += 1;
                 session.counters.records_opened += 1;
                 session.last_activity = now;
+                session.last_peer_activity = now;
                 match opened.content_type {
-                    ContentType::ApplicationData => relay_upstream(session, out, opened.plaintext),
+                    ContentType::ApplicationData => {
+                        deliver_plaintext(session, out, opened.plaintext);
+                    }
                     ContentType::Alert => {
                         if let Some(reason) = handle_alert(session, out, opened.plaintext) {
                             return Some(reason);
                         }
                     }
+                    ContentType::Heartbeat => handle_heartbeat(session, out, opened.plaintext),
                     _ => out.tally.drop_unexpected_content += 1,
                 }
             }
@@ -174,14 +232,106 @@ fn open_records(
     None
 }
 
-fn relay_upstream(session: &mut Session, out: &mut Out<'_>, plaintext: &[u8]) {
-    match session.upstream.send(plaintext) {
-        Ok(n) => {
-            out.tally.upstream_datagrams_out += 1;
-            out.tally.upstream_bytes_out += n as u64;
-            session.counters.plaintext_in += n as u64;
+/// An opened application-data record: to the backend (serve) or to the local source
+/// (connect).
+fn deliver_plaintext(session: &mut Session, out: &mut Out<'_>, plaintext: &[u8]) {
+    match out.mode {
+        RelayMode::Serve => match session.upstream.send(plaintext) {
+            Ok(n) => {
+                out.tally.upstream_datagrams_out += 1;
+                out.tally.upstream_bytes_out += n as u64;
+                session.counters.plaintext_in += n as u64;
+            }
+            Err(_) => out.tally.upstream_send_errors += 1,
+        },
+        RelayMode::Connect => match out.tx.push(session.peer, plaintext) {
+            Ok(()) => {
+                out.tally.datagrams_out += 1;
+                out.tally.bytes_out += plaintext.len() as u64;
+                session.counters.plaintext_in += plaintext.len() as u64;
+            }
+            Err(_) => out.tally.drop_tx_full += 1,
+        },
+    }
+}
+
+/// An authenticated heartbeat message (RFC 6520 §4).
+fn handle_heartbeat(session: &mut Session, out: &mut Out<'_>, message: &[u8]) {
+    let Some((&kind, rest)) = message.split_first() else {
+        out.tally.drop_heartbeat += 1;
+        return;
+    };
+    let Some(payload_len) = rest
+        .get(..2)
+        .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
+    else {
+        out.tally.drop_heartbeat += 1;
+        return;
+    };
+    // RFC 6520 §4: "If the payload_length of a received HeartbeatMessage is too large, the
+    // received HeartbeatMessage MUST be discarded silently." The padding "MUST be at least
+    // 16" bytes.
+    if HEARTBEAT_HEADER + payload_len + HEARTBEAT_MIN_PADDING > message.len() {
+        out.tally.drop_heartbeat += 1;
+        return;
+    }
+    let payload = &message[HEARTBEAT_HEADER..HEARTBEAT_HEADER + payload_len];
+    match kind {
+        HEARTBEAT_REQUEST if session.heartbeat.answer => {
+            // RFC 6520 §4: "the receiver MUST send a corresponding HeartbeatResponse message
+            // carrying an exact copy of the payload of the received HeartbeatRequest."
+            let mut response = [0u8; MAX_PLAINTEXT_LEN];
+            let len = HEARTBEAT_HEADER + payload_len + HEARTBEAT_MIN_PADDING;
+            let Some(dst) = response.get_mut(..len) else {
+                out.tally.drop_heartbeat += 1;
+                return;
+            };
+            dst[0] = HEARTBEAT_RESPONSE;
+            dst[1..3].copy_from_slice(&message[1..3]);
+            dst[HEARTBEAT_HEADER..HEARTBEAT_HEADER + payload_len].copy_from_slice(payload);
+            fill_padding(out.pad_state, &mut dst[HEARTBEAT_HEADER + payload_len..]);
+            if seal_record(session, out, ContentType::Heartbeat, dst) {
+                out.tally.heartbeats_answered += 1;
+            }
         }
-        Err(_) => out.tally.upstream_send_errors += 1,
+        HEARTBEAT_RESPONSE => {
+            // RFC 6520 §3: only a response to the request in flight counts.
+            match session.probe {
+                Some(probe) if payload == probe.payload.to_be_bytes() => {
+                    session.probe = None;
+                    out.tally.keepalive_answered += 1;
+                }
+                _ => out.tally.drop_heartbeat += 1,
+            }
+        }
+        _ => out.tally.drop_heartbeat += 1,
+    }
+}
+
+/// Sends (or resends: RFC 6520 §3 "retransmitted using the same payload") the session's
+/// keepalive HeartbeatRequest carrying `payload`.
+pub(crate) fn send_heartbeat_request(session: &mut Session, out: &mut Out<'_>, payload: u64) {
+    let mut message = [0u8; HEARTBEAT_HEADER + 8 + HEARTBEAT_MIN_PADDING];
+    message[0] = HEARTBEAT_REQUEST;
+    message[1..3].copy_from_slice(&8u16.to_be_bytes());
+    message[3..11].copy_from_slice(&payload.to_be_bytes());
+    fill_padding(out.pad_state, &mut message[11..]);
+    if seal_record(session, out, ContentType::Heartbeat, &message) {
+        out.tally.keepalive_sent += 1;
+    }
+}
+
+/// RFC 6520 §4: "The padding is random content". SplitMix64: the padding is encrypted and
+/// ignored by the receiver; it needs no secrecy of its own, only not to be a constant.
+fn fill_padding(state: &mut u64, padding: &mut [u8]) {
+    for chunk in padding.chunks_mut(8) {
+        *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let bytes = z.to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
     }
 }
 
@@ -208,7 +358,7 @@ fn handle_alert(session: &mut Session, out: &mut Out<'_>, alert: &[u8]) -> Optio
     if description == CLOSE_NOTIFY {
         // RFC 5246 §7.2.1: "the other party MUST respond with a close_notify alert of its
         // own and close down the connection immediately".
-        seal_to_peer(
+        seal_record(
             session,
             out,
             ContentType::Alert,
@@ -238,9 +388,10 @@ pub(crate) fn close_session(
     }
 }
 
-/// Seals `plaintext` as one record to the session's peer straight into the transmit batch.
-/// Returns whether a record was queued.
-pub(crate) fn seal_to_peer(
+/// Seals `plaintext` as one record of the session: straight into the transmit batch to the
+/// peer (serve), or into the seal buffer and out through the upstream socket to the server
+/// (connect). Returns whether a record was queued or sent.
+pub(crate) fn seal_record(
     session: &mut Session,
     out: &mut Out<'_>,
     content_type: ContentType,
@@ -263,6 +414,9 @@ pub(crate) fn seal_to_peer(
     if len > MAX_PLAINTEXT_LEN || record_len > out.tx.max_datagram() {
         out.tally.drop_oversize += 1;
         return false;
+    }
+    if out.mode == RelayMode::Connect {
+        return seal_upstream(session, out, content_type, plaintext, record_len);
     }
     let at = session.sealer.plaintext_offset();
     let sealer = &mut session.sealer;
@@ -300,6 +454,45 @@ pub(crate) fn seal_to_peer(
     }
 }
 
+/// Connect mode: seals into the seal buffer and sends on the session's upstream socket.
+fn seal_upstream(
+    session: &mut Session,
+    out: &mut Out<'_>,
+    content_type: ContentType,
+    plaintext: &[u8],
+    record_len: usize,
+) -> bool {
+    let len = plaintext.len();
+    let at = session.sealer.plaintext_offset();
+    let Some(buf) = out.seal_buf.get_mut(..record_len) else {
+        out.tally.drop_oversize += 1;
+        return false;
+    };
+    let Some(dst) = buf.get_mut(at..at + len) else {
+        out.tally.drop_oversize += 1;
+        return false;
+    };
+    dst.copy_from_slice(plaintext);
+    let Ok(n) = session.sealer.seal(content_type, DTLS_1_2, buf, len) else {
+        out.tally.seal_failed += 1;
+        return false;
+    };
+    out.tally.records_sealed += 1;
+    session.counters.records_sealed += 1;
+    match session.upstream.send(&buf[..n]) {
+        Ok(sent) => {
+            out.tally.upstream_datagrams_out += 1;
+            out.tally.upstream_bytes_out += sent as u64;
+            session.counters.plaintext_out += len as u64;
+            true
+        }
+        Err(_) => {
+            out.tally.upstream_send_errors += 1;
+            false
+        }
+    }
+}
+
 /// How a drain of one upstream socket ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Drained {
@@ -309,8 +502,9 @@ pub(crate) enum Drained {
     More,
 }
 
-/// Relays up to `budget` backend datagrams of session `id` to its peer, each sealed into
-/// the transmit batch. `scratch` must hold the largest UDP payload (65,507 bytes).
+/// Relays up to `budget` datagrams from session `id`'s upstream socket: backend plaintext
+/// sealed to the peer (serve), or the server's records opened and delivered to the local
+/// source (connect). `scratch` must hold the largest UDP payload (65,507 bytes).
 pub(crate) fn drain_upstream(
     table: &mut SessionTable,
     id: SlotId,
@@ -319,20 +513,27 @@ pub(crate) fn drain_upstream(
     scratch: &mut [u8],
     budget: usize,
 ) -> Drained {
-    let Some(session) = table.session_mut(id) else {
-        return Drained::Empty;
-    };
     for _ in 0..budget {
         if out.tx.is_full() {
             return Drained::More;
         }
+        let Some(session) = table.session_mut(id) else {
+            return Drained::Empty;
+        };
         match session.upstream.recv(scratch) {
             Ok(n) => {
                 out.tally.upstream_datagrams_in += 1;
                 out.tally.upstream_bytes_in += n as u64;
-                session.last_activity = now;
-                let plaintext = scratch.get(..n).unwrap_or(&[]);
-                seal_to_peer(session, out, ContentType::ApplicationData, plaintext);
+                let Some(datagram) = scratch.get_mut(..n) else {
+                    continue;
+                };
+                match out.mode {
+                    RelayMode::Serve => {
+                        session.last_activity = now;
+                        seal_record(session, out, ContentType::ApplicationData, datagram);
+                    }
+                    RelayMode::Connect => handle_protected(table, id, out, now, datagram),
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Drained::Empty,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

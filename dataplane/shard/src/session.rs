@@ -16,6 +16,11 @@ use std::time::{Duration, Instant};
 use dataplane::record::{Opener, Sealer};
 
 use crate::hash::AddrHashBuilder;
+use crate::queue::HeartbeatPolicy;
+
+/// Slot generations stay below 2^31, so a slot's epoll token never has its top bit set
+/// (the shard's other tokens do).
+const GENERATION_MASK: u32 = 0x7fff_ffff;
 
 /// Where a session lives: slot index and the slot's generation at insertion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,19 +59,39 @@ pub struct SessionCounters {
     pub drops: u64,
 }
 
+/// A keepalive HeartbeatRequest in flight (RFC 6520 §3: at most one at a time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    /// Its payload (a per-session counter), which the response must echo.
+    pub payload: u64,
+    /// Times it was sent (first send and retransmissions).
+    pub sent: u8,
+    /// When it was last sent.
+    pub at: Instant,
+}
+
 /// One DTLS session of a shard.
 #[derive(Debug)]
 pub struct Session {
-    /// The peer's address (the table key).
+    /// The table key: the DTLS peer's address (serve) or the local source's (connect).
     pub peer: SocketAddr,
     /// Read state of the current epoch.
     pub opener: Opener,
     /// Write state of the current epoch.
     pub sealer: Sealer,
-    /// This session's own socket to the backend (nonblocking, connected).
+    /// This session's own connected, nonblocking socket: to the backend (serve) or to the
+    /// DTLS server (connect).
     pub upstream: UdpSocket,
-    /// Last authenticated record from the peer or datagram from the backend.
+    /// Last authenticated record from the DTLS peer or plaintext datagram either way.
     pub last_activity: Instant,
+    /// Last authenticated record from the DTLS peer (what keepalive watches).
+    pub last_peer_activity: Instant,
+    /// Heartbeat permissions negotiated in the handshake.
+    pub heartbeat: HeartbeatPolicy,
+    /// The keepalive request in flight, if any.
+    pub probe: Option<Probe>,
+    /// Payload of the next new keepalive request.
+    pub(crate) next_probe: u64,
     /// Counters.
     pub counters: SessionCounters,
     /// An `AeadLimitReached` was sent for the current keys.
@@ -90,6 +115,10 @@ impl Session {
             sealer,
             upstream,
             last_activity: now,
+            last_peer_activity: now,
+            heartbeat: HeartbeatPolicy::default(),
+            probe: None,
+            next_probe: 0,
             counters: SessionCounters::default(),
             limit_reported: false,
             ready: false,
@@ -239,7 +268,7 @@ impl SessionTable {
             return None;
         }
         let session = slot.session.take()?;
-        slot.generation = slot.generation.wrapping_add(1);
+        slot.generation = slot.generation.wrapping_add(1) & GENERATION_MASK;
         self.free.push(id.index);
         Some(session)
     }
@@ -270,6 +299,17 @@ impl SessionTable {
             }
         }
         expired
+    }
+
+    /// The session in slot `index` (any generation) and its id: for sweeps that visit every
+    /// slot and may act on each session.
+    pub(crate) fn slot_mut(&mut self, index: usize) -> Option<(SlotId, &mut Session)> {
+        let slot = self.slots.get_mut(index)?;
+        let id = SlotId {
+            index: u32::try_from(index).ok()?,
+            generation: slot.generation,
+        };
+        slot.session.as_mut().map(|s| (id, s))
     }
 
     /// Every session, in slot order.

@@ -13,11 +13,17 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::Error;
 use crate::counters::{ShardCounters, ShardStats, Tally};
+use crate::pending::{MAX_QUEUED, PENDING_TOKEN_BIT, Pending, PendingTable};
 use crate::queue::{
-    CloseReason, ControlInbound, InstallError, ReadKeys, ShardCommand, ShardQueues, WriteKeys,
+    CloseReason, ControlInbound, HeartbeatPolicy, InstallError, ReadKeys, ShardCommand,
+    ShardQueues, WriteKeys,
 };
-use crate::relay::{self, Drained, Out};
-use crate::session::{Session, SessionTable, SlotId, connect_upstream};
+use crate::relay::{self, Drained, MAX_RECORD_LEN, Out, RelayMode};
+use crate::session::{Probe, Session, SessionTable, SlotId, connect_upstream};
+
+/// Keepalive requests sent (first send and retransmissions) without an answer before the
+/// session is closed.
+const KEEPALIVE_PROBES: u8 = 3;
 
 /// Largest UDP payload (IPv4): the upstream receive buffer size.
 const MAX_UDP_PAYLOAD: usize = 65_507;
@@ -25,8 +31,11 @@ const MAX_UDP_PAYLOAD: usize = 65_507;
 /// How a shard is set up.
 #[derive(Debug, Clone, Copy)]
 pub struct ShardConfig {
-    /// Where each session's plaintext goes (one upstream socket per session).
-    pub backend: SocketAddr,
+    /// Which side of DTLS the listen socket is on.
+    pub mode: RelayMode,
+    /// Where each session's upstream socket is connected: the plaintext backend (serve) or
+    /// the DTLS server (connect).
+    pub upstream: SocketAddr,
     /// The io backend and its batch sizes.
     pub io: IoConfig,
     /// Most sessions (the table and upstream ready list are sized for it).
@@ -45,13 +54,23 @@ pub struct ShardConfig {
     pub recv_wait: Duration,
     /// Most backend datagrams relayed per session per turn (fairness between sessions).
     pub upstream_budget: usize,
+    /// Send a keepalive HeartbeatRequest to a peer silent for this long (only where the
+    /// peer allows requests, RFC 6520 §2); a session whose peer answers none of
+    /// three requests, one interval apart, is closed. `None`: no probes.
+    pub keepalive: Option<Duration>,
 }
 
 impl ShardConfig {
-    /// Defaults for relaying to `backend`.
+    /// Defaults for serve mode, relaying to `backend`.
     pub fn new(backend: SocketAddr) -> Self {
+        Self::with_mode(RelayMode::Serve, backend)
+    }
+
+    /// Defaults for `mode` with upstream sockets connected to `upstream`.
+    pub fn with_mode(mode: RelayMode, upstream: SocketAddr) -> Self {
         Self {
-            backend,
+            mode,
+            upstream,
             io: IoConfig::default(),
             max_sessions: 4096,
             idle_timeout: Duration::from_secs(300),
@@ -60,6 +79,7 @@ impl ShardConfig {
             max_datagram: 1472,
             recv_wait: Duration::from_millis(1),
             upstream_budget: 16,
+            keepalive: None,
         }
     }
 }
@@ -72,6 +92,8 @@ pub struct Shard {
     io: UdpIo,
     tx: TxBatch,
     table: SessionTable,
+    /// Connect mode: local sources waiting for their handshake.
+    pending: PendingTable,
     queues: Arc<ShardQueues>,
     counters: Arc<ShardCounters>,
     tally: Tally,
@@ -80,6 +102,9 @@ pub struct Shard {
     /// Sessions whose upstream socket may still hold datagrams (epoll is edge-triggered).
     ready: Vec<SlotId>,
     scratch: Box<[u8]>,
+    /// Connect mode: where records to the server are sealed.
+    seal_buf: Box<[u8]>,
+    pad_state: u64,
     config: ShardConfig,
     next_sweep: Option<Instant>,
     /// The last turn's receive returned datagrams (there may be more: do not sleep).
@@ -113,6 +138,7 @@ impl Shard {
             tx: TxBatch::new(config.tx_batch, config.max_datagram, io.gso()),
             io,
             table: SessionTable::with_capacity(max_sessions),
+            pending: PendingTable::with_capacity(max_sessions),
             queues,
             counters: Arc::new(ShardCounters::default()),
             tally: Tally::default(),
@@ -122,6 +148,11 @@ impl Shard {
             // pass (at most one per slot) are dropped on the next pass: 2x never grows.
             ready: Vec::with_capacity(max_sessions.saturating_mul(2)),
             scratch: vec![0; MAX_UDP_PAYLOAD].into_boxed_slice(),
+            seal_buf: match config.mode {
+                RelayMode::Serve => Box::default(),
+                RelayMode::Connect => vec![0; MAX_RECORD_LEN].into_boxed_slice(),
+            },
+            pad_state: pad_seed(),
             config,
             next_sweep: None,
             received: false,
@@ -202,18 +233,54 @@ impl Shard {
             io,
             tx,
             table,
+            pending,
             queues,
             tally,
+            seal_buf,
+            pad_state,
+            poll,
+            config,
             ..
         } = self;
         let batch = io.flush_and_poll_recv(tx, Duration::ZERO)?;
         self.received = !batch.is_empty();
-        let mut out = Out { tx, queues, tally };
+        let mut out = Out {
+            tx,
+            queues,
+            tally,
+            mode: config.mode,
+            seal_buf,
+            pad_state,
+        };
         for d in batch.iter_mut() {
-            relay::handle_datagram(table, &mut out, now, d.source, d.payload);
+            match config.mode {
+                RelayMode::Serve => {
+                    relay::handle_datagram(table, &mut out, now, d.source, d.payload);
+                }
+                RelayMode::Connect => {
+                    let waiting = Waiting {
+                        pending,
+                        poll,
+                        upstream: config.upstream,
+                    };
+                    handle_local(table, waiting, &mut out, now, d.source, d.payload);
+                }
+            }
         }
         self.counters.absorb(&mut self.tally, self.table.len());
         Ok(())
+    }
+
+    /// The per-turn writer over this shard's batch, queues and tally.
+    fn out(&mut self) -> Out<'_> {
+        Out {
+            tx: &mut self.tx,
+            queues: &self.queues,
+            tally: &mut self.tally,
+            mode: self.config.mode,
+            seal_buf: &mut self.seal_buf,
+            pad_state: &mut self.pad_state,
+        }
     }
 
     fn handle_commands(&mut self, now: Instant) {
@@ -224,36 +291,76 @@ impl Shard {
             };
             self.tally.commands += 1;
             match command {
-                ShardCommand::InstallKeys { peer, read, write } => {
-                    self.install(now, peer, read, write);
+                ShardCommand::InstallKeys {
+                    peer,
+                    read,
+                    write,
+                    heartbeat,
+                } => {
+                    self.install(now, peer, read, write, heartbeat);
                 }
                 ShardCommand::Close { peer } => {
-                    let mut out = Out {
-                        tx: &mut self.tx,
-                        queues: &self.queues,
-                        tally: &mut self.tally,
-                    };
+                    if let Some(p) = self.pending.remove(&peer) {
+                        self.tally.drop_pending += p.queued.len() as u64;
+                    }
                     if let Some(mut session) = self.table.remove(&peer) {
+                        let mut out = self.out();
                         send_close_notify(&mut session, &mut out);
                         out.tally.sessions_closed += 1;
                     }
                 }
-                ShardCommand::Transmit { peer, datagram } => {
-                    if self.tx.push(peer, &datagram).is_ok() {
-                        self.tally.datagrams_out += 1;
-                        self.tally.bytes_out += datagram.len() as u64;
-                    } else {
-                        self.tally.drop_tx_full += 1;
-                    }
-                }
+                ShardCommand::Transmit { peer, datagram } => self.transmit(peer, &datagram),
             }
         }
     }
 
-    fn install(&mut self, now: Instant, peer: SocketAddr, read: ReadKeys, write: WriteKeys) {
-        match self.try_install(now, peer, read, write) {
-            Ok(()) => {}
+    /// A handshake datagram from control: to the peer through the listen socket (serve), or
+    /// to the server through the source's upstream socket (connect).
+    fn transmit(&mut self, peer: SocketAddr, datagram: &[u8]) {
+        let socket = match self.config.mode {
+            RelayMode::Serve => {
+                if self.tx.push(peer, datagram).is_ok() {
+                    self.tally.datagrams_out += 1;
+                    self.tally.bytes_out += datagram.len() as u64;
+                } else {
+                    self.tally.drop_tx_full += 1;
+                }
+                return;
+            }
+            RelayMode::Connect => match self.pending.get_mut(&peer) {
+                Some(p) => &p.upstream,
+                None => match self.table.find_mut(&peer) {
+                    Some(s) => &s.upstream,
+                    None => {
+                        self.tally.drop_unknown_session += 1;
+                        return;
+                    }
+                },
+            },
+        };
+        match socket.send(datagram) {
+            Ok(n) => {
+                self.tally.upstream_datagrams_out += 1;
+                self.tally.upstream_bytes_out += n as u64;
+            }
+            Err(_) => self.tally.upstream_send_errors += 1,
+        }
+    }
+
+    fn install(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        read: ReadKeys,
+        write: WriteKeys,
+        heartbeat: HeartbeatPolicy,
+    ) {
+        match self.try_install(now, peer, read, write, heartbeat) {
+            Ok(queued) => self.flush_queued(peer, queued),
             Err(e) => {
+                if let Some(p) = self.pending.remove(&peer) {
+                    self.tally.drop_pending += p.queued.len() as u64;
+                }
                 self.tally.install_failed += 1;
                 let message = ControlInbound::SessionClosed {
                     peer,
@@ -266,13 +373,35 @@ impl Shard {
         }
     }
 
+    /// Connect mode: seals and sends what the source sent while its handshake ran (empty
+    /// in serve mode).
+    fn flush_queued(&mut self, peer: SocketAddr, queued: Vec<Vec<u8>>) {
+        let Some(id) = self.table.lookup(&peer) else {
+            return;
+        };
+        let mut out = Out {
+            tx: &mut self.tx,
+            queues: &self.queues,
+            tally: &mut self.tally,
+            mode: self.config.mode,
+            seal_buf: &mut self.seal_buf,
+            pad_state: &mut self.pad_state,
+        };
+        for plaintext in queued {
+            if let Some(session) = self.table.session_mut(id) {
+                relay::seal_record(session, &mut out, ContentType::ApplicationData, &plaintext);
+            }
+        }
+    }
+
     fn try_install(
         &mut self,
         now: Instant,
         peer: SocketAddr,
         read: ReadKeys,
         write: WriteKeys,
-    ) -> Result<(), InstallError> {
+        heartbeat: HeartbeatPolicy,
+    ) -> Result<Vec<Vec<u8>>, InstallError> {
         // RFC 6347 §4.1: epoch 0 is the initial null-protection state; keys start at 1.
         if read.epoch == 0 || write.epoch == 0 {
             return Err(InstallError::EpochZero);
@@ -282,17 +411,36 @@ impl Shard {
         let sealer = Sealer::new(write.epoch, write.key, write.next_seq)?;
         if let Some(session) = self.table.find_mut(&peer) {
             session.rekey(opener, sealer);
+            session.heartbeat = heartbeat;
             self.tally.sessions_rekeyed += 1;
-            return Ok(());
+            return Ok(Vec::new());
         }
         if self.table.len() >= self.table.capacity() {
             return Err(InstallError::TableFull {
                 capacity: self.table.capacity(),
             });
         }
-        let upstream =
-            connect_upstream(self.config.backend).map_err(|e| InstallError::Upstream(e.kind()))?;
-        let session = Session::new(peer, opener, sealer, upstream, now);
+        let (upstream, queued) = match self.config.mode {
+            RelayMode::Serve => (
+                connect_upstream(self.config.upstream)
+                    .map_err(|e| InstallError::Upstream(e.kind()))?,
+                Vec::new(),
+            ),
+            // The handshake ran over the source's own socket: the server knows its port.
+            RelayMode::Connect => match self.pending.remove(&peer) {
+                Some(p) => {
+                    // Re-registered below under the slot's token.
+                    let _ = self
+                        .poll
+                        .registry()
+                        .deregister(&mut SourceFd(&p.upstream.as_raw_fd()));
+                    (p.upstream, p.queued)
+                }
+                None => return Err(InstallError::Upstream(std::io::ErrorKind::NotFound)),
+            },
+        };
+        let mut session = Session::new(peer, opener, sealer, upstream, now);
+        session.heartbeat = heartbeat;
         let (id, _) = self
             .table
             .insert(session)
@@ -312,7 +460,16 @@ impl Shard {
             return Err(InstallError::Upstream(e.kind()));
         }
         self.tally.sessions_installed += 1;
-        Ok(())
+        if self.config.mode == RelayMode::Connect {
+            // Datagrams that arrived between the deregistration and now raised no edge.
+            if let Some(s) = self.table.session_mut(id)
+                && !s.ready
+            {
+                s.ready = true;
+                self.ready.push(id);
+            }
+        }
+        Ok(queued)
     }
 
     /// Collects readiness (one `epoll_wait` of at most `wait`) and relays what the ready
@@ -327,6 +484,18 @@ impl Shard {
             if event.token() == LISTEN {
                 continue; // the receive below runs every turn
             }
+            if event.token().0 & PENDING_TOKEN_BIT != 0 {
+                if let Some(peer) = self.pending.peer_of(event.token().0) {
+                    drain_waiting(
+                        &self.pending,
+                        &self.queues,
+                        &mut self.tally,
+                        peer,
+                        &mut self.scratch,
+                    );
+                }
+                continue;
+            }
             let id = SlotId::from_token(event.token().0);
             if let Some(session) = self.table.session_mut(id)
                 && !session.ready
@@ -339,6 +508,9 @@ impl Shard {
             tx: &mut self.tx,
             queues: &self.queues,
             tally: &mut self.tally,
+            mode: self.config.mode,
+            seal_buf: &mut self.seal_buf,
+            pad_state: &mut self.pad_state,
         };
         let mut i = 0;
         while i < self.ready.len() {
@@ -364,11 +536,73 @@ impl Shard {
         Ok(())
     }
 
-    fn sweep(&mut self, now: Instant) {
+    /// Keepalive (RFC 6520 §3): a peer silent for `interval` gets a HeartbeatRequest; an
+    /// unanswered one is resent with the same payload each `interval` while the peer stays
+    /// silent, and after [`KEEPALIVE_PROBES`] sends the session is closed. At most one
+    /// request is in flight per session.
+    fn keepalive(&mut self, now: Instant, interval: Duration) {
         let mut out = Out {
             tx: &mut self.tx,
             queues: &self.queues,
             tally: &mut self.tally,
+            mode: self.config.mode,
+            seal_buf: &mut self.seal_buf,
+            pad_state: &mut self.pad_state,
+        };
+        for index in 0..self.table.capacity() {
+            let Some((_, session)) = self.table.slot_mut(index) else {
+                continue;
+            };
+            if !session.heartbeat.probe
+                || now.saturating_duration_since(session.last_peer_activity) < interval
+            {
+                continue;
+            }
+            let payload = match session.probe {
+                None => {
+                    session.next_probe = session.next_probe.wrapping_add(1);
+                    session.probe = Some(Probe {
+                        payload: session.next_probe,
+                        sent: 0,
+                        at: now,
+                    });
+                    session.next_probe
+                }
+                Some(p) if now.saturating_duration_since(p.at) < interval => continue,
+                Some(p) if p.sent >= KEEPALIVE_PROBES => {
+                    let peer = session.peer;
+                    if let Some(mut session) = self.table.remove(&peer) {
+                        send_close_notify(&mut session, &mut out);
+                        out.tally.sessions_keepalive_timeout += 1;
+                        out.report(ControlInbound::SessionClosed {
+                            peer,
+                            reason: CloseReason::KeepaliveTimeout,
+                        });
+                    }
+                    continue;
+                }
+                Some(p) => p.payload,
+            };
+            if let Some(p) = &mut session.probe {
+                p.sent += 1;
+                p.at = now;
+            }
+            relay::send_heartbeat_request(session, &mut out, payload);
+        }
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        self.tally.drop_pending += self.pending.expire(now) as u64;
+        if let Some(interval) = self.config.keepalive {
+            self.keepalive(now, interval);
+        }
+        let mut out = Out {
+            tx: &mut self.tx,
+            queues: &self.queues,
+            tally: &mut self.tally,
+            mode: self.config.mode,
+            seal_buf: &mut self.seal_buf,
+            pad_state: &mut self.pad_state,
         };
         self.table
             .expire_idle(now, self.config.idle_timeout, |mut session| {
@@ -385,5 +619,116 @@ impl Shard {
 /// RFC 5246 §7.2.1: close_notify before closing the write side.
 fn send_close_notify(session: &mut Session, out: &mut Out<'_>) {
     // AlertLevel warning(1), AlertDescription close_notify(0).
-    relay::seal_to_peer(session, out, ContentType::Alert, &[1, 0]);
+    relay::seal_record(session, out, ContentType::Alert, &[1, 0]);
+}
+
+/// What the connect path needs to make a source wait for its handshake.
+struct Waiting<'a> {
+    pending: &'a mut PendingTable,
+    poll: &'a Poll,
+    upstream: SocketAddr,
+}
+
+/// Connect mode: one plaintext datagram from local `source`: sealed to the server when the
+/// source has a session, queued while its handshake runs, or the start of one.
+fn handle_local(
+    table: &mut SessionTable,
+    waiting: Waiting<'_>,
+    out: &mut Out<'_>,
+    now: Instant,
+    source: SocketAddr,
+    plaintext: &mut [u8],
+) {
+    out.tally.datagrams_in += 1;
+    out.tally.bytes_in += plaintext.len() as u64;
+    if let Some(session) = table.find_mut(&source) {
+        session.last_activity = now;
+        relay::seal_record(session, out, ContentType::ApplicationData, plaintext);
+        return;
+    }
+    if let Some(p) = waiting.pending.get_mut(&source) {
+        if p.queued.len() < MAX_QUEUED {
+            p.queued.push(plaintext.to_vec());
+        } else {
+            out.tally.drop_pending += 1;
+        }
+        return;
+    }
+    if waiting.pending.is_full() || table.len() + waiting.pending.len() >= table.capacity() {
+        out.tally.drop_pending += 1;
+        return;
+    }
+    let Ok(upstream) = connect_upstream(waiting.upstream) else {
+        out.tally.upstream_send_errors += 1;
+        out.tally.drop_pending += 1;
+        return;
+    };
+    let token = waiting.pending.next_token();
+    if waiting
+        .poll
+        .registry()
+        .register(
+            &mut SourceFd(&upstream.as_raw_fd()),
+            Token(token),
+            Interest::READABLE,
+        )
+        .is_err()
+    {
+        out.tally.drop_pending += 1;
+        return;
+    }
+    waiting.pending.insert(
+        source,
+        Pending {
+            upstream,
+            token,
+            queued: vec![plaintext.to_vec()],
+            since: now,
+        },
+    );
+    out.tally.handshakes_requested += 1;
+    out.report(ControlInbound::Open { peer: source });
+}
+
+/// Connect mode: every datagram the server sent to a waiting source goes to control (its
+/// handshake engine). Edge-triggered: read until the socket is empty.
+fn drain_waiting(
+    pending: &PendingTable,
+    queues: &ShardQueues,
+    tally: &mut Tally,
+    peer: SocketAddr,
+    scratch: &mut [u8],
+) {
+    let Some(p) = pending.get(&peer) else {
+        return;
+    };
+    loop {
+        match p.upstream.recv(scratch) {
+            Ok(n) => {
+                tally.upstream_datagrams_in += 1;
+                tally.upstream_bytes_in += n as u64;
+                tally.handshake_forwarded += 1;
+                let message = ControlInbound::Handshake {
+                    peer,
+                    datagram: scratch.get(..n).unwrap_or(&[]).to_vec(),
+                };
+                if queues.push_inbound(message).is_err() {
+                    tally.drop_queue_full += 1;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            // E.g. ECONNREFUSED (no server yet): reported once, counted; the socket stays
+            // usable and the handshake retransmits.
+            Err(_) => tally.upstream_recv_errors += 1,
+        }
+    }
+}
+
+/// A seed for heartbeat padding: std's per-process random hash keys.
+fn pad_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x6865_6172_7462_6561);
+    h.finish()
 }

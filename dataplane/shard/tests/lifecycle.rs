@@ -10,8 +10,8 @@ use common::*;
 use dataplane::record::{ContentType, MAX_SEQUENCE, Opener, ReplayWindow, Sealer};
 use dtls_io::IoMode;
 use dtls_shard::{
-    AeadLimit, CloseReason, ControlInbound, InstallError, ReadKeys, Shard, ShardCommand,
-    ShardConfig, ShardQueues, WriteKeys,
+    AeadLimit, CloseReason, ControlInbound, HeartbeatPolicy, InstallError, ReadKeys, Shard,
+    ShardCommand, ShardConfig, ShardQueues, WriteKeys,
 };
 
 const CLOSE_NOTIFY: [u8; 2] = [1, 0];
@@ -289,6 +289,7 @@ fn rekey_switches_both_directions_to_the_new_epoch() {
                     key: key(201),
                     next_seq: 0,
                 },
+                heartbeat: HeartbeatPolicy::default(),
             })
             .expect("room");
         assert!(turn_until(&mut shard, |s| s.stats().sessions_rekeyed == 1));

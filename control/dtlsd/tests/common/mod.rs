@@ -180,6 +180,23 @@ fn spawn_serve(listen: SocketAddr, backend: SocketAddr, pki: &TempDir, extra: &[
         .expect("spawn dtlsd serve")
 }
 
+/// Spawns `dtlsd connect` to `server`, trusting the test CA for the name `localhost`, with
+/// `extra` arguments, stderr piped.
+fn spawn_connect(listen: SocketAddr, server: SocketAddr, pki: &TempDir, extra: &[&str]) -> Child {
+    Command::new(DTLSD)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .args(["connect", "--listen", &listen.to_string()])
+        .args(["--server", &server.to_string()])
+        .args(["--ca", &pki.file("ca.pem"), "--server-name", "localhost"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn dtlsd connect")
+}
+
 /// Spawns `dtlsd serve --shards 2 --metrics <metrics>`.
 pub fn spawn_daemon(
     listen: SocketAddr,
@@ -195,7 +212,12 @@ pub fn spawn_daemon(
     )
 }
 
-/// A running `dtlsd serve --shards 2`, killed on drop.
+/// What `dtlsd serve` logs once it listens.
+const SERVE_READY: &str = "dtlsd serve listening";
+/// What `dtlsd connect` logs once it listens.
+const CONNECT_READY: &str = "dtlsd connect listening";
+
+/// A running `dtlsd serve` or `dtlsd connect`, killed on drop.
 pub struct Daemon {
     child: Child,
     stderr: Arc<Mutex<String>>,
@@ -211,15 +233,37 @@ impl Daemon {
 
     /// Starts `dtlsd serve --io <io> --shards 2` on a free port.
     pub fn start(backend: SocketAddr, pki: &TempDir, io: &str) -> Self {
-        Self::start_on(|| {
+        Self::start_serve(backend, pki, &["--io", io, "--shards", "2"])
+    }
+
+    /// Starts `dtlsd serve` with `extra` arguments on a free port.
+    pub fn start_serve(backend: SocketAddr, pki: &TempDir, extra: &[&str]) -> Self {
+        Self::start_on(SERVE_READY, || {
             let listen = free_udp_addr();
-            (listen, None, Self::spawn(listen, backend, pki, io))
+            (listen, None, spawn_serve(listen, backend, pki, extra))
         })
+    }
+
+    /// Starts `dtlsd connect` to `server` with `extra` arguments on a free port.
+    pub fn start_connect(server: SocketAddr, pki: &TempDir, extra: &[&str]) -> Self {
+        Self::start_on(CONNECT_READY, || {
+            let listen = free_udp_addr();
+            (listen, None, spawn_connect(listen, server, pki, extra))
+        })
+    }
+
+    /// Sends `signal` (e.g. "HUP") to the daemon.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
     }
 
     /// Starts `dtlsd serve --shards 2 --metrics <addr>` on free UDP and TCP ports.
     pub fn start_with_metrics(backend: SocketAddr, pki: &TempDir) -> Self {
-        Self::start_on(|| {
+        Self::start_on(SERVE_READY, || {
             let (listen, metrics) = (free_udp_addr(), free_tcp_addr());
             (
                 listen,
@@ -231,7 +275,10 @@ impl Daemon {
 
     /// Starts the daemon `spawn` gives on free ports; retries on new ports when another
     /// process took a probed one in between (the daemon then exits naming the address).
-    fn start_on(mut spawn: impl FnMut() -> (SocketAddr, Option<SocketAddr>, Child)) -> Self {
+    fn start_on(
+        ready: &str,
+        mut spawn: impl FnMut() -> (SocketAddr, Option<SocketAddr>, Child),
+    ) -> Self {
         let mut last_log = String::new();
         for _ in 0..3 {
             let (listen, metrics, mut child) = spawn();
@@ -250,7 +297,7 @@ impl Daemon {
             };
             let deadline = Instant::now() + START_TIMEOUT;
             while Instant::now() < deadline {
-                if d.log().contains("dtlsd serve listening") {
+                if d.log().contains(ready) {
                     return d;
                 }
                 if d.child.try_wait().ok().flatten().is_some() {

@@ -12,7 +12,9 @@ use dataplane::record::{
     Aead, ContentType, DTLS_1_2, OpenError, Opener, RecordKey, ReplayWindow, Sealer,
 };
 use dtls_io::{IoConfig, IoMode, SocketConfig, UdpIo};
-use dtls_shard::{ReadKeys, Shard, ShardCommand, ShardConfig, ShardQueues, WriteKeys};
+use dtls_shard::{
+    HeartbeatPolicy, ReadKeys, Shard, ShardCommand, ShardConfig, ShardQueues, WriteKeys,
+};
 
 /// Every test gives up after this long; nothing can hang.
 pub const DEADLINE: Duration = Duration::from_secs(10);
@@ -94,6 +96,10 @@ impl Peer {
                 epoch: 1,
                 key: key(self.seed.wrapping_add(1)),
                 next_seq: 0,
+            },
+            heartbeat: HeartbeatPolicy {
+                answer: true,
+                probe: true,
             },
         }
     }

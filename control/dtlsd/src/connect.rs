@@ -1,0 +1,148 @@
+//! `dtlsd connect`: accept plaintext UDP on the listen address and carry each local source's
+//! datagrams over its own DTLS session to the server; replies come back to that source.
+//!
+//! [`Client::start`] builds the client `control::Config` (server verification by CA and
+//! name, any certificate for tests, or a PSK; a client certificate when given; heartbeat
+//! `peer_allowed_to_send`) and starts [`Daemon`] in connect mode. The first datagram of a
+//! new local source makes its shard open an upstream socket to the server and ask the
+//! control thread for a handshake; the datagrams it sends meanwhile are queued (a few) and
+//! go out once the keys are installed. [`Client::reload`] re-reads the CA, client
+//! certificate and key for SIGHUP.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use control::crypto::SystemRng;
+use control::runtime::{ControlThread, RuntimeConfig};
+use control::{CertifiedKey, HeartbeatMode, PeerVerifier, SigningKey};
+use dtls_crypto::CertificateVerifier;
+use dtls_shard::{RelayMode, ShardConfig};
+use zeroize::Zeroizing;
+
+use crate::config::{ConnectConfig, ServerTrust};
+use crate::daemon::{Daemon, Stats};
+
+/// A running `dtlsd connect`.
+#[derive(Debug)]
+pub struct Client {
+    daemon: Daemon,
+    config: ConnectConfig,
+}
+
+impl Client {
+    /// Loads the trust anchors and credentials and starts shards, the control thread and
+    /// metrics.
+    ///
+    /// # Errors
+    /// An unreadable or invalid PEM file, a socket that cannot be bound (port in use), or
+    /// a thread that could not start.
+    pub fn start(config: ConnectConfig) -> anyhow::Result<Self> {
+        let engine = Arc::new(engine_config(&config)?);
+        let server = config.server;
+        let shard_config = ShardConfig::with_mode(RelayMode::Connect, server);
+        let daemon = Daemon::start(
+            config.listen,
+            shard_config,
+            &config.tuning,
+            Box::new(move |queues| {
+                ControlThread::client(
+                    engine,
+                    server,
+                    queues,
+                    RuntimeConfig::default(),
+                    Box::new(|| Box::new(SystemRng::new())),
+                )
+                .context("client configuration")
+            }),
+        )?;
+        tracing::info!(
+            listen = %daemon.local_addr(),
+            server = %config.server,
+            shards = daemon.shard_count(),
+            "dtlsd connect listening"
+        );
+        Ok(Self { daemon, config })
+    }
+
+    /// The listen address (with the bound port).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.daemon.local_addr()
+    }
+
+    /// The metrics endpoint's address, when serving metrics.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.daemon.metrics_addr()
+    }
+
+    /// Every counter now.
+    pub fn stats(&self) -> Stats {
+        self.daemon.stats()
+    }
+
+    /// Whether a worker thread stopped on its own.
+    pub fn failed(&self) -> bool {
+        self.daemon.failed()
+    }
+
+    /// Re-reads the CA, client certificate and key (SIGHUP): new handshakes use them, live
+    /// sessions continue.
+    ///
+    /// # Errors
+    /// A file that cannot be read or parsed: the old configuration stays in use.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let engine = engine_config(&self.config)?;
+        self.daemon.reload(engine)
+    }
+
+    /// Sends close_notify on every session and stops every thread.
+    ///
+    /// # Errors
+    /// A thread that stopped with an error or panicked.
+    pub fn shutdown(self) -> anyhow::Result<()> {
+        self.daemon.shutdown()
+    }
+}
+
+/// The handshake engine's client configuration from the resolved daemon configuration.
+///
+/// # Errors
+/// A PEM file that cannot be read or parsed, or a configuration the engine refuses.
+pub fn engine_config(config: &ConnectConfig) -> anyhow::Result<control::Config> {
+    let certificate = match &config.client_certificate {
+        None => None,
+        Some(paths) => {
+            let chain = dtls_crypto::pem::load_certificates(&paths.cert)
+                .with_context(|| format!("cert {}", paths.cert.display()))?;
+            let key = SigningKey::from_pem_file(&paths.key)
+                .with_context(|| format!("key {}", paths.key.display()))?;
+            Some(Arc::new(CertifiedKey { chain, key }))
+        }
+    };
+    let mut engine = control::Config {
+        certificate,
+        mtu: usize::from(config.tuning.mtu),
+        heartbeat: Some(HeartbeatMode::PeerAllowedToSend),
+        ..control::Config::default()
+    };
+    match &config.trust {
+        ServerTrust::Ca { ca, server_name } => {
+            let verifier = CertificateVerifier::from_pem_file(ca)
+                .with_context(|| format!("ca {}", ca.display()))?;
+            engine.peer_verification = PeerVerifier::WebPki(verifier);
+            engine.server_name = Some(server_name.clone());
+        }
+        ServerTrust::InsecureSkipVerify => {
+            tracing::warn!("--insecure-skip-verify: the server's certificate is not checked");
+            engine.peer_verification = PeerVerifier::DangerousAcceptAnyCertificateForTestsOnly;
+        }
+        ServerTrust::Psk(psk) => {
+            engine.psks = vec![control::Psk {
+                identity: psk.identity.as_bytes().to_vec(),
+                key: Zeroizing::new(psk.key().to_vec()),
+            }];
+        }
+    }
+    engine.validate().context("client configuration")?;
+    Ok(engine)
+}

@@ -1,0 +1,384 @@
+//! What `serve` and `connect` share: shard threads on one SO_REUSEPORT listen address, the
+//! control thread, the optional metrics thread, reload and drain.
+//!
+//! Startup ([`Daemon::start`]): spawn the shard threads (each pinned to a core when the
+//! platform allows, each binding the listen address with SO_REUSEPORT through `dtls-io` on
+//! the selected backend) and wait until every shard reports its socket bound, then start
+//! the control thread and the metrics thread. With port 0 the first shard's port is used
+//! by the others. A bind failure (port in use) stops everything with one error naming the
+//! address.
+//!
+//! Shutdown ([`Daemon::shutdown`]): the control thread stops and queues `Close`
+//! (close_notify) for every installed session, the shards get a moment to flush their
+//! queues, then they stop.
+//!
+//! Reload ([`Daemon::reload`]): a new engine configuration goes to the control thread
+//! through a channel; handshakes started after it use it, live sessions keep their keys.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use control::runtime::{ControlCounters, ControlStats, ControlThread};
+use dtls_io::{IoConfig, SocketConfig};
+use dtls_shard::{Shard, ShardConfig, ShardQueues, ShardStats};
+
+use crate::config::{IoMode, Tuning};
+use crate::metrics::{self, ShardSource, Sources};
+
+/// Capacity of each queue between a shard and the control thread.
+pub const QUEUE_CAPACITY: usize = 4096;
+/// Longest wait for the shards to apply the final `Close` commands.
+const DRAIN_WAIT: Duration = Duration::from_secs(1);
+/// Longest wait for every shard to bind its socket.
+const STARTUP_WAIT: Duration = Duration::from_secs(10);
+
+/// A snapshot of every counter of a running daemon.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    /// Each shard's counters, in shard order.
+    pub shards: Vec<ShardStats>,
+    /// The control thread's counters.
+    pub control: ControlStats,
+}
+
+impl Stats {
+    /// The shards' counters summed.
+    pub fn shards_total(&self) -> ShardStats {
+        self.shards
+            .iter()
+            .fold(ShardStats::default(), |total, s| ShardStats::sum(&total, s))
+    }
+}
+
+/// A running daemon: shard threads, the control thread, maybe the metrics thread.
+#[derive(Debug)]
+pub struct Daemon {
+    listen: SocketAddr,
+    shards: Vec<JoinHandle<bool>>,
+    shard_stop: Arc<AtomicBool>,
+    shard_sources: Vec<ShardSource>,
+    queues: Vec<Arc<ShardQueues>>,
+    control: Option<JoinHandle<usize>>,
+    control_stop: Arc<AtomicBool>,
+    control_counters: Arc<ControlCounters>,
+    metrics: Option<(JoinHandle<()>, SocketAddr)>,
+    metrics_stop: Arc<AtomicBool>,
+    reloads: mpsc::Sender<Arc<control::Config>>,
+}
+
+/// Builds the control loop once the shards' queues exist.
+pub type ControlBuilder =
+    Box<dyn FnOnce(Vec<Arc<ShardQueues>>) -> anyhow::Result<ControlThread> + Send>;
+
+impl Daemon {
+    /// Starts shards on `listen` with `shard_config`, then the control loop `control`
+    /// builds, then metrics when `tuning.metrics` is set.
+    ///
+    /// # Errors
+    /// A socket that cannot be bound (port in use, bad address), a thread that could not
+    /// start, or the control loop's own error.
+    pub fn start(
+        listen: SocketAddr,
+        shard_config: ShardConfig,
+        tuning: &Tuning,
+        control: ControlBuilder,
+    ) -> anyhow::Result<Self> {
+        // Bound before the shards start so that a bad address stops startup at once.
+        let metrics_listener = tuning.metrics.map(metrics::Listener::bind).transpose()?;
+        let shard_count = tuning.shards.unwrap_or_else(default_shards).max(1);
+        let queues: Vec<Arc<ShardQueues>> = (0..shard_count)
+            .map(|_| Arc::new(ShardQueues::new(QUEUE_CAPACITY, QUEUE_CAPACITY)))
+            .collect();
+        let shard_stop = Arc::new(AtomicBool::new(false));
+        let mut shard_config = shard_config;
+        shard_config.io = IoConfig {
+            mode: io_mode(tuning.io),
+            ..IoConfig::default()
+        };
+        shard_config.idle_timeout = tuning.idle_timeout;
+        shard_config.max_datagram = usize::from(tuning.mtu);
+        shard_config.keepalive = tuning.keepalive;
+        let spawned = spawn_shards(listen, shard_config, &queues, &shard_stop);
+        let (shards, shard_sources, listen) = match spawned {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                shard_stop.store(true, Relaxed);
+                return Err(e);
+            }
+        };
+        let stop_shards = |shards: Vec<JoinHandle<bool>>| {
+            shard_stop.store(true, Relaxed);
+            for s in shards {
+                let _ = s.join();
+            }
+        };
+        let mut control = match control(queues.clone()) {
+            Ok(control) => control,
+            Err(e) => {
+                stop_shards(shards);
+                return Err(e);
+            }
+        };
+        let (reload_tx, reload_rx) = mpsc::channel();
+        control.set_reloads(reload_rx);
+        let control_counters = Arc::clone(control.counters());
+        let control_stop = Arc::new(AtomicBool::new(false));
+        let control_handle = {
+            let stop = Arc::clone(&control_stop);
+            std::thread::Builder::new()
+                .name("dtlsd-control".into())
+                .spawn(move || {
+                    control.run(&stop);
+                    control.installed_sessions()
+                })
+        };
+        let control_handle = match control_handle {
+            Ok(h) => h,
+            Err(e) => {
+                stop_shards(shards);
+                return Err(e).context("spawning the control thread");
+            }
+        };
+        let metrics_stop = Arc::new(AtomicBool::new(false));
+        let mut daemon = Self {
+            listen,
+            shards,
+            shard_stop,
+            shard_sources,
+            queues,
+            control: Some(control_handle),
+            control_stop,
+            control_counters,
+            metrics: None,
+            metrics_stop,
+            reloads: reload_tx,
+        };
+        if let Some(listener) = metrics_listener {
+            let addr = listener.local_addr();
+            let sources = Sources {
+                control: Arc::clone(&daemon.control_counters),
+                shards: daemon.shard_sources.clone(),
+            };
+            match listener.spawn(sources, Arc::clone(&daemon.metrics_stop)) {
+                Ok(handle) => {
+                    tracing::info!(%addr, "serving metrics at /metrics and /healthz");
+                    daemon.metrics = Some((handle, addr));
+                }
+                Err(e) => {
+                    let _ = daemon.shutdown();
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(daemon)
+    }
+
+    /// The listen address (with the port bound when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// The metrics endpoint's address, when serving metrics.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, a)| *a)
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Every counter now.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            shards: self
+                .shard_sources
+                .iter()
+                .map(|s| s.shard.snapshot())
+                .collect(),
+            control: self.control_counters.snapshot(),
+        }
+    }
+
+    /// Whether a worker thread stopped on its own (an error or a panic).
+    pub fn failed(&self) -> bool {
+        self.control.as_ref().is_none_or(JoinHandle::is_finished)
+            || self.shards.iter().any(JoinHandle::is_finished)
+            || self.metrics.as_ref().is_some_and(|(h, _)| h.is_finished())
+    }
+
+    /// Hands a new engine configuration to the control thread (already validated by the
+    /// caller); handshakes started from now on use it.
+    ///
+    /// # Errors
+    /// The control thread is gone.
+    pub fn reload(&self, config: control::Config) -> anyhow::Result<()> {
+        self.reloads
+            .send(Arc::new(config))
+            .map_err(|_| anyhow!("the control thread has stopped"))
+    }
+
+    /// Closes every session (close_notify), stops every thread and waits for them.
+    ///
+    /// # Errors
+    /// A thread that stopped with an error or panicked.
+    pub fn shutdown(mut self) -> anyhow::Result<()> {
+        let mut failed = Vec::new();
+        self.control_stop.store(true, Relaxed);
+        if let Some(control) = self.control.take()
+            && control.join().is_err()
+        {
+            failed.push("the control thread panicked");
+        }
+        // Give the shards time to apply the Close commands (each sends close_notify).
+        let deadline = Instant::now() + DRAIN_WAIT;
+        while self.queues.iter().any(|q| q.has_commands()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        self.shard_stop.store(true, Relaxed);
+        for handle in std::mem::take(&mut self.shards) {
+            match handle.join() {
+                Ok(true) => {}
+                Ok(false) => failed.push("a shard stopped with an error"),
+                Err(_) => failed.push("a shard thread panicked"),
+            }
+        }
+        self.metrics_stop.store(true, Relaxed);
+        if let Some((handle, _)) = self.metrics.take()
+            && handle.join().is_err()
+        {
+            failed.push("the metrics thread panicked");
+        }
+        let stats = self.control_counters.snapshot();
+        tracing::info!(
+            handshakes_started = stats.handshakes_started,
+            handshakes_completed = stats.handshakes_completed,
+            cookies_sent = stats.cookies_sent,
+            half_open_refused = stats.half_open_refused,
+            queue_full_drops = stats.queue_full_drops,
+            "dtlsd stopped"
+        );
+        match failed.first() {
+            None => Ok(()),
+            Some(first) => Err(anyhow!("{first}")),
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // A daemon dropped without `shutdown` still stops its threads.
+        self.control_stop.store(true, Relaxed);
+        self.shard_stop.store(true, Relaxed);
+        self.metrics_stop.store(true, Relaxed);
+    }
+}
+
+/// One shard per core beyond the first (the control thread's), at least one.
+fn default_shards() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    if cores <= 2 { 1 } else { cores - 1 }
+}
+
+fn io_mode(mode: IoMode) -> dtls_io::IoMode {
+    match mode {
+        IoMode::Auto => dtls_io::IoMode::Auto,
+        IoMode::Uring => dtls_io::IoMode::Uring,
+        IoMode::Mmsg => dtls_io::IoMode::Mmsg,
+    }
+}
+
+/// What a shard reports once its socket is bound: its counters and address, or why it
+/// failed.
+type Ready = Result<(ShardSource, SocketAddr), String>;
+
+type Spawned = (Vec<JoinHandle<bool>>, Vec<ShardSource>, SocketAddr);
+
+/// Spawns one thread per shard, one at a time: each binds its socket and reports before
+/// the next starts, so with port 0 the others bind the first one's port. Returns once
+/// every shard is bound, with each shard's counters in index order, or the first failure
+/// (the others are then stopped by the caller through `stop`).
+fn spawn_shards(
+    listen: SocketAddr,
+    config: ShardConfig,
+    queues: &[Arc<ShardQueues>],
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<Spawned> {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let mut handles = Vec::with_capacity(queues.len());
+    let mut sources = Vec::with_capacity(queues.len());
+    let mut bound = listen;
+    for (index, q) in queues.iter().enumerate() {
+        let q = Arc::clone(q);
+        let stop = Arc::clone(stop);
+        let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
+        let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
+        let addr = bound;
+        let handle = std::thread::Builder::new()
+            .name(format!("dtlsd-shard-{index}"))
+            .spawn(move || run_shard(index, addr, config, q, core, &stop, &ready_tx))
+            .context("spawning a shard thread")?;
+        handles.push(handle);
+        match ready_rx.recv_timeout(STARTUP_WAIT) {
+            Ok(Ok((source, local))) => {
+                sources.push(source);
+                bound = local;
+            }
+            Ok(Err(message)) => return Err(anyhow!(message)),
+            Err(_) => return Err(anyhow!("shards did not start within {STARTUP_WAIT:?}")),
+        }
+    }
+    Ok((handles, sources, bound))
+}
+
+/// A shard thread: pin, bind, report, run. Returns whether it stopped cleanly.
+fn run_shard(
+    index: usize,
+    listen: SocketAddr,
+    config: ShardConfig,
+    queues: Arc<ShardQueues>,
+    core: Option<core_affinity::CoreId>,
+    stop: &AtomicBool,
+    ready: &mpsc::Sender<Ready>,
+) -> bool {
+    match core {
+        Some(id) if core_affinity::set_for_current(id) => {
+            tracing::debug!(shard = index, core = id.id, "shard pinned");
+        }
+        Some(id) => tracing::warn!(shard = index, core = id.id, "could not pin shard to core"),
+        None => tracing::warn!(shard = index, "core list unavailable; shard not pinned"),
+    }
+    let bound = Shard::bind(listen, &SocketConfig::default(), queues, config)
+        .and_then(|shard| shard.local_addr().map(|addr| (shard, addr)));
+    let (mut shard, local) = match bound {
+        Ok(bound) => bound,
+        Err(e) => {
+            // The receiver is gone only when startup already failed: nothing to report to.
+            let _ = ready.send(Err(format!("cannot listen on {listen}: {e}")));
+            return false;
+        }
+    };
+    if let Some(reason) = shard.io().fallback_reason() {
+        tracing::info!(shard = index, %reason, "io_uring unavailable; using recvmmsg/sendmmsg");
+    }
+    tracing::info!(shard = index, backend = ?shard.backend_kind(), %local, "shard bound");
+    let source = ShardSource {
+        shard: Arc::clone(shard.counters()),
+        io: Arc::clone(shard.io().counters()),
+    };
+    if ready.send(Ok((source, local))).is_err() {
+        return false;
+    }
+    match shard.run(stop) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(shard = index, error = %e, "shard stopped");
+            false
+        }
+    }
+}
