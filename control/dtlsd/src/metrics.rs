@@ -679,6 +679,30 @@ mod tests {
     }
 
     #[test]
+    fn every_family_and_drop_reason_is_documented() {
+        let docs = include_str!("../../../docs/dtlsd.md");
+        let text = render(
+            &ControlStats::default(),
+            &[(ShardStats::default(), IoStats::default())],
+        );
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let name = rest.split(' ').next().expect("TYPE has a name");
+                assert!(
+                    docs.contains(&format!("| `{name}` |")),
+                    "{name} is not in docs/dtlsd.md's metrics table"
+                );
+            }
+        }
+        for (reason, _) in DROP_REASONS {
+            assert!(
+                docs.contains(&format!("`{reason}` (")),
+                "drop reason {reason} is not explained in docs/dtlsd.md"
+            );
+        }
+    }
+
+    #[test]
     fn routes_answer_by_path_and_method() {
         let sources = Sources {
             control: Arc::new(ControlCounters::default()),
