@@ -288,3 +288,81 @@ fn help_documents_every_flag_and_usage_errors_exit_2() {
     assert_eq!(dtlsd(&["certs"]).status.code(), Some(2));
     assert_eq!(dtlsd(&["serve"]).status.code(), Some(2));
 }
+
+#[test]
+fn connect_configuration_errors_name_the_key_and_exit_2() {
+    let dir = scratch("connect-errors");
+    let help = stdout(&dtlsd(&["connect", "--help"]));
+    for flag in [
+        "--listen",
+        "--server",
+        "--ca",
+        "--server-name",
+        "--insecure-skip-verify",
+        "--psk",
+        "--cert",
+        "--key",
+        "--keepalive",
+        "--io",
+    ] {
+        assert!(help.contains(flag), "{flag} in {help}");
+    }
+    // No way to authenticate the server.
+    let out = dtlsd(&[
+        "connect",
+        "--listen",
+        "127.0.0.1:0",
+        "--server",
+        "127.0.0.1:4433",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("connect.ca: no credentials"),
+        "{}",
+        stderr(&out)
+    );
+    // A CA file that does not exist: named with its path, one line.
+    let missing = dir.join("nope.pem");
+    let missing = missing.to_str().expect("utf-8 path");
+    let out = dtlsd(&[
+        "connect",
+        "--listen",
+        "127.0.0.1:0",
+        "--server",
+        "127.0.0.1:4433",
+        "--ca",
+        missing,
+        "--server-name",
+        "localhost",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("connect.ca: cannot read") && err.contains(missing),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn connect_on_a_port_in_use_fails_naming_the_address() {
+    let dir = scratch("connect-in-use");
+    let pki = certs(&dir);
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let ca = pki.join("ca.pem");
+    let out = dtlsd(&[
+        "connect",
+        "--listen",
+        &addr,
+        "--server",
+        "127.0.0.1:4433",
+        "--ca",
+        ca.to_str().expect("utf-8 path"),
+        "--server-name",
+        "localhost",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}
