@@ -382,6 +382,18 @@ const SHARD_FAMILIES: &[(&str, &str, &str, ShardField)] = &[
         |s, _| s.sessions_keepalive_timeout,
     ),
     (
+        "dtlsd_early_records_parked_total",
+        "counter",
+        "serve: protected datagrams held while their peer's handshake finished.",
+        |s, _| s.early_parked,
+    ),
+    (
+        "dtlsd_early_records_replayed_total",
+        "counter",
+        "serve: held datagrams opened once the session's keys arrived.",
+        |s, _| s.early_replayed,
+    ),
+    (
         "dtlsd_handshakes_requested_total",
         "counter",
         "connect: handshakes asked of the control thread for new local sources.",
@@ -530,6 +542,21 @@ const CONTROL_FAMILIES: &[(&str, &str, ControlField)] = &[
         "dtlsd_aead_limits_total",
         "Sessions closed because a key reached an AEAD limit.",
         |c| c.aead_limits,
+    ),
+    (
+        "dtlsd_handshakes_resumed_total",
+        "Completed handshakes that resumed a session from a ticket.",
+        |c| c.handshakes_resumed,
+    ),
+    (
+        "dtlsd_ticket_rotations_total",
+        "Session-ticket key rotations.",
+        |c| c.ticket_rotations,
+    ),
+    (
+        "dtlsd_ticket_rotation_failures_total",
+        "Session-ticket key rotations that failed (the current key stays).",
+        |c| c.ticket_rotation_failures,
     ),
     (
         "dtlsd_reloads_total",

@@ -3,13 +3,14 @@
 //!
 //! [`Server::start`] loads the certificate, key, client CA and PSKs into a
 //! `control::Config` (server preference order: the engine's default suite order; heartbeat
-//! `peer_allowed_to_send`, so peers may probe us), then starts the shared machinery of
+//! `peer_allowed_to_send`, so peers may probe us; session tickets with an hourly key
+//! rotation), then starts the shared machinery of
 //! [`Daemon`] in serve mode with a stateless cookie front. [`Server::reload`] re-reads the
 //! credential files for SIGHUP; a bad file keeps the old configuration.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use control::crypto::SystemRng;
@@ -17,7 +18,8 @@ use control::runtime::{ControlThread, RuntimeConfig};
 use control::{
     Acceptor, AcceptorConfig, CertifiedKey, ClientAuth, HeartbeatMode, PeerVerifier, SigningKey,
 };
-use dtls_crypto::CertificateVerifier;
+use dtls_crypto::pki_types::UnixTime;
+use dtls_crypto::{CertificateVerifier, TicketKeys};
 use dtls_shard::{RelayMode, ShardConfig};
 use zeroize::Zeroizing;
 
@@ -33,11 +35,19 @@ pub struct Options {
     pub null_record_protection: bool,
 }
 
+/// How often the session-ticket key rotates (RFC 5077 §5.5: keys should be changed
+/// regularly); the previous key keeps opening tickets for one ticket lifetime.
+pub const TICKET_ROTATION: Duration = Duration::from_secs(3600);
+/// How long an issued ticket may be used (the lifetime hint sent with it).
+pub const TICKET_LIFETIME: Duration = Duration::from_secs(7200);
+
 /// A running `dtlsd serve`.
 #[derive(Debug)]
 pub struct Server {
     daemon: Daemon,
     config: ServeConfig,
+    /// Session-ticket keys, kept across reloads so tickets stay valid.
+    tickets: Arc<Mutex<TicketKeys>>,
 }
 
 impl Server {
@@ -47,7 +57,15 @@ impl Server {
     /// An unreadable or invalid PEM file, a socket that cannot be bound (port in use), or
     /// a thread that could not start.
     pub fn start(config: ServeConfig, options: Options) -> anyhow::Result<Self> {
-        let engine = Arc::new(engine_config(&config)?);
+        let tickets = TicketKeys::new(
+            &mut SystemRng::new(),
+            UnixTime::now(),
+            TICKET_ROTATION,
+            TICKET_LIFETIME,
+        )
+        .context("session ticket keys")?;
+        let tickets = Arc::new(Mutex::new(tickets));
+        let engine = Arc::new(engine_config(&config, &tickets)?);
         let shard_config = ShardConfig::with_mode(RelayMode::Serve, config.backend);
         let settings = RuntimeConfig {
             null_record_protection: options.null_record_protection,
@@ -76,7 +94,11 @@ impl Server {
             shards = daemon.shard_count(),
             "dtlsd serve listening"
         );
-        Ok(Self { daemon, config })
+        Ok(Self {
+            daemon,
+            config,
+            tickets,
+        })
     }
 
     /// The listen address (with the bound port).
@@ -105,7 +127,7 @@ impl Server {
     /// # Errors
     /// A file that cannot be read or parsed: the old configuration stays in use.
     pub fn reload(&self) -> anyhow::Result<()> {
-        let engine = engine_config(&self.config)?;
+        let engine = engine_config(&self.config, &self.tickets)?;
         self.daemon.reload(engine)
     }
 
@@ -118,11 +140,15 @@ impl Server {
     }
 }
 
-/// The handshake engine's server configuration from the resolved daemon configuration.
+/// The handshake engine's server configuration from the resolved daemon configuration,
+/// issuing and accepting session tickets under `tickets` (RFC 5077).
 ///
 /// # Errors
 /// A PEM file that cannot be read or parsed, or a configuration the engine refuses.
-pub fn engine_config(config: &ServeConfig) -> anyhow::Result<control::Config> {
+pub fn engine_config(
+    config: &ServeConfig,
+    tickets: &Arc<Mutex<TicketKeys>>,
+) -> anyhow::Result<control::Config> {
     let creds = &config.credentials;
     let certificate = match &creds.certificate {
         None => None,
@@ -162,6 +188,8 @@ pub fn engine_config(config: &ServeConfig) -> anyhow::Result<control::Config> {
         psks,
         mtu: usize::from(config.tuning.mtu),
         heartbeat: Some(HeartbeatMode::PeerAllowedToSend),
+        ticket_keys: Some(Arc::clone(tickets)),
+        ticket_lifetime: u32::try_from(TICKET_LIFETIME.as_secs()).unwrap_or(u32::MAX),
         ..control::Config::default()
     };
     engine.validate().context("server configuration")?;

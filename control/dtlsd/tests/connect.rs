@@ -179,3 +179,33 @@ fn connect_to_gnutls_serv_echo() {
     let _ = gnutls.kill();
     let _ = gnutls.wait();
 }
+
+/// A local source whose session idled out comes back: its next handshake resumes with the
+/// ticket the server issued (RFC 5077), on both sides.
+#[test]
+fn a_returning_source_resumes_with_its_ticket() {
+    let pki = TempDir::new("connect-resume");
+    certs(&pki);
+    let backend = EchoBackend::start();
+    let mut serve = Daemon::start_serve(backend.addr, &pki, &["--shards", "1"]);
+    let mut connect = Daemon::start_connect(serve.listen, &pki, &["--idle-timeout", "1"]);
+    let source = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    source.connect(connect.listen).expect("connect");
+    source
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    for msg in [&b"first session"[..], b"after idle expiry"] {
+        source.send(msg).expect("send");
+        let n = source.recv(&mut buf).expect("echo");
+        assert_eq!(&buf[..n], msg);
+        // Idle sweep closes the session after 1 s (close_notify to the server).
+        std::thread::sleep(Duration::from_millis(2500));
+    }
+    assert!(connect.terminate().success(), "{}", connect.log());
+    assert!(serve.terminate().success(), "{}", serve.log());
+    for log in [connect.log(), serve.log()] {
+        assert!(log.contains("handshakes_completed=2"), "{log}");
+        assert!(log.contains("handshakes_resumed=1"), "{log}");
+    }
+}

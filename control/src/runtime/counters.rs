@@ -59,6 +59,12 @@ counters! {
     reloads,
     /// Reloaded configurations refused by validation (the previous one stays).
     reloads_failed,
+    /// Completed handshakes that resumed a session from a ticket (abbreviated).
+    handshakes_resumed,
+    /// Session-ticket key rotations.
+    ticket_rotations,
+    /// Session-ticket key rotations that failed (the current key stays in use).
+    ticket_rotation_failures,
 }
 
 impl ControlCounters {

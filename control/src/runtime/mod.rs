@@ -39,7 +39,15 @@ use dtls_wire::HeartbeatMode;
 
 pub use counters::{ControlCounters, ControlStats};
 
-use crate::{AcceptOutcome, Acceptor, Config, ConfigError, Connection, Event, Rng, SessionKeys};
+use crate::{
+    AcceptOutcome, Acceptor, Config, ConfigError, Connection, Event, Rng, SessionKeys,
+    SessionTicket,
+};
+
+/// How often the control thread looks at the ticket keys' rotation schedule.
+const TICKET_CHECK: Duration = Duration::from_secs(1);
+/// Client mode: most tickets kept for local sources' next handshakes.
+const MAX_TICKETS: usize = 65_536;
 
 /// Makes the RNG of each new engine.
 pub type RngFactory = Box<dyn FnMut() -> Box<dyn Rng + Send> + Send>;
@@ -134,6 +142,11 @@ pub struct ControlThread {
     next_timer: Option<Instant>,
     /// Sessions whose keys were handed to a shard (peer → shard index), for shutdown.
     installed: HashMap<SocketAddr, usize>,
+    /// Client mode: the last session ticket per local source, offered by its next handshake
+    /// (RFC 5077 §3.4; the server may still choose a full handshake).
+    tickets: HashMap<SocketAddr, SessionTicket>,
+    /// When the ticket keys' rotation schedule is next looked at.
+    ticket_check: Option<Instant>,
     counters: Arc<ControlCounters>,
     buf: Box<[u8]>,
 }
@@ -171,6 +184,8 @@ impl ControlThread {
             half_open: 0,
             next_timer: None,
             installed: HashMap::new(),
+            tickets: HashMap::new(),
+            ticket_check: None,
             counters: Arc::new(ControlCounters::default()),
             buf: vec![0; TRANSMIT_BUF].into_boxed_slice(),
         }
@@ -202,6 +217,8 @@ impl ControlThread {
             half_open: 0,
             next_timer: None,
             installed: HashMap::new(),
+            tickets: HashMap::new(),
+            ticket_check: None,
             counters: Arc::new(ControlCounters::default()),
             buf: vec![0; TRANSMIT_BUF].into_boxed_slice(),
         })
@@ -381,7 +398,8 @@ impl ControlThread {
             return;
         }
         let rng = (self.rng_factory)();
-        match Connection::client(Arc::clone(&self.config), rng, now, server, None) {
+        let resume = self.tickets.remove(&peer);
+        match Connection::client(Arc::clone(&self.config), rng, now, server, resume) {
             Ok(conn) => {
                 ControlCounters::bump(&self.counters.handshakes_started);
                 self.remove_handshake(peer);
@@ -481,6 +499,10 @@ impl ControlThread {
         {
             acceptor.handle_timeout(now, &mut *self.acceptor_rng);
         }
+        if self.ticket_check.is_none_or(|at| now >= at) {
+            self.ticket_check = Some(now + TICKET_CHECK);
+            self.rotate_ticket_keys();
+        }
         if self.next_timer.is_none_or(|at| at > now) {
             return;
         }
@@ -514,6 +536,27 @@ impl ControlThread {
         }
     }
 
+    /// Rotates the session-ticket keys when due (wall-clock schedule: tickets carry wall
+    /// times). The old key keeps opening tickets for one ticket lifetime.
+    fn rotate_ticket_keys(&mut self) {
+        let Some(keys) = &self.config.ticket_keys else {
+            return;
+        };
+        // A poisoned lock means a panic elsewhere already; tickets then stay as they are.
+        let Ok(mut keys) = keys.lock() else {
+            return;
+        };
+        let wall = dtls_crypto::pki_types::UnixTime::now();
+        if keys.poll_timeout().as_secs() > wall.as_secs() {
+            return;
+        }
+        match keys.handle_timeout(wall, &mut *self.acceptor_rng) {
+            Ok(true) => ControlCounters::bump(&self.counters.ticket_rotations),
+            Ok(false) => {}
+            Err(_) => ControlCounters::bump(&self.counters.ticket_rotation_failures),
+        }
+    }
+
     /// Events first (keys go to the shard before the final flight), then datagrams; a dead
     /// engine is dropped.
     fn drain(&mut self, now: Instant, peer: SocketAddr) {
@@ -524,11 +567,19 @@ impl ControlThread {
         let mut keys = Vec::new();
         while let Some(event) = h.conn.poll_event() {
             match event {
-                Event::KeysReady(k) => {
+                Event::KeysReady(mut k) => {
                     if h.completed_at.is_none() {
                         self.half_open = self.half_open.saturating_sub(1);
                     }
                     h.completed_at = Some(now);
+                    if k.resumed {
+                        ControlCounters::bump(&self.counters.handshakes_resumed);
+                    }
+                    if let Some(ticket) = k.ticket.take()
+                        && (self.tickets.len() < MAX_TICKETS || self.tickets.contains_key(&peer))
+                    {
+                        self.tickets.insert(peer, ticket);
+                    }
                     keys.push(k);
                 }
                 Event::HandshakeFailed(error) => {

@@ -141,6 +141,11 @@ shard_counters! {
     sessions_keepalive_timeout,
     /// Connect mode: handshakes asked of control for new local sources.
     handshakes_requested,
+    /// Serve mode: protected datagrams of a peer finishing its handshake, held for its keys.
+    early_parked,
+    /// Serve mode: held datagrams opened once the keys arrived (the rest count as
+    /// `drop_unknown_session` when they expire).
+    early_replayed,
     /// Connect mode: plaintext dropped while its source waited for a handshake (per-source
     /// queue full, too many sources waiting, or the handshake failed).
     drop_pending,

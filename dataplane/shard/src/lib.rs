@@ -28,6 +28,7 @@
 //! [`ShardConfig::recv_wait`].
 
 mod counters;
+mod early;
 mod hash;
 mod pending;
 mod queue;

@@ -19,6 +19,7 @@ use dataplane::record::{ContentType, DTLS_1_2, MAX_PLAINTEXT_LEN, OpenError, Rec
 use dtls_io::TxBatch;
 
 use crate::counters::Tally;
+use crate::early::EarlyRecords;
 use crate::queue::{AeadLimit, CloseReason, ControlInbound, ShardQueues};
 use crate::session::{Session, SessionTable, SlotId};
 
@@ -110,6 +111,7 @@ fn scan(datagram: &[u8]) -> Scan {
 /// and drop the rest.
 pub(crate) fn handle_datagram(
     table: &mut SessionTable,
+    early: &mut EarlyRecords,
     out: &mut Out<'_>,
     now: Instant,
     source: SocketAddr,
@@ -124,8 +126,14 @@ pub(crate) fn handle_datagram(
         // handles.
         if found.for_control {
             out.forward(source, datagram);
+            early.note(source, now);
         } else if found.records > 0 {
-            out.tally.drop_unknown_session += 1;
+            // Records of a peer finishing its handshake wait for its keys (see `early`).
+            if early.park(source, datagram) {
+                out.tally.early_parked += 1;
+            } else {
+                out.tally.drop_unknown_session += 1;
+            }
         } else {
             out.tally.drop_malformed += 1;
         }
@@ -137,7 +145,7 @@ pub(crate) fn handle_datagram(
 /// A DTLS datagram of a known session (from its peer in serve mode, from the server in
 /// connect mode): handshake content to control, records opened, the session closed when a
 /// record says so.
-fn handle_protected(
+pub(crate) fn handle_protected(
     table: &mut SessionTable,
     id: SlotId,
     out: &mut Out<'_>,

@@ -13,6 +13,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::Error;
 use crate::counters::{ShardCounters, ShardStats, Tally};
+use crate::early::EarlyRecords;
 use crate::pending::{MAX_QUEUED, PENDING_TOKEN_BIT, Pending, PendingTable};
 use crate::queue::{
     CloseReason, ControlInbound, HeartbeatPolicy, InstallError, ReadKeys, ShardCommand,
@@ -20,6 +21,9 @@ use crate::queue::{
 };
 use crate::relay::{self, Drained, MAX_RECORD_LEN, Out, RelayMode};
 use crate::session::{Probe, Session, SessionTable, SlotId, connect_upstream};
+
+/// Most peers whose early records a shard parks at once.
+const EARLY_PEERS: usize = 1024;
 
 /// Keepalive requests sent (first send and retransmissions) without an answer before the
 /// session is closed.
@@ -94,6 +98,8 @@ pub struct Shard {
     table: SessionTable,
     /// Connect mode: local sources waiting for their handshake.
     pending: PendingTable,
+    /// Serve mode: records of peers whose handshake is finishing.
+    early: EarlyRecords,
     queues: Arc<ShardQueues>,
     counters: Arc<ShardCounters>,
     tally: Tally,
@@ -139,6 +145,7 @@ impl Shard {
             io,
             table: SessionTable::with_capacity(max_sessions),
             pending: PendingTable::with_capacity(max_sessions),
+            early: EarlyRecords::with_capacity(max_sessions.min(EARLY_PEERS)),
             queues,
             counters: Arc::new(ShardCounters::default()),
             tally: Tally::default(),
@@ -234,6 +241,7 @@ impl Shard {
             tx,
             table,
             pending,
+            early,
             queues,
             tally,
             seal_buf,
@@ -255,7 +263,7 @@ impl Shard {
         for d in batch.iter_mut() {
             match config.mode {
                 RelayMode::Serve => {
-                    relay::handle_datagram(table, &mut out, now, d.source, d.payload);
+                    relay::handle_datagram(table, early, &mut out, now, d.source, d.payload);
                 }
                 RelayMode::Connect => {
                     let waiting = Waiting {
@@ -356,7 +364,10 @@ impl Shard {
         heartbeat: HeartbeatPolicy,
     ) {
         match self.try_install(now, peer, read, write, heartbeat) {
-            Ok(queued) => self.flush_queued(peer, queued),
+            Ok(queued) => {
+                self.flush_queued(peer, queued);
+                self.replay_early(now, peer);
+            }
             Err(e) => {
                 if let Some(p) = self.pending.remove(&peer) {
                     self.tally.drop_pending += p.queued.len() as u64;
@@ -370,6 +381,26 @@ impl Shard {
                     self.tally.drop_queue_full += 1;
                 }
             }
+        }
+    }
+
+    /// Serve mode: opens the records the peer sent before its keys were installed.
+    fn replay_early(&mut self, now: Instant, peer: SocketAddr) {
+        let parked = self.early.take(&peer);
+        let Some(id) = self.table.lookup(&peer) else {
+            return;
+        };
+        let mut out = Out {
+            tx: &mut self.tx,
+            queues: &self.queues,
+            tally: &mut self.tally,
+            mode: self.config.mode,
+            seal_buf: &mut self.seal_buf,
+            pad_state: &mut self.pad_state,
+        };
+        for mut datagram in parked {
+            out.tally.early_replayed += 1;
+            relay::handle_protected(&mut self.table, id, &mut out, now, &mut datagram);
         }
     }
 
@@ -593,6 +624,7 @@ impl Shard {
 
     fn sweep(&mut self, now: Instant) {
         self.tally.drop_pending += self.pending.expire(now) as u64;
+        self.tally.drop_unknown_session += self.early.expire(now) as u64;
         if let Some(interval) = self.config.keepalive {
             self.keepalive(now, interval);
         }
