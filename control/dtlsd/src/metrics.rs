@@ -382,6 +382,12 @@ const SHARD_FAMILIES: &[(&str, &str, &str, ShardField)] = &[
         |s, _| s.sessions_keepalive_timeout,
     ),
     (
+        "dtlsd_upstream_gso_sends_total",
+        "counter",
+        "serve: UDP GSO sends to the backend, each carrying two or more of one session's datagrams.",
+        |s, _| s.upstream_gso_sends,
+    ),
+    (
         "dtlsd_early_records_parked_total",
         "counter",
         "serve: protected datagrams held while their peer's handshake finished.",

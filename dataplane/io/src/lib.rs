@@ -50,6 +50,22 @@ pub use error::{Error, TxError, UringUnavailable};
 pub use rx::{Datagram, DatagramMut, Datagrams, DatagramsMut, RecvBatch, RecvMessage};
 pub use socket::{BoundSocket, SocketConfig, bind_udp, enable_gro, gro_enabled};
 pub use tx::{MAX_GSO_BYTES, MAX_GSO_SEGMENTS, TxBatch, TxSend};
+
+/// Sends `payload` on a connected UDP socket without blocking: one datagram, or with
+/// `segment_size` a UDP GSO run of `segment_size`-byte datagrams, the last possibly shorter
+/// (at most [`MAX_GSO_SEGMENTS`] segments and [`MAX_GSO_BYTES`] in all; only where the
+/// kernel accepts GSO, see [`UdpIo::gso`]). Returns the bytes sent.
+///
+/// # Errors
+/// The OS error of `sendmsg` (e.g. `WouldBlock` when the socket buffer is full).
+pub fn send_segments(
+    socket: &std::net::UdpSocket,
+    payload: &[u8],
+    segment_size: Option<u16>,
+) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    sys::send_connected(socket.as_raw_fd(), payload, segment_size)
+}
 pub use uring::{UringFault, UringFeatures};
 
 /// Which backend to use.

@@ -142,3 +142,29 @@ pub(crate) fn fill_send_msghdr(
     }
     hdr.msg_flags = 0;
 }
+
+/// One `sendmsg` on a connected socket: `payload` as one datagram, or, with `segment_size`,
+/// as a UDP GSO run of `segment_size`-byte datagrams (the last may be shorter).
+pub(crate) fn send_connected(
+    fd: RawFd,
+    payload: &[u8],
+    segment_size: Option<u16>,
+) -> io::Result<usize> {
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr().cast_mut().cast(),
+        iov_len: payload.len(),
+    };
+    let mut ctrl = CmsgBuf::<SEND_CMSG_LEN>::zeroed();
+    let mut hdr = zeroed_msghdr();
+    hdr.msg_iov = &raw mut iov;
+    hdr.msg_iovlen = 1;
+    if let Some(seg) = segment_size {
+        let n = ctrl.encode_udp_segment(seg);
+        hdr.msg_control = ctrl.0.as_mut_ptr().cast();
+        hdr.msg_controllen = n as _;
+    }
+    // SAFETY: `hdr` points at `iov` (over `payload`, borrowed for the call) and `ctrl`, both
+    // live in this frame until the call returns; no name: the socket is connected.
+    let rc = unsafe { libc::sendmsg(fd, &raw const hdr, libc::MSG_DONTWAIT) };
+    usize::try_from(rc).map_err(|_| io::Error::last_os_error())
+}

@@ -141,6 +141,9 @@ shard_counters! {
     sessions_keepalive_timeout,
     /// Connect mode: handshakes asked of control for new local sources.
     handshakes_requested,
+    /// Serve mode: UDP GSO sends to the backend (each carries two or more datagrams of one
+    /// session, counted one by one in `upstream_datagrams_out`).
+    upstream_gso_sends,
     /// Serve mode: protected datagrams of a peer finishing its handshake, held for its keys.
     early_parked,
     /// Serve mode: held datagrams opened once the keys arrived (the rest count as

@@ -35,6 +35,7 @@ mod queue;
 mod relay;
 mod session;
 mod shard;
+mod upstream;
 
 pub use counters::{ShardCounters, ShardStats};
 pub use hash::{AddrHashBuilder, AddrHasher};

@@ -22,6 +22,7 @@ use crate::counters::Tally;
 use crate::early::EarlyRecords;
 use crate::queue::{AeadLimit, CloseReason, ControlInbound, ShardQueues};
 use crate::session::{Session, SessionTable, SlotId};
+use crate::upstream::UpstreamTx;
 
 /// Which side of DTLS the shard's listen socket is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +63,8 @@ pub(crate) struct Out<'a> {
     pub seal_buf: &'a mut [u8],
     /// State of the generator of heartbeat padding.
     pub pad_state: &'a mut u64,
+    /// Serve mode: plaintext staged for the backend, sent at the end of the batch.
+    pub upstream: &'a mut UpstreamTx,
 }
 
 impl Out<'_> {
@@ -209,7 +212,7 @@ fn open_records(
                 session.last_peer_activity = now;
                 match opened.content_type {
                     ContentType::ApplicationData => {
-                        deliver_plaintext(session, out, opened.plaintext);
+                        deliver_plaintext(session, id, out, opened.plaintext);
                     }
                     ContentType::Alert => {
                         if let Some(reason) = handle_alert(session, out, opened.plaintext) {
@@ -242,8 +245,10 @@ fn open_records(
 
 /// An opened application-data record: to the backend (serve) or to the local source
 /// (connect).
-fn deliver_plaintext(session: &mut Session, out: &mut Out<'_>, plaintext: &[u8]) {
+fn deliver_plaintext(session: &mut Session, id: SlotId, out: &mut Out<'_>, plaintext: &[u8]) {
     match out.mode {
+        // Staged; sent with the session's other datagrams of this batch (GSO runs).
+        RelayMode::Serve if out.upstream.push(id, plaintext) => {}
         RelayMode::Serve => match session.upstream.send(plaintext) {
             Ok(n) => {
                 out.tally.upstream_datagrams_out += 1;

@@ -21,6 +21,7 @@ use crate::queue::{
 };
 use crate::relay::{self, Drained, MAX_RECORD_LEN, Out, RelayMode};
 use crate::session::{Probe, Session, SessionTable, SlotId, connect_upstream};
+use crate::upstream::UpstreamTx;
 
 /// Most peers whose early records a shard parks at once.
 const EARLY_PEERS: usize = 1024;
@@ -100,6 +101,8 @@ pub struct Shard {
     pending: PendingTable,
     /// Serve mode: records of peers whose handshake is finishing.
     early: EarlyRecords,
+    /// Serve mode: plaintext staged for the backend during a batch.
+    upstream: UpstreamTx,
     queues: Arc<ShardQueues>,
     counters: Arc<ShardCounters>,
     tally: Tally,
@@ -129,6 +132,8 @@ impl Shard {
         config: ShardConfig,
     ) -> Result<Self, Error> {
         let io = UdpIo::new(socket, &config.io)?;
+        // The kernel accepted UDP GSO on the listen socket: upstream sockets may use it too.
+        let gso = io.gso();
         let max_sessions = config.max_sessions.max(1);
         let poll = Poll::new().map_err(Error::Poll)?;
         // Edge-triggered: a turn sleeps only after a receive came back empty, and every
@@ -146,6 +151,7 @@ impl Shard {
             table: SessionTable::with_capacity(max_sessions),
             pending: PendingTable::with_capacity(max_sessions),
             early: EarlyRecords::with_capacity(max_sessions.min(EARLY_PEERS)),
+            upstream: UpstreamTx::new(gso),
             queues,
             counters: Arc::new(ShardCounters::default()),
             tally: Tally::default(),
@@ -248,6 +254,7 @@ impl Shard {
             pad_state,
             poll,
             config,
+            upstream,
             ..
         } = self;
         let batch = io.flush_and_poll_recv(tx, Duration::ZERO)?;
@@ -259,10 +266,14 @@ impl Shard {
             mode: config.mode,
             seal_buf,
             pad_state,
+            upstream,
         };
         for d in batch.iter_mut() {
             match config.mode {
                 RelayMode::Serve => {
+                    if out.upstream.needs_flush() {
+                        out.upstream.flush(table, out.tally);
+                    }
                     relay::handle_datagram(table, early, &mut out, now, d.source, d.payload);
                 }
                 RelayMode::Connect => {
@@ -275,6 +286,7 @@ impl Shard {
                 }
             }
         }
+        out.upstream.flush(table, out.tally);
         self.counters.absorb(&mut self.tally, self.table.len());
         Ok(())
     }
@@ -288,6 +300,7 @@ impl Shard {
             mode: self.config.mode,
             seal_buf: &mut self.seal_buf,
             pad_state: &mut self.pad_state,
+            upstream: &mut self.upstream,
         }
     }
 
@@ -397,11 +410,13 @@ impl Shard {
             mode: self.config.mode,
             seal_buf: &mut self.seal_buf,
             pad_state: &mut self.pad_state,
+            upstream: &mut self.upstream,
         };
         for mut datagram in parked {
             out.tally.early_replayed += 1;
             relay::handle_protected(&mut self.table, id, &mut out, now, &mut datagram);
         }
+        out.upstream.flush(&mut self.table, out.tally);
     }
 
     /// Connect mode: seals and sends what the source sent while its handshake ran (empty
@@ -417,6 +432,7 @@ impl Shard {
             mode: self.config.mode,
             seal_buf: &mut self.seal_buf,
             pad_state: &mut self.pad_state,
+            upstream: &mut self.upstream,
         };
         for plaintext in queued {
             if let Some(session) = self.table.session_mut(id) {
@@ -542,6 +558,7 @@ impl Shard {
             mode: self.config.mode,
             seal_buf: &mut self.seal_buf,
             pad_state: &mut self.pad_state,
+            upstream: &mut self.upstream,
         };
         let mut i = 0;
         while i < self.ready.len() {
@@ -579,6 +596,7 @@ impl Shard {
             mode: self.config.mode,
             seal_buf: &mut self.seal_buf,
             pad_state: &mut self.pad_state,
+            upstream: &mut self.upstream,
         };
         for index in 0..self.table.capacity() {
             let Some((_, session)) = self.table.slot_mut(index) else {
@@ -635,6 +653,7 @@ impl Shard {
             mode: self.config.mode,
             seal_buf: &mut self.seal_buf,
             pad_state: &mut self.pad_state,
+            upstream: &mut self.upstream,
         };
         self.table
             .expire_idle(now, self.config.idle_timeout, |mut session| {

@@ -194,3 +194,51 @@ fn idle_shard_wakes_on_datagrams_and_replies_uring() {
         wakes_on_both_sides(IoMode::Uring);
     }
 }
+
+/// Several records of one peer in one datagram reach the backend in order, the equal-size
+/// ones as one UDP GSO send on the session's upstream socket.
+#[test]
+fn one_sessions_records_go_upstream_in_order_as_gso_runs() {
+    use std::net::UdpSocket;
+    for mode in modes("one_sessions_records_go_upstream_in_order_as_gso_runs") {
+        // A backend that records what it receives, in order.
+        let backend = UdpSocket::bind("127.0.0.1:0").expect("bind backend");
+        backend
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        let queues = Arc::new(ShardQueues::new(16, 16));
+        let mut shard = shard(
+            config(backend.local_addr().expect("addr"), mode),
+            queues.clone(),
+        );
+        let to = shard.local_addr().expect("addr");
+        let mut peer = Peer::new(3);
+        queues.push_command(peer.install()).expect("room");
+        assert!(turn_until(&mut shard, |s| s.stats().sessions_active == 1));
+
+        // 8 records of 300 B then one of 100 B, all in one datagram.
+        let messages: Vec<Vec<u8>> = (0..9u8)
+            .map(|i| vec![i; if i == 8 { 100 } else { 300 }])
+            .collect();
+        let datagram: Vec<u8> = messages.iter().flat_map(|m| peer.seal(m)).collect();
+        peer.socket.send_to(&datagram, to).expect("send");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        let until = Instant::now() + DEADLINE;
+        while got.len() < messages.len() && Instant::now() < until {
+            shard.run_turn(Instant::now()).expect("turn");
+            if let Ok(n) = backend.recv(&mut buf) {
+                got.push(buf[..n].to_vec());
+            }
+        }
+        assert_eq!(got, messages, "every record, in order");
+        let stats = shard.stats();
+        assert_eq!(stats.upstream_datagrams_out, 9);
+        if shard.io().gso() {
+            assert_eq!(
+                stats.upstream_gso_sends, 1,
+                "one GSO run of 8 + the short tail"
+            );
+        }
+    }
+}
