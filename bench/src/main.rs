@@ -9,6 +9,9 @@ use bench::records::{self, Cipher};
 use bench::report;
 use clap::{Args, Parser, Subcommand};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "dtls-bench",
@@ -24,6 +27,27 @@ struct Cli {
 enum Command {
     /// B0: record seal/open per size and cipher vs raw aws-lc-rs on the same buffers.
     Records(RecordsArgs),
+    /// UDP impairment proxy: loss, duplication, reordering, delay, both directions, seeded.
+    Impair(bench::impair::ImpairArgs),
+    /// Regression gate: compare the `figures` of two result files (exit 0 ok, 1 regression,
+    /// 2 unusable input); optional github-action-benchmark and Bencher exports.
+    Compare(bench::compare::Options),
+    /// B8: OpenSSL's DTLS 1.2 record path and handshake rate next to ours, as ratios.
+    Peers(bench::peers::PeersArgs),
+    /// The one-command tour: in-process dtlsd + echo backend on loopback, 64 sessions with
+    /// real handshakes, handshakes/s, throughput, latency; writes results/<timestamp>/.
+    Quick(bench::commands::QuickArgs),
+    /// B1/B2: closed-loop relay throughput per cipher; R1 with --compare-none.
+    Throughput(bench::commands::ThroughputArgs),
+    /// B3: open-loop latency at a fixed rate, HdrHistogram .hgrm and .hlog out.
+    Latency(bench::commands::LatencyArgs),
+    /// B4: full and resumed handshakes/s with the crypto-only bound of the same run.
+    Handshakes(bench::commands::HandshakesArgs),
+    /// B5: spoofed-looking ClientHello flood from many loopback sources.
+    Flood(bench::commands::FloodArgs),
+    /// One table of every figure of several result files, same-run ratios first, and a
+    /// merged result for `compare` (the end of scripts/bench.sh).
+    Summary(bench::summary::SummaryArgs),
 }
 
 #[derive(Debug, Args)]
@@ -83,5 +107,16 @@ fn records_cmd(args: RecordsArgs) -> Result<()> {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Records(args) => records_cmd(args),
+        Command::Impair(args) => bench::impair::run_cli(&args)
+            .map(|stats| println!("impair: {}", bench::impair::stats_line(&stats)))
+            .map_err(Into::into),
+        Command::Compare(args) => std::process::exit(bench::compare::run_cli(&args)),
+        Command::Peers(args) => bench::peers::run_cli(&args).map(|_| ()).map_err(Into::into),
+        Command::Quick(args) => bench::commands::quick_cli(&args),
+        Command::Throughput(args) => bench::commands::throughput_cli(&args),
+        Command::Latency(args) => bench::commands::latency_cli(&args),
+        Command::Handshakes(args) => bench::commands::handshakes_cli(&args),
+        Command::Flood(args) => bench::commands::flood_cli(&args),
+        Command::Summary(args) => bench::summary::run_cli(&args).map_err(Into::into),
     }
 }

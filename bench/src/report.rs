@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use crate::compare::{Better, Figure, figures_json};
 use crate::host::HostInfo;
 use crate::records::{Config, Row, Stat};
 
@@ -98,6 +99,31 @@ fn stat_json(st: &Stat, size: usize) -> Value {
     })
 }
 
+/// The tracked figures of B0 (the `figures` array `dtls-bench compare` reads): per row
+/// `records.<op>.<cipher>.<size>.ns_per_record` (lower is better) and, where raw aws-lc-rs
+/// ran too, `records.<op>.<cipher>.<size>.ratio_to_raw` (higher is better).
+pub fn figures(rows: &[Row]) -> Vec<Figure> {
+    let mut out = Vec::new();
+    for r in rows {
+        let base = format!("records.{}.{}.{}", r.op.name(), r.cipher.name(), r.size);
+        out.push(Figure::new(
+            format!("{base}.ns_per_record"),
+            r.ours.median_ns,
+            "ns",
+            Better::Lower,
+        ));
+        if let Some(ratio) = r.ratio() {
+            out.push(Figure::new(
+                format!("{base}.ratio_to_raw"),
+                ratio,
+                "ratio",
+                Better::Higher,
+            ));
+        }
+    }
+    out
+}
+
 /// The JSON document (BENCHMARKS.md schema: tool, version, timestamp, host, config, results).
 pub fn json(host: &HostInfo, config: &Config, rows: &[Row]) -> Value {
     let records: Vec<Value> = rows
@@ -123,6 +149,7 @@ pub fn json(host: &HostInfo, config: &Config, rows: &[Row]) -> Value {
         })
         .collect();
     json!({
+        "figures": figures_json(&figures(rows)),
         "tool": "dtls-bench records",
         "version": env!("CARGO_PKG_VERSION"),
         "timestamp": rfc3339_now(),
@@ -236,6 +263,11 @@ mod tests {
         assert_eq!(v["results"]["ratios"]["seal_aes128gcm_1200"], json!(0.95));
         assert_eq!(v["results"]["records"][1]["raw"], Value::Null);
         assert_eq!(v["host"]["flags"]["aes_ni"], json!(true));
+        let figs = crate::compare::figures_from_json(&v).expect("figures array");
+        assert_eq!(figs.len(), 3);
+        assert_eq!(figs[1].name, "records.seal.aes128gcm.1200.ratio_to_raw");
+        assert_eq!(figs[1].value, 0.95);
+        assert_eq!(figs[2].name, "records.open.none.1200.ns_per_record");
         let t = table(&host, &config, &rows);
         assert!(t.contains("0.950"), "{t}");
         assert!(t.contains("AES-NI: yes"), "{t}");

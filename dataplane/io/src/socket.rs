@@ -114,6 +114,21 @@ pub fn bind_udp(addr: SocketAddr, cfg: &SocketConfig) -> Result<BoundSocket, Err
     })
 }
 
+/// Asks for `recv` and `send` bytes of buffer on a socket made elsewhere: SO_RCVBUFFORCE /
+/// SO_SNDBUFFORCE first (they need CAP_NET_ADMIN), else the variants capped by
+/// `net.core.rmem_max` / `wmem_max`. Best effort: a refusal leaves the kernel default.
+pub fn set_buffer_sizes(socket: &UdpSocket, recv: usize, send: usize) {
+    let fd = socket.as_raw_fd();
+    let rcv = i32::try_from(recv).unwrap_or(i32::MAX);
+    if sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, rcv).is_err() {
+        let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, rcv);
+    }
+    let snd = i32::try_from(send).unwrap_or(i32::MAX);
+    if sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, snd).is_err() {
+        let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, snd);
+    }
+}
+
 /// Turns UDP_GRO on for a socket made elsewhere; `false` if the kernel refused.
 pub fn enable_gro(socket: &UdpSocket) -> bool {
     sys::setsockopt_int(socket.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1).is_ok()

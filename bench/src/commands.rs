@@ -1,0 +1,311 @@
+//! Command-line arguments and entry points of the data-plane commands: `quick`,
+//! `throughput`, `latency`, `handshakes`, `flood`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use crate::loadgen::run::write_json;
+use crate::loadgen::{CipherChoice, IoChoice, MIN_PAYLOAD, Switch};
+use crate::{latency, quick, throughput};
+
+/// Seconds as a decimal number (`0.5`, `10`).
+pub fn parse_secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+        return Err(format!("{s:?}: seconds must be in (0, 86400]"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn check_size(size: usize) -> Result<()> {
+    if !(MIN_PAYLOAD..=8900).contains(&size) {
+        bail!("--size {size}: must be in {MIN_PAYLOAD}..=8900 bytes");
+    }
+    Ok(())
+}
+
+/// `dtls-bench quick`.
+#[derive(Debug, Args)]
+pub struct QuickArgs {
+    /// Seconds of traffic (throughput phase 60 %, latency phase 40 %).
+    #[arg(long, default_value = "10", value_parser = parse_secs)]
+    pub duration: Duration,
+    /// Client sessions (real handshakes).
+    #[arg(long, default_value_t = 64)]
+    pub sessions: usize,
+    /// Plaintext bytes per datagram.
+    #[arg(long, default_value_t = 1200)]
+    pub size: usize,
+    /// Record protection.
+    #[arg(long, value_enum, default_value = "aes128gcm")]
+    pub cipher: CipherChoice,
+    /// Server I/O backend.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub io: IoChoice,
+    /// Server shards (default: one per core beyond the first, at least one).
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Results root: writes `<out>/<timestamp>/{result.json,latency.hgrm,latency.hlog}`.
+    #[arg(long, default_value = "results")]
+    pub out: PathBuf,
+}
+
+/// Runs `quick` and prints its report.
+pub fn quick_cli(a: &QuickArgs) -> Result<()> {
+    check_size(a.size)?;
+    if a.sessions == 0 {
+        bail!("--sessions must be at least 1");
+    }
+    let out = quick::run(&quick::Config {
+        duration: a.duration,
+        sessions: a.sessions,
+        size: a.size,
+        cipher: a.cipher,
+        io: a.io,
+        shards: a.shards,
+        out: a.out.clone(),
+    })?;
+    print!("{}", out.text);
+    Ok(())
+}
+
+/// `dtls-bench throughput`.
+#[derive(Debug, Args)]
+pub struct ThroughputArgs {
+    /// Plaintext bytes per datagram.
+    #[arg(long, default_value_t = 1200)]
+    pub size: usize,
+    /// Client sessions.
+    #[arg(long, default_value_t = 64)]
+    pub sessions: usize,
+    /// Measured seconds.
+    #[arg(long, default_value = "10", value_parser = parse_secs)]
+    pub duration: Duration,
+    /// Record protection (`none`: the plaintext baseline through the same engine).
+    #[arg(long, value_enum, default_value = "aes128gcm")]
+    pub cipher: CipherChoice,
+    /// Server I/O backend.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub io: IoChoice,
+    /// Server shards.
+    #[arg(long, default_value_t = 1)]
+    pub shards: usize,
+    /// Generator UDP GSO/GRO.
+    #[arg(long, value_enum, default_value = "on")]
+    pub gso: Switch,
+    /// Outstanding datagrams per session.
+    #[arg(long, default_value_t = 16)]
+    pub window: usize,
+    /// Also run `--cipher none`, interleaved, and print R1 = DTLS pps / plaintext pps.
+    #[arg(long)]
+    pub compare_none: bool,
+    /// Slice length with --compare-none, seconds.
+    #[arg(long, default_value = "0.5", value_parser = parse_secs)]
+    pub slice: Duration,
+    /// Unmeasured warm-up per server, seconds.
+    #[arg(long, default_value = "1", value_parser = parse_secs)]
+    pub warmup: Duration,
+    /// Write the result document here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Runs `throughput` and prints its report.
+pub fn throughput_cli(a: &ThroughputArgs) -> Result<()> {
+    check_size(a.size)?;
+    if a.sessions == 0 || a.window == 0 || a.shards == 0 {
+        bail!("--sessions, --window and --shards must be at least 1");
+    }
+    let out = throughput::run(&throughput::Config {
+        size: a.size,
+        sessions: a.sessions,
+        duration: a.duration,
+        cipher: a.cipher,
+        io: a.io,
+        shards: a.shards,
+        gso: a.gso.on(),
+        window: a.window,
+        compare_none: a.compare_none,
+        slice: a.slice,
+        warmup: a.warmup,
+    })?;
+    print!("{}", out.text);
+    if let Some(path) = &a.json {
+        write_json(path, &out.doc)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// `dtls-bench latency`.
+#[derive(Debug, Args)]
+pub struct LatencyArgs {
+    /// Aggregate datagrams per second (open loop).
+    #[arg(long, required_unless_present = "load", conflicts_with = "load")]
+    pub rate: Option<f64>,
+    /// Instead of --rate: fractions of the closed-loop maximum measured first on the same
+    /// sessions (e.g. --load 0.1 0.5 0.9).
+    #[arg(long, num_args = 1..)]
+    pub load: Vec<f64>,
+    /// Seconds of the closed-loop probe with --load.
+    #[arg(long, default_value = "2", value_parser = parse_secs)]
+    pub probe: Duration,
+    /// Plaintext bytes per datagram.
+    #[arg(long, default_value_t = 1200)]
+    pub size: usize,
+    /// Client sessions.
+    #[arg(long, default_value_t = 64)]
+    pub sessions: usize,
+    /// Measured seconds.
+    #[arg(long, default_value = "10", value_parser = parse_secs)]
+    pub duration: Duration,
+    /// Unmeasured warm-up at the same rate, seconds.
+    #[arg(long, default_value = "1", value_parser = parse_secs)]
+    pub warmup: Duration,
+    /// Record protection.
+    #[arg(long, value_enum, default_value = "aes128gcm")]
+    pub cipher: CipherChoice,
+    /// Server I/O backend.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub io: IoChoice,
+    /// Server shards.
+    #[arg(long, default_value_t = 1)]
+    pub shards: usize,
+    /// Generator UDP GSO/GRO.
+    #[arg(long, value_enum, default_value = "on")]
+    pub gso: Switch,
+    /// `.hlog` interval, seconds.
+    #[arg(long, default_value = "1", value_parser = parse_secs)]
+    pub interval: Duration,
+    /// Also measure `--cipher none` at the same rate and print the latency ratios.
+    #[arg(long)]
+    pub compare_none: bool,
+    /// Directory for latency.hgrm, latency.hlog (and result.json without --json).
+    #[arg(long, default_value = "results/latency")]
+    pub out: PathBuf,
+    /// Write the result document here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Runs `latency` and prints its report.
+pub fn latency_cli(a: &LatencyArgs) -> Result<()> {
+    check_size(a.size)?;
+    let rate = a.rate.unwrap_or(1.0);
+    if !(rate.is_finite() && rate >= 1.0) {
+        bail!("--rate must be at least 1 datagram/s");
+    }
+    if a.sessions == 0 || a.shards == 0 {
+        bail!("--sessions and --shards must be at least 1");
+    }
+    if !a.load.is_empty() && a.compare_none {
+        bail!("--compare-none works with --rate, not with --load");
+    }
+    let cfg = latency::Config {
+        size: a.size,
+        sessions: a.sessions,
+        rate,
+        duration: a.duration,
+        warmup: a.warmup,
+        cipher: a.cipher,
+        io: a.io,
+        shards: a.shards,
+        gso: a.gso.on(),
+        interval: a.interval,
+        out: a.out.clone(),
+        json: a.json.clone(),
+        compare_none: a.compare_none,
+    };
+    let out = if a.load.is_empty() {
+        latency::run(&cfg)?
+    } else {
+        latency::run_loads(&cfg, &a.load, a.probe)?
+    };
+    print!("{}", out.text);
+    Ok(())
+}
+
+/// `dtls-bench handshakes`.
+#[derive(Debug, Args)]
+pub struct HandshakesArgs {
+    /// Seconds per kind (full, resumed).
+    #[arg(long, default_value = "5", value_parser = parse_secs)]
+    pub duration: Duration,
+    /// Handshakes in flight at once.
+    #[arg(long, default_value_t = 16)]
+    pub parallel: usize,
+    /// Also measure ticket-resumed handshakes.
+    #[arg(long)]
+    pub resume: bool,
+    /// A running server (default: dtlsd in-process with a generated PKI).
+    #[arg(long, requires = "ca")]
+    pub server: Option<std::net::SocketAddr>,
+    /// CA certificate of --server.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Write the result document here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Runs `handshakes` and prints its report.
+pub fn handshakes_cli(a: &HandshakesArgs) -> Result<()> {
+    if a.parallel == 0 {
+        bail!("--parallel must be at least 1");
+    }
+    let out = crate::handshakes::run(&crate::handshakes::Config {
+        duration: a.duration,
+        parallel: a.parallel,
+        resume: a.resume,
+        server: a.server,
+        ca: a.ca.clone(),
+    })?;
+    print!("{}", out.text);
+    if let Some(path) = &a.json {
+        write_json(path, &out.doc)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// `dtls-bench flood`.
+#[derive(Debug, Args)]
+pub struct FloodArgs {
+    /// ClientHellos per second.
+    #[arg(long, default_value_t = 20_000.0)]
+    pub rate: f64,
+    /// Seconds of flood.
+    #[arg(long, default_value = "5", value_parser = parse_secs)]
+    pub duration: Duration,
+    /// Distinct loopback source addresses (127.1.x.y).
+    #[arg(long, default_value_t = 256)]
+    pub sources: usize,
+    /// Legitimate handshakes in flight during the flood (0: the flood alone).
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+    /// Write the result document here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Runs `flood` and prints its report.
+pub fn flood_cli(a: &FloodArgs) -> Result<()> {
+    if !(a.rate.is_finite() && a.rate >= 1.0) || a.sources == 0 || a.sources > 60_000 {
+        bail!("--rate must be at least 1 and --sources in 1..=60000");
+    }
+    let out = crate::flood::run(&crate::flood::Config {
+        rate: a.rate,
+        duration: a.duration,
+        sources: a.sources,
+        parallel: a.parallel,
+    })?;
+    print!("{}", out.text);
+    if let Some(path) = &a.json {
+        write_json(path, &out.doc)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,374 @@
+//! `dtls-bench handshakes` (B4): full (and, with `--resume`, ticket-resumed) DTLS 1.2
+//! handshakes per second against the in-process `dtlsd` (or `--server ADDR`), next to the
+//! crypto-only bound measured in the same run.
+//!
+//! Clients are our engine (`control::Connection::client`, ECDHE-ECDSA AES-128-GCM, the
+//! server's certificate verified against the test CA), `--parallel` handshakes in flight on
+//! one `loadgen-0` thread, each on a fresh socket, cookie exchange included.
+//!
+//! The crypto-only bound is what one core can do of the asymmetric operations a full
+//! handshake cannot avoid (both sides): two X25519 key generations, two agreements, one
+//! ECDSA P-256 signature and one verification; median of 5 timed runs, single thread.
+//! Reported: handshakes/s, handshakes per CPU-second of the server's control thread (where
+//! the server's handshake work runs), and each over the bound.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use control::crypto::pem::{parse_certificates, parse_private_key};
+use control::crypto::test_pki::TestPki;
+use control::crypto::{
+    EphemeralKeyPair, NamedGroup, SeededRng, SigningKey, scheme, verify_signature,
+};
+use serde_json::{Value, json};
+
+use crate::compare::{Better, Figure};
+use crate::loadgen::client::{HandshakePlan, HandshakeStats, client_config, run_handshakes};
+use crate::loadgen::cpu::{self, CpuSnapshot, ThreadCpu};
+use crate::loadgen::run;
+use crate::loadgen::server::{LOOPBACK, ServerSetup, TestServer};
+use crate::loadgen::{CipherChoice, IoChoice};
+
+/// Settings of one `handshakes` run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Time to keep starting handshakes (per kind).
+    pub duration: Duration,
+    /// Handshakes in flight at once.
+    pub parallel: usize,
+    /// Also measure ticket-resumed handshakes.
+    pub resume: bool,
+    /// A running server instead of the in-process one (then `ca` is required).
+    pub server: Option<SocketAddr>,
+    /// CA certificate of `server`.
+    pub ca: Option<PathBuf>,
+}
+
+/// One kind of handshake measured.
+#[derive(Debug, Clone)]
+pub struct Kind {
+    /// `full` or `resumed`.
+    pub name: &'static str,
+    /// Completed.
+    pub completed: u64,
+    /// Of which abbreviated.
+    pub resumed: u64,
+    /// Failed.
+    pub failed: u64,
+    /// Completed per second.
+    pub rate: f64,
+    /// Completed per CPU-second of `dtlsd-control` (in-process only).
+    pub per_control_cpu_s: Option<f64>,
+    /// CPU per thread.
+    pub cpu: Vec<ThreadCpu>,
+    /// First error.
+    pub first_error: Option<String>,
+}
+
+/// The outcome.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Result document.
+    pub doc: Value,
+    /// Text report.
+    pub text: String,
+    /// The crypto-only bound, handshakes/s on one core.
+    pub bound: f64,
+    /// Full (then resumed) handshakes.
+    pub kinds: Vec<Kind>,
+}
+
+struct BoundKeys {
+    key: SigningKey,
+    cert: control::crypto::pki_types::CertificateDer<'static>,
+}
+
+fn bound_keys() -> Result<BoundKeys> {
+    let pki = TestPki::generate().context("test PKI")?;
+    let chain = parse_certificates(pki.server.cert_pem.as_bytes()).context("test cert")?;
+    let der = parse_private_key(pki.server.key_pem.as_bytes()).context("test key")?;
+    let key = SigningKey::from_der(&der).context("signing key")?;
+    let cert = chain
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("empty chain"))?;
+    Ok(BoundKeys { key, cert })
+}
+
+/// The asymmetric operations of one full ECDHE-ECDSA handshake, both sides.
+fn crypto_ops(k: &BoundKeys, rng: &mut SeededRng, msg: &[u8]) -> Result<()> {
+    let c = EphemeralKeyPair::generate(NamedGroup::X25519, rng).context("keygen")?;
+    let s = EphemeralKeyPair::generate(NamedGroup::X25519, rng).context("keygen")?;
+    let c_pub = c.public_key().to_vec();
+    let s_pub = s.public_key().to_vec();
+    let a = c.agree(&s_pub).context("agree")?;
+    let b = s.agree(&c_pub).context("agree")?;
+    if a.as_bytes() != b.as_bytes() {
+        bail!("X25519 agreement mismatch");
+    }
+    let sig = k
+        .key
+        .sign(scheme::ECDSA_SECP256R1_SHA256, msg)
+        .context("sign")?;
+    verify_signature(scheme::ECDSA_SECP256R1_SHA256, &k.cert, msg, &sig).context("verify")?;
+    Ok(())
+}
+
+/// The server's share of those: one X25519 key generation and agreement, one signature.
+fn server_crypto_ops(k: &BoundKeys, rng: &mut SeededRng, msg: &[u8]) -> Result<()> {
+    let s = EphemeralKeyPair::generate(NamedGroup::X25519, rng).context("keygen")?;
+    let peer = [9u8; 32];
+    s.agree(&peer).context("agree")?;
+    k.key
+        .sign(scheme::ECDSA_SECP256R1_SHA256, msg)
+        .context("sign")?;
+    Ok(())
+}
+
+/// Operations per second of `op` on this thread: median of 5 runs of ~`run_time` each.
+fn median_rate(
+    run_time: Duration,
+    mut op: impl FnMut(&BoundKeys, &mut SeededRng, &[u8]) -> Result<()>,
+) -> Result<f64> {
+    let keys = bound_keys()?;
+    let mut rng = SeededRng::new(9);
+    let msg = [0x42u8; 150];
+    op(&keys, &mut rng, &msg)?;
+    let mut rates = Vec::with_capacity(5);
+    for _ in 0..5 {
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < run_time {
+            op(&keys, &mut rng, &msg)?;
+            n += 1;
+        }
+        rates.push(n as f64 / start.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(rates[2])
+}
+
+/// Crypto-only full handshakes/s (both sides' asymmetric operations) on this thread: median
+/// of 5 runs of ~`run_time` each.
+pub fn crypto_bound(run_time: Duration) -> Result<f64> {
+    median_rate(run_time, crypto_ops)
+}
+
+/// Crypto-only handshakes/s of the server side alone (X25519 keygen + agree, ECDSA P-256
+/// sign): the bound for handshakes per CPU-second of the server's control thread.
+pub fn server_crypto_bound(run_time: Duration) -> Result<f64> {
+    median_rate(run_time, server_crypto_ops)
+}
+
+fn measure(
+    config: &Arc<control::Config>,
+    server: SocketAddr,
+    cfg: &Config,
+    tickets: &mut Vec<control::SessionTicket>,
+    collect_tickets: bool,
+    offer_tickets: bool,
+) -> Result<(HandshakeStats, Vec<ThreadCpu>)> {
+    let plan = HandshakePlan {
+        server,
+        bind_ip: LOOPBACK,
+        parallel: cfg.parallel,
+        total: None,
+        duration: cfg.duration,
+        keep: false,
+        collect_tickets,
+        offer_tickets,
+    };
+    std::thread::scope(|scope| {
+        let h = std::thread::Builder::new()
+            .name("loadgen-0".into())
+            .spawn_scoped(scope, || {
+                run::pin_generator();
+                let before = CpuSnapshot::take();
+                let stats = run_handshakes(config, &plan, tickets)?;
+                let after = CpuSnapshot::take();
+                Ok((stats, before.delta(&after)))
+            })
+            .context("spawn the generator thread")?;
+        h.join()
+            .map_err(|_| anyhow!("the generator thread panicked"))?
+    })
+}
+
+/// Runs the benchmark.
+pub fn run(cfg: &Config) -> Result<Outcome> {
+    let in_process = match cfg.server {
+        Some(_) => None,
+        None => Some(TestServer::start(&ServerSetup {
+            shards: 1,
+            io: IoChoice::Auto,
+            null_protection: false,
+            mtu: 1500,
+        })?),
+    };
+    let (server, ca) = match (&in_process, cfg.server, &cfg.ca) {
+        (Some(s), _, _) => (s.addr(), s.ca().to_path_buf()),
+        (None, Some(addr), Some(ca)) => (addr, ca.clone()),
+        (None, _, _) => bail!("--server needs --ca (the CA certificate that signed the server's)"),
+    };
+    let config = Arc::new(client_config(&ca, CipherChoice::Aes128Gcm, 1200)?);
+    let bound_before = crypto_bound(Duration::from_millis(100))?;
+    let mut kinds = Vec::new();
+    let mut tickets = Vec::new();
+    let (full, cpu_full) = measure(&config, server, cfg, &mut tickets, cfg.resume, false)?;
+    kinds.push(kind("full", &full, cpu_full, in_process.is_some()));
+    if cfg.resume {
+        let (resumed, cpu_res) = measure(&config, server, cfg, &mut tickets, true, true)?;
+        let mut k = kind("resumed", &resumed, cpu_res, in_process.is_some());
+        if resumed.resumed == 0 {
+            k.first_error.get_or_insert_with(|| {
+                "the server issued no session tickets: no handshake was resumed".into()
+            });
+        }
+        kinds.push(k);
+    }
+    let bound_after = crypto_bound(Duration::from_millis(100))?;
+    let server_bound = server_crypto_bound(Duration::from_millis(100))?;
+    let counters = in_process.as_ref().map(TestServer::counters_json);
+    if let Some(s) = in_process {
+        s.shutdown()?;
+    }
+    let bound = (bound_before + bound_after) / 2.0;
+    let mut out = report(cfg, server, bound, (bound_before, bound_after), kinds);
+    out.doc["results"]["server_counters"] = counters.unwrap_or(Value::Null);
+    out.doc["results"]["server_side_bound_per_s"] = json!(server_bound);
+    let mut control_ratio = None;
+    if let Some(kinds) = out.doc["results"]["kinds"].as_array_mut() {
+        for k in kinds {
+            let r = k["per_control_cpu_s"].as_f64().map(|v| v / server_bound);
+            control_ratio = control_ratio.or(r);
+            k["control_ratio_to_server_bound"] = json!(r);
+        }
+    }
+    let _ = writeln!(
+        out.text,
+        "  server-side crypto bound (X25519 keygen + agree + ECDSA P-256 sign, 1 core): {server_bound:.0}/s; control thread at {} of it per CPU-second",
+        control_ratio.map_or("?".into(), |r| format!("{r:.3}"))
+    );
+    Ok(out)
+}
+
+fn kind(name: &'static str, s: &HandshakeStats, cpu: Vec<ThreadCpu>, in_process: bool) -> Kind {
+    let control_s: f64 = cpu
+        .iter()
+        .filter(|t| t.name == "dtlsd-control")
+        .map(|t| t.cpu_ns as f64 / 1e9)
+        .sum();
+    Kind {
+        name,
+        completed: s.completed,
+        resumed: s.resumed,
+        failed: s.failed,
+        rate: s.rate(),
+        per_control_cpu_s: (in_process && control_s > 0.0).then(|| s.completed as f64 / control_s),
+        cpu,
+        first_error: s.first_error.clone(),
+    }
+}
+
+fn report(
+    cfg: &Config,
+    server: SocketAddr,
+    bound: f64,
+    bounds: (f64, f64),
+    kinds: Vec<Kind>,
+) -> Outcome {
+    let mut text = String::new();
+    let mut figures = vec![Figure::new(
+        "handshakes.crypto_bound",
+        bound,
+        "handshakes/s",
+        Better::Higher,
+    )];
+    let mut invalid = Vec::new();
+    let _ = writeln!(
+        text,
+        "dtls-bench handshakes: {} in flight against {server}, ECDHE-ECDSA P-256 / X25519, cookie on",
+        cfg.parallel
+    );
+    let _ = writeln!(
+        text,
+        "  crypto-only bound (2 X25519 keygen + 2 agree + ECDSA P-256 sign + verify, 1 core): {bound:.0}/s (before {:.0}, after {:.0})",
+        bounds.0, bounds.1
+    );
+    for k in &kinds {
+        let _ = writeln!(
+            text,
+            "  {:<7} {:>8.0}/s  ratio to bound {:.3}{}  ({} completed, {} resumed, {} failed)",
+            k.name,
+            k.rate,
+            k.rate / bound,
+            k.per_control_cpu_s.map_or(String::new(), |r| format!(
+                "; per control-thread CPU-second {r:.0}, ratio {:.3}",
+                r / bound
+            )),
+            k.completed,
+            k.resumed,
+            k.failed
+        );
+        let _ = writeln!(text, "    cpu: {}", cpu::lines(&k.cpu));
+        if let Some(e) = &k.first_error {
+            let _ = writeln!(text, "    note: {e}");
+        }
+        figures.push(Figure::new(
+            format!("handshakes.{}.per_s", k.name),
+            k.rate,
+            "handshakes/s",
+            Better::Higher,
+        ));
+        figures.push(Figure::new(
+            format!("handshakes.{}.ratio_to_bound", k.name),
+            k.rate / bound,
+            "ratio",
+            Better::Higher,
+        ));
+        invalid.extend(run::saturation_reasons(&k.cpu));
+        if k.completed == 0 && k.name == "full" {
+            invalid.push("no full handshake completed".into());
+        }
+    }
+    if !invalid.is_empty() {
+        let _ = writeln!(text, "  INVALID: {}", invalid.join("; "));
+    }
+    let full_rate = kinds.first().map(|k| k.rate);
+    let results = json!({
+        "handshakes_per_s": full_rate,
+        "crypto_bound_per_s": bound,
+        "crypto_bound_before_after": [bounds.0, bounds.1],
+        "kinds": kinds.iter().map(|k| json!({
+            "kind": k.name,
+            "per_s": k.rate,
+            "completed": k.completed,
+            "resumed": k.resumed,
+            "failed": k.failed,
+            "per_control_cpu_s": k.per_control_cpu_s,
+            "ratio_to_bound": k.rate / bound,
+            "control_ratio_to_bound": k.per_control_cpu_s.map(|r| r / bound),
+            "cpu": cpu::json(&k.cpu),
+            "note": k.first_error,
+        })).collect::<Vec<_>>(),
+        "ratios": {"full_to_bound": full_rate.map(|r| r / bound)},
+    });
+    let config = json!({
+        "benchmark": "B4",
+        "duration_s": cfg.duration.as_secs_f64(),
+        "parallel": cfg.parallel,
+        "resume": cfg.resume,
+        "server": cfg.server.map_or("in-process".to_string(), |a| a.to_string()),
+        "suite": "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    });
+    Outcome {
+        doc: run::document("dtls-bench handshakes", config, results, &figures, &invalid),
+        text,
+        bound,
+        kinds,
+    }
+}

@@ -1,0 +1,485 @@
+//! `dtls-bench latency` (B3): open loop at a fixed aggregate rate through the in-process
+//! `dtlsd` and echo backend, HdrHistogram of round-trip latency (3 significant digits, ns),
+//! corrected for coordinated omission: each datagram carries its *intended* send time
+//! (start + k / rate) and latency is measured from it, so a stalled generator or server
+//! shows up as latency instead of fewer samples.
+//!
+//! Writes the `.hgrm` percentile distribution (µs) and the `.hlog` interval log (one
+//! histogram per `--interval`, V2 compressed, ns values, max column in ms).
+//!
+//! The run is invalid when the generator fell behind its schedule (more than 1 % of the
+//! datagrams sent over 1 ms late, or fewer than 95 % of the scheduled ones sent) or when
+//! its thread used 95 % of a core or more.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context as _, Result};
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+use crate::compare::{Better, Figure};
+use crate::hist::{self, HGRM_SCALE, Interval, Percentiles};
+use crate::loadgen::cpu::{self, CpuSnapshot, ThreadCpu};
+use crate::loadgen::flow::{Counts, FlowConfig, Flows};
+use crate::loadgen::run::{self, Group};
+use crate::loadgen::server::{ServerSetup, TestServer};
+use crate::loadgen::{CipherChoice, IoChoice};
+
+/// Settings of one `latency` run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Plaintext bytes per datagram.
+    pub size: usize,
+    /// Client sessions (the rate is spread round robin over them).
+    pub sessions: usize,
+    /// Aggregate datagrams per second.
+    pub rate: f64,
+    /// Measured time.
+    pub duration: Duration,
+    /// Unmeasured warm-up at the same rate.
+    pub warmup: Duration,
+    /// Record protection.
+    pub cipher: CipherChoice,
+    /// Server I/O backend.
+    pub io: IoChoice,
+    /// Server shards.
+    pub shards: usize,
+    /// Generator GSO/GRO.
+    pub gso: bool,
+    /// `.hlog` interval.
+    pub interval: Duration,
+    /// Where to write `latency.hgrm`, `latency.hlog` (and `result.json` when `json` is unset).
+    pub out: PathBuf,
+    /// JSON result file (default `out/result.json`).
+    pub json: Option<PathBuf>,
+    /// Also measure the null baseline (after the cipher's run, same rate) and report the
+    /// ratios of the percentiles (B3's ratio to B1's latency).
+    pub compare_none: bool,
+}
+
+impl Config {
+    fn json(&self) -> Value {
+        json!({
+            "benchmark": "B3",
+            "size": self.size,
+            "sessions": self.sessions,
+            "rate_pps": self.rate,
+            "duration_s": self.duration.as_secs_f64(),
+            "warmup_s": self.warmup.as_secs_f64(),
+            "cipher": self.cipher.name(),
+            "io": self.io.name(),
+            "shards": self.shards,
+            "gso": self.gso,
+            "interval_s": self.interval.as_secs_f64(),
+            "compare_none": self.compare_none,
+            "mode": "open loop, latency from intended send time",
+            "histogram": {"unit": "ns", "significant_digits": hist::SIGFIG, "hgrm_unit": "us"},
+        })
+    }
+}
+
+/// An open-loop measurement.
+#[derive(Debug, Clone)]
+pub struct LatencyRun {
+    /// Counters.
+    pub counts: Counts,
+    /// The whole run's histogram, ns.
+    pub histogram: Histogram<u64>,
+    /// One histogram per interval.
+    pub intervals: Vec<Interval>,
+    /// Wall-clock start.
+    pub started: SystemTime,
+    /// CPU per thread.
+    pub cpu: Vec<ThreadCpu>,
+    /// Target rate.
+    pub rate: f64,
+}
+
+impl LatencyRun {
+    /// Reasons the run is invalid (the generator fell behind).
+    pub fn invalid_reasons(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let scheduled = self.rate * self.counts.elapsed.as_secs_f64();
+        if (self.counts.sent as f64) < 0.95 * scheduled {
+            out.push(format!(
+                "generator sent {} of {scheduled:.0} scheduled datagrams",
+                self.counts.sent
+            ));
+        }
+        if self.counts.late_sends * 100 > self.counts.sent.max(1) {
+            out.push(format!(
+                "generator behind schedule: {} of {} sends over 1 ms late (max lag {:?})",
+                self.counts.late_sends, self.counts.sent, self.counts.max_send_lag
+            ));
+        }
+        out.extend(run::saturation_reasons(&self.cpu));
+        if self.counts.received == 0 {
+            out.push("no datagram came back".into());
+        }
+        if self.counts.corrupt > 0 || self.counts.open_errors > 0 {
+            out.push(format!(
+                "{} corrupt echoes, {} records failed to open",
+                self.counts.corrupt, self.counts.open_errors
+            ));
+        }
+        out
+    }
+
+    /// Writes `latency.hgrm` and `latency.hlog` into `dir`.
+    pub fn write_files(&self, dir: &Path) -> Result<(PathBuf, PathBuf)> {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let hgrm = dir.join("latency.hgrm");
+        std::fs::write(&hgrm, hist::hgrm(&self.histogram, HGRM_SCALE))
+            .with_context(|| format!("write {}", hgrm.display()))?;
+        let hlog = dir.join("latency.hlog");
+        let bytes = hist::hlog(self.started, &self.intervals)?;
+        std::fs::write(&hlog, bytes).with_context(|| format!("write {}", hlog.display()))?;
+        Ok((hgrm, hlog))
+    }
+
+    /// `{"rate_pps", "sent", "received", "latency_ns", ...}`.
+    pub fn json(&self) -> Value {
+        json!({
+            "rate_pps": self.rate,
+            "achieved_pps": self.counts.pps(),
+            "sent": self.counts.sent,
+            "verified": self.counts.received,
+            "seconds": self.counts.elapsed.as_secs_f64(),
+            "latency_ns": Percentiles::of(&self.histogram).json(),
+            "max_send_lag_ns": self.counts.max_send_lag.as_nanos() as u64,
+            "late_sends": self.counts.late_sends,
+            "drops": {
+                "lost_or_late": self.counts.outstanding_at_end,
+                "stale": self.counts.stale,
+                "corrupt": self.counts.corrupt,
+                "open_errors": self.counts.open_errors,
+                "send_errors": self.counts.send_errors,
+            },
+            "cpu": cpu::json(&self.cpu),
+        })
+    }
+}
+
+/// Open loop on `flows` at `rate` for `duration` (after `warmup` at the same rate).
+pub fn measure(
+    flows: &mut Flows,
+    rate: f64,
+    duration: Duration,
+    warmup: Duration,
+    interval: Duration,
+) -> Result<LatencyRun> {
+    let mut histogram = hist::new_latency_ns()?;
+    if !warmup.is_zero() {
+        flows.open_loop(rate, warmup, &mut histogram, warmup, |_, _| {})?;
+        histogram.reset();
+    }
+    let mut intervals = Vec::new();
+    let started = SystemTime::now();
+    let before = CpuSnapshot::take();
+    let counts = flows.open_loop(rate, duration, &mut histogram, interval, |start, h| {
+        intervals.push(Interval {
+            start,
+            length: interval,
+            histogram: h.clone(),
+        });
+    })?;
+    let after = CpuSnapshot::take();
+    // The last interval may be shorter than `interval`.
+    if let Some(last) = intervals.last_mut() {
+        last.length = counts
+            .elapsed
+            .saturating_sub(last.start)
+            .max(Duration::from_millis(1));
+    }
+    Ok(LatencyRun {
+        counts,
+        histogram,
+        intervals,
+        started,
+        cpu: before.delta(&after),
+        rate,
+    })
+}
+
+/// The outcome: document, text and the measurement.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The result document.
+    pub doc: Value,
+    /// The human-readable report.
+    pub text: String,
+    /// The measurement.
+    pub run: LatencyRun,
+}
+
+/// Runs the benchmark and writes its files.
+pub fn run(cfg: &Config) -> Result<Outcome> {
+    let mtu = (cfg.size + 128).clamp(1500, 9000) as u16;
+    let mut ciphers = vec![cfg.cipher];
+    if cfg.compare_none && !cfg.cipher.is_null() {
+        ciphers.push(CipherChoice::None);
+    }
+    let servers = ciphers
+        .iter()
+        .map(|c| {
+            TestServer::start(&ServerSetup {
+                shards: cfg.shards,
+                io: cfg.io,
+                null_protection: c.is_null(),
+                mtu,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let groups: Vec<Group> = servers
+        .iter()
+        .zip(&ciphers)
+        .map(|(s, c)| Group {
+            server: s.addr(),
+            ca: s.ca().to_path_buf(),
+            cipher: *c,
+        })
+        .collect();
+    let flow_cfg = FlowConfig {
+        size: cfg.size,
+        window: 64,
+        gso: cfg.gso,
+    };
+    // With --compare-none: the cipher's run, then the baseline's, same rate and sessions.
+    let mut runs = run::on_loadgen(
+        &groups,
+        cfg.sessions,
+        flow_cfg,
+        usize::from(mtu),
+        |flows, _| {
+            let mut out = Vec::with_capacity(flows.len());
+            for mut f in flows {
+                out.push(measure(
+                    &mut f,
+                    cfg.rate,
+                    cfg.duration,
+                    cfg.warmup,
+                    cfg.interval,
+                )?);
+                f.close();
+            }
+            Ok(out)
+        },
+    )?;
+    for s in servers {
+        s.shutdown()?;
+    }
+    let baseline = if runs.len() > 1 { runs.pop() } else { None };
+    let run = runs
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("no latency measurement"))?;
+    let (hgrm, hlog) = run.write_files(&cfg.out)?;
+    let mut invalid = run.invalid_reasons();
+    let p = Percentiles::of(&run.histogram);
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "dtls-bench latency: {} B, {} sessions, {:.0} pps open loop, {}",
+        cfg.size,
+        cfg.sessions,
+        cfg.rate,
+        cfg.cipher.name()
+    );
+    let _ = writeln!(text, "  {}", p.line_us());
+    let _ = writeln!(text, "  cpu: {}", cpu::lines(&run.cpu));
+    let prefix = format!(
+        "latency.{}.{}.{}pps",
+        cfg.cipher.name(),
+        cfg.size,
+        cfg.rate as u64
+    );
+    let mut figures = latency_figures(&prefix, &p);
+    let mut ratios = json!({});
+    if let Some(b) = &baseline {
+        let bp = Percentiles::of(&b.histogram);
+        let ratio = |a: u64, z: u64| if z > 0 { a as f64 / z as f64 } else { 0.0 };
+        let (r50, r99) = (ratio(p.p50, bp.p50), ratio(p.p99, bp.p99));
+        let _ = writeln!(text, "  none (baseline): {}", bp.line_us());
+        let _ = writeln!(text, "  ratio to the baseline: p50 {r50:.3}, p99 {r99:.3}");
+        invalid.extend(
+            b.invalid_reasons()
+                .into_iter()
+                .map(|r| format!("baseline: {r}")),
+        );
+        figures.extend(latency_figures(
+            &format!("latency.none.{}.{}pps", cfg.size, cfg.rate as u64),
+            &bp,
+        ));
+        figures.push(Figure::new(
+            format!("{prefix}.p50_ratio_to_none"),
+            r50,
+            "ratio",
+            Better::Lower,
+        ));
+        ratios = json!({"p50_to_none": r50, "p99_to_none": r99});
+    }
+    let _ = writeln!(text, "  wrote {} and {}", hgrm.display(), hlog.display());
+    if !invalid.is_empty() {
+        let _ = writeln!(text, "  INVALID: {}", invalid.join("; "));
+    }
+    let results = json!({
+        "pps": run.counts.pps(),
+        "latency_ns": p.json(),
+        "cpu": cpu::json(&run.cpu),
+        "drops": run.json()["drops"].clone(),
+        "run": run.json(),
+        "baseline": baseline.as_ref().map(LatencyRun::json),
+        "ratios": ratios,
+        "files": {"hgrm": hgrm.display().to_string(), "hlog": hlog.display().to_string()},
+    });
+    let doc = run::document(
+        "dtls-bench latency",
+        cfg.json(),
+        results,
+        &figures,
+        &invalid,
+    );
+    let json_path = cfg
+        .json
+        .clone()
+        .unwrap_or_else(|| cfg.out.join("result.json"));
+    run::write_json(&json_path, &doc)?;
+    let _ = writeln!(text, "  wrote {}", json_path.display());
+    Ok(Outcome { doc, text, run })
+}
+
+/// p50/p99/p99.9/max figures (ns, lower is better) under `prefix`.
+pub fn latency_figures(prefix: &str, p: &Percentiles) -> Vec<Figure> {
+    [
+        ("p50", p.p50),
+        ("p99", p.p99),
+        ("p999", p.p999),
+        ("max", p.max),
+    ]
+    .into_iter()
+    .map(|(k, v)| Figure::new(format!("{prefix}.{k}_ns"), v as f64, "ns", Better::Lower))
+    .collect()
+}
+
+/// B3 at fractions of the maximum: a closed-loop probe (window 16 per session, `probe`
+/// long) on the same sessions measures the maximum rate, then each of `loads` (fractions,
+/// e.g. 0.1 0.5 0.9) runs open loop at that share of it. Files go to
+/// `out/load-<percent>/latency.{hgrm,hlog}`; one result document for all loads.
+pub fn run_loads(cfg: &Config, loads: &[f64], probe: Duration) -> Result<Outcome> {
+    if loads.is_empty()
+        || loads
+            .iter()
+            .any(|l| !(l.is_finite() && *l > 0.0 && *l <= 1.0))
+    {
+        anyhow::bail!("--load fractions must be in (0, 1]");
+    }
+    let mtu = (cfg.size + 128).clamp(1500, 9000) as u16;
+    let server = TestServer::start(&ServerSetup {
+        shards: cfg.shards,
+        io: cfg.io,
+        null_protection: cfg.cipher.is_null(),
+        mtu,
+    })?;
+    let groups = [Group {
+        server: server.addr(),
+        ca: server.ca().to_path_buf(),
+        cipher: cfg.cipher,
+    }];
+    let flow_cfg = FlowConfig {
+        size: cfg.size,
+        window: 16,
+        gso: cfg.gso,
+    };
+    let (max_pps, runs) = run::on_loadgen(
+        &groups,
+        cfg.sessions,
+        flow_cfg,
+        usize::from(mtu),
+        |mut flows, _| {
+            let Some(mut f) = flows.pop() else {
+                anyhow::bail!("no sessions");
+            };
+            let max = f.closed_loop(probe, None)?.pps();
+            if max < 1.0 {
+                anyhow::bail!("the closed-loop probe moved nothing");
+            }
+            let mut runs = Vec::with_capacity(loads.len());
+            for &load in loads {
+                runs.push(measure(
+                    &mut f,
+                    max * load,
+                    cfg.duration,
+                    cfg.warmup,
+                    cfg.interval,
+                )?);
+            }
+            f.close();
+            Ok((max, runs))
+        },
+    )?;
+    server.shutdown()?;
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "dtls-bench latency: {} B, {} sessions, {}, open loop at fractions of the closed-loop maximum {:.0} pps",
+        cfg.size,
+        cfg.sessions,
+        cfg.cipher.name(),
+        max_pps
+    );
+    let mut figures = Vec::new();
+    let mut invalid = Vec::new();
+    let mut entries = Vec::new();
+    for (load, r) in loads.iter().zip(&runs) {
+        let pct = (load * 100.0).round() as u64;
+        let dir = cfg.out.join(format!("load-{pct}"));
+        let (hgrm, hlog) = r.write_files(&dir)?;
+        let p = Percentiles::of(&r.histogram);
+        let _ = writeln!(text, "  {pct:>3} % ({:.0} pps): {}", r.rate, p.line_us());
+        let _ = writeln!(text, "        cpu: {}", cpu::lines(&r.cpu));
+        figures.extend(latency_figures(
+            &format!("latency.{}.{}.load{pct}", cfg.cipher.name(), cfg.size),
+            &p,
+        ));
+        invalid.extend(
+            r.invalid_reasons()
+                .into_iter()
+                .map(|x| format!("load {pct} %: {x}")),
+        );
+        let mut e = r.json();
+        e["load"] = json!(load);
+        e["files"] =
+            json!({"hgrm": hgrm.display().to_string(), "hlog": hlog.display().to_string()});
+        entries.push(e);
+    }
+    if !invalid.is_empty() {
+        let _ = writeln!(text, "  INVALID: {}", invalid.join("; "));
+    }
+    let mut config = cfg.json();
+    config["loads"] = json!(loads);
+    config["probe_s"] = json!(probe.as_secs_f64());
+    let first = runs.first();
+    let results = json!({
+        "max_pps": max_pps,
+        "pps": first.map(|r| r.counts.pps()),
+        "latency_ns": first.map(|r| Percentiles::of(&r.histogram).json()),
+        "loads": entries,
+    });
+    let doc = run::document("dtls-bench latency", config, results, &figures, &invalid);
+    let json_path = cfg
+        .json
+        .clone()
+        .unwrap_or_else(|| cfg.out.join("result.json"));
+    run::write_json(&json_path, &doc)?;
+    let _ = writeln!(
+        text,
+        "  wrote {} and load-*/latency.{{hgrm,hlog}}",
+        json_path.display()
+    );
+    let run = runs
+        .into_iter()
+        .last()
+        .ok_or_else(|| anyhow::anyhow!("no latency measurement"))?;
+    Ok(Outcome { doc, text, run })
+}

@@ -1,0 +1,192 @@
+//! CPU time per thread of this process, from /proc/self/task/*/{comm,schedstat}.
+//!
+//! `schedstat`'s first field is the time on CPU in ns; where it is missing, `stat`'s
+//! utime + stime (clock ticks, assumed 100 Hz) is used. Threads are named: the server's
+//! `dtlsd-shard-N` and `dtlsd-control`, the generator's `loadgen-N`, the echo backend's
+//! `echo-backend`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::time::{Duration, Instant};
+
+/// Clock ticks per second assumed for /proc/*/stat (USER_HZ is 100 on Linux).
+const USER_HZ: u64 = 100;
+
+/// CPU time of every thread at one instant, keyed by thread id.
+#[derive(Debug, Clone)]
+pub struct CpuSnapshot {
+    at: Instant,
+    threads: BTreeMap<u32, (String, u64)>,
+}
+
+/// CPU use of one thread between two snapshots.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThreadCpu {
+    /// Thread id (distinguishes same-named threads, e.g. two servers' shards).
+    pub tid: u32,
+    /// Thread name (`comm`).
+    pub name: String,
+    /// CPU time used, ns.
+    pub cpu_ns: u64,
+    /// `cpu_ns` over the wall time between the snapshots, percent of one core.
+    pub percent: f64,
+}
+
+fn thread_cpu_ns(tid: &str) -> Option<u64> {
+    let base = format!("/proc/self/task/{tid}");
+    if let Ok(s) = fs::read_to_string(format!("{base}/schedstat"))
+        && let Some(ns) = s.split_whitespace().next().and_then(|v| v.parse().ok())
+    {
+        return Some(ns);
+    }
+    let stat = fs::read_to_string(format!("{base}/stat")).ok()?;
+    // Fields after the parenthesised comm: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) * 1_000_000_000 / USER_HZ)
+}
+
+impl CpuSnapshot {
+    /// Reads every thread of this process now (threads that vanish meanwhile are skipped).
+    pub fn take() -> Self {
+        let mut threads = BTreeMap::new();
+        if let Ok(dir) = fs::read_dir("/proc/self/task") {
+            for entry in dir.flatten() {
+                let tid = entry.file_name().to_string_lossy().into_owned();
+                let Ok(id) = tid.parse::<u32>() else { continue };
+                let name = fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_default();
+                if let Some(ns) = thread_cpu_ns(&tid) {
+                    threads.insert(id, (name, ns));
+                }
+            }
+        }
+        Self {
+            at: Instant::now(),
+            threads,
+        }
+    }
+
+    /// CPU used by each thread alive at both snapshots, from `self` to `later`, sorted by
+    /// name. Threads with (nearly) no CPU and no known name prefix are left out.
+    pub fn delta(&self, later: &CpuSnapshot) -> Vec<ThreadCpu> {
+        let wall = later
+            .at
+            .saturating_duration_since(self.at)
+            .max(Duration::from_micros(1));
+        let mut out: Vec<ThreadCpu> = later
+            .threads
+            .iter()
+            .filter_map(|(id, (name, ns))| {
+                let before = self.threads.get(id).map_or(0, |(_, b)| *b);
+                let cpu_ns = ns.saturating_sub(before);
+                let known = ["dtlsd-", "loadgen-", "echo-backend", "flood-"]
+                    .iter()
+                    .any(|p| name.starts_with(p));
+                (known || cpu_ns > wall.as_nanos() as u64 / 100).then(|| ThreadCpu {
+                    tid: *id,
+                    name: name.clone(),
+                    cpu_ns,
+                    percent: cpu_ns as f64 * 100.0 / wall.as_nanos() as f64,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+}
+
+/// `{"name": percent, ...}` plus totals per group (`server`, `loadgen`, `echo`).
+pub fn json(threads: &[ThreadCpu]) -> serde_json::Value {
+    let mut per = serde_json::Map::new();
+    let (mut server, mut loadgen, mut echo) = (0.0, 0.0, 0.0);
+    for t in threads {
+        let key = if per.contains_key(&t.name) {
+            format!("{}#{}", t.name, per.len())
+        } else {
+            t.name.clone()
+        };
+        per.insert(key, serde_json::json!(round1(t.percent)));
+        if t.name.starts_with("dtlsd-") {
+            server += t.percent;
+        } else if t.name.starts_with("loadgen-") {
+            loadgen += t.percent;
+        } else if t.name.starts_with("echo-backend") {
+            echo += t.percent;
+        }
+    }
+    let all: f64 = threads.iter().map(|t| t.percent).sum();
+    serde_json::json!({
+        "unit": "percent of one core",
+        "threads": per,
+        "server_total": round1(server),
+        "loadgen_total": round1(loadgen),
+        "echo_total": round1(echo),
+        "process_total": round1(all),
+        "cores": std::thread::available_parallelism().map_or(1, usize::from),
+    })
+}
+
+/// The busiest generator thread's CPU percent (0 when none ran).
+pub fn max_loadgen_percent(threads: &[ThreadCpu]) -> f64 {
+    threads
+        .iter()
+        .filter(|t| t.name.starts_with("loadgen-"))
+        .map(|t| t.percent)
+        .fold(0.0, f64::max)
+}
+
+/// One line: `name 87.3%, …` for the threads that used at least 0.5 % of a core, then the
+/// process total over the cores available.
+pub fn lines(threads: &[ThreadCpu]) -> String {
+    let all: f64 = threads.iter().map(|t| t.percent).sum();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut line = threads
+        .iter()
+        .filter(|t| t.percent >= 0.5)
+        .map(|t| format!("{} {:.1}%", t.name, t.percent))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let _ =
+        std::fmt::Write::write_fmt(&mut line, format_args!(" (all {all:.0}% of {cores} cores)"));
+    line
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_named_thread_shows_its_cpu() {
+        let threads = std::thread::Builder::new()
+            .name("loadgen-9".into())
+            .spawn(|| {
+                let before = CpuSnapshot::take();
+                let start = Instant::now();
+                let mut x = 0u64;
+                while start.elapsed() < Duration::from_millis(30) {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                }
+                before.delta(&CpuSnapshot::take())
+            })
+            .expect("spawn")
+            .join()
+            .expect("join");
+        let me = threads
+            .iter()
+            .find(|t| t.name == "loadgen-9")
+            .expect("the thread is listed");
+        assert!(me.cpu_ns > 0 && me.percent > 0.0, "{me:?}");
+        assert!(max_loadgen_percent(&threads) >= me.percent);
+        let j = json(&threads);
+        assert!(j["threads"]["loadgen-9"].is_number());
+        assert!(lines(&threads).contains("loadgen-9"));
+    }
+}

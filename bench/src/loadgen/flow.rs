@@ -1,0 +1,586 @@
+//! The data phase: established sessions exchange application-data records with the server,
+//! which relays them to the echo backend and back.
+//!
+//! Each session owns a `dtls-io` `UdpIo` (mmsg backend: the generator waits on all session
+//! sockets through one epoll set, which io_uring's completion ring would bypass) and a
+//! `TxBatch` records are sealed into in place. Received datagrams are split into records
+//! and opened in place in the `RecvBatch`; application data is checked byte for byte, other
+//! records (a retransmitted flight, an alert) go to the session's engine.
+//!
+//! Two drivers: [`Flows::closed_loop`] (a window of outstanding datagrams per session, the
+//! throughput figure) and [`Flows::open_loop`] (a fixed aggregate rate, latency recorded
+//! from the intended send time so that a stalled generator or server cannot hide delays:
+//! coordinated omission corrected).
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use control::Connection;
+use dataplane::record::{
+    ContentType, DTLS_1_2, Opener, RecordKey, RecordsMut, ReplayWindow, Sealer,
+};
+use dtls_io::{IoConfig, IoMode, TxBatch, UdpIo};
+use hdrhistogram::Histogram;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use super::client::Established;
+use super::{CipherChoice, IP_UDP_HEADER, MIN_PAYLOAD, Pattern};
+
+/// Record content type of application data.
+const APPLICATION_DATA: u8 = 23;
+/// A session with outstanding datagrams and no echo for this long reopens its window (the
+/// outstanding ones count as lost).
+const STALL: Duration = Duration::from_millis(200);
+/// Open loop: consecutive datagrams given to one session before the next one's turn.
+const OPEN_LOOP_RUN: u64 = 8;
+/// Open loop: shortest sleep between turns when the next send is under 1 ms away.
+const OPEN_LOOP_MIN_SLEEP_NS: u64 = 20_000;
+/// Receive-side GRO only up to this many sessions (memory: 512 KiB of buffers each).
+const GRO_MAX_SESSIONS: usize = 128;
+/// Longest single wait.
+const MAX_WAIT: Duration = Duration::from_millis(5);
+
+/// Data phase settings.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowConfig {
+    /// Plaintext bytes per record.
+    pub size: usize,
+    /// Closed loop: outstanding datagrams per session.
+    pub window: usize,
+    /// UDP GSO on sends and (up to 128 sessions) GRO on receives, generator side.
+    pub gso: bool,
+}
+
+/// Counters of one driver run.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counts {
+    /// Records sent.
+    pub sent: u64,
+    /// Echoed records received, opened and verified.
+    pub received: u64,
+    /// Echoes that opened but whose payload did not match.
+    pub corrupt: u64,
+    /// Records that failed to open (authentication, replay, format).
+    pub open_errors: u64,
+    /// Echoes that came back after a later one (counted lost first, then taken back).
+    pub late: u64,
+    /// Datagrams lost: gaps in a session's echoed sequence numbers, plus the window of a
+    /// session that stalled.
+    pub lost: u64,
+    /// Echoes of datagrams sent before this run started (a previous phase), ignored.
+    pub stale: u64,
+    /// Records that were late beyond the end of the run (still outstanding at the end).
+    pub outstanding_at_end: u64,
+    /// Datagrams the kernel refused (send errors).
+    pub send_errors: u64,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// Open loop: largest lag of an actual send behind its intended time.
+    pub max_send_lag: Duration,
+    /// Open loop: sends more than 1 ms behind their intended time.
+    pub late_sends: u64,
+}
+
+impl Counts {
+    /// Verified echoes per second.
+    pub fn pps(&self) -> f64 {
+        self.received as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Adds another run's counters (elapsed adds up).
+    pub fn add(&mut self, o: &Counts) {
+        self.sent += o.sent;
+        self.received += o.received;
+        self.corrupt += o.corrupt;
+        self.open_errors += o.open_errors;
+        self.lost += o.lost;
+        self.late += o.late;
+        self.stale += o.stale;
+        self.outstanding_at_end += o.outstanding_at_end;
+        self.send_errors += o.send_errors;
+        self.elapsed += o.elapsed;
+        self.max_send_lag = self.max_send_lag.max(o.max_send_lag);
+        self.late_sends += o.late_sends;
+    }
+}
+
+struct Flow {
+    io: UdpIo,
+    tx: TxBatch,
+    sealer: Sealer,
+    opener: Opener,
+    conn: Connection,
+    server: SocketAddr,
+    next_seq: u64,
+    run_first_seq: u64,
+    next_expected: u64,
+    outstanding: usize,
+    last_progress: Instant,
+    dirty: bool,
+}
+
+/// The sessions of one generator thread in their data phase.
+pub struct Flows {
+    flows: Vec<Flow>,
+    poll: Poll,
+    events: Events,
+    pattern: Pattern,
+    cfg: FlowConfig,
+    epoch: Instant,
+    record_len: usize,
+    batch: usize,
+    send_errors_base: u64,
+}
+
+impl std::fmt::Debug for Flows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flows")
+            .field("sessions", &self.flows.len())
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Flows {
+    /// Takes over established sessions. With `cipher` `none` both directions switch to
+    /// `RecordKey::null_baseline()` (the server must run with null record protection).
+    pub fn new(sessions: Vec<Established>, cipher: CipherChoice, cfg: FlowConfig) -> Result<Self> {
+        if cfg.size < MIN_PAYLOAD || cfg.size > dataplane::record::MAX_PLAINTEXT_LEN {
+            bail!("payload size {} outside {MIN_PAYLOAD}..=16384", cfg.size);
+        }
+        let poll = Poll::new().context("epoll")?;
+        let mut flows = Vec::with_capacity(sessions.len());
+        let mut record_len = 0;
+        // GRO needs 64 KiB receive buffers: 512 KiB per session, so only for few sessions.
+        let gro = cfg.gso && sessions.len() <= GRO_MAX_SESSIONS;
+        let io_cfg = IoConfig {
+            mode: IoMode::Mmsg,
+            batch: if gro { 8 } else { 32 },
+            recv_buffer_size: if gro {
+                65_535
+            } else {
+                2048.max(cfg.size + 128)
+            },
+            gso: cfg.gso,
+            ..IoConfig::default()
+        };
+        for (i, s) in sessions.into_iter().enumerate() {
+            let Established {
+                socket,
+                server,
+                conn,
+                keys,
+                ..
+            } = s;
+            let keys = *keys;
+            let window = ReplayWindow::new(keys.replay_window.clamp(64, 4096));
+            let (write_key, read_key) = if cipher.is_null() {
+                (RecordKey::null_baseline(), RecordKey::null_baseline())
+            } else {
+                (keys.write.key, keys.read.key)
+            };
+            let sealer = Sealer::new(keys.write.epoch, write_key, keys.write.next_sequence)
+                .context("sealer from KeysReady")?;
+            let opener = Opener::new(keys.read.epoch, read_key, window);
+            if gro {
+                let _ = dtls_io::enable_gro(&socket);
+            }
+            record_len = sealer.record_len(cfg.size);
+            let io = UdpIo::new(socket, &io_cfg).context("session socket I/O")?;
+            poll.registry()
+                .register(
+                    &mut SourceFd(&io.socket().as_raw_fd()),
+                    Token(i),
+                    Interest::READABLE,
+                )
+                .context("epoll register")?;
+            let tx = TxBatch::new(cfg.window.max(64), record_len, cfg.gso);
+            flows.push(Flow {
+                io,
+                tx,
+                sealer,
+                opener,
+                conn,
+                server,
+                next_seq: 0,
+                run_first_seq: 0,
+                next_expected: 0,
+                outstanding: 0,
+                last_progress: Instant::now(),
+                dirty: false,
+            });
+        }
+        Ok(Self {
+            flows,
+            poll,
+            events: Events::with_capacity(1024),
+            pattern: Pattern::new(cfg.size),
+            cfg,
+            epoch: Instant::now(),
+            record_len,
+            batch: io_cfg.batch,
+            send_errors_base: 0,
+        })
+    }
+
+    /// Number of sessions.
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// True without sessions.
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    /// Bytes of one datagram on the wire (record + IPv4/UDP headers).
+    pub fn wire_bytes(&self) -> usize {
+        self.record_len + IP_UDP_HEADER
+    }
+
+    /// Record bytes of one datagram (UDP payload).
+    pub fn record_len(&self) -> usize {
+        self.record_len
+    }
+
+    fn now_ns(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
+    fn send_errors(&self) -> u64 {
+        self.flows.iter().map(|f| f.io.stats().send_errors).sum()
+    }
+
+    /// Queues one record on flow `i` stamped `time_ns`; false when its batch is full.
+    fn push(&mut self, i: usize, time_ns: u64) -> bool {
+        let size = self.cfg.size;
+        let pattern = &self.pattern;
+        let Some(f) = self.flows.get_mut(i) else {
+            return false;
+        };
+        let seq = f.next_seq;
+        let off = f.sealer.plaintext_offset();
+        let record_len = f.sealer.record_len(size);
+        let sealer = &mut f.sealer;
+        let pushed = f.tx.push_with(f.server, record_len, |buf| {
+            pattern.write(&mut buf[off..off + size], seq, time_ns);
+            // The buffer is record_len long and the sequence space is 2^48: sealing fails
+            // only when exhausted, and then nothing is queued (length 0).
+            sealer
+                .seal(ContentType::ApplicationData, DTLS_1_2, buf, size)
+                .unwrap_or(0)
+        });
+        match pushed {
+            Ok(n) if n > 0 => {
+                f.next_seq += 1;
+                f.outstanding += 1;
+                f.dirty = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn flush_dirty(&mut self) -> Result<()> {
+        for f in &mut self.flows {
+            if f.dirty {
+                f.io.flush(&mut f.tx).context("send")?;
+                f.dirty = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Receives everything ready on flow `i`; records latencies (now - stamped time) into
+    /// `hist` when given.
+    fn drain(
+        &mut self,
+        i: usize,
+        counts: &mut Counts,
+        mut hist: Option<&mut Histogram<u64>>,
+    ) -> Result<()> {
+        let size = self.cfg.size;
+        let batch = self.batch;
+        let epoch = self.epoch;
+        let pattern = &self.pattern;
+        let Some(f) = self.flows.get_mut(i) else {
+            return Ok(());
+        };
+        loop {
+            let rx = f.io.poll_recv(Duration::ZERO).context("receive")?;
+            let messages = rx.message_count();
+            if messages == 0 {
+                break;
+            }
+            let now = Instant::now();
+            let now_ns = now.saturating_duration_since(epoch).as_nanos() as u64;
+            let mut got = 0usize;
+            for dg in rx.iter_mut() {
+                if dg.source != f.server {
+                    continue;
+                }
+                for rec in RecordsMut::new(dg.payload) {
+                    let rec = rec.into_inner();
+                    if rec.first() != Some(&APPLICATION_DATA) {
+                        f.conn.handle_datagram(now, f.server, rec);
+                        continue;
+                    }
+                    match f.opener.open(rec) {
+                        Ok(opened) => match pattern.check(opened.plaintext, size) {
+                            Some((seq, _)) if seq < f.run_first_seq => counts.stale += 1,
+                            Some((seq, sent_ns)) => {
+                                got += 1;
+                                // One session's path is FIFO end to end: a gap in the echoed
+                                // sequence numbers is loss (released from the window now); an
+                                // echo below the expected one was late, not lost.
+                                if seq >= f.next_expected {
+                                    let gap = seq - f.next_expected;
+                                    counts.lost += gap;
+                                    f.outstanding = f.outstanding.saturating_sub(gap as usize);
+                                    f.next_expected = seq + 1;
+                                    f.outstanding = f.outstanding.saturating_sub(1);
+                                } else {
+                                    counts.lost = counts.lost.saturating_sub(1);
+                                    counts.late += 1;
+                                }
+                                if let Some(h) = hist.as_deref_mut() {
+                                    h.saturating_record(now_ns.saturating_sub(sent_ns).max(1));
+                                }
+                            }
+                            None => counts.corrupt += 1,
+                        },
+                        Err(_) => counts.open_errors += 1,
+                    }
+                }
+            }
+            counts.received += got as u64;
+            if got > 0 {
+                f.last_progress = now;
+            }
+            if messages < batch {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Result<()> {
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(e).context("epoll wait"),
+        }
+    }
+
+    fn ready(&self) -> Vec<usize> {
+        self.events.iter().map(|e| e.token().0).collect()
+    }
+
+    /// Closed loop for `duration`: every session keeps `window` datagrams outstanding.
+    /// `hist` (optional) gets every round-trip time, ns.
+    pub fn closed_loop(
+        &mut self,
+        duration: Duration,
+        mut hist: Option<&mut Histogram<u64>>,
+    ) -> Result<Counts> {
+        let mut counts = Counts::default();
+        self.send_errors_base = self.send_errors();
+        let start = Instant::now();
+        let end = start + duration;
+        let window = self.cfg.window.max(1);
+        let mut ready = Vec::with_capacity(self.flows.len());
+        let mut last_stall_check = start;
+        for f in &mut self.flows {
+            f.last_progress = start;
+            f.run_first_seq = f.next_seq;
+            f.next_expected = f.next_seq;
+        }
+        loop {
+            let now = Instant::now();
+            if now >= end {
+                break;
+            }
+            let t = self.now_ns(now);
+            for i in 0..self.flows.len() {
+                let deficit = window.saturating_sub(self.flows[i].outstanding);
+                for _ in 0..deficit {
+                    if !self.push(i, t) {
+                        break;
+                    }
+                    counts.sent += 1;
+                }
+            }
+            self.flush_dirty()?;
+            self.wait(MAX_WAIT.min(end.saturating_duration_since(now)))?;
+            ready.clear();
+            ready.extend(self.ready());
+            for &i in &ready {
+                self.drain(i, &mut counts, hist.as_deref_mut())?;
+            }
+            if now.duration_since(last_stall_check) > STALL / 4 {
+                last_stall_check = now;
+                for f in &mut self.flows {
+                    if f.outstanding > 0 && now.duration_since(f.last_progress) > STALL {
+                        counts.lost += f.outstanding as u64;
+                        f.outstanding = 0;
+                        f.next_expected = f.next_seq;
+                        f.last_progress = now;
+                    }
+                }
+            }
+        }
+        counts.elapsed = start.elapsed();
+        self.settle(&mut counts)?;
+        Ok(counts)
+    }
+
+    /// Open loop at `rate` datagrams/s in total (sessions in turn, 8 consecutive datagrams
+    /// each) for `duration`.
+    /// Latency is recorded from each datagram's intended send time into `hist`; every
+    /// `interval`, `on_interval` gets the interval's histogram (then reset).
+    pub fn open_loop(
+        &mut self,
+        rate: f64,
+        duration: Duration,
+        hist: &mut Histogram<u64>,
+        interval: Duration,
+        mut on_interval: impl FnMut(Duration, &Histogram<u64>),
+    ) -> Result<Counts> {
+        if !(rate.is_finite() && rate >= f64::MIN_POSITIVE) || self.flows.is_empty() {
+            bail!("open loop needs a positive rate and at least one session");
+        }
+        let mut counts = Counts::default();
+        self.send_errors_base = self.send_errors();
+        let gap_ns = 1e9 / rate;
+        let start = Instant::now();
+        let end = start + duration;
+        let start_ns = self.now_ns(start);
+        let mut k: u64 = 0;
+        let mut interval_hist = hist.clone();
+        interval_hist.reset();
+        let mut interval_start = start;
+        let mut ready = Vec::with_capacity(self.flows.len());
+        let n = self.flows.len();
+        for f in &mut self.flows {
+            f.run_first_seq = f.next_seq;
+            f.next_expected = f.next_seq;
+            f.outstanding = 0;
+        }
+        loop {
+            let now = Instant::now();
+            if now >= end {
+                break;
+            }
+            let now_ns = self.now_ns(now);
+            // Everything due up to now, stamped with its intended time.
+            loop {
+                let due = start_ns + (k as f64 * gap_ns) as u64;
+                if due > now_ns {
+                    break;
+                }
+                // Runs of OPEN_LOOP_RUN datagrams per session, sessions in turn: a turn's
+                // due datagrams mostly share a session, so they leave in one GSO send.
+                let i = ((k / OPEN_LOOP_RUN) % n as u64) as usize;
+                if !self.push(i, due) {
+                    // Batch full: send what is queued and continue.
+                    self.flush_dirty()?;
+                    if !self.push(i, due) {
+                        break;
+                    }
+                }
+                let lag = Duration::from_nanos(now_ns - due);
+                counts.max_send_lag = counts.max_send_lag.max(lag);
+                if lag > Duration::from_millis(1) {
+                    counts.late_sends += 1;
+                }
+                counts.sent += 1;
+                k += 1;
+            }
+            self.flush_dirty()?;
+            let next_due = start_ns + (k as f64 * gap_ns) as u64;
+            let wait_ns = next_due.saturating_sub(self.now_ns(Instant::now()));
+            // epoll waits in whole milliseconds: below one, sleep (timer slack makes that
+            // ~50 µs at least) and then poll without blocking. Never spin: on a small
+            // machine a spinning generator takes the server's core.
+            let wait = if wait_ns >= 1_000_000 {
+                Duration::from_nanos(wait_ns - 500_000).min(MAX_WAIT)
+            } else {
+                std::thread::sleep(Duration::from_nanos(wait_ns.max(OPEN_LOOP_MIN_SLEEP_NS)));
+                Duration::ZERO
+            };
+            self.wait(wait)?;
+            ready.clear();
+            ready.extend(self.ready());
+            for &i in &ready {
+                self.drain(i, &mut counts, Some(&mut interval_hist))?;
+            }
+            if now.duration_since(interval_start) >= interval {
+                on_interval(interval_start.duration_since(start), &interval_hist);
+                let _ = hist.add(&interval_hist);
+                interval_hist.reset();
+                interval_start = now;
+            }
+        }
+        counts.elapsed = start.elapsed();
+        let mut tail = Counts::default();
+        self.settle_into(&mut tail, Some(&mut interval_hist))?;
+        counts.received += tail.received;
+        counts.corrupt += tail.corrupt;
+        counts.open_errors += tail.open_errors;
+        counts.stale += tail.stale;
+        counts.outstanding_at_end = counts.sent.saturating_sub(counts.received);
+        on_interval(interval_start.duration_since(start), &interval_hist);
+        let _ = hist.add(&interval_hist);
+        counts.send_errors = self.send_errors() - self.send_errors_base;
+        Ok(counts)
+    }
+
+    /// After a closed-loop run: waits briefly for the echoes still in flight (not counted
+    /// in the rate), then resets the windows.
+    fn settle(&mut self, counts: &mut Counts) -> Result<()> {
+        let mut tail = Counts::default();
+        self.settle_into(&mut tail, None)?;
+        counts.corrupt += tail.corrupt;
+        counts.open_errors += tail.open_errors;
+        counts.outstanding_at_end = self.flows.iter().map(|f| f.outstanding as u64).sum();
+        counts.send_errors = self.send_errors() - self.send_errors_base;
+        for f in &mut self.flows {
+            f.outstanding = 0;
+        }
+        Ok(())
+    }
+
+    fn settle_into(
+        &mut self,
+        tail: &mut Counts,
+        mut hist: Option<&mut Histogram<u64>>,
+    ) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_millis(100);
+        let mut ready = Vec::new();
+        while Instant::now() < deadline && self.flows.iter().any(|f| f.outstanding > 0) {
+            self.wait(Duration::from_millis(5))?;
+            ready.clear();
+            ready.extend(self.ready());
+            for &i in &ready {
+                self.drain(i, tail, hist.as_deref_mut())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends close_notify on every session (best effort).
+    pub fn close(mut self) {
+        let now = Instant::now();
+        let mut buf = vec![0u8; 2048];
+        for f in &mut self.flows {
+            f.conn.close(now);
+            while let Some(t) = f.conn.poll_transmit(now, &mut buf) {
+                let _ = f.tx.push(t.destination, &buf[..t.len]);
+            }
+            let _ = f.io.flush(&mut f.tx);
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Running a scenario: server groups, the generator thread, CPU accounting and the JSON
+//! document every data-plane command writes.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow};
+use serde_json::{Value, json};
+
+use super::CipherChoice;
+use super::client::{HandshakePlan, HandshakeStats, client_config, run_handshakes};
+use super::cpu::{CpuSnapshot, ThreadCpu};
+use super::flow::{FlowConfig, Flows};
+use super::server::LOOPBACK;
+use crate::compare::{Figure, figures_json};
+use crate::host::HostInfo;
+
+/// A generator thread at or above this share of one core is saturated: the run is invalid.
+pub const SATURATED_PERCENT: f64 = 95.0;
+
+/// Sessions of one server the generator drives.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// The server.
+    pub server: SocketAddr,
+    /// Its CA certificate.
+    pub ca: PathBuf,
+    /// Record protection.
+    pub cipher: CipherChoice,
+}
+
+/// Runs `body` on a new thread named `loadgen-0` after handshaking `sessions` sessions with
+/// every group (all in flight at once, per group) and turning them into [`Flows`].
+pub fn on_loadgen<T: Send>(
+    groups: &[Group],
+    sessions: usize,
+    flow: FlowConfig,
+    mtu: usize,
+    body: impl FnOnce(Vec<Flows>, Vec<HandshakeStats>) -> Result<T> + Send,
+) -> Result<T> {
+    std::thread::scope(|scope| {
+        let handle = std::thread::Builder::new()
+            .name("loadgen-0".into())
+            .spawn_scoped(scope, move || {
+                pin_generator();
+                let mut all_flows = Vec::new();
+                let mut all_stats = Vec::new();
+                for g in groups {
+                    let config = Arc::new(client_config(&g.ca, g.cipher, mtu)?);
+                    let plan = HandshakePlan {
+                        server: g.server,
+                        bind_ip: LOOPBACK,
+                        parallel: sessions,
+                        total: Some(sessions as u64),
+                        duration: Duration::from_secs(60),
+                        keep: true,
+                        collect_tickets: false,
+                        offer_tickets: false,
+                    };
+                    let mut stats = run_handshakes(&config, &plan, &mut Vec::new())?;
+                    if stats.completed < sessions as u64 {
+                        return Err(anyhow!(
+                            "{} of {sessions} handshakes completed with {}: {}",
+                            stats.completed,
+                            g.server,
+                            stats.first_error.as_deref().unwrap_or("no error reported")
+                        ));
+                    }
+                    let established = std::mem::take(&mut stats.established);
+                    all_flows.push(Flows::new(established, g.cipher, flow)?);
+                    all_stats.push(stats);
+                }
+                body(all_flows, all_stats)
+            })
+            .context("spawn the generator thread")?;
+        handle
+            .join()
+            .map_err(|_| anyhow!("the generator thread panicked"))?
+    })
+}
+
+/// Pins the calling generator thread to the last core when there are at least two (the
+/// server pins shard N to core N, so the generator stays off shard 0's core). Returns the
+/// core, or `None` when not pinned.
+pub fn pin_generator() -> Option<usize> {
+    let cores = core_affinity::get_core_ids()?;
+    if cores.len() < 2 {
+        return None;
+    }
+    let last = *cores.last()?;
+    core_affinity::set_for_current(last).then_some(last.id)
+}
+
+/// CPU time per thread (name and id) summed over several measured slices.
+#[derive(Debug, Clone, Default)]
+pub struct CpuAccum {
+    cpu_ns: BTreeMap<(String, u32), u64>,
+    wall: Duration,
+}
+
+impl CpuAccum {
+    /// Adds the CPU used between two snapshots.
+    pub fn add(&mut self, before: &CpuSnapshot, after: &CpuSnapshot, wall: Duration) {
+        for t in before.delta(after) {
+            *self.cpu_ns.entry((t.name, t.tid)).or_default() += t.cpu_ns;
+        }
+        self.wall += wall;
+    }
+
+    /// The accumulated CPU as per-thread percentages of the accumulated wall time.
+    pub fn threads(&self) -> Vec<ThreadCpu> {
+        let wall = self.wall.as_nanos().max(1) as f64;
+        self.cpu_ns
+            .iter()
+            .map(|((name, tid), ns)| ThreadCpu {
+                tid: *tid,
+                name: name.clone(),
+                cpu_ns: *ns,
+                percent: *ns as f64 * 100.0 / wall,
+            })
+            .collect()
+    }
+}
+
+/// The host part of every document.
+pub fn host_json(host: &HostInfo) -> Value {
+    json!({
+        "cpu": host.cpu,
+        "cores": host.cores,
+        "kernel": host.kernel,
+        "aead_impl": host.aead_impl(),
+        "flags": {
+            "aes_ni": host.aes_ni,
+            "pclmulqdq": host.pclmulqdq,
+            "vaes": host.vaes,
+            "vpclmulqdq": host.vpclmulqdq,
+            "avx2": host.avx2,
+            "avx512f": host.avx512f,
+            "arm_aes": host.arm_aes,
+        },
+    })
+}
+
+/// A result document: `tool`, `version`, `timestamp`, `host`, `config`, `results`,
+/// `figures`, `valid` and `invalid_reasons`.
+pub fn document(
+    tool: &str,
+    config: Value,
+    results: Value,
+    figures: &[Figure],
+    invalid_reasons: &[String],
+) -> Value {
+    json!({
+        "tool": tool,
+        "version": env!("CARGO_PKG_VERSION"),
+        "timestamp": crate::report::rfc3339_now(),
+        "host": host_json(&HostInfo::detect()),
+        "config": config,
+        "results": results,
+        "figures": figures_json(figures),
+        "valid": invalid_reasons.is_empty(),
+        "invalid_reasons": invalid_reasons,
+    })
+}
+
+/// Reasons a run is invalid because of the generator's CPU (one per saturated thread).
+pub fn saturation_reasons(threads: &[ThreadCpu]) -> Vec<String> {
+    threads
+        .iter()
+        .filter(|t| t.name.starts_with("loadgen-") && t.percent >= SATURATED_PERCENT)
+        .map(|t| {
+            format!(
+                "generator thread {} saturated ({:.1}% of a core >= {SATURATED_PERCENT}%)",
+                t.name, t.percent
+            )
+        })
+        .collect()
+}
+
+/// Writes a JSON document to `path` (pretty, trailing newline).
+pub fn write_json(path: &std::path::Path, doc: &Value) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(doc).context("serialize JSON")?;
+    std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))
+}

@@ -1,0 +1,261 @@
+//! The system under test, in-process: `dtlsd::serve::Server` on loopback with a generated
+//! test PKI, relaying to a UDP echo backend thread.
+//!
+//! The echo backend (`echo-backend` thread) answers every datagram with the same bytes, to
+//! its source, batched through `dtls-io` (io_uring when available, else mmsg;
+//! `flush_and_poll_recv`, GSO/GRO on). It is pinned
+//! to the last core like the generator, so that shard 0 keeps core 0 to itself.
+//!
+//! In-process means the server's RSS and CPU are this process's: per-thread CPU tells the
+//! server's threads (`dtlsd-*`) from the generator's (`loadgen-*`).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow};
+use dtls_io::{IoConfig, SocketConfig, TxBatch, UdpIo};
+use dtlsd::config::{CertKeyPaths, LogFormat, ServeConfig, ServerCredentials, Tuning};
+use dtlsd::serve::{Options, Server};
+
+use super::IoChoice;
+
+/// Loopback.
+pub const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// How to run the server under test.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerSetup {
+    /// Shard threads.
+    pub shards: usize,
+    /// Shard I/O backend.
+    pub io: IoChoice,
+    /// Null record protection after the handshake (the `none` baseline).
+    pub null_protection: bool,
+    /// Path MTU the server assumes.
+    pub mtu: u16,
+}
+
+/// A UDP echo server on its own thread.
+#[derive(Debug)]
+pub struct Echo {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    echoed: Arc<AtomicU64>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Echo {
+    /// Starts the echo thread on 127.0.0.1 (ephemeral port).
+    pub fn start() -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let echoed = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = mpsc::channel();
+        let handle = {
+            let stop = Arc::clone(&stop);
+            let echoed = Arc::clone(&echoed);
+            std::thread::Builder::new()
+                .name("echo-backend".into())
+                .spawn(move || echo_thread(&stop, &echoed, &tx))
+                .context("spawn echo backend")?
+        };
+        let addr = rx
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| anyhow!("echo backend did not start"))?
+            .map_err(|e| anyhow!("echo backend: {e}"))?;
+        Ok(Self {
+            addr,
+            stop,
+            echoed,
+            handle: Some(handle),
+        })
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Datagrams echoed so far.
+    pub fn echoed(&self) -> u64 {
+        self.echoed.load(Relaxed)
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn echo_thread(
+    stop: &AtomicBool,
+    echoed: &AtomicU64,
+    ready: &mpsc::Sender<std::result::Result<SocketAddr, String>>,
+) {
+    // With the generator, off shard 0's core (see `run::pin_generator`).
+    super::run::pin_generator();
+    let cfg = IoConfig {
+        mode: dtls_io::IoMode::Auto,
+        ..IoConfig::default()
+    };
+    let sock_cfg = SocketConfig {
+        reuse_port: false,
+        ..SocketConfig::default()
+    };
+    let mut io = match UdpIo::bind(SocketAddr::new(LOOPBACK, 0), &sock_cfg, &cfg) {
+        Ok(io) => io,
+        Err(e) => {
+            let _ = ready.send(Err(e.to_string()));
+            return;
+        }
+    };
+    match io.local_addr() {
+        Ok(a) => {
+            if ready.send(Ok(a)).is_err() {
+                return;
+            }
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e.to_string()));
+            return;
+        }
+    }
+    let mut tx = TxBatch::new(cfg.batch * 64, 65_535, true);
+    let mut count = 0u64;
+    while !stop.load(Relaxed) {
+        let batch = match io.flush_and_poll_recv(&mut tx, Duration::from_millis(20)) {
+            Ok(b) => b,
+            Err(_) => continue,
+        };
+        for dg in batch.iter() {
+            if tx.push(dg.source, dg.payload).is_ok() {
+                count += 1;
+            }
+        }
+        echoed.store(count, Relaxed);
+    }
+}
+
+/// The server under test, its echo backend and its PKI directory.
+#[derive(Debug)]
+pub struct TestServer {
+    server: Option<Server>,
+    echo: Echo,
+    _pki: tempfile::TempDir,
+    ca: PathBuf,
+}
+
+impl TestServer {
+    /// Generates a test PKI, starts the echo backend and the server on 127.0.0.1:0.
+    pub fn start(setup: &ServerSetup) -> Result<Self> {
+        let pki = tempfile::tempdir().context("temporary PKI directory")?;
+        dtlsd::certs::write_test_pki(pki.path()).context("writing the test PKI")?;
+        let echo = Echo::start()?;
+        let config = ServeConfig {
+            listen: SocketAddr::new(LOOPBACK, 0),
+            backend: echo.addr(),
+            credentials: ServerCredentials {
+                certificate: Some(CertKeyPaths {
+                    cert: pki.path().join("server.pem"),
+                    key: pki.path().join("server.key"),
+                }),
+                psks: Vec::new(),
+                client_ca: None,
+            },
+            tuning: Tuning {
+                shards: Some(setup.shards.max(1)),
+                io: setup.io.daemon(),
+                mtu: setup.mtu,
+                metrics: None,
+                idle_timeout: Duration::from_secs(300),
+                keepalive: None,
+                log_format: LogFormat::Human,
+            },
+        };
+        let options = Options {
+            null_record_protection: setup.null_protection,
+        };
+        let server = Server::start(config, options).context("starting dtlsd in-process")?;
+        Ok(Self {
+            server: Some(server),
+            echo,
+            ca: pki.path().join("ca.pem"),
+            _pki: pki,
+        })
+    }
+
+    /// The server's listen address.
+    pub fn addr(&self) -> SocketAddr {
+        self.server
+            .as_ref()
+            .map_or(SocketAddr::new(LOOPBACK, 0), Server::local_addr)
+    }
+
+    /// The CA certificate clients verify the server with.
+    pub fn ca(&self) -> &std::path::Path {
+        &self.ca
+    }
+
+    /// The echo backend.
+    pub fn echo(&self) -> &Echo {
+        &self.echo
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> Option<dtlsd::daemon::Stats> {
+        self.server.as_ref().map(Server::stats)
+    }
+
+    /// The server's shard counters summed, plus the control thread's handshake counters
+    /// and the echo backend's count, as JSON (totals since start).
+    pub fn counters_json(&self) -> serde_json::Value {
+        let Some(stats) = self.stats() else {
+            return serde_json::Value::Null;
+        };
+        let s = stats.shards_total();
+        let c = &stats.control;
+        serde_json::json!({
+            "datagrams_in": s.datagrams_in,
+            "datagrams_out": s.datagrams_out,
+            "records_opened": s.records_opened,
+            "records_sealed": s.records_sealed,
+            "upstream_datagrams_out": s.upstream_datagrams_out,
+            "upstream_datagrams_in": s.upstream_datagrams_in,
+            "upstream_send_errors": s.upstream_send_errors,
+            "drop_malformed": s.drop_malformed,
+            "drop_replay": s.drop_replay,
+            "drop_bad_tag": s.drop_bad_tag,
+            "drop_unknown_session": s.drop_unknown_session,
+            "drop_queue_full": s.drop_queue_full,
+            "drop_tx_full": s.drop_tx_full,
+            "drop_oversize": s.drop_oversize,
+            "sessions_installed": s.sessions_installed,
+            "handshakes_started": c.handshakes_started,
+            "handshakes_completed": c.handshakes_completed,
+            "handshakes_failed_timeout": c.handshakes_failed_timeout,
+            "cookies_sent": c.cookies_sent,
+            "acceptor_drops": c.acceptor_drops,
+            "half_open_refused": c.half_open_refused,
+            "queue_full_drops": c.queue_full_drops,
+            "handshake_forwarded": s.handshake_forwarded,
+            "drop_pending": s.drop_pending,
+            "echoed": self.echo.echoed(),
+        })
+    }
+
+    /// Stops the server (close_notify to every session) and the echo backend.
+    pub fn shutdown(mut self) -> Result<()> {
+        match self.server.take() {
+            Some(s) => s.shutdown(),
+            None => Ok(()),
+        }
+    }
+}

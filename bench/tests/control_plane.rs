@@ -1,0 +1,62 @@
+//! `handshakes` and `flood` against the in-process server, short runs.
+
+use std::time::Duration;
+
+use bench::{flood, handshakes};
+
+#[test]
+fn handshakes_complete_and_the_bound_is_measured() {
+    let out = handshakes::run(&handshakes::Config {
+        duration: Duration::from_millis(300),
+        parallel: 2,
+        resume: true,
+        server: None,
+        ca: None,
+    })
+    .expect("handshakes run");
+    assert!(out.bound > 0.0);
+    assert_eq!(out.kinds.len(), 2);
+    let full = &out.kinds[0];
+    assert!(full.completed > 0, "{:?}", full.first_error);
+    assert_eq!(full.failed, 0, "{:?}", full.first_error);
+    assert_eq!(full.resumed, 0, "the full phase offers no tickets");
+    // dtlsd issues session tickets: the second phase resumes with them.
+    let resumed = &out.kinds[1];
+    assert!(resumed.resumed > 0, "{:?}", resumed.first_error);
+    assert_eq!(resumed.failed, 0, "{:?}", resumed.first_error);
+    assert!(
+        out.doc["results"]["server_side_bound_per_s"]
+            .as_f64()
+            .is_some_and(|b| b > 0.0)
+    );
+    assert!(
+        out.doc["results"]["ratios"]["full_to_bound"]
+            .as_f64()
+            .is_some()
+    );
+    assert!(out.doc["valid"].is_boolean());
+}
+
+#[test]
+fn flood_is_answered_without_amplification() {
+    let out = flood::run(&flood::Config {
+        rate: 500.0,
+        duration: Duration::from_millis(400),
+        sources: 8,
+        parallel: 1,
+    })
+    .expect("flood runs");
+    assert!(out.flood.hellos > 0);
+    assert!(out.flood.replies > 0, "HelloVerifyRequests came back");
+    // RFC 6347 §4.2.1: the HelloVerifyRequest must not be larger than the ClientHello.
+    let hello = out.doc["results"]["hello_bytes"]
+        .as_u64()
+        .expect("hello size");
+    assert!(out.flood.max_reply as u64 <= hello);
+    assert!(out.flood.bytes_in <= out.flood.bytes_out);
+    assert!(
+        out.legit.0 > 0,
+        "legitimate handshakes completed during the flood"
+    );
+    assert!(out.doc["results"]["rss_delta_bytes"].is_i64());
+}

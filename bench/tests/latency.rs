@@ -1,0 +1,93 @@
+//! `latency`: open loop at a fixed rate (with the null baseline) and at fractions of the
+//! probed maximum; files written and readable.
+
+use std::time::Duration;
+
+use bench::latency;
+use bench::loadgen::{CipherChoice, IoChoice};
+use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+
+fn config(out: &std::path::Path, compare_none: bool) -> latency::Config {
+    latency::Config {
+        size: 256,
+        sessions: 2,
+        rate: 2000.0,
+        duration: Duration::from_millis(500),
+        warmup: Duration::from_millis(100),
+        cipher: CipherChoice::Chacha20,
+        io: IoChoice::Auto,
+        shards: 1,
+        gso: false,
+        interval: Duration::from_millis(200),
+        out: out.to_path_buf(),
+        json: None,
+        compare_none,
+    }
+}
+
+fn intervals_in(path: &std::path::Path) -> usize {
+    let bytes = std::fs::read(path).expect("hlog");
+    IntervalLogIterator::new(&bytes)
+        .map(|e| e.expect("entry parses"))
+        .filter(|e| matches!(e, LogEntry::Interval(_)))
+        .count()
+}
+
+#[test]
+fn fixed_rate_with_baseline_writes_files_and_ratios() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = latency::run(&config(dir.path(), true)).expect("latency runs");
+    assert!(out.run.counts.received > 0);
+    assert_eq!(out.run.counts.corrupt, 0);
+    assert_eq!(out.run.counts.open_errors, 0);
+    assert!(!out.run.histogram.is_empty());
+    let hgrm = std::fs::read_to_string(dir.path().join("latency.hgrm")).expect("hgrm");
+    assert!(hgrm.contains("#[Max     ="));
+    // 500 ms in 200 ms intervals: two full ones and the rest.
+    assert!(intervals_in(&dir.path().join("latency.hlog")) >= 2);
+    let doc: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("result.json")).expect("json"),
+    )
+    .expect("valid JSON");
+    assert!(
+        doc["results"]["baseline"]["verified"]
+            .as_u64()
+            .expect("baseline")
+            > 0
+    );
+    assert!(doc["results"]["ratios"]["p50_to_none"].as_f64().is_some());
+    assert_eq!(doc["config"]["cipher"], "chacha20");
+}
+
+#[test]
+fn loads_probe_the_maximum_and_run_each_fraction() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = latency::run_loads(
+        &config(dir.path(), false),
+        &[0.1, 0.3],
+        Duration::from_millis(300),
+    )
+    .expect("latency loads run");
+    let r = &out.doc["results"];
+    let max = r["max_pps"].as_f64().expect("max");
+    assert!(max > 0.0);
+    let loads = r["loads"].as_array().expect("loads");
+    assert_eq!(loads.len(), 2);
+    for (l, want) in loads.iter().zip([0.1, 0.3]) {
+        assert_eq!(l["load"].as_f64(), Some(want));
+        assert!((l["rate_pps"].as_f64().expect("rate") - want * max).abs() < 1e-6 * max);
+        assert!(l["verified"].as_u64().expect("verified") > 0);
+    }
+    for pct in [10, 30] {
+        let d = dir.path().join(format!("load-{pct}"));
+        assert!(d.join("latency.hgrm").is_file() && d.join("latency.hlog").is_file());
+    }
+    assert!(
+        latency::run_loads(
+            &config(dir.path(), false),
+            &[1.5],
+            Duration::from_millis(100)
+        )
+        .is_err()
+    );
+}
