@@ -13,6 +13,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use dataplane::record::{ContentType, DTLS_1_2, MAX_PLAINTEXT_LEN, OpenError, Records, RecordsMut};
@@ -50,24 +51,25 @@ const ALERT_WARNING: u8 = 1;
 const ALERT_FATAL: u8 = 2;
 const CLOSE_NOTIFY: u8 = 0;
 
-/// What the per-packet paths write to: the turn's transmit batch, the control queue and the
-/// turn's tally.
+/// What the per-packet paths write to: the transmit batch, the control queue, the turn's
+/// tally and the buffers the sends go through. Owned by the shard, apart from its session
+/// table, so both can be borrowed at once.
 #[derive(Debug)]
-pub(crate) struct Out<'a> {
-    pub tx: &'a mut TxBatch,
-    pub queues: &'a ShardQueues,
-    pub tally: &'a mut Tally,
+pub(crate) struct Out {
+    pub tx: TxBatch,
+    pub queues: Arc<ShardQueues>,
+    pub tally: Tally,
     pub mode: RelayMode,
     /// Connect mode: where a record to the server is sealed before its `send`
-    /// ([`MAX_RECORD_LEN`] bytes).
-    pub seal_buf: &'a mut [u8],
+    /// ([`MAX_RECORD_LEN`] bytes; empty in serve mode).
+    pub seal_buf: Box<[u8]>,
     /// State of the generator of heartbeat padding.
-    pub pad_state: &'a mut u64,
+    pub pad_state: u64,
     /// Serve mode: plaintext staged for the backend, sent at the end of the batch.
-    pub upstream: &'a mut UpstreamTx,
+    pub upstream: UpstreamTx,
 }
 
-impl Out<'_> {
+impl Out {
     /// Hands `message` to control; a full queue drops it (counted, never blocks).
     pub fn report(&mut self, message: ControlInbound) {
         if self.queues.push_inbound(message).is_err() {
@@ -115,7 +117,7 @@ fn scan(datagram: &[u8]) -> Scan {
 pub(crate) fn handle_datagram(
     table: &mut SessionTable,
     early: &mut EarlyRecords,
-    out: &mut Out<'_>,
+    out: &mut Out,
     now: Instant,
     source: SocketAddr,
     datagram: &mut [u8],
@@ -151,7 +153,7 @@ pub(crate) fn handle_datagram(
 pub(crate) fn handle_protected(
     table: &mut SessionTable,
     id: SlotId,
-    out: &mut Out<'_>,
+    out: &mut Out,
     now: Instant,
     datagram: &mut [u8],
 ) {
@@ -180,7 +182,7 @@ pub(crate) fn handle_protected(
 fn open_records(
     table: &mut SessionTable,
     id: SlotId,
-    out: &mut Out<'_>,
+    out: &mut Out,
     now: Instant,
     datagram: &mut [u8],
 ) -> Option<CloseReason> {
@@ -245,7 +247,7 @@ fn open_records(
 
 /// An opened application-data record: to the backend (serve) or to the local source
 /// (connect).
-fn deliver_plaintext(session: &mut Session, id: SlotId, out: &mut Out<'_>, plaintext: &[u8]) {
+fn deliver_plaintext(session: &mut Session, id: SlotId, out: &mut Out, plaintext: &[u8]) {
     match out.mode {
         // Staged; sent with the session's other datagrams of this batch (GSO runs).
         RelayMode::Serve if out.upstream.push(id, plaintext) => {}
@@ -269,7 +271,7 @@ fn deliver_plaintext(session: &mut Session, id: SlotId, out: &mut Out<'_>, plain
 }
 
 /// An authenticated heartbeat message (RFC 6520 §4).
-fn handle_heartbeat(session: &mut Session, out: &mut Out<'_>, message: &[u8]) {
+fn handle_heartbeat(session: &mut Session, out: &mut Out, message: &[u8]) {
     let Some((&kind, rest)) = message.split_first() else {
         out.tally.drop_heartbeat += 1;
         return;
@@ -302,7 +304,10 @@ fn handle_heartbeat(session: &mut Session, out: &mut Out<'_>, message: &[u8]) {
             dst[0] = HEARTBEAT_RESPONSE;
             dst[1..3].copy_from_slice(&message[1..3]);
             dst[HEARTBEAT_HEADER..HEARTBEAT_HEADER + payload_len].copy_from_slice(payload);
-            fill_padding(out.pad_state, &mut dst[HEARTBEAT_HEADER + payload_len..]);
+            fill_padding(
+                &mut out.pad_state,
+                &mut dst[HEARTBEAT_HEADER + payload_len..],
+            );
             if seal_record(session, out, ContentType::Heartbeat, dst) {
                 out.tally.heartbeats_answered += 1;
             }
@@ -323,12 +328,12 @@ fn handle_heartbeat(session: &mut Session, out: &mut Out<'_>, message: &[u8]) {
 
 /// Sends (or resends: RFC 6520 §3 "retransmitted using the same payload") the session's
 /// keepalive HeartbeatRequest carrying `payload`.
-pub(crate) fn send_heartbeat_request(session: &mut Session, out: &mut Out<'_>, payload: u64) {
+pub(crate) fn send_heartbeat_request(session: &mut Session, out: &mut Out, payload: u64) {
     let mut message = [0u8; HEARTBEAT_HEADER + 8 + HEARTBEAT_MIN_PADDING];
     message[0] = HEARTBEAT_REQUEST;
     message[1..3].copy_from_slice(&8u16.to_be_bytes());
     message[3..11].copy_from_slice(&payload.to_be_bytes());
-    fill_padding(out.pad_state, &mut message[11..]);
+    fill_padding(&mut out.pad_state, &mut message[11..]);
     if seal_record(session, out, ContentType::Heartbeat, &message) {
         out.tally.keepalive_sent += 1;
     }
@@ -350,7 +355,7 @@ fn fill_padding(state: &mut u64, padding: &mut [u8]) {
 
 /// RFC 9147 §4.5.3: past the integrity limit the endpoint "SHOULD immediately close the
 /// connection"; control decides (close or rekey), told once per key.
-fn report_integrity_limit(session: &mut Session, out: &mut Out<'_>) {
+fn report_integrity_limit(session: &mut Session, out: &mut Out) {
     if session.opener.integrity_limit_reached() && !session.limit_reported {
         session.limit_reported = true;
         out.report(ControlInbound::AeadLimitReached {
@@ -363,7 +368,7 @@ fn report_integrity_limit(session: &mut Session, out: &mut Out<'_>) {
 }
 
 /// An authenticated alert from the peer. Returns the reason when the session ends.
-fn handle_alert(session: &mut Session, out: &mut Out<'_>, alert: &[u8]) -> Option<CloseReason> {
+fn handle_alert(session: &mut Session, out: &mut Out, alert: &[u8]) -> Option<CloseReason> {
     let &[level, description] = alert else {
         out.tally.drop_malformed += 1;
         return None;
@@ -391,7 +396,7 @@ fn handle_alert(session: &mut Session, out: &mut Out<'_>, alert: &[u8]) -> Optio
 /// socket, which also takes it out of the shard's epoll set.
 pub(crate) fn close_session(
     table: &mut SessionTable,
-    out: &mut Out<'_>,
+    out: &mut Out,
     peer: SocketAddr,
     reason: CloseReason,
 ) {
@@ -406,7 +411,7 @@ pub(crate) fn close_session(
 /// (connect). Returns whether a record was queued or sent.
 pub(crate) fn seal_record(
     session: &mut Session,
-    out: &mut Out<'_>,
+    out: &mut Out,
     content_type: ContentType,
     plaintext: &[u8],
 ) -> bool {
@@ -470,7 +475,7 @@ pub(crate) fn seal_record(
 /// Connect mode: seals into the seal buffer and sends on the session's upstream socket.
 fn seal_upstream(
     session: &mut Session,
-    out: &mut Out<'_>,
+    out: &mut Out,
     content_type: ContentType,
     plaintext: &[u8],
     record_len: usize,
@@ -521,7 +526,7 @@ pub(crate) enum Drained {
 pub(crate) fn drain_upstream(
     table: &mut SessionTable,
     id: SlotId,
-    out: &mut Out<'_>,
+    out: &mut Out,
     now: Instant,
     scratch: &mut [u8],
     budget: usize,

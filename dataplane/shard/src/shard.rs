@@ -95,25 +95,19 @@ impl ShardConfig {
 #[derive(Debug)]
 pub struct Shard {
     io: UdpIo,
-    tx: TxBatch,
     table: SessionTable,
+    /// Transmit batch, control queue, tally and send buffers of the per-packet paths.
+    out: Out,
     /// Connect mode: local sources waiting for their handshake.
     pending: PendingTable,
     /// Serve mode: records of peers whose handshake is finishing.
     early: EarlyRecords,
-    /// Serve mode: plaintext staged for the backend during a batch.
-    upstream: UpstreamTx,
-    queues: Arc<ShardQueues>,
     counters: Arc<ShardCounters>,
-    tally: Tally,
     poll: Poll,
     events: Events,
     /// Sessions whose upstream socket may still hold datagrams (epoll is edge-triggered).
     ready: Vec<SlotId>,
     scratch: Box<[u8]>,
-    /// Connect mode: where records to the server are sealed.
-    seal_buf: Box<[u8]>,
-    pad_state: u64,
     config: ShardConfig,
     next_sweep: Option<Instant>,
     /// The last turn's receive returned datagrams (there may be more: do not sleep).
@@ -145,27 +139,31 @@ impl Shard {
                 Interest::READABLE,
             )
             .map_err(Error::Poll)?;
+        let out = Out {
+            tx: TxBatch::new(config.tx_batch, config.max_datagram, gso),
+            queues,
+            tally: Tally::default(),
+            mode: config.mode,
+            seal_buf: match config.mode {
+                RelayMode::Serve => Box::default(),
+                RelayMode::Connect => vec![0; MAX_RECORD_LEN].into_boxed_slice(),
+            },
+            pad_state: pad_seed(),
+            upstream: UpstreamTx::new(gso),
+        };
         Ok(Self {
-            tx: TxBatch::new(config.tx_batch, config.max_datagram, io.gso()),
+            out,
             io,
             table: SessionTable::with_capacity(max_sessions),
             pending: PendingTable::with_capacity(max_sessions),
             early: EarlyRecords::with_capacity(max_sessions.min(EARLY_PEERS)),
-            upstream: UpstreamTx::new(gso),
-            queues,
             counters: Arc::new(ShardCounters::default()),
-            tally: Tally::default(),
             poll,
             events: Events::with_capacity(1024),
             // Live sessions appear at most once; entries of sessions removed since the last
             // pass (at most one per slot) are dropped on the next pass: 2x never grows.
             ready: Vec::with_capacity(max_sessions.saturating_mul(2)),
             scratch: vec![0; MAX_UDP_PAYLOAD].into_boxed_slice(),
-            seal_buf: match config.mode {
-                RelayMode::Serve => Box::default(),
-                RelayMode::Connect => vec![0; MAX_RECORD_LEN].into_boxed_slice(),
-            },
-            pad_state: pad_seed(),
             config,
             next_sweep: None,
             received: false,
@@ -228,9 +226,9 @@ impl Shard {
     pub fn run_turn(&mut self, now: Instant) -> Result<(), Error> {
         self.handle_commands(now);
         let idle = !self.received
-            && self.tx.is_empty()
+            && self.out.tx.is_empty()
             && self.ready.is_empty()
-            && !self.queues.has_commands();
+            && !self.out.queues.has_commands();
         let wait = if idle {
             self.config.recv_wait
         } else {
@@ -244,37 +242,23 @@ impl Shard {
         }
         let Self {
             io,
-            tx,
             table,
             pending,
             early,
-            queues,
-            tally,
-            seal_buf,
-            pad_state,
+            out,
             poll,
             config,
-            upstream,
             ..
         } = self;
-        let batch = io.flush_and_poll_recv(tx, Duration::ZERO)?;
+        let batch = io.flush_and_poll_recv(&mut out.tx, Duration::ZERO)?;
         self.received = !batch.is_empty();
-        let mut out = Out {
-            tx,
-            queues,
-            tally,
-            mode: config.mode,
-            seal_buf,
-            pad_state,
-            upstream,
-        };
         for d in batch.iter_mut() {
             match config.mode {
                 RelayMode::Serve => {
                     if out.upstream.needs_flush() {
-                        out.upstream.flush(table, out.tally);
+                        out.upstream.flush(table, &mut out.tally);
                     }
-                    relay::handle_datagram(table, early, &mut out, now, d.source, d.payload);
+                    relay::handle_datagram(table, early, out, now, d.source, d.payload);
                 }
                 RelayMode::Connect => {
                     let waiting = Waiting {
@@ -282,35 +266,22 @@ impl Shard {
                         poll,
                         upstream: config.upstream,
                     };
-                    handle_local(table, waiting, &mut out, now, d.source, d.payload);
+                    handle_local(table, waiting, out, now, d.source, d.payload);
                 }
             }
         }
-        out.upstream.flush(table, out.tally);
-        self.counters.absorb(&mut self.tally, self.table.len());
+        out.upstream.flush(table, &mut out.tally);
+        self.counters.absorb(&mut self.out.tally, self.table.len());
         Ok(())
-    }
-
-    /// The per-turn writer over this shard's batch, queues and tally.
-    fn out(&mut self) -> Out<'_> {
-        Out {
-            tx: &mut self.tx,
-            queues: &self.queues,
-            tally: &mut self.tally,
-            mode: self.config.mode,
-            seal_buf: &mut self.seal_buf,
-            pad_state: &mut self.pad_state,
-            upstream: &mut self.upstream,
-        }
     }
 
     fn handle_commands(&mut self, now: Instant) {
         // A transmit needs a batch slot: leave the rest queued for the next turn.
-        while !self.tx.is_full() {
-            let Some(command) = self.queues.poll_command() else {
+        while !self.out.tx.is_full() {
+            let Some(command) = self.out.queues.poll_command() else {
                 break;
             };
-            self.tally.commands += 1;
+            self.out.tally.commands += 1;
             match command {
                 ShardCommand::InstallKeys {
                     peer,
@@ -322,11 +293,11 @@ impl Shard {
                 }
                 ShardCommand::Close { peer } => {
                     if let Some(p) = self.pending.remove(&peer) {
-                        self.tally.drop_pending += p.queued.len() as u64;
+                        self.out.tally.drop_pending += p.queued.len() as u64;
                     }
                     if let Some(mut session) = self.table.remove(&peer) {
-                        let mut out = self.out();
-                        send_close_notify(&mut session, &mut out);
+                        let out = &mut self.out;
+                        send_close_notify(&mut session, out);
                         out.tally.sessions_closed += 1;
                     }
                 }
@@ -340,11 +311,11 @@ impl Shard {
     fn transmit(&mut self, peer: SocketAddr, datagram: &[u8]) {
         let socket = match self.config.mode {
             RelayMode::Serve => {
-                if self.tx.push(peer, datagram).is_ok() {
-                    self.tally.datagrams_out += 1;
-                    self.tally.bytes_out += datagram.len() as u64;
+                if self.out.tx.push(peer, datagram).is_ok() {
+                    self.out.tally.datagrams_out += 1;
+                    self.out.tally.bytes_out += datagram.len() as u64;
                 } else {
-                    self.tally.drop_tx_full += 1;
+                    self.out.tally.drop_tx_full += 1;
                 }
                 return;
             }
@@ -353,7 +324,7 @@ impl Shard {
                 None => match self.table.find_mut(&peer) {
                     Some(s) => &s.upstream,
                     None => {
-                        self.tally.drop_unknown_session += 1;
+                        self.out.tally.drop_unknown_session += 1;
                         return;
                     }
                 },
@@ -361,10 +332,10 @@ impl Shard {
         };
         match socket.send(datagram) {
             Ok(n) => {
-                self.tally.upstream_datagrams_out += 1;
-                self.tally.upstream_bytes_out += n as u64;
+                self.out.tally.upstream_datagrams_out += 1;
+                self.out.tally.upstream_bytes_out += n as u64;
             }
-            Err(_) => self.tally.upstream_send_errors += 1,
+            Err(_) => self.out.tally.upstream_send_errors += 1,
         }
     }
 
@@ -383,15 +354,15 @@ impl Shard {
             }
             Err(e) => {
                 if let Some(p) = self.pending.remove(&peer) {
-                    self.tally.drop_pending += p.queued.len() as u64;
+                    self.out.tally.drop_pending += p.queued.len() as u64;
                 }
-                self.tally.install_failed += 1;
+                self.out.tally.install_failed += 1;
                 let message = ControlInbound::SessionClosed {
                     peer,
                     reason: CloseReason::Rejected(e),
                 };
-                if self.queues.push_inbound(message).is_err() {
-                    self.tally.drop_queue_full += 1;
+                if self.out.queues.push_inbound(message).is_err() {
+                    self.out.tally.drop_queue_full += 1;
                 }
             }
         }
@@ -403,20 +374,12 @@ impl Shard {
         let Some(id) = self.table.lookup(&peer) else {
             return;
         };
-        let mut out = Out {
-            tx: &mut self.tx,
-            queues: &self.queues,
-            tally: &mut self.tally,
-            mode: self.config.mode,
-            seal_buf: &mut self.seal_buf,
-            pad_state: &mut self.pad_state,
-            upstream: &mut self.upstream,
-        };
+        let out = &mut self.out;
         for mut datagram in parked {
             out.tally.early_replayed += 1;
-            relay::handle_protected(&mut self.table, id, &mut out, now, &mut datagram);
+            relay::handle_protected(&mut self.table, id, out, now, &mut datagram);
         }
-        out.upstream.flush(&mut self.table, out.tally);
+        out.upstream.flush(&mut self.table, &mut out.tally);
     }
 
     /// Connect mode: seals and sends what the source sent while its handshake ran (empty
@@ -425,18 +388,10 @@ impl Shard {
         let Some(id) = self.table.lookup(&peer) else {
             return;
         };
-        let mut out = Out {
-            tx: &mut self.tx,
-            queues: &self.queues,
-            tally: &mut self.tally,
-            mode: self.config.mode,
-            seal_buf: &mut self.seal_buf,
-            pad_state: &mut self.pad_state,
-            upstream: &mut self.upstream,
-        };
+        let out = &mut self.out;
         for plaintext in queued {
             if let Some(session) = self.table.session_mut(id) {
-                relay::seal_record(session, &mut out, ContentType::ApplicationData, &plaintext);
+                relay::seal_record(session, out, ContentType::ApplicationData, &plaintext);
             }
         }
     }
@@ -459,7 +414,7 @@ impl Shard {
         if let Some(session) = self.table.find_mut(&peer) {
             session.rekey(opener, sealer);
             session.heartbeat = heartbeat;
-            self.tally.sessions_rekeyed += 1;
+            self.out.tally.sessions_rekeyed += 1;
             return Ok(Vec::new());
         }
         if self.table.len() >= self.table.capacity() {
@@ -506,7 +461,7 @@ impl Shard {
             self.table.remove(&peer);
             return Err(InstallError::Upstream(e.kind()));
         }
-        self.tally.sessions_installed += 1;
+        self.out.tally.sessions_installed += 1;
         if self.config.mode == RelayMode::Connect {
             // Datagrams that arrived between the deregistration and now raised no edge.
             if let Some(s) = self.table.session_mut(id)
@@ -535,8 +490,8 @@ impl Shard {
                 if let Some(peer) = self.pending.peer_of(event.token().0) {
                     drain_waiting(
                         &self.pending,
-                        &self.queues,
-                        &mut self.tally,
+                        &self.out.queues,
+                        &mut self.out.tally,
                         peer,
                         &mut self.scratch,
                     );
@@ -551,22 +506,14 @@ impl Shard {
                 self.ready.push(id);
             }
         }
-        let mut out = Out {
-            tx: &mut self.tx,
-            queues: &self.queues,
-            tally: &mut self.tally,
-            mode: self.config.mode,
-            seal_buf: &mut self.seal_buf,
-            pad_state: &mut self.pad_state,
-            upstream: &mut self.upstream,
-        };
+        let out = &mut self.out;
         let mut i = 0;
         while i < self.ready.len() {
             let id = self.ready[i];
             let drained = relay::drain_upstream(
                 &mut self.table,
                 id,
-                &mut out,
+                out,
                 now,
                 &mut self.scratch,
                 self.config.upstream_budget.max(1),
@@ -589,15 +536,7 @@ impl Shard {
     /// silent, and after [`KEEPALIVE_PROBES`] sends the session is closed. At most one
     /// request is in flight per session.
     fn keepalive(&mut self, now: Instant, interval: Duration) {
-        let mut out = Out {
-            tx: &mut self.tx,
-            queues: &self.queues,
-            tally: &mut self.tally,
-            mode: self.config.mode,
-            seal_buf: &mut self.seal_buf,
-            pad_state: &mut self.pad_state,
-            upstream: &mut self.upstream,
-        };
+        let out = &mut self.out;
         for index in 0..self.table.capacity() {
             let Some((_, session)) = self.table.slot_mut(index) else {
                 continue;
@@ -621,7 +560,7 @@ impl Shard {
                 Some(p) if p.sent >= KEEPALIVE_PROBES => {
                     let peer = session.peer;
                     if let Some(mut session) = self.table.remove(&peer) {
-                        send_close_notify(&mut session, &mut out);
+                        send_close_notify(&mut session, out);
                         out.tally.sessions_keepalive_timeout += 1;
                         out.report(ControlInbound::SessionClosed {
                             peer,
@@ -636,28 +575,20 @@ impl Shard {
                 p.sent += 1;
                 p.at = now;
             }
-            relay::send_heartbeat_request(session, &mut out, payload);
+            relay::send_heartbeat_request(session, out, payload);
         }
     }
 
     fn sweep(&mut self, now: Instant) {
-        self.tally.drop_pending += self.pending.expire(now) as u64;
-        self.tally.drop_unknown_session += self.early.expire(now) as u64;
+        self.out.tally.drop_pending += self.pending.expire(now) as u64;
+        self.out.tally.drop_unknown_session += self.early.expire(now) as u64;
         if let Some(interval) = self.config.keepalive {
             self.keepalive(now, interval);
         }
-        let mut out = Out {
-            tx: &mut self.tx,
-            queues: &self.queues,
-            tally: &mut self.tally,
-            mode: self.config.mode,
-            seal_buf: &mut self.seal_buf,
-            pad_state: &mut self.pad_state,
-            upstream: &mut self.upstream,
-        };
+        let out = &mut self.out;
         self.table
             .expire_idle(now, self.config.idle_timeout, |mut session| {
-                send_close_notify(&mut session, &mut out);
+                send_close_notify(&mut session, out);
                 out.tally.sessions_expired += 1;
                 out.report(ControlInbound::SessionClosed {
                     peer: session.peer,
@@ -668,7 +599,7 @@ impl Shard {
 }
 
 /// RFC 5246 §7.2.1: close_notify before closing the write side.
-fn send_close_notify(session: &mut Session, out: &mut Out<'_>) {
+fn send_close_notify(session: &mut Session, out: &mut Out) {
     // AlertLevel warning(1), AlertDescription close_notify(0).
     relay::seal_record(session, out, ContentType::Alert, &[1, 0]);
 }
@@ -685,7 +616,7 @@ struct Waiting<'a> {
 fn handle_local(
     table: &mut SessionTable,
     waiting: Waiting<'_>,
-    out: &mut Out<'_>,
+    out: &mut Out,
     now: Instant,
     source: SocketAddr,
     plaintext: &mut [u8],
