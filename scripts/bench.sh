@@ -32,8 +32,12 @@ log "B2 throughput, ChaCha20-Poly1305 (io uring)"
 "$b" throughput --size 1200 --sessions 64 --duration "$d" --cipher chacha20 \
     --io uring --shards 1 --json "$out/b2-chacha20.json"
 
-log "B3 latency at 10/50/90 % of the closed-loop maximum, with the plaintext baseline"
+log "B3 latency at 10/50/90 % of the closed-loop maximum"
 "$b" latency --load 0.1 0.5 0.9 --size 1200 --sessions 64 --duration "$d" \
+    --cipher aes128gcm --io uring --shards 1 \
+    --out "$out/latency-load" --json "$out/b3-latency-load.json"
+log "B3 latency at a fixed 20 000 datagrams/s, DTLS and the plaintext baseline (ratio)"
+"$b" latency --rate 20000 --size 1200 --sessions 64 --duration "$d" \
     --cipher aes128gcm --io uring --shards 1 --compare-none \
     --out "$out/latency" --json "$out/b3-latency.json"
 

@@ -105,6 +105,13 @@ pub fn read(path: &Path) -> Result<Run, SummaryError> {
     })
 }
 
+/// A file's short name: its stem (`b1b2-uring` for `results/x/b1b2-uring.json`).
+fn stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// Whether a figure is a same-run ratio (the numbers that hold on a noisy machine).
 fn is_ratio(f: &Figure) -> bool {
     let measure = f.name.rsplit('.').next().unwrap_or("");
@@ -120,18 +127,25 @@ pub fn table(runs: &[Run]) -> String {
         .max()
         .unwrap_or(10)
         .max(10);
+    let file_width = runs
+        .iter()
+        .map(|r| stem(&r.path).len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     for (title, want_ratio) in [("Same-run ratios", true), ("Figures", false)] {
         let _ = writeln!(out, "{title}");
         let _ = writeln!(
             out,
-            "{:width$}  {:>14}  {:<12}  better",
-            "name", "value", "unit"
+            "{:file_width$}  {:width$}  {:>14}  {:<12}  better",
+            "file", "name", "value", "unit"
         );
         for run in runs {
+            let file = stem(&run.path);
             for f in run.figures.iter().filter(|f| is_ratio(f) == want_ratio) {
                 let _ = writeln!(
                     out,
-                    "{:width$}  {:>14}  {:<12}  {}",
+                    "{file:file_width$}  {:width$}  {:>14}  {:<12}  {}",
                     f.name,
                     format_value(f.value),
                     f.unit,
@@ -163,13 +177,19 @@ fn format_value(v: f64) -> String {
     }
 }
 
-/// The merged result document: every figure (names are already unique per benchmark; a
-/// name seen twice keeps its first value), and which files were invalid.
+/// The merged result document: every figure, its name prefixed with its file's stem
+/// (`b1b2-uring.throughput.aes128gcm.1200.r1`: the same benchmark run with other settings
+/// stays apart, and one suite directory compares against another), and which files were
+/// invalid. A name still seen twice keeps its first value.
 pub fn merged(runs: &[Run]) -> Value {
     let mut figures: Vec<Figure> = Vec::new();
-    for f in runs.iter().flat_map(|r| &r.figures) {
-        if !figures.iter().any(|g| g.name == f.name) {
-            figures.push(f.clone());
+    for run in runs {
+        let file = stem(&run.path);
+        for f in &run.figures {
+            let name = format!("{file}.{}", f.name);
+            if !figures.iter().any(|g| g.name == name) {
+                figures.push(Figure { name, ..f.clone() });
+            }
         }
     }
     let invalid: Vec<Value> = runs
@@ -263,9 +283,14 @@ mod tests {
             t.contains("INVALID RUN x.json (dtls-bench test): generator saturated"),
             "{t}"
         );
+        assert!(
+            t.contains("x     throughput.aes128gcm.1200.r1"),
+            "file column: {t}"
+        );
         let doc = merged(&runs);
         assert_eq!(doc["valid"], json!(false));
         assert_eq!(doc["figures"].as_array().map(Vec::len), Some(3));
+        assert_eq!(doc["figures"][0]["name"], "x.throughput.aes128gcm.1200.pps");
         assert_eq!(figures_from_json(&doc).map(|f| f.len()), Ok(3));
     }
 }
