@@ -196,7 +196,7 @@ impl TestServer {
     pub fn addr(&self) -> SocketAddr {
         self.server
             .as_ref()
-            .map_or(SocketAddr::new(LOOPBACK, 0), Server::local_addr)
+            .map_or(SocketAddr::new(LOOPBACK, 0), |s| s.local_addr())
     }
 
     /// The CA certificate clients verify the server with.
@@ -211,7 +211,7 @@ impl TestServer {
 
     /// The server's counters.
     pub fn stats(&self) -> Option<dtlsd::daemon::Stats> {
-        self.server.as_ref().map(Server::stats)
+        self.server.as_ref().map(|s| s.stats())
     }
 
     /// The server's shard counters summed, plus the control thread's handshake counters

@@ -9,19 +9,18 @@
 //! go out once the keys are installed. [`Client::reload`] re-reads the CA, client
 //! certificate and key for SIGHUP.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
 use control::crypto::SystemRng;
 use control::runtime::{ControlThread, RuntimeConfig};
-use control::{CertifiedKey, HeartbeatMode, PeerVerifier, SigningKey};
+use control::{HeartbeatMode, PeerVerifier};
 use dtls_crypto::CertificateVerifier;
 use dtls_shard::{RelayMode, ShardConfig};
 use zeroize::Zeroizing;
 
 use crate::config::{ConnectConfig, ServerTrust};
-use crate::daemon::{Daemon, Stats};
+use crate::daemon::{Daemon, load_certified_key};
 
 /// A running `dtlsd connect`.
 #[derive(Debug)]
@@ -65,26 +64,6 @@ impl Client {
         Ok(Self { daemon, config })
     }
 
-    /// The listen address (with the bound port).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.daemon.local_addr()
-    }
-
-    /// The metrics endpoint's address, when serving metrics.
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.daemon.metrics_addr()
-    }
-
-    /// Every counter now.
-    pub fn stats(&self) -> Stats {
-        self.daemon.stats()
-    }
-
-    /// Whether a worker thread stopped on its own.
-    pub fn failed(&self) -> bool {
-        self.daemon.failed()
-    }
-
     /// Re-reads the CA, client certificate and key (SIGHUP): new handshakes use them, live
     /// sessions continue.
     ///
@@ -104,6 +83,15 @@ impl Client {
     }
 }
 
+/// Everything a running daemon offers (address, counters, health) is available here.
+impl std::ops::Deref for Client {
+    type Target = Daemon;
+
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
+}
+
 /// The handshake engine's client configuration from the resolved daemon configuration.
 ///
 /// # Errors
@@ -111,13 +99,7 @@ impl Client {
 pub fn engine_config(config: &ConnectConfig) -> anyhow::Result<control::Config> {
     let certificate = match &config.client_certificate {
         None => None,
-        Some(paths) => {
-            let chain = dtls_crypto::pem::load_certificates(&paths.cert)
-                .with_context(|| format!("cert {}", paths.cert.display()))?;
-            let key = SigningKey::from_pem_file(&paths.key)
-                .with_context(|| format!("key {}", paths.key.display()))?;
-            Some(Arc::new(CertifiedKey { chain, key }))
-        }
+        Some(paths) => Some(load_certified_key(paths)?),
     };
     let mut engine = control::Config {
         certificate,

@@ -26,7 +26,7 @@ use control::runtime::{ControlCounters, ControlStats, ControlThread};
 use dtls_io::{IoConfig, SocketConfig};
 use dtls_shard::{Shard, ShardConfig, ShardQueues, ShardStats};
 
-use crate::config::{IoMode, Tuning};
+use crate::config::{CertKeyPaths, IoMode, Tuning};
 use crate::metrics::{self, ShardSource, Sources};
 
 /// Capacity of each queue between a shard and the control thread.
@@ -278,6 +278,18 @@ impl Drop for Daemon {
         self.shard_stop.store(true, Relaxed);
         self.metrics_stop.store(true, Relaxed);
     }
+}
+
+/// Loads a certificate chain and its private key (PEM) for the handshake engine.
+///
+/// # Errors
+/// A file that cannot be read or parsed, named with its path.
+pub fn load_certified_key(paths: &CertKeyPaths) -> anyhow::Result<Arc<control::CertifiedKey>> {
+    let chain = dtls_crypto::pem::load_certificates(&paths.cert)
+        .with_context(|| format!("cert {}", paths.cert.display()))?;
+    let key = control::SigningKey::from_pem_file(&paths.key)
+        .with_context(|| format!("key {}", paths.key.display()))?;
+    Ok(Arc::new(control::CertifiedKey { chain, key }))
 }
 
 /// One shard per core beyond the first (the control thread's), at least one.

@@ -8,23 +8,20 @@
 //! [`Daemon`] in serve mode with a stateless cookie front. [`Server::reload`] re-reads the
 //! credential files for SIGHUP; a bad file keeps the old configuration.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use control::crypto::SystemRng;
 use control::runtime::{ControlThread, RuntimeConfig};
-use control::{
-    Acceptor, AcceptorConfig, CertifiedKey, ClientAuth, HeartbeatMode, PeerVerifier, SigningKey,
-};
+use control::{Acceptor, AcceptorConfig, ClientAuth, HeartbeatMode, PeerVerifier};
 use dtls_crypto::pki_types::UnixTime;
 use dtls_crypto::{CertificateVerifier, TicketKeys};
 use dtls_shard::{RelayMode, ShardConfig};
 use zeroize::Zeroizing;
 
 use crate::config::ServeConfig;
-use crate::daemon::{Daemon, Stats};
+use crate::daemon::{Daemon, load_certified_key};
 
 /// Settings of a server that are not part of its configuration file.
 #[derive(Debug, Clone, Copy, Default)]
@@ -101,26 +98,6 @@ impl Server {
         })
     }
 
-    /// The listen address (with the bound port).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.daemon.local_addr()
-    }
-
-    /// The metrics endpoint's address, when serving metrics.
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.daemon.metrics_addr()
-    }
-
-    /// Every counter now.
-    pub fn stats(&self) -> Stats {
-        self.daemon.stats()
-    }
-
-    /// Whether a worker thread stopped on its own.
-    pub fn failed(&self) -> bool {
-        self.daemon.failed()
-    }
-
     /// Re-reads the certificate, key, client CA and PSK settings of the configuration the
     /// server started with (SIGHUP): new handshakes use them, live sessions continue.
     ///
@@ -140,6 +117,15 @@ impl Server {
     }
 }
 
+/// Everything a running daemon offers (address, counters, health) is available here.
+impl std::ops::Deref for Server {
+    type Target = Daemon;
+
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
+}
+
 /// The handshake engine's server configuration from the resolved daemon configuration,
 /// issuing and accepting session tickets under `tickets` (RFC 5077).
 ///
@@ -152,13 +138,7 @@ pub fn engine_config(
     let creds = &config.credentials;
     let certificate = match &creds.certificate {
         None => None,
-        Some(paths) => {
-            let chain = dtls_crypto::pem::load_certificates(&paths.cert)
-                .with_context(|| format!("cert {}", paths.cert.display()))?;
-            let key = SigningKey::from_pem_file(&paths.key)
-                .with_context(|| format!("key {}", paths.key.display()))?;
-            Some(Arc::new(CertifiedKey { chain, key }))
-        }
+        Some(paths) => Some(load_certified_key(paths)?),
     };
     let (client_auth, peer_verification) = match &creds.client_ca {
         None => (

@@ -169,12 +169,51 @@ impl ControlThread {
         acceptor: Acceptor,
         shards: Vec<Arc<ShardQueues>>,
         settings: RuntimeConfig,
+        rng_factory: RngFactory,
+    ) -> Self {
+        let config = Arc::clone(acceptor.config());
+        Self::with_front(
+            Front::Server(Box::new(acceptor)),
+            config,
+            shards,
+            settings,
+            rng_factory,
+        )
+    }
+
+    /// A control loop for `dtlsd connect`: client engines to `server` with `config`, one
+    /// per local source a shard reports with [`ControlInbound::Open`].
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the configuration cannot work.
+    pub fn client(
+        config: Arc<Config>,
+        server: SocketAddr,
+        shards: Vec<Arc<ShardQueues>>,
+        settings: RuntimeConfig,
+        rng_factory: RngFactory,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self::with_front(
+            Front::Client { server },
+            config,
+            shards,
+            settings,
+            rng_factory,
+        ))
+    }
+
+    fn with_front(
+        front: Front,
+        config: Arc<Config>,
+        shards: Vec<Arc<ShardQueues>>,
+        settings: RuntimeConfig,
         mut rng_factory: RngFactory,
     ) -> Self {
         let acceptor_rng = rng_factory();
         Self {
-            config: Arc::clone(acceptor.config()),
-            front: Front::Server(Box::new(acceptor)),
+            config,
+            front,
             reloads: None,
             shards,
             settings,
@@ -189,39 +228,6 @@ impl ControlThread {
             counters: Arc::new(ControlCounters::default()),
             buf: vec![0; TRANSMIT_BUF].into_boxed_slice(),
         }
-    }
-
-    /// A control loop for `dtlsd connect`: client engines to `server` with `config`, one
-    /// per local source a shard reports with [`ControlInbound::Open`].
-    ///
-    /// # Errors
-    /// [`ConfigError`] when the configuration cannot work.
-    pub fn client(
-        config: Arc<Config>,
-        server: SocketAddr,
-        shards: Vec<Arc<ShardQueues>>,
-        settings: RuntimeConfig,
-        mut rng_factory: RngFactory,
-    ) -> Result<Self, ConfigError> {
-        config.validate()?;
-        let acceptor_rng = rng_factory();
-        Ok(Self {
-            config,
-            front: Front::Client { server },
-            reloads: None,
-            shards,
-            settings,
-            rng_factory,
-            acceptor_rng,
-            handshakes: HashMap::new(),
-            half_open: 0,
-            next_timer: None,
-            installed: HashMap::new(),
-            tickets: HashMap::new(),
-            ticket_check: None,
-            counters: Arc::new(ControlCounters::default()),
-            buf: vec![0; TRANSMIT_BUF].into_boxed_slice(),
-        })
     }
 
     /// Takes new configurations from `reloads`: each one received is used by every
