@@ -221,26 +221,7 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
     if cfg.compare_none && !cfg.cipher.is_null() {
         ciphers.push(CipherChoice::None);
     }
-    let servers = ciphers
-        .iter()
-        .map(|c| {
-            TestServer::start(&ServerSetup {
-                shards: cfg.shards,
-                io: cfg.io,
-                null_protection: c.is_null(),
-                mtu,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let groups: Vec<Group> = servers
-        .iter()
-        .zip(&ciphers)
-        .map(|(s, c)| Group {
-            server: s.addr(),
-            ca: s.ca().to_path_buf(),
-            cipher: *c,
-        })
-        .collect();
+    let (servers, groups) = run::start_servers(&ciphers, cfg.shards, cfg.io, mtu)?;
     let flow_cfg = FlowConfig {
         size: cfg.size,
         window: 64,

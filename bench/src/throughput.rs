@@ -23,8 +23,8 @@ use crate::compare::{Better, Figure};
 use crate::hist::{self, Percentiles};
 use crate::loadgen::cpu::{self, CpuSnapshot};
 use crate::loadgen::flow::{Counts, FlowConfig};
-use crate::loadgen::run::{self, CpuAccum, Group};
-use crate::loadgen::server::{ServerSetup, TestServer};
+use crate::loadgen::run::{self, CpuAccum};
+use crate::loadgen::server::TestServer;
 use crate::loadgen::{CipherChoice, IP_UDP_HEADER, IoChoice};
 
 /// Settings of one `throughput` run.
@@ -168,26 +168,7 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
     if cfg.compare_none && !cfg.cipher.is_null() {
         ciphers.push(CipherChoice::None);
     }
-    let servers = ciphers
-        .iter()
-        .map(|c| {
-            TestServer::start(&ServerSetup {
-                shards: cfg.shards,
-                io: cfg.io,
-                null_protection: c.is_null(),
-                mtu: cfg.mtu(),
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let groups: Vec<Group> = servers
-        .iter()
-        .zip(&ciphers)
-        .map(|(s, c)| Group {
-            server: s.addr(),
-            ca: s.ca().to_path_buf(),
-            cipher: *c,
-        })
-        .collect();
+    let (servers, groups) = run::start_servers(&ciphers, cfg.shards, cfg.io, cfg.mtu())?;
     let flow_cfg = FlowConfig {
         size: cfg.size,
         window: cfg.window,

@@ -188,3 +188,37 @@ pub fn write_json(path: &std::path::Path, doc: &Value) -> Result<()> {
     let text = serde_json::to_string_pretty(doc).context("serialize JSON")?;
     std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))
 }
+
+/// One in-process server per cipher (the `none` baseline gets null record protection after
+/// its handshake), each with its own echo backend, and the client groups that reach them.
+///
+/// # Errors
+/// A server that cannot start.
+pub fn start_servers(
+    ciphers: &[CipherChoice],
+    shards: usize,
+    io: super::IoChoice,
+    mtu: u16,
+) -> anyhow::Result<(Vec<super::server::TestServer>, Vec<Group>)> {
+    let servers = ciphers
+        .iter()
+        .map(|c| {
+            super::server::TestServer::start(&super::server::ServerSetup {
+                shards,
+                io,
+                null_protection: c.is_null(),
+                mtu,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let groups = servers
+        .iter()
+        .zip(ciphers)
+        .map(|(s, c)| Group {
+            server: s.addr(),
+            ca: s.ca().to_path_buf(),
+            cipher: *c,
+        })
+        .collect();
+    Ok((servers, groups))
+}

@@ -406,26 +406,30 @@ impl ControlThread {
         let rng = (self.rng_factory)();
         let resume = self.tickets.remove(&peer);
         match Connection::client(Arc::clone(&self.config), rng, now, server, resume) {
-            Ok(conn) => {
-                ControlCounters::bump(&self.counters.handshakes_started);
-                self.remove_handshake(peer);
-                self.half_open += 1;
-                self.handshakes.insert(
-                    peer,
-                    Handshake {
-                        shard,
-                        conn,
-                        completed_at: None,
-                    },
-                );
-                self.drain(now, peer);
-            }
+            Ok(conn) => self.start_handshake(now, shard, peer, conn),
             // The configuration was validated when the loop was built or reloaded.
             Err(_) => {
                 ControlCounters::bump(&self.counters.handshakes_failed_protocol);
                 self.push(shard, ShardCommand::Close { peer });
             }
         }
+    }
+
+    /// Keeps a new engine for `peer` (replacing a previous one: a client that restarted)
+    /// and sends its first flight.
+    fn start_handshake(&mut self, now: Instant, shard: usize, peer: SocketAddr, conn: Connection) {
+        ControlCounters::bump(&self.counters.handshakes_started);
+        self.remove_handshake(peer);
+        self.half_open += 1;
+        self.handshakes.insert(
+            peer,
+            Handshake {
+                shard,
+                conn,
+                completed_at: None,
+            },
+        );
+        self.drain(now, peer);
     }
 
     fn handle_handshake_datagram(
@@ -476,21 +480,7 @@ impl ControlThread {
                 }
                 let rng = (self.rng_factory)();
                 match Connection::server(Arc::clone(&self.config), rng, now, hello) {
-                    Ok(conn) => {
-                        ControlCounters::bump(&self.counters.handshakes_started);
-                        // A client that restarted replaces its previous engine.
-                        self.remove_handshake(peer);
-                        self.half_open += 1;
-                        self.handshakes.insert(
-                            peer,
-                            Handshake {
-                                shard,
-                                conn,
-                                completed_at: None,
-                            },
-                        );
-                        self.drain(now, peer);
-                    }
+                    Ok(conn) => self.start_handshake(now, shard, peer, conn),
                     // The acceptor validated the same configuration: unreachable in
                     // practice, counted rather than trusted.
                     Err(_) => ControlCounters::bump(&self.counters.handshakes_failed_protocol),
