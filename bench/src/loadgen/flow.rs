@@ -571,15 +571,22 @@ impl Flows {
         Ok(())
     }
 
-    /// Sends close_notify on every session (best effort).
+    /// Sends close_notify on every session (best effort), sealed with the session's data
+    /// sealer: the engine's own epoch-1 sequence numbers lie far behind the data records by
+    /// now, so a close_notify from the engine would be refused by the server's replay window.
     pub fn close(mut self) {
-        let now = Instant::now();
-        let mut buf = vec![0u8; 2048];
+        // RFC 5246 §7.2: AlertLevel warning(1), AlertDescription close_notify(0).
+        const CLOSE_NOTIFY: [u8; 2] = [1, 0];
         for f in &mut self.flows {
-            f.conn.close(now);
-            while let Some(t) = f.conn.poll_transmit(now, &mut buf) {
-                let _ = f.tx.push(t.destination, &buf[..t.len]);
-            }
+            let off = f.sealer.plaintext_offset();
+            let record_len = f.sealer.record_len(CLOSE_NOTIFY.len());
+            let sealer = &mut f.sealer;
+            let _ = f.tx.push_with(f.server, record_len, |buf| {
+                buf[off..off + CLOSE_NOTIFY.len()].copy_from_slice(&CLOSE_NOTIFY);
+                sealer
+                    .seal(ContentType::Alert, DTLS_1_2, buf, CLOSE_NOTIFY.len())
+                    .unwrap_or(0)
+            });
             let _ = f.io.flush(&mut f.tx);
         }
     }
