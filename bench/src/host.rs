@@ -29,6 +29,25 @@ pub struct HostInfo {
 }
 
 impl HostInfo {
+    /// The `host` object of every result document.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "cpu": self.cpu,
+            "cores": self.cores,
+            "kernel": self.kernel,
+            "aead_impl": self.aead_impl(),
+            "flags": {
+                "aes_ni": self.aes_ni,
+                "pclmulqdq": self.pclmulqdq,
+                "vaes": self.vaes,
+                "vpclmulqdq": self.vpclmulqdq,
+                "avx2": self.avx2,
+                "avx512f": self.avx512f,
+                "arm_aes": self.arm_aes,
+            },
+        })
+    }
+
     /// Reads /proc; fields it cannot read stay empty or false.
     pub fn detect() -> Self {
         let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();

@@ -23,8 +23,7 @@ use crate::compare::{Better, Figure};
 use crate::hist::{self, HGRM_SCALE, Interval, Percentiles};
 use crate::loadgen::cpu::{self, CpuSnapshot, ThreadCpu};
 use crate::loadgen::flow::{Counts, FlowConfig, Flows};
-use crate::loadgen::run::{self, Group};
-use crate::loadgen::server::{ServerSetup, TestServer};
+use crate::loadgen::run;
 use crate::loadgen::{CipherChoice, IoChoice};
 
 /// Settings of one `latency` run.
@@ -216,7 +215,7 @@ pub struct Outcome {
 
 /// Runs the benchmark and writes its files.
 pub fn run(cfg: &Config) -> Result<Outcome> {
-    let mtu = (cfg.size + 128).clamp(1500, 9000) as u16;
+    let mtu = run::server_mtu(cfg.size);
     let mut ciphers = vec![cfg.cipher];
     if cfg.compare_none && !cfg.cipher.is_null() {
         ciphers.push(CipherChoice::None);
@@ -355,18 +354,9 @@ pub fn run_loads(cfg: &Config, loads: &[f64], probe: Duration) -> Result<Outcome
     {
         anyhow::bail!("--load fractions must be in (0, 1]");
     }
-    let mtu = (cfg.size + 128).clamp(1500, 9000) as u16;
-    let server = TestServer::start(&ServerSetup {
-        shards: cfg.shards,
-        io: cfg.io,
-        null_protection: cfg.cipher.is_null(),
-        mtu,
-    })?;
-    let groups = [Group {
-        server: server.addr(),
-        ca: server.ca().to_path_buf(),
-        cipher: cfg.cipher,
-    }];
+    let mtu = run::server_mtu(cfg.size);
+    let (mut servers, groups) = run::start_servers(&[cfg.cipher], cfg.shards, cfg.io, mtu)?;
+    let server = servers.pop().context("one server per cipher")?;
     let flow_cfg = FlowConfig {
         size: cfg.size,
         window: 16,

@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
 
 use crate::compare::{Better, Figure};
@@ -23,8 +23,7 @@ use crate::hist::{self, Percentiles};
 use crate::latency::{self, LatencyRun};
 use crate::loadgen::cpu::{self, CpuSnapshot, ThreadCpu};
 use crate::loadgen::flow::{Counts, FlowConfig};
-use crate::loadgen::run::{self, Group};
-use crate::loadgen::server::{ServerSetup, TestServer};
+use crate::loadgen::run;
 use crate::loadgen::{CipherChoice, IP_UDP_HEADER, IoChoice};
 
 /// Settings of `quick`.
@@ -78,18 +77,9 @@ fn default_shards() -> usize {
 /// Runs `quick`.
 pub fn run(cfg: &Config) -> Result<Outcome> {
     let shards = cfg.shards.unwrap_or_else(default_shards);
-    let mtu = (cfg.size + 128).clamp(1500, 9000) as u16;
-    let server = TestServer::start(&ServerSetup {
-        shards,
-        io: cfg.io,
-        null_protection: cfg.cipher.is_null(),
-        mtu,
-    })?;
-    let groups = [Group {
-        server: server.addr(),
-        ca: server.ca().to_path_buf(),
-        cipher: cfg.cipher,
-    }];
+    let mtu = run::server_mtu(cfg.size);
+    let (mut servers, groups) = run::start_servers(&[cfg.cipher], shards, cfg.io, mtu)?;
+    let server = servers.pop().context("one server per cipher")?;
     let flow_cfg = FlowConfig {
         size: cfg.size,
         window: QUICK_WINDOW,

@@ -153,21 +153,7 @@ pub fn json(host: &HostInfo, config: &Config, rows: &[Row]) -> Value {
         "tool": "dtls-bench records",
         "version": env!("CARGO_PKG_VERSION"),
         "timestamp": rfc3339_now(),
-        "host": {
-            "cpu": host.cpu,
-            "cores": host.cores,
-            "kernel": host.kernel,
-            "aead_impl": host.aead_impl(),
-            "flags": {
-                "aes_ni": host.aes_ni,
-                "pclmulqdq": host.pclmulqdq,
-                "vaes": host.vaes,
-                "vpclmulqdq": host.vpclmulqdq,
-                "avx2": host.avx2,
-                "avx512f": host.avx512f,
-                "arm_aes": host.arm_aes,
-            },
-        },
+        "host": host.to_json(),
         "config": {
             "benchmark": "B0",
             "sizes": config.sizes,

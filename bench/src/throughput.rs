@@ -57,7 +57,7 @@ pub struct Config {
 impl Config {
     /// The server MTU these sizes need.
     pub fn mtu(&self) -> u16 {
-        (self.size + 128).clamp(1500, 9000) as u16
+        run::server_mtu(self.size)
     }
 
     fn json(&self) -> Value {

@@ -125,25 +125,6 @@ impl CpuAccum {
     }
 }
 
-/// The host part of every document.
-pub fn host_json(host: &HostInfo) -> Value {
-    json!({
-        "cpu": host.cpu,
-        "cores": host.cores,
-        "kernel": host.kernel,
-        "aead_impl": host.aead_impl(),
-        "flags": {
-            "aes_ni": host.aes_ni,
-            "pclmulqdq": host.pclmulqdq,
-            "vaes": host.vaes,
-            "vpclmulqdq": host.vpclmulqdq,
-            "avx2": host.avx2,
-            "avx512f": host.avx512f,
-            "arm_aes": host.arm_aes,
-        },
-    })
-}
-
 /// A result document: `tool`, `version`, `timestamp`, `host`, `config`, `results`,
 /// `figures`, `valid` and `invalid_reasons`.
 pub fn document(
@@ -157,7 +138,7 @@ pub fn document(
         "tool": tool,
         "version": env!("CARGO_PKG_VERSION"),
         "timestamp": crate::report::rfc3339_now(),
-        "host": host_json(&HostInfo::detect()),
+        "host": HostInfo::detect().to_json(),
         "config": config,
         "results": results,
         "figures": figures_json(figures),
@@ -187,6 +168,12 @@ pub fn write_json(path: &std::path::Path, doc: &Value) -> Result<()> {
     }
     let text = serde_json::to_string_pretty(doc).context("serialize JSON")?;
     std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))
+}
+
+/// The path MTU a server is started with for `size`-byte payloads (room for the record
+/// and IP/UDP headers, at least an Ethernet MTU).
+pub fn server_mtu(size: usize) -> u16 {
+    u16::try_from((size + 128).clamp(1500, 9000)).unwrap_or(9000)
 }
 
 /// One in-process server per cipher (the `none` baseline gets null record protection after
