@@ -124,8 +124,8 @@ pub(crate) fn handle_datagram(
 ) {
     out.tally.datagrams_in += 1;
     out.tally.bytes_in += datagram.len() as u64;
-    let found = scan(datagram);
     let Some(id) = table.lookup(&source) else {
+        let found = scan(datagram);
         // No session: during a handshake every datagram belongs to control (including the
         // client's epoch-1 Finished). Protected records alone cannot be anything control
         // handles.

@@ -80,8 +80,10 @@ impl UpstreamTx {
         if self.entries.is_empty() {
             return;
         }
-        // Stable: each session's datagrams stay in arrival order.
-        self.entries.sort_by_key(|e| e.id.to_token());
+        // Grouped by session, each session's datagrams in arrival order (`start` grows with
+        // arrival). Unstable sort: no scratch allocation on the per-packet path.
+        self.entries
+            .sort_unstable_by_key(|e| (e.id.to_token(), e.start));
         let mut i = 0;
         while i < self.entries.len() {
             let id = self.entries[i].id;
