@@ -271,7 +271,7 @@ fn deliver_plaintext(session: &mut Session, id: SlotId, out: &mut Out, plaintext
 }
 
 /// An authenticated heartbeat message (RFC 6520 §4).
-fn handle_heartbeat(session: &mut Session, out: &mut Out, message: &[u8]) {
+fn handle_heartbeat(session: &mut Session, out: &mut Out, message: &mut [u8]) {
     let Some((&kind, rest)) = message.split_first() else {
         out.tally.drop_heartbeat += 1;
         return;
@@ -290,30 +290,25 @@ fn handle_heartbeat(session: &mut Session, out: &mut Out, message: &[u8]) {
         out.tally.drop_heartbeat += 1;
         return;
     }
-    let payload = &message[HEARTBEAT_HEADER..HEARTBEAT_HEADER + payload_len];
     match kind {
         HEARTBEAT_REQUEST if session.heartbeat.answer => {
             // RFC 6520 §4: "the receiver MUST send a corresponding HeartbeatResponse message
-            // carrying an exact copy of the payload of the received HeartbeatRequest."
-            let mut response = [0u8; MAX_PLAINTEXT_LEN];
-            let len = HEARTBEAT_HEADER + payload_len + HEARTBEAT_MIN_PADDING;
-            let Some(dst) = response.get_mut(..len) else {
-                out.tally.drop_heartbeat += 1;
-                return;
-            };
-            dst[0] = HEARTBEAT_RESPONSE;
-            dst[1..3].copy_from_slice(&message[1..3]);
-            dst[HEARTBEAT_HEADER..HEARTBEAT_HEADER + payload_len].copy_from_slice(payload);
+            // carrying an exact copy of the payload of the received HeartbeatRequest." The
+            // request is turned into the response where it lies (opened in place): the type
+            // changes, payload_length and payload stay, 16 bytes of our own padding follow.
+            let response = &mut message[..HEARTBEAT_HEADER + payload_len + HEARTBEAT_MIN_PADDING];
+            response[0] = HEARTBEAT_RESPONSE;
             fill_padding(
                 &mut out.pad_state,
-                &mut dst[HEARTBEAT_HEADER + payload_len..],
+                &mut response[HEARTBEAT_HEADER + payload_len..],
             );
-            if seal_record(session, out, ContentType::Heartbeat, dst) {
+            if seal_record(session, out, ContentType::Heartbeat, response) {
                 out.tally.heartbeats_answered += 1;
             }
         }
         HEARTBEAT_RESPONSE => {
             // RFC 6520 §3: only a response to the request in flight counts.
+            let payload = &message[HEARTBEAT_HEADER..HEARTBEAT_HEADER + payload_len];
             match session.probe {
                 Some(probe) if payload == probe.payload.to_be_bytes() => {
                     session.probe = None;
