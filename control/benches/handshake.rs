@@ -61,13 +61,12 @@ fn setup() -> Setup {
             key: SigningKey::from_der(&key_der).expect("signing key"),
         })),
         ticket_keys: Some(Arc::new(Mutex::new(ticket_keys))),
-        ..Config::default()
+        ..Config::new(PeerVerifier::RejectAll)
     };
     let client = Config {
         cipher_suites: vec![SUITE],
-        peer_verification: verifier,
         server_name: Some("localhost".into()),
-        ..Config::default()
+        ..Config::new(verifier)
     };
     let server = Arc::new(server);
     let acceptor = Acceptor::new(

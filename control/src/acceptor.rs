@@ -78,6 +78,25 @@ impl VerifiedClientHello {
     pub fn client_hello(&self) -> &ClientHello {
         &self.hello
     }
+
+    /// The datagram that refuses this handshake without starting it: one epoch-0 record
+    /// holding a fatal `description` alert, numbered like the server's first record would
+    /// be (the client's record sequence number, RFC 6347 §4.2.1). At 15 bytes it is
+    /// smaller than any ClientHello, so a refusal never amplifies.
+    pub fn refusal(&self, description: dtls_wire::AlertDescription) -> Vec<u8> {
+        let mut datagram = Vec::with_capacity(16);
+        let alert = dtls_wire::Alert::fatal(description).to_bytes();
+        let mut writer = crate::flight::RecordWriter::new(self.record_sequence);
+        // Epoch 0 with a 2-byte body cannot exceed a record's length or the 48-bit
+        // sequence space of a sequence number the client itself used.
+        let _ = writer.push_record(
+            &mut datagram,
+            dataplane::record::ContentType::Alert,
+            0,
+            &[&alert],
+        );
+        datagram
+    }
 }
 
 /// What to do with a datagram from an address without a connection.

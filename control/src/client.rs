@@ -46,7 +46,7 @@ impl Connection {
         peer: SocketAddr,
         resume: Option<SessionTicket>,
     ) -> Result<Self, ConfigError> {
-        config.validate()?;
+        config.validate_client()?;
         let mut conn = Connection::new(
             Role::Client,
             config,

@@ -118,7 +118,9 @@ impl fmt::Debug for Psk {
 
 /// Configuration shared by many connections of one role (wrap it in an `Arc`).
 ///
-/// Role-specific fields are ignored by the other role.
+/// Role-specific fields are ignored by the other role. There is no `Default`: build one with
+/// [`Config::new`], which takes the peer-certificate policy, so no configuration can skip
+/// verification without naming [`PeerVerifier::DangerousAcceptAnyCertificateForTestsOnly`].
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Cipher suites in preference order: a server picks the first of these the client
@@ -140,8 +142,9 @@ pub struct Config {
     /// server sends CertificateRequest).
     pub certificate: Option<Arc<CertifiedKey>>,
     /// How the peer's certificate chain is checked (handshake signatures are always
-    /// checked). Default: the insecure accept-any mode, **for tests only** — production
-    /// configurations must set `PeerVerifier::WebPki`.
+    /// checked): [`PeerVerifier::WebPki`] against trust anchors, [`PeerVerifier::RejectAll`]
+    /// where no certificate is expected (PSK-only clients, servers without client
+    /// authentication), or the accept-any mode, which is for tests only.
     pub peer_verification: PeerVerifier,
     /// Wall-clock time for certificate validity.
     pub time: TimeSource,
@@ -172,8 +175,11 @@ pub struct Config {
     pub max_handshake_buffer: usize,
 }
 
-impl Default for Config {
-    fn default() -> Self {
+impl Config {
+    /// A configuration with the given peer-certificate policy and defaults for the rest:
+    /// every AEAD suite, X25519/P-256/P-384, extended master secret required, MTU 1200, the
+    /// RFC 6347 timer, no certificate, no PSK, no client authentication.
+    pub fn new(peer_verification: PeerVerifier) -> Self {
         Self {
             cipher_suites: CipherSuite::ALL.to_vec(),
             groups: vec![
@@ -187,7 +193,7 @@ impl Default for Config {
             retransmit: RetransmitConfig::default(),
             replay_window: 1024,
             certificate: None,
-            peer_verification: PeerVerifier::DangerousAcceptAnyCertificateForTestsOnly,
+            peer_verification,
             time: TimeSource::System,
             server_name: None,
             client_auth: ClientAuth::None,
@@ -202,9 +208,24 @@ impl Default for Config {
             max_handshake_buffer: 64 * 1024,
         }
     }
-}
 
-impl Config {
+    /// Keeps only the PSK suites (plain PSK and ECDHE_PSK, RFC 4279 / RFC 5489), in the
+    /// current order: what a PSK-configured client offers, so a server cannot pick a
+    /// certificate suite that the PSK would not authenticate.
+    #[must_use]
+    pub fn psk_suites_only(mut self) -> Self {
+        self.cipher_suites.retain(|s| s.uses_psk());
+        self
+    }
+
+    /// Whether the configuration accepts any certificate without verification.
+    pub fn accepts_unverified_certificates(&self) -> bool {
+        matches!(
+            self.peer_verification,
+            PeerVerifier::DangerousAcceptAnyCertificateForTestsOnly
+        )
+    }
+
     /// Checks the settings that would make every handshake fail.
     ///
     /// # Errors
@@ -221,6 +242,30 @@ impl Config {
         }
         if self.retransmit.initial.is_zero() || self.retransmit.max < self.retransmit.initial {
             return Err(ConfigError::BadRetransmitTimer);
+        }
+        if self.client_auth != ClientAuth::None
+            && matches!(self.peer_verification, PeerVerifier::RejectAll)
+        {
+            return Err(ConfigError::ClientAuthWithoutVerifier);
+        }
+        Ok(())
+    }
+
+    /// Checks a client configuration: [`Config::validate`], and a certificate suite offered
+    /// only with a way to verify the server's certificate (otherwise the server could pick a
+    /// suite whose certificate we can only refuse).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the bad setting.
+    pub fn validate_client(&self) -> Result<(), ConfigError> {
+        self.validate()?;
+        if matches!(self.peer_verification, PeerVerifier::RejectAll)
+            && self.cipher_suites.iter().any(|s| !s.uses_psk())
+        {
+            return Err(ConfigError::CertificateSuitesWithoutVerifier);
+        }
+        if self.cipher_suites.iter().all(|s| s.uses_psk()) && self.psks.is_empty() {
+            return Err(ConfigError::PskSuitesWithoutPsk);
         }
         Ok(())
     }
@@ -244,4 +289,13 @@ pub enum ConfigError {
     /// Zero initial timeout or a cap below it.
     #[error("retransmission timer: initial must be > 0 and max >= initial")]
     BadRetransmitTimer,
+    /// Client certificates are requested but every certificate would be refused.
+    #[error("client authentication is on but the peer verifier accepts no certificate")]
+    ClientAuthWithoutVerifier,
+    /// A client offers certificate suites with no way to verify the server's certificate.
+    #[error("certificate suites offered but no trust anchors to verify the server with")]
+    CertificateSuitesWithoutVerifier,
+    /// A client offers only PSK suites but has no PSK.
+    #[error("only PSK suites offered but no PSK configured")]
+    PskSuitesWithoutPsk,
 }

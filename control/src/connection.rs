@@ -55,6 +55,15 @@ pub struct ConnectionStats {
     pub conflicting_fragments: u64,
 }
 
+/// Who a peer claims to be during a handshake ([`Connection::claimed_identity`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClaimedIdentity<'a> {
+    /// The SNI host name (RFC 6066 §3).
+    pub server_name: Option<&'a str>,
+    /// The PSK identity (RFC 4279 §2).
+    pub psk_identity: Option<&'a [u8]>,
+}
+
 /// One DTLS 1.2 handshake engine (client or server).
 ///
 /// Drive it with [`Connection::handle_datagram`] and [`Connection::handle_timeout`]; after
@@ -128,6 +137,33 @@ impl Connection {
     /// This engine's role.
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    /// The protocol version this engine speaks, for logs.
+    pub fn version(&self) -> &'static str {
+        "1.2"
+    }
+
+    /// The negotiated cipher suite, once the ServerHello has been sent or received.
+    pub fn suite(&self) -> Option<crate::CipherSuite> {
+        self.hs.suite
+    }
+
+    /// Who the peer claims to be so far, for logs (nothing here is verified): the server
+    /// name (server: the client's SNI host name; client: the name we verify the server
+    /// against) and the PSK identity (server: the one the client named, known or not;
+    /// client: ours, once a PSK suite is negotiated).
+    pub fn claimed_identity(&self) -> ClaimedIdentity<'_> {
+        match self.role {
+            Role::Server => ClaimedIdentity {
+                server_name: self.hs.server_name.as_deref(),
+                psk_identity: self.hs.claimed_psk_identity.as_deref(),
+            },
+            Role::Client => ClaimedIdentity {
+                server_name: self.config.server_name.as_deref(),
+                psk_identity: self.hs.psk_identity.as_deref(),
+            },
+        }
     }
 
     /// The peer's address.

@@ -48,6 +48,10 @@ pub(crate) struct Handshake {
     pub(crate) cert_request_schemes: Vec<u16>,
     pub(crate) psk_identity: Option<Vec<u8>>,
     pub(crate) psk_identity_hint: Option<Vec<u8>>,
+    /// Server: the PSK identity the client named, known or not (for logs).
+    pub(crate) claimed_psk_identity: Option<Vec<u8>>,
+    /// Server: the host name the client sent in server_name (RFC 6066 §3), for logs.
+    pub(crate) server_name: Option<String>,
     pub(crate) alpn: Option<Vec<u8>>,
     pub(crate) srtp_profile: Option<SrtpProtectionProfile>,
     pub(crate) heartbeat: Option<HeartbeatMode>,
@@ -89,6 +93,8 @@ impl Handshake {
             cert_request_schemes: Vec::new(),
             psk_identity: None,
             psk_identity_hint: None,
+            claimed_psk_identity: None,
+            server_name: None,
             alpn: None,
             srtp_profile: None,
             heartbeat: None,

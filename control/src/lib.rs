@@ -72,7 +72,7 @@ pub use config::{
     CertifiedKey, CipherSuite, ClientAuth, Config, ConfigError, KeyExchange, MIN_MTU, Psk,
     RetransmitConfig, TimeSource,
 };
-pub use connection::{Connection, ConnectionStats, Role};
+pub use connection::{ClaimedIdentity, Connection, ConnectionStats, Role};
 pub use error::HandshakeError;
 pub use events::{EpochKeys, Event, PeerIdentity, SessionKeys, Transmit};
 pub use keys::exporter::{ExportError, Exporter, SRTP_EXPORTER_LABEL};

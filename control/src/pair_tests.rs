@@ -34,10 +34,9 @@ fn verifier() -> PeerVerifier {
 pub(crate) fn client_config(suites: &[CipherSuite]) -> Config {
     Config {
         cipher_suites: suites.to_vec(),
-        peer_verification: verifier(),
         server_name: Some("localhost".into()),
         psks: vec![psk()],
-        ..Config::default()
+        ..Config::new(verifier())
     }
 }
 
@@ -51,9 +50,8 @@ pub(crate) fn server_config(suites: &[CipherSuite], rsa: bool) -> Config {
     Config {
         cipher_suites: suites.to_vec(),
         certificate: Some(cert),
-        peer_verification: verifier(),
         psks: vec![psk()],
-        ..Config::default()
+        ..Config::new(verifier())
     }
 }
 

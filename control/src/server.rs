@@ -160,6 +160,9 @@ impl Connection {
             });
         }
         let ext = &hello.extensions;
+        if let Some(dtls_wire::ServerName::HostName(name)) = &ext.server_name {
+            self.hs.server_name = Some(name.clone());
+        }
         // RFC 5746 §3.6: the server MUST check for the SCSV or the extension; a non-empty
         // renegotiated_connection on an initial handshake is fatal.
         if ext
@@ -366,6 +369,17 @@ impl Connection {
         if ticket_suite != suite {
             return None;
         }
+        // A PSK session resumes only while its identity is still configured: a reload that
+        // removes a PSK revokes the tickets issued under it too.
+        if ticket_suite.uses_psk()
+            && !self
+                .config
+                .psks
+                .iter()
+                .any(|p| p.identity == state.peer_identity)
+        {
+            return None;
+        }
         // RFC 7627 §5.3: resume only when both the session and this ClientHello used EMS
         // (or neither did and EMS is not required).
         if state.extended_master_secret != hello.extensions.extended_master_secret {
@@ -489,6 +503,12 @@ impl Connection {
                 // unknown_psk_identity.
                 .ok_or(HandshakeError::UnknownPskIdentity)
         };
+        // Kept for logs even when the lookup below fails (an unknown identity).
+        if let ClientKeyExchange::Psk { identity } | ClientKeyExchange::EcdhePsk { identity, .. } =
+            &cke
+        {
+            self.hs.claimed_psk_identity = Some(identity.clone());
+        }
         let premaster = match cke {
             ClientKeyExchange::Ecdhe { public } => {
                 let ours = self.hs.ecdhe.take().ok_or(HandshakeError::Internal {

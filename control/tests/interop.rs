@@ -117,7 +117,6 @@ fn ca_verifier(pki: &TestPki) -> PeerVerifier {
 fn our_client_config(pki: &TestPki, case: Case) -> Config {
     Config {
         cipher_suites: vec![case.suite],
-        peer_verification: ca_verifier(pki),
         server_name: Some("localhost".into()),
         psks: if case.suite.uses_psk() {
             vec![psk()]
@@ -126,14 +125,13 @@ fn our_client_config(pki: &TestPki, case: Case) -> Config {
         },
         certificate: case.client_cert.then(|| certified(&pki.client_ec)),
         mtu: case.mtu.map_or(1200, usize::from),
-        ..Config::default()
+        ..Config::new(ca_verifier(pki))
     }
 }
 
 fn our_server_config(pki: &TestPki, case: Case) -> Config {
     Config {
         cipher_suites: vec![case.suite],
-        peer_verification: ca_verifier(pki),
         certificate: Some(certified(server_cert_for(pki, case.suite))),
         psks: vec![psk()],
         client_auth: if case.client_cert {
@@ -142,7 +140,7 @@ fn our_server_config(pki: &TestPki, case: Case) -> Config {
             ClientAuth::None
         },
         mtu: case.mtu.map_or(1200, usize::from),
-        ..Config::default()
+        ..Config::new(ca_verifier(pki))
     }
 }
 

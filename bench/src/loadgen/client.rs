@@ -34,12 +34,11 @@ pub fn client_config(ca: &Path, cipher: CipherChoice, mtu: usize) -> Result<Conf
         .with_context(|| format!("CA certificate {}", ca.display()))?;
     let config = Config {
         cipher_suites: vec![cipher.suite()],
-        peer_verification: PeerVerifier::WebPki(verifier),
         server_name: Some("localhost".into()),
         mtu,
-        ..Config::default()
+        ..Config::new(PeerVerifier::WebPki(verifier))
     };
-    config.validate().context("client configuration")?;
+    config.validate_client().context("client configuration")?;
     Ok(config)
 }
 

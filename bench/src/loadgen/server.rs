@@ -178,6 +178,13 @@ impl TestServer {
                 idle_timeout: Duration::from_secs(300),
                 keepalive: None,
                 log_format: LogFormat::Human,
+                // Every generated client comes from 127.0.0.1: no per-source share, so a
+                // benchmark measures capacity, not the abuse limits.
+                limits: dtlsd::config::limits::Limits {
+                    half_open_per_address: usize::MAX,
+                    half_open_per_prefix: usize::MAX,
+                    ..dtlsd::config::limits::Limits::default()
+                },
             },
         };
         let options = Options {

@@ -75,15 +75,14 @@ impl Ours {
                 key: SigningKey::from_der(&key_der).map_err(|e| ours("signing key", e))?,
             })),
             ticket_keys: Some(Arc::new(Mutex::new(ticket_keys))),
-            ..Config::default()
+            ..Config::new(PeerVerifier::RejectAll)
         });
         let client = Arc::new(Config {
             cipher_suites: suites,
             groups: vec![NamedGroup::X25519, NamedGroup::Secp256r1],
             mtu,
-            peer_verification: verifier,
             server_name: Some("localhost".into()),
-            ..Config::default()
+            ..Config::new(verifier)
         });
         let acceptor = Acceptor::new(
             Arc::clone(&server),

@@ -51,6 +51,10 @@ pub enum Error {
         /// What webpki reported.
         source: webpki::Error,
     },
+    /// The peer presented a certificate chain where the policy accepts none
+    /// ([`crate::PeerVerifier::RejectAll`]). Alert: bad_certificate.
+    #[error("no certificate is accepted from this peer (PSK-only or no client authentication)")]
+    CertificateNotAccepted,
     /// The server name to check is neither a DNS name nor an IP address. Local configuration.
     #[error("invalid server name {name:?}")]
     InvalidServerName {

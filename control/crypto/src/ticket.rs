@@ -233,6 +233,17 @@ impl TicketKeys {
         Ok(())
     }
 
+    /// Replaces every key: no ticket sealed before now opens again (a reload that changed
+    /// who may resume, e.g. a new client CA). Sealing continues under a fresh key.
+    ///
+    /// # Errors
+    /// As [`TicketKeys::new`].
+    pub fn revoke_all(&mut self, now: UnixTime, rng: &mut dyn Rng) -> Result<(), Error> {
+        self.current = TicketKey::generate(rng, now)?;
+        self.previous = None;
+        Ok(())
+    }
+
     fn previous_expiry_secs(&self) -> u64 {
         self.previous_retired_secs
             .saturating_add(self.ticket_lifetime.as_secs())

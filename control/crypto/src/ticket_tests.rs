@@ -210,3 +210,21 @@ fn oversized_identity_is_refused() {
         Err(Error::SessionStateTooLarge { len: 70_000 })
     ));
 }
+
+#[test]
+fn revoke_all_invalidates_every_earlier_ticket() {
+    let mut rng = SeededRng::new(9);
+    let mut keys = keys(&mut rng);
+    let before = keys.seal(&state(1_000_000, b"a")).expect("seal");
+    keys.rotate(at(1_000_600), &mut rng).expect("rotate");
+    let after_rotation = keys.seal(&state(1_000_600, b"b")).expect("seal");
+    assert!(
+        keys.open(&before, at(1_000_700)).is_ok(),
+        "previous key opens"
+    );
+    keys.revoke_all(at(1_000_700), &mut rng).expect("revoke");
+    assert!(keys.open(&before, at(1_000_700)).is_err());
+    assert!(keys.open(&after_rotation, at(1_000_700)).is_err());
+    let fresh = keys.seal(&state(1_000_700, b"c")).expect("seal");
+    assert!(keys.open(&fresh, at(1_000_800)).is_ok());
+}

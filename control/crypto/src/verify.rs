@@ -211,10 +211,16 @@ impl CertificateVerifier {
 /// How an endpoint judges the peer's certificate chain.
 ///
 /// Handshake *signatures* are always checked with [`verify_signature`], whatever the policy.
+/// There is no default: every configuration names its policy, and the only policy that
+/// accepts an unverified chain says so in its name.
 #[derive(Debug, Clone)]
 pub enum PeerVerifier {
     /// Chain (and, for servers, name) verification against trust anchors.
     WebPki(CertificateVerifier),
+    /// No certificate is acceptable: for endpoints that never authenticate the peer by
+    /// certificate (a PSK-only client, a server that does not ask for client certificates).
+    /// Any chain the peer presents fails verification.
+    RejectAll,
     /// Accepts any non-empty chain whose end-entity certificate parses. **Tests only**: a
     /// connection with this policy authenticates nobody and is open to any active attacker.
     DangerousAcceptAnyCertificateForTestsOnly,
@@ -233,6 +239,7 @@ impl PeerVerifier {
     ) -> Result<(), Error> {
         match self {
             Self::WebPki(v) => v.verify_server(chain, server_name, now),
+            Self::RejectAll => Err(Error::CertificateNotAccepted),
             Self::DangerousAcceptAnyCertificateForTestsOnly => parse_end_entity_only(chain),
         }
     }
@@ -244,6 +251,7 @@ impl PeerVerifier {
     pub fn verify_client(&self, chain: &[CertificateDer<'_>], now: UnixTime) -> Result<(), Error> {
         match self {
             Self::WebPki(v) => v.verify_client(chain, now),
+            Self::RejectAll => Err(Error::CertificateNotAccepted),
             Self::DangerousAcceptAnyCertificateForTestsOnly => parse_end_entity_only(chain),
         }
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use control::crypto::SystemRng;
-use control::runtime::{ControlThread, RuntimeConfig};
+use control::runtime::{ControlThread, Reload, RuntimeConfig};
 use control::{HeartbeatMode, PeerVerifier};
 use dtls_crypto::CertificateVerifier;
 use dtls_shard::{RelayMode, ShardConfig};
@@ -26,7 +26,8 @@ use crate::daemon::{Daemon, load_certified_key};
 #[derive(Debug)]
 pub struct Client {
     daemon: Daemon,
-    config: ConnectConfig,
+    /// The configuration in use (its trust settings replaced by each successful reload).
+    config: std::sync::Mutex<ConnectConfig>,
 }
 
 impl Client {
@@ -40,16 +41,21 @@ impl Client {
         let engine = Arc::new(engine_config(&config)?);
         let server = config.server;
         let shard_config = ShardConfig::with_mode(RelayMode::Connect, server);
+        let limits = config.tuning.limits;
         let daemon = Daemon::start(
             config.listen,
             shard_config,
             &config.tuning,
             Box::new(move |queues| {
+                let settings = RuntimeConfig {
+                    limits: limits.runtime(queues.len()),
+                    ..RuntimeConfig::default()
+                };
                 ControlThread::client(
                     engine,
                     server,
                     queues,
-                    RuntimeConfig::default(),
+                    settings,
                     Box::new(|| Box::new(SystemRng::new())),
                 )
                 .context("client configuration")
@@ -61,17 +67,47 @@ impl Client {
             shards = daemon.shard_count(),
             "dtlsd connect listening"
         );
-        Ok(Self { daemon, config })
+        Ok(Self {
+            daemon,
+            config: std::sync::Mutex::new(config),
+        })
     }
 
-    /// Re-reads the CA, client certificate and key (SIGHUP): new handshakes use them, live
-    /// sessions continue.
+    /// Applies `new` (the configuration re-read for SIGHUP): its server trust (CA and
+    /// name, or PSK) and client certificate are used by every new handshake; live sessions
+    /// continue. Changed keys that need a restart are named in a warning and not applied.
     ///
     /// # Errors
-    /// A file that cannot be read or parsed: the old configuration stays in use.
-    pub fn reload(&self) -> anyhow::Result<()> {
-        let engine = engine_config(&self.config)?;
-        self.daemon.reload(engine)
+    /// A file that cannot be read or parsed: the old configuration stays in use (the
+    /// failure is counted in `dtlsd_reloads_failed_total`).
+    pub fn reload(&self, new: ConnectConfig) -> anyhow::Result<()> {
+        let result = self.apply(new);
+        if result.is_err() {
+            self.daemon.count_reload_failure();
+        }
+        result
+    }
+
+    fn apply(&self, new: ConnectConfig) -> anyhow::Result<()> {
+        let mut current = self
+            .config
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let engine = engine_config(&new)?;
+        self.daemon.reload(Reload {
+            config: Arc::new(engine),
+            recheck_certificates: false,
+        })?;
+        let restart = current.restart_required(&new);
+        if !restart.is_empty() {
+            tracing::warn!(
+                keys = %restart.join(", "),
+                "SIGHUP: changed keys need a restart to take effect; kept their running values"
+            );
+        }
+        current.trust = new.trust;
+        current.client_certificate = new.client_certificate;
+        Ok(())
     }
 
     /// Sends close_notify on every session and stops every thread.
@@ -101,30 +137,41 @@ pub fn engine_config(config: &ConnectConfig) -> anyhow::Result<control::Config> 
         None => None,
         Some(paths) => Some(load_certified_key(paths)?),
     };
-    let mut engine = control::Config {
-        certificate,
-        mtu: usize::from(config.tuning.mtu),
-        heartbeat: Some(HeartbeatMode::PeerAllowedToSend),
-        ..control::Config::default()
-    };
-    match &config.trust {
+    let (peer_verification, server_name) = match &config.trust {
         ServerTrust::Ca { ca, server_name } => {
             let verifier = CertificateVerifier::from_pem_file(ca)
                 .with_context(|| format!("ca {}", ca.display()))?;
-            engine.peer_verification = PeerVerifier::WebPki(verifier);
-            engine.server_name = Some(server_name.clone());
+            (PeerVerifier::WebPki(verifier), Some(server_name.clone()))
         }
         ServerTrust::InsecureSkipVerify => {
-            tracing::warn!("--insecure-skip-verify: the server's certificate is not checked");
-            engine.peer_verification = PeerVerifier::DangerousAcceptAnyCertificateForTestsOnly;
+            tracing::warn!(
+                server = %config.server,
+                "INSECURE: --insecure-skip-verify: the server's certificate is not verified; \
+                 any active attacker can impersonate it"
+            );
+            (
+                PeerVerifier::DangerousAcceptAnyCertificateForTestsOnly,
+                None,
+            )
         }
-        ServerTrust::Psk(psk) => {
-            engine.psks = vec![control::Psk {
-                identity: psk.identity.as_bytes().to_vec(),
-                key: Zeroizing::new(psk.key().to_vec()),
-            }];
-        }
+        // A PSK client authenticates the server by the PSK alone: no certificate is
+        // accepted, and only PSK suites are offered (below).
+        ServerTrust::Psk(_) => (PeerVerifier::RejectAll, None),
+    };
+    let mut engine = control::Config {
+        certificate,
+        server_name,
+        mtu: usize::from(config.tuning.mtu),
+        heartbeat: Some(HeartbeatMode::PeerAllowedToSend),
+        ..control::Config::new(peer_verification)
+    };
+    if let ServerTrust::Psk(psk) = &config.trust {
+        engine.psks = vec![control::Psk {
+            identity: psk.identity.as_bytes().to_vec(),
+            key: Zeroizing::new(psk.key().to_vec()),
+        }];
+        engine = engine.psk_suites_only();
     }
-    engine.validate().context("client configuration")?;
+    engine.validate_client().context("client configuration")?;
     Ok(engine)
 }

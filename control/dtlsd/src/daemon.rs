@@ -22,12 +22,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use control::runtime::{ControlCounters, ControlStats, ControlThread};
+use control::runtime::{ControlCounters, ControlStats, ControlThread, Reload};
 use dtls_io::{IoConfig, SocketConfig};
 use dtls_shard::{Shard, ShardConfig, ShardQueues, ShardStats};
 
 use crate::config::{CertKeyPaths, IoMode, Tuning};
 use crate::metrics::{self, ShardSource, Sources};
+use crate::sessionlog::DaemonLog;
 
 /// Capacity of each queue between a shard and the control thread.
 pub const QUEUE_CAPACITY: usize = 4096;
@@ -67,7 +68,7 @@ pub struct Daemon {
     control_counters: Arc<ControlCounters>,
     metrics: Option<(JoinHandle<()>, SocketAddr)>,
     metrics_stop: Arc<AtomicBool>,
-    reloads: mpsc::Sender<Arc<control::Config>>,
+    reloads: mpsc::Sender<Reload>,
 }
 
 /// Builds the control loop once the shards' queues exist.
@@ -102,6 +103,9 @@ impl Daemon {
         shard_config.idle_timeout = tuning.idle_timeout;
         shard_config.max_datagram = usize::from(tuning.mtu);
         shard_config.keepalive = tuning.keepalive;
+        // The control loop refuses handshakes past this before its flight, so a completed
+        // handshake always finds room in its shard's table.
+        shard_config.max_sessions = tuning.limits.per_shard(shard_count);
         let spawned = spawn_shards(listen, shard_config, &queues, &shard_stop);
         let (shards, shard_sources, listen) = match spawned {
             Ok(spawned) => spawned,
@@ -126,6 +130,7 @@ impl Daemon {
         let (reload_tx, reload_rx) = mpsc::channel();
         control.set_reloads(reload_rx);
         let control_counters = Arc::clone(control.counters());
+        control.set_log(Box::new(DaemonLog::new(Arc::clone(&control_counters))));
         let control_stop = Arc::new(AtomicBool::new(false));
         let control_handle = {
             let stop = Arc::clone(&control_stop);
@@ -212,14 +217,23 @@ impl Daemon {
     }
 
     /// Hands a new engine configuration to the control thread (already validated by the
-    /// caller); handshakes started from now on use it.
+    /// caller); handshakes started from now on use it, and live sessions it no longer
+    /// admits are closed (see [`Reload`]).
     ///
     /// # Errors
     /// The control thread is gone.
-    pub fn reload(&self, config: control::Config) -> anyhow::Result<()> {
+    pub fn reload(&self, reload: Reload) -> anyhow::Result<()> {
         self.reloads
-            .send(Arc::new(config))
+            .send(reload)
             .map_err(|_| anyhow!("the control thread has stopped"))
+    }
+
+    /// Counts a reload that failed before reaching the control thread (a file that could
+    /// not be read or parsed), in `dtlsd_reloads_failed_total`.
+    pub fn count_reload_failure(&self) {
+        self.control_counters
+            .reloads_failed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Closes every session (close_notify), stops every thread and waits for them.

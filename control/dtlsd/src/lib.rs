@@ -20,3 +20,4 @@ pub mod connect;
 pub mod daemon;
 pub mod metrics;
 pub mod serve;
+pub mod sessionlog;

@@ -2,6 +2,7 @@
 //! `check-config`, logging, and signals (SIGINT/SIGTERM drain, SIGHUP reload). The daemon
 //! itself is the `dtlsd` library.
 
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -87,11 +88,21 @@ fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(use_colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// ANSI colours only on a terminal, and never when `NO_COLOR` is set to anything non-empty
+/// (<https://no-color.org>): logs written to a file, a pipe or journald stay plain.
+fn use_colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -113,7 +124,19 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             init_logging(config.tuning.log_format);
             let signals = Signals::install()?;
             let server = Server::start(config, Options::default())?;
-            let outcome = signals.wait(|| server.failed(), || server.reload());
+            // SIGHUP re-reads the configuration file (and the files it names) with the
+            // same flags on top, as at start.
+            let reload = || match flags.resolve() {
+                Ok(config) => server.reload(config),
+                Err(errors) => {
+                    server.count_reload_failure();
+                    Err(anyhow::anyhow!(
+                        "{}",
+                        errors.to_string().replace('\n', "; ")
+                    ))
+                }
+            };
+            let outcome = signals.wait(|| server.failed(), reload);
             finish(outcome, server.shutdown())
         }
         Command::Connect(flags) => {
@@ -124,7 +147,17 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             init_logging(config.tuning.log_format);
             let signals = Signals::install()?;
             let client = Client::start(config)?;
-            let outcome = signals.wait(|| client.failed(), || client.reload());
+            let reload = || match flags.resolve() {
+                Ok(config) => client.reload(config),
+                Err(errors) => {
+                    client.count_reload_failure();
+                    Err(anyhow::anyhow!(
+                        "{}",
+                        errors.to_string().replace('\n', "; ")
+                    ))
+                }
+            };
+            let outcome = signals.wait(|| client.failed(), reload);
             finish(outcome, client.shutdown())
         }
     }
@@ -229,5 +262,14 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(super::use_colour(true, None));
+        assert!(super::use_colour(true, Some(OsStr::new(""))));
+        assert!(!super::use_colour(true, Some(OsStr::new("1"))));
+        assert!(!super::use_colour(false, None));
     }
 }

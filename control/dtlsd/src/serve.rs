@@ -5,15 +5,18 @@
 //! `control::Config` (server preference order: the engine's default suite order; heartbeat
 //! `peer_allowed_to_send`, so peers may probe us; session tickets with an hourly key
 //! rotation), then starts the shared machinery of
-//! [`Daemon`] in serve mode with a stateless cookie front. [`Server::reload`] re-reads the
-//! credential files for SIGHUP; a bad file keeps the old configuration.
+//! [`Daemon`] in serve mode with a stateless cookie front. [`Server::reload`] applies a
+//! re-read configuration for SIGHUP: new credentials for new handshakes, live sessions whose
+//! PSK was removed or whose client certificate the new CA no longer verifies closed, and a
+//! warning naming every changed key that needs a restart; a bad file keeps the old
+//! configuration.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, anyhow};
 use control::crypto::SystemRng;
-use control::runtime::{ControlThread, RuntimeConfig};
+use control::runtime::{ControlThread, Reload, RuntimeConfig};
 use control::{Acceptor, AcceptorConfig, ClientAuth, HeartbeatMode, PeerVerifier};
 use dtls_crypto::pki_types::UnixTime;
 use dtls_crypto::{CertificateVerifier, TicketKeys};
@@ -42,7 +45,11 @@ pub const TICKET_LIFETIME: Duration = Duration::from_secs(7200);
 #[derive(Debug)]
 pub struct Server {
     daemon: Daemon,
-    config: ServeConfig,
+    /// The configuration in use (replaced by each successful reload).
+    config: Mutex<ServeConfig>,
+    /// The client CA file's contents as last loaded: a reload that changes them re-checks
+    /// live sessions' certificates and revokes every ticket.
+    client_ca: Mutex<Option<Vec<u8>>>,
     /// Session-ticket keys, kept across reloads so tickets stay valid.
     tickets: Arc<Mutex<TicketKeys>>,
 }
@@ -63,16 +70,19 @@ impl Server {
         .context("session ticket keys")?;
         let tickets = Arc::new(Mutex::new(tickets));
         let engine = Arc::new(engine_config(&config, &tickets)?);
+        let client_ca = read_client_ca(&config)?;
         let shard_config = ShardConfig::with_mode(RelayMode::Serve, config.backend);
-        let settings = RuntimeConfig {
-            null_record_protection: options.null_record_protection,
-            ..RuntimeConfig::default()
-        };
+        let limits = config.tuning.limits;
         let daemon = Daemon::start(
             config.listen,
             shard_config,
             &config.tuning,
             Box::new(move |queues| {
+                let settings = RuntimeConfig {
+                    null_record_protection: options.null_record_protection,
+                    limits: limits.runtime(queues.len()),
+                    ..RuntimeConfig::default()
+                };
                 let mut rng = SystemRng::new();
                 let acceptor =
                     Acceptor::new(engine, AcceptorConfig::default(), &mut rng, Instant::now())
@@ -93,19 +103,57 @@ impl Server {
         );
         Ok(Self {
             daemon,
-            config,
+            config: Mutex::new(config),
+            client_ca: Mutex::new(client_ca),
             tickets,
         })
     }
 
-    /// Re-reads the certificate, key, client CA and PSK settings of the configuration the
-    /// server started with (SIGHUP): new handshakes use them, live sessions continue.
+    /// Applies `new` (the configuration re-read for SIGHUP): its certificate, key, client
+    /// CA and PSKs are used by every new handshake; live sessions of a removed PSK
+    /// identity, or whose client certificate no longer verifies when the client CA
+    /// changed, are closed with close_notify, and a changed client CA revokes every
+    /// ticket. Changed keys that need a restart are named in a warning and not applied.
     ///
     /// # Errors
-    /// A file that cannot be read or parsed: the old configuration stays in use.
-    pub fn reload(&self) -> anyhow::Result<()> {
-        let engine = engine_config(&self.config, &self.tickets)?;
-        self.daemon.reload(engine)
+    /// A file that cannot be read or parsed: the old configuration stays in use (the
+    /// failure is counted in `dtlsd_reloads_failed_total`).
+    pub fn reload(&self, new: ServeConfig) -> anyhow::Result<()> {
+        let result = self.apply(new);
+        if result.is_err() {
+            self.daemon.count_reload_failure();
+        }
+        result
+    }
+
+    fn apply(&self, new: ServeConfig) -> anyhow::Result<()> {
+        let mut current = self.config.lock().map_err(|_| anyhow!("poisoned"))?;
+        let engine = engine_config(&new, &self.tickets)?;
+        let client_ca = read_client_ca(&new)?;
+        let mut last_ca = self.client_ca.lock().map_err(|_| anyhow!("poisoned"))?;
+        let ca_changed = *last_ca != client_ca;
+        if ca_changed {
+            // Tickets carry only the end-entity certificate: they are not re-verified, so
+            // none issued under the old CA may resume.
+            let mut keys = self.tickets.lock().map_err(|_| anyhow!("poisoned"))?;
+            keys.revoke_all(UnixTime::now(), &mut SystemRng::new())
+                .context("session ticket keys")?;
+        }
+        self.daemon.reload(Reload {
+            config: Arc::new(engine),
+            recheck_certificates: ca_changed,
+        })?;
+        let restart = current.restart_required(&new);
+        if !restart.is_empty() {
+            tracing::warn!(
+                keys = %restart.join(", "),
+                "SIGHUP: changed keys need a restart to take effect; kept their running values"
+            );
+        }
+        // What a reload applies is the credentials; the rest stays as running.
+        current.credentials = new.credentials;
+        *last_ca = client_ca;
+        Ok(())
     }
 
     /// Sends close_notify to every session and stops every thread.
@@ -126,6 +174,16 @@ impl std::ops::Deref for Server {
     }
 }
 
+/// The client CA file's bytes, when one is configured.
+fn read_client_ca(config: &ServeConfig) -> anyhow::Result<Option<Vec<u8>>> {
+    config
+        .credentials
+        .client_ca
+        .as_ref()
+        .map(|path| std::fs::read(path).with_context(|| format!("client_ca {}", path.display())))
+        .transpose()
+}
+
 /// The handshake engine's server configuration from the resolved daemon configuration,
 /// issuing and accepting session tickets under `tickets` (RFC 5077).
 ///
@@ -141,10 +199,8 @@ pub fn engine_config(
         Some(paths) => Some(load_certified_key(paths)?),
     };
     let (client_auth, peer_verification) = match &creds.client_ca {
-        None => (
-            ClientAuth::None,
-            PeerVerifier::DangerousAcceptAnyCertificateForTestsOnly,
-        ),
+        // No client authentication: no certificate is ever asked for, and none is accepted.
+        None => (ClientAuth::None, PeerVerifier::RejectAll),
         Some(path) => {
             let verifier = CertificateVerifier::from_pem_file(path)
                 .with_context(|| format!("client_ca {}", path.display()))?;
@@ -162,15 +218,12 @@ pub fn engine_config(
     let engine = control::Config {
         certificate,
         client_auth,
-        // Without client authentication no peer certificate is ever asked for, so the
-        // accept-any policy above is never consulted.
-        peer_verification,
         psks,
         mtu: usize::from(config.tuning.mtu),
         heartbeat: Some(HeartbeatMode::PeerAllowedToSend),
         ticket_keys: Some(Arc::clone(tickets)),
         ticket_lifetime: u32::try_from(TICKET_LIFETIME.as_secs()).unwrap_or(u32::MAX),
-        ..control::Config::default()
+        ..control::Config::new(peer_verification)
     };
     engine.validate().context("server configuration")?;
     Ok(engine)

@@ -47,8 +47,25 @@ counters! {
     cookies_sent,
     /// Datagrams from unknown peers the acceptor dropped (not a ClientHello, malformed).
     acceptor_drops,
-    /// Cookie-verified ClientHellos refused because the half-open handshake cap was reached.
+    /// Connect mode: handshakes for local sources refused because the half-open cap was
+    /// reached.
     half_open_refused,
+    /// Cookie-verified ClientHellos refused because their source address or prefix had its
+    /// share of half-open handshakes.
+    half_open_refused_source,
+    /// Half-open handshakes dropped to make room for newer ones (the table or a session cap
+    /// was full).
+    half_open_shed,
+    /// Cookie-verified ClientHellos refused with an alert because the daemon or the peer's
+    /// shard holds its most sessions (`max_sessions`).
+    sessions_refused,
+    /// Live sessions closed by a reload that removed their PSK identity or no longer
+    /// verifies their client certificate.
+    sessions_revoked,
+    /// Sessions a shard refused to install (table full, no upstream socket).
+    install_failed,
+    /// Handshake-failure and refusal log lines not written because of the rate limit.
+    log_lines_suppressed,
     /// Commands to a shard dropped because its queue was full.
     queue_full_drops,
     /// Sessions the shards reported closed.

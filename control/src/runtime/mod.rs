@@ -2,9 +2,12 @@
 //!
 //! What it does: [`ControlThread`] owns one [`ShardQueues`] handle per shard, the stateless
 //! [`Acceptor`], the server [`Connection`]s of handshakes in progress (peer address → shard
-//! index and engine, bounded by [`RuntimeConfig::max_half_open`]), their timers, and an
-//! injected RNG factory. It is the only place that reads the clock (`Instant::now()` once
-//! per turn); the engines stay sans-IO.
+//! index and engine, admitted under [`Limits`]: half-open caps globally, per source address
+//! and per prefix, shedding the oldest when full; session caps globally and per shard), their
+//! timers, the installed sessions (shard, identity, start), and an injected RNG factory. It
+//! is the only place that reads the clock (`Instant::now()` once per turn, the wall clock for
+//! ticket rotation and reload checks); the engines stay sans-IO. Handshake failures and
+//! refusals and sessions established and closed are reported to a [`SessionLog`].
 //!
 //! Each turn it drains every shard's [`ControlInbound`] queue: a handshake datagram goes to
 //! the peer's engine when one exists (and is not a fresh ClientHello), else to the acceptor,
@@ -21,10 +24,17 @@
 //! already sends from the listen address, and one sender per socket keeps the shard's
 //! io_uring ring single-issuer.
 //!
+//! Reload ([`Reload`]): a new engine configuration is used by every handshake started after
+//! it; live sessions whose PSK identity it removed, or (when asked) whose client certificate
+//! no longer verifies under it, are closed (close_notify, [`ControlStats::sessions_revoked`]).
+//!
 //! What it does not do: spawn or pin threads (the daemon does), sessions' records (the
 //! shards do), rekeying (an AEAD limit report closes the session), DTLS 1.3.
 
 mod counters;
+mod handshakes;
+mod limits;
+mod log;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,16 +43,14 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use dataplane::record::RecordKey;
-use dtls_shard::{ControlInbound, HeartbeatPolicy, ReadKeys, ShardCommand, ShardQueues, WriteKeys};
-use dtls_wire::HeartbeatMode;
+use dtls_shard::{CloseCause, ShardCommand, ShardQueues};
 
+use self::limits::HalfOpen;
 pub use counters::{ControlCounters, ControlStats};
+pub use limits::{Limits, Refusal};
+pub use log::{Closed, Established, HandshakeFailure, NoLog, Peer, SessionLog};
 
-use crate::{
-    AcceptOutcome, Acceptor, Config, ConfigError, Connection, Event, Rng, SessionKeys,
-    SessionTicket,
-};
+use crate::{Acceptor, Config, ConfigError, Connection, PeerIdentity, Rng, SessionTicket};
 
 /// How often the control thread looks at the ticket keys' rotation schedule.
 const TICKET_CHECK: Duration = Duration::from_secs(1);
@@ -54,13 +62,15 @@ pub type RngFactory = Box<dyn FnMut() -> Box<dyn Rng + Send> + Send>;
 
 /// Buffer for one outgoing handshake datagram (larger than any MTU we accept).
 const TRANSMIT_BUF: usize = 16 * 1024;
+/// How long a session closed by control is remembered for the line its shard's report
+/// completes.
+const CLOSING_MEMORY: Duration = Duration::from_secs(10);
 
 /// Settings of the control loop.
 #[derive(Debug, Clone, Copy)]
 pub struct RuntimeConfig {
-    /// Most handshakes in progress at once; cookie-verified ClientHellos beyond it are
-    /// refused (counted in [`ControlStats::half_open_refused`]). Default 4096.
-    pub max_half_open: usize,
+    /// Caps on half-open handshakes and sessions.
+    pub limits: Limits,
     /// How long a completed engine is kept to answer a retransmitted client Finished.
     /// Default 30 s.
     pub completed_grace: Duration,
@@ -80,7 +90,7 @@ pub struct RuntimeConfig {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
-            max_half_open: 4096,
+            limits: Limits::default(),
             completed_grace: Duration::from_secs(30),
             inbound_budget: 256,
             idle_sleep: Duration::from_millis(1),
@@ -95,8 +105,31 @@ impl Default for RuntimeConfig {
 struct Handshake {
     shard: usize,
     conn: Connection,
+    /// When the engine was created.
+    started_at: Instant,
     /// When the handshake completed (`None` while in progress).
     completed_at: Option<Instant>,
+    /// Its entry in the half-open table while in progress.
+    half_open: Option<u64>,
+}
+
+/// A session whose keys went to a shard.
+#[derive(Debug)]
+struct Installed {
+    shard: usize,
+    established: Instant,
+    identity: PeerIdentity,
+}
+
+/// A new configuration for the control loop (SIGHUP).
+#[derive(Debug)]
+pub struct Reload {
+    /// The engine configuration for handshakes started from now on.
+    pub config: Arc<Config>,
+    /// Close the live sessions whose client certificate no longer verifies under
+    /// `config` (set when the client CA changed). Sessions whose PSK identity `config` no
+    /// longer has are always closed.
+    pub recheck_certificates: bool,
 }
 
 impl Handshake {
@@ -130,18 +163,24 @@ pub struct ControlThread {
     config: Arc<Config>,
     front: Front,
     /// New configurations to use from the next handshake on (SIGHUP reload).
-    reloads: Option<mpsc::Receiver<Arc<Config>>>,
+    reloads: Option<mpsc::Receiver<Reload>>,
     shards: Vec<Arc<ShardQueues>>,
     settings: RuntimeConfig,
     rng_factory: RngFactory,
     acceptor_rng: Box<dyn Rng + Send>,
     handshakes: HashMap<SocketAddr, Handshake>,
-    /// Entries of `handshakes` not completed yet (bounded by `max_half_open`).
-    half_open: usize,
+    /// Entries of `handshakes` not completed yet, by shard, source address and prefix.
+    half_open: HalfOpen,
     /// No entry of `handshakes` has a deadline before this (it may be early, never late).
     next_timer: Option<Instant>,
-    /// Sessions whose keys were handed to a shard (peer → shard index), for shutdown.
-    installed: HashMap<SocketAddr, usize>,
+    /// Sessions whose keys were handed to a shard and that control has not closed.
+    installed: HashMap<SocketAddr, Installed>,
+    /// Installed sessions per shard.
+    shard_sessions: Vec<usize>,
+    /// Sessions control closed, until their shard reports them (for the closing line).
+    closing: HashMap<SocketAddr, (Instant, Installed)>,
+    /// Where handshakes and sessions are reported.
+    log: Box<dyn SessionLog>,
     /// Client mode: the last session ticket per local source, offered by its next handshake
     /// (RFC 5077 §3.4; the server may still choose a full handshake).
     tickets: HashMap<SocketAddr, SessionTicket>,
@@ -157,6 +196,7 @@ impl std::fmt::Debug for ControlThread {
             .field("shards", &self.shards.len())
             .field("handshakes", &self.handshakes.len())
             .field("installed", &self.installed.len())
+            .field("half_open", &self.half_open.len())
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
@@ -193,7 +233,7 @@ impl ControlThread {
         settings: RuntimeConfig,
         rng_factory: RngFactory,
     ) -> Result<Self, ConfigError> {
-        config.validate()?;
+        config.validate_client()?;
         Ok(Self::with_front(
             Front::Client { server },
             config,
@@ -211,6 +251,7 @@ impl ControlThread {
         mut rng_factory: RngFactory,
     ) -> Self {
         let acceptor_rng = rng_factory();
+        let shard_sessions = vec![0; shards.len()];
         Self {
             config,
             front,
@@ -220,9 +261,12 @@ impl ControlThread {
             rng_factory,
             acceptor_rng,
             handshakes: HashMap::new(),
-            half_open: 0,
+            half_open: HalfOpen::default(),
             next_timer: None,
             installed: HashMap::new(),
+            shard_sessions,
+            closing: HashMap::new(),
+            log: Box::new(NoLog),
             tickets: HashMap::new(),
             ticket_check: None,
             counters: Arc::new(ControlCounters::default()),
@@ -231,12 +275,17 @@ impl ControlThread {
     }
 
     /// Takes new configurations from `reloads`: each one received is used by every
-    /// handshake started after it (live sessions keep their keys; engines in progress keep
-    /// the configuration they started with). The sender validates before sending; one that
-    /// still fails validation here is counted in [`ControlStats::reloads_failed`] and the
-    /// old one stays.
-    pub fn set_reloads(&mut self, reloads: mpsc::Receiver<Arc<Config>>) {
+    /// handshake started after it (engines in progress keep the configuration they started
+    /// with); live sessions it no longer admits are closed (see [`Reload`]). The sender
+    /// validates before sending; one that still fails validation here is counted in
+    /// [`ControlStats::reloads_failed`] and the old one stays.
+    pub fn set_reloads(&mut self, reloads: mpsc::Receiver<Reload>) {
         self.reloads = Some(reloads);
+    }
+
+    /// Reports handshakes and sessions to `log` from now on.
+    pub fn set_log(&mut self, log: Box<dyn SessionLog>) {
+        self.log = log;
     }
 
     /// The live counters (shareable with a metrics thread).
@@ -249,9 +298,9 @@ impl ControlThread {
         self.handshakes.len()
     }
 
-    /// Handshakes in progress (counted against [`RuntimeConfig::max_half_open`]).
+    /// Handshakes in progress (counted against [`Limits::max_half_open`]).
     pub fn half_open(&self) -> usize {
-        self.half_open
+        self.half_open.len()
     }
 
     /// Sessions whose keys were handed to a shard and not reported closed since.
@@ -282,9 +331,9 @@ impl ControlThread {
     /// message was handled (a busy loop should not sleep).
     pub fn run_turn(&mut self, now: Instant) -> bool {
         let mut busy = false;
-        while let Some(config) = self.reloads.as_ref().and_then(|r| r.try_recv().ok()) {
+        while let Some(reload) = self.reloads.as_ref().and_then(|r| r.try_recv().ok()) {
             busy = true;
-            self.reload(config);
+            self.reload(now, reload);
         }
         for shard in 0..self.shards.len() {
             for _ in 0..self.settings.inbound_budget {
@@ -296,6 +345,7 @@ impl ControlThread {
             }
         }
         self.handle_timeouts(now);
+        self.log.tick(now);
         busy
     }
 
@@ -309,29 +359,81 @@ impl ControlThread {
         self.next_timer.into_iter().chain(cookies).min()
     }
 
-    fn reload(&mut self, config: Arc<Config>) {
+    fn reload(&mut self, now: Instant, reload: Reload) {
+        let Reload {
+            config,
+            recheck_certificates,
+        } = reload;
         let applied = match &mut self.front {
             Front::Server(acceptor) => acceptor.replace_config(Arc::clone(&config)),
-            Front::Client { .. } => config.validate(),
+            Front::Client { .. } => config.validate_client(),
         };
-        match applied {
-            Ok(()) => {
-                self.config = config;
-                ControlCounters::bump(&self.counters.reloads);
-            }
-            Err(_) => ControlCounters::bump(&self.counters.reloads_failed),
+        if applied.is_err() {
+            ControlCounters::bump(&self.counters.reloads_failed);
+            return;
         }
+        self.config = config;
+        ControlCounters::bump(&self.counters.reloads);
+        // Serve mode: a session stays only while the new configuration would admit its
+        // peer. (Connect mode: the identities are the server's, which a reload of our own
+        // trust settings does not revoke.)
+        if !matches!(self.front, Front::Server(_)) {
+            return;
+        }
+        let wall = self.config.time.now();
+        let config = &self.config;
+        let revoked: Vec<SocketAddr> = self
+            .installed
+            .iter()
+            .filter(|(_, s)| match &s.identity {
+                PeerIdentity::Psk(id) => !config.psks.iter().any(|p| p.identity == *id),
+                PeerIdentity::Certificates(chain) => {
+                    recheck_certificates
+                        && config.client_auth != crate::ClientAuth::None
+                        && config.peer_verification.verify_client(chain, wall).is_err()
+                }
+                PeerIdentity::None => false,
+            })
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in revoked {
+            ControlCounters::bump(&self.counters.sessions_revoked);
+            self.close_session(now, peer, CloseCause::Revoked);
+        }
+    }
+
+    /// Closes an installed session through its shard (close_notify); its report completes
+    /// the session's closing line.
+    fn close_session(&mut self, now: Instant, peer: SocketAddr, cause: CloseCause) {
+        let Some(session) = self.installed.remove(&peer) else {
+            return;
+        };
+        if let Some(n) = self.shard_sessions.get_mut(session.shard) {
+            *n = n.saturating_sub(1);
+        }
+        let shard = session.shard;
+        self.closing.insert(peer, (now, session));
+        self.push(
+            shard,
+            ShardCommand::Close {
+                peer,
+                reason: cause,
+            },
+        );
     }
 
     /// Sends `Close` (close_notify, then removal) for every installed session, retrying a
     /// full queue up to [`RuntimeConfig::close_retries`] times. Returns how many were sent.
     pub fn close_all(&mut self) -> usize {
         let mut sent = 0;
-        for (peer, shard) in std::mem::take(&mut self.installed) {
-            let Some(queues) = self.shards.get(shard) else {
+        for (peer, session) in std::mem::take(&mut self.installed) {
+            let Some(queues) = self.shards.get(session.shard) else {
                 continue;
             };
-            let mut command = ShardCommand::Close { peer };
+            let mut command = ShardCommand::Close {
+                peer,
+                reason: CloseCause::Shutdown,
+            };
             for attempt in 0..=self.settings.close_retries {
                 match queues.push_command(command) {
                     Ok(()) => {
@@ -350,331 +452,10 @@ impl ControlThread {
             }
         }
         self.handshakes.clear();
-        self.half_open = 0;
+        self.half_open.clear();
+        self.shard_sessions.iter_mut().for_each(|n| *n = 0);
         self.next_timer = None;
         sent
-    }
-
-    fn handle_inbound(&mut self, now: Instant, shard: usize, message: ControlInbound) {
-        match message {
-            ControlInbound::Handshake { peer, datagram } => {
-                self.handle_handshake_datagram(now, shard, peer, &datagram);
-            }
-            ControlInbound::SessionClosed { peer, .. } => {
-                ControlCounters::bump(&self.counters.sessions_closed);
-                self.installed.remove(&peer);
-                // The shard ended the session: a completed engine has nothing left to do.
-                if self
-                    .handshakes
-                    .get(&peer)
-                    .is_some_and(|h| h.completed_at.is_some())
-                {
-                    self.remove_handshake(peer);
-                }
-            }
-            ControlInbound::Open { peer } => self.open(now, shard, peer),
-            ControlInbound::AeadLimitReached { peer, .. } => {
-                // No rekeying in DTLS 1.2 here: RFC 9147 §4.5.3 allows closing instead.
-                ControlCounters::bump(&self.counters.aead_limits);
-                if let Some(shard) = self.installed.remove(&peer) {
-                    self.push(shard, ShardCommand::Close { peer });
-                }
-            }
-        }
-    }
-
-    /// `dtlsd connect`: a local source without a session sent plaintext; its shard holds
-    /// an upstream socket for it and waits for keys (or a `Close` when no handshake starts).
-    fn open(&mut self, now: Instant, shard: usize, peer: SocketAddr) {
-        let Front::Client { server } = self.front else {
-            // Only connect-mode shards send `Open`.
-            ControlCounters::bump(&self.counters.acceptor_drops);
-            return;
-        };
-        if self
-            .handshakes
-            .get(&peer)
-            .is_some_and(|h| h.completed_at.is_none())
-        {
-            return; // already under way
-        }
-        if self.half_open >= self.settings.max_half_open {
-            ControlCounters::bump(&self.counters.half_open_refused);
-            self.push(shard, ShardCommand::Close { peer });
-            return;
-        }
-        let rng = (self.rng_factory)();
-        let resume = self.tickets.remove(&peer);
-        match Connection::client(Arc::clone(&self.config), rng, now, server, resume) {
-            Ok(conn) => self.start_handshake(now, shard, peer, conn),
-            // The configuration was validated when the loop was built or reloaded.
-            Err(_) => {
-                ControlCounters::bump(&self.counters.handshakes_failed_protocol);
-                self.push(shard, ShardCommand::Close { peer });
-            }
-        }
-    }
-
-    /// Keeps a new engine for `peer` (replacing a previous one: a client that restarted)
-    /// and sends its first flight.
-    fn start_handshake(&mut self, now: Instant, shard: usize, peer: SocketAddr, conn: Connection) {
-        ControlCounters::bump(&self.counters.handshakes_started);
-        self.remove_handshake(peer);
-        self.half_open += 1;
-        self.handshakes.insert(
-            peer,
-            Handshake {
-                shard,
-                conn,
-                completed_at: None,
-            },
-        );
-        self.drain(now, peer);
-    }
-
-    fn handle_handshake_datagram(
-        &mut self,
-        now: Instant,
-        shard: usize,
-        peer: SocketAddr,
-        datagram: &[u8],
-    ) {
-        let acceptor = match &self.front {
-            Front::Server(acceptor) => acceptor,
-            Front::Client { server } => {
-                // From the server, through the upstream socket of local source `peer`.
-                let server = *server;
-                if let Some(h) = self.handshakes.get_mut(&peer) {
-                    h.conn.handle_datagram(now, server, datagram);
-                    self.drain(now, peer);
-                } else {
-                    ControlCounters::bump(&self.counters.acceptor_drops);
-                }
-                return;
-            }
-        };
-        if let Some(h) = self.handshakes.get_mut(&peer)
-            && !h.conn.is_new_client_hello(datagram)
-        {
-            h.conn.handle_datagram(now, peer, datagram);
-            self.drain(now, peer);
-            return;
-        }
-        match acceptor.handle_datagram(now, peer, datagram, &mut self.buf) {
-            AcceptOutcome::Reply(t) => {
-                ControlCounters::bump(&self.counters.cookies_sent);
-                let datagram = self.buf[..t.len].to_vec();
-                self.push(
-                    shard,
-                    ShardCommand::Transmit {
-                        peer: t.destination,
-                        datagram,
-                    },
-                );
-            }
-            AcceptOutcome::Drop(_) => ControlCounters::bump(&self.counters.acceptor_drops),
-            AcceptOutcome::Accept(hello) => {
-                if self.half_open >= self.settings.max_half_open {
-                    ControlCounters::bump(&self.counters.half_open_refused);
-                    return;
-                }
-                let rng = (self.rng_factory)();
-                match Connection::server(Arc::clone(&self.config), rng, now, hello) {
-                    Ok(conn) => self.start_handshake(now, shard, peer, conn),
-                    // The acceptor validated the same configuration: unreachable in
-                    // practice, counted rather than trusted.
-                    Err(_) => ControlCounters::bump(&self.counters.handshakes_failed_protocol),
-                }
-            }
-        }
-    }
-
-    fn handle_timeouts(&mut self, now: Instant) {
-        if let Front::Server(acceptor) = &mut self.front
-            && acceptor.poll_timeout().is_some_and(|at| at <= now)
-        {
-            acceptor.handle_timeout(now, &mut *self.acceptor_rng);
-        }
-        if self.ticket_check.is_none_or(|at| now >= at) {
-            self.ticket_check = Some(now + TICKET_CHECK);
-            self.rotate_ticket_keys();
-        }
-        if self.next_timer.is_none_or(|at| at > now) {
-            return;
-        }
-        // A sweep over every entry, only when the earliest deadline is due.
-        let grace = self.settings.completed_grace;
-        let mut due = Vec::new();
-        let mut next = None;
-        // Only completed entries expire here, so `half_open` is unchanged.
-        self.handshakes.retain(|peer, h| match h.completed_at {
-            Some(at) => {
-                let keep = at + grace > now;
-                if keep {
-                    next = earliest(next, Some(at + grace));
-                }
-                keep
-            }
-            None => {
-                match h.conn.poll_timeout() {
-                    Some(at) if at <= now => due.push(*peer),
-                    other => next = earliest(next, other),
-                }
-                true
-            }
-        });
-        self.next_timer = next;
-        for peer in due {
-            if let Some(h) = self.handshakes.get_mut(&peer) {
-                h.conn.handle_timeout(now);
-            }
-            self.drain(now, peer);
-        }
-    }
-
-    /// Rotates the session-ticket keys when due (wall-clock schedule: tickets carry wall
-    /// times). The old key keeps opening tickets for one ticket lifetime.
-    fn rotate_ticket_keys(&mut self) {
-        let Some(keys) = &self.config.ticket_keys else {
-            return;
-        };
-        // A poisoned lock means a panic elsewhere already; tickets then stay as they are.
-        let Ok(mut keys) = keys.lock() else {
-            return;
-        };
-        let wall = dtls_crypto::pki_types::UnixTime::now();
-        if keys.poll_timeout().as_secs() > wall.as_secs() {
-            return;
-        }
-        match keys.handle_timeout(wall, &mut *self.acceptor_rng) {
-            Ok(true) => ControlCounters::bump(&self.counters.ticket_rotations),
-            Ok(false) => {}
-            Err(_) => ControlCounters::bump(&self.counters.ticket_rotation_failures),
-        }
-    }
-
-    /// Events first (keys go to the shard before the final flight), then datagrams; a dead
-    /// engine is dropped.
-    fn drain(&mut self, now: Instant, peer: SocketAddr) {
-        let Some(h) = self.handshakes.get_mut(&peer) else {
-            return;
-        };
-        let shard = h.shard;
-        let mut keys = Vec::new();
-        while let Some(event) = h.conn.poll_event() {
-            match event {
-                Event::KeysReady(mut k) => {
-                    if h.completed_at.is_none() {
-                        self.half_open = self.half_open.saturating_sub(1);
-                    }
-                    h.completed_at = Some(now);
-                    if k.resumed {
-                        ControlCounters::bump(&self.counters.handshakes_resumed);
-                    }
-                    if let Some(ticket) = k.ticket.take()
-                        && (self.tickets.len() < MAX_TICKETS || self.tickets.contains_key(&peer))
-                    {
-                        self.tickets.insert(peer, ticket);
-                    }
-                    keys.push(k);
-                }
-                Event::HandshakeFailed(error) => {
-                    self.counters.count_failure(&error);
-                }
-                Event::AlertReceived { .. } | Event::Closed { .. } => {}
-            }
-        }
-        // Every datagram of this engine goes to its peer: the client in serve mode, the
-        // server through local source `peer`'s upstream socket in connect mode. The shard
-        // routes by `peer` either way.
-        let mut transmits = Vec::new();
-        while let Some(t) = h.conn.poll_transmit(now, &mut self.buf) {
-            transmits.push(self.buf[..t.len].to_vec());
-        }
-        let finished = h.conn.is_finished();
-        let failed_client =
-            finished && h.completed_at.is_none() && matches!(self.front, Front::Client { .. });
-        let deadline = h.deadline(self.settings.completed_grace);
-        for k in keys {
-            ControlCounters::bump(&self.counters.handshakes_completed);
-            self.install(shard, peer, *k);
-        }
-        for datagram in transmits {
-            self.push(shard, ShardCommand::Transmit { peer, datagram });
-        }
-        if failed_client {
-            // The shard holds an upstream socket and queued plaintext for this source.
-            self.push(shard, ShardCommand::Close { peer });
-        }
-        if finished {
-            self.remove_handshake(peer);
-        } else {
-            self.next_timer = earliest(self.next_timer, deadline);
-        }
-    }
-
-    /// Drops `peer`'s engine, keeping the half-open count right.
-    fn remove_handshake(&mut self, peer: SocketAddr) {
-        if let Some(h) = self.handshakes.remove(&peer)
-            && h.completed_at.is_none()
-        {
-            self.half_open = self.half_open.saturating_sub(1);
-        }
-    }
-
-    /// Hands the session's keys to `shard` under `peer` (the client's address in serve
-    /// mode, the local source in connect mode).
-    fn install(&mut self, shard: usize, peer: SocketAddr, keys: SessionKeys) {
-        let SessionKeys {
-            read,
-            write,
-            replay_window,
-            heartbeat: peer_mode,
-            ..
-        } = keys;
-        // RFC 6520 §2: requests only to a peer that said peer_allowed_to_send; answers only
-        // when we said it (a negotiated extension carries both modes).
-        let heartbeat = HeartbeatPolicy {
-            answer: peer_mode.is_some()
-                && self.config.heartbeat == Some(HeartbeatMode::PeerAllowedToSend),
-            probe: peer_mode == Some(HeartbeatMode::PeerAllowedToSend),
-        };
-        let (read_key, write_key) = if self.settings.null_record_protection {
-            (RecordKey::null_baseline(), RecordKey::null_baseline())
-        } else {
-            (read.key, write.key)
-        };
-        let command = ShardCommand::InstallKeys {
-            peer,
-            read: ReadKeys {
-                epoch: read.epoch,
-                key: read_key,
-                replay_window,
-            },
-            write: WriteKeys {
-                epoch: write.epoch,
-                key: write_key,
-                next_seq: write.next_sequence,
-            },
-            heartbeat,
-        };
-        if self.push(shard, command) {
-            self.installed.insert(peer, shard);
-        }
-    }
-
-    /// Queues `command` to `shard`; a full queue drops it (counted). Returns whether queued.
-    fn push(&self, shard: usize, command: ShardCommand) -> bool {
-        let Some(queues) = self.shards.get(shard) else {
-            return false;
-        };
-        match queues.push_command(command) {
-            Ok(()) => true,
-            Err(_) => {
-                ControlCounters::bump(&self.counters.queue_full_drops);
-                false
-            }
-        }
     }
 }
 

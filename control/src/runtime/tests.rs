@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dtls_crypto::SeededRng;
-use dtls_shard::{ControlInbound, ShardCommand, ShardQueues};
+use dtls_shard::{
+    CloseCause, CloseReason, ControlInbound, SessionCounters, ShardCommand, ShardQueues,
+};
 
-use super::{ControlThread, RuntimeConfig};
+use super::{ControlThread, Limits, RuntimeConfig};
 use crate::pair_tests::{client_config, server_config};
 use crate::{Acceptor, AcceptorConfig, CipherSuite, Connection, Event};
 
@@ -93,6 +95,7 @@ fn commands_to_client(
                 c.handle_datagram(now, server, &datagram);
                 order.push(false);
             }
+            ShardCommand::ExpectKeys { .. } => {}
             ShardCommand::Close { .. } => panic!("unexpected Close"),
         }
     }
@@ -161,36 +164,180 @@ fn handshake_completes_and_keys_precede_the_final_flight() {
     assert_eq!(ctl.handshakes(), 0);
     // Shutdown closes the installed session through its shard.
     assert_eq!(ctl.close_all(), 1);
-    assert!(matches!(q.poll_command(), Some(ShardCommand::Close { peer: p }) if p == peer));
+    assert!(matches!(
+        q.poll_command(),
+        Some(ShardCommand::Close { peer: p, reason: CloseCause::Shutdown }) if p == peer
+    ));
+}
+
+/// Takes `c` from its first ClientHello through the cookie exchange to the server's flight.
+fn hello_with_cookie(
+    ctl: &mut ControlThread,
+    c: &mut Connection,
+    q: &ShardQueues,
+    peer: SocketAddr,
+    server: SocketAddr,
+    now: Instant,
+) -> Vec<bool> {
+    client_to_control(c, q, peer, now);
+    ctl.run_turn(now);
+    commands_to_client(c, q, server, now);
+    client_to_control(c, q, peer, now);
+    ctl.run_turn(now);
+    commands_to_client(c, q, server, now)
 }
 
 #[test]
-fn half_open_cap_refuses_new_engines() {
+fn a_full_half_open_table_sheds_its_oldest_entry_for_a_newcomer() {
     let now = Instant::now();
     let server = addr("127.0.0.1:4433");
     let settings = RuntimeConfig {
-        max_half_open: 1,
+        limits: Limits {
+            max_half_open: 1,
+            ..Limits::default()
+        },
         ..RuntimeConfig::default()
     };
     let (mut ctl, queues) = control(1, settings, now);
     let q = &queues[0];
-    for (i, port) in [50001u16, 50002].into_iter().enumerate() {
-        let peer = SocketAddr::new(server.ip(), port);
-        let mut c = client(server, 20 + i as u64, now);
-        // ClientHello → HelloVerifyRequest → ClientHello with cookie.
-        client_to_control(&mut c, q, peer, now);
-        ctl.run_turn(now);
-        commands_to_client(&mut c, q, server, now);
-        client_to_control(&mut c, q, peer, now);
-        ctl.run_turn(now);
-        commands_to_client(&mut c, q, server, now);
-    }
+    let first = addr("127.0.0.1:50001");
+    let second = addr("127.0.0.2:50002");
+    let mut a = client(server, 20, now);
+    hello_with_cookie(&mut ctl, &mut a, q, first, server, now);
+    assert_eq!(ctl.half_open(), 1);
+    // A newcomer is not locked out by a full table: the oldest entry makes room.
+    let mut b = client(server, 21, now);
+    hello_with_cookie(&mut ctl, &mut b, q, second, server, now);
     let stats = ctl.counters().snapshot();
     assert_eq!(stats.cookies_sent, 2);
-    assert_eq!(stats.handshakes_started, 1);
-    assert_eq!(stats.half_open_refused, 1);
+    assert_eq!(stats.handshakes_started, 2);
+    assert_eq!(stats.half_open_shed, 1);
+    assert_eq!(stats.half_open_refused, 0);
     assert_eq!(ctl.half_open(), 1);
     assert_eq!(ctl.handshakes(), 1);
+    // The newcomer completes; the shed client's next flight finds no engine and only
+    // earns a fresh cookie exchange from the acceptor.
+    let order = handshake_through(&mut ctl, &mut b, q, second, server, now);
+    assert!(b.is_established(), "{order:?}");
+}
+
+#[test]
+fn one_source_address_gets_only_its_share_of_half_open_handshakes() {
+    let now = Instant::now();
+    let server = addr("127.0.0.1:4433");
+    let settings = RuntimeConfig {
+        limits: Limits {
+            half_open_per_address: 2,
+            half_open_per_prefix: 3,
+            ..Limits::default()
+        },
+        ..RuntimeConfig::default()
+    };
+    let (mut ctl, queues) = control(1, settings, now);
+    let q = &queues[0];
+    let peers = [
+        "10.0.0.1:1",
+        "10.0.0.1:2",
+        "10.0.0.1:3",
+        "10.0.0.2:1",
+        "10.0.0.3:1",
+        "10.0.1.1:1",
+    ];
+    for (i, p) in peers.iter().enumerate() {
+        let mut c = client(server, 40 + i as u64, now);
+        hello_with_cookie(&mut ctl, &mut c, q, addr(p), server, now);
+    }
+    let stats = ctl.counters().snapshot();
+    // 10.0.0.1 gets two, 10.0.0.2 the /24's third, 10.0.0.3 nothing, 10.0.1.1 its own.
+    assert_eq!(stats.handshakes_started, 4);
+    assert_eq!(stats.half_open_refused_source, 2);
+    assert_eq!(ctl.half_open(), 4);
+}
+
+#[test]
+fn a_handshake_past_the_session_cap_is_refused_with_an_alert_before_any_flight() {
+    let now = Instant::now();
+    let server = addr("127.0.0.1:4433");
+    let settings = RuntimeConfig {
+        limits: Limits {
+            max_sessions: 1,
+            max_sessions_per_shard: 1,
+            ..Limits::default()
+        },
+        ..RuntimeConfig::default()
+    };
+    let (mut ctl, queues) = control(1, settings, now);
+    let q = &queues[0];
+    let mut a = client(server, 50, now);
+    let order = handshake_through(&mut ctl, &mut a, q, addr("10.0.0.1:1"), server, now);
+    assert!(a.is_established(), "{order:?}");
+    assert_eq!(ctl.installed_sessions(), 1);
+    // The second client passes the cookie exchange and gets one alert record, nothing else.
+    let mut b = client(server, 51, now);
+    client_to_control(&mut b, q, addr("10.0.0.2:1"), now);
+    ctl.run_turn(now);
+    commands_to_client(&mut b, q, server, now);
+    client_to_control(&mut b, q, addr("10.0.0.2:1"), now);
+    ctl.run_turn(now);
+    let replies: Vec<_> = std::iter::from_fn(|| q.poll_command()).collect();
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    let ShardCommand::Transmit { datagram, .. } = &replies[0] else {
+        panic!("expected the alert, got {replies:?}");
+    };
+    // Alert(21) record, epoch 0, fatal(2) internal_error(80).
+    assert_eq!(datagram.len(), 13 + 2);
+    assert_eq!((datagram[0], datagram[3], datagram[4]), (21, 0, 0));
+    assert_eq!(&datagram[13..], &[2, 80]);
+    b.handle_datagram(now, server, datagram);
+    assert!(b.is_finished(), "the client gives up at once");
+    let stats = ctl.counters().snapshot();
+    assert_eq!(stats.sessions_refused, 1);
+    assert_eq!(stats.handshakes_started, 1);
+    // Once the session closes, a newcomer fits again.
+    q.push_inbound(ControlInbound::SessionClosed {
+        peer: addr("10.0.0.1:1"),
+        reason: CloseReason::CloseNotify,
+        stats: SessionCounters::default(),
+    })
+    .expect("room");
+    ctl.run_turn(now);
+    let mut c = client(server, 52, now);
+    let order = handshake_through(&mut ctl, &mut c, q, addr("10.0.0.3:1"), server, now);
+    assert!(c.is_established(), "{order:?}");
+}
+
+#[test]
+fn expect_keys_reaches_the_shard_before_the_server_flight() {
+    let now = Instant::now();
+    let server = addr("127.0.0.1:4433");
+    let peer = addr("127.0.0.1:50010");
+    let (mut ctl, queues) = control(1, RuntimeConfig::default(), now);
+    let q = &queues[0];
+    let mut c = client(server, 60, now);
+    client_to_control(&mut c, q, peer, now);
+    ctl.run_turn(now);
+    let hvr: Vec<_> = std::iter::from_fn(|| q.poll_command()).collect();
+    assert!(
+        hvr.iter()
+            .all(|c| matches!(c, ShardCommand::Transmit { .. })),
+        "no note for a hello without a cookie: {hvr:?}"
+    );
+    for cmd in hvr {
+        if let ShardCommand::Transmit { datagram, .. } = cmd {
+            c.handle_datagram(now, server, &datagram);
+        }
+    }
+    client_to_control(&mut c, q, peer, now);
+    ctl.run_turn(now);
+    let first = q.poll_command();
+    assert!(
+        matches!(first, Some(ShardCommand::ExpectKeys { peer: p }) if p == peer),
+        "{first:?}"
+    );
+    assert!(matches!(
+        q.poll_command(),
+        Some(ShardCommand::Transmit { .. })
+    ));
 }
 
 #[test]
@@ -239,6 +386,7 @@ fn session_closed_forgets_the_session_and_garbage_is_counted() {
     q.push_inbound(ControlInbound::SessionClosed {
         peer,
         reason: dtls_shard::CloseReason::IdleTimeout,
+        stats: SessionCounters::default(),
     })
     .expect("room");
     assert!(ctl.run_turn(now));

@@ -77,14 +77,13 @@ pub fn psk() -> Psk {
 pub fn client_config(suites: &[CipherSuite]) -> Config {
     Config {
         cipher_suites: suites.to_vec(),
-        peer_verification: ca_verifier(),
         server_name: Some("localhost".into()),
         psks: if suites.iter().any(|s| s.uses_psk()) {
             vec![psk()]
         } else {
             Vec::new()
         },
-        ..Config::default()
+        ..Config::new(ca_verifier())
     }
 }
 
@@ -100,10 +99,9 @@ pub fn server_config(suites: &[CipherSuite]) -> Config {
         } else {
             server_ec_key()
         }),
-        peer_verification: ca_verifier(),
         psks: vec![psk()],
         client_auth: ClientAuth::None,
-        ..Config::default()
+        ..Config::new(ca_verifier())
     }
 }
 

@@ -5,13 +5,26 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+/// What a shard holds now, stored with each turn's counters.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Gauges {
+    pub sessions_active: usize,
+    pub early_bytes: usize,
+    pub pending_bytes: usize,
+    pub handshake_stage_bytes: usize,
+}
+
 macro_rules! shard_counters {
     ($( $(#[doc = $doc:literal])* $name:ident, )*) => {
-        /// Live counters of one shard. Every field only grows except `sessions_active`.
+        /// Live counters of one shard. Every field only grows except the gauges
+        /// ([`Gauges`]).
         #[derive(Debug, Default)]
         pub struct ShardCounters {
             $( $(#[doc = $doc])* $name: AtomicU64, )*
             sessions_active: AtomicU64,
+            early_bytes: AtomicU64,
+            pending_bytes: AtomicU64,
+            handshake_stage_bytes: AtomicU64,
         }
 
         /// A plain copy of [`ShardCounters`] at one instant.
@@ -20,6 +33,12 @@ macro_rules! shard_counters {
             $( $(#[doc = $doc])* pub $name: u64, )*
             /// Sessions in the table now.
             pub sessions_active: u64,
+            /// Bytes of protected datagrams parked for peers whose keys are on their way.
+            pub early_bytes: u64,
+            /// Connect mode: plaintext bytes held for sources waiting for their handshake.
+            pub pending_bytes: u64,
+            /// Bytes of handshake datagrams staged for the control thread.
+            pub handshake_stage_bytes: u64,
         }
 
         /// What one loop turn counted, added to the atomics at the end of the turn.
@@ -34,6 +53,11 @@ macro_rules! shard_counters {
                 Self {
                     $( $name: a.$name.wrapping_add(b.$name), )*
                     sessions_active: a.sessions_active.wrapping_add(b.sessions_active),
+                    early_bytes: a.early_bytes.wrapping_add(b.early_bytes),
+                    pending_bytes: a.pending_bytes.wrapping_add(b.pending_bytes),
+                    handshake_stage_bytes: a
+                        .handshake_stage_bytes
+                        .wrapping_add(b.handshake_stage_bytes),
                 }
             }
         }
@@ -44,18 +68,25 @@ macro_rules! shard_counters {
                 ShardStats {
                     $( $name: self.$name.load(Relaxed), )*
                     sessions_active: self.sessions_active.load(Relaxed),
+                    early_bytes: self.early_bytes.load(Relaxed),
+                    pending_bytes: self.pending_bytes.load(Relaxed),
+                    handshake_stage_bytes: self.handshake_stage_bytes.load(Relaxed),
                 }
             }
 
-            /// Adds a turn's tally and resets it.
-            pub(crate) fn absorb(&self, tally: &mut Tally, sessions_active: usize) {
+            /// Adds a turn's tally (and resets it) and stores the gauges.
+            pub(crate) fn absorb(&self, tally: &mut Tally, gauges: Gauges) {
                 $(
                     if tally.$name != 0 {
                         self.$name.fetch_add(tally.$name, Relaxed);
                         tally.$name = 0;
                     }
                 )*
-                self.sessions_active.store(sessions_active as u64, Relaxed);
+                self.sessions_active.store(gauges.sessions_active as u64, Relaxed);
+                self.early_bytes.store(gauges.early_bytes as u64, Relaxed);
+                self.pending_bytes.store(gauges.pending_bytes as u64, Relaxed);
+                self.handshake_stage_bytes
+                    .store(gauges.handshake_stage_bytes as u64, Relaxed);
             }
         }
     };
@@ -104,6 +135,9 @@ shard_counters! {
     drop_unexpected_content,
     /// Dropped: the queue to the control thread was full.
     drop_queue_full,
+    /// Dropped: a handshake datagram for control found its source's share of the fair stage
+    /// (or the stage's byte budget) full: a noisy source loses its own excess.
+    drop_handshake_overflow,
     /// Dropped: the transmit batch was full this turn.
     drop_tx_full,
     /// Dropped: a backend datagram too large for one record within the configured datagram size.

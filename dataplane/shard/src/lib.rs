@@ -29,6 +29,7 @@
 
 mod counters;
 mod early;
+mod fair;
 mod hash;
 mod pending;
 mod queue;
@@ -40,8 +41,8 @@ mod upstream;
 pub use counters::{ShardCounters, ShardStats};
 pub use hash::{AddrHashBuilder, AddrHasher};
 pub use queue::{
-    AeadLimit, CloseReason, ControlInbound, HeartbeatPolicy, InstallError, ReadKeys, ShardCommand,
-    ShardQueues, WriteKeys,
+    AeadLimit, CloseCause, CloseReason, ControlInbound, DEFAULT_INBOUND_BYTES, HeartbeatPolicy,
+    InstallError, ReadKeys, ShardCommand, ShardQueues, WriteKeys,
 };
 pub use relay::RelayMode;
 pub use session::{

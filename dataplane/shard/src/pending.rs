@@ -8,8 +8,10 @@
 //! `InstallKeys` arrives the socket becomes the session's and the queued plaintext is sealed
 //! and sent; a `Close` (the handshake failed) drops it all.
 //!
-//! Bounded: at most `capacity` sources wait at once and each queues at most
-//! [`MAX_QUEUED`] datagrams; beyond that plaintext is dropped and counted.
+//! Bounded: at most `capacity` sources wait at once; each queues at most [`MAX_QUEUED`]
+//! datagrams and [`MAX_QUEUED_BYTES`] bytes, and all waiting sources of a shard together at
+//! most the table's byte budget ([`DEFAULT_MAX_BYTES`]); beyond that plaintext is dropped
+//! and counted.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -19,6 +21,10 @@ use crate::hash::AddrHashBuilder;
 
 /// Most plaintext datagrams held per waiting source.
 pub(crate) const MAX_QUEUED: usize = 16;
+/// Most plaintext bytes held per waiting source (sixteen 4 KiB datagrams).
+pub(crate) const MAX_QUEUED_BYTES: usize = 64 * 1024;
+/// Default byte budget of the plaintext held for every waiting source of one shard.
+pub(crate) const DEFAULT_MAX_BYTES: usize = 4 << 20;
 /// A source still waiting after this long is dropped (control gives up on a handshake
 /// within about five minutes and then sends `Close`; this only catches a lost `Close`).
 pub(crate) const MAX_WAIT: Duration = Duration::from_secs(600);
@@ -32,8 +38,11 @@ pub(crate) struct Pending {
     pub upstream: UdpSocket,
     /// Its epoll token.
     pub token: usize,
-    /// Plaintext received from the source meanwhile, oldest first.
+    /// Plaintext received from the source meanwhile, oldest first (through
+    /// [`PendingTable::queue`], which keeps the byte budgets).
     pub queued: Vec<Vec<u8>>,
+    /// Bytes in `queued`.
+    queued_bytes: usize,
     /// When the source first sent.
     pub since: Instant,
 }
@@ -45,16 +54,58 @@ pub(crate) struct PendingTable {
     by_token: HashMap<usize, SocketAddr, AddrHashBuilder>,
     next_token: usize,
     capacity: usize,
+    /// Plaintext bytes held for every waiting source, and their budget.
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl Pending {
+    /// A source that starts waiting at `now` on `upstream` (epoll `token`), nothing queued.
+    pub fn new(upstream: UdpSocket, token: usize, now: Instant) -> Self {
+        Self {
+            upstream,
+            token,
+            queued: Vec::new(),
+            queued_bytes: 0,
+            since: now,
+        }
+    }
 }
 
 impl PendingTable {
-    pub fn with_capacity(capacity: usize) -> Self {
+    pub fn with_capacity(capacity: usize, max_bytes: usize) -> Self {
         Self {
             by_peer: HashMap::with_hasher(AddrHashBuilder::random()),
             by_token: HashMap::with_hasher(AddrHashBuilder::random()),
             next_token: 0,
             capacity: capacity.max(1),
+            bytes: 0,
+            max_bytes,
         }
+    }
+
+    /// Queues a copy of `plaintext` for waiting source `peer` when its count and byte
+    /// limits and the table's byte budget allow. Returns whether it was queued.
+    pub fn queue(&mut self, peer: &SocketAddr, plaintext: &[u8]) -> bool {
+        let len = plaintext.len();
+        if self.bytes + len > self.max_bytes {
+            return false;
+        }
+        let Some(p) = self.by_peer.get_mut(peer) else {
+            return false;
+        };
+        if p.queued.len() >= MAX_QUEUED || p.queued_bytes + len > MAX_QUEUED_BYTES {
+            return false;
+        }
+        p.queued.push(plaintext.to_vec());
+        p.queued_bytes += len;
+        self.bytes += len;
+        true
+    }
+
+    /// Plaintext bytes held for every waiting source.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn len(&self) -> usize {
@@ -81,8 +132,10 @@ impl PendingTable {
 
     pub fn insert(&mut self, peer: SocketAddr, pending: Pending) {
         self.by_token.insert(pending.token, peer);
+        self.bytes += pending.queued_bytes;
         if let Some(old) = self.by_peer.insert(peer, pending) {
             self.by_token.remove(&old.token);
+            self.bytes -= old.queued_bytes;
         }
     }
 
@@ -93,6 +146,7 @@ impl PendingTable {
     pub fn remove(&mut self, peer: &SocketAddr) -> Option<Pending> {
         let pending = self.by_peer.remove(peer)?;
         self.by_token.remove(&pending.token);
+        self.bytes -= pending.queued_bytes;
         Some(pending)
     }
 
@@ -100,15 +154,63 @@ impl PendingTable {
     /// datagrams they held.
     pub fn expire(&mut self, now: Instant) -> usize {
         let mut dropped = 0;
+        let mut freed = 0;
         let by_token = &mut self.by_token;
         self.by_peer.retain(|_, p| {
             let keep = now.saturating_duration_since(p.since) < MAX_WAIT;
             if !keep {
                 dropped += p.queued.len();
+                freed += p.queued_bytes;
                 by_token.remove(&p.token);
             }
             keep
         });
+        self.bytes -= freed;
         dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn socket() -> UdpSocket {
+        UdpSocket::bind("127.0.0.1:0").expect("loopback socket")
+    }
+
+    #[test]
+    fn per_source_and_per_shard_byte_budgets_hold() {
+        let now = Instant::now();
+        let mut t = PendingTable::with_capacity(8, 3 * MAX_QUEUED_BYTES);
+        let peers: Vec<SocketAddr> = (1..=4)
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect();
+        for (i, p) in peers.iter().enumerate() {
+            t.insert(*p, Pending::new(socket(), PENDING_TOKEN_BIT | i, now));
+        }
+        // A source's byte limit: 64 KiB, whatever the count.
+        assert!(t.queue(&peers[0], &[0; 40_000]));
+        assert!(
+            !t.queue(&peers[0], &[0; 40_000]),
+            "over the per-source bytes"
+        );
+        assert!(t.queue(&peers[0], &[0; 20_000]));
+        // The count limit with small datagrams.
+        for _ in 0..MAX_QUEUED {
+            t.queue(&peers[1], &[0; 10]);
+        }
+        assert_eq!(t.get(&peers[1]).map(|p| p.queued.len()), Some(MAX_QUEUED));
+        // The shard's budget: 3 x 64 KiB in all.
+        assert!(t.queue(&peers[2], &[0; 60_000]));
+        assert!(t.queue(&peers[3], &[0; 60_000]));
+        assert!(!t.queue(&peers[3], &[0; 20_000]), "over the shard budget");
+        assert_eq!(t.bytes(), 60_000 + MAX_QUEUED * 10 + 120_000);
+        // Removal and expiry give the bytes back.
+        let removed = t.remove(&peers[2]).expect("waiting");
+        assert_eq!(removed.queued.len(), 1);
+        assert_eq!(t.bytes(), 60_000 + MAX_QUEUED * 10 + 60_000);
+        assert_eq!(t.expire(now + MAX_WAIT), 2 + MAX_QUEUED + 1);
+        assert_eq!(t.bytes(), 0);
+        assert_eq!(t.len(), 0);
     }
 }

@@ -1,11 +1,15 @@
 //! The two bounded, lock-free queues between a shard and the control thread.
 //!
-//! - control → shard: [`ShardCommand`] (install keys, close, transmit a handshake flight);
+//! - control → shard: [`ShardCommand`] (install keys, close, transmit a handshake flight,
+//!   expect a peer's keys);
 //! - shard → control: [`ControlInbound`] (handshake datagrams, session closed, AEAD limits).
 //!
 //! Both are crossbeam [`ArrayQueue`]s allocated once. A push onto a full queue never blocks
 //! and never waits: the message is handed back to the caller and counted here
-//! ([`ShardQueues::commands_dropped`], [`ShardQueues::inbound_dropped`]).
+//! ([`ShardQueues::commands_dropped`], [`ShardQueues::inbound_dropped`]). The inbound queue
+//! is also bounded in bytes ([`ShardQueues::with_inbound_bytes`]): the datagrams it carries
+//! are copies of what unauthenticated peers sent, so their count alone does not bound the
+//! memory they hold.
 //!
 //! Ordering: each queue is FIFO. Control should push `InstallKeys` for a session *before*
 //! the `Transmit` that carries its last handshake flight: the shard then holds the keys before
@@ -13,10 +17,15 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use crossbeam_queue::ArrayQueue;
 use dataplane::record::{KeyError, RecordKey, WindowSizeError};
+
+use crate::session::SessionCounters;
+
+/// Default byte budget of the datagrams queued to control by one shard.
+pub const DEFAULT_INBOUND_BYTES: usize = 4 << 20;
 
 /// Read state to install for one epoch: the key and the replay window size.
 #[derive(Debug)]
@@ -66,10 +75,21 @@ pub enum ShardCommand {
         /// Heartbeat permissions of the session.
         heartbeat: HeartbeatPolicy,
     },
-    /// Send close_notify to `peer` and remove its session (no `SessionClosed` comes back).
-    /// In connect mode, a handshake that failed: drop the source's upstream socket and the
-    /// plaintext queued for it.
+    /// Send close_notify to `peer` and remove its session; a `SessionClosed` carrying
+    /// `reason` and the session's counters comes back. In connect mode, a handshake that
+    /// failed: drop the source's upstream socket and the plaintext queued for it (no
+    /// session existed, nothing comes back).
     Close {
+        /// The peer's address.
+        peer: SocketAddr,
+        /// Why control closes it.
+        reason: CloseCause,
+    },
+    /// Serve mode: control holds a cookie-verified handshake for `peer`, so protected
+    /// records it sends before its keys arrive may be parked for them (a resumed client's
+    /// first application data overtakes the installation of its keys). Only peers named
+    /// here are parked for: an unverified source can make the shard hold nothing.
+    ExpectKeys {
         /// The peer's address.
         peer: SocketAddr,
     },
@@ -101,12 +121,15 @@ pub enum ControlInbound {
         /// The local source address.
         peer: SocketAddr,
     },
-    /// The shard removed a session on its own (or refused to create it).
+    /// The shard removed a session (on its own or on control's `Close`), or refused to
+    /// create it.
     SessionClosed {
         /// The peer's address.
         peer: SocketAddr,
         /// Why.
         reason: CloseReason,
+        /// What the session carried (zero for a refused installation).
+        stats: SessionCounters,
     },
     /// A key of this session reached a limit: control should rekey or close. Sent once per
     /// installed key pair.
@@ -116,6 +139,16 @@ pub enum ControlInbound {
         /// Which limit.
         limit: AeadLimit,
     },
+}
+
+impl ControlInbound {
+    /// Bytes of the datagram it carries (0 for the others).
+    pub fn datagram_len(&self) -> usize {
+        match self {
+            ControlInbound::Handshake { datagram, .. } => datagram.len(),
+            _ => 0,
+        }
+    }
 }
 
 /// Which per-key limit was reached.
@@ -148,6 +181,51 @@ pub enum CloseReason {
     KeepaliveTimeout,
     /// `InstallKeys` was refused; no session exists.
     Rejected(InstallError),
+    /// Control closed it (close_notify sent).
+    Closed(CloseCause),
+}
+
+/// Why control closes a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseCause {
+    /// The daemon is shutting down.
+    Shutdown,
+    /// A reload removed the session's PSK identity, or its client certificate no longer
+    /// verifies against the reloaded CA.
+    Revoked,
+    /// A key reached its AEAD limit (no DTLS 1.2 rekey: RFC 9147 §4.5.3 allows closing).
+    AeadLimit,
+    /// Connect mode: the source's handshake failed (no session exists).
+    HandshakeFailed,
+    /// An operator asked for it.
+    Requested,
+}
+
+impl CloseCause {
+    /// A short stable name for logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseCause::Shutdown => "shutdown",
+            CloseCause::Revoked => "revoked",
+            CloseCause::AeadLimit => "aead_limit",
+            CloseCause::HandshakeFailed => "handshake_failed",
+            CloseCause::Requested => "requested",
+        }
+    }
+}
+
+impl CloseReason {
+    /// A short stable name for logs and metrics labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CloseReason::CloseNotify => "close_notify",
+            CloseReason::FatalAlert { .. } => "fatal_alert",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::KeepaliveTimeout => "keepalive_timeout",
+            CloseReason::Rejected(_) => "install_refused",
+            CloseReason::Closed(cause) => cause.as_str(),
+        }
+    }
 }
 
 /// Why `InstallKeys` was refused.
@@ -180,16 +258,32 @@ pub struct ShardQueues {
     inbound: ArrayQueue<ControlInbound>,
     commands_dropped: AtomicU64,
     inbound_dropped: AtomicU64,
+    /// Datagram bytes in `inbound` now (added by the shard, released by control).
+    inbound_bytes: AtomicUsize,
+    inbound_bytes_cap: usize,
 }
 
 impl ShardQueues {
-    /// Queues of the given capacities (at least 1 each), allocated now.
+    /// Queues of the given capacities (at least 1 each), allocated now, with the default
+    /// inbound byte budget ([`DEFAULT_INBOUND_BYTES`]).
     pub fn new(command_capacity: usize, inbound_capacity: usize) -> Self {
+        Self::with_inbound_bytes(command_capacity, inbound_capacity, DEFAULT_INBOUND_BYTES)
+    }
+
+    /// Queues of the given capacities whose inbound datagrams hold at most `inbound_bytes`
+    /// bytes at once (at least one datagram always fits).
+    pub fn with_inbound_bytes(
+        command_capacity: usize,
+        inbound_capacity: usize,
+        inbound_bytes: usize,
+    ) -> Self {
         Self {
             commands: ArrayQueue::new(command_capacity.max(1)),
             inbound: ArrayQueue::new(inbound_capacity.max(1)),
             commands_dropped: AtomicU64::new(0),
             inbound_dropped: AtomicU64::new(0),
+            inbound_bytes: AtomicUsize::new(0),
+            inbound_bytes_cap: inbound_bytes,
         }
     }
 
@@ -222,14 +316,44 @@ impl ShardQueues {
         reason = "the caller's own message comes back; it is as large in the queue"
     )]
     pub fn push_inbound(&self, message: ControlInbound) -> Result<(), ControlInbound> {
+        let bytes = message.datagram_len();
+        // One producer (the shard) adds; control only releases: the check cannot be
+        // overtaken by another push.
+        let queued = self.inbound_bytes.load(Relaxed);
+        if bytes > 0 && queued > 0 && queued + bytes > self.inbound_bytes_cap {
+            self.inbound_dropped.fetch_add(1, Relaxed);
+            return Err(message);
+        }
+        self.inbound_bytes.fetch_add(bytes, Relaxed);
         self.inbound.push(message).inspect_err(|_| {
+            self.inbound_bytes.fetch_sub(bytes, Relaxed);
             self.inbound_dropped.fetch_add(1, Relaxed);
         })
     }
 
+    /// Whether a message of `bytes` datagram bytes would be refused now (count or bytes).
+    pub fn inbound_is_full(&self, bytes: usize) -> bool {
+        let queued = self.inbound_bytes.load(Relaxed);
+        self.inbound.is_full()
+            || (bytes > 0 && queued > 0 && queued + bytes > self.inbound_bytes_cap)
+    }
+
     /// Control side: the next message from the shard, if any.
     pub fn poll_inbound(&self) -> Option<ControlInbound> {
-        self.inbound.pop()
+        let message = self.inbound.pop()?;
+        self.inbound_bytes
+            .fetch_sub(message.datagram_len(), Relaxed);
+        Some(message)
+    }
+
+    /// Messages waiting in the inbound queue.
+    pub fn inbound_len(&self) -> usize {
+        self.inbound.len()
+    }
+
+    /// Datagram bytes waiting in the inbound queue.
+    pub fn inbound_bytes(&self) -> usize {
+        self.inbound_bytes.load(Relaxed)
     }
 
     /// Commands refused because the queue was full.
@@ -251,10 +375,13 @@ mod tests {
     fn full_queues_drop_count_and_hand_back() {
         let q = ShardQueues::new(1, 1);
         let peer: SocketAddr = "127.0.0.1:1".parse().expect("literal");
-        let close = || ShardCommand::Close { peer };
+        let close = || ShardCommand::Close {
+            peer,
+            reason: CloseCause::Shutdown,
+        };
         assert!(q.push_command(close()).is_ok());
         let back = q.push_command(close());
-        assert!(matches!(back, Err(ShardCommand::Close { peer: p }) if p == peer));
+        assert!(matches!(back, Err(ShardCommand::Close { peer: p, .. }) if p == peer));
         assert_eq!(q.commands_dropped(), 1);
         assert!(q.has_commands());
         assert!(matches!(q.poll_command(), Some(ShardCommand::Close { .. })));
@@ -269,5 +396,27 @@ mod tests {
         assert_eq!(q.inbound_dropped(), 1);
         assert_eq!(q.poll_inbound(), Some(msg(1)));
         assert_eq!(q.poll_inbound(), None);
+    }
+
+    #[test]
+    fn inbound_bytes_are_bounded_and_released() {
+        let q = ShardQueues::with_inbound_bytes(4, 16, 1000);
+        let peer: SocketAddr = "127.0.0.1:1".parse().expect("literal");
+        let msg = |n: usize| ControlInbound::Handshake {
+            peer,
+            datagram: vec![0; n],
+        };
+        assert!(q.push_inbound(msg(600)).is_ok());
+        assert!(q.inbound_is_full(600));
+        assert!(q.push_inbound(msg(600)).is_err(), "over the byte budget");
+        assert!(q.push_inbound(msg(400)).is_ok(), "fits exactly");
+        assert_eq!(q.inbound_bytes(), 1000);
+        assert_eq!(q.inbound_dropped(), 1);
+        assert!(q.poll_inbound().is_some());
+        assert_eq!(q.inbound_bytes(), 400);
+        assert!(q.push_inbound(msg(600)).is_ok(), "room again");
+        // A message bigger than the whole budget still goes through an empty queue.
+        let big = ShardQueues::with_inbound_bytes(4, 16, 10);
+        assert!(big.push_inbound(msg(100)).is_ok());
     }
 }

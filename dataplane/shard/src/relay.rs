@@ -21,6 +21,7 @@ use dtls_io::TxBatch;
 
 use crate::counters::Tally;
 use crate::early::EarlyRecords;
+use crate::fair::FairForward;
 use crate::queue::{AeadLimit, CloseReason, ControlInbound, ShardQueues};
 use crate::session::{Session, SessionTable, SlotId};
 use crate::upstream::UpstreamTx;
@@ -67,6 +68,8 @@ pub(crate) struct Out {
     pub pad_state: u64,
     /// Serve mode: plaintext staged for the backend, sent at the end of the batch.
     pub upstream: UpstreamTx,
+    /// Handshake datagrams on their way to control, queued fairly between sources.
+    pub fair: FairForward,
 }
 
 impl Out {
@@ -77,12 +80,17 @@ impl Out {
         }
     }
 
-    fn forward(&mut self, peer: SocketAddr, datagram: &[u8]) {
-        self.tally.handshake_forwarded += 1;
-        self.report(ControlInbound::Handshake {
-            peer,
-            datagram: datagram.to_vec(),
-        });
+    /// Hands a datagram to control through the fair stage (see `fair`): a source whose
+    /// share is full loses its excess there, counted as `drop_handshake_overflow`.
+    pub fn forward(&mut self, peer: SocketAddr, datagram: &[u8]) {
+        if self.fair.push(peer, datagram) {
+            self.tally.handshake_forwarded += 1;
+            if self.fair.len() >= crate::fair::PER_BUCKET {
+                self.fair.pump(&self.queues);
+            }
+        } else {
+            self.tally.drop_handshake_overflow += 1;
+        }
     }
 }
 
@@ -131,7 +139,6 @@ pub(crate) fn handle_datagram(
         // handles.
         if found.for_control {
             out.forward(source, datagram);
-            early.note(source, now);
         } else if found.records > 0 {
             // Records of a peer finishing its handshake wait for its keys (see `early`).
             if early.park(source, datagram) {
@@ -387,17 +394,24 @@ fn handle_alert(session: &mut Session, out: &mut Out, alert: &[u8]) -> Option<Cl
     None
 }
 
-/// Removes `peer`'s session and tells control why. Dropping the session closes its upstream
-/// socket, which also takes it out of the shard's epoll set.
+/// Removes `peer`'s session and tells control why. Plaintext staged for the backend this
+/// turn (records that came before the close, even in the same datagram) is sent first.
+/// Dropping the session closes its upstream socket, which also takes it out of the shard's
+/// epoll set.
 pub(crate) fn close_session(
     table: &mut SessionTable,
     out: &mut Out,
     peer: SocketAddr,
     reason: CloseReason,
 ) {
-    if table.remove(&peer).is_some() {
+    out.upstream.flush(table, &mut out.tally);
+    if let Some(session) = table.remove(&peer) {
         out.tally.sessions_closed += 1;
-        out.report(ControlInbound::SessionClosed { peer, reason });
+        out.report(ControlInbound::SessionClosed {
+            peer,
+            reason,
+            stats: session.counters,
+        });
     }
 }
 

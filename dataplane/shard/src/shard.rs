@@ -12,9 +12,10 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::Error;
-use crate::counters::{ShardCounters, ShardStats, Tally};
+use crate::counters::{Gauges, ShardCounters, ShardStats, Tally};
 use crate::early::EarlyRecords;
-use crate::pending::{MAX_QUEUED, PENDING_TOKEN_BIT, Pending, PendingTable};
+use crate::fair::FairForward;
+use crate::pending::{PENDING_TOKEN_BIT, Pending, PendingTable};
 use crate::queue::{
     CloseReason, ControlInbound, HeartbeatPolicy, InstallError, ReadKeys, ShardCommand,
     ShardQueues, WriteKeys,
@@ -63,6 +64,14 @@ pub struct ShardConfig {
     /// peer allows requests, RFC 6520 §2); a session whose peer answers none of
     /// three requests, one interval apart, is closed. `None`: no probes.
     pub keepalive: Option<Duration>,
+    /// Serve mode: byte budget of the protected datagrams parked for peers whose keys are
+    /// on their way (see `early`).
+    pub early_bytes: usize,
+    /// Connect mode: byte budget of the plaintext held for local sources waiting for their
+    /// handshake (each source also holds at most 64 KiB).
+    pub pending_bytes: usize,
+    /// Byte budget of the handshake datagrams staged for control (see `fair`).
+    pub handshake_stage_bytes: usize,
 }
 
 impl ShardConfig {
@@ -85,6 +94,9 @@ impl ShardConfig {
             recv_wait: Duration::from_millis(1),
             upstream_budget: 16,
             keepalive: None,
+            early_bytes: crate::early::DEFAULT_MAX_BYTES,
+            pending_bytes: crate::pending::DEFAULT_MAX_BYTES,
+            handshake_stage_bytes: crate::fair::DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -150,13 +162,18 @@ impl Shard {
             },
             pad_state: pad_seed(),
             upstream: UpstreamTx::new(gso),
+            fair: FairForward::new(config.handshake_stage_bytes),
         };
         Ok(Self {
             out,
             io,
             table: SessionTable::with_capacity(max_sessions),
-            pending: PendingTable::with_capacity(max_sessions),
-            early: EarlyRecords::with_capacity(max_sessions.min(EARLY_PEERS)),
+            pending: PendingTable::with_capacity(max_sessions, config.pending_bytes),
+            early: EarlyRecords::new(
+                max_sessions.min(EARLY_PEERS),
+                MAX_RECORD_LEN,
+                config.early_bytes,
+            ),
             counters: Arc::new(ShardCounters::default()),
             poll,
             events: Events::with_capacity(1024),
@@ -224,6 +241,7 @@ impl Shard {
     /// batch and receive one batch of datagrams (one `io_uring_enter` with io_uring) and
     /// handle it.
     pub fn run_turn(&mut self, now: Instant) -> Result<(), Error> {
+        self.out.fair.pump(&self.out.queues);
         self.handle_commands(now);
         let idle = !self.received
             && self.out.tx.is_empty()
@@ -271,7 +289,14 @@ impl Shard {
             }
         }
         out.upstream.flush(table, &mut out.tally);
-        self.counters.absorb(&mut self.out.tally, self.table.len());
+        out.fair.pump(&out.queues);
+        let gauges = Gauges {
+            sessions_active: self.table.len(),
+            early_bytes: self.early.bytes(),
+            pending_bytes: self.pending.bytes(),
+            handshake_stage_bytes: self.out.fair.bytes(),
+        };
+        self.counters.absorb(&mut self.out.tally, gauges);
         Ok(())
     }
 
@@ -291,16 +316,25 @@ impl Shard {
                 } => {
                     self.install(now, peer, read, write, heartbeat);
                 }
-                ShardCommand::Close { peer } => {
+                ShardCommand::Close { peer, reason } => {
                     if let Some(p) = self.pending.remove(&peer) {
                         self.out.tally.drop_pending += p.queued.len() as u64;
                     }
+                    self.early.take(&peer);
+                    let out = &mut self.out;
+                    // Plaintext this turn staged for the session goes out before it closes.
+                    out.upstream.flush(&mut self.table, &mut out.tally);
                     if let Some(mut session) = self.table.remove(&peer) {
-                        let out = &mut self.out;
                         send_close_notify(&mut session, out);
                         out.tally.sessions_closed += 1;
+                        out.report(ControlInbound::SessionClosed {
+                            peer,
+                            reason: CloseReason::Closed(reason),
+                            stats: session.counters,
+                        });
                     }
                 }
+                ShardCommand::ExpectKeys { peer } => self.early.note(peer, now),
                 ShardCommand::Transmit { peer, datagram } => self.transmit(peer, &datagram),
             }
         }
@@ -357,13 +391,12 @@ impl Shard {
                     self.out.tally.drop_pending += p.queued.len() as u64;
                 }
                 self.out.tally.install_failed += 1;
-                let message = ControlInbound::SessionClosed {
+                self.early.take(&peer);
+                self.out.report(ControlInbound::SessionClosed {
                     peer,
                     reason: CloseReason::Rejected(e),
-                };
-                if self.out.queues.push_inbound(message).is_err() {
-                    self.out.tally.drop_queue_full += 1;
-                }
+                    stats: Default::default(),
+                });
             }
         }
     }
@@ -488,13 +521,7 @@ impl Shard {
             }
             if event.token().0 & PENDING_TOKEN_BIT != 0 {
                 if let Some(peer) = self.pending.peer_of(event.token().0) {
-                    drain_waiting(
-                        &self.pending,
-                        &self.out.queues,
-                        &mut self.out.tally,
-                        peer,
-                        &mut self.scratch,
-                    );
+                    drain_waiting(&self.pending, &mut self.out, peer, &mut self.scratch);
                 }
                 continue;
             }
@@ -565,6 +592,7 @@ impl Shard {
                         out.report(ControlInbound::SessionClosed {
                             peer,
                             reason: CloseReason::KeepaliveTimeout,
+                            stats: session.counters,
                         });
                     }
                     continue;
@@ -593,6 +621,7 @@ impl Shard {
                 out.report(ControlInbound::SessionClosed {
                     peer: session.peer,
                     reason: CloseReason::IdleTimeout,
+                    stats: session.counters,
                 });
             });
     }
@@ -628,10 +657,8 @@ fn handle_local(
         relay::seal_record(session, out, ContentType::ApplicationData, plaintext);
         return;
     }
-    if let Some(p) = waiting.pending.get_mut(&source) {
-        if p.queued.len() < MAX_QUEUED {
-            p.queued.push(plaintext.to_vec());
-        } else {
+    if waiting.pending.get(&source).is_some() {
+        if !waiting.pending.queue(&source, plaintext) {
             out.tally.drop_pending += 1;
         }
         return;
@@ -659,50 +686,34 @@ fn handle_local(
         out.tally.drop_pending += 1;
         return;
     }
-    waiting.pending.insert(
-        source,
-        Pending {
-            upstream,
-            token,
-            queued: vec![plaintext.to_vec()],
-            since: now,
-        },
-    );
+    waiting
+        .pending
+        .insert(source, Pending::new(upstream, token, now));
+    if !waiting.pending.queue(&source, plaintext) {
+        out.tally.drop_pending += 1;
+    }
     out.tally.handshakes_requested += 1;
     out.report(ControlInbound::Open { peer: source });
 }
 
 /// Connect mode: every datagram the server sent to a waiting source goes to control (its
 /// handshake engine). Edge-triggered: read until the socket is empty.
-fn drain_waiting(
-    pending: &PendingTable,
-    queues: &ShardQueues,
-    tally: &mut Tally,
-    peer: SocketAddr,
-    scratch: &mut [u8],
-) {
+fn drain_waiting(pending: &PendingTable, out: &mut Out, peer: SocketAddr, scratch: &mut [u8]) {
     let Some(p) = pending.get(&peer) else {
         return;
     };
     loop {
         match p.upstream.recv(scratch) {
             Ok(n) => {
-                tally.upstream_datagrams_in += 1;
-                tally.upstream_bytes_in += n as u64;
-                tally.handshake_forwarded += 1;
-                let message = ControlInbound::Handshake {
-                    peer,
-                    datagram: scratch.get(..n).unwrap_or(&[]).to_vec(),
-                };
-                if queues.push_inbound(message).is_err() {
-                    tally.drop_queue_full += 1;
-                }
+                out.tally.upstream_datagrams_in += 1;
+                out.tally.upstream_bytes_in += n as u64;
+                out.forward(peer, scratch.get(..n).unwrap_or(&[]));
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
             // E.g. ECONNREFUSED (no server yet): reported once, counted; the socket stays
             // usable and the handshake retransmits.
-            Err(_) => tally.upstream_recv_errors += 1,
+            Err(_) => out.tally.upstream_recv_errors += 1,
         }
     }
 }

@@ -151,6 +151,16 @@ pub enum Problem {
         /// The idle timeout.
         idle_timeout: i64,
     },
+    /// A number larger than another key's value allows.
+    #[error("{value} exceeds {other} ({limit})")]
+    Exceeds {
+        /// The value given.
+        value: usize,
+        /// The key that bounds it.
+        other: &'static str,
+        /// That key's value.
+        limit: usize,
+    },
     /// A file named by the key is missing, unreadable or not a regular file.
     #[error("cannot read {}: {reason}", path.display())]
     FileUnreadable {

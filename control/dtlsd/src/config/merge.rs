@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::error::{ConfigError, ConfigErrors, Problem, Role};
+use super::limits::RawLimits;
 use super::raw::{self, IoMode, LogFormat, PskSpec, RawConfig, RawConnect, RawServe};
 use super::validate::{validate_connect, validate_serve};
 use super::{ConnectConfig, ServeConfig};
@@ -33,6 +34,14 @@ pub struct TuningFlags {
     /// --idle-timeout [default: off; 1..=3600].
     #[arg(long, value_name = "SECS")]
     pub keepalive: Option<i64>,
+    /// Most sessions of the daemon, installed or in handshake; more are refused with an
+    /// alert [default: 16384, or the file's limits.max_sessions].
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<i64>,
+    /// Most sessions of one shard [default: derived from --max-sessions and --shards with
+    /// 25 % headroom, see docs/dtlsd.md].
+    #[arg(long, value_name = "N")]
+    pub max_sessions_per_shard: Option<i64>,
     /// Log format. Not a flag of its own: the global `--log-format` flag of `dtlsd` is
     /// copied here, so it overrides the file's `log_format` like any other flag.
     #[arg(skip)]
@@ -122,6 +131,16 @@ pub fn merge_serve(file: RawServe, flags: ServeFlags) -> RawServe {
         idle_timeout: t.idle_timeout.or(file.idle_timeout),
         keepalive: t.keepalive.or(file.keepalive),
         log_format: t.log_format.or(file.log_format),
+        limits: merge_limits(file.limits, t.max_sessions, t.max_sessions_per_shard),
+    }
+}
+
+/// `[limits]` with the flags that override it.
+fn merge_limits(file: RawLimits, max_sessions: Option<i64>, per_shard: Option<i64>) -> RawLimits {
+    RawLimits {
+        max_sessions: max_sessions.or(file.max_sessions),
+        max_sessions_per_shard: per_shard.or(file.max_sessions_per_shard),
+        ..file
     }
 }
 
@@ -149,6 +168,7 @@ pub fn merge_connect(file: RawConnect, flags: ConnectFlags) -> RawConnect {
         idle_timeout: t.idle_timeout.or(file.idle_timeout),
         keepalive: t.keepalive.or(file.keepalive),
         log_format: t.log_format.or(file.log_format),
+        limits: merge_limits(file.limits, t.max_sessions, t.max_sessions_per_shard),
     }
 }
 
@@ -158,15 +178,16 @@ impl ServeFlags {
     ///
     /// # Errors
     /// The file's problems, or every validation problem, each naming its key.
-    pub fn resolve(mut self) -> Result<ServeConfig, ConfigErrors> {
-        let file = match self.config.take() {
+    pub fn resolve(&self) -> Result<ServeConfig, ConfigErrors> {
+        let mut flags = self.clone();
+        let file = match flags.config.take() {
             None => RawServe::default(),
             Some(path) => match raw::load_file(&path)? {
                 RawConfig::Serve(s) => s,
                 RawConfig::Connect(_) => return Err(wrong_table(Role::Serve).into()),
             },
         };
-        validate_serve(merge_serve(file, self))
+        validate_serve(merge_serve(file, flags))
     }
 }
 
@@ -176,15 +197,16 @@ impl ConnectFlags {
     ///
     /// # Errors
     /// The file's problems, or every validation problem, each naming its key.
-    pub fn resolve(mut self) -> Result<ConnectConfig, ConfigErrors> {
-        let file = match self.config.take() {
+    pub fn resolve(&self) -> Result<ConnectConfig, ConfigErrors> {
+        let mut flags = self.clone();
+        let file = match flags.config.take() {
             None => RawConnect::default(),
             Some(path) => match raw::load_file(&path)? {
                 RawConfig::Connect(c) => c,
                 RawConfig::Serve(_) => return Err(wrong_table(Role::Connect).into()),
             },
         };
-        validate_connect(merge_connect(file, self))
+        validate_connect(merge_connect(file, flags))
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 pub mod error;
+pub mod limits;
 pub mod merge;
 pub mod raw;
 pub mod validate;
@@ -152,6 +153,61 @@ pub struct Tuning {
     pub keepalive: Option<Duration>,
     /// Log line format.
     pub log_format: LogFormat,
+    /// Caps on sessions and half-open handshakes (`[limits]`).
+    pub limits: limits::Limits,
+}
+
+impl Tuning {
+    /// Keys whose value differs between `self` and `other` (what a reload cannot apply).
+    pub fn changed_keys(&self, other: &Tuning) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let mut check = |key, changed: bool| {
+            if changed {
+                keys.push(key);
+            }
+        };
+        check("shards", self.shards != other.shards);
+        check("io", self.io != other.io);
+        check("mtu", self.mtu != other.mtu);
+        check("metrics", self.metrics != other.metrics);
+        check("idle_timeout", self.idle_timeout != other.idle_timeout);
+        check("keepalive", self.keepalive != other.keepalive);
+        check("log_format", self.log_format != other.log_format);
+        check("limits", self.limits != other.limits);
+        keys
+    }
+}
+
+impl ServeConfig {
+    /// Keys that differ from `new` and need a restart (SIGHUP applies `cert`, `key`,
+    /// `client_ca` and `psk`).
+    pub fn restart_required(&self, new: &ServeConfig) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.listen != new.listen {
+            keys.push("listen");
+        }
+        if self.backend != new.backend {
+            keys.push("backend");
+        }
+        keys.extend(self.tuning.changed_keys(&new.tuning));
+        keys
+    }
+}
+
+impl ConnectConfig {
+    /// Keys that differ from `new` and need a restart (SIGHUP applies `ca`,
+    /// `server_name`, `insecure_skip_verify`, `psk`, `cert` and `key`).
+    pub fn restart_required(&self, new: &ConnectConfig) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.listen != new.listen {
+            keys.push("listen");
+        }
+        if self.server != new.server {
+            keys.push("server");
+        }
+        keys.extend(self.tuning.changed_keys(&new.tuning));
+        keys
+    }
 }
 
 /// A validated configuration of either command.

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::error::{ConfigError, Problem};
+use super::limits::RawLimits;
 
 /// Which datagram I/O backend the shards use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -80,6 +81,9 @@ pub struct RawServe {
     pub idle_timeout: Option<i64>,
     pub keepalive: Option<i64>,
     pub log_format: Option<LogFormat>,
+    /// The file's `[limits]` table (a sibling of `[serve]`).
+    #[serde(skip)]
+    pub limits: RawLimits,
 }
 
 /// Keys of `[connect]`; see `docs/dtlsd.md` for each.
@@ -101,6 +105,9 @@ pub struct RawConnect {
     pub idle_timeout: Option<i64>,
     pub keepalive: Option<i64>,
     pub log_format: Option<LogFormat>,
+    /// The file's `[limits]` table (a sibling of `[connect]`).
+    #[serde(skip)]
+    pub limits: RawLimits,
 }
 
 /// A whole configuration file.
@@ -109,6 +116,7 @@ pub struct RawConnect {
 pub struct RawFile {
     pub serve: Option<RawServe>,
     pub connect: Option<RawConnect>,
+    pub limits: Option<RawLimits>,
 }
 
 /// A file's one table.
@@ -146,9 +154,10 @@ pub fn load_file(path: &Path) -> Result<RawConfig, ConfigError> {
 /// As [`load_file`].
 pub fn parse_str(text: &str) -> Result<RawConfig, ConfigError> {
     let file: RawFile = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+    let limits = file.limits.unwrap_or_default();
     match (file.serve, file.connect) {
-        (Some(serve), None) => Ok(RawConfig::Serve(serve)),
-        (None, Some(connect)) => Ok(RawConfig::Connect(connect)),
+        (Some(serve), None) => Ok(RawConfig::Serve(RawServe { limits, ..serve })),
+        (None, Some(connect)) => Ok(RawConfig::Connect(RawConnect { limits, ..connect })),
         (None, None) => Err(ConfigError::file(Problem::Tables {
             reason: "no [serve] or [connect] table",
         })),

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use super::limits::Limits;
 use super::merge::{ConnectFlags, ServeFlags, TuningFlags, merge_connect, merge_serve};
 use super::raw::{RawConfig, parse_str};
 use super::validate::{parse_psk, validate_connect, validate_serve};
@@ -84,6 +85,7 @@ fn every_serve_and_connect_key_parses_and_validates() {
             idle_timeout: Duration::from_secs(60),
             keepalive: Some(Duration::from_secs(15)),
             log_format: LogFormat::Json,
+            limits: Limits::default(),
         }
     );
     let connect = connect_toml(&format!(
@@ -114,6 +116,7 @@ fn defaults_apply_when_keys_are_absent() {
             idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
             keepalive: None,
             log_format: LogFormat::Human,
+            limits: Limits::default(),
         }
     );
     assert!(s.credentials.certificate.is_none());

@@ -41,6 +41,7 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
         idle_timeout: raw.idle_timeout,
         keepalive: raw.keepalive,
         log_format: raw.log_format,
+        limits: &raw.limits,
     });
     let certificate = c.cert_key(raw.cert.as_deref(), raw.key.as_deref());
     let mut psks = Vec::new();
@@ -107,6 +108,7 @@ pub fn validate_connect(raw: RawConnect) -> Result<ConnectConfig, ConfigErrors> 
         idle_timeout: raw.idle_timeout,
         keepalive: raw.keepalive,
         log_format: raw.log_format,
+        limits: &raw.limits,
     });
     let client_certificate = c.cert_key(raw.cert.as_deref(), raw.key.as_deref());
     let insecure = raw.insecure_skip_verify.unwrap_or(false);
@@ -243,6 +245,7 @@ enum AddrUse {
 }
 
 struct TuningIn<'a> {
+    limits: &'a super::limits::RawLimits,
     shards: Option<i64>,
     io: Option<super::IoMode>,
     mtu: Option<i64>,
@@ -359,6 +362,7 @@ impl Checker {
     }
 
     fn tuning(&mut self, t: &TuningIn<'_>) -> Option<Tuning> {
+        let limits = super::limits::validate(t.limits, &mut self.errors);
         let shards = t.shards.map(|v| self.range("shards", v, SHARDS_RANGE));
         let mtu = t.mtu.map(|v| self.range("mtu", v, MTU_RANGE));
         let idle = t
@@ -403,6 +407,7 @@ impl Checker {
                 None => None,
             },
             log_format: t.log_format.unwrap_or_default(),
+            limits: limits?,
         })
     }
 }

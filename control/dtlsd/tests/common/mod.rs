@@ -436,9 +436,8 @@ impl Client {
     pub fn config(pki: &TempDir) -> Arc<Config> {
         let ca = CertificateVerifier::from_pem_file(pki.file("ca.pem")).expect("load ca.pem");
         Arc::new(Config {
-            peer_verification: PeerVerifier::WebPki(ca),
             server_name: Some("localhost".into()),
-            ..Config::default()
+            ..Config::new(PeerVerifier::WebPki(ca))
         })
     }
 

@@ -1,0 +1,260 @@
+//! The `[limits]` table: caps on what peers can make the daemon hold (sessions, half-open
+//! handshakes per source), shared by `serve` and `connect`.
+//!
+//! ```toml
+//! [limits]
+//! max_sessions = 16384           # sessions of the daemon (installed and in handshake)
+//! max_sessions_per_shard = 5184  # default: derived from max_sessions and the shard count
+//! max_half_open = 4096           # handshakes past the cookie, not completed; the oldest is shed
+//! half_open_per_address = 256    # ... from one IPv4 address or IPv6 /64
+//! half_open_per_prefix = 1024    # ... from one IPv4 /24 or IPv6 /48
+//! ipv4_prefix = 24
+//! ipv6_prefix = 48
+//! ```
+//!
+//! `docs/dtlsd.md` explains each cap, its default and the counter that shows it being hit.
+
+use serde::Deserialize;
+
+use super::error::{ConfigError, Problem};
+
+/// Default `max_sessions`.
+pub const DEFAULT_MAX_SESSIONS: usize = 16_384;
+/// Bounds of `max_sessions` and `max_sessions_per_shard`.
+pub const SESSIONS_RANGE: (i64, i64) = (1, 10_000_000);
+/// Bounds of `max_half_open`.
+pub const HALF_OPEN_RANGE: (i64, i64) = (1, 1_000_000);
+/// Bounds of `ipv4_prefix`.
+pub const IPV4_PREFIX_RANGE: (i64, i64) = (8, 32);
+/// Bounds of `ipv6_prefix` (a /64 is one IPv6 "address" for `half_open_per_address`).
+pub const IPV6_PREFIX_RANGE: (i64, i64) = (16, 64);
+/// Headroom of the derived per-shard cap over an even split (see [`Limits::per_shard`]).
+const SHARD_HEADROOM: f64 = 1.25;
+/// Slack added to the derived per-shard cap, for small caps where the spread is wide.
+const SHARD_SLACK: usize = 64;
+
+/// Keys of `[limits]`, as written (flags `--max-sessions` and `--max-sessions-per-shard`
+/// override the first two).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_sessions: Option<i64>,
+    pub max_sessions_per_shard: Option<i64>,
+    pub max_half_open: Option<i64>,
+    pub half_open_per_address: Option<i64>,
+    pub half_open_per_prefix: Option<i64>,
+    pub ipv4_prefix: Option<i64>,
+    pub ipv6_prefix: Option<i64>,
+}
+
+/// Validated caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most sessions of the daemon.
+    pub max_sessions: usize,
+    /// Most sessions of one shard, or `None` to derive it from the shard count.
+    pub max_sessions_per_shard: Option<usize>,
+    /// Most half-open handshakes.
+    pub max_half_open: usize,
+    /// Most half-open handshakes per source address (IPv4 address, IPv6 /64).
+    pub half_open_per_address: usize,
+    /// Most half-open handshakes per prefix.
+    pub half_open_per_prefix: usize,
+    /// IPv4 prefix length of `half_open_per_prefix`.
+    pub ipv4_prefix: u8,
+    /// IPv6 prefix length of `half_open_per_prefix`.
+    pub ipv6_prefix: u8,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let runtime = control::runtime::Limits::default();
+        Self {
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            max_sessions_per_shard: None,
+            max_half_open: runtime.max_half_open,
+            half_open_per_address: runtime.half_open_per_address,
+            half_open_per_prefix: runtime.half_open_per_prefix,
+            ipv4_prefix: runtime.ipv4_prefix,
+            ipv6_prefix: runtime.ipv6_prefix,
+        }
+    }
+}
+
+impl Limits {
+    /// The per-shard cap with `shards` shards: the configured one, or an even split with
+    /// 25 % headroom plus 64, at most `max_sessions`. The kernel's SO_REUSEPORT hash
+    /// spreads peers over shards like balls into bins: with n sessions on k shards the
+    /// fullest shard holds about n/k + 3·sqrt(n/k), which the headroom covers from about
+    /// 150 sessions per shard up; the slack covers smaller caps.
+    pub fn per_shard(&self, shards: usize) -> usize {
+        self.max_sessions_per_shard.unwrap_or_else(|| {
+            let even = self.max_sessions.div_ceil(shards.max(1));
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                clippy::cast_precision_loss,
+                reason = "a positive session count far below 2^52"
+            )]
+            let headroom = (even as f64 * SHARD_HEADROOM).ceil() as usize;
+            (headroom + SHARD_SLACK).min(self.max_sessions)
+        })
+    }
+
+    /// The control loop's caps with `shards` shards.
+    pub fn runtime(&self, shards: usize) -> control::runtime::Limits {
+        control::runtime::Limits {
+            max_half_open: self.max_half_open,
+            half_open_per_address: self.half_open_per_address,
+            half_open_per_prefix: self.half_open_per_prefix,
+            ipv4_prefix: self.ipv4_prefix,
+            ipv6_prefix: self.ipv6_prefix,
+            max_sessions: self.max_sessions,
+            max_sessions_per_shard: self.per_shard(shards),
+            ..control::runtime::Limits::default()
+        }
+    }
+}
+
+fn limits_error(key: &str, problem: Problem) -> ConfigError {
+    ConfigError {
+        key: Some(format!("limits.{key}")),
+        problem,
+    }
+}
+
+fn ranged(
+    errors: &mut Vec<ConfigError>,
+    key: &str,
+    value: Option<i64>,
+    (min, max): (i64, i64),
+) -> Option<Option<usize>> {
+    match value {
+        None => Some(None),
+        Some(v) if (min..=max).contains(&v) => usize::try_from(v).ok().map(Some),
+        Some(value) => {
+            errors.push(limits_error(key, Problem::OutOfRange { value, min, max }));
+            None
+        }
+    }
+}
+
+/// Validates `[limits]`, pushing one error per bad key.
+pub fn validate(raw: &RawLimits, errors: &mut Vec<ConfigError>) -> Option<Limits> {
+    let d = Limits::default();
+    let max_sessions = ranged(errors, "max_sessions", raw.max_sessions, SESSIONS_RANGE);
+    let per_shard = ranged(
+        errors,
+        "max_sessions_per_shard",
+        raw.max_sessions_per_shard,
+        SESSIONS_RANGE,
+    );
+    let half_open = ranged(errors, "max_half_open", raw.max_half_open, HALF_OPEN_RANGE);
+    let per_address = ranged(
+        errors,
+        "half_open_per_address",
+        raw.half_open_per_address,
+        HALF_OPEN_RANGE,
+    );
+    let per_prefix = ranged(
+        errors,
+        "half_open_per_prefix",
+        raw.half_open_per_prefix,
+        HALF_OPEN_RANGE,
+    );
+    let v4 = ranged(errors, "ipv4_prefix", raw.ipv4_prefix, IPV4_PREFIX_RANGE);
+    let v6 = ranged(errors, "ipv6_prefix", raw.ipv6_prefix, IPV6_PREFIX_RANGE);
+    let limits = Limits {
+        max_sessions: max_sessions?.unwrap_or(d.max_sessions),
+        max_sessions_per_shard: per_shard?,
+        max_half_open: half_open?.unwrap_or(d.max_half_open),
+        half_open_per_address: per_address?.unwrap_or(d.half_open_per_address),
+        half_open_per_prefix: per_prefix?.unwrap_or(d.half_open_per_prefix),
+        ipv4_prefix: u8::try_from(v4?.unwrap_or(usize::from(d.ipv4_prefix))).ok()?,
+        ipv6_prefix: u8::try_from(v6?.unwrap_or(usize::from(d.ipv6_prefix))).ok()?,
+    };
+    let before = errors.len();
+    if let Some(per_shard) = limits.max_sessions_per_shard
+        && per_shard > limits.max_sessions
+    {
+        errors.push(limits_error(
+            "max_sessions_per_shard",
+            Problem::Exceeds {
+                value: per_shard,
+                other: "limits.max_sessions",
+                limit: limits.max_sessions,
+            },
+        ));
+    }
+    if limits.half_open_per_address > limits.half_open_per_prefix {
+        errors.push(limits_error(
+            "half_open_per_address",
+            Problem::Exceeds {
+                value: limits.half_open_per_address,
+                other: "limits.half_open_per_prefix",
+                limit: limits.half_open_per_prefix,
+            },
+        ));
+    }
+    (errors.len() == before).then_some(limits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_per_shard_cap_has_headroom_and_never_exceeds_the_total() {
+        let l = Limits {
+            max_sessions: 16_384,
+            ..Limits::default()
+        };
+        assert_eq!(l.per_shard(1), 16_384);
+        assert_eq!(l.per_shard(4), 5_120 + 64);
+        assert_eq!(l.per_shard(16), 1_280 + 64);
+        let small = Limits {
+            max_sessions: 10,
+            ..Limits::default()
+        };
+        assert_eq!(small.per_shard(4), 10);
+        let fixed = Limits {
+            max_sessions_per_shard: Some(100),
+            ..l
+        };
+        assert_eq!(fixed.per_shard(4), 100);
+        assert_eq!(fixed.runtime(4).max_sessions_per_shard, 100);
+    }
+
+    #[test]
+    fn bad_keys_are_named() {
+        let raw = RawLimits {
+            max_sessions: Some(0),
+            ipv4_prefix: Some(40),
+            ..RawLimits::default()
+        };
+        let mut errors = Vec::new();
+        assert!(validate(&raw, &mut errors).is_none());
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert!(
+            text[0].starts_with("limits.max_sessions: 0 is out of range"),
+            "{text:?}"
+        );
+        assert!(text[1].starts_with("limits.ipv4_prefix: 40"), "{text:?}");
+        let raw = RawLimits {
+            max_sessions: Some(100),
+            max_sessions_per_shard: Some(200),
+            half_open_per_address: Some(2000),
+            ..RawLimits::default()
+        };
+        let mut errors = Vec::new();
+        assert!(validate(&raw, &mut errors).is_none());
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            vec![
+                "limits.max_sessions_per_shard: 200 exceeds limits.max_sessions (100)",
+                "limits.half_open_per_address: 2000 exceeds limits.half_open_per_prefix (1024)",
+            ]
+        );
+    }
+}

@@ -1,0 +1,580 @@
+//! The control loop's work on each message and timer: admitting handshakes, driving their
+//! engines, handing keys to shards, and the bookkeeping of sessions that shards report
+//! closed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dataplane::record::RecordKey;
+use dtls_shard::{
+    CloseCause, CloseReason, ControlInbound, HeartbeatPolicy, ReadKeys, SessionCounters,
+    ShardCommand, WriteKeys,
+};
+use dtls_wire::{AlertDescription, HeartbeatMode};
+
+use super::limits::Refusal;
+use super::log::{Closed, Established, HandshakeFailure, Peer};
+use super::{
+    CLOSING_MEMORY, ControlCounters, ControlThread, Front, Handshake, Installed, MAX_TICKETS,
+    TICKET_CHECK, earliest,
+};
+use crate::{AcceptOutcome, Connection, Event, HandshakeError, SessionKeys};
+
+impl ControlThread {
+    pub(super) fn handle_inbound(&mut self, now: Instant, shard: usize, message: ControlInbound) {
+        match message {
+            ControlInbound::Handshake { peer, datagram } => {
+                self.handle_handshake_datagram(now, shard, peer, &datagram);
+            }
+            ControlInbound::SessionClosed {
+                peer,
+                reason,
+                stats,
+            } => self.session_closed(now, peer, &reason, stats),
+            ControlInbound::Open { peer } => self.open(now, shard, peer),
+            ControlInbound::AeadLimitReached { peer, .. } => {
+                // No rekeying in DTLS 1.2 here: RFC 9147 §4.5.3 allows closing instead.
+                ControlCounters::bump(&self.counters.aead_limits);
+                self.close_session(now, peer, CloseCause::AeadLimit);
+            }
+        }
+    }
+
+    /// A shard removed `peer`'s session (on its own, or on our `Close`), or refused to
+    /// install it.
+    fn session_closed(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        reason: &CloseReason,
+        stats: SessionCounters,
+    ) {
+        ControlCounters::bump(&self.counters.sessions_closed);
+        let session = match reason {
+            // Control closed it: its entry left `installed` then.
+            CloseReason::Closed(_) => self.closing.remove(&peer).map(|(_, s)| s),
+            _ => {
+                let session = self.installed.remove(&peer);
+                if let Some(n) = session
+                    .as_ref()
+                    .and_then(|s| self.shard_sessions.get_mut(s.shard))
+                {
+                    *n = n.saturating_sub(1);
+                }
+                session
+            }
+        };
+        if matches!(reason, CloseReason::Rejected(_)) {
+            ControlCounters::bump(&self.counters.install_failed);
+        }
+        let who = self.peer(peer);
+        self.log.session_closed(
+            now,
+            &Closed {
+                peer: who,
+                reason,
+                duration: session
+                    .as_ref()
+                    .map(|s| now.saturating_duration_since(s.established)),
+                stats,
+                identity: session.as_ref().map(|s| &s.identity),
+            },
+        );
+        // The shard ended the session: a completed engine has nothing left to do.
+        if self
+            .handshakes
+            .get(&peer)
+            .is_some_and(|h| h.completed_at.is_some())
+        {
+            self.remove_handshake(peer);
+        }
+    }
+
+    /// How logs name `peer`: with the DTLS server in connect mode.
+    fn peer(&self, addr: SocketAddr) -> Peer {
+        Peer {
+            addr,
+            server: match self.front {
+                Front::Client { server } => Some(server),
+                Front::Server(_) => None,
+            },
+        }
+    }
+
+    /// `dtlsd connect`: a local source without a session sent plaintext; its shard holds
+    /// an upstream socket for it and waits for keys (or a `Close` when no handshake starts).
+    fn open(&mut self, now: Instant, shard: usize, peer: SocketAddr) {
+        let Front::Client { server } = self.front else {
+            // Only connect-mode shards send `Open`.
+            ControlCounters::bump(&self.counters.acceptor_drops);
+            return;
+        };
+        if self
+            .handshakes
+            .get(&peer)
+            .is_some_and(|h| h.completed_at.is_none())
+        {
+            return; // already under way
+        }
+        if self.half_open.len() >= self.settings.limits.max_half_open {
+            self.refused(now, peer, Refusal::HalfOpenFull, false);
+            self.push(
+                shard,
+                ShardCommand::Close {
+                    peer,
+                    reason: CloseCause::HandshakeFailed,
+                },
+            );
+            return;
+        }
+        let rng = (self.rng_factory)();
+        let resume = self.tickets.remove(&peer);
+        match Connection::client(Arc::clone(&self.config), rng, now, server, resume) {
+            Ok(conn) => self.start_handshake(now, shard, peer, conn),
+            // The configuration was validated when the loop was built or reloaded.
+            Err(_) => {
+                ControlCounters::bump(&self.counters.handshakes_failed_protocol);
+                self.push(
+                    shard,
+                    ShardCommand::Close {
+                        peer,
+                        reason: CloseCause::HandshakeFailed,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Counts and reports a handshake that was not started.
+    fn refused(&mut self, now: Instant, peer: SocketAddr, refusal: Refusal, alert_sent: bool) {
+        let counter = match refusal {
+            Refusal::HalfOpenPerAddress | Refusal::HalfOpenPerPrefix => {
+                &self.counters.half_open_refused_source
+            }
+            Refusal::HalfOpenFull => &self.counters.half_open_refused,
+            Refusal::MaxSessions | Refusal::MaxSessionsPerShard => &self.counters.sessions_refused,
+        };
+        ControlCounters::bump(counter);
+        let peer = self.peer(peer);
+        self.log.handshake_refused(now, peer, refusal, alert_sent);
+    }
+
+    /// Serve mode: whether a cookie-verified handshake of `peer` on `shard` may start, and
+    /// room made for it. A source over its half-open share, or a daemon or shard whose
+    /// installed sessions reach their cap, is refused; half-open handshakes holding the
+    /// room a newcomer needs are shed, oldest first.
+    fn admit(&mut self, now: Instant, shard: usize, peer: SocketAddr) -> Result<(), Refusal> {
+        let limits = self.settings.limits;
+        // A peer with a session replaces it: no new room needed.
+        let new_session = !self.installed.contains_key(&peer);
+        let shard_sessions = self.shard_sessions.get(shard).copied().unwrap_or(0);
+        if new_session && self.installed.len() >= limits.max_sessions {
+            return Err(Refusal::MaxSessions);
+        }
+        if new_session && shard_sessions >= limits.max_sessions_per_shard {
+            return Err(Refusal::MaxSessionsPerShard);
+        }
+        // A peer restarting its own handshake frees its entry first.
+        if self
+            .handshakes
+            .get(&peer)
+            .is_none_or(|h| h.half_open.is_none())
+        {
+            self.half_open.check_source(&limits, peer)?;
+        }
+        self.remove_handshake(peer);
+        while let Some(oldest) = self.half_open.oldest_if_full(&limits) {
+            self.shed(now, oldest);
+        }
+        // Every half-open handshake holds a session's room until it completes, so a
+        // completed handshake always finds its shard's table with room.
+        while new_session && self.installed.len() + self.half_open.len() >= limits.max_sessions {
+            let Some(oldest) = self.half_open.oldest(None) else {
+                break;
+            };
+            self.shed(now, oldest);
+        }
+        while new_session
+            && shard_sessions + self.half_open.count(shard) >= limits.max_sessions_per_shard
+        {
+            let Some(oldest) = self.half_open.oldest(Some(shard)) else {
+                break;
+            };
+            self.shed(now, oldest);
+        }
+        Ok(())
+    }
+
+    /// Drops a half-open handshake to make room for a newer one.
+    fn shed(&mut self, now: Instant, peer: SocketAddr) {
+        ControlCounters::bump(&self.counters.half_open_shed);
+        self.remove_handshake(peer);
+        let peer = self.peer(peer);
+        self.log.handshake_shed(now, peer);
+    }
+
+    /// Keeps a new engine for `peer` (replacing a previous one: a client that restarted)
+    /// and sends its first flight.
+    fn start_handshake(&mut self, now: Instant, shard: usize, peer: SocketAddr, conn: Connection) {
+        ControlCounters::bump(&self.counters.handshakes_started);
+        self.remove_handshake(peer);
+        let ticket = self.half_open.insert(&self.settings.limits, peer, shard);
+        self.handshakes.insert(
+            peer,
+            Handshake {
+                shard,
+                conn,
+                started_at: now,
+                completed_at: None,
+                half_open: Some(ticket),
+            },
+        );
+        self.drain(now, peer);
+    }
+
+    fn handle_handshake_datagram(
+        &mut self,
+        now: Instant,
+        shard: usize,
+        peer: SocketAddr,
+        datagram: &[u8],
+    ) {
+        let acceptor = match &self.front {
+            Front::Server(acceptor) => acceptor,
+            Front::Client { server } => {
+                // From the server, through the upstream socket of local source `peer`.
+                let server = *server;
+                if let Some(h) = self.handshakes.get_mut(&peer) {
+                    h.conn.handle_datagram(now, server, datagram);
+                    self.drain(now, peer);
+                } else {
+                    ControlCounters::bump(&self.counters.acceptor_drops);
+                }
+                return;
+            }
+        };
+        if let Some(h) = self.handshakes.get_mut(&peer)
+            && !h.conn.is_new_client_hello(datagram)
+        {
+            h.conn.handle_datagram(now, peer, datagram);
+            self.drain(now, peer);
+            return;
+        }
+        match acceptor.handle_datagram(now, peer, datagram, &mut self.buf) {
+            AcceptOutcome::Reply(t) => {
+                ControlCounters::bump(&self.counters.cookies_sent);
+                let datagram = self.buf[..t.len].to_vec();
+                self.push(
+                    shard,
+                    ShardCommand::Transmit {
+                        peer: t.destination,
+                        datagram,
+                    },
+                );
+            }
+            AcceptOutcome::Drop(_) => ControlCounters::bump(&self.counters.acceptor_drops),
+            AcceptOutcome::Accept(hello) => {
+                if let Err(refusal) = self.admit(now, shard, peer) {
+                    // Refused before any flight of ours; the client learns why at once
+                    // instead of retransmitting into silence. Per-source refusals stay
+                    // silent: the source is already busy with handshakes of its own.
+                    let tell =
+                        matches!(refusal, Refusal::MaxSessions | Refusal::MaxSessionsPerShard);
+                    if tell {
+                        let datagram = hello.refusal(AlertDescription::InternalError);
+                        self.push(shard, ShardCommand::Transmit { peer, datagram });
+                    }
+                    self.refused(now, peer, refusal, tell);
+                    return;
+                }
+                let rng = (self.rng_factory)();
+                match Connection::server(Arc::clone(&self.config), rng, now, hello) {
+                    Ok(conn) => {
+                        // Before the server's flight: the shard may then park records the
+                        // client sends ahead of its keys (a resumed client's first data).
+                        self.push(shard, ShardCommand::ExpectKeys { peer });
+                        self.start_handshake(now, shard, peer, conn);
+                    }
+                    // The acceptor validated the same configuration: unreachable in
+                    // practice, counted rather than trusted.
+                    Err(_) => ControlCounters::bump(&self.counters.handshakes_failed_protocol),
+                }
+            }
+        }
+    }
+
+    pub(super) fn handle_timeouts(&mut self, now: Instant) {
+        if let Front::Server(acceptor) = &mut self.front
+            && acceptor.poll_timeout().is_some_and(|at| at <= now)
+        {
+            acceptor.handle_timeout(now, &mut *self.acceptor_rng);
+        }
+        if self.ticket_check.is_none_or(|at| now >= at) {
+            self.ticket_check = Some(now + TICKET_CHECK);
+            self.rotate_ticket_keys();
+            // A shard's report of a session we closed that never came (its queue was full).
+            self.closing
+                .retain(|_, (at, _)| now.saturating_duration_since(*at) < CLOSING_MEMORY);
+        }
+        if self.next_timer.is_none_or(|at| at > now) {
+            return;
+        }
+        // A sweep over every entry, only when the earliest deadline is due.
+        let grace = self.settings.completed_grace;
+        let mut due = Vec::new();
+        let mut next = None;
+        // Only completed entries expire here, so the half-open table is unchanged.
+        self.handshakes.retain(|peer, h| match h.completed_at {
+            Some(at) => {
+                let keep = at + grace > now;
+                if keep {
+                    next = earliest(next, Some(at + grace));
+                }
+                keep
+            }
+            None => {
+                match h.conn.poll_timeout() {
+                    Some(at) if at <= now => due.push(*peer),
+                    other => next = earliest(next, other),
+                }
+                true
+            }
+        });
+        self.next_timer = next;
+        for peer in due {
+            if let Some(h) = self.handshakes.get_mut(&peer) {
+                h.conn.handle_timeout(now);
+            }
+            self.drain(now, peer);
+        }
+    }
+
+    /// Rotates the session-ticket keys when due (wall-clock schedule: tickets carry wall
+    /// times). The old key keeps opening tickets for one ticket lifetime.
+    fn rotate_ticket_keys(&mut self) {
+        let Some(keys) = &self.config.ticket_keys else {
+            return;
+        };
+        // A poisoned lock means a panic elsewhere already; tickets then stay as they are.
+        let Ok(mut keys) = keys.lock() else {
+            return;
+        };
+        let wall = dtls_crypto::pki_types::UnixTime::now();
+        if keys.poll_timeout().as_secs() > wall.as_secs() {
+            return;
+        }
+        match keys.handle_timeout(wall, &mut *self.acceptor_rng) {
+            Ok(true) => ControlCounters::bump(&self.counters.ticket_rotations),
+            Ok(false) => {}
+            Err(_) => ControlCounters::bump(&self.counters.ticket_rotation_failures),
+        }
+    }
+
+    /// Events first (keys go to the shard before the final flight), then datagrams; a dead
+    /// engine is dropped.
+    pub(super) fn drain(&mut self, now: Instant, peer: SocketAddr) {
+        let Some(h) = self.handshakes.get_mut(&peer) else {
+            return;
+        };
+        let shard = h.shard;
+        let mut keys = Vec::new();
+        let mut failure = None;
+        let mut alert_received = None;
+        while let Some(event) = h.conn.poll_event() {
+            match event {
+                Event::KeysReady(mut k) => {
+                    if let Some(ticket) = h.half_open.take() {
+                        self.half_open.remove(&self.settings.limits, ticket);
+                    }
+                    h.completed_at = Some(now);
+                    if k.resumed {
+                        ControlCounters::bump(&self.counters.handshakes_resumed);
+                    }
+                    if let Some(ticket) = k.ticket.take()
+                        && (self.tickets.len() < MAX_TICKETS || self.tickets.contains_key(&peer))
+                    {
+                        self.tickets.insert(peer, ticket);
+                    }
+                    keys.push(k);
+                }
+                Event::HandshakeFailed(error) => {
+                    self.counters.count_failure(&error);
+                    failure = Some(error);
+                }
+                Event::AlertReceived { description, .. } => alert_received = Some(description),
+                Event::Closed { .. } => {}
+            }
+        }
+        if let Some(error) = &failure {
+            let alert_received = match error {
+                HandshakeError::PeerAlert { description } => Some(*description),
+                _ => alert_received,
+            };
+            self.log.handshake_failed(
+                now,
+                &HandshakeFailure {
+                    peer: Peer {
+                        addr: peer,
+                        server: match self.front {
+                            Front::Client { server } => Some(server),
+                            Front::Server(_) => None,
+                        },
+                    },
+                    version: h.conn.version(),
+                    error,
+                    alert_sent: error.alert(),
+                    alert_received,
+                    claimed: h.conn.claimed_identity(),
+                },
+            );
+        }
+        // Every datagram of this engine goes to its peer: the client in serve mode, the
+        // server through local source `peer`'s upstream socket in connect mode. The shard
+        // routes by `peer` either way.
+        let mut transmits = Vec::new();
+        while let Some(t) = h.conn.poll_transmit(now, &mut self.buf) {
+            transmits.push(self.buf[..t.len].to_vec());
+        }
+        let finished = h.conn.is_finished();
+        let failed_client =
+            finished && h.completed_at.is_none() && matches!(self.front, Front::Client { .. });
+        let deadline = h.deadline(self.settings.completed_grace);
+        let handshake_time = now.saturating_duration_since(h.started_at);
+        for k in keys {
+            ControlCounters::bump(&self.counters.handshakes_completed);
+            self.install(now, shard, peer, *k, handshake_time);
+        }
+        for datagram in transmits {
+            self.push(shard, ShardCommand::Transmit { peer, datagram });
+        }
+        if failed_client {
+            // The shard holds an upstream socket and queued plaintext for this source.
+            self.push(
+                shard,
+                ShardCommand::Close {
+                    peer,
+                    reason: CloseCause::HandshakeFailed,
+                },
+            );
+        }
+        if finished {
+            self.remove_handshake(peer);
+        } else {
+            self.next_timer = earliest(self.next_timer, deadline);
+        }
+    }
+
+    /// Drops `peer`'s engine, keeping the half-open table right.
+    pub(super) fn remove_handshake(&mut self, peer: SocketAddr) {
+        if let Some(h) = self.handshakes.remove(&peer)
+            && let Some(ticket) = h.half_open
+        {
+            self.half_open.remove(&self.settings.limits, ticket);
+        }
+    }
+
+    /// Hands the session's keys to `shard` under `peer` (the client's address in serve
+    /// mode, the local source in connect mode).
+    fn install(
+        &mut self,
+        now: Instant,
+        shard: usize,
+        peer: SocketAddr,
+        keys: SessionKeys,
+        handshake_time: Duration,
+    ) {
+        let SessionKeys {
+            suite,
+            read,
+            write,
+            replay_window,
+            heartbeat: peer_mode,
+            peer_identity,
+            resumed,
+            ..
+        } = keys;
+        // RFC 6520 §2: requests only to a peer that said peer_allowed_to_send; answers only
+        // when we said it (a negotiated extension carries both modes).
+        let heartbeat = HeartbeatPolicy {
+            answer: peer_mode.is_some()
+                && self.config.heartbeat == Some(HeartbeatMode::PeerAllowedToSend),
+            probe: peer_mode == Some(HeartbeatMode::PeerAllowedToSend),
+        };
+        let (read_key, write_key) = if self.settings.null_record_protection {
+            (RecordKey::null_baseline(), RecordKey::null_baseline())
+        } else {
+            (read.key, write.key)
+        };
+        let command = ShardCommand::InstallKeys {
+            peer,
+            read: ReadKeys {
+                epoch: read.epoch,
+                key: read_key,
+                replay_window,
+            },
+            write: WriteKeys {
+                epoch: write.epoch,
+                key: write_key,
+                next_seq: write.next_sequence,
+            },
+            heartbeat,
+        };
+        if !self.push(shard, command) {
+            return;
+        }
+        let who = self.peer(peer);
+        self.log.session_established(
+            now,
+            &Established {
+                peer: who,
+                version: "1.2",
+                suite,
+                identity: &peer_identity,
+                resumed,
+                shard,
+                handshake_time,
+            },
+        );
+        let replaced = self.installed.insert(
+            peer,
+            Installed {
+                shard,
+                established: now,
+                identity: peer_identity,
+            },
+        );
+        match replaced {
+            // The same peer's new handshake rekeyed its session, possibly on another
+            // shard (it cannot today: one address hashes to one shard).
+            Some(old) if old.shard != shard => {
+                if let Some(n) = self.shard_sessions.get_mut(old.shard) {
+                    *n = n.saturating_sub(1);
+                }
+                if let Some(n) = self.shard_sessions.get_mut(shard) {
+                    *n += 1;
+                }
+            }
+            Some(_) => {}
+            None => {
+                if let Some(n) = self.shard_sessions.get_mut(shard) {
+                    *n += 1;
+                }
+            }
+        }
+    }
+
+    /// Queues `command` to `shard`; a full queue drops it (counted). Returns whether queued.
+    pub(super) fn push(&self, shard: usize, command: ShardCommand) -> bool {
+        let Some(queues) = self.shards.get(shard) else {
+            return false;
+        };
+        match queues.push_command(command) {
+            Ok(()) => true,
+            Err(_) => {
+                ControlCounters::bump(&self.counters.queue_full_drops);
+                false
+            }
+        }
+    }
+}

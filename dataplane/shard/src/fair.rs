@@ -1,0 +1,204 @@
+//! Fair hand-off of handshake datagrams to the control thread.
+//!
+//! Every datagram the shard cannot handle itself (a ClientHello, a handshake flight, a
+//! record of an unknown peer that looks like a handshake) is copied to control. Those come
+//! from unauthenticated sources, so one noisy source (a ClientHello flood from one host)
+//! must not be able to fill the shard → control queue and lock every other source out.
+//!
+//! The shard therefore stages them here in [`BUCKETS`] FIFO buckets chosen by a keyed hash
+//! of the source IP address (SipHash with a per-shard random key, so a source cannot aim
+//! for another's bucket), and moves them into the control queue round robin, one per
+//! non-empty bucket per round, while the queue holds fewer than [`QUEUE_DEPTH`] messages
+//! (control takes up to that many per shard per turn). A flooding source fills its own
+//! bucket and then loses its excess there; every other source keeps its share. This is
+//! stochastic fair queueing (McKenney, 1990) with per-source buckets.
+//!
+//! Bounded: [`PER_BUCKET`] datagrams per bucket and a byte budget over all buckets, both
+//! fixed at construction; what does not fit is dropped and counted by the caller.
+
+use std::collections::VecDeque;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::queue::{ControlInbound, ShardQueues};
+
+/// Buckets of the fair stage.
+pub(crate) const BUCKETS: usize = 64;
+/// Datagrams held per bucket.
+pub(crate) const PER_BUCKET: usize = 64;
+/// Messages the shard lets wait in the control queue at once; the rest wait here, fairly.
+pub(crate) const QUEUE_DEPTH: usize = 256;
+/// Default byte budget of the staged datagrams of one shard.
+pub(crate) const DEFAULT_MAX_BYTES: usize = 2 << 20;
+
+/// One staged datagram and its source.
+type Staged = (SocketAddr, Vec<u8>);
+
+/// The fair stage (see the module documentation).
+#[derive(Debug)]
+pub(crate) struct FairForward {
+    buckets: Box<[VecDeque<Staged>]>,
+    /// Non-empty buckets in round-robin order, each at most once.
+    active: VecDeque<usize>,
+    bytes: usize,
+    max_bytes: usize,
+    hasher: RandomState,
+}
+
+impl FairForward {
+    /// An empty stage whose datagrams hold at most `max_bytes`.
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            buckets: (0..BUCKETS)
+                .map(|_| VecDeque::with_capacity(PER_BUCKET))
+                .collect(),
+            active: VecDeque::with_capacity(BUCKETS),
+            bytes: 0,
+            max_bytes,
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// The bucket of `ip`: IPv4 by address, IPv6 by its /64 (one host or subnet).
+    fn bucket(&self, ip: IpAddr) -> usize {
+        let key: u128 = match ip {
+            IpAddr::V4(v4) => u128::from(u32::from(v4)),
+            IpAddr::V6(v6) => u128::from(v6) >> 64 | 1 << 127,
+        };
+        (self.hasher.hash_one(key) % BUCKETS as u64) as usize
+    }
+
+    /// Stages a copy of `datagram` from `peer`. Returns `false` (nothing staged) when its
+    /// bucket or the byte budget is full.
+    pub fn push(&mut self, peer: SocketAddr, datagram: &[u8]) -> bool {
+        if self.bytes + datagram.len() > self.max_bytes {
+            return false;
+        }
+        let b = self.bucket(peer.ip());
+        let Some(bucket) = self.buckets.get_mut(b) else {
+            return false;
+        };
+        if bucket.len() >= PER_BUCKET {
+            return false;
+        }
+        if bucket.is_empty() {
+            self.active.push_back(b);
+        }
+        bucket.push_back((peer, datagram.to_vec()));
+        self.bytes += datagram.len();
+        true
+    }
+
+    /// Moves staged datagrams into `queues` round robin over the buckets while the queue
+    /// holds fewer than [`QUEUE_DEPTH`] messages and has room. Returns how many moved.
+    pub fn pump(&mut self, queues: &ShardQueues) -> usize {
+        let mut moved = 0;
+        while queues.inbound_len() < QUEUE_DEPTH {
+            let Some(b) = self.active.pop_front() else {
+                break;
+            };
+            let Some(bucket) = self.buckets.get_mut(b) else {
+                continue;
+            };
+            let Some((peer, datagram)) = bucket.pop_front() else {
+                continue;
+            };
+            let len = datagram.len();
+            match queues.push_inbound(ControlInbound::Handshake { peer, datagram }) {
+                Ok(()) => {
+                    moved += 1;
+                    self.bytes -= len;
+                    if !bucket.is_empty() {
+                        self.active.push_back(b);
+                    }
+                }
+                Err(back) => {
+                    // The queue's byte budget is full: keep it for the next turn.
+                    if let ControlInbound::Handshake { peer, datagram } = back {
+                        bucket.push_front((peer, datagram));
+                    }
+                    self.active.push_front(b);
+                    break;
+                }
+            }
+        }
+        moved
+    }
+
+    /// Datagrams staged now.
+    pub fn len(&self) -> usize {
+        self.buckets.iter().map(VecDeque::len).sum()
+    }
+
+    /// Bytes staged now.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether nothing is staged.
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.active.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(q: &ShardQueues) -> Vec<SocketAddr> {
+        std::iter::from_fn(|| q.poll_inbound())
+            .filter_map(|m| match m {
+                ControlInbound::Handshake { peer, .. } => Some(peer),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_flooding_source_gets_one_share_of_the_queue() {
+        let q = ShardQueues::new(16, 4096);
+        let mut f = FairForward::new(DEFAULT_MAX_BYTES);
+        let noisy: SocketAddr = "10.0.0.1:1000".parse().expect("literal");
+        // The flood arrives first and overflows its own bucket.
+        let staged = (0..1000).filter(|_| f.push(noisy, &[1; 100])).count();
+        assert_eq!(staged, PER_BUCKET);
+        // Then 20 quiet sources, one hello each (other addresses, most in other buckets).
+        let quiet: Vec<SocketAddr> = (0..20)
+            .map(|i| SocketAddr::from(([10, 0, 1, i], 2000)))
+            .collect();
+        let quiet_staged = quiet.iter().filter(|p| f.push(**p, &[2; 100])).count();
+        assert_eq!(quiet_staged, quiet.len());
+        // The first QUEUE_DEPTH moved: every quiet source is among them.
+        assert_eq!(f.pump(&q), PER_BUCKET + quiet.len());
+        let got = drain(&q);
+        let first_round: Vec<_> = got.iter().take(21).collect();
+        for p in &quiet {
+            assert!(got.contains(p), "{p} starved");
+        }
+        assert!(first_round.iter().filter(|p| ***p == noisy).count() <= 2);
+        assert!(f.is_empty());
+        assert_eq!(f.bytes(), 0);
+    }
+
+    #[test]
+    fn the_stage_respects_the_queue_depth_and_byte_budget() {
+        let q = ShardQueues::new(16, 4096);
+        let mut f = FairForward::new(10_000);
+        let peers: Vec<SocketAddr> = (0..200u16)
+            .map(|i| SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 9)))
+            .collect();
+        let staged = peers.iter().filter(|p| f.push(**p, &[0; 100])).count();
+        assert_eq!(staged, 100, "10 000 bytes of 100-byte datagrams");
+        assert_eq!(f.pump(&q), 100);
+        assert_eq!(q.inbound_len(), 100);
+        let staged = peers.iter().filter(|p| f.push(**p, &[0; 10])).count();
+        assert_eq!(staged, 200);
+        assert_eq!(f.pump(&q), QUEUE_DEPTH - 100, "only up to the depth");
+        assert!(!f.is_empty());
+        drain(&q);
+        assert_eq!(f.pump(&q), 200 - (QUEUE_DEPTH - 100));
+        assert!(f.is_empty());
+    }
+}
