@@ -126,6 +126,7 @@ impl Daemon {
         let (reload_tx, reload_rx) = mpsc::channel();
         control.set_reloads(reload_rx);
         let control_counters = Arc::clone(control.counters());
+        let control_progress = Arc::clone(control.progress());
         let control_stop = Arc::new(AtomicBool::new(false));
         let control_handle = {
             let stop = Arc::clone(&control_stop);
@@ -161,6 +162,7 @@ impl Daemon {
             let addr = listener.local_addr();
             let sources = Sources {
                 control: Arc::clone(&daemon.control_counters),
+                control_progress,
                 shards: daemon.shard_sources.clone(),
             };
             match listener.spawn(sources, Arc::clone(&daemon.metrics_stop)) {
@@ -383,6 +385,7 @@ fn run_shard(
     let source = ShardSource {
         shard: Arc::clone(shard.counters()),
         io: Arc::clone(shard.io().counters()),
+        progress: Arc::clone(shard.progress()),
     };
     if ready.send(Ok((source, local))).is_err() {
         return false;
