@@ -102,6 +102,7 @@ impl Daemon {
         shard_config.idle_timeout = tuning.idle_timeout;
         shard_config.max_datagram = usize::from(tuning.mtu);
         shard_config.keepalive = tuning.keepalive;
+        crate::descriptors::ensure(shard_count, &shard_config, metrics_listener.is_some());
         let spawned = spawn_shards(listen, shard_config, &queues, &shard_stop);
         let (shards, shard_sources, listen) = match spawned {
             Ok(spawned) => spawned,
