@@ -106,6 +106,7 @@ impl Daemon {
         // The control loop refuses handshakes past this before its flight, so a completed
         // handshake always finds room in its shard's table.
         shard_config.max_sessions = tuning.limits.per_shard(shard_count);
+        crate::descriptors::ensure(shard_count, &shard_config, metrics_listener.is_some());
         let spawned = spawn_shards(listen, shard_config, &queues, &shard_stop);
         let (shards, shard_sources, listen) = match spawned {
             Ok(spawned) => spawned,
@@ -131,6 +132,7 @@ impl Daemon {
         control.set_reloads(reload_rx);
         let control_counters = Arc::clone(control.counters());
         control.set_log(Box::new(DaemonLog::new(Arc::clone(&control_counters))));
+        let control_progress = Arc::clone(control.progress());
         let control_stop = Arc::new(AtomicBool::new(false));
         let control_handle = {
             let stop = Arc::clone(&control_stop);
@@ -166,6 +168,7 @@ impl Daemon {
             let addr = listener.local_addr();
             let sources = Sources {
                 control: Arc::clone(&daemon.control_counters),
+                control_progress,
                 shards: daemon.shard_sources.clone(),
             };
             match listener.spawn(sources, Arc::clone(&daemon.metrics_stop)) {
@@ -397,6 +400,7 @@ fn run_shard(
     let source = ShardSource {
         shard: Arc::clone(shard.counters()),
         io: Arc::clone(shard.io().counters()),
+        progress: Arc::clone(shard.progress()),
     };
     if ready.send(Ok((source, local))).is_err() {
         return false;

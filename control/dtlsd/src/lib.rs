@@ -7,7 +7,8 @@
 //! ([`config`]) loaded from TOML (unknown keys are errors naming the key), command-line
 //! flags merged over it, and validation that names every bad key; `dtlsd certs` writes a
 //! test PKI ([`certs`]); `dtlsd check-config` validates a file and loads the PEM files it
-//! names ([`check`]); the `--metrics` HTTP endpoint ([`metrics`]).
+//! names ([`check`]); the `--metrics` HTTP endpoint ([`metrics`]); the open-files limit
+//! checked against the session caps at start ([`descriptors`]).
 //!
 //! `docs/dtlsd.md` documents every command, key, signal and metric.
 
@@ -18,6 +19,7 @@ pub mod check;
 pub mod config;
 pub mod connect;
 pub mod daemon;
+pub mod descriptors;
 pub mod metrics;
 pub mod serve;
 pub mod sessionlog;

@@ -1,6 +1,7 @@
 //! `dtlsd serve --metrics`: the built binary on loopback, one `openssl s_client -dtls1_2`
 //! session through it to a UDP echo backend, then `/metrics`, `/healthz` and an unknown
-//! path over plain HTTP/1.1.
+//! path over plain HTTP/1.1; and the endpoint answering other clients while one trickles a
+//! request byte by byte and others hold idle connections.
 //!
 //! Every wait has a deadline; the daemon and client processes are killed on drop.
 
@@ -9,6 +10,8 @@ mod common;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use common::{
@@ -158,13 +161,11 @@ fn metrics_count_an_openssl_session_and_answer_healthz() {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(
-        response
-            .content_type
-            .starts_with("text/plain; version=0.0.4"),
-        "content type {:?}",
-        response.content_type
+    assert_eq!(
+        response.content_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
     );
+    assert!(response.body.ends_with("# EOF\n"), "{}", response.body);
     let body = &response.body;
     assert!(
         total(&samples, "dtlsd_handshakes_completed_total") >= 1,
@@ -197,12 +198,8 @@ fn metrics_count_an_openssl_session_and_answer_healthz() {
         samples.contains_key("dtlsd_drops_total{shard=\"0\",reason=\"bad_tag\"}"),
         "{body}"
     );
-    // Every family has HELP and TYPE.
-    for name in [
-        "dtlsd_sessions_active",
-        "dtlsd_drops_total",
-        "dtlsd_cookies_sent_total",
-    ] {
+    // Every family has HELP and TYPE (OpenMetrics: a counter family without `_total`).
+    for name in ["dtlsd_sessions_active", "dtlsd_drops", "dtlsd_cookies_sent"] {
         assert!(
             body.contains(&format!("# HELP {name} ")),
             "no HELP for {name}"
@@ -213,8 +210,7 @@ fn metrics_count_an_openssl_session_and_answer_healthz() {
         );
     }
 
-    let health = get(daemon.metrics(), "/healthz");
-    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+    assert_healthy(&get(daemon.metrics(), "/healthz"), 2);
     let missing = get(daemon.metrics(), "/nothing-here");
     assert_eq!(missing.status, 404);
 }
@@ -259,4 +255,111 @@ fn metrics_address_in_use_fails_naming_the_address() {
         stderr.lock().expect("lock")
     );
     drop(holder);
+}
+
+/// A `/healthz` answer that is 200 with JSON listing `shards` shards and the control thread,
+/// every one ok.
+fn assert_healthy(health: &Response, shards: usize) {
+    assert_eq!(health.status, 200, "{}", health.body);
+    assert_eq!(health.content_type, "application/json");
+    let json: serde_json::Value = serde_json::from_str(&health.body).expect("healthz JSON");
+    assert_eq!(json["status"], "ok", "{}", health.body);
+    let listed = json["shards"].as_array().expect("a shards array");
+    assert_eq!(listed.len(), shards, "{}", health.body);
+    for (index, shard) in listed.iter().enumerate() {
+        assert_eq!(shard["shard"], index, "{}", health.body);
+        assert!(shard["last_progress_ms"].is_u64(), "{}", health.body);
+        assert_eq!(shard["ok"], true, "{}", health.body);
+    }
+    assert!(
+        json["control"]["last_progress_ms"].is_u64(),
+        "{}",
+        health.body
+    );
+    assert_eq!(json["control"]["ok"], true, "{}", health.body);
+}
+
+/// Sends a request head one byte every 1.5 s, reconnecting whenever the server closes the
+/// connection, until `stop`; counts in `closed` how many times the server closed it.
+fn trickle(addr: SocketAddr, stop: &AtomicBool, closed: &AtomicUsize) {
+    let head = format!(
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nX-Slow: {}\r\n\r\n",
+        "z".repeat(64)
+    );
+    while !stop.load(Relaxed) {
+        let Ok(mut stream) = TcpStream::connect_timeout(&addr, IO_TIMEOUT) else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        for byte in head.bytes() {
+            if stream.write_all(&[byte]).is_err() {
+                closed.fetch_add(1, Relaxed);
+                break;
+            }
+            // Wait 1.5 s between bytes, looking at the stop flag.
+            let next = Instant::now() + Duration::from_millis(1500);
+            while Instant::now() < next && !stop.load(Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if stop.load(Relaxed) {
+                return;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_trickling_client_and_idle_connections_do_not_hold_up_other_scrapes() {
+    let pki = TempDir::new("slow");
+    certs(&pki);
+    let backend = EchoBackend::start();
+    let daemon = Daemon::start_with_metrics(backend.addr, &pki);
+    let addr = daemon.metrics();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let closed = Arc::new(AtomicUsize::new(0));
+    let trickler = {
+        let (stop, closed) = (Arc::clone(&stop), Arc::clone(&closed));
+        std::thread::spawn(move || trickle(addr, &stop, &closed))
+    };
+    // Idle connections that never send a byte.
+    let idle: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("idle connection"))
+        .collect();
+    // Let the server accept the trickler and the idle ones before the scrapes start.
+    std::thread::sleep(Duration::from_millis(300));
+
+    for round in 0..5 {
+        let metrics = get(addr, "/metrics");
+        assert_eq!(metrics.status, 200, "round {round}: {}", metrics.body);
+        let samples = parse_samples(&metrics.body);
+        assert_eq!(samples.get("dtlsd_shards"), Some(&2), "{}", metrics.body);
+        assert_healthy(&get(addr, "/healthz"), 2);
+    }
+
+    // The idle connections are closed by the server (header deadline), not held forever.
+    for mut stream in idle {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("read timeout");
+        let mut buf = [0u8; 256];
+        let closed = match stream.read(&mut buf) {
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        };
+        assert!(closed, "an idle connection was not closed by the server");
+    }
+    // So is the trickling one (its head is not complete by then).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while closed.load(Relaxed) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Relaxed);
+    trickler.join().expect("trickler thread");
+    assert!(
+        closed.load(Relaxed) >= 1,
+        "the trickling connection was never closed by the server"
+    );
+    // Still answering after all that.
+    assert_eq!(get(addr, "/metrics").status, 200);
 }

@@ -187,6 +187,8 @@ pub struct ControlThread {
     /// When the ticket keys' rotation schedule is next looked at.
     ticket_check: Option<Instant>,
     counters: Arc<ControlCounters>,
+    /// Marked once per turn, for the daemon's health check.
+    progress: Arc<dtls_shard::Progress>,
     buf: Box<[u8]>,
 }
 
@@ -270,6 +272,7 @@ impl ControlThread {
             tickets: HashMap::new(),
             ticket_check: None,
             counters: Arc::new(ControlCounters::default()),
+            progress: Arc::default(),
             buf: vec![0; TRANSMIT_BUF].into_boxed_slice(),
         }
     }
@@ -291,6 +294,11 @@ impl ControlThread {
     /// The live counters (shareable with a metrics thread).
     pub fn counters(&self) -> &Arc<ControlCounters> {
         &self.counters
+    }
+
+    /// When the last turn ended (shareable with a health check).
+    pub fn progress(&self) -> &Arc<dtls_shard::Progress> {
+        &self.progress
     }
 
     /// Handshakes in progress or in their completion grace period.
@@ -346,6 +354,7 @@ impl ControlThread {
         }
         self.handle_timeouts(now);
         self.log.tick(now);
+        self.progress.mark(now);
         busy
     }
 

@@ -186,4 +186,14 @@ shard_counters! {
     /// Connect mode: plaintext dropped while its source waited for a handshake (per-source
     /// queue full, too many sources waiting, or the handshake failed).
     drop_pending,
+    /// New sessions refused because no file descriptor was left for their upstream socket
+    /// (EMFILE or ENFILE). Serve: the peer gets a fatal internal_error alert; connect: the
+    /// new source's datagram is dropped (`drop_refused`).
+    sessions_refused_descriptors,
+    /// New sessions refused because their upstream socket could not be created, bound or
+    /// connected for another reason (e.g. no ephemeral port left).
+    sessions_refused_socket,
+    /// Connect mode: plaintext from a new source dropped because its session was refused
+    /// (see `sessions_refused_descriptors` and `sessions_refused_socket`).
+    drop_refused,
 }

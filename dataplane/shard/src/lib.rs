@@ -18,6 +18,14 @@
 //!    whole datagrams ([`ControlInbound::Handshake`]); everything else is dropped and
 //!    counted by reason ([`ShardStats`]).
 //!
+//! Each turn ends by adding its tally to the shared [`ShardCounters`] and marking the
+//! shard's [`Progress`] (when the turn ended, for the daemon's health check).
+//!
+//! A new session whose upstream socket cannot be had (no descriptor left: EMFILE/ENFILE, or
+//! no port) is refused and counted by reason; in serve mode its peer, whose handshake just
+//! finished, gets a fatal internal_error alert under its new keys. Established sessions are
+//! not affected.
+//!
 //! The per-packet path allocates nothing except the copy of a datagram handed to control.
 //! Queues are bounded and lock-free; a full queue drops and counts, a shard never blocks.
 //!
@@ -32,7 +40,9 @@ mod early;
 mod fair;
 mod hash;
 mod pending;
+mod progress;
 mod queue;
+mod refuse;
 mod relay;
 mod session;
 mod shard;
@@ -40,10 +50,12 @@ mod upstream;
 
 pub use counters::{ShardCounters, ShardStats};
 pub use hash::{AddrHashBuilder, AddrHasher};
+pub use progress::Progress;
 pub use queue::{
     AeadLimit, CloseCause, CloseReason, ControlInbound, DEFAULT_INBOUND_BYTES, HeartbeatPolicy,
     InstallError, ReadKeys, ShardCommand, ShardQueues, WriteKeys,
 };
+pub use refuse::is_out_of_descriptors;
 pub use relay::RelayMode;
 pub use session::{
     Probe, Session, SessionCounters, SessionTable, SlotId, TableFull, connect_upstream,

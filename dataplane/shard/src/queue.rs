@@ -249,6 +249,9 @@ pub enum InstallError {
     /// The upstream socket could not be created, connected or registered.
     #[error("upstream socket: {0}")]
     Upstream(io::ErrorKind),
+    /// No file descriptor was left for the upstream socket (EMFILE or ENFILE).
+    #[error("upstream socket: no file descriptor left")]
+    OutOfDescriptors,
 }
 
 /// One shard's pair of queues, shared (in an `Arc`) by the shard and the control thread.

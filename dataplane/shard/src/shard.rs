@@ -16,10 +16,12 @@ use crate::counters::{Gauges, ShardCounters, ShardStats, Tally};
 use crate::early::EarlyRecords;
 use crate::fair::FairForward;
 use crate::pending::{PENDING_TOKEN_BIT, Pending, PendingTable};
+use crate::progress::Progress;
 use crate::queue::{
     CloseReason, ControlInbound, HeartbeatPolicy, InstallError, ReadKeys, ShardCommand,
     ShardQueues, WriteKeys,
 };
+use crate::refuse::{self, Refusals};
 use crate::relay::{self, Drained, MAX_RECORD_LEN, Out, RelayMode};
 use crate::session::{Probe, Session, SessionTable, SlotId, connect_upstream};
 use crate::upstream::UpstreamTx;
@@ -115,6 +117,10 @@ pub struct Shard {
     /// Serve mode: records of peers whose handshake is finishing.
     early: EarlyRecords,
     counters: Arc<ShardCounters>,
+    /// Marked once per turn, for the daemon's health check.
+    progress: Arc<Progress>,
+    /// Serve mode: refused peers owed a fatal alert.
+    refusals: Refusals,
     poll: Poll,
     events: Events,
     /// Sessions whose upstream socket may still hold datagrams (epoll is edge-triggered).
@@ -175,6 +181,8 @@ impl Shard {
                 config.early_bytes,
             ),
             counters: Arc::new(ShardCounters::default()),
+            progress: Arc::default(),
+            refusals: Refusals::default(),
             poll,
             events: Events::with_capacity(1024),
             // Live sessions appear at most once; entries of sessions removed since the last
@@ -215,6 +223,11 @@ impl Shard {
     /// The live counters (shareable with a metrics thread).
     pub fn counters(&self) -> &Arc<ShardCounters> {
         &self.counters
+    }
+
+    /// When the last turn ended (shareable with a health check).
+    pub fn progress(&self) -> &Arc<Progress> {
+        &self.progress
     }
 
     /// A snapshot of the counters as of the end of the last turn.
@@ -297,6 +310,7 @@ impl Shard {
             handshake_stage_bytes: self.out.fair.bytes(),
         };
         self.counters.absorb(&mut self.out.tally, gauges);
+        self.progress.mark(now);
         Ok(())
     }
 
@@ -335,9 +349,13 @@ impl Shard {
                     }
                 }
                 ShardCommand::ExpectKeys { peer } => self.early.note(peer, now),
-                ShardCommand::Transmit { peer, datagram } => self.transmit(peer, &datagram),
+                ShardCommand::Transmit { peer, datagram } => {
+                    self.transmit(peer, &datagram);
+                    self.refusals.after_transmit(peer, &mut self.out);
+                }
             }
         }
+        self.refusals.end_turn(&mut self.out);
     }
 
     /// A handshake datagram from control: to the peer through the listen socket (serve), or
@@ -456,11 +474,10 @@ impl Shard {
             });
         }
         let (upstream, queued) = match self.config.mode {
-            RelayMode::Serve => (
-                connect_upstream(self.config.upstream)
-                    .map_err(|e| InstallError::Upstream(e.kind()))?,
-                Vec::new(),
-            ),
+            RelayMode::Serve => match connect_upstream(self.config.upstream) {
+                Ok(socket) => (socket, Vec::new()),
+                Err(e) => return Err(self.refusals.refuse(peer, sealer, &e, &mut self.out)),
+            },
             // The handshake ran over the source's own socket: the server knows its port.
             RelayMode::Connect => match self.pending.remove(&peer) {
                 Some(p) => {
@@ -667,10 +684,9 @@ fn handle_local(
         out.tally.drop_pending += 1;
         return;
     }
-    let Ok(upstream) = connect_upstream(waiting.upstream) else {
-        out.tally.upstream_send_errors += 1;
-        out.tally.drop_pending += 1;
-        return;
+    let upstream = match connect_upstream(waiting.upstream) {
+        Ok(socket) => socket,
+        Err(e) => return refuse::refuse_source(&e, &mut out.tally),
     };
     let token = waiting.pending.next_token();
     if waiting

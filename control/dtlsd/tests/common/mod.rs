@@ -556,21 +556,25 @@ impl Client {
     }
 
     pub fn send_app(&mut self, payload: &[u8]) {
+        self.send_record(ContentType::ApplicationData, payload);
+    }
+
+    /// Sends a close_notify alert (RFC 5246 §7.2.1): the server ends the session.
+    pub fn send_close_notify(&mut self) {
+        self.send_record(ContentType::Alert, &[1, 0]);
+    }
+
+    fn send_record(&mut self, content_type: ContentType, payload: &[u8]) {
         let sealer = self.sealer.as_mut().expect("keys installed");
         let offset = sealer.plaintext_offset();
         let mut record = vec![0u8; HEADER_LEN + sealer.overhead() + payload.len()];
         record[offset..offset + payload.len()].copy_from_slice(payload);
         let n = sealer
-            .seal(
-                ContentType::ApplicationData,
-                DTLS_1_2,
-                &mut record,
-                payload.len(),
-            )
-            .expect("seal application data");
+            .seal(content_type, DTLS_1_2, &mut record, payload.len())
+            .expect("seal a record");
         self.sock
             .send_to(&record[..n], self.server)
-            .expect("send application data");
+            .expect("send a record");
     }
 
     /// Sends `payload` and waits for the identical echo (resending on a silent second;

@@ -1,0 +1,758 @@
+//! The exposition: every family's name, type, help and labels, encoded by
+//! `prometheus-client` in the OpenMetrics text format from one reading of the counters.
+//!
+//! The families are tables of (name, type, help, field): the names are the sample names
+//! Prometheus stores and docs/dtlsd.md lists (`dtlsd_bytes_in_total`); OpenMetrics writes a
+//! counter's `# TYPE` and `# HELP` under the name without `_total`, which the encoder adds
+//! back to each sample. Values are read by a [`Collector`] at each scrape (relaxed atomic
+//! loads), never copied into a registry of their own.
+
+use std::fmt;
+
+use control::runtime::ControlStats;
+use dtls_io::IoStats;
+use dtls_shard::ShardStats;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use super::Sources;
+
+/// The content type of `/metrics`: OpenMetrics 1.0 text, the format Prometheus asks for
+/// first by default.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// One reading of every counter: the control thread's, and each shard's data-plane and
+/// listen-socket counters in shard index order.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The control thread's counters.
+    pub control: ControlStats,
+    /// Each shard's counters, in index order.
+    pub shards: Vec<(ShardStats, IoStats)>,
+}
+
+impl Snapshot {
+    /// Reads every counter of `sources` now.
+    pub fn read(sources: &Sources) -> Self {
+        Self {
+            control: sources.control.snapshot(),
+            shards: sources
+                .shards
+                .iter()
+                .map(|s| (s.shard.snapshot(), s.io.snapshot()))
+                .collect(),
+        }
+    }
+}
+
+/// Where a scrape's values come from.
+#[derive(Debug)]
+enum Reading {
+    /// The running daemon's counters, read at each scrape.
+    Live(Sources),
+    /// Fixed values (tests, and [`render`]).
+    Fixed(Snapshot),
+}
+
+impl Collector for Reading {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
+        match self {
+            Self::Live(sources) => encode(&Snapshot::read(sources), &mut encoder),
+            Self::Fixed(snapshot) => encode(snapshot, &mut encoder),
+        }
+    }
+}
+
+/// A registry whose only collector reads `sources` at each scrape.
+pub(crate) fn registry(sources: Sources) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Reading::Live(sources)));
+    registry
+}
+
+/// Encodes `registry` as a complete OpenMetrics text exposition (ending in `# EOF`).
+///
+/// # Errors
+/// Only what the encoder reports (writing to a `String` itself cannot fail).
+pub(crate) fn encode_registry(registry: &Registry) -> Result<String, fmt::Error> {
+    let mut out = String::with_capacity(16 * 1024);
+    prometheus_client::encoding::text::encode(&mut out, registry)?;
+    Ok(out)
+}
+
+/// Renders the exposition text of one reading of every counter (`shards` in index order).
+pub fn render(control: &ControlStats, shards: &[(ShardStats, IoStats)]) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Reading::Fixed(Snapshot {
+        control: *control,
+        shards: shards.to_vec(),
+    })));
+    // Writing to a String cannot fail, and no family here has a name the encoder refuses.
+    encode_registry(&registry).unwrap_or_default()
+}
+
+/// The name OpenMetrics gives a family of `kind` whose samples are called `name`: a
+/// counter's family drops the `_total` its samples carry.
+fn family_name(name: &'static str, kind: MetricType) -> &'static str {
+    match kind {
+        MetricType::Counter => name.strip_suffix("_total").unwrap_or(name),
+        _ => name,
+    }
+}
+
+fn metric_type(kind: &str) -> MetricType {
+    if kind == "gauge" {
+        MetricType::Gauge
+    } else {
+        MetricType::Counter
+    }
+}
+
+/// One sample of `kind` with `value`.
+fn sample(
+    kind: MetricType,
+    value: u64,
+    encoder: prometheus_client::encoding::MetricEncoder<'_>,
+) -> fmt::Result {
+    match kind {
+        MetricType::Gauge => ConstGauge::new(value).encode(encoder),
+        _ => ConstCounter::new(value).encode(encoder),
+    }
+}
+
+/// Writes every family of `snapshot`.
+fn encode(snapshot: &Snapshot, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+    let shards = &snapshot.shards;
+    let indices: Vec<String> = (0..shards.len()).map(|i| i.to_string()).collect();
+    for &(name, kind, help, field) in SHARD_FAMILIES {
+        let kind = metric_type(kind);
+        let mut family = encoder.encode_descriptor(family_name(name, kind), help, None, kind)?;
+        for ((s, io), index) in shards.iter().zip(&indices) {
+            let labels = [("shard", index.as_str())];
+            sample(kind, field(s, io), family.encode_family(&labels)?)?;
+        }
+    }
+    for (name, help, reasons) in [
+        (
+            "dtlsd_drops_total",
+            "Datagrams or records the data plane dropped, by reason.",
+            DROP_REASONS,
+        ),
+        (
+            "dtlsd_sessions_refused_total",
+            "New sessions refused because their upstream socket could not be had, by reason.",
+            REFUSAL_REASONS,
+        ),
+    ] {
+        let kind = MetricType::Counter;
+        let mut family = encoder.encode_descriptor(family_name(name, kind), help, None, kind)?;
+        for ((s, _), index) in shards.iter().zip(&indices) {
+            for &(reason, field) in reasons {
+                let labels = [("shard", index.as_str()), ("reason", reason)];
+                sample(kind, field(s), family.encode_family(&labels)?)?;
+            }
+        }
+    }
+    let control = &snapshot.control;
+    for &(name, help, field) in CONTROL_FAMILIES {
+        let kind = MetricType::Counter;
+        let family = encoder.encode_descriptor(family_name(name, kind), help, None, kind)?;
+        sample(kind, field(control), family)?;
+    }
+    let kind = MetricType::Counter;
+    let mut family = encoder.encode_descriptor(
+        family_name("dtlsd_handshakes_failed_total", kind),
+        "Handshakes that failed, by reason.",
+        None,
+        kind,
+    )?;
+    for (reason, value) in [
+        ("timeout", control.handshakes_failed_timeout),
+        ("peer_alert", control.handshakes_failed_peer_alert),
+        ("protocol", control.handshakes_failed_protocol),
+    ] {
+        sample(kind, value, family.encode_family(&[("reason", reason)])?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        family_name("dtlsd_handshakes_refused_total", kind),
+        "Cookie-verified handshakes not started because a cap was reached, by reason.",
+        None,
+        kind,
+    )?;
+    for &(reason, field) in HANDSHAKE_REFUSAL_REASONS {
+        sample(
+            kind,
+            field(control),
+            family.encode_family(&[("reason", reason)])?,
+        )?;
+    }
+    let family =
+        encoder.encode_descriptor("dtlsd_shards", "Shards running.", None, MetricType::Gauge)?;
+    sample(MetricType::Gauge, shards.len() as u64, family)
+}
+
+/// A per-shard family: one sample per shard, labelled `shard="N"`.
+type ShardField = fn(&ShardStats, &IoStats) -> u64;
+
+/// Per-shard families without a reason label: name, type, help, value.
+const SHARD_FAMILIES: &[(&str, &str, &str, ShardField)] = &[
+    (
+        "dtlsd_datagrams_in_total",
+        "counter",
+        "Datagrams received on the listen socket (serve: DTLS from peers; connect: local plaintext).",
+        |s, _| s.datagrams_in,
+    ),
+    (
+        "dtlsd_bytes_in_total",
+        "counter",
+        "Bytes received on the listen socket.",
+        |s, _| s.bytes_in,
+    ),
+    (
+        "dtlsd_datagrams_out_total",
+        "counter",
+        "Datagrams queued on the listen socket (serve: DTLS to peers; connect: plaintext to local sources).",
+        |s, _| s.datagrams_out,
+    ),
+    (
+        "dtlsd_bytes_out_total",
+        "counter",
+        "Bytes queued on the listen socket.",
+        |s, _| s.bytes_out,
+    ),
+    (
+        "dtlsd_upstream_datagrams_out_total",
+        "counter",
+        "Datagrams sent on upstream sockets (serve: plaintext to the backend; connect: DTLS to the server).",
+        |s, _| s.upstream_datagrams_out,
+    ),
+    (
+        "dtlsd_upstream_bytes_out_total",
+        "counter",
+        "Bytes sent on upstream sockets.",
+        |s, _| s.upstream_bytes_out,
+    ),
+    (
+        "dtlsd_upstream_datagrams_in_total",
+        "counter",
+        "Datagrams received on upstream sockets (serve: backend plaintext; connect: DTLS from the server).",
+        |s, _| s.upstream_datagrams_in,
+    ),
+    (
+        "dtlsd_upstream_bytes_in_total",
+        "counter",
+        "Bytes received on upstream sockets.",
+        |s, _| s.upstream_bytes_in,
+    ),
+    (
+        "dtlsd_records_opened_total",
+        "counter",
+        "Records authenticated and decrypted.",
+        |s, _| s.records_opened,
+    ),
+    (
+        "dtlsd_records_sealed_total",
+        "counter",
+        "Records sealed.",
+        |s, _| s.records_sealed,
+    ),
+    (
+        "dtlsd_seal_failures_total",
+        "counter",
+        "AEAD failures while sealing (internal errors).",
+        |s, _| s.seal_failed,
+    ),
+    (
+        "dtlsd_handshake_datagrams_forwarded_total",
+        "counter",
+        "Datagrams handed to the control thread.",
+        |s, _| s.handshake_forwarded,
+    ),
+    (
+        "dtlsd_upstream_send_errors_total",
+        "counter",
+        "Failed sends to the backend.",
+        |s, _| s.upstream_send_errors,
+    ),
+    (
+        "dtlsd_upstream_recv_errors_total",
+        "counter",
+        "Failed receives from the backend.",
+        |s, _| s.upstream_recv_errors,
+    ),
+    (
+        "dtlsd_sessions_active",
+        "gauge",
+        "Sessions in the shard's table now.",
+        |s, _| s.sessions_active,
+    ),
+    (
+        "dtlsd_early_bytes",
+        "gauge",
+        "Bytes of protected datagrams parked for peers whose keys are on their way.",
+        |s, _| s.early_bytes,
+    ),
+    (
+        "dtlsd_pending_bytes",
+        "gauge",
+        "Connect mode: plaintext bytes held for sources waiting for their handshake.",
+        |s, _| s.pending_bytes,
+    ),
+    (
+        "dtlsd_handshake_stage_bytes",
+        "gauge",
+        "Bytes of handshake datagrams waiting in the fair stage for the control thread.",
+        |s, _| s.handshake_stage_bytes,
+    ),
+    (
+        "dtlsd_sessions_installed_total",
+        "counter",
+        "Sessions created from completed handshakes.",
+        |s, _| s.sessions_installed,
+    ),
+    (
+        "dtlsd_sessions_rekeyed_total",
+        "counter",
+        "New keys installed for an existing session.",
+        |s, _| s.sessions_rekeyed,
+    ),
+    (
+        "dtlsd_session_install_failures_total",
+        "counter",
+        "Key installations the shard refused.",
+        |s, _| s.install_failed,
+    ),
+    (
+        "dtlsd_sessions_closed_total",
+        "counter",
+        "Sessions ended by close_notify, fatal alert or control.",
+        |s, _| s.sessions_closed,
+    ),
+    (
+        "dtlsd_sessions_expired_total",
+        "counter",
+        "Sessions removed by the idle sweep.",
+        |s, _| s.sessions_expired,
+    ),
+    (
+        "dtlsd_shard_commands_total",
+        "counter",
+        "Commands taken from the control queue.",
+        |s, _| s.commands,
+    ),
+    (
+        "dtlsd_heartbeats_answered_total",
+        "counter",
+        "HeartbeatRequests from peers answered (RFC 6520).",
+        |s, _| s.heartbeats_answered,
+    ),
+    (
+        "dtlsd_keepalive_sent_total",
+        "counter",
+        "Keepalive HeartbeatRequests sent (first sends and retransmissions).",
+        |s, _| s.keepalive_sent,
+    ),
+    (
+        "dtlsd_keepalive_answered_total",
+        "counter",
+        "Keepalive HeartbeatRequests the peer answered.",
+        |s, _| s.keepalive_answered,
+    ),
+    (
+        "dtlsd_sessions_keepalive_timeout_total",
+        "counter",
+        "Sessions closed because the peer answered no keepalive request.",
+        |s, _| s.sessions_keepalive_timeout,
+    ),
+    (
+        "dtlsd_upstream_gso_sends_total",
+        "counter",
+        "serve: UDP GSO sends to the backend, each carrying two or more of one session's datagrams.",
+        |s, _| s.upstream_gso_sends,
+    ),
+    (
+        "dtlsd_early_records_parked_total",
+        "counter",
+        "serve: protected datagrams held while their peer's handshake finished.",
+        |s, _| s.early_parked,
+    ),
+    (
+        "dtlsd_early_records_replayed_total",
+        "counter",
+        "serve: held datagrams opened once the session's keys arrived.",
+        |s, _| s.early_replayed,
+    ),
+    (
+        "dtlsd_handshakes_requested_total",
+        "counter",
+        "connect: handshakes asked of the control thread for new local sources.",
+        |s, _| s.handshakes_requested,
+    ),
+    (
+        "dtlsd_io_recv_batches_total",
+        "counter",
+        "Non-empty receive batches on the listen socket.",
+        |_, i| i.recv_batches,
+    ),
+    (
+        "dtlsd_io_recv_datagrams_total",
+        "counter",
+        "Datagrams in those receive batches.",
+        |_, i| i.datagrams_in,
+    ),
+    (
+        "dtlsd_io_send_batches_total",
+        "counter",
+        "Send flushes that sent at least one datagram.",
+        |_, i| i.send_batches,
+    ),
+    (
+        "dtlsd_io_send_datagrams_total",
+        "counter",
+        "Datagrams the kernel accepted in those flushes.",
+        |_, i| i.datagrams_out,
+    ),
+    (
+        "dtlsd_io_gso_sends_total",
+        "counter",
+        "Sends carrying a UDP GSO segment size.",
+        |_, i| i.gso_sends,
+    ),
+    (
+        "dtlsd_io_gso_segments_total",
+        "counter",
+        "Datagrams sent inside GSO sends.",
+        |_, i| i.gso_segments,
+    ),
+    (
+        "dtlsd_io_gro_datagrams_total",
+        "counter",
+        "GRO super-datagrams received.",
+        |_, i| i.gro_datagrams,
+    ),
+    (
+        "dtlsd_io_gro_segments_total",
+        "counter",
+        "Datagrams received inside GRO super-datagrams.",
+        |_, i| i.gro_segments,
+    ),
+    (
+        "dtlsd_io_send_errors_total",
+        "counter",
+        "Datagrams the kernel refused to send.",
+        |_, i| i.send_errors,
+    ),
+    (
+        "dtlsd_io_recv_buffer_exhausted_total",
+        "counter",
+        "Times the receive path ran out of buffers.",
+        |_, i| i.recv_buffer_exhausted,
+    ),
+    (
+        "dtlsd_io_recv_rearms_total",
+        "counter",
+        "Times the multishot receive was armed again.",
+        |_, i| i.recv_rearms,
+    ),
+    (
+        "dtlsd_io_recv_truncated_total",
+        "counter",
+        "Received datagrams too large for a buffer.",
+        |_, i| i.recv_truncated,
+    ),
+    (
+        "dtlsd_io_kernel_drops_total",
+        "counter",
+        "Datagrams the kernel dropped on the listen socket (SO_RXQ_OVFL).",
+        |_, i| i.kernel_drops,
+    ),
+];
+
+/// Reads one drop counter of a shard.
+type DropField = fn(&ShardStats) -> u64;
+
+/// The `reason` values of `dtlsd_drops_total`.
+pub(crate) const DROP_REASONS: &[(&str, DropField)] = &[
+    ("malformed", |s| s.drop_malformed),
+    ("replay", |s| s.drop_replay),
+    ("bad_tag", |s| s.drop_bad_tag),
+    ("unknown_session", |s| s.drop_unknown_session),
+    ("unknown_epoch", |s| s.drop_unknown_epoch),
+    ("unexpected_content", |s| s.drop_unexpected_content),
+    ("queue_full", |s| s.drop_queue_full),
+    ("tx_full", |s| s.drop_tx_full),
+    ("oversize", |s| s.drop_oversize),
+    ("sequence_exhausted", |s| s.drop_sequence_exhausted),
+    ("heartbeat", |s| s.drop_heartbeat),
+    ("pending", |s| s.drop_pending),
+    ("refused", |s| s.drop_refused),
+    ("handshake_overflow", |s| s.drop_handshake_overflow),
+];
+
+/// The `reason` values of `dtlsd_sessions_refused_total`.
+pub(crate) const REFUSAL_REASONS: &[(&str, DropField)] = &[
+    ("descriptors", |s| s.sessions_refused_descriptors),
+    ("socket", |s| s.sessions_refused_socket),
+];
+
+/// Reads one control-thread counter.
+type ControlField = fn(&ControlStats) -> u64;
+
+/// The `reason` values of `dtlsd_handshakes_refused_total`.
+pub(crate) const HANDSHAKE_REFUSAL_REASONS: &[(&str, ControlField)] = &[
+    ("max_sessions", |c| c.sessions_refused),
+    ("half_open_per_source", |c| c.half_open_refused_source),
+];
+
+/// Control-thread families without labels (all counters): name, help, value.
+const CONTROL_FAMILIES: &[(&str, &str, ControlField)] = &[
+    (
+        "dtlsd_handshakes_started_total",
+        "Handshakes started: serve, from a cookie-verified ClientHello; connect, for a new local source.",
+        |c| c.handshakes_started,
+    ),
+    (
+        "dtlsd_handshakes_completed_total",
+        "Handshakes completed (keys handed to a shard).",
+        |c| c.handshakes_completed,
+    ),
+    (
+        "dtlsd_cookies_sent_total",
+        "HelloVerifyRequests (and version alerts) sent by the stateless acceptor.",
+        |c| c.cookies_sent,
+    ),
+    (
+        "dtlsd_acceptor_drops_total",
+        "Datagrams from unknown peers the acceptor dropped.",
+        |c| c.acceptor_drops,
+    ),
+    (
+        "dtlsd_half_open_refused_total",
+        "Connect mode: handshakes for new local sources refused at the half-open cap.",
+        |c| c.half_open_refused,
+    ),
+    (
+        "dtlsd_half_open_shed_total",
+        "Half-open handshakes dropped to make room for newer ones.",
+        |c| c.half_open_shed,
+    ),
+    (
+        "dtlsd_sessions_revoked_total",
+        "Live sessions closed by a reload (PSK removed, client certificate no longer verifies).",
+        |c| c.sessions_revoked,
+    ),
+    (
+        "dtlsd_control_install_failures_total",
+        "Sessions a shard reported it could not install.",
+        |c| c.install_failed,
+    ),
+    (
+        "dtlsd_log_lines_suppressed_total",
+        "Handshake-failure and refusal log lines not written (rate limit).",
+        |c| c.log_lines_suppressed,
+    ),
+    (
+        "dtlsd_control_commands_dropped_total",
+        "Commands to a shard dropped because its queue was full.",
+        |c| c.queue_full_drops,
+    ),
+    (
+        "dtlsd_control_sessions_closed_total",
+        "Session closes the shards reported to the control thread.",
+        |c| c.sessions_closed,
+    ),
+    (
+        "dtlsd_aead_limits_total",
+        "Sessions closed because a key reached an AEAD limit.",
+        |c| c.aead_limits,
+    ),
+    (
+        "dtlsd_handshakes_resumed_total",
+        "Completed handshakes that resumed a session from a ticket.",
+        |c| c.handshakes_resumed,
+    ),
+    (
+        "dtlsd_ticket_rotations_total",
+        "Session-ticket key rotations.",
+        |c| c.ticket_rotations,
+    ),
+    (
+        "dtlsd_ticket_rotation_failures_total",
+        "Session-ticket key rotations that failed (the current key stays).",
+        |c| c.ticket_rotation_failures,
+    ),
+    (
+        "dtlsd_reloads_total",
+        "Configurations reloaded on SIGHUP and in use for new handshakes.",
+        |c| c.reloads,
+    ),
+    (
+        "dtlsd_reloads_failed_total",
+        "Reloaded configurations the engine refused (the previous one stays).",
+        |c| c.reloads_failed,
+    ),
+];
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn sample_value(text: &str, series: &str) -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// Every family's `# TYPE` kind by family name; panics on a sample before its family's
+    /// `# HELP` and `# TYPE`, or a sample whose name does not fit its family's kind.
+    fn families(text: &str) -> HashMap<String, String> {
+        let mut typed = HashMap::new();
+        let mut helped = std::collections::HashSet::new();
+        let mut lines = text.lines().peekable();
+        while let Some(line) = lines.next() {
+            if line == "# EOF" {
+                assert!(lines.peek().is_none(), "lines after # EOF");
+            } else if let Some(rest) = line.strip_prefix("# HELP ") {
+                helped.insert(rest.split(' ').next().expect("HELP has a name").to_owned());
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let mut parts = rest.split(' ');
+                let name = parts.next().expect("TYPE has a name");
+                let kind = parts.next().expect("TYPE has a kind");
+                assert!(kind == "counter" || kind == "gauge", "{line}");
+                assert!(name.starts_with("dtlsd_"), "{line}");
+                assert!(!name.ends_with("_total"), "OpenMetrics family {line}");
+                let previous = typed.insert(name.to_owned(), kind.to_owned());
+                assert!(previous.is_none(), "family {name} typed twice");
+            } else {
+                let series = line.split(['{', ' ']).next().expect("sample has a name");
+                let (family, kind) = match series.strip_suffix("_total") {
+                    Some(family) if typed.get(family).is_some_and(|k| k == "counter") => {
+                        (family, "counter")
+                    }
+                    _ => (series, "gauge"),
+                };
+                assert_eq!(typed.get(family).map(String::as_str), Some(kind), "{line}");
+                assert!(helped.contains(family), "{line}");
+            }
+        }
+        assert_eq!(text.lines().last(), Some("# EOF"));
+        typed
+    }
+
+    #[test]
+    fn render_labels_shards_and_reasons() {
+        let control = ControlStats {
+            handshakes_completed: 3,
+            handshakes_failed_timeout: 2,
+            cookies_sent: 5,
+            ..ControlStats::default()
+        };
+        let a = ShardStats {
+            records_opened: 7,
+            drop_replay: 4,
+            sessions_active: 1,
+            sessions_refused_descriptors: 6,
+            ..ShardStats::default()
+        };
+        let b = ShardStats {
+            bytes_in: 99,
+            drop_refused: 8,
+            ..ShardStats::default()
+        };
+        let io = IoStats {
+            gso_segments: 11,
+            ..IoStats::default()
+        };
+        let text = render(&control, &[(a, io), (b, IoStats::default())]);
+        let expect = [
+            ("dtlsd_records_opened_total{shard=\"0\"}", 7),
+            ("dtlsd_bytes_in_total{shard=\"1\"}", 99),
+            ("dtlsd_sessions_active{shard=\"0\"}", 1),
+            ("dtlsd_io_gso_segments_total{shard=\"0\"}", 11),
+            ("dtlsd_drops_total{shard=\"0\",reason=\"replay\"}", 4),
+            ("dtlsd_drops_total{shard=\"1\",reason=\"refused\"}", 8),
+            (
+                "dtlsd_sessions_refused_total{shard=\"0\",reason=\"descriptors\"}",
+                6,
+            ),
+            (
+                "dtlsd_sessions_refused_total{shard=\"1\",reason=\"socket\"}",
+                0,
+            ),
+            ("dtlsd_handshakes_completed_total", 3),
+            ("dtlsd_handshakes_failed_total{reason=\"timeout\"}", 2),
+            ("dtlsd_cookies_sent_total", 5),
+            ("dtlsd_shards", 2),
+        ];
+        for (series, value) in expect {
+            assert_eq!(sample_value(&text, series), Some(value), "{series}\n{text}");
+        }
+    }
+
+    #[test]
+    fn every_family_has_help_and_type_before_its_samples() {
+        let text = render(
+            &ControlStats::default(),
+            &[(ShardStats::default(), IoStats::default())],
+        );
+        let typed = families(&text);
+        assert!(typed.len() > 40, "{} families", typed.len());
+        assert_eq!(
+            typed.get("dtlsd_sessions_active").map(String::as_str),
+            Some("gauge")
+        );
+        assert_eq!(typed.get("dtlsd_shards").map(String::as_str), Some("gauge"));
+        assert_eq!(
+            typed.get("dtlsd_drops").map(String::as_str),
+            Some("counter")
+        );
+    }
+
+    #[test]
+    fn counter_names_end_in_total_and_gauges_do_not() {
+        for &(name, kind, _, _) in SHARD_FAMILIES {
+            assert_eq!(kind == "counter", name.ends_with("_total"), "{name}");
+            assert!(kind == "counter" || kind == "gauge", "{name}");
+        }
+        for &(name, _, _) in CONTROL_FAMILIES {
+            assert!(name.ends_with("_total"), "{name}");
+        }
+    }
+
+    #[test]
+    fn every_family_and_reason_is_documented() {
+        let docs = include_str!("../../../../docs/dtlsd.md");
+        let text = render(
+            &ControlStats::default(),
+            &[(ShardStats::default(), IoStats::default())],
+        );
+        for (family, kind) in families(&text) {
+            let name = if kind == "counter" {
+                format!("{family}_total")
+            } else {
+                family
+            };
+            assert!(
+                docs.contains(&format!("| `{name}` |")),
+                "{name} is not in docs/dtlsd.md's metrics table"
+            );
+        }
+        let control_reasons = HANDSHAKE_REFUSAL_REASONS.iter().map(|(r, _)| r);
+        for reason in DROP_REASONS
+            .iter()
+            .chain(REFUSAL_REASONS)
+            .map(|(r, _)| r)
+            .chain(control_reasons)
+        {
+            assert!(
+                docs.contains(&format!("`{reason}` (")),
+                "reason {reason} is not explained in docs/dtlsd.md"
+            );
+        }
+    }
+}
