@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use control::runtime::{ControlCounters, ControlStats, ControlThread};
+use dtls_crypto::pki_types::UnixTime;
 use dtls_io::{IoConfig, SocketConfig};
 use dtls_shard::{Shard, ShardConfig, ShardQueues, ShardStats};
 
@@ -280,16 +281,17 @@ impl Drop for Daemon {
     }
 }
 
-/// Loads a certificate chain and its private key (PEM) for the handshake engine.
+/// Loads a certificate chain and its private key (PEM) for the handshake engine, checked
+/// at the current time by `crate::certcheck` (key matches the certificate, validity, chain
+/// order, unencrypted key); warnings are logged.
 ///
 /// # Errors
-/// A file that cannot be read or parsed, named with its path.
+/// Every problem that refuses the pair, on one line naming each file.
 pub fn load_certified_key(paths: &CertKeyPaths) -> anyhow::Result<Arc<control::CertifiedKey>> {
-    let chain = dtls_crypto::pem::load_certificates(&paths.cert)
-        .with_context(|| format!("cert {}", paths.cert.display()))?;
-    let key = control::SigningKey::from_pem_file(&paths.key)
-        .with_context(|| format!("key {}", paths.key.display()))?;
-    Ok(Arc::new(control::CertifiedKey { chain, key }))
+    Ok(crate::certcheck::load_certified_key(
+        paths,
+        UnixTime::now(),
+    )?)
 }
 
 /// One shard per core beyond the first (the control thread's), at least one.

@@ -7,12 +7,14 @@
 //! ([`config`]) loaded from TOML (unknown keys are errors naming the key), command-line
 //! flags merged over it, and validation that names every bad key; `dtlsd certs` writes a
 //! test PKI ([`certs`]); `dtlsd check-config` validates a file and loads the PEM files it
-//! names ([`check`]); the `--metrics` HTTP endpoint ([`metrics`]).
+//! names ([`check`]), checking each certificate/key pair as start-up and reload do
+//! ([`certcheck`]); the `--metrics` HTTP endpoint ([`metrics`]).
 //!
 //! `docs/dtlsd.md` documents every command, key, signal and metric.
 
 #![forbid(unsafe_code)]
 
+pub mod certcheck;
 pub mod certs;
 pub mod check;
 pub mod config;

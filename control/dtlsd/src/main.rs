@@ -106,7 +106,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig { file } => Ok(check_config(&file)),
         Command::Serve(flags) => {
-            let config = match flags.resolve() {
+            let config = match flags.resolve().and_then(dtlsd::check::serve_files) {
                 Ok(config) => config,
                 Err(errors) => return Ok(invalid_config(&errors)),
             };
@@ -117,7 +117,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             finish(outcome, server.shutdown())
         }
         Command::Connect(flags) => {
-            let config = match flags.resolve() {
+            let config = match flags.resolve().and_then(dtlsd::check::connect_files) {
                 Ok(config) => config,
                 Err(errors) => return Ok(invalid_config(&errors)),
             };
@@ -203,8 +203,15 @@ fn finish(outcome: Outcome, shutdown: anyhow::Result<()>) -> anyhow::Result<Exit
 
 fn check_config(file: &Path) -> ExitCode {
     match dtlsd::check::check_file(file) {
-        Ok(config) => {
-            let kind = match config {
+        Ok(checked) => {
+            for w in &checked.warnings {
+                eprintln!(
+                    "{}: warning: {}",
+                    file.display(),
+                    w.to_string().replace('\n', " ")
+                );
+            }
+            let kind = match checked.config {
                 Config::Serve(_) => "serve",
                 Config::Connect(_) => "connect",
             };
