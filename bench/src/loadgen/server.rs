@@ -178,6 +178,7 @@ impl TestServer {
                 idle_timeout: Duration::from_secs(300),
                 keepalive: None,
                 log_format: LogFormat::Human,
+                takeover: false,
             },
         };
         let options = Options {

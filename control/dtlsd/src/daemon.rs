@@ -88,6 +88,7 @@ impl Daemon {
         tuning: &Tuning,
         control: ControlBuilder,
     ) -> anyhow::Result<Self> {
+        crate::portprobe::check_listen(listen, tuning.takeover)?;
         // Bound before the shards start so that a bad address stops startup at once.
         let metrics_listener = tuning.metrics.map(metrics::Listener::bind).transpose()?;
         let shard_count = tuning.shards.unwrap_or_else(default_shards).max(1);

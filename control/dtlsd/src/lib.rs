@@ -8,7 +8,8 @@
 //! flags merged over it, and validation that names every bad key; `dtlsd certs` writes a
 //! test PKI ([`certs`]); `dtlsd check-config` validates a file and loads the PEM files it
 //! names ([`check`]), checking each certificate/key pair as start-up and reload do
-//! ([`certcheck`]); the `--metrics` HTTP endpoint ([`metrics`]).
+//! ([`certcheck`]); start-up refuses a listen address another process holds unless told to
+//! take it over ([`portprobe`]); the `--metrics` HTTP endpoint ([`metrics`]).
 //!
 //! `docs/dtlsd.md` documents every command, key, signal and metric.
 
@@ -21,4 +22,5 @@ pub mod config;
 pub mod connect;
 pub mod daemon;
 pub mod metrics;
+pub mod portprobe;
 pub mod serve;

@@ -1,5 +1,6 @@
 //! Command-line flags of `serve` and `connect`, and their merge over a config file: a flag
-//! that is given overrides the file's key; a repeated `--psk` replaces the file's whole list.
+//! that is given overrides the file's key; a repeated `--psk` replaces the file's whole list;
+//! the boolean flags (`--insecure-skip-verify`, `--takeover`) can only turn their key on.
 
 use std::path::PathBuf;
 
@@ -33,6 +34,11 @@ pub struct TuningFlags {
     /// --idle-timeout [default: off; 1..=3600].
     #[arg(long, value_name = "SECS")]
     pub keepalive: Option<i64>,
+    /// Start even if another process holds --listen, sharing it through SO_REUSEPORT: for a
+    /// restart without downtime, start the new daemon with --takeover, then SIGTERM the old
+    /// one. Without it, a listen address in use stops start-up naming its owner.
+    #[arg(long)]
+    pub takeover: bool,
     /// Log format. Not a flag of its own: the global `--log-format` flag of `dtlsd` is
     /// copied here, so it overrides the file's `log_format` like any other flag.
     #[arg(skip)]
@@ -122,6 +128,11 @@ pub fn merge_serve(file: RawServe, flags: ServeFlags) -> RawServe {
         idle_timeout: t.idle_timeout.or(file.idle_timeout),
         keepalive: t.keepalive.or(file.keepalive),
         log_format: t.log_format.or(file.log_format),
+        takeover: if t.takeover {
+            Some(true)
+        } else {
+            file.takeover
+        },
     }
 }
 
@@ -149,6 +160,11 @@ pub fn merge_connect(file: RawConnect, flags: ConnectFlags) -> RawConnect {
         idle_timeout: t.idle_timeout.or(file.idle_timeout),
         keepalive: t.keepalive.or(file.keepalive),
         log_format: t.log_format.or(file.log_format),
+        takeover: if t.takeover {
+            Some(true)
+        } else {
+            file.takeover
+        },
     }
 }
 

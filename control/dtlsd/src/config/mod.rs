@@ -152,6 +152,9 @@ pub struct Tuning {
     pub keepalive: Option<Duration>,
     /// Log line format.
     pub log_format: LogFormat,
+    /// Share the listen address with a process already bound to it (a restart) instead of
+    /// refusing to start; see `crate::portprobe`.
+    pub takeover: bool,
 }
 
 /// A validated configuration of either command.

@@ -80,6 +80,7 @@ pub struct RawServe {
     pub idle_timeout: Option<i64>,
     pub keepalive: Option<i64>,
     pub log_format: Option<LogFormat>,
+    pub takeover: Option<bool>,
 }
 
 /// Keys of `[connect]`; see `docs/dtlsd.md` for each.
@@ -101,6 +102,7 @@ pub struct RawConnect {
     pub idle_timeout: Option<i64>,
     pub keepalive: Option<i64>,
     pub log_format: Option<LogFormat>,
+    pub takeover: Option<bool>,
 }
 
 /// A whole configuration file.

@@ -41,6 +41,7 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
         idle_timeout: raw.idle_timeout,
         keepalive: raw.keepalive,
         log_format: raw.log_format,
+        takeover: raw.takeover,
     });
     let certificate = c.cert_key(raw.cert.as_deref(), raw.key.as_deref());
     let mut psks = Vec::new();
@@ -107,6 +108,7 @@ pub fn validate_connect(raw: RawConnect) -> Result<ConnectConfig, ConfigErrors> 
         idle_timeout: raw.idle_timeout,
         keepalive: raw.keepalive,
         log_format: raw.log_format,
+        takeover: raw.takeover,
     });
     let client_certificate = c.cert_key(raw.cert.as_deref(), raw.key.as_deref());
     let insecure = raw.insecure_skip_verify.unwrap_or(false);
@@ -250,6 +252,7 @@ struct TuningIn<'a> {
     idle_timeout: Option<i64>,
     keepalive: Option<i64>,
     log_format: Option<super::LogFormat>,
+    takeover: Option<bool>,
 }
 
 struct Checker {
@@ -403,6 +406,7 @@ impl Checker {
                 None => None,
             },
             log_format: t.log_format.unwrap_or_default(),
+            takeover: t.takeover.unwrap_or(false),
         })
     }
 }
