@@ -2,10 +2,11 @@
 //!
 //! Every shard binds the listen address with SO_REUSEPORT, so a second daemon on the same
 //! address would bind too and the kernel would split clients between the two. Before the
-//! shards bind, [`check_listen`] binds a probe socket on the address *without*
-//! SO_REUSEPORT (or SO_REUSEADDR) and closes it at once: Linux refuses that bind with
-//! EADDRINUSE while any socket holds a conflicting address, whether that socket set
-//! SO_REUSEPORT or not. Port 0 needs no probe (the kernel picks a free port).
+//! shards bind, [`check_listen`] binds a probe socket on the address as a shard would
+//! (`dtls_io::bind_udp`, so IPv6 is `IPV6_V6ONLY` as there) but *without* SO_REUSEPORT,
+//! and closes it at once: Linux refuses that bind with EADDRINUSE while any socket holds a
+//! conflicting address, whether that socket set SO_REUSEPORT or not. Port 0 needs no probe
+//! (the kernel picks a free port).
 //!
 //! The owner is named when it can be found, best effort: the conflicting sockets' inodes
 //! from `/proc/net/udp` and `/proc/net/udp6` (this network namespace), then the processes
@@ -19,8 +20,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
+
+use dtls_io::SocketConfig;
 
 /// A process holding a socket bound to a conflicting address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,39 +91,51 @@ pub fn check_listen(addr: SocketAddr, takeover: bool) -> Result<(), ListenError>
     if addr.port() == 0 {
         return Ok(());
     }
-    let result = probe(addr);
-    if !takeover {
-        return result;
-    }
-    match result {
-        Err(ListenError::InUse { owners, .. }) => tracing::warn!(
+    match probe(addr) {
+        Err(ListenError::InUse { owners, .. }) if takeover => tracing::warn!(
             %addr,
             shared_with = %owners_text(&owners),
             "--takeover: sharing the listen address (SO_REUSEPORT); the kernel splits clients \
              between the processes until the other one stops"
         ),
-        _ => tracing::warn!(
+        Ok(()) if takeover => tracing::warn!(
             %addr,
-            "--takeover: listen address not checked for other owners; it is free now"
+            "--takeover given, but no other process holds the listen address"
         ),
+        result => return result,
     }
     Ok(())
 }
 
-/// Binds and closes a socket on `addr` without SO_REUSEPORT (std's `UdpSocket::bind` sets
-/// neither SO_REUSEPORT nor SO_REUSEADDR).
+/// Binds and closes a socket on `addr` with the shards' options but SO_REUSEPORT (and it
+/// sets no SO_REUSEADDR either).
 fn probe(addr: SocketAddr) -> Result<(), ListenError> {
-    match UdpSocket::bind(addr) {
-        Ok(socket) => {
-            drop(socket);
+    let config = SocketConfig {
+        reuse_port: false,
+        recv_buffer: 0,
+        send_buffer: 0,
+        gro: false,
+        ..SocketConfig::default()
+    };
+    match dtls_io::bind_udp(addr, &config) {
+        Ok(bound) => {
+            drop(bound);
             Ok(())
         }
-        Err(source) if source.kind() == io::ErrorKind::AddrInUse => Err(ListenError::InUse {
+        Err(dtls_io::Error::Socket { op: "bind", source })
+            if source.kind() == io::ErrorKind::AddrInUse =>
+        {
+            Err(ListenError::InUse {
+                addr,
+                source,
+                owners: owners(addr, Path::new("/proc")),
+            })
+        }
+        Err(dtls_io::Error::Socket { source, .. }) => Err(ListenError::Bind { addr, source }),
+        Err(other) => Err(ListenError::Bind {
             addr,
-            source,
-            owners: owners(addr, Path::new("/proc")),
+            source: io::Error::other(other.to_string()),
         }),
-        Err(source) => Err(ListenError::Bind { addr, source }),
     }
 }
 
@@ -235,9 +250,10 @@ fn socket_inode(link: &str) -> Option<u64> {
         .ok()
 }
 
-/// Whether a socket bound to `theirs` keeps a bind on `ours` from succeeding: the same
-/// port and overlapping addresses (equal, or one a wildcard; an IPv6 wildcard may be dual
-/// stack, so it overlaps IPv4 addresses too).
+/// Whether a socket bound to `theirs` may keep a bind on `ours` from succeeding: the same
+/// port and overlapping addresses (equal, or one a wildcard). Ours, like the shards', is
+/// IPv6-only when IPv6; theirs, when an IPv6 wildcard, may be dual stack and so overlap an
+/// IPv4 address of ours (v4-mapped addresses count as IPv4).
 pub fn conflicts(ours: SocketAddr, theirs: SocketAddr) -> bool {
     if ours.port() != theirs.port() {
         return false;
@@ -247,7 +263,8 @@ pub fn conflicts(ours: SocketAddr, theirs: SocketAddr) -> bool {
         (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
             a == b || a.is_unspecified() || b.is_unspecified()
         }
-        (IpAddr::V6(v6), IpAddr::V4(_)) | (IpAddr::V4(_), IpAddr::V6(v6)) => v6.is_unspecified(),
+        (IpAddr::V4(_), IpAddr::V6(theirs)) => theirs.is_unspecified(),
+        (IpAddr::V6(_), IpAddr::V4(_)) => false,
     }
 }
 
@@ -332,13 +349,15 @@ garbage line
         assert!(!conflicts(ours, addr("127.0.0.1:4434")));
         assert!(!conflicts(ours, addr("[::1]:4433")));
         assert!(conflicts(addr("0.0.0.0:4433"), addr("10.1.2.3:4433")));
-        assert!(conflicts(addr("[::]:4433"), addr("10.1.2.3:4433")));
+        assert!(conflicts(addr("[::]:4433"), addr("[::1]:4433")));
+        // Ours is IPv6-only, as the shards' sockets are.
+        assert!(!conflicts(addr("[::]:4433"), addr("10.1.2.3:4433")));
         assert!(!conflicts(addr("[::1]:4433"), addr("10.1.2.3:4433")));
     }
 
     #[test]
     fn names_the_owner_of_a_real_socket() {
-        let held = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let held = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let at = held.local_addr().expect("address");
         let owners = owners(at, Path::new("/proc"));
         assert!(
@@ -359,6 +378,34 @@ garbage line
         assert!(check_listen(at, true).is_ok(), "takeover never refuses");
         drop(held);
         assert!(check_listen(at, false).is_ok(), "free once closed");
+    }
+
+    #[test]
+    fn the_probe_is_ipv6_only_as_the_shards_are() {
+        // An IPv4 wildcard socket does not keep the shards (IPV6_V6ONLY) off [::]:port, so
+        // it must not stop the probe either.
+        let Ok(v6) = std::net::UdpSocket::bind("[::1]:0") else {
+            return; // no IPv6 on this host
+        };
+        let port = v6.local_addr().expect("address").port();
+        drop(v6);
+        let Ok(held) = std::net::UdpSocket::bind(("0.0.0.0", port)) else {
+            return; // the port was taken in between
+        };
+        assert!(check_listen(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port), false).is_ok());
+        drop(held);
+    }
+
+    #[test]
+    fn other_bind_failures_are_not_called_in_use() {
+        // 192.0.2.1 (TEST-NET-1) is on no interface here.
+        let err = check_listen(addr("192.0.2.1:4433"), true).expect_err("not local");
+        assert!(matches!(err, ListenError::Bind { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("cannot listen on 192.0.2.1:4433: "),
+            "{err}"
+        );
     }
 
     #[test]
