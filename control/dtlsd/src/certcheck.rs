@@ -398,7 +398,7 @@ pub fn load_certified_key(
 ) -> Result<Arc<control::CertifiedKey>, CredentialErrors> {
     let checked = check_cert_key(paths, now);
     for warning in checked.warnings() {
-        tracing::warn!("{warning}");
+        tracing::warn!(config_key = warning.field.key(), "{}", warning.problem);
     }
     match checked.loaded {
         Some(loaded) => Ok(Arc::new(loaded)),
