@@ -185,6 +185,7 @@ impl TestServer {
                     half_open_per_prefix: usize::MAX,
                     ..dtlsd::config::limits::Limits::default()
                 },
+                takeover: false,
             },
         };
         let options = Options {

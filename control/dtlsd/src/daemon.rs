@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use control::runtime::{ControlCounters, ControlStats, ControlThread, Reload};
+use dtls_crypto::pki_types::UnixTime;
 use dtls_io::{IoConfig, SocketConfig};
 use dtls_shard::{Shard, ShardConfig, ShardQueues, ShardStats};
 
@@ -88,6 +89,7 @@ impl Daemon {
         tuning: &Tuning,
         control: ControlBuilder,
     ) -> anyhow::Result<Self> {
+        crate::portprobe::check_listen(listen, tuning.takeover)?;
         // Bound before the shards start so that a bad address stops startup at once.
         let metrics_listener = tuning.metrics.map(metrics::Listener::bind).transpose()?;
         let shard_count = tuning.shards.unwrap_or_else(default_shards).max(1);
@@ -297,16 +299,17 @@ impl Drop for Daemon {
     }
 }
 
-/// Loads a certificate chain and its private key (PEM) for the handshake engine.
+/// Loads a certificate chain and its private key (PEM) for the handshake engine, checked
+/// at the current time by `crate::certcheck` (key matches the certificate, validity, chain
+/// order, unencrypted key); warnings are logged.
 ///
 /// # Errors
-/// A file that cannot be read or parsed, named with its path.
+/// Every problem that refuses the pair, on one line naming each file.
 pub fn load_certified_key(paths: &CertKeyPaths) -> anyhow::Result<Arc<control::CertifiedKey>> {
-    let chain = dtls_crypto::pem::load_certificates(&paths.cert)
-        .with_context(|| format!("cert {}", paths.cert.display()))?;
-    let key = control::SigningKey::from_pem_file(&paths.key)
-        .with_context(|| format!("key {}", paths.key.display()))?;
-    Ok(Arc::new(control::CertifiedKey { chain, key }))
+    Ok(crate::certcheck::load_certified_key(
+        paths,
+        UnixTime::now(),
+    )?)
 }
 
 /// One shard per core beyond the first (the control thread's), at least one.

@@ -7,13 +7,17 @@
 //! ([`config`]) loaded from TOML (unknown keys are errors naming the key), command-line
 //! flags merged over it, and validation that names every bad key; `dtlsd certs` writes a
 //! test PKI ([`certs`]); `dtlsd check-config` validates a file and loads the PEM files it
-//! names ([`check`]); the `--metrics` HTTP endpoint ([`metrics`]); the open-files limit
-//! checked against the session caps at start ([`descriptors`]).
+//! names ([`check`]), checking each certificate/key pair as start-up and reload do
+//! ([`certcheck`]); start-up refuses a listen address another process holds unless told to
+//! take it over ([`portprobe`]); the `--metrics` HTTP endpoint ([`metrics`]); the open-files
+//! limit checked against the session caps at start ([`descriptors`]); per-peer log lines
+//! ([`sessionlog`]).
 //!
 //! `docs/dtlsd.md` documents every command, key, signal and metric.
 
 #![forbid(unsafe_code)]
 
+pub mod certcheck;
 pub mod certs;
 pub mod check;
 pub mod config;
@@ -21,5 +25,6 @@ pub mod connect;
 pub mod daemon;
 pub mod descriptors;
 pub mod metrics;
+pub mod portprobe;
 pub mod serve;
 pub mod sessionlog;

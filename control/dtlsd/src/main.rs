@@ -40,13 +40,15 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Terminate DTLS from any number of clients on --listen and relay each session's
-    /// plaintext to --backend over its own UDP flow. SIGHUP reloads certificates, keys and
-    /// PSKs (live sessions stay); SIGINT/SIGTERM send close_notify to every session and
-    /// exit 0.
+    /// plaintext to --backend over its own UDP flow. SIGHUP re-reads --config and applies
+    /// certificates, keys, client CA and PSKs (sessions of a removed PSK, or whose client
+    /// certificate the new CA rejects, are closed); SIGINT/SIGTERM send close_notify to every
+    /// session and exit 0.
     Serve(Box<ServeFlags>),
     /// Accept plaintext UDP on --listen and carry each local source's datagrams over its own
-    /// DTLS session to --server; replies come back to that source. SIGHUP reloads the CA,
-    /// certificate and key; SIGINT/SIGTERM send close_notify on every session and exit 0.
+    /// DTLS session to --server; replies come back to that source. SIGHUP re-reads --config
+    /// and applies the server trust (CA or PSK), certificate and key to new handshakes;
+    /// SIGINT/SIGTERM send close_notify on every session and exit 0.
     Connect(Box<ConnectFlags>),
     /// Write a test PKI: ca.pem, server.pem, server.key (SAN localhost, 127.0.0.1),
     /// client.pem, client.key (ECDSA P-256). For tests and first runs.
@@ -117,7 +119,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig { file } => Ok(check_config(&file)),
         Command::Serve(flags) => {
-            let config = match flags.resolve() {
+            let config = match flags.resolve().and_then(dtlsd::check::serve_files) {
                 Ok(config) => config,
                 Err(errors) => return Ok(invalid_config(&errors)),
             };
@@ -140,7 +142,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             finish(outcome, server.shutdown())
         }
         Command::Connect(flags) => {
-            let config = match flags.resolve() {
+            let config = match flags.resolve().and_then(dtlsd::check::connect_files) {
                 Ok(config) => config,
                 Err(errors) => return Ok(invalid_config(&errors)),
             };
@@ -236,8 +238,15 @@ fn finish(outcome: Outcome, shutdown: anyhow::Result<()>) -> anyhow::Result<Exit
 
 fn check_config(file: &Path) -> ExitCode {
     match dtlsd::check::check_file(file) {
-        Ok(config) => {
-            let kind = match config {
+        Ok(checked) => {
+            for w in &checked.warnings {
+                eprintln!(
+                    "{}: warning: {}",
+                    file.display(),
+                    w.to_string().replace('\n', " ")
+                );
+            }
+            let kind = match checked.config {
                 Config::Serve(_) => "serve",
                 Config::Connect(_) => "connect",
             };

@@ -175,6 +175,14 @@ pub enum Problem {
         /// What dtls-crypto reported (names the file).
         source: dtls_crypto::Error,
     },
+    /// A certificate chain or private key that cannot authenticate a handshake, or (as a
+    /// warning) one that expires soon or whose key file others can read; see
+    /// `crate::certcheck`.
+    #[error("{source}")]
+    Credential {
+        /// What the check found (names the file); boxed, it is large.
+        source: Box<crate::certcheck::CredentialProblem>,
+    },
 }
 
 /// All the problems found in one configuration.

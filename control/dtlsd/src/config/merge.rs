@@ -1,5 +1,6 @@
 //! Command-line flags of `serve` and `connect`, and their merge over a config file: a flag
-//! that is given overrides the file's key; a repeated `--psk` replaces the file's whole list.
+//! that is given overrides the file's key; a repeated `--psk` replaces the file's whole list;
+//! the boolean flags (`--insecure-skip-verify`, `--takeover`) can only turn their key on.
 
 use std::path::PathBuf;
 
@@ -42,6 +43,11 @@ pub struct TuningFlags {
     /// 25 % headroom, see docs/dtlsd.md].
     #[arg(long, value_name = "N")]
     pub max_sessions_per_shard: Option<i64>,
+    /// Start even if another process holds --listen, sharing it through SO_REUSEPORT: for a
+    /// restart without downtime, start the new daemon with --takeover, then SIGTERM the old
+    /// one. Without it, a listen address in use stops start-up naming its owner.
+    #[arg(long)]
+    pub takeover: bool,
     /// Log format. Not a flag of its own: the global `--log-format` flag of `dtlsd` is
     /// copied here, so it overrides the file's `log_format` like any other flag.
     #[arg(skip)]
@@ -132,6 +138,11 @@ pub fn merge_serve(file: RawServe, flags: ServeFlags) -> RawServe {
         keepalive: t.keepalive.or(file.keepalive),
         log_format: t.log_format.or(file.log_format),
         limits: merge_limits(file.limits, t.max_sessions, t.max_sessions_per_shard),
+        takeover: if t.takeover {
+            Some(true)
+        } else {
+            file.takeover
+        },
     }
 }
 
@@ -169,6 +180,11 @@ pub fn merge_connect(file: RawConnect, flags: ConnectFlags) -> RawConnect {
         keepalive: t.keepalive.or(file.keepalive),
         log_format: t.log_format.or(file.log_format),
         limits: merge_limits(file.limits, t.max_sessions, t.max_sessions_per_shard),
+        takeover: if t.takeover {
+            Some(true)
+        } else {
+            file.takeover
+        },
     }
 }
 

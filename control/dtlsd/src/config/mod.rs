@@ -155,6 +155,9 @@ pub struct Tuning {
     pub log_format: LogFormat,
     /// Caps on sessions and half-open handshakes (`[limits]`).
     pub limits: limits::Limits,
+    /// Share the listen address with a process already bound to it (a restart) instead of
+    /// refusing to start; see `crate::portprobe`.
+    pub takeover: bool,
 }
 
 impl Tuning {

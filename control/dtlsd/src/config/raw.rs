@@ -81,6 +81,7 @@ pub struct RawServe {
     pub idle_timeout: Option<i64>,
     pub keepalive: Option<i64>,
     pub log_format: Option<LogFormat>,
+    pub takeover: Option<bool>,
     /// The file's `[limits]` table (a sibling of `[serve]`).
     #[serde(skip)]
     pub limits: RawLimits,
@@ -105,6 +106,7 @@ pub struct RawConnect {
     pub idle_timeout: Option<i64>,
     pub keepalive: Option<i64>,
     pub log_format: Option<LogFormat>,
+    pub takeover: Option<bool>,
     /// The file's `[limits]` table (a sibling of `[connect]`).
     #[serde(skip)]
     pub limits: RawLimits,

@@ -67,7 +67,7 @@ fn every_serve_and_connect_key_parses_and_validates() {
         "listen = \"[::]:4433\"\nbackend = \"127.0.0.1:9000\"\ncert = \"{d}/a.pem\"\n\
          key = \"{d}/b.pem\"\npsk = [\"a:00ff\", \"b:c0ffee\"]\nclient_ca = \"{d}/a.pem\"\n\
          shards = 2\nio = \"mmsg\"\nmtu = 1200\nmetrics = \"127.0.0.1:9100\"\n\
-         idle_timeout = 60\nkeepalive = 15\nlog_format = \"json\"\n"
+         idle_timeout = 60\nkeepalive = 15\nlog_format = \"json\"\ntakeover = true\n"
     ));
     let s = validate_serve(serve).expect("valid serve config");
     assert_eq!(s.listen, "[::]:4433".parse().expect("addr"));
@@ -86,13 +86,14 @@ fn every_serve_and_connect_key_parses_and_validates() {
             keepalive: Some(Duration::from_secs(15)),
             log_format: LogFormat::Json,
             limits: Limits::default(),
+            takeover: true,
         }
     );
     let connect = connect_toml(&format!(
         "listen = \"127.0.0.1:5000\"\nserver = \"127.0.0.1:4433\"\nca = \"{d}/a.pem\"\n\
          server_name = \"localhost\"\ninsecure_skip_verify = false\ncert = \"{d}/a.pem\"\n\
          key = \"{d}/b.pem\"\nshards = 1\nio = \"uring\"\nmtu = 9000\nmetrics = \"127.0.0.1:9101\"\n\
-         idle_timeout = 10\nkeepalive = 9\nlog_format = \"human\"\n"
+         idle_timeout = 10\nkeepalive = 9\nlog_format = \"human\"\ntakeover = false\n"
     ));
     let c = validate_connect(connect).expect("valid connect config");
     assert!(matches!(
@@ -101,6 +102,7 @@ fn every_serve_and_connect_key_parses_and_validates() {
     ));
     assert!(c.client_certificate.is_some());
     assert_eq!(c.tuning.io, IoMode::Uring);
+    assert!(!c.tuning.takeover);
 }
 
 #[test]
@@ -117,6 +119,7 @@ fn defaults_apply_when_keys_are_absent() {
             keepalive: None,
             log_format: LogFormat::Human,
             limits: Limits::default(),
+            takeover: false,
         }
     );
     assert!(s.credentials.certificate.is_none());
@@ -412,6 +415,28 @@ fn insecure_flag_only_turns_verification_off() {
     let merged = merge_connect(RawConnect::default(), flags);
     assert_eq!(merged.insecure_skip_verify, Some(true));
     assert_eq!(merged.server.as_deref(), Some("127.0.0.1:2"));
+}
+
+#[test]
+fn takeover_flag_only_turns_takeover_on() {
+    let on = serve_toml("takeover = true\n");
+    assert_eq!(merge_serve(on, ServeFlags::default()).takeover, Some(true));
+    let off = connect_toml("takeover = false\n");
+    let flags = ConnectFlags {
+        tuning: TuningFlags {
+            takeover: true,
+            ..TuningFlags::default()
+        },
+        ..ConnectFlags::default()
+    };
+    assert_eq!(merge_connect(off.clone(), flags).takeover, Some(true));
+    assert_eq!(
+        merge_connect(off, ConnectFlags::default()).takeover,
+        Some(false)
+    );
+    let mut s = psk_only_serve();
+    s.takeover = Some(true);
+    assert!(validate_serve(s).expect("valid").tuning.takeover);
 }
 
 fn write_config(dir: &Path, text: &str) -> PathBuf {

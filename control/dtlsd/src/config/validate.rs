@@ -42,6 +42,7 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
         keepalive: raw.keepalive,
         log_format: raw.log_format,
         limits: &raw.limits,
+        takeover: raw.takeover,
     });
     let certificate = c.cert_key(raw.cert.as_deref(), raw.key.as_deref());
     let mut psks = Vec::new();
@@ -109,6 +110,7 @@ pub fn validate_connect(raw: RawConnect) -> Result<ConnectConfig, ConfigErrors> 
         keepalive: raw.keepalive,
         log_format: raw.log_format,
         limits: &raw.limits,
+        takeover: raw.takeover,
     });
     let client_certificate = c.cert_key(raw.cert.as_deref(), raw.key.as_deref());
     let insecure = raw.insecure_skip_verify.unwrap_or(false);
@@ -253,6 +255,7 @@ struct TuningIn<'a> {
     idle_timeout: Option<i64>,
     keepalive: Option<i64>,
     log_format: Option<super::LogFormat>,
+    takeover: Option<bool>,
 }
 
 struct Checker {
@@ -408,6 +411,7 @@ impl Checker {
             },
             log_format: t.log_format.unwrap_or_default(),
             limits: limits?,
+            takeover: t.takeover.unwrap_or(false),
         })
     }
 }
