@@ -253,7 +253,9 @@ impl Connection {
                     self.retransmit_flight();
                 }
             }
-            TimerAction::GiveUp => self.fail(HandshakeError::Timeout),
+            TimerAction::GiveUp => self.fail(HandshakeError::Timeout {
+                unauthenticated: self.stats.rejected_records,
+            }),
         }
     }
 

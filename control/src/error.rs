@@ -11,8 +11,25 @@ use dtls_wire::{AlertDescription, WireError};
 #[non_exhaustive]
 pub enum HandshakeError {
     /// The retransmission give-up limit was reached (count or total time).
-    #[error("handshake timed out")]
-    Timeout,
+    /// `unauthenticated` counts the peer's records under the new keys that failed
+    /// authentication meanwhile: the records are discarded silently (RFC 6347 §4.1.2.7, so an
+    /// off-path attacker cannot abort a handshake with forged records), but when the
+    /// handshake then times out they are the likely reason, most often a wrong PSK.
+    #[error(
+        "handshake timed out{}",
+        if *unauthenticated > 0 {
+            format!(
+                "; {unauthenticated} of the peer's records under the new keys failed \
+                 authentication (mismatched keys: a wrong PSK?)"
+            )
+        } else {
+            String::new()
+        }
+    )]
+    Timeout {
+        /// The peer's records under the new keys that failed authentication.
+        unauthenticated: u64,
+    },
     /// The peer sent a fatal alert.
     #[error("peer sent fatal alert {description:?}")]
     PeerAlert {
@@ -121,7 +138,7 @@ impl HandshakeError {
     pub fn alert(&self) -> Option<AlertDescription> {
         use AlertDescription as A;
         Some(match self {
-            HandshakeError::Timeout | HandshakeError::PeerAlert { .. } => return None,
+            HandshakeError::Timeout { .. } | HandshakeError::PeerAlert { .. } => return None,
             HandshakeError::Decode { source, .. } => source.alert(),
             HandshakeError::UnexpectedMessage { .. } => A::UnexpectedMessage,
             HandshakeError::ProtocolVersion { .. } => A::ProtocolVersion,

@@ -298,7 +298,7 @@ fn client_retransmission_schedule_is_1_2_4_doubling_to_60_then_gives_up() {
         .collect();
     assert_eq!(secs(&times), expected, "ClientHello send times");
     assert!(
-        matches!(pair.client.failed, Some(HandshakeError::Timeout)),
+        matches!(pair.client.failed, Some(HandshakeError::Timeout { .. })),
         "{:?}",
         pair.client.failed
     );
@@ -326,7 +326,10 @@ fn total_handshake_time_limit_gives_up() {
     cfg.c2s.loss = 1.0;
     let mut pair = Pair::new(cfg);
     pair.drive_until(Duration::from_secs(100), |p| p.client.failed.is_some());
-    assert!(matches!(pair.client.failed, Some(HandshakeError::Timeout)));
+    assert!(matches!(
+        pair.client.failed,
+        Some(HandshakeError::Timeout { .. })
+    ));
     assert_eq!(pair.elapsed(), Duration::from_secs(20));
     assert_eq!(
         secs(&send_instants(&pair.client.sent)),
@@ -358,7 +361,10 @@ fn server_flight_schedule_restarts_at_1s_and_doubles() {
         expected.push(t);
     }
     assert_eq!(times, expected);
-    assert!(matches!(pair.server.failed, Some(HandshakeError::Timeout)));
+    assert!(matches!(
+        pair.server.failed,
+        Some(HandshakeError::Timeout { .. })
+    ));
     // The client meanwhile restarted its own timer at 1 s for its new flight.
     let ct = send_instants(&pair.client.sent);
     assert_eq!(ct[0], Duration::ZERO);

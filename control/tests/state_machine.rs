@@ -277,7 +277,7 @@ fn missing_change_cipher_spec_never_completes() {
     );
     assert_eq!(p.client.keys_ready, 0);
     assert!(
-        matches!(p.server.failed, Some(HandshakeError::Timeout)),
+        matches!(p.server.failed, Some(HandshakeError::Timeout { .. })),
         "{:?}",
         p.server.failed
     );
@@ -291,7 +291,7 @@ fn missing_change_cipher_spec_never_completes() {
         "client completed without the server's CCS"
     );
     assert!(
-        matches!(p.client.failed, Some(HandshakeError::Timeout)),
+        matches!(p.client.failed, Some(HandshakeError::Timeout { .. })),
         "{:?}",
         p.client.failed
     );

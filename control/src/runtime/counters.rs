@@ -88,7 +88,7 @@ impl ControlCounters {
     /// Counts one failed handshake under its reason.
     pub(crate) fn count_failure(&self, error: &HandshakeError) {
         let counter = match error {
-            HandshakeError::Timeout => &self.handshakes_failed_timeout,
+            HandshakeError::Timeout { .. } => &self.handshakes_failed_timeout,
             HandshakeError::PeerAlert { .. } => &self.handshakes_failed_peer_alert,
             _ => &self.handshakes_failed_protocol,
         };
