@@ -309,7 +309,9 @@ impl ControlThread {
         self.next_timer.into_iter().chain(cookies).min()
     }
 
-    fn reload(&mut self, config: Arc<Config>) {
+    fn reload(&mut self, mut config: Arc<Config>) {
+        // One reassembly budget for all of this loop's handshakes, old and new config alike.
+        Arc::make_mut(&mut config).reassembly_budget = Arc::clone(&self.config.reassembly_budget);
         let applied = match &mut self.front {
             Front::Server(acceptor) => acceptor.replace_config(Arc::clone(&config)),
             Front::Client { .. } => config.validate(),
