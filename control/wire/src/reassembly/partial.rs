@@ -241,6 +241,10 @@ impl Partial {
                             p.data.extend_from_slice(bytes);
                         }
                         None => {
+                            if self.pieces.is_empty() {
+                                // Most messages never hold more than one piece.
+                                self.pieces.reserve_exact(1);
+                            }
                             self.pieces.insert(
                                 idx,
                                 Piece {
