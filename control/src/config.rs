@@ -31,7 +31,7 @@ pub const DEFAULT_REASSEMBLY_BUDGET: usize = 8 << 20;
 /// Default of [`Config::max_client_certificate_chain`]: 32 KiB.
 ///
 /// Why: real client chains are a leaf and one or two intermediates, 1–2 KiB each with RSA
-/// and under 1 KiB with ECDSA (8 KiB covers four RSA-4096 certificates). Post-quantum
+/// and under 1 KiB with ECDSA, so today's chains stay under 8 KiB. Post-quantum
 /// certificates, which DTLS 1.3 will bring, are larger: an ML-DSA-65 certificate is about
 /// 5.5 KiB and an ML-DSA-87 one about 7.5 KiB, so a three-certificate ML-DSA-87 chain
 /// (~23 KiB) still fits.

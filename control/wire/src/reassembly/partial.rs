@@ -22,6 +22,8 @@ use super::DropReason;
 struct Piece {
     start: usize,
     data: Vec<u8>,
+    /// Bytes charged for it (its data's capacity and [`PIECE_OVERHEAD`]).
+    charged: usize,
 }
 
 impl Piece {
@@ -159,11 +161,7 @@ impl Partial {
                 }
             }
         }
-        let freed: usize = self
-            .pieces
-            .drain(..absorbed)
-            .map(|p| p.data.capacity() + PIECE_OVERHEAD)
-            .sum();
+        let freed: usize = self.pieces.drain(..absorbed).map(|p| p.charged).sum();
         if self.pieces.is_empty() {
             self.pieces = Vec::new();
         }
@@ -237,6 +235,7 @@ impl Partial {
                                 p.data.len() + bytes.len(),
                                 length - p.start,
                             );
+                            p.charged += want - p.data.capacity();
                             p.data.reserve_exact(want - p.data.len());
                             p.data.extend_from_slice(bytes);
                         }
@@ -250,6 +249,7 @@ impl Partial {
                                 Piece {
                                     start: cursor,
                                     data: bytes.to_vec(),
+                                    charged: bytes.len() + PIECE_OVERHEAD,
                                 },
                             );
                             idx += 1;
