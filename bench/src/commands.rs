@@ -1,5 +1,9 @@
 //! Command-line arguments and entry points of the data-plane commands: `quick`,
 //! `throughput`, `latency`, `handshakes`, `flood`.
+//!
+//! Each measuring command prints its report and writes its files, then returns
+//! [`validity::InvalidRun`] when the run was invalid (the binary exits with
+//! [`crate::validity::EXIT_INVALID_RUN`]); `quick` ends with a banner instead.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,6 +13,7 @@ use clap::Args;
 
 use crate::loadgen::run::write_json;
 use crate::loadgen::{CipherChoice, IoChoice, MIN_PAYLOAD, Switch};
+use crate::validity;
 use crate::{latency, quick, throughput};
 
 /// Seconds as a decimal number (`0.5`, `10`).
@@ -53,7 +58,8 @@ pub struct QuickArgs {
     pub out: PathBuf,
 }
 
-/// Runs `quick` and prints its report.
+/// Runs `quick` and prints its report; an invalid run ends with
+/// [`validity::invalid_banner`] and is still a success (the tour).
 pub fn quick_cli(a: &QuickArgs) -> Result<()> {
     check_size(a.size)?;
     if a.sessions == 0 {
@@ -69,6 +75,9 @@ pub fn quick_cli(a: &QuickArgs) -> Result<()> {
         out: a.out.clone(),
     })?;
     print!("{}", out.text);
+    if let Some(reasons) = validity::invalid_reasons(&out.doc) {
+        print!("{}", validity::invalid_banner(&reasons));
+    }
     Ok(())
 }
 
@@ -113,7 +122,10 @@ pub struct ThroughputArgs {
     pub json: Option<PathBuf>,
 }
 
-/// Runs `throughput` and prints its report.
+/// Runs `throughput`, prints its report and writes its document.
+///
+/// # Errors
+/// Bad arguments, a failed run, or [`validity::InvalidRun`] after the report.
 pub fn throughput_cli(a: &ThroughputArgs) -> Result<()> {
     check_size(a.size)?;
     if a.sessions == 0 || a.window == 0 || a.shards == 0 {
@@ -137,7 +149,7 @@ pub fn throughput_cli(a: &ThroughputArgs) -> Result<()> {
         write_json(path, &out.doc)?;
         println!("wrote {}", path.display());
     }
-    Ok(())
+    Ok(validity::check(&out.doc)?)
 }
 
 /// `dtls-bench latency`.
@@ -191,7 +203,10 @@ pub struct LatencyArgs {
     pub json: Option<PathBuf>,
 }
 
-/// Runs `latency` and prints its report.
+/// Runs `latency`, prints its report and writes its files.
+///
+/// # Errors
+/// Bad arguments, a failed run, or [`validity::InvalidRun`] after the report.
 pub fn latency_cli(a: &LatencyArgs) -> Result<()> {
     check_size(a.size)?;
     let rate = a.rate.unwrap_or(1.0);
@@ -225,7 +240,7 @@ pub fn latency_cli(a: &LatencyArgs) -> Result<()> {
         latency::run_loads(&cfg, &a.load, a.probe)?
     };
     print!("{}", out.text);
-    Ok(())
+    Ok(validity::check(&out.doc)?)
 }
 
 /// `dtls-bench handshakes`.
@@ -251,7 +266,10 @@ pub struct HandshakesArgs {
     pub json: Option<PathBuf>,
 }
 
-/// Runs `handshakes` and prints its report.
+/// Runs `handshakes`, prints its report and writes its document.
+///
+/// # Errors
+/// Bad arguments, a failed run, or [`validity::InvalidRun`] after the report.
 pub fn handshakes_cli(a: &HandshakesArgs) -> Result<()> {
     if a.parallel == 0 {
         bail!("--parallel must be at least 1");
@@ -268,7 +286,7 @@ pub fn handshakes_cli(a: &HandshakesArgs) -> Result<()> {
         write_json(path, &out.doc)?;
         println!("wrote {}", path.display());
     }
-    Ok(())
+    Ok(validity::check(&out.doc)?)
 }
 
 /// `dtls-bench flood`.
@@ -291,7 +309,10 @@ pub struct FloodArgs {
     pub json: Option<PathBuf>,
 }
 
-/// Runs `flood` and prints its report.
+/// Runs `flood`, prints its report and writes its document.
+///
+/// # Errors
+/// Bad arguments, a failed run, or [`validity::InvalidRun`] after the report.
 pub fn flood_cli(a: &FloodArgs) -> Result<()> {
     if !(a.rate.is_finite() && a.rate >= 1.0) || a.sources == 0 || a.sources > 60_000 {
         bail!("--rate must be at least 1 and --sources in 1..=60000");
@@ -307,5 +328,5 @@ pub fn flood_cli(a: &FloodArgs) -> Result<()> {
         write_json(path, &out.doc)?;
         println!("wrote {}", path.display());
     }
-    Ok(())
+    Ok(validity::check(&out.doc)?)
 }

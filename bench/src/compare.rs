@@ -19,8 +19,8 @@
 //! (percent of the base value) is a regression; a figure of BASE missing from NEW is a
 //! warning, not a failure; a figure only in NEW is listed as new. Exit codes of the
 //! subcommand: 0 no regression, 1 at least one regression, 2 unusable input (unreadable
-//! file, malformed JSON, no or malformed `figures`, a figure whose direction changed,
-//! a bad threshold).
+//! file, malformed JSON, a run marked invalid with `"valid": false`, no or malformed
+//! `figures`, a figure whose direction changed, a bad threshold).
 //!
 //! What it does not do: statistics across runs (feed it medians), or decide which figures
 //! are stable enough to gate on (gate on same-run ratios and instruction counts, not
@@ -126,6 +126,18 @@ pub enum CompareError {
         /// What is wrong.
         reason: String,
     },
+    /// The file's run is marked invalid (`"valid": false`): its figures measure something
+    /// else than the data plane (a saturated generator, nothing came back, ...).
+    #[error(
+        "{path}: the run is marked invalid (\"valid\": false), so its figures are not comparable: {}",
+        .reasons.join("; ")
+    )]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Its `invalid_reasons` (or a merged summary's invalid files).
+        reasons: Vec<String>,
+    },
     /// A figure is "higher is better" in one file and "lower" in the other.
     #[error("figure {name:?}: better is {base} in BASE but {new} in NEW")]
     DirectionChanged {
@@ -193,7 +205,7 @@ pub fn figures_from_json(doc: &Value) -> Result<Vec<Figure>, String> {
     Ok(out)
 }
 
-/// Reads a result file's figures.
+/// Reads a result file's figures; a file marked invalid is refused.
 pub fn load(path: &Path) -> Result<Vec<Figure>, CompareError> {
     let text = std::fs::read_to_string(path).map_err(|source| CompareError::Read {
         path: path.to_path_buf(),
@@ -203,6 +215,12 @@ pub fn load(path: &Path) -> Result<Vec<Figure>, CompareError> {
         path: path.to_path_buf(),
         source,
     })?;
+    if let Some(reasons) = crate::validity::invalid_reasons(&doc) {
+        return Err(CompareError::Invalid {
+            path: path.to_path_buf(),
+            reasons,
+        });
+    }
     figures_from_json(&doc).map_err(|reason| CompareError::Schema {
         path: path.to_path_buf(),
         reason,
@@ -458,7 +476,8 @@ pub struct Options {
     #[arg(value_name = "NEW.json")]
     pub new: PathBuf,
     /// Regression threshold in percent of the base value. Exit codes: 0 no regression,
-    /// 1 regression, 2 unusable input. A figure missing from NEW is a warning only.
+    /// 1 regression, 2 unusable input (including a file marked `"valid": false`). A figure
+    /// missing from NEW is a warning only.
     #[arg(long = "threshold", value_name = "PCT", default_value_t = 5.0)]
     pub threshold_pct: f64,
     /// github-action-benchmark output: this file gets NEW's higher-is-better figures

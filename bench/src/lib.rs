@@ -6,7 +6,8 @@
 //! `.hgrm`/`.hlog` through [`hist`]), [`handshakes`] (B4) and [`flood`] (B5); OpenSSL on the
 //! same machine ([`peers`], B8); the regression gate ([`compare`]) and suite summary
 //! ([`summary`]); the UDP impairment proxy ([`impair`]); host detection ([`host`]) and
-//! reports ([`report`]). [`commands`] holds the data-plane subcommands' arguments.
+//! reports ([`report`]). [`commands`] holds the data-plane subcommands' arguments;
+//! [`validity`] what an invalid run does to the exit code.
 //!
 //! What it does not do: pass/fail on wall time. Figures are reported with a ratio to a
 //! baseline measured in the same run.
@@ -27,3 +28,4 @@ pub mod records;
 pub mod report;
 pub mod summary;
 pub mod throughput;
+pub mod validity;

@@ -1,12 +1,14 @@
 //! `dtls-bench`: benchmarks for the DTLS data plane.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use bench::host::HostInfo;
 use bench::records::{self, Cipher};
 use bench::report;
+use bench::validity::{EXIT_INVALID_RUN, InvalidRun};
 use clap::{Args, Parser, Subcommand};
 
 #[global_allocator]
@@ -16,7 +18,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "dtls-bench",
     version,
-    about = "Benchmarks for the DTLS data plane"
+    about = "Benchmarks for the DTLS data plane",
+    after_help = "Exit codes: 0 done; 1 error (compare: a figure regressed); 2 usage error \
+                  (compare: also unusable input or a file marked invalid); 3 a measuring run (throughput, latency, \
+                  handshakes, flood, peers) was invalid: its report and files are written, \
+                  marked \"valid\": false. quick reports an invalid run and exits 0."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -104,19 +110,45 @@ fn records_cmd(args: RecordsArgs) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
         Command::Records(args) => records_cmd(args),
         Command::Impair(args) => bench::impair::run_cli(&args)
             .map(|stats| println!("impair: {}", bench::impair::stats_line(&stats)))
             .map_err(Into::into),
         Command::Compare(args) => std::process::exit(bench::compare::run_cli(&args)),
-        Command::Peers(args) => bench::peers::run_cli(&args).map(|_| ()).map_err(Into::into),
+        Command::Peers(args) => peers_cmd(&args),
         Command::Quick(args) => bench::commands::quick_cli(&args),
         Command::Throughput(args) => bench::commands::throughput_cli(&args),
         Command::Latency(args) => bench::commands::latency_cli(&args),
         Command::Handshakes(args) => bench::commands::handshakes_cli(&args),
         Command::Flood(args) => bench::commands::flood_cli(&args),
         Command::Summary(args) => bench::summary::run_cli(&args).map_err(Into::into),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // The report and files are out; say why they cannot be trusted, last.
+        Err(e) => match e.downcast_ref::<InvalidRun>() {
+            Some(invalid) => {
+                eprintln!("dtls-bench: {invalid}");
+                ExitCode::from(EXIT_INVALID_RUN)
+            }
+            None => {
+                eprintln!("Error: {e:?}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// B8, then its verdict: an invalid run exits [`EXIT_INVALID_RUN`] after the tables and
+/// the JSON.
+fn peers_cmd(args: &bench::peers::PeersArgs) -> Result<()> {
+    let outcome = bench::peers::run_cli(args)?;
+    let reasons = outcome.invalid_reasons();
+    if reasons.is_empty() {
+        Ok(())
+    } else {
+        Err(InvalidRun { reasons }.into())
     }
 }

@@ -86,17 +86,7 @@ pub fn read(path: &Path) -> Result<Run, SummaryError> {
         .and_then(Value::as_str)
         .unwrap_or("dtls-bench")
         .to_owned();
-    let invalid_reasons = (doc.get("valid").and_then(Value::as_bool) == Some(false)).then(|| {
-        doc.get("invalid_reasons")
-            .and_then(Value::as_array)
-            .map(|r| {
-                r.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
-    });
+    let invalid_reasons = crate::validity::invalid_reasons(&doc);
     Ok(Run {
         path: path.to_path_buf(),
         tool,
@@ -195,7 +185,13 @@ pub fn merged(runs: &[Run]) -> Value {
     let invalid: Vec<Value> = runs
         .iter()
         .filter(|r| r.invalid_reasons.is_some())
-        .map(|r| json!({ "file": r.path.display().to_string(), "tool": r.tool }))
+        .map(|r| {
+            json!({
+                "file": r.path.display().to_string(),
+                "tool": r.tool,
+                "reasons": r.invalid_reasons,
+            })
+        })
         .collect();
     json!({
         "tool": "dtls-bench summary",

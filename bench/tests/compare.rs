@@ -161,6 +161,50 @@ fn unusable_input_exits_2_with_a_clear_error() {
 }
 
 #[test]
+fn a_file_marked_invalid_is_refused_on_either_side_with_exit_2() {
+    let d = Dir::new("invalid");
+    let mut valid = doc(1.0e6, 5.0e4, false);
+    valid["valid"] = json!(true);
+    valid["invalid_reasons"] = json!([]);
+    let good = d.write("good.json", &valid);
+    let mut bad = doc(1.0e6, 5.0e4, false);
+    bad["valid"] = json!(false);
+    bad["invalid_reasons"] =
+        json!(["generator thread loadgen-0 saturated (97.0% of a core >= 95%)"]);
+    let bad = d.write("saturated.json", &bad);
+    assert_eq!(compare(&good, &good, &[]).status.code(), Some(0));
+    for (base, new) in [(&good, &bad), (&bad, &good)] {
+        let o = compare(base, new, &[]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        let t = text(&o);
+        assert!(
+            t.contains("saturated.json") && !t.contains("good.json"),
+            "{t}"
+        );
+        assert!(t.contains("marked invalid"), "{t}");
+        assert!(t.contains("loadgen-0 saturated (97.0%"), "{t}");
+    }
+    // A suite's merged summary with an invalid run is refused the same way.
+    let summary = d.write(
+        "summary.json",
+        &json!({
+            "tool": "dtls-bench summary",
+            "valid": false,
+            "invalid_runs": [{"file": "r/b5-flood.json", "tool": "dtls-bench flood", "reasons": ["no datagram came back"]}],
+            "figures": doc(1.0e6, 5.0e4, false)["figures"],
+        }),
+    );
+    let o = compare(&good, &summary, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("summary.json")
+            && text(&o).contains("r/b5-flood.json is invalid (no datagram came back)"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
 fn github_and_bencher_exports_parse_and_hold_the_figures() {
     let d = Dir::new("export");
     let base = d.write("base.json", &doc(1.0e6, 5.0e4, true));

@@ -6,13 +6,36 @@ use std::time::Duration;
 
 use dtls_crypto::pki_types::{CertificateDer, UnixTime};
 use dtls_crypto::{NamedGroup, PeerVerifier, SigningKey, TicketKeys};
-use dtls_wire::{HeartbeatMode, SignatureScheme, SrtpProtectionProfile};
+use dtls_wire::{HeartbeatMode, ReassemblyBudget, SignatureScheme, SrtpProtectionProfile};
 use zeroize::Zeroizing;
 
 pub use crate::suites::{CipherSuite, KeyExchange};
 
 /// The smallest MTU the engine accepts (a DTLS record with a handshake fragment must fit).
 pub const MIN_MTU: usize = 128;
+
+/// Default of [`Config::reassembly_budget`]: 8 MiB for every half-open handshake of a
+/// server together.
+///
+/// Why: a handshake holds bytes only while a message it receives is incomplete or ahead of
+/// order (a complete message is handed to the engine at once and released). A server's
+/// incoming flight without client certificates fits one datagram and holds nothing in
+/// between; with client certificates the chain (typically 1–8 KiB) is held while its
+/// datagrams arrive. 8 MiB lets all 4096 half-open handshakes the control thread allows
+/// (`RuntimeConfig::max_half_open`) hold 2 KiB each at the same instant, or 1000 of them a
+/// whole 8 KiB chain, which legitimate traffic does not reach; an attacker who completes
+/// cookie exchanges and then sends claims or partial messages is held to this total
+/// instead of 4096 × [`Config::max_handshake_buffer`] (256 MiB).
+pub const DEFAULT_REASSEMBLY_BUDGET: usize = 8 << 20;
+
+/// Default of [`Config::max_client_certificate_chain`]: 32 KiB.
+///
+/// Why: real client chains are a leaf and one or two intermediates, 1–2 KiB each with RSA
+/// and under 1 KiB with ECDSA, so today's chains stay under 8 KiB. Post-quantum
+/// certificates, which DTLS 1.3 will bring, are larger: an ML-DSA-65 certificate is about
+/// 5.5 KiB and an ML-DSA-87 one about 7.5 KiB, so a three-certificate ML-DSA-87 chain
+/// (~23 KiB) still fits.
+pub const DEFAULT_MAX_CLIENT_CERTIFICATE_CHAIN: usize = 32 << 10;
 
 /// Flight retransmission settings (RFC 6347 §4.2.4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,8 +194,23 @@ pub struct Config {
     pub offer_session_ticket: bool,
     /// Ticket lifetime hint the server sends, seconds. Default 7200.
     pub ticket_lifetime: u32,
-    /// Cap on buffered handshake bytes per connection (reassembly). Default 64 KiB.
+    /// Cap on the bytes one connection holds to reassemble incoming handshake messages,
+    /// counted as buffers grow with the bytes received (a claimed message length costs
+    /// nothing until its bytes arrive). Also the largest incoming message. Default 64 KiB.
     pub max_handshake_buffer: usize,
+    /// Server: the largest client Certificate message body accepted (the DER certificates,
+    /// 3 bytes of length each and 3 for the list); a fragment claiming more is dropped
+    /// before anything is allocated. Default [`DEFAULT_MAX_CLIENT_CERTIFICATE_CHAIN`].
+    /// Client: unused (a server's chain may be as large as `max_handshake_buffer`).
+    pub max_client_certificate_chain: usize,
+    /// Bytes of reassembly buffers shared by every engine built from this configuration
+    /// and its clones (all half-open handshakes of one server, or all handshakes of one
+    /// `dtlsd connect`). A fragment that would exceed it is dropped and counted
+    /// ([`ReassemblyBudget::refused`], [`crate::ConnectionStats::buffer_refused`]); the
+    /// handshake is not failed and takes the peer's retransmission. A control thread keeps
+    /// the budget of the configuration it started with across reloads, so in-progress and
+    /// new handshakes share one total. Default [`DEFAULT_REASSEMBLY_BUDGET`].
+    pub reassembly_budget: Arc<ReassemblyBudget>,
 }
 
 impl Config {
@@ -206,6 +244,8 @@ impl Config {
             offer_session_ticket: true,
             ticket_lifetime: 7200,
             max_handshake_buffer: 64 * 1024,
+            max_client_certificate_chain: DEFAULT_MAX_CLIENT_CERTIFICATE_CHAIN,
+            reassembly_budget: Arc::new(ReassemblyBudget::new(DEFAULT_REASSEMBLY_BUDGET)),
         }
     }
 

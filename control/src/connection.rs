@@ -19,6 +19,7 @@ use crate::error::HandshakeError;
 use crate::events::{Event, Transmit};
 use crate::flight::{Flight, RecordWriter, pack_flight};
 use crate::handshake::{Handshake, Message};
+use crate::inbox::Inbox;
 use crate::state::State;
 use crate::timer::{RetransmitTimer, TimerAction};
 
@@ -53,6 +54,10 @@ pub struct ConnectionStats {
     /// Handshake fragments that disagreed with buffered ones about their message (the
     /// newest wins and the buffered messages are discarded).
     pub conflicting_fragments: u64,
+    /// Handshake fragments refused because holding them would pass the connection's
+    /// `max_handshake_buffer` or the shared `reassembly_budget` (not fatal: the peer
+    /// retransmits).
+    pub buffer_refused: u64,
 }
 
 /// Who a peer claims to be during a handshake ([`Connection::claimed_identity`]).
@@ -119,7 +124,7 @@ impl Connection {
         Self {
             role,
             peer,
-            hs: Handshake::new(writer, config.max_handshake_buffer),
+            hs: Handshake::new(writer, Inbox::new(&config, role)),
             config,
             rng,
             state,
@@ -190,6 +195,7 @@ impl Connection {
     pub fn stats(&self) -> ConnectionStats {
         ConnectionStats {
             conflicting_fragments: self.hs.inbox.conflicts,
+            buffer_refused: self.hs.inbox.buffer_refused,
             ..self.stats
         }
     }

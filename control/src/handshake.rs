@@ -70,7 +70,7 @@ pub(crate) struct Handshake {
 }
 
 impl Handshake {
-    pub(crate) fn new(writer: RecordWriter, max_handshake_buffer: usize) -> Self {
+    pub(crate) fn new(writer: RecordWriter, inbox: Inbox) -> Self {
         Self {
             transcript: Transcript::new(),
             client_random: [0; RANDOM_LEN],
@@ -84,7 +84,7 @@ impl Handshake {
             keys: None,
             writer,
             next_send_seq: 0,
-            inbox: Inbox::new(max_handshake_buffer),
+            inbox,
             flight: Flight::default(),
             ccs_pending: false,
             peer_chain: Vec::new(),

@@ -2,10 +2,84 @@
 //! [`Reassembler`], complete messages out in message_seq order, and recognition of a
 //! retransmitted peer flight (RFC 6347 §4.2.4).
 
+use std::sync::Arc;
+
 use dtls_wire::{
-    DropReason, FragmentOutcome, HandshakeFragments, HandshakeType, ReassembledMessage,
-    Reassembler, ReassemblyConfig,
+    DropReason, FragmentOutcome, HandshakeFragments, HandshakeType, MessageCaps,
+    ReassembledMessage, Reassembler, ReassemblyConfig,
 };
+
+use crate::config::Config;
+use crate::connection::Role;
+
+/// Largest ClientHello body a server engine takes. The acceptor requires the first
+/// ClientHello in one record, whose plaintext is at most 2^14 bytes (RFC 6347 §4.1, RFC 5246
+/// §6.2.1), and a ClientHello never legitimately reaches an engine's reassembler after that
+/// (a retransmission is old, a new handshake goes to the acceptor, renegotiation is
+/// refused). One record's worth also leaves room for DTLS 1.3: a hybrid X25519MLKEM768
+/// ClientHello is about 1.4 KB.
+const MAX_CLIENT_HELLO: usize = 1 << 14;
+
+/// PSK identities of up to 128 bytes are always accepted, longer ones when configured:
+/// RFC 4279 §5.3, "implementations ... MUST support arbitrary PSK identities up to 128
+/// octets in length".
+const MIN_PSK_IDENTITY: usize = 128;
+
+/// Largest signature of a scheme we verify ([`dtls_wire::SignatureScheme::SUPPORTED`]):
+/// RSA with an 8192-bit key (the verifier's RSA limit), 1024 bytes; ECDSA P-384 DER is at
+/// most 104 and Ed25519 64.
+const MAX_SIGNATURE: usize = 8192 / 8;
+
+/// verify_data is 12 bytes for every DTLS 1.2 suite we negotiate: RFC 5246 §7.4.9,
+/// "verify_data_length ... for all cipher suites that don't explicitly specify it is 12".
+/// (DTLS 1.3's Finished is the hash length; its engine gets its own caps.)
+const FINISHED_LEN: usize = 12;
+
+/// Caps per message type for what the peer of `role` may send, below the per-handshake
+/// `max_message_len`.
+fn message_caps(config: &Config, role: Role) -> MessageCaps {
+    match role {
+        // What a client sends a server in DTLS 1.2. Any other type gets 0 bytes: the
+        // engine rejects it anyway, and a claim costs nothing.
+        Role::Server => {
+            let longest_identity = config
+                .psks
+                .iter()
+                .map(|p| p.identity.len())
+                .max()
+                .unwrap_or(0)
+                .max(MIN_PSK_IDENTITY);
+            MessageCaps::uniform(0)
+                .with(HandshakeType::ClientHello, MAX_CLIENT_HELLO)
+                .with(
+                    HandshakeType::Certificate,
+                    config.max_client_certificate_chain,
+                )
+                // The largest ClientKeyExchange is ECDHE_PSK (RFC 5489 §2):
+                // psk_identity<0..2^16-1> (RFC 4279 §2) then point<1..2^8-1> (RFC 8422
+                // §5.7); ECDHE alone is 1 + 32..97 bytes, PSK alone 2 + identity.
+                .with(
+                    HandshakeType::ClientKeyExchange,
+                    2 + longest_identity + 1 + 255,
+                )
+                // DigitallySigned (RFC 5246 §4.7): SignatureAndHashAlgorithm, then
+                // signature<0..2^16-1>.
+                .with(HandshakeType::CertificateVerify, 2 + 2 + MAX_SIGNATURE)
+                .with(HandshakeType::Finished, FINISHED_LEN)
+        }
+        // A server's flight: certificate chains, CertificateRequest CA lists and tickets
+        // can be large, so they keep `max_message_len`; only the fixed-size messages are
+        // capped.
+        Role::Client => MessageCaps::NONE
+            // server_version, cookie<0..2^8-1> (RFC 6347 §4.2.1).
+            .with(HandshakeType::HelloVerifyRequest, 2 + 1 + 255)
+            // `struct { } HelloRequest;`, `struct { } ServerHelloDone;` (RFC 5246 §7.4.1.1,
+            // §7.4.5).
+            .with(HandshakeType::HelloRequest, 0)
+            .with(HandshakeType::ServerHelloDone, 0)
+            .with(HandshakeType::Finished, FINISHED_LEN),
+    }
+}
 
 /// What one handshake record did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -31,20 +105,27 @@ pub(crate) struct Inbox {
     new_flight_start: Option<u16>,
     /// Conflicting fragments seen (see [`Inbox::handle_record`]).
     pub(crate) conflicts: u64,
+    /// Fragments refused by the per-connection cap or the shared budget.
+    pub(crate) buffer_refused: u64,
 }
 
 impl Inbox {
-    pub(crate) fn new(max_handshake_bytes: usize) -> Self {
-        let config = ReassemblyConfig {
-            max_handshake_bytes,
-            max_message_len: max_handshake_bytes.min(ReassemblyConfig::default().max_message_len),
+    /// The inbox of an engine playing `role` with `config`: its caps, and buffers charged
+    /// to the configuration's shared budget.
+    pub(crate) fn new(config: &Config, role: Role) -> Self {
+        let max = config.max_handshake_buffer;
+        let limits = ReassemblyConfig {
+            max_handshake_bytes: max,
+            max_message_len: max.min(ReassemblyConfig::default().max_message_len),
+            message_caps: message_caps(config, role),
             ..ReassemblyConfig::default()
         };
         Self {
-            reassembler: Reassembler::new(config, 0),
+            reassembler: Reassembler::with_budget(limits, 0, Arc::clone(&config.reassembly_budget)),
             answered_flight_start: None,
             new_flight_start: None,
             conflicts: 0,
+            buffer_refused: 0,
         }
     }
 
@@ -109,9 +190,20 @@ impl Inbox {
                     // is stored.
                     outcome.malformed = true;
                     self.conflicts += 1;
-                    let next = u16::try_from(self.reassembler.next_seq()).unwrap_or(u16::MAX);
-                    self.reassembler = Reassembler::new(*self.reassembler.config(), next);
-                    let _ = self.reassembler.handle_fragment(&header, data);
+                    self.reassembler.clear();
+                    if let FragmentOutcome::Dropped {
+                        reason: DropReason::HandshakeBudget | DropReason::GlobalBudget,
+                    } = self.reassembler.handle_fragment(&header, data)
+                    {
+                        self.buffer_refused += 1;
+                    }
+                }
+                FragmentOutcome::Dropped {
+                    reason: DropReason::HandshakeBudget | DropReason::GlobalBudget,
+                } => {
+                    // Well-formed, but no room now: the peer's retransmission brings it
+                    // again (RFC 6347 §4.2.4), by when other handshakes may have finished.
+                    self.buffer_refused += 1;
                 }
                 FragmentOutcome::Dropped { .. } => outcome.malformed = true,
             }

@@ -69,7 +69,8 @@ pub mod runtime;
 
 pub use acceptor::{AcceptOutcome, Acceptor, AcceptorConfig, DropReason, VerifiedClientHello};
 pub use config::{
-    CertifiedKey, CipherSuite, ClientAuth, Config, ConfigError, KeyExchange, MIN_MTU, Psk,
+    CertifiedKey, CipherSuite, ClientAuth, Config, ConfigError,
+    DEFAULT_MAX_CLIENT_CERTIFICATE_CHAIN, DEFAULT_REASSEMBLY_BUDGET, KeyExchange, MIN_MTU, Psk,
     RetransmitConfig, TimeSource,
 };
 pub use connection::{ClaimedIdentity, Connection, ConnectionStats, Role};
@@ -81,5 +82,6 @@ pub use keys::ticket::SessionTicket;
 /// Re-exports of the building blocks that appear in this crate's API.
 pub use dtls_crypto::{self as crypto, NamedGroup, PeerVerifier, Rng, SigningKey};
 pub use dtls_wire::{
-    AlertDescription, AlertLevel, HeartbeatMode, SignatureScheme, SrtpProtectionProfile,
+    AlertDescription, AlertLevel, HeartbeatMode, ReassemblyBudget, SignatureScheme,
+    SrtpProtectionProfile,
 };

@@ -476,8 +476,33 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Why this run cannot be trusted (empty: it can). In memory: a measurement that
+    /// counted nothing; over UDP: see [`udp::UdpReport::invalid_reasons`].
+    pub fn invalid_reasons(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(m) = &self.memory {
+            let rates = [
+                ("our records", &m.ours_records),
+                ("OpenSSL records", &m.openssl_records),
+                ("raw AEAD records", &m.raw_records),
+                ("our handshakes", &m.ours_handshakes),
+                ("OpenSSL handshakes", &m.openssl_handshakes),
+            ];
+            for (what, r) in rates {
+                if r.total == 0 || !(r.median.is_finite() && r.median > 0.0) {
+                    out.push(format!("in memory, {what}: nothing measured"));
+                }
+            }
+        }
+        if let Some(u) = &self.udp {
+            out.extend(u.invalid_reasons());
+        }
+        out
+    }
+
     /// The JSON document: the in-memory document (or its frame) with `config.transport`,
-    /// `results.udp` and the UDP figures appended.
+    /// `results.udp`, the UDP figures appended, and the verdict (`valid`,
+    /// `invalid_reasons`).
     pub fn json(&self, host: &HostInfo) -> Value {
         let mut doc = match &self.memory {
             Some(r) => r.json(host),
@@ -507,6 +532,9 @@ impl Outcome {
             figs.extend(u.figures());
             doc["figures"] = figures_json(&figs);
         }
+        let invalid = self.invalid_reasons();
+        doc["valid"] = json!(invalid.is_empty());
+        doc["invalid_reasons"] = json!(invalid);
         doc
     }
 }
@@ -521,7 +549,9 @@ fn secs(flag: &str, v: f64) -> Result<Duration, PeersError> {
     }
 }
 
-/// Runs `dtls-bench peers`: prints the tables, writes the JSON if asked.
+/// Runs `dtls-bench peers`: prints the tables (and an `INVALID:` line when
+/// [`Outcome::invalid_reasons`] has any), writes the JSON if asked. The caller decides what
+/// an invalid run does to the exit code.
 pub fn run_cli(args: &PeersArgs) -> Result<Outcome, PeersError> {
     let config = Config {
         duration: secs("--duration", args.duration)?,
@@ -562,6 +592,10 @@ pub fn run_cli(args: &PeersArgs) -> Result<Outcome, PeersError> {
         }
         print!("{}", report.table());
         outcome.udp = Some(report);
+    }
+    let invalid = outcome.invalid_reasons();
+    if !invalid.is_empty() {
+        println!("INVALID: {}", invalid.join("; "));
     }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&outcome.json(&host))

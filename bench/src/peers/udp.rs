@@ -172,6 +172,11 @@ impl UdpSide {
             .push(records as f64 / cpu.server.as_secs_f64().max(1e-9));
     }
 
+    /// The generator thread's CPU while this side ran, percent of one core.
+    pub fn generator_percent(&self) -> f64 {
+        100.0 * self.generator_cpu.as_secs_f64() / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
     fn json(&self) -> Value {
         let s = |d: Duration| d.as_secs_f64();
         json!({
@@ -433,6 +438,30 @@ pub fn run(cfg: &UdpConfig) -> Result<UdpReport, PeersError> {
 }
 
 impl UdpReport {
+    /// Why this run cannot be trusted (empty: it can): records that came back corrupt, or
+    /// the generator thread at [`run::SATURATED_PERCENT`] of a core or more while a side
+    /// ran (then it, not the server, set the pace; BENCHMARKS.md rules).
+    pub fn invalid_reasons(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let sides = [("ours", &self.ours), ("OpenSSL echo", &self.openssl)];
+        for (who, side) in sides
+            .into_iter()
+            .chain(self.openssl_relay.iter().map(|r| ("OpenSSL relay", r)))
+        {
+            if side.corrupt > 0 {
+                out.push(format!("UDP, {who}: {} corrupt records", side.corrupt));
+            }
+            let generator = side.generator_percent();
+            if generator >= run::SATURATED_PERCENT {
+                out.push(format!(
+                    "UDP, {who}: generator thread loadgen-0 saturated ({generator:.1}% of a core >= {}%)",
+                    run::SATURATED_PERCENT
+                ));
+            }
+        }
+        out
+    }
+
     /// The tracked figures (all higher is better).
     pub fn figures(&self) -> Vec<Figure> {
         let f = |name: &str, v: f64, unit: &str| {

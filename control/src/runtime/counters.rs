@@ -66,6 +66,12 @@ counters! {
     install_failed,
     /// Handshake-failure and refusal log lines not written because of the rate limit.
     log_lines_suppressed,
+    /// Gauge: bytes the handshakes in progress hold in reassembly buffers now (of the
+    /// shared budget), stored once per loop turn.
+    reassembly_bytes,
+    /// Handshake fragments not buffered because the shared reassembly budget was spent
+    /// (the peer's retransmission brings them again), stored once per loop turn.
+    reassembly_refused,
     /// Commands to a shard dropped because its queue was full.
     queue_full_drops,
     /// Sessions the shards reported closed.

@@ -353,6 +353,13 @@ impl ControlThread {
             }
         }
         self.handle_timeouts(now);
+        let budget = &self.config.reassembly_budget;
+        self.counters
+            .reassembly_bytes
+            .store(budget.used() as u64, Relaxed);
+        self.counters
+            .reassembly_refused
+            .store(budget.refused(), Relaxed);
         self.log.tick(now);
         self.progress.mark(now);
         busy
@@ -370,9 +377,11 @@ impl ControlThread {
 
     fn reload(&mut self, now: Instant, reload: Reload) {
         let Reload {
-            config,
+            mut config,
             recheck_certificates,
         } = reload;
+        // One reassembly budget for all of this loop's handshakes, old and new config alike.
+        Arc::make_mut(&mut config).reassembly_budget = Arc::clone(&self.config.reassembly_budget);
         let applied = match &mut self.front {
             Front::Server(acceptor) => acceptor.replace_config(Arc::clone(&config)),
             Front::Client { .. } => config.validate_client(),

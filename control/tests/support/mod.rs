@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod channel;
+pub mod engines;
 pub mod fixtures;
 pub mod pair;
 pub mod peers;

@@ -56,6 +56,7 @@ pub use message::{
     ServerHello, ServerHelloDone, ServerKeyExchange, VERIFY_DATA_LEN, encode_message,
 };
 pub use reassembly::{
-    DropReason, FragmentOutcome, ReassembledMessage, Reassembler, ReassemblyConfig, ReassemblyStats,
+    DropReason, FragmentOutcome, MessageCaps, ReassembledMessage, Reassembler, ReassemblyBudget,
+    ReassemblyConfig, ReassemblyStats,
 };
 pub use suites::{CipherSuite, KeyExchange, PrfHash, ProtocolVersion, SuiteAead, SuiteParams};

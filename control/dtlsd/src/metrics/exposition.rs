@@ -190,6 +190,13 @@ fn encode(snapshot: &Snapshot, encoder: &mut DescriptorEncoder<'_>) -> fmt::Resu
             family.encode_family(&[("reason", reason)])?,
         )?;
     }
+    let family = encoder.encode_descriptor(
+        "dtlsd_reassembly_bytes",
+        "Bytes handshakes in progress hold in reassembly buffers (of the shared budget).",
+        None,
+        MetricType::Gauge,
+    )?;
+    sample(MetricType::Gauge, control.reassembly_bytes, family)?;
     let family =
         encoder.encode_descriptor("dtlsd_shards", "Shards running.", None, MetricType::Gauge)?;
     sample(MetricType::Gauge, shards.len() as u64, family)
@@ -549,6 +556,11 @@ const CONTROL_FAMILIES: &[(&str, &str, ControlField)] = &[
         "dtlsd_control_install_failures_total",
         "Sessions a shard reported it could not install.",
         |c| c.install_failed,
+    ),
+    (
+        "dtlsd_reassembly_refused_total",
+        "Handshake fragments not buffered because the shared reassembly budget was spent.",
+        |c| c.reassembly_refused,
     ),
     (
         "dtlsd_log_lines_suppressed_total",

@@ -1,10 +1,15 @@
 //! The handshake reassembler fed a sequence of hostile fragments. Each 10-byte entry is
 //! message_seq, msg_type, length (u24), fragment_offset (u24), fragment_length (u16);
-//! the fragment bytes are a pattern. Checks: no panic, memory caps hold, messages come
-//! out in order and complete.
+//! the fragment bytes are a pattern. Checks: no panic, memory caps hold (per message type,
+//! per handshake, and a shared budget that matches what the reassembler holds and is all
+//! released when it is dropped), messages come out in order and complete.
 #![no_main]
 
-use dtls_wire::{HandshakeRepr, HandshakeType, Reassembler, ReassemblyConfig};
+use std::sync::Arc;
+
+use dtls_wire::{
+    HandshakeRepr, HandshakeType, MessageCaps, Reassembler, ReassemblyBudget, ReassemblyConfig,
+};
 use libfuzzer_sys::fuzz_target;
 
 fn u24(b: &[u8]) -> u32 {
@@ -17,8 +22,10 @@ fuzz_target!(|data: &[u8]| {
         max_handshake_bytes: 8192,
         max_messages_ahead: 4,
         max_ranges_per_message: 8,
+        message_caps: MessageCaps::NONE.with(HandshakeType::from_u8(2), 600),
     };
-    let mut r = Reassembler::new(cfg, 0);
+    let budget = Arc::new(ReassemblyBudget::new(6000));
+    let mut r = Reassembler::with_budget(cfg, 0, Arc::clone(&budget));
     let mut next = 0u32;
     for entry in data.chunks_exact(10) {
         let header = HandshakeRepr {
@@ -33,11 +40,15 @@ fuzz_target!(|data: &[u8]| {
             .collect();
         let _ = r.handle_fragment(&header, &bytes);
         assert!(r.buffered_bytes() <= cfg.max_handshake_bytes);
+        assert_eq!(budget.used(), r.buffered_bytes());
+        assert!(budget.used() <= budget.limit());
         while let Some(m) = r.poll_message() {
             assert_eq!(u32::from(m.message_seq), next);
-            assert!(m.body.len() <= cfg.max_message_len);
+            assert!(m.body.len() <= cfg.max_len_of(m.msg_type));
             assert_eq!(m.transcript_bytes().len(), 12 + m.body.len());
             next += 1;
         }
     }
+    drop(r);
+    assert_eq!(budget.used(), 0);
 });

@@ -3,6 +3,7 @@
 
 use proptest::collection::vec;
 use proptest::prelude::*;
+use std::sync::Arc;
 
 use crate::*;
 
@@ -216,7 +217,8 @@ proptest! {
             let dup = frags[k].clone();
             frags.insert(rng.below(frags.len() + 1), dup);
         }
-        let mut r = Reassembler::new(ReassemblyConfig::default(), 0);
+        let budget = Arc::new(ReassemblyBudget::new(usize::MAX));
+        let mut r = Reassembler::with_budget(ReassemblyConfig::default(), 0, Arc::clone(&budget));
         let mut out = Vec::new();
         for (h, data) in &frags {
             let res = r.handle_fragment(h, data);
@@ -224,6 +226,7 @@ proptest! {
                 matches!(res, FragmentOutcome::Accepted | FragmentOutcome::Old { .. }),
                 "unexpected {:?}", res
             );
+            prop_assert_eq!(budget.used(), r.buffered_bytes());
             while let Some(m) = r.poll_message() {
                 out.push(m);
             }
@@ -234,6 +237,63 @@ proptest! {
             prop_assert_eq!(&m.body, &bodies[i]);
         }
         prop_assert_eq!(r.buffered_bytes(), 0);
+        prop_assert_eq!(budget.used(), 0);
+    }
+
+    /// With a tiny piece cap and a tight shared budget, shuffled fragments may be refused,
+    /// but one in-order retransmission of the message always completes it, unchanged.
+    #[test]
+    fn capped_reassembly_completes_after_an_in_order_retransmission(
+        len in 1usize..5000,
+        cut in 1usize..700,
+        seed in 1u64..,
+        max_ranges in 1usize..6,
+        limit in 0usize..12_000,
+    ) {
+        let mut rng = XorShift(seed);
+        let b: Vec<u8> = (0..len).map(|i| (i * 13 + 5) as u8).collect();
+        let mut frags = Vec::new();
+        let mut f = Fragmenter::new(HandshakeType::Certificate, 0, &b).expect("fits u24");
+        while let Some(fr) = f.next_fragment(cut) {
+            frags.push((fr.header, fr.data.to_vec()));
+        }
+        let in_order = frags.clone();
+        for i in (1..frags.len()).rev() {
+            frags.swap(i, rng.below(i + 1));
+        }
+        // Someone else holds all but `room` bytes of the shared budget while the shuffled
+        // copy arrives; then it frees them, and the peer retransmits in order.
+        let budget = Arc::new(ReassemblyBudget::new(2 * len + 12_000));
+        let other = Reassembler::with_budget(ReassemblyConfig::default(), 0, Arc::clone(&budget));
+        let mut other = other;
+        let hog = vec![0u8; limit];
+        if limit > 0 {
+            let h = HandshakeRepr::unfragmented(HandshakeType::Certificate, 0, limit as u32);
+            prop_assert_eq!(other.handle_fragment(&h, &hog), FragmentOutcome::Accepted);
+        }
+        let cfg = ReassemblyConfig { max_ranges_per_message: max_ranges, ..ReassemblyConfig::default() };
+        let mut r = Reassembler::with_budget(cfg, 0, Arc::clone(&budget));
+        for (h, data) in &frags {
+            let res = r.handle_fragment(h, data);
+            prop_assert!(
+                matches!(
+                    res,
+                    FragmentOutcome::Accepted
+                        | FragmentOutcome::Dropped {
+                            reason: DropReason::TooManyRanges | DropReason::GlobalBudget
+                        }
+                ),
+                "unexpected {:?}", res
+            );
+            prop_assert!(budget.used() <= budget.limit());
+        }
+        drop(other);
+        for (h, data) in &in_order {
+            prop_assert_eq!(r.handle_fragment(h, data), FragmentOutcome::Accepted);
+        }
+        let m = r.poll_message().expect("complete after the retransmission");
+        prop_assert_eq!(m.body, b);
+        prop_assert_eq!(budget.used(), 0);
     }
 
     /// Arbitrary hostile fragments: no panic, caps hold, delivery stays in order.
@@ -242,8 +302,12 @@ proptest! {
         frags in vec((0u16..40, 0u32..70_000, 0u32..70_000, 0u32..2000, 0u8..3), 0..200),
         huge in any::<bool>(),
     ) {
-        let cfg = ReassemblyConfig::default();
-        let mut r = Reassembler::new(cfg, 0);
+        let cfg = ReassemblyConfig {
+            message_caps: MessageCaps::NONE.with(HandshakeType::CertificateRequest, 3000),
+            ..ReassemblyConfig::default()
+        };
+        let budget = Arc::new(ReassemblyBudget::new(if huge { 100_000 } else { usize::MAX }));
+        let mut r = Reassembler::with_budget(cfg, 0, Arc::clone(&budget));
         let mut expected_seq = 0u32;
         for (seq, len, off, flen, t) in frags {
             let len = if huge { len.saturating_mul(256).min(U24_MAX as u32) } else { len };
@@ -257,12 +321,16 @@ proptest! {
             let data = vec![0xa5u8; flen as usize];
             let _ = r.handle_fragment(&h, &data);
             prop_assert!(r.buffered_bytes() <= cfg.max_handshake_bytes);
+            prop_assert_eq!(budget.used(), r.buffered_bytes());
             while let Some(m) = r.poll_message() {
                 prop_assert_eq!(u32::from(m.message_seq), expected_seq);
-                prop_assert!(m.body.len() <= cfg.max_message_len);
+                prop_assert!(m.body.len() <= cfg.max_len_of(m.msg_type));
                 expected_seq += 1;
             }
         }
         prop_assert!(r.peak_buffered_bytes() <= cfg.max_handshake_bytes);
+        prop_assert!(budget.peak() <= budget.limit());
+        drop(r);
+        prop_assert_eq!(budget.used(), 0);
     }
 }

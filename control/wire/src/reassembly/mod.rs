@@ -4,47 +4,32 @@
 //! duplicates, and yields complete messages strictly in `message_seq` order through
 //! [`Reassembler::poll_message`].
 //!
-//! Defences (TESTING.md, Parsing):
+//! Defences (TESTING.md, Parsing and DoS):
 //! - every bound is checked before anything is allocated: `offset + len <= msg_len`,
-//!   `msg_len <= max_message_len`, buffered bytes `<= max_handshake_bytes`;
+//!   `msg_len` against [`ReassemblyConfig::max_message_len`] and the cap of its type
+//!   ([`MessageCaps`]), the bytes an allocation takes against the per-handshake cap and the
+//!   [`ReassemblyBudget`] shared by every handshake of a server;
+//! - memory grows with the bytes received, never with the length a fragment claims: a
+//!   fragment of 14 bytes claiming a 64 KiB message allocates about 14 bytes (see
+//!   `partial.rs` for the layout);
 //! - fragments whose total length (or type) differs from the first fragment seen for that
 //!   message_seq are never merged: they are dropped and counted;
-//! - received byte ranges are kept merged and capped per message, so a flood of tiny or
-//!   zero-length fragments costs O(cap) per fragment and never allocates;
+//! - out-of-order pieces are capped per message, so a flood of tiny or zero-length
+//!   fragments costs bounded work per fragment and bounded memory;
 //! - messages older than the next expected one are reported, not stored, so the engine
 //!   can recognise a retransmitted peer flight (RFC 6347 §4.2.4); messages too far ahead
 //!   are dropped.
 
-use core::ops::Range;
+mod limits;
+mod partial;
+
+use std::sync::Arc;
 
 use crate::codes::HandshakeType;
 use crate::header::{HANDSHAKE_HEADER_LEN, HandshakeRepr};
 
-/// Limits of one [`Reassembler`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReassemblyConfig {
-    /// Largest message body accepted (default 64 KiB).
-    pub max_message_len: usize,
-    /// Largest total of buffered message bodies (default 128 KiB).
-    pub max_handshake_bytes: usize,
-    /// How many messages beyond the next expected one are buffered (default 16).
-    /// RFC 6347 §4.2.2: an implementation "MAY discard" future messages or queue them.
-    pub max_messages_ahead: u16,
-    /// Most disjoint received ranges per message (default 256: a 64 KiB message in
-    /// 250-byte fragments received in the worst order needs about 130).
-    pub max_ranges_per_message: usize,
-}
-
-impl Default for ReassemblyConfig {
-    fn default() -> Self {
-        ReassemblyConfig {
-            max_message_len: 64 * 1024,
-            max_handshake_bytes: 128 * 1024,
-            max_messages_ahead: 16,
-            max_ranges_per_message: 256,
-        }
-    }
-}
+pub use limits::{MessageCaps, ReassemblyBudget, ReassemblyConfig};
+use partial::Partial;
 
 /// Why a fragment was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,15 +38,17 @@ pub enum DropReason {
     Malformed,
     /// `message_seq` more than `max_messages_ahead` beyond the next expected message.
     TooFarAhead,
-    /// `length > max_message_len`.
+    /// `length` above `max_message_len` or the cap of its type.
     MessageTooLarge,
     /// Buffering it would exceed `max_handshake_bytes`.
     HandshakeBudget,
+    /// Buffering it would exceed the shared [`ReassemblyBudget`].
+    GlobalBudget,
     /// Its `length` differs from the first fragment seen for this message_seq.
     LengthMismatch,
     /// Its `msg_type` differs from the first fragment seen for this message_seq.
     TypeMismatch,
-    /// It would create more than `max_ranges_per_message` disjoint ranges.
+    /// It would hold more than `max_ranges_per_message` out-of-order pieces.
     TooManyRanges,
     /// A zero-length fragment of a non-empty message: it carries nothing.
     EmptyFragment,
@@ -101,6 +88,8 @@ pub struct ReassemblyStats {
     pub too_large: u64,
     /// Dropped: [`DropReason::HandshakeBudget`].
     pub over_budget: u64,
+    /// Dropped: [`DropReason::GlobalBudget`].
+    pub over_global_budget: u64,
     /// Dropped: [`DropReason::LengthMismatch`].
     pub length_mismatch: u64,
     /// Dropped: [`DropReason::TypeMismatch`].
@@ -118,6 +107,7 @@ impl ReassemblyStats {
             DropReason::TooFarAhead => &mut self.too_far_ahead,
             DropReason::MessageTooLarge => &mut self.too_large,
             DropReason::HandshakeBudget => &mut self.over_budget,
+            DropReason::GlobalBudget => &mut self.over_global_budget,
             DropReason::LengthMismatch => &mut self.length_mismatch,
             DropReason::TypeMismatch => &mut self.type_mismatch,
             DropReason::TooManyRanges => &mut self.too_many_ranges,
@@ -132,6 +122,7 @@ impl ReassemblyStats {
             + self.too_far_ahead
             + self.too_large
             + self.over_budget
+            + self.over_global_budget
             + self.length_mismatch
             + self.type_mismatch
             + self.too_many_ranges
@@ -181,44 +172,47 @@ impl ReassembledMessage {
     }
 }
 
+/// Bytes charged by one reassembler, against its own cap and the shared budget.
 #[derive(Debug)]
-struct Partial {
-    message_seq: u32,
-    msg_type: HandshakeType,
-    body: Vec<u8>,
-    /// Sorted, disjoint, non-touching received ranges.
-    ranges: Vec<Range<usize>>,
-    /// At least one fragment arrived (matters for empty messages).
-    received: bool,
+struct Account {
+    max: usize,
+    buffered: usize,
+    peak: usize,
+    budget: Option<Arc<ReassemblyBudget>>,
 }
 
-impl Partial {
-    fn is_complete(&self) -> bool {
-        self.received
-            && (self.body.is_empty()
-                || (self.ranges.len() == 1 && self.ranges[0] == (0..self.body.len())))
-    }
-}
-
-/// Merges `new` (non-empty) into `ranges`; fails without change if that would exceed
-/// `cap` ranges. O(len) per call.
-fn insert_range(ranges: &mut Vec<Range<usize>>, new: Range<usize>, cap: usize) -> bool {
-    // Ranges before `i` end strictly before `new` starts; ranges from `j` on start
-    // strictly after it ends. Everything in i..j overlaps or touches `new`.
-    let i = ranges.partition_point(|r| r.end < new.start);
-    let j = ranges.partition_point(|r| r.start <= new.end);
-    if i == j {
-        if ranges.len() >= cap {
-            return false;
+impl Account {
+    /// Charges `n` bytes about to be allocated, or refuses them with nothing charged.
+    fn charge(&mut self, n: usize) -> Result<(), DropReason> {
+        if n == 0 {
+            return Ok(());
         }
-        ranges.insert(i, new);
-    } else {
-        let start = new.start.min(ranges[i].start);
-        let end = new.end.max(ranges[j - 1].end);
-        ranges.drain(i + 1..j);
-        ranges[i] = start..end;
+        if self.buffered.saturating_add(n) > self.max {
+            return Err(DropReason::HandshakeBudget);
+        }
+        if let Some(budget) = &self.budget
+            && !budget.try_charge(n)
+        {
+            return Err(DropReason::GlobalBudget);
+        }
+        self.buffered += n;
+        self.peak = self.peak.max(self.buffered);
+        Ok(())
     }
-    true
+
+    fn release(&mut self, n: usize) {
+        let n = n.min(self.buffered);
+        self.buffered -= n;
+        if let Some(budget) = &self.budget {
+            budget.release(n);
+        }
+    }
+}
+
+impl Drop for Account {
+    fn drop(&mut self) {
+        self.release(self.buffered);
+    }
 }
 
 /// Reassembles one handshake's incoming messages. See the module documentation.
@@ -229,8 +223,7 @@ pub struct Reassembler {
     next_seq: u32,
     /// Partial and complete messages, sorted by message_seq.
     pending: Vec<Partial>,
-    buffered_bytes: usize,
-    peak_buffered_bytes: usize,
+    account: Account,
     stats: ReassemblyStats,
 }
 
@@ -242,15 +235,36 @@ impl Reassembler {
             config,
             next_seq: u32::from(next_seq),
             pending: Vec::new(),
-            buffered_bytes: 0,
-            peak_buffered_bytes: 0,
+            account: Account {
+                max: config.max_handshake_bytes,
+                buffered: 0,
+                peak: 0,
+                budget: None,
+            },
             stats: ReassemblyStats::default(),
         }
+    }
+
+    /// Like [`new`](Self::new), also charging every buffer to `budget`, which other
+    /// reassemblers may share.
+    pub fn with_budget(
+        config: ReassemblyConfig,
+        next_seq: u16,
+        budget: Arc<ReassemblyBudget>,
+    ) -> Self {
+        let mut r = Self::new(config, next_seq);
+        r.account.budget = Some(budget);
+        r
     }
 
     /// The limits in force.
     pub fn config(&self) -> &ReassemblyConfig {
         &self.config
+    }
+
+    /// The shared budget this reassembler charges, if any.
+    pub fn budget(&self) -> Option<&Arc<ReassemblyBudget>> {
+        self.account.budget.as_ref()
     }
 
     /// The message_seq expected next (65536 after message 65535 was delivered).
@@ -269,22 +283,29 @@ impl Reassembler {
         self.pending.retain(|p| {
             let keep = p.message_seq >= seq;
             if !keep {
-                freed += p.body.len();
+                freed += p.charged;
             }
             keep
         });
-        self.buffered_bytes -= freed;
+        self.account.release(freed);
     }
 
-    /// Bytes of message bodies currently allocated and accounted against
-    /// `max_handshake_bytes`.
+    /// Discards every buffered message (their bytes are released); the next expected
+    /// message_seq and the counters stay.
+    pub fn clear(&mut self) {
+        self.pending = Vec::new();
+        self.account.release(self.account.buffered);
+    }
+
+    /// Bytes currently charged for buffered messages (against `max_handshake_bytes` and
+    /// the shared budget): buffer capacities plus a fixed overhead per out-of-order piece.
     pub fn buffered_bytes(&self) -> usize {
-        self.buffered_bytes
+        self.account.buffered
     }
 
     /// The largest value [`buffered_bytes`](Self::buffered_bytes) has had.
     pub fn peak_buffered_bytes(&self) -> usize {
-        self.peak_buffered_bytes
+        self.account.peak
     }
 
     /// Counters.
@@ -328,20 +349,18 @@ impl Reassembler {
         }
         let length = header.length as usize;
         let start = header.fragment_offset as usize;
-        let end = start + data.len();
+        let max_pieces = self.config.max_ranges_per_message;
         let idx = self.pending.partition_point(|p| p.message_seq < seq);
-        let existing = self.pending.get(idx).is_some_and(|p| p.message_seq == seq);
-        if existing {
-            let p = &mut self.pending[idx];
+        let account = &mut self.account;
+        if let Some(p) = self.pending.get_mut(idx).filter(|p| p.message_seq == seq) {
             // Never merge fragments that disagree on the message they belong to.
-            if p.body.len() != length {
+            if p.length != length {
                 return drop(DropReason::LengthMismatch);
             }
             if p.msg_type != header.msg_type {
                 return drop(DropReason::TypeMismatch);
             }
             if length == 0 {
-                p.received = true;
                 return FragmentOutcome::Accepted;
             }
             if data.is_empty() {
@@ -351,46 +370,33 @@ impl Reassembler {
                 // A duplicate of a message we hold; the first copy wins.
                 return FragmentOutcome::Accepted;
             }
-            if !insert_range(
-                &mut p.ranges,
-                start..end,
-                self.config.max_ranges_per_message,
-            ) {
-                return drop(DropReason::TooManyRanges);
-            }
-            p.body[start..end].copy_from_slice(data);
-            p.received = true;
-            return FragmentOutcome::Accepted;
+            return match p.insert(start, data, max_pieces, |n| account.charge(n)) {
+                Ok(freed) => {
+                    account.release(freed);
+                    FragmentOutcome::Accepted
+                }
+                Err(reason) => drop(reason),
+            };
         }
         if data.is_empty() && length > 0 {
             return drop(DropReason::EmptyFragment);
         }
-        // Bound checks before the allocation.
-        if length > self.config.max_message_len {
+        // Bound checks before any allocation.
+        if length > self.config.max_len_of(header.msg_type) {
             return drop(DropReason::MessageTooLarge);
         }
-        if self.buffered_bytes + length > self.config.max_handshake_bytes {
-            return drop(DropReason::HandshakeBudget);
+        let mut p = Partial::new(seq, header.msg_type, length);
+        if length == 0 {
+            p.mark_received();
+        } else if let Err(reason) = p.insert(start, data, max_pieces, |n| account.charge(n)) {
+            return drop(reason);
         }
-        let mut body = vec![0u8; length];
-        body[start..end].copy_from_slice(data);
-        let ranges = if data.is_empty() {
-            Vec::new()
-        } else {
-            core::iter::once(start..end).collect()
-        };
-        self.buffered_bytes += length;
-        self.peak_buffered_bytes = self.peak_buffered_bytes.max(self.buffered_bytes);
-        self.pending.insert(
-            idx,
-            Partial {
-                message_seq: seq,
-                msg_type: header.msg_type,
-                body,
-                ranges,
-                received: true,
-            },
-        );
+        // Grow the list one slot at a time: it holds at most max_messages_ahead + 1
+        // messages, and usually one.
+        if self.pending.len() == self.pending.capacity() {
+            self.pending.reserve_exact(1);
+        }
+        self.pending.insert(idx, p);
         FragmentOutcome::Accepted
     }
 
@@ -407,13 +413,13 @@ impl Reassembler {
             return None;
         }
         let p = self.pending.remove(0);
-        self.buffered_bytes -= p.body.len();
+        self.account.release(p.charged);
         self.next_seq += 1;
         Some(ReassembledMessage {
             msg_type: p.msg_type,
             // p.message_seq came from a u16.
             message_seq: p.message_seq as u16,
-            body: p.body,
+            body: p.into_body(),
         })
     }
 }
