@@ -157,7 +157,7 @@ impl Connection {
     /// Who the peer claims to be so far, for logs (nothing here is verified): the server
     /// name (server: the client's SNI host name; client: the name we verify the server
     /// against) and the PSK identity (server: the one the client named, known or not;
-    /// client: ours, once a PSK suite is negotiated).
+    /// client: ours, when PSK suites are offered).
     pub fn claimed_identity(&self) -> ClaimedIdentity<'_> {
         match self.role {
             Role::Server => ClaimedIdentity {
@@ -166,7 +166,16 @@ impl Connection {
             },
             Role::Client => ClaimedIdentity {
                 server_name: self.config.server_name.as_deref(),
-                psk_identity: self.hs.psk_identity.as_deref(),
+                // The identity we would present: the negotiated one, or the configured one
+                // while PSK suites are on offer.
+                psk_identity: self.hs.psk_identity.as_deref().or_else(|| {
+                    self.config
+                        .cipher_suites
+                        .iter()
+                        .any(|s| s.uses_psk())
+                        .then(|| self.config.psks.first().map(|p| p.identity.as_slice()))
+                        .flatten()
+                }),
             },
         }
     }
@@ -260,7 +269,11 @@ impl Connection {
                 }
             }
             TimerAction::GiveUp => self.fail(HandshakeError::Timeout {
+                state: self.state.name(),
                 unauthenticated: self.stats.rejected_records,
+                // Our Finished went out under the new write epoch; the peer's own
+                // ChangeCipherSpec and Finished never came.
+                finished_unanswered: self.write_epoch == 1 && self.reader.is_none(),
             }),
         }
     }

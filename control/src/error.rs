@@ -10,25 +10,36 @@ use dtls_wire::{AlertDescription, WireError};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HandshakeError {
-    /// The retransmission give-up limit was reached (count or total time).
+    /// The retransmission give-up limit was reached (count or total time) in `state`.
+    ///
     /// `unauthenticated` counts the peer's records under the new keys that failed
-    /// authentication meanwhile: the records are discarded silently (RFC 6347 §4.1.2.7, so an
-    /// off-path attacker cannot abort a handshake with forged records), but when the
-    /// handshake then times out they are the likely reason, most often a wrong PSK.
+    /// authentication meanwhile, and `finished_unanswered` says we had sent our Finished
+    /// and heard nothing back under the new keys. Such records are discarded silently (RFC
+    /// 6347 §4.1.2.7, so an off-path attacker cannot abort a handshake with forged
+    /// records), but when the handshake then times out they are the likely reason: keys
+    /// that do not match, most often a wrong PSK.
     #[error(
-        "handshake timed out{}",
+        "handshake timed out in {state}{}",
         if *unauthenticated > 0 {
             format!(
                 "; {unauthenticated} of the peer's records under the new keys failed \
                  authentication (mismatched keys: a wrong PSK?)"
             )
+        } else if *finished_unanswered {
+            "; the peer never answered our Finished (it could not authenticate it: \
+             mismatched keys, a wrong PSK?)"
+                .to_owned()
         } else {
             String::new()
         }
     )]
     Timeout {
+        /// The state the handshake was in.
+        state: &'static str,
         /// The peer's records under the new keys that failed authentication.
         unauthenticated: u64,
+        /// We had sent our Finished and the peer never answered under the new keys.
+        finished_unanswered: bool,
     },
     /// The peer sent a fatal alert.
     #[error("peer sent fatal alert {description:?}")]

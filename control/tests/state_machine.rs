@@ -752,3 +752,41 @@ fn no_cbc_suite_is_offered_or_accepted() {
     let t = conn.poll_transmit(p.now, &mut buf).expect("alert sent");
     assert!(has_plain_alert(&buf[..t.len], 2, ALERT_HANDSHAKE_FAILURE));
 }
+
+/// A wrong PSK key: the handshake cannot complete, both sides give up, and each side's
+/// timeout names the likely reason for the operator (the server saw the client's Finished
+/// fail authentication; the client's Finished was never answered). The records are still
+/// discarded silently before the timeout (RFC 6347 §4.1.2.7).
+#[test]
+fn a_wrong_psk_key_times_out_naming_mismatched_keys_on_both_sides() {
+    let suite = CipherSuite::PskAes128GcmSha256;
+    let mut client = client_config(&[suite]);
+    client.psks[0].key = zeroize::Zeroizing::new(vec![0x42; 16]);
+    let cfg = PairConfig::new(client, server_config(&[suite]));
+    let mut p = Pair::new(cfg);
+    p.drive_until(Duration::from_secs(400), |p| {
+        p.client.failed.is_some() && p.server.failed.is_some()
+    });
+    assert_eq!((p.client.keys_ready, p.server.keys_ready), (0, 0));
+    let server = p.server.failed.as_ref().expect("server gave up");
+    assert!(
+        matches!(server, HandshakeError::Timeout { unauthenticated, .. } if *unauthenticated > 0),
+        "{server:?}"
+    );
+    assert!(server.to_string().contains("a wrong PSK?"), "{server}");
+    let client = p.client.failed.as_ref().expect("client gave up");
+    assert!(
+        matches!(
+            client,
+            HandshakeError::Timeout {
+                finished_unanswered: true,
+                ..
+            }
+        ),
+        "{client:?}"
+    );
+    assert!(
+        client.to_string().contains("never answered our Finished"),
+        "{client}"
+    );
+}

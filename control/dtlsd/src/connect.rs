@@ -163,6 +163,10 @@ pub fn engine_config(config: &ConnectConfig) -> anyhow::Result<control::Config> 
         server_name,
         mtu: usize::from(config.tuning.mtu),
         heartbeat: Some(HeartbeatMode::PeerAllowedToSend),
+        retransmit: control::RetransmitConfig {
+            max_handshake_time: Some(config.tuning.limits.handshake_timeout),
+            ..control::RetransmitConfig::default()
+        },
         ..control::Config::new(peer_verification)
     };
     if let ServerTrust::Psk(psk) = &config.trust {

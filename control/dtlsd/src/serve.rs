@@ -221,6 +221,14 @@ pub fn engine_config(
         psks,
         mtu: usize::from(config.tuning.mtu),
         heartbeat: Some(HeartbeatMode::PeerAllowedToSend),
+        retransmit: control::RetransmitConfig {
+            max_handshake_time: Some(config.tuning.limits.handshake_timeout),
+            // One copy per timer firing toward a client: the loss sweeps meet their goals
+            // with the client alone sending two (docs/security.md), and a client that
+            // stalls after the cookie then gets half the bytes.
+            copies: 1,
+            ..control::RetransmitConfig::default()
+        },
         ticket_keys: Some(Arc::clone(tickets)),
         ticket_lifetime: u32::try_from(TICKET_LIFETIME.as_secs()).unwrap_or(u32::MAX),
         ..control::Config::new(peer_verification)

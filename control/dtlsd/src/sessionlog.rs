@@ -211,12 +211,12 @@ impl SessionLog for DaemonLog {
             target: "dtlsd::session",
             peer = %f.peer.addr,
             server = %server(&f.peer),
-            version = f.version,
+            version = %f.version,
             reason = %f.error,
-            alert_sent = alert_sent.as_deref().unwrap_or("-"),
-            alert_received = alert_received.as_deref().unwrap_or("-"),
-            sni = f.claimed.server_name.unwrap_or("-"),
-            psk_identity = psk_identity.as_deref().unwrap_or("-"),
+            alert_sent = %alert_sent.as_deref().unwrap_or("-"),
+            alert_received = %alert_received.as_deref().unwrap_or("-"),
+            sni = %f.claimed.server_name.unwrap_or("-"),
+            psk_identity = %psk_identity.as_deref().unwrap_or("-"),
             "handshake failed"
         );
     }
@@ -229,8 +229,8 @@ impl SessionLog for DaemonLog {
             target: "dtlsd::session",
             peer = %peer.addr,
             server = %server(&peer),
-            reason = refusal.as_str(),
-            alert_sent = if alert { "InternalError" } else { "-" },
+            reason = %refusal.as_str(),
+            alert_sent = %if alert { "InternalError" } else { "-" },
             "handshake refused"
         );
     }
@@ -248,7 +248,7 @@ impl SessionLog for DaemonLog {
             target: "dtlsd::session",
             peer = %s.peer.addr,
             server = %server(&s.peer),
-            version = s.version,
+            version = %s.version,
             suite = ?s.suite,
             identity = %describe_identity(s.identity),
             resumed = s.resumed,

@@ -101,6 +101,12 @@ pub fn server_config(suites: &[CipherSuite]) -> Config {
         }),
         psks: vec![psk()],
         client_auth: ClientAuth::None,
+        // As `dtlsd serve` ships: one copy per timer firing toward the client (the client
+        // sends two); the loss sweeps hold their goals with it (docs/security.md).
+        retransmit: control::RetransmitConfig {
+            copies: 1,
+            ..control::RetransmitConfig::default()
+        },
         ..Config::new(ca_verifier())
     }
 }

@@ -10,6 +10,7 @@
 //! half_open_per_prefix = 1024    # ... from one IPv4 /24 or IPv6 /48
 //! ipv4_prefix = 24
 //! ipv6_prefix = 48
+//! handshake_timeout = 60         # seconds before a handshake in progress gives up
 //! ```
 //!
 //! `docs/dtlsd.md` explains each cap, its default and the counter that shows it being hit.
@@ -28,6 +29,11 @@ pub const HALF_OPEN_RANGE: (i64, i64) = (1, 1_000_000);
 pub const IPV4_PREFIX_RANGE: (i64, i64) = (8, 32);
 /// Bounds of `ipv6_prefix` (a /64 is one IPv6 "address" for `half_open_per_address`).
 pub const IPV6_PREFIX_RANGE: (i64, i64) = (16, 64);
+/// Bounds of `handshake_timeout`, in seconds.
+pub const HANDSHAKE_TIMEOUT_RANGE: (i64, i64) = (1, 600);
+/// Default `handshake_timeout`, in seconds: five retransmissions of the RFC 6347 timer (at
+/// 1, 3, 7, 15 and 31 s) fit, the sixth (at 63 s) does not.
+pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: u64 = 60;
 /// Headroom of the derived per-shard cap over an even split (see [`Limits::per_shard`]).
 const SHARD_HEADROOM: f64 = 1.25;
 /// Slack added to the derived per-shard cap, for small caps where the spread is wide.
@@ -45,6 +51,7 @@ pub struct RawLimits {
     pub half_open_per_prefix: Option<i64>,
     pub ipv4_prefix: Option<i64>,
     pub ipv6_prefix: Option<i64>,
+    pub handshake_timeout: Option<i64>,
 }
 
 /// Validated caps.
@@ -64,6 +71,8 @@ pub struct Limits {
     pub ipv4_prefix: u8,
     /// IPv6 prefix length of `half_open_per_prefix`.
     pub ipv6_prefix: u8,
+    /// How long a handshake in progress may take before it gives up (both roles).
+    pub handshake_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -77,6 +86,7 @@ impl Default for Limits {
             half_open_per_prefix: runtime.half_open_per_prefix,
             ipv4_prefix: runtime.ipv4_prefix,
             ipv6_prefix: runtime.ipv6_prefix,
+            handshake_timeout: std::time::Duration::from_secs(DEFAULT_HANDSHAKE_TIMEOUT_SECS),
         }
     }
 }
@@ -164,6 +174,12 @@ pub fn validate(raw: &RawLimits, errors: &mut Vec<ConfigError>) -> Option<Limits
     );
     let v4 = ranged(errors, "ipv4_prefix", raw.ipv4_prefix, IPV4_PREFIX_RANGE);
     let v6 = ranged(errors, "ipv6_prefix", raw.ipv6_prefix, IPV6_PREFIX_RANGE);
+    let timeout = ranged(
+        errors,
+        "handshake_timeout",
+        raw.handshake_timeout,
+        HANDSHAKE_TIMEOUT_RANGE,
+    );
     let limits = Limits {
         max_sessions: max_sessions?.unwrap_or(d.max_sessions),
         max_sessions_per_shard: per_shard?,
@@ -172,6 +188,9 @@ pub fn validate(raw: &RawLimits, errors: &mut Vec<ConfigError>) -> Option<Limits
         half_open_per_prefix: per_prefix?.unwrap_or(d.half_open_per_prefix),
         ipv4_prefix: u8::try_from(v4?.unwrap_or(usize::from(d.ipv4_prefix))).ok()?,
         ipv6_prefix: u8::try_from(v6?.unwrap_or(usize::from(d.ipv6_prefix))).ok()?,
+        handshake_timeout: timeout?.map_or(d.handshake_timeout, |s| {
+            std::time::Duration::from_secs(s as u64)
+        }),
     };
     let before = errors.len();
     if let Some(per_shard) = limits.max_sessions_per_shard

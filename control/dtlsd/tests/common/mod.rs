@@ -252,6 +252,55 @@ impl Daemon {
         })
     }
 
+    /// Starts `dtlsd connect --listen <free> --server <server>` with exactly `args` beyond
+    /// those (no CA: the caller chooses how the server is trusted).
+    pub fn start_connect_args(server: SocketAddr, args: &[&str]) -> Self {
+        Self::start_on(CONNECT_READY, || {
+            let listen = free_udp_addr();
+            let child = Command::new(DTLSD)
+                .env("NO_COLOR", "1")
+                .env("RUST_LOG", "info")
+                .args(["connect", "--listen", &listen.to_string()])
+                .args(["--server", &server.to_string()])
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn dtlsd connect");
+            (listen, None, child)
+        })
+    }
+
+    /// Starts `dtlsd serve` with the test certificate, `extra` arguments and `--metrics` on a
+    /// free TCP port.
+    pub fn start_serve_with_metrics(backend: SocketAddr, pki: &TempDir, extra: &[&str]) -> Self {
+        Self::start_on(SERVE_READY, || {
+            let (listen, metrics) = (free_udp_addr(), free_tcp_addr());
+            let mut args: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
+            args.extend(["--metrics".to_owned(), metrics.to_string()]);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            (
+                listen,
+                Some(metrics),
+                spawn_serve(listen, backend, pki, &args),
+            )
+        })
+    }
+
+    /// The value of one sample (`name{labels}` exactly as exposed) on `/metrics`.
+    pub fn metric(&self, series: &str) -> Option<u64> {
+        let (status, body) = http_get(self.metrics(), "/metrics");
+        assert_eq!(status, 200, "{body}");
+        body.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+    }
+
     /// Sends `signal` (e.g. "HUP") to the daemon.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
@@ -422,6 +471,10 @@ pub struct Client {
     opener: Option<Opener>,
     buf: Vec<u8>,
     rx: Vec<u8>,
+    /// Why the handshake failed, once it has.
+    failed: Option<String>,
+    /// The session ticket the server issued (RFC 5077), if any.
+    pub ticket: Option<control::SessionTicket>,
 }
 
 /// What one incoming datagram held once opened.
@@ -448,13 +501,25 @@ impl Client {
 
     /// Connects and completes the handshake within `timeout`.
     pub fn connect_within(config: Arc<Config>, server: SocketAddr, timeout: Duration) -> Self {
+        Self::try_connect(config, server, None, timeout)
+            .unwrap_or_else(|e| panic!("handshake did not complete: {e}"))
+    }
+
+    /// Connects (offering `ticket` for resumption, when given) and completes the handshake
+    /// within `timeout`, or says why not (the handshake failed, or the time ran out).
+    pub fn try_connect(
+        config: Arc<Config>,
+        server: SocketAddr,
+        ticket: Option<control::SessionTicket>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
         let sock = UdpSocket::bind("127.0.0.1:0").expect("bind client socket");
         let conn = Connection::client(
             config,
             Box::new(SystemRng::new()),
             Instant::now(),
             server,
-            None,
+            ticket,
         )
         .expect("client config is valid");
         let mut c = Self {
@@ -465,17 +530,20 @@ impl Client {
             opener: None,
             buf: vec![0u8; 65_536],
             rx: vec![0u8; 65_536],
+            failed: None,
+            ticket: None,
         };
         let deadline = Instant::now() + timeout;
         while c.sealer.is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "handshake did not complete (state {})",
-                c.conn.state_name()
-            );
+            if let Some(e) = c.failed.take() {
+                return Err(e);
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("timed out in state {}", c.conn.state_name()));
+            }
             c.turn(Duration::from_millis(50));
         }
-        c
+        Ok(c)
     }
 
     fn flush(&mut self) {
@@ -486,7 +554,8 @@ impl Client {
         while let Some(event) = self.conn.poll_event() {
             match event {
                 Event::KeysReady(keys) => {
-                    let keys = *keys;
+                    let mut keys = *keys;
+                    self.ticket = keys.ticket.take();
                     self.sealer = Some(
                         Sealer::new(keys.write.epoch, keys.write.key, keys.write.next_sequence)
                             .expect("sealer from KeysReady"),
@@ -497,7 +566,7 @@ impl Client {
                         ReplayWindow::new(keys.replay_window.clamp(64, 4096)),
                     ));
                 }
-                Event::HandshakeFailed(e) => panic!("handshake failed: {e}"),
+                Event::HandshakeFailed(e) => self.failed = Some(e.to_string()),
                 Event::AlertReceived { .. } | Event::Closed { .. } => {}
             }
         }
@@ -593,4 +662,29 @@ impl Client {
         }
         panic!("no echo of {:?}", String::from_utf8_lossy(payload));
     }
+}
+
+// ---------- HTTP ----------
+
+/// `GET path` on `addr` (HTTP/1.1, `Connection: close`): the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
