@@ -1,12 +1,15 @@
 //! Helpers shared by the `dtlsd serve` integration tests (serve, flood, metrics): temp
 //! dirs and the test PKI, free ports, a UDP echo backend, the daemon and client processes
-//! (killed on drop), waits with deadlines and our own engine as a blocking client.
+//! (killed on drop), waits with deadlines and our own engine as a blocking client;
+//! [`probe`] reads a running daemon's `/metrics` and resident memory.
 
 // Each test binary uses a subset of these helpers.
 #![allow(dead_code)]
 
+pub mod probe;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
@@ -252,6 +255,48 @@ impl Daemon {
         })
     }
 
+    /// Starts `dtlsd serve` with `extra` arguments and `--metrics` on free ports.
+    pub fn start_serve_with_metrics(backend: SocketAddr, pki: &TempDir, extra: &[&str]) -> Self {
+        Self::start_on(SERVE_READY, || {
+            let (listen, metrics) = (free_udp_addr(), free_tcp_addr());
+            let metrics_arg = metrics.to_string();
+            let args: Vec<&str> = extra
+                .iter()
+                .copied()
+                .chain(["--metrics", &metrics_arg])
+                .collect();
+            (
+                listen,
+                Some(metrics),
+                spawn_serve(listen, backend, pki, &args),
+            )
+        })
+    }
+
+    /// Starts `dtlsd connect` to `server` with `extra` arguments and `--metrics` on free
+    /// ports.
+    pub fn start_connect_with_metrics(server: SocketAddr, pki: &TempDir, extra: &[&str]) -> Self {
+        Self::start_on(CONNECT_READY, || {
+            let (listen, metrics) = (free_udp_addr(), free_tcp_addr());
+            let metrics_arg = metrics.to_string();
+            let args: Vec<&str> = extra
+                .iter()
+                .copied()
+                .chain(["--metrics", &metrics_arg])
+                .collect();
+            (
+                listen,
+                Some(metrics),
+                spawn_connect(listen, server, pki, &args),
+            )
+        })
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends `signal` (e.g. "HUP") to the daemon.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
@@ -263,14 +308,7 @@ impl Daemon {
 
     /// Starts `dtlsd serve --shards 2 --metrics <addr>` on free UDP and TCP ports.
     pub fn start_with_metrics(backend: SocketAddr, pki: &TempDir) -> Self {
-        Self::start_on(SERVE_READY, || {
-            let (listen, metrics) = (free_udp_addr(), free_tcp_addr());
-            (
-                listen,
-                Some(metrics),
-                spawn_daemon(listen, metrics, backend, pki),
-            )
-        })
+        Self::start_serve_with_metrics(backend, pki, &["--shards", "2"])
     }
 
     /// Starts the daemon `spawn` gives on free ports; retries on new ports when another
@@ -448,7 +486,18 @@ impl Client {
 
     /// Connects and completes the handshake within `timeout`.
     pub fn connect_within(config: Arc<Config>, server: SocketAddr, timeout: Duration) -> Self {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind client socket");
+        Self::connect_from(config, server, Ipv4Addr::LOCALHOST.into(), timeout)
+    }
+
+    /// Connects from an ephemeral port of `ip` (any 127.0.0.0/8 address on loopback) and
+    /// completes the handshake within `timeout`.
+    pub fn connect_from(
+        config: Arc<Config>,
+        server: SocketAddr,
+        ip: IpAddr,
+        timeout: Duration,
+    ) -> Self {
+        let sock = UdpSocket::bind((ip, 0)).expect("bind client socket");
         let conn = Connection::client(
             config,
             Box::new(SystemRng::new()),
@@ -564,7 +613,25 @@ impl Client {
         self.send_record(ContentType::Alert, &[1, 0]);
     }
 
+    /// Sends one datagram holding an application-data record with `payload` and then an
+    /// alert record (`[level, description]`, e.g. `[1, 0]` for close_notify).
+    pub fn send_app_and_alert(&mut self, payload: &[u8], alert: [u8; 2]) {
+        let mut datagram = self.seal(ContentType::ApplicationData, payload);
+        datagram.extend(self.seal(ContentType::Alert, &alert));
+        self.sock
+            .send_to(&datagram, self.server)
+            .expect("send a datagram");
+    }
+
     fn send_record(&mut self, content_type: ContentType, payload: &[u8]) {
+        let record = self.seal(content_type, payload);
+        self.sock
+            .send_to(&record, self.server)
+            .expect("send a record");
+    }
+
+    /// One record of `content_type` around `payload`, sealed with the next sequence number.
+    fn seal(&mut self, content_type: ContentType, payload: &[u8]) -> Vec<u8> {
         let sealer = self.sealer.as_mut().expect("keys installed");
         let offset = sealer.plaintext_offset();
         let mut record = vec![0u8; HEADER_LEN + sealer.overhead() + payload.len()];
@@ -572,9 +639,8 @@ impl Client {
         let n = sealer
             .seal(content_type, DTLS_1_2, &mut record, payload.len())
             .expect("seal a record");
-        self.sock
-            .send_to(&record[..n], self.server)
-            .expect("send a record");
+        record.truncate(n);
+        record
     }
 
     /// Sends `payload` and waits for the identical echo (resending on a silent second;
