@@ -1,12 +1,15 @@
 //! Helpers shared by the `dtlsd serve` integration tests (serve, flood, metrics): temp
 //! dirs and the test PKI, free ports, a UDP echo backend, the daemon and client processes
-//! (killed on drop), waits with deadlines and our own engine as a blocking client.
+//! (killed on drop), waits with deadlines and our own engine as a blocking client;
+//! [`probe`] reads a running daemon's `/metrics` and resident memory.
 
 // Each test binary uses a subset of these helpers.
 #![allow(dead_code)]
 
+pub mod probe;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
@@ -272,14 +275,16 @@ impl Daemon {
         })
     }
 
-    /// Starts `dtlsd serve` with the test certificate, `extra` arguments and `--metrics` on a
-    /// free TCP port.
+    /// Starts `dtlsd serve` with `extra` arguments and `--metrics` on free ports.
     pub fn start_serve_with_metrics(backend: SocketAddr, pki: &TempDir, extra: &[&str]) -> Self {
         Self::start_on(SERVE_READY, || {
             let (listen, metrics) = (free_udp_addr(), free_tcp_addr());
-            let mut args: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
-            args.extend(["--metrics".to_owned(), metrics.to_string()]);
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let metrics_arg = metrics.to_string();
+            let args: Vec<&str> = extra
+                .iter()
+                .copied()
+                .chain(["--metrics", &metrics_arg])
+                .collect();
             (
                 listen,
                 Some(metrics),
@@ -301,6 +306,30 @@ impl Daemon {
         })
     }
 
+    /// Starts `dtlsd connect` to `server` with `extra` arguments and `--metrics` on free
+    /// ports.
+    pub fn start_connect_with_metrics(server: SocketAddr, pki: &TempDir, extra: &[&str]) -> Self {
+        Self::start_on(CONNECT_READY, || {
+            let (listen, metrics) = (free_udp_addr(), free_tcp_addr());
+            let metrics_arg = metrics.to_string();
+            let args: Vec<&str> = extra
+                .iter()
+                .copied()
+                .chain(["--metrics", &metrics_arg])
+                .collect();
+            (
+                listen,
+                Some(metrics),
+                spawn_connect(listen, server, pki, &args),
+            )
+        })
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends `signal` (e.g. "HUP") to the daemon.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
@@ -312,14 +341,7 @@ impl Daemon {
 
     /// Starts `dtlsd serve --shards 2 --metrics <addr>` on free UDP and TCP ports.
     pub fn start_with_metrics(backend: SocketAddr, pki: &TempDir) -> Self {
-        Self::start_on(SERVE_READY, || {
-            let (listen, metrics) = (free_udp_addr(), free_tcp_addr());
-            (
-                listen,
-                Some(metrics),
-                spawn_daemon(listen, metrics, backend, pki),
-            )
-        })
+        Self::start_serve_with_metrics(backend, pki, &["--shards", "2"])
     }
 
     /// Starts the daemon `spawn` gives on free ports; retries on new ports when another
@@ -505,6 +527,18 @@ impl Client {
             .unwrap_or_else(|e| panic!("handshake did not complete: {e}"))
     }
 
+    /// Connects from an ephemeral port of `ip` (any 127.0.0.0/8 address on loopback) and
+    /// completes the handshake within `timeout`.
+    pub fn connect_from(
+        config: Arc<Config>,
+        server: SocketAddr,
+        ip: IpAddr,
+        timeout: Duration,
+    ) -> Self {
+        Self::try_connect_from(config, server, ip, None, timeout)
+            .unwrap_or_else(|e| panic!("handshake did not complete: {e}"))
+    }
+
     /// Connects (offering `ticket` for resumption, when given) and completes the handshake
     /// within `timeout`, or says why not (the handshake failed, or the time ran out).
     pub fn try_connect(
@@ -513,7 +547,17 @@ impl Client {
         ticket: Option<control::SessionTicket>,
         timeout: Duration,
     ) -> Result<Self, String> {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind client socket");
+        Self::try_connect_from(config, server, Ipv4Addr::LOCALHOST.into(), ticket, timeout)
+    }
+
+    fn try_connect_from(
+        config: Arc<Config>,
+        server: SocketAddr,
+        ip: IpAddr,
+        ticket: Option<control::SessionTicket>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let sock = UdpSocket::bind((ip, 0)).expect("bind client socket");
         let conn = Connection::client(
             config,
             Box::new(SystemRng::new()),
@@ -633,7 +677,25 @@ impl Client {
         self.send_record(ContentType::Alert, &[1, 0]);
     }
 
+    /// Sends one datagram holding an application-data record with `payload` and then an
+    /// alert record (`[level, description]`, e.g. `[1, 0]` for close_notify).
+    pub fn send_app_and_alert(&mut self, payload: &[u8], alert: [u8; 2]) {
+        let mut datagram = self.seal(ContentType::ApplicationData, payload);
+        datagram.extend(self.seal(ContentType::Alert, &alert));
+        self.sock
+            .send_to(&datagram, self.server)
+            .expect("send a datagram");
+    }
+
     fn send_record(&mut self, content_type: ContentType, payload: &[u8]) {
+        let record = self.seal(content_type, payload);
+        self.sock
+            .send_to(&record, self.server)
+            .expect("send a record");
+    }
+
+    /// One record of `content_type` around `payload`, sealed with the next sequence number.
+    fn seal(&mut self, content_type: ContentType, payload: &[u8]) -> Vec<u8> {
         let sealer = self.sealer.as_mut().expect("keys installed");
         let offset = sealer.plaintext_offset();
         let mut record = vec![0u8; HEADER_LEN + sealer.overhead() + payload.len()];
@@ -641,9 +703,8 @@ impl Client {
         let n = sealer
             .seal(content_type, DTLS_1_2, &mut record, payload.len())
             .expect("seal a record");
-        self.sock
-            .send_to(&record[..n], self.server)
-            .expect("send a record");
+        record.truncate(n);
+        record
     }
 
     /// Sends `payload` and waits for the identical echo (resending on a silent second;
