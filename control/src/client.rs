@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use dtls_crypto::pki_types::CertificateDer;
 use dtls_crypto::{EphemeralKeyPair, NamedGroup, PremasterSecret, Rng, Sender, verify_signature};
-use dtls_wire::{
+use dtls_proto::{
     Certificate, CertificateRequest, CertificateVerify, ClientHello, ClientKeyExchange,
     DigitallySigned, Extensions, Finished, HandshakeMessage, HandshakeType, HelloVerifyRequest,
     KeyExchange, NewSessionTicket, ProtocolVersion, ServerHello, ServerKeyExchange, ServerName,
@@ -108,11 +108,11 @@ impl Connection {
                 config
                     .groups
                     .iter()
-                    .map(|g| dtls_wire::NamedGroup::from_u16(g.code()))
+                    .map(|g| dtls_proto::NamedGroup::from_u16(g.code()))
                     .collect(),
             );
             // RFC 8422 §5.1.2: uncompressed only.
-            ext.ec_point_formats = Some(vec![dtls_wire::EC_POINT_FORMAT_UNCOMPRESSED]);
+            ext.ec_point_formats = Some(vec![dtls_proto::EC_POINT_FORMAT_UNCOMPRESSED]);
         }
         if !config.alpn_protocols.is_empty() {
             ext.alpn = Some(config.alpn_protocols.clone());
@@ -138,7 +138,7 @@ impl Connection {
             session_id: self.hs.session_id.clone(),
             cookie: Vec::new(),
             cipher_suites: suites.iter().map(|s| s.to_wire()).collect(),
-            compression_methods: vec![dtls_wire::COMPRESSION_NULL],
+            compression_methods: vec![dtls_proto::COMPRESSION_NULL],
             extensions: ext,
         }
     }
@@ -251,7 +251,7 @@ impl Connection {
                 what: "server chose a suite we did not offer",
             })?;
         // RFC 5246 §7.4.1.3: the compression method must be one the client offered.
-        if sh.compression_method != dtls_wire::COMPRESSION_NULL {
+        if sh.compression_method != dtls_proto::COMPRESSION_NULL {
             return Err(HandshakeError::IllegalParameter {
                 what: "compression method",
             });
@@ -452,7 +452,7 @@ impl Connection {
         now: Instant,
         body: &[u8],
     ) -> Result<State, HandshakeError> {
-        dtls_wire::ServerHelloDone::parse(body).map_err(decode("ServerHelloDone"))?;
+        dtls_proto::ServerHelloDone::parse(body).map_err(decode("ServerHelloDone"))?;
         let suite = self.hs.suite()?;
         let mut flight = Flight::default();
         // RFC 5246 §7.4.6: the client sends a Certificate (possibly empty) when asked.

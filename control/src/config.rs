@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use dtls_crypto::pki_types::{CertificateDer, UnixTime};
 use dtls_crypto::{NamedGroup, PeerVerifier, SigningKey, TicketKeys};
-use dtls_wire::{HeartbeatMode, ReassemblyBudget, SignatureScheme, SrtpProtectionProfile};
+use dtls_proto::{HeartbeatMode, ReassemblyBudget, SignatureScheme, SrtpProtectionProfile};
 use zeroize::Zeroizing;
 
 pub use crate::suites::{CipherSuite, KeyExchange};

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use dataplane::record::{ContentType, Opener, RecordRepr, Records, ReplayWindow};
 use dtls_crypto::Rng;
-use dtls_wire::{Alert, AlertDescription, AlertLevel, CHANGE_CIPHER_SPEC};
+use dtls_proto::{Alert, AlertDescription, AlertLevel, CHANGE_CIPHER_SPEC};
 
 use crate::config::Config;
 use crate::error::HandshakeError;

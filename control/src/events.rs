@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use dataplane::record::RecordKey;
 use dtls_crypto::pki_types::CertificateDer;
 
-use dtls_wire::{AlertDescription, AlertLevel, HeartbeatMode, SrtpProtectionProfile};
+use dtls_proto::{AlertDescription, AlertLevel, HeartbeatMode, SrtpProtectionProfile};
 
 use crate::config::CipherSuite;
 use crate::error::HandshakeError;

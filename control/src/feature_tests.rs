@@ -8,7 +8,7 @@ use std::time::Duration;
 use dataplane::record::Records;
 use dtls_crypto::pki_types::UnixTime;
 use dtls_crypto::{SeededRng, TicketKeys};
-use dtls_wire::{AlertDescription, ClientHello, HeartbeatMode, SrtpProtectionProfile};
+use dtls_proto::{AlertDescription, ClientHello, HeartbeatMode, SrtpProtectionProfile};
 
 use crate::pair_tests::{Pair, check_app_data, client_config, server_config};
 use crate::{
@@ -353,7 +353,7 @@ fn edit_hello(datagram: &[u8], edit: impl FnOnce(&mut ClientHello)) -> Vec<u8> {
     let mut body = Vec::new();
     hello.emit(&mut body).expect("emit");
     let mut msg = Vec::new();
-    dtls_wire::encode_message(dtls_wire::HandshakeType::ClientHello, 0, &body, &mut msg)
+    dtls_proto::encode_message(dtls_proto::HandshakeType::ClientHello, 0, &body, &mut msg)
         .expect("encode");
     let mut out = datagram[..11].to_vec();
     out.extend_from_slice(&(msg.len() as u16).to_be_bytes());

@@ -4,7 +4,7 @@
 use dataplane::record::RecordKey;
 use dtls_crypto::pki_types::CertificateDer;
 use dtls_crypto::{EphemeralKeyPair, FINISHED_LEN, RANDOM_LEN, Sender, Transcript};
-use dtls_wire::{HandshakeMessage, HeartbeatMode, SrtpProtectionProfile};
+use dtls_proto::{HandshakeMessage, HeartbeatMode, SrtpProtectionProfile};
 
 use crate::config::CipherSuite;
 use crate::connection::Role;
@@ -16,7 +16,7 @@ use crate::keys::session::{EpochKeyBlock, MasterBytes, Writer};
 use crate::keys::ticket::SessionTicket;
 
 /// One complete, reassembled handshake message from the peer.
-pub(crate) type Message = dtls_wire::ReassembledMessage;
+pub(crate) type Message = dtls_proto::ReassembledMessage;
 
 /// Everything one handshake accumulates.
 #[derive(Debug)]
@@ -66,7 +66,7 @@ pub(crate) struct Handshake {
     /// Client: HelloVerifyRequests answered so far.
     pub(crate) hello_verify_count: u8,
     /// Client: the ClientHello we sent (resent with the cookie).
-    pub(crate) client_hello: Option<dtls_wire::ClientHello>,
+    pub(crate) client_hello: Option<dtls_proto::ClientHello>,
 }
 
 impl Handshake {
@@ -136,7 +136,7 @@ impl Handshake {
         let message_seq = self.next_send_seq;
         self.next_send_seq = self.next_send_seq.wrapping_add(1);
         let mut raw = Vec::with_capacity(12 + body.len());
-        dtls_wire::encode_message(message.msg_type(), message_seq, &body, &mut raw).map_err(
+        dtls_proto::encode_message(message.msg_type(), message_seq, &body, &mut raw).map_err(
             |_| HandshakeError::Internal {
                 what: "message too long",
             },

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use dtls_wire::{
+use dtls_proto::{
     DropReason, FragmentOutcome, HandshakeFragments, HandshakeType, MessageCaps,
     ReassembledMessage, Reassembler, ReassemblyConfig,
 };
@@ -25,7 +25,7 @@ const MAX_CLIENT_HELLO: usize = 1 << 14;
 /// octets in length".
 const MIN_PSK_IDENTITY: usize = 128;
 
-/// Largest signature of a scheme we verify ([`dtls_wire::SignatureScheme::SUPPORTED`]):
+/// Largest signature of a scheme we verify ([`dtls_proto::SignatureScheme::SUPPORTED`]):
 /// RSA with an 8192-bit key (the verifier's RSA limit), 1024 bytes; ECDSA P-384 DER is at
 /// most 104 and Ed25519 64.
 const MAX_SIGNATURE: usize = 8192 / 8;

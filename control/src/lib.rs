@@ -12,7 +12,7 @@
 //! - ECDHE_ECDSA / ECDHE_RSA / PSK / ECDHE_PSK AEAD suites ([`CipherSuite`]), extended
 //!   master secret, secure renegotiation indication (renegotiation is refused), ALPN,
 //!   use_srtp with the RFC 5705 [`Exporter`], heartbeat negotiation, client authentication;
-//! - flight packing to the MTU, fragmentation, reassembly (through `dtls_wire`) and the
+//! - flight packing to the MTU, fragmentation, reassembly (through `dtls_proto`) and the
 //!   retransmission timer (1 s doubling to 60 s, RFC 6347 §4.2.4.1).
 //!
 //! On completion [`Event::KeysReady`] hands over [`SessionKeys`]: the epoch-1 keys with
@@ -81,7 +81,7 @@ pub use keys::ticket::SessionTicket;
 
 /// Re-exports of the building blocks that appear in this crate's API.
 pub use dtls_crypto::{self as crypto, NamedGroup, PeerVerifier, Rng, SigningKey};
-pub use dtls_wire::{
+pub use dtls_proto::{
     AlertDescription, AlertLevel, HeartbeatMode, ReassemblyBudget, SignatureScheme,
     SrtpProtectionProfile,
 };

@@ -377,7 +377,7 @@ fn no_common_suite_fails_with_alert() {
     assert!(pair.client_events.iter().any(|e| matches!(
         e,
         Event::HandshakeFailed(HandshakeError::PeerAlert {
-            description: dtls_wire::AlertDescription::HandshakeFailure
+            description: dtls_proto::AlertDescription::HandshakeFailure
         })
     )));
 }

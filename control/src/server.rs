@@ -8,7 +8,7 @@ use dtls_crypto::pki_types::CertificateDer;
 use dtls_crypto::{
     EphemeralKeyPair, NamedGroup, PremasterSecret, Rng, Sender, SessionState, verify_signature,
 };
-use dtls_wire::{
+use dtls_proto::{
     Certificate, CertificateRequest, CertificateVerify, ClientCertificateType, ClientHello,
     ClientKeyExchange, DigitallySigned, EcdheParams, Extensions, HandshakeMessage, HandshakeType,
     KeyExchange, NewSessionTicket, ProtocolVersion, ServerHello, ServerHelloDone,
@@ -160,7 +160,7 @@ impl Connection {
             });
         }
         let ext = &hello.extensions;
-        if let Some(dtls_wire::ServerName::HostName(name)) = &ext.server_name {
+        if let Some(dtls_proto::ServerName::HostName(name)) = &ext.server_name {
             self.hs.server_name = Some(name.clone());
         }
         // RFC 5746 §3.6: the server MUST check for the SCSV or the extension; a non-empty
@@ -175,7 +175,7 @@ impl Connection {
         let secure_renegotiation = ext.renegotiation_info.is_some()
             || hello
                 .cipher_suites
-                .contains(&dtls_wire::CipherSuite::EmptyRenegotiationInfoScsv);
+                .contains(&dtls_proto::CipherSuite::EmptyRenegotiationInfoScsv);
         // RFC 7627 §5.3: without the extension in ClientHello, abort when required.
         self.hs.extended_master_secret = ext.extended_master_secret;
         if !ext.extended_master_secret && self.config.require_extended_master_secret {
@@ -194,7 +194,7 @@ impl Connection {
             ..Extensions::default()
         };
         if suite.uses_ecdhe() && ext.ec_point_formats.is_some() {
-            sh_ext.ec_point_formats = Some(vec![dtls_wire::EC_POINT_FORMAT_UNCOMPRESSED]);
+            sh_ext.ec_point_formats = Some(vec![dtls_proto::EC_POINT_FORMAT_UNCOMPRESSED]);
         }
         if let (Some(client), false) = (&ext.alpn, self.config.alpn_protocols.is_empty()) {
             // RFC 7301 §3.2: no protocol in common is a fatal no_application_protocol.
@@ -251,7 +251,7 @@ impl Connection {
             random: self.hs.server_random,
             session_id: Vec::new(),
             cipher_suite: suite.to_wire(),
-            compression_method: dtls_wire::COMPRESSION_NULL,
+            compression_method: dtls_proto::COMPRESSION_NULL,
             extensions: sh_ext,
         };
         self.hs
@@ -343,7 +343,7 @@ impl Connection {
         let group = group.ok_or(HandshakeError::NoCommonGroup)?;
         let pair = EphemeralKeyPair::generate(group, &mut *self.rng)?;
         let params = EcdheParams {
-            group: dtls_wire::NamedGroup::from_u16(group.code()),
+            group: dtls_proto::NamedGroup::from_u16(group.code()),
             public: pair.public_key().to_vec(),
         };
         self.hs.ecdhe = Some(pair);
@@ -422,7 +422,7 @@ impl Connection {
             // RFC 5077 §3.4: echo the client's Session ID to accept the ticket.
             session_id: hello.session_id.clone(),
             cipher_suite: self.hs.suite()?.to_wire(),
-            compression_method: dtls_wire::COMPRESSION_NULL,
+            compression_method: dtls_proto::COMPRESSION_NULL,
             extensions: sh_ext,
         };
         self.hs

@@ -6,7 +6,7 @@
 use dataplane::record::Aead;
 use dtls_crypto::PrfHash;
 
-pub use dtls_wire::KeyExchange;
+pub use dtls_proto::KeyExchange;
 
 /// A DTLS 1.2 cipher suite this engine supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,12 +67,12 @@ impl CipherSuite {
     }
 
     /// The wire code-table value.
-    pub fn to_wire(self) -> dtls_wire::CipherSuite {
-        dtls_wire::CipherSuite::from_u16(self.code())
+    pub fn to_wire(self) -> dtls_proto::CipherSuite {
+        dtls_proto::CipherSuite::from_u16(self.code())
     }
 
     /// The suite for a wire code-table value, if supported.
-    pub fn from_wire(suite: dtls_wire::CipherSuite) -> Option<Self> {
+    pub fn from_wire(suite: dtls_proto::CipherSuite) -> Option<Self> {
         Self::from_code(suite.to_u16())
     }
 

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use dtls_crypto::{PrfHash, RANDOM_LEN};
-use dtls_wire::SrtpProtectionProfile;
+use dtls_proto::SrtpProtectionProfile;
 
 use crate::keys::session::MasterBytes;
 

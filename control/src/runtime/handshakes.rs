@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dataplane::record::RecordKey;
+use dtls_proto::{AlertDescription, HeartbeatMode};
 use dtls_shard::{
     CloseCause, CloseReason, ControlInbound, HeartbeatPolicy, ReadKeys, SessionCounters,
     ShardCommand, WriteKeys,
 };
-use dtls_wire::{AlertDescription, HeartbeatMode};
 
 use super::limits::Refusal;
 use super::log::{Closed, Established, HandshakeFailure, Peer};
