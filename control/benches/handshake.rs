@@ -21,12 +21,12 @@ use control::crypto::pem::{parse_certificates, parse_private_key};
 use control::crypto::pki_types::{CertificateDer, UnixTime};
 use control::crypto::test_pki::TestPki;
 use control::crypto::{
-    CertificateVerifier, EphemeralKeyPair, NamedGroup, PeerVerifier, SeededRng, SigningKey,
-    TicketKeys, scheme, verify_signature,
+    CertificateVerifier, EphemeralKeyPair, PeerVerifier, SeededRng, SigningKey, TicketKeys,
+    verify_signature,
 };
 use control::{
     AcceptOutcome, Acceptor, AcceptorConfig, CertifiedKey, CipherSuite, Config, Connection, Event,
-    SessionTicket,
+    NamedGroup, SessionTicket, SignatureScheme,
 };
 use criterion::{BatchSize, Criterion, criterion_group};
 
@@ -171,9 +171,15 @@ fn crypto_bound(s: &Setup, rng: &mut SeededRng, msg: &[u8]) {
     assert_eq!(a.as_bytes(), b.as_bytes());
     let sig = s
         .server_key
-        .sign(scheme::ECDSA_SECP256R1_SHA256, msg)
+        .sign(SignatureScheme::EcdsaSecp256r1Sha256, msg)
         .expect("sign");
-    verify_signature(scheme::ECDSA_SECP256R1_SHA256, &s.server_cert, msg, &sig).expect("verify");
+    verify_signature(
+        SignatureScheme::EcdsaSecp256r1Sha256,
+        &s.server_cert,
+        msg,
+        &sig,
+    )
+    .expect("verify");
 }
 
 fn benches(c: &mut Criterion) {

@@ -6,15 +6,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use dtls_crypto::pki_types::CertificateDer;
-use dtls_crypto::{EphemeralKeyPair, NamedGroup, PremasterSecret, Rng, Sender, verify_signature};
+use dtls_crypto::{EphemeralKeyPair, PremasterSecret, Rng, Sender, verify_signature};
 use dtls_proto::{
     Certificate, CertificateRequest, CertificateVerify, ClientHello, ClientKeyExchange,
-    DigitallySigned, Extensions, Finished, HandshakeMessage, HandshakeType, HelloVerifyRequest,
-    KeyExchange, NewSessionTicket, ProtocolVersion, ServerHello, ServerKeyExchange, ServerName,
-    SignatureScheme, UseSrtp, WireError,
+    DigitallySigned, ExtensionType, Extensions, Finished, HandshakeMessage, HandshakeType,
+    HelloVerifyRequest, KeyExchange, NewSessionTicket, ProtocolVersion, ServerHello,
+    ServerKeyExchange, ServerName, SuiteParams, UseSrtp, WireError,
 };
 
-use crate::config::{CipherSuite, Config, ConfigError};
+use crate::config::{Config, ConfigError};
 use crate::connection::{Connection, Role};
 use crate::error::HandshakeError;
 use crate::events::PeerIdentity;
@@ -73,12 +73,10 @@ impl Connection {
     }
 
     /// The suites we offer: PSK suites only when a PSK is configured.
-    fn offered_suites(&self) -> Vec<CipherSuite> {
+    fn offered_suites(&self) -> Vec<SuiteParams> {
         let has_psk = !self.config.psks.is_empty();
         self.config
-            .cipher_suites
-            .iter()
-            .copied()
+            .suites()
             .filter(|s| has_psk || !s.uses_psk())
             .collect()
     }
@@ -104,13 +102,7 @@ impl Connection {
             ..Extensions::default()
         };
         if uses_ecdhe {
-            ext.supported_groups = Some(
-                config
-                    .groups
-                    .iter()
-                    .map(|g| dtls_proto::NamedGroup::from_u16(g.code()))
-                    .collect(),
-            );
+            ext.supported_groups = Some(config.groups.clone());
             // RFC 8422 §5.1.2: uncompressed only.
             ext.ec_point_formats = Some(vec![dtls_proto::EC_POINT_FORMAT_UNCOMPRESSED]);
         }
@@ -137,7 +129,7 @@ impl Connection {
             random: self.hs.client_random,
             session_id: self.hs.session_id.clone(),
             cookie: Vec::new(),
-            cipher_suites: suites.iter().map(|s| s.to_wire()).collect(),
+            cipher_suites: suites.iter().map(|s| s.suite()).collect(),
             compression_methods: vec![dtls_proto::COMPRESSION_NULL],
             extensions: ext,
         }
@@ -245,8 +237,9 @@ impl Connection {
             });
         }
         let offered = self.offered_suites();
-        let suite = CipherSuite::from_wire(sh.cipher_suite)
-            .filter(|s| offered.contains(s))
+        let suite = offered
+            .into_iter()
+            .find(|s| s.suite() == sh.cipher_suite)
             .ok_or(HandshakeError::IllegalParameter {
                 what: "server chose a suite we did not offer",
             })?;
@@ -272,23 +265,31 @@ impl Connection {
             });
         }
         let unsolicited = [
-            (ext.alpn.is_some() && offered_ext.alpn.is_none(), 16u16),
-            (ext.use_srtp.is_some() && offered_ext.use_srtp.is_none(), 14),
+            (
+                ext.alpn.is_some() && offered_ext.alpn.is_none(),
+                ExtensionType::Alpn,
+            ),
+            (
+                ext.use_srtp.is_some() && offered_ext.use_srtp.is_none(),
+                ExtensionType::UseSrtp,
+            ),
             (
                 ext.heartbeat.is_some() && offered_ext.heartbeat.is_none(),
-                15,
+                ExtensionType::Heartbeat,
             ),
             (
                 ext.session_ticket.is_some() && offered_ext.session_ticket.is_none(),
-                35,
+                ExtensionType::SessionTicket,
             ),
             (
                 ext.server_name.is_some() && offered_ext.server_name.is_none(),
-                0,
+                ExtensionType::ServerName,
             ),
         ];
-        if let Some((_, code)) = unsolicited.iter().find(|(bad, _)| *bad) {
-            return Err(HandshakeError::UnsupportedExtension { ext_type: *code });
+        if let Some((_, ext_type)) = unsolicited.iter().find(|(bad, _)| *bad) {
+            return Err(HandshakeError::UnsupportedExtension {
+                ext_type: ext_type.to_u16(),
+            });
         }
         // RFC 5746 §3.4: "The client MUST then verify that the length of the
         // "renegotiated_connection" field is zero, and if it is not, MUST abort the
@@ -341,7 +342,7 @@ impl Connection {
         let resumed = self.hs.offered_ticket.as_ref().is_some_and(|t| {
             !self.hs.session_id.is_empty()
                 && sh.session_id == self.hs.session_id
-                && t.suite == suite
+                && t.suite == suite.suite()
         });
         if resumed {
             let ticket = self
@@ -413,7 +414,7 @@ impl Connection {
                 what: "no server certificate",
             })?;
             // RFC 8422 §5.4: the client verifies the signature over the params.
-            verify_signature(scheme.to_u16(), end_entity, &signed, &signature.signature)
+            verify_signature(scheme, end_entity, &signed, &signature.signature)
                 .map_err(|_| HandshakeError::BadSignature)?;
         }
         match &ske {
@@ -424,12 +425,14 @@ impl Connection {
             ServerKeyExchange::Ecdhe { .. } => {}
         }
         if let Some(params) = ske.ecdhe_params() {
-            let group = NamedGroup::from_u16(params.group.to_u16())
-                .filter(|g| self.config.groups.contains(g))
-                .ok_or(HandshakeError::IllegalParameter {
+            // We offered only configured groups, which `Config::validate` keeps to the ones
+            // our crypto implements.
+            if !self.config.groups.contains(&params.group) {
+                return Err(HandshakeError::IllegalParameter {
                     what: "server chose a group we did not offer",
-                })?;
-            self.hs.ecdhe = Some(EphemeralKeyPair::generate(group, &mut *self.rng)?);
+                });
+            }
+            self.hs.ecdhe = Some(EphemeralKeyPair::generate(params.group, &mut *self.rng)?);
             self.hs.peer_public = params.public.clone();
         }
         Ok(State::ExpectServerHelloDone)
@@ -442,7 +445,7 @@ impl Connection {
             .signature_schemes
             .iter()
             .filter(|s| self.config.signature_schemes.contains(s))
-            .map(|s| s.to_u16())
+            .copied()
             .collect();
         Ok(State::ExpectServerHelloDone)
     }
@@ -539,10 +542,7 @@ impl Connection {
                 &mut flight,
                 0,
                 &HandshakeMessage::CertificateVerify(CertificateVerify {
-                    signed: DigitallySigned {
-                        scheme: SignatureScheme::from_u16(scheme),
-                        signature,
-                    },
+                    signed: DigitallySigned { scheme, signature },
                 }),
             )?;
             self.hs.transcript.stop_retaining();

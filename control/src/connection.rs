@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use dataplane::record::{ContentType, Opener, RecordRepr, Records, ReplayWindow};
 use dtls_crypto::Rng;
-use dtls_proto::{Alert, AlertDescription, AlertLevel, CHANGE_CIPHER_SPEC};
+use dtls_proto::{Alert, AlertDescription, AlertLevel, CHANGE_CIPHER_SPEC, HandshakeType};
 
 use crate::config::Config;
 use crate::error::HandshakeError;
@@ -151,7 +151,7 @@ impl Connection {
 
     /// The negotiated cipher suite, once the ServerHello has been sent or received.
     pub fn suite(&self) -> Option<crate::CipherSuite> {
-        self.hs.suite
+        self.hs.suite.map(|s| s.suite())
     }
 
     /// Who the peer claims to be so far, for logs (nothing here is verified): the server
@@ -216,7 +216,7 @@ impl Connection {
         // epoch 0, handshake content, client_hello(1), random at body offset 2.
         record.header.epoch() == 0
             && record.header.content_type() == u8::from(ContentType::Handshake)
-            && payload.first() == Some(&1)
+            && payload.first() == Some(&HandshakeType::ClientHello.to_u8())
             && payload
                 .get(12 + 2..12 + 2 + 32)
                 .is_some_and(|random| random != self.hs.client_random)

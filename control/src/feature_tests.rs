@@ -675,8 +675,8 @@ fn mutated_and_random_datagrams_never_panic() {
     };
     let mut completed = 0;
     for round in 0..200u32 {
-        let suites = [CipherSuite::ALL[round as usize % CipherSuite::ALL.len()]];
-        let rsa = matches!(suites[0].key_exchange(), crate::KeyExchange::EcdheRsa);
+        let suites = [CipherSuite::SUPPORTED[round as usize % CipherSuite::SUPPORTED.len()]];
+        let rsa = suites[0].key_exchange() == Some(crate::KeyExchange::EcdheRsa);
         let mut pair = Pair::new(client_config(&suites), server_config(&suites, rsa));
         let mutate_byte = byte.clone();
         pair.filter = Box::new(move |_, d| {

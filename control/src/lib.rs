@@ -62,16 +62,14 @@ mod keys;
 mod pair_tests;
 mod server;
 mod state;
-mod suites;
 mod timer;
 
 pub mod runtime;
 
 pub use acceptor::{AcceptOutcome, Acceptor, AcceptorConfig, DropReason, VerifiedClientHello};
 pub use config::{
-    CertifiedKey, CipherSuite, ClientAuth, Config, ConfigError,
-    DEFAULT_MAX_CLIENT_CERTIFICATE_CHAIN, DEFAULT_REASSEMBLY_BUDGET, KeyExchange, MIN_MTU, Psk,
-    RetransmitConfig, TimeSource,
+    CertifiedKey, ClientAuth, Config, ConfigError, DEFAULT_MAX_CLIENT_CERTIFICATE_CHAIN,
+    DEFAULT_REASSEMBLY_BUDGET, MIN_MTU, Psk, RetransmitConfig, TimeSource,
 };
 pub use connection::{ClaimedIdentity, Connection, ConnectionStats, Role};
 pub use error::HandshakeError;
@@ -79,9 +77,10 @@ pub use events::{EpochKeys, Event, PeerIdentity, SessionKeys, Transmit};
 pub use keys::exporter::{ExportError, Exporter, SRTP_EXPORTER_LABEL};
 pub use keys::ticket::SessionTicket;
 
-/// Re-exports of the building blocks that appear in this crate's API.
-pub use dtls_crypto::{self as crypto, NamedGroup, PeerVerifier, Rng, SigningKey};
+/// Re-exports of the building blocks and the protocol vocabulary (defined in `dtls-proto`)
+/// that appear in this crate's API.
+pub use dtls_crypto::{self as crypto, PeerVerifier, Rng, SigningKey};
 pub use dtls_proto::{
-    AlertDescription, AlertLevel, HeartbeatMode, ReassemblyBudget, SignatureScheme,
-    SrtpProtectionProfile,
+    AlertDescription, AlertLevel, CipherSuite, HeartbeatMode, KeyExchange, NamedGroup,
+    ReassemblyBudget, SignatureScheme, SrtpProtectionProfile,
 };

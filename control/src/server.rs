@@ -5,18 +5,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dtls_crypto::pki_types::CertificateDer;
-use dtls_crypto::{
-    EphemeralKeyPair, NamedGroup, PremasterSecret, Rng, Sender, SessionState, verify_signature,
-};
+use dtls_crypto::{EphemeralKeyPair, PremasterSecret, Rng, Sender, SessionState, verify_signature};
 use dtls_proto::{
-    Certificate, CertificateRequest, CertificateVerify, ClientCertificateType, ClientHello,
-    ClientKeyExchange, DigitallySigned, EcdheParams, Extensions, HandshakeMessage, HandshakeType,
-    KeyExchange, NewSessionTicket, ProtocolVersion, ServerHello, ServerHelloDone,
-    ServerKeyExchange, SignatureScheme, UseSrtp, WireError,
+    Certificate, CertificateRequest, CertificateVerify, CipherSuite, ClientCertificateType,
+    ClientHello, ClientKeyExchange, DigitallySigned, EcdheParams, Extensions, HandshakeMessage,
+    HandshakeType, KeyExchange, NamedGroup, NewSessionTicket, ProtocolVersion, ServerHello,
+    ServerHelloDone, ServerKeyExchange, SignatureScheme, SuiteParams, UseSrtp, WireError,
 };
 
 use crate::acceptor::VerifiedClientHello;
-use crate::config::{CipherSuite, ClientAuth, Config, ConfigError};
+use crate::config::{ClientAuth, Config, ConfigError};
 use crate::connection::{Connection, Role};
 use crate::error::HandshakeError;
 use crate::events::PeerIdentity;
@@ -31,10 +29,10 @@ fn decode(message: &'static str) -> impl Fn(WireError) -> HandshakeError {
 
 /// What the server chose for a ClientHello.
 struct Choice {
-    suite: CipherSuite,
+    suite: SuiteParams,
     group: Option<NamedGroup>,
     /// Signature scheme for ServerKeyExchange (certificate suites).
-    scheme: Option<u16>,
+    scheme: Option<SignatureScheme>,
 }
 
 impl Connection {
@@ -83,7 +81,8 @@ impl Connection {
         let client_groups: Vec<NamedGroup> = match &ext.supported_groups {
             Some(list) => list
                 .iter()
-                .filter_map(|g| NamedGroup::from_u16(g.to_u16()))
+                .copied()
+                .filter(|g| NamedGroup::SUPPORTED.contains(g))
                 .collect(),
             // RFC 8422 §4: without the extension the client supports any curve.
             None => config.groups.clone(),
@@ -93,22 +92,18 @@ impl Connection {
             .iter()
             .copied()
             .find(|g| client_groups.contains(g));
-        let client_schemes: Vec<u16> = ext
+        let client_schemes: Vec<SignatureScheme> = ext
             .signature_algorithms
             .iter()
             .flatten()
             .filter(|s| config.signature_schemes.contains(s))
-            .map(|s| s.to_u16())
+            .copied()
             .collect();
-        let offered: Vec<CipherSuite> = hello
-            .cipher_suites
-            .iter()
-            .filter_map(|s| CipherSuite::from_wire(*s))
-            .collect();
+        let offered = &hello.cipher_suites;
         let mut no_group = false;
         // Server preference order (configurable through `Config::cipher_suites`).
-        for &suite in &config.cipher_suites {
-            if !offered.contains(&suite) {
+        for suite in config.suites() {
+            if !offered.contains(&suite.suite()) {
                 continue;
             }
             if suite.uses_ecdhe() && group.is_none() {
@@ -250,7 +245,7 @@ impl Connection {
             server_version: ProtocolVersion::Dtls1_2,
             random: self.hs.server_random,
             session_id: Vec::new(),
-            cipher_suite: suite.to_wire(),
+            cipher_suite: suite.suite(),
             compression_method: dtls_proto::COMPRESSION_NULL,
             extensions: sh_ext,
         };
@@ -291,10 +286,7 @@ impl Connection {
                 let signature = cert.key.sign(scheme, &signed)?;
                 Some(ServerKeyExchange::Ecdhe {
                     params,
-                    signature: DigitallySigned {
-                        scheme: SignatureScheme::from_u16(scheme),
-                        signature,
-                    },
+                    signature: DigitallySigned { scheme, signature },
                 })
             }
             // RFC 4279 §2: without a hint the server may omit ServerKeyExchange.
@@ -343,7 +335,7 @@ impl Connection {
         let group = group.ok_or(HandshakeError::NoCommonGroup)?;
         let pair = EphemeralKeyPair::generate(group, &mut *self.rng)?;
         let params = EcdheParams {
-            group: dtls_proto::NamedGroup::from_u16(group.code()),
+            group,
             public: pair.public_key().to_vec(),
         };
         self.hs.ecdhe = Some(pair);
@@ -356,14 +348,14 @@ impl Connection {
         keys: &std::sync::Mutex<dtls_crypto::TicketKeys>,
         ticket: &[u8],
         hello: &ClientHello,
-        suite: CipherSuite,
+        suite: SuiteParams,
     ) -> Option<SessionState> {
         let state = keys
             .lock()
             .ok()?
             .open(ticket, self.config.time.now())
             .ok()?;
-        let ticket_suite = CipherSuite::from_code(state.cipher_suite)?;
+        let ticket_suite = CipherSuite::from_u16(state.cipher_suite).params()?;
         // The session's suite must still be enabled and offered; we resume only with the
         // suite we would choose anyway, keeping the negotiation simple.
         if ticket_suite != suite {
@@ -421,7 +413,7 @@ impl Connection {
             random: self.hs.server_random,
             // RFC 5077 §3.4: echo the client's Session ID to accept the ticket.
             session_id: hello.session_id.clone(),
-            cipher_suite: self.hs.suite()?.to_wire(),
+            cipher_suite: self.hs.suite()?.suite(),
             compression_method: dtls_proto::COMPRESSION_NULL,
             extensions: sh_ext,
         };
@@ -559,7 +551,7 @@ impl Connection {
                 what: "transcript not retained",
             })?;
         // RFC 5246 §7.4.8: the signature covers every handshake message before it.
-        verify_signature(scheme.to_u16(), end_entity, messages, &cv.signed.signature)
+        verify_signature(scheme, end_entity, messages, &cv.signed.signature)
             .map_err(|_| HandshakeError::BadSignature)?;
         self.hs.peer_identity = PeerIdentity::Certificates(self.hs.peer_chain.clone());
         self.hs.transcript.update(&message.transcript_bytes());
@@ -619,7 +611,7 @@ impl Connection {
             PeerIdentity::Psk(id) => id.clone(),
         };
         let state = SessionState {
-            cipher_suite: self.hs.suite()?.code(),
+            cipher_suite: self.hs.suite()?.suite().to_u16(),
             master_secret,
             extended_master_secret: self.hs.extended_master_secret,
             peer_identity,

@@ -19,7 +19,7 @@ fn complete(suite: CipherSuite) -> Pair {
 
 #[test]
 fn every_suite_completes_with_matching_keys() {
-    for suite in CipherSuite::ALL {
+    for &suite in CipherSuite::SUPPORTED {
         let pair = complete(suite);
         assert_eq!(pair.client.keys_ready, 1);
         assert_eq!(pair.server.keys_ready, 1);

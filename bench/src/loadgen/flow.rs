@@ -29,8 +29,6 @@ use mio::{Events, Interest, Poll, Token};
 use super::client::Established;
 use super::{CipherChoice, IP_UDP_HEADER, MIN_PAYLOAD, Pattern};
 
-/// Record content type of application data.
-const APPLICATION_DATA: u8 = 23;
 /// A session with outstanding datagrams and no echo for this long reopens its window (the
 /// outstanding ones count as lost).
 const STALL: Duration = Duration::from_millis(200);
@@ -324,7 +322,7 @@ impl Flows {
                 }
                 for rec in RecordsMut::new(dg.payload) {
                     let rec = rec.into_inner();
-                    if rec.first() != Some(&APPLICATION_DATA) {
+                    if rec.first() != Some(&u8::from(ContentType::ApplicationData)) {
                         f.conn.handle_datagram(now, f.server, rec);
                         continue;
                     }

@@ -91,7 +91,7 @@ pub fn client_config(suites: &[CipherSuite]) -> Config {
 pub fn server_config(suites: &[CipherSuite]) -> Config {
     let rsa = suites
         .iter()
-        .any(|s| matches!(s.key_exchange(), control::KeyExchange::EcdheRsa));
+        .any(|s| s.key_exchange() == Some(control::KeyExchange::EcdheRsa));
     Config {
         cipher_suites: suites.to_vec(),
         certificate: Some(if rsa {

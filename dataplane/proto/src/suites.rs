@@ -1,6 +1,10 @@
 //! Protocol versions and the AEAD-only cipher suites we negotiate, with the parameters
-//! the key schedule needs (IANA "TLS Cipher Suites"; RFC 5288, RFC 5289, RFC 7905,
-//! RFC 5487, RFC 5489, RFC 5746).
+//! the key schedule and the record layer need: key exchange, record AEAD and PRF hash
+//! (IANA "TLS Cipher Suites"; RFC 5288, RFC 5289, RFC 7905, RFC 5487, RFC 5489, RFC 5746).
+//!
+//! [`CipherSuite`] is the code table (it carries unknown codes, as a ClientHello's list
+//! must); [`SuiteParams`] is a suite we implement, with its properties, and exists only for
+//! the suites in [`CipherSuite::SUPPORTED`].
 
 use crate::codes::code_enum;
 
@@ -29,26 +33,26 @@ impl ProtocolVersion {
 code_enum! {
     /// Cipher suites we know. Only AEAD suites have a named variant (no CBC, RC4 or NULL
     /// suite can ever be selected), plus the renegotiation SCSV, which is a signal and not a
-    /// suite (RFC 5746 §3.3).
+    /// suite (RFC 5746 §3.3). The variant names are what the daemon logs (`suite=...`).
     pub enum CipherSuite: u16 as (from_u16, to_u16) {
         /// TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 {0xC0,0x2B} (RFC 5289)
-        EcdheEcdsaWithAes128GcmSha256 = 0xc02b,
+        EcdheEcdsaAes128GcmSha256 = 0xc02b,
         /// TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 {0xC0,0x2C} (RFC 5289)
-        EcdheEcdsaWithAes256GcmSha384 = 0xc02c,
+        EcdheEcdsaAes256GcmSha384 = 0xc02c,
         /// TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 {0xC0,0x2F} (RFC 5289)
-        EcdheRsaWithAes128GcmSha256 = 0xc02f,
+        EcdheRsaAes128GcmSha256 = 0xc02f,
         /// TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 {0xC0,0x30} (RFC 5289)
-        EcdheRsaWithAes256GcmSha384 = 0xc030,
+        EcdheRsaAes256GcmSha384 = 0xc030,
         /// TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 {0xCC,0xA8} (RFC 7905)
-        EcdheRsaWithChacha20Poly1305Sha256 = 0xcca8,
+        EcdheRsaChacha20Poly1305Sha256 = 0xcca8,
         /// TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 {0xCC,0xA9} (RFC 7905)
-        EcdheEcdsaWithChacha20Poly1305Sha256 = 0xcca9,
+        EcdheEcdsaChacha20Poly1305Sha256 = 0xcca9,
         /// TLS_PSK_WITH_AES_128_GCM_SHA256 {0x00,0xA8} (RFC 5487)
-        PskWithAes128GcmSha256 = 0x00a8,
+        PskAes128GcmSha256 = 0x00a8,
         /// TLS_PSK_WITH_AES_256_GCM_SHA384 {0x00,0xA9} (RFC 5487)
-        PskWithAes256GcmSha384 = 0x00a9,
+        PskAes256GcmSha384 = 0x00a9,
         /// TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256 {0xCC,0xAC} (RFC 7905)
-        EcdhePskWithChacha20Poly1305Sha256 = 0xccac,
+        EcdhePskChacha20Poly1305Sha256 = 0xccac,
         /// TLS_EMPTY_RENEGOTIATION_INFO_SCSV {0x00,0xFF} (RFC 5746 §3.3) — a signal only.
         EmptyRenegotiationInfoScsv = 0x00ff,
     }
@@ -84,14 +88,14 @@ impl KeyExchange {
     }
 }
 
-/// The record-protection AEAD of a suite.
+/// The record-protection AEAD of a suite: the algorithm identifier, with the lengths the
+/// key schedule and the record format need. The record layer (`dataplane::record`) maps it
+/// to its implementation.
 ///
-/// This mirrors `dataplane::record::Aead` (same three variants, same names); it is kept
-/// local so this crate does not depend on the record layer, and the engine maps it with a
-/// one-line `match`. There is deliberately no NULL variant: no suite maps to null
-/// protection.
+/// Only real AEADs: there is deliberately no NULL variant, so no suite (and nothing
+/// negotiated on the wire) can map to the benchmarks' null baseline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SuiteAead {
+pub enum Aead {
     /// AES-128-GCM (RFC 5288): 16-byte key, 4-byte fixed IV, 8-byte explicit nonce.
     Aes128Gcm,
     /// AES-256-GCM (RFC 5288): 32-byte key, 4-byte fixed IV, 8-byte explicit nonce.
@@ -100,44 +104,80 @@ pub enum SuiteAead {
     ChaCha20Poly1305,
 }
 
-impl SuiteAead {
+impl Aead {
+    /// All variants, for tests and benchmarks.
+    pub const ALL: [Aead; 3] = [Aead::Aes128Gcm, Aead::Aes256Gcm, Aead::ChaCha20Poly1305];
+
+    /// Authentication tag length of every AEAD here.
+    pub const TAG_LEN: usize = 16;
+
     /// `SecurityParameters.enc_key_length` (RFC 5246 §6.3).
     pub const fn key_len(self) -> usize {
         match self {
-            SuiteAead::Aes128Gcm => 16,
-            SuiteAead::Aes256Gcm | SuiteAead::ChaCha20Poly1305 => 32,
+            Aead::Aes128Gcm => 16,
+            Aead::Aes256Gcm | Aead::ChaCha20Poly1305 => 32,
         }
     }
 
-    /// `SecurityParameters.fixed_iv_length`: 4 for GCM (RFC 5288 §3), 12 for ChaCha20
-    /// (RFC 7905 §2).
+    /// `SecurityParameters.fixed_iv_length`, the implicit part of the nonce derived by the
+    /// key schedule: 4 for GCM (RFC 5288 §3 `salt`), 12 for ChaCha20 (RFC 7905 §2
+    /// `client/server_write_IV`).
     pub const fn fixed_iv_len(self) -> usize {
         match self {
-            SuiteAead::Aes128Gcm | SuiteAead::Aes256Gcm => 4,
-            SuiteAead::ChaCha20Poly1305 => 12,
+            Aead::Aes128Gcm | Aead::Aes256Gcm => 4,
+            Aead::ChaCha20Poly1305 => 12,
         }
     }
 
-    /// Bytes of explicit nonce carried in each record: 8 for GCM, 0 for ChaCha20.
+    /// Bytes of explicit nonce carried in each record: 8 for GCM (RFC 5288 §3), 0 for
+    /// ChaCha20 (RFC 7905).
     pub const fn explicit_nonce_len(self) -> usize {
         match self {
-            SuiteAead::Aes128Gcm | SuiteAead::Aes256Gcm => 8,
-            SuiteAead::ChaCha20Poly1305 => 0,
+            Aead::Aes128Gcm | Aead::Aes256Gcm => 8,
+            Aead::ChaCha20Poly1305 => 0,
+        }
+    }
+
+    /// Authentication tag length: 16 for all three.
+    pub const fn tag_len(self) -> usize {
+        Self::TAG_LEN
+    }
+
+    /// The number of failed authentications after which the key must be retired.
+    ///
+    /// RFC 9147 §4.5.3 (Integrity Limits): "For AEAD_AES_128_GCM, AEAD_AES_256_GCM, and
+    /// AEAD_CHACHA20_POLY1305, the limit on the number of records that fail authentication
+    /// is 2^36." The same section: "If the total number of records that fail
+    /// authentication exceeds a limit that is specific to the AEAD in use, an
+    /// implementation SHOULD immediately close the connection."
+    pub const fn integrity_limit(self) -> u64 {
+        1 << 36
+    }
+
+    /// A short stable name (`aes128gcm`, `aes256gcm`, `chacha20poly1305`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Aead::Aes128Gcm => "aes128gcm",
+            Aead::Aes256Gcm => "aes256gcm",
+            Aead::ChaCha20Poly1305 => "chacha20poly1305",
         }
     }
 }
 
-/// The hash of the TLS 1.2 PRF (RFC 5246 §5) and of the handshake transcript.
+/// The hash of the TLS 1.2 PRF (RFC 5246 §5) and of the handshake transcript, named by
+/// the cipher suite (RFC 5246 §5: "New cipher suites MUST explicitly specify a PRF and, in
+/// general, SHOULD use the TLS PRF with SHA-256 or a stronger standard hash function").
+/// The PRF itself is computed by `dtls-crypto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PrfHash {
-    /// SHA-256 (the default TLS 1.2 PRF).
+    /// SHA-256 (the default TLS 1.2 PRF): the `_SHA256` suites.
     Sha256,
-    /// SHA-384 (suites ending in `_SHA384`, RFC 5288 §3 / RFC 5289 §3.2).
+    /// SHA-384: the `_SHA384` suites (RFC 5288 §3 / RFC 5289 §3.2).
     Sha384,
 }
 
 impl PrfHash {
-    /// Digest length in bytes.
+    /// Digest length in bytes (32 or 48).
     pub const fn output_len(self) -> usize {
         match self {
             PrfHash::Sha256 => 32,
@@ -146,20 +186,53 @@ impl PrfHash {
     }
 }
 
-/// Everything the key schedule needs to know about a negotiable suite.
+/// A suite we implement, with everything the engine, the key schedule and the record
+/// layer need to know about it. Only [`CipherSuite::params`] makes one, so holding a
+/// `SuiteParams` means the suite is negotiable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SuiteParams {
-    /// The suite.
-    pub suite: CipherSuite,
-    /// Key exchange and authentication.
-    pub key_exchange: KeyExchange,
-    /// Record protection.
-    pub aead: SuiteAead,
-    /// PRF / transcript hash.
-    pub prf_hash: PrfHash,
+    suite: CipherSuite,
+    key_exchange: KeyExchange,
+    aead: Aead,
+    prf_hash: PrfHash,
 }
 
 impl SuiteParams {
+    /// The suite's code.
+    pub const fn suite(&self) -> CipherSuite {
+        self.suite
+    }
+
+    /// Key exchange and authentication.
+    pub const fn key_exchange(&self) -> KeyExchange {
+        self.key_exchange
+    }
+
+    /// Record protection.
+    pub const fn aead(&self) -> Aead {
+        self.aead
+    }
+
+    /// PRF / transcript hash (RFC 5246 §5; SHA-384 for the `_SHA384` suites).
+    pub const fn prf_hash(&self) -> PrfHash {
+        self.prf_hash
+    }
+
+    /// Whether the suite needs an ECDHE exchange.
+    pub const fn uses_ecdhe(&self) -> bool {
+        self.key_exchange.uses_ecdhe()
+    }
+
+    /// Whether the suite is authenticated by a pre-shared key.
+    pub const fn uses_psk(&self) -> bool {
+        self.key_exchange.uses_psk()
+    }
+
+    /// Whether the server authenticates with a certificate.
+    pub const fn uses_certificate(&self) -> bool {
+        self.key_exchange.uses_certificates()
+    }
+
     /// Bytes of key block to derive (RFC 5246 §6.3; AEAD suites have no MAC keys):
     /// 2 * (key length + fixed IV length).
     pub const fn key_block_len(&self) -> usize {
@@ -168,38 +241,39 @@ impl SuiteParams {
 }
 
 impl CipherSuite {
-    /// The suites we implement, in our default server preference order.
+    /// The suites we implement, in our default preference order (a server's choice among
+    /// the client's offers, a client's order of offering).
     pub const SUPPORTED: &'static [CipherSuite] = &[
-        CipherSuite::EcdheEcdsaWithAes128GcmSha256,
-        CipherSuite::EcdheEcdsaWithChacha20Poly1305Sha256,
-        CipherSuite::EcdheEcdsaWithAes256GcmSha384,
-        CipherSuite::EcdheRsaWithAes128GcmSha256,
-        CipherSuite::EcdheRsaWithChacha20Poly1305Sha256,
-        CipherSuite::EcdheRsaWithAes256GcmSha384,
-        CipherSuite::EcdhePskWithChacha20Poly1305Sha256,
-        CipherSuite::PskWithAes128GcmSha256,
-        CipherSuite::PskWithAes256GcmSha384,
+        CipherSuite::EcdheEcdsaAes128GcmSha256,
+        CipherSuite::EcdheEcdsaAes256GcmSha384,
+        CipherSuite::EcdheEcdsaChacha20Poly1305Sha256,
+        CipherSuite::EcdheRsaAes128GcmSha256,
+        CipherSuite::EcdheRsaAes256GcmSha384,
+        CipherSuite::EcdheRsaChacha20Poly1305Sha256,
+        CipherSuite::EcdhePskChacha20Poly1305Sha256,
+        CipherSuite::PskAes128GcmSha256,
+        CipherSuite::PskAes256GcmSha384,
     ];
 
     /// Parameters of a negotiable suite; `None` for the SCSV and unknown codes.
     pub const fn params(self) -> Option<SuiteParams> {
+        use Aead as A;
         use KeyExchange as K;
         use PrfHash as H;
-        use SuiteAead as A;
         let (key_exchange, aead, prf_hash) = match self {
-            CipherSuite::EcdheEcdsaWithAes128GcmSha256 => (K::EcdheEcdsa, A::Aes128Gcm, H::Sha256),
-            CipherSuite::EcdheEcdsaWithAes256GcmSha384 => (K::EcdheEcdsa, A::Aes256Gcm, H::Sha384),
-            CipherSuite::EcdheRsaWithAes128GcmSha256 => (K::EcdheRsa, A::Aes128Gcm, H::Sha256),
-            CipherSuite::EcdheRsaWithAes256GcmSha384 => (K::EcdheRsa, A::Aes256Gcm, H::Sha384),
-            CipherSuite::EcdheRsaWithChacha20Poly1305Sha256 => {
+            CipherSuite::EcdheEcdsaAes128GcmSha256 => (K::EcdheEcdsa, A::Aes128Gcm, H::Sha256),
+            CipherSuite::EcdheEcdsaAes256GcmSha384 => (K::EcdheEcdsa, A::Aes256Gcm, H::Sha384),
+            CipherSuite::EcdheRsaAes128GcmSha256 => (K::EcdheRsa, A::Aes128Gcm, H::Sha256),
+            CipherSuite::EcdheRsaAes256GcmSha384 => (K::EcdheRsa, A::Aes256Gcm, H::Sha384),
+            CipherSuite::EcdheRsaChacha20Poly1305Sha256 => {
                 (K::EcdheRsa, A::ChaCha20Poly1305, H::Sha256)
             }
-            CipherSuite::EcdheEcdsaWithChacha20Poly1305Sha256 => {
+            CipherSuite::EcdheEcdsaChacha20Poly1305Sha256 => {
                 (K::EcdheEcdsa, A::ChaCha20Poly1305, H::Sha256)
             }
-            CipherSuite::PskWithAes128GcmSha256 => (K::Psk, A::Aes128Gcm, H::Sha256),
-            CipherSuite::PskWithAes256GcmSha384 => (K::Psk, A::Aes256Gcm, H::Sha384),
-            CipherSuite::EcdhePskWithChacha20Poly1305Sha256 => {
+            CipherSuite::PskAes128GcmSha256 => (K::Psk, A::Aes128Gcm, H::Sha256),
+            CipherSuite::PskAes256GcmSha384 => (K::Psk, A::Aes256Gcm, H::Sha384),
+            CipherSuite::EcdhePskChacha20Poly1305Sha256 => {
                 (K::EcdhePsk, A::ChaCha20Poly1305, H::Sha256)
             }
             CipherSuite::EmptyRenegotiationInfoScsv | CipherSuite::Unknown(_) => return None,
@@ -221,7 +295,7 @@ impl CipherSuite {
     }
 
     /// Record AEAD of a negotiable suite.
-    pub const fn aead(self) -> Option<SuiteAead> {
+    pub const fn aead(self) -> Option<Aead> {
         match self.params() {
             Some(p) => Some(p.aead),
             None => None,
@@ -235,6 +309,24 @@ impl CipherSuite {
             None => None,
         }
     }
+
+    /// Whether this is a suite we implement that needs an ECDHE exchange (`false` for the
+    /// SCSV and unknown codes).
+    pub const fn uses_ecdhe(self) -> bool {
+        matches!(self.params(), Some(p) if p.uses_ecdhe())
+    }
+
+    /// Whether this is a suite we implement that is authenticated by a pre-shared key
+    /// (`false` for the SCSV and unknown codes).
+    pub const fn uses_psk(self) -> bool {
+        matches!(self.params(), Some(p) if p.uses_psk())
+    }
+
+    /// Whether this is a suite we implement in which the server authenticates with a
+    /// certificate (`false` for the SCSV and unknown codes).
+    pub const fn uses_certificate(self) -> bool {
+        matches!(self.params(), Some(p) if p.uses_certificate())
+    }
 }
 
 #[cfg(test)]
@@ -244,15 +336,15 @@ mod tests {
     #[test]
     fn suite_codes_match_iana() {
         let expected: [(CipherSuite, u16); 10] = [
-            (CipherSuite::EcdheEcdsaWithAes128GcmSha256, 0xC02B),
-            (CipherSuite::EcdheEcdsaWithAes256GcmSha384, 0xC02C),
-            (CipherSuite::EcdheRsaWithAes128GcmSha256, 0xC02F),
-            (CipherSuite::EcdheRsaWithAes256GcmSha384, 0xC030),
-            (CipherSuite::EcdheRsaWithChacha20Poly1305Sha256, 0xCCA8),
-            (CipherSuite::EcdheEcdsaWithChacha20Poly1305Sha256, 0xCCA9),
-            (CipherSuite::PskWithAes128GcmSha256, 0x00A8),
-            (CipherSuite::PskWithAes256GcmSha384, 0x00A9),
-            (CipherSuite::EcdhePskWithChacha20Poly1305Sha256, 0xCCAC),
+            (CipherSuite::EcdheEcdsaAes128GcmSha256, 0xC02B),
+            (CipherSuite::EcdheEcdsaAes256GcmSha384, 0xC02C),
+            (CipherSuite::EcdheRsaAes128GcmSha256, 0xC02F),
+            (CipherSuite::EcdheRsaAes256GcmSha384, 0xC030),
+            (CipherSuite::EcdheRsaChacha20Poly1305Sha256, 0xCCA8),
+            (CipherSuite::EcdheEcdsaChacha20Poly1305Sha256, 0xCCA9),
+            (CipherSuite::PskAes128GcmSha256, 0x00A8),
+            (CipherSuite::PskAes256GcmSha384, 0x00A9),
+            (CipherSuite::EcdhePskChacha20Poly1305Sha256, 0xCCAC),
             (CipherSuite::EmptyRenegotiationInfoScsv, 0x00FF),
         ];
         for (suite, code) in expected {
@@ -260,8 +352,12 @@ mod tests {
             assert_eq!(CipherSuite::from_u16(code), suite);
         }
         // A CBC suite (TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA) is unknown and unusable.
-        assert_eq!(CipherSuite::from_u16(0xC009).params(), None);
+        let cbc = CipherSuite::from_u16(0xC009);
+        assert_eq!(cbc.params(), None);
         assert_eq!(CipherSuite::EmptyRenegotiationInfoScsv.params(), None);
+        for s in [cbc, CipherSuite::EmptyRenegotiationInfoScsv] {
+            assert!(!s.uses_ecdhe() && !s.uses_psk() && !s.uses_certificate());
+        }
     }
 
     #[test]
@@ -275,24 +371,27 @@ mod tests {
                 "{name}"
             );
             let aead = match p.aead {
-                SuiteAead::Aes128Gcm => "Aes128Gcm",
-                SuiteAead::Aes256Gcm => "Aes256Gcm",
-                SuiteAead::ChaCha20Poly1305 => "Chacha20Poly1305",
+                Aead::Aes128Gcm => "Aes128Gcm",
+                Aead::Aes256Gcm => "Aes256Gcm",
+                Aead::ChaCha20Poly1305 => "Chacha20Poly1305",
             };
             assert!(name.contains(aead), "{name}");
             let kx = match p.key_exchange {
                 KeyExchange::EcdheEcdsa => "EcdheEcdsa",
                 KeyExchange::EcdheRsa => "EcdheRsa",
-                KeyExchange::Psk => "PskWith",
+                KeyExchange::Psk => "PskAes",
                 KeyExchange::EcdhePsk => "EcdhePsk",
             };
             assert!(name.starts_with(kx), "{name}");
+            assert_eq!(s.uses_psk(), p.key_exchange.uses_psk());
+            assert_eq!(s.uses_ecdhe(), p.key_exchange.uses_ecdhe());
+            assert_eq!(s.uses_certificate(), p.key_exchange.uses_certificates());
         }
-        let p = CipherSuite::EcdheRsaWithAes256GcmSha384
+        let p = CipherSuite::EcdheRsaAes256GcmSha384
             .params()
             .expect("supported");
         assert_eq!(p.key_block_len(), 2 * (32 + 4));
-        let p = CipherSuite::EcdhePskWithChacha20Poly1305Sha256
+        let p = CipherSuite::EcdhePskChacha20Poly1305Sha256
             .params()
             .expect("supported");
         assert_eq!(p.key_block_len(), 2 * (32 + 12));
