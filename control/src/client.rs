@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use dtls_crypto::pki_types::CertificateDer;
+use dtls_crypto::pki_types::{CertificateDer, UnixTime};
 use dtls_crypto::{EphemeralKeyPair, PremasterSecret, Rng, Sender, verify_signature};
 use dtls_proto::{
     Certificate, CertificateRequest, CertificateVerify, ClientHello, ClientKeyExchange,
@@ -152,6 +152,7 @@ impl Connection {
     pub(crate) fn handle_client_message(
         &mut self,
         now: Instant,
+        wall: UnixTime,
         message: Message,
     ) -> Result<State, HandshakeError> {
         let unexpected = HandshakeError::UnexpectedMessage {
@@ -171,7 +172,7 @@ impl Connection {
                 self.handle_server_hello(&message.body)
             }
             (State::ExpectServerCertificate, HandshakeType::Certificate) => {
-                self.handle_server_certificate(&message.body)
+                self.handle_server_certificate(&message.body, wall)
             }
             (State::ExpectServerKeyExchange, HandshakeType::ServerKeyExchange) => {
                 self.handle_server_key_exchange(&message.body)
@@ -373,7 +374,11 @@ impl Connection {
         })
     }
 
-    fn handle_server_certificate(&mut self, body: &[u8]) -> Result<State, HandshakeError> {
+    fn handle_server_certificate(
+        &mut self,
+        body: &[u8],
+        wall: UnixTime,
+    ) -> Result<State, HandshakeError> {
         let cert = Certificate::parse(body).map_err(decode("Certificate"))?;
         let chain: Vec<CertificateDer<'static>> =
             cert.chain.into_iter().map(CertificateDer::from).collect();
@@ -384,7 +389,7 @@ impl Connection {
             .unwrap_or_else(|| self.peer.ip().to_string());
         self.config
             .peer_verification
-            .verify_server(&chain, &name, self.config.time.now())
+            .verify_server(&chain, &name, wall)
             .map_err(|source| HandshakeError::BadCertificate { source })?;
         self.hs.peer_identity = PeerIdentity::Certificates(chain.clone());
         self.hs.peer_chain = chain;

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dtls_crypto::pki_types::{CertificateDer, UnixTime};
+use dtls_crypto::pki_types::CertificateDer;
 use dtls_crypto::{PeerVerifier, SigningKey, TicketKeys};
 use dtls_proto::{
     CipherSuite, HeartbeatMode, NamedGroup, ReassemblyBudget, SignatureScheme,
@@ -93,25 +93,6 @@ impl fmt::Debug for CertifiedKey {
     }
 }
 
-/// Where the engine gets wall-clock time for certificate validity checks (the only use of
-/// wall-clock time; timers use the `now: Instant` arguments).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimeSource {
-    /// The system clock, read when a certificate chain is verified.
-    System,
-    /// A fixed time (deterministic tests).
-    Fixed(UnixTime),
-}
-
-impl TimeSource {
-    pub(crate) fn now(self) -> UnixTime {
-        match self {
-            TimeSource::System => UnixTime::now(),
-            TimeSource::Fixed(t) => t,
-        }
-    }
-}
-
 /// Whether a server asks for client certificates (RFC 5246 §7.4.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAuth {
@@ -171,8 +152,6 @@ pub struct Config {
     /// where no certificate is expected (PSK-only clients, servers without client
     /// authentication), or the accept-any mode, which is for tests only.
     pub peer_verification: PeerVerifier,
-    /// Wall-clock time for certificate validity.
-    pub time: TimeSource,
     /// Client: the server name to send (SNI) and to verify. Server: unused.
     pub server_name: Option<String>,
     /// Server: whether to request client certificates.
@@ -234,7 +213,6 @@ impl Config {
             replay_window: 1024,
             certificate: None,
             peer_verification,
-            time: TimeSource::System,
             server_name: None,
             client_auth: ClientAuth::None,
             psks: Vec::new(),

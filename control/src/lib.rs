@@ -4,8 +4,9 @@
 //! - [`Connection`]: one handshake, client or server, driven by
 //!   [`Connection::handle_datagram`] / [`Connection::handle_timeout`] and drained by
 //!   [`Connection::poll_transmit`] / [`Connection::poll_event`] / [`Connection::poll_timeout`];
-//!   no sockets, no threads, no clock reads (time is always an argument) and randomness
-//!   from an injected [`dtls_crypto::Rng`];
+//!   no sockets, no threads, no clock reads (time is always an argument: the monotonic
+//!   `now`, and the wall clock `wall` where certificate validity and tickets need it) and
+//!   randomness from an injected [`dtls_crypto::Rng`];
 //! - [`Acceptor`]: the server's stateless front door that answers ClientHellos without a
 //!   valid cookie with a HelloVerifyRequest and allocates nothing for them
 //!   (RFC 6347 §4.2.1); only a cookie-verified ClientHello becomes a server [`Connection`];
@@ -25,11 +26,11 @@
 //! server:  for a datagram from an address without a live engine (or for which
 //!          engine.is_new_client_hello(datagram) is true):
 //!            match acceptor.handle_datagram(now, from, datagram, &mut buf) {
-//!              Accept(hello) => engine = Connection::server(config, rng, now, hello),
+//!              Accept(hello) => engine = Connection::server(config, rng, now, wall, hello),
 //!              Reply(t)      => send buf[..t.len] to t.destination (HelloVerifyRequest),
 //!              Drop(_)       => ignore,
 //!            }
-//! both:    engine.handle_datagram(now, from, datagram) / engine.handle_timeout(now)
+//! both:    engine.handle_datagram(now, wall, from, datagram) / engine.handle_timeout(now)
 //!          then drain poll_transmit (one datagram per call), poll_event, poll_timeout.
 //! ```
 //!
@@ -69,7 +70,7 @@ pub mod runtime;
 pub use acceptor::{AcceptOutcome, Acceptor, AcceptorConfig, DropReason, VerifiedClientHello};
 pub use config::{
     CertifiedKey, ClientAuth, Config, ConfigError, DEFAULT_MAX_CLIENT_CERTIFICATE_CHAIN,
-    DEFAULT_REASSEMBLY_BUDGET, MIN_MTU, Psk, RetransmitConfig, TimeSource,
+    DEFAULT_REASSEMBLY_BUDGET, MIN_MTU, Psk, RetransmitConfig,
 };
 pub use connection::{ClaimedIdentity, Connection, ConnectionStats, Role};
 pub use error::HandshakeError;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dtls_crypto::pki_types::CertificateDer;
+use dtls_crypto::pki_types::{CertificateDer, UnixTime};
 use dtls_crypto::{EphemeralKeyPair, PremasterSecret, Rng, Sender, SessionState, verify_signature};
 use dtls_proto::{
     Certificate, CertificateRequest, CertificateVerify, CipherSuite, ClientCertificateType,
@@ -37,7 +37,8 @@ struct Choice {
 
 impl Connection {
     /// Creates a server engine from a ClientHello the [`crate::Acceptor`] verified, and
-    /// queues the server's first flight.
+    /// queues the server's first flight. `wall` is the wall-clock time at `now`, for
+    /// session tickets (the engine reads no clock).
     ///
     /// # Errors
     /// [`ConfigError`] when the configuration cannot work.
@@ -45,6 +46,7 @@ impl Connection {
         config: Arc<Config>,
         rng: Box<dyn Rng + Send>,
         now: Instant,
+        wall: UnixTime,
         hello: Box<VerifiedClientHello>,
     ) -> Result<Self, ConfigError> {
         let hello = *hello;
@@ -68,7 +70,7 @@ impl Connection {
         // RFC 6347 §4.2.1: the handshake hash starts with the ClientHello that carried the
         // cookie.
         conn.hs.transcript.update(&hello.transcript);
-        match conn.handle_client_hello(now, hello.hello) {
+        match conn.handle_client_hello(now, wall, hello.hello) {
             Ok(next) => conn.state = next,
             Err(e) => conn.fail(e),
         }
@@ -146,6 +148,7 @@ impl Connection {
     fn handle_client_hello(
         &mut self,
         now: Instant,
+        wall: UnixTime,
         hello: ClientHello,
     ) -> Result<State, HandshakeError> {
         // RFC 6347 §4.1 / RFC 5246 §E.1: a client that cannot do DTLS 1.2 is refused.
@@ -228,13 +231,13 @@ impl Connection {
         let ticket_keys = self.config.ticket_keys.clone();
         let resumed = match (&ticket_keys, &ext.session_ticket) {
             (Some(keys), Some(ticket)) if !ticket.is_empty() => {
-                self.open_ticket(keys, ticket, &hello, suite)
+                self.open_ticket(keys, ticket, &hello, suite, wall)
             }
             _ => None,
         };
         self.hs.send_ticket = ticket_keys.is_some() && ext.session_ticket.is_some();
         if let Some(state) = resumed {
-            return self.resume(now, &hello, sh_ext, state);
+            return self.resume(now, wall, &hello, sh_ext, state);
         }
         if self.hs.send_ticket {
             sh_ext.session_ticket = Some(Vec::new());
@@ -349,12 +352,9 @@ impl Connection {
         ticket: &[u8],
         hello: &ClientHello,
         suite: SuiteParams,
+        wall: UnixTime,
     ) -> Option<SessionState> {
-        let state = keys
-            .lock()
-            .ok()?
-            .open(ticket, self.config.time.now())
-            .ok()?;
+        let state = keys.lock().ok()?.open(ticket, wall).ok()?;
         let ticket_suite = CipherSuite::from_u16(state.cipher_suite).params()?;
         // The session's suite must still be enabled and offered; we resume only with the
         // suite we would choose anyway, keeping the negotiation simple.
@@ -384,6 +384,7 @@ impl Connection {
     fn resume(
         &mut self,
         now: Instant,
+        wall: UnixTime,
         hello: &ClientHello,
         mut sh_ext: Extensions,
         state: SessionState,
@@ -420,7 +421,7 @@ impl Connection {
         self.hs
             .push_message(&mut flight, 0, &HandshakeMessage::ServerHello(sh))?;
         if self.hs.send_ticket {
-            self.push_new_session_ticket(&mut flight)?;
+            self.push_new_session_ticket(&mut flight, wall)?;
         }
         self.hs.install_keys(Role::Server)?;
         self.push_ccs_and_finished(&mut flight, Sender::Server)?;
@@ -431,6 +432,7 @@ impl Connection {
     pub(crate) fn handle_server_message(
         &mut self,
         now: Instant,
+        wall: UnixTime,
         message: Message,
     ) -> Result<State, HandshakeError> {
         let unexpected = HandshakeError::UnexpectedMessage {
@@ -446,7 +448,7 @@ impl Connection {
         }
         match (self.state, message.msg_type) {
             (State::ExpectClientCertificate, HandshakeType::Certificate) => {
-                self.handle_client_certificate(&message.body)
+                self.handle_client_certificate(&message.body, wall)
             }
             (State::ExpectClientKeyExchange, HandshakeType::ClientKeyExchange) => {
                 self.handle_client_key_exchange(&message.body)
@@ -455,13 +457,17 @@ impl Connection {
                 self.handle_certificate_verify(&message)
             }
             (State::ExpectFinished, HandshakeType::Finished) => {
-                self.handle_client_finished(now, &message)
+                self.handle_client_finished(now, wall, &message)
             }
             _ => Err(unexpected),
         }
     }
 
-    fn handle_client_certificate(&mut self, body: &[u8]) -> Result<State, HandshakeError> {
+    fn handle_client_certificate(
+        &mut self,
+        body: &[u8],
+        wall: UnixTime,
+    ) -> Result<State, HandshakeError> {
         let cert = Certificate::parse(body).map_err(decode("Certificate"))?;
         if cert.chain.is_empty() {
             // RFC 5246 §7.4.6: without a certificate the server may continue or abort.
@@ -474,7 +480,7 @@ impl Connection {
                 cert.chain.into_iter().map(CertificateDer::from).collect();
             self.config
                 .peer_verification
-                .verify_client(&chain, self.config.time.now())
+                .verify_client(&chain, wall)
                 .map_err(|source| HandshakeError::BadCertificate { source })?;
             self.hs.peer_chain = chain;
         }
@@ -562,6 +568,7 @@ impl Connection {
     fn handle_client_finished(
         &mut self,
         now: Instant,
+        wall: UnixTime,
         message: &Message,
     ) -> Result<State, HandshakeError> {
         self.check_peer_finished(message, Sender::Client)?;
@@ -572,7 +579,7 @@ impl Connection {
         // RFC 5077 §3.3: "In the case of a full handshake, the server MUST verify the
         // client's Finished message before sending the ticket." Checked just above.
         if self.hs.send_ticket {
-            self.push_new_session_ticket(&mut flight)?;
+            self.push_new_session_ticket(&mut flight, wall)?;
         }
         self.push_ccs_and_finished(&mut flight, Sender::Server)?;
         // The final flight: resent only when the client retransmits (RFC 6347 §4.2.4).
@@ -582,8 +589,12 @@ impl Connection {
 
     /// Appends NewSessionTicket with this session sealed into a fresh ticket, in a full
     /// handshake and in an abbreviated one alike.
-    fn push_new_session_ticket(&mut self, flight: &mut Flight) -> Result<(), HandshakeError> {
-        let ticket = self.seal_ticket()?;
+    fn push_new_session_ticket(
+        &mut self,
+        flight: &mut Flight,
+        wall: UnixTime,
+    ) -> Result<(), HandshakeError> {
+        let ticket = self.seal_ticket(wall)?;
         self.hs.push_message(
             flight,
             0,
@@ -598,7 +609,7 @@ impl Connection {
     /// missing or sealing fails (RFC 5077 §3.3 allows a zero-length ticket when the server
     /// has promised one but cannot issue it). A resumed session is sealed again from a
     /// copy of the master secret restored from the client's ticket.
-    fn seal_ticket(&mut self) -> Result<Vec<u8>, HandshakeError> {
+    fn seal_ticket(&mut self, wall: UnixTime) -> Result<Vec<u8>, HandshakeError> {
         let Some(keys) = self.config.ticket_keys.clone() else {
             return Ok(Vec::new());
         };
@@ -615,7 +626,7 @@ impl Connection {
             master_secret,
             extended_master_secret: self.hs.extended_master_secret,
             peer_identity,
-            issued_at: self.config.time.now(),
+            issued_at: wall,
             lifetime: Duration::from_secs(u64::from(self.config.ticket_lifetime)),
         };
         let Ok(mut keys) = keys.lock() else {

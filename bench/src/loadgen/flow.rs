@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use control::Connection;
+use control::crypto::pki_types::UnixTime;
 use dataplane::record::{
     ContentType, DTLS_1_2, Opener, RecordKey, RecordsMut, ReplayWindow, Sealer,
 };
@@ -323,7 +324,7 @@ impl Flows {
                 for rec in RecordsMut::new(dg.payload) {
                     let rec = rec.into_inner();
                     if rec.first() != Some(&u8::from(ContentType::ApplicationData)) {
-                        f.conn.handle_datagram(now, f.server, rec);
+                        f.conn.handle_datagram(now, UnixTime::now(), f.server, rec);
                         continue;
                     }
                     match f.opener.open(rec) {
