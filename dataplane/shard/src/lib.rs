@@ -33,10 +33,10 @@
 //! types, alert and heartbeat codes.
 //!
 //! What it does not do (yet): spawn or pin threads, run handshakes or parse a handshake
-//! message (the `control` crate does), DTLS 1.3 epochs or connection IDs, heartbeat, keeping two read epochs during a
-//! rekey (`RetireEpoch`). An idle shard sleeps in one `epoll_wait` over its own socket and
-//! every upstream socket; control's commands do not wake it, so they wait at most
-//! [`ShardConfig::recv_wait`].
+//! message (the `control` crate does), DTLS 1.3 epochs or connection IDs, keeping two read
+//! epochs during a rekey (`RetireEpoch`). An idle shard sleeps in one `epoll_wait` over its
+//! own socket and every upstream socket; control's commands do not wake it, so they wait at
+//! most [`ShardConfig::recv_wait`].
 
 mod counters;
 mod early;
