@@ -21,9 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, anyhow, bail};
 use control::crypto::pem::{parse_certificates, parse_private_key};
 use control::crypto::test_pki::TestPki;
-use control::crypto::{
-    EphemeralKeyPair, NamedGroup, SeededRng, SigningKey, scheme, verify_signature,
-};
+use control::crypto::{EphemeralKeyPair, SeededRng, SigningKey, verify_signature};
+use control::{NamedGroup, SignatureScheme};
 use serde_json::{Value, json};
 
 use crate::compare::{Better, Figure};
@@ -112,9 +111,10 @@ fn crypto_ops(k: &BoundKeys, rng: &mut SeededRng, msg: &[u8]) -> Result<()> {
     }
     let sig = k
         .key
-        .sign(scheme::ECDSA_SECP256R1_SHA256, msg)
+        .sign(SignatureScheme::EcdsaSecp256r1Sha256, msg)
         .context("sign")?;
-    verify_signature(scheme::ECDSA_SECP256R1_SHA256, &k.cert, msg, &sig).context("verify")?;
+    verify_signature(SignatureScheme::EcdsaSecp256r1Sha256, &k.cert, msg, &sig)
+        .context("verify")?;
     Ok(())
 }
 
@@ -124,7 +124,7 @@ fn server_crypto_ops(k: &BoundKeys, rng: &mut SeededRng, msg: &[u8]) -> Result<(
     let peer = [9u8; 32];
     s.agree(&peer).context("agree")?;
     k.key
-        .sign(scheme::ECDSA_SECP256R1_SHA256, msg)
+        .sign(SignatureScheme::EcdsaSecp256r1Sha256, msg)
         .context("sign")?;
     Ok(())
 }

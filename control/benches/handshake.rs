@@ -21,12 +21,12 @@ use control::crypto::pem::{parse_certificates, parse_private_key};
 use control::crypto::pki_types::{CertificateDer, UnixTime};
 use control::crypto::test_pki::TestPki;
 use control::crypto::{
-    CertificateVerifier, EphemeralKeyPair, NamedGroup, PeerVerifier, SeededRng, SigningKey,
-    TicketKeys, scheme, verify_signature,
+    CertificateVerifier, EphemeralKeyPair, PeerVerifier, SeededRng, SigningKey, TicketKeys,
+    verify_signature,
 };
 use control::{
     AcceptOutcome, Acceptor, AcceptorConfig, CertifiedKey, CipherSuite, Config, Connection, Event,
-    SessionTicket,
+    NamedGroup, SessionTicket, SignatureScheme,
 };
 use criterion::{BatchSize, Criterion, criterion_group};
 
@@ -95,6 +95,7 @@ fn addr(s: &str) -> SocketAddr {
 /// One handshake in memory, no loss; returns the client's ticket.
 fn handshake(s: &Setup, seed: u64, ticket: Option<SessionTicket>) -> Option<SessionTicket> {
     let now = Instant::now();
+    let wall = UnixTime::now();
     let (caddr, saddr) = (addr(CLIENT), addr(SERVER));
     let mut client = Connection::client(
         Arc::clone(&s.client),
@@ -113,15 +114,18 @@ fn handshake(s: &Setup, seed: u64, ticket: Option<SessionTicket>) -> Option<Sess
         while let Some(t) = client.poll_transmit(now, &mut buf) {
             let dg = &buf[..t.len];
             match server.as_mut() {
-                Some(conn) => conn.handle_datagram(now, caddr, dg),
+                Some(conn) => conn.handle_datagram(now, wall, caddr, dg),
                 None => match s.acceptor.handle_datagram(now, caddr, dg, &mut out) {
-                    AcceptOutcome::Reply(r) => client.handle_datagram(now, saddr, &out[..r.len]),
+                    AcceptOutcome::Reply(r) => {
+                        client.handle_datagram(now, wall, saddr, &out[..r.len])
+                    }
                     AcceptOutcome::Accept(hello) => {
                         server = Some(
                             Connection::server(
                                 Arc::clone(&s.server),
                                 Box::new(SeededRng::new(seed ^ 0xffff)),
                                 now,
+                                wall,
                                 hello,
                             )
                             .expect("server"),
@@ -133,7 +137,7 @@ fn handshake(s: &Setup, seed: u64, ticket: Option<SessionTicket>) -> Option<Sess
         }
         if let Some(conn) = server.as_mut() {
             while let Some(t) = conn.poll_transmit(now, &mut buf) {
-                client.handle_datagram(now, saddr, &buf[..t.len]);
+                client.handle_datagram(now, wall, saddr, &buf[..t.len]);
             }
             while let Some(ev) = conn.poll_event() {
                 match ev {
@@ -171,9 +175,15 @@ fn crypto_bound(s: &Setup, rng: &mut SeededRng, msg: &[u8]) {
     assert_eq!(a.as_bytes(), b.as_bytes());
     let sig = s
         .server_key
-        .sign(scheme::ECDSA_SECP256R1_SHA256, msg)
+        .sign(SignatureScheme::EcdsaSecp256r1Sha256, msg)
         .expect("sign");
-    verify_signature(scheme::ECDSA_SECP256R1_SHA256, &s.server_cert, msg, &sig).expect("verify");
+    verify_signature(
+        SignatureScheme::EcdsaSecp256r1Sha256,
+        &s.server_cert,
+        msg,
+        &sig,
+    )
+    .expect("verify");
 }
 
 fn benches(c: &mut Criterion) {

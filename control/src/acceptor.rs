@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use dataplane::record::{ContentType, HEADER_LEN, RecordRepr, Records};
 use dtls_crypto::{CookieKeys, Rng};
-use dtls_wire::{
+use dtls_proto::{
     AlertDescription, AlertLevel, ClientHello, HANDSHAKE_HEADER_LEN, HandshakeHeader,
     HandshakeRepr, HandshakeType, ProtocolVersion,
 };
@@ -83,9 +83,9 @@ impl VerifiedClientHello {
     /// holding a fatal `description` alert, numbered like the server's first record would
     /// be (the client's record sequence number, RFC 6347 §4.2.1). At 15 bytes it is
     /// smaller than any ClientHello, so a refusal never amplifies.
-    pub fn refusal(&self, description: dtls_wire::AlertDescription) -> Vec<u8> {
+    pub fn refusal(&self, description: dtls_proto::AlertDescription) -> Vec<u8> {
         let mut datagram = Vec::with_capacity(16);
-        let alert = dtls_wire::Alert::fatal(description).to_bytes();
+        let alert = dtls_proto::Alert::fatal(description).to_bytes();
         let mut writer = crate::flight::RecordWriter::new(self.record_sequence);
         // Epoch 0 with a 2-byte body cannot exceed a record's length or the 48-bit
         // sequence space of a sequence number the client itself used.
@@ -261,7 +261,7 @@ impl Acceptor {
             return AcceptOutcome::Drop(DropReason::Malformed);
         };
         let mut transcript = Vec::with_capacity(HANDSHAKE_HEADER_LEN + body.len());
-        if dtls_wire::encode_message(
+        if dtls_proto::encode_message(
             HandshakeType::ClientHello,
             hs.message_seq,
             body,

@@ -5,16 +5,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use dtls_crypto::pki_types::CertificateDer;
-use dtls_crypto::{EphemeralKeyPair, NamedGroup, PremasterSecret, Rng, Sender, verify_signature};
-use dtls_wire::{
+use dtls_crypto::pki_types::{CertificateDer, UnixTime};
+use dtls_crypto::{EphemeralKeyPair, PremasterSecret, Rng, Sender, verify_signature};
+use dtls_proto::{
     Certificate, CertificateRequest, CertificateVerify, ClientHello, ClientKeyExchange,
-    DigitallySigned, Extensions, Finished, HandshakeMessage, HandshakeType, HelloVerifyRequest,
-    KeyExchange, NewSessionTicket, ProtocolVersion, ServerHello, ServerKeyExchange, ServerName,
-    SignatureScheme, UseSrtp, WireError,
+    DigitallySigned, ExtensionType, Extensions, Finished, HandshakeMessage, HandshakeType,
+    HelloVerifyRequest, KeyExchange, NewSessionTicket, ProtocolVersion, ServerHello,
+    ServerKeyExchange, ServerName, SuiteParams, UseSrtp, WireError,
 };
 
-use crate::config::{CipherSuite, Config, ConfigError};
+use crate::config::{Config, ConfigError};
 use crate::connection::{Connection, Role};
 use crate::error::HandshakeError;
 use crate::events::PeerIdentity;
@@ -73,12 +73,10 @@ impl Connection {
     }
 
     /// The suites we offer: PSK suites only when a PSK is configured.
-    fn offered_suites(&self) -> Vec<CipherSuite> {
+    fn offered_suites(&self) -> Vec<SuiteParams> {
         let has_psk = !self.config.psks.is_empty();
         self.config
-            .cipher_suites
-            .iter()
-            .copied()
+            .suites()
             .filter(|s| has_psk || !s.uses_psk())
             .collect()
     }
@@ -104,15 +102,9 @@ impl Connection {
             ..Extensions::default()
         };
         if uses_ecdhe {
-            ext.supported_groups = Some(
-                config
-                    .groups
-                    .iter()
-                    .map(|g| dtls_wire::NamedGroup::from_u16(g.code()))
-                    .collect(),
-            );
+            ext.supported_groups = Some(config.groups.clone());
             // RFC 8422 §5.1.2: uncompressed only.
-            ext.ec_point_formats = Some(vec![dtls_wire::EC_POINT_FORMAT_UNCOMPRESSED]);
+            ext.ec_point_formats = Some(vec![dtls_proto::EC_POINT_FORMAT_UNCOMPRESSED]);
         }
         if !config.alpn_protocols.is_empty() {
             ext.alpn = Some(config.alpn_protocols.clone());
@@ -137,8 +129,8 @@ impl Connection {
             random: self.hs.client_random,
             session_id: self.hs.session_id.clone(),
             cookie: Vec::new(),
-            cipher_suites: suites.iter().map(|s| s.to_wire()).collect(),
-            compression_methods: vec![dtls_wire::COMPRESSION_NULL],
+            cipher_suites: suites.iter().map(|s| s.suite()).collect(),
+            compression_methods: vec![dtls_proto::COMPRESSION_NULL],
             extensions: ext,
         }
     }
@@ -160,6 +152,7 @@ impl Connection {
     pub(crate) fn handle_client_message(
         &mut self,
         now: Instant,
+        wall: UnixTime,
         message: Message,
     ) -> Result<State, HandshakeError> {
         let unexpected = HandshakeError::UnexpectedMessage {
@@ -179,7 +172,7 @@ impl Connection {
                 self.handle_server_hello(&message.body)
             }
             (State::ExpectServerCertificate, HandshakeType::Certificate) => {
-                self.handle_server_certificate(&message.body)
+                self.handle_server_certificate(&message.body, wall)
             }
             (State::ExpectServerKeyExchange, HandshakeType::ServerKeyExchange) => {
                 self.handle_server_key_exchange(&message.body)
@@ -245,13 +238,14 @@ impl Connection {
             });
         }
         let offered = self.offered_suites();
-        let suite = CipherSuite::from_wire(sh.cipher_suite)
-            .filter(|s| offered.contains(s))
+        let suite = offered
+            .into_iter()
+            .find(|s| s.suite() == sh.cipher_suite)
             .ok_or(HandshakeError::IllegalParameter {
                 what: "server chose a suite we did not offer",
             })?;
         // RFC 5246 §7.4.1.3: the compression method must be one the client offered.
-        if sh.compression_method != dtls_wire::COMPRESSION_NULL {
+        if sh.compression_method != dtls_proto::COMPRESSION_NULL {
             return Err(HandshakeError::IllegalParameter {
                 what: "compression method",
             });
@@ -272,23 +266,31 @@ impl Connection {
             });
         }
         let unsolicited = [
-            (ext.alpn.is_some() && offered_ext.alpn.is_none(), 16u16),
-            (ext.use_srtp.is_some() && offered_ext.use_srtp.is_none(), 14),
+            (
+                ext.alpn.is_some() && offered_ext.alpn.is_none(),
+                ExtensionType::Alpn,
+            ),
+            (
+                ext.use_srtp.is_some() && offered_ext.use_srtp.is_none(),
+                ExtensionType::UseSrtp,
+            ),
             (
                 ext.heartbeat.is_some() && offered_ext.heartbeat.is_none(),
-                15,
+                ExtensionType::Heartbeat,
             ),
             (
                 ext.session_ticket.is_some() && offered_ext.session_ticket.is_none(),
-                35,
+                ExtensionType::SessionTicket,
             ),
             (
                 ext.server_name.is_some() && offered_ext.server_name.is_none(),
-                0,
+                ExtensionType::ServerName,
             ),
         ];
-        if let Some((_, code)) = unsolicited.iter().find(|(bad, _)| *bad) {
-            return Err(HandshakeError::UnsupportedExtension { ext_type: *code });
+        if let Some((_, ext_type)) = unsolicited.iter().find(|(bad, _)| *bad) {
+            return Err(HandshakeError::UnsupportedExtension {
+                ext_type: ext_type.to_u16(),
+            });
         }
         // RFC 5746 §3.4: "The client MUST then verify that the length of the
         // "renegotiated_connection" field is zero, and if it is not, MUST abort the
@@ -341,7 +343,7 @@ impl Connection {
         let resumed = self.hs.offered_ticket.as_ref().is_some_and(|t| {
             !self.hs.session_id.is_empty()
                 && sh.session_id == self.hs.session_id
-                && t.suite == suite
+                && t.suite == suite.suite()
         });
         if resumed {
             let ticket = self
@@ -372,7 +374,11 @@ impl Connection {
         })
     }
 
-    fn handle_server_certificate(&mut self, body: &[u8]) -> Result<State, HandshakeError> {
+    fn handle_server_certificate(
+        &mut self,
+        body: &[u8],
+        wall: UnixTime,
+    ) -> Result<State, HandshakeError> {
         let cert = Certificate::parse(body).map_err(decode("Certificate"))?;
         let chain: Vec<CertificateDer<'static>> =
             cert.chain.into_iter().map(CertificateDer::from).collect();
@@ -383,7 +389,7 @@ impl Connection {
             .unwrap_or_else(|| self.peer.ip().to_string());
         self.config
             .peer_verification
-            .verify_server(&chain, &name, self.config.time.now())
+            .verify_server(&chain, &name, wall)
             .map_err(|source| HandshakeError::BadCertificate { source })?;
         self.hs.peer_identity = PeerIdentity::Certificates(chain.clone());
         self.hs.peer_chain = chain;
@@ -413,7 +419,7 @@ impl Connection {
                 what: "no server certificate",
             })?;
             // RFC 8422 §5.4: the client verifies the signature over the params.
-            verify_signature(scheme.to_u16(), end_entity, &signed, &signature.signature)
+            verify_signature(scheme, end_entity, &signed, &signature.signature)
                 .map_err(|_| HandshakeError::BadSignature)?;
         }
         match &ske {
@@ -424,12 +430,14 @@ impl Connection {
             ServerKeyExchange::Ecdhe { .. } => {}
         }
         if let Some(params) = ske.ecdhe_params() {
-            let group = NamedGroup::from_u16(params.group.to_u16())
-                .filter(|g| self.config.groups.contains(g))
-                .ok_or(HandshakeError::IllegalParameter {
+            // We offered only configured groups, which `Config::validate` keeps to the ones
+            // our crypto implements.
+            if !self.config.groups.contains(&params.group) {
+                return Err(HandshakeError::IllegalParameter {
                     what: "server chose a group we did not offer",
-                })?;
-            self.hs.ecdhe = Some(EphemeralKeyPair::generate(group, &mut *self.rng)?);
+                });
+            }
+            self.hs.ecdhe = Some(EphemeralKeyPair::generate(params.group, &mut *self.rng)?);
             self.hs.peer_public = params.public.clone();
         }
         Ok(State::ExpectServerHelloDone)
@@ -442,7 +450,7 @@ impl Connection {
             .signature_schemes
             .iter()
             .filter(|s| self.config.signature_schemes.contains(s))
-            .map(|s| s.to_u16())
+            .copied()
             .collect();
         Ok(State::ExpectServerHelloDone)
     }
@@ -452,7 +460,7 @@ impl Connection {
         now: Instant,
         body: &[u8],
     ) -> Result<State, HandshakeError> {
-        dtls_wire::ServerHelloDone::parse(body).map_err(decode("ServerHelloDone"))?;
+        dtls_proto::ServerHelloDone::parse(body).map_err(decode("ServerHelloDone"))?;
         let suite = self.hs.suite()?;
         let mut flight = Flight::default();
         // RFC 5246 §7.4.6: the client sends a Certificate (possibly empty) when asked.
@@ -539,10 +547,7 @@ impl Connection {
                 &mut flight,
                 0,
                 &HandshakeMessage::CertificateVerify(CertificateVerify {
-                    signed: DigitallySigned {
-                        scheme: SignatureScheme::from_u16(scheme),
-                        signature,
-                    },
+                    signed: DigitallySigned { scheme, signature },
                 }),
             )?;
             self.hs.transcript.stop_retaining();

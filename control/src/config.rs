@@ -4,12 +4,13 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dtls_crypto::pki_types::{CertificateDer, UnixTime};
-use dtls_crypto::{NamedGroup, PeerVerifier, SigningKey, TicketKeys};
-use dtls_wire::{HeartbeatMode, ReassemblyBudget, SignatureScheme, SrtpProtectionProfile};
+use dtls_crypto::pki_types::CertificateDer;
+use dtls_crypto::{PeerVerifier, SigningKey, TicketKeys};
+use dtls_proto::{
+    CipherSuite, HeartbeatMode, NamedGroup, ReassemblyBudget, SignatureScheme,
+    SrtpProtectionProfile, SuiteParams,
+};
 use zeroize::Zeroizing;
-
-pub use crate::suites::{CipherSuite, KeyExchange};
 
 /// The smallest MTU the engine accepts (a DTLS record with a handshake fragment must fit).
 pub const MIN_MTU: usize = 128;
@@ -92,25 +93,6 @@ impl fmt::Debug for CertifiedKey {
     }
 }
 
-/// Where the engine gets wall-clock time for certificate validity checks (the only use of
-/// wall-clock time; timers use the `now: Instant` arguments).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimeSource {
-    /// The system clock, read when a certificate chain is verified.
-    System,
-    /// A fixed time (deterministic tests).
-    Fixed(UnixTime),
-}
-
-impl TimeSource {
-    pub(crate) fn now(self) -> UnixTime {
-        match self {
-            TimeSource::System => UnixTime::now(),
-            TimeSource::Fixed(t) => t,
-        }
-    }
-}
-
 /// Whether a server asks for client certificates (RFC 5246 §7.4.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAuth {
@@ -147,9 +129,10 @@ impl fmt::Debug for Psk {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Cipher suites in preference order: a server picks the first of these the client
-    /// offers (server preference); a client offers them in this order.
+    /// offers (server preference); a client offers them in this order. Each must be one of
+    /// [`CipherSuite::SUPPORTED`].
     pub cipher_suites: Vec<CipherSuite>,
-    /// ECDHE groups in preference order.
+    /// ECDHE groups in preference order, each one of [`NamedGroup::SUPPORTED`].
     pub groups: Vec<NamedGroup>,
     /// Signature schemes we accept from the peer and may use, in preference order.
     pub signature_schemes: Vec<SignatureScheme>,
@@ -169,8 +152,6 @@ pub struct Config {
     /// where no certificate is expected (PSK-only clients, servers without client
     /// authentication), or the accept-any mode, which is for tests only.
     pub peer_verification: PeerVerifier,
-    /// Wall-clock time for certificate validity.
-    pub time: TimeSource,
     /// Client: the server name to send (SNI) and to verify. Server: unused.
     pub server_name: Option<String>,
     /// Server: whether to request client certificates.
@@ -219,7 +200,7 @@ impl Config {
     /// RFC 6347 timer, no certificate, no PSK, no client authentication.
     pub fn new(peer_verification: PeerVerifier) -> Self {
         Self {
-            cipher_suites: CipherSuite::ALL.to_vec(),
+            cipher_suites: CipherSuite::SUPPORTED.to_vec(),
             groups: vec![
                 NamedGroup::X25519,
                 NamedGroup::Secp256r1,
@@ -232,7 +213,6 @@ impl Config {
             replay_window: 1024,
             certificate: None,
             peer_verification,
-            time: TimeSource::System,
             server_name: None,
             client_auth: ClientAuth::None,
             psks: Vec::new(),
@@ -277,7 +257,17 @@ impl Config {
         if self.cipher_suites.is_empty() {
             return Err(ConfigError::NoCipherSuites);
         }
-        if self.cipher_suites.iter().any(|s| s.uses_ecdhe()) && self.groups.is_empty() {
+        if let Some(&suite) = self.cipher_suites.iter().find(|s| s.params().is_none()) {
+            return Err(ConfigError::UnsupportedCipherSuite { suite });
+        }
+        if let Some(&group) = self
+            .groups
+            .iter()
+            .find(|g| !NamedGroup::SUPPORTED.contains(g))
+        {
+            return Err(ConfigError::UnsupportedGroup { group });
+        }
+        if self.suites().any(|s| s.uses_ecdhe()) && self.groups.is_empty() {
             return Err(ConfigError::NoGroups);
         }
         if self.retransmit.initial.is_zero() || self.retransmit.max < self.retransmit.initial {
@@ -300,14 +290,20 @@ impl Config {
     pub fn validate_client(&self) -> Result<(), ConfigError> {
         self.validate()?;
         if matches!(self.peer_verification, PeerVerifier::RejectAll)
-            && self.cipher_suites.iter().any(|s| !s.uses_psk())
+            && self.suites().any(|s| !s.uses_psk())
         {
             return Err(ConfigError::CertificateSuitesWithoutVerifier);
         }
-        if self.cipher_suites.iter().all(|s| s.uses_psk()) && self.psks.is_empty() {
+        if self.suites().all(|s| s.uses_psk()) && self.psks.is_empty() {
             return Err(ConfigError::PskSuitesWithoutPsk);
         }
         Ok(())
+    }
+
+    /// The configured suites we implement, in preference order (after [`Config::validate`],
+    /// every configured suite).
+    pub(crate) fn suites(&self) -> impl Iterator<Item = SuiteParams> + '_ {
+        self.cipher_suites.iter().filter_map(|s| s.params())
     }
 }
 
@@ -323,6 +319,18 @@ pub enum ConfigError {
     /// No cipher suite enabled.
     #[error("no cipher suite enabled")]
     NoCipherSuites,
+    /// A cipher suite outside [`CipherSuite::SUPPORTED`] (an unknown code or the SCSV).
+    #[error("cipher suite {suite:?} is not supported")]
+    UnsupportedCipherSuite {
+        /// The suite.
+        suite: CipherSuite,
+    },
+    /// A named group outside [`NamedGroup::SUPPORTED`].
+    #[error("named group {group:?} is not supported")]
+    UnsupportedGroup {
+        /// The group.
+        group: NamedGroup,
+    },
     /// ECDHE suites enabled but no group.
     #[error("ECDHE suites enabled but no named group")]
     NoGroups,
@@ -338,4 +346,34 @@ pub enum ConfigError {
     /// A client offers only PSK suites but has no PSK.
     #[error("only PSK suites offered but no PSK configured")]
     PskSuitesWithoutPsk,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_implemented_suites_and_groups_validate() {
+        let base = Config::new(PeerVerifier::RejectAll);
+        assert_eq!(base.validate(), Ok(()));
+        for suite in [
+            CipherSuite::EmptyRenegotiationInfoScsv,
+            CipherSuite::from_u16(0xc009), // a CBC suite
+        ] {
+            let mut c = base.clone();
+            c.cipher_suites.push(suite);
+            assert_eq!(
+                c.validate(),
+                Err(ConfigError::UnsupportedCipherSuite { suite })
+            );
+        }
+        for group in [NamedGroup::X448, NamedGroup::Unknown(0x1234)] {
+            let mut c = base.clone();
+            c.groups.insert(0, group);
+            assert_eq!(c.validate(), Err(ConfigError::UnsupportedGroup { group }));
+        }
+        let psk = base.psk_suites_only();
+        assert!(!psk.cipher_suites.is_empty());
+        assert!(psk.cipher_suites.iter().all(|s| s.uses_psk()));
+    }
 }

@@ -12,7 +12,8 @@ use std::time::Instant;
 
 use dataplane::record::{ContentType, Opener, RecordRepr, Records, ReplayWindow};
 use dtls_crypto::Rng;
-use dtls_wire::{Alert, AlertDescription, AlertLevel, CHANGE_CIPHER_SPEC};
+use dtls_crypto::pki_types::UnixTime;
+use dtls_proto::{Alert, AlertDescription, AlertLevel, CHANGE_CIPHER_SPEC, HandshakeType};
 
 use crate::config::Config;
 use crate::error::HandshakeError;
@@ -151,7 +152,7 @@ impl Connection {
 
     /// The negotiated cipher suite, once the ServerHello has been sent or received.
     pub fn suite(&self) -> Option<crate::CipherSuite> {
-        self.hs.suite
+        self.hs.suite.map(|s| s.suite())
     }
 
     /// Who the peer claims to be so far, for logs (nothing here is verified): the server
@@ -225,15 +226,22 @@ impl Connection {
         // epoch 0, handshake content, client_hello(1), random at body offset 2.
         record.header.epoch() == 0
             && record.header.content_type() == u8::from(ContentType::Handshake)
-            && payload.first() == Some(&1)
+            && payload.first() == Some(&HandshakeType::ClientHello.to_u8())
             && payload
                 .get(12 + 2..12 + 2 + 32)
                 .is_some_and(|random| random != self.hs.client_random)
     }
 
-    /// Feeds one datagram received from `peer`. Datagrams from another address are
-    /// ignored (the caller routes by address).
-    pub fn handle_datagram(&mut self, now: Instant, peer: SocketAddr, datagram: &[u8]) {
+    /// Feeds one datagram received from `peer` at `now`; `wall` is the wall-clock time of
+    /// the same instant, for certificate validity and session tickets (the engine reads no
+    /// clock). Datagrams from another address are ignored (the caller routes by address).
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        wall: UnixTime,
+        peer: SocketAddr,
+        datagram: &[u8],
+    ) {
         if peer != self.peer || self.is_finished() {
             return;
         }
@@ -248,8 +256,8 @@ impl Connection {
             };
             let bytes = &datagram[record.range.clone()];
             match repr.epoch {
-                0 => self.handle_plaintext_record(now, &repr, record.header.payload()),
-                1 => self.handle_epoch1_record(now, repr.content_type, bytes),
+                0 => self.handle_plaintext_record(now, wall, &repr, record.header.payload()),
+                1 => self.handle_epoch1_record(now, wall, repr.content_type, bytes),
                 _ => self.stats.ignored_records += 1,
             }
         }
@@ -320,17 +328,23 @@ impl Connection {
 
     // ----- record input -----
 
-    fn handle_plaintext_record(&mut self, now: Instant, repr: &RecordRepr, payload: &[u8]) {
+    fn handle_plaintext_record(
+        &mut self,
+        now: Instant,
+        wall: UnixTime,
+        repr: &RecordRepr,
+        payload: &[u8],
+    ) {
         match repr.content_type {
             ContentType::Handshake => {
-                self.handle_handshake_payload(now, payload, 0);
+                self.handle_handshake_payload(now, wall, payload, 0);
             }
             ContentType::ChangeCipherSpec => {
                 if payload != [CHANGE_CIPHER_SPEC] {
                     self.stats.malformed_records += 1;
                     return;
                 }
-                self.handle_change_cipher_spec(now);
+                self.handle_change_cipher_spec(now, wall);
             }
             ContentType::Alert => {
                 // Unauthenticated alerts are believed only before keys are in use: a
@@ -345,7 +359,13 @@ impl Connection {
         }
     }
 
-    fn handle_epoch1_record(&mut self, now: Instant, content_type: ContentType, bytes: &[u8]) {
+    fn handle_epoch1_record(
+        &mut self,
+        now: Instant,
+        wall: UnixTime,
+        content_type: ContentType,
+        bytes: &[u8],
+    ) {
         if content_type == ContentType::ApplicationData && self.is_established() {
             // The shard / driver opens application data with its own keys.
             self.stats.ignored_records += 1;
@@ -373,13 +393,13 @@ impl Connection {
         let content_type = opened.content_type;
         let plaintext = opened.plaintext.to_vec();
         match content_type {
-            ContentType::Handshake => self.handle_handshake_payload(now, &plaintext, 1),
+            ContentType::Handshake => self.handle_handshake_payload(now, wall, &plaintext, 1),
             ContentType::Alert => self.handle_alert_payload(&plaintext),
             _ => self.stats.ignored_records += 1,
         }
     }
 
-    fn handle_change_cipher_spec(&mut self, now: Instant) {
+    fn handle_change_cipher_spec(&mut self, now: Instant, wall: UnixTime) {
         if self.reader.is_some() {
             // A retransmitted CCS: nothing to do.
             return;
@@ -393,12 +413,12 @@ impl Connection {
         // soon as the keys exist; the Finished it protects is still only accepted in
         // message order, after every earlier message (ExpectFinished).
         self.hs.ccs_pending = true;
-        self.apply_pending_change_cipher_spec(now);
+        self.apply_pending_change_cipher_spec(now, wall);
     }
 
     /// Installs the epoch-1 read state if the peer's CCS arrived and the keys exist, then
     /// reads the epoch-1 records that arrived early.
-    fn apply_pending_change_cipher_spec(&mut self, now: Instant) {
+    fn apply_pending_change_cipher_spec(&mut self, now: Instant, wall: UnixTime) {
         if !self.hs.ccs_pending || self.reader.is_some() || self.hs.keys.is_none() {
             self.advance_past_change_cipher_spec();
             return;
@@ -421,7 +441,7 @@ impl Connection {
                 .first()
                 .and_then(|&b| ContentType::from_u8(b))
                 .unwrap_or(ContentType::Handshake);
-            self.handle_epoch1_record(now, ct, &record);
+            self.handle_epoch1_record(now, wall, ct, &record);
         }
     }
 
@@ -466,7 +486,13 @@ impl Connection {
         }
     }
 
-    fn handle_handshake_payload(&mut self, now: Instant, payload: &[u8], epoch: u16) {
+    fn handle_handshake_payload(
+        &mut self,
+        now: Instant,
+        wall: UnixTime,
+        payload: &[u8],
+        epoch: u16,
+    ) {
         let outcome = self.hs.inbox.handle_record(payload, epoch);
         if outcome.malformed {
             self.stats.malformed_records += 1;
@@ -486,10 +512,10 @@ impl Connection {
             if self.is_finished() {
                 return;
             }
-            if let Err(e) = self.handle_message(now, message) {
+            if let Err(e) = self.handle_message(now, wall, message) {
                 return self.fail(e);
             }
-            self.apply_pending_change_cipher_spec(now);
+            self.apply_pending_change_cipher_spec(now, wall);
         }
     }
 
@@ -510,7 +536,12 @@ impl Connection {
         self.retransmit_flight();
     }
 
-    fn handle_message(&mut self, now: Instant, message: Message) -> Result<(), HandshakeError> {
+    fn handle_message(
+        &mut self,
+        now: Instant,
+        wall: UnixTime,
+        message: Message,
+    ) -> Result<(), HandshakeError> {
         if matches!(self.state, State::Established) {
             // Nothing but renegotiation (handled above) is expected after completion.
             self.stats.ignored_records += 1;
@@ -518,8 +549,8 @@ impl Connection {
         }
         // Each handler consumes the message in the current state and names the next one.
         self.state = match self.role {
-            Role::Client => self.handle_client_message(now, message)?,
-            Role::Server => self.handle_server_message(now, message)?,
+            Role::Client => self.handle_client_message(now, wall, message)?,
+            Role::Server => self.handle_server_message(now, wall, message)?,
         };
         Ok(())
     }

@@ -4,7 +4,7 @@
 //! authentication or parsing are never errors: they are dropped silently and counted
 //! (RFC 6347 §4.1.2.7).
 
-use dtls_wire::{AlertDescription, WireError};
+use dtls_proto::{AlertDescription, WireError};
 
 /// The typed reason of a failed handshake, carried by [`crate::Event::HandshakeFailed`].
 #[derive(Debug, thiserror::Error)]

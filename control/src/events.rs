@@ -6,12 +6,12 @@ use std::net::SocketAddr;
 use dataplane::record::RecordKey;
 use dtls_crypto::pki_types::CertificateDer;
 
-use dtls_wire::{AlertDescription, AlertLevel, HeartbeatMode, SrtpProtectionProfile};
+use dtls_proto::{AlertDescription, AlertLevel, HeartbeatMode, SrtpProtectionProfile};
 
-use crate::config::CipherSuite;
 use crate::error::HandshakeError;
 use crate::keys::exporter::Exporter;
 use crate::keys::ticket::SessionTicket;
+use dtls_proto::CipherSuite;
 
 /// One datagram written by [`crate::Connection::poll_transmit`] into the caller's buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 
 use dataplane::record::{ContentType, HEADER_LEN, RecordRepr, Sealer};
-use dtls_wire::{CHANGE_CIPHER_SPEC, Fragmenter, HandshakeType};
+use dtls_proto::{CHANGE_CIPHER_SPEC, Fragmenter, HandshakeType};
 
 use crate::error::HandshakeError;
 

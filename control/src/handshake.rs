@@ -3,10 +3,12 @@
 
 use dataplane::record::RecordKey;
 use dtls_crypto::pki_types::CertificateDer;
-use dtls_crypto::{EphemeralKeyPair, FINISHED_LEN, RANDOM_LEN, Sender, Transcript};
-use dtls_wire::{HandshakeMessage, HeartbeatMode, SrtpProtectionProfile};
+use dtls_crypto::{EphemeralKeyPair, Sender, Transcript};
+use dtls_proto::{
+    HandshakeMessage, HeartbeatMode, RANDOM_LEN, SignatureScheme, SrtpProtectionProfile,
+    SuiteParams, VERIFY_DATA_LEN,
+};
 
-use crate::config::CipherSuite;
 use crate::connection::Role;
 use crate::error::HandshakeError;
 use crate::events::PeerIdentity;
@@ -16,7 +18,7 @@ use crate::keys::session::{EpochKeyBlock, MasterBytes, Writer};
 use crate::keys::ticket::SessionTicket;
 
 /// One complete, reassembled handshake message from the peer.
-pub(crate) type Message = dtls_wire::ReassembledMessage;
+pub(crate) type Message = dtls_proto::ReassembledMessage;
 
 /// Everything one handshake accumulates.
 #[derive(Debug)]
@@ -25,7 +27,7 @@ pub(crate) struct Handshake {
     pub(crate) client_random: [u8; RANDOM_LEN],
     pub(crate) server_random: [u8; RANDOM_LEN],
     pub(crate) session_id: Vec<u8>,
-    pub(crate) suite: Option<CipherSuite>,
+    pub(crate) suite: Option<SuiteParams>,
     pub(crate) extended_master_secret: bool,
     pub(crate) ecdhe: Option<EphemeralKeyPair>,
     /// The peer's ECDHE public value.
@@ -45,7 +47,7 @@ pub(crate) struct Handshake {
     /// Server: we sent CertificateRequest. Client: the server asked for a certificate.
     pub(crate) cert_requested: bool,
     /// Client: signature schemes from the server's CertificateRequest.
-    pub(crate) cert_request_schemes: Vec<u16>,
+    pub(crate) cert_request_schemes: Vec<SignatureScheme>,
     pub(crate) psk_identity: Option<Vec<u8>>,
     pub(crate) psk_identity_hint: Option<Vec<u8>>,
     /// Server: the PSK identity the client named, known or not (for logs).
@@ -66,7 +68,7 @@ pub(crate) struct Handshake {
     /// Client: HelloVerifyRequests answered so far.
     pub(crate) hello_verify_count: u8,
     /// Client: the ClientHello we sent (resent with the cookie).
-    pub(crate) client_hello: Option<dtls_wire::ClientHello>,
+    pub(crate) client_hello: Option<dtls_proto::ClientHello>,
 }
 
 impl Handshake {
@@ -107,7 +109,7 @@ impl Handshake {
         }
     }
 
-    pub(crate) fn suite(&self) -> Result<CipherSuite, HandshakeError> {
+    pub(crate) fn suite(&self) -> Result<SuiteParams, HandshakeError> {
         self.suite.ok_or(HandshakeError::Internal {
             what: "no suite negotiated",
         })
@@ -136,7 +138,7 @@ impl Handshake {
         let message_seq = self.next_send_seq;
         self.next_send_seq = self.next_send_seq.wrapping_add(1);
         let mut raw = Vec::with_capacity(12 + body.len());
-        dtls_wire::encode_message(message.msg_type(), message_seq, &body, &mut raw).map_err(
+        dtls_proto::encode_message(message.msg_type(), message_seq, &body, &mut raw).map_err(
             |_| HandshakeError::Internal {
                 what: "message too long",
             },
@@ -200,7 +202,10 @@ impl Handshake {
     }
 
     /// Finished verify_data for `sender` over the transcript so far (RFC 5246 §7.4.9).
-    pub(crate) fn verify_data(&self, sender: Sender) -> Result<[u8; FINISHED_LEN], HandshakeError> {
+    pub(crate) fn verify_data(
+        &self,
+        sender: Sender,
+    ) -> Result<[u8; VERIFY_DATA_LEN], HandshakeError> {
         let suite = self.suite()?;
         let hash = self.transcript.current_hash()?;
         Ok(self

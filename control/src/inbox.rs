@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use dtls_wire::{
+use dtls_proto::{
     DropReason, FragmentOutcome, HandshakeFragments, HandshakeType, MessageCaps,
-    ReassembledMessage, Reassembler, ReassemblyConfig,
+    ReassembledMessage, Reassembler, ReassemblyConfig, VERIFY_DATA_LEN,
 };
 
 use crate::config::Config;
@@ -25,15 +25,10 @@ const MAX_CLIENT_HELLO: usize = 1 << 14;
 /// octets in length".
 const MIN_PSK_IDENTITY: usize = 128;
 
-/// Largest signature of a scheme we verify ([`dtls_wire::SignatureScheme::SUPPORTED`]):
+/// Largest signature of a scheme we verify ([`dtls_proto::SignatureScheme::SUPPORTED`]):
 /// RSA with an 8192-bit key (the verifier's RSA limit), 1024 bytes; ECDSA P-384 DER is at
 /// most 104 and Ed25519 64.
 const MAX_SIGNATURE: usize = 8192 / 8;
-
-/// verify_data is 12 bytes for every DTLS 1.2 suite we negotiate: RFC 5246 §7.4.9,
-/// "verify_data_length ... for all cipher suites that don't explicitly specify it is 12".
-/// (DTLS 1.3's Finished is the hash length; its engine gets its own caps.)
-const FINISHED_LEN: usize = 12;
 
 /// Caps per message type for what the peer of `role` may send, below the per-handshake
 /// `max_message_len`.
@@ -65,7 +60,7 @@ fn message_caps(config: &Config, role: Role) -> MessageCaps {
                 // DigitallySigned (RFC 5246 §4.7): SignatureAndHashAlgorithm, then
                 // signature<0..2^16-1>.
                 .with(HandshakeType::CertificateVerify, 2 + 2 + MAX_SIGNATURE)
-                .with(HandshakeType::Finished, FINISHED_LEN)
+                .with(HandshakeType::Finished, VERIFY_DATA_LEN)
         }
         // A server's flight: certificate chains, CertificateRequest CA lists and tickets
         // can be large, so they keep `max_message_len`; only the fixed-size messages are
@@ -77,7 +72,7 @@ fn message_caps(config: &Config, role: Role) -> MessageCaps {
             // §7.4.5).
             .with(HandshakeType::HelloRequest, 0)
             .with(HandshakeType::ServerHelloDone, 0)
-            .with(HandshakeType::Finished, FINISHED_LEN),
+            .with(HandshakeType::Finished, VERIFY_DATA_LEN),
     }
 }
 

@@ -4,15 +4,16 @@
 //! - [`Connection`]: one handshake, client or server, driven by
 //!   [`Connection::handle_datagram`] / [`Connection::handle_timeout`] and drained by
 //!   [`Connection::poll_transmit`] / [`Connection::poll_event`] / [`Connection::poll_timeout`];
-//!   no sockets, no threads, no clock reads (time is always an argument) and randomness
-//!   from an injected [`dtls_crypto::Rng`];
+//!   no sockets, no threads, no clock reads (time is always an argument: the monotonic
+//!   `now`, and the wall clock `wall` where certificate validity and tickets need it) and
+//!   randomness from an injected [`dtls_crypto::Rng`];
 //! - [`Acceptor`]: the server's stateless front door that answers ClientHellos without a
 //!   valid cookie with a HelloVerifyRequest and allocates nothing for them
 //!   (RFC 6347 §4.2.1); only a cookie-verified ClientHello becomes a server [`Connection`];
 //! - ECDHE_ECDSA / ECDHE_RSA / PSK / ECDHE_PSK AEAD suites ([`CipherSuite`]), extended
 //!   master secret, secure renegotiation indication (renegotiation is refused), ALPN,
 //!   use_srtp with the RFC 5705 [`Exporter`], heartbeat negotiation, client authentication;
-//! - flight packing to the MTU, fragmentation, reassembly (through `dtls_wire`) and the
+//! - flight packing to the MTU, fragmentation, reassembly (through `dtls_proto`) and the
 //!   retransmission timer (1 s doubling to 60 s, RFC 6347 §4.2.4.1).
 //!
 //! On completion [`Event::KeysReady`] hands over [`SessionKeys`]: the epoch-1 keys with
@@ -25,11 +26,11 @@
 //! server:  for a datagram from an address without a live engine (or for which
 //!          engine.is_new_client_hello(datagram) is true):
 //!            match acceptor.handle_datagram(now, from, datagram, &mut buf) {
-//!              Accept(hello) => engine = Connection::server(config, rng, now, hello),
+//!              Accept(hello) => engine = Connection::server(config, rng, now, wall, hello),
 //!              Reply(t)      => send buf[..t.len] to t.destination (HelloVerifyRequest),
 //!              Drop(_)       => ignore,
 //!            }
-//! both:    engine.handle_datagram(now, from, datagram) / engine.handle_timeout(now)
+//! both:    engine.handle_datagram(now, wall, from, datagram) / engine.handle_timeout(now)
 //!          then drain poll_transmit (one datagram per call), poll_event, poll_timeout.
 //! ```
 //!
@@ -62,16 +63,14 @@ mod keys;
 mod pair_tests;
 mod server;
 mod state;
-mod suites;
 mod timer;
 
 pub mod runtime;
 
 pub use acceptor::{AcceptOutcome, Acceptor, AcceptorConfig, DropReason, VerifiedClientHello};
 pub use config::{
-    CertifiedKey, CipherSuite, ClientAuth, Config, ConfigError,
-    DEFAULT_MAX_CLIENT_CERTIFICATE_CHAIN, DEFAULT_REASSEMBLY_BUDGET, KeyExchange, MIN_MTU, Psk,
-    RetransmitConfig, TimeSource,
+    CertifiedKey, ClientAuth, Config, ConfigError, DEFAULT_MAX_CLIENT_CERTIFICATE_CHAIN,
+    DEFAULT_REASSEMBLY_BUDGET, MIN_MTU, Psk, RetransmitConfig,
 };
 pub use connection::{ClaimedIdentity, Connection, ConnectionStats, Role};
 pub use error::HandshakeError;
@@ -79,9 +78,10 @@ pub use events::{EpochKeys, Event, PeerIdentity, SessionKeys, Transmit};
 pub use keys::exporter::{ExportError, Exporter, SRTP_EXPORTER_LABEL};
 pub use keys::ticket::SessionTicket;
 
-/// Re-exports of the building blocks that appear in this crate's API.
-pub use dtls_crypto::{self as crypto, NamedGroup, PeerVerifier, Rng, SigningKey};
-pub use dtls_wire::{
-    AlertDescription, AlertLevel, HeartbeatMode, ReassemblyBudget, SignatureScheme,
-    SrtpProtectionProfile,
+/// Re-exports of the building blocks and the protocol vocabulary (defined in `dtls-proto`)
+/// that appear in this crate's API.
+pub use dtls_crypto::{self as crypto, PeerVerifier, Rng, SigningKey};
+pub use dtls_proto::{
+    AlertDescription, AlertLevel, CipherSuite, HeartbeatMode, KeyExchange, NamedGroup,
+    ReassemblyBudget, SignatureScheme, SrtpProtectionProfile,
 };

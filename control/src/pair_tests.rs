@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use dataplane::record::{ContentType, DTLS_1_2, Opener, Records, ReplayWindow, Sealer};
+use dtls_crypto::pki_types::UnixTime;
 use dtls_crypto::test_pki::TestPki;
 use dtls_crypto::{CertificateVerifier, PeerVerifier, SeededRng, SigningKey, pem};
 
@@ -13,6 +14,12 @@ use crate::{
     AcceptOutcome, Acceptor, AcceptorConfig, CertifiedKey, CipherSuite, ClientAuth, Config,
     Connection, Event, HandshakeError, PeerIdentity, Psk, SessionKeys,
 };
+
+/// The wall-clock time the in-memory tests hand the engine (2027-01-15), inside the test
+/// PKI's validity (1975..4096). The engine reads no clock.
+pub(crate) fn test_wall() -> UnixTime {
+    UnixTime::since_unix_epoch(Duration::from_secs(1_800_000_000))
+}
 
 pub(crate) fn pki() -> &'static TestPki {
     static PKI: OnceLock<TestPki> = OnceLock::new();
@@ -151,7 +158,7 @@ impl Pair {
                         continue;
                     }
                     let from = self.client.peer();
-                    self.client.handle_datagram(self.now, from, &d);
+                    self.client.handle_datagram(self.now, test_wall(), from, &d);
                 }
             }
             self.drain_events();
@@ -164,7 +171,7 @@ impl Pair {
 
     fn deliver_to_server(&mut self, d: &[u8]) {
         if let Some(server) = self.server.as_mut() {
-            server.handle_datagram(self.now, self.client_addr, d);
+            server.handle_datagram(self.now, test_wall(), self.client_addr, d);
             return;
         }
         let mut reply = vec![0u8; 2048];
@@ -178,6 +185,7 @@ impl Pair {
                         self.server_config.clone(),
                         Box::new(SeededRng::new(3)),
                         self.now,
+                        test_wall(),
                         hello,
                     )
                     .expect("server"),
@@ -188,7 +196,7 @@ impl Pair {
                 let mut r = reply[..t.len].to_vec();
                 if (self.filter)(false, &mut r) {
                     let peer = self.client.peer();
-                    self.client.handle_datagram(self.now, peer, &r);
+                    self.client.handle_datagram(self.now, test_wall(), peer, &r);
                 }
             }
             AcceptOutcome::Drop(_) => {}
@@ -377,7 +385,7 @@ fn no_common_suite_fails_with_alert() {
     assert!(pair.client_events.iter().any(|e| matches!(
         e,
         Event::HandshakeFailed(HandshakeError::PeerAlert {
-            description: dtls_wire::AlertDescription::HandshakeFailure
+            description: dtls_proto::AlertDescription::HandshakeFailure
         })
     )));
 }

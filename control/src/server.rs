@@ -4,19 +4,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dtls_crypto::pki_types::CertificateDer;
-use dtls_crypto::{
-    EphemeralKeyPair, NamedGroup, PremasterSecret, Rng, Sender, SessionState, verify_signature,
-};
-use dtls_wire::{
-    Certificate, CertificateRequest, CertificateVerify, ClientCertificateType, ClientHello,
-    ClientKeyExchange, DigitallySigned, EcdheParams, Extensions, HandshakeMessage, HandshakeType,
-    KeyExchange, NewSessionTicket, ProtocolVersion, ServerHello, ServerHelloDone,
-    ServerKeyExchange, SignatureScheme, UseSrtp, WireError,
+use dtls_crypto::pki_types::{CertificateDer, UnixTime};
+use dtls_crypto::{EphemeralKeyPair, PremasterSecret, Rng, Sender, SessionState, verify_signature};
+use dtls_proto::{
+    Certificate, CertificateRequest, CertificateVerify, CipherSuite, ClientCertificateType,
+    ClientHello, ClientKeyExchange, DigitallySigned, EcdheParams, Extensions, HandshakeMessage,
+    HandshakeType, KeyExchange, NamedGroup, NewSessionTicket, ProtocolVersion, ServerHello,
+    ServerHelloDone, ServerKeyExchange, SignatureScheme, SuiteParams, UseSrtp, WireError,
 };
 
 use crate::acceptor::VerifiedClientHello;
-use crate::config::{CipherSuite, ClientAuth, Config, ConfigError};
+use crate::config::{ClientAuth, Config, ConfigError};
 use crate::connection::{Connection, Role};
 use crate::error::HandshakeError;
 use crate::events::PeerIdentity;
@@ -31,15 +29,16 @@ fn decode(message: &'static str) -> impl Fn(WireError) -> HandshakeError {
 
 /// What the server chose for a ClientHello.
 struct Choice {
-    suite: CipherSuite,
+    suite: SuiteParams,
     group: Option<NamedGroup>,
     /// Signature scheme for ServerKeyExchange (certificate suites).
-    scheme: Option<u16>,
+    scheme: Option<SignatureScheme>,
 }
 
 impl Connection {
     /// Creates a server engine from a ClientHello the [`crate::Acceptor`] verified, and
-    /// queues the server's first flight.
+    /// queues the server's first flight. `wall` is the wall-clock time at `now`, for
+    /// session tickets (the engine reads no clock).
     ///
     /// # Errors
     /// [`ConfigError`] when the configuration cannot work.
@@ -47,6 +46,7 @@ impl Connection {
         config: Arc<Config>,
         rng: Box<dyn Rng + Send>,
         now: Instant,
+        wall: UnixTime,
         hello: Box<VerifiedClientHello>,
     ) -> Result<Self, ConfigError> {
         let hello = *hello;
@@ -70,7 +70,7 @@ impl Connection {
         // RFC 6347 §4.2.1: the handshake hash starts with the ClientHello that carried the
         // cookie.
         conn.hs.transcript.update(&hello.transcript);
-        match conn.handle_client_hello(now, hello.hello) {
+        match conn.handle_client_hello(now, wall, hello.hello) {
             Ok(next) => conn.state = next,
             Err(e) => conn.fail(e),
         }
@@ -83,7 +83,8 @@ impl Connection {
         let client_groups: Vec<NamedGroup> = match &ext.supported_groups {
             Some(list) => list
                 .iter()
-                .filter_map(|g| NamedGroup::from_u16(g.to_u16()))
+                .copied()
+                .filter(|g| NamedGroup::SUPPORTED.contains(g))
                 .collect(),
             // RFC 8422 §4: without the extension the client supports any curve.
             None => config.groups.clone(),
@@ -93,22 +94,18 @@ impl Connection {
             .iter()
             .copied()
             .find(|g| client_groups.contains(g));
-        let client_schemes: Vec<u16> = ext
+        let client_schemes: Vec<SignatureScheme> = ext
             .signature_algorithms
             .iter()
             .flatten()
             .filter(|s| config.signature_schemes.contains(s))
-            .map(|s| s.to_u16())
+            .copied()
             .collect();
-        let offered: Vec<CipherSuite> = hello
-            .cipher_suites
-            .iter()
-            .filter_map(|s| CipherSuite::from_wire(*s))
-            .collect();
+        let offered = &hello.cipher_suites;
         let mut no_group = false;
         // Server preference order (configurable through `Config::cipher_suites`).
-        for &suite in &config.cipher_suites {
-            if !offered.contains(&suite) {
+        for suite in config.suites() {
+            if !offered.contains(&suite.suite()) {
                 continue;
             }
             if suite.uses_ecdhe() && group.is_none() {
@@ -151,6 +148,7 @@ impl Connection {
     fn handle_client_hello(
         &mut self,
         now: Instant,
+        wall: UnixTime,
         hello: ClientHello,
     ) -> Result<State, HandshakeError> {
         // RFC 6347 §4.1 / RFC 5246 §E.1: a client that cannot do DTLS 1.2 is refused.
@@ -160,7 +158,7 @@ impl Connection {
             });
         }
         let ext = &hello.extensions;
-        if let Some(dtls_wire::ServerName::HostName(name)) = &ext.server_name {
+        if let Some(dtls_proto::ServerName::HostName(name)) = &ext.server_name {
             self.hs.server_name = Some(name.clone());
         }
         // RFC 5746 §3.6: the server MUST check for the SCSV or the extension; a non-empty
@@ -175,7 +173,7 @@ impl Connection {
         let secure_renegotiation = ext.renegotiation_info.is_some()
             || hello
                 .cipher_suites
-                .contains(&dtls_wire::CipherSuite::EmptyRenegotiationInfoScsv);
+                .contains(&dtls_proto::CipherSuite::EmptyRenegotiationInfoScsv);
         // RFC 7627 §5.3: without the extension in ClientHello, abort when required.
         self.hs.extended_master_secret = ext.extended_master_secret;
         if !ext.extended_master_secret && self.config.require_extended_master_secret {
@@ -194,7 +192,7 @@ impl Connection {
             ..Extensions::default()
         };
         if suite.uses_ecdhe() && ext.ec_point_formats.is_some() {
-            sh_ext.ec_point_formats = Some(vec![dtls_wire::EC_POINT_FORMAT_UNCOMPRESSED]);
+            sh_ext.ec_point_formats = Some(vec![dtls_proto::EC_POINT_FORMAT_UNCOMPRESSED]);
         }
         if let (Some(client), false) = (&ext.alpn, self.config.alpn_protocols.is_empty()) {
             // RFC 7301 §3.2: no protocol in common is a fatal no_application_protocol.
@@ -233,13 +231,13 @@ impl Connection {
         let ticket_keys = self.config.ticket_keys.clone();
         let resumed = match (&ticket_keys, &ext.session_ticket) {
             (Some(keys), Some(ticket)) if !ticket.is_empty() => {
-                self.open_ticket(keys, ticket, &hello, suite)
+                self.open_ticket(keys, ticket, &hello, suite, wall)
             }
             _ => None,
         };
         self.hs.send_ticket = ticket_keys.is_some() && ext.session_ticket.is_some();
         if let Some(state) = resumed {
-            return self.resume(now, &hello, sh_ext, state);
+            return self.resume(now, wall, &hello, sh_ext, state);
         }
         if self.hs.send_ticket {
             sh_ext.session_ticket = Some(Vec::new());
@@ -250,8 +248,8 @@ impl Connection {
             server_version: ProtocolVersion::Dtls1_2,
             random: self.hs.server_random,
             session_id: Vec::new(),
-            cipher_suite: suite.to_wire(),
-            compression_method: dtls_wire::COMPRESSION_NULL,
+            cipher_suite: suite.suite(),
+            compression_method: dtls_proto::COMPRESSION_NULL,
             extensions: sh_ext,
         };
         self.hs
@@ -291,10 +289,7 @@ impl Connection {
                 let signature = cert.key.sign(scheme, &signed)?;
                 Some(ServerKeyExchange::Ecdhe {
                     params,
-                    signature: DigitallySigned {
-                        scheme: SignatureScheme::from_u16(scheme),
-                        signature,
-                    },
+                    signature: DigitallySigned { scheme, signature },
                 })
             }
             // RFC 4279 §2: without a hint the server may omit ServerKeyExchange.
@@ -343,7 +338,7 @@ impl Connection {
         let group = group.ok_or(HandshakeError::NoCommonGroup)?;
         let pair = EphemeralKeyPair::generate(group, &mut *self.rng)?;
         let params = EcdheParams {
-            group: dtls_wire::NamedGroup::from_u16(group.code()),
+            group,
             public: pair.public_key().to_vec(),
         };
         self.hs.ecdhe = Some(pair);
@@ -356,14 +351,11 @@ impl Connection {
         keys: &std::sync::Mutex<dtls_crypto::TicketKeys>,
         ticket: &[u8],
         hello: &ClientHello,
-        suite: CipherSuite,
+        suite: SuiteParams,
+        wall: UnixTime,
     ) -> Option<SessionState> {
-        let state = keys
-            .lock()
-            .ok()?
-            .open(ticket, self.config.time.now())
-            .ok()?;
-        let ticket_suite = CipherSuite::from_code(state.cipher_suite)?;
+        let state = keys.lock().ok()?.open(ticket, wall).ok()?;
+        let ticket_suite = CipherSuite::from_u16(state.cipher_suite).params()?;
         // The session's suite must still be enabled and offered; we resume only with the
         // suite we would choose anyway, keeping the negotiation simple.
         if ticket_suite != suite {
@@ -392,6 +384,7 @@ impl Connection {
     fn resume(
         &mut self,
         now: Instant,
+        wall: UnixTime,
         hello: &ClientHello,
         mut sh_ext: Extensions,
         state: SessionState,
@@ -421,14 +414,14 @@ impl Connection {
             random: self.hs.server_random,
             // RFC 5077 §3.4: echo the client's Session ID to accept the ticket.
             session_id: hello.session_id.clone(),
-            cipher_suite: self.hs.suite()?.to_wire(),
-            compression_method: dtls_wire::COMPRESSION_NULL,
+            cipher_suite: self.hs.suite()?.suite(),
+            compression_method: dtls_proto::COMPRESSION_NULL,
             extensions: sh_ext,
         };
         self.hs
             .push_message(&mut flight, 0, &HandshakeMessage::ServerHello(sh))?;
         if self.hs.send_ticket {
-            self.push_new_session_ticket(&mut flight)?;
+            self.push_new_session_ticket(&mut flight, wall)?;
         }
         self.hs.install_keys(Role::Server)?;
         self.push_ccs_and_finished(&mut flight, Sender::Server)?;
@@ -439,6 +432,7 @@ impl Connection {
     pub(crate) fn handle_server_message(
         &mut self,
         now: Instant,
+        wall: UnixTime,
         message: Message,
     ) -> Result<State, HandshakeError> {
         let unexpected = HandshakeError::UnexpectedMessage {
@@ -454,7 +448,7 @@ impl Connection {
         }
         match (self.state, message.msg_type) {
             (State::ExpectClientCertificate, HandshakeType::Certificate) => {
-                self.handle_client_certificate(&message.body)
+                self.handle_client_certificate(&message.body, wall)
             }
             (State::ExpectClientKeyExchange, HandshakeType::ClientKeyExchange) => {
                 self.handle_client_key_exchange(&message.body)
@@ -463,13 +457,17 @@ impl Connection {
                 self.handle_certificate_verify(&message)
             }
             (State::ExpectFinished, HandshakeType::Finished) => {
-                self.handle_client_finished(now, &message)
+                self.handle_client_finished(now, wall, &message)
             }
             _ => Err(unexpected),
         }
     }
 
-    fn handle_client_certificate(&mut self, body: &[u8]) -> Result<State, HandshakeError> {
+    fn handle_client_certificate(
+        &mut self,
+        body: &[u8],
+        wall: UnixTime,
+    ) -> Result<State, HandshakeError> {
         let cert = Certificate::parse(body).map_err(decode("Certificate"))?;
         if cert.chain.is_empty() {
             // RFC 5246 §7.4.6: without a certificate the server may continue or abort.
@@ -482,7 +480,7 @@ impl Connection {
                 cert.chain.into_iter().map(CertificateDer::from).collect();
             self.config
                 .peer_verification
-                .verify_client(&chain, self.config.time.now())
+                .verify_client(&chain, wall)
                 .map_err(|source| HandshakeError::BadCertificate { source })?;
             self.hs.peer_chain = chain;
         }
@@ -559,7 +557,7 @@ impl Connection {
                 what: "transcript not retained",
             })?;
         // RFC 5246 §7.4.8: the signature covers every handshake message before it.
-        verify_signature(scheme.to_u16(), end_entity, messages, &cv.signed.signature)
+        verify_signature(scheme, end_entity, messages, &cv.signed.signature)
             .map_err(|_| HandshakeError::BadSignature)?;
         self.hs.peer_identity = PeerIdentity::Certificates(self.hs.peer_chain.clone());
         self.hs.transcript.update(&message.transcript_bytes());
@@ -570,6 +568,7 @@ impl Connection {
     fn handle_client_finished(
         &mut self,
         now: Instant,
+        wall: UnixTime,
         message: &Message,
     ) -> Result<State, HandshakeError> {
         self.check_peer_finished(message, Sender::Client)?;
@@ -580,7 +579,7 @@ impl Connection {
         // RFC 5077 §3.3: "In the case of a full handshake, the server MUST verify the
         // client's Finished message before sending the ticket." Checked just above.
         if self.hs.send_ticket {
-            self.push_new_session_ticket(&mut flight)?;
+            self.push_new_session_ticket(&mut flight, wall)?;
         }
         self.push_ccs_and_finished(&mut flight, Sender::Server)?;
         // The final flight: resent only when the client retransmits (RFC 6347 §4.2.4).
@@ -590,8 +589,12 @@ impl Connection {
 
     /// Appends NewSessionTicket with this session sealed into a fresh ticket, in a full
     /// handshake and in an abbreviated one alike.
-    fn push_new_session_ticket(&mut self, flight: &mut Flight) -> Result<(), HandshakeError> {
-        let ticket = self.seal_ticket()?;
+    fn push_new_session_ticket(
+        &mut self,
+        flight: &mut Flight,
+        wall: UnixTime,
+    ) -> Result<(), HandshakeError> {
+        let ticket = self.seal_ticket(wall)?;
         self.hs.push_message(
             flight,
             0,
@@ -606,7 +609,7 @@ impl Connection {
     /// missing or sealing fails (RFC 5077 §3.3 allows a zero-length ticket when the server
     /// has promised one but cannot issue it). A resumed session is sealed again from a
     /// copy of the master secret restored from the client's ticket.
-    fn seal_ticket(&mut self) -> Result<Vec<u8>, HandshakeError> {
+    fn seal_ticket(&mut self, wall: UnixTime) -> Result<Vec<u8>, HandshakeError> {
         let Some(keys) = self.config.ticket_keys.clone() else {
             return Ok(Vec::new());
         };
@@ -619,11 +622,11 @@ impl Connection {
             PeerIdentity::Psk(id) => id.clone(),
         };
         let state = SessionState {
-            cipher_suite: self.hs.suite()?.code(),
+            cipher_suite: self.hs.suite()?.suite().to_u16(),
             master_secret,
             extended_master_secret: self.hs.extended_master_secret,
             peer_identity,
-            issued_at: self.config.time.now(),
+            issued_at: wall,
             lifetime: Duration::from_secs(u64::from(self.config.ticket_lifetime)),
         };
         let Ok(mut keys) = keys.lock() else {

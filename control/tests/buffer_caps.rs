@@ -35,7 +35,7 @@ fn feed(engines: &mut [Connection], datagram: &[u8], now: Instant) -> u64 {
     let mut refused = 0;
     for (i, conn) in engines.iter_mut().enumerate() {
         let before = conn.stats().buffer_refused;
-        conn.handle_datagram(now, peer(i), datagram);
+        conn.handle_datagram(now, test_wall(), peer(i), datagram);
         refused += conn.stats().buffer_refused - before;
         assert!(!conn.is_finished(), "engine {i}: a refusal is never fatal");
     }
@@ -128,7 +128,12 @@ fn held_after_claim(config: &Config, msg_type: u8, claimed: u32) -> (usize, bool
     let (config, budget) = with_budget(config.clone(), 1 << 20);
     let mut engines = server_engines(&config, 1, now);
     let conn = &mut engines[0];
-    conn.handle_datagram(now, peer(0), &claim(msg_type, 1, claimed, 0, 14));
+    conn.handle_datagram(
+        now,
+        test_wall(),
+        peer(0),
+        &claim(msg_type, 1, claimed, 0, 14),
+    );
     assert!(!conn.is_finished());
     (budget.used(), conn.stats().malformed_records > 0)
 }
@@ -210,7 +215,12 @@ fn a_client_keeps_room_for_a_servers_chain_and_caps_fixed_size_messages() {
             None,
         )
         .expect("client engine");
-        conn.handle_datagram(now, server, &claim(msg_type, seq, claimed, 0, 14));
+        conn.handle_datagram(
+            now,
+            test_wall(),
+            server,
+            &claim(msg_type, seq, claimed, 0, 14),
+        );
         assert!(!conn.is_finished());
         budget.used()
     };

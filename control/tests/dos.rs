@@ -228,6 +228,7 @@ fn an_engine_exists_only_after_a_valid_cookie_and_only_then_does_crypto() {
         Arc::new(server_config(&[ECDSA])),
         Box::new(SeededRng::new(1)),
         now,
+        test_wall(),
         hello,
     )
     .expect("config");

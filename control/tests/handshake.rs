@@ -19,7 +19,7 @@ fn complete(suite: CipherSuite) -> Pair {
 
 #[test]
 fn every_suite_completes_with_matching_keys() {
-    for suite in CipherSuite::ALL {
+    for &suite in CipherSuite::SUPPORTED {
         let pair = complete(suite);
         assert_eq!(pair.client.keys_ready, 1);
         assert_eq!(pair.server.keys_ready, 1);
@@ -98,7 +98,6 @@ fn resumption_with_a_ticket_is_abbreviated_and_keys_match() {
     let suite = CipherSuite::EcdheEcdsaAes128GcmSha256;
     let mut server = server_config(&[suite]);
     server.ticket_keys = Some(ticket_keys(9));
-    server.time = control::TimeSource::System;
     let client = client_config(&[suite]);
     let mut first = Pair::new(PairConfig::new(client.clone(), server.clone()));
     assert!(first.handshake(Duration::from_secs(5)));

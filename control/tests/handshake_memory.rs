@@ -62,7 +62,7 @@ fn feed_all(engines: &mut [Connection], datagram: &[u8], now: Instant) -> (isize
     let rss = rss_kib();
     let region = Region::new(GLOBAL);
     for (i, conn) in engines.iter_mut().enumerate() {
-        conn.handle_datagram(now, peer(i), datagram);
+        conn.handle_datagram(now, test_wall(), peer(i), datagram);
     }
     let held = live(&region);
     let rss = rss_kib() - rss;
@@ -135,7 +135,7 @@ fn fragments_claiming_large_messages_cost_their_own_size_not_the_claim() {
     let rss = rss_kib();
     let region = Region::new(GLOBAL);
     for conn in &mut clients {
-        conn.handle_datagram(now, server, &datagram);
+        conn.handle_datagram(now, test_wall(), server, &datagram);
     }
     let held = live(&region);
     report(

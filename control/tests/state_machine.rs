@@ -736,6 +736,7 @@ fn no_cbc_suite_is_offered_or_accepted() {
         std::sync::Arc::new(server_config(&[ECDSA])),
         Box::new(control::crypto::SeededRng::new(5)),
         p.now,
+        test_wall(),
         hello,
     )
     .expect("config");

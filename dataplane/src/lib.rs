@@ -6,6 +6,9 @@
 //! authentication counts). Later: the session table, shards and the io_uring / mmsg
 //! backends.
 //!
+//! The protocol vocabulary it speaks (content types, AEAD identifiers, versions) is defined in
+//! `dtls-proto`; this crate adds the implementation (aws-lc keys, nonces, the window).
+//!
 //! What it does not do: handshakes. It never parses a ClientHello and never derives keys;
 //! it receives finished [`record::RecordKey`]s from the control plane. Records it cannot
 //! handle go to the control plane as whole datagrams.

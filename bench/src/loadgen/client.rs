@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
+use control::crypto::pki_types::UnixTime;
 use control::crypto::{CertificateVerifier, PeerVerifier, SystemRng};
 use control::{Config, Connection, Event, SessionKeys, SessionTicket};
 use mio::unix::SourceFd;
@@ -278,7 +279,8 @@ pub fn run_handshakes(
                     Ok((n, from)) => {
                         stats.datagrams_in += 1;
                         if from == plan.server {
-                            p.conn.handle_datagram(now, from, &buf[..n]);
+                            p.conn
+                                .handle_datagram(now, UnixTime::now(), from, &buf[..n]);
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}

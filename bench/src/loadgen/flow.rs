@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use control::Connection;
+use control::crypto::pki_types::UnixTime;
 use dataplane::record::{
     ContentType, DTLS_1_2, Opener, RecordKey, RecordsMut, ReplayWindow, Sealer,
 };
@@ -29,8 +30,6 @@ use mio::{Events, Interest, Poll, Token};
 use super::client::Established;
 use super::{CipherChoice, IP_UDP_HEADER, MIN_PAYLOAD, Pattern};
 
-/// Record content type of application data.
-const APPLICATION_DATA: u8 = 23;
 /// A session with outstanding datagrams and no echo for this long reopens its window (the
 /// outstanding ones count as lost).
 const STALL: Duration = Duration::from_millis(200);
@@ -324,8 +323,8 @@ impl Flows {
                 }
                 for rec in RecordsMut::new(dg.payload) {
                     let rec = rec.into_inner();
-                    if rec.first() != Some(&APPLICATION_DATA) {
-                        f.conn.handle_datagram(now, f.server, rec);
+                    if rec.first() != Some(&u8::from(ContentType::ApplicationData)) {
+                        f.conn.handle_datagram(now, UnixTime::now(), f.server, rec);
                         continue;
                     }
                     match f.opener.open(rec) {

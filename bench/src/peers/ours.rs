@@ -101,6 +101,7 @@ impl Ours {
     /// One full handshake in memory, no loss.
     fn handshake(&self, buf: &mut [u8], out: &mut [u8]) -> Result<(), PeersError> {
         let now = Instant::now();
+        let wall = UnixTime::now();
         let mut client = Connection::client(
             Arc::clone(&self.client),
             Box::new(SystemRng::new()),
@@ -115,11 +116,11 @@ impl Ours {
             while let Some(t) = client.poll_transmit(now, buf) {
                 let dg = buf.get(..t.len).ok_or_else(|| ours("transmit", "length"))?;
                 match server.as_mut() {
-                    Some(conn) => conn.handle_datagram(now, CLIENT, dg),
+                    Some(conn) => conn.handle_datagram(now, wall, CLIENT, dg),
                     None => match self.acceptor.handle_datagram(now, CLIENT, dg, out) {
                         AcceptOutcome::Reply(r) => {
                             let reply = out.get(..r.len).ok_or_else(|| ours("reply", "length"))?;
-                            client.handle_datagram(now, SERVER, reply);
+                            client.handle_datagram(now, wall, SERVER, reply);
                         }
                         AcceptOutcome::Accept(hello) => {
                             server = Some(
@@ -127,6 +128,7 @@ impl Ours {
                                     Arc::clone(&self.server),
                                     Box::new(SystemRng::new()),
                                     now,
+                                    wall,
                                     hello,
                                 )
                                 .map_err(|e| ours("server", e))?,
@@ -141,7 +143,7 @@ impl Ours {
             if let Some(conn) = server.as_mut() {
                 while let Some(t) = conn.poll_transmit(now, buf) {
                     let dg = buf.get(..t.len).ok_or_else(|| ours("transmit", "length"))?;
-                    client.handle_datagram(now, SERVER, dg);
+                    client.handle_datagram(now, wall, SERVER, dg);
                 }
                 while let Some(ev) = conn.poll_event() {
                     match ev {

@@ -14,23 +14,24 @@ pub enum Error {
     #[error("invalid peer ECDH public key for {group:?}")]
     InvalidPeerPublicKey {
         /// The group the key was offered for.
-        group: crate::NamedGroup,
+        group: dtls_proto::NamedGroup,
     },
-    /// A named-group code this crate does not implement. Alert: illegal_parameter.
-    #[error("unsupported named group 0x{code:04x}")]
+    /// A named group this crate does not implement (outside
+    /// [`dtls_proto::NamedGroup::SUPPORTED`]). Alert: illegal_parameter.
+    #[error("unsupported named group 0x{:04x}", .group.to_u16())]
     UnsupportedGroup {
-        /// The TLS NamedGroup code.
-        code: u16,
+        /// The group.
+        group: dtls_proto::NamedGroup,
     },
     /// The underlying key agreement failed for a reason other than the peer key.
     #[error("ECDH key generation or agreement failed")]
     AgreementFailed,
     /// A signature scheme this crate does not implement, or one the key cannot produce.
     /// Alert: illegal_parameter (peer input) / handshake_failure (local).
-    #[error("signature scheme 0x{scheme:04x} is not supported here")]
+    #[error("signature scheme 0x{:04x} is not supported here", .scheme.to_u16())]
     UnsupportedSignatureScheme {
-        /// The TLS SignatureScheme code.
-        scheme: u16,
+        /// The scheme.
+        scheme: dtls_proto::SignatureScheme,
     },
     /// Producing a signature failed.
     #[error("signing failed")]
@@ -106,7 +107,7 @@ pub enum Error {
     #[error("transcript hash already selected as {selected:?}")]
     TranscriptHashAlreadySelected {
         /// The hash in use.
-        selected: crate::PrfHash,
+        selected: dtls_proto::PrfHash,
     },
     /// A PSK is empty or longer than the premaster secret can carry (RFC 4279 §2).
     #[error("PSK of {len} bytes is empty or too long")]

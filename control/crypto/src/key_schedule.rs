@@ -2,18 +2,14 @@
 
 use std::fmt;
 
-use dataplane::record::{Aead, RecordKey};
+use dataplane::record::RecordKey;
+use dtls_proto::{Aead, PrfHash, RANDOM_LEN, VERIFY_DATA_LEN};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::{Error, PremasterSecret, PrfHash, prf};
+use crate::{Error, PremasterSecret, prf};
 
 /// Length of the master secret (RFC 5246 §8.1: "always exactly 48 bytes in length").
 pub const MASTER_SECRET_LEN: usize = 48;
-/// Length of `ClientHello.random` / `ServerHello.random` (RFC 5246 §7.4.1.2).
-pub const RANDOM_LEN: usize = 32;
-/// Length of Finished `verify_data` for every suite this crate supports (RFC 5246 §7.4.9:
-/// "verify_data_length ... defaults to 12", and no AEAD suite here changes it).
-pub const FINISHED_LEN: usize = 12;
 
 /// Largest key and fixed IV a supported AEAD needs.
 const MAX_KEY_LEN: usize = 32;
@@ -155,12 +151,12 @@ impl MasterSecret {
         hash: PrfHash,
         sender: Sender,
         handshake_hash: &[u8],
-    ) -> [u8; FINISHED_LEN] {
+    ) -> [u8; VERIFY_DATA_LEN] {
         let label: &[u8] = match sender {
             Sender::Client => b"client finished",
             Sender::Server => b"server finished",
         };
-        let mut out = [0u8; FINISHED_LEN];
+        let mut out = [0u8; VERIFY_DATA_LEN];
         prf(hash, &self.0, label, &[handshake_hash], &mut out);
         out
     }
@@ -210,7 +206,8 @@ impl MasterSecret {
     }
 }
 
-/// Key and fixed-IV lengths of an AEAD, which decide how the key block is cut.
+/// Key and fixed-IV lengths of an AEAD, which decide how the key block is cut (RFC 5246 §6.3);
+/// made from the [`Aead`] (RFC 5288 §3, RFC 7905 §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyBlockShape {
     key_len: usize,
@@ -218,22 +215,6 @@ pub struct KeyBlockShape {
 }
 
 impl KeyBlockShape {
-    /// AES-128-GCM: 16-byte key, 4-byte salt (RFC 5288 §3).
-    pub const AES_128_GCM: Self = Self {
-        key_len: 16,
-        fixed_iv_len: 4,
-    };
-    /// AES-256-GCM: 32-byte key, 4-byte salt (RFC 5288 §3).
-    pub const AES_256_GCM: Self = Self {
-        key_len: 32,
-        fixed_iv_len: 4,
-    };
-    /// ChaCha20-Poly1305: 32-byte key, 12-byte fixed IV (RFC 7905 §2).
-    pub const CHACHA20_POLY1305: Self = Self {
-        key_len: 32,
-        fixed_iv_len: 12,
-    };
-
     /// Key length in bytes.
     pub const fn key_len(self) -> usize {
         self.key_len

@@ -73,7 +73,7 @@ fn extended_master_secret_kat_and_differs_from_standard() {
 fn key_expansion_kat_aes256_sha384() {
     let block = master().expand_keys(
         PrfHash::Sha384,
-        KeyBlockShape::AES_256_GCM,
+        KeyBlockShape::from(Aead::Aes256Gcm),
         &counting(CLIENT_RANDOM),
         &counting(SERVER_RANDOM),
     );
@@ -90,11 +90,13 @@ fn key_expansion_kat_aes256_sha384() {
 
 #[test]
 fn key_expansion_lengths_and_layout_per_aead() {
-    for (shape, key_len, iv_len) in [
-        (KeyBlockShape::AES_128_GCM, 16, 4),
-        (KeyBlockShape::AES_256_GCM, 32, 4),
-        (KeyBlockShape::CHACHA20_POLY1305, 32, 12),
+    for (aead, key_len, iv_len) in [
+        (Aead::Aes128Gcm, 16, 4),
+        (Aead::Aes256Gcm, 32, 4),
+        (Aead::ChaCha20Poly1305, 32, 12),
     ] {
+        let shape = KeyBlockShape::from(aead);
+        assert_eq!((shape.key_len(), shape.fixed_iv_len()), (key_len, iv_len));
         let block = master().expand_keys(
             PrfHash::Sha256,
             shape,
@@ -136,7 +138,7 @@ fn finished_verify_data_kat_and_sides_differ() {
     assert_eq!(client.to_vec(), unhex("0ff095e8999c17fe7bfa0bca"));
     let server = master().verify_data(PrfHash::Sha256, Sender::Server, &hash);
     assert_ne!(client, server);
-    assert_eq!(server.len(), FINISHED_LEN);
+    assert_eq!(server.len(), VERIFY_DATA_LEN);
 }
 
 #[test]
@@ -261,7 +263,7 @@ fn debug_output_is_redacted() {
     assert_eq!(format!("{ms:?}"), "MasterSecret(<redacted>)");
     let block = ms.expand_keys(
         PrfHash::Sha256,
-        KeyBlockShape::AES_128_GCM,
+        KeyBlockShape::from(Aead::Aes128Gcm),
         &[0; 32],
         &[0; 32],
     );
@@ -272,7 +274,7 @@ fn debug_output_is_redacted() {
 
 #[test]
 fn record_keys_follow_roles_and_reject_wrong_aead() {
-    use dataplane::record::{Aead, ContentType, DTLS_1_2, Opener, ReplayWindow, Sealer};
+    use dataplane::record::{ContentType, DTLS_1_2, Opener, ReplayWindow, Sealer};
     for aead in Aead::ALL {
         let expand = || {
             master().expand_keys(
@@ -303,16 +305,12 @@ fn record_keys_follow_roles_and_reject_wrong_aead() {
     }
     let block = master().expand_keys(
         PrfHash::Sha256,
-        KeyBlockShape::AES_128_GCM,
+        KeyBlockShape::from(Aead::Aes128Gcm),
         &counting(CLIENT_RANDOM),
         &counting(SERVER_RANDOM),
     );
     assert!(matches!(
-        block.client_record_key(dataplane::record::Aead::ChaCha20Poly1305),
+        block.client_record_key(Aead::ChaCha20Poly1305),
         Err(Error::RecordKey { .. })
     ));
-    assert_eq!(
-        KeyBlockShape::from(dataplane::record::Aead::ChaCha20Poly1305),
-        KeyBlockShape::CHACHA20_POLY1305
-    );
 }

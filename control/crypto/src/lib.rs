@@ -20,8 +20,10 @@
 //! reads (time is always an argument), no handshake state machine, no wire encoding of
 //! handshake messages and no record protection (that is `dataplane::record`).
 //!
-//! Signature schemes are the TLS `SignatureScheme` `u16` codes from [`scheme`]; named groups
-//! are [`NamedGroup`].
+//! The protocol vocabulary it works over is `dtls-proto`'s, never a copy: ECDH takes a
+//! `dtls_proto::NamedGroup` (the implemented groups are `NamedGroup::SUPPORTED`), signing and
+//! verification a `dtls_proto::SignatureScheme` (`SignatureScheme::SUPPORTED`), the PRF and
+//! transcript a `dtls_proto::PrfHash`, the key block a `dtls_proto::Aead`.
 
 #![forbid(unsafe_code)]
 
@@ -40,15 +42,13 @@ mod transcript;
 mod verify;
 
 pub use cookie::{COOKIE_LEN, CookieKey, CookieKeys};
-pub use ecdhe::{EphemeralKeyPair, NamedGroup};
+pub use ecdhe::EphemeralKeyPair;
 pub use error::Error;
-pub use key_schedule::{
-    FINISHED_LEN, KeyBlock, KeyBlockShape, MASTER_SECRET_LEN, MasterSecret, RANDOM_LEN, Sender,
-};
+pub use key_schedule::{KeyBlock, KeyBlockShape, MASTER_SECRET_LEN, MasterSecret, Sender};
 pub use premaster::{MAX_PSK_LEN, PremasterSecret};
-pub use prf::{PrfHash, prf};
+pub use prf::prf;
 pub use rng::{Rng, SeededRng, SystemRng};
-pub use sign::{SigningKey, SigningKeyKind, scheme};
+pub use sign::{SigningKey, SigningKeyKind};
 pub use ticket::{SessionState, TICKET_KEY_NAME_LEN, TicketKeys};
 pub use transcript::{HandshakeHash, Transcript};
 pub use verify::{CertificateVerifier, PeerVerifier, verify_signature, verify_signature_spki};

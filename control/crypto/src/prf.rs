@@ -1,39 +1,21 @@
 //! The TLS 1.2 pseudo-random function (RFC 5246 §5).
 
 use aws_lc_rs::{digest, hmac};
+use dtls_proto::PrfHash;
 
-/// The hash a cipher suite names for its PRF and transcript (RFC 5246 §5: "New cipher suites
-/// MUST explicitly specify a PRF and, in general, SHOULD use the TLS PRF with SHA-256 or a
-/// stronger standard hash function").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PrfHash {
-    /// SHA-256: the `_SHA256` suites.
-    Sha256,
-    /// SHA-384: the `_SHA384` suites (RFC 5289 §3.2).
-    Sha384,
+/// The HMAC of `hash`'s PRF.
+pub(crate) fn hmac_algorithm(hash: PrfHash) -> hmac::Algorithm {
+    match hash {
+        PrfHash::Sha256 => hmac::HMAC_SHA256,
+        PrfHash::Sha384 => hmac::HMAC_SHA384,
+    }
 }
 
-impl PrfHash {
-    /// Length of the hash output in bytes (32 or 48).
-    pub const fn output_len(self) -> usize {
-        match self {
-            Self::Sha256 => 32,
-            Self::Sha384 => 48,
-        }
-    }
-
-    pub(crate) fn hmac_algorithm(self) -> hmac::Algorithm {
-        match self {
-            Self::Sha256 => hmac::HMAC_SHA256,
-            Self::Sha384 => hmac::HMAC_SHA384,
-        }
-    }
-
-    pub(crate) fn digest_algorithm(self) -> &'static digest::Algorithm {
-        match self {
-            Self::Sha256 => &digest::SHA256,
-            Self::Sha384 => &digest::SHA384,
-        }
+/// The digest of `hash` (the handshake transcript).
+pub(crate) fn digest_algorithm(hash: PrfHash) -> &'static digest::Algorithm {
+    match hash {
+        PrfHash::Sha256 => &digest::SHA256,
+        PrfHash::Sha384 => &digest::SHA384,
     }
 }
 
@@ -59,7 +41,7 @@ pub(crate) fn hmac_parts(key: &hmac::Key, parts: &[&[u8]]) -> hmac::Tag {
 /// A(0) = seed, A(i) = HMAC_hash(secret, A(i-1))
 /// ```
 pub fn prf(hash: PrfHash, secret: &[u8], label: &[u8], seed: &[&[u8]], out: &mut [u8]) {
-    let key = hmac::Key::new(hash.hmac_algorithm(), secret);
+    let key = hmac::Key::new(hmac_algorithm(hash), secret);
     let hash_len = hash.output_len();
 
     // A(1) = HMAC(secret, A(0)) with A(0) = label + seed.
@@ -165,7 +147,7 @@ mod tests {
         for group in &set.test_groups {
             let tag_len = group.tag_size / 8;
             for t in &group.tests {
-                let key = hmac::Key::new(hash.hmac_algorithm(), &t.key);
+                let key = hmac::Key::new(hmac_algorithm(hash), &t.key);
                 // Split the message to exercise multi-part input.
                 let mid = t.msg.len() / 2;
                 let tag = hmac_parts(&key, &[&t.msg[..mid], &t.msg[mid..]]);

@@ -5,40 +5,10 @@ use std::path::Path;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
+use dtls_proto::SignatureScheme;
 use rustls_pki_types::PrivateKeyDer;
 
 use crate::Error;
-
-/// TLS `SignatureScheme` codes this crate signs and verifies (RFC 8446 §4.2.3 names; in
-/// TLS 1.2 they are the `SignatureAndHashAlgorithm` pairs of RFC 5246 §7.4.1.4.1, with the
-/// RSA-PSS and Ed25519 code points of RFC 8446 / RFC 8422).
-pub mod scheme {
-    /// ecdsa_secp256r1_sha256 (TLS 1.2: ECDSA with SHA-256 on any curve).
-    pub const ECDSA_SECP256R1_SHA256: u16 = 0x0403;
-    /// ecdsa_secp384r1_sha384 (TLS 1.2: ECDSA with SHA-384 on any curve).
-    pub const ECDSA_SECP384R1_SHA384: u16 = 0x0503;
-    /// rsa_pss_rsae_sha256.
-    pub const RSA_PSS_RSAE_SHA256: u16 = 0x0804;
-    /// rsa_pss_rsae_sha384.
-    pub const RSA_PSS_RSAE_SHA384: u16 = 0x0805;
-    /// rsa_pkcs1_sha256.
-    pub const RSA_PKCS1_SHA256: u16 = 0x0401;
-    /// rsa_pkcs1_sha384.
-    pub const RSA_PKCS1_SHA384: u16 = 0x0501;
-    /// ed25519.
-    pub const ED25519: u16 = 0x0807;
-
-    /// Every scheme this crate implements, in default preference order.
-    pub const ALL: &[u16] = &[
-        ECDSA_SECP256R1_SHA256,
-        ECDSA_SECP384R1_SHA384,
-        ED25519,
-        RSA_PSS_RSAE_SHA256,
-        RSA_PSS_RSAE_SHA384,
-        RSA_PKCS1_SHA256,
-        RSA_PKCS1_SHA384,
-    ];
-}
 
 /// The kind of a signing key, which decides the usable key-exchange suites (ECDHE_ECDSA for
 /// ECDSA and Ed25519 keys, RFC 8422 §6 / RFC 8422 §5.1.3; ECDHE_RSA for RSA keys).
@@ -84,15 +54,19 @@ impl fmt::Debug for SigningKey {
     }
 }
 
-const ECDSA_P256_SCHEMES: &[u16] = &[scheme::ECDSA_SECP256R1_SHA256];
-const ECDSA_P384_SCHEMES: &[u16] = &[scheme::ECDSA_SECP384R1_SHA384];
-const RSA_SCHEMES: &[u16] = &[
-    scheme::RSA_PSS_RSAE_SHA256,
-    scheme::RSA_PSS_RSAE_SHA384,
-    scheme::RSA_PKCS1_SHA256,
-    scheme::RSA_PKCS1_SHA384,
+// The schemes this crate signs and verifies are [`SignatureScheme::SUPPORTED`]; each key
+// kind produces these (RFC 8446 §4.2.3 names; in TLS 1.2 they are the
+// `SignatureAndHashAlgorithm` pairs of RFC 5246 §7.4.1.4.1, with the RSA-PSS and Ed25519
+// code points of RFC 8446 / RFC 8422).
+const ECDSA_P256_SCHEMES: &[SignatureScheme] = &[SignatureScheme::EcdsaSecp256r1Sha256];
+const ECDSA_P384_SCHEMES: &[SignatureScheme] = &[SignatureScheme::EcdsaSecp384r1Sha384];
+const RSA_SCHEMES: &[SignatureScheme] = &[
+    SignatureScheme::RsaPssRsaeSha256,
+    SignatureScheme::RsaPssRsaeSha384,
+    SignatureScheme::RsaPkcs1Sha256,
+    SignatureScheme::RsaPkcs1Sha384,
 ];
-const ED25519_SCHEMES: &[u16] = &[scheme::ED25519];
+const ED25519_SCHEMES: &[SignatureScheme] = &[SignatureScheme::Ed25519];
 
 impl SigningKey {
     /// Loads a key from parsed DER: PKCS#8 (ECDSA P-256/P-384, RSA, Ed25519), SEC1 (ECDSA) or
@@ -160,7 +134,7 @@ impl SigningKey {
     }
 
     /// The schemes this key can produce, in its preference order.
-    pub fn schemes(&self) -> &'static [u16] {
+    pub fn schemes(&self) -> &'static [SignatureScheme] {
         match self.kind {
             SigningKeyKind::EcdsaP256 => ECDSA_P256_SCHEMES,
             SigningKeyKind::EcdsaP384 => ECDSA_P384_SCHEMES,
@@ -170,7 +144,7 @@ impl SigningKey {
     }
 
     /// The first of this key's schemes (in its preference order) that the peer offered.
-    pub fn choose_scheme(&self, peer_offered: &[u16]) -> Option<u16> {
+    pub fn choose_scheme(&self, peer_offered: &[SignatureScheme]) -> Option<SignatureScheme> {
         self.schemes()
             .iter()
             .copied()
@@ -182,21 +156,19 @@ impl SigningKey {
     /// # Errors
     /// [`Error::UnsupportedSignatureScheme`] when this key cannot produce `scheme`,
     /// [`Error::SigningFailed`] when aws-lc fails.
-    pub fn sign(&self, scheme_code: u16, message: &[u8]) -> Result<Vec<u8>, Error> {
-        let unsupported = Error::UnsupportedSignatureScheme {
-            scheme: scheme_code,
-        };
-        match (&self.inner, scheme_code) {
-            (Inner::Ecdsa(ecdsa), code) if self.schemes().contains(&code) => ecdsa
+    pub fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, Error> {
+        let unsupported = Error::UnsupportedSignatureScheme { scheme };
+        match (&self.inner, scheme) {
+            (Inner::Ecdsa(ecdsa), scheme) if self.schemes().contains(&scheme) => ecdsa
                 .sign(&self.rng, message)
                 .map(|s| s.as_ref().to_vec())
                 .map_err(|_| Error::SigningFailed),
-            (Inner::Rsa(rsa), code) => {
-                let padding: &'static dyn signature::RsaEncoding = match code {
-                    scheme::RSA_PSS_RSAE_SHA256 => &signature::RSA_PSS_SHA256,
-                    scheme::RSA_PSS_RSAE_SHA384 => &signature::RSA_PSS_SHA384,
-                    scheme::RSA_PKCS1_SHA256 => &signature::RSA_PKCS1_SHA256,
-                    scheme::RSA_PKCS1_SHA384 => &signature::RSA_PKCS1_SHA384,
+            (Inner::Rsa(rsa), scheme) => {
+                let padding: &'static dyn signature::RsaEncoding = match scheme {
+                    SignatureScheme::RsaPssRsaeSha256 => &signature::RSA_PSS_SHA256,
+                    SignatureScheme::RsaPssRsaeSha384 => &signature::RSA_PSS_SHA384,
+                    SignatureScheme::RsaPkcs1Sha256 => &signature::RSA_PKCS1_SHA256,
+                    SignatureScheme::RsaPkcs1Sha384 => &signature::RSA_PKCS1_SHA384,
                     _ => return Err(unsupported),
                 };
                 let mut sig = vec![0u8; rsa.public_modulus_len()];
@@ -204,7 +176,9 @@ impl SigningKey {
                     .map_err(|_| Error::SigningFailed)?;
                 Ok(sig)
             }
-            (Inner::Ed25519(ed), scheme::ED25519) => Ok(ed.sign(message).as_ref().to_vec()),
+            (Inner::Ed25519(ed), SignatureScheme::Ed25519) => {
+                Ok(ed.sign(message).as_ref().to_vec())
+            }
             _ => Err(unsupported),
         }
     }

@@ -3,9 +3,10 @@
 use std::fmt;
 
 use aws_lc_rs::digest;
+use dtls_proto::PrfHash;
 
-use crate::prf::MAX_HASH_LEN;
-use crate::{Error, PrfHash};
+use crate::Error;
+use crate::prf::{MAX_HASH_LEN, digest_algorithm};
 
 /// A transcript hash value (32 bytes for SHA-256, 48 for SHA-384).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -103,7 +104,7 @@ impl Transcript {
                 selected: *selected,
             }),
             None => {
-                let mut ctx = digest::Context::new(hash.digest_algorithm());
+                let mut ctx = digest::Context::new(digest_algorithm(hash));
                 ctx.update(&self.messages);
                 self.hash = Some((hash, ctx));
                 if !self.retain {
@@ -161,7 +162,7 @@ mod tests {
     use super::*;
 
     fn sha(hash: PrfHash, data: &[u8]) -> Vec<u8> {
-        digest::digest(hash.digest_algorithm(), data)
+        digest::digest(digest_algorithm(hash), data)
             .as_ref()
             .to_vec()
     }

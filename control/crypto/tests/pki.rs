@@ -10,9 +10,9 @@ use aws_lc_rs::signature::{
 use dtls_crypto::pki_types::{CertificateDer, UnixTime};
 use dtls_crypto::test_pki::{TestPki, generate_test_pki};
 use dtls_crypto::{
-    CertificateVerifier, Error, PeerVerifier, SigningKey, SigningKeyKind, pem, scheme,
-    verify_signature,
+    CertificateVerifier, Error, PeerVerifier, SigningKey, SigningKeyKind, pem, verify_signature,
 };
+use dtls_proto::SignatureScheme;
 
 /// A fixed verification time (2033-05-18), inside rcgen's default validity (1975..4096).
 fn now() -> UnixTime {
@@ -197,8 +197,10 @@ fn every_key_format_loads() {
     let pkcs1_pem = to_pem("RSA PRIVATE KEY", &pkcs8_inner(&pkcs8_der(&key_pem)));
     let key = SigningKey::from_pem_slice(pkcs1_pem.as_bytes()).expect("PKCS#1 loads");
     assert_eq!(key.kind(), SigningKeyKind::Rsa);
-    let sig = key.sign(scheme::RSA_PKCS1_SHA256, b"m").expect("sign");
-    verify_signature(scheme::RSA_PKCS1_SHA256, &cert, b"m", &sig).expect("verifies");
+    let sig = key
+        .sign(SignatureScheme::RsaPkcs1Sha256, b"m")
+        .expect("sign");
+    verify_signature(SignatureScheme::RsaPkcs1Sha256, &cert, b"m", &sig).expect("verifies");
 }
 
 #[test]
@@ -276,23 +278,26 @@ fn sign_verify_round_trip_for_every_scheme() {
         }
         // A scheme of another key type is refused for signing.
         let foreign = if key.kind() == SigningKeyKind::Rsa {
-            scheme::ED25519
+            SignatureScheme::Ed25519
         } else {
-            scheme::RSA_PSS_RSAE_SHA256
+            SignatureScheme::RsaPssRsaeSha256
         };
         assert!(matches!(
             key.sign(foreign, b"m"),
             Err(Error::UnsupportedSignatureScheme { .. })
         ));
-        assert_eq!(key.choose_scheme(&[0x0201, foreign]), None);
+        assert_eq!(
+            key.choose_scheme(&[SignatureScheme::from_u16(0x0201), foreign]),
+            None
+        );
         assert_eq!(
             key.choose_scheme(&[foreign, key.schemes()[0]]),
             Some(key.schemes()[0])
         );
     }
-    covered.sort_unstable();
-    let mut all = scheme::ALL.to_vec();
-    all.sort_unstable();
+    covered.sort_unstable_by_key(|s| s.to_u16());
+    let mut all = SignatureScheme::SUPPORTED.to_vec();
+    all.sort_unstable_by_key(|s| s.to_u16());
     assert_eq!(covered, all, "every scheme exercised");
 }
 
@@ -301,9 +306,11 @@ fn signature_with_wrong_key_type_fails() {
     let (ec_cert, _) = self_signed(&rcgen::PKCS_ECDSA_P256_SHA256);
     let (_, rsa_pem) = self_signed(&rcgen::PKCS_RSA_SHA256);
     let rsa = SigningKey::from_pem_slice(rsa_pem.as_bytes()).expect("key");
-    let sig = rsa.sign(scheme::RSA_PSS_RSAE_SHA256, b"m").expect("sign");
+    let sig = rsa
+        .sign(SignatureScheme::RsaPssRsaeSha256, b"m")
+        .expect("sign");
     assert!(matches!(
-        verify_signature(scheme::RSA_PSS_RSAE_SHA256, &ec_cert, b"m", &sig),
+        verify_signature(SignatureScheme::RsaPssRsaeSha256, &ec_cert, b"m", &sig),
         Err(Error::BadSignature { .. })
     ));
 }

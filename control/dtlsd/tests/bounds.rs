@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use common::probe::{RecordingBackend, Samples, rss_kib};
 use common::{Client, Daemon, EchoBackend, IO_TIMEOUT, TempDir, certs};
 use control::crypto::SystemRng;
+use control::crypto::pki_types::UnixTime;
 use control::{Config, Connection};
 use dataplane::record::{ContentType, DTLS_1_2, HEADER_LEN};
 
@@ -266,7 +267,8 @@ fn open_half_open(
                 let Ok((len, from)) = o.sock.recv_from(&mut buf) else {
                     continue;
                 };
-                o.conn.handle_datagram(Instant::now(), from, &buf[..len]);
+                o.conn
+                    .handle_datagram(Instant::now(), UnixTime::now(), from, &buf[..len]);
                 if let Some(t) = o.conn.poll_transmit(Instant::now(), &mut buf) {
                     o.sock
                         .send_to(&buf[..t.len], server)

@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use dtls_crypto::{PrfHash, RANDOM_LEN};
-use dtls_wire::SrtpProtectionProfile;
+use dtls_proto::SrtpProtectionProfile;
+use dtls_proto::{PrfHash, RANDOM_LEN};
 
 use crate::keys::session::MasterBytes;
 

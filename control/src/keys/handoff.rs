@@ -34,7 +34,7 @@ impl Connection {
                 Some(SessionTicket::new(
                     ticket,
                     lifetime_hint,
-                    suite,
+                    suite.suite(),
                     self.hs.extended_master_secret,
                     master.clone(),
                 ))
@@ -47,7 +47,7 @@ impl Connection {
             .clamp(ReplayWindow::MIN_SIZE, ReplayWindow::MAX_SIZE);
         let keys = SessionKeys {
             peer: self.peer,
-            suite,
+            suite: suite.suite(),
             read: EpochKeys {
                 epoch: 1,
                 key: self.hs.peer_record_key(self.role)?,

@@ -3,10 +3,8 @@
 use std::sync::Arc;
 
 use dataplane::record::{Aead, RecordKey};
-use dtls_crypto::{
-    KeyBlock, KeyBlockShape, MASTER_SECRET_LEN, MasterSecret, PremasterSecret, PrfHash, RANDOM_LEN,
-    prf,
-};
+use dtls_crypto::{KeyBlock, KeyBlockShape, MASTER_SECRET_LEN, MasterSecret, PremasterSecret, prf};
+use dtls_proto::{PrfHash, RANDOM_LEN};
 use zeroize::Zeroizing;
 
 use crate::error::HandshakeError;
@@ -97,14 +95,12 @@ impl EpochKeyBlock {
         client_random: &[u8; RANDOM_LEN],
         server_random: &[u8; RANDOM_LEN],
     ) -> Self {
-        let shape = match aead {
-            Aead::Aes128Gcm => KeyBlockShape::AES_128_GCM,
-            Aead::Aes256Gcm => KeyBlockShape::AES_256_GCM,
-            Aead::ChaCha20Poly1305 => KeyBlockShape::CHACHA20_POLY1305,
-        };
-        let block = master
-            .master()
-            .expand_keys(hash, shape, client_random, server_random);
+        let block = master.master().expand_keys(
+            hash,
+            KeyBlockShape::from(aead),
+            client_random,
+            server_random,
+        );
         Self { aead, block }
     }
 

@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use crate::config::CipherSuite;
 use crate::keys::session::MasterBytes;
+use dtls_proto::CipherSuite;
 
 /// A session ticket and the state the client needs to resume with it (RFC 5077 §3.4).
 ///

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dataplane::record::RecordKey;
+use dtls_crypto::pki_types::UnixTime;
+use dtls_proto::{AlertDescription, HeartbeatMode};
 use dtls_shard::{
     CloseCause, CloseReason, ControlInbound, HeartbeatPolicy, ReadKeys, SessionCounters,
     ShardCommand, WriteKeys,
 };
-use dtls_wire::{AlertDescription, HeartbeatMode};
 
 use super::limits::Refusal;
 use super::log::{Closed, Established, HandshakeFailure, Peer};
@@ -22,10 +23,16 @@ use super::{
 use crate::{AcceptOutcome, Connection, Event, HandshakeError, SessionKeys};
 
 impl ControlThread {
-    pub(super) fn handle_inbound(&mut self, now: Instant, shard: usize, message: ControlInbound) {
+    pub(super) fn handle_inbound(
+        &mut self,
+        now: Instant,
+        wall: UnixTime,
+        shard: usize,
+        message: ControlInbound,
+    ) {
         match message {
             ControlInbound::Handshake { peer, datagram } => {
-                self.handle_handshake_datagram(now, shard, peer, &datagram);
+                self.handle_handshake_datagram(now, wall, shard, peer, &datagram);
             }
             ControlInbound::SessionClosed {
                 peer,
@@ -236,6 +243,7 @@ impl ControlThread {
     fn handle_handshake_datagram(
         &mut self,
         now: Instant,
+        wall: UnixTime,
         shard: usize,
         peer: SocketAddr,
         datagram: &[u8],
@@ -246,7 +254,7 @@ impl ControlThread {
                 // From the server, through the upstream socket of local source `peer`.
                 let server = *server;
                 if let Some(h) = self.handshakes.get_mut(&peer) {
-                    h.conn.handle_datagram(now, server, datagram);
+                    h.conn.handle_datagram(now, wall, server, datagram);
                     self.drain(now, peer);
                 } else {
                     ControlCounters::bump(&self.counters.acceptor_drops);
@@ -257,7 +265,7 @@ impl ControlThread {
         if let Some(h) = self.handshakes.get_mut(&peer)
             && !h.conn.is_new_client_hello(datagram)
         {
-            h.conn.handle_datagram(now, peer, datagram);
+            h.conn.handle_datagram(now, wall, peer, datagram);
             self.drain(now, peer);
             return;
         }
@@ -289,7 +297,7 @@ impl ControlThread {
                     return;
                 }
                 let rng = (self.rng_factory)();
-                match Connection::server(Arc::clone(&self.config), rng, now, hello) {
+                match Connection::server(Arc::clone(&self.config), rng, now, wall, hello) {
                     Ok(conn) => {
                         // Before the server's flight: the shard may then park records the
                         // client sends ahead of its keys (a resumed client's first data).
@@ -304,7 +312,7 @@ impl ControlThread {
         }
     }
 
-    pub(super) fn handle_timeouts(&mut self, now: Instant) {
+    pub(super) fn handle_timeouts(&mut self, now: Instant, wall: UnixTime) {
         if let Front::Server(acceptor) = &mut self.front
             && acceptor.poll_timeout().is_some_and(|at| at <= now)
         {
@@ -312,7 +320,7 @@ impl ControlThread {
         }
         if self.ticket_check.is_none_or(|at| now >= at) {
             self.ticket_check = Some(now + TICKET_CHECK);
-            self.rotate_ticket_keys();
+            self.rotate_ticket_keys(wall);
             // A shard's report of a session we closed that never came (its queue was full).
             self.closing
                 .retain(|_, (at, _)| now.saturating_duration_since(*at) < CLOSING_MEMORY);
@@ -352,7 +360,7 @@ impl ControlThread {
 
     /// Rotates the session-ticket keys when due (wall-clock schedule: tickets carry wall
     /// times). The old key keeps opening tickets for one ticket lifetime.
-    fn rotate_ticket_keys(&mut self) {
+    fn rotate_ticket_keys(&mut self, wall: UnixTime) {
         let Some(keys) = &self.config.ticket_keys else {
             return;
         };
@@ -360,7 +368,6 @@ impl ControlThread {
         let Ok(mut keys) = keys.lock() else {
             return;
         };
-        let wall = dtls_crypto::pki_types::UnixTime::now();
         if keys.poll_timeout().as_secs() > wall.as_secs() {
             return;
         }

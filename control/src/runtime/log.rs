@@ -8,8 +8,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use dtls_proto::AlertDescription;
 use dtls_shard::{CloseReason, SessionCounters};
-use dtls_wire::AlertDescription;
 
 use super::limits::Refusal;
 use crate::{CipherSuite, ClaimedIdentity, HandshakeError, PeerIdentity};

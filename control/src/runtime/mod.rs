@@ -5,8 +5,10 @@
 //! index and engine, admitted under [`Limits`]: half-open caps globally, per source address
 //! and per prefix, shedding the oldest when full; session caps globally and per shard), their
 //! timers, the installed sessions (shard, identity, start), and an injected RNG factory. It
-//! is the only place that reads the clock (`Instant::now()` once per turn, the wall clock for
-//! ticket rotation and reload checks); the engines stay sans-IO. Handshake failures and
+//! is the only place that reads the clocks: [`ControlThread::run`] reads `Instant::now()` and
+//! the wall clock once per turn and passes both to [`ControlThread::run_turn`], which hands
+//! them to the engines (the wall clock serves certificate validity, session tickets, ticket
+//! key rotation and reload checks); the engines stay sans-IO. Handshake failures and
 //! refusals and sessions established and closed are reported to a [`SessionLog`].
 //!
 //! Each turn it drains every shard's [`ControlInbound`] queue: a handshake datagram goes to
@@ -43,6 +45,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use dtls_crypto::pki_types::UnixTime;
 use dtls_shard::{CloseCause, ShardCommand, ShardQueues};
 
 use self::limits::HalfOpen;
@@ -322,7 +325,7 @@ impl ControlThread {
     pub fn run(&mut self, stop: &AtomicBool) {
         while !stop.load(Relaxed) {
             let now = Instant::now();
-            if !self.run_turn(now) {
+            if !self.run_turn(now, UnixTime::now()) {
                 let sleep = self
                     .poll_timeout()
                     .map_or(self.settings.idle_sleep, |at| {
@@ -335,13 +338,14 @@ impl ControlThread {
         self.close_all();
     }
 
-    /// One turn at `now`: drain the shards' queues, then run due timers. Returns whether a
-    /// message was handled (a busy loop should not sleep).
-    pub fn run_turn(&mut self, now: Instant) -> bool {
+    /// One turn at `now` (`wall`: the wall-clock time of the same instant, for certificate
+    /// validity, session tickets and their key rotation): drain the shards' queues, then
+    /// run due timers. Returns whether a message was handled (a busy loop should not sleep).
+    pub fn run_turn(&mut self, now: Instant, wall: UnixTime) -> bool {
         let mut busy = false;
         while let Some(reload) = self.reloads.as_ref().and_then(|r| r.try_recv().ok()) {
             busy = true;
-            self.reload(now, reload);
+            self.reload(now, wall, reload);
         }
         for shard in 0..self.shards.len() {
             for _ in 0..self.settings.inbound_budget {
@@ -349,10 +353,10 @@ impl ControlThread {
                     break;
                 };
                 busy = true;
-                self.handle_inbound(now, shard, message);
+                self.handle_inbound(now, wall, shard, message);
             }
         }
-        self.handle_timeouts(now);
+        self.handle_timeouts(now, wall);
         let budget = &self.config.reassembly_budget;
         self.counters
             .reassembly_bytes
@@ -375,7 +379,7 @@ impl ControlThread {
         self.next_timer.into_iter().chain(cookies).min()
     }
 
-    fn reload(&mut self, now: Instant, reload: Reload) {
+    fn reload(&mut self, now: Instant, wall: UnixTime, reload: Reload) {
         let Reload {
             mut config,
             recheck_certificates,
@@ -398,7 +402,6 @@ impl ControlThread {
         if !matches!(self.front, Front::Server(_)) {
             return;
         }
-        let wall = self.config.time.now();
         let config = &self.config;
         let revoked: Vec<SocketAddr> = self
             .installed

@@ -11,7 +11,7 @@ use dtls_shard::{
 };
 
 use super::{ControlThread, Limits, RuntimeConfig};
-use crate::pair_tests::{client_config, server_config};
+use crate::pair_tests::{client_config, server_config, test_wall};
 use crate::{Acceptor, AcceptorConfig, CipherSuite, Connection, Event};
 
 const SUITE: CipherSuite = CipherSuite::EcdheEcdsaAes128GcmSha256;
@@ -92,7 +92,7 @@ fn commands_to_client(
                 order.push(true);
             }
             ShardCommand::Transmit { datagram, .. } => {
-                c.handle_datagram(now, server, &datagram);
+                c.handle_datagram(now, test_wall(), server, &datagram);
                 order.push(false);
             }
             ShardCommand::ExpectKeys { .. } => {}
@@ -117,7 +117,7 @@ fn handshake_completes_and_keys_precede_the_final_flight() {
         if !sent.is_empty() {
             last_flight = sent;
         }
-        assert!(ctl.run_turn(now) || c.is_established());
+        assert!(ctl.run_turn(now, test_wall()) || c.is_established());
         orders.push(commands_to_client(&mut c, q, server, now));
         if c.is_established() {
             break;
@@ -150,7 +150,7 @@ fn handshake_completes_and_keys_precede_the_final_flight() {
         q.push_inbound(ControlInbound::Handshake { peer, datagram })
             .expect("room");
     }
-    ctl.run_turn(now + Duration::from_secs(2));
+    ctl.run_turn(now + Duration::from_secs(2), test_wall());
     let again: Vec<_> = std::iter::from_fn(|| q.poll_command()).collect();
     assert!(!again.is_empty(), "final flight retransmitted");
     assert!(
@@ -160,7 +160,7 @@ fn handshake_completes_and_keys_precede_the_final_flight() {
         "only transmits: {again:?}"
     );
     // Then, after the grace period, it goes.
-    ctl.run_turn(now + Duration::from_secs(31));
+    ctl.run_turn(now + Duration::from_secs(31), test_wall());
     assert_eq!(ctl.handshakes(), 0);
     // Shutdown closes the installed session through its shard.
     assert_eq!(ctl.close_all(), 1);
@@ -180,10 +180,10 @@ fn hello_with_cookie(
     now: Instant,
 ) -> Vec<bool> {
     client_to_control(c, q, peer, now);
-    ctl.run_turn(now);
+    ctl.run_turn(now, test_wall());
     commands_to_client(c, q, server, now);
     client_to_control(c, q, peer, now);
-    ctl.run_turn(now);
+    ctl.run_turn(now, test_wall());
     commands_to_client(c, q, server, now)
 }
 
@@ -275,10 +275,10 @@ fn a_handshake_past_the_session_cap_is_refused_with_an_alert_before_any_flight()
     // The second client passes the cookie exchange and gets one alert record, nothing else.
     let mut b = client(server, 51, now);
     client_to_control(&mut b, q, addr("10.0.0.2:1"), now);
-    ctl.run_turn(now);
+    ctl.run_turn(now, test_wall());
     commands_to_client(&mut b, q, server, now);
     client_to_control(&mut b, q, addr("10.0.0.2:1"), now);
-    ctl.run_turn(now);
+    ctl.run_turn(now, test_wall());
     let replies: Vec<_> = std::iter::from_fn(|| q.poll_command()).collect();
     assert_eq!(replies.len(), 1, "{replies:?}");
     let ShardCommand::Transmit { datagram, .. } = &replies[0] else {
@@ -288,7 +288,7 @@ fn a_handshake_past_the_session_cap_is_refused_with_an_alert_before_any_flight()
     assert_eq!(datagram.len(), 13 + 2);
     assert_eq!((datagram[0], datagram[3], datagram[4]), (21, 0, 0));
     assert_eq!(&datagram[13..], &[2, 80]);
-    b.handle_datagram(now, server, datagram);
+    b.handle_datagram(now, test_wall(), server, datagram);
     assert!(b.is_finished(), "the client gives up at once");
     let stats = ctl.counters().snapshot();
     assert_eq!(stats.sessions_refused, 1);
@@ -300,7 +300,7 @@ fn a_handshake_past_the_session_cap_is_refused_with_an_alert_before_any_flight()
         stats: SessionCounters::default(),
     })
     .expect("room");
-    ctl.run_turn(now);
+    ctl.run_turn(now, test_wall());
     let mut c = client(server, 52, now);
     let order = handshake_through(&mut ctl, &mut c, q, addr("10.0.0.3:1"), server, now);
     assert!(c.is_established(), "{order:?}");
@@ -315,7 +315,7 @@ fn expect_keys_reaches_the_shard_before_the_server_flight() {
     let q = &queues[0];
     let mut c = client(server, 60, now);
     client_to_control(&mut c, q, peer, now);
-    ctl.run_turn(now);
+    ctl.run_turn(now, test_wall());
     let hvr: Vec<_> = std::iter::from_fn(|| q.poll_command()).collect();
     assert!(
         hvr.iter()
@@ -324,11 +324,11 @@ fn expect_keys_reaches_the_shard_before_the_server_flight() {
     );
     for cmd in hvr {
         if let ShardCommand::Transmit { datagram, .. } = cmd {
-            c.handle_datagram(now, server, &datagram);
+            c.handle_datagram(now, test_wall(), server, &datagram);
         }
     }
     client_to_control(&mut c, q, peer, now);
-    ctl.run_turn(now);
+    ctl.run_turn(now, test_wall());
     let first = q.poll_command();
     assert!(
         matches!(first, Some(ShardCommand::ExpectKeys { peer: p }) if p == peer),
@@ -349,10 +349,10 @@ fn retransmission_timer_fires_and_gives_up() {
     let q = &queues[0];
     let mut c = client(server, 30, now);
     client_to_control(&mut c, q, peer, now);
-    ctl.run_turn(now);
+    ctl.run_turn(now, test_wall());
     commands_to_client(&mut c, q, server, now);
     client_to_control(&mut c, q, peer, now);
-    ctl.run_turn(now);
+    ctl.run_turn(now, test_wall());
     let first = std::iter::from_fn(|| q.poll_command()).count();
     assert!(first > 0, "server flight queued");
     // The client goes silent: the server retransmits, then gives up.
@@ -361,7 +361,7 @@ fn retransmission_timer_fires_and_gives_up() {
     for _ in 0..200 {
         let Some(at) = ctl.poll_timeout() else { break };
         t = at.max(t);
-        ctl.run_turn(t);
+        ctl.run_turn(t, test_wall());
         retransmitted += std::iter::from_fn(|| q.poll_command()).count();
         if ctl.handshakes() == 0 {
             break;
@@ -389,7 +389,7 @@ fn session_closed_forgets_the_session_and_garbage_is_counted() {
         stats: SessionCounters::default(),
     })
     .expect("room");
-    assert!(ctl.run_turn(now));
+    assert!(ctl.run_turn(now, test_wall()));
     let stats = ctl.counters().snapshot();
     assert_eq!(stats.acceptor_drops, 1);
     assert_eq!(stats.sessions_closed, 1);
@@ -408,7 +408,7 @@ fn handshake_through(
     let mut order = Vec::new();
     for _ in 0..6 {
         client_to_control(c, q, peer, now);
-        ctl.run_turn(now);
+        ctl.run_turn(now, test_wall());
         order.extend(commands_to_client(c, q, server, now));
         if c.is_established() {
             break;
@@ -436,13 +436,13 @@ fn new_client_hello_on_a_live_address_keeps_the_old_session_until_it_completes()
     // A restarted client (or a spoofer) sends a fresh ClientHello from the same address.
     let mut new = client(server, 99, now);
     client_to_control(&mut new, q, peer, now);
-    ctl.run_turn(now);
+    ctl.run_turn(now, test_wall());
     let mut replies = 0;
     while let Some(cmd) = q.poll_command() {
         match cmd {
             ShardCommand::Transmit { datagram, .. } => {
                 replies += 1;
-                new.handle_datagram(now, server, &datagram);
+                new.handle_datagram(now, test_wall(), server, &datagram);
             }
             other => panic!("the live session must be left alone, got {other:?}"),
         }

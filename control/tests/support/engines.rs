@@ -8,6 +8,7 @@ use std::time::Instant;
 use control::crypto::SeededRng;
 use control::{AcceptOutcome, Acceptor, AcceptorConfig, Config, Connection};
 
+use super::fixtures::test_wall;
 use super::wire::{ClientHelloSpec, DTLS_1_2, RawFragment, handshake_datagram};
 
 /// The address of the `i`-th engine's client.
@@ -40,8 +41,8 @@ pub fn server_engines(config: &Arc<Config>, n: usize, now: Instant) -> Vec<Conne
                 panic!("hello {i} not accepted");
             };
             let rng = Box::new(SeededRng::new(i as u64 + 10));
-            let mut conn =
-                Connection::server(Arc::clone(config), rng, now, hello).expect("server engine");
+            let mut conn = Connection::server(Arc::clone(config), rng, now, test_wall(), hello)
+                .expect("server engine");
             while conn.poll_transmit(now, &mut buf).is_some() {}
             while conn.poll_event().is_some() {}
             conn

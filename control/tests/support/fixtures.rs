@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use control::crypto::pem::{parse_certificates, parse_private_key};
+use control::crypto::pki_types::UnixTime;
 use control::crypto::test_pki::TestPki;
 use control::crypto::{CertificateVerifier, PeerVerifier, SigningKey, TicketKeys};
 use control::{CertifiedKey, CipherSuite, ClientAuth, Config, Psk, SessionKeys};
@@ -91,7 +92,7 @@ pub fn client_config(suites: &[CipherSuite]) -> Config {
 pub fn server_config(suites: &[CipherSuite]) -> Config {
     let rsa = suites
         .iter()
-        .any(|s| matches!(s.key_exchange(), control::KeyExchange::EcdheRsa));
+        .any(|s| s.key_exchange() == Some(control::KeyExchange::EcdheRsa));
     Config {
         cipher_suites: suites.to_vec(),
         certificate: Some(if rsa {
@@ -111,15 +112,20 @@ pub fn server_config(suites: &[CipherSuite]) -> Config {
     }
 }
 
-/// Server ticket keys (for resumption tests).
+/// The wall-clock time at which the in-memory tests start (2027-01-15), inside the test
+/// PKI's validity (1975..4096). The engine reads no clock: tests hand it this (or this plus
+/// the virtual time elapsed).
+pub fn test_wall() -> UnixTime {
+    UnixTime::since_unix_epoch(Duration::from_secs(1_800_000_000))
+}
+
+/// Server ticket keys (for resumption tests), created at [`test_wall`].
 pub fn ticket_keys(seed: u64) -> Arc<Mutex<TicketKeys>> {
     let mut rng = control::crypto::SeededRng::new(seed);
-    let now =
-        control::crypto::pki_types::UnixTime::since_unix_epoch(Duration::from_secs(1_800_000_000));
     Arc::new(Mutex::new(
         TicketKeys::new(
             &mut rng,
-            now,
+            test_wall(),
             Duration::from_secs(3600),
             Duration::from_secs(7200),
         )

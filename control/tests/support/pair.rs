@@ -12,13 +12,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use control::crypto::SeededRng;
+use control::crypto::pki_types::UnixTime;
 use control::{
     AcceptOutcome, Acceptor, AcceptorConfig, AlertDescription, AlertLevel, Config, Connection,
     DropReason, Event, HandshakeError, SessionTicket,
 };
 
 use super::channel::{Channel, Impairment};
-use super::fixtures::{DataKeys, SessionInfo, client_addr, install_keys, server_addr};
+use super::fixtures::{DataKeys, SessionInfo, client_addr, install_keys, server_addr, test_wall};
 use super::wire::{CT_APPLICATION_DATA, record_ranges};
 
 /// Big enough for any datagram, so that an oversized one is seen (and fails the MTU check)
@@ -293,6 +294,11 @@ impl Pair {
         self.now - self.start
     }
 
+    /// The virtual wall clock: [`test_wall`] at the start, advancing with the virtual time.
+    pub fn wall(&self) -> UnixTime {
+        UnixTime::since_unix_epoch(Duration::from_secs(test_wall().as_secs()) + self.elapsed())
+    }
+
     pub fn both_ready(&self) -> bool {
         self.client.is_ready() && self.server.is_ready()
     }
@@ -346,7 +352,8 @@ impl Pair {
         let live =
             from == self.client.addr && self.server.conn.as_ref().is_some_and(|c| !c.is_finished());
         if live {
-            route(&mut self.server, now, from, datagram);
+            let wall = self.wall();
+            route(&mut self.server, now, wall, from, datagram);
             self.server.drain_events(now);
             return;
         }
@@ -382,9 +389,14 @@ impl Pair {
                         .wrapping_add(2)
                         .wrapping_add(1000 * self.accepted as u64),
                 );
-                let conn =
-                    Connection::server(Arc::clone(&self.server_config), Box::new(rng), now, hello)
-                        .expect("server config is valid");
+                let conn = Connection::server(
+                    Arc::clone(&self.server_config),
+                    Box::new(rng),
+                    now,
+                    self.wall(),
+                    hello,
+                )
+                .expect("server config is valid");
                 // A new engine replaces a dead one; the data plane keys of an old session stay
                 // until the new one hands over its own. The old engine's outcome is history.
                 self.server.conn = Some(conn);
@@ -399,7 +411,8 @@ impl Pair {
     /// Hands a datagram to the client (engine and data plane).
     pub fn deliver_to_client(&mut self, datagram: &[u8]) {
         let now = self.now;
-        route(&mut self.client, now, server_addr(), datagram);
+        let wall = self.wall();
+        route(&mut self.client, now, wall, server_addr(), datagram);
         self.client.drain_events(now);
     }
 
@@ -575,10 +588,10 @@ impl Pair {
 
 /// The shard's split: application data to the data plane keys, every other record to the
 /// engine (in one datagram, in order).
-fn route(side: &mut Side, now: Instant, from: SocketAddr, datagram: &[u8]) {
+fn route(side: &mut Side, now: Instant, wall: UnixTime, from: SocketAddr, datagram: &[u8]) {
     let Some(data) = side.data.as_mut() else {
         if let Some(conn) = side.conn.as_mut() {
-            conn.handle_datagram(now, from, datagram);
+            conn.handle_datagram(now, wall, from, datagram);
         }
         return;
     };
@@ -600,6 +613,6 @@ fn route(side: &mut Side, now: Instant, from: SocketAddr, datagram: &[u8]) {
     if !rest.is_empty()
         && let Some(conn) = side.conn.as_mut()
     {
-        conn.handle_datagram(now, from, &rest);
+        conn.handle_datagram(now, wall, from, &rest);
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use control::crypto::SystemRng;
+use control::crypto::pki_types::UnixTime;
 use control::{
     AcceptOutcome, Acceptor, AcceptorConfig, AlertDescription, AlertLevel, Config, Connection,
     Event, HandshakeError,
@@ -127,6 +128,7 @@ impl UdpEndpoint {
                         Arc::clone(&config),
                         Box::new(SystemRng::new()),
                         Instant::now(),
+                        UnixTime::now(),
                         hello,
                     )
                     .expect("server config is valid");
@@ -208,7 +210,8 @@ impl UdpEndpoint {
     fn handle_datagram(&mut self, datagram: &[u8]) {
         let now = Instant::now();
         let Some(data) = self.data.as_mut() else {
-            self.conn.handle_datagram(now, self.peer, datagram);
+            self.conn
+                .handle_datagram(now, UnixTime::now(), self.peer, datagram);
             self.drain_events();
             return;
         };
@@ -225,7 +228,8 @@ impl UdpEndpoint {
             }
         }
         if !rest.is_empty() {
-            self.conn.handle_datagram(now, self.peer, &rest);
+            self.conn
+                .handle_datagram(now, UnixTime::now(), self.peer, &rest);
         }
         self.drain_events();
     }

@@ -1,6 +1,6 @@
 //! Hand-written DTLS 1.2 record and handshake encoders/parsers for tests.
 //!
-//! Deliberately independent of `dtls-wire` and `dataplane::record`: the tests craft hostile
+//! Deliberately independent of `dtls-proto` and `dataplane::record`: the tests craft hostile
 //! inputs (bad lengths, wrong epochs, truncated cookies) and inspect what the engine sent
 //! without trusting the code under test.
 

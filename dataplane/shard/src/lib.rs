@@ -29,11 +29,14 @@
 //! The per-packet path allocates nothing except the copy of a datagram handed to control.
 //! Queues are bounded and lock-free; a full queue drops and counts, a shard never blocks.
 //!
-//! What it does not do (yet): spawn or pin threads, run handshakes (the `control` crate
-//! does), DTLS 1.3 epochs or connection IDs, heartbeat, keeping two read epochs during a
-//! rekey (`RetireEpoch`). An idle shard sleeps in one `epoll_wait` over its own socket and
-//! every upstream socket; control's commands do not wake it, so they wait at most
-//! [`ShardConfig::recv_wait`].
+//! Of the protocol vocabulary (`dtls-proto`) it uses only the record-level part: content
+//! types, alert and heartbeat codes.
+//!
+//! What it does not do (yet): spawn or pin threads, run handshakes or parse a handshake
+//! message (the `control` crate does), DTLS 1.3 epochs or connection IDs, keeping two read
+//! epochs during a rekey (`RetireEpoch`). An idle shard sleeps in one `epoll_wait` over its
+//! own socket and every upstream socket; control's commands do not wake it, so they wait at
+//! most [`ShardConfig::recv_wait`].
 
 mod counters;
 mod early;

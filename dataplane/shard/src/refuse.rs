@@ -19,14 +19,11 @@ use std::io;
 use std::net::SocketAddr;
 
 use dataplane::record::{ContentType, DTLS_1_2, Sealer};
+use dtls_proto::{Alert, AlertDescription};
 
 use crate::counters::Tally;
 use crate::queue::InstallError;
 use crate::relay::Out;
-
-/// RFC 5246 §7.2: AlertLevel fatal(2); §7.2.2: AlertDescription internal_error(80).
-const ALERT_FATAL: u8 = 2;
-const INTERNAL_ERROR: u8 = 80;
 
 /// Most refused peers whose alert waits for their final flight; beyond that the alert is
 /// sent at once.
@@ -137,7 +134,7 @@ impl Refusals {
 /// protocol (such as a memory allocation failure)", and "is always fatal"; RFC 5246 §7.2:
 /// after a fatal alert both sides close the connection (we hold nothing more for it).
 fn send_internal_error(peer: SocketAddr, sealer: &mut Sealer, out: &mut Out) {
-    let alert = [ALERT_FATAL, INTERNAL_ERROR];
+    let alert = Alert::fatal(AlertDescription::InternalError).to_bytes();
     if sealer.sequences_left() == 0 {
         out.tally.drop_sequence_exhausted += 1;
         return;

@@ -18,6 +18,10 @@ use std::time::Instant;
 
 use dataplane::record::{ContentType, DTLS_1_2, MAX_PLAINTEXT_LEN, OpenError, Records, RecordsMut};
 use dtls_io::TxBatch;
+use dtls_proto::{
+    Alert, AlertDescription, AlertLevel, HEARTBEAT_HEADER_LEN, HeartbeatMessageType,
+    MIN_HEARTBEAT_PADDING,
+};
 
 use crate::counters::Tally;
 use crate::early::EarlyRecords;
@@ -37,20 +41,8 @@ pub enum RelayMode {
     Connect,
 }
 
-/// RFC 6520 §4: HeartbeatMessageType heartbeat_request(1), heartbeat_response(2).
-const HEARTBEAT_REQUEST: u8 = 1;
-const HEARTBEAT_RESPONSE: u8 = 2;
-/// RFC 6520 §4: "The padding_length MUST be at least 16."
-const HEARTBEAT_MIN_PADDING: usize = 16;
-/// type(1) + payload_length(2).
-const HEARTBEAT_HEADER: usize = 3;
 /// Largest sealed record: header, explicit nonce, 2^14 plaintext, tag.
 pub(crate) const MAX_RECORD_LEN: usize = 13 + 8 + MAX_PLAINTEXT_LEN + 16;
-
-/// RFC 5246 §7.2: AlertLevel warning(1), fatal(2); AlertDescription close_notify(0).
-const ALERT_WARNING: u8 = 1;
-const ALERT_FATAL: u8 = 2;
-const CLOSE_NOTIFY: u8 = 0;
 
 /// What the per-packet paths write to: the transmit batch, the control queue, the turn's
 /// tally and the buffers the sends go through. Owned by the shard, apart from its session
@@ -293,29 +285,30 @@ fn handle_heartbeat(session: &mut Session, out: &mut Out, message: &mut [u8]) {
     // RFC 6520 §4: "If the payload_length of a received HeartbeatMessage is too large, the
     // received HeartbeatMessage MUST be discarded silently." The padding "MUST be at least
     // 16" bytes.
-    if HEARTBEAT_HEADER + payload_len + HEARTBEAT_MIN_PADDING > message.len() {
+    if HEARTBEAT_HEADER_LEN + payload_len + MIN_HEARTBEAT_PADDING > message.len() {
         out.tally.drop_heartbeat += 1;
         return;
     }
-    match kind {
-        HEARTBEAT_REQUEST if session.heartbeat.answer => {
+    match HeartbeatMessageType::from_u8(kind) {
+        Some(HeartbeatMessageType::Request) if session.heartbeat.answer => {
             // RFC 6520 §4: "the receiver MUST send a corresponding HeartbeatResponse message
             // carrying an exact copy of the payload of the received HeartbeatRequest." The
             // request is turned into the response where it lies (opened in place): the type
             // changes, payload_length and payload stay, 16 bytes of our own padding follow.
-            let response = &mut message[..HEARTBEAT_HEADER + payload_len + HEARTBEAT_MIN_PADDING];
-            response[0] = HEARTBEAT_RESPONSE;
+            let response =
+                &mut message[..HEARTBEAT_HEADER_LEN + payload_len + MIN_HEARTBEAT_PADDING];
+            response[0] = HeartbeatMessageType::Response.to_u8();
             fill_padding(
                 &mut out.pad_state,
-                &mut response[HEARTBEAT_HEADER + payload_len..],
+                &mut response[HEARTBEAT_HEADER_LEN + payload_len..],
             );
             if seal_record(session, out, ContentType::Heartbeat, response) {
                 out.tally.heartbeats_answered += 1;
             }
         }
-        HEARTBEAT_RESPONSE => {
+        Some(HeartbeatMessageType::Response) => {
             // RFC 6520 §3: only a response to the request in flight counts.
-            let payload = &message[HEARTBEAT_HEADER..HEARTBEAT_HEADER + payload_len];
+            let payload = &message[HEARTBEAT_HEADER_LEN..HEARTBEAT_HEADER_LEN + payload_len];
             match session.probe {
                 Some(probe) if payload == probe.payload.to_be_bytes() => {
                     session.probe = None;
@@ -331,8 +324,8 @@ fn handle_heartbeat(session: &mut Session, out: &mut Out, message: &mut [u8]) {
 /// Sends (or resends: RFC 6520 §3 "retransmitted using the same payload") the session's
 /// keepalive HeartbeatRequest carrying `payload`.
 pub(crate) fn send_heartbeat_request(session: &mut Session, out: &mut Out, payload: u64) {
-    let mut message = [0u8; HEARTBEAT_HEADER + 8 + HEARTBEAT_MIN_PADDING];
-    message[0] = HEARTBEAT_REQUEST;
+    let mut message = [0u8; HEARTBEAT_HEADER_LEN + 8 + MIN_HEARTBEAT_PADDING];
+    message[0] = HeartbeatMessageType::Request.to_u8();
     message[1..3].copy_from_slice(&8u16.to_be_bytes());
     message[3..11].copy_from_slice(&payload.to_be_bytes());
     fill_padding(&mut out.pad_state, &mut message[11..]);
@@ -375,18 +368,18 @@ fn handle_alert(session: &mut Session, out: &mut Out, alert: &[u8]) -> Option<Cl
         out.tally.drop_malformed += 1;
         return None;
     };
-    if description == CLOSE_NOTIFY {
+    if AlertDescription::from_u8(description) == AlertDescription::CloseNotify {
         // RFC 5246 §7.2.1: "the other party MUST respond with a close_notify alert of its
         // own and close down the connection immediately".
         seal_record(
             session,
             out,
             ContentType::Alert,
-            &[ALERT_WARNING, CLOSE_NOTIFY],
+            &Alert::close_notify().to_bytes(),
         );
         return Some(CloseReason::CloseNotify);
     }
-    if level == ALERT_FATAL {
+    if AlertLevel::from_u8(level) == AlertLevel::Fatal {
         // RFC 5246 §7.2: on a fatal alert both parties "MUST immediately close the connection".
         return Some(CloseReason::FatalAlert { description });
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use dataplane::record::{ContentType, Opener, ReplayWindow, Sealer};
 use dtls_io::{BackendKind, IoConfig, SocketConfig, TxBatch, UdpIo, bind_udp};
+use dtls_proto::Alert;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
@@ -646,8 +647,12 @@ impl Shard {
 
 /// RFC 5246 §7.2.1: close_notify before closing the write side.
 fn send_close_notify(session: &mut Session, out: &mut Out) {
-    // AlertLevel warning(1), AlertDescription close_notify(0).
-    relay::seal_record(session, out, ContentType::Alert, &[1, 0]);
+    relay::seal_record(
+        session,
+        out,
+        ContentType::Alert,
+        &Alert::close_notify().to_bytes(),
+    );
 }
 
 /// What the connect path needs to make a source wait for its handshake.

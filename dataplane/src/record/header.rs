@@ -16,6 +16,8 @@
 //! a field that lies outside the buffer reads as 0 and a setter outside it writes nothing.
 //! Use [`RecordHeader::new_checked`] (or [`RecordHeader::check_len`]) before trusting values.
 
+use dtls_proto::ContentType;
+
 use super::{DTLS_1_0, DTLS_1_2, HEADER_LEN, MAX_CIPHERTEXT_LEN, MAX_SEQUENCE};
 
 mod field {
@@ -64,42 +66,6 @@ pub enum WireError {
         /// Bytes needed.
         need: usize,
     },
-}
-
-/// Record content types (RFC 6347 §4.1, RFC 6520 for heartbeat).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum ContentType {
-    /// change_cipher_spec(20)
-    ChangeCipherSpec = 20,
-    /// alert(21)
-    Alert = 21,
-    /// handshake(22)
-    Handshake = 22,
-    /// application_data(23)
-    ApplicationData = 23,
-    /// heartbeat(24), RFC 6520
-    Heartbeat = 24,
-}
-
-impl ContentType {
-    /// The content type for a wire value, `None` for unknown values.
-    pub fn from_u8(v: u8) -> Option<Self> {
-        match v {
-            20 => Some(Self::ChangeCipherSpec),
-            21 => Some(Self::Alert),
-            22 => Some(Self::Handshake),
-            23 => Some(Self::ApplicationData),
-            24 => Some(Self::Heartbeat),
-            _ => None,
-        }
-    }
-}
-
-impl From<ContentType> for u8 {
-    fn from(ct: ContentType) -> u8 {
-        ct as u8
-    }
 }
 
 /// Accessors over the bytes of one record (header followed by the fragment).

@@ -2,87 +2,21 @@
 
 use core::fmt;
 
-use aws_lc_rs::aead::{self, LessSafeKey, UnboundKey};
+use aws_lc_rs::aead::{self as aws_aead, LessSafeKey, UnboundKey};
+use dtls_proto::Aead;
 use zeroize::{Zeroize, ZeroizeOnDrop};
-
-/// The AEADs the record layer implements. Only real AEADs: the null baseline of the
-/// benchmarks is not a variant, so no cipher-suite table can ever map to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Aead {
-    /// AES-128-GCM, RFC 5288 record format.
-    Aes128Gcm,
-    /// AES-256-GCM, RFC 5288 record format.
-    Aes256Gcm,
-    /// ChaCha20-Poly1305, RFC 7905 record format.
-    ChaCha20Poly1305,
-}
 
 /// The fixed IV buffer is sized for the largest `fixed_iv_len`.
 pub(crate) const MAX_FIXED_IV_LEN: usize = 12;
 /// Every AEAD here has a 16-byte tag.
-pub(crate) const TAG_LEN: usize = 16;
+pub(crate) const TAG_LEN: usize = Aead::TAG_LEN;
 
-impl Aead {
-    /// All variants, for tests and benchmarks.
-    pub const ALL: [Aead; 3] = [Aead::Aes128Gcm, Aead::Aes256Gcm, Aead::ChaCha20Poly1305];
-
-    /// Key length in bytes.
-    pub const fn key_len(self) -> usize {
-        match self {
-            Aead::Aes128Gcm => 16,
-            Aead::Aes256Gcm | Aead::ChaCha20Poly1305 => 32,
-        }
-    }
-
-    /// Length of the implicit part of the nonce derived by the key schedule
-    /// (RFC 5288 §3 `salt`: 4; RFC 7905 §2 `client/server_write_IV`: 12).
-    pub const fn fixed_iv_len(self) -> usize {
-        match self {
-            Aead::Aes128Gcm | Aead::Aes256Gcm => 4,
-            Aead::ChaCha20Poly1305 => 12,
-        }
-    }
-
-    /// Length of the explicit nonce carried in each record (RFC 5288 §3: 8; RFC 7905: 0).
-    pub const fn explicit_nonce_len(self) -> usize {
-        match self {
-            Aead::Aes128Gcm | Aead::Aes256Gcm => 8,
-            Aead::ChaCha20Poly1305 => 0,
-        }
-    }
-
-    /// Authentication tag length: 16 for all three.
-    pub const fn tag_len(self) -> usize {
-        TAG_LEN
-    }
-
-    /// The number of failed authentications after which the key must be retired.
-    ///
-    /// RFC 9147 §4.5.3 (Integrity Limits): "For AEAD_AES_128_GCM, AEAD_AES_256_GCM, and
-    /// AEAD_CHACHA20_POLY1305, the limit on the number of records that fail authentication
-    /// is 2^36." The same section: "If the total number of records that fail
-    /// authentication exceeds a limit that is specific to the AEAD in use, an
-    /// implementation SHOULD immediately close the connection."
-    pub const fn integrity_limit(self) -> u64 {
-        1 << 36
-    }
-
-    /// A short stable name (`aes128gcm`, `aes256gcm`, `chacha20poly1305`).
-    pub const fn name(self) -> &'static str {
-        match self {
-            Aead::Aes128Gcm => "aes128gcm",
-            Aead::Aes256Gcm => "aes256gcm",
-            Aead::ChaCha20Poly1305 => "chacha20poly1305",
-        }
-    }
-
-    /// The aws-lc-rs algorithm.
-    pub(crate) fn algorithm(self) -> &'static aead::Algorithm {
-        match self {
-            Aead::Aes128Gcm => &aead::AES_128_GCM,
-            Aead::Aes256Gcm => &aead::AES_256_GCM,
-            Aead::ChaCha20Poly1305 => &aead::CHACHA20_POLY1305,
-        }
+/// The aws-lc-rs implementation of `aead`.
+fn algorithm(aead: Aead) -> &'static aws_aead::Algorithm {
+    match aead {
+        Aead::Aes128Gcm => &aws_aead::AES_128_GCM,
+        Aead::Aes256Gcm => &aws_aead::AES_256_GCM,
+        Aead::ChaCha20Poly1305 => &aws_aead::CHACHA20_POLY1305,
     }
 }
 
@@ -165,7 +99,7 @@ impl RecordKey {
                 got: fixed_iv.len(),
             });
         }
-        let unbound = UnboundKey::new(aead.algorithm(), key).map_err(|_| KeyError::Rejected)?;
+        let unbound = UnboundKey::new(algorithm(aead), key).map_err(|_| KeyError::Rejected)?;
         let mut iv = FixedIv([0u8; MAX_FIXED_IV_LEN]);
         iv.0[..fixed_iv.len()].copy_from_slice(fixed_iv);
         Ok(Self {

@@ -27,14 +27,19 @@
 //! # Ok::<(), dataplane::Error>(())
 //! ```
 
+use dtls_proto::ProtocolVersion;
+
 mod header;
 mod key;
 mod protect;
 mod replay;
 mod split;
 
-pub use header::{ContentType, RecordHeader, RecordRepr, WireError};
-pub use key::{Aead, KeyError, RecordKey};
+/// The vocabulary this layer's API speaks ([`Sealer::seal`] takes a content type,
+/// [`RecordKey::new`] an AEAD), defined once in `dtls-proto` and re-exported here.
+pub use dtls_proto::{Aead, ContentType};
+pub use header::{RecordHeader, RecordRepr, WireError};
+pub use key::{KeyError, RecordKey};
 pub use protect::{OpenError, Opened, Opener, SealError, Sealer};
 #[doc(hidden)]
 pub use protect::{aead_open_in_place, aead_seal_in_place};
@@ -44,9 +49,9 @@ pub use split::{RecordRef, Records, RecordsMut};
 /// Length of the DTLS 1.2 record header: type(1) version(2) epoch(2) sequence(6) length(2).
 pub const HEADER_LEN: usize = 13;
 /// The record-layer version value of DTLS 1.0 (RFC 4347), still used in ClientHello records.
-pub const DTLS_1_0: u16 = 0xfeff;
+pub const DTLS_1_0: u16 = ProtocolVersion::Dtls1_0.to_u16();
 /// The record-layer version value of DTLS 1.2 (RFC 6347 §4.1).
-pub const DTLS_1_2: u16 = 0xfefd;
+pub const DTLS_1_2: u16 = ProtocolVersion::Dtls1_2.to_u16();
 /// The largest sequence number a record can carry (48 bits, RFC 6347 §4.1).
 pub const MAX_SEQUENCE: u64 = (1 << 48) - 1;
 /// RFC 6347 §4.1 / RFC 5246 §6.2.1: "The length MUST NOT exceed 2^14."

@@ -18,6 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use control::crypto::SystemRng;
+use control::crypto::pki_types::UnixTime;
 use control::{Config, Connection, Event, PeerVerifier};
 use dataplane::record::{ContentType, DTLS_1_2, HEADER_LEN, Opener, Records, ReplayWindow, Sealer};
 use dtls_crypto::CertificateVerifier;
@@ -635,7 +636,8 @@ impl Client {
             && from == self.server
         {
             let datagram = self.rx[..n].to_vec();
-            self.conn.handle_datagram(Instant::now(), from, &datagram);
+            self.conn
+                .handle_datagram(Instant::now(), UnixTime::now(), from, &datagram);
             opened = self.open(&datagram);
         }
         let now = Instant::now();

@@ -88,7 +88,7 @@ fn client_hello_cookie_lengths_0_and_255_and_lying() {
     // A cookie length longer than the rest of the message.
     let mut ch = client_hello();
     ch.cookie = vec![];
-    ch.cipher_suites = vec![CipherSuite::PskWithAes128GcmSha256];
+    ch.cipher_suites = vec![CipherSuite::PskAes128GcmSha256];
     ch.extensions = Extensions::default();
     let mut body = Vec::new();
     ch.emit(&mut body).expect("valid");
@@ -120,7 +120,7 @@ fn client_hello_field_rules() {
     // Odd cipher_suites length; empty cipher_suites.
     let mut ch = base.clone();
     ch.extensions = Extensions::default();
-    ch.cipher_suites = vec![CipherSuite::PskWithAes128GcmSha256];
+    ch.cipher_suites = vec![CipherSuite::PskAes128GcmSha256];
     let mut b = Vec::new();
     ch.emit(&mut b).expect("valid");
     let suites_at = cookie_len_offset(&ch) + 1 + ch.cookie.len();

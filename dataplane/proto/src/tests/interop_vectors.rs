@@ -58,7 +58,7 @@ fn openssl_client_hello_parses() {
     assert!(ch.cookie.is_empty(), "first ClientHello has no cookie");
     assert!(
         ch.cipher_suites
-            .contains(&CipherSuite::EcdheEcdsaWithAes128GcmSha256)
+            .contains(&CipherSuite::EcdheEcdsaAes128GcmSha256)
     );
     assert!(
         ch.cipher_suites

@@ -5,8 +5,9 @@ use crate::WireError;
 use crate::codec::{Reader, put_u32, put_vec16};
 use crate::codes::{CHANGE_CIPHER_SPEC, HandshakeType};
 
-/// Length of `verify_data` for all our suites (RFC 5246 §7.4.9: 12 unless the suite
-/// says otherwise; none of ours does).
+/// Length of `verify_data` for every DTLS 1.2 suite we negotiate: RFC 5246 §7.4.9,
+/// "verify_data_length ... for all cipher suites that don't explicitly specify it is 12".
+/// (DTLS 1.3's Finished is the hash length.)
 pub const VERIFY_DATA_LEN: usize = 12;
 
 /// Finished (RFC 5246 §7.4.9).

@@ -1,9 +1,14 @@
-//! DTLS 1.2 handshake-layer wire formats.
+//! The DTLS protocol vocabulary and the DTLS 1.2 handshake-layer wire formats: the bottom
+//! crate that the record layer, the shard, the crypto and the engine all share, so each code
+//! point is defined once.
 //!
 //! What it does:
-//! - code tables: versions, AEAD cipher suites with their key-schedule parameters, named
-//!   groups, signature schemes, handshake / extension / alert types, SRTP profiles
-//!   ([`codes`], [`suites`], [`alert`]);
+//! - record-level vocabulary: content types ([`ContentType`]), the record AEAD identifiers
+//!   ([`Aead`]), alert levels and descriptions ([`alert`]), heartbeat message types and the
+//!   RFC 6520 lengths ([`heartbeat`]);
+//! - handshake code tables: versions, AEAD cipher suites with their key exchange, AEAD and
+//!   PRF hash ([`suites`]), named groups, signature schemes, handshake / extension types,
+//!   SRTP profiles ([`codes`]);
 //! - the 12-byte handshake header as a smoltcp-style checked view plus a parsed `Repr`
 //!   ([`header`]);
 //! - parse and emit of every DTLS 1.2 handshake message body we use, the ChangeCipherSpec
@@ -12,9 +17,10 @@
 //! - fragmentation of outgoing messages ([`fragment`]) and bounded reassembly of incoming
 //!   ones ([`reassembly`]).
 //!
-//! What it does not do: no cryptography (signatures, PRF, transcript hashing live in
-//! `dtls-crypto`), no state machine and no I/O (the `control` crate's engine), no record
-//! layer (`dataplane::record`). Parsers never panic on any input; every parse error names
+//! What it does not do: no cryptography (ECDH, signatures, PRF, transcript hashing live in
+//! `dtls-crypto`, as functions over these enums), no state machine and no I/O (the
+//! `control` crate's engine), no record protection (`dataplane::record`). It depends on no
+//! other crate of the workspace. Parsers never panic on any input; every parse error names
 //! the alert to send ([`WireError::alert`]).
 
 #![forbid(unsafe_code)]
@@ -24,6 +30,7 @@ mod error;
 
 pub mod alert;
 pub mod codes;
+mod content;
 pub mod extensions;
 pub mod fragment;
 pub mod header;
@@ -42,12 +49,14 @@ pub use codes::{
     EC_POINT_FORMAT_UNCOMPRESSED, ExtensionType, HandshakeType, HeartbeatMode, NamedGroup,
     SignatureScheme, SrtpProtectionProfile,
 };
+pub use content::ContentType;
 pub use error::WireError;
 pub use extensions::{Extensions, RawExtension, ServerName, UseSrtp};
 pub use fragment::{Fragment, Fragmenter, fragment_into_vec};
 pub use header::{HANDSHAKE_HEADER_LEN, HandshakeFragments, HandshakeHeader, HandshakeRepr};
 pub use heartbeat::{
-    HeartbeatMessage, HeartbeatMessageType, MAX_HEARTBEAT_LEN, MIN_HEARTBEAT_PADDING,
+    HEARTBEAT_HEADER_LEN, HeartbeatMessage, HeartbeatMessageType, MAX_HEARTBEAT_LEN,
+    MIN_HEARTBEAT_PADDING,
 };
 pub use message::{
     Certificate, CertificateRequest, CertificateVerify, ChangeCipherSpec, ClientHello,
@@ -59,4 +68,4 @@ pub use reassembly::{
     DropReason, FragmentOutcome, MessageCaps, ReassembledMessage, Reassembler, ReassemblyBudget,
     ReassemblyConfig, ReassemblyStats,
 };
-pub use suites::{CipherSuite, KeyExchange, PrfHash, ProtocolVersion, SuiteAead, SuiteParams};
+pub use suites::{Aead, CipherSuite, KeyExchange, PrfHash, ProtocolVersion, SuiteParams};

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use dtls_wire::{
+use dtls_proto::{
     HandshakeRepr, HandshakeType, MessageCaps, Reassembler, ReassemblyBudget, ReassemblyConfig,
 };
 use libfuzzer_sys::fuzz_target;

@@ -3,7 +3,7 @@
 //! whatever parses must round-trip through emit.
 #![no_main]
 
-use dtls_wire::{
+use dtls_proto::{
     Alert, ChangeCipherSpec, HandshakeFragments, HandshakeMessage, HandshakeType, HeartbeatMessage,
     KeyExchange,
 };

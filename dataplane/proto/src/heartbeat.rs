@@ -18,6 +18,9 @@ use crate::codec::Reader;
 /// Minimum padding (RFC 6520 §4: "The padding_length MUST be at least 16.").
 pub const MIN_HEARTBEAT_PADDING: usize = 16;
 
+/// The fixed part of a HeartbeatMessage: type(1) + payload_length(2).
+pub const HEARTBEAT_HEADER_LEN: usize = 3;
+
 /// Maximum HeartbeatMessage length (RFC 6520 §4: "The total length of a
 /// HeartbeatMessage MUST NOT exceed 2^14 or max_fragment_length when negotiated").
 pub const MAX_HEARTBEAT_LEN: usize = 1 << 14;
@@ -29,6 +32,26 @@ pub enum HeartbeatMessageType {
     Request,
     /// heartbeat_response(2)
     Response,
+}
+
+impl HeartbeatMessageType {
+    /// The message type for a wire value; `None` for any other value, whose message is
+    /// discarded silently (RFC 6520 §4).
+    pub const fn from_u8(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(HeartbeatMessageType::Request),
+            2 => Some(HeartbeatMessageType::Response),
+            _ => None,
+        }
+    }
+
+    /// The wire value.
+    pub const fn to_u8(self) -> u8 {
+        match self {
+            HeartbeatMessageType::Request => 1,
+            HeartbeatMessageType::Response => 2,
+        }
+    }
 }
 
 /// A parsed heartbeat message. The received padding is ignored (RFC 6520 §4: "The
@@ -55,19 +78,13 @@ impl HeartbeatMessage {
             });
         }
         let mut r = Reader::new(record, "heartbeat");
-        let kind = match r.u8()? {
-            1 => HeartbeatMessageType::Request,
-            2 => HeartbeatMessageType::Response,
-            _ => {
-                return Err(WireError::IllegalValue {
-                    what: "heartbeat message type",
-                });
-            }
-        };
+        let kind = HeartbeatMessageType::from_u8(r.u8()?).ok_or(WireError::IllegalValue {
+            what: "heartbeat message type",
+        })?;
         let payload_length = usize::from(r.u16()?);
         // The payload plus at least 16 bytes of padding must fit the record, or the
         // payload_length is "too large".
-        let available = record.len() - 3;
+        let available = record.len() - HEARTBEAT_HEADER_LEN;
         if payload_length + MIN_HEARTBEAT_PADDING > available {
             return Err(WireError::BadLength {
                 what: "heartbeat payload_length",
@@ -85,15 +102,12 @@ impl HeartbeatMessage {
                 what: "heartbeat padding shorter than 16",
             });
         }
-        if 3 + self.payload.len() + padding.len() > MAX_HEARTBEAT_LEN {
+        if HEARTBEAT_HEADER_LEN + self.payload.len() + padding.len() > MAX_HEARTBEAT_LEN {
             return Err(WireError::TooLong {
                 what: "heartbeat message",
             });
         }
-        out.push(match self.kind {
-            HeartbeatMessageType::Request => 1,
-            HeartbeatMessageType::Response => 2,
-        });
+        out.push(self.kind.to_u8());
         // Bounded by MAX_HEARTBEAT_LEN above, so it fits u16.
         out.extend_from_slice(&(self.payload.len() as u16).to_be_bytes());
         out.extend_from_slice(&self.payload);

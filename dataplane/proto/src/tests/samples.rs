@@ -34,8 +34,8 @@ pub(crate) fn client_hello() -> ClientHello {
         session_id: vec![1; 32],
         cookie: vec![0xc0; 20],
         cipher_suites: vec![
-            CipherSuite::EcdheEcdsaWithAes128GcmSha256,
-            CipherSuite::PskWithAes128GcmSha256,
+            CipherSuite::EcdheEcdsaAes128GcmSha256,
+            CipherSuite::PskAes128GcmSha256,
             CipherSuite::EmptyRenegotiationInfoScsv,
             CipherSuite::Unknown(0x1301),
         ],
@@ -49,7 +49,7 @@ pub(crate) fn server_hello() -> ServerHello {
         server_version: ProtocolVersion::Dtls1_2,
         random: [9; 32],
         session_id: vec![],
-        cipher_suite: CipherSuite::EcdheRsaWithAes256GcmSha384,
+        cipher_suite: CipherSuite::EcdheRsaAes256GcmSha384,
         compression_method: 0,
         extensions: Extensions {
             server_name: Some(ServerName::Acknowledged),

@@ -1,7 +1,7 @@
 //! The hello extension block: parse, and round-trip whatever parses.
 #![no_main]
 
-use dtls_wire::{Extensions, ServerName};
+use dtls_proto::{Extensions, ServerName};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
