@@ -94,17 +94,13 @@ impl Client {
             .lock()
             .map_err(|_| anyhow::anyhow!("poisoned"))?;
         let engine = engine_config(&new)?;
-        self.daemon.reload(Reload {
-            config: Arc::new(engine),
-            recheck_certificates: false,
-        })?;
-        let restart = current.restart_required(&new);
-        if !restart.is_empty() {
-            tracing::warn!(
-                keys = %restart.join(", "),
-                "SIGHUP: changed keys need a restart to take effect; kept their running values"
-            );
-        }
+        self.daemon.reload(
+            Reload {
+                config: Arc::new(engine),
+                recheck_certificates: false,
+            },
+            &current.restart_required(&new),
+        )?;
         current.trust = new.trust;
         current.client_certificate = new.client_certificate;
         Ok(())

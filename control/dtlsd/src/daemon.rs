@@ -223,14 +223,22 @@ impl Daemon {
 
     /// Hands a new engine configuration to the control thread (already validated by the
     /// caller); handshakes started from now on use it, and live sessions it no longer
-    /// admits are closed (see [`Reload`]).
+    /// admits are closed (see [`Reload`]). `restart_required` names the changed keys a
+    /// reload cannot apply; they are logged as a warning (their running values stay).
     ///
     /// # Errors
     /// The control thread is gone.
-    pub fn reload(&self, reload: Reload) -> anyhow::Result<()> {
+    pub fn reload(&self, reload: Reload, restart_required: &[&str]) -> anyhow::Result<()> {
         self.reloads
             .send(reload)
-            .map_err(|_| anyhow!("the control thread has stopped"))
+            .map_err(|_| anyhow!("the control thread has stopped"))?;
+        if !restart_required.is_empty() {
+            tracing::warn!(
+                keys = %restart_required.join(", "),
+                "SIGHUP: changed keys need a restart to take effect; kept their running values"
+            );
+        }
+        Ok(())
     }
 
     /// Counts a reload that failed before reaching the control thread (a file that could

@@ -139,17 +139,13 @@ impl Server {
             keys.revoke_all(UnixTime::now(), &mut SystemRng::new())
                 .context("session ticket keys")?;
         }
-        self.daemon.reload(Reload {
-            config: Arc::new(engine),
-            recheck_certificates: ca_changed,
-        })?;
-        let restart = current.restart_required(&new);
-        if !restart.is_empty() {
-            tracing::warn!(
-                keys = %restart.join(", "),
-                "SIGHUP: changed keys need a restart to take effect; kept their running values"
-            );
-        }
+        self.daemon.reload(
+            Reload {
+                config: Arc::new(engine),
+                recheck_certificates: ca_changed,
+            },
+            &current.restart_required(&new),
+        )?;
         // What a reload applies is the credentials; the rest stays as running.
         current.credentials = new.credentials;
         *last_ca = client_ca;

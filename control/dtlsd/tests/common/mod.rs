@@ -278,7 +278,25 @@ impl Daemon {
 
     /// Starts `dtlsd serve` with `extra` arguments and `--metrics` on free ports.
     pub fn start_serve_with_metrics(backend: SocketAddr, pki: &TempDir, extra: &[&str]) -> Self {
-        Self::start_on(SERVE_READY, || {
+        Self::start_with_metrics_on(SERVE_READY, extra, |listen, args| {
+            spawn_serve(listen, backend, pki, args)
+        })
+    }
+
+    /// Starts `dtlsd connect` to `server` with `extra` arguments and `--metrics` on free
+    /// ports.
+    pub fn start_connect_with_metrics(server: SocketAddr, pki: &TempDir, extra: &[&str]) -> Self {
+        Self::start_with_metrics_on(CONNECT_READY, extra, |listen, args| {
+            spawn_connect(listen, server, pki, args)
+        })
+    }
+
+    fn start_with_metrics_on(
+        ready: &str,
+        extra: &[&str],
+        spawn: impl Fn(SocketAddr, &[&str]) -> Child,
+    ) -> Self {
+        Self::start_on(ready, || {
             let (listen, metrics) = (free_udp_addr(), free_tcp_addr());
             let metrics_arg = metrics.to_string();
             let args: Vec<&str> = extra
@@ -286,11 +304,7 @@ impl Daemon {
                 .copied()
                 .chain(["--metrics", &metrics_arg])
                 .collect();
-            (
-                listen,
-                Some(metrics),
-                spawn_serve(listen, backend, pki, &args),
-            )
+            (listen, Some(metrics), spawn(listen, &args))
         })
     }
 
@@ -304,25 +318,6 @@ impl Daemon {
                 .trim()
                 .parse()
                 .ok()
-        })
-    }
-
-    /// Starts `dtlsd connect` to `server` with `extra` arguments and `--metrics` on free
-    /// ports.
-    pub fn start_connect_with_metrics(server: SocketAddr, pki: &TempDir, extra: &[&str]) -> Self {
-        Self::start_on(CONNECT_READY, || {
-            let (listen, metrics) = (free_udp_addr(), free_tcp_addr());
-            let metrics_arg = metrics.to_string();
-            let args: Vec<&str> = extra
-                .iter()
-                .copied()
-                .chain(["--metrics", &metrics_arg])
-                .collect();
-            (
-                listen,
-                Some(metrics),
-                spawn_connect(listen, server, pki, &args),
-            )
         })
     }
 
