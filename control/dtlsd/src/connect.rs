@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use control::crypto::SystemRng;
-use control::runtime::{ControlThread, Reload, RuntimeConfig};
 use control::{HeartbeatMode, PeerVerifier};
 use dtls_crypto::CertificateVerifier;
+use dtls_runtime::{ControlThread, Reload, RuntimeConfig};
 use dtls_shard::{RelayMode, ShardConfig};
 use zeroize::Zeroizing;
 

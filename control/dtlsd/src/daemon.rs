@@ -22,9 +22,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use control::runtime::{ControlCounters, ControlStats, ControlThread, Reload};
 use dtls_crypto::pki_types::UnixTime;
 use dtls_io::{IoConfig, SocketConfig};
+use dtls_runtime::{ControlCounters, ControlStats, ControlThread, Reload};
 use dtls_shard::{Shard, ShardConfig, ShardQueues, ShardStats};
 
 use crate::config::{CertKeyPaths, IoMode, Tuning};

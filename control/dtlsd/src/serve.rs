@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use control::crypto::SystemRng;
-use control::runtime::{ControlThread, Reload, RuntimeConfig};
 use control::{Acceptor, AcceptorConfig, ClientAuth, HeartbeatMode, PeerVerifier};
 use dtls_crypto::pki_types::UnixTime;
 use dtls_crypto::{CertificateVerifier, TicketKeys};
+use dtls_runtime::{ControlThread, Reload, RuntimeConfig};
 use dtls_shard::{RelayMode, ShardConfig};
 use zeroize::Zeroizing;
 

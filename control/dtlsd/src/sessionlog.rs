@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use control::PeerIdentity;
-use control::runtime::{
+use dtls_runtime::{
     Closed, ControlCounters, Established, HandshakeFailure, Peer, Refusal, SessionLog,
 };
 

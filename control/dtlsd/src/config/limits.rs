@@ -77,7 +77,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        let runtime = control::runtime::Limits::default();
+        let runtime = dtls_runtime::Limits::default();
         Self {
             max_sessions: DEFAULT_MAX_SESSIONS,
             max_sessions_per_shard: None,
@@ -112,8 +112,8 @@ impl Limits {
     }
 
     /// The control loop's caps with `shards` shards.
-    pub fn runtime(&self, shards: usize) -> control::runtime::Limits {
-        control::runtime::Limits {
+    pub fn runtime(&self, shards: usize) -> dtls_runtime::Limits {
+        dtls_runtime::Limits {
             max_half_open: self.max_half_open,
             half_open_per_address: self.half_open_per_address,
             half_open_per_prefix: self.half_open_per_prefix,
@@ -121,7 +121,7 @@ impl Limits {
             ipv6_prefix: self.ipv6_prefix,
             max_sessions: self.max_sessions,
             max_sessions_per_shard: self.per_shard(shards),
-            ..control::runtime::Limits::default()
+            ..dtls_runtime::Limits::default()
         }
     }
 }

@@ -9,8 +9,8 @@
 
 use std::fmt;
 
-use control::runtime::ControlStats;
 use dtls_io::IoStats;
+use dtls_runtime::ControlStats;
 use dtls_shard::ShardStats;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};

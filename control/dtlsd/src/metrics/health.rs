@@ -98,8 +98,8 @@ fn millis(d: Duration) -> u64 {
 mod tests {
     use std::sync::Arc;
 
-    use control::runtime::ControlCounters;
     use dtls_io::IoCounters;
+    use dtls_runtime::ControlCounters;
     use dtls_shard::{Progress, ShardCounters};
 
     use super::super::ShardSource;

@@ -36,8 +36,8 @@ use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use control::runtime::ControlCounters;
 use dtls_io::IoCounters;
+use dtls_runtime::ControlCounters;
 use dtls_shard::{Progress, ShardCounters};
 
 pub use exposition::{CONTENT_TYPE, Snapshot, render};

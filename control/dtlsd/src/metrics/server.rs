@@ -192,8 +192,8 @@ impl Spare {
 mod tests {
     use std::time::Duration;
 
-    use control::runtime::ControlCounters;
     use dtls_io::IoCounters;
+    use dtls_runtime::ControlCounters;
     use dtls_shard::{Progress, ShardCounters};
     use http_body_util::BodyExt;
 

@@ -12,7 +12,7 @@ use dtls_proto::AlertDescription;
 use dtls_shard::{CloseReason, SessionCounters};
 
 use super::limits::Refusal;
-use crate::{CipherSuite, ClaimedIdentity, HandshakeError, PeerIdentity};
+use control::{CipherSuite, ClaimedIdentity, HandshakeError, PeerIdentity};
 
 /// Who is on the other side, as the shard's session table knows them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

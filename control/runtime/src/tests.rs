@@ -11,8 +11,8 @@ use dtls_shard::{
 };
 
 use super::{ControlThread, Limits, RuntimeConfig};
-use crate::pair_tests::{client_config, server_config, test_wall};
-use crate::{Acceptor, AcceptorConfig, CipherSuite, Connection, Event};
+use crate::fixtures::{client_config, server_config, test_wall};
+use control::{Acceptor, AcceptorConfig, CipherSuite, Connection, Event};
 
 const SUITE: CipherSuite = CipherSuite::EcdheEcdsaAes128GcmSha256;
 
@@ -35,7 +35,7 @@ fn control(
     let mut seed = 10;
     let factory = Box::new(move || {
         seed += 1;
-        Box::new(SeededRng::new(seed)) as Box<dyn crate::Rng + Send>
+        Box::new(SeededRng::new(seed)) as Box<dyn control::Rng + Send>
     });
     (
         ControlThread::new(acceptor, queues.clone(), settings, factory),

@@ -33,7 +33,11 @@
 //! What it does not do: spawn or pin threads (the daemon does), sessions' records (the
 //! shards do), rekeying (an AEAD limit report closes the session), DTLS 1.3.
 
+#![forbid(unsafe_code)]
+
 mod counters;
+#[cfg(test)]
+mod fixtures;
 mod handshakes;
 mod limits;
 mod log;
@@ -53,7 +57,7 @@ pub use counters::{ControlCounters, ControlStats};
 pub use limits::{Limits, Refusal};
 pub use log::{Closed, Established, HandshakeFailure, NoLog, Peer, SessionLog};
 
-use crate::{Acceptor, Config, ConfigError, Connection, PeerIdentity, Rng, SessionTicket};
+use control::{Acceptor, Config, ConfigError, Connection, PeerIdentity, Rng, SessionTicket};
 
 /// How often the control thread looks at the ticket keys' rotation schedule.
 const TICKET_CHECK: Duration = Duration::from_secs(1);
@@ -410,7 +414,7 @@ impl ControlThread {
                 PeerIdentity::Psk(id) => !config.psks.iter().any(|p| p.identity == *id),
                 PeerIdentity::Certificates(chain) => {
                     recheck_certificates
-                        && config.client_auth != crate::ClientAuth::None
+                        && config.client_auth != control::ClientAuth::None
                         && config.peer_verification.verify_client(chain, wall).is_err()
                 }
                 PeerIdentity::None => false,

@@ -20,7 +20,7 @@ use super::{
     CLOSING_MEMORY, ControlCounters, ControlThread, Front, Handshake, Installed, MAX_TICKETS,
     TICKET_CHECK, earliest,
 };
-use crate::{AcceptOutcome, Connection, Event, HandshakeError, SessionKeys};
+use control::{AcceptOutcome, Connection, Event, HandshakeError, SessionKeys};
 
 impl ControlThread {
     pub(super) fn handle_inbound(
