@@ -54,7 +54,8 @@ macro_rules! code_enum {
 pub(crate) use code_enum;
 
 code_enum! {
-    /// Handshake message types (RFC 5246 §7.4, RFC 6347 §4.3.2, RFC 5077 §3.3).
+    /// Handshake message types (RFC 5246 §7.4, RFC 6347 §4.3.2, RFC 5077 §3.3; DTLS 1.3:
+    /// RFC 8446 §4, RFC 9147 §5.1 and §9).
     pub enum HandshakeType: u8 as (from_u8, to_u8) {
         /// hello_request(0)
         HelloRequest = 0,
@@ -64,8 +65,17 @@ code_enum! {
         ServerHello = 2,
         /// hello_verify_request(3), DTLS only (RFC 6347 §4.2.1)
         HelloVerifyRequest = 3,
-        /// new_session_ticket(4) (RFC 5077)
+        /// new_session_ticket(4) (RFC 5077; RFC 8446 §4.6.1 in 1.3)
         NewSessionTicket = 4,
+        /// end_of_early_data(5) (RFC 8446 §4.5) — 1.3 only; DTLS 1.3 never sends it
+        /// (RFC 9147 §5.6), it is named so that it can be refused by name.
+        EndOfEarlyData = 5,
+        /// encrypted_extensions(8) (RFC 8446 §4.3.1) — 1.3 only.
+        EncryptedExtensions = 8,
+        /// request_connection_id(9) (RFC 9147 §9) — 1.3 only.
+        RequestConnectionId = 9,
+        /// new_connection_id(10) (RFC 9147 §9) — 1.3 only.
+        NewConnectionId = 10,
         /// certificate(11)
         Certificate = 11,
         /// server_key_exchange(12)
@@ -80,6 +90,11 @@ code_enum! {
         ClientKeyExchange = 16,
         /// finished(20)
         Finished = 20,
+        /// key_update(24) (RFC 8446 §4.6.3) — 1.3 only.
+        KeyUpdate = 24,
+        /// message_hash(254) (RFC 8446 §4.4.1): the synthetic message that stands for
+        /// ClientHello1 in the transcript after a HelloRetryRequest; never on the wire.
+        MessageHash = 254,
     }
 }
 
@@ -96,6 +111,9 @@ code_enum! {
         X25519 = 29,
         /// x448(30) — recognised, not implemented by our crypto.
         X448 = 30,
+        /// X25519MLKEM768(0x11EC): the hybrid of ML-KEM-768 (FIPS 203) and X25519
+        /// (draft-ietf-tls-ecdhe-mlkem; IANA "TLS Supported Groups") — TLS 1.3 only.
+        X25519Mlkem768 = 0x11ec,
     }
 }
 
@@ -221,8 +239,26 @@ code_enum! {
         RecordSizeLimit = 28,
         /// session_ticket(35) (RFC 5077, RFC 8447)
         SessionTicket = 35,
-        /// supported_versions(43) (RFC 8446) — used by DTLS 1.3.
+        /// pre_shared_key(41) (RFC 8446 §4.2.11) — 1.3.
+        PreSharedKey = 41,
+        /// early_data(42) (RFC 8446 §4.2.10) — 1.3.
+        EarlyData = 42,
+        /// supported_versions(43) (RFC 8446 §4.2.1) — used by DTLS 1.3.
         SupportedVersions = 43,
+        /// cookie(44) (RFC 8446 §4.2.2) — 1.3.
+        Cookie = 44,
+        /// psk_key_exchange_modes(45) (RFC 8446 §4.2.9) — 1.3.
+        PskKeyExchangeModes = 45,
+        /// certificate_authorities(47) (RFC 8446 §4.2.4) — 1.3.
+        CertificateAuthorities = 47,
+        /// oid_filters(48) (RFC 8446 §4.2.5) — 1.3.
+        OidFilters = 48,
+        /// post_handshake_auth(49) (RFC 8446 §4.2.6) — 1.3.
+        PostHandshakeAuth = 49,
+        /// signature_algorithms_cert(50) (RFC 8446 §4.2.3) — 1.3.
+        SignatureAlgorithmsCert = 50,
+        /// key_share(51) (RFC 8446 §4.2.8) — 1.3.
+        KeyShare = 51,
         /// connection_id(54) (RFC 9146)
         ConnectionId = 54,
         /// renegotiation_info(0xff01) (RFC 5746)

@@ -17,6 +17,9 @@ code_enum! {
         Dtls1_0 = 0xfeff,
         /// DTLS 1.2 {254, 253}
         Dtls1_2 = 0xfefd,
+        /// DTLS 1.3 {254, 252} (RFC 9147 §5.3), negotiated through supported_versions only:
+        /// the legacy_version field stays {254, 253}.
+        Dtls1_3 = 0xfefc,
     }
 }
 
@@ -55,6 +58,13 @@ code_enum! {
         EcdhePskChacha20Poly1305Sha256 = 0xccac,
         /// TLS_EMPTY_RENEGOTIATION_INFO_SCSV {0x00,0xFF} (RFC 5746 §3.3) — a signal only.
         EmptyRenegotiationInfoScsv = 0x00ff,
+        /// TLS_AES_128_GCM_SHA256 {0x13,0x01} (RFC 8446 §B.4) — TLS/DTLS 1.3 only: it names
+        /// an AEAD and a hash, no key exchange, so [`CipherSuite::params`] is `None`.
+        Tls13Aes128GcmSha256 = 0x1301,
+        /// TLS_AES_256_GCM_SHA384 {0x13,0x02} (RFC 8446 §B.4) — 1.3 only.
+        Tls13Aes256GcmSha384 = 0x1302,
+        /// TLS_CHACHA20_POLY1305_SHA256 {0x13,0x03} (RFC 8446 §B.4) — 1.3 only.
+        Tls13Chacha20Poly1305Sha256 = 0x1303,
     }
 }
 
@@ -276,7 +286,12 @@ impl CipherSuite {
             CipherSuite::EcdhePskChacha20Poly1305Sha256 => {
                 (K::EcdhePsk, A::ChaCha20Poly1305, H::Sha256)
             }
-            CipherSuite::EmptyRenegotiationInfoScsv | CipherSuite::Unknown(_) => return None,
+            // 1.3 suites carry no key exchange and are never negotiated by the 1.2 engine.
+            CipherSuite::Tls13Aes128GcmSha256
+            | CipherSuite::Tls13Aes256GcmSha384
+            | CipherSuite::Tls13Chacha20Poly1305Sha256
+            | CipherSuite::EmptyRenegotiationInfoScsv
+            | CipherSuite::Unknown(_) => return None,
         };
         Some(SuiteParams {
             suite: self,
@@ -402,6 +417,18 @@ mod tests {
         assert_eq!(ProtocolVersion::Dtls1_2.to_u16(), 0xfefd);
         assert!(ProtocolVersion::Dtls1_2.offers_dtls12());
         assert!(ProtocolVersion::from_u16(0xfefc).offers_dtls12());
+        assert_eq!(ProtocolVersion::from_u16(0xfefc), ProtocolVersion::Dtls1_3);
+        for suite in [
+            CipherSuite::Tls13Aes128GcmSha256,
+            CipherSuite::Tls13Aes256GcmSha384,
+            CipherSuite::Tls13Chacha20Poly1305Sha256,
+        ] {
+            assert_eq!(
+                suite.params(),
+                None,
+                "{suite:?} is never negotiated by DTLS 1.2"
+            );
+        }
         assert!(!ProtocolVersion::Dtls1_0.offers_dtls12());
         assert!(!ProtocolVersion::from_u16(0x0303).offers_dtls12());
     }

@@ -93,6 +93,17 @@ impl HandshakeMessage {
                 Self::ClientKeyExchange(ClientKeyExchange::parse(body, kx.ok_or(no_kx)?)?)
             }
             HandshakeType::Finished => Self::Finished(Finished::parse(body)?),
+            // DTLS 1.3 messages are not part of a 1.2 handshake (RFC 5246 §7.4).
+            HandshakeType::EndOfEarlyData
+            | HandshakeType::EncryptedExtensions
+            | HandshakeType::RequestConnectionId
+            | HandshakeType::NewConnectionId
+            | HandshakeType::KeyUpdate
+            | HandshakeType::MessageHash => {
+                return Err(WireError::UnexpectedMessage {
+                    what: "DTLS 1.3 handshake message in a DTLS 1.2 handshake",
+                });
+            }
             HandshakeType::Unknown(_) => {
                 return Err(WireError::UnexpectedMessage {
                     what: "unknown handshake type",

@@ -37,7 +37,7 @@ pub(crate) fn client_hello() -> ClientHello {
             CipherSuite::EcdheEcdsaAes128GcmSha256,
             CipherSuite::PskAes128GcmSha256,
             CipherSuite::EmptyRenegotiationInfoScsv,
-            CipherSuite::Unknown(0x1301),
+            CipherSuite::Unknown(0x0a0a),
         ],
         compression_methods: vec![COMPRESSION_NULL],
         extensions: extensions_client(),
