@@ -1,25 +1,27 @@
-//! dtls-shard: one data-plane shard of the DTLS relay.
+//! dtls-shard: one data-plane shard of the DTLS relay, as a sans-IO core and a thin driver.
 //!
-//! What it does: a [`Shard`] owns one UDP socket (SO_REUSEPORT on the listen address) and its
-//! `dtls-io` backend (io_uring or recvmmsg/sendmmsg), a [`SessionTable`] (peer address →
-//! session: read [`Opener`](dataplane::record::Opener), write
-//! [`Sealer`](dataplane::record::Sealer), its own connected upstream socket to the backend,
-//! last activity, counters) and a transmit batch. Each loop turn ([`Shard::run_turn`]):
-//!
-//! 1. applies the control thread's [`ShardCommand`]s (install keys, close, transmit);
-//! 2. waits on one epoll set (shard socket and upstream sockets; no wait when work is
-//!    pending), reads backend replies from the ready upstream sockets and seals each straight
-//!    into the transmit batch;
-//! 3. runs the idle sweep when due;
-//! 4. flushes the batch (equal-size records to one peer go out as one GSO send) and receives
-//!    one batch of datagrams; for each record of a known session at its epoch: replay check,
-//!    AEAD open in place, window update (RFC 6347 §4.1.2.6), plaintext to the upstream
-//!    socket. Epoch 0, handshake records and unknown peers go to the control thread as
-//!    whole datagrams ([`ControlInbound::Handshake`]); everything else is dropped and
-//!    counted by reason ([`ShardStats`]).
-//!
-//! Each turn ends by adding its tally to the shared [`ShardCounters`] and marking the
-//! shard's [`Progress`] (when the turn ended, for the daemon's health check).
+//! - [`ShardCore`] is the per-packet logic with no socket, poller or clock: a
+//!   [`SessionTable`] (peer address → generation-checked [`SlotId`] → session: read
+//!   [`Opener`](dataplane::record::Opener), write [`Sealer`](dataplane::record::Sealer), its
+//!   upstream flow as an opaque value, last activity, counters), the connect-mode sources
+//!   waiting for a handshake, the serve-mode records parked for a finishing handshake and
+//!   the fair stage towards control. It takes `(now, from, datagram)`, datagrams from
+//!   upstream flows, control's [`ShardCommand`]s and timeouts, and writes into the caller's
+//!   [`Effects`]: sealed records and plaintext for the shard socket, datagrams for upstream
+//!   flows ([`FlowTx`]), flows to register. For each record of a known session at its
+//!   epoch: replay check, AEAD open in place, window update (RFC 6347 §4.1.2.6), plaintext
+//!   to the session's flow. Epoch 0, handshake records and unknown peers go to the control
+//!   thread as whole datagrams ([`ControlInbound::Handshake`]); everything else is dropped
+//!   and counted by reason ([`ShardStats`]). Serve and connect are one [`RelayMode`]: which
+//!   side carries DTLS.
+//! - [`Shard`] drives it on one core: one UDP socket (SO_REUSEPORT on the listen address)
+//!   through `dtls-io` (io_uring or recvmmsg/sendmmsg), one connected upstream socket per
+//!   session (the core's flow values) in one edge-triggered epoll set, and the clock read
+//!   once per turn. Each turn ([`Shard::run_turn`]) applies control's commands, reads the
+//!   ready upstream sockets into the core, runs the core's sweep when due, flushes the
+//!   transmit batch and receives one batch of datagrams into the core, then sends what the
+//!   core staged for upstream sockets (equal-size runs as one GSO send). It ends by adding
+//!   the turn's tally to the shared [`ShardCounters`] and marking the shard's [`Progress`].
 //!
 //! A new session whose upstream socket cannot be had (no descriptor left: EMFILE/ENFILE, or
 //! no port) is refused and counted by reason; in serve mode its peer, whose handshake just
@@ -38,9 +40,11 @@
 //! own socket and every upstream socket; control's commands do not wake it, so they wait at
 //! most [`ShardConfig::recv_wait`].
 
+mod core;
 mod counters;
 mod early;
 mod fair;
+mod flows;
 mod hash;
 mod pending;
 mod progress;
@@ -49,9 +53,10 @@ mod refuse;
 mod relay;
 mod session;
 mod shard;
-mod upstream;
 
+pub use crate::core::{Effects, FlowRef, OpenFlow, ShardCore};
 pub use counters::{ShardCounters, ShardStats};
+pub use flows::{FlowSend, FlowTx};
 pub use hash::{AddrHashBuilder, AddrHasher};
 pub use progress::Progress;
 pub use queue::{
@@ -60,10 +65,8 @@ pub use queue::{
 };
 pub use refuse::is_out_of_descriptors;
 pub use relay::RelayMode;
-pub use session::{
-    Probe, Session, SessionCounters, SessionTable, SlotId, TableFull, connect_upstream,
-};
-pub use shard::{Shard, ShardConfig};
+pub use session::{Probe, Session, SessionCounters, SessionTable, SlotId, TableFull};
+pub use shard::{Shard, ShardConfig, UPSTREAM_BUFFER, connect_upstream};
 
 /// Errors that stop a shard. All are fatal to the shard's loop (the caller logs and rebuilds
 /// it); per-record and per-session problems are counted, never returned.

@@ -1,11 +1,11 @@
 //! Connect mode: local sources waiting for their handshake.
 //!
-//! The first plaintext datagram from a local source without a session makes the shard open
-//! that source's upstream socket (connected to the DTLS server), register it in the shard's
-//! epoll set under a token with the top bit set, queue the datagram, and ask control for a
-//! handshake ([`ControlInbound::Open`](crate::ControlInbound::Open)). Control's flights go
-//! out through that socket and the server's answers come back through it to control. When
-//! `InstallKeys` arrives the socket becomes the session's and the queued plaintext is sealed
+//! The first plaintext datagram from a local source without a session makes the shard core
+//! open that source's upstream flow (the driver's socket connected to the DTLS server,
+//! registered in its epoll set under a token with the top bit set), queue the datagram, and
+//! ask control for a handshake ([`ControlInbound::Open`](crate::ControlInbound::Open)). Control's flights go
+//! out through that flow and the server's answers come back through it to control. When
+//! `InstallKeys` arrives the flow becomes the session's and the queued plaintext is sealed
 //! and sent; a `Close` (the handshake failed) drops it all.
 //!
 //! Bounded: at most `capacity` sources wait at once; each queues at most [`MAX_QUEUED`]
@@ -14,7 +14,7 @@
 //! and counted.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::hash::AddrHashBuilder;
@@ -33,9 +33,9 @@ pub(crate) const PENDING_TOKEN_BIT: usize = 1 << (usize::BITS - 1);
 
 /// One local source waiting for its handshake.
 #[derive(Debug)]
-pub(crate) struct Pending {
-    /// The upstream socket the handshake runs over (connected to the server).
-    pub upstream: UdpSocket,
+pub(crate) struct Pending<F> {
+    /// The upstream flow the handshake runs over (connected to the server).
+    pub flow: F,
     /// Its epoll token.
     pub token: usize,
     /// Plaintext received from the source meanwhile, oldest first (through
@@ -49,8 +49,8 @@ pub(crate) struct Pending {
 
 /// Waiting sources by address and by epoll token.
 #[derive(Debug)]
-pub(crate) struct PendingTable {
-    by_peer: HashMap<SocketAddr, Pending, AddrHashBuilder>,
+pub(crate) struct PendingTable<F> {
+    by_peer: HashMap<SocketAddr, Pending<F>, AddrHashBuilder>,
     by_token: HashMap<usize, SocketAddr, AddrHashBuilder>,
     next_token: usize,
     capacity: usize,
@@ -59,11 +59,11 @@ pub(crate) struct PendingTable {
     max_bytes: usize,
 }
 
-impl Pending {
+impl<F> Pending<F> {
     /// A source that starts waiting at `now` on `upstream` (epoll `token`), nothing queued.
-    pub fn new(upstream: UdpSocket, token: usize, now: Instant) -> Self {
+    pub fn new(flow: F, token: usize, now: Instant) -> Self {
         Self {
-            upstream,
+            flow,
             token,
             queued: Vec::new(),
             queued_bytes: 0,
@@ -72,7 +72,7 @@ impl Pending {
     }
 }
 
-impl PendingTable {
+impl<F> PendingTable<F> {
     pub fn with_capacity(capacity: usize, max_bytes: usize) -> Self {
         Self {
             by_peer: HashMap::with_hasher(AddrHashBuilder::random()),
@@ -116,12 +116,8 @@ impl PendingTable {
         self.by_peer.len() >= self.capacity
     }
 
-    pub fn get(&self, peer: &SocketAddr) -> Option<&Pending> {
+    pub fn get(&self, peer: &SocketAddr) -> Option<&Pending<F>> {
         self.by_peer.get(peer)
-    }
-
-    pub fn get_mut(&mut self, peer: &SocketAddr) -> Option<&mut Pending> {
-        self.by_peer.get_mut(peer)
     }
 
     /// The next unused token (top bit set, never `usize::MAX`, which is the listen socket's).
@@ -130,7 +126,7 @@ impl PendingTable {
         PENDING_TOKEN_BIT | self.next_token
     }
 
-    pub fn insert(&mut self, peer: SocketAddr, pending: Pending) {
+    pub fn insert(&mut self, peer: SocketAddr, pending: Pending<F>) {
         self.by_token.insert(pending.token, peer);
         self.bytes += pending.queued_bytes;
         if let Some(old) = self.by_peer.insert(peer, pending) {
@@ -139,11 +135,18 @@ impl PendingTable {
         }
     }
 
+    /// The flow of the source waiting under `token`.
+    pub fn flow_of(&self, token: usize) -> Option<&F> {
+        let peer = self.by_token.get(&token)?;
+        self.by_peer.get(peer).map(|p| &p.flow)
+    }
+
+    /// The source waiting under `token`.
     pub fn peer_of(&self, token: usize) -> Option<SocketAddr> {
         self.by_token.get(&token).copied()
     }
 
-    pub fn remove(&mut self, peer: &SocketAddr) -> Option<Pending> {
+    pub fn remove(&mut self, peer: &SocketAddr) -> Option<Pending<F>> {
         let pending = self.by_peer.remove(peer)?;
         self.by_token.remove(&pending.token);
         self.bytes -= pending.queued_bytes;
@@ -174,10 +177,6 @@ impl PendingTable {
 mod tests {
     use super::*;
 
-    fn socket() -> UdpSocket {
-        UdpSocket::bind("127.0.0.1:0").expect("loopback socket")
-    }
-
     #[test]
     fn per_source_and_per_shard_byte_budgets_hold() {
         let now = Instant::now();
@@ -186,7 +185,7 @@ mod tests {
             .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
             .collect();
         for (i, p) in peers.iter().enumerate() {
-            t.insert(*p, Pending::new(socket(), PENDING_TOKEN_BIT | i, now));
+            t.insert(*p, Pending::new(i, PENDING_TOKEN_BIT | i, now));
         }
         // A source's byte limit: 64 KiB, whatever the count.
         assert!(t.queue(&peers[0], &[0; 40_000]));

@@ -80,9 +80,9 @@ impl Refusals {
         peer: SocketAddr,
         mut sealer: Sealer,
         error: &io::Error,
-        out: &mut Out,
+        out: &mut Out<'_>,
     ) -> InstallError {
-        count(error, &mut out.tally);
+        count(error, out.tally);
         self.owed.retain(|o| o.peer != peer);
         if self.owed.len() < MAX_OWED {
             self.owed.push(Owed {
@@ -101,7 +101,7 @@ impl Refusals {
     }
 
     /// A handshake datagram to `peer` was just queued: the alert it is owed goes after it.
-    pub fn after_transmit(&mut self, peer: SocketAddr, out: &mut Out) {
+    pub fn after_transmit(&mut self, peer: SocketAddr, out: &mut Out<'_>) {
         if self.owed.is_empty() || out.tx.is_full() {
             return;
         }
@@ -113,7 +113,7 @@ impl Refusals {
 
     /// End of a turn's commands: sends the alerts owed since the previous turn (their
     /// flight did not come, or came before the keys), while the batch has room.
-    pub fn end_turn(&mut self, out: &mut Out) {
+    pub fn end_turn(&mut self, out: &mut Out<'_>) {
         let mut i = 0;
         while i < self.owed.len() {
             if self.owed[i].turns == 0 {
@@ -133,7 +133,7 @@ impl Refusals {
 /// internal_error is for "an internal error unrelated to the peer or the correctness of the
 /// protocol (such as a memory allocation failure)", and "is always fatal"; RFC 5246 §7.2:
 /// after a fatal alert both sides close the connection (we hold nothing more for it).
-fn send_internal_error(peer: SocketAddr, sealer: &mut Sealer, out: &mut Out) {
+fn send_internal_error(peer: SocketAddr, sealer: &mut Sealer, out: &mut Out<'_>) {
     let alert = Alert::fatal(AlertDescription::InternalError).to_bytes();
     if sealer.sequences_left() == 0 {
         out.tally.drop_sequence_exhausted += 1;
@@ -168,35 +168,59 @@ fn send_internal_error(peer: SocketAddr, sealer: &mut Sealer, out: &mut Out) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use dataplane::record::{Aead, Opener, RecordKey, ReplayWindow};
     use dtls_io::TxBatch;
 
     use super::*;
+    use crate::fair::FairForward;
+    use crate::flows::FlowTx;
     use crate::queue::ShardQueues;
     use crate::relay::RelayMode;
-    use crate::upstream::UpstreamTx;
 
     fn key() -> RecordKey {
         RecordKey::new(Aead::Aes128Gcm, &[7; 16], &[9; 4]).expect("valid key sizes")
     }
 
-    fn out() -> Out {
-        Out {
+    /// Everything an [`Out`] borrows.
+    struct Parts {
+        tx: TxBatch,
+        flows: FlowTx,
+        opened: Vec<crate::FlowRef>,
+        queues: ShardQueues,
+        tally: Tally,
+        pad_state: u64,
+        fair: FairForward,
+    }
+
+    fn parts() -> Parts {
+        Parts {
             tx: TxBatch::new(16, 1500, false),
-            queues: Arc::new(ShardQueues::new(4, 4)),
+            flows: FlowTx::new(false),
+            opened: Vec::new(),
+            queues: ShardQueues::new(4, 4),
             tally: Tally::default(),
-            mode: RelayMode::Serve,
-            seal_buf: Box::default(),
             pad_state: 1,
-            upstream: UpstreamTx::new(false),
-            fair: crate::fair::FairForward::new(1 << 20),
+            fair: FairForward::new(1 << 20),
         }
     }
 
+    macro_rules! out {
+        ($p:expr) => {
+            Out {
+                tx: &mut $p.tx,
+                flows: &mut $p.flows,
+                opened: &mut $p.opened,
+                queues: &$p.queues,
+                tally: &mut $p.tally,
+                mode: RelayMode::Serve,
+                pad_state: &mut $p.pad_state,
+                fair: &mut $p.fair,
+            }
+        };
+    }
+
     /// The queued datagrams to `peer`, in order (no GSO: one datagram per send).
-    fn sent(out: &Out, peer: SocketAddr) -> Vec<Vec<u8>> {
+    fn sent(out: &Out<'_>, peer: SocketAddr) -> Vec<Vec<u8>> {
         out.tx
             .sends()
             .filter(|s| s.destination == peer)
@@ -222,7 +246,8 @@ mod tests {
     #[test]
     fn the_alert_follows_the_final_flight() {
         let peer: SocketAddr = "192.0.2.1:4433".parse().expect("address");
-        let (mut out, mut refusals) = (out(), Refusals::default());
+        let mut p = parts();
+        let (mut out, mut refusals) = (out!(p), Refusals::default());
         let sealer = Sealer::new(1, key(), 1).expect("sealer");
         let error = refusals.refuse(peer, sealer, &emfile(), &mut out);
         assert_eq!(error, InstallError::OutOfDescriptors);
@@ -250,7 +275,8 @@ mod tests {
     #[test]
     fn without_a_flight_the_alert_goes_at_the_next_turn() {
         let peer: SocketAddr = "192.0.2.2:4433".parse().expect("address");
-        let (mut out, mut refusals) = (out(), Refusals::default());
+        let mut p = parts();
+        let (mut out, mut refusals) = (out!(p), Refusals::default());
         let sealer = Sealer::new(1, key(), 1).expect("sealer");
         let no_port = io::Error::from_raw_os_error(libc::EADDRNOTAVAIL);
         let error = refusals.refuse(peer, sealer, &no_port, &mut out);

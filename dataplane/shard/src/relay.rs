@@ -1,19 +1,19 @@
-//! The per-packet paths of both relay modes. Nothing here allocates except the copy of a
-//! datagram handed to the control thread.
+//! The per-packet paths of both relay modes, sans-IO: they write into the caller's batches
+//! ([`Out`]). Nothing here allocates except the copy of a datagram handed to the control
+//! thread.
 //!
-//! - Serve: DTLS peer → backend ([`handle_datagram`]: open, plaintext to the session's
-//!   upstream socket) and backend → peer ([`drain_upstream`]: seal into the transmit batch).
-//! - Connect: the server's records arrive on the session's upstream socket
-//!   ([`drain_upstream`]: open, plaintext into the transmit batch to the local source), and
-//!   local plaintext is sealed and sent to the server through that socket
-//!   ([`seal_record`], called by the shard's connect path).
+//! - Serve: DTLS peer → backend ([`handle_datagram`]: open, plaintext staged for the
+//!   session's upstream flow) and backend → peer ([`handle_flow_datagram`]: seal into the
+//!   transmit batch).
+//! - Connect: the server's records arrive on the session's upstream flow
+//!   ([`handle_flow_datagram`]: open, plaintext into the transmit batch to the local source),
+//!   and local plaintext is sealed in place into the flow stage ([`seal_record`], called by
+//!   the core's connect path).
 //!
 //! Heartbeats (RFC 6520) are answered here in both modes; keepalive probes are sent by the
-//! shard's sweep through [`send_heartbeat_request`].
+//! core's sweep through [`send_heartbeat_request`].
 
-use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use dataplane::record::{ContentType, DTLS_1_2, MAX_PLAINTEXT_LEN, OpenError, Records, RecordsMut};
@@ -26,9 +26,9 @@ use dtls_proto::{
 use crate::counters::Tally;
 use crate::early::EarlyRecords;
 use crate::fair::FairForward;
+use crate::flows::FlowTx;
 use crate::queue::{AeadLimit, CloseReason, ControlInbound, ShardQueues};
 use crate::session::{Session, SessionTable, SlotId};
-use crate::upstream::UpstreamTx;
 
 /// Which side of DTLS the shard's listen socket is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,27 +44,29 @@ pub enum RelayMode {
 /// Largest sealed record: header, explicit nonce, 2^14 plaintext, tag.
 pub(crate) const MAX_RECORD_LEN: usize = 13 + 8 + MAX_PLAINTEXT_LEN + 16;
 
-/// What the per-packet paths write to: the transmit batch, the control queue, the turn's
-/// tally and the buffers the sends go through. Owned by the shard, apart from its session
-/// table, so both can be borrowed at once.
+/// What the per-packet paths write to: the caller's batches (datagrams on the shard socket,
+/// datagrams on upstream flows, flows opened), the control queue, the turn's tally. Borrowed
+/// from the core and the caller's [`Effects`](crate::Effects) for one call, apart from the
+/// session table, so both can be borrowed at once.
 #[derive(Debug)]
-pub(crate) struct Out {
-    pub tx: TxBatch,
-    pub queues: Arc<ShardQueues>,
-    pub tally: Tally,
+pub(crate) struct Out<'a> {
+    /// Datagrams on the shard socket: sealed records to peers (serve), plaintext to local
+    /// sources (connect), handshake datagrams from control (serve).
+    pub tx: &'a mut TxBatch,
+    /// Datagrams on upstream flows.
+    pub flows: &'a mut FlowTx,
+    /// Flows the core opened (or moved) in this call: the driver registers them.
+    pub opened: &'a mut Vec<crate::FlowRef>,
+    pub queues: &'a ShardQueues,
+    pub tally: &'a mut Tally,
     pub mode: RelayMode,
-    /// Connect mode: where a record to the server is sealed before its `send`
-    /// ([`MAX_RECORD_LEN`] bytes; empty in serve mode).
-    pub seal_buf: Box<[u8]>,
     /// State of the generator of heartbeat padding.
-    pub pad_state: u64,
-    /// Serve mode: plaintext staged for the backend, sent at the end of the batch.
-    pub upstream: UpstreamTx,
+    pub pad_state: &'a mut u64,
     /// Handshake datagrams on their way to control, queued fairly between sources.
-    pub fair: FairForward,
+    pub fair: &'a mut FairForward,
 }
 
-impl Out {
+impl Out<'_> {
     /// Hands `message` to control; a full queue drops it (counted, never blocks).
     pub fn report(&mut self, message: ControlInbound) {
         if self.queues.push_inbound(message).is_err() {
@@ -78,7 +80,7 @@ impl Out {
         if self.fair.push(peer, datagram) {
             self.tally.handshake_forwarded += 1;
             if self.fair.len() >= crate::fair::PER_BUCKET {
-                self.fair.pump(&self.queues);
+                self.fair.pump(self.queues);
             }
         } else {
             self.tally.drop_handshake_overflow += 1;
@@ -114,10 +116,10 @@ fn scan(datagram: &[u8]) -> Scan {
 /// Serve mode: one datagram from `source`: open its records with the peer's session and
 /// relay the plaintext upstream; hand what the data plane does not handle to control; count
 /// and drop the rest.
-pub(crate) fn handle_datagram(
-    table: &mut SessionTable,
+pub(crate) fn handle_datagram<F>(
+    table: &mut SessionTable<F>,
     early: &mut EarlyRecords,
-    out: &mut Out,
+    out: &mut Out<'_>,
     now: Instant,
     source: SocketAddr,
     datagram: &mut [u8],
@@ -149,10 +151,10 @@ pub(crate) fn handle_datagram(
 /// A DTLS datagram of a known session (from its peer in serve mode, from the server in
 /// connect mode): handshake content to control, records opened, the session closed when a
 /// record says so.
-pub(crate) fn handle_protected(
-    table: &mut SessionTable,
+pub(crate) fn handle_protected<F>(
+    table: &mut SessionTable<F>,
     id: SlotId,
-    out: &mut Out,
+    out: &mut Out<'_>,
     now: Instant,
     datagram: &mut [u8],
 ) {
@@ -178,10 +180,10 @@ pub(crate) fn handle_protected(
 
 /// Opens the records of a known peer's datagram in place; returns why the session must close,
 /// if a record says so.
-fn open_records(
-    table: &mut SessionTable,
+fn open_records<F>(
+    table: &mut SessionTable<F>,
     id: SlotId,
-    out: &mut Out,
+    out: &mut Out<'_>,
     now: Instant,
     datagram: &mut [u8],
 ) -> Option<CloseReason> {
@@ -213,7 +215,7 @@ fn open_records(
                 session.last_peer_activity = now;
                 match opened.content_type {
                     ContentType::ApplicationData => {
-                        deliver_plaintext(session, id, out, opened.plaintext);
+                        deliver_plaintext(session, out, opened.plaintext);
                     }
                     ContentType::Alert => {
                         if let Some(reason) = handle_alert(session, out, opened.plaintext) {
@@ -246,18 +248,16 @@ fn open_records(
 
 /// An opened application-data record: to the backend (serve) or to the local source
 /// (connect).
-fn deliver_plaintext(session: &mut Session, id: SlotId, out: &mut Out, plaintext: &[u8]) {
+fn deliver_plaintext<F>(session: &mut Session<F>, out: &mut Out<'_>, plaintext: &[u8]) {
     match out.mode {
         // Staged; sent with the session's other datagrams of this batch (GSO runs).
-        RelayMode::Serve if out.upstream.push(id, plaintext) => {}
-        RelayMode::Serve => match session.upstream.send(plaintext) {
-            Ok(n) => {
-                out.tally.upstream_datagrams_out += 1;
-                out.tally.upstream_bytes_out += n as u64;
-                session.counters.plaintext_in += n as u64;
+        RelayMode::Serve => {
+            if out.flows.push(session.id().to_token(), plaintext) {
+                session.counters.plaintext_in += plaintext.len() as u64;
+            } else {
+                out.tally.upstream_send_errors += 1;
             }
-            Err(_) => out.tally.upstream_send_errors += 1,
-        },
+        }
         RelayMode::Connect => match out.tx.push(session.peer, plaintext) {
             Ok(()) => {
                 out.tally.datagrams_out += 1;
@@ -270,7 +270,7 @@ fn deliver_plaintext(session: &mut Session, id: SlotId, out: &mut Out, plaintext
 }
 
 /// An authenticated heartbeat message (RFC 6520 §4).
-fn handle_heartbeat(session: &mut Session, out: &mut Out, message: &mut [u8]) {
+fn handle_heartbeat<F>(session: &mut Session<F>, out: &mut Out<'_>, message: &mut [u8]) {
     let Some((&kind, rest)) = message.split_first() else {
         out.tally.drop_heartbeat += 1;
         return;
@@ -299,7 +299,7 @@ fn handle_heartbeat(session: &mut Session, out: &mut Out, message: &mut [u8]) {
                 &mut message[..HEARTBEAT_HEADER_LEN + payload_len + MIN_HEARTBEAT_PADDING];
             response[0] = HeartbeatMessageType::Response.to_u8();
             fill_padding(
-                &mut out.pad_state,
+                out.pad_state,
                 &mut response[HEARTBEAT_HEADER_LEN + payload_len..],
             );
             if seal_record(session, out, ContentType::Heartbeat, response) {
@@ -323,12 +323,12 @@ fn handle_heartbeat(session: &mut Session, out: &mut Out, message: &mut [u8]) {
 
 /// Sends (or resends: RFC 6520 §3 "retransmitted using the same payload") the session's
 /// keepalive HeartbeatRequest carrying `payload`.
-pub(crate) fn send_heartbeat_request(session: &mut Session, out: &mut Out, payload: u64) {
+pub(crate) fn send_heartbeat_request<F>(session: &mut Session<F>, out: &mut Out<'_>, payload: u64) {
     let mut message = [0u8; HEARTBEAT_HEADER_LEN + 8 + MIN_HEARTBEAT_PADDING];
     message[0] = HeartbeatMessageType::Request.to_u8();
     message[1..3].copy_from_slice(&8u16.to_be_bytes());
     message[3..11].copy_from_slice(&payload.to_be_bytes());
-    fill_padding(&mut out.pad_state, &mut message[11..]);
+    fill_padding(out.pad_state, &mut message[11..]);
     if seal_record(session, out, ContentType::Heartbeat, &message) {
         out.tally.keepalive_sent += 1;
     }
@@ -350,7 +350,7 @@ fn fill_padding(state: &mut u64, padding: &mut [u8]) {
 
 /// RFC 9147 §4.5.3: past the integrity limit the endpoint "SHOULD immediately close the
 /// connection"; control decides (close or rekey), told once per key.
-fn report_integrity_limit(session: &mut Session, out: &mut Out) {
+fn report_integrity_limit<F>(session: &mut Session<F>, out: &mut Out<'_>) {
     if session.opener.integrity_limit_reached() && !session.limit_reported {
         session.limit_reported = true;
         out.report(ControlInbound::AeadLimitReached {
@@ -363,7 +363,11 @@ fn report_integrity_limit(session: &mut Session, out: &mut Out) {
 }
 
 /// An authenticated alert from the peer. Returns the reason when the session ends.
-fn handle_alert(session: &mut Session, out: &mut Out, alert: &[u8]) -> Option<CloseReason> {
+fn handle_alert<F>(
+    session: &mut Session<F>,
+    out: &mut Out<'_>,
+    alert: &[u8],
+) -> Option<CloseReason> {
     let &[level, description] = alert else {
         out.tally.drop_malformed += 1;
         return None;
@@ -387,17 +391,16 @@ fn handle_alert(session: &mut Session, out: &mut Out, alert: &[u8]) -> Option<Cl
     None
 }
 
-/// Removes `peer`'s session and tells control why. Plaintext staged for the backend this
-/// turn (records that came before the close, even in the same datagram) is sent first.
-/// Dropping the session closes its upstream socket, which also takes it out of the shard's
-/// epoll set.
-pub(crate) fn close_session(
-    table: &mut SessionTable,
-    out: &mut Out,
+/// Removes `peer`'s session and tells control why. Its flow is retired, not dropped:
+/// plaintext staged for the backend this turn (records that came before the close, even in
+/// the same datagram) still goes out when the driver drains the stage, and only then does
+/// the driver's socket close (which also takes it out of the driver's epoll set).
+pub(crate) fn close_session<F>(
+    table: &mut SessionTable<F>,
+    out: &mut Out<'_>,
     peer: SocketAddr,
     reason: CloseReason,
 ) {
-    out.upstream.flush(table, &mut out.tally);
     if let Some(session) = table.remove(&peer) {
         out.tally.sessions_closed += 1;
         out.report(ControlInbound::SessionClosed {
@@ -405,15 +408,16 @@ pub(crate) fn close_session(
             reason,
             stats: session.counters,
         });
+        table.retire(session);
     }
 }
 
 /// Seals `plaintext` as one record of the session: straight into the transmit batch to the
-/// peer (serve), or into the seal buffer and out through the upstream socket to the server
-/// (connect). Returns whether a record was queued or sent.
-pub(crate) fn seal_record(
-    session: &mut Session,
-    out: &mut Out,
+/// peer (serve), or into the stage of its upstream flow to the server (connect). Returns
+/// whether a record was queued.
+pub(crate) fn seal_record<F>(
+    session: &mut Session<F>,
+    out: &mut Out<'_>,
     content_type: ContentType,
     plaintext: &[u8],
 ) -> bool {
@@ -474,93 +478,69 @@ pub(crate) fn seal_record(
     }
 }
 
-/// Connect mode: seals into the seal buffer and sends on the session's upstream socket.
-fn seal_upstream(
-    session: &mut Session,
-    out: &mut Out,
+/// Connect mode: seals in place into the stage of the session's upstream flow.
+fn seal_upstream<F>(
+    session: &mut Session<F>,
+    out: &mut Out<'_>,
     content_type: ContentType,
     plaintext: &[u8],
     record_len: usize,
 ) -> bool {
     let len = plaintext.len();
     let at = session.sealer.plaintext_offset();
-    let Some(buf) = out.seal_buf.get_mut(..record_len) else {
-        out.tally.drop_oversize += 1;
-        return false;
-    };
-    let Some(dst) = buf.get_mut(at..at + len) else {
-        out.tally.drop_oversize += 1;
-        return false;
-    };
-    dst.copy_from_slice(plaintext);
-    let Ok(n) = session.sealer.seal(content_type, DTLS_1_2, buf, len) else {
-        out.tally.seal_failed += 1;
-        return false;
-    };
-    out.tally.records_sealed += 1;
-    session.counters.records_sealed += 1;
-    match session.upstream.send(&buf[..n]) {
-        Ok(sent) => {
-            out.tally.upstream_datagrams_out += 1;
-            out.tally.upstream_bytes_out += sent as u64;
+    let flow = session.id().to_token();
+    let sealer = &mut session.sealer;
+    let mut sealed = false;
+    let staged = out.flows.push_with(flow, record_len, |buf| {
+        let Some(dst) = buf.get_mut(at..at + len) else {
+            return 0;
+        };
+        dst.copy_from_slice(plaintext);
+        match sealer.seal(content_type, DTLS_1_2, buf, len) {
+            Ok(n) => {
+                sealed = true;
+                n
+            }
+            Err(_) => 0,
+        }
+    });
+    match staged {
+        Some(_) if sealed => {
+            out.tally.records_sealed += 1;
+            session.counters.records_sealed += 1;
             session.counters.plaintext_out += len as u64;
             true
         }
-        Err(_) => {
+        Some(_) => {
+            out.tally.seal_failed += 1;
+            false
+        }
+        None => {
             out.tally.upstream_send_errors += 1;
             false
         }
     }
 }
 
-/// How a drain of one upstream socket ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Drained {
-    /// The socket has nothing more (or the session is gone): off the ready list.
-    Empty,
-    /// Budget or transmit batch exhausted: stay on the ready list for the next turn.
-    More,
-}
-
-/// Relays up to `budget` datagrams from session `id`'s upstream socket: backend plaintext
-/// sealed to the peer (serve), or the server's records opened and delivered to the local
-/// source (connect). `scratch` must hold the largest UDP payload (65,507 bytes).
-pub(crate) fn drain_upstream(
-    table: &mut SessionTable,
+/// One datagram from session `id`'s upstream flow: backend plaintext sealed to the peer
+/// (serve), or the server's records opened and delivered to the local source (connect).
+pub(crate) fn handle_flow_datagram<F>(
+    table: &mut SessionTable<F>,
     id: SlotId,
-    out: &mut Out,
+    out: &mut Out<'_>,
     now: Instant,
-    scratch: &mut [u8],
-    budget: usize,
-) -> Drained {
-    for _ in 0..budget {
-        if out.tx.is_full() {
-            return Drained::More;
+    datagram: &mut [u8],
+) {
+    out.tally.upstream_datagrams_in += 1;
+    out.tally.upstream_bytes_in += datagram.len() as u64;
+    match out.mode {
+        RelayMode::Serve => {
+            let Some(session) = table.session_mut(id) else {
+                return;
+            };
+            session.last_activity = now;
+            seal_record(session, out, ContentType::ApplicationData, datagram);
         }
-        let Some(session) = table.session_mut(id) else {
-            return Drained::Empty;
-        };
-        match session.upstream.recv(scratch) {
-            Ok(n) => {
-                out.tally.upstream_datagrams_in += 1;
-                out.tally.upstream_bytes_in += n as u64;
-                let Some(datagram) = scratch.get_mut(..n) else {
-                    continue;
-                };
-                match out.mode {
-                    RelayMode::Serve => {
-                        session.last_activity = now;
-                        seal_record(session, out, ContentType::ApplicationData, datagram);
-                    }
-                    RelayMode::Connect => handle_protected(table, id, out, now, datagram),
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Drained::Empty,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            // E.g. ECONNREFUSED from an ICMP port unreachable: reported once, the socket
-            // stays usable.
-            Err(_) => out.tally.upstream_recv_errors += 1,
-        }
+        RelayMode::Connect => handle_protected(table, id, out, now, datagram),
     }
-    Drained::More
 }

@@ -1,5 +1,9 @@
 //! The session table: peer address → slot, preallocated, no allocation on lookup.
 //!
+//! Sans-IO: a [`Session`] holds its upstream flow as an opaque `F` chosen by the driver (the
+//! shard's connected `UdpSocket`; a plain id in tests and the instruction-count workloads)
+//! and never does I/O on it.
+//!
 //! Slots live in a `Vec` sized once; a free list hands them out. Each slot carries a
 //! generation that changes when its session is removed, so a [`SlotId`] kept elsewhere (an
 //! epoll token, the shard's ready list) can never reach the next session in that slot.
@@ -9,8 +13,7 @@
 //! in place, without allocating).
 
 use std::collections::HashMap;
-use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use dataplane::record::{Opener, Sealer};
@@ -30,9 +33,25 @@ pub struct SlotId {
 }
 
 impl SlotId {
+    /// The id of a session not in a table.
+    const UNSET: Self = Self {
+        index: u32::MAX,
+        generation: 0,
+    };
+
     /// Packs into one word (an epoll token).
     pub fn to_token(self) -> usize {
         ((self.generation as usize) << 32) | self.index as usize
+    }
+
+    /// The slot index (below the table's capacity).
+    pub fn index(self) -> usize {
+        self.index as usize
+    }
+
+    /// The slot's generation at insertion.
+    pub fn generation(self) -> u32 {
+        self.generation
     }
 
     /// Unpacks a [`Self::to_token`] word.
@@ -70,18 +89,20 @@ pub struct Probe {
     pub at: Instant,
 }
 
-/// One DTLS session of a shard.
+/// One DTLS session of a shard; `F` is its upstream flow (see the module docs).
 #[derive(Debug)]
-pub struct Session {
+pub struct Session<F> {
+    /// Its handle in the table (set on insertion).
+    id: SlotId,
     /// The table key: the DTLS peer's address (serve) or the local source's (connect).
     pub peer: SocketAddr,
     /// Read state of the current epoch.
     pub opener: Opener,
     /// Write state of the current epoch.
     pub sealer: Sealer,
-    /// This session's own connected, nonblocking socket: to the backend (serve) or to the
-    /// DTLS server (connect).
-    pub upstream: UdpSocket,
+    /// This session's own upstream flow: to the backend (serve) or to the DTLS server
+    /// (connect). The driver's connected socket; the core never does I/O on it.
+    pub flow: F,
     /// Last authenticated record from the DTLS peer or plaintext datagram either way.
     pub last_activity: Instant,
     /// Last authenticated record from the DTLS peer (what keepalive watches).
@@ -96,24 +117,17 @@ pub struct Session {
     pub counters: SessionCounters,
     /// An `AeadLimitReached` was sent for the current keys.
     pub(crate) limit_reported: bool,
-    /// On the shard's upstream ready list.
-    pub(crate) ready: bool,
 }
 
-impl Session {
-    /// A session with the given keys and upstream socket, active as of `now`.
-    pub fn new(
-        peer: SocketAddr,
-        opener: Opener,
-        sealer: Sealer,
-        upstream: UdpSocket,
-        now: Instant,
-    ) -> Self {
+impl<F> Session<F> {
+    /// A session with the given keys and upstream flow, active as of `now`.
+    pub fn new(peer: SocketAddr, opener: Opener, sealer: Sealer, flow: F, now: Instant) -> Self {
         Self {
+            id: SlotId::UNSET,
             peer,
             opener,
             sealer,
-            upstream,
+            flow,
             last_activity: now,
             last_peer_activity: now,
             heartbeat: HeartbeatPolicy::default(),
@@ -121,8 +135,12 @@ impl Session {
             next_probe: 0,
             counters: SessionCounters::default(),
             limit_reported: false,
-            ready: false,
         }
+    }
+
+    /// Its handle in the table (meaningless before it is inserted).
+    pub fn id(&self) -> SlotId {
+        self.id
     }
 
     /// Replaces both directions' keys (a new epoch); counters and socket stay.
@@ -133,45 +151,27 @@ impl Session {
     }
 }
 
-/// Receive and send buffer asked for each upstream socket (a limit, not an allocation).
-pub const UPSTREAM_BUFFER: usize = 1 << 20;
-
-/// A nonblocking UDP socket on an ephemeral port, connected to `backend`: one per session,
-/// so the backend sees each session as its own flow and its replies come back to it.
-pub fn connect_upstream(backend: SocketAddr) -> io::Result<UdpSocket> {
-    let local: SocketAddr = if backend.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let socket = UdpSocket::bind(local)?;
-    socket.connect(backend)?;
-    socket.set_nonblocking(true)?;
-    // A backend (or server) answering a burst of GSO-sent datagrams can outrun one turn:
-    // the default ~200 KiB overflowed in benchmarks (counted by the kernel as RcvbufErrors).
-    dtls_io::set_buffer_sizes(&socket, UPSTREAM_BUFFER, UPSTREAM_BUFFER);
-    Ok(socket)
-}
-
 #[derive(Debug)]
-struct Slot {
+struct Slot<F> {
     generation: u32,
-    session: Option<Session>,
+    session: Option<Session<F>>,
 }
 
 /// The table is at capacity.
 #[derive(Debug)]
-pub struct TableFull(pub Session);
+pub struct TableFull<F>(pub Session<F>);
 
 /// Peer address → session, with a fixed capacity.
 #[derive(Debug)]
-pub struct SessionTable {
+pub struct SessionTable<F> {
     index: HashMap<SocketAddr, SlotId, AddrHashBuilder>,
-    slots: Vec<Slot>,
+    slots: Vec<Slot<F>>,
     free: Vec<u32>,
+    /// Flows of sessions removed since the last drain of the upstream stage.
+    retired: Vec<(SlotId, F)>,
 }
 
-impl SessionTable {
+impl<F> SessionTable<F> {
     /// A table for at most `capacity` sessions (clamped to 1..=2^32-1), all memory
     /// allocated now.
     pub fn with_capacity(capacity: usize) -> Self {
@@ -188,6 +188,7 @@ impl SessionTable {
             index: HashMap::with_capacity_and_hasher(capacity, AddrHashBuilder::random()),
             slots,
             free,
+            retired: Vec::new(),
         }
     }
 
@@ -214,7 +215,7 @@ impl SessionTable {
 
     /// The session in `id`, if it is still there.
     #[inline]
-    pub fn session(&self, id: SlotId) -> Option<&Session> {
+    pub fn session(&self, id: SlotId) -> Option<&Session<F>> {
         let slot = self.slots.get(id.index as usize)?;
         (slot.generation == id.generation)
             .then_some(slot.session.as_ref())
@@ -223,7 +224,7 @@ impl SessionTable {
 
     /// The session in `id`, mutably, if it is still there.
     #[inline]
-    pub fn session_mut(&mut self, id: SlotId) -> Option<&mut Session> {
+    pub fn session_mut(&mut self, id: SlotId) -> Option<&mut Session<F>> {
         let slot = self.slots.get_mut(id.index as usize)?;
         if slot.generation != id.generation {
             return None;
@@ -231,8 +232,14 @@ impl SessionTable {
         slot.session.as_mut()
     }
 
+    /// `peer`'s session.
+    pub fn find(&self, peer: &SocketAddr) -> Option<&Session<F>> {
+        let id = self.lookup(peer)?;
+        self.session(id)
+    }
+
     /// `peer`'s session, mutably.
-    pub fn find_mut(&mut self, peer: &SocketAddr) -> Option<&mut Session> {
+    pub fn find_mut(&mut self, peer: &SocketAddr) -> Option<&mut Session<F>> {
         let id = self.lookup(peer)?;
         self.session_mut(id)
     }
@@ -243,7 +250,10 @@ impl SessionTable {
         clippy::result_large_err,
         reason = "the caller's session comes back whole; inserts are not on the packet path"
     )]
-    pub fn insert(&mut self, session: Session) -> Result<(SlotId, Option<Session>), TableFull> {
+    pub fn insert(
+        &mut self,
+        session: Session<F>,
+    ) -> Result<(SlotId, Option<Session<F>>), TableFull<F>> {
         let old = self.remove(&session.peer);
         let Some(index) = self.free.pop() else {
             return Err(TableFull(session));
@@ -258,17 +268,19 @@ impl SessionTable {
             generation: slot.generation,
         };
         self.index.insert(session.peer, id);
+        let mut session = session;
+        session.id = id;
         slot.session = Some(session);
         Ok((id, old))
     }
 
     /// Removes and returns `peer`'s session.
-    pub fn remove(&mut self, peer: &SocketAddr) -> Option<Session> {
+    pub fn remove(&mut self, peer: &SocketAddr) -> Option<Session<F>> {
         let id = self.index.remove(peer)?;
         self.take_slot(id)
     }
 
-    fn take_slot(&mut self, id: SlotId) -> Option<Session> {
+    fn take_slot(&mut self, id: SlotId) -> Option<Session<F>> {
         let slot = self.slots.get_mut(id.index as usize)?;
         if slot.generation != id.generation {
             return None;
@@ -280,12 +292,13 @@ impl SessionTable {
     }
 
     /// Removes every session idle since `now - idle` or longer and hands each to
-    /// `on_expired`. Visits every slot: call it once per sweep interval, not per packet.
+    /// `on_expired`, then retires it ([`Self::retire`]). Visits every slot: call it once per
+    /// sweep interval, not per packet.
     pub fn expire_idle(
         &mut self,
         now: Instant,
         idle: Duration,
-        mut on_expired: impl FnMut(Session),
+        mut on_expired: impl FnMut(&mut Session<F>),
     ) -> usize {
         let mut expired = 0;
         for index in 0..self.slots.len() {
@@ -299,9 +312,10 @@ impl SessionTable {
                 continue;
             }
             let peer = session.peer;
-            if let Some(session) = self.remove(&peer) {
+            if let Some(mut session) = self.remove(&peer) {
                 expired += 1;
-                on_expired(session);
+                on_expired(&mut session);
+                self.retire(session);
             }
         }
         expired
@@ -309,7 +323,7 @@ impl SessionTable {
 
     /// The session in slot `index` (any generation) and its id: for sweeps that visit every
     /// slot and may act on each session.
-    pub(crate) fn slot_mut(&mut self, index: usize) -> Option<(SlotId, &mut Session)> {
+    pub(crate) fn slot_mut(&mut self, index: usize) -> Option<(SlotId, &mut Session<F>)> {
         let slot = self.slots.get_mut(index)?;
         let id = SlotId {
             index: u32::try_from(index).ok()?,
@@ -318,8 +332,24 @@ impl SessionTable {
         slot.session.as_mut().map(|s| (id, s))
     }
 
+    /// Keeps a removed session's flow until [`Self::clear_retired`], so what was staged for
+    /// it before it closed (plaintext, its close_notify) can still be sent.
+    pub fn retire(&mut self, session: Session<F>) {
+        self.retired.push((session.id, session.flow));
+    }
+
+    /// The flow of a session retired since the last [`Self::clear_retired`].
+    pub fn retired_flow(&self, id: SlotId) -> Option<&F> {
+        self.retired.iter().find(|(r, _)| *r == id).map(|(_, f)| f)
+    }
+
+    /// Drops the retired flows (the driver's sockets close).
+    pub fn clear_retired(&mut self) {
+        self.retired.clear();
+    }
+
     /// Every session, in slot order.
-    pub fn iter(&self) -> impl Iterator<Item = &Session> {
+    pub fn iter(&self) -> impl Iterator<Item = &Session<F>> {
         self.slots.iter().filter_map(|s| s.session.as_ref())
     }
 }
@@ -329,15 +359,14 @@ mod tests {
     use super::*;
     use dataplane::record::{Aead, RecordKey, ReplayWindow};
 
-    fn session(port: u16, now: Instant) -> Session {
+    fn session(port: u16, now: Instant) -> Session<u16> {
         let key = || RecordKey::new(Aead::Aes128Gcm, &[port as u8; 16], &[1; 4]).expect("key");
         let peer = SocketAddr::from(([127, 0, 0, 1], port));
-        let backend = SocketAddr::from(([127, 0, 0, 1], 9));
         Session::new(
             peer,
             Opener::new(1, key(), ReplayWindow::new(64)),
             Sealer::new(1, key(), 0).expect("sealer"),
-            connect_upstream(backend).expect("loopback socket"),
+            port,
             now,
         )
     }

@@ -1,0 +1,694 @@
+//! [`ShardCore`]: the shard's per-packet logic, sans-IO.
+//!
+//! The core owns the session table, the connect-mode sources waiting for their handshake,
+//! the serve-mode records parked for a finishing handshake, the refusals owed an alert and
+//! the fair stage towards control. It takes its inputs as calls, each with the time as an
+//! argument (it reads no clock):
+//!
+//! - [`ShardCore::handle_datagram`]: a datagram on the shard socket (a DTLS peer's in serve
+//!   mode, a local source's plaintext in connect mode);
+//! - [`ShardCore::handle_flow_datagram`]: a datagram on an upstream flow (the backend's
+//!   plaintext in serve mode, the DTLS server's records in connect mode);
+//! - [`ShardCore::handle_command`]: one of control's [`ShardCommand`]s;
+//! - [`ShardCore::handle_timeout`]: the sweep (idle expiry, keepalive, expiry of waiting
+//!   sources and parked records), when due.
+//!
+//! and writes its effects into the caller's [`Effects`]: sealed records and plaintext on the
+//! shard socket (`net`), datagrams on upstream flows (`flows`), flows opened (`opened`).
+//! Datagrams for control go to the lock-free [`ShardQueues`] through the fair stage, and
+//! session events (opened, closed with their reason and counters) as [`ControlInbound`]
+//! messages. It opens no socket: a new session's or waiting source's upstream flow comes
+//! from the caller's [`OpenFlow`] (the driver connects a UDP socket; tests hand out plain
+//! ids, and can fail with EMFILE), and it never sends or receives on one.
+//!
+//! Serve and connect differ only in which side carries DTLS ([`RelayMode`]): in serve mode
+//! the shard socket does and each session's flow carries plaintext to the backend; in
+//! connect mode the shard socket carries local plaintext and each flow carries DTLS to the
+//! server.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dataplane::record::{ContentType, Opener, ReplayWindow, Sealer};
+use dtls_io::TxBatch;
+use dtls_proto::Alert;
+
+use crate::counters::{Gauges, ShardCounters, Tally};
+use crate::early::EarlyRecords;
+use crate::fair::FairForward;
+use crate::flows::FlowTx;
+use crate::pending::{PENDING_TOKEN_BIT, Pending, PendingTable};
+use crate::queue::{
+    CloseReason, ControlInbound, HeartbeatPolicy, InstallError, ReadKeys, ShardCommand,
+    ShardQueues, WriteKeys,
+};
+use crate::refuse::{self, Refusals};
+use crate::relay::{self, MAX_RECORD_LEN, Out, RelayMode};
+use crate::session::{Probe, Session, SessionTable, SlotId};
+use crate::shard::ShardConfig;
+
+/// Most peers whose early records a shard parks at once.
+const EARLY_PEERS: usize = 1024;
+
+/// Keepalive requests sent (first send and retransmissions) without an answer before the
+/// session is closed.
+const KEEPALIVE_PROBES: u8 = 3;
+
+/// An upstream flow as the driver knows it: a session's, or a connect-mode source's while
+/// its handshake runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FlowRef {
+    /// The flow of the session in this slot.
+    Session(SlotId),
+    /// The flow of a waiting source (its token has the top bit set).
+    Pending(usize),
+}
+
+impl FlowRef {
+    /// One word (an epoll token): slot tokens never have the top bit set, pending ones do.
+    pub fn to_token(self) -> usize {
+        match self {
+            Self::Session(id) => id.to_token(),
+            Self::Pending(token) => token,
+        }
+    }
+
+    /// Unpacks a [`Self::to_token`] word.
+    pub fn from_token(token: usize) -> Self {
+        if token & PENDING_TOKEN_BIT != 0 {
+            Self::Pending(token)
+        } else {
+            Self::Session(SlotId::from_token(token))
+        }
+    }
+}
+
+/// Where a new upstream flow comes from: the driver connects a socket to the backend (serve)
+/// or to the DTLS server (connect). An error (EMFILE, no port) refuses the new session or
+/// source, counted by reason; nothing else changes.
+pub trait OpenFlow<F> {
+    /// A new flow.
+    fn open_flow(&mut self) -> io::Result<F>;
+}
+
+/// The caller-owned output batches of the core.
+#[derive(Debug)]
+pub struct Effects {
+    /// Datagrams on the shard socket: sealed records and handshake datagrams to peers
+    /// (serve), plaintext to local sources (connect).
+    pub net: TxBatch,
+    /// Datagrams on upstream flows, drained by [`ShardCore::flush_flows`].
+    pub flows: FlowTx,
+    /// Flows opened (or, connect mode, moved from a waiting source to its session) since the
+    /// caller last emptied this: the driver registers them with its poller.
+    pub opened: Vec<FlowRef>,
+}
+
+impl Effects {
+    /// Batches of at most `tx_batch` datagrams of `max_datagram` bytes on the shard socket;
+    /// `gso`: the driver's sockets accept UDP GSO (sends are grouped into runs).
+    pub fn new(tx_batch: usize, max_datagram: usize, gso: bool) -> Self {
+        Self {
+            net: TxBatch::new(tx_batch, max_datagram, gso),
+            flows: FlowTx::new(gso),
+            opened: Vec::new(),
+        }
+    }
+}
+
+/// What every per-packet path writes to besides the session table.
+#[derive(Debug)]
+struct Ctx {
+    queues: Arc<ShardQueues>,
+    tally: Tally,
+    mode: RelayMode,
+    /// State of the generator of heartbeat padding.
+    pad_state: u64,
+    fair: FairForward,
+}
+
+impl Ctx {
+    fn out<'a>(&'a mut self, fx: &'a mut Effects) -> Out<'a> {
+        Out {
+            tx: &mut fx.net,
+            flows: &mut fx.flows,
+            opened: &mut fx.opened,
+            queues: &self.queues,
+            tally: &mut self.tally,
+            mode: self.mode,
+            pad_state: &mut self.pad_state,
+            fair: &mut self.fair,
+        }
+    }
+}
+
+/// The shard's per-packet logic without sockets, poller or clock; `F` is the driver's
+/// upstream flow (see the module docs).
+#[derive(Debug)]
+pub struct ShardCore<F> {
+    table: SessionTable<F>,
+    /// Connect mode: local sources waiting for their handshake.
+    pending: PendingTable<F>,
+    /// Flows of waiting sources closed since the last drain of the flow stage.
+    retired_pending: Vec<(usize, F)>,
+    /// Serve mode: records of peers whose handshake is finishing.
+    early: EarlyRecords,
+    /// Serve mode: refused peers owed a fatal alert.
+    refusals: Refusals,
+    ctx: Ctx,
+    config: ShardConfig,
+    next_sweep: Option<Instant>,
+}
+
+impl<F> ShardCore<F> {
+    /// A core talking to control through `queues`. `pad_seed` seeds the generator of
+    /// heartbeat padding (see `relay::fill_padding`).
+    pub fn new(queues: Arc<ShardQueues>, config: ShardConfig, pad_seed: u64) -> Self {
+        let max_sessions = config.max_sessions.max(1);
+        Self {
+            table: SessionTable::with_capacity(max_sessions),
+            pending: PendingTable::with_capacity(max_sessions, config.pending_bytes),
+            retired_pending: Vec::new(),
+            early: EarlyRecords::new(
+                max_sessions.min(EARLY_PEERS),
+                MAX_RECORD_LEN,
+                config.early_bytes,
+            ),
+            refusals: Refusals::default(),
+            ctx: Ctx {
+                queues,
+                tally: Tally::default(),
+                mode: config.mode,
+                pad_state: pad_seed,
+                fair: FairForward::new(config.handshake_stage_bytes),
+            },
+            config,
+            next_sweep: None,
+        }
+    }
+
+    /// How the core is set up.
+    pub fn config(&self) -> &ShardConfig {
+        &self.config
+    }
+
+    /// The queues to and from control.
+    pub fn queues(&self) -> &Arc<ShardQueues> {
+        &self.ctx.queues
+    }
+
+    /// The session table.
+    pub fn sessions(&self) -> &SessionTable<F> {
+        &self.table
+    }
+
+    /// The upstream flow `flow`, while it is open (or retired and not yet drained).
+    pub fn flow(&self, flow: FlowRef) -> Option<&F> {
+        match flow {
+            FlowRef::Session(id) => self
+                .table
+                .session(id)
+                .map(|s| &s.flow)
+                .or_else(|| self.table.retired_flow(id)),
+            FlowRef::Pending(token) => self.pending.flow_of(token).or_else(|| {
+                self.retired_pending
+                    .iter()
+                    .find(|(t, _)| *t == token)
+                    .map(|(_, f)| f)
+            }),
+        }
+    }
+
+    /// Moves staged handshake datagrams towards control (call once per turn at least).
+    pub fn pump(&mut self) {
+        self.ctx.fair.pump(&self.ctx.queues);
+    }
+
+    /// Adds what happened since the last call to `counters`, with the gauges as of now.
+    pub fn publish(&mut self, counters: &ShardCounters) {
+        let gauges = Gauges {
+            sessions_active: self.table.len(),
+            early_bytes: self.early.bytes(),
+            pending_bytes: self.pending.bytes(),
+            handshake_stage_bytes: self.ctx.fair.bytes(),
+        };
+        counters.absorb(&mut self.ctx.tally, gauges);
+    }
+
+    /// One datagram on the shard socket from `source` at `now`: a DTLS peer's (serve) or a
+    /// local source's plaintext (connect). Opened in place.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        datagram: &mut [u8],
+        fx: &mut Effects,
+        flows: &mut impl OpenFlow<F>,
+    ) {
+        let mut out = self.ctx.out(fx);
+        match out.mode {
+            RelayMode::Serve => {
+                relay::handle_datagram(
+                    &mut self.table,
+                    &mut self.early,
+                    &mut out,
+                    now,
+                    source,
+                    datagram,
+                );
+            }
+            RelayMode::Connect => handle_local(
+                &mut self.table,
+                &mut self.pending,
+                &mut out,
+                flows,
+                now,
+                source,
+                datagram,
+            ),
+        }
+    }
+
+    /// One datagram that arrived on upstream flow `flow` at `now`: backend plaintext to seal
+    /// (serve), the server's records (connect), or, for a waiting source, the server's
+    /// handshake datagram for control.
+    pub fn handle_flow_datagram(
+        &mut self,
+        now: Instant,
+        flow: FlowRef,
+        datagram: &mut [u8],
+        fx: &mut Effects,
+    ) {
+        let mut out = self.ctx.out(fx);
+        match flow {
+            FlowRef::Session(id) => {
+                relay::handle_flow_datagram(&mut self.table, id, &mut out, now, datagram);
+            }
+            FlowRef::Pending(token) => {
+                out.tally.upstream_datagrams_in += 1;
+                out.tally.upstream_bytes_in += datagram.len() as u64;
+                if let Some(peer) = self.pending.peer_of(token) {
+                    out.forward(peer, datagram);
+                }
+            }
+        }
+    }
+
+    /// A receive error on upstream flow `flow` (e.g. ECONNREFUSED after an ICMP port
+    /// unreachable): counted; the flow stays usable.
+    pub fn flow_receive_failed(&mut self) {
+        self.ctx.tally.upstream_recv_errors += 1;
+    }
+
+    /// One of control's commands, at `now`.
+    pub fn handle_command(
+        &mut self,
+        now: Instant,
+        command: ShardCommand,
+        fx: &mut Effects,
+        flows: &mut impl OpenFlow<F>,
+    ) {
+        self.ctx.tally.commands += 1;
+        match command {
+            ShardCommand::InstallKeys {
+                peer,
+                read,
+                write,
+                heartbeat,
+            } => self.install(now, peer, (read, write, heartbeat), fx, flows),
+            ShardCommand::Close { peer, reason } => {
+                if let Some(p) = self.pending.remove(&peer) {
+                    self.ctx.tally.drop_pending += p.queued.len() as u64;
+                    self.retired_pending.push((p.token, p.flow));
+                }
+                self.early.take(&peer);
+                let mut out = self.ctx.out(fx);
+                if let Some(mut session) = self.table.remove(&peer) {
+                    send_close_notify(&mut session, &mut out);
+                    out.tally.sessions_closed += 1;
+                    out.report(ControlInbound::SessionClosed {
+                        peer,
+                        reason: CloseReason::Closed(reason),
+                        stats: session.counters,
+                    });
+                    self.table.retire(session);
+                }
+            }
+            ShardCommand::ExpectKeys { peer } => self.early.note(peer, now),
+            ShardCommand::Transmit { peer, datagram } => {
+                let mut out = self.ctx.out(fx);
+                transmit(&self.table, &self.pending, &mut out, peer, &datagram);
+                self.refusals.after_transmit(peer, &mut out);
+            }
+        }
+    }
+
+    /// End of a turn's commands: alerts owed to refused peers whose flight did not come.
+    pub fn end_commands(&mut self, fx: &mut Effects) {
+        let mut out = self.ctx.out(fx);
+        self.refusals.end_turn(&mut out);
+    }
+
+    /// The sweep, when due at `now` (every [`ShardConfig::sweep_interval`]): waiting sources
+    /// and parked records past their age, keepalive probes, idle sessions. Returns when it
+    /// is next due.
+    pub fn handle_timeout(&mut self, now: Instant, fx: &mut Effects) -> Instant {
+        if let Some(at) = self.next_sweep
+            && now < at
+        {
+            return at;
+        }
+        self.sweep(now, fx);
+        let next = now + self.config.sweep_interval;
+        self.next_sweep = Some(next);
+        next
+    }
+
+    /// The driver could not register `flow` with its poller: its session (or waiting
+    /// source) is dropped, as when the flow could not be opened.
+    pub fn abandon_flow(&mut self, flow: FlowRef, error: io::ErrorKind, fx: &mut Effects) {
+        match flow {
+            FlowRef::Session(id) => {
+                let Some(peer) = self.table.session(id).map(|s| s.peer) else {
+                    return;
+                };
+                if let Some(session) = self.table.remove(&peer) {
+                    self.ctx.tally.install_failed += 1;
+                    let mut out = self.ctx.out(fx);
+                    out.report(ControlInbound::SessionClosed {
+                        peer,
+                        reason: CloseReason::Rejected(InstallError::Upstream(error)),
+                        stats: session.counters,
+                    });
+                }
+            }
+            FlowRef::Pending(token) => {
+                if let Some(peer) = self.pending.peer_of(token)
+                    && let Some(p) = self.pending.remove(&peer)
+                {
+                    self.ctx.tally.drop_pending += p.queued.len() as u64;
+                }
+            }
+        }
+    }
+
+    /// Hands each send staged for upstream flows to `send` (the driver's socket send: one
+    /// datagram, or a GSO run cut into `segment`-byte datagrams), counts the outcome, and
+    /// then drops the flows of sessions closed since the last call.
+    pub fn flush_flows(
+        &mut self,
+        fx: &mut Effects,
+        mut send: impl FnMut(&F, &[u8], Option<u16>) -> io::Result<usize>,
+    ) {
+        let this = &*self;
+        let (mut datagrams, mut bytes, mut gso_sends, mut errors) = (0u64, 0u64, 0u64, 0u64);
+        fx.flows.drain(|s| {
+            let sent = this
+                .flow(FlowRef::from_token(s.flow))
+                .map(|flow| send(flow, s.payload, s.segment));
+            match sent {
+                Some(Ok(_)) => {
+                    datagrams += s.datagrams as u64;
+                    bytes += s.payload.len() as u64;
+                    gso_sends += u64::from(s.segment.is_some());
+                }
+                Some(Err(_)) | None => errors += s.datagrams as u64,
+            }
+        });
+        let tally = &mut self.ctx.tally;
+        tally.upstream_datagrams_out += datagrams;
+        tally.upstream_bytes_out += bytes;
+        tally.upstream_gso_sends += gso_sends;
+        tally.upstream_send_errors += errors;
+        self.table.clear_retired();
+        self.retired_pending.clear();
+    }
+
+    fn install(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        keys: (ReadKeys, WriteKeys, HeartbeatPolicy),
+        fx: &mut Effects,
+        flows: &mut impl OpenFlow<F>,
+    ) {
+        match self.try_install(now, peer, keys, fx, flows) {
+            Ok(queued) => {
+                self.flush_queued(peer, queued, fx);
+                self.replay_early(now, peer, fx);
+            }
+            Err(e) => {
+                if let Some(p) = self.pending.remove(&peer) {
+                    self.ctx.tally.drop_pending += p.queued.len() as u64;
+                    self.retired_pending.push((p.token, p.flow));
+                }
+                self.ctx.tally.install_failed += 1;
+                self.early.take(&peer);
+                let mut out = self.ctx.out(fx);
+                out.report(ControlInbound::SessionClosed {
+                    peer,
+                    reason: CloseReason::Rejected(e),
+                    stats: Default::default(),
+                });
+            }
+        }
+    }
+
+    fn try_install(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        (read, write, heartbeat): (ReadKeys, WriteKeys, HeartbeatPolicy),
+        fx: &mut Effects,
+        flows: &mut impl OpenFlow<F>,
+    ) -> Result<Vec<Vec<u8>>, InstallError> {
+        // RFC 6347 §4.1: epoch 0 is the initial null-protection state; keys start at 1.
+        if read.epoch == 0 || write.epoch == 0 {
+            return Err(InstallError::EpochZero);
+        }
+        let window = ReplayWindow::try_new(read.replay_window)?;
+        let opener = Opener::new(read.epoch, read.key, window);
+        let sealer = Sealer::new(write.epoch, write.key, write.next_seq)?;
+        if let Some(session) = self.table.find_mut(&peer) {
+            session.rekey(opener, sealer);
+            session.heartbeat = heartbeat;
+            self.ctx.tally.sessions_rekeyed += 1;
+            return Ok(Vec::new());
+        }
+        if self.table.len() >= self.table.capacity() {
+            return Err(InstallError::TableFull {
+                capacity: self.table.capacity(),
+            });
+        }
+        let (flow, queued, waited_as) = match self.config.mode {
+            RelayMode::Serve => match flows.open_flow() {
+                Ok(flow) => (flow, Vec::new(), None),
+                Err(e) => {
+                    let mut out = self.ctx.out(fx);
+                    return Err(self.refusals.refuse(peer, sealer, &e, &mut out));
+                }
+            },
+            // The handshake ran over the source's own flow: the server knows its port.
+            RelayMode::Connect => match self.pending.remove(&peer) {
+                Some(p) => (p.flow, p.queued, Some(p.token)),
+                None => return Err(InstallError::Upstream(io::ErrorKind::NotFound)),
+            },
+        };
+        let mut session = Session::new(peer, opener, sealer, flow, now);
+        session.heartbeat = heartbeat;
+        let capacity = self.table.capacity();
+        let (id, _) = self
+            .table
+            .insert(session)
+            .map_err(|_| InstallError::TableFull { capacity })?;
+        if let Some(token) = waited_as {
+            // Handshake datagrams staged for the waiting source go out on the same flow.
+            fx.flows.retarget(token, id.to_token());
+        }
+        fx.opened.push(FlowRef::Session(id));
+        self.ctx.tally.sessions_installed += 1;
+        Ok(queued)
+    }
+
+    /// Serve mode: opens the records the peer sent before its keys were installed.
+    fn replay_early(&mut self, now: Instant, peer: SocketAddr, fx: &mut Effects) {
+        let parked = self.early.take(&peer);
+        let Some(id) = self.table.lookup(&peer) else {
+            return;
+        };
+        let mut out = self.ctx.out(fx);
+        for mut datagram in parked {
+            out.tally.early_replayed += 1;
+            relay::handle_protected(&mut self.table, id, &mut out, now, &mut datagram);
+        }
+    }
+
+    /// Connect mode: seals what the source sent while its handshake ran (empty in serve
+    /// mode).
+    fn flush_queued(&mut self, peer: SocketAddr, queued: Vec<Vec<u8>>, fx: &mut Effects) {
+        let Some(id) = self.table.lookup(&peer) else {
+            return;
+        };
+        let mut out = self.ctx.out(fx);
+        for plaintext in queued {
+            if let Some(session) = self.table.session_mut(id) {
+                relay::seal_record(session, &mut out, ContentType::ApplicationData, &plaintext);
+            }
+        }
+    }
+
+    /// Keepalive (RFC 6520 §3): a peer silent for `interval` gets a HeartbeatRequest; an
+    /// unanswered one is resent with the same payload each `interval` while the peer stays
+    /// silent, and after [`KEEPALIVE_PROBES`] sends the session is closed. At most one
+    /// request is in flight per session.
+    fn keepalive(&mut self, now: Instant, interval: Duration, fx: &mut Effects) {
+        let mut out = self.ctx.out(fx);
+        for index in 0..self.table.capacity() {
+            let Some((_, session)) = self.table.slot_mut(index) else {
+                continue;
+            };
+            if !session.heartbeat.probe
+                || now.saturating_duration_since(session.last_peer_activity) < interval
+            {
+                continue;
+            }
+            let payload = match session.probe {
+                None => {
+                    session.next_probe = session.next_probe.wrapping_add(1);
+                    session.probe = Some(Probe {
+                        payload: session.next_probe,
+                        sent: 0,
+                        at: now,
+                    });
+                    session.next_probe
+                }
+                Some(p) if now.saturating_duration_since(p.at) < interval => continue,
+                Some(p) if p.sent >= KEEPALIVE_PROBES => {
+                    let peer = session.peer;
+                    if let Some(mut session) = self.table.remove(&peer) {
+                        send_close_notify(&mut session, &mut out);
+                        out.tally.sessions_keepalive_timeout += 1;
+                        out.report(ControlInbound::SessionClosed {
+                            peer,
+                            reason: CloseReason::KeepaliveTimeout,
+                            stats: session.counters,
+                        });
+                        self.table.retire(session);
+                    }
+                    continue;
+                }
+                Some(p) => p.payload,
+            };
+            if let Some(p) = &mut session.probe {
+                p.sent += 1;
+                p.at = now;
+            }
+            relay::send_heartbeat_request(session, &mut out, payload);
+        }
+    }
+
+    fn sweep(&mut self, now: Instant, fx: &mut Effects) {
+        self.ctx.tally.drop_pending += self.pending.expire(now) as u64;
+        self.ctx.tally.drop_unknown_session += self.early.expire(now) as u64;
+        if let Some(interval) = self.config.keepalive {
+            self.keepalive(now, interval, fx);
+        }
+        let mut out = self.ctx.out(fx);
+        self.table
+            .expire_idle(now, self.config.idle_timeout, |session| {
+                send_close_notify(session, &mut out);
+                out.tally.sessions_expired += 1;
+                out.report(ControlInbound::SessionClosed {
+                    peer: session.peer,
+                    reason: CloseReason::IdleTimeout,
+                    stats: session.counters,
+                });
+            });
+    }
+}
+
+/// RFC 5246 §7.2.1: close_notify before closing the write side.
+fn send_close_notify<F>(session: &mut Session<F>, out: &mut Out<'_>) {
+    relay::seal_record(
+        session,
+        out,
+        ContentType::Alert,
+        &Alert::close_notify().to_bytes(),
+    );
+}
+
+/// A handshake datagram from control: to the peer on the shard socket (serve), or to the
+/// server on the source's upstream flow (connect).
+fn transmit<F>(
+    table: &SessionTable<F>,
+    pending: &PendingTable<F>,
+    out: &mut Out<'_>,
+    peer: SocketAddr,
+    datagram: &[u8],
+) {
+    match out.mode {
+        RelayMode::Serve => {
+            if out.tx.push(peer, datagram).is_ok() {
+                out.tally.datagrams_out += 1;
+                out.tally.bytes_out += datagram.len() as u64;
+            } else {
+                out.tally.drop_tx_full += 1;
+            }
+        }
+        RelayMode::Connect => {
+            let flow = pending
+                .get(&peer)
+                .map(|p| p.token)
+                .or_else(|| table.lookup(&peer).map(SlotId::to_token));
+            match flow {
+                Some(flow) if out.flows.push(flow, datagram) => {}
+                Some(_) => out.tally.upstream_send_errors += 1,
+                None => out.tally.drop_unknown_session += 1,
+            }
+        }
+    }
+}
+
+/// Connect mode: one plaintext datagram from local `source`: sealed to the server when the
+/// source has a session, queued while its handshake runs, or the start of one.
+fn handle_local<F>(
+    table: &mut SessionTable<F>,
+    pending: &mut PendingTable<F>,
+    out: &mut Out<'_>,
+    flows: &mut impl OpenFlow<F>,
+    now: Instant,
+    source: SocketAddr,
+    plaintext: &mut [u8],
+) {
+    out.tally.datagrams_in += 1;
+    out.tally.bytes_in += plaintext.len() as u64;
+    if let Some(session) = table.find_mut(&source) {
+        session.last_activity = now;
+        relay::seal_record(session, out, ContentType::ApplicationData, plaintext);
+        return;
+    }
+    if pending.get(&source).is_some() {
+        if !pending.queue(&source, plaintext) {
+            out.tally.drop_pending += 1;
+        }
+        return;
+    }
+    if pending.is_full() || table.len() + pending.len() >= table.capacity() {
+        out.tally.drop_pending += 1;
+        return;
+    }
+    let flow = match flows.open_flow() {
+        Ok(flow) => flow,
+        Err(e) => return refuse::refuse_source(&e, out.tally),
+    };
+    let token = pending.next_token();
+    pending.insert(source, Pending::new(flow, token, now));
+    out.opened.push(FlowRef::Pending(token));
+    if !pending.queue(&source, plaintext) {
+        out.tally.drop_pending += 1;
+    }
+    out.tally.handshakes_requested += 1;
+    out.report(ControlInbound::Open { peer: source });
+}

@@ -1,0 +1,632 @@
+//! The shard core in memory: no sockets, no poller, a virtual clock. Each test drives
+//! [`ShardCore`] through its public calls and checks what it wrote into its output batches,
+//! what it told control and what it counted.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dataplane::record::{Aead, ContentType, DTLS_1_2, Opener, RecordKey, ReplayWindow, Sealer};
+use dtls_shard::{
+    CloseReason, ControlInbound, Effects, FlowRef, HeartbeatPolicy, InstallError, OpenFlow,
+    ReadKeys, RelayMode, ShardCommand, ShardConfig, ShardCore, ShardCounters, ShardQueues,
+    ShardStats, WriteKeys,
+};
+
+fn key(seed: u8) -> RecordKey {
+    RecordKey::new(Aead::Aes128Gcm, &[seed; 16], &[seed ^ 0x5a; 4]).expect("valid key sizes")
+}
+
+/// Upstream flows are plain numbers here; `fail` makes the next opens fail with that errno.
+#[derive(Debug, Default)]
+struct Flows {
+    opened: u32,
+    fail: Option<i32>,
+}
+
+impl OpenFlow<u32> for Flows {
+    fn open_flow(&mut self) -> io::Result<u32> {
+        if let Some(errno) = self.fail {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        self.opened += 1;
+        Ok(self.opened)
+    }
+}
+
+/// The far end of one session: the DTLS peer (serve) or server (connect), with the record
+/// state matching the keys [`Peer::install`] gives the core.
+struct Peer {
+    addr: SocketAddr,
+    sealer: Sealer,
+    opener: Opener,
+    seed: u8,
+}
+
+impl Peer {
+    fn new(n: u8) -> Self {
+        let seed = n.wrapping_mul(2);
+        Self {
+            addr: SocketAddr::from(([192, 0, 2, n], 4000 + u16::from(n))),
+            sealer: Sealer::new(1, key(seed), 0).expect("sealer"),
+            opener: Opener::new(1, key(seed.wrapping_add(1)), ReplayWindow::new(128)),
+            seed,
+        }
+    }
+
+    fn install(&self, heartbeat: HeartbeatPolicy) -> ShardCommand {
+        ShardCommand::InstallKeys {
+            peer: self.addr,
+            read: ReadKeys {
+                epoch: 1,
+                key: key(self.seed),
+                replay_window: 128,
+            },
+            write: WriteKeys {
+                epoch: 1,
+                key: key(self.seed.wrapping_add(1)),
+                next_seq: 0,
+            },
+            heartbeat,
+        }
+    }
+
+    fn seal_as(&mut self, content_type: ContentType, plaintext: &[u8]) -> Vec<u8> {
+        let mut record = vec![0; self.sealer.record_len(plaintext.len())];
+        let at = self.sealer.plaintext_offset();
+        record[at..at + plaintext.len()].copy_from_slice(plaintext);
+        let n = self
+            .sealer
+            .seal(content_type, DTLS_1_2, &mut record, plaintext.len())
+            .expect("seal");
+        record.truncate(n);
+        record
+    }
+
+    fn seal(&mut self, plaintext: &[u8]) -> Vec<u8> {
+        self.seal_as(ContentType::ApplicationData, plaintext)
+    }
+
+    fn open(&mut self, mut record: Vec<u8>) -> (ContentType, Vec<u8>) {
+        let opened = self
+            .opener
+            .open(&mut record)
+            .expect("the core's record opens");
+        (opened.content_type, opened.plaintext.to_vec())
+    }
+}
+
+const BOTH_WAYS: HeartbeatPolicy = HeartbeatPolicy {
+    answer: true,
+    probe: true,
+};
+
+/// A core, its output batches and a virtual clock.
+struct Harness {
+    core: ShardCore<u32>,
+    fx: Effects,
+    flows: Flows,
+    counters: ShardCounters,
+    t0: Instant,
+}
+
+impl Harness {
+    fn new(mode: RelayMode, tune: impl FnOnce(&mut ShardConfig)) -> Self {
+        let mut config = ShardConfig::with_mode(mode, SocketAddr::from(([192, 0, 2, 200], 9)));
+        tune(&mut config);
+        let queues = Arc::new(ShardQueues::new(64, 64));
+        Self {
+            core: ShardCore::new(queues, config, 7),
+            fx: Effects::new(64, 1472, false),
+            flows: Flows::default(),
+            counters: ShardCounters::default(),
+            t0: Instant::now(),
+        }
+    }
+
+    fn serve() -> Self {
+        Self::new(RelayMode::Serve, |_| {})
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.t0 + Duration::from_millis(ms)
+    }
+
+    fn command(&mut self, ms: u64, command: ShardCommand) {
+        let now = self.at(ms);
+        self.core
+            .handle_command(now, command, &mut self.fx, &mut self.flows);
+        self.core.end_commands(&mut self.fx);
+    }
+
+    fn datagram(&mut self, ms: u64, from: SocketAddr, datagram: &[u8]) {
+        let now = self.at(ms);
+        let mut datagram = datagram.to_vec();
+        self.core
+            .handle_datagram(now, from, &mut datagram, &mut self.fx, &mut self.flows);
+    }
+
+    fn on_flow(&mut self, ms: u64, flow: FlowRef, datagram: &[u8]) {
+        let now = self.at(ms);
+        let mut datagram = datagram.to_vec();
+        self.core
+            .handle_flow_datagram(now, flow, &mut datagram, &mut self.fx);
+    }
+
+    /// The datagrams queued on the shard socket since the last call, by destination.
+    fn net(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+        let sent = self
+            .fx
+            .net
+            .sends()
+            .map(|s| (s.destination, s.payload.to_vec()))
+            .collect();
+        self.fx.net.clear();
+        sent
+    }
+
+    /// The datagrams the core staged for upstream flows since the last call, each with its
+    /// flow, as the driver would send them.
+    fn upstream(&mut self) -> Vec<(u32, Vec<u8>)> {
+        let mut sent = Vec::new();
+        self.core
+            .flush_flows(&mut self.fx, |flow, payload, segment| {
+                assert!(segment.is_none(), "no GSO in these effects");
+                sent.push((*flow, payload.to_vec()));
+                Ok(payload.len())
+            });
+        sent
+    }
+
+    /// What the core told control since the last call.
+    fn inbound(&mut self) -> Vec<ControlInbound> {
+        self.core.pump();
+        std::iter::from_fn(|| self.core.queues().poll_inbound()).collect()
+    }
+
+    fn stats(&mut self) -> ShardStats {
+        self.core.publish(&self.counters);
+        self.counters.snapshot()
+    }
+
+    /// The flow of `peer`'s session.
+    fn flow_of(&self, peer: SocketAddr) -> FlowRef {
+        let id = self.core.sessions().lookup(&peer).expect("a session");
+        FlowRef::Session(id)
+    }
+}
+
+#[test]
+fn serve_relays_both_ways_in_memory() {
+    let mut h = Harness::serve();
+    let mut peer = Peer::new(1);
+    h.command(0, peer.install(BOTH_WAYS));
+    assert_eq!(h.fx.opened.len(), 1, "the session's flow is opened");
+    let flow = h.flow_of(peer.addr);
+    assert_eq!(h.fx.opened[0], flow);
+
+    let record = peer.seal(b"to the backend");
+    h.datagram(1, peer.addr, &record);
+    assert_eq!(h.upstream(), vec![(1, b"to the backend".to_vec())]);
+
+    h.on_flow(2, flow, b"from the backend");
+    let net = h.net();
+    assert_eq!(net.len(), 1);
+    assert_eq!(net[0].0, peer.addr);
+    assert_eq!(
+        peer.open(net[0].1.clone()),
+        (ContentType::ApplicationData, b"from the backend".to_vec())
+    );
+    let s = h.stats();
+    assert_eq!((s.records_opened, s.records_sealed), (1, 1));
+    assert_eq!((s.upstream_datagrams_out, s.upstream_datagrams_in), (1, 1));
+    assert_eq!(s.sessions_active, 1);
+    let session = h.core.sessions().find(&peer.addr).expect("session");
+    assert_eq!(session.counters.plaintext_in, 14);
+    assert_eq!(session.counters.plaintext_out, 16);
+}
+
+#[test]
+fn replayed_and_tampered_records_are_dropped_and_the_session_lives_on() {
+    let mut h = Harness::serve();
+    let mut peer = Peer::new(2);
+    h.command(0, peer.install(BOTH_WAYS));
+    let first = peer.seal(b"once");
+    h.datagram(1, peer.addr, &first);
+    h.datagram(2, peer.addr, &first);
+    let mut tampered = peer.seal(b"flipped");
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x01;
+    h.datagram(3, peer.addr, &tampered);
+    let after = peer.seal(b"still here");
+    h.datagram(4, peer.addr, &after);
+    let delivered: Vec<Vec<u8>> = h.upstream().into_iter().map(|(_, p)| p).collect();
+    assert_eq!(delivered, vec![b"once".to_vec(), b"still here".to_vec()]);
+    let s = h.stats();
+    assert_eq!((s.drop_replay, s.drop_bad_tag), (1, 1));
+    assert_eq!(s.sessions_active, 1);
+    assert!(h.inbound().is_empty(), "nothing for control");
+}
+
+#[test]
+fn early_records_wait_for_keys_only_for_peers_control_names() {
+    let mut h = Harness::serve();
+    let mut named = Peer::new(3);
+    let mut stranger = Peer::new(4);
+    h.command(0, ShardCommand::ExpectKeys { peer: named.addr });
+    let early = named.seal(b"first datagram of a resumed session");
+    h.datagram(1, named.addr, &early);
+    let spoofed = stranger.seal(b"nobody asked");
+    h.datagram(1, stranger.addr, &spoofed);
+    assert!(h.upstream().is_empty());
+    let s = h.stats();
+    assert_eq!((s.early_parked, s.drop_unknown_session), (1, 1));
+    assert!(s.early_bytes > 0);
+
+    h.command(2, named.install(BOTH_WAYS));
+    assert_eq!(
+        h.upstream(),
+        vec![(1, b"first datagram of a resumed session".to_vec())]
+    );
+    let s = h.stats();
+    assert_eq!((s.early_replayed, s.early_bytes), (1, 0));
+}
+
+#[test]
+fn handshake_datagrams_go_to_control_through_the_fair_stage() {
+    let mut h = Harness::serve();
+    let source = SocketAddr::from(([198, 51, 100, 1], 5000));
+    // An epoch-0 handshake record header (type 22, DTLS 1.2, epoch 0, seq 0, length 1).
+    let hello = [22, 254, 253, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1];
+    h.datagram(0, source, &hello);
+    let inbound = h.inbound();
+    assert_eq!(
+        inbound,
+        vec![ControlInbound::Handshake {
+            peer: source,
+            datagram: hello.to_vec()
+        }]
+    );
+    h.datagram(1, source, &[0xff; 3]);
+    assert_eq!(h.stats().drop_malformed, 1);
+}
+
+#[test]
+fn heartbeat_requests_are_answered_with_the_same_payload() {
+    let mut h = Harness::serve();
+    let mut peer = Peer::new(5);
+    h.command(0, peer.install(BOTH_WAYS));
+    // RFC 6520 §4: type 1 (request), payload_length 4, payload, 16 bytes of padding.
+    let mut request = vec![1, 0, 4, b'p', b'i', b'n', b'g'];
+    request.extend_from_slice(&[0xaa; 16]);
+    let record = peer.seal_as(ContentType::Heartbeat, &request);
+    h.datagram(1, peer.addr, &record);
+    let net = h.net();
+    assert_eq!(net.len(), 1);
+    let (content_type, response) = peer.open(net[0].1.clone());
+    assert_eq!(content_type, ContentType::Heartbeat);
+    assert_eq!(&response[..7], &[2, 0, 4, b'p', b'i', b'n', b'g']);
+    assert_eq!(response.len(), 7 + 16);
+    assert_eq!(h.stats().heartbeats_answered, 1);
+
+    // A lying payload_length is dropped silently (RFC 6520 §4).
+    let liar = peer.seal_as(ContentType::Heartbeat, &[1, 0xff, 0xff, 0, 0]);
+    h.datagram(2, peer.addr, &liar);
+    assert!(h.net().is_empty());
+    assert_eq!(h.stats().drop_heartbeat, 1);
+}
+
+#[test]
+fn keepalive_probes_a_silent_peer_and_closes_after_three_unanswered() {
+    let mut h = Harness::new(RelayMode::Serve, |c| {
+        c.keepalive = Some(Duration::from_secs(5));
+        c.sweep_interval = Duration::from_secs(1);
+    });
+    let mut peer = Peer::new(6);
+    h.command(0, peer.install(BOTH_WAYS));
+    let mut probes = 0;
+    for second in 1..=25u64 {
+        let now = h.at(second * 1000);
+        h.core.handle_timeout(now, &mut h.fx);
+        for (to, datagram) in h.net() {
+            assert_eq!(to, peer.addr);
+            let (content_type, message) = peer.open(datagram);
+            match content_type {
+                ContentType::Heartbeat => {
+                    assert_eq!(message[0], 1, "a HeartbeatRequest");
+                    probes += 1;
+                }
+                ContentType::Alert => assert_eq!(message, [1, 0], "close_notify"),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!(probes, 3);
+    let closed = h.inbound();
+    assert!(
+        matches!(
+            closed.as_slice(),
+            [ControlInbound::SessionClosed {
+                reason: CloseReason::KeepaliveTimeout,
+                ..
+            }]
+        ),
+        "{closed:?}"
+    );
+    let s = h.stats();
+    assert_eq!((s.keepalive_sent, s.sessions_keepalive_timeout), (3, 1));
+    assert_eq!(s.sessions_active, 0);
+}
+
+#[test]
+fn an_answered_probe_keeps_the_session() {
+    let mut h = Harness::new(RelayMode::Serve, |c| {
+        c.keepalive = Some(Duration::from_secs(5));
+    });
+    let mut peer = Peer::new(7);
+    h.command(0, peer.install(BOTH_WAYS));
+    h.core.handle_timeout(h.at(6_000), &mut h.fx);
+    let net = h.net();
+    let (_, request) = peer.open(net[0].1.clone());
+    let mut response = request.clone();
+    response[0] = 2;
+    let record = peer.seal_as(ContentType::Heartbeat, &response);
+    h.datagram(6_100, peer.addr, &record);
+    assert_eq!(h.stats().keepalive_answered, 1);
+    for second in 7..=30u64 {
+        // The peer keeps talking: no more probes and no close.
+        let record = peer.seal(b"alive");
+        h.datagram(second * 1000, peer.addr, &record);
+        h.core.handle_timeout(h.at(second * 1000 + 1), &mut h.fx);
+    }
+    assert_eq!(h.stats().keepalive_sent, 1);
+    assert_eq!(h.stats().sessions_active, 1);
+}
+
+#[test]
+fn close_notify_is_answered_and_data_before_it_still_reaches_the_backend() {
+    let mut h = Harness::serve();
+    let mut peer = Peer::new(8);
+    h.command(0, peer.install(BOTH_WAYS));
+    // One datagram: data, then close_notify.
+    let mut datagram = peer.seal(b"last words");
+    datagram.extend(peer.seal_as(ContentType::Alert, &[1, 0]));
+    h.datagram(1, peer.addr, &datagram);
+    assert_eq!(h.core.sessions().len(), 0, "the session is gone");
+    // Its flow is retired, not dropped: the staged plaintext still goes out on it.
+    assert_eq!(h.upstream(), vec![(1, b"last words".to_vec())]);
+    let net = h.net();
+    assert_eq!(net.len(), 1);
+    assert_eq!(
+        peer.open(net[0].1.clone()),
+        (ContentType::Alert, vec![1, 0])
+    );
+    let inbound = h.inbound();
+    assert!(
+        matches!(
+            inbound.as_slice(),
+            [ControlInbound::SessionClosed {
+                reason: CloseReason::CloseNotify,
+                stats,
+                ..
+            }] if stats.plaintext_in == 10
+        ),
+        "{inbound:?}"
+    );
+    // After the drain the retired flow is dropped.
+    assert!(
+        h.core
+            .flow(FlowRef::Session(match h.fx.opened[0] {
+                FlowRef::Session(id) => id,
+                other => panic!("{other:?}"),
+            }))
+            .is_none()
+    );
+}
+
+#[test]
+fn idle_sessions_expire_on_the_virtual_clock() {
+    let mut h = Harness::new(RelayMode::Serve, |c| {
+        c.idle_timeout = Duration::from_secs(30);
+    });
+    let mut quiet = Peer::new(9);
+    let mut busy = Peer::new(10);
+    h.command(0, quiet.install(BOTH_WAYS));
+    h.command(0, busy.install(BOTH_WAYS));
+    let record = busy.seal(b"hi");
+    h.datagram(20_000, busy.addr, &record);
+    h.core.handle_timeout(h.at(29_999), &mut h.fx);
+    assert_eq!(h.core.sessions().len(), 2);
+    h.core.handle_timeout(h.at(31_000), &mut h.fx);
+    assert_eq!(h.core.sessions().len(), 1);
+    assert!(h.core.sessions().lookup(&busy.addr).is_some());
+    let net = h.net();
+    assert_eq!(net.len(), 1);
+    assert_eq!(net[0].0, quiet.addr);
+    assert_eq!(
+        quiet.open(net[0].1.clone()),
+        (ContentType::Alert, vec![1, 0])
+    );
+    assert!(matches!(
+        h.inbound().as_slice(),
+        [ControlInbound::SessionClosed { peer, reason: CloseReason::IdleTimeout, .. }]
+            if *peer == quiet.addr
+    ));
+    assert_eq!(h.stats().sessions_expired, 1);
+}
+
+#[test]
+fn a_full_table_refuses_and_an_innocent_session_keeps_working() {
+    let mut h = Harness::new(RelayMode::Serve, |c| c.max_sessions = 1);
+    let mut first = Peer::new(11);
+    let second = Peer::new(12);
+    h.command(0, first.install(BOTH_WAYS));
+    h.command(1, second.install(BOTH_WAYS));
+    assert!(matches!(
+        h.inbound().as_slice(),
+        [ControlInbound::SessionClosed {
+            reason: CloseReason::Rejected(InstallError::TableFull { capacity: 1 }),
+            ..
+        }]
+    ));
+    let record = first.seal(b"unaffected");
+    h.datagram(2, first.addr, &record);
+    assert_eq!(h.upstream(), vec![(1, b"unaffected".to_vec())]);
+    assert_eq!(h.stats().install_failed, 1);
+}
+
+#[test]
+fn out_of_descriptors_refuses_with_an_alert_after_the_final_flight() {
+    let mut h = Harness::serve();
+    let mut peer = Peer::new(13);
+    h.flows.fail = Some(libc_emfile());
+    h.command(0, peer.install(BOTH_WAYS));
+    assert!(matches!(
+        h.inbound().as_slice(),
+        [ControlInbound::SessionClosed {
+            reason: CloseReason::Rejected(InstallError::OutOfDescriptors),
+            ..
+        }]
+    ));
+    assert!(h.net().is_empty(), "the alert waits for the final flight");
+    h.command(
+        1,
+        ShardCommand::Transmit {
+            peer: peer.addr,
+            datagram: b"final flight".to_vec(),
+        },
+    );
+    let net = h.net();
+    assert_eq!(net.len(), 2);
+    assert_eq!(net[0].1, b"final flight");
+    // RFC 5246 §7.2: fatal(2) internal_error(80).
+    assert_eq!(
+        peer.open(net[1].1.clone()),
+        (ContentType::Alert, vec![2, 80])
+    );
+    let s = h.stats();
+    assert_eq!((s.sessions_refused_descriptors, s.sessions_active), (1, 0));
+}
+
+/// EMFILE on Linux.
+fn libc_emfile() -> i32 {
+    24
+}
+
+#[test]
+fn connect_waits_for_the_handshake_then_seals_what_was_queued() {
+    let mut h = Harness::new(RelayMode::Connect, |_| {});
+    let mut server = Peer::new(14);
+    let source = SocketAddr::from(([127, 0, 0, 1], 6000));
+    h.datagram(0, source, b"queued one");
+    h.datagram(1, source, b"queued two");
+    let pending = match h.fx.opened.as_slice() {
+        [flow @ FlowRef::Pending(_)] => *flow,
+        other => panic!("one waiting flow, got {other:?}"),
+    };
+    h.fx.opened.clear();
+    assert_eq!(h.inbound(), vec![ControlInbound::Open { peer: source }]);
+
+    // Control's flight goes out on the waiting flow; the server's answer goes to control.
+    h.command(
+        2,
+        ShardCommand::Transmit {
+            peer: source,
+            datagram: b"client hello".to_vec(),
+        },
+    );
+    h.on_flow(3, pending, b"server hello");
+    assert_eq!(
+        h.inbound(),
+        vec![ControlInbound::Handshake {
+            peer: source,
+            datagram: b"server hello".to_vec()
+        }]
+    );
+    // Keys: the waiting flow becomes the session's, the handshake datagram staged before
+    // still goes out on it, then the queued plaintext, sealed.
+    h.command(4, server_install(&server, source));
+    let session = h.flow_of(source);
+    assert_eq!(h.fx.opened, vec![session]);
+    let sent = h.upstream();
+    assert_eq!(sent.len(), 3);
+    assert!(
+        sent.iter().all(|(flow, _)| *flow == 1),
+        "one flow: {sent:?}"
+    );
+    assert_eq!(sent[0].1, b"client hello");
+    assert_eq!(
+        server.open(sent[1].1.clone()),
+        (ContentType::ApplicationData, b"queued one".to_vec())
+    );
+    assert_eq!(
+        server.open(sent[2].1.clone()),
+        (ContentType::ApplicationData, b"queued two".to_vec())
+    );
+
+    // The server's record is opened and its plaintext goes to the local source.
+    let record = server.seal(b"reply");
+    h.on_flow(5, session, &record);
+    assert_eq!(h.net(), vec![(source, b"reply".to_vec())]);
+    let s = h.stats();
+    assert_eq!((s.handshakes_requested, s.sessions_installed), (1, 1));
+    assert_eq!(s.pending_bytes, 0);
+}
+
+/// Connect mode: the session of local `source` with `server`'s keys (the far end seals
+/// with the keys the core reads).
+fn server_install(server: &Peer, source: SocketAddr) -> ShardCommand {
+    match server.install(BOTH_WAYS) {
+        ShardCommand::InstallKeys {
+            read,
+            write,
+            heartbeat,
+            ..
+        } => ShardCommand::InstallKeys {
+            peer: source,
+            read,
+            write,
+            heartbeat,
+        },
+        other => other,
+    }
+}
+
+#[test]
+fn connect_refuses_a_source_without_a_flow_and_tries_again_later() {
+    let mut h = Harness::new(RelayMode::Connect, |_| {});
+    let source = SocketAddr::from(([127, 0, 0, 1], 6001));
+    h.flows.fail = Some(libc_emfile());
+    h.datagram(0, source, b"dropped");
+    assert!(h.fx.opened.is_empty());
+    assert!(h.inbound().is_empty());
+    let s = h.stats();
+    assert_eq!((s.drop_refused, s.sessions_refused_descriptors), (1, 1));
+    h.flows.fail = None;
+    h.datagram(1, source, b"second try");
+    assert_eq!(h.inbound(), vec![ControlInbound::Open { peer: source }]);
+}
+
+#[test]
+fn a_failed_handshake_still_sends_controls_last_datagram() {
+    let mut h = Harness::new(RelayMode::Connect, |_| {});
+    let source = SocketAddr::from(([127, 0, 0, 1], 6002));
+    h.datagram(0, source, b"hello?");
+    h.command(
+        1,
+        ShardCommand::Transmit {
+            peer: source,
+            datagram: b"fatal alert".to_vec(),
+        },
+    );
+    h.command(
+        1,
+        ShardCommand::Close {
+            peer: source,
+            reason: dtls_shard::CloseCause::HandshakeFailed,
+        },
+    );
+    assert_eq!(h.upstream(), vec![(1, b"fatal alert".to_vec())]);
+    assert_eq!(h.stats().drop_pending, 1);
+}
