@@ -7,11 +7,17 @@
 //! of one iteration alone.
 
 use std::hint::black_box;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 use dataplane::record::{
-    Aead, ContentType, DTLS_1_2, Opener, RecordKey, Records, RecordsMut, ReplayWindow, Replayed,
-    Sealer,
+    Aead, ContentType, DTLS_1_2, Opener, RecordKey, ReplayWindow, Replayed, Sealer,
+};
+use dtls_shard::{
+    Effects, FlowRef, HeartbeatPolicy, OpenFlow, ReadKeys, SessionId, ShardCommand, ShardConfig,
+    ShardCore, ShardQueues, WriteKeys,
 };
 
 /// Record protection of a workload.
@@ -55,7 +61,7 @@ enum Kind {
     Seal,
     /// `Opener::open` (replay check, AEAD open, window update) of one record sealed in setup.
     Open,
-    /// The shard's per-packet receive-and-reply path without sockets (see [`packet`]).
+    /// The shard core's per-packet receive-and-relay-back path (see [`packet`]).
     Packet,
     /// Replay-window check and update of six sequence numbers (see [`replay_window`]).
     Replay,
@@ -224,69 +230,75 @@ fn open(cipher: Cipher, size: usize, iters: u64, prepared: u64) -> Result<()> {
     Ok(())
 }
 
-/// The per-packet path of a shard, without sockets, session table or counters: what
-/// `dtls-shard`'s `handle_datagram` and `seal_to_peer` do to one datagram carrying one
-/// application-data record and to the reply it relays back:
+/// The per-packet path of a shard, measured on the real [`ShardCore`] (serve mode, one
+/// session): per iteration, [`ShardCore::handle_datagram`] of one datagram carrying one
+/// application-data record (the read-only scan, the session lookup by address, the epoch
+/// and content-type checks, the replay check, AEAD open in place, window update, counters,
+/// the plaintext staged for the session's upstream flow), [`ShardCore::flush_flows`]
+/// handing the staged plaintext to the driver's send (here: copied into the reply buffer,
+/// the backend echoing it), and [`ShardCore::handle_flow_datagram`] of the reply (sealed in
+/// place into the transmit batch), then the batch cleared as the driver's send would.
 ///
-/// 1. read-only walk of the datagram with [`Records`] (record count, whether any record is
-///    for control: epoch 0 or handshake, trailing bytes);
-/// 2. mutable walk with [`RecordsMut`], the epoch and content-type checks, and
-///    [`Opener::open`] of the record in place;
-/// 3. the reply: the sequence-space check, the plaintext copied into a transmit slot at the
-///    sealer's plaintext offset and [`Sealer::seal`]ed there (the backend echoing the
-///    payload).
-///
-/// Not covered: socket I/O (recvmmsg/io_uring, GSO/GRO), the session-table lookup by
-/// address, the upstream `send`, counters and the transmit-batch bookkeeping.
+/// Not covered: the system calls of the driver (recvmmsg/io_uring, the upstream `send`,
+/// epoll) and the per-turn work (command queue, counters published to the atomics).
 fn packet(cipher: Cipher, size: usize, iters: u64, prepared: u64) -> Result<()> {
     let (mut rx, record_len) = sealed_records(cipher, size, prepared)?;
-    let mut o = opener(cipher)?;
-    let mut reply_sealer = sealer(cipher)?;
-    let at = reply_sealer.plaintext_offset();
-    let mut tx = Slots::new(1, reply_sealer.record_len(size));
+    let peer = SocketAddr::from(([192, 0, 2, 1], 4433));
+    let backend = SocketAddr::from(([192, 0, 2, 2], 9));
+    // The core reads no clock: one instant for the whole run.
+    let now = Instant::now();
+    let config = ShardConfig::new(backend);
+    let mut core = ShardCore::<()>::new(Arc::new(ShardQueues::new(16, 16)), config, 1);
+    let mut fx = Effects::new(config.tx_batch, config.max_datagram, false);
+    let install = ShardCommand::InstallKeys {
+        session: SessionId::new(1),
+        peer,
+        read: ReadKeys {
+            epoch: 1,
+            key: cipher.key()?,
+            replay_window: ReplayWindow::DEFAULT_SIZE,
+        },
+        write: WriteKeys {
+            epoch: 1,
+            key: cipher.key()?,
+            next_seq: 0,
+        },
+        heartbeat: HeartbeatPolicy::default(),
+    };
+    core.handle_command(now, install, &mut fx, &mut UnitFlows);
+    let id = core.sessions().lookup(&peer).context("session installed")?;
+    let flow = FlowRef::Session(id);
+    fx.opened.clear();
+    let mut reply = vec![0u8; size];
     for i in 0..iters {
         let i = usize::try_from(i).context("iteration index")?;
         let datagram = &mut rx.slot(i)?[..record_len];
-        // 1. Scan.
-        let mut walk = Records::new(black_box(&*datagram));
-        let (mut records, mut for_control) = (0usize, false);
-        for r in walk.by_ref() {
-            records += 1;
-            for_control |=
-                r.header.epoch() == 0 || r.header.content_type() == ContentType::Handshake as u8;
-        }
-        ensure!(
-            records == 1 && !for_control && walk.dropped_bytes() == 0,
-            "scan: {records} records, for_control {for_control}"
-        );
-        // 2. Open.
-        let mut opened_len = 0;
-        for header in RecordsMut::new(datagram) {
-            let (epoch, content_type) = (header.epoch(), header.content_type());
-            if epoch != o.epoch() || content_type != ContentType::ApplicationData as u8 {
-                bail!("unexpected record: epoch {epoch}, type {content_type}");
-            }
-            let opened = o.open(header.into_inner())?;
-            // 3. Reply.
-            ensure!(
-                reply_sealer.sequences_left() > 0,
-                "sequence space exhausted"
-            );
-            let plaintext: &[u8] = opened.plaintext;
-            let len = plaintext.len();
-            let buf = tx.slot(0)?;
-            buf.get_mut(at..at + len)
-                .context("reply slot")?
-                .copy_from_slice(plaintext);
-            opened_len +=
-                reply_sealer.seal(ContentType::ApplicationData, DTLS_1_2, black_box(buf), len)?;
-        }
-        ensure!(
-            black_box(opened_len) == record_len,
-            "reply of {opened_len} bytes"
-        );
+        core.handle_datagram(now, peer, black_box(datagram), &mut fx, &mut UnitFlows);
+        let mut relayed = 0;
+        core.flush_flows(&mut fx, |_, payload, _| {
+            let dst = reply
+                .get_mut(..payload.len())
+                .ok_or_else(|| std::io::Error::other("reply longer than the record"))?;
+            dst.copy_from_slice(payload);
+            relayed = payload.len();
+            Ok(relayed)
+        });
+        ensure!(relayed == size, "relayed {relayed} bytes upstream");
+        core.handle_flow_datagram(now, flow, &mut reply[..relayed], &mut fx);
+        let sent: usize = fx.net.sends().map(|s| s.payload.len()).sum();
+        ensure!(black_box(sent) == record_len, "reply of {sent} bytes");
+        fx.net.clear();
     }
     Ok(())
+}
+
+/// Upstream flows of the packet workload: nothing (the workload plays the driver).
+struct UnitFlows;
+
+impl OpenFlow<()> for UnitFlows {
+    fn open_flow(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Per iteration, eight fresh sequence numbers `b..b+8` (`b = 1000 + 8i`) and the

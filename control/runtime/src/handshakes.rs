@@ -10,7 +10,7 @@ use dataplane::record::RecordKey;
 use dtls_crypto::pki_types::UnixTime;
 use dtls_proto::{AlertDescription, HeartbeatMode};
 use dtls_shard::{
-    CloseCause, CloseReason, ControlInbound, HeartbeatPolicy, ReadKeys, SessionCounters,
+    CloseCause, CloseReason, ControlInbound, HeartbeatPolicy, ReadKeys, SessionCounters, SessionId,
     ShardCommand, WriteKeys,
 };
 
@@ -35,24 +35,26 @@ impl ControlThread {
                 self.handle_handshake_datagram(now, wall, shard, peer, &datagram);
             }
             ControlInbound::SessionClosed {
+                session,
                 peer,
                 reason,
                 stats,
-            } => self.session_closed(now, peer, &reason, stats),
+            } => self.session_closed(now, session, peer, &reason, stats),
             ControlInbound::Open { peer } => self.open(now, shard, peer),
-            ControlInbound::AeadLimitReached { peer, .. } => {
+            ControlInbound::AeadLimitReached { session, .. } => {
                 // No rekeying in DTLS 1.2 here: RFC 9147 §4.5.3 allows closing instead.
                 ControlCounters::bump(&self.counters.aead_limits);
-                self.close_session(now, peer, CloseCause::AeadLimit);
+                self.close_session(now, session, CloseCause::AeadLimit);
             }
         }
     }
 
-    /// A shard removed `peer`'s session (on its own, or on our `Close`), or refused to
-    /// install it.
+    /// A shard removed session `id` (on its own, or on our `Close`), or refused to install
+    /// it; `peer` is its address when it ended.
     fn session_closed(
         &mut self,
         now: Instant,
+        id: SessionId,
         peer: SocketAddr,
         reason: &CloseReason,
         stats: SessionCounters,
@@ -60,17 +62,8 @@ impl ControlThread {
         ControlCounters::bump(&self.counters.sessions_closed);
         let session = match reason {
             // Control closed it: its entry left `installed` then.
-            CloseReason::Closed(_) => self.closing.remove(&peer).map(|(_, s)| s),
-            _ => {
-                let session = self.installed.remove(&peer);
-                if let Some(n) = session
-                    .as_ref()
-                    .and_then(|s| self.shard_sessions.get_mut(s.shard))
-                {
-                    *n = n.saturating_sub(1);
-                }
-                session
-            }
+            CloseReason::Closed(_) => self.closing.remove(&id).map(|(_, s)| s),
+            _ => self.forget_installed(id),
         };
         if matches!(reason, CloseReason::Rejected(_)) {
             ControlCounters::bump(&self.counters.install_failed);
@@ -126,13 +119,7 @@ impl ControlThread {
         }
         if self.half_open.len() >= self.settings.limits.max_half_open {
             self.refused(now, peer, Refusal::HalfOpenFull, false);
-            self.push(
-                shard,
-                ShardCommand::Close {
-                    peer,
-                    reason: CloseCause::HandshakeFailed,
-                },
-            );
+            self.push(shard, ShardCommand::Forget { peer });
             return;
         }
         let rng = (self.rng_factory)();
@@ -142,13 +129,7 @@ impl ControlThread {
             // The configuration was validated when the loop was built or reloaded.
             Err(_) => {
                 ControlCounters::bump(&self.counters.handshakes_failed_protocol);
-                self.push(
-                    shard,
-                    ShardCommand::Close {
-                        peer,
-                        reason: CloseCause::HandshakeFailed,
-                    },
-                );
+                self.push(shard, ShardCommand::Forget { peer });
             }
         }
     }
@@ -174,7 +155,7 @@ impl ControlThread {
     fn admit(&mut self, now: Instant, shard: usize, peer: SocketAddr) -> Result<(), Refusal> {
         let limits = self.settings.limits;
         // A peer with a session replaces it: no new room needed.
-        let new_session = !self.installed.contains_key(&peer);
+        let new_session = !self.by_peer.contains_key(&peer);
         let shard_sessions = self.shard_sessions.get(shard).copied().unwrap_or(0);
         if new_session && self.installed.len() >= limits.max_sessions {
             return Err(Refusal::MaxSessions);
@@ -457,13 +438,7 @@ impl ControlThread {
         }
         if failed_client {
             // The shard holds an upstream socket and queued plaintext for this source.
-            self.push(
-                shard,
-                ShardCommand::Close {
-                    peer,
-                    reason: CloseCause::HandshakeFailed,
-                },
-            );
+            self.push(shard, ShardCommand::Forget { peer });
         }
         if finished {
             self.remove_handshake(peer);
@@ -513,7 +488,17 @@ impl ControlThread {
         } else {
             (read.key, write.key)
         };
+        // A peer with a session keeps its handle: the shard replaces that session's keys.
+        let id = match self.by_peer.get(&peer) {
+            Some(id) => *id,
+            None => {
+                let id = SessionId::new(self.next_session);
+                self.next_session += 1;
+                id
+            }
+        };
         let command = ShardCommand::InstallKeys {
+            session: id,
             peer,
             read: ReadKeys {
                 epoch: read.epoch,
@@ -543,9 +528,11 @@ impl ControlThread {
                 handshake_time,
             },
         );
+        self.by_peer.insert(peer, id);
         let replaced = self.installed.insert(
-            peer,
+            id,
             Installed {
+                peer,
                 shard,
                 established: now,
                 identity: peer_identity,

@@ -50,7 +50,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use dtls_crypto::pki_types::UnixTime;
-use dtls_shard::{CloseCause, ShardCommand, ShardQueues};
+use dtls_shard::{CloseCause, SessionId, ShardCommand, ShardQueues};
 
 use self::limits::HalfOpen;
 pub use counters::{ControlCounters, ControlStats};
@@ -123,6 +123,8 @@ struct Handshake {
 /// A session whose keys went to a shard.
 #[derive(Debug)]
 struct Installed {
+    /// The peer's address (serve) or local source (connect) it was installed under.
+    peer: SocketAddr,
     shard: usize,
     established: Instant,
     identity: PeerIdentity,
@@ -181,11 +183,15 @@ pub struct ControlThread {
     /// No entry of `handshakes` has a deadline before this (it may be early, never late).
     next_timer: Option<Instant>,
     /// Sessions whose keys were handed to a shard and that control has not closed.
-    installed: HashMap<SocketAddr, Installed>,
+    installed: HashMap<SessionId, Installed>,
+    /// The installed session of each peer address.
+    by_peer: HashMap<SocketAddr, SessionId>,
+    /// The serial of the next session handle (never reused).
+    next_session: u64,
     /// Installed sessions per shard.
     shard_sessions: Vec<usize>,
     /// Sessions control closed, until their shard reports them (for the closing line).
-    closing: HashMap<SocketAddr, (Instant, Installed)>,
+    closing: HashMap<SessionId, (Instant, Installed)>,
     /// Where handshakes and sessions are reported.
     log: Box<dyn SessionLog>,
     /// Client mode: the last session ticket per local source, offered by its next handshake
@@ -273,6 +279,8 @@ impl ControlThread {
             half_open: HalfOpen::default(),
             next_timer: None,
             installed: HashMap::new(),
+            by_peer: HashMap::new(),
+            next_session: 1,
             shard_sessions,
             closing: HashMap::new(),
             log: Box::new(NoLog),
@@ -407,7 +415,7 @@ impl ControlThread {
             return;
         }
         let config = &self.config;
-        let revoked: Vec<SocketAddr> = self
+        let revoked: Vec<SessionId> = self
             .installed
             .iter()
             .filter(|(_, s)| match &s.identity {
@@ -419,44 +427,54 @@ impl ControlThread {
                 }
                 PeerIdentity::None => false,
             })
-            .map(|(peer, _)| *peer)
+            .map(|(id, _)| *id)
             .collect();
-        for peer in revoked {
+        for id in revoked {
             ControlCounters::bump(&self.counters.sessions_revoked);
-            self.close_session(now, peer, CloseCause::Revoked);
+            self.close_session(now, id, CloseCause::Revoked);
         }
     }
 
     /// Closes an installed session through its shard (close_notify); its report completes
     /// the session's closing line.
-    fn close_session(&mut self, now: Instant, peer: SocketAddr, cause: CloseCause) {
-        let Some(session) = self.installed.remove(&peer) else {
+    fn close_session(&mut self, now: Instant, id: SessionId, cause: CloseCause) {
+        let Some(session) = self.forget_installed(id) else {
             return;
         };
-        if let Some(n) = self.shard_sessions.get_mut(session.shard) {
-            *n = n.saturating_sub(1);
-        }
         let shard = session.shard;
-        self.closing.insert(peer, (now, session));
+        self.closing.insert(id, (now, session));
         self.push(
             shard,
             ShardCommand::Close {
-                peer,
+                session: id,
                 reason: cause,
             },
         );
+    }
+
+    /// Takes session `id` out of the installed sessions (and its shard's count).
+    fn forget_installed(&mut self, id: SessionId) -> Option<Installed> {
+        let session = self.installed.remove(&id)?;
+        if self.by_peer.get(&session.peer) == Some(&id) {
+            self.by_peer.remove(&session.peer);
+        }
+        if let Some(n) = self.shard_sessions.get_mut(session.shard) {
+            *n = n.saturating_sub(1);
+        }
+        Some(session)
     }
 
     /// Sends `Close` (close_notify, then removal) for every installed session, retrying a
     /// full queue up to [`RuntimeConfig::close_retries`] times. Returns how many were sent.
     pub fn close_all(&mut self) -> usize {
         let mut sent = 0;
-        for (peer, session) in std::mem::take(&mut self.installed) {
+        self.by_peer.clear();
+        for (id, session) in std::mem::take(&mut self.installed) {
             let Some(queues) = self.shards.get(session.shard) else {
                 continue;
             };
             let mut command = ShardCommand::Close {
-                peer,
+                session: id,
                 reason: CloseCause::Shutdown,
             };
             for attempt in 0..=self.settings.close_retries {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use dtls_crypto::SeededRng;
 use dtls_shard::{
-    CloseCause, CloseReason, ControlInbound, SessionCounters, ShardCommand, ShardQueues,
+    CloseCause, CloseReason, ControlInbound, SessionCounters, SessionId, ShardCommand, ShardQueues,
 };
 
 use super::{ControlThread, Limits, RuntimeConfig};
@@ -97,6 +97,7 @@ fn commands_to_client(
             }
             ShardCommand::ExpectKeys { .. } => {}
             ShardCommand::Close { .. } => panic!("unexpected Close"),
+            ShardCommand::Forget { .. } => panic!("unexpected Forget"),
         }
     }
     order
@@ -166,7 +167,8 @@ fn handshake_completes_and_keys_precede_the_final_flight() {
     assert_eq!(ctl.close_all(), 1);
     assert!(matches!(
         q.poll_command(),
-        Some(ShardCommand::Close { peer: p, reason: CloseCause::Shutdown }) if p == peer
+        Some(ShardCommand::Close { session, reason: CloseCause::Shutdown })
+            if session == SessionId::new(1)
     ));
 }
 
@@ -293,8 +295,9 @@ fn a_handshake_past_the_session_cap_is_refused_with_an_alert_before_any_flight()
     let stats = ctl.counters().snapshot();
     assert_eq!(stats.sessions_refused, 1);
     assert_eq!(stats.handshakes_started, 1);
-    // Once the session closes, a newcomer fits again.
+    // Once the session closes, a newcomer fits again. (Handles count from 1.)
     q.push_inbound(ControlInbound::SessionClosed {
+        session: SessionId::new(1),
         peer: addr("10.0.0.1:1"),
         reason: CloseReason::CloseNotify,
         stats: SessionCounters::default(),
@@ -384,6 +387,7 @@ fn session_closed_forgets_the_session_and_garbage_is_counted() {
     })
     .expect("room");
     q.push_inbound(ControlInbound::SessionClosed {
+        session: SessionId::new(99),
         peer,
         reason: dtls_shard::CloseReason::IdleTimeout,
         stats: SessionCounters::default(),

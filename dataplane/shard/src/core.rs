@@ -41,7 +41,7 @@ use crate::fair::FairForward;
 use crate::flows::FlowTx;
 use crate::pending::{PENDING_TOKEN_BIT, Pending, PendingTable};
 use crate::queue::{
-    CloseReason, ControlInbound, HeartbeatPolicy, InstallError, ReadKeys, ShardCommand,
+    CloseReason, ControlInbound, HeartbeatPolicy, InstallError, ReadKeys, SessionId, ShardCommand,
     ShardQueues, WriteKeys,
 };
 use crate::refuse::{self, Refusals};
@@ -313,28 +313,36 @@ impl<F> ShardCore<F> {
         self.ctx.tally.commands += 1;
         match command {
             ShardCommand::InstallKeys {
+                session,
                 peer,
                 read,
                 write,
                 heartbeat,
-            } => self.install(now, peer, (read, write, heartbeat), fx, flows),
-            ShardCommand::Close { peer, reason } => {
-                if let Some(p) = self.pending.remove(&peer) {
-                    self.ctx.tally.drop_pending += p.queued.len() as u64;
-                    self.retired_pending.push((p.token, p.flow));
-                }
-                self.early.take(&peer);
+            } => self.install(now, session, peer, (read, write, heartbeat), fx, flows),
+            ShardCommand::Close { session, reason } => {
+                let Some(id) = self.table.lookup_handle(session) else {
+                    return; // gone already: its SessionClosed is on its way
+                };
                 let mut out = self.ctx.out(fx);
-                if let Some(mut session) = self.table.remove(&peer) {
+                if let Some(mut session) = self.table.remove_id(id) {
+                    self.early.take(&session.peer);
                     send_close_notify(&mut session, &mut out);
                     out.tally.sessions_closed += 1;
                     out.report(ControlInbound::SessionClosed {
-                        peer,
+                        session: session.handle,
+                        peer: session.peer,
                         reason: CloseReason::Closed(reason),
                         stats: session.counters,
                     });
                     self.table.retire(session);
                 }
+            }
+            ShardCommand::Forget { peer } => {
+                if let Some(p) = self.pending.remove(&peer) {
+                    self.ctx.tally.drop_pending += p.queued.len() as u64;
+                    self.retired_pending.push((p.token, p.flow));
+                }
+                self.early.take(&peer);
             }
             ShardCommand::ExpectKeys { peer } => self.early.note(peer, now),
             ShardCommand::Transmit { peer, datagram } => {
@@ -378,6 +386,7 @@ impl<F> ShardCore<F> {
                     self.ctx.tally.install_failed += 1;
                     let mut out = self.ctx.out(fx);
                     out.report(ControlInbound::SessionClosed {
+                        session: session.handle,
                         peer,
                         reason: CloseReason::Rejected(InstallError::Upstream(error)),
                         stats: session.counters,
@@ -429,12 +438,13 @@ impl<F> ShardCore<F> {
     fn install(
         &mut self,
         now: Instant,
+        handle: SessionId,
         peer: SocketAddr,
         keys: (ReadKeys, WriteKeys, HeartbeatPolicy),
         fx: &mut Effects,
         flows: &mut impl OpenFlow<F>,
     ) {
-        match self.try_install(now, peer, keys, fx, flows) {
+        match self.try_install(now, handle, peer, keys, fx, flows) {
             Ok(queued) => {
                 self.flush_queued(peer, queued, fx);
                 self.replay_early(now, peer, fx);
@@ -448,6 +458,7 @@ impl<F> ShardCore<F> {
                 self.early.take(&peer);
                 let mut out = self.ctx.out(fx);
                 out.report(ControlInbound::SessionClosed {
+                    session: handle,
                     peer,
                     reason: CloseReason::Rejected(e),
                     stats: Default::default(),
@@ -459,6 +470,7 @@ impl<F> ShardCore<F> {
     fn try_install(
         &mut self,
         now: Instant,
+        handle: SessionId,
         peer: SocketAddr,
         (read, write, heartbeat): (ReadKeys, WriteKeys, HeartbeatPolicy),
         fx: &mut Effects,
@@ -471,9 +483,9 @@ impl<F> ShardCore<F> {
         let window = ReplayWindow::try_new(read.replay_window)?;
         let opener = Opener::new(read.epoch, read.key, window);
         let sealer = Sealer::new(write.epoch, write.key, write.next_seq)?;
-        if let Some(session) = self.table.find_mut(&peer) {
-            session.rekey(opener, sealer);
-            session.heartbeat = heartbeat;
+        if let Some(id) = self.table.lookup(&peer) {
+            // The same peer's new handshake: new keys, and the session takes the new handle.
+            self.table.rekey(id, handle, opener, sealer, heartbeat);
             self.ctx.tally.sessions_rekeyed += 1;
             return Ok(Vec::new());
         }
@@ -496,7 +508,7 @@ impl<F> ShardCore<F> {
                 None => return Err(InstallError::Upstream(io::ErrorKind::NotFound)),
             },
         };
-        let mut session = Session::new(peer, opener, sealer, flow, now);
+        let mut session = Session::new(handle, peer, opener, sealer, flow, now);
         session.heartbeat = heartbeat;
         let capacity = self.table.capacity();
         let (id, _) = self
@@ -571,6 +583,7 @@ impl<F> ShardCore<F> {
                         send_close_notify(&mut session, &mut out);
                         out.tally.sessions_keepalive_timeout += 1;
                         out.report(ControlInbound::SessionClosed {
+                            session: session.handle,
                             peer,
                             reason: CloseReason::KeepaliveTimeout,
                             stats: session.counters,
@@ -601,6 +614,7 @@ impl<F> ShardCore<F> {
                 send_close_notify(session, &mut out);
                 out.tally.sessions_expired += 1;
                 out.report(ControlInbound::SessionClosed {
+                    session: session.handle,
                     peer: session.peer,
                     reason: CloseReason::IdleTimeout,
                     stats: session.counters,

@@ -61,7 +61,7 @@ pub use hash::{AddrHashBuilder, AddrHasher};
 pub use progress::Progress;
 pub use queue::{
     AeadLimit, CloseCause, CloseReason, ControlInbound, DEFAULT_INBOUND_BYTES, HeartbeatPolicy,
-    InstallError, ReadKeys, ShardCommand, ShardQueues, WriteKeys,
+    InstallError, ReadKeys, SessionId, ShardCommand, ShardQueues, WriteKeys,
 };
 pub use refuse::is_out_of_descriptors;
 pub use relay::RelayMode;

@@ -60,12 +60,41 @@ pub struct HeartbeatPolicy {
     pub probe: bool,
 }
 
+/// A session's handle, from the moment control hands its keys to a shard until the shard
+/// reports it closed: what the control thread, both queues and the shard's table name a
+/// session by. Control allocates them from one 64-bit serial per loop, never reused, so a
+/// stale handle can never reach a later session, whatever address or table slot that one
+/// gets. The peer's address is only an attribute of the session (and a lookup index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(u64);
+
+impl SessionId {
+    /// The handle numbered `serial`.
+    pub const fn new(serial: u64) -> Self {
+        Self(serial)
+    }
+
+    /// Its number.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// A command from the control thread to one shard.
 #[derive(Debug)]
 pub enum ShardCommand {
-    /// Create the session for `peer` (with its own upstream socket), or replace its keys
-    /// when it exists (a new epoch; records of the old read epoch are then dropped).
+    /// Create session `session` for `peer` (with its own upstream flow), or replace the keys
+    /// of `peer`'s session when it exists (a new epoch; records of the old read epoch are
+    /// then dropped; the session is then known as `session`).
     InstallKeys {
+        /// The session's handle.
+        session: SessionId,
         /// The peer's address.
         peer: SocketAddr,
         /// Read state.
@@ -75,15 +104,22 @@ pub enum ShardCommand {
         /// Heartbeat permissions of the session.
         heartbeat: HeartbeatPolicy,
     },
-    /// Send close_notify to `peer` and remove its session; a `SessionClosed` carrying
-    /// `reason` and the session's counters comes back. In connect mode, a handshake that
-    /// failed: drop the source's upstream socket and the plaintext queued for it (no
-    /// session existed, nothing comes back).
+    /// Send close_notify to the session's peer and remove it; a `SessionClosed` carrying
+    /// `reason` and the session's counters comes back. Nothing happens when the session is
+    /// gone already (its `SessionClosed` is on its way).
     Close {
-        /// The peer's address.
-        peer: SocketAddr,
+        /// The session.
+        session: SessionId,
         /// Why control closes it.
         reason: CloseCause,
+    },
+    /// A handshake on `peer` ended without a session: drop what the shard holds for it
+    /// (connect mode: the source's upstream flow, after the datagrams already transmitted
+    /// on it, and the plaintext queued for it; serve mode: records parked for its keys).
+    /// Nothing comes back.
+    Forget {
+        /// The peer's address.
+        peer: SocketAddr,
     },
     /// Serve mode: control holds a cookie-verified handshake for `peer`, so protected
     /// records it sends before its keys arrive may be parked for them (a resumed client's
@@ -116,7 +152,7 @@ pub enum ControlInbound {
         datagram: Vec<u8>,
     },
     /// Connect mode: local source `peer` sent plaintext and has no session; the shard holds
-    /// an upstream socket for it (and the first datagrams) until `InstallKeys` or `Close`.
+    /// an upstream flow for it (and the first datagrams) until `InstallKeys` or `Forget`.
     Open {
         /// The local source address.
         peer: SocketAddr,
@@ -124,7 +160,9 @@ pub enum ControlInbound {
     /// The shard removed a session (on its own or on control's `Close`), or refused to
     /// create it.
     SessionClosed {
-        /// The peer's address.
+        /// The session.
+        session: SessionId,
+        /// The peer's address when it ended.
         peer: SocketAddr,
         /// Why.
         reason: CloseReason,
@@ -134,8 +172,8 @@ pub enum ControlInbound {
     /// A key of this session reached a limit: control should rekey or close. Sent once per
     /// installed key pair.
     AeadLimitReached {
-        /// The peer's address.
-        peer: SocketAddr,
+        /// The session.
+        session: SessionId,
         /// Which limit.
         limit: AeadLimit,
     },
@@ -195,8 +233,6 @@ pub enum CloseCause {
     Revoked,
     /// A key reached its AEAD limit (no DTLS 1.2 rekey: RFC 9147 §4.5.3 allows closing).
     AeadLimit,
-    /// Connect mode: the source's handshake failed (no session exists).
-    HandshakeFailed,
     /// An operator asked for it.
     Requested,
 }
@@ -208,7 +244,6 @@ impl CloseCause {
             CloseCause::Shutdown => "shutdown",
             CloseCause::Revoked => "revoked",
             CloseCause::AeadLimit => "aead_limit",
-            CloseCause::HandshakeFailed => "handshake_failed",
             CloseCause::Requested => "requested",
         }
     }
@@ -379,12 +414,14 @@ mod tests {
         let q = ShardQueues::new(1, 1);
         let peer: SocketAddr = "127.0.0.1:1".parse().expect("literal");
         let close = || ShardCommand::Close {
-            peer,
+            session: SessionId::new(7),
             reason: CloseCause::Shutdown,
         };
         assert!(q.push_command(close()).is_ok());
         let back = q.push_command(close());
-        assert!(matches!(back, Err(ShardCommand::Close { peer: p, .. }) if p == peer));
+        assert!(
+            matches!(back, Err(ShardCommand::Close { session, .. }) if session == SessionId::new(7))
+        );
         assert_eq!(q.commands_dropped(), 1);
         assert!(q.has_commands());
         assert!(matches!(q.poll_command(), Some(ShardCommand::Close { .. })));

@@ -354,7 +354,7 @@ fn report_integrity_limit<F>(session: &mut Session<F>, out: &mut Out<'_>) {
     if session.opener.integrity_limit_reached() && !session.limit_reported {
         session.limit_reported = true;
         out.report(ControlInbound::AeadLimitReached {
-            peer: session.peer,
+            session: session.handle,
             limit: AeadLimit::Integrity {
                 failed: session.opener.failed_authentications(),
             },
@@ -404,6 +404,7 @@ pub(crate) fn close_session<F>(
     if let Some(session) = table.remove(&peer) {
         out.tally.sessions_closed += 1;
         out.report(ControlInbound::SessionClosed {
+            session: session.handle,
             peer,
             reason,
             stats: session.counters,
@@ -427,7 +428,7 @@ pub(crate) fn seal_record<F>(
         if !session.limit_reported {
             session.limit_reported = true;
             out.report(ControlInbound::AeadLimitReached {
-                peer: session.peer,
+                session: session.handle,
                 limit: AeadLimit::SequenceExhausted,
             });
         }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use dataplane::record::{Opener, Sealer};
 
 use crate::hash::AddrHashBuilder;
-use crate::queue::HeartbeatPolicy;
+use crate::queue::{HeartbeatPolicy, SessionId};
 
 /// Slot generations stay below 2^31, so a slot's epoll token never has its top bit set
 /// (the shard's other tokens do).
@@ -92,9 +92,12 @@ pub struct Probe {
 /// One DTLS session of a shard; `F` is its upstream flow (see the module docs).
 #[derive(Debug)]
 pub struct Session<F> {
-    /// Its handle in the table (set on insertion).
+    /// Its slot in the table (set on insertion).
     id: SlotId,
-    /// The table key: the DTLS peer's address (serve) or the local source's (connect).
+    /// Its handle, as control names it.
+    pub handle: SessionId,
+    /// The DTLS peer's address (serve) or the local source's (connect): an attribute, and
+    /// the table's index for records from the peer; [`SessionTable::rebind`] changes it.
     pub peer: SocketAddr,
     /// Read state of the current epoch.
     pub opener: Opener,
@@ -120,10 +123,18 @@ pub struct Session<F> {
 }
 
 impl<F> Session<F> {
-    /// A session with the given keys and upstream flow, active as of `now`.
-    pub fn new(peer: SocketAddr, opener: Opener, sealer: Sealer, flow: F, now: Instant) -> Self {
+    /// Session `handle` of `peer` with the given keys and upstream flow, active as of `now`.
+    pub fn new(
+        handle: SessionId,
+        peer: SocketAddr,
+        opener: Opener,
+        sealer: Sealer,
+        flow: F,
+        now: Instant,
+    ) -> Self {
         Self {
             id: SlotId::UNSET,
+            handle,
             peer,
             opener,
             sealer,
@@ -143,7 +154,7 @@ impl<F> Session<F> {
         self.id
     }
 
-    /// Replaces both directions' keys (a new epoch); counters and socket stay.
+    /// Replaces both directions' keys (a new epoch); counters and flow stay.
     pub fn rekey(&mut self, opener: Opener, sealer: Sealer) {
         self.opener = opener;
         self.sealer = sealer;
@@ -161,10 +172,12 @@ struct Slot<F> {
 #[derive(Debug)]
 pub struct TableFull<F>(pub Session<F>);
 
-/// Peer address → session, with a fixed capacity.
+/// Sessions in preallocated slots, found by peer address (the per-packet index) and by
+/// handle; with a fixed capacity.
 #[derive(Debug)]
 pub struct SessionTable<F> {
     index: HashMap<SocketAddr, SlotId, AddrHashBuilder>,
+    by_handle: HashMap<SessionId, SlotId>,
     slots: Vec<Slot<F>>,
     free: Vec<u32>,
     /// Flows of sessions removed since the last drain of the upstream stage.
@@ -186,6 +199,7 @@ impl<F> SessionTable<F> {
         let free = (0..capacity as u32).rev().collect();
         Self {
             index: HashMap::with_capacity_and_hasher(capacity, AddrHashBuilder::random()),
+            by_handle: HashMap::with_capacity(capacity),
             slots,
             free,
             retired: Vec::new(),
@@ -211,6 +225,11 @@ impl<F> SessionTable<F> {
     #[inline]
     pub fn lookup(&self, peer: &SocketAddr) -> Option<SlotId> {
         self.index.get(peer).copied()
+    }
+
+    /// The slot of session `handle`.
+    pub fn lookup_handle(&self, handle: SessionId) -> Option<SlotId> {
+        self.by_handle.get(&handle).copied()
     }
 
     /// The session in `id`, if it is still there.
@@ -268,6 +287,7 @@ impl<F> SessionTable<F> {
             generation: slot.generation,
         };
         self.index.insert(session.peer, id);
+        self.by_handle.insert(session.handle, id);
         let mut session = session;
         session.id = id;
         slot.session = Some(session);
@@ -276,16 +296,19 @@ impl<F> SessionTable<F> {
 
     /// Removes and returns `peer`'s session.
     pub fn remove(&mut self, peer: &SocketAddr) -> Option<Session<F>> {
-        let id = self.index.remove(peer)?;
-        self.take_slot(id)
+        let id = self.lookup(peer)?;
+        self.remove_id(id)
     }
 
-    fn take_slot(&mut self, id: SlotId) -> Option<Session<F>> {
+    /// Removes and returns the session in `id`, if it is still there.
+    pub fn remove_id(&mut self, id: SlotId) -> Option<Session<F>> {
         let slot = self.slots.get_mut(id.index as usize)?;
         if slot.generation != id.generation {
             return None;
         }
         let session = slot.session.take()?;
+        self.index.remove(&session.peer);
+        self.by_handle.remove(&session.handle);
         slot.generation = slot.generation.wrapping_add(1) & GENERATION_MASK;
         self.free.push(id.index);
         Some(session)
@@ -332,6 +355,41 @@ impl<F> SessionTable<F> {
         slot.session.as_mut().map(|s| (id, s))
     }
 
+    /// New keys and heartbeat policy for the session in `id`, which control now calls
+    /// `handle` (a new handshake of the same peer); counters and flow stay.
+    pub fn rekey(
+        &mut self,
+        id: SlotId,
+        handle: SessionId,
+        opener: Opener,
+        sealer: Sealer,
+        heartbeat: HeartbeatPolicy,
+    ) {
+        let Some(session) = self.session_mut(id) else {
+            return;
+        };
+        session.rekey(opener, sealer);
+        session.heartbeat = heartbeat;
+        let old = std::mem::replace(&mut session.handle, handle);
+        self.by_handle.remove(&old);
+        self.by_handle.insert(handle, id);
+    }
+
+    /// Moves the session in `id` to peer address `peer` (the address index follows). False
+    /// when the session is gone or another session has that address.
+    pub fn rebind(&mut self, id: SlotId, peer: SocketAddr) -> bool {
+        if self.index.get(&peer).is_some_and(|other| *other != id) {
+            return false;
+        }
+        let Some(session) = self.session_mut(id) else {
+            return false;
+        };
+        let old = std::mem::replace(&mut session.peer, peer);
+        self.index.remove(&old);
+        self.index.insert(peer, id);
+        true
+    }
+
     /// Keeps a removed session's flow until [`Self::clear_retired`], so what was staged for
     /// it before it closed (plaintext, its close_notify) can still be sent.
     pub fn retire(&mut self, session: Session<F>) {
@@ -363,6 +421,7 @@ mod tests {
         let key = || RecordKey::new(Aead::Aes128Gcm, &[port as u8; 16], &[1; 4]).expect("key");
         let peer = SocketAddr::from(([127, 0, 0, 1], port));
         Session::new(
+            SessionId::new(u64::from(port)),
             peer,
             Opener::new(1, key(), ReplayWindow::new(64)),
             Sealer::new(1, key(), 0).expect("sealer"),
@@ -399,6 +458,36 @@ mod tests {
         let (_, old) = t.insert(session(4, now)).expect("replace");
         assert_eq!(old.map(|s| s.peer.port()), Some(4));
         assert_eq!(t.len(), 3);
+    }
+
+    #[test]
+    fn handles_find_sessions_and_the_address_is_an_attribute() {
+        let now = Instant::now();
+        let mut t = SessionTable::with_capacity(4);
+        let (a, _) = t.insert(session(1, now)).expect("room");
+        let (b, _) = t.insert(session(2, now)).expect("room");
+        assert_eq!(t.lookup_handle(SessionId::new(1)), Some(a));
+        assert_eq!(t.lookup_handle(SessionId::new(2)), Some(b));
+        assert_eq!(t.lookup_handle(SessionId::new(3)), None);
+
+        // The peer moves: the address index follows, the handle and slot stay.
+        let moved = SocketAddr::from(([198, 51, 100, 7], 9999));
+        assert!(t.rebind(a, moved));
+        assert_eq!(t.lookup(&moved), Some(a));
+        assert_eq!(t.lookup(&SocketAddr::from(([127, 0, 0, 1], 1))), None);
+        assert_eq!(t.session(a).map(|s| s.peer), Some(moved));
+        assert_eq!(t.lookup_handle(SessionId::new(1)), Some(a));
+        // Never onto another session's address.
+        assert!(!t.rebind(a, SocketAddr::from(([127, 0, 0, 1], 2))));
+        assert_eq!(t.session(a).map(|s| s.peer), Some(moved));
+
+        // Removal by slot clears both indexes; the stale slot id finds nothing after.
+        assert_eq!(t.remove_id(a).map(|s| s.handle), Some(SessionId::new(1)));
+        assert_eq!(t.lookup(&moved), None);
+        assert_eq!(t.lookup_handle(SessionId::new(1)), None);
+        assert!(!t.rebind(a, moved));
+        assert!(t.remove_id(a).is_none());
+        assert_eq!(t.len(), 1);
     }
 
     #[test]

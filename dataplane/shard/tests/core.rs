@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use dataplane::record::{Aead, ContentType, DTLS_1_2, Opener, RecordKey, ReplayWindow, Sealer};
 use dtls_shard::{
     CloseReason, ControlInbound, Effects, FlowRef, HeartbeatPolicy, InstallError, OpenFlow,
-    ReadKeys, RelayMode, ShardCommand, ShardConfig, ShardCore, ShardCounters, ShardQueues,
-    ShardStats, WriteKeys,
+    ReadKeys, RelayMode, SessionId, ShardCommand, ShardConfig, ShardCore, ShardCounters,
+    ShardQueues, ShardStats, WriteKeys,
 };
 
 fn key(seed: u8) -> RecordKey {
@@ -55,8 +55,13 @@ impl Peer {
         }
     }
 
+    fn handle(&self) -> SessionId {
+        SessionId::new(u64::from(self.seed))
+    }
+
     fn install(&self, heartbeat: HeartbeatPolicy) -> ShardCommand {
         ShardCommand::InstallKeys {
+            session: self.handle(),
             peer: self.addr,
             read: ReadKeys {
                 epoch: 1,
@@ -579,11 +584,13 @@ fn connect_waits_for_the_handshake_then_seals_what_was_queued() {
 fn server_install(server: &Peer, source: SocketAddr) -> ShardCommand {
     match server.install(BOTH_WAYS) {
         ShardCommand::InstallKeys {
+            session,
             read,
             write,
             heartbeat,
             ..
         } => ShardCommand::InstallKeys {
+            session,
             peer: source,
             read,
             write,
@@ -620,13 +627,110 @@ fn a_failed_handshake_still_sends_controls_last_datagram() {
             datagram: b"fatal alert".to_vec(),
         },
     );
+    h.command(1, ShardCommand::Forget { peer: source });
+    assert_eq!(h.upstream(), vec![(1, b"fatal alert".to_vec())]);
+    assert_eq!(h.stats().drop_pending, 1);
+}
+
+#[test]
+fn sessions_are_closed_by_handle_and_a_stale_handle_reaches_nothing() {
+    let mut h = Harness::serve();
+    let mut peer = Peer::new(15);
+    h.command(0, peer.install(BOTH_WAYS));
+    let first = h.flow_of(peer.addr);
     h.command(
         1,
         ShardCommand::Close {
-            peer: source,
-            reason: dtls_shard::CloseCause::HandshakeFailed,
+            session: peer.handle(),
+            reason: dtls_shard::CloseCause::Revoked,
         },
     );
-    assert_eq!(h.upstream(), vec![(1, b"fatal alert".to_vec())]);
-    assert_eq!(h.stats().drop_pending, 1);
+    assert!(matches!(
+        h.inbound().as_slice(),
+        [ControlInbound::SessionClosed { session, peer: p, .. }]
+            if *session == peer.handle() && *p == peer.addr
+    ));
+    // The same peer's next session (new keys, new handle) may take the same slot: the old
+    // handle and the old slot id find nothing.
+    let mut again = Peer::new(15);
+    let new_handle = SessionId::new(1000);
+    let install = match again.install(BOTH_WAYS) {
+        ShardCommand::InstallKeys {
+            peer,
+            read,
+            write,
+            heartbeat,
+            ..
+        } => ShardCommand::InstallKeys {
+            session: new_handle,
+            peer,
+            read,
+            write,
+            heartbeat,
+        },
+        other => other,
+    };
+    h.command(2, install);
+    let second = h.flow_of(peer.addr);
+    assert_ne!(first, second, "a new generation of the slot");
+    h.command(
+        3,
+        ShardCommand::Close {
+            session: peer.handle(),
+            reason: dtls_shard::CloseCause::Revoked,
+        },
+    );
+    assert!(h.inbound().is_empty(), "the stale handle closed nothing");
+    assert_eq!(h.core.sessions().len(), 1);
+    let record = again.seal(b"new session");
+    h.datagram(4, peer.addr, &record);
+    let sent = h.upstream();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1, b"new session");
+    assert_eq!(
+        h.core.sessions().find(&peer.addr).map(|s| s.handle),
+        Some(new_handle)
+    );
+}
+
+#[test]
+fn a_rekey_keeps_the_session_and_its_counters() {
+    let mut h = Harness::serve();
+    let mut peer = Peer::new(16);
+    h.command(0, peer.install(BOTH_WAYS));
+    let record = peer.seal(b"before");
+    h.datagram(1, peer.addr, &record);
+    h.upstream();
+    // New keys for the same peer at epoch 2 (a new handshake of the same client).
+    let mut next = Peer::new(17);
+    next.sealer = Sealer::new(2, key(next.seed), 0).expect("sealer");
+    let install = match next.install(BOTH_WAYS) {
+        ShardCommand::InstallKeys {
+            mut read,
+            heartbeat,
+            write,
+            ..
+        } => {
+            read.epoch = 2;
+            ShardCommand::InstallKeys {
+                session: peer.handle(),
+                peer: peer.addr,
+                read,
+                write,
+                heartbeat,
+            }
+        }
+        other => other,
+    };
+    h.command(2, install);
+    // The old epoch's records are dropped, the new one's relayed, counters carry on.
+    let old = peer.seal(b"old epoch");
+    h.datagram(3, peer.addr, &old);
+    let new = next.seal(b"after");
+    h.datagram(4, peer.addr, &new);
+    assert_eq!(h.upstream(), vec![(1, b"after".to_vec())]);
+    let s = h.stats();
+    assert_eq!((s.sessions_rekeyed, s.drop_unknown_epoch), (1, 1));
+    let session = h.core.sessions().find(&peer.addr).expect("same session");
+    assert_eq!(session.counters.records_opened, 2);
 }

@@ -139,6 +139,7 @@ fn keepalive_probes_then_closes_a_silent_peer() {
             peer: p,
             reason: CloseReason::KeepaliveTimeout,
             stats,
+            ..
         }) if p == peer.addr && stats.records_sealed == 5
     ));
 }

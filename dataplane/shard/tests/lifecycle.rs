@@ -127,7 +127,7 @@ fn close_notify_both_ways() {
         // session's counters.
         queues
             .push_command(ShardCommand::Close {
-                peer: closed.addr,
+                session: closed.handle(),
                 reason: CloseCause::Revoked,
             })
             .expect("room");
@@ -142,6 +142,7 @@ fn close_notify_both_ways() {
                 peer,
                 reason: CloseReason::Closed(CloseCause::Revoked),
                 stats,
+                ..
             }) if peer == closed.addr && stats.records_sealed == 1
         ));
         assert_eq!(shard.stats().sessions_active, 0);
@@ -273,7 +274,7 @@ fn exhausted_write_sequence_is_reported_once() {
     assert_eq!(
         queues.poll_inbound(),
         Some(ControlInbound::AeadLimitReached {
-            peer: peer.addr,
+            session: peer.handle(),
             limit: AeadLimit::SequenceExhausted,
         })
     );
@@ -295,6 +296,7 @@ fn rekey_switches_both_directions_to_the_new_epoch() {
 
         queues
             .push_command(ShardCommand::InstallKeys {
+                session: peer.handle(),
                 peer: peer.addr,
                 read: ReadKeys {
                     epoch: 2,

@@ -13,7 +13,7 @@ use dataplane::record::{
 };
 use dtls_io::{IoConfig, IoMode, SocketConfig, UdpIo};
 use dtls_shard::{
-    HeartbeatPolicy, ReadKeys, Shard, ShardCommand, ShardConfig, ShardQueues, WriteKeys,
+    HeartbeatPolicy, ReadKeys, SessionId, Shard, ShardCommand, ShardConfig, ShardQueues, WriteKeys,
 };
 
 /// Every test gives up after this long; nothing can hang.
@@ -83,9 +83,15 @@ impl Peer {
         }
     }
 
+    /// The handle control gives this peer's session.
+    pub fn handle(&self) -> SessionId {
+        SessionId::new(u64::from(self.seed))
+    }
+
     /// The command that installs this peer's session in a shard.
     pub fn install(&self) -> ShardCommand {
         ShardCommand::InstallKeys {
+            session: self.handle(),
             peer: self.addr,
             read: ReadKeys {
                 epoch: 1,
