@@ -21,10 +21,13 @@
 //! from the caller's [`OpenFlow`] (the driver connects a UDP socket; tests hand out plain
 //! ids, and can fail with EMFILE), and it never sends or receives on one.
 //!
-//! Serve and connect differ only in which side carries DTLS ([`RelayMode`]): in serve mode
-//! the shard socket does and each session's flow carries plaintext to the backend; in
-//! connect mode the shard socket carries local plaintext and each flow carries DTLS to the
-//! server.
+//! Serve and connect are one policy with two values ([`RelayMode`]): which of a session's
+//! two sides (the shard socket, the session's flow) carries DTLS. In serve mode the shard
+//! socket does and each session's flow carries plaintext to the backend; in connect mode
+//! the shard socket carries local plaintext and each flow carries DTLS to the server. The
+//! per-packet paths ask `RelayMode::dtls` / `plain` which side to use; the only other
+//! difference is where a new session's flow comes from (new in serve mode, the waiting
+//! source's in connect mode).
 
 use std::io;
 use std::net::SocketAddr;
@@ -45,7 +48,7 @@ use crate::queue::{
     ShardQueues, WriteKeys,
 };
 use crate::refuse::{self, Refusals};
-use crate::relay::{self, MAX_RECORD_LEN, Out, RelayMode};
+use crate::relay::{self, MAX_RECORD_LEN, Out, RelayMode, Side};
 use crate::session::{Probe, Session, SessionTable, SlotId};
 use crate::shard::ShardConfig;
 
@@ -248,8 +251,9 @@ impl<F> ShardCore<F> {
         flows: &mut impl OpenFlow<F>,
     ) {
         let mut out = self.ctx.out(fx);
-        match out.mode {
-            RelayMode::Serve => {
+        match out.mode.dtls() {
+            // DTLS on the shard socket: a peer's records.
+            Side::Net => {
                 relay::handle_datagram(
                     &mut self.table,
                     &mut self.early,
@@ -259,7 +263,8 @@ impl<F> ShardCore<F> {
                     datagram,
                 );
             }
-            RelayMode::Connect => handle_local(
+            // Plaintext on the shard socket: a local source's datagram.
+            Side::Flow => handle_local(
                 &mut self.table,
                 &mut self.pending,
                 &mut out,
@@ -494,8 +499,9 @@ impl<F> ShardCore<F> {
                 capacity: self.table.capacity(),
             });
         }
-        let (flow, queued, waited_as) = match self.config.mode {
-            RelayMode::Serve => match flows.open_flow() {
+        let (flow, queued, waited_as) = match self.config.mode.dtls() {
+            // The handshake ran on the shard socket: the session's flow is new.
+            Side::Net => match flows.open_flow() {
                 Ok(flow) => (flow, Vec::new(), None),
                 Err(e) => {
                     let mut out = self.ctx.out(fx);
@@ -503,7 +509,7 @@ impl<F> ShardCore<F> {
                 }
             },
             // The handshake ran over the source's own flow: the server knows its port.
-            RelayMode::Connect => match self.pending.remove(&peer) {
+            Side::Flow => match self.pending.remove(&peer) {
                 Some(p) => (p.flow, p.queued, Some(p.token)),
                 None => return Err(InstallError::Upstream(io::ErrorKind::NotFound)),
             },
@@ -633,8 +639,9 @@ fn send_close_notify<F>(session: &mut Session<F>, out: &mut Out<'_>) {
     );
 }
 
-/// A handshake datagram from control: to the peer on the shard socket (serve), or to the
-/// server on the source's upstream flow (connect).
+/// A handshake datagram from control, out on the DTLS side: to the peer on the shard socket
+/// (serve), or to the server on the source's upstream flow (connect: the waiting source's,
+/// or its session's for a handshake on a live session).
 fn transmit<F>(
     table: &SessionTable<F>,
     pending: &PendingTable<F>,
@@ -642,26 +649,19 @@ fn transmit<F>(
     peer: SocketAddr,
     datagram: &[u8],
 ) {
-    match out.mode {
-        RelayMode::Serve => {
-            if out.tx.push(peer, datagram).is_ok() {
-                out.tally.datagrams_out += 1;
-                out.tally.bytes_out += datagram.len() as u64;
-            } else {
-                out.tally.drop_tx_full += 1;
-            }
+    let side = out.mode.dtls();
+    let flow = match side {
+        Side::Net => Some(0),
+        Side::Flow => pending
+            .get(&peer)
+            .map(|p| p.token)
+            .or_else(|| table.lookup(&peer).map(SlotId::to_token)),
+    };
+    match flow {
+        Some(flow) => {
+            out.push(side, peer, flow, datagram);
         }
-        RelayMode::Connect => {
-            let flow = pending
-                .get(&peer)
-                .map(|p| p.token)
-                .or_else(|| table.lookup(&peer).map(SlotId::to_token));
-            match flow {
-                Some(flow) if out.flows.push(flow, datagram) => {}
-                Some(_) => out.tally.upstream_send_errors += 1,
-                None => out.tally.drop_unknown_session += 1,
-            }
-        }
+        None => out.tally.drop_unknown_session += 1,
     }
 }
 

@@ -18,12 +18,12 @@
 use std::io;
 use std::net::SocketAddr;
 
-use dataplane::record::{ContentType, DTLS_1_2, Sealer};
+use dataplane::record::{ContentType, Sealer};
 use dtls_proto::{Alert, AlertDescription};
 
 use crate::counters::Tally;
 use crate::queue::InstallError;
-use crate::relay::Out;
+use crate::relay::{self, Out, Side};
 
 /// Most refused peers whose alert waits for their final flight; beyond that the alert is
 /// sent at once.
@@ -139,31 +139,8 @@ fn send_internal_error(peer: SocketAddr, sealer: &mut Sealer, out: &mut Out<'_>)
         out.tally.drop_sequence_exhausted += 1;
         return;
     }
-    let len = alert.len();
-    let at = sealer.plaintext_offset();
-    let mut sealed = false;
-    let pushed = out.tx.push_with(peer, sealer.record_len(len), |buf| {
-        let Some(dst) = buf.get_mut(at..at + len) else {
-            return 0;
-        };
-        dst.copy_from_slice(&alert);
-        match sealer.seal(ContentType::Alert, DTLS_1_2, buf, len) {
-            Ok(n) => {
-                sealed = true;
-                n
-            }
-            Err(_) => 0,
-        }
-    });
-    match pushed {
-        Ok(n) if sealed => {
-            out.tally.records_sealed += 1;
-            out.tally.datagrams_out += 1;
-            out.tally.bytes_out += n as u64;
-        }
-        Ok(_) => out.tally.seal_failed += 1,
-        Err(_) => out.tally.drop_tx_full += 1,
-    }
+    // Serve mode only: the peer is on the shard socket.
+    relay::seal_to(out, Side::Net, peer, 0, sealer, ContentType::Alert, &alert);
 }
 
 #[cfg(test)]

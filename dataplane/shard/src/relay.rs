@@ -16,7 +16,9 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use dataplane::record::{ContentType, DTLS_1_2, MAX_PLAINTEXT_LEN, OpenError, Records, RecordsMut};
+use dataplane::record::{
+    ContentType, DTLS_1_2, MAX_PLAINTEXT_LEN, OpenError, Records, RecordsMut, Sealer,
+};
 use dtls_io::TxBatch;
 use dtls_proto::{
     Alert, AlertDescription, AlertLevel, HEARTBEAT_HEADER_LEN, HeartbeatMessageType,
@@ -39,6 +41,35 @@ pub enum RelayMode {
     /// `dtlsd connect`: plaintext local sources on the listen socket, DTLS on each session's
     /// upstream socket (to the server).
     Connect,
+}
+
+/// One of a session's two paths: the shard socket (datagrams addressed to the session's
+/// peer) or the session's own upstream flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// The shard socket.
+    Net,
+    /// The session's upstream flow.
+    Flow,
+}
+
+impl RelayMode {
+    /// The whole difference between the modes: which side carries DTLS records (and
+    /// control's handshake datagrams). The other side carries plaintext.
+    pub(crate) fn dtls(self) -> Side {
+        match self {
+            RelayMode::Serve => Side::Net,
+            RelayMode::Connect => Side::Flow,
+        }
+    }
+
+    /// The side that carries plaintext.
+    pub(crate) fn plain(self) -> Side {
+        match self.dtls() {
+            Side::Net => Side::Flow,
+            Side::Flow => Side::Net,
+        }
+    }
 }
 
 /// Largest sealed record: header, explicit nonce, 2^14 plaintext, tag.
@@ -72,6 +103,63 @@ impl Out<'_> {
         if self.queues.push_inbound(message).is_err() {
             self.tally.drop_queue_full += 1;
         }
+    }
+
+    /// Queues one datagram on `side` for a session (`peer` on the shard socket, flow token
+    /// `flow` on its upstream flow), written in place by `write` into `max_len` bytes (it
+    /// returns the length used; 0: nothing to send). Counts it: on the shard socket when
+    /// queued (the driver flushes the batch), on a flow when the driver sends it. Returns
+    /// the length queued, or None when the batch or stage is full (counted).
+    pub fn push_with(
+        &mut self,
+        side: Side,
+        peer: SocketAddr,
+        flow: usize,
+        max_len: usize,
+        write: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Option<usize> {
+        match side {
+            Side::Net => match self.tx.push_with(peer, max_len, write) {
+                Ok(n) => {
+                    if n > 0 {
+                        self.tally.datagrams_out += 1;
+                        self.tally.bytes_out += n as u64;
+                    }
+                    Some(n)
+                }
+                Err(_) => {
+                    self.tally.drop_tx_full += 1;
+                    None
+                }
+            },
+            Side::Flow => {
+                let staged = self.flows.push_with(flow, max_len, write);
+                if staged.is_none() {
+                    self.tally.upstream_send_errors += 1;
+                }
+                staged
+            }
+        }
+    }
+
+    /// Queues a copy of `datagram` on `side` (see [`Self::push_with`]). Returns whether it
+    /// was queued.
+    pub fn push(&mut self, side: Side, peer: SocketAddr, flow: usize, datagram: &[u8]) -> bool {
+        let len = datagram.len();
+        let queued = match side {
+            Side::Net => self.tx.push(peer, datagram).is_ok(),
+            Side::Flow => self.flows.push(flow, datagram),
+        };
+        match (queued, side) {
+            (true, Side::Net) => {
+                self.tally.datagrams_out += 1;
+                self.tally.bytes_out += len as u64;
+            }
+            (true, Side::Flow) => {}
+            (false, Side::Net) => self.tally.drop_tx_full += 1,
+            (false, Side::Flow) => self.tally.upstream_send_errors += 1,
+        }
+        queued
     }
 
     /// Hands a datagram to control through the fair stage (see `fair`): a source whose
@@ -246,26 +334,13 @@ fn open_records<F>(
     None
 }
 
-/// An opened application-data record: to the backend (serve) or to the local source
-/// (connect).
+/// An opened application-data record, out on the plaintext side: to the backend's flow
+/// (serve: staged, sent with the session's other datagrams of this batch in GSO runs) or to
+/// the local source on the shard socket (connect).
 fn deliver_plaintext<F>(session: &mut Session<F>, out: &mut Out<'_>, plaintext: &[u8]) {
-    match out.mode {
-        // Staged; sent with the session's other datagrams of this batch (GSO runs).
-        RelayMode::Serve => {
-            if out.flows.push(session.id().to_token(), plaintext) {
-                session.counters.plaintext_in += plaintext.len() as u64;
-            } else {
-                out.tally.upstream_send_errors += 1;
-            }
-        }
-        RelayMode::Connect => match out.tx.push(session.peer, plaintext) {
-            Ok(()) => {
-                out.tally.datagrams_out += 1;
-                out.tally.bytes_out += plaintext.len() as u64;
-                session.counters.plaintext_in += plaintext.len() as u64;
-            }
-            Err(_) => out.tally.drop_tx_full += 1,
-        },
+    let side = out.mode.plain();
+    if out.push(side, session.peer, session.id().to_token(), plaintext) {
+        session.counters.plaintext_in += plaintext.len() as u64;
     }
 }
 
@@ -413,9 +488,9 @@ pub(crate) fn close_session<F>(
     }
 }
 
-/// Seals `plaintext` as one record of the session: straight into the transmit batch to the
-/// peer (serve), or into the stage of its upstream flow to the server (connect). Returns
-/// whether a record was queued.
+/// Seals `plaintext` as one record of the session in place on the DTLS side: straight into
+/// the transmit batch to the peer (serve), or into the stage of its upstream flow to the
+/// server (connect). Returns whether a record was queued.
 pub(crate) fn seal_record<F>(
     session: &mut Session<F>,
     out: &mut Out<'_>,
@@ -440,59 +515,41 @@ pub(crate) fn seal_record<F>(
         out.tally.drop_oversize += 1;
         return false;
     }
-    if out.mode == RelayMode::Connect {
-        return seal_upstream(session, out, content_type, plaintext, record_len);
-    }
-    let at = session.sealer.plaintext_offset();
-    let sealer = &mut session.sealer;
-    let mut sealed = false;
-    let pushed = out.tx.push_with(session.peer, record_len, |buf| {
-        let Some(dst) = buf.get_mut(at..at + len) else {
-            return 0;
-        };
-        dst.copy_from_slice(plaintext);
-        match sealer.seal(content_type, DTLS_1_2, buf, len) {
-            Ok(n) => {
-                sealed = true;
-                n
-            }
-            Err(_) => 0,
-        }
-    });
-    match pushed {
-        Ok(n) if sealed => {
-            out.tally.records_sealed += 1;
-            out.tally.datagrams_out += 1;
-            out.tally.bytes_out += n as u64;
-            session.counters.records_sealed += 1;
-            session.counters.plaintext_out += len as u64;
-            true
-        }
-        Ok(_) => {
-            out.tally.seal_failed += 1;
-            false
-        }
-        Err(_) => {
-            out.tally.drop_tx_full += 1;
-            false
-        }
+    let side = out.mode.dtls();
+    let (peer, flow) = (session.peer, session.id().to_token());
+    if seal_to(
+        out,
+        side,
+        peer,
+        flow,
+        &mut session.sealer,
+        content_type,
+        plaintext,
+    ) {
+        session.counters.records_sealed += 1;
+        session.counters.plaintext_out += plaintext.len() as u64;
+        true
+    } else {
+        false
     }
 }
 
-/// Connect mode: seals in place into the stage of the session's upstream flow.
-fn seal_upstream<F>(
-    session: &mut Session<F>,
+/// Seals `plaintext` as one record with `sealer`, in place on `side` (see [`Out::push_with`]).
+/// Returns whether a record was queued; a seal failure is counted (`seal_failed`), as is a
+/// full batch or stage. The caller checks the sequence space and the size first.
+pub(crate) fn seal_to(
     out: &mut Out<'_>,
+    side: Side,
+    peer: SocketAddr,
+    flow: usize,
+    sealer: &mut Sealer,
     content_type: ContentType,
     plaintext: &[u8],
-    record_len: usize,
 ) -> bool {
     let len = plaintext.len();
-    let at = session.sealer.plaintext_offset();
-    let flow = session.id().to_token();
-    let sealer = &mut session.sealer;
+    let at = sealer.plaintext_offset();
     let mut sealed = false;
-    let staged = out.flows.push_with(flow, record_len, |buf| {
+    let queued = out.push_with(side, peer, flow, sealer.record_len(len), |buf| {
         let Some(dst) = buf.get_mut(at..at + len) else {
             return 0;
         };
@@ -505,21 +562,16 @@ fn seal_upstream<F>(
             Err(_) => 0,
         }
     });
-    match staged {
+    match queued {
         Some(_) if sealed => {
             out.tally.records_sealed += 1;
-            session.counters.records_sealed += 1;
-            session.counters.plaintext_out += len as u64;
             true
         }
         Some(_) => {
             out.tally.seal_failed += 1;
             false
         }
-        None => {
-            out.tally.upstream_send_errors += 1;
-            false
-        }
+        None => false,
     }
 }
 
@@ -534,14 +586,14 @@ pub(crate) fn handle_flow_datagram<F>(
 ) {
     out.tally.upstream_datagrams_in += 1;
     out.tally.upstream_bytes_in += datagram.len() as u64;
-    match out.mode {
-        RelayMode::Serve => {
+    match out.mode.dtls() {
+        Side::Flow => handle_protected(table, id, out, now, datagram),
+        Side::Net => {
             let Some(session) = table.session_mut(id) else {
                 return;
             };
             session.last_activity = now;
             seal_record(session, out, ContentType::ApplicationData, datagram);
         }
-        RelayMode::Connect => handle_protected(table, id, out, now, datagram),
     }
 }

@@ -635,7 +635,7 @@ fn a_failed_handshake_still_sends_controls_last_datagram() {
 #[test]
 fn sessions_are_closed_by_handle_and_a_stale_handle_reaches_nothing() {
     let mut h = Harness::serve();
-    let mut peer = Peer::new(15);
+    let peer = Peer::new(15);
     h.command(0, peer.install(BOTH_WAYS));
     let first = h.flow_of(peer.addr);
     h.command(
