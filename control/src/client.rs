@@ -18,10 +18,11 @@ use crate::config::{Config, ConfigError};
 use crate::connection::{Connection, Role};
 use crate::error::HandshakeError;
 use crate::events::PeerIdentity;
-use crate::flight::{Flight, OutMessage, RecordWriter};
+use crate::flight::{Flight, OutMessage};
 use crate::handshake::{Message, ct_eq};
 use crate::keys::session::MasterBytes;
 use crate::keys::ticket::SessionTicket;
+use crate::record_layer::RecordWriter;
 use crate::state::State;
 
 /// At most this many HelloVerifyRequests are answered in one handshake.
@@ -562,7 +563,7 @@ impl Connection {
     }
 
     /// Master secret (EMS over the transcript through ClientKeyExchange, RFC 7627 §4) and
-    /// the epoch-1 keys.
+    /// the keys of the next epoch.
     pub(crate) fn derive_master(
         &mut self,
         premaster: &PremasterSecret,
@@ -582,7 +583,8 @@ impl Connection {
         self.hs.install_keys(self.role)
     }
 
-    /// Appends ChangeCipherSpec and our Finished (epoch 1) to `flight`.
+    /// Appends ChangeCipherSpec and our Finished to `flight`, the Finished in the epoch
+    /// the ChangeCipherSpec switches to: the newest one, whose keys were just installed.
     pub(crate) fn push_ccs_and_finished(
         &mut self,
         flight: &mut Flight,
@@ -590,9 +592,10 @@ impl Connection {
     ) -> Result<(), HandshakeError> {
         flight.messages.push(OutMessage::ChangeCipherSpec);
         let verify_data = self.hs.verify_data(sender)?;
+        let epoch = self.hs.writer.newest_epoch();
         self.hs.push_message(
             flight,
-            1,
+            epoch,
             &HandshakeMessage::Finished(Finished { verify_data }),
         )
     }

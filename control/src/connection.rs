@@ -18,9 +18,10 @@ use dtls_proto::{Alert, AlertDescription, AlertLevel, CHANGE_CIPHER_SPEC, Handsh
 use crate::config::Config;
 use crate::error::HandshakeError;
 use crate::events::{Event, Transmit};
-use crate::flight::{Flight, RecordWriter, pack_flight};
+use crate::flight::{Flight, pack_flight};
 use crate::handshake::{Handshake, Message};
 use crate::inbox::Inbox;
+use crate::record_layer::RecordWriter;
 use crate::state::State;
 use crate::timer::{RetransmitTimer, TimerAction};
 
@@ -95,8 +96,6 @@ pub struct Connection {
     pub(crate) reader: Option<Opener>,
     /// Epoch-1 records that arrived before the peer's ChangeCipherSpec.
     early_epoch1: Vec<Vec<u8>>,
-    /// The epoch our alerts go out in (1 once we sent ChangeCipherSpec).
-    pub(crate) write_epoch: u16,
     /// When a peer retransmission last made us resend our flight.
     last_peer_triggered: Option<Instant>,
 }
@@ -135,7 +134,6 @@ impl Connection {
             stats: ConnectionStats::default(),
             reader: None,
             early_epoch1: Vec::new(),
-            write_epoch: 0,
             last_peer_triggered: None,
         }
     }
@@ -281,7 +279,7 @@ impl Connection {
                 unauthenticated: self.stats.rejected_records,
                 // Our Finished went out under the new write epoch; the peer's own
                 // ChangeCipherSpec and Finished never came.
-                finished_unanswered: self.write_epoch == 1 && self.reader.is_none(),
+                finished_unanswered: self.hs.writer.current_epoch() > 0 && self.reader.is_none(),
             }),
         }
     }
@@ -574,14 +572,10 @@ impl Connection {
             &mut self.hs.writer,
             &mut self.outbox,
         )?;
-        if self
-            .hs
-            .flight
-            .messages
-            .iter()
-            .any(|m| matches!(m, crate::flight::OutMessage::ChangeCipherSpec))
-        {
-            self.write_epoch = 1;
+        // Our records after this flight go out in the epoch its last messages used
+        // (RFC 6347 §4.1: the ChangeCipherSpec in it switched the write epoch).
+        if let Some(epoch) = self.hs.flight.write_epoch() {
+            self.hs.writer.set_current_epoch(epoch);
         }
         if expect_answer {
             self.timer.arm_new_flight(now);
@@ -612,11 +606,7 @@ impl Connection {
     pub(crate) fn queue_alert(&mut self, alert: Alert) {
         let mut datagram = Vec::with_capacity(64);
         let bytes = alert.to_bytes();
-        let epoch = if self.hs.writer.epoch1.is_some() {
-            self.write_epoch
-        } else {
-            0
-        };
+        let epoch = self.hs.writer.current_epoch();
         if self
             .hs
             .writer

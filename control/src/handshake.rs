@@ -12,10 +12,11 @@ use dtls_proto::{
 use crate::connection::Role;
 use crate::error::HandshakeError;
 use crate::events::PeerIdentity;
-use crate::flight::{Flight, OutMessage, RecordWriter};
+use crate::flight::{Flight, OutMessage};
 use crate::inbox::Inbox;
 use crate::keys::session::{EpochKeyBlock, MasterBytes, Writer};
 use crate::keys::ticket::SessionTicket;
+use crate::record_layer::RecordWriter;
 
 /// One complete, reassembled handshake message from the peer.
 pub(crate) type Message = dtls_proto::ReassembledMessage;
@@ -153,7 +154,8 @@ impl Handshake {
         Ok(())
     }
 
-    /// Derives the key block and installs the epoch-1 write state.
+    /// Derives the key block of the next epoch and installs its write state (RFC 6347
+    /// §4.1: the epoch "is incremented each time a ChangeCipherSpec message is sent").
     pub(crate) fn install_keys(&mut self, role: Role) -> Result<(), HandshakeError> {
         let suite = self.suite()?;
         let block = EpochKeyBlock::expand(
@@ -167,13 +169,14 @@ impl Handshake {
             Role::Client => Writer::Client,
             Role::Server => Writer::Server,
         };
+        let epoch = self.writer.next_epoch();
         let sealer =
-            dataplane::record::Sealer::new(1, block.record_key(writer)?, 0).map_err(|_| {
+            dataplane::record::Sealer::new(epoch, block.record_key(writer)?, 0).map_err(|_| {
                 HandshakeError::Internal {
                     what: "sealer rejected key",
                 }
             })?;
-        self.writer.epoch1 = Some(sealer);
+        self.writer.install(sealer);
         self.keys = Some(block);
         Ok(())
     }

@@ -61,6 +61,7 @@ mod inbox;
 mod keys;
 #[cfg(test)]
 mod pair_tests;
+mod record_layer;
 mod server;
 mod state;
 mod timer;

@@ -18,9 +18,10 @@ use crate::config::{ClientAuth, Config, ConfigError};
 use crate::connection::{Connection, Role};
 use crate::error::HandshakeError;
 use crate::events::PeerIdentity;
-use crate::flight::{Flight, RecordWriter};
+use crate::flight::Flight;
 use crate::handshake::Message;
 use crate::keys::session::MasterBytes;
+use crate::record_layer::RecordWriter;
 use crate::state::State;
 
 fn decode(message: &'static str) -> impl Fn(WireError) -> HandshakeError {

@@ -9,7 +9,7 @@ use crate::keys::exporter::Exporter;
 use crate::keys::ticket::SessionTicket;
 use crate::state::State;
 
-/// Epoch-1 sequence numbers the engine keeps for itself after completion: resending its
+/// Sequence numbers of the application write epoch the engine keeps for itself after completion: resending its
 /// final flight when the peer retransmits, and alerts (close_notify, no_renegotiation).
 /// The shard's first record uses the number after the reserve, so no nonce is ever reused.
 pub const ENGINE_SEQUENCE_RESERVE: u64 = 64;
@@ -19,16 +19,14 @@ impl Connection {
     pub(crate) fn complete(&mut self) -> Result<State, HandshakeError> {
         let suite = self.hs.suite()?;
         let master = self.hs.master()?.clone();
-        let sealer = self
+        let write_epoch = self.hs.writer.current_epoch();
+        let next_write = self
             .hs
             .writer
-            .epoch1
-            .as_ref()
+            .reserve(write_epoch, ENGINE_SEQUENCE_RESERVE)
             .ok_or(HandshakeError::Internal {
                 what: "complete without write keys",
             })?;
-        let next_write = sealer.next_sequence() + ENGINE_SEQUENCE_RESERVE;
-        self.hs.writer.epoch1_limit = next_write;
         let ticket = match (self.role, self.hs.new_ticket.take()) {
             (Role::Client, Some((lifetime_hint, ticket))) if !ticket.is_empty() => {
                 Some(SessionTicket::new(
@@ -54,7 +52,7 @@ impl Connection {
                 next_sequence: 0,
             },
             write: EpochKeys {
-                epoch: 1,
+                epoch: write_epoch,
                 key: self.hs.own_record_key(self.role)?,
                 next_sequence: next_write,
             },
