@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use dataplane::record::{ContentType, Opener, RecordRepr, Records, ReplayWindow};
+use dataplane::record::{ContentType, Opener, RecordHeader, RecordRepr, Records, ReplayWindow};
 use dtls_crypto::Rng;
 use dtls_crypto::pki_types::UnixTime;
 use dtls_proto::{Alert, AlertDescription, AlertLevel, CHANGE_CIPHER_SPEC, HandshakeType};
@@ -21,13 +21,9 @@ use crate::events::{Event, Transmit};
 use crate::flight::{Flight, pack_flight};
 use crate::handshake::{Handshake, Message};
 use crate::inbox::Inbox;
-use crate::record_layer::RecordWriter;
+use crate::record_layer::{RecordReader, RecordWriter};
 use crate::state::State;
 use crate::timer::{RetransmitTimer, TimerAction};
-
-/// How many epoch-1 records received before the peer's ChangeCipherSpec are kept for
-/// when it arrives (a legitimate reorder of CCS and Finished).
-const MAX_EARLY_EPOCH1_RECORDS: usize = 8;
 
 /// Which side of the handshake this engine plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,10 +88,8 @@ pub struct Connection {
     pub(crate) outbox: VecDeque<Vec<u8>>,
     pub(crate) events: VecDeque<Event>,
     pub(crate) stats: ConnectionStats,
-    /// Epoch-1 read state (installed on the peer's ChangeCipherSpec).
-    pub(crate) reader: Option<Opener>,
-    /// Epoch-1 records that arrived before the peer's ChangeCipherSpec.
-    early_epoch1: Vec<Vec<u8>>,
+    /// Read epochs (the peer's ChangeCipherSpec installs the next one).
+    pub(crate) reader: RecordReader,
     /// When a peer retransmission last made us resend our flight.
     last_peer_triggered: Option<Instant>,
 }
@@ -132,8 +126,7 @@ impl Connection {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             stats: ConnectionStats::default(),
-            reader: None,
-            early_epoch1: Vec::new(),
+            reader: RecordReader::new(),
             last_peer_triggered: None,
         }
     }
@@ -253,10 +246,10 @@ impl Connection {
                 continue;
             };
             let bytes = &datagram[record.range.clone()];
-            match repr.epoch {
-                0 => self.handle_plaintext_record(now, wall, &repr, record.header.payload()),
-                1 => self.handle_epoch1_record(now, wall, repr.content_type, bytes),
-                _ => self.stats.ignored_records += 1,
+            if repr.epoch == 0 {
+                self.handle_plaintext_record(now, wall, &repr, record.header.payload());
+            } else {
+                self.handle_protected_record(now, wall, &repr, bytes);
             }
         }
         if records.dropped_bytes() > 0 {
@@ -279,7 +272,7 @@ impl Connection {
                 unauthenticated: self.stats.rejected_records,
                 // Our Finished went out under the new write epoch; the peer's own
                 // ChangeCipherSpec and Finished never came.
-                finished_unanswered: self.hs.writer.current_epoch() > 0 && self.reader.is_none(),
+                finished_unanswered: self.hs.writer.current_epoch() > self.reader.newest_epoch(),
             }),
         }
     }
@@ -347,7 +340,7 @@ impl Connection {
             ContentType::Alert => {
                 // Unauthenticated alerts are believed only before keys are in use: a
                 // spoofed epoch-0 alert must not kill a live session.
-                if self.reader.is_some() {
+                if self.reader.is_protected() {
                     self.stats.ignored_records += 1;
                     return;
                 }
@@ -357,30 +350,31 @@ impl Connection {
         }
     }
 
-    fn handle_epoch1_record(
+    /// A record of a keyed epoch: `bytes` is the whole record.
+    fn handle_protected_record(
         &mut self,
         now: Instant,
         wall: UnixTime,
-        content_type: ContentType,
+        repr: &RecordRepr,
         bytes: &[u8],
     ) {
-        if content_type == ContentType::ApplicationData && self.is_established() {
+        if repr.content_type == ContentType::ApplicationData && self.is_established() {
             // The shard / driver opens application data with its own keys.
             self.stats.ignored_records += 1;
             return;
         }
-        let Some(reader) = self.reader.as_mut() else {
-            if self.state.awaits_peer_ccs_later()
-                && self.early_epoch1.len() < MAX_EARLY_EPOCH1_RECORDS
-            {
-                self.early_epoch1.push(bytes.to_vec());
-            } else {
+        // DTLS 1.2 changes the peer's cipher state once: before its ChangeCipherSpec,
+        // records of the epoch it opens are kept for when it arrives (RFC 6347 §4.1:
+        // records may be reordered).
+        let peer_change_to_come = !self.reader.is_protected() && self.state.awaits_peer_ccs_later();
+        let Some(opener) = self.reader.opener_mut(repr.epoch) else {
+            if !(peer_change_to_come && self.reader.hold_early(repr.epoch, bytes)) {
                 self.stats.ignored_records += 1;
             }
             return;
         };
         let mut buf = bytes.to_vec();
-        let opened = match reader.open(&mut buf) {
+        let opened = match opener.open(&mut buf) {
             Ok(opened) => opened,
             Err(_) => {
                 // RFC 6347 §4.1.2.7: records failing authentication are silently discarded.
@@ -391,14 +385,16 @@ impl Connection {
         let content_type = opened.content_type;
         let plaintext = opened.plaintext.to_vec();
         match content_type {
-            ContentType::Handshake => self.handle_handshake_payload(now, wall, &plaintext, 1),
+            ContentType::Handshake => {
+                self.handle_handshake_payload(now, wall, &plaintext, repr.epoch);
+            }
             ContentType::Alert => self.handle_alert_payload(&plaintext),
             _ => self.stats.ignored_records += 1,
         }
     }
 
     fn handle_change_cipher_spec(&mut self, now: Instant, wall: UnixTime) {
-        if self.reader.is_some() {
+        if self.reader.is_protected() {
             // A retransmitted CCS: nothing to do.
             return;
         }
@@ -407,17 +403,17 @@ impl Connection {
             return;
         }
         // RFC 6347 §4.1: records may be reordered, so a CCS can arrive before the
-        // handshake messages that precede it. It switches the read side to epoch 1 as
-        // soon as the keys exist; the Finished it protects is still only accepted in
+        // handshake messages that precede it. It switches the read side to the next epoch
+        // as soon as the keys exist; the Finished it protects is still only accepted in
         // message order, after every earlier message (ExpectFinished).
         self.hs.ccs_pending = true;
         self.apply_pending_change_cipher_spec(now, wall);
     }
 
-    /// Installs the epoch-1 read state if the peer's CCS arrived and the keys exist, then
-    /// reads the epoch-1 records that arrived early.
+    /// Installs the next read epoch if the peer's CCS arrived and the keys exist, then
+    /// reads the records of that epoch that arrived early.
     fn apply_pending_change_cipher_spec(&mut self, now: Instant, wall: UnixTime) {
-        if !self.hs.ccs_pending || self.reader.is_some() || self.hs.keys.is_none() {
+        if !self.hs.ccs_pending || self.reader.is_protected() || self.hs.keys.is_none() {
             self.advance_past_change_cipher_spec();
             return;
         }
@@ -427,25 +423,28 @@ impl Connection {
             Err(e) => return self.fail(e),
         };
         let window = ReplayWindow::new(ReplayWindow::DEFAULT_SIZE);
-        self.reader = Some(Opener::new(1, key, window));
+        let early = self
+            .reader
+            .install(Opener::new(self.reader.next_epoch(), key, window));
         self.advance_past_change_cipher_spec();
         // Records that arrived early (Finished before CCS) can be read now.
-        for record in std::mem::take(&mut self.early_epoch1) {
+        for record in early {
             if self.is_finished() {
                 break;
             }
-            // Buffered records passed the record splitter, so they hold a 13-byte header.
-            let ct = record
-                .first()
-                .and_then(|&b| ContentType::from_u8(b))
-                .unwrap_or(ContentType::Handshake);
-            self.handle_epoch1_record(now, wall, ct, &record);
+            // Kept records passed the record splitter and parsed before.
+            let Ok(repr) = RecordHeader::new_checked(&record[..])
+                .and_then(|header| RecordRepr::parse(&header))
+            else {
+                continue;
+            };
+            self.handle_protected_record(now, wall, &repr, &record);
         }
     }
 
     /// ExpectChangeCipherSpec -> ExpectFinished once the peer's CCS was applied.
     fn advance_past_change_cipher_spec(&mut self) {
-        if self.reader.is_some() && self.state.expects_change_cipher_spec() {
+        if self.reader.is_protected() && self.state.expects_change_cipher_spec() {
             self.state = self.state.after_change_cipher_spec();
         }
     }

@@ -2,13 +2,15 @@
 //!
 //! [`RecordWriter`] holds a small table of write epochs, each with its own sequence
 //! numbers and, for every epoch but the plaintext epoch 0, its sealer; the epoch our
-//! alerts go out in is a number in it. Nothing here knows which handshake installs which
-//! epoch: DTLS 1.2 has epochs 0 and 1 (RFC 6347 §4.1: "The epoch number is initially zero
+//! alerts go out in is a number in it. [`RecordReader`] holds the read epochs: epoch 0 is
+//! plaintext, every other epoch has an opener with its replay window, and records of the
+//! next epoch that arrive before its keys wait in it. Nothing here knows which handshake
+//! installs which epoch: DTLS 1.2 has epochs 0 and 1 (RFC 6347 §4.1: "The epoch number is initially zero
 //! and is incremented each time a ChangeCipherSpec message is sent"), DTLS 1.3 numbers
 //! 0 (plaintext), 1 (early data), 2 (handshake) and 3 and up (application data)
 //! (RFC 9147 §6.1), and both write through the same table.
 
-use dataplane::record::{ContentType, HEADER_LEN, RecordRepr, Sealer};
+use dataplane::record::{ContentType, HEADER_LEN, Opener, RecordHeader, RecordRepr, Sealer};
 
 use crate::error::HandshakeError;
 
@@ -197,6 +199,73 @@ impl RecordWriter {
     }
 }
 
+/// How many records of the next read epoch, received before its keys, are kept for when
+/// the keys arrive (a legitimate reorder, such as a Finished before its ChangeCipherSpec).
+const MAX_EARLY_RECORDS: usize = 8;
+
+/// Read state: the table of keyed read epochs (epoch 0 is plaintext and needs no state
+/// here) and the records that arrived early for the next one.
+#[derive(Debug, Default)]
+pub(crate) struct RecordReader {
+    /// Openers of the installed epochs in ascending order, each with its replay window.
+    epochs: Vec<Opener>,
+    /// Whole records (header included) of [`RecordReader::next_epoch`].
+    early: Vec<Vec<u8>>,
+}
+
+impl RecordReader {
+    /// A reader of plaintext epoch 0 only.
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// The newest epoch we can read (0 before any keys).
+    pub(crate) fn newest_epoch(&self) -> u16 {
+        self.epochs.last().map_or(0, Opener::epoch)
+    }
+
+    /// The epoch after the newest one: whose keys come next.
+    pub(crate) fn next_epoch(&self) -> u16 {
+        self.newest_epoch().saturating_add(1)
+    }
+
+    /// Whether the peer's records are protected now (a keyed epoch is installed), so
+    /// plaintext records can no longer be trusted.
+    pub(crate) fn is_protected(&self) -> bool {
+        !self.epochs.is_empty()
+    }
+
+    /// The read state of keyed `epoch`, if installed.
+    pub(crate) fn opener_mut(&mut self, epoch: u16) -> Option<&mut Opener> {
+        self.epochs.iter_mut().find(|o| o.epoch() == epoch)
+    }
+
+    /// Keeps `record` (a whole record of `epoch`) until the keys of `epoch` arrive.
+    /// Only records of the next epoch are kept, at most [`MAX_EARLY_RECORDS`]; returns
+    /// whether it was kept.
+    pub(crate) fn hold_early(&mut self, epoch: u16, record: &[u8]) -> bool {
+        if epoch != self.next_epoch() || self.early.len() >= MAX_EARLY_RECORDS {
+            return false;
+        }
+        self.early.push(record.to_vec());
+        true
+    }
+
+    /// Installs the read state of `opener`'s epoch and returns the records that were
+    /// kept for it, in arrival order (others kept are dropped).
+    pub(crate) fn install(&mut self, opener: Opener) -> Vec<Vec<u8>> {
+        let epoch = opener.epoch();
+        match self.epochs.binary_search_by_key(&epoch, Opener::epoch) {
+            Ok(at) => self.epochs[at] = opener,
+            Err(at) => self.epochs.insert(at, opener),
+        }
+        let mut early = std::mem::take(&mut self.early);
+        // Kept records passed the record splitter, so each holds a whole header.
+        early.retain(|r| RecordHeader::new_checked(&r[..]).is_ok_and(|h| h.epoch() == epoch));
+        early
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,5 +321,40 @@ mod tests {
             w.push_record(&mut d, ContentType::Alert, 2, &[&[1, 0]]),
             Err(HandshakeError::Internal { .. })
         ));
+    }
+
+    #[test]
+    fn reader_keeps_records_of_the_next_epoch_until_its_keys() {
+        let mut w = RecordWriter::new(0);
+        w.install(Sealer::new(1, key(), 0).expect("sealer"));
+        w.install(Sealer::new(2, key(), 0).expect("sealer"));
+        let mut one = Vec::new();
+        w.push_record(&mut one, ContentType::Handshake, 1, &[b"one"])
+            .expect("epoch 1");
+        let mut two = Vec::new();
+        w.push_record(&mut two, ContentType::Handshake, 2, &[b"two"])
+            .expect("epoch 2");
+
+        let mut r = RecordReader::new();
+        assert!(!r.is_protected());
+        assert_eq!(r.next_epoch(), 1);
+        assert!(r.opener_mut(1).is_none());
+        assert!(!r.hold_early(2, &two), "not the next epoch");
+        for _ in 0..MAX_EARLY_RECORDS {
+            assert!(r.hold_early(1, &one));
+        }
+        assert!(!r.hold_early(1, &one), "cap");
+        let early = r.install(Opener::new(1, key(), ReplayWindow::new(64)));
+        assert_eq!(early.len(), MAX_EARLY_RECORDS);
+        assert!(r.is_protected());
+        assert_eq!((r.newest_epoch(), r.next_epoch()), (1, 2));
+        let opener = r.opener_mut(1).expect("installed");
+        let mut bytes = early[0].clone();
+        assert_eq!(opener.open(&mut bytes).expect("open").plaintext, b"one");
+
+        assert!(r.hold_early(2, &two));
+        let early = r.install(Opener::new(2, key(), ReplayWindow::new(64)));
+        assert_eq!(early, vec![two]);
+        assert!(r.opener_mut(1).is_some() && r.opener_mut(2).is_some());
     }
 }

@@ -47,7 +47,7 @@ impl Connection {
             peer: self.peer,
             suite: suite.suite(),
             read: EpochKeys {
-                epoch: 1,
+                epoch: self.reader.newest_epoch(),
                 key: self.hs.peer_record_key(self.role)?,
                 next_sequence: 0,
             },
