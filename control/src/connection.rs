@@ -15,13 +15,16 @@ use dtls_crypto::Rng;
 use dtls_crypto::pki_types::UnixTime;
 use dtls_proto::{Alert, AlertDescription, AlertLevel, CHANGE_CIPHER_SPEC, HandshakeType};
 
+use crate::client::ClientState;
 use crate::config::Config;
 use crate::error::HandshakeError;
 use crate::events::{Event, Transmit};
 use crate::flight::{Flight, pack_flight};
 use crate::handshake::{Handshake, Message};
 use crate::inbox::Inbox;
+use crate::keys::session::Writer;
 use crate::record_layer::{RecordReader, RecordWriter};
+use crate::server::ServerState;
 use crate::state::State;
 use crate::timer::{RetransmitTimer, TimerAction};
 
@@ -78,6 +81,20 @@ pub struct ClaimedIdentity<'a> {
 /// peer to the engine afterwards (it ignores epoch-1 application data): it answers a
 /// retransmitted final flight (RFC 6347 §4.2.4), handles alerts and refuses renegotiation.
 pub struct Connection {
+    pub(crate) core: Core,
+    pub(crate) side: Side,
+}
+
+/// What only one role keeps during a handshake.
+#[derive(Debug)]
+pub(crate) enum Side {
+    Client(Box<ClientState>),
+    Server(ServerState),
+}
+
+/// What both roles share: the peer, the configuration and randomness, the handshake state
+/// and its shared data, the record layer, the retransmission timer and the queues out.
+pub(crate) struct Core {
     pub(crate) role: Role,
     pub(crate) peer: SocketAddr,
     pub(crate) config: Arc<Config>,
@@ -97,15 +114,135 @@ pub struct Connection {
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
-            .field("role", &self.role)
-            .field("peer", &self.peer)
-            .field("state", &self.state.name())
-            .field("stats", &self.stats)
+            .field("role", &self.core.role)
+            .field("peer", &self.core.peer)
+            .field("state", &self.core.state.name())
+            .field("stats", &self.core.stats)
             .finish_non_exhaustive()
     }
 }
 
 impl Connection {
+    /// This engine's role.
+    pub fn role(&self) -> Role {
+        self.core.role
+    }
+
+    /// The protocol version this engine speaks, for logs.
+    pub fn version(&self) -> &'static str {
+        "1.2"
+    }
+
+    /// The negotiated cipher suite, once the ServerHello has been sent or received.
+    pub fn suite(&self) -> Option<crate::CipherSuite> {
+        self.core.hs.suite.map(|s| s.suite())
+    }
+
+    /// Who the peer claims to be so far, for logs (nothing here is verified): the server
+    /// name (server: the client's SNI host name; client: the name we verify the server
+    /// against) and the PSK identity (server: the one the client named, known or not;
+    /// client: ours, when PSK suites are offered).
+    pub fn claimed_identity(&self) -> ClaimedIdentity<'_> {
+        match &self.side {
+            Side::Server(server) => server.claimed_identity(),
+            Side::Client(client) => client.claimed_identity(&self.core.config),
+        }
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.core.peer
+    }
+
+    /// Whether the handshake completed (and [`Event::KeysReady`] was queued).
+    pub fn is_established(&self) -> bool {
+        self.core.is_established()
+    }
+
+    /// Whether the engine is dead (failed or closed) and can be dropped.
+    pub fn is_finished(&self) -> bool {
+        self.core.is_finished()
+    }
+
+    /// The name of the current handshake state (e.g. `"ExpectServerHello"`), for logs.
+    pub fn state_name(&self) -> &'static str {
+        self.core.state.name()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ConnectionStats {
+        ConnectionStats {
+            conflicting_fragments: self.core.hs.inbox.conflicts,
+            buffer_refused: self.core.hs.inbox.buffer_refused,
+            ..self.core.stats
+        }
+    }
+
+    /// Whether `datagram` starts with a plaintext ClientHello of a *different* handshake
+    /// (another client random): the peer restarted. A server driver hands such datagrams
+    /// to the [`crate::Acceptor`] instead of this engine, and keeps this session until the
+    /// new handshake completes. Retransmissions of this handshake's own ClientHello return
+    /// `false` and belong to this engine.
+    pub fn is_new_client_hello(&self, datagram: &[u8]) -> bool {
+        if self.core.role != Role::Server {
+            return false;
+        }
+        let Some(record) = Records::new(datagram).next() else {
+            return false;
+        };
+        let payload = record.header.payload();
+        // epoch 0, handshake content, client_hello(1), random at body offset 2.
+        record.header.epoch() == 0
+            && record.header.content_type() == u8::from(ContentType::Handshake)
+            && payload.first() == Some(&HandshakeType::ClientHello.to_u8())
+            && payload
+                .get(12 + 2..12 + 2 + 32)
+                .is_some_and(|random| random != self.core.hs.client_random)
+    }
+
+    /// Feeds one datagram received from `peer` at `now`; `wall` is the wall-clock time of
+    /// the same instant, for certificate validity and session tickets (the engine reads no
+    /// clock). Datagrams from another address are ignored (the caller routes by address).
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        wall: UnixTime,
+        peer: SocketAddr,
+        datagram: &[u8],
+    ) {
+        self.core
+            .handle_datagram(&mut self.side, now, wall, peer, datagram);
+    }
+
+    /// Advances timers to `now`: retransmits the current flight or gives up.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.core.handle_timeout(now);
+    }
+
+    /// Writes the next datagram to send into `buf` (which should hold at least the
+    /// configured MTU). A datagram larger than `buf` is dropped.
+    pub fn poll_transmit(&mut self, _now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        self.core.poll_transmit(buf)
+    }
+
+    /// When [`Connection::handle_timeout`] next has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.core.timer.poll_timeout()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.core.events.pop_front()
+    }
+
+    /// Queues close_notify (RFC 5246 §7.2.1) and closes the engine. Emits
+    /// [`Event::Closed`] with `by_peer: false`.
+    pub fn close(&mut self, _now: Instant) {
+        self.core.close();
+    }
+}
+
+impl Core {
     pub(crate) fn new(
         role: Role,
         config: Arc<Config>,
@@ -131,103 +268,17 @@ impl Connection {
         }
     }
 
-    /// This engine's role.
-    pub fn role(&self) -> Role {
-        self.role
-    }
-
-    /// The protocol version this engine speaks, for logs.
-    pub fn version(&self) -> &'static str {
-        "1.2"
-    }
-
-    /// The negotiated cipher suite, once the ServerHello has been sent or received.
-    pub fn suite(&self) -> Option<crate::CipherSuite> {
-        self.hs.suite.map(|s| s.suite())
-    }
-
-    /// Who the peer claims to be so far, for logs (nothing here is verified): the server
-    /// name (server: the client's SNI host name; client: the name we verify the server
-    /// against) and the PSK identity (server: the one the client named, known or not;
-    /// client: ours, when PSK suites are offered).
-    pub fn claimed_identity(&self) -> ClaimedIdentity<'_> {
-        match self.role {
-            Role::Server => ClaimedIdentity {
-                server_name: self.hs.server_name.as_deref(),
-                psk_identity: self.hs.claimed_psk_identity.as_deref(),
-            },
-            Role::Client => ClaimedIdentity {
-                server_name: self.config.server_name.as_deref(),
-                // The identity we would present: the negotiated one, or the configured one
-                // while PSK suites are on offer.
-                psk_identity: self.hs.psk_identity.as_deref().or_else(|| {
-                    self.config
-                        .cipher_suites
-                        .iter()
-                        .any(|s| s.uses_psk())
-                        .then(|| self.config.psks.first().map(|p| p.identity.as_slice()))
-                        .flatten()
-                }),
-            },
-        }
-    }
-
-    /// The peer's address.
-    pub fn peer(&self) -> SocketAddr {
-        self.peer
-    }
-
-    /// Whether the handshake completed (and [`Event::KeysReady`] was queued).
-    pub fn is_established(&self) -> bool {
+    pub(crate) fn is_established(&self) -> bool {
         matches!(self.state, State::Established)
     }
 
-    /// Whether the engine is dead (failed or closed) and can be dropped.
-    pub fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         matches!(self.state, State::Failed | State::Closed)
     }
 
-    /// The name of the current handshake state (e.g. `"ExpectServerHello"`), for logs.
-    pub fn state_name(&self) -> &'static str {
-        self.state.name()
-    }
-
-    /// Counters.
-    pub fn stats(&self) -> ConnectionStats {
-        ConnectionStats {
-            conflicting_fragments: self.hs.inbox.conflicts,
-            buffer_refused: self.hs.inbox.buffer_refused,
-            ..self.stats
-        }
-    }
-
-    /// Whether `datagram` starts with a plaintext ClientHello of a *different* handshake
-    /// (another client random): the peer restarted. A server driver hands such datagrams
-    /// to the [`crate::Acceptor`] instead of this engine, and keeps this session until the
-    /// new handshake completes. Retransmissions of this handshake's own ClientHello return
-    /// `false` and belong to this engine.
-    pub fn is_new_client_hello(&self, datagram: &[u8]) -> bool {
-        if self.role != Role::Server {
-            return false;
-        }
-        let Some(record) = Records::new(datagram).next() else {
-            return false;
-        };
-        let payload = record.header.payload();
-        // epoch 0, handshake content, client_hello(1), random at body offset 2.
-        record.header.epoch() == 0
-            && record.header.content_type() == u8::from(ContentType::Handshake)
-            && payload.first() == Some(&HandshakeType::ClientHello.to_u8())
-            && payload
-                .get(12 + 2..12 + 2 + 32)
-                .is_some_and(|random| random != self.hs.client_random)
-    }
-
-    /// Feeds one datagram received from `peer` at `now`; `wall` is the wall-clock time of
-    /// the same instant, for certificate validity and session tickets (the engine reads no
-    /// clock). Datagrams from another address are ignored (the caller routes by address).
-    pub fn handle_datagram(
+    fn handle_datagram(
         &mut self,
+        side: &mut Side,
         now: Instant,
         wall: UnixTime,
         peer: SocketAddr,
@@ -247,9 +298,9 @@ impl Connection {
             };
             let bytes = &datagram[record.range.clone()];
             if repr.epoch == 0 {
-                self.handle_plaintext_record(now, wall, &repr, record.header.payload());
+                self.handle_plaintext_record(side, now, wall, &repr, record.header.payload());
             } else {
-                self.handle_protected_record(now, wall, &repr, bytes);
+                self.handle_protected_record(side, now, wall, &repr, bytes);
             }
         }
         if records.dropped_bytes() > 0 {
@@ -257,8 +308,7 @@ impl Connection {
         }
     }
 
-    /// Advances timers to `now`: retransmits the current flight or gives up.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    fn handle_timeout(&mut self, now: Instant) {
         match self.timer.handle_timeout(now) {
             TimerAction::Idle => {}
             TimerAction::Retransmit => {
@@ -277,9 +327,7 @@ impl Connection {
         }
     }
 
-    /// Writes the next datagram to send into `buf` (which should hold at least the
-    /// configured MTU). A datagram larger than `buf` is dropped.
-    pub fn poll_transmit(&mut self, _now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+    fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
         while let Some(datagram) = self.outbox.pop_front() {
             let Some(dst) = buf.get_mut(..datagram.len()) else {
                 continue;
@@ -295,19 +343,7 @@ impl Connection {
         None
     }
 
-    /// When [`Connection::handle_timeout`] next has work to do.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timer.poll_timeout()
-    }
-
-    /// The next event, if any.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
-    }
-
-    /// Queues close_notify (RFC 5246 §7.2.1) and closes the engine. Emits
-    /// [`Event::Closed`] with `by_peer: false`.
-    pub fn close(&mut self, _now: Instant) {
+    fn close(&mut self) {
         if self.is_finished() {
             return;
         }
@@ -321,6 +357,7 @@ impl Connection {
 
     fn handle_plaintext_record(
         &mut self,
+        side: &mut Side,
         now: Instant,
         wall: UnixTime,
         repr: &RecordRepr,
@@ -328,14 +365,14 @@ impl Connection {
     ) {
         match repr.content_type {
             ContentType::Handshake => {
-                self.handle_handshake_payload(now, wall, payload, 0);
+                self.handle_handshake_payload(side, now, wall, payload, 0);
             }
             ContentType::ChangeCipherSpec => {
                 if payload != [CHANGE_CIPHER_SPEC] {
                     self.stats.malformed_records += 1;
                     return;
                 }
-                self.handle_change_cipher_spec(now, wall);
+                self.handle_change_cipher_spec(side, now, wall);
             }
             ContentType::Alert => {
                 // Unauthenticated alerts are believed only before keys are in use: a
@@ -353,6 +390,7 @@ impl Connection {
     /// A record of a keyed epoch: `bytes` is the whole record.
     fn handle_protected_record(
         &mut self,
+        side: &mut Side,
         now: Instant,
         wall: UnixTime,
         repr: &RecordRepr,
@@ -386,14 +424,14 @@ impl Connection {
         let plaintext = opened.plaintext.to_vec();
         match content_type {
             ContentType::Handshake => {
-                self.handle_handshake_payload(now, wall, &plaintext, repr.epoch);
+                self.handle_handshake_payload(side, now, wall, &plaintext, repr.epoch);
             }
             ContentType::Alert => self.handle_alert_payload(&plaintext),
             _ => self.stats.ignored_records += 1,
         }
     }
 
-    fn handle_change_cipher_spec(&mut self, now: Instant, wall: UnixTime) {
+    fn handle_change_cipher_spec(&mut self, side: &mut Side, now: Instant, wall: UnixTime) {
         if self.reader.is_protected() {
             // A retransmitted CCS: nothing to do.
             return;
@@ -407,25 +445,27 @@ impl Connection {
         // as soon as the keys exist; the Finished it protects is still only accepted in
         // message order, after every earlier message (ExpectFinished).
         self.hs.ccs_pending = true;
-        self.apply_pending_change_cipher_spec(now, wall);
+        self.apply_pending_change_cipher_spec(side, now, wall);
     }
 
     /// Installs the next read epoch if the peer's CCS arrived and the keys exist, then
     /// reads the records of that epoch that arrived early.
-    fn apply_pending_change_cipher_spec(&mut self, now: Instant, wall: UnixTime) {
-        if !self.hs.ccs_pending || self.reader.is_protected() || self.hs.keys.is_none() {
-            self.advance_past_change_cipher_spec();
-            return;
-        }
-        self.hs.ccs_pending = false;
-        let key = match self.hs.peer_record_key(self.role) {
+    fn apply_pending_change_cipher_spec(&mut self, side: &mut Side, now: Instant, wall: UnixTime) {
+        let keys = match &self.hs.secrets {
+            Some(secrets) if self.hs.ccs_pending && !self.reader.is_protected() => &secrets.keys,
+            _ => {
+                self.advance_past_change_cipher_spec();
+                return;
+            }
+        };
+        let epoch = keys.epoch();
+        let key = match keys.record_key(Writer::peer(self.role)) {
             Ok(k) => k,
             Err(e) => return self.fail(e),
         };
+        self.hs.ccs_pending = false;
         let window = ReplayWindow::new(ReplayWindow::DEFAULT_SIZE);
-        let early = self
-            .reader
-            .install(Opener::new(self.reader.next_epoch(), key, window));
+        let early = self.reader.install(Opener::new(epoch, key, window));
         self.advance_past_change_cipher_spec();
         // Records that arrived early (Finished before CCS) can be read now.
         for record in early {
@@ -438,7 +478,7 @@ impl Connection {
             else {
                 continue;
             };
-            self.handle_protected_record(now, wall, &repr, &record);
+            self.handle_protected_record(side, now, wall, &repr, &record);
         }
     }
 
@@ -485,6 +525,7 @@ impl Connection {
 
     fn handle_handshake_payload(
         &mut self,
+        side: &mut Side,
         now: Instant,
         wall: UnixTime,
         payload: &[u8],
@@ -509,10 +550,10 @@ impl Connection {
             if self.is_finished() {
                 return;
             }
-            if let Err(e) = self.handle_message(now, wall, message) {
+            if let Err(e) = self.handle_message(side, now, wall, message) {
                 return self.fail(e);
             }
-            self.apply_pending_change_cipher_spec(now, wall);
+            self.apply_pending_change_cipher_spec(side, now, wall);
         }
     }
 
@@ -535,6 +576,7 @@ impl Connection {
 
     fn handle_message(
         &mut self,
+        side: &mut Side,
         now: Instant,
         wall: UnixTime,
         message: Message,
@@ -545,9 +587,9 @@ impl Connection {
             return Ok(());
         }
         // Each handler consumes the message in the current state and names the next one.
-        self.state = match self.role {
-            Role::Client => self.handle_client_message(now, wall, message)?,
-            Role::Server => self.handle_server_message(now, wall, message)?,
+        self.state = match side {
+            Side::Client(client) => client.handle_message(self, now, wall, message)?,
+            Side::Server(server) => server.handle_message(self, now, wall, message)?,
         };
         Ok(())
     }
