@@ -15,13 +15,14 @@ use dtls_proto::{
 };
 
 use crate::config::{Config, ConfigError};
-use crate::connection::{ClaimedIdentity, Connection, Core, Role, Side};
+use crate::connection::{ClaimedIdentity, Connection, Core, Side};
 use crate::error::HandshakeError;
 use crate::events::PeerIdentity;
 use crate::flight::Flight;
 use crate::handshake::Message;
 use crate::keys::ticket::SessionTicket;
 use crate::record_layer::RecordWriter;
+use crate::role::Role;
 use crate::state::State;
 
 /// At most this many HelloVerifyRequests are answered in one handshake.

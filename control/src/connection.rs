@@ -24,18 +24,10 @@ use crate::handshake::{Handshake, Message};
 use crate::inbox::Inbox;
 use crate::keys::session::Writer;
 use crate::record_layer::{RecordReader, RecordWriter};
+use crate::role::Role;
 use crate::server::ServerState;
 use crate::state::State;
 use crate::timer::{RetransmitTimer, TimerAction};
-
-/// Which side of the handshake this engine plays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Sends the ClientHello.
-    Client,
-    /// Answers it.
-    Server,
-}
 
 /// Counters of what the engine dropped or did (for tests and metrics).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

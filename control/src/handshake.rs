@@ -8,13 +8,13 @@ use dtls_proto::{
     VERIFY_DATA_LEN,
 };
 
-use crate::connection::Role;
 use crate::error::HandshakeError;
 use crate::events::PeerIdentity;
 use crate::flight::{Flight, OutMessage};
 use crate::inbox::Inbox;
 use crate::keys::session::{EpochKeyBlock, MasterBytes, Writer};
 use crate::record_layer::RecordWriter;
+use crate::role::Role;
 
 /// One complete, reassembled handshake message from the peer.
 pub(crate) type Message = dtls_proto::ReassembledMessage;

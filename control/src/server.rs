@@ -15,13 +15,14 @@ use dtls_proto::{
 
 use crate::acceptor::VerifiedClientHello;
 use crate::config::{ClientAuth, Config, ConfigError};
-use crate::connection::{ClaimedIdentity, Connection, Core, Role, Side};
+use crate::connection::{ClaimedIdentity, Connection, Core, Side};
 use crate::error::HandshakeError;
 use crate::events::PeerIdentity;
 use crate::flight::Flight;
 use crate::handshake::Message;
 use crate::keys::session::MasterBytes;
 use crate::record_layer::RecordWriter;
+use crate::role::Role;
 use crate::state::State;
 
 fn decode(message: &'static str) -> impl Fn(WireError) -> HandshakeError {
@@ -540,26 +541,24 @@ impl ServerState {
         {
             self.claimed_psk_identity = Some(identity.clone());
         }
-        let premaster = match cke {
-            ClientKeyExchange::Ecdhe { public } => {
-                let ours = self.ecdhe.take().ok_or(HandshakeError::Internal {
-                    what: "no ECDHE key",
-                })?;
-                ours.agree(&public)?
-            }
-            ClientKeyExchange::Psk { identity } => {
+        // ECDHE suites made our key pair with ServerKeyExchange, before this message.
+        let premaster = match (cke, self.ecdhe.take()) {
+            (ClientKeyExchange::Ecdhe { public }, Some(ours)) => ours.agree(&public)?,
+            (ClientKeyExchange::Psk { identity }, _) => {
                 let psk = lookup(&identity)?;
                 e.hs.peer_identity = PeerIdentity::Psk(identity);
                 PremasterSecret::psk(&psk.key)?
             }
-            ClientKeyExchange::EcdhePsk { identity, public } => {
+            (ClientKeyExchange::EcdhePsk { identity, public }, Some(ours)) => {
                 let psk = lookup(&identity)?;
-                let ours = self.ecdhe.take().ok_or(HandshakeError::Internal {
-                    what: "no ECDHE key",
-                })?;
                 let ecdhe = ours.agree(&public)?;
                 e.hs.peer_identity = PeerIdentity::Psk(identity);
                 PremasterSecret::ecdhe_psk(ecdhe, &psk.key)?
+            }
+            (ClientKeyExchange::Ecdhe { .. } | ClientKeyExchange::EcdhePsk { .. }, None) => {
+                return Err(HandshakeError::Internal {
+                    what: "no ECDHE key",
+                });
             }
         };
         e.hs.derive_master(Role::Server, &premaster)?;

@@ -7,8 +7,8 @@ use dtls_crypto::{KeyBlock, KeyBlockShape, MASTER_SECRET_LEN, MasterSecret, Prem
 use dtls_proto::{PrfHash, RANDOM_LEN};
 use zeroize::Zeroizing;
 
-use crate::connection::Role;
 use crate::error::HandshakeError;
+use crate::role::Role;
 
 /// The master secret, shared by the engine, the [`crate::Exporter`] and the client's
 /// [`crate::SessionTicket`]. Cloning shares one zeroize-on-drop copy; a server sealing a
