@@ -192,58 +192,58 @@ impl ClientState {
         }
     }
 
-    fn send_client_hello(&mut self, e: &mut Core, now: Instant) -> Result<(), HandshakeError> {
+    fn send_client_hello(&mut self, core: &mut Core, now: Instant) -> Result<(), HandshakeError> {
         let mut flight = Flight::default();
-        e.hs.push_message(
+        core.hs.push_message(
             &mut flight,
             0,
             &HandshakeMessage::ClientHello(self.hello.clone()),
         )?;
-        e.send_flight(now, flight, true)
+        core.send_flight(now, flight, true)
     }
 
     pub(crate) fn handle_message(
         &mut self,
-        e: &mut Core,
+        core: &mut Core,
         now: Instant,
         wall: UnixTime,
         message: Message,
     ) -> Result<State, HandshakeError> {
         let unexpected = HandshakeError::UnexpectedMessage {
-            state: e.state.name(),
+            state: core.state.name(),
             got: message.msg_type.to_u8(),
         };
         // CertificateVerify is never received by a client; Finished manages the
         // transcript itself (its verify_data covers the messages before it).
         if message.msg_type != HandshakeType::Finished {
-            e.hs.transcript.update(&message.transcript_bytes());
+            core.hs.transcript.update(&message.transcript_bytes());
         }
-        match (e.state, message.msg_type) {
+        match (core.state, message.msg_type) {
             (State::ExpectServerHello, HandshakeType::HelloVerifyRequest) => {
-                self.handle_hello_verify_request(e, now, &message.body)
+                self.handle_hello_verify_request(core, now, &message.body)
             }
             (State::ExpectServerHello, HandshakeType::ServerHello) => {
-                self.handle_server_hello(e, &message.body)
+                self.handle_server_hello(core, &message.body)
             }
             (State::ExpectServerCertificate, HandshakeType::Certificate) => {
-                self.handle_server_certificate(e, &message.body, wall)
+                self.handle_server_certificate(core, &message.body, wall)
             }
             (State::ExpectServerKeyExchange, HandshakeType::ServerKeyExchange) => {
-                self.handle_server_key_exchange(e, &message.body)
+                self.handle_server_key_exchange(core, &message.body)
             }
             (State::ExpectServerKeyExchange, HandshakeType::ServerHelloDone)
-                if e.hs.suite()?.key_exchange() == KeyExchange::Psk =>
+                if core.hs.suite()?.key_exchange() == KeyExchange::Psk =>
             {
                 // RFC 4279 §2: with no identity hint the server may omit ServerKeyExchange.
-                self.handle_server_hello_done(e, now, &message.body)
+                self.handle_server_hello_done(core, now, &message.body)
             }
             (State::ExpectServerHelloDone, HandshakeType::CertificateRequest)
-                if self.cert_request.is_none() && e.hs.suite()?.uses_certificate() =>
+                if self.cert_request.is_none() && core.hs.suite()?.uses_certificate() =>
             {
-                self.handle_certificate_request(e, &message.body)
+                self.handle_certificate_request(core, &message.body)
             }
             (State::ExpectServerHelloDone, HandshakeType::ServerHelloDone) => {
-                self.handle_server_hello_done(e, now, &message.body)
+                self.handle_server_hello_done(core, now, &message.body)
             }
             (State::ExpectNewSessionTicket, HandshakeType::NewSessionTicket) => {
                 let ticket =
@@ -252,7 +252,7 @@ impl ClientState {
                 Ok(State::ExpectChangeCipherSpec)
             }
             (State::ExpectFinished, HandshakeType::Finished) => {
-                self.handle_server_finished(e, now, &message)
+                self.handle_server_finished(core, now, &message)
             }
             _ => Err(unexpected),
         }
@@ -260,7 +260,7 @@ impl ClientState {
 
     fn handle_hello_verify_request(
         &mut self,
-        e: &mut Core,
+        core: &mut Core,
         now: Instant,
         body: &[u8],
     ) -> Result<State, HandshakeError> {
@@ -274,15 +274,19 @@ impl ClientState {
         }
         // RFC 6347 §4.2.1: the first ClientHello and the HelloVerifyRequest are not part
         // of the handshake hash.
-        e.hs.transcript.reset();
+        core.hs.transcript.reset();
         // RFC 6347 §4.2.1: the client "MUST retransmit the ClientHello with the cookie
         // added" and the same parameters as before.
         self.hello.cookie = hvr.cookie;
-        self.send_client_hello(e, now)?;
+        self.send_client_hello(core, now)?;
         Ok(State::ExpectServerHello)
     }
 
-    fn handle_server_hello(&mut self, e: &mut Core, body: &[u8]) -> Result<State, HandshakeError> {
+    fn handle_server_hello(
+        &mut self,
+        core: &mut Core,
+        body: &[u8],
+    ) -> Result<State, HandshakeError> {
         let sh = ServerHello::parse(body).map_err(decode("ServerHello"))?;
         // RFC 6347 §4.1 / RFC 5246 §7.4.1.3: we only speak DTLS 1.2.
         if sh.server_version != ProtocolVersion::Dtls1_2 {
@@ -290,7 +294,7 @@ impl ClientState {
                 version: sh.server_version.to_u16(),
             });
         }
-        let offered = offered_suites(&e.config);
+        let offered = offered_suites(&core.config);
         let suite = offered
             .into_iter()
             .find(|s| s.suite() == sh.cipher_suite)
@@ -351,19 +355,19 @@ impl ClientState {
             return Err(HandshakeError::InsecureRenegotiation);
         }
         // RFC 7627 §5.3 / §5.2: without the extension we abort when configured to require it.
-        e.hs.extended_master_secret = ext.extended_master_secret;
-        if !ext.extended_master_secret && e.config.require_extended_master_secret {
+        core.hs.extended_master_secret = ext.extended_master_secret;
+        if !ext.extended_master_secret && core.config.require_extended_master_secret {
             return Err(HandshakeError::ExtendedMasterSecretRequired);
         }
         if let Some(list) = &ext.alpn {
             let proto = list.first().cloned().unwrap_or_default();
             // RFC 7301 §3.2: the server's choice must be one the client offered.
-            if !e.config.alpn_protocols.contains(&proto) {
+            if !core.config.alpn_protocols.contains(&proto) {
                 return Err(HandshakeError::IllegalParameter {
                     what: "ALPN protocol not offered",
                 });
             }
-            e.hs.alpn = Some(proto);
+            core.hs.alpn = Some(proto);
         }
         if let Some(srtp) = &ext.use_srtp {
             // check_server_hello() guarantees exactly one profile.
@@ -375,18 +379,18 @@ impl ClientState {
                         what: "use_srtp without a profile",
                     })?;
             // RFC 5764 §4.1.1: the server's profile must be one the client offered.
-            if !e.config.srtp_profiles.contains(&profile) || !srtp.mki.is_empty() {
+            if !core.config.srtp_profiles.contains(&profile) || !srtp.mki.is_empty() {
                 return Err(HandshakeError::IllegalParameter {
                     what: "use_srtp profile not offered",
                 });
             }
-            e.hs.srtp_profile = Some(profile);
+            core.hs.srtp_profile = Some(profile);
         }
-        e.hs.heartbeat = ext.heartbeat;
+        core.hs.heartbeat = ext.heartbeat;
         self.ticket_promised = ext.session_ticket.is_some();
-        e.hs.server_random = sh.random;
-        e.hs.suite = Some(suite);
-        e.hs.transcript.select_hash(suite.prf_hash())?;
+        core.hs.server_random = sh.random;
+        core.hs.suite = Some(suite);
+        core.hs.transcript.select_hash(suite.prf_hash())?;
 
         // The server accepted the ticket: it echoed our Session ID (RFC 5077 §3.4).
         let accepted = self.offered_ticket.as_ref().filter(|t| {
@@ -399,9 +403,9 @@ impl ClientState {
             if ticket.extended_master_secret && !ext.extended_master_secret {
                 return Err(HandshakeError::ExtendedMasterSecretRequired);
             }
-            e.hs.resumed = true;
-            e.hs.transcript.stop_retaining();
-            e.hs.install_keys(Role::Client, ticket.master.clone())?;
+            core.hs.resumed = true;
+            core.hs.transcript.stop_retaining();
+            core.hs.install_keys(Role::Client, ticket.master.clone())?;
             return Ok(if self.ticket_promised {
                 State::ExpectNewSessionTicket
             } else {
@@ -417,33 +421,33 @@ impl ClientState {
 
     fn handle_server_certificate(
         &mut self,
-        e: &mut Core,
+        core: &mut Core,
         body: &[u8],
         wall: UnixTime,
     ) -> Result<State, HandshakeError> {
         let cert = Certificate::parse(body).map_err(decode("Certificate"))?;
         let chain: Vec<CertificateDer<'static>> =
             cert.chain.into_iter().map(CertificateDer::from).collect();
-        let name = e
+        let name = core
             .config
             .server_name
             .clone()
-            .unwrap_or_else(|| e.peer.ip().to_string());
-        e.config
+            .unwrap_or_else(|| core.peer.ip().to_string());
+        core.config
             .peer_verification
             .verify_server(&chain, &name, wall)
             .map_err(|source| HandshakeError::BadCertificate { source })?;
-        e.hs.peer_identity = PeerIdentity::Certificates(chain.clone());
-        e.hs.peer_chain = chain;
+        core.hs.peer_identity = PeerIdentity::Certificates(chain.clone());
+        core.hs.peer_chain = chain;
         Ok(State::ExpectServerKeyExchange)
     }
 
     fn handle_server_key_exchange(
         &mut self,
-        e: &mut Core,
+        core: &mut Core,
         body: &[u8],
     ) -> Result<State, HandshakeError> {
-        let suite = e.hs.suite()?;
+        let suite = core.hs.suite()?;
         let ske = ServerKeyExchange::parse(body, suite.key_exchange())
             .map_err(decode("ServerKeyExchange"))?;
         if let ServerKeyExchange::Ecdhe { params, signature } = &ske {
@@ -453,15 +457,15 @@ impl ClientState {
                 _ => scheme.is_ecdsa_or_eddsa(),
             };
             // RFC 5246 §7.4.1.4.1: the server's scheme must be one the client offered.
-            if !scheme_fits || !e.config.signature_schemes.contains(&scheme) {
+            if !scheme_fits || !core.config.signature_schemes.contains(&scheme) {
                 return Err(HandshakeError::IllegalParameter {
                     what: "ServerKeyExchange signature scheme",
                 });
             }
             let signed = params
-                .signed_message(&e.hs.client_random, &e.hs.server_random)
+                .signed_message(&core.hs.client_random, &core.hs.server_random)
                 .map_err(decode("ServerKeyExchange"))?;
-            let end_entity = e.hs.peer_chain.first().ok_or(HandshakeError::Internal {
+            let end_entity = core.hs.peer_chain.first().ok_or(HandshakeError::Internal {
                 what: "no server certificate",
             })?;
             // RFC 8422 §5.4: the client verifies the signature over the params.
@@ -471,12 +475,12 @@ impl ClientState {
         if let Some(params) = ske.ecdhe_params() {
             // We offered only configured groups, which `Config::validate` keeps to the ones
             // our crypto implements.
-            if !e.config.groups.contains(&params.group) {
+            if !core.config.groups.contains(&params.group) {
                 return Err(HandshakeError::IllegalParameter {
                     what: "server chose a group we did not offer",
                 });
             }
-            let ours = EphemeralKeyPair::generate(params.group, &mut *e.rng)?;
+            let ours = EphemeralKeyPair::generate(params.group, &mut *core.rng)?;
             self.key_share = Some((ours, params.public.clone()));
         }
         Ok(State::ExpectServerHelloDone)
@@ -484,14 +488,14 @@ impl ClientState {
 
     fn handle_certificate_request(
         &mut self,
-        e: &mut Core,
+        core: &mut Core,
         body: &[u8],
     ) -> Result<State, HandshakeError> {
         let req = CertificateRequest::parse(body).map_err(decode("CertificateRequest"))?;
         self.cert_request = Some(
             req.signature_schemes
                 .iter()
-                .filter(|s| e.config.signature_schemes.contains(s))
+                .filter(|s| core.config.signature_schemes.contains(s))
                 .copied()
                 .collect(),
         );
@@ -500,32 +504,38 @@ impl ClientState {
 
     fn handle_server_hello_done(
         &mut self,
-        e: &mut Core,
+        core: &mut Core,
         now: Instant,
         body: &[u8],
     ) -> Result<State, HandshakeError> {
         dtls_proto::ServerHelloDone::parse(body).map_err(decode("ServerHelloDone"))?;
-        let suite = e.hs.suite()?;
+        let suite = core.hs.suite()?;
         let mut flight = Flight::default();
         // RFC 5246 §7.4.6: the client sends a Certificate (possibly empty) when asked.
         let mut sent_cert = None;
         if self.cert_request.is_some() {
-            let cert = e.config.certificate.clone();
+            let cert = core.config.certificate.clone();
             let chain = cert
                 .as_ref()
                 .map(|c| c.chain.iter().map(|d| d.to_vec()).collect())
                 .unwrap_or_default();
-            e.hs.push_message(
+            core.hs.push_message(
                 &mut flight,
                 0,
                 &HandshakeMessage::Certificate(Certificate { chain }),
             )?;
             sent_cert = cert;
         } else {
-            e.hs.transcript.stop_retaining();
+            core.hs.transcript.stop_retaining();
         }
 
-        let psk = || e.config.psks.first().cloned().ok_or(HandshakeError::NoPsk);
+        let psk = || {
+            core.config
+                .psks
+                .first()
+                .cloned()
+                .ok_or(HandshakeError::NoPsk)
+        };
         // ECDHE suites reach ServerHelloDone only through ServerKeyExchange, which made
         // the key share.
         let (cke, premaster) = match (suite.key_exchange(), self.key_share.take()) {
@@ -536,7 +546,7 @@ impl ClientState {
             }
             (KeyExchange::Psk, _) => {
                 let psk = psk()?;
-                e.hs.peer_identity = PeerIdentity::None;
+                core.hs.peer_identity = PeerIdentity::None;
                 self.psk_identity = Some(psk.identity.clone());
                 (
                     ClientKeyExchange::Psk {
@@ -564,8 +574,9 @@ impl ClientState {
                 });
             }
         };
-        e.hs.push_message(&mut flight, 0, &HandshakeMessage::ClientKeyExchange(cke))?;
-        e.hs.derive_master(Role::Client, &premaster)?;
+        core.hs
+            .push_message(&mut flight, 0, &HandshakeMessage::ClientKeyExchange(cke))?;
+        core.hs.derive_master(Role::Client, &premaster)?;
 
         let schemes = self.cert_request.as_deref().unwrap_or_default();
         if let Some(cert) = sent_cert.filter(|c| !c.chain.is_empty()) {
@@ -574,21 +585,25 @@ impl ClientState {
                 .key
                 .choose_scheme(schemes)
                 .ok_or(HandshakeError::NoCommonSignatureScheme)?;
-            let messages = e.hs.transcript.messages().ok_or(HandshakeError::Internal {
-                what: "transcript not retained",
-            })?;
+            let messages = core
+                .hs
+                .transcript
+                .messages()
+                .ok_or(HandshakeError::Internal {
+                    what: "transcript not retained",
+                })?;
             let signature = cert.key.sign(scheme, messages)?;
-            e.hs.push_message(
+            core.hs.push_message(
                 &mut flight,
                 0,
                 &HandshakeMessage::CertificateVerify(CertificateVerify {
                     signed: DigitallySigned { scheme, signature },
                 }),
             )?;
-            e.hs.transcript.stop_retaining();
+            core.hs.transcript.stop_retaining();
         }
-        e.hs.push_ccs_and_finished(&mut flight, Sender::Client)?;
-        e.send_flight(now, flight, true)?;
+        core.hs.push_ccs_and_finished(&mut flight, Sender::Client)?;
+        core.send_flight(now, flight, true)?;
         Ok(if self.ticket_promised {
             State::ExpectNewSessionTicket
         } else {
@@ -598,28 +613,28 @@ impl ClientState {
 
     fn handle_server_finished(
         &mut self,
-        e: &mut Core,
+        core: &mut Core,
         now: Instant,
         message: &Message,
     ) -> Result<State, HandshakeError> {
-        e.hs.check_peer_finished(message, Sender::Server)?;
-        if e.hs.resumed {
+        core.hs.check_peer_finished(message, Sender::Server)?;
+        if core.hs.resumed {
             // Abbreviated handshake: our CCS and Finished are the final flight, resent only
             // when the server retransmits (RFC 6347 §4.2.4).
             let mut flight = Flight::default();
-            e.hs.push_ccs_and_finished(&mut flight, Sender::Client)?;
-            e.send_flight(now, flight, false)?;
+            core.hs.push_ccs_and_finished(&mut flight, Sender::Client)?;
+            core.send_flight(now, flight, false)?;
         }
         let ticket = match self.new_ticket.take() {
             Some((lifetime_hint, ticket)) if !ticket.is_empty() => Some(SessionTicket::new(
                 ticket,
                 lifetime_hint,
-                e.hs.suite()?.suite(),
-                e.hs.extended_master_secret,
-                e.hs.secrets()?.master.clone(),
+                core.hs.suite()?.suite(),
+                core.hs.extended_master_secret,
+                core.hs.secrets()?.master.clone(),
             )),
             _ => None,
         };
-        e.complete(ticket)
+        core.complete(ticket)
     }
 }

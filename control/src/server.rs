@@ -212,7 +212,7 @@ impl ServerState {
 
     fn handle_client_hello(
         &mut self,
-        e: &mut Core,
+        core: &mut Core,
         now: Instant,
         wall: UnixTime,
         hello: ClientHello,
@@ -241,40 +241,40 @@ impl ServerState {
                 .cipher_suites
                 .contains(&dtls_proto::CipherSuite::EmptyRenegotiationInfoScsv);
         // RFC 7627 §5.3: without the extension in ClientHello, abort when required.
-        e.hs.extended_master_secret = ext.extended_master_secret;
-        if !ext.extended_master_secret && e.config.require_extended_master_secret {
+        core.hs.extended_master_secret = ext.extended_master_secret;
+        if !ext.extended_master_secret && core.config.require_extended_master_secret {
             return Err(HandshakeError::ExtendedMasterSecretRequired);
         }
-        let choice = choose(&e.config, &hello)?;
+        let choice = choose(&core.config, &hello)?;
         let suite = choice.suite;
-        e.hs.suite = Some(suite);
-        e.hs.client_random = hello.random;
-        e.rng.fill(&mut e.hs.server_random);
-        e.hs.transcript.select_hash(suite.prf_hash())?;
+        core.hs.suite = Some(suite);
+        core.hs.client_random = hello.random;
+        core.rng.fill(&mut core.hs.server_random);
+        core.hs.transcript.select_hash(suite.prf_hash())?;
 
         let mut sh_ext = Extensions {
-            extended_master_secret: e.hs.extended_master_secret,
+            extended_master_secret: core.hs.extended_master_secret,
             renegotiation_info: secure_renegotiation.then(Vec::new),
             ..Extensions::default()
         };
         if suite.uses_ecdhe() && ext.ec_point_formats.is_some() {
             sh_ext.ec_point_formats = Some(vec![dtls_proto::EC_POINT_FORMAT_UNCOMPRESSED]);
         }
-        if let (Some(client), false) = (&ext.alpn, e.config.alpn_protocols.is_empty()) {
+        if let (Some(client), false) = (&ext.alpn, core.config.alpn_protocols.is_empty()) {
             // RFC 7301 §3.2: no protocol in common is a fatal no_application_protocol.
-            let proto = e
+            let proto = core
                 .config
                 .alpn_protocols
                 .iter()
                 .find(|p| client.contains(p))
                 .ok_or(HandshakeError::NoApplicationProtocol)?;
             sh_ext.alpn = Some(vec![proto.clone()]);
-            e.hs.alpn = Some(proto.clone());
+            core.hs.alpn = Some(proto.clone());
         }
         if let Some(srtp) = &ext.use_srtp {
             // RFC 5764 §4.1.1: the server picks one of the client's profiles, or omits
             // the extension when there is none in common.
-            if let Some(profile) = e
+            if let Some(profile) = core
                 .config
                 .srtp_profiles
                 .iter()
@@ -285,25 +285,25 @@ impl ServerState {
                     profiles: vec![profile],
                     mki: Vec::new(),
                 });
-                e.hs.srtp_profile = Some(profile);
+                core.hs.srtp_profile = Some(profile);
             }
         }
-        if let (Some(peer_mode), Some(ours)) = (ext.heartbeat, e.config.heartbeat) {
+        if let (Some(peer_mode), Some(ours)) = (ext.heartbeat, core.config.heartbeat) {
             sh_ext.heartbeat = Some(ours);
-            e.hs.heartbeat = Some(peer_mode);
+            core.hs.heartbeat = Some(peer_mode);
         }
 
         // RFC 5077 §3.4: try the ticket first.
-        let ticket_keys = e.config.ticket_keys.clone();
+        let ticket_keys = core.config.ticket_keys.clone();
         let resumed = match (&ticket_keys, &ext.session_ticket) {
             (Some(keys), Some(ticket)) if !ticket.is_empty() => {
-                open_ticket(&e.config, keys, ticket, &hello, suite, wall)
+                open_ticket(&core.config, keys, ticket, &hello, suite, wall)
             }
             _ => None,
         };
         self.send_ticket = ticket_keys.is_some() && ext.session_ticket.is_some();
         if let Some(state) = resumed {
-            return self.resume(e, now, wall, &hello, sh_ext, state);
+            return self.resume(core, now, wall, &hello, sh_ext, state);
         }
         if self.send_ticket {
             sh_ext.session_ticket = Some(Vec::new());
@@ -312,32 +312,33 @@ impl ServerState {
         let mut flight = Flight::default();
         let sh = ServerHello {
             server_version: ProtocolVersion::Dtls1_2,
-            random: e.hs.server_random,
+            random: core.hs.server_random,
             session_id: Vec::new(),
             cipher_suite: suite.suite(),
             compression_method: dtls_proto::COMPRESSION_NULL,
             extensions: sh_ext,
         };
-        e.hs.push_message(&mut flight, 0, &HandshakeMessage::ServerHello(sh))?;
+        core.hs
+            .push_message(&mut flight, 0, &HandshakeMessage::ServerHello(sh))?;
         if suite.uses_certificate() {
-            let cert = e
+            let cert = core
                 .config
                 .certificate
                 .clone()
                 .ok_or(HandshakeError::NoCertificate)?;
             let chain = cert.chain.iter().map(|c| c.to_vec()).collect();
-            e.hs.push_message(
+            core.hs.push_message(
                 &mut flight,
                 0,
                 &HandshakeMessage::Certificate(Certificate { chain }),
             )?;
         }
         // Expensive asymmetric work happens only here, after the cookie was verified.
-        let hint = e.config.psk_identity_hint.clone();
+        let hint = core.config.psk_identity_hint.clone();
         let ske = match suite.key_exchange() {
             KeyExchange::EcdheEcdsa | KeyExchange::EcdheRsa => {
-                let params = self.new_ecdhe_params(e, choice.group)?;
-                let cert = e
+                let params = self.new_ecdhe_params(core, choice.group)?;
+                let cert = core
                     .config
                     .certificate
                     .clone()
@@ -346,7 +347,7 @@ impl ServerState {
                     .scheme
                     .ok_or(HandshakeError::NoCommonSignatureScheme)?;
                 let signed = params
-                    .signed_message(&e.hs.client_random, &e.hs.server_random)
+                    .signed_message(&core.hs.client_random, &core.hs.server_random)
                     .map_err(|_| HandshakeError::Internal {
                         what: "ServerKeyExchange encoding",
                     })?;
@@ -361,32 +362,34 @@ impl ServerState {
             KeyExchange::Psk => hint.map(|identity_hint| ServerKeyExchange::Psk { identity_hint }),
             KeyExchange::EcdhePsk => Some(ServerKeyExchange::EcdhePsk {
                 identity_hint: hint.unwrap_or_default(),
-                params: self.new_ecdhe_params(e, choice.group)?,
+                params: self.new_ecdhe_params(core, choice.group)?,
             }),
         };
         if let Some(ske) = ske {
-            e.hs.push_message(&mut flight, 0, &HandshakeMessage::ServerKeyExchange(ske))?;
+            core.hs
+                .push_message(&mut flight, 0, &HandshakeMessage::ServerKeyExchange(ske))?;
         }
-        if suite.uses_certificate() && e.config.client_auth != ClientAuth::None {
+        if suite.uses_certificate() && core.config.client_auth != ClientAuth::None {
             self.cert_requested = true;
             let req = CertificateRequest {
                 certificate_types: vec![
                     ClientCertificateType::EcdsaSign,
                     ClientCertificateType::RsaSign,
                 ],
-                signature_schemes: e.config.signature_schemes.clone(),
+                signature_schemes: core.config.signature_schemes.clone(),
                 certificate_authorities: Vec::new(),
             };
-            e.hs.push_message(&mut flight, 0, &HandshakeMessage::CertificateRequest(req))?;
+            core.hs
+                .push_message(&mut flight, 0, &HandshakeMessage::CertificateRequest(req))?;
         } else {
-            e.hs.transcript.stop_retaining();
+            core.hs.transcript.stop_retaining();
         }
-        e.hs.push_message(
+        core.hs.push_message(
             &mut flight,
             0,
             &HandshakeMessage::ServerHelloDone(ServerHelloDone),
         )?;
-        e.send_flight(now, flight, true)?;
+        core.send_flight(now, flight, true)?;
         Ok(if self.cert_requested {
             State::ExpectClientCertificate
         } else {
@@ -396,11 +399,11 @@ impl ServerState {
 
     fn new_ecdhe_params(
         &mut self,
-        e: &mut Core,
+        core: &mut Core,
         group: Option<NamedGroup>,
     ) -> Result<EcdheParams, HandshakeError> {
         let group = group.ok_or(HandshakeError::NoCommonGroup)?;
-        let pair = EphemeralKeyPair::generate(group, &mut *e.rng)?;
+        let pair = EphemeralKeyPair::generate(group, &mut *core.rng)?;
         let params = EcdheParams {
             group,
             public: pair.public_key().to_vec(),
@@ -412,18 +415,18 @@ impl ServerState {
     /// Abbreviated handshake (RFC 5077 §3.1): ServerHello, NewSessionTicket, CCS, Finished.
     fn resume(
         &mut self,
-        e: &mut Core,
+        core: &mut Core,
         now: Instant,
         wall: UnixTime,
         hello: &ClientHello,
         mut sh_ext: Extensions,
         state: SessionState,
     ) -> Result<State, HandshakeError> {
-        e.hs.resumed = true;
-        e.hs.transcript.stop_retaining();
-        e.hs.peer_identity = if state.peer_identity.is_empty() {
+        core.hs.resumed = true;
+        core.hs.transcript.stop_retaining();
+        core.hs.peer_identity = if state.peer_identity.is_empty() {
             PeerIdentity::None
-        } else if e.hs.suite()?.uses_psk() {
+        } else if core.hs.suite()?.uses_psk() {
             PeerIdentity::Psk(state.peer_identity.clone())
         } else {
             PeerIdentity::Certificates(vec![CertificateDer::from(state.peer_identity.clone())])
@@ -437,35 +440,37 @@ impl ServerState {
         if self.send_ticket {
             sh_ext.session_ticket = Some(Vec::new());
         }
-        e.hs.install_keys(Role::Server, MasterBytes::from_secret(state.master_secret))?;
+        core.hs
+            .install_keys(Role::Server, MasterBytes::from_secret(state.master_secret))?;
         let mut flight = Flight::default();
         let sh = ServerHello {
             server_version: ProtocolVersion::Dtls1_2,
-            random: e.hs.server_random,
+            random: core.hs.server_random,
             // RFC 5077 §3.4: echo the client's Session ID to accept the ticket.
             session_id: hello.session_id.clone(),
-            cipher_suite: e.hs.suite()?.suite(),
+            cipher_suite: core.hs.suite()?.suite(),
             compression_method: dtls_proto::COMPRESSION_NULL,
             extensions: sh_ext,
         };
-        e.hs.push_message(&mut flight, 0, &HandshakeMessage::ServerHello(sh))?;
+        core.hs
+            .push_message(&mut flight, 0, &HandshakeMessage::ServerHello(sh))?;
         if self.send_ticket {
-            self.push_new_session_ticket(e, &mut flight, wall)?;
+            self.push_new_session_ticket(core, &mut flight, wall)?;
         }
-        e.hs.push_ccs_and_finished(&mut flight, Sender::Server)?;
-        e.send_flight(now, flight, true)?;
+        core.hs.push_ccs_and_finished(&mut flight, Sender::Server)?;
+        core.send_flight(now, flight, true)?;
         Ok(State::ExpectChangeCipherSpec)
     }
 
     pub(crate) fn handle_message(
         &mut self,
-        e: &mut Core,
+        core: &mut Core,
         now: Instant,
         wall: UnixTime,
         message: Message,
     ) -> Result<State, HandshakeError> {
         let unexpected = HandshakeError::UnexpectedMessage {
-            state: e.state.name(),
+            state: core.state.name(),
             got: message.msg_type.to_u8(),
         };
         // CertificateVerify and Finished sign / MAC the messages before them.
@@ -473,20 +478,20 @@ impl ServerState {
             message.msg_type,
             HandshakeType::Finished | HandshakeType::CertificateVerify
         ) {
-            e.hs.transcript.update(&message.transcript_bytes());
+            core.hs.transcript.update(&message.transcript_bytes());
         }
-        match (e.state, message.msg_type) {
+        match (core.state, message.msg_type) {
             (State::ExpectClientCertificate, HandshakeType::Certificate) => {
-                self.handle_client_certificate(e, &message.body, wall)
+                self.handle_client_certificate(core, &message.body, wall)
             }
             (State::ExpectClientKeyExchange, HandshakeType::ClientKeyExchange) => {
-                self.handle_client_key_exchange(e, &message.body)
+                self.handle_client_key_exchange(core, &message.body)
             }
             (State::ExpectCertificateVerify, HandshakeType::CertificateVerify) => {
-                self.handle_certificate_verify(e, &message)
+                self.handle_certificate_verify(core, &message)
             }
             (State::ExpectFinished, HandshakeType::Finished) => {
-                self.handle_client_finished(e, now, wall, &message)
+                self.handle_client_finished(core, now, wall, &message)
             }
             _ => Err(unexpected),
         }
@@ -494,39 +499,39 @@ impl ServerState {
 
     fn handle_client_certificate(
         &mut self,
-        e: &mut Core,
+        core: &mut Core,
         body: &[u8],
         wall: UnixTime,
     ) -> Result<State, HandshakeError> {
         let cert = Certificate::parse(body).map_err(decode("Certificate"))?;
         if cert.chain.is_empty() {
             // RFC 5246 §7.4.6: without a certificate the server may continue or abort.
-            if e.config.client_auth == ClientAuth::Required {
+            if core.config.client_auth == ClientAuth::Required {
                 return Err(HandshakeError::CertificateRequired);
             }
-            e.hs.transcript.stop_retaining();
+            core.hs.transcript.stop_retaining();
         } else {
             let chain: Vec<CertificateDer<'static>> =
                 cert.chain.into_iter().map(CertificateDer::from).collect();
-            e.config
+            core.config
                 .peer_verification
                 .verify_client(&chain, wall)
                 .map_err(|source| HandshakeError::BadCertificate { source })?;
-            e.hs.peer_chain = chain;
+            core.hs.peer_chain = chain;
         }
         Ok(State::ExpectClientKeyExchange)
     }
 
     fn handle_client_key_exchange(
         &mut self,
-        e: &mut Core,
+        core: &mut Core,
         body: &[u8],
     ) -> Result<State, HandshakeError> {
-        let suite = e.hs.suite()?;
+        let suite = core.hs.suite()?;
         let cke = ClientKeyExchange::parse(body, suite.key_exchange())
             .map_err(decode("ClientKeyExchange"))?;
         let lookup = |identity: &[u8]| {
-            e.config
+            core.config
                 .psks
                 .iter()
                 .find(|p| p.identity == identity)
@@ -546,13 +551,13 @@ impl ServerState {
             (ClientKeyExchange::Ecdhe { public }, Some(ours)) => ours.agree(&public)?,
             (ClientKeyExchange::Psk { identity }, _) => {
                 let psk = lookup(&identity)?;
-                e.hs.peer_identity = PeerIdentity::Psk(identity);
+                core.hs.peer_identity = PeerIdentity::Psk(identity);
                 PremasterSecret::psk(&psk.key)?
             }
             (ClientKeyExchange::EcdhePsk { identity, public }, Some(ours)) => {
                 let psk = lookup(&identity)?;
                 let ecdhe = ours.agree(&public)?;
-                e.hs.peer_identity = PeerIdentity::Psk(identity);
+                core.hs.peer_identity = PeerIdentity::Psk(identity);
                 PremasterSecret::ecdhe_psk(ecdhe, &psk.key)?
             }
             (ClientKeyExchange::Ecdhe { .. } | ClientKeyExchange::EcdhePsk { .. }, None) => {
@@ -561,8 +566,8 @@ impl ServerState {
                 });
             }
         };
-        e.hs.derive_master(Role::Server, &premaster)?;
-        Ok(if e.hs.peer_chain.is_empty() {
+        core.hs.derive_master(Role::Server, &premaster)?;
+        Ok(if core.hs.peer_chain.is_empty() {
             State::ExpectChangeCipherSpec
         } else {
             State::ExpectCertificateVerify
@@ -571,69 +576,73 @@ impl ServerState {
 
     fn handle_certificate_verify(
         &mut self,
-        e: &mut Core,
+        core: &mut Core,
         message: &Message,
     ) -> Result<State, HandshakeError> {
         let cv = CertificateVerify::parse(&message.body).map_err(decode("CertificateVerify"))?;
         let scheme = cv.signed.scheme;
         // RFC 5246 §7.4.8: the scheme must be one listed in CertificateRequest.
-        if !e.config.signature_schemes.contains(&scheme) {
+        if !core.config.signature_schemes.contains(&scheme) {
             return Err(HandshakeError::IllegalParameter {
                 what: "CertificateVerify signature scheme",
             });
         }
-        let end_entity = e.hs.peer_chain.first().ok_or(HandshakeError::Internal {
+        let end_entity = core.hs.peer_chain.first().ok_or(HandshakeError::Internal {
             what: "CertificateVerify without certificate",
         })?;
-        let messages = e.hs.transcript.messages().ok_or(HandshakeError::Internal {
-            what: "transcript not retained",
-        })?;
+        let messages = core
+            .hs
+            .transcript
+            .messages()
+            .ok_or(HandshakeError::Internal {
+                what: "transcript not retained",
+            })?;
         // RFC 5246 §7.4.8: the signature covers every handshake message before it.
         verify_signature(scheme, end_entity, messages, &cv.signed.signature)
             .map_err(|_| HandshakeError::BadSignature)?;
-        e.hs.peer_identity = PeerIdentity::Certificates(e.hs.peer_chain.clone());
-        e.hs.transcript.update(&message.transcript_bytes());
-        e.hs.transcript.stop_retaining();
+        core.hs.peer_identity = PeerIdentity::Certificates(core.hs.peer_chain.clone());
+        core.hs.transcript.update(&message.transcript_bytes());
+        core.hs.transcript.stop_retaining();
         Ok(State::ExpectChangeCipherSpec)
     }
 
     fn handle_client_finished(
         &mut self,
-        e: &mut Core,
+        core: &mut Core,
         now: Instant,
         wall: UnixTime,
         message: &Message,
     ) -> Result<State, HandshakeError> {
-        e.hs.check_peer_finished(message, Sender::Client)?;
-        if e.hs.resumed {
-            return e.complete(None);
+        core.hs.check_peer_finished(message, Sender::Client)?;
+        if core.hs.resumed {
+            return core.complete(None);
         }
         let mut flight = Flight::default();
         // RFC 5077 §3.3: "In the case of a full handshake, the server MUST verify the
         // client's Finished message before sending the ticket." Checked just above.
         if self.send_ticket {
-            self.push_new_session_ticket(e, &mut flight, wall)?;
+            self.push_new_session_ticket(core, &mut flight, wall)?;
         }
-        e.hs.push_ccs_and_finished(&mut flight, Sender::Server)?;
+        core.hs.push_ccs_and_finished(&mut flight, Sender::Server)?;
         // The final flight: resent only when the client retransmits (RFC 6347 §4.2.4).
-        e.send_flight(now, flight, false)?;
-        e.complete(None)
+        core.send_flight(now, flight, false)?;
+        core.complete(None)
     }
 
     /// Appends NewSessionTicket with this session sealed into a fresh ticket, in a full
     /// handshake and in an abbreviated one alike.
     fn push_new_session_ticket(
         &mut self,
-        e: &mut Core,
+        core: &mut Core,
         flight: &mut Flight,
         wall: UnixTime,
     ) -> Result<(), HandshakeError> {
-        let ticket = self.seal_ticket(e, wall)?;
-        e.hs.push_message(
+        let ticket = self.seal_ticket(core, wall)?;
+        core.hs.push_message(
             flight,
             0,
             &HandshakeMessage::NewSessionTicket(NewSessionTicket {
-                lifetime_hint: e.config.ticket_lifetime,
+                lifetime_hint: core.config.ticket_lifetime,
                 ticket,
             }),
         )
@@ -643,12 +652,12 @@ impl ServerState {
     /// missing or sealing fails (RFC 5077 §3.3 allows a zero-length ticket when the server
     /// has promised one but cannot issue it). A resumed session is sealed again from a
     /// copy of the master secret restored from the client's ticket.
-    fn seal_ticket(&mut self, e: &mut Core, wall: UnixTime) -> Result<Vec<u8>, HandshakeError> {
-        let Some(keys) = e.config.ticket_keys.clone() else {
+    fn seal_ticket(&mut self, core: &mut Core, wall: UnixTime) -> Result<Vec<u8>, HandshakeError> {
+        let Some(keys) = core.config.ticket_keys.clone() else {
             return Ok(Vec::new());
         };
-        let master_secret = e.hs.secrets()?.master.master().duplicate();
-        let peer_identity = match &e.hs.peer_identity {
+        let master_secret = core.hs.secrets()?.master.master().duplicate();
+        let peer_identity = match &core.hs.peer_identity {
             PeerIdentity::None => Vec::new(),
             PeerIdentity::Certificates(chain) => {
                 chain.first().map(|c| c.to_vec()).unwrap_or_default()
@@ -656,12 +665,12 @@ impl ServerState {
             PeerIdentity::Psk(id) => id.clone(),
         };
         let state = SessionState {
-            cipher_suite: e.hs.suite()?.suite().to_u16(),
+            cipher_suite: core.hs.suite()?.suite().to_u16(),
             master_secret,
-            extended_master_secret: e.hs.extended_master_secret,
+            extended_master_secret: core.hs.extended_master_secret,
             peer_identity,
             issued_at: wall,
-            lifetime: Duration::from_secs(u64::from(e.config.ticket_lifetime)),
+            lifetime: Duration::from_secs(u64::from(core.config.ticket_lifetime)),
         };
         let Ok(mut keys) = keys.lock() else {
             return Ok(Vec::new());
