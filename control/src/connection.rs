@@ -34,7 +34,8 @@ use crate::timer::{RetransmitTimer, TimerAction};
 pub struct ConnectionStats {
     /// Records dropped because their header or content did not parse.
     pub malformed_records: u64,
-    /// Epoch-1 records that failed authentication or replay checks.
+    /// Protected records (epoch 1 in DTLS 1.2) that failed authentication or replay
+    /// checks.
     pub rejected_records: u64,
     /// Records of an epoch we have no keys for, or of a content type not handled here.
     pub ignored_records: u64,

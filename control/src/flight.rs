@@ -204,4 +204,44 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_flight_spans_epochs_with_their_own_sequence_numbers() {
+        use dataplane::record::{Aead, RecordKey, Sealer};
+        let key = RecordKey::new(Aead::Aes128Gcm, &[1; 16], &[2; 4]).expect("key");
+        let mut w = RecordWriter::new(4);
+        w.install(Sealer::new(w.next_epoch(), key, 0).expect("sealer"));
+        let mut f = flight(&[700]);
+        f.messages.push(OutMessage::ChangeCipherSpec);
+        f.messages.push(OutMessage::Handshake {
+            epoch: 1,
+            msg_type: 20,
+            message_seq: 1,
+            body: vec![9; 12],
+        });
+        assert_eq!(f.write_epoch(), Some(1));
+        let mut out = VecDeque::new();
+        pack_flight(&f, 300, &mut w, &mut out).expect("pack");
+        let headers: Vec<(u8, u16, u64)> = out
+            .iter()
+            .inspect(|d| assert!(d.len() <= 300, "datagram of {}", d.len()))
+            .flat_map(|d| {
+                Records::new(d)
+                    .map(|r| {
+                        (
+                            r.header.content_type(),
+                            r.header.epoch(),
+                            r.header.sequence(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        // Three fragments of the 700-byte message and the CCS in epoch 0 from 4 on, then
+        // the sealed Finished as the first record of epoch 1.
+        assert_eq!(
+            headers,
+            [(22, 0, 4), (22, 0, 5), (22, 0, 6), (20, 0, 7), (22, 1, 0)]
+        );
+    }
 }

@@ -48,7 +48,7 @@ pub(crate) enum State {
     ExpectCertificateVerify,
     /// Either: the peer's ChangeCipherSpec next.
     ExpectChangeCipherSpec,
-    /// Either: the peer's Finished (epoch 1) next.
+    /// Either: the peer's Finished (in the epoch its ChangeCipherSpec opened) next.
     ExpectFinished,
     /// Keys handed out; the engine only answers retransmissions and alerts.
     Established,
