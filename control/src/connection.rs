@@ -606,10 +606,10 @@ impl Core {
             &mut self.hs.writer,
             &mut self.outbox,
         )?;
-        // Our records after this flight go out in the epoch its last messages used
-        // (RFC 6347 §4.1: the ChangeCipherSpec in it switched the write epoch).
+        // Our records after this flight go out in the newest epoch it used (RFC 6347 §4.1:
+        // a ChangeCipherSpec in it switched the write epoch).
         if let Some(epoch) = self.hs.flight.write_epoch() {
-            self.hs.writer.set_current_epoch(epoch);
+            self.hs.writer.advance_current_epoch(epoch);
         }
         if expect_answer {
             self.timer.arm_new_flight(now);

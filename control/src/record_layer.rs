@@ -100,10 +100,11 @@ impl RecordWriter {
         self.current
     }
 
-    /// Makes `epoch` the current one (after the handshake switched to it, e.g. on sending
-    /// ChangeCipherSpec). Records of an epoch that is not installed are never written.
-    pub(crate) fn set_current_epoch(&mut self, epoch: u16) {
-        self.current = epoch;
+    /// Moves the current epoch up to `epoch` (after the handshake switched to it, e.g. on
+    /// sending ChangeCipherSpec); it never goes back. Records of an epoch that is not
+    /// installed are never written.
+    pub(crate) fn advance_current_epoch(&mut self, epoch: u16) {
+        self.current = self.current.max(epoch);
     }
 
     /// The sequence number the next record of `epoch` would carry.
@@ -306,6 +307,10 @@ mod tests {
     fn reserve_stops_the_engine_at_the_limit() {
         let mut w = RecordWriter::new(0);
         w.install(Sealer::new(1, key(), 3).expect("sealer"));
+        assert_eq!(w.current_epoch(), 0);
+        w.advance_current_epoch(1);
+        w.advance_current_epoch(0);
+        assert_eq!(w.current_epoch(), 1, "never goes back");
         assert_eq!(w.reserve(1, 2), Some(5));
         assert_eq!(w.reserve(2, 2), None);
         let mut d = Vec::new();
