@@ -86,7 +86,7 @@ impl VerifiedClientHello {
     pub fn refusal(&self, description: dtls_proto::AlertDescription) -> Vec<u8> {
         let mut datagram = Vec::with_capacity(16);
         let alert = dtls_proto::Alert::fatal(description).to_bytes();
-        let mut writer = crate::flight::RecordWriter::new(self.record_sequence);
+        let mut writer = crate::record_layer::RecordWriter::new(self.record_sequence);
         // Epoch 0 with a 2-byte body cannot exceed a record's length or the 48-bit
         // sequence space of a sequence number the client itself used.
         let _ = writer.push_record(

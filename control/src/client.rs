@@ -9,19 +9,20 @@ use dtls_crypto::pki_types::{CertificateDer, UnixTime};
 use dtls_crypto::{EphemeralKeyPair, PremasterSecret, Rng, Sender, verify_signature};
 use dtls_proto::{
     Certificate, CertificateRequest, CertificateVerify, ClientHello, ClientKeyExchange,
-    DigitallySigned, ExtensionType, Extensions, Finished, HandshakeMessage, HandshakeType,
-    HelloVerifyRequest, KeyExchange, NewSessionTicket, ProtocolVersion, ServerHello,
-    ServerKeyExchange, ServerName, SuiteParams, UseSrtp, WireError,
+    DigitallySigned, ExtensionType, Extensions, HandshakeMessage, HandshakeType,
+    HelloVerifyRequest, KeyExchange, NewSessionTicket, ProtocolVersion, RANDOM_LEN, ServerHello,
+    ServerKeyExchange, ServerName, SignatureScheme, SuiteParams, UseSrtp, WireError,
 };
 
 use crate::config::{Config, ConfigError};
-use crate::connection::{Connection, Role};
+use crate::connection::{ClaimedIdentity, Connection, Core, Side};
 use crate::error::HandshakeError;
 use crate::events::PeerIdentity;
-use crate::flight::{Flight, OutMessage, RecordWriter};
-use crate::handshake::{Message, ct_eq};
-use crate::keys::session::MasterBytes;
+use crate::flight::Flight;
+use crate::handshake::Message;
 use crate::keys::ticket::SessionTicket;
+use crate::record_layer::RecordWriter;
+use crate::role::Role;
 use crate::state::State;
 
 /// At most this many HelloVerifyRequests are answered in one handshake.
@@ -29,6 +30,29 @@ const MAX_HELLO_VERIFY_REQUESTS: u8 = 4;
 
 fn decode(message: &'static str) -> impl Fn(WireError) -> HandshakeError {
     move |source| HandshakeError::Decode { message, source }
+}
+
+/// What only a client keeps during a handshake.
+#[derive(Debug)]
+pub(crate) struct ClientState {
+    /// The ClientHello we sent (resent with the cookie, RFC 6347 §4.2.1).
+    hello: ClientHello,
+    /// HelloVerifyRequests answered so far.
+    hello_verify_count: u8,
+    /// The ticket we offered for resumption.
+    offered_ticket: Option<SessionTicket>,
+    /// Our ephemeral key pair and the server's public value, from ServerKeyExchange.
+    key_share: Option<(EphemeralKeyPair, Vec<u8>)>,
+    /// The server asked for a certificate: the signature schemes of its
+    /// CertificateRequest that we also accept.
+    cert_request: Option<Vec<SignatureScheme>>,
+    /// The PSK identity we sent.
+    psk_identity: Option<Vec<u8>>,
+    /// The server included a SessionTicket extension: NewSessionTicket comes
+    /// (RFC 5077 §3.3).
+    ticket_promised: bool,
+    /// The ticket received in this handshake: lifetime hint and ticket.
+    new_ticket: Option<(u32, Vec<u8>)>,
 }
 
 impl Connection {
@@ -47,7 +71,7 @@ impl Connection {
         resume: Option<SessionTicket>,
     ) -> Result<Self, ConfigError> {
         config.validate_client()?;
-        let mut conn = Connection::new(
+        let mut core = Core::new(
             Role::Client,
             config,
             rng,
@@ -55,150 +79,180 @@ impl Connection {
             RecordWriter::new(0),
             State::ExpectServerHello,
         );
-        conn.rng.fill(&mut conn.hs.client_random);
+        core.rng.fill(&mut core.hs.client_random);
+        let mut session_id = Vec::new();
         if resume.is_some() {
             // RFC 5077 §3.4: the client generates a Session ID so it can tell whether the
             // server accepted the ticket (the server echoes it).
-            let mut id = vec![0u8; 32];
-            conn.rng.fill(&mut id);
-            conn.hs.session_id = id;
+            session_id = vec![0u8; 32];
+            core.rng.fill(&mut session_id);
         }
-        conn.hs.offered_ticket = resume;
-        let hello = conn.build_client_hello();
-        conn.hs.client_hello = Some(hello);
-        if let Err(e) = conn.send_client_hello(now) {
-            conn.fail(e);
-        }
-        Ok(conn)
-    }
-
-    /// The suites we offer: PSK suites only when a PSK is configured.
-    fn offered_suites(&self) -> Vec<SuiteParams> {
-        let has_psk = !self.config.psks.is_empty();
-        self.config
-            .suites()
-            .filter(|s| has_psk || !s.uses_psk())
-            .collect()
-    }
-
-    fn build_client_hello(&self) -> ClientHello {
-        let config = &self.config;
-        let suites = self.offered_suites();
-        let uses_ecdhe = suites.iter().any(|s| s.uses_ecdhe());
-        let mut ext = Extensions {
-            // RFC 6066 §3: "Literal IPv4 and IPv6 addresses are not permitted in HostName".
-            server_name: config
-                .server_name
-                .as_ref()
-                .filter(|n| n.parse::<std::net::IpAddr>().is_err())
-                .map(|n| ServerName::HostName(n.clone())),
-            signature_algorithms: Some(config.signature_schemes.clone()),
-            // RFC 7627 §5.1: clients always send extended_master_secret.
-            extended_master_secret: true,
-            // RFC 5746 §3.4: "the client MUST include either an empty "renegotiation_info"
-            // extension, or the TLS_EMPTY_RENEGOTIATION_INFO_SCSV".
-            renegotiation_info: Some(Vec::new()),
-            heartbeat: config.heartbeat,
-            ..Extensions::default()
+        let hello = build_client_hello(
+            &core.config,
+            core.hs.client_random,
+            session_id,
+            resume.as_ref(),
+        );
+        let mut client = ClientState {
+            hello,
+            hello_verify_count: 0,
+            offered_ticket: resume,
+            key_share: None,
+            cert_request: None,
+            psk_identity: None,
+            ticket_promised: false,
+            new_ticket: None,
         };
-        if uses_ecdhe {
-            ext.supported_groups = Some(config.groups.clone());
-            // RFC 8422 §5.1.2: uncompressed only.
-            ext.ec_point_formats = Some(vec![dtls_proto::EC_POINT_FORMAT_UNCOMPRESSED]);
+        if let Err(e) = client.send_client_hello(&mut core, now) {
+            core.fail(e);
         }
-        if !config.alpn_protocols.is_empty() {
-            ext.alpn = Some(config.alpn_protocols.clone());
-        }
-        if !config.srtp_profiles.is_empty() {
-            ext.use_srtp = Some(UseSrtp {
-                profiles: config.srtp_profiles.clone(),
-                mki: Vec::new(),
-            });
-        }
-        if config.offer_session_ticket {
-            ext.session_ticket = Some(
-                self.hs
-                    .offered_ticket
-                    .as_ref()
-                    .map(|t| t.ticket.clone())
-                    .unwrap_or_default(),
-            );
-        }
-        ClientHello {
-            client_version: ProtocolVersion::Dtls1_2,
-            random: self.hs.client_random,
-            session_id: self.hs.session_id.clone(),
-            cookie: Vec::new(),
-            cipher_suites: suites.iter().map(|s| s.suite()).collect(),
-            compression_methods: vec![dtls_proto::COMPRESSION_NULL],
-            extensions: ext,
+        Ok(Connection {
+            core,
+            side: Side::Client(Box::new(client)),
+        })
+    }
+}
+
+/// The suites we offer: PSK suites only when a PSK is configured.
+fn offered_suites(config: &Config) -> Vec<SuiteParams> {
+    let has_psk = !config.psks.is_empty();
+    config
+        .suites()
+        .filter(|s| has_psk || !s.uses_psk())
+        .collect()
+}
+
+fn build_client_hello(
+    config: &Config,
+    random: [u8; RANDOM_LEN],
+    session_id: Vec<u8>,
+    offered_ticket: Option<&SessionTicket>,
+) -> ClientHello {
+    let suites = offered_suites(config);
+    let uses_ecdhe = suites.iter().any(|s| s.uses_ecdhe());
+    let mut ext = Extensions {
+        // RFC 6066 §3: "Literal IPv4 and IPv6 addresses are not permitted in HostName".
+        server_name: config
+            .server_name
+            .as_ref()
+            .filter(|n| n.parse::<std::net::IpAddr>().is_err())
+            .map(|n| ServerName::HostName(n.clone())),
+        signature_algorithms: Some(config.signature_schemes.clone()),
+        // RFC 7627 §5.1: clients always send extended_master_secret.
+        extended_master_secret: true,
+        // RFC 5746 §3.4: "the client MUST include either an empty "renegotiation_info"
+        // extension, or the TLS_EMPTY_RENEGOTIATION_INFO_SCSV".
+        renegotiation_info: Some(Vec::new()),
+        heartbeat: config.heartbeat,
+        ..Extensions::default()
+    };
+    if uses_ecdhe {
+        ext.supported_groups = Some(config.groups.clone());
+        // RFC 8422 §5.1.2: uncompressed only.
+        ext.ec_point_formats = Some(vec![dtls_proto::EC_POINT_FORMAT_UNCOMPRESSED]);
+    }
+    if !config.alpn_protocols.is_empty() {
+        ext.alpn = Some(config.alpn_protocols.clone());
+    }
+    if !config.srtp_profiles.is_empty() {
+        ext.use_srtp = Some(UseSrtp {
+            profiles: config.srtp_profiles.clone(),
+            mki: Vec::new(),
+        });
+    }
+    if config.offer_session_ticket {
+        ext.session_ticket = Some(offered_ticket.map(|t| t.ticket.clone()).unwrap_or_default());
+    }
+    ClientHello {
+        client_version: ProtocolVersion::Dtls1_2,
+        random,
+        session_id,
+        cookie: Vec::new(),
+        cipher_suites: suites.iter().map(|s| s.suite()).collect(),
+        compression_methods: vec![dtls_proto::COMPRESSION_NULL],
+        extensions: ext,
+    }
+}
+
+impl ClientState {
+    /// Who we claim to be, for logs: the name we verify the server against, and the PSK
+    /// identity we would present (the negotiated one, or the configured one while PSK
+    /// suites are on offer).
+    pub(crate) fn claimed_identity<'a>(&'a self, config: &'a Config) -> ClaimedIdentity<'a> {
+        ClaimedIdentity {
+            server_name: config.server_name.as_deref(),
+            psk_identity: self.psk_identity.as_deref().or_else(|| {
+                config
+                    .cipher_suites
+                    .iter()
+                    .any(|s| s.uses_psk())
+                    .then(|| config.psks.first().map(|p| p.identity.as_slice()))
+                    .flatten()
+            }),
         }
     }
 
-    fn send_client_hello(&mut self, now: Instant) -> Result<(), HandshakeError> {
-        let hello = self
-            .hs
-            .client_hello
-            .clone()
-            .ok_or(HandshakeError::Internal {
-                what: "no ClientHello",
-            })?;
+    fn send_client_hello(&mut self, core: &mut Core, now: Instant) -> Result<(), HandshakeError> {
         let mut flight = Flight::default();
-        self.hs
-            .push_message(&mut flight, 0, &HandshakeMessage::ClientHello(hello))?;
-        self.send_flight(now, flight, true)
+        core.hs.push_message(
+            &mut flight,
+            0,
+            &HandshakeMessage::ClientHello(self.hello.clone()),
+        )?;
+        core.send_flight(now, flight, true)
     }
 
-    pub(crate) fn handle_client_message(
+    pub(crate) fn handle_message(
         &mut self,
+        core: &mut Core,
         now: Instant,
         wall: UnixTime,
         message: Message,
     ) -> Result<State, HandshakeError> {
         let unexpected = HandshakeError::UnexpectedMessage {
-            state: self.state.name(),
+            state: core.state.name(),
             got: message.msg_type.to_u8(),
         };
         // CertificateVerify is never received by a client; Finished manages the
         // transcript itself (its verify_data covers the messages before it).
         if message.msg_type != HandshakeType::Finished {
-            self.hs.transcript.update(&message.transcript_bytes());
+            core.hs.transcript.update(&message.transcript_bytes());
         }
-        match (self.state, message.msg_type) {
+        match (core.state, message.msg_type) {
             (State::ExpectServerHello, HandshakeType::HelloVerifyRequest) => {
-                self.handle_hello_verify_request(now, &message.body)
+                self.handle_hello_verify_request(core, now, &message.body)
             }
             (State::ExpectServerHello, HandshakeType::ServerHello) => {
-                self.handle_server_hello(&message.body)
+                self.handle_server_hello(core, &message.body)
             }
             (State::ExpectServerCertificate, HandshakeType::Certificate) => {
-                self.handle_server_certificate(&message.body, wall)
+                self.handle_server_certificate(core, &message.body, wall)
             }
             (State::ExpectServerKeyExchange, HandshakeType::ServerKeyExchange) => {
-                self.handle_server_key_exchange(&message.body)
+                self.handle_server_key_exchange(core, &message.body)
             }
             (State::ExpectServerKeyExchange, HandshakeType::ServerHelloDone)
-                if self.hs.suite()?.key_exchange() == KeyExchange::Psk =>
+                if core.hs.suite()?.key_exchange() == KeyExchange::Psk =>
             {
                 // RFC 4279 §2: with no identity hint the server may omit ServerKeyExchange.
-                self.handle_server_hello_done(now, &message.body)
+                self.handle_server_hello_done(core, now, &message.body)
             }
             (State::ExpectServerHelloDone, HandshakeType::CertificateRequest)
-                if !self.hs.cert_requested && self.hs.suite()?.uses_certificate() =>
+                if self.cert_request.is_none() && core.hs.suite()?.uses_certificate() =>
             {
-                self.handle_certificate_request(&message.body)
+                self.handle_certificate_request(core, &message.body)
             }
             (State::ExpectServerHelloDone, HandshakeType::ServerHelloDone) => {
-                self.handle_server_hello_done(now, &message.body)
+                self.handle_server_hello_done(core, now, &message.body)
             }
             (State::ExpectNewSessionTicket, HandshakeType::NewSessionTicket) => {
                 let ticket =
                     NewSessionTicket::parse(&message.body).map_err(decode("NewSessionTicket"))?;
-                self.hs.new_ticket = Some((ticket.lifetime_hint, ticket.ticket));
+                self.new_ticket = Some((ticket.lifetime_hint, ticket.ticket));
                 Ok(State::ExpectChangeCipherSpec)
             }
             (State::ExpectFinished, HandshakeType::Finished) => {
-                self.handle_server_finished(now, &message)
+                self.handle_server_finished(core, now, &message)
             }
             _ => Err(unexpected),
         }
@@ -206,12 +260,13 @@ impl Connection {
 
     fn handle_hello_verify_request(
         &mut self,
+        core: &mut Core,
         now: Instant,
         body: &[u8],
     ) -> Result<State, HandshakeError> {
         let hvr = HelloVerifyRequest::parse(body).map_err(decode("HelloVerifyRequest"))?;
-        self.hs.hello_verify_count += 1;
-        if self.hs.hello_verify_count > MAX_HELLO_VERIFY_REQUESTS {
+        self.hello_verify_count += 1;
+        if self.hello_verify_count > MAX_HELLO_VERIFY_REQUESTS {
             return Err(HandshakeError::UnexpectedMessage {
                 state: "ExpectServerHello",
                 got: HandshakeType::HelloVerifyRequest.to_u8(),
@@ -219,17 +274,19 @@ impl Connection {
         }
         // RFC 6347 §4.2.1: the first ClientHello and the HelloVerifyRequest are not part
         // of the handshake hash.
-        self.hs.transcript.reset();
+        core.hs.transcript.reset();
         // RFC 6347 §4.2.1: the client "MUST retransmit the ClientHello with the cookie
         // added" and the same parameters as before.
-        if let Some(hello) = self.hs.client_hello.as_mut() {
-            hello.cookie = hvr.cookie;
-        }
-        self.send_client_hello(now)?;
+        self.hello.cookie = hvr.cookie;
+        self.send_client_hello(core, now)?;
         Ok(State::ExpectServerHello)
     }
 
-    fn handle_server_hello(&mut self, body: &[u8]) -> Result<State, HandshakeError> {
+    fn handle_server_hello(
+        &mut self,
+        core: &mut Core,
+        body: &[u8],
+    ) -> Result<State, HandshakeError> {
         let sh = ServerHello::parse(body).map_err(decode("ServerHello"))?;
         // RFC 6347 §4.1 / RFC 5246 §7.4.1.3: we only speak DTLS 1.2.
         if sh.server_version != ProtocolVersion::Dtls1_2 {
@@ -237,7 +294,7 @@ impl Connection {
                 version: sh.server_version.to_u16(),
             });
         }
-        let offered = self.offered_suites();
+        let offered = offered_suites(&core.config);
         let suite = offered
             .into_iter()
             .find(|s| s.suite() == sh.cipher_suite)
@@ -252,12 +309,7 @@ impl Connection {
         }
         let ext = &sh.extensions;
         ext.check_server_hello().map_err(decode("ServerHello"))?;
-        let offered_ext = self
-            .hs
-            .client_hello
-            .as_ref()
-            .map(|h| h.extensions.clone())
-            .unwrap_or_default();
+        let offered_ext = &self.hello.extensions;
         // RFC 5246 §7.4.1.4: a client that receives an extension it did not offer
         // "MUST abort the handshake with an unsupported_extension fatal alert".
         if let Some(other) = ext.other.first() {
@@ -303,19 +355,19 @@ impl Connection {
             return Err(HandshakeError::InsecureRenegotiation);
         }
         // RFC 7627 §5.3 / §5.2: without the extension we abort when configured to require it.
-        self.hs.extended_master_secret = ext.extended_master_secret;
-        if !ext.extended_master_secret && self.config.require_extended_master_secret {
+        core.hs.extended_master_secret = ext.extended_master_secret;
+        if !ext.extended_master_secret && core.config.require_extended_master_secret {
             return Err(HandshakeError::ExtendedMasterSecretRequired);
         }
         if let Some(list) = &ext.alpn {
             let proto = list.first().cloned().unwrap_or_default();
             // RFC 7301 §3.2: the server's choice must be one the client offered.
-            if !self.config.alpn_protocols.contains(&proto) {
+            if !core.config.alpn_protocols.contains(&proto) {
                 return Err(HandshakeError::IllegalParameter {
                     what: "ALPN protocol not offered",
                 });
             }
-            self.hs.alpn = Some(proto);
+            core.hs.alpn = Some(proto);
         }
         if let Some(srtp) = &ext.use_srtp {
             // check_server_hello() guarantees exactly one profile.
@@ -327,41 +379,34 @@ impl Connection {
                         what: "use_srtp without a profile",
                     })?;
             // RFC 5764 §4.1.1: the server's profile must be one the client offered.
-            if !self.config.srtp_profiles.contains(&profile) || !srtp.mki.is_empty() {
+            if !core.config.srtp_profiles.contains(&profile) || !srtp.mki.is_empty() {
                 return Err(HandshakeError::IllegalParameter {
                     what: "use_srtp profile not offered",
                 });
             }
-            self.hs.srtp_profile = Some(profile);
+            core.hs.srtp_profile = Some(profile);
         }
-        self.hs.heartbeat = ext.heartbeat;
-        self.hs.send_ticket = ext.session_ticket.is_some();
-        self.hs.server_random = sh.random;
-        self.hs.suite = Some(suite);
-        self.hs.transcript.select_hash(suite.prf_hash())?;
+        core.hs.heartbeat = ext.heartbeat;
+        self.ticket_promised = ext.session_ticket.is_some();
+        core.hs.server_random = sh.random;
+        core.hs.suite = Some(suite);
+        core.hs.transcript.select_hash(suite.prf_hash())?;
 
-        let resumed = self.hs.offered_ticket.as_ref().is_some_and(|t| {
-            !self.hs.session_id.is_empty()
-                && sh.session_id == self.hs.session_id
+        // The server accepted the ticket: it echoed our Session ID (RFC 5077 §3.4).
+        let accepted = self.offered_ticket.as_ref().filter(|t| {
+            !self.hello.session_id.is_empty()
+                && sh.session_id == self.hello.session_id
                 && t.suite == suite.suite()
         });
-        if resumed {
-            let ticket = self
-                .hs
-                .offered_ticket
-                .as_ref()
-                .ok_or(HandshakeError::Internal {
-                    what: "resumed without ticket",
-                })?;
+        if let Some(ticket) = accepted {
             // RFC 7627 §5.3: an EMS session must be resumed with EMS.
             if ticket.extended_master_secret && !ext.extended_master_secret {
                 return Err(HandshakeError::ExtendedMasterSecretRequired);
             }
-            self.hs.master = Some(ticket.master.clone());
-            self.hs.resumed = true;
-            self.hs.transcript.stop_retaining();
-            self.hs.install_keys(Role::Client)?;
-            return Ok(if self.hs.send_ticket {
+            core.hs.resumed = true;
+            core.hs.transcript.stop_retaining();
+            core.hs.install_keys(Role::Client, ticket.master.clone())?;
+            return Ok(if self.ticket_promised {
                 State::ExpectNewSessionTicket
             } else {
                 State::ExpectChangeCipherSpec
@@ -376,28 +421,33 @@ impl Connection {
 
     fn handle_server_certificate(
         &mut self,
+        core: &mut Core,
         body: &[u8],
         wall: UnixTime,
     ) -> Result<State, HandshakeError> {
         let cert = Certificate::parse(body).map_err(decode("Certificate"))?;
         let chain: Vec<CertificateDer<'static>> =
             cert.chain.into_iter().map(CertificateDer::from).collect();
-        let name = self
+        let name = core
             .config
             .server_name
             .clone()
-            .unwrap_or_else(|| self.peer.ip().to_string());
-        self.config
+            .unwrap_or_else(|| core.peer.ip().to_string());
+        core.config
             .peer_verification
             .verify_server(&chain, &name, wall)
             .map_err(|source| HandshakeError::BadCertificate { source })?;
-        self.hs.peer_identity = PeerIdentity::Certificates(chain.clone());
-        self.hs.peer_chain = chain;
+        core.hs.peer_identity = PeerIdentity::Certificates(chain.clone());
+        core.hs.peer_chain = chain;
         Ok(State::ExpectServerKeyExchange)
     }
 
-    fn handle_server_key_exchange(&mut self, body: &[u8]) -> Result<State, HandshakeError> {
-        let suite = self.hs.suite()?;
+    fn handle_server_key_exchange(
+        &mut self,
+        core: &mut Core,
+        body: &[u8],
+    ) -> Result<State, HandshakeError> {
+        let suite = core.hs.suite()?;
         let ske = ServerKeyExchange::parse(body, suite.key_exchange())
             .map_err(decode("ServerKeyExchange"))?;
         if let ServerKeyExchange::Ecdhe { params, signature } = &ske {
@@ -407,100 +457,97 @@ impl Connection {
                 _ => scheme.is_ecdsa_or_eddsa(),
             };
             // RFC 5246 §7.4.1.4.1: the server's scheme must be one the client offered.
-            if !scheme_fits || !self.config.signature_schemes.contains(&scheme) {
+            if !scheme_fits || !core.config.signature_schemes.contains(&scheme) {
                 return Err(HandshakeError::IllegalParameter {
                     what: "ServerKeyExchange signature scheme",
                 });
             }
             let signed = params
-                .signed_message(&self.hs.client_random, &self.hs.server_random)
+                .signed_message(&core.hs.client_random, &core.hs.server_random)
                 .map_err(decode("ServerKeyExchange"))?;
-            let end_entity = self.hs.peer_chain.first().ok_or(HandshakeError::Internal {
+            let end_entity = core.hs.peer_chain.first().ok_or(HandshakeError::Internal {
                 what: "no server certificate",
             })?;
             // RFC 8422 §5.4: the client verifies the signature over the params.
             verify_signature(scheme, end_entity, &signed, &signature.signature)
                 .map_err(|_| HandshakeError::BadSignature)?;
         }
-        match &ske {
-            ServerKeyExchange::Psk { identity_hint }
-            | ServerKeyExchange::EcdhePsk { identity_hint, .. } => {
-                self.hs.psk_identity_hint = Some(identity_hint.clone());
-            }
-            ServerKeyExchange::Ecdhe { .. } => {}
-        }
         if let Some(params) = ske.ecdhe_params() {
             // We offered only configured groups, which `Config::validate` keeps to the ones
             // our crypto implements.
-            if !self.config.groups.contains(&params.group) {
+            if !core.config.groups.contains(&params.group) {
                 return Err(HandshakeError::IllegalParameter {
                     what: "server chose a group we did not offer",
                 });
             }
-            self.hs.ecdhe = Some(EphemeralKeyPair::generate(params.group, &mut *self.rng)?);
-            self.hs.peer_public = params.public.clone();
+            let ours = EphemeralKeyPair::generate(params.group, &mut *core.rng)?;
+            self.key_share = Some((ours, params.public.clone()));
         }
         Ok(State::ExpectServerHelloDone)
     }
 
-    fn handle_certificate_request(&mut self, body: &[u8]) -> Result<State, HandshakeError> {
+    fn handle_certificate_request(
+        &mut self,
+        core: &mut Core,
+        body: &[u8],
+    ) -> Result<State, HandshakeError> {
         let req = CertificateRequest::parse(body).map_err(decode("CertificateRequest"))?;
-        self.hs.cert_requested = true;
-        self.hs.cert_request_schemes = req
-            .signature_schemes
-            .iter()
-            .filter(|s| self.config.signature_schemes.contains(s))
-            .copied()
-            .collect();
+        self.cert_request = Some(
+            req.signature_schemes
+                .iter()
+                .filter(|s| core.config.signature_schemes.contains(s))
+                .copied()
+                .collect(),
+        );
         Ok(State::ExpectServerHelloDone)
     }
 
     fn handle_server_hello_done(
         &mut self,
+        core: &mut Core,
         now: Instant,
         body: &[u8],
     ) -> Result<State, HandshakeError> {
         dtls_proto::ServerHelloDone::parse(body).map_err(decode("ServerHelloDone"))?;
-        let suite = self.hs.suite()?;
+        let suite = core.hs.suite()?;
         let mut flight = Flight::default();
         // RFC 5246 §7.4.6: the client sends a Certificate (possibly empty) when asked.
         let mut sent_cert = None;
-        if self.hs.cert_requested {
-            let cert = self.config.certificate.clone();
+        if self.cert_request.is_some() {
+            let cert = core.config.certificate.clone();
             let chain = cert
                 .as_ref()
                 .map(|c| c.chain.iter().map(|d| d.to_vec()).collect())
                 .unwrap_or_default();
-            self.hs.push_message(
+            core.hs.push_message(
                 &mut flight,
                 0,
                 &HandshakeMessage::Certificate(Certificate { chain }),
             )?;
             sent_cert = cert;
         } else {
-            self.hs.transcript.stop_retaining();
+            core.hs.transcript.stop_retaining();
         }
 
         let psk = || {
-            self.config
+            core.config
                 .psks
                 .first()
                 .cloned()
                 .ok_or(HandshakeError::NoPsk)
         };
-        let (cke, premaster) = match suite.key_exchange() {
-            KeyExchange::EcdheEcdsa | KeyExchange::EcdheRsa => {
-                let ours = self.hs.ecdhe.take().ok_or(HandshakeError::Internal {
-                    what: "no ECDHE key",
-                })?;
+        // ECDHE suites reach ServerHelloDone only through ServerKeyExchange, which made
+        // the key share.
+        let (cke, premaster) = match (suite.key_exchange(), self.key_share.take()) {
+            (KeyExchange::EcdheEcdsa | KeyExchange::EcdheRsa, Some((ours, server_public))) => {
                 let public = ours.public_key().to_vec();
-                let premaster = ours.agree(&self.hs.peer_public)?;
+                let premaster = ours.agree(&server_public)?;
                 (ClientKeyExchange::Ecdhe { public }, premaster)
             }
-            KeyExchange::Psk => {
+            (KeyExchange::Psk, _) => {
                 let psk = psk()?;
-                self.hs.peer_identity = PeerIdentity::None;
-                self.hs.psk_identity = Some(psk.identity.clone());
+                core.hs.peer_identity = PeerIdentity::None;
+                self.psk_identity = Some(psk.identity.clone());
                 (
                     ClientKeyExchange::Psk {
                         identity: psk.identity.clone(),
@@ -508,14 +555,11 @@ impl Connection {
                     PremasterSecret::psk(&psk.key)?,
                 )
             }
-            KeyExchange::EcdhePsk => {
+            (KeyExchange::EcdhePsk, Some((ours, server_public))) => {
                 let psk = psk()?;
-                let ours = self.hs.ecdhe.take().ok_or(HandshakeError::Internal {
-                    what: "no ECDHE key",
-                })?;
                 let public = ours.public_key().to_vec();
-                let ecdhe = ours.agree(&self.hs.peer_public)?;
-                self.hs.psk_identity = Some(psk.identity.clone());
+                let ecdhe = ours.agree(&server_public)?;
+                self.psk_identity = Some(psk.identity.clone());
                 (
                     ClientKeyExchange::EcdhePsk {
                         identity: psk.identity.clone(),
@@ -524,18 +568,24 @@ impl Connection {
                     PremasterSecret::ecdhe_psk(ecdhe, &psk.key)?,
                 )
             }
+            (_, None) => {
+                return Err(HandshakeError::Internal {
+                    what: "no ECDHE key",
+                });
+            }
         };
-        self.hs
+        core.hs
             .push_message(&mut flight, 0, &HandshakeMessage::ClientKeyExchange(cke))?;
-        self.derive_master(&premaster)?;
+        core.hs.derive_master(Role::Client, &premaster)?;
 
+        let schemes = self.cert_request.as_deref().unwrap_or_default();
         if let Some(cert) = sent_cert.filter(|c| !c.chain.is_empty()) {
             // RFC 5246 §7.4.8: CertificateVerify signs all handshake messages so far.
             let scheme = cert
                 .key
-                .choose_scheme(&self.hs.cert_request_schemes)
+                .choose_scheme(schemes)
                 .ok_or(HandshakeError::NoCommonSignatureScheme)?;
-            let messages = self
+            let messages = core
                 .hs
                 .transcript
                 .messages()
@@ -543,89 +593,48 @@ impl Connection {
                     what: "transcript not retained",
                 })?;
             let signature = cert.key.sign(scheme, messages)?;
-            self.hs.push_message(
+            core.hs.push_message(
                 &mut flight,
                 0,
                 &HandshakeMessage::CertificateVerify(CertificateVerify {
                     signed: DigitallySigned { scheme, signature },
                 }),
             )?;
-            self.hs.transcript.stop_retaining();
+            core.hs.transcript.stop_retaining();
         }
-        self.push_ccs_and_finished(&mut flight, Sender::Client)?;
-        self.send_flight(now, flight, true)?;
-        Ok(if self.hs.send_ticket {
+        core.hs.push_ccs_and_finished(&mut flight, Sender::Client)?;
+        core.send_flight(now, flight, true)?;
+        Ok(if self.ticket_promised {
             State::ExpectNewSessionTicket
         } else {
             State::ExpectChangeCipherSpec
         })
     }
 
-    /// Master secret (EMS over the transcript through ClientKeyExchange, RFC 7627 §4) and
-    /// the epoch-1 keys.
-    pub(crate) fn derive_master(
-        &mut self,
-        premaster: &PremasterSecret,
-    ) -> Result<(), HandshakeError> {
-        let suite = self.hs.suite()?;
-        let session_hash = self.hs.transcript.current_hash()?;
-        let master = MasterBytes::derive(
-            suite.prf_hash(),
-            premaster,
-            self.hs
-                .extended_master_secret
-                .then_some(session_hash.as_bytes()),
-            &self.hs.client_random,
-            &self.hs.server_random,
-        );
-        self.hs.master = Some(master);
-        self.hs.install_keys(self.role)
-    }
-
-    /// Appends ChangeCipherSpec and our Finished (epoch 1) to `flight`.
-    pub(crate) fn push_ccs_and_finished(
-        &mut self,
-        flight: &mut Flight,
-        sender: Sender,
-    ) -> Result<(), HandshakeError> {
-        flight.messages.push(OutMessage::ChangeCipherSpec);
-        let verify_data = self.hs.verify_data(sender)?;
-        self.hs.push_message(
-            flight,
-            1,
-            &HandshakeMessage::Finished(Finished { verify_data }),
-        )
-    }
-
-    /// Checks the peer's Finished (RFC 5246 §7.4.9: "Recipients of Finished messages MUST
-    /// verify that the contents are correct") and adds it to the transcript.
-    pub(crate) fn check_peer_finished(
-        &mut self,
-        message: &Message,
-        sender: Sender,
-    ) -> Result<(), HandshakeError> {
-        let finished = Finished::parse(&message.body).map_err(decode("Finished"))?;
-        let expected = self.hs.verify_data(sender)?;
-        if !ct_eq(&expected, &finished.verify_data) {
-            return Err(HandshakeError::BadFinished);
-        }
-        self.hs.transcript.update(&message.transcript_bytes());
-        Ok(())
-    }
-
     fn handle_server_finished(
         &mut self,
+        core: &mut Core,
         now: Instant,
         message: &Message,
     ) -> Result<State, HandshakeError> {
-        self.check_peer_finished(message, Sender::Server)?;
-        if self.hs.resumed {
+        core.hs.check_peer_finished(message, Sender::Server)?;
+        if core.hs.resumed {
             // Abbreviated handshake: our CCS and Finished are the final flight, resent only
             // when the server retransmits (RFC 6347 §4.2.4).
             let mut flight = Flight::default();
-            self.push_ccs_and_finished(&mut flight, Sender::Client)?;
-            self.send_flight(now, flight, false)?;
+            core.hs.push_ccs_and_finished(&mut flight, Sender::Client)?;
+            core.send_flight(now, flight, false)?;
         }
-        self.complete()
+        let ticket = match self.new_ticket.take() {
+            Some((lifetime_hint, ticket)) if !ticket.is_empty() => Some(SessionTicket::new(
+                ticket,
+                lifetime_hint,
+                core.hs.suite()?.suite(),
+                core.hs.extended_master_secret,
+                core.hs.secrets()?.master.clone(),
+            )),
+            _ => None,
+        };
+        core.complete(ticket)
     }
 }

@@ -10,39 +10,32 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use dataplane::record::{ContentType, Opener, RecordRepr, Records, ReplayWindow};
+use dataplane::record::{ContentType, Opener, RecordHeader, RecordRepr, Records, ReplayWindow};
 use dtls_crypto::Rng;
 use dtls_crypto::pki_types::UnixTime;
 use dtls_proto::{Alert, AlertDescription, AlertLevel, CHANGE_CIPHER_SPEC, HandshakeType};
 
+use crate::client::ClientState;
 use crate::config::Config;
 use crate::error::HandshakeError;
 use crate::events::{Event, Transmit};
-use crate::flight::{Flight, RecordWriter, pack_flight};
+use crate::flight::{Flight, pack_flight};
 use crate::handshake::{Handshake, Message};
 use crate::inbox::Inbox;
+use crate::keys::session::Writer;
+use crate::record_layer::{RecordReader, RecordWriter};
+use crate::role::Role;
+use crate::server::ServerState;
 use crate::state::State;
 use crate::timer::{RetransmitTimer, TimerAction};
-
-/// How many epoch-1 records received before the peer's ChangeCipherSpec are kept for
-/// when it arrives (a legitimate reorder of CCS and Finished).
-const MAX_EARLY_EPOCH1_RECORDS: usize = 8;
-
-/// Which side of the handshake this engine plays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Sends the ClientHello.
-    Client,
-    /// Answers it.
-    Server,
-}
 
 /// Counters of what the engine dropped or did (for tests and metrics).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConnectionStats {
     /// Records dropped because their header or content did not parse.
     pub malformed_records: u64,
-    /// Epoch-1 records that failed authentication or replay checks.
+    /// Protected records (epoch 1 in DTLS 1.2) that failed authentication or replay
+    /// checks.
     pub rejected_records: u64,
     /// Records of an epoch we have no keys for, or of a content type not handled here.
     pub ignored_records: u64,
@@ -81,6 +74,20 @@ pub struct ClaimedIdentity<'a> {
 /// peer to the engine afterwards (it ignores epoch-1 application data): it answers a
 /// retransmitted final flight (RFC 6347 §4.2.4), handles alerts and refuses renegotiation.
 pub struct Connection {
+    pub(crate) core: Core,
+    pub(crate) side: Side,
+}
+
+/// What only one role keeps during a handshake.
+#[derive(Debug)]
+pub(crate) enum Side {
+    Client(Box<ClientState>),
+    Server(ServerState),
+}
+
+/// What both roles share: the peer, the configuration and randomness, the handshake state
+/// and its shared data, the record layer, the retransmission timer and the queues out.
+pub(crate) struct Core {
     pub(crate) role: Role,
     pub(crate) peer: SocketAddr,
     pub(crate) config: Arc<Config>,
@@ -91,12 +98,8 @@ pub struct Connection {
     pub(crate) outbox: VecDeque<Vec<u8>>,
     pub(crate) events: VecDeque<Event>,
     pub(crate) stats: ConnectionStats,
-    /// Epoch-1 read state (installed on the peer's ChangeCipherSpec).
-    pub(crate) reader: Option<Opener>,
-    /// Epoch-1 records that arrived before the peer's ChangeCipherSpec.
-    early_epoch1: Vec<Vec<u8>>,
-    /// The epoch our alerts go out in (1 once we sent ChangeCipherSpec).
-    pub(crate) write_epoch: u16,
+    /// Read epochs (the peer's ChangeCipherSpec installs the next one).
+    pub(crate) reader: RecordReader,
     /// When a peer retransmission last made us resend our flight.
     last_peer_triggered: Option<Instant>,
 }
@@ -104,15 +107,135 @@ pub struct Connection {
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
-            .field("role", &self.role)
-            .field("peer", &self.peer)
-            .field("state", &self.state.name())
-            .field("stats", &self.stats)
+            .field("role", &self.core.role)
+            .field("peer", &self.core.peer)
+            .field("state", &self.core.state.name())
+            .field("stats", &self.core.stats)
             .finish_non_exhaustive()
     }
 }
 
 impl Connection {
+    /// This engine's role.
+    pub fn role(&self) -> Role {
+        self.core.role
+    }
+
+    /// The protocol version this engine speaks, for logs.
+    pub fn version(&self) -> &'static str {
+        "1.2"
+    }
+
+    /// The negotiated cipher suite, once the ServerHello has been sent or received.
+    pub fn suite(&self) -> Option<crate::CipherSuite> {
+        self.core.hs.suite.map(|s| s.suite())
+    }
+
+    /// Who the peer claims to be so far, for logs (nothing here is verified): the server
+    /// name (server: the client's SNI host name; client: the name we verify the server
+    /// against) and the PSK identity (server: the one the client named, known or not;
+    /// client: ours, when PSK suites are offered).
+    pub fn claimed_identity(&self) -> ClaimedIdentity<'_> {
+        match &self.side {
+            Side::Server(server) => server.claimed_identity(),
+            Side::Client(client) => client.claimed_identity(&self.core.config),
+        }
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.core.peer
+    }
+
+    /// Whether the handshake completed (and [`Event::KeysReady`] was queued).
+    pub fn is_established(&self) -> bool {
+        self.core.is_established()
+    }
+
+    /// Whether the engine is dead (failed or closed) and can be dropped.
+    pub fn is_finished(&self) -> bool {
+        self.core.is_finished()
+    }
+
+    /// The name of the current handshake state (e.g. `"ExpectServerHello"`), for logs.
+    pub fn state_name(&self) -> &'static str {
+        self.core.state.name()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ConnectionStats {
+        ConnectionStats {
+            conflicting_fragments: self.core.hs.inbox.conflicts,
+            buffer_refused: self.core.hs.inbox.buffer_refused,
+            ..self.core.stats
+        }
+    }
+
+    /// Whether `datagram` starts with a plaintext ClientHello of a *different* handshake
+    /// (another client random): the peer restarted. A server driver hands such datagrams
+    /// to the [`crate::Acceptor`] instead of this engine, and keeps this session until the
+    /// new handshake completes. Retransmissions of this handshake's own ClientHello return
+    /// `false` and belong to this engine.
+    pub fn is_new_client_hello(&self, datagram: &[u8]) -> bool {
+        if self.core.role != Role::Server {
+            return false;
+        }
+        let Some(record) = Records::new(datagram).next() else {
+            return false;
+        };
+        let payload = record.header.payload();
+        // epoch 0, handshake content, client_hello(1), random at body offset 2.
+        record.header.epoch() == 0
+            && record.header.content_type() == u8::from(ContentType::Handshake)
+            && payload.first() == Some(&HandshakeType::ClientHello.to_u8())
+            && payload
+                .get(12 + 2..12 + 2 + 32)
+                .is_some_and(|random| random != self.core.hs.client_random)
+    }
+
+    /// Feeds one datagram received from `peer` at `now`; `wall` is the wall-clock time of
+    /// the same instant, for certificate validity and session tickets (the engine reads no
+    /// clock). Datagrams from another address are ignored (the caller routes by address).
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        wall: UnixTime,
+        peer: SocketAddr,
+        datagram: &[u8],
+    ) {
+        self.core
+            .handle_datagram(&mut self.side, now, wall, peer, datagram);
+    }
+
+    /// Advances timers to `now`: retransmits the current flight or gives up.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.core.handle_timeout(now);
+    }
+
+    /// Writes the next datagram to send into `buf` (which should hold at least the
+    /// configured MTU). A datagram larger than `buf` is dropped.
+    pub fn poll_transmit(&mut self, _now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        self.core.poll_transmit(buf)
+    }
+
+    /// When [`Connection::handle_timeout`] next has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.core.timer.poll_timeout()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.core.events.pop_front()
+    }
+
+    /// Queues close_notify (RFC 5246 §7.2.1) and closes the engine. Emits
+    /// [`Event::Closed`] with `by_peer: false`.
+    pub fn close(&mut self, _now: Instant) {
+        self.core.close();
+    }
+}
+
+impl Core {
     pub(crate) fn new(
         role: Role,
         config: Arc<Config>,
@@ -133,110 +256,22 @@ impl Connection {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             stats: ConnectionStats::default(),
-            reader: None,
-            early_epoch1: Vec::new(),
-            write_epoch: 0,
+            reader: RecordReader::new(),
             last_peer_triggered: None,
         }
     }
 
-    /// This engine's role.
-    pub fn role(&self) -> Role {
-        self.role
-    }
-
-    /// The protocol version this engine speaks, for logs.
-    pub fn version(&self) -> &'static str {
-        "1.2"
-    }
-
-    /// The negotiated cipher suite, once the ServerHello has been sent or received.
-    pub fn suite(&self) -> Option<crate::CipherSuite> {
-        self.hs.suite.map(|s| s.suite())
-    }
-
-    /// Who the peer claims to be so far, for logs (nothing here is verified): the server
-    /// name (server: the client's SNI host name; client: the name we verify the server
-    /// against) and the PSK identity (server: the one the client named, known or not;
-    /// client: ours, when PSK suites are offered).
-    pub fn claimed_identity(&self) -> ClaimedIdentity<'_> {
-        match self.role {
-            Role::Server => ClaimedIdentity {
-                server_name: self.hs.server_name.as_deref(),
-                psk_identity: self.hs.claimed_psk_identity.as_deref(),
-            },
-            Role::Client => ClaimedIdentity {
-                server_name: self.config.server_name.as_deref(),
-                // The identity we would present: the negotiated one, or the configured one
-                // while PSK suites are on offer.
-                psk_identity: self.hs.psk_identity.as_deref().or_else(|| {
-                    self.config
-                        .cipher_suites
-                        .iter()
-                        .any(|s| s.uses_psk())
-                        .then(|| self.config.psks.first().map(|p| p.identity.as_slice()))
-                        .flatten()
-                }),
-            },
-        }
-    }
-
-    /// The peer's address.
-    pub fn peer(&self) -> SocketAddr {
-        self.peer
-    }
-
-    /// Whether the handshake completed (and [`Event::KeysReady`] was queued).
-    pub fn is_established(&self) -> bool {
+    pub(crate) fn is_established(&self) -> bool {
         matches!(self.state, State::Established)
     }
 
-    /// Whether the engine is dead (failed or closed) and can be dropped.
-    pub fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         matches!(self.state, State::Failed | State::Closed)
     }
 
-    /// The name of the current handshake state (e.g. `"ExpectServerHello"`), for logs.
-    pub fn state_name(&self) -> &'static str {
-        self.state.name()
-    }
-
-    /// Counters.
-    pub fn stats(&self) -> ConnectionStats {
-        ConnectionStats {
-            conflicting_fragments: self.hs.inbox.conflicts,
-            buffer_refused: self.hs.inbox.buffer_refused,
-            ..self.stats
-        }
-    }
-
-    /// Whether `datagram` starts with a plaintext ClientHello of a *different* handshake
-    /// (another client random): the peer restarted. A server driver hands such datagrams
-    /// to the [`crate::Acceptor`] instead of this engine, and keeps this session until the
-    /// new handshake completes. Retransmissions of this handshake's own ClientHello return
-    /// `false` and belong to this engine.
-    pub fn is_new_client_hello(&self, datagram: &[u8]) -> bool {
-        if self.role != Role::Server {
-            return false;
-        }
-        let Some(record) = Records::new(datagram).next() else {
-            return false;
-        };
-        let payload = record.header.payload();
-        // epoch 0, handshake content, client_hello(1), random at body offset 2.
-        record.header.epoch() == 0
-            && record.header.content_type() == u8::from(ContentType::Handshake)
-            && payload.first() == Some(&HandshakeType::ClientHello.to_u8())
-            && payload
-                .get(12 + 2..12 + 2 + 32)
-                .is_some_and(|random| random != self.hs.client_random)
-    }
-
-    /// Feeds one datagram received from `peer` at `now`; `wall` is the wall-clock time of
-    /// the same instant, for certificate validity and session tickets (the engine reads no
-    /// clock). Datagrams from another address are ignored (the caller routes by address).
-    pub fn handle_datagram(
+    fn handle_datagram(
         &mut self,
+        side: &mut Side,
         now: Instant,
         wall: UnixTime,
         peer: SocketAddr,
@@ -255,10 +290,10 @@ impl Connection {
                 continue;
             };
             let bytes = &datagram[record.range.clone()];
-            match repr.epoch {
-                0 => self.handle_plaintext_record(now, wall, &repr, record.header.payload()),
-                1 => self.handle_epoch1_record(now, wall, repr.content_type, bytes),
-                _ => self.stats.ignored_records += 1,
+            if repr.epoch == 0 {
+                self.handle_plaintext_record(side, now, wall, &repr, record.header.payload());
+            } else {
+                self.handle_protected_record(side, now, wall, &repr, bytes);
             }
         }
         if records.dropped_bytes() > 0 {
@@ -266,8 +301,7 @@ impl Connection {
         }
     }
 
-    /// Advances timers to `now`: retransmits the current flight or gives up.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    fn handle_timeout(&mut self, now: Instant) {
         match self.timer.handle_timeout(now) {
             TimerAction::Idle => {}
             TimerAction::Retransmit => {
@@ -281,14 +315,12 @@ impl Connection {
                 unauthenticated: self.stats.rejected_records,
                 // Our Finished went out under the new write epoch; the peer's own
                 // ChangeCipherSpec and Finished never came.
-                finished_unanswered: self.write_epoch == 1 && self.reader.is_none(),
+                finished_unanswered: self.hs.writer.current_epoch() > self.reader.newest_epoch(),
             }),
         }
     }
 
-    /// Writes the next datagram to send into `buf` (which should hold at least the
-    /// configured MTU). A datagram larger than `buf` is dropped.
-    pub fn poll_transmit(&mut self, _now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+    fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
         while let Some(datagram) = self.outbox.pop_front() {
             let Some(dst) = buf.get_mut(..datagram.len()) else {
                 continue;
@@ -304,19 +336,7 @@ impl Connection {
         None
     }
 
-    /// When [`Connection::handle_timeout`] next has work to do.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timer.poll_timeout()
-    }
-
-    /// The next event, if any.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
-    }
-
-    /// Queues close_notify (RFC 5246 §7.2.1) and closes the engine. Emits
-    /// [`Event::Closed`] with `by_peer: false`.
-    pub fn close(&mut self, _now: Instant) {
+    fn close(&mut self) {
         if self.is_finished() {
             return;
         }
@@ -330,6 +350,7 @@ impl Connection {
 
     fn handle_plaintext_record(
         &mut self,
+        side: &mut Side,
         now: Instant,
         wall: UnixTime,
         repr: &RecordRepr,
@@ -337,19 +358,19 @@ impl Connection {
     ) {
         match repr.content_type {
             ContentType::Handshake => {
-                self.handle_handshake_payload(now, wall, payload, 0);
+                self.handle_handshake_payload(side, now, wall, payload, 0);
             }
             ContentType::ChangeCipherSpec => {
                 if payload != [CHANGE_CIPHER_SPEC] {
                     self.stats.malformed_records += 1;
                     return;
                 }
-                self.handle_change_cipher_spec(now, wall);
+                self.handle_change_cipher_spec(side, now, wall);
             }
             ContentType::Alert => {
                 // Unauthenticated alerts are believed only before keys are in use: a
                 // spoofed epoch-0 alert must not kill a live session.
-                if self.reader.is_some() {
+                if self.reader.is_protected() {
                     self.stats.ignored_records += 1;
                     return;
                 }
@@ -359,30 +380,32 @@ impl Connection {
         }
     }
 
-    fn handle_epoch1_record(
+    /// A record of a keyed epoch: `bytes` is the whole record.
+    fn handle_protected_record(
         &mut self,
+        side: &mut Side,
         now: Instant,
         wall: UnixTime,
-        content_type: ContentType,
+        repr: &RecordRepr,
         bytes: &[u8],
     ) {
-        if content_type == ContentType::ApplicationData && self.is_established() {
+        if repr.content_type == ContentType::ApplicationData && self.is_established() {
             // The shard / driver opens application data with its own keys.
             self.stats.ignored_records += 1;
             return;
         }
-        let Some(reader) = self.reader.as_mut() else {
-            if self.state.awaits_peer_ccs_later()
-                && self.early_epoch1.len() < MAX_EARLY_EPOCH1_RECORDS
-            {
-                self.early_epoch1.push(bytes.to_vec());
-            } else {
+        // DTLS 1.2 changes the peer's cipher state once: before its ChangeCipherSpec,
+        // records of the epoch it opens are kept for when it arrives (RFC 6347 §4.1:
+        // records may be reordered).
+        let peer_change_to_come = !self.reader.is_protected() && self.state.awaits_peer_ccs_later();
+        let Some(opener) = self.reader.opener_mut(repr.epoch) else {
+            if !(peer_change_to_come && self.reader.hold_early(repr.epoch, bytes)) {
                 self.stats.ignored_records += 1;
             }
             return;
         };
         let mut buf = bytes.to_vec();
-        let opened = match reader.open(&mut buf) {
+        let opened = match opener.open(&mut buf) {
             Ok(opened) => opened,
             Err(_) => {
                 // RFC 6347 §4.1.2.7: records failing authentication are silently discarded.
@@ -393,14 +416,16 @@ impl Connection {
         let content_type = opened.content_type;
         let plaintext = opened.plaintext.to_vec();
         match content_type {
-            ContentType::Handshake => self.handle_handshake_payload(now, wall, &plaintext, 1),
+            ContentType::Handshake => {
+                self.handle_handshake_payload(side, now, wall, &plaintext, repr.epoch);
+            }
             ContentType::Alert => self.handle_alert_payload(&plaintext),
             _ => self.stats.ignored_records += 1,
         }
     }
 
-    fn handle_change_cipher_spec(&mut self, now: Instant, wall: UnixTime) {
-        if self.reader.is_some() {
+    fn handle_change_cipher_spec(&mut self, side: &mut Side, now: Instant, wall: UnixTime) {
+        if self.reader.is_protected() {
             // A retransmitted CCS: nothing to do.
             return;
         }
@@ -409,45 +434,50 @@ impl Connection {
             return;
         }
         // RFC 6347 §4.1: records may be reordered, so a CCS can arrive before the
-        // handshake messages that precede it. It switches the read side to epoch 1 as
-        // soon as the keys exist; the Finished it protects is still only accepted in
+        // handshake messages that precede it. It switches the read side to the next epoch
+        // as soon as the keys exist; the Finished it protects is still only accepted in
         // message order, after every earlier message (ExpectFinished).
         self.hs.ccs_pending = true;
-        self.apply_pending_change_cipher_spec(now, wall);
+        self.apply_pending_change_cipher_spec(side, now, wall);
     }
 
-    /// Installs the epoch-1 read state if the peer's CCS arrived and the keys exist, then
-    /// reads the epoch-1 records that arrived early.
-    fn apply_pending_change_cipher_spec(&mut self, now: Instant, wall: UnixTime) {
-        if !self.hs.ccs_pending || self.reader.is_some() || self.hs.keys.is_none() {
-            self.advance_past_change_cipher_spec();
-            return;
-        }
-        self.hs.ccs_pending = false;
-        let key = match self.hs.peer_record_key(self.role) {
+    /// Installs the next read epoch if the peer's CCS arrived and the keys exist, then
+    /// reads the records of that epoch that arrived early.
+    fn apply_pending_change_cipher_spec(&mut self, side: &mut Side, now: Instant, wall: UnixTime) {
+        let keys = match &self.hs.secrets {
+            Some(secrets) if self.hs.ccs_pending && !self.reader.is_protected() => &secrets.keys,
+            _ => {
+                self.advance_past_change_cipher_spec();
+                return;
+            }
+        };
+        let epoch = keys.epoch();
+        let key = match keys.record_key(Writer::peer(self.role)) {
             Ok(k) => k,
             Err(e) => return self.fail(e),
         };
+        self.hs.ccs_pending = false;
         let window = ReplayWindow::new(ReplayWindow::DEFAULT_SIZE);
-        self.reader = Some(Opener::new(1, key, window));
+        let early = self.reader.install(Opener::new(epoch, key, window));
         self.advance_past_change_cipher_spec();
         // Records that arrived early (Finished before CCS) can be read now.
-        for record in std::mem::take(&mut self.early_epoch1) {
+        for record in early {
             if self.is_finished() {
                 break;
             }
-            // Buffered records passed the record splitter, so they hold a 13-byte header.
-            let ct = record
-                .first()
-                .and_then(|&b| ContentType::from_u8(b))
-                .unwrap_or(ContentType::Handshake);
-            self.handle_epoch1_record(now, wall, ct, &record);
+            // Kept records passed the record splitter and parsed before.
+            let Ok(repr) = RecordHeader::new_checked(&record[..])
+                .and_then(|header| RecordRepr::parse(&header))
+            else {
+                continue;
+            };
+            self.handle_protected_record(side, now, wall, &repr, &record);
         }
     }
 
     /// ExpectChangeCipherSpec -> ExpectFinished once the peer's CCS was applied.
     fn advance_past_change_cipher_spec(&mut self) {
-        if self.reader.is_some() && self.state.expects_change_cipher_spec() {
+        if self.reader.is_protected() && self.state.expects_change_cipher_spec() {
             self.state = self.state.after_change_cipher_spec();
         }
     }
@@ -488,6 +518,7 @@ impl Connection {
 
     fn handle_handshake_payload(
         &mut self,
+        side: &mut Side,
         now: Instant,
         wall: UnixTime,
         payload: &[u8],
@@ -512,10 +543,10 @@ impl Connection {
             if self.is_finished() {
                 return;
             }
-            if let Err(e) = self.handle_message(now, wall, message) {
+            if let Err(e) = self.handle_message(side, now, wall, message) {
                 return self.fail(e);
             }
-            self.apply_pending_change_cipher_spec(now, wall);
+            self.apply_pending_change_cipher_spec(side, now, wall);
         }
     }
 
@@ -538,6 +569,7 @@ impl Connection {
 
     fn handle_message(
         &mut self,
+        side: &mut Side,
         now: Instant,
         wall: UnixTime,
         message: Message,
@@ -548,9 +580,9 @@ impl Connection {
             return Ok(());
         }
         // Each handler consumes the message in the current state and names the next one.
-        self.state = match self.role {
-            Role::Client => self.handle_client_message(now, wall, message)?,
-            Role::Server => self.handle_server_message(now, wall, message)?,
+        self.state = match side {
+            Side::Client(client) => client.handle_message(self, now, wall, message)?,
+            Side::Server(server) => server.handle_message(self, now, wall, message)?,
         };
         Ok(())
     }
@@ -574,14 +606,10 @@ impl Connection {
             &mut self.hs.writer,
             &mut self.outbox,
         )?;
-        if self
-            .hs
-            .flight
-            .messages
-            .iter()
-            .any(|m| matches!(m, crate::flight::OutMessage::ChangeCipherSpec))
-        {
-            self.write_epoch = 1;
+        // Our records after this flight go out in the newest epoch it used (RFC 6347 §4.1:
+        // a ChangeCipherSpec in it switched the write epoch).
+        if let Some(epoch) = self.hs.flight.write_epoch() {
+            self.hs.writer.advance_current_epoch(epoch);
         }
         if expect_answer {
             self.timer.arm_new_flight(now);
@@ -612,11 +640,7 @@ impl Connection {
     pub(crate) fn queue_alert(&mut self, alert: Alert) {
         let mut datagram = Vec::with_capacity(64);
         let bytes = alert.to_bytes();
-        let epoch = if self.hs.writer.epoch1.is_some() {
-            self.write_epoch
-        } else {
-            0
-        };
+        let epoch = self.hs.writer.current_epoch();
         if self
             .hs
             .writer

@@ -585,9 +585,13 @@ fn certificate_without_certificate_verify_is_rejected() {
     // A Finished at the CertificateVerify's message_seq, sealed with the client's key.
     let key = pair
         .client
+        .core
         .hs
-        .own_record_key(crate::Role::Client)
-        .expect("client keys");
+        .secrets()
+        .expect("client keys")
+        .keys
+        .record_key(crate::keys::session::Writer::own(crate::Role::Client))
+        .expect("client key");
     let mut sealer = dataplane::record::Sealer::new(1, key, 1000).expect("sealer");
     let mut fin = vec![20u8, 0, 0, 12];
     fin.extend_from_slice(&cv_seq.to_be_bytes());

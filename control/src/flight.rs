@@ -5,23 +5,21 @@
 
 use std::collections::VecDeque;
 
-use dataplane::record::{ContentType, HEADER_LEN, RecordRepr, Sealer};
+use dataplane::record::ContentType;
 use dtls_proto::{CHANGE_CIPHER_SPEC, Fragmenter, HandshakeType};
 
 use crate::error::HandshakeError;
+use crate::record_layer::RecordWriter;
 
 /// The DTLS handshake header length (RFC 6347 §4.2.2).
 pub(crate) const HANDSHAKE_HEADER_LEN: usize = 12;
-
-/// The record-layer version we write (RFC 6347 §4.1: DTLS 1.2 is {254, 253}).
-pub(crate) const RECORD_VERSION: u16 = dataplane::record::DTLS_1_2;
 
 /// One message of a flight.
 #[derive(Debug, Clone)]
 pub(crate) enum OutMessage {
     /// A handshake message (body without the DTLS handshake header).
     Handshake {
-        /// 0 for plaintext, 1 once ChangeCipherSpec was sent.
+        /// The write epoch its records go out in.
         epoch: u16,
         /// HandshakeType code.
         msg_type: u8,
@@ -44,92 +42,17 @@ impl Flight {
     pub(crate) fn is_empty(&self) -> bool {
         self.messages.is_empty()
     }
-}
 
-/// Write state: the epoch-0 sequence counter and the epoch-1 sealer once keys exist.
-#[derive(Debug)]
-pub(crate) struct RecordWriter {
-    /// Next epoch-0 record sequence number.
-    pub(crate) epoch0_next: u64,
-    /// Epoch-1 write state, once the key block is derived.
-    pub(crate) epoch1: Option<Sealer>,
-    /// The engine never seals an epoch-1 record at or past this sequence number: the
-    /// shard continues from it (see [`crate::SessionKeys::write`]).
-    pub(crate) epoch1_limit: u64,
-}
-
-impl RecordWriter {
-    pub(crate) fn new(epoch0_next: u64) -> Self {
-        Self {
-            epoch0_next,
-            epoch1: None,
-            epoch1_limit: u64::MAX,
-        }
-    }
-
-    /// Bytes a record of `epoch` adds around its plaintext.
-    pub(crate) fn overhead(&self, epoch: u16) -> usize {
-        match (epoch, &self.epoch1) {
-            (0, _) | (_, None) => HEADER_LEN,
-            (_, Some(sealer)) => HEADER_LEN + sealer.overhead(),
-        }
-    }
-
-    /// Appends one record with `parts` concatenated as its plaintext.
-    pub(crate) fn push_record(
-        &mut self,
-        datagram: &mut Vec<u8>,
-        content_type: ContentType,
-        epoch: u16,
-        parts: &[&[u8]],
-    ) -> Result<(), HandshakeError> {
-        let plaintext_len: usize = parts.iter().map(|p| p.len()).sum();
-        let start = datagram.len();
-        if epoch == 0 {
-            let length = u16::try_from(plaintext_len).map_err(|_| HandshakeError::Internal {
-                what: "record too long",
-            })?;
-            let repr = RecordRepr {
-                content_type,
-                version: RECORD_VERSION,
-                epoch: 0,
-                sequence: self.epoch0_next,
-                length,
-            };
-            datagram.resize(start + HEADER_LEN, 0);
-            repr.emit_into(&mut datagram[start..])
-                .map_err(|_| HandshakeError::SequenceExhausted)?;
-            self.epoch0_next += 1;
-            for p in parts {
-                datagram.extend_from_slice(p);
-            }
-            return Ok(());
-        }
-        let limit = self.epoch1_limit;
-        let sealer = self.epoch1.as_mut().ok_or(HandshakeError::Internal {
-            what: "epoch 1 record before keys",
-        })?;
-        if sealer.next_sequence() >= limit {
-            return Err(HandshakeError::SequenceExhausted);
-        }
-        let offset = sealer.plaintext_offset();
-        let total = HEADER_LEN + sealer.overhead() + plaintext_len;
-        datagram.resize(start + total, 0);
-        let mut at = start + offset;
-        for p in parts {
-            datagram[at..at + p.len()].copy_from_slice(p);
-            at += p.len();
-        }
-        let len = sealer
-            .seal(
-                content_type,
-                RECORD_VERSION,
-                &mut datagram[start..],
-                plaintext_len,
-            )
-            .map_err(|_| HandshakeError::SequenceExhausted)?;
-        datagram.truncate(start + len);
-        Ok(())
+    /// The newest epoch the flight's handshake messages are written in: the write epoch
+    /// once it was sent.
+    pub(crate) fn write_epoch(&self) -> Option<u16> {
+        self.messages
+            .iter()
+            .filter_map(|m| match m {
+                OutMessage::Handshake { epoch, .. } => Some(*epoch),
+                OutMessage::ChangeCipherSpec => None,
+            })
+            .max()
     }
 }
 
@@ -258,7 +181,7 @@ mod tests {
         pack_flight(&f, 1200, &mut w, &mut out).expect("pack");
         assert_eq!(out.len(), 1);
         assert_eq!(Records::new(&out[0]).count(), 3);
-        assert_eq!(w.epoch0_next, 3);
+        assert_eq!(w.next_sequence(0), Some(3));
         check(&f, &out, 1200);
     }
 
@@ -280,5 +203,45 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_flight_spans_epochs_with_their_own_sequence_numbers() {
+        use dataplane::record::{Aead, RecordKey, Sealer};
+        let key = RecordKey::new(Aead::Aes128Gcm, &[1; 16], &[2; 4]).expect("key");
+        let mut w = RecordWriter::new(4);
+        w.install(Sealer::new(w.next_epoch(), key, 0).expect("sealer"));
+        let mut f = flight(&[700]);
+        f.messages.push(OutMessage::ChangeCipherSpec);
+        f.messages.push(OutMessage::Handshake {
+            epoch: 1,
+            msg_type: 20,
+            message_seq: 1,
+            body: vec![9; 12],
+        });
+        assert_eq!(f.write_epoch(), Some(1));
+        let mut out = VecDeque::new();
+        pack_flight(&f, 300, &mut w, &mut out).expect("pack");
+        let headers: Vec<(u8, u16, u64)> = out
+            .iter()
+            .inspect(|d| assert!(d.len() <= 300, "datagram of {}", d.len()))
+            .flat_map(|d| {
+                Records::new(d)
+                    .map(|r| {
+                        (
+                            r.header.content_type(),
+                            r.header.epoch(),
+                            r.header.sequence(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        // Three fragments of the 700-byte message and the CCS in epoch 0 from 4 on, then
+        // the sealed Finished as the first record of epoch 1.
+        assert_eq!(
+            headers,
+            [(22, 0, 4), (22, 0, 5), (22, 0, 6), (20, 0, 7), (22, 1, 0)]
+        );
     }
 }

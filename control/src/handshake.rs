@@ -1,39 +1,35 @@
 //! State shared by both roles during one handshake: randoms, transcript, negotiated
 //! parameters, key material, message sequence numbers and the incoming message queue.
 
-use dataplane::record::RecordKey;
 use dtls_crypto::pki_types::CertificateDer;
-use dtls_crypto::{EphemeralKeyPair, Sender, Transcript};
+use dtls_crypto::{PremasterSecret, Sender, Transcript};
 use dtls_proto::{
-    HandshakeMessage, HeartbeatMode, RANDOM_LEN, SignatureScheme, SrtpProtectionProfile,
-    SuiteParams, VERIFY_DATA_LEN,
+    Finished, HandshakeMessage, HeartbeatMode, RANDOM_LEN, SrtpProtectionProfile, SuiteParams,
+    VERIFY_DATA_LEN,
 };
 
-use crate::connection::Role;
 use crate::error::HandshakeError;
 use crate::events::PeerIdentity;
-use crate::flight::{Flight, OutMessage, RecordWriter};
+use crate::flight::{Flight, OutMessage};
 use crate::inbox::Inbox;
 use crate::keys::session::{EpochKeyBlock, MasterBytes, Writer};
-use crate::keys::ticket::SessionTicket;
+use crate::record_layer::RecordWriter;
+use crate::role::Role;
 
 /// One complete, reassembled handshake message from the peer.
 pub(crate) type Message = dtls_proto::ReassembledMessage;
 
-/// Everything one handshake accumulates.
+/// What one handshake accumulates, whichever role plays it. What only one role keeps
+/// lives in [`crate::client::ClientState`] and [`crate::server::ServerState`].
 #[derive(Debug)]
 pub(crate) struct Handshake {
     pub(crate) transcript: Transcript,
     pub(crate) client_random: [u8; RANDOM_LEN],
     pub(crate) server_random: [u8; RANDOM_LEN],
-    pub(crate) session_id: Vec<u8>,
     pub(crate) suite: Option<SuiteParams>,
     pub(crate) extended_master_secret: bool,
-    pub(crate) ecdhe: Option<EphemeralKeyPair>,
-    /// The peer's ECDHE public value.
-    pub(crate) peer_public: Vec<u8>,
-    pub(crate) master: Option<MasterBytes>,
-    pub(crate) keys: Option<EpochKeyBlock>,
+    /// The master secret and the keys, from the key exchange on.
+    pub(crate) secrets: Option<Secrets>,
     pub(crate) writer: RecordWriter,
     /// Our next handshake message_seq (RFC 6347 §4.2.2).
     pub(crate) next_send_seq: u16,
@@ -42,33 +38,14 @@ pub(crate) struct Handshake {
     pub(crate) flight: Flight,
     /// The peer's ChangeCipherSpec arrived before the state machine was ready for it.
     pub(crate) ccs_pending: bool,
+    /// The peer's certificate chain, end-entity first (empty without one).
     pub(crate) peer_chain: Vec<CertificateDer<'static>>,
     pub(crate) peer_identity: PeerIdentity,
-    /// Server: we sent CertificateRequest. Client: the server asked for a certificate.
-    pub(crate) cert_requested: bool,
-    /// Client: signature schemes from the server's CertificateRequest.
-    pub(crate) cert_request_schemes: Vec<SignatureScheme>,
-    pub(crate) psk_identity: Option<Vec<u8>>,
-    pub(crate) psk_identity_hint: Option<Vec<u8>>,
-    /// Server: the PSK identity the client named, known or not (for logs).
-    pub(crate) claimed_psk_identity: Option<Vec<u8>>,
-    /// Server: the host name the client sent in server_name (RFC 6066 §3), for logs.
-    pub(crate) server_name: Option<String>,
     pub(crate) alpn: Option<Vec<u8>>,
     pub(crate) srtp_profile: Option<SrtpProtectionProfile>,
     pub(crate) heartbeat: Option<HeartbeatMode>,
-    /// Client: the ticket we offered for resumption. Server: unused.
-    pub(crate) offered_ticket: Option<SessionTicket>,
-    /// Server: issue a NewSessionTicket in this handshake. Client: the server promised one.
-    pub(crate) send_ticket: bool,
-    /// Client: the ticket received in this handshake.
-    pub(crate) new_ticket: Option<(u32, Vec<u8>)>,
     /// Abbreviated handshake.
     pub(crate) resumed: bool,
-    /// Client: HelloVerifyRequests answered so far.
-    pub(crate) hello_verify_count: u8,
-    /// Client: the ClientHello we sent (resent with the cookie).
-    pub(crate) client_hello: Option<dtls_proto::ClientHello>,
 }
 
 impl Handshake {
@@ -77,13 +54,9 @@ impl Handshake {
             transcript: Transcript::new(),
             client_random: [0; RANDOM_LEN],
             server_random: [0; RANDOM_LEN],
-            session_id: Vec::new(),
             suite: None,
             extended_master_secret: false,
-            ecdhe: None,
-            peer_public: Vec::new(),
-            master: None,
-            keys: None,
+            secrets: None,
             writer,
             next_send_seq: 0,
             inbox,
@@ -91,21 +64,10 @@ impl Handshake {
             ccs_pending: false,
             peer_chain: Vec::new(),
             peer_identity: PeerIdentity::None,
-            cert_requested: false,
-            cert_request_schemes: Vec::new(),
-            psk_identity: None,
-            psk_identity_hint: None,
-            claimed_psk_identity: None,
-            server_name: None,
             alpn: None,
             srtp_profile: None,
             heartbeat: None,
-            offered_ticket: None,
-            send_ticket: false,
-            new_ticket: None,
             resumed: false,
-            hello_verify_count: 0,
-            client_hello: None,
         }
     }
 
@@ -115,8 +77,8 @@ impl Handshake {
         })
     }
 
-    pub(crate) fn master(&self) -> Result<&MasterBytes, HandshakeError> {
-        self.master.as_ref().ok_or(HandshakeError::Internal {
+    pub(crate) fn secrets(&self) -> Result<&Secrets, HandshakeError> {
+        self.secrets.as_ref().ok_or(HandshakeError::Internal {
             what: "no master secret",
         })
     }
@@ -153,52 +115,51 @@ impl Handshake {
         Ok(())
     }
 
-    /// Derives the key block and installs the epoch-1 write state.
-    pub(crate) fn install_keys(&mut self, role: Role) -> Result<(), HandshakeError> {
+    /// Takes `master` as this session's master secret, derives the key block of the next
+    /// epoch from it and installs its write state (RFC 6347 §4.1: the epoch "is
+    /// incremented each time a ChangeCipherSpec message is sent").
+    pub(crate) fn install_keys(
+        &mut self,
+        role: Role,
+        master: MasterBytes,
+    ) -> Result<(), HandshakeError> {
         let suite = self.suite()?;
-        let block = EpochKeyBlock::expand(
-            self.master()?,
+        let epoch = self.writer.next_epoch();
+        let keys = EpochKeyBlock::expand(
+            &master,
+            epoch,
             suite.prf_hash(),
             suite.aead(),
             &self.client_random,
             &self.server_random,
         );
-        let writer = match role {
-            Role::Client => Writer::Client,
-            Role::Server => Writer::Server,
-        };
-        let sealer =
-            dataplane::record::Sealer::new(1, block.record_key(writer)?, 0).map_err(|_| {
-                HandshakeError::Internal {
-                    what: "sealer rejected key",
-                }
+        let sealer = dataplane::record::Sealer::new(epoch, keys.record_key(Writer::own(role))?, 0)
+            .map_err(|_| HandshakeError::Internal {
+                what: "sealer rejected key",
             })?;
-        self.writer.epoch1 = Some(sealer);
-        self.keys = Some(block);
+        self.writer.install(sealer);
+        self.secrets = Some(Secrets { master, keys });
         Ok(())
     }
 
-    /// The key that opens the peer's epoch-1 records.
-    pub(crate) fn peer_record_key(&self, role: Role) -> Result<RecordKey, HandshakeError> {
-        let keys = self.keys.as_ref().ok_or(HandshakeError::Internal {
-            what: "ChangeCipherSpec before keys",
-        })?;
-        keys.record_key(match role {
-            Role::Client => Writer::Server,
-            Role::Server => Writer::Client,
-        })
-    }
-
-    /// Our own key for epoch 1 (a fresh copy for the shard).
-    pub(crate) fn own_record_key(&self, role: Role) -> Result<RecordKey, HandshakeError> {
-        let keys = self
-            .keys
-            .as_ref()
-            .ok_or(HandshakeError::Internal { what: "no keys" })?;
-        keys.record_key(match role {
-            Role::Client => Writer::Client,
-            Role::Server => Writer::Server,
-        })
+    /// Master secret (EMS over the transcript through ClientKeyExchange, RFC 7627 §4) and
+    /// the keys of the next epoch.
+    pub(crate) fn derive_master(
+        &mut self,
+        role: Role,
+        premaster: &PremasterSecret,
+    ) -> Result<(), HandshakeError> {
+        let suite = self.suite()?;
+        let session_hash = self.transcript.current_hash()?;
+        let master = MasterBytes::derive(
+            suite.prf_hash(),
+            premaster,
+            self.extended_master_secret
+                .then_some(session_hash.as_bytes()),
+            &self.client_random,
+            &self.server_random,
+        );
+        self.install_keys(role, master)
     }
 
     /// Finished verify_data for `sender` over the transcript so far (RFC 5246 §7.4.9).
@@ -209,10 +170,55 @@ impl Handshake {
         let suite = self.suite()?;
         let hash = self.transcript.current_hash()?;
         Ok(self
-            .master()?
+            .secrets()?
+            .master
             .master()
             .verify_data(suite.prf_hash(), sender, hash.as_bytes()))
     }
+
+    /// Appends ChangeCipherSpec and our Finished to `flight`, the Finished in the epoch
+    /// the ChangeCipherSpec switches to: the newest one, whose keys were just installed.
+    pub(crate) fn push_ccs_and_finished(
+        &mut self,
+        flight: &mut Flight,
+        sender: Sender,
+    ) -> Result<(), HandshakeError> {
+        flight.messages.push(OutMessage::ChangeCipherSpec);
+        let verify_data = self.verify_data(sender)?;
+        let epoch = self.writer.newest_epoch();
+        self.push_message(
+            flight,
+            epoch,
+            &HandshakeMessage::Finished(Finished { verify_data }),
+        )
+    }
+
+    /// Checks the peer's Finished (RFC 5246 §7.4.9: "Recipients of Finished messages MUST
+    /// verify that the contents are correct") and adds it to the transcript.
+    pub(crate) fn check_peer_finished(
+        &mut self,
+        message: &Message,
+        sender: Sender,
+    ) -> Result<(), HandshakeError> {
+        let finished = Finished::parse(&message.body).map_err(|source| HandshakeError::Decode {
+            message: "Finished",
+            source,
+        })?;
+        let expected = self.verify_data(sender)?;
+        if !ct_eq(&expected, &finished.verify_data) {
+            return Err(HandshakeError::BadFinished);
+        }
+        self.transcript.update(&message.transcript_bytes());
+        Ok(())
+    }
+}
+
+/// The master secret of a session and the key block expanded from it: both exist from
+/// the key exchange (or the ticket of a resumed session) on.
+#[derive(Debug)]
+pub(crate) struct Secrets {
+    pub(crate) master: MasterBytes,
+    pub(crate) keys: EpochKeyBlock,
 }
 
 /// Constant-time equality of two byte strings of public length.

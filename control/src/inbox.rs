@@ -10,7 +10,7 @@ use dtls_proto::{
 };
 
 use crate::config::Config;
-use crate::connection::Role;
+use crate::role::Role;
 
 /// Largest ClientHello body a server engine takes. The acceptor requires the first
 /// ClientHello in one record, whose plaintext is at most 2^14 bytes (RFC 6347 §4.1, RFC 5246

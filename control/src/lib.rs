@@ -61,6 +61,8 @@ mod inbox;
 mod keys;
 #[cfg(test)]
 mod pair_tests;
+mod record_layer;
+mod role;
 mod server;
 mod state;
 mod timer;
@@ -70,11 +72,12 @@ pub use config::{
     CertifiedKey, ClientAuth, Config, ConfigError, DEFAULT_MAX_CLIENT_CERTIFICATE_CHAIN,
     DEFAULT_REASSEMBLY_BUDGET, MIN_MTU, Psk, RetransmitConfig,
 };
-pub use connection::{ClaimedIdentity, Connection, ConnectionStats, Role};
+pub use connection::{ClaimedIdentity, Connection, ConnectionStats};
 pub use error::HandshakeError;
 pub use events::{EpochKeys, Event, PeerIdentity, SessionKeys, Transmit};
 pub use keys::exporter::{ExportError, Exporter, SRTP_EXPORTER_LABEL};
 pub use keys::ticket::SessionTicket;
+pub use role::Role;
 
 /// Re-exports of the building blocks and the protocol vocabulary (defined in `dtls-proto`)
 /// that appear in this crate's API.

@@ -4,8 +4,9 @@
 //! message in the current state and returns the next state (`Result<State, _>`); a message
 //! that does not fit the state is fatal (unexpected_message). The data a handshake accumulates
 //! (randoms, transcript, negotiated parameters, ephemeral keys, the peer's chain) mostly
-//! spans several states, so it lives in [`crate::handshake::Handshake`], shared by both
-//! roles, rather than being moved from state to state.
+//! spans several states, so it is kept beside the state rather than moved from state to
+//! state: what both roles need in [`crate::handshake::Handshake`], what only one role keeps
+//! in [`crate::client::ClientState`] or [`crate::server::ServerState`].
 //!
 //! Full handshake:
 //! ```text
@@ -47,7 +48,7 @@ pub(crate) enum State {
     ExpectCertificateVerify,
     /// Either: the peer's ChangeCipherSpec next.
     ExpectChangeCipherSpec,
-    /// Either: the peer's Finished (epoch 1) next.
+    /// Either: the peer's Finished (in the epoch its ChangeCipherSpec opened) next.
     ExpectFinished,
     /// Keys handed out; the engine only answers retransmissions and alerts.
     Established,

@@ -2,45 +2,37 @@
 
 use dataplane::record::ReplayWindow;
 
-use crate::connection::{Connection, Role};
+use crate::connection::Core;
 use crate::error::HandshakeError;
 use crate::events::{EpochKeys, Event, SessionKeys};
 use crate::keys::exporter::Exporter;
+use crate::keys::session::Writer;
 use crate::keys::ticket::SessionTicket;
 use crate::state::State;
 
-/// Epoch-1 sequence numbers the engine keeps for itself after completion: resending its
-/// final flight when the peer retransmits, and alerts (close_notify, no_renegotiation).
+/// Sequence numbers of the application write epoch the engine keeps for itself after
+/// completion: resending its final flight when the peer retransmits, and alerts
+/// (close_notify, no_renegotiation).
 /// The shard's first record uses the number after the reserve, so no nonce is ever reused.
 pub const ENGINE_SEQUENCE_RESERVE: u64 = 64;
 
-impl Connection {
-    /// The handshake completed: hand the keys over; the next state is `Established`.
-    pub(crate) fn complete(&mut self) -> Result<State, HandshakeError> {
+impl Core {
+    /// The handshake completed: hand the keys (and, for a client, the `ticket` it got)
+    /// over; the next state is `Established`.
+    pub(crate) fn complete(
+        &mut self,
+        ticket: Option<SessionTicket>,
+    ) -> Result<State, HandshakeError> {
         let suite = self.hs.suite()?;
-        let master = self.hs.master()?.clone();
-        let sealer = self
+        let write_epoch = self.hs.writer.current_epoch();
+        let next_write = self
             .hs
             .writer
-            .epoch1
-            .as_ref()
+            .reserve(write_epoch, ENGINE_SEQUENCE_RESERVE)
             .ok_or(HandshakeError::Internal {
                 what: "complete without write keys",
             })?;
-        let next_write = sealer.next_sequence() + ENGINE_SEQUENCE_RESERVE;
-        self.hs.writer.epoch1_limit = next_write;
-        let ticket = match (self.role, self.hs.new_ticket.take()) {
-            (Role::Client, Some((lifetime_hint, ticket))) if !ticket.is_empty() => {
-                Some(SessionTicket::new(
-                    ticket,
-                    lifetime_hint,
-                    suite.suite(),
-                    self.hs.extended_master_secret,
-                    master.clone(),
-                ))
-            }
-            _ => None,
-        };
+        let secrets = self.hs.secrets()?;
         let replay_window = self
             .config
             .replay_window
@@ -49,13 +41,13 @@ impl Connection {
             peer: self.peer,
             suite: suite.suite(),
             read: EpochKeys {
-                epoch: 1,
-                key: self.hs.peer_record_key(self.role)?,
+                epoch: self.reader.newest_epoch(),
+                key: secrets.keys.record_key(Writer::peer(self.role))?,
                 next_sequence: 0,
             },
             write: EpochKeys {
-                epoch: 1,
-                key: self.hs.own_record_key(self.role)?,
+                epoch: write_epoch,
+                key: secrets.keys.record_key(Writer::own(self.role))?,
                 next_sequence: next_write,
             },
             replay_window,
@@ -67,7 +59,7 @@ impl Connection {
             heartbeat: self.hs.heartbeat,
             resumed: self.hs.resumed,
             exporter: Exporter::new(
-                master,
+                secrets.master.clone(),
                 suite.prf_hash(),
                 self.hs.client_random,
                 self.hs.server_random,
@@ -77,8 +69,6 @@ impl Connection {
         // The client's last flight needs no more timer; the server's final flight is only
         // resent on a peer retransmission (RFC 6347 §4.2.4).
         self.timer.disarm();
-        // Secrets the engine no longer needs.
-        self.hs.ecdhe = None;
         self.events.push_back(Event::KeysReady(Box::new(keys)));
         Ok(State::Established)
     }

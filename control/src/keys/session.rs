@@ -1,4 +1,4 @@
-//! Master secret bytes and the epoch-1 key block of a handshake.
+//! Master secret bytes and the key block of a handshake.
 
 use std::sync::Arc;
 
@@ -8,6 +8,7 @@ use dtls_proto::{PrfHash, RANDOM_LEN};
 use zeroize::Zeroizing;
 
 use crate::error::HandshakeError;
+use crate::role::Role;
 
 /// The master secret, shared by the engine, the [`crate::Exporter`] and the client's
 /// [`crate::SessionTicket`]. Cloning shares one zeroize-on-drop copy; a server sealing a
@@ -81,8 +82,27 @@ pub(crate) enum Writer {
     Server,
 }
 
-/// The epoch-1 key block (RFC 5246 §6.3) with its AEAD.
+impl Writer {
+    /// The keys of what `role` sends.
+    pub(crate) fn own(role: Role) -> Self {
+        match role {
+            Role::Client => Writer::Client,
+            Role::Server => Writer::Server,
+        }
+    }
+
+    /// The keys of what `role` reads: its peer's.
+    pub(crate) fn peer(role: Role) -> Self {
+        match role {
+            Role::Client => Writer::Server,
+            Role::Server => Writer::Client,
+        }
+    }
+}
+
+/// The key block (RFC 5246 §6.3) of one epoch, with its AEAD.
 pub(crate) struct EpochKeyBlock {
+    epoch: u16,
     aead: Aead,
     block: KeyBlock,
 }
@@ -90,6 +110,7 @@ pub(crate) struct EpochKeyBlock {
 impl EpochKeyBlock {
     pub(crate) fn expand(
         master: &MasterBytes,
+        epoch: u16,
         hash: PrfHash,
         aead: Aead,
         client_random: &[u8; RANDOM_LEN],
@@ -101,7 +122,12 @@ impl EpochKeyBlock {
             client_random,
             server_random,
         );
-        Self { aead, block }
+        Self { epoch, aead, block }
+    }
+
+    /// The epoch these keys protect.
+    pub(crate) fn epoch(&self) -> u16 {
+        self.epoch
     }
 
     /// A record key for the records `writer` sends.
@@ -119,6 +145,7 @@ impl EpochKeyBlock {
 impl std::fmt::Debug for EpochKeyBlock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EpochKeyBlock")
+            .field("epoch", &self.epoch)
             .field("aead", &self.aead)
             .finish_non_exhaustive()
     }
