@@ -56,6 +56,7 @@ pub(crate) enum Side {
 impl RelayMode {
     /// The whole difference between the modes: which side carries DTLS records (and
     /// control's handshake datagrams). The other side carries plaintext.
+    #[inline]
     pub(crate) fn dtls(self) -> Side {
         match self {
             RelayMode::Serve => Side::Net,
@@ -64,6 +65,7 @@ impl RelayMode {
     }
 
     /// The side that carries plaintext.
+    #[inline]
     pub(crate) fn plain(self) -> Side {
         match self.dtls() {
             Side::Net => Side::Flow,
@@ -110,6 +112,7 @@ impl Out<'_> {
     /// returns the length used; 0: nothing to send). Counts it: on the shard socket when
     /// queued (the driver flushes the batch), on a flow when the driver sends it. Returns
     /// the length queued, or None when the batch or stage is full (counted).
+    #[inline]
     pub fn push_with(
         &mut self,
         side: Side,
@@ -144,6 +147,7 @@ impl Out<'_> {
 
     /// Queues a copy of `datagram` on `side` (see [`Self::push_with`]). Returns whether it
     /// was queued.
+    #[inline]
     pub fn push(&mut self, side: Side, peer: SocketAddr, flow: usize, datagram: &[u8]) -> bool {
         let len = datagram.len();
         let queued = match side {
@@ -537,6 +541,7 @@ pub(crate) fn seal_record<F>(
 /// Seals `plaintext` as one record with `sealer`, in place on `side` (see [`Out::push_with`]).
 /// Returns whether a record was queued; a seal failure is counted (`seal_failed`), as is a
 /// full batch or stage. The caller checks the sequence space and the size first.
+#[inline]
 pub(crate) fn seal_to(
     out: &mut Out<'_>,
     side: Side,
