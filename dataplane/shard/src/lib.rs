@@ -65,7 +65,10 @@ pub use queue::{
 };
 pub use refuse::is_out_of_descriptors;
 pub use relay::RelayMode;
-pub use session::{Probe, Session, SessionCounters, SessionTable, SlotId, TableFull};
+pub use session::{
+    MAX_OLDER_READ_EPOCHS, Probe, ReadEpochs, Session, SessionCounters, SessionTable, SlotId,
+    TableFull,
+};
 pub use shard::{Shard, ShardConfig, UPSTREAM_BUFFER, connect_upstream};
 
 /// Errors that stop a shard. All are fatal to the shard's loop (the caller logs and rebuilds

@@ -285,11 +285,11 @@ fn open_records<F>(
         if epoch == 0 || content_type == ContentType::Handshake as u8 {
             continue; // went to control with the whole datagram
         }
-        if epoch != session.opener.epoch() {
+        let Some(opener) = session.read.get_mut(epoch) else {
             out.tally.drop_unknown_epoch += 1;
             session.counters.drops += 1;
             continue;
-        }
+        };
         if content_type != ContentType::ApplicationData as u8
             && content_type != ContentType::Alert as u8
             && content_type != ContentType::Heartbeat as u8
@@ -299,7 +299,7 @@ fn open_records<F>(
         }
         // RFC 6347 §4.1.2.6: the opener checks the replay window, verifies the tag and only
         // then updates the window (CVE-2016-2181).
-        match session.opener.open(header.into_inner()) {
+        match opener.open(header.into_inner()) {
             Ok(opened) => {
                 out.tally.records_opened += 1;
                 session.counters.records_opened += 1;
@@ -324,7 +324,7 @@ fn open_records<F>(
                     OpenError::Replayed(_) => out.tally.drop_replay += 1,
                     OpenError::AuthenticationFailed => {
                         out.tally.drop_bad_tag += 1;
-                        report_integrity_limit(session, out);
+                        report_integrity_limit(session, epoch, out);
                     }
                     OpenError::WrongEpoch { .. } => out.tally.drop_unknown_epoch += 1,
                     OpenError::Malformed(_)
@@ -429,14 +429,16 @@ fn fill_padding(state: &mut u64, padding: &mut [u8]) {
 
 /// RFC 9147 §4.5.3: past the integrity limit the endpoint "SHOULD immediately close the
 /// connection"; control decides (close or rekey), told once per key.
-fn report_integrity_limit<F>(session: &mut Session<F>, out: &mut Out<'_>) {
-    if session.opener.integrity_limit_reached() && !session.limit_reported {
+fn report_integrity_limit<F>(session: &mut Session<F>, epoch: u16, out: &mut Out<'_>) {
+    let Some(opener) = session.read.get(epoch) else {
+        return;
+    };
+    if opener.integrity_limit_reached() && !session.limit_reported {
+        let failed = opener.failed_authentications();
         session.limit_reported = true;
         out.report(ControlInbound::AeadLimitReached {
             session: session.handle,
-            limit: AeadLimit::Integrity {
-                failed: session.opener.failed_authentications(),
-            },
+            limit: AeadLimit::Integrity { failed },
         });
     }
 }

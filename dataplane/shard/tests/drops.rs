@@ -117,7 +117,7 @@ fn garbage_is_counted_and_sessions_are_unaffected() {
         );
         assert_eq!(shard.stats().sessions_active, 1);
         let session = shard.sessions().iter().next().expect("session stays");
-        assert_eq!(session.opener.failed_authentications(), 1);
+        assert_eq!(session.read.current().failed_authentications(), 1);
     }
 }
 
