@@ -189,6 +189,15 @@ impl Extensions {
         Ok(())
     }
 
+    /// The body of an extension kept raw (in [`Self::other`]), e.g. the TLS 1.3 ones, whose
+    /// form depends on the message ([`crate::tls13::extensions`]).
+    pub fn raw(&self, ext_type: ExtensionType) -> Option<&[u8]> {
+        self.other
+            .iter()
+            .find(|e| e.ext_type == ext_type)
+            .map(|e| e.data.as_slice())
+    }
+
     /// Whether no extension is present.
     pub fn is_empty(&self) -> bool {
         self.present_types().is_empty()

@@ -1,4 +1,4 @@
-//! The DTLS protocol vocabulary and the DTLS 1.2 handshake-layer wire formats: the bottom
+//! The DTLS protocol vocabulary and the DTLS 1.2 and 1.3 handshake-layer wire formats: the bottom
 //! crate that the record layer, the shard, the crypto and the engine all share, so each code
 //! point is defined once.
 //!
@@ -15,7 +15,12 @@
 //!   and Alert messages ([`message`], [`alert`]), hello extensions ([`extensions`]) and
 //!   the heartbeat message ([`heartbeat`]);
 //! - fragmentation of outgoing messages ([`fragment`]) and bounded reassembly of incoming
-//!   ones ([`reassembly`]).
+//!   ones ([`reassembly`]);
+//! - the DTLS 1.3 wire formats: the TLS 1.3 extension bodies (supported_versions,
+//!   key_share, pre_shared_key, psk_key_exchange_modes, cookie, connection_id) and the
+//!   messages 1.3 adds or reshapes (EncryptedExtensions, Certificate, CertificateRequest,
+//!   Finished, NewSessionTicket, KeyUpdate, ACK, RequestConnectionId, NewConnectionId)
+//!   ([`tls13`]).
 //!
 //! What it does not do: no cryptography (ECDH, signatures, PRF, transcript hashing live in
 //! `dtls-crypto`, as functions over these enums), no state machine and no I/O (the
@@ -38,6 +43,7 @@ pub mod heartbeat;
 pub mod message;
 pub mod reassembly;
 pub mod suites;
+pub mod tls13;
 
 #[cfg(test)]
 mod tests;
@@ -68,4 +74,6 @@ pub use reassembly::{
     DropReason, FragmentOutcome, MessageCaps, ReassembledMessage, Reassembler, ReassemblyBudget,
     ReassemblyConfig, ReassemblyStats,
 };
-pub use suites::{Aead, CipherSuite, KeyExchange, PrfHash, ProtocolVersion, SuiteParams};
+pub use suites::{
+    Aead, CipherSuite, KeyExchange, PrfHash, ProtocolVersion, SuiteParams, Tls13SuiteParams,
+};

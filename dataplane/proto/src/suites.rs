@@ -250,7 +250,58 @@ impl SuiteParams {
     }
 }
 
+/// A TLS 1.3 suite (RFC 8446 §B.4) as DTLS 1.3 uses it: only the record AEAD and the
+/// hash of the key schedule and transcript; key exchange and authentication are negotiated
+/// apart (key_share, signature_algorithms, pre_shared_key). Only
+/// [`CipherSuite::tls13_params`] makes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Tls13SuiteParams {
+    suite: CipherSuite,
+    aead: Aead,
+    hash: PrfHash,
+}
+
+impl Tls13SuiteParams {
+    /// The suite's code.
+    pub const fn suite(&self) -> CipherSuite {
+        self.suite
+    }
+
+    /// Record protection.
+    pub const fn aead(&self) -> Aead {
+        self.aead
+    }
+
+    /// The HKDF and transcript hash.
+    pub const fn hash(&self) -> PrfHash {
+        self.hash
+    }
+}
+
 impl CipherSuite {
+    /// The TLS 1.3 suites we implement, in our default preference order.
+    pub const SUPPORTED_TLS13: &'static [CipherSuite] = &[
+        CipherSuite::Tls13Aes128GcmSha256,
+        CipherSuite::Tls13Aes256GcmSha384,
+        CipherSuite::Tls13Chacha20Poly1305Sha256,
+    ];
+
+    /// Parameters of a TLS 1.3 suite; `None` for every 1.2 suite, the SCSV and unknown
+    /// codes (a 1.3 handshake never negotiates a 1.2 suite, RFC 8446 §4.1.3).
+    pub const fn tls13_params(self) -> Option<Tls13SuiteParams> {
+        let (aead, hash) = match self {
+            CipherSuite::Tls13Aes128GcmSha256 => (Aead::Aes128Gcm, PrfHash::Sha256),
+            CipherSuite::Tls13Aes256GcmSha384 => (Aead::Aes256Gcm, PrfHash::Sha384),
+            CipherSuite::Tls13Chacha20Poly1305Sha256 => (Aead::ChaCha20Poly1305, PrfHash::Sha256),
+            _ => return None,
+        };
+        Some(Tls13SuiteParams {
+            suite: self,
+            aead,
+            hash,
+        })
+    }
+
     /// The suites we implement, in our default preference order (a server's choice among
     /// the client's offers, a client's order of offering).
     pub const SUPPORTED: &'static [CipherSuite] = &[
@@ -428,6 +479,23 @@ mod tests {
                 None,
                 "{suite:?} is never negotiated by DTLS 1.2"
             );
+            let p = suite.tls13_params().expect("a 1.3 suite");
+            assert_eq!(p.suite(), suite);
+        }
+        assert_eq!(
+            CipherSuite::Tls13Aes256GcmSha384
+                .tls13_params()
+                .map(|p| (p.aead(), p.hash())),
+            Some((Aead::Aes256Gcm, PrfHash::Sha384))
+        );
+        assert_eq!(
+            CipherSuite::Tls13Chacha20Poly1305Sha256
+                .tls13_params()
+                .map(|p| (p.aead(), p.hash())),
+            Some((Aead::ChaCha20Poly1305, PrfHash::Sha256))
+        );
+        for suite in CipherSuite::SUPPORTED {
+            assert!(suite.tls13_params().is_none(), "{suite:?} is 1.2 only");
         }
         assert!(!ProtocolVersion::Dtls1_0.offers_dtls12());
         assert!(!ProtocolVersion::from_u16(0x0303).offers_dtls12());
