@@ -282,4 +282,60 @@ mod tests {
         assert_eq!(t.selected_hash(), None);
         assert_eq!(t.messages(), Some(&b""[..]));
     }
+
+    #[test]
+    fn hello_retry_replaces_the_first_client_hello_by_message_hash() {
+        for hash in [PrfHash::Sha256, PrfHash::Sha384] {
+            let mut t = Transcript::new();
+            t.update(b"client hello 1");
+            assert!(matches!(
+                t.roll_up_for_hello_retry(),
+                Err(Error::TranscriptHashNotSelected)
+            ));
+            t.select_hash(hash).expect("first selection");
+            t.roll_up_for_hello_retry().expect("hash selected");
+            t.update(b"hello retry request");
+            t.update(b"client hello 2");
+
+            // RFC 8446 §4.4.1: Hash(message_hash || 00 00 Hash.length || Hash(ClientHello1)
+            // || HelloRetryRequest || ...), message_hash = 254.
+            let len = u8::try_from(hash.output_len()).expect("32 or 48");
+            let mut expected = vec![254, 0, 0, len];
+            expected.extend_from_slice(&sha(hash, b"client hello 1"));
+            expected.extend_from_slice(b"hello retry request");
+            expected.extend_from_slice(b"client hello 2");
+            assert_eq!(
+                t.current_hash().expect("hash selected").as_bytes(),
+                sha(hash, &expected)
+            );
+            // Retained messages follow the same substitution; the hash stays selected.
+            assert_eq!(t.messages(), Some(&expected[..]));
+            assert_eq!(t.selected_hash(), Some(hash));
+        }
+
+        // Without retention the raw messages are gone, and the hash is the same.
+        let mut t = Transcript::new();
+        t.stop_retaining();
+        t.update(b"client hello 1");
+        t.select_hash(PrfHash::Sha256).expect("first selection");
+        t.roll_up_for_hello_retry().expect("hash selected");
+        assert_eq!(t.messages(), None);
+        let mut expected = vec![254, 0, 0, 32];
+        expected.extend_from_slice(&sha(PrfHash::Sha256, b"client hello 1"));
+        assert_eq!(
+            t.current_hash().expect("hash selected").as_bytes(),
+            sha(PrfHash::Sha256, &expected)
+        );
+    }
+
+    #[test]
+    fn one_shot_digest_matches_the_running_hash() {
+        let mut t = Transcript::new();
+        t.update(b"abc");
+        t.select_hash(PrfHash::Sha384).expect("first selection");
+        assert_eq!(
+            t.current_hash().expect("hash selected"),
+            HandshakeHash::digest(PrfHash::Sha384, b"abc")
+        );
+    }
 }

