@@ -100,10 +100,10 @@ pub enum Error {
         /// Its length.
         len: usize,
     },
-    /// An HKDF-Expand-Label input does not fit `HkdfLabel` (RFC 8446 §7.1): a label over
-    /// 249 bytes (255 with the prefix), a context over 255 bytes, or an output longer than
-    /// 255 hash lengths or 65535 bytes. From local input (exporter label and length, ticket
-    /// nonce).
+    /// An HKDF-Expand-Label input does not fit `HkdfLabel` (RFC 8446 §7.1): an empty label,
+    /// one over 249 bytes (255 with the prefix), a context over 255 bytes, or an output
+    /// longer than 255 hash lengths or 65535 bytes. From local input (exporter label and
+    /// length, ticket nonce).
     #[error(
         "HKDF-Expand-Label input out of range (label {label_len}, context {context_len}, output {out_len} bytes)"
     )]

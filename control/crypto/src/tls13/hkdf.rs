@@ -56,7 +56,8 @@ pub const MAX_CONTEXT_LEN: usize = 255;
 /// `"dtls13"` ([`LabelPrefix`]).
 ///
 /// # Errors
-/// [`Error::InvalidHkdfLabel`] when the label is longer than [`MAX_LABEL_LEN`], the context
+/// [`Error::InvalidHkdfLabel`] when the label is empty or longer than [`MAX_LABEL_LEN`], the
+/// context
 /// longer than [`MAX_CONTEXT_LEN`], or `out` longer than HKDF can produce (255 hash
 /// lengths) or `uint16 length` can say.
 pub fn hkdf_expand_label(
@@ -73,6 +74,10 @@ pub fn hkdf_expand_label(
         out_len: out.len(),
     };
     let prefix = prefix.as_bytes();
+    // `opaque label<7..255>`: at least one byte after the 6-byte prefix.
+    if label.is_empty() {
+        return Err(invalid);
+    }
     let (Ok(length), Ok(label_len), Ok(context_len)) = (
         u16::try_from(out.len()),
         u8::try_from(prefix.len() + label.len()),

@@ -288,15 +288,16 @@ impl ExporterSecret {
     ///                       "exporter", Hash(context_value), key_length)
     /// ```
     ///
-    /// "the exporter interface ... MUST NOT distinguish between an empty context and no
-    /// context" (RFC 8446 §7.5), so the context is a plain slice.
+    /// RFC 8446 §7.5: "If no context is provided, the context_value is zero length.
+    /// Consequently, providing no context computes the same value as providing an empty
+    /// context" — so the context is a plain slice.
     ///
     /// # Errors
-    /// [`Error::InvalidHkdfLabel`] for a label over [`MAX_LABEL_LEN`] bytes or an output
-    /// longer than 255 hash lengths.
+    /// [`Error::InvalidHkdfLabel`] for an empty label, one over [`MAX_LABEL_LEN`] bytes, or
+    /// an output longer than 255 hash lengths.
     pub fn export(&self, label: &[u8], context: &[u8], out: &mut [u8]) -> Result<(), Error> {
         let hash = self.0.hash();
-        if label.len() > MAX_LABEL_LEN {
+        if label.is_empty() || label.len() > MAX_LABEL_LEN {
             return Err(Error::InvalidHkdfLabel {
                 label_len: label.len(),
                 context_len: context.len(),

@@ -389,6 +389,11 @@ fn hkdf_label_bounds_are_errors_not_panics() {
         Err(Error::InvalidHkdfLabel { label_len: 250, .. })
     ));
     assert!(matches!(
+        expand(b"", b"", &mut out),
+        Err(Error::InvalidHkdfLabel { label_len: 0, .. })
+    ));
+    assert!(expand(b"k", b"", &mut out).is_ok());
+    assert!(matches!(
         expand(b"key", &context, &mut out),
         Err(Error::InvalidHkdfLabel {
             context_len: 256,
@@ -408,6 +413,7 @@ fn hkdf_label_bounds_are_errors_not_panics() {
         .into_master_secret();
     let exporter = master.exporter_master_secret(&HandshakeHash::digest(hash, b""));
     assert!(exporter.export(&label, b"", &mut out).is_err());
+    assert!(exporter.export(b"", b"", &mut out).is_err());
     assert!(exporter.export(b"EXPORTER-x", b"", &mut long).is_err());
     let resumption = master.resumption_master_secret(&HandshakeHash::digest(hash, b""));
     assert!(resumption.psk(&context[..255]).is_ok());
