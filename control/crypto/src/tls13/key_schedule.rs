@@ -31,9 +31,10 @@ use super::key_share::SharedSecret;
 use crate::prf::{MAX_HASH_LEN, hmac_algorithm};
 use crate::{Error, HandshakeHash};
 
-/// Length of a TLS 1.3 / DTLS 1.3 per-record nonce and so of the traffic IV: RFC 8446
-/// §5.3, "iv_length ... set to max(8 bytes, N_MIN) for the AEAD algorithm", which is 12 for
-/// AES-GCM and ChaCha20-Poly1305 (RFC 5116 §5.1, RFC 8439 §2.8).
+/// Length of a TLS 1.3 / DTLS 1.3 per-record nonce and so of the traffic IV. RFC 8446 §5.3:
+/// "The length of the TLS per-record nonce (iv_length) is set to the larger of 8 bytes and
+/// N_MIN for the AEAD algorithm"; N_MIN is 12 for AES-GCM (RFC 5116 §5.1) and
+/// ChaCha20-Poly1305 (RFC 8439 §2.8).
 pub const TRAFFIC_IV_LEN: usize = 12;
 
 /// Longest AEAD key (AES-256-GCM, ChaCha20-Poly1305).

@@ -118,9 +118,10 @@ impl ClientKeyShare {
                     .and_then(|ek| ek.key_bytes())
                     .map_err(|_| Error::AgreementFailed)?;
                 let x25519 = EphemeralKeyPair::generate(NamedGroup::X25519, rng)?;
-                // draft-ietf-tls-ecdhe-mlkem §4.1: "the client's share ... is the
-                // concatenation of the ML-KEM-768 encapsulation key and the X25519
-                // ephemeral share" (ML-KEM first for X25519MLKEM768).
+                // draft-ietf-tls-ecdhe-mlkem: "the client's key_exchange value is the
+                // concatenation of the client's ML-KEM-768 encapsulation key and the
+                // client's X25519 ephemeral share" (ML-KEM first, unlike the NIST-curve
+                // hybrids).
                 let mut public = Vec::with_capacity(X25519MLKEM768_CLIENT_SHARE_LEN);
                 public.extend_from_slice(ek.as_ref());
                 public.extend_from_slice(x25519.public_key());
@@ -170,9 +171,9 @@ impl ClientKeyShare {
                 Ok(SharedSecret::from_parts(&[z.as_bytes()]))
             }
             ClientPrivate::X25519Mlkem768 { mlkem, x25519 } => {
-                // draft-ietf-tls-ecdhe-mlkem §4.1: the server share is the ML-KEM
-                // ciphertext ‖ the X25519 share; FIPS 203 §7.3 requires the ciphertext
-                // length check before decapsulation.
+                // draft-ietf-tls-ecdhe-mlkem: the server's key_exchange is the ML-KEM
+                // ciphertext ‖ the server's X25519 share; FIPS 203 §7.3 requires the
+                // ciphertext length check before decapsulation.
                 if server_share.len() != X25519MLKEM768_SERVER_SHARE_LEN {
                     return Err(invalid);
                 }
@@ -215,7 +216,7 @@ impl ServerKeyShare {
     /// [`Error::InvalidPeerPublicKey`] (alert illegal_parameter) when the client share has
     /// the wrong length or is invalid: not a point on the curve, an all-zero X25519
     /// secret, or an ML-KEM encapsulation key failing the FIPS 203 §7.2 modulus check
-    /// (draft-ietf-tls-ecdhe-mlkem §4.1 requires the check and the alert);
+    /// (draft-ietf-tls-ecdhe-mlkem requires the check and the alert);
     /// [`Error::AgreementFailed`] if aws-lc fails internally.
     pub fn respond(
         group: NamedGroup,
@@ -289,8 +290,8 @@ fn ecdhe_key_pair(group: NamedGroup, rng: &mut dyn Rng) -> Result<EphemeralKeyPa
     }
 }
 
-/// draft-ietf-tls-ecdhe-mlkem §4.1 (X25519MLKEM768): "the shared secret is the
-/// concatenation of the ML-KEM shared secret and the X25519 shared secret".
+/// draft-ietf-tls-ecdhe-mlkem (X25519MLKEM768): the shared secret is the ML-KEM shared
+/// secret ‖ the X25519 shared secret, 64 bytes.
 fn hybrid_secret(mlkem: &[u8], x25519: &[u8], group: NamedGroup) -> Result<SharedSecret, Error> {
     if mlkem.len() != MLKEM_SHARED_SECRET_LEN || x25519.len() != X25519_LEN {
         return Err(Error::InvalidPeerPublicKey { group });
