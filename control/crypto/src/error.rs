@@ -100,6 +100,21 @@ pub enum Error {
         /// Its length.
         len: usize,
     },
+    /// An HKDF-Expand-Label input does not fit `HkdfLabel` (RFC 8446 §7.1): an empty label,
+    /// one over 249 bytes (255 with the prefix), a context over 255 bytes, or an output
+    /// longer than 255 hash lengths or 65535 bytes. From local input (exporter label and
+    /// length, ticket nonce).
+    #[error(
+        "HKDF-Expand-Label input out of range (label {label_len}, context {context_len}, output {out_len} bytes)"
+    )]
+    InvalidHkdfLabel {
+        /// Label length without the prefix.
+        label_len: usize,
+        /// Context length.
+        context_len: usize,
+        /// Requested output length.
+        out_len: usize,
+    },
     /// The transcript hash was read before the suite's hash was selected.
     #[error("transcript hash not selected yet")]
     TranscriptHashNotSelected,

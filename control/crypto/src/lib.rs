@@ -1,4 +1,4 @@
-//! Cryptography for the DTLS 1.2 handshake engine, on aws-lc-rs.
+//! Cryptography for the DTLS 1.2 and 1.3 handshake engines, on aws-lc-rs.
 //!
 //! What this crate does:
 //! - randomness injection ([`Rng`], [`SystemRng`], and the test-only [`SeededRng`]);
@@ -14,7 +14,11 @@
 //!   ([`PeerVerifier`], [`verify_signature`]);
 //! - stateless HelloVerifyRequest cookies with rotating secrets ([`CookieKeys`]);
 //! - RFC 5077 session tickets with rotating AES-256-GCM keys ([`TicketKeys`]);
-//! - a test PKI generator ([`test_pki::generate_test_pki`]).
+//! - a test PKI generator ([`test_pki::generate_test_pki`]);
+//! - for TLS 1.3 / DTLS 1.3 ([`tls13`]): HKDF-Expand-Label with the `"tls13 "` or `"dtls13"`
+//!   prefix, the key schedule from the early secret to traffic keys, Finished, binders,
+//!   KeyUpdate, resumption and the exporter, and key shares including the hybrid
+//!   X25519MLKEM768; the HelloRetryRequest transcript roll-up is in [`Transcript`].
 //!
 //! What it does not do: no I/O besides reading PEM files and writing the test PKI, no clock
 //! reads (time is always an argument), no handshake state machine, no wire encoding of
@@ -38,6 +42,7 @@ mod rng;
 mod sign;
 pub mod test_pki;
 mod ticket;
+pub mod tls13;
 mod transcript;
 mod verify;
 

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use aws_lc_rs::digest;
-use dtls_proto::PrfHash;
+use dtls_proto::{HandshakeType, PrfHash};
 
 use crate::Error;
 use crate::prf::{MAX_HASH_LEN, digest_algorithm};
@@ -16,6 +16,32 @@ pub struct HandshakeHash {
 }
 
 impl HandshakeHash {
+    /// `Hash(data)` in one go, e.g. over a ClientHello truncated before its PSK binders
+    /// (RFC 8446 §4.2.11.2) or the empty string.
+    pub fn digest(hash: PrfHash, data: &[u8]) -> Self {
+        Self::from_digest(&digest::digest(digest_algorithm(hash), data))
+    }
+
+    fn from_digest(digest: &digest::Digest) -> Self {
+        let mut out = Self {
+            bytes: [0; MAX_HASH_LEN],
+            len: digest.as_ref().len(),
+        };
+        out.bytes[..out.len].copy_from_slice(digest.as_ref());
+        out
+    }
+
+    /// Wraps a hash value given as bytes (test vectors).
+    #[cfg(test)]
+    pub(crate) fn from_slice(bytes: &[u8]) -> Self {
+        let mut out = Self {
+            bytes: [0; MAX_HASH_LEN],
+            len: bytes.len(),
+        };
+        out.bytes[..out.len].copy_from_slice(bytes);
+        out
+    }
+
     /// The hash bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len]
@@ -127,13 +153,43 @@ impl Transcript {
     /// [`Error::TranscriptHashNotSelected`] before [`Transcript::select_hash`].
     pub fn current_hash(&self) -> Result<HandshakeHash, Error> {
         let (_, ctx) = self.hash.as_ref().ok_or(Error::TranscriptHashNotSelected)?;
-        let digest = ctx.clone().finish();
-        let mut out = HandshakeHash {
-            bytes: [0; MAX_HASH_LEN],
-            len: digest.as_ref().len(),
-        };
-        out.bytes[..out.len].copy_from_slice(digest.as_ref());
-        Ok(out)
+        Ok(HandshakeHash::from_digest(&ctx.clone().finish()))
+    }
+
+    /// Replaces everything added so far (the first ClientHello) by the synthetic
+    /// `message_hash` message, for a TLS 1.3 / DTLS 1.3 HelloRetryRequest. Call it once the
+    /// hash is selected (from the suite the HelloRetryRequest names) and before adding the
+    /// HelloRetryRequest itself.
+    ///
+    /// RFC 8446 §4.4.1: "When the server responds to a ClientHello with a
+    /// HelloRetryRequest, the value of ClientHello1 is replaced with a special synthetic
+    /// handshake message of handshake type "message_hash" containing Hash(ClientHello1).
+    /// I.e., Transcript-Hash(ClientHello1, HelloRetryRequest, ... Mn) =
+    ///     Hash(message_hash ||        /* Handshake type */
+    ///          00 00 Hash.length  ||  /* Handshake message length (bytes) */
+    ///          Hash(ClientHello1) ||  /* Hash of ClientHello1 */
+    ///          HelloRetryRequest  || ... || Mn)".
+    ///
+    /// The synthetic message has the 4-byte TLS header, which is also the form DTLS 1.3
+    /// hashes: RFC 9147 §5.2 computes the transcript "over the original TLS 1.3-style
+    /// Handshake messages without the message_seq, fragment_offset, and fragment_length
+    /// values". Raw messages, when retained, are replaced the same way.
+    ///
+    /// # Errors
+    /// [`Error::TranscriptHashNotSelected`] before [`Transcript::select_hash`].
+    pub fn roll_up_for_hello_retry(&mut self) -> Result<(), Error> {
+        let hash = self
+            .selected_hash()
+            .ok_or(Error::TranscriptHashNotSelected)?;
+        let client_hello1 = self.current_hash()?;
+        let len = u8::try_from(hash.output_len())
+            .expect("a hash length (32 or 48) fits the low byte of uint24");
+        let retain = self.retain;
+        *self = Self::new();
+        self.retain = retain;
+        self.update(&[HandshakeType::MessageHash.to_u8(), 0, 0, len]);
+        self.update(client_hello1.as_bytes());
+        self.select_hash(hash)
     }
 
     /// The raw messages added so far, while they are being retained (or before a hash was
@@ -225,5 +281,61 @@ mod tests {
         t.reset();
         assert_eq!(t.selected_hash(), None);
         assert_eq!(t.messages(), Some(&b""[..]));
+    }
+
+    #[test]
+    fn hello_retry_replaces_the_first_client_hello_by_message_hash() {
+        for hash in [PrfHash::Sha256, PrfHash::Sha384] {
+            let mut t = Transcript::new();
+            t.update(b"client hello 1");
+            assert!(matches!(
+                t.roll_up_for_hello_retry(),
+                Err(Error::TranscriptHashNotSelected)
+            ));
+            t.select_hash(hash).expect("first selection");
+            t.roll_up_for_hello_retry().expect("hash selected");
+            t.update(b"hello retry request");
+            t.update(b"client hello 2");
+
+            // RFC 8446 §4.4.1: Hash(message_hash || 00 00 Hash.length || Hash(ClientHello1)
+            // || HelloRetryRequest || ...), message_hash = 254.
+            let len = u8::try_from(hash.output_len()).expect("32 or 48");
+            let mut expected = vec![254, 0, 0, len];
+            expected.extend_from_slice(&sha(hash, b"client hello 1"));
+            expected.extend_from_slice(b"hello retry request");
+            expected.extend_from_slice(b"client hello 2");
+            assert_eq!(
+                t.current_hash().expect("hash selected").as_bytes(),
+                sha(hash, &expected)
+            );
+            // Retained messages follow the same substitution; the hash stays selected.
+            assert_eq!(t.messages(), Some(&expected[..]));
+            assert_eq!(t.selected_hash(), Some(hash));
+        }
+
+        // Without retention the raw messages are gone, and the hash is the same.
+        let mut t = Transcript::new();
+        t.stop_retaining();
+        t.update(b"client hello 1");
+        t.select_hash(PrfHash::Sha256).expect("first selection");
+        t.roll_up_for_hello_retry().expect("hash selected");
+        assert_eq!(t.messages(), None);
+        let mut expected = vec![254, 0, 0, 32];
+        expected.extend_from_slice(&sha(PrfHash::Sha256, b"client hello 1"));
+        assert_eq!(
+            t.current_hash().expect("hash selected").as_bytes(),
+            sha(PrfHash::Sha256, &expected)
+        );
+    }
+
+    #[test]
+    fn one_shot_digest_matches_the_running_hash() {
+        let mut t = Transcript::new();
+        t.update(b"abc");
+        t.select_hash(PrfHash::Sha384).expect("first selection");
+        assert_eq!(
+            t.current_hash().expect("hash selected"),
+            HandshakeHash::digest(PrfHash::Sha384, b"abc")
+        );
     }
 }
