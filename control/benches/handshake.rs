@@ -93,7 +93,7 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 /// One handshake in memory, no loss; returns the client's ticket.
-fn handshake(s: &Setup, seed: u64, ticket: Option<SessionTicket>) -> Option<SessionTicket> {
+fn handshake(s: &mut Setup, seed: u64, ticket: Option<SessionTicket>) -> Option<SessionTicket> {
     let now = Instant::now();
     let wall = UnixTime::now();
     let (caddr, saddr) = (addr(CLIENT), addr(SERVER));
@@ -187,13 +187,13 @@ fn crypto_bound(s: &Setup, rng: &mut SeededRng, msg: &[u8]) {
 }
 
 fn benches(c: &mut Criterion) {
-    let s = setup();
+    let s = std::cell::RefCell::new(setup());
     let mut group = c.benchmark_group("handshake");
     let mut seed = 0u64;
     group.bench_function("full_ecdhe_ecdsa_p256", |b| {
         b.iter(|| {
             seed += 1;
-            handshake(&s, seed, None)
+            handshake(&mut s.borrow_mut(), seed, None)
         });
     });
     let next = std::cell::Cell::new(500_000u64);
@@ -203,15 +203,15 @@ fn benches(c: &mut Criterion) {
     };
     group.bench_function("resumed_ticket", |b| {
         b.iter_batched(
-            || handshake(&s, bump(), None).expect("ticket issued"),
-            |ticket| handshake(&s, bump(), Some(ticket)),
+            || handshake(&mut s.borrow_mut(), bump(), None).expect("ticket issued"),
+            |ticket| handshake(&mut s.borrow_mut(), bump(), Some(ticket)),
             BatchSize::SmallInput,
         );
     });
     let mut rng = SeededRng::new(5);
     let msg = [0x42u8; 150];
     group.bench_function("crypto_bound_full", |b| {
-        b.iter(|| crypto_bound(&s, &mut rng, &msg));
+        b.iter(|| crypto_bound(&s.borrow(), &mut rng, &msg));
     });
     group.finish();
 }
@@ -234,25 +234,25 @@ fn median_time(runs: usize, n: u32, mut op: impl FnMut()) -> Duration {
 }
 
 fn print_ratios(quick: bool) {
-    let s = setup();
+    let s = std::cell::RefCell::new(setup());
     let (runs, n) = if quick { (1, 2) } else { (5, 200) };
     let mut seed = 1_000_000u64;
     let full = median_time(runs, n, || {
         seed += 1;
-        handshake(&s, seed, None);
+        handshake(&mut s.borrow_mut(), seed, None);
     });
     // Resumption: tickets made outside the timed region.
     let mut tickets: Vec<SessionTicket> = (0..(runs as u32 * n))
-        .map(|i| handshake(&s, 2_000_000 + u64::from(i), None).expect("ticket"))
+        .map(|i| handshake(&mut s.borrow_mut(), 2_000_000 + u64::from(i), None).expect("ticket"))
         .collect();
     let resumed = median_time(runs, n, || {
         seed += 1;
         let t = tickets.pop().expect("enough tickets");
-        handshake(&s, seed, Some(t));
+        handshake(&mut s.borrow_mut(), seed, Some(t));
     });
     let mut rng = SeededRng::new(9);
     let msg = [0x42u8; 150];
-    let bound = median_time(runs, n, || crypto_bound(&s, &mut rng, &msg));
+    let bound = median_time(runs, n, || crypto_bound(&s.borrow(), &mut rng, &msg));
     let rate = |d: Duration| 1.0 / d.as_secs_f64();
     println!("B4 handshakes per second, one core, in memory (median of {runs} × {n}):");
     println!(

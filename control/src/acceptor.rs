@@ -6,6 +6,11 @@
 //! the datagram that caused it. Only a ClientHello with a valid cookie (current or
 //! previous secret) is parsed fully and becomes a [`VerifiedClientHello`], from which
 //! [`Connection::server`](crate::Connection::server) builds an engine.
+//!
+//! A ClientHello in fragments is put together in the acceptor's [`HelloPool`] (fixed,
+//! preallocated: no allocation per unverified hello, a flood evicts only other unverified
+//! hellos) and judged like an unfragmented one when complete; the answer is then bounded by
+//! the bytes of every datagram that carried its fragments.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +25,7 @@ use dtls_proto::{
 
 use crate::config::{Config, ConfigError};
 use crate::events::Transmit;
+use crate::hello_pool::{HelloPool, HelloPoolConfig, HelloPoolStats, Offer};
 
 /// Acceptor settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +36,8 @@ pub struct AcceptorConfig {
     /// How often the cookie secret rotates (the previous one stays valid for one more
     /// period). Default 60 s.
     pub cookie_rotation: Duration,
+    /// The pool that puts fragmented ClientHellos together.
+    pub hello_pool: HelloPoolConfig,
 }
 
 impl Default for AcceptorConfig {
@@ -37,6 +45,7 @@ impl Default for AcceptorConfig {
         Self {
             require_cookie: true,
             cookie_rotation: Duration::from_secs(60),
+            hello_pool: HelloPoolConfig::default(),
         }
     }
 }
@@ -46,8 +55,10 @@ impl Default for AcceptorConfig {
 pub enum DropReason {
     /// The first record is not an epoch-0 handshake record carrying a ClientHello.
     NotClientHello,
-    /// The ClientHello is fragmented (a stateless server needs it in one record).
+    /// A fragment of a ClientHello the pool refused (longer than a slot, or out of bounds).
     Fragmented,
+    /// A fragment of a ClientHello held in the pool until the rest arrives.
+    Reassembling,
     /// The ClientHello does not parse.
     Malformed,
     /// The caller's buffer cannot hold the answer.
@@ -156,6 +167,7 @@ pub struct Acceptor {
     config: Arc<Config>,
     settings: AcceptorConfig,
     cookies: CookieKeys,
+    pool: HelloPool,
 }
 
 impl Acceptor {
@@ -174,7 +186,18 @@ impl Acceptor {
             config,
             settings,
             cookies: CookieKeys::new(rng, now, settings.cookie_rotation),
+            pool: HelloPool::new(settings.hello_pool),
         })
+    }
+
+    /// Fragmented ClientHellos being put together now.
+    pub fn hello_pool_len(&self) -> usize {
+        self.pool.len()
+    }
+
+    /// The counters of the pool of fragmented ClientHellos.
+    pub fn hello_pool_stats(&self) -> HelloPoolStats {
+        self.pool.stats()
     }
 
     /// The server configuration connections accepted here should use.
@@ -207,7 +230,7 @@ impl Acceptor {
     /// Judges one datagram from `peer`, which has no connection yet. Answers are written
     /// into `buf`. Allocates nothing unless the cookie is valid.
     pub fn handle_datagram(
-        &self,
+        &mut self,
         _now: Instant,
         peer: SocketAddr,
         datagram: &[u8],
@@ -232,10 +255,61 @@ impl Acceptor {
         if hs.msg_type != HandshakeType::ClientHello {
             return AcceptOutcome::Drop(DropReason::NotClientHello);
         }
-        if !hs.is_unfragmented() {
-            return AcceptOutcome::Drop(DropReason::Fragmented);
+        if hs.is_unfragmented() {
+            return self.judge(
+                peer,
+                &repr,
+                hs.message_seq,
+                header.fragment(),
+                datagram.len(),
+                buf,
+            );
         }
-        let body = header.fragment();
+        let offer = self.pool.offer(
+            peer,
+            hs.message_seq,
+            hs.length as usize,
+            hs.fragment_offset as usize,
+            header.fragment(),
+            repr.sequence,
+            datagram.len(),
+        );
+        match offer {
+            Offer::Held => AcceptOutcome::Drop(DropReason::Reassembling),
+            Offer::Refused => AcceptOutcome::Drop(DropReason::Fragmented),
+            Offer::Complete(complete) => {
+                // Answered as the hello's first record would be.
+                let first = RecordRepr {
+                    sequence: complete.record_sequence,
+                    ..repr
+                };
+                let this = &*self;
+                let outcome = this.judge(
+                    peer,
+                    &first,
+                    complete.message_seq,
+                    this.pool.body(&complete),
+                    complete.datagram_bytes,
+                    buf,
+                );
+                self.pool.release(complete.slot);
+                outcome
+            }
+        }
+    }
+
+    /// Judges a whole ClientHello body from `peer` (carried by `request_len` bytes of
+    /// datagrams, the bound of any answer).
+    fn judge(
+        &self,
+        peer: SocketAddr,
+        repr: &RecordRepr,
+        message_seq: u16,
+        body: &[u8],
+        request_len: usize,
+        buf: &mut [u8],
+    ) -> AcceptOutcome {
+        let datagram_len = request_len;
         let Some(fields) = scan_hello(body) else {
             return AcceptOutcome::Drop(DropReason::Malformed);
         };
@@ -244,7 +318,7 @@ impl Acceptor {
         if !version.offers_dtls12() {
             // RFC 5246 §E.1 / RFC 6347 §4.1: a client that cannot do DTLS 1.2 gets a
             // protocol_version alert.
-            return self.reply_alert(peer, &repr, datagram.len(), buf);
+            return self.reply_alert(peer, repr, datagram_len, buf);
         }
         let params: [&[u8]; 5] = [
             fields.version,
@@ -254,7 +328,14 @@ impl Acceptor {
             fields.compression_methods,
         ];
         if self.settings.require_cookie && !self.cookies.verify(peer, &params, fields.cookie) {
-            return self.reply_hello_verify_request(peer, &repr, &hs, &params, datagram.len(), buf);
+            return self.reply_hello_verify_request(
+                peer,
+                repr,
+                message_seq,
+                &params,
+                datagram_len,
+                buf,
+            );
         }
         // The cookie is valid: now it is worth parsing (and allocating).
         let Ok(hello) = ClientHello::parse(body) else {
@@ -263,7 +344,7 @@ impl Acceptor {
         let mut transcript = Vec::with_capacity(HANDSHAKE_HEADER_LEN + body.len());
         if dtls_proto::encode_message(
             HandshakeType::ClientHello,
-            hs.message_seq,
+            message_seq,
             body,
             &mut transcript,
         )
@@ -274,7 +355,7 @@ impl Acceptor {
         AcceptOutcome::Accept(Box::new(VerifiedClientHello {
             peer,
             record_sequence: repr.sequence,
-            message_seq: hs.message_seq,
+            message_seq,
             hello,
             transcript,
         }))
@@ -285,7 +366,7 @@ impl Acceptor {
         &self,
         peer: SocketAddr,
         record: &RecordRepr,
-        hs: &HandshakeRepr,
+        message_seq: u16,
         params: &[&[u8]],
         request_len: usize,
         buf: &mut [u8],
@@ -315,7 +396,7 @@ impl Acceptor {
         }
         let hvr_header = HandshakeRepr::unfragmented(
             HandshakeType::HelloVerifyRequest,
-            hs.message_seq,
+            message_seq,
             body_len as u32,
         );
         let Ok(h) = hvr_header.to_bytes() else {

@@ -236,7 +236,7 @@ fn first_client_hello(config: Config) -> Vec<u8> {
 
 #[test]
 fn hello_verify_request_is_stateless_and_small() {
-    let (acceptor, _) = acceptor();
+    let (mut acceptor, _) = acceptor();
     let hello = first_client_hello(client_config(&ECDSA));
     let peer = "10.0.0.1:5000".parse().expect("addr");
     let mut buf = vec![0u8; 2048];
@@ -260,7 +260,7 @@ fn hello_verify_request_is_stateless_and_small() {
 
 #[test]
 fn cookie_bound_to_address_and_hello() {
-    let (acceptor, _) = acceptor();
+    let (mut acceptor, _) = acceptor();
     let config = client_config(&ECDSA);
     let hello = first_client_hello(config);
     let peer = "10.0.0.1:5000".parse().expect("addr");
@@ -313,7 +313,7 @@ fn cookie_bound_to_address_and_hello() {
 
 #[test]
 fn dtls10_only_client_gets_protocol_version_alert() {
-    let (acceptor, _) = acceptor();
+    let (mut acceptor, _) = acceptor();
     let mut hello = first_client_hello(client_config(&ECDSA));
     // client_version is the first two body bytes.
     hello[25] = 0xfe;
@@ -363,7 +363,7 @@ fn edit_hello(datagram: &[u8], edit: impl FnOnce(&mut ClientHello)) -> Vec<u8> {
 
 fn accept_without_cookie(config: Config, datagram: &[u8]) -> Connection {
     let config = Arc::new(config);
-    let acceptor = Acceptor::new(
+    let mut acceptor = Acceptor::new(
         config.clone(),
         AcceptorConfig {
             require_cookie: false,

@@ -57,6 +57,7 @@ mod events;
 mod feature_tests;
 mod flight;
 mod handshake;
+mod hello_pool;
 mod inbox;
 mod keys;
 #[cfg(test)]
@@ -75,6 +76,7 @@ pub use config::{
 pub use connection::{ClaimedIdentity, Connection, ConnectionStats};
 pub use error::HandshakeError;
 pub use events::{EpochKeys, Event, PeerIdentity, SessionKeys, Transmit};
+pub use hello_pool::{HelloPool, HelloPoolConfig, HelloPoolStats};
 pub use keys::exporter::{ExportError, Exporter, SRTP_EXPORTER_LABEL};
 pub use keys::ticket::SessionTicket;
 pub use role::Role;

@@ -46,7 +46,7 @@ fn hello_of_size(seed: u8, size: usize) -> Vec<u8> {
 #[test]
 fn spoofed_client_hellos_of_every_size_are_answered_with_at_most_as_many_bytes() {
     let now = Instant::now();
-    let acc = acceptor(now);
+    let mut acc = acceptor(now);
     let mut rng = SimRng::new(7);
     let mut buf = vec![0u8; 4096];
     let (mut bytes_in, mut bytes_out, mut replies, mut drops) = (0usize, 0usize, 0usize, 0usize);
@@ -103,7 +103,12 @@ fn cookie_from(reply: &[u8]) -> Vec<u8> {
     hello_verify_cookie(&f.body).expect("cookie")
 }
 
-fn outcome(acc: &Acceptor, now: Instant, from: SocketAddr, dg: &[u8]) -> (&'static str, Vec<u8>) {
+fn outcome(
+    acc: &mut Acceptor,
+    now: Instant,
+    from: SocketAddr,
+    dg: &[u8],
+) -> (&'static str, Vec<u8>) {
     let mut buf = vec![0u8; 4096];
     match acc.handle_datagram(now, from, dg, &mut buf) {
         AcceptOutcome::Reply(t) => ("reply", buf[..t.len].to_vec()),
@@ -122,21 +127,21 @@ fn forged_moved_altered_and_expired_cookies_are_refused() {
     let a: SocketAddr = "198.51.100.1:4000".parse().expect("address literal");
     let b: SocketAddr = "198.51.100.2:4000".parse().expect("address literal");
     let mut hello = ClientHelloSpec::typical(3);
-    let (kind, reply) = outcome(&acc, t0, a, &hello.datagram(DTLS_1_2, 0, 0));
+    let (kind, reply) = outcome(&mut acc, t0, a, &hello.datagram(DTLS_1_2, 0, 0));
     assert_eq!(kind, "reply");
     let cookie = cookie_from(&reply);
     assert!(!cookie.is_empty());
     hello.cookie = cookie.clone();
     let good = hello.datagram(DTLS_1_2, 1, 1);
-    assert_eq!(outcome(&acc, t0, a, &good).0, "accept", "valid cookie");
+    assert_eq!(outcome(&mut acc, t0, a, &good).0, "accept", "valid cookie");
     assert_eq!(
-        outcome(&acc, t0, b, &good).0,
+        outcome(&mut acc, t0, b, &good).0,
         "reply",
         "cookie moved to another address"
     );
     let other_port: SocketAddr = "198.51.100.1:4001".parse().expect("address literal");
     assert_eq!(
-        outcome(&acc, t0, other_port, &good).0,
+        outcome(&mut acc, t0, other_port, &good).0,
         "reply",
         "cookie moved to another port"
     );
@@ -144,7 +149,7 @@ fn forged_moved_altered_and_expired_cookies_are_refused() {
         let mut h = hello.clone();
         h.cookie[i] ^= 0x01;
         assert_eq!(
-            outcome(&acc, t0, a, &h.datagram(DTLS_1_2, 1, 1)).0,
+            outcome(&mut acc, t0, a, &h.datagram(DTLS_1_2, 1, 1)).0,
             "reply",
             "altered byte {i}"
         );
@@ -152,14 +157,14 @@ fn forged_moved_altered_and_expired_cookies_are_refused() {
     let mut forged = hello.clone();
     forged.cookie = vec![0x11; cookie.len()];
     assert_eq!(
-        outcome(&acc, t0, a, &forged.datagram(DTLS_1_2, 1, 1)).0,
+        outcome(&mut acc, t0, a, &forged.datagram(DTLS_1_2, 1, 1)).0,
         "reply",
         "forged"
     );
     let mut short = hello.clone();
     short.cookie.truncate(cookie.len() - 1);
     assert_eq!(
-        outcome(&acc, t0, a, &short.datagram(DTLS_1_2, 1, 1)).0,
+        outcome(&mut acc, t0, a, &short.datagram(DTLS_1_2, 1, 1)).0,
         "reply",
         "truncated"
     );
@@ -167,14 +172,14 @@ fn forged_moved_altered_and_expired_cookies_are_refused() {
     let mut changed = hello.clone();
     changed.random[0] ^= 1;
     assert_eq!(
-        outcome(&acc, t0, a, &changed.datagram(DTLS_1_2, 1, 1)).0,
+        outcome(&mut acc, t0, a, &changed.datagram(DTLS_1_2, 1, 1)).0,
         "reply",
         "other random"
     );
     let mut changed = hello.clone();
     changed.cipher_suites.reverse();
     assert_eq!(
-        outcome(&acc, t0, a, &changed.datagram(DTLS_1_2, 1, 1)).0,
+        outcome(&mut acc, t0, a, &changed.datagram(DTLS_1_2, 1, 1)).0,
         "reply",
         "other suites"
     );
@@ -183,14 +188,14 @@ fn forged_moved_altered_and_expired_cookies_are_refused() {
     let r1 = acc.poll_timeout().expect("rotation scheduled");
     acc.handle_timeout(r1, &mut rng);
     assert_eq!(
-        outcome(&acc, r1, a, &good).0,
+        outcome(&mut acc, r1, a, &good).0,
         "accept",
         "within the rotation overlap"
     );
     let r2 = acc.poll_timeout().expect("rotation scheduled");
     assert!(r2 > r1);
     acc.handle_timeout(r2, &mut rng);
-    assert_eq!(outcome(&acc, r2, a, &good).0, "reply", "expired cookie");
+    assert_eq!(outcome(&mut acc, r2, a, &good).0, "reply", "expired cookie");
 }
 
 #[test]
@@ -198,7 +203,7 @@ fn an_engine_exists_only_after_a_valid_cookie_and_only_then_does_crypto() {
     // Stateless: the acceptor takes `&self` for datagrams; measure its rate for spoofed
     // hellos next to a full server engine creation (which does ECDHE + signing).
     let now = Instant::now();
-    let acc = acceptor(now);
+    let mut acc = acceptor(now);
     let dg = hello_of_size(1, 200);
     let from: SocketAddr = "203.0.113.5:999".parse().expect("address literal");
     let mut buf = vec![0u8; 2048];
@@ -254,4 +259,133 @@ fn an_engine_exists_only_after_a_valid_cookie_and_only_then_does_crypto() {
         per_hvr * 5 < per_engine,
         "HVR {per_hvr:?} vs engine {per_engine:?}"
     );
+}
+
+/// A ClientHello padded to about `size` body bytes, split into fragments of `max` body bytes
+/// each in their own datagram (records numbered from `sequence`).
+fn fragmented_hello(
+    spec: &ClientHelloSpec,
+    message_seq: u16,
+    sequence: u64,
+    max: usize,
+) -> Vec<Vec<u8>> {
+    let whole = RawFragment::whole(HT_CLIENT_HELLO, message_seq, spec.body());
+    whole
+        .split(max)
+        .iter()
+        .enumerate()
+        .map(|(i, f)| handshake_datagram(sequence + i as u64, DTLS_1_2, std::slice::from_ref(f)))
+        .collect()
+}
+
+fn padded(seed: u8, body_bytes: usize) -> ClientHelloSpec {
+    let mut h = ClientHelloSpec::typical(seed);
+    let base = h.body().len();
+    h.extensions
+        .push((0xfe00, vec![0x5a; body_bytes.saturating_sub(base + 4)]));
+    h
+}
+
+#[test]
+fn a_fragmented_client_hello_is_put_together_answered_and_accepted() {
+    let now = Instant::now();
+    let mut acc = acceptor(now);
+    let from: SocketAddr = "198.51.100.7:4433".parse().expect("address literal");
+    // A 1400-byte hello (the size of a post-quantum one) over a small MTU: three fragments,
+    // delivered out of order, one of them twice.
+    let mut hello = padded(9, 1400);
+    let parts = fragmented_hello(&hello, 0, 0, 500);
+    assert_eq!(parts.len(), 3);
+    let sent: usize = parts.iter().map(Vec::len).sum::<usize>() + parts[1].len();
+    assert_eq!(outcome(&mut acc, now, from, &parts[2]).0, "drop");
+    assert_eq!(outcome(&mut acc, now, from, &parts[1]).0, "drop");
+    assert_eq!(outcome(&mut acc, now, from, &parts[1]).0, "drop");
+    let (kind, reply) = outcome(&mut acc, now, from, &parts[0]);
+    assert_eq!(
+        kind, "reply",
+        "the complete hello gets a HelloVerifyRequest"
+    );
+    assert!(
+        reply.len() <= sent,
+        "{} B answered with {} B",
+        sent,
+        reply.len()
+    );
+    // RFC 6347 §4.2.1: the answer carries the record sequence number of the hello: here,
+    // of the first of its records that arrived.
+    assert_eq!(split_records(&reply).0[0].sequence, 2);
+    // The second hello, with the cookie, is fragmented too: accepted once complete.
+    hello.cookie = cookie_from(&reply);
+    let parts = fragmented_hello(&hello, 1, 3, 400);
+    let (last, first) = parts.split_last().expect("fragments");
+    for p in first {
+        assert_eq!(outcome(&mut acc, now, from, p).0, "drop");
+    }
+    assert_eq!(outcome(&mut acc, now, from, last).0, "accept");
+    let stats = acc.hello_pool_stats();
+    assert_eq!(stats.completed, 2);
+    assert_eq!(stats.evicted, 0);
+}
+
+#[test]
+fn a_spoofed_fragment_flood_evicts_only_unverified_hellos_and_an_honest_client_gets_through() {
+    let now = Instant::now();
+    let mut acc = acceptor(now);
+    let mut rng = SimRng::new(11);
+    let honest: SocketAddr = "198.51.100.8:4433".parse().expect("address literal");
+    let hello = padded(4, 1400);
+    let parts = fragmented_hello(&hello, 0, 0, 500);
+    assert_eq!(outcome(&mut acc, now, honest, &parts[0]).0, "drop");
+    // 20,000 first fragments of 1400-byte hellos from spoofed sources: each is held at most
+    // until the pool needs its slot, and none is ever answered.
+    let spoof = fragmented_hello(&padded(5, 1400), 0, 0, 500);
+    for _ in 0..20_000 {
+        let from = spoofed_addr(&mut rng);
+        assert_eq!(outcome(&mut acc, now, from, &spoof[0]).0, "drop");
+    }
+    let stats = acc.hello_pool_stats();
+    assert!(stats.evicted >= 20_000 - 256, "{stats:?}");
+    assert_eq!(stats.completed, 0);
+    // The honest client retransmits its whole hello and is answered.
+    let mut answered = false;
+    for p in &parts {
+        answered |= outcome(&mut acc, now, honest, p).0 == "reply";
+    }
+    assert!(answered, "the honest hello completes after the flood");
+}
+
+#[test]
+fn fragments_that_lie_about_their_bounds_are_refused() {
+    let now = Instant::now();
+    let mut acc = acceptor(now);
+    let from: SocketAddr = "198.51.100.9:4433".parse().expect("address literal");
+    // A claimed 64 KiB hello: longer than a pool slot.
+    let huge = RawFragment {
+        msg_type: HT_CLIENT_HELLO,
+        length: 65_000,
+        message_seq: 0,
+        fragment_offset: 0,
+        body: vec![0; 100],
+    };
+    let dg = handshake_datagram(0, DTLS_1_2, &[huge]);
+    let mut buf = vec![0u8; 4096];
+    assert!(matches!(
+        acc.handle_datagram(now, from, &dg, &mut buf),
+        AcceptOutcome::Drop(control::DropReason::Fragmented)
+    ));
+    // A fragment past the end of its message.
+    let past = RawFragment {
+        msg_type: HT_CLIENT_HELLO,
+        length: 300,
+        message_seq: 0,
+        fragment_offset: 250,
+        body: vec![0; 100],
+    };
+    let dg = handshake_datagram(0, DTLS_1_2, &[past]);
+    assert!(matches!(
+        acc.handle_datagram(now, from, &dg, &mut buf),
+        AcceptOutcome::Drop(control::DropReason::Fragmented | control::DropReason::Malformed)
+    ));
+    assert!(acc.hello_pool_stats().refused >= 1);
+    assert_eq!(acc.hello_pool_stats().fragments, 0, "nothing held");
 }

@@ -258,7 +258,7 @@ fn heartbeat_with_oversized_payload_length_is_never_answered() {
     p.assert_keys_match();
 }
 
-fn acceptor_reply(p: &Pair, from: SocketAddr, dg: &[u8]) -> AcceptOutcome {
+fn acceptor_reply(p: &mut Pair, from: SocketAddr, dg: &[u8]) -> AcceptOutcome {
     let mut buf = vec![0u8; 4096];
     let out = p.acceptor.handle_datagram(p.now, from, dg, &mut buf);
     if let AcceptOutcome::Reply(t) = &out {
@@ -280,19 +280,19 @@ fn acceptor_reply(p: &Pair, from: SocketAddr, dg: &[u8]) -> AcceptOutcome {
 
 #[test]
 fn cookie_lengths_0_255_and_past_the_message_are_handled() {
-    let p = pair();
+    let mut p = pair();
     let from: SocketAddr = "192.0.2.20:2000".parse().expect("address literal");
     // Empty cookie: a HelloVerifyRequest.
     let hello = ClientHelloSpec::typical(5);
     assert!(matches!(
-        acceptor_reply(&p, from, &hello.datagram(DTLS_1_2, 0, 0)),
+        acceptor_reply(&mut p, from, &hello.datagram(DTLS_1_2, 0, 0)),
         AcceptOutcome::Reply(_)
     ));
     // 255-byte cookie (not ours): a HelloVerifyRequest again, never an engine.
     let mut h = ClientHelloSpec::typical(5);
     h.cookie = vec![0x99; 255];
     assert!(matches!(
-        acceptor_reply(&p, from, &h.datagram(DTLS_1_2, 1, 1)),
+        acceptor_reply(&mut p, from, &h.datagram(DTLS_1_2, 1, 1)),
         AcceptOutcome::Reply(_)
     ));
     // Cookie length byte larger than what follows.
@@ -308,14 +308,14 @@ fn cookie_lengths_0_255_and_past_the_message_are_handled() {
     dg[RECORD_HEADER_LEN + 1..RECORD_HEADER_LEN + 4].copy_from_slice(&body_len.to_be_bytes()[1..]);
     dg[RECORD_HEADER_LEN + 9..RECORD_HEADER_LEN + 12].copy_from_slice(&body_len.to_be_bytes()[1..]);
     assert!(matches!(
-        acceptor_reply(&p, from, &dg),
+        acceptor_reply(&mut p, from, &dg),
         AcceptOutcome::Drop(DropReason::Malformed)
     ));
     // Cookie length byte 255 on a message that ends inside it.
     h.cookie_len_override = Some(255);
     let dg = h.datagram(DTLS_1_2, 3, 1);
     assert!(matches!(
-        acceptor_reply(&p, from, &dg),
+        acceptor_reply(&mut p, from, &dg),
         AcceptOutcome::Drop(_)
     ));
 }

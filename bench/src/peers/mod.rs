@@ -201,7 +201,7 @@ pub fn run(config: &Config) -> Result<Report, PeersError> {
     let mtu = 1500;
     let pki = Pki::generate()?;
     let ossl = openssl_side::OpenSsl::new(&pki, mtu as u32)?;
-    let ours = ours::Ours::new(&pki, mtu)?;
+    let mut ours = ours::Ours::new(&pki, mtu)?;
     let mut ossl_session = ossl.session()?;
     let mut our_records = ours::OurRecords::new(config.size)?;
     let mut raw = ours::RawAead::new(config.size)?;

@@ -99,7 +99,7 @@ impl Ours {
     }
 
     /// One full handshake in memory, no loss.
-    fn handshake(&self, buf: &mut [u8], out: &mut [u8]) -> Result<(), PeersError> {
+    fn handshake(&mut self, buf: &mut [u8], out: &mut [u8]) -> Result<(), PeersError> {
         let now = Instant::now();
         let wall = UnixTime::now();
         let mut client = Connection::client(
@@ -170,7 +170,7 @@ impl Ours {
     }
 
     /// Full handshakes for at least `min` (at least one): (count, elapsed).
-    pub(super) fn handshakes(&self, min: Duration) -> Result<(u64, Duration), PeersError> {
+    pub(super) fn handshakes(&mut self, min: Duration) -> Result<(u64, Duration), PeersError> {
         let (mut buf, mut out) = (vec![0u8; 2048], vec![0u8; 2048]);
         let t0 = Instant::now();
         let mut n = 0u64;

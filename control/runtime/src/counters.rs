@@ -72,6 +72,12 @@ counters! {
     /// Handshake fragments not buffered because the shared reassembly budget was spent
     /// (the peer's retransmission brings them again), stored once per loop turn.
     reassembly_refused,
+    /// Gauge: fragmented ClientHellos being put together in the acceptor's preallocated
+    /// pool now (before any cookie), stored once per loop turn.
+    hello_pool_held,
+    /// Fragmented ClientHellos evicted from the pool before they were complete (pool full,
+    /// or their IP address at its share), stored once per loop turn.
+    hello_pool_evicted,
     /// Commands to a shard dropped because its queue was full.
     queue_full_drops,
     /// Sessions the shards reported closed.

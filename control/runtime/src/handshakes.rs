@@ -20,7 +20,7 @@ use super::{
     CLOSING_MEMORY, ControlCounters, ControlThread, Front, Handshake, Installed, MAX_TICKETS,
     TICKET_CHECK, earliest,
 };
-use control::{AcceptOutcome, Connection, Event, HandshakeError, SessionKeys};
+use control::{AcceptOutcome, Connection, DropReason, Event, HandshakeError, SessionKeys};
 
 impl ControlThread {
     pub(super) fn handle_inbound(
@@ -229,8 +229,8 @@ impl ControlThread {
         peer: SocketAddr,
         datagram: &[u8],
     ) {
-        let acceptor = match &self.front {
-            Front::Server(acceptor) => acceptor,
+        match &self.front {
+            Front::Server(_) => {}
             Front::Client { server } => {
                 // From the server, through the upstream socket of local source `peer`.
                 let server = *server;
@@ -242,7 +242,7 @@ impl ControlThread {
                 }
                 return;
             }
-        };
+        }
         if let Some(h) = self.handshakes.get_mut(&peer)
             && !h.conn.is_new_client_hello(datagram)
         {
@@ -250,7 +250,11 @@ impl ControlThread {
             self.drain(now, peer);
             return;
         }
-        match acceptor.handle_datagram(now, peer, datagram, &mut self.buf) {
+        let Front::Server(acceptor) = &mut self.front else {
+            return;
+        };
+        let outcome = acceptor.handle_datagram(now, peer, datagram, &mut self.buf);
+        match outcome {
             AcceptOutcome::Reply(t) => {
                 ControlCounters::bump(&self.counters.cookies_sent);
                 let datagram = self.buf[..t.len].to_vec();
@@ -262,6 +266,8 @@ impl ControlThread {
                     },
                 );
             }
+            // A fragment of a hello being put together: not a drop.
+            AcceptOutcome::Drop(DropReason::Reassembling) => {}
             AcceptOutcome::Drop(_) => ControlCounters::bump(&self.counters.acceptor_drops),
             AcceptOutcome::Accept(hello) => {
                 if let Err(refusal) = self.admit(now, shard, peer) {

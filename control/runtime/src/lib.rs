@@ -376,6 +376,15 @@ impl ControlThread {
         self.counters
             .reassembly_refused
             .store(budget.refused(), Relaxed);
+        if let Front::Server(acceptor) = &self.front {
+            let pool = acceptor.hello_pool_stats();
+            self.counters
+                .hello_pool_held
+                .store(acceptor.hello_pool_len() as u64, Relaxed);
+            self.counters
+                .hello_pool_evicted
+                .store(pool.evicted, Relaxed);
+        }
         self.log.tick(now);
         self.progress.mark(now);
         busy

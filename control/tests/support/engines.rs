@@ -21,7 +21,7 @@ pub fn peer(i: usize) -> SocketAddr {
 /// what lets a client reach an engine (dos.rs tests that front); these tests are about the
 /// engine behind it.
 pub fn server_engines(config: &Arc<Config>, n: usize, now: Instant) -> Vec<Connection> {
-    let acceptor = Acceptor::new(
+    let mut acceptor = Acceptor::new(
         Arc::clone(config),
         AcceptorConfig {
             require_cookie: false,

@@ -91,7 +91,7 @@ impl UdpEndpoint {
         let mtu = config.mtu;
         let config = Arc::new(config);
         let mut rng = SystemRng::new();
-        let acceptor = Acceptor::new(
+        let mut acceptor = Acceptor::new(
             Arc::clone(&config),
             AcceptorConfig::default(),
             &mut rng,

@@ -197,6 +197,13 @@ fn encode(snapshot: &Snapshot, encoder: &mut DescriptorEncoder<'_>) -> fmt::Resu
         MetricType::Gauge,
     )?;
     sample(MetricType::Gauge, control.reassembly_bytes, family)?;
+    let family = encoder.encode_descriptor(
+        "dtlsd_hello_pool_held",
+        "Fragmented ClientHellos being put together before any cookie (preallocated pool).",
+        None,
+        MetricType::Gauge,
+    )?;
+    sample(MetricType::Gauge, control.hello_pool_held, family)?;
     let family =
         encoder.encode_descriptor("dtlsd_shards", "Shards running.", None, MetricType::Gauge)?;
     sample(MetricType::Gauge, shards.len() as u64, family)
@@ -556,6 +563,11 @@ const CONTROL_FAMILIES: &[(&str, &str, ControlField)] = &[
         "dtlsd_control_install_failures_total",
         "Sessions a shard reported it could not install.",
         |c| c.install_failed,
+    ),
+    (
+        "dtlsd_hello_pool_evicted_total",
+        "Fragmented ClientHellos evicted from the pool before they were complete.",
+        |c| c.hello_pool_evicted,
     ),
     (
         "dtlsd_reassembly_refused_total",
