@@ -395,6 +395,13 @@ impl Opener13 {
         self
     }
 
+    /// The same state continuing an epoch whose records up to `next_expected - 1` were
+    /// opened elsewhere (a key handed over mid-epoch, with its replay window).
+    pub fn with_next_expected(mut self, next_expected: u64) -> Self {
+        self.next_expected = next_expected;
+        self
+    }
+
     /// The epoch.
     pub fn epoch(&self) -> u64 {
         self.epoch
