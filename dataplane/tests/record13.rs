@@ -5,9 +5,9 @@
 use aws_lc_rs::aead::{AES_128_GCM, AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce};
 use aws_lc_rs::aead::{Algorithm, UnboundKey};
 use dataplane::record::v13::{
-    HeaderForm, InnerContentType, MixedKind, MixedRecordsMut, Open13Error, Opener13, Seal13Error,
-    Sealer13, SequenceLen, SnKey, TrafficKeys13, UnifiedHeader, UnifiedWireError,
-    reconstruct_epoch,
+    DatagramWriter13, HeaderForm, InnerContentType, MixedKind, MixedRecords, MixedRecordsMut,
+    Open13Error, Opener13, Seal13Error, Sealer13, SequenceLen, SnKey, TrafficKeys13, UnifiedHeader,
+    UnifiedWireError, reconstruct_epoch,
 };
 use dataplane::record::{Aead, ReplayWindow, Replayed};
 
@@ -603,4 +603,92 @@ fn mixed_datagram_opens_in_place_by_epoch() {
     // The header of an opened record holds the clear sequence number.
     let h = UnifiedHeader::parse(&datagram[15..], cid.len()).expect("valid");
     assert_eq!(h.wire_sequence, 0);
+}
+
+#[test]
+fn datagram_writer_ends_with_the_lengthless_record() {
+    let aead = Aead::ChaCha20Poly1305;
+    let (mut sealer, mut opener) = pair(aead, 4);
+    let mut buf = [0u8; 200];
+    let mut w = DatagramWriter13::new(&mut buf);
+    assert!(w.is_empty());
+    let first = w
+        .seal(
+            &mut sealer,
+            InnerContentType::Ack,
+            &HeaderForm::default(),
+            b"ack",
+            0,
+        )
+        .expect("fits");
+    assert_eq!(first, 0..5 + 3 + 1 + 16);
+    // In place: write the content where the writer says, then seal.
+    let form = HeaderForm {
+        sequence: SequenceLen::Bits8,
+        ..HeaderForm::default()
+    };
+    w.content_buf(&form)[..5].copy_from_slice(b"hello");
+    let second = w
+        .seal_written(&mut sealer, InnerContentType::ApplicationData, &form, 5, 0)
+        .expect("fits");
+    assert_eq!(second.start, first.end);
+    // Too big for what is left: refused, nothing written, no sequence number spent.
+    let room = w.remaining();
+    assert_eq!(
+        w.seal(
+            &mut sealer,
+            InnerContentType::ApplicationData,
+            &HeaderForm::default(),
+            &[0; 200],
+            0
+        ),
+        Err(Seal13Error::BufferTooSmall {
+            len: room,
+            need: 5 + 200 + 1 + 16
+        })
+    );
+    let lengthless = HeaderForm {
+        length: false,
+        ..HeaderForm::default()
+    };
+    let third = w
+        .seal(
+            &mut sealer,
+            InnerContentType::ApplicationData,
+            &lengthless,
+            b"last",
+            2,
+        )
+        .expect("fits");
+    assert!(w.is_closed());
+    assert_eq!(
+        w.seal(
+            &mut sealer,
+            InnerContentType::Alert,
+            &HeaderForm::default(),
+            &[1, 0],
+            0
+        ),
+        Err(Seal13Error::DatagramClosed)
+    );
+    assert_eq!(sealer.next_sequence(), 3);
+    let len = w.finish();
+    assert_eq!(len, third.end);
+
+    let d = &mut buf[..len];
+    let ranges: Vec<_> = MixedRecords::new(d, 0).map(|r| r.range).collect();
+    assert_eq!(ranges, vec![first, second, third]);
+    let mut opened = Vec::new();
+    for r in MixedRecordsMut::new(d, 0) {
+        let o = opener.open(r.bytes, 0).expect("opens");
+        opened.push((o.sequence, o.plaintext.to_vec()));
+    }
+    assert_eq!(
+        opened,
+        vec![
+            (0, b"ack".to_vec()),
+            (1, b"hello".to_vec()),
+            (2, b"last".to_vec())
+        ]
+    );
 }

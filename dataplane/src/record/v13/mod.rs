@@ -5,6 +5,8 @@
 //!   building for a chosen form.
 //! - [`MixedRecords`] / [`MixedRecordsMut`]: walk one datagram whose records mix unified
 //!   headers and 13-byte DTLSPlaintext headers, told apart by the first byte (RFC 9147 §4.1).
+//! - [`DatagramWriter13`]: seal records back to back into one datagram, a record without
+//!   length field only as the last one (RFC 9147 §4).
 //! - [`SnKey`]: record number encryption (RFC 9147 §4.2.3) through aws-lc-rs's QUIC header
 //!   protection primitive (`aead::quic::HeaderProtectionKey`), the same construction
 //!   (RFC 9001 §5.4.3, §5.4.4).
@@ -35,14 +37,16 @@
 //! let opened = opener.open(&mut record[..len], 0)?;
 //! assert_eq!(opened.content_type, InnerContentType::ApplicationData);
 //! assert_eq!(opened.plaintext, msg);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok::<(), dataplane::Error>(())
 //! ```
 
+mod datagram;
 mod header;
 mod protect;
 mod sn;
 mod split;
 
+pub use datagram::DatagramWriter13;
 pub use header::{HeaderForm, SequenceLen, UnifiedHeader, UnifiedWireError};
 pub use protect::{
     InnerContentType, Open13Error, Opened13, Opener13, Seal13Error, Sealer13, TrafficKeys13,

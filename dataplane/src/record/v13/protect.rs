@@ -156,6 +156,10 @@ pub enum Seal13Error {
     /// The header form cannot be built (a CID longer than 255 bytes).
     #[error(transparent)]
     Header(#[from] UnifiedWireError),
+    /// A record without length field already ended this datagram (RFC 9147 §4: "Omitting
+    /// the length field MUST only be used for the last record in a datagram").
+    #[error("a record without length field already ended the datagram")]
+    DatagramClosed,
     /// The AEAD implementation failed (it does only on internal error).
     #[error("AEAD seal failed")]
     Aead,
