@@ -494,6 +494,23 @@ fn sealer_limits_and_errors() {
         ),
         Err(Seal13Error::Header(UnifiedWireError::CidTooLong(256)))
     );
+    assert_eq!(
+        sealer.seal(InnerContentType::Alert, &form, &mut buf, 2, usize::MAX),
+        Err(Seal13Error::PlaintextTooLong(usize::MAX))
+    );
+    assert_eq!(sealer.record_len(&form, 2, usize::MAX), usize::MAX);
+    let mut w = DatagramWriter13::new(&mut buf);
+    assert_eq!(
+        w.seal(
+            &mut sealer,
+            InnerContentType::Alert,
+            &form,
+            &[1],
+            usize::MAX
+        ),
+        Err(Seal13Error::PlaintextTooLong(usize::MAX))
+    );
+    assert!(w.is_empty());
     assert_eq!(sealer.next_sequence(), 0, "no error consumed a number");
     // RFC 8446 §5.5 via RFC 9147 §4.5.3: 2^24.5 records under one AES-GCM key.
     assert!(!sealer.confidentiality_limit_reached());

@@ -295,9 +295,11 @@ impl Sealer13 {
     }
 
     /// Length of the record that `content_len` bytes of content and `padding` zeros become:
-    /// header, content, type byte, padding, tag.
+    /// header, content, type byte, padding, tag (saturating at `usize::MAX`).
     pub fn record_len(&self, form: &HeaderForm<'_>, content_len: usize, padding: usize) -> usize {
-        form.header_len() + content_len + 1 + padding + TAG_LEN
+        (form.header_len() + 1 + TAG_LEN)
+            .saturating_add(content_len)
+            .saturating_add(padding)
     }
 
     /// Seals one record in place. The content must already be at

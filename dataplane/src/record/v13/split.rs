@@ -17,7 +17,7 @@
 
 use core::ops::Range;
 
-use super::{UnifiedHeader, is_unified};
+use super::{MAX_CID_LEN, UnifiedHeader, is_unified};
 use crate::record::RecordHeader;
 
 /// tls12_cid(25), RFC 9146 §4.
@@ -66,7 +66,11 @@ fn next(rest: &[u8], cid_len: usize) -> Option<(MixedKind, usize)> {
             Some((MixedKind::Plaintext(first), header.total_len()))
         }
         TLS12_CID => {
-            // RFC 9146 §4: type(1) version(2) epoch(2) sequence(6) cid(cid_len) length(2).
+            // RFC 9146 §4: type(1) version(2) epoch(2) sequence(6) cid(cid_len) length(2),
+            // the CID at most 255 bytes (RFC 9146 §3).
+            if cid_len > MAX_CID_LEN {
+                return None;
+            }
             let length_at = 11 + cid_len;
             let header_len = length_at + 2;
             let length = match rest.get(length_at..header_len)? {
@@ -268,6 +272,13 @@ mod tests {
         let mut it = MixedRecords::new(&d, 0);
         assert_eq!(it.next(), None);
         assert_eq!(it.dropped_bytes(), 8);
+        // A CID length no negotiation can produce delimits nothing (and does not overflow).
+        for cid_len in [256, usize::MAX] {
+            let d = tls12_cid(&[1, 2], 3);
+            assert_eq!(MixedRecords::new(&d, cid_len).count(), 0);
+            let mut d = ciphertext(&HeaderForm::with_cid(&[1, 2]), 3);
+            assert_eq!(MixedRecordsMut::new(&mut d, cid_len).count(), 0);
+        }
         let mut d = tls12_cid(&[1, 2], 3);
         d.pop();
         let mut m = d.clone();
