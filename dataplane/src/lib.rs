@@ -3,7 +3,8 @@
 //! What it does: DTLS 1.2 record wire formats (header accessors, the datagram splitter),
 //! in-place record protection (AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305 through
 //! aws-lc-rs), the anti-replay window and per-key limits (sequence exhaustion, failed
-//! authentication counts). Later: the session table, shards and the io_uring / mmsg
+//! authentication counts); the same for DTLS 1.3 in [`record::v13`] (unified header,
+//! record number encryption, sequence and epoch reconstruction). Later: the session table, shards and the io_uring / mmsg
 //! backends.
 //!
 //! The protocol vocabulary it speaks (content types, AEAD identifiers, versions) is defined in
@@ -35,4 +36,13 @@ pub enum Error {
     /// A record could not be opened.
     #[error(transparent)]
     Open(#[from] record::OpenError),
+    /// A DTLS 1.3 unified header could not be parsed or built.
+    #[error(transparent)]
+    Wire13(#[from] record::v13::UnifiedWireError),
+    /// A DTLS 1.3 record could not be sealed.
+    #[error(transparent)]
+    Seal13(#[from] record::v13::Seal13Error),
+    /// A DTLS 1.3 record could not be opened.
+    #[error(transparent)]
+    Open13(#[from] record::v13::Open13Error),
 }

@@ -111,6 +111,38 @@ impl RecordKey {
         })
     }
 
+    /// DTLS 1.3 key material: `write_key` and the 12-byte `write_iv` of RFC 8446 §5.3
+    /// ("iv_length ... MUST be set to max(8 bytes, N_MIN)", 12 for all three AEADs here),
+    /// which the per-record nonce XORs with the whole sequence number. Only
+    /// [`super::v13::TrafficKeys13`] makes these, so the 1.2 [`super::Sealer`] and
+    /// [`super::Opener`] (which read a 4-byte salt for GCM) never get one.
+    pub(crate) fn new_v13(aead: Aead, key: &[u8], iv: &[u8]) -> Result<Self, KeyError> {
+        if key.len() != aead.key_len() {
+            return Err(KeyError::KeyLength {
+                aead,
+                expected: aead.key_len(),
+                got: key.len(),
+            });
+        }
+        if iv.len() != MAX_FIXED_IV_LEN {
+            return Err(KeyError::IvLength {
+                aead,
+                expected: MAX_FIXED_IV_LEN,
+                got: iv.len(),
+            });
+        }
+        let unbound = UnboundKey::new(algorithm(aead), key).map_err(|_| KeyError::Rejected)?;
+        let mut fixed = FixedIv([0u8; MAX_FIXED_IV_LEN]);
+        fixed.0.copy_from_slice(iv);
+        Ok(Self {
+            protection: Protection::Aead {
+                aead,
+                key: LessSafeKey::new(unbound),
+                iv: fixed,
+            },
+        })
+    }
+
     /// The plaintext baseline of the benchmarks: records carry header and plaintext, no
     /// tag, no encryption. There is no [`Aead`] variant for it, so nothing negotiated on
     /// the wire can select it.

@@ -6,6 +6,8 @@
 //! - [`RecordKey`], [`Sealer`], [`Opener`]: in-place AEAD protection of one epoch, one
 //!   direction, with nonces built from epoch‖sequence (never from an RNG).
 //! - [`ReplayWindow`]: the RFC 6347 §4.1.2.6 sliding window, O(1) check and update.
+//! - [`v13`]: the DTLS 1.3 record layer (RFC 9147 §4): unified header, record number
+//!   encryption, sequence and epoch reconstruction, [`v13::Sealer13`] / [`v13::Opener13`].
 //!
 //! Nothing on the per-record path allocates.
 //!
@@ -34,6 +36,7 @@ mod key;
 mod protect;
 mod replay;
 mod split;
+pub mod v13;
 
 /// The vocabulary this layer's API speaks ([`Sealer::seal`] takes a content type,
 /// [`RecordKey::new`] an AEAD), defined once in `dtls-proto` and re-exported here.
