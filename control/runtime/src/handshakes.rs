@@ -41,6 +41,11 @@ impl ControlThread {
                 stats,
             } => self.session_closed(now, session, peer, &reason, stats),
             ControlInbound::Open { peer } => self.open(now, shard, peer),
+            // This loop installs DTLS 1.2 sessions only (its engine is 1.2), so no shard
+            // session here is 1.3 and none comes; one that does is dropped and counted.
+            ControlInbound::PostHandshake { .. } => {
+                ControlCounters::bump(&self.counters.acceptor_drops);
+            }
             ControlInbound::AeadLimitReached { session, .. } => {
                 // No rekeying in DTLS 1.2 here: RFC 9147 §4.5.3 allows closing instead.
                 ControlCounters::bump(&self.counters.aead_limits);

@@ -34,6 +34,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dataplane::record::v13::{Opener13, Sealer13};
 use dataplane::record::{ContentType, Opener, ReplayWindow, Sealer};
 use dtls_io::TxBatch;
 use dtls_proto::Alert;
@@ -44,9 +45,10 @@ use crate::fair::FairForward;
 use crate::flows::FlowTx;
 use crate::pending::{PENDING_TOKEN_BIT, Pending, PendingTable};
 use crate::queue::{
-    CloseReason, ControlInbound, HeartbeatPolicy, InstallError, ReadKeys, SessionId, ShardCommand,
-    ShardQueues, WriteKeys,
+    CloseReason, ControlInbound, HeartbeatPolicy, InstallError, ReadKeys, ReadKeys13, SessionId,
+    ShardCommand, ShardQueues, WriteKeys, WriteKeys13,
 };
+use crate::records::{ReadEpochs, ReadState, WriteState};
 use crate::refuse::{self, Refusals};
 use crate::relay::{self, MAX_RECORD_LEN, Out, RelayMode, Side};
 use crate::session::{Probe, Session, SessionTable, SlotId};
@@ -323,7 +325,28 @@ impl<F> ShardCore<F> {
                 read,
                 write,
                 heartbeat,
-            } => self.install(now, session, peer, (read, write, heartbeat), fx, flows),
+            } => {
+                let keys = keys12(read, write, heartbeat);
+                self.install(now, session, peer, keys, fx, flows);
+            }
+            ShardCommand::InstallKeys13 {
+                session,
+                peer,
+                read,
+                write,
+                cid_len,
+            } => {
+                let keys = keys13(read, write, cid_len);
+                self.install(now, session, peer, keys, fx, flows);
+            }
+            ShardCommand::RetireEpoch { session, epoch } => {
+                if let Some(id) = self.table.lookup_handle(session)
+                    && let Some(s) = self.table.session_mut(id)
+                    && let ReadState::V13 { epochs, .. } = &mut s.read
+                {
+                    epochs.retire(epoch);
+                }
+            }
             ShardCommand::Close { session, reason } => {
                 let Some(id) = self.table.lookup_handle(session) else {
                     return; // gone already: its SessionClosed is on its way
@@ -445,11 +468,12 @@ impl<F> ShardCore<F> {
         now: Instant,
         handle: SessionId,
         peer: SocketAddr,
-        keys: (ReadKeys, WriteKeys, HeartbeatPolicy),
+        keys: Result<Keys, InstallError>,
         fx: &mut Effects,
         flows: &mut impl OpenFlow<F>,
     ) {
-        match self.try_install(now, handle, peer, keys, fx, flows) {
+        let installed = keys.and_then(|keys| self.try_install(now, handle, peer, keys, fx, flows));
+        match installed {
             Ok(queued) => {
                 self.flush_queued(peer, queued, fx);
                 self.replay_early(now, peer, fx);
@@ -477,23 +501,59 @@ impl<F> ShardCore<F> {
         now: Instant,
         handle: SessionId,
         peer: SocketAddr,
-        (read, write, heartbeat): (ReadKeys, WriteKeys, HeartbeatPolicy),
+        keys: Keys,
         fx: &mut Effects,
         flows: &mut impl OpenFlow<F>,
     ) -> Result<Vec<Vec<u8>>, InstallError> {
-        // RFC 6347 §4.1: epoch 0 is the initial null-protection state; keys start at 1.
-        if read.epoch == 0 || write.epoch == 0 {
-            return Err(InstallError::EpochZero);
-        }
-        let window = ReplayWindow::try_new(read.replay_window)?;
-        let opener = Opener::new(read.epoch, read.key, window);
-        let sealer = Sealer::new(write.epoch, write.key, write.next_seq)?;
         if let Some(id) = self.table.lookup(&peer) {
-            // The same peer's new handshake: new keys, and the session takes the new handle.
-            self.table.rekey(id, handle, opener, sealer, heartbeat);
+            // The same peer's new keys (a new 1.2 handshake, a 1.3 KeyUpdate): the session
+            // keeps its counters and flow and takes the handle control gives.
+            if let Some(session) = self.table.session_mut(id) {
+                match keys {
+                    Keys::V12 {
+                        opener,
+                        sealer,
+                        heartbeat,
+                    } => {
+                        session.rekey(opener, sealer);
+                        session.heartbeat = heartbeat;
+                    }
+                    Keys::V13 {
+                        opener,
+                        sealer,
+                        cid_len,
+                    } => session.update_keys13(*opener, sealer.map(|s| *s), cid_len),
+                }
+            }
+            self.table.set_handle(id, handle);
             self.ctx.tally.sessions_rekeyed += 1;
             return Ok(Vec::new());
         }
+        let (read, sealer, heartbeat) = match keys {
+            Keys::V12 {
+                opener,
+                sealer,
+                heartbeat,
+            } => (
+                ReadState::V12(ReadEpochs::new(opener)),
+                WriteState::V12(sealer),
+                heartbeat,
+            ),
+            Keys::V13 {
+                opener,
+                sealer: Some(sealer),
+                cid_len,
+            } => (
+                ReadState::V13 {
+                    epochs: Box::new(ReadEpochs::new(*opener)),
+                    cid_len,
+                },
+                WriteState::V13(sealer),
+                // No heartbeat in DTLS 1.3.
+                HeartbeatPolicy::default(),
+            ),
+            Keys::V13 { sealer: None, .. } => return Err(InstallError::NoWriteKeys),
+        };
         if self.table.len() >= self.table.capacity() {
             return Err(InstallError::TableFull {
                 capacity: self.table.capacity(),
@@ -514,7 +574,7 @@ impl<F> ShardCore<F> {
                 None => return Err(InstallError::Upstream(io::ErrorKind::NotFound)),
             },
         };
-        let mut session = Session::new(handle, peer, opener, sealer, flow, now);
+        let mut session = Session::with_records(handle, peer, read, sealer, flow, now);
         session.heartbeat = heartbeat;
         let capacity = self.table.capacity();
         let (id, _) = self
@@ -627,6 +687,74 @@ impl<F> ShardCore<F> {
                 });
             });
     }
+}
+
+/// Keys to install, checked and built.
+enum Keys {
+    V12 {
+        opener: Opener,
+        sealer: Sealer,
+        heartbeat: HeartbeatPolicy,
+    },
+    V13 {
+        opener: Box<Opener13>,
+        sealer: Option<Box<Sealer13>>,
+        cid_len: usize,
+    },
+}
+
+/// DTLS 1.2 keys from `InstallKeys`.
+fn keys12(
+    read: ReadKeys,
+    write: WriteKeys,
+    heartbeat: HeartbeatPolicy,
+) -> Result<Keys, InstallError> {
+    // RFC 6347 §4.1: epoch 0 is the initial null-protection state; keys start at 1.
+    if read.epoch == 0 || write.epoch == 0 {
+        return Err(InstallError::EpochZero);
+    }
+    let window = ReplayWindow::try_new(read.replay_window)?;
+    Ok(Keys::V12 {
+        opener: Opener::new(read.epoch, read.key, window),
+        sealer: Sealer::new(write.epoch, write.key, write.next_seq)?,
+        heartbeat,
+    })
+}
+
+/// DTLS 1.3 keys from `InstallKeys13`.
+fn keys13(
+    read: Box<ReadKeys13>,
+    write: Option<Box<WriteKeys13>>,
+    cid_len: usize,
+) -> Result<Keys, InstallError> {
+    // RFC 9147 §6.1: epochs 0 to 2 are the handshake's (control's); application data
+    // starts at epoch 3.
+    let handshake_epoch = |e: u64| e < 3;
+    if handshake_epoch(read.epoch) || write.as_ref().is_some_and(|w| handshake_epoch(w.epoch)) {
+        return Err(InstallError::HandshakeEpoch);
+    }
+    if cid_len > dataplane::record::v13::MAX_CID_LEN {
+        return Err(InstallError::CidLength(cid_len));
+    }
+    let window = ReplayWindow::try_new(read.replay_window)?;
+    let ReadKeys13 {
+        epoch,
+        keys,
+        next_expected,
+        ..
+    } = *read;
+    Ok(Keys::V13 {
+        opener: Box::new(Opener13::new(epoch, keys, window).with_next_expected(next_expected)),
+        sealer: write.map(|w| {
+            let WriteKeys13 {
+                epoch,
+                keys,
+                next_seq,
+            } = *w;
+            Box::new(Sealer13::new(epoch, keys).with_next_sequence(next_seq))
+        }),
+        cid_len,
+    })
 }
 
 /// RFC 5246 §7.2.1: close_notify before closing the write side.

@@ -167,6 +167,9 @@ shard_counters! {
     drop_heartbeat,
     /// HeartbeatRequests answered.
     heartbeats_answered,
+    /// DTLS 1.3: post-handshake messages and ACKs opened under application keys and handed
+    /// to control.
+    post_handshake_forwarded,
     /// Keepalive HeartbeatRequests sent (first sends and retransmissions).
     keepalive_sent,
     /// Keepalive HeartbeatRequests answered.

@@ -49,6 +49,7 @@ mod hash;
 mod pending;
 mod progress;
 mod queue;
+mod records;
 mod refuse;
 mod relay;
 mod session;
@@ -61,14 +62,13 @@ pub use hash::{AddrHashBuilder, AddrHasher};
 pub use progress::Progress;
 pub use queue::{
     AeadLimit, CloseCause, CloseReason, ControlInbound, DEFAULT_INBOUND_BYTES, HeartbeatPolicy,
-    InstallError, ReadKeys, SessionId, ShardCommand, ShardQueues, WriteKeys,
+    InstallError, ReadKeys, ReadKeys13, SessionId, ShardCommand, ShardQueues, WriteKeys,
+    WriteKeys13,
 };
+pub use records::{EpochOpener, MAX_OLDER_READ_EPOCHS, ReadEpochs, ReadState, WriteState};
 pub use refuse::is_out_of_descriptors;
 pub use relay::RelayMode;
-pub use session::{
-    MAX_OLDER_READ_EPOCHS, Probe, ReadEpochs, Session, SessionCounters, SessionTable, SlotId,
-    TableFull,
-};
+pub use session::{Probe, Session, SessionCounters, SessionTable, SlotId, TableFull};
 pub use shard::{Shard, ShardConfig, UPSTREAM_BUFFER, connect_upstream};
 
 /// Errors that stop a shard. All are fatal to the shard's loop (the caller logs and rebuilds

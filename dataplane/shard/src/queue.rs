@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use crossbeam_queue::ArrayQueue;
+use dataplane::record::v13::TrafficKeys13;
 use dataplane::record::{KeyError, RecordKey, WindowSizeError};
 
 use crate::session::SessionCounters;
@@ -46,6 +47,30 @@ pub struct WriteKeys {
     /// Our write key.
     pub key: RecordKey,
     /// The sequence number of the next record we send in this epoch.
+    pub next_seq: u64,
+}
+
+/// DTLS 1.3 read state of one epoch (RFC 9147 §4): keys, sn key and replay window.
+#[derive(Debug)]
+pub struct ReadKeys13 {
+    /// The epoch (3 and up for application data).
+    pub epoch: u64,
+    /// The peer's traffic keys for it.
+    pub keys: TrafficKeys13,
+    /// Replay window size in records (a multiple of 64).
+    pub replay_window: usize,
+    /// The next sequence number expected (0 for a new epoch).
+    pub next_expected: u64,
+}
+
+/// DTLS 1.3 write state of one epoch.
+#[derive(Debug)]
+pub struct WriteKeys13 {
+    /// The epoch.
+    pub epoch: u64,
+    /// Our traffic keys for it.
+    pub keys: TrafficKeys13,
+    /// The sequence number of the next record we send in it.
     pub next_seq: u64,
 }
 
@@ -103,6 +128,29 @@ pub enum ShardCommand {
         write: WriteKeys,
         /// Heartbeat permissions of the session.
         heartbeat: HeartbeatPolicy,
+    },
+    /// DTLS 1.3: create session `session` for `peer` with application-epoch keys, or, when
+    /// `peer` has a session, install a new read epoch (the previous one stays readable for
+    /// records in flight, RFC 9147 §8) and, when given, a new write epoch (a KeyUpdate).
+    InstallKeys13 {
+        /// The session's handle.
+        session: SessionId,
+        /// The peer's address.
+        peer: SocketAddr,
+        /// Read state of the new epoch (boxed: 1.3 keys are large, commands are not).
+        read: Box<ReadKeys13>,
+        /// Write state of the new epoch (`None`: the write epoch stays).
+        write: Option<Box<WriteKeys13>>,
+        /// Length of our connection ID in the peer's records (0: none).
+        cid_len: usize,
+    },
+    /// DTLS 1.3: stop reading `epoch` of the session (a record under the newer epoch
+    /// verified, or its grace period ended; RFC 9147 §8).
+    RetireEpoch {
+        /// The session.
+        session: SessionId,
+        /// The epoch.
+        epoch: u64,
     },
     /// Send close_notify to the session's peer and remove it; a `SessionClosed` carrying
     /// `reason` and the session's counters comes back. Nothing happens when the session is
@@ -169,6 +217,19 @@ pub enum ControlInbound {
         /// What the session carried (zero for a refused installation).
         stats: SessionCounters,
     },
+    /// DTLS 1.3: a post-handshake message (KeyUpdate, NewSessionTicket, NewConnectionId,
+    /// RequestConnectionId, ...) or an ACK arrived under the session's application keys,
+    /// which only the shard holds: opened here, handed to control as plaintext.
+    PostHandshake {
+        /// The session.
+        session: SessionId,
+        /// The epoch it arrived in.
+        epoch: u64,
+        /// An ACK record's body (RFC 9147 §7) rather than handshake messages.
+        ack: bool,
+        /// The plaintext (handshake messages with their DTLS headers, or the ACK body).
+        message: Vec<u8>,
+    },
     /// A key of this session reached a limit: control should rekey or close. Sent once per
     /// installed key pair.
     AeadLimitReached {
@@ -184,6 +245,7 @@ impl ControlInbound {
     pub fn datagram_len(&self) -> usize {
         match self {
             ControlInbound::Handshake { datagram, .. } => datagram.len(),
+            ControlInbound::PostHandshake { message, .. } => message.len(),
             _ => 0,
         }
     }
@@ -201,6 +263,9 @@ pub enum AeadLimit {
     /// RFC 6347 §4.1: the write epoch's 48-bit sequence space is spent; records to the peer
     /// are dropped until new keys arrive.
     SequenceExhausted,
+    /// RFC 9147 §4.5.3: the DTLS 1.3 write key sealed as many records as its AEAD's
+    /// confidentiality limit allows; control must update the keys (KeyUpdate) or close.
+    Confidentiality,
 }
 
 /// Why a shard ended a session.
@@ -275,6 +340,15 @@ pub enum InstallError {
     /// Keys for epoch 0, which is never protected (its records always go to control).
     #[error("keys for epoch 0")]
     EpochZero,
+    /// DTLS 1.3 keys for a handshake epoch (0 to 2: control's, RFC 9147 §6.1).
+    #[error("DTLS 1.3 keys for a handshake epoch")]
+    HandshakeEpoch,
+    /// A DTLS 1.3 session without write keys.
+    #[error("DTLS 1.3 session without write keys")]
+    NoWriteKeys,
+    /// A connection ID longer than 255 bytes.
+    #[error("connection ID of {0} bytes")]
+    CidLength(usize),
     /// The replay window size is invalid.
     #[error(transparent)]
     ReplayWindow(#[from] WindowSizeError),

@@ -18,11 +18,12 @@
 use std::io;
 use std::net::SocketAddr;
 
-use dataplane::record::{ContentType, Sealer};
+use dataplane::record::ContentType;
 use dtls_proto::{Alert, AlertDescription};
 
 use crate::counters::Tally;
 use crate::queue::InstallError;
+use crate::records::WriteState;
 use crate::relay::{self, Out, Side};
 
 /// Most refused peers whose alert waits for their final flight; beyond that the alert is
@@ -54,7 +55,7 @@ pub(crate) fn refuse_source(error: &io::Error, tally: &mut Tally) {
 #[derive(Debug)]
 struct Owed {
     peer: SocketAddr,
-    sealer: Sealer,
+    sealer: WriteState,
     /// Turns ended since the refusal.
     turns: u8,
 }
@@ -78,7 +79,7 @@ impl Refusals {
     pub fn refuse(
         &mut self,
         peer: SocketAddr,
-        mut sealer: Sealer,
+        mut sealer: WriteState,
         error: &io::Error,
         out: &mut Out<'_>,
     ) -> InstallError {
@@ -133,7 +134,7 @@ impl Refusals {
 /// internal_error is for "an internal error unrelated to the peer or the correctness of the
 /// protocol (such as a memory allocation failure)", and "is always fatal"; RFC 5246 §7.2:
 /// after a fatal alert both sides close the connection (we hold nothing more for it).
-fn send_internal_error(peer: SocketAddr, sealer: &mut Sealer, out: &mut Out<'_>) {
+fn send_internal_error(peer: SocketAddr, sealer: &mut WriteState, out: &mut Out<'_>) {
     let alert = Alert::fatal(AlertDescription::InternalError).to_bytes();
     if sealer.sequences_left() == 0 {
         out.tally.drop_sequence_exhausted += 1;
@@ -145,7 +146,7 @@ fn send_internal_error(peer: SocketAddr, sealer: &mut Sealer, out: &mut Out<'_>)
 
 #[cfg(test)]
 mod tests {
-    use dataplane::record::{Aead, Opener, RecordKey, ReplayWindow};
+    use dataplane::record::{Aead, Opener, RecordKey, ReplayWindow, Sealer};
     use dtls_io::TxBatch;
 
     use super::*;
@@ -225,7 +226,7 @@ mod tests {
         let peer: SocketAddr = "192.0.2.1:4433".parse().expect("address");
         let mut p = parts();
         let (mut out, mut refusals) = (out!(p), Refusals::default());
-        let sealer = Sealer::new(1, key(), 1).expect("sealer");
+        let sealer = WriteState::V12(Sealer::new(1, key(), 1).expect("sealer"));
         let error = refusals.refuse(peer, sealer, &emfile(), &mut out);
         assert_eq!(error, InstallError::OutOfDescriptors);
         assert_eq!(out.tally.sessions_refused_descriptors, 1);
@@ -254,7 +255,7 @@ mod tests {
         let peer: SocketAddr = "192.0.2.2:4433".parse().expect("address");
         let mut p = parts();
         let (mut out, mut refusals) = (out!(p), Refusals::default());
-        let sealer = Sealer::new(1, key(), 1).expect("sealer");
+        let sealer = WriteState::V12(Sealer::new(1, key(), 1).expect("sealer"));
         let no_port = io::Error::from_raw_os_error(libc::EADDRNOTAVAIL);
         let error = refusals.refuse(peer, sealer, &no_port, &mut out);
         assert_eq!(error, InstallError::Upstream(no_port.kind()));

@@ -16,9 +16,11 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use dataplane::record::{
-    ContentType, DTLS_1_2, MAX_PLAINTEXT_LEN, OpenError, Records, RecordsMut, Sealer,
+use dataplane::record::v13::{
+    InnerContentType, MixedKind, MixedRecords, MixedRecordsMut, Open13Error, is_unified,
+    reconstruct_epoch,
 };
+use dataplane::record::{ContentType, MAX_PLAINTEXT_LEN, OpenError, Records, RecordsMut};
 use dtls_io::TxBatch;
 use dtls_proto::{
     Alert, AlertDescription, AlertLevel, HEARTBEAT_HEADER_LEN, HeartbeatMessageType,
@@ -30,6 +32,7 @@ use crate::early::EarlyRecords;
 use crate::fair::FairForward;
 use crate::flows::FlowTx;
 use crate::queue::{AeadLimit, CloseReason, ControlInbound, ShardQueues};
+use crate::records::{MAX_OLDER_READ_EPOCHS, ReadState, WriteState};
 use crate::session::{Session, SessionTable, SlotId};
 
 /// Which side of DTLS the shard's listen socket is on.
@@ -189,6 +192,30 @@ struct Scan {
     trailing: bool,
 }
 
+/// A datagram of a DTLS 1.3 session (or of a peer without one): its DTLSPlaintext records
+/// (epoch 0: a ClientHello, a plaintext alert or ACK) and its unified-header records of an
+/// epoch the shard does not hold (epoch 2: the handshake's) belong to control; records of
+/// a held application epoch are the shard's.
+fn scan13(datagram: &[u8], cid_len: usize, held: &[u64]) -> Scan {
+    let mut records = MixedRecords::new(datagram, cid_len);
+    let mut s = Scan {
+        records: 0,
+        for_control: false,
+        trailing: false,
+    };
+    for r in records.by_ref() {
+        s.records += 1;
+        s.for_control |= match r.kind {
+            MixedKind::Plaintext(_) | MixedKind::Dtls12Cid => true,
+            MixedKind::Ciphertext(h) => {
+                reconstruct_epoch(h.epoch_bits, held.iter().copied()).is_none()
+            }
+        };
+    }
+    s.trailing = records.dropped_bytes() > 0;
+    s
+}
+
 fn scan(datagram: &[u8]) -> Scan {
     let mut records = Records::new(datagram);
     let mut s = Scan {
@@ -219,7 +246,12 @@ pub(crate) fn handle_datagram<F>(
     out.tally.datagrams_in += 1;
     out.tally.bytes_in += datagram.len() as u64;
     let Some(id) = table.lookup(&source) else {
-        let found = scan(datagram);
+        // A DTLS 1.3 handshake's records (unified headers, epoch 2) from a peer without a
+        // session are control's like the 1.2 ones.
+        let found = match datagram.first() {
+            Some(&first) if is_unified(first) => scan13(datagram, 0, &[]),
+            _ => scan(datagram),
+        };
         // No session: during a handshake every datagram belongs to control (including the
         // client's epoch-1 Finished). Protected records alone cannot be anything control
         // handles.
@@ -250,14 +282,26 @@ pub(crate) fn handle_protected<F>(
     now: Instant,
     datagram: &mut [u8],
 ) {
-    let found = scan(datagram);
+    let Some(session) = table.session(id) else {
+        return;
+    };
+    let peer = session.peer;
+    let found = match &session.read {
+        ReadState::V12(_) => scan(datagram),
+        ReadState::V13 { epochs, cid_len } => {
+            let mut held = [0u64; 1 + MAX_OLDER_READ_EPOCHS];
+            let n = epochs
+                .epochs()
+                .zip(held.iter_mut())
+                .map(|(e, h)| *h = e)
+                .count();
+            scan13(datagram, *cid_len, &held[..n])
+        }
+    };
     if found.records == 0 {
         out.tally.drop_malformed += 1;
         return;
     }
-    let Some(peer) = table.session(id).map(|s| s.peer) else {
-        return;
-    };
     if found.for_control {
         // Copied before any record is opened in place.
         out.forward(peer, datagram);
@@ -280,12 +324,19 @@ fn open_records<F>(
     datagram: &mut [u8],
 ) -> Option<CloseReason> {
     let session = table.session_mut(id)?;
+    if let ReadState::V13 { .. } = session.read {
+        return open_records13(session, out, now, datagram);
+    }
     for header in RecordsMut::new(datagram) {
         let (epoch, content_type) = (header.epoch(), header.content_type());
         if epoch == 0 || content_type == ContentType::Handshake as u8 {
             continue; // went to control with the whole datagram
         }
-        let Some(opener) = session.read.get_mut(epoch) else {
+        let opener = match &mut session.read {
+            ReadState::V12(epochs) => epochs.get_mut(u64::from(epoch)),
+            ReadState::V13 { .. } => None,
+        };
+        let Some(opener) = opener else {
             out.tally.drop_unknown_epoch += 1;
             session.counters.drops += 1;
             continue;
@@ -324,13 +375,94 @@ fn open_records<F>(
                     OpenError::Replayed(_) => out.tally.drop_replay += 1,
                     OpenError::AuthenticationFailed => {
                         out.tally.drop_bad_tag += 1;
-                        report_integrity_limit(session, epoch, out);
+                        report_integrity_limit(session, u64::from(epoch), out);
                     }
                     OpenError::WrongEpoch { .. } => out.tally.drop_unknown_epoch += 1,
                     OpenError::Malformed(_)
                     | OpenError::TrailingBytes { .. }
                     | OpenError::TooShort(_)
                     | OpenError::PlaintextTooLong(_) => out.tally.drop_malformed += 1,
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The records of a DTLS 1.3 session's datagram, opened in place: application data
+/// delivered, alerts handled as in 1.2, post-handshake messages (KeyUpdate,
+/// NewSessionTicket, NewConnectionId, ...) and ACKs under application keys handed to control
+/// as plaintext (only the shard holds those keys). DTLSPlaintext records and records of an
+/// epoch the shard does not hold went to control with the whole datagram.
+fn open_records13<F>(
+    session: &mut Session<F>,
+    out: &mut Out<'_>,
+    now: Instant,
+    datagram: &mut [u8],
+) -> Option<CloseReason> {
+    let cid_len = match &session.read {
+        ReadState::V13 { cid_len, .. } => *cid_len,
+        ReadState::V12(_) => return None,
+    };
+    for record in MixedRecordsMut::new(datagram, cid_len) {
+        let MixedKind::Ciphertext(header) = record.kind else {
+            continue;
+        };
+        let opened = match &mut session.read {
+            ReadState::V13 { epochs, .. } => {
+                match reconstruct_epoch(header.epoch_bits, epochs.epochs()) {
+                    Some(epoch) => epochs
+                        .get_mut(epoch)
+                        .map(|o| (epoch, o.open(record.bytes, cid_len))),
+                    None => None,
+                }
+            }
+            ReadState::V12(_) => None,
+        };
+        let Some((epoch, opened)) = opened else {
+            continue; // control's (an epoch the shard does not hold)
+        };
+        match opened {
+            Ok(opened) => {
+                out.tally.records_opened += 1;
+                session.counters.records_opened += 1;
+                session.last_activity = now;
+                session.last_peer_activity = now;
+                match opened.content_type {
+                    InnerContentType::ApplicationData => {
+                        deliver_plaintext(session, out, opened.plaintext);
+                    }
+                    InnerContentType::Alert => {
+                        if let Some(reason) = handle_alert(session, out, opened.plaintext) {
+                            return Some(reason);
+                        }
+                    }
+                    InnerContentType::Handshake | InnerContentType::Ack => {
+                        out.tally.post_handshake_forwarded += 1;
+                        out.report(ControlInbound::PostHandshake {
+                            session: session.handle,
+                            epoch: opened.epoch,
+                            ack: opened.content_type == InnerContentType::Ack,
+                            message: opened.plaintext.to_vec(),
+                        });
+                    }
+                    // No heartbeat in DTLS 1.3.
+                    InnerContentType::Heartbeat => out.tally.drop_unexpected_content += 1,
+                }
+            }
+            Err(e) => {
+                session.counters.drops += 1;
+                match e {
+                    Open13Error::Replayed(_) => out.tally.drop_replay += 1,
+                    Open13Error::AuthenticationFailed => {
+                        out.tally.drop_bad_tag += 1;
+                        report_integrity_limit(session, epoch, out);
+                    }
+                    Open13Error::WrongEpoch { .. } => out.tally.drop_unknown_epoch += 1,
+                    // RFC 8446 §5: an unknown inner type is unexpected_message; the data
+                    // plane drops and counts it (control decides about the session).
+                    Open13Error::UnknownContentType(_) => out.tally.drop_unexpected_content += 1,
+                    _ => out.tally.drop_malformed += 1,
                 }
             }
         }
@@ -429,12 +561,11 @@ fn fill_padding(state: &mut u64, padding: &mut [u8]) {
 
 /// RFC 9147 §4.5.3: past the integrity limit the endpoint "SHOULD immediately close the
 /// connection"; control decides (close or rekey), told once per key.
-fn report_integrity_limit<F>(session: &mut Session<F>, epoch: u16, out: &mut Out<'_>) {
-    let Some(opener) = session.read.get(epoch) else {
+fn report_integrity_limit<F>(session: &mut Session<F>, epoch: u64, out: &mut Out<'_>) {
+    let Some((failed, reached)) = session.read.integrity(epoch) else {
         return;
     };
-    if opener.integrity_limit_reached() && !session.limit_reported {
-        let failed = opener.failed_authentications();
+    if reached && !session.limit_reported {
         session.limit_reported = true;
         out.report(ControlInbound::AeadLimitReached {
             session: session.handle,
@@ -549,7 +680,7 @@ pub(crate) fn seal_to(
     side: Side,
     peer: SocketAddr,
     flow: usize,
-    sealer: &mut Sealer,
+    sealer: &mut WriteState,
     content_type: ContentType,
     plaintext: &[u8],
 ) -> bool {
@@ -561,7 +692,7 @@ pub(crate) fn seal_to(
             return 0;
         };
         dst.copy_from_slice(plaintext);
-        match sealer.seal(content_type, DTLS_1_2, buf, len) {
+        match sealer.seal(content_type, buf, len) {
             Ok(n) => {
                 sealed = true;
                 n

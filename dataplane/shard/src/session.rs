@@ -16,10 +16,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use dataplane::record::v13::{Opener13, Sealer13};
 use dataplane::record::{Opener, Sealer};
 
 use crate::hash::AddrHashBuilder;
 use crate::queue::{HeartbeatPolicy, SessionId};
+use crate::records::{ReadEpochs, ReadState, WriteState};
 
 /// Slot generations stay below 2^31, so a slot's epoll token never has its top bit set
 /// (the shard's other tokens do).
@@ -89,80 +91,6 @@ pub struct Probe {
     pub at: Instant,
 }
 
-/// Most read epochs a session keeps besides the current one.
-pub const MAX_OLDER_READ_EPOCHS: usize = 3;
-
-/// A session's read epochs: the current one and, after a rekey that asked to keep it, up to
-/// [`MAX_OLDER_READ_EPOCHS`] older ones (newest first), each an [`Opener`] with its own keys,
-/// replay window and integrity count. Records of any epoch held here are opened; others are
-/// dropped. DTLS 1.2 sessions here replace the read epoch on a rekey (they keep none), so
-/// the older list stays empty and allocates nothing; DTLS 1.3's KeyUpdate keeps the old
-/// epoch for records still in flight (RFC 9147 §8).
-#[derive(Debug)]
-pub struct ReadEpochs {
-    current: Opener,
-    older: Vec<Opener>,
-}
-
-impl ReadEpochs {
-    /// One read epoch.
-    pub fn new(current: Opener) -> Self {
-        Self {
-            current,
-            older: Vec::new(),
-        }
-    }
-
-    /// The newest read epoch.
-    pub fn current(&self) -> &Opener {
-        &self.current
-    }
-
-    /// The read state of `epoch`, if the session holds it.
-    #[inline]
-    pub fn get_mut(&mut self, epoch: u16) -> Option<&mut Opener> {
-        if self.current.epoch() == epoch {
-            return Some(&mut self.current);
-        }
-        self.older.iter_mut().find(|o| o.epoch() == epoch)
-    }
-
-    /// The read state of `epoch`, if the session holds it.
-    pub fn get(&self, epoch: u16) -> Option<&Opener> {
-        std::iter::once(&self.current)
-            .chain(&self.older)
-            .find(|o| o.epoch() == epoch)
-    }
-
-    /// Makes `opener` the current epoch. With `keep_previous`, the replaced one stays
-    /// readable (the oldest beyond [`MAX_OLDER_READ_EPOCHS`] goes); without, every older
-    /// epoch goes.
-    pub fn install(&mut self, opener: Opener, keep_previous: bool) {
-        let previous = std::mem::replace(&mut self.current, opener);
-        if keep_previous {
-            self.older.retain(|o| o.epoch() != self.current.epoch());
-            self.older.insert(0, previous);
-            self.older.truncate(MAX_OLDER_READ_EPOCHS);
-        } else {
-            self.older.clear();
-        }
-    }
-
-    /// Stops reading `epoch` (never the current one). Returns whether it was held.
-    pub fn retire(&mut self, epoch: u16) -> bool {
-        let before = self.older.len();
-        self.older.retain(|o| o.epoch() != epoch);
-        self.older.len() != before
-    }
-
-    /// The epochs held, current first.
-    pub fn epochs(&self) -> impl Iterator<Item = u16> + '_ {
-        std::iter::once(&self.current)
-            .chain(&self.older)
-            .map(Opener::epoch)
-    }
-}
-
 /// One DTLS session of a shard; `F` is its upstream flow (see the module docs).
 #[derive(Debug)]
 pub struct Session<F> {
@@ -173,10 +101,11 @@ pub struct Session<F> {
     /// The DTLS peer's address (serve) or the local source's (connect): an attribute, and
     /// the table's index for records from the peer; [`SessionTable::rebind`] changes it.
     pub peer: SocketAddr,
-    /// Read state: a small table of epochs, each with its keys and replay window.
-    pub read: ReadEpochs,
+    /// Read state: a small table of epochs, each with its keys and replay window (DTLS 1.2
+    /// or 1.3).
+    pub read: ReadState,
     /// Write state: the one write epoch, its keys and next sequence number.
-    pub sealer: Sealer,
+    pub sealer: WriteState,
     /// This session's own upstream flow: to the backend (serve) or to the DTLS server
     /// (connect). The driver's connected socket; the core never does I/O on it.
     pub flow: F,
@@ -197,7 +126,8 @@ pub struct Session<F> {
 }
 
 impl<F> Session<F> {
-    /// Session `handle` of `peer` with the given keys and upstream flow, active as of `now`.
+    /// Session `handle` of `peer` with the given DTLS 1.2 keys and upstream flow, active as
+    /// of `now`.
     pub fn new(
         handle: SessionId,
         peer: SocketAddr,
@@ -206,11 +136,30 @@ impl<F> Session<F> {
         flow: F,
         now: Instant,
     ) -> Self {
+        Self::with_records(
+            handle,
+            peer,
+            ReadState::V12(ReadEpochs::new(opener)),
+            WriteState::V12(sealer),
+            flow,
+            now,
+        )
+    }
+
+    /// Session `handle` of `peer` with the given read and write state (either version).
+    pub fn with_records(
+        handle: SessionId,
+        peer: SocketAddr,
+        read: ReadState,
+        sealer: WriteState,
+        flow: F,
+        now: Instant,
+    ) -> Self {
         Self {
             id: SlotId::UNSET,
             handle,
             peer,
-            read: ReadEpochs::new(opener),
+            read,
             sealer,
             flow,
             last_activity: now,
@@ -228,11 +177,35 @@ impl<F> Session<F> {
         self.id
     }
 
-    /// New keys both ways (a new epoch each); counters and flow stay. The previous read
-    /// epoch stays readable only with `keep_previous_read`.
-    pub fn rekey(&mut self, opener: Opener, sealer: Sealer, keep_previous_read: bool) {
-        self.read.install(opener, keep_previous_read);
-        self.sealer = sealer;
+    /// New DTLS 1.2 keys both ways (a new handshake of the same peer: RFC 6347 §4.1, the
+    /// old epoch's records are not read after it); counters and flow stay.
+    pub fn rekey(&mut self, opener: Opener, sealer: Sealer) {
+        match &mut self.read {
+            ReadState::V12(epochs) => epochs.install(opener, false),
+            other => *other = ReadState::V12(ReadEpochs::new(opener)),
+        }
+        self.sealer = WriteState::V12(sealer);
+        self.limit_reported = false;
+    }
+
+    /// New DTLS 1.3 keys: a new read epoch (the previous one stays readable for records
+    /// still in flight, RFC 9147 §8) and, when given, a new write epoch.
+    pub fn update_keys13(&mut self, opener: Opener13, sealer: Option<Sealer13>, cid_len: usize) {
+        match &mut self.read {
+            ReadState::V13 { epochs, cid_len: c } => {
+                epochs.install(opener, true);
+                *c = cid_len;
+            }
+            other => {
+                *other = ReadState::V13 {
+                    epochs: Box::new(ReadEpochs::new(opener)),
+                    cid_len,
+                }
+            }
+        }
+        if let Some(sealer) = sealer {
+            self.sealer = WriteState::V13(Box::new(sealer));
+        }
         self.limit_reported = false;
     }
 }
@@ -430,23 +403,12 @@ impl<F> SessionTable<F> {
         slot.session.as_mut().map(|s| (id, s))
     }
 
-    /// New keys and heartbeat policy for the session in `id`, which control now calls
-    /// `handle` (a new handshake of the same peer); counters and flow stay.
-    pub fn rekey(
-        &mut self,
-        id: SlotId,
-        handle: SessionId,
-        opener: Opener,
-        sealer: Sealer,
-        heartbeat: HeartbeatPolicy,
-    ) {
+    /// The session in `id` is now called `handle` (control's new handshake of the same
+    /// peer).
+    pub fn set_handle(&mut self, id: SlotId, handle: SessionId) {
         let Some(session) = self.session_mut(id) else {
             return;
         };
-        // RFC 6347 §4.1: a DTLS 1.2 rekey is a new handshake; the old epoch's records are
-        // not read after it (no retained epoch).
-        session.rekey(opener, sealer, false);
-        session.heartbeat = heartbeat;
         let old = std::mem::replace(&mut session.handle, handle);
         self.by_handle.remove(&old);
         self.by_handle.insert(handle, id);
@@ -493,8 +455,6 @@ impl<F> SessionTable<F> {
 mod tests {
     use super::*;
     use dataplane::record::{Aead, RecordKey, ReplayWindow};
-
-    use super::ReadEpochs;
 
     fn session(port: u16, now: Instant) -> Session<u16> {
         let key = || RecordKey::new(Aead::Aes128Gcm, &[port as u8; 16], &[1; 4]).expect("key");
@@ -567,30 +527,6 @@ mod tests {
         assert!(!t.rebind(a, moved));
         assert!(t.remove_id(a).is_none());
         assert_eq!(t.len(), 1);
-    }
-
-    #[test]
-    fn read_epochs_are_a_small_table() {
-        let key = |seed: u8| RecordKey::new(Aead::Aes128Gcm, &[seed; 16], &[1; 4]).expect("key");
-        let opener = |epoch: u16| Opener::new(epoch, key(epoch as u8), ReplayWindow::new(64));
-        let mut read = ReadEpochs::new(opener(1));
-        assert_eq!(read.epochs().collect::<Vec<_>>(), vec![1]);
-        assert!(read.get_mut(2).is_none());
-        // Kept: the previous epoch stays readable, newest first, at most three older.
-        for epoch in 2..=6 {
-            read.install(opener(epoch), true);
-        }
-        assert_eq!(read.epochs().collect::<Vec<_>>(), vec![6, 5, 4, 3]);
-        assert_eq!(read.current().epoch(), 6);
-        assert_eq!(read.get_mut(4).map(|o| o.epoch()), Some(4));
-        assert!(read.get(2).is_none(), "the oldest went");
-        assert!(read.retire(5));
-        assert!(!read.retire(5));
-        assert!(!read.retire(6), "never the current one");
-        assert_eq!(read.epochs().collect::<Vec<_>>(), vec![6, 4, 3]);
-        // Not kept (a DTLS 1.2 rekey): only the new epoch is read.
-        read.install(opener(7), false);
-        assert_eq!(read.epochs().collect::<Vec<_>>(), vec![7]);
     }
 
     #[test]

@@ -734,3 +734,305 @@ fn a_rekey_keeps_the_session_and_its_counters() {
     let session = h.core.sessions().find(&peer.addr).expect("same session");
     assert_eq!(session.counters.records_opened, 2);
 }
+
+/// DTLS 1.3 sessions in the core: unified-header records opened and sealed by the shard,
+/// post-handshake messages handed to control, read epochs kept across a KeyUpdate.
+mod v13 {
+    use dataplane::record::v13::{HeaderForm, InnerContentType, Opener13, Sealer13, TrafficKeys13};
+    use dtls_shard::{ReadKeys13, WriteKeys13};
+
+    use super::*;
+
+    fn keys(seed: u8) -> TrafficKeys13 {
+        TrafficKeys13::new(
+            Aead::Aes128Gcm,
+            &[seed; 16],
+            &[seed ^ 0x33; 12],
+            &[seed ^ 0x77; 16],
+        )
+        .expect("valid key sizes")
+    }
+
+    /// The far end of a DTLS 1.3 session: its write epochs' sealers, its read epoch.
+    struct Peer13 {
+        addr: SocketAddr,
+        handle: SessionId,
+        seed: u8,
+        sealer: Sealer13,
+        opener: Opener13,
+    }
+
+    impl Peer13 {
+        fn new(n: u8) -> Self {
+            let seed = n.wrapping_mul(4);
+            Self {
+                addr: SocketAddr::from(([198, 51, 100, n], 5000 + u16::from(n))),
+                handle: SessionId::new(1000 + u64::from(n)),
+                seed,
+                sealer: Sealer13::new(3, keys(seed)),
+                opener: Opener13::new(3, keys(seed + 1), ReplayWindow::new(128)),
+            }
+        }
+
+        /// Keys for the core: it reads what the peer writes and the other way round.
+        fn install(&self, epoch: u64, write: bool) -> ShardCommand {
+            let step = (epoch - 3) as u8 * 2;
+            ShardCommand::InstallKeys13 {
+                session: self.handle,
+                peer: self.addr,
+                read: Box::new(ReadKeys13 {
+                    epoch,
+                    keys: keys(self.seed + step),
+                    replay_window: 128,
+                    next_expected: 0,
+                }),
+                write: write.then(|| {
+                    Box::new(WriteKeys13 {
+                        epoch,
+                        keys: keys(self.seed + step + 1),
+                        next_seq: 0,
+                    })
+                }),
+                cid_len: 0,
+            }
+        }
+
+        /// The peer moves to `epoch` both ways (its side of a KeyUpdate).
+        fn update(&mut self, epoch: u64) {
+            let step = (epoch - 3) as u8 * 2;
+            self.sealer = Sealer13::new(epoch, keys(self.seed + step));
+            self.opener = Opener13::new(epoch, keys(self.seed + step + 1), ReplayWindow::new(128));
+        }
+
+        fn seal_as(&mut self, content_type: InnerContentType, content: &[u8]) -> Vec<u8> {
+            let form = HeaderForm::default();
+            let mut record = vec![0; self.sealer.record_len(&form, content.len(), 0)];
+            let at = self.sealer.plaintext_offset(&form);
+            record[at..at + content.len()].copy_from_slice(content);
+            let n = self
+                .sealer
+                .seal(content_type, &form, &mut record, content.len(), 0)
+                .expect("seal");
+            record.truncate(n);
+            record
+        }
+
+        fn seal(&mut self, content: &[u8]) -> Vec<u8> {
+            self.seal_as(InnerContentType::ApplicationData, content)
+        }
+
+        fn open(&mut self, mut record: Vec<u8>) -> (InnerContentType, Vec<u8>) {
+            let opened = self
+                .opener
+                .open(&mut record, 0)
+                .expect("the core's record opens");
+            (opened.content_type, opened.plaintext.to_vec())
+        }
+    }
+
+    #[test]
+    fn a_dtls13_session_relays_both_ways() {
+        let mut h = Harness::serve();
+        let mut peer = Peer13::new(1);
+        h.command(0, peer.install(3, true));
+        let flow = h.flow_of(peer.addr);
+        let record = peer.seal(b"1.3 to the backend");
+        assert_eq!(record[0] & 0xe0, 0x20, "a unified header");
+        h.datagram(1, peer.addr, &record);
+        assert_eq!(h.upstream(), vec![(1, b"1.3 to the backend".to_vec())]);
+        h.on_flow(2, flow, b"1.3 back");
+        let net = h.net();
+        assert_eq!(net.len(), 1);
+        assert_eq!(
+            peer.open(net[0].1.clone()),
+            (InnerContentType::ApplicationData, b"1.3 back".to_vec())
+        );
+        let s = h.stats();
+        assert_eq!((s.records_opened, s.records_sealed), (1, 1));
+        assert!(h.inbound().is_empty());
+    }
+
+    #[test]
+    fn replayed_and_tampered_13_records_are_dropped() {
+        let mut h = Harness::serve();
+        let mut peer = Peer13::new(2);
+        h.command(0, peer.install(3, true));
+        let first = peer.seal(b"once");
+        h.datagram(1, peer.addr, &first);
+        h.datagram(2, peer.addr, &first);
+        let mut tampered = peer.seal(b"flipped");
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        h.datagram(3, peer.addr, &tampered);
+        let after = peer.seal(b"after");
+        h.datagram(4, peer.addr, &after);
+        let delivered: Vec<Vec<u8>> = h.upstream().into_iter().map(|(_, p)| p).collect();
+        assert_eq!(delivered, vec![b"once".to_vec(), b"after".to_vec()]);
+        let s = h.stats();
+        assert_eq!((s.drop_replay, s.drop_bad_tag), (1, 1));
+    }
+
+    #[test]
+    fn post_handshake_messages_and_acks_go_to_control_as_plaintext() {
+        let mut h = Harness::serve();
+        let mut peer = Peer13::new(3);
+        h.command(0, peer.install(3, true));
+        // A KeyUpdate (type 24, update_not_requested) with its DTLS handshake header.
+        let key_update = [24, 0, 0, 1, 0, 5, 0, 0, 0, 0, 0, 1, 0];
+        let record = peer.seal_as(InnerContentType::Handshake, &key_update);
+        h.datagram(1, peer.addr, &record);
+        let ack_body = [0, 16, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 7];
+        let record = peer.seal_as(InnerContentType::Ack, &ack_body);
+        h.datagram(2, peer.addr, &record);
+        assert_eq!(
+            h.inbound(),
+            vec![
+                ControlInbound::PostHandshake {
+                    session: peer.handle,
+                    epoch: 3,
+                    ack: false,
+                    message: key_update.to_vec(),
+                },
+                ControlInbound::PostHandshake {
+                    session: peer.handle,
+                    epoch: 3,
+                    ack: true,
+                    message: ack_body.to_vec(),
+                },
+            ]
+        );
+        assert!(h.upstream().is_empty());
+        assert_eq!(h.stats().post_handshake_forwarded, 2);
+    }
+
+    #[test]
+    fn a_key_update_keeps_the_old_read_epoch_until_control_retires_it() {
+        let mut h = Harness::serve();
+        let mut peer = Peer13::new(4);
+        h.command(0, peer.install(3, true));
+        let late = peer.seal(b"sent under epoch 3");
+        // Control installs epoch 4 both ways; the peer moves too.
+        h.command(1, peer.install(4, true));
+        peer.update(4);
+        let new = peer.seal(b"epoch 4");
+        h.datagram(2, peer.addr, &new);
+        // A record of epoch 3 still in flight opens with the kept epoch.
+        h.datagram(3, peer.addr, &late);
+        assert_eq!(
+            h.upstream().into_iter().map(|(_, p)| p).collect::<Vec<_>>(),
+            vec![b"epoch 4".to_vec(), b"sent under epoch 3".to_vec()]
+        );
+        // Replies go out under epoch 4.
+        let flow = h.flow_of(peer.addr);
+        h.on_flow(4, flow, b"reply");
+        let net = h.net();
+        assert_eq!(
+            peer.open(net[0].1.clone()),
+            (InnerContentType::ApplicationData, b"reply".to_vec())
+        );
+        // Retired: epoch 3's records are no longer the shard's (they go to control, which
+        // holds no such epoch, instead of reaching the backend).
+        h.command(
+            5,
+            ShardCommand::RetireEpoch {
+                session: peer.handle,
+                epoch: 3,
+            },
+        );
+        let mut old = Peer13::new(4);
+        let stale = old.seal(b"too late");
+        h.datagram(6, peer.addr, &stale);
+        assert!(h.upstream().is_empty());
+        let s = h.stats();
+        assert_eq!(s.sessions_rekeyed, 1);
+        assert_eq!(h.core.sessions().len(), 1);
+    }
+
+    #[test]
+    fn close_notify_under_13_is_answered_and_ends_the_session() {
+        let mut h = Harness::serve();
+        let mut peer = Peer13::new(5);
+        h.command(0, peer.install(3, true));
+        let record = peer.seal_as(InnerContentType::Alert, &[1, 0]);
+        h.datagram(1, peer.addr, &record);
+        let net = h.net();
+        assert_eq!(
+            peer.open(net[0].1.clone()),
+            (InnerContentType::Alert, vec![1, 0])
+        );
+        assert!(matches!(
+            h.inbound().as_slice(),
+            [ControlInbound::SessionClosed {
+                reason: CloseReason::CloseNotify,
+                ..
+            }]
+        ));
+        // Heartbeats do not exist in DTLS 1.3: dropped, not answered.
+        let mut other = Peer13::new(6);
+        h.command(2, other.install(3, true));
+        let record = other.seal_as(InnerContentType::Heartbeat, &[1, 0, 1, 9]);
+        h.datagram(3, other.addr, &record);
+        assert!(h.net().is_empty());
+        assert_eq!(h.stats().drop_unexpected_content, 1);
+    }
+
+    #[test]
+    fn handshake_records_of_13_peers_reach_control() {
+        let mut h = Harness::serve();
+        // A peer without a session sends unified-header records (its epoch-2 flight).
+        let mut stranger = Peer13::new(7);
+        stranger.sealer = Sealer13::new(2, keys(99));
+        let flight = stranger.seal_as(InnerContentType::Handshake, b"finished");
+        h.datagram(0, stranger.addr, &flight);
+        assert!(matches!(
+            h.inbound().as_slice(),
+            [ControlInbound::Handshake { peer, .. }] if *peer == stranger.addr
+        ));
+        assert_eq!(h.stats().drop_malformed, 0);
+        // A session's peer retransmitting an epoch-2 record: control's too; its epoch-3
+        // records in the same datagram are the shard's.
+        let mut peer = Peer13::new(8);
+        h.command(1, peer.install(3, true));
+        let mut late = Sealer13::new(2, keys(98));
+        let form = HeaderForm::default();
+        let mut record = vec![0; late.record_len(&form, 4, 0)];
+        let n = late
+            .seal(InnerContentType::Handshake, &form, &mut record, 4, 0)
+            .expect("seal");
+        record.truncate(n);
+        record.extend(peer.seal(b"data"));
+        h.datagram(2, peer.addr, &record);
+        assert_eq!(h.inbound().len(), 1, "the datagram went to control");
+        assert_eq!(h.upstream(), vec![(1, b"data".to_vec())]);
+    }
+
+    #[test]
+    fn keys_for_a_handshake_epoch_or_without_write_keys_are_refused() {
+        let mut h = Harness::serve();
+        let peer = Peer13::new(9);
+        h.command(0, peer.install(3, false));
+        h.command(1, {
+            let mut c = peer.install(3, true);
+            if let ShardCommand::InstallKeys13 { read, .. } = &mut c {
+                read.epoch = 2;
+            }
+            c
+        });
+        let closed: Vec<_> = h
+            .inbound()
+            .into_iter()
+            .map(|m| match m {
+                ControlInbound::SessionClosed {
+                    reason: CloseReason::Rejected(e),
+                    ..
+                } => e,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            closed,
+            vec![InstallError::NoWriteKeys, InstallError::HandshakeEpoch]
+        );
+        assert_eq!(h.core.sessions().len(), 0);
+    }
+}

@@ -365,6 +365,12 @@ const SHARD_FAMILIES: &[(&str, &str, &str, ShardField)] = &[
         |s, _| s.heartbeats_answered,
     ),
     (
+        "dtlsd_post_handshake_forwarded_total",
+        "counter",
+        "DTLS 1.3 post-handshake messages and ACKs opened by the shard and handed to control.",
+        |s, _| s.post_handshake_forwarded,
+    ),
+    (
         "dtlsd_keepalive_sent_total",
         "counter",
         "Keepalive HeartbeatRequests sent (first sends and retransmissions).",

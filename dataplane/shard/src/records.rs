@@ -1,0 +1,266 @@
+//! A session's record protection, by DTLS version: the read epochs and the write epoch.
+//!
+//! DTLS 1.2 sessions open records with 13-byte headers ([`Opener`]) and seal with a
+//! [`Sealer`]; DTLS 1.3 sessions open unified-header records ([`Opener13`], the epoch found
+//! from the header's two epoch bits among the epochs held, RFC 9147 §4.2.2) and seal with a
+//! [`Sealer13`]. Both keep a small table of read epochs ([`ReadEpochs`]) so a KeyUpdate
+//! (RFC 9147 §8) keeps the old read epoch for records still in flight.
+
+use dataplane::record::v13::{HeaderForm, InnerContentType, Opener13, Seal13Error, Sealer13};
+use dataplane::record::{ContentType, DTLS_1_2, Opener, SealError, Sealer};
+
+/// Most read epochs a session keeps besides the current one.
+pub const MAX_OLDER_READ_EPOCHS: usize = 3;
+
+/// What a read epoch table needs of its entries.
+pub trait EpochOpener {
+    /// The epoch number (16 bits in DTLS 1.2, 64 in DTLS 1.3).
+    fn epoch_number(&self) -> u64;
+}
+
+impl EpochOpener for Opener {
+    fn epoch_number(&self) -> u64 {
+        u64::from(self.epoch())
+    }
+}
+
+impl EpochOpener for Opener13 {
+    fn epoch_number(&self) -> u64 {
+        self.epoch()
+    }
+}
+
+/// A session's read epochs: the current one and, after a rekey that asked to keep it, up to
+/// [`MAX_OLDER_READ_EPOCHS`] older ones (newest first), each an opener with its own keys,
+/// replay window and integrity count. Records of any epoch held here are opened; others are
+/// dropped. DTLS 1.2 sessions here replace the read epoch on a rekey (they keep none), so
+/// the older list stays empty and allocates nothing; DTLS 1.3's KeyUpdate keeps the old
+/// epoch for records still in flight (RFC 9147 §8).
+#[derive(Debug)]
+pub struct ReadEpochs<O> {
+    current: O,
+    older: Vec<O>,
+}
+
+impl<O: EpochOpener> ReadEpochs<O> {
+    /// One read epoch.
+    pub fn new(current: O) -> Self {
+        Self {
+            current,
+            older: Vec::new(),
+        }
+    }
+
+    /// The newest read epoch.
+    pub fn current(&self) -> &O {
+        &self.current
+    }
+
+    /// The read state of `epoch`, if the session holds it.
+    #[inline]
+    pub fn get_mut(&mut self, epoch: u64) -> Option<&mut O> {
+        if self.current.epoch_number() == epoch {
+            return Some(&mut self.current);
+        }
+        self.older.iter_mut().find(|o| o.epoch_number() == epoch)
+    }
+
+    /// The read state of `epoch`, if the session holds it.
+    pub fn get(&self, epoch: u64) -> Option<&O> {
+        std::iter::once(&self.current)
+            .chain(&self.older)
+            .find(|o| o.epoch_number() == epoch)
+    }
+
+    /// Makes `opener` the current epoch. With `keep_previous`, the replaced one stays
+    /// readable (the oldest beyond [`MAX_OLDER_READ_EPOCHS`] goes); without, every older
+    /// epoch goes.
+    pub fn install(&mut self, opener: O, keep_previous: bool) {
+        let previous = std::mem::replace(&mut self.current, opener);
+        if keep_previous {
+            let current = self.current.epoch_number();
+            self.older.retain(|o| o.epoch_number() != current);
+            if previous.epoch_number() != current {
+                self.older.insert(0, previous);
+            }
+            self.older.truncate(MAX_OLDER_READ_EPOCHS);
+        } else {
+            self.older.clear();
+        }
+    }
+
+    /// Stops reading `epoch` (never the current one). Returns whether it was held.
+    pub fn retire(&mut self, epoch: u64) -> bool {
+        let before = self.older.len();
+        self.older.retain(|o| o.epoch_number() != epoch);
+        self.older.len() != before
+    }
+
+    /// The epochs held, current first.
+    pub fn epochs(&self) -> impl Iterator<Item = u64> + '_ {
+        std::iter::once(&self.current)
+            .chain(&self.older)
+            .map(EpochOpener::epoch_number)
+    }
+}
+
+/// A session's read state, by version.
+#[derive(Debug)]
+pub enum ReadState {
+    /// DTLS 1.2.
+    V12(ReadEpochs<Opener>),
+    /// DTLS 1.3: the epochs held and the length of the connection ID in records to us.
+    V13 {
+        /// The application epochs held (3 and up), boxed: a 1.3 opener (AEAD and record
+        /// number keys) is several times a 1.2 one, and most sessions of a table should not
+        /// pay for it.
+        epochs: Box<ReadEpochs<Opener13>>,
+        /// Length of our connection ID in the peer's records (0: none).
+        cid_len: usize,
+    },
+}
+
+impl ReadState {
+    /// The failed authentications and whether the integrity limit is reached, for `epoch`.
+    pub(crate) fn integrity(&self, epoch: u64) -> Option<(u64, bool)> {
+        match self {
+            ReadState::V12(e) => e
+                .get(epoch)
+                .map(|o| (o.failed_authentications(), o.integrity_limit_reached())),
+            ReadState::V13 { epochs, .. } => epochs
+                .get(epoch)
+                .map(|o| (o.failed_authentications(), o.integrity_limit_reached())),
+        }
+    }
+
+    /// The epochs held, current first.
+    pub fn epochs(&self) -> Vec<u64> {
+        match self {
+            ReadState::V12(e) => e.epochs().collect(),
+            ReadState::V13 { epochs, .. } => epochs.epochs().collect(),
+        }
+    }
+}
+
+/// A session's write state, by version.
+#[derive(Debug)]
+pub enum WriteState {
+    /// DTLS 1.2.
+    V12(Sealer),
+    /// DTLS 1.3 (records with the default unified header: 16-bit sequence number, length),
+    /// boxed for the same reason as [`ReadState::V13`].
+    V13(Box<Sealer13>),
+}
+
+/// Why a record could not be sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum WriteError {
+    /// The AEAD or the buffer failed.
+    Failed,
+}
+
+impl From<SealError> for WriteError {
+    fn from(_: SealError) -> Self {
+        WriteError::Failed
+    }
+}
+
+impl From<Seal13Error> for WriteError {
+    fn from(_: Seal13Error) -> Self {
+        WriteError::Failed
+    }
+}
+
+impl WriteState {
+    /// Records this key may still seal (RFC 6347 §4.1: 1.2 sequence numbers never wrap;
+    /// RFC 9147 §4.2.1 the same for 1.3's 64 bits).
+    #[inline]
+    pub fn sequences_left(&self) -> u64 {
+        match self {
+            WriteState::V12(s) => s.sequences_left(),
+            WriteState::V13(s) => u64::MAX - s.next_sequence(),
+        }
+    }
+
+    /// The record `len` bytes of plaintext become.
+    #[inline]
+    pub fn record_len(&self, len: usize) -> usize {
+        match self {
+            WriteState::V12(s) => s.record_len(len),
+            WriteState::V13(s) => s.record_len(&HeaderForm::default(), len, 0),
+        }
+    }
+
+    /// Where the plaintext goes in the record buffer.
+    #[inline]
+    pub fn plaintext_offset(&self) -> usize {
+        match self {
+            WriteState::V12(s) => s.plaintext_offset(),
+            WriteState::V13(s) => s.plaintext_offset(&HeaderForm::default()),
+        }
+    }
+
+    /// Seals the `len` bytes at [`Self::plaintext_offset`] of `buf` as one record of
+    /// `content_type`; returns the record's length.
+    #[inline]
+    pub(crate) fn seal(
+        &mut self,
+        content_type: ContentType,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<usize, WriteError> {
+        match self {
+            WriteState::V12(s) => Ok(s.seal(content_type, DTLS_1_2, buf, len)?),
+            WriteState::V13(s) => {
+                let inner = match content_type {
+                    ContentType::Alert => InnerContentType::Alert,
+                    ContentType::Handshake => InnerContentType::Handshake,
+                    ContentType::ApplicationData => InnerContentType::ApplicationData,
+                    // No heartbeat in DTLS 1.3 (RFC 8446 has none; RFC 6520 is for 1.2).
+                    _ => return Err(WriteError::Failed),
+                };
+                Ok(s.seal(inner, &HeaderForm::default(), buf, len, 0)?)
+            }
+        }
+    }
+
+    /// DTLS 1.3: the key has sealed as many records as its AEAD's confidentiality limit
+    /// allows (RFC 9147 §4.5.3); control must update the keys.
+    pub fn confidentiality_limit_reached(&self) -> bool {
+        match self {
+            WriteState::V12(_) => false,
+            WriteState::V13(s) => s.confidentiality_limit_reached(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dataplane::record::{Aead, RecordKey, ReplayWindow};
+
+    use super::*;
+
+    #[test]
+    fn read_epochs_are_a_small_table() {
+        let key = |seed: u8| RecordKey::new(Aead::Aes128Gcm, &[seed; 16], &[1; 4]).expect("key");
+        let opener = |epoch: u16| Opener::new(epoch, key(epoch as u8), ReplayWindow::new(64));
+        let mut read = ReadEpochs::new(opener(1));
+        assert_eq!(read.epochs().collect::<Vec<_>>(), vec![1]);
+        assert!(read.get_mut(2).is_none());
+        // Kept: the previous epoch stays readable, newest first, at most three older.
+        for epoch in 2..=6 {
+            read.install(opener(epoch), true);
+        }
+        assert_eq!(read.epochs().collect::<Vec<_>>(), vec![6, 5, 4, 3]);
+        assert_eq!(read.current().epoch(), 6);
+        assert_eq!(read.get_mut(4).map(|o| o.epoch()), Some(4));
+        assert!(read.get(2).is_none(), "the oldest went");
+        assert!(read.retire(5));
+        assert!(!read.retire(5));
+        assert!(!read.retire(6), "never the current one");
+        assert_eq!(read.epochs().collect::<Vec<_>>(), vec![6, 4, 3]);
+        // Not kept (a DTLS 1.2 rekey): only the new epoch is read.
+        read.install(opener(7), false);
+        assert_eq!(read.epochs().collect::<Vec<_>>(), vec![7]);
+    }
+}
