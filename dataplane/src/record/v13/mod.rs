@@ -4,7 +4,8 @@
 //!   records (RFC 9147 §4, Figure 3: `0b001CSLEE`), checked parsing that never panics and
 //!   building for a chosen form.
 //! - [`MixedRecords`] / [`MixedRecordsMut`]: walk one datagram whose records mix unified
-//!   headers and 13-byte DTLSPlaintext headers, told apart by the first byte (RFC 9147 §4.1).
+//!   headers and 13-byte DTLSPlaintext headers, told apart by the first byte (RFC 9147 §4.1);
+//!   a record with another association's CID ends the walk (RFC 9147 §4).
 //! - [`DatagramWriter13`]: seal records back to back into one datagram, a record without
 //!   length field only as the last one (RFC 9147 §4).
 //! - [`SnKey`]: record number encryption (RFC 9147 §4.2.3) through aws-lc-rs's QUIC header
@@ -50,6 +51,7 @@ pub use datagram::DatagramWriter13;
 pub use header::{HeaderForm, SequenceLen, UnifiedHeader, UnifiedWireError};
 pub use protect::{
     InnerContentType, Open13Error, Opened13, Opener13, Seal13Error, Sealer13, TrafficKeys13,
+    confidentiality_limit,
 };
 pub use sn::{MaskError, SnKey, reconstruct_epoch, reconstruct_sequence};
 pub use split::{MixedKind, MixedRecord, MixedRecordMut, MixedRecords, MixedRecordsMut};

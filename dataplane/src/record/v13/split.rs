@@ -14,6 +14,12 @@
 //! does not fit what remains, or a first byte that names no record format, ends the walk;
 //! the rest is reported by `dropped_bytes()`. A record without length field (L = 0) runs to
 //! the end of the datagram and is the last one.
+//!
+//! RFC 9147 §4: "If the second or later record has a connection ID which does not
+//! correspond to the same association used for previous records, the rest of the datagram
+//! MUST be discarded." The walkers keep the CID of the first unified-header record that
+//! carries one and end the walk at a unified-header record with another CID (the rest
+//! counts as dropped). Records without CID are the caller's to match by address.
 
 use core::ops::Range;
 
@@ -56,6 +62,46 @@ pub struct MixedRecordMut<'a> {
     pub bytes: &'a mut [u8],
 }
 
+/// The CID of the first unified-header record that carried one, copied (so the mutable
+/// walker, which hands out its records, can still compare).
+#[derive(Debug, Clone)]
+struct FirstCid {
+    seen: bool,
+    len: usize,
+    bytes: [u8; MAX_CID_LEN],
+}
+
+impl FirstCid {
+    const fn new() -> Self {
+        Self {
+            seen: false,
+            len: 0,
+            bytes: [0; MAX_CID_LEN],
+        }
+    }
+
+    /// Whether `record` may follow the records before it: it carries no CID in a unified
+    /// header, or the same CID as the first one that did.
+    fn admits(&mut self, kind: &MixedKind, record: &[u8]) -> bool {
+        let MixedKind::Ciphertext(header) = kind else {
+            return true;
+        };
+        let Some(cid) = header.cid(record) else {
+            return true;
+        };
+        if self.seen {
+            return self.bytes.get(..self.len) == Some(cid);
+        }
+        let Some(slot) = self.bytes.get_mut(..cid.len()) else {
+            return false;
+        };
+        slot.copy_from_slice(cid);
+        self.len = cid.len();
+        self.seen = true;
+        true
+    }
+}
+
 /// The format and length of the record at the start of `rest`, if it is well formed.
 #[inline]
 fn next(rest: &[u8], cid_len: usize) -> Option<(MixedKind, usize)> {
@@ -95,6 +141,7 @@ pub struct MixedRecords<'a> {
     cid_len: usize,
     offset: usize,
     dropped: usize,
+    first_cid: FirstCid,
 }
 
 impl<'a> MixedRecords<'a> {
@@ -106,6 +153,7 @@ impl<'a> MixedRecords<'a> {
             cid_len,
             offset: 0,
             dropped: 0,
+            first_cid: FirstCid::new(),
         }
     }
 
@@ -123,8 +171,11 @@ impl<'a> Iterator for MixedRecords<'a> {
         if rest.is_empty() {
             return None;
         }
-        let Some((kind, len)) = next(rest, self.cid_len) else {
+        let Some((kind, len)) = next(rest, self.cid_len)
+            .filter(|(kind, len)| self.first_cid.admits(kind, rest.get(..*len).unwrap_or(&[])))
+        else {
             // RFC 9147 §4.3: records never span datagrams; the rest cannot be a record.
+            // RFC 9147 §4: after a record of another association, the rest is discarded.
             self.dropped += rest.len();
             self.offset = self.datagram.len();
             return None;
@@ -146,6 +197,7 @@ pub struct MixedRecordsMut<'a> {
     rest: &'a mut [u8],
     cid_len: usize,
     dropped: usize,
+    first_cid: FirstCid,
 }
 
 impl<'a> MixedRecordsMut<'a> {
@@ -155,6 +207,7 @@ impl<'a> MixedRecordsMut<'a> {
             rest: datagram,
             cid_len,
             dropped: 0,
+            first_cid: FirstCid::new(),
         }
     }
 
@@ -172,8 +225,11 @@ impl<'a> Iterator for MixedRecordsMut<'a> {
             return None;
         }
         let rest = core::mem::take(&mut self.rest);
-        let Some((kind, len)) = next(rest, self.cid_len) else {
+        let Some((kind, len)) = next(rest, self.cid_len)
+            .filter(|(kind, len)| self.first_cid.admits(kind, rest.get(..*len).unwrap_or(&[])))
+        else {
             // RFC 9147 §4.3: records never span datagrams; the rest cannot be a record.
+            // RFC 9147 §4: after a record of another association, the rest is discarded.
             self.dropped += rest.len();
             return None;
         };
@@ -255,6 +311,26 @@ mod tests {
         let lens: Vec<_> = it.by_ref().map(|r| r.bytes.len()).collect();
         assert_eq!(lens, vec![18, 22, 13, 20, 29, d.len() - 102]);
         assert_eq!(it.dropped_bytes(), 0);
+    }
+
+    #[test]
+    fn a_record_with_another_cid_ends_the_walk() {
+        let (a, b) = ([1u8, 2, 3], [1u8, 2, 4]);
+        let mut d = plaintext(22, 1);
+        d.extend(ciphertext(&HeaderForm::default(), 17));
+        d.extend(ciphertext(&HeaderForm::with_cid(&a), 17));
+        d.extend(ciphertext(&HeaderForm::default(), 17));
+        d.extend(ciphertext(&HeaderForm::with_cid(&a), 17));
+        let good = d.len();
+        d.extend(ciphertext(&HeaderForm::with_cid(&b), 17));
+        d.extend(ciphertext(&HeaderForm::with_cid(&a), 17));
+        let mut it = MixedRecords::new(&d, 3);
+        assert_eq!(it.by_ref().count(), 5);
+        assert_eq!(it.dropped_bytes(), d.len() - good);
+        let mut m = d.clone();
+        let mut it = MixedRecordsMut::new(&mut m, 3);
+        assert_eq!(it.by_ref().count(), 5);
+        assert_eq!(it.dropped_bytes(), d.len() - good);
     }
 
     #[test]
