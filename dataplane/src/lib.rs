@@ -4,7 +4,7 @@
 //! in-place record protection (AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305 through
 //! aws-lc-rs), the anti-replay window and per-key limits (sequence exhaustion, failed
 //! authentication counts). Later: the session table, shards and the io_uring / mmsg
-//! backends.
+//! backends. [`cid`]: QUIC-LB connection IDs that name the node and shard owning a session.
 //!
 //! The protocol vocabulary it speaks (content types, AEAD identifiers, versions) is defined in
 //! `dtls-proto`; this crate adds the implementation (aws-lc keys, nonces, the window).
@@ -14,6 +14,7 @@
 //! handle go to the control plane as whole datagrams.
 #![forbid(unsafe_code)]
 
+pub mod cid;
 pub mod record;
 
 /// Every error the data plane's record layer reports, for callers that want one type.
