@@ -399,6 +399,33 @@ fn configuration_errors() {
     );
 }
 
+/// Shards share one set of configurations (behind an `Arc`) and decode from many threads.
+#[test]
+fn configurations_are_shareable_across_shards() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<QuicLbConfig>();
+    shareable::<QuicLbConfigs>();
+
+    let config = QuicLbConfig::encrypted(
+        config_id(0),
+        3,
+        4,
+        FirstOctetBits::CidLength,
+        &key(VECTOR_KEY),
+    )
+    .expect("config");
+    let cid = hex("0720b1d07b359d3c");
+    std::thread::scope(|scope| {
+        let decoders: Vec<_> = (0..2)
+            .map(|_| scope.spawn(|| config.decode_server_id(&cid)))
+            .collect();
+        for decoder in decoders {
+            let sid = decoder.join().expect("decoder thread");
+            assert_eq!(sid.map(|s| s.as_bytes().to_vec()), Some(hex("ed793a")));
+        }
+    });
+}
+
 #[test]
 fn debug_shows_no_key() {
     let config = QuicLbConfig::encrypted(
