@@ -4,7 +4,8 @@
 //! in-place record protection (AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305 through
 //! aws-lc-rs), the anti-replay window and per-key limits (sequence exhaustion, failed
 //! authentication counts). Later: the session table, shards and the io_uring / mmsg
-//! backends. [`cid`]: QUIC-LB connection IDs that name the node and shard owning a session.
+//! backends.
+//! Also [`cid`]: QUIC-LB connection IDs that name the node and shard owning a session.
 //!
 //! The protocol vocabulary it speaks (content types, AEAD identifiers, versions) is defined in
 //! `dtls-proto`; this crate adds the implementation (aws-lc keys, nonces, the window).
