@@ -11,13 +11,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context as _, Result, ensure};
+use anyhow::{Context as _, Result, bail, ensure};
+use dataplane::record::v13::{HeaderForm, InnerContentType, Sealer13, TrafficKeys13};
 use dataplane::record::{
     Aead, ContentType, DTLS_1_2, Opener, RecordKey, ReplayWindow, Replayed, Sealer,
 };
 use dtls_shard::{
-    Effects, FlowRef, HeartbeatPolicy, OpenFlow, ReadKeys, SessionId, ShardCommand, ShardConfig,
-    ShardCore, ShardQueues, WriteKeys,
+    Effects, FlowRef, HeartbeatPolicy, OpenFlow, ReadKeys, ReadKeys13, SessionId, ShardCommand,
+    ShardConfig, ShardCore, ShardQueues, WriteKeys, WriteKeys13,
 };
 
 /// Record protection of a workload.
@@ -63,6 +64,8 @@ enum Kind {
     Open,
     /// The shard core's per-packet receive-and-relay-back path (see [`packet`]).
     Packet,
+    /// The same through a DTLS 1.3 session (see [`packet13`]).
+    Packet13,
     /// Replay-window check and update of six sequence numbers (see [`replay_window`]).
     Replay,
 }
@@ -86,7 +89,7 @@ const fn w(name: &'static str, kind: Kind, cipher: Cipher, size: usize) -> Workl
 }
 
 /// Every workload, in report order.
-pub const ALL: [Workload; 12] = [
+pub const ALL: [Workload; 14] = [
     w("seal-aes128gcm-1200", Kind::Seal, Cipher::Aes128gcm, 1200),
     w("open-aes128gcm-1200", Kind::Open, Cipher::Aes128gcm, 1200),
     w("seal-aes128gcm-64", Kind::Seal, Cipher::Aes128gcm, 64),
@@ -104,6 +107,18 @@ pub const ALL: [Workload; 12] = [
     ),
     w("packet-chacha20-1200", Kind::Packet, Cipher::Chacha20, 1200),
     w("packet-none-1200", Kind::Packet, Cipher::None, 1200),
+    w(
+        "packet13-aes128gcm-1200",
+        Kind::Packet13,
+        Cipher::Aes128gcm,
+        1200,
+    ),
+    w(
+        "packet13-chacha20-1200",
+        Kind::Packet13,
+        Cipher::Chacha20,
+        1200,
+    ),
 ];
 
 impl Workload {
@@ -122,7 +137,7 @@ impl Workload {
 
     /// Whether setup seals records in advance (then `iters` may not exceed `prepared`).
     pub fn needs_prepared(&self) -> bool {
-        matches!(self.kind, Kind::Open | Kind::Packet)
+        matches!(self.kind, Kind::Open | Kind::Packet | Kind::Packet13)
     }
 
     /// Runs setup (with `prepared` records sealed in advance where the workload opens
@@ -140,6 +155,7 @@ impl Workload {
             Kind::Seal => seal(self.cipher, self.size, iters),
             Kind::Open => open(self.cipher, self.size, iters, prepared),
             Kind::Packet => packet(self.cipher, self.size, iters, prepared),
+            Kind::Packet13 => packet13(self.cipher, self.size, iters, prepared),
             Kind::Replay => replay_window(iters),
         }
     }
@@ -292,12 +308,106 @@ fn packet(cipher: Cipher, size: usize, iters: u64, prepared: u64) -> Result<()> 
     Ok(())
 }
 
+/// DTLS 1.3 traffic keys of a workload (AEAD suites only: 1.3 has no null baseline).
+fn keys13(cipher: Cipher) -> Result<TrafficKeys13> {
+    let (aead, key_len) = match cipher {
+        Cipher::Aes128gcm => (Aead::Aes128Gcm, 16),
+        Cipher::Chacha20 => (Aead::ChaCha20Poly1305, 32),
+        Cipher::None => bail!("DTLS 1.3 has no null cipher"),
+    };
+    Ok(TrafficKeys13::new(
+        aead,
+        &[0x42; 32][..key_len],
+        &[0x24; 12],
+        &[0x17; 32][..key_len],
+    )?)
+}
+
+/// [`packet`] through a DTLS 1.3 session of the real [`ShardCore`]: the records have a
+/// unified header (16-bit sequence number, length), their record numbers are encrypted, the
+/// epoch is found from the header's two bits; the reply is sealed the same way.
+fn packet13(cipher: Cipher, size: usize, iters: u64, prepared: u64) -> Result<()> {
+    let mut peer = Sealer13::new(3, keys13(cipher)?);
+    let form = HeaderForm::default();
+    let record_len = peer.record_len(&form, size, 0);
+    let count = usize::try_from(prepared).context("prepared count")?;
+    let mut rx = Slots::new(count, record_len);
+    for i in 0..count {
+        let n = peer.seal(
+            InnerContentType::ApplicationData,
+            &form,
+            rx.slot(i)?,
+            size,
+            0,
+        )?;
+        ensure!(n == record_len, "sealed length {n} != {record_len}");
+    }
+    let addr = SocketAddr::from(([192, 0, 2, 1], 4433));
+    let backend = SocketAddr::from(([192, 0, 2, 2], 9));
+    let now = Instant::now();
+    let config = ShardConfig::new(backend);
+    // Its own instantiation of the core (flows are `u8` here): the 1.2 workload's copy is
+    // compiled and inlined as if this one did not exist.
+    let mut core = ShardCore::<u8>::new(Arc::new(ShardQueues::new(16, 16)), config, 1);
+    let mut fx = Effects::new(config.tx_batch, config.max_datagram, false);
+    let install = ShardCommand::InstallKeys13 {
+        session: SessionId::new(1),
+        peer: addr,
+        read: Box::new(ReadKeys13 {
+            epoch: 3,
+            keys: keys13(cipher)?,
+            replay_window: ReplayWindow::DEFAULT_SIZE,
+            next_expected: 0,
+        }),
+        write: Some(Box::new(WriteKeys13 {
+            epoch: 3,
+            keys: keys13(cipher)?,
+            next_seq: 0,
+        })),
+        cid_len: 0,
+    };
+    core.handle_command(now, install, &mut fx, &mut ByteFlows);
+    let id = core.sessions().lookup(&addr).context("session installed")?;
+    let flow = FlowRef::Session(id);
+    fx.opened.clear();
+    let mut reply = vec![0u8; size];
+    for i in 0..iters {
+        let i = usize::try_from(i).context("iteration index")?;
+        let datagram = &mut rx.slot(i)?[..record_len];
+        core.handle_datagram(now, addr, black_box(datagram), &mut fx, &mut ByteFlows);
+        let mut relayed = 0;
+        core.flush_flows(&mut fx, |_, payload, _| {
+            let dst = reply
+                .get_mut(..payload.len())
+                .ok_or_else(|| std::io::Error::other("reply longer than the record"))?;
+            dst.copy_from_slice(payload);
+            relayed = payload.len();
+            Ok(relayed)
+        });
+        ensure!(relayed == size, "relayed {relayed} bytes upstream");
+        core.handle_flow_datagram(now, flow, &mut reply[..relayed], &mut fx);
+        let sent: usize = fx.net.sends().map(|s| s.payload.len()).sum();
+        ensure!(black_box(sent) == record_len, "reply of {sent} bytes");
+        fx.net.clear();
+    }
+    Ok(())
+}
+
 /// Upstream flows of the packet workload: nothing (the workload plays the driver).
 struct UnitFlows;
 
 impl OpenFlow<()> for UnitFlows {
     fn open_flow(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// Upstream flows of the DTLS 1.3 packet workload.
+struct ByteFlows;
+
+impl OpenFlow<u8> for ByteFlows {
+    fn open_flow(&mut self) -> std::io::Result<u8> {
+        Ok(0)
     }
 }
 
@@ -336,7 +446,7 @@ mod tests {
             w.run(5, 5).unwrap_or_else(|e| panic!("{}: {e:#}", w.name));
             assert_eq!(Workload::by_name(w.name).expect("known").name(), w.name);
             assert!(ALL[..i].iter().all(|o| o.name != w.name), "{}", w.name);
-            if let Kind::Seal | Kind::Open | Kind::Packet = w.kind {
+            if let Kind::Seal | Kind::Open | Kind::Packet | Kind::Packet13 = w.kind {
                 assert!(w.name.contains(w.cipher.name()), "{}", w.name);
             }
         }
