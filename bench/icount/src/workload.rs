@@ -285,27 +285,64 @@ fn packet(cipher: Cipher, size: usize, iters: u64, prepared: u64) -> Result<()> 
     let id = core.sessions().lookup(&peer).context("session installed")?;
     let flow = FlowRef::Session(id);
     fx.opened.clear();
-    let mut reply = vec![0u8; size];
-    for i in 0..iters {
-        let i = usize::try_from(i).context("iteration index")?;
-        let datagram = &mut rx.slot(i)?[..record_len];
-        core.handle_datagram(now, peer, black_box(datagram), &mut fx, &mut UnitFlows);
-        let mut relayed = 0;
-        core.flush_flows(&mut fx, |_, payload, _| {
-            let dst = reply
-                .get_mut(..payload.len())
-                .ok_or_else(|| std::io::Error::other("reply longer than the record"))?;
-            dst.copy_from_slice(payload);
-            relayed = payload.len();
-            Ok(relayed)
-        });
-        ensure!(relayed == size, "relayed {relayed} bytes upstream");
-        core.handle_flow_datagram(now, flow, &mut reply[..relayed], &mut fx);
-        let sent: usize = fx.net.sends().map(|s| s.payload.len()).sum();
-        ensure!(black_box(sent) == record_len, "reply of {sent} bytes");
-        fx.net.clear();
+    let relay = Relay {
+        peer,
+        flow,
+        size,
+        record_len,
+        now,
+    };
+    relay.run(&mut core, &mut fx, &mut UnitFlows, &mut rx, iters)
+}
+
+/// The measured loop of the packet workloads: one prepared record in from `peer`, its
+/// plaintext handed to the driver's send and echoed back by the backend, the reply sealed.
+struct Relay {
+    peer: SocketAddr,
+    flow: FlowRef,
+    size: usize,
+    record_len: usize,
+    now: Instant,
+}
+
+impl Relay {
+    fn run<F>(
+        &self,
+        core: &mut ShardCore<F>,
+        fx: &mut Effects,
+        flows: &mut impl OpenFlow<F>,
+        rx: &mut Slots,
+        iters: u64,
+    ) -> Result<()> {
+        let Self {
+            peer,
+            flow,
+            size,
+            record_len,
+            now,
+        } = *self;
+        let mut reply = vec![0u8; size];
+        for i in 0..iters {
+            let i = usize::try_from(i).context("iteration index")?;
+            let datagram = &mut rx.slot(i)?[..record_len];
+            core.handle_datagram(now, peer, black_box(datagram), fx, flows);
+            let mut relayed = 0;
+            core.flush_flows(fx, |_, payload, _| {
+                let dst = reply
+                    .get_mut(..payload.len())
+                    .ok_or_else(|| std::io::Error::other("reply longer than the record"))?;
+                dst.copy_from_slice(payload);
+                relayed = payload.len();
+                Ok(relayed)
+            });
+            ensure!(relayed == size, "relayed {relayed} bytes upstream");
+            core.handle_flow_datagram(now, flow, &mut reply[..relayed], fx);
+            let sent: usize = fx.net.sends().map(|s| s.payload.len()).sum();
+            ensure!(black_box(sent) == record_len, "reply of {sent} bytes");
+            fx.net.clear();
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// DTLS 1.3 traffic keys of a workload (AEAD suites only: 1.3 has no null baseline).
@@ -370,27 +407,14 @@ fn packet13(cipher: Cipher, size: usize, iters: u64, prepared: u64) -> Result<()
     let id = core.sessions().lookup(&addr).context("session installed")?;
     let flow = FlowRef::Session(id);
     fx.opened.clear();
-    let mut reply = vec![0u8; size];
-    for i in 0..iters {
-        let i = usize::try_from(i).context("iteration index")?;
-        let datagram = &mut rx.slot(i)?[..record_len];
-        core.handle_datagram(now, addr, black_box(datagram), &mut fx, &mut ByteFlows);
-        let mut relayed = 0;
-        core.flush_flows(&mut fx, |_, payload, _| {
-            let dst = reply
-                .get_mut(..payload.len())
-                .ok_or_else(|| std::io::Error::other("reply longer than the record"))?;
-            dst.copy_from_slice(payload);
-            relayed = payload.len();
-            Ok(relayed)
-        });
-        ensure!(relayed == size, "relayed {relayed} bytes upstream");
-        core.handle_flow_datagram(now, flow, &mut reply[..relayed], &mut fx);
-        let sent: usize = fx.net.sends().map(|s| s.payload.len()).sum();
-        ensure!(black_box(sent) == record_len, "reply of {sent} bytes");
-        fx.net.clear();
-    }
-    Ok(())
+    let relay = Relay {
+        peer: addr,
+        flow,
+        size,
+        record_len,
+        now,
+    };
+    relay.run(&mut core, &mut fx, &mut ByteFlows, &mut rx, iters)
 }
 
 /// Upstream flows of the packet workload: nothing (the workload plays the driver).

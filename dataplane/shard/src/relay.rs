@@ -352,10 +352,7 @@ fn open_records<F>(
         // then updates the window (CVE-2016-2181).
         match opener.open(header.into_inner()) {
             Ok(opened) => {
-                out.tally.records_opened += 1;
-                session.counters.records_opened += 1;
-                session.last_activity = now;
-                session.last_peer_activity = now;
+                note_opened(session, out, now);
                 match opened.content_type {
                     ContentType::ApplicationData => {
                         deliver_plaintext(session, out, opened.plaintext);
@@ -424,10 +421,7 @@ fn open_records13<F>(
         };
         match opened {
             Ok(opened) => {
-                out.tally.records_opened += 1;
-                session.counters.records_opened += 1;
-                session.last_activity = now;
-                session.last_peer_activity = now;
+                note_opened(session, out, now);
                 match opened.content_type {
                     InnerContentType::ApplicationData => {
                         deliver_plaintext(session, out, opened.plaintext);
@@ -468,6 +462,15 @@ fn open_records13<F>(
         }
     }
     None
+}
+
+/// A record from the peer authenticated: counted, and the session is active as of `now`.
+#[inline]
+fn note_opened<F>(session: &mut Session<F>, out: &mut Out<'_>, now: Instant) {
+    out.tally.records_opened += 1;
+    session.counters.records_opened += 1;
+    session.last_activity = now;
+    session.last_peer_activity = now;
 }
 
 /// An opened application-data record, out on the plaintext side: to the backend's flow
