@@ -555,11 +555,15 @@ pub fn wolfssl_program(var: &str) -> PathBuf {
     path
 }
 
-/// Options shared by wolfSSL's example `server` and `client` (DTLS 1.2, certificates).
+/// Options shared by wolfSSL's example `server` and `client` (certificates; DTLS 1.2 unless
+/// `dtls13`).
 #[derive(Debug, Clone)]
 pub struct WolfsslOpts {
-    /// wolfSSL (OpenSSL-style) cipher name for `-l`, e.g. `ECDHE-ECDSA-AES128-GCM-SHA256`.
+    /// wolfSSL cipher name(s) for `-l`, `:`-separated: OpenSSL style for 1.2
+    /// (`ECDHE-ECDSA-AES128-GCM-SHA256`), `TLS13-AES128-GCM-SHA256` for 1.3.
     pub cipher: String,
+    /// DTLS 1.3 (`-v 4`) instead of DTLS 1.2 (`-v 3`).
+    pub dtls13: bool,
     /// Own certificate and key (`-c`/`-k`); a client without one gets `-x` (no client cert).
     pub own: Option<CertFiles>,
     /// The CA that verifies the other side (`-A`).
@@ -575,6 +579,7 @@ impl WolfsslOpts {
     pub fn new(cipher: &str, own: Option<CertFiles>, ca: PathBuf) -> Self {
         Self {
             cipher: cipher.to_owned(),
+            dtls13: false,
             own,
             ca,
             mtu: None,
@@ -583,7 +588,7 @@ impl WolfsslOpts {
         }
     }
 
-    /// `-u [MTU] -v 3 -l CIPHER -A CA [-c CERT -k KEY]`. `-u` takes an optional argument, so
+    /// `-u [MTU] -v 3|4 -l CIPHER -A CA [-c CERT -k KEY]`. `-u` takes an optional argument, so
     /// the MTU (when set) follows it directly.
     fn common_args(&self, args: &mut Vec<String>) {
         args.push("-u".into());
@@ -592,7 +597,7 @@ impl WolfsslOpts {
         }
         args.extend([
             "-v".into(),
-            "3".into(),
+            if self.dtls13 { "4" } else { "3" }.into(),
             "-l".into(),
             self.cipher.clone(),
             "-A".into(),
@@ -613,8 +618,8 @@ fn wolfssl_cwd(program: &Path) -> &Path {
         .expect("wolfSSL example program has a directory")
 }
 
-/// wolfSSL's example server: `server -u -v 3 -p 0 -R READY -e ...`, DTLS 1.2, echoing every
-/// record it receives (`-e`). It binds an ephemeral port on 127.0.0.1 and writes it to the
+/// wolfSSL's example server: `server -u -v 3 -p 0 -R READY -e ...`, echoing every record it
+/// receives (`-e`). It binds an ephemeral port on 127.0.0.1 and writes it to the
 /// ready file in `dir`; this waits (up to [`READY_TIMEOUT`]) for that port.
 pub fn wolfssl_server(opts: &WolfsslOpts, dir: &Path) -> PeerProcess {
     let program = wolfssl_program(WOLFSSL_SERVER_ENV);
@@ -659,9 +664,9 @@ fn wait_ready_port(ready: &Path, p: &PeerProcess) -> u16 {
     }
 }
 
-/// wolfSSL's example client: `client -u -v 3 -h 127.0.0.1 -p PORT ...`, DTLS 1.2. After the
-/// handshake it sends `hello wolfssl!` (14 bytes, no newline), prints the first record it gets
-/// back on a line of its own, and exits. Not waited on.
+/// wolfSSL's example client: `client -u -v 3 -h 127.0.0.1 -p PORT ...`. After the handshake
+/// it sends `hello wolfssl!` (14 bytes, no newline), prints the first record it gets back on a
+/// line of its own, and exits. Not waited on.
 pub fn wolfssl_client(opts: &WolfsslOpts, server: SocketAddr) -> PeerProcess {
     let program = wolfssl_program(WOLFSSL_CLIENT_ENV);
     let mut args: Vec<String> = Vec::new();
