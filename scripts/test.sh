@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what it needs when missing, builds, runs every test
-# (unit, property, known-answer, in-memory handshake, real-UDP interop), lints, and a
-# short fuzz smoke run. Exits non-zero on the first failure.
+# The whole test suite: installs what it needs when missing, builds the wolfSSL interop peer
+# once (scripts/wolfssl-peer.sh, cached), runs every test (unit, property, known-answer,
+# in-memory handshake, real-UDP interop), lints, and a short fuzz smoke run. Exits non-zero
+# on the first failure.
 #
 #   scripts/test.sh                 # everything
 #   FUZZ_SECONDS=0 scripts/test.sh  # skip the fuzz smoke run
@@ -34,6 +35,27 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "error: cargo not found; install the Rust toolchain (rustup) first" >&2
     exit 1
 fi
+
+# wolfSSL 5.9.4's example client and server: the DTLS 1.3 / connection-ID interop peer (no
+# Debian package has them). Built from source once into a cache, then reused; a test peer
+# only, never linked into our crates. The interop tests find them through these variables.
+log "wolfSSL example client and server (scripts/wolfssl-peer.sh: built once, then cached)"
+if ! wolfssl_env=$(scripts/wolfssl-peer.sh); then
+    echo "error: scripts/wolfssl-peer.sh failed; the wolfSSL interop tests need its programs" >&2
+    exit 1
+fi
+while IFS='=' read -r name value; do
+    case "$name" in
+        DTLS_WOLFSSL_CLIENT | DTLS_WOLFSSL_SERVER) export "$name=$value" ;;
+    esac
+done <<<"$wolfssl_env"
+if [ ! -x "${DTLS_WOLFSSL_CLIENT:-}" ] || [ ! -x "${DTLS_WOLFSSL_SERVER:-}" ]; then
+    echo "error: scripts/wolfssl-peer.sh did not name both wolfSSL programs:" >&2
+    printf '%s\n' "$wolfssl_env" >&2
+    exit 1
+fi
+echo "DTLS_WOLFSSL_CLIENT=$DTLS_WOLFSSL_CLIENT"
+echo "DTLS_WOLFSSL_SERVER=$DTLS_WOLFSSL_SERVER"
 
 # --- static checks -------------------------------------------------------------------
 log "cargo fmt --check"

@@ -15,39 +15,13 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use control::crypto::pem::{parse_certificates, parse_private_key};
-use control::crypto::{CertificateVerifier, PeerVerifier, SigningKey};
-use control::{CertifiedKey, CipherSuite, ClientAuth, Config, PeerIdentity};
-use support::fixtures::psk;
+use control::CipherSuite;
+use support::interop::*;
 use support::peers::*;
 use support::pki::{CertFiles, TempDir, TestPki};
 use support::udp::UdpEndpoint;
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
 const EXPORT_LABEL: &str = "EXPORTER-h5-interop";
-
-#[derive(Debug, Clone, Copy)]
-struct Case {
-    suite: CipherSuite,
-    mtu: Option<u16>,
-    client_cert: bool,
-}
-
-impl Case {
-    fn suite(suite: CipherSuite) -> Self {
-        Self {
-            suite,
-            mtu: None,
-            client_cert: false,
-        }
-    }
-}
-
-const ECDSA_AES128: CipherSuite = CipherSuite::EcdheEcdsaAes128GcmSha256;
-const RSA_AES256: CipherSuite = CipherSuite::EcdheRsaAes256GcmSha384;
-const ECDSA_CHACHA: CipherSuite = CipherSuite::EcdheEcdsaChacha20Poly1305Sha256;
-const PSK_AES128: CipherSuite = CipherSuite::PskAes128GcmSha256;
 
 fn openssl_name(suite: CipherSuite) -> &'static str {
     match suite {
@@ -91,122 +65,6 @@ fn gnutls_description_cipher(suite: CipherSuite) -> &'static str {
         PSK_AES128 => "(PSK)-(AES-128-GCM)",
         other => panic!("no interop case for {other:?}"),
     }
-}
-
-fn server_cert_for(pki: &TestPki, suite: CipherSuite) -> &CertFiles {
-    if suite == RSA_AES256 {
-        &pki.server_rsa
-    } else {
-        &pki.server_ec
-    }
-}
-
-fn certified(files: &CertFiles) -> std::sync::Arc<CertifiedKey> {
-    let chain = parse_certificates(files.cert_pem.as_bytes()).expect("certificate parses");
-    let key =
-        SigningKey::from_der(&parse_private_key(files.key_pem.as_bytes()).expect("key parses"))
-            .expect("key loads");
-    std::sync::Arc::new(CertifiedKey { chain, key })
-}
-
-fn ca_verifier(pki: &TestPki) -> PeerVerifier {
-    let roots = parse_certificates(pki.ca_pem.as_bytes()).expect("CA parses");
-    PeerVerifier::WebPki(CertificateVerifier::new(&roots).expect("CA is a trust anchor"))
-}
-
-fn our_client_config(pki: &TestPki, case: Case) -> Config {
-    Config {
-        cipher_suites: vec![case.suite],
-        server_name: Some("localhost".into()),
-        psks: if case.suite.uses_psk() {
-            vec![psk()]
-        } else {
-            Vec::new()
-        },
-        certificate: case.client_cert.then(|| certified(&pki.client_ec)),
-        mtu: case.mtu.map_or(1200, usize::from),
-        ..Config::new(ca_verifier(pki))
-    }
-}
-
-fn our_server_config(pki: &TestPki, case: Case) -> Config {
-    Config {
-        cipher_suites: vec![case.suite],
-        certificate: Some(certified(server_cert_for(pki, case.suite))),
-        psks: vec![psk()],
-        client_auth: if case.client_cert {
-            ClientAuth::Required
-        } else {
-            ClientAuth::None
-        },
-        mtu: case.mtu.map_or(1200, usize::from),
-        ..Config::new(ca_verifier(pki))
-    }
-}
-
-/// Printable payload of `len` bytes ending in a newline, tagged so each test's is unique.
-fn payload(tag: &str, len: usize) -> Vec<u8> {
-    let mut v: Vec<u8> = tag.as_bytes().to_vec();
-    v.push(b' ');
-    let mut i = 0u8;
-    while v.len() + 1 < len {
-        v.push(b'a' + i % 26);
-        i = i.wrapping_add(1);
-    }
-    v.push(b'\n');
-    v
-}
-
-/// Drives our endpoint until the peer prints `needle` (or the timeout).
-fn drive_until_peer(ep: &mut UdpEndpoint, peer: &PeerProcess, needle: &[u8], timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        let hay = [peer.stdout.bytes(), peer.stderr.bytes()].concat();
-        if hay.windows(needle.len()).any(|w| w == needle) {
-            return;
-        }
-        ep.turn(Duration::from_millis(10));
-    }
-    panic!(
-        "peer did not print {:?} within {timeout:?}\n{}",
-        String::from_utf8_lossy(needle),
-        peer.transcript()
-    );
-}
-
-fn assert_suite(ep: &UdpEndpoint, case: Case) {
-    let info = ep.info.as_ref().expect("keys ready");
-    assert_eq!(info.suite, case.suite, "negotiated suite");
-}
-
-fn assert_handshake(ep: &mut UdpEndpoint, peer: &PeerProcess) {
-    if let Err(e) = ep.handshake(HANDSHAKE_TIMEOUT) {
-        panic!("{e}\n{}", peer.transcript());
-    }
-}
-
-/// Our client connects to the `server` peer and completes the handshake with the case's suite.
-fn connect(pki: &TestPki, case: Case, server: &PeerProcess) -> UdpEndpoint {
-    let mut ep = UdpEndpoint::client(our_client_config(pki, case), server.addr());
-    assert_handshake(&mut ep, server);
-    assert_suite(&ep, case);
-    ep
-}
-
-/// Our server, on `sock`, accepts the `client` peer's cookie-verified ClientHello and completes
-/// the handshake.
-fn accept(
-    pki: &TestPki,
-    case: Case,
-    sock: std::net::UdpSocket,
-    client: &PeerProcess,
-) -> UdpEndpoint {
-    let mut ep = match UdpEndpoint::accept(our_server_config(pki, case), sock, HANDSHAKE_TIMEOUT) {
-        Ok(ep) => ep,
-        Err(e) => panic!("{e}\n{}", client.transcript()),
-    };
-    assert_handshake(&mut ep, client);
-    ep
 }
 
 /// Application data both ways with a peer that prints what it receives and sends what is
@@ -407,19 +265,6 @@ fn our_client_vs_gnutls_with_client_certificate() {
 }
 
 // ---------- our server vs openssl s_client ----------
-
-fn assert_client_identity(ep: &UdpEndpoint, pki: &TestPki, case: Case) {
-    let info = ep.info.as_ref().expect("keys ready");
-    match (&info.peer_identity, case.client_cert, case.suite.uses_psk()) {
-        (PeerIdentity::Certificates(chain), true, _) => {
-            let expected = parse_certificates(pki.client_ec.cert_pem.as_bytes()).expect("parses");
-            assert_eq!(chain[0], expected[0], "client certificate");
-        }
-        (PeerIdentity::Psk(id), false, true) => assert_eq!(id, PSK_IDENTITY.as_bytes()),
-        (PeerIdentity::None, false, false) => {}
-        (other, _, _) => panic!("unexpected peer identity {other:?} for {case:?}"),
-    }
-}
 
 fn server_vs_openssl(case: Case) {
     let pki = TestPki::shared();

@@ -1,6 +1,6 @@
 //! Checks the interop process layer itself: the independent peers talk to each other through
-//! it (openssl ↔ openssl, gnutls ↔ gnutls) with the exact flags the interop tests use. If these
-//! fail, an interop failure says nothing about our engine.
+//! it (openssl ↔ openssl, gnutls ↔ gnutls, wolfSSL ↔ wolfSSL) with the exact flags the interop
+//! tests use. If these fail, an interop failure says nothing about our engine.
 
 mod support;
 
@@ -115,5 +115,79 @@ fn gnutls_psk_client_and_echo_server_exchange_data_through_the_process_layer() {
         "{}\n{}",
         client.transcript(),
         server.transcript()
+    );
+}
+
+#[test]
+fn wolfssl_client_and_echo_server_exchange_data_through_the_process_layer() {
+    let pki = TestPki::shared();
+    let dir = TempDir::new("tools-wolfssl");
+    let cipher = "ECDHE-ECDSA-AES128-GCM-SHA256";
+    let mut sopts = WolfsslOpts::new(cipher, Some(pki.server_ec.clone()), pki.ca.clone());
+    sopts.mtu = Some(300);
+    let server = wolfssl_server(&sopts, dir.path());
+    let mut copts = WolfsslOpts::new(cipher, None, pki.ca.clone());
+    copts.mtu = Some(300);
+    let mut client = wolfssl_client(&copts, server.addr());
+    for peer in [&client, &server] {
+        peer.expect_output("SSL version is DTLSv1.2\n", READY_TIMEOUT);
+        peer.expect_output(
+            "SSL cipher suite is TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256\n",
+            READY_TIMEOUT,
+        );
+    }
+    // The client prints the echo of its greeting on a line of its own, then exits 0.
+    assert!(
+        client.wait_stdout(b"\nhello wolfssl!\n", READY_TIMEOUT),
+        "{}\n{}",
+        client.transcript(),
+        server.transcript()
+    );
+    let status = client.wait_exit(READY_TIMEOUT);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "client exit {status:?}\n{}",
+        client.transcript()
+    );
+}
+
+/// The cached build has what the DTLS 1.3 and connection-ID tests need. `--cid` takes the
+/// connection ID as a string (its bytes, not hex); each side prints the CID it sends, which
+/// is the one the other side asked for.
+#[test]
+fn wolfssl_client_and_server_negotiate_dtls13_with_connection_ids() {
+    let pki = TestPki::shared();
+    let dir = TempDir::new("tools-wolfssl13");
+    let cipher = "TLS13-AES128-GCM-SHA256";
+    let mut sopts = WolfsslOpts::new(cipher, Some(pki.server_ec.clone()), pki.ca.clone());
+    sopts.dtls13 = true;
+    sopts.extra = vec!["--cid".into(), "srv".into()];
+    let server = wolfssl_server(&sopts, dir.path());
+    let mut copts = WolfsslOpts::new(cipher, None, pki.ca.clone());
+    copts.dtls13 = true;
+    copts.extra = vec!["--cid".into(), "client-cid".into()];
+    let mut client = wolfssl_client(&copts, server.addr());
+    for peer in [&client, &server] {
+        peer.expect_output("SSL version is DTLSv1.3\n", READY_TIMEOUT);
+        peer.expect_output(
+            "SSL cipher suite is TLS_AES_128_GCM_SHA256\n",
+            READY_TIMEOUT,
+        );
+        peer.expect_output("CID extension was negotiated\n", READY_TIMEOUT);
+    }
+    // "srv" and "client-cid" in hex.
+    client.expect_output("Sending CID is 737276\n", READY_TIMEOUT);
+    server.expect_output("Sending CID is 636c69656e742d636964\n", READY_TIMEOUT);
+    assert!(
+        client.wait_stdout(b"\nhello wolfssl!\n", READY_TIMEOUT),
+        "{}\n{}",
+        client.transcript(),
+        server.transcript()
+    );
+    let status = client.wait_exit(READY_TIMEOUT);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "client exit {status:?}\n{}",
+        client.transcript()
     );
 }

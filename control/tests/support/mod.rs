@@ -6,6 +6,7 @@
 pub mod channel;
 pub mod engines;
 pub mod fixtures;
+pub mod interop;
 pub mod pair;
 pub mod peers;
 pub mod pki;

@@ -1,5 +1,5 @@
-//! Independent DTLS peers (`openssl s_server/s_client`, `gnutls-serv/gnutls-cli`) as child
-//! processes on loopback.
+//! Independent DTLS peers (`openssl s_server/s_client`, `gnutls-serv/gnutls-cli`, wolfSSL's
+//! example server and client) as child processes on loopback.
 //!
 //! Every wait has a deadline, every process is killed on drop (and wrapped in `timeout` so that
 //! it dies even if the test binary is killed), stdout and stderr are captured by threads. A
@@ -530,4 +530,164 @@ pub fn gnutls_cli(opts: &GnutlsOpts, server: SocketAddr, cwd: &Path) -> PeerProc
     args.extend(opts.extra.iter().cloned());
     args.push(server.ip().to_string());
     PeerProcess::spawn("gnutls-cli", server.port(), "gnutls-cli", &args, cwd)
+}
+
+/// Environment variables naming wolfSSL 5.9.4's example programs (TESTING.md "DTLS 1.3 and
+/// connection-ID peer"). `scripts/wolfssl-peer.sh` builds them once into a cache and prints
+/// both; `scripts/test.sh` runs it and exports them.
+pub const WOLFSSL_CLIENT_ENV: &str = "DTLS_WOLFSSL_CLIENT";
+pub const WOLFSSL_SERVER_ENV: &str = "DTLS_WOLFSSL_SERVER";
+
+/// The wolfSSL example program named by `var`; fails the test when it is not set or not there.
+pub fn wolfssl_program(var: &str) -> PathBuf {
+    let path = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        panic!(
+            "{var} is not set; the wolfSSL interop tests need wolfSSL's example programs: \
+             run scripts/wolfssl-peer.sh and export the DTLS_WOLFSSL_CLIENT and \
+             DTLS_WOLFSSL_SERVER lines it prints (scripts/test.sh does both)"
+        )
+    });
+    assert!(
+        path.is_file(),
+        "{var}={} is not a file; rebuild it with scripts/wolfssl-peer.sh",
+        path.display()
+    );
+    path
+}
+
+/// Options shared by wolfSSL's example `server` and `client` (certificates; DTLS 1.2 unless
+/// `dtls13`).
+#[derive(Debug, Clone)]
+pub struct WolfsslOpts {
+    /// wolfSSL cipher name(s) for `-l`, `:`-separated: OpenSSL style for 1.2
+    /// (`ECDHE-ECDSA-AES128-GCM-SHA256`), `TLS13-AES128-GCM-SHA256` for 1.3.
+    pub cipher: String,
+    /// DTLS 1.3 (`-v 4`) instead of DTLS 1.2 (`-v 3`).
+    pub dtls13: bool,
+    /// Own certificate and key (`-c`/`-k`); a client without one gets `-x` (no client cert).
+    pub own: Option<CertFiles>,
+    /// The CA that verifies the other side (`-A`).
+    pub ca: PathBuf,
+    /// DTLS path MTU (`-u MTU`).
+    pub mtu: Option<u16>,
+    /// Server only: require a client certificate (without it the server gets `-d`).
+    pub require_client_cert: bool,
+    pub extra: Vec<String>,
+}
+
+impl WolfsslOpts {
+    pub fn new(cipher: &str, own: Option<CertFiles>, ca: PathBuf) -> Self {
+        Self {
+            cipher: cipher.to_owned(),
+            dtls13: false,
+            own,
+            ca,
+            mtu: None,
+            require_client_cert: false,
+            extra: Vec::new(),
+        }
+    }
+
+    /// `-u [MTU] -v 3|4 -l CIPHER -A CA [-c CERT -k KEY]`. `-u` takes an optional argument, so
+    /// the MTU (when set) follows it directly.
+    fn common_args(&self, args: &mut Vec<String>) {
+        args.push("-u".into());
+        if let Some(mtu) = self.mtu {
+            args.push(mtu.to_string());
+        }
+        args.extend([
+            "-v".into(),
+            if self.dtls13 { "4" } else { "3" }.into(),
+            "-l".into(),
+            self.cipher.clone(),
+            "-A".into(),
+            path_arg(&self.ca),
+        ]);
+        if let Some(own) = &self.own {
+            args.extend(cert_key_args(own, "-c", "-k"));
+        }
+    }
+}
+
+/// The examples look for `certs/dh2048.pem` from their working directory upwards to find the
+/// wolfSSL tree (and fail otherwise): run them from their own directory. Paths given to them
+/// are absolute.
+fn wolfssl_cwd(program: &Path) -> &Path {
+    program
+        .parent()
+        .expect("wolfSSL example program has a directory")
+}
+
+/// wolfSSL's example server: `server -u -v 3 -p 0 -R READY -e ...`, echoing every record it
+/// receives (`-e`). It binds an ephemeral port on 127.0.0.1 and writes it to the
+/// ready file in `dir`; this waits (up to [`READY_TIMEOUT`]) for that port.
+pub fn wolfssl_server(opts: &WolfsslOpts, dir: &Path) -> PeerProcess {
+    let program = wolfssl_program(WOLFSSL_SERVER_ENV);
+    assert!(opts.own.is_some(), "the wolfSSL server needs a certificate");
+    let ready = dir.join("wolfssl-server.ready");
+    let mut args: Vec<String> = Vec::new();
+    opts.common_args(&mut args);
+    args.extend([
+        "-p".into(),
+        "0".into(),
+        "-R".into(),
+        path_arg(&ready),
+        "-e".into(),
+    ]);
+    if !opts.require_client_cert {
+        args.push("-d".into());
+    }
+    args.extend(opts.extra.iter().cloned());
+    let mut p = spawn_wolfssl("wolfSSL server", 0, &program, args);
+    p.port = wait_ready_port(&ready, &p);
+    p
+}
+
+/// The port the wolfSSL server wrote to its ready file (`-R`), a line ending in a newline.
+fn wait_ready_port(ready: &Path, p: &PeerProcess) -> u16 {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(ready)
+            && let Some(line) = text.strip_suffix('\n')
+            && let Ok(port) = line.trim().parse::<u16>()
+            && port != 0
+        {
+            return port;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no port in {} within {READY_TIMEOUT:?}\n{}",
+            ready.display(),
+            p.transcript()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// wolfSSL's example client: `client -u -v 3 -h 127.0.0.1 -p PORT ...`. After the handshake
+/// it sends `hello wolfssl!` (14 bytes, no newline), prints the first record it gets back on a
+/// line of its own, and exits. Not waited on.
+pub fn wolfssl_client(opts: &WolfsslOpts, server: SocketAddr) -> PeerProcess {
+    let program = wolfssl_program(WOLFSSL_CLIENT_ENV);
+    let mut args: Vec<String> = Vec::new();
+    opts.common_args(&mut args);
+    if opts.own.is_none() {
+        args.push("-x".into());
+    }
+    args.extend([
+        "-h".into(),
+        server.ip().to_string(),
+        "-p".into(),
+        server.port().to_string(),
+    ]);
+    args.extend(opts.extra.iter().cloned());
+    spawn_wolfssl("wolfSSL client", server.port(), &program, args)
+}
+
+/// Runs a wolfSSL example under `stdbuf -oL` (its `printf`s are block-buffered on a pipe and
+/// would show only at exit) from its own directory (see [`wolfssl_cwd`]).
+fn spawn_wolfssl(name: &str, port: u16, program: &Path, args: Vec<String>) -> PeerProcess {
+    let mut full = vec!["-oL".to_owned(), path_arg(program)];
+    full.extend(args);
+    PeerProcess::spawn(name, port, "stdbuf", &full, wolfssl_cwd(program))
 }

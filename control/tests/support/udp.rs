@@ -38,6 +38,8 @@ pub struct UdpEndpoint {
     pub app_in: Vec<Vec<u8>>,
     pub datagrams_out: usize,
     pub datagrams_in: usize,
+    /// Size of the largest datagram received from the peer (after the acceptor).
+    pub largest_datagram_in: usize,
     buf: Vec<u8>,
 }
 
@@ -62,6 +64,7 @@ impl UdpEndpoint {
             app_in: Vec::new(),
             datagrams_out: 0,
             datagrams_in: 0,
+            largest_datagram_in: 0,
             buf: vec![0u8; 65_536],
         }
     }
@@ -195,6 +198,7 @@ impl UdpEndpoint {
         match self.sock.recv_from(&mut rx) {
             Ok((n, from)) if from == self.peer => {
                 self.datagrams_in += 1;
+                self.largest_datagram_in = self.largest_datagram_in.max(n);
                 self.handle_datagram(&rx[..n]);
             }
             _ => {}
