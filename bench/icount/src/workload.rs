@@ -401,7 +401,8 @@ fn packet13(cipher: Cipher, size: usize, iters: u64, prepared: u64) -> Result<()
             keys: keys13(cipher)?,
             next_seq: 0,
         })),
-        cid_len: 0,
+        cid: Vec::new(),
+        peer_cid: Vec::new(),
     };
     core.handle_command(now, install, &mut fx, &mut ByteFlows);
     let id = core.sessions().lookup(&addr).context("session installed")?;

@@ -46,6 +46,11 @@ impl ControlThread {
             ControlInbound::PostHandshake { .. } => {
                 ControlCounters::bump(&self.counters.acceptor_drops);
             }
+            ControlInbound::PeerMoved {
+                session,
+                from,
+                peer,
+            } => self.peer_moved(session, from, peer),
             ControlInbound::AeadLimitReached { session, .. } => {
                 // No rekeying in DTLS 1.2 here: RFC 9147 §4.5.3 allows closing instead.
                 ControlCounters::bump(&self.counters.aead_limits);
@@ -94,6 +99,19 @@ impl ControlThread {
         {
             self.remove_handshake(peer);
         }
+    }
+
+    /// Session `id`'s peer moved from `from` to `peer` (its shard checked the record that
+    /// moved it): the by-peer index follows.
+    fn peer_moved(&mut self, id: SessionId, from: SocketAddr, peer: SocketAddr) {
+        let Some(session) = self.installed.get_mut(&id) else {
+            return;
+        };
+        session.peer = peer;
+        if self.by_peer.get(&from) == Some(&id) {
+            self.by_peer.remove(&from);
+        }
+        self.by_peer.insert(peer, id);
     }
 
     /// How logs name `peer`: with the DTLS server in connect mode.

@@ -48,7 +48,7 @@ use crate::queue::{
     CloseReason, ControlInbound, HeartbeatPolicy, InstallError, ReadKeys, ReadKeys13, SessionId,
     ShardCommand, ShardQueues, WriteKeys, WriteKeys13,
 };
-use crate::records::{ReadEpochs, ReadState, WriteState};
+use crate::records::{CidKey, ReadEpochs, ReadState, Write13, WriteState};
 use crate::refuse::{self, Refusals};
 use crate::relay::{self, MAX_RECORD_LEN, Out, RelayMode, Side};
 use crate::session::{Probe, Session, SessionTable, SlotId};
@@ -263,6 +263,7 @@ impl<F> ShardCore<F> {
                     now,
                     source,
                     datagram,
+                    self.config.cid_len,
                 );
             }
             // Plaintext on the shard socket: a local source's datagram.
@@ -334,9 +335,10 @@ impl<F> ShardCore<F> {
                 peer,
                 read,
                 write,
-                cid_len,
+                cid,
+                peer_cid,
             } => {
-                let keys = keys13(read, write, cid_len);
+                let keys = keys13(read, write, &cid, &peer_cid);
                 self.install(now, session, peer, keys, fx, flows);
             }
             ShardCommand::RetireEpoch { session, epoch } => {
@@ -505,6 +507,10 @@ impl<F> ShardCore<F> {
         fx: &mut Effects,
         flows: &mut impl OpenFlow<F>,
     ) -> Result<Vec<Vec<u8>>, InstallError> {
+        let new_cid = match &keys {
+            Keys::V13 { cid, .. } => Some(*cid),
+            Keys::V12 { .. } => None,
+        };
         if let Some(id) = self.table.lookup(&peer) {
             // The same peer's new keys (a new 1.2 handshake, a 1.3 KeyUpdate): the session
             // keeps its counters and flow and takes the handle control gives.
@@ -521,9 +527,15 @@ impl<F> ShardCore<F> {
                     Keys::V13 {
                         opener,
                         sealer,
-                        cid_len,
-                    } => session.update_keys13(*opener, sealer.map(|s| *s), cid_len),
+                        cid,
+                    } => {
+                        let cid_len = cid.as_slice().len();
+                        session.update_keys13(*opener, sealer.map(|s| *s), cid_len);
+                    }
                 }
+            }
+            if let Some(cid) = new_cid {
+                self.table.set_cid(id, Some(cid));
             }
             self.table.set_handle(id, handle);
             self.ctx.tally.sessions_rekeyed += 1;
@@ -542,11 +554,11 @@ impl<F> ShardCore<F> {
             Keys::V13 {
                 opener,
                 sealer: Some(sealer),
-                cid_len,
+                cid,
             } => (
                 ReadState::V13 {
                     epochs: Box::new(ReadEpochs::new(*opener)),
-                    cid_len,
+                    cid_len: cid.as_slice().len(),
                 },
                 WriteState::V13(sealer),
                 // No heartbeat in DTLS 1.3.
@@ -574,7 +586,8 @@ impl<F> ShardCore<F> {
                 None => return Err(InstallError::Upstream(io::ErrorKind::NotFound)),
             },
         };
-        let mut session = Session::with_records(handle, peer, read, sealer, flow, now);
+        let mut session =
+            Session::with_records(handle, peer, read, sealer, flow, now).with_cid(new_cid);
         session.heartbeat = heartbeat;
         let capacity = self.table.capacity();
         let (id, _) = self
@@ -698,8 +711,9 @@ enum Keys {
     },
     V13 {
         opener: Box<Opener13>,
-        sealer: Option<Box<Sealer13>>,
-        cid_len: usize,
+        sealer: Option<Box<Write13>>,
+        /// Our connection ID (empty: none).
+        cid: CidKey,
     },
 }
 
@@ -725,7 +739,8 @@ fn keys12(
 fn keys13(
     read: Box<ReadKeys13>,
     write: Option<Box<WriteKeys13>>,
-    cid_len: usize,
+    cid: &[u8],
+    peer_cid: &[u8],
 ) -> Result<Keys, InstallError> {
     // RFC 9147 §6.1: epochs 0 to 2 are the handshake's (control's); application data
     // starts at epoch 3.
@@ -733,9 +748,9 @@ fn keys13(
     if handshake_epoch(read.epoch) || write.as_ref().is_some_and(|w| handshake_epoch(w.epoch)) {
         return Err(InstallError::HandshakeEpoch);
     }
-    if cid_len > dataplane::record::v13::MAX_CID_LEN {
-        return Err(InstallError::CidLength(cid_len));
-    }
+    let too_long = |c: &[u8]| InstallError::CidLength(c.len());
+    let cid = CidKey::new(cid).ok_or_else(|| too_long(cid))?;
+    let peer_cid = CidKey::new(peer_cid).ok_or_else(|| too_long(peer_cid))?;
     let window = ReplayWindow::try_new(read.replay_window)?;
     let ReadKeys13 {
         epoch,
@@ -751,9 +766,12 @@ fn keys13(
                 keys,
                 next_seq,
             } = *w;
-            Box::new(Sealer13::new(epoch, keys).with_next_sequence(next_seq))
+            Box::new(Write13 {
+                sealer: Sealer13::new(epoch, keys).with_next_sequence(next_seq),
+                peer_cid,
+            })
         }),
-        cid_len,
+        cid,
     })
 }
 

@@ -170,6 +170,12 @@ shard_counters! {
     /// DTLS 1.3: post-handshake messages and ACKs opened under application keys and handed
     /// to control.
     post_handshake_forwarded,
+    /// Sessions whose peer moved: a record under their connection ID from a new address
+    /// authenticated and was the newest seen.
+    sessions_moved,
+    /// Datagrams under a session's connection ID from a new address that did not move it
+    /// (no record authenticated, or none was the newest: a replay or a reordered copy).
+    drop_not_moved,
     /// Keepalive HeartbeatRequests sent (first sends and retransmissions).
     keepalive_sent,
     /// Keepalive HeartbeatRequests answered.

@@ -65,7 +65,10 @@ pub use queue::{
     InstallError, ReadKeys, ReadKeys13, SessionId, ShardCommand, ShardQueues, WriteKeys,
     WriteKeys13,
 };
-pub use records::{EpochOpener, MAX_OLDER_READ_EPOCHS, ReadEpochs, ReadState, WriteState};
+pub use records::{
+    CidKey, EpochOpener, MAX_OLDER_READ_EPOCHS, MAX_SESSION_CID_LEN, ReadEpochs, ReadState,
+    Write13, WriteState,
+};
 pub use refuse::is_out_of_descriptors;
 pub use relay::RelayMode;
 pub use session::{Probe, Session, SessionCounters, SessionTable, SlotId, TableFull};

@@ -141,8 +141,12 @@ pub enum ShardCommand {
         read: Box<ReadKeys13>,
         /// Write state of the new epoch (`None`: the write epoch stays).
         write: Option<Box<WriteKeys13>>,
-        /// Length of our connection ID in the peer's records (0: none).
-        cid_len: usize,
+        /// Our connection ID: what the peer puts in its records to us (empty: none), at
+        /// most 20 bytes. Records from an unknown address carrying it reach this session
+        /// (RFC 9147 §9).
+        cid: Vec<u8>,
+        /// The peer's connection ID, put in our records to it (empty: none).
+        peer_cid: Vec<u8>,
     },
     /// DTLS 1.3: stop reading `epoch` of the session (a record under the newer epoch
     /// verified, or its grace period ended; RFC 9147 §8).
@@ -229,6 +233,16 @@ pub enum ControlInbound {
         ack: bool,
         /// The plaintext (handshake messages with their DTLS headers, or the ACK body).
         message: Vec<u8>,
+    },
+    /// The session's peer moved: a record under its connection ID from `peer` authenticated
+    /// and was the newest seen (RFC 9146 §6, RFC 9147 §9); replies go to `peer` from now on.
+    PeerMoved {
+        /// The session.
+        session: SessionId,
+        /// Its address before.
+        from: SocketAddr,
+        /// Its address now.
+        peer: SocketAddr,
     },
     /// A key of this session reached a limit: control should rekey or close. Sent once per
     /// installed key pair.

@@ -142,14 +142,93 @@ impl ReadState {
     }
 }
 
+/// Longest connection ID a session here carries (ours or the peer's): QUIC-LB CIDs are at
+/// most 20 bytes, and RFC 9146/9147 peers choose theirs (we refuse longer ones).
+pub const MAX_SESSION_CID_LEN: usize = 20;
+
+/// A connection ID held inline (no allocation): at most [`MAX_SESSION_CID_LEN`] bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct CidKey {
+    len: u8,
+    bytes: [u8; MAX_SESSION_CID_LEN],
+}
+
+impl CidKey {
+    /// `cid`, or `None` when it is longer than [`MAX_SESSION_CID_LEN`].
+    pub fn new(cid: &[u8]) -> Option<Self> {
+        let mut bytes = [0; MAX_SESSION_CID_LEN];
+        bytes.get_mut(..cid.len())?.copy_from_slice(cid);
+        Some(Self {
+            len: cid.len() as u8,
+            bytes,
+        })
+    }
+
+    /// Its bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    /// Whether it is the empty CID ("none").
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// DTLS 1.3 write state: the epoch's sealer and the connection ID the peer asked for in
+/// records to it (empty: none).
+#[derive(Debug)]
+pub struct Write13 {
+    /// The write epoch.
+    pub sealer: Sealer13,
+    /// The peer's connection ID.
+    pub peer_cid: CidKey,
+}
+
+impl Write13 {
+    /// Seals one record (see [`WriteState::seal`]). Out of line: the 1.2 seal path, which
+    /// shares the caller, stays small enough to be inlined.
+    #[inline(never)]
+    fn seal(
+        &mut self,
+        content_type: ContentType,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<usize, WriteError> {
+        let inner = match content_type {
+            ContentType::Alert => InnerContentType::Alert,
+            ContentType::Handshake => InnerContentType::Handshake,
+            ContentType::ApplicationData => InnerContentType::ApplicationData,
+            // No heartbeat in DTLS 1.3 (RFC 8446 has none; RFC 6520 is for 1.2).
+            _ => return Err(WriteError::Failed),
+        };
+        let form = if self.peer_cid.is_empty() {
+            HeaderForm::default()
+        } else {
+            HeaderForm::with_cid(self.peer_cid.as_slice())
+        };
+        Ok(self.sealer.seal(inner, &form, buf, len, 0)?)
+    }
+
+    /// The header form of our records: 16-bit sequence number, length, the peer's CID.
+    #[inline]
+    fn form(&self) -> HeaderForm<'_> {
+        if self.peer_cid.is_empty() {
+            HeaderForm::default()
+        } else {
+            HeaderForm::with_cid(self.peer_cid.as_slice())
+        }
+    }
+}
+
 /// A session's write state, by version.
 #[derive(Debug)]
 pub enum WriteState {
     /// DTLS 1.2.
     V12(Sealer),
-    /// DTLS 1.3 (records with the default unified header: 16-bit sequence number, length),
+    /// DTLS 1.3 (unified header: 16-bit sequence number, length, the peer's CID if any),
     /// boxed for the same reason as [`ReadState::V13`].
-    V13(Box<Sealer13>),
+    V13(Box<Write13>),
 }
 
 /// Why a record could not be sealed.
@@ -178,7 +257,7 @@ impl WriteState {
     pub fn sequences_left(&self) -> u64 {
         match self {
             WriteState::V12(s) => s.sequences_left(),
-            WriteState::V13(s) => u64::MAX - s.next_sequence(),
+            WriteState::V13(w) => u64::MAX - w.sealer.next_sequence(),
         }
     }
 
@@ -187,7 +266,7 @@ impl WriteState {
     pub fn record_len(&self, len: usize) -> usize {
         match self {
             WriteState::V12(s) => s.record_len(len),
-            WriteState::V13(s) => s.record_len(&HeaderForm::default(), len, 0),
+            WriteState::V13(w) => w.sealer.record_len(&w.form(), len, 0),
         }
     }
 
@@ -196,7 +275,7 @@ impl WriteState {
     pub fn plaintext_offset(&self) -> usize {
         match self {
             WriteState::V12(s) => s.plaintext_offset(),
-            WriteState::V13(s) => s.plaintext_offset(&HeaderForm::default()),
+            WriteState::V13(w) => w.sealer.plaintext_offset(&w.form()),
         }
     }
 
@@ -211,16 +290,7 @@ impl WriteState {
     ) -> Result<usize, WriteError> {
         match self {
             WriteState::V12(s) => Ok(s.seal(content_type, DTLS_1_2, buf, len)?),
-            WriteState::V13(s) => {
-                let inner = match content_type {
-                    ContentType::Alert => InnerContentType::Alert,
-                    ContentType::Handshake => InnerContentType::Handshake,
-                    ContentType::ApplicationData => InnerContentType::ApplicationData,
-                    // No heartbeat in DTLS 1.3 (RFC 8446 has none; RFC 6520 is for 1.2).
-                    _ => return Err(WriteError::Failed),
-                };
-                Ok(s.seal(inner, &HeaderForm::default(), buf, len, 0)?)
-            }
+            WriteState::V13(w) => w.seal(content_type, buf, len),
         }
     }
 
@@ -229,7 +299,7 @@ impl WriteState {
     pub fn confidentiality_limit_reached(&self) -> bool {
         match self {
             WriteState::V12(_) => false,
-            WriteState::V13(s) => s.confidentiality_limit_reached(),
+            WriteState::V13(w) => w.sealer.confidentiality_limit_reached(),
         }
     }
 }

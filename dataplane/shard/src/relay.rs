@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use dataplane::record::v13::{
-    InnerContentType, MixedKind, MixedRecords, MixedRecordsMut, Open13Error, is_unified,
+    FLAG_CID, InnerContentType, MixedKind, MixedRecords, MixedRecordsMut, Open13Error, is_unified,
     reconstruct_epoch,
 };
 use dataplane::record::{ContentType, MAX_PLAINTEXT_LEN, OpenError, Records, RecordsMut};
@@ -242,34 +242,104 @@ pub(crate) fn handle_datagram<F>(
     now: Instant,
     source: SocketAddr,
     datagram: &mut [u8],
+    cid_len: usize,
 ) {
     out.tally.datagrams_in += 1;
     out.tally.bytes_in += datagram.len() as u64;
     let Some(id) = table.lookup(&source) else {
-        // A DTLS 1.3 handshake's records (unified headers, epoch 2) from a peer without a
-        // session are control's like the 1.2 ones.
-        let found = match datagram.first() {
-            Some(&first) if is_unified(first) => scan13(datagram, 0, &[]),
-            _ => scan(datagram),
-        };
-        // No session: during a handshake every datagram belongs to control (including the
-        // client's epoch-1 Finished). Protected records alone cannot be anything control
-        // handles.
-        if found.for_control {
-            out.forward(source, datagram);
-        } else if found.records > 0 {
-            // Records of a peer finishing its handshake wait for its keys (see `early`).
-            if early.park(source, datagram) {
-                out.tally.early_parked += 1;
-            } else {
-                out.tally.drop_unknown_session += 1;
-            }
-        } else {
-            out.tally.drop_malformed += 1;
-        }
-        return;
+        return handle_unknown(table, early, out, now, source, datagram, cid_len);
     };
     handle_protected(table, id, out, now, datagram);
+}
+
+/// Serve mode: a datagram from an address without a session (off the per-packet path of
+/// established sessions, so kept out of line).
+#[cold]
+#[inline(never)]
+fn handle_unknown<F>(
+    table: &mut SessionTable<F>,
+    early: &mut EarlyRecords,
+    out: &mut Out<'_>,
+    now: Instant,
+    source: SocketAddr,
+    datagram: &mut [u8],
+    cid_len: usize,
+) {
+    // RFC 9147 §9: a record carrying one of our connection IDs from an unknown address may
+    // be its session's peer after a NAT rebinding or a network change.
+    if let Some(id) = lookup_by_cid(table, datagram, cid_len) {
+        return handle_moved(table, id, out, now, source, datagram);
+    }
+    // A DTLS 1.3 handshake's records (unified headers, epoch 2) from a peer without a
+    // session are control's like the 1.2 ones.
+    let found = match datagram.first() {
+        Some(&first) if is_unified(first) => scan13(datagram, cid_len, &[]),
+        _ => scan(datagram),
+    };
+    // No session: during a handshake every datagram belongs to control (including the
+    // client's epoch-1 Finished). Protected records alone cannot be anything control
+    // handles.
+    if found.for_control {
+        out.forward(source, datagram);
+    } else if found.records > 0 {
+        // Records of a peer finishing its handshake wait for its keys (see `early`).
+        if early.park(source, datagram) {
+            out.tally.early_parked += 1;
+        } else {
+            out.tally.drop_unknown_session += 1;
+        }
+    } else {
+        out.tally.drop_malformed += 1;
+    }
+}
+
+/// The session whose connection ID the datagram's first record carries: a unified header
+/// with the C bit, then `cid_len` bytes of CID.
+fn lookup_by_cid<F>(table: &SessionTable<F>, datagram: &[u8], cid_len: usize) -> Option<SlotId> {
+    let (&first, rest) = datagram.split_first()?;
+    if cid_len == 0 || !is_unified(first) || first & FLAG_CID == 0 {
+        return None;
+    }
+    table.lookup_cid(rest.get(..cid_len)?)
+}
+
+/// A datagram for session `id` that came from `source`, not the session's address, under
+/// its connection ID. Its records are opened as the session's; the address moves to
+/// `source` only when one of them authenticated and was the newest the session has seen
+/// (RFC 9146 §6, RFC 9147 §9: "only if the record ... has been successfully deprotected
+/// and is the newest"), so a replayed or forged copy from elsewhere never moves it.
+fn handle_moved<F>(
+    table: &mut SessionTable<F>,
+    id: SlotId,
+    out: &mut Out<'_>,
+    now: Instant,
+    source: SocketAddr,
+    datagram: &mut [u8],
+) {
+    let Some(from) = table.session(id).map(|s| s.peer) else {
+        return;
+    };
+    let mut newest = false;
+    let closed = protected(table, id, out, now, source, datagram, &mut newest);
+    if let Some(reason) = closed {
+        return close_session(table, out, from, reason);
+    }
+    if !newest {
+        out.tally.drop_not_moved += 1;
+        return;
+    }
+    let Some(session) = table.session(id) else {
+        return;
+    };
+    let handle = session.handle;
+    if table.rebind(id, source) {
+        out.tally.sessions_moved += 1;
+        out.report(ControlInbound::PeerMoved {
+            session: handle,
+            from,
+            peer: source,
+        });
+    }
 }
 
 /// A DTLS datagram of a known session (from its peer in serve mode, from the server in
@@ -282,10 +352,29 @@ pub(crate) fn handle_protected<F>(
     now: Instant,
     datagram: &mut [u8],
 ) {
-    let Some(session) = table.session(id) else {
+    let Some(peer) = table.session(id).map(|s| s.peer) else {
         return;
     };
-    let peer = session.peer;
+    let mut newest = false;
+    if let Some(reason) = protected(table, id, out, now, peer, datagram, &mut newest) {
+        close_session(table, out, peer, reason);
+    }
+}
+
+/// The work of [`handle_protected`] for a datagram from `source`: handshake content to
+/// control (as from `source`), records opened; `newest` is set when a record of the
+/// current read epoch authenticated with a sequence number above every one seen before.
+/// Returns why the session must close, if a record says so.
+fn protected<F>(
+    table: &mut SessionTable<F>,
+    id: SlotId,
+    out: &mut Out<'_>,
+    now: Instant,
+    source: SocketAddr,
+    datagram: &mut [u8],
+    newest: &mut bool,
+) -> Option<CloseReason> {
+    let session = table.session(id)?;
     let found = match &session.read {
         ReadState::V12(_) => scan(datagram),
         ReadState::V13 { epochs, cid_len } => {
@@ -300,18 +389,16 @@ pub(crate) fn handle_protected<F>(
     };
     if found.records == 0 {
         out.tally.drop_malformed += 1;
-        return;
+        return None;
     }
     if found.for_control {
         // Copied before any record is opened in place.
-        out.forward(peer, datagram);
+        out.forward(source, datagram);
     }
     if found.trailing {
         out.tally.drop_malformed += 1;
     }
-    if let Some(reason) = open_records(table, id, out, now, datagram) {
-        close_session(table, out, peer, reason);
-    }
+    open_records(table, id, out, now, datagram, newest)
 }
 
 /// Opens the records of a known peer's datagram in place; returns why the session must close,
@@ -322,10 +409,11 @@ fn open_records<F>(
     out: &mut Out<'_>,
     now: Instant,
     datagram: &mut [u8],
+    newest: &mut bool,
 ) -> Option<CloseReason> {
     let session = table.session_mut(id)?;
     if let ReadState::V13 { .. } = session.read {
-        return open_records13(session, out, now, datagram);
+        return open_records13(session, out, now, datagram, newest);
     }
     for header in RecordsMut::new(datagram) {
         let (epoch, content_type) = (header.epoch(), header.content_type());
@@ -396,6 +484,7 @@ fn open_records13<F>(
     out: &mut Out<'_>,
     now: Instant,
     datagram: &mut [u8],
+    newest: &mut bool,
 ) -> Option<CloseReason> {
     let cid_len = match &session.read {
         ReadState::V13 { cid_len, .. } => *cid_len,
@@ -407,20 +496,26 @@ fn open_records13<F>(
         };
         let opened = match &mut session.read {
             ReadState::V13 { epochs, .. } => {
+                let current = epochs.current().epoch();
                 match reconstruct_epoch(header.epoch_bits, epochs.epochs()) {
-                    Some(epoch) => epochs
-                        .get_mut(epoch)
-                        .map(|o| (epoch, o.open(record.bytes, cid_len))),
+                    Some(epoch) => epochs.get_mut(epoch).map(|o| {
+                        // Above everything seen: what may move the session's address.
+                        let highest = (epoch == current).then(|| o.next_expected());
+                        (epoch, highest, o.open(record.bytes, cid_len))
+                    }),
                     None => None,
                 }
             }
             ReadState::V12(_) => None,
         };
-        let Some((epoch, opened)) = opened else {
+        let Some((epoch, highest, opened)) = opened else {
             continue; // control's (an epoch the shard does not hold)
         };
         match opened {
             Ok(opened) => {
+                if highest.is_some_and(|h| opened.sequence >= h) {
+                    *newest = true;
+                }
                 note_opened(session, out, now);
                 match opened.content_type {
                     InnerContentType::ApplicationData => {

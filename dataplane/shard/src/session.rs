@@ -16,12 +16,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use dataplane::record::v13::{Opener13, Sealer13};
+use dataplane::record::v13::Opener13;
 use dataplane::record::{Opener, Sealer};
 
 use crate::hash::AddrHashBuilder;
 use crate::queue::{HeartbeatPolicy, SessionId};
-use crate::records::{ReadEpochs, ReadState, WriteState};
+use crate::records::{CidKey, ReadEpochs, ReadState, Write13, WriteState};
 
 /// Slot generations stay below 2^31, so a slot's epoll token never has its top bit set
 /// (the shard's other tokens do).
@@ -123,6 +123,8 @@ pub struct Session<F> {
     pub counters: SessionCounters,
     /// An `AeadLimitReached` was sent for the current keys.
     pub(crate) limit_reported: bool,
+    /// Our connection ID: what the peer puts in its records to us (indexed by the table).
+    cid: Option<CidKey>,
 }
 
 impl<F> Session<F> {
@@ -169,7 +171,19 @@ impl<F> Session<F> {
             next_probe: 0,
             counters: SessionCounters::default(),
             limit_reported: false,
+            cid: None,
         }
+    }
+
+    /// Our connection ID in the peer's records, if any.
+    pub fn cid(&self) -> Option<&CidKey> {
+        self.cid.as_ref()
+    }
+
+    /// Sets our connection ID before the session is inserted (the table indexes it).
+    pub fn with_cid(mut self, cid: Option<CidKey>) -> Self {
+        self.cid = cid.filter(|c| !c.is_empty());
+        self
     }
 
     /// Its handle in the table (meaningless before it is inserted).
@@ -190,7 +204,7 @@ impl<F> Session<F> {
 
     /// New DTLS 1.3 keys: a new read epoch (the previous one stays readable for records
     /// still in flight, RFC 9147 §8) and, when given, a new write epoch.
-    pub fn update_keys13(&mut self, opener: Opener13, sealer: Option<Sealer13>, cid_len: usize) {
+    pub fn update_keys13(&mut self, opener: Opener13, sealer: Option<Write13>, cid_len: usize) {
         match &mut self.read {
             ReadState::V13 { epochs, cid_len: c } => {
                 epochs.install(opener, true);
@@ -203,8 +217,8 @@ impl<F> Session<F> {
                 }
             }
         }
-        if let Some(sealer) = sealer {
-            self.sealer = WriteState::V13(Box::new(sealer));
+        if let Some(write) = sealer {
+            self.sealer = WriteState::V13(Box::new(write));
         }
         self.limit_reported = false;
     }
@@ -226,6 +240,8 @@ pub struct TableFull<F>(pub Session<F>);
 pub struct SessionTable<F> {
     index: HashMap<SocketAddr, SlotId, AddrHashBuilder>,
     by_handle: HashMap<SessionId, SlotId>,
+    /// Sessions by our connection ID (only sessions that have one).
+    by_cid: HashMap<CidKey, SlotId>,
     slots: Vec<Slot<F>>,
     free: Vec<u32>,
     /// Flows of sessions removed since the last drain of the upstream stage.
@@ -248,6 +264,7 @@ impl<F> SessionTable<F> {
         Self {
             index: HashMap::with_capacity_and_hasher(capacity, AddrHashBuilder::random()),
             by_handle: HashMap::with_capacity(capacity),
+            by_cid: HashMap::new(),
             slots,
             free,
             retired: Vec::new(),
@@ -273,6 +290,26 @@ impl<F> SessionTable<F> {
     #[inline]
     pub fn lookup(&self, peer: &SocketAddr) -> Option<SlotId> {
         self.index.get(peer).copied()
+    }
+
+    /// The slot of the session whose connection ID is `cid`.
+    pub fn lookup_cid(&self, cid: &[u8]) -> Option<SlotId> {
+        self.by_cid.get(&CidKey::new(cid)?).copied()
+    }
+
+    /// Gives the session in `id` a new connection ID (or none); the index follows.
+    pub fn set_cid(&mut self, id: SlotId, cid: Option<CidKey>) {
+        let cid = cid.filter(|c| !c.is_empty());
+        let Some(session) = self.session_mut(id) else {
+            return;
+        };
+        let old = std::mem::replace(&mut session.cid, cid);
+        if let Some(old) = old {
+            self.by_cid.remove(&old);
+        }
+        if let Some(new) = cid {
+            self.by_cid.insert(new, id);
+        }
     }
 
     /// The slot of session `handle`.
@@ -336,6 +373,9 @@ impl<F> SessionTable<F> {
         };
         self.index.insert(session.peer, id);
         self.by_handle.insert(session.handle, id);
+        if let Some(cid) = session.cid {
+            self.by_cid.insert(cid, id);
+        }
         let mut session = session;
         session.id = id;
         slot.session = Some(session);
@@ -357,6 +397,9 @@ impl<F> SessionTable<F> {
         let session = slot.session.take()?;
         self.index.remove(&session.peer);
         self.by_handle.remove(&session.handle);
+        if let Some(cid) = &session.cid {
+            self.by_cid.remove(cid);
+        }
         slot.generation = slot.generation.wrapping_add(1) & GENERATION_MASK;
         self.free.push(id.index);
         Some(session)

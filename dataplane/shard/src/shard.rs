@@ -64,6 +64,10 @@ pub struct ShardConfig {
     pub pending_bytes: usize,
     /// Byte budget of the handshake datagrams staged for control (see `fair`).
     pub handshake_stage_bytes: usize,
+    /// Length of the connection IDs this shard's sessions were issued (0: none). A DTLS
+    /// 1.3 record from an address without a session whose header carries a CID is looked
+    /// up by its first `cid_len` bytes (RFC 9147 §9: the peer may have moved).
+    pub cid_len: usize,
 }
 
 impl ShardConfig {
@@ -89,6 +93,7 @@ impl ShardConfig {
             early_bytes: crate::early::DEFAULT_MAX_BYTES,
             pending_bytes: crate::pending::DEFAULT_MAX_BYTES,
             handshake_stage_bytes: crate::fair::DEFAULT_MAX_BYTES,
+            cid_len: 0,
         }
     }
 }

@@ -760,6 +760,8 @@ mod v13 {
         seed: u8,
         sealer: Sealer13,
         opener: Opener13,
+        /// The CID the core issued: the peer puts it in its records (empty: none).
+        cid: Vec<u8>,
     }
 
     impl Peer13 {
@@ -771,6 +773,7 @@ mod v13 {
                 seed,
                 sealer: Sealer13::new(3, keys(seed)),
                 opener: Opener13::new(3, keys(seed + 1), ReplayWindow::new(128)),
+                cid: Vec::new(),
             }
         }
 
@@ -793,7 +796,8 @@ mod v13 {
                         next_seq: 0,
                     })
                 }),
-                cid_len: 0,
+                cid: self.cid.clone(),
+                peer_cid: Vec::new(),
             }
         }
 
@@ -805,7 +809,11 @@ mod v13 {
         }
 
         fn seal_as(&mut self, content_type: InnerContentType, content: &[u8]) -> Vec<u8> {
-            let form = HeaderForm::default();
+            let form = if self.cid.is_empty() {
+                HeaderForm::default()
+            } else {
+                HeaderForm::with_cid(&self.cid)
+            };
             let mut record = vec![0; self.sealer.record_len(&form, content.len(), 0)];
             let at = self.sealer.plaintext_offset(&form);
             record[at..at + content.len()].copy_from_slice(content);
@@ -1034,5 +1042,131 @@ mod v13 {
             vec![InstallError::NoWriteKeys, InstallError::HandshakeEpoch]
         );
         assert_eq!(h.core.sessions().len(), 0);
+    }
+
+    /// A core issuing 8-byte CIDs, and a peer using one.
+    fn with_cids(n: u8) -> (Harness, Peer13) {
+        let mut h = Harness::new(RelayMode::Serve, |c| c.cid_len = 8);
+        let mut peer = Peer13::new(n);
+        peer.cid = vec![0xc0, n, 1, 2, 3, 4, 5, 6];
+        h.command(0, peer.install(3, true));
+        (h, peer)
+    }
+
+    #[test]
+    fn a_peer_that_moves_keeps_its_session_by_connection_id() {
+        let (mut h, mut peer) = with_cids(10);
+        let first = peer.seal(b"from home");
+        h.datagram(1, peer.addr, &first);
+        // NAT rebinding: same session, new address.
+        let moved = SocketAddr::from(([203, 0, 113, 10], 61000));
+        let record = peer.seal(b"from the new port");
+        h.datagram(2, moved, &record);
+        let delivered: Vec<Vec<u8>> = h.upstream().into_iter().map(|(_, p)| p).collect();
+        assert_eq!(
+            delivered,
+            vec![b"from home".to_vec(), b"from the new port".to_vec()]
+        );
+        assert_eq!(
+            h.inbound(),
+            vec![ControlInbound::PeerMoved {
+                session: peer.handle,
+                from: peer.addr,
+                peer: moved,
+            }]
+        );
+        // Replies go to the new address; the old one no longer reaches the session.
+        let flow = h.flow_of(moved);
+        h.on_flow(3, flow, b"reply");
+        let net = h.net();
+        assert_eq!(net[0].0, moved);
+        assert_eq!(
+            peer.open(net[0].1.clone()),
+            (InnerContentType::ApplicationData, b"reply".to_vec())
+        );
+        assert!(h.core.sessions().lookup(&peer.addr).is_none());
+        assert_eq!(h.stats().sessions_moved, 1);
+    }
+
+    #[test]
+    fn replayed_forged_or_older_records_from_elsewhere_never_move_a_session() {
+        let (mut h, mut peer) = with_cids(11);
+        let older = peer.seal(b"older");
+        let newer = peer.seal(b"newer");
+        h.datagram(1, peer.addr, &newer);
+        let attacker = SocketAddr::from(([198, 18, 0, 66], 4444));
+        // A copy of a record already seen: the replay check refuses it.
+        h.datagram(2, attacker, &newer);
+        // A forged record under the CID: fails authentication.
+        let mut forged = peer.seal(b"forged");
+        let last = forged.len() - 1;
+        forged[last] ^= 0x80;
+        h.datagram(3, attacker, &forged);
+        // An older record not seen yet (reordered): delivered, but not the newest.
+        h.datagram(4, attacker, &older);
+        let delivered: Vec<Vec<u8>> = h.upstream().into_iter().map(|(_, p)| p).collect();
+        assert_eq!(delivered, vec![b"newer".to_vec(), b"older".to_vec()]);
+        assert!(h.inbound().is_empty(), "no move reported");
+        assert_eq!(
+            h.core.sessions().lookup(&peer.addr),
+            Some(match h.flow_of(peer.addr) {
+                FlowRef::Session(id) => id,
+                other => panic!("{other:?}"),
+            })
+        );
+        let s = h.stats();
+        assert_eq!((s.sessions_moved, s.drop_not_moved), (0, 3));
+        assert_eq!((s.drop_replay, s.drop_bad_tag), (1, 1));
+    }
+
+    #[test]
+    fn an_unknown_connection_id_is_not_a_session() {
+        let (mut h, mut peer) = with_cids(12);
+        peer.cid = vec![0xc0, 99, 1, 2, 3, 4, 5, 6];
+        let record = peer.seal(b"whose?");
+        h.datagram(1, SocketAddr::from(([203, 0, 113, 12], 1)), &record);
+        assert!(h.upstream().is_empty());
+        // Not a session's: to control like any unknown peer's unified-header records.
+        assert!(matches!(
+            h.inbound().as_slice(),
+            [ControlInbound::Handshake { .. }]
+        ));
+        assert_eq!(h.stats().sessions_moved, 0);
+    }
+
+    #[test]
+    fn our_records_carry_the_connection_id_the_peer_asked_for() {
+        let mut h = Harness::serve();
+        let mut peer = Peer13::new(13);
+        let mut install = peer.install(3, true);
+        if let ShardCommand::InstallKeys13 { peer_cid, .. } = &mut install {
+            *peer_cid = vec![7, 7, 7, 7];
+        }
+        h.command(0, install);
+        let flow = h.flow_of(peer.addr);
+        h.on_flow(1, flow, b"with a cid");
+        let net = h.net();
+        let mut record = net[0].1.clone();
+        assert_eq!(record[0] & 0x10, 0x10, "the C bit");
+        assert_eq!(&record[1..5], &[7, 7, 7, 7]);
+        let opened = peer
+            .opener
+            .open(&mut record, 4)
+            .expect("opens with the CID length");
+        assert_eq!(opened.plaintext, b"with a cid");
+        // A CID over 20 bytes is refused.
+        let other = Peer13::new(14);
+        let mut too_long = other.install(3, true);
+        if let ShardCommand::InstallKeys13 { cid, .. } = &mut too_long {
+            *cid = vec![1; 21];
+        }
+        h.command(2, too_long);
+        assert!(matches!(
+            h.inbound().as_slice(),
+            [ControlInbound::SessionClosed {
+                reason: CloseReason::Rejected(InstallError::CidLength(21)),
+                ..
+            }]
+        ));
     }
 }

@@ -371,6 +371,12 @@ const SHARD_FAMILIES: &[(&str, &str, &str, ShardField)] = &[
         |s, _| s.post_handshake_forwarded,
     ),
     (
+        "dtlsd_sessions_moved_total",
+        "counter",
+        "Sessions whose peer moved to a new address under their connection ID (RFC 9147 §9).",
+        |s, _| s.sessions_moved,
+    ),
+    (
         "dtlsd_keepalive_sent_total",
         "counter",
         "Keepalive HeartbeatRequests sent (first sends and retransmissions).",
@@ -502,6 +508,7 @@ pub(crate) const DROP_REASONS: &[(&str, DropField)] = &[
     ("bad_tag", |s| s.drop_bad_tag),
     ("unknown_session", |s| s.drop_unknown_session),
     ("unknown_epoch", |s| s.drop_unknown_epoch),
+    ("not_moved", |s| s.drop_not_moved),
     ("unexpected_content", |s| s.drop_unexpected_content),
     ("queue_full", |s| s.drop_queue_full),
     ("tx_full", |s| s.drop_tx_full),
