@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use bench::host::HostInfo;
-use bench::records::{self, Cipher};
+use bench::records::{self, Cipher, Version};
 use bench::report;
 use bench::validity::{EXIT_INVALID_RUN, InvalidRun};
 use clap::{Args, Parser, Subcommand};
@@ -31,7 +31,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// B0: record seal/open per size and cipher vs raw aws-lc-rs on the same buffers.
+    /// B0: record seal/open per size and cipher vs raw aws-lc-rs on the same buffers
+    /// (--version 1.3: the DTLS 1.3 record layer vs our DTLS 1.2 one).
     Records(RecordsArgs),
     /// UDP impairment proxy: loss, duplication, reordering, delay, both directions, seeded.
     Impair(bench::impair::ImpairArgs),
@@ -58,10 +59,14 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct RecordsArgs {
+    /// Record layer under test: 1.2 (vs raw aws-lc-rs) or 1.3 (vs our DTLS 1.2 record
+    /// layer).
+    #[arg(long, value_enum, default_value_t = Version::V12)]
+    version: Version,
     /// Plaintext sizes in bytes (repeat or list: --size 64 1200).
     #[arg(long = "size", num_args = 1.., default_values_t = [64usize, 256, 1200, 1350, 1400])]
     sizes: Vec<usize>,
-    /// Ciphers (default: all AEADs and the null baseline).
+    /// Ciphers (default: all AEADs, and for 1.2 the null baseline, which has no 1.3 form).
     #[arg(long = "cipher", value_enum, num_args = 1..)]
     ciphers: Vec<Cipher>,
     /// Measured runs per figure (median reported; at least 5).
@@ -80,9 +85,10 @@ struct RecordsArgs {
 
 fn records_cmd(args: RecordsArgs) -> Result<()> {
     let config = records::Config {
+        version: args.version,
         sizes: args.sizes,
         ciphers: if args.ciphers.is_empty() {
-            Cipher::ALL.to_vec()
+            args.version.default_ciphers()
         } else {
             args.ciphers
         },

@@ -7,19 +7,44 @@ use serde_json::{Value, json};
 
 use crate::compare::{Better, Figure, figures_json};
 use crate::host::HostInfo;
-use crate::records::{Config, Row, Stat};
+use crate::records::{Config, Row, Stat, Version};
 
 fn yes(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
 
+/// What a report calls the subject, the baseline and their ratio.
+struct Labels {
+    title: &'static str,
+    ours: &'static str,
+    baseline: &'static str,
+    ratio: &'static str,
+}
+
+impl Labels {
+    fn of(version: Version) -> Self {
+        match version {
+            Version::V12 => Self {
+                title: "dtls-bench records: B0 record seal/open vs raw aws-lc-rs LessSafeKey, same buffers",
+                ours: "ours",
+                baseline: "raw",
+                ratio: "ours/raw",
+            },
+            Version::V13 => Self {
+                title: "dtls-bench records --version 1.3: B0 DTLS 1.3 record seal/open vs our DTLS 1.2 record layer, same buffers",
+                ours: "1.3",
+                baseline: "1.2",
+                ratio: "1.3/1.2",
+            },
+        }
+    }
+}
+
 /// The human-readable report.
 pub fn table(host: &HostInfo, config: &Config, rows: &[Row]) -> String {
+    let labels = Labels::of(config.version);
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "dtls-bench records: B0 record seal/open vs raw aws-lc-rs LessSafeKey, same buffers"
-    );
+    let _ = writeln!(s, "{}", labels.title);
     let _ = writeln!(
         s,
         "cpu: {} ({} logical cores), kernel {}",
@@ -49,19 +74,19 @@ pub fn table(host: &HostInfo, config: &Config, rows: &[Row]) -> String {
         "cipher",
         "size",
         "op",
-        "ours ns",
+        format!("{} ns", labels.ours),
         "(min..max)",
-        "raw ns",
-        "ours GB/s",
-        "raw GB/s",
-        "ours/raw",
+        format!("{} ns", labels.baseline),
+        format!("{} GB/s", labels.ours),
+        format!("{} GB/s", labels.baseline),
+        labels.ratio,
         "(min..max)"
     );
     for r in rows {
-        let (raw_ns, raw_gbps, ratio, spread) = match (r.raw, r.ratio) {
-            (Some(raw), Some(ratio)) => (
-                format!("{:.1}", raw.median_ns),
-                format!("{:.2}", raw.gbps(r.size)),
+        let (base_ns, base_gbps, ratio, spread) = match (r.baseline, r.ratio) {
+            (Some(base), Some(ratio)) => (
+                format!("{:.1}", base.median_ns),
+                format!("{:.2}", base.gbps(r.size)),
                 format!("{:.3}", ratio.median_ns),
                 format!("({:.3}..{:.3})", ratio.min_ns, ratio.max_ns),
             ),
@@ -75,16 +100,19 @@ pub fn table(host: &HostInfo, config: &Config, rows: &[Row]) -> String {
             r.op.name(),
             r.ours.median_ns,
             format!("({:.1}..{:.1})", r.ours.min_ns, r.ours.max_ns),
-            raw_ns,
+            base_ns,
             r.ours.gbps(r.size),
-            raw_gbps,
+            base_gbps,
             ratio,
             spread
         );
     }
     let _ = writeln!(
         s,
-        "ours/raw = median over runs of (raw ns / ours ns) of the same paired run; goal >= 0.95 at 1200 B"
+        "{r} = median over runs of ({b} ns / {o} ns) of the same paired run; goal >= 0.95 at 1200 B",
+        r = labels.ratio,
+        b = labels.baseline,
+        o = labels.ours,
     );
     s
 }
@@ -99,13 +127,19 @@ fn stat_json(st: &Stat, size: usize) -> Value {
     })
 }
 
-/// The tracked figures of B0 (the `figures` array `dtls-bench compare` reads): per row
-/// `records.<op>.<cipher>.<size>.ns_per_record` (lower is better) and, where raw aws-lc-rs
-/// ran too, `records.<op>.<cipher>.<size>.ratio_to_raw` (higher is better).
-pub fn figures(rows: &[Row]) -> Vec<Figure> {
+/// The tracked figures of B0 (the `figures` array `dtls-bench compare` reads). DTLS 1.2:
+/// per row `records.<op>.<cipher>.<size>.ns_per_record` (lower is better) and, where raw
+/// aws-lc-rs ran too, `records.<op>.<cipher>.<size>.ratio_to_raw` (higher is better).
+/// DTLS 1.3: `records13.<op>.<cipher>.<size>.ns_per_record` and
+/// `records13.<op>.<cipher>.<size>.ratio_to_v12` (1.2 ns / 1.3 ns of the same run).
+pub fn figures(version: Version, rows: &[Row]) -> Vec<Figure> {
+    let (prefix, ratio_name) = match version {
+        Version::V12 => ("records", "ratio_to_raw"),
+        Version::V13 => ("records13", "ratio_to_v12"),
+    };
     let mut out = Vec::new();
     for r in rows {
-        let base = format!("records.{}.{}.{}", r.op.name(), r.cipher.name(), r.size);
+        let base = format!("{prefix}.{}.{}.{}", r.op.name(), r.cipher.name(), r.size);
         out.push(Figure::new(
             format!("{base}.ns_per_record"),
             r.ours.median_ns,
@@ -114,7 +148,7 @@ pub fn figures(rows: &[Row]) -> Vec<Figure> {
         ));
         if let Some(ratio) = r.ratio() {
             out.push(Figure::new(
-                format!("{base}.ratio_to_raw"),
+                format!("{base}.{ratio_name}"),
                 ratio,
                 "ratio",
                 Better::Higher,
@@ -124,21 +158,31 @@ pub fn figures(rows: &[Row]) -> Vec<Figure> {
     out
 }
 
-/// The JSON document (BENCHMARKS.md schema: tool, version, timestamp, host, config, results).
+/// The JSON document (BENCHMARKS.md schema: tool, version, timestamp, host, config,
+/// results). DTLS 1.2 keeps the original fields (`ours`, `raw`, `ratio_ours_raw*`,
+/// `ratios`); DTLS 1.3 adds `config.dtls_version` and names its fields after what they
+/// compare (`v13`, `v12`, `ratio_v13_v12*`, `ratios_v13_v12`).
 pub fn json(host: &HostInfo, config: &Config, rows: &[Row]) -> Value {
+    let (ours_key, base_key, ratio_key, ratios_key) = match config.version {
+        Version::V12 => ("ours", "raw", "ratio_ours_raw", "ratios"),
+        Version::V13 => ("v13", "v12", "ratio_v13_v12", "ratios_v13_v12"),
+    };
     let records: Vec<Value> = rows
         .iter()
         .map(|r| {
-            json!({
-                "cipher": r.cipher.name(),
-                "size": r.size,
-                "op": r.op.name(),
-                "ours": stat_json(&r.ours, r.size),
-                "raw": r.raw.map(|raw| stat_json(&raw, r.size)),
-                "ratio_ours_raw": r.ratio(),
-                "ratio_ours_raw_min": r.ratio.map(|x| x.min_ns),
-                "ratio_ours_raw_max": r.ratio.map(|x| x.max_ns),
-            })
+            let mut o = serde_json::Map::new();
+            o.insert("cipher".into(), json!(r.cipher.name()));
+            o.insert("size".into(), json!(r.size));
+            o.insert("op".into(), json!(r.op.name()));
+            o.insert(ours_key.into(), stat_json(&r.ours, r.size));
+            o.insert(
+                base_key.into(),
+                json!(r.baseline.map(|b| stat_json(&b, r.size))),
+            );
+            o.insert(ratio_key.into(), json!(r.ratio()));
+            o.insert(format!("{ratio_key}_min"), json!(r.ratio.map(|x| x.min_ns)));
+            o.insert(format!("{ratio_key}_max"), json!(r.ratio.map(|x| x.max_ns)));
+            Value::Object(o)
         })
         .collect();
     let ratios: serde_json::Map<String, Value> = rows
@@ -148,25 +192,30 @@ pub fn json(host: &HostInfo, config: &Config, rows: &[Row]) -> Value {
             r.ratio().map(|x| (key, json!(x)))
         })
         .collect();
+    let mut cfg = json!({
+        "benchmark": "B0",
+        "sizes": config.sizes,
+        "ciphers": config.ciphers.iter().map(|c| c.name()).collect::<Vec<_>>(),
+        "runs": config.runs,
+        "warmup_runs": 1,
+        "batch": config.batch,
+        "min_run_ms": config.min_run.as_millis() as u64,
+    });
+    if config.version == Version::V13 {
+        cfg["dtls_version"] = json!(config.version.name());
+        cfg["baseline"] = json!("dtls 1.2 record layer");
+    }
+    let mut results = serde_json::Map::new();
+    results.insert("records".into(), Value::Array(records));
+    results.insert(ratios_key.into(), Value::Object(ratios));
     json!({
-        "figures": figures_json(&figures(rows)),
+        "figures": figures_json(&figures(config.version, rows)),
         "tool": "dtls-bench records",
         "version": env!("CARGO_PKG_VERSION"),
         "timestamp": rfc3339_now(),
         "host": host.to_json(),
-        "config": {
-            "benchmark": "B0",
-            "sizes": config.sizes,
-            "ciphers": config.ciphers.iter().map(|c| c.name()).collect::<Vec<_>>(),
-            "runs": config.runs,
-            "warmup_runs": 1,
-            "batch": config.batch,
-            "min_run_ms": config.min_run.as_millis() as u64,
-        },
-        "results": {
-            "records": records,
-            "ratios": ratios,
-        },
+        "config": cfg,
+        "results": results,
     })
 }
 
@@ -212,6 +261,75 @@ mod tests {
         assert_eq!(rfc3339(1_798_761_599), "2026-12-31T23:59:59Z");
     }
 
+    /// Fixed host facts, so tables and documents can be compared whole.
+    fn fixed_host() -> HostInfo {
+        HostInfo {
+            cpu: "Test CPU".into(),
+            cores: 2,
+            kernel: "6.1.0".into(),
+            aes_ni: true,
+            pclmulqdq: true,
+            vaes: false,
+            vpclmulqdq: false,
+            avx2: true,
+            avx512f: false,
+            arm_aes: false,
+        }
+    }
+
+    /// The DTLS 1.2 report, table and JSON, exactly as before `--version` existed.
+    #[test]
+    fn records_v12_report_is_unchanged() {
+        let st = |ns, lo, hi| Stat {
+            median_ns: ns,
+            min_ns: lo,
+            max_ns: hi,
+        };
+        let rows = vec![
+            Row {
+                cipher: Cipher::Aes128gcm,
+                size: 1200,
+                op: Op::Open,
+                ours: st(400.0, 390.5, 420.25),
+                baseline: Some(st(384.0, 380.0, 390.0)),
+                ratio: Some(st(0.96, 0.95, 0.975)),
+            },
+            Row {
+                cipher: Cipher::None,
+                size: 64,
+                op: Op::Seal,
+                ours: st(16.0, 15.5, 17.0),
+                baseline: None,
+                ratio: None,
+            },
+        ];
+        let config = Config {
+            version: Version::V12,
+            sizes: vec![64, 1200],
+            ciphers: vec![Cipher::Aes128gcm, Cipher::None],
+            runs: 5,
+            batch: 8,
+            min_run: Duration::from_millis(3),
+        };
+        let host = fixed_host();
+        let expected_table = concat!(
+            "dtls-bench records: B0 record seal/open vs raw aws-lc-rs LessSafeKey, same buffers\n",
+            "cpu: Test CPU (2 logical cores), kernel 6.1.0\n",
+            "AES-NI: yes  PCLMULQDQ: yes  VAES: no  VPCLMULQDQ: no  AVX2: yes  AVX-512F: no  -> aws-lc AES-GCM AES-NI/PCLMULQDQ\n",
+            "median of 5 runs after 1 warm-up run; a run = median pass of 8 records, >= 3 ms timed\n",
+            "cipher              size op       ours ns          (min..max)     raw ns ours GB/s  raw GB/s  ours/raw      (min..max)\n",
+            "aes128gcm           1200 open       400.0      (390.5..420.2)      384.0      3.00      3.12     0.960  (0.950..0.975)\n",
+            "none                  64 seal        16.0        (15.5..17.0)          -      4.00         -         -                \n",
+            "ours/raw = median over runs of (raw ns / ours ns) of the same paired run; goal >= 0.95 at 1200 B\n",
+        );
+        assert_eq!(table(&host, &config, &rows), expected_table);
+        let mut v = json(&host, &config, &rows);
+        v["timestamp"] = json!("T");
+        v["version"] = json!("V");
+        let text = serde_json::to_string_pretty(&v).expect("serializes") + "\n";
+        assert_eq!(text, include_str!("../tests/data/records_v12_report.json"));
+    }
+
     #[test]
     fn json_and_table_carry_the_ratio() {
         let st = |ns| Stat {
@@ -225,7 +343,7 @@ mod tests {
                 size: 1200,
                 op: Op::Seal,
                 ours: st(400.0),
-                raw: Some(st(380.0)),
+                baseline: Some(st(380.0)),
                 ratio: Some(st(0.95)),
             },
             Row {
@@ -233,11 +351,12 @@ mod tests {
                 size: 1200,
                 op: Op::Open,
                 ours: st(10.0),
-                raw: None,
+                baseline: None,
                 ratio: None,
             },
         ];
         let config = Config {
+            version: Version::V12,
             sizes: vec![1200],
             ciphers: vec![Cipher::Aes128gcm, Cipher::None],
             runs: 5,
@@ -257,5 +376,65 @@ mod tests {
         let t = table(&host, &config, &rows);
         assert!(t.contains("0.950"), "{t}");
         assert!(t.contains("AES-NI: yes"), "{t}");
+    }
+
+    #[test]
+    fn records_v13_report_names_what_it_compares() {
+        let st = |ns| Stat {
+            median_ns: ns,
+            min_ns: ns,
+            max_ns: ns,
+        };
+        let rows = vec![Row {
+            cipher: Cipher::Chacha20poly1305,
+            size: 1200,
+            op: Op::Open,
+            ours: st(500.0),
+            baseline: Some(st(480.0)),
+            ratio: Some(st(0.96)),
+        }];
+        let config = Config {
+            version: Version::V13,
+            sizes: vec![1200],
+            ciphers: vec![Cipher::Chacha20poly1305],
+            runs: 5,
+            batch: 8,
+            min_run: Duration::from_millis(1),
+        };
+        let host = fixed_host();
+        let t = table(&host, &config, &rows);
+        let header = t.lines().nth(4).expect("column header");
+        for col in ["1.3 ns", "1.2 ns", "1.3 GB/s", "1.2 GB/s", "1.3/1.2"] {
+            assert!(header.contains(col), "{t}");
+        }
+        assert!(!t.contains("raw") && !t.contains("ours"), "{t}");
+        assert!(t.contains("0.960"), "{t}");
+        assert!(t.contains("(1.2 ns / 1.3 ns)"), "{t}");
+
+        let v = json(&host, &config, &rows);
+        assert_eq!(v["config"]["dtls_version"], json!("1.3"));
+        let rec = &v["results"]["records"][0];
+        assert_eq!(rec["v13"]["median_ns"], json!(500.0));
+        assert_eq!(rec["v12"]["median_ns"], json!(480.0));
+        assert_eq!(rec["ratio_v13_v12"], json!(0.96));
+        assert_eq!(rec["ratio_v13_v12_min"], json!(0.96));
+        assert_eq!(rec["ratio_v13_v12_max"], json!(0.96));
+        for old in ["ours", "raw", "ratio_ours_raw"] {
+            assert!(rec.get(old).is_none(), "{rec}");
+        }
+        assert_eq!(
+            v["results"]["ratios_v13_v12"]["open_chacha20poly1305_1200"],
+            json!(0.96)
+        );
+        assert!(v["results"].get("ratios").is_none());
+        let figs = crate::compare::figures_from_json(&v).expect("figures array");
+        let names: Vec<&str> = figs.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "records13.open.chacha20poly1305.1200.ns_per_record",
+                "records13.open.chacha20poly1305.1200.ratio_to_v12",
+            ]
+        );
     }
 }
