@@ -11,7 +11,7 @@
 //!   [`super::Opener`]: AES-GCM, RFC 5288 §3, `salt(4) ‖ explicit_nonce(8)` with the explicit
 //!   nonce epoch‖sequence carried in the record; ChaCha20-Poly1305, RFC 7905 §2, the 12-byte
 //!   IV XOR `0x00000000 ‖ epoch‖sequence`.
-//! - AAD, RFC 9146 §5 (AEAD ciphers):
+//! - AAD, RFC 9146 §5.3 (AEAD ciphers):
 //!   `additional_data = seq_num_placeholder + tls12_cid + cid_length + tls12_cid +
 //!   DTLSCiphertext.version + epoch + sequence_number + cid + length_of_DTLSInnerPlaintext`,
 //!   where "seq_num_placeholder: 8 bytes of 0xff", tls12_cid is the byte 25 and cid_length
@@ -20,6 +20,8 @@
 //!   drafts before it, which some stacks still send as "deprecated CID".)
 //! - Sizes, RFC 9146 §5: "length_of_DTLSInnerPlaintext: The length (in bytes) of the
 //!   serialized DTLSInnerPlaintext (two-byte integer). The length MUST NOT exceed 2^14."
+//! - Only the AEAD form (RFC 9146 §5.3): the data plane has AEAD suites only, so the
+//!   block-cipher MAC forms of §5.1 and §5.2 are not implemented.
 //!
 //! A zero-length CID: RFC 9146 §3 lets a peer send an empty `connection_id` extension,
 //! meaning it sends CIDs but does not want to receive them. Records in that direction use
@@ -72,7 +74,7 @@ pub const MAX_CID_AAD_LEN: usize = 23 + MAX_CID_LEN;
 /// RFC 9146 §5: "seq_num_placeholder: 8 bytes of 0xff."
 const SEQ_NUM_PLACEHOLDER: [u8; 8] = [0xff; 8];
 
-/// Builds the RFC 9146 §5 AEAD additional data into `buf`; returns the `23 + cid.len()`
+/// Builds the RFC 9146 §5.3 AEAD additional data into `buf`; returns the `23 + cid.len()`
 /// bytes written. `cid` is at most 255 bytes (every caller holds a [`Cid`]); a longer one
 /// is cut to 255, which no caller can reach.
 #[inline(always)]
@@ -211,7 +213,8 @@ pub struct CidOpened<'b> {
     /// The record's sequence number.
     pub sequence: u64,
     /// RFC 9146 §6: whether this record is newer than every record this opener opened
-    /// before (a condition for taking its source address as the peer's new one).
+    /// before (a condition for taking its source address as the peer's new one). Epochs
+    /// are the caller's to compare: an opener serves one epoch.
     pub newest: bool,
     /// The content, type byte and padding removed, inside the caller's record buffer.
     pub plaintext: &'b mut [u8],
