@@ -5,6 +5,10 @@
 //! - [`Records`] / [`RecordsMut`]: walk every record of one datagram.
 //! - [`RecordKey`], [`Sealer`], [`Opener`]: in-place AEAD protection of one epoch, one
 //!   direction, with nonces built from epoch‖sequence (never from an RNG).
+//! - [`CidRecordHeader`] / [`CidRecordRepr`], [`CidSealer`], [`CidOpener`]: DTLS 1.2 records
+//!   with connection ID (RFC 9146): the tls12_cid(25) header, whose CID length the receiver
+//!   knows from the negotiation, and their protection with the inner content type, padding
+//!   and the RFC 9146 §5 AAD, on the same nonces and AEAD calls as [`Sealer`] / [`Opener`].
 //! - [`ReplayWindow`]: the RFC 6347 §4.1.2.6 sliding window, O(1) check and update.
 //! - [`v13`]: the DTLS 1.3 record layer (RFC 9147 §4): unified header, record number
 //!   encryption, sequence and epoch reconstruction, [`v13::Sealer13`] / [`v13::Opener13`].
@@ -31,6 +35,8 @@
 
 use dtls_proto::ProtocolVersion;
 
+mod cid_header;
+mod cid_protect;
 mod header;
 mod key;
 mod protect;
@@ -38,6 +44,12 @@ mod replay;
 mod split;
 pub mod v13;
 
+pub use cid_header::{
+    CID_HEADER_FIXED_LEN, CidRecordHeader, CidRecordRepr, CidWireError, TLS12_CID,
+};
+pub use cid_protect::{
+    CidOpenError, CidOpened, CidOpener, CidSealer, CidSetupError, MAX_CID_AAD_LEN,
+};
 /// The vocabulary this layer's API speaks ([`Sealer::seal`] takes a content type,
 /// [`RecordKey::new`] an AEAD), defined once in `dtls-proto` and re-exported here.
 pub use dtls_proto::{Aead, ContentType};

@@ -96,7 +96,7 @@ pub struct Opened<'b> {
 }
 
 #[inline(always)]
-fn epoch_and_sequence(epoch: u16, sequence: u64) -> u64 {
+pub(super) fn epoch_and_sequence(epoch: u16, sequence: u64) -> u64 {
     (u64::from(epoch) << 48) | (sequence & MAX_SEQUENCE)
 }
 
@@ -126,7 +126,7 @@ fn nonce_from(hi: u64, lo: u32) -> [u8; 12] {
 /// RFC 5288 §3: `GCMNonce { opaque salt[4]; opaque nonce_explicit[8]; }`, the salt being the
 /// first 4 bytes of the fixed IV.
 #[inline(always)]
-fn gcm_nonce(iv: &[u8; 12], explicit: u64) -> [u8; 12] {
+pub(super) fn gcm_nonce(iv: &[u8; 12], explicit: u64) -> [u8; 12] {
     let salt = u32::from_be_bytes([iv[0], iv[1], iv[2], iv[3]]);
     nonce_from((u64::from(salt) << 32) | (explicit >> 32), explicit as u32)
 }
@@ -135,7 +135,7 @@ fn gcm_nonce(iv: &[u8; 12], explicit: u64) -> [u8; 12] {
 /// value and padded on the left with four 0x00 bytes. The padded sequence number is XORed
 /// with the client_write_IV (when the client is sending) or server_write_IV".
 #[inline(always)]
-fn chacha_nonce(iv: &[u8; 12], epoch_seq: u64) -> [u8; 12] {
+pub(super) fn chacha_nonce(iv: &[u8; 12], epoch_seq: u64) -> [u8; 12] {
     let hi = u64::from_be_bytes([iv[0], iv[1], iv[2], iv[3], iv[4], iv[5], iv[6], iv[7]]);
     let lo = u32::from_be_bytes([iv[8], iv[9], iv[10], iv[11]]);
     nonce_from(hi ^ (epoch_seq >> 32), lo ^ epoch_seq as u32)
@@ -182,7 +182,7 @@ pub fn aead_open_in_place(
 }
 
 #[inline(always)]
-fn seal_raw(
+pub(super) fn seal_raw(
     key: &LessSafeKey,
     nonce: [u8; 12],
     aad: &[u8],
@@ -203,7 +203,7 @@ fn seal_raw(
 }
 
 #[inline(always)]
-fn open_raw(
+pub(super) fn open_raw(
     key: &LessSafeKey,
     nonce: [u8; 12],
     aad: &[u8],

@@ -5,6 +5,10 @@
 //! datagram (or a trailing piece shorter than a header) ends the walk; the bytes left are
 //! dropped and reported by `dropped_bytes()`. Nothing is validated beyond lengths: content
 //! type, version and epoch are the caller's to judge (see [`super::RecordRepr::parse`]).
+//!
+//! These walkers read every record with the 13-byte header. A datagram that may carry
+//! tls12_cid(25) records (RFC 9146 §4: the CID sits before the length field) is walked with
+//! [`super::v13::MixedRecords`] / [`super::v13::MixedRecordsMut`], which take the CID length.
 
 use core::ops::Range;
 
