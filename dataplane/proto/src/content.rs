@@ -36,6 +36,48 @@ impl ContentType {
     }
 }
 
+/// tls12_cid(25), RFC 9146 §4: the outer content type of a DTLS 1.2 record that carries a
+/// connection ID (its real type is inside the encrypted DTLSInnerPlaintext).
+pub const TLS12_CID: u8 = 25;
+
+/// ack(26), RFC 9147 §7: a record content type of DTLS 1.3 only.
+pub const ACK: u8 = 26;
+
+/// The content types a DTLS 1.3 DTLSInnerPlaintext (or a DTLSPlaintext record of 1.3) can
+/// carry (RFC 9147 §4.1, Figure 5: the decrypted content type): the shared ones less
+/// change_cipher_spec, plus ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum InnerContentType {
+    /// alert(21)
+    Alert = ContentType::Alert as u8,
+    /// handshake(22)
+    Handshake = ContentType::Handshake as u8,
+    /// application_data(23)
+    ApplicationData = ContentType::ApplicationData as u8,
+    /// heartbeat(24), RFC 6520
+    Heartbeat = ContentType::Heartbeat as u8,
+    /// ack(26), RFC 9147 §7
+    Ack = ACK,
+}
+
+impl InnerContentType {
+    /// The content type for a wire value, `None` for the others (RFC 9147 §4.1, Figure 5:
+    /// "else → Error").
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            ACK => Some(Self::Ack),
+            _ => match ContentType::from_u8(v)? {
+                ContentType::Alert => Some(Self::Alert),
+                ContentType::Handshake => Some(Self::Handshake),
+                ContentType::ApplicationData => Some(Self::ApplicationData),
+                ContentType::Heartbeat => Some(Self::Heartbeat),
+                ContentType::ChangeCipherSpec => None,
+            },
+        }
+    }
+}
+
 impl From<ContentType> for u8 {
     fn from(ct: ContentType) -> u8 {
         ct as u8
@@ -53,6 +95,16 @@ mod tests {
                 Some(ct) => assert_eq!(u8::from(ct), v),
                 None => assert!(!(20..=24).contains(&v), "{v}"),
             }
+        }
+    }
+
+    #[test]
+    fn inner_content_types_are_the_shared_ones_less_ccs_plus_ack() {
+        for t in [21u8, 22, 23, 24, 26] {
+            assert_eq!(InnerContentType::from_u8(t).map(|c| c as u8), Some(t));
+        }
+        for t in [0u8, 20, 25, 27, 255] {
+            assert_eq!(InnerContentType::from_u8(t), None);
         }
     }
 }

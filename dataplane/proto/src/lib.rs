@@ -55,7 +55,7 @@ pub use codes::{
     EC_POINT_FORMAT_UNCOMPRESSED, ExtensionType, HandshakeType, HeartbeatMode, NamedGroup,
     SignatureScheme, SrtpProtectionProfile,
 };
-pub use content::ContentType;
+pub use content::{ACK, ContentType, InnerContentType, TLS12_CID};
 pub use error::WireError;
 pub use extensions::{Extensions, RawExtension, ServerName, UseSrtp};
 pub use fragment::{Fragment, Fragmenter, fragment_into_vec};

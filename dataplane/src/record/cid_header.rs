@@ -27,8 +27,9 @@
 use super::v13::MAX_CID_LEN;
 use super::{DTLS_1_2, MAX_CIPHERTEXT_LEN, MAX_SEQUENCE};
 
-/// RFC 9146 §4: the outer content type of a record with connection ID, tls12_cid(25).
-pub const TLS12_CID: u8 = 25;
+/// RFC 9146 §4: the outer content type of a record with connection ID, tls12_cid(25),
+/// from the protocol vocabulary.
+pub use dtls_proto::TLS12_CID;
 
 /// Length of the fixed part of a tls12_cid header: type(1) version(2) epoch(2)
 /// sequence(6) length(2); the header is this plus the CID length.

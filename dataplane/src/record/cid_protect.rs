@@ -341,13 +341,7 @@ impl CidSealer {
         // fragment_len <= 2^14 + 24, so it fits a u16.
         write_cid_header(header, DTLS_1_2, epoch_seq, cid, fragment_len as u16);
         // RFC 9146 §4: content ‖ real_type ‖ zeros.
-        if let Some((ct, zeros)) = inner
-            .get_mut(content_len..)
-            .and_then(<[u8]>::split_first_mut)
-        {
-            *ct = content_type as u8;
-            zeros.fill(0);
-        }
+        crate::record::inner::finish(inner, content_len, content_type as u8);
         let nonce = match aead {
             Aead::Aes128Gcm | Aead::Aes256Gcm => {
                 // RFC 6347 §4.1.2.1 / RFC 5288 §3: the explicit nonce is epoch‖sequence,
@@ -560,11 +554,9 @@ impl CidOpener {
         }
 
         // RFC 9146 §4: the zeros follow the type; the last non-zero byte is the type.
-        let Some(type_at) = inner.iter().rposition(|&b| b != 0) else {
+        let Some((plaintext, raw)) = crate::record::inner::split(inner) else {
             return Err(CidOpenError::NoContentType);
         };
-        let (plaintext, rest) = inner.split_at_mut(type_at);
-        let raw = rest.first().copied().unwrap_or(0);
         let content_type =
             ContentType::from_u8(raw).ok_or(CidOpenError::UnknownContentType(raw))?;
         Ok(CidOpened {

@@ -38,6 +38,7 @@ use dtls_proto::ProtocolVersion;
 mod cid_header;
 mod cid_protect;
 mod header;
+mod inner;
 mod key;
 mod protect;
 mod replay;

@@ -34,37 +34,8 @@ use crate::record::{
     aead_seal_in_place,
 };
 
-/// The content types a DTLSInnerPlaintext can carry (RFC 9147 §4.1, Figure 5: the
-/// decrypted content type).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum InnerContentType {
-    /// alert(21)
-    Alert = 21,
-    /// handshake(22)
-    Handshake = 22,
-    /// application_data(23)
-    ApplicationData = 23,
-    /// heartbeat(24), RFC 6520
-    Heartbeat = 24,
-    /// ack(26), RFC 9147 §7
-    Ack = 26,
-}
-
-impl InnerContentType {
-    /// The content type for a wire value, `None` for the others (RFC 9147 §4.1, Figure 5:
-    /// "else → Error").
-    pub fn from_u8(v: u8) -> Option<Self> {
-        match v {
-            21 => Some(Self::Alert),
-            22 => Some(Self::Handshake),
-            23 => Some(Self::ApplicationData),
-            24 => Some(Self::Heartbeat),
-            26 => Some(Self::Ack),
-            _ => None,
-        }
-    }
-}
+/// The content types a DTLSInnerPlaintext can carry, defined in the protocol vocabulary.
+pub use dtls_proto::InnerContentType;
 
 /// Key material of one direction of one epoch: the AEAD key, its 12-byte IV and the
 /// sn_key (RFC 9147 §4.2.3: `[sender]_sn_key = HKDF-Expand-Label(Secret, "sn", "",
@@ -343,13 +314,7 @@ impl Sealer13 {
         form.emit(self.epoch, seq, encrypted_len, header)?;
         let (inner, tag) = body.split_at_mut(inner_len);
         // RFC 8446 §5.2: content ‖ type ‖ zeros.
-        if let Some((ct, zeros)) = inner
-            .get_mut(content_len..)
-            .and_then(<[u8]>::split_first_mut)
-        {
-            *ct = content_type as u8;
-            zeros.fill(0);
-        }
+        crate::record::inner::finish(inner, content_len, content_type as u8);
         let iv = match &self.keys.record.protection {
             crate::record::key::Protection::Aead { iv, .. } => iv.0,
             crate::record::key::Protection::Null => return Err(Seal13Error::Aead),
@@ -524,11 +489,9 @@ impl Opener13 {
         self.next_expected = self.next_expected.max(sequence.saturating_add(1));
 
         // RFC 8446 §5.4: the type is the last non-zero byte; the zeros after it are padding.
-        let Some(type_at) = inner.iter().rposition(|&b| b != 0) else {
+        let Some((plaintext, raw)) = crate::record::inner::split(inner) else {
             return Err(Open13Error::NoContentType);
         };
-        let (plaintext, rest) = inner.split_at_mut(type_at);
-        let raw = rest.first().copied().unwrap_or(0);
         let content_type =
             InnerContentType::from_u8(raw).ok_or(Open13Error::UnknownContentType(raw))?;
         Ok(Opened13 {
@@ -565,16 +528,6 @@ mod tests {
             ]
         );
         assert_eq!(nonce(&iv, 0), iv);
-    }
-
-    #[test]
-    fn inner_content_types() {
-        for t in [21u8, 22, 23, 24, 26] {
-            assert_eq!(InnerContentType::from_u8(t).map(|c| c as u8), Some(t));
-        }
-        for t in [0u8, 20, 25, 27, 255] {
-            assert_eq!(InnerContentType::from_u8(t), None);
-        }
     }
 
     #[test]

@@ -26,8 +26,7 @@ use core::ops::Range;
 use super::{MAX_CID_LEN, UnifiedHeader, is_unified};
 use crate::record::RecordHeader;
 
-/// tls12_cid(25), RFC 9146 §4.
-const TLS12_CID: u8 = 25;
+use dtls_proto::{ACK, TLS12_CID};
 
 /// Which record format a walked record has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -107,7 +106,7 @@ impl FirstCid {
 fn next(rest: &[u8], cid_len: usize) -> Option<(MixedKind, usize)> {
     let first = *rest.first()?;
     match first {
-        20..=24 | 26 => {
+        20..=24 | ACK => {
             let header = RecordHeader::new_checked(rest).ok()?;
             Some((MixedKind::Plaintext(first), header.total_len()))
         }
