@@ -2,21 +2,21 @@
 //! [`ShardCore`] through its public calls and checks what it wrote into its output batches,
 //! what it told control and what it counted.
 
+mod common;
+
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dataplane::record::{Aead, ContentType, DTLS_1_2, Opener, RecordKey, ReplayWindow, Sealer};
+use dataplane::record::{Aead, ContentType, Opener, ReplayWindow, Sealer};
 use dtls_shard::{
     CloseReason, ControlInbound, Effects, FlowRef, HeartbeatPolicy, InstallError, OpenFlow,
     ReadKeys, RelayMode, SessionId, ShardCommand, ShardConfig, ShardCore, ShardCounters,
     ShardQueues, ShardStats, WriteKeys,
 };
 
-fn key(seed: u8) -> RecordKey {
-    RecordKey::new(Aead::Aes128Gcm, &[seed; 16], &[seed ^ 0x5a; 4]).expect("valid key sizes")
-}
+use common::key;
 
 /// Upstream flows are plain numbers here; `fail` makes the next opens fail with that errno.
 #[derive(Debug, Default)]
@@ -78,15 +78,7 @@ impl Peer {
     }
 
     fn seal_as(&mut self, content_type: ContentType, plaintext: &[u8]) -> Vec<u8> {
-        let mut record = vec![0; self.sealer.record_len(plaintext.len())];
-        let at = self.sealer.plaintext_offset();
-        record[at..at + plaintext.len()].copy_from_slice(plaintext);
-        let n = self
-            .sealer
-            .seal(content_type, DTLS_1_2, &mut record, plaintext.len())
-            .expect("seal");
-        record.truncate(n);
-        record
+        common::seal_record(&mut self.sealer, content_type, plaintext)
     }
 
     fn seal(&mut self, plaintext: &[u8]) -> Vec<u8> {

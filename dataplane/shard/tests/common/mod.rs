@@ -112,15 +112,7 @@ impl Peer {
 
     /// One sealed record of `content_type` carrying `plaintext`.
     pub fn seal_as(&mut self, content_type: ContentType, plaintext: &[u8]) -> Vec<u8> {
-        let mut record = vec![0; self.sealer.record_len(plaintext.len())];
-        let at = self.sealer.plaintext_offset();
-        record[at..at + plaintext.len()].copy_from_slice(plaintext);
-        let n = self
-            .sealer
-            .seal(content_type, DTLS_1_2, &mut record, plaintext.len())
-            .expect("seal");
-        record.truncate(n);
-        record
+        seal_record(&mut self.sealer, content_type, plaintext)
     }
 
     /// One sealed application-data record.
@@ -145,6 +137,18 @@ impl Peer {
             Err(_) => None,
         }
     }
+}
+
+/// One DTLS 1.2 record of `content_type` carrying `plaintext`, sealed by `sealer`.
+pub fn seal_record(sealer: &mut Sealer, content_type: ContentType, plaintext: &[u8]) -> Vec<u8> {
+    let mut record = vec![0; sealer.record_len(plaintext.len())];
+    let at = sealer.plaintext_offset();
+    record[at..at + plaintext.len()].copy_from_slice(plaintext);
+    let n = sealer
+        .seal(content_type, DTLS_1_2, &mut record, plaintext.len())
+        .expect("seal");
+    record.truncate(n);
+    record
 }
 
 /// A UDP echo server on a thread until the flag is set.
