@@ -132,14 +132,6 @@ impl ReadState {
                 .map(|o| (o.failed_authentications(), o.integrity_limit_reached())),
         }
     }
-
-    /// The epochs held, current first.
-    pub fn epochs(&self) -> Vec<u64> {
-        match self {
-            ReadState::V12(e) => e.epochs().collect(),
-            ReadState::V13 { epochs, .. } => epochs.epochs().collect(),
-        }
-    }
 }
 
 /// Longest connection ID a session here carries (ours or the peer's): QUIC-LB CIDs are at
