@@ -503,6 +503,7 @@ impl ControlThread {
             heartbeat: peer_mode,
             peer_identity,
             resumed,
+            local_cid,
             ..
         } = keys;
         // RFC 6520 §2: requests only to a peer that said peer_allowed_to_send; answers only
@@ -565,6 +566,9 @@ impl ControlThread {
                 shard,
                 established: now,
                 identity: peer_identity,
+                version: "1.2",
+                suite,
+                cid: local_cid,
             },
         );
         match replaced {
