@@ -428,6 +428,16 @@ fn warning(field: Field, problem: CredentialProblem) -> Finding {
     }
 }
 
+/// The earliest `notAfter` (Unix seconds) of the certificates in the PEM file `path`, or
+/// `None` when it holds none that parse.
+pub fn earliest_not_after(path: &Path) -> Option<i64> {
+    let ders = dtls_crypto::pem::load_certificates(path).ok()?;
+    ders.iter()
+        .filter_map(|der| x509_parser::parse_x509_certificate(der).ok())
+        .map(|(_, cert)| cert.validity().not_after.timestamp())
+        .min()
+}
+
 /// Loads the chain and checks each certificate's validity and the chain's order.
 fn check_chain_file(
     path: &Path,

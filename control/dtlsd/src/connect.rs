@@ -67,6 +67,7 @@ impl Client {
             shards = daemon.shard_count(),
             "dtlsd connect listening"
         );
+        daemon.certificates().set(&certificate_files(&config));
         Ok(Self {
             daemon,
             config: std::sync::Mutex::new(config),
@@ -103,6 +104,7 @@ impl Client {
         )?;
         current.trust = new.trust;
         current.client_certificate = new.client_certificate;
+        self.daemon.certificates().set(&certificate_files(&current));
         Ok(())
     }
 
@@ -113,6 +115,18 @@ impl Client {
     pub fn shutdown(self) -> anyhow::Result<()> {
         self.daemon.shutdown()
     }
+}
+
+/// The certificate files `config` uses, by key, for the expiry metric.
+fn certificate_files(config: &ConnectConfig) -> Vec<(&'static str, &std::path::Path)> {
+    let mut files = Vec::new();
+    if let Some(c) = &config.client_certificate {
+        files.push(("cert", c.cert.as_path()));
+    }
+    if let crate::config::ServerTrust::Ca { ca, .. } = &config.trust {
+        files.push(("ca", ca.as_path()));
+    }
+    files
 }
 
 /// Everything a running daemon offers (address, counters, health) is available here.

@@ -29,7 +29,7 @@ use dtls_shard::{Shard, ShardConfig, ShardQueues, ShardStats};
 
 use crate::admin::AdminServer;
 use crate::config::{AdminSocket, CertKeyPaths, IoMode, Tuning};
-use crate::metrics::{self, ShardSource, Sources};
+use crate::metrics::{self, Certificates, ShardSource, Sources};
 use crate::sessionlog::DaemonLog;
 
 /// Capacity of each queue between a shard and the control thread.
@@ -72,6 +72,7 @@ pub struct Daemon {
     metrics_stop: Arc<AtomicBool>,
     reloads: mpsc::Sender<Reload>,
     admin: Option<AdminServer>,
+    certificates: Arc<Certificates>,
 }
 
 /// Builds the control loop once the shards' queues exist.
@@ -187,6 +188,7 @@ impl Daemon {
             metrics_stop,
             reloads: reload_tx,
             admin,
+            certificates: Arc::default(),
         };
         if let Some(listener) = metrics_listener {
             let addr = listener.local_addr();
@@ -194,6 +196,7 @@ impl Daemon {
                 control: Arc::clone(&daemon.control_counters),
                 control_progress,
                 shards: daemon.shard_sources.clone(),
+                certificates: Arc::clone(&daemon.certificates),
             };
             match listener.spawn(sources, Arc::clone(&daemon.metrics_stop)) {
                 Ok(handle) => {
@@ -217,6 +220,12 @@ impl Daemon {
     /// The metrics endpoint's address, when serving metrics.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().map(|(_, a)| *a)
+    }
+
+    /// The certificate files in use, for `dtlsd_certificate_expiry_timestamp_seconds`: set
+    /// them at start and after each reload.
+    pub fn certificates(&self) -> &Certificates {
+        &self.certificates
     }
 
     /// The admin socket's path, when there is one.

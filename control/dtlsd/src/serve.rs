@@ -101,6 +101,7 @@ impl Server {
             shards = daemon.shard_count(),
             "dtlsd serve listening"
         );
+        daemon.certificates().set(&certificate_files(&config));
         Ok(Self {
             daemon,
             config: Mutex::new(config),
@@ -149,6 +150,7 @@ impl Server {
         // What a reload applies is the credentials; the rest stays as running.
         current.credentials = new.credentials;
         *last_ca = client_ca;
+        self.daemon.certificates().set(&certificate_files(&current));
         Ok(())
     }
 
@@ -159,6 +161,19 @@ impl Server {
     pub fn shutdown(self) -> anyhow::Result<()> {
         self.daemon.shutdown()
     }
+}
+
+/// The certificate files `config` uses, by key, for the expiry metric.
+fn certificate_files(config: &ServeConfig) -> Vec<(&'static str, &std::path::Path)> {
+    let creds = &config.credentials;
+    let mut files = Vec::new();
+    if let Some(c) = &creds.certificate {
+        files.push(("cert", c.cert.as_path()));
+    }
+    if let Some(ca) = &creds.client_ca {
+        files.push(("client_ca", ca.as_path()));
+    }
+    files
 }
 
 /// Everything a running daemon offers (address, counters, health) is available here.

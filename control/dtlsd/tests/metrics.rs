@@ -80,9 +80,11 @@ fn parse_samples(text: &str) -> HashMap<String, u64> {
         let (series, value) = line
             .rsplit_once(' ')
             .unwrap_or_else(|| panic!("no value in {line:?}"));
+        // Counts are integers; CPU seconds and a histogram's sum are not (kept whole here).
         let value: u64 = value
             .parse()
-            .unwrap_or_else(|_| panic!("value is not an integer in {line:?}"));
+            .or_else(|_| value.parse::<f64>().map(|v| v as u64))
+            .unwrap_or_else(|_| panic!("value is not a number in {line:?}"));
         let name = match series.split_once('{') {
             None => series,
             Some((name, labels)) => {
@@ -103,7 +105,7 @@ fn parse_samples(text: &str) -> HashMap<String, u64> {
             }
         };
         assert!(
-            is_name(name) && name.starts_with("dtlsd_"),
+            is_name(name) && (name.starts_with("dtlsd_") || name.starts_with("process_")),
             "bad metric name in {line:?}"
         );
         assert!(
@@ -198,6 +200,40 @@ fn metrics_count_an_openssl_session_and_answer_healthz() {
         samples.contains_key("dtlsd_drops_total{shard=\"0\",reason=\"bad_tag\"}"),
         "{body}"
     );
+    // The handshake's duration, the session's suite, the build and the certificate.
+    assert_eq!(
+        total(&samples, "dtlsd_handshake_duration_seconds_count"),
+        total(&samples, "dtlsd_handshakes_completed_total"),
+        "{body}"
+    );
+    assert_eq!(total(&samples, "dtlsd_sessions"), 1, "{body}");
+    assert!(
+        samples
+            .keys()
+            .any(|k| k.starts_with("dtlsd_build_info{version=")),
+        "{body}"
+    );
+    let expiry = samples
+        .iter()
+        .find(|(k, _)| {
+            k.starts_with("dtlsd_certificate_expiry_timestamp_seconds{key=\"cert\"")
+                && k.contains("server.pem")
+        })
+        .map(|(_, v)| *v)
+        .unwrap_or_else(|| panic!("no expiry of server.pem\n{body}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert!(
+        expiry > now,
+        "the test certificate is valid: {expiry} vs {now}"
+    );
+    assert!(
+        total(&samples, "process_resident_memory_bytes") > 1 << 20,
+        "{body}"
+    );
+    assert!(total(&samples, "process_open_fds") > 3, "{body}");
     // Every family has HELP and TYPE (OpenMetrics: a counter family without `_total`).
     for name in ["dtlsd_sessions_active", "dtlsd_drops", "dtlsd_cookies_sent"] {
         assert!(

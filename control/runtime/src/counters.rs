@@ -1,8 +1,9 @@
 //! The control thread's counters: relaxed atomics, shareable with a metrics reader.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
-use control::HandshakeError;
+use control::{CipherSuite, HandshakeError};
 
 macro_rules! counters {
     ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
@@ -11,6 +12,8 @@ macro_rules! counters {
         #[derive(Debug, Default)]
         pub struct ControlCounters {
             $( $(#[$doc])* pub $name: AtomicU64, )*
+            /// The handshake-duration histogram and the sessions by suite.
+            pub observed: Observed,
         }
 
         /// A copy of [`ControlCounters`] at one moment.
@@ -109,5 +112,152 @@ impl ControlCounters {
 
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
+    }
+}
+
+/// Upper bounds, in seconds, of the handshake-duration histogram's buckets (the last,
+/// `+Inf`, is implied): from a loopback handshake (about a millisecond) to one that needed
+/// several retransmissions.
+pub const HANDSHAKE_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// Room for every suite of [`CipherSuite::KNOWN`].
+const SUITE_SLOTS: usize = 16;
+
+/// What the control thread observes beyond plain counters: how long completed handshakes
+/// took (from the engine's creation to the keys' hand-over) and how many installed
+/// sessions use each suite. Relaxed atomics, read by the metrics thread.
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// Per bucket of [`HANDSHAKE_BUCKETS`], then `+Inf`: handshakes that took at most that
+    /// long and more than the previous bound (not cumulative).
+    latency: [AtomicU64; HANDSHAKE_BUCKETS.len() + 1],
+    latency_sum_micros: AtomicU64,
+    /// Installed sessions per suite, indexed as [`CipherSuite::KNOWN`].
+    suites: [AtomicU64; SUITE_SLOTS],
+}
+
+/// A reading of the handshake-duration histogram.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatencyReading {
+    /// `(upper bound in seconds, handshakes at most that long)`, cumulative, ending with
+    /// `f64::INFINITY` (the count).
+    pub buckets: Vec<(f64, u64)>,
+    /// Sum of the durations, in seconds.
+    pub sum: f64,
+}
+
+impl Observed {
+    /// Records one completed handshake that took `took`.
+    pub(crate) fn handshake_completed(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let bucket = HANDSHAKE_BUCKETS
+            .iter()
+            .position(|&bound| secs <= bound)
+            .unwrap_or(HANDSHAKE_BUCKETS.len());
+        self.latency[bucket].fetch_add(1, Relaxed);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.latency_sum_micros.fetch_add(micros, Relaxed);
+    }
+
+    /// One more installed session uses `suite`.
+    pub(crate) fn session_added(&self, suite: CipherSuite) {
+        if let Some(slot) = Self::slot(suite) {
+            slot_of(&self.suites, slot).fetch_add(1, Relaxed);
+        }
+    }
+
+    /// One installed session of `suite` is gone.
+    pub(crate) fn session_removed(&self, suite: CipherSuite) {
+        if let Some(slot) = Self::slot(suite) {
+            // Never below zero, even if a removal were counted twice.
+            let _ = slot_of(&self.suites, slot)
+                .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+        }
+    }
+
+    fn slot(suite: CipherSuite) -> Option<usize> {
+        CipherSuite::KNOWN
+            .iter()
+            .position(|&s| s == suite)
+            .filter(|&i| i < SUITE_SLOTS)
+    }
+
+    /// The histogram now.
+    pub fn latency(&self) -> LatencyReading {
+        let mut total = 0;
+        let buckets = HANDSHAKE_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(&self.latency)
+            .map(|(bound, n)| {
+                total += n.load(Relaxed);
+                (bound, total)
+            })
+            .collect();
+        LatencyReading {
+            buckets,
+            sum: self.latency_sum_micros.load(Relaxed) as f64 / 1e6,
+        }
+    }
+
+    /// Installed sessions per suite now, every known suite listed (zeros included).
+    pub fn sessions_by_suite(&self) -> Vec<(CipherSuite, u64)> {
+        CipherSuite::KNOWN
+            .iter()
+            .take(SUITE_SLOTS)
+            .filter(|s| **s != CipherSuite::EmptyRenegotiationInfoScsv)
+            .map(|&s| {
+                (
+                    s,
+                    Self::slot(s).map_or(0, |i| slot_of(&self.suites, i).load(Relaxed)),
+                )
+            })
+            .collect()
+    }
+}
+
+fn slot_of(slots: &[AtomicU64; SUITE_SLOTS], i: usize) -> &AtomicU64 {
+    &slots[i.min(SUITE_SLOTS - 1)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_durations_fall_in_cumulative_buckets() {
+        let o = Observed::default();
+        for ms in [1, 3, 3, 40, 20_000] {
+            o.handshake_completed(Duration::from_millis(ms));
+        }
+        let r = o.latency();
+        let at = |bound: f64| r.buckets.iter().find(|b| b.0 == bound).map(|b| b.1);
+        assert_eq!(at(0.001), Some(1));
+        assert_eq!(at(0.005), Some(3));
+        assert_eq!(at(0.05), Some(4));
+        assert_eq!(at(10.0), Some(4));
+        assert_eq!(r.buckets.last(), Some(&(f64::INFINITY, 5)));
+        assert!((r.sum - 20.047).abs() < 1e-9, "{}", r.sum);
+    }
+
+    #[test]
+    fn sessions_by_suite_go_up_and_down_and_never_below_zero() {
+        let o = Observed::default();
+        let suite = CipherSuite::EcdheEcdsaAes128GcmSha256;
+        o.session_added(suite);
+        o.session_added(suite);
+        o.session_removed(suite);
+        o.session_removed(CipherSuite::PskAes128GcmSha256);
+        let by = o.sessions_by_suite();
+        assert!(by.contains(&(suite, 1)));
+        assert!(by.contains(&(CipherSuite::PskAes128GcmSha256, 0)));
+        assert!(
+            !by.iter()
+                .any(|(s, _)| *s == CipherSuite::EmptyRenegotiationInfoScsv)
+        );
+        assert!(CipherSuite::KNOWN.len() <= SUITE_SLOTS);
     }
 }

@@ -571,6 +571,12 @@ impl ControlThread {
                 cid: local_cid,
             },
         );
+        let observed = &self.counters.observed;
+        observed.handshake_completed(handshake_time);
+        observed.session_added(suite);
+        if let Some(old) = &replaced {
+            observed.session_removed(old.suite);
+        }
         match replaced {
             // The same peer's new handshake rekeyed its session, possibly on another
             // shard (it cannot today: one address hashes to one shard).

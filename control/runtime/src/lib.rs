@@ -55,7 +55,7 @@ use dtls_shard::{CloseCause, SessionId, ShardCommand, ShardQueues};
 
 use self::limits::HalfOpen;
 pub use admin::{AdminRequest, KickTarget, SessionInfo};
-pub use counters::{ControlCounters, ControlStats};
+pub use counters::{ControlCounters, ControlStats, HANDSHAKE_BUCKETS, LatencyReading, Observed};
 pub use limits::{Limits, Refusal};
 pub use log::{Closed, Established, HandshakeFailure, NoLog, Peer, SessionLog};
 
@@ -475,6 +475,7 @@ impl ControlThread {
     /// Takes session `id` out of the installed sessions (and its shard's count).
     fn forget_installed(&mut self, id: SessionId) -> Option<Installed> {
         let session = self.installed.remove(&id)?;
+        self.counters.observed.session_removed(session.suite);
         if self.by_peer.get(&session.peer) == Some(&id) {
             self.by_peer.remove(&session.peer);
         }
@@ -490,6 +491,7 @@ impl ControlThread {
         let mut sent = 0;
         self.by_peer.clear();
         for (id, session) in std::mem::take(&mut self.installed) {
+            self.counters.observed.session_removed(session.suite);
             let Some(queues) = self.shards.get(session.shard) else {
                 continue;
             };

@@ -509,6 +509,9 @@ fn admin_requests_list_sessions_and_kick_only_the_named_ones() {
             .iter()
             .all(|s| s.shard == 0 && s.established == now)
     );
+    let observed = &ctl.counters().observed;
+    assert!(observed.sessions_by_suite().contains(&(SUITE, 2)));
+    assert_eq!(observed.latency().buckets.last().map(|b| b.1), Some(2));
 
     // No session of 127.0.0.9: nothing closed.
     let (reply, answer) = mpsc::channel();
@@ -547,4 +550,10 @@ fn admin_requests_list_sessions_and_kick_only_the_named_ones() {
         vec![sessions[0].session]
     );
     assert_eq!(ctl.installed_sessions(), 0);
+    assert!(
+        ctl.counters()
+            .observed
+            .sessions_by_suite()
+            .contains(&(SUITE, 0))
+    );
 }

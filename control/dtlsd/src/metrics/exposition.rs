@@ -9,8 +9,9 @@
 
 use std::fmt;
 
+use control::CipherSuite;
 use dtls_io::IoStats;
-use dtls_runtime::ControlStats;
+use dtls_runtime::{ControlStats, LatencyReading};
 use dtls_shard::ShardStats;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -19,20 +20,30 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use super::Sources;
+use super::process::ProcessStats;
+use super::{CertificateReading, Sources};
 
 /// The content type of `/metrics`: OpenMetrics 1.0 text, the format Prometheus asks for
 /// first by default.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// One reading of every counter: the control thread's, and each shard's data-plane and
-/// listen-socket counters in shard index order.
+/// listen-socket counters in shard index order, plus the histogram, session mix, process
+/// and certificate readings.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// The control thread's counters.
     pub control: ControlStats,
     /// Each shard's counters, in index order.
     pub shards: Vec<(ShardStats, IoStats)>,
+    /// Handshake durations.
+    pub latency: LatencyReading,
+    /// Installed sessions per suite.
+    pub suites: Vec<(CipherSuite, u64)>,
+    /// The process (`/proc/self`).
+    pub process: ProcessStats,
+    /// `(config key, file, earliest notAfter)` of each certificate file in use.
+    pub certificates: Vec<CertificateReading>,
 }
 
 impl Snapshot {
@@ -45,6 +56,10 @@ impl Snapshot {
                 .iter()
                 .map(|s| (s.shard.snapshot(), s.io.snapshot()))
                 .collect(),
+            latency: sources.control.observed.latency(),
+            suites: sources.control.observed.sessions_by_suite(),
+            process: ProcessStats::read(),
+            certificates: sources.certificates.read(),
         }
     }
 }
@@ -55,7 +70,7 @@ enum Reading {
     /// The running daemon's counters, read at each scrape.
     Live(Sources),
     /// Fixed values (tests, and [`render`]).
-    Fixed(Snapshot),
+    Fixed(Box<Snapshot>),
 }
 
 impl Collector for Reading {
@@ -86,11 +101,17 @@ pub(crate) fn encode_registry(registry: &Registry) -> Result<String, fmt::Error>
 
 /// Renders the exposition text of one reading of every counter (`shards` in index order).
 pub fn render(control: &ControlStats, shards: &[(ShardStats, IoStats)]) -> String {
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(Reading::Fixed(Snapshot {
+    render_snapshot(Snapshot {
         control: *control,
         shards: shards.to_vec(),
-    })));
+        ..Snapshot::default()
+    })
+}
+
+/// Renders the exposition text of `snapshot`.
+pub fn render_snapshot(snapshot: Snapshot) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Reading::Fixed(Box::new(snapshot))));
     // Writing to a String cannot fail, and no family here has a name the encoder refuses.
     encode_registry(&registry).unwrap_or_default()
 }
@@ -206,8 +227,135 @@ fn encode(snapshot: &Snapshot, encoder: &mut DescriptorEncoder<'_>) -> fmt::Resu
     sample(MetricType::Gauge, control.hello_pool_held, family)?;
     let family =
         encoder.encode_descriptor("dtlsd_shards", "Shards running.", None, MetricType::Gauge)?;
-    sample(MetricType::Gauge, shards.len() as u64, family)
+    sample(MetricType::Gauge, shards.len() as u64, family)?;
+    encode_observations(snapshot, encoder)
 }
+
+/// The build, the handshake-duration histogram, sessions by version and suite, certificate
+/// expiry and the `process_*` families.
+fn encode_observations(snapshot: &Snapshot, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+    let mut family = encoder.encode_descriptor(
+        "dtlsd_build",
+        "The running build: crate version and git commit.",
+        None,
+        MetricType::Info,
+    )?;
+    family.encode_info(&[
+        ("version", env!("CARGO_PKG_VERSION")),
+        ("commit", BUILD_COMMIT),
+    ])?;
+    let mut family = encoder.encode_descriptor(
+        "dtlsd_handshake_duration_seconds",
+        "Completed handshakes by how long they took, from the engine's creation (the first \
+         cookie-verified ClientHello, or the local source's first datagram) to the keys' \
+         hand-over.",
+        None,
+        MetricType::Histogram,
+    )?;
+    // The encoder sums the per-bucket counts itself and writes `+Inf` for `f64::MAX`.
+    let mut previous = 0;
+    let buckets: Vec<(f64, u64)> = snapshot
+        .latency
+        .buckets
+        .iter()
+        .map(|&(bound, cumulative)| {
+            let n = cumulative - previous.min(cumulative);
+            previous = cumulative;
+            (if bound.is_finite() { bound } else { f64::MAX }, n)
+        })
+        .collect();
+    family.encode_histogram::<NoLabels>(snapshot.latency.sum, previous, &buckets, None)?;
+    let mut family = encoder.encode_descriptor(
+        "dtlsd_sessions",
+        "Installed sessions by DTLS version and cipher suite.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (suite, n) in &snapshot.suites {
+        let version = if suite.tls13_params().is_some() {
+            "1.3"
+        } else {
+            "1.2"
+        };
+        let name = format!("{suite:?}");
+        let labels = [("version", version), ("suite", name.as_str())];
+        sample(MetricType::Gauge, *n, family.encode_family(&labels)?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "dtlsd_certificate_expiry_timestamp_seconds",
+        "Earliest notAfter (Unix seconds) of the certificates in each configured file.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for c in &snapshot.certificates {
+        let path = c.path.display().to_string();
+        let labels = [("key", c.key), ("path", path.as_str())];
+        let value = u64::try_from(c.not_after).unwrap_or(0);
+        sample(MetricType::Gauge, value, family.encode_family(&labels)?)?;
+    }
+    encode_process(&snapshot.process, encoder)
+}
+
+/// The families every Prometheus client library exposes, under their standard names.
+fn encode_process(p: &ProcessStats, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+    if let Some(cpu) = p.cpu_seconds {
+        let family = encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(cpu).encode(family)?;
+    }
+    if let Some(start) = p.start_time_seconds {
+        let family = encoder.encode_descriptor(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(start).encode(family)?;
+    }
+    for (name, help, value) in [
+        (
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            p.resident_bytes,
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes.",
+            p.virtual_bytes,
+        ),
+        (
+            "process_open_fds",
+            "Number of open file descriptors.",
+            p.open_fds,
+        ),
+        (
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            p.max_fds,
+        ),
+        (
+            "process_threads",
+            "Number of OS threads in the process.",
+            p.threads,
+        ),
+    ] {
+        if let Some(v) = value {
+            let family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            sample(MetricType::Gauge, v, family)?;
+        }
+    }
+    Ok(())
+}
+
+/// The git commit this binary was built from (`build.rs`), or `unknown`.
+const BUILD_COMMIT: &str = env!("DTLSD_GIT_COMMIT");
+
+/// An empty label set for the histogram's exemplars (none are written).
+type NoLabels = [(&'static str, &'static str); 0];
 
 /// A per-shard family: one sample per shard, labelled `shard="N"`.
 type ShardField = fn(&ShardStats, &IoStats) -> u64;
@@ -660,19 +808,32 @@ mod tests {
                 let mut parts = rest.split(' ');
                 let name = parts.next().expect("TYPE has a name");
                 let kind = parts.next().expect("TYPE has a kind");
-                assert!(kind == "counter" || kind == "gauge", "{line}");
-                assert!(name.starts_with("dtlsd_"), "{line}");
+                assert!(
+                    ["counter", "gauge", "histogram", "info"].contains(&kind),
+                    "{line}"
+                );
+                assert!(
+                    name.starts_with("dtlsd_") || name.starts_with("process_"),
+                    "{line}"
+                );
                 assert!(!name.ends_with("_total"), "OpenMetrics family {line}");
                 let previous = typed.insert(name.to_owned(), kind.to_owned());
                 assert!(previous.is_none(), "family {name} typed twice");
             } else {
                 let series = line.split(['{', ' ']).next().expect("sample has a name");
-                let (family, kind) = match series.strip_suffix("_total") {
-                    Some(family) if typed.get(family).is_some_and(|k| k == "counter") => {
-                        (family, "counter")
-                    }
-                    _ => (series, "gauge"),
+                let typed_as = |suffix: &str, kind: &str| {
+                    series
+                        .strip_suffix(suffix)
+                        .filter(|f| typed.get(*f).is_some_and(|k| k == kind))
+                        .map(|f| (f, kind.to_owned()))
                 };
+                let (family, kind) = typed_as("_total", "counter")
+                    .or_else(|| typed_as("_info", "info"))
+                    .or_else(|| typed_as("_bucket", "histogram"))
+                    .or_else(|| typed_as("_sum", "histogram"))
+                    .or_else(|| typed_as("_count", "histogram"))
+                    .unwrap_or((series, "gauge".to_owned()));
+                let kind = kind.as_str();
                 assert_eq!(typed.get(family).map(String::as_str), Some(kind), "{line}");
                 assert!(helped.contains(family), "{line}");
             }
@@ -761,18 +922,124 @@ mod tests {
         }
     }
 
+    /// A snapshot with every optional family present.
+    fn full_snapshot() -> Snapshot {
+        let observed = dtls_runtime::Observed::default();
+        Snapshot {
+            control: ControlStats::default(),
+            shards: vec![(ShardStats::default(), IoStats::default())],
+            latency: observed.latency(),
+            suites: observed.sessions_by_suite(),
+            process: ProcessStats::read(),
+            certificates: vec![CertificateReading {
+                key: "cert",
+                path: "/etc/dtlsd/server.pem".into(),
+                not_after: 1_900_000_000,
+            }],
+        }
+    }
+
+    #[test]
+    fn build_histogram_sessions_certificates_and_process_families() {
+        let mut snapshot = full_snapshot();
+        snapshot.latency = LatencyReading {
+            buckets: dtls_runtime::HANDSHAKE_BUCKETS
+                .iter()
+                .copied()
+                .chain([f64::INFINITY])
+                .enumerate()
+                .map(|(i, b)| (b, if i < 3 { 1 } else { 4 }))
+                .collect(),
+            sum: 0.5,
+        };
+        snapshot.suites = vec![
+            (CipherSuite::EcdheEcdsaAes128GcmSha256, 3),
+            (CipherSuite::Tls13Aes128GcmSha256, 2),
+        ];
+        let text = render_snapshot(snapshot);
+        families(&text);
+        assert!(
+            text.contains(&format!(
+                "dtlsd_build_info{{version=\"{}\",commit=\"{BUILD_COMMIT}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
+        for (series, value) in [
+            ("dtlsd_handshake_duration_seconds_bucket{le=\"0.001\"}", 1),
+            ("dtlsd_handshake_duration_seconds_bucket{le=\"0.01\"}", 4),
+            ("dtlsd_handshake_duration_seconds_bucket{le=\"+Inf\"}", 4),
+            ("dtlsd_handshake_duration_seconds_count", 4),
+            (
+                "dtlsd_sessions{version=\"1.2\",suite=\"EcdheEcdsaAes128GcmSha256\"}",
+                3,
+            ),
+            (
+                "dtlsd_sessions{version=\"1.3\",suite=\"Tls13Aes128GcmSha256\"}",
+                2,
+            ),
+            (
+                "dtlsd_certificate_expiry_timestamp_seconds{key=\"cert\",path=\"/etc/dtlsd/server.pem\"}",
+                1_900_000_000,
+            ),
+        ] {
+            assert_eq!(sample_value(&text, series), Some(value), "{series}\n{text}");
+        }
+        assert!(
+            text.contains("dtlsd_handshake_duration_seconds_sum 0.5"),
+            "{text}"
+        );
+        assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
+        assert!(text.contains("\nprocess_cpu_seconds_total "), "{text}");
+    }
+
+    /// docs/grafana/dtlsd.json: every series a panel's query names is one the daemon
+    /// exposes (a renamed metric must not leave an empty panel behind).
+    #[test]
+    fn every_dashboard_query_names_an_exposed_metric() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../../../docs/grafana/dtlsd.json"))
+                .expect("the dashboard is JSON");
+        let text = render_snapshot(full_snapshot());
+        let exposed: std::collections::HashSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let mut queries = 0;
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            for target in panel["targets"].as_array().expect("targets") {
+                let expr = target["expr"].as_str().expect("expr");
+                queries += 1;
+                let names = expr
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| w.starts_with("dtlsd_") || w.starts_with("process_"));
+                let mut any = false;
+                for name in names {
+                    any = true;
+                    assert!(
+                        exposed.contains(name),
+                        "panel {:?} queries {name}, which dtlsd does not expose",
+                        panel["title"]
+                    );
+                }
+                assert!(any, "a query that names no metric: {expr}");
+            }
+        }
+        assert!(queries >= 20, "{queries} queries");
+        let variables = dashboard["templating"]["list"].to_string();
+        assert!(variables.contains("dtlsd_build_info"), "{variables}");
+    }
+
     #[test]
     fn every_family_and_reason_is_documented() {
         let docs = include_str!("../../../../docs/dtlsd.md");
-        let text = render(
-            &ControlStats::default(),
-            &[(ShardStats::default(), IoStats::default())],
-        );
+        let text = render_snapshot(full_snapshot());
         for (family, kind) in families(&text) {
-            let name = if kind == "counter" {
-                format!("{family}_total")
-            } else {
-                family
+            let name = match kind.as_str() {
+                "counter" => format!("{family}_total"),
+                "info" => format!("{family}_info"),
+                _ => family,
             };
             assert!(
                 docs.contains(&format!("| `{name}` |")),

@@ -117,6 +117,7 @@ mod tests {
                     snapshots: Arc::default(),
                 })
                 .collect(),
+            certificates: Arc::default(),
         }
     }
 

@@ -28,6 +28,7 @@
 
 mod exposition;
 mod health;
+mod process;
 mod server;
 
 use std::net::{SocketAddr, TcpListener};
@@ -40,8 +41,9 @@ use dtls_io::IoCounters;
 use dtls_runtime::ControlCounters;
 use dtls_shard::{Progress, ShardCounters};
 
-pub use exposition::{CONTENT_TYPE, Snapshot, render};
+pub use exposition::{CONTENT_TYPE, Snapshot, render, render_snapshot};
 pub use health::{Health, STALL_AFTER};
+pub use process::ProcessStats;
 
 /// Largest request head (hyper's smallest read buffer); a larger one gets 431.
 pub const MAX_REQUEST: usize = 8 * 1024;
@@ -98,13 +100,55 @@ pub struct Sources {
     pub control_progress: Arc<Progress>,
     /// One entry per shard, in shard index order.
     pub shards: Vec<ShardSource>,
+    /// The certificate files in use and when they expire.
+    pub certificates: Arc<Certificates>,
+}
+
+/// One certificate file in use: which key named it, and the earliest `notAfter` among its
+/// certificates (when the chain, or the trust it gives, stops verifying).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateReading {
+    /// The configuration key (`cert`, `client_ca`, `ca`).
+    pub key: &'static str,
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// Earliest `notAfter`, Unix seconds.
+    pub not_after: i64,
+}
+
+/// The certificate files the daemon loaded, set at start and at each reload, read by the
+/// metrics thread (`dtlsd_certificate_expiry_timestamp_seconds`).
+#[derive(Debug, Default)]
+pub struct Certificates(std::sync::Mutex<Vec<CertificateReading>>);
+
+impl Certificates {
+    /// Replaces the set with `files` (`(key, path)`); a file whose certificates cannot be
+    /// read is left out (start-up and reload have already refused or reported it).
+    pub fn set(&self, files: &[(&'static str, &std::path::Path)]) {
+        let readings = files
+            .iter()
+            .filter_map(|&(key, path)| {
+                let not_after = crate::certcheck::earliest_not_after(path)?;
+                Some(CertificateReading {
+                    key,
+                    path: path.to_path_buf(),
+                    not_after,
+                })
+            })
+            .collect();
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = readings;
+    }
+
+    /// The readings now.
+    pub fn read(&self) -> Vec<CertificateReading> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 impl Sources {
     /// Reads every counter now and renders the exposition text.
     pub fn render(&self) -> String {
-        let Snapshot { control, shards } = Snapshot::read(self);
-        render(&control, &shards)
+        render_snapshot(Snapshot::read(self))
     }
 }
 

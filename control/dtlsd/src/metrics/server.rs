@@ -212,6 +212,7 @@ mod tests {
                     snapshots: Arc::default(),
                 })
                 .collect(),
+            certificates: Arc::default(),
         })
     }
 
