@@ -90,6 +90,17 @@ impl VerifiedClientHello {
         &self.hello
     }
 
+    /// Whether the ClientHello offers DTLS 1.3 in supported_versions (RFC 8446 §4.2.1).
+    pub fn offers_dtls13(&self) -> bool {
+        self.hello
+            .extensions
+            .raw(dtls_proto::ExtensionType::SupportedVersions)
+            .and_then(|data| {
+                dtls_proto::tls13::extensions::parse_supported_versions_client(data).ok()
+            })
+            .is_some_and(|versions| versions.contains(&ProtocolVersion::Dtls1_3))
+    }
+
     /// The datagram that refuses this handshake without starting it: one epoch-0 record
     /// holding a fatal `description` alert, numbered like the server's first record would
     /// be (the client's record sequence number, RFC 6347 §4.2.1). At 15 bytes it is

@@ -15,7 +15,7 @@ use dtls_proto::{
 };
 
 use crate::config::{Config, ConfigError};
-use crate::connection::{ClaimedIdentity, Connection, Core, Side};
+use crate::connection::{ClaimedIdentity, Connection12, Core, Side};
 use crate::error::HandshakeError;
 use crate::events::PeerIdentity;
 use crate::flight::Flight;
@@ -55,7 +55,7 @@ pub(crate) struct ClientState {
     new_ticket: Option<(u32, Vec<u8>)>,
 }
 
-impl Connection {
+impl Connection12 {
     /// Starts a client handshake with `peer` and queues the first ClientHello.
     ///
     /// With `resume`, the ticket is offered for an abbreviated handshake (RFC 5077 §3.4);
@@ -106,7 +106,7 @@ impl Connection {
         if let Err(e) = client.send_client_hello(&mut core, now) {
             core.fail(e);
         }
-        Ok(Connection {
+        Ok(Connection12 {
             core,
             side: Side::Client(Box::new(client)),
         })

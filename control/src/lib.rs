@@ -67,19 +67,22 @@ mod role;
 mod server;
 mod state;
 mod timer;
+mod tls13;
+mod version;
 
 pub use acceptor::{AcceptOutcome, Acceptor, AcceptorConfig, DropReason, VerifiedClientHello};
 pub use config::{
     CertifiedKey, ClientAuth, Config, ConfigError, DEFAULT_MAX_CLIENT_CERTIFICATE_CHAIN,
     DEFAULT_REASSEMBLY_BUDGET, MIN_MTU, Psk, RetransmitConfig,
 };
-pub use connection::{ClaimedIdentity, Connection, ConnectionStats};
+pub use connection::{ClaimedIdentity, ConnectionStats};
 pub use error::HandshakeError;
-pub use events::{EpochKeys, Event, PeerIdentity, SessionKeys, Transmit};
+pub use events::{EpochKeys, EpochKeys13, Event, PeerIdentity, RecordKeys, SessionKeys, Transmit};
 pub use hello_pool::{HelloPool, HelloPoolConfig, HelloPoolStats};
 pub use keys::exporter::{ExportError, Exporter, SRTP_EXPORTER_LABEL};
 pub use keys::ticket::SessionTicket;
 pub use role::Role;
+pub use version::Connection;
 
 /// Re-exports of the building blocks and the protocol vocabulary (defined in `dtls-proto`)
 /// that appear in this crate's API.

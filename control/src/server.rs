@@ -15,7 +15,7 @@ use dtls_proto::{
 
 use crate::acceptor::VerifiedClientHello;
 use crate::config::{ClientAuth, Config, ConfigError};
-use crate::connection::{ClaimedIdentity, Connection, Core, Side};
+use crate::connection::{ClaimedIdentity, Connection12, Core, Side};
 use crate::error::HandshakeError;
 use crate::events::PeerIdentity;
 use crate::flight::Flight;
@@ -52,7 +52,7 @@ pub(crate) struct ServerState {
     send_ticket: bool,
 }
 
-impl Connection {
+impl Connection12 {
     /// Creates a server engine from a ClientHello the [`crate::Acceptor`] verified, and
     /// queues the server's first flight. `wall` is the wall-clock time at `now`, for
     /// session tickets (the engine reads no clock).
@@ -92,7 +92,7 @@ impl Connection {
             Ok(next) => core.state = next,
             Err(e) => core.fail(e),
         }
-        Ok(Connection {
+        Ok(Connection12 {
             core,
             side: Side::Server(server),
         })

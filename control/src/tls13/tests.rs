@@ -1,0 +1,282 @@
+//! In-memory client ↔ server tests of the DTLS 1.3 engine: every suite and group, with and
+//! without client authentication, each signature key kind, HelloRetryRequest, failures.
+
+use std::time::Duration;
+
+use dataplane::record::ReplayWindow;
+use dataplane::record::v13::{HeaderForm, InnerContentType, Opener13, Sealer13};
+use dtls_proto::{CipherSuite, NamedGroup, ProtocolVersion};
+
+use crate::pair_tests::{Pair, certified, pki, verifier};
+use crate::{
+    AcceptorConfig, ClientAuth, Config, Event, HandshakeError, PeerIdentity, RecordKeys,
+    SessionKeys,
+};
+
+fn client13() -> Config {
+    Config {
+        server_name: Some("localhost".into()),
+        ..Config::new(verifier()).dtls13_only()
+    }
+}
+
+fn server13() -> Config {
+    let pki = pki();
+    Config {
+        certificate: Some(certified(&pki.server.cert_pem, &pki.server.key_pem)),
+        ..Config::new(verifier()).dtls13_only()
+    }
+}
+
+fn with_client_cert(mut config: Config) -> Config {
+    let pki = pki();
+    config.certificate = Some(certified(&pki.client.cert_pem, &pki.client.key_pem));
+    config
+}
+
+/// An acceptor without the cookie exchange (the stateless HelloRetryRequest is tested
+/// apart).
+fn no_cookie() -> AcceptorConfig {
+    AcceptorConfig {
+        require_cookie: false,
+        ..AcceptorConfig::default()
+    }
+}
+
+fn pair(client: Config, server: Config) -> Pair {
+    Pair::with_acceptor(client, server, None, no_cookie())
+}
+
+/// Runs until both sides are established and every timer is quiet (the client's final
+/// flight acknowledged), or `limit` passed.
+fn settle(pair: &mut Pair, limit: Duration) {
+    pair.run(limit);
+    let end = pair.now + limit;
+    while let Some(next) = pair.client.poll_timeout() {
+        if next > end || pair.client.is_finished() {
+            break;
+        }
+        pair.now = next;
+        pair.client.handle_timeout(pair.now);
+        if let Some(s) = pair.server.as_mut() {
+            s.handle_timeout(pair.now);
+        }
+        pair.exchange();
+    }
+}
+
+fn keys(pair: &mut Pair) -> (Box<SessionKeys>, Box<SessionKeys>) {
+    let ck = Pair::keys(&mut pair.client_events)
+        .unwrap_or_else(|| panic!("client keys: {:?}", pair.client_events));
+    let sk = Pair::keys(&mut pair.server_events)
+        .unwrap_or_else(|| panic!("server keys: {:?}", pair.server_events));
+    (ck, sk)
+}
+
+/// Seals a record with `from`'s write keys and opens it with `to`'s read keys, as the
+/// data plane would with `Sealer13`/`Opener13`.
+fn check_app_data(from: SessionKeys, to: SessionKeys) {
+    let (_, write) = from.records.into_dtls13().expect("DTLS 1.3 keys");
+    let (read, _) = to.records.into_dtls13().expect("DTLS 1.3 keys");
+    assert_eq!((write.epoch, read.epoch), (3, 3));
+    let mut sealer = Sealer13::new(write.epoch, write.keys).with_next_sequence(write.next_sequence);
+    let mut opener = Opener13::new(read.epoch, read.keys, ReplayWindow::new(to.replay_window));
+    let form = HeaderForm::default();
+    let msg = b"hello over DTLS 1.3";
+    let mut record = vec![0u8; sealer.record_len(&form, msg.len(), 0)];
+    let at = sealer.plaintext_offset(&form);
+    record[at..at + msg.len()].copy_from_slice(msg);
+    let len = sealer
+        .seal(
+            InnerContentType::ApplicationData,
+            &form,
+            &mut record,
+            msg.len(),
+            0,
+        )
+        .expect("seal");
+    let opened = opener.open(&mut record[..len], 0).expect("open");
+    assert_eq!(opened.plaintext, msg);
+}
+
+fn complete(client: Config, server: Config) -> (Box<SessionKeys>, Box<SessionKeys>, Pair) {
+    let mut pair = pair(client, server);
+    settle(&mut pair, Duration::from_secs(10));
+    let (ck, sk) = keys(&mut pair);
+    (ck, sk, pair)
+}
+
+#[test]
+fn every_suite_and_group_completes_with_and_without_client_auth() {
+    for &suite in CipherSuite::SUPPORTED_TLS13 {
+        for group in [
+            NamedGroup::X25519Mlkem768,
+            NamedGroup::X25519,
+            NamedGroup::Secp256r1,
+            NamedGroup::Secp384r1,
+        ] {
+            for client_auth in [false, true] {
+                let mut client = client13();
+                client.tls13_cipher_suites = vec![suite];
+                client.tls13_groups = vec![group];
+                let mut server = server13();
+                if client_auth {
+                    client = with_client_cert(client);
+                    server.client_auth = ClientAuth::Required;
+                }
+                let (ck, sk, pair) = complete(client, server);
+                let what = format!("{suite:?} {group:?} client_auth={client_auth}");
+                assert_eq!((ck.suite, sk.suite), (suite, suite), "{what}");
+                assert_eq!(ck.version, ProtocolVersion::Dtls1_3, "{what}");
+                assert_eq!(pair.client.version(), "1.3");
+                assert!(
+                    matches!(ck.peer_identity, PeerIdentity::Certificates(ref c) if !c.is_empty()),
+                    "{what}"
+                );
+                if client_auth {
+                    assert!(
+                        matches!(sk.peer_identity, PeerIdentity::Certificates(ref c) if !c.is_empty()),
+                        "{what}"
+                    );
+                } else {
+                    assert_eq!(sk.peer_identity, PeerIdentity::None, "{what}");
+                }
+                assert!(pair.max_datagram <= 1200, "{what}: {}", pair.max_datagram);
+                // The server's ACK ended the client's final flight: no timer left.
+                assert_eq!(pair.client.poll_timeout(), None, "{what}");
+                assert_eq!(
+                    pair.server.as_ref().and_then(|s| s.poll_timeout()),
+                    None,
+                    "{what}"
+                );
+                let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
+                ck.exporter
+                    .export(b"EXPERIMENTAL test", Some(b"ctx"), &mut a)
+                    .expect("export");
+                sk.exporter
+                    .export(b"EXPERIMENTAL test", Some(b"ctx"), &mut b)
+                    .expect("export");
+                assert_eq!(a, b, "{what}");
+                check_app_data(*sk, *ck);
+            }
+        }
+    }
+}
+
+#[test]
+fn application_keys_work_both_ways_and_start_after_the_engine_reserve() {
+    let (ck, sk, _) = complete(client13(), server13());
+    let (ck2, sk2, _) = complete(client13(), server13());
+    let RecordKeys::Dtls13 { write, .. } = &ck.records else {
+        panic!("1.3 keys")
+    };
+    assert_eq!(write.next_sequence, super::ENGINE_SEQUENCE_RESERVE);
+    check_app_data(*ck, *sk);
+    check_app_data(*sk2, *ck2);
+}
+
+#[test]
+fn rsa_pss_p384_and_ed25519_server_keys_complete() {
+    let pki = pki();
+    for (cert, key) in [
+        (&pki.server_rsa.cert_pem, &pki.server_rsa.key_pem),
+        (&pki.server_p384.cert_pem, &pki.server_p384.key_pem),
+        (&pki.server_ed25519.cert_pem, &pki.server_ed25519.key_pem),
+    ] {
+        let server = Config {
+            certificate: Some(certified(cert, key)),
+            ..server13()
+        };
+        let (ck, sk, _) = complete(client13(), server);
+        assert_eq!(ck.suite, sk.suite);
+        check_app_data(*ck, *sk);
+    }
+}
+
+#[test]
+fn the_hybrid_group_is_offered_first_by_default() {
+    let (ck, _, _) = complete(client13(), server13());
+    assert_eq!(ck.version, ProtocolVersion::Dtls1_3);
+    // The default ClientHello carries an X25519MLKEM768 share (1216 bytes): it does not fit
+    // one 1200-byte datagram, so it went out fragmented.
+    let mut pair = pair(client13(), server13());
+    let mut buf = vec![0u8; 2048];
+    let mut first_flight = Vec::new();
+    while let Some(t) = pair.client.poll_transmit(pair.now, &mut buf) {
+        first_flight.push(t.len);
+    }
+    assert!(first_flight.len() >= 2, "{first_flight:?}");
+    assert!(first_flight.iter().all(|&n| n <= 1200));
+}
+
+#[test]
+fn a_group_without_a_client_share_takes_a_hello_retry_request() {
+    let mut client = client13();
+    client.tls13_groups = vec![NamedGroup::X25519, NamedGroup::Secp384r1];
+    let mut server = server13();
+    server.tls13_groups = vec![NamedGroup::Secp384r1];
+    let (ck, sk, pair) = complete(client, server);
+    check_app_data(*ck, *sk);
+    assert!(pair.client.is_established());
+}
+
+#[test]
+fn no_group_in_common_fails_with_handshake_failure() {
+    let mut client = client13();
+    client.tls13_groups = vec![NamedGroup::X25519];
+    let mut server = server13();
+    server.tls13_groups = vec![NamedGroup::Secp384r1];
+    let mut pair = pair(client, server);
+    pair.run(Duration::from_secs(10));
+    assert!(
+        pair.server_events
+            .iter()
+            .any(|e| matches!(e, Event::HandshakeFailed(HandshakeError::NoCommonGroup))),
+        "{:?}",
+        pair.server_events
+    );
+    assert!(pair.client.is_finished());
+}
+
+#[test]
+fn required_client_certificate_missing_fails() {
+    let mut server = server13();
+    server.client_auth = ClientAuth::Required;
+    let mut pair = pair(client13(), server);
+    pair.run(Duration::from_secs(10));
+    assert!(
+        pair.server_events.iter().any(|e| matches!(
+            e,
+            Event::HandshakeFailed(HandshakeError::CertificateRequired)
+        )),
+        "{:?}",
+        pair.server_events
+    );
+}
+
+#[test]
+fn optional_client_certificate_missing_completes_without_identity() {
+    let mut server = server13();
+    server.client_auth = ClientAuth::Optional;
+    let (_, sk, _) = complete(client13(), server);
+    assert_eq!(sk.peer_identity, PeerIdentity::None);
+}
+
+#[test]
+fn a_wrong_server_name_fails_with_bad_certificate() {
+    let client = Config {
+        server_name: Some("example.org".into()),
+        ..client13()
+    };
+    let mut pair = pair(client, server13());
+    pair.run(Duration::from_secs(10));
+    assert!(
+        pair.client_events.iter().any(|e| matches!(
+            e,
+            Event::HandshakeFailed(HandshakeError::BadCertificate { .. })
+        )),
+        "{:?}",
+        pair.client_events
+    );
+    assert!(pair.server.as_ref().is_some_and(|s| s.is_finished()));
+}
