@@ -48,6 +48,7 @@
 #![forbid(unsafe_code)]
 
 mod acceptor;
+mod acceptor13;
 mod client;
 mod config;
 mod connection;

@@ -3,7 +3,8 @@
 //! --enable-mlkem` by `scripts/wolfssl-peer.sh`): our client against `server -u -v 4 -e`
 //! (echoes every record), our server against `client -u -v 4` (sends `hello wolfssl!`,
 //! prints the reply). Cases: each TLS 1.3 AEAD suite, X25519MLKEM768 (`--pqc`) and
-//! X25519/P-256 key shares, a HelloRetryRequest forced by a group mismatch, a client
+//! X25519/P-256 key shares, our stateless cookie HelloRetryRequest (the acceptor's
+//! default), a HelloRetryRequest forced by a group mismatch, a client
 //! certificate. Each test checks the
 //! version and suite on both sides and application data byte for byte both ways.
 //!
@@ -257,19 +258,25 @@ fn no_cookie() -> AcceptorConfig {
 
 #[test]
 fn our_server_vs_wolfssl13_aes128_gcm() {
-    server_vs_wolfssl(Case13::new(CipherSuite::Tls13Aes128GcmSha256), no_cookie());
+    server_vs_wolfssl(
+        Case13::new(CipherSuite::Tls13Aes128GcmSha256),
+        AcceptorConfig::default(),
+    );
 }
 
 #[test]
 fn our_server_vs_wolfssl13_aes256_gcm() {
-    server_vs_wolfssl(Case13::new(CipherSuite::Tls13Aes256GcmSha384), no_cookie());
+    server_vs_wolfssl(
+        Case13::new(CipherSuite::Tls13Aes256GcmSha384),
+        AcceptorConfig::default(),
+    );
 }
 
 #[test]
 fn our_server_vs_wolfssl13_chacha20() {
     server_vs_wolfssl(
         Case13::new(CipherSuite::Tls13Chacha20Poly1305Sha256),
-        no_cookie(),
+        AcceptorConfig::default(),
     );
 }
 
@@ -281,14 +288,26 @@ fn our_server_vs_wolfssl13_x25519mlkem768() {
             wolfssl_pqc: Some("X25519MLKEM768"),
             ..Case13::new(CipherSuite::Tls13Aes128GcmSha256)
         },
-        no_cookie(),
+        AcceptorConfig::default(),
     );
 }
 
 #[test]
-fn our_server_vs_wolfssl13_hello_retry_request_for_the_group() {
+fn our_server_vs_wolfssl13_stateless_hello_retry_request_for_cookie_and_group() {
     // wolfSSL's client sends one share (X25519 or P-256 by its defaults); a server that
-    // takes only P-384 asks for it with a HelloRetryRequest.
+    // takes only P-384 asks for it in the same stateless HelloRetryRequest as the cookie.
+    server_vs_wolfssl(
+        Case13 {
+            groups: &[NamedGroup::Secp384r1],
+            ..Case13::new(CipherSuite::Tls13Aes256GcmSha384)
+        },
+        AcceptorConfig::default(),
+    );
+}
+
+#[test]
+fn our_server_vs_wolfssl13_engine_hello_retry_request_for_the_group() {
+    // Without the cookie exchange the engine itself sends the HelloRetryRequest.
     server_vs_wolfssl(
         Case13 {
             groups: &[NamedGroup::Secp384r1],
@@ -305,6 +324,6 @@ fn our_server_vs_wolfssl13_with_client_certificate() {
             client_cert: true,
             ..Case13::new(CipherSuite::Tls13Aes128GcmSha256)
         },
-        no_cookie(),
+        AcceptorConfig::default(),
     );
 }

@@ -126,7 +126,7 @@ fn build_client_hello(
         emit_cookie(cookie, &mut body).map_err(internal)?;
         push_raw(&mut ext, ExtensionType::Cookie, body);
     }
-    Ok(ClientHello {
+    let mut hello = ClientHello {
         // RFC 9147 §5.3: "legacy_version: ... MUST be set to {254, 253}".
         client_version: ProtocolVersion::Dtls1_2,
         random,
@@ -137,8 +137,24 @@ fn build_client_hello(
         cipher_suites: config.tls13_cipher_suites.clone(),
         compression_methods: vec![dtls_proto::COMPRESSION_NULL],
         extensions: ext,
-    })
+    };
+    // A server answers a ClientHello without its cookie with at most as many bytes as the
+    // hello had (RFC 9147 §5.1 on amplification; ours and most others drop a larger
+    // HelloRetryRequest). Its HelloRetryRequest carries a cookie with the hash of this
+    // hello, up to ~210 bytes with SHA-384, so a smaller hello (a single classical key
+    // share) is padded to MIN_CLIENT_HELLO with the RFC 7685 padding extension.
+    let mut body = Vec::new();
+    hello.emit(&mut body).map_err(internal)?;
+    if body.len() + 4 < MIN_CLIENT_HELLO {
+        let pad = MIN_CLIENT_HELLO - body.len() - 4;
+        push_raw(&mut hello.extensions, ExtensionType::Padding, vec![0; pad]);
+    }
+    Ok(hello)
 }
+
+/// The smallest ClientHello body we send (see [`build_client_hello`]): with the record
+/// and handshake headers, 281 bytes on the wire.
+const MIN_CLIENT_HELLO: usize = 256;
 
 impl ClientState13 {
     fn send_client_hello(

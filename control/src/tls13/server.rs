@@ -27,6 +27,7 @@ use super::messages::{
 };
 use super::{Core13, EPOCH_HANDSHAKE, Engine13, Secrets13, Side13, State13};
 use crate::acceptor::VerifiedClientHello;
+use crate::acceptor13::RetryState;
 use crate::config::{ClientAuth, Config, ConfigError};
 use crate::error::HandshakeError;
 use crate::events::PeerIdentity;
@@ -74,6 +75,20 @@ impl Engine13 {
             },
             ..ServerState13::default()
         };
+        if let Some(retry) = &hello.retry {
+            // RFC 8446 §4.4.1: our stateless HelloRetryRequest comes back in the cookie;
+            // the transcript starts message_hash(Hash(ClientHello1)) | HelloRetryRequest.
+            match server.resume_after_retry(&mut core, retry, &hello.hello) {
+                Ok(()) => {}
+                Err(e) => {
+                    core.fail(e);
+                    return Ok(Self {
+                        core,
+                        side: Side13::Server(Box::new(server)),
+                    });
+                }
+            }
+        }
         // The body without the DTLS handshake header.
         let body = hello
             .transcript
@@ -159,6 +174,36 @@ fn choose(config: &Config, hello: &ClientHello) -> Result<Choice, HandshakeError
 }
 
 impl ServerState13 {
+    /// Rebuilds the transcript of a stateless HelloRetryRequest from its cookie.
+    fn resume_after_retry(
+        &mut self,
+        core: &mut Core13,
+        retry: &RetryState,
+        hello: &ClientHello,
+    ) -> Result<(), HandshakeError> {
+        // RFC 8446 §4.1.2 / §4.2.2: the second ClientHello echoes the cookie; the
+        // acceptor checked it against our secret, peer and client random.
+        let suite = retry.suite.tls13_params().ok_or(HandshakeError::Internal {
+            what: "cookie suite",
+        })?;
+        core.suite = Some(suite);
+        core.transcript.select_hash(suite.hash())?;
+        core.transcript
+            .update(&dtls_proto::tls13::messages::message_hash_header(
+                retry.client_hello1.as_bytes().len(),
+            ));
+        core.transcript.update(retry.client_hello1.as_bytes());
+        let body = hello_retry_request_body(
+            &hello.session_id,
+            retry.suite,
+            retry.named.then_some(retry.group),
+            Some(&retry.cookie),
+        )?;
+        core.hash_message(HandshakeType::ServerHello, &body);
+        self.retried = Some((retry.suite, retry.group));
+        Ok(())
+    }
+
     fn handle_client_hello(
         &mut self,
         core: &mut Core13,
@@ -341,8 +386,12 @@ impl ServerState13 {
             });
         }
         self.retried = Some((choice.suite.suite(), choice.group));
-        let body =
-            hello_retry_request_body(&hello.session_id, choice.suite.suite(), choice.group, None)?;
+        let body = hello_retry_request_body(
+            &hello.session_id,
+            choice.suite.suite(),
+            Some(choice.group),
+            None,
+        )?;
         // RFC 8446 §4.4.1: ClientHello1 is replaced by message_hash(Hash(ClientHello1)).
         core.transcript.roll_up_for_hello_retry()?;
         let message = core.out_message(0, HandshakeType::ServerHello, body);
@@ -471,7 +520,7 @@ fn choose_alpn(config: &Config, ext: &Extensions) -> Result<Option<Vec<u8>>, Han
 pub(crate) fn hello_retry_request_body(
     session_id: &[u8],
     suite: CipherSuite,
-    group: NamedGroup,
+    group: Option<NamedGroup>,
     cookie: Option<&[u8]>,
 ) -> Result<Vec<u8>, HandshakeError> {
     let internal = |_| HandshakeError::Internal {
@@ -481,9 +530,11 @@ pub(crate) fn hello_retry_request_body(
     let mut v = Vec::new();
     emit_supported_versions_server(ProtocolVersion::Dtls1_3, &mut v);
     push_raw(&mut ext, ExtensionType::SupportedVersions, v);
-    let mut ks = Vec::new();
-    emit_key_share_retry(group, &mut ks);
-    push_raw(&mut ext, ExtensionType::KeyShare, ks);
+    if let Some(group) = group {
+        let mut ks = Vec::new();
+        emit_key_share_retry(group, &mut ks);
+        push_raw(&mut ext, ExtensionType::KeyShare, ks);
+    }
     if let Some(cookie) = cookie {
         let mut c = Vec::new();
         dtls_proto::tls13::extensions::emit_cookie(cookie, &mut c).map_err(internal)?;

@@ -280,3 +280,79 @@ fn a_wrong_server_name_fails_with_bad_certificate() {
     );
     assert!(pair.server.as_ref().is_some_and(|s| s.is_finished()));
 }
+
+/// With the acceptor's cookie exchange (the default): a stateless HelloRetryRequest,
+/// never larger than the ClientHello (the pair checks every reply), then the handshake.
+fn complete_with_cookie(client: Config, server: Config) -> (Box<SessionKeys>, Box<SessionKeys>) {
+    let mut pair = Pair::new(client, server);
+    let mut retries = 0;
+    pair.filter = Box::new(move |from_client, d| {
+        // The acceptor's HelloRetryRequest is the only plaintext ServerHello before the
+        // engine exists; count them through the random.
+        if !from_client && d.len() > 13 + 12 + 34 && d[0] == 22 && d[13] == 2 {
+            let random = &d[13 + 12 + 2..13 + 12 + 34];
+            if random == dtls_proto::tls13::HELLO_RETRY_REQUEST_RANDOM {
+                retries += 1;
+                assert!(retries <= 2, "more than one HelloRetryRequest");
+            }
+        }
+        true
+    });
+    settle(&mut pair, Duration::from_secs(10));
+    keys(&mut pair)
+}
+
+#[test]
+fn the_cookie_exchange_is_a_stateless_hello_retry_request() {
+    // X25519 share, server takes X25519: the HelloRetryRequest carries only the cookie.
+    let mut client = client13();
+    client.tls13_groups = vec![NamedGroup::X25519];
+    let (ck, sk) = complete_with_cookie(client, server13());
+    check_app_data(*ck, *sk);
+}
+
+#[test]
+fn the_stateless_hello_retry_request_also_picks_the_group() {
+    // The client's share is X25519; the server takes only P-384: one HelloRetryRequest
+    // carries both the cookie and the group.
+    let mut client = client13();
+    client.tls13_groups = vec![NamedGroup::X25519, NamedGroup::Secp384r1];
+    client.tls13_cipher_suites = vec![CipherSuite::Tls13Aes256GcmSha384];
+    let mut server = server13();
+    server.tls13_groups = vec![NamedGroup::Secp384r1];
+    let (ck, sk) = complete_with_cookie(client, server);
+    assert_eq!(ck.suite, CipherSuite::Tls13Aes256GcmSha384);
+    check_app_data(*ck, *sk);
+}
+
+#[test]
+fn a_fragmented_hybrid_client_hello_goes_through_the_pool_and_the_cookie() {
+    // The default: X25519MLKEM768 first, so the first ClientHello is fragmented at MTU
+    // 1200 and put together in the acceptor's hello pool.
+    let mut server = server13();
+    server.client_auth = ClientAuth::Required;
+    let (ck, sk) = complete_with_cookie(with_client_cert(client13()), server);
+    check_app_data(*sk, *ck);
+}
+
+#[test]
+fn a_dtls13_only_client_against_a_dtls12_only_server_fails_with_protocol_version() {
+    let pki = pki();
+    let server = Config {
+        certificate: Some(certified(&pki.server.cert_pem, &pki.server.key_pem)),
+        ..Config::new(verifier())
+    };
+    let mut pair = Pair::new(client13(), server);
+    pair.run(Duration::from_secs(10));
+    assert!(
+        pair.client_events.iter().any(|e| matches!(
+            e,
+            Event::HandshakeFailed(HandshakeError::PeerAlert {
+                description: dtls_proto::AlertDescription::ProtocolVersion
+            })
+        )),
+        "{:?}",
+        pair.client_events
+    );
+    assert!(pair.server.is_none());
+}
