@@ -27,6 +27,8 @@
 //! ignored), KeyUpdate after the handshake, connection IDs, early data (never accepted).
 
 pub(crate) mod client;
+#[cfg(test)]
+mod loss_tests;
 mod messages;
 pub(crate) mod server;
 #[cfg(test)]
@@ -142,6 +144,13 @@ pub(crate) struct Core13 {
     /// Handshake records of the peer's current flight that we received and processed,
     /// to acknowledge (RFC 9147 §7).
     to_ack: Vec<RecordNumber>,
+    /// The newest handshake record of the peer we processed: a later one that skips
+    /// sequence numbers shows a loss (RFC 9147 §7.1).
+    last_record: Option<RecordNumber>,
+    /// When to acknowledge a partly received peer flight (RFC 9147 §7.1).
+    ack_deadline: Option<Instant>,
+    /// A record of the datagram being read showed a loss: acknowledge once it is read.
+    ack_now: bool,
     timer: RetransmitTimer,
     outbox: VecDeque<Vec<u8>>,
     pub(crate) events: VecDeque<Event>,
@@ -218,6 +227,9 @@ impl Core13 {
             flight: Flight13::default(),
             flight_answered: false,
             to_ack: Vec::new(),
+            last_record: None,
+            ack_deadline: None,
+            ack_now: false,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             stats: ConnectionStats::default(),
@@ -231,6 +243,12 @@ impl Core13 {
 
     pub(crate) fn is_finished(&self) -> bool {
         matches!(self.state, State13::Failed | State13::Closed)
+    }
+
+    /// Whether more handshake records of the peer may come that we acknowledge: not
+    /// after failing, and not on a server that received the client's final flight.
+    fn awaits_peer_handshake(&self) -> bool {
+        !(self.is_finished() || self.is_established() && self.role == Role::Server)
     }
 
     pub(crate) fn suite(&self) -> Result<Tls13SuiteParams, HandshakeError> {
@@ -386,6 +404,12 @@ impl Core13 {
         if records.dropped_bytes() > 0 {
             self.stats.malformed_records += 1;
         }
+        // The ACK for a loss goes out once the whole datagram was read: a later record of
+        // it may complete the flight (then there is nothing left to acknowledge).
+        if std::mem::take(&mut self.ack_now) && self.awaits_peer_handshake() {
+            self.send_ack();
+            self.ack_deadline = None;
+        }
     }
 
     fn handle_content(
@@ -461,12 +485,19 @@ impl Core13 {
                 FragmentOutcome::Dropped { .. } => self.stats.malformed_records += 1,
             }
         }
+        let mut gap = false;
         if useful {
             if !self.to_ack.contains(&number) {
                 self.to_ack.push(number);
             }
             // RFC 9147 §7.1: part of the peer's next flight implicitly acknowledges ours.
             self.flight_answered = true;
+            gap = self.last_record.is_some_and(|last| {
+                last.epoch == number.epoch && number.sequence > last.sequence.saturating_add(1)
+            });
+            if self.last_record.is_none_or(|last| number > last) {
+                self.last_record = Some(number);
+            }
         }
         while let Some(message) = self.reassembler.poll_message() {
             if self.is_finished() {
@@ -479,6 +510,21 @@ impl Core13 {
         if old && !useful {
             self.handle_peer_retransmission(now, number);
         }
+        // RFC 9147 §7.1: "When an implementation detects a disruption in the receipt of
+        // the current incoming flight, it SHOULD generate an ACK that covers the messages
+        // from that flight which it has received and processed so far." A record that
+        // skips sequence numbers is such a disruption; the flight is still incomplete while
+        // our own flight is the one answering nothing yet (the peer's is not done).
+        let awaiting_more = self.awaits_peer_handshake();
+        if gap && awaiting_more {
+            self.ack_now = true;
+        } else if useful && awaiting_more && self.flight_answered && !self.to_ack.is_empty() {
+            // RFC 9147 §7.1: a flight that stays incomplete is acknowledged after a
+            // quarter of the retransmission timeout, before the peer's timer resends it
+            // whole.
+            self.ack_deadline
+                .get_or_insert(now + self.config.retransmit.initial / 4);
+        }
     }
 
     /// The peer sent records of a flight we already processed: if we completed, our ACK
@@ -490,6 +536,12 @@ impl Core13 {
             return;
         }
         self.last_peer_triggered = Some(now);
+        if self.flight_answered && !self.is_established() {
+            // The peer resends the flight we are receiving: say what we have (RFC 9147
+            // §7.1), our own flight was answered already.
+            self.send_ack();
+            return;
+        }
         if self.is_established() && self.role == Role::Server {
             if !self.to_ack.contains(&number) {
                 self.to_ack.push(number);
@@ -513,6 +565,12 @@ impl Core13 {
             return;
         }
         self.flight_answered = true;
+        if !self.flight.is_acked() {
+            // RFC 9147 §7.2: "Upon receipt of an ACK that leaves it with only some
+            // messages from a flight having been acknowledged, an implementation SHOULD
+            // retransmit the unacknowledged messages or fragments."
+            self.retransmit_flight(true);
+        }
         if self.flight.is_acked() {
             // RFC 9147 §5.8.3 / §7: a flight acknowledged in full needs no timer; the
             // final flight is done.
@@ -582,6 +640,12 @@ impl Core13 {
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if self.ack_deadline.is_some_and(|at| now >= at) {
+            self.ack_deadline = None;
+            if !self.is_finished() {
+                self.send_ack();
+            }
+        }
         match self.timer.handle_timeout(now) {
             TimerAction::Idle => {}
             TimerAction::Retransmit => {
@@ -631,7 +695,10 @@ impl Core13 {
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.timer.poll_timeout()
+        match (self.timer.poll_timeout(), self.ack_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub(crate) fn close(&mut self) {
@@ -640,6 +707,7 @@ impl Core13 {
         }
         self.queue_alert(Alert::close_notify());
         self.timer.disarm();
+        self.ack_deadline = None;
         self.state = State13::Closed;
         self.events.push_back(Event::Closed { by_peer: false });
     }
@@ -656,6 +724,9 @@ impl Core13 {
         self.flight = Flight13::new(messages);
         self.flight_answered = false;
         self.to_ack.clear();
+        self.last_record = None;
+        self.ack_deadline = None;
+        self.ack_now = false;
         self.flight.pack(
             self.config.mtu,
             false,
@@ -744,7 +815,9 @@ impl Core13 {
     /// Completion on our side: the final flight (client) or ACK (server) went out.
     pub(crate) fn established(&mut self) {
         if self.role == Role::Server {
+            // The ACK that follows covers the client's whole flight.
             self.timer.disarm();
+            self.ack_deadline = None;
             self.flight = Flight13::default();
         }
     }
@@ -758,6 +831,7 @@ impl Core13 {
             self.queue_alert(Alert::fatal(description));
         }
         self.timer.disarm();
+        self.ack_deadline = None;
         self.flight = Flight13::default();
         self.state = State13::Failed;
         self.events.push_back(Event::HandshakeFailed(error));
