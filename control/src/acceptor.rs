@@ -360,11 +360,9 @@ impl Acceptor {
             );
         }
         // RFC 8446 §4.2.1: a client whose supported_versions has no version we negotiate
-        // gets protocol_version.
-        if hello13.has_versions()
-            && !(self.config.allows(ProtocolVersion::Dtls1_2)
-                && hello13.offers(ProtocolVersion::Dtls1_2))
-        {
+        // gets protocol_version (a client without the extension offers DTLS 1.2 only).
+        let offers_dtls12 = !hello13.has_versions() || hello13.offers(ProtocolVersion::Dtls1_2);
+        if !(self.config.allows(ProtocolVersion::Dtls1_2) && offers_dtls12) {
             return self.reply_alert(
                 peer,
                 repr,

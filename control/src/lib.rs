@@ -90,5 +90,5 @@ pub use version::Connection;
 pub use dtls_crypto::{self as crypto, PeerVerifier, Rng, SigningKey};
 pub use dtls_proto::{
     AlertDescription, AlertLevel, CipherSuite, HeartbeatMode, KeyExchange, NamedGroup,
-    ReassemblyBudget, SignatureScheme, SrtpProtectionProfile,
+    ProtocolVersion, ReassemblyBudget, SignatureScheme, SrtpProtectionProfile,
 };

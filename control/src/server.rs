@@ -250,6 +250,13 @@ impl ServerState {
         core.hs.suite = Some(suite);
         core.hs.client_random = hello.random;
         core.rng.fill(&mut core.hs.server_random);
+        if core.config.allows(ProtocolVersion::Dtls1_3) {
+            // RFC 8446 §4.1.3: "TLS 1.3 servers which negotiate TLS 1.2 or below in
+            // response to a ClientHello MUST set the last 8 bytes of their Random value
+            // specially": the downgrade sentinel a 1.3 client checks.
+            core.hs.server_random[24..]
+                .copy_from_slice(&dtls_proto::tls13::messages::DOWNGRADE_SENTINEL_TLS12);
+        }
         core.hs.transcript.select_hash(suite.prf_hash())?;
 
         let mut sh_ext = Extensions {

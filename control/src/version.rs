@@ -213,8 +213,32 @@ impl Connection {
     ) {
         match &mut self.inner {
             Inner::V12(c) => c.handle_datagram(now, wall, peer, datagram),
-            Inner::V13(e) => e.handle_datagram(now, wall, peer, datagram),
+            Inner::V13(e) => {
+                e.handle_datagram(now, wall, peer, datagram);
+                self.fall_back(now, wall, peer, datagram);
+            }
         }
+    }
+
+    /// A client that offered both versions got a DTLS 1.2 answer (HelloVerifyRequest or
+    /// ServerHello): the DTLS 1.2 engine takes over with the same ClientHello (random,
+    /// transcript) and reads the datagram that carried the answer.
+    fn fall_back(&mut self, now: Instant, wall: UnixTime, peer: SocketAddr, datagram: &[u8]) {
+        let Inner::V13(engine) = &mut self.inner else {
+            return;
+        };
+        let Some(hello) = engine.core.fallback.take() else {
+            return;
+        };
+        let config = Arc::clone(&engine.core.config);
+        // The engine is dropped right below; its generator goes on in the 1.2 engine.
+        let rng = std::mem::replace(&mut engine.core.rng, Box::new(Spent));
+        let mut v12 = Connection12::client_with_hello(config, rng, now, peer, hello);
+        // The ClientHello it queued was sent already (by the 1.3 engine).
+        let mut scratch = vec![0u8; v12.core.config.mtu.max(crate::config::MIN_MTU)];
+        while v12.poll_transmit(now, &mut scratch).is_some() {}
+        v12.handle_datagram(now, wall, peer, datagram);
+        self.inner = Inner::V12(Box::new(v12));
     }
 
     /// Advances timers to `now`: retransmits the current flight (or, in DTLS 1.3, sends an
@@ -258,5 +282,15 @@ impl Connection {
             Inner::V12(c) => c.close(now),
             Inner::V13(e) => e.core.close(),
         }
+    }
+}
+
+/// The generator left in a DTLS 1.3 engine whose own moved to the DTLS 1.2 engine that took
+/// its handshake over; that engine is dropped at once and never draws from it.
+struct Spent;
+
+impl Rng for Spent {
+    fn fill(&mut self, dest: &mut [u8]) {
+        dest.fill(0);
     }
 }

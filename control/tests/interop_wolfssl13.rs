@@ -327,3 +327,75 @@ fn our_server_vs_wolfssl13_with_client_certificate() {
         AcceptorConfig::default(),
     );
 }
+
+// ---------- version negotiation with a DTLS 1.2 peer ----------
+
+fn both_versions(mut config: Config) -> Config {
+    config.versions = vec![
+        control::ProtocolVersion::Dtls1_3,
+        control::ProtocolVersion::Dtls1_2,
+    ];
+    config.cipher_suites = vec![CipherSuite::EcdheEcdsaAes128GcmSha256];
+    config
+}
+
+#[test]
+fn our_client_offering_both_versions_falls_back_to_a_wolfssl_dtls12_server() {
+    let pki = TestPki::shared();
+    let dir = TempDir::new("ic-wolfssl13-fallback");
+    let mut sopts = WolfsslOpts::new(
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        Some(pki.server_ec.clone()),
+        pki.ca.clone(),
+    );
+    sopts.dtls13 = false;
+    let server = wolfssl_server(&sopts, dir.path());
+    // One X25519 share: the hello fits a datagram (a DTLS 1.2 server need not reassemble).
+    let case = Case13 {
+        groups: &[NamedGroup::X25519],
+        ..Case13::new(CipherSuite::Tls13Aes128GcmSha256)
+    };
+    let mut ep = UdpEndpoint::client(both_versions(our_config(pki, case, false)), server.addr());
+    assert_handshake(&mut ep, &server);
+    assert_eq!(ep.conn.version(), "1.2");
+    drive_until_peer(&mut ep, &server, b"SSL version is DTLSv1.2\n", IO_TIMEOUT);
+    let msg = payload("fallback", 300);
+    ep.send_app(&msg);
+    assert!(
+        ep.wait_app(&msg, IO_TIMEOUT),
+        "echo differs\n{}",
+        server.transcript()
+    );
+}
+
+#[test]
+fn our_server_allowing_both_versions_serves_a_wolfssl_dtls12_client() {
+    let pki = TestPki::shared();
+    let sock = UdpEndpoint::server_socket();
+    let addr = sock.local_addr().expect("local addr");
+    let copts = WolfsslOpts::new("ECDHE-ECDSA-AES128-GCM-SHA256", None, pki.ca.clone());
+    let client = wolfssl_client(&copts, addr);
+    let case = Case13::new(CipherSuite::Tls13Aes128GcmSha256);
+    let mut ep = match UdpEndpoint::accept_with(
+        both_versions(our_config(pki, case, true)),
+        AcceptorConfig::default(),
+        sock,
+        HANDSHAKE_TIMEOUT,
+    ) {
+        Ok(ep) => ep,
+        Err(e) => panic!("{e}\n{}", client.transcript()),
+    };
+    assert_handshake(&mut ep, &client);
+    assert_eq!(ep.conn.version(), "1.2");
+    drive_until_peer(&mut ep, &client, b"SSL version is DTLSv1.2\n", IO_TIMEOUT);
+    assert!(
+        ep.wait_app(WOLFSSL_HELLO, IO_TIMEOUT),
+        "greeting not received\n{}",
+        client.transcript()
+    );
+    let reply = payload("our dual server", 100);
+    ep.send_app(&reply);
+    let mut line = reply.clone();
+    line.push(b'\n');
+    drive_until_peer(&mut ep, &client, &line, IO_TIMEOUT);
+}

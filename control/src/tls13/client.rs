@@ -34,6 +34,8 @@ use crate::role::Role;
 #[derive(Debug)]
 pub(crate) struct ClientState13 {
     random: [u8; RANDOM_LEN],
+    /// The ClientHello we sent last (a DTLS 1.2 engine takes it over on fallback).
+    hello: Option<ClientHello>,
     /// Our key share, until the ServerHello (or a HelloRetryRequest) answers it.
     key_share: Option<ClientKeyShare>,
     /// The suite a HelloRetryRequest chose (RFC 8446 §4.1.4: the ServerHello must repeat it).
@@ -60,6 +62,7 @@ impl Engine13 {
         core.rng.fill(&mut random);
         let mut client = ClientState13 {
             random,
+            hello: None,
             key_share: None,
             retry_suite: None,
             cert_request: None,
@@ -92,6 +95,7 @@ fn build_client_hello(
     let internal = |_| HandshakeError::Internal {
         what: "ClientHello extension",
     };
+    let offers_dtls12 = config.allows(ProtocolVersion::Dtls1_2);
     let mut ext = Extensions {
         // RFC 6066 §3: "Literal IPv4 and IPv6 addresses are not permitted in HostName".
         server_name: config
@@ -107,7 +111,32 @@ fn build_client_hello(
     // RFC 8446 §4.2.1: "Implementations of this specification MUST send this extension in
     // the ClientHello containing all versions of TLS which they are prepared to negotiate".
     let mut versions = Vec::new();
-    emit_supported_versions_client(&[ProtocolVersion::Dtls1_3], &mut versions).map_err(internal)?;
+    let offered: &[ProtocolVersion] = if offers_dtls12 {
+        &[ProtocolVersion::Dtls1_3, ProtocolVersion::Dtls1_2]
+    } else {
+        &[ProtocolVersion::Dtls1_3]
+    };
+    emit_supported_versions_client(offered, &mut versions).map_err(internal)?;
+    let mut cipher_suites = config.tls13_cipher_suites.clone();
+    if offers_dtls12 {
+        // One ClientHello for both versions: the DTLS 1.2 engine's own (suites, extended
+        // master secret, renegotiation_info, ...) with the DTLS 1.3 parts added, so that
+        // a DTLS 1.2 server's answer can be taken over by the 1.2 engine as is.
+        let base = crate::client::build_client_hello(config, random, Vec::new(), None);
+        let mut groups = config.tls13_groups.clone();
+        for g in base.extensions.supported_groups.iter().flatten() {
+            if !groups.contains(g) {
+                groups.push(*g);
+            }
+        }
+        cipher_suites.extend(base.cipher_suites.iter().copied());
+        ext = Extensions {
+            server_name: ext.server_name,
+            supported_groups: Some(groups),
+            alpn: ext.alpn,
+            ..base.extensions
+        };
+    }
     push_raw(&mut ext, ExtensionType::SupportedVersions, versions);
     let mut shares = Vec::new();
     emit_key_share_client(
@@ -134,7 +163,7 @@ fn build_client_hello(
         session_id: Vec::new(),
         // RFC 9147 §5.3: "legacy_cookie: ... MUST be set to a zero-length vector".
         cookie: Vec::new(),
-        cipher_suites: config.tls13_cipher_suites.clone(),
+        cipher_suites,
         compression_methods: vec![dtls_proto::COMPRESSION_NULL],
         extensions: ext,
     };
@@ -173,6 +202,7 @@ impl ClientState13 {
             .map_err(|_| HandshakeError::Internal {
                 what: "ClientHello too long",
             })?;
+        self.hello = Some(hello);
         let message = core.out_message(0, HandshakeType::ClientHello, body);
         core.send_flight(now, vec![message])
     }
@@ -193,6 +223,14 @@ impl ClientState13 {
         match (state, message.msg_type) {
             (State13::ExpectServerHello, HandshakeType::ServerHello) => {
                 self.handle_server_hello(core, now, &body)
+            }
+            (State13::ExpectServerHello, HandshakeType::HelloVerifyRequest)
+                if self.retry_suite.is_none() =>
+            {
+                // A DTLS 1.2 server's cookie exchange (RFC 6347 §4.2.1): DTLS 1.2 it is,
+                // if we offered it.
+                self.fall_back(core)?;
+                Ok(state)
             }
             (State13::ExpectEncryptedExtensions, HandshakeType::EncryptedExtensions) => {
                 core.hash_message(message.msg_type, &body);
@@ -243,16 +281,22 @@ impl ClientState13 {
     ) -> Result<State13, HandshakeError> {
         let hello = ServerHello::parse(body).map_err(decode("ServerHello"))?;
         let Some(versions) = raw(&hello.extensions, ExtensionType::SupportedVersions) else {
-            // A DTLS 1.2 ServerHello. RFC 8446 §4.1.3: a client that offered 1.3 checks
-            // the downgrade sentinel; this client offered only 1.3.
+            // A DTLS 1.2 ServerHello. RFC 8446 §4.1.3: "TLS 1.3 clients receiving a
+            // ServerHello indicating TLS 1.2 or below MUST check that the last 8 bytes are
+            // not equal to either of these values. ... If a match is found, the client MUST
+            // abort the handshake with an "illegal_parameter" alert."
             if has_downgrade_sentinel(&hello.random) {
                 return Err(HandshakeError::IllegalParameter {
                     what: "downgrade sentinel in ServerHello",
                 });
             }
-            return Err(HandshakeError::ProtocolVersion {
-                version: hello.server_version.to_u16(),
-            });
+            if self.retry_suite.is_some() || hello.server_version != ProtocolVersion::Dtls1_2 {
+                return Err(HandshakeError::ProtocolVersion {
+                    version: hello.server_version.to_u16(),
+                });
+            }
+            self.fall_back(core)?;
+            return Ok(State13::ExpectServerHello);
         };
         let version =
             parse_supported_versions_server(versions).map_err(decode("supported_versions"))?;
@@ -346,6 +390,19 @@ impl ClientState13 {
         core.install_write(EPOCH_HANDSHAKE, &secrets.client_handshake)?;
         core.secrets = Some(secrets);
         Ok(State13::ExpectEncryptedExtensions)
+    }
+
+    /// Hands the handshake to the DTLS 1.2 engine (the server answered in DTLS 1.2), or
+    /// fails with protocol_version when we do not allow DTLS 1.2.
+    fn fall_back(&mut self, core: &mut Core13) -> Result<(), HandshakeError> {
+        if !core.config.allows(ProtocolVersion::Dtls1_2) {
+            // RFC 8446 §4.2.1: a version we did not offer is a protocol_version failure.
+            return Err(HandshakeError::ProtocolVersion {
+                version: ProtocolVersion::Dtls1_2.to_u16(),
+            });
+        }
+        core.fallback = self.hello.take();
+        Ok(())
     }
 
     /// RFC 8446 §4.1.4: a HelloRetryRequest names the group to use (and may carry a

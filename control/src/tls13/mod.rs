@@ -156,6 +156,9 @@ pub(crate) struct Core13 {
     pub(crate) events: VecDeque<Event>,
     pub(crate) stats: ConnectionStats,
     last_peer_triggered: Option<Instant>,
+    /// Client: the server answered in DTLS 1.2 (a HelloVerifyRequest or a DTLS 1.2
+    /// ServerHello); the DTLS 1.2 engine takes over with this ClientHello.
+    pub(crate) fallback: Option<dtls_proto::ClientHello>,
 }
 
 impl std::fmt::Debug for Engine13 {
@@ -182,6 +185,8 @@ fn message_caps(config: &Config, role: Role) -> MessageCaps {
             .with(HandshakeType::Finished, 48),
         Role::Client => MessageCaps::NONE
             .with(HandshakeType::ServerHello, 1 << 14)
+            // server_version, cookie<0..2^8-1> (RFC 6347 §4.2.1).
+            .with(HandshakeType::HelloVerifyRequest, 2 + 1 + 255)
             .with(HandshakeType::CertificateVerify, 4 + 1024)
             .with(HandshakeType::Finished, 48)
             .with(HandshakeType::KeyUpdate, 1),
@@ -234,6 +239,7 @@ impl Core13 {
             events: VecDeque::new(),
             stats: ConnectionStats::default(),
             last_peer_triggered: None,
+            fallback: None,
         }
     }
 
@@ -347,7 +353,7 @@ impl Core13 {
         }
         let mut records = MixedRecords::new(datagram, 0);
         for record in records.by_ref() {
-            if self.is_finished() {
+            if self.is_finished() || self.fallback.is_some() {
                 break;
             }
             match record.kind {
@@ -458,7 +464,9 @@ impl Core13 {
             // plaintext handshake messages; everything else is protected.
             let hello = matches!(
                 header.msg_type,
-                HandshakeType::ClientHello | HandshakeType::ServerHello
+                HandshakeType::ClientHello
+                    | HandshakeType::ServerHello
+                    | HandshakeType::HelloVerifyRequest
             );
             if hello != (number.epoch == 0) {
                 self.stats.malformed_records += 1;
@@ -500,7 +508,7 @@ impl Core13 {
             }
         }
         while let Some(message) = self.reassembler.poll_message() {
-            if self.is_finished() {
+            if self.is_finished() || self.fallback.is_some() {
                 return;
             }
             if let Err(e) = self.handle_message(side, now, wall, message) {

@@ -356,3 +356,118 @@ fn a_dtls13_only_client_against_a_dtls12_only_server_fails_with_protocol_version
     );
     assert!(pair.server.is_none());
 }
+
+// ---------- version negotiation ----------
+
+fn dual(mut config: Config) -> Config {
+    config.versions = vec![ProtocolVersion::Dtls1_3, ProtocolVersion::Dtls1_2];
+    config
+}
+
+fn server12() -> Config {
+    let pki = pki();
+    Config {
+        certificate: Some(certified(&pki.server.cert_pem, &pki.server.key_pem)),
+        ..Config::new(verifier())
+    }
+}
+
+fn client12() -> Config {
+    Config {
+        server_name: Some("localhost".into()),
+        ..Config::new(verifier())
+    }
+}
+
+fn negotiate(client: Config, server: Config, settings: AcceptorConfig) -> (Pair, ProtocolVersion) {
+    let mut pair = Pair::with_acceptor(client, server, None, settings);
+    settle(&mut pair, Duration::from_secs(10));
+    let (ck, sk) = keys(&mut pair);
+    assert_eq!(ck.version, sk.version);
+    assert_eq!(ck.suite, sk.suite);
+    let version = ck.version;
+    (pair, version)
+}
+
+#[test]
+fn a_client_offering_both_gets_dtls13_from_a_server_allowing_both() {
+    let (pair, version) = negotiate(
+        dual(client13()),
+        dual(server13()),
+        AcceptorConfig::default(),
+    );
+    assert_eq!(version, ProtocolVersion::Dtls1_3);
+    assert_eq!(pair.client.version(), "1.3");
+}
+
+#[test]
+fn a_client_offering_both_falls_back_to_a_dtls12_server_after_its_hello_verify_request() {
+    let (pair, version) = negotiate(dual(client13()), server12(), AcceptorConfig::default());
+    assert_eq!(version, ProtocolVersion::Dtls1_2);
+    assert_eq!(pair.client.version(), "1.2");
+    assert!(
+        pair.server.as_ref().is_some_and(|s| s.version() == "1.2"),
+        "server engine"
+    );
+}
+
+#[test]
+fn a_client_offering_both_takes_a_dtls12_server_hello() {
+    // Without the cookie exchange the first answer is the DTLS 1.2 ServerHello itself.
+    let (pair, version) = negotiate(dual(client13()), server12(), no_cookie());
+    assert_eq!(version, ProtocolVersion::Dtls1_2);
+    assert_eq!(pair.client.version(), "1.2");
+}
+
+#[test]
+fn a_dtls12_client_gets_dtls12_from_a_server_allowing_both() {
+    let (pair, version) = negotiate(client12(), dual(server13()), AcceptorConfig::default());
+    assert_eq!(version, ProtocolVersion::Dtls1_2);
+    assert_eq!(pair.client.version(), "1.2");
+}
+
+#[test]
+fn a_dtls12_only_client_against_a_dtls13_only_server_fails_with_protocol_version() {
+    let mut pair = Pair::new(client12(), server13());
+    pair.run(Duration::from_secs(10));
+    assert!(
+        pair.client_events.iter().any(|e| matches!(
+            e,
+            Event::HandshakeFailed(HandshakeError::PeerAlert {
+                description: dtls_proto::AlertDescription::ProtocolVersion
+            })
+        )),
+        "{:?}",
+        pair.client_events
+    );
+    assert!(pair.server.is_none());
+}
+
+#[test]
+fn a_downgrade_to_dtls12_is_caught_by_the_sentinel() {
+    // An attacker strips supported_versions from the client's hello: the server, which
+    // allows DTLS 1.3, answers in DTLS 1.2 with the RFC 8446 §4.1.3 sentinel, and the
+    // client, which offered DTLS 1.3, aborts with illegal_parameter.
+    let mut client = dual(client13());
+    client.tls13_groups = vec![NamedGroup::X25519];
+    let mut pair = Pair::with_acceptor(client, dual(server13()), None, no_cookie());
+    pair.filter = Box::new(|from_client, d| {
+        let pattern = [0x00, 0x2b, 0x00, 0x05, 0x04, 0xfe, 0xfc, 0xfe, 0xfd];
+        if from_client && let Some(at) = d.windows(pattern.len()).position(|w| w == pattern) {
+            // Renamed to an unknown extension type.
+            d[at] = 0xfa;
+            d[at + 1] = 0xfa;
+        }
+        true
+    });
+    pair.run(Duration::from_secs(10));
+    assert!(
+        pair.client_events.iter().any(|e| matches!(
+            e,
+            Event::HandshakeFailed(HandshakeError::IllegalParameter { .. })
+        )),
+        "{:?}",
+        pair.client_events
+    );
+    assert!(!pair.client.is_established());
+}
