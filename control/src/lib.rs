@@ -1,4 +1,6 @@
-//! The DTLS 1.2 handshake engine (sans-IO), RFC 6347 on RFC 5246.
+//! The DTLS handshake engines (sans-IO): DTLS 1.2 (RFC 6347 on RFC 5246) and DTLS 1.3
+//! (RFC 9147 on RFC 8446, module `tls13`), behind one [`Connection`] that dispatches by the
+//! negotiated version (see docs/handshake.md, "DTLS 1.3").
 //!
 //! What it does:
 //! - [`Connection`]: one handshake, client or server, driven by
@@ -43,7 +45,8 @@
 //! lifetime).
 //!
 //! What it does not do: application data (the data plane seals and opens it with the
-//! handed-over keys), DTLS 1.0 or 1.3, CBC or NULL suites, renegotiation, I/O.
+//! handed-over keys), DTLS 1.0, CBC or NULL suites, renegotiation, I/O; in DTLS 1.3 PSK,
+//! resumption and KeyUpdate.
 
 #![forbid(unsafe_code)]
 
