@@ -43,6 +43,11 @@ pub enum Event {
     /// The handshake failed; the engine is dead. A fatal alert was queued when the protocol
     /// says to send one (see [`HandshakeError::alert`]).
     HandshakeFailed(HandshakeError),
+    /// DTLS 1.3 KeyUpdate (RFC 9147 §8): new keys for the next epoch of one or both
+    /// directions. Read keys come as soon as the peer's KeyUpdate arrived (keep the old
+    /// epoch until a record of the new one opens); write keys once our KeyUpdate was
+    /// acknowledged (RFC 9147 §8: not before).
+    KeysUpdated(Box<UpdatedKeys>),
     /// The session was closed with close_notify (sent by us or by the peer).
     Closed {
         /// `true` when the peer sent close_notify, `false` when [`crate::Connection::close`]
@@ -119,6 +124,15 @@ impl fmt::Debug for EpochKeys13 {
             .field("next_sequence", &self.next_sequence)
             .finish_non_exhaustive()
     }
+}
+
+/// The keys a DTLS 1.3 KeyUpdate brought ([`Event::KeysUpdated`]).
+#[derive(Debug)]
+pub struct UpdatedKeys {
+    /// The peer's next epoch.
+    pub read: Option<EpochKeys13>,
+    /// Our next epoch; `next_sequence` past the engine's reserve.
+    pub write: Option<EpochKeys13>,
 }
 
 /// The record keys of a completed session, by protocol version.

@@ -81,7 +81,9 @@ pub use config::{
 };
 pub use connection::{ClaimedIdentity, ConnectionStats};
 pub use error::HandshakeError;
-pub use events::{EpochKeys, EpochKeys13, Event, PeerIdentity, RecordKeys, SessionKeys, Transmit};
+pub use events::{
+    EpochKeys, EpochKeys13, Event, PeerIdentity, RecordKeys, SessionKeys, Transmit, UpdatedKeys,
+};
 pub use hello_pool::{HelloPool, HelloPoolConfig, HelloPoolStats};
 pub use keys::exporter::{ExportError, Exporter, SRTP_EXPORTER_LABEL};
 pub use keys::ticket::SessionTicket;

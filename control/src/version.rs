@@ -275,6 +275,22 @@ impl Connection {
         }
     }
 
+    /// DTLS 1.3: starts a KeyUpdate (RFC 9147 §8) of our write keys, asking the peer to
+    /// update its own too with `request_peer`. The new keys come as
+    /// [`Event::KeysUpdated`]: ours once the peer acknowledged the KeyUpdate, the peer's
+    /// when its KeyUpdate arrives. Nothing happens before completion, while an update is
+    /// under way, or in DTLS 1.2 (which has no KeyUpdate); returns whether one started.
+    pub fn update_keys(&mut self, now: Instant, request_peer: bool) -> bool {
+        let Inner::V13(e) = &mut self.inner else {
+            return false;
+        };
+        let before = e.core.next_send_seq;
+        if let Err(err) = e.core.start_key_update(now, request_peer) {
+            e.core.fail(err);
+        }
+        e.core.next_send_seq != before
+    }
+
     /// Queues close_notify (RFC 5246 §7.2.1, RFC 8446 §6.1) and closes the engine. Emits
     /// [`Event::Closed`] with `by_peer: false`.
     pub fn close(&mut self, now: Instant) {

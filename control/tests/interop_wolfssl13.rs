@@ -33,6 +33,8 @@ struct Case13 {
     wolfssl_pqc: Option<&'static str>,
     client_cert: bool,
     mtu: Option<u16>,
+    /// wolfSSL sends a KeyUpdate before its data (`-I`).
+    key_update: bool,
 }
 
 impl Case13 {
@@ -43,6 +45,7 @@ impl Case13 {
             wolfssl_pqc: None,
             client_cert: false,
             mtu: None,
+            key_update: false,
         }
     }
 }
@@ -76,6 +79,9 @@ fn wolfssl_opts(pki: &TestPki, case: Case13, server: bool) -> WolfsslOpts {
     opts.dtls13 = true;
     opts.mtu = case.mtu;
     opts.require_client_cert = case.client_cert;
+    if case.key_update && !server {
+        opts.extra.push("-I".to_owned());
+    }
     if let Some(pqc) = case.wolfssl_pqc {
         opts.extra.extend(["--pqc".to_owned(), pqc.to_owned()]);
     }
@@ -129,6 +135,28 @@ fn client_vs_wolfssl(case: Case13) {
     assert_handshake(&mut ep, &server);
     assert_ours(&ep, case);
     drive_until_wolfssl_reports(&mut ep, &server, case);
+    if case.key_update {
+        // Our KeyUpdate, asking wolfSSL for its own: both directions move to epoch 4
+        // before the echoes.
+        while ep.conn.poll_timeout().is_some() {
+            ep.turn(Duration::from_millis(10));
+        }
+        assert!(
+            ep.conn.update_keys(Instant::now(), true),
+            "KeyUpdate started"
+        );
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while ep.key_updates < 2 && Instant::now() < deadline {
+            ep.turn(Duration::from_millis(10));
+        }
+        // wolfSSL answers a requested update only when it next writes: our write side
+        // (acknowledged) moved; its side moves with the first echo.
+        assert!(
+            ep.key_updates >= 1,
+            "no KeyUpdate acknowledged\n{}",
+            server.transcript()
+        );
+    }
     for (i, &len) in [16usize, 90, 600, 1100].iter().enumerate() {
         let msg = &payload(&format!("echo13 {i}"), len)[..];
         let before = ep.app_bytes().len();
@@ -192,6 +220,14 @@ fn our_client_vs_wolfssl13_p256() {
 }
 
 #[test]
+fn our_client_vs_wolfssl13_key_update_mid_stream() {
+    client_vs_wolfssl(Case13 {
+        key_update: true,
+        ..Case13::new(CipherSuite::Tls13Aes128GcmSha256)
+    });
+}
+
+#[test]
 fn our_client_vs_wolfssl13_with_client_certificate() {
     client_vs_wolfssl(Case13 {
         client_cert: true,
@@ -220,11 +256,17 @@ fn server_vs_wolfssl(case: Case13, settings: AcceptorConfig) {
     drive_until_wolfssl_reports(&mut ep, &client, case);
     assert!(
         ep.wait_app(WOLFSSL_HELLO, IO_TIMEOUT),
-        "greeting not received; got {:?}\n{}",
+        "greeting not received; got {:?}; {} key updates, {:?} {:?}\n{}",
         String::from_utf8_lossy(&ep.app_bytes()),
+        ep.key_updates,
+        ep.conn.stats(),
+        ep.conn.state_name(),
         client.transcript()
     );
     assert_eq!(ep.app_bytes(), WOLFSSL_HELLO, "application data differs");
+    if case.key_update {
+        assert!(ep.key_updates >= 1, "no KeyUpdate applied");
+    }
     let reply = payload(&format!("our 1.3 server {:?}", case.suite), 200);
     ep.send_app(&reply);
     let mut line = reply.clone();
@@ -315,6 +357,15 @@ fn our_server_vs_wolfssl13_engine_hello_retry_request_for_the_group() {
         },
         no_cookie(),
     );
+}
+
+#[test]
+fn our_server_vs_wolfssl13_key_update_before_data() {
+    // `-I`: the wolfSSL client sends a KeyUpdate before its application data; the greeting
+    // then arrives under epoch 4 keys, which our engine derived and handed over.
+    let mut case = Case13::new(CipherSuite::Tls13Aes128GcmSha256);
+    case.key_update = true;
+    server_vs_wolfssl(case, AcceptorConfig::default());
 }
 
 #[test]

@@ -420,7 +420,8 @@ impl ControlThread {
                     failure = Some(error);
                 }
                 Event::AlertReceived { description, .. } => alert_received = Some(description),
-                Event::Closed { .. } => {}
+                // The shards run DTLS 1.2 sessions only (no KeyUpdate).
+                Event::Closed { .. } | Event::KeysUpdated(_) => {}
             }
         }
         if let Some(error) = &failure {

@@ -607,6 +607,7 @@ pub(crate) fn complete(
         .ok_or(HandshakeError::Internal {
             what: "no application write keys",
         })?;
+    core.app_secrets = Some((own.duplicate(), peer.duplicate()));
     let read = EpochKeys13 {
         epoch: EPOCH_APPLICATION,
         keys: core.traffic_keys(&peer)?,

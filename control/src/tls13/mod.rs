@@ -47,7 +47,7 @@ use dataplane::record::{RecordHeader, ReplayWindow};
 use dtls_crypto::pki_types::UnixTime;
 use dtls_crypto::tls13::{MasterSecret, TrafficSecret};
 use dtls_crypto::{Rng, Transcript};
-use dtls_proto::tls13::{Ack, RecordNumber};
+use dtls_proto::tls13::{Ack, KeyUpdate, RecordNumber};
 use dtls_proto::{
     ACK, Alert, AlertDescription, AlertLevel, DropReason, FragmentOutcome, HandshakeFragments,
     HandshakeType, MessageCaps, ReassembledMessage, Reassembler, ReassemblyConfig,
@@ -57,7 +57,7 @@ use dtls_proto::{
 use crate::config::Config;
 use crate::connection::{ClaimedIdentity, ConnectionStats};
 use crate::error::HandshakeError;
-use crate::events::{Event, Transmit};
+use crate::events::{EpochKeys13, Event, Transmit, UpdatedKeys};
 use crate::role::Role;
 use crate::timer::{RetransmitTimer, TimerAction};
 use transport::{Flight13, OutMessage13, Transport13};
@@ -159,6 +159,11 @@ pub(crate) struct Core13 {
     /// Client: the server answered in DTLS 1.2 (a HelloVerifyRequest or a DTLS 1.2
     /// ServerHello); the DTLS 1.2 engine takes over with this ClientHello.
     pub(crate) fallback: Option<dtls_proto::ClientHello>,
+    /// After completion: our current application write secret and the peer's, for
+    /// KeyUpdate (RFC 8446 §7.2).
+    pub(crate) app_secrets: Option<(TrafficSecret, TrafficSecret)>,
+    /// Our KeyUpdate is the current flight: switch write keys once it is acknowledged.
+    update_pending: bool,
 }
 
 impl std::fmt::Debug for Engine13 {
@@ -182,7 +187,8 @@ fn message_caps(config: &Config, role: Role) -> MessageCaps {
                 config.max_client_certificate_chain,
             )
             .with(HandshakeType::CertificateVerify, 4 + 1024)
-            .with(HandshakeType::Finished, 48),
+            .with(HandshakeType::Finished, 48)
+            .with(HandshakeType::KeyUpdate, 1),
         Role::Client => MessageCaps::NONE
             .with(HandshakeType::ServerHello, 1 << 14)
             // server_version, cookie<0..2^8-1> (RFC 6347 §4.2.1).
@@ -240,6 +246,8 @@ impl Core13 {
             stats: ConnectionStats::default(),
             last_peer_triggered: None,
             fallback: None,
+            app_secrets: None,
+            update_pending: false,
         }
     }
 
@@ -455,6 +463,7 @@ impl Core13 {
     ) {
         let mut useful = false;
         let mut old = false;
+        let mut old_post_handshake = false;
         for fragment in HandshakeFragments::new(payload) {
             let Ok((header, data)) = fragment else {
                 self.stats.malformed_records += 1;
@@ -474,6 +483,15 @@ impl Core13 {
             }
             match self.reassembler.handle_fragment(&header, data) {
                 FragmentOutcome::Accepted => useful = true,
+                FragmentOutcome::Old { .. }
+                    if matches!(
+                        header.msg_type,
+                        HandshakeType::KeyUpdate | HandshakeType::NewSessionTicket
+                    ) =>
+                {
+                    // A post-handshake message again: our ACK was lost (RFC 9147 §7).
+                    old_post_handshake = true;
+                }
                 FragmentOutcome::Old { .. } => old = true,
                 FragmentOutcome::Dropped {
                     reason: DropReason::HandshakeBudget | DropReason::GlobalBudget,
@@ -515,7 +533,11 @@ impl Core13 {
                 return self.fail(e);
             }
         }
-        if old && !useful {
+        if old_post_handshake && !self.is_finished() {
+            self.to_ack.push(number);
+            self.send_ack();
+            self.to_ack.clear();
+        } else if old && !useful {
             self.handle_peer_retransmission(now, number);
         }
         // RFC 9147 §7.1: "When an implementation detects a disruption in the receipt of
@@ -585,6 +607,11 @@ impl Core13 {
             self.timer.disarm();
             if self.is_established() {
                 self.flight = Flight13::default();
+                if std::mem::take(&mut self.update_pending)
+                    && let Err(e) = self.switch_write_keys()
+                {
+                    self.fail(e);
+                }
             }
         }
     }
@@ -636,6 +663,9 @@ impl Core13 {
             if message.msg_type == HandshakeType::NewSessionTicket && self.role == Role::Client {
                 self.send_ack();
                 return Ok(());
+            }
+            if message.msg_type == HandshakeType::KeyUpdate {
+                return self.handle_key_update(now, &message.body);
             }
             self.stats.ignored_records += 1;
             return Ok(());
@@ -718,6 +748,104 @@ impl Core13 {
         self.ack_deadline = None;
         self.state = State13::Closed;
         self.events.push_back(Event::Closed { by_peer: false });
+    }
+
+    // ----- KeyUpdate (RFC 9147 §8, RFC 8446 §4.6.3) -----
+
+    /// The peer's KeyUpdate: its next epoch's read keys go to the driver, our ACK goes
+    /// out, and when the peer asked for it, our own KeyUpdate.
+    fn handle_key_update(&mut self, now: Instant, body: &[u8]) -> Result<(), HandshakeError> {
+        let request = KeyUpdate::parse(body).map_err(|source| HandshakeError::Decode {
+            message: "KeyUpdate",
+            source,
+        })?;
+        let (_, peer) = self.app_secrets.as_ref().ok_or(HandshakeError::Internal {
+            what: "KeyUpdate without application secrets",
+        })?;
+        let next = peer.next();
+        let epoch = self.transport.read_epoch() + 1;
+        self.install_read(epoch, &next)?;
+        let keys = self.traffic_keys(&next)?;
+        let read = EpochKeys13 {
+            epoch,
+            keys,
+            secret: next.duplicate(),
+            next_sequence: 0,
+        };
+        if let Some((_, peer)) = self.app_secrets.as_mut() {
+            *peer = next;
+        }
+        self.events
+            .push_back(Event::KeysUpdated(Box::new(UpdatedKeys {
+                read: Some(read),
+                write: None,
+            })));
+        // RFC 9147 §8: the KeyUpdate is acknowledged with an ACK.
+        self.send_ack();
+        self.to_ack.clear();
+        // RFC 8446 §4.6.3: "If the request_update field is set to "update_requested",
+        // then the receiver MUST send a KeyUpdate of its own with request_update set to
+        // "update_not_requested" prior to sending its next Application Data record."
+        if request == KeyUpdate::Requested && !self.update_pending {
+            self.start_key_update(now, false)?;
+        }
+        Ok(())
+    }
+
+    /// Sends our KeyUpdate (in the current write epoch, retransmitted until the peer
+    /// acknowledges it); the write keys change once it does (RFC 9147 §8: "the sender
+    /// MUST NOT send records protected with the new keys until the KeyUpdate has been
+    /// acknowledged").
+    pub(crate) fn start_key_update(
+        &mut self,
+        now: Instant,
+        request_peer: bool,
+    ) -> Result<(), HandshakeError> {
+        // One at a time, and not while the final flight still waits for its ACK.
+        if !self.is_established() || self.update_pending || !self.flight.is_empty() {
+            return Ok(());
+        }
+        let mut body = Vec::with_capacity(1);
+        if request_peer {
+            KeyUpdate::Requested.emit(&mut body);
+        } else {
+            KeyUpdate::NotRequested.emit(&mut body);
+        }
+        let epoch = self.transport.write_epoch();
+        let message = self.out_message(epoch, HandshakeType::KeyUpdate, body);
+        self.send_flight(now, vec![message])?;
+        self.update_pending = true;
+        Ok(())
+    }
+
+    fn switch_write_keys(&mut self) -> Result<(), HandshakeError> {
+        let (own, _) = self.app_secrets.as_ref().ok_or(HandshakeError::Internal {
+            what: "KeyUpdate without application secrets",
+        })?;
+        let next = own.next();
+        let epoch = self.transport.write_epoch() + 1;
+        self.install_write(epoch, &next)?;
+        let next_sequence = self
+            .transport
+            .reserve(epoch, ENGINE_SEQUENCE_RESERVE)
+            .ok_or(HandshakeError::Internal {
+                what: "no write keys for the new epoch",
+            })?;
+        let write = EpochKeys13 {
+            epoch,
+            keys: self.traffic_keys(&next)?,
+            secret: next.duplicate(),
+            next_sequence,
+        };
+        if let Some((own, _)) = self.app_secrets.as_mut() {
+            *own = next;
+        }
+        self.events
+            .push_back(Event::KeysUpdated(Box::new(UpdatedKeys {
+                read: None,
+                write: Some(write),
+            })));
+        Ok(())
     }
 
     // ----- output -----

@@ -471,3 +471,111 @@ fn a_downgrade_to_dtls12_is_caught_by_the_sentinel() {
     );
     assert!(!pair.client.is_established());
 }
+
+// ---------- KeyUpdate ----------
+
+fn updated(events: &mut Vec<Event>) -> (Vec<crate::EpochKeys13>, Vec<crate::EpochKeys13>) {
+    let (mut read, mut write) = (Vec::new(), Vec::new());
+    events.retain_mut(|e| {
+        if let Event::KeysUpdated(k) = e {
+            read.extend(k.read.take());
+            write.extend(k.write.take());
+            false
+        } else {
+            true
+        }
+    });
+    (read, write)
+}
+
+fn seal_open(write: crate::EpochKeys13, read: crate::EpochKeys13) {
+    assert_eq!(write.epoch, read.epoch);
+    let mut sealer = Sealer13::new(write.epoch, write.keys).with_next_sequence(write.next_sequence);
+    let mut opener = Opener13::new(read.epoch, read.keys, ReplayWindow::new(64));
+    let form = HeaderForm::default();
+    let msg = b"after KeyUpdate";
+    let mut record = vec![0u8; sealer.record_len(&form, msg.len(), 0)];
+    let at = sealer.plaintext_offset(&form);
+    record[at..at + msg.len()].copy_from_slice(msg);
+    let len = sealer
+        .seal(
+            InnerContentType::ApplicationData,
+            &form,
+            &mut record,
+            msg.len(),
+            0,
+        )
+        .expect("seal");
+    assert_eq!(
+        opener.open(&mut record[..len], 0).expect("open").plaintext,
+        msg
+    );
+}
+
+#[test]
+fn a_requested_key_update_moves_both_directions_to_epoch_4() {
+    let mut client = client13();
+    client.tls13_groups = vec![NamedGroup::X25519];
+    let mut pair = pair(client, server13());
+    settle(&mut pair, Duration::from_secs(10));
+    assert!(pair.client.update_keys(pair.now, true));
+    assert!(!pair.client.update_keys(pair.now, true), "one at a time");
+    settle(&mut pair, Duration::from_secs(10));
+    let (c_read, c_write) = updated(&mut pair.client_events);
+    let (s_read, s_write) = updated(&mut pair.server_events);
+    let epochs = |v: &Vec<crate::EpochKeys13>| v.iter().map(|k| k.epoch).collect::<Vec<_>>();
+    assert_eq!(
+        (
+            epochs(&c_read),
+            epochs(&c_write),
+            epochs(&s_read),
+            epochs(&s_write)
+        ),
+        (vec![4], vec![4], vec![4], vec![4]),
+        "client {:?} server {:?}",
+        pair.client_events,
+        pair.server_events
+    );
+    assert_eq!(c_write[0].next_sequence, super::ENGINE_SEQUENCE_RESERVE);
+    let mut c_read = c_read;
+    let mut s_read = s_read;
+    seal_open(c_write.into_iter().next().expect("w"), s_read.remove(0));
+    seal_open(s_write.into_iter().next().expect("w"), c_read.remove(0));
+    assert_eq!(pair.client.poll_timeout(), None);
+    assert!(pair.client.is_established() && !pair.client.is_finished());
+}
+
+#[test]
+fn a_key_update_survives_the_loss_of_its_first_copy_and_of_the_ack() {
+    let mut client = client13();
+    client.tls13_groups = vec![NamedGroup::X25519];
+    let mut pair = pair(client, server13());
+    settle(&mut pair, Duration::from_secs(10));
+    // Lose the client's first KeyUpdate and the server's first ACK of it.
+    let mut lost = (false, false);
+    pair.filter = Box::new(move |from_client, d| {
+        let protected = d[0] & 0xe0 == 0x20;
+        if protected && from_client && !lost.0 {
+            lost.0 = true;
+            return false;
+        }
+        if protected && !from_client && !lost.1 {
+            lost.1 = true;
+            return false;
+        }
+        true
+    });
+    assert!(pair.client.update_keys(pair.now, false));
+    settle(&mut pair, Duration::from_secs(30));
+    let (_, c_write) = updated(&mut pair.client_events);
+    let (s_read, s_write) = updated(&mut pair.server_events);
+    assert!(s_write.is_empty(), "not requested");
+    assert_eq!(c_write.len(), 1);
+    let mut s_read = s_read;
+    assert_eq!(
+        s_read.len(),
+        1,
+        "the retransmission is recognized, not applied twice"
+    );
+    seal_open(c_write.into_iter().next().expect("w"), s_read.remove(0));
+}

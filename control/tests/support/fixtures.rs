@@ -163,6 +163,9 @@ pub struct DataKeys13 {
     pub suite: CipherSuite,
     pub sealer: Sealer13,
     pub opener: Opener13,
+    /// The previous read epoch after a KeyUpdate, kept for records still in flight
+    /// (RFC 9147 §8).
+    pub previous: Option<Opener13>,
 }
 
 impl DataKeys13 {
@@ -191,10 +194,19 @@ impl DataKeys13 {
     /// when it is application data; `None` for other content (the engine's) or records
     /// that do not open.
     pub fn open(&mut self, record: &[u8]) -> Option<Vec<u8>> {
-        let mut buf = record.to_vec();
-        let opened = self.opener.open(&mut buf, 0).ok()?;
-        (opened.content_type == InnerContentType::ApplicationData)
-            .then(|| opened.plaintext.to_vec())
+        for opener in std::iter::once(&mut self.opener).chain(self.previous.as_mut()) {
+            let mut buf = record.to_vec();
+            if let Ok(opened) = opener.open(&mut buf, 0) {
+                return (opened.content_type == InnerContentType::ApplicationData)
+                    .then(|| opened.plaintext.to_vec());
+            }
+        }
+        None
+    }
+
+    /// The peer moved to a new read epoch: the current one is kept as the previous.
+    pub fn update_read(&mut self, opener: Opener13) {
+        self.previous = Some(std::mem::replace(&mut self.opener, opener));
     }
 }
 
@@ -226,6 +238,7 @@ pub fn install_keys13(keys: SessionKeys, at: Instant) -> (DataKeys13, SessionInf
             suite,
             sealer,
             opener,
+            previous: None,
         },
         SessionInfo {
             peer,

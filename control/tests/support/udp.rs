@@ -17,7 +17,8 @@ use control::{
     Event, HandshakeError,
 };
 
-use dataplane::record::v13::{MixedKind, MixedRecords};
+use dataplane::record::ReplayWindow;
+use dataplane::record::v13::{MixedKind, MixedRecords, Opener13, Sealer13};
 use dtls_proto::ProtocolVersion;
 
 use super::fixtures::{DataKeys, DataKeys13, SessionInfo, install_keys, install_keys13};
@@ -45,6 +46,8 @@ pub struct UdpEndpoint {
     pub datagrams_in: usize,
     /// Size of the largest datagram received from the peer (after the acceptor).
     pub largest_datagram_in: usize,
+    /// DTLS 1.3 KeyUpdate events applied to the data plane.
+    pub key_updates: usize,
     buf: Vec<u8>,
 }
 
@@ -71,6 +74,7 @@ impl UdpEndpoint {
             datagrams_out: 0,
             datagrams_in: 0,
             largest_datagram_in: 0,
+            key_updates: 0,
             buf: vec![0u8; 65_536],
         }
     }
@@ -176,6 +180,24 @@ impl UdpEndpoint {
                 }
                 Event::HandshakeFailed(e) => self.failed = Some(e),
                 Event::Closed { by_peer } => self.closed = Some(by_peer),
+                Event::KeysUpdated(update) => {
+                    // DTLS 1.3 KeyUpdate: the data plane moves to the new epoch(s).
+                    let update = *update;
+                    if let Some(data) = self.data13.as_mut() {
+                        if let Some(read) = update.read {
+                            data.update_read(Opener13::new(
+                                read.epoch,
+                                read.keys,
+                                ReplayWindow::new(ReplayWindow::DEFAULT_SIZE),
+                            ));
+                        }
+                        if let Some(write) = update.write {
+                            data.sealer = Sealer13::new(write.epoch, write.keys)
+                                .with_next_sequence(write.next_sequence);
+                        }
+                    }
+                    self.key_updates += 1;
+                }
             }
         }
     }

@@ -605,7 +605,7 @@ impl Client {
                     self.opener = Some(Opener::new(read.epoch, read.key, window));
                 }
                 Event::HandshakeFailed(e) => self.failed = Some(e.to_string()),
-                Event::AlertReceived { .. } | Event::Closed { .. } => {}
+                Event::AlertReceived { .. } | Event::Closed { .. } | Event::KeysUpdated(_) => {}
             }
         }
     }
