@@ -364,6 +364,7 @@ impl Config {
         self.validate()?;
         if self.allows(ProtocolVersion::Dtls1_3)
             && matches!(self.peer_verification, PeerVerifier::RejectAll)
+            && self.psks.is_empty()
         {
             // DTLS 1.3 without PSK authenticates the server by certificate only.
             return Err(ConfigError::CertificateSuitesWithoutVerifier);

@@ -45,8 +45,8 @@
 //! lifetime).
 //!
 //! What it does not do: application data (the data plane seals and opens it with the
-//! handed-over keys), DTLS 1.0, CBC or NULL suites, renegotiation, I/O; in DTLS 1.3 PSK,
-//! resumption and KeyUpdate.
+//! handed-over keys), DTLS 1.0, CBC or NULL suites, renegotiation, I/O; in DTLS 1.3
+//! resumption and psk_ke.
 
 #![forbid(unsafe_code)]
 

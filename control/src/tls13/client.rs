@@ -10,19 +10,24 @@ use dtls_crypto::pki_types::{CertificateDer, UnixTime};
 use dtls_crypto::tls13::{ClientKeyShare, EarlySecret, LabelPrefix};
 use dtls_crypto::{HandshakeHash, Rng};
 use dtls_proto::tls13::extensions::{
-    emit_cookie, emit_key_share_client, emit_supported_versions_client, parse_cookie,
-    parse_key_share_retry, parse_key_share_server, parse_supported_versions_server,
+    emit_cookie, emit_key_share_client, emit_psk_key_exchange_modes,
+    emit_supported_versions_client, parse_cookie, parse_key_share_retry, parse_key_share_server,
+    parse_pre_shared_key_server, parse_supported_versions_server,
 };
 use dtls_proto::tls13::messages::{has_downgrade_sentinel, is_hello_retry_request};
-use dtls_proto::tls13::{CertificateRequest13, EncryptedExtensions, KeyShareEntry};
+use dtls_proto::tls13::{
+    CertificateRequest13, EncryptedExtensions, KeyShareEntry, OfferedPsks, PskIdentity,
+    PskKeyExchangeMode,
+};
 use dtls_proto::{
     ClientHello, ExtensionType, Extensions, HandshakeType, NamedGroup, ProtocolVersion, RANDOM_LEN,
     ReassembledMessage, ServerHello, ServerName, SignatureScheme,
 };
 
 use super::messages::{
-    certificate_body, certificate_verify_body, check_certificate_verify, decode, offered_schemes,
-    parse_certificate, push_raw, raw,
+    PSK_HASH, binder_transcript, certificate_body, certificate_verify_body,
+    check_certificate_verify, decode, offered_schemes, parse_certificate, psk_binder, push_raw,
+    raw, retry_prefix,
 };
 use super::{Core13, EPOCH_APPLICATION, EPOCH_HANDSHAKE, Engine13, Secrets13, Side13, State13};
 use crate::config::{Config, ConfigError};
@@ -46,6 +51,11 @@ pub(crate) struct ClientState13 {
     peer_chain: Vec<CertificateDer<'static>>,
     /// The ALPN protocol the server chose.
     alpn: Option<Vec<u8>>,
+    /// The body of the ClientHello we sent last (its hash goes into message_hash after a
+    /// HelloRetryRequest; PSK binders cover it).
+    last_body: Vec<u8>,
+    /// The server accepted our external PSK (RFC 8446 §4.2.11).
+    psk_accepted: bool,
 }
 
 impl Engine13 {
@@ -68,6 +78,8 @@ impl Engine13 {
             cert_request: None,
             peer_chain: Vec::new(),
             alpn: None,
+            last_body: Vec::new(),
+            psk_accepted: false,
         };
         let first_group = core.config.tls13_groups.first().copied();
         match first_group {
@@ -172,13 +184,52 @@ fn build_client_hello(
     // HelloRetryRequest). Its HelloRetryRequest carries a cookie with the hash of this
     // hello, up to ~210 bytes with SHA-384, so a smaller hello (a single classical key
     // share) is padded to MIN_CLIENT_HELLO with the RFC 7685 padding extension.
+    let psk = offered_psk(config).map(|psk| OfferedPsks {
+        identities: vec![PskIdentity {
+            identity: psk.identity.clone(),
+            // RFC 8446 §4.2.11: "For identities established externally, an
+            // obfuscated_ticket_age of 0 SHOULD be used".
+            obfuscated_ticket_age: 0,
+        }],
+        // Filled in once the rest of the hello is known (send_client_hello).
+        binders: vec![vec![0; PSK_HASH.output_len()]],
+    });
+    let mut psk_ext = Vec::new();
+    if let Some(offer) = &psk {
+        // RFC 8446 §4.2.9: a client offering a PSK MUST send psk_key_exchange_modes;
+        // ours is psk_dhe_ke only (the key share stays).
+        let mut modes = Vec::new();
+        emit_psk_key_exchange_modes(&[PskKeyExchangeMode::PskDheKe], &mut modes)
+            .map_err(internal)?;
+        push_raw(
+            &mut hello.extensions,
+            ExtensionType::PskKeyExchangeModes,
+            modes,
+        );
+        offer.emit(&mut psk_ext).map_err(internal)?;
+    }
     let mut body = Vec::new();
     hello.emit(&mut body).map_err(internal)?;
-    if body.len() + 4 < MIN_CLIENT_HELLO {
-        let pad = MIN_CLIENT_HELLO - body.len() - 4;
+    let psk_len = if psk.is_some() { 4 + psk_ext.len() } else { 0 };
+    if body.len() + psk_len + 4 < MIN_CLIENT_HELLO {
+        let pad = MIN_CLIENT_HELLO - body.len() - psk_len - 4;
         push_raw(&mut hello.extensions, ExtensionType::Padding, vec![0; pad]);
     }
+    if psk.is_some() {
+        // RFC 8446 §4.2.11: "The "pre_shared_key" extension MUST be the last extension in
+        // the ClientHello".
+        push_raw(&mut hello.extensions, ExtensionType::PreSharedKey, psk_ext);
+    }
     Ok(hello)
+}
+
+/// Our external PSK, offered when one is configured and a SHA-256 suite is on offer.
+fn offered_psk(config: &Config) -> Option<&crate::config::Psk> {
+    let sha256 = config
+        .tls13_cipher_suites
+        .iter()
+        .any(|s| s.tls13_params().is_some_and(|p| p.hash() == PSK_HASH));
+    config.psks.first().filter(|_| sha256)
 }
 
 /// The smallest ClientHello body we send (see [`build_client_hello`]): with the record
@@ -202,6 +253,15 @@ impl ClientState13 {
             .map_err(|_| HandshakeError::Internal {
                 what: "ClientHello too long",
             })?;
+        if let Some(psk) = offered_psk(&core.config) {
+            // RFC 8446 §4.2.11.2: the binder covers the hello up to the binders list.
+            let hash_len = PSK_HASH.output_len();
+            let transcript = binder_transcript(&core.retry_prefix, &body, 2 + 1 + hash_len);
+            let binder = psk_binder(&psk.key, &transcript);
+            let at = body.len() - hash_len;
+            body[at..].copy_from_slice(binder.as_bytes());
+        }
+        self.last_body = body.clone();
         self.hello = Some(hello);
         let message = core.out_message(0, HandshakeType::ClientHello, body);
         core.send_flight(now, vec![message])
@@ -346,7 +406,11 @@ impl ClientState13 {
                 ExtensionType::Cookie,
             ]
         } else {
-            &[ExtensionType::SupportedVersions, ExtensionType::KeyShare]
+            &[
+                ExtensionType::SupportedVersions,
+                ExtensionType::KeyShare,
+                ExtensionType::PreSharedKey,
+            ]
         };
         // RFC 8446 §4.1.3 / §4.2: extensions not offered abort with unsupported_extension.
         if let Some(t) = hello
@@ -377,10 +441,31 @@ impl ClientState13 {
             });
         }
         let shared = share.complete(&entry.key_exchange)?;
+        let psk = match raw(&hello.extensions, ExtensionType::PreSharedKey) {
+            Some(data) => {
+                let selected =
+                    parse_pre_shared_key_server(data).map_err(decode("pre_shared_key"))?;
+                // RFC 8446 §4.2.11: "Clients MUST verify that the server's
+                // selected_identity is within the range supplied by the client, that the
+                // server selected a cipher suite indicating a Hash associated with the PSK".
+                let psk = offered_psk(&core.config)
+                    .filter(|_| selected == 0 && suite.hash() == PSK_HASH)
+                    .ok_or(HandshakeError::IllegalParameter {
+                        what: "pre_shared_key selection",
+                    })?;
+                self.psk_accepted = true;
+                Some(psk.key.clone())
+            }
+            None => None,
+        };
         core.hash_message(HandshakeType::ServerHello, body);
         let hello_hash = core.transcript.current_hash()?;
-        let handshake = EarlySecret::new(suite.hash(), LabelPrefix::Dtls13, None)
-            .into_handshake_secret(Some(&shared));
+        let handshake = EarlySecret::new(
+            suite.hash(),
+            LabelPrefix::Dtls13,
+            psk.as_ref().map(|k| k.as_slice()),
+        )
+        .into_handshake_secret(Some(&shared));
         let secrets = Secrets13 {
             client_handshake: handshake.client_handshake_traffic_secret(&hello_hash),
             server_handshake: handshake.server_handshake_traffic_secret(&hello_hash),
@@ -452,6 +537,13 @@ impl ClientState13 {
         // RFC 8446 §4.4.1: ClientHello1 is replaced by message_hash(Hash(ClientHello1)).
         core.transcript.roll_up_for_hello_retry()?;
         core.hash_message(HandshakeType::ServerHello, body);
+        let hash = core.suite()?.hash();
+        let len = u32::try_from(self.last_body.len())
+            .unwrap_or(0)
+            .to_be_bytes();
+        let header = [HandshakeType::ClientHello.to_u8(), len[1], len[2], len[3]];
+        let client_hello1 = HandshakeHash::digest_parts(hash, &[&header, &self.last_body]);
+        core.retry_prefix = retry_prefix(&client_hello1, body);
         self.send_client_hello(core, now, group, cookie.as_deref())?;
         Ok(State13::ExpectServerHello)
     }
@@ -489,6 +581,10 @@ impl ClientState13 {
                     });
                 }
             }
+        }
+        // RFC 8446 §2.2: with a PSK the server authenticates with it; no certificates.
+        if self.psk_accepted {
+            return Ok(State13::ExpectFinished);
         }
         Ok(State13::ExpectCertificateOrRequest)
     }
@@ -569,7 +665,10 @@ impl ClientState13 {
         ));
         // RFC 9147 §5.8.3 / §7: the final flight is retransmitted until the server ACKs it.
         core.send_flight(now, messages)?;
-        let identity = PeerIdentity::Certificates(std::mem::take(&mut self.peer_chain));
+        let identity = match offered_psk(&core.config) {
+            Some(psk) if self.psk_accepted => PeerIdentity::Psk(psk.identity.clone()),
+            _ => PeerIdentity::Certificates(std::mem::take(&mut self.peer_chain)),
+        };
         complete(core, &server_finished, identity, self.alpn.take())?;
         Ok(State13::Established)
     }

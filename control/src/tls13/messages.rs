@@ -157,3 +157,73 @@ pub(crate) fn parse_certificate(
         .map(|e| CertificateDer::from(e.cert_data))
         .collect())
 }
+
+/// External PSKs are used with SHA-256 (RFC 8446 §4.2.11: "If no hash algorithm is
+/// provisioned for the PSK, then it MUST default to SHA-256"); a PSK is offered and accepted
+/// only with SHA-256 suites.
+pub(crate) const PSK_HASH: dtls_proto::PrfHash = dtls_proto::PrfHash::Sha256;
+
+/// `Transcript-Hash(prefix, Truncate(ClientHello))` (RFC 8446 §4.2.11.2): the messages
+/// before this ClientHello (after a HelloRetryRequest: message_hash and the
+/// HelloRetryRequest), its TLS-style header with the full length, and its body up to the
+/// binders list.
+pub(crate) fn binder_transcript(prefix: &[u8], body: &[u8], binders_len: usize) -> HandshakeHash {
+    let len = u32::try_from(body.len()).unwrap_or(0).to_be_bytes();
+    let header = [
+        dtls_proto::HandshakeType::ClientHello.to_u8(),
+        len[1],
+        len[2],
+        len[3],
+    ];
+    let truncated = &body[..body.len().saturating_sub(binders_len)];
+    HandshakeHash::digest_parts(PSK_HASH, &[prefix, &header, truncated])
+}
+
+/// The binder of an external `psk` over `transcript` (RFC 8446 §4.2.11.2).
+pub(crate) fn psk_binder(psk: &[u8], transcript: &HandshakeHash) -> dtls_crypto::tls13::VerifyData {
+    dtls_crypto::tls13::EarlySecret::new(
+        PSK_HASH,
+        dtls_crypto::tls13::LabelPrefix::Dtls13,
+        Some(psk),
+    )
+    .binder_key(dtls_crypto::tls13::PskKind::External)
+    .binder(transcript)
+}
+
+/// The synthetic messages a HelloRetryRequest puts before the second ClientHello in the
+/// transcript (RFC 8446 §4.4.1): message_hash(Hash(ClientHello1)) and the HelloRetryRequest.
+pub(crate) fn retry_prefix(client_hello1: &HandshakeHash, hello_retry_request: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&dtls_proto::tls13::messages::message_hash_header(
+        client_hello1.as_bytes().len(),
+    ));
+    out.extend_from_slice(client_hello1.as_bytes());
+    let _ = dtls_proto::tls13::messages::put_tls_handshake_header(
+        &mut out,
+        dtls_proto::HandshakeType::ServerHello,
+        hello_retry_request.len(),
+    );
+    out.extend_from_slice(hello_retry_request);
+    out
+}
+
+/// Whether pre_shared_key is the last extension of the ClientHello `body` (RFC 8446
+/// §4.2.11: "The "pre_shared_key" extension MUST be the last extension in the
+/// ClientHello").
+pub(crate) fn pre_shared_key_is_last(body: &[u8]) -> bool {
+    fn skip(body: &[u8], at: usize, len_bytes: usize) -> Option<usize> {
+        let len = match len_bytes {
+            1 => usize::from(*body.get(at)?),
+            _ => usize::from(u16::from_be_bytes([*body.get(at)?, *body.get(at + 1)?])),
+        };
+        Some(at + len_bytes + len)
+    }
+    let list = (|| {
+        let at = skip(body, 2 + 32, 1)?; // session id
+        let at = skip(body, at, 1)?; // cookie
+        let at = skip(body, at, 2)?; // suites
+        let at = skip(body, at, 1)?; // compression
+        body.get(at + 2..)
+    })();
+    list.is_some_and(|l| dtls_proto::tls13::extensions::pre_shared_key_is_last(l).unwrap_or(false))
+}

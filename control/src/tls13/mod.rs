@@ -23,8 +23,12 @@
 //! ignores application data) until the peer's ACK or application data shows the handshake
 //! ended, as with DTLS 1.2.
 //!
-//! Not here yet: PSK and resumption (no NewSessionTicket is sent; one received is
-//! ignored), KeyUpdate after the handshake, connection IDs, early data (never accepted).
+//! After completion: KeyUpdate both ways (RFC 9147 §8, [`crate::Event::KeysUpdated`]).
+//! External PSKs with psk_dhe_ke (RFC 8446 §4.2.11) replace certificates when both sides
+//! know the identity.
+//!
+//! Not here yet: resumption (no NewSessionTicket is sent; one received is acknowledged
+//! and ignored), psk_ke, connection IDs, early data (never accepted).
 
 pub(crate) mod client;
 #[cfg(test)]
@@ -164,6 +168,9 @@ pub(crate) struct Core13 {
     pub(crate) app_secrets: Option<(TrafficSecret, TrafficSecret)>,
     /// Our KeyUpdate is the current flight: switch write keys once it is acknowledged.
     update_pending: bool,
+    /// After a HelloRetryRequest: the transcript bytes before the second ClientHello
+    /// (message_hash and the HelloRetryRequest), for PSK binders (RFC 8446 §4.2.11.2).
+    pub(crate) retry_prefix: Vec<u8>,
 }
 
 impl std::fmt::Debug for Engine13 {
@@ -248,6 +255,7 @@ impl Core13 {
             fallback: None,
             app_secrets: None,
             update_pending: false,
+            retry_prefix: Vec::new(),
         }
     }
 

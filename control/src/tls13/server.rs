@@ -9,11 +9,14 @@ use dtls_crypto::pki_types::{CertificateDer, UnixTime};
 use dtls_crypto::tls13::{EarlySecret, LabelPrefix, ServerKeyShare};
 use dtls_crypto::{HandshakeHash, Rng};
 use dtls_proto::tls13::extensions::{
-    emit_key_share_retry, emit_key_share_server, emit_supported_versions_server,
-    parse_key_share_client, parse_supported_versions_client,
+    emit_key_share_retry, emit_key_share_server, emit_pre_shared_key_server,
+    emit_supported_versions_server, parse_key_share_client, parse_psk_key_exchange_modes,
+    parse_supported_versions_client,
 };
 use dtls_proto::tls13::messages::HELLO_RETRY_REQUEST_RANDOM;
-use dtls_proto::tls13::{CertificateRequest13, EncryptedExtensions, KeyShareEntry};
+use dtls_proto::tls13::{
+    CertificateRequest13, EncryptedExtensions, KeyShareEntry, OfferedPsks, PskKeyExchangeMode,
+};
 use dtls_proto::{
     CipherSuite, ClientHello, ExtensionType, Extensions, HandshakeType, NamedGroup,
     ProtocolVersion, RANDOM_LEN, ReassembledMessage, ServerHello, ServerName, SignatureScheme,
@@ -22,8 +25,9 @@ use dtls_proto::{
 
 use super::client::complete;
 use super::messages::{
-    certificate_body, certificate_verify_body, check_certificate_verify, decode, offered_schemes,
-    parse_certificate, push_raw, raw,
+    PSK_HASH, binder_transcript, certificate_body, certificate_verify_body,
+    check_certificate_verify, decode, offered_schemes, parse_certificate, pre_shared_key_is_last,
+    psk_binder, push_raw, raw, retry_prefix,
 };
 use super::{Core13, EPOCH_HANDSHAKE, Engine13, Secrets13, Side13, State13};
 use crate::acceptor::VerifiedClientHello;
@@ -50,6 +54,8 @@ pub(crate) struct ServerState13 {
     peer_chain: Vec<CertificateDer<'static>>,
     /// The ALPN protocol chosen.
     alpn: Option<Vec<u8>>,
+    /// The external PSK identity the client proved (RFC 8446 §4.2.11).
+    psk_identity: Option<Vec<u8>>,
 }
 
 impl Engine13 {
@@ -200,6 +206,7 @@ impl ServerState13 {
             Some(&retry.cookie),
         )?;
         core.hash_message(HandshakeType::ServerHello, &body);
+        core.retry_prefix = retry_prefix(&retry.client_hello1, &body);
         self.retried = Some((retry.suite, retry.group));
         Ok(())
     }
@@ -255,7 +262,11 @@ impl ServerState13 {
         let Some(client_share) = choice.client_share else {
             return self.send_hello_retry_request(core, now, hello, &choice);
         };
-        let scheme = self.signature_scheme(&core.config, hello)?;
+        let psk = self.accept_psk(core, hello, body, choice.suite)?;
+        let scheme = match psk {
+            Some(_) => None,
+            None => Some(self.signature_scheme(&core.config, hello)?),
+        };
         self.alpn = choose_alpn(&core.config, &hello.extensions)?;
         let share = ServerKeyShare::respond(choice.group, &client_share, &mut *core.rng)?;
 
@@ -278,6 +289,12 @@ impl ServerState13 {
             what: "key_share too long",
         })?;
         push_raw(&mut ext, ExtensionType::KeyShare, ks);
+        if psk.is_some() {
+            // RFC 8446 §4.2.11: the index of the identity we took (our only one: 0).
+            let mut selected = Vec::new();
+            emit_pre_shared_key_server(0, &mut selected);
+            push_raw(&mut ext, ExtensionType::PreSharedKey, selected);
+        }
         let server_hello = ServerHello {
             server_version: ProtocolVersion::Dtls1_2,
             random,
@@ -296,8 +313,12 @@ impl ServerState13 {
         let mut messages = vec![core.out_message(0, HandshakeType::ServerHello, body)];
 
         let hello_hash = core.transcript.current_hash()?;
-        let handshake = EarlySecret::new(choice.suite.hash(), LabelPrefix::Dtls13, None)
-            .into_handshake_secret(Some(share.shared_secret()));
+        let handshake = EarlySecret::new(
+            choice.suite.hash(),
+            LabelPrefix::Dtls13,
+            psk.as_ref().map(|k| k.as_slice()),
+        )
+        .into_handshake_secret(Some(share.shared_secret()));
         let secrets = Secrets13 {
             client_handshake: handshake.client_handshake_traffic_secret(&hello_hash),
             server_handshake: handshake.server_handshake_traffic_secret(&hello_hash),
@@ -320,7 +341,85 @@ impl ServerState13 {
         })?;
         messages.push(core.out_message(EPOCH_HANDSHAKE, HandshakeType::EncryptedExtensions, body));
 
-        // CertificateRequest (RFC 8446 §4.3.2).
+        // CertificateRequest (RFC 8446 §4.3.2: not with a PSK, "Servers which are
+        // authenticating with a PSK MUST NOT send the CertificateRequest message").
+        if let Some(scheme) = scheme {
+            self.send_certificates(core, scheme, &mut messages)?;
+        }
+
+        // Finished (RFC 8446 §4.4.4).
+        let hash = core.transcript.current_hash()?;
+        let verify_data = core.secrets()?.server_handshake.verify_data(&hash);
+        messages.push(core.out_message(
+            EPOCH_HANDSHAKE,
+            HandshakeType::Finished,
+            verify_data.as_bytes().to_vec(),
+        ));
+        self.server_finished = Some(core.transcript.current_hash()?);
+        core.send_flight(now, messages)?;
+        Ok(if self.cert_requested {
+            State13::ExpectCertificate
+        } else {
+            State13::ExpectFinished
+        })
+    }
+
+    /// The client's external PSK, when it offers one we know with psk_dhe_ke and the
+    /// suite's hash is the PSK's; its binder must verify (RFC 8446 §4.2.11.2: "If binder
+    /// validation fails, the server MUST abort the handshake with a "decrypt_error"
+    /// alert"). `None`: a full handshake with certificates.
+    fn accept_psk(
+        &mut self,
+        core: &Core13,
+        hello: &ClientHello,
+        body: &[u8],
+        suite: Tls13SuiteParams,
+    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, HandshakeError> {
+        let Some(data) = raw(&hello.extensions, ExtensionType::PreSharedKey) else {
+            return Ok(None);
+        };
+        if !pre_shared_key_is_last(body) {
+            return Err(HandshakeError::IllegalParameter {
+                what: "pre_shared_key not the last extension",
+            });
+        }
+        let offered = OfferedPsks::parse(data).map_err(decode("pre_shared_key"))?;
+        // RFC 8446 §4.2.9: without psk_key_exchange_modes the PSK cannot be used; we take
+        // psk_dhe_ke only.
+        let dhe = raw(&hello.extensions, ExtensionType::PskKeyExchangeModes)
+            .map(|d| parse_psk_key_exchange_modes(d).map_err(decode("psk_key_exchange_modes")))
+            .transpose()?
+            .is_some_and(|modes| modes.contains(&PskKeyExchangeMode::PskDheKe));
+        let Some((psk, binder)) = offered
+            .identities
+            .first()
+            .zip(offered.binders.first())
+            .and_then(|(id, binder)| {
+                core.config
+                    .psks
+                    .iter()
+                    .find(|p| p.identity == id.identity)
+                    .map(|p| (p, binder))
+            })
+            .filter(|_| dhe && suite.hash() == PSK_HASH)
+        else {
+            return Ok(None);
+        };
+        let transcript = binder_transcript(&core.retry_prefix, body, offered.binders_len());
+        if !psk_binder(&psk.key, &transcript).matches(binder) {
+            return Err(HandshakeError::BadFinished);
+        }
+        self.psk_identity = Some(psk.identity.clone());
+        Ok(Some(psk.key.clone()))
+    }
+
+    /// CertificateRequest (when asked for), Certificate and CertificateVerify.
+    fn send_certificates(
+        &mut self,
+        core: &mut Core13,
+        scheme: SignatureScheme,
+        messages: &mut Vec<super::transport::OutMessage13>,
+    ) -> Result<(), HandshakeError> {
         if core.config.client_auth != ClientAuth::None {
             let request = CertificateRequest13 {
                 context: Vec::new(),
@@ -354,22 +453,7 @@ impl ServerState13 {
         let hash = core.transcript.current_hash()?;
         let body = certificate_verify_body(&certified.key, scheme, true, &hash)?;
         messages.push(core.out_message(EPOCH_HANDSHAKE, HandshakeType::CertificateVerify, body));
-
-        // Finished (RFC 8446 §4.4.4).
-        let hash = core.transcript.current_hash()?;
-        let verify_data = core.secrets()?.server_handshake.verify_data(&hash);
-        messages.push(core.out_message(
-            EPOCH_HANDSHAKE,
-            HandshakeType::Finished,
-            verify_data.as_bytes().to_vec(),
-        ));
-        self.server_finished = Some(core.transcript.current_hash()?);
-        core.send_flight(now, messages)?;
-        Ok(if self.cert_requested {
-            State13::ExpectCertificate
-        } else {
-            State13::ExpectFinished
-        })
+        Ok(())
     }
 
     /// RFC 8446 §4.1.4: ask for a share in `choice.group`.
@@ -393,7 +477,9 @@ impl ServerState13 {
             None,
         )?;
         // RFC 8446 §4.4.1: ClientHello1 is replaced by message_hash(Hash(ClientHello1)).
+        let client_hello1 = core.transcript.current_hash()?;
         core.transcript.roll_up_for_hello_retry()?;
+        core.retry_prefix = retry_prefix(&client_hello1, &body);
         let message = core.out_message(0, HandshakeType::ServerHello, body);
         core.send_flight(now, vec![message])?;
         Ok(State13::ExpectClientHello)
@@ -482,7 +568,9 @@ impl ServerState13 {
                 let server_finished = self.server_finished.ok_or(HandshakeError::Internal {
                     what: "no server Finished hash",
                 })?;
-                let identity = if self.peer_chain.is_empty() {
+                let identity = if let Some(id) = self.psk_identity.take() {
+                    PeerIdentity::Psk(id)
+                } else if self.peer_chain.is_empty() {
                     PeerIdentity::None
                 } else {
                     PeerIdentity::Certificates(std::mem::take(&mut self.peer_chain))

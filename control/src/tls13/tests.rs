@@ -579,3 +579,87 @@ fn a_key_update_survives_the_loss_of_its_first_copy_and_of_the_ack() {
     );
     seal_open(c_write.into_iter().next().expect("w"), s_read.remove(0));
 }
+
+// ---------- external PSK (psk_dhe_ke) ----------
+
+fn psk(identity: &[u8], key: u8) -> crate::Psk {
+    crate::Psk {
+        identity: identity.to_vec(),
+        key: zeroize::Zeroizing::new(vec![key; 32]),
+    }
+}
+
+fn psk_client(key: u8) -> Config {
+    Config {
+        psks: vec![psk(b"client13", key)],
+        tls13_groups: vec![NamedGroup::X25519],
+        ..Config::new(crate::PeerVerifier::RejectAll).dtls13_only()
+    }
+}
+
+fn psk_server() -> Config {
+    Config {
+        psks: vec![psk(b"other", 1), psk(b"client13", 7)],
+        ..server13()
+    }
+}
+
+#[test]
+fn an_external_psk_authenticates_both_sides_with_and_without_a_hello_retry_request() {
+    for settings in [AcceptorConfig::default(), no_cookie()] {
+        let (_, version) = negotiate(psk_client(7), psk_server(), settings);
+        assert_eq!(version, ProtocolVersion::Dtls1_3);
+    }
+    let mut pair =
+        Pair::with_acceptor(psk_client(7), psk_server(), None, AcceptorConfig::default());
+    settle(&mut pair, Duration::from_secs(10));
+    let (ck, sk) = keys(&mut pair);
+    assert_eq!(ck.peer_identity, PeerIdentity::Psk(b"client13".to_vec()));
+    assert_eq!(sk.peer_identity, PeerIdentity::Psk(b"client13".to_vec()));
+    check_app_data(*ck, *sk);
+}
+
+#[test]
+fn an_external_psk_after_the_engine_s_own_hello_retry_request() {
+    let mut server = psk_server();
+    server.tls13_groups = vec![NamedGroup::Secp256r1];
+    let mut client = psk_client(7);
+    client.tls13_groups = vec![NamedGroup::X25519, NamedGroup::Secp256r1];
+    let (_, version) = negotiate(client, server, no_cookie());
+    assert_eq!(version, ProtocolVersion::Dtls1_3);
+}
+
+#[test]
+fn a_wrong_psk_fails_the_binder_with_decrypt_error() {
+    let mut pair =
+        Pair::with_acceptor(psk_client(8), psk_server(), None, AcceptorConfig::default());
+    pair.run(Duration::from_secs(10));
+    assert!(
+        pair.server_events
+            .iter()
+            .any(|e| matches!(e, Event::HandshakeFailed(HandshakeError::BadFinished))),
+        "{:?}",
+        pair.server_events
+    );
+    assert!(
+        pair.client_events.iter().any(|e| matches!(
+            e,
+            Event::HandshakeFailed(HandshakeError::PeerAlert {
+                description: dtls_proto::AlertDescription::DecryptError
+            })
+        )),
+        "{:?}",
+        pair.client_events
+    );
+}
+
+#[test]
+fn an_unknown_psk_identity_falls_back_to_certificates() {
+    let client = Config {
+        psks: vec![psk(b"stranger", 7)],
+        ..client13()
+    };
+    let (ck, sk, _) = complete(client, psk_server());
+    assert!(matches!(ck.peer_identity, PeerIdentity::Certificates(_)));
+    assert_eq!(sk.peer_identity, PeerIdentity::None);
+}
