@@ -23,6 +23,7 @@ use dtls_proto::{
     HandshakeRepr, HandshakeType, ProtocolVersion,
 };
 
+use crate::acceptor13::{self, Hello13, RetryState};
 use crate::config::{Config, ConfigError};
 use crate::events::Transmit;
 use crate::hello_pool::{HelloPool, HelloPoolConfig, HelloPoolStats, Offer};
@@ -77,6 +78,9 @@ pub struct VerifiedClientHello {
     pub(crate) hello: ClientHello,
     /// The message as it enters the handshake hash (unfragmented header and body).
     pub(crate) transcript: Vec<u8>,
+    /// DTLS 1.3: the second ClientHello's verified cookie, with what our stateless
+    /// HelloRetryRequest chose (RFC 8446 §4.4.1).
+    pub(crate) retry: Option<RetryState>,
 }
 
 impl VerifiedClientHello {
@@ -88,6 +92,17 @@ impl VerifiedClientHello {
     /// The parsed ClientHello.
     pub fn client_hello(&self) -> &ClientHello {
         &self.hello
+    }
+
+    /// Whether the ClientHello offers DTLS 1.3 in supported_versions (RFC 8446 §4.2.1).
+    pub fn offers_dtls13(&self) -> bool {
+        self.hello
+            .extensions
+            .raw(dtls_proto::ExtensionType::SupportedVersions)
+            .and_then(|data| {
+                dtls_proto::tls13::extensions::parse_supported_versions_client(data).ok()
+            })
+            .is_some_and(|versions| versions.contains(&ProtocolVersion::Dtls1_3))
     }
 
     /// The datagram that refuses this handshake without starting it: one epoch-0 record
@@ -130,6 +145,8 @@ struct HelloFields<'a> {
     cookie: &'a [u8],
     cipher_suites: &'a [u8],
     compression_methods: &'a [u8],
+    /// The extension block (with its length prefix), or empty.
+    extensions: &'a [u8],
 }
 
 /// Reads the fixed part of a ClientHello body without allocating.
@@ -158,6 +175,7 @@ fn scan_hello(body: &[u8]) -> Option<HelloFields<'_>> {
         cookie: vec8(&mut rest)?,
         cipher_suites: vec16(&mut rest)?,
         compression_methods: vec8(&mut rest)?,
+        extensions: rest,
     })
 }
 
@@ -318,7 +336,40 @@ impl Acceptor {
         if !version.offers_dtls12() {
             // RFC 5246 §E.1 / RFC 6347 §4.1: a client that cannot do DTLS 1.2 gets a
             // protocol_version alert.
-            return self.reply_alert(peer, repr, datagram_len, buf);
+            return self.reply_alert(
+                peer,
+                repr,
+                AlertDescription::ProtocolVersion,
+                datagram_len,
+                buf,
+            );
+        }
+        // The DTLS 1.3 extensions, read in place (a malformed block is the engine's to
+        // refuse, as before DTLS 1.3).
+        let hello13 = Hello13::scan(fields.extensions).unwrap_or_default();
+        if self.config.allows(ProtocolVersion::Dtls1_3) && hello13.offers(ProtocolVersion::Dtls1_3)
+        {
+            return self.judge13(
+                peer,
+                repr,
+                message_seq,
+                body,
+                (&fields, &hello13),
+                request_len,
+                buf,
+            );
+        }
+        // RFC 8446 §4.2.1: a client whose supported_versions has no version we negotiate
+        // gets protocol_version (a client without the extension offers DTLS 1.2 only).
+        let offers_dtls12 = !hello13.has_versions() || hello13.offers(ProtocolVersion::Dtls1_2);
+        if !(self.config.allows(ProtocolVersion::Dtls1_2) && offers_dtls12) {
+            return self.reply_alert(
+                peer,
+                repr,
+                AlertDescription::ProtocolVersion,
+                datagram_len,
+                buf,
+            );
         }
         let params: [&[u8]; 5] = [
             fields.version,
@@ -338,6 +389,17 @@ impl Acceptor {
             );
         }
         // The cookie is valid: now it is worth parsing (and allocating).
+        Self::accept(peer, repr, message_seq, body, None)
+    }
+
+    /// A ClientHello worth an engine: parsed, with its transcript bytes.
+    fn accept(
+        peer: SocketAddr,
+        repr: &RecordRepr,
+        message_seq: u16,
+        body: &[u8],
+        retry: Option<RetryState>,
+    ) -> AcceptOutcome {
         let Ok(hello) = ClientHello::parse(body) else {
             return AcceptOutcome::Drop(DropReason::Malformed);
         };
@@ -358,7 +420,100 @@ impl Acceptor {
             message_seq,
             hello,
             transcript,
+            retry,
         }))
+    }
+
+    /// DTLS 1.3 (RFC 9147 §5.1): without a valid cookie, a stateless HelloRetryRequest
+    /// carrying one, written into `buf` and never larger than the request; with one, the
+    /// hello becomes an engine with the HelloRetryRequest's choices.
+    #[allow(clippy::too_many_arguments)]
+    fn judge13(
+        &self,
+        peer: SocketAddr,
+        repr: &RecordRepr,
+        message_seq: u16,
+        body: &[u8],
+        (fields, hello13): (&HelloFields<'_>, &Hello13<'_>),
+        request_len: usize,
+        buf: &mut [u8],
+    ) -> AcceptOutcome {
+        if !self.settings.require_cookie {
+            return Self::accept(peer, repr, message_seq, body, None);
+        }
+        if let Some(retry) = hello13
+            .cookie
+            .and_then(|cookie| acceptor13::check_cookie(&self.cookies, peer, cookie, fields.random))
+        {
+            return Self::accept(peer, repr, message_seq, body, Some(retry));
+        }
+        let Some((suite, group)) = acceptor13::choose(&self.config, fields.cipher_suites, hello13)
+        else {
+            // Nothing in common: the handshake could not complete (RFC 8446 §4.1.1).
+            return self.reply_alert(
+                peer,
+                repr,
+                AlertDescription::HandshakeFailure,
+                request_len,
+                buf,
+            );
+        };
+        let Some(hash) = acceptor13::hash_client_hello(suite, body) else {
+            return AcceptOutcome::Drop(DropReason::Malformed);
+        };
+        let named = acceptor13::retry_names_group(hello13, group);
+        let mut cookie = [0u8; acceptor13::MAX_COOKIE13];
+        let cookie_len = acceptor13::make_cookie(
+            &self.cookies,
+            peer,
+            suite,
+            group,
+            named,
+            &hash,
+            fields.random,
+            &mut cookie,
+        );
+        let named = named.then_some(group);
+        let at = HEADER_LEN + HANDSHAKE_HEADER_LEN;
+        let Some(body_len) = buf.get_mut(at..).and_then(|out| {
+            acceptor13::write_hello_retry_request(
+                out,
+                fields.session_id,
+                suite,
+                named,
+                &cookie[..cookie_len],
+            )
+        }) else {
+            return AcceptOutcome::Drop(DropReason::BufferTooSmall);
+        };
+        let total = at + body_len;
+        // Bytes sent before the cookie is validated never exceed bytes received.
+        if total > request_len {
+            return AcceptOutcome::Drop(DropReason::ResponseTooLarge);
+        }
+        let rec = RecordRepr {
+            content_type: ContentType::Handshake,
+            version: dataplane::record::DTLS_1_2,
+            epoch: 0,
+            sequence: repr.sequence,
+            length: (HANDSHAKE_HEADER_LEN + body_len) as u16,
+        };
+        if rec.emit_into(&mut buf[..HEADER_LEN]).is_err() {
+            return AcceptOutcome::Drop(DropReason::BufferTooSmall);
+        }
+        // RFC 9147 §5.2: the HelloRetryRequest answers the ClientHello with its message_seq.
+        let Ok(h) =
+            HandshakeRepr::unfragmented(HandshakeType::ServerHello, message_seq, body_len as u32)
+                .to_bytes()
+        else {
+            return AcceptOutcome::Drop(DropReason::BufferTooSmall);
+        };
+        buf[HEADER_LEN..at].copy_from_slice(&h);
+        AcceptOutcome::Reply(Transmit {
+            destination: peer,
+            len: total,
+            segment_size: None,
+        })
     }
 
     /// Writes a HelloVerifyRequest into `buf`.
@@ -416,11 +571,12 @@ impl Acceptor {
         })
     }
 
-    /// Writes a fatal protocol_version alert into `buf`.
+    /// Writes a fatal `description` alert into `buf`.
     fn reply_alert(
         &self,
         peer: SocketAddr,
         record: &RecordRepr,
+        description: AlertDescription,
         request_len: usize,
         buf: &mut [u8],
     ) -> AcceptOutcome {
@@ -442,7 +598,7 @@ impl Acceptor {
             return AcceptOutcome::Drop(DropReason::BufferTooSmall);
         }
         out[HEADER_LEN] = AlertLevel::Fatal.to_u8();
-        out[HEADER_LEN + 1] = AlertDescription::ProtocolVersion.to_u8();
+        out[HEADER_LEN + 1] = description.to_u8();
         AcceptOutcome::Reply(Transmit {
             destination: peer,
             len: total,

@@ -15,7 +15,7 @@ use dtls_proto::{
 };
 
 use crate::config::{Config, ConfigError};
-use crate::connection::{ClaimedIdentity, Connection, Core, Side};
+use crate::connection::{ClaimedIdentity, Connection12, Core, Side};
 use crate::error::HandshakeError;
 use crate::events::PeerIdentity;
 use crate::flight::Flight;
@@ -55,7 +55,7 @@ pub(crate) struct ClientState {
     new_ticket: Option<(u32, Vec<u8>)>,
 }
 
-impl Connection {
+impl Connection12 {
     /// Starts a client handshake with `peer` and queues the first ClientHello.
     ///
     /// With `resume`, the ticket is offered for an abbreviated handshake (RFC 5077 §3.4);
@@ -106,10 +106,48 @@ impl Connection {
         if let Err(e) = client.send_client_hello(&mut core, now) {
             core.fail(e);
         }
-        Ok(Connection {
+        Ok(Connection12 {
             core,
             side: Side::Client(Box::new(client)),
         })
+    }
+
+    /// A client that sends `hello`, built by the DTLS 1.3 engine offering both versions,
+    /// which a DTLS 1.2 server answered: the handshake goes on in DTLS 1.2 from it (its
+    /// random, and the same message in the transcript).
+    pub(crate) fn client_with_hello(
+        config: Arc<Config>,
+        rng: Box<dyn Rng + Send>,
+        now: Instant,
+        peer: SocketAddr,
+        hello: ClientHello,
+    ) -> Self {
+        let mut core = Core::new(
+            Role::Client,
+            config,
+            rng,
+            peer,
+            RecordWriter::new(0),
+            State::ExpectServerHello,
+        );
+        core.hs.client_random = hello.random;
+        let mut client = ClientState {
+            hello,
+            hello_verify_count: 0,
+            offered_ticket: None,
+            key_share: None,
+            cert_request: None,
+            psk_identity: None,
+            ticket_promised: false,
+            new_ticket: None,
+        };
+        if let Err(e) = client.send_client_hello(&mut core, now) {
+            core.fail(e);
+        }
+        Connection12 {
+            core,
+            side: Side::Client(Box::new(client)),
+        }
     }
 }
 
@@ -122,7 +160,7 @@ fn offered_suites(config: &Config) -> Vec<SuiteParams> {
         .collect()
 }
 
-fn build_client_hello(
+pub(crate) fn build_client_hello(
     config: &Config,
     random: [u8; RANDOM_LEN],
     session_id: Vec<u8>,
@@ -288,6 +326,20 @@ impl ClientState {
         body: &[u8],
     ) -> Result<State, HandshakeError> {
         let sh = ServerHello::parse(body).map_err(decode("ServerHello"))?;
+        // RFC 8446 §4.1.3: a client that offered DTLS 1.3 and gets DTLS 1.2 "MUST check
+        // that the last 8 bytes are not equal to either of these values ... If a match is
+        // found, the client MUST abort the handshake with an "illegal_parameter" alert."
+        if self
+            .hello
+            .extensions
+            .raw(ExtensionType::SupportedVersions)
+            .is_some()
+            && dtls_proto::tls13::messages::has_downgrade_sentinel(&sh.random)
+        {
+            return Err(HandshakeError::IllegalParameter {
+                what: "downgrade sentinel in a DTLS 1.2 ServerHello",
+            });
+        }
         // RFC 6347 §4.1 / RFC 5246 §7.4.1.3: we only speak DTLS 1.2.
         if sh.server_version != ProtocolVersion::Dtls1_2 {
             return Err(HandshakeError::ProtocolVersion {

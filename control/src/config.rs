@@ -7,7 +7,7 @@ use std::time::Duration;
 use dtls_crypto::pki_types::CertificateDer;
 use dtls_crypto::{PeerVerifier, SigningKey, TicketKeys};
 use dtls_proto::{
-    CipherSuite, HeartbeatMode, NamedGroup, ReassemblyBudget, SignatureScheme,
+    CipherSuite, HeartbeatMode, NamedGroup, ProtocolVersion, ReassemblyBudget, SignatureScheme,
     SrtpProtectionProfile, SuiteParams,
 };
 use zeroize::Zeroizing;
@@ -192,6 +192,20 @@ pub struct Config {
     /// the budget of the configuration it started with across reloads, so in-progress and
     /// new handshakes share one total. Default [`DEFAULT_REASSEMBLY_BUDGET`].
     pub reassembly_budget: Arc<ReassemblyBudget>,
+    /// The protocol versions this endpoint negotiates, in preference order: a client
+    /// offers them in supported_versions (RFC 8446 §4.2.1), a server picks DTLS 1.3 when
+    /// it is here and offered. Default DTLS 1.2 only: the data plane runs DTLS 1.2
+    /// sessions today, so DTLS 1.3 is opted into (`[Dtls1_3]` or `[Dtls1_3, Dtls1_2]`).
+    pub versions: Vec<ProtocolVersion>,
+    /// DTLS 1.3 cipher suites in preference order (each one of
+    /// [`CipherSuite::SUPPORTED_TLS13`]); the server picks the first the client offers.
+    pub tls13_cipher_suites: Vec<CipherSuite>,
+    /// DTLS 1.3 key-exchange groups in preference order (each one of
+    /// `dtls_crypto::tls13::KEY_SHARE_GROUPS`). A client sends a key share for the first.
+    /// Default X25519MLKEM768, X25519, P-256, P-384: the hybrid post-quantum group first.
+    /// To require the hybrid group, keep only [`NamedGroup::X25519Mlkem768`]; to turn it
+    /// off, remove it.
+    pub tls13_groups: Vec<NamedGroup>,
 }
 
 impl Config {
@@ -226,7 +240,28 @@ impl Config {
             max_handshake_buffer: 64 * 1024,
             max_client_certificate_chain: DEFAULT_MAX_CLIENT_CERTIFICATE_CHAIN,
             reassembly_budget: Arc::new(ReassemblyBudget::new(DEFAULT_REASSEMBLY_BUDGET)),
+            versions: vec![ProtocolVersion::Dtls1_2],
+            tls13_cipher_suites: CipherSuite::SUPPORTED_TLS13.to_vec(),
+            tls13_groups: vec![
+                NamedGroup::X25519Mlkem768,
+                NamedGroup::X25519,
+                NamedGroup::Secp256r1,
+                NamedGroup::Secp384r1,
+            ],
         }
+    }
+
+    /// Whether this endpoint negotiates `version`.
+    pub fn allows(&self, version: ProtocolVersion) -> bool {
+        self.versions.contains(&version)
+    }
+
+    /// Allows DTLS 1.3 only, the configuration of a 1.3 engine's tests and of peers that
+    /// must not fall back.
+    #[must_use]
+    pub fn dtls13_only(mut self) -> Self {
+        self.versions = vec![ProtocolVersion::Dtls1_3];
+        self
     }
 
     /// Keeps only the PSK suites (plain PSK and ECDHE_PSK, RFC 4279 / RFC 5489), in the
@@ -254,6 +289,40 @@ impl Config {
         if self.mtu < MIN_MTU {
             return Err(ConfigError::MtuTooSmall { mtu: self.mtu });
         }
+        if self.versions.is_empty()
+            || self
+                .versions
+                .iter()
+                .any(|v| !matches!(v, ProtocolVersion::Dtls1_2 | ProtocolVersion::Dtls1_3))
+        {
+            return Err(ConfigError::NoVersions);
+        }
+        if self.allows(ProtocolVersion::Dtls1_3) {
+            if let Some(&suite) = self
+                .tls13_cipher_suites
+                .iter()
+                .find(|s| s.tls13_params().is_none())
+            {
+                return Err(ConfigError::UnsupportedCipherSuite { suite });
+            }
+            if self.tls13_cipher_suites.is_empty() {
+                return Err(ConfigError::NoCipherSuites);
+            }
+            if let Some(&group) = self
+                .tls13_groups
+                .iter()
+                .find(|g| !dtls_crypto::tls13::KEY_SHARE_GROUPS.contains(g))
+            {
+                return Err(ConfigError::UnsupportedGroup { group });
+            }
+            if self.tls13_groups.is_empty() {
+                return Err(ConfigError::NoGroups);
+            }
+        }
+        if !self.allows(ProtocolVersion::Dtls1_2) {
+            // The DTLS 1.2 settings below do not apply.
+            return self.validate_common();
+        }
         if self.cipher_suites.is_empty() {
             return Err(ConfigError::NoCipherSuites);
         }
@@ -270,6 +339,10 @@ impl Config {
         if self.suites().any(|s| s.uses_ecdhe()) && self.groups.is_empty() {
             return Err(ConfigError::NoGroups);
         }
+        self.validate_common()
+    }
+
+    fn validate_common(&self) -> Result<(), ConfigError> {
         if self.retransmit.initial.is_zero() || self.retransmit.max < self.retransmit.initial {
             return Err(ConfigError::BadRetransmitTimer);
         }
@@ -289,6 +362,16 @@ impl Config {
     /// [`ConfigError`] naming the bad setting.
     pub fn validate_client(&self) -> Result<(), ConfigError> {
         self.validate()?;
+        if self.allows(ProtocolVersion::Dtls1_3)
+            && matches!(self.peer_verification, PeerVerifier::RejectAll)
+            && self.psks.is_empty()
+        {
+            // DTLS 1.3 without PSK authenticates the server by certificate only.
+            return Err(ConfigError::CertificateSuitesWithoutVerifier);
+        }
+        if !self.allows(ProtocolVersion::Dtls1_2) {
+            return Ok(());
+        }
         if matches!(self.peer_verification, PeerVerifier::RejectAll)
             && self.suites().any(|s| !s.uses_psk())
         {
@@ -343,6 +426,9 @@ pub enum ConfigError {
     /// A client offers certificate suites with no way to verify the server's certificate.
     #[error("certificate suites offered but no trust anchors to verify the server with")]
     CertificateSuitesWithoutVerifier,
+    /// No protocol version, or one other than DTLS 1.2 and 1.3.
+    #[error("versions must be a non-empty list of DTLS 1.2 and DTLS 1.3")]
+    NoVersions,
     /// A client offers only PSK suites but has no PSK.
     #[error("only PSK suites offered but no PSK configured")]
     PskSuitesWithoutPsk,

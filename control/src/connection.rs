@@ -1,4 +1,4 @@
-//! [`Connection`]: one DTLS 1.2 handshake engine, either role, driven by `handle_*` and
+//! [`Connection12`]: one DTLS 1.2 handshake engine, either role, driven by `handle_*` and
 //! drained by `poll_*` (no sockets, no clock reads, randomness injected).
 //!
 //! Record input: every record of a datagram is judged on its own; records that fail
@@ -54,7 +54,7 @@ pub struct ConnectionStats {
     pub buffer_refused: u64,
 }
 
-/// Who a peer claims to be during a handshake ([`Connection::claimed_identity`]).
+/// Who a peer claims to be during a handshake ([`crate::Connection::claimed_identity`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClaimedIdentity<'a> {
     /// The SNI host name (RFC 6066 §3).
@@ -63,17 +63,17 @@ pub struct ClaimedIdentity<'a> {
     pub psk_identity: Option<&'a [u8]>,
 }
 
-/// One DTLS 1.2 handshake engine (client or server).
+/// One DTLS 1.2 handshake engine (client or server); [`crate::Connection`] wraps it.
 ///
-/// Drive it with [`Connection::handle_datagram`] and [`Connection::handle_timeout`]; after
-/// each call drain [`Connection::poll_transmit`] and [`Connection::poll_event`] and re-arm
-/// your timer from [`Connection::poll_timeout`].
+/// Drive it with [`crate::Connection::handle_datagram`] and [`crate::Connection::handle_timeout`]; after
+/// each call drain [`crate::Connection::poll_transmit`] and [`crate::Connection::poll_event`] and re-arm
+/// your timer from [`crate::Connection::poll_timeout`].
 ///
 /// Application data is not handled here: on [`Event::KeysReady`] build a
 /// `dataplane::record::Sealer`/`Opener` from the keys. Keep passing every datagram from the
 /// peer to the engine afterwards (it ignores epoch-1 application data): it answers a
 /// retransmitted final flight (RFC 6347 §4.2.4), handles alerts and refuses renegotiation.
-pub struct Connection {
+pub(crate) struct Connection12 {
     pub(crate) core: Core,
     pub(crate) side: Side,
 }
@@ -104,9 +104,9 @@ pub(crate) struct Core {
     last_peer_triggered: Option<Instant>,
 }
 
-impl std::fmt::Debug for Connection {
+impl std::fmt::Debug for Connection12 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection")
+        f.debug_struct("Connection12")
             .field("role", &self.core.role)
             .field("peer", &self.core.peer)
             .field("state", &self.core.state.name())
@@ -115,7 +115,7 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-impl Connection {
+impl Connection12 {
     /// This engine's role.
     pub fn role(&self) -> Role {
         self.core.role
@@ -218,7 +218,7 @@ impl Connection {
         self.core.poll_transmit(buf)
     }
 
-    /// When [`Connection::handle_timeout`] next has work to do.
+    /// When [`crate::Connection::handle_timeout`] next has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.core.timer.poll_timeout()
     }

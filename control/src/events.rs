@@ -4,7 +4,9 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use dataplane::record::RecordKey;
+use dataplane::record::v13::TrafficKeys13;
 use dtls_crypto::pki_types::CertificateDer;
+use dtls_crypto::tls13::TrafficSecret;
 
 use dtls_proto::{AlertDescription, AlertLevel, HeartbeatMode, SrtpProtectionProfile};
 
@@ -41,6 +43,11 @@ pub enum Event {
     /// The handshake failed; the engine is dead. A fatal alert was queued when the protocol
     /// says to send one (see [`HandshakeError::alert`]).
     HandshakeFailed(HandshakeError),
+    /// DTLS 1.3 KeyUpdate (RFC 9147 §8): new keys for the next epoch of one or both
+    /// directions. Read keys come as soon as the peer's KeyUpdate arrived (keep the old
+    /// epoch until a record of the new one opens); write keys once our KeyUpdate was
+    /// acknowledged (RFC 9147 §8: not before).
+    KeysUpdated(Box<UpdatedKeys>),
     /// The session was closed with close_notify (sent by us or by the peer).
     Closed {
         /// `true` when the peer sent close_notify, `false` when [`crate::Connection::close`]
@@ -95,21 +102,75 @@ impl fmt::Debug for EpochKeys {
     }
 }
 
+/// The keys and sequence numbers of one DTLS 1.3 epoch, one direction: what the runtime
+/// turns into `dtls_shard::queue::ReadKeys13` / `WriteKeys13`.
+pub struct EpochKeys13 {
+    /// The epoch (3 for the first application epoch, RFC 9147 §6.1).
+    pub epoch: u64,
+    /// Record protection and record-number keys of the epoch.
+    pub keys: TrafficKeys13,
+    /// The traffic secret the keys come from: the next epoch's keys after a KeyUpdate are
+    /// derived from it (RFC 8446 §7.2).
+    pub secret: TrafficSecret,
+    /// The next record sequence number to use (write) or the lowest that may still be
+    /// accepted (read: 0).
+    pub next_sequence: u64,
+}
+
+impl fmt::Debug for EpochKeys13 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EpochKeys13")
+            .field("epoch", &self.epoch)
+            .field("next_sequence", &self.next_sequence)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The keys a DTLS 1.3 KeyUpdate brought ([`Event::KeysUpdated`]).
+#[derive(Debug)]
+pub struct UpdatedKeys {
+    /// The peer's next epoch.
+    pub read: Option<EpochKeys13>,
+    /// Our next epoch; `next_sequence` past the engine's reserve.
+    pub write: Option<EpochKeys13>,
+}
+
+/// The record keys of a completed session, by protocol version.
+#[derive(Debug)]
+pub enum RecordKeys {
+    /// DTLS 1.2: one application epoch (1) each way.
+    Dtls12 {
+        /// Keys to open the peer's records.
+        read: EpochKeys,
+        /// Keys to seal our records. `next_sequence` is past every epoch-1 record the
+        /// engine sent or may still send (it keeps a small reserve for retransmitting its
+        /// last flight), so a shard continuing from it never reuses a nonce.
+        write: EpochKeys,
+    },
+    /// DTLS 1.3: the first application epoch (3) each way, with the traffic secrets for
+    /// later KeyUpdates.
+    Dtls13 {
+        /// Keys to open the peer's records.
+        read: Box<EpochKeys13>,
+        /// Keys to seal our records; `next_sequence` is past the records the engine keeps
+        /// for itself (ACKs and alerts after completion), as in DTLS 1.2.
+        write: Box<EpochKeys13>,
+    },
+}
+
 /// Everything a shard needs to run a session once the handshake completed.
 ///
-/// Build a `dataplane::record::Sealer` from [`SessionKeys::write`] and an `Opener` from
-/// [`SessionKeys::read`] with a `ReplayWindow` of [`SessionKeys::replay_window`].
+/// DTLS 1.2: build a `dataplane::record::Sealer` from the write keys of
+/// [`RecordKeys::Dtls12`] and an `Opener` from its read keys with a `ReplayWindow` of
+/// [`SessionKeys::replay_window`]. DTLS 1.3: `Sealer13`/`Opener13` from
+/// [`RecordKeys::Dtls13`].
 pub struct SessionKeys {
     /// The peer's address.
     pub peer: SocketAddr,
     /// The negotiated cipher suite.
     pub suite: CipherSuite,
-    /// Keys to open the peer's records.
-    pub read: EpochKeys,
-    /// Keys to seal our records. `next_sequence` is past every epoch-1 record the engine
-    /// sent or may still send (it keeps a small reserve for retransmitting its last flight),
-    /// so a shard continuing from it never reuses a nonce.
-    pub write: EpochKeys,
+    /// The record keys, by version.
+    pub records: RecordKeys,
     /// Replay window size (records) for the read side.
     pub replay_window: usize,
     /// Our connection ID (DTLS 1.3 / RFC 9146): always `None` in DTLS 1.2 without CIDs.
@@ -125,6 +186,8 @@ pub struct SessionKeys {
     /// The peer's heartbeat mode (RFC 6520 §2), `None` when heartbeats were not
     /// negotiated: `PeerAllowedToSend` means *we* may send it HeartbeatRequests.
     pub heartbeat: Option<HeartbeatMode>,
+    /// The protocol version negotiated.
+    pub version: dtls_proto::ProtocolVersion,
     /// Whether this session was resumed from a ticket (abbreviated handshake).
     pub resumed: bool,
     /// The RFC 5705 keying-material exporter of this session.
@@ -133,13 +196,30 @@ pub struct SessionKeys {
     pub ticket: Option<SessionTicket>,
 }
 
+impl RecordKeys {
+    /// The DTLS 1.2 read and write keys, `None` for a DTLS 1.3 session.
+    pub fn into_dtls12(self) -> Option<(EpochKeys, EpochKeys)> {
+        match self {
+            RecordKeys::Dtls12 { read, write } => Some((read, write)),
+            RecordKeys::Dtls13 { .. } => None,
+        }
+    }
+
+    /// The DTLS 1.3 read and write keys, `None` for a DTLS 1.2 session.
+    pub fn into_dtls13(self) -> Option<(Box<EpochKeys13>, Box<EpochKeys13>)> {
+        match self {
+            RecordKeys::Dtls13 { read, write } => Some((read, write)),
+            RecordKeys::Dtls12 { .. } => None,
+        }
+    }
+}
+
 impl fmt::Debug for SessionKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionKeys")
             .field("peer", &self.peer)
             .field("suite", &self.suite)
-            .field("read", &self.read)
-            .field("write", &self.write)
+            .field("records", &self.records)
             .field("replay_window", &self.replay_window)
             .field("peer_identity", &self.peer_identity)
             .field("alpn", &self.alpn)

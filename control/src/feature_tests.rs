@@ -434,8 +434,9 @@ fn renegotiation_is_refused_with_warning() {
     // The client's keys come from the event; seal a HelloRequest with them as a server
     // would, and check the client answers with a no_renegotiation warning.
     let sk = Pair::keys(&mut pair.server_events).expect("server keys");
+    let (_, write) = sk.records.into_dtls12().expect("DTLS 1.2 keys");
     let mut sealer =
-        dataplane::record::Sealer::new(1, sk.write.key, sk.write.next_sequence).expect("sealer");
+        dataplane::record::Sealer::new(1, write.key, write.next_sequence).expect("sealer");
     let hello_request = [0u8, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0];
     let mut rec = vec![0u8; sealer.record_len(hello_request.len())];
     let off = sealer.plaintext_offset();
@@ -459,7 +460,8 @@ fn renegotiation_is_refused_with_warning() {
     let mut opener = dataplane::record::Opener::new(
         1,
         Pair::keys(&mut pair.client_events)
-            .map(|k| k.write.key)
+            .and_then(|k| k.records.into_dtls12())
+            .map(|(_, write)| write.key)
             .expect("client keys"),
         dataplane::record::ReplayWindow::new(64),
     );
@@ -585,6 +587,7 @@ fn certificate_without_certificate_verify_is_rejected() {
     // A Finished at the CertificateVerify's message_seq, sealed with the client's key.
     let key = pair
         .client
+        .v12()
         .core
         .hs
         .secrets()

@@ -1,4 +1,6 @@
-//! The DTLS 1.2 handshake engine (sans-IO), RFC 6347 on RFC 5246.
+//! The DTLS handshake engines (sans-IO): DTLS 1.2 (RFC 6347 on RFC 5246) and DTLS 1.3
+//! (RFC 9147 on RFC 8446, module `tls13`), behind one [`Connection`] that dispatches by the
+//! negotiated version (see docs/handshake.md, "DTLS 1.3").
 //!
 //! What it does:
 //! - [`Connection`]: one handshake, client or server, driven by
@@ -43,11 +45,13 @@
 //! lifetime).
 //!
 //! What it does not do: application data (the data plane seals and opens it with the
-//! handed-over keys), DTLS 1.0 or 1.3, CBC or NULL suites, renegotiation, I/O.
+//! handed-over keys), DTLS 1.0, CBC or NULL suites, renegotiation, I/O; in DTLS 1.3
+//! resumption and psk_ke.
 
 #![forbid(unsafe_code)]
 
 mod acceptor;
+mod acceptor13;
 mod client;
 mod config;
 mod connection;
@@ -67,24 +71,29 @@ mod role;
 mod server;
 mod state;
 mod timer;
+mod tls13;
+mod version;
 
 pub use acceptor::{AcceptOutcome, Acceptor, AcceptorConfig, DropReason, VerifiedClientHello};
 pub use config::{
     CertifiedKey, ClientAuth, Config, ConfigError, DEFAULT_MAX_CLIENT_CERTIFICATE_CHAIN,
     DEFAULT_REASSEMBLY_BUDGET, MIN_MTU, Psk, RetransmitConfig,
 };
-pub use connection::{ClaimedIdentity, Connection, ConnectionStats};
+pub use connection::{ClaimedIdentity, ConnectionStats};
 pub use error::HandshakeError;
-pub use events::{EpochKeys, Event, PeerIdentity, SessionKeys, Transmit};
+pub use events::{
+    EpochKeys, EpochKeys13, Event, PeerIdentity, RecordKeys, SessionKeys, Transmit, UpdatedKeys,
+};
 pub use hello_pool::{HelloPool, HelloPoolConfig, HelloPoolStats};
 pub use keys::exporter::{ExportError, Exporter, SRTP_EXPORTER_LABEL};
 pub use keys::ticket::SessionTicket;
 pub use role::Role;
+pub use version::Connection;
 
 /// Re-exports of the building blocks and the protocol vocabulary (defined in `dtls-proto`)
 /// that appear in this crate's API.
 pub use dtls_crypto::{self as crypto, PeerVerifier, Rng, SigningKey};
 pub use dtls_proto::{
     AlertDescription, AlertLevel, CipherSuite, HeartbeatMode, KeyExchange, NamedGroup,
-    ReassemblyBudget, SignatureScheme, SrtpProtectionProfile,
+    ProtocolVersion, ReassemblyBudget, SignatureScheme, SrtpProtectionProfile,
 };

@@ -12,7 +12,7 @@ use dtls_crypto::{CertificateVerifier, PeerVerifier, SeededRng, SigningKey, pem}
 
 use crate::{
     AcceptOutcome, Acceptor, AcceptorConfig, CertifiedKey, CipherSuite, ClientAuth, Config,
-    Connection, Event, HandshakeError, PeerIdentity, Psk, SessionKeys,
+    Connection, Event, HandshakeError, PeerIdentity, Psk, RecordKeys, SessionKeys,
 };
 
 /// The wall-clock time the in-memory tests hand the engine (2027-01-15), inside the test
@@ -26,14 +26,14 @@ pub(crate) fn pki() -> &'static TestPki {
     PKI.get_or_init(|| TestPki::generate().expect("test PKI"))
 }
 
-fn certified(cert_pem: &str, key_pem: &str) -> Arc<CertifiedKey> {
+pub(crate) fn certified(cert_pem: &str, key_pem: &str) -> Arc<CertifiedKey> {
     Arc::new(CertifiedKey {
         chain: pem::parse_certificates(cert_pem.as_bytes()).expect("cert"),
         key: SigningKey::from_pem_slice(key_pem.as_bytes()).expect("key"),
     })
 }
 
-fn verifier() -> PeerVerifier {
+pub(crate) fn verifier() -> PeerVerifier {
     let ca = pem::parse_certificates(pki().ca.cert_pem.as_bytes()).expect("ca");
     PeerVerifier::WebPki(CertificateVerifier::new(&ca).expect("verifier"))
 }
@@ -98,17 +98,21 @@ impl Pair {
         server: Config,
         ticket: Option<crate::SessionTicket>,
     ) -> Self {
+        Self::with_acceptor(client, server, ticket, AcceptorConfig::default())
+    }
+
+    pub(crate) fn with_acceptor(
+        client: Config,
+        server: Config,
+        ticket: Option<crate::SessionTicket>,
+        settings: AcceptorConfig,
+    ) -> Self {
         let now = Instant::now();
         let client_addr: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
         let server_addr: SocketAddr = "127.0.0.1:4433".parse().expect("addr");
         let server_config = Arc::new(server);
-        let acceptor = Acceptor::new(
-            server_config.clone(),
-            AcceptorConfig::default(),
-            &mut SeededRng::new(1),
-            now,
-        )
-        .expect("acceptor");
+        let acceptor = Acceptor::new(server_config.clone(), settings, &mut SeededRng::new(1), now)
+            .expect("acceptor");
         let client = Connection::client(
             Arc::new(client),
             Box::new(SeededRng::new(2)),
@@ -133,7 +137,7 @@ impl Pair {
     }
 
     /// Moves datagrams until both sides are quiet; returns whether anything moved.
-    fn exchange(&mut self) -> bool {
+    pub(crate) fn exchange(&mut self) -> bool {
         let mut moved = false;
         let mut buf = vec![0u8; 2048];
         loop {
@@ -265,13 +269,10 @@ fn complete(suites: &[CipherSuite], rsa: bool) -> (Box<SessionKeys>, Box<Session
 
 /// Moves one application record from `from` to `to` through real Sealer/Opener.
 pub(crate) fn check_app_data(from: SessionKeys, to: SessionKeys) {
-    let mut sealer =
-        Sealer::new(from.write.epoch, from.write.key, from.write.next_sequence).expect("sealer");
-    let mut opener = Opener::new(
-        to.read.epoch,
-        to.read.key,
-        ReplayWindow::new(to.replay_window),
-    );
+    let (_, write) = from.records.into_dtls12().expect("DTLS 1.2 keys");
+    let (read, _) = to.records.into_dtls12().expect("DTLS 1.2 keys");
+    let mut sealer = Sealer::new(write.epoch, write.key, write.next_sequence).expect("sealer");
+    let mut opener = Opener::new(read.epoch, read.key, ReplayWindow::new(to.replay_window));
     let msg = b"hello through the data plane";
     let mut rec = vec![0u8; sealer.record_len(msg.len())];
     let off = sealer.plaintext_offset();
@@ -305,7 +306,11 @@ fn ecdhe_ecdsa_suites_complete() {
             .export(b"EXPERIMENTAL test", None, &mut b)
             .expect("export");
         assert_eq!(a, b);
-        assert!(ck.write.next_sequence >= 1 && sk.write.next_sequence >= 1);
+        assert!(matches!(
+            (&ck.records, &sk.records),
+            (RecordKeys::Dtls12 { write: cw, .. }, RecordKeys::Dtls12 { write: sw, .. })
+                if cw.next_sequence >= 1 && sw.next_sequence >= 1
+        ));
         check_app_data(*ck, *sk);
     }
 }

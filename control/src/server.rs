@@ -15,7 +15,7 @@ use dtls_proto::{
 
 use crate::acceptor::VerifiedClientHello;
 use crate::config::{ClientAuth, Config, ConfigError};
-use crate::connection::{ClaimedIdentity, Connection, Core, Side};
+use crate::connection::{ClaimedIdentity, Connection12, Core, Side};
 use crate::error::HandshakeError;
 use crate::events::PeerIdentity;
 use crate::flight::Flight;
@@ -52,7 +52,7 @@ pub(crate) struct ServerState {
     send_ticket: bool,
 }
 
-impl Connection {
+impl Connection12 {
     /// Creates a server engine from a ClientHello the [`crate::Acceptor`] verified, and
     /// queues the server's first flight. `wall` is the wall-clock time at `now`, for
     /// session tickets (the engine reads no clock).
@@ -92,7 +92,7 @@ impl Connection {
             Ok(next) => core.state = next,
             Err(e) => core.fail(e),
         }
-        Ok(Connection {
+        Ok(Connection12 {
             core,
             side: Side::Server(server),
         })
@@ -250,6 +250,13 @@ impl ServerState {
         core.hs.suite = Some(suite);
         core.hs.client_random = hello.random;
         core.rng.fill(&mut core.hs.server_random);
+        if core.config.allows(ProtocolVersion::Dtls1_3) {
+            // RFC 8446 §4.1.3: "TLS 1.3 servers which negotiate TLS 1.2 or below in
+            // response to a ClientHello MUST set the last 8 bytes of their Random value
+            // specially": the downgrade sentinel a 1.3 client checks.
+            core.hs.server_random[24..]
+                .copy_from_slice(&dtls_proto::tls13::messages::DOWNGRADE_SENTINEL_TLS12);
+        }
         core.hs.transcript.select_hash(suite.prf_hash())?;
 
         let mut sh_ext = Extensions {

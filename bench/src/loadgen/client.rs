@@ -200,7 +200,7 @@ pub fn run_handshakes(
                         finished = Some(Ok(keys));
                     }
                     Event::HandshakeFailed(e) => finished = Some(Err(e.to_string())),
-                    Event::AlertReceived { .. } | Event::Closed { .. } => {}
+                    Event::AlertReceived { .. } | Event::Closed { .. } | Event::KeysUpdated(_) => {}
                 }
             }
             if finished.is_none() && now.duration_since(p.started) > HANDSHAKE_TIMEOUT {

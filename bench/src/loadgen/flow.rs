@@ -176,14 +176,18 @@ impl Flows {
             } = s;
             let keys = *keys;
             let window = ReplayWindow::new(keys.replay_window.clamp(64, 4096));
+            let (read, write) = keys
+                .records
+                .into_dtls12()
+                .context("the load generator runs DTLS 1.2 sessions")?;
             let (write_key, read_key) = if cipher.is_null() {
                 (RecordKey::null_baseline(), RecordKey::null_baseline())
             } else {
-                (keys.write.key, keys.read.key)
+                (write.key, read.key)
             };
-            let sealer = Sealer::new(keys.write.epoch, write_key, keys.write.next_sequence)
+            let sealer = Sealer::new(write.epoch, write_key, write.next_sequence)
                 .context("sealer from KeysReady")?;
-            let opener = Opener::new(keys.read.epoch, read_key, window);
+            let opener = Opener::new(read.epoch, read_key, window);
             if gro {
                 let _ = dtls_io::enable_gro(&socket);
             }

@@ -35,6 +35,10 @@ pub struct TestPki {
     pub client: PemPair,
     /// RSA 2048 server certificate for `localhost` / `127.0.0.1`.
     pub server_rsa: PemPair,
+    /// Server certificate (localhost) with an ECDSA P-384 key.
+    pub server_p384: PemPair,
+    /// Server certificate (localhost) with an Ed25519 key.
+    pub server_ed25519: PemPair,
 }
 
 /// Where [`generate_test_pki`] wrote each file.
@@ -127,11 +131,21 @@ impl TestPki {
             KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
                 .map_err(rc)?,
         )?;
+        let server_p384 = issue(
+            leaf_params("localhost", true)?,
+            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).map_err(rc)?,
+        )?;
+        let server_ed25519 = issue(
+            leaf_params("localhost", true)?,
+            KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(rc)?,
+        )?;
         Ok(Self {
             ca,
             server,
             client,
             server_rsa,
+            server_p384,
+            server_ed25519,
         })
     }
 }

@@ -22,6 +22,30 @@ impl HandshakeHash {
         Self::from_digest(&digest::digest(digest_algorithm(hash), data))
     }
 
+    /// `Hash(parts[0] || parts[1] || ...)` without joining them first, e.g. a DTLS 1.3
+    /// message's TLS-style header and its body (RFC 9147 §5.2) where nothing may allocate.
+    pub fn digest_parts(hash: PrfHash, parts: &[&[u8]]) -> Self {
+        let mut ctx = digest::Context::new(digest_algorithm(hash));
+        for part in parts {
+            ctx.update(part);
+        }
+        Self::from_digest(&ctx.finish())
+    }
+
+    /// Wraps `bytes` as a hash value of `hash`'s length; `None` when the length differs
+    /// (a hash carried in a cookie, RFC 8446 §4.2.2).
+    pub fn from_bytes(hash: PrfHash, bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != digest_algorithm(hash).output_len() {
+            return None;
+        }
+        let mut out = Self {
+            bytes: [0; MAX_HASH_LEN],
+            len: bytes.len(),
+        };
+        out.bytes[..out.len].copy_from_slice(bytes);
+        Some(out)
+    }
+
     fn from_digest(digest: &digest::Digest) -> Self {
         let mut out = Self {
             bytes: [0; MAX_HASH_LEN],

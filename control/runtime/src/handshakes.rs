@@ -420,7 +420,8 @@ impl ControlThread {
                     failure = Some(error);
                 }
                 Event::AlertReceived { description, .. } => alert_received = Some(description),
-                Event::Closed { .. } => {}
+                // The shards run DTLS 1.2 sessions only (no KeyUpdate).
+                Event::Closed { .. } | Event::KeysUpdated(_) => {}
             }
         }
         if let Some(error) = &failure {
@@ -497,8 +498,7 @@ impl ControlThread {
     ) {
         let SessionKeys {
             suite,
-            read,
-            write,
+            records,
             replay_window,
             heartbeat: peer_mode,
             peer_identity,
@@ -506,6 +506,11 @@ impl ControlThread {
             local_cid,
             ..
         } = keys;
+        // The shards run DTLS 1.2 sessions; this loop's configurations allow no other
+        // version (`Config::versions`), so a 1.3 session never completes here.
+        let Some((read, write)) = records.into_dtls12() else {
+            return;
+        };
         // RFC 6520 §2: requests only to a peer that said peer_allowed_to_send; answers only
         // when we said it (a negotiated extension carries both modes).
         let heartbeat = HeartbeatPolicy {

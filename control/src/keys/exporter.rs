@@ -5,6 +5,8 @@ use std::fmt;
 use dtls_proto::SrtpProtectionProfile;
 use dtls_proto::{PrfHash, RANDOM_LEN};
 
+use dtls_crypto::tls13::ExporterSecret;
+
 use crate::keys::session::MasterBytes;
 
 /// Label of the DTLS-SRTP key derivation (RFC 5764 §4.2).
@@ -24,23 +26,44 @@ pub enum ExportError {
     UnknownSrtpProfile,
 }
 
-/// Exports keying material from a session's master secret (RFC 5705 §4).
+/// Exports keying material from a session: the RFC 5705 §4 exporter of DTLS 1.2 (from the
+/// master secret) or the RFC 8446 §7.5 exporter of DTLS 1.3 (from exporter_master_secret).
 ///
-/// Holds a copy of the master secret: zeroized on drop, never printed.
+/// Holds a copy of the secret: zeroized on drop, never printed.
 pub struct Exporter {
-    master: MasterBytes,
-    hash: PrfHash,
-    client_random: [u8; RANDOM_LEN],
-    server_random: [u8; RANDOM_LEN],
+    inner: Inner,
+}
+
+enum Inner {
+    Tls12 {
+        master: MasterBytes,
+        hash: PrfHash,
+        client_random: [u8; RANDOM_LEN],
+        server_random: [u8; RANDOM_LEN],
+    },
+    Tls13(ExporterSecret),
 }
 
 impl fmt::Debug for Exporter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Exporter")
-            .field("hash", &self.hash)
-            .finish_non_exhaustive()
+        match &self.inner {
+            Inner::Tls12 { hash, .. } => f
+                .debug_struct("Exporter")
+                .field("hash", hash)
+                .finish_non_exhaustive(),
+            Inner::Tls13(_) => f.debug_struct("Exporter13").finish_non_exhaustive(),
+        }
     }
 }
+
+/// Labels TLS itself uses with the PRF (RFC 5705 §4: exporters must not reuse them).
+const RESERVED_LABELS: &[&[u8]] = &[
+    b"client finished",
+    b"server finished",
+    b"master secret",
+    b"extended master secret",
+    b"key expansion",
+];
 
 impl Exporter {
     pub(crate) fn new(
@@ -50,10 +73,19 @@ impl Exporter {
         server_random: [u8; RANDOM_LEN],
     ) -> Self {
         Self {
-            master,
-            hash,
-            client_random,
-            server_random,
+            inner: Inner::Tls12 {
+                master,
+                hash,
+                client_random,
+                server_random,
+            },
+        }
+    }
+
+    /// The DTLS 1.3 exporter over `exporter_master_secret` (RFC 8446 §7.5).
+    pub(crate) fn tls13(secret: ExporterSecret) -> Self {
+        Self {
+            inner: Inner::Tls13(secret),
         }
     }
 
@@ -68,16 +100,31 @@ impl Exporter {
         context: Option<&[u8]>,
         out: &mut [u8],
     ) -> Result<(), ExportError> {
-        self.master
+        let (master, hash, client_random, server_random) = match &self.inner {
+            Inner::Tls12 {
+                master,
+                hash,
+                client_random,
+                server_random,
+            } => (master, *hash, client_random, server_random),
+            Inner::Tls13(secret) => {
+                if RESERVED_LABELS.contains(&label) {
+                    return Err(ExportError::ReservedLabel);
+                }
+                let context = context.unwrap_or(&[]);
+                if context.len() > usize::from(u16::MAX) {
+                    return Err(ExportError::ContextTooLong);
+                }
+                // RFC 8446 §7.5: "providing no context computes the same value as providing
+                // an empty context".
+                return secret
+                    .export(label, context, out)
+                    .map_err(|_| ExportError::ReservedLabel);
+            }
+        };
+        master
             .master()
-            .export(
-                self.hash,
-                &self.client_random,
-                &self.server_random,
-                label,
-                context,
-                out,
-            )
+            .export(hash, client_random, server_random, label, context, out)
             .map_err(|e| match e {
                 dtls_crypto::Error::ExporterContextTooLong { .. } => ExportError::ContextTooLong,
                 _ => ExportError::ReservedLabel,

@@ -4,7 +4,7 @@ use dataplane::record::ReplayWindow;
 
 use crate::connection::Core;
 use crate::error::HandshakeError;
-use crate::events::{EpochKeys, Event, SessionKeys};
+use crate::events::{EpochKeys, Event, RecordKeys, SessionKeys};
 use crate::keys::exporter::Exporter;
 use crate::keys::session::Writer;
 use crate::keys::ticket::SessionTicket;
@@ -40,16 +40,19 @@ impl Core {
         let keys = SessionKeys {
             peer: self.peer,
             suite: suite.suite(),
-            read: EpochKeys {
-                epoch: self.reader.newest_epoch(),
-                key: secrets.keys.record_key(Writer::peer(self.role))?,
-                next_sequence: 0,
+            records: RecordKeys::Dtls12 {
+                read: EpochKeys {
+                    epoch: self.reader.newest_epoch(),
+                    key: secrets.keys.record_key(Writer::peer(self.role))?,
+                    next_sequence: 0,
+                },
+                write: EpochKeys {
+                    epoch: write_epoch,
+                    key: secrets.keys.record_key(Writer::own(self.role))?,
+                    next_sequence: next_write,
+                },
             },
-            write: EpochKeys {
-                epoch: write_epoch,
-                key: secrets.keys.record_key(Writer::own(self.role))?,
-                next_sequence: next_write,
-            },
+            version: dtls_proto::ProtocolVersion::Dtls1_2,
             replay_window,
             local_cid: None,
             peer_cid: None,

@@ -11,6 +11,7 @@ use control::crypto::pki_types::UnixTime;
 use control::crypto::test_pki::TestPki;
 use control::crypto::{CertificateVerifier, PeerVerifier, SigningKey, TicketKeys};
 use control::{CertifiedKey, CipherSuite, ClientAuth, Config, Psk, SessionKeys};
+use dataplane::record::v13::{HeaderForm, InnerContentType, Opener13, Sealer13};
 use dataplane::record::{ContentType, Opener, ReplayWindow, Sealer};
 
 pub const CLIENT_ADDR: &str = "10.0.0.1:40000";
@@ -156,13 +157,65 @@ pub struct SessionInfo {
     pub at: Instant,
 }
 
-/// Splits KeysReady into the shard's Sealer/Opener and the rest.
-pub fn install_keys(keys: SessionKeys, at: Instant) -> (DataKeys, SessionInfo) {
+/// The DTLS 1.3 data plane of one session: epoch-3 `Sealer13`/`Opener13`.
+#[derive(Debug)]
+pub struct DataKeys13 {
+    pub suite: CipherSuite,
+    pub sealer: Sealer13,
+    pub opener: Opener13,
+    /// The previous read epoch after a KeyUpdate, kept for records still in flight
+    /// (RFC 9147 §8).
+    pub previous: Option<Opener13>,
+}
+
+impl DataKeys13 {
+    /// One application-data record carrying `data` (unified header, 16-bit sequence
+    /// number, length present).
+    pub fn seal(&mut self, data: &[u8]) -> Vec<u8> {
+        let form = HeaderForm::default();
+        let mut rec = vec![0u8; self.sealer.record_len(&form, data.len(), 0)];
+        let off = self.sealer.plaintext_offset(&form);
+        rec[off..off + data.len()].copy_from_slice(data);
+        let n = self
+            .sealer
+            .seal(
+                InnerContentType::ApplicationData,
+                &form,
+                &mut rec,
+                data.len(),
+                0,
+            )
+            .expect("seal record");
+        rec.truncate(n);
+        rec
+    }
+
+    /// Opens one protected record of the application epoch: `Some` with its plaintext
+    /// when it is application data; `None` for other content (the engine's) or records
+    /// that do not open.
+    pub fn open(&mut self, record: &[u8]) -> Option<Vec<u8>> {
+        for opener in std::iter::once(&mut self.opener).chain(self.previous.as_mut()) {
+            let mut buf = record.to_vec();
+            if let Ok(opened) = opener.open(&mut buf, 0) {
+                return (opened.content_type == InnerContentType::ApplicationData)
+                    .then(|| opened.plaintext.to_vec());
+            }
+        }
+        None
+    }
+
+    /// The peer moved to a new read epoch: the current one is kept as the previous.
+    pub fn update_read(&mut self, opener: Opener13) {
+        self.previous = Some(std::mem::replace(&mut self.opener, opener));
+    }
+}
+
+/// Splits a DTLS 1.3 KeysReady into the data plane's `Sealer13`/`Opener13` and the rest.
+pub fn install_keys13(keys: SessionKeys, at: Instant) -> (DataKeys13, SessionInfo) {
     let SessionKeys {
         peer,
         suite,
-        read,
-        write,
+        records,
         replay_window,
         peer_identity,
         alpn,
@@ -171,6 +224,52 @@ pub fn install_keys(keys: SessionKeys, at: Instant) -> (DataKeys, SessionInfo) {
         ticket,
         ..
     } = keys;
+    let (read, write) = records.into_dtls13().expect("DTLS 1.3 keys");
+    assert_eq!(read.epoch, 3, "DTLS 1.3 application data starts at epoch 3");
+    let write_next_sequence = write.next_sequence;
+    let sealer = Sealer13::new(write.epoch, write.keys).with_next_sequence(write.next_sequence);
+    let opener = Opener13::new(
+        read.epoch,
+        read.keys,
+        ReplayWindow::new(replay_window.clamp(64, 4096)),
+    );
+    (
+        DataKeys13 {
+            suite,
+            sealer,
+            opener,
+            previous: None,
+        },
+        SessionInfo {
+            peer,
+            suite,
+            write_next_sequence,
+            replay_window,
+            peer_identity,
+            alpn,
+            resumed,
+            exporter,
+            ticket,
+            at,
+        },
+    )
+}
+
+/// Splits KeysReady into the shard's Sealer/Opener and the rest.
+pub fn install_keys(keys: SessionKeys, at: Instant) -> (DataKeys, SessionInfo) {
+    let SessionKeys {
+        peer,
+        suite,
+        records,
+        replay_window,
+        peer_identity,
+        alpn,
+        resumed,
+        exporter,
+        ticket,
+        ..
+    } = keys;
+    let (read, write) = records.into_dtls12().expect("DTLS 1.2 keys");
     assert_eq!(read.epoch, 1, "DTLS 1.2 application data is epoch 1");
     assert_eq!(write.epoch, 1, "DTLS 1.2 application data is epoch 1");
     let write_next_sequence = write.next_sequence;

@@ -17,7 +17,11 @@ use control::{
     Event, HandshakeError,
 };
 
-use super::fixtures::{DataKeys, SessionInfo, install_keys};
+use dataplane::record::ReplayWindow;
+use dataplane::record::v13::{MixedKind, MixedRecords, Opener13, Sealer13};
+use dtls_proto::ProtocolVersion;
+
+use super::fixtures::{DataKeys, DataKeys13, SessionInfo, install_keys, install_keys13};
 use super::wire::{CT_APPLICATION_DATA, record_ranges};
 
 const POLL: Duration = Duration::from_millis(10);
@@ -30,6 +34,8 @@ pub struct UdpEndpoint {
     pub conn: Connection,
     pub mtu: usize,
     pub data: Option<DataKeys>,
+    /// The DTLS 1.3 data plane, once a 1.3 handshake completed.
+    pub data13: Option<DataKeys13>,
     pub info: Option<SessionInfo>,
     pub failed: Option<HandshakeError>,
     pub alerts: Vec<(AlertLevel, AlertDescription)>,
@@ -40,6 +46,8 @@ pub struct UdpEndpoint {
     pub datagrams_in: usize,
     /// Size of the largest datagram received from the peer (after the acceptor).
     pub largest_datagram_in: usize,
+    /// DTLS 1.3 KeyUpdate events applied to the data plane.
+    pub key_updates: usize,
     buf: Vec<u8>,
 }
 
@@ -57,6 +65,7 @@ impl UdpEndpoint {
             conn,
             mtu,
             data: None,
+            data13: None,
             info: None,
             failed: None,
             alerts: Vec::new(),
@@ -65,6 +74,7 @@ impl UdpEndpoint {
             datagrams_out: 0,
             datagrams_in: 0,
             largest_datagram_in: 0,
+            key_updates: 0,
             buf: vec![0u8; 65_536],
         }
     }
@@ -91,16 +101,21 @@ impl UdpEndpoint {
     /// Runs the stateless acceptor on `sock` until a cookie-verified ClientHello arrives,
     /// then returns the server engine for it.
     pub fn accept(config: Config, sock: UdpSocket, timeout: Duration) -> Result<Self, String> {
+        Self::accept_with(config, AcceptorConfig::default(), sock, timeout)
+    }
+
+    /// [`Self::accept`] with acceptor `settings`.
+    pub fn accept_with(
+        config: Config,
+        settings: AcceptorConfig,
+        sock: UdpSocket,
+        timeout: Duration,
+    ) -> Result<Self, String> {
         let mtu = config.mtu;
         let config = Arc::new(config);
         let mut rng = SystemRng::new();
-        let mut acceptor = Acceptor::new(
-            Arc::clone(&config),
-            AcceptorConfig::default(),
-            &mut rng,
-            Instant::now(),
-        )
-        .expect("server config is valid");
+        let mut acceptor = Acceptor::new(Arc::clone(&config), settings, &mut rng, Instant::now())
+            .expect("server config is valid");
         let deadline = Instant::now() + timeout;
         let mut buf = vec![0u8; 65_536];
         let mut out = vec![0u8; 65_536];
@@ -150,6 +165,11 @@ impl UdpEndpoint {
     fn drain_events(&mut self) {
         while let Some(ev) = self.conn.poll_event() {
             match ev {
+                Event::KeysReady(keys) if keys.version == ProtocolVersion::Dtls1_3 => {
+                    let (d, i) = install_keys13(*keys, Instant::now());
+                    self.data13 = Some(d);
+                    self.info = Some(i);
+                }
                 Event::KeysReady(keys) => {
                     let (d, i) = install_keys(*keys, Instant::now());
                     self.data = Some(d);
@@ -160,6 +180,24 @@ impl UdpEndpoint {
                 }
                 Event::HandshakeFailed(e) => self.failed = Some(e),
                 Event::Closed { by_peer } => self.closed = Some(by_peer),
+                Event::KeysUpdated(update) => {
+                    // DTLS 1.3 KeyUpdate: the data plane moves to the new epoch(s).
+                    let update = *update;
+                    if let Some(data) = self.data13.as_mut() {
+                        if let Some(read) = update.read {
+                            data.update_read(Opener13::new(
+                                read.epoch,
+                                read.keys,
+                                ReplayWindow::new(ReplayWindow::DEFAULT_SIZE),
+                            ));
+                        }
+                        if let Some(write) = update.write {
+                            data.sealer = Sealer13::new(write.epoch, write.keys)
+                                .with_next_sequence(write.next_sequence);
+                        }
+                    }
+                    self.key_updates += 1;
+                }
             }
         }
     }
@@ -213,6 +251,23 @@ impl UdpEndpoint {
     /// The shard's split: application data to the data plane keys, the rest to the engine.
     fn handle_datagram(&mut self, datagram: &[u8]) {
         let now = Instant::now();
+        if let Some(data) = self.data13.as_mut() {
+            // DTLS 1.3: protected application data to the data plane, everything else
+            // (ACKs, alerts, retransmitted handshake records) to the engine.
+            let mut rest = Vec::new();
+            for record in MixedRecords::new(datagram, 0) {
+                match (record.kind, data.open(record.bytes)) {
+                    (MixedKind::Ciphertext(_), Some(plaintext)) => self.app_in.push(plaintext),
+                    _ => rest.extend_from_slice(record.bytes),
+                }
+            }
+            if !rest.is_empty() {
+                self.conn
+                    .handle_datagram(now, UnixTime::now(), self.peer, &rest);
+            }
+            self.drain_events();
+            return;
+        }
         let Some(data) = self.data.as_mut() else {
             self.conn
                 .handle_datagram(now, UnixTime::now(), self.peer, datagram);
@@ -241,10 +296,14 @@ impl UdpEndpoint {
     /// Drives until KeysReady, failure or `timeout`.
     pub fn handshake(&mut self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
-        while self.data.is_none() && self.failed.is_none() && Instant::now() < deadline {
+        while self.data.is_none()
+            && self.data13.is_none()
+            && self.failed.is_none()
+            && Instant::now() < deadline
+        {
             self.turn(POLL);
         }
-        if self.data.is_some() {
+        if self.data.is_some() || self.data13.is_some() {
             return Ok(());
         }
         Err(format!(
@@ -259,7 +318,10 @@ impl UdpEndpoint {
 
     /// Sends one application-data record.
     pub fn send_app(&mut self, data: &[u8]) {
-        let rec = self.data.as_mut().expect("keys ready").seal(data);
+        let rec = match self.data13.as_mut() {
+            Some(data13) => data13.seal(data),
+            None => self.data.as_mut().expect("keys ready").seal(data),
+        };
         send_to(&self.sock, &rec, self.peer).expect("send application data");
     }
 

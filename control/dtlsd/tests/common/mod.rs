@@ -596,18 +596,16 @@ impl Client {
                 Event::KeysReady(keys) => {
                     let mut keys = *keys;
                     self.ticket = keys.ticket.take();
+                    let window = ReplayWindow::new(keys.replay_window.clamp(64, 4096));
+                    let (read, write) = keys.records.into_dtls12().expect("DTLS 1.2 keys");
                     self.sealer = Some(
-                        Sealer::new(keys.write.epoch, keys.write.key, keys.write.next_sequence)
+                        Sealer::new(write.epoch, write.key, write.next_sequence)
                             .expect("sealer from KeysReady"),
                     );
-                    self.opener = Some(Opener::new(
-                        keys.read.epoch,
-                        keys.read.key,
-                        ReplayWindow::new(keys.replay_window.clamp(64, 4096)),
-                    ));
+                    self.opener = Some(Opener::new(read.epoch, read.key, window));
                 }
                 Event::HandshakeFailed(e) => self.failed = Some(e.to_string()),
-                Event::AlertReceived { .. } | Event::Closed { .. } => {}
+                Event::AlertReceived { .. } | Event::Closed { .. } | Event::KeysUpdated(_) => {}
             }
         }
     }

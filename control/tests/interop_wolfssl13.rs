@@ -1,0 +1,452 @@
+//! DTLS 1.3 interop over real UDP on loopback against wolfSSL 5.9.4's example programs
+//! (TESTING.md "DTLS 1.3 and connection-ID peer", built with `--enable-dtls13
+//! --enable-mlkem` by `scripts/wolfssl-peer.sh`): our client against `server -u -v 4 -e`
+//! (echoes every record), our server against `client -u -v 4` (sends `hello wolfssl!`,
+//! prints the reply). Cases: each TLS 1.3 AEAD suite, X25519MLKEM768 (`--pqc`) and
+//! X25519/P-256 key shares, our stateless cookie HelloRetryRequest (the acceptor's
+//! default), a HelloRetryRequest forced by a group mismatch, a client
+//! certificate. Each test checks the
+//! version and suite on both sides and application data byte for byte both ways.
+//!
+//! The programs come from `DTLS_WOLFSSL_CLIENT`/`DTLS_WOLFSSL_SERVER` (`scripts/test.sh`
+//! exports them); without them the tests fail, naming the script.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use control::{AcceptorConfig, CipherSuite, ClientAuth, Config, NamedGroup};
+use support::interop::*;
+use support::peers::*;
+use support::pki::{TempDir, TestPki};
+use support::udp::UdpEndpoint;
+
+/// What the wolfSSL example client sends after its handshake (`kHelloMsg`, no newline).
+const WOLFSSL_HELLO: &[u8] = b"hello wolfssl!";
+
+#[derive(Debug, Clone, Copy)]
+struct Case13 {
+    suite: CipherSuite,
+    /// Our groups (the client offers a share for the first).
+    groups: &'static [NamedGroup],
+    /// wolfSSL's `--pqc` group, if any.
+    wolfssl_pqc: Option<&'static str>,
+    client_cert: bool,
+    mtu: Option<u16>,
+    /// wolfSSL sends a KeyUpdate before its data (`-I`).
+    key_update: bool,
+}
+
+impl Case13 {
+    fn new(suite: CipherSuite) -> Self {
+        Self {
+            suite,
+            groups: &[NamedGroup::X25519, NamedGroup::Secp256r1],
+            wolfssl_pqc: None,
+            client_cert: false,
+            mtu: None,
+            key_update: false,
+        }
+    }
+}
+
+fn wolfssl_cipher(suite: CipherSuite) -> &'static str {
+    match suite {
+        CipherSuite::Tls13Aes128GcmSha256 => "TLS13-AES128-GCM-SHA256",
+        CipherSuite::Tls13Aes256GcmSha384 => "TLS13-AES256-GCM-SHA384",
+        CipherSuite::Tls13Chacha20Poly1305Sha256 => "TLS13-CHACHA20-POLY1305-SHA256",
+        other => panic!("no DTLS 1.3 case for {other:?}"),
+    }
+}
+
+fn wolfssl_suite_line(suite: CipherSuite) -> String {
+    let iana = match suite {
+        CipherSuite::Tls13Aes128GcmSha256 => "TLS_AES_128_GCM_SHA256",
+        CipherSuite::Tls13Aes256GcmSha384 => "TLS_AES_256_GCM_SHA384",
+        CipherSuite::Tls13Chacha20Poly1305Sha256 => "TLS_CHACHA20_POLY1305_SHA256",
+        other => panic!("no DTLS 1.3 case for {other:?}"),
+    };
+    format!("SSL cipher suite is {iana}\n")
+}
+
+fn wolfssl_opts(pki: &TestPki, case: Case13, server: bool) -> WolfsslOpts {
+    let own = if server {
+        Some(pki.server_ec.clone())
+    } else {
+        case.client_cert.then(|| pki.client_ec.clone())
+    };
+    let mut opts = WolfsslOpts::new(wolfssl_cipher(case.suite), own, pki.ca.clone());
+    opts.dtls13 = true;
+    opts.mtu = case.mtu;
+    opts.require_client_cert = case.client_cert;
+    if case.key_update && !server {
+        opts.extra.push("-I".to_owned());
+    }
+    if let Some(pqc) = case.wolfssl_pqc {
+        opts.extra.extend(["--pqc".to_owned(), pqc.to_owned()]);
+    }
+    opts
+}
+
+fn our_config(pki: &TestPki, case: Case13, server: bool) -> Config {
+    let mut config = Config {
+        tls13_cipher_suites: vec![case.suite],
+        tls13_groups: case.groups.to_vec(),
+        mtu: case.mtu.map_or(1200, usize::from),
+        ..Config::new(ca_verifier(pki)).dtls13_only()
+    };
+    if server {
+        config.certificate = Some(certified(&pki.server_ec));
+        if case.client_cert {
+            config.client_auth = ClientAuth::Required;
+        }
+    } else {
+        config.server_name = Some("localhost".into());
+        if case.client_cert {
+            config.certificate = Some(certified(&pki.client_ec));
+        }
+    }
+    config
+}
+
+fn drive_until_wolfssl_reports(ep: &mut UdpEndpoint, peer: &PeerProcess, case: Case13) {
+    drive_until_peer(ep, peer, b"SSL version is DTLSv1.3\n", IO_TIMEOUT);
+    drive_until_peer(
+        ep,
+        peer,
+        wolfssl_suite_line(case.suite).as_bytes(),
+        IO_TIMEOUT,
+    );
+}
+
+fn assert_ours(ep: &UdpEndpoint, case: Case13) {
+    assert_eq!(ep.conn.version(), "1.3");
+    let info = ep.info.as_ref().expect("keys ready");
+    assert_eq!(info.suite, case.suite, "negotiated suite");
+}
+
+// ---------- our client vs wolfSSL's example server (echo) ----------
+
+fn client_vs_wolfssl(case: Case13) {
+    let pki = TestPki::shared();
+    let dir = TempDir::new("ic-wolfssl13");
+    let server = wolfssl_server(&wolfssl_opts(pki, case, true), dir.path());
+    let mut ep = UdpEndpoint::client(our_config(pki, case, false), server.addr());
+    assert_handshake(&mut ep, &server);
+    assert_ours(&ep, case);
+    drive_until_wolfssl_reports(&mut ep, &server, case);
+    if case.key_update {
+        // Our KeyUpdate, asking wolfSSL for its own: both directions move to epoch 4
+        // before the echoes.
+        while ep.conn.poll_timeout().is_some() {
+            ep.turn(Duration::from_millis(10));
+        }
+        assert!(
+            ep.conn.update_keys(Instant::now(), true),
+            "KeyUpdate started"
+        );
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while ep.key_updates < 2 && Instant::now() < deadline {
+            ep.turn(Duration::from_millis(10));
+        }
+        // wolfSSL answers a requested update only when it next writes: our write side
+        // (acknowledged) moved; its side moves with the first echo.
+        assert!(
+            ep.key_updates >= 1,
+            "no KeyUpdate acknowledged\n{}",
+            server.transcript()
+        );
+    }
+    for (i, &len) in [16usize, 90, 600, 1100].iter().enumerate() {
+        let msg = &payload(&format!("echo13 {i}"), len)[..];
+        let before = ep.app_bytes().len();
+        ep.send_app(msg);
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while ep.app_bytes().len() < before + msg.len() && Instant::now() < deadline {
+            ep.turn(Duration::from_millis(10));
+        }
+        assert_eq!(
+            &ep.app_bytes()[before..],
+            msg,
+            "echo of {len} bytes differs\n{}",
+            server.transcript()
+        );
+    }
+    // The server's ACK ended our final flight.
+    assert_eq!(
+        ep.conn.poll_timeout(),
+        None,
+        "final flight never acknowledged"
+    );
+    assert!(ep.failed.is_none());
+    assert!(ep.alerts.is_empty(), "alerts {:?}", ep.alerts);
+}
+
+#[test]
+fn our_client_vs_wolfssl13_aes128_gcm_x25519() {
+    client_vs_wolfssl(Case13::new(CipherSuite::Tls13Aes128GcmSha256));
+}
+
+#[test]
+fn our_client_vs_wolfssl13_aes256_gcm() {
+    client_vs_wolfssl(Case13::new(CipherSuite::Tls13Aes256GcmSha384));
+}
+
+#[test]
+fn our_client_vs_wolfssl13_chacha20() {
+    client_vs_wolfssl(Case13::new(CipherSuite::Tls13Chacha20Poly1305Sha256));
+}
+
+#[test]
+fn our_client_vs_wolfssl13_x25519mlkem768() {
+    // wolfSSL's server takes only an unfragmented first ClientHello (its
+    // WOLFSSL_DTLS_CH_FRAG allows fragments only once the cookie is verified), so this case
+    // runs at MTU 1500, where the ~1.4 KB hybrid ClientHello fits one datagram. Our own
+    // server reassembles a fragmented first ClientHello (the acceptor's hello pool).
+    client_vs_wolfssl(Case13 {
+        groups: &[NamedGroup::X25519Mlkem768],
+        wolfssl_pqc: Some("X25519MLKEM768"),
+        mtu: Some(1500),
+        ..Case13::new(CipherSuite::Tls13Aes128GcmSha256)
+    });
+}
+
+#[test]
+fn our_client_vs_wolfssl13_p256() {
+    client_vs_wolfssl(Case13 {
+        groups: &[NamedGroup::Secp256r1],
+        ..Case13::new(CipherSuite::Tls13Aes128GcmSha256)
+    });
+}
+
+#[test]
+fn our_client_vs_wolfssl13_key_update_mid_stream() {
+    client_vs_wolfssl(Case13 {
+        key_update: true,
+        ..Case13::new(CipherSuite::Tls13Aes128GcmSha256)
+    });
+}
+
+#[test]
+fn our_client_vs_wolfssl13_with_client_certificate() {
+    client_vs_wolfssl(Case13 {
+        client_cert: true,
+        ..Case13::new(CipherSuite::Tls13Aes128GcmSha256)
+    });
+}
+
+// ---------- our server vs wolfSSL's example client ----------
+
+fn server_vs_wolfssl(case: Case13, settings: AcceptorConfig) {
+    let pki = TestPki::shared();
+    let sock = UdpEndpoint::server_socket();
+    let addr = sock.local_addr().expect("local addr");
+    let mut client = wolfssl_client(&wolfssl_opts(pki, case, false), addr);
+    let mut ep = match UdpEndpoint::accept_with(
+        our_config(pki, case, true),
+        settings,
+        sock,
+        HANDSHAKE_TIMEOUT,
+    ) {
+        Ok(ep) => ep,
+        Err(e) => panic!("{e}\n{}", client.transcript()),
+    };
+    assert_handshake(&mut ep, &client);
+    assert_ours(&ep, case);
+    drive_until_wolfssl_reports(&mut ep, &client, case);
+    assert!(
+        ep.wait_app(WOLFSSL_HELLO, IO_TIMEOUT),
+        "greeting not received; got {:?}; {} key updates, {:?} {:?}\n{}",
+        String::from_utf8_lossy(&ep.app_bytes()),
+        ep.key_updates,
+        ep.conn.stats(),
+        ep.conn.state_name(),
+        client.transcript()
+    );
+    assert_eq!(ep.app_bytes(), WOLFSSL_HELLO, "application data differs");
+    if case.key_update {
+        assert!(ep.key_updates >= 1, "no KeyUpdate applied");
+    }
+    let reply = payload(&format!("our 1.3 server {:?}", case.suite), 200);
+    ep.send_app(&reply);
+    let mut line = reply.clone();
+    line.push(b'\n');
+    drive_until_peer(&mut ep, &client, &line, IO_TIMEOUT);
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while ep.closed.is_none() && Instant::now() < deadline {
+        ep.turn(Duration::from_millis(10));
+    }
+    assert_eq!(
+        ep.closed,
+        Some(true),
+        "no close_notify\n{}",
+        client.transcript()
+    );
+    let status = client.wait_exit(IO_TIMEOUT);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "wolfSSL client exit {status:?}\n{}",
+        client.transcript()
+    );
+    assert!(ep.failed.is_none());
+}
+
+fn no_cookie() -> AcceptorConfig {
+    AcceptorConfig {
+        require_cookie: false,
+        ..AcceptorConfig::default()
+    }
+}
+
+#[test]
+fn our_server_vs_wolfssl13_aes128_gcm() {
+    server_vs_wolfssl(
+        Case13::new(CipherSuite::Tls13Aes128GcmSha256),
+        AcceptorConfig::default(),
+    );
+}
+
+#[test]
+fn our_server_vs_wolfssl13_aes256_gcm() {
+    server_vs_wolfssl(
+        Case13::new(CipherSuite::Tls13Aes256GcmSha384),
+        AcceptorConfig::default(),
+    );
+}
+
+#[test]
+fn our_server_vs_wolfssl13_chacha20() {
+    server_vs_wolfssl(
+        Case13::new(CipherSuite::Tls13Chacha20Poly1305Sha256),
+        AcceptorConfig::default(),
+    );
+}
+
+#[test]
+fn our_server_vs_wolfssl13_x25519mlkem768() {
+    server_vs_wolfssl(
+        Case13 {
+            groups: &[NamedGroup::X25519Mlkem768, NamedGroup::X25519],
+            wolfssl_pqc: Some("X25519MLKEM768"),
+            ..Case13::new(CipherSuite::Tls13Aes128GcmSha256)
+        },
+        AcceptorConfig::default(),
+    );
+}
+
+#[test]
+fn our_server_vs_wolfssl13_stateless_hello_retry_request_for_cookie_and_group() {
+    // wolfSSL's client sends one share (X25519 or P-256 by its defaults); a server that
+    // takes only P-384 asks for it in the same stateless HelloRetryRequest as the cookie.
+    server_vs_wolfssl(
+        Case13 {
+            groups: &[NamedGroup::Secp384r1],
+            ..Case13::new(CipherSuite::Tls13Aes256GcmSha384)
+        },
+        AcceptorConfig::default(),
+    );
+}
+
+#[test]
+fn our_server_vs_wolfssl13_engine_hello_retry_request_for_the_group() {
+    // Without the cookie exchange the engine itself sends the HelloRetryRequest.
+    server_vs_wolfssl(
+        Case13 {
+            groups: &[NamedGroup::Secp384r1],
+            ..Case13::new(CipherSuite::Tls13Aes128GcmSha256)
+        },
+        no_cookie(),
+    );
+}
+
+#[test]
+fn our_server_vs_wolfssl13_key_update_before_data() {
+    // `-I`: the wolfSSL client sends a KeyUpdate before its application data; the greeting
+    // then arrives under epoch 4 keys, which our engine derived and handed over.
+    let mut case = Case13::new(CipherSuite::Tls13Aes128GcmSha256);
+    case.key_update = true;
+    server_vs_wolfssl(case, AcceptorConfig::default());
+}
+
+#[test]
+fn our_server_vs_wolfssl13_with_client_certificate() {
+    server_vs_wolfssl(
+        Case13 {
+            client_cert: true,
+            ..Case13::new(CipherSuite::Tls13Aes128GcmSha256)
+        },
+        AcceptorConfig::default(),
+    );
+}
+
+// ---------- version negotiation with a DTLS 1.2 peer ----------
+
+fn both_versions(mut config: Config) -> Config {
+    config.versions = vec![
+        control::ProtocolVersion::Dtls1_3,
+        control::ProtocolVersion::Dtls1_2,
+    ];
+    config.cipher_suites = vec![CipherSuite::EcdheEcdsaAes128GcmSha256];
+    config
+}
+
+#[test]
+fn our_client_offering_both_versions_falls_back_to_a_wolfssl_dtls12_server() {
+    let pki = TestPki::shared();
+    let dir = TempDir::new("ic-wolfssl13-fallback");
+    let mut sopts = WolfsslOpts::new(
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        Some(pki.server_ec.clone()),
+        pki.ca.clone(),
+    );
+    sopts.dtls13 = false;
+    let server = wolfssl_server(&sopts, dir.path());
+    // One X25519 share: the hello fits a datagram (a DTLS 1.2 server need not reassemble).
+    let case = Case13 {
+        groups: &[NamedGroup::X25519],
+        ..Case13::new(CipherSuite::Tls13Aes128GcmSha256)
+    };
+    let mut ep = UdpEndpoint::client(both_versions(our_config(pki, case, false)), server.addr());
+    assert_handshake(&mut ep, &server);
+    assert_eq!(ep.conn.version(), "1.2");
+    drive_until_peer(&mut ep, &server, b"SSL version is DTLSv1.2\n", IO_TIMEOUT);
+    let msg = payload("fallback", 300);
+    ep.send_app(&msg);
+    assert!(
+        ep.wait_app(&msg, IO_TIMEOUT),
+        "echo differs\n{}",
+        server.transcript()
+    );
+}
+
+#[test]
+fn our_server_allowing_both_versions_serves_a_wolfssl_dtls12_client() {
+    let pki = TestPki::shared();
+    let sock = UdpEndpoint::server_socket();
+    let addr = sock.local_addr().expect("local addr");
+    let copts = WolfsslOpts::new("ECDHE-ECDSA-AES128-GCM-SHA256", None, pki.ca.clone());
+    let client = wolfssl_client(&copts, addr);
+    let case = Case13::new(CipherSuite::Tls13Aes128GcmSha256);
+    let mut ep = match UdpEndpoint::accept_with(
+        both_versions(our_config(pki, case, true)),
+        AcceptorConfig::default(),
+        sock,
+        HANDSHAKE_TIMEOUT,
+    ) {
+        Ok(ep) => ep,
+        Err(e) => panic!("{e}\n{}", client.transcript()),
+    };
+    assert_handshake(&mut ep, &client);
+    assert_eq!(ep.conn.version(), "1.2");
+    drive_until_peer(&mut ep, &client, b"SSL version is DTLSv1.2\n", IO_TIMEOUT);
+    assert!(
+        ep.wait_app(WOLFSSL_HELLO, IO_TIMEOUT),
+        "greeting not received\n{}",
+        client.transcript()
+    );
+    let reply = payload("our dual server", 100);
+    ep.send_app(&reply);
+    let mut line = reply.clone();
+    line.push(b'\n');
+    drive_until_peer(&mut ep, &client, &line, IO_TIMEOUT);
+}
