@@ -175,6 +175,7 @@ impl TestServer {
                 io: setup.io.daemon(),
                 mtu: setup.mtu,
                 metrics: None,
+                admin_socket: dtlsd::config::AdminSocket::Off,
                 idle_timeout: Duration::from_secs(300),
                 keepalive: None,
                 log_format: LogFormat::Human,

@@ -27,7 +27,8 @@ use dtls_io::{IoConfig, SocketConfig};
 use dtls_runtime::{ControlCounters, ControlStats, ControlThread, Reload};
 use dtls_shard::{Shard, ShardConfig, ShardQueues, ShardStats};
 
-use crate::config::{CertKeyPaths, IoMode, Tuning};
+use crate::admin::AdminServer;
+use crate::config::{AdminSocket, CertKeyPaths, IoMode, Tuning};
 use crate::metrics::{self, ShardSource, Sources};
 use crate::sessionlog::DaemonLog;
 
@@ -70,6 +71,7 @@ pub struct Daemon {
     metrics: Option<(JoinHandle<()>, SocketAddr)>,
     metrics_stop: Arc<AtomicBool>,
     reloads: mpsc::Sender<Reload>,
+    admin: Option<AdminServer>,
 }
 
 /// Builds the control loop once the shards' queues exist.
@@ -132,6 +134,25 @@ impl Daemon {
         };
         let (reload_tx, reload_rx) = mpsc::channel();
         control.set_reloads(reload_rx);
+        let (admin_tx, admin_rx) = mpsc::channel();
+        control.set_admin(admin_rx);
+        let snapshots = shard_sources
+            .iter()
+            .map(|s| Arc::clone(&s.snapshots))
+            .collect();
+        let admin = match start_admin(
+            tuning,
+            mode_name(shard_config.mode),
+            listen,
+            admin_tx,
+            snapshots,
+        ) {
+            Ok(admin) => admin,
+            Err(e) => {
+                stop_shards(shards);
+                return Err(e);
+            }
+        };
         let control_counters = Arc::clone(control.counters());
         control.set_log(Box::new(DaemonLog::new(Arc::clone(&control_counters))));
         let control_progress = Arc::clone(control.progress());
@@ -165,6 +186,7 @@ impl Daemon {
             metrics: None,
             metrics_stop,
             reloads: reload_tx,
+            admin,
         };
         if let Some(listener) = metrics_listener {
             let addr = listener.local_addr();
@@ -195,6 +217,11 @@ impl Daemon {
     /// The metrics endpoint's address, when serving metrics.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().map(|(_, a)| *a)
+    }
+
+    /// The admin socket's path, when there is one.
+    pub fn admin_socket(&self) -> Option<&std::path::Path> {
+        self.admin.as_ref().map(AdminServer::path)
     }
 
     /// Number of shards.
@@ -275,6 +302,9 @@ impl Daemon {
                 Err(_) => failed.push("a shard thread panicked"),
             }
         }
+        if let Some(admin) = self.admin.take() {
+            admin.stop();
+        }
         self.metrics_stop.store(true, Relaxed);
         if let Some((handle, _)) = self.metrics.take()
             && handle.join().is_err()
@@ -318,6 +348,41 @@ pub fn load_certified_key(paths: &CertKeyPaths) -> anyhow::Result<Arc<control::C
         paths,
         UnixTime::now(),
     )?)
+}
+
+/// Starts the admin socket `tuning` asks for. The default path is skipped with a warning
+/// when it cannot be had (no /run/dtlsd for an unprivileged user, another daemon's socket
+/// there): the data plane does not depend on it. An explicit path that fails stops start-up.
+fn start_admin(
+    tuning: &Tuning,
+    mode: &str,
+    listen: SocketAddr,
+    control: mpsc::Sender<dtls_runtime::AdminRequest>,
+    snapshots: Vec<Arc<dtls_shard::SessionSnapshots>>,
+) -> anyhow::Result<Option<AdminServer>> {
+    let (path, explicit) = match &tuning.admin_socket {
+        AdminSocket::Off => return Ok(None),
+        AdminSocket::Default => (crate::admin::default_path(mode, listen), false),
+        AdminSocket::At(path) => (path.clone(), true),
+    };
+    match AdminServer::start(&path, tuning.takeover, control, snapshots) {
+        Ok(admin) => {
+            tracing::info!(path = %path.display(), "admin socket for dtlsd status and dtlsd kick");
+            Ok(Some(admin))
+        }
+        Err(e) if !explicit => {
+            tracing::warn!(error = %format!("{e:#}"), "no admin socket (set admin_socket to choose a path, or `off`)");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn mode_name(mode: dtls_shard::RelayMode) -> &'static str {
+    match mode {
+        dtls_shard::RelayMode::Serve => "serve",
+        dtls_shard::RelayMode::Connect => "connect",
+    }
 }
 
 /// One shard per core beyond the first (the control thread's), at least one.
@@ -412,6 +477,7 @@ fn run_shard(
         shard: Arc::clone(shard.counters()),
         io: Arc::clone(shard.io().counters()),
         progress: Arc::clone(shard.progress()),
+        snapshots: Arc::clone(shard.snapshots()),
     };
     if ready.send(Ok((source, local))).is_err() {
         return false;

@@ -64,6 +64,33 @@ enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Show a running daemon's sessions through its admin socket: peer, shard, version,
+    /// suite, identity, connection ID, uptime, idle time, records and bytes each way.
+    Status {
+        /// The daemon's admin socket [default: the only socket in /run/dtlsd].
+        #[arg(long, value_name = "PATH")]
+        admin_socket: Option<PathBuf>,
+        /// Print the daemon's JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Only sessions of this peer (IP, or IP:PORT).
+        #[arg(long, value_name = "PEER")]
+        peer: Option<String>,
+        /// Only sessions whose identity contains this text (e.g. `CN=client`, `psk:alice`).
+        #[arg(long, value_name = "TEXT")]
+        identity: Option<String>,
+    },
+    /// Close sessions of a running daemon with close_notify: TARGET is a session id (from
+    /// `dtlsd status`), a peer IP:PORT, or a peer IP (all its sessions). Exit code 1 when
+    /// none matched.
+    Kick {
+        /// The daemon's admin socket [default: the only socket in /run/dtlsd].
+        #[arg(long, value_name = "PATH")]
+        admin_socket: Option<PathBuf>,
+        /// Session id, IP:PORT or IP.
+        #[arg(value_name = "TARGET")]
+        target: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -118,6 +145,55 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { file } => Ok(check_config(&file)),
+        Command::Status {
+            admin_socket,
+            json,
+            peer,
+            identity,
+        } => {
+            let socket = dtlsd::admin::resolve_socket(admin_socket.as_deref())?;
+            let answer = dtlsd::admin::request(&socket, "status")?;
+            let filter = dtlsd::admin::Filter { peer, identity };
+            let rows = dtlsd::admin::filtered(&answer, &filter);
+            if json {
+                let out = serde_json::json!({
+                    "sessions": rows,
+                    "shards_unanswered": answer["shards_unanswered"],
+                });
+                println!("{out}");
+            } else {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                print!("{}", dtlsd::admin::table(&rows, now));
+            }
+            if let Some(late) = answer["shards_unanswered"].as_array()
+                && !late.is_empty()
+            {
+                eprintln!(
+                    "dtlsd: warning: shards {late:?} did not answer; their sessions show no traffic"
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Kick {
+            admin_socket,
+            target,
+        } => {
+            if dtlsd::admin::parse_target(&target).is_none() {
+                anyhow::bail!("`{target}` is not a session id, IP:PORT or IP");
+            }
+            let socket = dtlsd::admin::resolve_socket(admin_socket.as_deref())?;
+            let answer = dtlsd::admin::request(&socket, &format!("kick {target}"))?;
+            let kicked = answer["kicked"].as_array().cloned().unwrap_or_default();
+            if kicked.is_empty() {
+                eprintln!("dtlsd: no session matches {target}");
+                return Ok(ExitCode::FAILURE);
+            }
+            let ids: Vec<String> = kicked.iter().map(ToString::to_string).collect();
+            println!("closed session(s) {}", ids.join(", "));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve(flags) => {
             let config = match flags.resolve().and_then(dtlsd::check::serve_files) {
                 Ok(config) => config,

@@ -541,7 +541,10 @@ impl ControlThread {
         let (cid, peer_cid) = if self.settings.null_record_protection {
             (Vec::new(), Vec::new())
         } else {
-            (local_cid.unwrap_or_default(), peer_cid.unwrap_or_default())
+            (
+                local_cid.clone().unwrap_or_default(),
+                peer_cid.unwrap_or_default(),
+            )
         };
         // A peer with a session keeps its handle: the shard replaces that session's keys.
         let id = match self.by_peer.get(&peer) {
@@ -593,6 +596,9 @@ impl ControlThread {
                 shard,
                 established: now,
                 identity: peer_identity,
+                version: "1.2",
+                suite,
+                cid: local_cid,
             },
         );
         match replaced {

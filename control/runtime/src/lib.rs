@@ -40,6 +40,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admin;
 mod cids;
 mod counters;
 #[cfg(test)]
@@ -59,6 +60,7 @@ use dtls_crypto::pki_types::UnixTime;
 use dtls_shard::{CloseCause, SessionId, ShardCommand, ShardQueues};
 
 use self::limits::HalfOpen;
+pub use admin::{AdminRequest, KickTarget, SessionInfo};
 pub use cids::ShardCids;
 pub use counters::{ControlCounters, ControlStats};
 pub use limits::{Limits, Refusal};
@@ -135,6 +137,11 @@ struct Installed {
     shard: usize,
     established: Instant,
     identity: PeerIdentity,
+    /// "1.2" or "1.3".
+    version: &'static str,
+    suite: control::CipherSuite,
+    /// Our connection ID, when the session has one.
+    cid: Option<Vec<u8>>,
 }
 
 /// A new configuration for the control loop (SIGHUP).
@@ -180,6 +187,8 @@ pub struct ControlThread {
     front: Front,
     /// New configurations to use from the next handshake on (SIGHUP reload).
     reloads: Option<mpsc::Receiver<Reload>>,
+    /// Operator requests (`dtlsd status`, `dtlsd kick`).
+    admin: Option<mpsc::Receiver<AdminRequest>>,
     shards: Vec<Arc<ShardQueues>>,
     settings: RuntimeConfig,
     rng_factory: RngFactory,
@@ -278,6 +287,7 @@ impl ControlThread {
             config,
             front,
             reloads: None,
+            admin: None,
             shards,
             settings,
             rng_factory,
@@ -366,6 +376,7 @@ impl ControlThread {
             busy = true;
             self.reload(now, wall, reload);
         }
+        busy |= self.handle_admin(now);
         for shard in 0..self.shards.len() {
             for _ in 0..self.settings.inbound_budget {
                 let Some(message) = self.shards[shard].poll_inbound() else {

@@ -540,3 +540,85 @@ fn negotiated_cids_reach_the_shard_and_name_it() {
     let keys = event.expect("client keys");
     assert_eq!(keys.peer_cid.as_deref(), Some(&cid[..]));
 }
+
+/// `dtlsd status` and `dtlsd kick` through the admin channel: control lists what it knows of
+/// each installed session and closes the ones a kick names (close_notify through the shard,
+/// cause `requested`), leaving the others alone.
+#[test]
+fn admin_requests_list_sessions_and_kick_only_the_named_ones() {
+    use crate::{AdminRequest, KickTarget};
+    use std::sync::mpsc;
+
+    let now = Instant::now();
+    let server = addr("127.0.0.1:4433");
+    let (a, b) = (addr("127.0.0.2:50000"), addr("127.0.0.3:50000"));
+    let (mut ctl, queues) = control(1, RuntimeConfig::default(), now);
+    let (admin, requests) = mpsc::channel();
+    ctl.set_admin(requests);
+    let q = &queues[0];
+    for (peer, seed) in [(a, 7), (b, 8)] {
+        let mut c = client(server, seed, now);
+        handshake_through(&mut ctl, &mut c, q, peer, server, now);
+        assert!(c.is_established(), "{peer}: {}", c.state_name());
+    }
+    while q.poll_command().is_some() {}
+
+    let (reply, answer) = mpsc::channel();
+    admin.send(AdminRequest::Sessions(reply)).expect("control");
+    assert!(
+        ctl.run_turn(now, test_wall()),
+        "a request makes a busy turn"
+    );
+    let mut sessions = answer.try_recv().expect("answered in the turn");
+    sessions.sort_by_key(|s| s.peer);
+    assert_eq!(sessions.len(), 2);
+    assert_eq!((sessions[0].peer, sessions[1].peer), (a, b));
+    assert!(
+        sessions
+            .iter()
+            .all(|s| s.version == "1.2" && s.suite == SUITE)
+    );
+    assert!(
+        sessions
+            .iter()
+            .all(|s| s.shard == 0 && s.established == now)
+    );
+
+    // No session of 127.0.0.9: nothing closed.
+    let (reply, answer) = mpsc::channel();
+    let target = KickTarget::Address("127.0.0.9".parse().expect("ip"));
+    admin
+        .send(AdminRequest::Kick { target, reply })
+        .expect("control");
+    ctl.run_turn(now, test_wall());
+    assert_eq!(answer.try_recv().expect("answered"), vec![]);
+    assert!(q.poll_command().is_none());
+
+    let (reply, answer) = mpsc::channel();
+    let target = KickTarget::Peer(b);
+    admin
+        .send(AdminRequest::Kick { target, reply })
+        .expect("control");
+    ctl.run_turn(now, test_wall());
+    let kicked = answer.try_recv().expect("answered");
+    let b_id = sessions[1].session;
+    assert_eq!(kicked, vec![b_id]);
+    assert!(matches!(
+        q.poll_command(),
+        Some(ShardCommand::Close { session, reason: CloseCause::Requested }) if session == b_id
+    ));
+    assert_eq!(ctl.installed_sessions(), 1);
+
+    // By handle.
+    let (reply, answer) = mpsc::channel();
+    let target = KickTarget::Session(sessions[0].session);
+    admin
+        .send(AdminRequest::Kick { target, reply })
+        .expect("control");
+    ctl.run_turn(now, test_wall());
+    assert_eq!(
+        answer.try_recv().expect("answered"),
+        vec![sessions[0].session]
+    );
+    assert_eq!(ctl.installed_sessions(), 0);
+}

@@ -53,6 +53,7 @@ use crate::refuse::{self, Refusals};
 use crate::relay::{self, MAX_RECORD_LEN, Out, RelayMode, Side};
 use crate::session::{Probe, Session, SessionTable, SlotId};
 use crate::shard::ShardConfig;
+use crate::snapshot::SessionView;
 
 /// Most peers whose early records a shard parks at once.
 const EARLY_PEERS: usize = 1024;
@@ -207,6 +208,18 @@ impl<F> ShardCore<F> {
     /// The session table.
     pub fn sessions(&self) -> &SessionTable<F> {
         &self.table
+    }
+
+    /// One [`SessionView`] per live session as of `now`, appended to `out` (for
+    /// [`crate::SessionSnapshots`]: a status request, never the per-packet path).
+    pub fn session_views(&self, now: Instant, out: &mut Vec<SessionView>) {
+        out.extend(self.table.iter().map(|s| SessionView {
+            session: s.handle,
+            peer: s.peer,
+            idle: now.saturating_duration_since(s.last_activity),
+            counters: s.counters,
+            dtls13: matches!(s.read, ReadState::V13 { .. }),
+        }));
     }
 
     /// The upstream flow `flow`, while it is open (or retired and not yet drained).

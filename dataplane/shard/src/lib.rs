@@ -54,6 +54,7 @@ mod refuse;
 mod relay;
 mod session;
 mod shard;
+mod snapshot;
 
 pub use crate::core::{Effects, FlowRef, OpenFlow, ShardCore};
 pub use counters::{ShardCounters, ShardStats};
@@ -73,6 +74,7 @@ pub use refuse::is_out_of_descriptors;
 pub use relay::RelayMode;
 pub use session::{Probe, Session, SessionCounters, SessionTable, SlotId, TableFull};
 pub use shard::{Shard, ShardConfig, UPSTREAM_BUFFER, connect_upstream};
+pub use snapshot::{SessionSnapshots, SessionView};
 
 /// Errors that stop a shard. All are fatal to the shard's loop (the caller logs and rebuilds
 /// it); per-record and per-session problems are counted, never returned.

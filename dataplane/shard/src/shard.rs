@@ -22,6 +22,7 @@ use crate::progress::Progress;
 use crate::queue::ShardQueues;
 use crate::relay::RelayMode;
 use crate::session::{SessionTable, SlotId};
+use crate::snapshot::SessionSnapshots;
 
 /// Largest UDP payload (IPv4): the upstream receive buffer size.
 const MAX_UDP_PAYLOAD: usize = 65_507;
@@ -112,6 +113,8 @@ pub struct Shard {
     counters: Arc<ShardCounters>,
     /// Marked once per turn, for the daemon's health check.
     progress: Arc<Progress>,
+    /// Filled at the end of a turn when another thread asked (`dtlsd status`).
+    snapshots: Arc<SessionSnapshots>,
     poll: Poll,
     events: Events,
     /// Sessions whose upstream socket may still hold datagrams (epoll is edge-triggered).
@@ -186,6 +189,7 @@ impl Shard {
             io,
             counters: Arc::new(ShardCounters::default()),
             progress: Arc::default(),
+            snapshots: Arc::default(),
             poll,
             events: Events::with_capacity(1024),
             // Live sessions appear at most once; entries of sessions removed since the last
@@ -231,6 +235,11 @@ impl Shard {
     /// When the last turn ended (shareable with a health check).
     pub fn progress(&self) -> &Arc<Progress> {
         &self.progress
+    }
+
+    /// Where this shard publishes its sessions when asked (shareable with an admin thread).
+    pub fn snapshots(&self) -> &Arc<SessionSnapshots> {
+        &self.snapshots
     }
 
     /// A snapshot of the counters as of the end of the last turn.
@@ -294,6 +303,10 @@ impl Shard {
         self.core.flush_flows(&mut self.fx, send_flow);
         self.core.pump();
         self.core.publish(&self.counters);
+        if self.snapshots.is_requested() {
+            self.snapshots
+                .publish(|rows| self.core.session_views(now, rows));
+        }
         self.progress.mark(now);
         Ok(())
     }

@@ -227,6 +227,40 @@ fn serve_relays_both_ways_in_memory() {
 }
 
 #[test]
+fn session_views_show_each_sessions_traffic_and_idle_time() {
+    let mut h = Harness::serve();
+    let (mut a, b) = (Peer::new(1), Peer::new(2));
+    h.command(0, a.install(BOTH_WAYS));
+    h.command(0, b.install(BOTH_WAYS));
+    let record = a.seal(b"twelve bytes");
+    h.datagram(1_000, a.addr, &record);
+    let flow = h.flow_of(a.addr);
+    h.on_flow(2_000, flow, b"back");
+
+    let mut views = Vec::new();
+    h.core.session_views(h.at(5_000), &mut views);
+    views.sort_by_key(|v| v.peer);
+    assert_eq!(views.len(), 2);
+    let (va, vb) = (&views[0], &views[1]);
+    assert_eq!(va.peer, a.addr);
+    assert_eq!(va.idle, Duration::from_secs(3));
+    assert_eq!(
+        (
+            va.counters.records_opened,
+            va.counters.records_sealed,
+            va.counters.plaintext_in,
+            va.counters.plaintext_out
+        ),
+        (1, 1, 12, 4)
+    );
+    assert!(!va.dtls13);
+    assert_eq!(vb.peer, b.addr);
+    assert_eq!(vb.idle, Duration::from_secs(5));
+    assert_eq!(vb.counters, dtls_shard::SessionCounters::default());
+    assert_ne!(va.session, vb.session);
+}
+
+#[test]
 fn replayed_and_tampered_records_are_dropped_and_the_session_lives_on() {
     let mut h = Harness::serve();
     let mut peer = Peer::new(2);

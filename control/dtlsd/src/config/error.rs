@@ -125,6 +125,14 @@ pub enum Problem {
         /// The value given.
         value: String,
     },
+    /// `admin_socket` is neither `off` nor a usable socket path.
+    #[error("`{value}` is not a usable admin socket: {reason}")]
+    BadAdminSocket {
+        /// The value given.
+        value: String,
+        /// Why.
+        reason: String,
+    },
     /// The key needs another key that is absent.
     #[error("requires `{other}` to be set too")]
     Requires {

@@ -28,6 +28,11 @@ pub struct TuningFlags {
     /// Serve Prometheus metrics at http://ADDR/metrics (and /healthz) [default: off].
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
+    /// Admin UNIX socket for `dtlsd status` and `dtlsd kick` (mode 0600), or `off`
+    /// [default: /run/dtlsd/MODE-IP-PORT.sock, skipped with a warning when /run/dtlsd cannot
+    /// be created].
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<String>,
     /// Close a session after this many seconds without traffic [default: 300; 1..=86400].
     #[arg(long, value_name = "SECS")]
     pub idle_timeout: Option<i64>,
@@ -142,6 +147,7 @@ pub fn merge_serve(file: RawServe, flags: ServeFlags) -> RawServe {
         io: t.io.or(file.io),
         mtu: t.mtu.or(file.mtu),
         metrics: t.metrics.or(file.metrics),
+        admin_socket: t.admin_socket.or(file.admin_socket),
         idle_timeout: t.idle_timeout.or(file.idle_timeout),
         keepalive: t.keepalive.or(file.keepalive),
         log_format: t.log_format.or(file.log_format),
@@ -190,6 +196,7 @@ pub fn merge_connect(file: RawConnect, flags: ConnectFlags) -> RawConnect {
         io: t.io.or(file.io),
         mtu: t.mtu.or(file.mtu),
         metrics: t.metrics.or(file.metrics),
+        admin_socket: t.admin_socket.or(file.admin_socket),
         idle_timeout: t.idle_timeout.or(file.idle_timeout),
         keepalive: t.keepalive.or(file.keepalive),
         log_format: t.log_format.or(file.log_format),

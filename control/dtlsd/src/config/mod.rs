@@ -144,6 +144,21 @@ impl fmt::Debug for Psk {
     }
 }
 
+/// Longest `admin_socket` path: a UNIX socket address holds 108 bytes with the NUL.
+pub const MAX_ADMIN_SOCKET_PATH: usize = 107;
+
+/// Where the admin socket (`dtlsd status`, `dtlsd kick`) listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminSocket {
+    /// No admin socket (`admin_socket = "off"`).
+    Off,
+    /// `/run/dtlsd/MODE-IP-PORT.sock` for the listen address (see `crate::admin`); skipped
+    /// with a warning when that directory cannot be made.
+    Default,
+    /// This path; a daemon that cannot listen there does not start.
+    At(PathBuf),
+}
+
 /// Settings `serve` and `connect` share.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tuning {
@@ -155,6 +170,8 @@ pub struct Tuning {
     pub mtu: u16,
     /// Where Prometheus metrics are served, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// The admin socket of `dtlsd status` and `dtlsd kick`.
+    pub admin_socket: AdminSocket,
     /// A session with no traffic for this long is closed.
     pub idle_timeout: Duration,
     /// Heartbeat probe interval on idle sessions, if any.
@@ -183,6 +200,7 @@ impl Tuning {
         check("io", self.io != other.io);
         check("mtu", self.mtu != other.mtu);
         check("metrics", self.metrics != other.metrics);
+        check("admin_socket", self.admin_socket != other.admin_socket);
         check("idle_timeout", self.idle_timeout != other.idle_timeout);
         check("keepalive", self.keepalive != other.keepalive);
         check("log_format", self.log_format != other.log_format);

@@ -83,6 +83,7 @@ fn every_serve_and_connect_key_parses_and_validates() {
             io: IoMode::Mmsg,
             mtu: 1200,
             metrics: Some("127.0.0.1:9100".parse().expect("addr")),
+            admin_socket: AdminSocket::Default,
             idle_timeout: Duration::from_secs(60),
             keepalive: Some(Duration::from_secs(15)),
             log_format: LogFormat::Json,
@@ -153,6 +154,7 @@ fn defaults_apply_when_keys_are_absent() {
             io: IoMode::Auto,
             mtu: DEFAULT_MTU,
             metrics: None,
+            admin_socket: AdminSocket::Default,
             idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
             keepalive: None,
             log_format: LogFormat::Human,
@@ -622,4 +624,33 @@ fn flags_parse_as_documented() {
     assert!(c.insecure_skip_verify);
     assert_eq!(c.server_name.as_deref(), Some("localhost"));
     assert!(FlagsCli::try_parse_from(["dtlsd", "serve", "--io", "epoll"]).is_err());
+}
+
+#[test]
+fn admin_socket_is_off_a_default_or_an_absolute_path() {
+    let tuning = |value: Option<&str>| {
+        let mut raw = psk_only_serve();
+        raw.admin_socket = value.map(str::to_owned);
+        validate_serve(raw).map(|c| c.tuning.admin_socket)
+    };
+    assert_eq!(tuning(None).ok(), Some(AdminSocket::Default));
+    assert_eq!(tuning(Some("off")).ok(), Some(AdminSocket::Off));
+    assert_eq!(
+        tuning(Some("/run/x/admin.sock")).ok(),
+        Some(AdminSocket::At("/run/x/admin.sock".into()))
+    );
+    let mut raw = psk_only_serve();
+    raw.admin_socket = Some("admin.sock".into());
+    let l = lines(validate_serve(raw));
+    assert!(
+        has(&l, "serve.admin_socket:", "must be an absolute path"),
+        "{l:?}"
+    );
+    let mut raw = psk_only_serve();
+    raw.admin_socket = Some(format!("/{}", "a".repeat(200)));
+    let l = lines(validate_serve(raw));
+    assert!(
+        has(&l, "serve.admin_socket:", "longer than 107 bytes"),
+        "{l:?}"
+    );
 }

@@ -15,10 +15,10 @@ use dtls_crypto::pki_types::ServerName;
 use super::error::{ConfigError, ConfigErrors, Problem, Role};
 use super::raw::{PskSpec, RawConnect, RawServe};
 use super::{
-    CONNECTION_ID_LENGTH_RANGE, CertKeyPaths, ConnectConfig, DEFAULT_CONNECT_CID_LEN,
+    AdminSocket, CONNECTION_ID_LENGTH_RANGE, CertKeyPaths, ConnectConfig, DEFAULT_CONNECT_CID_LEN,
     DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MTU, DEFAULT_SERVE_CID_LEN, IDLE_TIMEOUT_RANGE,
-    KEEPALIVE_RANGE, MAX_PSK_IDENTITY_LEN, MTU_RANGE, Psk, SHARDS_RANGE, ServeConfig,
-    ServerCredentials, ServerTrust, Tuning,
+    KEEPALIVE_RANGE, MAX_ADMIN_SOCKET_PATH, MAX_PSK_IDENTITY_LEN, MTU_RANGE, Psk, SHARDS_RANGE,
+    ServeConfig, ServerCredentials, ServerTrust, Tuning,
 };
 
 /// Validates a `[serve]` configuration (file and flags already merged).
@@ -39,6 +39,7 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
         io: raw.io,
         mtu: raw.mtu,
         metrics: raw.metrics.as_deref(),
+        admin_socket: raw.admin_socket.as_deref(),
         idle_timeout: raw.idle_timeout,
         keepalive: raw.keepalive,
         log_format: raw.log_format,
@@ -110,6 +111,7 @@ pub fn validate_connect(raw: RawConnect) -> Result<ConnectConfig, ConfigErrors> 
         io: raw.io,
         mtu: raw.mtu,
         metrics: raw.metrics.as_deref(),
+        admin_socket: raw.admin_socket.as_deref(),
         idle_timeout: raw.idle_timeout,
         keepalive: raw.keepalive,
         log_format: raw.log_format,
@@ -259,6 +261,7 @@ struct TuningIn<'a> {
     io: Option<super::IoMode>,
     mtu: Option<i64>,
     metrics: Option<&'a str>,
+    admin_socket: Option<&'a str>,
     idle_timeout: Option<i64>,
     keepalive: Option<i64>,
     log_format: Option<super::LogFormat>,
@@ -375,6 +378,28 @@ impl Checker {
         })
     }
 
+    /// `admin_socket`: `off`, or an absolute path that fits a UNIX socket address.
+    fn admin_socket(&mut self, value: &str) -> Option<AdminSocket> {
+        let bad = |reason: &str| Problem::BadAdminSocket {
+            value: value.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if value == "off" {
+            return Some(AdminSocket::Off);
+        }
+        let path = Path::new(value);
+        if !path.is_absolute() {
+            self.push("admin_socket", bad("must be an absolute path, or `off`"));
+            return None;
+        }
+        if value.len() > MAX_ADMIN_SOCKET_PATH {
+            let reason = format!("longer than {MAX_ADMIN_SOCKET_PATH} bytes (sun_path)");
+            self.push("admin_socket", bad(&reason));
+            return None;
+        }
+        Some(AdminSocket::At(path.to_path_buf()))
+    }
+
     fn tuning(&mut self, t: &TuningIn<'_>) -> Option<Tuning> {
         let limits = super::limits::validate(t.limits, &mut self.errors);
         let shards = t.shards.map(|v| self.range("shards", v, SHARDS_RANGE));
@@ -400,6 +425,10 @@ impl Checker {
             );
             return None;
         }
+        let admin_socket = match t.admin_socket {
+            None => Some(AdminSocket::Default),
+            Some(value) => self.admin_socket(value),
+        };
         let idle_secs = match idle {
             Some(v) => v?,
             None => i64::try_from(DEFAULT_IDLE_TIMEOUT_SECS).unwrap_or(i64::MAX),
@@ -427,6 +456,7 @@ impl Checker {
                 None => DEFAULT_MTU,
             },
             metrics: metrics.flatten(),
+            admin_socket: admin_socket?,
             idle_timeout: Duration::from_secs(idle_secs.unsigned_abs()),
             keepalive: match keepalive {
                 Some(v) => Some(Duration::from_secs(v?.unsigned_abs())),

@@ -114,6 +114,7 @@ mod tests {
                     shard: Arc::new(ShardCounters::default()),
                     io: Arc::new(IoCounters::default()),
                     progress: Arc::new(Progress::new(epoch)),
+                    snapshots: Arc::default(),
                 })
                 .collect(),
         }

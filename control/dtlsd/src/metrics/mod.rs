@@ -85,6 +85,8 @@ pub struct ShardSource {
     pub io: Arc<IoCounters>,
     /// When the shard last finished a loop turn.
     pub progress: Arc<Progress>,
+    /// Where the shard publishes its sessions for `dtlsd status`.
+    pub snapshots: Arc<dtls_shard::SessionSnapshots>,
 }
 
 /// Everything `/metrics` and `/healthz` report.
