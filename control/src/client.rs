@@ -10,8 +10,8 @@ use dtls_crypto::{EphemeralKeyPair, PremasterSecret, Rng, Sender, verify_signatu
 use dtls_proto::{
     Certificate, CertificateRequest, CertificateVerify, ClientHello, ClientKeyExchange,
     DigitallySigned, ExtensionType, Extensions, HandshakeMessage, HandshakeType,
-    HelloVerifyRequest, KeyExchange, NewSessionTicket, ProtocolVersion, RANDOM_LEN, ServerHello,
-    ServerKeyExchange, ServerName, SignatureScheme, SuiteParams, UseSrtp, WireError,
+    HelloVerifyRequest, KeyExchange, NewSessionTicket, ProtocolVersion, RANDOM_LEN, RawExtension,
+    ServerHello, ServerKeyExchange, ServerName, SignatureScheme, SuiteParams, UseSrtp, WireError,
 };
 
 use crate::config::{Config, ConfigError};
@@ -19,7 +19,7 @@ use crate::connection::{ClaimedIdentity, Connection12, Core, Side};
 use crate::error::HandshakeError;
 use crate::events::PeerIdentity;
 use crate::flight::Flight;
-use crate::handshake::Message;
+use crate::handshake::{Cids, Message};
 use crate::keys::ticket::SessionTicket;
 use crate::record_layer::RecordWriter;
 use crate::role::Role;
@@ -53,6 +53,9 @@ pub(crate) struct ClientState {
     ticket_promised: bool,
     /// The ticket received in this handshake: lifetime hint and ticket.
     new_ticket: Option<(u32, Vec<u8>)>,
+    /// The CID we offered in connection_id (RFC 9146 §3), possibly empty; `None` when
+    /// connection IDs are off.
+    offered_cid: Option<Vec<u8>>,
 }
 
 impl Connection12 {
@@ -87,11 +90,17 @@ impl Connection12 {
             session_id = vec![0u8; 32];
             core.rng.fill(&mut session_id);
         }
+        let offered_cid = core.config.connection_id.cid_len().map(|len| {
+            let mut cid = vec![0u8; len];
+            core.rng.fill(&mut cid);
+            cid
+        });
         let hello = build_client_hello(
             &core.config,
             core.hs.client_random,
             session_id,
             resume.as_ref(),
+            offered_cid.as_deref(),
         );
         let mut client = ClientState {
             hello,
@@ -102,6 +111,7 @@ impl Connection12 {
             psk_identity: None,
             ticket_promised: false,
             new_ticket: None,
+            offered_cid,
         };
         if let Err(e) = client.send_client_hello(&mut core, now) {
             core.fail(e);
@@ -140,6 +150,9 @@ impl Connection12 {
             psk_identity: None,
             ticket_promised: false,
             new_ticket: None,
+            // The combined hello offers no connection_id: DTLS 1.3 CIDs (RFC 9147 §9) are
+            // not negotiated yet, and the extension means those in a DTLS 1.3 hello.
+            offered_cid: None,
         };
         if let Err(e) = client.send_client_hello(&mut core, now) {
             core.fail(e);
@@ -165,6 +178,7 @@ pub(crate) fn build_client_hello(
     random: [u8; RANDOM_LEN],
     session_id: Vec<u8>,
     offered_ticket: Option<&SessionTicket>,
+    cid: Option<&[u8]>,
 ) -> ClientHello {
     let suites = offered_suites(config);
     let uses_ecdhe = suites.iter().any(|s| s.uses_ecdhe());
@@ -200,6 +214,19 @@ pub(crate) fn build_client_hello(
     }
     if config.offer_session_ticket {
         ext.session_ticket = Some(offered_ticket.map(|t| t.ticket.clone()).unwrap_or_default());
+    }
+    if let Some(cid) = cid {
+        // RFC 9146 §3: the client offers the CID it wants to receive, "A zero-length value
+        // indicates that the client is prepared to send using a CID but does not wish the
+        // server to use one when sending". The configured length is at most 20 bytes, so
+        // the encoding cannot fail.
+        let mut data = Vec::with_capacity(1 + cid.len());
+        if dtls_proto::tls13::extensions::emit_connection_id(cid, &mut data).is_ok() {
+            ext.other.push(RawExtension {
+                ext_type: ExtensionType::ConnectionId,
+                data,
+            });
+        }
     }
     ClientHello {
         client_version: ProtocolVersion::Dtls1_2,
@@ -364,9 +391,31 @@ impl ClientState {
         let offered_ext = &self.hello.extensions;
         // RFC 5246 §7.4.1.4: a client that receives an extension it did not offer
         // "MUST abort the handshake with an unsupported_extension fatal alert".
-        if let Some(other) = ext.other.first() {
+        let offered_cid = self.offered_cid.is_some();
+        if let Some(other) = ext
+            .other
+            .iter()
+            .find(|e| !(offered_cid && e.ext_type == ExtensionType::ConnectionId))
+        {
             return Err(HandshakeError::UnsupportedExtension {
                 ext_type: other.ext_type.to_u16(),
+            });
+        }
+        // RFC 9146 §3: a server that supports CIDs answers with the CID it wants to receive;
+        // without the extension the session has none ("If the server does not support the
+        // extension, it will omit it" and neither side uses CIDs).
+        if let (Some(data), Some(local)) = (ext.raw(ExtensionType::ConnectionId), &self.offered_cid)
+        {
+            let peer = dtls_proto::tls13::extensions::parse_connection_id(data)
+                .map_err(decode("ServerHello"))?;
+            if peer.len() > usize::from(crate::config::MAX_CID_LEN) {
+                return Err(HandshakeError::IllegalParameter {
+                    what: "server connection ID longer than 20 bytes",
+                });
+            }
+            core.hs.cids = Some(Cids {
+                local: local.clone(),
+                peer,
             });
         }
         let unsolicited = [

@@ -206,6 +206,67 @@ pub struct Config {
     /// To require the hybrid group, keep only [`NamedGroup::X25519Mlkem768`]; to turn it
     /// off, remove it.
     pub tls13_groups: Vec<NamedGroup>,
+    /// Connection IDs (RFC 9146): whether to negotiate them and the length of the CID we ask
+    /// the peer to put in its records to us. Client: the connection_id extension is offered
+    /// and the server's CID used when it answers with one. Server: a client that offers the
+    /// extension gets one issued (see [`CidIssuer`]). Default off.
+    pub connection_id: ConnectionIds,
+}
+
+/// Default length of the connection IDs we ask peers to send (RFC 9146), in bytes: enough
+/// for a QUIC-LB CID with a 2-byte server ID and a 5-byte nonce.
+pub const DEFAULT_CID_LEN: u8 = 8;
+
+/// Longest connection ID we issue or accept from a peer, in bytes: a data-plane session
+/// holds CIDs inline up to this length (QUIC-LB's maximum, RFC 9000 §17.2).
+pub const MAX_CID_LEN: u8 = 20;
+
+/// Whether a handshake negotiates RFC 9146 connection IDs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionIds {
+    /// The connection_id extension is neither offered (client) nor answered (server).
+    Off,
+    /// Negotiated when the peer takes part; `len` is the length of the CID we ask the peer
+    /// to send, 0 to `MAX_CID_LEN` bytes. RFC 9146 §3: a zero-length CID means we send
+    /// the peer's CID but do not wish to receive one ("A zero-length value indicates that
+    /// the client is prepared to send using a CID but does not wish the server to use one
+    /// when sending").
+    On {
+        /// Length of our CID in bytes.
+        len: u8,
+    },
+}
+
+impl ConnectionIds {
+    /// The length of the CID we ask for, `None` when CIDs are off.
+    pub fn cid_len(self) -> Option<usize> {
+        match self {
+            ConnectionIds::Off => None,
+            ConnectionIds::On { len } => Some(usize::from(len)),
+        }
+    }
+}
+
+/// Where a server's connection IDs come from (RFC 9146 §3: "the server ... chooses the CID"
+/// that the client puts in its records). The default draws random bytes; a driver that
+/// routes by CID (QUIC-LB CIDs naming node and shard) passes its own to
+/// [`crate::Connection::server_with_cids`].
+pub trait CidIssuer {
+    /// A new CID of `len` bytes (the configured length) for one session, unique among the
+    /// live sessions of whoever routes by it; randomness from `rng`.
+    fn issue(&mut self, len: usize, rng: &mut dyn dtls_crypto::Rng) -> Vec<u8>;
+}
+
+/// The default [`CidIssuer`]: `len` random bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RandomCids;
+
+impl CidIssuer for RandomCids {
+    fn issue(&mut self, len: usize, rng: &mut dyn dtls_crypto::Rng) -> Vec<u8> {
+        let mut cid = vec![0u8; len];
+        rng.fill(&mut cid);
+        cid
+    }
 }
 
 impl Config {
@@ -248,6 +309,7 @@ impl Config {
                 NamedGroup::Secp256r1,
                 NamedGroup::Secp384r1,
             ],
+            connection_id: ConnectionIds::Off,
         }
     }
 
@@ -343,6 +405,11 @@ impl Config {
     }
 
     fn validate_common(&self) -> Result<(), ConfigError> {
+        if let ConnectionIds::On { len } = self.connection_id
+            && len > MAX_CID_LEN
+        {
+            return Err(ConfigError::CidTooLong { len });
+        }
         if self.retransmit.initial.is_zero() || self.retransmit.max < self.retransmit.initial {
             return Err(ConfigError::BadRetransmitTimer);
         }
@@ -429,6 +496,12 @@ pub enum ConfigError {
     /// No protocol version, or one other than DTLS 1.2 and 1.3.
     #[error("versions must be a non-empty list of DTLS 1.2 and DTLS 1.3")]
     NoVersions,
+    /// A connection ID length above [`MAX_CID_LEN`].
+    #[error("connection ID length {len} exceeds {MAX_CID_LEN}")]
+    CidTooLong {
+        /// The configured length.
+        len: u8,
+    },
     /// A client offers only PSK suites but has no PSK.
     #[error("only PSK suites offered but no PSK configured")]
     PskSuitesWithoutPsk,

@@ -10,7 +10,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use dataplane::record::{ContentType, Opener, RecordHeader, RecordRepr, Records, ReplayWindow};
+use dataplane::record::v13::{MixedKind, MixedRecords};
+use dataplane::record::{
+    CidOpener, ContentType, Opener, RecordHeader, RecordRepr, Records, ReplayWindow,
+};
 use dtls_crypto::Rng;
 use dtls_crypto::pki_types::UnixTime;
 use dtls_proto::{Alert, AlertDescription, AlertLevel, CHANGE_CIPHER_SPEC, HandshakeType};
@@ -23,7 +26,7 @@ use crate::flight::{Flight, pack_flight};
 use crate::handshake::{Handshake, Message};
 use crate::inbox::Inbox;
 use crate::keys::session::Writer;
-use crate::record_layer::{RecordReader, RecordWriter};
+use crate::record_layer::{ReadOutcome, RecordReader, RecordWriter};
 use crate::role::Role;
 use crate::server::ServerState;
 use crate::state::State;
@@ -280,6 +283,9 @@ impl Core {
         if peer != self.peer || self.is_finished() {
             return;
         }
+        if let Some(cid_len) = self.hs.local_cid().map(<[u8]>::len) {
+            return self.handle_cid_datagram(side, now, wall, datagram, cid_len);
+        }
         let mut records = Records::new(datagram);
         for record in records.by_ref() {
             if self.is_finished() {
@@ -289,15 +295,75 @@ impl Core {
                 self.stats.malformed_records += 1;
                 continue;
             };
-            let bytes = &datagram[record.range.clone()];
-            if repr.epoch == 0 {
-                self.handle_plaintext_record(side, now, wall, &repr, record.header.payload());
-            } else {
-                self.handle_protected_record(side, now, wall, &repr, bytes);
+            self.handle_record(side, now, wall, &repr, &datagram[record.range.clone()]);
+        }
+        if records.dropped_bytes() > 0 {
+            self.stats.malformed_records += 1;
+        }
+    }
+
+    /// A datagram of a peer that puts our (non-empty) CID in its protected records: plain
+    /// records and tls12_cid records of `cid_len`-byte CIDs (RFC 9146 §4: the length is
+    /// not on the wire; we chose it).
+    fn handle_cid_datagram(
+        &mut self,
+        side: &mut Side,
+        now: Instant,
+        wall: UnixTime,
+        datagram: &[u8],
+        cid_len: usize,
+    ) {
+        let mut records = MixedRecords::new(datagram, cid_len);
+        for record in records.by_ref() {
+            if self.is_finished() {
+                break;
+            }
+            match record.kind {
+                MixedKind::Plaintext(_) => {
+                    let Ok(repr) = RecordHeader::new_checked(record.bytes)
+                        .and_then(|header| RecordRepr::parse(&header))
+                    else {
+                        self.stats.malformed_records += 1;
+                        continue;
+                    };
+                    self.handle_record(side, now, wall, &repr, record.bytes);
+                }
+                MixedKind::Dtls12Cid => {
+                    // type(1) version(2) epoch(2): the walker checked the header's length.
+                    let epoch = u16::from_be_bytes([record.bytes[3], record.bytes[4]]);
+                    if epoch == 0 {
+                        // RFC 9146 §3: "plaintext payloads never use the new record format".
+                        self.stats.malformed_records += 1;
+                        continue;
+                    }
+                    self.handle_protected_record(side, now, wall, epoch, None, record.bytes);
+                }
+                // No DTLS 1.3 record belongs to a DTLS 1.2 handshake.
+                MixedKind::Ciphertext(_) => self.stats.malformed_records += 1,
             }
         }
         if records.dropped_bytes() > 0 {
             self.stats.malformed_records += 1;
+        }
+    }
+
+    /// One record in the plain RFC 6347 format, `bytes` whole.
+    fn handle_record(
+        &mut self,
+        side: &mut Side,
+        now: Instant,
+        wall: UnixTime,
+        repr: &RecordRepr,
+        bytes: &[u8],
+    ) {
+        if repr.epoch == 0 {
+            let payload = bytes
+                .get(dataplane::record::HEADER_LEN..)
+                .unwrap_or_default();
+            self.handle_plaintext_record(side, now, wall, repr, payload);
+        } else {
+            let outer = Some(repr.content_type);
+            self.handle_protected_record(side, now, wall, repr.epoch, outer, bytes);
         }
     }
 
@@ -380,16 +446,18 @@ impl Core {
         }
     }
 
-    /// A record of a keyed epoch: `bytes` is the whole record.
+    /// A record of keyed `epoch`: `bytes` is the whole record, `outer` its content type in
+    /// the plain format, `None` for a tls12_cid record (whose real type is inside).
     fn handle_protected_record(
         &mut self,
         side: &mut Side,
         now: Instant,
         wall: UnixTime,
-        repr: &RecordRepr,
+        epoch: u16,
+        outer: Option<ContentType>,
         bytes: &[u8],
     ) {
-        if repr.content_type == ContentType::ApplicationData && self.is_established() {
+        if outer == Some(ContentType::ApplicationData) && self.is_established() {
             // The shard / driver opens application data with its own keys.
             self.stats.ignored_records += 1;
             return;
@@ -398,26 +466,31 @@ impl Core {
         // records of the epoch it opens are kept for when it arrives (RFC 6347 §4.1:
         // records may be reordered).
         let peer_change_to_come = !self.reader.is_protected() && self.state.awaits_peer_ccs_later();
-        let Some(opener) = self.reader.opener_mut(repr.epoch) else {
-            if !(peer_change_to_come && self.reader.hold_early(repr.epoch, bytes)) {
-                self.stats.ignored_records += 1;
-            }
-            return;
-        };
         let mut buf = bytes.to_vec();
-        let opened = match opener.open(&mut buf) {
-            Ok(opened) => opened,
-            Err(_) => {
+        let (content_type, plaintext) = match self.reader.open(epoch, &mut buf, outer.is_none()) {
+            ReadOutcome::Opened {
+                content_type,
+                plaintext,
+            } => (content_type, plaintext.to_vec()),
+            ReadOutcome::NoKeys => {
+                if !(peer_change_to_come && self.reader.hold_early(epoch, bytes)) {
+                    self.stats.ignored_records += 1;
+                }
+                return;
+            }
+            ReadOutcome::Rejected => {
                 // RFC 6347 §4.1.2.7: records failing authentication are silently discarded.
                 self.stats.rejected_records += 1;
                 return;
             }
         };
-        let content_type = opened.content_type;
-        let plaintext = opened.plaintext.to_vec();
         match content_type {
+            ContentType::ApplicationData if self.is_established() => {
+                // The shard / driver opens application data with its own keys.
+                self.stats.ignored_records += 1;
+            }
             ContentType::Handshake => {
-                self.handle_handshake_payload(side, now, wall, &plaintext, repr.epoch);
+                self.handle_handshake_payload(side, now, wall, &plaintext, epoch);
             }
             ContentType::Alert => self.handle_alert_payload(&plaintext),
             _ => self.stats.ignored_records += 1,
@@ -458,20 +531,37 @@ impl Core {
         };
         self.hs.ccs_pending = false;
         let window = ReplayWindow::new(ReplayWindow::DEFAULT_SIZE);
-        let early = self.reader.install(Opener::new(epoch, key, window));
+        let early = match self.hs.local_cid() {
+            // RFC 9146 §3: the peer's records of this epoch carry our CID.
+            Some(cid) => match CidOpener::new(epoch, key, window, cid) {
+                Ok(opener) => self.reader.install_cid(opener),
+                Err(_) => {
+                    return self.fail(HandshakeError::Internal {
+                        what: "CID opener rejected key",
+                    });
+                }
+            },
+            None => self.reader.install(Opener::new(epoch, key, window)),
+        };
         self.advance_past_change_cipher_spec();
         // Records that arrived early (Finished before CCS) can be read now.
         for record in early {
             if self.is_finished() {
                 break;
             }
-            // Kept records passed the record splitter and parsed before.
-            let Ok(repr) = RecordHeader::new_checked(&record[..])
-                .and_then(|header| RecordRepr::parse(&header))
-            else {
-                continue;
+            // Kept records passed the record splitter; type(1) version(2) epoch(2).
+            let cid_format = record.first() == Some(&dataplane::record::TLS12_CID);
+            let outer = if cid_format {
+                None
+            } else {
+                match RecordHeader::new_checked(&record[..])
+                    .and_then(|header| RecordRepr::parse(&header))
+                {
+                    Ok(repr) => Some(repr.content_type),
+                    Err(_) => continue,
+                }
             };
-            self.handle_protected_record(side, now, wall, &repr, &record);
+            self.handle_protected_record(side, now, wall, epoch, outer, &record);
         }
     }
 

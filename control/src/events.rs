@@ -173,9 +173,12 @@ pub struct SessionKeys {
     pub records: RecordKeys,
     /// Replay window size (records) for the read side.
     pub replay_window: usize,
-    /// Our connection ID (DTLS 1.3 / RFC 9146): always `None` in DTLS 1.2 without CIDs.
+    /// Our connection ID (RFC 9146 §3): what the peer puts in its records to us, which are
+    /// then `tls12_cid` records. `None` when CIDs were not negotiated; empty when we asked
+    /// for none (the peer's records use the plain format).
     pub local_cid: Option<Vec<u8>>,
-    /// The peer's connection ID: always `None` for now.
+    /// The peer's connection ID: what we put in our records to it (`tls12_cid` records when
+    /// non-empty). `None` when CIDs were not negotiated; empty when the peer asked for none.
     pub peer_cid: Option<Vec<u8>>,
     /// Who the peer proved to be.
     pub peer_identity: PeerIdentity,

@@ -87,7 +87,7 @@ fn alpn_without_overlap_fails() {
     )));
 }
 
-fn ticket_server(suites: &[CipherSuite]) -> Config {
+pub(crate) fn ticket_server(suites: &[CipherSuite]) -> Config {
     let mut server = server_config(suites, false);
     let keys = TicketKeys::new(
         &mut SeededRng::new(9),

@@ -46,6 +46,18 @@ pub(crate) struct Handshake {
     pub(crate) heartbeat: Option<HeartbeatMode>,
     /// Abbreviated handshake.
     pub(crate) resumed: bool,
+    /// The connection IDs both sides agreed on (RFC 9146 §3), `None` when not negotiated.
+    pub(crate) cids: Option<Cids>,
+}
+
+/// The connection IDs of a session (RFC 9146 §3), each possibly empty: an empty CID means
+/// records in that direction use the plain RFC 6347 format.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Cids {
+    /// Ours: what the peer puts in its records to us.
+    pub(crate) local: Vec<u8>,
+    /// The peer's: what we put in our records to it.
+    pub(crate) peer: Vec<u8>,
 }
 
 impl Handshake {
@@ -68,6 +80,7 @@ impl Handshake {
             srtp_profile: None,
             heartbeat: None,
             resumed: false,
+            cids: None,
         }
     }
 
@@ -133,11 +146,24 @@ impl Handshake {
             &self.client_random,
             &self.server_random,
         );
-        let sealer = dataplane::record::Sealer::new(epoch, keys.record_key(Writer::own(role))?, 0)
-            .map_err(|_| HandshakeError::Internal {
-                what: "sealer rejected key",
-            })?;
-        self.writer.install(sealer);
+        let key = keys.record_key(Writer::own(role))?;
+        let rejected = |_| HandshakeError::Internal {
+            what: "sealer rejected key",
+        };
+        match self.cids.as_ref().filter(|c| !c.peer.is_empty()) {
+            // RFC 9146 §3: with a non-empty CID for this direction, "once encryption is
+            // enabled they MUST send with the record format defined in Figure 3".
+            Some(cids) => self.writer.install_cid(
+                dataplane::record::CidSealer::new(epoch, key, 0, &cids.peer).map_err(|_| {
+                    HandshakeError::Internal {
+                        what: "CID sealer rejected key",
+                    }
+                })?,
+            ),
+            None => self
+                .writer
+                .install(dataplane::record::Sealer::new(epoch, key, 0).map_err(rejected)?),
+        }
         self.secrets = Some(Secrets { master, keys });
         Ok(())
     }
@@ -160,6 +186,14 @@ impl Handshake {
             &self.server_random,
         );
         self.install_keys(role, master)
+    }
+
+    /// Our CID when the peer must put one in its records (non-empty, negotiated).
+    pub(crate) fn local_cid(&self) -> Option<&[u8]> {
+        self.cids
+            .as_ref()
+            .map(|c| c.local.as_slice())
+            .filter(|c| !c.is_empty())
     }
 
     /// Finished verify_data for `sender` over the transcript so far (RFC 5246 §7.4.9).

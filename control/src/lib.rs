@@ -15,6 +15,10 @@
 //! - ECDHE_ECDSA / ECDHE_RSA / PSK / ECDHE_PSK AEAD suites ([`CipherSuite`]), extended
 //!   master secret, secure renegotiation indication (renegotiation is refused), ALPN,
 //!   use_srtp with the RFC 5705 [`Exporter`], heartbeat negotiation, client authentication;
+//! - RFC 9146 connection IDs ([`ConnectionIds`]): the connection_id extension in both
+//!   roles, a server's CIDs from an injected [`CidIssuer`], `tls12_cid` records for the
+//!   epoch-1 handshake records in each direction with a non-empty CID, and the CIDs in
+//!   [`SessionKeys`] for the data plane;
 //! - flight packing to the MTU, fragmentation, reassembly (through `dtls_proto`) and the
 //!   retransmission timer (1 s doubling to 60 s, RFC 6347 §4.2.4.1).
 //!
@@ -52,6 +56,8 @@
 
 mod acceptor;
 mod acceptor13;
+#[cfg(test)]
+mod cid_tests;
 mod client;
 mod config;
 mod connection;
@@ -76,8 +82,9 @@ mod version;
 
 pub use acceptor::{AcceptOutcome, Acceptor, AcceptorConfig, DropReason, VerifiedClientHello};
 pub use config::{
-    CertifiedKey, ClientAuth, Config, ConfigError, DEFAULT_MAX_CLIENT_CERTIFICATE_CHAIN,
-    DEFAULT_REASSEMBLY_BUDGET, MIN_MTU, Psk, RetransmitConfig,
+    CertifiedKey, CidIssuer, ClientAuth, Config, ConfigError, ConnectionIds, DEFAULT_CID_LEN,
+    DEFAULT_MAX_CLIENT_CERTIFICATE_CHAIN, DEFAULT_REASSEMBLY_BUDGET, MAX_CID_LEN, MIN_MTU, Psk,
+    RandomCids, RetransmitConfig,
 };
 pub use connection::{ClaimedIdentity, ConnectionStats};
 pub use error::HandshakeError;

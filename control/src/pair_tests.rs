@@ -86,6 +86,8 @@ pub(crate) struct Pair {
     pub(crate) filter: Filter,
     pub(crate) max_datagram: usize,
     pub(crate) datagrams: usize,
+    /// Where the server's connection IDs come from (RFC 9146).
+    pub(crate) issuer: Box<dyn crate::CidIssuer>,
 }
 
 impl Pair {
@@ -133,6 +135,7 @@ impl Pair {
             filter: Box::new(|_, _| true),
             max_datagram: 0,
             datagrams: 0,
+            issuer: Box::new(crate::RandomCids),
         }
     }
 
@@ -185,12 +188,13 @@ impl Pair {
         {
             AcceptOutcome::Accept(hello) => {
                 self.server = Some(
-                    Connection::server(
+                    Connection::server_with_cids(
                         self.server_config.clone(),
                         Box::new(SeededRng::new(3)),
                         self.now,
                         test_wall(),
                         hello,
+                        &mut *self.issuer,
                     )
                     .expect("server"),
                 );

@@ -9,8 +9,18 @@
 //! and is incremented each time a ChangeCipherSpec message is sent"), DTLS 1.3 numbers
 //! 0 (plaintext), 1 (early data), 2 (handshake) and 3 and up (application data)
 //! (RFC 9147 §6.1), and both write through the same table.
+//!
+//! With RFC 9146 connection IDs a keyed DTLS 1.2 epoch is protected in the `tls12_cid`
+//! record format in the directions where a non-empty CID was negotiated: the writer seals
+//! such an epoch with a [`CidSealer`] (the peer's CID in every record), the reader opens it
+//! with a [`CidOpener`] (our CID). RFC 9146 §3: "If DTLS peers have negotiated the use of a
+//! non-zero-length CID for a given direction, then once encryption is enabled they MUST send
+//! with the record format defined in Figure 3 with the new Content Type tls12_cid." So a
+//! reader of such an epoch refuses records in the plain format, and the other way round.
 
-use dataplane::record::{ContentType, HEADER_LEN, Opener, RecordHeader, RecordRepr, Sealer};
+use dataplane::record::{
+    CidOpener, CidSealer, ContentType, HEADER_LEN, Opener, RecordRepr, Sealer,
+};
 
 use crate::error::HandshakeError;
 
@@ -24,6 +34,8 @@ enum WriteProtection {
     Plaintext { next_sequence: u64 },
     /// A keyed epoch: the sealer numbers its records.
     Sealed(Sealer),
+    /// A keyed epoch whose records carry the peer's connection ID (RFC 9146 §4).
+    SealedCid(Box<CidSealer>),
 }
 
 /// One write epoch.
@@ -41,6 +53,7 @@ impl WriteEpoch {
         match &self.protection {
             WriteProtection::Plaintext { next_sequence } => *next_sequence,
             WriteProtection::Sealed(sealer) => sealer.next_sequence(),
+            WriteProtection::SealedCid(sealer) => sealer.next_sequence(),
         }
     }
 }
@@ -83,10 +96,19 @@ impl RecordWriter {
     /// Installs the write state of `sealer`'s epoch (replacing any state of that epoch).
     /// The current epoch does not change: that is the handshake's decision.
     pub(crate) fn install(&mut self, sealer: Sealer) {
-        let epoch = sealer.epoch();
+        self.install_entry(sealer.epoch(), WriteProtection::Sealed(sealer));
+    }
+
+    /// Installs the write state of `sealer`'s epoch in the tls12_cid format (RFC 9146 §4),
+    /// like [`Self::install`].
+    pub(crate) fn install_cid(&mut self, sealer: CidSealer) {
+        self.install_entry(sealer.epoch(), WriteProtection::SealedCid(Box::new(sealer)));
+    }
+
+    fn install_entry(&mut self, epoch: u16, protection: WriteProtection) {
         let entry = WriteEpoch {
             epoch,
-            protection: WriteProtection::Sealed(sealer),
+            protection,
             limit: u64::MAX,
         };
         match self.epochs.binary_search_by_key(&epoch, |e| e.epoch) {
@@ -127,6 +149,8 @@ impl RecordWriter {
     pub(crate) fn overhead(&self, epoch: u16) -> usize {
         match self.find(epoch).map(|e| &e.protection) {
             Some(WriteProtection::Sealed(sealer)) => HEADER_LEN + sealer.overhead(),
+            // Header with CID, explicit nonce, the inner type byte and the tag.
+            Some(WriteProtection::SealedCid(sealer)) => sealer.record_len(0, 0),
             Some(WriteProtection::Plaintext { .. }) | None => HEADER_LEN,
         }
     }
@@ -195,6 +219,20 @@ impl RecordWriter {
                     .map_err(|_| HandshakeError::SequenceExhausted)?;
                 datagram.truncate(start + len);
             }
+            WriteProtection::SealedCid(sealer) => {
+                // RFC 9146 §4: the real content type travels inside, no padding.
+                let offset = sealer.plaintext_offset();
+                datagram.resize(start + sealer.record_len(plaintext_len, 0), 0);
+                let mut at = start + offset;
+                for p in parts {
+                    datagram[at..at + p.len()].copy_from_slice(p);
+                    at += p.len();
+                }
+                let len = sealer
+                    .seal(content_type, &mut datagram[start..], plaintext_len, 0)
+                    .map_err(|_| HandshakeError::SequenceExhausted)?;
+                datagram.truncate(start + len);
+            }
         }
         Ok(())
     }
@@ -204,14 +242,49 @@ impl RecordWriter {
 /// the keys arrive (a legitimate reorder, such as a Finished before its ChangeCipherSpec).
 const MAX_EARLY_RECORDS: usize = 8;
 
+/// How the records of one keyed read epoch are protected.
+#[derive(Debug)]
+enum ReadProtection {
+    /// The RFC 6347 record format.
+    Plain(Opener),
+    /// The tls12_cid format with our connection ID (RFC 9146 §4).
+    Cid(Box<CidOpener>),
+}
+
+impl ReadProtection {
+    fn epoch(&self) -> u16 {
+        match self {
+            ReadProtection::Plain(o) => o.epoch(),
+            ReadProtection::Cid(o) => o.epoch(),
+        }
+    }
+}
+
+/// What [`RecordReader::open`] made of a protected record.
+#[derive(Debug)]
+pub(crate) enum ReadOutcome<'b> {
+    /// No keys for the record's epoch.
+    NoKeys,
+    /// Authentication, replay or format check failed (RFC 6347 §4.1.2.7: silently
+    /// discarded), or the record's format is not the one negotiated for the epoch.
+    Rejected,
+    /// Opened in place.
+    Opened {
+        /// The real content type.
+        content_type: ContentType,
+        /// The plaintext, inside the caller's buffer.
+        plaintext: &'b [u8],
+    },
+}
+
 /// Read state: the table of keyed read epochs (epoch 0 is plaintext and needs no state
 /// here) and the records that arrived early for the next one.
 #[derive(Debug, Default)]
 pub(crate) struct RecordReader {
-    /// Openers of the installed epochs in ascending order, each with its replay window.
-    epochs: Vec<Opener>,
-    /// Whole records (header included) of [`RecordReader::next_epoch`].
-    early: Vec<Vec<u8>>,
+    /// Read state of the installed epochs in ascending order, each with its replay window.
+    epochs: Vec<ReadProtection>,
+    /// Whole records (header included) of [`RecordReader::next_epoch`], with their epoch.
+    early: Vec<(u16, Vec<u8>)>,
 }
 
 impl RecordReader {
@@ -222,7 +295,7 @@ impl RecordReader {
 
     /// The newest epoch we can read (0 before any keys).
     pub(crate) fn newest_epoch(&self) -> u16 {
-        self.epochs.last().map_or(0, Opener::epoch)
+        self.epochs.last().map_or(0, ReadProtection::epoch)
     }
 
     /// The epoch after the newest one: whose keys come next.
@@ -236,9 +309,37 @@ impl RecordReader {
         !self.epochs.is_empty()
     }
 
-    /// The read state of keyed `epoch`, if installed.
-    pub(crate) fn opener_mut(&mut self, epoch: u16) -> Option<&mut Opener> {
-        self.epochs.iter_mut().find(|o| o.epoch() == epoch)
+    /// Opens `record`, a whole record of keyed `epoch`, in place; `cid_format` says whether
+    /// it is a tls12_cid record.
+    pub(crate) fn open<'b>(
+        &mut self,
+        epoch: u16,
+        record: &'b mut [u8],
+        cid_format: bool,
+    ) -> ReadOutcome<'b> {
+        let Some(state) = self.epochs.iter_mut().find(|e| e.epoch() == epoch) else {
+            return ReadOutcome::NoKeys;
+        };
+        match (state, cid_format) {
+            (ReadProtection::Plain(opener), false) => match opener.open(record) {
+                Ok(o) => ReadOutcome::Opened {
+                    content_type: o.content_type,
+                    plaintext: o.plaintext,
+                },
+                Err(_) => ReadOutcome::Rejected,
+            },
+            (ReadProtection::Cid(opener), true) => match opener.open(record) {
+                Ok(o) => ReadOutcome::Opened {
+                    content_type: o.content_type,
+                    plaintext: o.plaintext,
+                },
+                Err(_) => ReadOutcome::Rejected,
+            },
+            // RFC 9146 §3: with a CID negotiated for this direction the peer "MUST send
+            // with the record format defined in Figure 3"; without one it has no CID of
+            // ours to send.
+            _ => ReadOutcome::Rejected,
+        }
     }
 
     /// Keeps `record` (a whole record of `epoch`) until the keys of `epoch` arrive.
@@ -248,22 +349,36 @@ impl RecordReader {
         if epoch != self.next_epoch() || self.early.len() >= MAX_EARLY_RECORDS {
             return false;
         }
-        self.early.push(record.to_vec());
+        self.early.push((epoch, record.to_vec()));
         true
     }
 
     /// Installs the read state of `opener`'s epoch and returns the records that were
     /// kept for it, in arrival order (others kept are dropped).
     pub(crate) fn install(&mut self, opener: Opener) -> Vec<Vec<u8>> {
-        let epoch = opener.epoch();
-        match self.epochs.binary_search_by_key(&epoch, Opener::epoch) {
-            Ok(at) => self.epochs[at] = opener,
-            Err(at) => self.epochs.insert(at, opener),
+        self.install_entry(ReadProtection::Plain(opener))
+    }
+
+    /// Installs the read state of `opener`'s epoch in the tls12_cid format, like
+    /// [`Self::install`].
+    pub(crate) fn install_cid(&mut self, opener: CidOpener) -> Vec<Vec<u8>> {
+        self.install_entry(ReadProtection::Cid(Box::new(opener)))
+    }
+
+    fn install_entry(&mut self, state: ReadProtection) -> Vec<Vec<u8>> {
+        let epoch = state.epoch();
+        match self
+            .epochs
+            .binary_search_by_key(&epoch, ReadProtection::epoch)
+        {
+            Ok(at) => self.epochs[at] = state,
+            Err(at) => self.epochs.insert(at, state),
         }
-        let mut early = std::mem::take(&mut self.early);
-        // Kept records passed the record splitter, so each holds a whole header.
-        early.retain(|r| RecordHeader::new_checked(&r[..]).is_ok_and(|h| h.epoch() == epoch));
-        early
+        std::mem::take(&mut self.early)
+            .into_iter()
+            .filter(|(e, _)| *e == epoch)
+            .map(|(_, r)| r)
+            .collect()
     }
 }
 
@@ -343,7 +458,8 @@ mod tests {
         let mut r = RecordReader::new();
         assert!(!r.is_protected());
         assert_eq!(r.next_epoch(), 1);
-        assert!(r.opener_mut(1).is_none());
+        let mut probe = one.clone();
+        assert!(matches!(r.open(1, &mut probe, false), ReadOutcome::NoKeys));
         assert!(!r.hold_early(2, &two), "not the next epoch");
         for _ in 0..MAX_EARLY_RECORDS {
             assert!(r.hold_early(1, &one));
@@ -353,13 +469,64 @@ mod tests {
         assert_eq!(early.len(), MAX_EARLY_RECORDS);
         assert!(r.is_protected());
         assert_eq!((r.newest_epoch(), r.next_epoch()), (1, 2));
-        let opener = r.opener_mut(1).expect("installed");
         let mut bytes = early[0].clone();
-        assert_eq!(opener.open(&mut bytes).expect("open").plaintext, b"one");
+        assert!(matches!(
+            r.open(1, &mut bytes, false),
+            ReadOutcome::Opened {
+                plaintext: b"one",
+                ..
+            }
+        ));
 
         assert!(r.hold_early(2, &two));
         let early = r.install(Opener::new(2, key(), ReplayWindow::new(64)));
         assert_eq!(early, vec![two]);
-        assert!(r.opener_mut(1).is_some() && r.opener_mut(2).is_some());
+        let mut again = one.clone();
+        assert!(
+            matches!(r.open(1, &mut again, false), ReadOutcome::Rejected),
+            "replay"
+        );
+    }
+
+    #[test]
+    fn cid_epochs_write_and_read_tls12_cid_records() {
+        let cid = [0xc1, 0xd2, 0xe3];
+        let mut w = RecordWriter::new(0);
+        w.install_cid(CidSealer::new(1, key(), 0, &cid).expect("sealer"));
+        let mut d = Vec::new();
+        w.push_record(&mut d, ContentType::Handshake, 1, &[b"fin", b"ished"])
+            .expect("epoch 1");
+        assert_eq!(d.len(), w.overhead(1) + 8);
+        assert_eq!(d[0], dataplane::record::TLS12_CID);
+        assert_eq!(&d[11..14], &cid);
+
+        let mut r = RecordReader::new();
+        assert!(r.hold_early(1, &d));
+        let early =
+            r.install_cid(CidOpener::new(1, key(), ReplayWindow::new(64), &cid).expect("opener"));
+        assert_eq!(early, vec![d.clone()]);
+        let mut bytes = d.clone();
+        assert!(matches!(
+            r.open(1, &mut bytes, true),
+            ReadOutcome::Opened {
+                content_type: ContentType::Handshake,
+                plaintext: b"finished"
+            }
+        ));
+        // RFC 9146 §3: a CID epoch takes only tls12_cid records, a plain one none.
+        let mut plain = RecordWriter::new(0);
+        plain.install(Sealer::new(1, key(), 5).expect("sealer"));
+        let mut p = Vec::new();
+        plain
+            .push_record(&mut p, ContentType::Handshake, 1, &[b"x"])
+            .expect("epoch 1");
+        assert!(matches!(r.open(1, &mut p, false), ReadOutcome::Rejected));
+        let mut r2 = RecordReader::new();
+        r2.install(Opener::new(1, key(), ReplayWindow::new(64)));
+        let mut bytes = d.clone();
+        assert!(matches!(
+            r2.open(1, &mut bytes, true),
+            ReadOutcome::Rejected
+        ));
     }
 }

@@ -8,18 +8,19 @@ use dtls_crypto::pki_types::{CertificateDer, UnixTime};
 use dtls_crypto::{EphemeralKeyPair, PremasterSecret, Rng, Sender, SessionState, verify_signature};
 use dtls_proto::{
     Certificate, CertificateRequest, CertificateVerify, CipherSuite, ClientCertificateType,
-    ClientHello, ClientKeyExchange, DigitallySigned, EcdheParams, Extensions, HandshakeMessage,
-    HandshakeType, KeyExchange, NamedGroup, NewSessionTicket, ProtocolVersion, ServerHello,
-    ServerHelloDone, ServerKeyExchange, SignatureScheme, SuiteParams, UseSrtp, WireError,
+    ClientHello, ClientKeyExchange, DigitallySigned, EcdheParams, ExtensionType, Extensions,
+    HandshakeMessage, HandshakeType, KeyExchange, NamedGroup, NewSessionTicket, ProtocolVersion,
+    RawExtension, ServerHello, ServerHelloDone, ServerKeyExchange, SignatureScheme, SuiteParams,
+    UseSrtp, WireError,
 };
 
 use crate::acceptor::VerifiedClientHello;
-use crate::config::{ClientAuth, Config, ConfigError};
+use crate::config::{CidIssuer, ClientAuth, Config, ConfigError};
 use crate::connection::{ClaimedIdentity, Connection12, Core, Side};
 use crate::error::HandshakeError;
 use crate::events::PeerIdentity;
 use crate::flight::Flight;
-use crate::handshake::Message;
+use crate::handshake::{Cids, Message};
 use crate::keys::session::MasterBytes;
 use crate::record_layer::RecordWriter;
 use crate::role::Role;
@@ -53,18 +54,18 @@ pub(crate) struct ServerState {
 }
 
 impl Connection12 {
-    /// Creates a server engine from a ClientHello the [`crate::Acceptor`] verified, and
-    /// queues the server's first flight. `wall` is the wall-clock time at `now`, for
-    /// session tickets (the engine reads no clock).
+    /// The DTLS 1.2 server engine from a ClientHello the [`crate::Acceptor`] verified, with
+    /// its first flight queued ([`crate::Connection::server_with_cids`]).
     ///
     /// # Errors
     /// [`ConfigError`] when the configuration cannot work.
-    pub fn server(
+    pub fn server_with_cids(
         config: Arc<Config>,
         rng: Box<dyn Rng + Send>,
         now: Instant,
         wall: UnixTime,
         hello: Box<VerifiedClientHello>,
+        issuer: &mut dyn CidIssuer,
     ) -> Result<Self, ConfigError> {
         let hello = *hello;
         config.validate()?;
@@ -88,7 +89,7 @@ impl Connection12 {
         // cookie.
         core.hs.transcript.update(&hello.transcript);
         let mut server = ServerState::default();
-        match server.handle_client_hello(&mut core, now, wall, hello.hello) {
+        match server.handle_client_hello(&mut core, now, wall, hello.hello, issuer) {
             Ok(next) => core.state = next,
             Err(e) => core.fail(e),
         }
@@ -216,6 +217,7 @@ impl ServerState {
         now: Instant,
         wall: UnixTime,
         hello: ClientHello,
+        issuer: &mut dyn CidIssuer,
     ) -> Result<State, HandshakeError> {
         // RFC 6347 §4.1 / RFC 5246 §E.1: a client that cannot do DTLS 1.2 is refused.
         if !hello.client_version.offers_dtls12() {
@@ -298,6 +300,33 @@ impl ServerState {
         if let (Some(peer_mode), Some(ours)) = (ext.heartbeat, core.config.heartbeat) {
             sh_ext.heartbeat = Some(ours);
             core.hs.heartbeat = Some(peer_mode);
+        }
+        if let (Some(data), Some(len)) = (
+            ext.raw(ExtensionType::ConnectionId),
+            core.config.connection_id.cid_len(),
+        ) {
+            let peer = dtls_proto::tls13::extensions::parse_connection_id(data)
+                .map_err(decode("ClientHello"))?;
+            if peer.len() > usize::from(crate::config::MAX_CID_LEN) {
+                return Err(HandshakeError::IllegalParameter {
+                    what: "client connection ID longer than 20 bytes",
+                });
+            }
+            // RFC 9146 §3: "A server willing to use CIDs will respond with a
+            // "connection_id" extension in the ServerHello, containing the CID it wishes
+            // the client to use when sending messages towards it."
+            let local = issuer.issue(len, &mut *core.rng);
+            let mut data = Vec::with_capacity(1 + local.len());
+            dtls_proto::tls13::extensions::emit_connection_id(&local, &mut data).map_err(|_| {
+                HandshakeError::Internal {
+                    what: "connection ID too long",
+                }
+            })?;
+            sh_ext.other.push(RawExtension {
+                ext_type: ExtensionType::ConnectionId,
+                data,
+            });
+            core.hs.cids = Some(Cids { local, peer });
         }
 
         // RFC 5077 §3.4: try the ticket first.

@@ -11,7 +11,7 @@ use dtls_crypto::pki_types::UnixTime;
 use dtls_proto::ProtocolVersion;
 
 use crate::acceptor::VerifiedClientHello;
-use crate::config::{Config, ConfigError};
+use crate::config::{CidIssuer, Config, ConfigError, RandomCids};
 use crate::connection::{ClaimedIdentity, Connection12, ConnectionStats};
 use crate::events::{Event, Transmit};
 use crate::keys::ticket::SessionTicket;
@@ -87,11 +87,29 @@ impl Connection {
         wall: UnixTime,
         hello: Box<VerifiedClientHello>,
     ) -> Result<Self, ConfigError> {
+        Self::server_with_cids(config, rng, now, wall, hello, &mut RandomCids)
+    }
+
+    /// [`Connection::server`] whose connection ID, when a DTLS 1.2 client negotiates CIDs
+    /// (RFC 9146), comes from `issuer` rather than the engine's RNG alone: a driver that
+    /// routes records by CID issues CIDs naming the owner of the session. (DTLS 1.3 CIDs,
+    /// RFC 9147 §9, are not negotiated yet: a DTLS 1.3 session has none.)
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the configuration cannot work.
+    pub fn server_with_cids(
+        config: Arc<Config>,
+        rng: Box<dyn Rng + Send>,
+        now: Instant,
+        wall: UnixTime,
+        hello: Box<VerifiedClientHello>,
+        issuer: &mut dyn CidIssuer,
+    ) -> Result<Self, ConfigError> {
         let inner = if config.allows(ProtocolVersion::Dtls1_3) && hello.offers_dtls13() {
             Inner::V13(Box::new(Engine13::server(config, rng, now, wall, *hello)?))
         } else {
-            Inner::V12(Box::new(Connection12::server(
-                config, rng, now, wall, hello,
+            Inner::V12(Box::new(Connection12::server_with_cids(
+                config, rng, now, wall, hello, issuer,
             )?))
         };
         Ok(Self { inner })

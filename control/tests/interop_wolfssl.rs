@@ -3,7 +3,9 @@
 //! GnuTLS and the one the DTLS 1.3 and connection-ID tests will use: our client against
 //! `server -u -v 3 -e` (echoes every record), our server against `client -u -v 3` (sends
 //! `hello wolfssl!`, prints the reply), for ECDHE-ECDSA-AES128-GCM, ECDHE-ECDSA-CHACHA20 and
-//! ECDHE-RSA-AES256-GCM, once at MTU 300, once with a client certificate. Each test checks the
+//! ECDHE-RSA-AES256-GCM, once at MTU 300, once with a client certificate, and once with RFC 9146
+//! connection IDs both ways (`--cid` on wolfSSL's side; both CIDs checked, and application data
+//! crosses in tls12_cid records sealed and opened with the negotiated CIDs). Each test checks the
 //! suite on both sides (ours from KeysReady, wolfSSL's from its `SSL cipher suite is` line)
 //! and application data byte for byte in both directions.
 //!
@@ -45,6 +47,32 @@ fn wolfssl_suite_line(suite: CipherSuite) -> String {
     format!("SSL cipher suite is {iana}\n")
 }
 
+/// The CID wolfSSL asks for (`--cid`): its records to us carry ours, ours to it this one.
+const WOLFSSL_CID: &str = "wolfcid1";
+
+/// With connection IDs on, both sides' CIDs were negotiated (RFC 9146): ours of the
+/// configured length, wolfSSL's the one given with `--cid`.
+fn assert_cids(ep: &UdpEndpoint, case: Case, peer: &PeerProcess) {
+    let info = ep.info.as_ref().expect("keys ready");
+    match case.cid {
+        Some(len) => {
+            assert_eq!(
+                info.local_cid.as_ref().map(Vec::len),
+                Some(usize::from(len)),
+                "{}",
+                peer.transcript()
+            );
+            assert_eq!(
+                info.peer_cid.as_deref(),
+                Some(WOLFSSL_CID.as_bytes()),
+                "{}",
+                peer.transcript()
+            );
+        }
+        None => assert_eq!((&info.local_cid, &info.peer_cid), (&None, &None)),
+    }
+}
+
 /// The peer printed `SSL version is DTLSv1.2` and the case's suite.
 fn drive_until_wolfssl_reports(ep: &mut UdpEndpoint, peer: &PeerProcess, case: Case) {
     drive_until_peer(ep, peer, b"SSL version is DTLSv1.2\n", IO_TIMEOUT);
@@ -68,9 +96,13 @@ fn client_vs_wolfssl(case: Case) {
     );
     sopts.mtu = case.mtu;
     sopts.require_client_cert = case.client_cert;
+    if case.cid.is_some() {
+        sopts.extra.extend(["--cid".into(), WOLFSSL_CID.into()]);
+    }
     let server = wolfssl_server(&sopts, dir.path());
     let mut ep = connect(pki, case, &server);
     drive_until_wolfssl_reports(&mut ep, &server, case);
+    assert_cids(&ep, case, &server);
     if let Some(mtu) = case.mtu {
         // wolfSSL's flight (484 B in one datagram without `-u MTU`) came in pieces that fit.
         assert!(
@@ -129,6 +161,14 @@ fn our_client_vs_wolfssl_mtu_300_fragments_the_certificate_flight() {
 }
 
 #[test]
+fn our_client_vs_wolfssl_with_connection_ids() {
+    client_vs_wolfssl(Case {
+        cid: Some(6),
+        ..Case::suite(ECDSA_AES128)
+    });
+}
+
+#[test]
 fn our_client_vs_wolfssl_with_client_certificate() {
     client_vs_wolfssl(Case {
         client_cert: true,
@@ -148,9 +188,13 @@ fn server_vs_wolfssl(case: Case) {
         pki.ca.clone(),
     );
     copts.mtu = case.mtu;
+    if case.cid.is_some() {
+        copts.extra.extend(["--cid".into(), WOLFSSL_CID.into()]);
+    }
     let mut client = wolfssl_client(&copts, addr);
     let mut ep = accept(pki, case, sock, &client);
     assert_suite(&ep, case);
+    assert_cids(&ep, case, &client);
     assert_client_identity(&ep, pki, case);
     drive_until_wolfssl_reports(&mut ep, &client, case);
     // Client → server: its fixed greeting, exactly once before we answer (it resends only
@@ -208,6 +252,14 @@ fn our_server_vs_wolfssl_mtu_300_fragments_the_certificate_flight() {
     server_vs_wolfssl(Case {
         mtu: Some(300),
         ..Case::suite(ECDSA_AES128)
+    });
+}
+
+#[test]
+fn our_server_vs_wolfssl_with_connection_ids() {
+    server_vs_wolfssl(Case {
+        cid: Some(8),
+        ..Case::suite(ECDSA_CHACHA)
     });
 }
 

@@ -280,6 +280,8 @@ fn packet(cipher: Cipher, size: usize, iters: u64, prepared: u64) -> Result<()> 
             next_seq: 0,
         },
         heartbeat: HeartbeatPolicy::default(),
+        cid: Vec::new(),
+        peer_cid: Vec::new(),
     };
     core.handle_command(now, install, &mut fx, &mut UnitFlows);
     let id = core.sessions().lookup(&peer).context("session installed")?;

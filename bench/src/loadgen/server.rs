@@ -187,6 +187,11 @@ impl TestServer {
                     ..dtlsd::config::limits::Limits::default()
                 },
                 takeover: false,
+                // The daemon's default; the load generator's clients do not offer the
+                // extension, so their sessions run without CIDs either way.
+                connection_id: control::ConnectionIds::On {
+                    len: dtlsd::config::DEFAULT_SERVE_CID_LEN,
+                },
             },
         };
         let options = Options {

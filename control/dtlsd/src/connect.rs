@@ -177,6 +177,7 @@ pub fn engine_config(config: &ConnectConfig) -> anyhow::Result<control::Config> 
             max_handshake_time: Some(config.tuning.limits.handshake_timeout),
             ..control::RetransmitConfig::default()
         },
+        connection_id: config.tuning.connection_id,
         ..control::Config::new(peer_verification)
     };
     if let ServerTrust::Psk(psk) = &config.trust {

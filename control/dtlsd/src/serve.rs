@@ -71,7 +71,10 @@ impl Server {
         let tickets = Arc::new(Mutex::new(tickets));
         let engine = Arc::new(engine_config(&config, &tickets)?);
         let client_ca = read_client_ca(&config)?;
-        let shard_config = ShardConfig::with_mode(RelayMode::Serve, config.backend);
+        let mut shard_config = ShardConfig::with_mode(RelayMode::Serve, config.backend);
+        // RFC 9146 §4: tls12_cid headers do not carry the CID's length; every CID this server
+        // issues has the configured one, which delimits them.
+        shard_config.cid_len = config.tuning.connection_id.cid_len().unwrap_or(0);
         let limits = config.tuning.limits;
         let daemon = Daemon::start(
             config.listen,
@@ -242,6 +245,7 @@ pub fn engine_config(
         },
         ticket_keys: Some(Arc::clone(tickets)),
         ticket_lifetime: u32::try_from(TICKET_LIFETIME.as_secs()).unwrap_or(u32::MAX),
+        connection_id: config.tuning.connection_id,
         ..control::Config::new(peer_verification)
     };
     engine.validate().context("server configuration")?;

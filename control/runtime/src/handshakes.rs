@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dataplane::cid::CidOwner;
 use dataplane::record::RecordKey;
 use dtls_crypto::pki_types::UnixTime;
 use dtls_proto::{AlertDescription, HeartbeatMode};
@@ -14,6 +15,7 @@ use dtls_shard::{
     ShardCommand, WriteKeys,
 };
 
+use super::cids::ShardCids;
 use super::limits::Refusal;
 use super::log::{Closed, Established, HandshakeFailure, Peer};
 use super::{
@@ -307,7 +309,21 @@ impl ControlThread {
                     return;
                 }
                 let rng = (self.rng_factory)();
-                match Connection::server(Arc::clone(&self.config), rng, now, wall, hello) {
+                // RFC 9146: the CID a client negotiates names this node and shard.
+                let mut cids = ShardCids {
+                    owner: CidOwner {
+                        node: 0,
+                        shard: u16::try_from(shard).unwrap_or(u16::MAX),
+                    },
+                };
+                match Connection::server_with_cids(
+                    Arc::clone(&self.config),
+                    rng,
+                    now,
+                    wall,
+                    hello,
+                    &mut cids,
+                ) {
                     Ok(conn) => {
                         // Before the server's flight: the shard may then park records the
                         // client sends ahead of its keys (a resumed client's first data).
@@ -504,6 +520,7 @@ impl ControlThread {
             peer_identity,
             resumed,
             local_cid,
+            peer_cid,
             ..
         } = keys;
         // The shards run DTLS 1.2 sessions; this loop's configurations allow no other
@@ -522,6 +539,17 @@ impl ControlThread {
             (RecordKey::null_baseline(), RecordKey::null_baseline())
         } else {
             (read.key, write.key)
+        };
+        // RFC 9146: records to us carry our CID, records to the peer its CID (empty: the
+        // plain format). The null baseline has no tls12_cid form (those records are AEAD
+        // only): a benchmark that sets it runs without CIDs.
+        let (cid, peer_cid) = if self.settings.null_record_protection {
+            (Vec::new(), Vec::new())
+        } else {
+            (
+                local_cid.clone().unwrap_or_default(),
+                peer_cid.unwrap_or_default(),
+            )
         };
         // A peer with a session keeps its handle: the shard replaces that session's keys.
         let id = match self.by_peer.get(&peer) {
@@ -546,6 +574,8 @@ impl ControlThread {
                 next_seq: write.next_sequence,
             },
             heartbeat,
+            cid,
+            peer_cid,
         };
         if !self.push(shard, command) {
             return;

@@ -30,12 +30,18 @@
 //! it; live sessions whose PSK identity it removed, or (when asked) whose client certificate
 //! no longer verifies under it, are closed (close_notify, [`ControlStats::sessions_revoked`]).
 //!
+//! Connection IDs (RFC 9146): a server engine's CID comes from [`ShardCids`], a QUIC-LB CID
+//! naming this node and the shard that owns the session; both CIDs go to the shard with the
+//! keys, and a shard's [`ControlInbound::PeerMoved`](dtls_shard::ControlInbound) (a record
+//! under the CID authenticated from a new address) moves the session's address here too.
+//!
 //! What it does not do: spawn or pin threads (the daemon does), sessions' records (the
 //! shards do), rekeying (an AEAD limit report closes the session), DTLS 1.3.
 
 #![forbid(unsafe_code)]
 
 mod admin;
+mod cids;
 mod counters;
 #[cfg(test)]
 mod fixtures;
@@ -55,6 +61,7 @@ use dtls_shard::{CloseCause, SessionId, ShardCommand, ShardQueues};
 
 use self::limits::HalfOpen;
 pub use admin::{AdminRequest, KickTarget, SessionInfo};
+pub use cids::ShardCids;
 pub use counters::{ControlCounters, ControlStats, HANDSHAKE_BUCKETS, LatencyReading, Observed};
 pub use limits::{Limits, Refusal};
 pub use log::{Closed, Established, HandshakeFailure, NoLog, Peer, SessionLog};

@@ -467,6 +467,80 @@ fn new_client_hello_on_a_live_address_keeps_the_old_session_until_it_completes()
     assert_eq!(ctl.counters().snapshot().handshakes_completed, 2);
 }
 
+#[test]
+fn negotiated_cids_reach_the_shard_and_name_it() {
+    // RFC 9146: a client that offers connection_id gets a QUIC-LB CID naming node 0 and the
+    // shard that owns its session; the shard is told both CIDs with the keys.
+    let now = Instant::now();
+    let server = addr("127.0.0.1:4433");
+    let peer = addr("127.0.0.1:50002");
+    let mut config = server_config(&[SUITE], false);
+    config.connection_id = control::ConnectionIds::On { len: 8 };
+    let mut rng = SeededRng::new(1);
+    let acceptor = Acceptor::new(Arc::new(config), AcceptorConfig::default(), &mut rng, now)
+        .expect("server config is valid");
+    let queues: Vec<_> = (0..2).map(|_| Arc::new(ShardQueues::new(64, 64))).collect();
+    let mut seed = 10;
+    let factory = Box::new(move || {
+        seed += 1;
+        Box::new(SeededRng::new(seed)) as Box<dyn control::Rng + Send>
+    });
+    let mut ctl = ControlThread::new(acceptor, queues.clone(), RuntimeConfig::default(), factory);
+    let mut client_config = client_config(&[SUITE]);
+    client_config.connection_id = control::ConnectionIds::On { len: 0 };
+    let mut c = Connection::client(
+        Arc::new(client_config),
+        Box::new(SeededRng::new(9)),
+        now,
+        server,
+        None,
+    )
+    .expect("client config is valid");
+    let q = &queues[1];
+    let mut installed = None;
+    for _ in 0..6 {
+        client_to_control(&mut c, q, peer, now);
+        ctl.run_turn(now, test_wall());
+        while let Some(cmd) = q.poll_command() {
+            match cmd {
+                ShardCommand::InstallKeys { cid, peer_cid, .. } => {
+                    installed = Some((cid, peer_cid))
+                }
+                ShardCommand::Transmit { datagram, .. } => {
+                    c.handle_datagram(now, test_wall(), server, &datagram);
+                }
+                _ => {}
+            }
+        }
+        if c.is_established() {
+            break;
+        }
+    }
+    let (cid, peer_cid) = installed.expect("InstallKeys");
+    assert_eq!(cid.len(), 8);
+    assert!(peer_cid.is_empty(), "the client asked for none");
+    let quic_lb = dataplane::cid::QuicLbConfig::plaintext(
+        dataplane::cid::ConfigId::new(0).expect("id"),
+        2,
+        5,
+        dataplane::cid::FirstOctetBits::CidLength,
+    )
+    .expect("config");
+    let layout = dataplane::cid::ServerIdLayout::new(2, 8, 8).expect("layout");
+    let owner = quic_lb
+        .decode_server_id(&cid)
+        .and_then(|id| layout.unpack(&id));
+    assert_eq!(owner, Some(dataplane::cid::CidOwner { node: 0, shard: 1 }));
+    let mut event = None;
+    while let Some(e) = c.poll_event() {
+        if let Event::KeysReady(k) = e {
+            event = Some(k);
+        }
+    }
+    let keys = event.expect("client keys");
+    assert_eq!(keys.peer_cid.as_deref(), Some(&cid[..]));
+}
+
 /// `dtlsd status` and `dtlsd kick` through the admin channel: control lists what it knows of
 /// each installed session and closes the ones a kick names (close_notify through the shard,
 /// cause `requested`), leaving the others alone.

@@ -134,7 +134,7 @@ fn build_client_hello(
         // One ClientHello for both versions: the DTLS 1.2 engine's own (suites, extended
         // master secret, renegotiation_info, ...) with the DTLS 1.3 parts added, so that
         // a DTLS 1.2 server's answer can be taken over by the 1.2 engine as is.
-        let base = crate::client::build_client_hello(config, random, Vec::new(), None);
+        let base = crate::client::build_client_hello(config, random, Vec::new(), None, None);
         let mut groups = config.tls13_groups.clone();
         for g in base.extensions.supported_groups.iter().flatten() {
             if !groups.contains(g) {

@@ -138,8 +138,24 @@ pub fn ticket_keys(seed: u64) -> Arc<Mutex<TicketKeys>> {
 #[derive(Debug)]
 pub struct DataKeys {
     pub suite: CipherSuite,
-    pub sealer: Sealer,
-    pub opener: Opener,
+    pub sealer: DataSealer,
+    pub opener: DataOpener,
+    /// Length of our connection ID in the peer's records (0: none; RFC 9146).
+    pub local_cid_len: usize,
+}
+
+/// The write side: plain records, or tls12_cid records with the peer's CID (RFC 9146).
+#[derive(Debug)]
+pub enum DataSealer {
+    Plain(Sealer),
+    Cid(Box<dataplane::record::CidSealer>),
+}
+
+/// The read side: plain records, or tls12_cid records with our CID (RFC 9146).
+#[derive(Debug)]
+pub enum DataOpener {
+    Plain(Opener),
+    Cid(Box<dataplane::record::CidOpener>),
 }
 
 /// Everything of [`SessionKeys`] except the record keys (moved into [`DataKeys`]).
@@ -155,6 +171,9 @@ pub struct SessionInfo {
     pub exporter: control::Exporter,
     pub ticket: Option<control::SessionTicket>,
     pub at: Instant,
+    /// Our connection ID and the peer's (RFC 9146), when negotiated.
+    pub local_cid: Option<Vec<u8>>,
+    pub peer_cid: Option<Vec<u8>>,
 }
 
 /// The DTLS 1.3 data plane of one session: epoch-3 `Sealer13`/`Opener13`.
@@ -222,6 +241,8 @@ pub fn install_keys13(keys: SessionKeys, at: Instant) -> (DataKeys13, SessionInf
         resumed,
         exporter,
         ticket,
+        local_cid,
+        peer_cid,
         ..
     } = keys;
     let (read, write) = records.into_dtls13().expect("DTLS 1.3 keys");
@@ -251,6 +272,8 @@ pub fn install_keys13(keys: SessionKeys, at: Instant) -> (DataKeys13, SessionInf
             exporter,
             ticket,
             at,
+            local_cid,
+            peer_cid,
         },
     )
 }
@@ -267,24 +290,39 @@ pub fn install_keys(keys: SessionKeys, at: Instant) -> (DataKeys, SessionInfo) {
         resumed,
         exporter,
         ticket,
+        local_cid,
+        peer_cid,
         ..
     } = keys;
     let (read, write) = records.into_dtls12().expect("DTLS 1.2 keys");
     assert_eq!(read.epoch, 1, "DTLS 1.2 application data is epoch 1");
     assert_eq!(write.epoch, 1, "DTLS 1.2 application data is epoch 1");
     let write_next_sequence = write.next_sequence;
-    let sealer =
-        Sealer::new(write.epoch, write.key, write.next_sequence).expect("sealer from KeysReady");
-    let opener = Opener::new(
-        read.epoch,
-        read.key,
-        ReplayWindow::new(replay_window.clamp(64, 4096)),
-    );
+    let sealer = match peer_cid.as_ref().filter(|c| !c.is_empty()) {
+        Some(cid) => DataSealer::Cid(Box::new(
+            dataplane::record::CidSealer::new(write.epoch, write.key, write.next_sequence, cid)
+                .expect("CID sealer from KeysReady"),
+        )),
+        None => DataSealer::Plain(
+            Sealer::new(write.epoch, write.key, write.next_sequence)
+                .expect("sealer from KeysReady"),
+        ),
+    };
+    let window = ReplayWindow::new(replay_window.clamp(64, 4096));
+    let local_cid_len = local_cid.as_ref().map_or(0, Vec::len);
+    let opener = match local_cid.as_ref().filter(|c| !c.is_empty()) {
+        Some(cid) => DataOpener::Cid(Box::new(
+            dataplane::record::CidOpener::new(read.epoch, read.key, window, cid)
+                .expect("CID opener from KeysReady"),
+        )),
+        None => DataOpener::Plain(Opener::new(read.epoch, read.key, window)),
+    };
     (
         DataKeys {
             suite,
             sealer,
             opener,
+            local_cid_len,
         },
         SessionInfo {
             peer,
@@ -297,6 +335,8 @@ pub fn install_keys(keys: SessionKeys, at: Instant) -> (DataKeys, SessionInfo) {
             exporter,
             ticket,
             at,
+            local_cid,
+            peer_cid,
         },
     )
 }
@@ -310,11 +350,23 @@ impl DataKeys {
     /// One epoch-1 record of any content type (to forge post-handshake messages with the
     /// real keys, e.g. a renegotiation ClientHello).
     pub fn seal_as(&mut self, ct: ContentType, data: &[u8]) -> Vec<u8> {
-        let off = self.sealer.plaintext_offset();
-        let mut rec = vec![0u8; off + data.len() + self.sealer.overhead()];
+        let sealer = match &mut self.sealer {
+            DataSealer::Plain(sealer) => sealer,
+            DataSealer::Cid(sealer) => {
+                let mut rec = vec![0u8; sealer.record_len(data.len(), 0)];
+                let off = sealer.plaintext_offset();
+                rec[off..off + data.len()].copy_from_slice(data);
+                let n = sealer
+                    .seal(ct, &mut rec, data.len(), 0)
+                    .expect("seal record");
+                rec.truncate(n);
+                return rec;
+            }
+        };
+        let off = sealer.plaintext_offset();
+        let mut rec = vec![0u8; off + data.len() + sealer.overhead()];
         rec[off..off + data.len()].copy_from_slice(data);
-        let n = self
-            .sealer
+        let n = sealer
             .seal(ct, dataplane::record::DTLS_1_2, &mut rec, data.len())
             .expect("seal record");
         rec.truncate(n);
@@ -324,14 +376,21 @@ impl DataKeys {
     /// Opens one record of any content type.
     pub fn open_any(&mut self, record: &[u8]) -> Option<(ContentType, Vec<u8>)> {
         let mut buf = record.to_vec();
-        let opened = self.opener.open(&mut buf).ok()?;
-        Some((opened.content_type, opened.plaintext.to_vec()))
+        match &mut self.opener {
+            DataOpener::Plain(opener) => {
+                let opened = opener.open(&mut buf).ok()?;
+                Some((opened.content_type, opened.plaintext.to_vec()))
+            }
+            DataOpener::Cid(opener) => {
+                let opened = opener.open(&mut buf).ok()?;
+                Some((opened.content_type, opened.plaintext.to_vec()))
+            }
+        }
     }
 
     /// Opens one application-data record; `None` if it does not authenticate.
     pub fn open(&mut self, record: &[u8]) -> Option<Vec<u8>> {
-        let mut buf = record.to_vec();
-        let opened = self.opener.open(&mut buf).ok()?;
-        (opened.content_type == ContentType::ApplicationData).then(|| opened.plaintext.to_vec())
+        let (content_type, plaintext) = self.open_any(record)?;
+        (content_type == ContentType::ApplicationData).then_some(plaintext)
     }
 }

@@ -30,6 +30,8 @@ pub struct Case {
     pub suite: CipherSuite,
     pub mtu: Option<u16>,
     pub client_cert: bool,
+    /// Connection IDs (RFC 9146): the length of the CID we ask for, `None` for off.
+    pub cid: Option<u8>,
 }
 
 impl Case {
@@ -38,6 +40,7 @@ impl Case {
             suite,
             mtu: None,
             client_cert: false,
+            cid: None,
         }
     }
 }
@@ -75,8 +78,15 @@ pub fn our_client_config(pki: &TestPki, case: Case) -> Config {
         },
         certificate: case.client_cert.then(|| certified(&pki.client_ec)),
         mtu: case.mtu.map_or(1200, usize::from),
+        connection_id: connection_ids(case),
         ..Config::new(ca_verifier(pki))
     }
+}
+
+fn connection_ids(case: Case) -> control::ConnectionIds {
+    case.cid.map_or(control::ConnectionIds::Off, |len| {
+        control::ConnectionIds::On { len }
+    })
 }
 
 pub fn our_server_config(pki: &TestPki, case: Case) -> Config {
@@ -90,6 +100,7 @@ pub fn our_server_config(pki: &TestPki, case: Case) -> Config {
             ClientAuth::None
         },
         mtu: case.mtu.map_or(1200, usize::from),
+        connection_id: connection_ids(case),
         ..Config::new(ca_verifier(pki))
     }
 }

@@ -275,6 +275,27 @@ impl UdpEndpoint {
             return;
         };
         let mut rest = Vec::new();
+        if data.local_cid_len > 0 {
+            // RFC 9146: the peer's protected records carry our CID (tls12_cid).
+            use dataplane::record::v13::{MixedKind, MixedRecords};
+            for r in MixedRecords::new(datagram, data.local_cid_len) {
+                match r.kind {
+                    MixedKind::Dtls12Cid => match data.open_any(r.bytes) {
+                        Some((dataplane::record::ContentType::ApplicationData, p)) => {
+                            self.app_in.push(p)
+                        }
+                        _ => rest.extend_from_slice(r.bytes),
+                    },
+                    _ => rest.extend_from_slice(r.bytes),
+                }
+            }
+            if !rest.is_empty() {
+                self.conn
+                    .handle_datagram(now, UnixTime::now(), self.peer, &rest);
+            }
+            self.drain_events();
+            return;
+        }
         let ranges = record_ranges(datagram);
         for r in ranges {
             let rec = &datagram[r];

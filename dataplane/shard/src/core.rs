@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dataplane::record::v13::{Opener13, Sealer13};
-use dataplane::record::{ContentType, Opener, ReplayWindow, Sealer};
+use dataplane::record::{CidOpener, CidSealer, ContentType, Opener, ReplayWindow, Sealer};
 use dtls_io::TxBatch;
 use dtls_proto::Alert;
 
@@ -339,8 +339,10 @@ impl<F> ShardCore<F> {
                 read,
                 write,
                 heartbeat,
+                cid,
+                peer_cid,
             } => {
-                let keys = keys12(read, write, heartbeat);
+                let keys = keys12(read, write, heartbeat, &cid, &peer_cid);
                 self.install(now, session, peer, keys, fx, flows);
             }
             ShardCommand::InstallKeys13 {
@@ -521,8 +523,7 @@ impl<F> ShardCore<F> {
         flows: &mut impl OpenFlow<F>,
     ) -> Result<Vec<Vec<u8>>, InstallError> {
         let new_cid = match &keys {
-            Keys::V13 { cid, .. } => Some(*cid),
-            Keys::V12 { .. } => None,
+            Keys::V13 { cid, .. } | Keys::V12 { cid, .. } => Some(*cid),
         };
         if let Some(id) = self.table.lookup(&peer) {
             // The same peer's new keys (a new 1.2 handshake, a 1.3 KeyUpdate): the session
@@ -530,11 +531,12 @@ impl<F> ShardCore<F> {
             if let Some(session) = self.table.session_mut(id) {
                 match keys {
                     Keys::V12 {
-                        opener,
+                        read,
                         sealer,
                         heartbeat,
+                        ..
                     } => {
-                        session.rekey(opener, sealer);
+                        session.rekey12(read, sealer);
                         session.heartbeat = heartbeat;
                     }
                     Keys::V13 {
@@ -556,14 +558,11 @@ impl<F> ShardCore<F> {
         }
         let (read, sealer, heartbeat) = match keys {
             Keys::V12 {
-                opener,
+                read,
                 sealer,
                 heartbeat,
-            } => (
-                ReadState::V12(ReadEpochs::new(opener)),
-                WriteState::V12(sealer),
-                heartbeat,
-            ),
+                ..
+            } => (read, sealer, heartbeat),
             Keys::V13 {
                 opener,
                 sealer: Some(sealer),
@@ -718,9 +717,11 @@ impl<F> ShardCore<F> {
 /// Keys to install, checked and built.
 enum Keys {
     V12 {
-        opener: Opener,
-        sealer: Sealer,
+        read: ReadState,
+        sealer: WriteState,
         heartbeat: HeartbeatPolicy,
+        /// Our connection ID (empty: none).
+        cid: CidKey,
     },
     V13 {
         opener: Box<Opener13>,
@@ -730,21 +731,40 @@ enum Keys {
     },
 }
 
-/// DTLS 1.2 keys from `InstallKeys`.
+/// DTLS 1.2 keys from `InstallKeys`, in the record format each direction's CID calls for
+/// (RFC 9146 §3: `tls12_cid` records where a non-empty CID was negotiated).
 fn keys12(
     read: ReadKeys,
     write: WriteKeys,
     heartbeat: HeartbeatPolicy,
+    cid: &[u8],
+    peer_cid: &[u8],
 ) -> Result<Keys, InstallError> {
     // RFC 6347 §4.1: epoch 0 is the initial null-protection state; keys start at 1.
     if read.epoch == 0 || write.epoch == 0 {
         return Err(InstallError::EpochZero);
     }
+    let too_long = |c: &[u8]| InstallError::CidLength(c.len());
+    let cid_key = CidKey::new(cid).ok_or_else(|| too_long(cid))?;
+    CidKey::new(peer_cid).ok_or_else(|| too_long(peer_cid))?;
     let window = ReplayWindow::try_new(read.replay_window)?;
+    let read_state = if cid.is_empty() {
+        ReadState::V12(ReadEpochs::new(Opener::new(read.epoch, read.key, window)))
+    } else {
+        let opener = CidOpener::new(read.epoch, read.key, window, cid)?;
+        ReadState::V12Cid(Box::new(ReadEpochs::new(opener)))
+    };
+    let sealer = if peer_cid.is_empty() {
+        WriteState::V12(Sealer::new(write.epoch, write.key, write.next_seq)?)
+    } else {
+        let sealer = CidSealer::new(write.epoch, write.key, write.next_seq, peer_cid)?;
+        WriteState::V12Cid(Box::new(sealer))
+    };
     Ok(Keys::V12 {
-        opener: Opener::new(read.epoch, read.key, window),
-        sealer: Sealer::new(write.epoch, write.key, write.next_seq)?,
+        read: read_state,
+        sealer,
         heartbeat,
+        cid: cid_key,
     })
 }
 

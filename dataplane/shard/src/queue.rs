@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use crossbeam_queue::ArrayQueue;
 use dataplane::record::v13::TrafficKeys13;
-use dataplane::record::{KeyError, RecordKey, WindowSizeError};
+use dataplane::record::{CidSetupError, KeyError, RecordKey, WindowSizeError};
 
 use crate::session::SessionCounters;
 
@@ -128,6 +128,13 @@ pub enum ShardCommand {
         write: WriteKeys,
         /// Heartbeat permissions of the session.
         heartbeat: HeartbeatPolicy,
+        /// Our connection ID (RFC 9146): what the peer puts in its records to us, which are
+        /// then `tls12_cid` records (empty: none, plain records), at most 20 bytes. Records
+        /// carrying it reach this session from any address, and move it (RFC 9146 §6).
+        cid: Vec<u8>,
+        /// The peer's connection ID, put in our records to it as `tls12_cid` records
+        /// (empty: none, plain records).
+        peer_cid: Vec<u8>,
     },
     /// DTLS 1.3: create session `session` for `peer` with application-epoch keys, or, when
     /// `peer` has a session, install a new read epoch (the previous one stays readable for
@@ -369,6 +376,9 @@ pub enum InstallError {
     /// The write state is invalid (sequence number out of range).
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// Connection-ID record protection refused the keys (RFC 9146 records are AEAD only).
+    #[error(transparent)]
+    Cid(#[from] CidSetupError),
     /// The upstream socket could not be created, connected or registered.
     #[error("upstream socket: {0}")]
     Upstream(io::ErrorKind),

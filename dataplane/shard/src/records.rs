@@ -5,9 +5,14 @@
 //! from the header's two epoch bits among the epochs held, RFC 9147 §4.2.2) and seal with a
 //! [`Sealer13`]. Both keep a small table of read epochs ([`ReadEpochs`]) so a KeyUpdate
 //! (RFC 9147 §8) keeps the old read epoch for records still in flight.
+//!
+//! A DTLS 1.2 session with RFC 9146 connection IDs reads `tls12_cid` records with
+//! [`CidOpener`]s when we asked for a non-empty CID ([`ReadState::V12Cid`]), and seals them
+//! with a [`CidSealer`] when the peer did ([`WriteState::V12Cid`]); each direction is
+//! independent (a zero-length CID keeps that direction in the plain format, RFC 9146 §3).
 
 use dataplane::record::v13::{HeaderForm, InnerContentType, Opener13, Seal13Error, Sealer13};
-use dataplane::record::{ContentType, DTLS_1_2, Opener, SealError, Sealer};
+use dataplane::record::{CidOpener, CidSealer, ContentType, DTLS_1_2, Opener, SealError, Sealer};
 
 /// Most read epochs a session keeps besides the current one.
 pub const MAX_OLDER_READ_EPOCHS: usize = 3;
@@ -19,6 +24,12 @@ pub trait EpochOpener {
 }
 
 impl EpochOpener for Opener {
+    fn epoch_number(&self) -> u64 {
+        u64::from(self.epoch())
+    }
+}
+
+impl EpochOpener for CidOpener {
     fn epoch_number(&self) -> u64 {
         u64::from(self.epoch())
     }
@@ -109,6 +120,9 @@ impl<O: EpochOpener> ReadEpochs<O> {
 pub enum ReadState {
     /// DTLS 1.2.
     V12(ReadEpochs<Opener>),
+    /// DTLS 1.2 with our connection ID in the peer's records (RFC 9146 §4: `tls12_cid`
+    /// records), boxed: a CID opener holds its CID inline.
+    V12Cid(Box<ReadEpochs<CidOpener>>),
     /// DTLS 1.3: the epochs held and the length of the connection ID in records to us.
     V13 {
         /// The application epochs held (3 and up), boxed: a 1.3 opener (AEAD and record
@@ -127,9 +141,22 @@ impl ReadState {
             ReadState::V12(e) => e
                 .get(epoch)
                 .map(|o| (o.failed_authentications(), o.integrity_limit_reached())),
+            ReadState::V12Cid(e) => e
+                .get(epoch)
+                .map(|o| (o.failed_authentications(), o.integrity_limit_reached())),
             ReadState::V13 { epochs, .. } => epochs
                 .get(epoch)
                 .map(|o| (o.failed_authentications(), o.integrity_limit_reached())),
+        }
+    }
+
+    /// The length of our CID in the peer's records (0: none), which delimits their
+    /// headers (RFC 9146 §4, RFC 9147 §4: the length is not on the wire).
+    pub fn cid_len(&self) -> usize {
+        match self {
+            ReadState::V12(_) => 0,
+            ReadState::V12Cid(e) => e.current().cid().len(),
+            ReadState::V13 { cid_len, .. } => *cid_len,
         }
     }
 }
@@ -218,6 +245,9 @@ impl Write13 {
 pub enum WriteState {
     /// DTLS 1.2.
     V12(Sealer),
+    /// DTLS 1.2 with the peer's connection ID in our records (RFC 9146 §4: `tls12_cid`,
+    /// no padding), boxed: a CID sealer holds the CID inline.
+    V12Cid(Box<CidSealer>),
     /// DTLS 1.3 (unified header: 16-bit sequence number, length, the peer's CID if any),
     /// boxed for the same reason as [`ReadState::V13`].
     V13(Box<Write13>),
@@ -249,6 +279,7 @@ impl WriteState {
     pub fn sequences_left(&self) -> u64 {
         match self {
             WriteState::V12(s) => s.sequences_left(),
+            WriteState::V12Cid(s) => s.sequences_left(),
             WriteState::V13(w) => u64::MAX - w.sealer.next_sequence(),
         }
     }
@@ -258,6 +289,7 @@ impl WriteState {
     pub fn record_len(&self, len: usize) -> usize {
         match self {
             WriteState::V12(s) => s.record_len(len),
+            WriteState::V12Cid(s) => s.record_len(len, 0),
             WriteState::V13(w) => w.sealer.record_len(&w.form(), len, 0),
         }
     }
@@ -267,6 +299,7 @@ impl WriteState {
     pub fn plaintext_offset(&self) -> usize {
         match self {
             WriteState::V12(s) => s.plaintext_offset(),
+            WriteState::V12Cid(s) => s.plaintext_offset(),
             WriteState::V13(w) => w.sealer.plaintext_offset(&w.form()),
         }
     }
@@ -282,6 +315,7 @@ impl WriteState {
     ) -> Result<usize, WriteError> {
         match self {
             WriteState::V12(s) => Ok(s.seal(content_type, DTLS_1_2, buf, len)?),
+            WriteState::V12Cid(s) => Ok(s.seal(content_type, buf, len, 0)?),
             WriteState::V13(w) => w.seal(content_type, buf, len),
         }
     }
@@ -290,7 +324,7 @@ impl WriteState {
     /// allows (RFC 9147 §4.5.3); control must update the keys.
     pub fn confidentiality_limit_reached(&self) -> bool {
         match self {
-            WriteState::V12(_) => false,
+            WriteState::V12(_) | WriteState::V12Cid(_) => false,
             WriteState::V13(w) => w.sealer.confidentiality_limit_reached(),
         }
     }

@@ -20,7 +20,9 @@ use dataplane::record::v13::{
     FLAG_CID, InnerContentType, MixedKind, MixedRecords, MixedRecordsMut, Open13Error, is_unified,
     reconstruct_epoch,
 };
-use dataplane::record::{ContentType, MAX_PLAINTEXT_LEN, OpenError, Records, RecordsMut};
+use dataplane::record::{
+    CidOpenError, ContentType, MAX_PLAINTEXT_LEN, OpenError, Records, RecordsMut, TLS12_CID,
+};
 use dtls_io::TxBatch;
 use dtls_proto::{
     Alert, AlertDescription, AlertLevel, HEARTBEAT_HEADER_LEN, HeartbeatMessageType,
@@ -32,7 +34,7 @@ use crate::early::EarlyRecords;
 use crate::fair::FairForward;
 use crate::flows::FlowTx;
 use crate::queue::{AeadLimit, CloseReason, ControlInbound, ShardQueues};
-use crate::records::{MAX_OLDER_READ_EPOCHS, ReadState, WriteState};
+use crate::records::{MAX_OLDER_READ_EPOCHS, MAX_SESSION_CID_LEN, ReadState, WriteState};
 use crate::session::{Session, SessionTable, SlotId};
 
 /// Which side of DTLS the shard's listen socket is on.
@@ -77,8 +79,9 @@ impl RelayMode {
     }
 }
 
-/// Largest sealed record: header, explicit nonce, 2^14 plaintext, tag.
-pub(crate) const MAX_RECORD_LEN: usize = 13 + 8 + MAX_PLAINTEXT_LEN + 16;
+/// Largest sealed record: header (with a connection ID), explicit nonce, 2^14 plaintext
+/// (and the inner content type of a tls12_cid record), tag.
+pub(crate) const MAX_RECORD_LEN: usize = 13 + MAX_SESSION_CID_LEN + 8 + MAX_PLAINTEXT_LEN + 1 + 16;
 
 /// What the per-packet paths write to: the caller's batches (datagrams on the shard socket,
 /// datagrams on upstream flows, flows opened), the control queue, the turn's tally. Borrowed
@@ -216,6 +219,40 @@ fn scan13(datagram: &[u8], cid_len: usize, held: &[u64]) -> Scan {
     s
 }
 
+/// A datagram of a DTLS 1.2 session whose records to us carry our `cid_len`-byte CID
+/// (RFC 9146 §4): its plain records of epoch 0 or handshake content are control's, its
+/// tls12_cid records the shard's (their real type is inside; a retransmitted Finished
+/// travels with the epoch-0 records of its flight, which take the datagram to control).
+fn scan12_cid(datagram: &[u8], cid_len: usize) -> Scan {
+    let mut records = MixedRecords::new(datagram, cid_len);
+    let mut s = Scan {
+        records: 0,
+        for_control: false,
+        trailing: false,
+    };
+    for r in records.by_ref() {
+        s.records += 1;
+        s.for_control |= match r.kind {
+            MixedKind::Plaintext(content_type) => {
+                record_epoch(r.bytes) == 0 || content_type == ContentType::Handshake as u8
+            }
+            MixedKind::Dtls12Cid | MixedKind::Ciphertext(_) => false,
+        };
+    }
+    s.trailing = records.dropped_bytes() > 0;
+    s
+}
+
+/// The epoch of a DTLS 1.2 record (plain or tls12_cid: bytes 3 and 4), whose header the
+/// walker checked.
+#[inline]
+fn record_epoch(record: &[u8]) -> u16 {
+    match record.get(3..5) {
+        Some(&[hi, lo]) => u16::from_be_bytes([hi, lo]),
+        _ => 0,
+    }
+}
+
 fn scan(datagram: &[u8]) -> Scan {
     let mut records = Records::new(datagram);
     let mut s = Scan {
@@ -246,10 +283,48 @@ pub(crate) fn handle_datagram<F>(
 ) {
     out.tally.datagrams_in += 1;
     out.tally.bytes_in += datagram.len() as u64;
+    // A DTLS 1.2 record under one of our connection IDs: the session is found by CID first,
+    // then by address (RFC 9146 §6: the CID, not the address, names the session).
+    if cid_len > 0 && datagram.first() == Some(&TLS12_CID) {
+        return handle_cid12(table, early, out, now, source, datagram, cid_len);
+    }
     let Some(id) = table.lookup(&source) else {
         return handle_unknown(table, early, out, now, source, datagram, cid_len);
     };
     handle_protected(table, id, out, now, datagram);
+}
+
+/// Serve mode: a datagram that starts with a tls12_cid record (RFC 9146 §4): type(1)
+/// version(2) epoch(2) sequence(6), then our `cid_len`-byte CID. From the session's own
+/// address it is that session's; from another, it may move the session
+/// ([`handle_moved`]). A CID no session holds is dropped and counted
+/// (`drop_unknown_session`), unless its source is a peer finishing its handshake whose keys
+/// are on their way (parked like its other protected records).
+fn handle_cid12<F>(
+    table: &mut SessionTable<F>,
+    early: &mut EarlyRecords,
+    out: &mut Out<'_>,
+    now: Instant,
+    source: SocketAddr,
+    datagram: &mut [u8],
+    cid_len: usize,
+) {
+    let found = datagram
+        .get(11..11 + cid_len)
+        .and_then(|cid| table.lookup_cid(cid));
+    let Some(id) = found else {
+        if early.park(source, datagram) {
+            out.tally.early_parked += 1;
+        } else {
+            out.tally.drop_unknown_session += 1;
+        }
+        return;
+    };
+    if table.session(id).is_some_and(|s| s.peer == source) {
+        handle_protected(table, id, out, now, datagram);
+    } else {
+        handle_moved(table, id, out, now, source, datagram);
+    }
 }
 
 /// Serve mode: a datagram from an address without a session (off the per-packet path of
@@ -308,6 +383,11 @@ fn lookup_by_cid<F>(table: &SessionTable<F>, datagram: &[u8], cid_len: usize) ->
 /// `source` only when one of them authenticated and was the newest the session has seen
 /// (RFC 9146 §6, RFC 9147 §9: "only if the record ... has been successfully deprotected
 /// and is the newest"), so a replayed or forged copy from elsewhere never moves it.
+///
+/// Return routability (RFC 9853, not done here yet): the move happens at once and replies
+/// go to the new address. A path check would sit where `rebind` is called below: keep the
+/// old address as the session's until the new one answers a challenge, and cap what is sent
+/// to the new one meanwhile (RFC 9853: at most three times what it sent).
 fn handle_moved<F>(
     table: &mut SessionTable<F>,
     id: SlotId,
@@ -377,6 +457,7 @@ fn protected<F>(
     let session = table.session(id)?;
     let found = match &session.read {
         ReadState::V12(_) => scan(datagram),
+        ReadState::V12Cid(epochs) => scan12_cid(datagram, epochs.current().cid().len()),
         ReadState::V13 { epochs, cid_len } => {
             let mut held = [0u64; 1 + MAX_OLDER_READ_EPOCHS];
             let n = epochs
@@ -412,8 +493,10 @@ fn open_records<F>(
     newest: &mut bool,
 ) -> Option<CloseReason> {
     let session = table.session_mut(id)?;
-    if let ReadState::V13 { .. } = session.read {
-        return open_records13(session, out, now, datagram, newest);
+    match session.read {
+        ReadState::V13 { .. } => return open_records13(session, out, now, datagram, newest),
+        ReadState::V12Cid(_) => return open_records12_cid(session, out, now, datagram, newest),
+        ReadState::V12(_) => {}
     }
     for header in RecordsMut::new(datagram) {
         let (epoch, content_type) = (header.epoch(), header.content_type());
@@ -422,7 +505,7 @@ fn open_records<F>(
         }
         let opener = match &mut session.read {
             ReadState::V12(epochs) => epochs.get_mut(u64::from(epoch)),
-            ReadState::V13 { .. } => None,
+            ReadState::V12Cid(_) | ReadState::V13 { .. } => None,
         };
         let Some(opener) = opener else {
             out.tally.drop_unknown_epoch += 1;
@@ -474,6 +557,100 @@ fn open_records<F>(
     None
 }
 
+/// The records of a datagram of a DTLS 1.2 session that asked for a CID, opened in place:
+/// tls12_cid records with our CID (RFC 9146 §4, §5), delivered, answered or closing the
+/// session as in [`open_records`]; `newest` is set when a record of the current read epoch
+/// authenticated with a sequence number above every one opened before (RFC 9146 §6).
+fn open_records12_cid<F>(
+    session: &mut Session<F>,
+    out: &mut Out<'_>,
+    now: Instant,
+    datagram: &mut [u8],
+    newest: &mut bool,
+) -> Option<CloseReason> {
+    let cid_len = session.read.cid_len();
+    for record in MixedRecordsMut::new(datagram, cid_len) {
+        let epoch = record_epoch(record.bytes);
+        match record.kind {
+            MixedKind::Dtls12Cid => {}
+            MixedKind::Plaintext(content_type) => {
+                if epoch == 0 || content_type == ContentType::Handshake as u8 {
+                    continue; // went to control with the whole datagram
+                }
+                // RFC 9146 §3: with our CID negotiated, protected records "MUST" use the
+                // tls12_cid format; a plain one is not the peer's.
+                session.counters.drops += 1;
+                out.tally.drop_unexpected_content += 1;
+                continue;
+            }
+            MixedKind::Ciphertext(_) => {
+                session.counters.drops += 1;
+                out.tally.drop_malformed += 1;
+                continue;
+            }
+        }
+        let opened = match &mut session.read {
+            ReadState::V12Cid(epochs) => {
+                let current = epochs.current().epoch() == epoch;
+                epochs
+                    .get_mut(u64::from(epoch))
+                    .map(|o| (current, o.open(record.bytes)))
+            }
+            ReadState::V12(_) | ReadState::V13 { .. } => None,
+        };
+        let Some((current, opened)) = opened else {
+            out.tally.drop_unknown_epoch += 1;
+            session.counters.drops += 1;
+            continue;
+        };
+        match opened {
+            Ok(opened) => {
+                // RFC 9146 §6: the address moves only for a datagram "newer" (in terms of
+                // both epoch and sequence number) "than the newest datagram received".
+                if current && opened.newest {
+                    *newest = true;
+                }
+                note_opened(session, out, now);
+                match opened.content_type {
+                    ContentType::ApplicationData => {
+                        deliver_plaintext(session, out, opened.plaintext);
+                    }
+                    ContentType::Alert => {
+                        if let Some(reason) = handle_alert(session, out, opened.plaintext) {
+                            return Some(reason);
+                        }
+                    }
+                    ContentType::Heartbeat => handle_heartbeat(session, out, opened.plaintext),
+                    // A retransmitted Finished (its flight's plain records took the datagram
+                    // to control) or change_cipher_spec, which never has a CID.
+                    _ => out.tally.drop_unexpected_content += 1,
+                }
+            }
+            Err(e) => {
+                session.counters.drops += 1;
+                match e {
+                    CidOpenError::Replayed(_) => out.tally.drop_replay += 1,
+                    CidOpenError::AuthenticationFailed => {
+                        out.tally.drop_bad_tag += 1;
+                        report_integrity_limit(session, u64::from(epoch), out);
+                    }
+                    CidOpenError::WrongEpoch { .. } => out.tally.drop_unknown_epoch += 1,
+                    // Another session's CID later in the datagram.
+                    CidOpenError::WrongCid => out.tally.drop_unknown_session += 1,
+                    CidOpenError::NoContentType | CidOpenError::UnknownContentType(_) => {
+                        out.tally.drop_unexpected_content += 1;
+                    }
+                    CidOpenError::Malformed(_)
+                    | CidOpenError::TrailingBytes { .. }
+                    | CidOpenError::TooShort(_)
+                    | CidOpenError::PlaintextTooLong(_) => out.tally.drop_malformed += 1,
+                }
+            }
+        }
+    }
+    None
+}
+
 /// The records of a DTLS 1.3 session's datagram, opened in place: application data
 /// delivered, alerts handled as in 1.2, post-handshake messages (KeyUpdate,
 /// NewSessionTicket, NewConnectionId, ...) and ACKs under application keys handed to control
@@ -488,7 +665,7 @@ fn open_records13<F>(
 ) -> Option<CloseReason> {
     let cid_len = match &session.read {
         ReadState::V13 { cid_len, .. } => *cid_len,
-        ReadState::V12(_) => return None,
+        ReadState::V12(_) | ReadState::V12Cid(_) => return None,
     };
     for record in MixedRecordsMut::new(datagram, cid_len) {
         let MixedKind::Ciphertext(header) = record.kind else {
@@ -506,7 +683,7 @@ fn open_records13<F>(
                     None => None,
                 }
             }
-            ReadState::V12(_) => None,
+            ReadState::V12(_) | ReadState::V12Cid(_) => None,
         };
         let Some((epoch, highest, opened)) = opened else {
             continue; // control's (an epoch the shard does not hold)

@@ -194,11 +194,17 @@ impl<F> Session<F> {
     /// New DTLS 1.2 keys both ways (a new handshake of the same peer: RFC 6347 §4.1, the
     /// old epoch's records are not read after it); counters and flow stay.
     pub fn rekey(&mut self, opener: Opener, sealer: Sealer) {
-        match &mut self.read {
-            ReadState::V12(epochs) => epochs.install(opener, false),
-            other => *other = ReadState::V12(ReadEpochs::new(opener)),
-        }
-        self.sealer = WriteState::V12(sealer);
+        self.rekey12(
+            ReadState::V12(ReadEpochs::new(opener)),
+            WriteState::V12(sealer),
+        );
+    }
+
+    /// [`Self::rekey`] with read and write state in either DTLS 1.2 record format (the new
+    /// handshake may have negotiated other connection IDs, RFC 9146).
+    pub fn rekey12(&mut self, read: ReadState, sealer: WriteState) {
+        self.read = read;
+        self.sealer = sealer;
         self.limit_reported = false;
     }
 

@@ -74,6 +74,8 @@ impl Peer {
                 next_seq: 0,
             },
             heartbeat,
+            cid: Vec::new(),
+            peer_cid: Vec::new(),
         }
     }
 
@@ -621,6 +623,8 @@ fn server_install(server: &Peer, source: SocketAddr) -> ShardCommand {
             read,
             write,
             heartbeat,
+            cid: Vec::new(),
+            peer_cid: Vec::new(),
         },
         other => other,
     }
@@ -693,6 +697,8 @@ fn sessions_are_closed_by_handle_and_a_stale_handle_reaches_nothing() {
             read,
             write,
             heartbeat,
+            cid: Vec::new(),
+            peer_cid: Vec::new(),
         },
         other => other,
     };
@@ -744,6 +750,8 @@ fn a_rekey_keeps_the_session_and_its_counters() {
                 read,
                 write,
                 heartbeat,
+                cid: Vec::new(),
+                peer_cid: Vec::new(),
             }
         }
         other => other,
@@ -1194,5 +1202,205 @@ mod v13 {
                 ..
             }]
         ));
+    }
+}
+
+/// DTLS 1.2 sessions with RFC 9146 connection IDs: tls12_cid records found by CID, moves
+/// only for the newest authenticated record, unknown CIDs dropped.
+mod v12_cid {
+    use dataplane::record::{CidOpener, CidSealer, TLS12_CID};
+
+    use super::*;
+
+    /// A 1.2 peer that asked the core for none and was given an 8-byte CID by it; the
+    /// core's records to it carry the peer's own 4-byte CID.
+    struct PeerCid {
+        addr: SocketAddr,
+        handle: SessionId,
+        seed: u8,
+        cid: Vec<u8>,
+        peer_cid: Vec<u8>,
+        sealer: CidSealer,
+        opener: CidOpener,
+    }
+
+    impl PeerCid {
+        fn new(n: u8) -> Self {
+            let seed = n.wrapping_mul(2);
+            let cid = vec![0x07, 0, n, 1, 2, 3, 4, 5];
+            let peer_cid = vec![0xaa, n, 0xbb, 0xcc];
+            Self {
+                addr: SocketAddr::from(([192, 0, 2, n], 4000 + u16::from(n))),
+                handle: SessionId::new(500 + u64::from(n)),
+                seed,
+                sealer: CidSealer::new(1, key(seed), 0, &cid).expect("sealer"),
+                opener: CidOpener::new(
+                    1,
+                    key(seed.wrapping_add(1)),
+                    ReplayWindow::new(128),
+                    &peer_cid,
+                )
+                .expect("opener"),
+                cid,
+                peer_cid,
+            }
+        }
+
+        fn install(&self) -> ShardCommand {
+            ShardCommand::InstallKeys {
+                session: self.handle,
+                peer: self.addr,
+                read: ReadKeys {
+                    epoch: 1,
+                    key: key(self.seed),
+                    replay_window: 128,
+                },
+                write: WriteKeys {
+                    epoch: 1,
+                    key: key(self.seed.wrapping_add(1)),
+                    next_seq: 0,
+                },
+                heartbeat: HeartbeatPolicy::default(),
+                cid: self.cid.clone(),
+                peer_cid: self.peer_cid.clone(),
+            }
+        }
+
+        fn seal(&mut self, content: &[u8]) -> Vec<u8> {
+            let mut record = vec![0; self.sealer.record_len(content.len(), 3)];
+            let at = self.sealer.plaintext_offset();
+            record[at..at + content.len()].copy_from_slice(content);
+            let n = self
+                .sealer
+                .seal(ContentType::ApplicationData, &mut record, content.len(), 3)
+                .expect("seal");
+            record.truncate(n);
+            record
+        }
+
+        fn open(&mut self, mut record: Vec<u8>) -> (ContentType, Vec<u8>) {
+            let opened = self
+                .opener
+                .open(&mut record)
+                .expect("the core's record opens");
+            (opened.content_type, opened.plaintext.to_vec())
+        }
+    }
+
+    fn with_cid(n: u8) -> (Harness, PeerCid) {
+        let mut h = Harness::new(RelayMode::Serve, |c| c.cid_len = 8);
+        let peer = PeerCid::new(n);
+        h.command(0, peer.install());
+        (h, peer)
+    }
+
+    fn slot(h: &Harness, addr: SocketAddr) -> Option<dtls_shard::SlotId> {
+        h.core.sessions().lookup(&addr)
+    }
+
+    #[test]
+    fn records_from_a_new_address_move_the_session() {
+        let (mut h, mut peer) = with_cid(21);
+        let first = peer.seal(b"from home");
+        assert_eq!(first[0], TLS12_CID);
+        h.datagram(1, peer.addr, &first);
+        let moved = SocketAddr::from(([203, 0, 113, 21], 61000));
+        let second = peer.seal(b"from the new port");
+        h.datagram(2, moved, &second);
+        let delivered: Vec<Vec<u8>> = h.upstream().into_iter().map(|(_, p)| p).collect();
+        assert_eq!(
+            delivered,
+            vec![b"from home".to_vec(), b"from the new port".to_vec()]
+        );
+        assert_eq!(
+            h.inbound(),
+            vec![ControlInbound::PeerMoved {
+                session: peer.handle,
+                from: peer.addr,
+                peer: moved,
+            }]
+        );
+        // Replies go to the new address, in tls12_cid records with the peer's CID.
+        let flow = h.flow_of(moved);
+        h.on_flow(3, flow, b"reply");
+        let net = h.net();
+        assert_eq!(net[0].0, moved);
+        assert_eq!(net[0].1[0], TLS12_CID);
+        assert_eq!(&net[0].1[11..15], &peer.peer_cid[..]);
+        assert_eq!(
+            peer.open(net[0].1.clone()),
+            (ContentType::ApplicationData, b"reply".to_vec())
+        );
+        assert!(slot(&h, peer.addr).is_none());
+        assert_eq!(h.stats().sessions_moved, 1);
+    }
+
+    #[test]
+    fn an_old_record_replayed_from_a_spoofed_address_does_not_move_the_session() {
+        let (mut h, mut peer) = with_cid(22);
+        let older = peer.seal(b"older");
+        let newer = peer.seal(b"newer");
+        h.datagram(1, peer.addr, &older);
+        h.datagram(2, peer.addr, &newer);
+        let home = slot(&h, peer.addr).expect("session");
+        let attacker = SocketAddr::from(([198, 18, 0, 22], 4444));
+        // Copies of records already seen: refused by the replay window.
+        h.datagram(3, attacker, &older);
+        h.datagram(4, attacker, &newer);
+        // A forged record under the CID: fails authentication.
+        let mut forged = peer.seal(b"forged");
+        let last = forged.len() - 1;
+        forged[last] ^= 0x80;
+        h.datagram(5, attacker, &forged);
+        let delivered: Vec<Vec<u8>> = h.upstream().into_iter().map(|(_, p)| p).collect();
+        assert_eq!(delivered, vec![b"older".to_vec(), b"newer".to_vec()]);
+        assert!(h.inbound().is_empty(), "no move reported");
+        assert_eq!(slot(&h, peer.addr), Some(home));
+        assert!(slot(&h, attacker).is_none());
+        let s = h.stats();
+        assert_eq!((s.sessions_moved, s.drop_not_moved), (0, 3));
+        assert_eq!((s.drop_replay, s.drop_bad_tag), (2, 1));
+    }
+
+    #[test]
+    fn a_reordered_older_record_from_elsewhere_is_delivered_but_does_not_move() {
+        let (mut h, mut peer) = with_cid(23);
+        let older = peer.seal(b"older");
+        let newer = peer.seal(b"newer");
+        h.datagram(1, peer.addr, &newer);
+        let elsewhere = SocketAddr::from(([198, 18, 0, 23], 5555));
+        h.datagram(2, elsewhere, &older);
+        let delivered: Vec<Vec<u8>> = h.upstream().into_iter().map(|(_, p)| p).collect();
+        assert_eq!(delivered, vec![b"newer".to_vec(), b"older".to_vec()]);
+        assert!(h.inbound().is_empty());
+        assert!(slot(&h, peer.addr).is_some());
+        assert_eq!(h.stats().drop_not_moved, 1);
+    }
+
+    #[test]
+    fn a_garbage_connection_id_is_counted_and_dropped() {
+        let (mut h, mut peer) = with_cid(24);
+        let mut record = peer.seal(b"whose?");
+        record[12] ^= 0xff; // inside the CID
+        h.datagram(1, SocketAddr::from(([203, 0, 113, 24], 1)), &record);
+        h.datagram(2, peer.addr, &record);
+        assert!(h.upstream().is_empty());
+        assert!(h.inbound().is_empty(), "nothing for control");
+        let s = h.stats();
+        assert_eq!((s.drop_unknown_session, s.sessions_moved), (2, 0));
+        // The session is untouched: its next record still opens.
+        let ok = peer.seal(b"still here");
+        h.datagram(3, peer.addr, &ok);
+        assert_eq!(h.upstream().len(), 1);
+    }
+
+    #[test]
+    fn a_plain_record_where_the_cid_was_negotiated_is_dropped() {
+        let (mut h, peer) = with_cid(25);
+        let mut plain = Sealer::new(1, key(peer.seed), 5).expect("sealer");
+        let record = common::seal_record(&mut plain, ContentType::ApplicationData, b"plain");
+        h.datagram(1, peer.addr, &record);
+        assert!(h.upstream().is_empty());
+        assert_eq!(h.stats().drop_unexpected_content, 1);
     }
 }

@@ -309,6 +309,8 @@ fn rekey_switches_both_directions_to_the_new_epoch() {
                     next_seq: 0,
                 },
                 heartbeat: HeartbeatPolicy::default(),
+                cid: Vec::new(),
+                peer_cid: Vec::new(),
             })
             .expect("room");
         assert!(turn_until(&mut shard, |s| s.stats().sessions_rekeyed == 1));

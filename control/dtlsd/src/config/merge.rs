@@ -53,6 +53,14 @@ pub struct TuningFlags {
     /// one. Without it, a listen address in use stops start-up naming its owner.
     #[arg(long)]
     pub takeover: bool,
+    /// Do not negotiate connection IDs (RFC 9146), which let a session survive its client's
+    /// address changing (NAT rebinding) [default: on].
+    #[arg(long)]
+    pub no_connection_id: bool,
+    /// Length of the connection ID this side asks its peer to send, in bytes [default: 8 for
+    /// serve, 0 for connect (use the server's, receive none); 0..=20].
+    #[arg(long, value_name = "BYTES")]
+    pub connection_id_length: Option<i64>,
     /// Log format. Not a flag of its own: the global `--log-format` flag of `dtlsd` is
     /// copied here, so it overrides the file's `log_format` like any other flag.
     #[arg(skip)]
@@ -149,6 +157,12 @@ pub fn merge_serve(file: RawServe, flags: ServeFlags) -> RawServe {
         } else {
             file.takeover
         },
+        connection_id: if t.no_connection_id {
+            Some(false)
+        } else {
+            file.connection_id
+        },
+        connection_id_length: t.connection_id_length.or(file.connection_id_length),
     }
 }
 
@@ -192,6 +206,12 @@ pub fn merge_connect(file: RawConnect, flags: ConnectFlags) -> RawConnect {
         } else {
             file.takeover
         },
+        connection_id: if t.no_connection_id {
+            Some(false)
+        } else {
+            file.connection_id
+        },
+        connection_id_length: t.connection_id_length.or(file.connection_id_length),
     }
 }
 

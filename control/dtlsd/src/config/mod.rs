@@ -38,6 +38,14 @@ pub const IDLE_TIMEOUT_RANGE: (i64, i64) = (1, 86_400);
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 300;
 /// Bounds of `keepalive`, in seconds (it must also be below `idle_timeout`).
 pub const KEEPALIVE_RANGE: (i64, i64) = (1, 3_600);
+/// Bounds of `connection_id_length`, in bytes (RFC 9146 §3 allows 0 to 255; a session here
+/// holds CIDs of at most 20, QUIC-LB's maximum).
+pub const CONNECTION_ID_LENGTH_RANGE: (i64, i64) = (0, 20);
+/// Default `connection_id_length` of `serve`: room for a QUIC-LB CID naming node and shard.
+pub const DEFAULT_SERVE_CID_LEN: u8 = 8;
+/// Default `connection_id_length` of `connect`: send the server's CID, receive none (the
+/// client's address is the one that changes; RFC 9146 §3).
+pub const DEFAULT_CONNECT_CID_LEN: u8 = 0;
 /// Longest PSK identity in bytes (RFC 4279 §2: `opaque psk_identity<0..2^16-1>`).
 pub const MAX_PSK_IDENTITY_LEN: usize = 65_535;
 
@@ -175,6 +183,8 @@ pub struct Tuning {
     /// Share the listen address with a process already bound to it (a restart) instead of
     /// refusing to start; see `crate::portprobe`.
     pub takeover: bool,
+    /// Connection IDs (RFC 9146): off, or on with the length of the CID we ask for.
+    pub connection_id: control::ConnectionIds,
 }
 
 impl Tuning {
@@ -195,6 +205,7 @@ impl Tuning {
         check("keepalive", self.keepalive != other.keepalive);
         check("log_format", self.log_format != other.log_format);
         check("limits", self.limits != other.limits);
+        check("connection_id", self.connection_id != other.connection_id);
         keys
     }
 }

@@ -83,6 +83,8 @@ pub struct RawServe {
     pub keepalive: Option<i64>,
     pub log_format: Option<LogFormat>,
     pub takeover: Option<bool>,
+    pub connection_id: Option<bool>,
+    pub connection_id_length: Option<i64>,
     /// The file's `[limits]` table (a sibling of `[serve]`).
     #[serde(skip)]
     pub limits: RawLimits,
@@ -109,6 +111,8 @@ pub struct RawConnect {
     pub keepalive: Option<i64>,
     pub log_format: Option<LogFormat>,
     pub takeover: Option<bool>,
+    pub connection_id: Option<bool>,
+    pub connection_id_length: Option<i64>,
     /// The file's `[limits]` table (a sibling of `[connect]`).
     #[serde(skip)]
     pub limits: RawLimits,

@@ -67,7 +67,8 @@ fn every_serve_and_connect_key_parses_and_validates() {
         "listen = \"[::]:4433\"\nbackend = \"127.0.0.1:9000\"\ncert = \"{d}/a.pem\"\n\
          key = \"{d}/b.pem\"\npsk = [\"a:00ff\", \"b:c0ffee\"]\nclient_ca = \"{d}/a.pem\"\n\
          shards = 2\nio = \"mmsg\"\nmtu = 1200\nmetrics = \"127.0.0.1:9100\"\n\
-         idle_timeout = 60\nkeepalive = 15\nlog_format = \"json\"\ntakeover = true\n"
+         idle_timeout = 60\nkeepalive = 15\nlog_format = \"json\"\ntakeover = true\n\
+         connection_id = true\nconnection_id_length = 12\n"
     ));
     let s = validate_serve(serve).expect("valid serve config");
     assert_eq!(s.listen, "[::]:4433".parse().expect("addr"));
@@ -88,13 +89,15 @@ fn every_serve_and_connect_key_parses_and_validates() {
             log_format: LogFormat::Json,
             limits: Limits::default(),
             takeover: true,
+            connection_id: control::ConnectionIds::On { len: 12 },
         }
     );
     let connect = connect_toml(&format!(
         "listen = \"127.0.0.1:5000\"\nserver = \"127.0.0.1:4433\"\nca = \"{d}/a.pem\"\n\
          server_name = \"localhost\"\ninsecure_skip_verify = false\ncert = \"{d}/a.pem\"\n\
          key = \"{d}/b.pem\"\nshards = 1\nio = \"uring\"\nmtu = 9000\nmetrics = \"127.0.0.1:9101\"\n\
-         idle_timeout = 10\nkeepalive = 9\nlog_format = \"human\"\ntakeover = false\n"
+         idle_timeout = 10\nkeepalive = 9\nlog_format = \"human\"\ntakeover = false\n\
+         connection_id = false\n"
     ));
     let c = validate_connect(connect).expect("valid connect config");
     assert!(matches!(
@@ -104,6 +107,41 @@ fn every_serve_and_connect_key_parses_and_validates() {
     assert!(c.client_certificate.is_some());
     assert_eq!(c.tuning.io, IoMode::Uring);
     assert!(!c.tuning.takeover);
+    assert_eq!(c.tuning.connection_id, control::ConnectionIds::Off);
+}
+
+#[test]
+fn connection_id_keys_default_per_role_and_name_themselves_when_wrong() {
+    // Serve asks for 8-byte CIDs, connect for none (it uses the server's).
+    let s = validate_serve(psk_only_serve()).expect("valid");
+    assert_eq!(
+        s.tuning.connection_id,
+        control::ConnectionIds::On { len: 8 }
+    );
+    let dir = scratch();
+    let d = dir.display();
+    let base =
+        format!("listen = \"127.0.0.1:5000\"\nserver = \"127.0.0.1:4433\"\nca = \"{d}/a.pem\"\n");
+    let c = validate_connect(connect_toml(&base)).expect("valid");
+    assert_eq!(
+        c.tuning.connection_id,
+        control::ConnectionIds::On { len: 0 }
+    );
+    let c = validate_connect(connect_toml(&format!("{base}connection_id_length = 20\n")))
+        .expect("valid");
+    assert_eq!(
+        c.tuning.connection_id,
+        control::ConnectionIds::On { len: 20 }
+    );
+
+    let e = validate_connect(connect_toml(&format!("{base}connection_id_length = 21\n")))
+        .expect_err("too long");
+    assert!(e.to_string().contains("connection_id_length"), "{e}");
+    let e = validate_connect(connect_toml(&format!(
+        "{base}connection_id = false\nconnection_id_length = 4\n"
+    )))
+    .expect_err("conflict");
+    assert!(e.to_string().contains("connection_id_length"), "{e}");
 }
 
 #[test]
@@ -122,6 +160,9 @@ fn defaults_apply_when_keys_are_absent() {
             log_format: LogFormat::Human,
             limits: Limits::default(),
             takeover: false,
+            connection_id: control::ConnectionIds::On {
+                len: super::DEFAULT_SERVE_CID_LEN,
+            },
         }
     );
     assert!(s.credentials.certificate.is_none());

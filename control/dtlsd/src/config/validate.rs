@@ -15,9 +15,10 @@ use dtls_crypto::pki_types::ServerName;
 use super::error::{ConfigError, ConfigErrors, Problem, Role};
 use super::raw::{PskSpec, RawConnect, RawServe};
 use super::{
-    AdminSocket, CertKeyPaths, ConnectConfig, DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MTU,
-    IDLE_TIMEOUT_RANGE, KEEPALIVE_RANGE, MAX_ADMIN_SOCKET_PATH, MAX_PSK_IDENTITY_LEN, MTU_RANGE,
-    Psk, SHARDS_RANGE, ServeConfig, ServerCredentials, ServerTrust, Tuning,
+    AdminSocket, CONNECTION_ID_LENGTH_RANGE, CertKeyPaths, ConnectConfig, DEFAULT_CONNECT_CID_LEN,
+    DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MTU, DEFAULT_SERVE_CID_LEN, IDLE_TIMEOUT_RANGE,
+    KEEPALIVE_RANGE, MAX_ADMIN_SOCKET_PATH, MAX_PSK_IDENTITY_LEN, MTU_RANGE, Psk, SHARDS_RANGE,
+    ServeConfig, ServerCredentials, ServerTrust, Tuning,
 };
 
 /// Validates a `[serve]` configuration (file and flags already merged).
@@ -44,6 +45,9 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
         log_format: raw.log_format,
         limits: &raw.limits,
         takeover: raw.takeover,
+        connection_id: raw.connection_id,
+        connection_id_length: raw.connection_id_length,
+        default_cid_len: DEFAULT_SERVE_CID_LEN,
     });
     let certificate = c.cert_key(raw.cert.as_deref(), raw.key.as_deref());
     let mut psks = Vec::new();
@@ -113,6 +117,9 @@ pub fn validate_connect(raw: RawConnect) -> Result<ConnectConfig, ConfigErrors> 
         log_format: raw.log_format,
         limits: &raw.limits,
         takeover: raw.takeover,
+        connection_id: raw.connection_id,
+        connection_id_length: raw.connection_id_length,
+        default_cid_len: DEFAULT_CONNECT_CID_LEN,
     });
     let client_certificate = c.cert_key(raw.cert.as_deref(), raw.key.as_deref());
     let insecure = raw.insecure_skip_verify.unwrap_or(false);
@@ -259,6 +266,10 @@ struct TuningIn<'a> {
     keepalive: Option<i64>,
     log_format: Option<super::LogFormat>,
     takeover: Option<bool>,
+    connection_id: Option<bool>,
+    connection_id_length: Option<i64>,
+    /// The role's `connection_id_length` when the key is absent.
+    default_cid_len: u8,
 }
 
 struct Checker {
@@ -402,6 +413,18 @@ impl Checker {
         let metrics = t
             .metrics
             .map(|m| self.parse_address("metrics", m, AddrUse::Bind));
+        let cid_len = t
+            .connection_id_length
+            .map(|v| self.range("connection_id_length", v, CONNECTION_ID_LENGTH_RANGE));
+        if t.connection_id == Some(false) && t.connection_id_length.is_some() {
+            self.push(
+                "connection_id_length",
+                Problem::Conflicts {
+                    other: "connection_id = false",
+                },
+            );
+            return None;
+        }
         let admin_socket = match t.admin_socket {
             None => Some(AdminSocket::Default),
             Some(value) => self.admin_socket(value),
@@ -442,6 +465,15 @@ impl Checker {
             log_format: t.log_format.unwrap_or_default(),
             limits: limits?,
             takeover: t.takeover.unwrap_or(false),
+            connection_id: match (t.connection_id, cid_len) {
+                (Some(false), _) => control::ConnectionIds::Off,
+                (_, Some(len)) => control::ConnectionIds::On {
+                    len: u8::try_from(len?).ok()?,
+                },
+                (_, None) => control::ConnectionIds::On {
+                    len: t.default_cid_len,
+                },
+            },
         })
     }
 }

@@ -486,6 +486,8 @@ pub struct Client {
     server: SocketAddr,
     conn: Connection,
     sealer: Option<Sealer>,
+    /// Replaces `sealer` when the server gave a connection ID (RFC 9146 tls12_cid records).
+    cid_sealer: Option<dataplane::record::CidSealer>,
     opener: Option<Opener>,
     buf: Vec<u8>,
     rx: Vec<u8>,
@@ -567,6 +569,7 @@ impl Client {
             server,
             conn,
             sealer: None,
+            cid_sealer: None,
             opener: None,
             buf: vec![0u8; 65_536],
             rx: vec![0u8; 65_536],
@@ -574,7 +577,7 @@ impl Client {
             ticket: None,
         };
         let deadline = Instant::now() + timeout;
-        while c.sealer.is_none() {
+        while c.sealer.is_none() && c.cid_sealer.is_none() {
             if let Some(e) = c.failed.take() {
                 return Err(e);
             }
@@ -596,13 +599,29 @@ impl Client {
                 Event::KeysReady(keys) => {
                     let mut keys = *keys;
                     self.ticket = keys.ticket.take();
-                    let window = ReplayWindow::new(keys.replay_window.clamp(64, 4096));
+                    // Our own CID (records to us) is always zero-length here: the tests ask
+                    // the server for none and read plain records.
+                    assert!(keys.local_cid.as_ref().is_none_or(Vec::is_empty));
+                    let peer_cid = keys.peer_cid.take().filter(|c| !c.is_empty());
                     let (read, write) = keys.records.into_dtls12().expect("DTLS 1.2 keys");
-                    self.sealer = Some(
-                        Sealer::new(write.epoch, write.key, write.next_sequence)
-                            .expect("sealer from KeysReady"),
-                    );
-                    self.opener = Some(Opener::new(read.epoch, read.key, window));
+                    let (epoch, key, next) = (write.epoch, write.key, write.next_sequence);
+                    match peer_cid {
+                        Some(cid) => {
+                            self.cid_sealer = Some(
+                                dataplane::record::CidSealer::new(epoch, key, next, &cid)
+                                    .expect("CID sealer from KeysReady"),
+                            );
+                        }
+                        None => {
+                            self.sealer =
+                                Some(Sealer::new(epoch, key, next).expect("sealer from KeysReady"));
+                        }
+                    }
+                    self.opener = Some(Opener::new(
+                        read.epoch,
+                        read.key,
+                        ReplayWindow::new(keys.replay_window.clamp(64, 4096)),
+                    ));
                 }
                 Event::HandshakeFailed(e) => self.failed = Some(e.to_string()),
                 Event::AlertReceived { .. } | Event::Closed { .. } | Event::KeysUpdated(_) => {}
@@ -689,8 +708,37 @@ impl Client {
             .expect("send a record");
     }
 
+    /// The server's connection ID in our records, when it gave one (RFC 9146).
+    pub fn peer_cid(&self) -> Option<&[u8]> {
+        self.cid_sealer
+            .as_ref()
+            .map(dataplane::record::CidSealer::cid)
+    }
+
+    /// NAT rebinding: from now on the client sends from a new socket (a new source port on
+    /// the same address); the session's keys stay.
+    pub fn rebind(&mut self) {
+        let ip = self.sock.local_addr().expect("local address").ip();
+        self.sock = UdpSocket::bind((ip, 0)).expect("bind a new client socket");
+    }
+
+    /// The client's current source address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.sock.local_addr().expect("local address")
+    }
+
     /// One record of `content_type` around `payload`, sealed with the next sequence number.
     fn seal(&mut self, content_type: ContentType, payload: &[u8]) -> Vec<u8> {
+        if let Some(sealer) = self.cid_sealer.as_mut() {
+            let mut record = vec![0u8; sealer.record_len(payload.len(), 0)];
+            let offset = sealer.plaintext_offset();
+            record[offset..offset + payload.len()].copy_from_slice(payload);
+            let n = sealer
+                .seal(content_type, &mut record, payload.len(), 0)
+                .expect("seal a tls12_cid record");
+            record.truncate(n);
+            return record;
+        }
         let sealer = self.sealer.as_mut().expect("keys installed");
         let offset = sealer.plaintext_offset();
         let mut record = vec![0u8; HEADER_LEN + sealer.overhead() + payload.len()];

@@ -107,6 +107,8 @@ impl Peer {
                 answer: true,
                 probe: true,
             },
+            cid: Vec::new(),
+            peer_cid: Vec::new(),
         }
     }
 

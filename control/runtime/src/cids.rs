@@ -1,0 +1,102 @@
+//! The connection IDs a server issues (RFC 9146 §3: the server chooses the CID its clients
+//! put in their records): QUIC-LB CIDs (draft-ietf-quic-load-balancers-21) whose server ID
+//! names the node and the shard that own the session, so whoever routes records can find the
+//! owner from the CID alone (the in-host steering and node-to-node forwarding that will read
+//! them are later work; today the shard's CID table finds the session).
+//!
+//! Layout: configuration 0 in plaintext mode (no key: the owner is visible to observers, see
+//! `docs/architecture.md`), the first octet's low bits carrying the CID length, a 2-octet
+//! server ID (node id in 8 bits, shard id in 8 bits, [`dataplane::cid::ServerIdLayout`]) and
+//! a random nonce filling the rest. A configured length too short for that (under 7 octets:
+//! the draft's 4-octet minimum nonce) or an owner out of range gets random CIDs instead,
+//! which still work through the CID table but name no owner.
+
+use control::{CidIssuer, Rng};
+use dataplane::cid::{CidOwner, ConfigId, FirstOctetBits, QuicLbConfig, ServerIdLayout};
+
+/// Octets of server ID in our CIDs.
+const SERVER_ID_LEN: usize = 2;
+/// Bits of the server ID that hold the node id.
+const NODE_BITS: u32 = 8;
+/// Bits of the server ID that hold the shard id.
+const SHARD_BITS: u32 = 8;
+
+/// Issues the CIDs of the sessions one shard of one node owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardCids {
+    /// Who owns the sessions.
+    pub owner: CidOwner,
+}
+
+impl ShardCids {
+    /// The QUIC-LB CID of `len` octets naming this owner, with `nonce` random octets;
+    /// `None` when `len` or the owner does not fit the layout.
+    fn quic_lb(&self, len: usize, rng: &mut dyn Rng) -> Option<Vec<u8>> {
+        let nonce_len = len.checked_sub(1 + SERVER_ID_LEN)?;
+        let config = QuicLbConfig::plaintext(
+            ConfigId::new(0).ok()?,
+            SERVER_ID_LEN,
+            nonce_len,
+            FirstOctetBits::CidLength,
+        )
+        .ok()?;
+        let layout = ServerIdLayout::new(SERVER_ID_LEN, NODE_BITS, SHARD_BITS).ok()?;
+        let server_id = layout.pack(self.owner).ok()?;
+        // §5.4: without a key the nonce must not be predictable; it comes from the engine's
+        // CSPRNG. A 4-octet or longer nonce makes two live sessions of a shard sharing a
+        // CID unlikely (the shard's table would send the older one's records to the newer).
+        let mut nonce = vec![0u8; nonce_len];
+        rng.fill(&mut nonce);
+        let cid = config.encode(server_id.as_bytes(), &nonce, 0).ok()?;
+        Some(cid.as_bytes().to_vec())
+    }
+}
+
+impl CidIssuer for ShardCids {
+    fn issue(&mut self, len: usize, rng: &mut dyn Rng) -> Vec<u8> {
+        self.quic_lb(len, rng).unwrap_or_else(|| {
+            let mut cid = vec![0u8; len];
+            rng.fill(&mut cid);
+            cid
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dtls_crypto::SeededRng;
+
+    #[test]
+    fn cids_name_node_and_shard() {
+        let config = QuicLbConfig::plaintext(
+            ConfigId::new(0).expect("id"),
+            2,
+            5,
+            FirstOctetBits::CidLength,
+        )
+        .expect("config");
+        let layout = ServerIdLayout::new(2, 8, 8).expect("layout");
+        let mut rng = SeededRng::new(7);
+        let owner = CidOwner { node: 3, shard: 9 };
+        let mut issuer = ShardCids { owner };
+        let a = issuer.issue(8, &mut rng);
+        let b = issuer.issue(8, &mut rng);
+        assert_eq!(a.len(), 8);
+        assert_ne!(a, b, "fresh nonces");
+        for cid in [&a, &b] {
+            let server_id = config.decode_server_id(cid).expect("ours");
+            assert_eq!(layout.unpack(&server_id), Some(owner));
+        }
+        // Too short for a QUIC-LB CID, or a shard beyond the layout: random, right length.
+        assert_eq!(issuer.issue(4, &mut rng).len(), 4);
+        let mut wide = ShardCids {
+            owner: CidOwner {
+                node: 0,
+                shard: 300,
+            },
+        };
+        assert_eq!(wide.issue(8, &mut rng).len(), 8);
+        assert!(issuer.issue(0, &mut rng).is_empty());
+    }
+}
