@@ -42,7 +42,7 @@ use dtls_proto::Alert;
 use crate::counters::{Gauges, ShardCounters, Tally};
 use crate::early::EarlyRecords;
 use crate::fair::FairForward;
-use crate::flows::FlowTx;
+use crate::flows::{FlowTx, MAX_PREFIX_LEN, UpstreamPrefix};
 use crate::pending::{PENDING_TOKEN_BIT, Pending, PendingTable};
 use crate::queue::{
     CloseReason, ControlInbound, HeartbeatPolicy, InstallError, ReadKeys, ReadKeys13, SessionId,
@@ -326,8 +326,9 @@ impl<F> ShardCore<F> {
                 read,
                 write,
                 heartbeat,
+                upstream,
             } => {
-                let keys = keys12(read, write, heartbeat);
+                let keys = keys12(read, write, heartbeat, upstream);
                 self.install(now, session, peer, keys, fx, flows);
             }
             ShardCommand::InstallKeys13 {
@@ -337,8 +338,9 @@ impl<F> ShardCore<F> {
                 write,
                 cid,
                 peer_cid,
+                upstream,
             } => {
-                let keys = keys13(read, write, &cid, &peer_cid);
+                let keys = keys13(read, write, &cid, &peer_cid, upstream);
                 self.install(now, session, peer, keys, fx, flows);
             }
             ShardCommand::RetireEpoch { session, epoch } => {
@@ -520,14 +522,19 @@ impl<F> ShardCore<F> {
                         opener,
                         sealer,
                         heartbeat,
+                        upstream,
                     } => {
                         session.rekey(opener, sealer);
                         session.heartbeat = heartbeat;
+                        // A new handshake: the backend hears who the peer is now.
+                        session.upstream = upstream;
                     }
+                    // A KeyUpdate: the session keeps its upstream prefix.
                     Keys::V13 {
                         opener,
                         sealer,
                         cid,
+                        ..
                     } => {
                         let cid_len = cid.as_slice().len();
                         session.update_keys13(*opener, sealer.map(|s| *s), cid_len);
@@ -541,20 +548,23 @@ impl<F> ShardCore<F> {
             self.ctx.tally.sessions_rekeyed += 1;
             return Ok(Vec::new());
         }
-        let (read, sealer, heartbeat) = match keys {
+        let (read, sealer, heartbeat, upstream) = match keys {
             Keys::V12 {
                 opener,
                 sealer,
                 heartbeat,
+                upstream,
             } => (
                 ReadState::V12(ReadEpochs::new(opener)),
                 WriteState::V12(sealer),
                 heartbeat,
+                upstream,
             ),
             Keys::V13 {
                 opener,
                 sealer: Some(sealer),
                 cid,
+                upstream,
             } => (
                 ReadState::V13 {
                     epochs: Box::new(ReadEpochs::new(*opener)),
@@ -563,6 +573,7 @@ impl<F> ShardCore<F> {
                 WriteState::V13(sealer),
                 // No heartbeat in DTLS 1.3.
                 HeartbeatPolicy::default(),
+                upstream,
             ),
             Keys::V13 { sealer: None, .. } => return Err(InstallError::NoWriteKeys),
         };
@@ -589,6 +600,7 @@ impl<F> ShardCore<F> {
         let mut session =
             Session::with_records(handle, peer, read, sealer, flow, now).with_cid(new_cid);
         session.heartbeat = heartbeat;
+        session.upstream = upstream;
         let capacity = self.table.capacity();
         let (id, _) = self
             .table
@@ -708,12 +720,14 @@ enum Keys {
         opener: Opener,
         sealer: Sealer,
         heartbeat: HeartbeatPolicy,
+        upstream: UpstreamPrefix,
     },
     V13 {
         opener: Box<Opener13>,
         sealer: Option<Box<Write13>>,
         /// Our connection ID (empty: none).
         cid: CidKey,
+        upstream: UpstreamPrefix,
     },
 }
 
@@ -722,17 +736,28 @@ fn keys12(
     read: ReadKeys,
     write: WriteKeys,
     heartbeat: HeartbeatPolicy,
+    upstream: UpstreamPrefix,
 ) -> Result<Keys, InstallError> {
     // RFC 6347 §4.1: epoch 0 is the initial null-protection state; keys start at 1.
     if read.epoch == 0 || write.epoch == 0 {
         return Err(InstallError::EpochZero);
     }
+    check_prefix(&upstream)?;
     let window = ReplayWindow::try_new(read.replay_window)?;
     Ok(Keys::V12 {
         opener: Opener::new(read.epoch, read.key, window),
         sealer: Sealer::new(write.epoch, write.key, write.next_seq)?,
         heartbeat,
+        upstream,
     })
+}
+
+/// An upstream prefix is at most [`MAX_PREFIX_LEN`] bytes.
+fn check_prefix(upstream: &UpstreamPrefix) -> Result<(), InstallError> {
+    match upstream.bytes().len() {
+        n if n > MAX_PREFIX_LEN => Err(InstallError::PrefixLength(n)),
+        _ => Ok(()),
+    }
 }
 
 /// DTLS 1.3 keys from `InstallKeys13`.
@@ -741,7 +766,9 @@ fn keys13(
     write: Option<Box<WriteKeys13>>,
     cid: &[u8],
     peer_cid: &[u8],
+    upstream: UpstreamPrefix,
 ) -> Result<Keys, InstallError> {
+    check_prefix(&upstream)?;
     // RFC 9147 §6.1: epochs 0 to 2 are the handshake's (control's); application data
     // starts at epoch 3.
     let handshake_epoch = |e: u64| e < 3;
@@ -772,6 +799,7 @@ fn keys13(
             })
         }),
         cid,
+        upstream,
     })
 }
 

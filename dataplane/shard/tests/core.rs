@@ -13,7 +13,7 @@ use dataplane::record::{Aead, ContentType, Opener, ReplayWindow, Sealer};
 use dtls_shard::{
     CloseReason, ControlInbound, Effects, FlowRef, HeartbeatPolicy, InstallError, OpenFlow,
     ReadKeys, RelayMode, SessionId, ShardCommand, ShardConfig, ShardCore, ShardCounters,
-    ShardQueues, ShardStats, WriteKeys,
+    ShardQueues, ShardStats, UpstreamPrefix, WriteKeys,
 };
 
 use common::key;
@@ -74,6 +74,7 @@ impl Peer {
                 next_seq: 0,
             },
             heartbeat,
+            upstream: UpstreamPrefix::None,
         }
     }
 
@@ -587,6 +588,7 @@ fn server_install(server: &Peer, source: SocketAddr) -> ShardCommand {
             read,
             write,
             heartbeat,
+            upstream: UpstreamPrefix::None,
         },
         other => other,
     }
@@ -659,6 +661,7 @@ fn sessions_are_closed_by_handle_and_a_stale_handle_reaches_nothing() {
             read,
             write,
             heartbeat,
+            upstream: UpstreamPrefix::None,
         },
         other => other,
     };
@@ -710,6 +713,7 @@ fn a_rekey_keeps_the_session_and_its_counters() {
                 read,
                 write,
                 heartbeat,
+                upstream: UpstreamPrefix::None,
             }
         }
         other => other,
@@ -790,6 +794,7 @@ mod v13 {
                 }),
                 cid: self.cid.clone(),
                 peer_cid: Vec::new(),
+                upstream: UpstreamPrefix::None,
             }
         }
 

@@ -665,6 +665,11 @@ impl Client {
         opened
     }
 
+    /// The client's own address (what the server sees as its peer).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.sock.local_addr().expect("client address")
+    }
+
     pub fn send_app(&mut self, payload: &[u8]) {
         self.send_record(ContentType::ApplicationData, payload);
     }
