@@ -18,7 +18,7 @@ use dataplane::record::{
 };
 use dtls_shard::{
     Effects, FlowRef, HeartbeatPolicy, OpenFlow, ReadKeys, ReadKeys13, SessionId, ShardCommand,
-    ShardConfig, ShardCore, ShardQueues, WriteKeys, WriteKeys13,
+    ShardConfig, ShardCore, ShardQueues, UpstreamPrefix, WriteKeys, WriteKeys13,
 };
 
 /// Record protection of a workload.
@@ -282,6 +282,7 @@ fn packet(cipher: Cipher, size: usize, iters: u64, prepared: u64) -> Result<()> 
         heartbeat: HeartbeatPolicy::default(),
         cid: Vec::new(),
         peer_cid: Vec::new(),
+        upstream: UpstreamPrefix::None,
     };
     core.handle_command(now, install, &mut fx, &mut UnitFlows);
     let id = core.sessions().lookup(&peer).context("session installed")?;
@@ -405,6 +406,7 @@ fn packet13(cipher: Cipher, size: usize, iters: u64, prepared: u64) -> Result<()
         })),
         cid: Vec::new(),
         peer_cid: Vec::new(),
+        upstream: UpstreamPrefix::None,
     };
     core.handle_command(now, install, &mut fx, &mut ByteFlows);
     let id = core.sessions().lookup(&addr).context("session installed")?;

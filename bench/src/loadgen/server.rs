@@ -170,6 +170,7 @@ impl TestServer {
                 psks: Vec::new(),
                 client_ca: None,
             },
+            proxy_protocol: None,
             tuning: Tuning {
                 shards: Some(setup.shards.max(1)),
                 io: setup.io.daemon(),

@@ -46,7 +46,7 @@ impl Client {
             config.listen,
             shard_config,
             &config.tuning,
-            Box::new(move |queues| {
+            Box::new(move |queues, _listen| {
                 let settings = RuntimeConfig {
                     limits: limits.runtime(queues.len()),
                     ..RuntimeConfig::default()

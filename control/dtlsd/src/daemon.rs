@@ -75,9 +75,10 @@ pub struct Daemon {
     certificates: Arc<Certificates>,
 }
 
-/// Builds the control loop once the shards' queues exist.
+/// Builds the control loop once the shards' queues exist and the listen address is bound
+/// (its second argument: the port is the bound one when the configuration said 0).
 pub type ControlBuilder =
-    Box<dyn FnOnce(Vec<Arc<ShardQueues>>) -> anyhow::Result<ControlThread> + Send>;
+    Box<dyn FnOnce(Vec<Arc<ShardQueues>>, SocketAddr) -> anyhow::Result<ControlThread> + Send>;
 
 impl Daemon {
     /// Starts shards on `listen` with `shard_config`, then the control loop `control`
@@ -126,7 +127,7 @@ impl Daemon {
                 let _ = s.join();
             }
         };
-        let mut control = match control(queues.clone()) {
+        let mut control = match control(queues.clone(), listen) {
             Ok(control) => control,
             Err(e) => {
                 stop_shards(shards);

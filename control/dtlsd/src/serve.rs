@@ -19,7 +19,7 @@ use control::crypto::SystemRng;
 use control::{Acceptor, AcceptorConfig, ClientAuth, HeartbeatMode, PeerVerifier};
 use dtls_crypto::pki_types::UnixTime;
 use dtls_crypto::{CertificateVerifier, TicketKeys};
-use dtls_runtime::{ControlThread, Reload, RuntimeConfig};
+use dtls_runtime::{ControlThread, ProxyHeader, Reload, RuntimeConfig};
 use dtls_shard::{RelayMode, ShardConfig};
 use zeroize::Zeroizing;
 
@@ -76,14 +76,16 @@ impl Server {
         // issues has the configured one, which delimits them.
         shard_config.cid_len = config.tuning.connection_id.cid_len().unwrap_or(0);
         let limits = config.tuning.limits;
+        let proxy_protocol = config.proxy_protocol;
         let daemon = Daemon::start(
             config.listen,
             shard_config,
             &config.tuning,
-            Box::new(move |queues| {
+            Box::new(move |queues, listen| {
                 let settings = RuntimeConfig {
                     null_record_protection: options.null_record_protection,
                     limits: limits.runtime(queues.len()),
+                    proxy_header: proxy_protocol.map(|protocol| ProxyHeader { protocol, listen }),
                     ..RuntimeConfig::default()
                 };
                 let mut rng = SystemRng::new();

@@ -12,17 +12,21 @@ use dtls_crypto::pki_types::UnixTime;
 use dtls_proto::{AlertDescription, HeartbeatMode};
 use dtls_shard::{
     CloseCause, CloseReason, ControlInbound, HeartbeatPolicy, ReadKeys, SessionCounters, SessionId,
-    ShardCommand, WriteKeys,
+    ShardCommand, UpstreamPrefix, WriteKeys,
 };
 
 use super::cids::ShardCids;
 use super::limits::Refusal;
 use super::log::{Closed, Established, HandshakeFailure, Peer};
+use super::upstream_header::{self, ClientIdentity, SessionFacts};
 use super::{
     CLOSING_MEMORY, ControlCounters, ControlThread, Front, Handshake, Installed, MAX_TICKETS,
     TICKET_CHECK, earliest,
 };
-use control::{AcceptOutcome, Connection, DropReason, Event, HandshakeError, SessionKeys};
+use control::{
+    AcceptOutcome, CipherSuite, Connection, DropReason, Event, HandshakeError, PeerIdentity,
+    PeerVerifier, SessionKeys,
+};
 
 impl ControlThread {
     pub(super) fn handle_inbound(
@@ -521,6 +525,7 @@ impl ControlThread {
             resumed,
             local_cid,
             peer_cid,
+            alpn,
             ..
         } = keys;
         // The shards run DTLS 1.2 sessions; this loop's configurations allow no other
@@ -576,6 +581,7 @@ impl ControlThread {
             heartbeat,
             cid,
             peer_cid,
+            upstream: self.upstream_prefix(peer, suite, &peer_identity, resumed, alpn.as_deref()),
         };
         if !self.push(shard, command) {
             return;
@@ -630,6 +636,37 @@ impl ControlThread {
                 }
             }
         }
+    }
+
+    /// Serve mode with [`RuntimeConfig::proxy_header`](super::RuntimeConfig) set: the
+    /// header the backend gets in front of the session's datagrams (built here, once).
+    fn upstream_prefix(
+        &self,
+        peer: SocketAddr,
+        suite: CipherSuite,
+        identity: &PeerIdentity,
+        resumed: bool,
+        alpn: Option<&[u8]>,
+    ) -> UpstreamPrefix {
+        let (Front::Server(_), Some(header)) = (&self.front, self.settings.proxy_header) else {
+            return UpstreamPrefix::None;
+        };
+        // A certificate was checked against trust anchors unless verification is off.
+        let verified = !matches!(
+            self.config.peer_verification,
+            PeerVerifier::DangerousAcceptAnyCertificateForTestsOnly
+        );
+        let identity = ClientIdentity::of(identity, verified);
+        let facts = SessionFacts {
+            client: peer,
+            listen: header.listen,
+            version: "DTLSv1.2",
+            suite,
+            identity: &identity,
+            resumed,
+            alpn,
+        };
+        upstream_header::prefix(header, &facts)
     }
 
     /// Queues `command` to `shard`; a full queue drops it (counted). Returns whether queued.

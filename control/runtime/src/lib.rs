@@ -48,6 +48,7 @@ mod fixtures;
 mod handshakes;
 mod limits;
 mod log;
+pub mod upstream_header;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -65,6 +66,7 @@ pub use cids::ShardCids;
 pub use counters::{ControlCounters, ControlStats, HANDSHAKE_BUCKETS, LatencyReading, Observed};
 pub use limits::{Limits, Refusal};
 pub use log::{Closed, Established, HandshakeFailure, NoLog, Peer, SessionLog};
+pub use upstream_header::{ProxyHeader, ProxyProtocol};
 
 use control::{Acceptor, Config, ConfigError, Connection, PeerIdentity, Rng, SessionTicket};
 
@@ -101,6 +103,9 @@ pub struct RuntimeConfig {
     /// benchmark measures the plaintext baseline through the very same engine. Never set
     /// from a configuration file or flag. Default `false`.
     pub null_record_protection: bool,
+    /// Serve mode: the header put in front of what each session sends to the backend
+    /// (PROXY v2 or SPP, see [`upstream_header`]). Default `None`: plaintext as it is.
+    pub proxy_header: Option<ProxyHeader>,
 }
 
 impl Default for RuntimeConfig {
@@ -112,6 +117,7 @@ impl Default for RuntimeConfig {
             idle_sleep: Duration::from_millis(1),
             close_retries: 50,
             null_record_protection: false,
+            proxy_header: None,
         }
     }
 }

@@ -42,7 +42,7 @@ use dtls_proto::Alert;
 use crate::counters::{Gauges, ShardCounters, Tally};
 use crate::early::EarlyRecords;
 use crate::fair::FairForward;
-use crate::flows::FlowTx;
+use crate::flows::{FlowTx, MAX_PREFIX_LEN, UpstreamPrefix};
 use crate::pending::{PENDING_TOKEN_BIT, Pending, PendingTable};
 use crate::queue::{
     CloseReason, ControlInbound, HeartbeatPolicy, InstallError, ReadKeys, ReadKeys13, SessionId,
@@ -341,8 +341,9 @@ impl<F> ShardCore<F> {
                 heartbeat,
                 cid,
                 peer_cid,
+                upstream,
             } => {
-                let keys = keys12(read, write, heartbeat, &cid, &peer_cid);
+                let keys = keys12(read, write, heartbeat, &cid, &peer_cid, upstream);
                 self.install(now, session, peer, keys, fx, flows);
             }
             ShardCommand::InstallKeys13 {
@@ -352,8 +353,9 @@ impl<F> ShardCore<F> {
                 write,
                 cid,
                 peer_cid,
+                upstream,
             } => {
-                let keys = keys13(read, write, &cid, &peer_cid);
+                let keys = keys13(read, write, &cid, &peer_cid, upstream);
                 self.install(now, session, peer, keys, fx, flows);
             }
             ShardCommand::RetireEpoch { session, epoch } => {
@@ -534,15 +536,20 @@ impl<F> ShardCore<F> {
                         read,
                         sealer,
                         heartbeat,
+                        upstream,
                         ..
                     } => {
                         session.rekey12(read, sealer);
                         session.heartbeat = heartbeat;
+                        // A new handshake: the backend hears who the peer is now.
+                        session.upstream = upstream;
                     }
+                    // A KeyUpdate: the session keeps its upstream prefix.
                     Keys::V13 {
                         opener,
                         sealer,
                         cid,
+                        ..
                     } => {
                         let cid_len = cid.as_slice().len();
                         session.update_keys13(*opener, sealer.map(|s| *s), cid_len);
@@ -556,17 +563,19 @@ impl<F> ShardCore<F> {
             self.ctx.tally.sessions_rekeyed += 1;
             return Ok(Vec::new());
         }
-        let (read, sealer, heartbeat) = match keys {
+        let (read, sealer, heartbeat, upstream) = match keys {
             Keys::V12 {
                 read,
                 sealer,
                 heartbeat,
+                upstream,
                 ..
-            } => (read, sealer, heartbeat),
+            } => (read, sealer, heartbeat, upstream),
             Keys::V13 {
                 opener,
                 sealer: Some(sealer),
                 cid,
+                upstream,
             } => (
                 ReadState::V13 {
                     epochs: Box::new(ReadEpochs::new(*opener)),
@@ -575,6 +584,7 @@ impl<F> ShardCore<F> {
                 WriteState::V13(sealer),
                 // No heartbeat in DTLS 1.3.
                 HeartbeatPolicy::default(),
+                upstream,
             ),
             Keys::V13 { sealer: None, .. } => return Err(InstallError::NoWriteKeys),
         };
@@ -601,6 +611,7 @@ impl<F> ShardCore<F> {
         let mut session =
             Session::with_records(handle, peer, read, sealer, flow, now).with_cid(new_cid);
         session.heartbeat = heartbeat;
+        session.upstream = upstream;
         let capacity = self.table.capacity();
         let (id, _) = self
             .table
@@ -722,12 +733,14 @@ enum Keys {
         heartbeat: HeartbeatPolicy,
         /// Our connection ID (empty: none).
         cid: CidKey,
+        upstream: UpstreamPrefix,
     },
     V13 {
         opener: Box<Opener13>,
         sealer: Option<Box<Write13>>,
         /// Our connection ID (empty: none).
         cid: CidKey,
+        upstream: UpstreamPrefix,
     },
 }
 
@@ -739,6 +752,7 @@ fn keys12(
     heartbeat: HeartbeatPolicy,
     cid: &[u8],
     peer_cid: &[u8],
+    upstream: UpstreamPrefix,
 ) -> Result<Keys, InstallError> {
     // RFC 6347 §4.1: epoch 0 is the initial null-protection state; keys start at 1.
     if read.epoch == 0 || write.epoch == 0 {
@@ -747,6 +761,7 @@ fn keys12(
     let too_long = |c: &[u8]| InstallError::CidLength(c.len());
     let cid_key = CidKey::new(cid).ok_or_else(|| too_long(cid))?;
     CidKey::new(peer_cid).ok_or_else(|| too_long(peer_cid))?;
+    check_prefix(&upstream)?;
     let window = ReplayWindow::try_new(read.replay_window)?;
     let read_state = if cid.is_empty() {
         ReadState::V12(ReadEpochs::new(Opener::new(read.epoch, read.key, window)))
@@ -765,7 +780,16 @@ fn keys12(
         sealer,
         heartbeat,
         cid: cid_key,
+        upstream,
     })
+}
+
+/// An upstream prefix is at most [`MAX_PREFIX_LEN`] bytes.
+fn check_prefix(upstream: &UpstreamPrefix) -> Result<(), InstallError> {
+    match upstream.bytes().len() {
+        n if n > MAX_PREFIX_LEN => Err(InstallError::PrefixLength(n)),
+        _ => Ok(()),
+    }
 }
 
 /// DTLS 1.3 keys from `InstallKeys13`.
@@ -774,7 +798,9 @@ fn keys13(
     write: Option<Box<WriteKeys13>>,
     cid: &[u8],
     peer_cid: &[u8],
+    upstream: UpstreamPrefix,
 ) -> Result<Keys, InstallError> {
+    check_prefix(&upstream)?;
     // RFC 9147 §6.1: epochs 0 to 2 are the handshake's (control's); application data
     // starts at epoch 3.
     let handshake_epoch = |e: u64| e < 3;
@@ -805,6 +831,7 @@ fn keys13(
             })
         }),
         cid,
+        upstream,
     })
 }
 

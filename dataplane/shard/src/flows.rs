@@ -14,6 +14,16 @@
 //! Bounded: [`STAGING_BYTES`] and [`MAX_ENTRIES`] datagrams, allocated once. The driver
 //! drains before a datagram could overflow it ([`FlowTx::needs_flush`]); a push that still
 //! does not fit fails and the caller counts the datagram as an upstream send error.
+//!
+//! A serve-mode session may put a header in front of what it sends to the backend (PROXY
+//! protocol v2, Cloudflare's Simple Proxy Protocol: see [`UpstreamPrefix`]). Control builds
+//! it once, when it installs the session; the shard copies it into the stage together with
+//! the plaintext ([`FlowTx::push_prefixed`]), the same single copy a datagram gets anyway,
+//! so a prefixed datagram costs no allocation and no extra send, and equal-size datagrams
+//! still leave as one GSO run. A session without one takes the plain path. The reserve
+//! for one received datagram counts its plaintext, not the prefixes of its records: a
+//! datagram of many tiny records under a prefix on every datagram can fill the stage, and
+//! what does not fit is dropped and counted like any datagram that does not fit.
 
 use dtls_io::{MAX_GSO_BYTES, MAX_GSO_SEGMENTS};
 
@@ -25,6 +35,37 @@ pub(crate) const MAX_ENTRIES: usize = 8192;
 /// most records (each at least 29 bytes on the wire).
 const ONE_DATAGRAM_BYTES: usize = 65_536;
 const ONE_DATAGRAM_RECORDS: usize = 65_536 / 29 + 1;
+
+/// Bytes a session puts in front of the plaintext it sends on its upstream flow (serve
+/// mode), built by control when it installs the session; at most [`MAX_PREFIX_LEN`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum UpstreamPrefix {
+    /// Plaintext goes out as it is (the default).
+    #[default]
+    None,
+    /// In front of the first datagram only; then the session's prefix becomes `None`.
+    First(Box<[u8]>),
+    /// In front of every datagram.
+    Every(Box<[u8]>),
+}
+
+/// Longest [`UpstreamPrefix`] a session takes (a longer one is refused at installation).
+pub const MAX_PREFIX_LEN: usize = 1024;
+
+impl UpstreamPrefix {
+    /// The bytes put in front of the next datagram (empty for `None`).
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            UpstreamPrefix::None => &[],
+            UpstreamPrefix::First(b) | UpstreamPrefix::Every(b) => b,
+        }
+    }
+
+    /// True for `None`.
+    pub fn is_none(&self) -> bool {
+        matches!(self, UpstreamPrefix::None)
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -93,6 +134,20 @@ impl FlowTx {
         }
         // An empty datagram is a datagram too (UDP carries it): staged, sent alone.
         let start = self.staging.len();
+        self.staging.extend_from_slice(datagram);
+        self.entries.push(Entry { flow, start, len });
+        true
+    }
+
+    /// Stages `prefix` followed by `datagram` as one datagram for `flow`. False when it
+    /// does not fit.
+    pub(crate) fn push_prefixed(&mut self, flow: usize, prefix: &[u8], datagram: &[u8]) -> bool {
+        let len = prefix.len() + datagram.len();
+        if self.entries.len() >= MAX_ENTRIES || self.staging.len() + len > STAGING_BYTES {
+            return false;
+        }
+        let start = self.staging.len();
+        self.staging.extend_from_slice(prefix);
         self.staging.extend_from_slice(datagram);
         self.entries.push(Entry { flow, start, len });
         true
@@ -254,5 +309,31 @@ mod tests {
         tx.clear();
         assert_eq!(tx.push_with(2, 10, |_| 0), Some(0));
         assert!(tx.is_empty());
+    }
+
+    #[test]
+    fn prefixed_datagrams_are_one_datagram_each_and_still_form_gso_runs() {
+        let mut tx = FlowTx::new(true);
+        assert!(tx.push_prefixed(5, b"HDR", b"ab"));
+        assert!(tx.push_prefixed(5, b"HDR", b"cd"));
+        assert!(tx.push_prefixed(5, b"", b"e"));
+        assert_eq!(
+            drained(&mut tx),
+            vec![(5, b"HDRabHDRcde".to_vec(), Some(5), 3)]
+        );
+        // Bounded like any push: prefix and datagram together.
+        let big = vec![0u8; STAGING_BYTES - 2];
+        assert!(!tx.push_prefixed(1, b"xyz", &big));
+        assert!(tx.push_prefixed(1, b"xy", &big));
+        assert!(!tx.push_prefixed(1, b"x", b""));
+    }
+
+    #[test]
+    fn prefix_bytes_by_kind() {
+        assert!(UpstreamPrefix::None.is_none());
+        assert_eq!(UpstreamPrefix::None.bytes(), b"");
+        assert_eq!(UpstreamPrefix::First(Box::from(&b"p"[..])).bytes(), b"p");
+        assert_eq!(UpstreamPrefix::Every(Box::from(&b"q"[..])).bytes(), b"q");
+        assert!(!UpstreamPrefix::Every(Box::from(&b"q"[..])).is_none());
     }
 }

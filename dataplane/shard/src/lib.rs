@@ -58,7 +58,7 @@ mod snapshot;
 
 pub use crate::core::{Effects, FlowRef, OpenFlow, ShardCore};
 pub use counters::{ShardCounters, ShardStats};
-pub use flows::{FlowSend, FlowTx};
+pub use flows::{FlowSend, FlowTx, MAX_PREFIX_LEN, UpstreamPrefix};
 pub use hash::{AddrHashBuilder, AddrHasher};
 pub use progress::Progress;
 pub use queue::{

@@ -23,6 +23,7 @@ use crossbeam_queue::ArrayQueue;
 use dataplane::record::v13::TrafficKeys13;
 use dataplane::record::{CidSetupError, KeyError, RecordKey, WindowSizeError};
 
+use crate::flows::UpstreamPrefix;
 use crate::session::SessionCounters;
 
 /// Default byte budget of the datagrams queued to control by one shard.
@@ -135,6 +136,10 @@ pub enum ShardCommand {
         /// The peer's connection ID, put in our records to it as `tls12_cid` records
         /// (empty: none, plain records).
         peer_cid: Vec<u8>,
+        /// Serve mode: the header put in front of the plaintext sent to the backend
+        /// (PROXY v2, SPP). It replaces the session's when `peer` has one (a new
+        /// handshake, perhaps by another identity); ignored in connect mode.
+        upstream: UpstreamPrefix,
     },
     /// DTLS 1.3: create session `session` for `peer` with application-epoch keys, or, when
     /// `peer` has a session, install a new read epoch (the previous one stays readable for
@@ -154,6 +159,9 @@ pub enum ShardCommand {
         cid: Vec<u8>,
         /// The peer's connection ID, put in our records to it (empty: none).
         peer_cid: Vec<u8>,
+        /// Serve mode: the header put in front of the plaintext sent to the backend. Used
+        /// when the command creates the session; a KeyUpdate keeps the session's.
+        upstream: UpstreamPrefix,
     },
     /// DTLS 1.3: stop reading `epoch` of the session (a record under the newer epoch
     /// verified, or its grace period ended; RFC 9147 §8).
@@ -385,6 +393,9 @@ pub enum InstallError {
     /// No file descriptor was left for the upstream socket (EMFILE or ENFILE).
     #[error("upstream socket: no file descriptor left")]
     OutOfDescriptors,
+    /// An upstream prefix longer than [`MAX_PREFIX_LEN`](crate::MAX_PREFIX_LEN).
+    #[error("upstream prefix of {0} bytes")]
+    PrefixLength(usize),
 }
 
 /// One shard's pair of queues, shared (in an `Arc`) by the shard and the control thread.

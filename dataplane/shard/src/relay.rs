@@ -32,7 +32,7 @@ use dtls_proto::{
 use crate::counters::Tally;
 use crate::early::EarlyRecords;
 use crate::fair::FairForward;
-use crate::flows::FlowTx;
+use crate::flows::{FlowTx, UpstreamPrefix};
 use crate::queue::{AeadLimit, CloseReason, ControlInbound, ShardQueues};
 use crate::records::{MAX_OLDER_READ_EPOCHS, MAX_SESSION_CID_LEN, ReadState, WriteState};
 use crate::session::{Session, SessionTable, SlotId};
@@ -748,11 +748,34 @@ fn note_opened<F>(session: &mut Session<F>, out: &mut Out<'_>, now: Instant) {
 /// An opened application-data record, out on the plaintext side: to the backend's flow
 /// (serve: staged, sent with the session's other datagrams of this batch in GSO runs) or to
 /// the local source on the shard socket (connect).
+///
+/// A serve-mode session with an [`UpstreamPrefix`] (PROXY v2, SPP) has it staged in front
+/// of the plaintext, in the same copy; a `First` prefix is then dropped from the session.
 fn deliver_plaintext<F>(session: &mut Session<F>, out: &mut Out<'_>, plaintext: &[u8]) {
     let side = out.mode.plain();
-    if out.push(side, session.peer, session.id().to_token(), plaintext) {
+    let queued = if session.upstream.is_none() || side == Side::Net {
+        out.push(side, session.peer, session.id().to_token(), plaintext)
+    } else {
+        push_prefixed(session, out, plaintext)
+    };
+    if queued {
         session.counters.plaintext_in += plaintext.len() as u64;
     }
+}
+
+/// The prefixed path of [`deliver_plaintext`], out of line so the plain path stays as it was.
+#[inline(never)]
+fn push_prefixed<F>(session: &mut Session<F>, out: &mut Out<'_>, plaintext: &[u8]) -> bool {
+    let flow = session.id().to_token();
+    let queued = out
+        .flows
+        .push_prefixed(flow, session.upstream.bytes(), plaintext);
+    if !queued {
+        out.tally.upstream_send_errors += 1;
+    } else if let UpstreamPrefix::First(_) = session.upstream {
+        session.upstream = UpstreamPrefix::None;
+    }
+    queued
 }
 
 /// An authenticated heartbeat message (RFC 6520 §4).

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use dataplane::record::v13::Opener13;
 use dataplane::record::{Opener, Sealer};
 
+use crate::flows::UpstreamPrefix;
 use crate::hash::AddrHashBuilder;
 use crate::queue::{HeartbeatPolicy, SessionId};
 use crate::records::{CidKey, ReadEpochs, ReadState, Write13, WriteState};
@@ -119,6 +120,9 @@ pub struct Session<F> {
     pub probe: Option<Probe>,
     /// Payload of the next new keepalive request.
     pub(crate) next_probe: u64,
+    /// What goes in front of the plaintext sent to the backend (serve mode): a PROXY v2 or
+    /// SPP header control built at installation, on the first or on every datagram.
+    pub upstream: UpstreamPrefix,
     /// Counters.
     pub counters: SessionCounters,
     /// An `AeadLimitReached` was sent for the current keys.
@@ -169,6 +173,7 @@ impl<F> Session<F> {
             heartbeat: HeartbeatPolicy::default(),
             probe: None,
             next_probe: 0,
+            upstream: UpstreamPrefix::None,
             counters: SessionCounters::default(),
             limit_reported: false,
             cid: None,

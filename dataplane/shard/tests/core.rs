@@ -13,7 +13,7 @@ use dataplane::record::{Aead, ContentType, Opener, ReplayWindow, Sealer};
 use dtls_shard::{
     CloseReason, ControlInbound, Effects, FlowRef, HeartbeatPolicy, InstallError, OpenFlow,
     ReadKeys, RelayMode, SessionId, ShardCommand, ShardConfig, ShardCore, ShardCounters,
-    ShardQueues, ShardStats, WriteKeys,
+    ShardQueues, ShardStats, UpstreamPrefix, WriteKeys,
 };
 
 use common::key;
@@ -76,6 +76,7 @@ impl Peer {
             heartbeat,
             cid: Vec::new(),
             peer_cid: Vec::new(),
+            upstream: UpstreamPrefix::None,
         }
     }
 
@@ -625,6 +626,7 @@ fn server_install(server: &Peer, source: SocketAddr) -> ShardCommand {
             heartbeat,
             cid: Vec::new(),
             peer_cid: Vec::new(),
+            upstream: UpstreamPrefix::None,
         },
         other => other,
     }
@@ -699,6 +701,7 @@ fn sessions_are_closed_by_handle_and_a_stale_handle_reaches_nothing() {
             heartbeat,
             cid: Vec::new(),
             peer_cid: Vec::new(),
+            upstream: UpstreamPrefix::None,
         },
         other => other,
     };
@@ -752,6 +755,7 @@ fn a_rekey_keeps_the_session_and_its_counters() {
                 heartbeat,
                 cid: Vec::new(),
                 peer_cid: Vec::new(),
+                upstream: UpstreamPrefix::None,
             }
         }
         other => other,
@@ -832,6 +836,7 @@ mod v13 {
                 }),
                 cid: self.cid.clone(),
                 peer_cid: Vec::new(),
+                upstream: UpstreamPrefix::None,
             }
         }
 
@@ -1263,6 +1268,7 @@ mod v12_cid {
                 heartbeat: HeartbeatPolicy::default(),
                 cid: self.cid.clone(),
                 peer_cid: self.peer_cid.clone(),
+                upstream: UpstreamPrefix::None,
             }
         }
 

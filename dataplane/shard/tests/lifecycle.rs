@@ -11,7 +11,7 @@ use dataplane::record::{ContentType, MAX_SEQUENCE, Opener, ReplayWindow, Sealer}
 use dtls_io::IoMode;
 use dtls_shard::{
     AeadLimit, CloseCause, CloseReason, ControlInbound, HeartbeatPolicy, InstallError, ReadKeys,
-    Shard, ShardCommand, ShardConfig, ShardQueues, WriteKeys,
+    Shard, ShardCommand, ShardConfig, ShardQueues, UpstreamPrefix, WriteKeys,
 };
 
 const CLOSE_NOTIFY: [u8; 2] = [1, 0];
@@ -311,6 +311,7 @@ fn rekey_switches_both_directions_to_the_new_epoch() {
                 heartbeat: HeartbeatPolicy::default(),
                 cid: Vec::new(),
                 peer_cid: Vec::new(),
+                upstream: UpstreamPrefix::None,
             })
             .expect("room");
         assert!(turn_until(&mut shard, |s| s.stats().sessions_rekeyed == 1));

@@ -8,7 +8,9 @@ use clap::Args;
 
 use super::error::{ConfigError, ConfigErrors, Problem, Role};
 use super::limits::RawLimits;
-use super::raw::{self, IoMode, LogFormat, PskSpec, RawConfig, RawConnect, RawServe};
+use super::raw::{
+    self, IoMode, LogFormat, ProxyProtocolMode, PskSpec, RawConfig, RawConnect, RawServe,
+};
 use super::validate::{validate_connect, validate_serve};
 use super::{ConnectConfig, ServeConfig};
 
@@ -88,6 +90,11 @@ pub struct ServeFlags {
     /// Require client certificates issued by this CA (PEM); needs --cert.
     #[arg(long, value_name = "PEM")]
     pub client_ca: Option<PathBuf>,
+    /// Tell the backend each session's client: a PROXY protocol v2 header on the first
+    /// or on every datagram, or Cloudflare's Simple Proxy Protocol header on every
+    /// datagram [default: off].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub proxy_protocol: Option<ProxyProtocolMode>,
     /// TOML config file; flags given on the command line override its keys.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -143,6 +150,7 @@ pub fn merge_serve(file: RawServe, flags: ServeFlags) -> RawServe {
             Some(flags.psk)
         },
         client_ca: flags.client_ca.or(file.client_ca),
+        proxy_protocol: flags.proxy_protocol.or(file.proxy_protocol),
         shards: t.shards.or(file.shards),
         io: t.io.or(file.io),
         mtu: t.mtu.or(file.mtu),

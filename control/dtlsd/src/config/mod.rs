@@ -23,7 +23,7 @@ pub mod validate;
 mod tests;
 
 pub use error::{ConfigError, ConfigErrors, Problem, Role};
-pub use raw::{IoMode, LogFormat, PskSpec, RawConfig, RawConnect, RawServe};
+pub use raw::{IoMode, LogFormat, ProxyProtocolMode, PskSpec, RawConfig, RawConnect, RawServe};
 
 /// Bounds of `mtu`, in bytes: 576 is the smallest datagram every IPv4 host must accept
 /// (RFC 791), 9000 a jumbo frame.
@@ -58,6 +58,8 @@ pub struct ServeConfig {
     pub backend: SocketAddr,
     /// How the server authenticates, and how it authenticates clients.
     pub credentials: ServerCredentials,
+    /// The header in front of each session's datagrams to the backend, if any.
+    pub proxy_protocol: Option<dtls_runtime::ProxyProtocol>,
     /// Shards, I/O, MTU, timers, metrics, logs.
     pub tuning: Tuning,
 }
@@ -220,6 +222,9 @@ impl ServeConfig {
         }
         if self.backend != new.backend {
             keys.push("backend");
+        }
+        if self.proxy_protocol != new.proxy_protocol {
+            keys.push("proxy_protocol");
         }
         keys.extend(self.tuning.changed_keys(&new.tuning));
         keys

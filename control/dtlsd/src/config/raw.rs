@@ -39,6 +39,28 @@ pub enum LogFormat {
     Json,
 }
 
+/// What `serve` tells the backend about each session's client (`proxy_protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+pub enum ProxyProtocolMode {
+    /// Plaintext as it is: the backend sees the daemon's address.
+    #[default]
+    #[serde(rename = "off")]
+    #[value(name = "off")]
+    Off,
+    /// A PROXY protocol v2 header on the first datagram of each session.
+    #[serde(rename = "v2-first")]
+    #[value(name = "v2-first")]
+    V2First,
+    /// A PROXY protocol v2 header on every datagram.
+    #[serde(rename = "v2-every")]
+    #[value(name = "v2-every")]
+    V2Every,
+    /// Cloudflare's Simple Proxy Protocol header (38 bytes) on every datagram.
+    #[serde(rename = "spp")]
+    #[value(name = "spp")]
+    Spp,
+}
+
 /// A PSK as given, `ID:HEX`, not parsed yet. Zeroized on drop; `Debug` shows nothing.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(from = "String")]
@@ -74,6 +96,7 @@ pub struct RawServe {
     pub key: Option<PathBuf>,
     pub psk: Option<Vec<PskSpec>>,
     pub client_ca: Option<PathBuf>,
+    pub proxy_protocol: Option<ProxyProtocolMode>,
     pub shards: Option<i64>,
     pub io: Option<IoMode>,
     pub mtu: Option<i64>,

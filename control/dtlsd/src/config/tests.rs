@@ -654,3 +654,62 @@ fn admin_socket_is_off_a_default_or_an_absolute_path() {
         "{l:?}"
     );
 }
+
+#[test]
+fn proxy_protocol_key_and_flag() {
+    use dtls_runtime::ProxyProtocol;
+    assert_eq!(
+        validate_serve(psk_only_serve())
+            .expect("valid")
+            .proxy_protocol,
+        None
+    );
+    for (value, want) in [
+        ("off", None),
+        ("v2-first", Some(ProxyProtocol::V2First)),
+        ("v2-every", Some(ProxyProtocol::V2Every)),
+        ("spp", Some(ProxyProtocol::Spp)),
+    ] {
+        let mut raw = psk_only_serve();
+        raw.proxy_protocol = serve_toml(&format!("proxy_protocol = \"{value}\"\n")).proxy_protocol;
+        assert_eq!(
+            validate_serve(raw).expect("valid").proxy_protocol,
+            want,
+            "{value}"
+        );
+    }
+    // A bad value and the key in [connect] are errors naming the key.
+    let e = parse_str("[serve]\nproxy_protocol = \"v1\"\n").expect_err("variant");
+    assert_eq!(e.key.as_deref(), Some("serve.proxy_protocol"));
+    assert!(e.to_string().contains("v1"), "{e}");
+    let e = parse_str("[connect]\nproxy_protocol = \"spp\"\n").expect_err("serve only");
+    assert_eq!(e.key.as_deref(), Some("connect.proxy_protocol"));
+    // The flag overrides the file; a change needs a restart.
+    let file = serve_toml("proxy_protocol = \"spp\"\n");
+    let flags = ServeFlags {
+        proxy_protocol: Some(ProxyProtocolMode::V2Every),
+        ..ServeFlags::default()
+    };
+    assert_eq!(
+        merge_serve(file.clone(), flags).proxy_protocol,
+        Some(ProxyProtocolMode::V2Every)
+    );
+    assert_eq!(
+        merge_serve(file, ServeFlags::default()).proxy_protocol,
+        Some(ProxyProtocolMode::Spp)
+    );
+    let before = validate_serve(psk_only_serve()).expect("valid");
+    let mut raw = psk_only_serve();
+    raw.proxy_protocol = Some(ProxyProtocolMode::V2First);
+    let after = validate_serve(raw).expect("valid");
+    assert_eq!(before.restart_required(&after), ["proxy_protocol"]);
+    use clap::Parser;
+    let cli = FlagsCli::try_parse_from(["dtlsd", "serve", "--proxy-protocol", "v2-first"])
+        .expect("flag parses");
+    let FlagsCommand::Serve(s) = cli.command else {
+        panic!("expected serve");
+    };
+    assert_eq!(s.proxy_protocol, Some(ProxyProtocolMode::V2First));
+    assert!(FlagsCli::try_parse_from(["dtlsd", "serve", "--proxy-protocol", "v1"]).is_err());
+    assert!(FlagsCli::try_parse_from(["dtlsd", "connect", "--proxy-protocol", "spp"]).is_err());
+}

@@ -13,13 +13,14 @@ use dtls_crypto::MAX_PSK_LEN;
 use dtls_crypto::pki_types::ServerName;
 
 use super::error::{ConfigError, ConfigErrors, Problem, Role};
-use super::raw::{PskSpec, RawConnect, RawServe};
+use super::raw::{ProxyProtocolMode, PskSpec, RawConnect, RawServe};
 use super::{
     AdminSocket, CONNECTION_ID_LENGTH_RANGE, CertKeyPaths, ConnectConfig, DEFAULT_CONNECT_CID_LEN,
     DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MTU, DEFAULT_SERVE_CID_LEN, IDLE_TIMEOUT_RANGE,
     KEEPALIVE_RANGE, MAX_ADMIN_SOCKET_PATH, MAX_PSK_IDENTITY_LEN, MTU_RANGE, Psk, SHARDS_RANGE,
     ServeConfig, ServerCredentials, ServerTrust, Tuning,
 };
+use dtls_runtime::ProxyProtocol;
 
 /// Validates a `[serve]` configuration (file and flags already merged).
 ///
@@ -90,6 +91,12 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
                 certificate,
                 psks,
                 client_ca,
+            },
+            proxy_protocol: match raw.proxy_protocol.unwrap_or_default() {
+                ProxyProtocolMode::Off => None,
+                ProxyProtocolMode::V2First => Some(ProxyProtocol::V2First),
+                ProxyProtocolMode::V2Every => Some(ProxyProtocol::V2Every),
+                ProxyProtocolMode::Spp => Some(ProxyProtocol::Spp),
             },
             tuning,
         }),

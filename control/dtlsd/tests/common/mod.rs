@@ -682,6 +682,11 @@ impl Client {
         opened
     }
 
+    /// The client's own address (what the server sees as its peer).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.sock.local_addr().expect("client address")
+    }
+
     pub fn send_app(&mut self, payload: &[u8]) {
         self.send_record(ContentType::ApplicationData, payload);
     }
@@ -720,11 +725,6 @@ impl Client {
     pub fn rebind(&mut self) {
         let ip = self.sock.local_addr().expect("local address").ip();
         self.sock = UdpSocket::bind((ip, 0)).expect("bind a new client socket");
-    }
-
-    /// The client's current source address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.sock.local_addr().expect("local address")
     }
 
     /// One record of `content_type` around `payload`, sealed with the next sequence number.

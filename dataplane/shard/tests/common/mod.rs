@@ -13,7 +13,8 @@ use dataplane::record::{
 };
 use dtls_io::{IoConfig, IoMode, SocketConfig, UdpIo};
 use dtls_shard::{
-    HeartbeatPolicy, ReadKeys, SessionId, Shard, ShardCommand, ShardConfig, ShardQueues, WriteKeys,
+    HeartbeatPolicy, ReadKeys, SessionId, Shard, ShardCommand, ShardConfig, ShardQueues,
+    UpstreamPrefix, WriteKeys,
 };
 
 /// Every test gives up after this long; nothing can hang.
@@ -109,6 +110,7 @@ impl Peer {
             },
             cid: Vec::new(),
             peer_cid: Vec::new(),
+            upstream: UpstreamPrefix::None,
         }
     }
 
