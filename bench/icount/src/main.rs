@@ -1,9 +1,10 @@
 //! `dtls-icount`: the CI gate on instruction counts of the record and per-packet paths.
 //!
 //! What it measures: instructions (callgrind `Ir`) per iteration of each workload in
-//! [`workload::ALL`] — record seal and open (AES-128-GCM, ChaCha20-Poly1305, the null
-//! baseline; 1200 B, and 64 B for AES-128-GCM), replay-window check and update, and the
-//! shard's per-packet path without sockets (datagram walk, open, reply seal). Each workload
+//! [`workload::ALL`] — record seal and open, DTLS 1.2 and 1.3 (AES-128-GCM, AES-256-GCM,
+//! ChaCha20-Poly1305, and the 1.2 null baseline; 1200 B and 64 B), replay-window check and
+//! update, and the shard's per-packet path without sockets (datagram walk, open, reply
+//! seal). Each workload
 //! runs twice under callgrind with `k1` and `k2` iterations and the same setup; the
 //! difference divided by `k2 - k1` is the cost of one iteration, free of start-up and
 //! setup, and deterministic for a given binary, valgrind and CPU feature set. Release build

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail, ensure};
-use dataplane::record::v13::{HeaderForm, InnerContentType, Sealer13, TrafficKeys13};
+use dataplane::record::v13::{HeaderForm, InnerContentType, Opener13, Sealer13, TrafficKeys13};
 use dataplane::record::{
     Aead, ContentType, DTLS_1_2, Opener, RecordKey, ReplayWindow, Replayed, Sealer,
 };
@@ -25,6 +25,7 @@ use dtls_shard::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cipher {
     Aes128gcm,
+    Aes256gcm,
     Chacha20,
     /// The null baseline: header and plaintext, no AEAD.
     None,
@@ -35,17 +36,26 @@ impl Cipher {
     fn name(self) -> &'static str {
         match self {
             Cipher::Aes128gcm => "aes128gcm",
+            Cipher::Aes256gcm => "aes256gcm",
             Cipher::Chacha20 => "chacha20",
             Cipher::None => "none",
         }
     }
 
+    /// The AEAD, `None` for the null baseline.
+    fn aead(self) -> Option<Aead> {
+        match self {
+            Cipher::Aes128gcm => Some(Aead::Aes128Gcm),
+            Cipher::Aes256gcm => Some(Aead::Aes256Gcm),
+            Cipher::Chacha20 => Some(Aead::ChaCha20Poly1305),
+            Cipher::None => None,
+        }
+    }
+
     fn key(self) -> Result<RecordKey> {
         let (key, iv) = ([0x42u8; 32], [0x24u8; 12]);
-        let aead = match self {
-            Cipher::Aes128gcm => Aead::Aes128Gcm,
-            Cipher::Chacha20 => Aead::ChaCha20Poly1305,
-            Cipher::None => return Ok(RecordKey::null_baseline()),
+        let Some(aead) = self.aead() else {
+            return Ok(RecordKey::null_baseline());
         };
         Ok(RecordKey::new(
             aead,
@@ -66,6 +76,10 @@ enum Kind {
     Packet,
     /// The same through a DTLS 1.3 session (see [`packet13`]).
     Packet13,
+    /// `Sealer13::seal` of one record in place (see [`seal13`]).
+    Seal13,
+    /// `Opener13::open` of one in-order record sealed in setup (see [`open13`]).
+    Open13,
     /// Replay-window check and update of six sequence numbers (see [`replay_window`]).
     Replay,
 }
@@ -89,7 +103,7 @@ const fn w(name: &'static str, kind: Kind, cipher: Cipher, size: usize) -> Workl
 }
 
 /// Every workload, in report order.
-pub const ALL: [Workload; 14] = [
+pub const ALL: [Workload; 32] = [
     w("seal-aes128gcm-1200", Kind::Seal, Cipher::Aes128gcm, 1200),
     w("open-aes128gcm-1200", Kind::Open, Cipher::Aes128gcm, 1200),
     w("seal-aes128gcm-64", Kind::Seal, Cipher::Aes128gcm, 64),
@@ -119,6 +133,45 @@ pub const ALL: [Workload; 14] = [
         Cipher::Chacha20,
         1200,
     ),
+    // Record protection of both versions side by side, every suite, small and MTU-sized.
+    w("seal-aes256gcm-1200", Kind::Seal, Cipher::Aes256gcm, 1200),
+    w("open-aes256gcm-1200", Kind::Open, Cipher::Aes256gcm, 1200),
+    w("seal-aes256gcm-64", Kind::Seal, Cipher::Aes256gcm, 64),
+    w("open-aes256gcm-64", Kind::Open, Cipher::Aes256gcm, 64),
+    w("seal-chacha20-64", Kind::Seal, Cipher::Chacha20, 64),
+    w("open-chacha20-64", Kind::Open, Cipher::Chacha20, 64),
+    w(
+        "seal13-aes128gcm-1200",
+        Kind::Seal13,
+        Cipher::Aes128gcm,
+        1200,
+    ),
+    w(
+        "open13-aes128gcm-1200",
+        Kind::Open13,
+        Cipher::Aes128gcm,
+        1200,
+    ),
+    w("seal13-aes128gcm-64", Kind::Seal13, Cipher::Aes128gcm, 64),
+    w("open13-aes128gcm-64", Kind::Open13, Cipher::Aes128gcm, 64),
+    w(
+        "seal13-aes256gcm-1200",
+        Kind::Seal13,
+        Cipher::Aes256gcm,
+        1200,
+    ),
+    w(
+        "open13-aes256gcm-1200",
+        Kind::Open13,
+        Cipher::Aes256gcm,
+        1200,
+    ),
+    w("seal13-aes256gcm-64", Kind::Seal13, Cipher::Aes256gcm, 64),
+    w("open13-aes256gcm-64", Kind::Open13, Cipher::Aes256gcm, 64),
+    w("seal13-chacha20-1200", Kind::Seal13, Cipher::Chacha20, 1200),
+    w("open13-chacha20-1200", Kind::Open13, Cipher::Chacha20, 1200),
+    w("seal13-chacha20-64", Kind::Seal13, Cipher::Chacha20, 64),
+    w("open13-chacha20-64", Kind::Open13, Cipher::Chacha20, 64),
 ];
 
 impl Workload {
@@ -137,7 +190,10 @@ impl Workload {
 
     /// Whether setup seals records in advance (then `iters` may not exceed `prepared`).
     pub fn needs_prepared(&self) -> bool {
-        matches!(self.kind, Kind::Open | Kind::Packet | Kind::Packet13)
+        matches!(
+            self.kind,
+            Kind::Open | Kind::Packet | Kind::Packet13 | Kind::Open13
+        )
     }
 
     /// Runs setup (with `prepared` records sealed in advance where the workload opens
@@ -156,6 +212,8 @@ impl Workload {
             Kind::Open => open(self.cipher, self.size, iters, prepared),
             Kind::Packet => packet(self.cipher, self.size, iters, prepared),
             Kind::Packet13 => packet13(self.cipher, self.size, iters, prepared),
+            Kind::Seal13 => seal13(self.cipher, self.size, iters),
+            Kind::Open13 => open13(self.cipher, self.size, iters, prepared),
             Kind::Replay => replay_window(iters),
         }
     }
@@ -350,11 +408,10 @@ impl Relay {
 
 /// DTLS 1.3 traffic keys of a workload (AEAD suites only: 1.3 has no null baseline).
 fn keys13(cipher: Cipher) -> Result<TrafficKeys13> {
-    let (aead, key_len) = match cipher {
-        Cipher::Aes128gcm => (Aead::Aes128Gcm, 16),
-        Cipher::Chacha20 => (Aead::ChaCha20Poly1305, 32),
-        Cipher::None => bail!("DTLS 1.3 has no null cipher"),
+    let Some(aead) = cipher.aead() else {
+        bail!("DTLS 1.3 has no null cipher");
     };
+    let key_len = aead.key_len();
     Ok(TrafficKeys13::new(
         aead,
         &[0x42; 32][..key_len],
@@ -363,25 +420,76 @@ fn keys13(cipher: Cipher) -> Result<TrafficKeys13> {
     )?)
 }
 
-/// [`packet`] through a DTLS 1.3 session of the real [`ShardCore`]: the records have a
-/// unified header (16-bit sequence number, length), their record numbers are encrypted, the
-/// epoch is found from the header's two bits; the reply is sealed the same way.
-fn packet13(cipher: Cipher, size: usize, iters: u64, prepared: u64) -> Result<()> {
-    let mut peer = Sealer13::new(3, keys13(cipher)?);
+/// `prepared` DTLS 1.3 application-data records of `size` plaintext bytes (the default
+/// header form: 16-bit sequence number, length, no CID), sealed in order with sequence
+/// numbers 0, 1, ... under epoch 3.
+fn sealed_records13(cipher: Cipher, size: usize, prepared: u64) -> Result<(Slots, usize)> {
+    let mut s = Sealer13::new(3, keys13(cipher)?);
     let form = HeaderForm::default();
-    let record_len = peer.record_len(&form, size, 0);
+    let record_len = s.record_len(&form, size, 0);
     let count = usize::try_from(prepared).context("prepared count")?;
-    let mut rx = Slots::new(count, record_len);
+    let mut slots = Slots::new(count, record_len);
     for i in 0..count {
-        let n = peer.seal(
+        let n = s.seal(
             InnerContentType::ApplicationData,
             &form,
-            rx.slot(i)?,
+            slots.slot(i)?,
             size,
             0,
         )?;
         ensure!(n == record_len, "sealed length {n} != {record_len}");
     }
+    Ok((slots, record_len))
+}
+
+/// [`seal`] for DTLS 1.3: one `Sealer13::seal` per iteration (default header form, no
+/// padding) in the same buffer; the record-number mask is part of it.
+fn seal13(cipher: Cipher, size: usize, iters: u64) -> Result<()> {
+    let mut s = Sealer13::new(3, keys13(cipher)?);
+    let form = HeaderForm::default();
+    let record_len = s.record_len(&form, size, 0);
+    let mut slots = Slots::new(1, record_len);
+    let buf = slots.slot(0)?;
+    for _ in 0..iters {
+        let n = s.seal(
+            InnerContentType::ApplicationData,
+            &form,
+            black_box(&mut *buf),
+            size,
+            0,
+        )?;
+        ensure!(black_box(n) == record_len, "sealed {n} bytes");
+    }
+    Ok(())
+}
+
+/// [`open`] for DTLS 1.3: one `Opener13::open` per iteration of an in-order record (header
+/// parse, record-number unmasking and reconstruction, replay check, AEAD open, window
+/// update, inner content type).
+fn open13(cipher: Cipher, size: usize, iters: u64, prepared: u64) -> Result<()> {
+    let (mut slots, record_len) = sealed_records13(cipher, size, prepared)?;
+    let mut o = Opener13::new(
+        3,
+        keys13(cipher)?,
+        ReplayWindow::new(ReplayWindow::DEFAULT_SIZE),
+    );
+    for i in 0..iters {
+        let i = usize::try_from(i).context("iteration index")?;
+        let record = &mut slots.slot(i)?[..record_len];
+        let opened = o.open(black_box(record), 0)?;
+        ensure!(
+            black_box(opened.plaintext).len() == size,
+            "plaintext length"
+        );
+    }
+    Ok(())
+}
+
+/// [`packet`] through a DTLS 1.3 session of the real [`ShardCore`]: the records have a
+/// unified header (16-bit sequence number, length), their record numbers are encrypted, the
+/// epoch is found from the header's two bits; the reply is sealed the same way.
+fn packet13(cipher: Cipher, size: usize, iters: u64, prepared: u64) -> Result<()> {
+    let (mut rx, record_len) = sealed_records13(cipher, size, prepared)?;
     let addr = SocketAddr::from(([192, 0, 2, 1], 4433));
     let backend = SocketAddr::from(([192, 0, 2, 2], 9));
     let now = Instant::now();
@@ -475,7 +583,7 @@ mod tests {
             w.run(5, 5).unwrap_or_else(|e| panic!("{}: {e:#}", w.name));
             assert_eq!(Workload::by_name(w.name).expect("known").name(), w.name);
             assert!(ALL[..i].iter().all(|o| o.name != w.name), "{}", w.name);
-            if let Kind::Seal | Kind::Open | Kind::Packet | Kind::Packet13 = w.kind {
+            if w.kind != Kind::Replay {
                 assert!(w.name.contains(w.cipher.name()), "{}", w.name);
             }
         }

@@ -174,12 +174,26 @@ impl<'c> HeaderForm<'c> {
             .ok_or(UnifiedWireError::BufferTooSmall { len, need })?;
         *first = self.first_byte(epoch);
         let (cid_out, rest) = rest.split_at_mut(cid.len());
-        cid_out.copy_from_slice(cid);
-        let seq = sequence.to_be_bytes();
-        let (seq_out, rest) = rest.split_at_mut(self.sequence.bytes());
-        seq_out.copy_from_slice(&seq[8 - self.sequence.bytes()..]);
-        if self.length {
-            rest.copy_from_slice(&length.to_be_bytes());
+        // Byte stores rather than `copy_from_slice` of a length known only at run time:
+        // that is a `memcpy` call per field, per record (callgrind: ~15 instructions each).
+        if !cid.is_empty() {
+            cid_out.copy_from_slice(cid);
+        }
+        let [.., hi, lo] = sequence.to_be_bytes();
+        let rest = match (self.sequence, rest) {
+            (SequenceLen::Bits16, [h, l, rest @ ..]) => {
+                (*h, *l) = (hi, lo);
+                rest
+            }
+            (SequenceLen::Bits8, [l, rest @ ..]) => {
+                *l = lo;
+                rest
+            }
+            // `header` has `need` bytes, which counts the sequence number bytes.
+            (_, rest) => rest,
+        };
+        if let (true, [h, l, ..]) = (self.length, rest) {
+            [*h, *l] = length.to_be_bytes();
         }
         Ok(need)
     }

@@ -8,9 +8,9 @@
 //!   a record with another association's CID ends the walk (RFC 9147 §4).
 //! - [`DatagramWriter13`]: seal records back to back into one datagram, a record without
 //!   length field only as the last one (RFC 9147 §4).
-//! - [`SnKey`]: record number encryption (RFC 9147 §4.2.3) through aws-lc-rs's QUIC header
-//!   protection primitive (`aead::quic::HeaderProtectionKey`), the same construction
-//!   (RFC 9001 §5.4.3, §5.4.4).
+//! - [`SnKey`]: record number encryption (RFC 9147 §4.2.3), the construction of QUIC header
+//!   protection (RFC 9001 §5.4.3, §5.4.4): AES through aws-lc-rs's
+//!   `aead::quic::HeaderProtectionKey`, ChaCha20 through the block function in `sn.rs`.
 //! - [`reconstruct_sequence`] / [`reconstruct_epoch`]: full sequence number and epoch from
 //!   the bits on the wire (RFC 9147 §4.2.2).
 //! - [`TrafficKeys13`], [`Sealer13`], [`Opener13`]: in-place protection of one direction of
