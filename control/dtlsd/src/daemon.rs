@@ -68,6 +68,8 @@ pub struct Daemon {
     control: Option<JoinHandle<usize>>,
     control_stop: Arc<AtomicBool>,
     control_counters: Arc<ControlCounters>,
+    /// The control thread's drain switch ([`Daemon::begin_drain`]).
+    draining: Arc<AtomicBool>,
     metrics: Option<(JoinHandle<()>, SocketAddr)>,
     metrics_stop: Arc<AtomicBool>,
     reloads: mpsc::Sender<Reload>,
@@ -156,6 +158,7 @@ impl Daemon {
             }
         };
         let control_counters = Arc::clone(control.counters());
+        let draining = control.drain_flag();
         control.set_log(Box::new(DaemonLog::new(Arc::clone(&control_counters))));
         let control_progress = Arc::clone(control.progress());
         let control_stop = Arc::new(AtomicBool::new(false));
@@ -184,6 +187,7 @@ impl Daemon {
             queues,
             control: Some(control_handle),
             control_stop,
+            draining,
             control_counters,
             metrics: None,
             metrics_stop,
@@ -249,6 +253,20 @@ impl Daemon {
                 .collect(),
             control: self.control_counters.snapshot(),
         }
+    }
+
+    /// Starts the drain window: from now on new handshakes are refused (and counted);
+    /// sessions and handshakes under way go on.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Relaxed);
+    }
+
+    /// Sessions the shards hold now (their last published gauges).
+    pub fn live_sessions(&self) -> u64 {
+        self.shard_sources
+            .iter()
+            .map(|s| s.shard.snapshot().sessions_active)
+            .sum()
     }
 
     /// Whether a worker thread stopped on its own (an error or a panic).

@@ -25,6 +25,7 @@ pub mod config;
 pub mod connect;
 pub mod daemon;
 pub mod descriptors;
+pub mod lifecycle;
 pub mod metrics;
 pub mod portprobe;
 pub mod serve;

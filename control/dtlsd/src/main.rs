@@ -2,18 +2,21 @@
 //! `check-config`, logging, and signals (SIGINT/SIGTERM drain, SIGHUP reload). The daemon
 //! itself is the `dtlsd` library.
 
+use std::cell::Cell;
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use dtlsd::config::merge::{ConnectFlags, ServeFlags};
 use dtlsd::config::{Config, ConfigErrors, LogFormat};
 use dtlsd::connect::Client;
+use dtlsd::daemon::Daemon;
+use dtlsd::lifecycle::{self, ServiceManager};
 use dtlsd::serve::{Options, Server};
 use tracing_subscriber::EnvFilter;
 
@@ -42,13 +45,14 @@ enum Command {
     /// Terminate DTLS from any number of clients on --listen and relay each session's
     /// plaintext to --backend over its own UDP flow. SIGHUP re-reads --config and applies
     /// certificates, keys, client CA and PSKs (sessions of a removed PSK, or whose client
-    /// certificate the new CA rejects, are closed); SIGINT/SIGTERM send close_notify to every
-    /// session and exit 0.
+    /// certificate the new CA rejects, are closed); SIGINT/SIGTERM drain for --drain-timeout
+    /// (new handshakes refused), then send close_notify to every session and exit 0.
     Serve(Box<ServeFlags>),
     /// Accept plaintext UDP on --listen and carry each local source's datagrams over its own
     /// DTLS session to --server; replies come back to that source. SIGHUP re-reads --config
     /// and applies the server trust (CA or PSK), certificate and key to new handshakes;
-    /// SIGINT/SIGTERM send close_notify on every session and exit 0.
+    /// SIGINT/SIGTERM drain for --drain-timeout, then send close_notify on every session and
+    /// exit 0.
     Connect(Box<ConnectFlags>),
     /// Write a test PKI: ca.pem, server.pem, server.key (SAN localhost, 127.0.0.1),
     /// client.pem, client.key (ECDSA P-256). For tests and first runs.
@@ -201,11 +205,19 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             init_logging(config.tuning.log_format);
             let signals = Signals::install()?;
+            let mut manager = ServiceManager::from_env();
+            let drain_timeout = Cell::new(config.tuning.drain_timeout);
             let server = Server::start(config, Options::default())?;
+            manager.ready(&format!("serving on {}", server.local_addr()));
             // SIGHUP re-reads the configuration file (and the files it names) with the
             // same flags on top, as at start.
             let reload = || match flags.resolve() {
-                Ok(config) => server.reload(config),
+                Ok(config) => {
+                    let window = config.tuning.drain_timeout;
+                    server
+                        .reload(config)
+                        .inspect(|()| drain_timeout.set(window))
+                }
                 Err(errors) => {
                     server.count_reload_failure();
                     Err(anyhow::anyhow!(
@@ -214,7 +226,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     ))
                 }
             };
-            let outcome = signals.wait(|| server.failed(), reload);
+            let outcome = signals.wait(&mut manager, || server.failed(), reload);
+            signals.drain(&mut manager, outcome, &server, drain_timeout.get());
             finish(outcome, server.shutdown())
         }
         Command::Connect(flags) => {
@@ -224,9 +237,17 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             init_logging(config.tuning.log_format);
             let signals = Signals::install()?;
+            let mut manager = ServiceManager::from_env();
+            let drain_timeout = Cell::new(config.tuning.drain_timeout);
             let client = Client::start(config)?;
+            manager.ready(&format!("accepting plaintext on {}", client.local_addr()));
             let reload = || match flags.resolve() {
-                Ok(config) => client.reload(config),
+                Ok(config) => {
+                    let window = config.tuning.drain_timeout;
+                    client
+                        .reload(config)
+                        .inspect(|()| drain_timeout.set(window))
+                }
                 Err(errors) => {
                     client.count_reload_failure();
                     Err(anyhow::anyhow!(
@@ -235,7 +256,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     ))
                 }
             };
-            let outcome = signals.wait(|| client.failed(), reload);
+            let outcome = signals.wait(&mut manager, || client.failed(), reload);
+            signals.drain(&mut manager, outcome, &client, drain_timeout.get());
             finish(outcome, client.shutdown())
         }
     }
@@ -278,26 +300,59 @@ impl Signals {
     }
 
     /// Waits for SIGINT/SIGTERM or a failed worker; reloads on each SIGHUP (a failed reload
-    /// is logged and the old configuration stays).
-    fn wait(&self, failed: impl Fn() -> bool, reload: impl Fn() -> anyhow::Result<()>) -> Outcome {
+    /// is logged and the old configuration stays); keeps the service manager informed.
+    fn wait(
+        &self,
+        manager: &mut ServiceManager,
+        failed: impl Fn() -> bool,
+        reload: impl Fn() -> anyhow::Result<()>,
+    ) -> Outcome {
         while !self.term.load(Relaxed) {
             if failed() {
                 tracing::error!("a worker thread stopped unexpectedly; shutting down");
+                manager.stopping("a worker thread stopped unexpectedly");
                 return Outcome::WorkerFailed;
             }
+            manager.tick(Instant::now(), true);
             if self.hup.swap(false, Relaxed) {
+                manager.reloading();
                 match reload() {
-                    Ok(()) => tracing::info!("SIGHUP: configuration reloaded"),
-                    Err(e) => tracing::error!(
-                        error = %format!("{e:#}"),
-                        "SIGHUP: reload failed; keeping the previous configuration"
-                    ),
+                    Ok(()) => {
+                        tracing::info!("SIGHUP: configuration reloaded");
+                        manager.ready("configuration reloaded");
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            error = %format!("{e:#}"),
+                            "SIGHUP: reload failed; keeping the previous configuration"
+                        );
+                        manager.ready("reload failed; previous configuration kept");
+                    }
                 }
             }
             std::thread::sleep(MAIN_POLL);
         }
-        tracing::info!("shutting down: closing every session");
+        manager.stopping("shutting down");
         Outcome::Signalled
+    }
+
+    /// After a signal: the drain window (if any), during which a second SIGINT/SIGTERM ends
+    /// it at once; then every session left is closed by the shutdown.
+    fn drain(
+        &self,
+        manager: &mut ServiceManager,
+        outcome: Outcome,
+        daemon: &Daemon,
+        window: Duration,
+    ) {
+        if outcome == Outcome::Signalled {
+            self.term.store(false, Relaxed);
+            let failed = || daemon.failed();
+            lifecycle::drain(daemon, window, &self.term, MAIN_POLL, |now| {
+                manager.tick(now, !failed());
+            });
+        }
+        tracing::info!("shutting down: closing every session");
     }
 }
 

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Client, Daemon, EchoBackend, Peer, TempDir, certs, free_udp_port};
+use common::{Client, Daemon, EchoBackend, Peer, TempDir, certs, free_udp_port, wait_until};
 use control::{CertifiedKey, Config, PeerVerifier, Psk};
 use dtls_crypto::CertificateVerifier;
 
@@ -47,14 +47,6 @@ fn cert_client(client: &TempDir, server_ca: &TempDir) -> Arc<Config> {
         server_name: Some("localhost".into()),
         ..Config::new(PeerVerifier::WebPki(ca))
     })
-}
-
-fn wait_until(what: &str, log: impl Fn() -> String, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out: {what}\n{}", log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The log line that contains every one of `needles`.

@@ -12,9 +12,9 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Daemon, EchoBackend, TempDir, certs};
+use common::{Daemon, EchoBackend, TempDir, certs, wait_until};
 
 const SOURCES: usize = 8;
 
@@ -57,14 +57,6 @@ fn fresh_echo(entry: SocketAddr, wait: Duration) -> bool {
     s.send(b"fresh").expect("send");
     let mut buf = [0u8; 64];
     matches!(s.recv(&mut buf), Ok(5)) && &buf[..5] == b"fresh"
-}
-
-fn wait_until(what: &str, log: impl Fn() -> String, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out: {what}\n{}", log());
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]

@@ -62,6 +62,9 @@ counters! {
     /// Cookie-verified ClientHellos refused with an alert because the daemon or the peer's
     /// shard holds its most sessions (`max_sessions`).
     sessions_refused,
+    /// Handshakes refused because the daemon is draining (serve: cookie-verified
+    /// ClientHellos, answered with an alert; connect: new local sources).
+    handshakes_refused_draining,
     /// Live sessions closed by a reload that removed their PSK identity or no longer
     /// verifies their client certificate.
     sessions_revoked,

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use dataplane::cid::CidOwner;
@@ -146,6 +147,11 @@ impl ControlThread {
         {
             return; // already under way
         }
+        if self.draining.load(Relaxed) {
+            self.refused(now, peer, Refusal::Draining, false);
+            self.push(shard, ShardCommand::Forget { peer });
+            return;
+        }
         if self.half_open.len() >= self.settings.limits.max_half_open {
             self.refused(now, peer, Refusal::HalfOpenFull, false);
             self.push(shard, ShardCommand::Forget { peer });
@@ -171,6 +177,7 @@ impl ControlThread {
             }
             Refusal::HalfOpenFull => &self.counters.half_open_refused,
             Refusal::MaxSessions | Refusal::MaxSessionsPerShard => &self.counters.sessions_refused,
+            Refusal::Draining => &self.counters.handshakes_refused_draining,
         };
         ControlCounters::bump(counter);
         let peer = self.peer(peer);
@@ -182,6 +189,9 @@ impl ControlThread {
     /// installed sessions reach their cap, is refused; half-open handshakes holding the
     /// room a newcomer needs are shed, oldest first.
     fn admit(&mut self, now: Instant, shard: usize, peer: SocketAddr) -> Result<(), Refusal> {
+        if self.draining.load(Relaxed) {
+            return Err(Refusal::Draining);
+        }
         let limits = self.settings.limits;
         // A peer with a session replaces it: no new room needed.
         let new_session = !self.by_peer.contains_key(&peer);
@@ -303,8 +313,10 @@ impl ControlThread {
                     // Refused before any flight of ours; the client learns why at once
                     // instead of retransmitting into silence. Per-source refusals stay
                     // silent: the source is already busy with handshakes of its own.
-                    let tell =
-                        matches!(refusal, Refusal::MaxSessions | Refusal::MaxSessionsPerShard);
+                    let tell = matches!(
+                        refusal,
+                        Refusal::MaxSessions | Refusal::MaxSessionsPerShard | Refusal::Draining
+                    );
                     if tell {
                         let datagram = hello.refusal(AlertDescription::InternalError);
                         self.push(shard, ShardCommand::Transmit { peer, datagram });

@@ -224,6 +224,9 @@ pub struct ControlThread {
     counters: Arc<ControlCounters>,
     /// Marked once per turn, for the daemon's health check.
     progress: Arc<dtls_shard::Progress>,
+    /// Set by the daemon on SIGTERM with a drain window: new handshakes are refused
+    /// ([`Refusal::Draining`]), live sessions and handshakes under way go on.
+    draining: Arc<AtomicBool>,
     buf: Box<[u8]>,
 }
 
@@ -311,6 +314,7 @@ impl ControlThread {
             ticket_check: None,
             counters: Arc::new(ControlCounters::default()),
             progress: Arc::default(),
+            draining: Arc::default(),
             buf: vec![0; TRANSMIT_BUF].into_boxed_slice(),
         }
     }
@@ -322,6 +326,13 @@ impl ControlThread {
     /// [`ControlStats::reloads_failed`] and the old one stays.
     pub fn set_reloads(&mut self, reloads: mpsc::Receiver<Reload>) {
         self.reloads = Some(reloads);
+    }
+
+    /// The drain switch: once set, new handshakes are refused (a serve-mode client gets an
+    /// `internal_error` alert after its cookie checks out; a connect-mode local source is
+    /// forgotten) and counted; sessions and handshakes under way are untouched.
+    pub fn drain_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.draining)
     }
 
     /// Reports handshakes and sessions to `log` from now on.

@@ -67,6 +67,9 @@ pub enum Refusal {
     MaxSessions,
     /// The peer's shard holds [`Limits::max_sessions_per_shard`] sessions.
     MaxSessionsPerShard,
+    /// The daemon is draining (SIGTERM with a drain window): live sessions run on, new
+    /// handshakes are refused.
+    Draining,
 }
 
 impl Refusal {
@@ -78,6 +81,7 @@ impl Refusal {
             Refusal::HalfOpenFull => "half_open_full",
             Refusal::MaxSessions => "max_sessions",
             Refusal::MaxSessionsPerShard => "max_sessions_per_shard",
+            Refusal::Draining => "draining",
         }
     }
 }

@@ -631,3 +631,36 @@ fn admin_requests_list_sessions_and_kick_only_the_named_ones() {
             .contains(&(SUITE, 0))
     );
 }
+
+#[test]
+fn a_draining_server_refuses_new_handshakes_with_an_alert_and_keeps_its_sessions() {
+    let now = Instant::now();
+    let server = addr("127.0.0.1:4433");
+    let (mut ctl, queues) = control(1, RuntimeConfig::default(), now);
+    let q = &queues[0];
+    let mut a = client(server, 60, now);
+    let order = handshake_through(&mut ctl, &mut a, q, addr("10.0.0.1:1"), server, now);
+    assert!(a.is_established(), "{order:?}");
+    ctl.drain_flag()
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    // A newcomer passes the cookie exchange and gets one fatal internal_error alert.
+    let mut b = client(server, 61, now);
+    client_to_control(&mut b, q, addr("10.0.0.2:1"), now);
+    ctl.run_turn(now, test_wall());
+    commands_to_client(&mut b, q, server, now);
+    client_to_control(&mut b, q, addr("10.0.0.2:1"), now);
+    ctl.run_turn(now, test_wall());
+    let replies: Vec<_> = std::iter::from_fn(|| q.poll_command()).collect();
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    let ShardCommand::Transmit { datagram, .. } = &replies[0] else {
+        panic!("expected the alert, got {replies:?}");
+    };
+    assert_eq!(&datagram[13..], &[2, 80]);
+    b.handle_datagram(now, test_wall(), server, datagram);
+    assert!(b.is_finished(), "the client gives up at once");
+    let stats = ctl.counters().snapshot();
+    assert_eq!(stats.handshakes_refused_draining, 1);
+    assert_eq!(stats.handshakes_started, 1);
+    // The established session is untouched.
+    assert_eq!(ctl.installed_sessions(), 1);
+}

@@ -38,6 +38,11 @@ pub struct TuningFlags {
     /// Close a session after this many seconds without traffic [default: 300; 1..=86400].
     #[arg(long, value_name = "SECS")]
     pub idle_timeout: Option<i64>,
+    /// On SIGTERM/SIGINT, refuse new handshakes and let live sessions run this many seconds
+    /// (or until they all end) before close_notify; a second signal ends the drain at once
+    /// [default: 0, close at once; 0..=3600]. Reloadable.
+    #[arg(long, value_name = "SECS")]
+    pub drain_timeout: Option<i64>,
     /// Send a heartbeat probe to sessions idle this many seconds; must be below
     /// --idle-timeout [default: off; 1..=3600].
     #[arg(long, value_name = "SECS")]
@@ -157,6 +162,7 @@ pub fn merge_serve(file: RawServe, flags: ServeFlags) -> RawServe {
         metrics: t.metrics.or(file.metrics),
         admin_socket: t.admin_socket.or(file.admin_socket),
         idle_timeout: t.idle_timeout.or(file.idle_timeout),
+        drain_timeout: t.drain_timeout.or(file.drain_timeout),
         keepalive: t.keepalive.or(file.keepalive),
         log_format: t.log_format.or(file.log_format),
         limits: merge_limits(file.limits, t.max_sessions, t.max_sessions_per_shard),
@@ -206,6 +212,7 @@ pub fn merge_connect(file: RawConnect, flags: ConnectFlags) -> RawConnect {
         metrics: t.metrics.or(file.metrics),
         admin_socket: t.admin_socket.or(file.admin_socket),
         idle_timeout: t.idle_timeout.or(file.idle_timeout),
+        drain_timeout: t.drain_timeout.or(file.drain_timeout),
         keepalive: t.keepalive.or(file.keepalive),
         log_format: t.log_format.or(file.log_format),
         limits: merge_limits(file.limits, t.max_sessions, t.max_sessions_per_shard),

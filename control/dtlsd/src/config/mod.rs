@@ -36,6 +36,8 @@ pub const SHARDS_RANGE: (i64, i64) = (1, 1024);
 pub const IDLE_TIMEOUT_RANGE: (i64, i64) = (1, 86_400);
 /// Default `idle_timeout`, in seconds.
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 300;
+/// Bounds of `drain_timeout`, in seconds (0: close at once; at most an hour).
+pub const DRAIN_TIMEOUT_RANGE: (i64, i64) = (0, 3_600);
 /// Bounds of `keepalive`, in seconds (it must also be below `idle_timeout`).
 pub const KEEPALIVE_RANGE: (i64, i64) = (1, 3_600);
 /// Bounds of `connection_id_length`, in bytes (RFC 9146 §3 allows 0 to 255; a session here
@@ -176,6 +178,9 @@ pub struct Tuning {
     pub admin_socket: AdminSocket,
     /// A session with no traffic for this long is closed.
     pub idle_timeout: Duration,
+    /// On SIGTERM/SIGINT: how long live sessions may run on, with new handshakes refused,
+    /// before close_notify (zero: close at once). Reloadable (main reads the latest).
+    pub drain_timeout: Duration,
     /// Heartbeat probe interval on idle sessions, if any.
     pub keepalive: Option<Duration>,
     /// Log line format.

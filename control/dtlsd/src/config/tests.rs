@@ -68,7 +68,7 @@ fn every_serve_and_connect_key_parses_and_validates() {
          key = \"{d}/b.pem\"\npsk = [\"a:00ff\", \"b:c0ffee\"]\nclient_ca = \"{d}/a.pem\"\n\
          shards = 2\nio = \"mmsg\"\nmtu = 1200\nmetrics = \"127.0.0.1:9100\"\n\
          idle_timeout = 60\nkeepalive = 15\nlog_format = \"json\"\ntakeover = true\n\
-         connection_id = true\nconnection_id_length = 12\n"
+         connection_id = true\nconnection_id_length = 12\ndrain_timeout = 30\n"
     ));
     let s = validate_serve(serve).expect("valid serve config");
     assert_eq!(s.listen, "[::]:4433".parse().expect("addr"));
@@ -85,6 +85,7 @@ fn every_serve_and_connect_key_parses_and_validates() {
             metrics: Some("127.0.0.1:9100".parse().expect("addr")),
             admin_socket: AdminSocket::Default,
             idle_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(30),
             keepalive: Some(Duration::from_secs(15)),
             log_format: LogFormat::Json,
             limits: Limits::default(),
@@ -156,6 +157,7 @@ fn defaults_apply_when_keys_are_absent() {
             metrics: None,
             admin_socket: AdminSocket::Default,
             idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
+            drain_timeout: Duration::ZERO,
             keepalive: None,
             log_format: LogFormat::Human,
             limits: Limits::default(),
@@ -712,4 +714,28 @@ fn proxy_protocol_key_and_flag() {
     assert_eq!(s.proxy_protocol, Some(ProxyProtocolMode::V2First));
     assert!(FlagsCli::try_parse_from(["dtlsd", "serve", "--proxy-protocol", "v1"]).is_err());
     assert!(FlagsCli::try_parse_from(["dtlsd", "connect", "--proxy-protocol", "spp"]).is_err());
+}
+
+#[test]
+fn drain_timeout_is_zero_to_an_hour_and_a_flag() {
+    let drain = |v: i64| {
+        let mut raw = psk_only_serve();
+        raw.drain_timeout = Some(v);
+        validate_serve(raw).map(|c| c.tuning.drain_timeout)
+    };
+    assert_eq!(drain(0).ok(), Some(Duration::ZERO));
+    assert_eq!(drain(3600).ok(), Some(Duration::from_secs(3600)));
+    for bad in [-1, 3601] {
+        let l = lines(drain(bad));
+        assert!(has(&l, "serve.drain_timeout:", "out of range"), "{l:?}");
+    }
+    let flags = ServeFlags {
+        tuning: TuningFlags {
+            drain_timeout: Some(7),
+            ..TuningFlags::default()
+        },
+        ..ServeFlags::default()
+    };
+    let merged = merge_serve(serve_toml("drain_timeout = 3\n"), flags);
+    assert_eq!(merged.drain_timeout, Some(7));
 }

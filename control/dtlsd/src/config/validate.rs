@@ -16,9 +16,9 @@ use super::error::{ConfigError, ConfigErrors, Problem, Role};
 use super::raw::{ProxyProtocolMode, PskSpec, RawConnect, RawServe};
 use super::{
     AdminSocket, CONNECTION_ID_LENGTH_RANGE, CertKeyPaths, ConnectConfig, DEFAULT_CONNECT_CID_LEN,
-    DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MTU, DEFAULT_SERVE_CID_LEN, IDLE_TIMEOUT_RANGE,
-    KEEPALIVE_RANGE, MAX_ADMIN_SOCKET_PATH, MAX_PSK_IDENTITY_LEN, MTU_RANGE, Psk, SHARDS_RANGE,
-    ServeConfig, ServerCredentials, ServerTrust, Tuning,
+    DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MTU, DEFAULT_SERVE_CID_LEN, DRAIN_TIMEOUT_RANGE,
+    IDLE_TIMEOUT_RANGE, KEEPALIVE_RANGE, MAX_ADMIN_SOCKET_PATH, MAX_PSK_IDENTITY_LEN, MTU_RANGE,
+    Psk, SHARDS_RANGE, ServeConfig, ServerCredentials, ServerTrust, Tuning,
 };
 use dtls_runtime::ProxyProtocol;
 
@@ -42,6 +42,7 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
         metrics: raw.metrics.as_deref(),
         admin_socket: raw.admin_socket.as_deref(),
         idle_timeout: raw.idle_timeout,
+        drain_timeout: raw.drain_timeout,
         keepalive: raw.keepalive,
         log_format: raw.log_format,
         limits: &raw.limits,
@@ -120,6 +121,7 @@ pub fn validate_connect(raw: RawConnect) -> Result<ConnectConfig, ConfigErrors> 
         metrics: raw.metrics.as_deref(),
         admin_socket: raw.admin_socket.as_deref(),
         idle_timeout: raw.idle_timeout,
+        drain_timeout: raw.drain_timeout,
         keepalive: raw.keepalive,
         log_format: raw.log_format,
         limits: &raw.limits,
@@ -270,6 +272,7 @@ struct TuningIn<'a> {
     metrics: Option<&'a str>,
     admin_socket: Option<&'a str>,
     idle_timeout: Option<i64>,
+    drain_timeout: Option<i64>,
     keepalive: Option<i64>,
     log_format: Option<super::LogFormat>,
     takeover: Option<bool>,
@@ -414,6 +417,9 @@ impl Checker {
         let idle = t
             .idle_timeout
             .map(|v| self.range("idle_timeout", v, IDLE_TIMEOUT_RANGE));
+        let drain = t
+            .drain_timeout
+            .map(|v| self.range("drain_timeout", v, DRAIN_TIMEOUT_RANGE));
         let keepalive = t
             .keepalive
             .map(|v| self.range("keepalive", v, KEEPALIVE_RANGE));
@@ -465,6 +471,10 @@ impl Checker {
             metrics: metrics.flatten(),
             admin_socket: admin_socket?,
             idle_timeout: Duration::from_secs(idle_secs.unsigned_abs()),
+            drain_timeout: match drain {
+                Some(v) => Duration::from_secs(v?.unsigned_abs()),
+                None => Duration::ZERO,
+            },
             keepalive: match keepalive {
                 Some(v) => Some(Duration::from_secs(v?.unsigned_abs())),
                 None => None,

@@ -681,6 +681,7 @@ type ControlField = fn(&ControlStats) -> u64;
 pub(crate) const HANDSHAKE_REFUSAL_REASONS: &[(&str, ControlField)] = &[
     ("max_sessions", |c| c.sessions_refused),
     ("half_open_per_source", |c| c.half_open_refused_source),
+    ("draining", |c| c.handshakes_refused_draining),
 ];
 
 /// Control-thread families without labels (all counters): name, help, value.

@@ -165,13 +165,34 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     None
 }
 
+/// Polls `done` every 10 ms for up to 30 s; on a timeout, fails naming `what` with `log()`.
+pub fn wait_until(what: &str, log: impl Fn() -> String, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out: {what}\n{}", log());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 // ---------- the daemon ----------
 
 /// Spawns `dtlsd serve` with the test PKI and `extra` arguments, stderr piped.
 fn spawn_serve(listen: SocketAddr, backend: SocketAddr, pki: &TempDir, extra: &[&str]) -> Child {
+    spawn_serve_env(listen, backend, pki, extra, &[])
+}
+
+/// [`spawn_serve`] with `env` variables added.
+fn spawn_serve_env(
+    listen: SocketAddr,
+    backend: SocketAddr,
+    pki: &TempDir,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Child {
     Command::new(DTLSD)
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .args(["serve", "--listen", &listen.to_string()])
         .args(["--backend", &backend.to_string()])
         .args(["--cert", &pki.file("server.pem")])
@@ -245,6 +266,23 @@ impl Daemon {
         Self::start_on(SERVE_READY, || {
             let listen = free_udp_addr();
             (listen, None, spawn_serve(listen, backend, pki, extra))
+        })
+    }
+
+    /// Starts `dtlsd serve` with `extra` arguments and `env` variables on a free port.
+    pub fn start_serve_env(
+        backend: SocketAddr,
+        pki: &TempDir,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::start_on(SERVE_READY, || {
+            let listen = free_udp_addr();
+            (
+                listen,
+                None,
+                spawn_serve_env(listen, backend, pki, extra, env),
+            )
         })
     }
 
@@ -393,6 +431,11 @@ impl Daemon {
 
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits up to `timeout` for the daemon to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_exit(&mut self.child, timeout)
     }
 
     pub fn terminate(&mut self) -> ExitStatus {
