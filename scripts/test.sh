@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what it needs when missing, builds the wolfSSL interop peer
 # once (scripts/wolfssl-peer.sh, cached), runs every test (unit, property, known-answer,
-# in-memory handshake, real-UDP interop), lints, and a short fuzz smoke run. Exits non-zero
+# in-memory handshake, real-UDP interop), lints, the instruction-count gate, the Debian
+# package (built and checked in a scratch root), and a short fuzz smoke run. Exits non-zero
 # on the first failure.
 #
 #   scripts/test.sh                 # everything
@@ -19,6 +20,10 @@ command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 # The instruction-count gate runs the record paths under callgrind.
 command -v valgrind >/dev/null 2>&1 || need_apt+=(valgrind)
+# The systemd unit files shipped with dtlsd are checked with `systemd-analyze verify`.
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+# The Debian package is unpacked and inspected with dpkg-deb.
+command -v dpkg-deb >/dev/null 2>&1 || need_apt+=(dpkg)
 # dtls-bench's `peers` (B8) links OpenSSL's libssl through the openssl crate.
 { command -v pkg-config >/dev/null 2>&1 && pkg-config --exists openssl; } || need_apt+=(libssl-dev)
 if ((${#need_apt[@]})); then
@@ -80,6 +85,10 @@ fi
 # --- instruction-count gate ------------------------------------------------------------
 log "instruction-count gate (callgrind vs bench/icount/baseline.json)"
 scripts/icount.sh
+
+# --- Debian package ------------------------------------------------------------------
+log "Debian package (scripts/package-deb.sh), unpacked and checked (scripts/check-deb.sh)"
+scripts/check-deb.sh "$(scripts/package-deb.sh)"
 
 # --- fuzz smoke run ------------------------------------------------------------------
 if [ "${FUZZ_SECONDS:-10}" != 0 ] && [ -x scripts/fuzz-smoke.sh ]; then

@@ -61,6 +61,10 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Write the dtlsd(1) manual page (roff, from this command line's own help) to stdout;
+    /// the Debian package ships it.
+    #[command(hide = true)]
+    Manpage,
     /// Check a TOML config file: parse it, validate every key and load the PEM files it
     /// names. Exit code 0 when valid, 2 when not (one line per problem on stderr).
     CheckConfig {
@@ -149,6 +153,29 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { file } => Ok(check_config(&file)),
+        Command::Manpage => {
+            use clap::CommandFactory as _;
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut page)
+                .context("rendering the manual page")?;
+            // One section per command: its description, then its options.
+            for sub in Cli::command()
+                .get_subcommands()
+                .filter(|s| !s.is_hide_set())
+            {
+                let about = sub.get_long_about().or(sub.get_about());
+                let text = about.map(ToString::to_string).unwrap_or_default();
+                page.extend(format!(".SH \"DTLSD {}\"\n", sub.get_name().to_uppercase()).bytes());
+                page.extend(format!("{}\n", text.replace('\n', " ")).bytes());
+                clap_mangen::Man::new(sub.clone())
+                    .render_options_section(&mut page)
+                    .context("rendering the manual page")?;
+            }
+            std::io::Write::write_all(&mut std::io::stdout(), &page)
+                .context("writing the manual page")?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status {
             admin_socket,
             json,

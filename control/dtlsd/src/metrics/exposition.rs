@@ -1032,6 +1032,32 @@ mod tests {
         assert!(variables.contains("dtlsd_build_info"), "{variables}");
     }
 
+    /// docs/operations.md names only metrics the daemon exposes (its alerts and checks
+    /// would otherwise watch nothing).
+    #[test]
+    fn every_metric_the_operations_guide_names_is_exposed() {
+        let guide = include_str!("../../../../docs/operations.md");
+        let text = render_snapshot(full_snapshot());
+        let exposed: std::collections::HashSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let named: Vec<&str> = guide
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("dtlsd_") && w.len() > "dtlsd_".len())
+            // Not a metric: the package's file name pattern (dtlsd_VERSION-1_ARCH.deb).
+            .filter(|w| !w.bytes().any(|b| b.is_ascii_uppercase()))
+            .collect();
+        assert!(named.len() >= 8, "{named:?}");
+        for name in named {
+            assert!(
+                exposed.contains(name),
+                "docs/operations.md names {name}, which dtlsd does not expose"
+            );
+        }
+    }
+
     #[test]
     fn every_family_and_reason_is_documented() {
         let docs = include_str!("../../../../docs/dtlsd.md");
