@@ -157,7 +157,7 @@ impl TestServer {
     /// Generates a test PKI, starts the echo backend and the server on 127.0.0.1:0.
     pub fn start(setup: &ServerSetup) -> Result<Self> {
         let pki = tempfile::tempdir().context("temporary PKI directory")?;
-        dtlsd::certs::write_test_pki(pki.path()).context("writing the test PKI")?;
+        dtlsd::certs::write_test_pki(pki.path(), None).context("writing the test PKI")?;
         let echo = Echo::start()?;
         let config = ServeConfig {
             listen: SocketAddr::new(LOOPBACK, 0),
@@ -178,6 +178,7 @@ impl TestServer {
                 metrics: None,
                 admin_socket: dtlsd::config::AdminSocket::Off,
                 idle_timeout: Duration::from_secs(300),
+                drain_timeout: Duration::ZERO,
                 keepalive: None,
                 log_format: LogFormat::Human,
                 // Every generated client comes from 127.0.0.1: no per-source share, so a

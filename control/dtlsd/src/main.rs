@@ -60,6 +60,10 @@ enum Command {
         /// Directory to write into (created if missing; existing files are replaced).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+        /// Give the key files to this group with mode 0640 (e.g. `dtlsd`, the service's
+        /// group) instead of mode 0600 for the invoking user only.
+        #[arg(long, value_name = "NAME")]
+        group: Option<String>,
     },
     /// Write the dtlsd(1) manual page (roff, from this command line's own help) to stdout;
     /// the Debian package ships it.
@@ -144,8 +148,8 @@ fn use_colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Certs { out } => {
-            let files = dtlsd::certs::write_test_pki(&out)?;
+        Command::Certs { out, group } => {
+            let files = dtlsd::certs::write_test_pki(&out, group.as_deref())?;
             tracing::info!(dir = %out.display(), files = files.len(), "wrote test PKI");
             for f in files {
                 println!("{}", f.display());

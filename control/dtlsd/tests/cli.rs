@@ -119,6 +119,48 @@ fn certs_writes_five_files_that_parse_and_verify() {
 }
 
 #[test]
+fn certs_gives_the_keys_to_a_named_group_and_refuses_an_unknown_one() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = scratch("certs-group");
+    let out_dir = dir.join("pki");
+    // `daemon` is group 1 on Debian (base-passwd), present on every Debian machine.
+    let out = dtlsd(&[
+        "certs",
+        "--out",
+        out_dir.to_str().expect("utf-8 path"),
+        "--group",
+        "daemon",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    for key in ["server.key", "client.key"] {
+        let meta = std::fs::metadata(out_dir.join(key)).expect("key file");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640, "{key}");
+        assert_eq!(meta.gid(), 1, "{key} belongs to group daemon");
+        SigningKey::from_pem_file(out_dir.join(key)).expect("key loads");
+    }
+    // Certificates keep their mode and group.
+    let cert = std::fs::metadata(out_dir.join("server.pem")).expect("cert");
+    assert_eq!(cert.permissions().mode() & 0o777, 0o644);
+    assert_ne!(cert.gid(), 1);
+    // An unknown group fails before anything is written, naming it.
+    let other = dir.join("other");
+    let out = dtlsd(&[
+        "certs",
+        "--out",
+        other.to_str().expect("utf-8 path"),
+        "--group",
+        "no-such-group-here",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("no group named \"no-such-group-here\""),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!other.exists(), "nothing written");
+}
+
+#[test]
 fn certs_server_sans_as_openssl_sees_them() {
     let pki = certs(&scratch("openssl"));
     let out = Command::new("openssl")
