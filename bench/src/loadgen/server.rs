@@ -173,6 +173,7 @@ impl TestServer {
             proxy_protocol: None,
             tuning: Tuning {
                 shards: Some(setup.shards.max(1)),
+                cpus: None,
                 io: setup.io.daemon(),
                 mtu: setup.mtu,
                 metrics: None,

@@ -98,7 +98,11 @@ impl Daemon {
         crate::portprobe::check_listen(listen, tuning.takeover)?;
         // Bound before the shards start so that a bad address stops startup at once.
         let metrics_listener = tuning.metrics.map(metrics::Listener::bind).transpose()?;
-        let shard_count = tuning.shards.unwrap_or_else(default_shards).max(1);
+        let shard_count = tuning
+            .shards
+            .or(tuning.cpus.as_ref().map(Vec::len))
+            .unwrap_or_else(default_shards)
+            .max(1);
         let queues: Vec<Arc<ShardQueues>> = (0..shard_count)
             .map(|_| Arc::new(ShardQueues::new(QUEUE_CAPACITY, QUEUE_CAPACITY)))
             .collect();
@@ -115,7 +119,13 @@ impl Daemon {
         // handshake always finds room in its shard's table.
         shard_config.max_sessions = tuning.limits.per_shard(shard_count);
         crate::descriptors::ensure(shard_count, &shard_config, metrics_listener.is_some());
-        let spawned = spawn_shards(listen, shard_config, &queues, &shard_stop);
+        let spawned = spawn_shards(
+            listen,
+            shard_config,
+            &queues,
+            &shard_stop,
+            tuning.cpus.as_deref(),
+        );
         let (shards, shard_sources, listen) = match spawned {
             Ok(spawned) => spawned,
             Err(e) => {
@@ -442,8 +452,17 @@ fn spawn_shards(
     config: ShardConfig,
     queues: &[Arc<ShardQueues>],
     stop: &Arc<AtomicBool>,
+    cpus: Option<&[usize]>,
 ) -> anyhow::Result<Spawned> {
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    // The configured CPUs in order, else those of the process's affinity mask (taskset,
+    // systemd's CPUAffinity=), so that two daemons given disjoint sets never share a core.
+    let cores: Vec<core_affinity::CoreId> = match cpus {
+        Some(list) => list
+            .iter()
+            .map(|&id| core_affinity::CoreId { id })
+            .collect(),
+        None => core_affinity::get_core_ids().unwrap_or_default(),
+    };
     let mut handles = Vec::with_capacity(queues.len());
     let mut sources = Vec::with_capacity(queues.len());
     let mut bound = listen;

@@ -125,6 +125,14 @@ pub enum Problem {
         /// The value given.
         value: String,
     },
+    /// A `cpus` value that cannot be used.
+    #[error("`{value}` is not a CPU list: {reason}")]
+    BadCpuList {
+        /// The value given.
+        value: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// `admin_socket` is neither `off` nor a usable socket path.
     #[error("`{value}` is not a usable admin socket: {reason}")]
     BadAdminSocket {

@@ -20,6 +20,12 @@ pub struct TuningFlags {
     /// Shard threads, one pinned per core [default: one per available core; 1..=1024].
     #[arg(long, value_name = "N")]
     pub shards: Option<i64>,
+    /// CPUs the shards are pinned to, in order, e.g. `2-7` or `0,2,4-5` (each must be in
+    /// the process's affinity mask); shard i runs on the i-th, round robin [default: the
+    /// CPUs the process may use (taskset, systemd CPUAffinity=); --shards defaults to
+    /// their number when this is given].
+    #[arg(long, value_name = "LIST")]
+    pub cpus: Option<String>,
     /// Datagram I/O backend; `auto` uses io_uring and falls back to recvmmsg/sendmmsg with a
     /// logged reason [default: auto].
     #[arg(long, value_enum, value_name = "BACKEND")]
@@ -157,6 +163,7 @@ pub fn merge_serve(file: RawServe, flags: ServeFlags) -> RawServe {
         client_ca: flags.client_ca.or(file.client_ca),
         proxy_protocol: flags.proxy_protocol.or(file.proxy_protocol),
         shards: t.shards.or(file.shards),
+        cpus: t.cpus.or(file.cpus),
         io: t.io.or(file.io),
         mtu: t.mtu.or(file.mtu),
         metrics: t.metrics.or(file.metrics),
@@ -207,6 +214,7 @@ pub fn merge_connect(file: RawConnect, flags: ConnectFlags) -> RawConnect {
         cert: flags.cert.or(file.cert),
         key: flags.key.or(file.key),
         shards: t.shards.or(file.shards),
+        cpus: t.cpus.or(file.cpus),
         io: t.io.or(file.io),
         mtu: t.mtu.or(file.mtu),
         metrics: t.metrics.or(file.metrics),

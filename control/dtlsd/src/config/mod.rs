@@ -166,8 +166,12 @@ pub enum AdminSocket {
 /// Settings `serve` and `connect` share.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tuning {
-    /// Number of shard threads, or `None` for one per available core.
+    /// Number of shard threads, or `None` for one per available core (one per listed CPU
+    /// when `cpus` is given).
     pub shards: Option<usize>,
+    /// The CPUs shards are pinned to, in order (shard i on `cpus[i % len]`); `None`: the
+    /// CPUs of the process's affinity mask.
+    pub cpus: Option<Vec<usize>>,
     /// Datagram I/O backend.
     pub io: IoMode,
     /// Path MTU assumed toward peers, in bytes.
@@ -204,6 +208,7 @@ impl Tuning {
             }
         };
         check("shards", self.shards != other.shards);
+        check("cpus", self.cpus != other.cpus);
         check("io", self.io != other.io);
         check("mtu", self.mtu != other.mtu);
         check("metrics", self.metrics != other.metrics);

@@ -66,7 +66,7 @@ fn every_serve_and_connect_key_parses_and_validates() {
     let serve = serve_toml(&format!(
         "listen = \"[::]:4433\"\nbackend = \"127.0.0.1:9000\"\ncert = \"{d}/a.pem\"\n\
          key = \"{d}/b.pem\"\npsk = [\"a:00ff\", \"b:c0ffee\"]\nclient_ca = \"{d}/a.pem\"\n\
-         shards = 2\nio = \"mmsg\"\nmtu = 1200\nmetrics = \"127.0.0.1:9100\"\n\
+         shards = 2\ncpus = \"0\"\nio = \"mmsg\"\nmtu = 1200\nmetrics = \"127.0.0.1:9100\"\n\
          idle_timeout = 60\nkeepalive = 15\nlog_format = \"json\"\ntakeover = true\n\
          connection_id = true\nconnection_id_length = 12\ndrain_timeout = 30\n"
     ));
@@ -80,6 +80,7 @@ fn every_serve_and_connect_key_parses_and_validates() {
         s.tuning,
         Tuning {
             shards: Some(2),
+            cpus: Some(vec![0]),
             io: IoMode::Mmsg,
             mtu: 1200,
             metrics: Some("127.0.0.1:9100".parse().expect("addr")),
@@ -152,6 +153,7 @@ fn defaults_apply_when_keys_are_absent() {
         s.tuning,
         Tuning {
             shards: None,
+            cpus: None,
             io: IoMode::Auto,
             mtu: DEFAULT_MTU,
             metrics: None,
@@ -738,4 +740,28 @@ fn drain_timeout_is_zero_to_an_hour_and_a_flag() {
     };
     let merged = merge_serve(serve_toml("drain_timeout = 3\n"), flags);
     assert_eq!(merged.drain_timeout, Some(7));
+}
+
+#[test]
+fn cpu_lists_follow_the_kernel_format_and_the_affinity_mask() {
+    use super::validate::parse_cpu_list;
+    let allowed = [0, 1, 2, 3, 6];
+    assert_eq!(parse_cpu_list("2-3", &allowed), Ok(vec![2, 3]));
+    assert_eq!(parse_cpu_list("3,0-1, 6", &allowed), Ok(vec![3, 0, 1, 6]));
+    for (bad, why) in [
+        ("3-2", "backwards"),
+        ("x", "`x` is not a CPU number"),
+        ("", "is not a CPU number"),
+        ("1,1", "listed twice"),
+        ("4", "CPU 4 is not one this process may run on (0-3,6)"),
+        ("0-9999", "beyond 4096"),
+    ] {
+        let e = parse_cpu_list(bad, &allowed).expect_err(bad);
+        assert!(e.contains(why), "{bad}: {e}");
+    }
+    // Through the configuration: the key is named.
+    let mut raw = psk_only_serve();
+    raw.cpus = Some("100000".into());
+    let l = lines(validate_serve(raw));
+    assert!(has(&l, "serve.cpus:", "is not a CPU list"), "{l:?}");
 }

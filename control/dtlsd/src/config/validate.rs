@@ -37,6 +37,7 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
     );
     let tuning = c.tuning(&TuningIn {
         shards: raw.shards,
+        cpus: raw.cpus.as_deref(),
         io: raw.io,
         mtu: raw.mtu,
         metrics: raw.metrics.as_deref(),
@@ -116,6 +117,7 @@ pub fn validate_connect(raw: RawConnect) -> Result<ConnectConfig, ConfigErrors> 
     let server = c.address("server", "--server", raw.server.as_deref(), AddrUse::Peer);
     let tuning = c.tuning(&TuningIn {
         shards: raw.shards,
+        cpus: raw.cpus.as_deref(),
         io: raw.io,
         mtu: raw.mtu,
         metrics: raw.metrics.as_deref(),
@@ -267,6 +269,7 @@ enum AddrUse {
 struct TuningIn<'a> {
     limits: &'a super::limits::RawLimits,
     shards: Option<i64>,
+    cpus: Option<&'a str>,
     io: Option<super::IoMode>,
     mtu: Option<i64>,
     metrics: Option<&'a str>,
@@ -410,9 +413,32 @@ impl Checker {
         Some(AdminSocket::At(path.to_path_buf()))
     }
 
+    /// A CPU list (`2-7`, `0,2,4-5`): every CPU in the process's affinity mask, none twice.
+    fn cpus(&mut self, value: &str) -> Option<Vec<usize>> {
+        let allowed: Vec<usize> = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        match parse_cpu_list(value, &allowed) {
+            Ok(cpus) => Some(cpus),
+            Err(reason) => {
+                self.push(
+                    "cpus",
+                    Problem::BadCpuList {
+                        value: value.to_owned(),
+                        reason,
+                    },
+                );
+                None
+            }
+        }
+    }
+
     fn tuning(&mut self, t: &TuningIn<'_>) -> Option<Tuning> {
         let limits = super::limits::validate(t.limits, &mut self.errors);
         let shards = t.shards.map(|v| self.range("shards", v, SHARDS_RANGE));
+        let cpus = t.cpus.map(|v| self.cpus(v));
         let mtu = t.mtu.map(|v| self.range("mtu", v, MTU_RANGE));
         let idle = t
             .idle_timeout
@@ -463,6 +489,10 @@ impl Checker {
                 Some(v) => Some(usize::try_from(v?).ok()?),
                 None => None,
             },
+            cpus: match cpus {
+                Some(v) => Some(v?),
+                None => None,
+            },
             io: t.io.unwrap_or_default(),
             mtu: match mtu {
                 Some(v) => u16::try_from(v?).ok()?,
@@ -492,5 +522,72 @@ impl Checker {
                 },
             },
         })
+    }
+}
+
+/// Parses a CPU list in the kernel's own format (cpuset(7) "List format": comma-separated
+/// numbers and `A-B` ranges) into the CPUs in the order given; each must be in `allowed`
+/// (the process's affinity mask) and appear once.
+pub(crate) fn parse_cpu_list(value: &str, allowed: &[usize]) -> Result<Vec<usize>, String> {
+    /// More CPUs than any machine the daemon runs on has; bounds a range's expansion.
+    const MAX_CPUS: usize = 4096;
+    let number = |s: &str| {
+        s.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("`{}` is not a CPU number", s.trim()))
+    };
+    let mut cpus = Vec::new();
+    for part in value.split(',') {
+        let (first, last) = match part.split_once('-') {
+            Some((a, b)) => (number(a)?, number(b)?),
+            None => {
+                let n = number(part)?;
+                (n, n)
+            }
+        };
+        if first > last {
+            return Err(format!("range {first}-{last} is backwards"));
+        }
+        if last >= MAX_CPUS {
+            return Err(format!("CPU {last} is beyond {MAX_CPUS}"));
+        }
+        for cpu in first..=last {
+            if !allowed.contains(&cpu) {
+                return Err(format!(
+                    "CPU {cpu} is not one this process may run on ({})",
+                    format_cpu_list(allowed)
+                ));
+            }
+            if cpus.contains(&cpu) {
+                return Err(format!("CPU {cpu} is listed twice"));
+            }
+            cpus.push(cpu);
+        }
+    }
+    Ok(cpus)
+}
+
+/// `cpus` as a short list for messages: `0-3,6`.
+fn format_cpu_list(cpus: &[usize]) -> String {
+    let mut sorted = cpus.to_vec();
+    sorted.sort_unstable();
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        while i + 1 < sorted.len() && sorted[i + 1] == sorted[i] + 1 {
+            i += 1;
+        }
+        out.push(if sorted[i] == start {
+            start.to_string()
+        } else {
+            format!("{start}-{}", sorted[i])
+        });
+        i += 1;
+    }
+    if out.is_empty() {
+        "none".into()
+    } else {
+        out.join(",")
     }
 }
