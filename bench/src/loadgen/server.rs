@@ -190,6 +190,7 @@ impl TestServer {
                     ..dtlsd::config::limits::Limits::default()
                 },
                 takeover: false,
+                dual_stack: false,
                 // The daemon's default; the load generator's clients do not offer the
                 // extension, so their sessions run without CIDs either way.
                 connection_id: control::ConnectionIds::On {

@@ -95,7 +95,7 @@ impl Daemon {
         tuning: &Tuning,
         control: ControlBuilder,
     ) -> anyhow::Result<Self> {
-        crate::portprobe::check_listen(listen, tuning.takeover)?;
+        crate::portprobe::check_listen(listen, tuning.takeover, !tuning.dual_stack)?;
         // Bound before the shards start so that a bad address stops startup at once.
         let metrics_listener = tuning.metrics.map(metrics::Listener::bind).transpose()?;
         let shard_count = tuning
@@ -125,6 +125,10 @@ impl Daemon {
             &queues,
             &shard_stop,
             tuning.cpus.as_deref(),
+            SocketConfig {
+                only_v6: !tuning.dual_stack,
+                ..SocketConfig::default()
+            },
         );
         let (shards, shard_sources, listen) = match spawned {
             Ok(spawned) => spawned,
@@ -453,6 +457,7 @@ fn spawn_shards(
     queues: &[Arc<ShardQueues>],
     stop: &Arc<AtomicBool>,
     cpus: Option<&[usize]>,
+    socket: SocketConfig,
 ) -> anyhow::Result<Spawned> {
     // The configured CPUs in order, else those of the process's affinity mask (taskset,
     // systemd's CPUAffinity=), so that two daemons given disjoint sets never share a core.
@@ -474,7 +479,7 @@ fn spawn_shards(
         let addr = bound;
         let handle = std::thread::Builder::new()
             .name(format!("dtlsd-shard-{index}"))
-            .spawn(move || run_shard(index, addr, config, q, core, &stop, &ready_tx))
+            .spawn(move || run_shard(index, (addr, socket), config, q, core, &stop, &ready_tx))
             .context("spawning a shard thread")?;
         handles.push(handle);
         match ready_rx.recv_timeout(STARTUP_WAIT) {
@@ -492,7 +497,7 @@ fn spawn_shards(
 /// A shard thread: pin, bind, report, run. Returns whether it stopped cleanly.
 fn run_shard(
     index: usize,
-    listen: SocketAddr,
+    (listen, socket): (SocketAddr, SocketConfig),
     config: ShardConfig,
     queues: Arc<ShardQueues>,
     core: Option<core_affinity::CoreId>,
@@ -506,7 +511,7 @@ fn run_shard(
         Some(id) => tracing::warn!(shard = index, core = id.id, "could not pin shard to core"),
         None => tracing::warn!(shard = index, "core list unavailable; shard not pinned"),
     }
-    let bound = Shard::bind(listen, &SocketConfig::default(), queues, config)
+    let bound = Shard::bind(listen, &socket, queues, config)
         .and_then(|shard| shard.local_addr().map(|addr| (shard, addr)));
     let (mut shard, local) = match bound {
         Ok(bound) => bound,

@@ -87,11 +87,11 @@ fn owners_text(owners: &[Owner]) -> String {
 ///
 /// # Errors
 /// [`ListenError::InUse`] naming the owners, or [`ListenError::Bind`].
-pub fn check_listen(addr: SocketAddr, takeover: bool) -> Result<(), ListenError> {
+pub fn check_listen(addr: SocketAddr, takeover: bool, only_v6: bool) -> Result<(), ListenError> {
     if addr.port() == 0 {
         return Ok(());
     }
-    match probe(addr) {
+    match probe(addr, only_v6) {
         Err(ListenError::InUse { owners, .. }) if takeover => tracing::warn!(
             %addr,
             shared_with = %owners_text(&owners),
@@ -109,13 +109,13 @@ pub fn check_listen(addr: SocketAddr, takeover: bool) -> Result<(), ListenError>
 
 /// Binds and closes a socket on `addr` with the shards' options but SO_REUSEPORT (and it
 /// sets no SO_REUSEADDR either).
-fn probe(addr: SocketAddr) -> Result<(), ListenError> {
+fn probe(addr: SocketAddr, only_v6: bool) -> Result<(), ListenError> {
     let config = SocketConfig {
         reuse_port: false,
+        only_v6,
         recv_buffer: 0,
         send_buffer: 0,
         gro: false,
-        ..SocketConfig::default()
     };
     match dtls_io::bind_udp(addr, &config) {
         Ok(bound) => {
@@ -364,7 +364,7 @@ garbage line
             owners.iter().any(|o| o.pid == std::process::id()),
             "{owners:?}"
         );
-        let err = probe(at).expect_err("the address is held");
+        let err = probe(at, true).expect_err("the address is held");
         let text = err.to_string();
         assert!(
             text.starts_with(&format!("cannot listen on {at}: ")),
@@ -375,9 +375,12 @@ garbage line
             "{text}"
         );
         assert!(text.contains("--takeover"), "{text}");
-        assert!(check_listen(at, true).is_ok(), "takeover never refuses");
+        assert!(
+            check_listen(at, true, true).is_ok(),
+            "takeover never refuses"
+        );
         drop(held);
-        assert!(check_listen(at, false).is_ok(), "free once closed");
+        assert!(check_listen(at, false, true).is_ok(), "free once closed");
     }
 
     #[test]
@@ -392,14 +395,20 @@ garbage line
         let Ok(held) = std::net::UdpSocket::bind(("0.0.0.0", port)) else {
             return; // the port was taken in between
         };
-        assert!(check_listen(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port), false).is_ok());
+        let wildcard = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port);
+        assert!(check_listen(wildcard, false, true).is_ok());
+        // A dual-stack daemon would take that port's IPv4 clients too: refused.
+        assert!(matches!(
+            check_listen(wildcard, false, false),
+            Err(ListenError::InUse { .. })
+        ));
         drop(held);
     }
 
     #[test]
     fn other_bind_failures_are_not_called_in_use() {
         // 192.0.2.1 (TEST-NET-1) is on no interface here.
-        let err = check_listen(addr("192.0.2.1:4433"), true).expect_err("not local");
+        let err = check_listen(addr("192.0.2.1:4433"), true, true).expect_err("not local");
         assert!(matches!(err, ListenError::Bind { .. }), "{err}");
         assert!(
             err.to_string()

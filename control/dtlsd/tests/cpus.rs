@@ -1,5 +1,6 @@
-//! `--cpus LIST`: shards run pinned to the listed CPUs, one shard per CPU by default, so two
-//! daemons given disjoint lists never share a core.
+//! Where the daemon runs and listens: `--cpus LIST` pins shards to the listed CPUs, one shard
+//! per CPU by default, so two daemons given disjoint lists never share a core; `--dual-stack`
+//! takes IPv4 and IPv6 clients on one `[::]` port.
 
 mod common;
 
@@ -81,5 +82,36 @@ fn a_cpu_outside_the_affinity_mask_is_refused_naming_the_key() {
             "serve.cpus: `4095` is not a CPU list: CPU 4095 is not one this process may run on"
         ),
         "{stderr}"
+    );
+}
+
+#[test]
+fn a_dual_stack_listener_serves_ipv4_and_ipv6_clients_on_one_port() {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    let pki = TempDir::new("dual-stack");
+    certs(&pki);
+    let backend = EchoBackend::start();
+    let wildcard = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), common::free_udp_port());
+    let serve = Daemon::start_serve_at(wildcard, backend.addr, &pki, &["--dual-stack"]);
+    let port = serve.listen.port();
+    let config = Client::config(&pki);
+    for ip in [
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ] {
+        let mut client = Client::connect_from(
+            config.clone(),
+            SocketAddr::new(ip, port),
+            ip,
+            common::IO_TIMEOUT,
+        );
+        client.echo(format!("hello over {ip}").as_bytes());
+    }
+    // The IPv4 client appears as its IPv4-mapped address.
+    let log = serve.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("session established") && l.contains("peer=[::ffff:127.0.0.1]")),
+        "{log}"
     );
 }

@@ -153,6 +153,10 @@ impl HalfOpen {
     }
 
     fn keys(limits: &Limits, ip: IpAddr) -> (Prefix, Prefix) {
+        // A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d: count them as the
+        // IPv4 addresses they are, not as members of one IPv6 /64 (which would put every
+        // IPv4 client in one share).
+        let ip = ip.to_canonical();
         match ip {
             IpAddr::V4(_) => (prefix(ip, 32), prefix(ip, limits.ipv4_prefix)),
             IpAddr::V6(_) => (
@@ -283,6 +287,31 @@ mod tests {
             "same /48"
         );
         assert_eq!(h.check_source(&limits, addr("[2001:db8:2::1]:1")), Ok(()));
+    }
+
+    #[test]
+    fn ipv4_mapped_sources_count_as_the_ipv4_addresses_they_are() {
+        // What a dual-stack socket reports for IPv4 clients.
+        let limits = Limits {
+            half_open_per_address: 1,
+            half_open_per_prefix: 2,
+            ..Limits::default()
+        };
+        let mut h = HalfOpen::default();
+        h.insert(&limits, addr("[::ffff:10.0.0.1]:1"), 0);
+        assert_eq!(
+            h.check_source(&limits, addr("10.0.0.1:2")),
+            Err(Refusal::HalfOpenPerAddress),
+            "the same IPv4 address, mapped or not"
+        );
+        // Not one /64 for all of IPv4: another /24 has its own share.
+        assert_eq!(h.check_source(&limits, addr("[::ffff:10.9.0.1]:1")), Ok(()));
+        h.insert(&limits, addr("[::ffff:10.0.0.2]:1"), 0);
+        assert_eq!(
+            h.check_source(&limits, addr("[::ffff:10.0.0.3]:1")),
+            Err(Refusal::HalfOpenPerPrefix),
+            "the /24 of the mapped addresses"
+        );
     }
 
     #[test]

@@ -66,6 +66,10 @@ pub struct TuningFlags {
     /// one. Without it, a listen address in use stops start-up naming its owner.
     #[arg(long)]
     pub takeover: bool,
+    /// With --listen [::]:PORT, take IPv4 clients on the same sockets too (IPV6_V6ONLY off;
+    /// they appear as ::ffff:a.b.c.d) [default: IPv6 only].
+    #[arg(long)]
+    pub dual_stack: bool,
     /// Do not negotiate connection IDs (RFC 9146), which let a session survive its client's
     /// address changing (NAT rebinding) [default: on].
     #[arg(long)]
@@ -178,6 +182,11 @@ pub fn merge_serve(file: RawServe, flags: ServeFlags) -> RawServe {
         } else {
             file.takeover
         },
+        dual_stack: if t.dual_stack {
+            Some(true)
+        } else {
+            file.dual_stack
+        },
         connection_id: if t.no_connection_id {
             Some(false)
         } else {
@@ -228,6 +237,11 @@ pub fn merge_connect(file: RawConnect, flags: ConnectFlags) -> RawConnect {
             Some(true)
         } else {
             file.takeover
+        },
+        dual_stack: if t.dual_stack {
+            Some(true)
+        } else {
+            file.dual_stack
         },
         connection_id: if t.no_connection_id {
             Some(false)

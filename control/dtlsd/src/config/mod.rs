@@ -194,6 +194,8 @@ pub struct Tuning {
     /// Share the listen address with a process already bound to it (a restart) instead of
     /// refusing to start; see `crate::portprobe`.
     pub takeover: bool,
+    /// An IPv6 wildcard listen address takes IPv4 clients too (IPV6_V6ONLY off).
+    pub dual_stack: bool,
     /// Connection IDs (RFC 9146): off, or on with the length of the CID we ask for.
     pub connection_id: control::ConnectionIds,
 }
@@ -209,6 +211,7 @@ impl Tuning {
         };
         check("shards", self.shards != other.shards);
         check("cpus", self.cpus != other.cpus);
+        check("dual_stack", self.dual_stack != other.dual_stack);
         check("io", self.io != other.io);
         check("mtu", self.mtu != other.mtu);
         check("metrics", self.metrics != other.metrics);

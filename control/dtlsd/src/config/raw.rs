@@ -108,6 +108,7 @@ pub struct RawServe {
     pub keepalive: Option<i64>,
     pub log_format: Option<LogFormat>,
     pub takeover: Option<bool>,
+    pub dual_stack: Option<bool>,
     pub connection_id: Option<bool>,
     pub connection_id_length: Option<i64>,
     /// The file's `[limits]` table (a sibling of `[serve]`).
@@ -138,6 +139,7 @@ pub struct RawConnect {
     pub keepalive: Option<i64>,
     pub log_format: Option<LogFormat>,
     pub takeover: Option<bool>,
+    pub dual_stack: Option<bool>,
     pub connection_id: Option<bool>,
     pub connection_id_length: Option<i64>,
     /// The file's `[limits]` table (a sibling of `[connect]`).

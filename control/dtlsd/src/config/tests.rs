@@ -91,6 +91,7 @@ fn every_serve_and_connect_key_parses_and_validates() {
             log_format: LogFormat::Json,
             limits: Limits::default(),
             takeover: true,
+            dual_stack: false,
             connection_id: control::ConnectionIds::On { len: 12 },
         }
     );
@@ -164,6 +165,7 @@ fn defaults_apply_when_keys_are_absent() {
             log_format: LogFormat::Human,
             limits: Limits::default(),
             takeover: false,
+            dual_stack: false,
             connection_id: control::ConnectionIds::On {
                 len: super::DEFAULT_SERVE_CID_LEN,
             },
@@ -764,4 +766,22 @@ fn cpu_lists_follow_the_kernel_format_and_the_affinity_mask() {
     raw.cpus = Some("100000".into());
     let l = lines(validate_serve(raw));
     assert!(has(&l, "serve.cpus:", "is not a CPU list"), "{l:?}");
+}
+
+#[test]
+fn dual_stack_needs_the_ipv6_wildcard() {
+    let mut raw = psk_only_serve();
+    raw.listen = Some("[::]:4433".into());
+    raw.dual_stack = Some(true);
+    assert!(validate_serve(raw).expect("valid").tuning.dual_stack);
+    for listen in ["0.0.0.0:4433", "[::1]:4433"] {
+        let mut raw = psk_only_serve();
+        raw.listen = Some(listen.into());
+        raw.dual_stack = Some(true);
+        let l = lines(validate_serve(raw));
+        assert!(
+            has(&l, "serve.dual_stack:", "requires `listen = \"[::]:PORT\"`"),
+            "{listen}: {l:?}"
+        );
+    }
 }

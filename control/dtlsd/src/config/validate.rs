@@ -48,6 +48,7 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
         log_format: raw.log_format,
         limits: &raw.limits,
         takeover: raw.takeover,
+        dual_stack: raw.dual_stack,
         connection_id: raw.connection_id,
         connection_id_length: raw.connection_id_length,
         default_cid_len: DEFAULT_SERVE_CID_LEN,
@@ -84,6 +85,7 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
             },
         );
     }
+    c.dual_stack(listen, tuning.as_ref());
     c.finish()?;
     match (listen, backend, tuning) {
         (Some(listen), Some(backend), Some(tuning)) => Ok(ServeConfig {
@@ -128,6 +130,7 @@ pub fn validate_connect(raw: RawConnect) -> Result<ConnectConfig, ConfigErrors> 
         log_format: raw.log_format,
         limits: &raw.limits,
         takeover: raw.takeover,
+        dual_stack: raw.dual_stack,
         connection_id: raw.connection_id,
         connection_id_length: raw.connection_id_length,
         default_cid_len: DEFAULT_CONNECT_CID_LEN,
@@ -189,6 +192,7 @@ pub fn validate_connect(raw: RawConnect) -> Result<ConnectConfig, ConfigErrors> 
             },
         );
     }
+    c.dual_stack(listen, tuning.as_ref());
     c.finish()?;
     let trust = match (ca, server_name, psk) {
         (Some(ca), Some(server_name), _) => Some(ServerTrust::Ca { ca, server_name }),
@@ -279,6 +283,7 @@ struct TuningIn<'a> {
     keepalive: Option<i64>,
     log_format: Option<super::LogFormat>,
     takeover: Option<bool>,
+    dual_stack: Option<bool>,
     connection_id: Option<bool>,
     connection_id_length: Option<i64>,
     /// The role's `connection_id_length` when the key is absent.
@@ -413,6 +418,22 @@ impl Checker {
         Some(AdminSocket::At(path.to_path_buf()))
     }
 
+    /// `dual_stack` needs the IPv6 wildcard address: only a socket bound to `[::]` receives
+    /// IPv4 datagrams as IPv4-mapped addresses.
+    fn dual_stack(&mut self, listen: Option<SocketAddr>, tuning: Option<&Tuning>) {
+        if let (Some(listen), Some(t)) = (listen, tuning)
+            && t.dual_stack
+            && listen.ip() != std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+        {
+            self.push(
+                "dual_stack",
+                Problem::Requires {
+                    other: "listen = \"[::]:PORT\"",
+                },
+            );
+        }
+    }
+
     /// A CPU list (`2-7`, `0,2,4-5`): every CPU in the process's affinity mask, none twice.
     fn cpus(&mut self, value: &str) -> Option<Vec<usize>> {
         let allowed: Vec<usize> = core_affinity::get_core_ids()
@@ -512,6 +533,7 @@ impl Checker {
             log_format: t.log_format.unwrap_or_default(),
             limits: limits?,
             takeover: t.takeover.unwrap_or(false),
+            dual_stack: t.dual_stack.unwrap_or(false),
             connection_id: match (t.connection_id, cid_len) {
                 (Some(false), _) => control::ConnectionIds::Off,
                 (_, Some(len)) => control::ConnectionIds::On {

@@ -269,6 +269,24 @@ impl Daemon {
         })
     }
 
+    /// Starts `dtlsd serve` with `extra` arguments on `listen` (a new free port of the same
+    /// address when another process takes it first).
+    pub fn start_serve_at(
+        listen: SocketAddr,
+        backend: SocketAddr,
+        pki: &TempDir,
+        extra: &[&str],
+    ) -> Self {
+        let mut first = true;
+        Self::start_on(SERVE_READY, || {
+            let mut at = listen;
+            if !std::mem::take(&mut first) {
+                at.set_port(free_udp_port());
+            }
+            (at, None, spawn_serve(at, backend, pki, extra))
+        })
+    }
+
     /// Starts `dtlsd serve` with `extra` arguments and `env` variables on a free port.
     pub fn start_serve_env(
         backend: SocketAddr,
