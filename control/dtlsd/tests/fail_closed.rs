@@ -326,7 +326,13 @@ fn sighup_names_keys_that_need_a_restart_and_counts_failures() {
     let log = serve.log();
     let line = line_with(&log, &["need a restart"]).expect("warning");
     assert!(line.contains("mtu") && line.contains("limits"), "{line}");
-    assert_eq!(serve.metric("dtlsd_reloads_total"), Some(1));
+    // The control thread counts the reload when it takes the new configuration, a moment
+    // after the main thread's warning.
+    wait_until(
+        "the reload counted",
+        || serve.log(),
+        || serve.metric("dtlsd_reloads_total") == Some(1),
+    );
 
     std::fs::write(&config, "[serve]\nmtu = \"large\"\n").expect("write");
     serve.signal("HUP");
@@ -335,7 +341,11 @@ fn sighup_names_keys_that_need_a_restart_and_counts_failures() {
         || serve.log(),
         || serve.log().contains("reload failed"),
     );
-    assert_eq!(serve.metric("dtlsd_reloads_failed_total"), Some(1));
+    wait_until(
+        "the failed reload counted",
+        || serve.log(),
+        || serve.metric("dtlsd_reloads_failed_total") == Some(1),
+    );
     let mut alice = Client::connect(psk_client("alice", KEY_A), serve.listen);
     alice.echo(b"the previous configuration still serves");
     assert!(serve.terminate().success(), "{}", serve.log());
