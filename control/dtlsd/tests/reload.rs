@@ -84,6 +84,14 @@ fn sighup_reload_keeps_sessions_and_uses_new_certificates() {
     // Before the reload a client trusting only CA B cannot connect.
     let mut connect_b = Daemon::start_connect(serve.listen, &pki_b, &[]);
     assert!(!fresh_echo(connect_b.listen, Duration::from_secs(3)));
+    // That handshake must be over (failed on CA A's certificate) before the swap: one still
+    // under way on a loaded machine would meet certificate B and complete, one session more
+    // than the count below.
+    wait_until(
+        "connect_b's handshake fails",
+        || connect_b.log(),
+        || connect_b.log().contains("handshake failed"),
+    );
 
     // Swap in PKI B's certificate and key, SIGHUP.
     for f in ["server.pem", "server.key"] {
