@@ -171,6 +171,7 @@ impl TestServer {
                 client_ca: None,
             },
             proxy_protocol: None,
+            cid_steering: true,
             tuning: Tuning {
                 shards: Some(setup.shards.max(1)),
                 cpus: None,

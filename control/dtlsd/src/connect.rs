@@ -46,6 +46,8 @@ impl Client {
             config.listen,
             shard_config,
             &config.tuning,
+            // Connect mode: the listen socket carries plaintext, no CID records.
+            None,
             Box::new(move |queues, _listen| {
                 let settings = RuntimeConfig {
                     limits: limits.runtime(queues.len()),

@@ -8,6 +8,14 @@
 //! by the others. A bind failure (port in use) stops everything with one error naming the
 //! address.
 //!
+//! Connection IDs that name their shard ([`CidRouting`], serve mode): each shard hands
+//! records under another shard's CID to that shard's queue, and unless turned off the last
+//! shard to bind attaches the reuseport steering program (`dtls_io::SteeringProgram`) so
+//! the kernel delivers them to their owner in the first place. The program maps shard ids
+//! to group indices, which are the order of binding: the shards bind one at a time in shard
+//! order, and with `--takeover` (another process's sockets come first in the group) no
+//! program is attached and the group's is removed (see `docs/architecture.md`).
+//!
 //! Shutdown ([`Daemon::shutdown`]): the control thread stops and queues `Close`
 //! (close_notify) for every installed session, the shards get a moment to flush their
 //! queues, then they stop.
@@ -22,10 +30,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
+use dataplane::cid::ShardField;
 use dtls_crypto::pki_types::UnixTime;
-use dtls_io::{IoConfig, SocketConfig};
+use dtls_io::{CidSteering, IoConfig, SocketConfig, SteeringProgram};
 use dtls_runtime::{ControlCounters, ControlStats, ControlThread, Reload};
-use dtls_shard::{Shard, ShardConfig, ShardQueues, ShardStats};
+use dtls_shard::{Handoffs, Shard, ShardConfig, ShardQueues, ShardStats};
 
 use crate::admin::AdminServer;
 use crate::config::{AdminSocket, CertKeyPaths, IoMode, Tuning};
@@ -83,8 +92,9 @@ pub type ControlBuilder =
     Box<dyn FnOnce(Vec<Arc<ShardQueues>>, SocketAddr) -> anyhow::Result<ControlThread> + Send>;
 
 impl Daemon {
-    /// Starts shards on `listen` with `shard_config`, then the control loop `control`
-    /// builds, then metrics when `tuning.metrics` is set.
+    /// Starts shards on `listen` with `shard_config` (and, when `cids` is given, CID
+    /// hand-off and steering), then the control loop `control` builds, then metrics when
+    /// `tuning.metrics` is set.
     ///
     /// # Errors
     /// A socket that cannot be bound (port in use, bad address), a thread that could not
@@ -93,6 +103,7 @@ impl Daemon {
         listen: SocketAddr,
         shard_config: ShardConfig,
         tuning: &Tuning,
+        cids: Option<CidRouting>,
         control: ControlBuilder,
     ) -> anyhow::Result<Self> {
         crate::portprobe::check_listen(listen, tuning.takeover, !tuning.dual_stack)?;
@@ -119,10 +130,28 @@ impl Daemon {
         // handshake always finds room in its shard's table.
         shard_config.max_sessions = tuning.limits.per_shard(shard_count);
         crate::descriptors::ensure(shard_count, &shard_config, metrics_listener.is_some());
+        // Shards past the field's reach issue random CIDs (`ShardCids`), which could look
+        // like another shard's: no routing by CID at all then.
+        let cids = cids.filter(|c| {
+            let fits = shard_count <= 1 << c.field.bits();
+            if !fits {
+                tracing::warn!(
+                    shard_count,
+                    "more shards than CIDs can name: no CID steering or hand-off"
+                );
+            }
+            fits
+        });
+        let routing = cids.map(|cids| Routing {
+            field: cids.field,
+            steer: steering(&cids, shard_count, tuning.takeover),
+            queues: queues.clone(),
+        });
         let spawned = spawn_shards(
             listen,
             shard_config,
             &queues,
+            routing,
             &shard_stop,
             tuning.cpus.as_deref(),
             SocketConfig {
@@ -420,11 +449,97 @@ fn start_admin(
     }
 }
 
+/// Attaches or removes the reuseport group's steering program through `socket`. A refusal
+/// (a kernel without reuseport programs) leaves the kernel's hash and the hand-off queues.
+fn apply_steering(index: usize, steer: &Steer, socket: &std::net::UdpSocket) {
+    match steer {
+        Steer::Off => {}
+        Steer::Attach(program) => match program.attach(socket) {
+            Ok(()) => tracing::info!(
+                shard = index,
+                instructions = program.insns().len(),
+                "CID steering program attached to the reuseport group"
+            ),
+            Err(e) => tracing::warn!(
+                shard = index,
+                error = %e,
+                "CID steering program refused; records reach their shard by hand-off"
+            ),
+        },
+        Steer::Detach => {
+            // ENOENT: the group had no program.
+            let _ = dtls_io::detach_steering(socket);
+        }
+    }
+}
+
 fn mode_name(mode: dtls_shard::RelayMode) -> &'static str {
     match mode {
         dtls_shard::RelayMode::Serve => "serve",
         dtls_shard::RelayMode::Connect => "connect",
     }
+}
+
+/// Where the shard id sits in the CIDs a server issues, and whether the kernel should
+/// steer records by it (`cid_steering`).
+#[derive(Debug, Clone, Copy)]
+pub struct CidRouting {
+    /// The shard field of the issued CIDs.
+    pub field: ShardField,
+    /// Attach the reuseport steering program.
+    pub steer: bool,
+}
+
+/// What the shards are given for CIDs that name them.
+struct Routing {
+    field: ShardField,
+    steer: Steer,
+    queues: Vec<Arc<ShardQueues>>,
+}
+
+/// What the last shard to bind does about the reuseport group's program.
+#[derive(Debug, Clone)]
+enum Steer {
+    /// Attach this program.
+    Attach(SteeringProgram),
+    /// Remove the group's program (another process shares the group).
+    Detach,
+    /// Leave the group alone.
+    Off,
+}
+
+/// Which steering `cids` and the tuning call for, logged once.
+fn steering(cids: &CidRouting, shards: usize, takeover: bool) -> Steer {
+    let handoff = if shards > 1 { "on" } else { "off (one shard)" };
+    let (steer, mode) = if takeover {
+        // The other process's sockets hold the first group indices, and their order
+        // changes as they close: no index a program could name is known to be ours, and
+        // the old process's program would send our CIDs to its sockets.
+        (
+            Steer::Detach,
+            "off (--takeover: the reuseport group is shared)",
+        )
+    } else if !cids.steer {
+        (Steer::Off, "off (cid_steering = false)")
+    } else if shards < 2 {
+        (Steer::Off, "off (one shard)")
+    } else {
+        let program = SteeringProgram::new(&CidSteering {
+            // At most 20 (QUIC-LB).
+            cid_len: u8::try_from(cids.field.cid_len()).unwrap_or(u8::MAX),
+            first_octet: cids.field.first_octet(),
+            shard_bit_offset: cids.field.bit_offset(),
+            shard_bits: cids.field.bits(),
+            shards: u16::try_from(shards).unwrap_or(u16::MAX),
+        });
+        (Steer::Attach(program), "reuseport program")
+    };
+    tracing::info!(
+        steering = mode,
+        handoff,
+        "connection IDs name their shard: CID steering and hand-off"
+    );
+    steer
 }
 
 /// One shard per core beyond the first (the control thread's), at least one.
@@ -455,6 +570,7 @@ fn spawn_shards(
     listen: SocketAddr,
     config: ShardConfig,
     queues: &[Arc<ShardQueues>],
+    routing: Option<Routing>,
     stop: &Arc<AtomicBool>,
     cpus: Option<&[usize]>,
     socket: SocketConfig,
@@ -477,9 +593,29 @@ fn spawn_shards(
         let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
         let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
         let addr = bound;
+        let last = index + 1 == queues.len();
+        let cids = routing.as_ref().map(|r| ShardCidRouting {
+            handoffs: (r.queues.len() > 1).then(|| {
+                let id = u16::try_from(index).unwrap_or(u16::MAX);
+                Handoffs::new(r.field, id, r.queues.clone())
+            }),
+            // Attached once every shard is in the group, in shard order.
+            steer: if last { r.steer.clone() } else { Steer::Off },
+        });
         let handle = std::thread::Builder::new()
             .name(format!("dtlsd-shard-{index}"))
-            .spawn(move || run_shard(index, (addr, socket), config, q, core, &stop, &ready_tx))
+            .spawn(move || {
+                run_shard(
+                    index,
+                    (addr, socket),
+                    config,
+                    cids,
+                    q,
+                    core,
+                    &stop,
+                    &ready_tx,
+                )
+            })
             .context("spawning a shard thread")?;
         handles.push(handle);
         match ready_rx.recv_timeout(STARTUP_WAIT) {
@@ -494,11 +630,22 @@ fn spawn_shards(
     Ok((handles, sources, bound))
 }
 
-/// A shard thread: pin, bind, report, run. Returns whether it stopped cleanly.
+/// One shard's part of the CID routing.
+struct ShardCidRouting {
+    handoffs: Option<Handoffs>,
+    steer: Steer,
+}
+
+/// A shard thread: pin, bind, steer, report, run. Returns whether it stopped cleanly.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a thread entry point: each argument is moved in once"
+)]
 fn run_shard(
     index: usize,
     (listen, socket): (SocketAddr, SocketConfig),
     config: ShardConfig,
+    cids: Option<ShardCidRouting>,
     queues: Arc<ShardQueues>,
     core: Option<core_affinity::CoreId>,
     stop: &AtomicBool,
@@ -525,6 +672,12 @@ fn run_shard(
         tracing::info!(shard = index, %reason, "io_uring unavailable; using recvmmsg/sendmmsg");
     }
     tracing::info!(shard = index, backend = ?shard.backend_kind(), %local, "shard bound");
+    if let Some(cids) = cids {
+        if let Some(handoffs) = cids.handoffs {
+            shard.set_handoffs(handoffs);
+        }
+        apply_steering(index, &cids.steer, shard.io().socket());
+    }
     let source = ShardSource {
         shard: Arc::clone(shard.counters()),
         io: Arc::clone(shard.io().counters()),

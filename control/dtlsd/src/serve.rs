@@ -19,12 +19,12 @@ use control::crypto::SystemRng;
 use control::{Acceptor, AcceptorConfig, ClientAuth, HeartbeatMode, PeerVerifier};
 use dtls_crypto::pki_types::UnixTime;
 use dtls_crypto::{CertificateVerifier, TicketKeys};
-use dtls_runtime::{ControlThread, ProxyHeader, Reload, RuntimeConfig};
+use dtls_runtime::{ControlThread, ProxyHeader, Reload, RuntimeConfig, ShardCids};
 use dtls_shard::{RelayMode, ShardConfig};
 use zeroize::Zeroizing;
 
 use crate::config::ServeConfig;
-use crate::daemon::{Daemon, load_certified_key};
+use crate::daemon::{CidRouting, Daemon, load_certified_key};
 
 /// Settings of a server that are not part of its configuration file.
 #[derive(Debug, Clone, Copy, Default)]
@@ -77,10 +77,23 @@ impl Server {
         shard_config.cid_len = config.tuning.connection_id.cid_len().unwrap_or(0);
         let limits = config.tuning.limits;
         let proxy_protocol = config.proxy_protocol;
+        // CIDs long enough for the QUIC-LB layout name their shard (shorter ones are random
+        // and found through each shard's CID table only).
+        let cids = ShardCids::shard_field(shard_config.cid_len).map(|field| CidRouting {
+            field,
+            steer: config.cid_steering,
+        });
+        if cids.is_none() && shard_config.cid_len > 0 {
+            tracing::info!(
+                cid_len = shard_config.cid_len,
+                "connection IDs too short to name a shard: no CID steering or hand-off"
+            );
+        }
         let daemon = Daemon::start(
             config.listen,
             shard_config,
             &config.tuning,
+            cids,
             Box::new(move |queues, listen| {
                 let settings = RuntimeConfig {
                     null_record_protection: options.null_record_protection,

@@ -57,3 +57,89 @@ fn no_connection_id_turns_them_off() {
     assert_eq!(client.peer_cid(), None);
     client.echo(b"plain records");
 }
+
+/// Clients that each change their source port `REBINDS` times through `dtlsd serve
+/// --shards 2` (plus `extra`), echoing after each change. Returns the daemon, to read its
+/// counters, once every echo came back.
+fn rebinding_clients(tag: &str, extra: &[&str]) -> (Daemon, TempDir, EchoBackend) {
+    const CLIENTS: usize = 16;
+    const REBINDS: usize = 3;
+    let pki = TempDir::new(tag);
+    certs(&pki);
+    let backend = EchoBackend::start();
+    let args: Vec<&str> = ["--shards", "2"].iter().chain(extra).copied().collect();
+    let daemon = Daemon::start_serve_with_metrics(backend.addr, &pki, &args);
+    let mut clients: Vec<Client> = (0..CLIENTS)
+        .map(|_| Client::connect(cid_client(&pki), daemon.listen))
+        .collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert_eq!(client.peer_cid().map(<[u8]>::len), Some(8));
+        client.echo(format!("client {i} at home").as_bytes());
+    }
+    for round in 0..REBINDS {
+        for (i, client) in clients.iter_mut().enumerate() {
+            client.rebind();
+            client.echo(format!("client {i} after move {round}").as_bytes());
+        }
+    }
+    let per_shard = |name: &str| -> Vec<u64> {
+        (0..2)
+            .map(|s| {
+                daemon
+                    .metric(&format!("{name}{{shard=\"{s}\"}}"))
+                    .unwrap_or(0)
+            })
+            .collect()
+    };
+    let moved = per_shard("dtlsd_sessions_moved_total");
+    assert_eq!(
+        moved.iter().sum::<u64>(),
+        (CLIENTS * REBINDS) as u64,
+        "every change of address moved its session: {moved:?}\n{}",
+        daemon.log()
+    );
+    let active = per_shard("dtlsd_sessions_active");
+    assert!(
+        active.iter().all(|&n| n > 0),
+        "the hash spread the handshakes over both shards: {active:?}"
+    );
+    (daemon, pki, backend)
+}
+
+fn handoffs(daemon: &Daemon) -> Vec<u64> {
+    (0..2)
+        .map(|s| {
+            daemon
+                .metric(&format!("dtlsd_cid_handoffs_total{{shard=\"{s}\"}}"))
+                .expect("the counter is exposed")
+        })
+        .collect()
+}
+
+#[test]
+fn with_steering_no_record_crosses_shards_after_address_changes() {
+    let (daemon, _pki, _backend) = rebinding_clients("steer-on", &[]);
+    assert!(
+        daemon.log().contains("CID steering program attached"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(handoffs(&daemon), vec![0, 0], "{}", daemon.log());
+}
+
+#[test]
+fn without_steering_records_reach_their_shard_by_hand_off() {
+    let (daemon, _pki, _backend) = rebinding_clients("steer-off", &["--no-cid-steering"]);
+    assert!(
+        daemon.log().contains("cid_steering = false"),
+        "{}",
+        daemon.log()
+    );
+    // 48 new source ports hashed over two shards: about half land on the other one.
+    let handoffs = handoffs(&daemon);
+    assert!(handoffs.iter().sum::<u64>() > 0, "{handoffs:?}");
+    assert_eq!(
+        daemon.metric("dtlsd_drops_total{shard=\"0\",reason=\"handoff_full\"}"),
+        Some(0)
+    );
+}

@@ -1,8 +1,9 @@
 //! The connection IDs a server issues (RFC 9146 §3: the server chooses the CID its clients
 //! put in their records): QUIC-LB CIDs (draft-ietf-quic-load-balancers-21) whose server ID
 //! names the node and the shard that own the session, so whoever routes records can find the
-//! owner from the CID alone (the in-host steering and node-to-node forwarding that will read
-//! them are later work; today the shard's CID table finds the session).
+//! owner from the CID alone: the kernel's reuseport steering program and the shards' hand-off
+//! read the shard id where [`ShardCids::shard_field`] says it is (node-to-node forwarding
+//! is later work).
 //!
 //! Layout: configuration 0 in plaintext mode (no key: the owner is visible to observers, see
 //! `docs/architecture.md`), the first octet's low bits carrying the CID length, a 2-octet
@@ -12,7 +13,9 @@
 //! which still work through the CID table but name no owner.
 
 use control::{CidIssuer, Rng};
-use dataplane::cid::{CidOwner, ConfigId, FirstOctetBits, QuicLbConfig, ServerIdLayout};
+use dataplane::cid::{
+    CidOwner, ConfigId, FirstOctetBits, QuicLbConfig, ServerIdLayout, ShardField,
+};
 
 /// Octets of server ID in our CIDs.
 const SERVER_ID_LEN: usize = 2;
@@ -29,6 +32,13 @@ pub struct ShardCids {
 }
 
 impl ShardCids {
+    /// Where the shard id sits in the CIDs of `len` octets this issuer hands out; `None`
+    /// when such CIDs are random (too short for the QUIC-LB layout) and name no shard.
+    pub fn shard_field(len: usize) -> Option<ShardField> {
+        let layout = ServerIdLayout::new(SERVER_ID_LEN, NODE_BITS, SHARD_BITS).ok()?;
+        ShardField::plaintext_with_length(ConfigId::new(0).ok()?, layout, len)
+    }
+
     /// The QUIC-LB CID of `len` octets naming this owner, with `nonce` random octets;
     /// `None` when `len` or the owner does not fit the layout.
     fn quic_lb(&self, len: usize, rng: &mut dyn Rng) -> Option<Vec<u8>> {
@@ -98,5 +108,20 @@ mod tests {
         };
         assert_eq!(wide.issue(8, &mut rng).len(), 8);
         assert!(issuer.issue(0, &mut rng).is_empty());
+    }
+
+    #[test]
+    fn shard_field_finds_the_issued_shard() {
+        let mut rng = SeededRng::new(9);
+        for len in [7, 8, 20] {
+            let field = ShardCids::shard_field(len).expect("long enough");
+            for shard in [0, 1, 200] {
+                let mut issuer = ShardCids {
+                    owner: CidOwner { node: 0, shard },
+                };
+                assert_eq!(field.shard_of(&issuer.issue(len, &mut rng)), Some(shard));
+            }
+        }
+        assert_eq!(ShardCids::shard_field(6), None, "random CIDs name no shard");
     }
 }

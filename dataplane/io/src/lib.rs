@@ -13,7 +13,9 @@
 //! segments) and UDP GSO on send ([`TxBatch`] groups consecutive equal-size datagrams to one
 //! destination into one send; a run never spans two destinations). [`IoMode::Auto`] tries
 //! io_uring and falls back to mmsg, keeping the typed reason ([`UringUnavailable`]) for the
-//! caller's log. [`bind_udp`] creates shard sockets (SO_REUSEPORT, big buffers, GRO).
+//! caller's log. [`bind_udp`] creates shard sockets (SO_REUSEPORT, big buffers, GRO);
+//! [`SteeringProgram`] is the classic BPF program that steers CID records to the shard socket
+//! their connection ID names (`SO_ATTACH_REUSEPORT_CBPF`).
 //!
 //! A shard's loop turn is one call, [`UdpIo::flush_and_poll_recv`]: last turn's sends go out
 //! and new datagrams come in; with io_uring that is a single `io_uring_enter` (sends carry
@@ -28,7 +30,7 @@
 //! ring is single-issuer, so build it on the shard thread that uses it.
 //!
 //! `unsafe` is denied crate-wide and allowed only in the modules that talk to the kernel
-//! (`sys`, `rx` buffer arena, `mmsg`, `uring`); every block carries a `// SAFETY:` comment.
+//! (`sys`, `rx` buffer arena, `mmsg`, `uring`, `steer`'s setsockopt); every block carries a `// SAFETY:` comment.
 
 mod counters;
 mod error;
@@ -36,6 +38,7 @@ mod mmsg;
 mod rx;
 mod send;
 mod socket;
+mod steer;
 mod sys;
 mod tx;
 mod uring;
@@ -49,6 +52,7 @@ pub use counters::{IoCounters, IoStats};
 pub use error::{Error, TxError, UringUnavailable};
 pub use rx::{Datagram, DatagramMut, Datagrams, DatagramsMut, RecvBatch, RecvMessage};
 pub use socket::{BoundSocket, SocketConfig, bind_udp, enable_gro, gro_enabled, set_buffer_sizes};
+pub use steer::{CidSteering, FALLBACK, Insn, SteeringProgram, detach_steering};
 pub use tx::{MAX_GSO_BYTES, MAX_GSO_SEGMENTS, TxBatch, TxSend};
 
 /// Sends `payload` on a connected UDP socket without blocking: one datagram, or with

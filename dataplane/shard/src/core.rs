@@ -43,6 +43,7 @@ use crate::counters::{Gauges, ShardCounters, Tally};
 use crate::early::EarlyRecords;
 use crate::fair::FairForward;
 use crate::flows::{FlowTx, MAX_PREFIX_LEN, UpstreamPrefix};
+use crate::handoff::Handoffs;
 use crate::pending::{PENDING_TOKEN_BIT, Pending, PendingTable};
 use crate::queue::{
     CloseReason, ControlInbound, HeartbeatPolicy, InstallError, ReadKeys, ReadKeys13, SessionId,
@@ -133,6 +134,8 @@ struct Ctx {
     /// State of the generator of heartbeat padding.
     pad_state: u64,
     fair: FairForward,
+    /// Serve mode with CIDs that name their shard: the other shards' hand-off queues.
+    handoffs: Option<Handoffs>,
 }
 
 impl Ctx {
@@ -146,6 +149,7 @@ impl Ctx {
             mode: self.mode,
             pad_state: &mut self.pad_state,
             fair: &mut self.fair,
+            handoffs: self.handoffs.as_ref(),
         }
     }
 }
@@ -189,6 +193,7 @@ impl<F> ShardCore<F> {
                 mode: config.mode,
                 pad_state: pad_seed,
                 fair: FairForward::new(config.handshake_stage_bytes),
+                handoffs: None,
             },
             config,
             next_sweep: None,
@@ -203,6 +208,12 @@ impl<F> ShardCore<F> {
     /// The queues to and from control.
     pub fn queues(&self) -> &Arc<ShardQueues> {
         &self.ctx.queues
+    }
+
+    /// Serve mode: records under a CID that names another shard of `handoffs` are handed
+    /// to it (see [`crate::Handoffs`]) instead of dropped as unknown.
+    pub fn set_handoffs(&mut self, handoffs: Handoffs) {
+        self.ctx.handoffs = Some(handoffs);
     }
 
     /// The session table.
@@ -290,6 +301,32 @@ impl<F> ShardCore<F> {
                 datagram,
             ),
         }
+    }
+
+    /// Serve mode: one datagram another shard received from `source` under a CID naming
+    /// this one ([`crate::HandoffQueue`]): handled like one received here, except that it
+    /// is never handed on.
+    pub fn handle_handoff(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        datagram: &mut [u8],
+        fx: &mut Effects,
+    ) {
+        if self.ctx.mode.dtls() != Side::Net {
+            return;
+        }
+        let mut out = self.ctx.out(fx);
+        out.handoffs = None;
+        relay::handle_datagram(
+            &mut self.table,
+            &mut self.early,
+            &mut out,
+            now,
+            source,
+            datagram,
+            self.config.cid_len,
+        );
     }
 
     /// One datagram that arrived on upstream flow `flow` at `now`: backend plaintext to seal

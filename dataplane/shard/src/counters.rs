@@ -176,6 +176,11 @@ shard_counters! {
     /// Datagrams under a session's connection ID from a new address that did not move it
     /// (no record authenticated, or none was the newest: a replay or a reordered copy).
     drop_not_moved,
+    /// Records under a connection ID naming another shard of this process, handed to that
+    /// shard's queue (they reached this one: reuseport steering off or misdirected).
+    cid_handoffs,
+    /// Records to hand to another shard dropped because its hand-off queue was full.
+    drop_handoff_full,
     /// Keepalive HeartbeatRequests sent (first sends and retransmissions).
     keepalive_sent,
     /// Keepalive HeartbeatRequests answered.

@@ -28,8 +28,13 @@
 //! finished, gets a fatal internal_error alert under its new keys. Established sessions are
 //! not affected.
 //!
-//! The per-packet path allocates nothing except the copy of a datagram handed to control.
-//! Queues are bounded and lock-free; a full queue drops and counts, a shard never blocks.
+//! A record under a connection ID that names another shard of the process (it reached this
+//! one because reuseport steering is off or was misdirected) is handed to its owner through
+//! the owner's [`HandoffQueue`] ([`Handoffs`], counted in `cid_handoffs`).
+//!
+//! The per-packet path allocates nothing except the copy of a datagram handed to control
+//! or to another shard. Queues are bounded and lock-free; a full queue drops and counts, a
+//! shard never blocks.
 //!
 //! Of the protocol vocabulary (`dtls-proto`) it uses only the record-level part: content
 //! types, alert and heartbeat codes.
@@ -45,6 +50,7 @@ mod counters;
 mod early;
 mod fair;
 mod flows;
+mod handoff;
 mod hash;
 mod pending;
 mod progress;
@@ -59,6 +65,7 @@ mod snapshot;
 pub use crate::core::{Effects, FlowRef, OpenFlow, ShardCore};
 pub use counters::{ShardCounters, ShardStats};
 pub use flows::{FlowSend, FlowTx, MAX_PREFIX_LEN, UpstreamPrefix};
+pub use handoff::{HANDOFF_CAPACITY, Handoff, HandoffQueue, Handoffs};
 pub use hash::{AddrHashBuilder, AddrHasher};
 pub use progress::Progress;
 pub use queue::{

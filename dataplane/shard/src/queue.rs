@@ -2,7 +2,10 @@
 //!
 //! - control → shard: [`ShardCommand`] (install keys, close, transmit a handshake flight,
 //!   expect a peer's keys);
-//! - shard → control: [`ControlInbound`] (handshake datagrams, session closed, AEAD limits).
+//! - shard → control: [`ControlInbound`] (handshake datagrams, session closed, AEAD limits);
+//!
+//! and a third, from the other shards: records under a CID this shard owns that reached
+//! them ([`crate::HandoffQueue`]).
 //!
 //! Both are crossbeam [`ArrayQueue`]s allocated once. A push onto a full queue never blocks
 //! and never waits: the message is handed back to the caller and counted here
@@ -24,6 +27,7 @@ use dataplane::record::v13::TrafficKeys13;
 use dataplane::record::{CidSetupError, KeyError, RecordKey, WindowSizeError};
 
 use crate::flows::UpstreamPrefix;
+use crate::handoff::HandoffQueue;
 use crate::session::SessionCounters;
 
 /// Default byte budget of the datagrams queued to control by one shard.
@@ -408,6 +412,8 @@ pub struct ShardQueues {
     /// Datagram bytes in `inbound` now (added by the shard, released by control).
     inbound_bytes: AtomicUsize,
     inbound_bytes_cap: usize,
+    /// Datagrams other shards received for this shard's sessions (see `handoff`).
+    handoffs: HandoffQueue,
 }
 
 impl ShardQueues {
@@ -431,7 +437,13 @@ impl ShardQueues {
             inbound_dropped: AtomicU64::new(0),
             inbound_bytes: AtomicUsize::new(0),
             inbound_bytes_cap: inbound_bytes,
+            handoffs: HandoffQueue::default(),
         }
+    }
+
+    /// The queue of datagrams other shards hand to this one.
+    pub fn handoffs(&self) -> &HandoffQueue {
+        &self.handoffs
     }
 
     /// Control side: queues a command. When the queue is full the command is counted as

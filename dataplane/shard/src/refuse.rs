@@ -193,6 +193,7 @@ mod tests {
                 mode: RelayMode::Serve,
                 pad_state: &mut $p.pad_state,
                 fair: &mut $p.fair,
+                handoffs: None,
             }
         };
     }

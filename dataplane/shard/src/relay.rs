@@ -33,6 +33,7 @@ use crate::counters::Tally;
 use crate::early::EarlyRecords;
 use crate::fair::FairForward;
 use crate::flows::{FlowTx, UpstreamPrefix};
+use crate::handoff::{Handoffs, Owner};
 use crate::queue::{AeadLimit, CloseReason, ControlInbound, ShardQueues};
 use crate::records::{MAX_OLDER_READ_EPOCHS, MAX_SESSION_CID_LEN, ReadState, WriteState};
 use crate::session::{Session, SessionTable, SlotId};
@@ -103,9 +104,33 @@ pub(crate) struct Out<'a> {
     pub pad_state: &'a mut u64,
     /// Handshake datagrams on their way to control, queued fairly between sources.
     pub fair: &'a mut FairForward,
+    /// The other shards' hand-off queues; `None` when there is nobody to hand to, or for a
+    /// datagram that was itself handed to this shard (never handed on).
+    pub handoffs: Option<&'a Handoffs>,
 }
 
 impl Out<'_> {
+    /// Hands a datagram whose connection ID starts at `cid_offset` and is not in this
+    /// shard's table to the shard the CID names; `false` when it names none other (then it
+    /// is this shard's to count and drop). A full queue drops it, counted.
+    fn hand_off(&mut self, source: SocketAddr, datagram: &[u8], cid_offset: usize) -> bool {
+        let Some(handoffs) = self.handoffs else {
+            return false;
+        };
+        let Owner::Shard(owner) = datagram
+            .get(cid_offset..)
+            .map_or(Owner::Here, |cid| handoffs.owner(cid))
+        else {
+            return false;
+        };
+        if handoffs.push(owner, source, datagram) {
+            self.tally.cid_handoffs += 1;
+        } else {
+            self.tally.drop_handoff_full += 1;
+        }
+        true
+    }
+
     /// Hands `message` to control; a full queue drops it (counted, never blocks).
     pub fn report(&mut self, message: ControlInbound) {
         if self.queues.push_inbound(message).is_err() {
@@ -313,6 +338,9 @@ fn handle_cid12<F>(
         .get(11..11 + cid_len)
         .and_then(|cid| table.lookup_cid(cid));
     let Some(id) = found else {
+        if out.hand_off(source, datagram, 11) {
+            return;
+        }
         if early.park(source, datagram) {
             out.tally.early_parked += 1;
         } else {
@@ -344,6 +372,14 @@ fn handle_unknown<F>(
     // be its session's peer after a NAT rebinding or a network change.
     if let Some(id) = lookup_by_cid(table, datagram, cid_len) {
         return handle_moved(table, id, out, now, source, datagram);
+    }
+    if cid_len > 0
+        && datagram
+            .first()
+            .is_some_and(|&b| is_unified(b) && b & FLAG_CID != 0)
+        && out.hand_off(source, datagram, 1)
+    {
+        return;
     }
     // A DTLS 1.3 handshake's records (unified headers, epoch 2) from a peer without a
     // session are control's like the 1.2 ones.

@@ -271,7 +271,8 @@ impl Shard {
         let idle = !self.received
             && self.fx.net.is_empty()
             && self.ready.is_empty()
-            && !self.core.queues().has_commands();
+            && !self.core.queues().has_commands()
+            && self.core.queues().handoffs().is_empty();
         let wait = if idle {
             self.config.recv_wait
         } else {
@@ -280,6 +281,7 @@ impl Shard {
         self.poll_upstream(now, wait)?;
         self.core.handle_timeout(now, &mut self.fx);
         self.register_opened();
+        self.handle_handoffs(now);
         let batch = self
             .io
             .flush_and_poll_recv(&mut self.fx.net, Duration::ZERO)?;
@@ -322,6 +324,27 @@ impl Shard {
             self.register_opened();
         }
         self.core.end_commands(&mut self.fx);
+    }
+
+    /// Records other shards received for this shard's sessions, as many as the transmit
+    /// batch has room to answer.
+    fn handle_handoffs(&mut self, now: Instant) {
+        while !self.fx.net.is_full() {
+            let Some(mut handoff) = self.core.queues().handoffs().pop() else {
+                break;
+            };
+            if self.fx.flows.needs_flush() {
+                self.core.flush_flows(&mut self.fx, send_flow);
+            }
+            self.core
+                .handle_handoff(now, handoff.source, &mut handoff.datagram, &mut self.fx);
+        }
+    }
+
+    /// Serve mode: hand records under CIDs naming other shards to them (see
+    /// [`crate::Handoffs`]).
+    pub fn set_handoffs(&mut self, handoffs: crate::Handoffs) {
+        self.core.set_handoffs(handoffs);
     }
 
     fn register_opened(&mut self) {

@@ -123,3 +123,134 @@ impl ServerIdLayout {
 fn mask(bits: u32) -> u128 {
     (1u128 << bits) - 1
 }
+
+/// Where the shard id sits in a plaintext QUIC-LB CID of one length, for whoever must find
+/// a record's owning shard from its bytes alone: the shard's CID lookup on a miss, and the
+/// in-host steering program (`dtls_io::CidSteering`) that reads the same bits in the
+/// kernel.
+///
+/// A plaintext CID (draft-ietf-quic-load-balancers-21 §5.2) is the first octet, then the
+/// server ID in clear, then the nonce; a [`ServerIdLayout`] puts the shard id
+/// `node_bits` into the server ID. The first octet must equal [`ShardField::first_octet`]
+/// (the configuration's codepoint and, with [`super::FirstOctetBits::CidLength`], the
+/// length): another codepoint or length is not a CID this field describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ShardField {
+    cid_len: u8,
+    first_octet: u8,
+    bit_offset: u32,
+    bits: u32,
+}
+
+impl ShardField {
+    /// The shard field of `cid_len`-octet plaintext CIDs of configuration `config` whose
+    /// first octet's low bits carry the length; `None` when the layout has no shard bits or
+    /// `cid_len` cannot hold the first octet, the server ID and the draft's 4-octet
+    /// minimum nonce (such CIDs are random, naming no shard).
+    pub fn plaintext_with_length(
+        config: super::ConfigId,
+        layout: ServerIdLayout,
+        cid_len: usize,
+    ) -> Option<Self> {
+        let min = 1 + layout.server_id_len() + *super::NONCE_LEN.start();
+        if layout.shard_bits == 0 || cid_len < min || cid_len > super::MAX_CID_LEN {
+            return None;
+        }
+        // cid_len is 7..=20 (checked above): the length of the rest fits the 5 low bits.
+        let first_octet = config.value() << 5 | (cid_len - 1) as u8;
+        Some(Self {
+            cid_len: cid_len as u8,
+            first_octet,
+            bit_offset: 8 + layout.node_bits,
+            bits: layout.shard_bits,
+        })
+    }
+
+    /// The CID length in octets.
+    pub fn cid_len(&self) -> usize {
+        usize::from(self.cid_len)
+    }
+
+    /// The first octet every CID of this field starts with.
+    pub fn first_octet(&self) -> u8 {
+        self.first_octet
+    }
+
+    /// The shard id's first bit, counted from the CID's most significant bit (so 8 is the
+    /// first bit of the server ID).
+    pub fn bit_offset(&self) -> u32 {
+        self.bit_offset
+    }
+
+    /// The shard id's width in bits (1..=16).
+    pub fn bits(&self) -> u32 {
+        self.bits
+    }
+
+    /// The shard `cid` names: `None` unless it is `cid_len` octets (or more: the caller may
+    /// pass the rest of a record) starting with [`ShardField::first_octet`].
+    pub fn shard_of(&self, cid: &[u8]) -> Option<u16> {
+        let cid = cid.get(..self.cid_len())?;
+        if cid[0] != self.first_octet {
+            return None;
+        }
+        // The field spans at most 3 octets (16 bits at any bit offset); read 4 from its
+        // first octet, big-endian, zeros past the CID's end.
+        let start = (self.bit_offset / 8) as usize;
+        let mut word = [0u8; 4];
+        for (w, b) in word.iter_mut().zip(&cid[start..]) {
+            *w = *b;
+        }
+        let word = u32::from_be_bytes(word);
+        let shift = 32 - self.bit_offset % 8 - self.bits;
+        // At most 16 bits once masked.
+        Some((word >> shift & ((1u32 << self.bits) - 1)) as u16)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cid::{ConfigId, FirstOctetBits, QuicLbConfig};
+
+    #[test]
+    fn shard_field_reads_what_pack_wrote() {
+        // (server ID octets, node bits, shard bits): byte-aligned, unaligned, and a field
+        // spanning three octets.
+        for (sid_len, node_bits, shard_bits) in [(2, 8, 8), (3, 5, 11), (3, 7, 16), (1, 0, 3)] {
+            let layout = ServerIdLayout::new(sid_len, node_bits, shard_bits).expect("layout");
+            let id = ConfigId::new(2).expect("id");
+            let cid_len = 1 + sid_len + 5;
+            let field = ShardField::plaintext_with_length(id, layout, cid_len).expect("fits");
+            let config =
+                QuicLbConfig::plaintext(id, sid_len, 5, FirstOctetBits::CidLength).expect("config");
+            let max_shard = ((1u32 << shard_bits) - 1) as u16;
+            for shard in [0, 1, max_shard / 3, max_shard] {
+                let node = if node_bits == 0 { 0 } else { 1 };
+                let sid = layout.pack(CidOwner { node, shard }).expect("pack");
+                let cid = config
+                    .encode(sid.as_bytes(), &[0xff; 5], 0)
+                    .expect("encode");
+                assert_eq!(cid.as_bytes()[0], field.first_octet());
+                assert_eq!(field.shard_of(cid.as_bytes()), Some(shard), "{layout:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn shard_field_refuses_what_it_does_not_describe() {
+        let layout = ServerIdLayout::new(2, 8, 8).expect("layout");
+        let id = ConfigId::new(0).expect("id");
+        // Too short for the nonce, or no shard bits: no field.
+        assert_eq!(ShardField::plaintext_with_length(id, layout, 6), None);
+        let no_shard = ServerIdLayout::new(2, 8, 0).expect("layout");
+        assert_eq!(ShardField::plaintext_with_length(id, no_shard, 8), None);
+        let field = ShardField::plaintext_with_length(id, layout, 8).expect("fits");
+        assert_eq!(field.first_octet(), 7);
+        assert_eq!(field.shard_of(&[7, 0, 5, 1, 1, 1, 1, 1]), Some(5));
+        // Another codepoint, another length, or too few octets: not ours to read.
+        assert_eq!(field.shard_of(&[0x27, 0, 5, 1, 1, 1, 1, 1]), None);
+        assert_eq!(field.shard_of(&[8, 0, 5, 1, 1, 1, 1, 1, 1]), None);
+        assert_eq!(field.shard_of(&[7, 0, 5]), None);
+    }
+}

@@ -41,7 +41,7 @@ mod feistel;
 mod layout;
 mod quic_lb;
 
-pub use layout::{CidOwner, ServerIdLayout};
+pub use layout::{CidOwner, ServerIdLayout, ShardField};
 pub use quic_lb::{
     CidPlaintext, ConfigId, ConnectionId, FirstOctetBits, QuicLbConfig, QuicLbConfigs, ServerId,
 };

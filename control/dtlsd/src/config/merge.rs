@@ -110,6 +110,11 @@ pub struct ServeFlags {
     /// datagram [default: off].
     #[arg(long, value_enum, value_name = "MODE")]
     pub proxy_protocol: Option<ProxyProtocolMode>,
+    /// Do not attach the reuseport program that sends each connection-ID record to the
+    /// shard its CID names; records that reach another shard are then handed over through
+    /// a queue (`dtlsd_cid_handoffs_total`) [default: on when connection IDs are].
+    #[arg(long)]
+    pub no_cid_steering: bool,
     /// TOML config file; flags given on the command line override its keys.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -166,6 +171,11 @@ pub fn merge_serve(file: RawServe, flags: ServeFlags) -> RawServe {
         },
         client_ca: flags.client_ca.or(file.client_ca),
         proxy_protocol: flags.proxy_protocol.or(file.proxy_protocol),
+        cid_steering: if flags.no_cid_steering {
+            Some(false)
+        } else {
+            file.cid_steering
+        },
         shards: t.shards.or(file.shards),
         cpus: t.cpus.or(file.cpus),
         io: t.io.or(file.io),

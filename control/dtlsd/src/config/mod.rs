@@ -62,6 +62,9 @@ pub struct ServeConfig {
     pub credentials: ServerCredentials,
     /// The header in front of each session's datagrams to the backend, if any.
     pub proxy_protocol: Option<dtls_runtime::ProxyProtocol>,
+    /// Attach the reuseport program that steers connection-ID records to the shard their
+    /// CID names (in effect only with connection IDs long enough to name one).
+    pub cid_steering: bool,
     /// Shards, I/O, MTU, timers, metrics, logs.
     pub tuning: Tuning,
 }
@@ -238,6 +241,9 @@ impl ServeConfig {
         }
         if self.proxy_protocol != new.proxy_protocol {
             keys.push("proxy_protocol");
+        }
+        if self.cid_steering != new.cid_steering {
+            keys.push("cid_steering");
         }
         keys.extend(self.tuning.changed_keys(&new.tuning));
         keys

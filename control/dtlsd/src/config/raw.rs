@@ -97,6 +97,7 @@ pub struct RawServe {
     pub psk: Option<Vec<PskSpec>>,
     pub client_ca: Option<PathBuf>,
     pub proxy_protocol: Option<ProxyProtocolMode>,
+    pub cid_steering: Option<bool>,
     pub shards: Option<i64>,
     pub cpus: Option<String>,
     pub io: Option<IoMode>,

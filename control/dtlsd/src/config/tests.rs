@@ -785,3 +785,35 @@ fn dual_stack_needs_the_ipv6_wildcard() {
         );
     }
 }
+
+#[test]
+fn cid_steering_key_and_flag() {
+    assert!(
+        validate_serve(psk_only_serve())
+            .expect("valid")
+            .cid_steering,
+        "on by default"
+    );
+    let file = serve_toml("cid_steering = false\n");
+    assert_eq!(file.cid_steering, Some(false));
+    let mut raw = psk_only_serve();
+    raw.cid_steering = file.cid_steering;
+    let off = validate_serve(raw).expect("valid");
+    assert!(!off.cid_steering);
+    let before = validate_serve(psk_only_serve()).expect("valid");
+    assert_eq!(before.restart_required(&off), ["cid_steering"]);
+    // The flag can only turn it off.
+    let on = serve_toml("cid_steering = true\n");
+    let flags = ServeFlags {
+        no_cid_steering: true,
+        ..ServeFlags::default()
+    };
+    assert_eq!(merge_serve(on.clone(), flags).cid_steering, Some(false));
+    assert_eq!(
+        merge_serve(on, ServeFlags::default()).cid_steering,
+        Some(true)
+    );
+    // Serve only: in [connect] it is an unknown key.
+    let e = parse_str("[connect]\ncid_steering = false\n").expect_err("serve only");
+    assert_eq!(e.key.as_deref(), Some("connect.cid_steering"));
+}

@@ -102,6 +102,7 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
                 ProxyProtocolMode::V2Every => Some(ProxyProtocol::V2Every),
                 ProxyProtocolMode::Spp => Some(ProxyProtocol::Spp),
             },
+            cid_steering: raw.cid_steering.unwrap_or(true),
             tuning,
         }),
         // finish() returned early on any error; every check that yields None pushed one.

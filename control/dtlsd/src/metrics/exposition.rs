@@ -525,6 +525,12 @@ const SHARD_FAMILIES: &[(&str, &str, &str, ShardField)] = &[
         |s, _| s.sessions_moved,
     ),
     (
+        "dtlsd_cid_handoffs_total",
+        "counter",
+        "Records under a connection ID naming another shard, handed to that shard's queue by this one.",
+        |s, _| s.cid_handoffs,
+    ),
+    (
         "dtlsd_keepalive_sent_total",
         "counter",
         "Keepalive HeartbeatRequests sent (first sends and retransmissions).",
@@ -657,6 +663,7 @@ pub(crate) const DROP_REASONS: &[(&str, DropField)] = &[
     ("unknown_session", |s| s.drop_unknown_session),
     ("unknown_epoch", |s| s.drop_unknown_epoch),
     ("not_moved", |s| s.drop_not_moved),
+    ("handoff_full", |s| s.drop_handoff_full),
     ("unexpected_content", |s| s.drop_unexpected_content),
     ("queue_full", |s| s.drop_queue_full),
     ("tx_full", |s| s.drop_tx_full),
