@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use dtls_crypto::pki_types::{CertificateDer, UnixTime};
-use dtls_crypto::tls13::{ClientKeyShare, EarlySecret, LabelPrefix};
+use dtls_crypto::tls13::{ClientKeyShare, EarlySecret, LabelPrefix, PskKind};
 use dtls_crypto::{HandshakeHash, Rng};
 use dtls_proto::tls13::extensions::{
     emit_cookie, emit_key_share_client, emit_psk_key_exchange_modes,
@@ -196,11 +196,11 @@ fn build_client_hello(
     });
     let mut psk_ext = Vec::new();
     if let Some(offer) = &psk {
-        // RFC 8446 §4.2.9: a client offering a PSK MUST send psk_key_exchange_modes;
-        // ours is psk_dhe_ke only (the key share stays).
+        // RFC 8446 §4.2.9: "A client MUST provide a "psk_key_exchange_modes" extension if
+        // it offers a "pre_shared_key" extension"; ours are the configured modes (the key
+        // share stays, for a server that takes psk_dhe_ke or no PSK).
         let mut modes = Vec::new();
-        emit_psk_key_exchange_modes(&[PskKeyExchangeMode::PskDheKe], &mut modes)
-            .map_err(internal)?;
+        emit_psk_key_exchange_modes(&config.tls13_psk_modes, &mut modes).map_err(internal)?;
         push_raw(
             &mut hello.extensions,
             ExtensionType::PskKeyExchangeModes,
@@ -256,8 +256,9 @@ impl ClientState13 {
         if let Some(psk) = offered_psk(&core.config) {
             // RFC 8446 §4.2.11.2: the binder covers the hello up to the binders list.
             let hash_len = PSK_HASH.output_len();
-            let transcript = binder_transcript(&core.retry_prefix, &body, 2 + 1 + hash_len);
-            let binder = psk_binder(&psk.key, &transcript);
+            let transcript =
+                binder_transcript(PSK_HASH, &core.retry_prefix, &body, 2 + 1 + hash_len);
+            let binder = psk_binder(PSK_HASH, PskKind::External, &psk.key, &transcript);
             let at = body.len() - hash_len;
             body[at..].copy_from_slice(binder.as_bytes());
         }
@@ -426,21 +427,6 @@ impl ClientState13 {
         if is_hello_retry_request(&hello.random) {
             return self.handle_hello_retry_request(core, now, &hello, body);
         }
-        let entry = raw(&hello.extensions, ExtensionType::KeyShare)
-            .ok_or(HandshakeError::IllegalParameter {
-                what: "ServerHello without key_share",
-            })
-            .and_then(|data| parse_key_share_server(data).map_err(decode("key_share")))?;
-        let share = self.key_share.take().ok_or(HandshakeError::Internal {
-            what: "no key share",
-        })?;
-        // RFC 8446 §4.2.8: the server's share must be in the group of the client's.
-        if entry.group != share.group() {
-            return Err(HandshakeError::IllegalParameter {
-                what: "key_share group not offered",
-            });
-        }
-        let shared = share.complete(&entry.key_exchange)?;
         let psk = match raw(&hello.extensions, ExtensionType::PreSharedKey) {
             Some(data) => {
                 let selected =
@@ -458,6 +444,39 @@ impl ClientState13 {
             }
             None => None,
         };
+        let share = self.key_share.take().ok_or(HandshakeError::Internal {
+            what: "no key share",
+        })?;
+        let shared = match raw(&hello.extensions, ExtensionType::KeyShare) {
+            Some(data) => {
+                let entry = parse_key_share_server(data).map_err(decode("key_share"))?;
+                // RFC 8446 §4.2.8: the server's share must be in the group of the client's.
+                if entry.group != share.group() {
+                    return Err(HandshakeError::IllegalParameter {
+                        what: "key_share group not offered",
+                    });
+                }
+                Some(share.complete(&entry.key_exchange)?)
+            }
+            None => None,
+        };
+        // RFC 8446 §4.2.9: "Servers MUST NOT select a key exchange mode that is not listed
+        // by the client": psk_dhe_ke with a key share, psk_ke without; without a PSK the
+        // key share is required.
+        let mode = if shared.is_some() {
+            PskKeyExchangeMode::PskDheKe
+        } else {
+            PskKeyExchangeMode::PskKe
+        };
+        let allowed = match psk {
+            Some(_) => core.config.tls13_psk_modes.contains(&mode),
+            None => shared.is_some(),
+        };
+        if !allowed {
+            return Err(HandshakeError::IllegalParameter {
+                what: "ServerHello key exchange mode not offered",
+            });
+        }
         core.hash_message(HandshakeType::ServerHello, body);
         let hello_hash = core.transcript.current_hash()?;
         let handshake = EarlySecret::new(
@@ -465,7 +484,7 @@ impl ClientState13 {
             LabelPrefix::Dtls13,
             psk.as_ref().map(|k| k.as_slice()),
         )
-        .into_handshake_secret(Some(&shared));
+        .into_handshake_secret(shared.as_ref());
         let secrets = Secrets13 {
             client_handshake: handshake.client_handshake_traffic_secret(&hello_hash),
             server_handshake: handshake.server_handshake_traffic_secret(&hello_hash),

@@ -34,6 +34,8 @@ pub(crate) mod client;
 #[cfg(test)]
 mod loss_tests;
 mod messages;
+#[cfg(test)]
+mod psk_tests;
 pub(crate) mod server;
 #[cfg(test)]
 mod tests;
