@@ -20,8 +20,8 @@ use dtls_proto::tls13::{
     PskKeyExchangeMode,
 };
 use dtls_proto::{
-    ClientHello, ExtensionType, Extensions, HandshakeType, NamedGroup, ProtocolVersion, RANDOM_LEN,
-    ReassembledMessage, ServerHello, ServerName, SignatureScheme,
+    ClientHello, ExtensionType, Extensions, HandshakeType, NamedGroup, PrfHash, ProtocolVersion,
+    RANDOM_LEN, ReassembledMessage, ServerHello, ServerName, SignatureScheme,
 };
 
 use super::messages::{
@@ -33,6 +33,7 @@ use super::{Core13, EPOCH_APPLICATION, EPOCH_HANDSHAKE, Engine13, Secrets13, Sid
 use crate::config::{Config, ConfigError};
 use crate::error::HandshakeError;
 use crate::events::PeerIdentity;
+use crate::keys::ticket::SessionTicket;
 use crate::role::Role;
 
 /// What only a client keeps during a DTLS 1.3 handshake.
@@ -54,8 +55,28 @@ pub(crate) struct ClientState13 {
     /// The body of the ClientHello we sent last (its hash goes into message_hash after a
     /// HelloRetryRequest; PSK binders cover it).
     last_body: Vec<u8>,
-    /// The server accepted our external PSK (RFC 8446 §4.2.11).
+    /// The server accepted one of our PSKs (RFC 8446 §4.2.11).
     psk_accepted: bool,
+    /// A DTLS 1.3 ticket to resume (RFC 8446 §2.2).
+    ticket: Option<SessionTicket>,
+    /// The PSKs of our last ClientHello, in its order.
+    offers: Vec<Offer>,
+    /// The index of the PSK the server selected.
+    selected: Option<usize>,
+}
+
+/// One PSK our ClientHello offers (RFC 8446 §4.2.11): a resumption ticket or an external
+/// PSK.
+#[derive(Debug)]
+struct Offer {
+    identity: Vec<u8>,
+    obfuscated_ticket_age: u32,
+    key: zeroize::Zeroizing<Vec<u8>>,
+    kind: PskKind,
+    hash: PrfHash,
+    /// Who the server is once it proves the PSK: the ticket's original server, or the
+    /// external PSK's identity.
+    peer: PeerIdentity,
 }
 
 impl Engine13 {
@@ -65,6 +86,7 @@ impl Engine13 {
         rng: Box<dyn Rng + Send>,
         now: Instant,
         peer: SocketAddr,
+        resume: Option<SessionTicket>,
     ) -> Result<Self, ConfigError> {
         config.validate_client()?;
         let mut core = Core13::new(Role::Client, config, rng, peer, 0);
@@ -80,6 +102,9 @@ impl Engine13 {
             alpn: None,
             last_body: Vec::new(),
             psk_accepted: false,
+            ticket: resume.filter(|t| t.usable13(now)),
+            offers: Vec::new(),
+            selected: None,
         };
         let first_group = core.config.tls13_groups.first().copied();
         match first_group {
@@ -103,6 +128,7 @@ fn build_client_hello(
     random: [u8; RANDOM_LEN],
     share: &ClientKeyShare,
     cookie: Option<&[u8]>,
+    offers: &[Offer],
 ) -> Result<ClientHello, HandshakeError> {
     let internal = |_| HandshakeError::Internal {
         what: "ClientHello extension",
@@ -184,20 +210,29 @@ fn build_client_hello(
     // HelloRetryRequest). Its HelloRetryRequest carries a cookie with the hash of this
     // hello, up to ~210 bytes with SHA-384, so a smaller hello (a single classical key
     // share) is padded to MIN_CLIENT_HELLO with the RFC 7685 padding extension.
-    let psk = offered_psk(config).map(|psk| OfferedPsks {
-        identities: vec![PskIdentity {
-            identity: psk.identity.clone(),
-            // RFC 8446 §4.2.11: "For identities established externally, an
-            // obfuscated_ticket_age of 0 SHOULD be used".
-            obfuscated_ticket_age: 0,
-        }],
+    let psk = (!offers.is_empty()).then(|| OfferedPsks {
+        identities: offers
+            .iter()
+            .map(|o| PskIdentity {
+                identity: o.identity.clone(),
+                obfuscated_ticket_age: o.obfuscated_ticket_age,
+            })
+            .collect(),
         // Filled in once the rest of the hello is known (send_client_hello).
-        binders: vec![vec![0; PSK_HASH.output_len()]],
+        binders: offers
+            .iter()
+            .map(|o| vec![0; o.hash.output_len()])
+            .collect(),
     });
     let mut psk_ext = Vec::new();
     if let Some(offer) = &psk {
+        offer.emit(&mut psk_ext).map_err(internal)?;
+    }
+    if psk.is_some() || config.offer_session_ticket {
         // RFC 8446 §4.2.9: "A client MUST provide a "psk_key_exchange_modes" extension if
-        // it offers a "pre_shared_key" extension"; ours are the configured modes (the key
+        // it offers a "pre_shared_key" extension"; it also tells the server which tickets
+        // we can use ("Servers SHOULD NOT send NewSessionTicket with tickets that are not
+        // compatible with the advertised modes"). Ours are the configured modes (the key
         // share stays, for a server that takes psk_dhe_ke or no PSK).
         let mut modes = Vec::new();
         emit_psk_key_exchange_modes(&config.tls13_psk_modes, &mut modes).map_err(internal)?;
@@ -206,7 +241,6 @@ fn build_client_hello(
             ExtensionType::PskKeyExchangeModes,
             modes,
         );
-        offer.emit(&mut psk_ext).map_err(internal)?;
     }
     let mut body = Vec::new();
     hello.emit(&mut body).map_err(internal)?;
@@ -237,6 +271,59 @@ fn offered_psk(config: &Config) -> Option<&crate::config::Psk> {
 const MIN_CLIENT_HELLO: usize = 256;
 
 impl ClientState13 {
+    /// The PSKs to offer: our ticket (while within its lifetime) first, then our external
+    /// PSK, each only with a suite of its hash on offer; after a HelloRetryRequest only
+    /// those of its suite's hash (RFC 8446 §4.1.4: the client "SHOULD NOT offer any
+    /// pre-shared keys associated with a hash other than that of the selected cipher
+    /// suite").
+    fn offers(&self, config: &Config, now: Instant) -> Vec<Offer> {
+        let retry_hash = self
+            .retry_suite
+            .and_then(|s| s.tls13_params())
+            .map(|p| p.hash());
+        let on_offer = |hash: PrfHash| {
+            retry_hash.is_none_or(|h| h == hash)
+                && config
+                    .tls13_cipher_suites
+                    .iter()
+                    .any(|s| s.tls13_params().is_some_and(|p| p.hash() == hash))
+        };
+        let mut offers = Vec::new();
+        if let Some(ticket) = self.ticket.as_ref().filter(|t| t.usable13(now))
+            && let Some(resumption) = ticket.resumption13()
+            && let Some(hash) = ticket.suite.tls13_params().map(|p| p.hash())
+            && on_offer(hash)
+        {
+            // RFC 8446 §4.2.11.1: the age in milliseconds plus ticket_age_add, modulo 2^32.
+            let age = u32::try_from(
+                now.saturating_duration_since(resumption.received_at)
+                    .as_millis(),
+            )
+            .unwrap_or(u32::MAX);
+            offers.push(Offer {
+                identity: ticket.ticket.clone(),
+                obfuscated_ticket_age: age.wrapping_add(resumption.age_add),
+                key: resumption.psk.clone(),
+                kind: PskKind::Resumption,
+                hash,
+                peer: resumption.peer_identity.clone(),
+            });
+        }
+        if let Some(psk) = offered_psk(config).filter(|_| on_offer(PSK_HASH)) {
+            offers.push(Offer {
+                identity: psk.identity.clone(),
+                // RFC 8446 §4.2.11: "For identities established externally, an
+                // obfuscated_ticket_age of 0 SHOULD be used".
+                obfuscated_ticket_age: 0,
+                key: psk.key.clone(),
+                kind: PskKind::External,
+                hash: PSK_HASH,
+                peer: PeerIdentity::Psk(psk.identity.clone()),
+            });
+        }
+        offers
+    }
+
     fn send_client_hello(
         &mut self,
         core: &mut Core13,
@@ -245,7 +332,8 @@ impl ClientState13 {
         cookie: Option<&[u8]>,
     ) -> Result<(), HandshakeError> {
         let share = ClientKeyShare::generate(group, &mut *core.rng)?;
-        let hello = build_client_hello(&core.config, self.random, &share, cookie)?;
+        let offers = self.offers(&core.config, now);
+        let hello = build_client_hello(&core.config, self.random, &share, cookie, &offers)?;
         self.key_share = Some(share);
         let mut body = Vec::new();
         hello
@@ -253,15 +341,36 @@ impl ClientState13 {
             .map_err(|_| HandshakeError::Internal {
                 what: "ClientHello too long",
             })?;
-        if let Some(psk) = offered_psk(&core.config) {
-            // RFC 8446 §4.2.11.2: the binder covers the hello up to the binders list.
-            let hash_len = PSK_HASH.output_len();
-            let transcript =
-                binder_transcript(PSK_HASH, &core.retry_prefix, &body, 2 + 1 + hash_len);
-            let binder = psk_binder(PSK_HASH, PskKind::External, &psk.key, &transcript);
-            let at = body.len() - hash_len;
-            body[at..].copy_from_slice(binder.as_bytes());
+        if !offers.is_empty() {
+            // RFC 8446 §4.2.11.2: each binder covers the hello up to the binders list,
+            // in its PSK's hash.
+            let binders_len = 2 + offers
+                .iter()
+                .map(|o| 1 + o.hash.output_len())
+                .sum::<usize>();
+            let binders = offers
+                .iter()
+                .map(|o| {
+                    let transcript =
+                        binder_transcript(o.hash, &core.retry_prefix, &body, binders_len);
+                    psk_binder(o.hash, o.kind, &o.key, &transcript)
+                        .as_bytes()
+                        .to_vec()
+                })
+                .collect();
+            let mut tail = Vec::with_capacity(binders_len);
+            OfferedPsks {
+                identities: Vec::new(),
+                binders,
+            }
+            .emit_binders(&mut tail)
+            .map_err(|_| HandshakeError::Internal {
+                what: "PSK binders",
+            })?;
+            body.truncate(body.len().saturating_sub(binders_len));
+            body.extend_from_slice(&tail);
         }
+        self.offers = offers;
         self.last_body = body.clone();
         self.hello = Some(hello);
         let message = core.out_message(0, HandshakeType::ClientHello, body);
@@ -434,13 +543,17 @@ impl ClientState13 {
                 // RFC 8446 §4.2.11: "Clients MUST verify that the server's
                 // selected_identity is within the range supplied by the client, that the
                 // server selected a cipher suite indicating a Hash associated with the PSK".
-                let psk = offered_psk(&core.config)
-                    .filter(|_| selected == 0 && suite.hash() == PSK_HASH)
+                let index = usize::from(selected);
+                let offer = self
+                    .offers
+                    .get(index)
+                    .filter(|o| suite.hash() == o.hash)
                     .ok_or(HandshakeError::IllegalParameter {
                         what: "pre_shared_key selection",
                     })?;
                 self.psk_accepted = true;
-                Some(psk.key.clone())
+                self.selected = Some(index);
+                Some(offer.key.clone())
             }
             None => None,
         };
@@ -684,11 +797,13 @@ impl ClientState13 {
         ));
         // RFC 9147 §5.8.3 / §7: the final flight is retransmitted until the server ACKs it.
         core.send_flight(now, messages)?;
-        let identity = match offered_psk(&core.config) {
-            Some(psk) if self.psk_accepted => PeerIdentity::Psk(psk.identity.clone()),
-            _ => PeerIdentity::Certificates(std::mem::take(&mut self.peer_chain)),
+        let selected = self.selected.and_then(|i| self.offers.get(i));
+        let resumed = selected.is_some_and(|o| o.kind == PskKind::Resumption);
+        let identity = match selected {
+            Some(offer) => offer.peer.clone(),
+            None => PeerIdentity::Certificates(std::mem::take(&mut self.peer_chain)),
         };
-        complete(core, &server_finished, identity, self.alpn.take())?;
+        complete(core, &server_finished, identity, self.alpn.take(), resumed)?;
         Ok(State13::Established)
     }
 }
@@ -700,6 +815,7 @@ pub(crate) fn complete(
     server_finished: &HandshakeHash,
     peer_identity: PeerIdentity,
     alpn: Option<Vec<u8>>,
+    resumed: bool,
 ) -> Result<(), HandshakeError> {
     use crate::events::{EpochKeys13, Event, RecordKeys, SessionKeys};
     use dataplane::record::ReplayWindow;
@@ -713,6 +829,10 @@ pub(crate) fn complete(
         .master
         .server_application_traffic_secret(server_finished);
     let exporter = secrets.master.exporter_master_secret(server_finished);
+    // RFC 8446 §7.1: the resumption master secret covers the transcript through the
+    // client's Finished (the last message hashed on both sides when this runs).
+    let client_finished = core.transcript.current_hash()?;
+    let resumption = secrets.master.resumption_master_secret(&client_finished);
     let (own, peer) = match core.role {
         Role::Client => (client, server),
         Role::Server => (server, client),
@@ -726,6 +846,8 @@ pub(crate) fn complete(
             what: "no application write keys",
         })?;
     core.app_secrets = Some((own.duplicate(), peer.duplicate()));
+    core.resumption = Some(resumption);
+    core.peer_identity = Some(peer_identity.clone());
     let read = EpochKeys13 {
         epoch: EPOCH_APPLICATION,
         keys: core.traffic_keys(&peer)?,
@@ -756,7 +878,7 @@ pub(crate) fn complete(
         srtp_profile: None,
         heartbeat: None,
         version: ProtocolVersion::Dtls1_3,
-        resumed: false,
+        resumed,
         exporter: crate::keys::exporter::Exporter::tls13(exporter),
         ticket: None,
     };
