@@ -175,7 +175,9 @@ pub struct Config {
     /// mutex; it is taken once per full handshake and once per resumption attempt).
     /// Client: unused.
     pub ticket_keys: Option<Arc<Mutex<TicketKeys>>>,
-    /// Client: offer the session_ticket extension (RFC 5077). Default `true`.
+    /// Client: offer the session_ticket extension (RFC 5077); in DTLS 1.3, send
+    /// psk_key_exchange_modes so that the server sends tickets (RFC 8446 §4.2.9).
+    /// Default `true`.
     pub offer_session_ticket: bool,
     /// Ticket lifetime hint the server sends, seconds. Default 7200.
     pub ticket_lifetime: u32,

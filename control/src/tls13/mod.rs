@@ -23,12 +23,14 @@
 //! ignores application data) until the peer's ACK or application data shows the handshake
 //! ended, as with DTLS 1.2.
 //!
-//! After completion: KeyUpdate both ways (RFC 9147 §8, [`crate::Event::KeysUpdated`]).
-//! External PSKs with psk_dhe_ke (RFC 8446 §4.2.11) replace certificates when both sides
-//! know the identity.
+//! After completion: KeyUpdate both ways (RFC 9147 §8, [`crate::Event::KeysUpdated`]);
+//! NewSessionTickets from a server with ticket keys, kept by the client for
+//! [`crate::Connection::poll_session_ticket`] (RFC 8446 §4.6.1).
+//! External PSKs (RFC 8446 §4.2.11) replace certificates when both sides know the
+//! identity, and so do resumption tickets (RFC 8446 §2.2), with psk_dhe_ke or, where both
+//! sides allow it, psk_ke ([`crate::Config::tls13_psk_modes`]).
 //!
-//! Not here yet: resumption (no NewSessionTicket is sent; one received is acknowledged
-//! and ignored), psk_ke, connection IDs, early data (never accepted).
+//! Not here yet: connection IDs, early data (never accepted).
 
 pub(crate) mod client;
 #[cfg(test)]
