@@ -370,6 +370,13 @@ impl ClientState13 {
             body.truncate(body.len().saturating_sub(binders_len));
             body.extend_from_slice(&tail);
         }
+        // The hello as sent, binders included: a DTLS 1.2 engine that takes it over hashes
+        // these bytes into its transcript.
+        let hello = if !offers.is_empty() {
+            ClientHello::parse(&body).map_err(decode("our ClientHello"))?
+        } else {
+            hello
+        };
         self.offers = offers;
         self.last_body = body.clone();
         self.hello = Some(hello);

@@ -370,3 +370,30 @@ fn a_dtls13_ticket_is_not_offered_by_a_dtls12_client() {
     assert_eq!(ck.version, ProtocolVersion::Dtls1_2);
     assert!(!ck.resumed && !sk.resumed);
 }
+
+#[test]
+fn a_client_offering_both_versions_with_a_ticket_falls_back_to_a_dtls12_server_hello() {
+    // The DTLS 1.2 engine takes over the hello as sent, binders included (its Finished
+    // covers those bytes).
+    let (client, server, _) = client_auth_pair();
+    let both = Config {
+        versions: vec![ProtocolVersion::Dtls1_3, ProtocolVersion::Dtls1_2],
+        ..client
+    };
+    let server12 = Config {
+        versions: vec![ProtocolVersion::Dtls1_2],
+        ..server.clone()
+    };
+    for settings in [no_cookie(), AcceptorConfig::default()] {
+        let ticket = first_ticket(&both, &server);
+        let (ck, sk, _, _) = handshake(
+            both.clone(),
+            server12.clone(),
+            Some(ticket),
+            settings,
+            test_wall(),
+        );
+        assert_eq!(ck.version, ProtocolVersion::Dtls1_2);
+        assert!(!ck.resumed && !sk.resumed);
+    }
+}

@@ -90,7 +90,7 @@ impl Engine13 {
         if let Some(retry) = &hello.retry {
             // RFC 8446 §4.4.1: our stateless HelloRetryRequest comes back in the cookie;
             // the transcript starts message_hash(Hash(ClientHello1)) | HelloRetryRequest.
-            match server.resume_after_retry(&mut core, retry, &hello.hello) {
+            match server.resume_after_retry(&mut core, retry) {
                 Ok(()) => {}
                 Err(e) => {
                     core.fail(e);
@@ -202,6 +202,12 @@ struct Candidate {
     identity: PeerIdentity,
 }
 
+/// legacy_session_id_echo of our ServerHello and HelloRetryRequest: empty. RFC 9147 §5
+/// has no middlebox compatibility mode in DTLS 1.3, and a DTLS 1.3 server does not echo the
+/// client's legacy_session_id (which a client sets only from a pre-DTLS 1.3 session, RFC
+/// 9147 §5.3); wolfSSL 5.9.4 and OpenSSL clients refuse an echo.
+const NO_SESSION_ID_ECHO: &[u8] = &[];
+
 /// How far the ticket age the client reports (RFC 8446 §4.2.11.1) may be from ours: our
 /// clock counts whole seconds, and clocks drift (RFC 8446 §8.3 suggests windows of the
 /// order of 10 seconds).
@@ -213,7 +219,6 @@ impl ServerState13 {
         &mut self,
         core: &mut Core13,
         retry: &RetryState,
-        hello: &ClientHello,
     ) -> Result<(), HandshakeError> {
         // RFC 8446 §4.1.2 / §4.2.2: the second ClientHello echoes the cookie; the
         // acceptor checked it against our secret, peer and client random.
@@ -228,7 +233,7 @@ impl ServerState13 {
             ));
         core.transcript.update(retry.client_hello1.as_bytes());
         let body = hello_retry_request_body(
-            &hello.session_id,
+            NO_SESSION_ID_ECHO,
             retry.suite,
             retry.named.then_some(retry.group),
             Some(&retry.cookie),
@@ -310,7 +315,7 @@ impl ServerState13 {
         core.hash_message(HandshakeType::ClientHello, body);
         let exchange = match exchange {
             Some((group, None)) => {
-                return self.send_hello_retry_request(core, now, hello, suite, group);
+                return self.send_hello_retry_request(core, now, suite, group);
             }
             Some((group, Some(client_share))) => Some((group, client_share)),
             None => None,
@@ -357,8 +362,7 @@ impl ServerState13 {
         let server_hello = ServerHello {
             server_version: ProtocolVersion::Dtls1_2,
             random,
-            // RFC 8446 §4.1.3: legacy_session_id_echo.
-            session_id: hello.session_id.clone(),
+            session_id: NO_SESSION_ID_ECHO.to_vec(),
             cipher_suite: suite.suite(),
             compression_method: dtls_proto::COMPRESSION_NULL,
             extensions: ext,
@@ -697,12 +701,11 @@ impl ServerState13 {
         Ok(())
     }
 
-    /// RFC 8446 §4.1.4: ask for a share in `choice.group`.
+    /// RFC 8446 §4.1.4: ask for a share in `group`.
     fn send_hello_retry_request(
         &mut self,
         core: &mut Core13,
         now: Instant,
-        hello: &ClientHello,
         suite: Tls13SuiteParams,
         group: NamedGroup,
     ) -> Result<State13, HandshakeError> {
@@ -712,7 +715,7 @@ impl ServerState13 {
             });
         }
         self.retried = Some((suite.suite(), group));
-        let body = hello_retry_request_body(&hello.session_id, suite.suite(), Some(group), None)?;
+        let body = hello_retry_request_body(NO_SESSION_ID_ECHO, suite.suite(), Some(group), None)?;
         // RFC 8446 §4.4.1: ClientHello1 is replaced by message_hash(Hash(ClientHello1)).
         let client_hello1 = core.transcript.current_hash()?;
         core.transcript.roll_up_for_hello_retry()?;
