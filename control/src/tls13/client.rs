@@ -228,7 +228,8 @@ fn build_client_hello(
     if let Some(offer) = &psk {
         offer.emit(&mut psk_ext).map_err(internal)?;
     }
-    if psk.is_some() || config.offer_session_ticket {
+    // (No modes configured: no PSK is offered, see `offers`, and no ticket asked for.)
+    if (psk.is_some() || config.offer_session_ticket) && !config.tls13_psk_modes.is_empty() {
         // RFC 8446 §4.2.9: "A client MUST provide a "psk_key_exchange_modes" extension if
         // it offers a "pre_shared_key" extension"; it also tells the server which tickets
         // we can use ("Servers SHOULD NOT send NewSessionTicket with tickets that are not
@@ -289,6 +290,9 @@ impl ClientState13 {
                     .any(|s| s.tls13_params().is_some_and(|p| p.hash() == hash))
         };
         let mut offers = Vec::new();
+        if config.tls13_psk_modes.is_empty() {
+            return offers;
+        }
         if let Some(ticket) = self.ticket.as_ref().filter(|t| t.usable13(now))
             && let Some(resumption) = ticket.resumption13()
             && let Some(hash) = ticket.suite.tls13_params().map(|p| p.hash())

@@ -135,3 +135,15 @@ fn a_client_that_does_not_allow_psk_ke_gets_psk_dhe_ke_or_a_full_handshake() {
     assert!(matches!(ck.peer_identity, PeerIdentity::Certificates(_)));
     assert_eq!(sk.peer_identity, PeerIdentity::None);
 }
+
+#[test]
+fn a_client_without_psk_modes_offers_no_psk_and_asks_for_no_tickets() {
+    let client = Config {
+        psks: vec![psk(b"client13", 7)],
+        tls13_psk_modes: Vec::new(),
+        ..client13()
+    };
+    let (ck, sk, _) = complete(client, psk_server());
+    assert!(matches!(ck.peer_identity, PeerIdentity::Certificates(_)));
+    assert_eq!(sk.peer_identity, PeerIdentity::None);
+}
