@@ -397,3 +397,40 @@ fn a_client_offering_both_versions_with_a_ticket_falls_back_to_a_dtls12_server_h
         assert!(!ck.resumed && !sk.resumed);
     }
 }
+
+#[test]
+fn a_wrong_binder_on_a_ticket_the_server_takes_is_decrypt_error() {
+    // RFC 8446 §4.2.11.2: "If binder validation fails, the server MUST abort the
+    // handshake with a "decrypt_error" alert". The ticket opens; the client's PSK is wrong.
+    let (client, server, _) = client_auth_pair();
+    let mut ticket = first_ticket(&client, &server);
+    match &mut ticket.secret {
+        crate::keys::ticket::TicketSecret::Dtls13(r) => r.psk[0] ^= 1,
+        crate::keys::ticket::TicketSecret::Dtls12(_) => panic!("a DTLS 1.3 ticket"),
+    }
+    let mut pair = Pair::with_acceptor(client, server, Some(ticket), no_cookie());
+    pair.run(Duration::from_secs(10));
+    assert!(
+        pair.server_events.iter().any(|e| matches!(
+            e,
+            crate::Event::HandshakeFailed(crate::HandshakeError::BadFinished)
+        )),
+        "{:?}",
+        pair.server_events
+    );
+}
+
+#[test]
+fn a_server_that_now_requires_client_certificates_does_not_resume_a_session_without_one() {
+    let keys = ticket_keys();
+    let client = with_client_cert(client13());
+    let server = issuing(server13(), &keys);
+    let ticket = first_ticket(&client, &server);
+    let required = Config {
+        client_auth: ClientAuth::Required,
+        ..server
+    };
+    let (ck, sk, _, _) = handshake(client, required, Some(ticket), no_cookie(), test_wall());
+    assert!(!ck.resumed && !sk.resumed);
+    assert!(matches!(sk.peer_identity, PeerIdentity::Certificates(_)));
+}
