@@ -20,15 +20,15 @@ use dtls_proto::tls13::{
     PskKeyExchangeMode,
 };
 use dtls_proto::{
-    ClientHello, ExtensionType, Extensions, HandshakeType, NamedGroup, PrfHash, ProtocolVersion,
-    RANDOM_LEN, ReassembledMessage, ServerHello, ServerName, SignatureScheme,
+    ClientHello, ExtensionType, Extensions, HandshakeType, NamedGroup, ProtocolVersion, RANDOM_LEN,
+    ReassembledMessage, ServerHello, ServerName, SignatureScheme,
 };
 
 use super::messages::{
-    PSK_HASH, binder_transcript, certificate_body, certificate_verify_body,
-    check_certificate_verify, decode, offered_schemes, parse_certificate, psk_binder, push_raw,
-    raw, retry_prefix,
+    binder_transcript, certificate_body, certificate_verify_body, check_certificate_verify, decode,
+    offered_schemes, parse_certificate, psk_binder, push_raw, raw, retry_prefix,
 };
+use super::psk::{Offer, offers};
 use super::{Core13, EPOCH_APPLICATION, EPOCH_HANDSHAKE, Engine13, Secrets13, Side13, State13};
 use crate::config::{Config, ConfigError};
 use crate::error::HandshakeError;
@@ -63,20 +63,6 @@ pub(crate) struct ClientState13 {
     offers: Vec<Offer>,
     /// The index of the PSK the server selected.
     selected: Option<usize>,
-}
-
-/// One PSK our ClientHello offers (RFC 8446 §4.2.11): a resumption ticket or an external
-/// PSK.
-#[derive(Debug)]
-struct Offer {
-    identity: Vec<u8>,
-    obfuscated_ticket_age: u32,
-    key: zeroize::Zeroizing<Vec<u8>>,
-    kind: PskKind,
-    hash: PrfHash,
-    /// Who the server is once it proves the PSK: the ticket's original server, or the
-    /// external PSK's identity.
-    peer: PeerIdentity,
 }
 
 impl Engine13 {
@@ -258,76 +244,11 @@ fn build_client_hello(
     Ok(hello)
 }
 
-/// Our external PSK, offered when one is configured and a SHA-256 suite is on offer.
-fn offered_psk(config: &Config) -> Option<&crate::config::Psk> {
-    let sha256 = config
-        .tls13_cipher_suites
-        .iter()
-        .any(|s| s.tls13_params().is_some_and(|p| p.hash() == PSK_HASH));
-    config.psks.first().filter(|_| sha256)
-}
-
 /// The smallest ClientHello body we send (see [`build_client_hello`]): with the record
 /// and handshake headers, 281 bytes on the wire.
 const MIN_CLIENT_HELLO: usize = 256;
 
 impl ClientState13 {
-    /// The PSKs to offer: our ticket (while within its lifetime) first, then our external
-    /// PSK, each only with a suite of its hash on offer; after a HelloRetryRequest only
-    /// those of its suite's hash (RFC 8446 §4.1.4: the client "SHOULD NOT offer any
-    /// pre-shared keys associated with a hash other than that of the selected cipher
-    /// suite").
-    fn offers(&self, config: &Config, now: Instant) -> Vec<Offer> {
-        let retry_hash = self
-            .retry_suite
-            .and_then(|s| s.tls13_params())
-            .map(|p| p.hash());
-        let on_offer = |hash: PrfHash| {
-            retry_hash.is_none_or(|h| h == hash)
-                && config
-                    .tls13_cipher_suites
-                    .iter()
-                    .any(|s| s.tls13_params().is_some_and(|p| p.hash() == hash))
-        };
-        let mut offers = Vec::new();
-        if config.tls13_psk_modes.is_empty() {
-            return offers;
-        }
-        if let Some(ticket) = self.ticket.as_ref().filter(|t| t.usable13(now))
-            && let Some(resumption) = ticket.resumption13()
-            && let Some(hash) = ticket.suite.tls13_params().map(|p| p.hash())
-            && on_offer(hash)
-        {
-            // RFC 8446 §4.2.11.1: the age in milliseconds plus ticket_age_add, modulo 2^32.
-            let age = u32::try_from(
-                now.saturating_duration_since(resumption.received_at)
-                    .as_millis(),
-            )
-            .unwrap_or(u32::MAX);
-            offers.push(Offer {
-                identity: ticket.ticket.clone(),
-                obfuscated_ticket_age: age.wrapping_add(resumption.age_add),
-                key: resumption.psk.clone(),
-                kind: PskKind::Resumption,
-                hash,
-                peer: resumption.peer_identity.clone(),
-            });
-        }
-        if let Some(psk) = offered_psk(config).filter(|_| on_offer(PSK_HASH)) {
-            offers.push(Offer {
-                identity: psk.identity.clone(),
-                // RFC 8446 §4.2.11: "For identities established externally, an
-                // obfuscated_ticket_age of 0 SHOULD be used".
-                obfuscated_ticket_age: 0,
-                key: psk.key.clone(),
-                kind: PskKind::External,
-                hash: PSK_HASH,
-                peer: PeerIdentity::Psk(psk.identity.clone()),
-            });
-        }
-        offers
-    }
-
     fn send_client_hello(
         &mut self,
         core: &mut Core13,
@@ -336,7 +257,7 @@ impl ClientState13 {
         cookie: Option<&[u8]>,
     ) -> Result<(), HandshakeError> {
         let share = ClientKeyShare::generate(group, &mut *core.rng)?;
-        let offers = self.offers(&core.config, now);
+        let offers = offers(&core.config, self.ticket.as_ref(), self.retry_suite, now);
         let hello = build_client_hello(&core.config, self.random, &share, cookie, &offers)?;
         self.key_share = Some(share);
         let mut body = Vec::new();

@@ -36,6 +36,7 @@ pub(crate) mod client;
 #[cfg(test)]
 mod loss_tests;
 mod messages;
+mod psk;
 #[cfg(test)]
 mod psk_tests;
 #[cfg(test)]
@@ -57,18 +58,18 @@ use dataplane::record::{RecordHeader, ReplayWindow};
 use dtls_crypto::pki_types::UnixTime;
 use dtls_crypto::tls13::{MasterSecret, ResumptionMasterSecret, TrafficSecret};
 use dtls_crypto::{Rng, Transcript};
-use dtls_proto::tls13::{Ack, KeyUpdate, NewSessionTicket13, RecordNumber};
+use dtls_proto::tls13::{Ack, KeyUpdate, RecordNumber};
 use dtls_proto::{
     ACK, Alert, AlertDescription, AlertLevel, DropReason, FragmentOutcome, HandshakeFragments,
     HandshakeType, MessageCaps, ReassembledMessage, Reassembler, ReassemblyConfig,
     Tls13SuiteParams,
 };
 
-use crate::config::{Config, MAX_TLS13_TICKETS};
+use crate::config::Config;
 use crate::connection::{ClaimedIdentity, ConnectionStats};
 use crate::error::HandshakeError;
 use crate::events::{EpochKeys13, Event, PeerIdentity, Transmit, UpdatedKeys};
-use crate::keys::ticket::{Resumption13, SessionTicket};
+use crate::keys::ticket::SessionTicket;
 use crate::role::Role;
 use crate::timer::{RetransmitTimer, TimerAction};
 use transport::{Flight13, OutMessage13, Transport13};
@@ -185,7 +186,7 @@ pub(crate) struct Core13 {
     /// (RFC 8446 §2.2: a resumed session keeps the original identity).
     pub(crate) peer_identity: Option<PeerIdentity>,
     /// Client: tickets received, for [`crate::Connection::poll_session_ticket`] (the
-    /// newest [`MAX_TLS13_TICKETS`]).
+    /// newest [`crate::MAX_TLS13_TICKETS`]).
     pub(crate) tickets: VecDeque<SessionTicket>,
 }
 
@@ -778,52 +779,6 @@ impl Core13 {
         self.ack_deadline = None;
         self.state = State13::Closed;
         self.events.push_back(Event::Closed { by_peer: false });
-    }
-
-    // ----- NewSessionTicket (RFC 8446 §4.6.1) -----
-
-    /// A ticket from the server: its resumption PSK derived now (RFC 8446 §4.6.1:
-    /// `HKDF-Expand-Label(resumption_master_secret, "resumption", ticket_nonce,
-    /// Hash.length)`), kept with the suite and the server's identity of this session.
-    /// Its early_data extension, if any, is ignored: we never send 0-RTT.
-    fn handle_new_session_ticket(
-        &mut self,
-        now: Instant,
-        body: &[u8],
-    ) -> Result<(), HandshakeError> {
-        let message = NewSessionTicket13::parse(body).map_err(|source| HandshakeError::Decode {
-            message: "NewSessionTicket",
-            source,
-        })?;
-        // RFC 8446 §4.6.1: "The value of zero indicates that the ticket should be
-        // discarded immediately."
-        if message.lifetime == 0 {
-            return Ok(());
-        }
-        let resumption = self.resumption.as_ref().ok_or(HandshakeError::Internal {
-            what: "NewSessionTicket without a resumption master secret",
-        })?;
-        let psk = resumption
-            .psk(&message.nonce)
-            .map_err(|_| HandshakeError::Internal {
-                what: "resumption PSK",
-            })?;
-        let ticket = SessionTicket::new13(
-            message.ticket,
-            message.lifetime,
-            self.suite()?.suite(),
-            Resumption13 {
-                psk: zeroize::Zeroizing::new(psk.as_bytes().to_vec()),
-                age_add: message.age_add,
-                received_at: now,
-                peer_identity: self.peer_identity.clone().unwrap_or(PeerIdentity::None),
-            },
-        );
-        if self.tickets.len() >= usize::from(MAX_TLS13_TICKETS) {
-            self.tickets.pop_front();
-        }
-        self.tickets.push_back(ticket);
-        Ok(())
     }
 
     // ----- KeyUpdate (RFC 9147 §8, RFC 8446 §4.6.3) -----

@@ -7,16 +7,15 @@ use std::time::Instant;
 
 use dtls_crypto::pki_types::{CertificateDer, UnixTime};
 use dtls_crypto::tls13::{EarlySecret, LabelPrefix, PskKind, ServerKeyShare};
-use dtls_crypto::{HandshakeHash, Rng, SessionState13, TicketPeer};
+use dtls_crypto::{HandshakeHash, Rng};
 use dtls_proto::tls13::extensions::{
     emit_key_share_retry, emit_key_share_server, emit_pre_shared_key_server,
     emit_supported_versions_server, parse_key_share_client, parse_psk_key_exchange_modes,
     parse_supported_versions_client,
 };
-use dtls_proto::tls13::messages::{HELLO_RETRY_REQUEST_RANDOM, MAX_TICKET_LIFETIME};
+use dtls_proto::tls13::messages::HELLO_RETRY_REQUEST_RANDOM;
 use dtls_proto::tls13::{
-    CertificateRequest13, EncryptedExtensions, KeyShareEntry, NewSessionTicket13, OfferedPsks,
-    PskIdentity, PskKeyExchangeMode,
+    CertificateRequest13, EncryptedExtensions, KeyShareEntry, OfferedPsks, PskKeyExchangeMode,
 };
 use dtls_proto::{
     CipherSuite, ClientHello, ExtensionType, Extensions, HandshakeType, NamedGroup, PrfHash,
@@ -26,14 +25,15 @@ use dtls_proto::{
 
 use super::client::complete;
 use super::messages::{
-    PSK_HASH, binder_transcript, certificate_body, certificate_verify_body,
-    check_certificate_verify, decode, offered_schemes, parse_certificate, pre_shared_key_is_last,
-    psk_binder, push_raw, raw, retry_prefix,
+    binder_transcript, certificate_body, certificate_verify_body, check_certificate_verify, decode,
+    offered_schemes, parse_certificate, pre_shared_key_is_last, psk_binder, push_raw, raw,
+    retry_prefix,
 };
-use super::{Core13, EPOCH_APPLICATION, EPOCH_HANDSHAKE, Engine13, Secrets13, Side13, State13};
+use super::psk::{candidate, send_tickets};
+use super::{Core13, EPOCH_HANDSHAKE, Engine13, Secrets13, Side13, State13};
 use crate::acceptor::VerifiedClientHello;
 use crate::acceptor13::RetryState;
-use crate::config::{ClientAuth, Config, ConfigError, MAX_TLS13_TICKETS};
+use crate::config::{ClientAuth, Config, ConfigError};
 use crate::error::HandshakeError;
 use crate::events::PeerIdentity;
 use crate::role::Role;
@@ -191,27 +191,11 @@ struct AcceptedPsk {
     suite: Tls13SuiteParams,
 }
 
-/// One identity of the client's pre_shared_key we could take, before its binder is
-/// checked.
-struct Candidate {
-    key: zeroize::Zeroizing<Vec<u8>>,
-    kind: PskKind,
-    hash: PrfHash,
-    /// Who the peer is once the binder verifies: the external PSK's identity, or the
-    /// identity of the session the ticket resumes.
-    identity: PeerIdentity,
-}
-
 /// legacy_session_id_echo of our ServerHello and HelloRetryRequest: empty. RFC 9147 §5
 /// has no middlebox compatibility mode in DTLS 1.3, and a DTLS 1.3 server does not echo the
 /// client's legacy_session_id (which a client sets only from a pre-DTLS 1.3 session, RFC
 /// 9147 §5.3); wolfSSL 5.9.4 and OpenSSL clients refuse an echo.
 const NO_SESSION_ID_ECHO: &[u8] = &[];
-
-/// How far the ticket age the client reports (RFC 8446 §4.2.11.1) may be from ours: our
-/// clock counts whole seconds, and clocks drift (RFC 8446 §8.3 suggests windows of the
-/// order of 10 seconds).
-const TICKET_AGE_WINDOW_MS: u64 = 11_000;
 
 impl ServerState13 {
     /// Rebuilds the transcript of a stateless HelloRetryRequest from its cookie.
@@ -472,7 +456,7 @@ impl ServerState13 {
             .zip(&offered.binders)
             .enumerate()
             .find_map(|(i, (id, binder))| {
-                let candidate = self.candidate(core, id, wall)?;
+                let candidate = candidate(core, id, wall)?;
                 // RFC 8446 §4.2.11: the suite must have the PSK's hash (after a
                 // HelloRetryRequest, the suite it fixed).
                 let fits = match fixed {
@@ -509,153 +493,6 @@ impl ServerState13 {
             mode,
             suite,
         }))
-    }
-
-    /// The client's identity `id` as an external PSK we know, or as a ticket we sealed
-    /// that is still good (RFC 8446 §4.6.1, §4.2.11): within its lifetime, with a ticket
-    /// age close to ours, for a peer we would still let in. Anything else is skipped, and
-    /// without another PSK the handshake is a full one (never a failure).
-    fn candidate(&self, core: &Core13, id: &PskIdentity, wall: UnixTime) -> Option<Candidate> {
-        let config = &core.config;
-        if let Some(psk) = config.psks.iter().find(|p| p.identity == id.identity) {
-            return Some(Candidate {
-                key: psk.key.clone(),
-                kind: PskKind::External,
-                hash: PSK_HASH,
-                identity: PeerIdentity::Psk(psk.identity.clone()),
-            });
-        }
-        let keys = config.ticket_keys.as_ref()?;
-        let state = keys.lock().ok()?.open13(&id.identity, wall).ok()?;
-        let hash = CipherSuite::from_u16(state.cipher_suite)
-            .tls13_params()?
-            .hash();
-        // RFC 8446 §4.2.11.1: "The "obfuscated_ticket_age" field of each PskIdentity
-        // contains an obfuscated version of the ticket age formed by taking the age in
-        // milliseconds and adding the "ticket_age_add" value".
-        let client_age = u64::from(id.obfuscated_ticket_age.wrapping_sub(state.age_add));
-        let server_age = wall
-            .as_secs()
-            .saturating_sub(state.issued_at.as_secs())
-            .saturating_mul(1000);
-        if client_age.abs_diff(server_age) > TICKET_AGE_WINDOW_MS
-            || client_age >= state.lifetime.as_millis().try_into().unwrap_or(u64::MAX)
-        {
-            return None;
-        }
-        let identity = match state.peer {
-            TicketPeer::None => PeerIdentity::None,
-            // A PSK session resumes only while its identity is still configured.
-            TicketPeer::Psk(identity) => {
-                config.psks.iter().find(|p| p.identity == identity)?;
-                PeerIdentity::Psk(identity)
-            }
-            TicketPeer::Certificate(der) => {
-                PeerIdentity::Certificates(vec![CertificateDer::from(der)])
-            }
-        };
-        // A server that requires client certificates resumes only sessions that had one.
-        if config.client_auth == ClientAuth::Required
-            && !matches!(identity, PeerIdentity::Certificates(_))
-        {
-            return None;
-        }
-        Some(Candidate {
-            key: state.psk,
-            kind: PskKind::Resumption,
-            hash,
-            identity,
-        })
-    }
-
-    /// After the handshake: our NewSessionTickets (RFC 8446 §4.6.1), each sealing its own
-    /// resumption PSK, suite, ticket_age_add, issue time and the client's identity under
-    /// the ticket keys; sent as a flight of epoch 3 and resent until acknowledged (RFC
-    /// 9147 §5.8.4 / §7). None without ticket keys or when the client offered no PSK mode
-    /// we allow (RFC 8446 §4.2.9: "Servers SHOULD NOT send NewSessionTicket with tickets
-    /// that are not compatible with the advertised modes").
-    fn send_tickets(
-        &self,
-        core: &mut Core13,
-        now: Instant,
-        wall: UnixTime,
-        identity: &PeerIdentity,
-    ) -> Result<(), HandshakeError> {
-        let Some(keys) = core.config.ticket_keys.clone() else {
-            return Ok(());
-        };
-        let count = core.config.tls13_tickets.min(MAX_TLS13_TICKETS);
-        if !self.takes_tickets || count == 0 {
-            return Ok(());
-        }
-        let resumption = core.resumption.as_ref().ok_or(HandshakeError::Internal {
-            what: "no resumption master secret",
-        })?;
-        let peer = match identity {
-            PeerIdentity::None => TicketPeer::None,
-            PeerIdentity::Psk(id) => TicketPeer::Psk(id.clone()),
-            PeerIdentity::Certificates(chain) => match chain.first() {
-                Some(ee) => TicketPeer::Certificate(ee.to_vec()),
-                None => TicketPeer::None,
-            },
-        };
-        let Ok(mut keys) = keys.lock() else {
-            return Ok(());
-        };
-        // RFC 8446 §4.6.1: "Servers MUST NOT use any value greater than 604800 seconds."
-        let lifetime = core
-            .config
-            .ticket_lifetime
-            .min(u32::try_from(keys.ticket_lifetime().as_secs()).unwrap_or(u32::MAX))
-            .min(MAX_TICKET_LIFETIME);
-        let suite = core.suite()?;
-        let mut tickets = Vec::new();
-        for i in 0..count {
-            // RFC 8446 §4.6.1: the ticket_nonce is "unique across all tickets issued on
-            // this connection".
-            let nonce = vec![i];
-            let psk = resumption
-                .psk(&nonce)
-                .map_err(|_| HandshakeError::Internal {
-                    what: "resumption PSK",
-                })?;
-            let mut age_add = [0u8; 4];
-            core.rng.fill(&mut age_add);
-            let age_add = u32::from_be_bytes(age_add);
-            let state = SessionState13 {
-                cipher_suite: suite.suite().to_u16(),
-                psk: zeroize::Zeroizing::new(psk.as_bytes().to_vec()),
-                age_add,
-                peer: peer.clone(),
-                issued_at: wall,
-                lifetime: std::time::Duration::from_secs(u64::from(lifetime)),
-            };
-            // A ticket we cannot seal is not sent; the session goes on without one.
-            let Ok(ticket) = keys.seal13(&state) else {
-                break;
-            };
-            let mut body = Vec::new();
-            let message = NewSessionTicket13 {
-                lifetime,
-                age_add,
-                nonce,
-                ticket,
-                extensions: Vec::new(),
-            };
-            if message.emit(&mut body).is_err() {
-                break;
-            }
-            tickets.push(body);
-        }
-        drop(keys);
-        if tickets.is_empty() {
-            return Ok(());
-        }
-        let messages = tickets
-            .into_iter()
-            .map(|body| core.out_message(EPOCH_APPLICATION, HandshakeType::NewSessionTicket, body))
-            .collect();
-        core.send_flight(now, messages)
     }
 
     /// CertificateRequest (when asked for), Certificate and CertificateVerify.
@@ -824,7 +661,7 @@ impl ServerState13 {
                 )?;
                 // RFC 9147 §7: the client's final flight is acknowledged explicitly.
                 core.send_ack();
-                self.send_tickets(core, now, wall, &identity)?;
+                send_tickets(core, now, wall, &identity, self.takes_tickets)?;
                 Ok(State13::Established)
             }
             _ => Err(HandshakeError::UnexpectedMessage {
