@@ -25,6 +25,7 @@ WOLFSSL_SYS_VERSION=5.3.0
 CONFIGURE_FLAGS=(
     --enable-dtls --enable-dtls13 --enable-dtlscid --enable-dtls-frag-ch
     --enable-dtls-mtu --enable-mlkem --enable-curve25519 --enable-ed25519
+    --enable-session-ticket
     --disable-shared --enable-static
 )
 

@@ -476,13 +476,8 @@ impl Acceptor {
         let named = named.then_some(group);
         let at = HEADER_LEN + HANDSHAKE_HEADER_LEN;
         let Some(body_len) = buf.get_mut(at..).and_then(|out| {
-            acceptor13::write_hello_retry_request(
-                out,
-                fields.session_id,
-                suite,
-                named,
-                &cookie[..cookie_len],
-            )
+            // No legacy_session_id_echo in DTLS 1.3 (see ServerState13's ServerHello).
+            acceptor13::write_hello_retry_request(out, &[], suite, named, &cookie[..cookie_len])
         }) else {
             return AcceptOutcome::Drop(DropReason::BufferTooSmall);
         };

@@ -506,7 +506,10 @@ impl ClientState {
             }
             core.hs.resumed = true;
             core.hs.transcript.stop_retaining();
-            core.hs.install_keys(Role::Client, ticket.master.clone())?;
+            let master = ticket.master().ok_or(HandshakeError::Internal {
+                what: "a DTLS 1.3 ticket in the DTLS 1.2 engine",
+            })?;
+            core.hs.install_keys(Role::Client, master.clone())?;
             return Ok(if self.ticket_promised {
                 State::ExpectNewSessionTicket
             } else {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use dtls_crypto::pki_types::CertificateDer;
 use dtls_crypto::{PeerVerifier, SigningKey, TicketKeys};
+use dtls_proto::tls13::PskKeyExchangeMode;
 use dtls_proto::{
     CipherSuite, HeartbeatMode, NamedGroup, ProtocolVersion, ReassemblyBudget, SignatureScheme,
     SrtpProtectionProfile, SuiteParams,
@@ -121,6 +122,9 @@ impl fmt::Debug for Psk {
     }
 }
 
+/// The most NewSessionTickets a DTLS 1.3 server sends on one connection.
+pub const MAX_TLS13_TICKETS: u8 = 4;
+
 /// Configuration shared by many connections of one role (wrap it in an `Arc`).
 ///
 /// Role-specific fields are ignored by the other role. There is no `Default`: build one with
@@ -171,7 +175,9 @@ pub struct Config {
     /// mutex; it is taken once per full handshake and once per resumption attempt).
     /// Client: unused.
     pub ticket_keys: Option<Arc<Mutex<TicketKeys>>>,
-    /// Client: offer the session_ticket extension (RFC 5077). Default `true`.
+    /// Client: offer the session_ticket extension (RFC 5077); in DTLS 1.3, send
+    /// psk_key_exchange_modes so that the server sends tickets (RFC 8446 §4.2.9).
+    /// Default `true`.
     pub offer_session_ticket: bool,
     /// Ticket lifetime hint the server sends, seconds. Default 7200.
     pub ticket_lifetime: u32,
@@ -206,6 +212,17 @@ pub struct Config {
     /// To require the hybrid group, keep only [`NamedGroup::X25519Mlkem768`]; to turn it
     /// off, remove it.
     pub tls13_groups: Vec<NamedGroup>,
+    /// DTLS 1.3 PSK key exchange modes this endpoint allows (RFC 8446 §4.2.9), for external
+    /// PSKs and resumption tickets alike, in preference order: a client offers them, a
+    /// server uses the first of them the client offers. Default psk_dhe_ke only.
+    /// [`PskKeyExchangeMode::PskKe`] (a PSK without (EC)DHE) gives no forward secrecy:
+    /// whoever later learns the PSK, or the ticket key that sealed a ticket, reads every
+    /// session that used it. It is used only when both sides name it here.
+    pub tls13_psk_modes: Vec<PskKeyExchangeMode>,
+    /// Server: NewSessionTickets sent after each DTLS 1.3 handshake when
+    /// [`Config::ticket_keys`] is set and the client offered a PSK mode we allow
+    /// (RFC 8446 §4.6.1); at most [`MAX_TLS13_TICKETS`]. Default 1.
+    pub tls13_tickets: u8,
     /// Connection IDs (RFC 9146): whether to negotiate them and the length of the CID we ask
     /// the peer to put in its records to us. Client: the connection_id extension is offered
     /// and the server's CID used when it answers with one. Server: a client that offers the
@@ -309,6 +326,8 @@ impl Config {
                 NamedGroup::Secp256r1,
                 NamedGroup::Secp384r1,
             ],
+            tls13_psk_modes: vec![PskKeyExchangeMode::PskDheKe],
+            tls13_tickets: 1,
             connection_id: ConnectionIds::Off,
         }
     }

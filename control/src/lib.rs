@@ -83,8 +83,8 @@ mod version;
 pub use acceptor::{AcceptOutcome, Acceptor, AcceptorConfig, DropReason, VerifiedClientHello};
 pub use config::{
     CertifiedKey, CidIssuer, ClientAuth, Config, ConfigError, ConnectionIds, DEFAULT_CID_LEN,
-    DEFAULT_MAX_CLIENT_CERTIFICATE_CHAIN, DEFAULT_REASSEMBLY_BUDGET, MAX_CID_LEN, MIN_MTU, Psk,
-    RandomCids, RetransmitConfig,
+    DEFAULT_MAX_CLIENT_CERTIFICATE_CHAIN, DEFAULT_REASSEMBLY_BUDGET, MAX_CID_LEN,
+    MAX_TLS13_TICKETS, MIN_MTU, Psk, RandomCids, RetransmitConfig,
 };
 pub use connection::{ClaimedIdentity, ConnectionStats};
 pub use error::HandshakeError;
@@ -103,4 +103,5 @@ pub use dtls_crypto::{self as crypto, PeerVerifier, Rng, SigningKey};
 pub use dtls_proto::{
     AlertDescription, AlertLevel, CipherSuite, HeartbeatMode, KeyExchange, NamedGroup,
     ProtocolVersion, ReassemblyBudget, SignatureScheme, SrtpProtectionProfile,
+    tls13::PskKeyExchangeMode,
 };

@@ -88,6 +88,8 @@ pub(crate) struct Pair {
     pub(crate) datagrams: usize,
     /// Where the server's connection IDs come from (RFC 9146).
     pub(crate) issuer: Box<dyn crate::CidIssuer>,
+    /// The wall-clock time both sides are handed ([`test_wall`] unless a test moves it).
+    pub(crate) wall: UnixTime,
 }
 
 impl Pair {
@@ -136,6 +138,7 @@ impl Pair {
             max_datagram: 0,
             datagrams: 0,
             issuer: Box::new(crate::RandomCids),
+            wall: test_wall(),
         }
     }
 
@@ -165,7 +168,7 @@ impl Pair {
                         continue;
                     }
                     let from = self.client.peer();
-                    self.client.handle_datagram(self.now, test_wall(), from, &d);
+                    self.client.handle_datagram(self.now, self.wall, from, &d);
                 }
             }
             self.drain_events();
@@ -178,7 +181,7 @@ impl Pair {
 
     fn deliver_to_server(&mut self, d: &[u8]) {
         if let Some(server) = self.server.as_mut() {
-            server.handle_datagram(self.now, test_wall(), self.client_addr, d);
+            server.handle_datagram(self.now, self.wall, self.client_addr, d);
             return;
         }
         let mut reply = vec![0u8; 2048];
@@ -192,7 +195,7 @@ impl Pair {
                         self.server_config.clone(),
                         Box::new(SeededRng::new(3)),
                         self.now,
-                        test_wall(),
+                        self.wall,
                         hello,
                         &mut *self.issuer,
                     )
@@ -204,7 +207,7 @@ impl Pair {
                 let mut r = reply[..t.len].to_vec();
                 if (self.filter)(false, &mut r) {
                     let peer = self.client.peer();
-                    self.client.handle_datagram(self.now, test_wall(), peer, &r);
+                    self.client.handle_datagram(self.now, self.wall, peer, &r);
                 }
             }
             AcceptOutcome::Drop(_) => {}

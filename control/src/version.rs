@@ -51,8 +51,9 @@ impl Connection {
     /// Starts a client handshake with `peer` and queues the first ClientHello: DTLS 1.3
     /// when the configuration allows it ([`Config::versions`]), else DTLS 1.2.
     ///
-    /// With `resume` (DTLS 1.2), the ticket is offered for an abbreviated handshake
-    /// (RFC 5077 §3.4); the server may still fall back to a full handshake.
+    /// With `resume`, the ticket is offered by the engine of its version: a DTLS 1.2 ticket
+    /// for an abbreviated handshake (RFC 5077 §3.4), a DTLS 1.3 ticket as a resumption PSK
+    /// (RFC 8446 §2.2); the server may still answer with a full handshake.
     ///
     /// # Errors
     /// [`ConfigError`] when the configuration cannot work.
@@ -64,8 +65,10 @@ impl Connection {
         resume: Option<SessionTicket>,
     ) -> Result<Self, ConfigError> {
         let inner = if config.allows(ProtocolVersion::Dtls1_3) {
-            Inner::V13(Box::new(Engine13::client(config, rng, now, peer)?))
+            let resume = resume.filter(|t| t.version() == ProtocolVersion::Dtls1_3);
+            Inner::V13(Box::new(Engine13::client(config, rng, now, peer, resume)?))
         } else {
+            let resume = resume.filter(|t| t.version() == ProtocolVersion::Dtls1_2);
             Inner::V12(Box::new(Connection12::client(
                 config, rng, now, peer, resume,
             )?))
@@ -113,6 +116,17 @@ impl Connection {
             )?))
         };
         Ok(Self { inner })
+    }
+
+    /// A DTLS 1.3 client: the next ticket the server sent after the handshake
+    /// (NewSessionTicket, RFC 8446 §4.6.1), to pass to a later [`Connection::client`] for
+    /// resumption. Drain it after [`Connection::handle_datagram`] like the events; `None`
+    /// on a server and with DTLS 1.2 (whose ticket comes in [`crate::SessionKeys::ticket`]).
+    pub fn poll_session_ticket(&mut self) -> Option<SessionTicket> {
+        match &mut self.inner {
+            Inner::V12(_) => None,
+            Inner::V13(e) => e.core.tickets.pop_front(),
+        }
     }
 
     /// The 1.2 engine (tests that look inside it).

@@ -5,7 +5,8 @@
 //! prints the reply). Cases: each TLS 1.3 AEAD suite, X25519MLKEM768 (`--pqc`) and
 //! X25519/P-256 key shares, our stateless cookie HelloRetryRequest (the acceptor's
 //! default), a HelloRetryRequest forced by a group mismatch, a client
-//! certificate. Each test checks the
+//! certificate, resumption both ways (`-r`, which needs wolfSSL's `--enable-session-ticket`,
+//! part of the script's build). Each test checks the
 //! version and suite on both sides and application data byte for byte both ways.
 //!
 //! The programs come from `DTLS_WOLFSSL_CLIENT`/`DTLS_WOLFSSL_SERVER` (`scripts/test.sh`
@@ -376,6 +377,135 @@ fn our_server_vs_wolfssl13_with_client_certificate() {
             ..Case13::new(CipherSuite::Tls13Aes128GcmSha256)
         },
         AcceptorConfig::default(),
+    );
+}
+
+// ---------- resumption (RFC 8446 §2.2) with `-r` ----------
+
+/// Ticket keys created now (the UDP endpoints hand the engines the real wall clock).
+fn wall_clock_ticket_keys() -> std::sync::Arc<std::sync::Mutex<control::crypto::TicketKeys>> {
+    let keys = control::crypto::TicketKeys::new(
+        &mut control::crypto::SeededRng::new(13),
+        control::crypto::pki_types::UnixTime::now(),
+        Duration::from_secs(3600),
+        Duration::from_secs(7200),
+    )
+    .expect("ticket keys");
+    std::sync::Arc::new(std::sync::Mutex::new(keys))
+}
+
+#[test]
+fn our_server_resumes_a_wolfssl13_client() {
+    // `client -r`: a full handshake, a ticket from us, close_notify, then a second
+    // connection (a new socket) that offers the ticket and prints "reused session id".
+    let pki = TestPki::shared();
+    let case = Case13::new(CipherSuite::Tls13Aes128GcmSha256);
+    let sock = UdpEndpoint::server_socket();
+    let addr = sock.local_addr().expect("local addr");
+    let second = sock.try_clone().expect("clone socket");
+    let mut opts = wolfssl_opts(pki, case, false);
+    opts.extra.push("-r".to_owned());
+    let mut client = wolfssl_client(&opts, addr);
+    let mut config = our_config(pki, case, true);
+    config.ticket_keys = Some(wall_clock_ticket_keys());
+    let accept = |sock| {
+        UdpEndpoint::accept_with(
+            config.clone(),
+            AcceptorConfig::default(),
+            sock,
+            HANDSHAKE_TIMEOUT,
+        )
+    };
+    let mut ep = accept(sock).unwrap_or_else(|e| panic!("{e}\n{}", client.transcript()));
+    assert_handshake(&mut ep, &client);
+    assert!(!ep.info.as_ref().expect("keys").resumed);
+    assert!(
+        ep.wait_app(WOLFSSL_HELLO, IO_TIMEOUT),
+        "greeting not received\n{}",
+        client.transcript()
+    );
+    let reply = payload("full", 50);
+    ep.send_app(&reply);
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while ep.closed.is_none() && Instant::now() < deadline {
+        ep.turn(Duration::from_millis(10));
+    }
+    assert_eq!(
+        ep.closed,
+        Some(true),
+        "no close_notify\n{}",
+        client.transcript()
+    );
+    let mut ep = accept(second).unwrap_or_else(|e| panic!("{e}\n{}", client.transcript()));
+    assert_handshake(&mut ep, &client);
+    assert_ours(&ep, case);
+    assert!(
+        ep.info.as_ref().expect("keys").resumed,
+        "not resumed\n{}",
+        client.transcript()
+    );
+    drive_until_peer(&mut ep, &client, b"reused session id\n", IO_TIMEOUT);
+    assert!(
+        ep.wait_app(b"resuming wolfssl!", IO_TIMEOUT),
+        "resumed greeting not received; got {:?}\n{}",
+        String::from_utf8_lossy(&ep.app_bytes()),
+        client.transcript()
+    );
+    let reply = payload("resumed", 50);
+    ep.send_app(&reply);
+    let mut line = reply.clone();
+    line.push(b'\n');
+    drive_until_peer(&mut ep, &client, &line, IO_TIMEOUT);
+    let status = client.wait_exit(IO_TIMEOUT);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "wolfSSL client exit {status:?}\n{}",
+        client.transcript()
+    );
+}
+
+#[test]
+fn our_client_resumes_with_a_wolfssl13_server_ticket() {
+    // `server -r`: one resumption allowed. Our client takes the server's NewSessionTicket,
+    // closes, and offers it on a new connection.
+    let pki = TestPki::shared();
+    let dir = TempDir::new("ic-wolfssl13-resume");
+    let case = Case13::new(CipherSuite::Tls13Aes128GcmSha256);
+    let mut opts = wolfssl_opts(pki, case, true);
+    opts.extra.push("-r".to_owned());
+    let server = wolfssl_server(&opts, dir.path());
+    let config = our_config(pki, case, false);
+    let mut ep = UdpEndpoint::client(config.clone(), server.addr());
+    assert_handshake(&mut ep, &server);
+    let full_identity = ep.info.as_ref().expect("keys").peer_identity.clone();
+    let msg = payload("before resumption", 100);
+    ep.send_app(&msg);
+    assert!(
+        ep.wait_app(&msg, IO_TIMEOUT),
+        "echo differs\n{}",
+        server.transcript()
+    );
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let mut ticket = None;
+    while ticket.is_none() && Instant::now() < deadline {
+        ep.turn(Duration::from_millis(10));
+        ticket = ep.conn.poll_session_ticket();
+    }
+    let ticket = ticket.unwrap_or_else(|| panic!("no ticket\n{}", server.transcript()));
+    ep.conn.close(Instant::now());
+    ep.run_for(Duration::from_millis(200));
+    let mut ep = UdpEndpoint::client_resuming(config, server.addr(), Some(ticket));
+    assert_handshake(&mut ep, &server);
+    assert_ours(&ep, case);
+    let info = ep.info.as_ref().expect("keys");
+    assert!(info.resumed, "not resumed\n{}", server.transcript());
+    assert_eq!(info.peer_identity, full_identity);
+    let msg = payload("resumed", 300);
+    ep.send_app(&msg);
+    assert!(
+        ep.wait_app(&msg, IO_TIMEOUT),
+        "echo differs\n{}",
+        server.transcript()
     );
 }
 

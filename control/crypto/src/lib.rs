@@ -54,7 +54,7 @@ pub use premaster::{MAX_PSK_LEN, PremasterSecret};
 pub use prf::prf;
 pub use rng::{Rng, SeededRng, SystemRng};
 pub use sign::{SigningKey, SigningKeyKind};
-pub use ticket::{SessionState, TICKET_KEY_NAME_LEN, TicketKeys};
+pub use ticket::{SessionState, SessionState13, TICKET_KEY_NAME_LEN, TicketKeys, TicketPeer};
 pub use transcript::{HandshakeHash, Transcript};
 pub use verify::{CertificateVerifier, PeerVerifier, verify_signature, verify_signature_spki};
 

@@ -228,3 +228,73 @@ fn revoke_all_invalidates_every_earlier_ticket() {
     let fresh = keys.seal(&state(1_000_700, b"c")).expect("seal");
     assert!(keys.open(&fresh, at(1_000_800)).is_ok());
 }
+
+fn state13(issued: u64, peer: TicketPeer) -> SessionState13 {
+    SessionState13 {
+        cipher_suite: 0x1302,
+        psk: Zeroizing::new(vec![0x5a; 48]),
+        age_add: 0xdead_beef,
+        peer,
+        issued_at: at(issued),
+        lifetime: Duration::from_secs(3600),
+    }
+}
+
+#[test]
+fn dtls13_states_round_trip_and_do_not_open_as_dtls12_states() {
+    let mut rng = SeededRng::new(13);
+    let mut k = keys(&mut rng);
+    for peer in [
+        TicketPeer::None,
+        TicketPeer::Psk(b"client".to_vec()),
+        TicketPeer::Certificate(vec![0x30; 700]),
+    ] {
+        let ticket = k.seal13(&state13(1000, peer.clone())).expect("seal");
+        let back = k.open13(&ticket, at(1001)).expect("open");
+        assert_eq!(back.cipher_suite, 0x1302);
+        assert_eq!(&back.psk[..], &[0x5a; 48][..]);
+        assert_eq!(back.age_add, 0xdead_beef);
+        assert_eq!(back.peer, peer);
+        assert_eq!(back.issued_at.as_secs(), 1000);
+        assert_eq!(back.lifetime, Duration::from_secs(3600));
+        assert!(matches!(
+            k.open(&ticket, at(1001)),
+            Err(Error::TicketRejected)
+        ));
+        assert!(matches!(
+            k.open13(&ticket, at(4600)),
+            Err(Error::TicketExpired)
+        ));
+        let mut tampered = ticket.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert!(matches!(
+            k.open13(&tampered, at(1001)),
+            Err(Error::TicketRejected)
+        ));
+    }
+    let ticket12 = k.seal(&state(1000, b"")).expect("seal");
+    assert!(matches!(
+        k.open13(&ticket12, at(1001)),
+        Err(Error::TicketRejected)
+    ));
+}
+
+#[test]
+fn dtls13_state_parser_rejects_lying_lengths_and_unknown_kinds() {
+    let mut out = Vec::new();
+    state13(1, TicketPeer::Psk(b"id".to_vec()))
+        .encode_into(&mut out)
+        .expect("encode");
+    assert!(SessionState13::decode(&out).is_ok());
+    for cut in 0..out.len() {
+        assert!(SessionState13::decode(&out[..cut]).is_err(), "cut at {cut}");
+    }
+    let mut longer = out.clone();
+    longer.push(0);
+    assert!(SessionState13::decode(&longer).is_err());
+    let kind_at = out.len() - 2 - 2 - 1;
+    let mut unknown = out.clone();
+    unknown[kind_at] = 9;
+    assert!(SessionState13::decode(&unknown).is_err());
+}

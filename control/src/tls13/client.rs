@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use dtls_crypto::pki_types::{CertificateDer, UnixTime};
-use dtls_crypto::tls13::{ClientKeyShare, EarlySecret, LabelPrefix};
+use dtls_crypto::tls13::{ClientKeyShare, EarlySecret, LabelPrefix, PskKind};
 use dtls_crypto::{HandshakeHash, Rng};
 use dtls_proto::tls13::extensions::{
     emit_cookie, emit_key_share_client, emit_psk_key_exchange_modes,
@@ -25,14 +25,15 @@ use dtls_proto::{
 };
 
 use super::messages::{
-    PSK_HASH, binder_transcript, certificate_body, certificate_verify_body,
-    check_certificate_verify, decode, offered_schemes, parse_certificate, psk_binder, push_raw,
-    raw, retry_prefix,
+    binder_transcript, certificate_body, certificate_verify_body, check_certificate_verify, decode,
+    offered_schemes, parse_certificate, psk_binder, push_raw, raw, retry_prefix,
 };
+use super::psk::{Offer, offers};
 use super::{Core13, EPOCH_APPLICATION, EPOCH_HANDSHAKE, Engine13, Secrets13, Side13, State13};
 use crate::config::{Config, ConfigError};
 use crate::error::HandshakeError;
 use crate::events::PeerIdentity;
+use crate::keys::ticket::SessionTicket;
 use crate::role::Role;
 
 /// What only a client keeps during a DTLS 1.3 handshake.
@@ -54,8 +55,14 @@ pub(crate) struct ClientState13 {
     /// The body of the ClientHello we sent last (its hash goes into message_hash after a
     /// HelloRetryRequest; PSK binders cover it).
     last_body: Vec<u8>,
-    /// The server accepted our external PSK (RFC 8446 §4.2.11).
+    /// The server accepted one of our PSKs (RFC 8446 §4.2.11).
     psk_accepted: bool,
+    /// A DTLS 1.3 ticket to resume (RFC 8446 §2.2).
+    ticket: Option<SessionTicket>,
+    /// The PSKs of our last ClientHello, in its order.
+    offers: Vec<Offer>,
+    /// The index of the PSK the server selected.
+    selected: Option<usize>,
 }
 
 impl Engine13 {
@@ -65,6 +72,7 @@ impl Engine13 {
         rng: Box<dyn Rng + Send>,
         now: Instant,
         peer: SocketAddr,
+        resume: Option<SessionTicket>,
     ) -> Result<Self, ConfigError> {
         config.validate_client()?;
         let mut core = Core13::new(Role::Client, config, rng, peer, 0);
@@ -80,6 +88,9 @@ impl Engine13 {
             alpn: None,
             last_body: Vec::new(),
             psk_accepted: false,
+            ticket: resume.filter(|t| t.usable13(now)),
+            offers: Vec::new(),
+            selected: None,
         };
         let first_group = core.config.tls13_groups.first().copied();
         match first_group {
@@ -103,6 +114,7 @@ fn build_client_hello(
     random: [u8; RANDOM_LEN],
     share: &ClientKeyShare,
     cookie: Option<&[u8]>,
+    offers: &[Offer],
 ) -> Result<ClientHello, HandshakeError> {
     let internal = |_| HandshakeError::Internal {
         what: "ClientHello extension",
@@ -184,29 +196,38 @@ fn build_client_hello(
     // HelloRetryRequest). Its HelloRetryRequest carries a cookie with the hash of this
     // hello, up to ~210 bytes with SHA-384, so a smaller hello (a single classical key
     // share) is padded to MIN_CLIENT_HELLO with the RFC 7685 padding extension.
-    let psk = offered_psk(config).map(|psk| OfferedPsks {
-        identities: vec![PskIdentity {
-            identity: psk.identity.clone(),
-            // RFC 8446 §4.2.11: "For identities established externally, an
-            // obfuscated_ticket_age of 0 SHOULD be used".
-            obfuscated_ticket_age: 0,
-        }],
+    let psk = (!offers.is_empty()).then(|| OfferedPsks {
+        identities: offers
+            .iter()
+            .map(|o| PskIdentity {
+                identity: o.identity.clone(),
+                obfuscated_ticket_age: o.obfuscated_ticket_age,
+            })
+            .collect(),
         // Filled in once the rest of the hello is known (send_client_hello).
-        binders: vec![vec![0; PSK_HASH.output_len()]],
+        binders: offers
+            .iter()
+            .map(|o| vec![0; o.hash.output_len()])
+            .collect(),
     });
     let mut psk_ext = Vec::new();
     if let Some(offer) = &psk {
-        // RFC 8446 §4.2.9: a client offering a PSK MUST send psk_key_exchange_modes;
-        // ours is psk_dhe_ke only (the key share stays).
+        offer.emit(&mut psk_ext).map_err(internal)?;
+    }
+    // (No modes configured: no PSK is offered, see `offers`, and no ticket asked for.)
+    if (psk.is_some() || config.offer_session_ticket) && !config.tls13_psk_modes.is_empty() {
+        // RFC 8446 §4.2.9: "A client MUST provide a "psk_key_exchange_modes" extension if
+        // it offers a "pre_shared_key" extension"; it also tells the server which tickets
+        // we can use ("Servers SHOULD NOT send NewSessionTicket with tickets that are not
+        // compatible with the advertised modes"). Ours are the configured modes (the key
+        // share stays, for a server that takes psk_dhe_ke or no PSK).
         let mut modes = Vec::new();
-        emit_psk_key_exchange_modes(&[PskKeyExchangeMode::PskDheKe], &mut modes)
-            .map_err(internal)?;
+        emit_psk_key_exchange_modes(&config.tls13_psk_modes, &mut modes).map_err(internal)?;
         push_raw(
             &mut hello.extensions,
             ExtensionType::PskKeyExchangeModes,
             modes,
         );
-        offer.emit(&mut psk_ext).map_err(internal)?;
     }
     let mut body = Vec::new();
     hello.emit(&mut body).map_err(internal)?;
@@ -223,15 +244,6 @@ fn build_client_hello(
     Ok(hello)
 }
 
-/// Our external PSK, offered when one is configured and a SHA-256 suite is on offer.
-fn offered_psk(config: &Config) -> Option<&crate::config::Psk> {
-    let sha256 = config
-        .tls13_cipher_suites
-        .iter()
-        .any(|s| s.tls13_params().is_some_and(|p| p.hash() == PSK_HASH));
-    config.psks.first().filter(|_| sha256)
-}
-
 /// The smallest ClientHello body we send (see [`build_client_hello`]): with the record
 /// and handshake headers, 281 bytes on the wire.
 const MIN_CLIENT_HELLO: usize = 256;
@@ -245,7 +257,8 @@ impl ClientState13 {
         cookie: Option<&[u8]>,
     ) -> Result<(), HandshakeError> {
         let share = ClientKeyShare::generate(group, &mut *core.rng)?;
-        let hello = build_client_hello(&core.config, self.random, &share, cookie)?;
+        let offers = offers(&core.config, self.ticket.as_ref(), self.retry_suite, now);
+        let hello = build_client_hello(&core.config, self.random, &share, cookie, &offers)?;
         self.key_share = Some(share);
         let mut body = Vec::new();
         hello
@@ -253,14 +266,43 @@ impl ClientState13 {
             .map_err(|_| HandshakeError::Internal {
                 what: "ClientHello too long",
             })?;
-        if let Some(psk) = offered_psk(&core.config) {
-            // RFC 8446 §4.2.11.2: the binder covers the hello up to the binders list.
-            let hash_len = PSK_HASH.output_len();
-            let transcript = binder_transcript(&core.retry_prefix, &body, 2 + 1 + hash_len);
-            let binder = psk_binder(&psk.key, &transcript);
-            let at = body.len() - hash_len;
-            body[at..].copy_from_slice(binder.as_bytes());
+        if !offers.is_empty() {
+            // RFC 8446 §4.2.11.2: each binder covers the hello up to the binders list,
+            // in its PSK's hash.
+            let binders_len = 2 + offers
+                .iter()
+                .map(|o| 1 + o.hash.output_len())
+                .sum::<usize>();
+            let binders = offers
+                .iter()
+                .map(|o| {
+                    let transcript =
+                        binder_transcript(o.hash, &core.retry_prefix, &body, binders_len);
+                    psk_binder(o.hash, o.kind, &o.key, &transcript)
+                        .as_bytes()
+                        .to_vec()
+                })
+                .collect();
+            let mut tail = Vec::with_capacity(binders_len);
+            OfferedPsks {
+                identities: Vec::new(),
+                binders,
+            }
+            .emit_binders(&mut tail)
+            .map_err(|_| HandshakeError::Internal {
+                what: "PSK binders",
+            })?;
+            body.truncate(body.len().saturating_sub(binders_len));
+            body.extend_from_slice(&tail);
         }
+        // The hello as sent, binders included: a DTLS 1.2 engine that takes it over hashes
+        // these bytes into its transcript.
+        let hello = if !offers.is_empty() {
+            ClientHello::parse(&body).map_err(decode("our ClientHello"))?
+        } else {
+            hello
+        };
+        self.offers = offers;
         self.last_body = body.clone();
         self.hello = Some(hello);
         let message = core.out_message(0, HandshakeType::ClientHello, body);
@@ -426,21 +468,6 @@ impl ClientState13 {
         if is_hello_retry_request(&hello.random) {
             return self.handle_hello_retry_request(core, now, &hello, body);
         }
-        let entry = raw(&hello.extensions, ExtensionType::KeyShare)
-            .ok_or(HandshakeError::IllegalParameter {
-                what: "ServerHello without key_share",
-            })
-            .and_then(|data| parse_key_share_server(data).map_err(decode("key_share")))?;
-        let share = self.key_share.take().ok_or(HandshakeError::Internal {
-            what: "no key share",
-        })?;
-        // RFC 8446 §4.2.8: the server's share must be in the group of the client's.
-        if entry.group != share.group() {
-            return Err(HandshakeError::IllegalParameter {
-                what: "key_share group not offered",
-            });
-        }
-        let shared = share.complete(&entry.key_exchange)?;
         let psk = match raw(&hello.extensions, ExtensionType::PreSharedKey) {
             Some(data) => {
                 let selected =
@@ -448,16 +475,53 @@ impl ClientState13 {
                 // RFC 8446 §4.2.11: "Clients MUST verify that the server's
                 // selected_identity is within the range supplied by the client, that the
                 // server selected a cipher suite indicating a Hash associated with the PSK".
-                let psk = offered_psk(&core.config)
-                    .filter(|_| selected == 0 && suite.hash() == PSK_HASH)
+                let index = usize::from(selected);
+                let offer = self
+                    .offers
+                    .get(index)
+                    .filter(|o| suite.hash() == o.hash)
                     .ok_or(HandshakeError::IllegalParameter {
                         what: "pre_shared_key selection",
                     })?;
                 self.psk_accepted = true;
-                Some(psk.key.clone())
+                self.selected = Some(index);
+                Some(offer.key.clone())
             }
             None => None,
         };
+        let share = self.key_share.take().ok_or(HandshakeError::Internal {
+            what: "no key share",
+        })?;
+        let shared = match raw(&hello.extensions, ExtensionType::KeyShare) {
+            Some(data) => {
+                let entry = parse_key_share_server(data).map_err(decode("key_share"))?;
+                // RFC 8446 §4.2.8: the server's share must be in the group of the client's.
+                if entry.group != share.group() {
+                    return Err(HandshakeError::IllegalParameter {
+                        what: "key_share group not offered",
+                    });
+                }
+                Some(share.complete(&entry.key_exchange)?)
+            }
+            None => None,
+        };
+        // RFC 8446 §4.2.9: "Servers MUST NOT select a key exchange mode that is not listed
+        // by the client": psk_dhe_ke with a key share, psk_ke without; without a PSK the
+        // key share is required.
+        let mode = if shared.is_some() {
+            PskKeyExchangeMode::PskDheKe
+        } else {
+            PskKeyExchangeMode::PskKe
+        };
+        let allowed = match psk {
+            Some(_) => core.config.tls13_psk_modes.contains(&mode),
+            None => shared.is_some(),
+        };
+        if !allowed {
+            return Err(HandshakeError::IllegalParameter {
+                what: "ServerHello key exchange mode not offered",
+            });
+        }
         core.hash_message(HandshakeType::ServerHello, body);
         let hello_hash = core.transcript.current_hash()?;
         let handshake = EarlySecret::new(
@@ -465,7 +529,7 @@ impl ClientState13 {
             LabelPrefix::Dtls13,
             psk.as_ref().map(|k| k.as_slice()),
         )
-        .into_handshake_secret(Some(&shared));
+        .into_handshake_secret(shared.as_ref());
         let secrets = Secrets13 {
             client_handshake: handshake.client_handshake_traffic_secret(&hello_hash),
             server_handshake: handshake.server_handshake_traffic_secret(&hello_hash),
@@ -665,11 +729,13 @@ impl ClientState13 {
         ));
         // RFC 9147 §5.8.3 / §7: the final flight is retransmitted until the server ACKs it.
         core.send_flight(now, messages)?;
-        let identity = match offered_psk(&core.config) {
-            Some(psk) if self.psk_accepted => PeerIdentity::Psk(psk.identity.clone()),
-            _ => PeerIdentity::Certificates(std::mem::take(&mut self.peer_chain)),
+        let selected = self.selected.and_then(|i| self.offers.get(i));
+        let resumed = selected.is_some_and(|o| o.kind == PskKind::Resumption);
+        let identity = match selected {
+            Some(offer) => offer.peer.clone(),
+            None => PeerIdentity::Certificates(std::mem::take(&mut self.peer_chain)),
         };
-        complete(core, &server_finished, identity, self.alpn.take())?;
+        complete(core, &server_finished, identity, self.alpn.take(), resumed)?;
         Ok(State13::Established)
     }
 }
@@ -681,6 +747,7 @@ pub(crate) fn complete(
     server_finished: &HandshakeHash,
     peer_identity: PeerIdentity,
     alpn: Option<Vec<u8>>,
+    resumed: bool,
 ) -> Result<(), HandshakeError> {
     use crate::events::{EpochKeys13, Event, RecordKeys, SessionKeys};
     use dataplane::record::ReplayWindow;
@@ -694,6 +761,10 @@ pub(crate) fn complete(
         .master
         .server_application_traffic_secret(server_finished);
     let exporter = secrets.master.exporter_master_secret(server_finished);
+    // RFC 8446 §7.1: the resumption master secret covers the transcript through the
+    // client's Finished (the last message hashed on both sides when this runs).
+    let client_finished = core.transcript.current_hash()?;
+    let resumption = secrets.master.resumption_master_secret(&client_finished);
     let (own, peer) = match core.role {
         Role::Client => (client, server),
         Role::Server => (server, client),
@@ -707,6 +778,8 @@ pub(crate) fn complete(
             what: "no application write keys",
         })?;
     core.app_secrets = Some((own.duplicate(), peer.duplicate()));
+    core.resumption = Some(resumption);
+    core.peer_identity = Some(peer_identity.clone());
     let read = EpochKeys13 {
         epoch: EPOCH_APPLICATION,
         keys: core.traffic_keys(&peer)?,
@@ -737,7 +810,7 @@ pub(crate) fn complete(
         srtp_profile: None,
         heartbeat: None,
         version: ProtocolVersion::Dtls1_3,
-        resumed: false,
+        resumed,
         exporter: crate::keys::exporter::Exporter::tls13(exporter),
         ticket: None,
     };

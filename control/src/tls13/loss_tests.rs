@@ -78,6 +78,15 @@ const LATENCY: Duration = Duration::from_millis(10);
 
 impl Net {
     fn new(client: Config, server: Config, imp: Impairment) -> Self {
+        Self::resuming(client, server, imp, None)
+    }
+
+    fn resuming(
+        client: Config,
+        server: Config,
+        imp: Impairment,
+        ticket: Option<crate::SessionTicket>,
+    ) -> Self {
         let now = Instant::now();
         let server_config = Arc::new(server);
         let acceptor = Acceptor::new(
@@ -92,7 +101,7 @@ impl Net {
             Box::new(SeededRng::new(2)),
             now,
             "127.0.0.1:4433".parse().expect("addr"),
-            None,
+            ticket,
         )
         .expect("client");
         Self {
@@ -247,7 +256,8 @@ impl Net {
     }
 
     /// Runs until both have keys and the client's final flight is acknowledged (its timer
-    /// stopped), a failure, or `limit` of virtual time.
+    /// stopped) as are the server's tickets (its timer stopped too), a failure, or `limit`
+    /// of virtual time.
     fn run(&mut self, limit: Duration) -> bool {
         let end = self.now + limit;
         loop {
@@ -265,6 +275,11 @@ impl Net {
             let done = self.client_keys.is_some()
                 && self.server_keys.is_some()
                 && self.client.poll_timeout().is_none()
+                && self
+                    .server
+                    .as_ref()
+                    .and_then(Connection::poll_timeout)
+                    .is_none()
                 && self.c2s.is_empty()
                 && self.s2c.is_empty();
             if done {
@@ -471,4 +486,80 @@ fn the_final_flight_is_resent_until_acknowledged_and_the_server_acks_each_copy()
     assert_eq!(server.stats().timer_retransmits, 0);
     assert_eq!(server.poll_timeout(), None);
     assert_eq!(net.client.poll_timeout(), None);
+}
+
+/// A ticket from a clean full handshake with `server` (which issues tickets).
+fn fresh_ticket(client: &Config, server: &Config) -> crate::SessionTicket {
+    let mut net = Net::new(client.clone(), server.clone(), Impairment::default());
+    assert!(net.run(Duration::from_secs(5)), "{}", net.describe());
+    net.client.poll_session_ticket().expect("a ticket")
+}
+
+#[test]
+fn a_resumed_handshake_survives_each_lost_datagram() {
+    let keys = dtls_crypto::TicketKeys::new(
+        &mut SeededRng::new(7),
+        test_wall(),
+        Duration::from_secs(3600),
+        Duration::from_secs(7200),
+    )
+    .expect("ticket keys");
+    let (mut client, mut server) = client_auth_configs();
+    server.ticket_keys = Some(Arc::new(std::sync::Mutex::new(keys)));
+    // A single-datagram ClientHello, so that each flight is a datagram or two.
+    client.tls13_groups = vec![NamedGroup::X25519];
+    server.tls13_groups = vec![NamedGroup::X25519];
+    let mut clean = Net::resuming(
+        client.clone(),
+        server.clone(),
+        Impairment::default(),
+        Some(fresh_ticket(&client, &server)),
+    );
+    assert!(clean.run(Duration::from_secs(5)), "{}", clean.describe());
+    assert!(clean.client_keys.as_ref().is_some_and(|k| k.resumed));
+    let (n_c2s, n_s2c) = (clean.sent_c2s, clean.sent_s2c);
+    assert!(n_c2s >= 2 && n_s2c >= 3, "{n_c2s}/{n_s2c}");
+    for (to_server, n) in [(true, n_c2s), (false, n_s2c)] {
+        for k in 0..n {
+            let mut imp = Impairment::default();
+            if to_server {
+                imp.drop_c2s.insert(k);
+            } else {
+                imp.drop_s2c.insert(k);
+            }
+            let ticket = fresh_ticket(&client, &server);
+            let mut net = Net::resuming(client.clone(), server.clone(), imp, Some(ticket));
+            assert!(
+                net.run(Duration::from_secs(30)),
+                "dropping {} datagram #{k} of {n}: {}",
+                if to_server {
+                    "client->server"
+                } else {
+                    "server->client"
+                },
+                net.describe()
+            );
+            let resumed = |k: &Option<Box<SessionKeys>>| k.as_ref().is_some_and(|k| k.resumed);
+            assert!(resumed(&net.client_keys) && resumed(&net.server_keys));
+            // The NewSessionTicket of the resumed session (the server's last datagram)
+            // is resent until acknowledged, so it arrives whichever datagram was lost.
+            assert!(net.client.poll_session_ticket().is_some(), "dropping #{k}");
+        }
+    }
+    // Random loss and reordering, with the tickets of the resumed sessions as they come.
+    let mut completed = 0;
+    for seed in 0..10 {
+        let imp = Impairment {
+            loss: 0.3,
+            reverse: true,
+            seed,
+            ..Impairment::default()
+        };
+        let ticket = fresh_ticket(&client, &server);
+        let mut net = Net::resuming(client.clone(), server.clone(), imp, Some(ticket));
+        if net.run(Duration::from_secs(120)) {
+            completed += 1;
+        }
+    }
+    assert!(completed >= 9, "{completed}/10 completed");
 }

@@ -167,7 +167,12 @@ pub(crate) const PSK_HASH: dtls_proto::PrfHash = dtls_proto::PrfHash::Sha256;
 /// before this ClientHello (after a HelloRetryRequest: message_hash and the
 /// HelloRetryRequest), its TLS-style header with the full length, and its body up to the
 /// binders list.
-pub(crate) fn binder_transcript(prefix: &[u8], body: &[u8], binders_len: usize) -> HandshakeHash {
+pub(crate) fn binder_transcript(
+    hash: dtls_proto::PrfHash,
+    prefix: &[u8],
+    body: &[u8],
+    binders_len: usize,
+) -> HandshakeHash {
     let len = u32::try_from(body.len()).unwrap_or(0).to_be_bytes();
     let header = [
         dtls_proto::HandshakeType::ClientHello.to_u8(),
@@ -176,18 +181,20 @@ pub(crate) fn binder_transcript(prefix: &[u8], body: &[u8], binders_len: usize) 
         len[3],
     ];
     let truncated = &body[..body.len().saturating_sub(binders_len)];
-    HandshakeHash::digest_parts(PSK_HASH, &[prefix, &header, truncated])
+    HandshakeHash::digest_parts(hash, &[prefix, &header, truncated])
 }
 
-/// The binder of an external `psk` over `transcript` (RFC 8446 §4.2.11.2).
-pub(crate) fn psk_binder(psk: &[u8], transcript: &HandshakeHash) -> dtls_crypto::tls13::VerifyData {
-    dtls_crypto::tls13::EarlySecret::new(
-        PSK_HASH,
-        dtls_crypto::tls13::LabelPrefix::Dtls13,
-        Some(psk),
-    )
-    .binder_key(dtls_crypto::tls13::PskKind::External)
-    .binder(transcript)
+/// The binder of `psk` (external, or a resumption PSK from a ticket) over `transcript`, in
+/// the transcript's hash (RFC 8446 §4.2.11.2).
+pub(crate) fn psk_binder(
+    hash: dtls_proto::PrfHash,
+    kind: dtls_crypto::tls13::PskKind,
+    psk: &[u8],
+    transcript: &HandshakeHash,
+) -> dtls_crypto::tls13::VerifyData {
+    dtls_crypto::tls13::EarlySecret::new(hash, dtls_crypto::tls13::LabelPrefix::Dtls13, Some(psk))
+        .binder_key(kind)
+        .binder(transcript)
 }
 
 /// The synthetic messages a HelloRetryRequest puts before the second ClientHello in the

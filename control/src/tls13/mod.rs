@@ -23,17 +23,24 @@
 //! ignores application data) until the peer's ACK or application data shows the handshake
 //! ended, as with DTLS 1.2.
 //!
-//! After completion: KeyUpdate both ways (RFC 9147 §8, [`crate::Event::KeysUpdated`]).
-//! External PSKs with psk_dhe_ke (RFC 8446 §4.2.11) replace certificates when both sides
-//! know the identity.
+//! After completion: KeyUpdate both ways (RFC 9147 §8, [`crate::Event::KeysUpdated`]);
+//! NewSessionTickets from a server with ticket keys, kept by the client for
+//! [`crate::Connection::poll_session_ticket`] (RFC 8446 §4.6.1).
+//! External PSKs (RFC 8446 §4.2.11) replace certificates when both sides know the
+//! identity, and so do resumption tickets (RFC 8446 §2.2), with psk_dhe_ke or, where both
+//! sides allow it, psk_ke ([`crate::Config::tls13_psk_modes`]).
 //!
-//! Not here yet: resumption (no NewSessionTicket is sent; one received is acknowledged
-//! and ignored), psk_ke, connection IDs, early data (never accepted).
+//! Not here yet: connection IDs, early data (never accepted).
 
 pub(crate) mod client;
 #[cfg(test)]
 mod loss_tests;
 mod messages;
+mod psk;
+#[cfg(test)]
+mod psk_tests;
+#[cfg(test)]
+mod resumption_tests;
 pub(crate) mod server;
 #[cfg(test)]
 mod tests;
@@ -49,7 +56,7 @@ use dataplane::record::v13::{
 };
 use dataplane::record::{RecordHeader, ReplayWindow};
 use dtls_crypto::pki_types::UnixTime;
-use dtls_crypto::tls13::{MasterSecret, TrafficSecret};
+use dtls_crypto::tls13::{MasterSecret, ResumptionMasterSecret, TrafficSecret};
 use dtls_crypto::{Rng, Transcript};
 use dtls_proto::tls13::{Ack, KeyUpdate, RecordNumber};
 use dtls_proto::{
@@ -61,7 +68,8 @@ use dtls_proto::{
 use crate::config::Config;
 use crate::connection::{ClaimedIdentity, ConnectionStats};
 use crate::error::HandshakeError;
-use crate::events::{EpochKeys13, Event, Transmit, UpdatedKeys};
+use crate::events::{EpochKeys13, Event, PeerIdentity, Transmit, UpdatedKeys};
+use crate::keys::ticket::SessionTicket;
 use crate::role::Role;
 use crate::timer::{RetransmitTimer, TimerAction};
 use transport::{Flight13, OutMessage13, Transport13};
@@ -171,6 +179,15 @@ pub(crate) struct Core13 {
     /// After a HelloRetryRequest: the transcript bytes before the second ClientHello
     /// (message_hash and the HelloRetryRequest), for PSK binders (RFC 8446 §4.2.11.2).
     pub(crate) retry_prefix: Vec<u8>,
+    /// After completion: the resumption master secret, for NewSessionTicket PSKs (RFC
+    /// 8446 §4.6.1).
+    pub(crate) resumption: Option<ResumptionMasterSecret>,
+    /// After completion: who the peer proved to be, for the tickets of this session
+    /// (RFC 8446 §2.2: a resumed session keeps the original identity).
+    pub(crate) peer_identity: Option<PeerIdentity>,
+    /// Client: tickets received, for [`crate::Connection::poll_session_ticket`] (the
+    /// newest [`crate::MAX_TLS13_TICKETS`]).
+    pub(crate) tickets: VecDeque<SessionTicket>,
 }
 
 impl std::fmt::Debug for Engine13 {
@@ -256,6 +273,9 @@ impl Core13 {
             app_secrets: None,
             update_pending: false,
             retry_prefix: Vec::new(),
+            resumption: None,
+            peer_identity: None,
+            tickets: VecDeque::new(),
         }
     }
 
@@ -666,10 +686,13 @@ impl Core13 {
         message: ReassembledMessage,
     ) -> Result<(), HandshakeError> {
         if self.is_established() {
-            // Post-handshake messages: NewSessionTicket is accepted and ignored (no
-            // resumption yet); anything else is unexpected here.
+            // Post-handshake messages: NewSessionTicket (client) and KeyUpdate; anything
+            // else is unexpected here.
             if message.msg_type == HandshakeType::NewSessionTicket && self.role == Role::Client {
+                self.handle_new_session_ticket(now, &message.body)?;
+                // RFC 9147 §5.8.4 / §7: post-handshake messages are acknowledged.
                 self.send_ack();
+                self.to_ack.clear();
                 return Ok(());
             }
             if message.msg_type == HandshakeType::KeyUpdate {

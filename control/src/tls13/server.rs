@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use dtls_crypto::pki_types::{CertificateDer, UnixTime};
-use dtls_crypto::tls13::{EarlySecret, LabelPrefix, ServerKeyShare};
+use dtls_crypto::tls13::{EarlySecret, LabelPrefix, PskKind, ServerKeyShare};
 use dtls_crypto::{HandshakeHash, Rng};
 use dtls_proto::tls13::extensions::{
     emit_key_share_retry, emit_key_share_server, emit_pre_shared_key_server,
@@ -18,17 +18,18 @@ use dtls_proto::tls13::{
     CertificateRequest13, EncryptedExtensions, KeyShareEntry, OfferedPsks, PskKeyExchangeMode,
 };
 use dtls_proto::{
-    CipherSuite, ClientHello, ExtensionType, Extensions, HandshakeType, NamedGroup,
+    CipherSuite, ClientHello, ExtensionType, Extensions, HandshakeType, NamedGroup, PrfHash,
     ProtocolVersion, RANDOM_LEN, ReassembledMessage, ServerHello, ServerName, SignatureScheme,
     Tls13SuiteParams,
 };
 
 use super::client::complete;
 use super::messages::{
-    PSK_HASH, binder_transcript, certificate_body, certificate_verify_body,
-    check_certificate_verify, decode, offered_schemes, parse_certificate, pre_shared_key_is_last,
-    psk_binder, push_raw, raw, retry_prefix,
+    binder_transcript, certificate_body, certificate_verify_body, check_certificate_verify, decode,
+    offered_schemes, parse_certificate, pre_shared_key_is_last, psk_binder, push_raw, raw,
+    retry_prefix,
 };
+use super::psk::{candidate, send_tickets};
 use super::{Core13, EPOCH_HANDSHAKE, Engine13, Secrets13, Side13, State13};
 use crate::acceptor::VerifiedClientHello;
 use crate::acceptor13::RetryState;
@@ -54,8 +55,13 @@ pub(crate) struct ServerState13 {
     peer_chain: Vec<CertificateDer<'static>>,
     /// The ALPN protocol chosen.
     alpn: Option<Vec<u8>>,
-    /// The external PSK identity the client proved (RFC 8446 §4.2.11).
-    psk_identity: Option<Vec<u8>>,
+    /// The client's identity proved by a PSK (RFC 8446 §4.2.11): an external PSK's, or
+    /// the one a resumption ticket carries (RFC 8446 §2.2).
+    psk_identity: Option<PeerIdentity>,
+    /// The session resumes a ticket.
+    resumed: bool,
+    /// The client offered a PSK mode we allow: it can use tickets (RFC 8446 §4.2.9).
+    takes_tickets: bool,
 }
 
 impl Engine13 {
@@ -84,7 +90,7 @@ impl Engine13 {
         if let Some(retry) = &hello.retry {
             // RFC 8446 §4.4.1: our stateless HelloRetryRequest comes back in the cookie;
             // the transcript starts message_hash(Hash(ClientHello1)) | HelloRetryRequest.
-            match server.resume_after_retry(&mut core, retry, &hello.hello) {
+            match server.resume_after_retry(&mut core, retry) {
                 Ok(()) => {}
                 Err(e) => {
                     core.fail(e);
@@ -112,28 +118,32 @@ impl Engine13 {
     }
 }
 
-/// The parameters of our answer to a ClientHello.
-struct Choice {
-    suite: Tls13SuiteParams,
-    /// The group and the client's share for it; `None` share: ask with a
-    /// HelloRetryRequest.
-    group: NamedGroup,
-    client_share: Option<Vec<u8>>,
-}
-
-/// RFC 8446 §4.1.1: suite by our preference; a group we take with a share from the
-/// client, else the first of our groups the client supports (a HelloRetryRequest).
-fn choose(config: &Config, hello: &ClientHello) -> Result<Choice, HandshakeError> {
-    let suite = config
+/// The first of our suites (RFC 8446 §4.1.1: server preference) the client offers; with
+/// `hash`, the first of those with that hash (a PSK's, RFC 8446 §4.2.11).
+fn choose_suite(
+    config: &Config,
+    hello: &ClientHello,
+    hash: Option<PrfHash>,
+) -> Option<Tls13SuiteParams> {
+    config
         .tls13_cipher_suites
         .iter()
-        .copied()
-        .find(|s| hello.cipher_suites.contains(s))
-        .and_then(CipherSuite::tls13_params)
-        .ok_or(HandshakeError::NoCommonSuite)?;
+        .filter(|s| hello.cipher_suites.contains(s))
+        .filter_map(|s| s.tls13_params())
+        .find(|p| hash.is_none_or(|h| p.hash() == h))
+}
+
+/// The group and the client's share for it; `None` share: ask with a HelloRetryRequest.
+/// RFC 8446 §4.2.8: a group we take with a share from the client, else the first of our
+/// groups the client supports.
+fn choose_group(
+    config: &Config,
+    hello: &ClientHello,
+) -> Result<(NamedGroup, Option<Vec<u8>>), HandshakeError> {
     let shares = match raw(&hello.extensions, ExtensionType::KeyShare) {
         Some(data) => parse_key_share_client(data).map_err(decode("key_share"))?,
-        // RFC 8446 §9.2: a ClientHello without key_share (and no PSK) cannot go on.
+        // RFC 8446 §9.2: a ClientHello without key_share (and no PSK in psk_ke) cannot go
+        // on.
         None => {
             return Err(HandshakeError::Decode {
                 message: "ClientHello",
@@ -160,11 +170,7 @@ fn choose(config: &Config, hello: &ClientHello) -> Result<Choice, HandshakeError
         .iter()
         .find_map(|g| shares.iter().find(|s| s.group == *g))
     {
-        return Ok(Choice {
-            suite,
-            group: share.group,
-            client_share: Some(share.key_exchange.clone()),
-        });
+        return Ok((share.group, Some(share.key_exchange.clone())));
     }
     let group = config
         .tls13_groups
@@ -172,12 +178,24 @@ fn choose(config: &Config, hello: &ClientHello) -> Result<Choice, HandshakeError
         .copied()
         .find(|g| client_groups.contains(g))
         .ok_or(HandshakeError::NoCommonGroup)?;
-    Ok(Choice {
-        suite,
-        group,
-        client_share: None,
-    })
+    Ok((group, None))
 }
+
+/// A PSK the server takes: its index in the client's list, the key, the mode, the suite.
+struct AcceptedPsk {
+    /// `selected_identity` (RFC 8446 §4.2.11).
+    index: u16,
+    key: zeroize::Zeroizing<Vec<u8>>,
+    /// psk_dhe_ke or psk_ke (RFC 8446 §4.2.9).
+    mode: PskKeyExchangeMode,
+    suite: Tls13SuiteParams,
+}
+
+/// legacy_session_id_echo of our ServerHello and HelloRetryRequest: empty. RFC 9147 §5
+/// has no middlebox compatibility mode in DTLS 1.3, and a DTLS 1.3 server does not echo the
+/// client's legacy_session_id (which a client sets only from a pre-DTLS 1.3 session, RFC
+/// 9147 §5.3); wolfSSL 5.9.4 and OpenSSL clients refuse an echo.
+const NO_SESSION_ID_ECHO: &[u8] = &[];
 
 impl ServerState13 {
     /// Rebuilds the transcript of a stateless HelloRetryRequest from its cookie.
@@ -185,7 +203,6 @@ impl ServerState13 {
         &mut self,
         core: &mut Core13,
         retry: &RetryState,
-        hello: &ClientHello,
     ) -> Result<(), HandshakeError> {
         // RFC 8446 §4.1.2 / §4.2.2: the second ClientHello echoes the cookie; the
         // acceptor checked it against our secret, peer and client random.
@@ -200,7 +217,7 @@ impl ServerState13 {
             ));
         core.transcript.update(retry.client_hello1.as_bytes());
         let body = hello_retry_request_body(
-            &hello.session_id,
+            NO_SESSION_ID_ECHO,
             retry.suite,
             retry.named.then_some(retry.group),
             Some(&retry.cookie),
@@ -219,7 +236,6 @@ impl ServerState13 {
         hello: &ClientHello,
         body: &[u8],
     ) -> Result<State13, HandshakeError> {
-        let _ = wall;
         let versions = raw(&hello.extensions, ExtensionType::SupportedVersions)
             .map(|data| parse_supported_versions_client(data).map_err(decode("supported_versions")))
             .transpose()?
@@ -237,13 +253,35 @@ impl ServerState13 {
                 what: "legacy_cookie in a DTLS 1.3 ClientHello",
             });
         }
-        let choice = choose(&core.config, hello)?;
-        if let Some((suite, group)) = self.retried {
+        // The suite is fixed after our HelloRetryRequest (RFC 8446 §4.1.4).
+        let fixed = self.retried.map(|(suite, _)| suite);
+        let psk = self.accept_psk(core, hello, body, fixed, wall)?;
+        let suite = match (&psk, fixed) {
+            (Some(psk), _) => psk.suite,
+            (None, Some(suite)) => suite.tls13_params().ok_or(HandshakeError::Internal {
+                what: "retry suite",
+            })?,
+            (None, None) => {
+                choose_suite(&core.config, hello, None).ok_or(HandshakeError::NoCommonSuite)?
+            }
+        };
+        let psk_ke = psk
+            .as_ref()
+            .is_some_and(|p| p.mode == PskKeyExchangeMode::PskKe);
+        // psk_ke needs no key share (RFC 8446 §4.2.9: "the server MUST NOT supply a
+        // "key_share" value").
+        let exchange = if psk_ke {
+            None
+        } else {
+            Some(choose_group(&core.config, hello)?)
+        };
+        if let Some((retry_suite, retry_group)) = self.retried {
             // RFC 8446 §4.1.4: the second ClientHello answers our HelloRetryRequest.
-            if choice.suite.suite() != suite
-                || choice.group != group
-                || choice.client_share.is_none()
-            {
+            let answers = match &exchange {
+                Some((group, share)) => *group == retry_group && share.is_some(),
+                None => true,
+            };
+            if suite.suite() != retry_suite || !answers {
                 return Err(HandshakeError::IllegalParameter {
                     what: "second ClientHello does not follow the HelloRetryRequest",
                 });
@@ -255,20 +293,28 @@ impl ServerState13 {
             }
         }
         if core.suite.is_none() {
-            core.suite = Some(choice.suite);
-            core.transcript.select_hash(choice.suite.hash())?;
+            core.suite = Some(suite);
+            core.transcript.select_hash(suite.hash())?;
         }
         core.hash_message(HandshakeType::ClientHello, body);
-        let Some(client_share) = choice.client_share else {
-            return self.send_hello_retry_request(core, now, hello, &choice);
+        let exchange = match exchange {
+            Some((group, None)) => {
+                return self.send_hello_retry_request(core, now, suite, group);
+            }
+            Some((group, Some(client_share))) => Some((group, client_share)),
+            None => None,
         };
-        let psk = self.accept_psk(core, hello, body, choice.suite)?;
         let scheme = match psk {
             Some(_) => None,
             None => Some(self.signature_scheme(&core.config, hello)?),
         };
         self.alpn = choose_alpn(&core.config, &hello.extensions)?;
-        let share = ServerKeyShare::respond(choice.group, &client_share, &mut *core.rng)?;
+        let share = exchange
+            .map(|(group, client_share)| {
+                ServerKeyShare::respond(group, &client_share, &mut *core.rng)
+                    .map(|share| (group, share))
+            })
+            .transpose()?;
 
         // ServerHello (RFC 8446 §4.1.3).
         let mut random = [0u8; RANDOM_LEN];
@@ -277,30 +323,31 @@ impl ServerState13 {
         let mut v = Vec::new();
         emit_supported_versions_server(ProtocolVersion::Dtls1_3, &mut v);
         push_raw(&mut ext, ExtensionType::SupportedVersions, v);
-        let mut ks = Vec::new();
-        emit_key_share_server(
-            &KeyShareEntry {
-                group: choice.group,
-                key_exchange: share.public_key().to_vec(),
-            },
-            &mut ks,
-        )
-        .map_err(|_| HandshakeError::Internal {
-            what: "key_share too long",
-        })?;
-        push_raw(&mut ext, ExtensionType::KeyShare, ks);
-        if psk.is_some() {
-            // RFC 8446 §4.2.11: the index of the identity we took (our only one: 0).
+        if let Some((group, share)) = &share {
+            let mut ks = Vec::new();
+            emit_key_share_server(
+                &KeyShareEntry {
+                    group: *group,
+                    key_exchange: share.public_key().to_vec(),
+                },
+                &mut ks,
+            )
+            .map_err(|_| HandshakeError::Internal {
+                what: "key_share too long",
+            })?;
+            push_raw(&mut ext, ExtensionType::KeyShare, ks);
+        }
+        if let Some(psk) = &psk {
+            // RFC 8446 §4.2.11: the index of the identity we took.
             let mut selected = Vec::new();
-            emit_pre_shared_key_server(0, &mut selected);
+            emit_pre_shared_key_server(psk.index, &mut selected);
             push_raw(&mut ext, ExtensionType::PreSharedKey, selected);
         }
         let server_hello = ServerHello {
             server_version: ProtocolVersion::Dtls1_2,
             random,
-            // RFC 8446 §4.1.3: legacy_session_id_echo.
-            session_id: hello.session_id.clone(),
-            cipher_suite: choice.suite.suite(),
+            session_id: NO_SESSION_ID_ECHO.to_vec(),
+            cipher_suite: suite.suite(),
             compression_method: dtls_proto::COMPRESSION_NULL,
             extensions: ext,
         };
@@ -314,11 +361,11 @@ impl ServerState13 {
 
         let hello_hash = core.transcript.current_hash()?;
         let handshake = EarlySecret::new(
-            choice.suite.hash(),
+            suite.hash(),
             LabelPrefix::Dtls13,
-            psk.as_ref().map(|k| k.as_slice()),
+            psk.as_ref().map(|p| p.key.as_slice()),
         )
-        .into_handshake_secret(Some(share.shared_secret()));
+        .into_handshake_secret(share.as_ref().map(|(_, share)| share.shared_secret()));
         let secrets = Secrets13 {
             client_handshake: handshake.client_handshake_traffic_secret(&hello_hash),
             server_handshake: handshake.server_handshake_traffic_secret(&hello_hash),
@@ -364,8 +411,11 @@ impl ServerState13 {
         })
     }
 
-    /// The client's external PSK, when it offers one we know with psk_dhe_ke and the
-    /// suite's hash is the PSK's; its binder must verify (RFC 8446 §4.2.11.2: "If binder
+    /// The first PSK the client offers that we can take (an external PSK we know or a
+    /// ticket of ours, see [`ServerState13::candidate`]), in a mode both sides allow
+    /// (RFC 8446 §4.2.9: "Servers MUST NOT select a key exchange mode that is not listed
+    /// by the client"), with a suite of its hash that both offer (`fixed` after a
+    /// HelloRetryRequest); its binder must verify (RFC 8446 §4.2.11.2: "If binder
     /// validation fails, the server MUST abort the handshake with a "decrypt_error"
     /// alert"). `None`: a full handshake with certificates.
     fn accept_psk(
@@ -373,8 +423,24 @@ impl ServerState13 {
         core: &Core13,
         hello: &ClientHello,
         body: &[u8],
-        suite: Tls13SuiteParams,
-    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, HandshakeError> {
+        fixed: Option<CipherSuite>,
+        wall: UnixTime,
+    ) -> Result<Option<AcceptedPsk>, HandshakeError> {
+        // RFC 8446 §4.2.9: without psk_key_exchange_modes the PSK cannot be used.
+        let client_modes = raw(&hello.extensions, ExtensionType::PskKeyExchangeModes)
+            .map(|d| parse_psk_key_exchange_modes(d).map_err(decode("psk_key_exchange_modes")))
+            .transpose()?
+            .unwrap_or_default();
+        let Some(mode) = core
+            .config
+            .tls13_psk_modes
+            .iter()
+            .copied()
+            .find(|m| client_modes.contains(m))
+        else {
+            return Ok(None);
+        };
+        self.takes_tickets = true;
         let Some(data) = raw(&hello.extensions, ExtensionType::PreSharedKey) else {
             return Ok(None);
         };
@@ -384,33 +450,49 @@ impl ServerState13 {
             });
         }
         let offered = OfferedPsks::parse(data).map_err(decode("pre_shared_key"))?;
-        // RFC 8446 §4.2.9: without psk_key_exchange_modes the PSK cannot be used; we take
-        // psk_dhe_ke only.
-        let dhe = raw(&hello.extensions, ExtensionType::PskKeyExchangeModes)
-            .map(|d| parse_psk_key_exchange_modes(d).map_err(decode("psk_key_exchange_modes")))
-            .transpose()?
-            .is_some_and(|modes| modes.contains(&PskKeyExchangeMode::PskDheKe));
-        let Some((psk, binder)) = offered
+        let Some((index, candidate, binder)) = offered
             .identities
-            .first()
-            .zip(offered.binders.first())
-            .and_then(|(id, binder)| {
-                core.config
-                    .psks
-                    .iter()
-                    .find(|p| p.identity == id.identity)
-                    .map(|p| (p, binder))
+            .iter()
+            .zip(&offered.binders)
+            .enumerate()
+            .find_map(|(i, (id, binder))| {
+                let candidate = candidate(core, id, wall)?;
+                // RFC 8446 §4.2.11: the suite must have the PSK's hash (after a
+                // HelloRetryRequest, the suite it fixed).
+                let fits = match fixed {
+                    Some(suite) => suite
+                        .tls13_params()
+                        .is_some_and(|p| p.hash() == candidate.hash),
+                    None => choose_suite(&core.config, hello, Some(candidate.hash)).is_some(),
+                };
+                fits.then_some((u16::try_from(i).ok()?, candidate, binder))
             })
-            .filter(|_| dhe && suite.hash() == PSK_HASH)
         else {
             return Ok(None);
         };
-        let transcript = binder_transcript(&core.retry_prefix, body, offered.binders_len());
-        if !psk_binder(&psk.key, &transcript).matches(binder) {
+        let suite = match fixed {
+            Some(suite) => suite.tls13_params(),
+            None => choose_suite(&core.config, hello, Some(candidate.hash)),
+        }
+        .ok_or(HandshakeError::Internal { what: "PSK suite" })?;
+        let transcript = binder_transcript(
+            candidate.hash,
+            &core.retry_prefix,
+            body,
+            offered.binders_len(),
+        );
+        if !psk_binder(candidate.hash, candidate.kind, &candidate.key, &transcript).matches(binder)
+        {
             return Err(HandshakeError::BadFinished);
         }
-        self.psk_identity = Some(psk.identity.clone());
-        Ok(Some(psk.key.clone()))
+        self.resumed = candidate.kind == PskKind::Resumption;
+        self.psk_identity = Some(candidate.identity);
+        Ok(Some(AcceptedPsk {
+            index,
+            key: candidate.key,
+            mode,
+            suite,
+        }))
     }
 
     /// CertificateRequest (when asked for), Certificate and CertificateVerify.
@@ -456,26 +538,21 @@ impl ServerState13 {
         Ok(())
     }
 
-    /// RFC 8446 §4.1.4: ask for a share in `choice.group`.
+    /// RFC 8446 §4.1.4: ask for a share in `group`.
     fn send_hello_retry_request(
         &mut self,
         core: &mut Core13,
         now: Instant,
-        hello: &ClientHello,
-        choice: &Choice,
+        suite: Tls13SuiteParams,
+        group: NamedGroup,
     ) -> Result<State13, HandshakeError> {
         if self.retried.is_some() {
             return Err(HandshakeError::IllegalParameter {
                 what: "second ClientHello without a usable key share",
             });
         }
-        self.retried = Some((choice.suite.suite(), choice.group));
-        let body = hello_retry_request_body(
-            &hello.session_id,
-            choice.suite.suite(),
-            Some(choice.group),
-            None,
-        )?;
+        self.retried = Some((suite.suite(), group));
+        let body = hello_retry_request_body(NO_SESSION_ID_ECHO, suite.suite(), Some(group), None)?;
         // RFC 8446 §4.4.1: ClientHello1 is replaced by message_hash(Hash(ClientHello1)).
         let client_hello1 = core.transcript.current_hash()?;
         core.transcript.roll_up_for_hello_retry()?;
@@ -568,16 +645,23 @@ impl ServerState13 {
                 let server_finished = self.server_finished.ok_or(HandshakeError::Internal {
                     what: "no server Finished hash",
                 })?;
-                let identity = if let Some(id) = self.psk_identity.take() {
-                    PeerIdentity::Psk(id)
+                let identity = if let Some(identity) = self.psk_identity.take() {
+                    identity
                 } else if self.peer_chain.is_empty() {
                     PeerIdentity::None
                 } else {
                     PeerIdentity::Certificates(std::mem::take(&mut self.peer_chain))
                 };
-                complete(core, &server_finished, identity, self.alpn.take())?;
+                complete(
+                    core,
+                    &server_finished,
+                    identity.clone(),
+                    self.alpn.take(),
+                    self.resumed,
+                )?;
                 // RFC 9147 §7: the client's final flight is acknowledged explicitly.
                 core.send_ack();
+                send_tickets(core, now, wall, &identity, self.takes_tickets)?;
                 Ok(State13::Established)
             }
             _ => Err(HandshakeError::UnexpectedMessage {

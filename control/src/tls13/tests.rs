@@ -13,14 +13,14 @@ use crate::{
     SessionKeys,
 };
 
-fn client13() -> Config {
+pub(super) fn client13() -> Config {
     Config {
         server_name: Some("localhost".into()),
         ..Config::new(verifier()).dtls13_only()
     }
 }
 
-fn server13() -> Config {
+pub(super) fn server13() -> Config {
     let pki = pki();
     Config {
         certificate: Some(certified(&pki.server.cert_pem, &pki.server.key_pem)),
@@ -28,7 +28,7 @@ fn server13() -> Config {
     }
 }
 
-fn with_client_cert(mut config: Config) -> Config {
+pub(super) fn with_client_cert(mut config: Config) -> Config {
     let pki = pki();
     config.certificate = Some(certified(&pki.client.cert_pem, &pki.client.key_pem));
     config
@@ -36,20 +36,20 @@ fn with_client_cert(mut config: Config) -> Config {
 
 /// An acceptor without the cookie exchange (the stateless HelloRetryRequest is tested
 /// apart).
-fn no_cookie() -> AcceptorConfig {
+pub(super) fn no_cookie() -> AcceptorConfig {
     AcceptorConfig {
         require_cookie: false,
         ..AcceptorConfig::default()
     }
 }
 
-fn pair(client: Config, server: Config) -> Pair {
+pub(super) fn pair(client: Config, server: Config) -> Pair {
     Pair::with_acceptor(client, server, None, no_cookie())
 }
 
 /// Runs until both sides are established and every timer is quiet (the client's final
 /// flight acknowledged), or `limit` passed.
-fn settle(pair: &mut Pair, limit: Duration) {
+pub(super) fn settle(pair: &mut Pair, limit: Duration) {
     pair.run(limit);
     let end = pair.now + limit;
     while let Some(next) = pair.client.poll_timeout() {
@@ -65,7 +65,7 @@ fn settle(pair: &mut Pair, limit: Duration) {
     }
 }
 
-fn keys(pair: &mut Pair) -> (Box<SessionKeys>, Box<SessionKeys>) {
+pub(super) fn keys(pair: &mut Pair) -> (Box<SessionKeys>, Box<SessionKeys>) {
     let ck = Pair::keys(&mut pair.client_events)
         .unwrap_or_else(|| panic!("client keys: {:?}", pair.client_events));
     let sk = Pair::keys(&mut pair.server_events)
@@ -75,7 +75,7 @@ fn keys(pair: &mut Pair) -> (Box<SessionKeys>, Box<SessionKeys>) {
 
 /// Seals a record with `from`'s write keys and opens it with `to`'s read keys, as the
 /// data plane would with `Sealer13`/`Opener13`.
-fn check_app_data(from: SessionKeys, to: SessionKeys) {
+pub(super) fn check_app_data(from: SessionKeys, to: SessionKeys) {
     let (_, write) = from.records.into_dtls13().expect("DTLS 1.3 keys");
     let (read, _) = to.records.into_dtls13().expect("DTLS 1.3 keys");
     assert_eq!((write.epoch, read.epoch), (3, 3));
@@ -99,7 +99,10 @@ fn check_app_data(from: SessionKeys, to: SessionKeys) {
     assert_eq!(opened.plaintext, msg);
 }
 
-fn complete(client: Config, server: Config) -> (Box<SessionKeys>, Box<SessionKeys>, Pair) {
+pub(super) fn complete(
+    client: Config,
+    server: Config,
+) -> (Box<SessionKeys>, Box<SessionKeys>, Pair) {
     let mut pair = pair(client, server);
     settle(&mut pair, Duration::from_secs(10));
     let (ck, sk) = keys(&mut pair);
@@ -582,14 +585,14 @@ fn a_key_update_survives_the_loss_of_its_first_copy_and_of_the_ack() {
 
 // ---------- external PSK (psk_dhe_ke) ----------
 
-fn psk(identity: &[u8], key: u8) -> crate::Psk {
+pub(super) fn psk(identity: &[u8], key: u8) -> crate::Psk {
     crate::Psk {
         identity: identity.to_vec(),
         key: zeroize::Zeroizing::new(vec![key; 32]),
     }
 }
 
-fn psk_client(key: u8) -> Config {
+pub(super) fn psk_client(key: u8) -> Config {
     Config {
         psks: vec![psk(b"client13", key)],
         tls13_groups: vec![NamedGroup::X25519],
@@ -597,7 +600,7 @@ fn psk_client(key: u8) -> Config {
     }
 }
 
-fn psk_server() -> Config {
+pub(super) fn psk_server() -> Config {
     Config {
         psks: vec![psk(b"other", 1), psk(b"client13", 7)],
         ..server13()

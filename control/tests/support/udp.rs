@@ -81,13 +81,22 @@ impl UdpEndpoint {
 
     /// A client on a fresh loopback socket, handshake started.
     pub fn client(config: Config, server: SocketAddr) -> Self {
+        Self::client_resuming(config, server, None)
+    }
+
+    /// [`Self::client`] offering `ticket` for resumption.
+    pub fn client_resuming(
+        config: Config,
+        server: SocketAddr,
+        ticket: Option<control::SessionTicket>,
+    ) -> Self {
         let mtu = config.mtu;
         let conn = Connection::client(
             Arc::new(config),
             Box::new(SystemRng::new()),
             Instant::now(),
             server,
-            None,
+            ticket,
         )
         .expect("client config is valid");
         Self::new(bind_loopback(), server, conn, mtu)
