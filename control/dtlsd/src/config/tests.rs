@@ -713,3 +713,6 @@ fn proxy_protocol_key_and_flag() {
     assert!(FlagsCli::try_parse_from(["dtlsd", "serve", "--proxy-protocol", "v1"]).is_err());
     assert!(FlagsCli::try_parse_from(["dtlsd", "connect", "--proxy-protocol", "spp"]).is_err());
 }
+
+#[path = "access_tests.rs"]
+mod access;
