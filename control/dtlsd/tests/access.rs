@@ -341,3 +341,60 @@ fn sighup_narrows_the_allow_list_for_new_handshakes_and_keeps_live_sessions() {
     // The session from 127.0.0.2 was not cut by the narrower list.
     live.echo(b"after the reload");
 }
+
+/// Whether `client` gets a close_notify within 10 s.
+fn receives_close_notify(client: &mut Client) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if client
+            .turn(Duration::from_millis(100))
+            .alerts
+            .iter()
+            .any(|a| a == &[1, 0])
+        {
+            return true;
+        }
+    }
+    false
+}
+
+#[test]
+fn sighup_with_narrower_identity_rules_closes_sessions_they_no_longer_admit() {
+    let pki = TempDir::new("access-identity-reload");
+    certs(&pki);
+    let ca = pki.file("ca.pem");
+    let config = config_file(
+        &pki,
+        &format!("client_ca = \"{ca}\"\nallow_cn = [\"client.test\"]"),
+        "",
+    );
+    let backend = EchoBackend::start();
+    let serve = Daemon::start_serve_with_metrics(
+        backend.addr,
+        &pki,
+        &["--config", &config, "--shards", "1"],
+    );
+    let mut live = Client::connect(cert_client(&pki), serve.listen);
+    live.echo(b"admitted by its common name");
+
+    config_file(
+        &pki,
+        &format!("client_ca = \"{ca}\"\nallow_cn = [\"someone-else\"]"),
+        "",
+    );
+    serve.signal("HUP");
+    wait_until(
+        "reload",
+        || serve.log(),
+        || serve.log().contains("configuration reloaded"),
+    );
+    assert!(receives_close_notify(&mut live), "{}", serve.log());
+    assert_eq!(serve.metric("dtlsd_sessions_revoked_total"), Some(1));
+    let refused = Client::try_connect(
+        cert_client(&pki),
+        serve.listen,
+        None,
+        Duration::from_secs(10),
+    );
+    assert!(refused.err().expect("refused now").contains("AccessDenied"));
+}

@@ -210,7 +210,10 @@ impl Tuning {
         check("keepalive", self.keepalive != other.keepalive);
         check("log_format", self.log_format != other.log_format);
         // The per-source rules and the access lists are applied by a reload.
-        check("limits", self.limits.reloaded(&other.limits) != other.limits);
+        check(
+            "limits",
+            self.limits.reloaded(&other.limits) != other.limits,
+        );
         check("connection_id", self.connection_id != other.connection_id);
         keys
     }
