@@ -228,6 +228,29 @@ pub struct Config {
     /// and the server's CID used when it answers with one. Server: a client that offers the
     /// extension gets one issued (see [`CidIssuer`]). Default off.
     pub connection_id: ConnectionIds,
+    /// Server: who may connect among the clients whose certificate verified (ghostunnel's
+    /// `--allow-cn` and its siblings); `None` admits every verified certificate. Checked
+    /// right after the chain verifies and before anything is derived from the handshake,
+    /// and when a ticket would resume a certificate session. PSK sessions are not
+    /// concerned (their identities are the access list). Default `None`.
+    pub client_identity: Option<Arc<dyn ClientIdentityPolicy>>,
+}
+
+/// A server's rule on verified client certificates (see [`Config::client_identity`]).
+pub trait ClientIdentityPolicy: fmt::Debug + Send + Sync {
+    /// Whether the client whose verified end-entity certificate is `end_entity` (DER) may
+    /// connect. A refusal fails the handshake with an access_denied alert.
+    ///
+    /// # Errors
+    /// [`IdentityRefused`] naming the identity the certificate showed.
+    fn check(&self, end_entity: &[u8]) -> Result<(), IdentityRefused>;
+}
+
+/// A client certificate that a [`ClientIdentityPolicy`] turned away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityRefused {
+    /// What the certificate names (for logs), as the policy read it.
+    pub identity: String,
 }
 
 /// Default length of the connection IDs we ask peers to send (RFC 9146), in bytes: enough
@@ -287,6 +310,26 @@ impl CidIssuer for RandomCids {
 }
 
 impl Config {
+    /// Server: applies [`Config::client_identity`] to a verified client `chain` (its end
+    /// entity first).
+    ///
+    /// # Errors
+    /// [`HandshakeError::AccessDenied`](crate::HandshakeError::AccessDenied) when the rules
+    /// admit no such client.
+    pub(crate) fn check_client_identity(
+        &self,
+        chain: &[CertificateDer<'_>],
+    ) -> Result<(), crate::HandshakeError> {
+        let (Some(rules), Some(end_entity)) = (&self.client_identity, chain.first()) else {
+            return Ok(());
+        };
+        rules
+            .check(end_entity.as_ref())
+            .map_err(|refused| crate::HandshakeError::AccessDenied {
+                identity: refused.identity,
+            })
+    }
+
     /// A configuration with the given peer-certificate policy and defaults for the rest:
     /// every AEAD suite, X25519/P-256/P-384, extended master secret required, MTU 1200, the
     /// RFC 6347 timer, no certificate, no PSK, no client authentication.
@@ -315,6 +358,7 @@ impl Config {
             ticket_keys: None,
             offer_session_ticket: true,
             ticket_lifetime: 7200,
+            client_identity: None,
             max_handshake_buffer: 64 * 1024,
             max_client_certificate_chain: DEFAULT_MAX_CLIENT_CERTIFICATE_CHAIN,
             reassembly_budget: Arc::new(ReassemblyBudget::new(DEFAULT_REASSEMBLY_BUDGET)),

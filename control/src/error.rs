@@ -102,6 +102,13 @@ pub enum HandshakeError {
         /// Why.
         source: dtls_crypto::Error,
     },
+    /// The client's certificate verified but the server's identity rules
+    /// ([`crate::Config::client_identity`]) admit no client of that name.
+    #[error("client identity {identity} is not allowed")]
+    AccessDenied {
+        /// What the certificate names.
+        identity: String,
+    },
     /// A certificate was required and the peer sent none.
     #[error("peer certificate required")]
     CertificateRequired,
@@ -164,6 +171,10 @@ impl HandshakeError {
             HandshakeError::IllegalParameter { .. } => A::IllegalParameter,
             HandshakeError::UnsupportedExtension { .. } => A::UnsupportedExtension,
             HandshakeError::BadCertificate { .. } => A::BadCertificate,
+            // RFC 5246 §7.2.2: access_denied "A valid certificate or PSK was received, but
+            // when access control was applied, the sender decided not to proceed with
+            // negotiation."
+            HandshakeError::AccessDenied { .. } => A::AccessDenied,
             HandshakeError::BadSignature | HandshakeError::BadFinished => A::DecryptError,
             HandshakeError::UnknownPskIdentity => A::UnknownPskIdentity,
             HandshakeError::NoApplicationProtocol => A::NoApplicationProtocol,

@@ -82,9 +82,9 @@ mod version;
 
 pub use acceptor::{AcceptOutcome, Acceptor, AcceptorConfig, DropReason, VerifiedClientHello};
 pub use config::{
-    CertifiedKey, CidIssuer, ClientAuth, Config, ConfigError, ConnectionIds, DEFAULT_CID_LEN,
-    DEFAULT_MAX_CLIENT_CERTIFICATE_CHAIN, DEFAULT_REASSEMBLY_BUDGET, MAX_CID_LEN,
-    MAX_TLS13_TICKETS, MIN_MTU, Psk, RandomCids, RetransmitConfig,
+    CertifiedKey, CidIssuer, ClientAuth, ClientIdentityPolicy, Config, ConfigError, ConnectionIds,
+    DEFAULT_CID_LEN, DEFAULT_MAX_CLIENT_CERTIFICATE_CHAIN, DEFAULT_REASSEMBLY_BUDGET,
+    IdentityRefused, MAX_CID_LEN, MAX_TLS13_TICKETS, MIN_MTU, Psk, RandomCids, RetransmitConfig,
 };
 pub use connection::{ClaimedIdentity, ConnectionStats};
 pub use error::HandshakeError;

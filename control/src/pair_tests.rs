@@ -382,6 +382,56 @@ fn client_auth_required_without_certificate_fails() {
     );
 }
 
+/// Admits the one end-entity certificate it was made with.
+#[derive(Debug)]
+struct OnlyCertificate(Vec<u8>);
+
+impl crate::ClientIdentityPolicy for OnlyCertificate {
+    fn check(&self, end_entity: &[u8]) -> Result<(), crate::IdentityRefused> {
+        if end_entity == self.0.as_slice() {
+            Ok(())
+        } else {
+            Err(crate::IdentityRefused {
+                identity: format!("{} bytes", end_entity.len()),
+            })
+        }
+    }
+}
+
+#[test]
+fn client_identity_rules_admit_or_deny_with_access_denied() {
+    let suites = [CipherSuite::EcdheEcdsaAes128GcmSha256];
+    let pki = pki();
+    let client_der = pem::parse_certificates(pki.client.cert_pem.as_bytes()).expect("cert")[0]
+        .as_ref()
+        .to_vec();
+    for (admitted, policy) in [(true, client_der), (false, vec![0x30])] {
+        let mut client = client_config(&suites);
+        client.certificate = Some(certified(&pki.client.cert_pem, &pki.client.key_pem));
+        let mut server = server_config(&suites, false);
+        server.client_auth = ClientAuth::Required;
+        server.client_identity = Some(std::sync::Arc::new(OnlyCertificate(policy)));
+        let mut pair = Pair::new(client, server);
+        pair.run(Duration::from_secs(10));
+        if admitted {
+            assert!(Pair::keys(&mut pair.server_events).is_some());
+            assert!(Pair::keys(&mut pair.client_events).is_some());
+            continue;
+        }
+        assert!(pair.server_events.iter().any(|e| matches!(
+            e,
+            Event::HandshakeFailed(HandshakeError::AccessDenied { identity }) if identity.ends_with("bytes")
+        )));
+        assert!(Pair::keys(&mut pair.server_events).is_none());
+        assert!(pair.client_events.iter().any(|e| matches!(
+            e,
+            Event::HandshakeFailed(HandshakeError::PeerAlert {
+                description: dtls_proto::AlertDescription::AccessDenied
+            })
+        )));
+    }
+}
+
 #[test]
 fn no_common_suite_fails_with_alert() {
     let mut pair = Pair::new(

@@ -194,6 +194,17 @@ fn open_ticket(
     {
         return None;
     }
+    // A certificate session resumes only while the identity rules still admit its
+    // certificate (a reload may have narrowed them); otherwise a full handshake checks it.
+    if !ticket_suite.uses_psk()
+        && !state.peer_identity.is_empty()
+        && config
+            .client_identity
+            .as_ref()
+            .is_some_and(|rules| rules.check(&state.peer_identity).is_err())
+    {
+        return None;
+    }
     // RFC 7627 §5.3: resume only when both the session and this ClientHello used EMS
     // (or neither did and EMS is not required).
     if state.extended_master_secret != hello.extensions.extended_master_secret {
@@ -553,6 +564,7 @@ impl ServerState {
                 .peer_verification
                 .verify_client(&chain, wall)
                 .map_err(|source| HandshakeError::BadCertificate { source })?;
+            core.config.check_client_identity(&chain)?;
             core.hs.peer_chain = chain;
         }
         Ok(State::ExpectClientKeyExchange)

@@ -169,6 +169,7 @@ impl TestServer {
                 }),
                 psks: Vec::new(),
                 client_ca: None,
+                identity_rules: Default::default(),
             },
             proxy_protocol: None,
             cid_steering: true,
@@ -183,11 +184,13 @@ impl TestServer {
                 drain_timeout: Duration::ZERO,
                 keepalive: None,
                 log_format: LogFormat::Human,
-                // Every generated client comes from 127.0.0.1: no per-source share, so a
-                // benchmark measures capacity, not the abuse limits.
+                // Every generated client comes from 127.0.0.1: no per-source share or rate,
+                // so a benchmark measures capacity, not the abuse limits.
                 limits: dtlsd::config::limits::Limits {
                     half_open_per_address: usize::MAX,
                     half_open_per_prefix: usize::MAX,
+                    handshakes_per_second: 0,
+                    sessions_per_address: usize::MAX,
                     ..dtlsd::config::limits::Limits::default()
                 },
                 takeover: false,

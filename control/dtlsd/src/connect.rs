@@ -41,7 +41,7 @@ impl Client {
         let engine = Arc::new(engine_config(&config)?);
         let server = config.server;
         let shard_config = ShardConfig::with_mode(RelayMode::Connect, server);
-        let limits = config.tuning.limits;
+        let limits = config.tuning.limits.clone();
         let daemon = Daemon::start(
             config.listen,
             shard_config,
@@ -100,6 +100,8 @@ impl Client {
         self.daemon.reload(
             Reload {
                 config: Arc::new(engine),
+                limits: None,
+                access: None,
                 recheck_certificates: false,
             },
             &current.restart_required(&new),

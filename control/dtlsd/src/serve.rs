@@ -9,7 +9,8 @@
 //! re-read configuration for SIGHUP: new credentials for new handshakes, live sessions whose
 //! PSK was removed or whose client certificate the new CA no longer verifies closed, and a
 //! warning naming every changed key that needs a restart; a bad file keeps the old
-//! configuration.
+//! configuration. Client identity rules, per-source limits and access lists are applied by
+//! a reload too, to handshakes started after it: live sessions stay (see `docs/dtlsd.md`).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -75,7 +76,7 @@ impl Server {
         // RFC 9146 §4: tls12_cid headers do not carry the CID's length; every CID this server
         // issues has the configured one, which delimits them.
         shard_config.cid_len = config.tuning.connection_id.cid_len().unwrap_or(0);
-        let limits = config.tuning.limits;
+        let limits = config.tuning.limits.clone();
         let proxy_protocol = config.proxy_protocol;
         // CIDs long enough for the QUIC-LB layout name their shard (shorter ones are random
         // and found through each shard's CID table only).
@@ -105,12 +106,14 @@ impl Server {
                 let acceptor =
                     Acceptor::new(engine, AcceptorConfig::default(), &mut rng, Instant::now())
                         .context("server configuration")?;
-                Ok(ControlThread::new(
+                let mut control = ControlThread::new(
                     acceptor,
                     queues,
                     settings,
                     Box::new(|| Box::new(SystemRng::new())),
-                ))
+                );
+                control.set_access(limits.access.clone());
+                Ok(control)
             }),
         )?;
         tracing::info!(
@@ -162,11 +165,17 @@ impl Server {
             Reload {
                 config: Arc::new(engine),
                 recheck_certificates: ca_changed,
+                // The shard count does not change on reload; only the per-source rules of
+                // these limits are applied.
+                limits: Some(new.tuning.limits.runtime(self.daemon.shard_count())),
+                access: Some(new.tuning.limits.access.clone()),
             },
             &current.restart_required(&new),
         )?;
-        // What a reload applies is the credentials; the rest stays as running.
+        // What a reload applies is the credentials, the identity rules, the per-source
+        // limits and the access lists; the rest stays as running.
         current.credentials = new.credentials;
+        current.tuning.limits = current.tuning.limits.reloaded(&new.tuning.limits);
         *last_ca = client_ca;
         self.daemon.certificates().set(&certificate_files(&current));
         Ok(())
@@ -261,6 +270,9 @@ pub fn engine_config(
         ticket_keys: Some(Arc::clone(tickets)),
         ticket_lifetime: u32::try_from(TICKET_LIFETIME.as_secs()).unwrap_or(u32::MAX),
         connection_id: config.tuning.connection_id,
+        client_identity: (!creds.identity_rules.is_empty()).then(|| {
+            Arc::new(creds.identity_rules.clone()) as Arc<dyn control::ClientIdentityPolicy>
+        }),
         ..control::Config::new(peer_verification)
     };
     engine.validate().context("server configuration")?;

@@ -65,6 +65,21 @@ counters! {
     /// Handshakes refused because the daemon is draining (serve: cookie-verified
     /// ClientHellos, answered with an alert; connect: new local sources).
     handshakes_refused_draining,
+    /// Cookie-verified ClientHellos refused because their source address spent its
+    /// handshake burst and the rate had not refilled a token (`handshakes_per_second`).
+    handshakes_refused_rate,
+    /// Cookie-verified ClientHellos refused because their source address holds its most
+    /// sessions (`sessions_per_address`).
+    sessions_refused_per_address,
+    /// Datagrams from sources without a handshake in progress dropped unanswered because
+    /// a deny-list range holds the source.
+    datagrams_denied,
+    /// Datagrams from sources without a handshake in progress dropped unanswered because
+    /// the allow list is set and no range of it holds the source.
+    datagrams_not_allowed,
+    /// Handshakes that failed because the client's verified certificate matched no
+    /// identity rule (access_denied alert sent).
+    handshakes_failed_identity,
     /// Live sessions closed by a reload that removed their PSK identity or no longer
     /// verifies their client certificate.
     sessions_revoked,
@@ -108,6 +123,7 @@ impl ControlCounters {
         let counter = match error {
             HandshakeError::Timeout { .. } => &self.handshakes_failed_timeout,
             HandshakeError::PeerAlert { .. } => &self.handshakes_failed_peer_alert,
+            HandshakeError::AccessDenied { .. } => &self.handshakes_failed_identity,
             _ => &self.handshakes_failed_protocol,
         };
         counter.fetch_add(1, Relaxed);

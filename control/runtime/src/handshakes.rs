@@ -115,6 +115,8 @@ impl ControlThread {
             return;
         };
         session.peer = peer;
+        self.by_source.remove(&self.settings.limits, from);
+        self.by_source.add(&self.settings.limits, peer);
         if self.by_peer.get(&from) == Some(&id) {
             self.by_peer.remove(&from);
         }
@@ -178,6 +180,10 @@ impl ControlThread {
             Refusal::HalfOpenFull => &self.counters.half_open_refused,
             Refusal::MaxSessions | Refusal::MaxSessionsPerShard => &self.counters.sessions_refused,
             Refusal::Draining => &self.counters.handshakes_refused_draining,
+            Refusal::HandshakeRate => &self.counters.handshakes_refused_rate,
+            Refusal::SessionsPerAddress => &self.counters.sessions_refused_per_address,
+            Refusal::Denied => &self.counters.datagrams_denied,
+            Refusal::NotAllowed => &self.counters.datagrams_not_allowed,
         };
         ControlCounters::bump(counter);
         let peer = self.peer(peer);
@@ -203,13 +209,24 @@ impl ControlThread {
             return Err(Refusal::MaxSessionsPerShard);
         }
         // A peer restarting its own handshake frees its entry first.
-        if self
+        let restarting = self
             .handshakes
             .get(&peer)
-            .is_none_or(|h| h.half_open.is_none())
-        {
+            .is_some_and(|h| h.half_open.is_some());
+        if !restarting {
             self.half_open.check_source(&limits, peer)?;
         }
+        if new_session {
+            // A restarting peer's own half-open entry is about to go.
+            let held = (self.by_source.count(&limits, peer)
+                + self.half_open.address_count(&limits, peer))
+            .saturating_sub(usize::from(restarting));
+            if held >= limits.sessions_per_address {
+                return Err(Refusal::SessionsPerAddress);
+            }
+        }
+        // Last, so a handshake refused for another reason spends no token.
+        self.rate.take(now, &limits, peer.ip())?;
         self.remove_handshake(peer);
         while let Some(oldest) = self.half_open.oldest_if_full(&limits) {
             self.shed(now, oldest);
@@ -289,6 +306,15 @@ impl ControlThread {
             self.drain(now, peer);
             return;
         }
+        // Before any reply: a source the access lists refuse never hears from us.
+        if let Err(refusal) = self.access.check(peer.ip()) {
+            let counter = match refusal {
+                Refusal::Denied => &self.counters.datagrams_denied,
+                _ => &self.counters.datagrams_not_allowed,
+            };
+            ControlCounters::bump(counter);
+            return;
+        }
         let Front::Server(acceptor) = &mut self.front else {
             return;
         };
@@ -311,11 +337,16 @@ impl ControlThread {
             AcceptOutcome::Accept(hello) => {
                 if let Err(refusal) = self.admit(now, shard, peer) {
                     // Refused before any flight of ours; the client learns why at once
-                    // instead of retransmitting into silence. Per-source refusals stay
-                    // silent: the source is already busy with handshakes of its own.
+                    // instead of retransmitting into silence (a full daemon, or an address
+                    // at its sessions). Half-open and rate refusals stay silent: the source
+                    // is busy with handshakes of its own, and its retransmission timer is
+                    // the back-off the rate wants.
                     let tell = matches!(
                         refusal,
-                        Refusal::MaxSessions | Refusal::MaxSessionsPerShard | Refusal::Draining
+                        Refusal::MaxSessions
+                            | Refusal::MaxSessionsPerShard
+                            | Refusal::SessionsPerAddress
+                            | Refusal::Draining
                     );
                     if tell {
                         let datagram = hello.refusal(AlertDescription::InternalError);
@@ -643,6 +674,7 @@ impl ControlThread {
             }
             Some(_) => {}
             None => {
+                self.by_source.add(&self.settings.limits, peer);
                 if let Some(n) = self.shard_sessions.get_mut(shard) {
                     *n += 1;
                 }

@@ -3,7 +3,8 @@
 //! What it does: [`ControlThread`] owns one [`ShardQueues`] handle per shard, the stateless
 //! [`Acceptor`], the server [`Connection`]s of handshakes in progress (peer address → shard
 //! index and engine, admitted under [`Limits`]: half-open caps globally, per source address
-//! and per prefix, shedding the oldest when full; session caps globally and per shard), their
+//! and per prefix, shedding the oldest when full; session caps globally, per shard and per
+//! source address; a handshake rate per source address; an [`AccessList`]), their
 //! timers, the installed sessions (shard, identity, start), and an injected RNG factory. It
 //! is the only place that reads the clocks: [`ControlThread::run`] reads `Instant::now()` and
 //! the wall clock once per turn and passes both to [`ControlThread::run_turn`], which hands
@@ -27,8 +28,11 @@
 //! io_uring ring single-issuer.
 //!
 //! Reload ([`Reload`]): a new engine configuration is used by every handshake started after
-//! it; live sessions whose PSK identity it removed, or (when asked) whose client certificate
-//! no longer verifies under it, are closed (close_notify, [`ControlStats::sessions_revoked`]).
+//! it; live sessions whose PSK identity it removed, whose client certificate its identity
+//! rules refuse, or (when asked) whose client certificate no longer verifies under it, are
+//! closed (close_notify, [`ControlStats::sessions_revoked`]).
+//! A reload may also bring new per-source limits and access lists ([`Reload::limits`],
+//! [`Reload::access`]): they apply to handshakes started after it; live sessions stay.
 //!
 //! Connection IDs (RFC 9146): a server engine's CID comes from [`ShardCids`], a QUIC-LB CID
 //! naming this node and the shard that owns the session; both CIDs go to the shard with the
@@ -46,8 +50,10 @@ mod counters;
 #[cfg(test)]
 mod fixtures;
 mod handshakes;
+mod identity_rules;
 mod limits;
 mod log;
+mod rate;
 pub mod upstream_header;
 
 use std::collections::HashMap;
@@ -60,11 +66,13 @@ use std::time::{Duration, Instant};
 use dtls_crypto::pki_types::UnixTime;
 use dtls_shard::{CloseCause, SessionId, ShardCommand, ShardQueues};
 
-use self::limits::HalfOpen;
+use self::limits::{HalfOpen, SessionsBySource};
+use self::rate::HandshakeRate;
 pub use admin::{AdminRequest, KickTarget, SessionInfo};
 pub use cids::ShardCids;
 pub use counters::{ControlCounters, ControlStats, HANDSHAKE_BUCKETS, LatencyReading, Observed};
-pub use limits::{Limits, Refusal};
+pub use identity_rules::IdentityRules;
+pub use limits::{AccessList, Limits, Refusal};
 pub use log::{Closed, Established, HandshakeFailure, NoLog, Peer, SessionLog};
 pub use upstream_header::{ProxyHeader, ProxyProtocol};
 
@@ -159,6 +167,13 @@ pub struct Reload {
     /// `config` (set when the client CA changed). Sessions whose PSK identity `config` no
     /// longer has are always closed.
     pub recheck_certificates: bool,
+    /// Serve mode: new per-source rules ([`Limits::reloaded`]: the handshake rate and burst
+    /// and the sessions per address; the other caps size tables and stay), for handshakes
+    /// started from now on. `None` keeps the running ones.
+    pub limits: Option<Limits>,
+    /// Serve mode: new allow and deny lists, for handshakes started from now on (live
+    /// sessions from a source they now refuse stay). `None` keeps the running ones.
+    pub access: Option<AccessList>,
 }
 
 impl Handshake {
@@ -202,6 +217,12 @@ pub struct ControlThread {
     handshakes: HashMap<SocketAddr, Handshake>,
     /// Entries of `handshakes` not completed yet, by shard, source address and prefix.
     half_open: HalfOpen,
+    /// Installed sessions by source address.
+    by_source: SessionsBySource,
+    /// Serve mode: the token buckets of the per-source handshake rate.
+    rate: HandshakeRate,
+    /// Serve mode: who may get a reply at all.
+    access: AccessList,
     /// No entry of `handshakes` has a deadline before this (it may be early, never late).
     next_timer: Option<Instant>,
     /// Sessions whose keys were handed to a shard and that control has not closed.
@@ -303,6 +324,9 @@ impl ControlThread {
             acceptor_rng,
             handshakes: HashMap::new(),
             half_open: HalfOpen::default(),
+            by_source: SessionsBySource::default(),
+            rate: HandshakeRate::default(),
+            access: AccessList::default(),
             next_timer: None,
             installed: HashMap::new(),
             by_peer: HashMap::new(),
@@ -333,6 +357,12 @@ impl ControlThread {
     /// forgotten) and counted; sessions and handshakes under way are untouched.
     pub fn drain_flag(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.draining)
+    }
+
+    /// Serve mode: answers only sources `access` admits (checked before the acceptor
+    /// replies to a source without a handshake in progress).
+    pub fn set_access(&mut self, access: AccessList) {
+        self.access = access;
     }
 
     /// Reports handshakes and sessions to `log` from now on.
@@ -439,6 +469,8 @@ impl ControlThread {
         let Reload {
             mut config,
             recheck_certificates,
+            limits,
+            access,
         } = reload;
         // One reassembly budget for all of this loop's handshakes, old and new config alike.
         Arc::make_mut(&mut config).reassembly_budget = Arc::clone(&self.config.reassembly_budget);
@@ -452,6 +484,12 @@ impl ControlThread {
         }
         self.config = config;
         ControlCounters::bump(&self.counters.reloads);
+        if let Some(limits) = limits {
+            self.settings.limits = self.settings.limits.reloaded(&limits);
+        }
+        if let Some(access) = access {
+            self.access = access;
+        }
         // Serve mode: a session stays only while the new configuration would admit its
         // peer. (Connect mode: the identities are the server's, which a reload of our own
         // trust settings does not revoke.)
@@ -465,9 +503,17 @@ impl ControlThread {
             .filter(|(_, s)| match &s.identity {
                 PeerIdentity::Psk(id) => !config.psks.iter().any(|p| p.identity == *id),
                 PeerIdentity::Certificates(chain) => {
-                    recheck_certificates
+                    let unverified = recheck_certificates
                         && config.client_auth != control::ClientAuth::None
-                        && config.peer_verification.verify_client(chain, wall).is_err()
+                        && config.peer_verification.verify_client(chain, wall).is_err();
+                    // Identity rules that no longer admit the certificate revoke it, as a
+                    // removed PSK identity does.
+                    let refused = config.client_identity.as_ref().is_some_and(|rules| {
+                        chain
+                            .first()
+                            .is_some_and(|ee| rules.check(ee.as_ref()).is_err())
+                    });
+                    unverified || refused
                 }
                 PeerIdentity::None => false,
             })
@@ -499,6 +545,7 @@ impl ControlThread {
     /// Takes session `id` out of the installed sessions (and its shard's count).
     fn forget_installed(&mut self, id: SessionId) -> Option<Installed> {
         let session = self.installed.remove(&id)?;
+        self.by_source.remove(&self.settings.limits, session.peer);
         self.counters.observed.session_removed(session.suite);
         if self.by_peer.get(&session.peer) == Some(&id) {
             self.by_peer.remove(&session.peer);
@@ -542,6 +589,7 @@ impl ControlThread {
         }
         self.handshakes.clear();
         self.half_open.clear();
+        self.by_source.clear();
         self.shard_sessions.iter_mut().for_each(|n| *n = 0);
         self.next_timer = None;
         sent

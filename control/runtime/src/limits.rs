@@ -12,9 +12,20 @@
 //!   ([`Limits::max_sessions_per_shard`], the shard's table size): a handshake that would
 //!   exceed either is refused before the server's flight, with a fatal alert, rather than
 //!   completed and then dropped by a full shard.
+//! - Each source address (IPv4 address, IPv6 /64) may hold
+//!   [`Limits::sessions_per_address`] sessions, established and half-open together
+//!   ([`SessionsBySource`]), and start [`Limits::handshakes_per_second`] handshakes a
+//!   second after a burst of [`Limits::handshake_burst`] (`crate::rate`). Both are checked
+//!   only for a ClientHello that returned our cookie: a spoofed source cannot get one, so
+//!   it cannot spend an innocent address's budget.
+//! - [`AccessList`]: allow and deny lists of CIDR ranges, checked before the acceptor
+//!   answers a datagram from a source without a handshake in progress (so a denied source
+//!   never gets a HelloVerifyRequest).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
 
 /// Caps on handshakes and sessions (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +48,22 @@ pub struct Limits {
     pub max_sessions: usize,
     /// Most sessions of one shard (its session table's size). Default 4096.
     pub max_sessions_per_shard: usize,
+    /// New handshakes a second from one source address, after the burst; 0 turns the
+    /// rate off. Default 100: a client makes one handshake per session, so only a host
+    /// fronting many clients (a NAT, a `dtlsd connect`) comes near it, and then only
+    /// while they all reconnect at once; 100 full handshakes a second are a few percent
+    /// of what one control thread completes, so one address cannot starve the others.
+    pub handshakes_per_second: u32,
+    /// Handshakes one source address may start at once before the rate applies. Default
+    /// 256, [`Limits::half_open_per_address`]'s default: a batch the half-open cap admits
+    /// is not refused by the rate too.
+    pub handshake_burst: u32,
+    /// Most sessions (established and half-open) of one source address. Default 1024: a
+    /// carrier-grade NAT shares one IPv4 address among a few hundred subscribers at most,
+    /// and a `dtlsd connect` in front of many local clients has one address; 1024 is a
+    /// sixteenth of `dtlsd`'s default `max_sessions`, so it takes sixteen addresses to
+    /// fill the daemon.
+    pub sessions_per_address: usize,
 }
 
 impl Default for Limits {
@@ -50,6 +77,22 @@ impl Default for Limits {
             ipv6_prefix: 48,
             max_sessions: 4096,
             max_sessions_per_shard: 4096,
+            handshakes_per_second: 100,
+            handshake_burst: 256,
+            sessions_per_address: 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// `self` with the per-source rules a reload may change taken from `new` (the other
+    /// caps size tables and keep their running values).
+    pub fn reloaded(self, new: &Limits) -> Limits {
+        Limits {
+            handshakes_per_second: new.handshakes_per_second,
+            handshake_burst: new.handshake_burst,
+            sessions_per_address: new.sessions_per_address,
+            ..self
         }
     }
 }
@@ -70,6 +113,15 @@ pub enum Refusal {
     /// The daemon is draining (SIGTERM with a drain window): live sessions run on, new
     /// handshakes are refused.
     Draining,
+    /// The source address spent its [`Limits::handshake_burst`] and the rate has not
+    /// refilled a token yet.
+    HandshakeRate,
+    /// The source address holds [`Limits::sessions_per_address`] sessions.
+    SessionsPerAddress,
+    /// The source is in a range of [`AccessList::deny`].
+    Denied,
+    /// [`AccessList::allow`] is not empty and has no range holding the source.
+    NotAllowed,
 }
 
 impl Refusal {
@@ -82,13 +134,45 @@ impl Refusal {
             Refusal::MaxSessions => "max_sessions",
             Refusal::MaxSessionsPerShard => "max_sessions_per_shard",
             Refusal::Draining => "draining",
+            Refusal::HandshakeRate => "handshake_rate",
+            Refusal::SessionsPerAddress => "sessions_per_address",
+            Refusal::Denied => "denied",
+            Refusal::NotAllowed => "not_allowed",
         }
+    }
+}
+
+/// Allow and deny lists of CIDR ranges (see the module documentation). The deny list
+/// wins; an empty allow list allows every source not denied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessList {
+    /// Ranges that may connect; empty: all.
+    pub allow: Vec<IpNet>,
+    /// Ranges that may not connect, whatever `allow` says.
+    pub deny: Vec<IpNet>,
+}
+
+impl AccessList {
+    /// Whether `ip` may start a handshake. An IPv4-mapped IPv6 address (a dual-stack
+    /// socket's view of an IPv4 peer) is checked as the IPv4 address it is.
+    ///
+    /// # Errors
+    /// [`Refusal::Denied`] or [`Refusal::NotAllowed`].
+    pub fn check(&self, ip: IpAddr) -> Result<(), Refusal> {
+        let ip = ip.to_canonical();
+        if self.deny.iter().any(|net| net.contains(&ip)) {
+            return Err(Refusal::Denied);
+        }
+        if !self.allow.is_empty() && !self.allow.iter().any(|net| net.contains(&ip)) {
+            return Err(Refusal::NotAllowed);
+        }
+        Ok(())
     }
 }
 
 /// An address masked to a prefix length, tagged with its family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Prefix {
+pub(super) struct Prefix {
     bits: u128,
     v6: bool,
 }
@@ -111,6 +195,57 @@ fn prefix(ip: IpAddr, len: u8) -> Prefix {
                 v6: true,
             }
         }
+    }
+}
+
+/// The key that counts as one source address: an IPv4 address, or an IPv6 address masked
+/// to [`Limits::ipv6_address_prefix`].
+pub(super) fn address_key(limits: &Limits, ip: IpAddr) -> Prefix {
+    // A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d: count them as the IPv4
+    // addresses they are, not as members of one IPv6 /64 (which would put every IPv4
+    // client in one share).
+    let ip = ip.to_canonical();
+    match ip {
+        IpAddr::V4(_) => prefix(ip, 32),
+        IpAddr::V6(_) => prefix(ip, limits.ipv6_address_prefix),
+    }
+}
+
+/// Installed sessions per source address (see [`Limits::sessions_per_address`]).
+#[derive(Debug, Default)]
+pub(super) struct SessionsBySource {
+    counts: HashMap<Prefix, usize>,
+}
+
+impl SessionsBySource {
+    /// Counts a session of `peer`.
+    pub fn add(&mut self, limits: &Limits, peer: SocketAddr) {
+        *self
+            .counts
+            .entry(address_key(limits, peer.ip()))
+            .or_default() += 1;
+    }
+
+    /// Forgets a session of `peer`.
+    pub fn remove(&mut self, limits: &Limits, peer: SocketAddr) {
+        let key = address_key(limits, peer.ip());
+        if let Some(n) = self.counts.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.counts.remove(&key);
+            }
+        }
+    }
+
+    /// Installed sessions of `peer`'s address.
+    pub fn count(&self, limits: &Limits, peer: SocketAddr) -> usize {
+        let key = address_key(limits, peer.ip());
+        self.counts.get(&key).copied().unwrap_or(0)
+    }
+
+    /// Forgets everything (shutdown).
+    pub fn clear(&mut self) {
+        self.counts.clear();
     }
 }
 
@@ -153,17 +288,18 @@ impl HalfOpen {
     }
 
     fn keys(limits: &Limits, ip: IpAddr) -> (Prefix, Prefix) {
-        // A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d: count them as the
-        // IPv4 addresses they are, not as members of one IPv6 /64 (which would put every
-        // IPv4 client in one share).
-        let ip = ip.to_canonical();
-        match ip {
-            IpAddr::V4(_) => (prefix(ip, 32), prefix(ip, limits.ipv4_prefix)),
-            IpAddr::V6(_) => (
-                prefix(ip, limits.ipv6_address_prefix),
-                prefix(ip, limits.ipv6_prefix),
-            ),
-        }
+        let ip = ip.to_canonical(); // as in `address_key`
+        let length = match ip {
+            IpAddr::V4(_) => limits.ipv4_prefix,
+            IpAddr::V6(_) => limits.ipv6_prefix,
+        };
+        (address_key(limits, ip), prefix(ip, length))
+    }
+
+    /// Half-open handshakes of `peer`'s address.
+    pub fn address_count(&self, limits: &Limits, peer: SocketAddr) -> usize {
+        let key = address_key(limits, peer.ip());
+        self.addresses.get(&key).copied().unwrap_or(0)
     }
 
     /// Whether `peer`'s address and prefix may start one more handshake.
@@ -311,6 +447,66 @@ mod tests {
             h.check_source(&limits, addr("[::ffff:10.0.0.3]:1")),
             Err(Refusal::HalfOpenPerPrefix),
             "the /24 of the mapped addresses"
+        );
+    }
+
+    #[test]
+    fn deny_wins_and_an_empty_allow_list_allows_all() {
+        let net = |s: &str| s.parse::<IpNet>().expect("literal");
+        let ip = |s: &str| s.parse::<IpAddr>().expect("literal");
+        let open = AccessList::default();
+        assert_eq!(open.check(ip("203.0.113.9")), Ok(()));
+        let list = AccessList {
+            allow: vec![net("10.0.0.0/8"), net("2001:db8::/32")],
+            deny: vec![net("10.1.0.0/16")],
+        };
+        assert_eq!(list.check(ip("10.2.3.4")), Ok(()));
+        assert_eq!(list.check(ip("10.1.3.4")), Err(Refusal::Denied));
+        assert_eq!(list.check(ip("192.0.2.1")), Err(Refusal::NotAllowed));
+        assert_eq!(list.check(ip("2001:db8:5::1")), Ok(()));
+        assert_eq!(list.check(ip("2001:db9::1")), Err(Refusal::NotAllowed));
+        // A dual-stack socket sees IPv4 peers as ::ffff:a.b.c.d.
+        assert_eq!(list.check(ip("::ffff:10.1.0.1")), Err(Refusal::Denied));
+        assert_eq!(list.check(ip("::ffff:10.9.0.1")), Ok(()));
+        let deny_only = AccessList {
+            allow: Vec::new(),
+            deny: vec![net("0.0.0.0/0")],
+        };
+        assert_eq!(deny_only.check(ip("127.0.0.1")), Err(Refusal::Denied));
+        assert_eq!(deny_only.check(ip("::1")), Ok(()));
+    }
+
+    #[test]
+    fn sessions_count_by_address_and_reload_keeps_table_sizes() {
+        let limits = Limits::default();
+        let mut s = SessionsBySource::default();
+        s.add(&limits, addr("10.0.0.1:1"));
+        s.add(&limits, addr("10.0.0.1:2"));
+        s.add(&limits, addr("[2001:db8:0:1::1]:1"));
+        s.add(&limits, addr("[2001:db8:0:1::2]:1"));
+        assert_eq!(s.count(&limits, addr("10.0.0.1:9")), 2);
+        assert_eq!(s.count(&limits, addr("10.0.0.2:9")), 0);
+        assert_eq!(s.count(&limits, addr("[2001:db8:0:1::9]:9")), 2);
+        s.remove(&limits, addr("10.0.0.1:1"));
+        s.remove(&limits, addr("10.0.0.1:2"));
+        assert_eq!(s.count(&limits, addr("10.0.0.1:9")), 0);
+        assert_eq!(s.counts.len(), 1, "empty entries are dropped");
+        let new = Limits {
+            max_half_open: 1,
+            handshakes_per_second: 5,
+            handshake_burst: 6,
+            sessions_per_address: 7,
+            ..Limits::default()
+        };
+        let reloaded = limits.reloaded(&new);
+        assert_eq!(reloaded.max_half_open, limits.max_half_open);
+        assert_eq!(
+            (
+                reloaded.handshakes_per_second,
+                reloaded.handshake_burst,
+                reloaded.sessions_per_address
+            ),
+            (5, 6, 7)
         );
     }
 

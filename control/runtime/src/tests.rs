@@ -633,6 +633,111 @@ fn admin_requests_list_sessions_and_kick_only_the_named_ones() {
 }
 
 #[test]
+fn the_handshake_rate_refuses_a_bursting_address_and_not_its_neighbour() {
+    let now = Instant::now();
+    let server = addr("127.0.0.1:4433");
+    let settings = RuntimeConfig {
+        limits: Limits {
+            handshakes_per_second: 1,
+            handshake_burst: 2,
+            ..Limits::default()
+        },
+        ..RuntimeConfig::default()
+    };
+    let (mut ctl, queues) = control(1, settings, now);
+    let q = &queues[0];
+    for (i, p) in ["10.0.0.1:1", "10.0.0.1:2", "10.0.0.1:3", "10.0.0.2:1"]
+        .iter()
+        .enumerate()
+    {
+        let mut c = client(server, 60 + i as u64, now);
+        hello_with_cookie(&mut ctl, &mut c, q, addr(p), server, now);
+    }
+    let stats = ctl.counters().snapshot();
+    assert_eq!(stats.cookies_sent, 4, "the rate applies after the cookie");
+    assert_eq!(stats.handshakes_started, 3);
+    assert_eq!(stats.handshakes_refused_rate, 1);
+    // A second later the bucket holds one token again.
+    let later = now + Duration::from_secs(1);
+    let mut c = client(server, 70, later);
+    hello_with_cookie(&mut ctl, &mut c, q, addr("10.0.0.1:4"), server, later);
+    assert_eq!(ctl.counters().snapshot().handshakes_started, 4);
+}
+
+#[test]
+fn one_address_holds_at_most_its_sessions() {
+    let now = Instant::now();
+    let server = addr("127.0.0.1:4433");
+    let settings = RuntimeConfig {
+        limits: Limits {
+            sessions_per_address: 1,
+            ..Limits::default()
+        },
+        ..RuntimeConfig::default()
+    };
+    let (mut ctl, queues) = control(1, settings, now);
+    let q = &queues[0];
+    let mut a = client(server, 80, now);
+    handshake_through(&mut ctl, &mut a, q, addr("10.0.0.1:1"), server, now);
+    assert!(a.is_established());
+    let mut b = client(server, 81, now);
+    hello_with_cookie(&mut ctl, &mut b, q, addr("10.0.0.1:2"), server, now);
+    assert_eq!(ctl.counters().snapshot().sessions_refused_per_address, 1);
+    let mut c = client(server, 82, now);
+    handshake_through(&mut ctl, &mut c, q, addr("10.0.0.2:1"), server, now);
+    assert!(c.is_established());
+    assert_eq!(ctl.installed_sessions(), 2);
+}
+
+#[test]
+fn access_lists_drop_before_any_reply_and_reload_replaces_them() {
+    let now = Instant::now();
+    let server = addr("127.0.0.1:4433");
+    let (mut ctl, queues) = control(1, RuntimeConfig::default(), now);
+    let q = &queues[0];
+    ctl.set_access(super::AccessList {
+        allow: Vec::new(),
+        deny: vec!["10.0.0.0/8".parse().expect("literal")],
+    });
+    let mut denied = client(server, 90, now);
+    client_to_control(&mut denied, q, addr("10.0.0.1:1"), now);
+    ctl.run_turn(now, test_wall());
+    assert!(
+        q.poll_command().is_none(),
+        "no HelloVerifyRequest to a denied source"
+    );
+    let stats = ctl.counters().snapshot();
+    assert_eq!((stats.datagrams_denied, stats.cookies_sent), (1, 0));
+    let mut allowed = client(server, 91, now);
+    handshake_through(&mut ctl, &mut allowed, q, addr("192.0.2.1:1"), server, now);
+    assert!(allowed.is_established());
+    // A reload that allows only 10.0.0.0/8: new handshakes follow it; the live session
+    // from 192.0.2.1 stays.
+    let (tx, rx) = std::sync::mpsc::channel();
+    ctl.set_reloads(rx);
+    tx.send(super::Reload {
+        config: Arc::new(server_config(&[SUITE], false)),
+        recheck_certificates: false,
+        limits: None,
+        access: Some(super::AccessList {
+            allow: vec!["10.0.0.0/8".parse().expect("literal")],
+            deny: Vec::new(),
+        }),
+    })
+    .expect("send");
+    ctl.run_turn(now, test_wall());
+    let mut outsider = client(server, 92, now);
+    client_to_control(&mut outsider, q, addr("192.0.2.2:1"), now);
+    ctl.run_turn(now, test_wall());
+    assert!(q.poll_command().is_none());
+    assert_eq!(ctl.counters().snapshot().datagrams_not_allowed, 1);
+    let mut inside = client(server, 93, now);
+    handshake_through(&mut ctl, &mut inside, q, addr("10.0.0.1:2"), server, now);
+    assert!(inside.is_established());
+    assert_eq!(ctl.installed_sessions(), 2);
+}
+
+#[test]
 fn a_draining_server_refuses_new_handshakes_with_an_alert_and_keeps_its_sessions() {
     let now = Instant::now();
     let server = addr("127.0.0.1:4433");

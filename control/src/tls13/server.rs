@@ -616,6 +616,7 @@ impl ServerState13 {
                     .peer_verification
                     .verify_client(&chain, wall)
                     .map_err(|source| HandshakeError::BadCertificate { source })?;
+                core.config.check_client_identity(&chain)?;
                 self.peer_chain = chain;
                 Ok(State13::ExpectCertificateVerify)
             }

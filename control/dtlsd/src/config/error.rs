@@ -167,6 +167,17 @@ pub enum Problem {
         /// The idle timeout.
         idle_timeout: i64,
     },
+    /// An allow or deny list entry that is not a CIDR range.
+    #[error("`{value}` is not usable: {reason}")]
+    BadRange {
+        /// The entry as written.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// An identity rule that can match nothing.
+    #[error("an empty name matches no certificate")]
+    EmptyName,
     /// A number larger than another key's value allows.
     #[error("{value} exceeds {other} ({limit})")]
     Exceeds {

@@ -11,10 +11,19 @@
 //! ipv4_prefix = 24
 //! ipv6_prefix = 48
 //! handshake_timeout = 60         # seconds before a handshake in progress gives up
+//! # serve: per source address (IPv4 address, IPv6 /64), after the cookie; reloadable
+//! handshakes_per_second = 100    # new handshakes a second, after the burst (0: off)
+//! handshake_burst = 256
+//! sessions_per_address = 1024    # established and half-open
+//! # serve: who gets any reply at all; deny wins, an empty allow list allows all; reloadable
+//! allow = ["10.0.0.0/8", "2001:db8::/32"]
+//! deny = ["10.66.0.0/16"]
 //! ```
 //!
 //! `docs/dtlsd.md` explains each cap, its default and the counter that shows it being hit.
 
+use dtls_runtime::AccessList;
+use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::error::{ConfigError, Problem};
@@ -31,6 +40,13 @@ pub const IPV4_PREFIX_RANGE: (i64, i64) = (8, 32);
 pub const IPV6_PREFIX_RANGE: (i64, i64) = (16, 64);
 /// Bounds of `handshake_timeout`, in seconds.
 pub const HANDSHAKE_TIMEOUT_RANGE: (i64, i64) = (1, 600);
+/// Bounds of `handshakes_per_second` (0 turns the rate off).
+pub const HANDSHAKE_RATE_RANGE: (i64, i64) = (0, 1_000_000);
+/// Bounds of `handshake_burst`.
+pub const HANDSHAKE_BURST_RANGE: (i64, i64) = (1, 1_000_000);
+/// Most entries of `allow` and of `deny` (each datagram from an unknown source is checked
+/// against them one by one).
+pub const MAX_ACCESS_ENTRIES: usize = 1024;
 /// Default `handshake_timeout`, in seconds: five retransmissions of the RFC 6347 timer (at
 /// 1, 3, 7, 15 and 31 s) fit, the sixth (at 63 s) does not.
 pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: u64 = 60;
@@ -52,10 +68,15 @@ pub struct RawLimits {
     pub ipv4_prefix: Option<i64>,
     pub ipv6_prefix: Option<i64>,
     pub handshake_timeout: Option<i64>,
+    pub handshakes_per_second: Option<i64>,
+    pub handshake_burst: Option<i64>,
+    pub sessions_per_address: Option<i64>,
+    pub allow: Option<Vec<String>>,
+    pub deny: Option<Vec<String>>,
 }
 
 /// Validated caps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Most sessions of the daemon.
     pub max_sessions: usize,
@@ -73,6 +94,15 @@ pub struct Limits {
     pub ipv6_prefix: u8,
     /// How long a handshake in progress may take before it gives up (both roles).
     pub handshake_timeout: std::time::Duration,
+    /// Serve: new handshakes a second per source address (0: no rate). Reloadable.
+    pub handshakes_per_second: u32,
+    /// Serve: handshakes a source address may start at once before the rate applies.
+    /// Reloadable.
+    pub handshake_burst: u32,
+    /// Serve: most sessions (established and half-open) per source address. Reloadable.
+    pub sessions_per_address: usize,
+    /// Serve: the allow and deny lists. Reloadable.
+    pub access: AccessList,
 }
 
 impl Default for Limits {
@@ -87,6 +117,10 @@ impl Default for Limits {
             ipv4_prefix: runtime.ipv4_prefix,
             ipv6_prefix: runtime.ipv6_prefix,
             handshake_timeout: std::time::Duration::from_secs(DEFAULT_HANDSHAKE_TIMEOUT_SECS),
+            handshakes_per_second: runtime.handshakes_per_second,
+            handshake_burst: runtime.handshake_burst,
+            sessions_per_address: runtime.sessions_per_address,
+            access: AccessList::default(),
         }
     }
 }
@@ -111,6 +145,18 @@ impl Limits {
         })
     }
 
+    /// `self` with the keys a reload applies (the per-source rules and the access lists)
+    /// taken from `new`.
+    pub fn reloaded(&self, new: &Limits) -> Limits {
+        Limits {
+            handshakes_per_second: new.handshakes_per_second,
+            handshake_burst: new.handshake_burst,
+            sessions_per_address: new.sessions_per_address,
+            access: new.access.clone(),
+            ..self.clone()
+        }
+    }
+
     /// The control loop's caps with `shards` shards.
     pub fn runtime(&self, shards: usize) -> dtls_runtime::Limits {
         dtls_runtime::Limits {
@@ -121,6 +167,9 @@ impl Limits {
             ipv6_prefix: self.ipv6_prefix,
             max_sessions: self.max_sessions,
             max_sessions_per_shard: self.per_shard(shards),
+            handshakes_per_second: self.handshakes_per_second,
+            handshake_burst: self.handshake_burst,
+            sessions_per_address: self.sessions_per_address,
             ..dtls_runtime::Limits::default()
         }
     }
@@ -147,6 +196,55 @@ fn ranged(
             None
         }
     }
+}
+
+/// Parses the CIDR ranges of `limits.KEY`, one error per bad entry (`limits.allow[2]`). A
+/// bare address is a range of one (/32 or /128); host bits set below the prefix length
+/// are an error (`10.0.0.1/8` is a typo for `10.0.0.0/8` or for `10.0.0.1/32`).
+fn ranges(
+    errors: &mut Vec<ConfigError>,
+    key: &str,
+    value: Option<&[String]>,
+) -> Option<Vec<IpNet>> {
+    let value = value.unwrap_or_default();
+    let before = errors.len();
+    if value.len() > MAX_ACCESS_ENTRIES {
+        errors.push(limits_error(
+            key,
+            Problem::Exceeds {
+                value: value.len(),
+                other: "the most entries of a list",
+                limit: MAX_ACCESS_ENTRIES,
+            },
+        ));
+        return None;
+    }
+    let mut nets = Vec::with_capacity(value.len());
+    for (i, text) in value.iter().enumerate() {
+        let parsed = text
+            .parse::<IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from));
+        let problem = match parsed {
+            Ok(net) if net.trunc() == net => {
+                nets.push(net);
+                continue;
+            }
+            Ok(net) => format!(
+                "host bits are set below /{} (did you mean {}?)",
+                net.prefix_len(),
+                net.trunc()
+            ),
+            Err(_) => "not a CIDR range (ADDRESS/LENGTH) or an IP address".to_owned(),
+        };
+        errors.push(limits_error(
+            &format!("{key}[{i}]"),
+            Problem::BadRange {
+                value: text.clone(),
+                reason: problem,
+            },
+        ));
+    }
+    (errors.len() == before).then_some(nets)
 }
 
 /// Validates `[limits]`, pushing one error per bad key.
@@ -180,6 +278,26 @@ pub fn validate(raw: &RawLimits, errors: &mut Vec<ConfigError>) -> Option<Limits
         raw.handshake_timeout,
         HANDSHAKE_TIMEOUT_RANGE,
     );
+    let rate = ranged(
+        errors,
+        "handshakes_per_second",
+        raw.handshakes_per_second,
+        HANDSHAKE_RATE_RANGE,
+    );
+    let burst = ranged(
+        errors,
+        "handshake_burst",
+        raw.handshake_burst,
+        HANDSHAKE_BURST_RANGE,
+    );
+    let per_address_sessions = ranged(
+        errors,
+        "sessions_per_address",
+        raw.sessions_per_address,
+        SESSIONS_RANGE,
+    );
+    let allow = ranges(errors, "allow", raw.allow.as_deref());
+    let deny = ranges(errors, "deny", raw.deny.as_deref());
     let limits = Limits {
         max_sessions: max_sessions?.unwrap_or(d.max_sessions),
         max_sessions_per_shard: per_shard?,
@@ -191,6 +309,14 @@ pub fn validate(raw: &RawLimits, errors: &mut Vec<ConfigError>) -> Option<Limits
         handshake_timeout: timeout?.map_or(d.handshake_timeout, |s| {
             std::time::Duration::from_secs(s as u64)
         }),
+        handshakes_per_second: u32::try_from(rate?.unwrap_or(d.handshakes_per_second as usize))
+            .ok()?,
+        handshake_burst: u32::try_from(burst?.unwrap_or(d.handshake_burst as usize)).ok()?,
+        sessions_per_address: per_address_sessions?.unwrap_or(d.sessions_per_address),
+        access: AccessList {
+            allow: allow?,
+            deny: deny?,
+        },
     };
     let before = errors.len();
     if let Some(per_shard) = limits.max_sessions_per_shard
@@ -242,6 +368,114 @@ mod tests {
         };
         assert_eq!(fixed.per_shard(4), 100);
         assert_eq!(fixed.runtime(4).max_sessions_per_shard, 100);
+    }
+
+    #[test]
+    fn per_source_keys_and_access_lists_validate() {
+        let raw = RawLimits {
+            handshakes_per_second: Some(0),
+            handshake_burst: Some(5),
+            sessions_per_address: Some(3),
+            allow: Some(vec![
+                "10.0.0.0/8".into(),
+                "2001:db8::/32".into(),
+                "192.0.2.7".into(),
+            ]),
+            deny: Some(vec!["10.66.0.0/16".into()]),
+            ..RawLimits::default()
+        };
+        let mut errors = Vec::new();
+        let l = validate(&raw, &mut errors).expect("valid");
+        assert!(errors.is_empty());
+        assert_eq!(
+            (
+                l.handshakes_per_second,
+                l.handshake_burst,
+                l.sessions_per_address
+            ),
+            (0, 5, 3)
+        );
+        let text: Vec<String> = l.access.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(text, ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7/32"]);
+        assert_eq!(l.access.deny.len(), 1);
+        let r = l.runtime(2);
+        assert_eq!(
+            (
+                r.handshakes_per_second,
+                r.handshake_burst,
+                r.sessions_per_address
+            ),
+            (0, 5, 3)
+        );
+        let d = Limits::default();
+        assert_eq!(
+            (
+                d.handshakes_per_second,
+                d.handshake_burst,
+                d.sessions_per_address
+            ),
+            (100, 256, 1024)
+        );
+        assert_eq!(d.access, AccessList::default());
+        // A reload takes the per-source keys and the lists, nothing else.
+        let mut new = l.clone();
+        new.max_sessions = 1;
+        new.access.deny.clear();
+        let reloaded = d.reloaded(&new);
+        assert_eq!(reloaded.max_sessions, d.max_sessions);
+        assert_eq!(reloaded.access, new.access);
+        assert_eq!(reloaded.sessions_per_address, 3);
+    }
+
+    #[test]
+    fn bad_per_source_keys_and_ranges_are_named() {
+        let raw = RawLimits {
+            handshakes_per_second: Some(-1),
+            handshake_burst: Some(0),
+            sessions_per_address: Some(0),
+            allow: Some(vec![
+                "10.0.0.0/8".into(),
+                "2001:db8::/32".into(),
+                "10.0.0/8".into(),
+            ]),
+            deny: Some(vec!["10.0.0.1/8".into(), "::1/129".into()]),
+            ..RawLimits::default()
+        };
+        let mut errors = Vec::new();
+        assert!(validate(&raw, &mut errors).is_none());
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 6, "{text:?}");
+        assert!(
+            text[0].starts_with("limits.handshakes_per_second: -1 is out of range"),
+            "{text:?}"
+        );
+        assert!(
+            text[1].starts_with("limits.handshake_burst: 0 is out of range"),
+            "{text:?}"
+        );
+        assert!(
+            text[2].starts_with("limits.sessions_per_address: 0 is out of range"),
+            "{text:?}"
+        );
+        assert_eq!(
+            text[3],
+            "limits.allow[2]: `10.0.0/8` is not usable: not a CIDR range (ADDRESS/LENGTH) or an IP address"
+        );
+        assert_eq!(
+            text[4],
+            "limits.deny[0]: `10.0.0.1/8` is not usable: host bits are set below /8 (did you mean 10.0.0.0/8?)"
+        );
+        assert!(text[5].starts_with("limits.deny[1]: `::1/129`"), "{text:?}");
+        let raw = RawLimits {
+            deny: Some(vec!["10.0.0.0/8".into(); MAX_ACCESS_ENTRIES + 1]),
+            ..RawLimits::default()
+        };
+        let mut errors = Vec::new();
+        assert!(validate(&raw, &mut errors).is_none());
+        assert_eq!(
+            errors[0].to_string(),
+            "limits.deny: 1025 exceeds the most entries of a list (1024)"
+        );
     }
 
     #[test]

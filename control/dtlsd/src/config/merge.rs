@@ -105,6 +105,18 @@ pub struct ServeFlags {
     /// Require client certificates issued by this CA (PEM); needs --cert.
     #[arg(long, value_name = "PEM")]
     pub client_ca: Option<PathBuf>,
+    /// Admit only client certificates with this subject common name (or another rule's
+    /// match); repeat for several. Needs --client-ca.
+    #[arg(long, value_name = "NAME")]
+    pub allow_cn: Vec<String>,
+    /// Admit only client certificates with this DNS subject alternative name (or another
+    /// rule's match); repeat for several. Needs --client-ca.
+    #[arg(long, value_name = "NAME")]
+    pub allow_dns: Vec<String>,
+    /// Admit only client certificates with this URI subject alternative name, e.g. a
+    /// SPIFFE ID (or another rule's match); repeat for several. Needs --client-ca.
+    #[arg(long, value_name = "URI")]
+    pub allow_uri: Vec<String>,
     /// Tell the backend each session's client: a PROXY protocol v2 header on the first
     /// or on every datagram, or Cloudflare's Simple Proxy Protocol header on every
     /// datagram [default: off].
@@ -156,6 +168,11 @@ pub struct ConnectFlags {
     pub tuning: TuningFlags,
 }
 
+/// A repeatable flag's values, which replace the file's list when given at all.
+fn list_flag(flag: Vec<String>, file: Option<Vec<String>>) -> Option<Vec<String>> {
+    if flag.is_empty() { file } else { Some(flag) }
+}
+
 /// `file`'s keys, each replaced by the flag's value where the flag was given.
 pub fn merge_serve(file: RawServe, flags: ServeFlags) -> RawServe {
     let t = flags.tuning;
@@ -170,6 +187,9 @@ pub fn merge_serve(file: RawServe, flags: ServeFlags) -> RawServe {
             Some(flags.psk)
         },
         client_ca: flags.client_ca.or(file.client_ca),
+        allow_cn: list_flag(flags.allow_cn, file.allow_cn),
+        allow_dns: list_flag(flags.allow_dns, file.allow_dns),
+        allow_uri: list_flag(flags.allow_uri, file.allow_uri),
         proxy_protocol: flags.proxy_protocol.or(file.proxy_protocol),
         cid_steering: if flags.no_cid_steering {
             Some(false)

@@ -78,6 +78,9 @@ pub struct ServerCredentials {
     pub psks: Vec<Psk>,
     /// CA that client certificates must chain to; when set, client certificates are required.
     pub client_ca: Option<PathBuf>,
+    /// Which verified client certificates may connect (`allow_cn`, `allow_dns`,
+    /// `allow_uri`); empty: all of them.
+    pub identity_rules: dtls_runtime::IdentityRules,
 }
 
 /// A validated `dtlsd connect` configuration.
@@ -222,7 +225,11 @@ impl Tuning {
         check("idle_timeout", self.idle_timeout != other.idle_timeout);
         check("keepalive", self.keepalive != other.keepalive);
         check("log_format", self.log_format != other.log_format);
-        check("limits", self.limits != other.limits);
+        // The per-source rules and the access lists are applied by a reload.
+        check(
+            "limits",
+            self.limits.reloaded(&other.limits) != other.limits,
+        );
         check("connection_id", self.connection_id != other.connection_id);
         keys
     }
@@ -230,7 +237,9 @@ impl Tuning {
 
 impl ServeConfig {
     /// Keys that differ from `new` and need a restart (SIGHUP applies `cert`, `key`,
-    /// `client_ca` and `psk`).
+    /// `client_ca`, `psk`, `allow_cn`, `allow_dns`, `allow_uri` and, of `[limits]`,
+    /// `handshakes_per_second`, `handshake_burst`, `sessions_per_address`, `allow` and
+    /// `deny`).
     pub fn restart_required(&self, new: &ServeConfig) -> Vec<&'static str> {
         let mut keys = Vec::new();
         if self.listen != new.listen {

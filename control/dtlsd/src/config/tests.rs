@@ -817,3 +817,5 @@ fn cid_steering_key_and_flag() {
     let e = parse_str("[connect]\ncid_steering = false\n").expect_err("serve only");
     assert_eq!(e.key.as_deref(), Some("connect.cid_steering"));
 }
+#[path = "access_tests.rs"]
+mod access;

@@ -76,6 +76,25 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
         // a non-anonymous server can optionally request a certificate).
         c.push("client_ca", Problem::Requires { other: "cert" });
     }
+    let mut identity_rules = dtls_runtime::IdentityRules::default();
+    for (key, list, rule) in [
+        ("allow_cn", &raw.allow_cn, &mut identity_rules.cn),
+        ("allow_dns", &raw.allow_dns, &mut identity_rules.dns),
+        ("allow_uri", &raw.allow_uri, &mut identity_rules.uri),
+    ] {
+        let list = list.as_deref().unwrap_or_default();
+        if !list.is_empty() && raw.client_ca.is_none() {
+            // Only a verified certificate has an identity to check.
+            c.push(key, Problem::Requires { other: "client_ca" });
+        }
+        for (i, name) in list.iter().enumerate() {
+            if name.trim().is_empty() {
+                c.push(&format!("{key}[{i}]"), Problem::EmptyName);
+            } else {
+                rule.push(name.clone());
+            }
+        }
+    }
     let no_psk = raw.psk.as_ref().is_none_or(Vec::is_empty);
     if raw.cert.is_none() && raw.key.is_none() && no_psk {
         c.push(
@@ -95,6 +114,7 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
                 certificate,
                 psks,
                 client_ca,
+                identity_rules,
             },
             proxy_protocol: match raw.proxy_protocol.unwrap_or_default() {
                 ProxyProtocolMode::Off => None,

@@ -195,12 +195,13 @@ fn encode(snapshot: &Snapshot, encoder: &mut DescriptorEncoder<'_>) -> fmt::Resu
         ("timeout", control.handshakes_failed_timeout),
         ("peer_alert", control.handshakes_failed_peer_alert),
         ("protocol", control.handshakes_failed_protocol),
+        ("access_denied", control.handshakes_failed_identity),
     ] {
         sample(kind, value, family.encode_family(&[("reason", reason)])?)?;
     }
     let mut family = encoder.encode_descriptor(
         family_name("dtlsd_handshakes_refused_total", kind),
-        "Cookie-verified handshakes not started because a cap was reached, by reason.",
+        "Handshakes not started because a cap, the rate or the access lists refused them, by reason.",
         None,
         kind,
     )?;
@@ -689,6 +690,10 @@ pub(crate) const HANDSHAKE_REFUSAL_REASONS: &[(&str, ControlField)] = &[
     ("max_sessions", |c| c.sessions_refused),
     ("half_open_per_source", |c| c.half_open_refused_source),
     ("draining", |c| c.handshakes_refused_draining),
+    ("handshake_rate", |c| c.handshakes_refused_rate),
+    ("sessions_per_address", |c| c.sessions_refused_per_address),
+    ("denied", |c| c.datagrams_denied),
+    ("not_allowed", |c| c.datagrams_not_allowed),
 ];
 
 /// Control-thread families without labels (all counters): name, help, value.
@@ -856,6 +861,11 @@ mod tests {
             handshakes_completed: 3,
             handshakes_failed_timeout: 2,
             cookies_sent: 5,
+            handshakes_refused_rate: 12,
+            sessions_refused_per_address: 13,
+            datagrams_denied: 14,
+            datagrams_not_allowed: 15,
+            handshakes_failed_identity: 16,
             ..ControlStats::default()
         };
         let a = ShardStats {
@@ -893,6 +903,20 @@ mod tests {
             ("dtlsd_handshakes_completed_total", 3),
             ("dtlsd_handshakes_failed_total{reason=\"timeout\"}", 2),
             ("dtlsd_cookies_sent_total", 5),
+            (
+                "dtlsd_handshakes_refused_total{reason=\"handshake_rate\"}",
+                12,
+            ),
+            (
+                "dtlsd_handshakes_refused_total{reason=\"sessions_per_address\"}",
+                13,
+            ),
+            ("dtlsd_handshakes_refused_total{reason=\"denied\"}", 14),
+            ("dtlsd_handshakes_refused_total{reason=\"not_allowed\"}", 15),
+            (
+                "dtlsd_handshakes_failed_total{reason=\"access_denied\"}",
+                16,
+            ),
             ("dtlsd_shards", 2),
         ];
         for (series, value) in expect {

@@ -609,7 +609,8 @@ impl Client {
         Self::try_connect_from(config, server, Ipv4Addr::LOCALHOST.into(), ticket, timeout)
     }
 
-    fn try_connect_from(
+    /// As [`Client::try_connect`], from an ephemeral port of `ip`.
+    pub fn try_connect_from(
         config: Arc<Config>,
         server: SocketAddr,
         ip: IpAddr,
