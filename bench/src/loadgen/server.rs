@@ -171,6 +171,7 @@ impl TestServer {
                 client_ca: None,
             },
             proxy_protocol: None,
+            upstream_source: Default::default(),
             tuning: Tuning {
                 shards: Some(setup.shards.max(1)),
                 io: setup.io.daemon(),

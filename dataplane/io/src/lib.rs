@@ -48,7 +48,10 @@ use std::time::Duration;
 pub use counters::{IoCounters, IoStats};
 pub use error::{Error, TxError, UringUnavailable};
 pub use rx::{Datagram, DatagramMut, Datagrams, DatagramsMut, RecvBatch, RecvMessage};
-pub use socket::{BoundSocket, SocketConfig, bind_udp, enable_gro, gro_enabled, set_buffer_sizes};
+pub use socket::{
+    BoundSocket, SocketConfig, bind_udp, check_transparent, connect_transparent, enable_gro,
+    gro_enabled, set_buffer_sizes,
+};
 pub use tx::{MAX_GSO_BYTES, MAX_GSO_SEGMENTS, TxBatch, TxSend};
 
 /// Sends `payload` on a connected UDP socket without blocking: one datagram, or with

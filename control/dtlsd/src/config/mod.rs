@@ -23,7 +23,10 @@ pub mod validate;
 mod tests;
 
 pub use error::{ConfigError, ConfigErrors, Problem, Role};
-pub use raw::{IoMode, LogFormat, ProxyProtocolMode, PskSpec, RawConfig, RawConnect, RawServe};
+pub use raw::{
+    IoMode, LogFormat, ProxyProtocolMode, PskSpec, RawConfig, RawConnect, RawServe,
+    UpstreamSourceMode,
+};
 
 /// Bounds of `mtu`, in bytes: 576 is the smallest datagram every IPv4 host must accept
 /// (RFC 791), 9000 a jumbo frame.
@@ -60,6 +63,8 @@ pub struct ServeConfig {
     pub credentials: ServerCredentials,
     /// The header in front of each session's datagrams to the backend, if any.
     pub proxy_protocol: Option<dtls_runtime::ProxyProtocol>,
+    /// Which address each session's upstream socket sends from (transparent: the client's).
+    pub upstream_source: dtls_shard::UpstreamSource,
     /// Shards, I/O, MTU, timers, metrics, logs.
     pub tuning: Tuning,
 }
@@ -225,6 +230,9 @@ impl ServeConfig {
         }
         if self.proxy_protocol != new.proxy_protocol {
             keys.push("proxy_protocol");
+        }
+        if self.upstream_source != new.upstream_source {
+            keys.push("upstream_source");
         }
         keys.extend(self.tuning.changed_keys(&new.tuning));
         keys
