@@ -534,7 +534,7 @@ fn packet13(cipher: Cipher, size: usize, iters: u64, prepared: u64) -> Result<()
 struct UnitFlows;
 
 impl OpenFlow<()> for UnitFlows {
-    fn open_flow(&mut self) -> std::io::Result<()> {
+    fn open_flow(&mut self, _peer: std::net::SocketAddr) -> std::io::Result<()> {
         Ok(())
     }
 }
@@ -543,7 +543,7 @@ impl OpenFlow<()> for UnitFlows {
 struct ByteFlows;
 
 impl OpenFlow<u8> for ByteFlows {
-    fn open_flow(&mut self) -> std::io::Result<u8> {
+    fn open_flow(&mut self, _peer: std::net::SocketAddr) -> std::io::Result<u8> {
         Ok(0)
     }
 }

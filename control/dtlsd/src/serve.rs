@@ -21,7 +21,7 @@ use control::{Acceptor, AcceptorConfig, ClientAuth, HeartbeatMode, PeerVerifier}
 use dtls_crypto::pki_types::UnixTime;
 use dtls_crypto::{CertificateVerifier, TicketKeys};
 use dtls_runtime::{ControlThread, ProxyHeader, Reload, RuntimeConfig, ShardCids};
-use dtls_shard::{RelayMode, ShardConfig};
+use dtls_shard::{RelayMode, ShardConfig, UpstreamSource};
 use zeroize::Zeroizing;
 
 use crate::config::ServeConfig;
@@ -72,7 +72,11 @@ impl Server {
         let tickets = Arc::new(Mutex::new(tickets));
         let engine = Arc::new(engine_config(&config, &tickets)?);
         let client_ca = read_client_ca(&config)?;
+        if config.upstream_source == UpstreamSource::Transparent {
+            check_transparent(config.backend)?;
+        }
         let mut shard_config = ShardConfig::with_mode(RelayMode::Serve, config.backend);
+        shard_config.upstream_source = config.upstream_source;
         // RFC 9146 §4: tls12_cid headers do not carry the CID's length; every CID this server
         // issues has the configured one, which delimits them.
         shard_config.cid_len = config.tuning.connection_id.cid_len().unwrap_or(0);
@@ -119,6 +123,7 @@ impl Server {
         tracing::info!(
             listen = %daemon.local_addr(),
             backend = %config.backend,
+            transparent = config.upstream_source == UpstreamSource::Transparent,
             shards = daemon.shard_count(),
             "dtlsd serve listening"
         );
@@ -187,6 +192,29 @@ impl Server {
     /// A thread that stopped with an error or panicked.
     pub fn shutdown(self) -> anyhow::Result<()> {
         self.daemon.shutdown()
+    }
+}
+
+/// Transparent mode's start-up check: a transparent socket of the backend's family can be
+/// made. Linux (`do_ip_setsockopt`, `do_ipv6_setsockopt`) refuses IP_TRANSPARENT and
+/// IPV6_TRANSPARENT with EPERM unless the process holds CAP_NET_RAW or CAP_NET_ADMIN in the
+/// network namespace; failing here names the capability, instead of refusing every session.
+fn check_transparent(backend: std::net::SocketAddr) -> anyhow::Result<()> {
+    let option = if backend.is_ipv4() {
+        "IP_TRANSPARENT"
+    } else {
+        "IPV6_TRANSPARENT"
+    };
+    match dtls_io::check_transparent(backend) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(anyhow!(
+            "upstream_source = \"transparent\" needs CAP_NET_ADMIN (or CAP_NET_RAW): the kernel \
+             refused {option} ({e}); run as root, or grant the capability (systemd: \
+             AmbientCapabilities=CAP_NET_ADMIN)"
+        )),
+        Err(e) => Err(anyhow!(
+            "upstream_source = \"transparent\": a socket with {option} cannot be made: {e}"
+        )),
     }
 }
 

@@ -133,7 +133,7 @@ fn the_handshake_rate_refuses_the_next_handshake_of_a_burst_not_another_address(
     let fourth = Client::try_connect_from(
         Arc::clone(&config),
         serve.listen,
-        ip(1),
+        (ip(1), 0).into(),
         None,
         Duration::from_millis(700),
     );
@@ -186,7 +186,7 @@ fn one_address_holds_at_most_sessions_per_address() {
     let third = Client::try_connect_from(
         Arc::clone(&config),
         serve.listen,
-        ip(1),
+        (ip(1), 0).into(),
         None,
         Duration::from_secs(5),
     );

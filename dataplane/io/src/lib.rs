@@ -51,7 +51,10 @@ use std::time::Duration;
 pub use counters::{IoCounters, IoStats};
 pub use error::{Error, TxError, UringUnavailable};
 pub use rx::{Datagram, DatagramMut, Datagrams, DatagramsMut, RecvBatch, RecvMessage};
-pub use socket::{BoundSocket, SocketConfig, bind_udp, enable_gro, gro_enabled, set_buffer_sizes};
+pub use socket::{
+    BoundSocket, SocketConfig, bind_udp, check_transparent, connect_transparent, enable_gro,
+    gro_enabled, set_buffer_sizes,
+};
 pub use steer::{CidSteering, FALLBACK, Insn, SteeringProgram, detach_steering};
 pub use tx::{MAX_GSO_BYTES, MAX_GSO_SEGMENTS, TxBatch, TxSend};
 

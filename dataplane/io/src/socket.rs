@@ -1,7 +1,9 @@
 //! UDP socket creation for shards: SO_REUSEPORT, nonblocking, large buffers, UDP_GRO,
-//! packet-info and drop-count cmsgs, IPv4 and IPv6.
+//! packet-info and drop-count cmsgs, IPv4 and IPv6; and transparent upstream sockets, bound
+//! to another host's address with IP_TRANSPARENT / IPV6_TRANSPARENT.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -137,4 +139,82 @@ pub fn enable_gro(socket: &UdpSocket) -> bool {
 /// Whether UDP_GRO is on for this socket.
 pub fn gro_enabled(socket: &UdpSocket) -> bool {
     sys::getsockopt_int(socket.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO).is_ok_and(|v| v != 0)
+}
+
+/// A nonblocking UDP socket bound to `source`, an address that need not be this host's
+/// (IP_TRANSPARENT, or IPV6_TRANSPARENT for IPv6), and connected to `dest`: what `dest`
+/// receives on it comes from `source`. An IPv4-mapped IPv6 `source` is taken as its IPv4
+/// address when `dest` is IPv4.
+///
+/// Setting the option needs CAP_NET_RAW or CAP_NET_ADMIN in the socket's network namespace
+/// (Linux `do_ip_setsockopt`/`do_ipv6_setsockopt`: EPERM otherwise; see
+/// [`check_transparent`]). Replies from `dest` reach this socket only where routing
+/// delivers packets for `source` locally (a policy rule into a `local` route table).
+///
+/// # Errors
+/// `socket(2)` failing (EMFILE, ENFILE), the option refused (EPERM), `source` and `dest` of
+/// different families (EAFNOSUPPORT), the bind refused (EADDRINUSE: a socket of this host
+/// holds that port, e.g. a wildcard bind on it; EADDRNOTAVAIL), or the connect refused.
+pub fn connect_transparent(source: SocketAddr, dest: SocketAddr) -> io::Result<UdpSocket> {
+    let source = match (source.ip(), dest) {
+        (IpAddr::V6(ip), SocketAddr::V4(_)) => match ip.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), source.port()),
+            None => return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
+        },
+        (IpAddr::V4(_), SocketAddr::V6(_)) => {
+            return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT));
+        }
+        _ => source,
+    };
+    let s = transparent_socket(dest.is_ipv4())?;
+    s.bind(&source.into())?;
+    s.connect(&dest.into())?;
+    let socket: UdpSocket = s.into();
+    Ok(socket)
+}
+
+/// Checks that this process may make transparent sockets of the family of `dest`
+/// (IP_TRANSPARENT for IPv4, IPV6_TRANSPARENT for IPv6): `Err` with EPERM when it lacks
+/// both CAP_NET_ADMIN and CAP_NET_RAW.
+///
+/// # Errors
+/// The socket could not be made, or the kernel refused the option.
+pub fn check_transparent(dest: SocketAddr) -> io::Result<()> {
+    transparent_socket(dest.is_ipv4()).map(drop)
+}
+
+/// A nonblocking UDP socket with IP_TRANSPARENT (`v4`) or IPV6_ONLY and IPV6_TRANSPARENT.
+fn transparent_socket(v4: bool) -> io::Result<Socket> {
+    let domain = if v4 { Domain::IPV4 } else { Domain::IPV6 };
+    let s = Socket::new(
+        domain,
+        Type::DGRAM.nonblocking().cloexec(),
+        Some(Protocol::UDP),
+    )?;
+    if v4 {
+        s.set_ip_transparent_v4(true)?;
+    } else {
+        s.set_only_v6(true)?;
+        s.set_ip_transparent_v6(true)?;
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transparent_source_and_destination_of_different_families_are_refused() {
+        let v4: SocketAddr = "192.0.2.7:4000".parse().expect("address");
+        let v6: SocketAddr = "[2001:db8::7]:4000".parse().expect("address");
+        for (source, dest) in [(v4, v6), (v6, v4)] {
+            let e = connect_transparent(source, dest).expect_err("families differ");
+            assert_eq!(
+                e.raw_os_error(),
+                Some(libc::EAFNOSUPPORT),
+                "{source} -> {dest}"
+            );
+        }
+    }
 }

@@ -93,11 +93,12 @@ impl FlowRef {
 }
 
 /// Where a new upstream flow comes from: the driver connects a socket to the backend (serve)
-/// or to the DTLS server (connect). An error (EMFILE, no port) refuses the new session or
-/// source, counted by reason; nothing else changes.
+/// or to the DTLS server (connect). An error (EMFILE, no port, a transparent bind refused)
+/// refuses the new session or source, counted by reason; nothing else changes.
 pub trait OpenFlow<F> {
-    /// A new flow.
-    fn open_flow(&mut self) -> io::Result<F>;
+    /// A new flow for `peer`: the DTLS client whose session it carries (serve), or the
+    /// local source it carries (connect). Serve's transparent mode binds it to `peer`.
+    fn open_flow(&mut self, peer: SocketAddr) -> io::Result<F>;
 }
 
 /// The caller-owned output batches of the core.
@@ -632,7 +633,7 @@ impl<F> ShardCore<F> {
         }
         let (flow, queued, waited_as) = match self.config.mode.dtls() {
             // The handshake ran on the shard socket: the session's flow is new.
-            Side::Net => match flows.open_flow() {
+            Side::Net => match flows.open_flow(peer) {
                 Ok(flow) => (flow, Vec::new(), None),
                 Err(e) => {
                     let mut out = self.ctx.out(fx);
@@ -936,7 +937,7 @@ fn handle_local<F>(
         out.tally.drop_pending += 1;
         return;
     }
-    let flow = match flows.open_flow() {
+    let flow = match flows.open_flow(source) {
         Ok(flow) => flow,
         Err(e) => return refuse::refuse_source(&e, out.tally),
     };

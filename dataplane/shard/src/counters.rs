@@ -207,6 +207,10 @@ shard_counters! {
     /// New sessions refused because their upstream socket could not be created, bound or
     /// connected for another reason (e.g. no ephemeral port left).
     sessions_refused_socket,
+    /// Serve, transparent mode: new sessions refused because their upstream socket could not
+    /// be bound to the client's address and port (EADDRINUSE, EADDRNOTAVAIL, the option
+    /// refused). The peer gets a fatal internal_error alert.
+    sessions_refused_transparent,
     /// Connect mode: plaintext from a new source dropped because its session was refused
     /// (see `sessions_refused_descriptors` and `sessions_refused_socket`).
     drop_refused,

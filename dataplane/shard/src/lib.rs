@@ -77,10 +77,10 @@ pub use records::{
     CidKey, EpochOpener, MAX_OLDER_READ_EPOCHS, MAX_SESSION_CID_LEN, ReadEpochs, ReadState,
     Write13, WriteState,
 };
-pub use refuse::is_out_of_descriptors;
+pub use refuse::{TransparentSource, is_out_of_descriptors};
 pub use relay::RelayMode;
 pub use session::{Probe, Session, SessionCounters, SessionTable, SlotId, TableFull};
-pub use shard::{Shard, ShardConfig, UPSTREAM_BUFFER, connect_upstream};
+pub use shard::{Shard, ShardConfig, UPSTREAM_BUFFER, UpstreamSource, connect_upstream};
 pub use snapshot::{SessionSnapshots, SessionView};
 
 /// Errors that stop a shard. All are fatal to the shard's loop (the caller logs and rebuilds

@@ -7,6 +7,11 @@
 //! port left), the new session is refused, counted by reason, and nothing else changes:
 //! established sessions keep their sockets and keep working.
 //!
+//! In serve's transparent mode the socket is also bound to the client's own address and
+//! port; a bind the kernel refuses (EADDRINUSE: a socket of this host holds that port on a
+//! wildcard address, e.g. the listen port itself; EADDRNOTAVAIL) refuses that session alone,
+//! counted apart ([`TransparentSource`]).
+//!
 //! - Serve mode: the refusal comes at `InstallKeys`, after the handshake finished, so the
 //!   peer believes it has a session. It is told with a fatal `internal_error` alert sealed
 //!   under the keys it just agreed ([`Refusals`]), instead of being left with a session
@@ -36,10 +41,36 @@ pub fn is_out_of_descriptors(error: &io::Error) -> bool {
     matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
+/// Why a transparent upstream socket (serve, `upstream_source = "transparent"`) could not
+/// take the client's address: the driver wraps the error of the option, bind or connect in
+/// this, so the refusal is counted as `sessions_refused_transparent`.
+#[derive(Debug, thiserror::Error)]
+#[error("transparent bind to the client's address: {0}")]
+pub struct TransparentSource(pub io::Error);
+
+impl TransparentSource {
+    /// `error` of a transparent socket as an `io::Error` marked as this, unless it is a lack
+    /// of descriptors (counted as such, whatever the socket).
+    pub fn wrap(error: io::Error) -> io::Error {
+        if is_out_of_descriptors(&error) {
+            error
+        } else {
+            io::Error::new(error.kind(), Self(error))
+        }
+    }
+
+    /// Whether `error` is one [`Self::wrap`] marked.
+    pub fn is(error: &io::Error) -> bool {
+        error.get_ref().is_some_and(|e| e.is::<Self>())
+    }
+}
+
 /// Counts one refused session under its reason.
 fn count(error: &io::Error, tally: &mut Tally) {
     if is_out_of_descriptors(error) {
         tally.sessions_refused_descriptors += 1;
+    } else if TransparentSource::is(error) {
+        tally.sessions_refused_transparent += 1;
     } else {
         tally.sessions_refused_socket += 1;
     }
@@ -286,5 +317,31 @@ mod tests {
             libc::EADDRNOTAVAIL
         )));
         assert!(!is_out_of_descriptors(&io::Error::other("no os error")));
+    }
+
+    #[test]
+    fn a_transparent_bind_refused_is_counted_apart_but_no_descriptor_is_still_descriptors() {
+        let peer: SocketAddr = "192.0.2.4:4433".parse().expect("address");
+        let mut p = parts();
+        let (mut out, mut refusals) = (out!(p), Refusals::default());
+        let in_use = TransparentSource::wrap(io::Error::from_raw_os_error(libc::EADDRINUSE));
+        assert!(TransparentSource::is(&in_use));
+        let sealer = WriteState::V12(Sealer::new(1, key(), 1).expect("sealer"));
+        let error = refusals.refuse(peer, sealer, &in_use, &mut out);
+        assert_eq!(error, InstallError::Upstream(io::ErrorKind::AddrInUse));
+        assert_eq!(out.tally.sessions_refused_transparent, 1);
+        assert_eq!(out.tally.sessions_refused_socket, 0);
+        // The peer is owed its alert like any refused session.
+        refusals.end_turn(&mut out);
+        refusals.end_turn(&mut out);
+        assert_eq!(open_alert(&sent(&out, peer)[0]), [2, 80]);
+
+        let no_fd = TransparentSource::wrap(emfile());
+        assert!(!TransparentSource::is(&no_fd));
+        let sealer = WriteState::V12(Sealer::new(1, key(), 1).expect("sealer"));
+        let error = refusals.refuse(peer, sealer, &no_fd, &mut out);
+        assert_eq!(error, InstallError::OutOfDescriptors);
+        assert_eq!(out.tally.sessions_refused_descriptors, 1);
+        assert_eq!(out.tally.sessions_refused_transparent, 1);
     }
 }

@@ -20,6 +20,7 @@ use crate::core::{Effects, FlowRef, OpenFlow, ShardCore};
 use crate::counters::{ShardCounters, ShardStats};
 use crate::progress::Progress;
 use crate::queue::ShardQueues;
+use crate::refuse::TransparentSource;
 use crate::relay::RelayMode;
 use crate::session::{SessionTable, SlotId};
 use crate::snapshot::SessionSnapshots;
@@ -35,6 +36,8 @@ pub struct ShardConfig {
     /// Where each session's upstream socket is connected: the plaintext backend (serve) or
     /// the DTLS server (connect).
     pub upstream: SocketAddr,
+    /// Which address each upstream socket sends from (serve mode; connect ignores it).
+    pub upstream_source: UpstreamSource,
     /// The io backend and its batch sizes.
     pub io: IoConfig,
     /// Most sessions (the table and upstream ready list are sized for it).
@@ -82,6 +85,7 @@ impl ShardConfig {
         Self {
             mode,
             upstream,
+            upstream_source: UpstreamSource::Ephemeral,
             io: IoConfig::default(),
             max_sessions: 4096,
             idle_timeout: Duration::from_secs(300),
@@ -151,13 +155,51 @@ pub fn connect_upstream(backend: SocketAddr) -> io::Result<UdpSocket> {
     Ok(socket)
 }
 
-/// The driver's [`OpenFlow`]: a socket connected to the shard's upstream.
+/// Which address a serve-mode session's upstream socket sends from, so which address the
+/// backend sees.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UpstreamSource {
+    /// This host's own, on an ephemeral port ([`connect_upstream`]).
+    #[default]
+    Ephemeral,
+    /// The client's address and port (IP_TRANSPARENT / IPV6_TRANSPARENT,
+    /// [`dtls_io::connect_transparent`]): an unmodified backend sees the real client. A
+    /// bind the kernel refuses refuses that session alone, counted as
+    /// `sessions_refused_transparent`. The socket keeps the address of the handshake: a
+    /// client that moves later (a connection ID from a new address) is still the old one
+    /// at the backend.
+    Transparent,
+}
+
+/// A nonblocking socket bound to `client` (another host's address, IP_TRANSPARENT) and
+/// connected to `backend`, with [`connect_upstream`]'s buffers; its errors marked as
+/// [`TransparentSource`] unless they are a lack of descriptors.
+pub fn connect_transparent_upstream(
+    client: SocketAddr,
+    backend: SocketAddr,
+) -> io::Result<UdpSocket> {
+    let socket = dtls_io::connect_transparent(client, backend).map_err(TransparentSource::wrap)?;
+    dtls_io::set_buffer_sizes(&socket, UPSTREAM_BUFFER, UPSTREAM_BUFFER);
+    Ok(socket)
+}
+
+/// The driver's [`OpenFlow`]: a socket connected to the shard's upstream, from an ephemeral
+/// port or (serve, transparent) from the peer's own address.
 #[derive(Debug, Clone, Copy)]
-struct Upstream(SocketAddr);
+struct Upstream {
+    to: SocketAddr,
+    source: UpstreamSource,
+    mode: RelayMode,
+}
 
 impl OpenFlow<UdpSocket> for Upstream {
-    fn open_flow(&mut self) -> io::Result<UdpSocket> {
-        connect_upstream(self.0)
+    fn open_flow(&mut self, peer: SocketAddr) -> io::Result<UdpSocket> {
+        match (self.mode, self.source) {
+            (RelayMode::Serve, UpstreamSource::Transparent) => {
+                connect_transparent_upstream(peer, self.to)
+            }
+            _ => connect_upstream(self.to),
+        }
     }
 }
 
@@ -185,7 +227,11 @@ impl Shard {
         Ok(Self {
             core: ShardCore::new(queues, config, pad_seed()),
             fx: Effects::new(config.tx_batch, config.max_datagram, gso),
-            upstream: Upstream(config.upstream),
+            upstream: Upstream {
+                to: config.upstream,
+                source: config.upstream_source,
+                mode: config.mode,
+            },
             io,
             counters: Arc::new(ShardCounters::default()),
             progress: Arc::default(),

@@ -19,14 +19,17 @@ use dtls_shard::{
 use common::key;
 
 /// Upstream flows are plain numbers here; `fail` makes the next opens fail with that errno.
+/// `peers`: whom each open was for, in order (failed ones too).
 #[derive(Debug, Default)]
 struct Flows {
     opened: u32,
     fail: Option<i32>,
+    peers: Vec<SocketAddr>,
 }
 
 impl OpenFlow<u32> for Flows {
-    fn open_flow(&mut self) -> io::Result<u32> {
+    fn open_flow(&mut self, peer: SocketAddr) -> io::Result<u32> {
+        self.peers.push(peer);
         if let Some(errno) = self.fail {
             return Err(io::Error::from_raw_os_error(errno));
         }
@@ -541,6 +544,8 @@ fn out_of_descriptors_refuses_with_an_alert_after_the_final_flight() {
     );
     let s = h.stats();
     assert_eq!((s.sessions_refused_descriptors, s.sessions_active), (1, 0));
+    // Serve: the flow was asked for the DTLS peer (transparent mode binds to it).
+    assert_eq!(h.flows.peers, vec![peer.addr]);
 }
 
 /// EMFILE on Linux.
@@ -645,6 +650,8 @@ fn connect_refuses_a_source_without_a_flow_and_tries_again_later() {
     h.flows.fail = None;
     h.datagram(1, source, b"second try");
     assert_eq!(h.inbound(), vec![ControlInbound::Open { peer: source }]);
+    // Connect: each try asked for a flow for the local source.
+    assert_eq!(h.flows.peers, vec![source, source]);
 }
 
 #[test]

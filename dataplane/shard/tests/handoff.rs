@@ -29,7 +29,7 @@ use common::key;
 struct Flows(u32);
 
 impl OpenFlow<u32> for Flows {
-    fn open_flow(&mut self) -> std::io::Result<u32> {
+    fn open_flow(&mut self, _peer: std::net::SocketAddr) -> std::io::Result<u32> {
         self.0 += 1;
         Ok(self.0)
     }

@@ -153,6 +153,18 @@ pub enum Problem {
         /// The other key.
         other: &'static str,
     },
+    /// Transparent mode with `listen` and `backend` of different address families: each
+    /// upstream socket binds a client's address (the listen family) and connects to the
+    /// backend.
+    #[error(
+        "`transparent` needs `listen` ({listen}) and `backend` ({backend}) in one address family"
+    )]
+    TransparentFamilies {
+        /// The listen address.
+        listen: std::net::SocketAddr,
+        /// The backend address.
+        backend: std::net::SocketAddr,
+    },
     /// None of the keys that supply credentials is set.
     #[error("no credentials: set {needed}")]
     NoCredentials {

@@ -1,6 +1,7 @@
 //! Command-line flags of `serve` and `connect`, and their merge over a config file: a flag
 //! that is given overrides the file's key; a repeated `--psk` replaces the file's whole list;
-//! the boolean flags (`--insecure-skip-verify`, `--takeover`) can only turn their key on.
+//! the boolean flags (`--insecure-skip-verify`, `--takeover`, `--transparent`) can only turn
+//! their key on.
 
 use std::path::PathBuf;
 
@@ -10,6 +11,7 @@ use super::error::{ConfigError, ConfigErrors, Problem, Role};
 use super::limits::RawLimits;
 use super::raw::{
     self, IoMode, LogFormat, ProxyProtocolMode, PskSpec, RawConfig, RawConnect, RawServe,
+    UpstreamSourceMode,
 };
 use super::validate::{validate_connect, validate_serve};
 use super::{ConnectConfig, ServeConfig};
@@ -127,6 +129,15 @@ pub struct ServeFlags {
     /// a queue (`dtlsd_cid_handoffs_total`) [default: on when connection IDs are].
     #[arg(long)]
     pub no_cid_steering: bool,
+    /// Which address the backend sees each session's datagrams come from: the daemon's
+    /// (an ephemeral port per session), or the client's own address and port
+    /// (`transparent`: IP_TRANSPARENT, needs CAP_NET_ADMIN or CAP_NET_RAW and policy
+    /// routing, see docs/dtlsd.md) [default: daemon].
+    #[arg(long, value_enum, value_name = "SOURCE")]
+    pub upstream_source: Option<UpstreamSourceMode>,
+    /// Short for --upstream-source transparent.
+    #[arg(long, conflicts_with = "upstream_source")]
+    pub transparent: bool,
     /// TOML config file; flags given on the command line override its keys.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -195,6 +206,11 @@ pub fn merge_serve(file: RawServe, flags: ServeFlags) -> RawServe {
             Some(false)
         } else {
             file.cid_steering
+        },
+        upstream_source: if flags.transparent {
+            Some(UpstreamSourceMode::Transparent)
+        } else {
+            flags.upstream_source.or(file.upstream_source)
         },
         shards: t.shards.or(file.shards),
         cpus: t.cpus.or(file.cpus),

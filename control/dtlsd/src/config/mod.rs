@@ -23,7 +23,10 @@ pub mod validate;
 mod tests;
 
 pub use error::{ConfigError, ConfigErrors, Problem, Role};
-pub use raw::{IoMode, LogFormat, ProxyProtocolMode, PskSpec, RawConfig, RawConnect, RawServe};
+pub use raw::{
+    IoMode, LogFormat, ProxyProtocolMode, PskSpec, RawConfig, RawConnect, RawServe,
+    UpstreamSourceMode,
+};
 
 /// Bounds of `mtu`, in bytes: 576 is the smallest datagram every IPv4 host must accept
 /// (RFC 791), 9000 a jumbo frame.
@@ -65,6 +68,8 @@ pub struct ServeConfig {
     /// Attach the reuseport program that steers connection-ID records to the shard their
     /// CID names (in effect only with connection IDs long enough to name one).
     pub cid_steering: bool,
+    /// Which address each session's upstream socket sends from (transparent: the client's).
+    pub upstream_source: dtls_shard::UpstreamSource,
     /// Shards, I/O, MTU, timers, metrics, logs.
     pub tuning: Tuning,
 }
@@ -253,6 +258,9 @@ impl ServeConfig {
         }
         if self.cid_steering != new.cid_steering {
             keys.push("cid_steering");
+        }
+        if self.upstream_source != new.upstream_source {
+            keys.push("upstream_source");
         }
         keys.extend(self.tuning.changed_keys(&new.tuning));
         keys

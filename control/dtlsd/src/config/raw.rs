@@ -61,6 +61,19 @@ pub enum ProxyProtocolMode {
     Spp,
 }
 
+/// Which address `serve` sends each session's plaintext to the backend from
+/// (`upstream_source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamSourceMode {
+    /// The daemon's own address, an ephemeral port per session.
+    #[default]
+    Daemon,
+    /// The client's own address and port (IP_TRANSPARENT): the backend sees the real client.
+    /// Needs CAP_NET_ADMIN or CAP_NET_RAW and policy routing for the replies.
+    Transparent,
+}
+
 /// A PSK as given, `ID:HEX`, not parsed yet. Zeroized on drop; `Debug` shows nothing.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(from = "String")]
@@ -101,6 +114,7 @@ pub struct RawServe {
     pub allow_uri: Option<Vec<String>>,
     pub proxy_protocol: Option<ProxyProtocolMode>,
     pub cid_steering: Option<bool>,
+    pub upstream_source: Option<UpstreamSourceMode>,
     pub shards: Option<i64>,
     pub cpus: Option<String>,
     pub io: Option<IoMode>,

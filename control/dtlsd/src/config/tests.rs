@@ -819,3 +819,125 @@ fn cid_steering_key_and_flag() {
 }
 #[path = "access_tests.rs"]
 mod access;
+
+#[test]
+fn upstream_source_key_and_flags() {
+    use clap::Parser;
+    use dtls_shard::UpstreamSource;
+    assert_eq!(
+        validate_serve(psk_only_serve())
+            .expect("valid")
+            .upstream_source,
+        UpstreamSource::Ephemeral
+    );
+    for (value, want) in [
+        ("daemon", UpstreamSource::Ephemeral),
+        ("transparent", UpstreamSource::Transparent),
+    ] {
+        let mut raw = psk_only_serve();
+        raw.upstream_source =
+            serve_toml(&format!("upstream_source = \"{value}\"\n")).upstream_source;
+        assert_eq!(
+            validate_serve(raw).expect("valid").upstream_source,
+            want,
+            "{value}"
+        );
+    }
+    // A bad value and the key in [connect] are errors naming the key.
+    let e = parse_str("[serve]\nupstream_source = \"spoof\"\n").expect_err("variant");
+    assert_eq!(e.key.as_deref(), Some("serve.upstream_source"));
+    let e = parse_str("[connect]\nupstream_source = \"transparent\"\n").expect_err("serve only");
+    assert_eq!(e.key.as_deref(), Some("connect.upstream_source"));
+
+    // --transparent and --upstream-source override the file; they exclude each other.
+    let file = serve_toml("upstream_source = \"daemon\"\n");
+    let parse = |args: &[&str]| {
+        let cli =
+            FlagsCli::try_parse_from(["dtlsd", "serve"].iter().chain(args)).expect("flags parse");
+        let FlagsCommand::Serve(s) = cli.command else {
+            panic!("expected serve");
+        };
+        s
+    };
+    for args in [
+        &["--transparent"][..],
+        &["--upstream-source", "transparent"],
+    ] {
+        assert_eq!(
+            merge_serve(file.clone(), parse(args)).upstream_source,
+            Some(UpstreamSourceMode::Transparent),
+            "{args:?}"
+        );
+    }
+    assert_eq!(
+        merge_serve(file.clone(), parse(&[])).upstream_source,
+        Some(UpstreamSourceMode::Daemon)
+    );
+    assert!(
+        FlagsCli::try_parse_from([
+            "dtlsd",
+            "serve",
+            "--transparent",
+            "--upstream-source",
+            "daemon"
+        ])
+        .is_err()
+    );
+    assert!(FlagsCli::try_parse_from(["dtlsd", "connect", "--transparent"]).is_err());
+    assert!(FlagsCli::try_parse_from(["dtlsd", "serve", "--upstream-source", "x"]).is_err());
+
+    // A change needs a restart.
+    let before = validate_serve(psk_only_serve()).expect("valid");
+    let mut raw = psk_only_serve();
+    raw.upstream_source = Some(UpstreamSourceMode::Transparent);
+    let after = validate_serve(raw).expect("valid");
+    assert_eq!(before.restart_required(&after), ["upstream_source"]);
+}
+
+#[test]
+fn transparent_excludes_a_proxy_header_and_mixed_families() {
+    // Every header mode but `off` conflicts, named under upstream_source.
+    for mode in [
+        ProxyProtocolMode::V2First,
+        ProxyProtocolMode::V2Every,
+        ProxyProtocolMode::Spp,
+    ] {
+        let mut raw = psk_only_serve();
+        raw.upstream_source = Some(UpstreamSourceMode::Transparent);
+        raw.proxy_protocol = Some(mode);
+        let l = lines(validate_serve(raw));
+        assert_eq!(
+            l,
+            ["serve.upstream_source: cannot be combined with `proxy_protocol`"],
+            "{mode:?}"
+        );
+    }
+    let mut raw = psk_only_serve();
+    raw.upstream_source = Some(UpstreamSourceMode::Transparent);
+    raw.proxy_protocol = Some(ProxyProtocolMode::Off);
+    assert!(validate_serve(raw).is_ok(), "off is no header");
+    // The daemon's own address takes a header as before.
+    let mut raw = psk_only_serve();
+    raw.upstream_source = Some(UpstreamSourceMode::Daemon);
+    raw.proxy_protocol = Some(ProxyProtocolMode::Spp);
+    assert!(validate_serve(raw).is_ok());
+
+    // The socket binding a client's address connects to the backend: one family.
+    let mut raw = psk_only_serve();
+    raw.upstream_source = Some(UpstreamSourceMode::Transparent);
+    raw.backend = Some("[::1]:9000".into());
+    let l = lines(validate_serve(raw));
+    assert!(
+        has(&l, "serve.upstream_source: ", "in one address family"),
+        "{l:?}"
+    );
+    let mut raw = psk_only_serve();
+    raw.upstream_source = Some(UpstreamSourceMode::Transparent);
+    raw.listen = Some("[::]:4433".into());
+    raw.backend = Some("[::1]:9000".into());
+    assert!(validate_serve(raw).is_ok(), "both IPv6");
+    // Mixed families are fine without transparent mode.
+    let mut raw = psk_only_serve();
+    raw.backend = Some("[::1]:9000".into());
+    assert!(validate_serve(raw).is_ok());
+}

@@ -13,7 +13,7 @@ use dtls_crypto::MAX_PSK_LEN;
 use dtls_crypto::pki_types::ServerName;
 
 use super::error::{ConfigError, ConfigErrors, Problem, Role};
-use super::raw::{ProxyProtocolMode, PskSpec, RawConnect, RawServe};
+use super::raw::{ProxyProtocolMode, PskSpec, RawConnect, RawServe, UpstreamSourceMode};
 use super::{
     AdminSocket, CONNECTION_ID_LENGTH_RANGE, CertKeyPaths, ConnectConfig, DEFAULT_CONNECT_CID_LEN,
     DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MTU, DEFAULT_SERVE_CID_LEN, DRAIN_TIMEOUT_RANGE,
@@ -21,6 +21,7 @@ use super::{
     Psk, SHARDS_RANGE, ServeConfig, ServerCredentials, ServerTrust, Tuning,
 };
 use dtls_runtime::ProxyProtocol;
+use dtls_shard::UpstreamSource;
 
 /// Validates a `[serve]` configuration (file and flags already merged).
 ///
@@ -105,6 +106,35 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
         );
     }
     c.dual_stack(listen, tuning.as_ref());
+    let upstream_source = raw.upstream_source.unwrap_or_default();
+    if upstream_source == UpstreamSourceMode::Transparent {
+        // The backend learns the client from the source address itself: a header in front
+        // of the plaintext would tell it twice, and a backend expecting one from this daemon
+        // could not also be reached by it with a foreign source.
+        if raw
+            .proxy_protocol
+            .is_some_and(|p| p != ProxyProtocolMode::Off)
+        {
+            c.push(
+                "upstream_source",
+                Problem::Conflicts {
+                    other: "proxy_protocol",
+                },
+            );
+        }
+        // Each upstream socket binds the client's address: a socket of the backend's family.
+        if let (Some(l), Some(b)) = (listen, backend)
+            && l.is_ipv4() != b.is_ipv4()
+        {
+            c.push(
+                "upstream_source",
+                Problem::TransparentFamilies {
+                    listen: l,
+                    backend: b,
+                },
+            );
+        }
+    }
     c.finish()?;
     match (listen, backend, tuning) {
         (Some(listen), Some(backend), Some(tuning)) => Ok(ServeConfig {
@@ -123,6 +153,10 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
                 ProxyProtocolMode::Spp => Some(ProxyProtocol::Spp),
             },
             cid_steering: raw.cid_steering.unwrap_or(true),
+            upstream_source: match upstream_source {
+                UpstreamSourceMode::Daemon => UpstreamSource::Ephemeral,
+                UpstreamSourceMode::Transparent => UpstreamSource::Transparent,
+            },
             tuning,
         }),
         // finish() returned early on any error; every check that yields None pushed one.

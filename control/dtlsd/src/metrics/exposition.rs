@@ -680,6 +680,7 @@ pub(crate) const DROP_REASONS: &[(&str, DropField)] = &[
 pub(crate) const REFUSAL_REASONS: &[(&str, DropField)] = &[
     ("descriptors", |s| s.sessions_refused_descriptors),
     ("socket", |s| s.sessions_refused_socket),
+    ("transparent", |s| s.sessions_refused_transparent),
 ];
 
 /// Reads one control-thread counter.

@@ -594,8 +594,19 @@ impl Client {
         ip: IpAddr,
         timeout: Duration,
     ) -> Self {
-        Self::try_connect_from(config, server, ip, None, timeout)
+        Self::try_connect_from(config, server, (ip, 0).into(), None, timeout)
             .unwrap_or_else(|e| panic!("handshake did not complete: {e}"))
+    }
+
+    /// Connects from exactly `local` (address and port) and completes the handshake within
+    /// `timeout`, or says why not.
+    pub fn try_connect_bound(
+        config: Arc<Config>,
+        server: SocketAddr,
+        local: SocketAddr,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        Self::try_connect_from(config, server, local, None, timeout)
     }
 
     /// Connects (offering `ticket` for resumption, when given) and completes the handshake
@@ -606,18 +617,19 @@ impl Client {
         ticket: Option<control::SessionTicket>,
         timeout: Duration,
     ) -> Result<Self, String> {
-        Self::try_connect_from(config, server, Ipv4Addr::LOCALHOST.into(), ticket, timeout)
+        let local = (Ipv4Addr::LOCALHOST, 0).into();
+        Self::try_connect_from(config, server, local, ticket, timeout)
     }
 
     /// As [`Client::try_connect`], from an ephemeral port of `ip`.
     pub fn try_connect_from(
         config: Arc<Config>,
         server: SocketAddr,
-        ip: IpAddr,
+        local: SocketAddr,
         ticket: Option<control::SessionTicket>,
         timeout: Duration,
     ) -> Result<Self, String> {
-        let sock = UdpSocket::bind((ip, 0)).expect("bind client socket");
+        let sock = UdpSocket::bind(local).expect("bind client socket");
         let conn = Connection::client(
             config,
             Box::new(SystemRng::new()),
