@@ -178,6 +178,7 @@ pub fn engine_config(config: &ConnectConfig) -> anyhow::Result<control::Config> 
             ..control::RetransmitConfig::default()
         },
         connection_id: config.tuning.connection_id,
+        versions: config.tuning.versions.clone(),
         ..control::Config::new(peer_verification)
     };
     if let ServerTrust::Psk(psk) = &config.trust {

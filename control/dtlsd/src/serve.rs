@@ -248,6 +248,7 @@ pub fn engine_config(
         ticket_keys: Some(Arc::clone(tickets)),
         ticket_lifetime: u32::try_from(TICKET_LIFETIME.as_secs()).unwrap_or(u32::MAX),
         connection_id: config.tuning.connection_id,
+        versions: config.tuning.versions.clone(),
         ..control::Config::new(peer_verification)
     };
     engine.validate().context("server configuration")?;

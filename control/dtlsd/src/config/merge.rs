@@ -1,5 +1,6 @@
 //! Command-line flags of `serve` and `connect`, and their merge over a config file: a flag
-//! that is given overrides the file's key; a repeated `--psk` replaces the file's whole list;
+//! that is given overrides the file's key; a repeated `--psk` (or a `--versions` list)
+//! replaces the file's whole list;
 //! the boolean flags (`--insecure-skip-verify`, `--takeover`) can only turn their key on.
 
 use std::path::PathBuf;
@@ -63,6 +64,10 @@ pub struct TuningFlags {
     /// serve, 0 for connect (use the server's, receive none); 0..=20].
     #[arg(long, value_name = "BYTES")]
     pub connection_id_length: Option<i64>,
+    /// DTLS versions to negotiate, in preference order, comma-separated: `1.3`, `1.2`
+    /// [default: 1.3,1.2].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub versions: Vec<String>,
     /// Log format. Not a flag of its own: the global `--log-format` flag of `dtlsd` is
     /// copied here, so it overrides the file's `log_format` like any other flag.
     #[arg(skip)]
@@ -171,6 +176,11 @@ pub fn merge_serve(file: RawServe, flags: ServeFlags) -> RawServe {
             file.connection_id
         },
         connection_id_length: t.connection_id_length.or(file.connection_id_length),
+        versions: if t.versions.is_empty() {
+            file.versions
+        } else {
+            Some(t.versions)
+        },
     }
 }
 
@@ -220,6 +230,11 @@ pub fn merge_connect(file: RawConnect, flags: ConnectFlags) -> RawConnect {
             file.connection_id
         },
         connection_id_length: t.connection_id_length.or(file.connection_id_length),
+        versions: if t.versions.is_empty() {
+            file.versions
+        } else {
+            Some(t.versions)
+        },
     }
 }
 

@@ -46,6 +46,11 @@ pub const DEFAULT_SERVE_CID_LEN: u8 = 8;
 /// Default `connection_id_length` of `connect`: send the server's CID, receive none (the
 /// client's address is the one that changes; RFC 9146 §3).
 pub const DEFAULT_CONNECT_CID_LEN: u8 = 0;
+/// Default `versions`: DTLS 1.3 preferred, DTLS 1.2 for peers without it.
+pub const DEFAULT_VERSIONS: [control::ProtocolVersion; 2] = [
+    control::ProtocolVersion::Dtls1_3,
+    control::ProtocolVersion::Dtls1_2,
+];
 /// Longest PSK identity in bytes (RFC 4279 §2: `opaque psk_identity<0..2^16-1>`).
 pub const MAX_PSK_IDENTITY_LEN: usize = 65_535;
 
@@ -187,6 +192,8 @@ pub struct Tuning {
     pub takeover: bool,
     /// Connection IDs (RFC 9146): off, or on with the length of the CID we ask for.
     pub connection_id: control::ConnectionIds,
+    /// DTLS versions negotiated, in preference order.
+    pub versions: Vec<control::ProtocolVersion>,
 }
 
 impl Tuning {
@@ -208,6 +215,7 @@ impl Tuning {
         check("log_format", self.log_format != other.log_format);
         check("limits", self.limits != other.limits);
         check("connection_id", self.connection_id != other.connection_id);
+        check("versions", self.versions != other.versions);
         keys
     }
 }

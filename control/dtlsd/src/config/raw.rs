@@ -108,6 +108,7 @@ pub struct RawServe {
     pub takeover: Option<bool>,
     pub connection_id: Option<bool>,
     pub connection_id_length: Option<i64>,
+    pub versions: Option<Vec<String>>,
     /// The file's `[limits]` table (a sibling of `[serve]`).
     #[serde(skip)]
     pub limits: RawLimits,
@@ -136,6 +137,7 @@ pub struct RawConnect {
     pub takeover: Option<bool>,
     pub connection_id: Option<bool>,
     pub connection_id_length: Option<i64>,
+    pub versions: Option<Vec<String>>,
     /// The file's `[limits]` table (a sibling of `[connect]`).
     #[serde(skip)]
     pub limits: RawLimits,

@@ -68,7 +68,7 @@ fn every_serve_and_connect_key_parses_and_validates() {
          key = \"{d}/b.pem\"\npsk = [\"a:00ff\", \"b:c0ffee\"]\nclient_ca = \"{d}/a.pem\"\n\
          shards = 2\nio = \"mmsg\"\nmtu = 1200\nmetrics = \"127.0.0.1:9100\"\n\
          idle_timeout = 60\nkeepalive = 15\nlog_format = \"json\"\ntakeover = true\n\
-         connection_id = true\nconnection_id_length = 12\n"
+         connection_id = true\nconnection_id_length = 12\nversions = [\"1.2\"]\n"
     ));
     let s = validate_serve(serve).expect("valid serve config");
     assert_eq!(s.listen, "[::]:4433".parse().expect("addr"));
@@ -90,6 +90,7 @@ fn every_serve_and_connect_key_parses_and_validates() {
             limits: Limits::default(),
             takeover: true,
             connection_id: control::ConnectionIds::On { len: 12 },
+            versions: vec![control::ProtocolVersion::Dtls1_2],
         }
     );
     let connect = connect_toml(&format!(
@@ -163,9 +164,40 @@ fn defaults_apply_when_keys_are_absent() {
             connection_id: control::ConnectionIds::On {
                 len: super::DEFAULT_SERVE_CID_LEN,
             },
+            versions: super::DEFAULT_VERSIONS.to_vec(),
         }
     );
     assert!(s.credentials.certificate.is_none());
+}
+
+#[test]
+fn versions_are_a_preference_list_of_1_3_and_1_2() {
+    const CONNECT_BASE: &str = "listen = \"127.0.0.1:5000\"\nserver = \"127.0.0.1:4433\"\n\
+                                insecure_skip_verify = true\n";
+    let c = validate_connect(connect_toml(&format!(
+        "{CONNECT_BASE}versions = [\"1.2\", \"1.3\"]\n"
+    )))
+    .expect("valid");
+    assert_eq!(
+        c.tuning.versions,
+        vec![
+            control::ProtocolVersion::Dtls1_2,
+            control::ProtocolVersion::Dtls1_3
+        ]
+    );
+    for (value, why) in [
+        ("[\"1.4\"]", "`1.3` or `1.2`"),
+        ("[\"1.3\", \"1.3\"]", "listed twice"),
+        ("[]", "empty"),
+    ] {
+        let e = validate_connect(connect_toml(&format!("{CONNECT_BASE}versions = {value}\n")))
+            .expect_err(value);
+        assert!(e.to_string().contains("connect.versions"), "{e}");
+        assert!(e.to_string().contains(why), "{e}");
+    }
+    // A string where a list belongs is a TOML error naming the key.
+    let e = parse_str("[serve]\nversions = \"1.3\"\n").expect_err("not a list");
+    assert_eq!(e.key.as_deref(), Some("serve.versions"));
 }
 
 #[test]

@@ -16,10 +16,11 @@ use super::error::{ConfigError, ConfigErrors, Problem, Role};
 use super::raw::{ProxyProtocolMode, PskSpec, RawConnect, RawServe};
 use super::{
     AdminSocket, CONNECTION_ID_LENGTH_RANGE, CertKeyPaths, ConnectConfig, DEFAULT_CONNECT_CID_LEN,
-    DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MTU, DEFAULT_SERVE_CID_LEN, IDLE_TIMEOUT_RANGE,
-    KEEPALIVE_RANGE, MAX_ADMIN_SOCKET_PATH, MAX_PSK_IDENTITY_LEN, MTU_RANGE, Psk, SHARDS_RANGE,
-    ServeConfig, ServerCredentials, ServerTrust, Tuning,
+    DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MTU, DEFAULT_SERVE_CID_LEN, DEFAULT_VERSIONS,
+    IDLE_TIMEOUT_RANGE, KEEPALIVE_RANGE, MAX_ADMIN_SOCKET_PATH, MAX_PSK_IDENTITY_LEN, MTU_RANGE,
+    Psk, SHARDS_RANGE, ServeConfig, ServerCredentials, ServerTrust, Tuning,
 };
+use control::ProtocolVersion;
 use dtls_runtime::ProxyProtocol;
 
 /// Validates a `[serve]` configuration (file and flags already merged).
@@ -49,6 +50,7 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
         connection_id: raw.connection_id,
         connection_id_length: raw.connection_id_length,
         default_cid_len: DEFAULT_SERVE_CID_LEN,
+        versions: raw.versions.as_deref(),
     });
     let certificate = c.cert_key(raw.cert.as_deref(), raw.key.as_deref());
     let mut psks = Vec::new();
@@ -127,6 +129,7 @@ pub fn validate_connect(raw: RawConnect) -> Result<ConnectConfig, ConfigErrors> 
         connection_id: raw.connection_id,
         connection_id_length: raw.connection_id_length,
         default_cid_len: DEFAULT_CONNECT_CID_LEN,
+        versions: raw.versions.as_deref(),
     });
     let client_certificate = c.cert_key(raw.cert.as_deref(), raw.key.as_deref());
     let insecure = raw.insecure_skip_verify.unwrap_or(false);
@@ -277,6 +280,7 @@ struct TuningIn<'a> {
     connection_id_length: Option<i64>,
     /// The role's `connection_id_length` when the key is absent.
     default_cid_len: u8,
+    versions: Option<&'a [String]>,
 }
 
 struct Checker {
@@ -407,8 +411,37 @@ impl Checker {
         Some(AdminSocket::At(path.to_path_buf()))
     }
 
+    /// `versions`: `1.3` and/or `1.2`, each once, in preference order.
+    fn versions(&mut self, value: Option<&[String]>) -> Option<Vec<ProtocolVersion>> {
+        let Some(value) = value else {
+            return Some(DEFAULT_VERSIONS.to_vec());
+        };
+        let mut bad = |reason: &'static str| {
+            let value = value.join(",");
+            self.push("versions", Problem::BadVersions { value, reason });
+            None
+        };
+        let mut versions = Vec::with_capacity(value.len());
+        for v in value {
+            let version = match v.trim() {
+                "1.3" => ProtocolVersion::Dtls1_3,
+                "1.2" => ProtocolVersion::Dtls1_2,
+                _ => return bad("each entry must be `1.3` or `1.2`"),
+            };
+            if versions.contains(&version) {
+                return bad("a version is listed twice");
+            }
+            versions.push(version);
+        }
+        if versions.is_empty() {
+            return bad("the list is empty");
+        }
+        Some(versions)
+    }
+
     fn tuning(&mut self, t: &TuningIn<'_>) -> Option<Tuning> {
         let limits = super::limits::validate(t.limits, &mut self.errors);
+        let versions = self.versions(t.versions);
         let shards = t.shards.map(|v| self.range("shards", v, SHARDS_RANGE));
         let mtu = t.mtu.map(|v| self.range("mtu", v, MTU_RANGE));
         let idle = t
@@ -481,6 +514,7 @@ impl Checker {
                     len: t.default_cid_len,
                 },
             },
+            versions: versions?,
         })
     }
 }
