@@ -392,4 +392,35 @@ mod tests {
         m.mark_acked(0, 0);
         assert!(m.is_acked());
     }
+
+    #[test]
+    fn the_engine_never_seals_past_its_reserve() {
+        use dataplane::record::Aead;
+        use dataplane::record::v13::TrafficKeys13;
+        let keys = TrafficKeys13::new(Aead::Aes128Gcm, &[7; 16], &[9; 12], &[5; 16]).expect("keys");
+        let mut t = Transport13::new(0);
+        t.install_write(Sealer13::new(3, keys));
+        assert_eq!(
+            t.reserve_left(3),
+            None,
+            "no data plane shares the epoch yet"
+        );
+        assert_eq!(t.reserve(3, 2), Some(2));
+        assert_eq!(t.reserve_left(3), Some(2));
+        let mut datagram = Vec::new();
+        for sequence in 0..2 {
+            let n = t
+                .push_record(&mut datagram, InnerContentType::Ack, 3, &[b"ack"])
+                .expect("within the reserve");
+            assert_eq!((n.epoch, n.sequence), (3, sequence));
+        }
+        assert_eq!(t.reserve_left(3), Some(0));
+        let len = datagram.len();
+        assert!(
+            t.push_record(&mut datagram, InnerContentType::Ack, 3, &[b"ack"])
+                .is_err(),
+            "sequence 2 is the data plane's"
+        );
+        assert_eq!(datagram.len(), len, "nothing written");
+    }
 }
