@@ -249,6 +249,8 @@ pub fn engine_config(
         ticket_lifetime: u32::try_from(TICKET_LIFETIME.as_secs()).unwrap_or(u32::MAX),
         connection_id: config.tuning.connection_id,
         versions: config.tuning.versions.clone(),
+        tls13_groups: config.tuning.tls13_groups.clone(),
+        tls13_cipher_suites: config.tuning.tls13_cipher_suites.clone(),
         ..control::Config::new(peer_verification)
     };
     engine.validate().context("server configuration")?;

@@ -233,3 +233,37 @@ fn wolfssl_key_update_mid_stream_through_serve() {
     assert_eq!(serve.metric("dtlsd_post_handshake_dropped_total"), Some(0));
     assert!(serve.terminate().success(), "{}", serve.log());
 }
+
+/// `--tls13-groups X25519MLKEM768` on the server requires the hybrid post-quantum group: a
+/// client that offers it (the default) gets a session, one limited to X25519 none.
+#[test]
+fn a_server_can_require_the_hybrid_group() {
+    let pki = TempDir::new("dtls13-hybrid");
+    certs(&pki);
+    let backend = EchoBackend::start();
+    let only_hybrid = ["--versions", "1.3", "--tls13-groups", "X25519MLKEM768"];
+    let mut serve = Daemon::start_serve(backend.addr, &pki, &only_hybrid);
+    let mut hybrid = Daemon::start_connect(serve.listen, &pki, &[]);
+    assert_eq!(echo_rounds(hybrid.listen, 2, 2), 4);
+    let mut classic = Daemon::start_connect(
+        serve.listen,
+        &pki,
+        &["--versions", "1.3", "--tls13-groups", "X25519"],
+    );
+    let source = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    source.connect(classic.listen).expect("connect");
+    source
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    source.send(b"X25519 only").expect("send");
+    let mut buf = [0u8; 64];
+    assert!(
+        source.recv(&mut buf).is_err(),
+        "no session without the hybrid group"
+    );
+    assert!(classic.terminate().success());
+    assert!(hybrid.terminate().success());
+    assert!(serve.terminate().success());
+    assert_eq!(established(&serve.log(), "1.3"), 2, "{}", serve.log());
+    assert_eq!(established(&classic.log(), "1.3"), 0);
+}

@@ -68,6 +68,15 @@ pub struct TuningFlags {
     /// [default: 1.3,1.2].
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub versions: Vec<String>,
+    /// DTLS 1.3 key-exchange groups, in preference order, comma-separated: `X25519MLKEM768`,
+    /// `X25519`, `P-256`, `P-384` [default: all four, in that order].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub tls13_groups: Vec<String>,
+    /// DTLS 1.3 cipher suites, in preference order, comma-separated:
+    /// `TLS_AES_128_GCM_SHA256`, `TLS_AES_256_GCM_SHA384`, `TLS_CHACHA20_POLY1305_SHA256`
+    /// [default: all three, in that order].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub tls13_cipher_suites: Vec<String>,
     /// Log format. Not a flag of its own: the global `--log-format` flag of `dtlsd` is
     /// copied here, so it overrides the file's `log_format` like any other flag.
     #[arg(skip)]
@@ -176,12 +185,15 @@ pub fn merge_serve(file: RawServe, flags: ServeFlags) -> RawServe {
             file.connection_id
         },
         connection_id_length: t.connection_id_length.or(file.connection_id_length),
-        versions: if t.versions.is_empty() {
-            file.versions
-        } else {
-            Some(t.versions)
-        },
+        versions: list_flag(t.versions, file.versions),
+        tls13_groups: list_flag(t.tls13_groups, file.tls13_groups),
+        tls13_cipher_suites: list_flag(t.tls13_cipher_suites, file.tls13_cipher_suites),
     }
+}
+
+/// A list flag (empty: not given) over the file's list.
+fn list_flag(flag: Vec<String>, file: Option<Vec<String>>) -> Option<Vec<String>> {
+    if flag.is_empty() { file } else { Some(flag) }
 }
 
 /// `[limits]` with the flags that override it.
@@ -230,11 +242,9 @@ pub fn merge_connect(file: RawConnect, flags: ConnectFlags) -> RawConnect {
             file.connection_id
         },
         connection_id_length: t.connection_id_length.or(file.connection_id_length),
-        versions: if t.versions.is_empty() {
-            file.versions
-        } else {
-            Some(t.versions)
-        },
+        versions: list_flag(t.versions, file.versions),
+        tls13_groups: list_flag(t.tls13_groups, file.tls13_groups),
+        tls13_cipher_suites: list_flag(t.tls13_cipher_suites, file.tls13_cipher_suites),
     }
 }
 

@@ -109,6 +109,8 @@ pub struct RawServe {
     pub connection_id: Option<bool>,
     pub connection_id_length: Option<i64>,
     pub versions: Option<Vec<String>>,
+    pub tls13_groups: Option<Vec<String>>,
+    pub tls13_cipher_suites: Option<Vec<String>>,
     /// The file's `[limits]` table (a sibling of `[serve]`).
     #[serde(skip)]
     pub limits: RawLimits,
@@ -138,6 +140,8 @@ pub struct RawConnect {
     pub connection_id: Option<bool>,
     pub connection_id_length: Option<i64>,
     pub versions: Option<Vec<String>>,
+    pub tls13_groups: Option<Vec<String>>,
+    pub tls13_cipher_suites: Option<Vec<String>>,
     /// The file's `[limits]` table (a sibling of `[connect]`).
     #[serde(skip)]
     pub limits: RawLimits,

@@ -68,7 +68,9 @@ fn every_serve_and_connect_key_parses_and_validates() {
          key = \"{d}/b.pem\"\npsk = [\"a:00ff\", \"b:c0ffee\"]\nclient_ca = \"{d}/a.pem\"\n\
          shards = 2\nio = \"mmsg\"\nmtu = 1200\nmetrics = \"127.0.0.1:9100\"\n\
          idle_timeout = 60\nkeepalive = 15\nlog_format = \"json\"\ntakeover = true\n\
-         connection_id = true\nconnection_id_length = 12\nversions = [\"1.2\"]\n"
+         connection_id = true\nconnection_id_length = 12\nversions = [\"1.2\"]\n\
+         tls13_groups = [\"x25519mlkem768\"]\n\
+         tls13_cipher_suites = [\"TLS_CHACHA20_POLY1305_SHA256\", \"TLS_AES_128_GCM_SHA256\"]\n"
     ));
     let s = validate_serve(serve).expect("valid serve config");
     assert_eq!(s.listen, "[::]:4433".parse().expect("addr"));
@@ -91,6 +93,11 @@ fn every_serve_and_connect_key_parses_and_validates() {
             takeover: true,
             connection_id: control::ConnectionIds::On { len: 12 },
             versions: vec![control::ProtocolVersion::Dtls1_2],
+            tls13_groups: vec![control::NamedGroup::X25519Mlkem768],
+            tls13_cipher_suites: vec![
+                control::CipherSuite::Tls13Chacha20Poly1305Sha256,
+                control::CipherSuite::Tls13Aes128GcmSha256,
+            ],
         }
     );
     let connect = connect_toml(&format!(
@@ -165,6 +172,8 @@ fn defaults_apply_when_keys_are_absent() {
                 len: super::DEFAULT_SERVE_CID_LEN,
             },
             versions: super::DEFAULT_VERSIONS.to_vec(),
+            tls13_groups: super::TLS13_GROUPS.iter().map(|(_, g)| *g).collect(),
+            tls13_cipher_suites: super::TLS13_CIPHER_SUITES.iter().map(|(_, s)| *s).collect(),
         }
     );
     assert!(s.credentials.certificate.is_none());
@@ -744,4 +753,29 @@ fn proxy_protocol_key_and_flag() {
     assert_eq!(s.proxy_protocol, Some(ProxyProtocolMode::V2First));
     assert!(FlagsCli::try_parse_from(["dtlsd", "serve", "--proxy-protocol", "v1"]).is_err());
     assert!(FlagsCli::try_parse_from(["dtlsd", "connect", "--proxy-protocol", "spp"]).is_err());
+}
+
+#[test]
+fn tls13_groups_and_suites_are_named_lists() {
+    let base = "listen = \"127.0.0.1:5000\"\nserver = \"127.0.0.1:4433\"\n\
+                insecure_skip_verify = true\n";
+    for (key, value, why) in [
+        (
+            "tls13_groups",
+            "[\"X448\"]",
+            "`X448` is not one of X25519MLKEM768",
+        ),
+        ("tls13_groups", "[\"X25519\", \"x25519\"]", "listed twice"),
+        ("tls13_cipher_suites", "[]", "empty"),
+        (
+            "tls13_cipher_suites",
+            "[\"TLS_AES_128_CCM_SHA256\"]",
+            "not one of",
+        ),
+    ] {
+        let e =
+            validate_connect(connect_toml(&format!("{base}{key} = {value}\n"))).expect_err(value);
+        assert!(e.to_string().contains(&format!("connect.{key}")), "{e}");
+        assert!(e.to_string().contains(why), "{e}");
+    }
 }

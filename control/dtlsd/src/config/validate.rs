@@ -20,6 +20,7 @@ use super::{
     IDLE_TIMEOUT_RANGE, KEEPALIVE_RANGE, MAX_ADMIN_SOCKET_PATH, MAX_PSK_IDENTITY_LEN, MTU_RANGE,
     Psk, SHARDS_RANGE, ServeConfig, ServerCredentials, ServerTrust, Tuning,
 };
+use super::{TLS13_CIPHER_SUITES, TLS13_GROUPS};
 use control::ProtocolVersion;
 use dtls_runtime::ProxyProtocol;
 
@@ -51,6 +52,8 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
         connection_id_length: raw.connection_id_length,
         default_cid_len: DEFAULT_SERVE_CID_LEN,
         versions: raw.versions.as_deref(),
+        tls13_groups: raw.tls13_groups.as_deref(),
+        tls13_cipher_suites: raw.tls13_cipher_suites.as_deref(),
     });
     let certificate = c.cert_key(raw.cert.as_deref(), raw.key.as_deref());
     let mut psks = Vec::new();
@@ -130,6 +133,8 @@ pub fn validate_connect(raw: RawConnect) -> Result<ConnectConfig, ConfigErrors> 
         connection_id_length: raw.connection_id_length,
         default_cid_len: DEFAULT_CONNECT_CID_LEN,
         versions: raw.versions.as_deref(),
+        tls13_groups: raw.tls13_groups.as_deref(),
+        tls13_cipher_suites: raw.tls13_cipher_suites.as_deref(),
     });
     let client_certificate = c.cert_key(raw.cert.as_deref(), raw.key.as_deref());
     let insecure = raw.insecure_skip_verify.unwrap_or(false);
@@ -281,6 +286,8 @@ struct TuningIn<'a> {
     /// The role's `connection_id_length` when the key is absent.
     default_cid_len: u8,
     versions: Option<&'a [String]>,
+    tls13_groups: Option<&'a [String]>,
+    tls13_cipher_suites: Option<&'a [String]>,
 }
 
 struct Checker {
@@ -439,9 +446,48 @@ impl Checker {
         Some(versions)
     }
 
+    /// A preference list of `names` (matched without regard to case), each once.
+    fn named_list<T: Copy + PartialEq>(
+        &mut self,
+        key: &str,
+        value: Option<&[String]>,
+        names: &[(&str, T)],
+    ) -> Option<Vec<T>> {
+        let Some(value) = value else {
+            return Some(names.iter().map(|(_, v)| *v).collect());
+        };
+        let mut bad = |reason: String| {
+            let value = value.join(",");
+            self.push(key, Problem::BadList { value, reason });
+            None
+        };
+        let mut items = Vec::with_capacity(value.len());
+        for v in value {
+            let Some(&(_, item)) = names.iter().find(|(n, _)| n.eq_ignore_ascii_case(v.trim()))
+            else {
+                let known: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
+                return bad(format!("`{}` is not one of {}", v.trim(), known.join(", ")));
+            };
+            if items.contains(&item) {
+                return bad(format!("`{}` is listed twice", v.trim()));
+            }
+            items.push(item);
+        }
+        if items.is_empty() {
+            return bad("the list is empty".into());
+        }
+        Some(items)
+    }
+
     fn tuning(&mut self, t: &TuningIn<'_>) -> Option<Tuning> {
         let limits = super::limits::validate(t.limits, &mut self.errors);
         let versions = self.versions(t.versions);
+        let tls13_groups = self.named_list("tls13_groups", t.tls13_groups, &TLS13_GROUPS);
+        let tls13_cipher_suites = self.named_list(
+            "tls13_cipher_suites",
+            t.tls13_cipher_suites,
+            &TLS13_CIPHER_SUITES,
+        );
         let shards = t.shards.map(|v| self.range("shards", v, SHARDS_RANGE));
         let mtu = t.mtu.map(|v| self.range("mtu", v, MTU_RANGE));
         let idle = t
@@ -515,6 +561,8 @@ impl Checker {
                 },
             },
             versions: versions?,
+            tls13_groups: tls13_groups?,
+            tls13_cipher_suites: tls13_cipher_suites?,
         })
     }
 }
