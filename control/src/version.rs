@@ -9,6 +9,7 @@ use std::time::Instant;
 use dtls_crypto::Rng;
 use dtls_crypto::pki_types::UnixTime;
 use dtls_proto::ProtocolVersion;
+use dtls_proto::tls13::RecordNumber;
 
 use crate::acceptor::VerifiedClientHello;
 use crate::config::{CidIssuer, Config, ConfigError, RandomCids};
@@ -250,6 +251,28 @@ impl Connection {
                 self.fall_back(now, wall, peer, datagram);
             }
         }
+    }
+
+    /// DTLS 1.3: a record that the data plane opened under application keys (it holds
+    /// them; the engine sees only the plaintext): `ack` says whether it was an ACK record
+    /// (its body in `plaintext`), else it carried handshake messages with their DTLS
+    /// headers (KeyUpdate, NewSessionTicket, ...). `record` is its record number, which an
+    /// ACK of it names (RFC 9147 §7). The answers (an ACK, a KeyUpdate of ours) come out
+    /// of [`Connection::poll_transmit`] sealed in our current write epoch with the
+    /// engine's reserved sequence numbers; new keys come as [`Event::KeysUpdated`].
+    /// Ignored before completion and in DTLS 1.2.
+    pub fn handle_post_handshake(
+        &mut self,
+        now: Instant,
+        wall: UnixTime,
+        record: RecordNumber,
+        ack: bool,
+        plaintext: &[u8],
+    ) {
+        let Inner::V13(e) = &mut self.inner else {
+            return;
+        };
+        e.handle_post_handshake(now, wall, record, ack, plaintext);
     }
 
     /// A client that offered both versions got a DTLS 1.2 answer (HelloVerifyRequest or

@@ -501,12 +501,12 @@ fn packet13(cipher: Cipher, size: usize, iters: u64, prepared: u64) -> Result<()
     let install = ShardCommand::InstallKeys13 {
         session: SessionId::new(1),
         peer: addr,
-        read: Box::new(ReadKeys13 {
+        read: Some(Box::new(ReadKeys13 {
             epoch: 3,
             keys: keys13(cipher)?,
             replay_window: ReplayWindow::DEFAULT_SIZE,
             next_expected: 0,
-        }),
+        })),
         write: Some(Box::new(WriteKeys13 {
             epoch: 3,
             keys: keys13(cipher)?,

@@ -196,6 +196,10 @@ impl TestServer {
                 },
                 takeover: false,
                 dual_stack: false,
+                // The daemon's defaults: the generator's clients offer DTLS 1.2 only.
+                versions: dtlsd::config::DEFAULT_VERSIONS.to_vec(),
+                tls13_groups: control::Config::new(control::PeerVerifier::RejectAll).tls13_groups,
+                tls13_cipher_suites: control::CipherSuite::SUPPORTED_TLS13.to_vec(),
                 // The daemon's default; the load generator's clients do not offer the
                 // extension, so their sessions run without CIDs either way.
                 connection_id: control::ConnectionIds::On {

@@ -182,6 +182,9 @@ pub fn engine_config(config: &ConnectConfig) -> anyhow::Result<control::Config> 
             ..control::RetransmitConfig::default()
         },
         connection_id: config.tuning.connection_id,
+        versions: config.tuning.versions.clone(),
+        tls13_groups: config.tuning.tls13_groups.clone(),
+        tls13_cipher_suites: config.tuning.tls13_cipher_suites.clone(),
         ..control::Config::new(peer_verification)
     };
     if let ServerTrust::Psk(psk) = &config.trust {

@@ -301,6 +301,9 @@ pub fn engine_config(
         client_identity: (!creds.identity_rules.is_empty()).then(|| {
             Arc::new(creds.identity_rules.clone()) as Arc<dyn control::ClientIdentityPolicy>
         }),
+        versions: config.tuning.versions.clone(),
+        tls13_groups: config.tuning.tls13_groups.clone(),
+        tls13_cipher_suites: config.tuning.tls13_cipher_suites.clone(),
         ..control::Config::new(peer_verification)
     };
     engine.validate().context("server configuration")?;

@@ -408,3 +408,26 @@ fn connect_on_a_port_in_use_fails_naming_the_address() {
     let err = stderr(&out);
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
 }
+
+#[test]
+fn a_bad_versions_list_names_the_key_and_exits_2() {
+    let help = stdout(&dtlsd(&["serve", "--help"]));
+    assert!(help.contains("--versions"), "{help}");
+    let out = dtlsd(&[
+        "connect",
+        "--listen",
+        "127.0.0.1:0",
+        "--server",
+        "127.0.0.1:4433",
+        "--insecure-skip-verify",
+        "--versions",
+        "1.3,1.0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("connect.versions: `1.3,1.0` is not a usable DTLS version list"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

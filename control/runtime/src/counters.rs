@@ -103,8 +103,16 @@ counters! {
     queue_full_drops,
     /// Sessions the shards reported closed.
     sessions_closed,
-    /// AEAD limit reports from the shards (the session is closed).
+    /// AEAD limit reports from the shards (a DTLS 1.2 session is closed, a DTLS 1.3 one
+    /// updates its keys).
     aead_limits,
+    /// DTLS 1.3 post-handshake records (KeyUpdate, NewSessionTicket, ACK) the shards opened
+    /// under application keys and control fed to the session's engine.
+    post_handshake,
+    /// DTLS 1.3 post-handshake records dropped: their session or its engine is gone.
+    post_handshake_dropped,
+    /// DTLS 1.3 key updates handed to a shard (a new read or write epoch, RFC 9147 §8).
+    key_updates,
     /// Configurations reloaded (SIGHUP) and in use for new handshakes.
     reloads,
     /// Reloaded configurations refused by validation (the previous one stays).

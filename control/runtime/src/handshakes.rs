@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use dataplane::cid::CidOwner;
 use dataplane::record::RecordKey;
 use dtls_crypto::pki_types::UnixTime;
+use dtls_proto::tls13::RecordNumber;
 use dtls_proto::{AlertDescription, HeartbeatMode};
 use dtls_shard::{
-    CloseCause, CloseReason, ControlInbound, HeartbeatPolicy, ReadKeys, SessionCounters, SessionId,
-    ShardCommand, UpstreamPrefix, WriteKeys,
+    AeadLimit, CloseCause, CloseReason, ControlInbound, HeartbeatPolicy, ReadKeys, ReadKeys13,
+    SessionCounters, SessionId, ShardCommand, UpstreamPrefix, WriteKeys, WriteKeys13,
 };
 
 use super::cids::ShardCids;
@@ -21,12 +22,12 @@ use super::limits::Refusal;
 use super::log::{Closed, Established, HandshakeFailure, Peer};
 use super::upstream_header::{self, ClientIdentity, SessionFacts};
 use super::{
-    CLOSING_MEMORY, ControlCounters, ControlThread, Front, Handshake, Installed, MAX_TICKETS,
-    TICKET_CHECK, earliest,
+    CLOSING_MEMORY, ControlCounters, ControlThread, EPOCH_RETIRE_AFTER, Front, Handshake,
+    Installed, MAX_TICKETS, TICKET_CHECK, earliest,
 };
 use control::{
-    AcceptOutcome, CipherSuite, Connection, DropReason, Event, HandshakeError, PeerIdentity,
-    PeerVerifier, SessionKeys,
+    AcceptOutcome, CipherSuite, Connection, DropReason, EpochKeys13, Event, HandshakeError,
+    PeerIdentity, PeerVerifier, RecordKeys, SessionKeys, UpdatedKeys,
 };
 
 impl ControlThread {
@@ -48,22 +49,94 @@ impl ControlThread {
                 stats,
             } => self.session_closed(now, session, peer, &reason, stats),
             ControlInbound::Open { peer } => self.open(now, shard, peer),
-            // This loop installs DTLS 1.2 sessions only (its engine is 1.2), so no shard
-            // session here is 1.3 and none comes; one that does is dropped and counted.
-            ControlInbound::PostHandshake { .. } => {
-                ControlCounters::bump(&self.counters.acceptor_drops);
+            ControlInbound::PostHandshake {
+                session,
+                epoch,
+                sequence,
+                ack,
+                message,
+            } => {
+                let record = RecordNumber { epoch, sequence };
+                self.post_handshake(now, wall, session, record, ack, &message);
             }
             ControlInbound::PeerMoved {
                 session,
                 from,
                 peer,
             } => self.peer_moved(session, from, peer),
-            ControlInbound::AeadLimitReached { session, .. } => {
-                // No rekeying in DTLS 1.2 here: RFC 9147 §4.5.3 allows closing instead.
+            ControlInbound::AeadLimitReached { session, limit } => {
                 ControlCounters::bump(&self.counters.aead_limits);
-                self.close_session(now, session, CloseCause::AeadLimit);
+                if !self.update_keys(now, session, limit) {
+                    // No rekeying in DTLS 1.2 here: RFC 9147 §4.5.3 allows closing instead.
+                    self.close_session(now, session, CloseCause::AeadLimit);
+                }
             }
         }
+    }
+
+    /// The engine of installed DTLS 1.3 session `id`: its peer (the key of `handshakes`).
+    fn engine_of(&self, id: SessionId) -> Option<SocketAddr> {
+        let peer = self.installed.get(&id)?.peer;
+        self.handshakes
+            .get(&peer)
+            .is_some_and(|h| h.session == Some(id))
+            .then_some(peer)
+    }
+
+    /// A DTLS 1.3 post-handshake record of session `id` that its shard opened: into the
+    /// session's engine, whose answers go out through the shard.
+    fn post_handshake(
+        &mut self,
+        now: Instant,
+        wall: UnixTime,
+        id: SessionId,
+        record: RecordNumber,
+        ack: bool,
+        message: &[u8],
+    ) {
+        let Some(peer) = self.engine_of(id) else {
+            ControlCounters::bump(&self.counters.post_handshake_dropped);
+            return;
+        };
+        ControlCounters::bump(&self.counters.post_handshake);
+        // RFC 9147 §8: a record under the peer's new epoch verified: its older read epochs
+        // are no longer needed.
+        let shard = self.installed.get(&id).map(|s| s.shard);
+        let mut retired = Vec::new();
+        self.retiring.retain(|&(_, session, epoch)| {
+            let done = session == id && epoch < record.epoch;
+            if done {
+                retired.push(epoch);
+            }
+            !done
+        });
+        if let Some(shard) = shard {
+            for epoch in retired {
+                self.push(shard, ShardCommand::RetireEpoch { session: id, epoch });
+            }
+        }
+        if let Some(h) = self.handshakes.get_mut(&peer) {
+            h.conn
+                .handle_post_handshake(now, wall, record, ack, message);
+        }
+        self.drain(now, peer);
+    }
+
+    /// A key of session `id` reached an AEAD limit: a DTLS 1.3 session updates its keys
+    /// (RFC 9147 §4.5.3: "the endpoint MUST ... update the keys"; on the integrity limit
+    /// of the read key the peer is asked to update its own). Returns whether the session
+    /// is taken care of that way (else it is to be closed).
+    fn update_keys(&mut self, now: Instant, id: SessionId, limit: AeadLimit) -> bool {
+        let Some(peer) = self.engine_of(id) else {
+            return false;
+        };
+        let request_peer = matches!(limit, AeadLimit::Integrity { .. });
+        if let Some(h) = self.handshakes.get_mut(&peer) {
+            // `false`: an update is under way already; its keys come with its ACK.
+            h.conn.update_keys(now, request_peer);
+        }
+        self.drain(now, peer);
+        true
     }
 
     /// A shard removed session `id` (on its own, or on our `Close`), or refused to install
@@ -98,12 +171,13 @@ impl ControlThread {
                 identity: session.as_ref().map(|s| &s.identity),
             },
         );
-        // The shard ended the session: a completed engine has nothing left to do.
-        if self
-            .handshakes
-            .get(&peer)
-            .is_some_and(|h| h.completed_at.is_some())
-        {
+        self.retiring.retain(|&(_, session, _)| session != id);
+        // The shard ended the session: its completed engine has nothing left to do (an
+        // engine that serves another session of the peer stays).
+        if self.handshakes.get(&peer).is_some_and(|h| match h.session {
+            Some(session) => session == id,
+            None => h.completed_at.is_some(),
+        }) {
             self.remove_handshake(peer);
         }
     }
@@ -121,6 +195,15 @@ impl ControlThread {
             self.by_peer.remove(&from);
         }
         self.by_peer.insert(peer, id);
+        // A DTLS 1.3 session's engine follows it.
+        if self
+            .handshakes
+            .get(&from)
+            .is_some_and(|h| h.session == Some(id))
+            && let Some(h) = self.handshakes.remove(&from)
+        {
+            self.handshakes.insert(peer, h);
+        }
     }
 
     /// How logs name `peer`: with the DTLS server in connect mode.
@@ -272,6 +355,7 @@ impl ControlThread {
                 started_at: now,
                 completed_at: None,
                 half_open: Some(ticket),
+                session: None,
             },
         );
         self.drain(now, peer);
@@ -407,6 +491,14 @@ impl ControlThread {
         let mut next = None;
         // Only completed entries expire here, so the half-open table is unchanged.
         self.handshakes.retain(|peer, h| match h.completed_at {
+            // A DTLS 1.3 session's engine: its timers run (final flight, KeyUpdate).
+            _ if h.session.is_some() => {
+                match h.conn.poll_timeout() {
+                    Some(at) if at <= now => due.push(*peer),
+                    other => next = earliest(next, other),
+                }
+                true
+            }
             Some(at) => {
                 let keep = at + grace > now;
                 if keep {
@@ -422,7 +514,22 @@ impl ControlThread {
                 true
             }
         });
+        let mut retire = Vec::new();
+        self.retiring.retain(|&(at, session, epoch)| {
+            let due = at <= now;
+            if due {
+                retire.push((session, epoch));
+            } else {
+                next = earliest(next, Some(at));
+            }
+            !due
+        });
         self.next_timer = next;
+        for (session, epoch) in retire {
+            if let Some(shard) = self.installed.get(&session).map(|s| s.shard) {
+                self.push(shard, ShardCommand::RetireEpoch { session, epoch });
+            }
+        }
         for peer in due {
             if let Some(h) = self.handshakes.get_mut(&peer) {
                 h.conn.handle_timeout(now);
@@ -459,6 +566,7 @@ impl ControlThread {
         };
         let shard = h.shard;
         let mut keys = Vec::new();
+        let mut updates = Vec::new();
         let mut failure = None;
         let mut alert_received = None;
         while let Some(event) = h.conn.poll_event() {
@@ -483,8 +591,9 @@ impl ControlThread {
                     failure = Some(error);
                 }
                 Event::AlertReceived { description, .. } => alert_received = Some(description),
-                // The shards run DTLS 1.2 sessions only (no KeyUpdate).
-                Event::Closed { .. } | Event::KeysUpdated(_) => {}
+                Event::KeysUpdated(update) => updates.push(update),
+                // The shard ends the session on the peer's close_notify or fatal alert.
+                Event::Closed { .. } => {}
             }
         }
         if let Some(error) = &failure {
@@ -520,11 +629,24 @@ impl ControlThread {
         let finished = h.conn.is_finished();
         let failed_client =
             finished && h.completed_at.is_none() && matches!(self.front, Front::Client { .. });
-        let deadline = h.deadline(self.settings.completed_grace);
         let handshake_time = now.saturating_duration_since(h.started_at);
+        let mut session = h.session;
         for k in keys {
             ControlCounters::bump(&self.counters.handshakes_completed);
-            self.install(now, shard, peer, *k, handshake_time);
+            let installed = self.install(now, shard, peer, *k, handshake_time);
+            if let Some(id) = installed
+                && let Some(h) = self.handshakes.get_mut(&peer)
+            {
+                h.session = Some(id);
+                session = Some(id);
+            }
+        }
+        // A KeyUpdate's keys go to the shard before the datagrams that follow it (our ACK
+        // of the peer's KeyUpdate; records under our new write epoch come from the shard).
+        if let Some(id) = session {
+            for update in updates {
+                self.install_update(now, shard, peer, id, *update);
+            }
         }
         for datagram in transmits {
             self.push(shard, ShardCommand::Transmit { peer, datagram });
@@ -536,6 +658,9 @@ impl ControlThread {
         if finished {
             self.remove_handshake(peer);
         } else {
+            // After the installation: a DTLS 1.3 session's engine keeps its own timers.
+            let grace = self.settings.completed_grace;
+            let deadline = self.handshakes.get(&peer).and_then(|h| h.deadline(grace));
             self.next_timer = earliest(self.next_timer, deadline);
         }
     }
@@ -550,7 +675,8 @@ impl ControlThread {
     }
 
     /// Hands the session's keys to `shard` under `peer` (the client's address in serve
-    /// mode, the local source in connect mode).
+    /// mode, the local source in connect mode). Returns the session's handle when it is a
+    /// DTLS 1.3 session whose keys were queued (its engine then serves it).
     fn install(
         &mut self,
         now: Instant,
@@ -558,7 +684,7 @@ impl ControlThread {
         peer: SocketAddr,
         keys: SessionKeys,
         handshake_time: Duration,
-    ) {
+    ) -> Option<SessionId> {
         let SessionKeys {
             suite,
             records,
@@ -571,70 +697,104 @@ impl ControlThread {
             alpn,
             ..
         } = keys;
-        // The shards run DTLS 1.2 sessions; this loop's configurations allow no other
-        // version (`Config::versions`), so a 1.3 session never completes here.
-        let Some((read, write)) = records.into_dtls12() else {
-            return;
+        let version = match &records {
+            RecordKeys::Dtls12 { .. } => "1.2",
+            RecordKeys::Dtls13 { .. } => "1.3",
         };
-        // RFC 6520 §2: requests only to a peer that said peer_allowed_to_send; answers only
-        // when we said it (a negotiated extension carries both modes).
-        let heartbeat = HeartbeatPolicy {
-            answer: peer_mode.is_some()
-                && self.config.heartbeat == Some(HeartbeatMode::PeerAllowedToSend),
-            probe: peer_mode == Some(HeartbeatMode::PeerAllowedToSend),
-        };
-        let (read_key, write_key) = if self.settings.null_record_protection {
-            (RecordKey::null_baseline(), RecordKey::null_baseline())
-        } else {
-            (read.key, write.key)
-        };
-        // RFC 9146: records to us carry our CID, records to the peer its CID (empty: the
-        // plain format). The null baseline has no tls12_cid form (those records are AEAD
-        // only): a benchmark that sets it runs without CIDs.
-        let (cid, peer_cid) = if self.settings.null_record_protection {
-            (Vec::new(), Vec::new())
-        } else {
-            (
-                local_cid.clone().unwrap_or_default(),
-                peer_cid.unwrap_or_default(),
-            )
-        };
-        // A peer with a session keeps its handle: the shard replaces that session's keys.
-        let id = match self.by_peer.get(&peer) {
-            Some(id) => *id,
-            None => {
+        // A peer with a DTLS 1.2 session that completes another 1.2 handshake keeps its
+        // handle: the shard replaces that session's keys. A DTLS 1.3 session (whose keys
+        // the shard would take for a KeyUpdate) or a session of the other version is
+        // closed and replaced by a new one.
+        let id = match self.by_peer.get(&peer).copied() {
+            Some(id)
+                if version == "1.2"
+                    && self.installed.get(&id).is_some_and(|s| s.version == "1.2") =>
+            {
+                id
+            }
+            old => {
+                if let Some(old) = old {
+                    self.close_session(now, old, CloseCause::Replaced);
+                }
                 let id = SessionId::new(self.next_session);
                 self.next_session += 1;
                 id
             }
         };
-        let command = ShardCommand::InstallKeys {
-            session: id,
+        let upstream = self.upstream_prefix(
             peer,
-            read: ReadKeys {
-                epoch: read.epoch,
-                key: read_key,
-                replay_window,
+            version,
+            suite,
+            &peer_identity,
+            resumed,
+            alpn.as_deref(),
+        );
+        let command = match records {
+            RecordKeys::Dtls12 { read, write } => {
+                // RFC 6520 §2: requests only to a peer that said peer_allowed_to_send;
+                // answers only when we said it (a negotiated extension carries both modes).
+                let heartbeat = HeartbeatPolicy {
+                    answer: peer_mode.is_some()
+                        && self.config.heartbeat == Some(HeartbeatMode::PeerAllowedToSend),
+                    probe: peer_mode == Some(HeartbeatMode::PeerAllowedToSend),
+                };
+                let (read_key, write_key) = if self.settings.null_record_protection {
+                    (RecordKey::null_baseline(), RecordKey::null_baseline())
+                } else {
+                    (read.key, write.key)
+                };
+                // RFC 9146: records to us carry our CID, records to the peer its CID
+                // (empty: the plain format). The null baseline has no tls12_cid form
+                // (those records are AEAD only): a benchmark that sets it runs without
+                // CIDs.
+                let (cid, peer_cid) = if self.settings.null_record_protection {
+                    (Vec::new(), Vec::new())
+                } else {
+                    (
+                        local_cid.clone().unwrap_or_default(),
+                        peer_cid.unwrap_or_default(),
+                    )
+                };
+                ShardCommand::InstallKeys {
+                    session: id,
+                    peer,
+                    read: ReadKeys {
+                        epoch: read.epoch,
+                        key: read_key,
+                        replay_window,
+                    },
+                    write: WriteKeys {
+                        epoch: write.epoch,
+                        key: write_key,
+                        next_seq: write.next_sequence,
+                    },
+                    heartbeat,
+                    cid,
+                    peer_cid,
+                    upstream,
+                }
+            }
+            // DTLS 1.3 connection IDs (RFC 9147 §9) are not negotiated yet: none either
+            // way. (The null baseline is a DTLS 1.2 record key: 1.3 keys stay real.)
+            RecordKeys::Dtls13 { read, write } => ShardCommand::InstallKeys13 {
+                session: id,
+                peer,
+                read: Some(read_keys13(*read, replay_window)),
+                write: Some(write_keys13(*write)),
+                cid: Vec::new(),
+                peer_cid: Vec::new(),
+                upstream,
             },
-            write: WriteKeys {
-                epoch: write.epoch,
-                key: write_key,
-                next_seq: write.next_sequence,
-            },
-            heartbeat,
-            cid,
-            peer_cid,
-            upstream: self.upstream_prefix(peer, suite, &peer_identity, resumed, alpn.as_deref()),
         };
         if !self.push(shard, command) {
-            return;
+            return None;
         }
         let who = self.peer(peer);
         self.log.session_established(
             now,
             &Established {
                 peer: who,
-                version: "1.2",
+                version,
                 suite,
                 identity: &peer_identity,
                 resumed,
@@ -650,7 +810,7 @@ impl ControlThread {
                 shard,
                 established: now,
                 identity: peer_identity,
-                version: "1.2",
+                version,
                 suite,
                 cid: local_cid,
             },
@@ -680,6 +840,41 @@ impl ControlThread {
                 }
             }
         }
+        (version == "1.3").then_some(id)
+    }
+
+    /// DTLS 1.3: the keys of a KeyUpdate of session `id` to its shard (RFC 9147 §8): the
+    /// peer's next read epoch (the previous one is retired once a record of the new one
+    /// reaches control, or [`EPOCH_RETIRE_AFTER`] later) and/or our next write epoch.
+    fn install_update(
+        &mut self,
+        now: Instant,
+        shard: usize,
+        peer: SocketAddr,
+        id: SessionId,
+        update: UpdatedKeys,
+    ) {
+        let UpdatedKeys { read, write } = update;
+        let new_read = read.as_ref().map(|k| k.epoch);
+        let command = ShardCommand::InstallKeys13 {
+            session: id,
+            peer,
+            read: read.map(|k| read_keys13(k, self.config.replay_window)),
+            write: write.map(write_keys13),
+            cid: Vec::new(),
+            peer_cid: Vec::new(),
+            // Kept by the shard: a KeyUpdate does not change who the peer is.
+            upstream: UpstreamPrefix::None,
+        };
+        if !self.push(shard, command) {
+            return;
+        }
+        ControlCounters::bump(&self.counters.key_updates);
+        if let Some(epoch) = new_read {
+            let at = now + EPOCH_RETIRE_AFTER;
+            self.retiring.push((at, id, epoch - 1));
+            self.next_timer = earliest(self.next_timer, Some(at));
+        }
     }
 
     /// Serve mode with [`RuntimeConfig::proxy_header`](super::RuntimeConfig) set: the
@@ -687,6 +882,7 @@ impl ControlThread {
     fn upstream_prefix(
         &self,
         peer: SocketAddr,
+        version: &str,
         suite: CipherSuite,
         identity: &PeerIdentity,
         resumed: bool,
@@ -704,7 +900,11 @@ impl ControlThread {
         let facts = SessionFacts {
             client: peer,
             listen: header.listen,
-            version: "DTLSv1.2",
+            version: if version == "1.3" {
+                "DTLSv1.3"
+            } else {
+                "DTLSv1.2"
+            },
             suite,
             identity: &identity,
             resumed,
@@ -726,4 +926,23 @@ impl ControlThread {
             }
         }
     }
+}
+
+/// The shard's read state of a DTLS 1.3 epoch.
+fn read_keys13(keys: EpochKeys13, replay_window: usize) -> Box<ReadKeys13> {
+    Box::new(ReadKeys13 {
+        epoch: keys.epoch,
+        keys: keys.keys,
+        replay_window,
+        next_expected: keys.next_sequence,
+    })
+}
+
+/// The shard's write state of a DTLS 1.3 epoch: its records start past the engine's.
+fn write_keys13(keys: EpochKeys13) -> Box<WriteKeys13> {
+    Box::new(WriteKeys13 {
+        epoch: keys.epoch,
+        keys: keys.keys,
+        next_seq: keys.next_sequence,
+    })
 }

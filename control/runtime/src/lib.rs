@@ -39,8 +39,19 @@
 //! keys, and a shard's [`ControlInbound::PeerMoved`](dtls_shard::ControlInbound) (a record
 //! under the CID authenticated from a new address) moves the session's address here too.
 //!
+//! DTLS 1.3 (RFC 9147): a session's engine lives as long as the session. The shard holds
+//! the application keys, opens the peer's post-handshake records (KeyUpdate, ACK, ...) and
+//! hands their plaintext up as [`ControlInbound::PostHandshake`](dtls_shard::ControlInbound);
+//! the engine answers (its ACK, its own KeyUpdate) in datagrams it seals itself with the
+//! few sequence numbers of each epoch it keeps (the shard's start past them), which go out
+//! as `Transmit`. New epochs reach the shard as `InstallKeys13` (the peer's next read
+//! epoch as soon as its KeyUpdate is read, our next write epoch once the peer acknowledged
+//! ours); the previous read epoch is retired when a record of the new one reached control
+//! or [`EPOCH_RETIRE_AFTER`] later. An AEAD limit report makes a 1.3 session update its
+//! keys (RFC 9147 §4.5.3).
+//!
 //! What it does not do: spawn or pin threads (the daemon does), sessions' records (the
-//! shards do), rekeying (an AEAD limit report closes the session), DTLS 1.3.
+//! shards do), DTLS 1.2 rekeying (an AEAD limit report closes a 1.2 session).
 
 #![forbid(unsafe_code)]
 
@@ -88,6 +99,10 @@ pub type RngFactory = Box<dyn FnMut() -> Box<dyn Rng + Send> + Send>;
 
 /// Buffer for one outgoing handshake datagram (larger than any MTU we accept).
 const TRANSMIT_BUF: usize = 16 * 1024;
+/// DTLS 1.3: how long a session's previous read epoch stays with its shard after the peer's
+/// KeyUpdate when no record under the new epoch reached control sooner (RFC 9147 §8: the
+/// old keys are kept for records still in flight, not for ever).
+const EPOCH_RETIRE_AFTER: Duration = Duration::from_secs(10);
 /// How long a session closed by control is remembered for the line its shard's report
 /// completes.
 const CLOSING_MEMORY: Duration = Duration::from_secs(10);
@@ -141,6 +156,10 @@ struct Handshake {
     completed_at: Option<Instant>,
     /// Its entry in the half-open table while in progress.
     half_open: Option<u64>,
+    /// DTLS 1.3: the installed session this engine serves after completion. Such an engine
+    /// lives as long as its session (no grace period): it answers the peer's KeyUpdates
+    /// and ACKs, and runs ours.
+    session: Option<SessionId>,
 }
 
 /// A session whose keys went to a shard.
@@ -177,12 +196,13 @@ pub struct Reload {
 }
 
 impl Handshake {
-    /// When this entry next needs the loop: its retransmission timer while in progress,
-    /// the end of its grace period once completed.
+    /// When this entry next needs the loop: its retransmission timer while in progress
+    /// or while it serves a DTLS 1.3 session, the end of its grace period once completed
+    /// otherwise.
     fn deadline(&self, grace: Duration) -> Option<Instant> {
         match self.completed_at {
-            Some(at) => Some(at + grace),
-            None => self.conn.poll_timeout(),
+            Some(at) if self.session.is_none() => Some(at + grace),
+            _ => self.conn.poll_timeout(),
         }
     }
 }
@@ -235,6 +255,9 @@ pub struct ControlThread {
     shard_sessions: Vec<usize>,
     /// Sessions control closed, until their shard reports them (for the closing line).
     closing: HashMap<SessionId, (Instant, Installed)>,
+    /// DTLS 1.3 read epochs to retire from their shard: (when, session, epoch), oldest
+    /// first.
+    retiring: Vec<(Instant, SessionId, u64)>,
     /// Where handshakes and sessions are reported.
     log: Box<dyn SessionLog>,
     /// Client mode: the last session ticket per local source, offered by its next handshake
@@ -333,6 +356,7 @@ impl ControlThread {
             next_session: 1,
             shard_sessions,
             closing: HashMap::new(),
+            retiring: Vec::new(),
             log: Box::new(NoLog),
             tickets: HashMap::new(),
             ticket_check: None,
@@ -588,6 +612,7 @@ impl ControlThread {
             }
         }
         self.handshakes.clear();
+        self.retiring.clear();
         self.half_open.clear();
         self.by_source.clear();
         self.shard_sessions.iter_mut().for_each(|n| *n = 0);
@@ -606,3 +631,5 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests13;

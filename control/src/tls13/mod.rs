@@ -454,6 +454,47 @@ impl Core13 {
         }
     }
 
+    /// A record the data plane opened under application keys (it holds them, RFC 9147
+    /// §4): handshake messages (KeyUpdate, NewSessionTicket, ...) or an ACK's body, with
+    /// the record's epoch and sequence number. Only after completion; records of an
+    /// epoch below the application's are never the data plane's and are ignored.
+    pub(crate) fn handle_post_handshake(
+        &mut self,
+        side: &mut Side13,
+        now: Instant,
+        wall: UnixTime,
+        number: RecordNumber,
+        ack: bool,
+        plaintext: &[u8],
+    ) {
+        if !self.is_established() || number.epoch < EPOCH_APPLICATION {
+            self.stats.ignored_records += 1;
+            return;
+        }
+        let content_type = if ack {
+            ACK
+        } else {
+            InnerContentType::Handshake as u8
+        };
+        self.handle_content(side, now, wall, content_type, number, plaintext);
+        self.keep_reserve(now);
+    }
+
+    /// After completion the engine seals its ACKs, KeyUpdates and alerts from a few
+    /// sequence numbers of each write epoch ([`ENGINE_SEQUENCE_RESERVE`]); the data plane
+    /// uses the rest. Once half of them are spent, a KeyUpdate moves us to a new epoch
+    /// (with a fresh reserve) before they run out.
+    fn keep_reserve(&mut self, now: Instant) {
+        let epoch = self.transport.write_epoch();
+        let spent = self
+            .transport
+            .reserve_left(epoch)
+            .is_some_and(|left| left <= ENGINE_SEQUENCE_RESERVE / 2);
+        if spent && let Err(e) = self.start_key_update(now, false) {
+            self.fail(e);
+        }
+    }
+
     fn handle_content(
         &mut self,
         side: &mut Side13,
@@ -1028,6 +1069,19 @@ impl Engine13 {
     ) {
         self.core
             .handle_datagram(&mut self.side, now, wall, peer, datagram);
+    }
+
+    /// See [`crate::Connection::handle_post_handshake`].
+    pub(crate) fn handle_post_handshake(
+        &mut self,
+        now: Instant,
+        wall: UnixTime,
+        number: RecordNumber,
+        ack: bool,
+        plaintext: &[u8],
+    ) {
+        self.core
+            .handle_post_handshake(&mut self.side, now, wall, number, ack, plaintext);
     }
 
     /// Whether `datagram` starts with a ClientHello of another handshake (another

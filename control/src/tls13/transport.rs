@@ -23,6 +23,9 @@ const FORM: HeaderForm<'static> = HeaderForm {
 /// Bytes a protected record adds to its content: header, type byte and AEAD tag.
 const PROTECTED_OVERHEAD: usize = 5 + 1 + 16;
 
+/// Read epochs kept: the handshake's and the peer's last few application epochs.
+const MAX_READ_EPOCHS: usize = 6;
+
 /// Smallest handshake fragment worth starting in a partly filled datagram.
 const MIN_FRAGMENT: usize = 32;
 
@@ -35,6 +38,9 @@ pub(crate) struct Transport13 {
     sealers: Vec<Sealer13>,
     /// Read state of epochs 2 and up, oldest first.
     openers: Vec<Opener13>,
+    /// Per write epoch handed on to a data plane: the first sequence number that is no
+    /// longer ours (see [`Transport13::reserve`]).
+    ceilings: Vec<(u64, u64)>,
 }
 
 impl Transport13 {
@@ -52,6 +58,10 @@ impl Transport13 {
 
     pub(crate) fn install_read(&mut self, opener: Opener13) {
         self.openers.push(opener);
+        // Read epochs only grow after completion (the peer's KeyUpdates): the oldest go.
+        if self.openers.len() > MAX_READ_EPOCHS {
+            self.openers.remove(0);
+        }
     }
 
     /// The newest epoch we write in (0 before keys).
@@ -75,10 +85,23 @@ impl Transport13 {
     }
 
     /// Reserves `count` sequence numbers of `epoch` for the engine and returns the first
-    /// number after them (where a data plane continuing the epoch starts).
+    /// number after them (where a data plane continuing the epoch starts). The engine
+    /// never seals a record of the epoch past them: a record number is used once per
+    /// epoch (RFC 9147 §4.2.1), whoever seals it.
     pub(crate) fn reserve(&mut self, epoch: u64, count: u64) -> Option<u64> {
         let sealer = self.sealers.iter().find(|s| s.epoch() == epoch)?;
-        Some(sealer.next_sequence().saturating_add(count))
+        let ceiling = sealer.next_sequence().saturating_add(count);
+        self.ceilings.retain(|(e, _)| *e != epoch);
+        self.ceilings.push((epoch, ceiling));
+        Some(ceiling)
+    }
+
+    /// Sequence numbers of `epoch` the engine may still use (`None`: no data plane shares
+    /// the epoch).
+    pub(crate) fn reserve_left(&self, epoch: u64) -> Option<u64> {
+        let (_, ceiling) = self.ceilings.iter().find(|(e, _)| *e == epoch)?;
+        let sealer = self.sealers.iter().find(|s| s.epoch() == epoch)?;
+        Some(ceiling.saturating_sub(sealer.next_sequence()))
     }
 
     /// Appends one record of `content_type` carrying `parts` in `epoch` to `datagram` and
@@ -112,6 +135,16 @@ impl Transport13 {
             },
         )?;
         let sequence = sealer.next_sequence();
+        if self
+            .ceilings
+            .iter()
+            .any(|(e, ceiling)| *e == epoch && sequence >= *ceiling)
+        {
+            // The data plane seals from the ceiling on.
+            return Err(HandshakeError::Internal {
+                what: "the engine's sequence numbers of the epoch are spent",
+            });
+        }
         let start = datagram.len();
         let record_len = sealer.record_len(&FORM, content_len, 0);
         datagram.resize(start + record_len, 0);
@@ -358,5 +391,36 @@ mod tests {
         assert!(!m.is_acked());
         m.mark_acked(0, 0);
         assert!(m.is_acked());
+    }
+
+    #[test]
+    fn the_engine_never_seals_past_its_reserve() {
+        use dataplane::record::Aead;
+        use dataplane::record::v13::TrafficKeys13;
+        let keys = TrafficKeys13::new(Aead::Aes128Gcm, &[7; 16], &[9; 12], &[5; 16]).expect("keys");
+        let mut t = Transport13::new(0);
+        t.install_write(Sealer13::new(3, keys));
+        assert_eq!(
+            t.reserve_left(3),
+            None,
+            "no data plane shares the epoch yet"
+        );
+        assert_eq!(t.reserve(3, 2), Some(2));
+        assert_eq!(t.reserve_left(3), Some(2));
+        let mut datagram = Vec::new();
+        for sequence in 0..2 {
+            let n = t
+                .push_record(&mut datagram, InnerContentType::Ack, 3, &[b"ack"])
+                .expect("within the reserve");
+            assert_eq!((n.epoch, n.sequence), (3, sequence));
+        }
+        assert_eq!(t.reserve_left(3), Some(0));
+        let len = datagram.len();
+        assert!(
+            t.push_record(&mut datagram, InnerContentType::Ack, 3, &[b"ack"])
+                .is_err(),
+            "sequence 2 is the data plane's"
+        );
+        assert_eq!(datagram.len(), len, "nothing written");
     }
 }

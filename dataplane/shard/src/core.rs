@@ -590,7 +590,7 @@ impl<F> ShardCore<F> {
                         ..
                     } => {
                         let cid_len = cid.as_slice().len();
-                        session.update_keys13(*opener, sealer.map(|s| *s), cid_len);
+                        session.update_keys13(opener.map(|o| *o), sealer.map(|s| *s), cid_len);
                     }
                 }
             }
@@ -610,7 +610,7 @@ impl<F> ShardCore<F> {
                 ..
             } => (read, sealer, heartbeat, upstream),
             Keys::V13 {
-                opener,
+                opener: Some(opener),
                 sealer: Some(sealer),
                 cid,
                 upstream,
@@ -625,6 +625,7 @@ impl<F> ShardCore<F> {
                 upstream,
             ),
             Keys::V13 { sealer: None, .. } => return Err(InstallError::NoWriteKeys),
+            Keys::V13 { opener: None, .. } => return Err(InstallError::NoReadKeys),
         };
         if self.table.len() >= self.table.capacity() {
             return Err(InstallError::TableFull {
@@ -774,7 +775,9 @@ enum Keys {
         upstream: UpstreamPrefix,
     },
     V13 {
-        opener: Box<Opener13>,
+        /// `None`: the session's read epochs stay (a KeyUpdate of our write keys).
+        opener: Option<Box<Opener13>>,
+        /// `None`: the write epoch stays (the peer's KeyUpdate).
         sealer: Option<Box<Write13>>,
         /// Our connection ID (empty: none).
         cid: CidKey,
@@ -832,7 +835,7 @@ fn check_prefix(upstream: &UpstreamPrefix) -> Result<(), InstallError> {
 
 /// DTLS 1.3 keys from `InstallKeys13`.
 fn keys13(
-    read: Box<ReadKeys13>,
+    read: Option<Box<ReadKeys13>>,
     write: Option<Box<WriteKeys13>>,
     cid: &[u8],
     peer_cid: &[u8],
@@ -842,21 +845,31 @@ fn keys13(
     // RFC 9147 §6.1: epochs 0 to 2 are the handshake's (control's); application data
     // starts at epoch 3.
     let handshake_epoch = |e: u64| e < 3;
-    if handshake_epoch(read.epoch) || write.as_ref().is_some_and(|w| handshake_epoch(w.epoch)) {
+    if read.as_ref().is_some_and(|r| handshake_epoch(r.epoch))
+        || write.as_ref().is_some_and(|w| handshake_epoch(w.epoch))
+    {
         return Err(InstallError::HandshakeEpoch);
     }
     let too_long = |c: &[u8]| InstallError::CidLength(c.len());
     let cid = CidKey::new(cid).ok_or_else(|| too_long(cid))?;
     let peer_cid = CidKey::new(peer_cid).ok_or_else(|| too_long(peer_cid))?;
-    let window = ReplayWindow::try_new(read.replay_window)?;
-    let ReadKeys13 {
-        epoch,
-        keys,
-        next_expected,
-        ..
-    } = *read;
+    let opener = match read {
+        Some(read) => {
+            let window = ReplayWindow::try_new(read.replay_window)?;
+            let ReadKeys13 {
+                epoch,
+                keys,
+                next_expected,
+                ..
+            } = *read;
+            Some(Box::new(
+                Opener13::new(epoch, keys, window).with_next_expected(next_expected),
+            ))
+        }
+        None => None,
+    };
     Ok(Keys::V13 {
-        opener: Box::new(Opener13::new(epoch, keys, window).with_next_expected(next_expected)),
+        opener,
         sealer: write.map(|w| {
             let WriteKeys13 {
                 epoch,

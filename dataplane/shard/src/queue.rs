@@ -145,16 +145,18 @@ pub enum ShardCommand {
         /// handshake, perhaps by another identity); ignored in connect mode.
         upstream: UpstreamPrefix,
     },
-    /// DTLS 1.3: create session `session` for `peer` with application-epoch keys, or, when
-    /// `peer` has a session, install a new read epoch (the previous one stays readable for
-    /// records in flight, RFC 9147 §8) and, when given, a new write epoch (a KeyUpdate).
+    /// DTLS 1.3: create session `session` for `peer` with application-epoch keys (both
+    /// `read` and `write` needed), or, when `peer` has a session, install a new read epoch
+    /// when given (the previous one stays readable for records in flight, RFC 9147 §8) and
+    /// a new write epoch when given (a KeyUpdate changes one direction at a time).
     InstallKeys13 {
         /// The session's handle.
         session: SessionId,
         /// The peer's address.
         peer: SocketAddr,
-        /// Read state of the new epoch (boxed: 1.3 keys are large, commands are not).
-        read: Box<ReadKeys13>,
+        /// Read state of the new epoch (boxed: 1.3 keys are large, commands are not; `None`:
+        /// the read epochs stay).
+        read: Option<Box<ReadKeys13>>,
         /// Write state of the new epoch (`None`: the write epoch stays).
         write: Option<Box<WriteKeys13>>,
         /// Our connection ID: what the peer puts in its records to us (empty: none), at
@@ -248,6 +250,8 @@ pub enum ControlInbound {
         session: SessionId,
         /// The epoch it arrived in.
         epoch: u64,
+        /// Its record's sequence number (what an ACK of it names, RFC 9147 §7).
+        sequence: u64,
         /// An ACK record's body (RFC 9147 §7) rather than handshake messages.
         ack: bool,
         /// The plaintext (handshake messages with their DTLS headers, or the ACK body).
@@ -329,10 +333,13 @@ pub enum CloseCause {
     /// A reload removed the session's PSK identity, or its client certificate no longer
     /// verifies against the reloaded CA.
     Revoked,
-    /// A key reached its AEAD limit (no DTLS 1.2 rekey: RFC 9147 §4.5.3 allows closing).
+    /// A DTLS 1.2 key reached its AEAD limit (no 1.2 rekey: RFC 9147 §4.5.3 allows closing).
     AeadLimit,
     /// An operator asked for it.
     Requested,
+    /// A new handshake of the same peer replaced it (a DTLS 1.3 session, or a session of
+    /// the other version, is replaced rather than rekeyed).
+    Replaced,
 }
 
 impl CloseCause {
@@ -343,6 +350,7 @@ impl CloseCause {
             CloseCause::Revoked => "revoked",
             CloseCause::AeadLimit => "aead_limit",
             CloseCause::Requested => "requested",
+            CloseCause::Replaced => "replaced",
         }
     }
 }
@@ -379,6 +387,9 @@ pub enum InstallError {
     /// A DTLS 1.3 session without write keys.
     #[error("DTLS 1.3 session without write keys")]
     NoWriteKeys,
+    /// A DTLS 1.3 session without read keys.
+    #[error("DTLS 1.3 session without read keys")]
+    NoReadKeys,
     /// A connection ID longer than 255 bytes.
     #[error("connection ID of {0} bytes")]
     CidLength(usize),

@@ -211,11 +211,16 @@ impl Out<'_> {
     }
 }
 
+/// RFC 9147 §6.1: the first DTLS 1.3 application epoch, the one a new session starts with.
+const FIRST_APPLICATION_EPOCH13: u64 = 3;
+
 /// What a read-only walk over a datagram found.
 struct Scan {
     records: usize,
     /// Some record is epoch 0 or handshake content: the control thread needs the datagram.
     for_control: bool,
+    /// Records that are not control's (the shard opens them).
+    shard_records: usize,
     /// Bytes after the last whole record.
     trailing: bool,
 }
@@ -229,16 +234,19 @@ fn scan13(datagram: &[u8], cid_len: usize, held: &[u64]) -> Scan {
     let mut s = Scan {
         records: 0,
         for_control: false,
+        shard_records: 0,
         trailing: false,
     };
     for r in records.by_ref() {
         s.records += 1;
-        s.for_control |= match r.kind {
+        let control = match r.kind {
             MixedKind::Plaintext(_) | MixedKind::Dtls12Cid => true,
             MixedKind::Ciphertext(h) => {
                 reconstruct_epoch(h.epoch_bits, held.iter().copied()).is_none()
             }
         };
+        s.for_control |= control;
+        s.shard_records += usize::from(!control);
     }
     s.trailing = records.dropped_bytes() > 0;
     s
@@ -253,16 +261,19 @@ fn scan12_cid(datagram: &[u8], cid_len: usize) -> Scan {
     let mut s = Scan {
         records: 0,
         for_control: false,
+        shard_records: 0,
         trailing: false,
     };
     for r in records.by_ref() {
         s.records += 1;
-        s.for_control |= match r.kind {
+        let control = match r.kind {
             MixedKind::Plaintext(content_type) => {
                 record_epoch(r.bytes) == 0 || content_type == ContentType::Handshake as u8
             }
             MixedKind::Dtls12Cid | MixedKind::Ciphertext(_) => false,
         };
+        s.for_control |= control;
+        s.shard_records += usize::from(!control);
     }
     s.trailing = records.dropped_bytes() > 0;
     s
@@ -283,12 +294,15 @@ fn scan(datagram: &[u8]) -> Scan {
     let mut s = Scan {
         records: 0,
         for_control: false,
+        shard_records: 0,
         trailing: false,
     };
     for r in records.by_ref() {
         s.records += 1;
-        s.for_control |=
+        let control =
             r.header.epoch() == 0 || r.header.content_type() == ContentType::Handshake as u8;
+        s.for_control |= control;
+        s.shard_records += usize::from(!control);
     }
     s.trailing = records.dropped_bytes() > 0;
     s
@@ -382,24 +396,35 @@ fn handle_unknown<F>(
         return;
     }
     // A DTLS 1.3 handshake's records (unified headers, epoch 2) from a peer without a
-    // session are control's like the 1.2 ones.
-    let found = match datagram.first() {
-        Some(&first) if is_unified(first) => scan13(datagram, cid_len, &[]),
-        _ => scan(datagram),
+    // session are control's like the 1.2 ones; records of the first application epoch (3)
+    // are a client's data sent right after its Finished, ahead of its keys.
+    let unified = matches!(datagram.first(), Some(&first) if is_unified(first));
+    let found = if unified {
+        scan13(datagram, cid_len, &[FIRST_APPLICATION_EPOCH13])
+    } else {
+        scan(datagram)
     };
     // No session: during a handshake every datagram belongs to control (including the
     // client's epoch-1 Finished). Protected records alone cannot be anything control
-    // handles.
+    // handles. A DTLS 1.3 datagram with both goes to control and is parked too: once the
+    // keys are in, control gets the handshake records again (answered as a
+    // retransmission) and the shard opens the rest.
     if found.for_control {
         out.forward(source, datagram);
-    } else if found.records > 0 {
+    }
+    let park = if found.for_control {
+        unified && found.shard_records > 0
+    } else {
+        found.records > 0
+    };
+    if park {
         // Records of a peer finishing its handshake wait for its keys (see `early`).
         if early.park(source, datagram) {
             out.tally.early_parked += 1;
         } else {
             out.tally.drop_unknown_session += 1;
         }
-    } else {
+    } else if !found.for_control {
         out.tally.drop_malformed += 1;
     }
 }
@@ -744,6 +769,7 @@ fn open_records13<F>(
                         out.report(ControlInbound::PostHandshake {
                             session: session.handle,
                             epoch: opened.epoch,
+                            sequence: opened.sequence,
                             ack: opened.content_type == InnerContentType::Ack,
                             message: opened.plaintext.to_vec(),
                         });

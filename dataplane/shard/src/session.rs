@@ -213,20 +213,28 @@ impl<F> Session<F> {
         self.limit_reported = false;
     }
 
-    /// New DTLS 1.3 keys: a new read epoch (the previous one stays readable for records
-    /// still in flight, RFC 9147 §8) and, when given, a new write epoch.
-    pub fn update_keys13(&mut self, opener: Opener13, sealer: Option<Write13>, cid_len: usize) {
-        match &mut self.read {
-            ReadState::V13 { epochs, cid_len: c } => {
-                epochs.install(opener, true);
+    /// New DTLS 1.3 keys: when given, a new read epoch (the previous one stays readable for
+    /// records still in flight, RFC 9147 §8) and a new write epoch.
+    pub fn update_keys13(
+        &mut self,
+        opener: Option<Opener13>,
+        sealer: Option<Write13>,
+        cid_len: usize,
+    ) {
+        match (&mut self.read, opener) {
+            (ReadState::V13 { epochs, cid_len: c }, opener) => {
+                if let Some(opener) = opener {
+                    epochs.install(opener, true);
+                }
                 *c = cid_len;
             }
-            other => {
+            (other, Some(opener)) => {
                 *other = ReadState::V13 {
                     epochs: Box::new(ReadEpochs::new(opener)),
                     cid_len,
                 }
             }
+            (_, None) => {}
         }
         if let Some(write) = sealer {
             self.sealer = WriteState::V13(Box::new(write));

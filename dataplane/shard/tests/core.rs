@@ -828,12 +828,12 @@ mod v13 {
             ShardCommand::InstallKeys13 {
                 session: self.handle,
                 peer: self.addr,
-                read: Box::new(ReadKeys13 {
+                read: Some(Box::new(ReadKeys13 {
                     epoch,
                     keys: keys(self.seed + step),
                     replay_window: 128,
                     next_expected: 0,
-                }),
+                })),
                 write: write.then(|| {
                     Box::new(WriteKeys13 {
                         epoch,
@@ -944,12 +944,14 @@ mod v13 {
                 ControlInbound::PostHandshake {
                     session: peer.handle,
                     epoch: 3,
+                    sequence: 0,
                     ack: false,
                     message: key_update.to_vec(),
                 },
                 ControlInbound::PostHandshake {
                     session: peer.handle,
                     epoch: 3,
+                    sequence: 1,
                     ack: true,
                     message: ack_body.to_vec(),
                 },
@@ -1000,6 +1002,40 @@ mod v13 {
         let s = h.stats();
         assert_eq!(s.sessions_rekeyed, 1);
         assert_eq!(h.core.sessions().len(), 1);
+    }
+
+    #[test]
+    fn a_write_only_key_update_keeps_the_read_epoch_and_its_window() {
+        let mut h = Harness::serve();
+        let mut peer = Peer13::new(10);
+        h.command(0, peer.install(3, true));
+        let first = peer.seal(b"one");
+        h.datagram(1, peer.addr, &first);
+        let second = peer.seal(b"two");
+        // Our KeyUpdate was acknowledged: control installs write epoch 4 only.
+        let mut install = peer.install(4, true);
+        if let ShardCommand::InstallKeys13 { read, .. } = &mut install {
+            *read = None;
+        }
+        h.command(2, install);
+        // Epoch 3 still reads, with its replay window: the replayed record is dropped.
+        h.datagram(3, peer.addr, &second);
+        h.datagram(4, peer.addr, &first);
+        assert_eq!(
+            h.upstream().into_iter().map(|(_, p)| p).collect::<Vec<_>>(),
+            vec![b"one".to_vec(), b"two".to_vec()]
+        );
+        assert_eq!(h.stats().drop_replay, 1);
+        // Replies go out under epoch 4.
+        peer.update(4);
+        let flow = h.flow_of(peer.addr);
+        h.on_flow(5, flow, b"reply");
+        let net = h.net();
+        assert_eq!(
+            peer.open(net[0].1.clone()),
+            (InnerContentType::ApplicationData, b"reply".to_vec())
+        );
+        assert_eq!(h.stats().sessions_rekeyed, 1);
     }
 
     #[test]
@@ -1061,13 +1097,48 @@ mod v13 {
     }
 
     #[test]
+    fn a_13_clients_data_ahead_of_its_keys_waits_for_them() {
+        let mut h = Harness::serve();
+        let mut peer = Peer13::new(11);
+        h.command(0, ShardCommand::ExpectKeys { peer: peer.addr });
+        // The client's Finished (epoch 2) with its first data (epoch 3) in one datagram,
+        // then data alone: both before control installed the keys.
+        let mut finished = Sealer13::new(2, keys(97));
+        let form = HeaderForm::default();
+        let mut record = vec![0; finished.record_len(&form, 4, 0)];
+        let n = finished
+            .seal(InnerContentType::Handshake, &form, &mut record, 4, 0)
+            .expect("seal");
+        record.truncate(n);
+        record.extend(peer.seal(b"with the Finished"));
+        h.datagram(1, peer.addr, &record);
+        let alone = peer.seal(b"right after");
+        h.datagram(2, peer.addr, &alone);
+        assert_eq!(h.inbound().len(), 1, "the Finished went to control");
+        assert!(h.upstream().is_empty());
+        assert_eq!(h.stats().early_parked, 2);
+        h.command(3, peer.install(3, true));
+        assert_eq!(
+            h.upstream().into_iter().map(|(_, p)| p).collect::<Vec<_>>(),
+            vec![b"with the Finished".to_vec(), b"right after".to_vec()]
+        );
+        // The Finished reaches control again with the replayed datagram: answered as a
+        // retransmission there.
+        assert_eq!(h.inbound().len(), 1);
+        assert_eq!(h.stats().early_replayed, 2);
+    }
+
+    #[test]
     fn keys_for_a_handshake_epoch_or_without_write_keys_are_refused() {
         let mut h = Harness::serve();
         let peer = Peer13::new(9);
         h.command(0, peer.install(3, false));
         h.command(1, {
             let mut c = peer.install(3, true);
-            if let ShardCommand::InstallKeys13 { read, .. } = &mut c {
+            if let ShardCommand::InstallKeys13 {
+                read: Some(read), ..
+            } = &mut c
+            {
                 read.epoch = 2;
             }
             c
@@ -1172,12 +1243,11 @@ mod v13 {
         let record = peer.seal(b"whose?");
         h.datagram(1, SocketAddr::from(([203, 0, 113, 12], 1)), &record);
         assert!(h.upstream().is_empty());
-        // Not a session's: to control like any unknown peer's unified-header records.
-        assert!(matches!(
-            h.inbound().as_slice(),
-            [ControlInbound::Handshake { .. }]
-        ));
-        assert_eq!(h.stats().sessions_moved, 0);
+        // Not a session's, and application data (epoch 3) of no handshake control expects
+        // keys for: dropped and counted, not parked, not control's.
+        assert!(h.inbound().is_empty());
+        let s = h.stats();
+        assert_eq!((s.sessions_moved, s.drop_unknown_session), (0, 1));
     }
 
     #[test]

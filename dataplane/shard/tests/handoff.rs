@@ -304,12 +304,12 @@ fn a_dtls13_record_with_the_c_bit_is_handed_over_too() {
     s1.command(ShardCommand::InstallKeys13 {
         session: SessionId::new(78),
         peer: home,
-        read: Box::new(ReadKeys13 {
+        read: Some(Box::new(ReadKeys13 {
             epoch: 3,
             keys: keys13(8),
             replay_window: 128,
             next_expected: 0,
-        }),
+        })),
         write: Some(Box::new(WriteKeys13 {
             epoch: 3,
             keys: keys13(9),

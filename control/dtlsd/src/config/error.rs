@@ -141,6 +141,23 @@ pub enum Problem {
         /// Why.
         reason: String,
     },
+    /// `versions` is empty, names a version other than `1.2` and `1.3`, or names one twice.
+    #[error("`{value}` is not a usable DTLS version list: {reason}")]
+    BadVersions {
+        /// The value given (its entries joined by commas).
+        value: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// `tls13_groups` or `tls13_cipher_suites` is empty, names something unknown, or
+    /// names one entry twice.
+    #[error("`{value}` is not a usable list: {reason}")]
+    BadList {
+        /// The value given (its entries joined by commas).
+        value: String,
+        /// Why.
+        reason: String,
+    },
     /// The key needs another key that is absent.
     #[error("requires `{other}` to be set too")]
     Requires {

@@ -1,7 +1,7 @@
 //! Command-line flags of `serve` and `connect`, and their merge over a config file: a flag
-//! that is given overrides the file's key; a repeated `--psk` replaces the file's whole list;
-//! the boolean flags (`--insecure-skip-verify`, `--takeover`, `--transparent`) can only turn
-//! their key on.
+//! that is given overrides the file's key; a repeated `--psk` (or a `--versions` list)
+//! replaces the file's whole list; the boolean flags (`--insecure-skip-verify`, `--takeover`,
+//! `--transparent`) can only turn their key on.
 
 use std::path::PathBuf;
 
@@ -80,6 +80,19 @@ pub struct TuningFlags {
     /// serve, 0 for connect (use the server's, receive none); 0..=20].
     #[arg(long, value_name = "BYTES")]
     pub connection_id_length: Option<i64>,
+    /// DTLS versions to negotiate, in preference order, comma-separated: `1.3`, `1.2`
+    /// [default: 1.3,1.2].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub versions: Vec<String>,
+    /// DTLS 1.3 key-exchange groups, in preference order, comma-separated: `X25519MLKEM768`,
+    /// `X25519`, `P-256`, `P-384` [default: all four, in that order].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub tls13_groups: Vec<String>,
+    /// DTLS 1.3 cipher suites, in preference order, comma-separated:
+    /// `TLS_AES_128_GCM_SHA256`, `TLS_AES_256_GCM_SHA384`, `TLS_CHACHA20_POLY1305_SHA256`
+    /// [default: all three, in that order].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub tls13_cipher_suites: Vec<String>,
     /// Log format. Not a flag of its own: the global `--log-format` flag of `dtlsd` is
     /// copied here, so it overrides the file's `log_format` like any other flag.
     #[arg(skip)]
@@ -239,6 +252,9 @@ pub fn merge_serve(file: RawServe, flags: ServeFlags) -> RawServe {
             file.connection_id
         },
         connection_id_length: t.connection_id_length.or(file.connection_id_length),
+        versions: list_flag(t.versions, file.versions),
+        tls13_groups: list_flag(t.tls13_groups, file.tls13_groups),
+        tls13_cipher_suites: list_flag(t.tls13_cipher_suites, file.tls13_cipher_suites),
     }
 }
 
@@ -295,6 +311,9 @@ pub fn merge_connect(file: RawConnect, flags: ConnectFlags) -> RawConnect {
             file.connection_id
         },
         connection_id_length: t.connection_id_length.or(file.connection_id_length),
+        versions: list_flag(t.versions, file.versions),
+        tls13_groups: list_flag(t.tls13_groups, file.tls13_groups),
+        tls13_cipher_suites: list_flag(t.tls13_cipher_suites, file.tls13_cipher_suites),
     }
 }
 

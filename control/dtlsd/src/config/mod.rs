@@ -51,6 +51,34 @@ pub const DEFAULT_SERVE_CID_LEN: u8 = 8;
 /// Default `connection_id_length` of `connect`: send the server's CID, receive none (the
 /// client's address is the one that changes; RFC 9146 §3).
 pub const DEFAULT_CONNECT_CID_LEN: u8 = 0;
+/// Default `versions`: DTLS 1.3 preferred, DTLS 1.2 for peers without it.
+pub const DEFAULT_VERSIONS: [control::ProtocolVersion; 2] = [
+    control::ProtocolVersion::Dtls1_3,
+    control::ProtocolVersion::Dtls1_2,
+];
+/// `tls13_groups` names and what they stand for, in the default order (the hybrid
+/// post-quantum group first).
+pub const TLS13_GROUPS: [(&str, control::NamedGroup); 4] = [
+    ("X25519MLKEM768", control::NamedGroup::X25519Mlkem768),
+    ("X25519", control::NamedGroup::X25519),
+    ("P-256", control::NamedGroup::Secp256r1),
+    ("P-384", control::NamedGroup::Secp384r1),
+];
+/// `tls13_cipher_suites` names (RFC 8446 §B.4) and their suites, in the default order.
+pub const TLS13_CIPHER_SUITES: [(&str, control::CipherSuite); 3] = [
+    (
+        "TLS_AES_128_GCM_SHA256",
+        control::CipherSuite::Tls13Aes128GcmSha256,
+    ),
+    (
+        "TLS_AES_256_GCM_SHA384",
+        control::CipherSuite::Tls13Aes256GcmSha384,
+    ),
+    (
+        "TLS_CHACHA20_POLY1305_SHA256",
+        control::CipherSuite::Tls13Chacha20Poly1305Sha256,
+    ),
+];
 /// Longest PSK identity in bytes (RFC 4279 §2: `opaque psk_identity<0..2^16-1>`).
 pub const MAX_PSK_IDENTITY_LEN: usize = 65_535;
 
@@ -209,6 +237,12 @@ pub struct Tuning {
     pub dual_stack: bool,
     /// Connection IDs (RFC 9146): off, or on with the length of the CID we ask for.
     pub connection_id: control::ConnectionIds,
+    /// DTLS versions negotiated, in preference order.
+    pub versions: Vec<control::ProtocolVersion>,
+    /// DTLS 1.3 key-exchange groups, in preference order.
+    pub tls13_groups: Vec<control::NamedGroup>,
+    /// DTLS 1.3 cipher suites, in preference order.
+    pub tls13_cipher_suites: Vec<control::CipherSuite>,
 }
 
 impl Tuning {
@@ -236,6 +270,12 @@ impl Tuning {
             self.limits.reloaded(&other.limits) != other.limits,
         );
         check("connection_id", self.connection_id != other.connection_id);
+        check("versions", self.versions != other.versions);
+        check("tls13_groups", self.tls13_groups != other.tls13_groups);
+        check(
+            "tls13_cipher_suites",
+            self.tls13_cipher_suites != other.tls13_cipher_suites,
+        );
         keys
     }
 }

@@ -129,6 +129,9 @@ pub struct RawServe {
     pub dual_stack: Option<bool>,
     pub connection_id: Option<bool>,
     pub connection_id_length: Option<i64>,
+    pub versions: Option<Vec<String>>,
+    pub tls13_groups: Option<Vec<String>>,
+    pub tls13_cipher_suites: Option<Vec<String>>,
     /// The file's `[limits]` table (a sibling of `[serve]`).
     #[serde(skip)]
     pub limits: RawLimits,
@@ -160,6 +163,9 @@ pub struct RawConnect {
     pub dual_stack: Option<bool>,
     pub connection_id: Option<bool>,
     pub connection_id_length: Option<i64>,
+    pub versions: Option<Vec<String>>,
+    pub tls13_groups: Option<Vec<String>>,
+    pub tls13_cipher_suites: Option<Vec<String>>,
     /// The file's `[limits]` table (a sibling of `[connect]`).
     #[serde(skip)]
     pub limits: RawLimits,

@@ -68,7 +68,9 @@ fn every_serve_and_connect_key_parses_and_validates() {
          key = \"{d}/b.pem\"\npsk = [\"a:00ff\", \"b:c0ffee\"]\nclient_ca = \"{d}/a.pem\"\n\
          shards = 2\ncpus = \"0\"\nio = \"mmsg\"\nmtu = 1200\nmetrics = \"127.0.0.1:9100\"\n\
          idle_timeout = 60\nkeepalive = 15\nlog_format = \"json\"\ntakeover = true\n\
-         connection_id = true\nconnection_id_length = 12\ndrain_timeout = 30\n"
+         connection_id = true\nconnection_id_length = 12\ndrain_timeout = 30\nversions = [\"1.2\"]\n\
+         tls13_groups = [\"x25519mlkem768\"]\n\
+         tls13_cipher_suites = [\"TLS_CHACHA20_POLY1305_SHA256\", \"TLS_AES_128_GCM_SHA256\"]\n"
     ));
     let s = validate_serve(serve).expect("valid serve config");
     assert_eq!(s.listen, "[::]:4433".parse().expect("addr"));
@@ -93,6 +95,12 @@ fn every_serve_and_connect_key_parses_and_validates() {
             takeover: true,
             dual_stack: false,
             connection_id: control::ConnectionIds::On { len: 12 },
+            versions: vec![control::ProtocolVersion::Dtls1_2],
+            tls13_groups: vec![control::NamedGroup::X25519Mlkem768],
+            tls13_cipher_suites: vec![
+                control::CipherSuite::Tls13Chacha20Poly1305Sha256,
+                control::CipherSuite::Tls13Aes128GcmSha256,
+            ],
         }
     );
     let connect = connect_toml(&format!(
@@ -169,9 +177,42 @@ fn defaults_apply_when_keys_are_absent() {
             connection_id: control::ConnectionIds::On {
                 len: super::DEFAULT_SERVE_CID_LEN,
             },
+            versions: super::DEFAULT_VERSIONS.to_vec(),
+            tls13_groups: super::TLS13_GROUPS.iter().map(|(_, g)| *g).collect(),
+            tls13_cipher_suites: super::TLS13_CIPHER_SUITES.iter().map(|(_, s)| *s).collect(),
         }
     );
     assert!(s.credentials.certificate.is_none());
+}
+
+#[test]
+fn versions_are_a_preference_list_of_1_3_and_1_2() {
+    const CONNECT_BASE: &str = "listen = \"127.0.0.1:5000\"\nserver = \"127.0.0.1:4433\"\n\
+                                insecure_skip_verify = true\n";
+    let c = validate_connect(connect_toml(&format!(
+        "{CONNECT_BASE}versions = [\"1.2\", \"1.3\"]\n"
+    )))
+    .expect("valid");
+    assert_eq!(
+        c.tuning.versions,
+        vec![
+            control::ProtocolVersion::Dtls1_2,
+            control::ProtocolVersion::Dtls1_3
+        ]
+    );
+    for (value, why) in [
+        ("[\"1.4\"]", "`1.3` or `1.2`"),
+        ("[\"1.3\", \"1.3\"]", "listed twice"),
+        ("[]", "empty"),
+    ] {
+        let e = validate_connect(connect_toml(&format!("{CONNECT_BASE}versions = {value}\n")))
+            .expect_err(value);
+        assert!(e.to_string().contains("connect.versions"), "{e}");
+        assert!(e.to_string().contains(why), "{e}");
+    }
+    // A string where a list belongs is a TOML error naming the key.
+    let e = parse_str("[serve]\nversions = \"1.3\"\n").expect_err("not a list");
+    assert_eq!(e.key.as_deref(), Some("serve.versions"));
 }
 
 #[test]
@@ -940,4 +981,29 @@ fn transparent_excludes_a_proxy_header_and_mixed_families() {
     let mut raw = psk_only_serve();
     raw.backend = Some("[::1]:9000".into());
     assert!(validate_serve(raw).is_ok());
+}
+
+#[test]
+fn tls13_groups_and_suites_are_named_lists() {
+    let base = "listen = \"127.0.0.1:5000\"\nserver = \"127.0.0.1:4433\"\n\
+                insecure_skip_verify = true\n";
+    for (key, value, why) in [
+        (
+            "tls13_groups",
+            "[\"X448\"]",
+            "`X448` is not one of X25519MLKEM768",
+        ),
+        ("tls13_groups", "[\"X25519\", \"x25519\"]", "listed twice"),
+        ("tls13_cipher_suites", "[]", "empty"),
+        (
+            "tls13_cipher_suites",
+            "[\"TLS_AES_128_CCM_SHA256\"]",
+            "not one of",
+        ),
+    ] {
+        let e =
+            validate_connect(connect_toml(&format!("{base}{key} = {value}\n"))).expect_err(value);
+        assert!(e.to_string().contains(&format!("connect.{key}")), "{e}");
+        assert!(e.to_string().contains(why), "{e}");
+    }
 }

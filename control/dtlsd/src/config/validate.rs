@@ -16,10 +16,13 @@ use super::error::{ConfigError, ConfigErrors, Problem, Role};
 use super::raw::{ProxyProtocolMode, PskSpec, RawConnect, RawServe, UpstreamSourceMode};
 use super::{
     AdminSocket, CONNECTION_ID_LENGTH_RANGE, CertKeyPaths, ConnectConfig, DEFAULT_CONNECT_CID_LEN,
-    DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MTU, DEFAULT_SERVE_CID_LEN, DRAIN_TIMEOUT_RANGE,
-    IDLE_TIMEOUT_RANGE, KEEPALIVE_RANGE, MAX_ADMIN_SOCKET_PATH, MAX_PSK_IDENTITY_LEN, MTU_RANGE,
-    Psk, SHARDS_RANGE, ServeConfig, ServerCredentials, ServerTrust, Tuning,
+    DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MTU, DEFAULT_SERVE_CID_LEN, DEFAULT_VERSIONS,
+    DRAIN_TIMEOUT_RANGE, IDLE_TIMEOUT_RANGE, KEEPALIVE_RANGE, MAX_ADMIN_SOCKET_PATH,
+    MAX_PSK_IDENTITY_LEN, MTU_RANGE, Psk, SHARDS_RANGE, ServeConfig, ServerCredentials,
+    ServerTrust, Tuning,
 };
+use super::{TLS13_CIPHER_SUITES, TLS13_GROUPS};
+use control::ProtocolVersion;
 use dtls_runtime::ProxyProtocol;
 use dtls_shard::UpstreamSource;
 
@@ -53,6 +56,9 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
         connection_id: raw.connection_id,
         connection_id_length: raw.connection_id_length,
         default_cid_len: DEFAULT_SERVE_CID_LEN,
+        versions: raw.versions.as_deref(),
+        tls13_groups: raw.tls13_groups.as_deref(),
+        tls13_cipher_suites: raw.tls13_cipher_suites.as_deref(),
     });
     let certificate = c.cert_key(raw.cert.as_deref(), raw.key.as_deref());
     let mut psks = Vec::new();
@@ -189,6 +195,9 @@ pub fn validate_connect(raw: RawConnect) -> Result<ConnectConfig, ConfigErrors> 
         connection_id: raw.connection_id,
         connection_id_length: raw.connection_id_length,
         default_cid_len: DEFAULT_CONNECT_CID_LEN,
+        versions: raw.versions.as_deref(),
+        tls13_groups: raw.tls13_groups.as_deref(),
+        tls13_cipher_suites: raw.tls13_cipher_suites.as_deref(),
     });
     let client_certificate = c.cert_key(raw.cert.as_deref(), raw.key.as_deref());
     let insecure = raw.insecure_skip_verify.unwrap_or(false);
@@ -343,6 +352,9 @@ struct TuningIn<'a> {
     connection_id_length: Option<i64>,
     /// The role's `connection_id_length` when the key is absent.
     default_cid_len: u8,
+    versions: Option<&'a [String]>,
+    tls13_groups: Option<&'a [String]>,
+    tls13_cipher_suites: Option<&'a [String]>,
 }
 
 struct Checker {
@@ -511,8 +523,76 @@ impl Checker {
         }
     }
 
+    /// `versions`: `1.3` and/or `1.2`, each once, in preference order.
+    fn versions(&mut self, value: Option<&[String]>) -> Option<Vec<ProtocolVersion>> {
+        let Some(value) = value else {
+            return Some(DEFAULT_VERSIONS.to_vec());
+        };
+        let mut bad = |reason: &'static str| {
+            let value = value.join(",");
+            self.push("versions", Problem::BadVersions { value, reason });
+            None
+        };
+        let mut versions = Vec::with_capacity(value.len());
+        for v in value {
+            let version = match v.trim() {
+                "1.3" => ProtocolVersion::Dtls1_3,
+                "1.2" => ProtocolVersion::Dtls1_2,
+                _ => return bad("each entry must be `1.3` or `1.2`"),
+            };
+            if versions.contains(&version) {
+                return bad("a version is listed twice");
+            }
+            versions.push(version);
+        }
+        if versions.is_empty() {
+            return bad("the list is empty");
+        }
+        Some(versions)
+    }
+
+    /// A preference list of `names` (matched without regard to case), each once.
+    fn named_list<T: Copy + PartialEq>(
+        &mut self,
+        key: &str,
+        value: Option<&[String]>,
+        names: &[(&str, T)],
+    ) -> Option<Vec<T>> {
+        let Some(value) = value else {
+            return Some(names.iter().map(|(_, v)| *v).collect());
+        };
+        let mut bad = |reason: String| {
+            let value = value.join(",");
+            self.push(key, Problem::BadList { value, reason });
+            None
+        };
+        let mut items = Vec::with_capacity(value.len());
+        for v in value {
+            let Some(&(_, item)) = names.iter().find(|(n, _)| n.eq_ignore_ascii_case(v.trim()))
+            else {
+                let known: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
+                return bad(format!("`{}` is not one of {}", v.trim(), known.join(", ")));
+            };
+            if items.contains(&item) {
+                return bad(format!("`{}` is listed twice", v.trim()));
+            }
+            items.push(item);
+        }
+        if items.is_empty() {
+            return bad("the list is empty".into());
+        }
+        Some(items)
+    }
+
     fn tuning(&mut self, t: &TuningIn<'_>) -> Option<Tuning> {
         let limits = super::limits::validate(t.limits, &mut self.errors);
+        let versions = self.versions(t.versions);
+        let tls13_groups = self.named_list("tls13_groups", t.tls13_groups, &TLS13_GROUPS);
+        let tls13_cipher_suites = self.named_list(
+            "tls13_cipher_suites",
+            t.tls13_cipher_suites,
+            &TLS13_CIPHER_SUITES,
+        );
         let shards = t.shards.map(|v| self.range("shards", v, SHARDS_RANGE));
         let cpus = t.cpus.map(|v| self.cpus(v));
         let mtu = t.mtu.map(|v| self.range("mtu", v, MTU_RANGE));
@@ -598,6 +678,9 @@ impl Checker {
                     len: t.default_cid_len,
                 },
             },
+            versions: versions?,
+            tls13_groups: tls13_groups?,
+            tls13_cipher_suites: tls13_cipher_suites?,
         })
     }
 }

@@ -766,8 +766,23 @@ const CONTROL_FAMILIES: &[(&str, &str, ControlField)] = &[
     ),
     (
         "dtlsd_aead_limits_total",
-        "Sessions closed because a key reached an AEAD limit.",
+        "Keys that reached an AEAD limit (DTLS 1.2: session closed; DTLS 1.3: KeyUpdate).",
         |c| c.aead_limits,
+    ),
+    (
+        "dtlsd_post_handshake_total",
+        "DTLS 1.3 post-handshake records (KeyUpdate, ACK, ...) handed to the session's engine.",
+        |c| c.post_handshake,
+    ),
+    (
+        "dtlsd_post_handshake_dropped_total",
+        "DTLS 1.3 post-handshake records dropped (session or engine gone).",
+        |c| c.post_handshake_dropped,
+    ),
+    (
+        "dtlsd_key_updates_total",
+        "DTLS 1.3 key updates (new read or write epoch) handed to a shard.",
+        |c| c.key_updates,
     ),
     (
         "dtlsd_handshakes_resumed_total",

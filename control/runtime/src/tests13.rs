@@ -1,0 +1,349 @@
+//! DTLS 1.3 sessions through the control loop: a real 1.3 client engine on one side, on the
+//! other a stand-in for the shard that installs the keys control hands it, opens the
+//! client's application-epoch records with them and passes post-handshake plaintext back
+//! up, as `dtls_shard`'s relay does.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dataplane::record::ReplayWindow;
+use dataplane::record::v13::{
+    HeaderForm, InnerContentType, MixedKind, MixedRecords, Opener13, Sealer13, reconstruct_epoch,
+};
+use dtls_crypto::SeededRng;
+use dtls_proto::{NamedGroup, ProtocolVersion};
+use dtls_shard::{AeadLimit, ControlInbound, SessionId, ShardCommand, ShardQueues};
+
+use super::{ControlThread, RuntimeConfig};
+use crate::fixtures::{client_config, server_config, test_wall};
+use control::{Acceptor, AcceptorConfig, CipherSuite, Connection, EpochKeys13, Event};
+
+const SUITE: CipherSuite = CipherSuite::EcdheEcdsaAes128GcmSha256;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("literal address")
+}
+
+/// A serve loop that negotiates DTLS 1.3 first, on one shard.
+fn control13(now: Instant) -> (ControlThread, Arc<ShardQueues>) {
+    let config = control::Config {
+        versions: vec![ProtocolVersion::Dtls1_3, ProtocolVersion::Dtls1_2],
+        ..server_config(&[SUITE], false)
+    };
+    let mut rng = SeededRng::new(1);
+    let acceptor = Acceptor::new(Arc::new(config), AcceptorConfig::default(), &mut rng, now)
+        .expect("server config is valid");
+    let queues = Arc::new(ShardQueues::new(64, 64));
+    let mut seed = 10;
+    let factory = Box::new(move || {
+        seed += 1;
+        Box::new(SeededRng::new(seed)) as Box<dyn control::Rng + Send>
+    });
+    let ctl = ControlThread::new(
+        acceptor,
+        vec![Arc::clone(&queues)],
+        RuntimeConfig::default(),
+        factory,
+    );
+    (ctl, queues)
+}
+
+fn client13(server: SocketAddr, now: Instant) -> Connection {
+    let config = control::Config {
+        versions: vec![ProtocolVersion::Dtls1_3],
+        // One datagram per ClientHello: no hybrid share to fragment.
+        tls13_groups: vec![NamedGroup::X25519],
+        ..client_config(&[SUITE])
+    };
+    Connection::client(
+        Arc::new(config),
+        Box::new(SeededRng::new(7)),
+        now,
+        server,
+        None,
+    )
+    .expect("client config is valid")
+}
+
+/// The shard's side of one DTLS 1.3 session: what control installed.
+#[derive(Default)]
+struct Shard13 {
+    session: Option<SessionId>,
+    openers: Vec<Opener13>,
+    sealer: Option<Sealer13>,
+    retired: Vec<u64>,
+    /// Every command, by name, in order.
+    log: Vec<&'static str>,
+}
+
+impl Shard13 {
+    /// Runs control's commands: keys installed here, datagrams handed to the client.
+    fn commands(&mut self, q: &ShardQueues, c: &mut Connection, server: SocketAddr, now: Instant) {
+        while let Some(cmd) = q.poll_command() {
+            match cmd {
+                ShardCommand::InstallKeys13 {
+                    session,
+                    read,
+                    write,
+                    cid,
+                    peer_cid,
+                    ..
+                } => {
+                    self.log.push("install13");
+                    assert!(cid.is_empty() && peer_cid.is_empty(), "no 1.3 CIDs yet");
+                    assert!(self.session.is_none_or(|s| s == session));
+                    self.session = Some(session);
+                    if let Some(r) = read {
+                        let window = ReplayWindow::new(r.replay_window);
+                        self.openers.push(
+                            Opener13::new(r.epoch, r.keys, window)
+                                .with_next_expected(r.next_expected),
+                        );
+                    }
+                    if let Some(w) = write {
+                        self.sealer =
+                            Some(Sealer13::new(w.epoch, w.keys).with_next_sequence(w.next_seq));
+                    }
+                }
+                ShardCommand::RetireEpoch { epoch, .. } => {
+                    self.log.push("retire");
+                    self.openers.retain(|o| o.epoch() != epoch);
+                    self.retired.push(epoch);
+                }
+                ShardCommand::Transmit { datagram, .. } => {
+                    self.log.push("transmit");
+                    c.handle_datagram(now, test_wall(), server, &datagram);
+                }
+                ShardCommand::ExpectKeys { .. } => self.log.push("expect"),
+                ShardCommand::InstallKeys { .. } => panic!("a DTLS 1.2 install"),
+                ShardCommand::Close { .. } => self.log.push("close"),
+                ShardCommand::Forget { .. } => self.log.push("forget"),
+            }
+        }
+    }
+
+    /// The client's datagrams as the shard handles them: a datagram with a record of an
+    /// epoch it does not hold (or a plaintext one) to control whole; post-handshake
+    /// records of a held epoch opened, their plaintext to control.
+    fn client_sent(&mut self, c: &mut Connection, q: &ShardQueues, peer: SocketAddr, now: Instant) {
+        let mut buf = vec![0u8; 4096];
+        while let Some(t) = c.poll_transmit(now, &mut buf) {
+            let datagram = buf[..t.len].to_vec();
+            let held: Vec<u64> = self.openers.iter().map(Opener13::epoch).collect();
+            let whole = MixedRecords::new(&datagram, 0).any(|r| match r.kind {
+                MixedKind::Ciphertext(h) => {
+                    reconstruct_epoch(h.epoch_bits, held.iter().copied()).is_none()
+                }
+                _ => true,
+            });
+            if whole {
+                q.push_inbound(ControlInbound::Handshake {
+                    peer,
+                    datagram: datagram.clone(),
+                })
+                .expect("room");
+            }
+            for r in MixedRecords::new(&datagram, 0) {
+                let MixedKind::Ciphertext(h) = r.kind else {
+                    continue;
+                };
+                let Some(epoch) = reconstruct_epoch(h.epoch_bits, held.iter().copied()) else {
+                    continue;
+                };
+                let opener = self
+                    .openers
+                    .iter_mut()
+                    .find(|o| o.epoch() == epoch)
+                    .expect("held");
+                let mut bytes = r.bytes.to_vec();
+                let opened = opener
+                    .open(&mut bytes, 0)
+                    .expect("the client's record opens");
+                let ack = match opened.content_type {
+                    InnerContentType::Ack => true,
+                    InnerContentType::Handshake => false,
+                    other => panic!("unexpected {other:?}"),
+                };
+                q.push_inbound(ControlInbound::PostHandshake {
+                    session: self.session.expect("installed"),
+                    epoch: opened.epoch,
+                    sequence: opened.sequence,
+                    ack,
+                    message: opened.plaintext.to_vec(),
+                })
+                .expect("room");
+            }
+        }
+    }
+}
+
+/// Runs the loop and the client until neither has anything left to say.
+fn settle(
+    ctl: &mut ControlThread,
+    shard: &mut Shard13,
+    c: &mut Connection,
+    q: &ShardQueues,
+    (peer, server): (SocketAddr, SocketAddr),
+    now: Instant,
+) {
+    for _ in 0..16 {
+        shard.client_sent(c, q, peer, now);
+        let busy = ctl.run_turn(now, test_wall());
+        shard.commands(q, c, server, now);
+        if !busy {
+            return;
+        }
+    }
+    panic!("no quiet turn");
+}
+
+/// Seals `msg` as application data with `sealer` and opens it with `keys`.
+fn carries(sealer: &mut Sealer13, keys: EpochKeys13, msg: &[u8]) -> bool {
+    let mut opener = Opener13::new(keys.epoch, keys.keys, ReplayWindow::new(64));
+    let form = HeaderForm::default();
+    let mut record = vec![0u8; sealer.record_len(&form, msg.len(), 0)];
+    let at = sealer.plaintext_offset(&form);
+    record[at..at + msg.len()].copy_from_slice(msg);
+    let Ok(len) = sealer.seal(
+        InnerContentType::ApplicationData,
+        &form,
+        &mut record,
+        msg.len(),
+        0,
+    ) else {
+        return false;
+    };
+    opener
+        .open(&mut record[..len], 0)
+        .is_ok_and(|o| o.plaintext == msg)
+}
+
+#[test]
+fn a_13_session_is_installed_its_engine_stays_and_key_updates_reach_the_shard() {
+    let now = Instant::now();
+    let server = addr("127.0.0.1:4433");
+    let peer = addr("127.0.0.1:50013");
+    let (mut ctl, q) = control13(now);
+    let mut shard = Shard13::default();
+    let mut c = client13(server, now);
+    settle(&mut ctl, &mut shard, &mut c, &q, (peer, server), now);
+    assert!(c.is_established(), "client state {}", c.state_name());
+    let client_keys = std::iter::from_fn(|| c.poll_event())
+        .find_map(|e| match e {
+            Event::KeysReady(k) => Some(k),
+            _ => None,
+        })
+        .expect("client keys");
+    let control::RecordKeys::Dtls13 {
+        read: c_read,
+        write: _,
+    } = client_keys.records
+    else {
+        panic!("a DTLS 1.3 session");
+    };
+    // Keys before the flight that follows them, epoch 3 both ways; the shard's records
+    // start past the engine's reserve.
+    let install = shard
+        .log
+        .iter()
+        .position(|c| *c == "install13")
+        .expect("installed");
+    assert!(
+        shard.log[install + 1..].contains(&"transmit"),
+        "{:?}",
+        shard.log
+    );
+    assert_eq!(
+        shard
+            .openers
+            .iter()
+            .map(Opener13::epoch)
+            .collect::<Vec<_>>(),
+        [3]
+    );
+    let mut sealer = shard.sealer.take().expect("write keys");
+    assert_eq!((sealer.epoch(), sealer.next_sequence()), (3, 64));
+    assert!(carries(&mut sealer, *c_read, b"epoch 3"));
+    // The server's ACK of the client's Finished reached the client: its final flight is
+    // done (no retransmission timer left).
+    assert_eq!(
+        c.poll_timeout(),
+        None,
+        "the client's Finished was acknowledged"
+    );
+    let stats = ctl.counters().snapshot();
+    assert_eq!(
+        (stats.handshakes_completed, ctl.installed_sessions()),
+        (1, 1)
+    );
+    // The engine outlives the 1.2 grace period: it serves the session.
+    ctl.run_turn(now + Duration::from_secs(60), test_wall());
+    assert_eq!(ctl.handshakes(), 1);
+    let later = now + Duration::from_secs(61);
+
+    // The client updates its keys and asks the server to do the same: the server's shard
+    // gets epoch 4 to read at once, then epoch 4 to write once the client acknowledged
+    // the server's own KeyUpdate; epoch 3 goes once a record of epoch 4 arrived.
+    shard.log.clear();
+    assert!(c.update_keys(later, true));
+    settle(&mut ctl, &mut shard, &mut c, &q, (peer, server), later);
+    let mut c_read4 = None;
+    while let Some(e) = c.poll_event() {
+        if let Event::KeysUpdated(mut k) = e {
+            c_read4 = c_read4.or(k.read.take());
+        }
+    }
+    let c_read4 = c_read4.expect("the client read the server's KeyUpdate");
+    assert_eq!(c_read4.epoch, 4);
+    assert_eq!(
+        shard
+            .openers
+            .iter()
+            .map(Opener13::epoch)
+            .collect::<Vec<_>>(),
+        [4]
+    );
+    assert_eq!(shard.retired, [3]);
+    let mut sealer = shard.sealer.take().expect("write keys of epoch 4");
+    assert_eq!((sealer.epoch(), sealer.next_sequence()), (4, 64));
+    assert!(carries(&mut sealer, c_read4, b"epoch 4"));
+    let stats = ctl.counters().snapshot();
+    assert_eq!(stats.key_updates, 2, "read, then write");
+    assert!(stats.post_handshake >= 2, "{stats:?}");
+    assert_eq!(stats.post_handshake_dropped, 0);
+    assert!(!shard.log.contains(&"close"), "{:?}", shard.log);
+
+    // An AEAD limit on a 1.3 session starts a KeyUpdate instead of closing it.
+    shard.log.clear();
+    let session = shard.session.expect("session");
+    q.push_inbound(ControlInbound::AeadLimitReached {
+        session,
+        limit: AeadLimit::Confidentiality,
+    })
+    .expect("room");
+    let at = later + Duration::from_secs(1);
+    settle(&mut ctl, &mut shard, &mut c, &q, (peer, server), at);
+    assert!(!shard.log.contains(&"close"), "{:?}", shard.log);
+    let sealer = shard.sealer.as_ref().expect("write keys of epoch 5");
+    assert_eq!((sealer.epoch(), sealer.next_sequence()), (5, 64));
+    assert_eq!(ctl.counters().snapshot().aead_limits, 1);
+    assert_eq!(ctl.installed_sessions(), 1);
+}
+
+#[test]
+fn post_handshake_records_of_an_unknown_session_are_dropped_and_counted() {
+    let now = Instant::now();
+    let (mut ctl, q) = control13(now);
+    q.push_inbound(ControlInbound::PostHandshake {
+        session: SessionId::new(99),
+        epoch: 3,
+        sequence: 0,
+        ack: true,
+        message: vec![0, 0],
+    })
+    .expect("room");
+    ctl.run_turn(now, test_wall());
+    assert_eq!(ctl.counters().snapshot().post_handshake_dropped, 1);
+    assert!(q.poll_command().is_none());
+}
