@@ -39,9 +39,9 @@
 //! Of the protocol vocabulary (`dtls-proto`) it uses only the record-level part: content
 //! types, alert and heartbeat codes.
 //!
-//! What it does not do (yet): spawn or pin threads, run handshakes or parse a handshake
-//! message (the `control` crate does), DTLS 1.3 epochs or connection IDs, keeping two read
-//! epochs during a rekey (`RetireEpoch`). An idle shard sleeps in one `epoll_wait` over its
+//! What it does not do: spawn or pin threads (the daemon does), run handshakes or parse a
+//! handshake message (the `control` crate does; DTLS 1.3 post-handshake messages go to it as
+//! plaintext). An idle shard sleeps in one `epoll_wait` over its
 //! own socket and every upstream socket; control's commands do not wake it, so they wait at
 //! most [`ShardConfig::recv_wait`].
 
