@@ -160,7 +160,7 @@ impl TestServer {
         dtlsd::certs::write_test_pki(pki.path(), None).context("writing the test PKI")?;
         let echo = Echo::start()?;
         let config = ServeConfig {
-            listen: SocketAddr::new(LOOPBACK, 0),
+            listen: vec![SocketAddr::new(LOOPBACK, 0)],
             backend: echo.addr(),
             credentials: ServerCredentials {
                 certificate: Some(CertKeyPaths {
@@ -196,6 +196,7 @@ impl TestServer {
                 },
                 takeover: false,
                 dual_stack: false,
+                run_as: None,
                 // The daemon's defaults: the generator's clients offer DTLS 1.2 only.
                 versions: dtlsd::config::DEFAULT_VERSIONS.to_vec(),
                 tls13_groups: control::Config::new(control::PeerVerifier::RejectAll).tls13_groups,

@@ -3,8 +3,12 @@
 //!
 //! Protocol: the client writes one line, `status` or `kick TARGET` (TARGET: a session id, a
 //! peer `IP:PORT`, or a peer `IP` for all its sessions), and reads one line of JSON back:
-//! `{"sessions": [...], "shards_unanswered": [...]}`, `{"kicked": [ids]}` or
-//! `{"error": "..."}`. One request per connection.
+//! `{"daemon": {...}, "sessions": [...], "shards_unanswered": [...]}`, `{"kicked": [ids]}`
+//! or `{"error": "..."}`. One request per connection. `daemon` describes the daemon
+//! (`mode`, `listen` addresses, each shard's `shard_listen`, and for `serve` the `backend`,
+//! `upstream_source` and `proxy_protocol`, for `connect` the `server`); each session row
+//! names the `listen` address of its shard, and in `connect` mode its `source`: the local
+//! plaintext source that owns the session (the same address as `peer`).
 //!
 //! Where the data comes from, without touching the per-packet path: the admin thread asks
 //! the control thread for what it knows of each installed session (peer, identity, version,
@@ -75,6 +79,7 @@ impl AdminServer {
         takeover: bool,
         control: mpsc::Sender<AdminRequest>,
         snapshots: Vec<Arc<SessionSnapshots>>,
+        about: Value,
     ) -> anyhow::Result<Self> {
         let listener = bind(path, takeover)?;
         listener
@@ -87,7 +92,7 @@ impl AdminServer {
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name("dtlsd-admin".into())
-                .spawn(move || serve(&listener, &control, &snapshots, &stop))
+                .spawn(move || serve(&listener, &control, &snapshots, &about, &stop))
                 .context("spawning the admin thread")?
         };
         Ok(Self {
@@ -171,12 +176,13 @@ fn serve(
     listener: &UnixListener,
     control: &mpsc::Sender<AdminRequest>,
     snapshots: &[Arc<SessionSnapshots>],
+    about: &Value,
     stop: &AtomicBool,
 ) {
     while !stop.load(Relaxed) {
         match listener.accept() {
             Ok((stream, _)) => {
-                if let Err(e) = answer(stream, control, snapshots) {
+                if let Err(e) = answer(stream, control, snapshots, about) {
                     tracing::debug!(error = %e, "admin request not answered");
                 }
             }
@@ -193,6 +199,7 @@ fn answer(
     stream: UnixStream,
     control: &mpsc::Sender<AdminRequest>,
     snapshots: &[Arc<SessionSnapshots>],
+    about: &Value,
 ) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(CLIENT_WAIT))?;
@@ -200,7 +207,7 @@ fn answer(
     let mut line = String::new();
     BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line)?;
     let reply = match line.trim().split_once(' ').unwrap_or((line.trim(), "")) {
-        ("status", "") => status(control, snapshots),
+        ("status", "") => status(control, snapshots, about),
         ("kick", target) if !target.is_empty() => kick(control, target),
         _ => {
             json!({ "error": format!("unknown request `{}`: expected `status` or `kick TARGET`", line.trim()) })
@@ -211,7 +218,11 @@ fn answer(
     (&stream).write_all(&out)
 }
 
-fn status(control: &mpsc::Sender<AdminRequest>, snapshots: &[Arc<SessionSnapshots>]) -> Value {
+fn status(
+    control: &mpsc::Sender<AdminRequest>,
+    snapshots: &[Arc<SessionSnapshots>],
+    about: &Value,
+) -> Value {
     // Ask the shards first: they answer while control does.
     let generations: Vec<u64> = snapshots.iter().map(|s| s.request()).collect();
     let (reply, answer) = mpsc::channel();
@@ -230,12 +241,21 @@ fn status(control: &mpsc::Sender<AdminRequest>, snapshots: &[Arc<SessionSnapshot
         }
     }
     let (now, wall) = (Instant::now(), SystemTime::now());
+    let connect = about["mode"] == "connect";
     let mut rows: Vec<Value> = sessions
         .iter()
-        .map(|s| session_json(s, views.get(&s.session), now, wall))
+        .map(|s| {
+            let mut row = session_json(s, views.get(&s.session), now, wall);
+            row["listen"] = about["shard_listen"][s.shard].clone();
+            if connect {
+                // A connect session belongs to the local source it carries.
+                row["source"] = row["peer"].clone();
+            }
+            row
+        })
         .collect();
     rows.sort_by_key(|r| r["id"].as_u64());
-    json!({ "sessions": rows, "shards_unanswered": unanswered })
+    json!({ "daemon": about, "sessions": rows, "shards_unanswered": unanswered })
 }
 
 fn session_json(
@@ -396,13 +416,38 @@ pub fn filtered(answer: &Value, filter: &Filter) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// `dtlsd status` as a table: one line per session.
-pub fn table(rows: &[Value], now_unix: u64) -> String {
+/// The line above `dtlsd status`'s table: what the daemon is and how it relays, from the
+/// answer's `daemon` object.
+pub fn header(about: &Value) -> String {
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    let listen = about["listen"].as_array().map_or_else(
+        || "-".to_owned(),
+        |list| list.iter().map(text).collect::<Vec<_>>().join(","),
+    );
+    match about["mode"].as_str() {
+        Some("serve") => format!(
+            "dtlsd serve on {listen} -> backend {}; upstream source: {}; proxy protocol: {}\n",
+            text(&about["backend"]),
+            text(&about["upstream_source"]),
+            text(&about["proxy_protocol"]),
+        ),
+        Some("connect") => format!(
+            "dtlsd connect on {listen} -> server {}; SOURCE: the local source owning each session\n",
+            text(&about["server"]),
+        ),
+        _ => String::new(),
+    }
+}
+
+/// `dtlsd status` as a table: one line per session (the first column names the client in
+/// `serve` mode, the local source in `connect` mode).
+pub fn table(rows: &[Value], now_unix: u64, connect: bool) -> String {
     use std::fmt::Write as _;
     let mut out = format!(
-        "{:>6}  {:<22} {:>5} {:<4} {:<40} {:>8} {:>7} {:>10} {:>12} {:>10} {:>12}  {:<16} {}\n",
+        "{:>6}  {:<22} {:<22} {:>5} {:<4} {:<40} {:>8} {:>7} {:>10} {:>12} {:>10} {:>12}  {:<16} {}\n",
         "ID",
-        "PEER",
+        if connect { "SOURCE" } else { "PEER" },
+        "LISTEN",
         "SHARD",
         "VER",
         "SUITE",
@@ -424,9 +469,10 @@ pub fn table(rows: &[Value], now_unix: u64) -> String {
         let n = |k: &str| t[k].as_u64().map_or_else(|| "-".into(), |v| v.to_string());
         let _ = writeln!(
             out,
-            "{:>6}  {:<22} {:>5} {:<4} {:<40} {:>8} {:>7} {:>10} {:>12} {:>10} {:>12}  {:<16} {}",
+            "{:>6}  {:<22} {:<22} {:>5} {:<4} {:<40} {:>8} {:>7} {:>10} {:>12} {:>10} {:>12}  {:<16} {}",
             s["id"].as_u64().unwrap_or_default(),
             s["peer"].as_str().unwrap_or("-"),
+            s["listen"].as_str().unwrap_or("-"),
             s["shard"].as_u64().unwrap_or_default(),
             s["version"].as_str().unwrap_or("-"),
             s["suite"].as_str().unwrap_or("-"),
@@ -502,7 +548,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("dtlsd-admin-{}", std::process::id()));
         let path = dir.join("sub").join("a.sock");
         let (tx, _rx) = mpsc::channel();
-        let first = AdminServer::start(&path, false, tx.clone(), Vec::new()).expect("first");
+        let first =
+            AdminServer::start(&path, false, tx.clone(), Vec::new(), Value::Null).expect("first");
         let mode = fs::metadata(&path).expect("socket").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let dir_mode = fs::metadata(path.parent().expect("dir"))
@@ -510,20 +557,23 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(dir_mode & 0o777, 0o700);
-        let err = AdminServer::start(&path, false, tx.clone(), Vec::new()).expect_err("in use");
+        let err = AdminServer::start(&path, false, tx.clone(), Vec::new(), Value::Null)
+            .expect_err("in use");
         assert!(
             err.to_string().contains("in use by another running dtlsd"),
             "{err}"
         );
         // A takeover replaces it; the first daemon's exit leaves the new socket in place.
-        let second = AdminServer::start(&path, true, tx.clone(), Vec::new()).expect("takeover");
+        let second =
+            AdminServer::start(&path, true, tx.clone(), Vec::new(), Value::Null).expect("takeover");
         first.stop();
         assert!(path.exists(), "the new daemon's socket stays");
         second.stop();
         assert!(!path.exists(), "removed at exit");
         // A stale socket file (its daemon died without removing it) is replaced.
         drop(UnixListener::bind(&path).expect("stale"));
-        let third = AdminServer::start(&path, false, tx, Vec::new()).expect("stale replaced");
+        let third =
+            AdminServer::start(&path, false, tx, Vec::new(), Value::Null).expect("stale replaced");
         third.stop();
         let _ = fs::remove_dir_all(&dir);
     }

@@ -43,7 +43,7 @@ impl Client {
         let shard_config = ShardConfig::with_mode(RelayMode::Connect, server);
         let limits = config.tuning.limits.clone();
         let daemon = Daemon::start(
-            config.listen,
+            &[config.listen],
             shard_config,
             &config.tuning,
             // Connect mode: the listen socket carries plaintext, no CID records.
@@ -62,6 +62,7 @@ impl Client {
                 )
                 .context("client configuration")
             }),
+            serde_json::json!({ "server": server.to_string() }),
         )?;
         tracing::info!(
             listen = %daemon.local_addr(),

@@ -1,5 +1,12 @@
-//! What `serve` and `connect` share: shard threads on one SO_REUSEPORT listen address, the
+//! What `serve` and `connect` share: shard threads on SO_REUSEPORT listen addresses, the
 //! control thread, the optional metrics thread, reload and drain.
+//!
+//! Several listen addresses (`serve` only): the shards are split between them in listen
+//! order, contiguously and as evenly as the count allows ([`shard_groups`]: 4 shards on 2
+//! addresses are shards 0 and 1 on the first, 2 and 3 on the second), so each address is
+//! its own reuseport group of its own shard sockets. There are at least as many shards as
+//! addresses. A session lives on the shard whose socket its client reached, and answers
+//! go out through that socket: from the address the client sent to.
 //!
 //! Startup ([`Daemon::start`]): spawn the shard threads (each pinned to a core when the
 //! platform allows, each binding the listen address with SO_REUSEPORT through `dtls-io` on
@@ -69,7 +76,10 @@ impl Stats {
 /// A running daemon: shard threads, the control thread, maybe the metrics thread.
 #[derive(Debug)]
 pub struct Daemon {
-    listen: SocketAddr,
+    /// Each listen address as bound (port 0 resolved), in configuration order.
+    listen: Vec<SocketAddr>,
+    /// The listen address of each shard's socket, by shard index.
+    shard_listen: Vec<SocketAddr>,
     shards: Vec<JoinHandle<bool>>,
     shard_stop: Arc<AtomicBool>,
     shard_sources: Vec<ShardSource>,
@@ -86,27 +96,36 @@ pub struct Daemon {
     certificates: Arc<Certificates>,
 }
 
-/// Builds the control loop once the shards' queues exist and the listen address is bound
-/// (its second argument: the port is the bound one when the configuration said 0).
+/// Builds the control loop once the shards' queues exist and the listen addresses are bound
+/// (its second argument: each shard's listen address by shard index, with the port bound
+/// when the configuration said 0).
 pub type ControlBuilder =
-    Box<dyn FnOnce(Vec<Arc<ShardQueues>>, SocketAddr) -> anyhow::Result<ControlThread> + Send>;
+    Box<dyn FnOnce(Vec<Arc<ShardQueues>>, Vec<SocketAddr>) -> anyhow::Result<ControlThread> + Send>;
 
 impl Daemon {
-    /// Starts shards on `listen` with `shard_config` (and, when `cids` is given, CID
-    /// hand-off and steering), then the control loop `control` builds, then metrics when
-    /// `tuning.metrics` is set.
+    /// Starts shards on the `listen` addresses (at least one; see the module docs for how
+    /// shards are split between several) with `shard_config` (and, when `cids` is given,
+    /// CID hand-off and steering), then the control loop `control` builds, then metrics
+    /// when `tuning.metrics` is set. `about` is what `dtlsd status` tells of the daemon
+    /// beyond its mode and addresses (see `crate::admin`).
     ///
     /// # Errors
     /// A socket that cannot be bound (port in use, bad address), a thread that could not
     /// start, or the control loop's own error.
     pub fn start(
-        listen: SocketAddr,
+        listen: &[SocketAddr],
         shard_config: ShardConfig,
         tuning: &Tuning,
         cids: Option<CidRouting>,
         control: ControlBuilder,
+        about: serde_json::Value,
     ) -> anyhow::Result<Self> {
-        crate::portprobe::check_listen(listen, tuning.takeover, !tuning.dual_stack)?;
+        if listen.is_empty() {
+            return Err(anyhow!("no listen address"));
+        }
+        for &addr in listen {
+            crate::portprobe::check_listen(addr, tuning.takeover, !tuning.dual_stack)?;
+        }
         // Bound before the shards start so that a bad address stops startup at once.
         let metrics_listener = tuning.metrics.map(metrics::Listener::bind).transpose()?;
         let shard_count = tuning
@@ -114,6 +133,15 @@ impl Daemon {
             .or(tuning.cpus.as_ref().map(Vec::len))
             .unwrap_or_else(default_shards)
             .max(1);
+        let shard_count = if shard_count < listen.len() {
+            tracing::info!(
+                shards = listen.len(),
+                "fewer shards than listen addresses: one shard per address"
+            );
+            listen.len()
+        } else {
+            shard_count
+        };
         let queues: Vec<Arc<ShardQueues>> = (0..shard_count)
             .map(|_| Arc::new(ShardQueues::new(QUEUE_CAPACITY, QUEUE_CAPACITY)))
             .collect();
@@ -144,11 +172,12 @@ impl Daemon {
         });
         let routing = cids.map(|cids| Routing {
             field: cids.field,
-            steer: steering(&cids, shard_count, tuning.takeover),
+            steer: steering(&cids, shard_count, tuning.takeover, listen.len()),
             queues: queues.clone(),
         });
         let spawned = spawn_shards(
             listen,
+            &shard_groups(shard_count, listen.len()),
             shard_config,
             &queues,
             routing,
@@ -159,7 +188,7 @@ impl Daemon {
                 ..SocketConfig::default()
             },
         );
-        let (shards, shard_sources, listen) = match spawned {
+        let (shards, shard_sources, shard_listen) = match spawned {
             Ok(spawned) => spawned,
             Err(e) => {
                 shard_stop.store(true, Relaxed);
@@ -172,7 +201,12 @@ impl Daemon {
                 let _ = s.join();
             }
         };
-        let mut control = match control(queues.clone(), listen) {
+        // Each address as bound: its first shard's socket.
+        let groups = shard_groups(shard_count, listen.len());
+        let listen: Vec<SocketAddr> = (0..listen.len())
+            .filter_map(|g| groups.iter().position(|&k| k == g).map(|i| shard_listen[i]))
+            .collect();
+        let mut control = match control(queues.clone(), shard_listen.clone()) {
             Ok(control) => control,
             Err(e) => {
                 stop_shards(shards);
@@ -187,12 +221,16 @@ impl Daemon {
             .iter()
             .map(|s| Arc::clone(&s.snapshots))
             .collect();
+        let mut about = about;
+        about["mode"] = mode_name(shard_config.mode).into();
+        about["listen"] = listen.iter().map(ToString::to_string).collect();
+        about["shard_listen"] = shard_listen.iter().map(ToString::to_string).collect();
         let admin = match start_admin(
             tuning,
-            mode_name(shard_config.mode),
-            listen,
+            (mode_name(shard_config.mode), listen[0]),
             admin_tx,
             snapshots,
+            about,
         ) {
             Ok(admin) => admin,
             Err(e) => {
@@ -224,6 +262,7 @@ impl Daemon {
         let metrics_stop = Arc::new(AtomicBool::new(false));
         let mut daemon = Self {
             listen,
+            shard_listen,
             shards,
             shard_stop,
             shard_sources,
@@ -260,9 +299,19 @@ impl Daemon {
         Ok(daemon)
     }
 
-    /// The listen address (with the port bound when 0 was asked for).
+    /// The (first) listen address, with the port bound when 0 was asked for.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listen
+        self.listen[0]
+    }
+
+    /// Every listen address, in configuration order, with the ports bound.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.listen
+    }
+
+    /// The listen address of each shard's socket, by shard index.
+    pub fn shard_addrs(&self) -> &[SocketAddr] {
+        &self.shard_listen
     }
 
     /// The metrics endpoint's address, when serving metrics.
@@ -426,17 +475,17 @@ pub fn load_certified_key(paths: &CertKeyPaths) -> anyhow::Result<Arc<control::C
 /// there): the data plane does not depend on it. An explicit path that fails stops start-up.
 fn start_admin(
     tuning: &Tuning,
-    mode: &str,
-    listen: SocketAddr,
+    (mode, listen): (&str, SocketAddr),
     control: mpsc::Sender<dtls_runtime::AdminRequest>,
     snapshots: Vec<Arc<dtls_shard::SessionSnapshots>>,
+    about: serde_json::Value,
 ) -> anyhow::Result<Option<AdminServer>> {
     let (path, explicit) = match &tuning.admin_socket {
         AdminSocket::Off => return Ok(None),
         AdminSocket::Default => (crate::admin::default_path(mode, listen), false),
         AdminSocket::At(path) => (path.clone(), true),
     };
-    match AdminServer::start(&path, tuning.takeover, control, snapshots) {
+    match AdminServer::start(&path, tuning.takeover, control, snapshots, about) {
         Ok(admin) => {
             tracing::info!(path = %path.display(), "admin socket for dtlsd status and dtlsd kick");
             Ok(Some(admin))
@@ -509,7 +558,7 @@ enum Steer {
 }
 
 /// Which steering `cids` and the tuning call for, logged once.
-fn steering(cids: &CidRouting, shards: usize, takeover: bool) -> Steer {
+fn steering(cids: &CidRouting, shards: usize, takeover: bool, addresses: usize) -> Steer {
     let handoff = if shards > 1 { "on" } else { "off (one shard)" };
     let (steer, mode) = if takeover {
         // The other process's sockets hold the first group indices, and their order
@@ -519,6 +568,10 @@ fn steering(cids: &CidRouting, shards: usize, takeover: bool) -> Steer {
             Steer::Detach,
             "off (--takeover: the reuseport group is shared)",
         )
+    } else if addresses > 1 {
+        // The program maps a CID's shard id to a socket of one reuseport group, and each
+        // address is a group of its own whose indices start at 0: hand-off alone.
+        (Steer::Off, "off (several listen addresses)")
     } else if !cids.steer {
         (Steer::Off, "off (cid_steering = false)")
     } else if shards < 2 {
@@ -542,6 +595,16 @@ fn steering(cids: &CidRouting, shards: usize, takeover: bool) -> Steer {
     steer
 }
 
+/// The listen address index of each shard: `shards` split into `addresses` contiguous runs
+/// in address order, the first `shards % addresses` runs one longer.
+pub fn shard_groups(shards: usize, addresses: usize) -> Vec<usize> {
+    let addresses = addresses.max(1);
+    let (base, extra) = (shards / addresses, shards % addresses);
+    (0..addresses)
+        .flat_map(|g| std::iter::repeat_n(g, base + usize::from(g < extra)))
+        .collect()
+}
+
 /// One shard per core beyond the first (the control thread's), at least one.
 fn default_shards() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -560,14 +623,20 @@ fn io_mode(mode: IoMode) -> dtls_io::IoMode {
 /// failed.
 type Ready = Result<(ShardSource, SocketAddr), String>;
 
-type Spawned = (Vec<JoinHandle<bool>>, Vec<ShardSource>, SocketAddr);
+type Spawned = (Vec<JoinHandle<bool>>, Vec<ShardSource>, Vec<SocketAddr>);
 
-/// Spawns one thread per shard, one at a time: each binds its socket and reports before
-/// the next starts, so with port 0 the others bind the first one's port. Returns once
-/// every shard is bound, with each shard's counters in index order, or the first failure
-/// (the others are then stopped by the caller through `stop`).
+/// Spawns one thread per shard, one at a time: each binds its socket on `listen[groups[i]]`
+/// and reports before the next starts, so with port 0 the others of its address bind the
+/// first one's port. Returns once every shard is bound, with each shard's counters and
+/// bound address in index order, or the first failure (the others are then stopped by the
+/// caller through `stop`).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "start-up's one call: each argument is a separate piece of the daemon"
+)]
 fn spawn_shards(
-    listen: SocketAddr,
+    listen: &[SocketAddr],
+    groups: &[usize],
     config: ShardConfig,
     queues: &[Arc<ShardQueues>],
     routing: Option<Routing>,
@@ -586,13 +655,15 @@ fn spawn_shards(
     };
     let mut handles = Vec::with_capacity(queues.len());
     let mut sources = Vec::with_capacity(queues.len());
-    let mut bound = listen;
+    let mut bound = listen.to_vec();
+    let mut shard_addrs = Vec::with_capacity(queues.len());
     for (index, q) in queues.iter().enumerate() {
         let q = Arc::clone(q);
         let stop = Arc::clone(stop);
         let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
         let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
-        let addr = bound;
+        let group = groups[index];
+        let addr = bound[group];
         let last = index + 1 == queues.len();
         let cids = routing.as_ref().map(|r| ShardCidRouting {
             handoffs: (r.queues.len() > 1).then(|| {
@@ -621,13 +692,14 @@ fn spawn_shards(
         match ready_rx.recv_timeout(STARTUP_WAIT) {
             Ok(Ok((source, local))) => {
                 sources.push(source);
-                bound = local;
+                bound[group] = local;
+                shard_addrs.push(local);
             }
             Ok(Err(message)) => return Err(anyhow!(message)),
             Err(_) => return Err(anyhow!("shards did not start within {STARTUP_WAIT:?}")),
         }
     }
-    Ok((handles, sources, bound))
+    Ok((handles, sources, shard_addrs))
 }
 
 /// One shard's part of the CID routing.
@@ -683,6 +755,7 @@ fn run_shard(
         io: Arc::clone(shard.io().counters()),
         progress: Arc::clone(shard.progress()),
         snapshots: Arc::clone(shard.snapshots()),
+        listen: local,
     };
     if ready.send(Ok((source, local))).is_err() {
         return false;

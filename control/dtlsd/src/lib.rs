@@ -28,5 +28,6 @@ pub mod descriptors;
 pub mod lifecycle;
 pub mod metrics;
 pub mod portprobe;
+pub mod privileges;
 pub mod serve;
 pub mod sessionlog;

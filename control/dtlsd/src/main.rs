@@ -192,6 +192,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let rows = dtlsd::admin::filtered(&answer, &filter);
             if json {
                 let out = serde_json::json!({
+                    "daemon": answer["daemon"],
                     "sessions": rows,
                     "shards_unanswered": answer["shards_unanswered"],
                 });
@@ -200,7 +201,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
-                print!("{}", dtlsd::admin::table(&rows, now));
+                let connect = answer["daemon"]["mode"] == "connect";
+                print!("{}", dtlsd::admin::header(&answer["daemon"]));
+                print!("{}", dtlsd::admin::table(&rows, now, connect));
             }
             if let Some(late) = answer["shards_unanswered"].as_array()
                 && !late.is_empty()
@@ -238,8 +241,21 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let signals = Signals::install()?;
             let mut manager = ServiceManager::from_env();
             let drain_timeout = Cell::new(config.tuning.drain_timeout);
+            let run_as = config.tuning.run_as.clone();
+            if let Some(run_as) = &run_as {
+                dtlsd::privileges::check_root(run_as)?;
+            }
             let server = Server::start(config, Options::default())?;
-            manager.ready(&format!("serving on {}", server.local_addr()));
+            // Sockets bound, files read, admin socket made: root is no longer needed.
+            if let Some(run_as) = &run_as {
+                dtlsd::privileges::drop_to(run_as)?;
+            }
+            let listen: Vec<String> = server
+                .local_addrs()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            manager.ready(&format!("serving on {}", listen.join(",")));
             // SIGHUP re-reads the configuration file (and the files it names) with the
             // same flags on top, as at start.
             let reload = || match flags.resolve() {
@@ -270,7 +286,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let signals = Signals::install()?;
             let mut manager = ServiceManager::from_env();
             let drain_timeout = Cell::new(config.tuning.drain_timeout);
+            let run_as = config.tuning.run_as.clone();
+            if let Some(run_as) = &run_as {
+                dtlsd::privileges::check_root(run_as)?;
+            }
             let client = Client::start(config)?;
+            if let Some(run_as) = &run_as {
+                dtlsd::privileges::drop_to(run_as)?;
+            }
             manager.ready(&format!("accepting plaintext on {}", client.local_addr()));
             let reload = || match flags.resolve() {
                 Ok(config) => {

@@ -95,15 +95,18 @@ impl Server {
             );
         }
         let daemon = Daemon::start(
-            config.listen,
+            &config.listen,
             shard_config,
             &config.tuning,
             cids,
-            Box::new(move |queues, listen| {
+            Box::new(move |queues, shard_listen| {
                 let settings = RuntimeConfig {
                     null_record_protection: options.null_record_protection,
                     limits: limits.runtime(queues.len()),
-                    proxy_header: proxy_protocol.map(|protocol| ProxyHeader { protocol, listen }),
+                    proxy_header: proxy_protocol.map(|protocol| ProxyHeader {
+                        protocol,
+                        listen: shard_listen[0],
+                    }),
                     ..RuntimeConfig::default()
                 };
                 let mut rng = SystemRng::new();
@@ -117,11 +120,21 @@ impl Server {
                     Box::new(|| Box::new(SystemRng::new())),
                 );
                 control.set_access(limits.access.clone());
+                // Each shard's sessions name the address their client reached.
+                control.set_shard_listen(shard_listen);
                 Ok(control)
+            }),
+            serde_json::json!({
+                "backend": config.backend.to_string(),
+                "upstream_source": match config.upstream_source {
+                    UpstreamSource::Transparent => "transparent",
+                    UpstreamSource::Ephemeral => "daemon",
+                },
+                "proxy_protocol": proxy_protocol_name(config.proxy_protocol),
             }),
         )?;
         tracing::info!(
-            listen = %daemon.local_addr(),
+            listen = %addresses(daemon.local_addrs()),
             backend = %config.backend,
             transparent = config.upstream_source == UpstreamSource::Transparent,
             shards = daemon.shard_count(),
@@ -216,6 +229,24 @@ fn check_transparent(backend: std::net::SocketAddr) -> anyhow::Result<()> {
             "upstream_source = \"transparent\": a socket with {option} cannot be made: {e}"
         )),
     }
+}
+
+/// The `proxy_protocol` key's value for `protocol`.
+fn proxy_protocol_name(protocol: Option<dtls_runtime::ProxyProtocol>) -> &'static str {
+    match protocol {
+        None => "off",
+        Some(dtls_runtime::ProxyProtocol::V2First) => "v2-first",
+        Some(dtls_runtime::ProxyProtocol::V2Every) => "v2-every",
+        Some(dtls_runtime::ProxyProtocol::Spp) => "spp",
+    }
+}
+
+/// Listen addresses for a log line: `A`, or `A,B,...`.
+fn addresses(list: &[std::net::SocketAddr]) -> String {
+    list.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The certificate files `config` uses, by key, for the expiry metric.

@@ -106,7 +106,15 @@ fn status_lists_sessions_with_their_traffic_and_kick_closes_one_with_close_notif
     // The table names both peers.
     let (code, table, err) = dtlsd(&["status", "--admin-socket", &socket]);
     assert_eq!(code, 0, "{err}");
-    assert!(table.starts_with("    ID  PEER"), "{table}");
+    assert!(table.starts_with("dtlsd serve on "), "{table}");
+    assert!(
+        table.contains("upstream source: daemon; proxy protocol: off"),
+        "{table}"
+    );
+    assert!(
+        table.contains("\n    ID  PEER                   LISTEN"),
+        "{table}"
+    );
     assert!(
         table.contains("127.0.0.21:") && table.contains("127.0.0.22:"),
         "{table}"
@@ -172,4 +180,61 @@ fn status_without_a_daemon_says_what_to_do() {
     let (code, _, err) = dtlsd(&["status", "--admin-socket", &socket]);
     assert_eq!(code, 1);
     assert!(err.contains("cannot reach dtlsd at"), "{err}");
+}
+
+/// `dtlsd connect`'s status names the local source that owns each session, and its header
+/// says where the sessions go.
+#[test]
+fn connect_status_names_the_local_source_of_each_session() {
+    let pki = TempDir::new("admin-connect");
+    certs(&pki);
+    let backend = EchoBackend::start();
+    let serve = Daemon::start_serve(backend.addr, &pki, &[]);
+    let socket = pki.file("connect.sock");
+    let connect = Daemon::start_connect(serve.listen, &pki, &["--admin-socket", &socket]);
+    let mut sources = Vec::new();
+    for last in [31, 32] {
+        let local = std::net::UdpSocket::bind((Ipv4Addr::new(127, 0, 0, last), 0)).expect("bind");
+        local
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let deadline = Instant::now() + IO_TIMEOUT;
+        let mut buf = [0u8; 64];
+        let echoed = loop {
+            assert!(Instant::now() < deadline, "no echo:\n{}", connect.log());
+            local.send_to(b"plain", connect.listen).expect("send");
+            if let Ok((n, _)) = local.recv_from(&mut buf) {
+                break buf[..n].to_vec();
+            }
+        };
+        assert_eq!(echoed, b"plain");
+        sources.push(local.local_addr().expect("addr").to_string());
+    }
+    let status = status_json(&socket, &[]);
+    assert_eq!(status["daemon"]["mode"], "connect", "{status}");
+    assert_eq!(
+        status["daemon"]["server"],
+        serve.listen.to_string(),
+        "{status}"
+    );
+    let mut owners: Vec<String> = sessions(&status)
+        .iter()
+        .map(|s| {
+            assert_eq!(s["source"], s["peer"], "{s}");
+            assert_eq!(s["listen"], connect.listen.to_string(), "{s}");
+            s["source"].as_str().expect("source").to_owned()
+        })
+        .collect();
+    owners.sort();
+    assert_eq!(owners, sources);
+    let (code, table, err) = dtlsd(&["status", "--admin-socket", &socket]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        table.starts_with(&format!(
+            "dtlsd connect on {} -> server {}",
+            connect.listen, serve.listen
+        )),
+        "{table}"
+    );
+    assert!(table.contains("\n    ID  SOURCE "), "{table}");
 }

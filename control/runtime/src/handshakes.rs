@@ -722,7 +722,7 @@ impl ControlThread {
             }
         };
         let upstream = self.upstream_prefix(
-            peer,
+            (shard, peer),
             version,
             suite,
             &peer_identity,
@@ -881,7 +881,7 @@ impl ControlThread {
     /// header the backend gets in front of the session's datagrams (built here, once).
     fn upstream_prefix(
         &self,
-        peer: SocketAddr,
+        (shard, peer): (usize, SocketAddr),
         version: &str,
         suite: CipherSuite,
         identity: &PeerIdentity,
@@ -899,7 +899,11 @@ impl ControlThread {
         let identity = ClientIdentity::of(identity, verified);
         let facts = SessionFacts {
             client: peer,
-            listen: header.listen,
+            listen: self
+                .shard_listen
+                .get(shard)
+                .copied()
+                .unwrap_or(header.listen),
             version: if version == "1.3" {
                 "DTLSv1.3"
             } else {

@@ -271,6 +271,10 @@ pub struct ControlThread {
     /// Set by the daemon on SIGTERM with a drain window: new handshakes are refused
     /// ([`Refusal::Draining`]), live sessions and handshakes under way go on.
     draining: Arc<AtomicBool>,
+    /// Serve mode with several listen addresses: each shard's own (bound) listen address,
+    /// by shard index, for the destination of the upstream header; empty: every shard has
+    /// [`ProxyHeader::listen`].
+    shard_listen: Vec<SocketAddr>,
     buf: Box<[u8]>,
 }
 
@@ -363,6 +367,7 @@ impl ControlThread {
             counters: Arc::new(ControlCounters::default()),
             progress: Arc::default(),
             draining: Arc::default(),
+            shard_listen: Vec::new(),
             buf: vec![0; TRANSMIT_BUF].into_boxed_slice(),
         }
     }
@@ -387,6 +392,13 @@ impl ControlThread {
     /// replies to a source without a handshake in progress).
     pub fn set_access(&mut self, access: AccessList) {
         self.access = access;
+    }
+
+    /// Serve mode: the listen address each shard's socket is bound to, by shard index (a
+    /// daemon with several listen addresses), named as the destination in the upstream
+    /// header of that shard's sessions instead of [`ProxyHeader::listen`].
+    pub fn set_shard_listen(&mut self, addresses: Vec<SocketAddr>) {
+        self.shard_listen = addresses;
     }
 
     /// Reports handshakes and sessions to `log` from now on.

@@ -44,7 +44,8 @@ pub struct ProxyHeader {
     pub protocol: ProxyProtocol,
     /// The daemon's listen address: the destination (PROXY v2) or proxy address (SPP). A
     /// wildcard listen address is sent as it is: the shard does not learn which local
-    /// address each datagram arrived on.
+    /// address each datagram arrived on. A daemon with several listen addresses names each
+    /// shard's own through `ControlThread::set_shard_listen`.
     pub listen: SocketAddr,
 }
 

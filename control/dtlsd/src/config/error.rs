@@ -204,6 +204,12 @@ pub enum Problem {
         /// Why.
         reason: String,
     },
+    /// A user or group name the system does not know.
+    #[error("{reason}")]
+    BadAccount {
+        /// Why (which name, which database).
+        reason: String,
+    },
     /// An identity rule that can match nothing.
     #[error("an empty name matches no certificate")]
     EmptyName,

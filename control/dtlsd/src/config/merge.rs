@@ -10,8 +10,8 @@ use clap::Args;
 use super::error::{ConfigError, ConfigErrors, Problem, Role};
 use super::limits::RawLimits;
 use super::raw::{
-    self, IoMode, LogFormat, ProxyProtocolMode, PskSpec, RawConfig, RawConnect, RawServe,
-    UpstreamSourceMode,
+    self, IoMode, ListenSpec, LogFormat, ProxyProtocolMode, PskSpec, RawConfig, RawConnect,
+    RawServe, UpstreamSourceMode,
 };
 use super::validate::{validate_connect, validate_serve};
 use super::{ConnectConfig, ServeConfig};
@@ -72,6 +72,13 @@ pub struct TuningFlags {
     /// they appear as ::ffff:a.b.c.d) [default: IPv6 only].
     #[arg(long)]
     pub dual_stack: bool,
+    /// Once the sockets are bound and the files read, run as this user (needs starting as
+    /// root; see docs/operations.md) [default: stay as started].
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// With --user: run as this group [default: the user's primary group].
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
     /// Do not negotiate connection IDs (RFC 9146), which let a session survive its client's
     /// address changing (NAT rebinding) [default: on].
     #[arg(long)]
@@ -102,9 +109,10 @@ pub struct TuningFlags {
 /// Flags of `dtlsd serve`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ServeFlags {
-    /// UDP address to accept DTLS clients on (IP:PORT).
+    /// UDP address to accept DTLS clients on (IP:PORT); repeat for several, each served
+    /// by its own shards.
     #[arg(long, value_name = "ADDR")]
-    pub listen: Option<String>,
+    pub listen: Vec<String>,
     /// UDP address each session's plaintext is relayed to (IP:PORT).
     #[arg(long, value_name = "ADDR")]
     pub backend: Option<String>,
@@ -201,7 +209,11 @@ fn list_flag(flag: Vec<String>, file: Option<Vec<String>>) -> Option<Vec<String>
 pub fn merge_serve(file: RawServe, flags: ServeFlags) -> RawServe {
     let t = flags.tuning;
     RawServe {
-        listen: flags.listen.or(file.listen),
+        listen: match <[String; 1]>::try_from(flags.listen) {
+            Ok([one]) => Some(ListenSpec::One(one)),
+            Err(list) if list.is_empty() => file.listen,
+            Err(list) => Some(ListenSpec::Many(list)),
+        },
         backend: flags.backend.or(file.backend),
         cert: flags.cert.or(file.cert),
         key: flags.key.or(file.key),
@@ -246,6 +258,8 @@ pub fn merge_serve(file: RawServe, flags: ServeFlags) -> RawServe {
         } else {
             file.dual_stack
         },
+        user: t.user.or(file.user),
+        group: t.group.or(file.group),
         connection_id: if t.no_connection_id {
             Some(false)
         } else {
@@ -305,6 +319,8 @@ pub fn merge_connect(file: RawConnect, flags: ConnectFlags) -> RawConnect {
         } else {
             file.dual_stack
         },
+        user: t.user.or(file.user),
+        group: t.group.or(file.group),
         connection_id: if t.no_connection_id {
             Some(false)
         } else {

@@ -24,7 +24,7 @@ mod tests;
 
 pub use error::{ConfigError, ConfigErrors, Problem, Role};
 pub use raw::{
-    IoMode, LogFormat, ProxyProtocolMode, PskSpec, RawConfig, RawConnect, RawServe,
+    IoMode, ListenSpec, LogFormat, ProxyProtocolMode, PskSpec, RawConfig, RawConnect, RawServe,
     UpstreamSourceMode,
 };
 
@@ -85,8 +85,9 @@ pub const MAX_PSK_IDENTITY_LEN: usize = 65_535;
 /// A validated `dtlsd serve` configuration.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    /// UDP address DTLS clients connect to.
-    pub listen: SocketAddr,
+    /// UDP addresses DTLS clients connect to (at least one, no two alike), each with its
+    /// own shards (see `crate::daemon`).
+    pub listen: Vec<SocketAddr>,
     /// UDP address each session's plaintext is relayed to.
     pub backend: SocketAddr,
     /// How the server authenticates, and how it authenticates clients.
@@ -235,6 +236,8 @@ pub struct Tuning {
     pub takeover: bool,
     /// An IPv6 wildcard listen address takes IPv4 clients too (IPV6_V6ONLY off).
     pub dual_stack: bool,
+    /// The account to run as once sockets are bound and files read (`user`, `group`).
+    pub run_as: Option<crate::privileges::RunAs>,
     /// Connection IDs (RFC 9146): off, or on with the length of the CID we ask for.
     pub connection_id: control::ConnectionIds,
     /// DTLS versions negotiated, in preference order.
@@ -257,6 +260,7 @@ impl Tuning {
         check("shards", self.shards != other.shards);
         check("cpus", self.cpus != other.cpus);
         check("dual_stack", self.dual_stack != other.dual_stack);
+        check("user", self.run_as != other.run_as);
         check("io", self.io != other.io);
         check("mtu", self.mtu != other.mtu);
         check("metrics", self.metrics != other.metrics);

@@ -99,11 +99,43 @@ impl FromStr for PskSpec {
     }
 }
 
+/// `listen` of `[serve]`: one address (`listen = "IP:PORT"`) or several (`listen = ["IP:PORT",
+/// ...]`, or `--listen` repeated).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ListenSpec {
+    /// One address.
+    One(String),
+    /// A list of addresses.
+    Many(Vec<String>),
+}
+
+impl ListenSpec {
+    /// Each address with the key that names it in errors: `listen` for the one-address
+    /// form, `listen[i]` in a list.
+    pub fn entries(&self) -> Vec<(String, &str)> {
+        match self {
+            ListenSpec::One(addr) => vec![("listen".to_owned(), addr.as_str())],
+            ListenSpec::Many(list) => list
+                .iter()
+                .enumerate()
+                .map(|(i, addr)| (format!("listen[{i}]"), addr.as_str()))
+                .collect(),
+        }
+    }
+}
+
+impl From<&str> for ListenSpec {
+    fn from(addr: &str) -> Self {
+        ListenSpec::One(addr.to_owned())
+    }
+}
+
 /// Keys of `[serve]`; see `docs/dtlsd.md` for each.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServe {
-    pub listen: Option<String>,
+    pub listen: Option<ListenSpec>,
     pub backend: Option<String>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
@@ -127,6 +159,8 @@ pub struct RawServe {
     pub log_format: Option<LogFormat>,
     pub takeover: Option<bool>,
     pub dual_stack: Option<bool>,
+    pub user: Option<String>,
+    pub group: Option<String>,
     pub connection_id: Option<bool>,
     pub connection_id_length: Option<i64>,
     pub versions: Option<Vec<String>>,
@@ -161,6 +195,8 @@ pub struct RawConnect {
     pub log_format: Option<LogFormat>,
     pub takeover: Option<bool>,
     pub dual_stack: Option<bool>,
+    pub user: Option<String>,
+    pub group: Option<String>,
     pub connection_id: Option<bool>,
     pub connection_id_length: Option<i64>,
     pub versions: Option<Vec<String>>,

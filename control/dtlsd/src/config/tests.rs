@@ -73,7 +73,7 @@ fn every_serve_and_connect_key_parses_and_validates() {
          tls13_cipher_suites = [\"TLS_CHACHA20_POLY1305_SHA256\", \"TLS_AES_128_GCM_SHA256\"]\n"
     ));
     let s = validate_serve(serve).expect("valid serve config");
-    assert_eq!(s.listen, "[::]:4433".parse().expect("addr"));
+    assert_eq!(s.listen, vec!["[::]:4433".parse().expect("addr")]);
     assert_eq!(s.credentials.psks.len(), 2);
     assert_eq!(s.credentials.psks[1].key(), &[0xc0, 0xff, 0xee]);
     assert!(s.credentials.certificate.is_some());
@@ -94,6 +94,7 @@ fn every_serve_and_connect_key_parses_and_validates() {
             limits: Limits::default(),
             takeover: true,
             dual_stack: false,
+            run_as: None,
             connection_id: control::ConnectionIds::On { len: 12 },
             versions: vec![control::ProtocolVersion::Dtls1_2],
             tls13_groups: vec![control::NamedGroup::X25519Mlkem768],
@@ -174,6 +175,7 @@ fn defaults_apply_when_keys_are_absent() {
             limits: Limits::default(),
             takeover: false,
             dual_stack: false,
+            run_as: None,
             connection_id: control::ConnectionIds::On {
                 len: super::DEFAULT_SERVE_CID_LEN,
             },
@@ -473,7 +475,7 @@ fn flags_override_file_values() {
     // No flags: the file's values stay.
     assert_eq!(merge_serve(file.clone(), ServeFlags::default()), file);
     let flags = ServeFlags {
-        listen: Some("127.0.0.1:7".into()),
+        listen: vec!["127.0.0.1:7".into()],
         psk: vec!["c:22".parse().expect("infallible")],
         tuning: TuningFlags {
             mtu: Some(1500),
@@ -483,7 +485,7 @@ fn flags_override_file_values() {
         ..ServeFlags::default()
     };
     let merged = merge_serve(file, flags);
-    assert_eq!(merged.listen.as_deref(), Some("127.0.0.1:7"));
+    assert_eq!(merged.listen, Some("127.0.0.1:7".into()));
     assert_eq!(merged.backend.as_deref(), Some("127.0.0.1:2"));
     assert_eq!(merged.psk, Some(vec!["c:22".parse().expect("infallible")]));
     assert_eq!(merged.mtu, Some(1500));
@@ -1006,4 +1008,55 @@ fn tls13_groups_and_suites_are_named_lists() {
         assert!(e.to_string().contains(&format!("connect.{key}")), "{e}");
         assert!(e.to_string().contains(why), "{e}");
     }
+}
+
+#[test]
+fn listen_takes_one_address_or_a_list_each_entry_named_when_wrong() {
+    let one =
+        serve_toml("listen = \"127.0.0.1:4433\"\nbackend = \"127.0.0.1:9\"\npsk = [\"a:00\"]\n");
+    let s = validate_serve(one).expect("one address");
+    assert_eq!(s.listen, vec!["127.0.0.1:4433".parse().expect("addr")]);
+    let many = serve_toml(
+        "listen = [\"127.0.0.1:4433\", \"[::1]:4433\"]\nbackend = \"127.0.0.1:9\"\npsk = [\"a:00\"]\n",
+    );
+    let s = validate_serve(many).expect("two addresses");
+    assert_eq!(
+        s.listen,
+        vec![
+            "127.0.0.1:4433".parse().expect("addr"),
+            "[::1]:4433".parse().expect("addr")
+        ]
+    );
+    let bad = serve_toml(
+        "listen = [\"127.0.0.1:4433\", \"nope\", \"127.0.0.1:4433\"]\nbackend = \"127.0.0.1:9\"\n\
+         psk = [\"a:00\"]\n",
+    );
+    let l = lines(validate_serve(bad));
+    assert!(
+        has(
+            &l,
+            "serve.listen[1]:",
+            "`nope` is not a usable socket address"
+        ),
+        "{l:?}"
+    );
+    assert!(has(&l, "serve.listen[2]:", "given twice"), "{l:?}");
+    let empty = serve_toml("listen = []\nbackend = \"127.0.0.1:9\"\npsk = [\"a:00\"]\n");
+    let l = lines(validate_serve(empty));
+    assert!(has(&l, "serve.listen:", "at least one address"), "{l:?}");
+    let e = parse_str("[serve]\nlisten = 7\n").expect_err("type");
+    assert_eq!(e.key.as_deref(), Some("serve.listen"));
+    // Repeated flags replace the file's address with the list.
+    let flags = ServeFlags {
+        listen: vec!["127.0.0.1:1".into(), "127.0.0.2:2".into()],
+        ..ServeFlags::default()
+    };
+    let merged = merge_serve(psk_only_serve(), flags);
+    assert_eq!(
+        merged.listen,
+        Some(ListenSpec::Many(vec![
+            "127.0.0.1:1".into(),
+            "127.0.0.2:2".into()
+        ]))
+    );
 }

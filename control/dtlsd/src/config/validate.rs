@@ -13,7 +13,9 @@ use dtls_crypto::MAX_PSK_LEN;
 use dtls_crypto::pki_types::ServerName;
 
 use super::error::{ConfigError, ConfigErrors, Problem, Role};
-use super::raw::{ProxyProtocolMode, PskSpec, RawConnect, RawServe, UpstreamSourceMode};
+use super::raw::{
+    ListenSpec, ProxyProtocolMode, PskSpec, RawConnect, RawServe, UpstreamSourceMode,
+};
 use super::{
     AdminSocket, CONNECTION_ID_LENGTH_RANGE, CertKeyPaths, ConnectConfig, DEFAULT_CONNECT_CID_LEN,
     DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MTU, DEFAULT_SERVE_CID_LEN, DEFAULT_VERSIONS,
@@ -32,7 +34,7 @@ use dtls_shard::UpstreamSource;
 /// Every problem found, each naming its key.
 pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
     let mut c = Checker::new(Role::Serve);
-    let listen = c.address("listen", "--listen", raw.listen.as_deref(), AddrUse::Bind);
+    let listen = c.listen(raw.listen.as_ref());
     let backend = c.address(
         "backend",
         "--backend",
@@ -53,6 +55,8 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
         limits: &raw.limits,
         takeover: raw.takeover,
         dual_stack: raw.dual_stack,
+        user: raw.user.as_deref(),
+        group: raw.group.as_deref(),
         connection_id: raw.connection_id,
         connection_id_length: raw.connection_id_length,
         default_cid_len: DEFAULT_SERVE_CID_LEN,
@@ -111,9 +115,19 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
             },
         );
     }
-    c.dual_stack(listen, tuning.as_ref());
+    c.dual_stack(listen.as_deref().unwrap_or_default(), tuning.as_ref());
     let upstream_source = raw.upstream_source.unwrap_or_default();
     if upstream_source == UpstreamSourceMode::Transparent {
+        // Every upstream socket is made after the drop and needs CAP_NET_ADMIN, which a
+        // plain setuid takes away (see `crate::privileges`).
+        if raw.user.is_some() {
+            c.push(
+                "user",
+                Problem::Conflicts {
+                    other: "upstream_source = \"transparent\" (use systemd's User= with AmbientCapabilities=CAP_NET_ADMIN)",
+                },
+            );
+        }
         // The backend learns the client from the source address itself: a header in front
         // of the plaintext would tell it twice, and a backend expecting one from this daemon
         // could not also be reached by it with a foreign source.
@@ -129,8 +143,8 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
             );
         }
         // Each upstream socket binds the client's address: a socket of the backend's family.
-        if let (Some(l), Some(b)) = (listen, backend)
-            && l.is_ipv4() != b.is_ipv4()
+        if let (Some(list), Some(b)) = (&listen, backend)
+            && let Some(&l) = list.iter().find(|l| l.is_ipv4() != b.is_ipv4())
         {
             c.push(
                 "upstream_source",
@@ -192,6 +206,8 @@ pub fn validate_connect(raw: RawConnect) -> Result<ConnectConfig, ConfigErrors> 
         limits: &raw.limits,
         takeover: raw.takeover,
         dual_stack: raw.dual_stack,
+        user: raw.user.as_deref(),
+        group: raw.group.as_deref(),
         connection_id: raw.connection_id,
         connection_id_length: raw.connection_id_length,
         default_cid_len: DEFAULT_CONNECT_CID_LEN,
@@ -256,7 +272,7 @@ pub fn validate_connect(raw: RawConnect) -> Result<ConnectConfig, ConfigErrors> 
             },
         );
     }
-    c.dual_stack(listen, tuning.as_ref());
+    c.dual_stack(listen.as_slice(), tuning.as_ref());
     c.finish()?;
     let trust = match (ca, server_name, psk) {
         (Some(ca), Some(server_name), _) => Some(ServerTrust::Ca { ca, server_name }),
@@ -348,6 +364,8 @@ struct TuningIn<'a> {
     log_format: Option<super::LogFormat>,
     takeover: Option<bool>,
     dual_stack: Option<bool>,
+    user: Option<&'a str>,
+    group: Option<&'a str>,
     connection_id: Option<bool>,
     connection_id_length: Option<i64>,
     /// The role's `connection_id_length` when the key is absent.
@@ -485,12 +503,53 @@ impl Checker {
         Some(AdminSocket::At(path.to_path_buf()))
     }
 
+    /// `listen` of `[serve]`: one address or a non-empty list of distinct ones, each a
+    /// bindable `IP:PORT` (errors name `listen` or `listen[i]`).
+    fn listen(&mut self, spec: Option<&ListenSpec>) -> Option<Vec<SocketAddr>> {
+        let Some(spec) = spec else {
+            self.address("listen", "--listen", None, AddrUse::Bind);
+            return None;
+        };
+        let entries = spec.entries();
+        if entries.is_empty() {
+            self.push(
+                "listen",
+                Problem::BadList {
+                    value: "[]".to_owned(),
+                    reason: "at least one address is needed".to_owned(),
+                },
+            );
+            return None;
+        }
+        let mut addresses = Vec::with_capacity(entries.len());
+        let mut ok = true;
+        for (key, value) in entries {
+            match self.parse_address(&key, value, AddrUse::Bind) {
+                Some(addr) if addresses.contains(&addr) && addr.port() != 0 => {
+                    self.push(
+                        &key,
+                        Problem::BadAddress {
+                            value: value.to_owned(),
+                            reason: "given twice".to_owned(),
+                        },
+                    );
+                    ok = false;
+                }
+                Some(addr) => addresses.push(addr),
+                None => ok = false,
+            }
+        }
+        ok.then_some(addresses)
+    }
+
     /// `dual_stack` needs the IPv6 wildcard address: only a socket bound to `[::]` receives
     /// IPv4 datagrams as IPv4-mapped addresses.
-    fn dual_stack(&mut self, listen: Option<SocketAddr>, tuning: Option<&Tuning>) {
-        if let (Some(listen), Some(t)) = (listen, tuning)
+    fn dual_stack(&mut self, listen: &[SocketAddr], tuning: Option<&Tuning>) {
+        let wildcard = std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+        if let Some(t) = tuning
             && t.dual_stack
-            && listen.ip() != std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+            && !listen.is_empty()
+            && listen.iter().all(|l| l.ip() != wildcard)
         {
             self.push(
                 "dual_stack",
@@ -620,6 +679,25 @@ impl Checker {
             );
             return None;
         }
+        let run_as = match (t.user, t.group) {
+            (None, None) => Some(None),
+            (None, Some(_)) => {
+                self.push("group", Problem::Requires { other: "user" });
+                None
+            }
+            (Some(user), group) => match crate::privileges::resolve(user, group) {
+                Ok(run_as) => Some(Some(run_as)),
+                Err(reason) => {
+                    let key = if reason.contains("group") {
+                        "group"
+                    } else {
+                        "user"
+                    };
+                    self.push(key, Problem::BadAccount { reason });
+                    None
+                }
+            },
+        };
         let admin_socket = match t.admin_socket {
             None => Some(AdminSocket::Default),
             Some(value) => self.admin_socket(value),
@@ -669,6 +747,7 @@ impl Checker {
             limits: limits?,
             takeover: t.takeover.unwrap_or(false),
             dual_stack: t.dual_stack.unwrap_or(false),
+            run_as: run_as?,
             connection_id: match (t.connection_id, cid_len) {
                 (Some(false), _) => control::ConnectionIds::Off,
                 (_, Some(len)) => control::ConnectionIds::On {

@@ -36,6 +36,8 @@ pub struct Snapshot {
     pub control: ControlStats,
     /// Each shard's counters, in index order.
     pub shards: Vec<(ShardStats, IoStats)>,
+    /// Each shard's listen address, in index order (empty: not known).
+    pub shard_listen: Vec<std::net::SocketAddr>,
     /// Handshake durations.
     pub latency: LatencyReading,
     /// Installed sessions per suite.
@@ -56,6 +58,7 @@ impl Snapshot {
                 .iter()
                 .map(|s| (s.shard.snapshot(), s.io.snapshot()))
                 .collect(),
+            shard_listen: sources.shards.iter().map(|s| s.listen).collect(),
             latency: sources.control.observed.latency(),
             suites: sources.control.observed.sessions_by_suite(),
             process: ProcessStats::read(),
@@ -229,6 +232,20 @@ fn encode(snapshot: &Snapshot, encoder: &mut DescriptorEncoder<'_>) -> fmt::Resu
     let family =
         encoder.encode_descriptor("dtlsd_shards", "Shards running.", None, MetricType::Gauge)?;
     sample(MetricType::Gauge, shards.len() as u64, family)?;
+    let mut family = encoder.encode_descriptor(
+        "dtlsd_shard_listen",
+        "The listen address each shard's socket is bound to (always 1).",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (index, listen) in snapshot.shard_listen.iter().enumerate() {
+        let (shard, listen) = (index.to_string(), listen.to_string());
+        sample(
+            MetricType::Gauge,
+            1,
+            family.encode_family(&[("shard", shard.as_str()), ("listen", listen.as_str())])?,
+        )?;
+    }
     encode_observations(snapshot, encoder)
 }
 
@@ -976,6 +993,7 @@ mod tests {
         Snapshot {
             control: ControlStats::default(),
             shards: vec![(ShardStats::default(), IoStats::default())],
+            shard_listen: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 4433))],
             latency: observed.latency(),
             suites: observed.sessions_by_suite(),
             process: ProcessStats::read(),

@@ -115,6 +115,7 @@ mod tests {
                     io: Arc::new(IoCounters::default()),
                     progress: Arc::new(Progress::new(epoch)),
                     snapshots: Arc::default(),
+                    listen: std::net::SocketAddr::from(([127, 0, 0, 1], 4433)),
                 })
                 .collect(),
             certificates: Arc::default(),

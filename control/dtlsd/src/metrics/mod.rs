@@ -89,6 +89,8 @@ pub struct ShardSource {
     pub progress: Arc<Progress>,
     /// Where the shard publishes its sessions for `dtlsd status`.
     pub snapshots: Arc<dtls_shard::SessionSnapshots>,
+    /// The listen address the shard's socket is bound to.
+    pub listen: std::net::SocketAddr,
 }
 
 /// Everything `/metrics` and `/healthz` report.
