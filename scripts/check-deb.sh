@@ -23,6 +23,7 @@ grep -q '^/etc/dtlsd/serve.toml$' "$root/DEBIAN/conffiles" || fail "serve.toml i
 
 for f in usr/bin/dtlsd \
     lib/systemd/system/dtlsd-serve@.service lib/systemd/system/dtlsd-connect@.service \
+    lib/systemd/system/dtlsd-serve@.socket \
     etc/dtlsd/serve.toml etc/dtlsd/connect.toml usr/share/man/man1/dtlsd.1.gz \
     usr/share/doc/dtlsd/dtlsd.md usr/share/doc/dtlsd/operations.md; do
     [ -e "$root/$f" ] || fail "missing /$f"

@@ -123,8 +123,12 @@ impl Daemon {
         if listen.is_empty() {
             return Err(anyhow!("no listen address"));
         }
+        let activated = crate::activation::passed();
         for &addr in listen {
-            crate::portprobe::check_listen(addr, tuning.takeover, !tuning.dual_stack)?;
+            // A socket passed by systemd holds the address for us: nobody else to find.
+            if activated.is_none_or(|a| !a.has(addr)) {
+                crate::portprobe::check_listen(addr, tuning.takeover, !tuning.dual_stack)?;
+            }
         }
         // Bound before the shards start so that a bad address stops startup at once.
         let metrics_listener = tuning.metrics.map(metrics::Listener::bind).transpose()?;
@@ -664,6 +668,14 @@ fn spawn_shards(
         let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
         let group = groups[index];
         let addr = bound[group];
+        // The first shard of an address takes its socket from socket activation, if any.
+        let inherited = match crate::activation::passed() {
+            Some(activated) if groups.iter().position(|&g| g == group) == Some(index) => {
+                let shards = groups.iter().filter(|&&g| g == group).count();
+                activated.take(addr, shards)?
+            }
+            _ => None,
+        };
         let last = index + 1 == queues.len();
         let cids = routing.as_ref().map(|r| ShardCidRouting {
             handoffs: (r.queues.len() > 1).then(|| {
@@ -678,7 +690,7 @@ fn spawn_shards(
             .spawn(move || {
                 run_shard(
                     index,
-                    (addr, socket),
+                    (addr, socket, inherited),
                     config,
                     cids,
                     q,
@@ -715,7 +727,7 @@ struct ShardCidRouting {
 )]
 fn run_shard(
     index: usize,
-    (listen, socket): (SocketAddr, SocketConfig),
+    (listen, socket, inherited): (SocketAddr, SocketConfig, Option<std::net::UdpSocket>),
     config: ShardConfig,
     cids: Option<ShardCidRouting>,
     queues: Arc<ShardQueues>,
@@ -730,8 +742,11 @@ fn run_shard(
         Some(id) => tracing::warn!(shard = index, core = id.id, "could not pin shard to core"),
         None => tracing::warn!(shard = index, "core list unavailable; shard not pinned"),
     }
-    let bound = Shard::bind(listen, &socket, queues, config)
-        .and_then(|shard| shard.local_addr().map(|addr| (shard, addr)));
+    let shard = match inherited {
+        Some(passed) => Shard::new(passed, queues, config),
+        None => Shard::bind(listen, &socket, queues, config),
+    };
+    let bound = shard.and_then(|shard| shard.local_addr().map(|addr| (shard, addr)));
     let (mut shard, local) = match bound {
         Ok(bound) => bound,
         Err(e) => {

@@ -17,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod activation;
 pub mod admin;
 pub mod certcheck;
 pub mod certs;

@@ -245,6 +245,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             if let Some(run_as) = &run_as {
                 dtlsd::privileges::check_root(run_as)?;
             }
+            dtlsd::activation::receive(&config.listen)?;
             let server = Server::start(config, Options::default())?;
             // Sockets bound, files read, admin socket made: root is no longer needed.
             if let Some(run_as) = &run_as {
@@ -290,6 +291,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             if let Some(run_as) = &run_as {
                 dtlsd::privileges::check_root(run_as)?;
             }
+            dtlsd::activation::receive(&[config.listen])?;
             let client = Client::start(config)?;
             if let Some(run_as) = &run_as {
                 dtlsd::privileges::drop_to(run_as)?;

@@ -95,6 +95,39 @@ fn the_units_verify_cleanly_and_keep_what_the_daemon_relies_on() {
     }
 }
 
+/// The optional socket unit: a datagram socket with SO_REUSEPORT (the daemon's other shards
+/// bind beside it) on the shipped configuration's listen address, that systemd accepts.
+#[test]
+fn the_socket_unit_verifies_and_matches_the_shipped_listen_address() {
+    let scratch = TempDir::new("deploy-socket");
+    let text = std::fs::read_to_string(deploy("dtlsd-serve@.socket")).expect("read unit");
+    let e = unit_entries(&text);
+    assert_eq!(value(&e, "ReusePort"), "yes");
+    let config = std::fs::read_to_string(deploy("serve.toml")).expect("read config");
+    let listen = value(&e, "ListenDatagram");
+    assert!(
+        config.contains(&format!("listen = \"{listen}\"")),
+        "{listen} is not serve.toml's listen"
+    );
+    let service = std::fs::read_to_string(deploy("dtlsd-serve@.service")).expect("read unit");
+    std::fs::write(
+        scratch.path().join("dtlsd-serve@.service"),
+        service.replace("/usr/bin/dtlsd", DTLSD),
+    )
+    .expect("write unit");
+    std::fs::write(scratch.path().join("dtlsd-serve@.socket"), &text).expect("write unit");
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(scratch.path().join("dtlsd-serve@test.socket"))
+        .output()
+        .expect("systemd-analyze (apt-get install systemd)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "systemd-analyze verify:\n{stderr}"
+    );
+}
+
 #[test]
 fn the_shipped_configurations_check_once_their_pem_files_exist() {
     let etc = TempDir::new("deploy-etc");

@@ -60,6 +60,12 @@ fn serve_drops_to_the_user_after_binding_and_still_relays() {
         // directory stays root's, so it is off here.
         &["--user", "nobody", "--shards", "2", "--admin-socket", "off"],
     );
+    // "listening" is logged before the drop: wait for the drop's own line.
+    common::wait_until(
+        "the privilege drop",
+        || serve.log(),
+        || serve.log().contains("dropped privileges"),
+    );
     let (uid, gid) = (nobody.uid.as_raw(), nogroup.gid.as_raw());
     let pid = serve.pid();
     // Every thread (shards, control, metrics) changed, not only the main one.
