@@ -370,3 +370,46 @@ fn off_sends_the_plaintext_alone() {
     assert_eq!(payloads(&seen), [&b"one"[..], b"two"]);
     assert!(seen.iter().all(|(h, _)| *h == Header::None), "{seen:?}");
 }
+
+/// With several listen addresses, the header names the one the client sent to: each
+/// session's shard's own.
+#[test]
+fn each_listen_address_is_named_as_the_destination_of_its_sessions() {
+    let pki = TempDir::new("proxy-two-listen");
+    certs(&pki);
+    let backend = ParsingBackend::start();
+    let psk = format!("client1:{PSK_HEX}");
+    let second = SocketAddr::from(([127, 0, 0, 3], common::free_udp_port()));
+    let daemon = Daemon::start_serve(
+        backend.addr,
+        &pki,
+        &[
+            "--listen",
+            &second.to_string(),
+            "--shards",
+            "2",
+            "--proxy-protocol",
+            "spp",
+            "--psk",
+            &psk,
+        ],
+    );
+    for (listen, client_ip) in [(daemon.listen, [127, 0, 0, 6]), (second, [127, 0, 0, 7])] {
+        let mut client = Client::connect_from(
+            psk_client(),
+            listen,
+            IpAddr::from(client_ip),
+            Duration::from_secs(15),
+        );
+        client.echo(b"which address?");
+        let seen = backend.take();
+        assert!(!seen.is_empty());
+        for (header, _) in &seen {
+            assert_eq!(
+                *header,
+                Header::Spp(client.local_addr(), listen),
+                "{seen:?}"
+            );
+        }
+    }
+}
