@@ -261,6 +261,12 @@ pub struct HandshakesArgs {
     /// CA certificate of --server.
     #[arg(long)]
     pub ca: Option<PathBuf>,
+    /// DTLS version the clients offer (only that one).
+    #[arg(long, value_enum, default_value = "1.2")]
+    pub version: crate::records::Version,
+    /// DTLS 1.3: the key-exchange group the clients offer (only that one).
+    #[arg(long, value_enum)]
+    pub group: Option<crate::handshakes::Group>,
     /// Write the result document here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -274,12 +280,17 @@ pub fn handshakes_cli(a: &HandshakesArgs) -> Result<()> {
     if a.parallel == 0 {
         bail!("--parallel must be at least 1");
     }
+    if a.group.is_some() && a.version != crate::records::Version::V13 {
+        bail!("--group names a DTLS 1.3 key-exchange group: it needs --version 1.3");
+    }
     let out = crate::handshakes::run(&crate::handshakes::Config {
         duration: a.duration,
         parallel: a.parallel,
         resume: a.resume,
         server: a.server,
         ca: a.ca.clone(),
+        version: a.version,
+        group: a.group.unwrap_or_default(),
     })?;
     print!("{}", out.text);
     if let Some(path) = &a.json {
