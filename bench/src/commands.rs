@@ -32,6 +32,13 @@ fn check_size(size: usize) -> Result<()> {
     Ok(())
 }
 
+fn check_version(cipher: CipherChoice, version: crate::records::Version) -> Result<()> {
+    if version == crate::records::Version::V13 && cipher.is_null() {
+        bail!("--cipher none has no DTLS 1.3 form: use --compare-none with a cipher");
+    }
+    Ok(())
+}
+
 /// `dtls-bench quick`.
 #[derive(Debug, Args)]
 pub struct QuickArgs {
@@ -96,6 +103,10 @@ pub struct ThroughputArgs {
     /// Record protection (`none`: the plaintext baseline through the same engine).
     #[arg(long, value_enum, default_value = "aes128gcm")]
     pub cipher: CipherChoice,
+    /// DTLS version of the sessions (1.3: the same AEAD's TLS 1.3 suite; --compare-none's
+    /// baseline stays plaintext).
+    #[arg(long, value_enum, default_value = "1.2")]
+    pub version: crate::records::Version,
     /// Server I/O backend.
     #[arg(long, value_enum, default_value = "auto")]
     pub io: IoChoice,
@@ -131,11 +142,13 @@ pub fn throughput_cli(a: &ThroughputArgs) -> Result<()> {
     if a.sessions == 0 || a.window == 0 || a.shards == 0 {
         bail!("--sessions, --window and --shards must be at least 1");
     }
+    check_version(a.cipher, a.version)?;
     let out = throughput::run(&throughput::Config {
         size: a.size,
         sessions: a.sessions,
         duration: a.duration,
         cipher: a.cipher,
+        version: a.version,
         io: a.io,
         shards: a.shards,
         gso: a.gso.on(),
@@ -180,6 +193,10 @@ pub struct LatencyArgs {
     /// Record protection.
     #[arg(long, value_enum, default_value = "aes128gcm")]
     pub cipher: CipherChoice,
+    /// DTLS version of the sessions (1.3: the same AEAD's TLS 1.3 suite; --compare-none's
+    /// baseline stays plaintext).
+    #[arg(long, value_enum, default_value = "1.2")]
+    pub version: crate::records::Version,
     /// Server I/O backend.
     #[arg(long, value_enum, default_value = "auto")]
     pub io: IoChoice,
@@ -219,6 +236,7 @@ pub fn latency_cli(a: &LatencyArgs) -> Result<()> {
     if !a.load.is_empty() && a.compare_none {
         bail!("--compare-none works with --rate, not with --load");
     }
+    check_version(a.cipher, a.version)?;
     let cfg = latency::Config {
         size: a.size,
         sessions: a.sessions,
@@ -226,6 +244,7 @@ pub fn latency_cli(a: &LatencyArgs) -> Result<()> {
         duration: a.duration,
         warmup: a.warmup,
         cipher: a.cipher,
+        version: a.version,
         io: a.io,
         shards: a.shards,
         gso: a.gso.on(),
@@ -261,6 +280,12 @@ pub struct HandshakesArgs {
     /// CA certificate of --server.
     #[arg(long)]
     pub ca: Option<PathBuf>,
+    /// DTLS version the clients offer (only that one).
+    #[arg(long, value_enum, default_value = "1.2")]
+    pub version: crate::records::Version,
+    /// DTLS 1.3: the key-exchange group the clients offer (only that one).
+    #[arg(long, value_enum)]
+    pub group: Option<crate::handshakes::Group>,
     /// Write the result document here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -274,12 +299,17 @@ pub fn handshakes_cli(a: &HandshakesArgs) -> Result<()> {
     if a.parallel == 0 {
         bail!("--parallel must be at least 1");
     }
+    if a.group.is_some() && a.version != crate::records::Version::V13 {
+        bail!("--group names a DTLS 1.3 key-exchange group: it needs --version 1.3");
+    }
     let out = crate::handshakes::run(&crate::handshakes::Config {
         duration: a.duration,
         parallel: a.parallel,
         resume: a.resume,
         server: a.server,
         ca: a.ca.clone(),
+        version: a.version,
+        group: a.group.unwrap_or_default(),
     })?;
     print!("{}", out.text);
     if let Some(path) = &a.json {

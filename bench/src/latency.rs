@@ -25,6 +25,7 @@ use crate::loadgen::cpu::{self, CpuSnapshot, ThreadCpu};
 use crate::loadgen::flow::{Counts, FlowConfig, Flows};
 use crate::loadgen::run;
 use crate::loadgen::{CipherChoice, IoChoice};
+use crate::records::Version;
 
 /// Settings of one `latency` run.
 #[derive(Debug, Clone)]
@@ -41,6 +42,8 @@ pub struct Config {
     pub warmup: Duration,
     /// Record protection.
     pub cipher: CipherChoice,
+    /// The DTLS version of the sessions (the null baseline's are DTLS 1.2).
+    pub version: Version,
     /// Server I/O backend.
     pub io: IoChoice,
     /// Server shards.
@@ -68,6 +71,7 @@ impl Config {
             "duration_s": self.duration.as_secs_f64(),
             "warmup_s": self.warmup.as_secs_f64(),
             "cipher": self.cipher.name(),
+            "version": self.version.name(),
             "io": self.io.name(),
             "shards": self.shards,
             "gso": self.gso,
@@ -220,7 +224,7 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
     if cfg.compare_none && !cfg.cipher.is_null() {
         ciphers.push(CipherChoice::None);
     }
-    let (servers, groups) = run::start_servers(&ciphers, cfg.shards, cfg.io, mtu)?;
+    let (servers, groups) = run::start_servers(&ciphers, cfg.version, cfg.shards, cfg.io, mtu)?;
     let flow_cfg = FlowConfig {
         size: cfg.size,
         window: 64,
@@ -264,13 +268,13 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
         cfg.size,
         cfg.sessions,
         cfg.rate,
-        cfg.cipher.name()
+        run::label(cfg.cipher, cfg.version)
     );
     let _ = writeln!(text, "  {}", p.line_us());
     let _ = writeln!(text, "  cpu: {}", cpu::lines(&run.cpu));
     let prefix = format!(
         "latency.{}.{}.{}pps",
-        cfg.cipher.name(),
+        run::label(cfg.cipher, cfg.version),
         cfg.size,
         cfg.rate as u64
     );
@@ -355,7 +359,8 @@ pub fn run_loads(cfg: &Config, loads: &[f64], probe: Duration) -> Result<Outcome
         anyhow::bail!("--load fractions must be in (0, 1]");
     }
     let mtu = run::server_mtu(cfg.size);
-    let (mut servers, groups) = run::start_servers(&[cfg.cipher], cfg.shards, cfg.io, mtu)?;
+    let (mut servers, groups) =
+        run::start_servers(&[cfg.cipher], cfg.version, cfg.shards, cfg.io, mtu)?;
     let server = servers.pop().context("one server per cipher")?;
     let flow_cfg = FlowConfig {
         size: cfg.size,
@@ -396,7 +401,7 @@ pub fn run_loads(cfg: &Config, loads: &[f64], probe: Duration) -> Result<Outcome
         "dtls-bench latency: {} B, {} sessions, {}, open loop at fractions of the closed-loop maximum {:.0} pps",
         cfg.size,
         cfg.sessions,
-        cfg.cipher.name(),
+        run::label(cfg.cipher, cfg.version),
         max_pps
     );
     let mut figures = Vec::new();
@@ -410,7 +415,11 @@ pub fn run_loads(cfg: &Config, loads: &[f64], probe: Duration) -> Result<Outcome
         let _ = writeln!(text, "  {pct:>3} % ({:.0} pps): {}", r.rate, p.line_us());
         let _ = writeln!(text, "        cpu: {}", cpu::lines(&r.cpu));
         figures.extend(latency_figures(
-            &format!("latency.{}.{}.load{pct}", cfg.cipher.name(), cfg.size),
+            &format!(
+                "latency.{}.{}.load{pct}",
+                run::label(cfg.cipher, cfg.version),
+                cfg.size
+            ),
             &p,
         ));
         invalid.extend(

@@ -78,7 +78,13 @@ fn default_shards() -> usize {
 pub fn run(cfg: &Config) -> Result<Outcome> {
     let shards = cfg.shards.unwrap_or_else(default_shards);
     let mtu = run::server_mtu(cfg.size);
-    let (mut servers, groups) = run::start_servers(&[cfg.cipher], shards, cfg.io, mtu)?;
+    let (mut servers, groups) = run::start_servers(
+        &[cfg.cipher],
+        crate::records::Version::V12,
+        shards,
+        cfg.io,
+        mtu,
+    )?;
     let server = servers.pop().context("one server per cipher")?;
     let flow_cfg = FlowConfig {
         size: cfg.size,

@@ -26,6 +26,7 @@ use crate::loadgen::flow::{Counts, FlowConfig};
 use crate::loadgen::run::{self, CpuAccum};
 use crate::loadgen::server::TestServer;
 use crate::loadgen::{CipherChoice, IP_UDP_HEADER, IoChoice};
+use crate::records::Version;
 
 /// Settings of one `throughput` run.
 #[derive(Debug, Clone)]
@@ -38,6 +39,8 @@ pub struct Config {
     pub duration: Duration,
     /// Record protection.
     pub cipher: CipherChoice,
+    /// The DTLS version of the sessions (the null baseline's are DTLS 1.2).
+    pub version: Version,
     /// Server I/O backend.
     pub io: IoChoice,
     /// Server shards.
@@ -67,6 +70,7 @@ impl Config {
             "sessions": self.sessions,
             "duration_s": self.duration.as_secs_f64(),
             "cipher": self.cipher.name(),
+            "version": self.version.name(),
             "io": self.io.name(),
             "shards": self.shards,
             "gso": self.gso,
@@ -168,7 +172,8 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
     if cfg.compare_none && !cfg.cipher.is_null() {
         ciphers.push(CipherChoice::None);
     }
-    let (servers, groups) = run::start_servers(&ciphers, cfg.shards, cfg.io, cfg.mtu())?;
+    let (servers, groups) =
+        run::start_servers(&ciphers, cfg.version, cfg.shards, cfg.io, cfg.mtu())?;
     let flow_cfg = FlowConfig {
         size: cfg.size,
         window: cfg.window,
@@ -251,7 +256,7 @@ fn report(cfg: &Config, measured: Vec<Measured>) -> Outcome {
     );
     for m in &measured {
         let pps = m.counts.pps();
-        let name = m.cipher.name();
+        let name = run::label(m.cipher, cfg.version);
         let _ = writeln!(
             text,
             "  {name:<9} {:>8.3} Mpps  {:>6.2} Gbit/s payload  {:>6.2} Gbit/s wire  rtt p50 {:.1} µs p99 {:.1} µs  ({} verified, {} lost, {} corrupt)",
@@ -313,11 +318,15 @@ fn report(cfg: &Config, measured: Vec<Measured>) -> Outcome {
             let _ = writeln!(
                 text,
                 "  R1 = {} pps / none pps = {r1:.3} (median of {} rounds, min {min:.3}, max {max:.3}; totals {total:.3})",
-                dtls.cipher.name(),
+                run::label(dtls.cipher, cfg.version),
                 rounds.len()
             );
             figures.push(Figure::new(
-                format!("throughput.{}.{}.r1", dtls.cipher.name(), cfg.size),
+                format!(
+                    "throughput.{}.{}.r1",
+                    run::label(dtls.cipher, cfg.version),
+                    cfg.size
+                ),
                 r1,
                 "ratio",
                 Better::Higher,

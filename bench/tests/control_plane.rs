@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use bench::handshakes::Group;
+use bench::records::Version;
 use bench::{flood, handshakes};
 
 #[test]
@@ -12,6 +14,8 @@ fn handshakes_complete_and_the_bound_is_measured() {
         resume: true,
         server: None,
         ca: None,
+        version: Version::V12,
+        group: Group::default(),
     })
     .expect("handshakes run");
     assert!(out.bound > 0.0);
@@ -35,6 +39,36 @@ fn handshakes_complete_and_the_bound_is_measured() {
             .is_some()
     );
     assert!(out.doc["valid"].is_boolean());
+}
+
+/// DTLS 1.3 with each group: full handshakes complete, the second phase resumes with the
+/// tickets that came in NewSessionTicket after the first phase's handshakes, and the
+/// figures name the version and group.
+#[test]
+fn dtls13_handshakes_complete_and_resume_in_each_group() {
+    for group in [Group::X25519, Group::X25519Mlkem768, Group::P256] {
+        let out = handshakes::run(&handshakes::Config {
+            duration: Duration::from_millis(300),
+            parallel: 2,
+            resume: true,
+            server: None,
+            ca: None,
+            version: Version::V13,
+            group,
+        })
+        .expect("handshakes run");
+        assert!(out.bound > 0.0);
+        let full = &out.kinds[0];
+        assert!(full.completed > 0, "{group:?}: {:?}", full.first_error);
+        assert_eq!(full.failed, 0, "{group:?}: {:?}", full.first_error);
+        assert_eq!(full.resumed, 0);
+        let resumed = &out.kinds[1];
+        assert!(resumed.resumed > 0, "{group:?}: {:?}", resumed.first_error);
+        assert_eq!(resumed.failed, 0, "{group:?}: {:?}", resumed.first_error);
+        assert_eq!(out.doc["config"]["version"], "1.3");
+        assert_eq!(out.doc["config"]["group"], group.name());
+        assert!(out.text.contains("DTLS 1.3"), "{}", out.text);
+    }
 }
 
 #[test]

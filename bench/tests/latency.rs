@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bench::latency;
 use bench::loadgen::{CipherChoice, IoChoice};
+use bench::records::Version;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 
 fn config(out: &std::path::Path, compare_none: bool) -> latency::Config {
@@ -15,6 +16,7 @@ fn config(out: &std::path::Path, compare_none: bool) -> latency::Config {
         duration: Duration::from_millis(500),
         warmup: Duration::from_millis(100),
         cipher: CipherChoice::Chacha20,
+        version: Version::V12,
         io: IoChoice::Auto,
         shards: 1,
         gso: false,

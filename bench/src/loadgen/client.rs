@@ -27,6 +27,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_TICKETS: usize = 100_000;
 /// Longest wait in one loop turn.
 const MAX_WAIT: Duration = Duration::from_millis(10);
+/// DTLS 1.3, collecting tickets: how long a completed handshake waits for the server's
+/// NewSessionTicket (one round trip after our Finished) before it is closed without one.
+const TICKET_WAIT: Duration = Duration::from_secs(1);
 
 /// A client configuration verifying the server against `ca` (name `localhost`), offering
 /// only `cipher`'s suite.
@@ -117,6 +120,9 @@ struct Pending {
     socket: UdpSocket,
     conn: Connection,
     started: Instant,
+    /// DTLS 1.3, collecting tickets: when the handshake completed (counted then); the slot
+    /// is held until the server's NewSessionTicket arrives or [`TICKET_WAIT`] passed.
+    awaiting_ticket: Option<Instant>,
 }
 
 fn bind(ip: IpAddr) -> Result<UdpSocket> {
@@ -127,7 +133,9 @@ fn bind(ip: IpAddr) -> Result<UdpSocket> {
 
 /// Runs handshakes per `plan`. `tickets`: with `plan.offer_tickets`, each new handshake
 /// offers one (popped) for resumption while any are left; with `plan.collect_tickets` the
-/// tickets the server issues are added (at most 100 000 kept).
+/// tickets the server issues are added (at most 100 000 kept): a DTLS 1.2 ticket with the
+/// handshake's keys, a DTLS 1.3 ticket in a NewSessionTicket after it (RFC 8446 §4.6.1),
+/// for which a completed handshake keeps its slot until the ticket came (at most 1 s).
 pub fn run_handshakes(
     config: &Arc<Config>,
     plan: &HandshakePlan,
@@ -172,6 +180,7 @@ pub fn run_handshakes(
                     socket,
                     conn,
                     started: now,
+                    awaiting_ticket: None,
                 });
             }
         }
@@ -203,6 +212,26 @@ pub fn run_handshakes(
                     Event::AlertReceived { .. } | Event::Closed { .. } | Event::KeysUpdated(_) => {}
                 }
             }
+            if let Some(done_at) = p.awaiting_ticket {
+                let mut received = false;
+                while let Some(t) = p.conn.poll_session_ticket() {
+                    if tickets.len() < MAX_TICKETS {
+                        tickets.insert(0, t);
+                    }
+                    received = true;
+                }
+                if received || now.duration_since(done_at) > TICKET_WAIT {
+                    if let Some(p) = slot.take() {
+                        let _ = poll
+                            .registry()
+                            .deregister(&mut SourceFd(&p.socket.as_raw_fd()));
+                        close(p, now, &mut buf, &mut stats);
+                    }
+                } else {
+                    next_timer = next_timer.min(done_at + TICKET_WAIT);
+                }
+                continue;
+            }
             if finished.is_none() && now.duration_since(p.started) > HANDSHAKE_TIMEOUT {
                 finished = Some(Err(format!(
                     "handshake timed out in state {}",
@@ -216,36 +245,34 @@ pub fn run_handshakes(
                     }
                 }
                 Some(outcome) => {
+                    if let Ok(keys) = &outcome {
+                        stats.completed += 1;
+                        stats.resumed += u64::from(keys.resumed);
+                        stats.durations.push(now.duration_since(p.started));
+                        last_done = now;
+                        if plan.collect_tickets && !plan.keep && p.conn.version() == "1.3" {
+                            // Its ticket comes after the handshake: the slot waits for it.
+                            p.awaiting_ticket = Some(now);
+                            next_timer = next_timer.min(now + TICKET_WAIT);
+                            continue;
+                        }
+                    }
                     let Some(p) = slot.take() else { continue };
                     let _ = poll
                         .registry()
                         .deregister(&mut SourceFd(&p.socket.as_raw_fd()));
                     match outcome {
-                        Ok(keys) => {
-                            stats.completed += 1;
-                            stats.resumed += u64::from(keys.resumed);
+                        Ok(keys) if plan.keep => {
                             let took = now.duration_since(p.started);
-                            stats.durations.push(took);
-                            last_done = now;
-                            if plan.keep {
-                                stats.established.push(Established {
-                                    socket: p.socket,
-                                    server: plan.server,
-                                    conn: p.conn,
-                                    keys,
-                                    took,
-                                });
-                            } else {
-                                // close_notify, so the server frees the session now and not
-                                // at its idle timeout.
-                                let mut p = p;
-                                p.conn.close(now);
-                                while let Some(t) = p.conn.poll_transmit(now, &mut buf) {
-                                    let _ = p.socket.send_to(&buf[..t.len], t.destination);
-                                    stats.datagrams_out += 1;
-                                }
-                            }
+                            stats.established.push(Established {
+                                socket: p.socket,
+                                server: plan.server,
+                                conn: p.conn,
+                                keys,
+                                took,
+                            });
                         }
+                        Ok(_) => close(p, now, &mut buf, &mut stats),
                         Err(e) => {
                             stats.failed += 1;
                             stats.first_error.get_or_insert(e);
@@ -297,4 +324,14 @@ pub fn run_handshakes(
     }
     stats.elapsed = last_done.saturating_duration_since(start);
     Ok(stats)
+}
+
+/// Sends close_notify on a completed handshake's session, so the server frees it now and
+/// not at its idle timeout.
+fn close(mut p: Pending, now: Instant, buf: &mut [u8], stats: &mut HandshakeStats) {
+    p.conn.close(now);
+    while let Some(t) = p.conn.poll_transmit(now, buf) {
+        let _ = p.socket.send_to(&buf[..t.len], t.destination);
+        stats.datagrams_out += 1;
+    }
 }

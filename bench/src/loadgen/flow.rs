@@ -5,7 +5,11 @@
 //! sockets through one epoll set, which io_uring's completion ring would bypass) and a
 //! `TxBatch` records are sealed into in place. Received datagrams are split into records
 //! and opened in place in the `RecvBatch`; application data is checked byte for byte, other
-//! records (a retransmitted flight, an alert) go to the session's engine.
+//! records (a retransmitted flight, an alert) go to the session's engine. A DTLS 1.3
+//! session's records carry the unified header (`Sealer13`/`Opener13`, 16-bit sequence
+//! numbers, length present, no CID); its post-handshake records (the server's
+//! NewSessionTicket, ACKs), opened with the data keys, go to the engine as the daemon's
+//! shard hands them to its control thread, and the engine's answers (ACKs) are sent.
 //!
 //! Two drivers: [`Flows::closed_loop`] (a window of outstanding datagrams per session, the
 //! throughput figure) and [`Flows::open_loop`] (a fixed aggregate rate, latency recorded
@@ -17,12 +21,16 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use control::Connection;
 use control::crypto::pki_types::UnixTime;
+use control::{Connection, RecordKeys};
+use dataplane::record::v13::{
+    HeaderForm, InnerContentType, MixedKind, MixedRecordsMut, Open13Error, Opener13, Sealer13,
+};
 use dataplane::record::{
     ContentType, DTLS_1_2, Opener, RecordKey, RecordsMut, ReplayWindow, Sealer,
 };
 use dtls_io::{IoConfig, IoMode, TxBatch, UdpIo};
+use dtls_proto::tls13::RecordNumber;
 use hdrhistogram::Histogram;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -106,11 +114,116 @@ impl Counts {
     }
 }
 
+/// A session's record protection, by version.
+enum Protection {
+    V12 {
+        sealer: Sealer,
+        opener: Opener,
+    },
+    /// Boxed: the 1.3 keys (AEAD and record-number keys) are large.
+    V13 {
+        sealer: Box<Sealer13>,
+        opener: Box<Opener13>,
+    },
+}
+
+/// The unified header our DTLS 1.3 records carry (no CID, 16-bit sequence numbers, length
+/// present).
+const FORM13: HeaderForm<'static> = HeaderForm {
+    cid: None,
+    sequence: dataplane::record::v13::SequenceLen::Bits16,
+    length: true,
+};
+
+impl Protection {
+    /// Where the content starts in a record.
+    fn plaintext_offset(&self) -> usize {
+        match self {
+            Protection::V12 { sealer, .. } => sealer.plaintext_offset(),
+            Protection::V13 { sealer, .. } => sealer.plaintext_offset(&FORM13),
+        }
+    }
+
+    /// The length of a record of `size` content bytes.
+    fn record_len(&self, size: usize) -> usize {
+        match self {
+            Protection::V12 { sealer, .. } => sealer.record_len(size),
+            Protection::V13 { sealer, .. } => sealer.record_len(&FORM13, size, 0),
+        }
+    }
+
+    /// Seals `size` content bytes at the plaintext offset of `buf` as `content`; the record
+    /// length, 0 when the sequence space is spent.
+    fn seal(&mut self, content: ContentType, buf: &mut [u8], size: usize) -> usize {
+        match self {
+            Protection::V12 { sealer, .. } => {
+                sealer.seal(content, DTLS_1_2, buf, size).unwrap_or(0)
+            }
+            Protection::V13 { sealer, .. } => {
+                let inner = match content {
+                    ContentType::Alert => InnerContentType::Alert,
+                    _ => InnerContentType::ApplicationData,
+                };
+                sealer.seal(inner, &FORM13, buf, size, 0).unwrap_or(0)
+            }
+        }
+    }
+}
+
+/// What the echo of one record did to its session: the flow's sequence bookkeeping.
+struct Echoes<'a> {
+    run_first_seq: u64,
+    next_expected: &'a mut u64,
+    outstanding: &'a mut usize,
+}
+
+impl Echoes<'_> {
+    /// Checks one opened application-data record; true when it was a verified echo.
+    fn check(
+        &mut self,
+        pattern: &Pattern,
+        size: usize,
+        plaintext: &[u8],
+        counts: &mut Counts,
+        hist: Option<&mut Histogram<u64>>,
+        now_ns: u64,
+    ) -> bool {
+        match pattern.check(plaintext, size) {
+            Some((seq, _)) if seq < self.run_first_seq => {
+                counts.stale += 1;
+                false
+            }
+            Some((seq, sent_ns)) => {
+                // One session's path is FIFO end to end: a gap in the echoed sequence
+                // numbers is loss (released from the window now); an echo below the
+                // expected one was late, not lost.
+                if seq >= *self.next_expected {
+                    let gap = seq - *self.next_expected;
+                    counts.lost += gap;
+                    *self.outstanding = self.outstanding.saturating_sub(gap as usize);
+                    *self.next_expected = seq + 1;
+                    *self.outstanding = self.outstanding.saturating_sub(1);
+                } else {
+                    counts.lost = counts.lost.saturating_sub(1);
+                    counts.late += 1;
+                }
+                if let Some(h) = hist {
+                    h.saturating_record(now_ns.saturating_sub(sent_ns).max(1));
+                }
+                true
+            }
+            None => {
+                counts.corrupt += 1;
+                false
+            }
+        }
+    }
+}
+
 struct Flow {
     io: UdpIo,
     tx: TxBatch,
-    sealer: Sealer,
-    opener: Opener,
+    protection: Protection,
     conn: Connection,
     server: SocketAddr,
     next_seq: u64,
@@ -176,22 +289,36 @@ impl Flows {
             } = s;
             let keys = *keys;
             let window = ReplayWindow::new(keys.replay_window.clamp(64, 4096));
-            let (read, write) = keys
-                .records
-                .into_dtls12()
-                .context("the load generator runs DTLS 1.2 sessions")?;
-            let (write_key, read_key) = if cipher.is_null() {
-                (RecordKey::null_baseline(), RecordKey::null_baseline())
-            } else {
-                (write.key, read.key)
+            let protection = match keys.records {
+                RecordKeys::Dtls12 { read, write } => {
+                    let (write_key, read_key) = if cipher.is_null() {
+                        (RecordKey::null_baseline(), RecordKey::null_baseline())
+                    } else {
+                        (write.key, read.key)
+                    };
+                    let sealer = Sealer::new(write.epoch, write_key, write.next_sequence)
+                        .context("sealer from KeysReady")?;
+                    let opener = Opener::new(read.epoch, read_key, window);
+                    Protection::V12 { sealer, opener }
+                }
+                RecordKeys::Dtls13 { read, write } => {
+                    if cipher.is_null() {
+                        bail!("DTLS 1.3 has no null record protection");
+                    }
+                    let (read, write) = (*read, *write);
+                    let sealer = Sealer13::new(write.epoch, write.keys)
+                        .with_next_sequence(write.next_sequence);
+                    let opener = Opener13::new(read.epoch, read.keys, window);
+                    Protection::V13 {
+                        sealer: Box::new(sealer),
+                        opener: Box::new(opener),
+                    }
+                }
             };
-            let sealer = Sealer::new(write.epoch, write_key, write.next_sequence)
-                .context("sealer from KeysReady")?;
-            let opener = Opener::new(read.epoch, read_key, window);
             if gro {
                 let _ = dtls_io::enable_gro(&socket);
             }
-            record_len = sealer.record_len(cfg.size);
+            record_len = protection.record_len(cfg.size);
             let io = UdpIo::new(socket, &io_cfg).context("session socket I/O")?;
             poll.registry()
                 .register(
@@ -204,8 +331,7 @@ impl Flows {
             flows.push(Flow {
                 io,
                 tx,
-                sealer,
-                opener,
+                protection,
                 conn,
                 server,
                 next_seq: 0,
@@ -265,16 +391,14 @@ impl Flows {
             return false;
         };
         let seq = f.next_seq;
-        let off = f.sealer.plaintext_offset();
-        let record_len = f.sealer.record_len(size);
-        let sealer = &mut f.sealer;
+        let off = f.protection.plaintext_offset();
+        let record_len = f.protection.record_len(size);
+        let protection = &mut f.protection;
         let pushed = f.tx.push_with(f.server, record_len, |buf| {
             pattern.write(&mut buf[off..off + size], seq, time_ns);
-            // The buffer is record_len long and the sequence space is 2^48: sealing fails
-            // only when exhausted, and then nothing is queued (length 0).
-            sealer
-                .seal(ContentType::ApplicationData, DTLS_1_2, buf, size)
-                .unwrap_or(0)
+            // The buffer is record_len long and the sequence space is 2^48 (1.3: 2^64):
+            // sealing fails only when exhausted, and then nothing is queued (length 0).
+            protection.seal(ContentType::ApplicationData, buf, size)
         });
         match pushed {
             Ok(n) if n > 0 => {
@@ -321,42 +445,104 @@ impl Flows {
             let now = Instant::now();
             let now_ns = now.saturating_duration_since(epoch).as_nanos() as u64;
             let mut got = 0usize;
+            let mut echoes = Echoes {
+                run_first_seq: f.run_first_seq,
+                next_expected: &mut f.next_expected,
+                outstanding: &mut f.outstanding,
+            };
+            let mut answered = false;
             for dg in rx.iter_mut() {
                 if dg.source != f.server {
                     continue;
                 }
-                for rec in RecordsMut::new(dg.payload) {
-                    let rec = rec.into_inner();
-                    if rec.first() != Some(&u8::from(ContentType::ApplicationData)) {
-                        f.conn.handle_datagram(now, UnixTime::now(), f.server, rec);
-                        continue;
-                    }
-                    match f.opener.open(rec) {
-                        Ok(opened) => match pattern.check(opened.plaintext, size) {
-                            Some((seq, _)) if seq < f.run_first_seq => counts.stale += 1,
-                            Some((seq, sent_ns)) => {
-                                got += 1;
-                                // One session's path is FIFO end to end: a gap in the echoed
-                                // sequence numbers is loss (released from the window now); an
-                                // echo below the expected one was late, not lost.
-                                if seq >= f.next_expected {
-                                    let gap = seq - f.next_expected;
-                                    counts.lost += gap;
-                                    f.outstanding = f.outstanding.saturating_sub(gap as usize);
-                                    f.next_expected = seq + 1;
-                                    f.outstanding = f.outstanding.saturating_sub(1);
-                                } else {
-                                    counts.lost = counts.lost.saturating_sub(1);
-                                    counts.late += 1;
-                                }
-                                if let Some(h) = hist.as_deref_mut() {
-                                    h.saturating_record(now_ns.saturating_sub(sent_ns).max(1));
-                                }
+                match &mut f.protection {
+                    Protection::V12 { opener, .. } => {
+                        for rec in RecordsMut::new(dg.payload) {
+                            let rec = rec.into_inner();
+                            if rec.first() != Some(&u8::from(ContentType::ApplicationData)) {
+                                f.conn.handle_datagram(now, UnixTime::now(), f.server, rec);
+                                continue;
                             }
-                            None => counts.corrupt += 1,
-                        },
-                        Err(_) => counts.open_errors += 1,
+                            match opener.open(rec) {
+                                Ok(opened) => {
+                                    let h = hist.as_deref_mut();
+                                    if echoes.check(
+                                        pattern,
+                                        size,
+                                        opened.plaintext,
+                                        counts,
+                                        h,
+                                        now_ns,
+                                    ) {
+                                        got += 1;
+                                    }
+                                }
+                                Err(_) => counts.open_errors += 1,
+                            }
+                        }
                     }
+                    Protection::V13 { opener, .. } => {
+                        for rec in MixedRecordsMut::new(dg.payload, 0) {
+                            if !matches!(rec.kind, MixedKind::Ciphertext(_)) {
+                                f.conn
+                                    .handle_datagram(now, UnixTime::now(), f.server, rec.bytes);
+                                continue;
+                            }
+                            match opener.open(rec.bytes, 0) {
+                                Ok(opened) => match opened.content_type {
+                                    InnerContentType::ApplicationData => {
+                                        let h = hist.as_deref_mut();
+                                        if echoes.check(
+                                            pattern,
+                                            size,
+                                            opened.plaintext,
+                                            counts,
+                                            h,
+                                            now_ns,
+                                        ) {
+                                            got += 1;
+                                        }
+                                    }
+                                    // Post-handshake (NewSessionTicket, ACK): to the engine,
+                                    // as dtlsd's shard does.
+                                    InnerContentType::Handshake | InnerContentType::Ack => {
+                                        let record = RecordNumber {
+                                            epoch: opened.epoch,
+                                            sequence: opened.sequence,
+                                        };
+                                        let ack = opened.content_type == InnerContentType::Ack;
+                                        f.conn.handle_post_handshake(
+                                            now,
+                                            UnixTime::now(),
+                                            record,
+                                            ack,
+                                            opened.plaintext,
+                                        );
+                                        answered = true;
+                                    }
+                                    InnerContentType::Alert | InnerContentType::Heartbeat => {}
+                                },
+                                // A record of the handshake's epochs (a retransmitted flight).
+                                Err(Open13Error::WrongEpoch { .. }) => {
+                                    f.conn.handle_datagram(
+                                        now,
+                                        UnixTime::now(),
+                                        f.server,
+                                        rec.bytes,
+                                    );
+                                    answered = true;
+                                }
+                                Err(_) => counts.open_errors += 1,
+                            }
+                        }
+                    }
+                }
+            }
+            if answered {
+                // The engine's ACKs, sealed with its own reserved sequence numbers.
+                let mut buf = [0u8; 1500];
+                while let Some(t) = f.conn.poll_transmit(now, &mut buf) {
+                    let _ = f.io.socket().send_to(&buf[..t.len], t.destination);
                 }
             }
             counts.received += got as u64;
@@ -581,14 +767,12 @@ impl Flows {
         // RFC 5246 §7.2: AlertLevel warning(1), AlertDescription close_notify(0).
         const CLOSE_NOTIFY: [u8; 2] = [1, 0];
         for f in &mut self.flows {
-            let off = f.sealer.plaintext_offset();
-            let record_len = f.sealer.record_len(CLOSE_NOTIFY.len());
-            let sealer = &mut f.sealer;
+            let off = f.protection.plaintext_offset();
+            let record_len = f.protection.record_len(CLOSE_NOTIFY.len());
+            let protection = &mut f.protection;
             let _ = f.tx.push_with(f.server, record_len, |buf| {
                 buf[off..off + CLOSE_NOTIFY.len()].copy_from_slice(&CLOSE_NOTIFY);
-                sealer
-                    .seal(ContentType::Alert, DTLS_1_2, buf, CLOSE_NOTIFY.len())
-                    .unwrap_or(0)
+                protection.seal(ContentType::Alert, buf, CLOSE_NOTIFY.len())
             });
             let _ = f.io.flush(&mut f.tx);
         }

@@ -58,6 +58,17 @@ impl CipherChoice {
         }
     }
 
+    /// The DTLS 1.3 suite of the same AEAD; `None` for `none` (DTLS 1.3 has no null
+    /// protection).
+    pub fn suite13(self) -> Option<CipherSuite> {
+        match self {
+            CipherChoice::Aes128Gcm => Some(CipherSuite::Tls13Aes128GcmSha256),
+            CipherChoice::Aes256Gcm => Some(CipherSuite::Tls13Aes256GcmSha384),
+            CipherChoice::Chacha20 => Some(CipherSuite::Tls13Chacha20Poly1305Sha256),
+            CipherChoice::None => None,
+        }
+    }
+
     /// Whether records are sent with null protection.
     pub fn is_null(self) -> bool {
         self == CipherChoice::None

@@ -17,6 +17,7 @@ use super::flow::{FlowConfig, Flows};
 use super::server::LOOPBACK;
 use crate::compare::{Figure, figures_json};
 use crate::host::HostInfo;
+use crate::records::Version;
 
 /// A generator thread at or above this share of one core is saturated: the run is invalid.
 pub const SATURATED_PERCENT: f64 = 95.0;
@@ -30,6 +31,8 @@ pub struct Group {
     pub ca: PathBuf,
     /// Record protection.
     pub cipher: CipherChoice,
+    /// The DTLS version the sessions speak (the server takes both).
+    pub version: Version,
 }
 
 /// Runs `body` on a new thread named `loadgen-0` after handshaking `sessions` sessions with
@@ -49,7 +52,7 @@ pub fn on_loadgen<T: Send>(
                 let mut all_flows = Vec::new();
                 let mut all_stats = Vec::new();
                 for g in groups {
-                    let config = Arc::new(client_config(&g.ca, g.cipher, mtu)?);
+                    let config = Arc::new(group_config(g, mtu)?);
                     let plan = HandshakePlan {
                         server: g.server,
                         bind_ip: LOOPBACK,
@@ -80,6 +83,30 @@ pub fn on_loadgen<T: Send>(
             .join()
             .map_err(|_| anyhow!("the generator thread panicked"))?
     })
+}
+
+/// How reports and figure names call `cipher`'s sessions in `version`: the cipher's name,
+/// with `_dtls13` for DTLS 1.3 (the null baseline is the same in both).
+pub fn label(cipher: CipherChoice, version: Version) -> String {
+    match version {
+        Version::V13 if !cipher.is_null() => format!("{}_dtls13", cipher.name()),
+        _ => cipher.name().to_string(),
+    }
+}
+
+/// The client configuration of `g`'s sessions: `g.cipher`'s suite alone, in `g.version`.
+fn group_config(g: &Group, mtu: usize) -> Result<control::Config> {
+    let mut config = client_config(&g.ca, g.cipher, mtu)?;
+    if g.version == Version::V13 {
+        let suite = g
+            .cipher
+            .suite13()
+            .ok_or_else(|| anyhow!("DTLS 1.3 has no null record protection (--cipher none)"))?;
+        config.versions = vec![control::ProtocolVersion::Dtls1_3];
+        config.tls13_cipher_suites = vec![suite];
+        config.validate_client().context("client configuration")?;
+    }
+    Ok(config)
 }
 
 /// Pins the calling generator thread to the last core when there are at least two (the
@@ -177,12 +204,14 @@ pub fn server_mtu(size: usize) -> u16 {
 }
 
 /// One in-process server per cipher (the `none` baseline gets null record protection after
-/// its handshake), each with its own echo backend, and the client groups that reach them.
+/// its handshake), each with its own echo backend, and the client groups that reach them:
+/// DTLS `version` sessions, except the null baseline's (DTLS 1.2).
 ///
 /// # Errors
 /// A server that cannot start.
 pub fn start_servers(
     ciphers: &[CipherChoice],
+    version: Version,
     shards: usize,
     io: super::IoChoice,
     mtu: u16,
@@ -205,6 +234,8 @@ pub fn start_servers(
             server: s.addr(),
             ca: s.ca().to_path_buf(),
             cipher: *c,
+            // The null baseline is plaintext whatever the version: its handshake is 1.2.
+            version: if c.is_null() { Version::V12 } else { version },
         })
         .collect();
     Ok((servers, groups))

@@ -328,6 +328,7 @@ pub fn run(cfg: &UdpConfig) -> Result<UdpReport, PeersError> {
         server: server.addr(),
         ca: server.ca().to_path_buf(),
         cipher: CipherChoice::Aes128Gcm,
+        version: crate::records::Version::V12,
     };
     let flow = FlowConfig {
         size: cfg.size,

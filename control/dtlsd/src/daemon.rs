@@ -439,7 +439,8 @@ impl Daemon {
         tracing::info!(
             handshakes_started = stats.handshakes_started,
             handshakes_completed = stats.handshakes_completed,
-            handshakes_resumed = stats.handshakes_resumed,
+            handshakes_resumed = stats.handshakes_resumed12 + stats.handshakes_resumed13,
+            handshakes_resumed13 = stats.handshakes_resumed13,
             cookies_sent = stats.cookies_sent,
             half_open_refused = stats.half_open_refused,
             queue_full_drops = stats.queue_full_drops,

@@ -191,8 +191,8 @@ fn connect_to_gnutls_serv_echo() {
 }
 
 /// A local source whose session idled out comes back: its next handshake resumes with the
-/// ticket the server issued (RFC 5077), on both sides. DTLS 1.2: the DTLS 1.3 engine does
-/// not resume yet.
+/// ticket the server issued (RFC 5077), on both sides. DTLS 1.2 (the DTLS 1.3 case is in
+/// dtls13.rs).
 #[test]
 fn a_returning_source_resumes_with_its_ticket() {
     let pki = TempDir::new("connect-resume");

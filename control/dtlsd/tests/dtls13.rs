@@ -267,3 +267,52 @@ fn a_server_can_require_the_hybrid_group() {
     assert_eq!(established(&serve.log(), "1.3"), 2, "{}", serve.log());
     assert_eq!(established(&classic.log(), "1.3"), 0);
 }
+
+/// A local source whose DTLS 1.3 session idled out comes back: its next handshake offers
+/// the ticket the server sent in a NewSessionTicket after the first handshake (which the
+/// connect daemon's shard opened and passed to the control thread), and both sides count
+/// a resumed 1.3 handshake. The resumed session gets a fresh ticket, spent by the third.
+#[test]
+fn a_returning_source_resumes_dtls13_with_its_ticket() {
+    let pki = TempDir::new("dtls13-resume");
+    certs(&pki);
+    let backend = EchoBackend::start();
+    let mut serve = Daemon::start_serve_with_metrics(backend.addr, &pki, &["--shards", "1"]);
+    let mut connect = Daemon::start_connect_with_metrics(
+        serve.listen,
+        &pki,
+        &["--idle-timeout", "1", "--versions", "1.3"],
+    );
+    let source = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    source.connect(connect.listen).expect("connect");
+    source.set_read_timeout(Some(ECHO)).expect("timeout");
+    let mut buf = [0u8; 64];
+    for msg in [&b"first session"[..], b"resumed once", b"resumed twice"] {
+        source.send(msg).expect("send");
+        let n = source
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no echo ({e}):\n{}", connect.log()));
+        assert_eq!(&buf[..n], msg);
+        // The idle sweep closes the session after 1 s (close_notify to the server).
+        std::thread::sleep(Duration::from_millis(2500));
+    }
+    for d in [&serve, &connect] {
+        assert_eq!(d.metric("dtlsd_handshakes_completed_total"), Some(3));
+        assert_eq!(
+            d.metric(r#"dtlsd_handshakes_resumed_total{version="1.3"}"#),
+            Some(2),
+            "{}",
+            d.log()
+        );
+        assert_eq!(
+            d.metric(r#"dtlsd_handshakes_resumed_total{version="1.2"}"#),
+            Some(0)
+        );
+    }
+    assert!(connect.terminate().success(), "{}", connect.log());
+    assert!(serve.terminate().success(), "{}", serve.log());
+    assert_eq!(established(&serve.log(), "1.3"), 3, "{}", serve.log());
+    for log in [connect.log(), serve.log()] {
+        assert!(log.contains("handshakes_resumed13=2"), "{log}");
+    }
+}

@@ -117,8 +117,12 @@ counters! {
     reloads,
     /// Reloaded configurations refused by validation (the previous one stays).
     reloads_failed,
-    /// Completed handshakes that resumed a session from a ticket (abbreviated).
-    handshakes_resumed,
+    /// Completed DTLS 1.2 handshakes that resumed a session from a ticket (abbreviated,
+    /// RFC 5077).
+    handshakes_resumed12,
+    /// Completed DTLS 1.3 handshakes that resumed a session from a ticket (a resumption
+    /// PSK, RFC 8446 §2.2).
+    handshakes_resumed13,
     /// Session-ticket key rotations.
     ticket_rotations,
     /// Session-ticket key rotations that failed (the current key stays in use).

@@ -243,7 +243,11 @@ impl ControlThread {
             return;
         }
         let rng = (self.rng_factory)();
-        let resume = self.tickets.remove(&peer);
+        // One use per ticket: taken out, never put back. RFC 8446 Appendix C.4: "Clients
+        // SHOULD NOT reuse a ticket for multiple connections. Reuse of a ticket allows
+        // passive observers to correlate different connections." A DTLS 1.3 session's
+        // server sends a fresh ticket after each handshake, resumed ones included.
+        let resume = self.tickets.remove(&peer).filter(|t| t.is_usable(now));
         match Connection::client(Arc::clone(&self.config), rng, now, server, resume) {
             Ok(conn) => self.start_handshake(now, shard, peer, conn),
             // The configuration was validated when the loop was built or reloaded.
@@ -478,6 +482,10 @@ impl ControlThread {
         if self.ticket_check.is_none_or(|at| now >= at) {
             self.ticket_check = Some(now + TICKET_CHECK);
             self.rotate_ticket_keys(wall);
+            // Client mode: DTLS 1.3 tickets past their lifetime go (RFC 8446 §4.6.1:
+            // "Clients MUST NOT cache tickets for longer than 7 days, regardless of the
+            // ticket_lifetime").
+            self.tickets.retain(|_, t| t.is_usable(now));
             // A shard's report of a session we closed that never came (its queue was full).
             self.closing
                 .retain(|_, (at, _)| now.saturating_duration_since(*at) < CLOSING_MEMORY);
@@ -577,12 +585,14 @@ impl ControlThread {
                     }
                     h.completed_at = Some(now);
                     if k.resumed {
-                        ControlCounters::bump(&self.counters.handshakes_resumed);
+                        ControlCounters::bump(match k.records {
+                            RecordKeys::Dtls12 { .. } => &self.counters.handshakes_resumed12,
+                            RecordKeys::Dtls13 { .. } => &self.counters.handshakes_resumed13,
+                        });
                     }
-                    if let Some(ticket) = k.ticket.take()
-                        && (self.tickets.len() < MAX_TICKETS || self.tickets.contains_key(&peer))
-                    {
-                        self.tickets.insert(peer, ticket);
+                    // DTLS 1.2: the ticket came in the handshake (RFC 5077 §3.3).
+                    if let Some(ticket) = k.ticket.take() {
+                        keep_ticket(&mut self.tickets, peer, ticket);
                     }
                     keys.push(k);
                 }
@@ -595,6 +605,18 @@ impl ControlThread {
                 // The shard ends the session on the peer's close_notify or fatal alert.
                 Event::Closed { .. } => {}
             }
+        }
+        // DTLS 1.3 (client): tickets come after the handshake, in NewSessionTicket records
+        // the shard opened (`ControlInbound::PostHandshake`) and the engine took in. Only
+        // the newest is kept for this source's next handshake (it has the most life left;
+        // the others would only ever be offered after it, which the one use per ticket
+        // rules out).
+        let mut newest = None;
+        while let Some(ticket) = h.conn.poll_session_ticket() {
+            newest = Some(ticket);
+        }
+        if let Some(ticket) = newest {
+            keep_ticket(&mut self.tickets, peer, ticket);
         }
         if let Some(error) = &failure {
             let alert_received = match error {
@@ -949,4 +971,16 @@ fn write_keys13(keys: EpochKeys13) -> Box<WriteKeys13> {
         keys: keys.keys,
         next_seq: keys.next_sequence,
     })
+}
+
+/// Client mode: keeps `ticket` as local source `peer`'s next one (replacing an older one),
+/// unless [`MAX_TICKETS`] other sources hold one.
+fn keep_ticket(
+    tickets: &mut std::collections::HashMap<SocketAddr, control::SessionTicket>,
+    peer: SocketAddr,
+    ticket: control::SessionTicket,
+) {
+    if tickets.len() < MAX_TICKETS || tickets.contains_key(&peer) {
+        tickets.insert(peer, ticket);
+    }
 }

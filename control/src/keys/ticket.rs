@@ -104,6 +104,18 @@ impl SessionTicket {
         }
     }
 
+    /// Whether the ticket may still be offered at `now` (the engine's clock): a DTLS 1.3
+    /// ticket within its `ticket_lifetime` (at most seven days, which the parser enforces)
+    /// since it arrived; a DTLS 1.2 ticket always (its lifetime is only a hint, RFC 5077
+    /// §3.3, and the server decides). A client that keeps tickets drops those this says
+    /// no to: the engine would not offer them anyway.
+    pub fn is_usable(&self, now: Instant) -> bool {
+        match self.secret {
+            TicketSecret::Dtls12(_) => true,
+            TicketSecret::Dtls13(_) => self.usable13(now),
+        }
+    }
+
     /// DTLS 1.3: whether the ticket is still within its lifetime at `now` (RFC 8446
     /// §4.6.1: "Clients MUST NOT cache tickets for longer than 7 days ... [or] the
     /// ticket_lifetime").

@@ -208,6 +208,21 @@ fn an_expired_or_stale_ticket_gets_a_full_handshake() {
     assert!(ck.resumed && sk.resumed);
 }
 
+/// What a client that keeps tickets (`dtlsd connect`) asks before offering one: a DTLS 1.3
+/// ticket is usable until its ticket_lifetime (7200 s here) after it arrived, not at it.
+#[test]
+fn a_ticket_is_usable_within_its_lifetime_only() {
+    let (client, server, _) = client_auth_pair();
+    let ticket = first_ticket(&client, &server);
+    let arrived = ticket
+        .resumption13()
+        .expect("a DTLS 1.3 ticket")
+        .received_at;
+    assert!(ticket.is_usable(arrived));
+    assert!(ticket.is_usable(arrived + Duration::from_secs(7199)));
+    assert!(!ticket.is_usable(arrived + Duration::from_secs(7200)));
+}
+
 #[test]
 fn tickets_survive_one_key_rotation_and_not_a_revocation() {
     let (client, server, keys) = client_auth_pair();

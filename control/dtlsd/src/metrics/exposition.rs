@@ -203,6 +203,18 @@ fn encode(snapshot: &Snapshot, encoder: &mut DescriptorEncoder<'_>) -> fmt::Resu
         sample(kind, value, family.encode_family(&[("reason", reason)])?)?;
     }
     let mut family = encoder.encode_descriptor(
+        family_name("dtlsd_handshakes_resumed_total", kind),
+        "Completed handshakes that resumed a session from a ticket, by DTLS version.",
+        None,
+        kind,
+    )?;
+    for (version, value) in [
+        ("1.2", control.handshakes_resumed12),
+        ("1.3", control.handshakes_resumed13),
+    ] {
+        sample(kind, value, family.encode_family(&[("version", version)])?)?;
+    }
+    let mut family = encoder.encode_descriptor(
         family_name("dtlsd_handshakes_refused_total", kind),
         "Handshakes not started because a cap, the rate or the access lists refused them, by reason.",
         None,
@@ -802,11 +814,6 @@ const CONTROL_FAMILIES: &[(&str, &str, ControlField)] = &[
         |c| c.key_updates,
     ),
     (
-        "dtlsd_handshakes_resumed_total",
-        "Completed handshakes that resumed a session from a ticket.",
-        |c| c.handshakes_resumed,
-    ),
-    (
         "dtlsd_ticket_rotations_total",
         "Session-ticket key rotations.",
         |c| c.ticket_rotations,
@@ -899,6 +906,8 @@ mod tests {
             datagrams_denied: 14,
             datagrams_not_allowed: 15,
             handshakes_failed_identity: 16,
+            handshakes_resumed12: 17,
+            handshakes_resumed13: 18,
             ..ControlStats::default()
         };
         let a = ShardStats {
@@ -950,6 +959,8 @@ mod tests {
                 "dtlsd_handshakes_failed_total{reason=\"access_denied\"}",
                 16,
             ),
+            ("dtlsd_handshakes_resumed_total{version=\"1.2\"}", 17),
+            ("dtlsd_handshakes_resumed_total{version=\"1.3\"}", 18),
             ("dtlsd_shards", 2),
         ];
         for (series, value) in expect {
