@@ -200,7 +200,10 @@ pub fn run_handshakes(
                         finished = Some(Ok(keys));
                     }
                     Event::HandshakeFailed(e) => finished = Some(Err(e.to_string())),
-                    Event::AlertReceived { .. } | Event::Closed { .. } | Event::KeysUpdated(_) => {}
+                    Event::AlertReceived { .. }
+                    | Event::Closed { .. }
+                    | Event::KeysUpdated(_)
+                    | Event::ConnectionIds(_) => {}
                 }
             }
             if finished.is_none() && now.duration_since(p.started) > HANDSHAKE_TIMEOUT {

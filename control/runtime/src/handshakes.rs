@@ -440,8 +440,9 @@ impl ControlThread {
                     return;
                 }
                 let rng = (self.rng_factory)();
-                // RFC 9146: the CID a client negotiates names this node and shard.
-                let mut cids = ShardCids {
+                // RFC 9146, RFC 9147 §9: the CIDs a client negotiates name this node and
+                // shard.
+                let cids = ShardCids {
                     owner: CidOwner {
                         node: 0,
                         shard: u16::try_from(shard).unwrap_or(u16::MAX),
@@ -453,7 +454,7 @@ impl ControlThread {
                     now,
                     wall,
                     hello,
-                    &mut cids,
+                    Box::new(cids),
                 ) {
                     Ok(conn) => {
                         // Before the server's flight: the shard may then park records the
@@ -592,6 +593,11 @@ impl ControlThread {
                 }
                 Event::AlertReceived { description, .. } => alert_received = Some(description),
                 Event::KeysUpdated(update) => updates.push(update),
+                // DTLS 1.3 CIDs issued or switched after the handshake (RFC 9147 §9): the
+                // shard's table holds one CID per session and its sealer the handshake's
+                // peer CID, so these are not routed yet (the session keeps working under
+                // the handshake's CIDs, which the peer may go on using).
+                Event::ConnectionIds(_) => {}
                 // The shard ends the session on the peer's close_notify or fatal alert.
                 Event::Closed { .. } => {}
             }

@@ -698,7 +698,10 @@ impl Client {
                     ));
                 }
                 Event::HandshakeFailed(e) => self.failed = Some(e.to_string()),
-                Event::AlertReceived { .. } | Event::Closed { .. } | Event::KeysUpdated(_) => {}
+                Event::AlertReceived { .. }
+                | Event::Closed { .. }
+                | Event::KeysUpdated(_)
+                | Event::ConnectionIds(_) => {}
             }
         }
     }
