@@ -758,7 +758,7 @@ impl ControlThread {
                 } else {
                     (
                         local_cid.clone().unwrap_or_default(),
-                        peer_cid.unwrap_or_default(),
+                        peer_cid.clone().unwrap_or_default(),
                     )
                 };
                 ShardCommand::InstallKeys {
@@ -780,15 +780,16 @@ impl ControlThread {
                     upstream,
                 }
             }
-            // DTLS 1.3 connection IDs (RFC 9147 §9) are not negotiated yet: none either
-            // way. (The null baseline is a DTLS 1.2 record key: 1.3 keys stay real.)
+            // DTLS 1.3 connection IDs (RFC 9147 §9): the peer's records carry ours (found
+            // by it at byte 1), ours carry the peer's. (The null baseline is a DTLS 1.2
+            // record key: 1.3 keys stay real.)
             RecordKeys::Dtls13 { read, write } => ShardCommand::InstallKeys13 {
                 session: id,
                 peer,
                 read: Some(read_keys13(*read, replay_window)),
                 write: Some(write_keys13(*write)),
-                cid: Vec::new(),
-                peer_cid: Vec::new(),
+                cid: local_cid.clone().unwrap_or_default(),
+                peer_cid: peer_cid.clone().unwrap_or_default(),
                 upstream,
             },
         };
@@ -819,6 +820,7 @@ impl ControlThread {
                 version,
                 suite,
                 cid: local_cid,
+                peer_cid,
             },
         );
         let observed = &self.counters.observed;
@@ -862,13 +864,24 @@ impl ControlThread {
     ) {
         let UpdatedKeys { read, write } = update;
         let new_read = read.as_ref().map(|k| k.epoch);
+        // A KeyUpdate keeps the session's CIDs (the shard takes them with the keys).
+        let (cid, peer_cid) = self
+            .installed
+            .get(&id)
+            .map(|s| {
+                (
+                    s.cid.clone().unwrap_or_default(),
+                    s.peer_cid.clone().unwrap_or_default(),
+                )
+            })
+            .unwrap_or_default();
         let command = ShardCommand::InstallKeys13 {
             session: id,
             peer,
             read: read.map(|k| read_keys13(k, self.config.replay_window)),
             write: write.map(write_keys13),
-            cid: Vec::new(),
-            peer_cid: Vec::new(),
+            cid,
+            peer_cid,
             // Kept by the shard: a KeyUpdate does not change who the peer is.
             upstream: UpstreamPrefix::None,
         };
