@@ -124,13 +124,14 @@ impl Connection12 {
 
     /// A client that sends `hello`, built by the DTLS 1.3 engine offering both versions,
     /// which a DTLS 1.2 server answered: the handshake goes on in DTLS 1.2 from it (its
-    /// random, and the same message in the transcript).
+    /// random, the CID it offered, and the same message in the transcript).
     pub(crate) fn client_with_hello(
         config: Arc<Config>,
         rng: Box<dyn Rng + Send>,
         now: Instant,
         peer: SocketAddr,
         hello: ClientHello,
+        offered_cid: Option<Vec<u8>>,
     ) -> Self {
         let mut core = Core::new(
             Role::Client,
@@ -150,9 +151,9 @@ impl Connection12 {
             psk_identity: None,
             ticket_promised: false,
             new_ticket: None,
-            // The combined hello offers no connection_id: DTLS 1.3 CIDs (RFC 9147 §9) are
-            // not negotiated yet, and the extension means those in a DTLS 1.3 hello.
-            offered_cid: None,
+            // The combined hello's connection_id (RFC 9146 §3, the same extension in both
+            // versions).
+            offered_cid,
         };
         if let Err(e) = client.send_client_hello(&mut core, now) {
             core.fail(e);

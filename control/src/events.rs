@@ -48,6 +48,10 @@ pub enum Event {
     /// epoch until a record of the new one opens); write keys once our KeyUpdate was
     /// acknowledged (RFC 9147 §8: not before).
     KeysUpdated(Box<UpdatedKeys>),
+    /// DTLS 1.3 connection IDs changed after the handshake (RFC 9147 §9): CIDs of ours we
+    /// gave the peer in a NewConnectionId, and the peer's CID to put in our records from
+    /// now on when it asked for that (cid_immediate).
+    ConnectionIds(Box<CidUpdate>),
     /// The session was closed with close_notify (sent by us or by the peer).
     Closed {
         /// `true` when the peer sent close_notify, `false` when [`crate::Connection::close`]
@@ -133,6 +137,16 @@ pub struct UpdatedKeys {
     pub read: Option<EpochKeys13>,
     /// Our next epoch; `next_sequence` past the engine's reserve.
     pub write: Option<EpochKeys13>,
+}
+
+/// See [`Event::ConnectionIds`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CidUpdate {
+    /// CIDs of ours the peer may put in its records to us from now on, besides the
+    /// session's earlier ones (a driver that finds sessions by CID adds them).
+    pub issued: Vec<Vec<u8>>,
+    /// The peer's CID for our records from now on (the data plane's header changes).
+    pub peer: Option<Vec<u8>>,
 }
 
 /// The record keys of a completed session, by protocol version.

@@ -89,7 +89,8 @@ pub use config::{
 pub use connection::{ClaimedIdentity, ConnectionStats};
 pub use error::HandshakeError;
 pub use events::{
-    EpochKeys, EpochKeys13, Event, PeerIdentity, RecordKeys, SessionKeys, Transmit, UpdatedKeys,
+    CidUpdate, EpochKeys, EpochKeys13, Event, PeerIdentity, RecordKeys, SessionKeys, Transmit,
+    UpdatedKeys,
 };
 pub use hello_pool::{HelloPool, HelloPoolConfig, HelloPoolStats};
 pub use keys::exporter::{ExportError, Exporter, SRTP_EXPORTER_LABEL};

@@ -86,8 +86,9 @@ pub(crate) struct Pair {
     pub(crate) filter: Filter,
     pub(crate) max_datagram: usize,
     pub(crate) datagrams: usize,
-    /// Where the server's connection IDs come from (RFC 9146).
-    pub(crate) issuer: Box<dyn crate::CidIssuer>,
+    /// The server's CID issuer (handed to the first server engine; later ones draw random
+    /// CIDs).
+    pub(crate) issuer: Box<dyn crate::CidIssuer + Send>,
     /// The wall-clock time both sides are handed ([`test_wall`] unless a test moves it).
     pub(crate) wall: UnixTime,
 }
@@ -197,7 +198,7 @@ impl Pair {
                         self.now,
                         self.wall,
                         hello,
-                        &mut *self.issuer,
+                        std::mem::replace(&mut self.issuer, Box::new(crate::RandomCids)),
                     )
                     .expect("server"),
                 );

@@ -91,13 +91,14 @@ impl Connection {
         wall: UnixTime,
         hello: Box<VerifiedClientHello>,
     ) -> Result<Self, ConfigError> {
-        Self::server_with_cids(config, rng, now, wall, hello, &mut RandomCids)
+        Self::server_with_cids(config, rng, now, wall, hello, Box::new(RandomCids))
     }
 
-    /// [`Connection::server`] whose connection ID, when a DTLS 1.2 client negotiates CIDs
-    /// (RFC 9146), comes from `issuer` rather than the engine's RNG alone: a driver that
-    /// routes records by CID issues CIDs naming the owner of the session. (DTLS 1.3 CIDs,
-    /// RFC 9147 §9, are not negotiated yet: a DTLS 1.3 session has none.)
+    /// [`Connection::server`] whose connection IDs, when the client negotiates CIDs (RFC
+    /// 9146 in DTLS 1.2, RFC 9147 §9 in DTLS 1.3), come from `issuer` rather than the
+    /// engine's RNG alone: a driver that routes records by CID issues CIDs naming the owner
+    /// of the session. A DTLS 1.3 session keeps the issuer for the CIDs it gives the
+    /// client later (NewConnectionId).
     ///
     /// # Errors
     /// [`ConfigError`] when the configuration cannot work.
@@ -107,13 +108,20 @@ impl Connection {
         now: Instant,
         wall: UnixTime,
         hello: Box<VerifiedClientHello>,
-        issuer: &mut dyn CidIssuer,
+        mut issuer: Box<dyn CidIssuer + Send>,
     ) -> Result<Self, ConfigError> {
         let inner = if config.allows(ProtocolVersion::Dtls1_3) && hello.offers_dtls13() {
-            Inner::V13(Box::new(Engine13::server(config, rng, now, wall, *hello)?))
+            Inner::V13(Box::new(Engine13::server(
+                config, rng, now, wall, *hello, issuer,
+            )?))
         } else {
             Inner::V12(Box::new(Connection12::server_with_cids(
-                config, rng, now, wall, hello, issuer,
+                config,
+                rng,
+                now,
+                wall,
+                hello,
+                &mut *issuer,
             )?))
         };
         Ok(Self { inner })
@@ -282,13 +290,13 @@ impl Connection {
         let Inner::V13(engine) = &mut self.inner else {
             return;
         };
-        let Some(hello) = engine.core.fallback.take() else {
+        let Some((hello, offered_cid)) = engine.core.fallback.take() else {
             return;
         };
         let config = Arc::clone(&engine.core.config);
         // The engine is dropped right below; its generator goes on in the 1.2 engine.
         let rng = std::mem::replace(&mut engine.core.rng, Box::new(Spent));
-        let mut v12 = Connection12::client_with_hello(config, rng, now, peer, hello);
+        let mut v12 = Connection12::client_with_hello(config, rng, now, peer, hello, offered_cid);
         // The ClientHello it queued was sent already (by the 1.3 engine).
         let mut scratch = vec![0u8; v12.core.config.mtu.max(crate::config::MIN_MTU)];
         while v12.poll_transmit(now, &mut scratch).is_some() {}
@@ -344,6 +352,38 @@ impl Connection {
             e.core.fail(err);
         }
         e.core.next_send_seq != before
+    }
+
+    /// DTLS 1.3: asks the peer for `count` more of its connection IDs (RequestConnectionId,
+    /// RFC 9147 §9); they come back as spare CIDs. Returns whether the request went out:
+    /// not before completion, without CIDs (or with an empty CID of the peer), while an
+    /// earlier request is unanswered or another post-handshake message of ours is under
+    /// way, nor in DTLS 1.2.
+    pub fn request_connection_ids(&mut self, now: Instant, count: u8) -> bool {
+        let Inner::V13(e) = &mut self.inner else {
+            return false;
+        };
+        match e.core.request_connection_ids(now, count) {
+            Ok(sent) => sent,
+            Err(err) => {
+                e.core.fail(err);
+                false
+            }
+        }
+    }
+
+    /// DTLS 1.3: the connection IDs in use, once negotiated: ours (the handshake's first,
+    /// then those issued with NewConnectionId) and the peer's current one (what our
+    /// records carry; empty: none). `None` without CIDs and in DTLS 1.2 (see
+    /// [`crate::SessionKeys::local_cid`]).
+    pub fn connection_ids13(&self) -> Option<(&[Vec<u8>], &[u8])> {
+        let Inner::V13(e) = &self.inner else {
+            return None;
+        };
+        e.core
+            .cids
+            .as_ref()
+            .map(|c| (c.local.as_slice(), c.peer.as_slice()))
     }
 
     /// Queues close_notify (RFC 5246 §7.2.1, RFC 8446 §6.1) and closes the engine. Emits

@@ -209,7 +209,10 @@ pub fn run_handshakes(
                         finished = Some(Ok(keys));
                     }
                     Event::HandshakeFailed(e) => finished = Some(Err(e.to_string())),
-                    Event::AlertReceived { .. } | Event::Closed { .. } | Event::KeysUpdated(_) => {}
+                    Event::AlertReceived { .. }
+                    | Event::Closed { .. }
+                    | Event::KeysUpdated(_)
+                    | Event::ConnectionIds(_) => {}
                 }
             }
             if let Some(done_at) = p.awaiting_ticket {

@@ -1,7 +1,7 @@
-//! Connection IDs through `dtlsd serve` over real loopback sockets (RFC 9146): a client
-//! that negotiated the server's CID changes its source port mid-session (a NAT rebinding)
-//! and its session survives, data round-tripping through the echo backend; with
-//! `--no-connection-id` no CID is given.
+//! Connection IDs through `dtlsd serve` over real loopback sockets (RFC 9146 in DTLS 1.2,
+//! RFC 9147 §9 in DTLS 1.3): a client that negotiated the server's CID changes its source
+//! port mid-session (a NAT rebinding) and its session survives, data round-tripping
+//! through the echo backend; with `--no-connection-id` no CID is given.
 
 mod common;
 
@@ -47,6 +47,47 @@ fn a_client_that_changes_its_source_port_keeps_its_session() {
     assert_eq!(daemon.metric("dtlsd_sessions_active{shard=\"0\"}"), Some(1));
 }
 
+/// [`cid_client`] in DTLS 1.3.
+fn cid_client13(pki: &TempDir) -> Arc<Config> {
+    let mut config = (*cid_client(pki)).clone();
+    config.versions = vec![control::ProtocolVersion::Dtls1_3];
+    Arc::new(config)
+}
+
+#[test]
+fn a_dtls13_client_that_changes_its_source_port_keeps_its_session() {
+    let pki = TempDir::new("rebind13");
+    certs(&pki);
+    let backend = EchoBackend::start();
+    let daemon = Daemon::start_serve_with_metrics(backend.addr, &pki, &["--shards", "2"]);
+    let mut client = Client::connect(cid_client13(&pki), daemon.listen);
+    // The server's CID (8 bytes by default) in the unified header of our records.
+    assert_eq!(
+        client.peer_cid().map(<[u8]>::len),
+        Some(8),
+        "{}",
+        daemon.log()
+    );
+    client.echo(b"1.3 before the rebinding");
+    for round in 0..3 {
+        let before = client.local_addr();
+        client.rebind();
+        assert_ne!(client.local_addr(), before);
+        client.echo(format!("1.3 after move {round}").as_bytes());
+    }
+    let sum = |name: &str| -> u64 {
+        (0..2)
+            .map(|s| {
+                daemon
+                    .metric(&format!("{name}{{shard=\"{s}\"}}"))
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    assert_eq!(sum("dtlsd_sessions_moved_total"), 3, "{}", daemon.log());
+    assert_eq!(sum("dtlsd_sessions_active"), 1);
+}
+
 #[test]
 fn no_connection_id_turns_them_off() {
     let pki = TempDir::new("nocid");
@@ -56,6 +97,9 @@ fn no_connection_id_turns_them_off() {
     let mut client = Client::connect(cid_client(&pki), daemon.listen);
     assert_eq!(client.peer_cid(), None);
     client.echo(b"plain records");
+    let mut client = Client::connect(cid_client13(&pki), daemon.listen);
+    assert_eq!(client.peer_cid(), None);
+    client.echo(b"plain 1.3 records");
 }
 
 /// Clients that each change their source port `REBINDS` times through `dtlsd serve

@@ -444,8 +444,9 @@ impl ControlThread {
                     return;
                 }
                 let rng = (self.rng_factory)();
-                // RFC 9146: the CID a client negotiates names this node and shard.
-                let mut cids = ShardCids {
+                // RFC 9146, RFC 9147 §9: the CIDs a client negotiates name this node and
+                // shard.
+                let cids = ShardCids {
                     owner: CidOwner {
                         node: 0,
                         shard: u16::try_from(shard).unwrap_or(u16::MAX),
@@ -457,7 +458,7 @@ impl ControlThread {
                     now,
                     wall,
                     hello,
-                    &mut cids,
+                    Box::new(cids),
                 ) {
                     Ok(conn) => {
                         // Before the server's flight: the shard may then park records the
@@ -602,6 +603,11 @@ impl ControlThread {
                 }
                 Event::AlertReceived { description, .. } => alert_received = Some(description),
                 Event::KeysUpdated(update) => updates.push(update),
+                // DTLS 1.3 CIDs issued or switched after the handshake (RFC 9147 §9): the
+                // shard's table holds one CID per session and its sealer the handshake's
+                // peer CID, so these are not routed yet (the session keeps working under
+                // the handshake's CIDs, which the peer may go on using).
+                Event::ConnectionIds(_) => {}
                 // The shard ends the session on the peer's close_notify or fatal alert.
                 Event::Closed { .. } => {}
             }
@@ -774,7 +780,7 @@ impl ControlThread {
                 } else {
                     (
                         local_cid.clone().unwrap_or_default(),
-                        peer_cid.unwrap_or_default(),
+                        peer_cid.clone().unwrap_or_default(),
                     )
                 };
                 ShardCommand::InstallKeys {
@@ -796,15 +802,16 @@ impl ControlThread {
                     upstream,
                 }
             }
-            // DTLS 1.3 connection IDs (RFC 9147 §9) are not negotiated yet: none either
-            // way. (The null baseline is a DTLS 1.2 record key: 1.3 keys stay real.)
+            // DTLS 1.3 connection IDs (RFC 9147 §9): the peer's records carry ours (found
+            // by it at byte 1), ours carry the peer's. (The null baseline is a DTLS 1.2
+            // record key: 1.3 keys stay real.)
             RecordKeys::Dtls13 { read, write } => ShardCommand::InstallKeys13 {
                 session: id,
                 peer,
                 read: Some(read_keys13(*read, replay_window)),
                 write: Some(write_keys13(*write)),
-                cid: Vec::new(),
-                peer_cid: Vec::new(),
+                cid: local_cid.clone().unwrap_or_default(),
+                peer_cid: peer_cid.clone().unwrap_or_default(),
                 upstream,
             },
         };
@@ -835,6 +842,7 @@ impl ControlThread {
                 version,
                 suite,
                 cid: local_cid,
+                peer_cid,
             },
         );
         let observed = &self.counters.observed;
@@ -878,13 +886,24 @@ impl ControlThread {
     ) {
         let UpdatedKeys { read, write } = update;
         let new_read = read.as_ref().map(|k| k.epoch);
+        // A KeyUpdate keeps the session's CIDs (the shard takes them with the keys).
+        let (cid, peer_cid) = self
+            .installed
+            .get(&id)
+            .map(|s| {
+                (
+                    s.cid.clone().unwrap_or_default(),
+                    s.peer_cid.clone().unwrap_or_default(),
+                )
+            })
+            .unwrap_or_default();
         let command = ShardCommand::InstallKeys13 {
             session: id,
             peer,
             read: read.map(|k| read_keys13(k, self.config.replay_window)),
             write: write.map(write_keys13),
-            cid: Vec::new(),
-            peer_cid: Vec::new(),
+            cid,
+            peer_cid,
             // Kept by the shard: a KeyUpdate does not change who the peer is.
             upstream: UpstreamPrefix::None,
         };

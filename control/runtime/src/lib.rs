@@ -175,6 +175,8 @@ struct Installed {
     suite: control::CipherSuite,
     /// Our connection ID, when the session has one.
     cid: Option<Vec<u8>>,
+    /// The peer's connection ID (what our records carry), when CIDs were negotiated.
+    peer_cid: Option<Vec<u8>>,
 }
 
 /// A new configuration for the control loop (SIGHUP).

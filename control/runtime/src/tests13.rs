@@ -91,7 +91,10 @@ impl Shard13 {
                     ..
                 } => {
                     self.log.push("install13");
-                    assert!(cid.is_empty() && peer_cid.is_empty(), "no 1.3 CIDs yet");
+                    assert!(
+                        cid.is_empty() && peer_cid.is_empty(),
+                        "CIDs are off in this test"
+                    );
                     assert!(self.session.is_none_or(|s| s == session));
                     self.session = Some(session);
                     if let Some(r) = read {

@@ -10,9 +10,9 @@ use dtls_crypto::pki_types::{CertificateDer, UnixTime};
 use dtls_crypto::tls13::{ClientKeyShare, EarlySecret, LabelPrefix, PskKind};
 use dtls_crypto::{HandshakeHash, Rng};
 use dtls_proto::tls13::extensions::{
-    emit_cookie, emit_key_share_client, emit_psk_key_exchange_modes,
-    emit_supported_versions_client, parse_cookie, parse_key_share_retry, parse_key_share_server,
-    parse_pre_shared_key_server, parse_supported_versions_server,
+    emit_connection_id, emit_cookie, emit_key_share_client, emit_psk_key_exchange_modes,
+    emit_supported_versions_client, parse_connection_id, parse_cookie, parse_key_share_retry,
+    parse_key_share_server, parse_pre_shared_key_server, parse_supported_versions_server,
 };
 use dtls_proto::tls13::messages::{has_downgrade_sentinel, is_hello_retry_request};
 use dtls_proto::tls13::{
@@ -63,6 +63,9 @@ pub(crate) struct ClientState13 {
     offers: Vec<Offer>,
     /// The index of the PSK the server selected.
     selected: Option<usize>,
+    /// The CID we offered in connection_id (RFC 9146 §3), possibly empty; `None` when
+    /// CIDs are off.
+    offered_cid: Option<Vec<u8>>,
 }
 
 impl Engine13 {
@@ -78,6 +81,11 @@ impl Engine13 {
         let mut core = Core13::new(Role::Client, config, rng, peer, 0);
         let mut random = [0u8; RANDOM_LEN];
         core.rng.fill(&mut random);
+        let offered_cid = core
+            .config
+            .connection_id
+            .cid_len()
+            .map(|len| core.issuer.issue(len, &mut *core.rng));
         let mut client = ClientState13 {
             random,
             hello: None,
@@ -91,6 +99,7 @@ impl Engine13 {
             ticket: resume.filter(|t| t.usable13(now)),
             offers: Vec::new(),
             selected: None,
+            offered_cid,
         };
         let first_group = core.config.tls13_groups.first().copied();
         match first_group {
@@ -115,6 +124,7 @@ fn build_client_hello(
     share: &ClientKeyShare,
     cookie: Option<&[u8]>,
     offers: &[Offer],
+    cid: Option<&[u8]>,
 ) -> Result<ClientHello, HandshakeError> {
     let internal = |_| HandshakeError::Internal {
         what: "ClientHello extension",
@@ -146,7 +156,7 @@ fn build_client_hello(
         // One ClientHello for both versions: the DTLS 1.2 engine's own (suites, extended
         // master secret, renegotiation_info, ...) with the DTLS 1.3 parts added, so that
         // a DTLS 1.2 server's answer can be taken over by the 1.2 engine as is.
-        let base = crate::client::build_client_hello(config, random, Vec::new(), None, None);
+        let base = crate::client::build_client_hello(config, random, Vec::new(), None, cid);
         let mut groups = config.tls13_groups.clone();
         for g in base.extensions.supported_groups.iter().flatten() {
             if !groups.contains(g) {
@@ -160,6 +170,13 @@ fn build_client_hello(
             alpn: ext.alpn,
             ..base.extensions
         };
+    }
+    if let Some(cid) = cid.filter(|_| !offers_dtls12) {
+        // RFC 9146 §3: the CID we want to receive (the combined hello has it from the
+        // DTLS 1.2 engine's, where the same extension means the same).
+        let mut data = Vec::with_capacity(1 + cid.len());
+        emit_connection_id(cid, &mut data).map_err(internal)?;
+        push_raw(&mut ext, ExtensionType::ConnectionId, data);
     }
     push_raw(&mut ext, ExtensionType::SupportedVersions, versions);
     let mut shares = Vec::new();
@@ -258,7 +275,14 @@ impl ClientState13 {
     ) -> Result<(), HandshakeError> {
         let share = ClientKeyShare::generate(group, &mut *core.rng)?;
         let offers = offers(&core.config, self.ticket.as_ref(), self.retry_suite, now);
-        let hello = build_client_hello(&core.config, self.random, &share, cookie, &offers)?;
+        let hello = build_client_hello(
+            &core.config,
+            self.random,
+            &share,
+            cookie,
+            &offers,
+            self.offered_cid.as_deref(),
+        )?;
         self.key_share = Some(share);
         let mut body = Vec::new();
         hello
@@ -452,6 +476,7 @@ impl ClientState13 {
                 ExtensionType::SupportedVersions,
                 ExtensionType::KeyShare,
                 ExtensionType::PreSharedKey,
+                ExtensionType::ConnectionId,
             ]
         };
         // RFC 8446 §4.1.3 / §4.2: extensions not offered abort with unsupported_extension.
@@ -522,6 +547,25 @@ impl ClientState13 {
                 what: "ServerHello key exchange mode not offered",
             });
         }
+        if let Some(data) = raw(&hello.extensions, ExtensionType::ConnectionId) {
+            // RFC 8446 §4.2: an extension we did not offer aborts the handshake.
+            let local = self
+                .offered_cid
+                .clone()
+                .ok_or(HandshakeError::UnsupportedExtension {
+                    ext_type: ExtensionType::ConnectionId.to_u16(),
+                })?;
+            // RFC 9146 §3: "A server willing to use CIDs will respond with a
+            // "connection_id" extension in the ServerHello, containing the CID it wishes
+            // the client to use when sending messages towards it."
+            let peer = parse_connection_id(data).map_err(decode("connection_id"))?;
+            if peer.len() > usize::from(crate::config::MAX_CID_LEN) {
+                return Err(HandshakeError::IllegalParameter {
+                    what: "server connection ID longer than 20 bytes",
+                });
+            }
+            core.negotiate_cids(local, peer);
+        }
         core.hash_message(HandshakeType::ServerHello, body);
         let hello_hash = core.transcript.current_hash()?;
         let handshake = EarlySecret::new(
@@ -550,7 +594,10 @@ impl ClientState13 {
                 version: ProtocolVersion::Dtls1_2.to_u16(),
             });
         }
-        core.fallback = self.hello.take();
+        core.fallback = self
+            .hello
+            .take()
+            .map(|hello| (hello, self.offered_cid.clone()));
         Ok(())
     }
 
@@ -803,8 +850,8 @@ pub(crate) fn complete(
             .config
             .replay_window
             .clamp(ReplayWindow::MIN_SIZE, ReplayWindow::MAX_SIZE),
-        local_cid: None,
-        peer_cid: None,
+        local_cid: core.cids.as_ref().and_then(|c| c.local.first().cloned()),
+        peer_cid: core.cids.as_ref().map(|c| c.peer.clone()),
         peer_identity,
         alpn,
         srtp_profile: None,

@@ -30,8 +30,15 @@
 //! identity, and so do resumption tickets (RFC 8446 §2.2), with psk_dhe_ke or, where both
 //! sides allow it, psk_ke ([`crate::Config::tls13_psk_modes`]).
 //!
-//! Not here yet: connection IDs, early data (never accepted).
+//! Connection IDs (RFC 9147 §9) with [`crate::Config::connection_id`]: negotiated in the
+//! hellos, carried by every protected record, more of them with NewConnectionId and
+//! RequestConnectionId ([`cids`]).
+//!
+//! Not here yet: early data (never accepted).
 
+#[cfg(test)]
+mod cid_tests;
+mod cids;
 pub(crate) mod client;
 #[cfg(test)]
 mod loss_tests;
@@ -65,7 +72,7 @@ use dtls_proto::{
     Tls13SuiteParams,
 };
 
-use crate::config::Config;
+use crate::config::{CidIssuer, Config, RandomCids};
 use crate::connection::{ClaimedIdentity, ConnectionStats};
 use crate::error::HandshakeError;
 use crate::events::{EpochKeys13, Event, PeerIdentity, Transmit, UpdatedKeys};
@@ -169,8 +176,9 @@ pub(crate) struct Core13 {
     pub(crate) stats: ConnectionStats,
     last_peer_triggered: Option<Instant>,
     /// Client: the server answered in DTLS 1.2 (a HelloVerifyRequest or a DTLS 1.2
-    /// ServerHello); the DTLS 1.2 engine takes over with this ClientHello.
-    pub(crate) fallback: Option<dtls_proto::ClientHello>,
+    /// ServerHello); the DTLS 1.2 engine takes over with this ClientHello and the CID it
+    /// offered.
+    pub(crate) fallback: Option<(dtls_proto::ClientHello, Option<Vec<u8>>)>,
     /// After completion: our current application write secret and the peer's, for
     /// KeyUpdate (RFC 8446 §7.2).
     pub(crate) app_secrets: Option<(TrafficSecret, TrafficSecret)>,
@@ -188,6 +196,10 @@ pub(crate) struct Core13 {
     /// Client: tickets received, for [`crate::Connection::poll_session_ticket`] (the
     /// newest [`crate::MAX_TLS13_TICKETS`]).
     pub(crate) tickets: VecDeque<SessionTicket>,
+    /// The connection IDs, once negotiated (RFC 9147 §9).
+    pub(crate) cids: Option<cids::Cids13>,
+    /// Where the CIDs we issue come from (a server's: the driver's, naming the owner).
+    pub(crate) issuer: Box<dyn CidIssuer + Send>,
 }
 
 impl std::fmt::Debug for Engine13 {
@@ -199,6 +211,10 @@ impl std::fmt::Debug for Engine13 {
             .finish_non_exhaustive()
     }
 }
+
+/// The largest NewConnectionId we read: a list of 2 + 255 bytes of CIDs and the usage
+/// byte (far more than the [`cids::MAX_SPARE_CIDS`] we keep).
+const MAX_NEW_CONNECTION_ID: usize = 2 + 255 + 1;
 
 /// Caps per message type of what the peer of `role` may send (a claim costs nothing until
 /// its bytes arrive; these stop a claim of a huge Finished or ServerHello).
@@ -212,14 +228,18 @@ fn message_caps(config: &Config, role: Role) -> MessageCaps {
             )
             .with(HandshakeType::CertificateVerify, 4 + 1024)
             .with(HandshakeType::Finished, 48)
-            .with(HandshakeType::KeyUpdate, 1),
+            .with(HandshakeType::KeyUpdate, 1)
+            .with(HandshakeType::RequestConnectionId, 1)
+            .with(HandshakeType::NewConnectionId, MAX_NEW_CONNECTION_ID),
         Role::Client => MessageCaps::NONE
             .with(HandshakeType::ServerHello, 1 << 14)
             // server_version, cookie<0..2^8-1> (RFC 6347 §4.2.1).
             .with(HandshakeType::HelloVerifyRequest, 2 + 1 + 255)
             .with(HandshakeType::CertificateVerify, 4 + 1024)
             .with(HandshakeType::Finished, 48)
-            .with(HandshakeType::KeyUpdate, 1),
+            .with(HandshakeType::KeyUpdate, 1)
+            .with(HandshakeType::RequestConnectionId, 1)
+            .with(HandshakeType::NewConnectionId, MAX_NEW_CONNECTION_ID),
     }
 }
 
@@ -276,6 +296,8 @@ impl Core13 {
             resumption: None,
             peer_identity: None,
             tickets: VecDeque::new(),
+            cids: None,
+            issuer: Box::new(RandomCids),
         }
     }
 
@@ -387,70 +409,101 @@ impl Core13 {
         if peer != self.peer || self.is_finished() {
             return;
         }
-        let mut records = MixedRecords::new(datagram, 0);
-        for record in records.by_ref() {
-            if self.is_finished() || self.fallback.is_some() {
-                break;
-            }
-            match record.kind {
-                MixedKind::Plaintext(content_type) => {
-                    let Ok(header) = RecordHeader::new_checked(record.bytes) else {
-                        self.stats.malformed_records += 1;
-                        continue;
-                    };
-                    if header.epoch() != 0 {
-                        // RFC 9147 §4: DTLS 1.3 protects every epoch but 0 with the
-                        // unified header.
-                        self.stats.ignored_records += 1;
-                        continue;
-                    }
-                    let number = RecordNumber {
-                        epoch: 0,
-                        sequence: header.sequence(),
-                    };
-                    self.handle_content(side, now, wall, content_type, number, header.payload());
+        // The CID length of the peer's protected records is known once the hellos
+        // negotiated it, possibly by a record of this very datagram (a ServerHello with
+        // the server's first protected records): the rest is read again with it.
+        let mut offset = 0;
+        'datagram: loop {
+            let cid_len = self.transport.local_cid_len();
+            let rest = datagram.get(offset..).unwrap_or_default();
+            let mut records = MixedRecords::new(rest, cid_len);
+            for record in records.by_ref() {
+                if self.is_finished() || self.fallback.is_some() {
+                    break 'datagram;
                 }
-                MixedKind::Ciphertext(header) => {
-                    let Some(epoch) =
-                        reconstruct_epoch(header.epoch_bits, self.transport.read_epochs())
-                    else {
-                        self.stats.ignored_records += 1;
-                        continue;
-                    };
-                    let Some(opener) = self.transport.opener_mut(epoch) else {
-                        self.stats.ignored_records += 1;
-                        continue;
-                    };
-                    let mut buf = record.bytes.to_vec();
-                    let Ok(opened) = opener.open(&mut buf, 0) else {
-                        // RFC 9147 §4.5.2: "Invalid records SHOULD be silently discarded".
-                        self.stats.rejected_records += 1;
-                        continue;
-                    };
-                    let number = RecordNumber {
-                        epoch,
-                        sequence: opened.sequence,
-                    };
-                    let content_type = opened.content_type as u8;
-                    let plaintext = opened.plaintext.to_vec();
-                    if opened.content_type == InnerContentType::ApplicationData {
-                        // The data plane opens application data with its own keys.
-                        self.stats.ignored_records += 1;
-                        continue;
-                    }
-                    self.handle_content(side, now, wall, content_type, number, &plaintext);
+                self.handle_record(side, now, wall, record.kind, record.bytes);
+                if self.transport.local_cid_len() != cid_len {
+                    offset += record.range.end;
+                    continue 'datagram;
                 }
-                MixedKind::Dtls12Cid => self.stats.ignored_records += 1,
             }
-        }
-        if records.dropped_bytes() > 0 {
-            self.stats.malformed_records += 1;
+            if records.dropped_bytes() > 0 {
+                self.stats.malformed_records += 1;
+            }
+            break;
         }
         // The ACK for a loss goes out once the whole datagram was read: a later record of
         // it may complete the flight (then there is nothing left to acknowledge).
         if std::mem::take(&mut self.ack_now) && self.awaits_peer_handshake() {
             self.send_ack();
             self.ack_deadline = None;
+        }
+    }
+
+    /// One record of a datagram from the peer.
+    fn handle_record(
+        &mut self,
+        side: &mut Side13,
+        now: Instant,
+        wall: UnixTime,
+        kind: MixedKind,
+        bytes: &[u8],
+    ) {
+        match kind {
+            MixedKind::Plaintext(content_type) => {
+                let Ok(header) = RecordHeader::new_checked(bytes) else {
+                    self.stats.malformed_records += 1;
+                    return;
+                };
+                if header.epoch() != 0 {
+                    // RFC 9147 §4: DTLS 1.3 protects every epoch but 0 with the
+                    // unified header.
+                    self.stats.ignored_records += 1;
+                    return;
+                }
+                let number = RecordNumber {
+                    epoch: 0,
+                    sequence: header.sequence(),
+                };
+                self.handle_content(side, now, wall, content_type, number, header.payload());
+            }
+            MixedKind::Ciphertext(header) => {
+                let Some(epoch) =
+                    reconstruct_epoch(header.epoch_bits, self.transport.read_epochs())
+                else {
+                    self.stats.ignored_records += 1;
+                    return;
+                };
+                // RFC 9147 §4 / §9: the negotiated CID is in every protected record.
+                if !self.admits_cid(header.cid(bytes)) {
+                    self.stats.ignored_records += 1;
+                    return;
+                }
+                let cid_len = self.transport.local_cid_len();
+                let Some(opener) = self.transport.opener_mut(epoch) else {
+                    self.stats.ignored_records += 1;
+                    return;
+                };
+                let mut buf = bytes.to_vec();
+                let Ok(opened) = opener.open(&mut buf, cid_len) else {
+                    // RFC 9147 §4.5.2: "Invalid records SHOULD be silently discarded".
+                    self.stats.rejected_records += 1;
+                    return;
+                };
+                let number = RecordNumber {
+                    epoch,
+                    sequence: opened.sequence,
+                };
+                let content_type = opened.content_type as u8;
+                let plaintext = opened.plaintext.to_vec();
+                if opened.content_type == InnerContentType::ApplicationData {
+                    // The data plane opens application data with its own keys.
+                    self.stats.ignored_records += 1;
+                    return;
+                }
+                self.handle_content(side, now, wall, content_type, number, &plaintext);
+            }
+            MixedKind::Dtls12Cid => self.stats.ignored_records += 1,
         }
     }
 
@@ -555,7 +608,10 @@ impl Core13 {
                 FragmentOutcome::Old { .. }
                     if matches!(
                         header.msg_type,
-                        HandshakeType::KeyUpdate | HandshakeType::NewSessionTicket
+                        HandshakeType::KeyUpdate
+                            | HandshakeType::NewSessionTicket
+                            | HandshakeType::RequestConnectionId
+                            | HandshakeType::NewConnectionId
                     ) =>
                 {
                     // A post-handshake message again: our ACK was lost (RFC 9147 §7).
@@ -736,8 +792,15 @@ impl Core13 {
                 self.to_ack.clear();
                 return Ok(());
             }
-            if message.msg_type == HandshakeType::KeyUpdate {
-                return self.handle_key_update(now, &message.body);
+            match message.msg_type {
+                HandshakeType::KeyUpdate => return self.handle_key_update(now, &message.body),
+                HandshakeType::RequestConnectionId => {
+                    return self.handle_request_connection_id(now, &message.body);
+                }
+                HandshakeType::NewConnectionId => {
+                    return self.handle_new_connection_id(&message.body);
+                }
+                _ => {}
             }
             self.stats.ignored_records += 1;
             return Ok(());

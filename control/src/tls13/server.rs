@@ -9,9 +9,9 @@ use dtls_crypto::pki_types::{CertificateDer, UnixTime};
 use dtls_crypto::tls13::{EarlySecret, LabelPrefix, PskKind, ServerKeyShare};
 use dtls_crypto::{HandshakeHash, Rng};
 use dtls_proto::tls13::extensions::{
-    emit_key_share_retry, emit_key_share_server, emit_pre_shared_key_server,
-    emit_supported_versions_server, parse_key_share_client, parse_psk_key_exchange_modes,
-    parse_supported_versions_client,
+    emit_connection_id, emit_key_share_retry, emit_key_share_server, emit_pre_shared_key_server,
+    emit_supported_versions_server, parse_connection_id, parse_key_share_client,
+    parse_psk_key_exchange_modes, parse_supported_versions_client,
 };
 use dtls_proto::tls13::messages::HELLO_RETRY_REQUEST_RANDOM;
 use dtls_proto::tls13::{
@@ -33,7 +33,7 @@ use super::psk::{candidate, send_tickets};
 use super::{Core13, EPOCH_HANDSHAKE, Engine13, Secrets13, Side13, State13};
 use crate::acceptor::VerifiedClientHello;
 use crate::acceptor13::RetryState;
-use crate::config::{ClientAuth, Config, ConfigError};
+use crate::config::{CidIssuer, ClientAuth, Config, ConfigError};
 use crate::error::HandshakeError;
 use crate::events::PeerIdentity;
 use crate::role::Role;
@@ -66,16 +66,19 @@ pub(crate) struct ServerState13 {
 
 impl Engine13 {
     /// Creates a DTLS 1.3 server engine for a ClientHello the acceptor let through and
-    /// queues our answer (ServerHello flight or HelloRetryRequest).
+    /// queues our answer (ServerHello flight or HelloRetryRequest). Our connection IDs,
+    /// when the client negotiates them, come from `issuer`.
     pub(crate) fn server(
         config: Arc<Config>,
         rng: Box<dyn Rng + Send>,
         now: Instant,
         wall: UnixTime,
         hello: VerifiedClientHello,
+        issuer: Box<dyn CidIssuer + Send>,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
         let mut core = Core13::new(Role::Server, config, rng, hello.peer, hello.record_sequence);
+        core.issuer = issuer;
         // RFC 9147 §5.2: our first message answers the ClientHello with its message_seq.
         core.next_send_seq = hello.message_seq;
         core.expect_peer_seq(hello.message_seq.wrapping_add(1));
@@ -342,6 +345,28 @@ impl ServerState13 {
             let mut selected = Vec::new();
             emit_pre_shared_key_server(psk.index, &mut selected);
             push_raw(&mut ext, ExtensionType::PreSharedKey, selected);
+        }
+        if let (Some(data), Some(len)) = (
+            raw(&hello.extensions, ExtensionType::ConnectionId),
+            core.config.connection_id.cid_len(),
+        ) {
+            let peer = parse_connection_id(data).map_err(decode("connection_id"))?;
+            if peer.len() > usize::from(crate::config::MAX_CID_LEN) {
+                return Err(HandshakeError::IllegalParameter {
+                    what: "client connection ID longer than 20 bytes",
+                });
+            }
+            // RFC 9146 §3: "A server willing to use CIDs will respond with a
+            // "connection_id" extension in the ServerHello, containing the CID it wishes
+            // the client to use when sending messages towards it." Our protected records
+            // (the rest of this flight on) carry the client's (RFC 9147 §9).
+            let local = core.issuer.issue(len, &mut *core.rng);
+            let mut data = Vec::with_capacity(1 + local.len());
+            emit_connection_id(&local, &mut data).map_err(|_| HandshakeError::Internal {
+                what: "connection ID too long",
+            })?;
+            push_raw(&mut ext, ExtensionType::ConnectionId, data);
+            core.negotiate_cids(local, peer);
         }
         let server_hello = ServerHello {
             server_version: ProtocolVersion::Dtls1_2,

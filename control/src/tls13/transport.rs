@@ -11,16 +11,18 @@ use dtls_proto::{HANDSHAKE_HEADER_LEN, HandshakeRepr, HandshakeType};
 
 use crate::error::HandshakeError;
 
-/// Unified header of our records: no CID, 16-bit sequence number, length present
-/// (RFC 9147 §4: the length may only be left out in the last record of a datagram; we
-/// always send it so records can share datagrams).
+/// Unified header of our records: 16-bit sequence number, length present (RFC 9147 §4: the
+/// length may only be left out in the last record of a datagram; we always send it so
+/// records can share datagrams), and the peer's CID once one was negotiated (see
+/// [`Transport13::set_cids`]).
 const FORM: HeaderForm<'static> = HeaderForm {
     cid: None,
     sequence: dataplane::record::v13::SequenceLen::Bits16,
     length: true,
 };
 
-/// Bytes a protected record adds to its content: header, type byte and AEAD tag.
+/// Bytes a protected record adds to its content: header (without CID), type byte and AEAD
+/// tag.
 const PROTECTED_OVERHEAD: usize = 5 + 1 + 16;
 
 /// Read epochs kept: the handshake's and the peer's last few application epochs.
@@ -41,6 +43,11 @@ pub(crate) struct Transport13 {
     /// Per write epoch handed on to a data plane: the first sequence number that is no
     /// longer ours (see [`Transport13::reserve`]).
     ceilings: Vec<(u64, u64)>,
+    /// The peer's CID, in the header of every protected record we send when not empty
+    /// (RFC 9147 §4: the C bit and the CID).
+    peer_cid: Vec<u8>,
+    /// The length of our CIDs, which the peer's protected records carry (0: none).
+    local_cid_len: usize,
 }
 
 impl Transport13 {
@@ -50,6 +57,23 @@ impl Transport13 {
             plain_seq,
             ..Self::default()
         }
+    }
+
+    /// Connection IDs negotiated (RFC 9147 §9): from now on our protected records carry
+    /// `peer_cid` (none when empty), and the peer's carry CIDs of `local_cid_len` bytes.
+    pub(crate) fn set_cids(&mut self, peer_cid: Vec<u8>, local_cid_len: usize) {
+        self.peer_cid = peer_cid;
+        self.local_cid_len = local_cid_len;
+    }
+
+    /// The length of the CIDs in the peer's protected records to us (0: none).
+    pub(crate) fn local_cid_len(&self) -> usize {
+        self.local_cid_len
+    }
+
+    /// Bytes a protected record of ours adds to its content.
+    fn protected_overhead(&self) -> usize {
+        PROTECTED_OVERHEAD + self.peer_cid.len()
     }
 
     pub(crate) fn install_write(&mut self, sealer: Sealer13) {
@@ -145,17 +169,22 @@ impl Transport13 {
                 what: "the engine's sequence numbers of the epoch are spent",
             });
         }
+        // The sealer borrows `self.sealers`; the header form borrows the CID beside it.
+        let form = HeaderForm {
+            cid: (!self.peer_cid.is_empty()).then_some(self.peer_cid.as_slice()),
+            ..FORM
+        };
         let start = datagram.len();
-        let record_len = sealer.record_len(&FORM, content_len, 0);
+        let record_len = sealer.record_len(&form, content_len, 0);
         datagram.resize(start + record_len, 0);
         let record = &mut datagram[start..];
-        let mut at = sealer.plaintext_offset(&FORM);
+        let mut at = sealer.plaintext_offset(&form);
         for p in parts {
             record[at..at + p.len()].copy_from_slice(p);
             at += p.len();
         }
         let len = sealer
-            .seal(content_type, &FORM, record, content_len, 0)
+            .seal(content_type, &form, record, content_len, 0)
             .map_err(|_| HandshakeError::Internal {
                 what: "sealing a handshake record failed",
             })?;
@@ -310,7 +339,7 @@ impl Flight13 {
                 + if message.epoch == 0 {
                     HEADER_LEN
                 } else {
-                    PROTECTED_OVERHEAD
+                    transport.protected_overhead()
                 };
             if overhead + 1 >= mtu {
                 return Err(HandshakeError::Internal {

@@ -113,7 +113,7 @@ impl Side {
                     self.failed = Some(e);
                 }
                 Event::Closed { by_peer } => self.closed = Some(by_peer),
-                Event::KeysUpdated(_) => {}
+                Event::KeysUpdated(_) | Event::ConnectionIds(_) => {}
             }
         }
     }

@@ -207,6 +207,7 @@ impl UdpEndpoint {
                     }
                     self.key_updates += 1;
                 }
+                Event::ConnectionIds(_) => {}
             }
         }
     }

@@ -542,6 +542,14 @@ impl Drop for Peer {
 
 // ---------- our engine as a blocking client ----------
 
+/// The application records of a DTLS 1.3 session: unified headers, the server's CID in
+/// ours when it gave one (our own CID is zero-length: its records carry none).
+struct Data13 {
+    sealer: dataplane::record::v13::Sealer13,
+    opener: dataplane::record::v13::Opener13,
+    peer_cid: Vec<u8>,
+}
+
 pub struct Client {
     sock: UdpSocket,
     server: SocketAddr,
@@ -550,6 +558,9 @@ pub struct Client {
     /// Replaces `sealer` when the server gave a connection ID (RFC 9146 tls12_cid records).
     cid_sealer: Option<dataplane::record::CidSealer>,
     opener: Option<Opener>,
+    /// A DTLS 1.3 session's record keys, with the server's CID (RFC 9147 §9) when it gave
+    /// one; replaces `sealer` and `opener`.
+    data13: Option<Data13>,
     buf: Vec<u8>,
     rx: Vec<u8>,
     /// Why the handshake failed, once it has.
@@ -645,13 +656,14 @@ impl Client {
             sealer: None,
             cid_sealer: None,
             opener: None,
+            data13: None,
             buf: vec![0u8; 65_536],
             rx: vec![0u8; 65_536],
             failed: None,
             ticket: None,
         };
         let deadline = Instant::now() + timeout;
-        while c.sealer.is_none() && c.cid_sealer.is_none() {
+        while c.sealer.is_none() && c.cid_sealer.is_none() && c.data13.is_none() {
             if let Some(e) = c.failed.take() {
                 return Err(e);
             }
@@ -677,6 +689,20 @@ impl Client {
                     // the server for none and read plain records.
                     assert!(keys.local_cid.as_ref().is_none_or(Vec::is_empty));
                     let peer_cid = keys.peer_cid.take().filter(|c| !c.is_empty());
+                    if keys.version == control::ProtocolVersion::Dtls1_3 {
+                        let (read, write) = keys.records.into_dtls13().expect("DTLS 1.3 keys");
+                        self.data13 = Some(Data13 {
+                            sealer: dataplane::record::v13::Sealer13::new(write.epoch, write.keys)
+                                .with_next_sequence(write.next_sequence),
+                            opener: dataplane::record::v13::Opener13::new(
+                                read.epoch,
+                                read.keys,
+                                ReplayWindow::new(keys.replay_window.clamp(64, 4096)),
+                            ),
+                            peer_cid: peer_cid.unwrap_or_default(),
+                        });
+                        continue;
+                    }
                     let (read, write) = keys.records.into_dtls12().expect("DTLS 1.2 keys");
                     let (epoch, key, next) = (write.epoch, write.key, write.next_sequence);
                     match peer_cid {
@@ -698,7 +724,10 @@ impl Client {
                     ));
                 }
                 Event::HandshakeFailed(e) => self.failed = Some(e.to_string()),
-                Event::AlertReceived { .. } | Event::Closed { .. } | Event::KeysUpdated(_) => {}
+                Event::AlertReceived { .. }
+                | Event::Closed { .. }
+                | Event::KeysUpdated(_)
+                | Event::ConnectionIds(_) => {}
             }
         }
     }
@@ -736,6 +765,23 @@ impl Client {
 
     fn open(&mut self, datagram: &[u8]) -> Opened {
         let mut opened = Opened::default();
+        if let Some(data) = self.data13.as_mut() {
+            use dataplane::record::v13::{InnerContentType, MixedKind, MixedRecords};
+            for record in MixedRecords::new(datagram, 0) {
+                if !matches!(record.kind, MixedKind::Ciphertext(_)) {
+                    continue;
+                }
+                let mut bytes = record.bytes.to_vec();
+                if let Ok(o) = data.opener.open(&mut bytes, 0) {
+                    match o.content_type {
+                        InnerContentType::ApplicationData => opened.app.push(o.plaintext.to_vec()),
+                        InnerContentType::Alert => opened.alerts.push(o.plaintext.to_vec()),
+                        _ => {}
+                    }
+                }
+            }
+            return opened;
+        }
         let Some(opener) = self.opener.as_mut() else {
             return opened;
         };
@@ -789,6 +835,9 @@ impl Client {
 
     /// The server's connection ID in our records, when it gave one (RFC 9146).
     pub fn peer_cid(&self) -> Option<&[u8]> {
+        if let Some(data) = &self.data13 {
+            return (!data.peer_cid.is_empty()).then_some(data.peer_cid.as_slice());
+        }
         self.cid_sealer
             .as_ref()
             .map(dataplane::record::CidSealer::cid)
@@ -803,6 +852,27 @@ impl Client {
 
     /// One record of `content_type` around `payload`, sealed with the next sequence number.
     fn seal(&mut self, content_type: ContentType, payload: &[u8]) -> Vec<u8> {
+        if let Some(data) = self.data13.as_mut() {
+            use dataplane::record::v13::{HeaderForm, InnerContentType};
+            let form = if data.peer_cid.is_empty() {
+                HeaderForm::default()
+            } else {
+                HeaderForm::with_cid(&data.peer_cid)
+            };
+            let inner = match content_type {
+                ContentType::Alert => InnerContentType::Alert,
+                _ => InnerContentType::ApplicationData,
+            };
+            let mut record = vec![0u8; data.sealer.record_len(&form, payload.len(), 0)];
+            let at = data.sealer.plaintext_offset(&form);
+            record[at..at + payload.len()].copy_from_slice(payload);
+            let n = data
+                .sealer
+                .seal(inner, &form, &mut record, payload.len(), 0)
+                .expect("seal a DTLS 1.3 record");
+            record.truncate(n);
+            return record;
+        }
         if let Some(sealer) = self.cid_sealer.as_mut() {
             let mut record = vec![0u8; sealer.record_len(payload.len(), 0)];
             let offset = sealer.plaintext_offset();
