@@ -805,6 +805,7 @@ pub(crate) fn complete(
             .clamp(ReplayWindow::MIN_SIZE, ReplayWindow::MAX_SIZE),
         local_cid: None,
         peer_cid: None,
+        rrc: false,
         peer_identity,
         alpn,
         srtp_profile: None,
