@@ -694,6 +694,7 @@ impl ControlThread {
             resumed,
             local_cid,
             peer_cid,
+            rrc,
             alpn,
             ..
         } = keys;
@@ -771,6 +772,8 @@ impl ControlThread {
                     heartbeat,
                     cid,
                     peer_cid,
+                    // RFC 9853 needs CIDs (none with the null baseline).
+                    rrc: rrc && !self.settings.null_record_protection,
                     upstream,
                 }
             }
