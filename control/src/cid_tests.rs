@@ -263,3 +263,60 @@ fn cid_length_is_validated() {
     c.connection_id = ConnectionIds::On { len: 20 };
     assert_eq!(c.validate(), Ok(()));
 }
+
+/// A handshake with the given CID lengths and `rrc` settings; returns (client, server)
+/// negotiated `rrc`.
+fn rrc_handshake(client: (Option<u8>, bool), server: (Option<u8>, bool)) -> (bool, bool) {
+    let mut c = client_config(&SUITES);
+    (c.connection_id, c.rrc) = (cids(client.0), client.1);
+    let mut s = server_config(&SUITES, false);
+    (s.connection_id, s.rrc) = (cids(server.0), server.1);
+    let mut pair = Pair::new(c, s);
+    pair.run(Duration::from_secs(10));
+    let ck = Pair::keys(&mut pair.client_events).expect("client keys");
+    let sk = Pair::keys(&mut pair.server_events).expect("server keys");
+    (ck.rrc, sk.rrc)
+}
+
+#[test]
+fn rrc_is_negotiated_with_cids_when_both_sides_offer_it() {
+    // RFC 9853 §4: both sides on (the default) and CIDs on, either length.
+    assert_eq!(
+        rrc_handshake((Some(4), true), (Some(8), true)),
+        (true, true)
+    );
+    assert_eq!(
+        rrc_handshake((Some(0), true), (Some(8), true)),
+        (true, true)
+    );
+    // "The client and server MUST NOT use RRC unless both sides have successfully
+    // exchanged `rrc` extensions."
+    assert_eq!(
+        rrc_handshake((Some(4), false), (Some(8), true)),
+        (false, false)
+    );
+    assert_eq!(
+        rrc_handshake((Some(4), true), (Some(8), false)),
+        (false, false)
+    );
+    // Without CIDs no side offers or answers it ("A client offering the `rrc` extension
+    // MUST also offer the `connection_id` extension").
+    assert_eq!(rrc_handshake((None, true), (Some(8), true)), (false, false));
+    assert_eq!(rrc_handshake((Some(4), true), (None, true)), (false, false));
+}
+
+#[test]
+fn rrc_extension_is_in_the_hellos_only_with_cids() {
+    let mut config = client_config(&SUITES);
+    config.connection_id = ConnectionIds::On { len: 4 };
+    let hello = crate::client::build_client_hello(&config, [0; 32], Vec::new(), None, Some(&[1]));
+    assert_eq!(
+        hello.extensions.raw(dtls_proto::ExtensionType::Rrc),
+        Some(&[][..])
+    );
+    let hello = crate::client::build_client_hello(&config, [0; 32], Vec::new(), None, None);
+    assert_eq!(hello.extensions.raw(dtls_proto::ExtensionType::Rrc), None);
+    config.rrc = false;
+    let hello = crate::client::build_client_hello(&config, [0; 32], Vec::new(), None, Some(&[1]));
+    assert_eq!(hello.extensions.raw(dtls_proto::ExtensionType::Rrc), None);
+}

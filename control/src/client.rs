@@ -227,6 +227,14 @@ pub(crate) fn build_client_hello(
                 ext_type: ExtensionType::ConnectionId,
                 data,
             });
+            // RFC 9853 §4: "A client offering the `rrc` extension MUST also offer the
+            // `connection_id` extension"; its extension_data is empty.
+            if config.rrc {
+                ext.other.push(RawExtension {
+                    ext_type: ExtensionType::Rrc,
+                    data: Vec::new(),
+                });
+            }
         }
     }
     ClientHello {
@@ -393,11 +401,11 @@ impl ClientState {
         // RFC 5246 §7.4.1.4: a client that receives an extension it did not offer
         // "MUST abort the handshake with an unsupported_extension fatal alert".
         let offered_cid = self.offered_cid.is_some();
-        if let Some(other) = ext
-            .other
-            .iter()
-            .find(|e| !(offered_cid && e.ext_type == ExtensionType::ConnectionId))
-        {
+        let offered_rrc = offered_ext.raw(ExtensionType::Rrc).is_some();
+        if let Some(other) = ext.other.iter().find(|e| {
+            !(offered_cid && e.ext_type == ExtensionType::ConnectionId
+                || offered_rrc && e.ext_type == ExtensionType::Rrc)
+        }) {
             return Err(HandshakeError::UnsupportedExtension {
                 ext_type: other.ext_type.to_u16(),
             });
@@ -414,9 +422,21 @@ impl ClientState {
                     what: "server connection ID longer than 20 bytes",
                 });
             }
+            // RFC 9853 §4: "The client and server MUST NOT use RRC unless both sides have
+            // successfully exchanged `rrc` extensions."
+            let rrc = match ext.raw(ExtensionType::Rrc) {
+                Some([]) => true,
+                Some(_) => {
+                    return Err(HandshakeError::IllegalParameter {
+                        what: "rrc extension with data",
+                    });
+                }
+                None => false,
+            };
             core.hs.cids = Some(Cids {
                 local: local.clone(),
                 peer,
+                rrc,
             });
         }
         let unsolicited = [

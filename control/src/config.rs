@@ -228,6 +228,13 @@ pub struct Config {
     /// and the server's CID used when it answers with one. Server: a client that offers the
     /// extension gets one issued (see [`CidIssuer`]). Default off.
     pub connection_id: ConnectionIds,
+    /// The return-routability check (RFC 9853): with CIDs on, the `rrc` extension is
+    /// offered (client) or answered (server, to a client that offered it with
+    /// connection_id), and a session where both sides sent it checks a new peer address
+    /// before moving to it (the data plane does the check). Default on (it only matters
+    /// when [`Config::connection_id`] is on). RFC 9853 §4: "A client offering the
+    /// `connection_id` extension SHOULD also offer the `rrc` extension".
+    pub rrc: bool,
     /// Server: who may connect among the clients whose certificate verified (ghostunnel's
     /// `--allow-cn` and its siblings); `None` admits every verified certificate. Checked
     /// right after the chain verifies and before anything is derived from the handshake,
@@ -373,6 +380,7 @@ impl Config {
             tls13_psk_modes: vec![PskKeyExchangeMode::PskDheKe],
             tls13_tickets: 1,
             connection_id: ConnectionIds::Off,
+            rrc: true,
         }
     }
 

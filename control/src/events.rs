@@ -194,6 +194,9 @@ pub struct SessionKeys {
     /// The peer's connection ID: what we put in our records to it (`tls12_cid` records when
     /// non-empty). `None` when CIDs were not negotiated; empty when the peer asked for none.
     pub peer_cid: Option<Vec<u8>>,
+    /// Both sides negotiated the return-routability check (RFC 9853 §4, only with CIDs):
+    /// the data plane checks a new peer address before moving the session to it.
+    pub rrc: bool,
     /// Who the peer proved to be.
     pub peer_identity: PeerIdentity,
     /// The ALPN protocol both sides agreed on (RFC 7301).

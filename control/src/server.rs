@@ -337,7 +337,18 @@ impl ServerState {
                 ext_type: ExtensionType::ConnectionId,
                 data,
             });
-            core.hs.cids = Some(Cids { local, peer });
+            // RFC 9853 §4: the server answers `rrc` (empty) to a client that offered it
+            // with connection_id ("If the client includes the `rrc` extension in its
+            // ClientHello but omits the `connection_id` extension, the server MUST NOT
+            // include the `rrc` extension": this branch has both).
+            let rrc = core.config.rrc && ext.raw(ExtensionType::Rrc).is_some();
+            if rrc {
+                sh_ext.other.push(RawExtension {
+                    ext_type: ExtensionType::Rrc,
+                    data: Vec::new(),
+                });
+            }
+            core.hs.cids = Some(Cids { local, peer, rrc });
         }
 
         // RFC 5077 §3.4: try the ticket first.

@@ -322,7 +322,7 @@ fn packet(cipher: Cipher, size: usize, iters: u64, prepared: u64) -> Result<()> 
     // The core reads no clock: one instant for the whole run.
     let now = Instant::now();
     let config = ShardConfig::new(backend);
-    let mut core = ShardCore::<()>::new(Arc::new(ShardQueues::new(16, 16)), config, 1);
+    let mut core = ShardCore::<()>::new(Arc::new(ShardQueues::new(16, 16)), config, 1, &[1; 32]);
     let mut fx = Effects::new(config.tx_batch, config.max_datagram, false);
     let install = ShardCommand::InstallKeys {
         session: SessionId::new(1),
@@ -340,6 +340,7 @@ fn packet(cipher: Cipher, size: usize, iters: u64, prepared: u64) -> Result<()> 
         heartbeat: HeartbeatPolicy::default(),
         cid: Vec::new(),
         peer_cid: Vec::new(),
+        rrc: false,
         upstream: UpstreamPrefix::None,
     };
     core.handle_command(now, install, &mut fx, &mut UnitFlows);
@@ -496,7 +497,7 @@ fn packet13(cipher: Cipher, size: usize, iters: u64, prepared: u64) -> Result<()
     let config = ShardConfig::new(backend);
     // Its own instantiation of the core (flows are `u8` here): the 1.2 workload's copy is
     // compiled and inlined as if this one did not exist.
-    let mut core = ShardCore::<u8>::new(Arc::new(ShardQueues::new(16, 16)), config, 1);
+    let mut core = ShardCore::<u8>::new(Arc::new(ShardQueues::new(16, 16)), config, 1, &[1; 32]);
     let mut fx = Effects::new(config.tx_batch, config.max_datagram, false);
     let install = ShardCommand::InstallKeys13 {
         session: SessionId::new(1),

@@ -722,6 +722,7 @@ impl ControlThread {
             resumed,
             local_cid,
             peer_cid,
+            rrc,
             alpn,
             ..
         } = keys;
@@ -799,6 +800,8 @@ impl ControlThread {
                     heartbeat,
                     cid,
                     peer_cid,
+                    // RFC 9853 needs CIDs (none with the null baseline).
+                    rrc: rrc && !self.settings.null_record_protection,
                     upstream,
                 }
             }

@@ -56,6 +56,7 @@ impl Core {
             replay_window,
             local_cid: self.hs.cids.as_ref().map(|c| c.local.clone()),
             peer_cid: self.hs.cids.as_ref().map(|c| c.peer.clone()),
+            rrc: self.hs.cids.as_ref().is_some_and(|c| c.rrc),
             peer_identity: self.hs.peer_identity.clone(),
             alpn: self.hs.alpn.clone(),
             srtp_profile: self.hs.srtp_profile,

@@ -852,6 +852,7 @@ pub(crate) fn complete(
             .clamp(ReplayWindow::MIN_SIZE, ReplayWindow::MAX_SIZE),
         local_cid: core.cids.as_ref().and_then(|c| c.local.first().cloned()),
         peer_cid: core.cids.as_ref().map(|c| c.peer.clone()),
+        rrc: false,
         peer_identity,
         alpn,
         srtp_profile: None,

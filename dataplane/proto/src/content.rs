@@ -20,6 +20,9 @@ pub enum ContentType {
     ApplicationData = 23,
     /// heartbeat(24), RFC 6520
     Heartbeat = 24,
+    /// return_routability_check(27), RFC 9853 §5 (DTLS 1.2 and 1.3, sessions that
+    /// negotiated the `rrc` extension).
+    ReturnRoutabilityCheck = RETURN_ROUTABILITY_CHECK,
 }
 
 impl ContentType {
@@ -31,6 +34,7 @@ impl ContentType {
             22 => Some(Self::Handshake),
             23 => Some(Self::ApplicationData),
             24 => Some(Self::Heartbeat),
+            RETURN_ROUTABILITY_CHECK => Some(Self::ReturnRoutabilityCheck),
             _ => None,
         }
     }
@@ -42,6 +46,9 @@ pub const TLS12_CID: u8 = 25;
 
 /// ack(26), RFC 9147 §7: a record content type of DTLS 1.3 only.
 pub const ACK: u8 = 26;
+
+/// return_routability_check(27), RFC 9853 §5 and §10.1 (IANA TLS ContentType registry).
+pub const RETURN_ROUTABILITY_CHECK: u8 = 27;
 
 /// The content types a DTLS 1.3 DTLSInnerPlaintext (or a DTLSPlaintext record of 1.3) can
 /// carry (RFC 9147 §4.1, Figure 5: the decrypted content type): the shared ones less
@@ -72,7 +79,8 @@ impl InnerContentType {
                 ContentType::Handshake => Some(Self::Handshake),
                 ContentType::ApplicationData => Some(Self::ApplicationData),
                 ContentType::Heartbeat => Some(Self::Heartbeat),
-                ContentType::ChangeCipherSpec => None,
+                // Not in 1.3 sessions yet: only DTLS 1.2 negotiates `rrc` here.
+                ContentType::ChangeCipherSpec | ContentType::ReturnRoutabilityCheck => None,
             },
         }
     }

@@ -13,7 +13,8 @@
 //!   ([`header`]);
 //! - parse and emit of every DTLS 1.2 handshake message body we use, the ChangeCipherSpec
 //!   and Alert messages ([`message`], [`alert`]), hello extensions ([`extensions`]) and
-//!   the heartbeat message ([`heartbeat`]);
+//!   the heartbeat message ([`heartbeat`]) and the return-routability check message of
+//!   RFC 9853 ([`rrc`]);
 //! - fragmentation of outgoing messages ([`fragment`]) and bounded reassembly of incoming
 //!   ones ([`reassembly`]);
 //! - the DTLS 1.3 wire formats: the TLS 1.3 extension bodies (supported_versions,
@@ -42,6 +43,7 @@ pub mod header;
 pub mod heartbeat;
 pub mod message;
 pub mod reassembly;
+pub mod rrc;
 pub mod suites;
 pub mod tls13;
 
@@ -55,7 +57,7 @@ pub use codes::{
     EC_POINT_FORMAT_UNCOMPRESSED, ExtensionType, HandshakeType, HeartbeatMode, NamedGroup,
     SignatureScheme, SrtpProtectionProfile,
 };
-pub use content::{ACK, ContentType, InnerContentType, TLS12_CID};
+pub use content::{ACK, ContentType, InnerContentType, RETURN_ROUTABILITY_CHECK, TLS12_CID};
 pub use error::WireError;
 pub use extensions::{Extensions, RawExtension, ServerName, UseSrtp};
 pub use fragment::{Fragment, Fragmenter, fragment_into_vec};
@@ -74,6 +76,7 @@ pub use reassembly::{
     DropReason, FragmentOutcome, MessageCaps, ReassembledMessage, Reassembler, ReassemblyBudget,
     ReassemblyConfig, ReassemblyStats,
 };
+pub use rrc::{RRC_COOKIE_LEN, RRC_MESSAGE_LEN, RrcMessage, RrcMessageType};
 pub use suites::{
     Aead, CipherSuite, KeyExchange, PrfHash, ProtocolVersion, SuiteParams, Tls13SuiteParams,
 };

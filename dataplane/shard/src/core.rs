@@ -52,6 +52,7 @@ use crate::queue::{
 use crate::records::{CidKey, ReadEpochs, ReadState, Write13, WriteState};
 use crate::refuse::{self, Refusals};
 use crate::relay::{self, MAX_RECORD_LEN, Out, RelayMode, Side};
+use crate::rrc::{PathState, RrcCookies};
 use crate::session::{Probe, Session, SessionTable, SlotId};
 use crate::shard::ShardConfig;
 use crate::snapshot::SessionView;
@@ -134,6 +135,8 @@ struct Ctx {
     mode: RelayMode,
     /// State of the generator of heartbeat padding.
     pad_state: u64,
+    /// Cookies of the return-routability check.
+    cookies: RrcCookies,
     fair: FairForward,
     /// Serve mode with CIDs that name their shard: the other shards' hand-off queues.
     handoffs: Option<Handoffs>,
@@ -149,6 +152,7 @@ impl Ctx {
             tally: &mut self.tally,
             mode: self.mode,
             pad_state: &mut self.pad_state,
+            cookies: &mut self.cookies,
             fair: &mut self.fair,
             handoffs: self.handoffs.as_ref(),
         }
@@ -175,8 +179,14 @@ pub struct ShardCore<F> {
 
 impl<F> ShardCore<F> {
     /// A core talking to control through `queues`. `pad_seed` seeds the generator of
-    /// heartbeat padding (see `relay::fill_padding`).
-    pub fn new(queues: Arc<ShardQueues>, config: ShardConfig, pad_seed: u64) -> Self {
+    /// heartbeat padding (see `relay::fill_padding`); `rrc_key` keys the cookies of the
+    /// return-routability check ([`RrcCookies`]: random bytes from the caller).
+    pub fn new(
+        queues: Arc<ShardQueues>,
+        config: ShardConfig,
+        pad_seed: u64,
+        rrc_key: &[u8; 32],
+    ) -> Self {
         let max_sessions = config.max_sessions.max(1);
         Self {
             table: SessionTable::with_capacity(max_sessions),
@@ -193,6 +203,7 @@ impl<F> ShardCore<F> {
                 tally: Tally::default(),
                 mode: config.mode,
                 pad_state: pad_seed,
+                cookies: RrcCookies::new(rrc_key),
                 fair: FairForward::new(config.handshake_stage_bytes),
                 handoffs: None,
             },
@@ -379,9 +390,10 @@ impl<F> ShardCore<F> {
                 heartbeat,
                 cid,
                 peer_cid,
+                rrc,
                 upstream,
             } => {
-                let keys = keys12(read, write, heartbeat, &cid, &peer_cid, upstream);
+                let keys = keys12(read, write, heartbeat, &cid, &peer_cid, rrc, upstream);
                 self.install(now, session, peer, keys, fx, flows);
             }
             ShardCommand::InstallKeys13 {
@@ -574,11 +586,13 @@ impl<F> ShardCore<F> {
                         read,
                         sealer,
                         heartbeat,
+                        rrc,
                         upstream,
                         ..
                     } => {
                         session.rekey12(read, sealer);
                         session.heartbeat = heartbeat;
+                        session.path = PathState::new(rrc);
                         // A new handshake: the backend hears who the peer is now.
                         session.upstream = upstream;
                     }
@@ -601,14 +615,15 @@ impl<F> ShardCore<F> {
             self.ctx.tally.sessions_rekeyed += 1;
             return Ok(Vec::new());
         }
-        let (read, sealer, heartbeat, upstream) = match keys {
+        let (read, sealer, heartbeat, rrc, upstream) = match keys {
             Keys::V12 {
                 read,
                 sealer,
                 heartbeat,
+                rrc,
                 upstream,
                 ..
-            } => (read, sealer, heartbeat, upstream),
+            } => (read, sealer, heartbeat, rrc, upstream),
             Keys::V13 {
                 opener: Some(opener),
                 sealer: Some(sealer),
@@ -622,6 +637,8 @@ impl<F> ShardCore<F> {
                 WriteState::V13(sealer),
                 // No heartbeat in DTLS 1.3.
                 HeartbeatPolicy::default(),
+                // Nor the return-routability check yet (1.3 does not negotiate it here).
+                false,
                 upstream,
             ),
             Keys::V13 { sealer: None, .. } => return Err(InstallError::NoWriteKeys),
@@ -650,6 +667,7 @@ impl<F> ShardCore<F> {
         let mut session =
             Session::with_records(handle, peer, read, sealer, flow, now).with_cid(new_cid);
         session.heartbeat = heartbeat;
+        session.path = PathState::new(rrc);
         session.upstream = upstream;
         let capacity = self.table.capacity();
         let (id, _) = self
@@ -750,6 +768,13 @@ impl<F> ShardCore<F> {
             self.keepalive(now, interval, fx);
         }
         let mut out = self.ctx.out(fx);
+        for index in 0..self.table.capacity() {
+            if let Some((_, session)) = self.table.slot_mut(index)
+                && matches!(session.path, PathState::Checking(_))
+            {
+                relay::path_timeout(session, &mut out, now);
+            }
+        }
         self.table
             .expire_idle(now, self.config.idle_timeout, |session| {
                 send_close_notify(session, &mut out);
@@ -772,6 +797,8 @@ enum Keys {
         heartbeat: HeartbeatPolicy,
         /// Our connection ID (empty: none).
         cid: CidKey,
+        /// The return-routability check was negotiated (RFC 9853).
+        rrc: bool,
         upstream: UpstreamPrefix,
     },
     V13 {
@@ -793,6 +820,7 @@ fn keys12(
     heartbeat: HeartbeatPolicy,
     cid: &[u8],
     peer_cid: &[u8],
+    rrc: bool,
     upstream: UpstreamPrefix,
 ) -> Result<Keys, InstallError> {
     // RFC 6347 §4.1: epoch 0 is the initial null-protection state; keys start at 1.
@@ -821,6 +849,7 @@ fn keys12(
         sealer,
         heartbeat,
         cid: cid_key,
+        rrc,
         upstream,
     })
 }

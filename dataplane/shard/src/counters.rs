@@ -176,6 +176,16 @@ shard_counters! {
     /// Datagrams under a session's connection ID from a new address that did not move it
     /// (no record authenticated, or none was the newest: a replay or a reordered copy).
     drop_not_moved,
+    /// Return-routability check (RFC 9853): path_challenges sent to a new address of a
+    /// peer (first sends and retransmissions).
+    rrc_challenges_sent,
+    /// Return-routability checks that the new address passed (the session moved).
+    rrc_validated,
+    /// Return-routability checks given up: no valid path_response after every challenge
+    /// (the session stayed where it was).
+    rrc_failed,
+    /// path_challenges from peers answered with a path_response.
+    rrc_responses_sent,
     /// Records under a connection ID naming another shard of this process, handed to that
     /// shard's queue (they reached this one: reuseport steering off or misdirected).
     cid_handoffs,

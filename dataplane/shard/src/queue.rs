@@ -140,6 +140,10 @@ pub enum ShardCommand {
         /// The peer's connection ID, put in our records to it as `tls12_cid` records
         /// (empty: none, plain records).
         peer_cid: Vec<u8>,
+        /// Both sides negotiated the return-routability check (RFC 9853): a new address
+        /// of the peer is checked with a path_challenge before the session moves to it,
+        /// and the peer's path_challenges are answered.
+        rrc: bool,
         /// Serve mode: the header put in front of the plaintext sent to the backend
         /// (PROXY v2, SPP). It replaces the session's when `peer` has one (a new
         /// handshake, perhaps by another identity); ignored in connect mode.

@@ -198,6 +198,7 @@ mod tests {
         queues: ShardQueues,
         tally: Tally,
         pad_state: u64,
+        cookies: crate::rrc::RrcCookies,
         fair: FairForward,
     }
 
@@ -209,6 +210,7 @@ mod tests {
             queues: ShardQueues::new(4, 4),
             tally: Tally::default(),
             pad_state: 1,
+            cookies: crate::rrc::RrcCookies::new(&[1; 32]),
             fair: FairForward::new(1 << 20),
         }
     }
@@ -223,6 +225,7 @@ mod tests {
                 tally: &mut $p.tally,
                 mode: RelayMode::Serve,
                 pad_state: &mut $p.pad_state,
+                cookies: &mut $p.cookies,
                 fair: &mut $p.fair,
                 handoffs: None,
             }

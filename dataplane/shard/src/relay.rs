@@ -26,7 +26,7 @@ use dataplane::record::{
 use dtls_io::TxBatch;
 use dtls_proto::{
     Alert, AlertDescription, AlertLevel, HEARTBEAT_HEADER_LEN, HeartbeatMessageType,
-    MIN_HEARTBEAT_PADDING,
+    MIN_HEARTBEAT_PADDING, RRC_MESSAGE_LEN, RrcMessage, RrcMessageType,
 };
 
 use crate::counters::Tally;
@@ -36,6 +36,7 @@ use crate::flows::{FlowTx, UpstreamPrefix};
 use crate::handoff::{Handoffs, Owner};
 use crate::queue::{AeadLimit, CloseReason, ControlInbound, ShardQueues};
 use crate::records::{MAX_OLDER_READ_EPOCHS, MAX_SESSION_CID_LEN, ReadState, WriteState};
+use crate::rrc::{self, PathCheck, PathState, RRC_CHALLENGES, RRC_TIMEOUT, RrcCookies};
 use crate::session::{Session, SessionTable, SlotId};
 
 /// Which side of DTLS the shard's listen socket is on.
@@ -102,6 +103,8 @@ pub(crate) struct Out<'a> {
     pub mode: RelayMode,
     /// State of the generator of heartbeat padding.
     pub pad_state: &'a mut u64,
+    /// Cookies of the return-routability check.
+    pub cookies: &'a mut RrcCookies,
     /// Handshake datagrams on their way to control, queued fairly between sources.
     pub fair: &'a mut FairForward,
     /// The other shards' hand-off queues; `None` when there is nobody to hand to, or for a
@@ -445,10 +448,9 @@ fn lookup_by_cid<F>(table: &SessionTable<F>, datagram: &[u8], cid_len: usize) ->
 /// (RFC 9146 §6, RFC 9147 §9: "only if the record ... has been successfully deprotected
 /// and is the newest"), so a replayed or forged copy from elsewhere never moves it.
 ///
-/// Return routability (RFC 9853, not done here yet): the move happens at once and replies
-/// go to the new address. A path check would sit where `rebind` is called below: keep the
-/// old address as the session's until the new one answers a challenge, and cap what is sent
-/// to the new one meanwhile (RFC 9853: at most three times what it sent).
+/// With the return-routability check negotiated (RFC 9853) the move waits: the records are
+/// delivered as usual, and [`check_new_path`] challenges `source`; the session moves when
+/// the answer comes back (in [`protected`]), and stays where it was if none does.
 fn handle_moved<F>(
     table: &mut SessionTable<F>,
     id: SlotId,
@@ -460,6 +462,7 @@ fn handle_moved<F>(
     let Some(from) = table.session(id).map(|s| s.peer) else {
         return;
     };
+    let received = datagram.len();
     let mut newest = false;
     let closed = protected(table, id, out, now, source, datagram, &mut newest);
     if let Some(reason) = closed {
@@ -469,9 +472,15 @@ fn handle_moved<F>(
         out.tally.drop_not_moved += 1;
         return;
     }
-    let Some(session) = table.session(id) else {
+    let Some(session) = table.session_mut(id) else {
         return;
     };
+    if session.peer == source {
+        return; // a path_response in this datagram validated it: moved already
+    }
+    if !matches!(session.path, PathState::Off) {
+        return check_new_path(session, out, now, source, received);
+    }
     let handle = session.handle;
     if table.rebind(id, source) {
         out.tally.sessions_moved += 1;
@@ -540,7 +549,11 @@ fn protected<F>(
     if found.trailing {
         out.tally.drop_malformed += 1;
     }
-    open_records(table, id, out, now, datagram, newest)
+    let closed = open_records(table, id, out, now, source, datagram, newest);
+    if closed.is_none() {
+        finish_path_check(table, id, out);
+    }
+    closed
 }
 
 /// Opens the records of a known peer's datagram in place; returns why the session must close,
@@ -550,13 +563,16 @@ fn open_records<F>(
     id: SlotId,
     out: &mut Out<'_>,
     now: Instant,
+    source: SocketAddr,
     datagram: &mut [u8],
     newest: &mut bool,
 ) -> Option<CloseReason> {
     let session = table.session_mut(id)?;
     match session.read {
         ReadState::V13 { .. } => return open_records13(session, out, now, datagram, newest),
-        ReadState::V12Cid(_) => return open_records12_cid(session, out, now, datagram, newest),
+        ReadState::V12Cid(_) => {
+            return open_records12_cid(session, out, now, source, datagram, newest);
+        }
         ReadState::V12(_) => {}
     }
     for header in RecordsMut::new(datagram) {
@@ -576,6 +592,7 @@ fn open_records<F>(
         if content_type != ContentType::ApplicationData as u8
             && content_type != ContentType::Alert as u8
             && content_type != ContentType::Heartbeat as u8
+            && content_type != ContentType::ReturnRoutabilityCheck as u8
         {
             out.tally.drop_unexpected_content += 1;
             continue;
@@ -595,6 +612,9 @@ fn open_records<F>(
                         }
                     }
                     ContentType::Heartbeat => handle_heartbeat(session, out, opened.plaintext),
+                    ContentType::ReturnRoutabilityCheck => {
+                        handle_rrc(session, out, source, opened.plaintext);
+                    }
                     _ => out.tally.drop_unexpected_content += 1,
                 }
             }
@@ -626,6 +646,7 @@ fn open_records12_cid<F>(
     session: &mut Session<F>,
     out: &mut Out<'_>,
     now: Instant,
+    source: SocketAddr,
     datagram: &mut [u8],
     newest: &mut bool,
 ) -> Option<CloseReason> {
@@ -682,6 +703,9 @@ fn open_records12_cid<F>(
                         }
                     }
                     ContentType::Heartbeat => handle_heartbeat(session, out, opened.plaintext),
+                    ContentType::ReturnRoutabilityCheck => {
+                        handle_rrc(session, out, source, opened.plaintext);
+                    }
                     // A retransmitted Finished (its flight's plain records took the datagram
                     // to control) or change_cipher_spec, which never has a CID.
                     _ => out.tally.drop_unexpected_content += 1,
@@ -1013,7 +1037,21 @@ pub(crate) fn seal_record<F>(
         return false;
     }
     let side = out.mode.dtls();
-    let (peer, flow) = (session.peer, session.id().to_token());
+    // RFC 9853 §7: "A receiver that observes the peer's address change MUST stop sending
+    // any buffered application data, or limit the data sent to the unvalidated address to
+    // the anti-amplification limit": the new address while within it, the validated one
+    // after.
+    let peer = match session.path.check_mut() {
+        Some(check) if side == Side::Net => {
+            if check.spend(record_len) {
+                check.to
+            } else {
+                session.peer
+            }
+        }
+        _ => session.peer,
+    };
+    let flow = session.id().to_token();
     if seal_to(
         out,
         side,
@@ -1071,6 +1109,189 @@ pub(crate) fn seal_to(
         }
         None => false,
     }
+}
+
+/// RFC 9853 §7.1 (basic check): an authenticated record of `session` that was the newest
+/// it has seen came from `source`, not its address, in a datagram of `received` bytes.
+/// The session stays where it is; `source` is sent a path_challenge, and what it sent
+/// counts towards what may be sent to it before it answers (§3). While another address is
+/// being checked the new one is not ("the presented algorithms are not designed to handle
+/// nested rebindings ... A new path validation will start when new data is received").
+///
+/// Version-neutral: a DTLS 1.3 record path calls it the same way (the challenge is sealed
+/// with the session's write state).
+pub(crate) fn check_new_path<F>(
+    session: &mut Session<F>,
+    out: &mut Out<'_>,
+    now: Instant,
+    source: SocketAddr,
+    received: usize,
+) {
+    match &mut session.path {
+        PathState::Off => return,
+        PathState::Checking(check) => {
+            if check.to == source {
+                check.received += received as u64;
+            }
+            return;
+        }
+        PathState::Idle => {}
+    }
+    session.path = PathState::Checking(Box::new(PathCheck {
+        to: source,
+        cookie: [0; dtls_proto::RRC_COOKIE_LEN],
+        sent_at: now,
+        challenges: 0,
+        received: received as u64,
+        sent: 0,
+        validated: false,
+    }));
+    send_challenge(session, out, now);
+}
+
+/// Sends a path_challenge with a fresh cookie to the address being checked (RFC 9853 §7.3:
+/// "Each path_challenge message MUST contain random data"), within the anti-amplification
+/// limit: a challenge that would pass it is not sent (the next datagram from the address,
+/// or the sweep, tries again).
+fn send_challenge<F>(session: &mut Session<F>, out: &mut Out<'_>, now: Instant) {
+    let record_len = session.sealer.record_len(RRC_MESSAGE_LEN);
+    if session.sealer.sequences_left() == 0 || record_len > out.tx.max_datagram() {
+        return;
+    }
+    let Some(check) = session.path.check_mut() else {
+        return;
+    };
+    check.sent_at = now;
+    check.challenges += 1;
+    if !check.spend(record_len) {
+        return;
+    }
+    check.cookie = out.cookies.next();
+    let (to, cookie) = (check.to, check.cookie);
+    if send_rrc(session, out, to, RrcMessage::challenge(cookie)) {
+        out.tally.rrc_challenges_sent += 1;
+    }
+}
+
+/// Seals one return_routability_check message to `to` on the DTLS side.
+fn send_rrc<F>(
+    session: &mut Session<F>,
+    out: &mut Out<'_>,
+    to: SocketAddr,
+    msg: RrcMessage,
+) -> bool {
+    let mut body = [0u8; RRC_MESSAGE_LEN];
+    let Ok(len) = msg.emit(&mut body) else {
+        return false;
+    };
+    let (side, flow) = (out.mode.dtls(), session.id().to_token());
+    let sent = seal_to(
+        out,
+        side,
+        to,
+        flow,
+        &mut session.sealer,
+        ContentType::ReturnRoutabilityCheck,
+        &body[..len],
+    );
+    if sent {
+        session.counters.records_sealed += 1;
+    }
+    sent
+}
+
+/// An opened return_routability_check record of `session` from `source`.
+///
+/// - path_challenge: answered at once with a path_response to `source` (RFC 9853 §7.4:
+///   "The responder MUST NOT delay sending an elicited `path_response`", "MUST send
+///   exactly one ... for each valid `path_challenge` it received", "to the address from
+///   which the corresponding `path_challenge` was received").
+/// - path_response: validates the address being checked when it echoes the last cookie
+///   sent; [`finish_path_check`] then moves the session. Anything else is dropped (§7.4:
+///   "The initiator MUST silently discard any invalid `path_response` or `path_drop`").
+/// - path_drop answers the enhanced check (§7.2), which we never send: discarded.
+///
+/// RFC 9853 §4: "The client and server MUST NOT use RRC unless both sides have
+/// successfully exchanged `rrc` extensions": without it every message is dropped.
+fn handle_rrc<F>(session: &mut Session<F>, out: &mut Out<'_>, source: SocketAddr, body: &[u8]) {
+    if matches!(session.path, PathState::Off) {
+        out.tally.drop_unexpected_content += 1;
+        return;
+    }
+    let Some(RrcMessage::Known { kind, cookie }) = rrc::parse(body) else {
+        // §5: unknown types are parsed and "gracefully" ignored.
+        out.tally.drop_unexpected_content += 1;
+        return;
+    };
+    match kind {
+        RrcMessageType::PathChallenge => {
+            if session.sealer.sequences_left() == 0 {
+                return;
+            }
+            if let Some(check) = session.path.check_mut()
+                && check.to == source
+            {
+                // Our reply to an unvalidated address counts towards its limit too.
+                check.sent += session.sealer.record_len(RRC_MESSAGE_LEN) as u64;
+            }
+            if send_rrc(session, out, source, RrcMessage::response(cookie)) {
+                out.tally.rrc_responses_sent += 1;
+            }
+        }
+        RrcMessageType::PathResponse => match session.path.check_mut() {
+            Some(check) if check.challenges > 0 && check.cookie == cookie => {
+                check.validated = true;
+            }
+            _ => out.tally.drop_unexpected_content += 1,
+        },
+        RrcMessageType::PathDrop | RrcMessageType::Unknown(_) => {
+            out.tally.drop_unexpected_content += 1;
+        }
+    }
+}
+
+/// Moves session `id` to the address its path check validated, if one did (RFC 9853
+/// §7.1: "When the initiator receives the `return_routability_check` message of type
+/// `path_response` and verifies that it contains the sent cookie, it updates the peer
+/// address binding"); the old address is forgotten.
+fn finish_path_check<F>(table: &mut SessionTable<F>, id: SlotId, out: &mut Out<'_>) {
+    let Some(session) = table.session_mut(id) else {
+        return;
+    };
+    let to = match &session.path {
+        PathState::Checking(check) if check.validated => check.to,
+        _ => return,
+    };
+    let (from, handle) = (session.peer, session.handle);
+    session.path = PathState::Idle;
+    out.tally.rrc_validated += 1;
+    if table.rebind(id, to) {
+        out.tally.sessions_moved += 1;
+        out.report(ControlInbound::PeerMoved {
+            session: handle,
+            from,
+            peer: to,
+        });
+    }
+}
+
+/// The sweep's visit of a session checking a new address: the challenge is sent again
+/// after [`RRC_TIMEOUT`] without an answer, and after [`RRC_CHALLENGES`] the check gives
+/// up and the session stays where it was (RFC 9853 §7.1: "If T expires the peer address
+/// binding is not updated").
+pub(crate) fn path_timeout<F>(session: &mut Session<F>, out: &mut Out<'_>, now: Instant) {
+    let Some(check) = session.path.check_mut() else {
+        return;
+    };
+    if now.saturating_duration_since(check.sent_at) < RRC_TIMEOUT {
+        return;
+    }
+    if check.challenges >= RRC_CHALLENGES {
+        session.path = PathState::Idle;
+        out.tally.rrc_failed += 1;
+        return;
+    }
+    send_challenge(session, out, now);
 }
 
 /// One datagram from session `id`'s upstream flow: backend plaintext sealed to the peer

@@ -23,6 +23,7 @@ use crate::flows::UpstreamPrefix;
 use crate::hash::AddrHashBuilder;
 use crate::queue::{HeartbeatPolicy, SessionId};
 use crate::records::{CidKey, ReadEpochs, ReadState, Write13, WriteState};
+use crate::rrc::PathState;
 
 /// Slot generations stay below 2^31, so a slot's epoll token never has its top bit set
 /// (the shard's other tokens do).
@@ -129,6 +130,8 @@ pub struct Session<F> {
     pub(crate) limit_reported: bool,
     /// Our connection ID: what the peer puts in its records to us (indexed by the table).
     cid: Option<CidKey>,
+    /// The return-routability check (RFC 9853): off, idle, or checking a new address.
+    pub(crate) path: PathState,
 }
 
 impl<F> Session<F> {
@@ -177,6 +180,7 @@ impl<F> Session<F> {
             counters: SessionCounters::default(),
             limit_reported: false,
             cid: None,
+            path: PathState::Off,
         }
     }
 

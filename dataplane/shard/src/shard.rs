@@ -225,7 +225,7 @@ impl Shard {
             )
             .map_err(Error::Poll)?;
         Ok(Self {
-            core: ShardCore::new(queues, config, pad_seed()),
+            core: ShardCore::new(queues, config, pad_seed(), &rrc_key()),
             fx: Effects::new(config.tx_batch, config.max_datagram, gso),
             upstream: Upstream {
                 to: config.upstream,
@@ -548,6 +548,14 @@ fn send_flow(socket: &UdpSocket, payload: &[u8], segment: Option<u16>) -> io::Re
         Some(_) => send_segments(socket, payload, segment),
         None => socket.send(payload),
     }
+}
+
+/// The key of the shard's return-routability cookies (RFC 9853 §5: from a CSPRNG).
+fn rrc_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    // aws-lc's system RNG fails only when the kernel's does; a shard cannot run then.
+    aws_lc_rs::rand::fill(&mut key).expect("system random generator");
+    key
 }
 
 /// A seed for heartbeat padding: std's per-process random hash keys.

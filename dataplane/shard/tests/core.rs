@@ -79,6 +79,7 @@ impl Peer {
             heartbeat,
             cid: Vec::new(),
             peer_cid: Vec::new(),
+            rrc: false,
             upstream: UpstreamPrefix::None,
         }
     }
@@ -120,7 +121,7 @@ impl Harness {
         tune(&mut config);
         let queues = Arc::new(ShardQueues::new(64, 64));
         Self {
-            core: ShardCore::new(queues, config, 7),
+            core: ShardCore::new(queues, config, 7, &[7; 32]),
             fx: Effects::new(64, 1472, false),
             flows: Flows::default(),
             counters: ShardCounters::default(),
@@ -631,6 +632,7 @@ fn server_install(server: &Peer, source: SocketAddr) -> ShardCommand {
             heartbeat,
             cid: Vec::new(),
             peer_cid: Vec::new(),
+            rrc: false,
             upstream: UpstreamPrefix::None,
         },
         other => other,
@@ -708,6 +710,7 @@ fn sessions_are_closed_by_handle_and_a_stale_handle_reaches_nothing() {
             heartbeat,
             cid: Vec::new(),
             peer_cid: Vec::new(),
+            rrc: false,
             upstream: UpstreamPrefix::None,
         },
         other => other,
@@ -762,6 +765,7 @@ fn a_rekey_keeps_the_session_and_its_counters() {
                 heartbeat,
                 cid: Vec::new(),
                 peer_cid: Vec::new(),
+                rrc: false,
                 upstream: UpstreamPrefix::None,
             }
         }
@@ -1304,6 +1308,8 @@ mod v12_cid {
         peer_cid: Vec<u8>,
         sealer: CidSealer,
         opener: CidOpener,
+        /// Both sides negotiated the return-routability check (RFC 9853).
+        rrc: bool,
     }
 
     impl PeerCid {
@@ -1325,6 +1331,7 @@ mod v12_cid {
                 .expect("opener"),
                 cid,
                 peer_cid,
+                rrc: false,
             }
         }
 
@@ -1345,6 +1352,7 @@ mod v12_cid {
                 heartbeat: HeartbeatPolicy::default(),
                 cid: self.cid.clone(),
                 peer_cid: self.peer_cid.clone(),
+                rrc: self.rrc,
                 upstream: UpstreamPrefix::None,
             }
         }
@@ -1485,5 +1493,210 @@ mod v12_cid {
         h.datagram(1, peer.addr, &record);
         assert!(h.upstream().is_empty());
         assert_eq!(h.stats().drop_unexpected_content, 1);
+    }
+
+    /// RFC 9853: sessions that negotiated the return-routability check.
+    mod rrc {
+        use dtls_proto::{RrcMessage, RrcMessageType};
+
+        use super::*;
+
+        fn with_rrc(n: u8) -> (Harness, PeerCid) {
+            let mut h = Harness::new(RelayMode::Serve, |c| c.cid_len = 8);
+            let mut peer = PeerCid::new(n);
+            peer.rrc = true;
+            h.command(0, peer.install());
+            (h, peer)
+        }
+
+        impl PeerCid {
+            fn seal_rrc(&mut self, msg: RrcMessage) -> Vec<u8> {
+                let mut body = [0u8; 16];
+                let len = msg.emit(&mut body).expect("fits");
+                let mut record = vec![0; self.sealer.record_len(len, 0)];
+                let at = self.sealer.plaintext_offset();
+                record[at..at + len].copy_from_slice(&body[..len]);
+                let n = self
+                    .sealer
+                    .seal(ContentType::ReturnRoutabilityCheck, &mut record, len, 0)
+                    .expect("seal");
+                record.truncate(n);
+                record
+            }
+
+            /// The cookie of the path_challenge in `record`.
+            fn challenge(&mut self, record: Vec<u8>) -> [u8; 8] {
+                let (content_type, body) = self.open(record);
+                assert_eq!(content_type, ContentType::ReturnRoutabilityCheck);
+                match RrcMessage::parse(&body) {
+                    Ok(RrcMessage::Known {
+                        kind: RrcMessageType::PathChallenge,
+                        cookie,
+                    }) => cookie,
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+
+        const MOVED: ([u8; 4], u16) = ([203, 0, 113, 40], 62000);
+
+        #[test]
+        fn the_session_moves_only_after_the_new_address_answers_the_challenge() {
+            let (mut h, mut peer) = with_rrc(40);
+            h.datagram(1, peer.addr, &peer.seal(b"from home"));
+            let moved = SocketAddr::from(MOVED);
+            h.datagram(2, moved, &peer.seal(b"from the new port"));
+            // Delivered, but the session stays until the new address answers.
+            let delivered: Vec<Vec<u8>> = h.upstream().into_iter().map(|(_, p)| p).collect();
+            assert_eq!(
+                delivered,
+                vec![b"from home".to_vec(), b"from the new port".to_vec()]
+            );
+            assert!(h.inbound().is_empty(), "no move yet");
+            assert!(slot(&h, peer.addr).is_some() && slot(&h, moved).is_none());
+            let net = h.net();
+            assert_eq!(net.len(), 1);
+            assert_eq!(net[0].0, moved, "the challenge goes to the new address");
+            let cookie = peer.challenge(net[0].1.clone());
+            // A reply meanwhile goes to the new address: within three times what it sent.
+            let flow = h.flow_of(peer.addr);
+            h.on_flow(3, flow, b"reply");
+            let net = h.net();
+            assert_eq!(net[0].0, moved);
+            assert_eq!(
+                peer.open(net[0].1.clone()),
+                (ContentType::ApplicationData, b"reply".to_vec())
+            );
+            // A response with another cookie is silently discarded.
+            let mut wrong = cookie;
+            wrong[0] ^= 1;
+            h.datagram(4, moved, &peer.seal_rrc(RrcMessage::response(wrong)));
+            assert!(h.inbound().is_empty());
+            // The echo of the cookie validates it: the session moves.
+            h.datagram(5, moved, &peer.seal_rrc(RrcMessage::response(cookie)));
+            assert_eq!(
+                h.inbound(),
+                vec![ControlInbound::PeerMoved {
+                    session: peer.handle,
+                    from: peer.addr,
+                    peer: moved,
+                }]
+            );
+            assert!(slot(&h, peer.addr).is_none() && slot(&h, moved).is_some());
+            let s = h.stats();
+            assert_eq!(
+                (s.rrc_challenges_sent, s.rrc_validated, s.rrc_failed),
+                (1, 1, 0)
+            );
+            assert_eq!(s.sessions_moved, 1);
+            // Records from the new address are the session's own now: no new check.
+            h.datagram(6, moved, &peer.seal(b"settled"));
+            assert!(h.net().is_empty());
+            assert_eq!(h.stats().rrc_challenges_sent, 1);
+        }
+
+        #[test]
+        fn an_address_that_never_answers_does_not_take_the_session() {
+            let (mut h, mut peer) = with_rrc(41);
+            h.datagram(1, peer.addr, &peer.seal(b"from home"));
+            // An off-path copy of a genuine record that won the race from elsewhere.
+            let spoofed = SocketAddr::from(([198, 18, 0, 41], 4444));
+            h.datagram(2, spoofed, &peer.seal(b"raced copy"));
+            assert_eq!(h.net().len(), 1, "one challenge");
+            // Retransmitted after the timer, then given up.
+            for ms in [1_500, 2_600, 3_700, 4_800] {
+                h.core.handle_timeout(h.at(ms), &mut h.fx);
+            }
+            let net = h.net();
+            assert_eq!(net.len(), 2, "retransmissions: {net:?}");
+            let cookies: Vec<[u8; 8]> = net
+                .into_iter()
+                .map(|(to, record)| {
+                    assert_eq!(to, spoofed);
+                    peer.challenge(record)
+                })
+                .collect();
+            assert_ne!(cookies[0], cookies[1], "a fresh cookie each time");
+            assert!(h.inbound().is_empty(), "never moved");
+            assert!(slot(&h, peer.addr).is_some() && slot(&h, spoofed).is_none());
+            let s = h.stats();
+            assert_eq!(
+                (s.rrc_challenges_sent, s.rrc_validated, s.rrc_failed),
+                (3, 0, 1)
+            );
+            // Replies go to the session's own address again.
+            let flow = h.flow_of(peer.addr);
+            h.on_flow(5_000, flow, b"reply");
+            assert_eq!(h.net()[0].0, peer.addr);
+        }
+
+        #[test]
+        fn what_goes_to_an_unvalidated_address_stays_within_three_times_what_it_sent() {
+            let (mut h, mut peer) = with_rrc(42);
+            h.datagram(1, peer.addr, &peer.seal(b"from home"));
+            let spoofed = SocketAddr::from(([198, 18, 0, 42], 4444));
+            let record = peer.seal(b"x");
+            let received = record.len();
+            h.datagram(2, spoofed, &record);
+            let flow = h.flow_of(peer.addr);
+            for i in 0..20u64 {
+                h.on_flow(3 + i, flow, &[0x55; 100]);
+            }
+            let net = h.net();
+            let to_new: usize = net
+                .iter()
+                .filter(|(to, _)| *to == spoofed)
+                .map(|(_, d)| d.len())
+                .sum();
+            assert!(to_new <= 3 * received, "{to_new} > 3 x {received}");
+            assert!(to_new > 0, "the challenge went out");
+            assert_eq!(net.len(), 21, "the rest went to the validated address");
+            assert!(
+                net.iter()
+                    .filter(|(to, _)| *to != spoofed)
+                    .all(|(to, _)| *to == peer.addr)
+            );
+        }
+
+        #[test]
+        fn a_peers_challenge_is_answered_to_the_address_it_came_from() {
+            let (mut h, mut peer) = with_rrc(43);
+            h.datagram(1, peer.addr, &peer.seal_rrc(RrcMessage::challenge([9; 8])));
+            let net = h.net();
+            assert_eq!(net.len(), 1);
+            assert_eq!(net[0].0, peer.addr);
+            let (content_type, body) = peer.open(net[0].1.clone());
+            assert_eq!(content_type, ContentType::ReturnRoutabilityCheck);
+            assert_eq!(RrcMessage::parse(&body), Ok(RrcMessage::response([9; 8])));
+            // Unknown message types are ignored (RFC 9853 §5).
+            let body = [7u8, 1, 2];
+            let mut unknown = vec![0; peer.sealer.record_len(body.len(), 0)];
+            let at = peer.sealer.plaintext_offset();
+            unknown[at..at + body.len()].copy_from_slice(&body);
+            let n = peer
+                .sealer
+                .seal(
+                    ContentType::ReturnRoutabilityCheck,
+                    &mut unknown,
+                    body.len(),
+                    0,
+                )
+                .expect("seal");
+            h.datagram(2, peer.addr, &unknown[..n]);
+            assert!(h.net().is_empty());
+            assert_eq!(h.stats().rrc_responses_sent, 1);
+        }
+
+        #[test]
+        fn without_rrc_negotiated_challenges_are_dropped_and_moves_are_immediate() {
+            let (mut h, mut peer) = with_cid(44);
+            h.datagram(1, peer.addr, &peer.seal_rrc(RrcMessage::challenge([9; 8])));
+            assert!(h.net().is_empty());
+            assert_eq!(h.stats().rrc_responses_sent, 0);
+            let moved = SocketAddr::from(MOVED);
+            h.datagram(2, moved, &peer.seal(b"moved"));
+            assert_eq!(h.inbound().len(), 1, "PeerMoved at once");
+            assert_eq!(h.stats().rrc_challenges_sent, 0);
+        }
     }
 }

@@ -50,7 +50,7 @@ impl Core {
             ShardConfig::with_mode(RelayMode::Serve, "192.0.2.200:9".parse().expect("literal"));
         config.cid_len = 8;
         Self {
-            core: ShardCore::new(queues, config, 7),
+            core: ShardCore::new(queues, config, 7, &[7; 32]),
             fx: Effects::new(64, 1472, false),
             flows: Flows::default(),
             counters: ShardCounters::default(),
@@ -154,6 +154,7 @@ impl Peer {
             heartbeat: HeartbeatPolicy::default(),
             cid: CID_SHARD1.to_vec(),
             peer_cid: Vec::new(),
+            rrc: false,
             upstream: UpstreamPrefix::None,
         }
     }

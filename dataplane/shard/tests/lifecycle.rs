@@ -311,6 +311,7 @@ fn rekey_switches_both_directions_to_the_new_epoch() {
                 heartbeat: HeartbeatPolicy::default(),
                 cid: Vec::new(),
                 peer_cid: Vec::new(),
+                rrc: false,
                 upstream: UpstreamPrefix::None,
             })
             .expect("room");

@@ -43,6 +43,7 @@ fn with_prefix(peer: &Peer, upstream: UpstreamPrefix) -> ShardCommand {
             heartbeat,
             cid,
             peer_cid,
+            rrc: false,
             upstream,
         },
         other => other,

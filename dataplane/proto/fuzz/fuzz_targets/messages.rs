@@ -1,11 +1,11 @@
-//! Every handshake message parser, plus the alert, ChangeCipherSpec, heartbeat and
-//! handshake-header parsers. Byte 0 picks the message type, byte 1 the key exchange;
+//! Every handshake message parser, plus the alert, ChangeCipherSpec, heartbeat, RFC 9853
+//! return_routability_check and handshake-header parsers. Byte 0 picks the message type, byte 1 the key exchange;
 //! whatever parses must round-trip through emit.
 #![no_main]
 
 use dtls_proto::{
     Alert, ChangeCipherSpec, HandshakeFragments, HandshakeMessage, HandshakeType, HeartbeatMessage,
-    KeyExchange,
+    KeyExchange, RrcMessage,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -38,6 +38,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(hb) = HeartbeatMessage::parse(body) {
         // Never echo more than the record held.
         assert!(hb.payload.len() + 3 + 16 <= body.len());
+    }
+    if let Ok(msg @ RrcMessage::Known { .. }) = RrcMessage::parse(body) {
+        let mut out = [0u8; 16];
+        let n = msg.emit(&mut out).expect("a known message fits 9 bytes");
+        assert_eq!(&out[..n], body);
     }
     for (repr, frag) in HandshakeFragments::new(body).flatten() {
         assert_eq!(frag.len(), repr.fragment_length as usize);

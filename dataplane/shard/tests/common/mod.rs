@@ -110,6 +110,7 @@ impl Peer {
             },
             cid: Vec::new(),
             peer_cid: Vec::new(),
+            rrc: false,
             upstream: UpstreamPrefix::None,
         }
     }
