@@ -146,7 +146,7 @@ impl Out<'_> {
     /// returns the length used; 0: nothing to send). Counts it: on the shard socket when
     /// queued (the driver flushes the batch), on a flow when the driver sends it. Returns
     /// the length queued, or None when the batch or stage is full (counted).
-    #[inline]
+    #[inline(always)]
     pub fn push_with(
         &mut self,
         side: Side,
@@ -495,6 +495,7 @@ fn handle_moved<F>(
 /// A DTLS datagram of a known session (from its peer in serve mode, from the server in
 /// connect mode): handshake content to control, records opened, the session closed when a
 /// record says so.
+#[inline]
 pub(crate) fn handle_protected<F>(
     table: &mut SessionTable<F>,
     id: SlotId,
@@ -550,7 +551,11 @@ fn protected<F>(
         out.tally.drop_malformed += 1;
     }
     let closed = open_records(table, id, out, now, source, datagram, newest);
-    if closed.is_none() {
+    if closed.is_none()
+        && table
+            .session(id)
+            .is_some_and(|s| matches!(s.path, PathState::Checking(_)))
+    {
         finish_path_check(table, id, out);
     }
     closed
@@ -1072,7 +1077,7 @@ pub(crate) fn seal_record<F>(
 /// Seals `plaintext` as one record with `sealer`, in place on `side` (see [`Out::push_with`]).
 /// Returns whether a record was queued; a seal failure is counted (`seal_failed`), as is a
 /// full batch or stage. The caller checks the sequence space and the size first.
-#[inline]
+#[inline(always)]
 pub(crate) fn seal_to(
     out: &mut Out<'_>,
     side: Side,
@@ -1120,6 +1125,7 @@ pub(crate) fn seal_to(
 ///
 /// Version-neutral: a DTLS 1.3 record path calls it the same way (the challenge is sealed
 /// with the session's write state).
+#[cold]
 pub(crate) fn check_new_path<F>(
     session: &mut Session<F>,
     out: &mut Out<'_>,
@@ -1213,6 +1219,7 @@ fn send_rrc<F>(
 ///
 /// RFC 9853 §4: "The client and server MUST NOT use RRC unless both sides have
 /// successfully exchanged `rrc` extensions": without it every message is dropped.
+#[cold]
 fn handle_rrc<F>(session: &mut Session<F>, out: &mut Out<'_>, source: SocketAddr, body: &[u8]) {
     if matches!(session.path, PathState::Off) {
         out.tally.drop_unexpected_content += 1;
@@ -1254,6 +1261,7 @@ fn handle_rrc<F>(session: &mut Session<F>, out: &mut Out<'_>, source: SocketAddr
 /// §7.1: "When the initiator receives the `return_routability_check` message of type
 /// `path_response` and verifies that it contains the sent cookie, it updates the peer
 /// address binding"); the old address is forgotten.
+#[cold]
 fn finish_path_check<F>(table: &mut SessionTable<F>, id: SlotId, out: &mut Out<'_>) {
     let Some(session) = table.session_mut(id) else {
         return;
