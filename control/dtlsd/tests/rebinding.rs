@@ -187,3 +187,43 @@ fn without_steering_records_reach_their_shard_by_hand_off() {
         Some(0)
     );
 }
+
+/// A client that offers the return-routability check (RFC 9853) and never answers a
+/// path_challenge: after its address changes, its records are still delivered and echoed to
+/// the new address within the amplification limit, but the session does not move there, and
+/// the check gives up after its retries.
+#[test]
+fn an_address_that_never_answers_the_challenge_does_not_take_the_session() {
+    let pki = TempDir::new("rrc-silent");
+    certs(&pki);
+    let backend = EchoBackend::start();
+    let daemon = Daemon::start_serve_with_metrics(backend.addr, &pki, &["--shards", "1"]);
+    let mut config = (*cid_client(&pki)).clone();
+    config.rrc = true;
+    let mut client = Client::connect(Arc::new(config), daemon.listen);
+    client.echo(b"before the rebinding");
+    client.rebind();
+    for i in 0..3 {
+        client.echo(format!("from the unchecked address {i}").as_bytes());
+    }
+    let metric = |name: &str| daemon.metric(&format!("{name}{{shard=\"0\"}}"));
+    assert!(
+        metric("dtlsd_rrc_challenges_sent_total").is_some_and(|n| n >= 1),
+        "{}",
+        daemon.log()
+    );
+    // Three challenges a retransmission timeout apart, retried by the 1 s sweep.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while metric("dtlsd_rrc_failed_total") != Some(1) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(
+        metric("dtlsd_rrc_failed_total"),
+        Some(1),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(metric("dtlsd_rrc_validated_total"), Some(0));
+    assert_eq!(metric("dtlsd_sessions_moved_total"), Some(0));
+    assert_eq!(metric("dtlsd_sessions_active"), Some(1));
+}

@@ -555,6 +555,30 @@ const SHARD_FAMILIES: &[(&str, &str, &str, ShardField)] = &[
         |s, _| s.sessions_moved,
     ),
     (
+        "dtlsd_rrc_challenges_sent_total",
+        "counter",
+        "Return-routability check (RFC 9853): path_challenges sent to a peer's new address.",
+        |s, _| s.rrc_challenges_sent,
+    ),
+    (
+        "dtlsd_rrc_validated_total",
+        "counter",
+        "Return-routability checks the new address passed (the session moved).",
+        |s, _| s.rrc_validated,
+    ),
+    (
+        "dtlsd_rrc_failed_total",
+        "counter",
+        "Return-routability checks given up unanswered (the session stayed where it was).",
+        |s, _| s.rrc_failed,
+    ),
+    (
+        "dtlsd_rrc_responses_sent_total",
+        "counter",
+        "path_challenges from peers answered with a path_response (RFC 9853).",
+        |s, _| s.rrc_responses_sent,
+    ),
+    (
         "dtlsd_cid_handoffs_total",
         "counter",
         "Records under a connection ID naming another shard, handed to that shard's queue by this one.",
