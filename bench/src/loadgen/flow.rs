@@ -450,6 +450,19 @@ impl Flows {
                 next_expected: &mut f.next_expected,
                 outstanding: &mut f.outstanding,
             };
+            // An application record's plaintext: checked against the echo it should be.
+            let mut echoed = |plaintext: &[u8], counts: &mut Counts| {
+                if echoes.check(
+                    pattern,
+                    size,
+                    plaintext,
+                    counts,
+                    hist.as_deref_mut(),
+                    now_ns,
+                ) {
+                    got += 1;
+                }
+            };
             let mut answered = false;
             for dg in rx.iter_mut() {
                 if dg.source != f.server {
@@ -464,19 +477,7 @@ impl Flows {
                                 continue;
                             }
                             match opener.open(rec) {
-                                Ok(opened) => {
-                                    let h = hist.as_deref_mut();
-                                    if echoes.check(
-                                        pattern,
-                                        size,
-                                        opened.plaintext,
-                                        counts,
-                                        h,
-                                        now_ns,
-                                    ) {
-                                        got += 1;
-                                    }
-                                }
+                                Ok(opened) => echoed(opened.plaintext, counts),
                                 Err(_) => counts.open_errors += 1,
                             }
                         }
@@ -491,17 +492,7 @@ impl Flows {
                             match opener.open(rec.bytes, 0) {
                                 Ok(opened) => match opened.content_type {
                                     InnerContentType::ApplicationData => {
-                                        let h = hist.as_deref_mut();
-                                        if echoes.check(
-                                            pattern,
-                                            size,
-                                            opened.plaintext,
-                                            counts,
-                                            h,
-                                            now_ns,
-                                        ) {
-                                            got += 1;
-                                        }
+                                        echoed(opened.plaintext, counts);
                                     }
                                     // Post-handshake (NewSessionTicket, ACK): to the engine,
                                     // as dtlsd's shard does.
