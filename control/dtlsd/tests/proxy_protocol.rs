@@ -176,8 +176,9 @@ impl ParsingBackend {
                 } else {
                     (Header::None, d)
                 };
-                let _ = sock.send_to(payload, from);
+                // Logged before the echo: a client that has its echo finds the header here.
                 log.lock().expect("log").push((header, payload.to_vec()));
+                let _ = sock.send_to(payload, from);
             }
         });
         Self {
