@@ -176,7 +176,11 @@ impl Daemon {
         });
         let routing = cids.map(|cids| Routing {
             field: cids.field,
-            steer: steering(&cids, shard_count, tuning.takeover, listen.len()),
+            steer: steering(
+                &cids,
+                &shard_groups(shard_count, listen.len()),
+                tuning.takeover,
+            ),
             queues: queues.clone(),
         });
         let spawned = spawn_shards(
@@ -508,13 +512,14 @@ fn start_admin(
 fn apply_steering(index: usize, steer: &Steer, socket: &std::net::UdpSocket) {
     match steer {
         Steer::Off => {}
-        Steer::Attach(program) => match program.attach(socket) {
-            Ok(()) => tracing::info!(
+        Steer::Attach(programs) => match programs.first().map(|p| (p, p.attach(socket))) {
+            None => {}
+            Some((program, Ok(()))) => tracing::info!(
                 shard = index,
                 instructions = program.insns().len(),
                 "CID steering program attached to the reuseport group"
             ),
-            Err(e) => tracing::warn!(
+            Some((_, Err(e))) => tracing::warn!(
                 shard = index,
                 error = %e,
                 "CID steering program refused; records reach their shard by hand-off"
@@ -554,16 +559,32 @@ struct Routing {
 /// What the last shard to bind does about the reuseport group's program.
 #[derive(Debug, Clone)]
 enum Steer {
-    /// Attach this program.
-    Attach(SteeringProgram),
+    /// Attach the program of the shard's listen address: one per address, in listen order
+    /// (each address is a reuseport group of its own, numbering its sockets from 0).
+    Attach(Vec<SteeringProgram>),
     /// Remove the group's program (another process shares the group).
     Detach,
     /// Leave the group alone.
     Off,
 }
 
-/// Which steering `cids` and the tuning call for, logged once.
-fn steering(cids: &CidRouting, shards: usize, takeover: bool, addresses: usize) -> Steer {
+impl Steer {
+    /// What the last shard to bind into the group of listen address `group` does.
+    fn for_group(&self, group: usize) -> Steer {
+        match self {
+            Steer::Attach(programs) => {
+                Steer::Attach(programs.get(group).cloned().into_iter().collect())
+            }
+            Steer::Detach => Steer::Detach,
+            Steer::Off => Steer::Off,
+        }
+    }
+}
+
+/// Which steering `cids` and the tuning call for, logged once. `groups` is each shard's
+/// listen address index ([`shard_groups`]).
+fn steering(cids: &CidRouting, groups: &[usize], takeover: bool) -> Steer {
+    let shards = groups.len();
     let handoff = if shards > 1 { "on" } else { "off (one shard)" };
     let (steer, mode) = if takeover {
         // The other process's sockets hold the first group indices, and their order
@@ -573,24 +594,31 @@ fn steering(cids: &CidRouting, shards: usize, takeover: bool, addresses: usize) 
             Steer::Detach,
             "off (--takeover: the reuseport group is shared)",
         )
-    } else if addresses > 1 {
-        // The program maps a CID's shard id to a socket of one reuseport group, and each
-        // address is a group of its own whose indices start at 0: hand-off alone.
-        (Steer::Off, "off (several listen addresses)")
     } else if !cids.steer {
         (Steer::Off, "off (cid_steering = false)")
     } else if shards < 2 {
         (Steer::Off, "off (one shard)")
     } else {
-        let program = SteeringProgram::new(&CidSteering {
-            // At most 20 (QUIC-LB).
-            cid_len: u8::try_from(cids.field.cid_len()).unwrap_or(u8::MAX),
-            first_octet: cids.field.first_octet(),
-            shard_bit_offset: cids.field.bit_offset(),
-            shard_bits: cids.field.bits(),
-            shards: u16::try_from(shards).unwrap_or(u16::MAX),
-        });
-        (Steer::Attach(program), "reuseport program")
+        // Each address's shards are a contiguous run: its group's socket i is shard
+        // first + i, and a CID naming a shard of another address falls back to the hash
+        // (a client keeps the address it sends to, so that is only a forged or stray one,
+        // handed to its owner like any other).
+        let programs = (0..=groups.iter().copied().max().unwrap_or(0))
+            .map(|group| {
+                let first = groups.iter().position(|&g| g == group).unwrap_or(0);
+                let count = groups.iter().filter(|&&g| g == group).count();
+                SteeringProgram::new(&CidSteering {
+                    // At most 20 (QUIC-LB).
+                    cid_len: u8::try_from(cids.field.cid_len()).unwrap_or(u8::MAX),
+                    first_octet: cids.field.first_octet(),
+                    shard_bit_offset: cids.field.bit_offset(),
+                    shard_bits: cids.field.bits(),
+                    first_shard: u16::try_from(first).unwrap_or(u16::MAX),
+                    shards: u16::try_from(count).unwrap_or(u16::MAX),
+                })
+            })
+            .collect();
+        (Steer::Attach(programs), "reuseport program")
     };
     tracing::info!(
         steering = mode,
@@ -677,14 +705,19 @@ fn spawn_shards(
             }
             _ => None,
         };
-        let last = index + 1 == queues.len();
+        // The last shard of its address's group: the group is complete once it is bound.
+        let last = groups.get(index + 1) != Some(&group);
         let cids = routing.as_ref().map(|r| ShardCidRouting {
             handoffs: (r.queues.len() > 1).then(|| {
                 let id = u16::try_from(index).unwrap_or(u16::MAX);
                 Handoffs::new(r.field, id, r.queues.clone())
             }),
             // Attached once every shard is in the group, in shard order.
-            steer: if last { r.steer.clone() } else { Steer::Off },
+            steer: if last {
+                r.steer.for_group(group)
+            } else {
+                Steer::Off
+            },
         });
         let handle = std::thread::Builder::new()
             .name(format!("dtlsd-shard-{index}"))

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use common::{Client, Daemon, EchoBackend, TempDir, certs};
@@ -226,4 +227,59 @@ fn an_address_that_never_answers_the_challenge_does_not_take_the_session() {
     assert_eq!(metric("dtlsd_rrc_validated_total"), Some(0));
     assert_eq!(metric("dtlsd_sessions_moved_total"), Some(0));
     assert_eq!(metric("dtlsd_sessions_active"), Some(1));
+}
+
+/// Two listen addresses over four shards (two each): each address's reuseport group gets its
+/// own steering program, numbering its sockets from its first shard, so clients of the
+/// second address that change their source port never cross shards either.
+#[test]
+fn each_listen_address_steers_its_own_shards() {
+    const CLIENTS: usize = 16;
+    const REBINDS: usize = 3;
+    let pki = TempDir::new("steer-two-listen");
+    certs(&pki);
+    let backend = EchoBackend::start();
+    let second_ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    let second = SocketAddr::new(second_ip, common::free_udp_port());
+    let daemon = Daemon::start_serve_with_metrics(
+        backend.addr,
+        &pki,
+        &["--listen", &second.to_string(), "--shards", "4"],
+    );
+    let mut clients: Vec<Client> = (0..CLIENTS)
+        .map(|_| Client::connect_from(cid_client(&pki), second, second_ip, common::IO_TIMEOUT))
+        .collect();
+    for round in 0..=REBINDS {
+        for (i, client) in clients.iter_mut().enumerate() {
+            if round > 0 {
+                client.rebind();
+            }
+            client.echo(format!("client {i}, round {round}").as_bytes());
+        }
+    }
+    let per_shard = |name: &str| -> Vec<u64> {
+        (0..4)
+            .map(|s| {
+                daemon
+                    .metric(&format!("{name}{{shard=\"{s}\"}}"))
+                    .unwrap_or(0)
+            })
+            .collect()
+    };
+    let log = daemon.log();
+    let attached = log
+        .lines()
+        .filter(|l| l.contains("CID steering program attached"))
+        .count();
+    assert_eq!(attached, 2, "one program per address:\n{log}");
+    let active = per_shard("dtlsd_sessions_active");
+    assert_eq!(active[..2], [0, 0], "{active:?}");
+    assert!(active[2] > 0 && active[3] > 0, "{active:?}");
+    let moved = per_shard("dtlsd_sessions_moved_total");
+    assert_eq!(moved.iter().sum::<u64>(), (CLIENTS * REBINDS) as u64, "{moved:?}");
+    assert_eq!(
+        per_shard("dtlsd_cid_handoffs_total"),
+        vec![0; 4],
+        "steered, never handed off:\n{log}"
+    );
 }

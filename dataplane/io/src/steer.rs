@@ -69,8 +69,13 @@ pub struct CidSteering {
     pub shard_bit_offset: u32,
     /// The shard id's width in bits (1..=16).
     pub shard_bits: u32,
-    /// The number of shards, so sockets 0..shards of the group (shard ids at or past it
-    /// fall back).
+    /// The shard id of the group's first socket: a daemon with several listen addresses
+    /// has one reuseport group per address, each holding a contiguous run of shards, and
+    /// a group's program delivers shard `first_shard + i` to its socket `i`. 0 with one
+    /// address.
+    pub first_shard: u16,
+    /// The number of shards in the group, so sockets 0..shards (shard ids outside
+    /// `first_shard..first_shard + shards` fall back).
     pub shards: u16,
 }
 
@@ -316,12 +321,20 @@ impl SteeringProgram {
         a.need(steering.need(CID13_OFFSET));
         a.cid(steering, CID13_OFFSET);
         a.label(Label::Check);
+        if steering.first_shard > 0 {
+            // Ids below the group's first wrap to past any group's end (32-bit ALU).
+            a.op(
+                libc::BPF_ALU | libc::BPF_SUB | libc::BPF_K,
+                u32::from(steering.first_shard),
+                "A -= the group's first shard (ids below it wrap past the end)",
+            );
+        }
         a.jump(
             libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K,
             u32::from(steering.shards),
             To::L(Label::Fallback),
             To::Next,
-            "shard id past the shards: fall back",
+            "shard id past the group's shards: fall back",
         );
         a.op(
             libc::BPF_RET | libc::BPF_A,

@@ -13,6 +13,7 @@ fn daemon_layout(shards: u16) -> CidSteering {
         first_octet: 7,
         shard_bit_offset: 16,
         shard_bits: 8,
+        first_shard: 0,
         shards,
     }
 }
@@ -50,6 +51,7 @@ fn run(program: &SteeringProgram, packet: &[u8]) -> (u32, usize) {
             libc::BPF_ALU => match code & 0xf0 {
                 libc::BPF_RSH => a >>= i.k,
                 libc::BPF_AND => a &= i.k,
+                libc::BPF_SUB => a = a.wrapping_sub(i.k),
                 other => panic!("unexpected ALU op {other:#x}"),
             },
             libc::BPF_JMP => {
@@ -146,6 +148,7 @@ fn program_reads_unaligned_and_wide_shard_fields() {
         first_octet: 9,
         shard_bit_offset: 13,
         shard_bits: 11,
+        first_shard: 0,
         shards: 2000,
     };
     let program = SteeringProgram::new(&steering);
@@ -158,6 +161,24 @@ fn program_reads_unaligned_and_wide_shard_fields() {
         let want = if shard < 2000 { shard } else { FALLBACK };
         assert_eq!(interpret(&program, &record12(&cid)), want);
         assert_eq!(interpret(&program, &record13(&cid)), want);
+    }
+}
+
+#[test]
+fn a_later_groups_program_numbers_its_sockets_from_its_first_shard() {
+    // Shards 3..6 listen on a second address: their group's sockets 0..3.
+    let program = SteeringProgram::new(&CidSteering {
+        first_shard: 3,
+        shards: 3,
+        ..daemon_layout(0)
+    });
+    for shard in 0u8..10 {
+        let want = match shard {
+            3..6 => u32::from(shard - 3),
+            _ => FALLBACK,
+        };
+        assert_eq!(interpret(&program, &record12(&cid(shard, 7))), want);
+        assert_eq!(interpret(&program, &record13(&cid(shard, 7))), want);
     }
 }
 
@@ -296,4 +317,48 @@ fn kernel_delivers_each_cid_record_to_the_socket_it_names() {
     }
     let got = drain(&sockets, usize::from(client_count));
     assert!(got.iter().filter(|d| !d.is_empty()).count() > 1, "{got:?}");
+}
+
+#[test]
+fn kernel_delivers_to_a_second_groups_sockets_by_their_shard_ids() {
+    // A daemon's second listen address: shards 2 and 3 in a group of their own.
+    const CLIENTS: u16 = 32;
+    let sockets = group(2);
+    let to = sockets[0].local_addr().expect("bound");
+    SteeringProgram::new(&CidSteering {
+        first_shard: 2,
+        shards: 2,
+        ..daemon_layout(0)
+    })
+    .attach(&sockets[1])
+    .expect("SO_ATTACH_REUSEPORT_CBPF needs no privilege");
+    for tag in 0..CLIENTS {
+        let client = UdpSocket::bind("127.0.0.1:0").expect("client");
+        let shard = 2 + (tag % 2) as u8;
+        for datagram in [
+            record12(&cid(shard, tag)),
+            record13(&cid(shard, tag)),
+            // The first group's shard: not this group's, spread by the hash.
+            record12(&cid(0, tag)),
+        ] {
+            client.send_to(&datagram, to).expect("loopback send");
+        }
+    }
+    let got = drain(&sockets, 3 * usize::from(CLIENTS));
+    let mut counted = 0;
+    let mut spread = BTreeSet::new();
+    for (index, datagrams) in got.iter().enumerate() {
+        for d in datagrams {
+            counted += 1;
+            match (d[0], d.get(13)) {
+                (25, Some(&0)) => {
+                    spread.insert(index);
+                }
+                (25, Some(&shard)) => assert_eq!(usize::from(shard) - 2, index, "1.2 record"),
+                _ => assert_eq!(usize::from(d[3]) - 2, index, "1.3 record"),
+            }
+        }
+    }
+    assert_eq!(counted, 3 * usize::from(CLIENTS), "loopback lost datagrams");
+    assert_eq!(spread.len(), 2, "another group's CIDs are hashed, not steered");
 }
