@@ -14,7 +14,7 @@ use std::time::Instant;
 use anyhow::{Context as _, Result, bail, ensure};
 use dataplane::record::v13::{HeaderForm, InnerContentType, Opener13, Sealer13, TrafficKeys13};
 use dataplane::record::{
-    Aead, ContentType, DTLS_1_2, Opener, RecordKey, ReplayWindow, Replayed, Sealer,
+    Aead, CidSealer, ContentType, DTLS_1_2, Opener, RecordKey, ReplayWindow, Replayed, Sealer,
 };
 use dtls_shard::{
     Effects, FlowRef, HeartbeatPolicy, OpenFlow, ReadKeys, ReadKeys13, SessionId, ShardCommand,
@@ -76,6 +76,9 @@ enum Kind {
     Packet,
     /// The same through a DTLS 1.3 session (see [`packet13`]).
     Packet13,
+    /// [`Kind::Packet`] with RFC 9146 connection IDs both ways: the session found by its
+    /// CID instead of the peer's address (see [`packet_cid`]).
+    PacketCid,
     /// `Sealer13::seal` of one record in place (see [`seal13`]).
     Seal13,
     /// `Opener13::open` of one in-order record sealed in setup (see [`open13`]).
@@ -103,7 +106,7 @@ const fn w(name: &'static str, kind: Kind, cipher: Cipher, size: usize) -> Workl
 }
 
 /// Every workload, in report order.
-pub const ALL: [Workload; 32] = [
+pub const ALL: [Workload; 33] = [
     w("seal-aes128gcm-1200", Kind::Seal, Cipher::Aes128gcm, 1200),
     w("open-aes128gcm-1200", Kind::Open, Cipher::Aes128gcm, 1200),
     w("seal-aes128gcm-64", Kind::Seal, Cipher::Aes128gcm, 64),
@@ -121,6 +124,12 @@ pub const ALL: [Workload; 32] = [
     ),
     w("packet-chacha20-1200", Kind::Packet, Cipher::Chacha20, 1200),
     w("packet-none-1200", Kind::Packet, Cipher::None, 1200),
+    w(
+        "packet-cid-aes128gcm-1200",
+        Kind::PacketCid,
+        Cipher::Aes128gcm,
+        1200,
+    ),
     w(
         "packet13-aes128gcm-1200",
         Kind::Packet13,
@@ -192,7 +201,7 @@ impl Workload {
     pub fn needs_prepared(&self) -> bool {
         matches!(
             self.kind,
-            Kind::Open | Kind::Packet | Kind::Packet13 | Kind::Open13
+            Kind::Open | Kind::Packet | Kind::Packet13 | Kind::PacketCid | Kind::Open13
         )
     }
 
@@ -212,6 +221,7 @@ impl Workload {
             Kind::Open => open(self.cipher, self.size, iters, prepared),
             Kind::Packet => packet(self.cipher, self.size, iters, prepared),
             Kind::Packet13 => packet13(self.cipher, self.size, iters, prepared),
+            Kind::PacketCid => packet_cid(self.cipher, self.size, iters, prepared),
             Kind::Seal13 => seal13(self.cipher, self.size, iters),
             Kind::Open13 => open13(self.cipher, self.size, iters, prepared),
             Kind::Replay => replay_window(iters),
@@ -355,6 +365,69 @@ fn packet(cipher: Cipher, size: usize, iters: u64, prepared: u64) -> Result<()> 
         now,
     };
     relay.run(&mut core, &mut fx, &mut UnitFlows, &mut rx, iters)
+}
+
+/// Our CID in the [`packet_cid`] workload (the daemon's 8-octet QUIC-LB layout).
+const CID: [u8; 8] = [7, 0, 0, 0x12, 0x34, 0x56, 0x78, 0x9a];
+/// The peer's CID in the [`packet_cid`] workload (put in the replies).
+const PEER_CID: [u8; 8] = [0xc1; 8];
+
+/// [`packet`] with RFC 9146 connection IDs both ways: each record in is a `tls12_cid`
+/// record carrying our CID, found by [`ShardCore`] through its CID index (and then checked
+/// to come from the session's address), opened with the RFC 9146 §5 AAD and the inner
+/// plaintext's content type; each reply is sealed as a `tls12_cid` record with the peer's
+/// CID. Its cost against [`packet`]'s is what a CID lookup and the CID record format add.
+fn packet_cid(cipher: Cipher, size: usize, iters: u64, prepared: u64) -> Result<()> {
+    let mut sealer = CidSealer::new(1, cipher.key()?, 0, &CID)?;
+    let record_len = sealer.record_len(size, 0);
+    let count = usize::try_from(prepared).context("prepared count")?;
+    let mut rx = Slots::new(count, record_len);
+    let at = sealer.plaintext_offset();
+    for i in 0..count {
+        let slot = rx.slot(i)?;
+        slot[at..at + size].fill(0x5a);
+        let n = sealer.seal(ContentType::ApplicationData, slot, size, 0)?;
+        ensure!(n == record_len, "sealed length {n} != {record_len}");
+    }
+    let peer = SocketAddr::from(([192, 0, 2, 1], 4433));
+    let backend = SocketAddr::from(([192, 0, 2, 2], 9));
+    let now = Instant::now();
+    let mut config = ShardConfig::new(backend);
+    config.cid_len = CID.len();
+    // Its own instantiation of the core (flows are `u16` here), as in [`packet13`].
+    let mut core = ShardCore::<u16>::new(Arc::new(ShardQueues::new(16, 16)), config, 1, &[1; 32]);
+    let mut fx = Effects::new(config.tx_batch, config.max_datagram, false);
+    let install = ShardCommand::InstallKeys {
+        session: SessionId::new(1),
+        peer,
+        read: ReadKeys {
+            epoch: 1,
+            key: cipher.key()?,
+            replay_window: ReplayWindow::DEFAULT_SIZE,
+        },
+        write: WriteKeys {
+            epoch: 1,
+            key: cipher.key()?,
+            next_seq: 0,
+        },
+        heartbeat: HeartbeatPolicy::default(),
+        cid: CID.to_vec(),
+        peer_cid: PEER_CID.to_vec(),
+        rrc: false,
+        upstream: UpstreamPrefix::None,
+    };
+    core.handle_command(now, install, &mut fx, &mut WordFlows);
+    let id = core.sessions().lookup_cid(&CID).context("session installed under its CID")?;
+    let flow = FlowRef::Session(id);
+    fx.opened.clear();
+    let relay = Relay {
+        peer,
+        flow,
+        size,
+        record_len,
+        now,
+    };
+    relay.run(&mut core, &mut fx, &mut WordFlows, &mut rx, iters)
 }
 
 /// The measured loop of the packet workloads: one prepared record in from `peer`, its
@@ -537,6 +610,15 @@ struct UnitFlows;
 impl OpenFlow<()> for UnitFlows {
     fn open_flow(&mut self, _peer: std::net::SocketAddr) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// Upstream flows of the CID packet workload.
+struct WordFlows;
+
+impl OpenFlow<u16> for WordFlows {
+    fn open_flow(&mut self, _peer: std::net::SocketAddr) -> std::io::Result<u16> {
+        Ok(0)
     }
 }
 
