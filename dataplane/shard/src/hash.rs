@@ -1,4 +1,4 @@
-//! A small, fast, seeded hasher for peer addresses.
+//! A small, fast, seeded hasher for peer addresses (and our connection IDs).
 //!
 //! The session table is probed once per received datagram, so SipHash (std's default) would
 //! be a measurable share of the per-packet cost. This is a multiply-rotate hash in the style

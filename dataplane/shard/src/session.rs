@@ -263,8 +263,11 @@ pub struct TableFull<F>(pub Session<F>);
 pub struct SessionTable<F> {
     index: HashMap<SocketAddr, SlotId, AddrHashBuilder>,
     by_handle: HashMap<SessionId, SlotId>,
-    /// Sessions by our connection ID (only sessions that have one).
-    by_cid: HashMap<CidKey, SlotId>,
+    /// Sessions by our connection ID (only sessions that have one). Probed per record of a
+    /// CID session, so with the fast seeded hasher too (SipHash cost ~350 instructions per
+    /// packet, `packet-cid-*` in the icount gate); only our own CIDs are inserted, so a peer
+    /// cannot aim for collisions.
+    by_cid: HashMap<CidKey, SlotId, AddrHashBuilder>,
     slots: Vec<Slot<F>>,
     free: Vec<u32>,
     /// Flows of sessions removed since the last drain of the upstream stage.
@@ -287,7 +290,7 @@ impl<F> SessionTable<F> {
         Self {
             index: HashMap::with_capacity_and_hasher(capacity, AddrHashBuilder::random()),
             by_handle: HashMap::with_capacity(capacity),
-            by_cid: HashMap::new(),
+            by_cid: HashMap::with_hasher(AddrHashBuilder::random()),
             slots,
             free,
             retired: Vec::new(),
