@@ -417,7 +417,10 @@ fn packet_cid(cipher: Cipher, size: usize, iters: u64, prepared: u64) -> Result<
         upstream: UpstreamPrefix::None,
     };
     core.handle_command(now, install, &mut fx, &mut WordFlows);
-    let id = core.sessions().lookup_cid(&CID).context("session installed under its CID")?;
+    let id = core
+        .sessions()
+        .lookup_cid(&CID)
+        .context("session installed under its CID")?;
     let flow = FlowRef::Session(id);
     fx.opened.clear();
     let relay = Relay {

@@ -276,7 +276,11 @@ fn each_listen_address_steers_its_own_shards() {
     assert_eq!(active[..2], [0, 0], "{active:?}");
     assert!(active[2] > 0 && active[3] > 0, "{active:?}");
     let moved = per_shard("dtlsd_sessions_moved_total");
-    assert_eq!(moved.iter().sum::<u64>(), (CLIENTS * REBINDS) as u64, "{moved:?}");
+    assert_eq!(
+        moved.iter().sum::<u64>(),
+        (CLIENTS * REBINDS) as u64,
+        "{moved:?}"
+    );
     assert_eq!(
         per_shard("dtlsd_cid_handoffs_total"),
         vec![0; 4],

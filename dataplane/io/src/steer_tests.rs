@@ -360,5 +360,9 @@ fn kernel_delivers_to_a_second_groups_sockets_by_their_shard_ids() {
         }
     }
     assert_eq!(counted, 3 * usize::from(CLIENTS), "loopback lost datagrams");
-    assert_eq!(spread.len(), 2, "another group's CIDs are hashed, not steered");
+    assert_eq!(
+        spread.len(),
+        2,
+        "another group's CIDs are hashed, not steered"
+    );
 }
