@@ -194,11 +194,22 @@ fn without_steering_records_reach_their_shard_by_hand_off() {
 /// the check gives up after its retries.
 #[test]
 fn an_address_that_never_answers_the_challenge_does_not_take_the_session() {
-    let pki = TempDir::new("rrc-silent");
+    never_answers("rrc-silent", cid_client);
+}
+
+/// [`an_address_that_never_answers_the_challenge_does_not_take_the_session`] in DTLS 1.3
+/// (RFC 9853 covers both versions: the message is the inner content type there).
+#[test]
+fn a_dtls13_address_that_never_answers_the_challenge_does_not_take_the_session() {
+    never_answers("rrc-silent13", cid_client13);
+}
+
+fn never_answers(tag: &str, client: fn(&TempDir) -> Arc<Config>) {
+    let pki = TempDir::new(tag);
     certs(&pki);
     let backend = EchoBackend::start();
     let daemon = Daemon::start_serve_with_metrics(backend.addr, &pki, &["--shards", "1"]);
-    let mut config = (*cid_client(&pki)).clone();
+    let mut config = (*client(&pki)).clone();
     config.rrc = true;
     let mut client = Client::connect(Arc::new(config), daemon.listen);
     client.echo(b"before the rebinding");
@@ -226,4 +237,36 @@ fn an_address_that_never_answers_the_challenge_does_not_take_the_session() {
     assert_eq!(metric("dtlsd_rrc_validated_total"), Some(0));
     assert_eq!(metric("dtlsd_sessions_moved_total"), Some(0));
     assert_eq!(metric("dtlsd_sessions_active"), Some(1));
+}
+
+/// `--no-rrc`: a client that offers the check (and never answers a challenge) is moved at
+/// once, as without the check.
+#[test]
+fn no_rrc_moves_sessions_at_once() {
+    let pki = TempDir::new("no-rrc");
+    certs(&pki);
+    let backend = EchoBackend::start();
+    let daemon =
+        Daemon::start_serve_with_metrics(backend.addr, &pki, &["--shards", "1", "--no-rrc"]);
+    for (i, client) in [cid_client as fn(&TempDir) -> Arc<Config>, cid_client13]
+        .into_iter()
+        .enumerate()
+    {
+        let mut config = (*client(&pki)).clone();
+        config.rrc = true;
+        let mut client = Client::connect(Arc::new(config), daemon.listen);
+        client.echo(b"before the rebinding");
+        client.rebind();
+        client.echo(b"after the rebinding");
+        assert_eq!(
+            daemon.metric("dtlsd_sessions_moved_total{shard=\"0\"}"),
+            Some(i as u64 + 1),
+            "{}",
+            daemon.log()
+        );
+    }
+    assert_eq!(
+        daemon.metric("dtlsd_rrc_challenges_sent_total{shard=\"0\"}"),
+        Some(0)
+    );
 }

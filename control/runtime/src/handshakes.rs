@@ -815,6 +815,7 @@ impl ControlThread {
                 write: Some(write_keys13(*write)),
                 cid: local_cid.clone().unwrap_or_default(),
                 peer_cid: peer_cid.clone().unwrap_or_default(),
+                rrc,
                 upstream,
             },
         };
@@ -907,6 +908,8 @@ impl ControlThread {
             write: write.map(write_keys13),
             cid,
             peer_cid,
+            // Kept by the shard with the upstream prefix.
+            rrc: false,
             // Kept by the shard: a KeyUpdate does not change who the peer is.
             upstream: UpstreamPrefix::None,
         };

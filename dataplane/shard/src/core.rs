@@ -403,9 +403,10 @@ impl<F> ShardCore<F> {
                 write,
                 cid,
                 peer_cid,
+                rrc,
                 upstream,
             } => {
-                let keys = keys13(read, write, &cid, &peer_cid, upstream);
+                let keys = keys13(read, write, &cid, &peer_cid, rrc, upstream);
                 self.install(now, session, peer, keys, fx, flows);
             }
             ShardCommand::RetireEpoch { session, epoch } => {
@@ -628,6 +629,7 @@ impl<F> ShardCore<F> {
                 opener: Some(opener),
                 sealer: Some(sealer),
                 cid,
+                rrc,
                 upstream,
             } => (
                 ReadState::V13 {
@@ -637,8 +639,7 @@ impl<F> ShardCore<F> {
                 WriteState::V13(sealer),
                 // No heartbeat in DTLS 1.3.
                 HeartbeatPolicy::default(),
-                // Nor the return-routability check yet (1.3 does not negotiate it here).
-                false,
+                rrc,
                 upstream,
             ),
             Keys::V13 { sealer: None, .. } => return Err(InstallError::NoWriteKeys),
@@ -808,6 +809,9 @@ enum Keys {
         sealer: Option<Box<Write13>>,
         /// Our connection ID (empty: none).
         cid: CidKey,
+        /// The return-routability check was negotiated (RFC 9853); taken when the keys
+        /// create the session (a KeyUpdate keeps the session's check).
+        rrc: bool,
         upstream: UpstreamPrefix,
     },
 }
@@ -868,6 +872,7 @@ fn keys13(
     write: Option<Box<WriteKeys13>>,
     cid: &[u8],
     peer_cid: &[u8],
+    rrc: bool,
     upstream: UpstreamPrefix,
 ) -> Result<Keys, InstallError> {
     check_prefix(&upstream)?;
@@ -911,6 +916,7 @@ fn keys13(
             })
         }),
         cid,
+        rrc,
         upstream,
     })
 }

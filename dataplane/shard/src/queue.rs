@@ -169,6 +169,10 @@ pub enum ShardCommand {
         cid: Vec<u8>,
         /// The peer's connection ID, put in our records to it (empty: none).
         peer_cid: Vec<u8>,
+        /// Both sides negotiated the return-routability check (RFC 9853), as in
+        /// `InstallKeys`. Used when the command creates the session; a KeyUpdate keeps the
+        /// session's check.
+        rrc: bool,
         /// Serve mode: the header put in front of the plaintext sent to the backend. Used
         /// when the command creates the session; a KeyUpdate keeps the session's.
         upstream: UpstreamPrefix,
