@@ -270,3 +270,32 @@ fn no_rrc_moves_sessions_at_once() {
         Some(0)
     );
 }
+
+/// DTLS 1.3 CIDs issued after the handshake (RFC 9147 §9): the client asks for more of the
+/// server's CIDs (RequestConnectionId), and records under one of them from a new address
+/// reach the session, which moves there.
+#[test]
+fn a_dtls13_client_moves_under_a_cid_issued_after_the_handshake() {
+    let pki = TempDir::new("rebind13-new-cid");
+    certs(&pki);
+    let backend = EchoBackend::start();
+    let daemon = Daemon::start_serve_with_metrics(backend.addr, &pki, &["--shards", "1"]);
+    let mut client = Client::connect(cid_client13(&pki), daemon.listen);
+    client.echo(b"under the handshake's cid");
+    let first = client.peer_cid().expect("a CID").to_vec();
+    let spare = client.request_cids(2);
+    assert_eq!(spare.len(), 2, "{}", daemon.log());
+    assert!(spare.iter().all(|c| c.len() == first.len() && *c != first));
+    for (round, cid) in spare.iter().enumerate() {
+        client.use_peer_cid(cid);
+        client.rebind();
+        client.echo(format!("under issued cid {round}").as_bytes());
+    }
+    assert_eq!(
+        daemon.metric("dtlsd_sessions_moved_total{shard=\"0\"}"),
+        Some(2),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(daemon.metric("dtlsd_sessions_active{shard=\"0\"}"), Some(1));
+}

@@ -409,6 +409,23 @@ impl<F> ShardCore<F> {
                 let keys = keys13(read, write, &cid, &peer_cid, rrc, upstream);
                 self.install(now, session, peer, keys, fx, flows);
             }
+            ShardCommand::AddCids { session, cids } => {
+                if let Some(id) = self.table.lookup_handle(session) {
+                    let cid_len = self
+                        .table
+                        .session(id)
+                        .filter(|s| matches!(s.read, ReadState::V13 { .. }))
+                        .map(|s| s.read.cid_len());
+                    // Only CIDs of the length the session's records are read with (a 1.3
+                    // header does not carry it).
+                    let keys: Vec<CidKey> = cids
+                        .iter()
+                        .filter(|c| Some(c.len()) == cid_len)
+                        .filter_map(|c| CidKey::new(c))
+                        .collect();
+                    self.table.add_cids(id, &keys);
+                }
+            }
             ShardCommand::RetireEpoch { session, epoch } => {
                 if let Some(id) = self.table.lookup_handle(session)
                     && let Some(s) = self.table.session_mut(id)

@@ -1245,6 +1245,50 @@ mod v13 {
     }
 
     #[test]
+    fn cids_issued_after_the_handshake_reach_the_session_within_a_bound() {
+        let (mut h, mut peer) = with_cids(15);
+        let issued: Vec<Vec<u8>> = (0..10u8)
+            .map(|i| vec![0xc0, 15, 9, i, 3, 4, 5, 6])
+            .collect();
+        // One of another length is not the session's (its records are read with 8 bytes).
+        let mut cids = issued.clone();
+        cids.push(vec![1, 2, 3]);
+        h.command(
+            1,
+            ShardCommand::AddCids {
+                session: peer.handle,
+                cids,
+            },
+        );
+        let table = h.core.sessions();
+        let home = table.lookup(&peer.addr).expect("session");
+        assert_eq!(
+            table.session(home).map(|s| s.extra_cids().len()),
+            Some(dtls_shard::MAX_EXTRA_CIDS)
+        );
+        assert_eq!(table.lookup_cid(&issued[7]), Some(home));
+        assert_eq!(table.lookup_cid(&issued[8]), None, "over the bound");
+        assert_eq!(table.lookup_cid(&[1, 2, 3]), None);
+        // The peer uses a new CID from a new address: the session's record, and it moves.
+        peer.cid = issued[3].clone();
+        let moved = SocketAddr::from(([203, 0, 113, 15], 4015));
+        h.datagram(2, moved, &peer.seal(b"under a new cid"));
+        assert_eq!(h.upstream(), vec![(1, b"under a new cid".to_vec())]);
+        assert_eq!(h.stats().sessions_moved, 1);
+        // Closed: none of its CIDs names it any more.
+        h.command(
+            3,
+            ShardCommand::Close {
+                session: peer.handle,
+                reason: dtls_shard::CloseCause::Requested,
+            },
+        );
+        let table = h.core.sessions();
+        assert!(issued.iter().all(|c| table.lookup_cid(c).is_none()));
+        assert_eq!(table.lookup_cid(&[0xc0, 15, 1, 2, 3, 4, 5, 6]), None);
+    }
+
+    #[test]
     fn an_unknown_connection_id_is_not_a_session() {
         let (mut h, mut peer) = with_cids(12);
         peer.cid = vec![0xc0, 99, 1, 2, 3, 4, 5, 6];
