@@ -1,10 +1,11 @@
 //! `dtlsd connect` behind a NAT: a local source → `dtlsd connect` → a test NAT (a UDP relay
-//! of ours that gives the client's flow a new outside port mid-stream, closing the old
-//! one, as a NAT whose mapping expired does) → `dtlsd serve` → a UDP echo backend and back,
+//! of ours that gives the client's flow a new outside port mid-stream, then a new address
+//! within 127.0.0.0/8 as well, closing the old socket, as a NAT whose mapping expired does) → `dtlsd serve` → a UDP echo backend and back,
 //! for DTLS 1.2 (RFC 9146) and 1.3 (RFC 9147 §9) with connection IDs. Every datagram is
 //! echoed byte for byte across the changes, the session survives (one handshake), and the
 //! return-routability check of RFC 9853 runs both ways: the server challenges the new
-//! port and `dtlsd connect` (the client role) answers.
+//! port and `dtlsd connect` (the client role) answers. A copy of an old record sent from a
+//! third address does not move the session.
 //!
 //! Every wait has a deadline; daemons are killed on drop.
 
@@ -23,9 +24,18 @@ use common::{Daemon, EchoBackend, TempDir, certs};
 /// an outside socket towards the server; the server's answers to that socket go back to
 /// the inside. [`Nat::rebind`] replaces the outside socket (a new source port), and the old
 /// one is closed: what the server sends to the old port is lost.
+/// What the test asks of the NAT.
+enum Request {
+    /// A new outside port (and address, see [`outside`]).
+    Rebind,
+    /// An off-path attacker's copy of the client's first record after the handshake, sent
+    /// to the server from a third address (127.0.0.9) well after it was first seen.
+    ReplayOld,
+}
+
 struct Nat {
     front: SocketAddr,
-    rebind: mpsc::Sender<()>,
+    rebind: mpsc::Sender<Request>,
     rebinds: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -55,12 +65,18 @@ impl Nat {
     /// Gives the client a new outside port and waits until the NAT uses it.
     fn rebind(&self) {
         let before = self.rebinds.load(Ordering::SeqCst);
-        self.rebind.send(()).expect("nat running");
+        self.rebind.send(Request::Rebind).expect("nat running");
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.rebinds.load(Ordering::SeqCst) == before {
             assert!(Instant::now() < deadline, "the NAT did not rebind");
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+}
+
+impl Nat {
+    fn replay_old(&self) {
+        self.rebind.send(Request::ReplayOld).expect("nat running");
     }
 }
 
@@ -73,8 +89,12 @@ impl Drop for Nat {
     }
 }
 
-fn outside(server: SocketAddr) -> UdpSocket {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind nat outside");
+/// The NAT's outside socket after `rebinds` changes: a new port, and from the second change
+/// on a new address within 127.0.0.0/8 too (127.0.0.2, 127.0.0.3, ...).
+fn outside(server: SocketAddr, rebinds: u64) -> UdpSocket {
+    let host = u8::try_from(1 + rebinds / 2).expect("few rebinds");
+    let s =
+        UdpSocket::bind((std::net::Ipv4Addr::new(127, 0, 0, host), 0)).expect("bind nat outside");
     s.connect(server).expect("connect nat outside");
     s.set_nonblocking(true).expect("nonblocking");
     s
@@ -83,23 +103,38 @@ fn outside(server: SocketAddr) -> UdpSocket {
 fn relay(
     front: &UdpSocket,
     server: SocketAddr,
-    requests: &mpsc::Receiver<()>,
+    requests: &mpsc::Receiver<Request>,
     rebinds: &AtomicU64,
     stop: &AtomicBool,
 ) {
-    let mut out = outside(server);
+    let mut out = outside(server, 0);
     let mut inside: Option<SocketAddr> = None;
+    // The first protected record (a unified header, or a tls12_cid record) the client sent.
+    let mut old: Option<Vec<u8>> = None;
     let mut buf = vec![0u8; 65536];
     while !stop.load(Ordering::SeqCst) {
-        if requests.try_recv().is_ok() {
-            // The old mapping is gone: its socket closes with it.
-            out = outside(server);
-            rebinds.fetch_add(1, Ordering::SeqCst);
+        match requests.try_recv() {
+            Ok(Request::Rebind) => {
+                // The old mapping is gone: its socket closes with it.
+                out = outside(server, rebinds.load(Ordering::SeqCst) + 1);
+                rebinds.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(Request::ReplayOld) => {
+                if let Some(record) = &old {
+                    let spoofer = UdpSocket::bind("127.0.0.9:0").expect("bind spoofer");
+                    let _ = spoofer.send_to(record, server);
+                }
+            }
+            Err(_) => {}
         }
         let mut idle = true;
         while let Ok((n, from)) = front.recv_from(&mut buf) {
             idle = false;
             inside = Some(from);
+            let protected = buf[0] & 0xe0 == 0x20 || buf[0] == 25;
+            if old.is_none() && protected && rebinds.load(Ordering::SeqCst) > 0 {
+                old = Some(buf[..n].to_vec());
+            }
             let _ = out.send(&buf[..n]);
         }
         while let Ok(n) = out.recv(&mut buf) {
@@ -158,6 +193,11 @@ fn through_a_rebinding_nat(tag: &str, version: &str) {
             )
         });
         assert_eq!(&buf[..n], &sent[..], "round {round}: echo differs");
+        if round == ROUNDS - 2 {
+            // A copy of an old record from a third address: authenticates, but is not the
+            // newest (a replay), so it moves nothing (RFC 9146 §6, RFC 9147 §9).
+            nat.replay_old();
+        }
     }
     let serve_metric = |name: &str| serve.metric(&format!("{name}{{shard=\"0\"}}"));
     let connect_metric = |name: &str| connect.metric(&format!("{name}{{shard=\"0\"}}"));
@@ -170,6 +210,13 @@ fn through_a_rebinding_nat(tag: &str, version: &str) {
         serve.log()
     );
     assert_eq!(serve_metric("dtlsd_rrc_validated_total"), Some(REBINDS));
+    assert!(
+        serve
+            .metric("dtlsd_drops_total{shard=\"0\",reason=\"not_moved\"}")
+            .is_some_and(|n| n >= 1),
+        "the replayed record was not seen\n{}",
+        serve.log()
+    );
     assert_eq!(serve_metric("dtlsd_rrc_failed_total"), Some(0));
     // The client role answered each challenge (retransmitted ones included).
     assert!(
