@@ -386,6 +386,21 @@ impl Connection {
             .map(|c| (c.local.as_slice(), c.peer.as_slice()))
     }
 
+    /// DTLS 1.3: the peer's spare connection IDs (from its NewConnectionId with usage
+    /// cid_spare, RFC 9147 §9), oldest first; a driver may put any of them in its records
+    /// instead of the current one (e.g. after its own address changed, for privacy). Empty
+    /// without CIDs and in DTLS 1.2.
+    pub fn spare_connection_ids13(&self) -> Vec<Vec<u8>> {
+        let Inner::V13(e) = &self.inner else {
+            return Vec::new();
+        };
+        e.core
+            .cids
+            .as_ref()
+            .map(|c| c.spare.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Queues close_notify (RFC 5246 §7.2.1, RFC 8446 §6.1) and closes the engine. Emits
     /// [`Event::Closed`] with `by_peer: false`.
     pub fn close(&mut self, now: Instant) {

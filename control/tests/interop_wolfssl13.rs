@@ -6,7 +6,9 @@
 //! X25519/P-256 key shares, our stateless cookie HelloRetryRequest (the acceptor's
 //! default), a HelloRetryRequest forced by a group mismatch, a client
 //! certificate, resumption both ways (`-r`, which needs wolfSSL's `--enable-session-ticket`,
-//! part of the script's build). Each test checks the
+//! part of the script's build), connection IDs both ways in both roles (`--cid`: both CIDs
+//! negotiated, wolfSSL's application data in records carrying our CID, ours carrying its).
+//! Each test checks the
 //! version and suite on both sides and application data byte for byte both ways.
 //!
 //! The programs come from `DTLS_WOLFSSL_CLIENT`/`DTLS_WOLFSSL_SERVER` (`scripts/test.sh`
@@ -36,7 +38,13 @@ struct Case13 {
     mtu: Option<u16>,
     /// wolfSSL sends a KeyUpdate before its data (`-I`).
     key_update: bool,
+    /// Connection IDs (RFC 9147 §9): ours of this length, wolfSSL's [`WOLFSSL_CID`]
+    /// (`--cid`).
+    cid: Option<u8>,
 }
+
+/// The CID wolfSSL asks for (`--cid`): its records to us carry ours, ours to it this one.
+const WOLFSSL_CID: &str = "wolfcid1";
 
 impl Case13 {
     fn new(suite: CipherSuite) -> Self {
@@ -47,6 +55,7 @@ impl Case13 {
             client_cert: false,
             mtu: None,
             key_update: false,
+            cid: None,
         }
     }
 }
@@ -86,6 +95,10 @@ fn wolfssl_opts(pki: &TestPki, case: Case13, server: bool) -> WolfsslOpts {
     if let Some(pqc) = case.wolfssl_pqc {
         opts.extra.extend(["--pqc".to_owned(), pqc.to_owned()]);
     }
+    if case.cid.is_some() {
+        opts.extra
+            .extend(["--cid".to_owned(), WOLFSSL_CID.to_owned()]);
+    }
     opts
 }
 
@@ -96,6 +109,9 @@ fn our_config(pki: &TestPki, case: Case13, server: bool) -> Config {
         mtu: case.mtu.map_or(1200, usize::from),
         ..Config::new(ca_verifier(pki)).dtls13_only()
     };
+    if let Some(len) = case.cid {
+        config.connection_id = control::ConnectionIds::On { len };
+    }
     if server {
         config.certificate = Some(certified(&pki.server_ec));
         if case.client_cert {
@@ -124,6 +140,30 @@ fn assert_ours(ep: &UdpEndpoint, case: Case13) {
     assert_eq!(ep.conn.version(), "1.3");
     let info = ep.info.as_ref().expect("keys ready");
     assert_eq!(info.suite, case.suite, "negotiated suite");
+    match case.cid {
+        // RFC 9147 §9: ours of the configured length, wolfSSL's the one given with --cid.
+        Some(len) => {
+            assert_eq!(
+                info.local_cid.as_ref().map(Vec::len),
+                Some(usize::from(len))
+            );
+            assert_eq!(info.peer_cid.as_deref(), Some(WOLFSSL_CID.as_bytes()));
+        }
+        None => assert_eq!((&info.local_cid, &info.peer_cid), (&None, &None)),
+    }
+}
+
+/// With CIDs, wolfSSL's application data came in records carrying our CID (ours to it
+/// carry its CID by construction, and it opened them: the bytes crossed).
+fn assert_cid_records(ep: &UdpEndpoint, case: Case13, peer: &PeerProcess) {
+    if case.cid.is_some() {
+        let data = ep.data13.as_ref().expect("1.3 keys");
+        assert!(
+            data.cid_records_in > 0,
+            "no record with our CID from wolfSSL\n{}",
+            peer.transcript()
+        );
+    }
 }
 
 // ---------- our client vs wolfSSL's example server (echo) ----------
@@ -173,6 +213,7 @@ fn client_vs_wolfssl(case: Case13) {
             server.transcript()
         );
     }
+    assert_cid_records(&ep, case, &server);
     // The server's ACK ended our final flight.
     assert_eq!(
         ep.conn.poll_timeout(),
@@ -186,6 +227,14 @@ fn client_vs_wolfssl(case: Case13) {
 #[test]
 fn our_client_vs_wolfssl13_aes128_gcm_x25519() {
     client_vs_wolfssl(Case13::new(CipherSuite::Tls13Aes128GcmSha256));
+}
+
+#[test]
+fn our_client_vs_wolfssl13_with_connection_ids() {
+    client_vs_wolfssl(Case13 {
+        cid: Some(6),
+        ..Case13::new(CipherSuite::Tls13Aes128GcmSha256)
+    });
 }
 
 #[test]
@@ -265,6 +314,7 @@ fn server_vs_wolfssl(case: Case13, settings: AcceptorConfig) {
         client.transcript()
     );
     assert_eq!(ep.app_bytes(), WOLFSSL_HELLO, "application data differs");
+    assert_cid_records(&ep, case, &client);
     if case.key_update {
         assert!(ep.key_updates >= 1, "no KeyUpdate applied");
     }
@@ -297,6 +347,17 @@ fn no_cookie() -> AcceptorConfig {
         require_cookie: false,
         ..AcceptorConfig::default()
     }
+}
+
+#[test]
+fn our_server_vs_wolfssl13_with_connection_ids() {
+    server_vs_wolfssl(
+        Case13 {
+            cid: Some(8),
+            ..Case13::new(CipherSuite::Tls13Aes128GcmSha256)
+        },
+        AcceptorConfig::default(),
+    );
 }
 
 #[test]

@@ -591,6 +591,7 @@ fn packet13(cipher: Cipher, size: usize, iters: u64, prepared: u64) -> Result<()
         })),
         cid: Vec::new(),
         peer_cid: Vec::new(),
+        rrc: false,
         upstream: UpstreamPrefix::None,
     };
     core.handle_command(now, install, &mut fx, &mut ByteFlows);

@@ -511,7 +511,9 @@ impl Flows {
                                         );
                                         answered = true;
                                     }
-                                    InnerContentType::Alert | InnerContentType::Heartbeat => {}
+                                    InnerContentType::Alert
+                                    | InnerContentType::Heartbeat
+                                    | InnerContentType::ReturnRoutabilityCheck => {}
                                 },
                                 // A record of the handshake's epochs (a retransmitted flight).
                                 Err(Open13Error::WrongEpoch { .. }) => {

@@ -206,6 +206,7 @@ impl TestServer {
                 connection_id: control::ConnectionIds::On {
                     len: dtlsd::config::DEFAULT_SERVE_CID_LEN,
                 },
+                rrc: true,
             },
         };
         let options = Options {

@@ -183,6 +183,7 @@ pub fn engine_config(config: &ConnectConfig) -> anyhow::Result<control::Config> 
             ..control::RetransmitConfig::default()
         },
         connection_id: config.tuning.connection_id,
+        rrc: config.tuning.rrc,
         versions: config.tuning.versions.clone(),
         tls13_groups: config.tuning.tls13_groups.clone(),
         tls13_cipher_suites: config.tuning.tls13_cipher_suites.clone(),

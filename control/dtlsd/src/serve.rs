@@ -329,6 +329,7 @@ pub fn engine_config(
         ticket_keys: Some(Arc::clone(tickets)),
         ticket_lifetime: u32::try_from(TICKET_LIFETIME.as_secs()).unwrap_or(u32::MAX),
         connection_id: config.tuning.connection_id,
+        rrc: config.tuning.rrc,
         client_identity: (!creds.identity_rules.is_empty()).then(|| {
             Arc::new(creds.identity_rules.clone()) as Arc<dyn control::ClientIdentityPolicy>
         }),

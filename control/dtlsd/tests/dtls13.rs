@@ -221,6 +221,31 @@ fn wolfssl_dtls13_client_through_serve() {
     assert_eq!(established(&serve.log(), "1.3"), 1, "{}", serve.log());
 }
 
+/// `--cid`: wolfSSL and `dtlsd serve` negotiate DTLS 1.3 connection IDs (RFC 9147 §9):
+/// wolfSSL reports the CID the daemon gave it, which its records carry (the shard reads
+/// them with the daemon's 8-byte length: the echo proves they opened), and ours carry its
+/// CID.
+#[test]
+fn wolfssl_dtls13_client_with_connection_ids_through_serve() {
+    let (transcript, mut serve) = wolfssl_against_serve(&["--cid", "wolfcid1"]);
+    assert!(
+        transcript.contains("CID extension was negotiated"),
+        "{transcript}"
+    );
+    // The CID it sends (ours), printed in hex without zero padding.
+    let sending = transcript
+        .lines()
+        .find_map(|l| l.strip_prefix("Sending CID is "))
+        .unwrap_or_else(|| panic!("{transcript}"))
+        .trim();
+    assert!(
+        !sending.is_empty() && sending.chars().all(|c| c.is_ascii_hexdigit()),
+        "{transcript}"
+    );
+    assert_eq!(serve.metric("dtlsd_handshakes_completed_total"), Some(1));
+    assert!(serve.terminate().success(), "{}", serve.log());
+}
+
 /// `-I`: wolfSSL updates its keys (KeyUpdate, RFC 9147 §8) before sending its data. The
 /// shard opens the KeyUpdate under the application keys, control's engine answers it, the
 /// new read epoch reaches the shard before the data under it, and the echo comes back.

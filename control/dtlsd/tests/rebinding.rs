@@ -195,11 +195,22 @@ fn without_steering_records_reach_their_shard_by_hand_off() {
 /// the check gives up after its retries.
 #[test]
 fn an_address_that_never_answers_the_challenge_does_not_take_the_session() {
-    let pki = TempDir::new("rrc-silent");
+    never_answers("rrc-silent", cid_client);
+}
+
+/// [`an_address_that_never_answers_the_challenge_does_not_take_the_session`] in DTLS 1.3
+/// (RFC 9853 covers both versions: the message is the inner content type there).
+#[test]
+fn a_dtls13_address_that_never_answers_the_challenge_does_not_take_the_session() {
+    never_answers("rrc-silent13", cid_client13);
+}
+
+fn never_answers(tag: &str, client: fn(&TempDir) -> Arc<Config>) {
+    let pki = TempDir::new(tag);
     certs(&pki);
     let backend = EchoBackend::start();
     let daemon = Daemon::start_serve_with_metrics(backend.addr, &pki, &["--shards", "1"]);
-    let mut config = (*cid_client(&pki)).clone();
+    let mut config = (*client(&pki)).clone();
     config.rrc = true;
     let mut client = Client::connect(Arc::new(config), daemon.listen);
     client.echo(b"before the rebinding");
@@ -286,4 +297,65 @@ fn each_listen_address_steers_its_own_shards() {
         vec![0; 4],
         "steered, never handed off:\n{log}"
     );
+}
+
+/// `--no-rrc`: a client that offers the check (and never answers a challenge) is moved at
+/// once, as without the check.
+#[test]
+fn no_rrc_moves_sessions_at_once() {
+    let pki = TempDir::new("no-rrc");
+    certs(&pki);
+    let backend = EchoBackend::start();
+    let daemon =
+        Daemon::start_serve_with_metrics(backend.addr, &pki, &["--shards", "1", "--no-rrc"]);
+    for (i, client) in [cid_client as fn(&TempDir) -> Arc<Config>, cid_client13]
+        .into_iter()
+        .enumerate()
+    {
+        let mut config = (*client(&pki)).clone();
+        config.rrc = true;
+        let mut client = Client::connect(Arc::new(config), daemon.listen);
+        client.echo(b"before the rebinding");
+        client.rebind();
+        client.echo(b"after the rebinding");
+        assert_eq!(
+            daemon.metric("dtlsd_sessions_moved_total{shard=\"0\"}"),
+            Some(i as u64 + 1),
+            "{}",
+            daemon.log()
+        );
+    }
+    assert_eq!(
+        daemon.metric("dtlsd_rrc_challenges_sent_total{shard=\"0\"}"),
+        Some(0)
+    );
+}
+
+/// DTLS 1.3 CIDs issued after the handshake (RFC 9147 §9): the client asks for more of the
+/// server's CIDs (RequestConnectionId), and records under one of them from a new address
+/// reach the session, which moves there.
+#[test]
+fn a_dtls13_client_moves_under_a_cid_issued_after_the_handshake() {
+    let pki = TempDir::new("rebind13-new-cid");
+    certs(&pki);
+    let backend = EchoBackend::start();
+    let daemon = Daemon::start_serve_with_metrics(backend.addr, &pki, &["--shards", "1"]);
+    let mut client = Client::connect(cid_client13(&pki), daemon.listen);
+    client.echo(b"under the handshake's cid");
+    let first = client.peer_cid().expect("a CID").to_vec();
+    let spare = client.request_cids(2);
+    assert_eq!(spare.len(), 2, "{}", daemon.log());
+    assert!(spare.iter().all(|c| c.len() == first.len() && *c != first));
+    for (round, cid) in spare.iter().enumerate() {
+        client.use_peer_cid(cid);
+        client.rebind();
+        client.echo(format!("under issued cid {round}").as_bytes());
+    }
+    assert_eq!(
+        daemon.metric("dtlsd_sessions_moved_total{shard=\"0\"}"),
+        Some(2),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(daemon.metric("dtlsd_sessions_active{shard=\"0\"}"), Some(1));
 }

@@ -576,6 +576,7 @@ impl ControlThread {
         let shard = h.shard;
         let mut keys = Vec::new();
         let mut updates = Vec::new();
+        let mut issued = Vec::new();
         let mut failure = None;
         let mut alert_received = None;
         while let Some(event) = h.conn.poll_event() {
@@ -603,11 +604,11 @@ impl ControlThread {
                 }
                 Event::AlertReceived { description, .. } => alert_received = Some(description),
                 Event::KeysUpdated(update) => updates.push(update),
-                // DTLS 1.3 CIDs issued or switched after the handshake (RFC 9147 §9): the
-                // shard's table holds one CID per session and its sealer the handshake's
-                // peer CID, so these are not routed yet (the session keeps working under
-                // the handshake's CIDs, which the peer may go on using).
-                Event::ConnectionIds(_) => {}
+                // DTLS 1.3 CIDs issued after the handshake (RFC 9147 §9): the shard indexes
+                // them for the session (bounded, see `ShardCommand::AddCids`). A switch of
+                // the peer's CID (cid_immediate) is not followed: the shard's sealer keeps
+                // the handshake's peer CID, which the peer still accepts.
+                Event::ConnectionIds(update) => issued.extend(update.issued),
                 // The shard ends the session on the peer's close_notify or fatal alert.
                 Event::Closed { .. } => {}
             }
@@ -674,6 +675,16 @@ impl ControlThread {
         if let Some(id) = session {
             for update in updates {
                 self.install_update(now, shard, peer, id, *update);
+            }
+            // Before the NewConnectionId that carries them goes out (below).
+            if !issued.is_empty() {
+                self.push(
+                    shard,
+                    ShardCommand::AddCids {
+                        session: id,
+                        cids: issued,
+                    },
+                );
             }
         }
         for datagram in transmits {
@@ -815,6 +826,7 @@ impl ControlThread {
                 write: Some(write_keys13(*write)),
                 cid: local_cid.clone().unwrap_or_default(),
                 peer_cid: peer_cid.clone().unwrap_or_default(),
+                rrc,
                 upstream,
             },
         };
@@ -907,6 +919,8 @@ impl ControlThread {
             write: write.map(write_keys13),
             cid,
             peer_cid,
+            // Kept by the shard with the upstream prefix.
+            rrc: false,
             // Kept by the shard: a KeyUpdate does not change who the peer is.
             upstream: UpstreamPrefix::None,
         };

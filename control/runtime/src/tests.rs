@@ -98,7 +98,9 @@ fn commands_to_client(
             ShardCommand::ExpectKeys { .. } => {}
             ShardCommand::Close { .. } => panic!("unexpected Close"),
             ShardCommand::Forget { .. } => panic!("unexpected Forget"),
-            ShardCommand::InstallKeys13 { .. } | ShardCommand::RetireEpoch { .. } => {
+            ShardCommand::InstallKeys13 { .. }
+            | ShardCommand::RetireEpoch { .. }
+            | ShardCommand::AddCids { .. } => {
                 panic!("unexpected DTLS 1.3 command from a 1.2 loop")
             }
         }

@@ -122,6 +122,7 @@ impl Shard13 {
                 ShardCommand::InstallKeys { .. } => panic!("a DTLS 1.2 install"),
                 ShardCommand::Close { .. } => self.log.push("close"),
                 ShardCommand::Forget { .. } => self.log.push("forget"),
+                ShardCommand::AddCids { .. } => self.log.push("add cids"),
             }
         }
     }

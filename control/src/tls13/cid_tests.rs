@@ -288,3 +288,38 @@ fn a_request_from_a_peer_sending_an_empty_cid_is_unexpected() {
     settle(&mut pair, Duration::from_secs(5));
     assert!(server(&mut pair).core.is_finished());
 }
+
+/// A settled DTLS 1.3 handshake with the given CID lengths and `rrc` settings; returns
+/// whether (client, server) negotiated the return-routability check.
+fn rrc_handshake(client: (Option<u8>, bool), server: (Option<u8>, bool)) -> (bool, bool) {
+    let mut c = client13();
+    (c.connection_id, c.rrc) = (cids(client.0), client.1);
+    let mut s = server13();
+    (s.connection_id, s.rrc) = (cids(server.0), server.1);
+    let mut pair = pair(c, s);
+    settle(&mut pair, Duration::from_secs(10));
+    let (ck, sk) = keys(&mut pair);
+    (ck.rrc, sk.rrc)
+}
+
+#[test]
+fn rrc_is_negotiated_in_13_with_cids_when_both_sides_offer_it() {
+    // RFC 9853 §4: the `rrc` extension in ClientHello and ServerHello, with connection_id.
+    assert_eq!(
+        rrc_handshake((Some(0), true), (Some(8), true)),
+        (true, true)
+    );
+    // "The client and server MUST NOT use RRC unless both sides have successfully
+    // exchanged `rrc` extensions."
+    assert_eq!(
+        rrc_handshake((Some(0), false), (Some(8), true)),
+        (false, false)
+    );
+    assert_eq!(
+        rrc_handshake((Some(0), true), (Some(8), false)),
+        (false, false)
+    );
+    // Without CIDs no side offers or answers it.
+    assert_eq!(rrc_handshake((None, true), (Some(8), true)), (false, false));
+    assert_eq!(rrc_handshake((Some(0), true), (None, true)), (false, false));
+}

@@ -48,6 +48,8 @@ pub(crate) struct Cids13 {
     /// Our RequestConnectionId is not answered yet (RFC 9147 §9: "Endpoints MUST NOT send
     /// a RequestConnectionId message when an existing request is still unfulfilled").
     pub(crate) requested: bool,
+    /// Both sides exchanged the `rrc` extension (RFC 9853 §4) in the hellos.
+    pub(crate) rrc: bool,
 }
 
 impl Cids13 {
@@ -57,6 +59,7 @@ impl Cids13 {
             peer,
             spare: VecDeque::new(),
             requested: false,
+            rrc: false,
         }
     }
 

@@ -177,6 +177,12 @@ fn build_client_hello(
         let mut data = Vec::with_capacity(1 + cid.len());
         emit_connection_id(cid, &mut data).map_err(internal)?;
         push_raw(&mut ext, ExtensionType::ConnectionId, data);
+        // RFC 9853 §4: "A client offering the `rrc` extension MUST also offer the
+        // `connection_id` extension"; its extension_data is empty. (The combined hello
+        // has it from the DTLS 1.2 engine's with the CID.)
+        if config.rrc {
+            push_raw(&mut ext, ExtensionType::Rrc, Vec::new());
+        }
     }
     push_raw(&mut ext, ExtensionType::SupportedVersions, versions);
     let mut shares = Vec::new();
@@ -471,6 +477,14 @@ impl ClientState13 {
                 ExtensionType::KeyShare,
                 ExtensionType::Cookie,
             ]
+        } else if self.offered_cid.is_some() && core.config.rrc {
+            &[
+                ExtensionType::SupportedVersions,
+                ExtensionType::KeyShare,
+                ExtensionType::PreSharedKey,
+                ExtensionType::ConnectionId,
+                ExtensionType::Rrc,
+            ]
         } else {
             &[
                 ExtensionType::SupportedVersions,
@@ -565,6 +579,24 @@ impl ClientState13 {
                 });
             }
             core.negotiate_cids(local, peer);
+        }
+        if let Some(data) = raw(&hello.extensions, ExtensionType::Rrc) {
+            // RFC 9853 §4: the server answers `rrc` only to a client that offered it with
+            // `connection_id`, and only with `connection_id` ("If the client includes the
+            // `rrc` extension in its ClientHello and if the server also supports RRC, the
+            // server MUST include the `rrc` extension"); its extension_data is empty.
+            if !data.is_empty() {
+                return Err(HandshakeError::IllegalParameter {
+                    what: "rrc extension with data",
+                });
+            }
+            let cids = core
+                .cids
+                .as_mut()
+                .ok_or(HandshakeError::UnsupportedExtension {
+                    ext_type: ExtensionType::Rrc.to_u16(),
+                })?;
+            cids.rrc = true;
         }
         core.hash_message(HandshakeType::ServerHello, body);
         let hello_hash = core.transcript.current_hash()?;
@@ -852,7 +884,8 @@ pub(crate) fn complete(
             .clamp(ReplayWindow::MIN_SIZE, ReplayWindow::MAX_SIZE),
         local_cid: core.cids.as_ref().and_then(|c| c.local.first().cloned()),
         peer_cid: core.cids.as_ref().map(|c| c.peer.clone()),
-        rrc: false,
+        // RFC 9853 §4: both sides exchanged `rrc` (with CIDs).
+        rrc: core.cids.as_ref().is_some_and(|c| c.rrc),
         peer_identity,
         alpn,
         srtp_profile: None,

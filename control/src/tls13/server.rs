@@ -367,6 +367,17 @@ impl ServerState13 {
             })?;
             push_raw(&mut ext, ExtensionType::ConnectionId, data);
             core.negotiate_cids(local, peer);
+            // RFC 9853 §4: "If the client includes the `rrc` extension in its ClientHello
+            // and if the server also supports RRC, the server MUST include the `rrc`
+            // extension in its ServerHello" (empty, and only with `connection_id`, which
+            // this branch sends). The 1.3 column of its IANA entry is "CH, SH" like
+            // connection_id's.
+            if core.config.rrc && raw(&hello.extensions, ExtensionType::Rrc).is_some() {
+                push_raw(&mut ext, ExtensionType::Rrc, Vec::new());
+                if let Some(cids) = core.cids.as_mut() {
+                    cids.rrc = true;
+                }
+            }
         }
         let server_hello = ServerHello {
             server_version: ProtocolVersion::Dtls1_2,

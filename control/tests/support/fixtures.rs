@@ -185,13 +185,23 @@ pub struct DataKeys13 {
     /// The previous read epoch after a KeyUpdate, kept for records still in flight
     /// (RFC 9147 §8).
     pub previous: Option<Opener13>,
+    /// The peer's connection ID, in the unified header of our records (empty: none).
+    pub peer_cid: Vec<u8>,
+    /// Our connection ID, in the peer's records to us (empty: none; RFC 9147 §9).
+    pub local_cid: Vec<u8>,
+    /// Application-data records that opened and carried `local_cid` (with one).
+    pub cid_records_in: usize,
 }
 
 impl DataKeys13 {
     /// One application-data record carrying `data` (unified header, 16-bit sequence
     /// number, length present).
     pub fn seal(&mut self, data: &[u8]) -> Vec<u8> {
-        let form = HeaderForm::default();
+        let form = if self.peer_cid.is_empty() {
+            HeaderForm::default()
+        } else {
+            HeaderForm::with_cid(&self.peer_cid)
+        };
         let mut rec = vec![0u8; self.sealer.record_len(&form, data.len(), 0)];
         let off = self.sealer.plaintext_offset(&form);
         rec[off..off + data.len()].copy_from_slice(data);
@@ -213,11 +223,18 @@ impl DataKeys13 {
     /// when it is application data; `None` for other content (the engine's) or records
     /// that do not open.
     pub fn open(&mut self, record: &[u8]) -> Option<Vec<u8>> {
+        let cid_len = self.local_cid.len();
+        let with_our_cid = !self.local_cid.is_empty()
+            && record.first().is_some_and(|b| b & 0x10 != 0)
+            && record.get(1..1 + cid_len) == Some(&self.local_cid[..]);
         for opener in std::iter::once(&mut self.opener).chain(self.previous.as_mut()) {
             let mut buf = record.to_vec();
-            if let Ok(opened) = opener.open(&mut buf, 0) {
-                return (opened.content_type == InnerContentType::ApplicationData)
-                    .then(|| opened.plaintext.to_vec());
+            if let Ok(opened) = opener.open(&mut buf, cid_len) {
+                let app = opened.content_type == InnerContentType::ApplicationData;
+                if app && with_our_cid {
+                    self.cid_records_in += 1;
+                }
+                return app.then(|| opened.plaintext.to_vec());
             }
         }
         None
@@ -260,6 +277,9 @@ pub fn install_keys13(keys: SessionKeys, at: Instant) -> (DataKeys13, SessionInf
             sealer,
             opener,
             previous: None,
+            peer_cid: peer_cid.clone().unwrap_or_default(),
+            local_cid: local_cid.clone().unwrap_or_default(),
+            cid_records_in: 0,
         },
         SessionInfo {
             peer,

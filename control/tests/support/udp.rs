@@ -265,7 +265,7 @@ impl UdpEndpoint {
             // DTLS 1.3: protected application data to the data plane, everything else
             // (ACKs, alerts, retransmitted handshake records) to the engine.
             let mut rest = Vec::new();
-            for record in MixedRecords::new(datagram, 0) {
+            for record in MixedRecords::new(datagram, data.local_cid.len()) {
                 match (record.kind, data.open(record.bytes)) {
                     (MixedKind::Ciphertext(_), Some(plaintext)) => self.app_in.push(plaintext),
                     _ => rest.extend_from_slice(record.bytes),

@@ -66,6 +66,11 @@ pub enum InnerContentType {
     Heartbeat = ContentType::Heartbeat as u8,
     /// ack(26), RFC 9147 §7
     Ack = ACK,
+    /// return_routability_check(27), RFC 9853 §5: in DTLS 1.3 the message travels as the
+    /// inner content type of a protected record ("The `return_routability_check` message
+    /// MUST be authenticated and encrypted using the currently active security context"),
+    /// in sessions that negotiated `rrc`.
+    ReturnRoutabilityCheck = RETURN_ROUTABILITY_CHECK,
 }
 
 impl InnerContentType {
@@ -79,8 +84,8 @@ impl InnerContentType {
                 ContentType::Handshake => Some(Self::Handshake),
                 ContentType::ApplicationData => Some(Self::ApplicationData),
                 ContentType::Heartbeat => Some(Self::Heartbeat),
-                // Not in 1.3 sessions yet: only DTLS 1.2 negotiates `rrc` here.
-                ContentType::ChangeCipherSpec | ContentType::ReturnRoutabilityCheck => None,
+                ContentType::ReturnRoutabilityCheck => Some(Self::ReturnRoutabilityCheck),
+                ContentType::ChangeCipherSpec => None,
             },
         }
     }
@@ -108,10 +113,10 @@ mod tests {
 
     #[test]
     fn inner_content_types_are_the_shared_ones_less_ccs_plus_ack() {
-        for t in [21u8, 22, 23, 24, 26] {
+        for t in [21u8, 22, 23, 24, 26, 27] {
             assert_eq!(InnerContentType::from_u8(t).map(|c| c as u8), Some(t));
         }
-        for t in [0u8, 20, 25, 27, 255] {
+        for t in [0u8, 20, 25, 28, 255] {
             assert_eq!(InnerContentType::from_u8(t), None);
         }
     }

@@ -403,10 +403,28 @@ impl<F> ShardCore<F> {
                 write,
                 cid,
                 peer_cid,
+                rrc,
                 upstream,
             } => {
-                let keys = keys13(read, write, &cid, &peer_cid, upstream);
+                let keys = keys13(read, write, &cid, &peer_cid, rrc, upstream);
                 self.install(now, session, peer, keys, fx, flows);
+            }
+            ShardCommand::AddCids { session, cids } => {
+                if let Some(id) = self.table.lookup_handle(session) {
+                    let cid_len = self
+                        .table
+                        .session(id)
+                        .filter(|s| matches!(s.read, ReadState::V13 { .. }))
+                        .map(|s| s.read.cid_len());
+                    // Only CIDs of the length the session's records are read with (a 1.3
+                    // header does not carry it).
+                    let keys: Vec<CidKey> = cids
+                        .iter()
+                        .filter(|c| Some(c.len()) == cid_len)
+                        .filter_map(|c| CidKey::new(c))
+                        .collect();
+                    self.table.add_cids(id, &keys);
+                }
             }
             ShardCommand::RetireEpoch { session, epoch } => {
                 if let Some(id) = self.table.lookup_handle(session)
@@ -628,6 +646,7 @@ impl<F> ShardCore<F> {
                 opener: Some(opener),
                 sealer: Some(sealer),
                 cid,
+                rrc,
                 upstream,
             } => (
                 ReadState::V13 {
@@ -637,8 +656,7 @@ impl<F> ShardCore<F> {
                 WriteState::V13(sealer),
                 // No heartbeat in DTLS 1.3.
                 HeartbeatPolicy::default(),
-                // Nor the return-routability check yet (1.3 does not negotiate it here).
-                false,
+                rrc,
                 upstream,
             ),
             Keys::V13 { sealer: None, .. } => return Err(InstallError::NoWriteKeys),
@@ -808,6 +826,9 @@ enum Keys {
         sealer: Option<Box<Write13>>,
         /// Our connection ID (empty: none).
         cid: CidKey,
+        /// The return-routability check was negotiated (RFC 9853); taken when the keys
+        /// create the session (a KeyUpdate keeps the session's check).
+        rrc: bool,
         upstream: UpstreamPrefix,
     },
 }
@@ -868,6 +889,7 @@ fn keys13(
     write: Option<Box<WriteKeys13>>,
     cid: &[u8],
     peer_cid: &[u8],
+    rrc: bool,
     upstream: UpstreamPrefix,
 ) -> Result<Keys, InstallError> {
     check_prefix(&upstream)?;
@@ -911,6 +933,7 @@ fn keys13(
             })
         }),
         cid,
+        rrc,
         upstream,
     })
 }

@@ -81,7 +81,9 @@ pub use records::{
 pub use refuse::{TransparentSource, is_out_of_descriptors};
 pub use relay::RelayMode;
 pub use rrc::{RRC_CHALLENGES, RRC_TIMEOUT, RrcCookies};
-pub use session::{Probe, Session, SessionCounters, SessionTable, SlotId, TableFull};
+pub use session::{
+    MAX_EXTRA_CIDS, Probe, Session, SessionCounters, SessionTable, SlotId, TableFull,
+};
 pub use shard::{Shard, ShardConfig, UPSTREAM_BUFFER, UpstreamSource, connect_upstream};
 pub use snapshot::{SessionSnapshots, SessionView};
 

@@ -169,9 +169,23 @@ pub enum ShardCommand {
         cid: Vec<u8>,
         /// The peer's connection ID, put in our records to it (empty: none).
         peer_cid: Vec<u8>,
+        /// Both sides negotiated the return-routability check (RFC 9853), as in
+        /// `InstallKeys`. Used when the command creates the session; a KeyUpdate keeps the
+        /// session's check.
+        rrc: bool,
         /// Serve mode: the header put in front of the plaintext sent to the backend. Used
         /// when the command creates the session; a KeyUpdate keeps the session's.
         upstream: UpstreamPrefix,
+    },
+    /// DTLS 1.3: more connection IDs of ours that the engine issued to the peer after the
+    /// handshake (NewConnectionId, RFC 9147 §9); records under any of them reach the
+    /// session from any address, as under its first. At most `MAX_EXTRA_CIDS` over a
+    /// session; they go with it.
+    AddCids {
+        /// The session.
+        session: SessionId,
+        /// The new CIDs (each at most 20 bytes, of the session's CID length).
+        cids: Vec<Vec<u8>>,
     },
     /// DTLS 1.3: stop reading `epoch` of the session (a record under the newer epoch
     /// verified, or its grace period ended; RFC 9147 §8).

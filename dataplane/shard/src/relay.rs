@@ -574,7 +574,9 @@ fn open_records<F>(
 ) -> Option<CloseReason> {
     let session = table.session_mut(id)?;
     match session.read {
-        ReadState::V13 { .. } => return open_records13(session, out, now, datagram, newest),
+        ReadState::V13 { .. } => {
+            return open_records13(session, out, now, source, datagram, newest);
+        }
         ReadState::V12Cid(_) => {
             return open_records12_cid(session, out, now, source, datagram, newest);
         }
@@ -741,8 +743,9 @@ fn open_records12_cid<F>(
     None
 }
 
-/// The records of a DTLS 1.3 session's datagram, opened in place: application data
-/// delivered, alerts handled as in 1.2, post-handshake messages (KeyUpdate,
+/// The records of a DTLS 1.3 session's datagram from `source`, opened in place: application
+/// data delivered, alerts and return_routability_check messages (RFC 9853) handled as in
+/// 1.2, post-handshake messages (KeyUpdate,
 /// NewSessionTicket, NewConnectionId, ...) and ACKs under application keys handed to control
 /// as plaintext (only the shard holds those keys). DTLSPlaintext records and records of an
 /// epoch the shard does not hold went to control with the whole datagram.
@@ -750,6 +753,7 @@ fn open_records13<F>(
     session: &mut Session<F>,
     out: &mut Out<'_>,
     now: Instant,
+    source: SocketAddr,
     datagram: &mut [u8],
     newest: &mut bool,
 ) -> Option<CloseReason> {
@@ -802,6 +806,10 @@ fn open_records13<F>(
                             ack: opened.content_type == InnerContentType::Ack,
                             message: opened.plaintext.to_vec(),
                         });
+                    }
+                    // RFC 9853 §5 under 1.3: the same message as the inner content type.
+                    InnerContentType::ReturnRoutabilityCheck => {
+                        handle_rrc(session, out, source, opened.plaintext);
                     }
                     // No heartbeat in DTLS 1.3.
                     InnerContentType::Heartbeat => out.tally.drop_unexpected_content += 1,
@@ -1123,8 +1131,9 @@ pub(crate) fn seal_to(
 /// being checked the new one is not ("the presented algorithms are not designed to handle
 /// nested rebindings ... A new path validation will start when new data is received").
 ///
-/// Version-neutral: a DTLS 1.3 record path calls it the same way (the challenge is sealed
-/// with the session's write state).
+/// Version-neutral: DTLS 1.3 sessions (RFC 9853 covers both versions) take the same path,
+/// the challenge sealed with the session's write state as a record whose inner content
+/// type is return_routability_check.
 #[cold]
 pub(crate) fn check_new_path<F>(
     session: &mut Session<F>,

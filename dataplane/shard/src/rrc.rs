@@ -1,5 +1,5 @@
-//! The return-routability check of RFC 9853 for sessions that negotiated it (DTLS 1.2 with
-//! connection IDs; the state is version-neutral): a session whose authenticated, newest
+//! The return-routability check of RFC 9853 for sessions that negotiated it (DTLS 1.2 and
+//! 1.3 with connection IDs; the state is version-neutral): a session whose authenticated, newest
 //! record came from a new address keeps its address until that address answers a
 //! path_challenge; until then replies go there only up to three times what it sent.
 //!

@@ -25,6 +25,10 @@ use crate::queue::{HeartbeatPolicy, SessionId};
 use crate::records::{CidKey, ReadEpochs, ReadState, Write13, WriteState};
 use crate::rrc::PathState;
 
+/// CIDs of ours a DTLS 1.3 session may have beyond the handshake's: what the engine issues
+/// over a session (`control`'s `MAX_ISSUED_CIDS`, RFC 9147 §9 lets it issue fewer).
+pub const MAX_EXTRA_CIDS: usize = 8;
+
 /// Slot generations stay below 2^31, so a slot's epoll token never has its top bit set
 /// (the shard's other tokens do).
 const GENERATION_MASK: u32 = 0x7fff_ffff;
@@ -130,6 +134,10 @@ pub struct Session<F> {
     pub(crate) limit_reported: bool,
     /// Our connection ID: what the peer puts in its records to us (indexed by the table).
     cid: Option<CidKey>,
+    /// DTLS 1.3: more CIDs of ours the engine issued after the handshake (NewConnectionId,
+    /// RFC 9147 §9), indexed by the table like `cid`, at most [`MAX_EXTRA_CIDS`]; empty
+    /// (no allocation) for every other session.
+    extra_cids: Vec<CidKey>,
     /// The return-routability check (RFC 9853): off, idle, or checking a new address.
     pub(crate) path: PathState,
 }
@@ -180,6 +188,7 @@ impl<F> Session<F> {
             counters: SessionCounters::default(),
             limit_reported: false,
             cid: None,
+            extra_cids: Vec::new(),
             path: PathState::Off,
         }
     }
@@ -187,6 +196,11 @@ impl<F> Session<F> {
     /// Our connection ID in the peer's records, if any.
     pub fn cid(&self) -> Option<&CidKey> {
         self.cid.as_ref()
+    }
+
+    /// The CIDs of ours issued after the handshake (DTLS 1.3) that reach this session too.
+    pub fn extra_cids(&self) -> &[CidKey] {
+        &self.extra_cids
     }
 
     /// Sets our connection ID before the session is inserted (the table indexes it).
@@ -338,6 +352,31 @@ impl<F> SessionTable<F> {
         }
     }
 
+    /// Indexes more CIDs of ours for the session in `id` (DTLS 1.3 NewConnectionId, RFC
+    /// 9147 §9: the peer may use any of them in its records to us), up to
+    /// [`MAX_EXTRA_CIDS`] over the session's life; empty ones, ones some session already
+    /// holds and those over the bound are skipped. Returns how many were added. They are
+    /// unindexed with the session (a CID is never retired earlier: DTLS 1.3 has no message
+    /// by which the peer says it stopped using one).
+    pub fn add_cids(&mut self, id: SlotId, cids: &[CidKey]) -> usize {
+        let mut added = 0;
+        for cid in cids {
+            if cid.is_empty() || self.by_cid.contains_key(cid) {
+                continue;
+            }
+            let Some(session) = self.session_mut(id) else {
+                return added;
+            };
+            if session.extra_cids.len() >= MAX_EXTRA_CIDS {
+                break;
+            }
+            session.extra_cids.push(*cid);
+            self.by_cid.insert(*cid, id);
+            added += 1;
+        }
+        added
+    }
+
     /// The slot of session `handle`.
     pub fn lookup_handle(&self, handle: SessionId) -> Option<SlotId> {
         self.by_handle.get(&handle).copied()
@@ -402,6 +441,9 @@ impl<F> SessionTable<F> {
         if let Some(cid) = session.cid {
             self.by_cid.insert(cid, id);
         }
+        for cid in &session.extra_cids {
+            self.by_cid.insert(*cid, id);
+        }
         let mut session = session;
         session.id = id;
         slot.session = Some(session);
@@ -424,6 +466,9 @@ impl<F> SessionTable<F> {
         self.index.remove(&session.peer);
         self.by_handle.remove(&session.handle);
         if let Some(cid) = &session.cid {
+            self.by_cid.remove(cid);
+        }
+        for cid in &session.extra_cids {
             self.by_cid.remove(cid);
         }
         slot.generation = slot.generation.wrapping_add(1) & GENERATION_MASK;

@@ -811,6 +811,8 @@ mod v13 {
         opener: Opener13,
         /// The CID the core issued: the peer puts it in its records (empty: none).
         cid: Vec<u8>,
+        /// The session negotiated the return-routability check (RFC 9853).
+        rrc: bool,
     }
 
     impl Peer13 {
@@ -823,6 +825,7 @@ mod v13 {
                 sealer: Sealer13::new(3, keys(seed)),
                 opener: Opener13::new(3, keys(seed + 1), ReplayWindow::new(128)),
                 cid: Vec::new(),
+                rrc: false,
             }
         }
 
@@ -847,6 +850,7 @@ mod v13 {
                 }),
                 cid: self.cid.clone(),
                 peer_cid: Vec::new(),
+                rrc: self.rrc,
                 upstream: UpstreamPrefix::None,
             }
         }
@@ -1241,6 +1245,50 @@ mod v13 {
     }
 
     #[test]
+    fn cids_issued_after_the_handshake_reach_the_session_within_a_bound() {
+        let (mut h, mut peer) = with_cids(15);
+        let issued: Vec<Vec<u8>> = (0..10u8)
+            .map(|i| vec![0xc0, 15, 9, i, 3, 4, 5, 6])
+            .collect();
+        // One of another length is not the session's (its records are read with 8 bytes).
+        let mut cids = issued.clone();
+        cids.push(vec![1, 2, 3]);
+        h.command(
+            1,
+            ShardCommand::AddCids {
+                session: peer.handle,
+                cids,
+            },
+        );
+        let table = h.core.sessions();
+        let home = table.lookup(&peer.addr).expect("session");
+        assert_eq!(
+            table.session(home).map(|s| s.extra_cids().len()),
+            Some(dtls_shard::MAX_EXTRA_CIDS)
+        );
+        assert_eq!(table.lookup_cid(&issued[7]), Some(home));
+        assert_eq!(table.lookup_cid(&issued[8]), None, "over the bound");
+        assert_eq!(table.lookup_cid(&[1, 2, 3]), None);
+        // The peer uses a new CID from a new address: the session's record, and it moves.
+        peer.cid = issued[3].clone();
+        let moved = SocketAddr::from(([203, 0, 113, 15], 4015));
+        h.datagram(2, moved, &peer.seal(b"under a new cid"));
+        assert_eq!(h.upstream(), vec![(1, b"under a new cid".to_vec())]);
+        assert_eq!(h.stats().sessions_moved, 1);
+        // Closed: none of its CIDs names it any more.
+        h.command(
+            3,
+            ShardCommand::Close {
+                session: peer.handle,
+                reason: dtls_shard::CloseCause::Requested,
+            },
+        );
+        let table = h.core.sessions();
+        assert!(issued.iter().all(|c| table.lookup_cid(c).is_none()));
+        assert_eq!(table.lookup_cid(&[0xc0, 15, 1, 2, 3, 4, 5, 6]), None);
+    }
+
+    #[test]
     fn an_unknown_connection_id_is_not_a_session() {
         let (mut h, mut peer) = with_cids(12);
         peer.cid = vec![0xc0, 99, 1, 2, 3, 4, 5, 6];
@@ -1288,6 +1336,137 @@ mod v13 {
                 ..
             }]
         ));
+    }
+
+    /// RFC 9853 in DTLS 1.3 sessions: return_routability_check as the inner content type.
+    mod rrc13 {
+        use dtls_proto::{RrcMessage, RrcMessageType};
+
+        use super::*;
+
+        fn with_rrc(n: u8) -> (Harness, Peer13) {
+            let mut h = Harness::new(RelayMode::Serve, |c| c.cid_len = 8);
+            let mut peer = Peer13::new(n);
+            peer.cid = vec![0xc0, n, 1, 2, 3, 4, 5, 6];
+            peer.rrc = true;
+            h.command(0, peer.install(3, true));
+            (h, peer)
+        }
+
+        fn seal_rrc(peer: &mut Peer13, msg: RrcMessage) -> Vec<u8> {
+            let mut body = [0u8; 16];
+            let len = msg.emit(&mut body).expect("fits");
+            peer.seal_as(InnerContentType::ReturnRoutabilityCheck, &body[..len])
+        }
+
+        /// The kind and cookie of the return_routability_check message in `record`.
+        fn rrc_of(peer: &mut Peer13, record: Vec<u8>) -> (RrcMessageType, [u8; 8]) {
+            let (content_type, body) = peer.open(record);
+            assert_eq!(content_type, InnerContentType::ReturnRoutabilityCheck);
+            match RrcMessage::parse(&body) {
+                Ok(RrcMessage::Known { kind, cookie }) => (kind, cookie),
+                other => panic!("{other:?}"),
+            }
+        }
+
+        fn slot(h: &Harness, addr: SocketAddr) -> Option<dtls_shard::SlotId> {
+            h.core.sessions().lookup(&addr)
+        }
+
+        #[test]
+        fn a_13_session_moves_only_after_the_new_address_answers_the_challenge() {
+            let (mut h, mut peer) = with_rrc(50);
+            h.datagram(1, peer.addr, &peer.seal(b"from home"));
+            let moved = SocketAddr::from(([203, 0, 113, 50], 62050));
+            h.datagram(2, moved, &peer.seal(b"from the new port"));
+            let delivered: Vec<Vec<u8>> = h.upstream().into_iter().map(|(_, p)| p).collect();
+            assert_eq!(
+                delivered,
+                vec![b"from home".to_vec(), b"from the new port".to_vec()]
+            );
+            assert!(h.inbound().is_empty(), "no move yet");
+            assert!(slot(&h, peer.addr).is_some() && slot(&h, moved).is_none());
+            let net = h.net();
+            assert_eq!(net.len(), 1);
+            assert_eq!(net[0].0, moved, "the challenge goes to the new address");
+            let (kind, cookie) = rrc_of(&mut peer, net[0].1.clone());
+            assert_eq!(kind, RrcMessageType::PathChallenge);
+            // A response with another cookie is silently discarded.
+            let mut wrong = cookie;
+            wrong[0] ^= 1;
+            h.datagram(3, moved, &seal_rrc(&mut peer, RrcMessage::response(wrong)));
+            assert!(h.inbound().is_empty());
+            // The echo of the cookie validates it: the session moves.
+            h.datagram(4, moved, &seal_rrc(&mut peer, RrcMessage::response(cookie)));
+            assert_eq!(
+                h.inbound(),
+                vec![ControlInbound::PeerMoved {
+                    session: peer.handle,
+                    from: peer.addr,
+                    peer: moved,
+                }]
+            );
+            assert!(slot(&h, peer.addr).is_none() && slot(&h, moved).is_some());
+            let s = h.stats();
+            assert_eq!(
+                (s.rrc_challenges_sent, s.rrc_validated, s.rrc_failed),
+                (1, 1, 0)
+            );
+            assert_eq!(s.sessions_moved, 1);
+        }
+
+        #[test]
+        fn a_13_address_that_never_answers_does_not_take_the_session() {
+            let (mut h, mut peer) = with_rrc(51);
+            h.datagram(1, peer.addr, &peer.seal(b"from home"));
+            let spoofed = SocketAddr::from(([198, 18, 0, 51], 4444));
+            h.datagram(2, spoofed, &peer.seal(b"raced copy"));
+            assert_eq!(h.net().len(), 1, "one challenge");
+            for ms in [1_500, 2_600, 3_700, 4_800] {
+                h.core.handle_timeout(h.at(ms), &mut h.fx);
+            }
+            assert_eq!(h.net().len(), 2, "two retransmissions");
+            assert!(h.inbound().is_empty(), "never moved");
+            assert!(slot(&h, peer.addr).is_some() && slot(&h, spoofed).is_none());
+            let s = h.stats();
+            assert_eq!(
+                (s.rrc_challenges_sent, s.rrc_validated, s.rrc_failed),
+                (3, 0, 1)
+            );
+        }
+
+        #[test]
+        fn a_13_peers_challenge_is_answered_and_without_rrc_dropped() {
+            let (mut h, mut peer) = with_rrc(52);
+            h.datagram(
+                1,
+                peer.addr,
+                &seal_rrc(&mut peer, RrcMessage::challenge([7; 8])),
+            );
+            let net = h.net();
+            assert_eq!(net.len(), 1);
+            assert_eq!(net[0].0, peer.addr);
+            assert_eq!(
+                rrc_of(&mut peer, net[0].1.clone()),
+                (RrcMessageType::PathResponse, [7; 8])
+            );
+            assert_eq!(h.stats().rrc_responses_sent, 1);
+            // RFC 9853 §4: not negotiated, not used: dropped, and moves are immediate.
+            let mut plain = Peer13::new(53);
+            plain.cid = vec![0xc0, 53, 1, 2, 3, 4, 5, 6];
+            h.command(2, plain.install(3, true));
+            h.datagram(
+                3,
+                plain.addr,
+                &seal_rrc(&mut plain, RrcMessage::challenge([8; 8])),
+            );
+            assert!(h.net().is_empty());
+            assert_eq!(h.stats().rrc_responses_sent, 1);
+            let moved = SocketAddr::from(([203, 0, 113, 53], 62053));
+            h.datagram(4, moved, &plain.seal(b"moved"));
+            assert!(slot(&h, moved).is_some());
+            assert_eq!(h.stats().rrc_challenges_sent, 0);
+        }
     }
 }
 

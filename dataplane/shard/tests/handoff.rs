@@ -318,6 +318,7 @@ fn a_dtls13_record_with_the_c_bit_is_handed_over_too() {
         })),
         cid: CID_SHARD1.to_vec(),
         peer_cid: Vec::new(),
+        rrc: false,
         upstream: UpstreamPrefix::None,
     });
     let mut sealer = Sealer13::new(3, keys13(8));

@@ -87,6 +87,11 @@ pub struct TuningFlags {
     /// serve, 0 for connect (use the server's, receive none); 0..=20].
     #[arg(long, value_name = "BYTES")]
     pub connection_id_length: Option<i64>,
+    /// Do not negotiate the return-routability check (RFC 9853) with connection IDs: a
+    /// session then follows an authenticated, newest record to its new address at once
+    /// instead of checking the address first [default: on].
+    #[arg(long)]
+    pub no_rrc: bool,
     /// DTLS versions to negotiate, in preference order, comma-separated: `1.3`, `1.2`
     /// [default: 1.3,1.2].
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
@@ -266,6 +271,7 @@ pub fn merge_serve(file: RawServe, flags: ServeFlags) -> RawServe {
             file.connection_id
         },
         connection_id_length: t.connection_id_length.or(file.connection_id_length),
+        rrc: if t.no_rrc { Some(false) } else { file.rrc },
         versions: list_flag(t.versions, file.versions),
         tls13_groups: list_flag(t.tls13_groups, file.tls13_groups),
         tls13_cipher_suites: list_flag(t.tls13_cipher_suites, file.tls13_cipher_suites),
@@ -327,6 +333,7 @@ pub fn merge_connect(file: RawConnect, flags: ConnectFlags) -> RawConnect {
             file.connection_id
         },
         connection_id_length: t.connection_id_length.or(file.connection_id_length),
+        rrc: if t.no_rrc { Some(false) } else { file.rrc },
         versions: list_flag(t.versions, file.versions),
         tls13_groups: list_flag(t.tls13_groups, file.tls13_groups),
         tls13_cipher_suites: list_flag(t.tls13_cipher_suites, file.tls13_cipher_suites),

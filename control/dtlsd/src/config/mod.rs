@@ -240,6 +240,8 @@ pub struct Tuning {
     pub run_as: Option<crate::privileges::RunAs>,
     /// Connection IDs (RFC 9146): off, or on with the length of the CID we ask for.
     pub connection_id: control::ConnectionIds,
+    /// The return-routability check (RFC 9853) offered and answered with connection IDs.
+    pub rrc: bool,
     /// DTLS versions negotiated, in preference order.
     pub versions: Vec<control::ProtocolVersion>,
     /// DTLS 1.3 key-exchange groups, in preference order.
@@ -274,6 +276,7 @@ impl Tuning {
             self.limits.reloaded(&other.limits) != other.limits,
         );
         check("connection_id", self.connection_id != other.connection_id);
+        check("rrc", self.rrc != other.rrc);
         check("versions", self.versions != other.versions);
         check("tls13_groups", self.tls13_groups != other.tls13_groups);
         check(

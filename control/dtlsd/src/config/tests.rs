@@ -68,7 +68,7 @@ fn every_serve_and_connect_key_parses_and_validates() {
          key = \"{d}/b.pem\"\npsk = [\"a:00ff\", \"b:c0ffee\"]\nclient_ca = \"{d}/a.pem\"\n\
          shards = 2\ncpus = \"0\"\nio = \"mmsg\"\nmtu = 1200\nmetrics = \"127.0.0.1:9100\"\n\
          idle_timeout = 60\nkeepalive = 15\nlog_format = \"json\"\ntakeover = true\n\
-         connection_id = true\nconnection_id_length = 12\ndrain_timeout = 30\nversions = [\"1.2\"]\n\
+         connection_id = true\nconnection_id_length = 12\nrrc = false\ndrain_timeout = 30\nversions = [\"1.2\"]\n\
          tls13_groups = [\"x25519mlkem768\"]\n\
          tls13_cipher_suites = [\"TLS_CHACHA20_POLY1305_SHA256\", \"TLS_AES_128_GCM_SHA256\"]\n"
     ));
@@ -96,6 +96,7 @@ fn every_serve_and_connect_key_parses_and_validates() {
             dual_stack: false,
             run_as: None,
             connection_id: control::ConnectionIds::On { len: 12 },
+            rrc: false,
             versions: vec![control::ProtocolVersion::Dtls1_2],
             tls13_groups: vec![control::NamedGroup::X25519Mlkem768],
             tls13_cipher_suites: vec![
@@ -179,6 +180,7 @@ fn defaults_apply_when_keys_are_absent() {
             connection_id: control::ConnectionIds::On {
                 len: super::DEFAULT_SERVE_CID_LEN,
             },
+            rrc: true,
             versions: super::DEFAULT_VERSIONS.to_vec(),
             tls13_groups: super::TLS13_GROUPS.iter().map(|(_, g)| *g).collect(),
             tls13_cipher_suites: super::TLS13_CIPHER_SUITES.iter().map(|(_, s)| *s).collect(),

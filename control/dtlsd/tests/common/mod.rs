@@ -837,6 +837,30 @@ impl Client {
     }
 
     /// The server's connection ID in our records, when it gave one (RFC 9146).
+    /// DTLS 1.3: asks the server for `count` more of its CIDs (RequestConnectionId) and
+    /// waits for them (the server's NewConnectionId); returns them.
+    pub fn request_cids(&mut self, count: u8) -> Vec<Vec<u8>> {
+        assert!(
+            self.conn.request_connection_ids(Instant::now(), count),
+            "RequestConnectionId not sent"
+        );
+        self.flush();
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while Instant::now() < deadline {
+            let spare = self.conn.spare_connection_ids13();
+            if !spare.is_empty() {
+                return spare;
+            }
+            self.turn(Duration::from_millis(100));
+        }
+        panic!("no NewConnectionId from the server");
+    }
+
+    /// DTLS 1.3: our records carry `cid` (one of the server's) from now on.
+    pub fn use_peer_cid(&mut self, cid: &[u8]) {
+        self.data13.as_mut().expect("a DTLS 1.3 session").peer_cid = cid.to_vec();
+    }
+
     pub fn peer_cid(&self) -> Option<&[u8]> {
         if let Some(data) = &self.data13 {
             return (!data.peer_cid.is_empty()).then_some(data.peer_cid.as_slice());

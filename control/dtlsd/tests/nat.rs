@@ -1,0 +1,238 @@
+//! `dtlsd connect` behind a NAT: a local source → `dtlsd connect` → a test NAT (a UDP relay
+//! of ours that gives the client's flow a new outside port mid-stream, then a new address
+//! within 127.0.0.0/8 as well, closing the old socket, as a NAT whose mapping expired does) → `dtlsd serve` → a UDP echo backend and back,
+//! for DTLS 1.2 (RFC 9146) and 1.3 (RFC 9147 §9) with connection IDs. Every datagram is
+//! echoed byte for byte across the changes, the session survives (one handshake), and the
+//! return-routability check of RFC 9853 runs both ways: the server challenges the new
+//! port and `dtlsd connect` (the client role) answers. A copy of an old record sent from a
+//! third address does not move the session.
+//!
+//! Every wait has a deadline; daemons are killed on drop.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::{Daemon, EchoBackend, TempDir, certs};
+
+/// A one-client NAT: datagrams from the inside (`dtlsd connect`) to `front` leave through
+/// an outside socket towards the server; the server's answers to that socket go back to
+/// the inside. [`Nat::rebind`] replaces the outside socket (a new source port), and the old
+/// one is closed: what the server sends to the old port is lost.
+/// What the test asks of the NAT.
+enum Request {
+    /// A new outside port (and address, see [`outside`]).
+    Rebind,
+    /// An off-path attacker's copy of the client's first record after the handshake, sent
+    /// to the server from a third address (127.0.0.9) well after it was first seen.
+    ReplayOld,
+}
+
+struct Nat {
+    front: SocketAddr,
+    rebind: mpsc::Sender<Request>,
+    rebinds: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Nat {
+    fn start(server: SocketAddr) -> Self {
+        let front = UdpSocket::bind("127.0.0.1:0").expect("bind nat front");
+        front.set_nonblocking(true).expect("nonblocking");
+        let addr = front.local_addr().expect("front addr");
+        let (rebind, requests) = mpsc::channel();
+        let rebinds = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (rebinds, stop) = (Arc::clone(&rebinds), Arc::clone(&stop));
+            std::thread::spawn(move || relay(&front, server, &requests, &rebinds, &stop))
+        };
+        Self {
+            front: addr,
+            rebind,
+            rebinds,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Gives the client a new outside port and waits until the NAT uses it.
+    fn rebind(&self) {
+        let before = self.rebinds.load(Ordering::SeqCst);
+        self.rebind.send(Request::Rebind).expect("nat running");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.rebinds.load(Ordering::SeqCst) == before {
+            assert!(Instant::now() < deadline, "the NAT did not rebind");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Nat {
+    fn replay_old(&self) {
+        self.rebind.send(Request::ReplayOld).expect("nat running");
+    }
+}
+
+impl Drop for Nat {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The NAT's outside socket after `rebinds` changes: a new port, and from the second change
+/// on a new address within 127.0.0.0/8 too (127.0.0.2, 127.0.0.3, ...).
+fn outside(server: SocketAddr, rebinds: u64) -> UdpSocket {
+    let host = u8::try_from(1 + rebinds / 2).expect("few rebinds");
+    let s =
+        UdpSocket::bind((std::net::Ipv4Addr::new(127, 0, 0, host), 0)).expect("bind nat outside");
+    s.connect(server).expect("connect nat outside");
+    s.set_nonblocking(true).expect("nonblocking");
+    s
+}
+
+fn relay(
+    front: &UdpSocket,
+    server: SocketAddr,
+    requests: &mpsc::Receiver<Request>,
+    rebinds: &AtomicU64,
+    stop: &AtomicBool,
+) {
+    let mut out = outside(server, 0);
+    let mut inside: Option<SocketAddr> = None;
+    // The first protected record (a unified header, or a tls12_cid record) the client sent.
+    let mut old: Option<Vec<u8>> = None;
+    let mut buf = vec![0u8; 65536];
+    while !stop.load(Ordering::SeqCst) {
+        match requests.try_recv() {
+            Ok(Request::Rebind) => {
+                // The old mapping is gone: its socket closes with it.
+                out = outside(server, rebinds.load(Ordering::SeqCst) + 1);
+                rebinds.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(Request::ReplayOld) => {
+                if let Some(record) = &old {
+                    let spoofer = UdpSocket::bind("127.0.0.9:0").expect("bind spoofer");
+                    let _ = spoofer.send_to(record, server);
+                }
+            }
+            Err(_) => {}
+        }
+        let mut idle = true;
+        while let Ok((n, from)) = front.recv_from(&mut buf) {
+            idle = false;
+            inside = Some(from);
+            let protected = buf[0] & 0xe0 == 0x20 || buf[0] == 25;
+            if old.is_none() && protected && rebinds.load(Ordering::SeqCst) > 0 {
+                old = Some(buf[..n].to_vec());
+            }
+            let _ = out.send(&buf[..n]);
+        }
+        while let Ok(n) = out.recv(&mut buf) {
+            idle = false;
+            if let Some(to) = inside {
+                let _ = front.send_to(&buf[..n], to);
+            }
+        }
+        if idle {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// The datagram of `round`: the round number, then a pattern of it, 16 to 1000 bytes.
+fn datagram(round: usize) -> Vec<u8> {
+    let len = 16 + (round * 977) % 985;
+    let mut d = Vec::with_capacity(len);
+    d.extend_from_slice(&(round as u32).to_be_bytes());
+    d.extend((4..len).map(|i| (i as u8) ^ (round as u8).wrapping_mul(31)));
+    d
+}
+
+/// One source through `dtlsd connect --versions <version>` behind the NAT; the NAT
+/// changes the client's port `REBINDS` times between lock-step echoes.
+fn through_a_rebinding_nat(tag: &str, version: &str) {
+    const ROUNDS: usize = 24;
+    const REBINDS: u64 = 3;
+    let pki = TempDir::new(tag);
+    certs(&pki);
+    let backend = EchoBackend::start();
+    let serve = Daemon::start_serve_with_metrics(backend.addr, &pki, &["--shards", "1"]);
+    let nat = Nat::start(serve.listen);
+    let connect = Daemon::start_connect_with_metrics(
+        nat.front,
+        &pki,
+        &["--shards", "1", "--versions", version],
+    );
+    let source = UdpSocket::bind("127.0.0.1:0").expect("bind source");
+    source.connect(connect.listen).expect("connect source");
+    let mut buf = vec![0u8; 2048];
+    for round in 0..ROUNDS {
+        if round > 0 && round % (ROUNDS / (REBINDS as usize + 1)) == 0 {
+            nat.rebind();
+        }
+        let sent = datagram(round);
+        source.send(&sent).expect("send");
+        source
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let n = source.recv(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "round {round}: no echo ({e})\nserve: {}\nconnect: {}",
+                serve.log(),
+                connect.log()
+            )
+        });
+        assert_eq!(&buf[..n], &sent[..], "round {round}: echo differs");
+        if round == ROUNDS - 2 {
+            // A copy of an old record from a third address: authenticates, but is not the
+            // newest (a replay), so it moves nothing (RFC 9146 §6, RFC 9147 §9).
+            nat.replay_old();
+        }
+    }
+    let serve_metric = |name: &str| serve.metric(&format!("{name}{{shard=\"0\"}}"));
+    let connect_metric = |name: &str| connect.metric(&format!("{name}{{shard=\"0\"}}"));
+    // One session all along, moved once per new port after the port answered the check.
+    assert_eq!(serve_metric("dtlsd_sessions_active"), Some(1));
+    assert_eq!(
+        serve_metric("dtlsd_sessions_moved_total"),
+        Some(REBINDS),
+        "{}",
+        serve.log()
+    );
+    assert_eq!(serve_metric("dtlsd_rrc_validated_total"), Some(REBINDS));
+    assert!(
+        serve
+            .metric("dtlsd_drops_total{shard=\"0\",reason=\"not_moved\"}")
+            .is_some_and(|n| n >= 1),
+        "the replayed record was not seen\n{}",
+        serve.log()
+    );
+    assert_eq!(serve_metric("dtlsd_rrc_failed_total"), Some(0));
+    // The client role answered each challenge (retransmitted ones included).
+    assert!(
+        connect_metric("dtlsd_rrc_responses_sent_total").is_some_and(|n| n >= REBINDS),
+        "{}",
+        connect.log()
+    );
+    assert_eq!(connect_metric("dtlsd_sessions_active"), Some(1));
+}
+
+#[test]
+fn dtls12_connect_behind_a_rebinding_nat_keeps_its_session() {
+    through_a_rebinding_nat("nat12", "1.2");
+}
+
+#[test]
+fn dtls13_connect_behind_a_rebinding_nat_keeps_its_session() {
+    through_a_rebinding_nat("nat13", "1.3");
+}
