@@ -174,6 +174,7 @@ impl TestServer {
             proxy_protocol: None,
             cid_steering: true,
             upstream_source: Default::default(),
+            cluster: Default::default(),
             tuning: Tuning {
                 shards: Some(setup.shards.max(1)),
                 cpus: None,

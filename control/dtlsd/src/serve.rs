@@ -82,6 +82,7 @@ impl Server {
         shard_config.cid_len = config.tuning.connection_id.cid_len().unwrap_or(0);
         let limits = config.tuning.limits.clone();
         let proxy_protocol = config.proxy_protocol;
+        let node_id = config.cluster.node_id;
         // CIDs long enough for the QUIC-LB layout name their shard (shorter ones are random
         // and found through each shard's CID table only).
         let cids = ShardCids::shard_field(shard_config.cid_len).map(|field| CidRouting {
@@ -107,6 +108,7 @@ impl Server {
                         protocol,
                         listen: shard_listen[0],
                     }),
+                    node_id,
                     ..RuntimeConfig::default()
                 };
                 let mut rng = SystemRng::new();

@@ -116,6 +116,12 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
         );
     }
     c.dual_stack(listen.as_deref().unwrap_or_default(), tuning.as_ref());
+    let cluster = super::cluster::validate(
+        raw.node_id,
+        raw.node_name.as_deref(),
+        &raw.nodes,
+        &mut c.errors,
+    );
     let upstream_source = raw.upstream_source.unwrap_or_default();
     if upstream_source == UpstreamSourceMode::Transparent {
         // Every upstream socket is made after the drop and needs CAP_NET_ADMIN, which a
@@ -156,8 +162,8 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
         }
     }
     c.finish()?;
-    match (listen, backend, tuning) {
-        (Some(listen), Some(backend), Some(tuning)) => Ok(ServeConfig {
+    match (listen, backend, tuning, cluster) {
+        (Some(listen), Some(backend), Some(tuning), Some(cluster)) => Ok(ServeConfig {
             listen,
             backend,
             credentials: ServerCredentials {
@@ -177,6 +183,7 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
                 UpstreamSourceMode::Daemon => UpstreamSource::Ephemeral,
                 UpstreamSourceMode::Transparent => UpstreamSource::Transparent,
             },
+            cluster,
             tuning,
         }),
         // finish() returned early on any error; every check that yields None pushed one.
