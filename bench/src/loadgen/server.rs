@@ -175,6 +175,7 @@ impl TestServer {
             cid_steering: true,
             upstream_source: Default::default(),
             cluster: Default::default(),
+            key_store: None,
             tuning: Tuning {
                 shards: Some(setup.shards.max(1)),
                 cpus: None,

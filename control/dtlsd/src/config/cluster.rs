@@ -88,7 +88,12 @@ pub fn validate(
         let key = |k: &str| format!("nodes[{i}].{k}");
         let id = match r.id {
             None => {
-                errors.push(error(key("id"), Problem::Missing { flag: "a [[nodes]] id" }));
+                errors.push(error(
+                    key("id"),
+                    Problem::Missing {
+                        flag: "a [[nodes]] id",
+                    },
+                ));
                 None
             }
             Some(v) => node_id(key("id"), v, errors),
@@ -220,10 +225,9 @@ fn node_address(key: String, value: &str, errors: &mut Vec<ConfigError>) -> Opti
             bad("expected IP:PORT such as 10.0.0.2:4434 (host names are not resolved)"),
         )),
         Ok(a) if a.port() == 0 => errors.push(error(key, bad("port 0 cannot be sent to"))),
-        Ok(a) if a.ip().is_unspecified() => errors.push(error(
-            key,
-            bad("an unspecified address cannot be sent to"),
-        )),
+        Ok(a) if a.ip().is_unspecified() => {
+            errors.push(error(key, bad("an unspecified address cannot be sent to")))
+        }
         Ok(a) => return Some(a),
     }
     None

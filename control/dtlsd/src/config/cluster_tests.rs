@@ -71,7 +71,10 @@ fn the_own_id_must_be_listed_and_known() {
     let l = errors(serve(&format!("node_id = 3\n{FLEET}")));
     assert_eq!(l, ["serve.node_id: `3` is not listed in [[nodes]]"]);
     let l = errors(serve(&format!("node_name = \"worker-z\"\n{FLEET}")));
-    assert_eq!(l, ["serve.node_name: `worker-z` is not listed in [[nodes]]"]);
+    assert_eq!(
+        l,
+        ["serve.node_name: `worker-z` is not listed in [[nodes]]"]
+    );
     let l = errors(serve(FLEET));
     assert!(l[0].starts_with("serve.node_id: missing"), "{l:?}");
     let l = errors(serve("node_name = \"worker-a\"\n"));
@@ -97,7 +100,10 @@ fn bad_nodes_are_named() {
         ("nodes[1].name:", "must not be empty"),
         ("nodes[1].address:", "`10.0.0.1:4434` is given twice"),
         ("nodes[2].id:", "300 is out of range"),
-        ("nodes[2].address:", "`nowhere` is not a usable socket address"),
+        (
+            "nodes[2].address:",
+            "`nowhere` is not a usable socket address",
+        ),
         ("nodes[3].id:", "missing"),
         ("nodes[3].address:", "unspecified address"),
         ("nodes[4].address:", "missing"),
@@ -125,7 +131,9 @@ fn changing_the_node_needs_a_restart() {
     let a = validate_serve(serve(&format!("node_id = 1\n{FLEET}"))).expect("valid");
     let b = validate_serve(serve(&format!("node_id = 2\n{FLEET}"))).expect("valid");
     assert_eq!(a.restart_required(&b), ["node_id"]);
-    let c = validate_serve(serve("node_id = 1\n[[nodes]]\nid = 1\naddress = \"10.0.0.1:1\"\n"))
-        .expect("valid");
+    let c = validate_serve(serve(
+        "node_id = 1\n[[nodes]]\nid = 1\naddress = \"10.0.0.1:1\"\n",
+    ))
+    .expect("valid");
     assert_eq!(a.restart_required(&c), ["nodes"]);
 }

@@ -260,6 +260,12 @@ pub enum Problem {
         /// What the check found (names the file); boxed, it is large.
         source: Box<crate::certcheck::CredentialProblem>,
     },
+    /// The key store file does not load (`crate::keystore`); never holds a secret.
+    #[error("{reason}")]
+    KeyStore {
+        /// Why, naming the file and the store's key.
+        reason: String,
+    },
 }
 
 /// All the problems found in one configuration.

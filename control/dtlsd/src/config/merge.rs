@@ -169,6 +169,11 @@ pub struct ServeFlags {
     /// node_name.
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
+    /// Key store file (TOML: ticket_secrets, cookie_secrets) shared by every node, so
+    /// tickets and cookies made by one node are accepted by another; re-read on SIGHUP
+    /// [default: secrets of this process, rotated by it].
+    #[arg(long, value_name = "FILE")]
+    pub key_store: Option<PathBuf>,
     /// TOML config file; flags given on the command line override its keys.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -288,6 +293,7 @@ pub fn merge_serve(file: RawServe, flags: ServeFlags) -> RawServe {
         tls13_cipher_suites: list_flag(t.tls13_cipher_suites, file.tls13_cipher_suites),
         node_id,
         node_name,
+        key_store: flags.key_store.or(file.key_store),
         nodes: file.nodes,
     }
 }

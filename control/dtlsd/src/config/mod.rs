@@ -103,6 +103,8 @@ pub struct ServeConfig {
     pub upstream_source: dtls_shard::UpstreamSource,
     /// This node's id (carried in the CIDs it issues) and the fleet's nodes.
     pub cluster: Cluster,
+    /// The key store file shared by the fleet's nodes (`crate::keystore`), if any.
+    pub key_store: Option<PathBuf>,
     /// Shards, I/O, MTU, timers, metrics, logs.
     pub tuning: Tuning,
 }
@@ -315,6 +317,9 @@ impl ServeConfig {
         }
         if self.cluster.nodes != new.cluster.nodes {
             keys.push("nodes");
+        }
+        if self.key_store != new.key_store {
+            keys.push("key_store");
         }
         keys.extend(self.tuning.changed_keys(&new.tuning));
         keys

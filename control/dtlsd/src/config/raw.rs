@@ -12,8 +12,8 @@ use std::str::FromStr;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::error::{ConfigError, Problem};
 use super::cluster::RawNode;
+use super::error::{ConfigError, Problem};
 use super::limits::RawLimits;
 
 /// Which datagram I/O backend the shards use.
@@ -169,6 +169,7 @@ pub struct RawServe {
     pub tls13_cipher_suites: Option<Vec<String>>,
     pub node_id: Option<i64>,
     pub node_name: Option<String>,
+    pub key_store: Option<PathBuf>,
     /// The file's `[limits]` table (a sibling of `[serve]`).
     #[serde(skip)]
     pub limits: RawLimits,
@@ -290,6 +291,7 @@ impl RawConfig {
         };
         match self {
             RawConfig::Serve(s) => {
+                fix(&mut s.key_store);
                 fix(&mut s.cert);
                 fix(&mut s.key);
                 fix(&mut s.client_ca);

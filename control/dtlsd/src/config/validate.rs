@@ -82,6 +82,7 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
         }
     }
     let client_ca = c.file("client_ca", raw.client_ca.as_deref());
+    let key_store = c.file("key_store", raw.key_store.as_deref());
     if raw.client_ca.is_some() && raw.cert.is_none() {
         // Client certificates are requested only in certificate suites (RFC 5246 §7.4.4:
         // a non-anonymous server can optionally request a certificate).
@@ -184,6 +185,7 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
                 UpstreamSourceMode::Transparent => UpstreamSource::Transparent,
             },
             cluster,
+            key_store,
             tuning,
         }),
         // finish() returned early on any error; every check that yields None pushed one.
@@ -329,7 +331,7 @@ pub fn parse_psk(spec: &PskSpec) -> Result<Psk, String> {
     Ok(Psk::new(identity.to_owned(), key))
 }
 
-fn decode_hex(hex: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn decode_hex(hex: &str) -> Result<Vec<u8>, String> {
     let digits = hex.as_bytes();
     if !digits.len().is_multiple_of(2) {
         return Err(format!(
