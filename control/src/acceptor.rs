@@ -235,6 +235,12 @@ impl Acceptor {
         Ok(())
     }
 
+    /// The cookie secrets in use: the configuration's shared ones when it has them
+    /// ([`Config::cookie_keys`]), else this acceptor's own.
+    fn cookies(&self) -> &CookieKeys {
+        self.config.cookie_keys.as_deref().unwrap_or(&self.cookies)
+    }
+
     /// When the cookie secret is next due to rotate.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.cookies.poll_timeout()
@@ -378,7 +384,7 @@ impl Acceptor {
             fields.cipher_suites,
             fields.compression_methods,
         ];
-        if self.settings.require_cookie && !self.cookies.verify(peer, &params, fields.cookie) {
+        if self.settings.require_cookie && !self.cookies().verify(peer, &params, fields.cookie) {
             return self.reply_hello_verify_request(
                 peer,
                 repr,
@@ -441,10 +447,9 @@ impl Acceptor {
         if !self.settings.require_cookie {
             return Self::accept(peer, repr, message_seq, body, None);
         }
-        if let Some(retry) = hello13
-            .cookie
-            .and_then(|cookie| acceptor13::check_cookie(&self.cookies, peer, cookie, fields.random))
-        {
+        if let Some(retry) = hello13.cookie.and_then(|cookie| {
+            acceptor13::check_cookie(self.cookies(), peer, cookie, fields.random)
+        }) {
             return Self::accept(peer, repr, message_seq, body, Some(retry));
         }
         let Some((suite, group)) = acceptor13::choose(&self.config, fields.cipher_suites, hello13)
@@ -464,7 +469,7 @@ impl Acceptor {
         let named = acceptor13::retry_names_group(hello13, group);
         let mut cookie = [0u8; acceptor13::MAX_COOKIE13];
         let cookie_len = acceptor13::make_cookie(
-            &self.cookies,
+            self.cookies(),
             peer,
             suite,
             group,
@@ -521,7 +526,7 @@ impl Acceptor {
         request_len: usize,
         buf: &mut [u8],
     ) -> AcceptOutcome {
-        let cookie = self.cookies.generate(peer, params);
+        let cookie = self.cookies().generate(peer, params);
         // body: server_version(2) cookie<0..255>
         let body_len = 2 + 1 + cookie.len();
         let total = HEADER_LEN + HANDSHAKE_HEADER_LEN + body_len;

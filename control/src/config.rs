@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dtls_crypto::pki_types::CertificateDer;
-use dtls_crypto::{PeerVerifier, SigningKey, TicketKeys};
+use dtls_crypto::{CookieKeys, PeerVerifier, SigningKey, TicketKeys};
 use dtls_proto::tls13::PskKeyExchangeMode;
 use dtls_proto::{
     CipherSuite, HeartbeatMode, NamedGroup, ProtocolVersion, ReassemblyBudget, SignatureScheme,
@@ -175,6 +175,12 @@ pub struct Config {
     /// mutex; it is taken once per full handshake and once per resumption attempt).
     /// Client: unused.
     pub ticket_keys: Option<Arc<Mutex<TicketKeys>>>,
+    /// Server: cookie secrets shared with other servers (a key store;
+    /// [`CookieKeys::from_secrets`]), used by the [`crate::Acceptor`] instead of its own
+    /// rotating secret so a cookie made by one server verifies on another. A reload that
+    /// brings new ones applies them to the next ClientHello. `None` (default): the
+    /// acceptor's own secret.
+    pub cookie_keys: Option<Arc<CookieKeys>>,
     /// Client: offer the session_ticket extension (RFC 5077); in DTLS 1.3, send
     /// psk_key_exchange_modes so that the server sends tickets (RFC 8446 §4.2.9).
     /// Default `true`.
@@ -363,6 +369,7 @@ impl Config {
             srtp_profiles: Vec::new(),
             heartbeat: None,
             ticket_keys: None,
+            cookie_keys: None,
             offer_session_ticket: true,
             ticket_lifetime: 7200,
             client_identity: None,

@@ -258,6 +258,61 @@ fn hello_verify_request_is_stateless_and_small() {
     }
 }
 
+/// `hello` with `cookie` inserted by hand (record and handshake lengths grow).
+fn with_cookie(hello: &[u8], cookie: &[u8]) -> Vec<u8> {
+    let body = &hello[25..];
+    let sid_len = usize::from(body[34]);
+    let at = 25 + 35 + sid_len;
+    let mut out = hello[..at].to_vec();
+    out.push(cookie.len() as u8);
+    out.extend_from_slice(cookie);
+    out.extend_from_slice(&hello[at + 1..]);
+    let rec_len = (out.len() - 13) as u16;
+    out[11..13].copy_from_slice(&rec_len.to_be_bytes());
+    let body_len = (out.len() - 25) as u32;
+    out[14..17].copy_from_slice(&body_len.to_be_bytes()[1..]);
+    out[22..25].copy_from_slice(&body_len.to_be_bytes()[1..]);
+    out
+}
+
+#[test]
+fn shared_cookie_secrets_verify_on_another_acceptor() {
+    // Two servers of a fleet with one key store's cookie secrets: a cookie the first sent
+    // admits the hello on the second (the client's next datagram went to another node).
+    let secret = [9u8; dtls_crypto::COOKIE_SECRET_LEN];
+    let now = std::time::Instant::now();
+    let shared = Arc::new(dtls_crypto::CookieKeys::from_secrets(&secret, None, now));
+    let node = |seed| {
+        let mut config = server_config(&ECDSA, false);
+        config.cookie_keys = Some(Arc::clone(&shared));
+        Acceptor::new(
+            Arc::new(config),
+            AcceptorConfig::default(),
+            &mut SeededRng::new(seed),
+            now,
+        )
+        .expect("acceptor")
+    };
+    let (mut a, mut b) = (node(1), node(2));
+    let hello = first_client_hello(client_config(&ECDSA));
+    let peer = "10.0.0.1:5000".parse().expect("addr");
+    let mut buf = vec![0u8; 2048];
+    let AcceptOutcome::Reply(t) = a.handle_datagram(now, peer, &hello, &mut buf) else {
+        panic!("expected HelloVerifyRequest");
+    };
+    let good = with_cookie(&hello, &buf[13 + 12 + 3..t.len]);
+    assert!(matches!(
+        b.handle_datagram(now, peer, &good, &mut buf),
+        AcceptOutcome::Accept(_)
+    ));
+    // An acceptor with its own secret does not take it.
+    let (mut own, _) = acceptor();
+    assert!(matches!(
+        own.handle_datagram(now, peer, &good, &mut buf),
+        AcceptOutcome::Reply(_)
+    ));
+}
+
 #[test]
 fn cookie_bound_to_address_and_hello() {
     let (mut acceptor, _) = acceptor();
@@ -270,22 +325,6 @@ fn cookie_bound_to_address_and_hello() {
         panic!("expected HelloVerifyRequest");
     };
     let cookie = buf[13 + 12 + 3..t.len].to_vec();
-    // Insert the cookie into the ClientHello by hand (record + handshake lengths grow).
-    let with_cookie = |hello: &[u8], cookie: &[u8]| {
-        let body = &hello[25..];
-        let sid_len = usize::from(body[34]);
-        let at = 25 + 35 + sid_len;
-        let mut out = hello[..at].to_vec();
-        out.push(cookie.len() as u8);
-        out.extend_from_slice(cookie);
-        out.extend_from_slice(&hello[at + 1..]);
-        let rec_len = (out.len() - 13) as u16;
-        out[11..13].copy_from_slice(&rec_len.to_be_bytes());
-        let body_len = (out.len() - 25) as u32;
-        out[14..17].copy_from_slice(&body_len.to_be_bytes()[1..]);
-        out[22..25].copy_from_slice(&body_len.to_be_bytes()[1..]);
-        out
-    };
     let good = with_cookie(&hello, &cookie);
     assert!(matches!(
         acceptor.handle_datagram(now, peer, &good, &mut buf),

@@ -6,7 +6,9 @@
 //! authentication counts); the same for DTLS 1.3 in [`record::v13`] (unified header,
 //! record number encryption, sequence and epoch reconstruction). Later: the session table, shards and the io_uring / mmsg
 //! backends.
-//! Also [`cid`]: QUIC-LB connection IDs that name the node and shard owning a session.
+//! Also [`cid`]: QUIC-LB connection IDs that name the node and shard owning a session;
+//! [`forward`]: the authenticated encapsulation of a record forwarded to the node its CID
+//! names (the format only: no daemon sends it yet).
 //!
 //! The protocol vocabulary it speaks (content types, AEAD identifiers, versions) is defined in
 //! `dtls-proto`; this crate adds the implementation (aws-lc keys, nonces, the window).
@@ -17,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cid;
+pub mod forward;
 pub mod record;
 
 /// Every error the data plane's record layer reports, for callers that want one type.

@@ -174,6 +174,8 @@ impl TestServer {
             proxy_protocol: None,
             cid_steering: true,
             upstream_source: Default::default(),
+            cluster: Default::default(),
+            key_store: None,
             tuning: Tuning {
                 shards: Some(setup.shards.max(1)),
                 cpus: None,

@@ -13,6 +13,8 @@ use crate::Rng;
 /// §4.2.1 allows up to 255 bytes; 32 keeps HelloVerifyRequest small (it must never be larger
 /// than the ClientHello that caused it).
 pub const COOKIE_LEN: usize = 32;
+/// Length of a cookie secret (an HMAC-SHA256 key).
+pub const COOKIE_SECRET_LEN: usize = 32;
 
 /// One cookie secret (an HMAC-SHA256 key drawn from the injected RNG) and when it became
 /// current.
@@ -31,10 +33,14 @@ impl fmt::Debug for CookieKey {
 
 impl CookieKey {
     fn generate(rng: &mut dyn Rng, now: Instant) -> Self {
-        let mut secret = Zeroizing::new([0u8; 32]);
+        let mut secret = Zeroizing::new([0u8; COOKIE_SECRET_LEN]);
         rng.fill(&mut secret[..]);
+        Self::from_secret(&secret, now)
+    }
+
+    fn from_secret(secret: &[u8; COOKIE_SECRET_LEN], now: Instant) -> Self {
         Self {
-            key: hmac::Key::new(hmac::HMAC_SHA256, &secret[..]),
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
             created: now,
         }
     }
@@ -108,6 +114,22 @@ impl CookieKeys {
         }
     }
 
+    /// Secrets several servers share (a key store every server of a fleet reads), so a
+    /// cookie one server sent verifies on another: `current` makes cookies, `previous` (the
+    /// secret it replaced) is still accepted (the rotation overlap of RFC 6347 §4.2.1).
+    /// They never rotate on their own; whoever owns the store rotates them.
+    pub fn from_secrets(
+        current: &[u8; COOKIE_SECRET_LEN],
+        previous: Option<&[u8; COOKIE_SECRET_LEN]>,
+        now: Instant,
+    ) -> Self {
+        Self {
+            current: CookieKey::from_secret(current, now),
+            previous: previous.map(|p| CookieKey::from_secret(p, now)),
+            rotation_interval: Duration::MAX,
+        }
+    }
+
     /// When the current secret is due for rotation.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.current.created.checked_add(self.rotation_interval)
@@ -159,6 +181,23 @@ impl CookieKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_secrets_verify_on_every_server_through_a_rotation() {
+        let t0 = Instant::now();
+        let peer: SocketAddr = "192.0.2.1:4444".parse().expect("literal address");
+        let (s1, s2) = ([1u8; COOKIE_SECRET_LEN], [2u8; COOKIE_SECRET_LEN]);
+        let a = CookieKeys::from_secrets(&s1, None, t0);
+        let b = CookieKeys::from_secrets(&s1, None, t0 + Duration::from_secs(5));
+        let cookie = a.generate(peer, &PARAMS);
+        assert!(b.verify(peer, &PARAMS, &cookie), "made on a, checked on b");
+        assert_eq!(a.poll_timeout(), None, "no rotation of their own");
+        // The store rotates: s2 current, s1 previous: the old cookie still verifies.
+        let rotated = CookieKeys::from_secrets(&s2, Some(&s1), t0);
+        assert!(rotated.verify(peer, &PARAMS, &cookie));
+        assert!(!CookieKeys::from_secrets(&s2, None, t0).verify(peer, &PARAMS, &cookie));
+        assert_ne!(rotated.generate(peer, &PARAMS), cookie);
+    }
     use crate::SeededRng;
 
     const PARAMS: [&[u8]; 3] = [&[0xfe, 0xfd], &[7; 32], &[0x00, 0x02, 0xc0, 0x2b]];

@@ -46,7 +46,7 @@ pub mod tls13;
 mod transcript;
 mod verify;
 
-pub use cookie::{COOKIE_LEN, CookieKey, CookieKeys};
+pub use cookie::{COOKIE_LEN, COOKIE_SECRET_LEN, CookieKey, CookieKeys};
 pub use ecdhe::EphemeralKeyPair;
 pub use error::Error;
 pub use key_schedule::{KeyBlock, KeyBlockShape, MASTER_SECRET_LEN, MasterSecret, Sender};
@@ -54,7 +54,9 @@ pub use premaster::{MAX_PSK_LEN, PremasterSecret};
 pub use prf::prf;
 pub use rng::{Rng, SeededRng, SystemRng};
 pub use sign::{SigningKey, SigningKeyKind};
-pub use ticket::{SessionState, SessionState13, TICKET_KEY_NAME_LEN, TicketKeys, TicketPeer};
+pub use ticket::{
+    SessionState, SessionState13, TICKET_KEY_NAME_LEN, TICKET_SECRET_LEN, TicketKeys, TicketPeer,
+};
 pub use transcript::{HandshakeHash, Transcript};
 pub use verify::{CertificateVerifier, PeerVerifier, verify_signature, verify_signature_spki};
 

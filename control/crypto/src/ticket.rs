@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::hmac;
 use rustls_pki_types::UnixTime;
 use zeroize::Zeroizing;
 
@@ -264,7 +265,42 @@ impl TicketKey {
             created_secs: now.as_secs(),
         })
     }
+
+    /// A key derived from a 32-byte secret that several servers share (a key store), so a
+    /// ticket one seals another opens: the name and the AES key are HMAC-SHA256 of the
+    /// secret over fixed labels, the same everywhere. The nonce must still never repeat
+    /// under the shared key: each server starts at a random 4-byte prefix and a random
+    /// 63-bit counter, so two servers' nonces meet only if both prefixes and their counter
+    /// ranges do (about 2^-62 per pair of servers at 2^32 tickets each).
+    fn from_secret(
+        secret: &[u8; TICKET_SECRET_LEN],
+        rng: &mut dyn Rng,
+        now: UnixTime,
+    ) -> Result<Self, Error> {
+        let prk = hmac::Key::new(hmac::HMAC_SHA256, secret);
+        let mut name = [0u8; TICKET_KEY_NAME_LEN];
+        name.copy_from_slice(
+            &hmac::sign(&prk, b"dtls ticket key name").as_ref()[..TICKET_KEY_NAME_LEN],
+        );
+        let mut aes = Zeroizing::new([0u8; 32]);
+        aes.copy_from_slice(hmac::sign(&prk, b"dtls ticket key aes-256-gcm").as_ref());
+        let mut nonce_prefix = [0u8; 4];
+        rng.fill(&mut nonce_prefix);
+        let mut counter = [0u8; 8];
+        rng.fill(&mut counter);
+        let key = UnboundKey::new(&AES_256_GCM, &aes[..]).map_err(|_| Error::TicketSealFailed)?;
+        Ok(Self {
+            name,
+            key: LessSafeKey::new(key),
+            nonce_prefix,
+            counter: u64::from_be_bytes(counter) >> 1,
+            created_secs: now.as_secs(),
+        })
+    }
 }
+
+/// Length of a shared ticket secret ([`TicketKeys::from_secrets`]).
+pub const TICKET_SECRET_LEN: usize = 32;
 
 /// The server's ticket keys: the current key seals, the previous key still opens tickets
 /// until they would have expired anyway.
@@ -309,6 +345,32 @@ impl TicketKeys {
             previous: None,
             previous_retired_secs: 0,
             rotation_interval,
+            ticket_lifetime,
+        })
+    }
+
+    /// Keys derived from shared secrets ([`TICKET_SECRET_LEN`] bytes each, e.g. from a key
+    /// store every server of a fleet reads): `current` seals, `previous` (the secret it
+    /// replaced) still opens for one ticket lifetime. They never rotate on their own: the
+    /// store's owner rotates them by providing a new `current` with the old one as
+    /// `previous`, and the server builds new keys from them (tickets of either still open).
+    ///
+    /// # Errors
+    /// As [`TicketKeys::new`].
+    pub fn from_secrets(
+        current: &[u8; TICKET_SECRET_LEN],
+        previous: Option<&[u8; TICKET_SECRET_LEN]>,
+        rng: &mut dyn Rng,
+        now: UnixTime,
+        ticket_lifetime: Duration,
+    ) -> Result<Self, Error> {
+        Ok(Self {
+            current: TicketKey::from_secret(current, rng, now)?,
+            previous: previous
+                .map(|p| TicketKey::from_secret(p, rng, now))
+                .transpose()?,
+            previous_retired_secs: now.as_secs(),
+            rotation_interval: Duration::MAX,
             ticket_lifetime,
         })
     }

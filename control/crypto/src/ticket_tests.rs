@@ -298,3 +298,56 @@ fn dtls13_state_parser_rejects_lying_lengths_and_unknown_kinds() {
     unknown[kind_at] = 9;
     assert!(SessionState13::decode(&unknown).is_err());
 }
+
+#[test]
+fn shared_secrets_open_on_every_server_and_rotate_without_loss() {
+    // Two servers (different RNGs) built from one key store open each other's tickets.
+    let (s1, s2, s3) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+    let mut rng_a = SeededRng::new(1);
+    let mut rng_b = SeededRng::new(2);
+    let t0 = 1_000_000;
+    let mut a = TicketKeys::from_secrets(&s1, None, &mut rng_a, at(t0), HOUR).expect("a");
+    let mut b = TicketKeys::from_secrets(&s1, None, &mut rng_b, at(t0), HOUR).expect("b");
+    let original = state(t0, b"client1");
+    let from_a = a.seal(&original).expect("seal");
+    let from_b = b.seal(&original).expect("seal");
+    same(
+        &b.open(&from_a, at(t0 + 1)).expect("a's ticket on b"),
+        &original,
+    );
+    same(
+        &a.open(&from_b, at(t0 + 1)).expect("b's ticket on a"),
+        &original,
+    );
+    // Same key name, different nonces: the servers' nonce starts differ.
+    assert_eq!(from_a[..TICKET_KEY_NAME_LEN], from_b[..TICKET_KEY_NAME_LEN]);
+    assert_ne!(
+        from_a[TICKET_KEY_NAME_LEN..TICKET_KEY_NAME_LEN + NONCE_LEN],
+        from_b[TICKET_KEY_NAME_LEN..TICKET_KEY_NAME_LEN + NONCE_LEN]
+    );
+    // They never rotate on their own.
+    assert!(
+        !a.handle_timeout(at(t0 + 100 * 3600), &mut rng_a)
+            .expect("timeout")
+    );
+    // Rotation by the store: s2 current, s1 previous. Old tickets still open, new ones
+    // seal under s2 and open on a server that has s2 (with any previous).
+    let mut a =
+        TicketKeys::from_secrets(&s2, Some(&s1), &mut rng_a, at(t0 + 10), HOUR).expect("rotated");
+    same(&a.open(&from_b, at(t0 + 20)).expect("previous"), &original);
+    let new = a.seal(&original).expect("seal");
+    let c = TicketKeys::from_secrets(&s2, None, &mut rng_b, at(t0 + 10), HOUR).expect("c");
+    same(&c.open(&new, at(t0 + 20)).expect("current"), &original);
+    // A secret neither current nor previous opens nothing of theirs.
+    let d = TicketKeys::from_secrets(&s3, Some(&s2), &mut rng_b, at(t0 + 10), HOUR).expect("d");
+    assert!(d.open(&from_a, at(t0 + 20)).is_err());
+    // The previous secret stops opening one ticket lifetime after the rotation.
+    a.handle_timeout(at(t0 + 10 + 3600), &mut rng_a)
+        .expect("timeout");
+    let fresh = state(t0 + 3600, b"client1");
+    let old_key_ticket = b.seal(&fresh).expect("seal under s1");
+    assert!(
+        a.open(&old_key_ticket, at(t0 + 3610)).is_err(),
+        "s1 forgotten"
+    );
+}

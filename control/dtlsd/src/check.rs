@@ -95,6 +95,17 @@ fn serve_report(s: &ServeConfig, now: UnixTime) -> FileReport {
     if let Some(path) = &s.credentials.client_ca {
         report.ca(Role::Serve, "client_ca", path);
     }
+    if let Some(path) = &s.key_store
+        && let Err(e) = crate::keystore::KeyStore::load(path)
+    {
+        report.errors.push(ConfigError::new(
+            Role::Serve,
+            "key_store",
+            Problem::KeyStore {
+                reason: format!("{e:#}"),
+            },
+        ));
+    }
     report
 }
 

@@ -26,6 +26,7 @@ pub mod config;
 pub mod connect;
 pub mod daemon;
 pub mod descriptors;
+pub mod keystore;
 pub mod lifecycle;
 pub mod metrics;
 pub mod portprobe;

@@ -4,7 +4,8 @@
 //! [`Server::start`] loads the certificate, key, client CA and PSKs into a
 //! `control::Config` (server preference order: the engine's default suite order; heartbeat
 //! `peer_allowed_to_send`, so peers may probe us; session tickets with an hourly key
-//! rotation), then starts the shared machinery of
+//! rotation, or ticket and cookie secrets from the fleet's key store, `crate::keystore`),
+//! then starts the shared machinery of
 //! [`Daemon`] in serve mode with a stateless cookie front. [`Server::reload`] applies a
 //! re-read configuration for SIGHUP: new credentials for new handshakes, live sessions whose
 //! PSK was removed or whose client certificate the new CA no longer verifies closed, and a
@@ -19,13 +20,14 @@ use anyhow::{Context, anyhow};
 use control::crypto::SystemRng;
 use control::{Acceptor, AcceptorConfig, ClientAuth, HeartbeatMode, PeerVerifier};
 use dtls_crypto::pki_types::UnixTime;
-use dtls_crypto::{CertificateVerifier, TicketKeys};
+use dtls_crypto::{CertificateVerifier, CookieKeys, TicketKeys};
 use dtls_runtime::{ControlThread, ProxyHeader, Reload, RuntimeConfig, ShardCids};
 use dtls_shard::{RelayMode, ShardConfig, UpstreamSource};
 use zeroize::Zeroizing;
 
 use crate::config::ServeConfig;
 use crate::daemon::{CidRouting, Daemon, load_certified_key};
+use crate::keystore::KeyStore;
 
 /// Settings of a server that are not part of its configuration file.
 #[derive(Debug, Clone, Copy, Default)]
@@ -53,6 +55,9 @@ pub struct Server {
     client_ca: Mutex<Option<Vec<u8>>>,
     /// Session-ticket keys, kept across reloads so tickets stay valid.
     tickets: Arc<Mutex<TicketKeys>>,
+    /// The key store as last loaded (`key_store`), and the cookie secrets made from it
+    /// (shared through the engine configuration).
+    store: Mutex<Option<(KeyStore, Arc<CookieKeys>)>>,
 }
 
 impl Server {
@@ -62,15 +67,32 @@ impl Server {
     /// An unreadable or invalid PEM file, a socket that cannot be bound (port in use), or
     /// a thread that could not start.
     pub fn start(config: ServeConfig, options: Options) -> anyhow::Result<Self> {
-        let tickets = TicketKeys::new(
-            &mut SystemRng::new(),
-            UnixTime::now(),
-            TICKET_ROTATION,
-            TICKET_LIFETIME,
-        )
-        .context("session ticket keys")?;
+        // Secrets every node shares come from the key store; without one, this process
+        // makes its own and rotates its ticket keys hourly.
+        let store = match &config.key_store {
+            Some(path) => {
+                let store = KeyStore::load(path)?;
+                let cookies = Arc::new(store.cookie_keys(Instant::now()));
+                tracing::info!(key_store = %path.display(), "ticket keys and cookie secrets from the key store");
+                Some((store, cookies))
+            }
+            None => None,
+        };
+        let tickets = match &store {
+            Some((store, _)) => {
+                store.ticket_keys(&mut SystemRng::new(), UnixTime::now(), TICKET_LIFETIME)?
+            }
+            None => TicketKeys::new(
+                &mut SystemRng::new(),
+                UnixTime::now(),
+                TICKET_ROTATION,
+                TICKET_LIFETIME,
+            )
+            .context("session ticket keys")?,
+        };
         let tickets = Arc::new(Mutex::new(tickets));
-        let engine = Arc::new(engine_config(&config, &tickets)?);
+        let cookies = store.as_ref().map(|(_, c)| Arc::clone(c));
+        let engine = Arc::new(engine_config(&config, &tickets, cookies)?);
         let client_ca = read_client_ca(&config)?;
         if config.upstream_source == UpstreamSource::Transparent {
             check_transparent(config.backend)?;
@@ -82,6 +104,7 @@ impl Server {
         shard_config.cid_len = config.tuning.connection_id.cid_len().unwrap_or(0);
         let limits = config.tuning.limits.clone();
         let proxy_protocol = config.proxy_protocol;
+        let node_id = config.cluster.node_id;
         // CIDs long enough for the QUIC-LB layout name their shard (shorter ones are random
         // and found through each shard's CID table only).
         let cids = ShardCids::shard_field(shard_config.cid_len).map(|field| CidRouting {
@@ -107,6 +130,7 @@ impl Server {
                         protocol,
                         listen: shard_listen[0],
                     }),
+                    node_id,
                     ..RuntimeConfig::default()
                 };
                 let mut rng = SystemRng::new();
@@ -146,6 +170,7 @@ impl Server {
             config: Mutex::new(config),
             client_ca: Mutex::new(client_ca),
             tickets,
+            store: Mutex::new(store),
         })
     }
 
@@ -168,10 +193,41 @@ impl Server {
 
     fn apply(&self, new: ServeConfig) -> anyhow::Result<()> {
         let mut current = self.config.lock().map_err(|_| anyhow!("poisoned"))?;
-        let engine = engine_config(&new, &self.tickets)?;
+        let mut store = self.store.lock().map_err(|_| anyhow!("poisoned"))?;
+        // The running key store's file, re-read (a new path needs a restart). Secrets that
+        // did not change keep their keys (and ticket nonce counters); changed ones replace
+        // them, the store's previous secrets still accepted.
+        let fresh = current
+            .key_store
+            .as_deref()
+            .map(KeyStore::load)
+            .transpose()?;
+        let mut new_tickets = None;
+        let mut new_store = None;
+        if let (Some(fresh), Some((old, cookies))) = (fresh, store.as_ref()) {
+            if fresh.tickets != old.tickets {
+                let keys =
+                    fresh.ticket_keys(&mut SystemRng::new(), UnixTime::now(), TICKET_LIFETIME)?;
+                new_tickets = Some(keys);
+            }
+            let cookies = if fresh.cookies == old.cookies {
+                Arc::clone(cookies)
+            } else {
+                Arc::new(fresh.cookie_keys(Instant::now()))
+            };
+            new_store = Some((fresh, cookies));
+        }
+        let cookies = new_store
+            .as_ref()
+            .or(store.as_ref())
+            .map(|(_, c)| Arc::clone(c));
+        let engine = engine_config(&new, &self.tickets, cookies)?;
         let client_ca = read_client_ca(&new)?;
         let mut last_ca = self.client_ca.lock().map_err(|_| anyhow!("poisoned"))?;
         let ca_changed = *last_ca != client_ca;
+        if let Some(keys) = new_tickets {
+            *self.tickets.lock().map_err(|_| anyhow!("poisoned"))? = keys;
+        }
         if ca_changed {
             // Tickets carry only the end-entity certificate: they are not re-verified, so
             // none issued under the old CA may resume.
@@ -195,6 +251,9 @@ impl Server {
         current.credentials = new.credentials;
         current.tuning.limits = current.tuning.limits.reloaded(&new.tuning.limits);
         *last_ca = client_ca;
+        if new_store.is_some() {
+            *store = new_store;
+        }
         self.daemon.certificates().set(&certificate_files(&current));
         Ok(())
     }
@@ -289,6 +348,7 @@ fn read_client_ca(config: &ServeConfig) -> anyhow::Result<Option<Vec<u8>>> {
 pub fn engine_config(
     config: &ServeConfig,
     tickets: &Arc<Mutex<TicketKeys>>,
+    cookies: Option<Arc<CookieKeys>>,
 ) -> anyhow::Result<control::Config> {
     let creds = &config.credentials;
     let certificate = match &creds.certificate {
@@ -327,6 +387,7 @@ pub fn engine_config(
             ..control::RetransmitConfig::default()
         },
         ticket_keys: Some(Arc::clone(tickets)),
+        cookie_keys: cookies,
         ticket_lifetime: u32::try_from(TICKET_LIFETIME.as_secs()).unwrap_or(u32::MAX),
         connection_id: config.tuning.connection_id,
         rrc: config.tuning.rrc,

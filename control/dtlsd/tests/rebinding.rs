@@ -359,3 +359,42 @@ fn a_dtls13_client_moves_under_a_cid_issued_after_the_handshake() {
     );
     assert_eq!(daemon.metric("dtlsd_sessions_active{shard=\"0\"}"), Some(1));
 }
+
+/// The node id configured for a fleet (`[[nodes]]` in the file, `--node-name` picking this
+/// node's entry) is in every CID the server issues: byte 1 of our QUIC-LB CIDs (after the
+/// first octet, which carries the length) is the node id, byte 2 the shard id.
+#[test]
+fn issued_cids_name_the_configured_node() {
+    let pki = TempDir::new("node-id");
+    certs(&pki);
+    let config = pki.file("serve.toml");
+    std::fs::write(
+        &config,
+        "[serve]\n\
+         [[nodes]]\nid = 3\nname = \"worker-a\"\naddress = \"127.0.0.1:1\"\n\
+         [[nodes]]\nid = 42\nname = \"worker-b\"\naddress = \"127.0.0.1:2\"\n",
+    )
+    .expect("write config");
+    let backend = EchoBackend::start();
+    let daemon = Daemon::start_serve_with_metrics(
+        backend.addr,
+        &pki,
+        &[
+            "--shards",
+            "2",
+            "--config",
+            &config,
+            "--node-name",
+            "worker-b",
+        ],
+    );
+    for _ in 0..4 {
+        let mut client = Client::connect(cid_client(&pki), daemon.listen);
+        let cid = client.peer_cid().expect("a CID").to_vec();
+        assert_eq!(cid.len(), 8);
+        assert_eq!(cid[0] & 0x3f, 7, "length self-description");
+        assert_eq!(cid[1], 42, "node id: {cid:02x?}\n{}", daemon.log());
+        assert!(cid[2] < 2, "shard id: {cid:02x?}");
+        client.echo(b"from node 42");
+    }
+}

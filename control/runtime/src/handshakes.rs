@@ -448,7 +448,7 @@ impl ControlThread {
                 // shard.
                 let cids = ShardCids {
                     owner: CidOwner {
-                        node: 0,
+                        node: u32::from(self.settings.node_id),
                         shard: u16::try_from(shard).unwrap_or(u16::MAX),
                     },
                 };

@@ -129,6 +129,9 @@ pub struct RuntimeConfig {
     /// Serve mode: the header put in front of what each session sends to the backend
     /// (PROXY v2 or SPP, see [`upstream_header`]). Default `None`: plaintext as it is.
     pub proxy_header: Option<ProxyHeader>,
+    /// Serve mode: this node's id, named (with the shard) by every CID it issues
+    /// ([`ShardCids`]). Default 0.
+    pub node_id: u8,
 }
 
 impl Default for RuntimeConfig {
@@ -141,6 +144,7 @@ impl Default for RuntimeConfig {
             close_retries: 50,
             null_record_protection: false,
             proxy_header: None,
+            node_id: 0,
         }
     }
 }

@@ -471,8 +471,8 @@ fn new_client_hello_on_a_live_address_keeps_the_old_session_until_it_completes()
 
 #[test]
 fn negotiated_cids_reach_the_shard_and_name_it() {
-    // RFC 9146: a client that offers connection_id gets a QUIC-LB CID naming node 0 and the
-    // shard that owns its session; the shard is told both CIDs with the keys.
+    // RFC 9146: a client that offers connection_id gets a QUIC-LB CID naming the configured
+    // node and the shard that owns its session; the shard is told both CIDs with the keys.
     let now = Instant::now();
     let server = addr("127.0.0.1:4433");
     let peer = addr("127.0.0.1:50002");
@@ -487,7 +487,11 @@ fn negotiated_cids_reach_the_shard_and_name_it() {
         seed += 1;
         Box::new(SeededRng::new(seed)) as Box<dyn control::Rng + Send>
     });
-    let mut ctl = ControlThread::new(acceptor, queues.clone(), RuntimeConfig::default(), factory);
+    let settings = RuntimeConfig {
+        node_id: 7,
+        ..RuntimeConfig::default()
+    };
+    let mut ctl = ControlThread::new(acceptor, queues.clone(), settings, factory);
     let mut client_config = client_config(&[SUITE]);
     client_config.connection_id = control::ConnectionIds::On { len: 0 };
     let mut c = Connection::client(
@@ -532,7 +536,7 @@ fn negotiated_cids_reach_the_shard_and_name_it() {
     let owner = quic_lb
         .decode_server_id(&cid)
         .and_then(|id| layout.unpack(&id));
-    assert_eq!(owner, Some(dataplane::cid::CidOwner { node: 0, shard: 1 }));
+    assert_eq!(owner, Some(dataplane::cid::CidOwner { node: 7, shard: 1 }));
     let mut event = None;
     while let Some(e) = c.poll_event() {
         if let Event::KeysReady(k) = e {

@@ -210,6 +210,21 @@ pub enum Problem {
         /// Why (which name, which database).
         reason: String,
     },
+    /// A value that must be unique (a node's id, name or address) appears twice.
+    #[error("`{value}` is given twice")]
+    Duplicate {
+        /// The value.
+        value: String,
+    },
+    /// A node id or name that no `[[nodes]]` table lists.
+    #[error("`{value}` is not listed in [[nodes]]")]
+    NodeNotListed {
+        /// The id or name given.
+        value: String,
+    },
+    /// A string that must not be empty.
+    #[error("must not be empty")]
+    Empty,
     /// An identity rule that can match nothing.
     #[error("an empty name matches no certificate")]
     EmptyName,
@@ -244,6 +259,12 @@ pub enum Problem {
     Credential {
         /// What the check found (names the file); boxed, it is large.
         source: Box<crate::certcheck::CredentialProblem>,
+    },
+    /// The key store file does not load (`crate::keystore`); never holds a secret.
+    #[error("{reason}")]
+    KeyStore {
+        /// Why, naming the file and the store's key.
+        reason: String,
     },
 }
 

@@ -164,6 +164,21 @@ pub struct ServeFlags {
     /// Short for --upstream-source transparent.
     #[arg(long, conflicts_with = "upstream_source")]
     pub transparent: bool,
+    /// This node's id (0-255), carried in every connection ID it issues; must be listed in
+    /// the file's [[nodes]] when that is given [default: 0]. Replaces the file's node_id
+    /// and node_name.
+    #[arg(long, value_name = "ID", conflicts_with = "node_name")]
+    pub node_id: Option<i64>,
+    /// Pick this node's id from the file's [[nodes]] entry with this name (e.g. the
+    /// Kubernetes node name from the downward API). Replaces the file's node_id and
+    /// node_name.
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// Key store file (TOML: ticket_secrets, cookie_secrets) shared by every node, so
+    /// tickets and cookies made by one node are accepted by another; re-read on SIGHUP
+    /// [default: secrets of this process, rotated by it].
+    #[arg(long, value_name = "FILE")]
+    pub key_store: Option<PathBuf>,
     /// TOML config file; flags given on the command line override its keys.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -213,6 +228,13 @@ fn list_flag(flag: Vec<String>, file: Option<Vec<String>>) -> Option<Vec<String>
 /// `file`'s keys, each replaced by the flag's value where the flag was given.
 pub fn merge_serve(file: RawServe, flags: ServeFlags) -> RawServe {
     let t = flags.tuning;
+    // Either flag names this node instead of the file (a node's identity comes from its
+    // command line, its fleet from the shared file).
+    let (node_id, node_name) = if flags.node_id.is_some() || flags.node_name.is_some() {
+        (flags.node_id, flags.node_name)
+    } else {
+        (file.node_id, file.node_name)
+    };
     RawServe {
         listen: match <[String; 1]>::try_from(flags.listen) {
             Ok([one]) => Some(ListenSpec::One(one)),
@@ -275,6 +297,10 @@ pub fn merge_serve(file: RawServe, flags: ServeFlags) -> RawServe {
         versions: list_flag(t.versions, file.versions),
         tls13_groups: list_flag(t.tls13_groups, file.tls13_groups),
         tls13_cipher_suites: list_flag(t.tls13_cipher_suites, file.tls13_cipher_suites),
+        node_id,
+        node_name,
+        key_store: flags.key_store.or(file.key_store),
+        nodes: file.nodes,
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
+pub mod cluster;
 pub mod error;
 pub mod limits;
 pub mod merge;
@@ -22,6 +23,7 @@ pub mod validate;
 #[cfg(test)]
 mod tests;
 
+pub use cluster::{Cluster, Node};
 pub use error::{ConfigError, ConfigErrors, Problem, Role};
 pub use raw::{
     IoMode, ListenSpec, LogFormat, ProxyProtocolMode, PskSpec, RawConfig, RawConnect, RawServe,
@@ -99,6 +101,10 @@ pub struct ServeConfig {
     pub cid_steering: bool,
     /// Which address each session's upstream socket sends from (transparent: the client's).
     pub upstream_source: dtls_shard::UpstreamSource,
+    /// This node's id (carried in the CIDs it issues) and the fleet's nodes.
+    pub cluster: Cluster,
+    /// The key store file shared by the fleet's nodes (`crate::keystore`), if any.
+    pub key_store: Option<PathBuf>,
     /// Shards, I/O, MTU, timers, metrics, logs.
     pub tuning: Tuning,
 }
@@ -308,6 +314,15 @@ impl ServeConfig {
         }
         if self.upstream_source != new.upstream_source {
             keys.push("upstream_source");
+        }
+        if self.cluster.node_id != new.cluster.node_id {
+            keys.push("node_id");
+        }
+        if self.cluster.nodes != new.cluster.nodes {
+            keys.push("nodes");
+        }
+        if self.key_store != new.key_store {
+            keys.push("key_store");
         }
         keys.extend(self.tuning.changed_keys(&new.tuning));
         keys

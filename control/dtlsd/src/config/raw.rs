@@ -12,6 +12,7 @@ use std::str::FromStr;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use super::cluster::RawNode;
 use super::error::{ConfigError, Problem};
 use super::limits::RawLimits;
 
@@ -167,9 +168,15 @@ pub struct RawServe {
     pub versions: Option<Vec<String>>,
     pub tls13_groups: Option<Vec<String>>,
     pub tls13_cipher_suites: Option<Vec<String>>,
+    pub node_id: Option<i64>,
+    pub node_name: Option<String>,
+    pub key_store: Option<PathBuf>,
     /// The file's `[limits]` table (a sibling of `[serve]`).
     #[serde(skip)]
     pub limits: RawLimits,
+    /// The file's `[[nodes]]` tables (siblings of `[serve]`).
+    #[serde(skip)]
+    pub nodes: Vec<RawNode>,
 }
 
 /// Keys of `[connect]`; see `docs/dtlsd.md` for each.
@@ -216,6 +223,7 @@ pub struct RawFile {
     pub serve: Option<RawServe>,
     pub connect: Option<RawConnect>,
     pub limits: Option<RawLimits>,
+    pub nodes: Option<Vec<RawNode>>,
 }
 
 /// A file's one table.
@@ -255,7 +263,17 @@ pub fn parse_str(text: &str) -> Result<RawConfig, ConfigError> {
     let file: RawFile = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
     let limits = file.limits.unwrap_or_default();
     match (file.serve, file.connect) {
-        (Some(serve), None) => Ok(RawConfig::Serve(RawServe { limits, ..serve })),
+        (Some(serve), None) => Ok(RawConfig::Serve(RawServe {
+            limits,
+            nodes: file.nodes.unwrap_or_default(),
+            ..serve
+        })),
+        (None, Some(_)) if file.nodes.is_some() => Err(ConfigError {
+            key: Some("nodes".to_owned()),
+            problem: Problem::Tables {
+                reason: "[[nodes]] configures `dtlsd serve` only",
+            },
+        }),
         (None, Some(connect)) => Ok(RawConfig::Connect(RawConnect { limits, ..connect })),
         (None, None) => Err(ConfigError::file(Problem::Tables {
             reason: "no [serve] or [connect] table",
@@ -275,6 +293,7 @@ impl RawConfig {
         };
         match self {
             RawConfig::Serve(s) => {
+                fix(&mut s.key_store);
                 fix(&mut s.cert);
                 fix(&mut s.key);
                 fix(&mut s.client_ca);

@@ -83,6 +83,7 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
         }
     }
     let client_ca = c.file("client_ca", raw.client_ca.as_deref());
+    let key_store = c.file("key_store", raw.key_store.as_deref());
     if raw.client_ca.is_some() && raw.cert.is_none() {
         // Client certificates are requested only in certificate suites (RFC 5246 §7.4.4:
         // a non-anonymous server can optionally request a certificate).
@@ -117,6 +118,12 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
         );
     }
     c.dual_stack(listen.as_deref().unwrap_or_default(), tuning.as_ref());
+    let cluster = super::cluster::validate(
+        raw.node_id,
+        raw.node_name.as_deref(),
+        &raw.nodes,
+        &mut c.errors,
+    );
     let upstream_source = raw.upstream_source.unwrap_or_default();
     if upstream_source == UpstreamSourceMode::Transparent {
         // Every upstream socket is made after the drop and needs CAP_NET_ADMIN, which a
@@ -157,8 +164,8 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
         }
     }
     c.finish()?;
-    match (listen, backend, tuning) {
-        (Some(listen), Some(backend), Some(tuning)) => Ok(ServeConfig {
+    match (listen, backend, tuning, cluster) {
+        (Some(listen), Some(backend), Some(tuning), Some(cluster)) => Ok(ServeConfig {
             listen,
             backend,
             credentials: ServerCredentials {
@@ -178,6 +185,8 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
                 UpstreamSourceMode::Daemon => UpstreamSource::Ephemeral,
                 UpstreamSourceMode::Transparent => UpstreamSource::Transparent,
             },
+            cluster,
+            key_store,
             tuning,
         }),
         // finish() returned early on any error; every check that yields None pushed one.
@@ -324,7 +333,7 @@ pub fn parse_psk(spec: &PskSpec) -> Result<Psk, String> {
     Ok(Psk::new(identity.to_owned(), key))
 }
 
-fn decode_hex(hex: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn decode_hex(hex: &str) -> Result<Vec<u8>, String> {
     let digits = hex.as_bytes();
     if !digits.len().is_multiple_of(2) {
         return Err(format!(

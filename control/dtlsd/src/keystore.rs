@@ -1,0 +1,242 @@
+//! The key store of `dtlsd serve` (`key_store`): secrets every node of a fleet shares, read
+//! at start and on every SIGHUP, so a session ticket or a cookie one node made is accepted by
+//! another, and rotated without dropping anything.
+//!
+//! A TOML file (a Kubernetes Secret mounted read-only, see `docs/scale-out.md`):
+//!
+//! ```toml
+//! ticket_secrets = ["<64 hex digits: current>", "<64 hex digits: previous>"]
+//! cookie_secrets = ["<64 hex digits: current>", "<64 hex digits: previous>"]
+//! ```
+//!
+//! Each list holds the current secret and, optionally, the one it replaced, still
+//! accepted (tickets sealed under it open for one ticket lifetime after the reload that
+//! retired it; cookies made under it verify until the next rotation). Rotating is writing
+//! `[new, old]` to every node and sending SIGHUP. Secrets from the store never rotate on
+//! their own. Unknown keys are errors; secrets never appear in error messages.
+//!
+//! What it does not hold yet: a QUIC-LB key (encrypted CIDs are not issued) and a
+//! node-to-node forwarding key (no forwarding yet).
+
+use std::fmt;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, anyhow, bail};
+use dtls_crypto::pki_types::UnixTime;
+use dtls_crypto::{COOKIE_SECRET_LEN, CookieKeys, Rng, TICKET_SECRET_LEN, TicketKeys};
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+/// Length of every secret in the store, in bytes.
+pub const SECRET_LEN: usize = 32;
+const _: () = assert!(SECRET_LEN == TICKET_SECRET_LEN && SECRET_LEN == COOKIE_SECRET_LEN);
+
+/// A current secret and, optionally, the previous one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretPair {
+    current: Zeroizing<[u8; SECRET_LEN]>,
+    previous: Option<Zeroizing<[u8; SECRET_LEN]>>,
+}
+
+/// The secrets of one key store file.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyStore {
+    /// Session-ticket secrets.
+    pub tickets: SecretPair,
+    /// HelloVerifyRequest / HelloRetryRequest cookie secrets.
+    pub cookies: SecretPair,
+}
+
+impl fmt::Debug for SecretPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretPair(<redacted>)")
+    }
+}
+
+impl fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyStore(<redacted>)")
+    }
+}
+
+/// A secret as written (hex), zeroized on drop.
+#[derive(Deserialize)]
+#[serde(from = "String")]
+struct HexSecret(Zeroizing<String>);
+
+impl From<String> for HexSecret {
+    fn from(s: String) -> Self {
+        Self(Zeroizing::new(s))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    ticket_secrets: Option<Vec<HexSecret>>,
+    cookie_secrets: Option<Vec<HexSecret>>,
+}
+
+impl KeyStore {
+    /// Reads and checks the store at `path`.
+    ///
+    /// # Errors
+    /// The file cannot be read, is not TOML of the expected shape, or a list is missing,
+    /// empty, longer than two, or holds a secret that is not 64 hex digits; the message
+    /// names the file and the key, never a secret.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("key_store {}", path.display()))?,
+        );
+        Self::parse(&text).with_context(|| format!("key_store {}", path.display()))
+    }
+
+    /// Parses a store's text.
+    ///
+    /// # Errors
+    /// As [`KeyStore::load`].
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        // toml's messages quote the offending line, which may hold a secret: keep only the
+        // position.
+        let raw: RawStore = toml::from_str(text).map_err(|e| {
+            let known = ["ticket_secrets", "cookie_secrets"];
+            let unknown = e.message().contains("unknown field");
+            match (unknown, e.span()) {
+                (true, _) => anyhow!("unknown key (known: {})", known.join(", ")),
+                (false, Some(span)) => anyhow!(
+                    "not a key store (line {})",
+                    text.get(..span.start)
+                        .map_or(0, |t| t.matches('\n').count())
+                        + 1
+                ),
+                (false, None) => anyhow!("not a key store"),
+            }
+        })?;
+        Ok(Self {
+            tickets: pair("ticket_secrets", raw.ticket_secrets)?,
+            cookies: pair("cookie_secrets", raw.cookie_secrets)?,
+        })
+    }
+
+    /// Ticket keys from the store's ticket secrets (nonce starts from `rng`).
+    ///
+    /// # Errors
+    /// aws-lc rejected a key (not expected).
+    pub fn ticket_keys(
+        &self,
+        rng: &mut dyn Rng,
+        now: UnixTime,
+        lifetime: std::time::Duration,
+    ) -> anyhow::Result<TicketKeys> {
+        TicketKeys::from_secrets(
+            &self.tickets.current,
+            self.tickets.previous.as_deref(),
+            rng,
+            now,
+            lifetime,
+        )
+        .context("session ticket keys from the key store")
+    }
+
+    /// Cookie keys from the store's cookie secrets.
+    pub fn cookie_keys(&self, now: Instant) -> CookieKeys {
+        CookieKeys::from_secrets(&self.cookies.current, self.cookies.previous.as_deref(), now)
+    }
+}
+
+fn pair(key: &str, list: Option<Vec<HexSecret>>) -> anyhow::Result<SecretPair> {
+    let Some(list) = list else {
+        bail!("{key}: missing");
+    };
+    let secret = |i: usize, hex: &str| -> anyhow::Result<Zeroizing<[u8; SECRET_LEN]>> {
+        let bytes = Zeroizing::new(
+            crate::config::validate::decode_hex(hex.trim())
+                .map_err(|e| anyhow!("{key}[{i}]: {e}"))?,
+        );
+        let mut out = Zeroizing::new([0u8; SECRET_LEN]);
+        if bytes.len() != SECRET_LEN {
+            bail!(
+                "{key}[{i}]: {} bytes, must be {SECRET_LEN} ({} hex digits)",
+                bytes.len(),
+                2 * SECRET_LEN
+            );
+        }
+        out.copy_from_slice(&bytes);
+        Ok(out)
+    };
+    match list.as_slice() {
+        [current] => Ok(SecretPair {
+            current: secret(0, &current.0)?,
+            previous: None,
+        }),
+        [current, previous] => Ok(SecretPair {
+            current: secret(0, &current.0)?,
+            previous: Some(secret(1, &previous.0)?),
+        }),
+        [] => bail!("{key}: empty (give the current secret, then the previous one)"),
+        _ => bail!(
+            "{key}: {} secrets, at most 2 (current, previous)",
+            list.len()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "0101010101010101010101010101010101010101010101010101010101010101";
+    const B: &str = "0202020202020202020202020202020202020202020202020202020202020202";
+
+    #[test]
+    fn parses_current_and_previous() {
+        let s = KeyStore::parse(&format!(
+            "ticket_secrets = [\"{A}\", \"{B}\"]\ncookie_secrets = [\"{B}\"]\n"
+        ))
+        .expect("valid");
+        assert_eq!(*s.tickets.current, [1; 32]);
+        assert_eq!(s.tickets.previous.as_deref(), Some(&[2; 32]));
+        assert_eq!(*s.cookies.current, [2; 32]);
+        assert!(s.cookies.previous.is_none());
+        assert_eq!(format!("{s:?}"), "KeyStore(<redacted>)");
+    }
+
+    #[test]
+    fn bad_stores_name_the_key_and_never_the_secret() {
+        let secret = "ab".repeat(31);
+        for (text, expected) in [
+            (
+                format!("cookie_secrets = [\"{A}\"]\n"),
+                "ticket_secrets: missing",
+            ),
+            (
+                format!("ticket_secrets = []\ncookie_secrets = [\"{A}\"]\n"),
+                "ticket_secrets: empty",
+            ),
+            (
+                format!("ticket_secrets = [\"{A}\"]\ncookie_secrets = [\"{A}\", \"{secret}\"]\n"),
+                "cookie_secrets[1]: 31 bytes, must be 32",
+            ),
+            (
+                format!("ticket_secrets = [\"{A}\",\"{A}\",\"{A}\"]\ncookie_secrets = [\"{A}\"]\n"),
+                "ticket_secrets: 3 secrets",
+            ),
+            (
+                format!(
+                    "ticket_secrets = [\"{A}\"]\ncookie_secrets = [\"{A}\"]\nquic_lb = \"{secret}\"\n"
+                ),
+                "unknown key",
+            ),
+            (
+                format!("ticket_secrets = \"{secret}\n"),
+                "not a key store (line 1)",
+            ),
+        ] {
+            let e = format!("{:#}", KeyStore::parse(&text).expect_err(&text));
+            assert!(e.contains(expected), "{e}");
+            assert!(!e.contains(&secret) && !e.contains(A), "secret in {e}");
+        }
+    }
+}
