@@ -334,7 +334,30 @@ fn packet(cipher: Cipher, size: usize, iters: u64, prepared: u64) -> Result<()> 
     let config = ShardConfig::new(backend);
     let mut core = ShardCore::<()>::new(Arc::new(ShardQueues::new(16, 16)), config, 1, &[1; 32]);
     let mut fx = Effects::new(config.tx_batch, config.max_datagram, false);
-    let install = ShardCommand::InstallKeys {
+    let install = install12(cipher, peer, &[], &[])?;
+    core.handle_command(now, install, &mut fx, &mut UnitFlows);
+    let id = core.sessions().lookup(&peer).context("session installed")?;
+    let flow = FlowRef::Session(id);
+    fx.opened.clear();
+    let relay = Relay {
+        peer,
+        flow,
+        size,
+        record_len,
+        now,
+    };
+    relay.run(&mut core, &mut fx, &mut UnitFlows, &mut rx, iters)
+}
+
+/// The command installing the packet workloads' DTLS 1.2 session with `peer` (epoch 1 both
+/// ways), with our CID `cid` and the peer's `peer_cid` (empty: none).
+fn install12(
+    cipher: Cipher,
+    peer: SocketAddr,
+    cid: &[u8],
+    peer_cid: &[u8],
+) -> Result<ShardCommand> {
+    Ok(ShardCommand::InstallKeys {
         session: SessionId::new(1),
         peer,
         read: ReadKeys {
@@ -348,23 +371,11 @@ fn packet(cipher: Cipher, size: usize, iters: u64, prepared: u64) -> Result<()> 
             next_seq: 0,
         },
         heartbeat: HeartbeatPolicy::default(),
-        cid: Vec::new(),
-        peer_cid: Vec::new(),
+        cid: cid.to_vec(),
+        peer_cid: peer_cid.to_vec(),
         rrc: false,
         upstream: UpstreamPrefix::None,
-    };
-    core.handle_command(now, install, &mut fx, &mut UnitFlows);
-    let id = core.sessions().lookup(&peer).context("session installed")?;
-    let flow = FlowRef::Session(id);
-    fx.opened.clear();
-    let relay = Relay {
-        peer,
-        flow,
-        size,
-        record_len,
-        now,
-    };
-    relay.run(&mut core, &mut fx, &mut UnitFlows, &mut rx, iters)
+    })
 }
 
 /// Our CID in the [`packet_cid`] workload (the daemon's 8-octet QUIC-LB layout).
@@ -397,25 +408,7 @@ fn packet_cid(cipher: Cipher, size: usize, iters: u64, prepared: u64) -> Result<
     // Its own instantiation of the core (flows are `u16` here), as in [`packet13`].
     let mut core = ShardCore::<u16>::new(Arc::new(ShardQueues::new(16, 16)), config, 1, &[1; 32]);
     let mut fx = Effects::new(config.tx_batch, config.max_datagram, false);
-    let install = ShardCommand::InstallKeys {
-        session: SessionId::new(1),
-        peer,
-        read: ReadKeys {
-            epoch: 1,
-            key: cipher.key()?,
-            replay_window: ReplayWindow::DEFAULT_SIZE,
-        },
-        write: WriteKeys {
-            epoch: 1,
-            key: cipher.key()?,
-            next_seq: 0,
-        },
-        heartbeat: HeartbeatPolicy::default(),
-        cid: CID.to_vec(),
-        peer_cid: PEER_CID.to_vec(),
-        rrc: false,
-        upstream: UpstreamPrefix::None,
-    };
+    let install = install12(cipher, peer, &CID, &PEER_CID)?;
     core.handle_command(now, install, &mut fx, &mut WordFlows);
     let id = core
         .sessions()

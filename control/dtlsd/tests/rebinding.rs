@@ -127,15 +127,7 @@ fn rebinding_clients(tag: &str, extra: &[&str]) -> (Daemon, TempDir, EchoBackend
             client.echo(format!("client {i} after move {round}").as_bytes());
         }
     }
-    let per_shard = |name: &str| -> Vec<u64> {
-        (0..2)
-            .map(|s| {
-                daemon
-                    .metric(&format!("{name}{{shard=\"{s}\"}}"))
-                    .unwrap_or(0)
-            })
-            .collect()
-    };
+    let per_shard = |name: &str| per_shard(&daemon, name, 2);
     let moved = per_shard("dtlsd_sessions_moved_total");
     assert_eq!(
         moved.iter().sum::<u64>(),
@@ -149,6 +141,17 @@ fn rebinding_clients(tag: &str, extra: &[&str]) -> (Daemon, TempDir, EchoBackend
         "the hash spread the handshakes over both shards: {active:?}"
     );
     (daemon, pki, backend)
+}
+
+/// Counter or gauge `name` of each of the first `shards` shards (0 where not exposed).
+fn per_shard(daemon: &Daemon, name: &str, shards: usize) -> Vec<u64> {
+    (0..shards)
+        .map(|s| {
+            daemon
+                .metric(&format!("{name}{{shard=\"{s}\"}}"))
+                .unwrap_or(0)
+        })
+        .collect()
 }
 
 fn handoffs(daemon: &Daemon) -> Vec<u64> {
@@ -268,15 +271,7 @@ fn each_listen_address_steers_its_own_shards() {
             client.echo(format!("client {i}, round {round}").as_bytes());
         }
     }
-    let per_shard = |name: &str| -> Vec<u64> {
-        (0..4)
-            .map(|s| {
-                daemon
-                    .metric(&format!("{name}{{shard=\"{s}\"}}"))
-                    .unwrap_or(0)
-            })
-            .collect()
-    };
+    let per_shard = |name: &str| per_shard(&daemon, name, 4);
     let log = daemon.log();
     let attached = log
         .lines()
