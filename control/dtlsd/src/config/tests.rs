@@ -82,6 +82,7 @@ fn every_serve_and_connect_key_parses_and_validates() {
         s.tuning,
         Tuning {
             shards: Some(2),
+            control_threads: None,
             cpus: Some(vec![0]),
             io: IoMode::Mmsg,
             mtu: 1200,
@@ -163,6 +164,7 @@ fn defaults_apply_when_keys_are_absent() {
         s.tuning,
         Tuning {
             shards: None,
+            control_threads: None,
             cpus: None,
             io: IoMode::Auto,
             mtu: DEFAULT_MTU,
