@@ -259,6 +259,7 @@ fn numbers_out_of_range_name_key_and_bounds() {
     let mut raw = psk_only_serve();
     raw.mtu = Some(50);
     raw.shards = Some(0);
+    raw.control_threads = Some(65);
     raw.idle_timeout = Some(-1);
     let l = lines(validate_serve(raw));
     assert!(
@@ -270,6 +271,10 @@ fn numbers_out_of_range_name_key_and_bounds() {
         "{l:?}"
     );
     assert!(has(&l, "serve.shards:", "between 1 and 1024"), "{l:?}");
+    assert!(
+        has(&l, "serve.control_threads:", "between 1 and 64"),
+        "{l:?}"
+    );
     assert!(
         has(&l, "serve.idle_timeout:", "-1 is out of range"),
         "{l:?}"
