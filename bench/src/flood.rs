@@ -187,6 +187,7 @@ fn flood(server: SocketAddr, hello: &[u8], cfg: &Config) -> Result<FloodCounts> 
 pub fn run(cfg: &Config) -> Result<Outcome> {
     let server = TestServer::start(&ServerSetup {
         shards: 1,
+        control_threads: 1,
         io: IoChoice::Auto,
         null_protection: false,
         mtu: 1500,

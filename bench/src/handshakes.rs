@@ -341,6 +341,7 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
         Some(_) => None,
         None => Some(TestServer::start(&ServerSetup {
             shards: 1,
+            control_threads: 1,
             io: IoChoice::Auto,
             null_protection: false,
             mtu: 1500,

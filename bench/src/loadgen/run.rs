@@ -221,6 +221,7 @@ pub fn start_servers(
         .map(|c| {
             super::server::TestServer::start(&super::server::ServerSetup {
                 shards,
+                control_threads: 1,
                 io,
                 null_protection: c.is_null(),
                 mtu,

@@ -32,6 +32,8 @@ pub const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 pub struct ServerSetup {
     /// Shard threads.
     pub shards: usize,
+    /// Handshake worker threads of the server's control plane.
+    pub control_threads: usize,
     /// Shard I/O backend.
     pub io: IoChoice,
     /// Null record protection after the handshake (the `none` baseline).
@@ -178,6 +180,7 @@ impl TestServer {
             key_store: None,
             tuning: Tuning {
                 shards: Some(setup.shards.max(1)),
+                control_threads: Some(setup.control_threads.max(1)),
                 cpus: None,
                 io: setup.io.daemon(),
                 mtu: setup.mtu,

@@ -319,6 +319,7 @@ pub fn run(cfg: &UdpConfig) -> Result<UdpReport, PeersError> {
     };
     let server = TestServer::start(&ServerSetup {
         shards: 1,
+        control_threads: 1,
         io: cfg.io,
         null_protection: false,
         mtu: MTU,

@@ -77,7 +77,7 @@ impl AdminServer {
     pub fn start(
         path: &Path,
         takeover: bool,
-        control: mpsc::Sender<AdminRequest>,
+        control: Vec<mpsc::Sender<AdminRequest>>,
         snapshots: Vec<Arc<SessionSnapshots>>,
         about: Value,
     ) -> anyhow::Result<Self> {
@@ -174,7 +174,7 @@ fn bind(path: &Path, takeover: bool) -> anyhow::Result<UnixListener> {
 
 fn serve(
     listener: &UnixListener,
-    control: &mpsc::Sender<AdminRequest>,
+    control: &[mpsc::Sender<AdminRequest>],
     snapshots: &[Arc<SessionSnapshots>],
     about: &Value,
     stop: &AtomicBool,
@@ -197,7 +197,7 @@ fn serve(
 
 fn answer(
     stream: UnixStream,
-    control: &mpsc::Sender<AdminRequest>,
+    control: &[mpsc::Sender<AdminRequest>],
     snapshots: &[Arc<SessionSnapshots>],
     about: &Value,
 ) -> std::io::Result<()> {
@@ -219,19 +219,26 @@ fn answer(
 }
 
 fn status(
-    control: &mpsc::Sender<AdminRequest>,
+    control: &[mpsc::Sender<AdminRequest>],
     snapshots: &[Arc<SessionSnapshots>],
     about: &Value,
 ) -> Value {
     // Ask the shards first: they answer while control does.
     let generations: Vec<u64> = snapshots.iter().map(|s| s.request()).collect();
+    // Every handshake worker holds its own sessions.
     let (reply, answer) = mpsc::channel();
-    if control.send(AdminRequest::Sessions(reply)).is_err() {
-        return json!({ "error": "the control thread has stopped" });
+    for worker in control {
+        if worker.send(AdminRequest::Sessions(reply.clone())).is_err() {
+            return json!({ "error": "the control thread has stopped" });
+        }
     }
-    let Ok(sessions) = answer.recv_timeout(ANSWER_WAIT) else {
-        return json!({ "error": "the control thread did not answer" });
-    };
+    let mut sessions = Vec::new();
+    for _ in control {
+        let Ok(some) = answer.recv_timeout(ANSWER_WAIT) else {
+            return json!({ "error": "the control thread did not answer" });
+        };
+        sessions.extend(some);
+    }
     let mut views: HashMap<SessionId, SessionView> = HashMap::new();
     let mut unanswered = Vec::new();
     for (shard, (snap, generation)) in snapshots.iter().zip(generations).enumerate() {
@@ -292,18 +299,27 @@ fn session_json(
     })
 }
 
-fn kick(control: &mpsc::Sender<AdminRequest>, target: &str) -> Value {
+fn kick(control: &[mpsc::Sender<AdminRequest>], target: &str) -> Value {
     let Some(target) = parse_target(target) else {
         return json!({ "error": format!("`{target}` is not a session id, IP:PORT or IP") });
     };
+    // Every handshake worker closes the sessions it holds that match.
     let (reply, answer) = mpsc::channel();
-    if control.send(AdminRequest::Kick { target, reply }).is_err() {
-        return json!({ "error": "the control thread has stopped" });
+    for worker in control {
+        let reply = reply.clone();
+        if worker.send(AdminRequest::Kick { target, reply }).is_err() {
+            return json!({ "error": "the control thread has stopped" });
+        }
     }
-    match answer.recv_timeout(ANSWER_WAIT) {
-        Ok(ids) => json!({ "kicked": ids.iter().map(|id| id.get()).collect::<Vec<_>>() }),
-        Err(_) => json!({ "error": "the control thread did not answer" }),
+    let mut kicked = Vec::new();
+    for _ in control {
+        match answer.recv_timeout(ANSWER_WAIT) {
+            Ok(ids) => kicked.extend(ids.iter().map(|id| id.get())),
+            Err(_) => return json!({ "error": "the control thread did not answer" }),
+        }
     }
+    kicked.sort_unstable();
+    json!({ "kicked": kicked })
 }
 
 /// A kick target: a session id, a peer `IP:PORT`, or a peer `IP`.
@@ -548,8 +564,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("dtlsd-admin-{}", std::process::id()));
         let path = dir.join("sub").join("a.sock");
         let (tx, _rx) = mpsc::channel();
-        let first =
-            AdminServer::start(&path, false, tx.clone(), Vec::new(), Value::Null).expect("first");
+        let first = AdminServer::start(&path, false, vec![tx.clone()], Vec::new(), Value::Null)
+            .expect("first");
         let mode = fs::metadata(&path).expect("socket").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let dir_mode = fs::metadata(path.parent().expect("dir"))
@@ -557,23 +573,23 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(dir_mode & 0o777, 0o700);
-        let err = AdminServer::start(&path, false, tx.clone(), Vec::new(), Value::Null)
+        let err = AdminServer::start(&path, false, vec![tx.clone()], Vec::new(), Value::Null)
             .expect_err("in use");
         assert!(
             err.to_string().contains("in use by another running dtlsd"),
             "{err}"
         );
         // A takeover replaces it; the first daemon's exit leaves the new socket in place.
-        let second =
-            AdminServer::start(&path, true, tx.clone(), Vec::new(), Value::Null).expect("takeover");
+        let second = AdminServer::start(&path, true, vec![tx.clone()], Vec::new(), Value::Null)
+            .expect("takeover");
         first.stop();
         assert!(path.exists(), "the new daemon's socket stays");
         second.stop();
         assert!(!path.exists(), "removed at exit");
         // A stale socket file (its daemon died without removing it) is replaced.
         drop(UnixListener::bind(&path).expect("stale"));
-        let third =
-            AdminServer::start(&path, false, tx, Vec::new(), Value::Null).expect("stale replaced");
+        let third = AdminServer::start(&path, false, vec![tx], Vec::new(), Value::Null)
+            .expect("stale replaced");
         third.stop();
         let _ = fs::remove_dir_all(&dir);
     }

@@ -54,7 +54,7 @@ impl Client {
                     ..RuntimeConfig::default()
                 };
                 ControlThread::client(
-                    engine,
+                    Arc::clone(&engine),
                     server,
                     queues,
                     settings,

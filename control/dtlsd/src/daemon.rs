@@ -27,8 +27,17 @@
 //! (close_notify) for every installed session, the shards get a moment to flush their
 //! queues, then they stop.
 //!
-//! Reload ([`Daemon::reload`]): a new engine configuration goes to the control thread
-//! through a channel; handshakes started after it use it, live sessions keep their keys.
+//! Reload ([`Daemon::reload`]): a new engine configuration goes to every handshake worker
+//! through its channel; handshakes started after it use it, live sessions keep their keys.
+//!
+//! Handshake workers (`control_threads`, [`default_control_threads`]): the control plane is
+//! that many loops on their own threads, each built by the [`ControlBuilder`] (its own
+//! acceptor and engines; the engine configuration, ticket keys included, shared) and made
+//! worker `w` of `m` ([`ControlThread::set_worker`]). The shards' queues have one inbound
+//! lane per worker ([`ControlLanes`]: serve spreads by the client's source address, connect
+//! by the whole local source address). The workers share one set of control counters and
+//! the drain switch; each has its own reload and admin channel ([`Daemon::reload`] and the
+//! admin socket ask every one) and its own turn stamp for `/healthz`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -41,11 +50,14 @@ use dataplane::cid::ShardField;
 use dtls_crypto::pki_types::UnixTime;
 use dtls_io::{CidSteering, IoConfig, SocketConfig, SteeringProgram};
 use dtls_runtime::{ControlCounters, ControlStats, ControlThread, Reload};
-use dtls_shard::{Handoffs, Shard, ShardConfig, ShardQueues, ShardStats};
+use dtls_shard::{
+    ControlLanes, DEFAULT_INBOUND_BYTES, Handoffs, RelayMode, Shard, ShardConfig, ShardQueues,
+    ShardStats,
+};
 
 use crate::admin::AdminServer;
 use crate::config::{AdminSocket, CertKeyPaths, IoMode, Tuning};
-use crate::metrics::{self, Certificates, ShardSource, Sources};
+use crate::metrics::{self, Certificates, ShardSource, Sources, WorkerSource};
 use crate::sessionlog::DaemonLog;
 
 /// Capacity of each queue between a shard and the control thread.
@@ -84,23 +96,25 @@ pub struct Daemon {
     shard_stop: Arc<AtomicBool>,
     shard_sources: Vec<ShardSource>,
     queues: Vec<Arc<ShardQueues>>,
-    control: Option<JoinHandle<usize>>,
+    /// The handshake workers' threads.
+    control: Vec<JoinHandle<usize>>,
     control_stop: Arc<AtomicBool>,
     control_counters: Arc<ControlCounters>,
     /// The control thread's drain switch ([`Daemon::begin_drain`]).
     draining: Arc<AtomicBool>,
     metrics: Option<(JoinHandle<()>, SocketAddr)>,
     metrics_stop: Arc<AtomicBool>,
-    reloads: mpsc::Sender<Reload>,
+    /// One per handshake worker.
+    reloads: Vec<mpsc::Sender<Reload>>,
     admin: Option<AdminServer>,
     certificates: Arc<Certificates>,
 }
 
-/// Builds the control loop once the shards' queues exist and the listen addresses are bound
+/// Builds a control loop once the shards' queues exist and the listen addresses are bound
 /// (its second argument: each shard's listen address by shard index, with the port bound
-/// when the configuration said 0).
+/// when the configuration said 0); called once per handshake worker.
 pub type ControlBuilder =
-    Box<dyn FnOnce(Vec<Arc<ShardQueues>>, Vec<SocketAddr>) -> anyhow::Result<ControlThread> + Send>;
+    Box<dyn FnMut(Vec<Arc<ShardQueues>>, Vec<SocketAddr>) -> anyhow::Result<ControlThread> + Send>;
 
 impl Daemon {
     /// Starts shards on the `listen` addresses (at least one; see the module docs for how
@@ -117,7 +131,7 @@ impl Daemon {
         shard_config: ShardConfig,
         tuning: &Tuning,
         cids: Option<CidRouting>,
-        control: ControlBuilder,
+        mut control: ControlBuilder,
         about: serde_json::Value,
     ) -> anyhow::Result<Self> {
         if listen.is_empty() {
@@ -146,8 +160,23 @@ impl Daemon {
         } else {
             shard_count
         };
+        let workers = tuning
+            .control_threads
+            .unwrap_or_else(|| default_control_threads(shard_count))
+            .max(1);
+        let lanes = match shard_config.mode {
+            RelayMode::Connect => ControlLanes::by_address(workers),
+            _ => ControlLanes::by_source(workers),
+        };
         let queues: Vec<Arc<ShardQueues>> = (0..shard_count)
-            .map(|_| Arc::new(ShardQueues::new(QUEUE_CAPACITY, QUEUE_CAPACITY)))
+            .map(|_| {
+                Arc::new(ShardQueues::with_lanes(
+                    QUEUE_CAPACITY,
+                    QUEUE_CAPACITY,
+                    DEFAULT_INBOUND_BYTES,
+                    lanes.clone(),
+                ))
+            })
             .collect();
         let shard_stop = Arc::new(AtomicBool::new(false));
         let mut shard_config = shard_config;
@@ -214,17 +243,30 @@ impl Daemon {
         let listen: Vec<SocketAddr> = (0..listen.len())
             .filter_map(|g| groups.iter().position(|&k| k == g).map(|i| shard_listen[i]))
             .collect();
-        let mut control = match control(queues.clone(), shard_listen.clone()) {
-            Ok(control) => control,
-            Err(e) => {
-                stop_shards(shards);
-                return Err(e);
-            }
-        };
-        let (reload_tx, reload_rx) = mpsc::channel();
-        control.set_reloads(reload_rx);
-        let (admin_tx, admin_rx) = mpsc::channel();
-        control.set_admin(admin_rx);
+        let control_counters = Arc::new(ControlCounters::default());
+        let draining = Arc::new(AtomicBool::new(false));
+        let mut loops = Vec::with_capacity(workers);
+        let (mut reload_txs, mut admin_txs) = (Vec::new(), Vec::new());
+        for worker in 0..workers {
+            let mut control = match control(queues.clone(), shard_listen.clone()) {
+                Ok(control) => control,
+                Err(e) => {
+                    stop_shards(shards);
+                    return Err(e);
+                }
+            };
+            control.set_worker(worker, workers);
+            control.set_counters(Arc::clone(&control_counters));
+            control.set_drain_flag(Arc::clone(&draining));
+            control.set_log(Box::new(DaemonLog::new(Arc::clone(&control_counters))));
+            let (reload_tx, reload_rx) = mpsc::channel();
+            control.set_reloads(reload_rx);
+            let (admin_tx, admin_rx) = mpsc::channel();
+            control.set_admin(admin_rx);
+            reload_txs.push(reload_tx);
+            admin_txs.push(admin_tx);
+            loops.push(control);
+        }
         let snapshots = shard_sources
             .iter()
             .map(|s| Arc::clone(&s.snapshots))
@@ -236,7 +278,7 @@ impl Daemon {
         let admin = match start_admin(
             tuning,
             (mode_name(shard_config.mode), listen[0]),
-            admin_tx,
+            admin_txs,
             snapshots,
             about,
         ) {
@@ -246,27 +288,39 @@ impl Daemon {
                 return Err(e);
             }
         };
-        let control_counters = Arc::clone(control.counters());
-        let draining = control.drain_flag();
-        control.set_log(Box::new(DaemonLog::new(Arc::clone(&control_counters))));
-        let control_progress = Arc::clone(control.progress());
+        let worker_sources: Vec<WorkerSource> = loops
+            .iter()
+            .map(|c| WorkerSource {
+                counters: Arc::clone(c.worker_counters()),
+                progress: Arc::clone(c.progress()),
+            })
+            .collect();
+        let control_progress = Arc::clone(&worker_sources[0].progress);
         let control_stop = Arc::new(AtomicBool::new(false));
-        let control_handle = {
+        let mut control_handles = Vec::with_capacity(workers);
+        for mut control in loops {
             let stop = Arc::clone(&control_stop);
-            std::thread::Builder::new()
-                .name("dtlsd-control".into())
-                .spawn(move || {
-                    control.run(&stop);
-                    control.installed_sessions()
-                })
-        };
-        let control_handle = match control_handle {
-            Ok(h) => h,
-            Err(e) => {
-                stop_shards(shards);
-                return Err(e).context("spawning the control thread");
+            let name = if workers == 1 {
+                "dtlsd-control".to_string()
+            } else {
+                format!("dtlsd-control-{}", control.worker())
+            };
+            let spawned = std::thread::Builder::new().name(name).spawn(move || {
+                control.run(&stop);
+                control.installed_sessions()
+            });
+            match spawned {
+                Ok(h) => control_handles.push(h),
+                Err(e) => {
+                    control_stop.store(true, Relaxed);
+                    for h in control_handles {
+                        let _ = h.join();
+                    }
+                    stop_shards(shards);
+                    return Err(e).context("spawning a control thread");
+                }
             }
-        };
+        }
         let metrics_stop = Arc::new(AtomicBool::new(false));
         let mut daemon = Self {
             listen,
@@ -275,13 +329,13 @@ impl Daemon {
             shard_stop,
             shard_sources,
             queues,
-            control: Some(control_handle),
+            control: control_handles,
             control_stop,
             draining,
             control_counters,
             metrics: None,
             metrics_stop,
-            reloads: reload_tx,
+            reloads: reload_txs,
             admin,
             certificates: Arc::default(),
         };
@@ -290,6 +344,7 @@ impl Daemon {
             let sources = Sources {
                 control: Arc::clone(&daemon.control_counters),
                 control_progress,
+                workers: worker_sources,
                 shards: daemon.shard_sources.clone(),
                 certificates: Arc::clone(&daemon.certificates),
             };
@@ -371,7 +426,8 @@ impl Daemon {
 
     /// Whether a worker thread stopped on its own (an error or a panic).
     pub fn failed(&self) -> bool {
-        self.control.as_ref().is_none_or(JoinHandle::is_finished)
+        self.control.is_empty()
+            || self.control.iter().any(JoinHandle::is_finished)
             || self.shards.iter().any(JoinHandle::is_finished)
             || self.metrics.as_ref().is_some_and(|(h, _)| h.is_finished())
     }
@@ -384,9 +440,11 @@ impl Daemon {
     /// # Errors
     /// The control thread is gone.
     pub fn reload(&self, reload: Reload, restart_required: &[&str]) -> anyhow::Result<()> {
-        self.reloads
-            .send(reload)
-            .map_err(|_| anyhow!("the control thread has stopped"))?;
+        for reloads in &self.reloads {
+            reloads
+                .send(reload.clone())
+                .map_err(|_| anyhow!("a control thread has stopped"))?;
+        }
         if !restart_required.is_empty() {
             tracing::warn!(
                 keys = %restart_required.join(", "),
@@ -411,10 +469,10 @@ impl Daemon {
     pub fn shutdown(mut self) -> anyhow::Result<()> {
         let mut failed = Vec::new();
         self.control_stop.store(true, Relaxed);
-        if let Some(control) = self.control.take()
-            && control.join().is_err()
-        {
-            failed.push("the control thread panicked");
+        for control in std::mem::take(&mut self.control) {
+            if control.join().is_err() {
+                failed.push("a control thread panicked");
+            }
         }
         // Give the shards time to apply the Close commands (each sends close_notify).
         let deadline = Instant::now() + DRAIN_WAIT;
@@ -485,7 +543,7 @@ pub fn load_certified_key(paths: &CertKeyPaths) -> anyhow::Result<Arc<control::C
 fn start_admin(
     tuning: &Tuning,
     (mode, listen): (&str, SocketAddr),
-    control: mpsc::Sender<dtls_runtime::AdminRequest>,
+    control: Vec<mpsc::Sender<dtls_runtime::AdminRequest>>,
     snapshots: Vec<Arc<dtls_shard::SessionSnapshots>>,
     about: serde_json::Value,
 ) -> anyhow::Result<Option<AdminServer>> {
@@ -636,6 +694,17 @@ pub fn shard_groups(shards: usize, addresses: usize) -> Vec<usize> {
     (0..addresses)
         .flat_map(|g| std::iter::repeat_n(g, base + usize::from(g < extra)))
         .collect()
+}
+
+/// Handshake workers by default: the cores the shards leave over (the shards take one core
+/// each), at least 1 and at most 8. With the default shard count (every core but one)
+/// that is one worker, as before workers existed; a host given fewer shards than cores
+/// puts the rest to handshakes. At most 8: one worker completes on the order of 10 000
+/// full handshakes a second, and each worker holds its own share of the global caps
+/// (half-open, sessions), which more workers would thin out.
+pub fn default_control_threads(shards: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    cores.saturating_sub(shards).clamp(1, 8)
 }
 
 /// One shard per core beyond the first (the control thread's), at least one.

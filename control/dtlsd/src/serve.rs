@@ -134,9 +134,15 @@ impl Server {
                     ..RuntimeConfig::default()
                 };
                 let mut rng = SystemRng::new();
-                let acceptor =
-                    Acceptor::new(engine, AcceptorConfig::default(), &mut rng, Instant::now())
-                        .context("server configuration")?;
+                // Each handshake worker has its own acceptor (cookie secret, hello pool); the
+                // engine configuration, ticket keys included, is shared.
+                let acceptor = Acceptor::new(
+                    Arc::clone(&engine),
+                    AcceptorConfig::default(),
+                    &mut rng,
+                    Instant::now(),
+                )
+                .context("server configuration")?;
                 let mut control = ControlThread::new(
                     acceptor,
                     queues,

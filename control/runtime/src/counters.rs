@@ -56,6 +56,9 @@ counters! {
     /// Cookie-verified ClientHellos refused because their source address or prefix had its
     /// share of half-open handshakes.
     half_open_refused_source,
+    /// Cookie-verified ClientHellos shed because their worker was overloaded (its inbound
+    /// backlog at [`crate::RuntimeConfig::shed_backlog`]), before any asymmetric crypto.
+    handshakes_shed,
     /// Half-open handshakes dropped to make room for newer ones (the table or a session cap
     /// was full).
     half_open_shed,
@@ -147,6 +150,19 @@ impl ControlCounters {
 }
 
 /// Upper bounds, in seconds, of the handshake-duration histogram's buckets (the last,
+/// One handshake worker's own counters (the daemon's metrics label them by worker).
+#[derive(Debug, Default)]
+pub struct WorkerCounters {
+    /// Engines this worker created.
+    pub handshakes_started: AtomicU64,
+    /// Handshakes this worker completed.
+    pub handshakes_completed: AtomicU64,
+    /// Sessions this worker holds now.
+    pub sessions: AtomicU64,
+    /// Messages waiting in this worker's lanes at the start of its last turn.
+    pub backlog: AtomicU64,
+}
+
 /// `+Inf`, is implied): from a loopback handshake (about a millisecond) to one that needed
 /// several retransmissions.
 pub const HANDSHAKE_BUCKETS: [f64; 12] = [

@@ -151,8 +151,12 @@ impl ControlThread {
     ) {
         ControlCounters::bump(&self.counters.sessions_closed);
         let session = match reason {
-            // Control closed it: its entry left `installed` then.
-            CloseReason::Closed(_) => self.closing.remove(&id).map(|(_, s)| s),
+            // Control closed it: its entry left `installed` then. (Or, with several
+            // workers, another worker's new handshake of the peer replaced it in its shard.)
+            CloseReason::Closed(_) => match self.closing.remove(&id) {
+                Some((_, s)) => Some(s),
+                None => self.forget_installed(id),
+            },
             _ => self.forget_installed(id),
         };
         if matches!(reason, CloseReason::Rejected(_)) {
@@ -271,6 +275,7 @@ impl ControlThread {
             Refusal::SessionsPerAddress => &self.counters.sessions_refused_per_address,
             Refusal::Denied => &self.counters.datagrams_denied,
             Refusal::NotAllowed => &self.counters.datagrams_not_allowed,
+            Refusal::Overloaded => &self.counters.handshakes_shed,
         };
         ControlCounters::bump(counter);
         let peer = self.peer(peer);
@@ -284,6 +289,9 @@ impl ControlThread {
     fn admit(&mut self, now: Instant, shard: usize, peer: SocketAddr) -> Result<(), Refusal> {
         if self.draining.load(Relaxed) {
             return Err(Refusal::Draining);
+        }
+        if self.overloaded {
+            return Err(Refusal::Overloaded);
         }
         let limits = self.settings.limits;
         // A peer with a session replaces it: no new room needed.
@@ -349,6 +357,7 @@ impl ControlThread {
     /// and sends its first flight.
     fn start_handshake(&mut self, now: Instant, shard: usize, peer: SocketAddr, conn: Connection) {
         ControlCounters::bump(&self.counters.handshakes_started);
+        ControlCounters::bump(&self.worker_counters.handshakes_started);
         self.remove_handshake(peer);
         let ticket = self.half_open.insert(&self.settings.limits, peer, shard);
         self.handshakes.insert(
@@ -662,6 +671,7 @@ impl ControlThread {
         let mut session = h.session;
         for k in keys {
             ControlCounters::bump(&self.counters.handshakes_completed);
+            ControlCounters::bump(&self.worker_counters.handshakes_completed);
             let installed = self.install(now, shard, peer, *k, handshake_time);
             if let Some(id) = installed
                 && let Some(h) = self.handshakes.get_mut(&peer)
@@ -757,7 +767,8 @@ impl ControlThread {
                     self.close_session(now, old, CloseCause::Replaced);
                 }
                 let id = SessionId::new(self.next_session);
-                self.next_session += 1;
+                // Worker w of m numbers its sessions k·m + w.
+                self.next_session += self.workers as u64;
                 id
             }
         };

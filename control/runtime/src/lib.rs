@@ -50,6 +50,29 @@
 //! or [`EPOCH_RETIRE_AFTER`] later. An AEAD limit report makes a 1.3 session update its
 //! keys (RFC 9147 §4.5.3).
 //!
+//! Handshake workers: a daemon may run several loops ([`ControlThread::set_worker`]), each
+//! a worker with its own engines, acceptor (cookie secret, hello pool), half-open table,
+//! rate buckets and installed sessions. Each drains only its own lane of every shard's
+//! inbound queue ([`dtls_shard::ControlLanes`]): a peer's datagrams reach the worker its
+//! source hashes to for the whole handshake (and its later ones), and the shard's reports
+//! on a session reach the worker whose number the [`SessionId`] carries (worker `w` of `m`
+//! numbers its sessions `k·m + w`). One source always meets one worker, so the per-source
+//! limits (rate, half-open and sessions per address) are exact; the global caps
+//! (half-open, sessions, sessions per shard) are split evenly between the workers. What the
+//! workers share read-mostly comes in the engine [`Config`] they are built with and that
+//! each [`Reload`] carries to every worker: certificates, PSKs, identity rules, the session
+//! ticket keys (one `Arc<Mutex<TicketKeys>>`, so a ticket issued by one worker resumes on
+//! another) and the reassembly budget. Cookies need no sharing: a cookie binds the client's
+//! address, which always meets the worker that issued it. Their counters may be one
+//! [`ControlCounters`] ([`ControlThread::set_counters`]); [`WorkerCounters`] are each
+//! worker's own.
+//!
+//! Overload: a worker whose lane of some shard held [`RuntimeConfig::shed_backlog`]
+//! messages or more at the start of its turn is behind; until a turn starts below that, it
+//! sheds new handshakes after their cookie checked out and before any asymmetric crypto
+//! ([`Refusal::Overloaded`], silently: the client's retransmission is the back-off),
+//! counted in [`ControlStats::handshakes_shed`]. Handshakes under way and sessions go on.
+//!
 //! What it does not do: spawn or pin threads (the daemon does), sessions' records (the
 //! shards do), DTLS 1.2 rekeying (an AEAD limit report closes a 1.2 session).
 
@@ -81,7 +104,9 @@ use self::limits::{HalfOpen, SessionsBySource};
 use self::rate::HandshakeRate;
 pub use admin::{AdminRequest, KickTarget, SessionInfo};
 pub use cids::ShardCids;
-pub use counters::{ControlCounters, ControlStats, HANDSHAKE_BUCKETS, LatencyReading, Observed};
+pub use counters::{
+    ControlCounters, ControlStats, HANDSHAKE_BUCKETS, LatencyReading, Observed, WorkerCounters,
+};
 pub use identity_rules::IdentityRules;
 pub use limits::{AccessList, Limits, Refusal};
 pub use log::{Closed, Established, HandshakeFailure, NoLog, Peer, SessionLog};
@@ -132,6 +157,12 @@ pub struct RuntimeConfig {
     /// Serve mode: this node's id, named (with the shard) by every CID it issues
     /// ([`ShardCids`]). Default 0.
     pub node_id: u8,
+    /// Overload: messages waiting in this loop's lane of one shard's inbound queue at the
+    /// start of a turn from which new handshakes are shed (see the module documentation);
+    /// 0 turns shedding off. Default 192: three quarters of what a shard lets wait in a
+    /// lane at once (the rest waits in its fair stage), so a loop that keeps up never
+    /// sees it.
+    pub shed_backlog: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -145,6 +176,7 @@ impl Default for RuntimeConfig {
             null_record_protection: false,
             proxy_header: None,
             node_id: 0,
+            shed_backlog: 192,
         }
     }
 }
@@ -183,8 +215,9 @@ struct Installed {
     peer_cid: Option<Vec<u8>>,
 }
 
-/// A new configuration for the control loop (SIGHUP).
-#[derive(Debug)]
+/// A new configuration for the control loop (SIGHUP); a daemon with several workers
+/// sends each a clone.
+#[derive(Debug, Clone)]
 pub struct Reload {
     /// The engine configuration for handshakes started from now on.
     pub config: Arc<Config>,
@@ -272,6 +305,15 @@ pub struct ControlThread {
     /// When the ticket keys' rotation schedule is next looked at.
     ticket_check: Option<Instant>,
     counters: Arc<ControlCounters>,
+    /// This worker's own counters.
+    worker_counters: Arc<WorkerCounters>,
+    /// This loop's worker number and the number of workers (0 of 1 alone).
+    worker: usize,
+    workers: usize,
+    /// Whether this turn sheds new handshakes ([`RuntimeConfig::shed_backlog`]).
+    overloaded: bool,
+    /// The hello pool gauges this worker added to the shared counters.
+    pool_published: (u64, u64),
     /// Marked once per turn, for the daemon's health check.
     progress: Arc<dtls_shard::Progress>,
     /// Set by the daemon on SIGTERM with a drain window: new handshakes are refused
@@ -371,11 +413,52 @@ impl ControlThread {
             tickets: HashMap::new(),
             ticket_check: None,
             counters: Arc::new(ControlCounters::default()),
+            worker_counters: Arc::default(),
+            worker: 0,
+            workers: 1,
+            overloaded: false,
+            pool_published: (0, 0),
             progress: Arc::default(),
             draining: Arc::default(),
             shard_listen: Vec::new(),
             buf: vec![0; TRANSMIT_BUF].into_boxed_slice(),
         }
+    }
+
+    /// Makes this loop worker `index` of `count` (see the module documentation): it drains
+    /// lane `index` of the shards' queues (built with [`dtls_shard::ControlLanes`] of
+    /// `count` lanes), numbers its sessions `k·count + index`, and holds its share
+    /// (rounded up) of the global caps of [`Limits`] (`max_half_open`, `max_sessions`,
+    /// `max_sessions_per_shard`). Call it before the first turn; `count` 1 changes nothing.
+    pub fn set_worker(&mut self, index: usize, count: usize) {
+        let count = count.max(1);
+        self.worker = index.min(count - 1);
+        self.workers = count;
+        self.next_session = (count + self.worker) as u64;
+        let limits = &mut self.settings.limits;
+        limits.max_half_open = limits.max_half_open.div_ceil(count);
+        limits.max_sessions = limits.max_sessions.div_ceil(count);
+        limits.max_sessions_per_shard = limits.max_sessions_per_shard.div_ceil(count);
+    }
+
+    /// This loop's worker number.
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+
+    /// Counts into `counters` from now on (one set shared by every worker of a daemon).
+    pub fn set_counters(&mut self, counters: Arc<ControlCounters>) {
+        self.counters = counters;
+    }
+
+    /// Uses `flag` as the drain switch (one shared by every worker of a daemon).
+    pub fn set_drain_flag(&mut self, flag: Arc<AtomicBool>) {
+        self.draining = flag;
+    }
+
+    /// This worker's own counters (shareable with a metrics thread).
+    pub fn worker_counters(&self) -> &Arc<WorkerCounters> {
+        &self.worker_counters
     }
 
     /// Takes new configurations from `reloads`: each one received is used by every
@@ -466,9 +549,19 @@ impl ControlThread {
             self.reload(now, wall, reload);
         }
         busy |= self.handle_admin(now);
+        let lane = self.worker;
+        let deepest = self
+            .shards
+            .iter()
+            .map(|q| q.lane_len(lane))
+            .max()
+            .unwrap_or(0);
+        let backlog: usize = self.shards.iter().map(|q| q.lane_len(lane)).sum();
+        self.worker_counters.backlog.store(backlog as u64, Relaxed);
+        self.overloaded = self.settings.shed_backlog > 0 && deepest >= self.settings.shed_backlog;
         for shard in 0..self.shards.len() {
             for _ in 0..self.settings.inbound_budget {
-                let Some(message) = self.shards[shard].poll_inbound() else {
+                let Some(message) = self.shards[shard].poll_lane(lane) else {
                     break;
                 };
                 busy = true;
@@ -484,14 +577,22 @@ impl ControlThread {
             .reassembly_refused
             .store(budget.refused(), Relaxed);
         if let Front::Server(acceptor) = &self.front {
-            let pool = acceptor.hello_pool_stats();
+            // Each worker adds what changed in its own acceptor's pool: the shared gauges
+            // are the workers' sums.
+            let held = acceptor.hello_pool_len() as u64;
+            let evicted = acceptor.hello_pool_stats().evicted;
+            let (last_held, last_evicted) = self.pool_published;
             self.counters
                 .hello_pool_held
-                .store(acceptor.hello_pool_len() as u64, Relaxed);
+                .fetch_add(held.wrapping_sub(last_held), Relaxed);
             self.counters
                 .hello_pool_evicted
-                .store(pool.evicted, Relaxed);
+                .fetch_add(evicted.wrapping_sub(last_evicted), Relaxed);
+            self.pool_published = (held, evicted);
         }
+        self.worker_counters
+            .sessions
+            .store(self.installed.len() as u64, Relaxed);
         self.log.tick(now);
         self.progress.mark(now);
         busy
@@ -651,3 +752,5 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 mod tests;
 #[cfg(test)]
 mod tests13;
+#[cfg(test)]
+mod tests_workers;

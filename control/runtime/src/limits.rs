@@ -120,6 +120,9 @@ pub enum Refusal {
     SessionsPerAddress,
     /// The source is in a range of [`AccessList::deny`].
     Denied,
+    /// The handshake worker was overloaded (shed after the cookie, before any asymmetric
+    /// crypto; see [`crate::RuntimeConfig::shed_backlog`]).
+    Overloaded,
     /// [`AccessList::allow`] is not empty and has no range holding the source.
     NotAllowed,
 }
@@ -137,6 +140,7 @@ impl Refusal {
             Refusal::HandshakeRate => "handshake_rate",
             Refusal::SessionsPerAddress => "sessions_per_address",
             Refusal::Denied => "denied",
+            Refusal::Overloaded => "overloaded",
             Refusal::NotAllowed => "not_allowed",
         }
     }

@@ -629,6 +629,23 @@ impl<F> ShardCore<F> {
             if let Some(cid) = new_cid {
                 self.table.set_cid(id, Some(cid));
             }
+            // Several control workers: the handle of another worker's session (its peer
+            // moved to a source another worker serves, and handshook there) is gone for
+            // that worker, which hears so; one worker rekeys under its own handles only.
+            let lanes = self.ctx.queues.lanes();
+            let previous = self.table.session_mut(id).map(|s| s.handle);
+            if let Some(previous) = previous
+                && previous != handle
+                && lanes.of_session(previous) != lanes.of_session(handle)
+            {
+                let mut out = self.ctx.out(fx);
+                out.report(ControlInbound::SessionClosed {
+                    session: previous,
+                    peer,
+                    reason: CloseReason::Closed(crate::queue::CloseCause::Replaced),
+                    stats: Default::default(),
+                });
+            }
             self.table.set_handle(id, handle);
             self.ctx.tally.sessions_rekeyed += 1;
             return Ok(Vec::new());

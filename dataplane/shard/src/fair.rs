@@ -94,7 +94,8 @@ impl FairForward {
     /// holds fewer than [`QUEUE_DEPTH`] messages and has room. Returns how many moved.
     pub fn pump(&mut self, queues: &ShardQueues) -> usize {
         let mut moved = 0;
-        while queues.inbound_len() < QUEUE_DEPTH {
+        // Each control worker's lane may hold about that many.
+        while queues.inbound_len() < QUEUE_DEPTH * queues.lanes().count() {
             let Some(b) = self.active.pop_front() else {
                 break;
             };

@@ -70,9 +70,9 @@ pub use handoff::{HANDOFF_CAPACITY, Handoff, HandoffQueue, Handoffs};
 pub use hash::{AddrHashBuilder, AddrHasher};
 pub use progress::Progress;
 pub use queue::{
-    AeadLimit, CloseCause, CloseReason, ControlInbound, DEFAULT_INBOUND_BYTES, HeartbeatPolicy,
-    InstallError, ReadKeys, ReadKeys13, SessionId, ShardCommand, ShardQueues, WriteKeys,
-    WriteKeys13,
+    AeadLimit, CloseCause, CloseReason, ControlInbound, ControlLanes, DEFAULT_INBOUND_BYTES,
+    HeartbeatPolicy, InstallError, ReadKeys, ReadKeys13, SessionId, ShardCommand, ShardQueues,
+    WriteKeys, WriteKeys13,
 };
 pub use records::{
     CidKey, EpochOpener, MAX_OLDER_READ_EPOCHS, MAX_SESSION_CID_LEN, ReadEpochs, ReadState,

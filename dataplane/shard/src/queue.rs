@@ -7,6 +7,13 @@
 //! and a third, from the other shards: records under a CID this shard owns that reached
 //! them ([`crate::HandoffQueue`]).
 //!
+//! Several control workers ([`ControlLanes`]): the inbound side is one queue per worker
+//! (a *lane*); the shard picks the lane of each message by [`ControlLanes::lane`] (a keyed
+//! hash of the peer's source for handshake datagrams, the owning worker encoded in the
+//! [`SessionId`] for per-session messages), and each worker drains only its own lane of
+//! every shard. The command queue has one producer per worker. With one lane (the default)
+//! nothing differs from a single queue.
+//!
 //! Both are crossbeam [`ArrayQueue`]s allocated once. A push onto a full queue never blocks
 //! and never waits: the message is handed back to the caller and counted here
 //! ([`ShardQueues::commands_dropped`], [`ShardQueues::inbound_dropped`]). The inbound queue
@@ -18,8 +25,10 @@
 //! the `Transmit` that carries its last handshake flight: the shard then holds the keys before
 //! the peer can answer that flight with application data.
 
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use crossbeam_queue::ArrayQueue;
@@ -95,6 +104,10 @@ pub struct HeartbeatPolicy {
 /// session by. Control allocates them from one 64-bit serial per loop, never reused, so a
 /// stale handle can never reach a later session, whatever address or table slot that one
 /// gets. The peer's address is only an attribute of the session (and a lookup index).
+///
+/// With several control workers, worker `w` of `m` numbers its sessions `k·m + w` (k ≥ 1):
+/// the handle names its owner ([`ControlLanes::of_session`]), so the shard's reports on a
+/// session reach the worker that holds it wherever its peer has moved since.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(u64);
 
@@ -431,11 +444,104 @@ pub enum InstallError {
     PrefixLength(usize),
 }
 
-/// One shard's pair of queues, shared (in an `Arc`) by the shard and the control thread.
+/// How the messages of the shards to control are spread over the control plane's workers
+/// (the same value, keys included, for every shard of a daemon: a peer's datagrams reach
+/// one worker whichever shard receives them).
+///
+/// - Datagrams from a peer ([`ControlInbound::Handshake`], [`ControlInbound::Open`]) go to
+///   the lane of a keyed hash (SipHash, random keys per daemon: a source cannot aim at a
+///   worker) of the peer's *source*: its IPv4 address, or its IPv6 /64, whatever the port.
+///   One source therefore always meets the same worker, so that worker's per-source
+///   limits (handshake rate, sessions and half-open handshakes per address) hold exactly
+///   as with one worker. [`ControlLanes::by_address`] hashes the whole address instead
+///   (`dtlsd connect`, whose local sources all share one IP address and no per-source
+///   limit).
+/// - Messages on a session go to the worker that owns it, encoded in its [`SessionId`].
+#[derive(Debug, Clone)]
+pub struct ControlLanes {
+    count: usize,
+    keys: RandomState,
+    whole_address: bool,
+}
+
+impl Default for ControlLanes {
+    fn default() -> Self {
+        Self::single()
+    }
+}
+
+impl ControlLanes {
+    /// One worker: every message in lane 0.
+    pub fn single() -> Self {
+        Self::by_source(1)
+    }
+
+    /// `count` workers (at least 1), datagrams spread by source (IPv4 address, IPv6 /64).
+    pub fn by_source(count: usize) -> Self {
+        Self {
+            count: count.max(1),
+            keys: RandomState::new(),
+            whole_address: false,
+        }
+    }
+
+    /// `count` workers, datagrams spread by the whole address (IP and port).
+    pub fn by_address(count: usize) -> Self {
+        Self {
+            whole_address: true,
+            ..Self::by_source(count)
+        }
+    }
+
+    /// Number of lanes (workers).
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The lane of datagrams from `peer`.
+    pub fn of_peer(&self, peer: SocketAddr) -> usize {
+        if self.count == 1 {
+            return 0;
+        }
+        let source: u128 = match peer.ip().to_canonical() {
+            IpAddr::V4(v4) => u128::from(u32::from(v4)),
+            IpAddr::V6(v6) => u128::from(v6) >> 64 | 1 << 127,
+        };
+        let hash = if self.whole_address {
+            self.keys.hash_one((source, peer.port()))
+        } else {
+            self.keys.hash_one(source)
+        };
+        (hash % self.count as u64) as usize
+    }
+
+    /// The lane of the worker that owns session `id`.
+    pub fn of_session(&self, id: SessionId) -> usize {
+        (id.get() % self.count as u64) as usize
+    }
+
+    /// The lane `message` goes to.
+    pub fn lane(&self, message: &ControlInbound) -> usize {
+        match message {
+            ControlInbound::Handshake { peer, .. } | ControlInbound::Open { peer } => {
+                self.of_peer(*peer)
+            }
+            ControlInbound::SessionClosed { session, .. }
+            | ControlInbound::PostHandshake { session, .. }
+            | ControlInbound::PeerMoved { session, .. }
+            | ControlInbound::AeadLimitReached { session, .. } => self.of_session(*session),
+        }
+    }
+}
+
+/// One shard's queues to and from control, shared (in an `Arc`) by the shard and the
+/// control workers.
 #[derive(Debug)]
 pub struct ShardQueues {
     commands: ArrayQueue<ShardCommand>,
-    inbound: ArrayQueue<ControlInbound>,
+    /// One inbound queue per control worker.
+    inbound: Box<[ArrayQueue<ControlInbound>]>,
+    lanes: ControlLanes,
     commands_dropped: AtomicU64,
     inbound_dropped: AtomicU64,
     /// Datagram bytes in `inbound` now (added by the shard, released by control).
@@ -459,15 +565,39 @@ impl ShardQueues {
         inbound_capacity: usize,
         inbound_bytes: usize,
     ) -> Self {
+        Self::with_lanes(
+            command_capacity,
+            inbound_capacity,
+            inbound_bytes,
+            ControlLanes::single(),
+        )
+    }
+
+    /// Queues for several control workers: one inbound queue of `inbound_capacity` per lane
+    /// of `lanes`, all under one byte budget of `inbound_bytes`.
+    pub fn with_lanes(
+        command_capacity: usize,
+        inbound_capacity: usize,
+        inbound_bytes: usize,
+        lanes: ControlLanes,
+    ) -> Self {
         Self {
             commands: ArrayQueue::new(command_capacity.max(1)),
-            inbound: ArrayQueue::new(inbound_capacity.max(1)),
+            inbound: (0..lanes.count())
+                .map(|_| ArrayQueue::new(inbound_capacity.max(1)))
+                .collect(),
+            lanes,
             commands_dropped: AtomicU64::new(0),
             inbound_dropped: AtomicU64::new(0),
             inbound_bytes: AtomicUsize::new(0),
             inbound_bytes_cap: inbound_bytes,
             handoffs: HandoffQueue::default(),
         }
+    }
+
+    /// How inbound messages are spread over the control workers.
+    pub fn lanes(&self) -> &ControlLanes {
+        &self.lanes
     }
 
     /// The queue of datagrams other shards hand to this one.
@@ -513,30 +643,48 @@ impl ShardQueues {
             return Err(message);
         }
         self.inbound_bytes.fetch_add(bytes, Relaxed);
-        self.inbound.push(message).inspect_err(|_| {
+        let lane = self.lanes.lane(&message);
+        let Some(queue) = self.inbound.get(lane) else {
+            self.inbound_bytes.fetch_sub(bytes, Relaxed);
+            self.inbound_dropped.fetch_add(1, Relaxed);
+            return Err(message);
+        };
+        queue.push(message).inspect_err(|_| {
             self.inbound_bytes.fetch_sub(bytes, Relaxed);
             self.inbound_dropped.fetch_add(1, Relaxed);
         })
     }
 
     /// Whether a message of `bytes` datagram bytes would be refused now (count or bytes).
+    /// With several lanes: whether every lane is full.
     pub fn inbound_is_full(&self, bytes: usize) -> bool {
         let queued = self.inbound_bytes.load(Relaxed);
-        self.inbound.is_full()
+        self.inbound.iter().all(ArrayQueue::is_full)
             || (bytes > 0 && queued > 0 && queued + bytes > self.inbound_bytes_cap)
     }
 
-    /// Control side: the next message from the shard, if any.
+    /// Control side: the next message from the shard, if any (every lane, in lane order:
+    /// for one consumer of all lanes).
     pub fn poll_inbound(&self) -> Option<ControlInbound> {
-        let message = self.inbound.pop()?;
+        (0..self.inbound.len()).find_map(|lane| self.poll_lane(lane))
+    }
+
+    /// Control worker `lane`: the next message from the shard for it, if any.
+    pub fn poll_lane(&self, lane: usize) -> Option<ControlInbound> {
+        let message = self.inbound.get(lane)?.pop()?;
         self.inbound_bytes
             .fetch_sub(message.datagram_len(), Relaxed);
         Some(message)
     }
 
-    /// Messages waiting in the inbound queue.
+    /// Messages waiting in the inbound queue (all lanes).
     pub fn inbound_len(&self) -> usize {
-        self.inbound.len()
+        self.inbound.iter().map(ArrayQueue::len).sum()
+    }
+
+    /// Messages waiting for control worker `lane`.
+    pub fn lane_len(&self, lane: usize) -> usize {
+        self.inbound.get(lane).map_or(0, ArrayQueue::len)
     }
 
     /// Datagram bytes waiting in the inbound queue.

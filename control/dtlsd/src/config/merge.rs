@@ -22,6 +22,10 @@ pub struct TuningFlags {
     /// Shard threads, one pinned per core [default: one per available core; 1..=1024].
     #[arg(long, value_name = "N")]
     pub shards: Option<i64>,
+    /// Handshake worker threads of the control plane [default: the cores left over by the
+    /// shards, between 1 and 8; 1..=64].
+    #[arg(long, value_name = "N")]
+    pub control_threads: Option<i64>,
     /// CPUs the shards are pinned to, in order, e.g. `2-7` or `0,2,4-5` (each must be in
     /// the process's affinity mask); shard i runs on the i-th, round robin [default: the
     /// CPUs the process may use (taskset, systemd CPUAffinity=); --shards defaults to
@@ -265,6 +269,7 @@ pub fn merge_serve(file: RawServe, flags: ServeFlags) -> RawServe {
             flags.upstream_source.or(file.upstream_source)
         },
         shards: t.shards.or(file.shards),
+        control_threads: t.control_threads.or(file.control_threads),
         cpus: t.cpus.or(file.cpus),
         io: t.io.or(file.io),
         mtu: t.mtu.or(file.mtu),
@@ -331,6 +336,7 @@ pub fn merge_connect(file: RawConnect, flags: ConnectFlags) -> RawConnect {
         cert: flags.cert.or(file.cert),
         key: flags.key.or(file.key),
         shards: t.shards.or(file.shards),
+        control_threads: t.control_threads.or(file.control_threads),
         cpus: t.cpus.or(file.cpus),
         io: t.io.or(file.io),
         mtu: t.mtu.or(file.mtu),

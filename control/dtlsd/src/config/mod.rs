@@ -37,6 +37,8 @@ pub const MTU_RANGE: (i64, i64) = (576, 9000);
 pub const DEFAULT_MTU: u16 = 1400;
 /// Bounds of `shards`.
 pub const SHARDS_RANGE: (i64, i64) = (1, 1024);
+/// Bounds of `control_threads`.
+pub const CONTROL_THREADS_RANGE: (i64, i64) = (1, 64);
 /// Bounds of `idle_timeout`, in seconds (one second to one day).
 pub const IDLE_TIMEOUT_RANGE: (i64, i64) = (1, 86_400);
 /// Default `idle_timeout`, in seconds.
@@ -215,6 +217,9 @@ pub struct Tuning {
     /// Number of shard threads, or `None` for one per available core (one per listed CPU
     /// when `cpus` is given).
     pub shards: Option<usize>,
+    /// Number of handshake worker threads, or `None` for the default (see
+    /// `crate::daemon::default_control_threads`).
+    pub control_threads: Option<usize>,
     /// The CPUs shards are pinned to, in order (shard i on `cpus[i % len]`); `None`: the
     /// CPUs of the process's affinity mask.
     pub cpus: Option<Vec<usize>>,
@@ -266,6 +271,10 @@ impl Tuning {
             }
         };
         check("shards", self.shards != other.shards);
+        check(
+            "control_threads",
+            self.control_threads != other.control_threads,
+        );
         check("cpus", self.cpus != other.cpus);
         check("dual_stack", self.dual_stack != other.dual_stack);
         check("user", self.run_as != other.run_as);

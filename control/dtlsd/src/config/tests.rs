@@ -82,6 +82,7 @@ fn every_serve_and_connect_key_parses_and_validates() {
         s.tuning,
         Tuning {
             shards: Some(2),
+            control_threads: None,
             cpus: Some(vec![0]),
             io: IoMode::Mmsg,
             mtu: 1200,
@@ -164,6 +165,7 @@ fn defaults_apply_when_keys_are_absent() {
         s.tuning,
         Tuning {
             shards: None,
+            control_threads: None,
             cpus: None,
             io: IoMode::Auto,
             mtu: DEFAULT_MTU,
@@ -259,6 +261,7 @@ fn numbers_out_of_range_name_key_and_bounds() {
     let mut raw = psk_only_serve();
     raw.mtu = Some(50);
     raw.shards = Some(0);
+    raw.control_threads = Some(65);
     raw.idle_timeout = Some(-1);
     let l = lines(validate_serve(raw));
     assert!(
@@ -270,6 +273,10 @@ fn numbers_out_of_range_name_key_and_bounds() {
         "{l:?}"
     );
     assert!(has(&l, "serve.shards:", "between 1 and 1024"), "{l:?}");
+    assert!(
+        has(&l, "serve.control_threads:", "between 1 and 64"),
+        "{l:?}"
+    );
     assert!(
         has(&l, "serve.idle_timeout:", "-1 is out of range"),
         "{l:?}"

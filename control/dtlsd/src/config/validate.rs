@@ -17,11 +17,11 @@ use super::raw::{
     ListenSpec, ProxyProtocolMode, PskSpec, RawConnect, RawServe, UpstreamSourceMode,
 };
 use super::{
-    AdminSocket, CONNECTION_ID_LENGTH_RANGE, CertKeyPaths, ConnectConfig, DEFAULT_CONNECT_CID_LEN,
-    DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MTU, DEFAULT_SERVE_CID_LEN, DEFAULT_VERSIONS,
-    DRAIN_TIMEOUT_RANGE, IDLE_TIMEOUT_RANGE, KEEPALIVE_RANGE, MAX_ADMIN_SOCKET_PATH,
-    MAX_PSK_IDENTITY_LEN, MTU_RANGE, Psk, SHARDS_RANGE, ServeConfig, ServerCredentials,
-    ServerTrust, Tuning,
+    AdminSocket, CONNECTION_ID_LENGTH_RANGE, CONTROL_THREADS_RANGE, CertKeyPaths, ConnectConfig,
+    DEFAULT_CONNECT_CID_LEN, DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MTU, DEFAULT_SERVE_CID_LEN,
+    DEFAULT_VERSIONS, DRAIN_TIMEOUT_RANGE, IDLE_TIMEOUT_RANGE, KEEPALIVE_RANGE,
+    MAX_ADMIN_SOCKET_PATH, MAX_PSK_IDENTITY_LEN, MTU_RANGE, Psk, SHARDS_RANGE, ServeConfig,
+    ServerCredentials, ServerTrust, Tuning,
 };
 use super::{TLS13_CIPHER_SUITES, TLS13_GROUPS};
 use control::ProtocolVersion;
@@ -43,6 +43,7 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
     );
     let tuning = c.tuning(&TuningIn {
         shards: raw.shards,
+        control_threads: raw.control_threads,
         cpus: raw.cpus.as_deref(),
         io: raw.io,
         mtu: raw.mtu,
@@ -204,6 +205,7 @@ pub fn validate_connect(raw: RawConnect) -> Result<ConnectConfig, ConfigErrors> 
     let server = c.address("server", "--server", raw.server.as_deref(), AddrUse::Peer);
     let tuning = c.tuning(&TuningIn {
         shards: raw.shards,
+        control_threads: raw.control_threads,
         cpus: raw.cpus.as_deref(),
         io: raw.io,
         mtu: raw.mtu,
@@ -364,6 +366,7 @@ enum AddrUse {
 struct TuningIn<'a> {
     limits: &'a super::limits::RawLimits,
     shards: Option<i64>,
+    control_threads: Option<i64>,
     cpus: Option<&'a str>,
     io: Option<super::IoMode>,
     mtu: Option<i64>,
@@ -665,6 +668,9 @@ impl Checker {
             &TLS13_CIPHER_SUITES,
         );
         let shards = t.shards.map(|v| self.range("shards", v, SHARDS_RANGE));
+        let control_threads = t
+            .control_threads
+            .map(|v| self.range("control_threads", v, CONTROL_THREADS_RANGE));
         let cpus = t.cpus.map(|v| self.cpus(v));
         let mtu = t.mtu.map(|v| self.range("mtu", v, MTU_RANGE));
         let idle = t
@@ -732,6 +738,10 @@ impl Checker {
         }
         Some(Tuning {
             shards: match shards {
+                Some(v) => Some(usize::try_from(v?).ok()?),
+                None => None,
+            },
+            control_threads: match control_threads {
                 Some(v) => Some(usize::try_from(v?).ok()?),
                 None => None,
             },

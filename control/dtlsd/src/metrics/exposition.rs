@@ -42,10 +42,25 @@ pub struct Snapshot {
     pub latency: LatencyReading,
     /// Installed sessions per suite.
     pub suites: Vec<(CipherSuite, u64)>,
+    /// Each handshake worker's counters, in worker order.
+    pub workers: Vec<WorkerReading>,
     /// The process (`/proc/self`).
     pub process: ProcessStats,
     /// `(config key, file, earliest notAfter)` of each certificate file in use.
     pub certificates: Vec<CertificateReading>,
+}
+
+/// One handshake worker's counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerReading {
+    /// Engines it created.
+    pub handshakes_started: u64,
+    /// Handshakes it completed.
+    pub handshakes_completed: u64,
+    /// Sessions it holds.
+    pub sessions: u64,
+    /// Messages waiting in its lanes at its last turn.
+    pub backlog: u64,
 }
 
 impl Snapshot {
@@ -61,6 +76,20 @@ impl Snapshot {
             shard_listen: sources.shards.iter().map(|s| s.listen).collect(),
             latency: sources.control.observed.latency(),
             suites: sources.control.observed.sessions_by_suite(),
+            workers: sources
+                .workers
+                .iter()
+                .map(|w| {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    let c = &w.counters;
+                    WorkerReading {
+                        handshakes_started: c.handshakes_started.load(Relaxed),
+                        handshakes_completed: c.handshakes_completed.load(Relaxed),
+                        sessions: c.sessions.load(Relaxed),
+                        backlog: c.backlog.load(Relaxed),
+                    }
+                })
+                .collect(),
             process: ProcessStats::read(),
             certificates: sources.certificates.read(),
         }
@@ -241,6 +270,7 @@ fn encode(snapshot: &Snapshot, encoder: &mut DescriptorEncoder<'_>) -> fmt::Resu
         MetricType::Gauge,
     )?;
     sample(MetricType::Gauge, control.hello_pool_held, family)?;
+    encode_workers(&snapshot.workers, encoder)?;
     let family =
         encoder.encode_descriptor("dtlsd_shards", "Shards running.", None, MetricType::Gauge)?;
     sample(MetricType::Gauge, shards.len() as u64, family)?;
@@ -736,6 +766,55 @@ pub(crate) const REFUSAL_REASONS: &[(&str, DropField)] = &[
     ("transparent", |s| s.sessions_refused_transparent),
 ];
 
+/// The per-worker families (`worker` label) and `dtlsd_control_threads`.
+fn encode_workers(workers: &[WorkerReading], encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+    type WorkerField = fn(&WorkerReading) -> u64;
+    let families: [(&str, MetricType, &str, WorkerField); 4] = [
+        (
+            "dtlsd_control_worker_handshakes_started_total",
+            MetricType::Counter,
+            "Handshakes started, by handshake worker.",
+            |w| w.handshakes_started,
+        ),
+        (
+            "dtlsd_control_worker_handshakes_completed_total",
+            MetricType::Counter,
+            "Handshakes completed, by handshake worker.",
+            |w| w.handshakes_completed,
+        ),
+        (
+            "dtlsd_control_worker_sessions",
+            MetricType::Gauge,
+            "Installed sessions each handshake worker holds.",
+            |w| w.sessions,
+        ),
+        (
+            "dtlsd_control_worker_backlog",
+            MetricType::Gauge,
+            "Messages waiting for each handshake worker (all shards) at its last turn.",
+            |w| w.backlog,
+        ),
+    ];
+    let indices: Vec<String> = (0..workers.len()).map(|i| i.to_string()).collect();
+    for (name, kind, help, field) in families {
+        let mut family = encoder.encode_descriptor(family_name(name, kind), help, None, kind)?;
+        for (w, index) in workers.iter().zip(&indices) {
+            sample(
+                kind,
+                field(w),
+                family.encode_family(&[("worker", index.as_str())])?,
+            )?;
+        }
+    }
+    let family = encoder.encode_descriptor(
+        "dtlsd_control_threads",
+        "Handshake worker threads running.",
+        None,
+        MetricType::Gauge,
+    )?;
+    sample(MetricType::Gauge, workers.len() as u64, family)
+}
+
 /// Reads one control-thread counter.
 type ControlField = fn(&ControlStats) -> u64;
 
@@ -776,6 +855,11 @@ const CONTROL_FAMILIES: &[(&str, &str, ControlField)] = &[
         "dtlsd_half_open_refused_total",
         "Connect mode: handshakes for new local sources refused at the half-open cap.",
         |c| c.half_open_refused,
+    ),
+    (
+        "dtlsd_handshakes_shed_total",
+        "Cookie-verified handshakes shed by an overloaded handshake worker, before any asymmetric crypto.",
+        |c| c.handshakes_shed,
     ),
     (
         "dtlsd_half_open_shed_total",
@@ -1031,6 +1115,7 @@ mod tests {
             shard_listen: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 4433))],
             latency: observed.latency(),
             suites: observed.sessions_by_suite(),
+            workers: vec![WorkerReading::default(); 2],
             process: ProcessStats::read(),
             certificates: vec![CertificateReading {
                 key: "cert",

@@ -27,7 +27,12 @@ impl Health {
     pub fn read(sources: &Sources, now: Instant) -> Self {
         Self {
             shards: sources.shards.iter().map(|s| s.progress.age(now)).collect(),
-            control: sources.control_progress.age(now),
+            // The stalest handshake worker speaks for the control plane.
+            control: sources
+                .workers
+                .iter()
+                .map(|w| w.progress.age(now))
+                .fold(sources.control_progress.age(now), Duration::max),
         }
     }
 
@@ -109,6 +114,7 @@ mod tests {
         Sources {
             control: Arc::new(ControlCounters::default()),
             control_progress: Arc::new(Progress::new(epoch)),
+            workers: Vec::new(),
             shards: (0..shards)
                 .map(|_| ShardSource {
                     shard: Arc::new(ShardCounters::default()),

@@ -41,7 +41,7 @@ use dtls_io::IoCounters;
 use dtls_runtime::ControlCounters;
 use dtls_shard::{Progress, ShardCounters};
 
-pub use exposition::{CONTENT_TYPE, Snapshot, render, render_snapshot};
+pub use exposition::{CONTENT_TYPE, Snapshot, WorkerReading, render, render_snapshot};
 pub use health::{Health, STALL_AFTER};
 pub use process::ProcessStats;
 
@@ -98,12 +98,23 @@ pub struct ShardSource {
 pub struct Sources {
     /// The control thread's counters.
     pub control: Arc<ControlCounters>,
-    /// When the control thread last finished a loop turn.
+    /// When the control thread (the first handshake worker) last finished a loop turn.
     pub control_progress: Arc<Progress>,
+    /// Each handshake worker, in worker order (the metrics label them; health checks each).
+    pub workers: Vec<WorkerSource>,
     /// One entry per shard, in shard index order.
     pub shards: Vec<ShardSource>,
     /// The certificate files in use and when they expire.
     pub certificates: Arc<Certificates>,
+}
+
+/// One handshake worker's counters and turn stamp.
+#[derive(Debug, Clone)]
+pub struct WorkerSource {
+    /// Its own counters.
+    pub counters: Arc<dtls_runtime::WorkerCounters>,
+    /// When it last finished a loop turn.
+    pub progress: Arc<Progress>,
 }
 
 /// One certificate file in use: which key named it, and the earliest `notAfter` among its

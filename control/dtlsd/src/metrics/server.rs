@@ -204,6 +204,7 @@ mod tests {
         App::new(Sources {
             control: Arc::new(ControlCounters::default()),
             control_progress: Arc::new(Progress::new(epoch)),
+            workers: Vec::new(),
             shards: (0..shards)
                 .map(|_| ShardSource {
                     shard: Arc::new(ShardCounters::default()),
