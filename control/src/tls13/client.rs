@@ -21,7 +21,7 @@ use dtls_proto::tls13::{
 };
 use dtls_proto::{
     ClientHello, ExtensionType, Extensions, HandshakeType, NamedGroup, ProtocolVersion, RANDOM_LEN,
-    ReassembledMessage, ServerHello, ServerName, SignatureScheme,
+    ReassembledMessage, ServerHello, ServerName, SignatureScheme, SrtpProtectionProfile, UseSrtp,
 };
 
 use super::messages::{
@@ -52,6 +52,8 @@ pub(crate) struct ClientState13 {
     peer_chain: Vec<CertificateDer<'static>>,
     /// The ALPN protocol the server chose.
     alpn: Option<Vec<u8>>,
+    /// The SRTP protection profile the server chose in EncryptedExtensions (RFC 5764).
+    srtp_profile: Option<SrtpProtectionProfile>,
     /// The body of the ClientHello we sent last (its hash goes into message_hash after a
     /// HelloRetryRequest; PSK binders cover it).
     last_body: Vec<u8>,
@@ -94,6 +96,7 @@ impl Engine13 {
             cert_request: None,
             peer_chain: Vec::new(),
             alpn: None,
+            srtp_profile: None,
             last_body: Vec::new(),
             psk_accepted: false,
             ticket: resume.filter(|t| t.usable13(now)),
@@ -140,6 +143,12 @@ fn build_client_hello(
         supported_groups: Some(config.tls13_groups.clone()),
         signature_algorithms: Some(offered_schemes(&config.signature_schemes)),
         alpn: (!config.alpn_protocols.is_empty()).then(|| config.alpn_protocols.clone()),
+        // RFC 8446 §4.2 lists use_srtp for the ClientHello and EncryptedExtensions; the data
+        // is RFC 5764 §4.1.1's, with an empty MKI as in our DTLS 1.2 hello.
+        use_srtp: (!config.srtp_profiles.is_empty()).then(|| UseSrtp {
+            profiles: config.srtp_profiles.clone(),
+            mki: Vec::new(),
+        }),
         ..Extensions::default()
     };
     // RFC 8446 §4.2.1: "Implementations of this specification MUST send this extension in
@@ -168,6 +177,7 @@ fn build_client_hello(
             server_name: ext.server_name,
             supported_groups: Some(groups),
             alpn: ext.alpn,
+            use_srtp: ext.use_srtp,
             ..base.extensions
         };
     }
@@ -725,6 +735,9 @@ impl ClientState13 {
                 }
             }
         }
+        if let Some(srtp) = &ee.extensions.use_srtp {
+            self.srtp_profile = Some(accepted_srtp_profile(&core.config, srtp)?);
+        }
         // RFC 8446 §2.2: with a PSK the server authenticates with it; no certificates.
         if self.psk_accepted {
             return Ok(State13::ExpectFinished);
@@ -814,9 +827,49 @@ impl ClientState13 {
             Some(offer) => offer.peer.clone(),
             None => PeerIdentity::Certificates(std::mem::take(&mut self.peer_chain)),
         };
-        complete(core, &server_finished, identity, self.alpn.take(), resumed)?;
+        let negotiated = Negotiated {
+            alpn: self.alpn.take(),
+            srtp_profile: self.srtp_profile,
+        };
+        complete(core, &server_finished, identity, negotiated, resumed)?;
         Ok(State13::Established)
     }
+}
+
+/// The server's answer to use_srtp in EncryptedExtensions, checked as our DTLS 1.2 client
+/// checks it in the ServerHello: RFC 5764 §4.1.1, "The extension_data field MUST contain a
+/// UseSRTPData value with a single SRTPProtectionProfile value that the server has chosen
+/// for use with this connection. The server MUST NOT select a value that the client has not
+/// offered"; and we offer an empty MKI, so a server MKI is one we did not offer ("If the
+/// client detects a nonzero-length MKI in the server's response that is different than the
+/// one the client offered, then the client MUST abort the handshake"). Not offered at all:
+/// RFC 8446 §4.2, "Implementations MUST NOT send extension responses if the remote endpoint
+/// did not send the corresponding extension requests ... Upon receiving such an extension,
+/// an endpoint MUST abort the handshake with an "unsupported_extension" alert."
+pub(super) fn accepted_srtp_profile(
+    config: &Config,
+    srtp: &UseSrtp,
+) -> Result<SrtpProtectionProfile, HandshakeError> {
+    if config.srtp_profiles.is_empty() {
+        return Err(HandshakeError::UnsupportedExtension {
+            ext_type: ExtensionType::UseSrtp.to_u16(),
+        });
+    }
+    match srtp.profiles.as_slice() {
+        [one] if config.srtp_profiles.contains(one) && srtp.mki.is_empty() => Ok(*one),
+        _ => Err(HandshakeError::IllegalParameter {
+            what: "use_srtp profile not offered",
+        }),
+    }
+}
+
+/// What the EncryptedExtensions negotiated, handed over with the keys.
+#[derive(Debug, Default)]
+pub(crate) struct Negotiated {
+    /// The ALPN protocol (RFC 7301).
+    pub(crate) alpn: Option<Vec<u8>>,
+    /// The SRTP protection profile (RFC 5764); its keys come from the exporter.
+    pub(crate) srtp_profile: Option<SrtpProtectionProfile>,
 }
 
 /// Both roles: derive the application traffic secrets from the transcript through the
@@ -825,7 +878,7 @@ pub(crate) fn complete(
     core: &mut Core13,
     server_finished: &HandshakeHash,
     peer_identity: PeerIdentity,
-    alpn: Option<Vec<u8>>,
+    negotiated: Negotiated,
     resumed: bool,
 ) -> Result<(), HandshakeError> {
     use crate::events::{EpochKeys13, Event, RecordKeys, SessionKeys};
@@ -887,8 +940,10 @@ pub(crate) fn complete(
         // RFC 9853 §4: both sides exchanged `rrc` (with CIDs).
         rrc: core.cids.as_ref().is_some_and(|c| c.rrc),
         peer_identity,
-        alpn,
-        srtp_profile: None,
+        alpn: negotiated.alpn,
+        // RFC 5764 §4.2 keys through the exporter: with DTLS 1.3 that is RFC 8446 §7.5's
+        // (exporter_master_secret), label "EXTRACTOR-dtls_srtp", no context.
+        srtp_profile: negotiated.srtp_profile,
         heartbeat: None,
         version: ProtocolVersion::Dtls1_3,
         resumed,

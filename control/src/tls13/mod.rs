@@ -50,6 +50,8 @@ mod psk_tests;
 mod resumption_tests;
 pub(crate) mod server;
 #[cfg(test)]
+mod srtp_tests;
+#[cfg(test)]
 mod tests;
 pub(crate) mod transport;
 

@@ -20,10 +20,10 @@ use dtls_proto::tls13::{
 use dtls_proto::{
     CipherSuite, ClientHello, ExtensionType, Extensions, HandshakeType, NamedGroup, PrfHash,
     ProtocolVersion, RANDOM_LEN, ReassembledMessage, ServerHello, ServerName, SignatureScheme,
-    Tls13SuiteParams,
+    SrtpProtectionProfile, Tls13SuiteParams, UseSrtp,
 };
 
-use super::client::complete;
+use super::client::{Negotiated, complete};
 use super::messages::{
     binder_transcript, certificate_body, certificate_verify_body, check_certificate_verify, decode,
     offered_schemes, parse_certificate, pre_shared_key_is_last, psk_binder, push_raw, raw,
@@ -55,6 +55,8 @@ pub(crate) struct ServerState13 {
     peer_chain: Vec<CertificateDer<'static>>,
     /// The ALPN protocol chosen.
     alpn: Option<Vec<u8>>,
+    /// The SRTP protection profile chosen (RFC 5764), answered in EncryptedExtensions.
+    srtp_profile: Option<SrtpProtectionProfile>,
     /// The client's identity proved by a PSK (RFC 8446 §4.2.11): an external PSK's, or
     /// the one a resumption ticket carries (RFC 8446 §2.2).
     psk_identity: Option<PeerIdentity>,
@@ -312,6 +314,7 @@ impl ServerState13 {
             None => Some(self.signature_scheme(&core.config, hello)?),
         };
         self.alpn = choose_alpn(&core.config, &hello.extensions)?;
+        self.srtp_profile = choose_srtp(&core.config, &hello.extensions);
         let share = exchange
             .map(|(group, client_share)| {
                 ServerKeyShare::respond(group, &client_share, &mut *core.rng)
@@ -415,6 +418,12 @@ impl ServerState13 {
         let ee = EncryptedExtensions {
             extensions: Extensions {
                 alpn: self.alpn.clone().map(|p| vec![p]),
+                // RFC 8446 §4.2: use_srtp answers in EncryptedExtensions; one profile and,
+                // as our DTLS 1.2 server answers, an empty MKI.
+                use_srtp: self.srtp_profile.map(|profile| UseSrtp {
+                    profiles: vec![profile],
+                    mki: Vec::new(),
+                }),
                 ..Extensions::default()
             },
         };
@@ -693,7 +702,10 @@ impl ServerState13 {
                     core,
                     &server_finished,
                     identity.clone(),
-                    self.alpn.take(),
+                    Negotiated {
+                        alpn: self.alpn.take(),
+                        srtp_profile: self.srtp_profile,
+                    },
                     self.resumed,
                 )?;
                 // RFC 9147 §7: the client's final flight is acknowledged explicitly.
@@ -722,6 +734,18 @@ fn choose_alpn(config: &Config, ext: &Extensions) -> Result<Option<Vec<u8>>, Han
         .cloned()
         .map(Some)
         .ok_or(HandshakeError::NoApplicationProtocol)
+}
+
+/// RFC 5764 §4.1.1: the first of our profiles the client offers; with none in common the
+/// server "SHOULD NOT return the use_srtp extension", and the session goes on without SRTP
+/// keys (as our DTLS 1.2 server does).
+fn choose_srtp(config: &Config, ext: &Extensions) -> Option<SrtpProtectionProfile> {
+    let offered = ext.use_srtp.as_ref()?;
+    config
+        .srtp_profiles
+        .iter()
+        .copied()
+        .find(|p| offered.profiles.contains(p))
 }
 
 /// A HelloRetryRequest body (RFC 8446 §4.1.4): the ServerHello form with the special
