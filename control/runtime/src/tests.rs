@@ -14,7 +14,7 @@ use super::{ControlThread, Limits, RuntimeConfig};
 use crate::fixtures::{client_config, server_config, test_wall};
 use control::{Acceptor, AcceptorConfig, CipherSuite, Connection, Event};
 
-const SUITE: CipherSuite = CipherSuite::EcdheEcdsaAes128GcmSha256;
+pub(crate) const SUITE: CipherSuite = CipherSuite::EcdheEcdsaAes128GcmSha256;
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().expect("literal address")
@@ -43,7 +43,8 @@ fn control(
     )
 }
 
-fn client(server: SocketAddr, seed: u64, now: Instant) -> Connection {
+/// A 1.2 client engine toward `server` with a seeded RNG (also the worker tests').
+pub(crate) fn client(server: SocketAddr, seed: u64, now: Instant) -> Connection {
     Connection::client(
         Arc::new(client_config(&[SUITE])),
         Box::new(SeededRng::new(seed)),

@@ -11,11 +11,11 @@ use dtls_shard::{
     ControlInbound, ControlLanes, DEFAULT_INBOUND_BYTES, SessionId, ShardCommand, ShardQueues,
 };
 
+use super::tests::{SUITE, client};
 use super::{AccessList, ControlCounters, ControlThread, Reload, RuntimeConfig};
-use crate::fixtures::{client_config, server_config, test_wall};
-use control::{Acceptor, AcceptorConfig, CipherSuite, Connection};
+use crate::fixtures::{server_config, test_wall};
+use control::{Acceptor, AcceptorConfig, Connection};
 
-const SUITE: CipherSuite = CipherSuite::EcdheEcdsaAes128GcmSha256;
 
 /// `m` workers on `shards` shards, sharing one engine configuration and one set of
 /// counters, as the daemon builds them.
@@ -78,17 +78,6 @@ fn peers_on(lanes: &ControlLanes, lane: usize, n: usize) -> Vec<SocketAddr> {
         .filter(|p| lanes.of_peer(*p) == lane)
         .take(n)
         .collect()
-}
-
-fn client(server: SocketAddr, seed: u64, now: Instant) -> Connection {
-    Connection::client(
-        Arc::new(client_config(&[SUITE])),
-        Box::new(SeededRng::new(seed)),
-        now,
-        server,
-        None,
-    )
-    .expect("client config is valid")
 }
 
 /// The sessions installed: handle → peer.
