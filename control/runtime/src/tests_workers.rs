@@ -16,7 +16,6 @@ use super::{AccessList, ControlCounters, ControlThread, Reload, RuntimeConfig};
 use crate::fixtures::{server_config, test_wall};
 use control::{Acceptor, AcceptorConfig, Connection};
 
-
 /// `m` workers on `shards` shards, sharing one engine configuration and one set of
 /// counters, as the daemon builds them.
 struct Workers {

@@ -194,6 +194,34 @@ impl Harness {
         self.counters.snapshot()
     }
 
+    /// The return-routability counters: (challenges sent, validated, failed).
+    fn rrc_counts(&mut self) -> (u64, u64, u64) {
+        let s = self.stats();
+        (s.rrc_challenges_sent, s.rrc_validated, s.rrc_failed)
+    }
+
+    /// A check just validated `moved`: control heard that `session` moved there from
+    /// `from`, the table followed, and it was the one check and the one move so far.
+    fn assert_moved_after_one_check(
+        &mut self,
+        session: SessionId,
+        from: SocketAddr,
+        moved: SocketAddr,
+    ) {
+        assert_eq!(
+            self.inbound(),
+            vec![ControlInbound::PeerMoved {
+                session,
+                from,
+                peer: moved,
+            }]
+        );
+        let sessions = self.core.sessions();
+        assert!(sessions.lookup(&from).is_none() && sessions.lookup(&moved).is_some());
+        assert_eq!(self.rrc_counts(), (1, 1, 0));
+        assert_eq!(self.stats().sessions_moved, 1);
+    }
+
     /// The flow of `peer`'s session.
     fn flow_of(&self, peer: SocketAddr) -> FlowRef {
         let id = self.core.sessions().lookup(&peer).expect("a session");
@@ -1398,21 +1426,7 @@ mod v13 {
             assert!(h.inbound().is_empty());
             // The echo of the cookie validates it: the session moves.
             h.datagram(4, moved, &seal_rrc(&mut peer, RrcMessage::response(cookie)));
-            assert_eq!(
-                h.inbound(),
-                vec![ControlInbound::PeerMoved {
-                    session: peer.handle,
-                    from: peer.addr,
-                    peer: moved,
-                }]
-            );
-            assert!(slot(&h, peer.addr).is_none() && slot(&h, moved).is_some());
-            let s = h.stats();
-            assert_eq!(
-                (s.rrc_challenges_sent, s.rrc_validated, s.rrc_failed),
-                (1, 1, 0)
-            );
-            assert_eq!(s.sessions_moved, 1);
+            h.assert_moved_after_one_check(peer.handle, peer.addr, moved);
         }
 
         #[test]
@@ -1428,11 +1442,7 @@ mod v13 {
             assert_eq!(h.net().len(), 2, "two retransmissions");
             assert!(h.inbound().is_empty(), "never moved");
             assert!(slot(&h, peer.addr).is_some() && slot(&h, spoofed).is_none());
-            let s = h.stats();
-            assert_eq!(
-                (s.rrc_challenges_sent, s.rrc_validated, s.rrc_failed),
-                (3, 0, 1)
-            );
+            assert_eq!(h.rrc_counts(), (3, 0, 1));
         }
 
         #[test]
@@ -1753,21 +1763,7 @@ mod v12_cid {
             assert!(h.inbound().is_empty());
             // The echo of the cookie validates it: the session moves.
             h.datagram(5, moved, &peer.seal_rrc(RrcMessage::response(cookie)));
-            assert_eq!(
-                h.inbound(),
-                vec![ControlInbound::PeerMoved {
-                    session: peer.handle,
-                    from: peer.addr,
-                    peer: moved,
-                }]
-            );
-            assert!(slot(&h, peer.addr).is_none() && slot(&h, moved).is_some());
-            let s = h.stats();
-            assert_eq!(
-                (s.rrc_challenges_sent, s.rrc_validated, s.rrc_failed),
-                (1, 1, 0)
-            );
-            assert_eq!(s.sessions_moved, 1);
+            h.assert_moved_after_one_check(peer.handle, peer.addr, moved);
             // Records from the new address are the session's own now: no new check.
             h.datagram(6, moved, &peer.seal(b"settled"));
             assert!(h.net().is_empty());
@@ -1798,11 +1794,7 @@ mod v12_cid {
             assert_ne!(cookies[0], cookies[1], "a fresh cookie each time");
             assert!(h.inbound().is_empty(), "never moved");
             assert!(slot(&h, peer.addr).is_some() && slot(&h, spoofed).is_none());
-            let s = h.stats();
-            assert_eq!(
-                (s.rrc_challenges_sent, s.rrc_validated, s.rrc_failed),
-                (3, 0, 1)
-            );
+            assert_eq!(h.rrc_counts(), (3, 0, 1));
             // Replies go to the session's own address again.
             let flow = h.flow_of(peer.addr);
             h.on_flow(5_000, flow, b"reply");
