@@ -286,6 +286,10 @@ pub struct HandshakesArgs {
     /// DTLS 1.3: the key-exchange group the clients offer (only that one).
     #[arg(long, value_enum)]
     pub group: Option<crate::handshakes::Group>,
+    /// Handshake workers of the in-process server (dtlsd's `--control-threads`); the
+    /// clients then spread over 127.0.0.1-16 so the server shares them out.
+    #[arg(long, default_value_t = 1, conflicts_with = "server")]
+    pub control_threads: usize,
     /// Write the result document here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -310,6 +314,7 @@ pub fn handshakes_cli(a: &HandshakesArgs) -> Result<()> {
         ca: a.ca.clone(),
         version: a.version,
         group: a.group.unwrap_or_default(),
+        control_threads: a.control_threads,
     })?;
     print!("{}", out.text);
     if let Some(path) = &a.json {

@@ -199,6 +199,7 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
     let warm = HandshakePlan {
         server: addr,
         bind_ip: LOOPBACK,
+        sources: 1,
         parallel: cfg.parallel.max(1),
         total: Some(cfg.parallel.max(1) as u64 * 2),
         duration: Duration::from_secs(10),
@@ -213,6 +214,7 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
     let plan = HandshakePlan {
         server: addr,
         bind_ip: LOOPBACK,
+        sources: 1,
         parallel: cfg.parallel.max(1),
         total: None,
         duration: cfg.duration,

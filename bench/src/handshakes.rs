@@ -94,7 +94,14 @@ pub struct Config {
     pub version: Version,
     /// DTLS 1.3: the only group the clients offer.
     pub group: Group,
+    /// Handshake workers of the in-process server (`--control-threads`).
+    pub control_threads: usize,
 }
+
+/// Loopback sources the clients spread over against a loopback server: 127.0.0.1 to
+/// 127.0.0.16, so a server with several handshake workers (which it picks by a hash of the
+/// source address) shares the load out (slot `i` binds the `i % 16`-th).
+const LOOPBACK_SOURCES: u8 = 16;
 
 impl Config {
     /// What the crypto bound measures: `None` for DTLS 1.2 (X25519), else the 1.3 group.
@@ -312,6 +319,11 @@ fn measure(
     let plan = HandshakePlan {
         server,
         bind_ip: LOOPBACK,
+        sources: if server.ip().is_loopback() {
+            LOOPBACK_SOURCES
+        } else {
+            1
+        },
         parallel: cfg.parallel,
         total: None,
         duration: cfg.duration,
@@ -341,7 +353,7 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
         Some(_) => None,
         None => Some(TestServer::start(&ServerSetup {
             shards: 1,
-            control_threads: 1,
+            control_threads: cfg.control_threads.max(1),
             io: IoChoice::Auto,
             null_protection: false,
             mtu: 1500,
@@ -414,7 +426,8 @@ fn group_ops(group: Group) -> (&'static str, &'static str) {
 fn kind(name: &'static str, s: &HandshakeStats, cpu: Vec<ThreadCpu>, in_process: bool) -> Kind {
     let control_s: f64 = cpu
         .iter()
-        .filter(|t| t.name == "dtlsd-control")
+        // `dtlsd-control` with one worker, `dtlsd-control-N` with several.
+        .filter(|t| t.name.starts_with("dtlsd-control"))
         .map(|t| t.cpu_ns as f64 / 1e9)
         .sum();
     Kind {
@@ -426,6 +439,15 @@ fn kind(name: &'static str, s: &HandshakeStats, cpu: Vec<ThreadCpu>, in_process:
         per_control_cpu_s: (in_process && control_s > 0.0).then(|| s.completed as f64 / control_s),
         cpu,
         first_error: s.first_error.clone(),
+    }
+}
+
+/// The in-process server's worker count, when it has several.
+fn workers_note(cfg: &Config) -> String {
+    if cfg.server.is_none() && cfg.control_threads > 1 {
+        format!(" ({} handshake workers)", cfg.control_threads)
+    } else {
+        String::new()
     }
 }
 
@@ -454,8 +476,9 @@ fn report(
         None => {
             let _ = writeln!(
                 text,
-                "dtls-bench handshakes: {} in flight against {server}, ECDHE-ECDSA P-256 / X25519, cookie on",
-                cfg.parallel
+                "dtls-bench handshakes: {} in flight against {server}{}, ECDHE-ECDSA P-256 / X25519, cookie on",
+                cfg.parallel,
+                workers_note(cfg)
             );
             let _ = writeln!(
                 text,
@@ -467,8 +490,9 @@ fn report(
             let (name, ops) = group_ops(g);
             let _ = writeln!(
                 text,
-                "dtls-bench handshakes: {} in flight against {server}, DTLS 1.3 TLS_AES_128_GCM_SHA256, {name}, ECDSA P-256 certificate, cookie on",
-                cfg.parallel
+                "dtls-bench handshakes: {} in flight against {server}{}, DTLS 1.3 TLS_AES_128_GCM_SHA256, {name}, ECDSA P-256 certificate, cookie on",
+                cfg.parallel,
+                workers_note(cfg)
             );
             let _ = writeln!(
                 text,
@@ -485,7 +509,7 @@ fn report(
             k.rate,
             k.rate / bound,
             k.per_control_cpu_s.map_or(String::new(), |r| format!(
-                "; per control-thread CPU-second {r:.0}, ratio {:.3}",
+                "; per control CPU-second {r:.0}, ratio {:.3}",
                 r / bound
             )),
             k.completed,
@@ -539,6 +563,7 @@ fn report(
         "benchmark": "B4",
         "duration_s": cfg.duration.as_secs_f64(),
         "parallel": cfg.parallel,
+        "control_threads": cfg.server.is_none().then_some(cfg.control_threads),
         "resume": cfg.resume,
         "server": cfg.server.map_or("in-process".to_string(), |a| a.to_string()),
         "version": cfg.version.name(),

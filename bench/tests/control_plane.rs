@@ -16,6 +16,7 @@ fn handshakes_complete_and_the_bound_is_measured() {
         ca: None,
         version: Version::V12,
         group: Group::default(),
+        control_threads: 1,
     })
     .expect("handshakes run");
     assert!(out.bound > 0.0);
@@ -55,6 +56,7 @@ fn dtls13_handshakes_complete_and_resume_in_each_group() {
             ca: None,
             version: Version::V13,
             group,
+            control_threads: 1,
         })
         .expect("handshakes run");
         assert!(out.bound > 0.0);
@@ -69,6 +71,44 @@ fn dtls13_handshakes_complete_and_resume_in_each_group() {
         assert_eq!(out.doc["config"]["group"], group.name());
         assert!(out.text.contains("DTLS 1.3"), "{}", out.text);
     }
+}
+
+/// `--control-threads 2`: the clients spread over 127.0.0.1-16, so both of the in-process
+/// server's handshake workers run handshakes, and the control CPU counts both threads.
+#[test]
+fn handshakes_reach_both_workers_of_a_two_worker_server() {
+    let out = handshakes::run(&handshakes::Config {
+        duration: Duration::from_millis(400),
+        parallel: 8,
+        resume: false,
+        server: None,
+        ca: None,
+        version: Version::V12,
+        group: Group::default(),
+        control_threads: 2,
+    })
+    .expect("handshakes run");
+    let full = &out.kinds[0];
+    assert!(full.completed > 0, "{:?}", full.first_error);
+    assert_eq!(full.failed, 0, "{:?}", full.first_error);
+    // Each worker did a real share of the work (an idle worker's loop costs next to no
+    // CPU; all clients from one address would leave one worker idle).
+    let workers: Vec<u64> = full
+        .cpu
+        .iter()
+        .filter(|t| t.name.starts_with("dtlsd-control-"))
+        .map(|t| t.cpu_ns)
+        .collect();
+    assert_eq!(workers.len(), 2, "{:?}", full.cpu);
+    let busiest = workers.iter().copied().max().unwrap_or(0);
+    assert!(
+        workers.iter().all(|&ns| ns > 0 && ns >= busiest / 10),
+        "both workers worked: {:?}",
+        full.cpu
+    );
+    assert!(full.per_control_cpu_s.is_some_and(|r| r > 0.0));
+    assert_eq!(out.doc["config"]["control_threads"], 2);
+    assert!(out.text.contains("(2 handshake workers)"), "{}", out.text);
 }
 
 #[test]

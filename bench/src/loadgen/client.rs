@@ -102,6 +102,11 @@ pub struct HandshakePlan {
     pub server: SocketAddr,
     /// Local address to bind each client socket to (port 0).
     pub bind_ip: IpAddr,
+    /// Spread the clients over this many consecutive IPv4 addresses from `bind_ip` (slot
+    /// `i` binds `bind_ip + i % sources`), so a server that spreads handshakes over its
+    /// workers by source address sees several sources; 1 (or an IPv6 `bind_ip`): `bind_ip`
+    /// alone.
+    pub sources: u8,
     /// Handshakes in flight at once.
     pub parallel: usize,
     /// Stop after this many started (`None`: until the deadline).
@@ -114,6 +119,19 @@ pub struct HandshakePlan {
     pub collect_tickets: bool,
     /// Offer a collected ticket (resumption) in each new handshake while any are left.
     pub offer_tickets: bool,
+}
+
+impl HandshakePlan {
+    /// The address slot `slot` binds its client sockets to (see [`HandshakePlan::sources`]).
+    fn source_ip(&self, slot: usize) -> IpAddr {
+        match self.bind_ip {
+            IpAddr::V4(ip) if self.sources > 1 => {
+                let step = u32::try_from(slot % usize::from(self.sources)).unwrap_or(0);
+                IpAddr::V4(std::net::Ipv4Addr::from(u32::from(ip).wrapping_add(step)))
+            }
+            ip => ip,
+        }
+    }
 }
 
 struct Pending {
@@ -155,7 +173,7 @@ pub fn run_handshakes(
         for (i, slot) in slots.iter_mut().enumerate() {
             let may_start = now < stop_starting && plan.total.is_none_or(|t| stats.started < t);
             if slot.is_none() && may_start {
-                let socket = bind(plan.bind_ip)?;
+                let socket = bind(plan.source_ip(i))?;
                 poll.registry()
                     .register(
                         &mut SourceFd(&socket.as_raw_fd()),

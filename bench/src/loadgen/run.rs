@@ -56,6 +56,7 @@ pub fn on_loadgen<T: Send>(
                     let plan = HandshakePlan {
                         server: g.server,
                         bind_ip: LOOPBACK,
+                        sources: 1,
                         parallel: sessions,
                         total: Some(sessions as u64),
                         duration: Duration::from_secs(60),
