@@ -924,10 +924,16 @@ impl Client {
     /// Sends `payload` and waits for the identical echo (resending on a silent second;
     /// echoes of earlier payloads are skipped).
     pub fn echo(&mut self, payload: &[u8]) {
-        let deadline = Instant::now() + IO_TIMEOUT;
+        self.echo_within(payload, IO_TIMEOUT, Duration::from_secs(1));
+    }
+
+    /// [`Client::echo`] with its own patience: resends every `resend` until `timeout`
+    /// (for tests whose flood makes the kernel drop most datagrams to the daemon).
+    pub fn echo_within(&mut self, payload: &[u8], timeout: Duration, resend: Duration) {
+        let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             self.send_app(payload);
-            let resend = Instant::now() + Duration::from_secs(1);
+            let resend = Instant::now() + resend;
             while Instant::now() < resend {
                 let opened = self.turn(Duration::from_millis(100));
                 if opened.app.iter().any(|p| p == payload) {
