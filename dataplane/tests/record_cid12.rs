@@ -12,7 +12,7 @@ use dataplane::record::{
 };
 
 const EPOCH: u16 = 1;
-const CID_LENGTHS: [usize; 4] = [1, 8, 20, 255];
+const CID_LENGTHS: [usize; 5] = [1, 8, 20, 21, 255];
 
 fn key_bytes(aead: Aead) -> (Vec<u8>, Vec<u8>) {
     let key = (0..aead.key_len()).map(|i| i as u8 ^ 0x5a).collect();

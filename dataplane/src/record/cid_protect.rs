@@ -99,11 +99,21 @@ fn cid_additional_data<'a>(
     &buf[..23 + n]
 }
 
-/// A connection ID of 1 to 255 bytes, held inline (no allocation, `Copy`-free moves).
+/// CIDs up to this long are held inline in a [`Cid`]; longer ones (RFC 9146 allows 255
+/// bytes) are boxed. 20 bytes covers every CID a shard session takes (`dtls-shard`'s
+/// `MAX_SESSION_CID_LEN`) and QUIC-LB's longest.
+const INLINE_CID_LEN: usize = 20;
+
+/// A connection ID of 1 to 255 bytes: inline up to [`INLINE_CID_LEN`] bytes (no allocation,
+/// no pointer to follow on the per-record path), boxed beyond. Inline 255-byte storage made
+/// every CID sealer and opener ~235 bytes larger each, per session, for CIDs nobody uses.
 #[derive(Clone, PartialEq, Eq)]
-struct Cid {
-    len: u8,
-    bytes: [u8; MAX_CID_LEN],
+enum Cid {
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_CID_LEN],
+    },
+    Boxed(Box<[u8]>),
 }
 
 impl Cid {
@@ -112,13 +122,26 @@ impl Cid {
             return Err(CidSetupError::EmptyCid);
         }
         let len = u8::try_from(cid.len()).map_err(|_| CidSetupError::CidTooLong(cid.len()))?;
-        let mut bytes = [0u8; MAX_CID_LEN];
+        if cid.len() > INLINE_CID_LEN {
+            return Ok(Self::Boxed(cid.into()));
+        }
+        let mut bytes = [0u8; INLINE_CID_LEN];
         bytes[..cid.len()].copy_from_slice(cid);
-        Ok(Self { len, bytes })
+        Ok(Self::Inline { len, bytes })
     }
 
+    #[inline]
     fn as_slice(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len)]
+        match self {
+            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Self::Boxed(b) => b,
+        }
+    }
+
+    /// Its length (1 to 255).
+    #[inline]
+    fn len(&self) -> usize {
+        self.as_slice().len()
     }
 }
 
@@ -260,7 +283,7 @@ impl CidSealer {
 
     /// The header length: `13 + cid_len`.
     pub fn header_len(&self) -> usize {
-        CID_HEADER_FIXED_LEN + usize::from(self.cid.len)
+        CID_HEADER_FIXED_LEN + self.cid.len()
     }
 
     /// Where the content starts in the record buffer: header plus explicit nonce.
@@ -321,7 +344,7 @@ impl CidSealer {
             // `new` refused the null baseline.
             return Err(SealError::Aead);
         };
-        let header_len = CID_HEADER_FIXED_LEN + usize::from(self.cid.len);
+        let header_len = CID_HEADER_FIXED_LEN + self.cid.len();
         let explicit_len = aead.explicit_nonce_len();
         let fragment_len = explicit_len + inner_len + TAG_LEN;
         let need = header_len + fragment_len;
@@ -623,5 +646,19 @@ mod tests {
             "CidSealer { epoch: 1, next_seq: 0, key: RecordKey { aead: Aes128Gcm, .. }, \
              cid: Cid(ab01) }"
         );
+    }
+
+    #[test]
+    fn cids_up_to_twenty_bytes_are_inline_and_longer_ones_boxed() {
+        for len in [1usize, 8, 20, 21, 255] {
+            let bytes: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let cid = Cid::new(&bytes).expect("valid");
+            assert_eq!(cid.as_slice(), &bytes[..]);
+            assert_eq!(cid.len(), len);
+            assert_eq!(matches!(cid, Cid::Boxed(_)), len > INLINE_CID_LEN, "{len}");
+        }
+        // What a session pays per direction (B7): no 255-byte inline array.
+        assert!(core::mem::size_of::<CidSealer>() <= 96);
+        assert!(core::mem::size_of::<CidOpener>() <= 160);
     }
 }
