@@ -86,6 +86,16 @@ fi
 log "instruction-count gate (callgrind vs bench/icount/baseline.json)"
 scripts/icount.sh
 
+# --- B6 scaling script ------------------------------------------------------------------
+# Not timed: one-second runs with few sessions, checking only that both tables come out.
+log "scripts/scale.sh (B6 scaling, tiny sizes; both tables printed, no rate asserted)"
+scale_out=$(DURATION=1 SESSIONS=4 scripts/scale.sh)
+printf '%s\n' "$scale_out"
+if ! grep -q '^records (' <<<"$scale_out" || ! grep -q '^handshakes (' <<<"$scale_out"; then
+    echo "error: scripts/scale.sh did not print both tables" >&2
+    exit 1
+fi
+
 # --- Debian package ------------------------------------------------------------------
 log "Debian package (scripts/package-deb.sh), unpacked and checked (scripts/check-deb.sh)"
 scripts/check-deb.sh "$(scripts/package-deb.sh)"
