@@ -132,7 +132,8 @@ impl Measured {
                 .iter()
                 .filter(|t| t.name.starts_with(prefix))
                 .map(|t| t.cpu_ns as f64)
-                .sum::<f64>()
+                // From 0.0: an empty f64 sum is -0.0, printed "-0".
+                .fold(0.0, |a, b| a + b)
                 / n
         };
         json!({
@@ -451,13 +452,21 @@ fn report(cfg: &Config, measured: Vec<Measured>) -> Outcome {
             }
         );
         let per = m.cpu_ns_per_datagram();
-        let _ = writeln!(
-            text,
-            "    cpu per round trip: server {:.0} ns, generator {:.0} ns, echo {:.0} ns",
-            per["server"].as_f64().unwrap_or(0.0),
-            per["loadgen"].as_f64().unwrap_or(0.0),
-            per["echo"].as_f64().unwrap_or(0.0)
-        );
+        if cfg.server.is_some() {
+            let _ = writeln!(
+                text,
+                "    cpu per round trip: generator {:.0} ns (the server and its backend are other processes)",
+                per["loadgen"].as_f64().unwrap_or(0.0)
+            );
+        } else {
+            let _ = writeln!(
+                text,
+                "    cpu per round trip: server {:.0} ns, generator {:.0} ns, echo {:.0} ns",
+                per["server"].as_f64().unwrap_or(0.0),
+                per["loadgen"].as_f64().unwrap_or(0.0),
+                per["echo"].as_f64().unwrap_or(0.0)
+            );
+        }
         let prefix = format!("throughput.{name}.{}", cfg.size);
         figures.push(Figure::new(
             format!("{prefix}.pps"),

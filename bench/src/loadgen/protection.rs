@@ -26,7 +26,8 @@ const C_BIT: u8 = 0b0001_0000;
 /// DTLS 1.2 write side: plain records, or `tls12_cid` records carrying the server's CID.
 pub(super) enum Seal12 {
     Plain(Sealer),
-    Cid(CidSealer),
+    /// Boxed: the CID is stored inline (up to 255 bytes).
+    Cid(Box<CidSealer>),
 }
 
 /// DTLS 1.2 read side: plain records, or `tls12_cid` records carrying our CID.
@@ -104,10 +105,10 @@ impl Protection {
                             .context("sealer from KeysReady")?,
                     )
                 } else {
-                    Seal12::Cid(
+                    Seal12::Cid(Box::new(
                         CidSealer::new(write.epoch, write_key, write.next_sequence, &peer_cid)
                             .context("CID sealer from KeysReady")?,
-                    )
+                    ))
                 };
                 let open = if local_cid.is_empty() {
                     Open12::Plain(Opener::new(read.epoch, read_key, window))
