@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::Args;
 
-use crate::loadgen::run::write_json;
+use crate::loadgen::run::{self, write_json};
 use crate::loadgen::{CipherChoice, IoChoice, MIN_PAYLOAD, Switch};
 use crate::validity;
 use crate::{latency, quick, throughput};
@@ -35,6 +35,37 @@ fn check_size(size: usize) -> Result<()> {
 fn check_version(cipher: CipherChoice, version: crate::records::Version) -> Result<()> {
     if version == crate::records::Version::V13 && cipher.is_null() {
         bail!("--cipher none has no DTLS 1.3 form: use --compare-none with a cipher");
+    }
+    Ok(())
+}
+
+/// `--server ADDR --ca FILE`: drive a running `dtlsd serve` instead of the in-process one
+/// (`throughput`, `latency`, `handshakes`).
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// A running server (default: dtlsd in-process with a generated PKI). For `throughput`
+    /// and `latency` its backend must echo every datagram (e.g. `dtls-bench echo`).
+    #[arg(long, requires = "ca")]
+    pub server: Option<std::net::SocketAddr>,
+    /// CA certificate of --server (its certificate must name `localhost`).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    /// The external server, when one was named.
+    ///
+    /// # Errors
+    /// `--server` without `--ca`.
+    pub fn external(&self) -> Result<Option<run::External>> {
+        run::External::from_args(self.server, self.ca.as_deref())
+    }
+}
+
+/// `--threads N`: generator threads.
+fn check_threads(threads: usize, sessions: usize) -> Result<()> {
+    if threads == 0 || threads > sessions {
+        bail!("--threads {threads}: must be in 1..=--sessions ({sessions})");
     }
     Ok(())
 }
@@ -122,12 +153,22 @@ pub struct ThroughputArgs {
     /// Also run `--cipher none`, interleaved, and print R1 = DTLS pps / plaintext pps.
     #[arg(long)]
     pub compare_none: bool,
-    /// Slice length with --compare-none, seconds.
+    /// Also run the same cipher's sessions with connection IDs (RFC 9146 `tls12_cid`
+    /// records, DTLS 1.3 with the C bit; both ways), interleaved through the same server,
+    /// and print the ratio CID pps / no-CID pps.
+    #[arg(long, conflicts_with = "compare_none")]
+    pub compare_cid: bool,
+    /// Slice length with --compare-none or --compare-cid, seconds.
     #[arg(long, default_value = "0.5", value_parser = parse_secs)]
     pub slice: Duration,
     /// Unmeasured warm-up per server, seconds.
     #[arg(long, default_value = "1", value_parser = parse_secs)]
     pub warmup: Duration,
+    /// Generator threads: the sessions are split over them, each with its own sockets.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    #[command(flatten)]
+    pub target: ServerArgs,
     /// Write the result document here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -143,6 +184,10 @@ pub fn throughput_cli(a: &ThroughputArgs) -> Result<()> {
         bail!("--sessions, --window and --shards must be at least 1");
     }
     check_version(a.cipher, a.version)?;
+    check_threads(a.threads, a.sessions)?;
+    if a.compare_cid && a.cipher.is_null() {
+        bail!("--compare-cid needs a cipher: the null baseline has no connection-ID form");
+    }
     let out = throughput::run(&throughput::Config {
         size: a.size,
         sessions: a.sessions,
@@ -156,6 +201,9 @@ pub fn throughput_cli(a: &ThroughputArgs) -> Result<()> {
         compare_none: a.compare_none,
         slice: a.slice,
         warmup: a.warmup,
+        threads: a.threads,
+        server: a.target.external()?,
+        compare_cid: a.compare_cid,
     })?;
     print!("{}", out.text);
     if let Some(path) = &a.json {
@@ -212,6 +260,12 @@ pub struct LatencyArgs {
     /// Also measure `--cipher none` at the same rate and print the latency ratios.
     #[arg(long)]
     pub compare_none: bool,
+    /// Generator threads: the sessions and the rate are split evenly over them, each with
+    /// its own sockets and histogram (merged at the end).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    #[command(flatten)]
+    pub target: ServerArgs,
     /// Directory for latency.hgrm, latency.hlog (and result.json without --json).
     #[arg(long, default_value = "results/latency")]
     pub out: PathBuf,
@@ -237,6 +291,7 @@ pub fn latency_cli(a: &LatencyArgs) -> Result<()> {
         bail!("--compare-none works with --rate, not with --load");
     }
     check_version(a.cipher, a.version)?;
+    check_threads(a.threads, a.sessions)?;
     let cfg = latency::Config {
         size: a.size,
         sessions: a.sessions,
@@ -252,6 +307,8 @@ pub fn latency_cli(a: &LatencyArgs) -> Result<()> {
         out: a.out.clone(),
         json: a.json.clone(),
         compare_none: a.compare_none,
+        threads: a.threads,
+        server: a.target.external()?,
     };
     let out = if a.load.is_empty() {
         latency::run(&cfg)?
@@ -274,12 +331,11 @@ pub struct HandshakesArgs {
     /// Also measure ticket-resumed handshakes.
     #[arg(long)]
     pub resume: bool,
-    /// A running server (default: dtlsd in-process with a generated PKI).
-    #[arg(long, requires = "ca")]
-    pub server: Option<std::net::SocketAddr>,
-    /// CA certificate of --server.
-    #[arg(long)]
-    pub ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: ServerArgs,
+    /// Generator threads: --parallel is split over them.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
     /// DTLS version the clients offer (only that one).
     #[arg(long, value_enum, default_value = "1.2")]
     pub version: crate::records::Version,
@@ -310,11 +366,12 @@ pub fn handshakes_cli(a: &HandshakesArgs) -> Result<()> {
         duration: a.duration,
         parallel: a.parallel,
         resume: a.resume,
-        server: a.server,
-        ca: a.ca.clone(),
+        server: a.target.server,
+        ca: a.target.ca.clone(),
         version: a.version,
         group: a.group.unwrap_or_default(),
         control_threads: a.control_threads,
+        threads: a.threads,
     })?;
     print!("{}", out.text);
     if let Some(path) = &a.json {
@@ -364,4 +421,25 @@ pub fn flood_cli(a: &FloodArgs) -> Result<()> {
         println!("wrote {}", path.display());
     }
     Ok(validity::check(&out.doc)?)
+}
+
+/// `dtls-bench echo`.
+#[derive(Debug, Args)]
+pub struct EchoArgs {
+    /// Address to answer on.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub listen: std::net::SocketAddr,
+}
+
+/// Runs the echo backend until the process is killed, printing its count every 10 s.
+///
+/// # Errors
+/// The address cannot be bound.
+pub fn echo_cli(a: &EchoArgs) -> Result<()> {
+    let echo = crate::loadgen::server::Echo::start_on(a.listen)?;
+    println!("dtls-bench echo: answering on {}", echo.addr());
+    loop {
+        std::thread::sleep(Duration::from_secs(10));
+        println!("  {} datagrams echoed", echo.echoed());
+    }
 }

@@ -36,10 +36,10 @@ use serde_json::{Value, json};
 
 use crate::compare::{Better, Figure};
 use crate::loadgen::client::{HandshakePlan, HandshakeStats, client_config, run_handshakes};
-use crate::loadgen::cpu::{self, CpuSnapshot, ThreadCpu};
-use crate::loadgen::run;
+use crate::loadgen::cpu::{self, ThreadCpu};
 use crate::loadgen::server::{LOOPBACK, ServerSetup, TestServer};
 use crate::loadgen::{CipherChoice, IoChoice};
+use crate::loadgen::{run, threads};
 use crate::records::Version;
 
 /// The DTLS 1.3 key-exchange group of a `handshakes --version 1.3` run.
@@ -96,6 +96,9 @@ pub struct Config {
     pub group: Group,
     /// Handshake workers of the in-process server (`--control-threads`).
     pub control_threads: usize,
+    /// Generator threads: `parallel` is split over them, each with its own sockets and
+    /// tickets.
+    pub threads: usize,
 }
 
 /// Loopback sources the clients spread over against a loopback server: 127.0.0.1 to
@@ -312,11 +315,12 @@ fn measure(
     config: &Arc<control::Config>,
     server: SocketAddr,
     cfg: &Config,
-    tickets: &mut Vec<control::SessionTicket>,
+    tickets: &mut [Vec<control::SessionTicket>],
     collect_tickets: bool,
     offer_tickets: bool,
 ) -> Result<(HandshakeStats, Vec<ThreadCpu>)> {
-    let plan = HandshakePlan {
+    let threads = tickets.len().max(1);
+    let plan = |index: usize| HandshakePlan {
         server,
         bind_ip: LOOPBACK,
         sources: if server.ip().is_loopback() {
@@ -324,27 +328,69 @@ fn measure(
         } else {
             1
         },
-        parallel: cfg.parallel,
+        parallel: threads::share_of(cfg.parallel, threads, index),
         total: None,
         duration: cfg.duration,
         keep: false,
         collect_tickets,
         offer_tickets,
     };
-    std::thread::scope(|scope| {
-        let h = std::thread::Builder::new()
-            .name("loadgen-0".into())
-            .spawn_scoped(scope, || {
-                run::pin_generator();
-                let before = CpuSnapshot::take();
-                let stats = run_handshakes(config, &plan, tickets)?;
-                let after = CpuSnapshot::take();
-                Ok((stats, before.delta(&after)))
+    // CPU snapshots between two marks that every generator thread makes: all of them are
+    // alive at both, so each one's CPU is in the difference.
+    let lockstep = threads::Lockstep::new(threads);
+    let lockstep = &lockstep;
+    let results = std::thread::scope(|scope| {
+        let handles = tickets
+            .iter_mut()
+            .enumerate()
+            .map(|(index, tickets)| {
+                let plan = plan(index);
+                std::thread::Builder::new()
+                    .name(format!("loadgen-{index}"))
+                    .spawn_scoped(scope, move || {
+                        run::pin_generator_at(index);
+                        let first = lockstep.mark()?;
+                        let stats = run_handshakes(config, &plan, tickets);
+                        if stats.is_err() {
+                            lockstep.abandon();
+                        }
+                        let stats = stats?;
+                        let last = lockstep.mark()?;
+                        Ok((stats, first, last))
+                    })
+                    .context("spawn a generator thread")
             })
-            .context("spawn the generator thread")?;
-        h.join()
-            .map_err(|_| anyhow!("the generator thread panicked"))?
-    })
+            .collect::<Result<Vec<_>>>()?;
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow!("a generator thread panicked"))
+                    .and_then(|r| r)
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let (first, last) = results.first().map_or((0, 0), |r| (r.1, r.2));
+    let cpu = match (lockstep.snapshot(first), lockstep.snapshot(last)) {
+        (Some(before), Some(after)) => before.delta(&after),
+        _ => Vec::new(),
+    };
+    // The threads ran side by side: counts add up over the longest thread's time.
+    let mut stats = HandshakeStats::default();
+    for (s, _, _) in results {
+        stats.started += s.started;
+        stats.completed += s.completed;
+        stats.resumed += s.resumed;
+        stats.failed += s.failed;
+        stats.elapsed = stats.elapsed.max(s.elapsed);
+        stats.datagrams_out += s.datagrams_out;
+        stats.datagrams_in += s.datagrams_in;
+        stats.durations.extend(s.durations);
+        if stats.first_error.is_none() {
+            stats.first_error = s.first_error;
+        }
+    }
+    Ok((stats, cpu))
 }
 
 /// Runs the benchmark.
@@ -359,16 +405,27 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
             mtu: 1500,
         })?),
     };
-    let (server, ca) = match (&in_process, cfg.server, &cfg.ca) {
-        (Some(s), _, _) => (s.addr(), s.ca().to_path_buf()),
-        (None, Some(addr), Some(ca)) => (addr, ca.clone()),
-        (None, _, _) => bail!("--server needs --ca (the CA certificate that signed the server's)"),
+    let (server, ca) = match (
+        &in_process,
+        run::External::from_args(cfg.server, cfg.ca.as_deref())?,
+    ) {
+        (Some(s), _) => (s.addr(), s.ca().to_path_buf()),
+        (None, Some(ext)) => (ext.addr, ext.ca),
+        (None, None) => bail!("no server: neither in-process nor --server"),
     };
+    if cfg.threads == 0 || cfg.threads > cfg.parallel {
+        bail!(
+            "--threads {}: must be in 1..=--parallel ({})",
+            cfg.threads,
+            cfg.parallel
+        );
+    }
     let config = Arc::new(handshake_config(&ca, cfg)?);
     let group = cfg.bound_group();
     let bound_before = bound_of(group, Duration::from_millis(100))?;
     let mut kinds = Vec::new();
-    let mut tickets = Vec::new();
+    let mut tickets: Vec<Vec<control::SessionTicket>> =
+        (0..cfg.threads).map(|_| Vec::new()).collect();
     let (full, cpu_full) = measure(&config, server, cfg, &mut tickets, cfg.resume, false)?;
     kinds.push(kind("full", &full, cpu_full, in_process.is_some()));
     if cfg.resume {
@@ -442,13 +499,17 @@ fn kind(name: &'static str, s: &HandshakeStats, cpu: Vec<ThreadCpu>, in_process:
     }
 }
 
-/// The in-process server's worker count, when it has several.
+/// The in-process server's worker count, when it has several, and the generator's
+/// thread count, when it has several.
 fn workers_note(cfg: &Config) -> String {
+    let mut note = String::new();
     if cfg.server.is_none() && cfg.control_threads > 1 {
-        format!(" ({} handshake workers)", cfg.control_threads)
-    } else {
-        String::new()
+        note += &format!(" ({} handshake workers)", cfg.control_threads);
     }
+    if cfg.threads > 1 {
+        note += &format!(", {} generator threads", cfg.threads);
+    }
+    note
 }
 
 fn report(
@@ -564,6 +625,7 @@ fn report(
         "duration_s": cfg.duration.as_secs_f64(),
         "parallel": cfg.parallel,
         "control_threads": cfg.server.is_none().then_some(cfg.control_threads),
+        "generator_threads": cfg.threads,
         "resume": cfg.resume,
         "server": cfg.server.map_or("in-process".to_string(), |a| a.to_string()),
         "version": cfg.version.name(),

@@ -24,6 +24,8 @@ use crate::hist::{self, HGRM_SCALE, Interval, Percentiles};
 use crate::loadgen::cpu::{self, CpuSnapshot, ThreadCpu};
 use crate::loadgen::flow::{Counts, FlowConfig, Flows};
 use crate::loadgen::run;
+use crate::loadgen::server::TestServer;
+use crate::loadgen::threads::{self, Lockstep};
 use crate::loadgen::{CipherChoice, IoChoice};
 use crate::records::Version;
 
@@ -59,6 +61,10 @@ pub struct Config {
     /// Also measure the null baseline (after the cipher's run, same rate) and report the
     /// ratios of the percentiles (B3's ratio to B1's latency).
     pub compare_none: bool,
+    /// Generator threads: the sessions and the rate are split evenly over them.
+    pub threads: usize,
+    /// A running server instead of the in-process one (no `compare_none` then).
+    pub server: Option<run::External>,
 }
 
 impl Config {
@@ -77,6 +83,8 @@ impl Config {
             "gso": self.gso,
             "interval_s": self.interval.as_secs_f64(),
             "compare_none": self.compare_none,
+            "server": self.server.as_ref().map_or("in-process".to_string(), |s| s.addr.to_string()),
+            "generator": {"threads": self.threads, "rate_per_thread_pps": self.rate / self.threads.max(1) as f64},
             "mode": "open loop, latency from intended send time",
             "histogram": {"unit": "ns", "significant_digits": hist::SIGFIG, "hgrm_unit": "us"},
         })
@@ -98,6 +106,8 @@ pub struct LatencyRun {
     pub cpu: Vec<ThreadCpu>,
     /// Target rate.
     pub rate: f64,
+    /// Each generator thread's counters (its share of the rate is `rate / threads`).
+    pub per_thread: Vec<Counts>,
 }
 
 impl LatencyRun {
@@ -116,6 +126,20 @@ impl LatencyRun {
                 "generator behind schedule: {} of {} sends over 1 ms late (max lag {:?})",
                 self.counts.late_sends, self.counts.sent, self.counts.max_send_lag
             ));
+        }
+        // A thread behind its share while the others were early would hide in the sums.
+        let threads = self.per_thread.len();
+        if threads > 1 {
+            let share = self.rate / threads as f64;
+            for (i, c) in self.per_thread.iter().enumerate() {
+                let scheduled = share * c.elapsed.as_secs_f64();
+                if (c.sent as f64) < 0.95 * scheduled || c.late_sends * 100 > c.sent.max(1) {
+                    out.push(format!(
+                        "generator thread loadgen-{i} behind its share: sent {} of {scheduled:.0} scheduled, {} over 1 ms late",
+                        c.sent, c.late_sends
+                    ));
+                }
+            }
         }
         out.extend(run::saturation_reasons(&self.cpu));
         if self.counts.received == 0 {
@@ -153,6 +177,10 @@ impl LatencyRun {
             "latency_ns": Percentiles::of(&self.histogram).json(),
             "max_send_lag_ns": self.counts.max_send_lag.as_nanos() as u64,
             "late_sends": self.counts.late_sends,
+            "per_thread": self.per_thread.iter().map(|c| json!({
+                "sent": c.sent, "verified": c.received, "late_sends": c.late_sends,
+                "max_send_lag_ns": c.max_send_lag.as_nanos() as u64,
+            })).collect::<Vec<_>>(),
             "drops": {
                 "lost_or_late": self.counts.outstanding_at_end,
                 "stale": self.counts.stale,
@@ -203,7 +231,116 @@ pub fn measure(
         started,
         cpu: before.delta(&after),
         rate,
+        per_thread: vec![counts],
     })
+}
+
+/// One generator thread's open-loop run: its counters, histograms and the marks around it.
+struct Part {
+    counts: Counts,
+    histogram: Histogram<u64>,
+    intervals: Vec<Interval>,
+    started: SystemTime,
+    marks: (usize, usize),
+}
+
+/// [`measure`] on one generator thread of several: its share `rate` (warm-up unmarked),
+/// the measured run between two marks of `lockstep`, so that all threads run it together.
+fn measure_part(flows: &mut Flows, rate: f64, cfg: &Config, lockstep: &Lockstep) -> Result<Part> {
+    let mut histogram = hist::new_latency_ns()?;
+    if !cfg.warmup.is_zero() {
+        flows.open_loop(rate, cfg.warmup, &mut histogram, cfg.warmup, |_, _| {})?;
+        histogram.reset();
+    }
+    let mut intervals = Vec::new();
+    let first = lockstep.mark()?;
+    let started = SystemTime::now();
+    let interval = cfg.interval;
+    let counts = flows.open_loop(rate, cfg.duration, &mut histogram, interval, |start, h| {
+        intervals.push(Interval {
+            start,
+            length: interval,
+            histogram: h.clone(),
+        });
+    })?;
+    let last = lockstep.mark()?;
+    if let Some(last) = intervals.last_mut() {
+        last.length = counts
+            .elapsed
+            .saturating_sub(last.start)
+            .max(Duration::from_millis(1));
+    }
+    Ok(Part {
+        counts,
+        histogram,
+        intervals,
+        started,
+        marks: (first, last),
+    })
+}
+
+/// The threads' parts of one run merged: counters added (the run lasted as long as its
+/// longest thread), histograms and same-numbered intervals added, the CPU between the marks.
+fn merge_parts(parts: Vec<Part>, rate: f64, lockstep: &Lockstep) -> Result<LatencyRun> {
+    let mut counts = Counts::default();
+    let mut histogram = hist::new_latency_ns()?;
+    let mut intervals: Vec<Interval> = Vec::new();
+    let mut started = None::<SystemTime>;
+    let mut per_thread = Vec::with_capacity(parts.len());
+    let marks = parts
+        .first()
+        .map(|p| p.marks)
+        .context("no generator thread")?;
+    for p in parts {
+        counts.add_concurrent(&p.counts);
+        per_thread.push(p.counts);
+        histogram.add(&p.histogram).context("merge histograms")?;
+        started = Some(started.map_or(p.started, |s| s.min(p.started)));
+        for (k, iv) in p.intervals.into_iter().enumerate() {
+            match intervals.get_mut(k) {
+                Some(m) => {
+                    m.start = m.start.min(iv.start);
+                    m.length = m.length.max(iv.length);
+                    m.histogram.add(&iv.histogram).context("merge intervals")?;
+                }
+                None => intervals.push(iv),
+            }
+        }
+    }
+    let cpu = match (lockstep.snapshot(marks.0), lockstep.snapshot(marks.1)) {
+        (Some(before), Some(after)) => before.delta(&after),
+        _ => Vec::new(),
+    };
+    Ok(LatencyRun {
+        counts,
+        histogram,
+        intervals,
+        started: started.unwrap_or_else(SystemTime::now),
+        cpu,
+        rate,
+        per_thread,
+    })
+}
+
+/// The in-process server(s) (one per cipher) or `cfg.server`, and the client groups.
+fn setup(cfg: &Config, ciphers: &[CipherChoice]) -> Result<(Vec<TestServer>, Vec<run::Group>)> {
+    match &cfg.server {
+        Some(ext) => {
+            if ciphers.len() > 1 {
+                anyhow::bail!(
+                    "--compare-none needs the in-process server (null record protection): not with --server"
+                );
+            }
+            Ok((Vec::new(), vec![ext.group(cfg.cipher, cfg.version)]))
+        }
+        None => run::start_servers(
+            ciphers,
+            cfg.version,
+            cfg.shards,
+            cfg.io,
+            run::server_mtu(cfg.size),
+        ),
+    }
 }
 
 /// The outcome: document, text and the measurement.
@@ -224,36 +361,44 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
     if cfg.compare_none && !cfg.cipher.is_null() {
         ciphers.push(CipherChoice::None);
     }
-    let (servers, groups) = run::start_servers(&ciphers, cfg.version, cfg.shards, cfg.io, mtu)?;
+    let (servers, groups) = setup(cfg, &ciphers)?;
     let flow_cfg = FlowConfig {
         size: cfg.size,
         window: 64,
         gso: cfg.gso,
     };
+    let threads = cfg.threads.max(1);
+    let share = cfg.rate / threads as f64;
     // With --compare-none: the cipher's run, then the baseline's, same rate and sessions.
-    let mut runs = run::on_loadgen(
+    let generated = threads::on_generators(
         &groups,
         cfg.sessions,
+        threads,
         flow_cfg,
         usize::from(mtu),
-        |flows, _| {
-            let mut out = Vec::with_capacity(flows.len());
-            for mut f in flows {
-                out.push(measure(
-                    &mut f,
-                    cfg.rate,
-                    cfg.duration,
-                    cfg.warmup,
-                    cfg.interval,
-                )?);
+        |gen_share| {
+            let mut out = Vec::with_capacity(gen_share.flows.len());
+            for mut f in gen_share.flows {
+                out.push(measure_part(&mut f, share, cfg, gen_share.lockstep)?);
                 f.close();
             }
             Ok(out)
         },
-    )?;
+    );
     for s in servers {
         s.shutdown()?;
     }
+    let (per_thread, lockstep) = generated?;
+    let mut by_group: Vec<Vec<Part>> = groups.iter().map(|_| Vec::new()).collect();
+    for thread in per_thread {
+        for (parts, part) in by_group.iter_mut().zip(thread) {
+            parts.push(part);
+        }
+    }
+    let mut runs = by_group
+        .into_iter()
+        .map(|parts| merge_parts(parts, cfg.rate, &lockstep))
+        .collect::<Result<Vec<_>>>()?;
     let baseline = if runs.len() > 1 { runs.pop() } else { None };
     let run = runs
         .pop()
@@ -264,14 +409,16 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
     let mut text = String::new();
     let _ = writeln!(
         text,
-        "dtls-bench latency: {} B, {} sessions, {:.0} pps open loop, {}",
+        "dtls-bench latency: {} B, {} sessions, {:.0} pps open loop, {}, {}",
         cfg.size,
         cfg.sessions,
         cfg.rate,
-        run::label(cfg.cipher, cfg.version)
+        run::label(cfg.cipher, cfg.version),
+        generator_note(cfg)
     );
     let _ = writeln!(text, "  {}", p.line_us());
     let _ = writeln!(text, "  cpu: {}", cpu::lines(&run.cpu));
+    let _ = writeln!(text, "  generator: {}", kept_up(&run));
     let prefix = format!(
         "latency.{}.{}.{}pps",
         run::label(cfg.cipher, cfg.version),
@@ -333,6 +480,36 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
     Ok(Outcome { doc, text, run })
 }
 
+/// The generator threads and the server of a run, for the report's first line.
+fn generator_note(cfg: &Config) -> String {
+    let server = cfg
+        .server
+        .as_ref()
+        .map_or("in-process server".to_string(), |s| {
+            format!("server {} (external)", s.addr)
+        });
+    format!("{} generator thread(s), {server}", cfg.threads.max(1))
+}
+
+/// Whether the generator kept to its schedule: every thread sent its share on time and no
+/// thread was saturated (else the run is invalid, see [`LatencyRun::invalid_reasons`]).
+fn kept_up(run: &LatencyRun) -> String {
+    let threads = run.per_thread.len().max(1);
+    let behind = run
+        .invalid_reasons()
+        .iter()
+        .filter(|r| r.contains("generator"))
+        .count();
+    if behind == 0 {
+        format!(
+            "{threads} thread(s), kept up (max send lag {:?})",
+            run.counts.max_send_lag
+        )
+    } else {
+        format!("{threads} thread(s), FELL BEHIND: the run is invalid")
+    }
+}
+
 /// p50/p99/p99.9/max figures (ns, lower is better) under `prefix`.
 pub fn latency_figures(prefix: &str, p: &Percentiles) -> Vec<Figure> {
     [
@@ -359,49 +536,67 @@ pub fn run_loads(cfg: &Config, loads: &[f64], probe: Duration) -> Result<Outcome
         anyhow::bail!("--load fractions must be in (0, 1]");
     }
     let mtu = run::server_mtu(cfg.size);
-    let (mut servers, groups) =
-        run::start_servers(&[cfg.cipher], cfg.version, cfg.shards, cfg.io, mtu)?;
-    let server = servers.pop().context("one server per cipher")?;
+    let (servers, groups) = setup(cfg, &[cfg.cipher])?;
     let flow_cfg = FlowConfig {
         size: cfg.size,
         window: 16,
         gso: cfg.gso,
     };
-    let (max_pps, runs) = run::on_loadgen(
+    let threads = cfg.threads.max(1);
+    let generated = threads::on_generators(
         &groups,
         cfg.sessions,
+        threads,
         flow_cfg,
         usize::from(mtu),
-        |mut flows, _| {
+        |share| {
+            let mut flows = share.flows;
             let Some(mut f) = flows.pop() else {
                 anyhow::bail!("no sessions");
             };
-            let max = f.closed_loop(probe, None)?.pps();
+            // All threads probe at once; the maximum is their sum.
+            let mine = f.closed_loop(probe, None)?.pps();
+            let max = share.lockstep.sum(mine)?;
             if max < 1.0 {
                 anyhow::bail!("the closed-loop probe moved nothing");
             }
-            let mut runs = Vec::with_capacity(loads.len());
+            let mut parts = Vec::with_capacity(loads.len());
             for &load in loads {
-                runs.push(measure(
+                parts.push(measure_part(
                     &mut f,
-                    max * load,
-                    cfg.duration,
-                    cfg.warmup,
-                    cfg.interval,
+                    max * load / threads as f64,
+                    cfg,
+                    share.lockstep,
                 )?);
             }
             f.close();
-            Ok((max, runs))
+            Ok((max, parts))
         },
-    )?;
-    server.shutdown()?;
+    );
+    for s in servers {
+        s.shutdown()?;
+    }
+    let (per_thread, lockstep) = generated?;
+    let max_pps = per_thread.first().map_or(0.0, |(max, _)| *max);
+    let mut by_load: Vec<Vec<Part>> = loads.iter().map(|_| Vec::new()).collect();
+    for (_, thread) in per_thread {
+        for (parts, part) in by_load.iter_mut().zip(thread) {
+            parts.push(part);
+        }
+    }
+    let runs = by_load
+        .into_iter()
+        .zip(loads)
+        .map(|(parts, load)| merge_parts(parts, max_pps * load, &lockstep))
+        .collect::<Result<Vec<_>>>()?;
     let mut text = String::new();
     let _ = writeln!(
         text,
-        "dtls-bench latency: {} B, {} sessions, {}, open loop at fractions of the closed-loop maximum {:.0} pps",
+        "dtls-bench latency: {} B, {} sessions, {}, {}, open loop at fractions of the closed-loop maximum {:.0} pps",
         cfg.size,
         cfg.sessions,
         run::label(cfg.cipher, cfg.version),
+        generator_note(cfg),
         max_pps
     );
     let mut figures = Vec::new();
@@ -414,6 +609,7 @@ pub fn run_loads(cfg: &Config, loads: &[f64], probe: Duration) -> Result<Outcome
         let p = Percentiles::of(&r.histogram);
         let _ = writeln!(text, "  {pct:>3} % ({:.0} pps): {}", r.rate, p.line_us());
         let _ = writeln!(text, "        cpu: {}", cpu::lines(&r.cpu));
+        let _ = writeln!(text, "        generator: {}", kept_up(r));
         figures.extend(latency_figures(
             &format!(
                 "latency.{}.{}.load{pct}",

@@ -52,6 +52,9 @@ enum Command {
     Handshakes(bench::commands::HandshakesArgs),
     /// B5: spoofed-looking ClientHello flood from many loopback sources.
     Flood(bench::commands::FloodArgs),
+    /// A UDP echo server (batched dtls-io, GSO/GRO): the backend of an external
+    /// `dtlsd serve` that throughput and latency drive with --server. Runs until killed.
+    Echo(bench::commands::EchoArgs),
     /// One table of every figure of several result files, same-run ratios first, and a
     /// merged result for `compare` (the end of scripts/bench.sh).
     Summary(bench::summary::SummaryArgs),
@@ -129,6 +132,7 @@ fn main() -> ExitCode {
         Command::Latency(args) => bench::commands::latency_cli(&args),
         Command::Handshakes(args) => bench::commands::handshakes_cli(&args),
         Command::Flood(args) => bench::commands::flood_cli(&args),
+        Command::Echo(args) => bench::commands::echo_cli(&args),
         Command::Summary(args) => bench::summary::run_cli(&args).map_err(Into::into),
     };
     match result {

@@ -16,15 +16,17 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result, bail};
+use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use crate::compare::{Better, Figure};
 use crate::hist::{self, Percentiles};
-use crate::loadgen::cpu::{self, CpuSnapshot};
-use crate::loadgen::flow::{Counts, FlowConfig};
+use crate::loadgen::cpu;
+use crate::loadgen::flow::{Counts, FlowConfig, Flows};
 use crate::loadgen::run::{self, CpuAccum};
 use crate::loadgen::server::TestServer;
+use crate::loadgen::threads::{self, Lockstep};
 use crate::loadgen::{CipherChoice, IP_UDP_HEADER, IoChoice};
 use crate::records::Version;
 
@@ -55,6 +57,14 @@ pub struct Config {
     pub slice: Duration,
     /// Unmeasured warm-up per server.
     pub warmup: Duration,
+    /// Generator threads (the sessions are split over them; at most `sessions`).
+    pub threads: usize,
+    /// A running server instead of the in-process one (no `compare_none` then: that needs
+    /// a server with null record protection).
+    pub server: Option<run::External>,
+    /// The same run with connection IDs on and off through the same server, interleaved,
+    /// and their ratio.
+    pub compare_cid: bool,
 }
 
 impl Config {
@@ -66,6 +76,8 @@ impl Config {
     fn json(&self) -> Value {
         json!({
             "benchmark": if self.compare_none { "B1+B2" } else if self.cipher.is_null() { "B1" } else { "B2" },
+            "server": self.server.as_ref().map_or("in-process".to_string(), |s| s.addr.to_string()),
+            "compare_cid": self.compare_cid,
             "size": self.size,
             "sessions": self.sessions,
             "duration_s": self.duration.as_secs_f64(),
@@ -78,8 +90,8 @@ impl Config {
             "compare_none": self.compare_none,
             "slice_s": self.slice.as_secs_f64(),
             "warmup_s": self.warmup.as_secs_f64(),
-            "generator": {"threads": 1, "io": "mmsg", "socket_per_session": true,
-                          "pinning": "generator on the last core, dtlsd shard N on core N"},
+            "generator": {"threads": self.threads, "io": "mmsg", "socket_per_session": true,
+                          "pinning": "generator thread i on the i-th core from the last, dtlsd shard N on core N"},
             "mode": "closed loop",
         })
     }
@@ -90,6 +102,12 @@ impl Config {
 pub struct Measured {
     /// Record protection.
     pub cipher: CipherChoice,
+    /// Whether the sessions offered connection IDs (`--compare-cid`'s CID half).
+    pub cid: bool,
+    /// Sessions whose records carried a connection ID (either way).
+    pub cid_sessions: usize,
+    /// Counters of each generator thread, summed over its slices.
+    pub per_thread: Vec<Counts>,
     /// Counters summed over its slices.
     pub counts: Counts,
     /// Per-slice pps.
@@ -114,7 +132,8 @@ impl Measured {
                 .iter()
                 .filter(|t| t.name.starts_with(prefix))
                 .map(|t| t.cpu_ns as f64)
-                .sum::<f64>()
+                // From 0.0: an empty f64 sum is -0.0, printed "-0".
+                .fold(0.0, |a, b| a + b)
                 / n
         };
         json!({
@@ -128,6 +147,12 @@ impl Measured {
         let pps = self.counts.pps();
         json!({
             "cipher": self.cipher.name(),
+            "cid": self.cid,
+            "cid_sessions": self.cid_sessions,
+            "cid_records": self.counts.cid_records,
+            "per_thread": self.per_thread.iter().map(|c| json!({
+                "sent": c.sent, "verified": c.received, "pps": c.pps(),
+            })).collect::<Vec<_>>(),
             "pps": pps,
             "gbps_payload": pps * size as f64 * 8.0 / 1e9,
             "gbps_wire": pps * self.wire_bytes as f64 * 8.0 / 1e9,
@@ -160,83 +185,196 @@ pub struct Outcome {
     pub doc: Value,
     /// The human-readable report.
     pub text: String,
-    /// The measurements (cipher first, then `none` with `compare_none`).
+    /// The measurements (cipher first, then `none` with `compare_none`, or the same cipher
+    /// with CIDs with `compare_cid`).
     pub measured: Vec<Measured>,
     /// R1 when measured.
     pub r1: Option<f64>,
 }
 
-/// Runs the benchmark.
-pub fn run(cfg: &Config) -> Result<Outcome> {
+/// What one generator thread measured: per slice, the group, its counters and the mark
+/// that started it; per group, its histogram and sessions.
+struct ThreadRun {
+    slices: Vec<(usize, Counts, usize)>,
+    last_mark: usize,
+    hists: Vec<Histogram<u64>>,
+    /// Per group: handshakes completed and the time they took.
+    handshakes: Vec<(u64, Duration)>,
+    record_len: Vec<usize>,
+    cid_sessions: Vec<usize>,
+}
+
+/// The servers and client groups of a run: the in-process server(s), or `cfg.server`;
+/// with `compare_cid` the same server twice, CIDs off then on.
+fn setup(cfg: &Config) -> Result<(Vec<TestServer>, Vec<run::Group>)> {
     let mut ciphers = vec![cfg.cipher];
     if cfg.compare_none && !cfg.cipher.is_null() {
         ciphers.push(CipherChoice::None);
     }
-    let (servers, groups) =
-        run::start_servers(&ciphers, cfg.version, cfg.shards, cfg.io, cfg.mtu())?;
+    let (servers, mut groups) = match &cfg.server {
+        Some(ext) => {
+            if cfg.compare_none {
+                bail!(
+                    "--compare-none needs the in-process server (null record protection): not with --server"
+                );
+            }
+            (Vec::new(), vec![ext.group(cfg.cipher, cfg.version)])
+        }
+        None => run::start_servers(&ciphers, cfg.version, cfg.shards, cfg.io, cfg.mtu())?,
+    };
+    if cfg.compare_cid {
+        if cfg.compare_none || cfg.cipher.is_null() {
+            bail!(
+                "--compare-cid compares a cipher's sessions with and without CIDs: not with --compare-none or --cipher none"
+            );
+        }
+        let mut with_cid = groups[0].clone();
+        with_cid.cid = true;
+        groups.push(with_cid);
+    }
+    Ok((servers, groups))
+}
+
+/// Runs the benchmark.
+pub fn run(cfg: &Config) -> Result<Outcome> {
+    let (servers, groups) = setup(cfg)?;
     let flow_cfg = FlowConfig {
         size: cfg.size,
         window: cfg.window,
         gso: cfg.gso,
     };
-    let measured = run::on_loadgen(
+    let n = groups.len();
+    let rounds = if n > 1 {
+        (cfg.duration.as_secs_f64() / (cfg.slice.as_secs_f64() * n as f64))
+            .round()
+            .max(1.0) as usize
+    } else {
+        1
+    };
+    let slice = if n > 1 { cfg.slice } else { cfg.duration };
+    let generated = threads::on_generators(
         &groups,
         cfg.sessions,
+        cfg.threads,
         flow_cfg,
         usize::from(cfg.mtu()),
-        |mut flows, hs| {
-            let n = flows.len();
+        |share| {
+            let mut flows = share.flows;
             for f in flows.iter_mut() {
                 f.closed_loop(cfg.warmup, None)?;
             }
-            let mut counts = vec![Counts::default(); n];
-            let mut slices = vec![Vec::new(); n];
-            let mut cpus = vec![CpuAccum::default(); n];
             let mut hists = (0..n)
                 .map(|_| hist::new_latency_ns())
                 .collect::<Result<Vec<_>, _>>()?;
-            let rounds = if n > 1 {
-                (cfg.duration.as_secs_f64() / (cfg.slice.as_secs_f64() * n as f64))
-                    .round()
-                    .max(1.0) as usize
-            } else {
-                1
-            };
-            let slice = if n > 1 { cfg.slice } else { cfg.duration };
+            let mut slices = Vec::with_capacity(rounds * n);
             for round in 0..rounds {
                 for j in 0..n {
                     // Alternate the order each round so drift hits both sides alike.
                     let g = if round % 2 == 0 { j } else { n - 1 - j };
-                    let before = CpuSnapshot::take();
+                    let mark = share.lockstep.mark()?;
                     let c = flows[g].closed_loop(slice, Some(&mut hists[g]))?;
-                    let after = CpuSnapshot::take();
-                    cpus[g].add(&before, &after, c.elapsed);
-                    slices[g].push(c.pps());
-                    counts[g].add(&c);
+                    slices.push((g, c, mark));
                 }
             }
-            let mut out = Vec::with_capacity(n);
-            for (g, f) in flows.into_iter().enumerate() {
-                out.push(Measured {
-                    cipher: groups[g].cipher,
-                    counts: counts[g],
-                    slice_pps: slices[g].clone(),
-                    rtt: Percentiles::of(&hists[g]),
-                    cpu: cpus[g].threads(),
-                    wire_bytes: f.record_len() + IP_UDP_HEADER,
-                    handshakes_per_s: hs[g].rate(),
-                });
+            let last_mark = share.lockstep.mark()?;
+            let record_len = flows.iter().map(Flows::record_len).collect();
+            let cid_sessions = flows.iter().map(Flows::cid_sessions).collect();
+            for f in flows {
                 f.close();
             }
-            Ok(out)
+            Ok(ThreadRun {
+                slices,
+                last_mark,
+                hists,
+                handshakes: share
+                    .handshakes
+                    .iter()
+                    .map(|h| (h.completed, h.elapsed))
+                    .collect(),
+                record_len,
+                cid_sessions,
+            })
         },
-    )?;
+    );
     let counters: Vec<Value> = servers.iter().map(TestServer::counters_json).collect();
     for s in servers {
         s.shutdown()?;
     }
+    let (runs, lockstep) = generated?;
+    let measured = merge(&groups, &runs, &lockstep)?;
     let mut out = report(cfg, measured);
     out.doc["results"]["server_counters"] = Value::Array(counters);
+    Ok(out)
+}
+
+/// The generator threads' measurements merged per group: the counters of one slice add
+/// up over the threads (the slice lasted as long as its longest thread), the histograms
+/// add up, and the CPU of a slice is the process's between its marks.
+fn merge(groups: &[run::Group], runs: &[ThreadRun], lockstep: &Lockstep) -> Result<Vec<Measured>> {
+    let first = runs.first().context("no generator thread")?;
+    let mut out = Vec::with_capacity(groups.len());
+    for (g, group) in groups.iter().enumerate() {
+        let mut counts = Counts::default();
+        let mut slice_pps = Vec::new();
+        let mut cpu_acc = CpuAccum::default();
+        for (k, &(slice_group, _, mark)) in first.slices.iter().enumerate() {
+            if slice_group != g {
+                continue;
+            }
+            let mut slice = Counts::default();
+            for r in runs {
+                if let Some((_, c, _)) = r.slices.get(k) {
+                    slice.add_concurrent(c);
+                }
+            }
+            let end = first.slices.get(k + 1).map_or(first.last_mark, |s| s.2);
+            if let (Some(before), Some(after)) = (lockstep.snapshot(mark), lockstep.snapshot(end)) {
+                cpu_acc.add(&before, &after, slice.elapsed);
+            }
+            slice_pps.push(slice.pps());
+            counts.add(&slice);
+        }
+        let per_thread = runs
+            .iter()
+            .map(|r| {
+                let mut c = Counts::default();
+                for (_, s, _) in r.slices.iter().filter(|s| s.0 == g) {
+                    c.add(s);
+                }
+                c
+            })
+            .collect();
+        let mut histogram = hist::new_latency_ns()?;
+        for r in runs {
+            if let Some(h) = r.hists.get(g) {
+                histogram.add(h).context("merge histograms")?;
+            }
+        }
+        // All threads handshook at once: the rate is all completions over the longest.
+        let completed: u64 = runs
+            .iter()
+            .filter_map(|r| r.handshakes.get(g))
+            .map(|h| h.0)
+            .sum();
+        let longest = runs
+            .iter()
+            .filter_map(|r| r.handshakes.get(g))
+            .map(|h| h.1)
+            .max()
+            .unwrap_or_default();
+        out.push(Measured {
+            cipher: group.cipher,
+            cid: group.cid,
+            cid_sessions: runs.iter().filter_map(|r| r.cid_sessions.get(g)).sum(),
+            per_thread,
+            counts,
+            slice_pps,
+            rtt: Percentiles::of(&histogram),
+            cpu: cpu_acc.threads(),
+            wire_bytes: first.record_len.get(g).copied().unwrap_or(0) + IP_UDP_HEADER,
+            handshakes_per_s: completed as f64 / longest.as_secs_f64().max(1e-9),
+        });
+    }
     Ok(out)
 }
 
@@ -244,19 +382,22 @@ fn report(cfg: &Config, measured: Vec<Measured>) -> Outcome {
     let mut invalid = Vec::new();
     let mut figures = Vec::new();
     let mut text = String::new();
+    let server = match &cfg.server {
+        Some(ext) => format!("server {} (external)", ext.addr),
+        None => format!("server io {} x{} shard(s)", cfg.io.name(), cfg.shards),
+    };
     let _ = writeln!(
         text,
-        "dtls-bench throughput: {} B, {} sessions, window {}, server io {} x{} shard(s), generator GSO {}",
+        "dtls-bench throughput: {} B, {} sessions, window {}, {server}, generator {} thread(s), GSO {}",
         cfg.size,
         cfg.sessions,
         cfg.window,
-        cfg.io.name(),
-        cfg.shards,
+        cfg.threads,
         if cfg.gso { "on" } else { "off" }
     );
     for m in &measured {
         let pps = m.counts.pps();
-        let name = run::label(m.cipher, cfg.version);
+        let name = name_of(m, cfg.version);
         let _ = writeln!(
             text,
             "  {name:<9} {:>8.3} Mpps  {:>6.2} Gbit/s payload  {:>6.2} Gbit/s wire  rtt p50 {:.1} µs p99 {:.1} µs  ({} verified, {} lost, {} corrupt)",
@@ -269,15 +410,63 @@ fn report(cfg: &Config, measured: Vec<Measured>) -> Outcome {
             m.counts.lost,
             m.counts.corrupt
         );
+        if m.per_thread.len() > 1 {
+            let _ = writeln!(
+                text,
+                "    per generator thread: {}",
+                m.per_thread
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("loadgen-{i} {:.3} Mpps", c.pps() / 1e6))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        if m.cid {
+            let _ = writeln!(
+                text,
+                "    connection IDs: {} of {} sessions, {} of {} verified echoes in CID records",
+                m.cid_sessions, cfg.sessions, m.counts.cid_records, m.counts.received
+            );
+            if m.cid_sessions < cfg.sessions || m.counts.cid_records < m.counts.received {
+                invalid.push(format!(
+                    "{name}: the server gave no CID to {} sessions ({} echoes without one)",
+                    cfg.sessions - m.cid_sessions.min(cfg.sessions),
+                    m.counts.received - m.counts.cid_records.min(m.counts.received)
+                ));
+            }
+        }
         let _ = writeln!(text, "    cpu: {}", cpu::lines(&m.cpu));
-        let per = m.cpu_ns_per_datagram();
+        let saturated = run::saturation_reasons(&m.cpu);
         let _ = writeln!(
             text,
-            "    cpu per round trip: server {:.0} ns, generator {:.0} ns, echo {:.0} ns",
-            per["server"].as_f64().unwrap_or(0.0),
-            per["loadgen"].as_f64().unwrap_or(0.0),
-            per["echo"].as_f64().unwrap_or(0.0)
+            "    generator: {} thread(s), {}",
+            cfg.threads,
+            if saturated.is_empty() {
+                "kept up (no thread at 95 % of a core)".to_string()
+            } else {
+                format!(
+                    "fell behind ({} saturated): the figure is the generator's",
+                    saturated.len()
+                )
+            }
         );
+        let per = m.cpu_ns_per_datagram();
+        if cfg.server.is_some() {
+            let _ = writeln!(
+                text,
+                "    cpu per round trip: generator {:.0} ns (the server and its backend are other processes)",
+                per["loadgen"].as_f64().unwrap_or(0.0)
+            );
+        } else {
+            let _ = writeln!(
+                text,
+                "    cpu per round trip: server {:.0} ns, generator {:.0} ns, echo {:.0} ns",
+                per["server"].as_f64().unwrap_or(0.0),
+                per["loadgen"].as_f64().unwrap_or(0.0),
+                per["echo"].as_f64().unwrap_or(0.0)
+            );
+        }
         let prefix = format!("throughput.{name}.{}", cfg.size);
         figures.push(Figure::new(
             format!("{prefix}.pps"),
@@ -291,7 +480,7 @@ fn report(cfg: &Config, measured: Vec<Measured>) -> Outcome {
             "Gbit/s",
             Better::Higher,
         ));
-        invalid.extend(run::saturation_reasons(&m.cpu));
+        invalid.extend(saturated);
         if m.counts.received == 0 {
             invalid.push(format!("{name}: no datagram came back"));
         }
@@ -303,18 +492,8 @@ fn report(cfg: &Config, measured: Vec<Measured>) -> Outcome {
         }
     }
     let r1 = match measured.as_slice() {
-        [dtls, none] if none.counts.pps() > 0.0 => {
-            let total = dtls.counts.pps() / none.counts.pps();
-            let rounds: Vec<f64> = dtls
-                .slice_pps
-                .iter()
-                .zip(&none.slice_pps)
-                .map(|(a, b)| if *b > 0.0 { a / b } else { 0.0 })
-                .collect();
-            let min = rounds.iter().copied().fold(f64::INFINITY, f64::min);
-            let max = rounds.iter().copied().fold(0.0, f64::max);
-            // BENCHMARKS.md: the median of the runs (here: rounds), with min and max.
-            let r1 = median(&rounds);
+        [dtls, none] if cfg.compare_none && none.counts.pps() > 0.0 => {
+            let (r1, rounds, total, min, max) = ratio(dtls, none);
             let _ = writeln!(
                 text,
                 "  R1 = {} pps / none pps = {r1:.3} (median of {} rounds, min {min:.3}, max {max:.3}; totals {total:.3})",
@@ -332,6 +511,25 @@ fn report(cfg: &Config, measured: Vec<Measured>) -> Outcome {
                 Better::Higher,
             ));
             Some((r1, rounds, total))
+        }
+        _ => None,
+    };
+    let cid_ratio = match measured.as_slice() {
+        [off, on] if cfg.compare_cid && off.counts.pps() > 0.0 => {
+            let (r, rounds, total, min, max) = ratio(on, off);
+            let label = run::label(off.cipher, cfg.version);
+            let _ = writeln!(
+                text,
+                "  CID ratio = {label} pps with CIDs / without = {r:.3} (median of {} rounds, min {min:.3}, max {max:.3}; totals {total:.3})",
+                rounds.len()
+            );
+            figures.push(Figure::new(
+                format!("throughput.{label}.{}.cid_ratio", cfg.size),
+                r,
+                "ratio",
+                Better::Higher,
+            ));
+            Some((r, rounds, total))
         }
         _ => None,
     };
@@ -353,7 +551,11 @@ fn report(cfg: &Config, measured: Vec<Measured>) -> Outcome {
             "r1": r1.as_ref().map(|(r, _, _)| *r),
             "r1_rounds": r1.as_ref().map(|(_, rounds, _)| rounds.clone()),
             "r1_total": r1.as_ref().map(|(_, _, total)| *total),
+            "cid": cid_ratio.as_ref().map(|(r, _, _)| *r),
+            "cid_rounds": cid_ratio.as_ref().map(|(_, rounds, _)| rounds.clone()),
+            "cid_total": cid_ratio.as_ref().map(|(_, _, total)| *total),
         },
+        "generator_threads": cfg.threads,
         "runs": measured.iter().map(|m| m.json(cfg.size)).collect::<Vec<_>>(),
     });
     let doc = run::document(
@@ -369,6 +571,29 @@ fn report(cfg: &Config, measured: Vec<Measured>) -> Outcome {
         r1: r1.map(|(r, _, _)| r),
         measured,
     }
+}
+
+/// How the report and the figures name `m`'s sessions: the cipher's label, with `_cid`
+/// for the CID half of `--compare-cid`.
+fn name_of(m: &Measured, version: Version) -> String {
+    let label = run::label(m.cipher, version);
+    if m.cid { format!("{label}_cid") } else { label }
+}
+
+/// `a` over `b` from the same run's interleaved slices: (median of the per-round ratios,
+/// the ratios, ratio of the totals, min, max). BENCHMARKS.md: the median of the runs (here:
+/// rounds), with min and max.
+fn ratio(a: &Measured, b: &Measured) -> (f64, Vec<f64>, f64, f64, f64) {
+    let total = a.counts.pps() / b.counts.pps().max(f64::MIN_POSITIVE);
+    let rounds: Vec<f64> = a
+        .slice_pps
+        .iter()
+        .zip(&b.slice_pps)
+        .map(|(x, y)| if *y > 0.0 { x / y } else { 0.0 })
+        .collect();
+    let min = rounds.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = rounds.iter().copied().fold(0.0, f64::max);
+    (median(&rounds), rounds, total, min, max)
 }
 
 /// Median of `v` (0 when empty; mean of the middle two for an even count).

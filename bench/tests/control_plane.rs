@@ -17,6 +17,7 @@ fn handshakes_complete_and_the_bound_is_measured() {
         version: Version::V12,
         group: Group::default(),
         control_threads: 1,
+        threads: 1,
     })
     .expect("handshakes run");
     assert!(out.bound > 0.0);
@@ -57,6 +58,7 @@ fn dtls13_handshakes_complete_and_resume_in_each_group() {
             version: Version::V13,
             group,
             control_threads: 1,
+            threads: 1,
         })
         .expect("handshakes run");
         assert!(out.bound > 0.0);
@@ -86,6 +88,7 @@ fn handshakes_reach_both_workers_of_a_two_worker_server() {
         version: Version::V12,
         group: Group::default(),
         control_threads: 2,
+        threads: 1,
     })
     .expect("handshakes run");
     let full = &out.kinds[0];
@@ -109,6 +112,36 @@ fn handshakes_reach_both_workers_of_a_two_worker_server() {
     assert!(full.per_control_cpu_s.is_some_and(|r| r > 0.0));
     assert_eq!(out.doc["config"]["control_threads"], 2);
     assert!(out.text.contains("(2 handshake workers)"), "{}", out.text);
+}
+
+/// `--threads 2`: both generator threads run handshakes (each its half of --parallel,
+/// its own tickets), and the resumed phase still resumes.
+#[test]
+fn two_generator_threads_both_handshake() {
+    let out = handshakes::run(&handshakes::Config {
+        duration: Duration::from_millis(400),
+        parallel: 4,
+        resume: true,
+        server: None,
+        ca: None,
+        version: Version::V12,
+        group: Group::default(),
+        control_threads: 1,
+        threads: 2,
+    })
+    .expect("handshakes run");
+    let full = &out.kinds[0];
+    assert!(full.completed > 0, "{:?}", full.first_error);
+    assert_eq!(full.failed, 0, "{:?}", full.first_error);
+    for name in ["loadgen-0", "loadgen-1"] {
+        assert!(
+            full.cpu.iter().any(|t| t.name == name && t.cpu_ns > 0),
+            "{name}: {:?}",
+            full.cpu
+        );
+    }
+    assert!(out.kinds[1].resumed > 0, "{:?}", out.kinds[1].first_error);
+    assert_eq!(out.doc["config"]["generator_threads"], 2);
 }
 
 #[test]

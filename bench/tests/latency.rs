@@ -24,6 +24,8 @@ fn config(out: &std::path::Path, compare_none: bool) -> latency::Config {
         out: out.to_path_buf(),
         json: None,
         compare_none,
+        threads: 1,
+        server: None,
     }
 }
 

@@ -21,21 +21,16 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use control::Connection;
 use control::crypto::pki_types::UnixTime;
-use control::{Connection, RecordKeys};
-use dataplane::record::v13::{
-    HeaderForm, InnerContentType, MixedKind, MixedRecordsMut, Open13Error, Opener13, Sealer13,
-};
-use dataplane::record::{
-    ContentType, DTLS_1_2, Opener, RecordKey, RecordsMut, ReplayWindow, Sealer,
-};
+use dataplane::record::ContentType;
 use dtls_io::{IoConfig, IoMode, TxBatch, UdpIo};
-use dtls_proto::tls13::RecordNumber;
 use hdrhistogram::Histogram;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use super::client::Established;
+use super::protection::{Protection, Received};
 use super::{CipherChoice, IP_UDP_HEADER, MIN_PAYLOAD, Pattern};
 
 /// A session with outstanding datagrams and no echo for this long reopens its window (the
@@ -89,6 +84,9 @@ pub struct Counts {
     pub max_send_lag: Duration,
     /// Open loop: sends more than 1 ms behind their intended time.
     pub late_sends: u64,
+    /// Verified echoes that came in records carrying a connection ID (RFC 9146
+    /// `tls12_cid`, or DTLS 1.3 with the C bit).
+    pub cid_records: u64,
 }
 
 impl Counts {
@@ -111,62 +109,15 @@ impl Counts {
         self.elapsed += o.elapsed;
         self.max_send_lag = self.max_send_lag.max(o.max_send_lag);
         self.late_sends += o.late_sends;
-    }
-}
-
-/// A session's record protection, by version.
-enum Protection {
-    V12 {
-        sealer: Sealer,
-        opener: Opener,
-    },
-    /// Boxed: the 1.3 keys (AEAD and record-number keys) are large.
-    V13 {
-        sealer: Box<Sealer13>,
-        opener: Box<Opener13>,
-    },
-}
-
-/// The unified header our DTLS 1.3 records carry (no CID, 16-bit sequence numbers, length
-/// present).
-const FORM13: HeaderForm<'static> = HeaderForm {
-    cid: None,
-    sequence: dataplane::record::v13::SequenceLen::Bits16,
-    length: true,
-};
-
-impl Protection {
-    /// Where the content starts in a record.
-    fn plaintext_offset(&self) -> usize {
-        match self {
-            Protection::V12 { sealer, .. } => sealer.plaintext_offset(),
-            Protection::V13 { sealer, .. } => sealer.plaintext_offset(&FORM13),
-        }
+        self.cid_records += o.cid_records;
     }
 
-    /// The length of a record of `size` content bytes.
-    fn record_len(&self, size: usize) -> usize {
-        match self {
-            Protection::V12 { sealer, .. } => sealer.record_len(size),
-            Protection::V13 { sealer, .. } => sealer.record_len(&FORM13, size, 0),
-        }
-    }
-
-    /// Seals `size` content bytes at the plaintext offset of `buf` as `content`; the record
-    /// length, 0 when the sequence space is spent.
-    fn seal(&mut self, content: ContentType, buf: &mut [u8], size: usize) -> usize {
-        match self {
-            Protection::V12 { sealer, .. } => {
-                sealer.seal(content, DTLS_1_2, buf, size).unwrap_or(0)
-            }
-            Protection::V13 { sealer, .. } => {
-                let inner = match content {
-                    ContentType::Alert => InnerContentType::Alert,
-                    _ => InnerContentType::ApplicationData,
-                };
-                sealer.seal(inner, &FORM13, buf, size, 0).unwrap_or(0)
-            }
-        }
+    /// Adds the counters of a run that went on at the same time (another generator
+    /// thread's share of the same slice): counts add up, the elapsed time is the longer.
+    pub fn add_concurrent(&mut self, o: &Counts) {
+        let elapsed = self.elapsed.max(o.elapsed);
+        self.add(o);
+        self.elapsed = elapsed;
     }
 }
 
@@ -245,6 +196,7 @@ pub struct Flows {
     record_len: usize,
     batch: usize,
     send_errors_base: u64,
+    cid_sessions: usize,
 }
 
 impl std::fmt::Debug for Flows {
@@ -266,6 +218,7 @@ impl Flows {
         let poll = Poll::new().context("epoll")?;
         let mut flows = Vec::with_capacity(sessions.len());
         let mut record_len = 0;
+        let mut cid_sessions = 0;
         // GRO needs 64 KiB receive buffers: 512 KiB per session, so only for few sessions.
         let gro = cfg.gso && sessions.len() <= GRO_MAX_SESSIONS;
         let io_cfg = IoConfig {
@@ -287,34 +240,8 @@ impl Flows {
                 keys,
                 ..
             } = s;
-            let keys = *keys;
-            let window = ReplayWindow::new(keys.replay_window.clamp(64, 4096));
-            let protection = match keys.records {
-                RecordKeys::Dtls12 { read, write } => {
-                    let (write_key, read_key) = if cipher.is_null() {
-                        (RecordKey::null_baseline(), RecordKey::null_baseline())
-                    } else {
-                        (write.key, read.key)
-                    };
-                    let sealer = Sealer::new(write.epoch, write_key, write.next_sequence)
-                        .context("sealer from KeysReady")?;
-                    let opener = Opener::new(read.epoch, read_key, window);
-                    Protection::V12 { sealer, opener }
-                }
-                RecordKeys::Dtls13 { read, write } => {
-                    if cipher.is_null() {
-                        bail!("DTLS 1.3 has no null record protection");
-                    }
-                    let (read, write) = (*read, *write);
-                    let sealer = Sealer13::new(write.epoch, write.keys)
-                        .with_next_sequence(write.next_sequence);
-                    let opener = Opener13::new(read.epoch, read.keys, window);
-                    Protection::V13 {
-                        sealer: Box::new(sealer),
-                        opener: Box::new(opener),
-                    }
-                }
-            };
+            let protection = Protection::new(*keys, cipher)?;
+            cid_sessions += usize::from(protection.uses_cid());
             if gro {
                 let _ = dtls_io::enable_gro(&socket);
             }
@@ -352,6 +279,7 @@ impl Flows {
             record_len,
             batch: io_cfg.batch,
             send_errors_base: 0,
+            cid_sessions,
         })
     }
 
@@ -368,6 +296,11 @@ impl Flows {
     /// Bytes of one datagram on the wire (record + IPv4/UDP headers).
     pub fn wire_bytes(&self) -> usize {
         self.record_len + IP_UDP_HEADER
+    }
+
+    /// Sessions whose records carry a connection ID (either way).
+    pub fn cid_sessions(&self) -> usize {
+        self.cid_sessions
     }
 
     /// Record bytes of one datagram (UDP payload).
@@ -461,6 +394,9 @@ impl Flows {
                     now_ns,
                 ) {
                     got += 1;
+                    true
+                } else {
+                    false
                 }
             };
             let mut answered = false;
@@ -468,68 +404,28 @@ impl Flows {
                 if dg.source != f.server {
                     continue;
                 }
-                match &mut f.protection {
-                    Protection::V12 { opener, .. } => {
-                        for rec in RecordsMut::new(dg.payload) {
-                            let rec = rec.into_inner();
-                            if rec.first() != Some(&u8::from(ContentType::ApplicationData)) {
-                                f.conn.handle_datagram(now, UnixTime::now(), f.server, rec);
-                                continue;
-                            }
-                            match opener.open(rec) {
-                                Ok(opened) => echoed(opened.plaintext, counts),
-                                Err(_) => counts.open_errors += 1,
-                            }
+                let (conn, server) = (&mut f.conn, f.server);
+                f.protection.open_datagram(dg.payload, |rec| match rec {
+                    Received::Data { plaintext, cid } => {
+                        if echoed(plaintext, counts) && cid {
+                            counts.cid_records += 1;
                         }
                     }
-                    Protection::V13 { opener, .. } => {
-                        for rec in MixedRecordsMut::new(dg.payload, 0) {
-                            if !matches!(rec.kind, MixedKind::Ciphertext(_)) {
-                                f.conn
-                                    .handle_datagram(now, UnixTime::now(), f.server, rec.bytes);
-                                continue;
-                            }
-                            match opener.open(rec.bytes, 0) {
-                                Ok(opened) => match opened.content_type {
-                                    InnerContentType::ApplicationData => {
-                                        echoed(opened.plaintext, counts);
-                                    }
-                                    // Post-handshake (NewSessionTicket, ACK): to the engine,
-                                    // as dtlsd's shard does.
-                                    InnerContentType::Handshake | InnerContentType::Ack => {
-                                        let record = RecordNumber {
-                                            epoch: opened.epoch,
-                                            sequence: opened.sequence,
-                                        };
-                                        let ack = opened.content_type == InnerContentType::Ack;
-                                        f.conn.handle_post_handshake(
-                                            now,
-                                            UnixTime::now(),
-                                            record,
-                                            ack,
-                                            opened.plaintext,
-                                        );
-                                        answered = true;
-                                    }
-                                    InnerContentType::Alert
-                                    | InnerContentType::Heartbeat
-                                    | InnerContentType::ReturnRoutabilityCheck => {}
-                                },
-                                // A record of the handshake's epochs (a retransmitted flight).
-                                Err(Open13Error::WrongEpoch { .. }) => {
-                                    f.conn.handle_datagram(
-                                        now,
-                                        UnixTime::now(),
-                                        f.server,
-                                        rec.bytes,
-                                    );
-                                    answered = true;
-                                }
-                                Err(_) => counts.open_errors += 1,
-                            }
-                        }
+                    Received::Engine(bytes) => {
+                        conn.handle_datagram(now, UnixTime::now(), server, bytes);
+                        answered = true;
                     }
-                }
+                    Received::PostHandshake {
+                        record,
+                        ack,
+                        plaintext,
+                    } => {
+                        conn.handle_post_handshake(now, UnixTime::now(), record, ack, plaintext);
+                        answered = true;
+                    }
+                    Received::OpenError => counts.open_errors += 1,
+                    Received::Ignored => {}
+                });
             }
             if answered {
                 // The engine's ACKs, sealed with its own reserved sequence numbers.

@@ -24,8 +24,10 @@
 pub mod client;
 pub mod cpu;
 pub mod flow;
+mod protection;
 pub mod run;
 pub mod server;
+pub mod threads;
 
 use clap::ValueEnum;
 use control::CipherSuite;

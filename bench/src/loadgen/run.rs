@@ -33,6 +33,57 @@ pub struct Group {
     pub cipher: CipherChoice,
     /// The DTLS version the sessions speak (the server takes both).
     pub version: Version,
+    /// The clients offer RFC 9146 / RFC 9147 §9 connection IDs, asking for a
+    /// [`CLIENT_CID_LEN`]-byte CID of their own: with a server that gives one too, records
+    /// carry a CID both ways (`tls12_cid`, or DTLS 1.3 with the C bit).
+    pub cid: bool,
+}
+
+/// The length of the CID a generator client asks the server to put in its records (with
+/// [`Group::cid`]): dtlsd serve's default length, so both directions carry a CID of the
+/// same size.
+pub const CLIENT_CID_LEN: u8 = 8;
+
+/// A running server the generator drives instead of an in-process one (`--server`).
+#[derive(Debug, Clone)]
+pub struct External {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// The CA certificate that signed its certificate (the clients verify `localhost`).
+    pub ca: PathBuf,
+}
+
+impl External {
+    /// `--server` and `--ca` as given on the command line: `None` without `--server`.
+    ///
+    /// # Errors
+    /// `--server` without `--ca`.
+    pub fn from_args(
+        server: Option<SocketAddr>,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Option<Self>> {
+        match (server, ca) {
+            (None, _) => Ok(None),
+            (Some(addr), Some(ca)) => Ok(Some(Self {
+                addr,
+                ca: ca.to_path_buf(),
+            })),
+            (Some(_), None) => Err(anyhow!(
+                "--server needs --ca (the CA certificate that signed the server's)"
+            )),
+        }
+    }
+
+    /// The client group of `cipher`'s sessions in `version` against this server.
+    pub fn group(&self, cipher: CipherChoice, version: Version) -> Group {
+        Group {
+            server: self.addr,
+            ca: self.ca.clone(),
+            cipher,
+            version,
+            cid: false,
+        }
+    }
 }
 
 /// Runs `body` on a new thread named `loadgen-0` after handshaking `sessions` sessions with
@@ -96,8 +147,13 @@ pub fn label(cipher: CipherChoice, version: Version) -> String {
 }
 
 /// The client configuration of `g`'s sessions: `g.cipher`'s suite alone, in `g.version`.
-fn group_config(g: &Group, mtu: usize) -> Result<control::Config> {
+pub(super) fn group_config(g: &Group, mtu: usize) -> Result<control::Config> {
     let mut config = client_config(&g.ca, g.cipher, mtu)?;
+    if g.cid {
+        config.connection_id = control::ConnectionIds::On {
+            len: CLIENT_CID_LEN,
+        };
+    }
     if g.version == Version::V13 {
         let suite = g
             .cipher
@@ -114,12 +170,19 @@ fn group_config(g: &Group, mtu: usize) -> Result<control::Config> {
 /// server pins shard N to core N, so the generator stays off shard 0's core). Returns the
 /// core, or `None` when not pinned.
 pub fn pin_generator() -> Option<usize> {
+    pin_generator_at(0)
+}
+
+/// Pins generator thread `index` to the `index`-th core counted from the last (wrapping),
+/// when there are at least two: thread 0 on the last core, thread 1 on the one before, ….
+/// Returns the core, or `None` when not pinned.
+pub fn pin_generator_at(index: usize) -> Option<usize> {
     let cores = core_affinity::get_core_ids()?;
     if cores.len() < 2 {
         return None;
     }
-    let last = *cores.last()?;
-    core_affinity::set_for_current(last).then_some(last.id)
+    let core = *cores.get(cores.len() - 1 - index % cores.len())?;
+    core_affinity::set_for_current(core).then_some(core.id)
 }
 
 /// CPU time per thread (name and id) summed over several measured slices.
@@ -238,6 +301,7 @@ pub fn start_servers(
             cipher: *c,
             // The null baseline is plaintext whatever the version: its handshake is 1.2.
             version: if c.is_null() { Version::V12 } else { version },
+            cid: false,
         })
         .collect();
     Ok((servers, groups))

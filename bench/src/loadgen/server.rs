@@ -54,6 +54,12 @@ pub struct Echo {
 impl Echo {
     /// Starts the echo thread on 127.0.0.1 (ephemeral port).
     pub fn start() -> Result<Self> {
+        Self::start_on(SocketAddr::new(LOOPBACK, 0))
+    }
+
+    /// Starts the echo thread on `addr` (`dtls-bench echo`: the backend of an external
+    /// `dtlsd serve` driven with `--server`).
+    pub fn start_on(addr: SocketAddr) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let echoed = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel();
@@ -62,7 +68,7 @@ impl Echo {
             let echoed = Arc::clone(&echoed);
             std::thread::Builder::new()
                 .name("echo-backend".into())
-                .spawn(move || echo_thread(&stop, &echoed, &tx))
+                .spawn(move || echo_thread(addr, &stop, &echoed, &tx))
                 .context("spawn echo backend")?
         };
         let addr = rx
@@ -98,6 +104,7 @@ impl Drop for Echo {
 }
 
 fn echo_thread(
+    addr: SocketAddr,
     stop: &AtomicBool,
     echoed: &AtomicU64,
     ready: &mpsc::Sender<std::result::Result<SocketAddr, String>>,
@@ -112,7 +119,7 @@ fn echo_thread(
         reuse_port: false,
         ..SocketConfig::default()
     };
-    let mut io = match UdpIo::bind(SocketAddr::new(LOOPBACK, 0), &sock_cfg, &cfg) {
+    let mut io = match UdpIo::bind(addr, &sock_cfg, &cfg) {
         Ok(io) => io,
         Err(e) => {
             let _ = ready.send(Err(e.to_string()));

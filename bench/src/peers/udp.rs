@@ -330,6 +330,7 @@ pub fn run(cfg: &UdpConfig) -> Result<UdpReport, PeersError> {
         ca: server.ca().to_path_buf(),
         cipher: CipherChoice::Aes128Gcm,
         version: crate::records::Version::V12,
+        cid: false,
     };
     let flow = FlowConfig {
         size: cfg.size,
