@@ -346,13 +346,17 @@ fn a_returning_source_resumes_dtls13_with_its_ticket() {
 /// wolfSSL's example server (`DTLS_WOLFSSL_SERVER`, see TESTING.md) on an ephemeral
 /// loopback port, DTLS `version` ("4": 1.3, "3": 1.2), echoing every record (`-e`), asking
 /// for the connection ID `wolfcid1` (`--cid`); its port from its ready file (`-R`).
+#[allow(
+    clippy::zombie_processes,
+    reason = "returned to the caller, which kills and waits for it"
+)]
 fn wolfssl_server(pki: &TempDir, version: &str, cipher: &str) -> (std::process::Child, u16) {
     let program = PathBuf::from(std::env::var_os("DTLS_WOLFSSL_SERVER").expect(
         "DTLS_WOLFSSL_SERVER is not set: run scripts/wolfssl-peer.sh and export what it prints",
     ));
     let dir = program.parent().expect("a directory").to_path_buf();
     let ready = pki.file("wolfssl-server.ready");
-    let child = Command::new("stdbuf")
+    let mut child = Command::new("stdbuf")
         .arg("-oL")
         .arg(&program)
         .args(["-u", "-v", version, "-l", cipher])
@@ -374,10 +378,11 @@ fn wolfssl_server(pki: &TempDir, version: &str, cipher: &str) -> (std::process::
         {
             return (child, port);
         }
-        assert!(
-            Instant::now() < deadline,
-            "wolfSSL's server never got ready"
-        );
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("wolfSSL's server never got ready");
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
 }

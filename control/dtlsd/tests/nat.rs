@@ -24,6 +24,9 @@ use common::{Daemon, EchoBackend, TempDir, certs};
 /// an outside socket towards the server; the server's answers to that socket go back to
 /// the inside. [`Nat::rebind`] replaces the outside socket (a new source port), and the old
 /// one is closed: what the server sends to the old port is lost.
+/// CIDs of the client's records, each with the number of rebinds before it.
+type SeenCids = Mutex<Vec<(u64, Vec<u8>)>>;
+
 /// What the test asks of the NAT.
 enum Request {
     /// A new outside port (and address, see [`outside`]).
@@ -39,7 +42,7 @@ struct Nat {
     rebinds: Arc<AtomicU64>,
     /// The CIDs of the client's DTLS 1.3 records (unified header with the C bit, the
     /// server's 8-byte CIDs), each with the number of rebinds before it.
-    cids: Arc<Mutex<Vec<(u64, Vec<u8>)>>>,
+    cids: Arc<SeenCids>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -112,7 +115,7 @@ fn relay(
     requests: &mpsc::Receiver<Request>,
     rebinds: &AtomicU64,
     stop: &AtomicBool,
-    cids: &Mutex<Vec<(u64, Vec<u8>)>>,
+    cids: &SeenCids,
 ) {
     let mut out = outside(server, 0);
     let mut inside: Option<SocketAddr> = None;
