@@ -1,6 +1,7 @@
 //! DTLS 1.3 sessions through the daemons over loopback: `dtlsd connect` → `dtlsd serve` for
-//! many sources, DTLS 1.2 and 1.3 clients on one serve port, and wolfSSL's DTLS 1.3
-//! example client (with and without a KeyUpdate before its data) against `dtlsd serve`.
+//! many sources, DTLS 1.2 and 1.3 clients on one serve port, wolfSSL's DTLS 1.3
+//! example client (with and without a KeyUpdate before its data) against `dtlsd serve`, and
+//! `dtlsd connect` against wolfSSL's example server with connection IDs (1.3 and 1.2).
 //!
 //! Every wait has a deadline; daemons and peers are killed on drop.
 
@@ -340,4 +341,176 @@ fn a_returning_source_resumes_dtls13_with_its_ticket() {
     for log in [connect.log(), serve.log()] {
         assert!(log.contains("handshakes_resumed13=2"), "{log}");
     }
+}
+
+/// wolfSSL's example server (`DTLS_WOLFSSL_SERVER`, see TESTING.md) on an ephemeral
+/// loopback port, DTLS `version` ("4": 1.3, "3": 1.2), echoing every record (`-e`), asking
+/// for the connection ID `wolfcid1` (`--cid`); its port from its ready file (`-R`).
+#[allow(
+    clippy::zombie_processes,
+    reason = "returned to the caller, which kills and waits for it"
+)]
+fn wolfssl_server(pki: &TempDir, version: &str, cipher: &str) -> (std::process::Child, u16) {
+    let program = PathBuf::from(std::env::var_os("DTLS_WOLFSSL_SERVER").expect(
+        "DTLS_WOLFSSL_SERVER is not set: run scripts/wolfssl-peer.sh and export what it prints",
+    ));
+    let dir = program.parent().expect("a directory").to_path_buf();
+    let ready = pki.file("wolfssl-server.ready");
+    let mut child = Command::new("stdbuf")
+        .arg("-oL")
+        .arg(&program)
+        .args(["-u", "-v", version, "-l", cipher])
+        .args(["-A", &pki.file("ca.pem")])
+        .args(["-c", &pki.file("server.pem"), "-k", &pki.file("server.key")])
+        .args(["-p", "0", "-R", &ready, "-e", "-d", "--cid", "wolfcid1"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wolfSSL's example server");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&ready)
+            && let Some(line) = text.strip_suffix('\n')
+            && let Ok(port) = line.trim().parse::<u16>()
+            && port != 0
+        {
+            return (child, port);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("wolfSSL's server never got ready");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A UDP relay between `dtlsd connect` and a server that notes the first byte of every
+/// datagram the client side sends (content type 25 or a unified header with the C bit
+/// shows a connection ID in use). Runs until the test process ends.
+fn first_bytes_relay(
+    server: SocketAddr,
+) -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    let front = UdpSocket::bind("127.0.0.1:0").expect("bind relay");
+    let back = UdpSocket::bind("127.0.0.1:0").expect("bind relay back");
+    back.connect(server).expect("connect relay back");
+    let addr = front.local_addr().expect("relay addr");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let noted = std::sync::Arc::clone(&seen);
+    front
+        .set_read_timeout(Some(Duration::from_millis(2)))
+        .expect("timeout");
+    back.set_read_timeout(Some(Duration::from_millis(2)))
+        .expect("timeout");
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        let mut client = None;
+        loop {
+            if let Ok((n, from)) = front.recv_from(&mut buf) {
+                client = Some(from);
+                noted.lock().expect("lock").push(buf[0]);
+                let _ = back.send(&buf[..n]);
+            }
+            if let Ok(n) = back.recv(&mut buf)
+                && let Some(to) = client
+            {
+                let _ = front.send_to(&buf[..n], to);
+            }
+        }
+    });
+    (addr, seen)
+}
+
+/// `dtlsd connect` against wolfSSL's example server with `--cid`: connection IDs are
+/// negotiated (wolfSSL says so), `connect`'s records to it carry wolfSSL's CID (DTLS 1.3: a
+/// unified header with the C bit, RFC 9147 §9; DTLS 1.2: `tls12_cid` records, content
+/// type 25, RFC 9146 §4), and datagrams of several sizes come back byte for byte.
+fn connect_against_wolfssl_server_with_cids(version: &str) {
+    let pki = TempDir::new(&format!("wolfssl-server-{version}"));
+    certs(&pki);
+    let (wolf_version, cipher) = match version {
+        "1.3" => ("4", "TLS13-AES128-GCM-SHA256"),
+        _ => ("3", "ECDHE-ECDSA-AES128-GCM-SHA256"),
+    };
+    // X25519 alone: with the hybrid group first (the default) our second ClientHello, the
+    // one after wolfSSL's HelloRetryRequest (144 bytes, its cookie), no longer fits one
+    // datagram (1400 + 67 bytes) and wolfSSL 5.9.4's server leaves it unanswered (seen
+    // here through a relay; not investigated further).
+    let (mut wolf, port) = wolfssl_server(&pki, wolf_version, cipher);
+    let out = collect(wolf.stdout.take().expect("piped"));
+    let err = collect(wolf.stderr.take().expect("piped"));
+    let (relay, seen) = first_bytes_relay(SocketAddr::from(([127, 0, 0, 1], port)));
+    let connect = Daemon::start_connect_with_metrics(
+        relay,
+        &pki,
+        &[
+            "--shards",
+            "1",
+            "--versions",
+            version,
+            "--tls13-groups",
+            "X25519",
+        ],
+    );
+    let source = UdpSocket::bind("127.0.0.1:0").expect("bind source");
+    source.connect(connect.listen).expect("connect source");
+    source
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let mut buf = vec![0u8; 2048];
+    for (i, len) in [16usize, 200, 900].into_iter().enumerate() {
+        let sent: Vec<u8> = (0..len).map(|b| (b as u8) ^ (i as u8 * 37)).collect();
+        // The first send also starts the handshake: resent until the echo comes.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let echoed = loop {
+            source.send(&sent).expect("send");
+            match source.recv(&mut buf) {
+                Ok(n) => break buf[..n].to_vec(),
+                Err(_) => assert!(
+                    Instant::now() < deadline,
+                    "no echo of {len} bytes\nwolfSSL: {}\n{}\nconnect: {}",
+                    out.lock().expect("lock"),
+                    err.lock().expect("lock"),
+                    connect.log()
+                ),
+            }
+        };
+        assert_eq!(echoed, sent, "echo of {len} bytes differs");
+    }
+    let _ = wolf.kill();
+    let _ = wolf.wait();
+    let transcript = format!(
+        "{}\n{}",
+        out.lock().expect("lock"),
+        err.lock().expect("lock")
+    );
+    assert!(
+        transcript.contains("CID extension was negotiated"),
+        "{transcript}"
+    );
+    let firsts = seen.lock().expect("lock").clone();
+    let with_cid = firsts
+        .iter()
+        .filter(|&&b| match version {
+            "1.3" => b & 0xf0 == 0x30,
+            _ => b == 25,
+        })
+        .count();
+    assert!(
+        with_cid >= 3,
+        "records with the CID: {with_cid} of {firsts:?}"
+    );
+    assert_eq!(connect.metric("dtlsd_handshakes_completed_total"), Some(1));
+}
+
+#[test]
+fn connect_against_wolfssl_dtls13_server_with_connection_ids() {
+    connect_against_wolfssl_server_with_cids("1.3");
+}
+
+#[test]
+fn connect_against_wolfssl_dtls12_server_with_connection_ids() {
+    connect_against_wolfssl_server_with_cids("1.2");
 }

@@ -12,9 +12,9 @@
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,9 @@ use common::{Daemon, EchoBackend, TempDir, certs};
 /// an outside socket towards the server; the server's answers to that socket go back to
 /// the inside. [`Nat::rebind`] replaces the outside socket (a new source port), and the old
 /// one is closed: what the server sends to the old port is lost.
+/// CIDs of the client's records, each with the number of rebinds before it.
+type SeenCids = Mutex<Vec<(u64, Vec<u8>)>>;
+
 /// What the test asks of the NAT.
 enum Request {
     /// A new outside port (and address, see [`outside`]).
@@ -37,6 +40,9 @@ struct Nat {
     front: SocketAddr,
     rebind: mpsc::Sender<Request>,
     rebinds: Arc<AtomicU64>,
+    /// The CIDs of the client's DTLS 1.3 records (unified header with the C bit, the
+    /// server's 8-byte CIDs), each with the number of rebinds before it.
+    cids: Arc<SeenCids>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -49,14 +55,17 @@ impl Nat {
         let (rebind, requests) = mpsc::channel();
         let rebinds = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
+        let cids = Arc::new(Mutex::new(Vec::new()));
         let thread = {
             let (rebinds, stop) = (Arc::clone(&rebinds), Arc::clone(&stop));
-            std::thread::spawn(move || relay(&front, server, &requests, &rebinds, &stop))
+            let cids = Arc::clone(&cids);
+            std::thread::spawn(move || relay(&front, server, &requests, &rebinds, &stop, &cids))
         };
         Self {
             front: addr,
             rebind,
             rebinds,
+            cids,
             stop,
             thread: Some(thread),
         }
@@ -106,6 +115,7 @@ fn relay(
     requests: &mpsc::Receiver<Request>,
     rebinds: &AtomicU64,
     stop: &AtomicBool,
+    cids: &SeenCids,
 ) {
     let mut out = outside(server, 0);
     let mut inside: Option<SocketAddr> = None;
@@ -134,6 +144,11 @@ fn relay(
             let protected = buf[0] & 0xe0 == 0x20 || buf[0] == 25;
             if old.is_none() && protected && rebinds.load(Ordering::SeqCst) > 0 {
                 old = Some(buf[..n].to_vec());
+            }
+            if buf[0] & 0xf0 == 0x30 && n > 9 {
+                let cid = buf[1..9].to_vec();
+                let epoch = rebinds.load(Ordering::SeqCst);
+                cids.lock().expect("cids").push((epoch, cid));
             }
             let _ = out.send(&buf[..n]);
         }
@@ -176,8 +191,30 @@ fn through_a_rebinding_nat(tag: &str, version: &str) {
     let source = UdpSocket::bind("127.0.0.1:0").expect("bind source");
     source.connect(connect.listen).expect("connect source");
     let mut buf = vec![0u8; 2048];
+    let v13 = version == "1.3";
     for round in 0..ROUNDS {
         if round > 0 && round % (ROUNDS / (REBINDS as usize + 1)) == 0 {
+            if v13 && round == ROUNDS / (REBINDS as usize + 1) {
+                // DTLS 1.3: connect asked the server for spare CIDs after the handshake
+                // (RFC 9147 §9); its shard has them before the first move.
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while connect
+                    .metric("dtlsd_peer_cids_spare_total")
+                    .is_none_or(|n| n < REBINDS)
+                {
+                    assert!(
+                        Instant::now() < deadline,
+                        "no spare CIDs: connect post_handshake {:?}, serve post_handshake {:?}, \
+                         serve forwarded {:?}, connect forwarded {:?}\n{}",
+                        connect.metric("dtlsd_post_handshake_total"),
+                        serve.metric("dtlsd_post_handshake_total"),
+                        serve.metric("dtlsd_post_handshake_forwarded_total{shard=\"0\"}"),
+                        connect.metric("dtlsd_post_handshake_forwarded_total{shard=\"0\"}"),
+                        connect.log()
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
             nat.rebind();
         }
         let sent = datagram(round);
@@ -210,13 +247,47 @@ fn through_a_rebinding_nat(tag: &str, version: &str) {
         serve.log()
     );
     assert_eq!(serve_metric("dtlsd_rrc_validated_total"), Some(REBINDS));
+    // The replayed record: 1.2 finds the session by its CID and does not move it; 1.3
+    // had retired that CID when the client switched to a fresh one (below), so it names
+    // no session at all.
+    let replay_reason = if v13 { "unknown_session" } else { "not_moved" };
     assert!(
         serve
-            .metric("dtlsd_drops_total{shard=\"0\",reason=\"not_moved\"}")
+            .metric(&format!(
+                "dtlsd_drops_total{{shard=\"0\",reason=\"{replay_reason}\"}}"
+            ))
             .is_some_and(|n| n >= 1),
         "the replayed record was not seen\n{}",
         serve.log()
     );
+    if v13 {
+        // After each move connect put a fresh server CID in its records (RFC 9147 §9,
+        // RFC 9853 §9): the CID the client ended each stretch with differs from every
+        // other stretch's, and serve retired the earlier ones as the client moved on.
+        let cids = nat.cids.lock().expect("cids").clone();
+        let last: Vec<&Vec<u8>> = (0..=REBINDS)
+            .map(|k| {
+                &cids
+                    .iter()
+                    .rev()
+                    .find(|(e, _)| *e == k)
+                    .unwrap_or_else(|| panic!("no 1.3 record after {k} rebinds"))
+                    .1
+            })
+            .collect();
+        for (i, a) in last.iter().enumerate() {
+            for b in &last[i + 1..] {
+                assert_ne!(a, b, "a CID used on two paths: {last:02x?}");
+            }
+        }
+        assert!(
+            connect_metric("dtlsd_cid_rotations_total").is_some_and(|n| n >= REBINDS),
+            "{}",
+            connect.log()
+        );
+        assert!(serve_metric("dtlsd_peer_cid_switches_total").is_some_and(|n| n >= REBINDS));
+        assert!(serve_metric("dtlsd_cids_retired_total").is_some_and(|n| n >= REBINDS));
+    }
     assert_eq!(serve_metric("dtlsd_rrc_failed_total"), Some(0));
     // The client role answered each challenge (retransmitted ones included).
     assert!(

@@ -116,6 +116,9 @@ counters! {
     post_handshake_dropped,
     /// DTLS 1.3 key updates handed to a shard (a new read or write epoch, RFC 9147 §8).
     key_updates,
+    /// DTLS 1.3 spare connection IDs of peers (NewConnectionId, RFC 9147 §9) handed to a
+    /// shard, which puts them in its records after address changes.
+    peer_cids_spare,
     /// Configurations reloaded (SIGHUP) and in use for new handshakes.
     reloads,
     /// Reloaded configurations refused by validation (the previous one stays).

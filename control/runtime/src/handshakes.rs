@@ -369,6 +369,8 @@ impl ControlThread {
                 completed_at: None,
                 half_open: Some(ticket),
                 session: None,
+                asked_cids: false,
+                spare_forwarded: 0,
             },
         );
         self.drain(now, peer);
@@ -586,6 +588,7 @@ impl ControlThread {
         let mut keys = Vec::new();
         let mut updates = Vec::new();
         let mut issued = Vec::new();
+        let mut immediate = None;
         let mut failure = None;
         let mut alert_received = None;
         while let Some(event) = h.conn.poll_event() {
@@ -615,9 +618,14 @@ impl ControlThread {
                 Event::KeysUpdated(update) => updates.push(update),
                 // DTLS 1.3 CIDs issued after the handshake (RFC 9147 §9): the shard indexes
                 // them for the session (bounded, see `ShardCommand::AddCids`). A switch of
-                // the peer's CID (cid_immediate) is not followed: the shard's sealer keeps
-                // the handshake's peer CID, which the peer still accepts.
-                Event::ConnectionIds(update) => issued.extend(update.issued),
+                // the peer's CID (cid_immediate) goes to the shard's sealer
+                // (`ShardCommand::PeerCids`), as do its spare CIDs (below).
+                Event::ConnectionIds(update) => {
+                    issued.extend(update.issued);
+                    if update.peer.is_some() {
+                        immediate = update.peer;
+                    }
+                }
                 // The shard ends the session on the peer's close_notify or fatal alert.
                 Event::Closed { .. } => {}
             }
@@ -657,6 +665,23 @@ impl ControlThread {
                 },
             );
         }
+        // DTLS 1.3 client: once established (our Finished acknowledged), the server is
+        // asked for spare CIDs, for our address changes (RFC 9147 §9). Once per session:
+        // the shard uses them up one per change and keeps its CID after the last.
+        if matches!(self.front, Front::Client { .. })
+            && !h.asked_cids
+            && h.completed_at.is_some()
+            && h.conn.request_connection_ids(now, crate::PEER_CIDS_ASKED)
+        {
+            h.asked_cids = true;
+        }
+        // The peer's spare CIDs the shard has not had yet (the engine only appends).
+        let spare_all = h.conn.spare_connection_ids13();
+        let spare = spare_all
+            .get(h.spare_forwarded..)
+            .map(<[Vec<u8>]>::to_vec)
+            .unwrap_or_default();
+        h.spare_forwarded = spare_all.len();
         // Every datagram of this engine goes to its peer: the client in serve mode, the
         // server through local source `peer`'s upstream socket in connect mode. The shard
         // routes by `peer` either way.
@@ -685,6 +710,19 @@ impl ControlThread {
         if let Some(id) = session {
             for update in updates {
                 self.install_update(now, shard, peer, id, *update);
+            }
+            if immediate.is_some() || !spare.is_empty() {
+                self.counters
+                    .peer_cids_spare
+                    .fetch_add(spare.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                self.push(
+                    shard,
+                    ShardCommand::PeerCids {
+                        session: id,
+                        immediate,
+                        spare,
+                    },
+                );
             }
             // Before the NewConnectionId that carries them goes out (below).
             if !issued.is_empty() {

@@ -101,7 +101,8 @@ fn commands_to_client(
             ShardCommand::Forget { .. } => panic!("unexpected Forget"),
             ShardCommand::InstallKeys13 { .. }
             | ShardCommand::RetireEpoch { .. }
-            | ShardCommand::AddCids { .. } => {
+            | ShardCommand::AddCids { .. }
+            | ShardCommand::PeerCids { .. } => {
                 panic!("unexpected DTLS 1.3 command from a 1.2 loop")
             }
         }

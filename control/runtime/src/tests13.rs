@@ -123,6 +123,7 @@ impl Shard13 {
                 ShardCommand::Close { .. } => self.log.push("close"),
                 ShardCommand::Forget { .. } => self.log.push("forget"),
                 ShardCommand::AddCids { .. } => self.log.push("add cids"),
+                ShardCommand::PeerCids { .. } => self.log.push("peer cids"),
             }
         }
     }

@@ -184,6 +184,38 @@ fn request_connection_id_is_answered_with_spare_cids_from_the_issuer() {
     assert!(pair.client.is_established() && !pair.client.is_finished());
 }
 
+/// A request that reaches the server while another flight of its own is unacknowledged (a
+/// KeyUpdate here; after a handshake, its NewSessionTicket) is answered once that flight is
+/// acknowledged, not dropped (RFC 9147 §9: "as soon as possible").
+#[test]
+fn request_connection_id_during_another_flight_is_answered_after_it() {
+    let (mut pair, _, _, _) = handshake(Some(4), Some(8));
+    let now = pair.now;
+    assert!(
+        pair.server
+            .as_mut()
+            .expect("server")
+            .update_keys(now, false)
+    );
+    assert!(pair.client.request_connection_ids(now, 2));
+    // The server reads the request before the client's ACK of its KeyUpdate: it holds
+    // it (it used to drop it, having acknowledged it) and answers after that ACK.
+    settle(&mut pair, Duration::from_secs(10));
+    let issued: usize = cid_updates(&mut pair.server_events)
+        .iter()
+        .map(|u| u.issued.len())
+        .sum();
+    assert_eq!(issued, 2);
+    let spare = engine(&mut pair.client)
+        .core
+        .cids
+        .clone()
+        .expect("cids")
+        .spare;
+    assert_eq!(spare.len(), 2);
+    assert!(pair.client.request_connection_ids(pair.now, 1), "answered");
+}
+
 /// Sends a RequestConnectionId from the client whatever the engine's own rules say.
 fn force_request(pair: &mut Pair, num_cids: u8) {
     let now = pair.now;

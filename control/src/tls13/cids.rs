@@ -50,6 +50,9 @@ pub(crate) struct Cids13 {
     pub(crate) requested: bool,
     /// Both sides exchanged the `rrc` extension (RFC 9853 §4) in the hellos.
     pub(crate) rrc: bool,
+    /// CIDs the peer asked for (RequestConnectionId) while another post-handshake flight
+    /// of ours was under way: answered once it is acknowledged.
+    pub(crate) asked: Option<u8>,
 }
 
 impl Cids13 {
@@ -60,6 +63,7 @@ impl Cids13 {
             spare: VecDeque::new(),
             requested: false,
             rrc: false,
+            asked: None,
         }
     }
 
@@ -125,18 +129,43 @@ impl Core13 {
                 got: HandshakeType::RequestConnectionId.to_u8(),
             });
         }
-        let issued = cids.local.len() - 1;
-        let count = usize::from(request.num_cids).min(MAX_ISSUED_CIDS.saturating_sub(issued));
         // The request is acknowledged (RFC 9147 §7: post-handshake messages are).
         self.send_ack();
         self.to_ack.clear();
         if !self.flight.is_empty() {
-            // Our previous answer (or a KeyUpdate) is still in flight: the peer asks
-            // again before it was fulfilled (RFC 9147 §9: it MUST NOT). It is not
-            // answered twice.
-            self.stats.ignored_records += 1;
+            // Another flight of ours (a NewSessionTicket, a KeyUpdate, our previous
+            // answer) is still in flight: one flight at a time, so the request is
+            // answered once that one is acknowledged ([`Self::answer_connection_ids`]);
+            // of requests made meanwhile the latest counts (within the session's bound).
+            self.negotiated_cids(HandshakeType::RequestConnectionId)?
+                .asked = Some(request.num_cids);
             return Ok(());
         }
+        self.issue_connection_ids(now, request.num_cids)
+    }
+
+    /// A RequestConnectionId that came while another flight of ours was under way, now
+    /// that none is (called after each post-handshake record).
+    pub(crate) fn answer_connection_ids(&mut self, now: Instant) -> Result<(), HandshakeError> {
+        let Some(cids) = self.cids.as_mut() else {
+            return Ok(());
+        };
+        if !self.flight.is_empty() {
+            return Ok(());
+        }
+        match cids.asked.take() {
+            Some(count) => self.issue_connection_ids(now, count),
+            None => Ok(()),
+        }
+    }
+
+    /// NewConnectionId (cid_spare) with `asked` new CIDs of ours, within
+    /// [`MAX_ISSUED_CIDS`] over the session.
+    fn issue_connection_ids(&mut self, now: Instant, asked: u8) -> Result<(), HandshakeError> {
+        let cids = self.negotiated_cids(HandshakeType::RequestConnectionId)?;
+        let len = cids.local_len();
+        let issued = cids.local.len() - 1;
+        let count = usize::from(asked).min(MAX_ISSUED_CIDS.saturating_sub(issued));
         let mut new = Vec::with_capacity(count);
         while new.len() < count {
             let cid = self.issuer.issue(len, &mut *self.rng);

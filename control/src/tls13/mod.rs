@@ -563,7 +563,13 @@ impl Core13 {
         const HANDSHAKE: u8 = InnerContentType::Handshake as u8;
         match content_type {
             HANDSHAKE => self.handle_handshake_record(side, now, wall, number, payload),
-            ACK if number.epoch != 0 => self.handle_ack(payload),
+            ACK if number.epoch != 0 => {
+                self.handle_ack(payload);
+                // A RequestConnectionId held while this flight was under way.
+                if let Err(e) = self.answer_connection_ids(now) {
+                    self.fail(e);
+                }
+            }
             ALERT => {
                 // An unauthenticated alert is believed only before the peer's keys are
                 // in use: a spoofed epoch-0 alert must not end a keyed handshake.

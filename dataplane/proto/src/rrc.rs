@@ -14,6 +14,13 @@
 //! } return_routability_check;
 //! ```
 //!
+//! Codepoints (RFC 9853 §10, IANA Considerations): the content type
+//! `return_routability_check` is 27 in the TLS ContentType registry (§10.1, DTLS-OK "Y",
+//! DTLS 1.2 and 1.3 only; [`crate::RETURN_ROUTABILITY_CHECK`]) and the `rrc`
+//! extension is 61 in the TLS ExtensionType Values registry (§10.2, "CH, SH", DTLS-only;
+//! [`crate::ExtensionType::Rrc`]). The draft's text carries them as TBD2 and TBD1; the values
+//! are those IANA registered, which other implementations' registry tables agree on.
+//!
 //! RFC 9853 §5: "implementations MUST be able to parse and gracefully ignore messages
 //! with an unknown `msg_type`": such a message parses as [`RrcMessageType::Unknown`] (its
 //! body, whose shape we cannot know, is not read).

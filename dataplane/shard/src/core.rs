@@ -426,6 +426,24 @@ impl<F> ShardCore<F> {
                     self.table.add_cids(id, &keys);
                 }
             }
+            ShardCommand::PeerCids {
+                session,
+                immediate,
+                spare,
+            } => {
+                if let Some(id) = self.table.lookup_handle(session)
+                    && let Some(s) = self.table.session_mut(id)
+                    && let WriteState::V13(write) = &mut s.sealer
+                {
+                    // RFC 9147 §9: "If usage is set to "cid_immediate", then one of the
+                    // new CIDs MUST be used immediately for all future records."
+                    if let Some(cid) = immediate.as_deref().and_then(CidKey::new) {
+                        write.peer_cid = cid;
+                    }
+                    let spare: Vec<CidKey> = spare.iter().filter_map(|c| CidKey::new(c)).collect();
+                    write.add_spare(&spare);
+                }
+            }
             ShardCommand::RetireEpoch { session, epoch } => {
                 if let Some(id) = self.table.lookup_handle(session)
                     && let Some(s) = self.table.session_mut(id)
@@ -622,11 +640,29 @@ impl<F> ShardCore<F> {
                         ..
                     } => {
                         let cid_len = cid.as_slice().len();
-                        session.update_keys13(opener.map(|o| *o), sealer.map(|s| *s), cid_len);
+                        let mut sealer = sealer.map(|s| *s);
+                        // A KeyUpdate (the session's own handle; a new handshake of the
+                        // same peer comes with a new one) changes keys, not CIDs: the
+                        // records go on carrying the peer's current CID (it may have been
+                        // rotated since the handshake), and ours stay as they are (below).
+                        if session.handle == handle
+                            && let (Some(new), WriteState::V13(old)) =
+                                (&mut sealer, &mut session.sealer)
+                        {
+                            new.keep_cids_of(old);
+                        }
+                        session.update_keys13(opener.map(|o| *o), sealer, cid_len);
                     }
                 }
             }
-            if let Some(cid) = new_cid {
+            // A new handshake of the same peer brings a new CID of ours; a 1.3 KeyUpdate
+            // (same handle) names the handshake's, which a switch of the peer to a later
+            // one of ours may have retired (see `SessionTable::switch_cid`): kept as is.
+            let key_update13 = self
+                .table
+                .session(id)
+                .is_some_and(|s| s.handle == handle && matches!(s.sealer, WriteState::V13(_)));
+            if let Some(cid) = new_cid.filter(|_| !key_update13) {
                 self.table.set_cid(id, Some(cid));
             }
             // Several control workers: the handle of another worker's session (its peer
@@ -944,10 +980,10 @@ fn keys13(
                 keys,
                 next_seq,
             } = *w;
-            Box::new(Write13 {
-                sealer: Sealer13::new(epoch, keys).with_next_sequence(next_seq),
+            Box::new(Write13::new(
+                Sealer13::new(epoch, keys).with_next_sequence(next_seq),
                 peer_cid,
-            })
+            ))
         }),
         cid,
         rrc,

@@ -176,6 +176,18 @@ shard_counters! {
     /// Datagrams under a session's connection ID from a new address that did not move it
     /// (no record authenticated, or none was the newest: a replay or a reordered copy).
     drop_not_moved,
+    /// DTLS 1.3: times a peer switched to a later CID of ours (issued with
+    /// NewConnectionId): a record under it authenticated and was the newest seen.
+    peer_cid_switches,
+    /// DTLS 1.3: CIDs of ours retired because the peer switched to a later one; records
+    /// under them count as `drop_retired_cid`.
+    cids_retired,
+    /// DTLS 1.3: records dropped because their CID is not one of the session's (retired
+    /// after the peer switched to a later one), unopened.
+    drop_retired_cid,
+    /// DTLS 1.3: times our records to a peer switched to one of its spare CIDs after an
+    /// address change (ours, seen as its path_challenge, or the peer's validated move).
+    cid_rotations,
     /// Return-routability check (RFC 9853): path_challenges sent to a new address of a
     /// peer (first sends and retransmissions).
     rrc_challenges_sent,

@@ -75,14 +75,14 @@ pub use queue::{
     WriteKeys, WriteKeys13,
 };
 pub use records::{
-    CidKey, EpochOpener, MAX_OLDER_READ_EPOCHS, MAX_SESSION_CID_LEN, ReadEpochs, ReadState,
-    Write13, WriteState,
+    CidKey, EpochOpener, MAX_OLDER_READ_EPOCHS, MAX_SESSION_CID_LEN, MAX_SPARE_PEER_CIDS,
+    ReadEpochs, ReadState, Write13, WriteState,
 };
 pub use refuse::{TransparentSource, is_out_of_descriptors};
 pub use relay::RelayMode;
 pub use rrc::{RRC_CHALLENGES, RRC_TIMEOUT, RrcCookies};
 pub use session::{
-    MAX_EXTRA_CIDS, Probe, Session, SessionCounters, SessionTable, SlotId, TableFull,
+    CidUse, MAX_EXTRA_CIDS, Probe, Session, SessionCounters, SessionTable, SlotId, TableFull,
 };
 pub use shard::{Shard, ShardConfig, UPSTREAM_BUFFER, UpstreamSource, connect_upstream};
 pub use snapshot::{SessionSnapshots, SessionView};

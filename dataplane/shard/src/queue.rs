@@ -200,6 +200,18 @@ pub enum ShardCommand {
         /// The new CIDs (each at most 20 bytes, of the session's CID length).
         cids: Vec<Vec<u8>>,
     },
+    /// DTLS 1.3: connection IDs of the peer from its NewConnectionId (RFC 9147 §9): the
+    /// one our records carry from now on (usage cid_immediate) and spare ones, kept in
+    /// order (at most `MAX_SPARE_PEER_CIDS`) for the next address change, when our
+    /// records switch to the oldest (privacy: the same CID on two paths links them).
+    PeerCids {
+        /// The session.
+        session: SessionId,
+        /// cid_immediate: the CID to put in our records now.
+        immediate: Option<Vec<u8>>,
+        /// cid_spare: CIDs for later, oldest first.
+        spare: Vec<Vec<u8>>,
+    },
     /// DTLS 1.3: stop reading `epoch` of the session (a record under the newer epoch
     /// verified, or its grace period ended; RFC 9147 §8).
     RetireEpoch {

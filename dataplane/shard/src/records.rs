@@ -202,9 +202,66 @@ pub struct Write13 {
     pub sealer: Sealer13,
     /// The peer's connection ID.
     pub peer_cid: CidKey,
+    /// Spare connection IDs the peer gave us (NewConnectionId with usage cid_spare, RFC
+    /// 9147 §9), oldest first, at most [`MAX_SPARE_PEER_CIDS`]: the next is put in our
+    /// records after an address change ([`Write13::rotate`]). Empty (no allocation) unless
+    /// the peer gave some.
+    pub spare: Vec<CidKey>,
 }
 
+/// Spare CIDs of the peer a DTLS 1.3 session keeps (control's engine keeps as many; RFC
+/// 9147 §9: "Implementations which receive more spare CIDs than they wish to maintain MAY
+/// simply discard any extra CIDs").
+pub const MAX_SPARE_PEER_CIDS: usize = 8;
+
 impl Write13 {
+    /// Write state for `sealer` whose records carry `peer_cid`, no spares yet.
+    pub fn new(sealer: Sealer13, peer_cid: CidKey) -> Self {
+        Self {
+            sealer,
+            peer_cid,
+            spare: Vec::new(),
+        }
+    }
+
+    /// Keeps the peer's spare CIDs in order (bounded, skipping empty ones, repeats and the
+    /// current one). Returns how many were kept.
+    pub fn add_spare(&mut self, cids: &[CidKey]) -> usize {
+        let mut kept = 0;
+        for cid in cids {
+            if self.spare.len() >= MAX_SPARE_PEER_CIDS {
+                break;
+            }
+            if cid.is_empty() || *cid == self.peer_cid || self.spare.contains(cid) {
+                continue;
+            }
+            self.spare.push(*cid);
+            kept += 1;
+        }
+        kept
+    }
+
+    /// Puts the oldest spare CID of the peer in our records from now on, after an address
+    /// change (RFC 9147 §9: "Implementations SHOULD use a new CID whenever sending on a
+    /// new path"; RFC 9853 §9: "peers SHOULD avoid using the same CID on multiple network
+    /// paths ... as an adversary can otherwise correlate the communication interaction
+    /// across those different paths"). Returns whether the CID changed (false: no spare
+    /// left).
+    pub fn rotate(&mut self) -> bool {
+        if self.spare.is_empty() {
+            return false;
+        }
+        self.peer_cid = self.spare.remove(0);
+        true
+    }
+
+    /// The new write state of a KeyUpdate carries on with this one's CIDs (a KeyUpdate
+    /// changes keys, not CIDs; control's command names the handshake's peer CID).
+    pub fn keep_cids_of(&mut self, old: &mut Write13) {
+        self.peer_cid = old.peer_cid;
+        self.spare = std::mem::take(&mut old.spare);
+    }
+
     /// Seals one record (see [`WriteState::seal`]). Out of line: the 1.2 seal path, which
     /// shares the caller, stays small enough to be inlined.
     #[inline(never)]

@@ -35,9 +35,9 @@ use crate::fair::FairForward;
 use crate::flows::{FlowTx, UpstreamPrefix};
 use crate::handoff::{Handoffs, Owner};
 use crate::queue::{AeadLimit, CloseReason, ControlInbound, ShardQueues};
-use crate::records::{MAX_OLDER_READ_EPOCHS, MAX_SESSION_CID_LEN, ReadState, WriteState};
+use crate::records::{CidKey, MAX_OLDER_READ_EPOCHS, MAX_SESSION_CID_LEN, ReadState, WriteState};
 use crate::rrc::{self, PathCheck, PathState, RRC_CHALLENGES, RRC_TIMEOUT, RrcCookies};
-use crate::session::{Session, SessionTable, SlotId};
+use crate::session::{CidUse, Session, SessionTable, SlotId};
 
 /// Which side of DTLS the shard's listen socket is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -482,6 +482,7 @@ fn handle_moved<F>(
         return check_new_path(session, out, now, source, received);
     }
     let handle = session.handle;
+    rotate_peer_cid(session, out);
     if table.rebind(id, source) {
         out.tally.sessions_moved += 1;
         out.report(ControlInbound::PeerMoved {
@@ -550,7 +551,20 @@ fn protected<F>(
     if found.trailing {
         out.tally.drop_malformed += 1;
     }
-    let closed = open_records(table, id, out, now, source, datagram, newest);
+    let mut switch_to = None;
+    let closed = open_records(
+        table,
+        id,
+        out,
+        now,
+        source,
+        datagram,
+        newest,
+        &mut switch_to,
+    );
+    if let Some(to) = switch_to {
+        switch_cid(table, id, out, &to);
+    }
     if closed.is_none()
         && table
             .session(id)
@@ -563,6 +577,10 @@ fn protected<F>(
 
 /// Opens the records of a known peer's datagram in place; returns why the session must close,
 /// if a record says so.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the per-packet path passes its state along"
+)]
 fn open_records<F>(
     table: &mut SessionTable<F>,
     id: SlotId,
@@ -571,11 +589,12 @@ fn open_records<F>(
     source: SocketAddr,
     datagram: &mut [u8],
     newest: &mut bool,
+    switch_to: &mut Option<CidKey>,
 ) -> Option<CloseReason> {
     let session = table.session_mut(id)?;
     match session.read {
         ReadState::V13 { .. } => {
-            return open_records13(session, out, now, source, datagram, newest);
+            return open_records13(session, out, now, source, datagram, newest, switch_to);
         }
         ReadState::V12Cid(_) => {
             return open_records12_cid(session, out, now, source, datagram, newest);
@@ -756,6 +775,7 @@ fn open_records13<F>(
     source: SocketAddr,
     datagram: &mut [u8],
     newest: &mut bool,
+    switch_to: &mut Option<CidKey>,
 ) -> Option<CloseReason> {
     let cid_len = match &session.read {
         ReadState::V13 { cid_len, .. } => *cid_len,
@@ -764,6 +784,20 @@ fn open_records13<F>(
     for record in MixedRecordsMut::new(datagram, cid_len) {
         let MixedKind::Ciphertext(header) = record.kind else {
             continue;
+        };
+        // The record's CID (RFC 9147 §9): ours in use, a later one of ours the peer may
+        // switch to, or one we retired (dropped unopened).
+        let later = match header.cid(record.bytes) {
+            Some(cid) if cid_len > 0 => match session.cid_use(cid) {
+                CidUse::Current => None,
+                CidUse::Later => CidKey::new(cid),
+                CidUse::Retired => {
+                    out.tally.drop_retired_cid += 1;
+                    session.counters.drops += 1;
+                    continue;
+                }
+            },
+            _ => None,
         };
         let opened = match &mut session.read {
             ReadState::V13 { epochs, .. } => {
@@ -786,6 +820,10 @@ fn open_records13<F>(
             Ok(opened) => {
                 if highest.is_some_and(|h| opened.sequence >= h) {
                     *newest = true;
+                    // The peer moved on to a later CID of ours (RFC 9147 §9).
+                    if later.is_some() {
+                        *switch_to = later;
+                    }
                 }
                 note_opened(session, out, now);
                 match opened.content_type {
@@ -1161,6 +1199,10 @@ pub(crate) fn check_new_path<F>(
         sent: 0,
         validated: false,
     }));
+    // Probing a new path: under a fresh CID of the peer when it gave us one (RFC 9853 §9:
+    // "peers SHOULD avoid using the same CID on multiple network paths, in particular
+    // when initiating connection migration or when probing a new network path").
+    rotate_peer_cid(session, out);
     send_challenge(session, out, now);
 }
 
@@ -1250,6 +1292,9 @@ fn handle_rrc<F>(session: &mut Session<F>, out: &mut Out<'_>, source: SocketAddr
                 // Our reply to an unvalidated address counts towards its limit too.
                 check.sent += session.sealer.record_len(RRC_MESSAGE_LEN) as u64;
             }
+            // The peer saw us on a new path: our records there carry a fresh CID of its,
+            // the answer first (RFC 9853 §9).
+            rotate_peer_cid(session, out);
             if send_rrc(session, out, source, RrcMessage::response(cookie)) {
                 out.tally.rrc_responses_sent += 1;
             }
@@ -1263,6 +1308,35 @@ fn handle_rrc<F>(session: &mut Session<F>, out: &mut Out<'_>, source: SocketAddr
         RrcMessageType::PathDrop | RrcMessageType::Unknown(_) => {
             out.tally.drop_unexpected_content += 1;
         }
+    }
+}
+
+/// DTLS 1.3: after an address change (the peer's: its move, or the check of its new
+/// address; ours, as its path_challenge shows) our records carry the peer's next spare
+/// CID, when it gave us one (RFC 9147 §9: "Implementations SHOULD use a new CID whenever
+/// sending on a new path"). Without spares the CID stays (the peer still accepts it);
+/// DTLS 1.2 has no way to get new CIDs (RFC 9146 has no update message: a new handshake
+/// is the only way). Each path_challenge of the peer takes the next spare: a retransmitted
+/// one (our answer was lost) uses one more, which the peer accepts as well (it retires the
+/// earlier ones), and no time or state tells it from the challenge of a second move.
+#[cold]
+fn rotate_peer_cid<F>(session: &mut Session<F>, out: &mut Out<'_>) {
+    if let WriteState::V13(write) = &mut session.sealer
+        && write.rotate()
+    {
+        out.tally.cid_rotations += 1;
+    }
+}
+
+/// DTLS 1.3: the peer put `to`, a later CID of ours, in a record that authenticated and
+/// was the newest: it becomes the session's CID and the earlier ones are retired
+/// ([`SessionTable::switch_cid`]).
+#[cold]
+fn switch_cid<F>(table: &mut SessionTable<F>, id: SlotId, out: &mut Out<'_>, to: &CidKey) {
+    let retired = table.switch_cid(id, to);
+    if retired > 0 {
+        out.tally.peer_cid_switches += 1;
+        out.tally.cids_retired += retired as u64;
     }
 }
 

@@ -29,6 +29,17 @@ use crate::rrc::PathState;
 /// over a session (`control`'s `MAX_ISSUED_CIDS`, RFC 9147 §9 lets it issue fewer).
 pub const MAX_EXTRA_CIDS: usize = 8;
 
+/// What a CID in a record to a session is to it ([`Session::cid_use`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CidUse {
+    /// The session's CID.
+    Current,
+    /// A CID of ours issued after the handshake, not used by the peer so far.
+    Later,
+    /// Not one of the session's CIDs (retired, or never its own).
+    Retired,
+}
+
 /// Slot generations stay below 2^31, so a slot's epoll token never has its top bit set
 /// (the shard's other tokens do).
 const GENERATION_MASK: u32 = 0x7fff_ffff;
@@ -203,6 +214,19 @@ impl<F> Session<F> {
         &self.extra_cids
     }
 
+    /// Whether a record under `cid` may be this session's: our current CID (or none when
+    /// the session has none), or one issued after the handshake that the peer may switch
+    /// to ([`CidUse::Later`]); any other CID was retired or never ours.
+    #[inline]
+    pub fn cid_use(&self, cid: &[u8]) -> CidUse {
+        match &self.cid {
+            Some(current) if current.as_slice() == cid => CidUse::Current,
+            None if cid.is_empty() => CidUse::Current,
+            _ if self.extra_cids.iter().any(|c| c.as_slice() == cid) => CidUse::Later,
+            _ => CidUse::Retired,
+        }
+    }
+
     /// Sets our connection ID before the session is inserted (the table indexes it).
     pub fn with_cid(mut self, cid: Option<CidKey>) -> Self {
         self.cid = cid.filter(|c| !c.is_empty());
@@ -375,6 +399,33 @@ impl<F> SessionTable<F> {
             added += 1;
         }
         added
+    }
+
+    /// DTLS 1.3: the peer switched to `to`, a CID of ours issued after the handshake
+    /// (a record under it authenticated and was the newest seen): it becomes the session's
+    /// CID, and the CIDs issued before it (the handshake's and earlier NewConnectionId
+    /// ones) are retired, unindexed: records under them no longer reach the session (RFC
+    /// 9147 §9: "Endpoints SHOULD use receiver-provided CIDs in the order they were
+    /// provided", so a peer that moved on to a CID does not go back to an earlier one; RFC
+    /// 9853 §9: the same CID on two paths would link them). Returns how many were retired
+    /// (0: `to` is not one of the session's later CIDs).
+    pub fn switch_cid(&mut self, id: SlotId, to: &CidKey) -> usize {
+        let Some(session) = self.session_mut(id) else {
+            return 0;
+        };
+        let Some(at) = session.extra_cids.iter().position(|c| c == to) else {
+            return 0;
+        };
+        let later = session.extra_cids.split_off(at + 1);
+        let mut retired = std::mem::replace(&mut session.extra_cids, later);
+        retired.pop(); // `to` itself
+        if let Some(old) = session.cid.replace(*to) {
+            retired.push(old);
+        }
+        for cid in &retired {
+            self.by_cid.remove(cid);
+        }
+        retired.len()
     }
 
     /// The slot of session `handle`.

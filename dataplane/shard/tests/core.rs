@@ -841,6 +841,8 @@ mod v13 {
         cid: Vec<u8>,
         /// The session negotiated the return-routability check (RFC 9853).
         rrc: bool,
+        /// The length of the CID the core puts in its records to the peer (0: none).
+        own_cid_len: usize,
     }
 
     impl Peer13 {
@@ -854,6 +856,7 @@ mod v13 {
                 opener: Opener13::new(3, keys(seed + 1), ReplayWindow::new(128)),
                 cid: Vec::new(),
                 rrc: false,
+                own_cid_len: 0,
             }
         }
 
@@ -914,7 +917,7 @@ mod v13 {
         fn open(&mut self, mut record: Vec<u8>) -> (InnerContentType, Vec<u8>) {
             let opened = self
                 .opener
-                .open(&mut record, 0)
+                .open(&mut record, self.own_cid_len)
                 .expect("the core's record opens");
             (opened.content_type, opened.plaintext.to_vec())
         }
@@ -1427,6 +1430,150 @@ mod v13 {
             // The echo of the cookie validates it: the session moves.
             h.datagram(4, moved, &seal_rrc(&mut peer, RrcMessage::response(cookie)));
             h.assert_moved_after_one_check(peer.handle, peer.addr, moved);
+        }
+
+        /// The CID in the unified header of a record of ours (C bit set, 8-byte CIDs here).
+        fn cid_of(record: &[u8], len: usize) -> Vec<u8> {
+            assert_ne!(record[0] & 0x10, 0, "the C bit");
+            record[1..1 + len].to_vec()
+        }
+
+        #[test]
+        fn a_peer_that_moves_under_a_later_cid_retires_the_earlier_ones() {
+            let (mut h, mut peer) = with_rrc(54);
+            let first = peer.cid.clone();
+            let issued: Vec<Vec<u8>> = (0..3u8).map(|i| vec![0xc0, 54, 9, i, 3, 4, 5, 6]).collect();
+            h.command(
+                1,
+                ShardCommand::AddCids {
+                    session: peer.handle,
+                    cids: issued.clone(),
+                },
+            );
+            h.datagram(2, peer.addr, &peer.seal(b"from home"));
+            let home = slot(&h, peer.addr).expect("session");
+            // The peer moves and, for privacy, switches to its second spare CID of ours.
+            peer.cid = issued[1].clone();
+            let moved = SocketAddr::from(([203, 0, 113, 54], 62054));
+            h.datagram(3, moved, &peer.seal(b"from the new port"));
+            let delivered: Vec<Vec<u8>> = h.upstream().into_iter().map(|(_, p)| p).collect();
+            assert_eq!(
+                delivered,
+                vec![b"from home".to_vec(), b"from the new port".to_vec()]
+            );
+            let s = h.stats();
+            assert_eq!((s.peer_cid_switches, s.cids_retired), (1, 2));
+            let table = h.core.sessions();
+            assert_eq!(table.lookup_cid(&issued[1]), Some(home));
+            assert_eq!(table.lookup_cid(&issued[2]), Some(home), "later ones stay");
+            assert_eq!(table.lookup_cid(&first), None, "the handshake's is retired");
+            assert_eq!(table.lookup_cid(&issued[0]), None, "an earlier one too");
+            assert_eq!(
+                table
+                    .session(home)
+                    .and_then(|s| s.cid())
+                    .map(|c| c.as_slice().to_vec()),
+                Some(issued[1].clone())
+            );
+            // The check goes on under the new CID; the echo moves the session.
+            let net = h.net();
+            let (_, cookie) = rrc_of(&mut peer, net[0].1.clone());
+            h.datagram(4, moved, &seal_rrc(&mut peer, RrcMessage::response(cookie)));
+            h.assert_moved_after_one_check(peer.handle, peer.addr, moved);
+            // A record under a retired CID: from the new address it is dropped unopened,
+            // from the old one it names no session.
+            peer.cid = first.clone();
+            h.datagram(5, moved, &peer.seal(b"under the old cid"));
+            h.datagram(6, peer.addr, &peer.seal(b"old cid, old address"));
+            assert!(h.upstream().is_empty());
+            let s = h.stats();
+            assert_eq!((s.drop_retired_cid, s.drop_unknown_session), (1, 1));
+            assert_eq!(s.sessions_moved, 1, "no move back");
+            // A KeyUpdate (the session's own handle, the handshake's CID in the command)
+            // keeps the CIDs as they are.
+            peer.cid = issued[1].clone();
+            let mut update = peer.install(4, true);
+            if let ShardCommand::InstallKeys13 { peer: addr, .. } = &mut update {
+                *addr = moved;
+            }
+            h.command(7, update);
+            peer.update(4);
+            let table = h.core.sessions();
+            assert_eq!(table.lookup_cid(&first), None);
+            assert_eq!(table.lookup_cid(&issued[1]), slot(&h, moved));
+            h.datagram(8, moved, &peer.seal(b"after the key update"));
+            assert_eq!(h.upstream(), vec![(1, b"after the key update".to_vec())]);
+        }
+
+        #[test]
+        fn our_records_switch_to_a_spare_cid_of_the_peer_after_an_address_change() {
+            let mut h = Harness::new(RelayMode::Serve, |c| c.cid_len = 8);
+            let mut peer = Peer13::new(55);
+            peer.cid = vec![0xc0, 55, 1, 2, 3, 4, 5, 6];
+            peer.rrc = true;
+            peer.own_cid_len = 4;
+            let theirs: Vec<Vec<u8>> = (0..3u8).map(|i| vec![0xee, i, 0xee, i]).collect();
+            let mut install = peer.install(3, true);
+            if let ShardCommand::InstallKeys13 { peer_cid, .. } = &mut install {
+                *peer_cid = theirs[0].clone();
+            }
+            h.command(0, install);
+            h.command(
+                1,
+                ShardCommand::PeerCids {
+                    session: peer.handle,
+                    immediate: None,
+                    spare: theirs[1..].to_vec(),
+                },
+            );
+            // The peer moves: the challenge to its new address carries its next CID.
+            h.datagram(2, peer.addr, &peer.seal(b"from home"));
+            let moved = SocketAddr::from(([203, 0, 113, 55], 62055));
+            h.datagram(3, moved, &peer.seal(b"moved"));
+            let net = h.net();
+            assert_eq!(net.len(), 1);
+            assert_eq!(cid_of(&net[0].1, 4), theirs[1]);
+            let (_, cookie) = rrc_of(&mut peer, net[0].1.clone());
+            h.datagram(4, moved, &seal_rrc(&mut peer, RrcMessage::response(cookie)));
+            let flow = h.flow_of(moved);
+            h.on_flow(5, flow, b"reply");
+            let net = h.net();
+            assert_eq!(cid_of(&net[0].1, 4), theirs[1], "the new path keeps it");
+            assert_eq!(h.stats().cid_rotations, 1);
+            // We moved (the peer challenges us): the answer goes under its last spare CID;
+            // out of spares, the next answer keeps it.
+            h.datagram(
+                6,
+                moved,
+                &seal_rrc(&mut peer, RrcMessage::challenge([1; 8])),
+            );
+            h.datagram(
+                7,
+                moved,
+                &seal_rrc(&mut peer, RrcMessage::challenge([2; 8])),
+            );
+            let net = h.net();
+            assert_eq!(net.len(), 2);
+            assert!(net.iter().all(|(_, d)| cid_of(d, 4) == theirs[2]));
+            assert_eq!(h.stats().cid_rotations, 2);
+            // Still none; cid_immediate switches at once.
+            h.datagram(
+                8_000,
+                moved,
+                &seal_rrc(&mut peer, RrcMessage::challenge([3; 8])),
+            );
+            assert_eq!(cid_of(&h.net()[0].1, 4), theirs[2]);
+            h.command(
+                8_001,
+                ShardCommand::PeerCids {
+                    session: peer.handle,
+                    immediate: Some(vec![0xab; 6]),
+                    spare: Vec::new(),
+                },
+            );
+            h.on_flow(8_002, flow, b"now");
+            assert_eq!(cid_of(&h.net()[0].1, 6), vec![0xab; 6]);
+            assert_eq!(h.stats().cid_rotations, 2);
         }
 
         #[test]

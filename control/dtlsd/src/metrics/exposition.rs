@@ -609,6 +609,24 @@ const SHARD_FAMILIES: &[(&str, &str, &str, ShardField)] = &[
         |s, _| s.rrc_responses_sent,
     ),
     (
+        "dtlsd_peer_cid_switches_total",
+        "counter",
+        "DTLS 1.3: times a peer switched to a later connection ID of ours (issued with NewConnectionId); the earlier ones are retired.",
+        |s, _| s.peer_cid_switches,
+    ),
+    (
+        "dtlsd_cids_retired_total",
+        "counter",
+        "DTLS 1.3: connection IDs of ours retired because the peer switched to a later one.",
+        |s, _| s.cids_retired,
+    ),
+    (
+        "dtlsd_cid_rotations_total",
+        "counter",
+        "DTLS 1.3: times our records switched to a spare connection ID of the peer after an address change.",
+        |s, _| s.cid_rotations,
+    ),
+    (
         "dtlsd_cid_handoffs_total",
         "counter",
         "Records under a connection ID naming another shard, handed to that shard's queue by this one.",
@@ -747,6 +765,7 @@ pub(crate) const DROP_REASONS: &[(&str, DropField)] = &[
     ("unknown_session", |s| s.drop_unknown_session),
     ("unknown_epoch", |s| s.drop_unknown_epoch),
     ("not_moved", |s| s.drop_not_moved),
+    ("retired_cid", |s| s.drop_retired_cid),
     ("handoff_full", |s| s.drop_handoff_full),
     ("unexpected_content", |s| s.drop_unexpected_content),
     ("queue_full", |s| s.drop_queue_full),
@@ -915,6 +934,11 @@ const CONTROL_FAMILIES: &[(&str, &str, ControlField)] = &[
         "dtlsd_post_handshake_dropped_total",
         "DTLS 1.3 post-handshake records dropped (session or engine gone).",
         |c| c.post_handshake_dropped,
+    ),
+    (
+        "dtlsd_peer_cids_spare_total",
+        "DTLS 1.3 spare connection IDs of peers (NewConnectionId) handed to a shard for use after address changes.",
+        |c| c.peer_cids_spare,
     ),
     (
         "dtlsd_key_updates_total",
