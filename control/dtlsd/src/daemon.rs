@@ -203,6 +203,10 @@ impl Daemon {
             }
             fits
         });
+        let forwarding = cids
+            .as_ref()
+            .and_then(|c| c.nodes.as_ref())
+            .map(|n| Arc::clone(&n.counters));
         let routing = cids.map(|cids| Routing {
             field: cids.field,
             steer: steering(
@@ -211,6 +215,7 @@ impl Daemon {
                 tuning.takeover,
             ),
             queues: queues.clone(),
+            nodes: cids.nodes,
         });
         let spawned = spawn_shards(
             listen,
@@ -347,6 +352,7 @@ impl Daemon {
                 workers: worker_sources,
                 shards: daemon.shard_sources.clone(),
                 certificates: Arc::clone(&daemon.certificates),
+                forwarding,
             };
             match listener.spawn(sources, Arc::clone(&daemon.metrics_stop)) {
                 Ok(handle) => {
@@ -370,6 +376,11 @@ impl Daemon {
     /// Every listen address, in configuration order, with the ports bound.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.listen
+    }
+
+    /// Each shard's queues, by shard index.
+    pub fn shard_queues(&self) -> &[Arc<ShardQueues>] {
+        &self.queues
     }
 
     /// The listen address of each shard's socket, by shard index.
@@ -597,14 +608,27 @@ fn mode_name(mode: dtls_shard::RelayMode) -> &'static str {
     }
 }
 
-/// Where the shard id sits in the CIDs a server issues, and whether the kernel should
-/// steer records by it (`cid_steering`).
-#[derive(Debug, Clone, Copy)]
+/// Where the shard id sits in the CIDs a server issues, whether the kernel should steer
+/// records by it (`cid_steering`), and where records naming other nodes go.
+#[derive(Debug, Clone)]
 pub struct CidRouting {
     /// The shard field of the issued CIDs.
     pub field: ShardField,
     /// Attach the reuseport steering program.
     pub steer: bool,
+    /// In a fleet: this node's id and the node forwarder's queue (`crate::forward`).
+    pub nodes: Option<NodeRouting>,
+}
+
+/// Records under CIDs naming another node than `own` go onto `queue`.
+#[derive(Debug, Clone)]
+pub struct NodeRouting {
+    /// This node's id.
+    pub own: u32,
+    /// The node forwarder's queue.
+    pub queue: mpsc::SyncSender<dtls_shard::NodeForward>,
+    /// The forwarder's counters, for the metrics endpoint.
+    pub counters: Arc<crate::forward::ForwardCounters>,
 }
 
 /// What the shards are given for CIDs that name them.
@@ -612,6 +636,7 @@ struct Routing {
     field: ShardField,
     steer: Steer,
     queues: Vec<Arc<ShardQueues>>,
+    nodes: Option<NodeRouting>,
 }
 
 /// What the last shard to bind does about the reuseport group's program.
@@ -777,9 +802,13 @@ fn spawn_shards(
         // The last shard of its address's group: the group is complete once it is bound.
         let last = groups.get(index + 1) != Some(&group);
         let cids = routing.as_ref().map(|r| ShardCidRouting {
-            handoffs: (r.queues.len() > 1).then(|| {
+            handoffs: (r.queues.len() > 1 || r.nodes.is_some()).then(|| {
                 let id = u16::try_from(index).unwrap_or(u16::MAX);
-                Handoffs::new(r.field, id, r.queues.clone())
+                let handoffs = Handoffs::new(r.field, id, r.queues.clone());
+                match &r.nodes {
+                    Some(nodes) => handoffs.with_nodes(nodes.own, nodes.queue.clone()),
+                    None => handoffs,
+                }
             }),
             // Attached once every shard is in the group, in shard order.
             steer: if last {

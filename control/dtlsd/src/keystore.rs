@@ -7,6 +7,7 @@
 //! ```toml
 //! ticket_secrets = ["<64 hex digits: current>", "<64 hex digits: previous>"]
 //! cookie_secrets = ["<64 hex digits: current>", "<64 hex digits: previous>"]
+//! forward_secrets = ["<64 hex digits: current>", "<64 hex digits: previous>"]
 //! ```
 //!
 //! Each list holds the current secret and, optionally, the one it replaced, still
@@ -15,14 +16,19 @@
 //! `[new, old]` to every node and sending SIGHUP. Secrets from the store never rotate on
 //! their own. Unknown keys are errors; secrets never appear in error messages.
 //!
-//! What it does not hold yet: a QUIC-LB key (encrypted CIDs are not issued) and a
-//! node-to-node forwarding key (no forwarding yet).
+//! `forward_secrets` (optional; required when `[[nodes]]` lists other nodes) key the HMAC of
+//! records forwarded between nodes (`crate::forward`): a node signs with the current one
+//! and accepts either, so nodes that reloaded and nodes that did not yet keep forwarding
+//! to each other during a rotation.
+//!
+//! What it does not hold yet: a QUIC-LB key (encrypted CIDs are not issued).
 
 use std::fmt;
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
+use dataplane::forward::{ForwardKey, KEY_LEN as FORWARD_KEY_LEN};
 use dtls_crypto::pki_types::UnixTime;
 use dtls_crypto::{COOKIE_SECRET_LEN, CookieKeys, Rng, TICKET_SECRET_LEN, TicketKeys};
 use serde::Deserialize;
@@ -30,7 +36,11 @@ use zeroize::Zeroizing;
 
 /// Length of every secret in the store, in bytes.
 pub const SECRET_LEN: usize = 32;
-const _: () = assert!(SECRET_LEN == TICKET_SECRET_LEN && SECRET_LEN == COOKIE_SECRET_LEN);
+const _: () = assert!(
+    SECRET_LEN == TICKET_SECRET_LEN
+        && SECRET_LEN == COOKIE_SECRET_LEN
+        && SECRET_LEN == FORWARD_KEY_LEN
+);
 
 /// A current secret and, optionally, the previous one.
 #[derive(Clone, PartialEq, Eq)]
@@ -46,6 +56,8 @@ pub struct KeyStore {
     pub tickets: SecretPair,
     /// HelloVerifyRequest / HelloRetryRequest cookie secrets.
     pub cookies: SecretPair,
+    /// Node-to-node forwarding secrets, when given.
+    pub forwards: Option<SecretPair>,
 }
 
 impl fmt::Debug for SecretPair {
@@ -76,6 +88,7 @@ impl From<String> for HexSecret {
 struct RawStore {
     ticket_secrets: Option<Vec<HexSecret>>,
     cookie_secrets: Option<Vec<HexSecret>>,
+    forward_secrets: Option<Vec<HexSecret>>,
 }
 
 impl KeyStore {
@@ -101,7 +114,7 @@ impl KeyStore {
         // toml's messages quote the offending line, which may hold a secret: keep only the
         // position.
         let raw: RawStore = toml::from_str(text).map_err(|e| {
-            let known = ["ticket_secrets", "cookie_secrets"];
+            let known = ["ticket_secrets", "cookie_secrets", "forward_secrets"];
             let unknown = e.message().contains("unknown field");
             match (unknown, e.span()) {
                 (true, _) => anyhow!("unknown key (known: {})", known.join(", ")),
@@ -117,6 +130,21 @@ impl KeyStore {
         Ok(Self {
             tickets: pair("ticket_secrets", raw.ticket_secrets)?,
             cookies: pair("cookie_secrets", raw.cookie_secrets)?,
+            forwards: raw
+                .forward_secrets
+                .map(|list| pair("forward_secrets", Some(list)))
+                .transpose()?,
+        })
+    }
+
+    /// The node-to-node forwarding keys (current, previous), when the store has
+    /// `forward_secrets`.
+    pub fn forward_keys(&self) -> Option<(ForwardKey, Option<ForwardKey>)> {
+        self.forwards.as_ref().map(|pair| {
+            (
+                ForwardKey::new(&pair.current),
+                pair.previous.as_deref().map(ForwardKey::new),
+            )
         })
     }
 
@@ -200,7 +228,16 @@ mod tests {
         assert_eq!(s.tickets.previous.as_deref(), Some(&[2; 32]));
         assert_eq!(*s.cookies.current, [2; 32]);
         assert!(s.cookies.previous.is_none());
+        assert!(s.forwards.is_none() && s.forward_keys().is_none());
         assert_eq!(format!("{s:?}"), "KeyStore(<redacted>)");
+        let s = KeyStore::parse(&format!(
+            "ticket_secrets = [\"{A}\"]\ncookie_secrets = [\"{B}\"]\n\
+             forward_secrets = [\"{B}\", \"{A}\"]\n"
+        ))
+        .expect("valid");
+        let forwards = s.forwards.as_ref().expect("forward secrets");
+        assert_eq!(*forwards.current, [2; 32]);
+        assert_eq!(forwards.previous.as_deref(), Some(&[1; 32]));
     }
 
     #[test]
@@ -232,6 +269,18 @@ mod tests {
             (
                 format!("ticket_secrets = \"{secret}\n"),
                 "not a key store (line 1)",
+            ),
+            (
+                format!(
+                    "ticket_secrets = [\"{A}\"]\ncookie_secrets = [\"{A}\"]\nforward_secrets = [\"{secret}\"]\n"
+                ),
+                "forward_secrets[0]: 31 bytes, must be 32",
+            ),
+            (
+                format!(
+                    "ticket_secrets = [\"{A}\"]\ncookie_secrets = [\"{A}\"]\nforward_secrets = []\n"
+                ),
+                "forward_secrets: empty",
             ),
         ] {
             let e = format!("{:#}", KeyStore::parse(&text).expect_err(&text));

@@ -11,7 +11,7 @@
 //! ([`certcheck`]); start-up refuses a listen address another process holds unless told to
 //! take it over ([`portprobe`]); the `--metrics` HTTP endpoint ([`metrics`]); the open-files
 //! limit checked against the session caps at start ([`descriptors`]); per-peer log lines
-//! ([`sessionlog`]).
+//! ([`sessionlog`]); records whose CID names another node forwarded to it ([`forward`]).
 //!
 //! `docs/dtlsd.md` documents every command, key, signal and metric.
 
@@ -26,6 +26,7 @@ pub mod config;
 pub mod connect;
 pub mod daemon;
 pub mod descriptors;
+pub mod forward;
 pub mod keystore;
 pub mod lifecycle;
 pub mod metrics;

@@ -12,6 +12,11 @@
 //! warning naming every changed key that needs a restart; a bad file keeps the old
 //! configuration. Client identity rules, per-source limits and access lists are applied by
 //! a reload too, to handshakes started after it: live sessions stay (see `docs/dtlsd.md`).
+//!
+//! In a fleet (`[[nodes]]` listing other nodes) records whose CID names another node are
+//! forwarded to it, and records other nodes forward are taken on this node's `[[nodes]]`
+//! address ([`crate::forward`]), authenticated with the key store's `forward_secrets`
+//! (required then; a reload rotates them).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,7 +31,8 @@ use dtls_shard::{RelayMode, ShardConfig, UpstreamSource};
 use zeroize::Zeroizing;
 
 use crate::config::ServeConfig;
-use crate::daemon::{CidRouting, Daemon, load_certified_key};
+use crate::daemon::{CidRouting, Daemon, NodeRouting, load_certified_key};
+use crate::forward::{ForwardSetup, NodeForwarder};
 use crate::keystore::KeyStore;
 
 /// Settings of a server that are not part of its configuration file.
@@ -58,6 +64,8 @@ pub struct Server {
     /// The key store as last loaded (`key_store`), and the cookie secrets made from it
     /// (shared through the engine configuration).
     store: Mutex<Option<(KeyStore, Arc<CookieKeys>)>>,
+    /// In a fleet: the node forwarder (`crate::forward`).
+    forwarder: Option<NodeForwarder>,
 }
 
 impl Server {
@@ -107,9 +115,16 @@ impl Server {
         let node_id = config.cluster.node_id;
         // CIDs long enough for the QUIC-LB layout name their shard (shorter ones are random
         // and found through each shard's CID table only).
-        let cids = ShardCids::shard_field(shard_config.cid_len).map(|field| CidRouting {
+        let field = ShardCids::shard_field(shard_config.cid_len);
+        let forwarding = forward_setup(&config, field, store.as_ref().map(|(s, _)| s))?;
+        let cids = field.map(|field| CidRouting {
             field,
             steer: config.cid_steering,
+            nodes: forwarding.as_ref().map(|setup| NodeRouting {
+                own: u32::from(node_id),
+                queue: setup.queue.clone(),
+                counters: Arc::clone(&setup.counters),
+            }),
         });
         if cids.is_none() && shard_config.cid_len > 0 {
             tracing::info!(
@@ -163,6 +178,34 @@ impl Server {
                 "proxy_protocol": proxy_protocol_name(config.proxy_protocol),
             }),
         )?;
+        let forwarder = match forwarding {
+            Some(setup) => {
+                let keys = store
+                    .as_ref()
+                    .and_then(|(s, _)| Some((s.forward_keys()?, s.forward_keys()?)));
+                // forward_setup refused a fleet without forwarding secrets.
+                let Some(((send, _), receive)) = keys else {
+                    let _ = daemon.shutdown();
+                    return Err(anyhow!("key_store: forward_secrets: missing"));
+                };
+                let local = setup.local_addr().ok();
+                match NodeForwarder::start(setup, send, receive, daemon.shard_queues().to_vec()) {
+                    Ok(forwarder) => {
+                        tracing::info!(
+                            node = node_id,
+                            address = ?local,
+                            "forwarding records between nodes"
+                        );
+                        Some(forwarder)
+                    }
+                    Err(e) => {
+                        let _ = daemon.shutdown();
+                        return Err(e);
+                    }
+                }
+            }
+            None => None,
+        };
         tracing::info!(
             listen = %addresses(daemon.local_addrs()),
             backend = %config.backend,
@@ -177,6 +220,7 @@ impl Server {
             client_ca: Mutex::new(client_ca),
             tickets,
             store: Mutex::new(store),
+            forwarder,
         })
     }
 
@@ -210,7 +254,16 @@ impl Server {
             .transpose()?;
         let mut new_tickets = None;
         let mut new_store = None;
+        let mut new_forward_keys = None;
         if let (Some(fresh), Some((old, cookies))) = (fresh, store.as_ref()) {
+            if self.forwarder.is_some() && fresh.forwards != old.forwards {
+                // Send under the new current secret, accept it and the previous one.
+                let keys = fresh
+                    .forward_keys()
+                    .zip(fresh.forward_keys())
+                    .ok_or_else(|| anyhow!("key_store: forward_secrets: missing (this node forwards between [[nodes]])"))?;
+                new_forward_keys = Some(keys);
+            }
             if fresh.tickets != old.tickets {
                 let keys =
                     fresh.ticket_keys(&mut SystemRng::new(), UnixTime::now(), TICKET_LIFETIME)?;
@@ -260,6 +313,10 @@ impl Server {
         if new_store.is_some() {
             *store = new_store;
         }
+        if let (Some(forwarder), Some(((send, _), receive))) = (&self.forwarder, new_forward_keys) {
+            forwarder.set_keys(send, receive);
+            tracing::info!("node-to-node forwarding keys rotated");
+        }
         self.daemon.certificates().set(&certificate_files(&current));
         Ok(())
     }
@@ -269,8 +326,48 @@ impl Server {
     /// # Errors
     /// A thread that stopped with an error or panicked.
     pub fn shutdown(self) -> anyhow::Result<()> {
-        self.daemon.shutdown()
+        let result = self.daemon.shutdown();
+        if let Some(forwarder) = self.forwarder {
+            forwarder.stop();
+        }
+        result
     }
+
+    /// The node forwarder's counters, in a fleet.
+    pub fn forward_stats(&self) -> Option<crate::forward::ForwardStats> {
+        self.forwarder.as_ref().map(NodeForwarder::stats)
+    }
+}
+
+/// The node forwarder's socket and queue when `[[nodes]]` lists nodes besides this one and
+/// the CIDs this server issues name their node (`field`).
+///
+/// # Errors
+/// A fleet without `forward_secrets` in the key store (forwarded records must be
+/// authenticated: fail closed), or this node's forwarding address cannot be bound.
+fn forward_setup(
+    config: &ServeConfig,
+    field: Option<dataplane::cid::ShardField>,
+    store: Option<&KeyStore>,
+) -> anyhow::Result<Option<ForwardSetup>> {
+    let cluster = &config.cluster;
+    if !cluster.nodes.iter().any(|n| n.id != cluster.node_id) {
+        return Ok(None);
+    }
+    let Some(field) = field else {
+        tracing::warn!(
+            "[[nodes]] lists other nodes, but connection IDs are off or shorter than 7 octets \
+             and name no node: no forwarding between nodes"
+        );
+        return Ok(None);
+    };
+    if store.is_none_or(|s| s.forwards.is_none()) {
+        return Err(anyhow!(
+            "key_store: forward_secrets: missing; [[nodes]] lists other nodes, and records \
+             forwarded between them are authenticated with these secrets"
+        ));
+    }
+    ForwardSetup::bind(cluster.node_id, &cluster.nodes, field).map(Some)
 }
 
 /// Transparent mode's start-up check: a transparent socket of the backend's family can be

@@ -144,7 +144,10 @@ fn the_daemonset_configmap_and_secret_fit_together_and_the_daemon() {
         "the example must not work as it is"
     );
     let filled = keys.replace("REPLACE_WITH_64_HEX_DIGITS", &"5a".repeat(32));
-    KeyStore::parse(&filled).expect("the example's shape is a key store");
+    let store = KeyStore::parse(&filled).expect("the example's shape is a key store");
+    // The ConfigMap lists other nodes: the daemon refuses to start without forwarding
+    // secrets.
+    assert!(store.forwards.is_some(), "forward_secrets in the example");
 
     // Certificate and key from a mounted Secret.
     for f in [&raw.cert, &raw.key] {

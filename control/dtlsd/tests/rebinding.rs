@@ -363,11 +363,26 @@ fn issued_cids_name_the_configured_node() {
     let pki = TempDir::new("node-id");
     certs(&pki);
     let config = pki.file("serve.toml");
+    // Other nodes listed: records are forwarded between them, authenticated with the key
+    // store's forward_secrets, and this node takes them on its own address.
+    let store = pki.file("keys.toml");
+    let secret = "ab".repeat(32);
+    std::fs::write(
+        &store,
+        format!(
+            "ticket_secrets = [\"{secret}\"]\ncookie_secrets = [\"{secret}\"]\n\
+             forward_secrets = [\"{secret}\"]\n"
+        ),
+    )
+    .expect("write key store");
     std::fs::write(
         &config,
-        "[serve]\n\
-         [[nodes]]\nid = 3\nname = \"worker-a\"\naddress = \"127.0.0.1:1\"\n\
-         [[nodes]]\nid = 42\nname = \"worker-b\"\naddress = \"127.0.0.1:2\"\n",
+        format!(
+            "[serve]\nkey_store = \"{store}\"\n\
+             [[nodes]]\nid = 3\nname = \"worker-a\"\naddress = \"127.0.0.1:1\"\n\
+             [[nodes]]\nid = 42\nname = \"worker-b\"\naddress = \"{}\"\n",
+            common::free_udp_addr()
+        ),
     )
     .expect("write config");
     let backend = EchoBackend::start();

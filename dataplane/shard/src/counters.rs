@@ -203,6 +203,11 @@ shard_counters! {
     cid_handoffs,
     /// Records to hand to another shard dropped because its hand-off queue was full.
     drop_handoff_full,
+    /// Records under a connection ID naming another node of the fleet, queued for the
+    /// daemon's node forwarder.
+    cid_forwards,
+    /// Records for another node dropped because the node forwarder's queue was full.
+    drop_forward_full,
     /// Keepalive HeartbeatRequests sent (first sends and retransmissions).
     keepalive_sent,
     /// Keepalive HeartbeatRequests answered.

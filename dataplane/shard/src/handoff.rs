@@ -17,9 +17,15 @@
 //!
 //! The copy is an allocation on a path that steering keeps empty; the queue is bounded in
 //! datagrams ([`HANDOFF_CAPACITY`]), each at most one record's worth of bytes.
+//!
+//! Across nodes ([`Handoffs::with_nodes`]): a CID naming another node of the fleet (its
+//! node id, [`ShardField::node_of`]) is not this process's at all; a copy goes onto the
+//! node forwarder's bounded queue ([`NodeForward`], counted in `cid_forwards`, a full queue
+//! in `drop_forward_full`), and the daemon's forwarder sends it to that node, which hands
+//! it to its owning shard's [`HandoffQueue`] as if it had arrived there.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 
 use crossbeam_queue::ArrayQueue;
 use dataplane::cid::ShardField;
@@ -74,13 +80,33 @@ impl Default for HandoffQueue {
     }
 }
 
+/// A datagram under a CID that names another node, on its way to the daemon's node
+/// forwarder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeForward {
+    /// The node the CID names.
+    pub node: u32,
+    /// Where the datagram came from (the client's address as this node saw it).
+    pub source: SocketAddr,
+    /// The datagram as received.
+    pub datagram: Vec<u8>,
+}
+
+/// This node's id and the forwarder's queue.
+#[derive(Debug, Clone)]
+struct ToNodes {
+    own: u32,
+    queue: mpsc::SyncSender<NodeForward>,
+}
+
 /// What a shard needs to hand records to their owners: where the shard id sits in our CIDs,
-/// its own id, and every shard's queues in shard order.
+/// its own id, every shard's queues in shard order, and (in a fleet) the way to other nodes.
 #[derive(Debug, Clone)]
 pub struct Handoffs {
     field: ShardField,
     shard: u16,
     shards: Vec<Arc<ShardQueues>>,
+    nodes: Option<ToNodes>,
 }
 
 /// Where a datagram goes after [`Handoffs::owner`].
@@ -90,6 +116,8 @@ pub(crate) enum Owner {
     Here,
     /// The shard with this index owns it.
     Shard(usize),
+    /// Another node owns it.
+    Node(u32),
 }
 
 impl Handoffs {
@@ -100,11 +128,26 @@ impl Handoffs {
             field,
             shard,
             shards,
+            nodes: None,
         }
+    }
+
+    /// Records under CIDs that name a node other than `own` go onto `queue` for the
+    /// daemon's node forwarder (see the module docs); a full queue drops them, counted.
+    #[must_use]
+    pub fn with_nodes(mut self, own: u32, queue: mpsc::SyncSender<NodeForward>) -> Self {
+        self.nodes = Some(ToNodes { own, queue });
+        self
     }
 
     /// Who owns the CID at the start of `cid` (followed by the rest of the record).
     pub(crate) fn owner(&self, cid: &[u8]) -> Owner {
+        if let Some(nodes) = &self.nodes
+            && let Some(node) = self.field.node_of(cid)
+            && node != nodes.own
+        {
+            return Owner::Node(node);
+        }
         match self.field.shard_of(cid) {
             Some(shard) if shard != self.shard && usize::from(shard) < self.shards.len() => {
                 Owner::Shard(usize::from(shard))
@@ -119,6 +162,22 @@ impl Handoffs {
         self.shards[shard]
             .handoffs()
             .push(Handoff {
+                source,
+                datagram: datagram.to_vec(),
+            })
+            .is_ok()
+    }
+
+    /// Queues a copy of `datagram` from `source` for node `node`; `false` when the
+    /// forwarder's queue is full (or the forwarder is gone, shutting down).
+    pub(crate) fn forward(&self, node: u32, source: SocketAddr, datagram: &[u8]) -> bool {
+        let Some(nodes) = &self.nodes else {
+            return false;
+        };
+        nodes
+            .queue
+            .try_send(NodeForward {
+                node,
                 source,
                 datagram: datagram.to_vec(),
             })
@@ -152,6 +211,27 @@ mod tests {
         assert!(handoffs.push(2, source, &cid(2)));
         let got = queues[2].handoffs().pop().expect("queued");
         assert_eq!((got.source, got.datagram), (source, cid(2).to_vec()));
+    }
+
+    #[test]
+    fn a_cid_naming_another_node_goes_to_the_forwarder() {
+        let layout = ServerIdLayout::new(2, 8, 8).expect("layout");
+        let field = ShardField::plaintext_with_length(ConfigId::new(0).expect("id"), layout, 8)
+            .expect("fits");
+        let queues: Vec<_> = (0..2).map(|_| Arc::new(ShardQueues::new(4, 4))).collect();
+        let (tx, rx) = mpsc::sync_channel(1);
+        let handoffs = Handoffs::new(field, 0, queues).with_nodes(5, tx);
+        let cid = |node, shard| [7, node, shard, 1, 2, 3, 4, 5];
+        assert_eq!(handoffs.owner(&cid(5, 1)), Owner::Shard(1), "this node's");
+        assert_eq!(handoffs.owner(&cid(5, 0)), Owner::Here);
+        assert_eq!(handoffs.owner(&cid(9, 0)), Owner::Node(9));
+        assert_eq!(handoffs.owner(&[8, 9, 0, 1, 2, 3, 4, 5]), Owner::Here);
+        let source = "127.0.0.1:9".parse().expect("literal");
+        assert!(handoffs.forward(9, source, &cid(9, 0)));
+        assert!(!handoffs.forward(9, source, &cid(9, 0)), "full");
+        let got = rx.try_recv().expect("queued");
+        assert_eq!((got.node, got.source), (9, source));
+        assert_eq!(got.datagram, cid(9, 0).to_vec());
     }
 
     #[test]

@@ -30,10 +30,12 @@
 //!
 //! A record under a connection ID that names another shard of the process (it reached this
 //! one because reuseport steering is off or was misdirected) is handed to its owner through
-//! the owner's [`HandoffQueue`] ([`Handoffs`], counted in `cid_handoffs`).
+//! the owner's [`HandoffQueue`] ([`Handoffs`], counted in `cid_handoffs`). One whose CID
+//! names another node of the fleet goes to the daemon's node forwarder ([`NodeForward`],
+//! counted in `cid_forwards`).
 //!
-//! The per-packet path allocates nothing except the copy of a datagram handed to control
-//! or to another shard. Queues are bounded and lock-free; a full queue drops and counts, a
+//! The per-packet path allocates nothing except the copy of a datagram handed to control,
+//! to another shard or to another node. Queues are bounded and lock-free; a full queue drops and counts, a
 //! shard never blocks.
 //!
 //! Of the protocol vocabulary (`dtls-proto`) it uses only the record-level part: content
@@ -66,7 +68,7 @@ mod snapshot;
 pub use crate::core::{Effects, FlowRef, OpenFlow, ShardCore};
 pub use counters::{ShardCounters, ShardStats};
 pub use flows::{FlowSend, FlowTx, MAX_PREFIX_LEN, UpstreamPrefix};
-pub use handoff::{HANDOFF_CAPACITY, Handoff, HandoffQueue, Handoffs};
+pub use handoff::{HANDOFF_CAPACITY, Handoff, HandoffQueue, Handoffs, NodeForward};
 pub use hash::{AddrHashBuilder, AddrHasher};
 pub use progress::Progress;
 pub use queue::{

@@ -114,22 +114,32 @@ pub(crate) struct Out<'a> {
 
 impl Out<'_> {
     /// Hands a datagram whose connection ID starts at `cid_offset` and is not in this
-    /// shard's table to the shard the CID names; `false` when it names none other (then it
-    /// is this shard's to count and drop). A full queue drops it, counted.
+    /// shard's table to the shard the CID names, or to the node forwarder when it names
+    /// another node; `false` when it names none other (then it is this shard's to count and
+    /// drop). A full queue drops it, counted.
     fn hand_off(&mut self, source: SocketAddr, datagram: &[u8], cid_offset: usize) -> bool {
         let Some(handoffs) = self.handoffs else {
             return false;
         };
-        let Owner::Shard(owner) = datagram
+        match datagram
             .get(cid_offset..)
             .map_or(Owner::Here, |cid| handoffs.owner(cid))
-        else {
-            return false;
-        };
-        if handoffs.push(owner, source, datagram) {
-            self.tally.cid_handoffs += 1;
-        } else {
-            self.tally.drop_handoff_full += 1;
+        {
+            Owner::Here => return false,
+            Owner::Shard(owner) => {
+                if handoffs.push(owner, source, datagram) {
+                    self.tally.cid_handoffs += 1;
+                } else {
+                    self.tally.drop_handoff_full += 1;
+                }
+            }
+            Owner::Node(node) => {
+                if handoffs.forward(node, source, datagram) {
+                    self.tally.cid_forwards += 1;
+                } else {
+                    self.tally.drop_forward_full += 1;
+                }
+            }
         }
         true
     }

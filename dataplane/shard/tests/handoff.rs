@@ -344,3 +344,57 @@ fn a_dtls13_record_with_the_c_bit_is_handed_over_too() {
     assert_eq!(s1.upstream(), vec![content.to_vec()]);
     assert_eq!(s1.stats().sessions_moved, 1);
 }
+
+/// In a fleet ([`Handoffs::with_nodes`]): a record whose CID names another node goes to the
+/// node forwarder's queue with its source, whether 1.2 or 1.3, counted in `cid_forwards`;
+/// this node's CIDs are still handed between its shards; a full forwarder queue drops and
+/// counts. The forwarded copy, handed to the owner's shard with the client's address (what
+/// the owner's forwarder does), moves the session there.
+#[test]
+fn a_cid_naming_another_node_goes_to_the_node_forwarder() {
+    let queues: Vec<_> = (0..2).map(|_| Arc::new(ShardQueues::new(64, 64))).collect();
+    let (tx, rx) = std::sync::mpsc::sync_channel(2);
+    // This node is node 5; the peer's CID names node 0, shard 1 (another node's session).
+    let mut here = Core::new(queues[0].clone());
+    here.core
+        .set_handoffs(Handoffs::new(field(), 0, queues.clone()).with_nodes(5, tx));
+    let mut peer = Peer::new();
+    let record = peer.seal(b"to node 0");
+    here.datagram(moved(), &record);
+    let mut v13 = vec![0x3c];
+    v13.extend_from_slice(&CID_SHARD1);
+    v13.extend_from_slice(&[0, 1, 0xaa, 0xbb]);
+    here.datagram(moved(), &v13);
+    here.datagram(moved(), &record);
+    let s = here.stats();
+    assert_eq!(
+        (s.cid_forwards, s.drop_forward_full, s.cid_handoffs),
+        (2, 1, 0)
+    );
+    assert_eq!(s.drop_unknown_session, 0);
+    let first = rx.try_recv().expect("queued");
+    assert_eq!((first.node, first.source), (0, moved()));
+    assert_eq!(first.datagram, record);
+    assert_eq!(rx.try_recv().expect("queued").datagram, v13);
+    assert_eq!(
+        queues[1].handoffs().pop(),
+        None,
+        "not handed to a local shard"
+    );
+
+    // Node 0, shard 1, the owner: the forwarder hands it over with the client's address.
+    let [_, mut owner] = two_shards(true);
+    owner.command(peer.install());
+    owner
+        .core
+        .queues()
+        .handoffs()
+        .push(Handoff {
+            source: first.source,
+            datagram: first.datagram,
+        })
+        .expect("room");
+    assert_eq!(owner.handoffs(), 1);
+    assert_eq!(owner.upstream(), vec![b"to node 0".to_vec()]);
+    assert_eq!(owner.stats().sessions_moved, 1);
+}

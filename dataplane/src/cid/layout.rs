@@ -140,6 +140,8 @@ pub struct ShardField {
     first_octet: u8,
     bit_offset: u32,
     bits: u32,
+    /// Width of the node id, which starts at the server ID's first bit (bit 8).
+    node_bits: u32,
 }
 
 impl ShardField {
@@ -163,6 +165,7 @@ impl ShardField {
             first_octet,
             bit_offset: 8 + layout.node_bits,
             bits: layout.shard_bits,
+            node_bits: layout.node_bits,
         })
     }
 
@@ -190,22 +193,48 @@ impl ShardField {
     /// The shard `cid` names: `None` unless it is `cid_len` octets (or more: the caller may
     /// pass the rest of a record) starting with [`ShardField::first_octet`].
     pub fn shard_of(&self, cid: &[u8]) -> Option<u16> {
-        let cid = cid.get(..self.cid_len())?;
-        if cid[0] != self.first_octet {
-            return None;
-        }
-        // The field spans at most 3 octets (16 bits at any bit offset); read 4 from its
-        // first octet, big-endian, zeros past the CID's end.
-        let start = (self.bit_offset / 8) as usize;
-        let mut word = [0u8; 4];
-        for (w, b) in word.iter_mut().zip(&cid[start..]) {
-            *w = *b;
-        }
-        let word = u32::from_be_bytes(word);
-        let shift = 32 - self.bit_offset % 8 - self.bits;
-        // At most 16 bits once masked.
-        Some((word >> shift & ((1u32 << self.bits) - 1)) as u16)
+        let cid = self.ours(cid)?;
+        // At most 16 bits (`bits` is 1..=16).
+        Some(read_bits(cid, self.bit_offset, self.bits) as u16)
     }
+
+    /// The node `cid` names (the server ID's first `node_bits` bits): `None` as for
+    /// [`ShardField::shard_of`], or when the layout has no node bits (every CID is this
+    /// node's then).
+    pub fn node_of(&self, cid: &[u8]) -> Option<u32> {
+        let cid = self.ours(cid)?;
+        (self.node_bits > 0).then(|| {
+            // A node id of up to 32 bits spans up to 5 octets: read it in two halves.
+            let high = self.node_bits.saturating_sub(16);
+            let low = self.node_bits - high;
+            let mut node = 0u32;
+            if high > 0 {
+                node = read_bits(cid, 8, high) << low;
+            }
+            node | read_bits(cid, 8 + high, low)
+        })
+    }
+
+    /// The CID's first `cid_len` octets when it starts with our first octet.
+    fn ours<'a>(&self, cid: &'a [u8]) -> Option<&'a [u8]> {
+        let cid = cid.get(..self.cid_len())?;
+        (cid[0] == self.first_octet).then_some(cid)
+    }
+}
+
+/// `bits` (1..=16) bits of `cid` from bit `offset` (counted from the most significant bit
+/// of octet 0); zeros past the CID's end.
+fn read_bits(cid: &[u8], offset: u32, bits: u32) -> u32 {
+    // The field spans at most 3 octets (16 bits at any bit offset); read 4 from its first
+    // octet, big-endian.
+    let start = (offset / 8) as usize;
+    let mut word = [0u8; 4];
+    for (w, b) in word.iter_mut().zip(cid.get(start..).unwrap_or_default()) {
+        *w = *b;
+    }
+    let word = u32::from_be_bytes(word);
+    let shift = 32 - offset % 8 - bits;
+    word >> shift & ((1u32 << bits) - 1)
 }
 
 #[cfg(test)]
@@ -233,6 +262,8 @@ mod tests {
                     .expect("encode");
                 assert_eq!(cid.as_bytes()[0], field.first_octet());
                 assert_eq!(field.shard_of(cid.as_bytes()), Some(shard), "{layout:?}");
+                let named = (node_bits > 0).then_some(node);
+                assert_eq!(field.node_of(cid.as_bytes()), named, "{layout:?}");
             }
         }
     }

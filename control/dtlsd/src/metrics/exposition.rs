@@ -48,6 +48,8 @@ pub struct Snapshot {
     pub process: ProcessStats,
     /// `(config key, file, earliest notAfter)` of each certificate file in use.
     pub certificates: Vec<CertificateReading>,
+    /// The node forwarder's counters, in a fleet.
+    pub forwarding: Option<crate::forward::ForwardStats>,
 }
 
 /// One handshake worker's counters at one moment.
@@ -92,6 +94,7 @@ impl Snapshot {
                 .collect(),
             process: ProcessStats::read(),
             certificates: sources.certificates.read(),
+            forwarding: sources.forwarding.as_ref().map(|c| c.snapshot()),
         }
     }
 }
@@ -288,7 +291,43 @@ fn encode(snapshot: &Snapshot, encoder: &mut DescriptorEncoder<'_>) -> fmt::Resu
             family.encode_family(&[("shard", shard.as_str()), ("listen", listen.as_str())])?,
         )?;
     }
+    if let Some(forwarding) = &snapshot.forwarding {
+        encode_forwarding(forwarding, encoder)?;
+    }
     encode_observations(snapshot, encoder)
+}
+
+/// The node forwarder's families (only in a fleet).
+fn encode_forwarding(
+    f: &crate::forward::ForwardStats,
+    encoder: &mut DescriptorEncoder<'_>,
+) -> fmt::Result {
+    let kind = MetricType::Counter;
+    for (name, help, value) in [
+        (
+            "dtlsd_forwarded_out_total",
+            "Records under a connection ID naming another node, sent to that node.",
+            f.out,
+        ),
+        (
+            "dtlsd_forwarded_in_total",
+            "Records other nodes forwarded here that authenticated and went to their shard.",
+            f.in_,
+        ),
+    ] {
+        let family = encoder.encode_descriptor(family_name(name, kind), help, None, kind)?;
+        sample(kind, value, family)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        family_name("dtlsd_forward_drops_total", kind),
+        "Node-to-node forwarding drops, by reason.",
+        None,
+        kind,
+    )?;
+    for (reason, value) in crate::forward::DROP_REASONS.iter().zip(f.drops) {
+        sample(kind, value, family.encode_family(&[("reason", *reason)])?)?;
+    }
+    Ok(())
 }
 
 /// The build, the handshake-duration histogram, sessions by version and suite, certificate
@@ -633,6 +672,12 @@ const SHARD_FAMILIES: &[(&str, &str, &str, ShardField)] = &[
         |s, _| s.cid_handoffs,
     ),
     (
+        "dtlsd_cid_forwards_total",
+        "counter",
+        "Records under a connection ID naming another node, queued for the node forwarder by this shard.",
+        |s, _| s.cid_forwards,
+    ),
+    (
         "dtlsd_keepalive_sent_total",
         "counter",
         "Keepalive HeartbeatRequests sent (first sends and retransmissions).",
@@ -767,6 +812,7 @@ pub(crate) const DROP_REASONS: &[(&str, DropField)] = &[
     ("not_moved", |s| s.drop_not_moved),
     ("retired_cid", |s| s.drop_retired_cid),
     ("handoff_full", |s| s.drop_handoff_full),
+    ("forward_full", |s| s.drop_forward_full),
     ("unexpected_content", |s| s.drop_unexpected_content),
     ("queue_full", |s| s.drop_queue_full),
     ("tx_full", |s| s.drop_tx_full),
@@ -1146,6 +1192,7 @@ mod tests {
                 path: "/etc/dtlsd/server.pem".into(),
                 not_after: 1_900_000_000,
             }],
+            forwarding: Some(crate::forward::ForwardStats::default()),
         }
     }
 

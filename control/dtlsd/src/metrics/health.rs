@@ -125,6 +125,7 @@ mod tests {
                 })
                 .collect(),
             certificates: Arc::default(),
+            forwarding: None,
         }
     }
 

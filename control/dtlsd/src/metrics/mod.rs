@@ -106,6 +106,8 @@ pub struct Sources {
     pub shards: Vec<ShardSource>,
     /// The certificate files in use and when they expire.
     pub certificates: Arc<Certificates>,
+    /// The node forwarder's counters, in a fleet (`crate::forward`).
+    pub forwarding: Option<Arc<crate::forward::ForwardCounters>>,
 }
 
 /// One handshake worker's counters and turn stamp.

@@ -215,6 +215,7 @@ mod tests {
                 })
                 .collect(),
             certificates: Arc::default(),
+            forwarding: None,
         })
     }
 

@@ -1,11 +1,13 @@
 //! Helpers shared by the `dtlsd serve` integration tests (serve, flood, metrics): temp
 //! dirs and the test PKI, free ports, a UDP echo backend, the daemon and client processes
 //! (killed on drop), waits with deadlines and our own engine as a blocking client;
-//! [`probe`] reads a running daemon's `/metrics` and resident memory.
+//! [`probe`] reads a running daemon's `/metrics` and resident memory; [`balancer`] is a
+//! 4-tuple-hashing UDP front for a fleet of nodes.
 
 // Each test binary uses a subset of these helpers.
 #![allow(dead_code)]
 
+pub mod balancer;
 pub mod probe;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,0 +1,434 @@
+//! Two `dtlsd serve` nodes on loopback behind a 4-tuple-hashing UDP balancer of ours
+//! (`common::balancer`), sharing a key store with `forward_secrets` and listing each other
+//! in `[[nodes]]`: a client whose new address hashes to the other node keeps its session,
+//! for DTLS 1.2 (tls12_cid records) and 1.3 (the C bit). The node the client now reaches
+//! reads the owner's node id from the CID and forwards the record to the owner's
+//! forwarding address with the client's address inside the authenticated encapsulation;
+//! the owner moves the session to that address and answers the client directly (through
+//! the balancer, which takes replies from any node, as a direct-server-return front
+//! does). With `dtlsd connect` as the client behind a NAT of ours, the owner's RFC 9853
+//! return-routability check of the new address runs through the forwarding too. A forged
+//! forwarded packet (bad HMAC) is dropped, counted, and moves nothing.
+//!
+//! Every wait has a deadline; daemons are killed on drop.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::balancer::{Balancer, pick};
+use common::{Client, Daemon, EchoBackend, TempDir, certs, free_udp_addr};
+use control::{Config, ConnectionIds, ProtocolVersion};
+use dataplane::forward::{ForwardKey, Forwarder};
+
+const TICKETS: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+const COOKIES: &str = "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1";
+const FORWARD: &str = "f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0";
+/// Node ids of the two nodes, in balancer order.
+const IDS: [u8; 2] = [7, 9];
+
+struct Fleet {
+    nodes: Vec<Daemon>,
+    forward: Vec<SocketAddr>,
+    balancer: Balancer,
+    _backend: EchoBackend,
+}
+
+impl Fleet {
+    fn start(pki: &TempDir) -> Self {
+        let store = pki.file("keys.toml");
+        std::fs::write(
+            &store,
+            format!(
+                "ticket_secrets = [\"{TICKETS}\"]\ncookie_secrets = [\"{COOKIES}\"]\n\
+                 forward_secrets = [\"{FORWARD}\"]\n"
+            ),
+        )
+        .expect("write key store");
+        let forward = vec![free_udp_addr(), free_udp_addr()];
+        let config = pki.file("serve.toml");
+        let mut text = "[serve]\n".to_owned();
+        for (id, address) in IDS.iter().zip(&forward) {
+            text.push_str(&format!("[[nodes]]\nid = {id}\naddress = \"{address}\"\n"));
+        }
+        std::fs::write(&config, text).expect("write config");
+        let backend = EchoBackend::start();
+        let nodes: Vec<Daemon> = IDS
+            .iter()
+            .map(|id| {
+                Daemon::start_serve_with_metrics(
+                    backend.addr,
+                    pki,
+                    &[
+                        "--shards",
+                        "2",
+                        "--config",
+                        &config,
+                        "--key-store",
+                        &store,
+                        "--node-id",
+                        &id.to_string(),
+                    ],
+                )
+            })
+            .collect();
+        for node in &nodes {
+            assert!(
+                node.log().contains("forwarding records between nodes"),
+                "{}",
+                node.log()
+            );
+        }
+        let balancer = Balancer::start(nodes.iter().map(|n| n.listen).collect());
+        Self {
+            nodes,
+            forward,
+            balancer,
+            _backend: backend,
+        }
+    }
+
+    /// The sum of `series{shard="0"}` and `series{shard="1"}` on node `i`.
+    fn per_shard(&self, i: usize, series: &str) -> u64 {
+        (0..2)
+            .map(|s| {
+                self.nodes[i]
+                    .metric(&format!("{series}{{shard=\"{s}\"}}"))
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
+    fn metric(&self, i: usize, series: &str) -> u64 {
+        self.nodes[i]
+            .metric(series)
+            .unwrap_or_else(|| panic!("no {series} on node {i}:\n{}", self.nodes[i].log()))
+    }
+
+    fn logs(&self) -> String {
+        format!(
+            "node 0:\n{}\nnode 1:\n{}",
+            self.nodes[0].log(),
+            self.nodes[1].log()
+        )
+    }
+}
+
+fn client_config(pki: &TempDir, version: ProtocolVersion) -> Arc<Config> {
+    let mut config = (*Client::config(pki)).clone();
+    config.connection_id = ConnectionIds::On { len: 0 };
+    config.versions = vec![version];
+    Arc::new(config)
+}
+
+fn moves_to_the_other_node_and_keeps_its_session(tag: &str, version: ProtocolVersion) {
+    let pki = TempDir::new(tag);
+    certs(&pki);
+    let fleet = Fleet::start(&pki);
+    let mut client = Client::connect(client_config(&pki, version), fleet.balancer.front);
+    let owner = fleet.balancer.node_of(client.local_addr());
+    let cid = client.peer_cid().expect("a CID").to_vec();
+    assert_eq!(cid[1], IDS[owner], "the CID names the owner: {cid:02x?}");
+    client.echo(b"before the move");
+    // A NAT rebinding whose new port hashes to the other node.
+    let mut moves = 0;
+    while fleet.balancer.node_of(client.local_addr()) == owner {
+        client.rebind();
+        moves += 1;
+        assert!(moves < 200, "no port hashed to the other node");
+    }
+    let other = 1 - owner;
+    for i in 0..5 {
+        client.echo(format!("after the move {i}").as_bytes());
+    }
+    let logs = fleet.logs();
+    assert!(
+        fleet.per_shard(other, "dtlsd_cid_forwards_total") >= 5,
+        "{logs}"
+    );
+    assert!(
+        fleet.metric(other, "dtlsd_forwarded_out_total") >= 5,
+        "{logs}"
+    );
+    assert!(
+        fleet.metric(owner, "dtlsd_forwarded_in_total") >= 5,
+        "{logs}"
+    );
+    assert_eq!(
+        fleet.per_shard(owner, "dtlsd_sessions_moved_total"),
+        1,
+        "{logs}"
+    );
+    assert_eq!(fleet.per_shard(owner, "dtlsd_sessions_active"), 1, "{logs}");
+    assert_eq!(fleet.per_shard(other, "dtlsd_sessions_active"), 0, "{logs}");
+    for i in 0..2 {
+        assert_eq!(
+            fleet.metric(i, r#"dtlsd_forward_drops_total{reason="auth"}"#),
+            0,
+            "{logs}"
+        );
+    }
+}
+
+#[test]
+fn a_dtls12_client_moved_to_the_other_node_keeps_its_session() {
+    moves_to_the_other_node_and_keeps_its_session("fleet12", ProtocolVersion::Dtls1_2);
+}
+
+#[test]
+fn a_dtls13_client_moved_to_the_other_node_keeps_its_session() {
+    moves_to_the_other_node_and_keeps_its_session("fleet13", ProtocolVersion::Dtls1_3);
+}
+
+/// A packet in our encapsulation whose tag was made with another key, carrying a record
+/// under a live session's CID and claiming a third address: dropped before anything in it
+/// is read, counted as `auth`, and the session stays where it is.
+#[test]
+fn a_forged_forwarded_datagram_is_dropped_and_counted() {
+    let pki = TempDir::new("fleet-forged");
+    certs(&pki);
+    let fleet = Fleet::start(&pki);
+    let mut client = Client::connect(
+        client_config(&pki, ProtocolVersion::Dtls1_2),
+        fleet.balancer.front,
+    );
+    let owner = fleet.balancer.node_of(client.local_addr());
+    client.echo(b"before the forgery");
+    let cid = client.peer_cid().expect("a CID").to_vec();
+    // A tls12_cid record header under the session's CID, then junk.
+    let mut record = vec![25, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 9];
+    record.extend_from_slice(&cid);
+    record.extend_from_slice(&[0, 24]);
+    record.extend_from_slice(&[0xab; 24]);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let mut forger = Forwarder::new(IDS[1 - owner], ForwardKey::new(&[0x5a; 32]), now_ms);
+    let mut packet = Vec::new();
+    let spoofed: SocketAddr = "127.0.0.9:9999".parse().expect("literal");
+    forger.encapsulate(now_ms, spoofed, &record, &mut packet);
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    for _ in 0..3 {
+        sock.send_to(&packet, fleet.forward[owner]).expect("send");
+    }
+    let logs = || fleet.logs();
+    common::wait_until("the forged packets counted", logs, || {
+        fleet.nodes[owner]
+            .metric(r#"dtlsd_forward_drops_total{reason="auth"}"#)
+            .is_some_and(|n| n == 3)
+    });
+    client.echo(b"after the forgery");
+    let logs = fleet.logs();
+    assert_eq!(fleet.metric(owner, "dtlsd_forwarded_in_total"), 0, "{logs}");
+    assert_eq!(
+        fleet.per_shard(owner, "dtlsd_sessions_moved_total"),
+        0,
+        "{logs}"
+    );
+    assert_eq!(fleet.per_shard(owner, "dtlsd_sessions_active"), 1, "{logs}");
+}
+
+/// A one-client NAT in front of the balancer: what `dtlsd connect` sends to `inside` leaves
+/// through an outside socket towards the balancer's front, answers come back.
+/// [`Nat::move_to`] replaces the outside socket with one whose 4-tuple hashes to a given
+/// node (the old socket closes, as a NAT mapping that expired).
+struct Nat {
+    inside: SocketAddr,
+    requests: mpsc::Sender<usize>,
+    /// The node the outside socket hashes to, once the thread set it up.
+    node: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Nat {
+    fn start(front: SocketAddr) -> Self {
+        let inside = UdpSocket::bind("127.0.0.1:0").expect("bind nat inside");
+        inside.set_nonblocking(true).expect("nonblocking");
+        let addr = inside.local_addr().expect("inside address");
+        let (requests, rx) = mpsc::channel();
+        let node = Arc::new(AtomicUsize::new(usize::MAX));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (node, stop) = (Arc::clone(&node), Arc::clone(&stop));
+            std::thread::spawn(move || nat_relay(&inside, front, &rx, &node, &stop))
+        };
+        let nat = Self {
+            inside: addr,
+            requests,
+            node,
+            stop,
+            thread: Some(thread),
+        };
+        nat.wait_for(|n| n != usize::MAX);
+        nat
+    }
+
+    fn wait_for(&self, done: impl Fn(usize) -> bool) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let node = self.node.load(Ordering::SeqCst);
+            if done(node) {
+                return node;
+            }
+            assert!(Instant::now() < deadline, "the NAT did not move");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The node the client's outside address hashes to now.
+    fn node(&self) -> usize {
+        self.node.load(Ordering::SeqCst)
+    }
+
+    /// A new outside port that hashes to `node`.
+    fn move_to(&self, node: usize) {
+        self.node.store(usize::MAX, Ordering::SeqCst);
+        self.requests.send(node).expect("nat running");
+        self.wait_for(|n| n == node);
+    }
+}
+
+impl Drop for Nat {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// An outside socket towards `front`, hashing to `node` when given.
+fn outside(front: SocketAddr, node: Option<usize>) -> UdpSocket {
+    for _ in 0..500 {
+        let s = UdpSocket::bind("127.0.0.1:0").expect("bind nat outside");
+        let local = s.local_addr().expect("outside address");
+        if node.is_none_or(|n| pick(local, front, IDS.len()) == n) {
+            s.connect(front).expect("connect nat outside");
+            s.set_nonblocking(true).expect("nonblocking");
+            return s;
+        }
+    }
+    panic!("no outside port hashed to {node:?}");
+}
+
+fn nat_relay(
+    inside: &UdpSocket,
+    front: SocketAddr,
+    requests: &mpsc::Receiver<usize>,
+    node: &AtomicUsize,
+    stop: &AtomicBool,
+) {
+    let mut out = outside(front, None);
+    let hashed = |s: &UdpSocket| pick(s.local_addr().expect("outside"), front, IDS.len());
+    node.store(hashed(&out), Ordering::SeqCst);
+    let mut client: Option<SocketAddr> = None;
+    let mut buf = vec![0u8; 65536];
+    while !stop.load(Ordering::SeqCst) {
+        if let Ok(target) = requests.try_recv() {
+            out = outside(front, Some(target));
+            node.store(hashed(&out), Ordering::SeqCst);
+        }
+        let mut idle = true;
+        while let Ok((n, from)) = inside.recv_from(&mut buf) {
+            idle = false;
+            client = Some(from);
+            let _ = out.send(&buf[..n]);
+        }
+        while let Ok(n) = out.recv(&mut buf) {
+            idle = false;
+            if let Some(to) = client {
+                let _ = inside.send_to(&buf[..n], to);
+            }
+        }
+        if idle {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// `dtlsd connect` (which answers path_challenges) behind the NAT: after its outside port
+/// moves to one that hashes to the other node, the owner challenges the new address
+/// (RFC 9853), the path_response comes back through the other node's forwarding, and the
+/// session moves once; every datagram is echoed.
+fn connect_moves_with_the_return_routability_check(tag: &str, version: &str) {
+    let pki = TempDir::new(tag);
+    certs(&pki);
+    let fleet = Fleet::start(&pki);
+    let nat = Nat::start(fleet.balancer.front);
+    let owner = nat.node();
+    let connect = Daemon::start_connect_with_metrics(
+        nat.inside,
+        &pki,
+        &["--shards", "1", "--versions", version],
+    );
+    let source = UdpSocket::bind("127.0.0.1:0").expect("bind source");
+    source.connect(connect.listen).expect("connect source");
+    source
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut buf = vec![0u8; 2048];
+    for round in 0..8u8 {
+        if round == 4 {
+            nat.move_to(1 - owner);
+        }
+        let sent = vec![round; 100 + usize::from(round)];
+        source.send(&sent).expect("send");
+        let n = source.recv(&mut buf).unwrap_or_else(|e| {
+            panic!(
+                "round {round}: no echo ({e})\n{}\nconnect: {}",
+                fleet.logs(),
+                connect.log()
+            )
+        });
+        assert_eq!(&buf[..n], &sent[..], "round {round}");
+    }
+    let logs = fleet.logs();
+    assert_eq!(
+        fleet.per_shard(owner, "dtlsd_sessions_moved_total"),
+        1,
+        "{logs}"
+    );
+    assert_eq!(
+        fleet.per_shard(owner, "dtlsd_rrc_validated_total"),
+        1,
+        "{logs}"
+    );
+    assert!(
+        fleet.per_shard(owner, "dtlsd_rrc_challenges_sent_total") >= 1,
+        "{logs}"
+    );
+    assert!(
+        fleet.metric(owner, "dtlsd_forwarded_in_total") >= 4,
+        "{logs}"
+    );
+    assert!(
+        fleet.metric(1 - owner, "dtlsd_forwarded_out_total") >= 4,
+        "{logs}"
+    );
+    assert_eq!(
+        fleet.per_shard(1 - owner, "dtlsd_sessions_active"),
+        0,
+        "{logs}"
+    );
+    assert_eq!(
+        connect.metric("dtlsd_sessions_active{shard=\"0\"}"),
+        Some(1),
+        "one session all along"
+    );
+}
+
+#[test]
+fn dtls12_connect_moved_to_the_other_node_passes_the_return_routability_check() {
+    connect_moves_with_the_return_routability_check("fleet-rrc12", "1.2");
+}
+
+#[test]
+fn dtls13_connect_moved_to_the_other_node_passes_the_return_routability_check() {
+    connect_moves_with_the_return_routability_check("fleet-rrc13", "1.3");
+}
