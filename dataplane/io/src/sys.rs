@@ -190,7 +190,7 @@ pub(crate) fn recv_connected(
     // both live in this frame until the call returns; no name: the socket is connected.
     let rc = unsafe { libc::recvmsg(fd, &raw mut hdr, libc::MSG_DONTWAIT) };
     let n = usize::try_from(rc).map_err(|_| io::Error::last_os_error())?;
-    let used = (hdr.msg_controllen as usize).min(RECV_CMSG_LEN);
+    let used = hdr.msg_controllen.min(RECV_CMSG_LEN);
     let segment = wire::decode_recv_cmsgs(ctrl.0.get(..used).unwrap_or(&[])).gro_segment_size;
     Ok((n, segment, hdr.msg_flags & libc::MSG_TRUNC != 0))
 }
