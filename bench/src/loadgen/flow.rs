@@ -28,6 +28,10 @@ use dtls_io::{IoConfig, IoMode, TxBatch, UdpIo};
 use hdrhistogram::Histogram;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
+use rustix::time::{
+    Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec, timerfd_create,
+    timerfd_settime,
+};
 
 use super::client::Established;
 use super::protection::{Protection, Received};
@@ -38,8 +42,8 @@ use super::{CipherChoice, IP_UDP_HEADER, MIN_PAYLOAD, Pattern};
 const STALL: Duration = Duration::from_millis(200);
 /// Open loop: consecutive datagrams given to one session before the next one's turn.
 const OPEN_LOOP_RUN: u64 = 8;
-/// Open loop: shortest sleep between turns when the next send is under 1 ms away.
-const OPEN_LOOP_MIN_SLEEP_NS: u64 = 20_000;
+/// The epoll token of the open loop's send timer (no flow has this index).
+const SEND_TIMER: Token = Token(usize::MAX);
 /// Receive-side GRO only up to this many sessions (memory: 512 KiB of buffers each).
 const GRO_MAX_SESSIONS: usize = 128;
 /// Longest single wait.
@@ -189,6 +193,11 @@ struct Flow {
 pub struct Flows {
     flows: Vec<Flow>,
     poll: Poll,
+    /// Open loop: a timerfd in the epoll set, armed for the next send, so one wait ends at
+    /// the first reply or at the send time, whichever comes first, to the nanosecond (a
+    /// timerfd has no timer slack; `sleep` has 50 µs of it, and a reply arriving during a
+    /// sleep used to wait it out).
+    send_timer: std::os::fd::OwnedFd,
     events: Events,
     pattern: Pattern,
     cfg: FlowConfig,
@@ -269,9 +278,22 @@ impl Flows {
                 dirty: false,
             });
         }
+        let send_timer = timerfd_create(
+            TimerfdClockId::Monotonic,
+            TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+        )
+        .context("timerfd")?;
+        poll.registry()
+            .register(
+                &mut SourceFd(&send_timer.as_raw_fd()),
+                SEND_TIMER,
+                Interest::READABLE,
+            )
+            .context("epoll register timerfd")?;
         Ok(Self {
             flows,
             poll,
+            send_timer,
             events: Events::with_capacity(1024),
             pattern: Pattern::new(cfg.size),
             cfg,
@@ -454,7 +476,34 @@ impl Flows {
     }
 
     fn ready(&self) -> Vec<usize> {
-        self.events.iter().map(|e| e.token().0).collect()
+        self.events
+            .iter()
+            .map(|e| e.token())
+            .filter(|t| *t != SEND_TIMER)
+            .map(|t| t.0)
+            .collect()
+    }
+
+    /// Arms the send timer to fire once, `ns` (> 0) from now.
+    fn arm_send_timer(&self, ns: u64) -> Result<()> {
+        let zero = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let value = Timespec {
+            tv_sec: (ns / 1_000_000_000) as _,
+            tv_nsec: (ns % 1_000_000_000) as _,
+        };
+        timerfd_settime(
+            &self.send_timer,
+            TimerfdTimerFlags::empty(),
+            &Itimerspec {
+                it_interval: zero,
+                it_value: value,
+            },
+        )
+        .context("arm the send timer")?;
+        Ok(())
     }
 
     /// Closed loop for `duration`: every session keeps `window` datagrams outstanding.
@@ -580,16 +629,15 @@ impl Flows {
             self.flush_dirty()?;
             let next_due = start_ns + (k as f64 * gap_ns) as u64;
             let wait_ns = next_due.saturating_sub(self.now_ns(Instant::now()));
-            // epoll waits in whole milliseconds: below one, sleep (timer slack makes that
-            // ~50 µs at least) and then poll without blocking. Never spin: on a small
-            // machine a spinning generator takes the server's core.
-            let wait = if wait_ns >= 1_000_000 {
-                Duration::from_nanos(wait_ns - 500_000).min(MAX_WAIT)
+            // One wait that ends at the first reply (drained at once) or at the next send
+            // time (the timerfd, exact), whichever comes first; epoll's own timeout, whole
+            // milliseconds, is only a bound.
+            if wait_ns > 0 {
+                self.arm_send_timer(wait_ns)?;
+                self.wait(MAX_WAIT)?;
             } else {
-                std::thread::sleep(Duration::from_nanos(wait_ns.max(OPEN_LOOP_MIN_SLEEP_NS)));
-                Duration::ZERO
-            };
-            self.wait(wait)?;
+                self.wait(Duration::ZERO)?;
+            }
             ready.clear();
             ready.extend(self.ready());
             for &i in &ready {
@@ -665,5 +713,37 @@ impl Flows {
             });
             let _ = f.io.flush(&mut f.tx);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The open loop's wait ends on the send timer's own event (armed for the next send),
+    /// not on epoll's millisecond timeout: the bound given here is far longer than the timer.
+    #[test]
+    fn the_send_timer_ends_the_wait_with_its_own_event() {
+        let cfg = FlowConfig {
+            size: 1200,
+            window: 1,
+            gso: false,
+        };
+        let mut flows = Flows::new(Vec::new(), CipherChoice::Aes128Gcm, cfg).expect("flows");
+        flows.arm_send_timer(200_000).expect("arm");
+        let mut woke = false;
+        // A bounded number of waits: the timer's event is the only thing that can arrive.
+        for _ in 0..100 {
+            flows
+                .poll
+                .poll(&mut flows.events, Some(Duration::from_secs(10)))
+                .expect("wait");
+            if flows.events.iter().any(|e| e.token() == SEND_TIMER) {
+                woke = true;
+                break;
+            }
+        }
+        assert!(woke, "the send timer raised no event");
+        assert!(flows.ready().is_empty(), "the timer is not a flow");
     }
 }

@@ -166,6 +166,27 @@ pub(super) fn group_config(g: &Group, mtu: usize) -> Result<control::Config> {
     Ok(config)
 }
 
+/// The core of the in-process echo backend: the second-to-last where there are three or
+/// more (shard 0 has the first, the generator the last), else the generator's, the last.
+/// Sharing the generator's core made each echo wait for the generator's time slice to end
+/// whenever both were runnable, a wait of scheduler latency that showed in the latency
+/// tail of plaintext and DTLS alike.
+pub fn backend_core(cores: &[core_affinity::CoreId]) -> Option<core_affinity::CoreId> {
+    match cores.len() {
+        0 | 1 => None,
+        2 => cores.last().copied(),
+        n => cores.get(n - 2).copied(),
+    }
+}
+
+/// Pins the calling echo backend thread to [`backend_core`]; returns the core, or `None`
+/// when not pinned.
+pub fn pin_backend() -> Option<usize> {
+    let cores = core_affinity::get_core_ids()?;
+    let core = backend_core(&cores)?;
+    core_affinity::set_for_current(core).then_some(core.id)
+}
+
 /// Pins the calling generator thread to the last core when there are at least two (the
 /// server pins shard N to core N, so the generator stays off shard 0's core). Returns the
 /// core, or `None` when not pinned.
@@ -305,4 +326,24 @@ pub fn start_servers(
         })
         .collect();
     Ok((servers, groups))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_echo_backend_gets_a_core_of_its_own_from_three_cores() {
+        let ids = |n: usize| {
+            (0..n)
+                .map(|id| core_affinity::CoreId { id })
+                .collect::<Vec<_>>()
+        };
+        assert!(backend_core(&ids(1)).is_none());
+        // Two cores: shard 0 has one, generator and backend share the other.
+        assert_eq!(backend_core(&ids(2)).map(|c| c.id), Some(1));
+        // Three or more: neither shard 0's (first) nor the generator's (last).
+        assert_eq!(backend_core(&ids(3)).map(|c| c.id), Some(1));
+        assert_eq!(backend_core(&ids(16)).map(|c| c.id), Some(14));
+    }
 }

@@ -73,6 +73,56 @@ pub fn send_segments(
     use std::os::fd::AsRawFd;
     sys::send_connected(socket.as_raw_fd(), payload, segment_size)
 }
+
+/// What [`recv_segments`] received: `len` bytes, one datagram or a UDP GRO batch of
+/// `segment`-byte datagrams (the last possibly shorter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Bytes written to the buffer.
+    pub len: usize,
+    /// The GRO segment size when the kernel coalesced two or more datagrams (from the
+    /// `UDP_GRO` cmsg), `None` for a single datagram.
+    pub segment: Option<usize>,
+    /// The datagram (or batch) did not fit the buffer and was cut: drop it.
+    pub truncated: bool,
+}
+
+impl Received {
+    /// The datagrams in `buf[..len]`: one, or each GRO segment in order.
+    pub fn datagrams(self, buf: &mut [u8]) -> std::slice::ChunksMut<'_, u8> {
+        let len = self.len.min(buf.len());
+        let bytes = &mut buf[..len];
+        // `chunks_mut` panics on 0 and yields nothing for an empty slice; an empty datagram
+        // is one datagram too.
+        let stride = self.segment.unwrap_or(self.len).max(1);
+        bytes.chunks_mut(stride)
+    }
+
+    /// Datagrams in this receive (0 for an empty buffer: an empty datagram).
+    pub fn count(self) -> usize {
+        match self.segment {
+            Some(s) if s > 0 => self.len.div_ceil(s),
+            _ => 1,
+        }
+    }
+}
+
+/// One nonblocking receive on a connected UDP socket into `buf`; with UDP_GRO on (see
+/// [`enable_gro`]) the kernel may hand over several datagrams of one flow at once, cut
+/// apart again by [`Received::datagrams`] with the segment size from the `UDP_GRO` cmsg.
+/// `buf` should hold 64 KiB, the largest GRO batch.
+///
+/// # Errors
+/// The OS error of `recvmsg` (`WouldBlock` when nothing is queued).
+pub fn recv_segments(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<Received> {
+    use std::os::fd::AsRawFd;
+    let (len, segment, truncated) = sys::recv_connected(socket.as_raw_fd(), buf)?;
+    Ok(Received {
+        len,
+        segment: segment.filter(|s| *s < len),
+        truncated,
+    })
+}
 pub use uring::{UringFault, UringFeatures};
 
 /// Which backend to use.

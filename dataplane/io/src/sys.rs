@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use crate::wire::{CmsgBuf, SEND_CMSG_LEN, SockAddrBuf};
+use crate::wire::{self, CmsgBuf, RECV_CMSG_LEN, SEND_CMSG_LEN, SockAddrBuf};
 
 /// `setsockopt(fd, level, name, &value, sizeof(int))`.
 pub(crate) fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
@@ -167,4 +167,30 @@ pub(crate) fn send_connected(
     // live in this frame until the call returns; no name: the socket is connected.
     let rc = unsafe { libc::sendmsg(fd, &raw const hdr, libc::MSG_DONTWAIT) };
     usize::try_from(rc).map_err(|_| io::Error::last_os_error())
+}
+
+/// One nonblocking `recvmsg` on a connected socket into `buf`, with room for the cmsgs a
+/// UDP_GRO socket gets: the bytes received, the GRO segment size the kernel reported (a
+/// coalesced receive), and whether the datagram was cut to fit `buf` (`MSG_TRUNC`).
+pub(crate) fn recv_connected(
+    fd: RawFd,
+    buf: &mut [u8],
+) -> io::Result<(usize, Option<usize>, bool)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut ctrl = CmsgBuf::<RECV_CMSG_LEN>::zeroed();
+    let mut hdr = zeroed_msghdr();
+    hdr.msg_iov = &raw mut iov;
+    hdr.msg_iovlen = 1;
+    hdr.msg_control = ctrl.0.as_mut_ptr().cast();
+    hdr.msg_controllen = RECV_CMSG_LEN as _;
+    // SAFETY: `hdr` points at `iov` (over `buf`, borrowed mutably for the call) and `ctrl`,
+    // both live in this frame until the call returns; no name: the socket is connected.
+    let rc = unsafe { libc::recvmsg(fd, &raw mut hdr, libc::MSG_DONTWAIT) };
+    let n = usize::try_from(rc).map_err(|_| io::Error::last_os_error())?;
+    let used = hdr.msg_controllen.min(RECV_CMSG_LEN);
+    let segment = wire::decode_recv_cmsgs(ctrl.0.get(..used).unwrap_or(&[])).gro_segment_size;
+    Ok((n, segment, hdr.msg_flags & libc::MSG_TRUNC != 0))
 }

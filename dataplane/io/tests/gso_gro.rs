@@ -208,3 +208,74 @@ fn gso_refused_by_kernel_is_resent_as_single_datagrams() {
         assert!(io.gso(), "EINVAL splits the run but keeps GSO on");
     }
 }
+
+/// A connected socket with UDP_GRO on gets a GSO run as one coalesced receive;
+/// `recv_segments` reports the segment size and `Received::datagrams` cuts it back into
+/// the datagrams sent, in order; without GRO each datagram is its own receive.
+#[test]
+fn recv_segments_splits_a_coalesced_receive_by_its_cmsg_segment_size() {
+    let sender = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let gro = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let plain = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let from = sender.local_addr().expect("bound");
+    for s in [&gro, &plain] {
+        s.connect(from).expect("connect");
+        s.set_nonblocking(true).expect("nonblocking");
+    }
+    assert!(dtls_io::enable_gro(&gro), "kernel accepted UDP_GRO");
+    let sizes = [300usize, 300, 300, 300, 120];
+    let want: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, l)| payload(i as u32, *l))
+        .collect();
+    let run: Vec<u8> = want.concat();
+    for to in [&gro, &plain] {
+        sender
+            .connect(to.local_addr().expect("bound"))
+            .expect("connect");
+        dtls_io::send_segments(&sender, &run, Some(300)).expect("gso send");
+    }
+    let mut buf = vec![0u8; 65_536];
+    // Loopback hands the GSO skb to a GRO socket whole.
+    let r = recv_within(&gro, &mut buf);
+    assert_eq!(
+        (r.len, r.segment, r.truncated),
+        (run.len(), Some(300), false)
+    );
+    assert_eq!(r.count(), sizes.len());
+    let got: Vec<Vec<u8>> = r.datagrams(&mut buf).map(|d| d.to_vec()).collect();
+    assert_eq!(got, want);
+    assert!(
+        dtls_io::recv_segments(&gro, &mut buf).is_err(),
+        "nothing more"
+    );
+    // Without GRO: one receive per datagram, no segment size.
+    let mut got = Vec::new();
+    for _ in &sizes {
+        let r = recv_within(&plain, &mut buf);
+        assert_eq!((r.segment, r.count()), (None, 1));
+        got.extend(r.datagrams(&mut buf).map(|d| d.to_vec()));
+    }
+    assert_eq!(got, want);
+    // A buffer too small for the batch: cut, and said so.
+    dtls_io::send_segments(&sender, &run, Some(300)).expect("gso send");
+    let mut small = vec![0u8; 64];
+    let r = recv_within(&plain, &mut small);
+    assert!(r.truncated && r.len == 64, "{r:?}");
+}
+
+/// `recv_segments` until something arrives (10 s at most: a bound, not a timing check).
+fn recv_within(socket: &UdpSocket, buf: &mut [u8]) -> dtls_io::Received {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match dtls_io::recv_segments(socket, buf) {
+            Ok(r) => return r,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(std::time::Instant::now() < deadline, "nothing arrived");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Err(e) => panic!("receive: {e}"),
+        }
+    }
+}

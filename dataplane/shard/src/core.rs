@@ -372,6 +372,12 @@ impl<F> ShardCore<F> {
         self.ctx.tally.upstream_recv_errors += 1;
     }
 
+    /// A receive on an upstream flow brought two or more datagrams at once (UDP GRO):
+    /// counted; the driver hands each to [`Self::handle_flow_datagram`].
+    pub fn flow_gro_received(&mut self) {
+        self.ctx.tally.upstream_gro_receives += 1;
+    }
+
     /// One of control's commands, at `now`.
     pub fn handle_command(
         &mut self,
@@ -546,12 +552,14 @@ impl<F> ShardCore<F> {
     ) {
         let this = &*self;
         let (mut datagrams, mut bytes, mut gso_sends, mut errors) = (0u64, 0u64, 0u64, 0u64);
+        let mut calls = 0u64;
         fx.flows.drain(|s| {
             let sent = this
                 .flow(FlowRef::from_token(s.flow))
                 .map(|flow| send(flow, s.payload, s.segment));
             match sent {
                 Some(Ok(_)) => {
+                    calls += 1;
                     datagrams += s.datagrams as u64;
                     bytes += s.payload.len() as u64;
                     gso_sends += u64::from(s.segment.is_some());
@@ -563,6 +571,7 @@ impl<F> ShardCore<F> {
         tally.upstream_datagrams_out += datagrams;
         tally.upstream_bytes_out += bytes;
         tally.upstream_gso_sends += gso_sends;
+        tally.upstream_send_calls += calls;
         tally.upstream_send_errors += errors;
         self.table.clear_retired();
         self.retired_pending.clear();

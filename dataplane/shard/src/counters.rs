@@ -216,9 +216,16 @@ shard_counters! {
     sessions_keepalive_timeout,
     /// Connect mode: handshakes asked of control for new local sources.
     handshakes_requested,
-    /// Serve mode: UDP GSO sends to the backend (each carries two or more datagrams of one
-    /// session, counted one by one in `upstream_datagrams_out`).
+    /// UDP GSO sends on upstream flows (serve: to the backend; connect: to the server), each
+    /// carrying two or more datagrams of one session, counted one by one in
+    /// `upstream_datagrams_out`.
     upstream_gso_sends,
+    /// Successful send calls on upstream flows, GSO or single:
+    /// `upstream_datagrams_out / upstream_send_calls` is the datagrams per send.
+    upstream_send_calls,
+    /// Receives on upstream flows that brought two or more datagrams at once (UDP GRO; each
+    /// counted in `upstream_datagrams_in`).
+    upstream_gro_receives,
     /// Serve mode: protected datagrams of a peer finishing its handshake, held for its keys.
     early_parked,
     /// Serve mode: held datagrams opened once the keys arrived (the rest count as

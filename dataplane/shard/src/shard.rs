@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use dtls_io::{BackendKind, IoConfig, SocketConfig, UdpIo, bind_udp, send_segments};
+use dtls_io::{
+    BackendKind, IoConfig, SocketConfig, UdpIo, bind_udp, enable_gro, recv_segments, send_segments,
+};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
@@ -25,8 +27,9 @@ use crate::relay::RelayMode;
 use crate::session::{SessionTable, SlotId};
 use crate::snapshot::SessionSnapshots;
 
-/// Largest UDP payload (IPv4): the upstream receive buffer size.
-const MAX_UDP_PAYLOAD: usize = 65_507;
+/// The upstream receive buffer size: the largest UDP GRO batch (64 KiB), which also holds
+/// the largest single UDP payload.
+const MAX_UDP_PAYLOAD: usize = 65_536;
 
 /// How a shard is set up (the core uses all but `upstream` and `io`, the driver's).
 #[derive(Debug, Clone, Copy)]
@@ -152,6 +155,9 @@ pub fn connect_upstream(backend: SocketAddr) -> io::Result<UdpSocket> {
     // A backend (or server) answering a burst of GSO-sent datagrams can outrun one turn:
     // the default ~200 KiB overflowed in benchmarks (counted by the kernel as RcvbufErrors).
     dtls_io::set_buffer_sizes(&socket, UPSTREAM_BUFFER, UPSTREAM_BUFFER);
+    // A peer that sends GSO runs (the serve side toward connect, a batching backend) lands
+    // as one receive per run instead of one per datagram; best effort.
+    enable_gro(&socket);
     Ok(socket)
 }
 
@@ -180,6 +186,7 @@ pub fn connect_transparent_upstream(
 ) -> io::Result<UdpSocket> {
     let socket = dtls_io::connect_transparent(client, backend).map_err(TransparentSource::wrap)?;
     dtls_io::set_buffer_sizes(&socket, UPSTREAM_BUFFER, UPSTREAM_BUFFER);
+    enable_gro(&socket);
     Ok(socket)
 }
 
@@ -420,11 +427,12 @@ impl Shard {
                     drain(
                         &mut self.core,
                         &mut self.fx,
+                        &mut self.io,
                         flow,
                         now,
                         &mut self.scratch,
                         usize::MAX,
-                    );
+                    )?;
                 }
                 FlowRef::Session(id) => mark_ready(&mut self.ready, &mut self.on_ready, id),
             }
@@ -437,11 +445,12 @@ impl Shard {
             match drain(
                 &mut self.core,
                 &mut self.fx,
+                &mut self.io,
                 flow,
                 now,
                 &mut self.scratch,
                 budget,
-            ) {
+            )? {
                 Drained::More => i += 1,
                 Drained::Empty => {
                     if let Some(mark) = self.on_ready.get_mut(id.index())
@@ -508,38 +517,57 @@ enum Drained {
     More,
 }
 
-/// Hands up to `budget` datagrams from `flow`'s socket to the core. Edge-triggered: a
-/// waiting source's socket is read until it is empty (its datagrams only go to control).
+/// Hands up to `budget` datagrams from `flow`'s socket to the core (a GRO receive is
+/// handed over whole, so the budget may be passed by one receive's datagrams). Edge-
+/// triggered: a waiting source's socket is read until it is empty (its datagrams only go to
+/// control). Upstream sockets have UDP_GRO on: one receive may carry several datagrams of
+/// the flow, cut apart here in order by the segment size the kernel reported; the transmit
+/// batch is flushed in the middle of one when it fills, so no segment is lost to it.
 fn drain(
     core: &mut ShardCore<UdpSocket>,
     fx: &mut Effects,
+    io: &mut UdpIo,
     flow: FlowRef,
     now: Instant,
     scratch: &mut [u8],
     budget: usize,
-) -> Drained {
-    for _ in 0..budget {
+) -> Result<Drained, Error> {
+    let mut taken = 0;
+    while taken < budget {
         if fx.net.is_full() {
-            return Drained::More;
+            return Ok(Drained::More);
         }
         let Some(socket) = core.flow(flow) else {
-            return Drained::Empty;
+            return Ok(Drained::Empty);
         };
-        match socket.recv(scratch) {
-            Ok(n) => {
-                let Some(datagram) = scratch.get_mut(..n) else {
-                    continue;
-                };
-                core.handle_flow_datagram(now, flow, datagram, fx);
+        match recv_segments(socket, scratch) {
+            Ok(received) if received.truncated => {
+                taken += 1;
+                core.flow_receive_failed();
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Drained::Empty,
+            Ok(received) => {
+                taken += received.count();
+                if received.segment.is_some() {
+                    core.flow_gro_received();
+                }
+                for datagram in received.datagrams(scratch) {
+                    if fx.net.is_full() {
+                        io.flush(&mut fx.net)?;
+                    }
+                    core.handle_flow_datagram(now, flow, datagram, fx);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Drained::Empty),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // E.g. ECONNREFUSED from an ICMP port unreachable (no server yet): counted, the
             // socket stays usable (and a handshake retransmits).
-            Err(_) => core.flow_receive_failed(),
+            Err(_) => {
+                taken += 1;
+                core.flow_receive_failed();
+            }
         }
     }
-    Drained::More
+    Ok(Drained::More)
 }
 
 /// One send staged by the core on an upstream socket: a datagram, or a GSO run.

@@ -698,8 +698,20 @@ const SHARD_FAMILIES: &[(&str, &str, &str, ShardField)] = &[
     (
         "dtlsd_upstream_gso_sends_total",
         "counter",
-        "serve: UDP GSO sends to the backend, each carrying two or more of one session's datagrams.",
+        "UDP GSO sends on upstream flows (serve: to the backend; connect: to the server), each carrying two or more of one session's datagrams.",
         |s, _| s.upstream_gso_sends,
+    ),
+    (
+        "dtlsd_upstream_send_calls_total",
+        "counter",
+        "Send calls on upstream flows, GSO or single (datagrams out / send calls = datagrams per send).",
+        |s, _| s.upstream_send_calls,
+    ),
+    (
+        "dtlsd_upstream_gro_receives_total",
+        "counter",
+        "Receives on upstream flows that brought two or more datagrams at once (UDP GRO).",
+        |s, _| s.upstream_gro_receives,
     ),
     (
         "dtlsd_early_records_parked_total",
