@@ -86,12 +86,7 @@ fn dtls13_sessions_move_verified_bytes_next_to_the_baseline() {
     // RFC 9147 §4: unified header (1 + 2-byte sequence number + 2-byte length), the inner
     // content type byte, the 16-byte tag.
     assert_eq!(out.measured[0].wire_bytes, 1200 + 5 + 1 + 16 + 28);
-    let names: Vec<&str> = out.doc["figures"]
-        .as_array()
-        .expect("figures")
-        .iter()
-        .filter_map(|f| f["name"].as_str())
-        .collect();
+    let names = figure_names(&out.doc);
     assert!(
         names.contains(&"throughput.chacha20_dtls13.1200.pps"),
         "{names:?}"
@@ -99,6 +94,16 @@ fn dtls13_sessions_move_verified_bytes_next_to_the_baseline() {
     assert!(names.contains(&"throughput.none.1200.pps"));
     assert!(names.contains(&"throughput.chacha20_dtls13.1200.r1"));
     assert_eq!(out.doc["config"]["version"], "1.3");
+}
+
+/// The `name` of every figure in a report document.
+fn figure_names(doc: &serde_json::Value) -> Vec<&str> {
+    doc["figures"]
+        .as_array()
+        .expect("figures")
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect()
 }
 
 fn config(sessions: usize, threads: usize) -> throughput::Config {
@@ -187,12 +192,7 @@ fn compare_cid_moves_records_with_and_without_connection_ids() {
             .as_f64()
             .is_some_and(|r| r > 0.0)
     );
-    let names: Vec<&str> = out.doc["figures"]
-        .as_array()
-        .expect("figures")
-        .iter()
-        .filter_map(|f| f["name"].as_str())
-        .collect();
+    let names = figure_names(&out.doc);
     assert!(
         names.contains(&"throughput.aes128gcm.1200.pps"),
         "{names:?}"
