@@ -74,6 +74,11 @@ impl EarlyRecords {
         }
     }
 
+    /// Control holds a handshake for `peer`.
+    pub fn is_noted(&self, peer: &SocketAddr) -> bool {
+        self.peers.contains_key(peer)
+    }
+
     /// Parks a copy of `datagram` from `peer` if the peer is noted and every bound allows.
     pub fn park(&mut self, peer: SocketAddr, datagram: &[u8]) -> bool {
         if datagram.len() > self.max_datagram || self.bytes + datagram.len() > self.max_bytes {

@@ -350,8 +350,8 @@ pub(crate) fn handle_datagram<F>(
 /// version(2) epoch(2) sequence(6), then our `cid_len`-byte CID. From the session's own
 /// address it is that session's; from another, it may move the session
 /// ([`handle_moved`]). A CID no session holds is dropped and counted
-/// (`drop_unknown_session`), unless its source is a peer finishing its handshake whose keys
-/// are on their way (parked like its other protected records).
+/// (`drop_unknown_session`), unless its source is a peer in a handshake control holds
+/// (noted by `ExpectKeys`): then control gets a copy and the shard parks one.
 fn handle_cid12<F>(
     table: &mut SessionTable<F>,
     early: &mut EarlyRecords,
@@ -368,9 +368,19 @@ fn handle_cid12<F>(
         if out.hand_off(source, datagram, 11) {
             return;
         }
+        // RFC 9146 §4: once the CID is negotiated, every record of epoch 1 on is a tls12_cid
+        // record, so a handshaking client's Finished in a datagram of its own looks like its
+        // first data: only its (encrypted) inner type tells them apart. Control opens its
+        // copy with the handshake's keys (and ignores data); the parked copy is data that
+        // reached the shard ahead of the session's keys. Only peers control named are
+        // forwarded, so an unknown CID from anyone else costs control nothing.
+        let handshaking = early.is_noted(&source);
+        if handshaking {
+            out.forward(source, datagram);
+        }
         if early.park(source, datagram) {
             out.tally.early_parked += 1;
-        } else {
+        } else if !handshaking {
             out.tally.drop_unknown_session += 1;
         }
         return;

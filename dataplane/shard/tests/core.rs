@@ -1694,12 +1694,16 @@ mod v12_cid {
         }
 
         fn seal(&mut self, content: &[u8]) -> Vec<u8> {
+            self.seal_as(ContentType::ApplicationData, content)
+        }
+
+        fn seal_as(&mut self, content_type: ContentType, content: &[u8]) -> Vec<u8> {
             let mut record = vec![0; self.sealer.record_len(content.len(), 3)];
             let at = self.sealer.plaintext_offset();
             record[at..at + content.len()].copy_from_slice(content);
             let n = self
                 .sealer
-                .seal(ContentType::ApplicationData, &mut record, content.len(), 3)
+                .seal(content_type, &mut record, content.len(), 3)
                 .expect("seal");
             record.truncate(n);
             record
@@ -1819,6 +1823,34 @@ mod v12_cid {
         let ok = peer.seal(b"still here");
         h.datagram(3, peer.addr, &ok);
         assert_eq!(h.upstream().len(), 1);
+    }
+
+    /// Issue 18's MITM reorder test: a client's Finished under the CID it negotiated, alone
+    /// in a datagram before its keys, reaches control (it used to be parked only, and the
+    /// handshake stalled); a stranger's record under an unknown CID still reaches nobody.
+    #[test]
+    fn a_handshaking_peers_lone_cid_record_reaches_control_and_waits_for_keys() {
+        let mut h = Harness::new(RelayMode::Serve, |c| c.cid_len = 8);
+        let mut peer = PeerCid::new(26);
+        h.command(0, ShardCommand::ExpectKeys { peer: peer.addr });
+        let finished = peer.seal_as(ContentType::Handshake, b"finished");
+        h.datagram(1, peer.addr, &finished);
+        let stranger = SocketAddr::from(([198, 18, 0, 26], 26));
+        h.datagram(1, stranger, &peer.seal(b"nobody asked"));
+        assert_eq!(
+            h.inbound(),
+            vec![ControlInbound::Handshake {
+                peer: peer.addr,
+                datagram: finished,
+            }]
+        );
+        let data = peer.seal(b"first data");
+        h.datagram(2, peer.addr, &data);
+        let s = h.stats();
+        assert_eq!((s.early_parked, s.drop_unknown_session), (2, 1));
+        h.command(3, peer.install());
+        let delivered: Vec<Vec<u8>> = h.upstream().into_iter().map(|(_, p)| p).collect();
+        assert_eq!(delivered, vec![b"first data".to_vec()]);
     }
 
     #[test]
