@@ -124,16 +124,7 @@ fn status_lists_sessions_with_their_traffic_and_kick_closes_one_with_close_notif
     let (code, out, err) = dtlsd(&["kick", "--admin-socket", &socket, "127.0.0.22"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("closed session(s) "), "{out}");
-    let deadline = Instant::now() + IO_TIMEOUT;
-    let mut closed = false;
-    while !closed && Instant::now() < deadline {
-        closed = b
-            .turn(Duration::from_millis(100))
-            .alerts
-            .iter()
-            .any(|alert| alert == &[1, 0]);
-    }
-    assert!(closed, "b got no close_notify");
+    assert!(receives_close_notify(&mut b), "b got no close_notify");
     a.echo(b"a is still here");
     assert_eq!(sessions(&status_json(&socket, &[])).len(), 1);
 
@@ -146,7 +137,38 @@ fn status_lists_sessions_with_their_traffic_and_kick_closes_one_with_close_notif
     assert_eq!(code, 1);
     assert!(err.contains("not a session id"), "{err}");
 
+    // Kick a by the session id status shows: it gets close_notify, nothing is left.
+    let id = sessions(&status_json(&socket, &[]))[0]["id"]
+        .as_u64()
+        .expect("a session id");
+    let (code, out, err) = dtlsd(&["kick", "--admin-socket", &socket, &id.to_string()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), format!("closed session(s) {id}"));
+    assert!(receives_close_notify(&mut a), "a got no close_notify");
+    // The shard reports the close to control a moment after the alert leaves.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while !sessions(&status_json(&socket, &[])).is_empty() {
+        assert!(Instant::now() < deadline, "a's session is still listed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     drop(daemon);
+}
+
+/// Whether `client` gets a close_notify alert within the I/O timeout.
+fn receives_close_notify(client: &mut Client) -> bool {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while Instant::now() < deadline {
+        let closed = client
+            .turn(Duration::from_millis(100))
+            .alerts
+            .iter()
+            .any(|alert| alert == &[1, 0]);
+        if closed {
+            return true;
+        }
+    }
+    false
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Where the daemon runs and listens: `--cpus LIST` pins shards to the listed CPUs, one shard
-//! per CPU by default, so two daemons given disjoint lists never share a core; `--dual-stack`
+//! per CPU by default, so two daemons given disjoint lists never share a core (without
+//! `--cpus`, the CPUs of the affinity mask they start with); `--dual-stack`
 //! takes IPv4 and IPv6 clients on one `[::]` port.
 
 mod common;
@@ -60,6 +61,37 @@ fn shards_run_on_the_listed_cpus_one_per_cpu_by_default() {
     // And it serves.
     let mut client = Client::connect(Client::config(&pki), serve.listen);
     client.echo(b"pinned");
+}
+
+#[test]
+fn without_cpus_the_shards_take_the_affinity_mask_the_daemon_starts_with() {
+    // As `taskset -c N dtlsd serve` or systemd's CPUAffinity= would: the daemon inherits
+    // the mask of the thread that spawns it, so narrow this test thread's to one CPU.
+    let cpu = last_cpu();
+    let me = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
+    let tid = me
+        .file_name()
+        .and_then(|t| t.to_str())
+        .expect("a thread id")
+        .to_owned();
+    let narrowed = std::process::Command::new("taskset")
+        .args(["-p", "-c", &cpu.to_string(), &tid])
+        .output()
+        .expect("run taskset");
+    assert!(narrowed.status.success(), "{narrowed:?}");
+    assert_eq!(cpus_allowed("/proc/thread-self/status"), cpu.to_string());
+
+    let pki = TempDir::new("cpus-mask");
+    certs(&pki);
+    let backend = EchoBackend::start();
+    // No --cpus, no --shards: one shard (one core in the mask), pinned to that core.
+    let serve = Daemon::start_serve(backend.addr, &pki, &[]);
+    assert_eq!(
+        shard_threads(serve.pid()),
+        vec![("dtlsd-shard-0".to_owned(), cpu.to_string())]
+    );
+    let mut client = Client::connect(Client::config(&pki), serve.listen);
+    client.echo(b"inside the mask");
 }
 
 #[test]

@@ -340,6 +340,65 @@ fn early_records_wait_for_keys_only_for_peers_control_names() {
 }
 
 #[test]
+fn the_early_records_byte_budget_holds_and_parked_records_expire() {
+    let mut named = Peer::new(15);
+    let mut late = Peer::new(16);
+    let first = named.seal(b"fits");
+    let second = named.seal(b"also fits");
+    let third = named.seal(b"one too many");
+    let budget = first.len() + second.len();
+    let mut h = Harness::new(RelayMode::Serve, |c| {
+        c.early_bytes = budget;
+        c.sweep_interval = Duration::from_secs(1);
+    });
+    h.command(0, ShardCommand::ExpectKeys { peer: named.addr });
+    for record in [&first, &second, &third] {
+        h.datagram(1, named.addr, record);
+    }
+    let s = h.stats();
+    assert_eq!((s.early_parked, s.drop_unknown_session), (2, 1));
+    assert_eq!(s.early_bytes, budget as u64);
+    h.command(2, named.install(BOTH_WAYS));
+    let delivered: Vec<Vec<u8>> = h.upstream().into_iter().map(|(_, p)| p).collect();
+    assert_eq!(delivered, vec![b"fits".to_vec(), b"also fits".to_vec()]);
+    assert_eq!(h.stats().early_bytes, 0);
+
+    // A peer whose keys never come: its parked record is dropped after ten seconds of
+    // virtual time (early::MAX_AGE), the budget freed and the drop counted.
+    h.command(3_000, ShardCommand::ExpectKeys { peer: late.addr });
+    let record = late.seal(b"keys never come");
+    h.datagram(3_001, late.addr, &record);
+    assert!(h.stats().early_bytes > 0);
+    h.core.handle_timeout(h.at(12_000), &mut h.fx);
+    assert!(h.stats().early_bytes > 0, "not yet ten seconds");
+    h.core.handle_timeout(h.at(13_001), &mut h.fx);
+    let s = h.stats();
+    assert_eq!((s.early_bytes, s.drop_unknown_session), (0, 2));
+    h.command(14_000, late.install(BOTH_WAYS));
+    assert!(h.upstream().is_empty(), "nothing was replayed");
+}
+
+#[test]
+fn connect_holds_at_most_the_pending_byte_budget_while_a_handshake_runs() {
+    let mut h = Harness::new(RelayMode::Connect, |c| c.pending_bytes = 10);
+    let mut server = Peer::new(17);
+    let source = SocketAddr::from(([127, 0, 0, 1], 6010));
+    h.datagram(0, source, b"12345");
+    h.datagram(1, source, b"67890");
+    h.datagram(2, source, b"x");
+    let s = h.stats();
+    assert_eq!((s.pending_bytes, s.drop_pending), (10, 1));
+    h.command(3, server_install(&server, source));
+    let sealed: Vec<Vec<u8>> = h
+        .upstream()
+        .into_iter()
+        .map(|(_, record)| server.open(record).1)
+        .collect();
+    assert_eq!(sealed, vec![b"12345".to_vec(), b"67890".to_vec()]);
+    assert_eq!(h.stats().pending_bytes, 0);
+}
+
+#[test]
 fn handshake_datagrams_go_to_control_through_the_fair_stage() {
     let mut h = Harness::serve();
     let source = SocketAddr::from(([198, 51, 100, 1], 5000));
