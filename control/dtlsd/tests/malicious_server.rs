@@ -276,7 +276,7 @@ fn attack_connect(attack: Attack, version: &str, reason: &str, says: &str) {
         .collect();
     let failed_series = format!("dtlsd_handshakes_failed_total{{reason=\"{reason}\"}}");
     let log = || format!("{:?}\n{}", evil.hellos(), connect.log());
-    wait_until("every attacked handshake fails", &log, || {
+    wait_until("every attacked handshake fails", log, || {
         connect.metric(&failed_series).unwrap_or(0) >= VICTIMS as u64
     });
     // The client gave up: what each victim's session sent stays put.

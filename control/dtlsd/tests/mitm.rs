@@ -256,6 +256,16 @@ fn run_with(
         assert_eq!(*s, 1, "payload {i} came back {s} times\n{}", context());
     }
 
+    // Nothing of the canary is logged either (Operational: never forwarded or logged).
+    let canary = String::from_utf8_lossy(CANARY);
+    for (who, log) in [("serve", serve.log()), ("connect", connect.log())] {
+        assert!(
+            !log.contains(&*canary),
+            "{who} logged the canary\n{}",
+            context()
+        );
+    }
+
     // One session each side: the manipulation neither broke nor duplicated it.
     let established = format!("version={version}");
     for (who, log) in [("serve", serve.log()), ("connect", connect.log())] {

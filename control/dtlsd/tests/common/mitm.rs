@@ -314,10 +314,8 @@ fn pump(
     while !stop.load(Relaxed) {
         let got = rx.recv_from(&mut buf);
         let mut sh = shared.lock().expect("mitm lock");
-        if toward_server {
-            if let Ok((_, from)) = got {
-                sh.client = Some(from);
-            }
+        if let (true, Ok((_, from))) = (toward_server, &got) {
+            sh.client = Some(*from);
         }
         let Some(to) = (if toward_server {
             Some(server)
