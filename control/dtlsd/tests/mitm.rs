@@ -222,6 +222,8 @@ fn run_with(
     let mut sent = vec![payload(0)];
     source.sock.send(&sent[0]).expect("send");
     source.wait_all(&backend, &sent, &context);
+    // Both sides are established (data went through and came back).
+    mitm.arm();
     for b in 0..BURSTS {
         let burst: Vec<Vec<u8>> = (0..BURST).map(|i| payload(1 + b * BURST + i)).collect();
         for p in &burst {
@@ -424,4 +426,21 @@ fn injected_records_and_canary_plaintext_never_reach_the_backend_dtls12() {
 #[test]
 fn injected_records_and_canary_plaintext_never_reach_the_backend_dtls13() {
     injected_records("1.3");
+}
+
+// ---------- State machine: spoofed epoch-0 alerts and HelloVerifyRequests on a live session ----------
+
+fn spoofed_epoch0_records(version: &str) {
+    let (s, _) = run(version, Manipulation::SpoofEpoch0, 0xe0_0007, &[]);
+    assert!(s.spoofed > (BURSTS * BURST) as u64, "{s:?}");
+}
+
+#[test]
+fn spoofed_epoch0_alerts_and_hello_verify_requests_on_a_live_session_do_nothing_dtls12() {
+    spoofed_epoch0_records("1.2");
+}
+
+#[test]
+fn spoofed_epoch0_alerts_and_hello_verify_requests_on_a_live_session_do_nothing_dtls13() {
+    spoofed_epoch0_records("1.3");
 }

@@ -43,6 +43,10 @@ pub enum Manipulation {
     /// random sequence numbers and bodies, or a plaintext application-data record holding
     /// [`CANARY`].
     Inject,
+    /// Once [`Mitm::arm`]ed (the test arms it when the session is up), before each datagram
+    /// a spoofed epoch-0 record: a fatal handshake_failure alert, or toward the client a
+    /// HelloVerifyRequest.
+    SpoofEpoch0,
 }
 
 /// Counters of what the proxy did, for the test to show the manipulation happened.
@@ -58,6 +62,7 @@ pub struct MitmStats {
     pub truncated: u64,
     pub injected: u64,
     pub canaries: u64,
+    pub spoofed: u64,
 }
 
 /// splitmix64: a small seeded generator (no dependency; the seed is printed by the tests).
@@ -193,6 +198,8 @@ struct Direction {
 
 struct Shared {
     manipulation: Manipulation,
+    /// [`Manipulation::SpoofEpoch0`] acts only once this is set.
+    armed: bool,
     rng: Rng,
     stats: MitmStats,
     /// The client's address, once it has sent.
@@ -237,6 +244,7 @@ impl Mitm {
         };
         let shared = Arc::new(Mutex::new(Shared {
             manipulation,
+            armed: false,
             rng: Rng::new(seed),
             stats: MitmStats::default(),
             client: None,
@@ -266,6 +274,11 @@ impl Mitm {
             stop,
             threads,
         }
+    }
+
+    /// Arms [`Manipulation::SpoofEpoch0`].
+    pub fn arm(&self) {
+        self.shared.lock().expect("mitm lock").armed = true;
     }
 
     pub fn stats(&self) -> MitmStats {
@@ -436,6 +449,22 @@ fn manipulate(sh: &mut Shared, toward_server: bool, datagram: &[u8], out: &mut V
                 let cut = 1 + sh.rng.below(datagram.len() - 1);
                 out.push(datagram[..cut].to_vec());
                 sh.stats.truncated += 1;
+            }
+            out.push(datagram.to_vec());
+        }
+        Manipulation::SpoofEpoch0 => {
+            if sh.armed {
+                let seq = sh.rng.next_u64() & 0xffff;
+                let spoof = if !toward_server && sh.rng.chance(50) {
+                    // RFC 6347 §4.2.1 HelloVerifyRequest { server_version, cookie }.
+                    let mut hvr = vec![3, 0, 0, 35, 0, 0, 0, 0, 0, 0, 0, 35, 0xfe, 0xff, 32];
+                    hvr.extend(sh.rng.bytes(32));
+                    plaintext_record(22, 0, seq, &hvr)
+                } else {
+                    plaintext_record(21, 0, seq, &[2, 40])
+                };
+                out.push(spoof);
+                sh.stats.spoofed += 1;
             }
             out.push(datagram.to_vec());
         }
