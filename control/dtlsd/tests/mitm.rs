@@ -346,7 +346,7 @@ fn reordered_records(version: &str, extra: &[&str]) {
 /// so the handshake stalls in ExpectFinished and times out. Clients that send each record in
 /// its own datagram cannot complete a 1.2 CID handshake with `dtlsd serve`.
 #[test]
-#[ignore = "known bug: a 1.2 CID client's Finished alone in a datagram never reaches control (relay.rs handle_cid12)"]
+#[ignore = "known bug: a lone 1.2 CID Finished never reaches control (relay.rs)"]
 fn reordered_records_deliver_each_payload_once_dtls12() {
     reordered_records("1.2", &[]);
 }
@@ -428,7 +428,7 @@ fn injected_records_and_canary_plaintext_never_reach_the_backend_dtls13() {
     injected_records("1.3");
 }
 
-// ---------- State machine: spoofed epoch-0 alerts and HelloVerifyRequests on a live session ----------
+// ---------- State machine: spoofed epoch-0 alerts and HVRs on a live session ----------
 
 fn spoofed_epoch0_records(version: &str) {
     let (s, _) = run(version, Manipulation::SpoofEpoch0, 0xe0_0007, &[]);
