@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod balancer;
+pub mod mitm;
 pub mod probe;
 
 use std::io::{BufRead, BufReader, Read, Write};
