@@ -339,14 +339,10 @@ fn reordered_records(version: &str, extra: &[&str]) {
     assert!(s.reordered_batches > 0, "{s:?}");
 }
 
-/// KNOWN BUG (issue 18 finding): with connection IDs, a DTLS 1.2 client's Finished (a
-/// tls12_cid record) that arrives in a datagram of its own, before the server's keys are on
-/// their way, is dropped by the shard as `unknown_session` (dataplane/shard/src/relay.rs,
-/// `handle_cid12`: an unknown CID is handed off, parked or dropped, never given to control),
-/// so the handshake stalls in ExpectFinished and times out. Clients that send each record in
-/// its own datagram cannot complete a 1.2 CID handshake with `dtlsd serve`.
+/// Issue 18 finding, fixed: with connection IDs a DTLS 1.2 client's Finished (a tls12_cid
+/// record) alone in a datagram ahead of the session's keys used to be parked by the shard
+/// and never reach control, so the handshake stalled in ExpectFinished.
 #[test]
-#[ignore = "known bug: a lone 1.2 CID Finished never reaches control (relay.rs)"]
 fn reordered_records_deliver_each_payload_once_dtls12() {
     reordered_records("1.2", &[]);
 }
