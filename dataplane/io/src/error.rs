@@ -22,6 +22,9 @@ pub enum Error {
     /// io_uring cannot be used; `IoMode::Auto` falls back to mmsg and keeps this as the reason.
     #[error("io_uring unavailable: {0}")]
     Uring(#[from] UringUnavailable),
+    /// The AF_XDP backend cannot be set up; the variant names the reason.
+    #[error("AF_XDP unavailable: {0}")]
+    Xdp(#[from] crate::XdpUnavailable),
     /// The configuration cannot work (e.g. a zero batch size).
     #[error("invalid I/O configuration: {what}")]
     Config {

@@ -24,13 +24,18 @@
 //! separately (`flush` is one `io_uring_enter` per `batch` sends and also collects ready
 //! receive completions, so a following `poll_recv` often needs no syscall).
 //!
+//! A third backend, **AF_XDP** ([`XdpIo`], module `xdp`), is a separate type for now: an XDP
+//! program redirects UDP for the listen address and port from one NIC queue into a UMEM
+//! shared with the kernel, and replies leave as whole Ethernet frames (see the module docs).
+//!
 //! What it does not do: no DTLS, no sessions, no threads, no clock beyond the caller's
 //! timeouts, no logging (counters only: [`IoCounters`]). Buffers are allocated once per
 //! instance; the per-packet path allocates nothing. An instance is not `Send`: the io_uring
 //! ring is single-issuer, so build it on the shard thread that uses it.
 //!
 //! `unsafe` is denied crate-wide and allowed only in the modules that talk to the kernel
-//! (`sys`, `rx` buffer arena, `mmsg`, `uring`, `steer`'s setsockopt); every block carries a `// SAFETY:` comment.
+//! (`sys`, `rx` buffer arena, `mmsg`, `uring`, `steer`'s setsockopt, and in `xdp` the bpf()
+//! calls, the UMEM and rings, and the interface ioctls); every block carries a `// SAFETY:` comment.
 
 mod counters;
 mod error;
@@ -43,6 +48,7 @@ mod sys;
 mod tx;
 mod uring;
 mod wire;
+mod xdp;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -57,6 +63,9 @@ pub use socket::{
 };
 pub use steer::{CidSteering, FALLBACK, Insn, SteeringProgram, detach_steering};
 pub use tx::{MAX_GSO_BYTES, MAX_GSO_SEGMENTS, TxBatch, TxSend};
+pub use xdp::{
+    BpfInsn, XdpConfig, XdpCounters, XdpFilter, XdpIo, XdpProgram, XdpStats, XdpUnavailable,
+};
 
 /// Sends `payload` on a connected UDP socket without blocking: one datagram, or with
 /// `segment_size` a UDP GSO run of `segment_size`-byte datagrams, the last possibly shorter

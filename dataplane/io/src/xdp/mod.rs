@@ -1,0 +1,607 @@
+//! The AF_XDP backend: UDP datagrams for our address and port go from the NIC queue straight
+//! into a UMEM we share with the kernel, skipping the IP/UDP socket layer, and our replies go
+//! back out as whole Ethernet frames.
+//!
+//! Pieces:
+//! - [`XdpProgram`] (`prog`): the hand-assembled XDP program that redirects matching UDP to
+//!   the queue's AF_XDP socket through an XSKMAP and passes everything else to the kernel,
+//!   loaded with `bpf(BPF_PROG_LOAD)` and attached with a bpf_link (detached when the last
+//!   [`XdpIo`] using it drops, or when the process exits).
+//! - the socket (`umem`): one UMEM of `frames` frames, half for receiving (on the fill ring or
+//!   in the caller's batch), half for sending (free, on the TX ring or on the completion
+//!   ring); bound with `XDP_USE_NEED_WAKEUP`, zero-copy when the driver supports it, else copy
+//!   mode with the refusal kept ([`XdpIo::copy_reason`]; veth has copy mode only).
+//! - framing (`frame`): Ethernet/IPv4/IPv6/UDP parsed with lengths and checksums checked
+//!   (counted drops), and built with checksums for sends.
+//!
+//! **Next-hop MAC.** A reply goes to the MAC address the peer's last datagram came from, for
+//! the local address it was sent to (a small table keyed by peer IP, learned on receive).
+//! That is right when the frame's sender is the next hop back to the peer: the peer itself
+//! on the same link, or the one router in front of us. It is wrong with asymmetric routing
+//! (several routers, replies that should leave through another one) and for sends to peers we
+//! never heard from (those are dropped and counted as `tx_no_neighbour`): a deployment like
+//! that needs the kernel's neighbour and route tables (netlink), which this backend does not
+//! read yet.
+//!
+//! **Checksums on veth.** Frames from a local socket through a veth pair carry a partial UDP
+//! checksum (the sender relies on offload), which we count as `rx_bad_checksum`; real NICs
+//! and routed traffic carry complete ones. Tests turn transmit checksum offload off on the
+//! sending veth.
+//!
+//! **MTU.** A datagram whose IP packet would exceed the interface MTU is dropped and counted
+//! (`tx_too_big` and `send_errors`), as the socket backends count the kernel's EMSGSIZE.
+
+mod frame;
+mod netdev;
+mod prog;
+mod umem;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+pub use prog::{BpfInsn, XdpFilter, XdpProgram};
+
+use crate::{Datagram, Error, TxBatch};
+use frame::RxDrop;
+use umem::Xsk;
+
+/// Why the AF_XDP backend cannot be set up. Each names its reason, for `--io xdp` to report.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpUnavailable {
+    /// No interface of that name in this network namespace.
+    #[error("interface {name:?} not found")]
+    InterfaceMissing {
+        /// The name asked for.
+        name: String,
+    },
+    /// The interface is not Ethernet (AF_XDP framing here is Ethernet only).
+    #[error("interface {name:?} is not an Ethernet interface")]
+    NotEthernet {
+        /// The name asked for.
+        name: String,
+    },
+    /// bpf() or the AF_XDP socket needs CAP_NET_ADMIN and CAP_BPF (or root).
+    #[error("{op} denied: needs CAP_NET_ADMIN and CAP_BPF (or root)")]
+    PermissionDenied {
+        /// The call that was refused.
+        op: &'static str,
+    },
+    /// The kernel has no bpf() syscall (or a seccomp filter answers ENOSYS).
+    #[error("bpf() not available (ENOSYS)")]
+    NoBpf,
+    /// The kernel has no AF_XDP sockets (CONFIG_XDP_SOCKETS off).
+    #[error("AF_XDP sockets not supported by this kernel (EAFNOSUPPORT)")]
+    NoXdpSockets,
+    /// A bpf() call failed.
+    #[error("{op} failed: {source}")]
+    Bpf {
+        /// The command.
+        op: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The verifier rejected the program.
+    #[error("the kernel rejected the XDP program ({source}); verifier log: {log}")]
+    Rejected {
+        /// The load error.
+        source: io::Error,
+        /// The verifier's log.
+        log: String,
+    },
+    /// Attaching to the interface failed (EBUSY: another XDP program is attached).
+    #[error("attaching the XDP program to interface {ifindex} failed: {source}")]
+    Attach {
+        /// The interface index.
+        ifindex: u32,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Binding the socket to the queue failed in copy mode too.
+    #[error("binding the AF_XDP socket to interface {ifindex} queue {queue} failed: {source}")]
+    Bind {
+        /// The interface index.
+        ifindex: u32,
+        /// The queue.
+        queue: u32,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Another setup step failed.
+    #[error("AF_XDP setup failed at {op}: {source}")]
+    Setup {
+        /// The step.
+        op: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The configuration cannot work.
+    #[error("invalid AF_XDP configuration: {what}")]
+    Config {
+        /// What is wrong.
+        what: &'static str,
+    },
+}
+
+/// Construction parameters of an [`XdpIo`].
+#[derive(Debug, Clone)]
+pub struct XdpConfig {
+    /// The interface (in the caller's network namespace).
+    pub interface: String,
+    /// The receive queue this socket serves.
+    pub queue: u32,
+    /// What the program redirects (port and addresses).
+    pub filter: XdpFilter,
+    /// UMEM frames (a power of two, 64..=65536); half receive, half send. 4096 by default.
+    pub frames: u32,
+    /// Bytes per frame: 2048 or 4096 (the default); must hold the MTU plus 14 + 256.
+    pub frame_size: u32,
+    /// Most frames taken off the RX ring per [`XdpIo::poll_recv`] (64 by default).
+    pub batch: usize,
+    /// Skip the zero-copy attempt (tests, or drivers whose zero-copy misbehaves).
+    pub force_copy: bool,
+    /// Slots in the program's XSKMAP (the highest queue id plus one that may get a socket).
+    pub queues: u32,
+}
+
+impl XdpConfig {
+    /// Defaults for `interface`, queue 0, redirecting `filter`.
+    pub fn new(interface: impl Into<String>, filter: XdpFilter) -> Self {
+        Self {
+            interface: interface.into(),
+            queue: 0,
+            filter,
+            frames: 4096,
+            frame_size: 4096,
+            batch: 64,
+            force_copy: false,
+            queues: 64,
+        }
+    }
+}
+
+/// Counters of one [`XdpIo`]; relaxed atomics updated once per batch.
+#[derive(Debug, Default)]
+pub struct XdpCounters {
+    rx_frames: AtomicU64,
+    datagrams_in: AtomicU64,
+    bytes_in: AtomicU64,
+    rx_malformed: AtomicU64,
+    rx_bad_checksum: AtomicU64,
+    rx_not_udp: AtomicU64,
+    rx_not_ours: AtomicU64,
+    datagrams_out: AtomicU64,
+    bytes_out: AtomicU64,
+    send_errors: AtomicU64,
+    tx_too_big: AtomicU64,
+    tx_no_neighbour: AtomicU64,
+    umem_exhausted: AtomicU64,
+}
+
+/// A snapshot of [`XdpCounters`] plus the kernel's socket statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XdpStats {
+    /// Frames taken off the RX ring.
+    pub rx_frames: u64,
+    /// Datagrams delivered to the caller.
+    pub datagrams_in: u64,
+    /// Their payload bytes.
+    pub bytes_in: u64,
+    /// Frames dropped: too short, bad version or lengths.
+    pub rx_malformed: u64,
+    /// Frames dropped: IPv4 header or UDP checksum wrong (or zero over IPv6).
+    pub rx_bad_checksum: u64,
+    /// Frames dropped: not unfragmented UDP over IPv4/IPv6.
+    pub rx_not_udp: u64,
+    /// Frames dropped: UDP to another port than the filter's.
+    pub rx_not_ours: u64,
+    /// Datagrams put on the TX ring.
+    pub datagrams_out: u64,
+    /// Their payload bytes.
+    pub bytes_out: u64,
+    /// Datagrams dropped on send, all reasons (the socket backends' `send_errors`).
+    pub send_errors: u64,
+    /// Of those: larger than the interface MTU (EMSGSIZE on the socket backends).
+    pub tx_too_big: u64,
+    /// Of those: no MAC known for the destination (we never heard from it).
+    pub tx_no_neighbour: u64,
+    /// Of those: no free UMEM frame to send from (the kernel has not completed earlier sends).
+    pub umem_exhausted: u64,
+    /// Kernel: frames dropped for want of a fill-ring buffer (receive-side UMEM exhaustion).
+    pub kernel_fill_ring_empty: u64,
+    /// Kernel: frames dropped because the RX ring was full.
+    pub kernel_rx_ring_full: u64,
+    /// Kernel: frames dropped for other reasons (e.g. too large for a frame).
+    pub kernel_rx_dropped: u64,
+}
+
+impl XdpCounters {
+    fn snapshot(&self) -> XdpStats {
+        XdpStats {
+            rx_frames: self.rx_frames.load(Relaxed),
+            datagrams_in: self.datagrams_in.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            rx_malformed: self.rx_malformed.load(Relaxed),
+            rx_bad_checksum: self.rx_bad_checksum.load(Relaxed),
+            rx_not_udp: self.rx_not_udp.load(Relaxed),
+            rx_not_ours: self.rx_not_ours.load(Relaxed),
+            datagrams_out: self.datagrams_out.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            send_errors: self.send_errors.load(Relaxed),
+            tx_too_big: self.tx_too_big.load(Relaxed),
+            tx_no_neighbour: self.tx_no_neighbour.load(Relaxed),
+            umem_exhausted: self.umem_exhausted.load(Relaxed),
+            ..XdpStats::default()
+        }
+    }
+}
+
+/// Where a reply to a peer goes at the link layer, and from which of our addresses.
+#[derive(Debug, Clone, Copy)]
+struct Neighbour {
+    mac: [u8; 6],
+    local: IpAddr,
+}
+
+/// Most peers whose MAC we remember; the table is cleared when full (entries come back with
+/// each peer's next datagram).
+const MAX_NEIGHBOURS: usize = 1 << 16;
+/// Kernel headroom in front of a received frame in copy mode (`XDP_PACKET_HEADROOM`).
+const XDP_HEADROOM: usize = 256;
+
+#[derive(Debug, Clone, Copy)]
+struct RxMeta {
+    source: SocketAddr,
+    local: IpAddr,
+    addr: u64,
+    len: usize,
+}
+
+/// AF_XDP datagram I/O on one interface queue; see the module docs.
+#[derive(Debug)]
+pub struct XdpIo {
+    xsk: Xsk,
+    program: Arc<XdpProgram>,
+    queue: u32,
+    mac: [u8; 6],
+    mtu: usize,
+    port: u16,
+    batch: usize,
+    neighbours: HashMap<IpAddr, Neighbour>,
+    /// Send frames not on the TX or completion ring.
+    free_tx: Vec<u64>,
+    /// Receive frames of the current batch, back to the fill ring on the next receive.
+    held: Vec<u64>,
+    metas: Vec<RxMeta>,
+    counters: Arc<XdpCounters>,
+}
+
+impl XdpIo {
+    /// Attaches a program for `cfg.filter` to `cfg.interface` and opens the socket for
+    /// `cfg.queue`.
+    ///
+    /// # Errors
+    /// [`Error::Xdp`] with the reason AF_XDP cannot be used; [`Error::Config`] for values out
+    /// of range.
+    pub fn new(cfg: &XdpConfig) -> Result<Self, Error> {
+        let ifc = netdev::interface(&cfg.interface)?;
+        let program = Arc::new(XdpProgram::attach(ifc.index, cfg.filter, cfg.queues)?);
+        Self::with_program(cfg, program)
+    }
+
+    /// Opens the socket for `cfg.queue` under an already attached `program` (one program per
+    /// interface, shared by the shards that serve its queues).
+    pub fn with_program(cfg: &XdpConfig, program: Arc<XdpProgram>) -> Result<Self, Error> {
+        let ifc = netdev::interface(&cfg.interface)?;
+        if !cfg.frames.is_power_of_two() || !(64..=65_536).contains(&cfg.frames) {
+            return Err(Error::Config {
+                what: "AF_XDP frames must be a power of two in 64..=65536",
+            });
+        }
+        if cfg.frame_size != 2048 && cfg.frame_size != 4096 {
+            return Err(Error::Config {
+                what: "AF_XDP frame size must be 2048 or 4096",
+            });
+        }
+        if ifc.mtu + frame::ETH_LEN + XDP_HEADROOM > cfg.frame_size as usize {
+            return Err(Error::Config {
+                what: "interface MTU too large for the AF_XDP frame size",
+            });
+        }
+        if cfg.batch == 0 || cfg.batch > (cfg.frames / 2) as usize {
+            return Err(Error::Config {
+                what: "AF_XDP batch must be in 1..=frames/2",
+            });
+        }
+        if ifc.index != program.ifindex() {
+            return Err(Error::Config {
+                what: "the XDP program is attached to another interface",
+            });
+        }
+        let ring = cfg.frames / 2;
+        let mut xsk = Xsk::open(
+            ifc.index,
+            cfg.queue,
+            cfg.frames,
+            cfg.frame_size,
+            ring,
+            cfg.force_copy,
+        )?;
+        let fs = u64::from(cfg.frame_size);
+        // Receive frames [0, ring) all go on the fill ring; the fill ring has `ring` slots.
+        let free = xsk.fill.free(ring);
+        for i in 0..u64::from(free.min(ring)) {
+            xsk.fill.push(i * fs);
+        }
+        xsk.fill.submit();
+        let free_tx = (u64::from(ring)..u64::from(cfg.frames))
+            .rev()
+            .map(|i| i * fs)
+            .collect();
+        program.register(cfg.queue, xsk.fd())?;
+        Ok(Self {
+            xsk,
+            program,
+            queue: cfg.queue,
+            mac: ifc.mac,
+            mtu: ifc.mtu,
+            port: cfg.filter.port,
+            batch: cfg.batch,
+            neighbours: HashMap::new(),
+            free_tx,
+            held: Vec::with_capacity(cfg.batch),
+            metas: Vec::with_capacity(cfg.batch),
+            counters: Arc::new(XdpCounters::default()),
+        })
+    }
+
+    /// The program this socket is registered with.
+    pub fn program(&self) -> &Arc<XdpProgram> {
+        &self.program
+    }
+
+    /// Whether the socket is bound in zero-copy mode.
+    pub fn zero_copy(&self) -> bool {
+        self.xsk.zero_copy
+    }
+
+    /// Why zero-copy bind failed (copy mode is in use), when it was tried.
+    pub fn copy_reason(&self) -> Option<&io::Error> {
+        self.xsk.copy_reason.as_ref()
+    }
+
+    /// The interface MTU the sends are checked against.
+    pub fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    /// The socket's file descriptor (for the caller's own poll).
+    pub fn fd(&self) -> RawFd {
+        self.xsk.fd()
+    }
+
+    /// The live counters.
+    pub fn counters(&self) -> &Arc<XdpCounters> {
+        &self.counters
+    }
+
+    /// Counters plus the kernel's statistics for the socket.
+    pub fn stats(&self) -> XdpStats {
+        let mut s = self.counters.snapshot();
+        if let Some(k) = self.xsk.kernel_stats() {
+            s.kernel_fill_ring_empty = k.rx_fill_ring_empty_descs;
+            s.kernel_rx_ring_full = k.rx_ring_full;
+            s.kernel_rx_dropped = k.rx_dropped;
+        }
+        s
+    }
+
+    /// Returns last batch's frames to the kernel, then waits up to `timeout` for datagrams
+    /// and takes at most `batch` frames off the RX ring. Returns how many datagrams
+    /// [`Self::datagrams`] now yields (0: timeout, or only dropped frames).
+    ///
+    /// # Errors
+    /// [`Error::Recv`] when waiting fails with an unexpected OS error.
+    pub fn poll_recv(&mut self, timeout: Duration) -> Result<usize, Error> {
+        self.recycle();
+        self.reap_completions();
+        if !self.xsk.tx.drained() {
+            self.xsk.kick_tx().map_err(Error::Send)?;
+        }
+        if self.xsk.rx.ready() == 0 {
+            crate::sys::poll_fd(self.xsk.fd(), libc::POLLIN, timeout).map_err(Error::Recv)?;
+        }
+        let n = self.xsk.rx.ready().min(self.batch as u32);
+        let (mut malformed, mut bad_sum, mut not_udp, mut not_ours, mut bytes) = (0, 0, 0, 0, 0);
+        for _ in 0..n {
+            let d = self.xsk.rx.pop();
+            self.held.push(d.addr);
+            let Some(bytes_at) = self.xsk.bytes(d.addr, d.len as usize) else {
+                malformed += 1;
+                continue;
+            };
+            match frame::parse(bytes_at) {
+                Ok(f) if f.destination.port() != self.port => not_ours += 1,
+                Ok(f) => {
+                    let ip = f.source.ip();
+                    if !self.neighbours.contains_key(&ip) && self.neighbours.len() >= MAX_NEIGHBOURS
+                    {
+                        self.neighbours.clear();
+                    }
+                    self.neighbours.insert(
+                        ip,
+                        Neighbour {
+                            mac: f.src_mac,
+                            local: f.destination.ip(),
+                        },
+                    );
+                    bytes += f.payload_len as u64;
+                    self.metas.push(RxMeta {
+                        source: f.source,
+                        local: f.destination.ip(),
+                        addr: d.addr + f.payload_offset as u64,
+                        len: f.payload_len,
+                    });
+                }
+                Err(RxDrop::Malformed) => malformed += 1,
+                Err(RxDrop::BadChecksum) => bad_sum += 1,
+                Err(RxDrop::NotUdp) => not_udp += 1,
+            }
+        }
+        self.xsk.rx.release();
+        let c = &self.counters;
+        if n > 0 {
+            c.rx_frames.fetch_add(u64::from(n), Relaxed);
+            c.datagrams_in.fetch_add(self.metas.len() as u64, Relaxed);
+            c.bytes_in.fetch_add(bytes, Relaxed);
+            c.rx_malformed.fetch_add(malformed, Relaxed);
+            c.rx_bad_checksum.fetch_add(bad_sum, Relaxed);
+            c.rx_not_udp.fetch_add(not_udp, Relaxed);
+            c.rx_not_ours.fetch_add(not_ours, Relaxed);
+        }
+        Ok(self.metas.len())
+    }
+
+    /// The datagrams of the last [`Self::poll_recv`], read in place from the UMEM.
+    pub fn datagrams(&self) -> impl Iterator<Item = Datagram<'_>> {
+        self.metas.iter().map(|m| Datagram {
+            source: m.source,
+            local: Some(m.local),
+            payload: self.xsk.bytes(m.addr, m.len).unwrap_or(&[]),
+        })
+    }
+
+    /// Frames the caller no longer reads go back on the fill ring (it has a slot for every
+    /// receive frame, so they always fit).
+    fn recycle(&mut self) {
+        self.metas.clear();
+        if self.held.is_empty() {
+            return;
+        }
+        let mask = !(u64::from(self.xsk.frame_size()) - 1);
+        let free = self.xsk.fill.free(self.held.len() as u32) as usize;
+        let n = free.min(self.held.len());
+        for addr in self.held.drain(..n) {
+            self.xsk.fill.push(addr & mask);
+        }
+        self.xsk.fill.submit();
+    }
+
+    fn reap_completions(&mut self) {
+        let n = self.xsk.comp.ready();
+        if n == 0 {
+            return;
+        }
+        for _ in 0..n {
+            let addr = self.xsk.comp.pop();
+            self.free_tx.push(addr);
+        }
+        self.xsk.comp.release();
+    }
+
+    /// Frames every datagram in `tx` (GSO runs split into their datagrams), puts them on the
+    /// TX ring, wakes the kernel, and empties `tx`. Datagrams that cannot go (too big for the
+    /// MTU, no known MAC, no free frame) are dropped and counted.
+    ///
+    /// # Errors
+    /// [`Error::Send`] when the wake-up fails with an unexpected OS error (e.g. ENETDOWN).
+    pub fn flush(&mut self, tx: &mut TxBatch) -> Result<(), Error> {
+        self.reap_completions();
+        let (mut sent, mut bytes, mut too_big, mut no_mac, mut exhausted) = (0u64, 0u64, 0, 0, 0);
+        for send in tx.sends() {
+            let seg = send.segment_size.max(1);
+            let chunks: &mut dyn Iterator<Item = &[u8]> = if send.payload.is_empty() {
+                &mut std::iter::once(&[][..])
+            } else {
+                &mut send.payload.chunks(seg)
+            };
+            for payload in chunks {
+                let dest = send.destination;
+                let ip_len = frame::header_len(&dest) - frame::ETH_LEN + payload.len();
+                if ip_len > self.mtu {
+                    too_big += 1;
+                    continue;
+                }
+                let Some(n) = self.neighbours.get(&dest.ip()).copied() else {
+                    no_mac += 1;
+                    continue;
+                };
+                let Some(addr) = self.free_tx.pop() else {
+                    exhausted += 1;
+                    continue;
+                };
+                let mac = self.mac;
+                let source = SocketAddr::new(n.local, self.port);
+                let built = self
+                    .xsk
+                    .frame_mut(addr)
+                    .and_then(|buf| frame::build(buf, mac, n.mac, source, dest, payload));
+                let Some(len) = built else {
+                    // Family mismatch between the peer and our learned address: not sendable.
+                    self.free_tx.push(addr);
+                    no_mac += 1;
+                    continue;
+                };
+                // A free frame is on no ring, and the TX ring has a slot for every send
+                // frame, so there is room.
+                if self.xsk.tx.free(1) == 0 {
+                    self.free_tx.push(addr);
+                    exhausted += 1;
+                    continue;
+                }
+                self.xsk.tx.push(libc::xdp_desc {
+                    addr,
+                    len: len as u32,
+                    options: 0,
+                });
+                sent += 1;
+                bytes += payload.len() as u64;
+            }
+        }
+        tx.clear();
+        if sent > 0 {
+            self.xsk.tx.submit();
+            self.kick()?;
+        }
+        let c = &self.counters;
+        let dropped = too_big + no_mac + exhausted;
+        c.datagrams_out.fetch_add(sent, Relaxed);
+        c.bytes_out.fetch_add(bytes, Relaxed);
+        if dropped > 0 {
+            c.send_errors.fetch_add(dropped, Relaxed);
+            c.tx_too_big.fetch_add(too_big, Relaxed);
+            c.tx_no_neighbour.fetch_add(no_mac, Relaxed);
+            c.umem_exhausted.fetch_add(exhausted, Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Wakes the kernel for the TX ring. In copy mode each `sendto` moves at most a few dozen
+    /// frames, so it repeats while the kernel makes progress; what is left goes on the next
+    /// flush or receive.
+    fn kick(&mut self) -> Result<(), Error> {
+        if self.xsk.zero_copy && !self.xsk.tx.needs_wakeup() {
+            return Ok(());
+        }
+        for _ in 0..64 {
+            self.xsk.kick_tx().map_err(Error::Send)?;
+            if self.xsk.tx.drained() {
+                break;
+            }
+        }
+        self.reap_completions();
+        Ok(())
+    }
+}
+
+impl Drop for XdpIo {
+    fn drop(&mut self) {
+        // Frames for this queue pass to the kernel again while other sockets keep the
+        // program; the last `Arc` detaches it.
+        self.program.unregister(self.queue);
+    }
+}
