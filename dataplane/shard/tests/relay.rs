@@ -235,7 +235,11 @@ fn command_wakes_idle_shard(mode: IoMode) {
             taken < SLEEP / 3,
             "{mode:?}: the command waited {taken:?}, as for the sleep bound"
         );
-        assert_eq!(queues.wakes(), round + 1, "one wake-up per command to a sleeper");
+        assert_eq!(
+            queues.wakes(),
+            round + 1,
+            "one wake-up per command to a sleeper"
+        );
     }
     stop.store(true, Ordering::Relaxed);
     // The stop flag is not watched by the wait: a datagram ends it.
