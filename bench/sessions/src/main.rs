@@ -273,7 +273,9 @@ fn install_all(
 /// Bytes allocated and not freed since `region` began.
 fn live(region: &Region<'_, System>) -> i64 {
     let c = region.change();
-    c.bytes_allocated as i64 - c.bytes_deallocated as i64 + c.bytes_reallocated as i64
+    // stats_alloc already counts a realloc's growth in bytes_allocated (and its shrinking in
+    // bytes_deallocated); bytes_reallocated is the same change again.
+    c.bytes_allocated as i64 - c.bytes_deallocated as i64
 }
 
 /// Resident set size of this process, KiB.

@@ -285,3 +285,94 @@ fn one_worker_numbers_sessions_as_before() {
     let v6b: SocketAddr = "[2001:db8:1:2:bbbb::9]:2000".parse().expect("literal");
     assert_eq!(two.of_peer(v6a), two.of_peer(v6b));
 }
+
+/// What worker `ctl` knows of its installed sessions: handle → peer (asked as `dtlsd
+/// status` asks, through the admin channel).
+fn known(ctl: &mut ControlThread, now: Instant) -> Sessions {
+    let (admin_tx, admin_rx) = mpsc::channel();
+    ctl.set_admin(admin_rx);
+    let (tx, rx) = mpsc::channel();
+    admin_tx
+        .send(super::AdminRequest::Sessions(tx))
+        .expect("the loop holds the receiver");
+    ctl.run_turn(now, test_wall());
+    rx.try_recv()
+        .expect("answered in the turn")
+        .into_iter()
+        .map(|s| (s.session, s.peer))
+        .collect()
+}
+
+#[test]
+fn a_peer_that_moves_to_another_workers_source_stays_with_its_sessions_worker() {
+    let now = Instant::now();
+    let server: SocketAddr = "192.0.2.1:4433".parse().expect("literal");
+    let mut w = workers(2, 1, RuntimeConfig::default(), now);
+    // A session established from a source of worker 0.
+    let from = peers_on(&w.lanes, 0, 1)[0];
+    let mut clients = vec![(from, client(server, 41, now))];
+    let mut installed = Sessions::new();
+    for _ in 0..8 {
+        round(&mut w, &mut clients, server, now, &mut installed);
+        if clients[0].1.is_established() {
+            break;
+        }
+    }
+    let (&id, _) = installed.iter().next().expect("one session installed");
+    assert_eq!(w.lanes.of_session(id), 0);
+    // The shard saw its records (under its CID) come from an address of worker 1's
+    // sources: the report follows the session's handle to worker 0, not the new source.
+    let to = peers_on(&w.lanes, 1, 1)[0];
+    assert_eq!(w.lanes.of_peer(to), 1);
+    let moved = ControlInbound::PeerMoved {
+        session: id,
+        from,
+        peer: to,
+    };
+    assert_eq!(w.lanes.lane(&moved), 0, "routed by session");
+    w.queues[0].push_inbound(moved).expect("room");
+    for ctl in &mut w.loops {
+        ctl.run_turn(now, test_wall());
+    }
+    // Worker 0 renamed the session; worker 1 holds nothing of it.
+    assert_eq!(known(&mut w.loops[0], now), Sessions::from([(id, to)]));
+    assert!(known(&mut w.loops[1], now).is_empty());
+    // Its later reports still reach worker 0, which closes it under its new address: a
+    // close_notify goes to `to`, and no session is left anywhere.
+    let (kick_tx, kick_rx) = mpsc::channel();
+    w.loops[0].set_admin(kick_rx);
+    let (tx, rx) = mpsc::channel();
+    kick_tx
+        .send(super::AdminRequest::Kick {
+            target: super::KickTarget::Peer(to),
+            reply: tx,
+        })
+        .expect("the loop holds the receiver");
+    w.loops[0].run_turn(now, test_wall());
+    assert_eq!(rx.try_recv().expect("answered"), vec![id]);
+    let mut closes = Vec::new();
+    while let Some(cmd) = w.queues[0].poll_command() {
+        if let ShardCommand::Close { session, .. } = cmd {
+            closes.push(session);
+        }
+    }
+    assert_eq!(closes, vec![id]);
+    w.queues[0]
+        .push_inbound(ControlInbound::SessionClosed {
+            session: id,
+            peer: to,
+            reason: dtls_shard::CloseReason::Closed(dtls_shard::CloseCause::Requested),
+            stats: dtls_shard::SessionCounters::default(),
+        })
+        .expect("room");
+    for ctl in &mut w.loops {
+        ctl.run_turn(now, test_wall());
+    }
+    assert_eq!(
+        w.loops
+            .iter()
+            .map(ControlThread::installed_sessions)
+            .collect::<Vec<_>>(),
+        vec![0, 0]
+    );
+}

@@ -44,8 +44,9 @@
 //! What it does not do: spawn or pin threads (the daemon does), run handshakes or parse a
 //! handshake message (the `control` crate does; DTLS 1.3 post-handshake messages go to it as
 //! plaintext). An idle shard sleeps in one `epoll_wait` over its
-//! own socket and every upstream socket; control's commands do not wake it, so they wait at
-//! most [`ShardConfig::recv_wait`].
+//! own socket, every upstream socket and an eventfd that a command pushed while it sleeps
+//! signals ([`ShardQueues::set_waker`]), so control's commands wake it at once;
+//! [`ShardConfig::recv_wait`] bounds the sleep.
 
 mod core;
 mod counters;

@@ -29,7 +29,10 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::OnceLock;
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst, fence,
+};
 
 use crossbeam_queue::ArrayQueue;
 use dataplane::record::v13::TrafficKeys13;
@@ -561,6 +564,13 @@ pub struct ShardQueues {
     inbound_bytes_cap: usize,
     /// Datagrams other shards received for this shard's sessions (see `handoff`).
     handoffs: HandoffQueue,
+    /// Wakes the shard from its idle wait when a command arrives (an eventfd in the epoll
+    /// set the shard waits on; see [`ShardQueues::set_waker`]).
+    waker: OnceLock<mio::Waker>,
+    /// The shard is in (or entering) its idle wait: the next command pushed wakes it.
+    asleep: AtomicBool,
+    /// Wake-ups sent (commands that found the shard asleep).
+    wakes: AtomicU64,
 }
 
 impl ShardQueues {
@@ -604,6 +614,9 @@ impl ShardQueues {
             inbound_bytes: AtomicUsize::new(0),
             inbound_bytes_cap: inbound_bytes,
             handoffs: HandoffQueue::default(),
+            waker: OnceLock::new(),
+            asleep: AtomicBool::new(false),
+            wakes: AtomicU64::new(0),
         }
     }
 
@@ -626,7 +639,52 @@ impl ShardQueues {
     pub fn push_command(&self, command: ShardCommand) -> Result<(), ShardCommand> {
         self.commands.push(command).inspect_err(|_| {
             self.commands_dropped.fetch_add(1, Relaxed);
-        })
+        })?;
+        // Pairs with the fence in `prepare_sleep`: either the shard sees this command
+        // before it sleeps, or this sees it asleep and wakes it.
+        fence(SeqCst);
+        if self.asleep.load(Relaxed) && self.asleep.swap(false, Relaxed) {
+            self.wakes.fetch_add(1, Relaxed);
+            if let Some(waker) = self.waker.get() {
+                // A failed wake costs at most the wait's bound (`recv_wait`).
+                let _ = waker.wake();
+            }
+        }
+        Ok(())
+    }
+
+    /// Shard side: the waker of the shard's wait (an eventfd registered in its epoll set),
+    /// signalled when a command is pushed while the shard sleeps. Set once; later calls
+    /// change nothing.
+    pub fn set_waker(&self, waker: mio::Waker) {
+        let _ = self.waker.set(waker);
+    }
+
+    /// Shard side, before an idle wait: marks the shard asleep and says whether it may
+    /// sleep (no command is waiting). Call [`ShardQueues::woke`] after the wait.
+    pub fn prepare_sleep(&self) -> bool {
+        self.asleep.store(true, Relaxed);
+        fence(SeqCst);
+        if self.commands.is_empty() {
+            return true;
+        }
+        self.asleep.store(false, Relaxed);
+        false
+    }
+
+    /// Shard side, after its wait: commands no longer need to wake it.
+    pub fn woke(&self) {
+        self.asleep.store(false, Relaxed);
+    }
+
+    /// Whether the shard is in (or entering) its idle wait.
+    pub fn is_asleep(&self) -> bool {
+        self.asleep.load(Relaxed)
+    }
+
+    /// Wake-ups sent to the shard (commands that found it asleep).
+    pub fn wakes(&self) -> u64 {
+        self.wakes.load(Relaxed)
     }
 
     /// Shard side: the next command, if any.

@@ -15,7 +15,7 @@ use dtls_io::{
     BackendKind, IoConfig, SocketConfig, UdpIo, bind_udp, enable_gro, recv_segments, send_segments,
 };
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::Error;
 use crate::core::{Effects, FlowRef, OpenFlow, ShardCore};
@@ -53,9 +53,10 @@ pub struct ShardConfig {
     pub tx_batch: usize,
     /// Largest datagram sent to a peer; larger backend datagrams are dropped and counted.
     pub max_datagram: usize,
-    /// How long an idle turn sleeps. Datagrams on the shard socket and backend replies wake
-    /// it at once (one epoll set watches both); control's commands do not, so this bounds
-    /// how long an idle shard takes to notice them.
+    /// Longest sleep of an idle turn. Datagrams on the shard socket, backend replies and
+    /// control's commands wake it at once (one epoll set watches the sockets and the
+    /// eventfd a command signals); what nothing signals (the stop flag, a snapshot
+    /// request, another shard's handoff) waits at most this long.
     pub recv_wait: Duration,
     /// Most backend datagrams relayed per session per turn (fairness between sessions).
     pub upstream_budget: usize,
@@ -137,6 +138,9 @@ pub struct Shard {
 /// The epoll token of the shard socket (no flow token reaches it: slot indexes are below
 /// `u32::MAX` and pending tokens below `usize::MAX`).
 const LISTEN: Token = Token(usize::MAX);
+/// The epoll token of the eventfd control signals when it queues a command for a sleeping
+/// shard ([`ShardQueues::set_waker`]).
+const WAKE: Token = Token(usize::MAX - 1);
 
 /// Receive and send buffer asked for each upstream socket (a limit, not an allocation).
 pub const UPSTREAM_BUFFER: usize = 1 << 20;
@@ -231,6 +235,9 @@ impl Shard {
                 Interest::READABLE,
             )
             .map_err(Error::Poll)?;
+        // Control's commands (keys of a new session, a flight to send) end an idle wait at
+        // once instead of after `recv_wait`.
+        queues.set_waker(Waker::new(poll.registry(), WAKE).map_err(Error::Poll)?);
         Ok(Self {
             core: ShardCore::new(queues, config, pad_seed(), &rrc_key()),
             fx: Effects::new(config.tx_batch, config.max_datagram, gso),
@@ -326,12 +333,16 @@ impl Shard {
             && self.ready.is_empty()
             && !self.core.queues().has_commands()
             && self.core.queues().handoffs().is_empty();
-        let wait = if idle {
+        // Asleep only once no command is waiting: a command pushed from then on signals
+        // the waker (one eventfd write), which ends the wait.
+        let wait = if idle && self.core.queues().prepare_sleep() {
             self.config.recv_wait
         } else {
             Duration::ZERO
         };
-        self.poll_upstream(now, wait)?;
+        let polled = self.poll_upstream(now, wait);
+        self.core.queues().woke();
+        polled?;
         self.core.handle_timeout(now, &mut self.fx);
         self.register_opened();
         self.handle_handoffs(now);
@@ -419,8 +430,8 @@ impl Shard {
             Err(e) => return Err(Error::Poll(e)),
         }
         for event in self.events.iter() {
-            if event.token() == LISTEN {
-                continue; // the receive below runs every turn
+            if event.token() == LISTEN || event.token() == WAKE {
+                continue; // the receive below runs every turn; commands at the next
             }
             match FlowRef::from_token(event.token().0) {
                 flow @ FlowRef::Pending(_) => {

@@ -6,7 +6,8 @@
 //! is pending it copies one [`SessionView`] per live session into the shared buffer under a
 //! mutex the reader holds only to clone it, then bumps the published counter and wakes the
 //! reader. A shard that nobody asks pays that one load per turn, never a lock; a busy shard
-//! answers at the end of its current turn, an idle one within its `recv_wait`.
+//! answers at the end of its current turn, an idle one within its `recv_wait`
+//! (a request signals nothing).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

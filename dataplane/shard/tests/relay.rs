@@ -195,6 +195,70 @@ fn idle_shard_wakes_on_datagrams_and_replies_uring() {
     }
 }
 
+/// An idle shard asleep in `epoll_wait` takes control's command (a new session's keys) at
+/// once: the push signals the shard's eventfd, which ends the wait, instead of the command
+/// waiting out `recv_wait`.
+fn command_wakes_idle_shard(mode: IoMode) {
+    const SLEEP: Duration = Duration::from_secs(3);
+    let backend = EchoBackend::start();
+    let queues = Arc::new(ShardQueues::new(16, 16));
+    let mut cfg = config(backend.addr, mode);
+    cfg.recv_wait = SLEEP;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (q, s) = (queues.clone(), stop.clone());
+    let thread = std::thread::spawn(move || {
+        let mut shard = shard(cfg, q);
+        ready_tx
+            .send(shard.local_addr().expect("addr"))
+            .expect("test thread waits");
+        shard.run(&s).expect("shard loop");
+        shard.stats()
+    });
+    let to = ready_rx.recv_timeout(DEADLINE).expect("shard started");
+    let peer = Peer::new(4);
+    for round in 0..3u64 {
+        let started = Instant::now();
+        while !queues.is_asleep() {
+            assert!(started.elapsed() < DEADLINE, "the shard never went idle");
+            std::thread::yield_now();
+        }
+        let pushed = Instant::now();
+        // Keys again each round (the same session's rekey): one command per sleep.
+        queues.push_command(peer.install()).expect("room");
+        while queues.has_commands() {
+            assert!(pushed.elapsed() < DEADLINE, "command never taken");
+            std::thread::yield_now();
+        }
+        let taken = pushed.elapsed();
+        assert!(
+            taken < SLEEP / 3,
+            "{mode:?}: the command waited {taken:?}, as for the sleep bound"
+        );
+        assert_eq!(
+            queues.wakes(),
+            round + 1,
+            "one wake-up per command to a sleeper"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    // The stop flag is not watched by the wait: a datagram ends it.
+    peer.socket.send_to(&[0], to).expect("send");
+    thread.join().expect("shard thread");
+}
+
+#[test]
+fn idle_shard_wakes_on_control_commands_mmsg() {
+    command_wakes_idle_shard(IoMode::Mmsg);
+}
+
+#[test]
+fn idle_shard_wakes_on_control_commands_uring() {
+    if uring_available("idle_shard_wakes_on_control_commands_uring") {
+        command_wakes_idle_shard(IoMode::Uring);
+    }
+}
+
 /// Several records of one peer in one datagram reach the backend in order, the equal-size
 /// ones as one UDP GSO send on the session's upstream socket.
 #[test]
