@@ -6,6 +6,7 @@ mod common;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use common::{Client, DTLSD, Daemon, EchoBackend, IO_TIMEOUT, TempDir, certs};
@@ -169,6 +170,50 @@ fn receives_close_notify(client: &mut Client) -> bool {
         }
     }
     false
+}
+
+#[test]
+fn status_answers_while_a_session_is_busy_and_its_traffic_keeps_flowing() {
+    // Shards copy their sessions only when asked (one atomic per loop turn otherwise), so
+    // status during a stream of echoes answers from every shard and the stream goes on.
+    let pki = TempDir::new("admin-busy");
+    certs(&pki);
+    let backend = EchoBackend::start();
+    let socket = pki.file("admin.sock");
+    let daemon = Daemon::start_serve(backend.addr, &pki, &["--admin-socket", &socket]);
+    let mut client = Client::connect(Client::config(&pki), daemon.listen);
+    let stop = AtomicBool::new(false);
+    let echoed = std::thread::scope(|s| {
+        let busy = s.spawn(|| {
+            let mut n = 0u64;
+            while !stop.load(Relaxed) {
+                client.echo(format!("busy {n}").as_bytes());
+                n += 1;
+            }
+            n
+        });
+        for _ in 0..20 {
+            let answer = status_json(&socket, &[]);
+            assert_eq!(sessions(&answer).len(), 1, "{answer}");
+            assert_eq!(
+                answer["shards_unanswered"],
+                serde_json::json!([]),
+                "{answer}"
+            );
+        }
+        stop.store(true, Relaxed);
+        busy.join().expect("the echo thread")
+    });
+    assert!(echoed > 0);
+    let rows = sessions(&status_json(&socket, &[]));
+    let records_in = rows[0]["traffic"]["records_in"]
+        .as_u64()
+        .expect("records_in");
+    assert!(
+        records_in >= echoed,
+        "{records_in} records for {echoed} echoes"
+    );
+    client.echo(b"still flowing");
 }
 
 #[test]
