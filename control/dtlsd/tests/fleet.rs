@@ -662,8 +662,10 @@ fn forwarded_records_are_accepted_under_both_secrets_during_a_rotation_only() {
         }
         ForwardKey::new(&key)
     };
-    // One sender (the other node's id), so its sequence numbers keep growing across keys.
-    let mut sender = Forwarder::new(IDS[1 - owner], secret(FORWARD), now_ms());
+    // One sender, so its sequence numbers keep growing across keys; under a node id of its
+    // own (200), since the receiver keeps one replay window per sending node and the real
+    // other node's forwarded records must not look replayed next to ours.
+    let mut sender = Forwarder::new(200, secret(FORWARD), now_ms());
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let source: SocketAddr = "127.0.0.9:9999".parse().expect("literal");
     let mut send = |key: &str| {
