@@ -208,7 +208,7 @@ impl Daemon {
             .and_then(|c| c.nodes.as_ref())
             .map(|n| Arc::clone(&n.counters));
         let routing = cids.map(|cids| Routing {
-            field: cids.field,
+            field: cids.field.clone(),
             steer: steering(
                 &cids,
                 &shard_groups(shard_count, listen.len()),
@@ -804,7 +804,7 @@ fn spawn_shards(
         let cids = routing.as_ref().map(|r| ShardCidRouting {
             handoffs: (r.queues.len() > 1 || r.nodes.is_some()).then(|| {
                 let id = u16::try_from(index).unwrap_or(u16::MAX);
-                let handoffs = Handoffs::new(r.field, id, r.queues.clone());
+                let handoffs = Handoffs::new(r.field.clone(), id, r.queues.clone());
                 match &r.nodes {
                     Some(nodes) => handoffs.with_nodes(nodes.own, nodes.queue.clone()),
                     None => handoffs,

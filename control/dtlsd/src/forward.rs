@@ -310,7 +310,7 @@ fn send_loop(
 
 /// The shard a datagram's first record's CID names: a `tls12_cid` record's CID at octet
 /// 11, a DTLS 1.3 unified header's with the C bit at octet 1.
-fn shard_of(field: ShardField, own: u8, datagram: &[u8]) -> Option<u16> {
+fn shard_of(field: &ShardField, own: u8, datagram: &[u8]) -> Option<u16> {
     let first = *datagram.first()?;
     let offset = if first == TLS12_CID {
         11
@@ -370,7 +370,7 @@ fn receive_loop(
             }
         };
         let Some(shard) =
-            shard_of(field, own, forwarded.datagram).and_then(|s| shards.get(usize::from(s)))
+            shard_of(&field, own, forwarded.datagram).and_then(|s| shards.get(usize::from(s)))
         else {
             counters.drop_not_ours.fetch_add(1, Relaxed);
             continue;
@@ -401,14 +401,14 @@ mod tests {
         let cid = |node: u8, shard: u8| [7, node, shard, 1, 2, 3, 4, 5];
         let mut v12 = vec![TLS12_CID, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1];
         v12.extend_from_slice(&cid(3, 1));
-        assert_eq!(shard_of(field, 3, &v12), Some(1));
-        assert_eq!(shard_of(field, 4, &v12), None, "another node's");
+        assert_eq!(shard_of(&field, 3, &v12), Some(1));
+        assert_eq!(shard_of(&field, 4, &v12), None, "another node's");
         let mut v13 = vec![0x3f];
         v13.extend_from_slice(&cid(3, 2));
-        assert_eq!(shard_of(field, 3, &v13), Some(2));
+        assert_eq!(shard_of(&field, 3, &v13), Some(2));
         v13[0] = 0x3f & !0x10;
-        assert_eq!(shard_of(field, 3, &v13), None, "no C bit");
-        assert_eq!(shard_of(field, 3, &[22, 0xfe, 0xfd]), None, "a handshake");
-        assert_eq!(shard_of(field, 3, &[]), None);
+        assert_eq!(shard_of(&field, 3, &v13), None, "no C bit");
+        assert_eq!(shard_of(&field, 3, &[22, 0xfe, 0xfd]), None, "a handshake");
+        assert_eq!(shard_of(&field, 3, &[]), None);
     }
 }

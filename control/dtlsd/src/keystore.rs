@@ -21,13 +21,26 @@
 //! and accepts either, so nodes that reloaded and nodes that did not yet keep forwarding
 //! to each other during a rotation.
 //!
-//! What it does not hold yet: a QUIC-LB key (encrypted CIDs are not issued).
+//! `quic_lb_keys` (optional) turn on encrypted connection IDs
+//! (`dataplane::cid::EncryptedCids`): AES-128 keys of 32 hex digits, each under its QUIC-LB
+//! config rotation codepoint (0 to 6), the current one first:
+//!
+//! ```toml
+//! quic_lb_keys = [{ codepoint = 1, key = "<32 hex digits>" }, { codepoint = 0, key = "<32 hex digits>" }]
+//! ```
+//!
+//! The first issues every new CID; the second (the previous key, under another codepoint)
+//! still decodes the CIDs issued under it, so clients that move keep reaching their shard
+//! and node during a rotation. Rotating is writing `[new, old]` with a new codepoint to every
+//! node (and the load balancer), SIGHUP, and later `[new]` alone. Adding or removing the key
+//! list needs a restart (the CID layout changes).
 
 use std::fmt;
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
+use dataplane::cid::{ConfigId, QuicLbKey};
 use dataplane::forward::{ForwardKey, KEY_LEN as FORWARD_KEY_LEN};
 use dtls_crypto::pki_types::UnixTime;
 use dtls_crypto::{COOKIE_SECRET_LEN, CookieKeys, Rng, TICKET_SECRET_LEN, TicketKeys};
@@ -58,7 +71,12 @@ pub struct KeyStore {
     pub cookies: SecretPair,
     /// Node-to-node forwarding secrets, when given.
     pub forwards: Option<SecretPair>,
+    /// QUIC-LB keys (current first) under their codepoints, when given.
+    pub quic_lb: Option<Vec<(u8, Zeroizing<[u8; QUIC_LB_KEY_LEN]>)>>,
 }
+
+/// Length of a QUIC-LB key (AES-128), in bytes.
+pub const QUIC_LB_KEY_LEN: usize = 16;
 
 impl fmt::Debug for SecretPair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -89,6 +107,14 @@ struct RawStore {
     ticket_secrets: Option<Vec<HexSecret>>,
     cookie_secrets: Option<Vec<HexSecret>>,
     forward_secrets: Option<Vec<HexSecret>>,
+    quic_lb_keys: Option<Vec<RawQuicLbKey>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuicLbKey {
+    codepoint: i64,
+    key: HexSecret,
 }
 
 impl KeyStore {
@@ -114,7 +140,12 @@ impl KeyStore {
         // toml's messages quote the offending line, which may hold a secret: keep only the
         // position.
         let raw: RawStore = toml::from_str(text).map_err(|e| {
-            let known = ["ticket_secrets", "cookie_secrets", "forward_secrets"];
+            let known = [
+                "ticket_secrets",
+                "cookie_secrets",
+                "forward_secrets",
+                "quic_lb_keys",
+            ];
             let unknown = e.message().contains("unknown field");
             match (unknown, e.span()) {
                 (true, _) => anyhow!("unknown key (known: {})", known.join(", ")),
@@ -134,6 +165,22 @@ impl KeyStore {
                 .forward_secrets
                 .map(|list| pair("forward_secrets", Some(list)))
                 .transpose()?,
+            quic_lb: raw.quic_lb_keys.map(quic_lb_keys).transpose()?,
+        })
+    }
+
+    /// The QUIC-LB keys, current first, when the store has `quic_lb_keys`.
+    pub fn quic_lb_keys(&self) -> Option<Vec<QuicLbKey>> {
+        self.quic_lb.as_ref().map(|keys| {
+            keys.iter()
+                .filter_map(|(codepoint, key)| {
+                    Some(QuicLbKey {
+                        // Checked to be 0..=6 when parsed.
+                        config_id: ConfigId::new(*codepoint).ok()?,
+                        key: key.clone(),
+                    })
+                })
+                .collect()
         })
     }
 
@@ -172,6 +219,45 @@ impl KeyStore {
     pub fn cookie_keys(&self, now: Instant) -> CookieKeys {
         CookieKeys::from_secrets(&self.cookies.current, self.cookies.previous.as_deref(), now)
     }
+}
+
+/// Checks `quic_lb_keys`: one or two keys (current, previous) of 16 bytes under distinct
+/// codepoints 0 to 6 (0b111 is the draft's unroutable codepoint, §3.1).
+fn quic_lb_keys(list: Vec<RawQuicLbKey>) -> anyhow::Result<Vec<(u8, Zeroizing<[u8; 16]>)>> {
+    const KEY: &str = "quic_lb_keys";
+    if list.is_empty() {
+        bail!("{KEY}: empty (give the current key, then the previous one)");
+    }
+    if list.len() > 2 {
+        bail!("{KEY}: {} keys, at most 2 (current, previous)", list.len());
+    }
+    let mut keys = Vec::with_capacity(list.len());
+    for (i, raw) in list.iter().enumerate() {
+        let codepoint = u8::try_from(raw.codepoint)
+            .ok()
+            .filter(|c| ConfigId::new(*c).is_ok())
+            .ok_or_else(|| anyhow!("{KEY}[{i}].codepoint: {} is not 0 to 6", raw.codepoint))?;
+        if keys.iter().any(|(c, _)| *c == codepoint) {
+            bail!(
+                "{KEY}[{i}].codepoint: {codepoint} is used twice (a new key takes a new codepoint)"
+            );
+        }
+        let bytes = Zeroizing::new(
+            crate::config::validate::decode_hex(raw.key.0.trim())
+                .map_err(|e| anyhow!("{KEY}[{i}].key: {e}"))?,
+        );
+        if bytes.len() != QUIC_LB_KEY_LEN {
+            bail!(
+                "{KEY}[{i}].key: {} bytes, must be {QUIC_LB_KEY_LEN} ({} hex digits)",
+                bytes.len(),
+                2 * QUIC_LB_KEY_LEN
+            );
+        }
+        let mut key = Zeroizing::new([0u8; QUIC_LB_KEY_LEN]);
+        key.copy_from_slice(&bytes);
+        keys.push((codepoint, key));
+    }
+    Ok(keys)
 }
 
 fn pair(key: &str, list: Option<Vec<HexSecret>>) -> anyhow::Result<SecretPair> {
@@ -217,6 +303,7 @@ mod tests {
 
     const A: &str = "0101010101010101010101010101010101010101010101010101010101010101";
     const B: &str = "0202020202020202020202020202020202020202020202020202020202020202";
+    const K: &str = "0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f";
 
     #[test]
     fn parses_current_and_previous() {
@@ -238,6 +325,50 @@ mod tests {
         let forwards = s.forwards.as_ref().expect("forward secrets");
         assert_eq!(*forwards.current, [2; 32]);
         assert_eq!(forwards.previous.as_deref(), Some(&[1; 32]));
+        assert!(s.quic_lb_keys().is_none());
+        let s = KeyStore::parse(&format!(
+            "ticket_secrets = [\"{A}\"]\ncookie_secrets = [\"{B}\"]\n\
+             quic_lb_keys = [{{ codepoint = 2, key = \"{K}\" }}, {{ codepoint = 0, key = \"{K}\" }}]\n"
+        ))
+        .expect("valid");
+        let keys = s.quic_lb_keys().expect("quic_lb_keys");
+        assert_eq!(keys.len(), 2);
+        assert_eq!(
+            (keys[0].config_id.value(), keys[1].config_id.value()),
+            (2, 0)
+        );
+        assert_eq!(*keys[0].key, [0x0f; 16]);
+    }
+
+    #[test]
+    fn bad_quic_lb_keys_name_the_key_and_never_the_secret() {
+        let base = format!("ticket_secrets = [\"{A}\"]\ncookie_secrets = [\"{A}\"]\n");
+        for (keys, expected) in [
+            ("[]".to_string(), "quic_lb_keys: empty"),
+            (
+                format!("[{{ codepoint = 7, key = \"{K}\" }}]"),
+                "quic_lb_keys[0].codepoint: 7 is not 0 to 6",
+            ),
+            (
+                format!("[{{ codepoint = 1, key = \"{K}\" }}, {{ codepoint = 1, key = \"{K}\" }}]"),
+                "quic_lb_keys[1].codepoint: 1 is used twice",
+            ),
+            (
+                format!("[{{ codepoint = 1, key = \"{A}\" }}]"),
+                "quic_lb_keys[0].key: 32 bytes, must be 16",
+            ),
+            (
+                format!(
+                    "[{{ codepoint = 1, key = \"{K}\" }}, {{ codepoint = 2, key = \"{K}\" }}, {{ codepoint = 3, key = \"{K}\" }}]"
+                ),
+                "quic_lb_keys: 3 keys",
+            ),
+        ] {
+            let text = format!("{base}quic_lb_keys = {keys}\n");
+            let e = format!("{:#}", KeyStore::parse(&text).expect_err(&text));
+            assert!(e.contains(expected), "{e}");
+            assert!(!e.contains(K) && !e.contains(A), "secret in {e}");
+        }
     }
 
     #[test]

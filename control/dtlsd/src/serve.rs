@@ -34,6 +34,7 @@ use crate::config::ServeConfig;
 use crate::daemon::{CidRouting, Daemon, NodeRouting, load_certified_key};
 use crate::forward::{ForwardSetup, NodeForwarder};
 use crate::keystore::KeyStore;
+use dataplane::cid::{EncryptedCids, ShardField};
 
 /// Settings of a server that are not part of its configuration file.
 #[derive(Debug, Clone, Copy, Default)]
@@ -66,6 +67,9 @@ pub struct Server {
     store: Mutex<Option<(KeyStore, Arc<CookieKeys>)>>,
     /// In a fleet: the node forwarder (`crate::forward`).
     forwarder: Option<NodeForwarder>,
+    /// With `quic_lb_keys`: the keys of the encrypted CIDs, shared with the control loops
+    /// and the shards, replaced in place on reload.
+    encrypted_cids: Option<Arc<EncryptedCids>>,
 }
 
 impl Server {
@@ -115,8 +119,12 @@ impl Server {
         let node_id = config.cluster.node_id;
         // CIDs long enough for the QUIC-LB layout name their shard (shorter ones are random
         // and found through each shard's CID table only).
-        let field = ShardCids::shard_field(shard_config.cid_len);
-        let forwarding = forward_setup(&config, field, store.as_ref().map(|(s, _)| s))?;
+        let encrypted_cids = encrypted_cids(store.as_ref().map(|(s, _)| s), shard_config.cid_len)?;
+        let field = match &encrypted_cids {
+            Some(cids) => ShardField::encrypted(Arc::clone(cids)),
+            None => ShardCids::shard_field(shard_config.cid_len),
+        };
+        let forwarding = forward_setup(&config, field.clone(), store.as_ref().map(|(s, _)| s))?;
         let cids = field.map(|field| CidRouting {
             field,
             steer: config.cid_steering,
@@ -132,6 +140,7 @@ impl Server {
                 "connection IDs too short to name a shard: no CID steering or hand-off"
             );
         }
+        let settings_cids = encrypted_cids.clone();
         let daemon = Daemon::start(
             &config.listen,
             shard_config,
@@ -146,6 +155,7 @@ impl Server {
                         listen: shard_listen[0],
                     }),
                     node_id,
+                    encrypted_cids: settings_cids.clone(),
                     ..RuntimeConfig::default()
                 };
                 let mut rng = SystemRng::new();
@@ -221,6 +231,7 @@ impl Server {
             tickets,
             store: Mutex::new(store),
             forwarder,
+            encrypted_cids,
         })
     }
 
@@ -255,7 +266,23 @@ impl Server {
         let mut new_tickets = None;
         let mut new_store = None;
         let mut new_forward_keys = None;
-        if let (Some(fresh), Some((old, cookies))) = (fresh, store.as_ref()) {
+        if let (Some(mut fresh), Some((old, cookies))) = (fresh, store.as_ref()) {
+            if fresh.quic_lb != old.quic_lb {
+                match (&self.encrypted_cids, fresh.quic_lb_keys()) {
+                    (Some(cids), Some(keys)) => {
+                        cids.set_keys(&keys)
+                            .map_err(|e| anyhow!("key_store: quic_lb_keys: {e}"))?;
+                        tracing::info!(codepoint = cids.current().value(), "QUIC-LB keys rotated");
+                    }
+                    _ => {
+                        tracing::warn!(
+                            "key_store: quic_lb_keys added or removed: the CID layout changes \
+                             only on a restart; not applied"
+                        );
+                        fresh.quic_lb = old.quic_lb.clone();
+                    }
+                }
+            }
             if self.forwarder.is_some() && fresh.forwards != old.forwards {
                 // Send under the new current secret, accept it and the previous one.
                 let keys = fresh
@@ -339,6 +366,39 @@ impl Server {
     }
 }
 
+/// The keys of the encrypted CIDs when the key store has `quic_lb_keys`.
+///
+/// # Errors
+/// Connection IDs off, or a length that cannot hold the encrypted layout (first octet,
+/// 2-octet server ID, a nonce of at least 4 octets, the shard octet: 8 to 20): with keys
+/// configured, plaintext CIDs would expose what the keys are there to hide (fail closed).
+fn encrypted_cids(
+    store: Option<&KeyStore>,
+    cid_len: usize,
+) -> anyhow::Result<Option<Arc<EncryptedCids>>> {
+    let Some(keys) = store.and_then(KeyStore::quic_lb_keys) else {
+        return Ok(None);
+    };
+    let layout = ShardCids::layout().ok_or_else(|| anyhow!("CID layout"))?;
+    let cids = EncryptedCids::new(cid_len, layout, &keys).map_err(|e| {
+        anyhow!(
+            "key_store: quic_lb_keys: encrypted connection IDs need connection_id_length 8 to 20 \
+             (it is {cid_len}): {e}"
+        )
+    })?;
+    tracing::info!(
+        cid_len,
+        codepoint = cids.current().value(),
+        mode = if cids.nonce_len() + layout.server_id_len() == 16 {
+            "single-pass AES-128"
+        } else {
+            "four-pass Feistel"
+        },
+        "encrypted connection IDs (QUIC-LB keys from the key store)"
+    );
+    Ok(Some(Arc::new(cids)))
+}
+
 /// The node forwarder's socket and queue when `[[nodes]]` lists nodes besides this one and
 /// the CIDs this server issues name their node (`field`).
 ///
@@ -347,7 +407,7 @@ impl Server {
 /// authenticated: fail closed), or this node's forwarding address cannot be bound.
 fn forward_setup(
     config: &ServeConfig,
-    field: Option<dataplane::cid::ShardField>,
+    field: Option<ShardField>,
     store: Option<&KeyStore>,
 ) -> anyhow::Result<Option<ForwardSetup>> {
     let cluster = &config.cluster;

@@ -462,6 +462,7 @@ impl ControlThread {
                         node: u32::from(self.settings.node_id),
                         shard: u16::try_from(shard).unwrap_or(u16::MAX),
                     },
+                    encrypted: self.settings.encrypted_cids.clone(),
                 };
                 match Connection::server_with_cids(
                     Arc::clone(&self.config),

@@ -133,7 +133,7 @@ const EPOCH_RETIRE_AFTER: Duration = Duration::from_secs(10);
 const CLOSING_MEMORY: Duration = Duration::from_secs(10);
 
 /// Settings of the control loop.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     /// Caps on half-open handshakes and sessions.
     pub limits: Limits,
@@ -157,6 +157,10 @@ pub struct RuntimeConfig {
     /// Serve mode: this node's id, named (with the shard) by every CID it issues
     /// ([`ShardCids`]). Default 0.
     pub node_id: u8,
+    /// Serve mode: the QUIC-LB keys of encrypted CIDs, shared with the shards (which decode
+    /// them) and replaced in place on a key store reload; `None`: plaintext CIDs
+    /// ([`ShardCids`]). Default `None`.
+    pub encrypted_cids: Option<Arc<dataplane::cid::EncryptedCids>>,
     /// Overload: messages waiting in this loop's lane of one shard's inbound queue at the
     /// start of a turn from which new handshakes are shed (see the module documentation);
     /// 0 turns shedding off. Default 192: three quarters of what a shard lets wait in a
@@ -176,6 +180,7 @@ impl Default for RuntimeConfig {
             null_record_protection: false,
             proxy_header: None,
             node_id: 0,
+            encrypted_cids: None,
             shed_backlog: 192,
         }
     }

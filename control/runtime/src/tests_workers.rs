@@ -55,7 +55,7 @@ fn workers(m: usize, shards: usize, settings: RuntimeConfig, now: Instant) -> Wo
                 seed += 1;
                 Box::new(SeededRng::new(seed)) as Box<dyn control::Rng + Send>
             });
-            let mut ctl = ControlThread::new(acceptor, queues.clone(), settings, factory);
+            let mut ctl = ControlThread::new(acceptor, queues.clone(), settings.clone(), factory);
             ctl.set_worker(w, m);
             ctl.set_counters(Arc::clone(&counters));
             ctl

@@ -195,6 +195,15 @@ fn build_client_hello(
         }
     }
     push_raw(&mut ext, ExtensionType::SupportedVersions, versions);
+    if let Some(cookie) = cookie {
+        // RFC 8446 §4.2.2: the cookie of a HelloRetryRequest goes back in the new
+        // ClientHello. Before the key share (RFC 8446 §4.2 leaves the order free but for
+        // pre_shared_key): a hybrid share pushes the hello past one datagram, and a server
+        // that reads the first fragment statelessly (wolfSSL) needs the cookie in it.
+        let mut body = Vec::new();
+        emit_cookie(cookie, &mut body).map_err(internal)?;
+        push_raw(&mut ext, ExtensionType::Cookie, body);
+    }
     let mut shares = Vec::new();
     emit_key_share_client(
         &[KeyShareEntry {
@@ -205,13 +214,6 @@ fn build_client_hello(
     )
     .map_err(internal)?;
     push_raw(&mut ext, ExtensionType::KeyShare, shares);
-    if let Some(cookie) = cookie {
-        // RFC 8446 §4.2.2: the cookie of a HelloRetryRequest goes back in the new
-        // ClientHello.
-        let mut body = Vec::new();
-        emit_cookie(cookie, &mut body).map_err(internal)?;
-        push_raw(&mut ext, ExtensionType::Cookie, body);
-    }
     let mut hello = ClientHello {
         // RFC 9147 §5.3: "legacy_version: ... MUST be set to {254, 253}".
         client_version: ProtocolVersion::Dtls1_2,

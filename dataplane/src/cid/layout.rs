@@ -1,7 +1,9 @@
 //! Our server IDs: the node and the shard that own a session, packed into QUIC-LB server ID
 //! octets so that a CID names both.
 
-use super::{CidError, SERVER_ID_LEN, ServerId};
+use std::sync::Arc;
+
+use super::{CidError, EncryptedCids, SERVER_ID_LEN, ServerId};
 
 /// The widest node id a layout can hold.
 const MAX_NODE_BITS: u32 = u32::BITS;
@@ -134,7 +136,12 @@ fn mask(bits: u32) -> u128 {
 /// `node_bits` into the server ID. The first octet must equal [`ShardField::first_octet`]
 /// (the configuration's codepoint and, with [`super::FirstOctetBits::CidLength`], the
 /// length): another codepoint or length is not a CID this field describes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// With encrypted CIDs ([`ShardField::encrypted`]) the shard id is the plaintext octet
+/// after the nonce, the node id is read by decrypting the server ID, and a CID under any
+/// codepoint whose key is installed is ours (the first octet the steering program matches
+/// is the codepoint that issued when the field was made).
+#[derive(Debug, Clone)]
 pub struct ShardField {
     cid_len: u8,
     first_octet: u8,
@@ -142,7 +149,35 @@ pub struct ShardField {
     bits: u32,
     /// Width of the node id, which starts at the server ID's first bit (bit 8).
     node_bits: u32,
+    /// The keys of encrypted CIDs.
+    keyed: Option<Arc<EncryptedCids>>,
 }
+
+impl PartialEq for ShardField {
+    fn eq(&self, other: &Self) -> bool {
+        let keys_eq = match (&self.keyed, &other.keyed) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        keys_eq
+            && (
+                self.cid_len,
+                self.first_octet,
+                self.bit_offset,
+                self.bits,
+                self.node_bits,
+            ) == (
+                other.cid_len,
+                other.first_octet,
+                other.bit_offset,
+                other.bits,
+                other.node_bits,
+            )
+    }
+}
+
+impl Eq for ShardField {}
 
 impl ShardField {
     /// The shard field of `cid_len`-octet plaintext CIDs of configuration `config` whose
@@ -166,6 +201,26 @@ impl ShardField {
             bit_offset: 8 + layout.node_bits,
             bits: layout.shard_bits,
             node_bits: layout.node_bits,
+            keyed: None,
+        })
+    }
+
+    /// The shard field of the encrypted CIDs `cids` issues: the last octet, in clear.
+    /// `None` when the layout has no shard bits (one shard per node).
+    pub fn encrypted(cids: Arc<EncryptedCids>) -> Option<Self> {
+        let layout = cids.layout();
+        if layout.shard_bits == 0 {
+            return None;
+        }
+        // 8..=20 octets (EncryptedCids::new checked).
+        let cid_len = cids.cid_len() as u8;
+        Some(Self {
+            cid_len,
+            first_octet: cids.first_octet(cids.current()),
+            bit_offset: 8 * (u32::from(cid_len) - 1),
+            bits: 8,
+            node_bits: layout.node_bits,
+            keyed: Some(cids),
         })
     }
 
@@ -202,6 +257,13 @@ impl ShardField {
     /// [`ShardField::shard_of`], or when the layout has no node bits (every CID is this
     /// node's then).
     pub fn node_of(&self, cid: &[u8]) -> Option<u32> {
+        if let Some(keyed) = &self.keyed {
+            // The node id is encrypted: decrypt (only records that missed their shard's
+            // CID table get here).
+            return (self.node_bits > 0)
+                .then(|| keyed.owner_of(cid).map(|owner| owner.node))
+                .flatten();
+        }
         let cid = self.ours(cid)?;
         (self.node_bits > 0).then(|| {
             // A node id of up to 32 bits spans up to 5 octets: read it in two halves.
@@ -218,7 +280,13 @@ impl ShardField {
     /// The CID's first `cid_len` octets when it starts with our first octet.
     fn ours<'a>(&self, cid: &'a [u8]) -> Option<&'a [u8]> {
         let cid = cid.get(..self.cid_len())?;
-        (cid[0] == self.first_octet).then_some(cid)
+        let ours = match &self.keyed {
+            // Any codepoint with an installed key: CIDs of the previous key still route
+            // during a rotation.
+            Some(keyed) => keyed.knows(cid[0]),
+            None => cid[0] == self.first_octet,
+        };
+        ours.then_some(cid)
     }
 }
 

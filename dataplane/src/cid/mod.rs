@@ -17,8 +17,13 @@
 //! never panics, whatever the bytes: a CID that cannot be decoded is `None` (the draft calls it
 //! unroutable, §4.1), never an error.
 //!
-//! What it does not do: choose nonces, keep per-connection state, or append extra octets after
-//! the nonce (§5.4 allows servers to; our CIDs are exactly `1 + server ID + nonce` long).
+//! - [`EncryptedCids`]: the encrypted CIDs the daemon issues, an encrypted QUIC-LB CID
+//!   followed by one plaintext octet naming the shard (for the in-host steering), with keys
+//!   that rotate under new codepoints.
+//!
+//! What it does not do: choose nonces or keep per-connection state. [`QuicLbConfig`] CIDs are
+//! exactly `1 + server ID + nonce` long; [`EncryptedCids`] appends its shard octet after the
+//! nonce, which load balancers ignore (they read the configured lengths only).
 //!
 //! ```
 //! use dataplane::cid::{CidOwner, ConfigId, FirstOctetBits, QuicLbConfig, ServerIdLayout};
@@ -38,9 +43,11 @@
 //! ```
 
 mod feistel;
+mod keyed;
 mod layout;
 mod quic_lb;
 
+pub use keyed::{EncryptedCids, QuicLbKey};
 pub use layout::{CidOwner, ServerIdLayout, ShardField};
 pub use quic_lb::{
     CidPlaintext, ConfigId, ConnectionId, FirstOctetBits, QuicLbConfig, QuicLbConfigs, ServerId,
@@ -123,6 +130,12 @@ pub enum CidError {
         /// The length given.
         got: usize,
     },
+    /// An [`EncryptedCids`] key set without a key.
+    #[error("no QUIC-LB key")]
+    NoKey,
+    /// Two keys of one [`EncryptedCids`] key set under the same codepoint.
+    #[error("two QUIC-LB keys under config rotation codepoint {0}")]
+    DuplicateConfigId(u8),
     /// A nonce passed to `encode` whose length is not the configuration's.
     #[error("nonce must be {expected} octets, got {got}")]
     WrongNonceLength {

@@ -126,6 +126,17 @@ impl ConnectionId {
         Ok(cid)
     }
 
+    /// A CID of the given octets (1 to 20: the caller checked); used to append octets
+    /// after a nonce ([`super::EncryptedCids`]).
+    pub(super) fn from_valid(octets: &[u8]) -> Self {
+        let mut cid = Self {
+            bytes: [0; MAX_CID_LEN],
+            len: octets.len() as u8,
+        };
+        cid.bytes[..octets.len()].copy_from_slice(octets);
+        cid
+    }
+
     /// The octets, first octet included.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
