@@ -377,12 +377,10 @@ fn a_dtls13_client_moved_to_the_other_node_keeps_its_session() {
     moves_to_the_other_node_and_keeps_its_session("fleet13", ProtocolVersion::Dtls1_3);
 }
 
-/// A packet in our encapsulation whose tag was made with another key, carrying a record
-/// under a live session's CID and claiming a third address: dropped before anything in it
-/// is read, counted as `auth`, and the session stays where it is.
-#[test]
-fn a_forged_forwarded_datagram_is_dropped_and_counted() {
-    let pki = TempDir::new("fleet-forged");
+/// A fleet with one DTLS 1.2 client that echoed once, the node that owns its session, and
+/// a tls12_cid record header under the session's CID followed by junk.
+fn a_session_and_a_junk_record(name: &str) -> (TempDir, Fleet, Client, usize, Vec<u8>) {
+    let pki = TempDir::new(name);
     certs(&pki);
     let fleet = Fleet::start(&pki);
     let mut client = Client::connect(
@@ -390,17 +388,30 @@ fn a_forged_forwarded_datagram_is_dropped_and_counted() {
         fleet.balancer.front,
     );
     let owner = fleet.balancer.node_of(client.local_addr());
-    client.echo(b"before the forgery");
-    let cid = client.peer_cid().expect("a CID").to_vec();
-    // A tls12_cid record header under the session's CID, then junk.
+    client.echo(b"before");
+    let cid = client.peer_cid().expect("a CID");
     let mut record = vec![25, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 9];
-    record.extend_from_slice(&cid);
+    record.extend_from_slice(cid);
     record.extend_from_slice(&[0, 24]);
     record.extend_from_slice(&[0xab; 24]);
-    let now_ms = std::time::SystemTime::now()
+    (pki, fleet, client, owner, record)
+}
+
+/// Wall-clock milliseconds since the Unix epoch (the forwarding header's timestamp).
+fn unix_ms() -> u64 {
+    let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64;
+        .expect("clock");
+    u64::try_from(since.as_millis()).expect("milliseconds fit")
+}
+
+/// A packet in our encapsulation whose tag was made with another key, carrying a record
+/// under a live session's CID and claiming a third address: dropped before anything in it
+/// is read, counted as `auth`, and the session stays where it is.
+#[test]
+fn a_forged_forwarded_datagram_is_dropped_and_counted() {
+    let (_pki, fleet, mut client, owner, record) = a_session_and_a_junk_record("fleet-forged");
+    let now_ms = unix_ms();
     let mut forger = Forwarder::new(IDS[1 - owner], ForwardKey::new(&[0x5a; 32]), now_ms);
     let mut packet = Vec::new();
     let spoofed: SocketAddr = "127.0.0.9:9999".parse().expect("literal");
@@ -633,28 +644,10 @@ fn dtls13_connect_moved_to_the_other_node_passes_the_return_routability_check() 
 #[test]
 fn forwarded_records_are_accepted_under_both_secrets_during_a_rotation_only() {
     const NEW: &str = "0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e";
-    let pki = TempDir::new("fleet-fwdrot");
-    certs(&pki);
-    let fleet = Fleet::start(&pki);
-    let mut client = Client::connect(
-        client_config(&pki, ProtocolVersion::Dtls1_2),
-        fleet.balancer.front,
-    );
-    let owner = fleet.balancer.node_of(client.local_addr());
-    client.echo(b"before the rotation");
-    let cid = client.peer_cid().expect("a CID").to_vec();
-    // A tls12_cid record header under the session's CID, then junk: the forwarder takes it
-    // (its HMAC is what is checked here); the shard then drops it as bad_tag.
-    let mut record = vec![25, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 9];
-    record.extend_from_slice(&cid);
-    record.extend_from_slice(&[0, 24]);
-    record.extend_from_slice(&[0xab; 24]);
-    let now_ms = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_millis() as u64
-    };
+    // The junk record: the forwarder takes it (its HMAC is what is checked here); the shard
+    // then drops it as bad_tag.
+    let (pki, fleet, mut client, owner, record) = a_session_and_a_junk_record("fleet-fwdrot");
+    let now_ms = unix_ms;
     let secret = |hex: &str| {
         let mut key = [0u8; 32];
         for (i, k) in key.iter_mut().enumerate() {
