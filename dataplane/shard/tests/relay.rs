@@ -130,17 +130,16 @@ fn fifty_peers_echo_byte_for_byte_uring() {
     }
 }
 
-/// An idle shard sleeps in `epoll_wait`, and both a peer's datagram and the backend's reply
-/// wake it at once: round trips take far less than the sleep bound.
-fn wakes_on_both_sides(mode: IoMode) {
-    const SLEEP: Duration = Duration::from_secs(3);
-    let backend = EchoBackend::start();
-    let queues = Arc::new(ShardQueues::new(16, 16));
-    let mut peer = Peer::new(1);
-    // Queued before the first turn, which therefore does not sleep.
-    queues.push_command(peer.install()).expect("room");
-    let mut cfg = config(backend.addr, mode);
-    cfg.recv_wait = SLEEP;
+/// A shard running `cfg` on a thread of its own: its address, its stop flag and the thread,
+/// which hands back the shard's stats.
+fn run_shard(
+    cfg: dtls_shard::ShardConfig,
+    queues: &Arc<ShardQueues>,
+) -> (
+    std::net::SocketAddr,
+    Arc<AtomicBool>,
+    std::thread::JoinHandle<dtls_shard::ShardStats>,
+) {
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel();
     let (q, s) = (queues.clone(), stop.clone());
@@ -153,6 +152,21 @@ fn wakes_on_both_sides(mode: IoMode) {
         shard.stats()
     });
     let to = ready_rx.recv_timeout(DEADLINE).expect("shard started");
+    (to, stop, thread)
+}
+
+/// An idle shard sleeps in `epoll_wait`, and both a peer's datagram and the backend's reply
+/// wake it at once: round trips take far less than the sleep bound.
+fn wakes_on_both_sides(mode: IoMode) {
+    const SLEEP: Duration = Duration::from_secs(3);
+    let backend = EchoBackend::start();
+    let queues = Arc::new(ShardQueues::new(16, 16));
+    let mut peer = Peer::new(1);
+    // Queued before the first turn, which therefore does not sleep.
+    queues.push_command(peer.install()).expect("room");
+    let mut cfg = config(backend.addr, mode);
+    cfg.recv_wait = SLEEP;
+    let (to, stop, thread) = run_shard(cfg, &queues);
     // Let the shard go idle first.
     std::thread::sleep(Duration::from_millis(50));
     for i in 0..5u8 {
@@ -204,18 +218,7 @@ fn command_wakes_idle_shard(mode: IoMode) {
     let queues = Arc::new(ShardQueues::new(16, 16));
     let mut cfg = config(backend.addr, mode);
     cfg.recv_wait = SLEEP;
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let (q, s) = (queues.clone(), stop.clone());
-    let thread = std::thread::spawn(move || {
-        let mut shard = shard(cfg, q);
-        ready_tx
-            .send(shard.local_addr().expect("addr"))
-            .expect("test thread waits");
-        shard.run(&s).expect("shard loop");
-        shard.stats()
-    });
-    let to = ready_rx.recv_timeout(DEADLINE).expect("shard started");
+    let (to, stop, thread) = run_shard(cfg, &queues);
     let peer = Peer::new(4);
     for round in 0..3u64 {
         let started = Instant::now();
