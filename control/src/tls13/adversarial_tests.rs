@@ -275,3 +275,130 @@ fn key_update_flood_gets_one_update_at_a_time_and_bounded_epochs() {
     assert!(acks <= read.len() + 1, "ACKs {acks}");
     assert!(s.is_established() && !s.is_finished());
 }
+
+/// Records of a retired epoch (RFC 9147 §8: the old keys are kept only a while after a
+/// KeyUpdate) are dropped once the epoch is retired: an epoch-3 record the peer sealed
+/// early, held back by an attacker and delivered after six KeyUpdates, no longer opens
+/// (counted, nothing sent, no event), while the same kind of record opened before.
+#[test]
+fn records_for_retired_epochs_are_dropped_after_the_retirement() {
+    let mut pair = live();
+    let bogus = |sequence| {
+        ack_body(vec![RecordNumber {
+            epoch: EPOCH_APPLICATION,
+            sequence,
+        }])
+    };
+    let early = client_record(
+        &mut pair,
+        InnerContentType::Ack,
+        EPOCH_APPLICATION,
+        &bogus(900),
+    );
+    let held = client_record(
+        &mut pair,
+        InnerContentType::Ack,
+        EPOCH_APPLICATION,
+        &bogus(901),
+    );
+    let before = server(&mut pair).stats();
+    to_server(&mut pair, &early);
+    let opened = server(&mut pair).stats();
+    assert_eq!(
+        (
+            opened.ignored_records,
+            opened.rejected_records,
+            opened.malformed_records
+        ),
+        (
+            before.ignored_records,
+            before.rejected_records,
+            before.malformed_records
+        ),
+        "an epoch-3 record opens while epoch 3 is current"
+    );
+    for round in 0..6 {
+        let now = pair.now;
+        assert!(pair.client.update_keys(now, true), "update {round}");
+        settle(&mut pair, Duration::from_secs(10));
+    }
+    let (read, _) = updated_epochs(&pair.server_events);
+    assert_eq!(read.last(), Some(&(EPOCH_APPLICATION + 6)));
+    pair.server_events.clear();
+    let s = server(&mut pair);
+    let epochs: Vec<u64> = engine(s).core.transport.read_epochs().collect();
+    assert!(
+        !epochs.contains(&EPOCH_APPLICATION),
+        "epoch 3 retired: {epochs:?}"
+    );
+    let before = s.stats();
+    to_server(&mut pair, &held);
+    let after = server(&mut pair).stats();
+    assert_eq!(
+        after.ignored_records + after.rejected_records,
+        before.ignored_records + before.rejected_records + 1,
+        "the retired epoch's record is dropped and counted"
+    );
+    assert!(server_output(&mut pair).is_empty());
+    assert!(events(server(&mut pair)).is_empty());
+    // The session goes on in the new epochs.
+    let now = pair.now;
+    assert!(pair.client.update_keys(now, false));
+    settle(&mut pair, Duration::from_secs(10));
+    let (read, _) = updated_epochs(&pair.server_events);
+    assert_eq!(read, [EPOCH_APPLICATION + 7]);
+}
+
+/// A spoofed HelloRetryRequest on a live DTLS 1.3 session does nothing (TESTING.md "State
+/// machine": spoofed epoch-0 messages on a live session): the server's real HRR replayed
+/// after completion, and one with another message_seq, change no state, produce no
+/// output and no event, and the session keeps working (a KeyUpdate completes).
+#[test]
+fn a_spoofed_hello_retry_request_on_a_live_session_does_nothing() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let mut client = client13();
+    client.tls13_groups = vec![NamedGroup::X25519];
+    // The cookie exchange: the acceptor's stateless HelloRetryRequest comes first.
+    let mut pair = Pair::with_acceptor(client, server13(), None, crate::AcceptorConfig::default());
+    let hrr: Rc<RefCell<Option<Vec<u8>>>> = Rc::default();
+    let seen = Rc::clone(&hrr);
+    pair.filter = Box::new(move |from_client, d| {
+        if !from_client && seen.borrow().is_none() {
+            *seen.borrow_mut() = Some(d.clone());
+        }
+        true
+    });
+    settle(&mut pair, Duration::from_secs(10));
+    assert!(pair.client.is_established() && server(&mut pair).is_established());
+    let hrr = hrr.borrow().clone().expect("a HelloRetryRequest");
+    // Epoch-0 handshake record holding a ServerHello (the HRR form).
+    assert_eq!(
+        (hrr[0], hrr[3], hrr[4], hrr[13]),
+        (22, 0, 0, HandshakeType::ServerHello.to_u8())
+    );
+    let mut renumbered = hrr.clone();
+    renumbered[17..19].copy_from_slice(&[0, 5]);
+    pair.client_events.clear();
+    let state = pair.client.state_name();
+    let stats = pair.client.stats();
+    for d in [&hrr, &renumbered, &hrr] {
+        to_client(&mut pair, d);
+    }
+    assert!(
+        client_output(&mut pair).is_empty(),
+        "nothing sent in answer"
+    );
+    assert!(events(&mut pair.client).is_empty(), "no event");
+    assert_eq!(pair.client.state_name(), state);
+    assert!(pair.client.is_established() && !pair.client.is_finished());
+    assert_eq!(pair.client.stats().datagrams_sent, stats.datagrams_sent);
+    let now = pair.now;
+    assert!(pair.client.update_keys(now, true));
+    settle(&mut pair, Duration::from_secs(10));
+    let (read, write) = updated_epochs(&pair.client_events);
+    assert_eq!(
+        (read, write),
+        (vec![EPOCH_APPLICATION + 1], vec![EPOCH_APPLICATION + 1])
+    );
+}
