@@ -402,3 +402,52 @@ fn a_spoofed_hello_retry_request_on_a_live_session_does_nothing() {
         (vec![EPOCH_APPLICATION + 1], vec![EPOCH_APPLICATION + 1])
     );
 }
+
+/// A RequestConnectionId flood (RFC 9147 §9): the peer asks for 255 CIDs twenty times
+/// over without waiting for our NewConnectionId answers. We issue at most 8 CIDs over the
+/// whole session (the engine's cap), hold at most 1 + 8 of our own, and stay up.
+#[test]
+fn request_connection_id_flood_gets_at_most_8_connection_ids() {
+    use dtls_proto::tls13::RequestConnectionId;
+    let mut client = client13();
+    client.tls13_groups = vec![NamedGroup::X25519];
+    client.connection_id = crate::ConnectionIds::On { len: 4 };
+    let mut s = server13();
+    s.connection_id = crate::ConnectionIds::On { len: 8 };
+    let mut pair = pair(client, s);
+    settle(&mut pair, Duration::from_secs(10));
+    assert!(server(&mut pair).is_established());
+    assert_eq!(super::cids::MAX_ISSUED_CIDS, 8);
+    let mut body = Vec::new();
+    RequestConnectionId { num_cids: 255 }.emit(&mut body);
+    // (Twenty: within the client engine's reserve of epoch-3 sequence numbers, which its
+    // ACKs share; in memory no data plane renews it.)
+    for _ in 0..20 {
+        let d = client_message(
+            &mut pair,
+            EPOCH_APPLICATION,
+            HandshakeType::RequestConnectionId,
+            body.clone(),
+        );
+        to_server(&mut pair, &d);
+        // Our answers reach the client, whose ACKs go back: the server is free to answer
+        // every request it is allowed to.
+        pair.exchange();
+    }
+    settle(&mut pair, Duration::from_secs(30));
+    let issued: usize = pair
+        .server_events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ConnectionIds(u) => Some(u.issued.len()),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(issued, 8, "at most 8 CIDs issued over the session");
+    let s = server(&mut pair);
+    assert_eq!(
+        engine(s).core.cids.as_ref().expect("cids").local.len(),
+        1 + 8
+    );
+    assert!(s.is_established() && !s.is_finished());
+}
