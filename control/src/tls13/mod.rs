@@ -37,6 +37,8 @@
 //! Not here yet: early data (never accepted).
 
 #[cfg(test)]
+mod adversarial_tests;
+#[cfg(test)]
 mod cid_tests;
 mod cids;
 pub(crate) mod client;
