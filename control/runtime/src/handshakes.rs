@@ -447,11 +447,12 @@ impl ControlThread {
                             | Refusal::SessionsPerAddress
                             | Refusal::Draining
                     );
+                    // Counted before the alert leaves: whoever sees the alert sees the count.
+                    self.refused(now, peer, refusal, tell);
                     if tell {
                         let datagram = hello.refusal(AlertDescription::InternalError);
                         self.push(shard, ShardCommand::Transmit { peer, datagram });
                     }
-                    self.refused(now, peer, refusal, tell);
                     return;
                 }
                 let rng = (self.rng_factory)();
