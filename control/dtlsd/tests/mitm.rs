@@ -14,12 +14,10 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::mitm::{CANARY, Manipulation, Mitm, MitmStats};
+use common::probe::RecordingBackend;
 use common::{Daemon, TempDir, certs};
 
 /// serve's default CID length (what the client puts in its records toward the server).
@@ -31,54 +29,6 @@ const BURST: usize = 8;
 const LIVENESS: Duration = Duration::from_secs(90);
 /// How long duplicates and replays get to show up once everything arrived.
 const SETTLE: Duration = Duration::from_millis(500);
-
-/// A UDP backend that records every datagram and echoes it, stopped on drop.
-struct EchoRecorder {
-    addr: SocketAddr,
-    received: Arc<Mutex<Vec<Vec<u8>>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl EchoRecorder {
-    fn start() -> Self {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind backend");
-        sock.set_read_timeout(Some(Duration::from_millis(20)))
-            .expect("read timeout");
-        let addr = sock.local_addr().expect("backend address");
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (sink, flag) = (Arc::clone(&received), Arc::clone(&stop));
-        let thread = std::thread::spawn(move || {
-            let mut buf = vec![0u8; 65_536];
-            while !flag.load(Relaxed) {
-                if let Ok((n, from)) = sock.recv_from(&mut buf) {
-                    sink.lock().expect("lock").push(buf[..n].to_vec());
-                    let _ = sock.send_to(&buf[..n], from);
-                }
-            }
-        });
-        Self {
-            addr,
-            received,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn received(&self) -> Vec<Vec<u8>> {
-        self.received.lock().expect("lock").clone()
-    }
-}
-
-impl Drop for EchoRecorder {
-    fn drop(&mut self) {
-        self.stop.store(true, Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// Payload `i`: its number, then a pattern of it, 24 to 1200 bytes.
 fn payload(i: usize) -> Vec<u8> {
@@ -146,7 +96,12 @@ impl Source {
     }
 
     /// Waits until the backend has each of `sent` and every echo came back (liveness bound).
-    fn wait_all(&mut self, backend: &EchoRecorder, sent: &[Vec<u8>], context: &dyn Fn() -> String) {
+    fn wait_all(
+        &mut self,
+        backend: &RecordingBackend,
+        sent: &[Vec<u8>],
+        context: &dyn Fn() -> String,
+    ) {
         let deadline = Instant::now() + LIVENESS;
         loop {
             self.drain();
@@ -190,7 +145,7 @@ fn run_with(
     println!("mitm {manipulation:?} DTLS {version} seed {seed:#x}");
     let pki = TempDir::new(&format!("mitm-{version}-{manipulation:?}"));
     certs(&pki);
-    let backend = EchoRecorder::start();
+    let backend = RecordingBackend::echoing();
     let mut tuning = vec!["--shards", "1", "--versions", version];
     tuning.extend(extra);
     let cid_len = if extra.contains(&"--no-connection-id") {

@@ -104,7 +104,7 @@ pub fn rss_kib(pid: u32) -> u64 {
 }
 
 /// A UDP backend on a loopback port that keeps every datagram it receives (and answers
-/// none), stopped on drop.
+/// none, or echoes each), stopped on drop.
 pub struct RecordingBackend {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Vec<u8>>>>,
@@ -113,7 +113,17 @@ pub struct RecordingBackend {
 }
 
 impl RecordingBackend {
+    /// Records and answers nothing.
     pub fn start() -> Self {
+        Self::spawn(false)
+    }
+
+    /// Records and echoes every datagram to its sender.
+    pub fn echoing() -> Self {
+        Self::spawn(true)
+    }
+
+    fn spawn(echo: bool) -> Self {
         let sock = UdpSocket::bind("127.0.0.1:0").expect("bind recording backend");
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .expect("read timeout");
@@ -124,8 +134,11 @@ impl RecordingBackend {
         let thread = std::thread::spawn(move || {
             let mut buf = vec![0u8; 65_536];
             while !flag.load(Relaxed) {
-                if let Ok(n) = sock.recv(&mut buf) {
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
                     sink.lock().expect("backend lock").push(buf[..n].to_vec());
+                    if echo {
+                        let _ = sock.send_to(&buf[..n], from);
+                    }
                 }
             }
         });
