@@ -22,10 +22,7 @@ use support::fixtures::*;
 fn hrr_cookie_replay_from_another_address_is_refused() {
     let now = Instant::now();
     let mut rng = SeededRng::new(1);
-    let server = Config {
-        certificate: Some(server_ec_key()),
-        ..Config::new(ca_verifier()).dtls13_only()
-    };
+    let server = dtls13_server_config();
     let mut acc = Acceptor::new(Arc::new(server), AcceptorConfig::default(), &mut rng, now)
         .expect("valid config");
     let client_config = Config {

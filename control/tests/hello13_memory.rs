@@ -49,10 +49,7 @@ fn first_flight(groups: &[NamedGroup]) -> Vec<Vec<u8>> {
 fn unverified_dtls13_hellos_get_a_bounded_hello_retry_request_and_allocate_nothing() {
     let now = Instant::now();
     let mut rng = SeededRng::new(1);
-    let server = Config {
-        certificate: Some(server_ec_key()),
-        ..Config::new(ca_verifier()).dtls13_only()
-    };
+    let server = dtls13_server_config();
     let mut acc = Acceptor::new(Arc::new(server), AcceptorConfig::default(), &mut rng, now)
         .expect("valid config");
     let whole = first_flight(&[NamedGroup::X25519]);

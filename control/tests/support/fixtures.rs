@@ -113,6 +113,14 @@ pub fn server_config(suites: &[CipherSuite]) -> Config {
     }
 }
 
+/// A DTLS 1.3-only server with the EC certificate, verifying clients against the test CA.
+pub fn dtls13_server_config() -> Config {
+    Config {
+        certificate: Some(server_ec_key()),
+        ..Config::new(ca_verifier()).dtls13_only()
+    }
+}
+
 /// The wall-clock time at which the in-memory tests start (2027-01-15), inside the test
 /// PKI's validity (1975..4096). The engine reads no clock: tests hand it this (or this plus
 /// the virtual time elapsed).
