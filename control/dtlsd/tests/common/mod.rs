@@ -842,13 +842,20 @@ impl Client {
     /// The server's connection ID in our records, when it gave one (RFC 9146).
     /// DTLS 1.3: asks the server for `count` more of its CIDs (RequestConnectionId) and
     /// waits for them (the server's NewConnectionId); returns them.
+    /// The engine sends no RequestConnectionId while its own last flight (the client's
+    /// Finished) waits for the server's ACK (RFC 9147 §7): that ACK may still be on its way
+    /// after the first echo, so this turns until the request can go out.
     pub fn request_cids(&mut self, count: u8) -> Vec<Vec<u8>> {
-        assert!(
-            self.conn.request_connection_ids(Instant::now(), count),
-            "RequestConnectionId not sent"
-        );
-        self.flush();
         let deadline = Instant::now() + IO_TIMEOUT;
+        while !self.conn.request_connection_ids(Instant::now(), count) {
+            assert!(
+                Instant::now() < deadline,
+                "RequestConnectionId not sent (state {})",
+                self.conn.state_name()
+            );
+            self.turn(Duration::from_millis(20));
+        }
+        self.flush();
         while Instant::now() < deadline {
             let spare = self.conn.spare_connection_ids13();
             if !spare.is_empty() {
