@@ -191,6 +191,7 @@ impl TestServer {
                 control_threads: Some(setup.control_threads.max(1)),
                 cpus: None,
                 io: setup.io.daemon(),
+                interface: None,
                 mtu: setup.mtu,
                 metrics: None,
                 admin_socket: dtlsd::config::AdminSocket::Off,

@@ -48,11 +48,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use dataplane::cid::ShardField;
 use dtls_crypto::pki_types::UnixTime;
-use dtls_io::{CidSteering, IoConfig, SocketConfig, SteeringProgram};
+use dtls_io::{CidSteering, IoConfig, SocketConfig, SteeringProgram, XdpProgram, bind_udp};
 use dtls_runtime::{ControlCounters, ControlStats, ControlThread, Reload};
 use dtls_shard::{
     ControlLanes, DEFAULT_INBOUND_BYTES, Handoffs, RelayMode, Shard, ShardConfig, ShardQueues,
-    ShardStats,
+    ShardStats, XdpListen,
 };
 
 use crate::admin::AdminServer;
@@ -160,6 +160,12 @@ impl Daemon {
         } else {
             shard_count
         };
+        if let Some(interface) = &tuning.interface {
+            // Before anything is bound or attached: the reasons an operator can fix.
+            let shards = u32::try_from(shard_count).unwrap_or(u32::MAX);
+            dtls_io::check_xdp_interface(interface, listen[0].ip(), shards)
+                .map_err(|e| anyhow!("--io xdp: {e}"))?;
+        }
         let workers = tuning
             .control_threads
             .unwrap_or_else(|| default_control_threads(shard_count))
@@ -229,6 +235,7 @@ impl Daemon {
                 only_v6: !tuning.dual_stack,
                 ..SocketConfig::default()
             },
+            tuning.interface.as_deref(),
         );
         let (shards, shard_sources, shard_listen) = match spawned {
             Ok(spawned) => spawned,
@@ -743,12 +750,15 @@ fn io_mode(mode: IoMode) -> dtls_io::IoMode {
         IoMode::Auto => dtls_io::IoMode::Auto,
         IoMode::Uring => dtls_io::IoMode::Uring,
         IoMode::Mmsg => dtls_io::IoMode::Mmsg,
+        // The listen side is AF_XDP (`XdpListen`); no socket backend reads it.
+        IoMode::Xdp => dtls_io::IoMode::Mmsg,
     }
 }
 
 /// What a shard reports once its socket is bound: its counters and address, or why it
 /// failed.
-type Ready = Result<(ShardSource, SocketAddr), String>;
+/// An AF_XDP shard also hands on the program it attached (the first) or joined.
+type Ready = Result<(ShardSource, SocketAddr, Option<Arc<XdpProgram>>), String>;
 
 type Spawned = (Vec<JoinHandle<bool>>, Vec<ShardSource>, Vec<SocketAddr>);
 
@@ -770,7 +780,10 @@ fn spawn_shards(
     stop: &Arc<AtomicBool>,
     cpus: Option<&[usize]>,
     socket: SocketConfig,
+    xdp_interface: Option<&str>,
 ) -> anyhow::Result<Spawned> {
+    let mut program: Option<Arc<XdpProgram>> = None;
+    let xdp_queues = u32::try_from(queues.len()).unwrap_or(u32::MAX);
     // The configured CPUs in order, else those of the process's affinity mask (taskset,
     // systemd's CPUAffinity=), so that two daemons given disjoint sets never share a core.
     let cores: Vec<core_affinity::CoreId> = match cpus {
@@ -817,12 +830,19 @@ fn spawn_shards(
                 Steer::Off
             },
         });
+        let xdp = xdp_interface.map(|interface| XdpListen {
+            interface: interface.to_owned(),
+            queue: u32::try_from(index).unwrap_or(u32::MAX),
+            program: program.clone(),
+            queues: xdp_queues,
+            force_copy: false,
+        });
         let handle = std::thread::Builder::new()
             .name(format!("dtlsd-shard-{index}"))
             .spawn(move || {
                 run_shard(
                     index,
-                    (addr, socket, inherited),
+                    (addr, socket, inherited, xdp),
                     config,
                     cids,
                     q,
@@ -834,7 +854,10 @@ fn spawn_shards(
             .context("spawning a shard thread")?;
         handles.push(handle);
         match ready_rx.recv_timeout(STARTUP_WAIT) {
-            Ok(Ok((source, local))) => {
+            Ok(Ok((source, local, attached))) => {
+                if program.is_none() {
+                    program = attached;
+                }
                 sources.push(source);
                 bound[group] = local;
                 shard_addrs.push(local);
@@ -859,7 +882,12 @@ struct ShardCidRouting {
 )]
 fn run_shard(
     index: usize,
-    (listen, socket, inherited): (SocketAddr, SocketConfig, Option<std::net::UdpSocket>),
+    (listen, socket, inherited, xdp): (
+        SocketAddr,
+        SocketConfig,
+        Option<std::net::UdpSocket>,
+        Option<XdpListen>,
+    ),
     config: ShardConfig,
     cids: Option<ShardCidRouting>,
     queues: Arc<ShardQueues>,
@@ -874,37 +902,76 @@ fn run_shard(
         Some(id) => tracing::warn!(shard = index, core = id.id, "could not pin shard to core"),
         None => tracing::warn!(shard = index, "core list unavailable; shard not pinned"),
     }
-    let shard = match inherited {
-        Some(passed) => Shard::new(passed, queues, config),
-        None => Shard::bind(listen, &socket, queues, config),
+    let shard = match (inherited, &xdp) {
+        (Some(passed), None) => Shard::new(passed, queues, config),
+        (None, None) => Shard::bind(listen, &socket, queues, config),
+        (passed, Some(x)) => passed
+            .map_or_else(|| bind_udp(listen, &socket).map(|b| b.socket), Ok)
+            .map_err(dtls_shard::Error::from)
+            .and_then(|s| Shard::with_xdp(s, queues, config, x)),
     };
     let bound = shard.and_then(|shard| shard.local_addr().map(|addr| (shard, addr)));
     let (mut shard, local) = match bound {
         Ok(bound) => bound,
         Err(e) => {
+            let message = match &xdp {
+                Some(x) => format!(
+                    "--io xdp: cannot serve {listen} on interface {:?} queue {}: {e}",
+                    x.interface, x.queue
+                ),
+                None => format!("cannot listen on {listen}: {e}"),
+            };
             // The receiver is gone only when startup already failed: nothing to report to.
-            let _ = ready.send(Err(format!("cannot listen on {listen}: {e}")));
+            let _ = ready.send(Err(message));
             return false;
         }
     };
-    if let Some(reason) = shard.io().fallback_reason() {
+    if let Some(reason) = shard.io().and_then(|io| io.fallback_reason()) {
         tracing::info!(shard = index, %reason, "io_uring unavailable; using recvmmsg/sendmmsg");
+    }
+    if let (Some(io), Some(x)) = (shard.xdp(), &xdp) {
+        match io.copy_reason() {
+            None if io.zero_copy() => tracing::info!(
+                shard = index,
+                interface = %x.interface,
+                queue = x.queue,
+                "AF_XDP in zero-copy mode"
+            ),
+            None => tracing::info!(
+                shard = index,
+                interface = %x.interface,
+                queue = x.queue,
+                "AF_XDP in copy mode (zero-copy not tried)"
+            ),
+            Some(reason) => tracing::info!(
+                shard = index,
+                interface = %x.interface,
+                queue = x.queue,
+                %reason,
+                "AF_XDP in copy mode: the driver refused zero-copy"
+            ),
+        }
     }
     tracing::info!(shard = index, backend = ?shard.backend_kind(), %local, "shard bound");
     if let Some(cids) = cids {
         if let Some(handoffs) = cids.handoffs {
             shard.set_handoffs(handoffs);
         }
-        apply_steering(index, &cids.steer, shard.io().socket());
+        // With AF_XDP the NIC's RSS picks the queue, hence the shard: records under another
+        // shard's CID reach their owner through the hand-off queue alone.
+        if shard.xdp().is_none() {
+            apply_steering(index, &cids.steer, shard.socket());
+        }
     }
+    let attached = shard.xdp().map(|io| Arc::clone(io.program()));
     let source = ShardSource {
         shard: Arc::clone(shard.counters()),
-        io: Arc::clone(shard.io().counters()),
+        io: Arc::clone(shard.io_counters()),
         progress: Arc::clone(shard.progress()),
         snapshots: Arc::clone(shard.snapshots()),
         listen: local,
     };
-    if ready.send(Ok((source, local))).is_err() {
+    if ready.send(Ok((source, local, attached))).is_err() {
         return false;
     }
     match shard.run(stop) {

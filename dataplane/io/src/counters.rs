@@ -3,8 +3,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// Counters of one I/O instance. Every field only grows, except `kernel_drops` which mirrors
-/// the kernel's own cumulative drop counter for the socket (SO_RXQ_OVFL).
+/// Counters of one I/O instance. Every field only grows, except `kernel_drops` and the
+/// `xdp_kernel_*` ones, which mirror the kernel's own cumulative counters for the socket
+/// (SO_RXQ_OVFL, XDP_STATISTICS). The `xdp_*` fields stay zero on the socket backends.
 #[derive(Debug, Default)]
 pub struct IoCounters {
     datagrams_in: AtomicU64,
@@ -22,6 +23,17 @@ pub struct IoCounters {
     recv_rearms: AtomicU64,
     recv_truncated: AtomicU64,
     kernel_drops: AtomicU64,
+    xdp_rx_frames: AtomicU64,
+    xdp_rx_malformed: AtomicU64,
+    xdp_rx_bad_checksum: AtomicU64,
+    xdp_rx_not_udp: AtomicU64,
+    xdp_rx_not_ours: AtomicU64,
+    xdp_tx_too_big: AtomicU64,
+    xdp_tx_no_neighbour: AtomicU64,
+    xdp_umem_exhausted: AtomicU64,
+    xdp_kernel_fill_ring_empty: AtomicU64,
+    xdp_kernel_rx_ring_full: AtomicU64,
+    xdp_kernel_rx_dropped: AtomicU64,
 }
 
 /// A plain copy of [`IoCounters`] at one instant.
@@ -58,6 +70,28 @@ pub struct IoStats {
     /// The kernel's cumulative count of datagrams dropped on this socket (receive queue full),
     /// as last reported by SO_RXQ_OVFL.
     pub kernel_drops: u64,
+    /// Frames taken off the AF_XDP RX ring (each one delivered or dropped below).
+    pub xdp_rx_frames: u64,
+    /// AF_XDP frames dropped: too short, bad IP version or lengths.
+    pub xdp_rx_malformed: u64,
+    /// AF_XDP frames dropped: IPv4 header or UDP checksum wrong (or zero over IPv6).
+    pub xdp_rx_bad_checksum: u64,
+    /// AF_XDP frames dropped: not unfragmented UDP over IPv4/IPv6.
+    pub xdp_rx_not_udp: u64,
+    /// AF_XDP frames dropped: UDP to another port than the listen port.
+    pub xdp_rx_not_ours: u64,
+    /// AF_XDP sends refused: larger than the interface MTU (EMSGSIZE on the socket backends); also in `send_errors`.
+    pub xdp_tx_too_big: u64,
+    /// AF_XDP sends dropped: no MAC known for the destination; also in `send_errors`.
+    pub xdp_tx_no_neighbour: u64,
+    /// AF_XDP sends dropped: no free UMEM frame to send from; also in `send_errors`.
+    pub xdp_umem_exhausted: u64,
+    /// The kernel's count of AF_XDP frames dropped for want of a fill-ring buffer (receive-side UMEM exhaustion), as last read (XDP_STATISTICS).
+    pub xdp_kernel_fill_ring_empty: u64,
+    /// The kernel's count of AF_XDP frames dropped because the RX ring was full, as last read.
+    pub xdp_kernel_rx_ring_full: u64,
+    /// The kernel's count of AF_XDP frames dropped for other reasons (e.g. too large for a frame), as last read.
+    pub xdp_kernel_rx_dropped: u64,
 }
 
 /// Per-batch deltas, accumulated in plain integers and published once.
@@ -76,6 +110,14 @@ pub(crate) struct Delta {
     pub recv_rearms: u64,
     pub recv_truncated: u64,
     pub kernel_drops: Option<u64>,
+    pub xdp_rx_frames: u64,
+    pub xdp_rx_malformed: u64,
+    pub xdp_rx_bad_checksum: u64,
+    pub xdp_rx_not_udp: u64,
+    pub xdp_rx_not_ours: u64,
+    pub xdp_tx_too_big: u64,
+    pub xdp_tx_no_neighbour: u64,
+    pub xdp_umem_exhausted: u64,
 }
 
 impl IoCounters {
@@ -97,6 +139,17 @@ impl IoCounters {
             recv_rearms: self.recv_rearms.load(Relaxed),
             recv_truncated: self.recv_truncated.load(Relaxed),
             kernel_drops: self.kernel_drops.load(Relaxed),
+            xdp_rx_frames: self.xdp_rx_frames.load(Relaxed),
+            xdp_rx_malformed: self.xdp_rx_malformed.load(Relaxed),
+            xdp_rx_bad_checksum: self.xdp_rx_bad_checksum.load(Relaxed),
+            xdp_rx_not_udp: self.xdp_rx_not_udp.load(Relaxed),
+            xdp_rx_not_ours: self.xdp_rx_not_ours.load(Relaxed),
+            xdp_tx_too_big: self.xdp_tx_too_big.load(Relaxed),
+            xdp_tx_no_neighbour: self.xdp_tx_no_neighbour.load(Relaxed),
+            xdp_umem_exhausted: self.xdp_umem_exhausted.load(Relaxed),
+            xdp_kernel_fill_ring_empty: self.xdp_kernel_fill_ring_empty.load(Relaxed),
+            xdp_kernel_rx_ring_full: self.xdp_kernel_rx_ring_full.load(Relaxed),
+            xdp_kernel_rx_dropped: self.xdp_kernel_rx_dropped.load(Relaxed),
         }
     }
 
@@ -118,6 +171,14 @@ impl IoCounters {
         add(&self.recv_buffer_exhausted, d.recv_buffer_exhausted);
         add(&self.recv_rearms, d.recv_rearms);
         add(&self.recv_truncated, d.recv_truncated);
+        add(&self.xdp_rx_frames, d.xdp_rx_frames);
+        add(&self.xdp_rx_malformed, d.xdp_rx_malformed);
+        add(&self.xdp_rx_bad_checksum, d.xdp_rx_bad_checksum);
+        add(&self.xdp_rx_not_udp, d.xdp_rx_not_udp);
+        add(&self.xdp_rx_not_ours, d.xdp_rx_not_ours);
+        add(&self.xdp_tx_too_big, d.xdp_tx_too_big);
+        add(&self.xdp_tx_no_neighbour, d.xdp_tx_no_neighbour);
+        add(&self.xdp_umem_exhausted, d.xdp_umem_exhausted);
         if d.datagrams_in != 0 {
             self.recv_batches.fetch_add(1, Relaxed);
         }
@@ -127,5 +188,13 @@ impl IoCounters {
         if let Some(k) = d.kernel_drops {
             self.kernel_drops.store(k, Relaxed);
         }
+    }
+
+    /// Mirrors the kernel's cumulative AF_XDP socket statistics (`XDP_STATISTICS`).
+    pub(crate) fn store_xdp_kernel(&self, fill_ring_empty: u64, rx_ring_full: u64, dropped: u64) {
+        self.xdp_kernel_fill_ring_empty
+            .store(fill_ring_empty, Relaxed);
+        self.xdp_kernel_rx_ring_full.store(rx_ring_full, Relaxed);
+        self.xdp_kernel_rx_dropped.store(dropped, Relaxed);
     }
 }

@@ -64,7 +64,8 @@ pub use socket::{
 pub use steer::{CidSteering, FALLBACK, Insn, SteeringProgram, detach_steering};
 pub use tx::{MAX_GSO_BYTES, MAX_GSO_SEGMENTS, TxBatch, TxSend};
 pub use xdp::{
-    BpfInsn, XdpConfig, XdpCounters, XdpFilter, XdpIo, XdpProgram, XdpStats, XdpUnavailable,
+    BpfInsn, XdpConfig, XdpFilter, check_interface as check_xdp_interface,
+    disable_tx_checksum_offload, XdpIo, XdpProgram, XdpStats, XdpUnavailable,
 };
 
 /// Sends `payload` on a connected UDP socket without blocking: one datagram, or with
@@ -154,6 +155,8 @@ pub enum BackendKind {
     Uring,
     /// recvmmsg/sendmmsg.
     Mmsg,
+    /// AF_XDP ([`XdpIo`]; never a [`UdpIo`]'s, named here for the shard that drives one).
+    Xdp,
 }
 
 /// Construction parameters of a [`UdpIo`].

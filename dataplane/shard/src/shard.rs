@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use dtls_io::{
-    BackendKind, IoConfig, SocketConfig, UdpIo, bind_udp, enable_gro, recv_segments, send_segments,
+    BackendKind, IoConfig, IoCounters, SocketConfig, TxBatch, UdpIo, XdpConfig, XdpFilter, XdpIo,
+    XdpProgram, bind_udp, enable_gro, recv_segments, send_segments,
 };
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -113,7 +114,7 @@ impl ShardConfig {
 /// single-issuer): build it on the thread that runs it.
 #[derive(Debug)]
 pub struct Shard {
-    io: UdpIo,
+    io: ListenIo,
     core: ShardCore<UdpSocket>,
     fx: Effects,
     /// Opens upstream sockets for the core.
@@ -133,6 +134,85 @@ pub struct Shard {
     config: ShardConfig,
     /// The last turn's receive returned datagrams (there may be more: do not sleep).
     received: bool,
+    /// When an AF_XDP shard last read the kernel's socket statistics.
+    xdp_stats_at: Instant,
+}
+
+/// What handing one received datagram to the core needs, borrowed apart from the io.
+struct Received<'a> {
+    core: &'a mut ShardCore<UdpSocket>,
+    fx: &'a mut Effects,
+    upstream: &'a mut Upstream,
+    poll: &'a Poll,
+    ready: &'a mut Vec<SlotId>,
+    on_ready: &'a mut [u32],
+    now: Instant,
+}
+
+impl Received<'_> {
+    fn datagram(&mut self, source: SocketAddr, payload: &mut [u8]) {
+        if self.fx.flows.needs_flush() {
+            self.core.flush_flows(self.fx, send_flow);
+        }
+        self.core
+            .handle_datagram(self.now, source, payload, self.fx, self.upstream);
+        if !self.fx.opened.is_empty() {
+            register_opened(self.core, self.fx, self.poll, self.ready, self.on_ready);
+        }
+    }
+}
+
+/// Where an AF_XDP shard takes its datagrams from ([`Shard::with_xdp`]).
+#[derive(Debug, Clone)]
+pub struct XdpListen {
+    /// The interface whose queue this shard serves (in the shard's network namespace).
+    pub interface: String,
+    /// The receive queue: the shard's index.
+    pub queue: u32,
+    /// The program already attached to the interface by the first shard; `None`: attach
+    /// it (with an XSKMAP of `queues` slots).
+    pub program: Option<Arc<XdpProgram>>,
+    /// XSKMAP slots when attaching (at least the number of shards).
+    pub queues: u32,
+    /// Skip the zero-copy attempt.
+    pub force_copy: bool,
+}
+
+/// The shard's listen-side datagram I/O: the UDP socket through `dtls-io`'s socket
+/// backends, or an AF_XDP socket on one interface queue. In AF_XDP mode the UDP socket is
+/// still bound on the listen address (it holds the port, the kernel keeps its path MTU, and
+/// what the XDP program passes to the kernel, such as IP fragments, is not answered with
+/// ICMP port unreachable) but is not read.
+#[derive(Debug)]
+enum ListenIo {
+    Socket(UdpIo),
+    Xdp {
+        xdp: Box<XdpIo>,
+        socket: UdpSocket,
+    },
+}
+
+impl ListenIo {
+    fn flush(&mut self, tx: &mut TxBatch) -> Result<(), dtls_io::Error> {
+        match self {
+            Self::Socket(io) => io.flush(tx),
+            Self::Xdp { xdp, .. } => xdp.flush(tx),
+        }
+    }
+
+    fn socket(&self) -> &UdpSocket {
+        match self {
+            Self::Socket(io) => io.socket(),
+            Self::Xdp { socket, .. } => socket,
+        }
+    }
+
+    fn counters(&self) -> &Arc<IoCounters> {
+        match self {
+            Self::Socket(io) => io.counters(),
+            Self::Xdp { xdp, .. } => xdp.counters(),
+        }
+    }
 }
 
 /// The epoll token of the shard socket (no flow token reaches it: slot indexes are below
@@ -224,16 +304,84 @@ impl Shard {
         let io = UdpIo::new(socket, &config.io)?;
         // The kernel accepted UDP GSO on the listen socket: upstream sockets may use it too.
         let gso = io.gso();
+        Self::build(ListenIo::Socket(io), gso, queues, config)
+    }
+
+    /// A shard whose client-facing datagrams go through an AF_XDP socket on queue
+    /// `xdp.queue` of `xdp.interface` (see [`XdpListen`]); `socket` stays bound on the
+    /// listen address, unread. The program redirects UDP to the socket's port at its address
+    /// (any address of the interface when the socket is bound to the wildcard); replies
+    /// leave as Ethernet frames to the MAC their peer's datagrams came from (see
+    /// `dtls_io::XdpIo`). Datagrams larger than the interface MTU are refused and counted
+    /// in `send_errors` as the socket backends count EMSGSIZE.
+    ///
+    /// # Errors
+    /// [`Error::Io`] with [`dtls_io::Error::Xdp`] naming why AF_XDP cannot be set up.
+    pub fn with_xdp(
+        socket: UdpSocket,
+        queues: Arc<ShardQueues>,
+        config: ShardConfig,
+        xdp: &XdpListen,
+    ) -> Result<Self, Error> {
+        let local = socket.local_addr().map_err(|source| dtls_io::Error::Socket {
+            op: "getsockname",
+            source,
+        })?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|source| dtls_io::Error::Socket {
+                op: "O_NONBLOCK",
+                source,
+            })?;
+        let filter = XdpFilter {
+            port: local.port(),
+            v4: match local.ip() {
+                std::net::IpAddr::V4(a) => Some(a),
+                std::net::IpAddr::V6(_) => None,
+            },
+            v6: match local.ip() {
+                std::net::IpAddr::V6(a) => Some(a),
+                std::net::IpAddr::V4(_) => None,
+            },
+        };
+        let mut cfg = XdpConfig::new(xdp.interface.clone(), filter);
+        cfg.queue = xdp.queue;
+        cfg.queues = xdp.queues.max(xdp.queue + 1);
+        cfg.force_copy = xdp.force_copy;
+        let io = match &xdp.program {
+            Some(program) => XdpIo::with_program(&cfg, Arc::clone(program))?,
+            None => XdpIo::new(&cfg)?,
+        };
+        // Each datagram is its own frame: no GSO toward peers, and none upstream either
+        // (the kernel's acceptance on a socket is what vouches for it elsewhere).
+        Self::build(
+            ListenIo::Xdp {
+                xdp: Box::new(io),
+                socket,
+            },
+            false,
+            queues,
+            config,
+        )
+    }
+
+    fn build(
+        io: ListenIo,
+        gso: bool,
+        queues: Arc<ShardQueues>,
+        config: ShardConfig,
+    ) -> Result<Self, Error> {
+        let listen_fd = match &io {
+            ListenIo::Socket(io) => io.socket().as_raw_fd(),
+            // The AF_XDP socket is readable when its RX ring holds frames.
+            ListenIo::Xdp { xdp, .. } => xdp.fd(),
+        };
         let max_sessions = config.max_sessions.max(1);
         let poll = Poll::new().map_err(Error::Poll)?;
         // Edge-triggered: a turn sleeps only after a receive came back empty, and every
         // datagram arriving after that is a new edge (see `run_turn`).
         poll.registry()
-            .register(
-                &mut SourceFd(&io.socket().as_raw_fd()),
-                LISTEN,
-                Interest::READABLE,
-            )
+            .register(&mut SourceFd(&listen_fd), LISTEN, Interest::READABLE)
             .map_err(Error::Poll)?;
         // Control's commands (keys of a new session, a flight to send) end an idle wait at
         // once instead of after `recv_wait`.
@@ -259,6 +407,7 @@ impl Shard {
             scratch: vec![0; MAX_UDP_PAYLOAD].into_boxed_slice(),
             config,
             received: false,
+            xdp_stats_at: Instant::now(),
         })
     }
 
@@ -274,17 +423,47 @@ impl Shard {
 
     /// The shard socket's address.
     pub fn local_addr(&self) -> Result<SocketAddr, Error> {
-        Ok(self.io.local_addr()?)
+        self.io.socket().local_addr().map_err(|source| {
+            Error::Io(dtls_io::Error::Socket {
+                op: "getsockname",
+                source,
+            })
+        })
     }
 
     /// The io backend in use.
     pub fn backend_kind(&self) -> BackendKind {
-        self.io.kind()
+        match &self.io {
+            ListenIo::Socket(io) => io.kind(),
+            ListenIo::Xdp { .. } => BackendKind::Xdp,
+        }
     }
 
-    /// The io layer (its counters, GSO state).
-    pub fn io(&self) -> &UdpIo {
-        &self.io
+    /// The socket io layer (its counters, GSO state); `None` for an AF_XDP shard.
+    pub fn io(&self) -> Option<&UdpIo> {
+        match &self.io {
+            ListenIo::Socket(io) => Some(io),
+            ListenIo::Xdp { .. } => None,
+        }
+    }
+
+    /// The AF_XDP socket of an AF_XDP shard (its mode, program, counters).
+    pub fn xdp(&self) -> Option<&XdpIo> {
+        match &self.io {
+            ListenIo::Xdp { xdp, .. } => Some(xdp),
+            ListenIo::Socket(_) => None,
+        }
+    }
+
+    /// The listen socket (read only with the socket backends; bound in both).
+    pub fn socket(&self) -> &UdpSocket {
+        self.io.socket()
+    }
+
+    /// The listen-side io counters, whichever the backend (shareable with a metrics
+    /// thread; the `xdp_*` fields move only on an AF_XDP shard).
+    pub fn io_counters(&self) -> &Arc<IoCounters> {
+        self.io.counters()
     }
 
     /// The live counters (shareable with a metrics thread).
@@ -346,24 +525,36 @@ impl Shard {
         self.core.handle_timeout(now, &mut self.fx);
         self.register_opened();
         self.handle_handoffs(now);
-        let batch = self
-            .io
-            .flush_and_poll_recv(&mut self.fx.net, Duration::ZERO)?;
-        self.received = !batch.is_empty();
-        for d in batch.iter_mut() {
-            if self.fx.flows.needs_flush() {
-                self.core.flush_flows(&mut self.fx, send_flow);
+        let mut rx = Received {
+            core: &mut self.core,
+            fx: &mut self.fx,
+            upstream: &mut self.upstream,
+            poll: &self.poll,
+            ready: &mut self.ready,
+            on_ready: &mut self.on_ready,
+            now,
+        };
+        match &mut self.io {
+            ListenIo::Socket(io) => {
+                let batch = io.flush_and_poll_recv(&mut rx.fx.net, Duration::ZERO)?;
+                self.received = !batch.is_empty();
+                for d in batch.iter_mut() {
+                    rx.datagram(d.source, d.payload);
+                }
             }
-            self.core
-                .handle_datagram(now, d.source, d.payload, &mut self.fx, &mut self.upstream);
-            if !self.fx.opened.is_empty() {
-                register_opened(
-                    &mut self.core,
-                    &mut self.fx,
-                    &self.poll,
-                    &mut self.ready,
-                    &mut self.on_ready,
-                );
+            ListenIo::Xdp { xdp, .. } => {
+                xdp.flush(&mut rx.fx.net)?;
+                let n = xdp.poll_recv(Duration::ZERO)?;
+                self.received = n > 0;
+                for i in 0..n {
+                    if let Some(d) = xdp.datagram_mut(i) {
+                        rx.datagram(d.source, d.payload);
+                    }
+                }
+                if now.duration_since(self.xdp_stats_at) >= self.config.sweep_interval {
+                    self.xdp_stats_at = now;
+                    xdp.refresh_kernel_stats();
+                }
             }
         }
         self.core.flush_flows(&mut self.fx, send_flow);
@@ -537,7 +728,7 @@ enum Drained {
 fn drain(
     core: &mut ShardCore<UdpSocket>,
     fx: &mut Effects,
-    io: &mut UdpIo,
+    io: &mut ListenIo,
     flow: FlowRef,
     now: Instant,
     scratch: &mut [u8],

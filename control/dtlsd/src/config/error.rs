@@ -158,6 +158,18 @@ pub enum Problem {
         /// Why.
         reason: String,
     },
+    /// `io = "xdp"` in `[connect]`.
+    #[error("\"xdp\" is only for serve (connect's listen side is local plaintext)")]
+    XdpServeOnly,
+    /// `io = "xdp"` without `interface`.
+    #[error("io = \"xdp\" needs the interface to attach to (set it in the file or with --interface)")]
+    XdpNeedsInterface,
+    /// Not a network interface name.
+    #[error("`{value}` is not an interface name (1 to 15 bytes, no `/` or whitespace)")]
+    BadInterface {
+        /// The value given.
+        value: String,
+    },
     /// The key needs another key that is absent.
     #[error("requires `{other}` to be set too")]
     Requires {

@@ -33,7 +33,8 @@ pub struct TuningFlags {
     #[arg(long, value_name = "LIST")]
     pub cpus: Option<String>,
     /// Datagram I/O backend; `auto` uses io_uring and falls back to recvmmsg/sendmmsg with a
-    /// logged reason [default: auto].
+    /// logged reason; `xdp` (serve only, with --interface) is AF_XDP, an error when it cannot
+    /// be set up [default: auto].
     #[arg(long, value_enum, value_name = "BACKEND")]
     pub io: Option<IoMode>,
     /// Path MTU toward peers, in bytes [default: 1400; 576..=9000].
@@ -183,6 +184,11 @@ pub struct ServeFlags {
     /// [default: secrets of this process, rotated by it].
     #[arg(long, value_name = "FILE")]
     pub key_store: Option<PathBuf>,
+    /// With --io xdp: the network interface the listen address is on, whose receive queues
+    /// the shards serve (shard i on queue i) through AF_XDP; needs CAP_NET_ADMIN and
+    /// CAP_BPF (see docs/operations.md). Only with --io xdp.
+    #[arg(long, value_name = "IF")]
+    pub interface: Option<String>,
     /// TOML config file; flags given on the command line override its keys.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -272,6 +278,7 @@ pub fn merge_serve(file: RawServe, flags: ServeFlags) -> RawServe {
         control_threads: t.control_threads.or(file.control_threads),
         cpus: t.cpus.or(file.cpus),
         io: t.io.or(file.io),
+        interface: flags.interface.or(file.interface),
         mtu: t.mtu.or(file.mtu),
         metrics: t.metrics.or(file.metrics),
         admin_socket: t.admin_socket.or(file.admin_socket),

@@ -225,6 +225,8 @@ pub struct Tuning {
     pub cpus: Option<Vec<usize>>,
     /// Datagram I/O backend.
     pub io: IoMode,
+    /// The interface AF_XDP attaches to: `Some` exactly when `io` is `Xdp` (serve only).
+    pub interface: Option<String>,
     /// Path MTU assumed toward peers, in bytes.
     pub mtu: u16,
     /// Where Prometheus metrics are served, if anywhere.
@@ -279,6 +281,7 @@ impl Tuning {
         check("dual_stack", self.dual_stack != other.dual_stack);
         check("user", self.run_as != other.run_as);
         check("io", self.io != other.io);
+        check("interface", self.interface != other.interface);
         check("mtu", self.mtu != other.mtu);
         check("metrics", self.metrics != other.metrics);
         check("admin_socket", self.admin_socket != other.admin_socket);

@@ -27,6 +27,10 @@ pub enum IoMode {
     Uring,
     /// recvmmsg/sendmmsg.
     Mmsg,
+    /// AF_XDP on `interface` (serve only): an XDP program hands the listen address's UDP
+    /// to one AF_XDP socket per shard (shard i on receive queue i); setting it up failing
+    /// is an error.
+    Xdp,
 }
 
 /// How log lines are written (to stderr).
@@ -152,6 +156,7 @@ pub struct RawServe {
     pub control_threads: Option<i64>,
     pub cpus: Option<String>,
     pub io: Option<IoMode>,
+    pub interface: Option<String>,
     pub mtu: Option<i64>,
     pub metrics: Option<String>,
     pub admin_socket: Option<String>,

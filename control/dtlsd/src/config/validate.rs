@@ -46,6 +46,7 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
         control_threads: raw.control_threads,
         cpus: raw.cpus.as_deref(),
         io: raw.io,
+        interface: raw.interface.as_deref(),
         mtu: raw.mtu,
         metrics: raw.metrics.as_deref(),
         admin_socket: raw.admin_socket.as_deref(),
@@ -119,6 +120,15 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
         );
     }
     c.dual_stack(listen.as_deref().unwrap_or_default(), tuning.as_ref());
+    if raw.io == Some(super::IoMode::Xdp) && listen.as_ref().is_some_and(|l| l.len() > 1) {
+        // One XDP program per interface, redirecting one address and port.
+        c.push(
+            "listen",
+            Problem::Conflicts {
+                other: "io = \"xdp\" (one listen address)",
+            },
+        );
+    }
     let cluster = super::cluster::validate(
         raw.node_id,
         raw.node_name.as_deref(),
@@ -208,6 +218,7 @@ pub fn validate_connect(raw: RawConnect) -> Result<ConnectConfig, ConfigErrors> 
         control_threads: raw.control_threads,
         cpus: raw.cpus.as_deref(),
         io: raw.io,
+        interface: None,
         mtu: raw.mtu,
         metrics: raw.metrics.as_deref(),
         admin_socket: raw.admin_socket.as_deref(),
@@ -369,6 +380,8 @@ struct TuningIn<'a> {
     control_threads: Option<i64>,
     cpus: Option<&'a str>,
     io: Option<super::IoMode>,
+    /// The `interface` key (serve only).
+    interface: Option<&'a str>,
     mtu: Option<i64>,
     metrics: Option<&'a str>,
     admin_socket: Option<&'a str>,
@@ -658,6 +671,53 @@ impl Checker {
         Some(items)
     }
 
+    /// `io = "xdp"` and `interface` go together, and only in `[serve]` (the listen side
+    /// of connect is local plaintext): `Some(None)` without AF_XDP, `Some(Some(name))` with.
+    fn interface(
+        &mut self,
+        io: Option<super::IoMode>,
+        interface: Option<&str>,
+    ) -> Option<Option<String>> {
+        let xdp = io == Some(super::IoMode::Xdp);
+        if xdp && self.role == Role::Connect {
+            self.push("io", Problem::XdpServeOnly);
+            return None;
+        }
+        match (xdp, interface) {
+            (false, None) => Some(None),
+            (false, Some(_)) => {
+                self.push(
+                    "interface",
+                    Problem::Requires {
+                        other: "io = \"xdp\"",
+                    },
+                );
+                None
+            }
+            (true, None) => {
+                self.push("interface", Problem::XdpNeedsInterface);
+                None
+            }
+            (true, Some(name)) => {
+                // IFNAMSIZ is 16 with the NUL; '/' and whitespace are never in a name.
+                let bad = name.is_empty()
+                    || name.len() > 15
+                    || name.contains('/')
+                    || name.chars().any(char::is_whitespace);
+                if bad {
+                    self.push(
+                        "interface",
+                        Problem::BadInterface {
+                            value: name.to_owned(),
+                        },
+                    );
+                    return None;
+                }
+                Some(Some(name.to_owned()))
+            }
+        }
+    }
+
     fn tuning(&mut self, t: &TuningIn<'_>) -> Option<Tuning> {
         let limits = super::limits::validate(t.limits, &mut self.errors);
         let versions = self.versions(t.versions);
@@ -716,6 +776,7 @@ impl Checker {
                 }
             },
         };
+        let interface = self.interface(t.io, t.interface);
         let admin_socket = match t.admin_socket {
             None => Some(AdminSocket::Default),
             Some(value) => self.admin_socket(value),
@@ -750,6 +811,7 @@ impl Checker {
                 None => None,
             },
             io: t.io.unwrap_or_default(),
+            interface: interface?,
             mtu: match mtu {
                 Some(v) => u16::try_from(v?).ok()?,
                 None => DEFAULT_MTU,

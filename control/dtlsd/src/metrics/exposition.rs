@@ -809,6 +809,72 @@ const SHARD_FAMILIES: &[(&str, &str, &str, ShardField)] = &[
         "Datagrams the kernel dropped on the listen socket (SO_RXQ_OVFL).",
         |_, i| i.kernel_drops,
     ),
+    (
+        "dtlsd_xdp_rx_frames_total",
+        "counter",
+        "Frames taken off the AF_XDP RX ring (--io xdp).",
+        |_, i| i.xdp_rx_frames,
+    ),
+    (
+        "dtlsd_xdp_rx_malformed_total",
+        "counter",
+        "AF_XDP frames dropped: too short, bad IP version or lengths.",
+        |_, i| i.xdp_rx_malformed,
+    ),
+    (
+        "dtlsd_xdp_rx_bad_checksum_total",
+        "counter",
+        "AF_XDP frames dropped: IPv4 header or UDP checksum wrong.",
+        |_, i| i.xdp_rx_bad_checksum,
+    ),
+    (
+        "dtlsd_xdp_rx_not_udp_total",
+        "counter",
+        "AF_XDP frames dropped: not unfragmented UDP over IPv4/IPv6.",
+        |_, i| i.xdp_rx_not_udp,
+    ),
+    (
+        "dtlsd_xdp_rx_not_ours_total",
+        "counter",
+        "AF_XDP frames dropped: UDP to another port.",
+        |_, i| i.xdp_rx_not_ours,
+    ),
+    (
+        "dtlsd_xdp_tx_too_big_total",
+        "counter",
+        "AF_XDP sends refused as larger than the interface MTU (EMSGSIZE; also in dtlsd_io_send_errors_total).",
+        |_, i| i.xdp_tx_too_big,
+    ),
+    (
+        "dtlsd_xdp_tx_no_neighbour_total",
+        "counter",
+        "AF_XDP sends dropped: no MAC known for the peer (also in dtlsd_io_send_errors_total).",
+        |_, i| i.xdp_tx_no_neighbour,
+    ),
+    (
+        "dtlsd_xdp_umem_exhausted_total",
+        "counter",
+        "AF_XDP sends dropped: no free UMEM frame (also in dtlsd_io_send_errors_total).",
+        |_, i| i.xdp_umem_exhausted,
+    ),
+    (
+        "dtlsd_xdp_kernel_fill_ring_empty_total",
+        "counter",
+        "Frames the kernel dropped for want of a fill-ring buffer (receive-side UMEM exhaustion, XDP_STATISTICS, read once per sweep).",
+        |_, i| i.xdp_kernel_fill_ring_empty,
+    ),
+    (
+        "dtlsd_xdp_kernel_rx_ring_full_total",
+        "counter",
+        "Frames the kernel dropped because the AF_XDP RX ring was full (XDP_STATISTICS).",
+        |_, i| i.xdp_kernel_rx_ring_full,
+    ),
+    (
+        "dtlsd_xdp_kernel_rx_dropped_total",
+        "counter",
+        "Frames the kernel dropped for other reasons, e.g. too large for a UMEM frame (XDP_STATISTICS).",
+        |_, i| i.xdp_kernel_rx_dropped,
+    ),
 ];
 
 /// Reads one drop counter of a shard.

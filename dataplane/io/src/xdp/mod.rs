@@ -41,12 +41,12 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 pub use prog::{BpfInsn, XdpFilter, XdpProgram};
 
-use crate::{Datagram, Error, TxBatch};
+use crate::counters::Delta;
+use crate::{Datagram, DatagramMut, Error, IoCounters, IoStats, TxBatch};
 use frame::RxDrop;
 use umem::Xsk;
 
@@ -119,12 +119,77 @@ pub enum XdpUnavailable {
         /// The OS error.
         source: io::Error,
     },
+    /// The listen address is not one of the interface's addresses, so the program on that
+    /// interface would never see its datagrams.
+    #[error("listen address {addr} is not an address of interface {name:?}")]
+    NotOnInterface {
+        /// The listen address.
+        addr: IpAddr,
+        /// The interface.
+        name: String,
+    },
+    /// The interface has fewer receive queues than there are shards (one socket per queue).
+    #[error(
+        "interface {name:?} has {queues} receive queue(s), fewer than the {needed} shards \
+         (shard i serves queue i): use --shards {queues} or add queues (ethtool -L)"
+    )]
+    TooFewQueues {
+        /// The interface.
+        name: String,
+        /// Its receive queues.
+        queues: u32,
+        /// The shards asking for one each.
+        needed: u32,
+    },
     /// The configuration cannot work.
     #[error("invalid AF_XDP configuration: {what}")]
     Config {
         /// What is wrong.
         what: &'static str,
     },
+}
+
+/// Checks, before anything is attached, that `shards` AF_XDP sockets serving `listen` can
+/// work on `interface`: it exists (in this network namespace), `listen` is one of its
+/// addresses (or unspecified: any), and it has a receive queue for every shard (when sysfs
+/// tells; else binding the socket reports the missing queue).
+///
+/// # Errors
+/// [`XdpUnavailable::InterfaceMissing`], [`XdpUnavailable::NotEthernet`],
+/// [`XdpUnavailable::NotOnInterface`] or [`XdpUnavailable::TooFewQueues`].
+pub fn check_interface(
+    interface: &str,
+    listen: IpAddr,
+    shards: u32,
+) -> Result<(), XdpUnavailable> {
+    netdev::interface(interface)?;
+    if !listen.is_unspecified() && !netdev::addresses(interface)?.contains(&listen) {
+        return Err(XdpUnavailable::NotOnInterface {
+            addr: listen,
+            name: interface.to_owned(),
+        });
+    }
+    if let Some(queues) = netdev::rx_queues(interface)
+        && queues < shards
+    {
+        return Err(XdpUnavailable::TooFewQueues {
+            name: interface.to_owned(),
+            queues,
+            needed: shards,
+        });
+    }
+    Ok(())
+}
+
+/// Turns transmit checksum offload off on interface `name`, as `ethtool -K NAME tx off`
+/// would: for lab and test setups where local sockets send through a veth pair into an
+/// AF_XDP socket (their frames would otherwise carry partial UDP checksums, dropped as
+/// `xdp_rx_bad_checksum`). Needs CAP_NET_ADMIN.
+///
+/// # Errors
+/// The ioctl's OS error (e.g. ENODEV, EPERM, EOPNOTSUPP).
+pub fn disable_tx_checksum_offload(name: &str) -> io::Result<()> {
+    netdev::disable_tx_checksum_offload(name)
 }
 
 /// Construction parameters of an [`XdpIo`].
@@ -164,25 +229,7 @@ impl XdpConfig {
     }
 }
 
-/// Counters of one [`XdpIo`]; relaxed atomics updated once per batch.
-#[derive(Debug, Default)]
-pub struct XdpCounters {
-    rx_frames: AtomicU64,
-    datagrams_in: AtomicU64,
-    bytes_in: AtomicU64,
-    rx_malformed: AtomicU64,
-    rx_bad_checksum: AtomicU64,
-    rx_not_udp: AtomicU64,
-    rx_not_ours: AtomicU64,
-    datagrams_out: AtomicU64,
-    bytes_out: AtomicU64,
-    send_errors: AtomicU64,
-    tx_too_big: AtomicU64,
-    tx_no_neighbour: AtomicU64,
-    umem_exhausted: AtomicU64,
-}
-
-/// A snapshot of [`XdpCounters`] plus the kernel's socket statistics.
+/// The AF_XDP view of an [`XdpIo`]'s [`IoCounters`] plus the kernel's socket statistics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct XdpStats {
     /// Frames taken off the RX ring.
@@ -219,23 +266,25 @@ pub struct XdpStats {
     pub kernel_rx_dropped: u64,
 }
 
-impl XdpCounters {
-    fn snapshot(&self) -> XdpStats {
-        XdpStats {
-            rx_frames: self.rx_frames.load(Relaxed),
-            datagrams_in: self.datagrams_in.load(Relaxed),
-            bytes_in: self.bytes_in.load(Relaxed),
-            rx_malformed: self.rx_malformed.load(Relaxed),
-            rx_bad_checksum: self.rx_bad_checksum.load(Relaxed),
-            rx_not_udp: self.rx_not_udp.load(Relaxed),
-            rx_not_ours: self.rx_not_ours.load(Relaxed),
-            datagrams_out: self.datagrams_out.load(Relaxed),
-            bytes_out: self.bytes_out.load(Relaxed),
-            send_errors: self.send_errors.load(Relaxed),
-            tx_too_big: self.tx_too_big.load(Relaxed),
-            tx_no_neighbour: self.tx_no_neighbour.load(Relaxed),
-            umem_exhausted: self.umem_exhausted.load(Relaxed),
-            ..XdpStats::default()
+impl XdpStats {
+    fn from_io(s: &IoStats) -> Self {
+        Self {
+            rx_frames: s.xdp_rx_frames,
+            datagrams_in: s.datagrams_in,
+            bytes_in: s.bytes_in,
+            rx_malformed: s.xdp_rx_malformed,
+            rx_bad_checksum: s.xdp_rx_bad_checksum,
+            rx_not_udp: s.xdp_rx_not_udp,
+            rx_not_ours: s.xdp_rx_not_ours,
+            datagrams_out: s.datagrams_out,
+            bytes_out: s.bytes_out,
+            send_errors: s.send_errors,
+            tx_too_big: s.xdp_tx_too_big,
+            tx_no_neighbour: s.xdp_tx_no_neighbour,
+            umem_exhausted: s.xdp_umem_exhausted,
+            kernel_fill_ring_empty: s.xdp_kernel_fill_ring_empty,
+            kernel_rx_ring_full: s.xdp_kernel_rx_ring_full,
+            kernel_rx_dropped: s.xdp_kernel_rx_dropped,
         }
     }
 }
@@ -277,7 +326,7 @@ pub struct XdpIo {
     /// Receive frames of the current batch, back to the fill ring on the next receive.
     held: Vec<u64>,
     metas: Vec<RxMeta>,
-    counters: Arc<XdpCounters>,
+    counters: Arc<IoCounters>,
 }
 
 impl XdpIo {
@@ -355,7 +404,7 @@ impl XdpIo {
             free_tx,
             held: Vec::with_capacity(cfg.batch),
             metas: Vec::with_capacity(cfg.batch),
-            counters: Arc::new(XdpCounters::default()),
+            counters: Arc::new(IoCounters::default()),
         })
     }
 
@@ -384,20 +433,28 @@ impl XdpIo {
         self.xsk.fd()
     }
 
-    /// The live counters.
-    pub fn counters(&self) -> &Arc<XdpCounters> {
+    /// The live counters (shareable with a metrics thread): the socket backends' fields
+    /// (datagrams, bytes, batches, `send_errors`) plus the `xdp_*` ones.
+    pub fn counters(&self) -> &Arc<IoCounters> {
         &self.counters
     }
 
-    /// Counters plus the kernel's statistics for the socket.
-    pub fn stats(&self) -> XdpStats {
-        let mut s = self.counters.snapshot();
+    /// Reads the kernel's statistics of the socket (`XDP_STATISTICS`, one getsockopt) into
+    /// the counters' `xdp_kernel_*` fields; the shard calls it on its sweep.
+    pub fn refresh_kernel_stats(&self) {
         if let Some(k) = self.xsk.kernel_stats() {
-            s.kernel_fill_ring_empty = k.rx_fill_ring_empty_descs;
-            s.kernel_rx_ring_full = k.rx_ring_full;
-            s.kernel_rx_dropped = k.rx_dropped;
+            self.counters.store_xdp_kernel(
+                k.rx_fill_ring_empty_descs,
+                k.rx_ring_full,
+                k.rx_dropped,
+            );
         }
-        s
+    }
+
+    /// Counters plus the kernel's statistics for the socket (read now).
+    pub fn stats(&self) -> XdpStats {
+        self.refresh_kernel_stats();
+        XdpStats::from_io(&self.counters.snapshot())
     }
 
     /// Returns last batch's frames to the kernel, then waits up to `timeout` for datagrams
@@ -412,7 +469,9 @@ impl XdpIo {
         if !self.xsk.tx.drained() {
             self.xsk.kick_tx().map_err(Error::Send)?;
         }
-        if self.xsk.rx.ready() == 0 {
+        // With a zero timeout (a busy shard's turn) the ring is read without a syscall,
+        // unless the driver asks to be woken to refill from the fill ring (zero-copy).
+        if self.xsk.rx.ready() == 0 && (!timeout.is_zero() || self.xsk.fill.needs_wakeup()) {
             crate::sys::poll_fd(self.xsk.fd(), libc::POLLIN, timeout).map_err(Error::Recv)?;
         }
         let n = self.xsk.rx.ready().min(self.batch as u32);
@@ -453,15 +512,17 @@ impl XdpIo {
             }
         }
         self.xsk.rx.release();
-        let c = &self.counters;
         if n > 0 {
-            c.rx_frames.fetch_add(u64::from(n), Relaxed);
-            c.datagrams_in.fetch_add(self.metas.len() as u64, Relaxed);
-            c.bytes_in.fetch_add(bytes, Relaxed);
-            c.rx_malformed.fetch_add(malformed, Relaxed);
-            c.rx_bad_checksum.fetch_add(bad_sum, Relaxed);
-            c.rx_not_udp.fetch_add(not_udp, Relaxed);
-            c.rx_not_ours.fetch_add(not_ours, Relaxed);
+            self.counters.publish(&Delta {
+                xdp_rx_frames: u64::from(n),
+                datagrams_in: self.metas.len() as u64,
+                bytes_in: bytes,
+                xdp_rx_malformed: malformed,
+                xdp_rx_bad_checksum: bad_sum,
+                xdp_rx_not_udp: not_udp,
+                xdp_rx_not_ours: not_ours,
+                ..Delta::default()
+            });
         }
         Ok(self.metas.len())
     }
@@ -472,6 +533,22 @@ impl XdpIo {
             source: m.source,
             local: Some(m.local),
             payload: self.xsk.bytes(m.addr, m.len).unwrap_or(&[]),
+        })
+    }
+
+    /// How many datagrams the last [`Self::poll_recv`] delivered.
+    pub fn received(&self) -> usize {
+        self.metas.len()
+    }
+
+    /// Datagram `i` of the last [`Self::poll_recv`] with writable bytes (in the UMEM frame
+    /// it arrived in), for in-place decryption; `None` past [`Self::received`].
+    pub fn datagram_mut(&mut self, i: usize) -> Option<DatagramMut<'_>> {
+        let m = *self.metas.get(i)?;
+        Some(DatagramMut {
+            source: m.source,
+            local: Some(m.local),
+            payload: self.xsk.bytes_mut(m.addr, m.len)?,
         })
     }
 
@@ -567,15 +644,17 @@ impl XdpIo {
             self.xsk.tx.submit();
             self.kick()?;
         }
-        let c = &self.counters;
         let dropped = too_big + no_mac + exhausted;
-        c.datagrams_out.fetch_add(sent, Relaxed);
-        c.bytes_out.fetch_add(bytes, Relaxed);
-        if dropped > 0 {
-            c.send_errors.fetch_add(dropped, Relaxed);
-            c.tx_too_big.fetch_add(too_big, Relaxed);
-            c.tx_no_neighbour.fetch_add(no_mac, Relaxed);
-            c.umem_exhausted.fetch_add(exhausted, Relaxed);
+        if sent > 0 || dropped > 0 {
+            self.counters.publish(&Delta {
+                datagrams_out: sent,
+                bytes_out: bytes,
+                send_errors: dropped,
+                xdp_tx_too_big: too_big,
+                xdp_tx_no_neighbour: no_mac,
+                xdp_umem_exhausted: exhausted,
+                ..Delta::default()
+            });
         }
         Ok(())
     }

@@ -429,6 +429,18 @@ impl Xsk {
         Some(unsafe { std::slice::from_raw_parts(self.umem.ptr.as_ptr().add(start), end - start) })
     }
 
+    /// `len` bytes of the UMEM at `addr`, writable (a received datagram decrypted in place);
+    /// `None` as for [`Self::bytes`].
+    pub(crate) fn bytes_mut(&mut self, addr: u64, len: usize) -> Option<&mut [u8]> {
+        let (start, end) = self.range(addr, len)?;
+        // SAFETY: inside the mapping (checked by `range`); the frame came off the RX ring and
+        // is not yet back on the fill ring, so the kernel does not touch it, and `&mut self`
+        // makes this the only view.
+        Some(unsafe {
+            std::slice::from_raw_parts_mut(self.umem.ptr.as_ptr().add(start), end - start)
+        })
+    }
+
     /// The whole frame at `addr`, writable (for building a TX frame or decrypting in place).
     pub(crate) fn frame_mut(&mut self, addr: u64) -> Option<&mut [u8]> {
         let (start, end) = self.range(addr, self.frame_size as usize)?;
