@@ -42,6 +42,8 @@ use common::{
 
 const ROLE: &str = "DTLSD_XDP_ROLE";
 const PKI: &str = "DTLSD_XDP_PKI";
+const CLIENTS: &str = "DTLSD_XDP_CLIENTS";
+const SHARDS: &str = "DTLSD_XDP_SHARDS";
 const TEST: &str = "serve_over_af_xdp_relays_dtls_and_passes_everything_else";
 const SERVE_V4: Ipv4Addr = Ipv4Addr::new(10, 251, 0, 1);
 const PEER_V4: Ipv4Addr = Ipv4Addr::new(10, 251, 0, 2);
@@ -82,8 +84,10 @@ struct Namespaces {
 }
 
 impl Namespaces {
-    fn build() -> Result<Self, String> {
-        let tag = format!("dtlsd-xdp{}", std::process::id());
+    /// The pair, each veth end with `queues` receive and transmit queues; `tag` keeps the
+    /// names of tests running at once apart.
+    fn build(tag: &str, queues: u32) -> Result<Self, String> {
+        let tag = format!("dtlsd-xdp{}{tag}", std::process::id());
         let ns = Self {
             serve: format!("{tag}-a"),
             peer: format!("{tag}-b"),
@@ -93,8 +97,28 @@ impl Namespaces {
             ip(&["-n", name, "link", "set", "lo", "up"])?;
         }
         let (a, b) = (ns.serve.as_str(), ns.peer.as_str());
+        let q = queues.to_string();
         ip(&[
-            "-n", a, "link", "add", "xa", "type", "veth", "peer", "name", "xb", "netns", b,
+            "-n",
+            a,
+            "link",
+            "add",
+            "xa",
+            "numrxqueues",
+            &q,
+            "numtxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "xb",
+            "numrxqueues",
+            &q,
+            "numtxqueues",
+            &q,
+            "netns",
+            b,
         ])?;
         ip(&["-n", a, "addr", "add", "10.251.0.1/24", "dev", "xa"])?;
         ip(&["-n", b, "addr", "add", "10.251.0.2/24", "dev", "xb"])?;
@@ -115,13 +139,21 @@ impl Drop for Namespaces {
 
 /// This test binary in namespace `ns` playing `role`.
 fn role(ns: &str, role: &str, pki: &TempDir) -> Command {
+    role_with(ns, role, pki, 1, 1)
+}
+
+/// [`role`], for the client role with at least `clients` sessions and `shards` shards to
+/// reach.
+fn role_with(ns: &str, role: &str, pki: &TempDir, clients: usize, shards: usize) -> Command {
     let exe = std::env::current_exe().expect("test binary path");
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns])
         .arg(exe)
         .args(["--exact", TEST, "--nocapture"])
         .env(ROLE, role)
-        .env(PKI, pki.path());
+        .env(PKI, pki.path())
+        .env(CLIENTS, clients.to_string())
+        .env(SHARDS, shards.to_string());
     cmd
 }
 
@@ -158,19 +190,83 @@ fn serve_over_af_xdp_relays_dtls_and_passes_everything_else() {
         eprintln!("skipped: needs root for network namespaces, bpf() and AF_XDP");
         return;
     }
-    let ns = match Namespaces::build() {
-        Ok(ns) => ns,
-        Err(e) if e.contains("cannot run") => {
-            eprintln!("skipped: {e}");
-            return;
-        }
-        Err(e) => panic!("cannot build the test's network namespaces: {e}"),
+    let Some(ns) = namespaces("1q", 1) else {
+        return;
     };
     let pki = TempDir::new("xdp");
     certs(&pki);
 
+    // Refused at start, naming the reason: an address the interface does not carry, and
+    // more shards than the veth has receive queues (one).
+    let (status, log) = refused_in(
+        &ns.serve,
+        &pki,
+        "127.0.0.1:4433",
+        &["--io", "xdp", "--interface", "xa"],
+    );
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("127.0.0.1") && log.contains("not an address of interface \"xa\""),
+        "names the address and the interface:\n{log}"
+    );
+    let (status, log) = refused_in(
+        &ns.serve,
+        &pki,
+        "10.251.0.1:4433",
+        &["--io", "xdp", "--interface", "xa", "--shards", "2"],
+    );
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("\"xa\" has 1 receive queue(s), fewer than the 2 shards"),
+        "names the interface and its queues:\n{log}"
+    );
+    assert!(
+        !ip_output(&["-n", &ns.serve, "link", "show", "xa"]).contains("prog/xdp"),
+        "a refused start leaves no program behind"
+    );
+
+    relay_through_xdp(&ns, &pki, 1, 1);
+}
+
+/// Two receive queues on the veth, two shards: shard i serves queue i (the peer's transmit
+/// queue, picked per flow, is the queue a frame arrives on), and every session of several
+/// clients completes and echoes whichever queue its flow hashed to; sessions are added until
+/// both queues have served one (each shard's `dtlsd_xdp_rx_frames_total` moved).
+#[test]
+fn serve_over_af_xdp_with_two_shards_on_two_queues() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("skipped: needs root for network namespaces, bpf() and AF_XDP");
+        return;
+    }
+    let Some(ns) = namespaces("2q", 2) else {
+        return;
+    };
+    let pki = TempDir::new("xdp2");
+    certs(&pki);
+    relay_through_xdp(&ns, &pki, 2, 4);
+}
+
+/// The namespaces with `queues` queues per veth end, or `None` (printed) without `ip`.
+fn namespaces(tag: &str, queues: u32) -> Option<Namespaces> {
+    match Namespaces::build(tag, queues) {
+        Ok(ns) => Some(ns),
+        Err(e) if e.contains("cannot run") => {
+            eprintln!("skipped: {e}");
+            None
+        }
+        Err(e) => panic!("cannot build the test's network namespaces: {e}"),
+    }
+}
+
+/// Runs the echo backend and `dtlsd serve --io xdp --shards {shards}` in ns A and
+/// `clients` DTLS sessions from ns B; checks the echoes, the metrics, ARP and ICMP, and that
+/// the program leaves with the daemon.
+fn relay_through_xdp(ns: &Namespaces, pki: &TempDir, shards: usize, clients: usize) {
     let mut echo = Reaped(
-        role(&ns.serve, "echo", &pki)
+        role(&ns.serve, "echo", pki)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -195,7 +291,8 @@ fn serve_over_af_xdp_relays_dtls_and_passes_everything_else() {
             .args(["--backend", &format!("127.0.0.1:{BACKEND_PORT}")])
             .args(["--cert", &pki.file("server.pem")])
             .args(["--key", &pki.file("server.key")])
-            .args(["--io", "xdp", "--interface", "xa", "--shards", "1"])
+            .args(["--io", "xdp", "--interface", "xa"])
+            .args(["--shards", &shards.to_string()])
             .args(["--metrics", &metrics.to_string(), "--admin-socket", "off"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -221,7 +318,7 @@ fn serve_over_af_xdp_relays_dtls_and_passes_everything_else() {
         "the program is attached while the daemon runs"
     );
 
-    let client = role(&ns.peer, "client", &pki)
+    let client = role_with(&ns.peer, "client", pki, clients, shards)
         .output()
         .expect("run the client in the peer namespace");
     let client_err = String::from_utf8_lossy(&client.stderr);
@@ -232,7 +329,7 @@ fn serve_over_af_xdp_relays_dtls_and_passes_everything_else() {
     );
     eprintln!("{}", client_err.trim());
 
-    let icmp = role(&ns.serve, "icmp", &pki)
+    let icmp = role(&ns.serve, "icmp", pki)
         .output()
         .expect("run the ICMP check in the daemon's namespace");
     assert!(
@@ -259,6 +356,7 @@ fn serve_over_af_xdp_relays_dtls_and_passes_everything_else() {
         !ip_output(&["-n", &ns.serve, "link", "show", "xa"]).contains("prog/xdp"),
         "the program left the interface with the daemon"
     );
+    drop(echo);
 }
 
 /// ns A: the plaintext backend, a UDP echo on 127.0.0.1 (killed by the test).
@@ -282,19 +380,44 @@ fn play_client() {
         ..control::Config::new(control::PeerVerifier::WebPki(ca))
     });
     let server = SocketAddr::from((SERVE_V4, PORT));
-    let mut client = Client::try_connect_from(
-        config,
-        server,
-        SocketAddr::from((PEER_V4, 0)),
-        None,
-        IO_TIMEOUT,
-    )
-    .unwrap_or_else(|e| panic!("handshake through AF_XDP did not complete: {e}"));
-    for (i, len) in [1usize, 17, 100, 512, 1000, 1200].into_iter().enumerate() {
-        let payload: Vec<u8> = (0..len).map(|j| (j * 31 + i * 7 + 1) as u8).collect();
-        client.echo(&payload);
+    let clients: usize = std::env::var(CLIENTS)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let metrics = SocketAddr::from((SERVE_V4, METRICS_PORT));
+    let shards: usize = std::env::var(SHARDS)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    // Sessions until there are `clients` and every shard's queue has had frames: the peer's
+    // transmit queue (so our receive queue) is picked by a random per-socket hash, so with
+    // two queues 64 sessions all on one would be a 2^-63 chance.
+    let mut sessions: Vec<Client> = Vec::new();
+    let all_queues_used = || {
+        let s = Samples::scrape(metrics);
+        (0..shards).all(|i| s.labelled("dtlsd_xdp_rx_frames_total", &format!("shard=\"{i}\"")) > 0)
+    };
+    while sessions.len() < clients || (sessions.len() < 64 && !all_queues_used()) {
+        let c = sessions.len();
+        let mut client = Client::try_connect_from(
+            Arc::clone(&config),
+            server,
+            SocketAddr::from((PEER_V4, 0)),
+            None,
+            IO_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("handshake through AF_XDP did not complete: {e}"));
+        for (i, len) in [1usize, 17, 100, 512, 1000, 1200].into_iter().enumerate() {
+            let payload: Vec<u8> = (0..len).map(|j| (j * 31 + i * 7 + c + 1) as u8).collect();
+            client.echo(&payload);
+        }
+        sessions.push(client);
     }
-    eprintln!("client: 6 payloads echoed byte for byte through AF_XDP");
+    assert!(all_queues_used(), "every shard's queue served a session");
+    eprintln!(
+        "client: {} session(s), 6 payloads each echoed byte for byte through AF_XDP",
+        sessions.len()
+    );
 
     // UDP to another port passes the program to ns A's kernel, which has no socket there.
     let other = UdpSocket::bind((PEER_V4, 0)).expect("bind");
@@ -310,14 +433,19 @@ fn play_client() {
         "ns A's kernel answers port unreachable for another port"
     );
 
-    let metrics = SocketAddr::from((SERVE_V4, METRICS_PORT));
     let s = Samples::scrape_until(metrics, IO_TIMEOUT, |s| {
         s.total("dtlsd_xdp_rx_frames_total") > 0 && s.total("dtlsd_io_send_datagrams_total") > 0
     });
     let rx = s.total("dtlsd_xdp_rx_frames_total");
     let recv = s.total("dtlsd_io_recv_datagrams_total");
     let sent = s.total("dtlsd_io_send_datagrams_total");
-    eprintln!("client: daemon metrics xdp_rx_frames={rx} io_recv={recv} io_send={sent}");
+    let per_shard: Vec<u64> = (0..4)
+        .map(|i| s.labelled("dtlsd_xdp_rx_frames_total", &format!("shard=\"{i}\"")))
+        .collect();
+    eprintln!(
+        "client: daemon metrics xdp_rx_frames={rx} (by shard {per_shard:?}) io_recv={recv} \
+         io_send={sent}"
+    );
     // The handshake's flights and six records each way at least.
     assert!(recv >= 8, "AF_XDP datagrams in: {recv}");
     assert!(sent >= 8, "AF_XDP datagrams out: {sent}");
@@ -345,10 +473,31 @@ fn play_icmp() {
 fn refused(args: &[&str]) -> (std::process::ExitStatus, String) {
     let pki = TempDir::new("xdp-refused");
     certs(&pki);
-    let listen = free_udp_addr();
-    let mut child = Command::new(DTLSD)
+    let listen = free_udp_addr().to_string();
+    run_to_exit(Command::new(DTLSD), &pki, &listen, args)
+}
+
+/// [`refused`] inside network namespace `ns`, listening on `listen`.
+fn refused_in(
+    ns: &str,
+    pki: &TempDir,
+    listen: &str,
+    args: &[&str],
+) -> (std::process::ExitStatus, String) {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, DTLSD]);
+    run_to_exit(cmd, pki, listen, args)
+}
+
+fn run_to_exit(
+    mut cmd: Command,
+    pki: &TempDir,
+    listen: &str,
+    args: &[&str],
+) -> (std::process::ExitStatus, String) {
+    let mut child = cmd
         .env("NO_COLOR", "1")
-        .args(["serve", "--listen", &listen.to_string()])
+        .args(["serve", "--listen", listen])
         .args(["--backend", "127.0.0.1:9"])
         .args(["--cert", &pki.file("server.pem")])
         .args(["--key", &pki.file("server.key")])

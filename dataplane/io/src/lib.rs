@@ -64,8 +64,8 @@ pub use socket::{
 pub use steer::{CidSteering, FALLBACK, Insn, SteeringProgram, detach_steering};
 pub use tx::{MAX_GSO_BYTES, MAX_GSO_SEGMENTS, TxBatch, TxSend};
 pub use xdp::{
-    BpfInsn, XdpConfig, XdpFilter, check_interface as check_xdp_interface,
-    disable_tx_checksum_offload, XdpIo, XdpProgram, XdpStats, XdpUnavailable,
+    BpfInsn, XdpConfig, XdpFilter, XdpIo, XdpProgram, XdpStats, XdpUnavailable,
+    check_interface as check_xdp_interface, disable_tx_checksum_offload,
 };
 
 /// Sends `payload` on a connected UDP socket without blocking: one datagram, or with

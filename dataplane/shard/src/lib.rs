@@ -87,9 +87,7 @@ pub use rrc::{RRC_CHALLENGES, RRC_TIMEOUT, RrcCookies};
 pub use session::{
     CidUse, MAX_EXTRA_CIDS, Probe, Session, SessionCounters, SessionTable, SlotId, TableFull,
 };
-pub use shard::{
-    Shard, ShardConfig, UPSTREAM_BUFFER, UpstreamSource, XdpListen, connect_upstream,
-};
+pub use shard::{Shard, ShardConfig, UPSTREAM_BUFFER, UpstreamSource, XdpListen, connect_upstream};
 pub use snapshot::{SessionSnapshots, SessionView};
 
 /// Errors that stop a shard. All are fatal to the shard's loop (the caller logs and rebuilds

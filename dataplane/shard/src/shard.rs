@@ -186,10 +186,7 @@ pub struct XdpListen {
 #[derive(Debug)]
 enum ListenIo {
     Socket(UdpIo),
-    Xdp {
-        xdp: Box<XdpIo>,
-        socket: UdpSocket,
-    },
+    Xdp { xdp: Box<XdpIo>, socket: UdpSocket },
 }
 
 impl ListenIo {
@@ -323,10 +320,12 @@ impl Shard {
         config: ShardConfig,
         xdp: &XdpListen,
     ) -> Result<Self, Error> {
-        let local = socket.local_addr().map_err(|source| dtls_io::Error::Socket {
-            op: "getsockname",
-            source,
-        })?;
+        let local = socket
+            .local_addr()
+            .map_err(|source| dtls_io::Error::Socket {
+                op: "getsockname",
+                source,
+            })?;
         socket
             .set_nonblocking(true)
             .map_err(|source| dtls_io::Error::Socket {

@@ -162,7 +162,9 @@ pub enum Problem {
     #[error("\"xdp\" is only for serve (connect's listen side is local plaintext)")]
     XdpServeOnly,
     /// `io = "xdp"` without `interface`.
-    #[error("io = \"xdp\" needs the interface to attach to (set it in the file or with --interface)")]
+    #[error(
+        "io = \"xdp\" needs the interface to attach to (set it in the file or with --interface)"
+    )]
     XdpNeedsInterface,
     /// Not a network interface name.
     #[error("`{value}` is not an interface name (1 to 15 bytes, no `/` or whitespace)")]

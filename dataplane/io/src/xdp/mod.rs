@@ -157,11 +157,7 @@ pub enum XdpUnavailable {
 /// # Errors
 /// [`XdpUnavailable::InterfaceMissing`], [`XdpUnavailable::NotEthernet`],
 /// [`XdpUnavailable::NotOnInterface`] or [`XdpUnavailable::TooFewQueues`].
-pub fn check_interface(
-    interface: &str,
-    listen: IpAddr,
-    shards: u32,
-) -> Result<(), XdpUnavailable> {
+pub fn check_interface(interface: &str, listen: IpAddr, shards: u32) -> Result<(), XdpUnavailable> {
     netdev::interface(interface)?;
     if !listen.is_unspecified() && !netdev::addresses(interface)?.contains(&listen) {
         return Err(XdpUnavailable::NotOnInterface {

@@ -111,7 +111,9 @@ pub(crate) fn addresses(name: &str) -> Result<Vec<std::net::IpAddr>, XdpUnavaila
         if family == libc::AF_INET {
             // SAFETY: an AF_INET address is a sockaddr_in.
             let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
-            out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+            out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                sin.sin_addr.s_addr,
+            ))));
         } else if family == libc::AF_INET6 {
             // SAFETY: an AF_INET6 address is a sockaddr_in6.
             let sin6 = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in6>() };
