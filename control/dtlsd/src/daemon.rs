@@ -163,8 +163,20 @@ impl Daemon {
         if let Some(interface) = &tuning.interface {
             // Before anything is bound or attached: the reasons an operator can fix.
             let shards = u32::try_from(shard_count).unwrap_or(u32::MAX);
-            dtls_io::check_xdp_interface(interface, listen[0].ip(), shards)
+            let queues = dtls_io::check_xdp_interface(interface, listen[0].ip(), shards)
                 .map_err(|e| anyhow!("--io xdp: {e}"))?;
+            if let Some(queues) = queues.filter(|&q| q > shards) {
+                // The program passes frames of queues without a socket to the kernel, whose
+                // socket is not read: make RSS use only the shards' queues.
+                tracing::warn!(
+                    %interface,
+                    queues,
+                    shards,
+                    "interface has more receive queues than shards: datagrams the NIC puts on \
+                     queues {shards}..{queues} are not served (ethtool -L {interface} combined \
+                     {shards}, or ethtool -X {interface} equal {shards})"
+                );
+            }
         }
         let workers = tuning
             .control_threads

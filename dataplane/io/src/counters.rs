@@ -80,17 +80,20 @@ pub struct IoStats {
     pub xdp_rx_not_udp: u64,
     /// AF_XDP frames dropped: UDP to another port than the listen port.
     pub xdp_rx_not_ours: u64,
-    /// AF_XDP sends refused: larger than the interface MTU (EMSGSIZE on the socket backends); also in `send_errors`.
+    /// AF_XDP sends refused: larger than the interface MTU (EMSGSIZE on the socket
+    /// backends); also in `send_errors`.
     pub xdp_tx_too_big: u64,
     /// AF_XDP sends dropped: no MAC known for the destination; also in `send_errors`.
     pub xdp_tx_no_neighbour: u64,
     /// AF_XDP sends dropped: no free UMEM frame to send from; also in `send_errors`.
     pub xdp_umem_exhausted: u64,
-    /// The kernel's count of AF_XDP frames dropped for want of a fill-ring buffer (receive-side UMEM exhaustion), as last read (XDP_STATISTICS).
+    /// The kernel's count of AF_XDP frames dropped for want of a fill-ring buffer
+    /// (receive-side UMEM exhaustion), as last read (XDP_STATISTICS).
     pub xdp_kernel_fill_ring_empty: u64,
     /// The kernel's count of AF_XDP frames dropped because the RX ring was full, as last read.
     pub xdp_kernel_rx_ring_full: u64,
-    /// The kernel's count of AF_XDP frames dropped for other reasons (e.g. too large for a frame), as last read.
+    /// The kernel's count of AF_XDP frames dropped for other reasons (e.g. too large for
+    /// a frame), as last read.
     pub xdp_kernel_rx_dropped: u64,
 }
 

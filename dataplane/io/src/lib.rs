@@ -24,7 +24,8 @@
 //! separately (`flush` is one `io_uring_enter` per `batch` sends and also collects ready
 //! receive completions, so a following `poll_recv` often needs no syscall).
 //!
-//! A third backend, **AF_XDP** ([`XdpIo`], module `xdp`), is a separate type for now: an XDP
+//! A third backend, **AF_XDP** ([`XdpIo`], module `xdp`), is a separate type (the shard
+//! driver holds either it or a [`UdpIo`]; it shares [`TxBatch`] and [`IoCounters`]): an XDP
 //! program redirects UDP for the listen address and port from one NIC queue into a UMEM
 //! shared with the kernel, and replies leave as whole Ethernet frames (see the module docs).
 //!

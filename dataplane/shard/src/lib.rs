@@ -15,13 +15,14 @@
 //!   and counted by reason ([`ShardStats`]). Serve and connect are one [`RelayMode`]: which
 //!   side carries DTLS.
 //! - [`Shard`] drives it on one core: one UDP socket (SO_REUSEPORT on the listen address)
-//!   through `dtls-io` (io_uring or recvmmsg/sendmmsg), one connected upstream socket per
-//!   session (the core's flow values) in one edge-triggered epoll set, and the clock read
-//!   once per turn. Each turn ([`Shard::run_turn`]) applies control's commands, reads the
-//!   ready upstream sockets into the core, runs the core's sweep when due, flushes the
-//!   transmit batch and receives one batch of datagrams into the core, then sends what the
-//!   core staged for upstream sockets (equal-size runs as one GSO send). It ends by adding
-//!   the turn's tally to the shared [`ShardCounters`] and marking the shard's [`Progress`].
+//!   through `dtls-io` (io_uring or recvmmsg/sendmmsg), or one AF_XDP socket on a NIC
+//!   queue ([`Shard::with_xdp`]; the UDP socket then only holds the address), one connected
+//!   upstream socket per session (the core's flow values) in one edge-triggered epoll set,
+//!   and the clock read once per turn. Each turn ([`Shard::run_turn`]) applies control's commands,
+//!   reads the ready upstream sockets into the core, runs the core's sweep when due, flushes the
+//!   transmit batch and receives one batch of datagrams into the core, then sends what the core
+//!   staged for upstream sockets (equal-size runs as one GSO send). It ends by adding the turn's
+//!   tally to the shared [`ShardCounters`] and marking the shard's [`Progress`].
 //!
 //! A new session whose upstream socket cannot be had (no descriptor left: EMFILE/ENFILE, or
 //! no port) is refused and counted by reason; in serve mode its peer, whose handshake just

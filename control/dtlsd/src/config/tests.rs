@@ -1071,3 +1071,48 @@ fn listen_takes_one_address_or_a_list_each_entry_named_when_wrong() {
         ]))
     );
 }
+
+#[test]
+fn io_xdp_and_interface_go_together_in_serve_only() {
+    let body = "listen = \"10.0.0.1:4433\"\nbackend = \"127.0.0.1:9000\"\npsk = [\"a:0011\"]\n";
+    let c = validate_serve(serve_toml(&format!(
+        "{body}io = \"xdp\"\ninterface = \"veth0\"\n"
+    )))
+    .expect("valid xdp serve config");
+    assert_eq!(c.tuning.io, IoMode::Xdp);
+    assert_eq!(c.tuning.interface.as_deref(), Some("veth0"));
+    let c = validate_serve(serve_toml(body)).expect("valid");
+    assert_eq!(c.tuning.interface, None);
+
+    let l = lines(validate_serve(serve_toml(&format!(
+        "{body}interface = \"veth0\"\n"
+    ))));
+    assert!(
+        has(&l, "serve.interface:", "requires `io = \"xdp\"`"),
+        "{l:?}"
+    );
+    let l = lines(validate_serve(serve_toml(&format!("{body}io = \"xdp\"\n"))));
+    assert!(has(&l, "serve.interface:", "needs the interface"), "{l:?}");
+    for bad in ["", "a/b", "has space", "sixteen-bytes-xx"] {
+        let l = lines(validate_serve(serve_toml(&format!(
+            "{body}io = \"xdp\"\ninterface = \"{bad}\"\n"
+        ))));
+        assert!(
+            has(&l, "serve.interface:", "is not an interface name"),
+            "{bad:?}: {l:?}"
+        );
+    }
+    let l = lines(validate_serve(serve_toml(
+        "listen = [\"10.0.0.1:4433\", \"10.0.0.2:4433\"]\nbackend = \"127.0.0.1:9000\"\n\
+         psk = [\"a:0011\"]\nio = \"xdp\"\ninterface = \"veth0\"\n",
+    )));
+    assert!(has(&l, "serve.listen:", "io = \"xdp\""), "{l:?}");
+
+    let l = lines(validate_connect(connect_toml(
+        "listen = \"127.0.0.1:5000\"\nserver = \"127.0.0.1:4433\"\n\
+         insecure_skip_verify = true\nio = \"xdp\"\n",
+    )));
+    assert!(has(&l, "connect.io:", "only for serve"), "{l:?}");
+    // `interface` is no [connect] key at all.
+    assert!(parse_str("[connect]\ninterface = \"veth0\"\n").is_err());
+}

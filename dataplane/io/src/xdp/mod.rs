@@ -152,12 +152,18 @@ pub enum XdpUnavailable {
 /// Checks, before anything is attached, that `shards` AF_XDP sockets serving `listen` can
 /// work on `interface`: it exists (in this network namespace), `listen` is one of its
 /// addresses (or unspecified: any), and it has a receive queue for every shard (when sysfs
-/// tells; else binding the socket reports the missing queue).
+/// tells; else binding the socket reports the missing queue). Returns the interface's
+/// receive queues when known: with more queues than shards, frames the NIC puts on the
+/// others pass to the kernel and are not served (the caller warns).
 ///
 /// # Errors
 /// [`XdpUnavailable::InterfaceMissing`], [`XdpUnavailable::NotEthernet`],
 /// [`XdpUnavailable::NotOnInterface`] or [`XdpUnavailable::TooFewQueues`].
-pub fn check_interface(interface: &str, listen: IpAddr, shards: u32) -> Result<(), XdpUnavailable> {
+pub fn check_interface(
+    interface: &str,
+    listen: IpAddr,
+    shards: u32,
+) -> Result<Option<u32>, XdpUnavailable> {
     netdev::interface(interface)?;
     if !listen.is_unspecified() && !netdev::addresses(interface)?.contains(&listen) {
         return Err(XdpUnavailable::NotOnInterface {
@@ -165,7 +171,8 @@ pub fn check_interface(interface: &str, listen: IpAddr, shards: u32) -> Result<(
             name: interface.to_owned(),
         });
     }
-    if let Some(queues) = netdev::rx_queues(interface)
+    let queues = netdev::rx_queues(interface);
+    if let Some(queues) = queues
         && queues < shards
     {
         return Err(XdpUnavailable::TooFewQueues {
@@ -174,7 +181,7 @@ pub fn check_interface(interface: &str, listen: IpAddr, shards: u32) -> Result<(
             needed: shards,
         });
     }
-    Ok(())
+    Ok(queues)
 }
 
 /// Turns transmit checksum offload off on interface `name`, as `ethtool -K NAME tx off`
