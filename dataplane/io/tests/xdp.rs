@@ -18,11 +18,11 @@
 //! Both sides are this test binary again, started with `ip netns exec` (a thread cannot enter
 //! a namespace without unsafe code). Needs root and `ip`; elsewhere it prints why it skips.
 //!
-//! The peer turns transmit checksum offload off on its veth end first (the one `unsafe`
-//! here: the `SIOCETHTOOL` ioctl, as `ethtool -K xb tx off` would, without needing the tool).
+//! The peer turns transmit checksum offload off on its veth end first
+//! (`dtls_io::disable_tx_checksum_offload`: the `SIOCETHTOOL` ioctl, as `ethtool -K xb tx off`
+//! would, without needing the tool).
 //! With offload on, a local socket's frames cross the veth with a partial UDP checksum that
 //! only a NIC would complete, and the AF_XDP side rightly drops them as `rx_bad_checksum`.
-#![allow(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -219,37 +219,6 @@ fn echo(sock: &UdpSocket, data: &[u8]) {
     assert_eq!(&buf[..n], data, "echo differs for {} bytes", data.len());
 }
 
-/// `ethtool -K DEV tx off` through `SIOCETHTOOL` / `ETHTOOL_STXCSUM`.
-fn disable_tx_checksum_offload(dev: &str) {
-    #[repr(C)]
-    struct EthtoolValue {
-        cmd: u32,
-        data: u32,
-    }
-    const ETHTOOL_STXCSUM: u32 = 0x17;
-    let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("ioctl socket");
-    let mut value = EthtoolValue {
-        cmd: ETHTOOL_STXCSUM,
-        data: 0,
-    };
-    // SAFETY: ifreq is plain data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in req.ifr_name.iter_mut().zip(dev.bytes()) {
-        *d = s as libc::c_char;
-    }
-    req.ifr_ifru.ifru_data = (&raw mut value).cast();
-    use std::os::fd::AsRawFd;
-    // SAFETY: `req` names the device (NUL-terminated, short name) and points at `value`, a
-    // live ethtool_value the kernel reads; both outlive the call.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL as _, &raw mut req) };
-    assert_eq!(
-        rc,
-        0,
-        "turning off tx checksum offload on {dev}: {}",
-        std::io::Error::last_os_error()
-    );
-}
-
 fn play_peer() {
     // With offload still on, these leave with partial UDP checksums: garbage to the AF_XDP
     // side, which must drop and count them (fixed port and payload: the same bytes each run).
@@ -258,7 +227,7 @@ fn play_peer() {
         sock.send_to(b"partial checksum", (XDP_V4, PORT))
             .expect("send");
     }
-    disable_tx_checksum_offload("xb");
+    dtls_io::disable_tx_checksum_offload("xb").expect("turn off tx checksum offload on xb");
     let ping = Command::new("ping")
         .args(["-c", "1", "-W", "5", "10.249.0.1"])
         .output();
