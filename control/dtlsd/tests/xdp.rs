@@ -15,7 +15,10 @@
 //! ns A's address: asserted from B's neighbour table), UDP to another port reaches ns A's
 //! kernel (which answers ICMP port unreachable), and ICMP arriving at the XDP interface
 //! reaches ns A's kernel (a socket in ns A sees ECONNREFUSED from B's port unreachable).
-//! After SIGTERM the program is gone from the interface.
+//! Datagrams with a bad UDP checksum are dropped and counted by the AF_XDP layer
+//! (`dtlsd_xdp_rx_bad_checksum_total`), non-DTLS bytes by the shard (`dtlsd_drops_total`
+//! with reason `malformed`), as on the other backends. After SIGTERM the program is gone
+//! from the interface.
 //!
 //! The helper roles are this test binary again, started with `ip netns exec` (entering a
 //! namespace from a thread would need unsafe code). Needs root and `ip`; elsewhere it
@@ -50,6 +53,10 @@ const PEER_V4: Ipv4Addr = Ipv4Addr::new(10, 251, 0, 2);
 const PORT: u16 = 4433;
 const METRICS_PORT: u16 = 9464;
 const BACKEND_PORT: u16 = 7007;
+/// Datagrams the client sends with partial checksums (offload still on).
+const PARTIAL_SUMS: u64 = 3;
+/// Datagrams of non-DTLS bytes the client sends to the DTLS port.
+const GARBAGE: u64 = 5;
 /// A port nobody listens on, in either namespace.
 const CLOSED_PORT: u16 = 4499;
 
@@ -371,7 +378,21 @@ fn play_echo() {
 
 /// ns B: a DTLS client of our own engine through the veth, then the metrics over TCP.
 fn play_client() {
+    // With offload still on these leave with partial UDP checksums: garbage to the AF_XDP
+    // side, dropped and counted before any parsing.
+    let early = UdpSocket::bind((PEER_V4, 0)).expect("bind");
+    for _ in 0..PARTIAL_SUMS {
+        early
+            .send_to(b"partial checksum", (SERVE_V4, PORT))
+            .expect("send");
+    }
     dtls_io::disable_tx_checksum_offload("xb").expect("turn off tx checksum offload on xb");
+    // Datagrams that are no DTLS at all: the shard drops them as it would on any backend.
+    for _ in 0..GARBAGE {
+        early
+            .send_to(b"garbage, not a DTLS record", (SERVE_V4, PORT))
+            .expect("send");
+    }
     let pki = std::path::PathBuf::from(std::env::var(PKI).expect("pki dir"));
     let ca = dtls_crypto::CertificateVerifier::from_pem_file(pki.join("ca.pem")).expect("ca");
     let config = Arc::new(control::Config {
@@ -434,7 +455,9 @@ fn play_client() {
     );
 
     let s = Samples::scrape_until(metrics, IO_TIMEOUT, |s| {
-        s.total("dtlsd_xdp_rx_frames_total") > 0 && s.total("dtlsd_io_send_datagrams_total") > 0
+        s.total("dtlsd_xdp_rx_frames_total") > 0
+            && s.total("dtlsd_io_send_datagrams_total") > 0
+            && s.labelled("dtlsd_drops_total", "reason=\"malformed\"") >= GARBAGE
     });
     let rx = s.total("dtlsd_xdp_rx_frames_total");
     let recv = s.total("dtlsd_io_recv_datagrams_total");
@@ -447,10 +470,14 @@ fn play_client() {
          io_send={sent}"
     );
     // The handshake's flights and six records each way at least.
-    assert!(recv >= 8, "AF_XDP datagrams in: {recv}");
+    assert!(recv >= 8 + GARBAGE, "AF_XDP datagrams in: {recv}");
     assert!(sent >= 8, "AF_XDP datagrams out: {sent}");
-    assert!(rx >= recv, "frames {rx} < datagrams {recv}");
-    assert_eq!(s.total("dtlsd_xdp_rx_bad_checksum_total"), 0);
+    assert_eq!(rx, recv + PARTIAL_SUMS, "every frame delivered or counted");
+    assert_eq!(s.total("dtlsd_xdp_rx_bad_checksum_total"), PARTIAL_SUMS);
+    assert!(
+        s.labelled("dtlsd_drops_total", "reason=\"malformed\"") >= GARBAGE,
+        "garbage counted as malformed"
+    );
     assert_eq!(s.total("dtlsd_xdp_tx_no_neighbour_total"), 0);
     assert_eq!(s.total("dtlsd_io_send_errors_total"), 0);
 }
