@@ -8,7 +8,8 @@
 //!   metrics on 10.251.0.1:9464 (TCP)
 //! ```
 //!
-//! The client completes a DTLS handshake with the daemon through the AF_XDP socket, every
+//! The client (and `openssl s_client -dtls1_2` where installed) completes a DTLS handshake
+//! with the daemon through the AF_XDP socket, every
 //! payload round-trips byte for byte (the backend echoes), and the daemon's /metrics (read
 //! from ns B over TCP through the same interface, which the XDP program passes to the
 //! kernel) shows the AF_XDP counters moving. ARP must work for any of that (ns B resolves
@@ -39,8 +40,8 @@ use std::time::Duration;
 
 use common::probe::Samples;
 use common::{
-    Client, DTLSD, IO_TIMEOUT, START_TIMEOUT, TempDir, certs, collect, free_udp_addr, wait_exit,
-    wait_for,
+    Client, DTLSD, IO_TIMEOUT, Peer, START_TIMEOUT, TempDir, certs, collect, free_udp_addr,
+    wait_exit, wait_for,
 };
 
 const ROLE: &str = "DTLSD_XDP_ROLE";
@@ -335,6 +336,40 @@ fn relay_through_xdp(ns: &Namespaces, pki: &TempDir, shards: usize, clients: usi
         read_log()
     );
     eprintln!("{}", client_err.trim());
+
+    // OpenSSL's DTLS 1.2 client through the same path (offload is off on xb by now).
+    if Command::new("openssl").arg("version").output().is_ok() {
+        let args: Vec<String> = [
+            "netns",
+            "exec",
+            &ns.peer,
+            "openssl",
+            "s_client",
+            "-dtls1_2",
+            "-connect",
+            &listen.to_string(),
+            "-CAfile",
+            &pki.file("ca.pem"),
+            "-verify_return_error",
+            "-cipher",
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+            "-quiet",
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        let mut peer = Peer::spawn("ip", &args);
+        let line = "openssl through AF_XDP";
+        peer.write_line(line);
+        assert!(
+            wait_for(&peer.stdout, line, IO_TIMEOUT),
+            "no echo to openssl s_client\n{}\ndtlsd:\n{}",
+            peer.transcript(),
+            read_log()
+        );
+    } else {
+        eprintln!("openssl s_client part skipped: no openssl binary");
+    }
 
     let icmp = role(&ns.serve, "icmp", pki)
         .output()
