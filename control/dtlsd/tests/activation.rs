@@ -99,12 +99,14 @@ fn an_activated_socket_on_another_address_is_refused_naming_it() {
     );
     let status = wait_exit(&mut child, common::IO_TIMEOUT).expect("dtlsd exits");
     assert!(!status.success());
-    let text = log.lock().expect("log").clone();
+    // The exit can be seen before the pipe's reader thread has the last lines.
+    let reason = format!(
+        "socket activation: fd 3 is bound to {passed}, which is not a listen address ({configured})"
+    );
     assert!(
-        text.contains(&format!(
-            "socket activation: fd 3 is bound to {passed}, which is not a listen address ({configured})"
-        )),
-        "{text}"
+        wait_for(&log, &reason, common::IO_TIMEOUT),
+        "{}",
+        log.lock().expect("log")
     );
 }
 
@@ -124,11 +126,11 @@ fn several_shards_need_so_reuseport_on_the_activated_socket() {
     );
     let status = wait_exit(&mut child, common::IO_TIMEOUT).expect("dtlsd exits");
     assert!(!status.success());
-    let text = log.lock().expect("log").clone();
+    let reason =
+        format!("socket activation: the socket for {listen} has no SO_REUSEPORT, so its 2 shards");
     assert!(
-        text.contains(&format!(
-            "socket activation: the socket for {listen} has no SO_REUSEPORT, so its 2 shards"
-        )),
-        "{text}"
+        wait_for(&log, &reason, common::IO_TIMEOUT),
+        "{}",
+        log.lock().expect("log")
     );
 }
