@@ -9,13 +9,16 @@
 //!   snippet and a shell script (`dtls-tune plan`);
 //! - [`emit`]: a sysctl.d file, a tuned profile or a systemd drop-in (`dtls-tune emit`);
 //! - [`apply`]: writes the sysctl part, after showing the difference, only when told
-//!   `--yes` (`dtls-tune apply`).
+//!   `--yes` (`dtls-tune apply`);
+//! - [`autotune`]: real `dtls-bench throughput` trials over `io` and `shards`, the best
+//!   written as `dtlsd` configuration (`dtls-tune autotune`).
 //!
-//! What it does not do: change anything but sysctls, run benchmarks, or keep state.
+//! What it does not do: change anything but sysctls, or keep state.
 //! docs/tuning.md explains every finding and documents `check --json`.
 #![forbid(unsafe_code)]
 
 pub mod apply;
+pub mod autotune;
 pub mod checks;
 pub mod cpus;
 pub mod emit;

@@ -1,4 +1,4 @@
-//! The `dtls-tune` command line: `check`, `plan`, `emit`, `apply` (see the library docs and
+//! The `dtls-tune` command line: `check`, `plan`, `emit`, `autotune`, `apply` (see the library docs and
 //! docs/tuning.md).
 
 use std::path::{Path, PathBuf};
@@ -59,6 +59,26 @@ enum Command {
         out: Option<PathBuf>,
         #[command(flatten)]
         host: HostArgs,
+    },
+    /// Run real throughput trials (dtls-bench in-process, loopback) over io backend and
+    /// shard count, print every trial, and write the best into a copy of --config.
+    Autotune {
+        /// Measured time of all trials together (`30s`, `2m`; handshakes and warm-ups come
+        /// on top).
+        #[arg(long, value_name = "D", value_parser = dtls_tune::autotune::parse_duration)]
+        duration: std::time::Duration,
+        /// The dtlsd configuration to tune (its other keys are kept).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Write the tuned configuration here instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Client sessions per trial.
+        #[arg(long, value_name = "N", default_value_t = 16)]
+        sessions: usize,
+        /// Most shards to try [default: the CPUs less one, for the load generator].
+        #[arg(long, value_name = "N")]
+        max_shards: Option<usize>,
     },
     /// Apply the sysctl part of `emit --sysctl` to the running kernel, after showing the
     /// difference; refuses without --yes. Not persistent.
@@ -173,6 +193,59 @@ fn run(command: Command) -> Result<ExitCode> {
                 debug_assert!(systemd, "clap requires one of the three");
                 dtls_tune::emit::systemd_dropin(&i.plan, &i.target, &i.topology)
             };
+            output(out.as_deref(), &text)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Autotune {
+            duration,
+            config,
+            out,
+            sessions,
+            max_shards,
+        } => {
+            use dtls_tune::autotune;
+            // The base must be a configuration dtlsd accepts before anything is measured.
+            dtlsd::config::raw::load_file(&config)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .and_then(|raw| dtlsd::config::validate(raw).map_err(|e| anyhow::anyhow!("{e}")))
+                .with_context(|| format!("{} does not validate", config.display()))?;
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            let uring = dtls_tune::checks::probe_uring();
+            if let Err(reason) = &uring {
+                eprintln!("note: io = \"uring\" not tried: {reason}");
+            }
+            eprintln!(
+                "note: io = \"xdp\" not tried: it needs a NIC queue per shard, the trials run on \
+                 loopback"
+            );
+            let mut settings = autotune::Settings::for_host(duration, cores, uring.is_ok());
+            settings.sessions = sessions.max(1);
+            if let Some(n) = max_shards {
+                settings.max_shards = n.max(1);
+            }
+            println!("  io     shards        pps   server ns/rt  loadgen ns/rt   p99 µs");
+            let trials = autotune::run(&settings, |t| {
+                println!(
+                    "  {:<6} {:>6} {:>10.0} {:>14.0} {:>14.0} {:>8.1}",
+                    t.io.name(),
+                    t.shards,
+                    t.pps,
+                    t.server_ns,
+                    t.loadgen_ns,
+                    t.p99_ns as f64 / 1000.0
+                );
+            })?;
+            println!("\nall trials, best marked:\n{}", autotune::table(&trials));
+            let best = autotune::best(&trials).context("no trial ran")?;
+            if let Some(close) = autotune::runner_up_within(&trials, 0.05) {
+                eprintln!(
+                    "note: io = \"{}\", shards = {} came within 5 % of the best: too close to \
+                     call with this budget (a longer --duration separates them)",
+                    close.io.name(),
+                    close.shards
+                );
+            }
+            let text = autotune::tuned_config(&config, best)?;
             output(out.as_deref(), &text)?;
             Ok(ExitCode::SUCCESS)
         }

@@ -4,6 +4,7 @@
 
 mod cpu;
 mod kernel;
+pub use kernel::probe_uring;
 pub(crate) mod net;
 mod nic;
 mod xdp;
