@@ -66,7 +66,6 @@ pub fn plan(topology: &Topology, nic: Option<&Nic>, target: &Target) -> Plan {
             .any(|s| topology.other_siblings(*s).contains(c))
     };
     let mut free: Vec<usize> = order.iter().copied().filter(|c| !busy(c)).collect();
-    free.sort_by_key(|c| sibling_of_shard(c));
     let mut others: Vec<usize> = topology
         .online
         .iter()
@@ -74,6 +73,8 @@ pub fn plan(topology: &Topology, nic: Option<&Nic>, target: &Target) -> Plan {
         .filter(|c| !busy(c) && !free.contains(c))
         .collect();
     free.append(&mut others);
+    // Stable: the shards' order among the CPUs that are not a shard's sibling, then those.
+    free.sort_by_key(|c| sibling_of_shard(c));
     let workers = target.control_threads.max(1);
     let worker_cores: Vec<usize> = if free.is_empty() {
         notes.push(

@@ -24,6 +24,8 @@ pub struct Target {
     pub shards_given: bool,
     /// Handshake workers (the `control_threads` key, or dtlsd's default).
     pub control_threads: usize,
+    /// Whether `control_threads` came from the configuration (not a default).
+    pub control_threads_given: bool,
     /// The `cpus` key.
     pub cpus: Option<Vec<usize>>,
     /// The UDP port DTLS arrives on (the first listen address's), if known.
@@ -66,6 +68,7 @@ impl Target {
             shards,
             shards_given: false,
             control_threads: default_control_threads(cores, shards),
+            control_threads_given: false,
             cpus: None,
             port: None,
             recv_buffer: sockets.recv_buffer as u64,
@@ -102,6 +105,7 @@ impl Target {
             target.shards = cpus.len();
             target.shards_given = true;
         }
+        target.control_threads_given = tuning.control_threads.is_some();
         target.control_threads = tuning
             .control_threads
             .unwrap_or_else(|| default_control_threads(cores, target.shards));
@@ -113,10 +117,9 @@ impl Target {
         if let Some(n) = overrides.shards {
             self.shards = n.max(1);
             self.shards_given = true;
-            self.control_threads = self
-                .control_threads
-                .min(default_control_threads(topology.online.len(), self.shards))
-                .max(1);
+            if !self.control_threads_given {
+                self.control_threads = default_control_threads(topology.online.len(), self.shards);
+            }
         }
         if let Some(i) = &overrides.interface {
             self.interface = Some(i.clone());

@@ -298,3 +298,19 @@ fn apply_on_a_tuned_host_changes_nothing() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "nothing to change\n");
 }
+
+#[test]
+fn shards_flag_keeps_configured_workers_and_rederives_default_ones() {
+    let configured = inspect("good-host", Some("good-host.toml"), &shards(2));
+    assert_eq!(
+        configured.target.control_threads, 1,
+        "control_threads = 1 in the file"
+    );
+    assert_eq!(configured.plan.shard_cores, vec![1, 2]);
+    // The isolated CPU the shards leave, not a shard's sibling (5, 6).
+    assert_eq!(configured.plan.worker_cores, vec![3]);
+    // Without a file: dtlsd's default, the CPUs the shards leave (4 - 2).
+    let default = inspect("bad-host", None, &shards(2));
+    assert_eq!(default.target.control_threads, 2);
+    assert_eq!(default.plan.worker_cores.len(), 2);
+}
