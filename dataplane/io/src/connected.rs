@@ -169,7 +169,9 @@ impl ConnectedSlots {
                 let bytes =
                     unsafe { std::slice::from_raw_parts(iov.iov_base.cast::<u8>(), iov.iov_len) };
                 for single in unit.singles() {
-                    let d = bytes.get(single.offset..single.offset + single.len).unwrap_or(&[]);
+                    let d = bytes
+                        .get(single.offset..single.offset + single.len)
+                        .unwrap_or(&[]);
                     out.syscalls += 1;
                     match sys::send_connected(s.fd, d, None) {
                         Ok(_) => out.accepted(&Slot {

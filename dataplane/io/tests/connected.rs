@@ -90,11 +90,14 @@ fn more_sends_than_one_enter_takes_go_in_a_few_and_nothing_is_lost() {
         let mut io = open("127.0.0.1:0", &config(mode));
         let flows = flows(CONNECTED_PER_ENTER + 3);
         let datagrams: Vec<Vec<u8>> = (0..flows.len()).map(|f| payload(f as u32, 64)).collect();
-        let sends = flows.iter().zip(&datagrams).map(|((tx, _), d)| ConnectedSend {
-            socket: tx.as_fd(),
-            payload: d,
-            segment: None,
-        });
+        let sends = flows
+            .iter()
+            .zip(&datagrams)
+            .map(|((tx, _), d)| ConnectedSend {
+                socket: tx.as_fd(),
+                payload: d,
+                segment: None,
+            });
         let sent = io.send_connected(sends).expect("send");
         assert_eq!((sent.datagrams, sent.errors), (flows.len() as u64, 0));
         if mode == IoMode::Uring {
@@ -141,6 +144,5 @@ fn a_refused_run_is_split_into_its_datagrams() {
         );
         let want: Vec<Vec<u8>> = (0..4).map(|k| payload(k, 300)).collect();
         assert_eq!(std_recv_n(rx, 4), want, "{mode:?}");
-
     }
 }

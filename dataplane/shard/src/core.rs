@@ -585,15 +585,16 @@ impl<F> ShardCore<F> {
         let sent = if fx.flows.is_empty() {
             ConnectedSent::default()
         } else {
-            let mut sends = fx.flows.planned().filter_map(|s| {
-                match this.flow(FlowRef::from_token(s.flow)) {
-                    Some(flow) => Some((flow, s)),
-                    None => {
-                        missing += s.datagrams as u64;
-                        None
-                    }
-                }
-            });
+            let mut sends =
+                fx.flows
+                    .planned()
+                    .filter_map(|s| match this.flow(FlowRef::from_token(s.flow)) {
+                        Some(flow) => Some((flow, s)),
+                        None => {
+                            missing += s.datagrams as u64;
+                            None
+                        }
+                    });
             send_all(&mut sends)
         };
         fx.flows.clear();

@@ -12,9 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use dtls_io::{
-    BackendKind, ConnectedSend, ConnectedSent, IoConfig, IoCounters, SocketConfig, TxBatch,
-    UdpIo, XdpConfig, XdpFilter, XdpIo, XdpProgram, bind_udp, enable_gro, recv_segments,
-    send_segments,
+    BackendKind, ConnectedSend, ConnectedSent, IoConfig, IoCounters, SocketConfig, TxBatch, UdpIo,
+    XdpConfig, XdpFilter, XdpIo, XdpProgram, bind_udp, enable_gro, recv_segments, send_segments,
 };
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
