@@ -5,8 +5,10 @@
 //! (connect). The shard core never sends on it: what it has for a flow (plaintext for the
 //! backend, records and handshake datagrams for the server) is staged here, one copy, or
 //! sealed here in place. At the end of the receive batch the driver drains the stage
-//! ([`FlowTx::drain`]): each flow's datagrams in order, equal-size runs of two or more as one
-//! UDP GSO send (`UDP_SEGMENT`, where the kernel accepts it), the rest one `send` each.
+//! ([`FlowTx::plan`], then every send at once through `ShardCore::flush_flows_together`):
+//! each flow's datagrams in order, equal-size runs of two or more as one UDP GSO send
+//! (`UDP_SEGMENT`, where the kernel accepts it), the rest one send each, and all of them in
+//! one io_uring submission (or one `sendmmsg` per flow).
 //! Opening a record used to end in one `send` per datagram; on loopback that per-datagram
 //! trip through the stack was about half of a shard's CPU. Different flows never share a
 //! send.
