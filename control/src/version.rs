@@ -401,6 +401,22 @@ impl Connection {
             .unwrap_or_default()
     }
 
+    /// Drops what only the handshake needed, for an engine kept for the life of its
+    /// session (DTLS 1.3: it answers KeyUpdates, ACKs and connection-ID requests): the
+    /// handshake epoch's keys, the transcript, the handshake secrets, our last flight, the
+    /// hello and the peer's certificate chain. Call it once the completed handshake's grace
+    /// period is over, the same window a DTLS 1.2 engine is kept to answer a retransmitted
+    /// final flight (RFC 6347 §4.2.4); after it a client Finished retransmitted under the
+    /// handshake epoch is dropped unopened, unacknowledged. Returns false, changing nothing,
+    /// for a DTLS 1.2 engine, a handshake not established, or while a flight of ours (a
+    /// NewSessionTicket, a KeyUpdate) awaits its ACK: try again later.
+    pub fn settle(&mut self) -> bool {
+        match &mut self.inner {
+            Inner::V12(_) => false,
+            Inner::V13(e) => e.settle(),
+        }
+    }
+
     /// Queues close_notify (RFC 5246 §7.2.1, RFC 8446 §6.1) and closes the engine. Emits
     /// [`Event::Closed`] with `by_peer: false`.
     pub fn close(&mut self, now: Instant) {

@@ -371,6 +371,7 @@ impl ControlThread {
                 session: None,
                 asked_cids: false,
                 spare_forwarded: 0,
+                settled: false,
             },
         );
         self.drain(now, peer);
@@ -513,8 +514,21 @@ impl ControlThread {
         let mut next = None;
         // Only completed entries expire here, so the half-open table is unchanged.
         self.handshakes.retain(|peer, h| match h.completed_at {
-            // A DTLS 1.3 session's engine: its timers run (final flight, KeyUpdate).
-            _ if h.session.is_some() => {
+            // A DTLS 1.3 session's engine: its timers run (final flight, KeyUpdate). After
+            // the grace period it keeps only what the session needs (a flight of ours
+            // awaiting its ACK puts that off by another period).
+            completed if h.session.is_some() => {
+                if let Some(at) = completed.filter(|_| !h.settled) {
+                    if at + grace <= now {
+                        h.settled = h.conn.settle();
+                        if !h.settled {
+                            h.completed_at = Some(now);
+                            next = earliest(next, Some(now + grace));
+                        }
+                    } else {
+                        next = earliest(next, Some(at + grace));
+                    }
+                }
                 match h.conn.poll_timeout() {
                     Some(at) if at <= now => due.push(*peer),
                     other => next = earliest(next, other),

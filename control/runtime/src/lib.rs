@@ -206,6 +206,9 @@ struct Handshake {
     asked_cids: bool,
     /// DTLS 1.3: how many of the engine's spare CIDs of the peer went to the shard.
     spare_forwarded: usize,
+    /// DTLS 1.3: the engine dropped its handshake-only state ([`Connection::settle`])
+    /// once the grace period was over.
+    settled: bool,
 }
 
 /// Spare CIDs a DTLS 1.3 client (`dtlsd connect`) asks the server for once the handshake
@@ -258,6 +261,7 @@ impl Handshake {
     fn deadline(&self, grace: Duration) -> Option<Instant> {
         match self.completed_at {
             Some(at) if self.session.is_none() => Some(at + grace),
+            Some(at) if !self.settled => earliest(self.conn.poll_timeout(), Some(at + grace)),
             _ => self.conn.poll_timeout(),
         }
     }

@@ -70,6 +70,20 @@ pub(crate) struct ClientState13 {
     offered_cid: Option<Vec<u8>>,
 }
 
+impl ClientState13 {
+    /// After the handshake: the ClientHello (its key shares, PSK offers and body), the
+    /// server's CertificateRequest and chain and the ticket offered are spent.
+    pub(crate) fn settle(&mut self) {
+        self.hello = None;
+        self.key_share = None;
+        self.cert_request = None;
+        self.peer_chain = Vec::new();
+        self.last_body = Vec::new();
+        self.ticket = None;
+        self.offers = Vec::new();
+    }
+}
+
 impl Engine13 {
     /// Starts a DTLS 1.3 client handshake with `peer` and queues the first ClientHello.
     pub(crate) fn client(

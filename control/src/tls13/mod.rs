@@ -1120,6 +1120,35 @@ impl Core13 {
 }
 
 impl Engine13 {
+    /// See [`crate::Connection::settle`]: drops what only the handshake needed once it is
+    /// over and no flight of ours awaits an ACK. False when it cannot settle yet.
+    pub(crate) fn settle(&mut self) -> bool {
+        let core = &mut self.core;
+        if !core.is_established() || !core.flight.is_empty() || core.update_pending {
+            return false;
+        }
+        // The handshake epoch goes: a record of the peer under it (a retransmitted
+        // Finished) is dropped unopened from now on, unanswered.
+        core.transport.drop_epochs_below(EPOCH_APPLICATION);
+        core.reassembler.clear();
+        // Nothing after completion reads the transcript (no post-handshake client
+        // authentication here); every secret that needed it is derived already.
+        let mut transcript = Transcript::new();
+        transcript.stop_retaining();
+        core.transcript = transcript;
+        core.secrets = None;
+        core.flight = Flight13::default();
+        core.retry_prefix = Vec::new();
+        core.to_ack = Vec::new();
+        core.outbox.shrink_to_fit();
+        core.events.shrink_to_fit();
+        match &mut self.side {
+            Side13::Client(c) => c.settle(),
+            Side13::Server(s) => s.settle(),
+        }
+        true
+    }
+
     pub(crate) fn claimed_identity(&self) -> ClaimedIdentity<'_> {
         match &self.side {
             Side13::Client(_) => ClaimedIdentity {

@@ -66,6 +66,15 @@ pub(crate) struct ServerState13 {
     takes_tickets: bool,
 }
 
+impl ServerState13 {
+    /// After the handshake: the client's chain went into the session's identity, a
+    /// HelloRetryRequest's choice is spent.
+    pub(crate) fn settle(&mut self) {
+        self.peer_chain = Vec::new();
+        self.retried = None;
+    }
+}
+
 impl Engine13 {
     /// Creates a DTLS 1.3 server engine for a ClientHello the acceptor let through and
     /// queues our answer (ServerHello flight or HelloRetryRequest). Our connection IDs,

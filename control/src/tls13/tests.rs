@@ -666,3 +666,121 @@ fn an_unknown_psk_identity_falls_back_to_certificates() {
     assert!(matches!(ck.peer_identity, PeerIdentity::Certificates(_)));
     assert_eq!(sk.peer_identity, PeerIdentity::None);
 }
+
+// ---------- settling after the handshake ----------
+
+/// `Connection::settle` on a server whose session lives on: before it, a client Finished
+/// retransmitted (its ACK lost) is answered with an ACK (RFC 9147 §7); after it the
+/// handshake epoch is gone and the copy is dropped unanswered, while the session's
+/// post-handshake messages (a KeyUpdate both ways) still work.
+#[test]
+fn a_settled_server_no_longer_answers_a_retransmitted_finished_but_still_updates_keys() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let mut pair = pair(client13(), server13());
+    // Everything of the server's after the client's Finished (its ACK) is lost.
+    let finished_sent = Rc::new(Cell::new(false));
+    let seen = Rc::clone(&finished_sent);
+    pair.filter = Box::new(move |from_client, d| {
+        // A unified header (001CSLEE) in the handshake epoch (EE = 2).
+        if from_client && d.first().is_some_and(|b| b & 0xe0 == 0x20 && b & 0x03 == 2) {
+            seen.set(true);
+        }
+        from_client || !seen.get()
+    });
+    assert!(
+        !pair.client.settle(),
+        "a handshake in progress does not settle"
+    );
+    pair.run(Duration::from_secs(10));
+    assert!(pair.client.is_established() && finished_sent.get());
+    assert!(
+        !pair.client.settle(),
+        "the client's Finished awaits its ACK"
+    );
+    let _ = keys(&mut pair);
+    let wall = pair.wall;
+    let mut buf = vec![0u8; 2048];
+    // The client's timer resends its Finished (a new record number each time).
+    let mut resend = |pair: &mut Pair| {
+        let at = pair
+            .client
+            .poll_timeout()
+            .expect("the Finished's timer runs");
+        pair.now = at;
+        pair.client.handle_timeout(at);
+        let t = pair
+            .client
+            .poll_transmit(at, &mut buf)
+            .expect("Finished resent");
+        buf[..t.len].to_vec()
+    };
+    let first = resend(&mut pair);
+    let second = resend(&mut pair);
+    let now = pair.now;
+    let server = pair.server.as_mut().expect("server");
+    let client_addr = server.peer();
+    let mut out = vec![0u8; 2048];
+
+    server.handle_datagram(now, wall, client_addr, &first);
+    let ack = server
+        .poll_transmit(now, &mut out)
+        .map(|t| out[..t.len].to_vec())
+        .expect("in the grace period a retransmitted Finished gets an ACK");
+    assert!(server.poll_transmit(now, &mut out).is_none());
+
+    assert!(
+        server.settle(),
+        "established, nothing of ours unacknowledged"
+    );
+    server.handle_datagram(now, wall, client_addr, &second);
+    assert!(
+        server.poll_transmit(now, &mut out).is_none(),
+        "a settled server drops the handshake epoch's records unanswered"
+    );
+    assert!(server.is_established());
+    // The first answer reaches the client: its final flight is done.
+    let server_addr = pair.client.peer();
+    pair.client.handle_datagram(now, wall, server_addr, &ack);
+    assert_eq!(pair.client.poll_timeout(), None, "the client took the ACK");
+    pair.filter = Box::new(|_, _| true);
+
+    // The session goes on: the client updates its keys and asks the server to.
+    let later = now + Duration::from_secs(10);
+    pair.now = later;
+    assert!(pair.client.update_keys(later, true));
+    settle(&mut pair, Duration::from_secs(10));
+    let (server_read, server_write) = updated(&mut pair.server_events);
+    let (client_read, client_write) = updated(&mut pair.client_events);
+    assert_eq!(
+        (server_read.len(), server_write.len()),
+        (1, 1),
+        "the settled server took the client's KeyUpdate and sent its own"
+    );
+    seal_open(
+        client_write.into_iter().next().expect("client write"),
+        server_read.into_iter().next().expect("server read"),
+    );
+    seal_open(
+        server_write.into_iter().next().expect("server write"),
+        client_read.into_iter().next().expect("client read"),
+    );
+}
+
+#[test]
+fn a_dtls12_engine_never_settles() {
+    let (_, _, mut pair) = {
+        let mut p = Pair::with_acceptor(
+            crate::pair_tests::client_config(&[CipherSuite::EcdheEcdsaAes128GcmSha256]),
+            crate::pair_tests::server_config(&[CipherSuite::EcdheEcdsaAes128GcmSha256], false),
+            None,
+            no_cookie(),
+        );
+        p.run(Duration::from_secs(10));
+        let (c, s) = keys(&mut p);
+        (c, s, p)
+    };
+    assert!(pair.client.is_established());
+    assert!(!pair.client.settle());
+    assert!(!pair.server.as_mut().expect("server").settle());
+}

@@ -88,6 +88,17 @@ impl Transport13 {
         }
     }
 
+    /// Forgets the read and write state of every epoch below `epoch` (the handshake's,
+    /// once it is over), and the room it took.
+    pub(crate) fn drop_epochs_below(&mut self, epoch: u64) {
+        self.sealers.retain(|s| s.epoch() >= epoch);
+        self.openers.retain(|o| o.epoch() >= epoch);
+        self.ceilings.retain(|(e, _)| *e >= epoch);
+        self.sealers.shrink_to_fit();
+        self.openers.shrink_to_fit();
+        self.ceilings.shrink_to_fit();
+    }
+
     /// The newest epoch we write in (0 before keys).
     pub(crate) fn write_epoch(&self) -> u64 {
         self.sealers.last().map_or(0, Sealer13::epoch)

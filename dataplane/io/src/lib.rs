@@ -38,6 +38,7 @@
 //! (`sys`, `rx` buffer arena, `mmsg`, `uring`, `steer`'s setsockopt, and in `xdp` the bpf()
 //! calls, the UMEM and rings, and the interface ioctls); every block carries a `// SAFETY:` comment.
 
+mod connected;
 mod counters;
 mod error;
 mod mmsg;
@@ -55,6 +56,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use connected::{CONNECTED_PER_ENTER, ConnectedSend, ConnectedSent};
 pub use counters::{IoCounters, IoStats};
 pub use error::{Error, TxError, UringUnavailable};
 pub use rx::{Datagram, DatagramMut, Datagrams, DatagramsMut, RecvBatch, RecvMessage};
@@ -357,6 +359,23 @@ impl UdpIo {
                 m.flush(tx)?;
                 m.poll_recv(timeout)
             }
+        }
+    }
+
+    /// Sends `sends` on their own connected sockets (a shard's upstream flows), in as few
+    /// kernel calls as the backend allows: with io_uring every send is one SQE and all go in
+    /// one `io_uring_enter` (up to [`CONNECTED_PER_ENTER`] per call), with mmsg each run of
+    /// consecutive sends on one socket is one `sendmmsg`. Never waits for buffer space: a
+    /// send the socket has no room for is dropped and counted in the result. The payloads
+    /// are not used after the call returns.
+    pub fn send_connected<'a>(
+        &mut self,
+        sends: impl IntoIterator<Item = ConnectedSend<'a>>,
+    ) -> Result<ConnectedSent, Error> {
+        let mut sends = sends.into_iter();
+        match &mut self.backend {
+            Backend::Uring(u) => u.send_connected(&mut sends),
+            Backend::Mmsg(m) => Ok(m.send_connected(&mut sends)),
         }
     }
 

@@ -8,6 +8,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::connected::{ConnectedSend, ConnectedSent, ConnectedSlots};
 use crate::counters::{Delta, IoCounters};
 use crate::rx::{Arena, RecvBatch, RecvMeta};
 use crate::send::{self, OnError, SendDeadline, Unit};
@@ -31,6 +32,7 @@ pub struct MmsgIo {
     send_names: Vec<SockAddrBuf>,
     send_ctrl: Vec<CmsgBuf<SEND_CMSG_LEN>>,
     queue: Vec<Unit>,
+    connected: ConnectedSlots,
     gso: bool,
     send_wait: Duration,
     counters: Arc<IoCounters>,
@@ -68,6 +70,7 @@ impl MmsgIo {
             send_names: vec![SockAddrBuf::zeroed(); batch],
             send_ctrl: vec![CmsgBuf::zeroed(); batch],
             queue: Vec::with_capacity(batch),
+            connected: ConnectedSlots::default(),
             gso: cfg.gso,
             send_wait: cfg.send_wait,
             counters,
@@ -222,6 +225,55 @@ impl MmsgIo {
         tx.clear();
         self.counters.publish(&d);
         Ok(())
+    }
+}
+
+impl MmsgIo {
+    /// Sends on connected sockets: one `sendmmsg` per run of consecutive sends on the same
+    /// socket, in chunks of at most `batch` (see [`crate::UdpIo::send_connected`]).
+    pub(crate) fn send_connected<'a>(
+        &mut self,
+        sends: &mut impl Iterator<Item = ConnectedSend<'a>>,
+    ) -> ConnectedSent {
+        let mut out = ConnectedSent::default();
+        loop {
+            let n = self.connected.fill(sends, self.batch);
+            if n == 0 {
+                return out;
+            }
+            let mut at = 0;
+            while at < n {
+                let fd = self.connected.slots[at].fd;
+                let mut end = at + 1;
+                while end < n && self.connected.slots[end].fd == fd {
+                    end += 1;
+                }
+                out.syscalls += 1;
+                // SAFETY: headers at..end point at their own iovec (over a payload the caller
+                // keeps borrowed for this call) and cmsg slot, lengths as stated, no name.
+                match unsafe {
+                    sys::sendmmsg(fd, &mut self.connected.hdrs[at..end], libc::MSG_DONTWAIT)
+                } {
+                    Ok(sent) if sent > 0 => {
+                        let sent = sent.min(end - at);
+                        for i in at..at + sent {
+                            self.connected.accepted(i, &mut out);
+                        }
+                        // A short count: the next one failed; the next call reports why.
+                        at += sent;
+                    }
+                    Ok(_) => {
+                        // Not expected for a non-empty vector; never loop on it.
+                        self.connected.failed(at, 0, &mut out);
+                        at += 1;
+                    }
+                    Err(e) => {
+                        self.connected.failed(at, send::errno(&e), &mut out);
+                        at += 1;
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -36,13 +36,13 @@ use std::time::{Duration, Instant};
 
 use dataplane::record::v13::{Opener13, Sealer13};
 use dataplane::record::{CidOpener, CidSealer, ContentType, Opener, ReplayWindow, Sealer};
-use dtls_io::TxBatch;
+use dtls_io::{ConnectedSent, TxBatch};
 use dtls_proto::Alert;
 
 use crate::counters::{Gauges, ShardCounters, Tally};
 use crate::early::EarlyRecords;
 use crate::fair::FairForward;
-use crate::flows::{FlowTx, MAX_PREFIX_LEN, UpstreamPrefix};
+use crate::flows::{FlowSend, FlowTx, MAX_PREFIX_LEN, UpstreamPrefix};
 use crate::handoff::Handoffs;
 use crate::pending::{PENDING_TOKEN_BIT, Pending, PendingTable};
 use crate::queue::{
@@ -544,35 +544,67 @@ impl<F> ShardCore<F> {
 
     /// Hands each send staged for upstream flows to `send` (the driver's socket send: one
     /// datagram, or a GSO run cut into `segment`-byte datagrams), counts the outcome, and
-    /// then drops the flows of sessions closed since the last call.
+    /// then drops the flows of sessions closed since the last call. Each send is one kernel
+    /// call; [`Self::flush_flows_together`] lets the driver make fewer.
     pub fn flush_flows(
         &mut self,
         fx: &mut Effects,
         mut send: impl FnMut(&F, &[u8], Option<u16>) -> io::Result<usize>,
     ) {
-        let this = &*self;
-        let (mut datagrams, mut bytes, mut gso_sends, mut errors) = (0u64, 0u64, 0u64, 0u64);
-        let mut calls = 0u64;
-        fx.flows.drain(|s| {
-            let sent = this
-                .flow(FlowRef::from_token(s.flow))
-                .map(|flow| send(flow, s.payload, s.segment));
-            match sent {
-                Some(Ok(_)) => {
-                    calls += 1;
-                    datagrams += s.datagrams as u64;
-                    bytes += s.payload.len() as u64;
-                    gso_sends += u64::from(s.segment.is_some());
+        self.flush_flows_together(fx, |sends| {
+            let mut out = ConnectedSent::default();
+            for (flow, s) in sends {
+                out.syscalls += 1;
+                match send(flow, s.payload, s.segment) {
+                    Ok(_) => {
+                        out.sends += 1;
+                        out.datagrams += s.datagrams as u64;
+                        out.bytes += s.payload.len() as u64;
+                        out.gso_sends += u64::from(s.segment.is_some());
+                    }
+                    Err(_) => out.errors += s.datagrams as u64,
                 }
-                Some(Err(_)) | None => errors += s.datagrams as u64,
             }
+            out
         });
+    }
+
+    /// Hands every send staged for upstream flows to `send_all` at once, each with its
+    /// flow (the bytes stay put until it returns, so the driver can give them all to the
+    /// kernel in one submission: [`dtls_io::UdpIo::send_connected`]), counts what it
+    /// reports, and then drops the flows of sessions closed since the last call. Sends
+    /// whose flow is gone count as upstream send errors.
+    pub fn flush_flows_together(
+        &mut self,
+        fx: &mut Effects,
+        send_all: impl FnOnce(&mut dyn Iterator<Item = (&F, FlowSend<'_>)>) -> ConnectedSent,
+    ) {
+        fx.flows.plan();
+        let this = &*self;
+        let mut missing = 0u64;
+        let sent = if fx.flows.is_empty() {
+            ConnectedSent::default()
+        } else {
+            let mut sends =
+                fx.flows
+                    .planned()
+                    .filter_map(|s| match this.flow(FlowRef::from_token(s.flow)) {
+                        Some(flow) => Some((flow, s)),
+                        None => {
+                            missing += s.datagrams as u64;
+                            None
+                        }
+                    });
+            send_all(&mut sends)
+        };
+        fx.flows.clear();
         let tally = &mut self.ctx.tally;
-        tally.upstream_datagrams_out += datagrams;
-        tally.upstream_bytes_out += bytes;
-        tally.upstream_gso_sends += gso_sends;
-        tally.upstream_send_calls += calls;
-        tally.upstream_send_errors += errors;
+        tally.upstream_datagrams_out += sent.datagrams;
+        tally.upstream_bytes_out += sent.bytes;
+        tally.upstream_gso_sends += sent.gso_sends;
+        tally.upstream_send_calls += sent.sends;
+        tally.upstream_send_syscalls += sent.syscalls;
+        tally.upstream_send_errors += sent.errors + missing;
         self.table.clear_retired();
         self.retired_pending.clear();
     }

@@ -223,6 +223,11 @@ shard_counters! {
     /// Successful send calls on upstream flows, GSO or single:
     /// `upstream_datagrams_out / upstream_send_calls` is the datagrams per send.
     upstream_send_calls,
+    /// Kernel calls that carried the upstream sends (an `io_uring_enter` for all of a
+    /// turn's flows, a `sendmmsg` per flow with the mmsg backend, a `sendmsg` per send
+    /// on an AF_XDP shard): `upstream_send_calls / upstream_send_syscalls` is the sends per
+    /// kernel call.
+    upstream_send_syscalls,
     /// Receives on upstream flows that brought two or more datagrams at once (UDP GRO; each
     /// counted in `upstream_datagrams_in`).
     upstream_gro_receives,

@@ -5,8 +5,10 @@
 //! (connect). The shard core never sends on it: what it has for a flow (plaintext for the
 //! backend, records and handshake datagrams for the server) is staged here, one copy, or
 //! sealed here in place. At the end of the receive batch the driver drains the stage
-//! ([`FlowTx::drain`]): each flow's datagrams in order, equal-size runs of two or more as one
-//! UDP GSO send (`UDP_SEGMENT`, where the kernel accepts it), the rest one `send` each.
+//! ([`FlowTx::plan`], then every send at once through `ShardCore::flush_flows_together`):
+//! each flow's datagrams in order, equal-size runs of two or more as one UDP GSO send
+//! (`UDP_SEGMENT`, where the kernel accepts it), the rest one send each, and all of them in
+//! one io_uring submission (or one `sendmmsg` per flow).
 //! Opening a record used to end in one `send` per datagram; on loopback that per-datagram
 //! trip through the stack was about half of a shard's CPU. Different flows never share a
 //! send.
@@ -89,13 +91,26 @@ pub struct FlowSend<'a> {
     pub datagrams: usize,
 }
 
+/// One send of a [`FlowTx::plan`]: bytes in the stage (one datagram) or in `run` (a GSO
+/// run put together there).
+#[derive(Debug, Clone, Copy)]
+struct Planned {
+    flow: usize,
+    in_run: bool,
+    start: usize,
+    len: usize,
+    segment: Option<u16>,
+    datagrams: usize,
+}
+
 /// The datagrams staged for upstream flows.
 #[derive(Debug)]
 pub struct FlowTx {
     staging: Vec<u8>,
     entries: Vec<Entry>,
-    /// Where a GSO run is put together.
+    /// Where the GSO runs of a plan are put together, one after the other.
     run: Vec<u8>,
+    planned: Vec<Planned>,
     gso: bool,
 }
 
@@ -105,7 +120,8 @@ impl FlowTx {
         Self {
             staging: Vec::with_capacity(STAGING_BYTES),
             entries: Vec::with_capacity(MAX_ENTRIES),
-            run: Vec::with_capacity(MAX_GSO_BYTES),
+            run: Vec::with_capacity(STAGING_BYTES),
+            planned: Vec::with_capacity(256),
             gso,
         }
     }
@@ -176,6 +192,21 @@ impl FlowTx {
 
     /// The staged datagrams of each flow in order, as sends (`each`), then an empty stage.
     pub fn drain(&mut self, mut each: impl FnMut(FlowSend<'_>)) {
+        self.plan();
+        for send in self.planned() {
+            each(send);
+        }
+        self.clear();
+    }
+
+    /// Cuts what is staged into sends, kept until [`Self::clear`]: each flow's datagrams in
+    /// order, equal-size runs (the last may be shorter, as GSO allows) as one send each, the
+    /// rest one send per datagram. Every send's bytes stay where they are until the stage is
+    /// cleared, so a driver can hand all of them to the kernel in one submission
+    /// ([`Self::planned`]).
+    pub fn plan(&mut self) {
+        self.planned.clear();
+        self.run.clear();
         if self.entries.is_empty() {
             return;
         }
@@ -188,23 +219,34 @@ impl FlowTx {
             while j < self.entries.len() && self.entries[j].flow == flow {
                 j += 1;
             }
-            self.drain_flow(i, j, &mut each);
+            self.plan_flow(i, j);
             i = j;
         }
-        self.entries.clear();
-        self.staging.clear();
     }
 
-    /// One flow's entries `i..j`: equal-size runs (the last may be shorter, as GSO allows)
-    /// as one send each, the rest one send per datagram.
-    fn drain_flow(&mut self, mut i: usize, j: usize, each: &mut impl FnMut(FlowSend<'_>)) {
+    /// The sends of the last [`Self::plan`], in order (flows in token order).
+    pub fn planned(&self) -> impl Iterator<Item = FlowSend<'_>> + '_ {
+        self.planned.iter().map(|p| {
+            let from = if p.in_run { &self.run } else { &self.staging };
+            FlowSend {
+                flow: p.flow,
+                payload: from.get(p.start..p.start + p.len).unwrap_or(&[]),
+                segment: p.segment,
+                datagrams: p.datagrams,
+            }
+        })
+    }
+
+    /// One flow's entries `i..j`; a run of two or more is copied into `run` (which only
+    /// grows during a plan: its capacity is the stage's, so nothing moves).
+    fn plan_flow(&mut self, mut i: usize, j: usize) {
         let Self {
             staging,
             entries,
             run,
+            planned,
             gso,
         } = self;
-        let bytes = |e: &Entry| staging.get(e.start..e.start + e.len).unwrap_or(&[]);
         while i < j {
             let size = entries[i].len;
             let mut k = i + 1;
@@ -224,20 +266,24 @@ impl FlowTx {
                 }
             }
             if k - i >= 2 {
-                run.clear();
+                let start = run.len();
                 for e in &entries[i..k] {
-                    run.extend_from_slice(bytes(e));
+                    run.extend_from_slice(staging.get(e.start..e.start + e.len).unwrap_or(&[]));
                 }
-                each(FlowSend {
+                planned.push(Planned {
                     flow: entries[i].flow,
-                    payload: run,
+                    in_run: true,
+                    start,
+                    len: run.len() - start,
                     segment: Some(u16::try_from(size).unwrap_or(u16::MAX)),
                     datagrams: k - i,
                 });
             } else {
-                each(FlowSend {
+                planned.push(Planned {
                     flow: entries[i].flow,
-                    payload: bytes(&entries[i]),
+                    in_run: false,
+                    start: entries[i].start,
+                    len: entries[i].len,
                     segment: None,
                     datagrams: 1,
                 });
@@ -254,10 +300,12 @@ impl FlowTx {
         }
     }
 
-    /// Drops everything staged.
+    /// Drops everything staged (and the sends of the last [`Self::plan`]).
     pub fn clear(&mut self) {
         self.entries.clear();
         self.staging.clear();
+        self.planned.clear();
+        self.run.clear();
     }
 }
 

@@ -6,14 +6,14 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use dtls_io::{
-    BackendKind, IoConfig, IoCounters, SocketConfig, TxBatch, UdpIo, XdpConfig, XdpFilter, XdpIo,
-    XdpProgram, bind_udp, enable_gro, recv_segments, send_segments,
+    BackendKind, ConnectedSend, ConnectedSent, IoConfig, IoCounters, SocketConfig, TxBatch, UdpIo,
+    XdpConfig, XdpFilter, XdpIo, XdpProgram, bind_udp, enable_gro, recv_segments, send_segments,
 };
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -523,7 +523,7 @@ impl Shard {
         polled?;
         self.core.handle_timeout(now, &mut self.fx);
         self.register_opened();
-        self.handle_handoffs(now);
+        self.handle_handoffs(now)?;
         let mut rx = Received {
             core: &mut self.core,
             fx: &mut self.fx,
@@ -556,7 +556,7 @@ impl Shard {
                 }
             }
         }
-        self.core.flush_flows(&mut self.fx, send_flow);
+        flush_flows(&mut self.core, &mut self.fx, &mut self.io)?;
         self.core.pump();
         self.core.publish(&self.counters);
         if self.snapshots.is_requested() {
@@ -582,17 +582,18 @@ impl Shard {
 
     /// Records other shards received for this shard's sessions, as many as the transmit
     /// batch has room to answer.
-    fn handle_handoffs(&mut self, now: Instant) {
+    fn handle_handoffs(&mut self, now: Instant) -> Result<(), Error> {
         while !self.fx.net.is_full() {
             let Some(mut handoff) = self.core.queues().handoffs().pop() else {
                 break;
             };
             if self.fx.flows.needs_flush() {
-                self.core.flush_flows(&mut self.fx, send_flow);
+                flush_flows(&mut self.core, &mut self.fx, &mut self.io)?;
             }
             self.core
                 .handle_handoff(now, handoff.source, &mut handoff.datagram, &mut self.fx);
         }
+        Ok(())
     }
 
     /// Serve mode: hand records under CIDs naming other shards to them (see
@@ -769,6 +770,38 @@ fn drain(
         }
     }
     Ok(Drained::More)
+}
+
+/// Sends what the core staged for upstream flows. On a socket shard every flow's sends go
+/// to the kernel together ([`UdpIo::send_connected`]: one `io_uring_enter` for all of them,
+/// or one `sendmmsg` per flow), the end of a turn being the one flush point; an AF_XDP
+/// shard has no ring for its upstream sockets and makes one send call each.
+fn flush_flows(
+    core: &mut ShardCore<UdpSocket>,
+    fx: &mut Effects,
+    io: &mut ListenIo,
+) -> Result<(), Error> {
+    match io {
+        ListenIo::Socket(udp) => {
+            let mut failed = None;
+            core.flush_flows_together(fx, |sends| {
+                let sends = sends.map(|(socket, s)| ConnectedSend {
+                    socket: socket.as_fd(),
+                    payload: s.payload,
+                    segment: s.segment,
+                });
+                udp.send_connected(sends).unwrap_or_else(|e| {
+                    failed = Some(e);
+                    ConnectedSent::default()
+                })
+            });
+            failed.map_or(Ok(()), |e| Err(e.into()))
+        }
+        ListenIo::Xdp { .. } => {
+            core.flush_flows(fx, send_flow);
+            Ok(())
+        }
+    }
 }
 
 /// One send staged by the core on an upstream socket: a datagram, or a GSO run.

@@ -708,6 +708,12 @@ const SHARD_FAMILIES: &[(&str, &str, &str, ShardField)] = &[
         |s, _| s.upstream_send_calls,
     ),
     (
+        "dtlsd_upstream_send_syscalls_total",
+        "counter",
+        "Kernel calls that carried the upstream sends: one io_uring_enter for every flow's sends of a turn (io_uring), one sendmmsg per flow (mmsg).",
+        |s, _| s.upstream_send_syscalls,
+    ),
+    (
         "dtlsd_upstream_gro_receives_total",
         "counter",
         "Receives on upstream flows that brought two or more datagrams at once (UDP GRO).",

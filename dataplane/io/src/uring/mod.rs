@@ -32,6 +32,7 @@ use io_uring::types::{Fd, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
 
 use self::bufring::BufRing;
+use crate::connected::{CONNECTED_PER_ENTER, ConnectedSend, ConnectedSent, ConnectedSlots};
 use crate::counters::{Delta, IoCounters};
 use crate::error::UringUnavailable;
 use crate::mmsg::{account_in, account_out};
@@ -43,6 +44,8 @@ use crate::{Error, IoConfig, sys};
 
 const RECV_TAG: u64 = u64::MAX - 1;
 const CANCEL_TAG: u64 = u64::MAX - 2;
+/// User data of connected send `i` ([`UringIo::send_connected`]): `CONNECTED_TAG + i`.
+const CONNECTED_TAG: u64 = 1 << 48;
 const BGID: u16 = 0;
 /// `IORING_ENTER_GETEVENTS`.
 const ENTER_GETEVENTS: u32 = 1;
@@ -99,6 +102,8 @@ pub struct UringIo {
     stash: VecDeque<(i32, u32)>,
     slots: SendSlots,
     results: Vec<Option<i32>>,
+    connected: ConnectedSlots,
+    connected_results: Vec<Option<i32>>,
     queue: Vec<Unit>,
     retry: Vec<Unit>,
     orphans: Vec<Vec<u8>>,
@@ -144,7 +149,8 @@ impl UringIo {
         let buf_len = u32::try_from(buf_size).map_err(|_| Error::Config {
             what: "recv_buffer_size too large",
         })?;
-        let sq = u32::try_from(cfg.batch + 8)
+        // Room for a batch of sends, a re-arm and a set of connected sends.
+        let sq = u32::try_from(cfg.batch + 8 + CONNECTED_PER_ENTER)
             .unwrap_or(u32::MAX)
             .next_power_of_two();
         let cq = (u32::from(buffers) * 2).max(sq * 2);
@@ -181,6 +187,8 @@ impl UringIo {
             stash: VecDeque::with_capacity(cq as usize + usize::from(buffers)),
             slots: SendSlots::new(cfg.batch),
             results: vec![None; cfg.batch],
+            connected: ConnectedSlots::default(),
+            connected_results: vec![None; CONNECTED_PER_ENTER],
             queue: Vec::with_capacity(cfg.batch),
             retry: Vec::with_capacity(cfg.batch),
             orphans: Vec::new(),
@@ -210,6 +218,14 @@ impl UringIo {
             match cqe.user_data() {
                 RECV_TAG => self.stash.push_back((cqe.result(), cqe.flags())),
                 CANCEL_TAG => {}
+                tag if tag >= CONNECTED_TAG => {
+                    if let Some(r) = usize::try_from(tag - CONNECTED_TAG)
+                        .ok()
+                        .and_then(|s| self.connected_results.get_mut(s))
+                    {
+                        *r = Some(cqe.result());
+                    }
+                }
                 slot => {
                     if let Some(r) = usize::try_from(slot)
                         .ok()
@@ -558,6 +574,60 @@ impl UringIo {
                 return Ok(false);
             };
             self.submit_and_wait(1, left.min(Duration::from_millis(50)))?;
+        }
+    }
+
+    /// Sends on connected sockets: up to [`CONNECTED_PER_ENTER`] `sendmsg` SQEs (any
+    /// socket each, `MSG_DONTWAIT`) submitted in one `io_uring_enter`, which issues and
+    /// completes them; see [`crate::UdpIo::send_connected`].
+    pub(crate) fn send_connected<'a>(
+        &mut self,
+        sends: &mut impl Iterator<Item = ConnectedSend<'a>>,
+    ) -> Result<ConnectedSent, Error> {
+        let mut out = ConnectedSent::default();
+        loop {
+            let n = self.connected.fill(sends, CONNECTED_PER_ENTER);
+            if n == 0 {
+                return Ok(out);
+            }
+            for i in 0..n {
+                self.connected_results[i] = None;
+                let fd = Fd(self.connected.slots[i].fd);
+                let hdr = &raw const self.connected.hdrs[i].msg_hdr;
+                let e = opcode::SendMsg::new(fd, hdr)
+                    .flags(libc::MSG_DONTWAIT as u32)
+                    .build()
+                    .user_data(CONNECTED_TAG + i as u64);
+                self.push_sqe(&e)?;
+            }
+            out.syscalls += 1;
+            self.submit_and_run_completions()?;
+            out.syscalls += self.await_connected(n)?;
+            for i in 0..n {
+                match self.connected_results[i] {
+                    Some(r) if r >= 0 => self.connected.accepted(i, &mut out),
+                    Some(r) => self.connected.failed(i, -r, &mut out),
+                    None => self.connected.failed(i, 0, &mut out),
+                }
+            }
+        }
+    }
+
+    /// Waits until connected sends `0..n` have completed; returns the extra
+    /// `io_uring_enter` calls it made (none when the sends completed inside the submitting
+    /// call, as nonblocking UDP sends do). The payloads are the caller's, borrowed only for
+    /// the call: it never returns while the kernel may still read one. Past
+    /// [`COMPLETION_BOUND`] it keeps waiting rather than hand them back early (a
+    /// `MSG_DONTWAIT` send does not block, so the wait ends).
+    fn await_connected(&mut self, n: usize) -> Result<u64, Error> {
+        let mut calls = 0;
+        loop {
+            self.reap();
+            if self.connected_results[..n].iter().all(Option::is_some) {
+                return Ok(calls);
+            }
+            calls += 1;
+            self.submit_and_wait(1, Duration::from_millis(50))?;
         }
     }
 
