@@ -160,24 +160,7 @@ impl Daemon {
         } else {
             shard_count
         };
-        if let Some(interface) = &tuning.interface {
-            // Before anything is bound or attached: the reasons an operator can fix.
-            let shards = u32::try_from(shard_count).unwrap_or(u32::MAX);
-            let queues = dtls_io::check_xdp_interface(interface, listen[0].ip(), shards)
-                .map_err(|e| anyhow!("--io xdp: {e}"))?;
-            if let Some(queues) = queues.filter(|&q| q > shards) {
-                // The program passes frames of queues without a socket to the kernel, whose
-                // socket is not read: make RSS use only the shards' queues.
-                tracing::warn!(
-                    %interface,
-                    queues,
-                    shards,
-                    "interface has more receive queues than shards: datagrams the NIC puts on \
-                     queues {shards}..{queues} are not served (ethtool -L {interface} combined \
-                     {shards}, or ethtool -X {interface} equal {shards})"
-                );
-            }
-        }
+        let xdp_interface = xdp_interface(tuning, listen[0].ip(), shard_count)?;
         let workers = tuning
             .control_threads
             .unwrap_or_else(|| default_control_threads(shard_count))
@@ -247,7 +230,7 @@ impl Daemon {
                 only_v6: !tuning.dual_stack,
                 ..SocketConfig::default()
             },
-            tuning.interface.as_deref(),
+            xdp_interface,
         );
         let (shards, shard_sources, shard_listen) = match spawned {
             Ok(spawned) => spawned,
@@ -755,6 +738,60 @@ pub fn default_control_threads(shards: usize) -> usize {
 fn default_shards() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     if cores <= 2 { 1 } else { cores - 1 }
+}
+
+/// The interface the shards serve through AF_XDP, if any. With `io = "xdp"` every reason
+/// AF_XDP cannot work stops start-up; with `io = "auto"` and an interface, AF_XDP is tried
+/// first and the socket backends take over (io_uring, then recvmmsg/sendmmsg, each with its
+/// own logged reason) when the interface check or the set-up probe fails, logged with why.
+fn xdp_interface(
+    tuning: &Tuning,
+    listen: std::net::IpAddr,
+    shard_count: usize,
+) -> anyhow::Result<Option<&str>> {
+    let Some(interface) = tuning.interface.as_deref() else {
+        return Ok(None);
+    };
+    let shards = u32::try_from(shard_count).unwrap_or(u32::MAX);
+    // Before anything is bound or attached: the reasons an operator can fix.
+    let checked = dtls_io::check_xdp_interface(interface, listen, shards)
+        .map_err(|e| e.to_string())
+        .and_then(|queues| match tuning.io {
+            // The real set-up reports its own failure, naming the shard and queue.
+            IoMode::Xdp => Ok(queues),
+            _ => dtls_io::probe_xdp(interface)
+                .map(|()| queues)
+                .map_err(|e| e.to_string()),
+        });
+    let queues = match (checked, tuning.io) {
+        (Ok(queues), _) => queues,
+        (Err(reason), IoMode::Xdp) => return Err(anyhow!("--io xdp: {reason}")),
+        (Err(reason), _) => {
+            tracing::warn!(
+                %interface,
+                %reason,
+                "io auto: AF_XDP cannot be used on this interface; trying io_uring, then \
+                 recvmmsg/sendmmsg"
+            );
+            return Ok(None);
+        }
+    };
+    if tuning.io != IoMode::Xdp {
+        tracing::info!(%interface, "io auto: AF_XDP set-up works on this interface; using it");
+    }
+    if let Some(queues) = queues.filter(|&q| q > shards) {
+        // The program passes frames of queues without a socket to the kernel, whose
+        // socket is not read: make RSS use only the shards' queues.
+        tracing::warn!(
+            %interface,
+            queues,
+            shards,
+            "interface has more receive queues than shards: datagrams the NIC puts on \
+             queues {shards}..{queues} are not served (ethtool -L {interface} combined \
+             {shards}, or ethtool -X {interface} equal {shards})"
+        );
+    }
+    Ok(Some(interface))
 }
 
 fn io_mode(mode: IoMode) -> dtls_io::IoMode {

@@ -40,8 +40,8 @@ use std::time::Duration;
 
 use common::probe::Samples;
 use common::{
-    Client, DTLSD, IO_TIMEOUT, Peer, START_TIMEOUT, TempDir, certs, collect, free_udp_addr,
-    wait_exit, wait_for,
+    Client, DTLSD, Daemon, EchoBackend, IO_TIMEOUT, Peer, START_TIMEOUT, TempDir, certs, collect,
+    free_udp_addr, wait_exit, wait_for,
 };
 
 const ROLE: &str = "DTLSD_XDP_ROLE";
@@ -233,10 +233,11 @@ fn serve_over_af_xdp_relays_dtls_and_passes_everything_else() {
         "a refused start leaves no program behind"
     );
 
-    relay_through_xdp(&ns, &pki, 1, 1);
+    relay_through_xdp(&ns, &pki, "xdp", 1, 1);
 }
 
-/// Two receive queues on the veth, two shards: shard i serves queue i (the peer's transmit
+/// Two receive queues on the veth, two shards, `--io auto` (which picks AF_XDP since the
+/// interface is given and usable): shard i serves queue i (the peer's transmit
 /// queue, picked per flow, is the queue a frame arrives on), and every session of several
 /// clients completes and echoes whichever queue its flow hashed to; sessions are added until
 /// both queues have served one (each shard's `dtlsd_xdp_rx_frames_total` moved).
@@ -254,7 +255,7 @@ fn serve_over_af_xdp_with_two_shards_on_two_queues() {
     };
     let pki = TempDir::new("xdp2");
     certs(&pki);
-    relay_through_xdp(&ns, &pki, 2, 4);
+    relay_through_xdp(&ns, &pki, "auto", 2, 4);
 }
 
 /// The namespaces with `queues` queues per veth end, or `None` (printed) without `ip`.
@@ -269,10 +270,10 @@ fn namespaces(tag: &str, queues: u32) -> Option<Namespaces> {
     }
 }
 
-/// Runs the echo backend and `dtlsd serve --io xdp --shards {shards}` in ns A and
+/// Runs the echo backend and `dtlsd serve --io {io} --interface xa --shards {shards}` in ns A and
 /// `clients` DTLS sessions from ns B; checks the echoes, the metrics, ARP and ICMP, and that
 /// the program leaves with the daemon.
-fn relay_through_xdp(ns: &Namespaces, pki: &TempDir, shards: usize, clients: usize) {
+fn relay_through_xdp(ns: &Namespaces, pki: &TempDir, io: &str, shards: usize, clients: usize) {
     let mut echo = Reaped(
         role(&ns.serve, "echo", pki)
             .stdout(Stdio::piped())
@@ -299,7 +300,7 @@ fn relay_through_xdp(ns: &Namespaces, pki: &TempDir, shards: usize, clients: usi
             .args(["--backend", &format!("127.0.0.1:{BACKEND_PORT}")])
             .args(["--cert", &pki.file("server.pem")])
             .args(["--key", &pki.file("server.key")])
-            .args(["--io", "xdp", "--interface", "xa"])
+            .args(["--io", io, "--interface", "xa"])
             .args(["--shards", &shards.to_string()])
             .args(["--metrics", &metrics.to_string(), "--admin-socket", "off"])
             .stdin(Stdio::null())
@@ -315,6 +316,13 @@ fn relay_through_xdp(ns: &Namespaces, pki: &TempDir, shards: usize, clients: usi
         "dtlsd serve --io xdp did not start:\n{}",
         read_log()
     );
+    if io == "auto" {
+        assert!(
+            read_log().contains("io auto: AF_XDP set-up works"),
+            "io auto says it picked AF_XDP:\n{}",
+            read_log()
+        );
+    }
     // veth has copy mode only: the driver's refusal is the logged reason.
     assert!(
         read_log().contains("AF_XDP in copy mode"),
@@ -596,12 +604,12 @@ fn io_xdp_on_a_missing_interface_fails_at_start_naming_it() {
 }
 
 #[test]
-fn interface_without_io_xdp_and_io_xdp_without_interface_are_config_errors() {
-    let (status, log) = refused(&["--interface", "lo"]);
+fn interface_with_a_socket_backend_and_io_xdp_without_interface_are_config_errors() {
+    let (status, log) = refused(&["--io", "mmsg", "--interface", "lo"]);
     assert!(!status.success(), "{log}");
     assert!(
-        log.contains("interface") && log.contains("io = \"xdp\""),
-        "names the key and what it needs:\n{log}"
+        log.contains("interface") && log.contains("io = \"xdp\" or \"auto\""),
+        "names the key and what it goes with:\n{log}"
     );
     let (status, log) = refused(&["--io", "xdp"]);
     assert!(!status.success(), "{log}");
@@ -609,4 +617,31 @@ fn interface_without_io_xdp_and_io_xdp_without_interface_are_config_errors() {
         log.contains("interface") && log.contains("xdp"),
         "names the missing key:\n{log}"
     );
+}
+
+/// `--io auto` (the default) with an interface tries AF_XDP first; when it cannot work
+/// (here the interface does not exist) the daemon serves through the socket backends and
+/// logs why, and a session completes and echoes through it.
+#[test]
+fn io_auto_with_an_unusable_interface_serves_through_sockets_and_says_why() {
+    if std::env::var(ROLE).is_ok() {
+        return;
+    }
+    let pki = TempDir::new("xdp-auto");
+    certs(&pki);
+    let backend = EchoBackend::start();
+    let daemon = Daemon::start_serve(backend.addr, &pki, &["--interface", "nosuch0"]);
+    let log = daemon.log();
+    assert!(
+        log.contains("io auto: AF_XDP cannot be used")
+            && log.contains("nosuch0")
+            && log.contains("not found"),
+        "the fallback and its reason are logged:\n{log}"
+    );
+    assert!(
+        !log.contains("AF_XDP in copy mode") && !log.contains("AF_XDP in zero-copy mode"),
+        "no shard serves through AF_XDP:\n{log}"
+    );
+    let mut client = Client::connect(Client::config(&pki), daemon.listen);
+    client.echo(b"through the socket backend after io auto passed over AF_XDP");
 }

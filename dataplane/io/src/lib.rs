@@ -68,7 +68,7 @@ pub use steer::{CidSteering, FALLBACK, Insn, SteeringProgram, detach_steering};
 pub use tx::{MAX_GSO_BYTES, MAX_GSO_SEGMENTS, TxBatch, TxSend};
 pub use xdp::{
     BpfInsn, XdpConfig, XdpFilter, XdpIo, XdpProgram, XdpStats, XdpUnavailable,
-    check_interface as check_xdp_interface, disable_tx_checksum_offload,
+    check_interface as check_xdp_interface, disable_tx_checksum_offload, probe as probe_xdp,
 };
 
 /// Sends `payload` on a connected UDP socket without blocking: one datagram, or with

@@ -32,9 +32,10 @@ pub struct TuningFlags {
     /// their number when this is given].
     #[arg(long, value_name = "LIST")]
     pub cpus: Option<String>,
-    /// Datagram I/O backend; `auto` uses io_uring and falls back to recvmmsg/sendmmsg with a
-    /// logged reason; `xdp` (serve only, with --interface) is AF_XDP, an error when it cannot
-    /// be set up [default: auto].
+    /// Datagram I/O backend; `auto` tries AF_XDP first when --interface is given, then
+    /// io_uring, then recvmmsg/sendmmsg, logging why each one it passes over cannot be used;
+    /// `xdp` (serve only, with --interface) is AF_XDP, an error when it cannot be set up
+    /// [default: auto].
     #[arg(long, value_enum, value_name = "BACKEND")]
     pub io: Option<IoMode>,
     /// Path MTU toward peers, in bytes [default: 1400; 576..=9000].
@@ -184,9 +185,10 @@ pub struct ServeFlags {
     /// [default: secrets of this process, rotated by it].
     #[arg(long, value_name = "FILE")]
     pub key_store: Option<PathBuf>,
-    /// With --io xdp: the network interface the listen address is on, whose receive queues
-    /// the shards serve (shard i on queue i) through AF_XDP; needs CAP_NET_ADMIN and
-    /// CAP_BPF (see docs/operations.md). Only with --io xdp.
+    /// The network interface the listen address is on, whose receive queues the shards
+    /// serve (shard i on queue i) through AF_XDP; needs CAP_NET_ADMIN and CAP_BPF (see
+    /// docs/operations.md). With --io xdp (required there) or --io auto (AF_XDP tried
+    /// first; serve only).
     #[arg(long, value_name = "IF")]
     pub interface: Option<String>,
     /// TOML config file; flags given on the command line override its keys.

@@ -225,7 +225,8 @@ pub struct Tuning {
     pub cpus: Option<Vec<usize>>,
     /// Datagram I/O backend.
     pub io: IoMode,
-    /// The interface AF_XDP attaches to: `Some` exactly when `io` is `Xdp` (serve only).
+    /// The interface AF_XDP attaches to (serve only): always `Some` when `io` is `Xdp`; with
+    /// `Auto`, AF_XDP is tried first when it is `Some`.
     pub interface: Option<String>,
     /// Path MTU assumed toward peers, in bytes.
     pub mtu: u16,

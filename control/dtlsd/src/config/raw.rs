@@ -20,7 +20,8 @@ use super::limits::RawLimits;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum IoMode {
-    /// io_uring where the kernel allows it, else recvmmsg/sendmmsg (with a logged reason).
+    /// AF_XDP when `interface` is set and it can be set up, else io_uring where the kernel
+    /// allows it, else recvmmsg/sendmmsg (each fallback logged with its reason).
     #[default]
     Auto,
     /// io_uring only; setting it up failing is an error.

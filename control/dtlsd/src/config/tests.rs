@@ -1073,7 +1073,7 @@ fn listen_takes_one_address_or_a_list_each_entry_named_when_wrong() {
 }
 
 #[test]
-fn io_xdp_and_interface_go_together_in_serve_only() {
+fn interface_goes_with_io_xdp_or_auto_in_serve_only() {
     let body = "listen = \"10.0.0.1:4433\"\nbackend = \"127.0.0.1:9000\"\npsk = [\"a:0011\"]\n";
     let c = validate_serve(serve_toml(&format!(
         "{body}io = \"xdp\"\ninterface = \"veth0\"\n"
@@ -1084,13 +1084,22 @@ fn io_xdp_and_interface_go_together_in_serve_only() {
     let c = validate_serve(serve_toml(body)).expect("valid");
     assert_eq!(c.tuning.interface, None);
 
-    let l = lines(validate_serve(serve_toml(&format!(
-        "{body}interface = \"veth0\"\n"
-    ))));
-    assert!(
-        has(&l, "serve.interface:", "requires `io = \"xdp\"`"),
-        "{l:?}"
-    );
+    // With io = "auto" (also the default) an interface means: try AF_XDP first.
+    for io in ["", "io = \"auto\"\n"] {
+        let c = validate_serve(serve_toml(&format!("{body}{io}interface = \"veth0\"\n")))
+            .expect("valid auto serve config with an interface");
+        assert_eq!(c.tuning.io, IoMode::Auto);
+        assert_eq!(c.tuning.interface.as_deref(), Some("veth0"));
+    }
+    for io in ["uring", "mmsg"] {
+        let l = lines(validate_serve(serve_toml(&format!(
+            "{body}io = \"{io}\"\ninterface = \"veth0\"\n"
+        ))));
+        assert!(
+            has(&l, "serve.interface:", "io = \"xdp\" or \"auto\""),
+            "{io}: {l:?}"
+        );
+    }
     let l = lines(validate_serve(serve_toml(&format!("{body}io = \"xdp\"\n"))));
     assert!(has(&l, "serve.interface:", "needs the interface"), "{l:?}");
     for bad in ["", "a/b", "has space", "sixteen-bytes-xx"] {
@@ -1106,7 +1115,12 @@ fn io_xdp_and_interface_go_together_in_serve_only() {
         "listen = [\"10.0.0.1:4433\", \"10.0.0.2:4433\"]\nbackend = \"127.0.0.1:9000\"\n\
          psk = [\"a:0011\"]\nio = \"xdp\"\ninterface = \"veth0\"\n",
     )));
-    assert!(has(&l, "serve.listen:", "io = \"xdp\""), "{l:?}");
+    assert!(has(&l, "serve.listen:", "one listen address"), "{l:?}");
+    let l = lines(validate_serve(serve_toml(
+        "listen = [\"10.0.0.1:4433\", \"10.0.0.2:4433\"]\nbackend = \"127.0.0.1:9000\"\n\
+         psk = [\"a:0011\"]\ninterface = \"veth0\"\n",
+    )));
+    assert!(has(&l, "serve.listen:", "one listen address"), "{l:?}");
 
     let l = lines(validate_connect(connect_toml(
         "listen = \"127.0.0.1:5000\"\nserver = \"127.0.0.1:4433\"\n\

@@ -120,12 +120,13 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
         );
     }
     c.dual_stack(listen.as_deref().unwrap_or_default(), tuning.as_ref());
-    if raw.io == Some(super::IoMode::Xdp) && listen.as_ref().is_some_and(|l| l.len() > 1) {
+    let af_xdp = raw.io == Some(super::IoMode::Xdp) || raw.interface.is_some();
+    if af_xdp && listen.as_ref().is_some_and(|l| l.len() > 1) {
         // One XDP program per interface, redirecting one address and port.
         c.push(
             "listen",
             Problem::Conflicts {
-                other: "io = \"xdp\" (one listen address)",
+                other: "AF_XDP (io = \"xdp\", or `interface` with io = \"auto\"): one listen address",
             },
         );
     }
@@ -671,8 +672,9 @@ impl Checker {
         Some(items)
     }
 
-    /// `io = "xdp"` and `interface` go together, and only in `[serve]` (the listen side
-    /// of connect is local plaintext): `Some(None)` without AF_XDP, `Some(Some(name))` with.
+    /// `interface` goes with `io = "xdp"` (required) or `io = "auto"` (AF_XDP tried first),
+    /// and only in `[serve]` (the listen side of connect is local plaintext): `Some(None)`
+    /// without AF_XDP, `Some(Some(name))` with.
     fn interface(
         &mut self,
         io: Option<super::IoMode>,
@@ -683,22 +685,27 @@ impl Checker {
             self.push("io", Problem::XdpServeOnly);
             return None;
         }
-        match (xdp, interface) {
-            (false, None) => Some(None),
+        if interface.is_some() && self.role == Role::Connect {
+            self.push("interface", Problem::XdpServeOnly);
+            return None;
+        }
+        let auto = matches!(io, None | Some(super::IoMode::Auto));
+        match (xdp || auto, interface) {
+            (_, None) if !xdp => Some(None),
             (false, Some(_)) => {
                 self.push(
                     "interface",
-                    Problem::Requires {
-                        other: "io = \"xdp\"",
+                    Problem::Conflicts {
+                        other: "io = \"uring\" or \"mmsg\" (interface is for io = \"xdp\" or \"auto\")",
                     },
                 );
                 None
             }
-            (true, None) => {
+            (_, None) => {
                 self.push("interface", Problem::XdpNeedsInterface);
                 None
             }
-            (true, Some(name)) => {
+            (_, Some(name)) => {
                 // IFNAMSIZ is 16 with the NUL; '/' and whitespace are never in a name.
                 let bad = name.is_empty()
                     || name.len() > 15

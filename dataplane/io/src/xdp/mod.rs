@@ -184,6 +184,31 @@ pub fn check_interface(
     Ok(queues)
 }
 
+/// Tries the whole AF_XDP set-up once on `interface`'s receive queue 0 and undoes it: the
+/// XDP program loaded and attached through a bpf_link, an AF_XDP socket with a shard's
+/// UMEM (so the locked-memory limit is tried too) bound to the queue. For `--io auto`,
+/// which must know before any shard starts whether AF_XDP will work (privileges, kernel
+/// support, locked memory, another XDP program already attached, the driver), so that it
+/// can fall back to the socket backends with the reason. The probe's program redirects only
+/// UDP to 255.255.255.255 port 0, which no peer sends, and is detached when this returns.
+///
+/// # Errors
+/// Whatever [`XdpIo::new`] reports for this interface.
+pub fn probe(interface: &str) -> Result<(), Error> {
+    let mut cfg = XdpConfig::new(
+        interface,
+        // A program must redirect something to pass the verifier (with no address family
+        // its redirect is unreachable code): UDP to the broadcast address on port 0.
+        XdpFilter {
+            port: 0,
+            v4: Some(std::net::Ipv4Addr::BROADCAST),
+            v6: None,
+        },
+    );
+    cfg.queues = 1;
+    XdpIo::new(&cfg).map(drop)
+}
+
 /// Turns transmit checksum offload off on interface `name`, as `ethtool -K NAME tx off`
 /// would: for lab and test setups where local sockets send through a veth pair into an
 /// AF_XDP socket (their frames would otherwise carry partial UDP checksums, dropped as
