@@ -41,6 +41,10 @@ impl ControlThread {
         match message {
             ControlInbound::Handshake { peer, datagram } => {
                 self.handle_handshake_datagram(now, wall, shard, peer, &datagram);
+                // The shard copied it into a buffer of its pool: back there.
+                if let Some(queues) = self.shards.get(shard) {
+                    queues.recycle(datagram);
+                }
             }
             ControlInbound::SessionClosed {
                 session,
@@ -421,7 +425,13 @@ impl ControlThread {
         match outcome {
             AcceptOutcome::Reply(t) => {
                 ControlCounters::bump(&self.counters.cookies_sent);
-                let datagram = self.buf[..t.len].to_vec();
+                // From the shard's buffer pool (it recycles it once sent): a spoofed hello
+                // costs no allocation here either.
+                let bytes = &self.buf[..t.len];
+                let datagram = match self.shards.get(shard) {
+                    Some(queues) => queues.copy_datagram(bytes),
+                    None => bytes.to_vec(),
+                };
                 self.push(
                     shard,
                     ShardCommand::Transmit {
