@@ -206,6 +206,8 @@ struct Handshake {
     asked_cids: bool,
     /// DTLS 1.3: how many of the engine's spare CIDs of the peer went to the shard.
     spare_forwarded: usize,
+    /// Renegotiation requests the engine refused that the log has heard of.
+    renegotiations_logged: u64,
 }
 
 /// Spare CIDs a DTLS 1.3 client (`dtlsd connect`) asks the server for once the handshake
