@@ -55,6 +55,9 @@ pub struct ConnectionStats {
     /// `max_handshake_buffer` or the shared `reassembly_budget` (not fatal: the peer
     /// retransmits).
     pub buffer_refused: u64,
+    /// Renegotiation requests (an encrypted HelloRequest or ClientHello after completion)
+    /// refused with a no_renegotiation warning; the session goes on.
+    pub renegotiations_refused: u64,
 }
 
 /// Who a peer claims to be during a handshake ([`crate::Connection::claimed_identity`]).
@@ -624,6 +627,7 @@ impl Core {
         if outcome.renegotiation && self.is_established() {
             // RFC 5746 §4.2 / RFC 5246 §7.2.2: we do not renegotiate; refuse with a
             // no_renegotiation warning and keep the session.
+            self.stats.renegotiations_refused += 1;
             self.queue_alert(Alert {
                 level: AlertLevel::Warning,
                 description: AlertDescription::NoRenegotiation,

@@ -507,6 +507,8 @@ fn renegotiation_is_refused_with_warning() {
     let opened = opener.open(&mut buf[..t.len]).expect("open alert");
     assert_eq!(opened.plaintext, &[1, 100]);
     assert!(pair.client.is_established());
+    // Counted, so the driver can tell the operator (a log line per refusal).
+    assert_eq!(pair.client.stats().renegotiations_refused, 1);
 }
 
 #[test]

@@ -235,6 +235,26 @@ impl SessionLog for DaemonLog {
         );
     }
 
+    fn renegotiation_refused(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        version: &'static str,
+        alert_sent: bool,
+    ) {
+        if !self.allow(now, peer.addr) {
+            return;
+        }
+        tracing::warn!(
+            target: "dtlsd::session",
+            peer = %peer.addr,
+            server = %server(&peer),
+            version = %version,
+            alert_sent = %if alert_sent { "NoRenegotiation" } else { "-" },
+            "renegotiation refused; the session goes on"
+        );
+    }
+
     fn handshake_shed(&mut self, _now: Instant, peer: Peer) {
         tracing::debug!(
             target: "dtlsd::session",

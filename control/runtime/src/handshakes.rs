@@ -41,6 +41,10 @@ impl ControlThread {
         match message {
             ControlInbound::Handshake { peer, datagram } => {
                 self.handle_handshake_datagram(now, wall, shard, peer, &datagram);
+                // The shard copied it into a buffer of its pool: back there.
+                if let Some(queues) = self.shards.get(shard) {
+                    queues.recycle(datagram);
+                }
             }
             ControlInbound::SessionClosed {
                 session,
@@ -372,6 +376,7 @@ impl ControlThread {
                 asked_cids: false,
                 spare_forwarded: 0,
                 settled: false,
+                renegotiations_logged: 0,
             },
         );
         self.drain(now, peer);
@@ -395,6 +400,14 @@ impl ControlThread {
                     self.drain(now, peer);
                 } else {
                     ControlCounters::bump(&self.counters.acceptor_drops);
+                    // A DTLS 1.2 session's engine is gone after its grace period; the shard
+                    // sends protected handshake records here. After the handshake the
+                    // server has nothing to say in one but a renegotiation request
+                    // (HelloRequest), which we do not follow: dropped, and said so.
+                    if protected_handshake_record(datagram) {
+                        let who = self.peer(peer);
+                        self.log.renegotiation_refused(now, who, "1.2", false);
+                    }
                 }
                 return;
             }
@@ -422,7 +435,13 @@ impl ControlThread {
         match outcome {
             AcceptOutcome::Reply(t) => {
                 ControlCounters::bump(&self.counters.cookies_sent);
-                let datagram = self.buf[..t.len].to_vec();
+                // From the shard's buffer pool (it recycles it once sent): a spoofed hello
+                // costs no allocation here either.
+                let bytes = &self.buf[..t.len];
+                let datagram = match self.shards.get(shard) {
+                    Some(queues) => queues.copy_datagram(bytes),
+                    None => bytes.to_vec(),
+                };
                 self.push(
                     shard,
                     ShardCommand::Transmit {
@@ -680,6 +699,22 @@ impl ControlThread {
                     claimed: h.conn.claimed_identity(),
                 },
             );
+        }
+        // RFC 5746 §4.2, RFC 5246 §7.2.2: the engine refused a renegotiation request on the
+        // established session (a no_renegotiation warning; the session goes on). The
+        // operator hears of it.
+        let refused = h.conn.stats().renegotiations_refused;
+        if refused > h.renegotiations_logged {
+            h.renegotiations_logged = refused;
+            let who = Peer {
+                addr: peer,
+                server: match self.front {
+                    Front::Client { server } => Some(server),
+                    Front::Server(_) => None,
+                },
+            };
+            self.log
+                .renegotiation_refused(now, who, h.conn.version(), true);
         }
         // DTLS 1.3 client: once established (our Finished acknowledged), the server is
         // asked for spare CIDs, for our address changes (RFC 9147 §9). Once per session:
@@ -1053,6 +1088,12 @@ impl ControlThread {
             }
         }
     }
+}
+
+/// Whether `datagram` starts with a DTLS 1.2 record of handshake content under an epoch
+/// other than 0 (RFC 6347 §4.1: type, version, epoch, sequence number, length).
+fn protected_handshake_record(datagram: &[u8]) -> bool {
+    matches!(datagram, [22, 0xfe, 0xfd, e0, e1, ..] if [*e0, *e1] != [0, 0])
 }
 
 /// The shard's read state of a DTLS 1.3 epoch.

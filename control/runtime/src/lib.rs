@@ -209,6 +209,8 @@ struct Handshake {
     /// DTLS 1.3: the engine dropped its handshake-only state ([`Connection::settle`])
     /// once the grace period was over.
     settled: bool,
+    /// Renegotiation requests the engine refused that the log has heard of.
+    renegotiations_logged: u64,
 }
 
 /// Spare CIDs a DTLS 1.3 client (`dtlsd connect`) asks the server for once the handshake

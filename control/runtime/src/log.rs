@@ -90,6 +90,18 @@ pub trait SessionLog: Send {
         _alert_sent: bool,
     ) {
     }
+    /// The peer asked an established DTLS 1.2 session to renegotiate (a HelloRequest or
+    /// ClientHello under the session's keys) and was refused: with a no_renegotiation
+    /// warning when `alert_sent` (the session's engine was still there), silently when the
+    /// engine was gone. The session goes on either way.
+    fn renegotiation_refused(
+        &mut self,
+        _now: Instant,
+        _peer: Peer,
+        _version: &'static str,
+        _alert_sent: bool,
+    ) {
+    }
     /// A half-open handshake was dropped to make room for a newer one.
     fn handshake_shed(&mut self, _now: Instant, _peer: Peer) {}
     /// A session's keys reached its shard.

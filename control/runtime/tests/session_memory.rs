@@ -153,6 +153,8 @@ impl Shard {
                 }
                 ShardCommand::Transmit { datagram, .. } => {
                     c.handle_datagram(now, test_wall(), SERVER, &datagram);
+                    // As the shard does: the buffer goes back to the queues' pool.
+                    q.recycle(datagram);
                 }
                 _ => {}
             }

@@ -488,6 +488,9 @@ impl<F> ShardCore<F> {
                 let mut out = self.ctx.out(fx);
                 transmit(&self.table, &self.pending, &mut out, peer, &datagram);
                 self.refusals.after_transmit(peer, &mut out);
+                // Copied into the batch (or dropped, counted): the buffer goes back to
+                // the pool control took it from.
+                self.ctx.queues.recycle(datagram);
             }
         }
     }

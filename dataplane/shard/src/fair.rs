@@ -13,15 +13,24 @@
 //! bucket and then loses its excess there; every other source keeps its share. This is
 //! stochastic fair queueing (McKenney, 1990) with per-source buckets.
 //!
-//! Bounded: [`PER_BUCKET`] datagrams per bucket and a byte budget over all buckets, both
-//! fixed at construction; what does not fit is dropped and counted by the caller.
+//! Bounded: [`PER_BUCKET`] datagrams per bucket, [`MAX_STAGED`] over all buckets (a flood
+//! from many sources fills the stage up to there; the rest is dropped before any copy is
+//! made) and a
+//! byte budget, all fixed at construction; what does not fit is dropped and counted by the
+//! caller. The budget counts the memory each staged datagram holds, its buffer's capacity
+//! (a pooled buffer of [`POOL_BUFFER_BYTES`] for any datagram that fits one, see
+//! [`ShardQueues::take_buffer`]), not its length: a flood of tiny datagrams cannot hold
+//! more memory than the budget says. The copies come from the queues' buffer pool, so
+//! staging a datagram allocates nothing while the pool has buffers; a copy that does not
+//! make it into the control queue is recycled.
 
 use std::collections::VecDeque;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::queue::{ControlInbound, ShardQueues};
+pub(crate) use crate::queue::MAX_STAGED;
+use crate::queue::{ControlInbound, POOL_BUFFER_BYTES, ShardQueues};
 
 /// Buckets of the fair stage.
 pub(crate) const BUCKETS: usize = 64;
@@ -29,8 +38,14 @@ pub(crate) const BUCKETS: usize = 64;
 pub(crate) const PER_BUCKET: usize = 64;
 /// Messages the shard lets wait in the control queue at once; the rest wait here, fairly.
 pub(crate) const QUEUE_DEPTH: usize = 256;
-/// Default byte budget of the staged datagrams of one shard.
+/// Default byte budget of the staged datagrams of one shard (buffer capacity: 1024 pooled
+/// buffers).
 pub(crate) const DEFAULT_MAX_BYTES: usize = 2 << 20;
+
+/// The memory a staged copy of a `len`-byte datagram holds (see `ShardQueues::take_buffer`).
+fn held(len: usize) -> usize {
+    len.max(POOL_BUFFER_BYTES)
+}
 
 /// One staged datagram and its source.
 type Staged = (SocketAddr, Vec<u8>);
@@ -41,6 +56,9 @@ pub(crate) struct FairForward {
     buckets: Box<[VecDeque<Staged>]>,
     /// Non-empty buckets in round-robin order, each at most once.
     active: VecDeque<usize>,
+    /// Datagrams staged.
+    staged: usize,
+    /// Buffer capacity staged.
     bytes: usize,
     max_bytes: usize,
     hasher: RandomState,
@@ -54,6 +72,7 @@ impl FairForward {
                 .map(|_| VecDeque::with_capacity(PER_BUCKET))
                 .collect(),
             active: VecDeque::with_capacity(BUCKETS),
+            staged: 0,
             bytes: 0,
             max_bytes,
             hasher: RandomState::new(),
@@ -69,10 +88,12 @@ impl FairForward {
         (self.hasher.hash_one(key) % BUCKETS as u64) as usize
     }
 
-    /// Stages a copy of `datagram` from `peer`. Returns `false` (nothing staged) when its
-    /// bucket or the byte budget is full.
-    pub fn push(&mut self, peer: SocketAddr, datagram: &[u8]) -> bool {
-        if self.bytes + datagram.len() > self.max_bytes {
+    /// Stages a copy of `datagram` from `peer`, in a buffer of `queues`' pool. Returns
+    /// `false` (nothing staged, nothing copied) when its bucket, the stage or the byte
+    /// budget is full.
+    pub fn push(&mut self, queues: &ShardQueues, peer: SocketAddr, datagram: &[u8]) -> bool {
+        let held = held(datagram.len());
+        if self.staged >= MAX_STAGED || self.bytes + held > self.max_bytes {
             return false;
         }
         let b = self.bucket(peer.ip());
@@ -85,8 +106,9 @@ impl FairForward {
         if bucket.is_empty() {
             self.active.push_back(b);
         }
-        bucket.push_back((peer, datagram.to_vec()));
-        self.bytes += datagram.len();
+        bucket.push_back((peer, queues.copy_datagram(datagram)));
+        self.staged += 1;
+        self.bytes += held;
         true
     }
 
@@ -105,11 +127,12 @@ impl FairForward {
             let Some((peer, datagram)) = bucket.pop_front() else {
                 continue;
             };
-            let len = datagram.len();
+            let held = held(datagram.len());
             match queues.push_inbound(ControlInbound::Handshake { peer, datagram }) {
                 Ok(()) => {
                     moved += 1;
-                    self.bytes -= len;
+                    self.staged -= 1;
+                    self.bytes -= held;
                     if !bucket.is_empty() {
                         self.active.push_back(b);
                     }
@@ -129,10 +152,10 @@ impl FairForward {
 
     /// Datagrams staged now.
     pub fn len(&self) -> usize {
-        self.buckets.iter().map(VecDeque::len).sum()
+        self.staged
     }
 
-    /// Bytes staged now.
+    /// Buffer bytes staged now (capacity, see the module documentation).
     pub fn bytes(&self) -> usize {
         self.bytes
     }
@@ -163,7 +186,7 @@ mod tests {
         let mut f = FairForward::new(DEFAULT_MAX_BYTES);
         let noisy: SocketAddr = "10.0.0.1:1000".parse().expect("literal");
         // The flood arrives first and overflows its own bucket.
-        let staged = (0..1000).filter(|_| f.push(noisy, &[1; 100])).count();
+        let staged = (0..1000).filter(|_| f.push(&q, noisy, &[1; 100])).count();
         assert_eq!(staged, PER_BUCKET);
         // Then 20 quiet sources, one hello each, in 20 other buckets (the key is random, so
         // the addresses are chosen by bucket).
@@ -179,14 +202,14 @@ mod tests {
             .take(20)
             .collect();
         assert_eq!(quiet.len(), 20);
-        let quiet_staged = quiet.iter().filter(|p| f.push(**p, &[2; 100])).count();
+        let quiet_staged = quiet.iter().filter(|p| f.push(&q, **p, &[2; 100])).count();
         assert_eq!(quiet_staged, quiet.len());
         // A source that shares the flooder's bucket shares its fate (the price of hashing).
         let unlucky = (0..=u16::MAX)
             .map(|i| SocketAddr::from(([10, 2, (i >> 8) as u8, i as u8], 2000)))
             .find(|p| f.bucket(p.ip()) == f.bucket(noisy.ip()))
             .expect("65 536 addresses cover every bucket");
-        assert!(!f.push(unlucky, &[3; 100]));
+        assert!(!f.push(&q, unlucky, &[3; 100]));
         // The first QUEUE_DEPTH moved: every quiet source is among them, and the first round
         // takes one datagram from each bucket, the flood's included.
         assert_eq!(f.pump(&q), PER_BUCKET + quiet.len());
@@ -203,20 +226,38 @@ mod tests {
     #[test]
     fn the_stage_respects_the_queue_depth_and_byte_budget() {
         let q = ShardQueues::new(16, 4096);
-        let mut f = FairForward::new(10_000);
-        let peers: Vec<SocketAddr> = (0..200u16)
+        // The budget counts the buffers the copies hold, not their length.
+        let mut f = FairForward::new(100 * POOL_BUFFER_BYTES);
+        let peers: Vec<SocketAddr> = (0..2000u16)
             .map(|i| SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 9)))
             .collect();
-        let staged = peers.iter().filter(|p| f.push(**p, &[0; 100])).count();
-        assert_eq!(staged, 100, "10 000 bytes of 100-byte datagrams");
+        let staged = peers.iter().filter(|p| f.push(&q, **p, &[0; 10])).count();
+        assert_eq!(
+            staged, 100,
+            "100 pooled buffers, however short the datagrams"
+        );
+        assert_eq!(f.bytes(), 100 * POOL_BUFFER_BYTES);
         assert_eq!(f.pump(&q), 100);
         assert_eq!(q.inbound_len(), 100);
-        let staged = peers.iter().filter(|p| f.push(**p, &[0; 10])).count();
-        assert_eq!(staged, 200);
-        assert_eq!(f.pump(&q), QUEUE_DEPTH - 100, "only up to the depth");
+        assert_eq!((f.len(), f.bytes()), (0, 0));
+        for m in std::iter::from_fn(|| q.poll_inbound()) {
+            if let ControlInbound::Handshake { datagram, .. } = m {
+                q.recycle(datagram);
+            }
+        }
+        assert_eq!(
+            q.pool_misses(),
+            0,
+            "the copies came from the pool and went back"
+        );
+        // The count bound: a flood from many sources stops at MAX_STAGED.
+        let mut f = FairForward::new(DEFAULT_MAX_BYTES);
+        let staged = peers.iter().filter(|p| f.push(&q, **p, &[0; 100])).count();
+        assert_eq!(staged, MAX_STAGED);
+        assert_eq!(f.pump(&q), QUEUE_DEPTH, "only up to the depth");
+        assert_eq!(f.len(), MAX_STAGED - QUEUE_DEPTH);
+        assert_eq!(drain(&q).len(), QUEUE_DEPTH);
+        assert_eq!(f.pump(&q), QUEUE_DEPTH);
         assert!(!f.is_empty());
-        drain(&q);
-        assert_eq!(f.pump(&q), 200 - (QUEUE_DEPTH - 100));
-        assert!(f.is_empty());
     }
 }

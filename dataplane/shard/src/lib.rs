@@ -35,8 +35,10 @@
 //! names another node of the fleet goes to the daemon's node forwarder ([`NodeForward`],
 //! counted in `cid_forwards`).
 //!
-//! The per-packet path allocates nothing except the copy of a datagram handed to control,
-//! to another shard or to another node. Queues are bounded and lock-free; a full queue drops and counts, a
+//! The per-packet path allocates nothing except the copy of a datagram handed to another
+//! shard or to another node; the copies handed to control (and control's flights back) use
+//! the queues' buffer pool ([`ShardQueues::take_buffer`]), so a flood of spoofed hellos
+//! costs no allocation. Queues are bounded and lock-free; a full queue drops and counts, a
 //! shard never blocks.
 //!
 //! Of the protocol vocabulary (`dtls-proto`) it uses only the record-level part: content
@@ -75,8 +77,8 @@ pub use hash::{AddrHashBuilder, AddrHasher};
 pub use progress::Progress;
 pub use queue::{
     AeadLimit, CloseCause, CloseReason, ControlInbound, ControlLanes, DEFAULT_INBOUND_BYTES,
-    HeartbeatPolicy, InstallError, ReadKeys, ReadKeys13, SessionId, ShardCommand, ShardQueues,
-    WriteKeys, WriteKeys13,
+    HeartbeatPolicy, InstallError, MAX_STAGED, POOL_BUFFER_BYTES, POOL_BUFFERS_PER_LANE, ReadKeys,
+    ReadKeys13, SessionId, ShardCommand, ShardQueues, WriteKeys, WriteKeys13,
 };
 pub use records::{
     CidKey, EpochOpener, MAX_OLDER_READ_EPOCHS, MAX_SESSION_CID_LEN, MAX_SPARE_PEER_CIDS,

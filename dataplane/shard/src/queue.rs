@@ -21,6 +21,17 @@
 //! are copies of what unauthenticated peers sent, so their count alone does not bound the
 //! memory they hold.
 //!
+//! Datagram buffers: the copies of datagrams a shard hands to control and the flights
+//! control hands back are taken from a pool of [`ShardQueues::pool_capacity`] buffers of
+//! [`POOL_BUFFER_BYTES`] allocated with the queues ([`ShardQueues::take_buffer`]) and given
+//! back to it once used ([`ShardQueues::recycle`]): control recycles each handshake datagram
+//! after its turn with it, the shard each `Transmit` after copying it into its batch. A
+//! spoofed ClientHello answered with a HelloVerifyRequest or HelloRetryRequest therefore
+//! costs no heap allocation on either side. When the pool is empty (more datagrams in
+//! flight than it holds) or a datagram is larger than a pooled buffer, a buffer is
+//! allocated and counted ([`ShardQueues::pool_misses`]); a recycled buffer of the pooled
+//! size joins the pool while it has room, so the pool refills itself.
+//!
 //! Ordering: each queue is FIFO. Control should push `InstallKeys` for a session *before*
 //! the `Transmit` that carries its last handshake flight: the shard then holds the keys before
 //! the peer can answer that flight with application data.
@@ -44,6 +55,20 @@ use crate::session::SessionCounters;
 
 /// Default byte budget of the datagrams queued to control by one shard.
 pub const DEFAULT_INBOUND_BYTES: usize = 4 << 20;
+
+/// Datagrams a shard stages for control at most (its fair stage, see `fair`).
+pub const MAX_STAGED: usize = 1024;
+
+/// Buffers of each shard's datagram pool per control worker, beyond [`MAX_STAGED`]: the
+/// datagrams the shard lets wait in the worker's lane (256) and the worker's answers to a
+/// turn's worth of them (256). With `m` workers the pool holds `MAX_STAGED + m ·
+/// POOL_BUFFERS_PER_LANE` buffers ([`ShardQueues::pool_capacity`]): every copy in flight
+/// under a flood fits, so a flood allocates nothing however long it lasts.
+pub const POOL_BUFFERS_PER_LANE: usize = 512;
+
+/// Capacity of each pooled buffer: a datagram of a standard 1500-byte MTU with room to
+/// spare (a HelloVerifyRequest, a HelloRetryRequest with its cookie, a hello fragment).
+pub const POOL_BUFFER_BYTES: usize = 2048;
 
 /// Read state to install for one epoch: the key and the replay window size.
 #[derive(Debug)]
@@ -571,6 +596,10 @@ pub struct ShardQueues {
     asleep: AtomicBool,
     /// Wake-ups sent (commands that found the shard asleep).
     wakes: AtomicU64,
+    /// Free datagram buffers of [`POOL_BUFFER_BYTES`] (see the module documentation).
+    pool: ArrayQueue<Vec<u8>>,
+    /// Buffers allocated because the pool was empty or the datagram too large for one.
+    pool_misses: AtomicU64,
 }
 
 impl ShardQueues {
@@ -603,6 +632,7 @@ impl ShardQueues {
         inbound_bytes: usize,
         lanes: ControlLanes,
     ) -> Self {
+        let pool_capacity = MAX_STAGED + POOL_BUFFERS_PER_LANE * lanes.count();
         Self {
             commands: ArrayQueue::new(command_capacity.max(1)),
             inbound: (0..lanes.count())
@@ -617,7 +647,61 @@ impl ShardQueues {
             waker: OnceLock::new(),
             asleep: AtomicBool::new(false),
             wakes: AtomicU64::new(0),
+            pool: {
+                let pool = ArrayQueue::new(pool_capacity);
+                for _ in 0..pool_capacity {
+                    let _ = pool.push(Vec::with_capacity(POOL_BUFFER_BYTES));
+                }
+                pool
+            },
+            pool_misses: AtomicU64::new(0),
         }
+    }
+
+    /// An empty buffer with room for `len` bytes: a pooled one when `len` fits one and the
+    /// pool has one, else a new allocation (counted in [`ShardQueues::pool_misses`]). Hand
+    /// it back with [`ShardQueues::recycle`] once its bytes are used.
+    pub fn take_buffer(&self, len: usize) -> Vec<u8> {
+        if len <= POOL_BUFFER_BYTES
+            && let Some(buffer) = self.pool.pop()
+        {
+            return buffer;
+        }
+        self.pool_misses.fetch_add(1, Relaxed);
+        Vec::with_capacity(len.max(POOL_BUFFER_BYTES))
+    }
+
+    /// A copy of `datagram` in a buffer from [`ShardQueues::take_buffer`].
+    pub fn copy_datagram(&self, datagram: &[u8]) -> Vec<u8> {
+        let mut buffer = self.take_buffer(datagram.len());
+        buffer.extend_from_slice(datagram);
+        buffer
+    }
+
+    /// Gives a used buffer back: it joins the pool when it has the pooled capacity and the
+    /// pool has room; anything else is freed.
+    pub fn recycle(&self, mut buffer: Vec<u8>) {
+        if buffer.capacity() == POOL_BUFFER_BYTES {
+            buffer.clear();
+            // A full pool hands it back: it is freed here.
+            let _ = self.pool.push(buffer);
+        }
+    }
+
+    /// Free buffers in the pool now.
+    pub fn pool_len(&self) -> usize {
+        self.pool.len()
+    }
+
+    /// Buffers the pool holds when every one is back (all of them at the start).
+    pub fn pool_capacity(&self) -> usize {
+        self.pool.capacity()
+    }
+
+    /// Buffers allocated because the pool was empty or a datagram larger than a pooled
+    /// buffer (see [`ShardQueues::take_buffer`]).
+    pub fn pool_misses(&self) -> u64 {
+        self.pool_misses.load(Relaxed)
     }
 
     /// How inbound messages are spread over the control workers.
@@ -826,5 +910,42 @@ mod tests {
         // A message bigger than the whole budget still goes through an empty queue.
         let big = ShardQueues::with_inbound_bytes(4, 16, 10);
         assert!(big.push_inbound(msg(100)).is_ok());
+    }
+
+    #[test]
+    fn pooled_buffers_go_round_and_the_pool_refills_itself() {
+        let q = ShardQueues::new(4, 4);
+        assert_eq!(q.pool_len(), q.pool_capacity());
+        let a = q.copy_datagram(&[7; 1200]);
+        assert_eq!(
+            (a.as_slice(), a.capacity()),
+            (&[7; 1200][..], POOL_BUFFER_BYTES)
+        );
+        assert_eq!((q.pool_len(), q.pool_misses()), (q.pool_capacity() - 1, 0));
+        q.recycle(a);
+        assert_eq!(q.pool_len(), q.pool_capacity());
+        // Larger than a pooled buffer: allocated, counted, and freed (not pooled) after.
+        let big = q.copy_datagram(&[1; POOL_BUFFER_BYTES + 1]);
+        assert_eq!(q.pool_misses(), 1);
+        q.recycle(big);
+        assert_eq!(q.pool_len(), q.pool_capacity());
+        // An empty pool allocates a buffer of the pooled size, which then joins the pool
+        // (buffers lost on the way are replaced that way); a full pool frees what comes back.
+        let taken: Vec<Vec<u8>> = (0..q.pool_capacity()).map(|_| q.take_buffer(10)).collect();
+        assert_eq!((q.pool_len(), q.pool_misses()), (0, 1));
+        let extra = q.take_buffer(10);
+        assert_eq!((extra.capacity(), q.pool_misses()), (POOL_BUFFER_BYTES, 2));
+        q.recycle(extra);
+        assert_eq!(q.pool_len(), 1);
+        for b in taken {
+            q.recycle(b);
+        }
+        assert_eq!(q.pool_len(), q.pool_capacity());
+        q.recycle(Vec::with_capacity(POOL_BUFFER_BYTES));
+        assert_eq!(q.pool_len(), q.pool_capacity());
+        // Foreign buffers (another capacity) never join it.
+        let _ = q.take_buffer(1);
+        q.recycle(vec![0; 100]);
+        assert_eq!(q.pool_len(), q.pool_capacity() - 1);
     }
 }

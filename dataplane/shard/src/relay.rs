@@ -213,7 +213,7 @@ impl Out<'_> {
     /// Hands a datagram to control through the fair stage (see `fair`): a source whose
     /// share is full loses its excess there, counted as `drop_handshake_overflow`.
     pub fn forward(&mut self, peer: SocketAddr, datagram: &[u8]) {
-        if self.fair.push(peer, datagram) {
+        if self.fair.push(self.queues, peer, datagram) {
             self.tally.handshake_forwarded += 1;
             if self.fair.len() >= crate::fair::PER_BUCKET {
                 self.fair.pump(self.queues);
