@@ -382,10 +382,12 @@ impl Connection {
         let Inner::V13(e) = &mut self.inner else {
             return 0;
         };
-        e.core.retire_connection_ids(now, retired).unwrap_or_else(|err| {
-            e.core.fail(err);
-            0
-        })
+        e.core
+            .retire_connection_ids(now, retired)
+            .unwrap_or_else(|err| {
+                e.core.fail(err);
+                0
+            })
     }
 
     /// DTLS 1.3: the data plane put `cid`, the peer's oldest spare CID, in its records

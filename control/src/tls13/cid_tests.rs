@@ -380,7 +380,10 @@ fn move_on(pair: &mut Pair) -> Vec<u8> {
     pair.client.peer_cid_rotated(now, &next);
     let server = pair.server.as_mut().expect("server");
     let local = server.connection_ids13().expect("cids").0.to_vec();
-    let at = local.iter().position(|c| *c == next).expect("one of the server's");
+    let at = local
+        .iter()
+        .position(|c| *c == next)
+        .expect("one of the server's");
     assert_eq!(server.retire_connection_ids(now, &local[..at]), at);
     settle(pair, Duration::from_secs(10));
     next
@@ -419,7 +422,11 @@ fn retired_cids_are_replaced_unasked_within_the_bounds() {
         assert_eq!(spares.last(), fresh.last());
         let core = &server(&mut pair).core;
         let cids = core.cids.as_ref().expect("cids");
-        assert_eq!(cids.local.first(), Some(&now_used), "the retired ones are gone");
+        assert_eq!(
+            cids.local.first(),
+            Some(&now_used),
+            "the retired ones are gone"
+        );
         assert_eq!(cids.issued_live(), MAX_ISSUED_CIDS);
     }
     // No more than `MAX_ISSUED_CIDS` unused at the peer: a request on top gets none.
@@ -437,9 +444,15 @@ fn retired_cids_are_replaced_unasked_within_the_bounds() {
     assert_eq!(newly_issued(&mut pair).len(), 1);
     seen.borrow_mut().clear();
     move_on(&mut pair);
-    assert!(newly_issued(&mut pair).is_empty(), "the session's share is spent");
+    assert!(
+        newly_issued(&mut pair).is_empty(),
+        "the session's share is spent"
+    );
     let from_server = record_cids(&seen, false, 4);
-    assert!(from_server.is_empty(), "no empty NewConnectionId goes out unasked");
+    assert!(
+        from_server.is_empty(),
+        "no empty NewConnectionId goes out unasked"
+    );
     let core = &server(&mut pair).core;
     assert_eq!(
         core.cids.as_ref().expect("cids").issued_total,
@@ -480,7 +493,12 @@ fn a_rotation_that_leaves_few_spares_asks_for_more() {
     assert_eq!(spares.len(), 1 + fresh.len());
     assert_eq!(&spares[1..], &fresh[..]);
     // Rotating to a CID the engine uses already, or without CIDs: nothing.
-    let current = engine(&mut pair.client).core.cids.clone().expect("cids").peer;
+    let current = engine(&mut pair.client)
+        .core
+        .cids
+        .clone()
+        .expect("cids")
+        .peer;
     assert!(!pair.client.peer_cid_rotated(pair.now, &current));
     assert!(pair.client.is_established() && !pair.client.is_finished());
 }

@@ -166,11 +166,20 @@ fn with_any_codepoint_the_program_follows_a_key_rotation() {
         // Another length, or a shard past the group: the hash.
         let cid = encrypted(codepoint << 5 | 9, 1);
         assert_eq!(interpret(&program, &record13(&cid)), FALLBACK);
-        assert_eq!(interpret(&program, &record13(&encrypted(codepoint << 5 | 7, 4))), FALLBACK);
+        assert_eq!(
+            interpret(&program, &record13(&encrypted(codepoint << 5 | 7, 4))),
+            FALLBACK
+        );
     }
     // Codepoint 0b111 is reserved for unroutable CIDs: the hash.
-    assert_eq!(interpret(&program, &record12(&encrypted(0xe7, 1))), FALLBACK);
-    assert_eq!(interpret(&program, &record13(&encrypted(0xe7, 1))), FALLBACK);
+    assert_eq!(
+        interpret(&program, &record12(&encrypted(0xe7, 1))),
+        FALLBACK
+    );
+    assert_eq!(
+        interpret(&program, &record13(&encrypted(0xe7, 1))),
+        FALLBACK
+    );
     // Without `any_codepoint` only the configured codepoint is steered.
     let fixed = SteeringProgram::new(&CidSteering {
         any_codepoint: false,
