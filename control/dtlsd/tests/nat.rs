@@ -216,6 +216,34 @@ fn through_a_rebinding_nat<const ROUNDS: usize, const REBINDS: u64>(tag: &str, v
                     std::thread::sleep(Duration::from_millis(20));
                 }
             }
+            if v13 && REBINDS > FIRST_SPARES {
+                // Past the first spares, the replacements (a NewConnectionId from serve for
+                // each CID the client moved past, or an answer to connect's request) come
+                // a round trip or a retransmission after the move that used one up: the
+                // NAT waits until connect holds a spare it has not used (a real NAT does not
+                // rebind every few milliseconds).
+                let deadline = Instant::now() + Duration::from_secs(20);
+                let spare_left = || {
+                    let got = connect.metric("dtlsd_peer_cids_spare_total").unwrap_or(0);
+                    let used = connect
+                        .metric("dtlsd_cid_rotations_total{shard=\"0\"}")
+                        .unwrap_or(0);
+                    got > used
+                };
+                while !spare_left() {
+                    assert!(
+                        Instant::now() < deadline,
+                        "round {round}: no spare CID left: connect spares {:?} requests {:?} \
+                         rotations {:?}; serve retirements {:?}\n{}",
+                        connect.metric("dtlsd_peer_cids_spare_total"),
+                        connect.metric("dtlsd_cid_requests_total"),
+                        connect.metric("dtlsd_cid_rotations_total{shard=\"0\"}"),
+                        serve.metric("dtlsd_cid_retirements_total"),
+                        connect.log()
+                    );
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
             nat.rebind();
         }
         let sent = datagram(round);
@@ -278,7 +306,18 @@ fn through_a_rebinding_nat<const ROUNDS: usize, const REBINDS: u64>(tag: &str, v
             .collect();
         for (i, a) in last.iter().enumerate() {
             for b in &last[i + 1..] {
-                assert_ne!(a, b, "a CID used on two paths: {last:02x?}");
+                assert_ne!(
+                    a,
+                    b,
+                    "a CID used on two paths: {last:02x?}; connect: spares {:?} requests {:?} \
+                     rotations {:?}; serve: retirements {:?} retired {:?} post_handshake {:?}",
+                    connect.metric("dtlsd_peer_cids_spare_total"),
+                    connect.metric("dtlsd_cid_requests_total"),
+                    connect_metric("dtlsd_cid_rotations_total"),
+                    serve.metric("dtlsd_cid_retirements_total"),
+                    serve_metric("dtlsd_cids_retired_total"),
+                    serve.metric("dtlsd_post_handshake_total"),
+                );
             }
         }
         assert!(

@@ -352,9 +352,8 @@ impl Core13 {
         let Some(cids) = self.cids.as_ref() else {
             return Ok(false);
         };
-        let want = usize::from(cids.want_cids)
-            .max(SPARE_CIDS_LOW)
-            .min(MAX_SPARE_CIDS);
+        // SPARE_CIDS_LOW (2) <= MAX_SPARE_CIDS (8): clamp cannot panic.
+        let want = usize::from(cids.want_cids).clamp(SPARE_CIDS_LOW, MAX_SPARE_CIDS);
         let missing = want.saturating_sub(cids.spare.len());
         let count = u8::try_from(missing).unwrap_or(u8::MAX);
         self.send_request(now, count)
