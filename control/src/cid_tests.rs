@@ -280,7 +280,7 @@ fn rrc_handshake(client: (Option<u8>, bool), server: (Option<u8>, bool)) -> (boo
 
 #[test]
 fn rrc_is_negotiated_with_cids_when_both_sides_offer_it() {
-    // RFC 9853 §4: both sides on (the default) and CIDs on, either length.
+    // RFC 9853 §3: both sides on (the default) and CIDs on, either length.
     assert_eq!(
         rrc_handshake((Some(4), true), (Some(8), true)),
         (true, true)

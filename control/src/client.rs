@@ -227,7 +227,7 @@ pub(crate) fn build_client_hello(
                 ext_type: ExtensionType::ConnectionId,
                 data,
             });
-            // RFC 9853 §4: "A client offering the `rrc` extension MUST also offer the
+            // RFC 9853 §3: "A client offering the `rrc` extension MUST also offer the
             // `connection_id` extension"; its extension_data is empty.
             if config.rrc {
                 ext.other.push(RawExtension {
@@ -422,7 +422,7 @@ impl ClientState {
                     what: "server connection ID longer than 20 bytes",
                 });
             }
-            // RFC 9853 §4: "The client and server MUST NOT use RRC unless both sides have
+            // RFC 9853 §3: "The client and server MUST NOT use RRC unless both sides have
             // successfully exchanged `rrc` extensions."
             let rrc = match ext.raw(ExtensionType::Rrc) {
                 Some([]) => true,

@@ -238,7 +238,7 @@ pub struct Config {
     /// offered (client) or answered (server, to a client that offered it with
     /// connection_id), and a session where both sides sent it checks a new peer address
     /// before moving to it (the data plane does the check). Default on (it only matters
-    /// when [`Config::connection_id`] is on). RFC 9853 §4: "A client offering the
+    /// when [`Config::connection_id`] is on). RFC 9853 §3: "A client offering the
     /// `connection_id` extension SHOULD also offer the `rrc` extension".
     pub rrc: bool,
     /// Server: who may connect among the clients whose certificate verified (ghostunnel's

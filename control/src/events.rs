@@ -49,8 +49,8 @@ pub enum Event {
     /// acknowledged (RFC 9147 §8: not before).
     KeysUpdated(Box<UpdatedKeys>),
     /// DTLS 1.3 connection IDs changed after the handshake (RFC 9147 §9): CIDs of ours we
-    /// gave the peer in a NewConnectionId, and the peer's CID to put in our records from
-    /// now on when it asked for that (cid_immediate).
+    /// gave the peer in a NewConnectionId, the peer's CID to put in our records from now
+    /// on when it asked for that (cid_immediate), and spare CIDs it gave us.
     ConnectionIds(Box<CidUpdate>),
     /// The session was closed with close_notify (sent by us or by the peer).
     Closed {
@@ -147,6 +147,9 @@ pub struct CidUpdate {
     pub issued: Vec<Vec<u8>>,
     /// The peer's CID for our records from now on (the data plane's header changes).
     pub peer: Option<Vec<u8>>,
+    /// Spare CIDs the peer gave us (NewConnectionId with usage cid_spare), oldest first,
+    /// for our records after an address change (RFC 9147 §9).
+    pub spare: Vec<Vec<u8>>,
 }
 
 /// The record keys of a completed session, by protocol version.
@@ -194,7 +197,7 @@ pub struct SessionKeys {
     /// The peer's connection ID: what we put in our records to it (`tls12_cid` records when
     /// non-empty). `None` when CIDs were not negotiated; empty when the peer asked for none.
     pub peer_cid: Option<Vec<u8>>,
-    /// Both sides negotiated the return-routability check (RFC 9853 §4, only with CIDs):
+    /// Both sides negotiated the return-routability check (RFC 9853 §3, only with CIDs):
     /// the data plane checks a new peer address before moving the session to it.
     pub rrc: bool,
     /// Who the peer proved to be.

@@ -58,7 +58,7 @@ pub(crate) struct Cids {
     pub(crate) local: Vec<u8>,
     /// The peer's: what we put in our records to it.
     pub(crate) peer: Vec<u8>,
-    /// Both sides sent the `rrc` extension (RFC 9853 §4).
+    /// Both sides sent the `rrc` extension (RFC 9853 §3).
     pub(crate) rrc: bool,
 }
 

@@ -337,7 +337,7 @@ impl ServerState {
                 ext_type: ExtensionType::ConnectionId,
                 data,
             });
-            // RFC 9853 §4: the server answers `rrc` (empty) to a client that offered it
+            // RFC 9853 §3: the server answers `rrc` (empty) to a client that offered it
             // with connection_id ("If the client includes the `rrc` extension in its
             // ClientHello but omits the `connection_id` extension, the server MUST NOT
             // include the `rrc` extension": this branch has both).

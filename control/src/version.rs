@@ -372,6 +372,52 @@ impl Connection {
         }
     }
 
+    /// DTLS 1.3: the data plane retired `retired`, CIDs of ours, because the peer moved
+    /// on to a later one (RFC 9147 §9). The engine forgets them and replaces them with
+    /// fresh ones in a NewConnectionId of its own (cid_spare, unasked), within its bounds
+    /// on CIDs outstanding and issued over the session; the new CIDs come as
+    /// [`Event::ConnectionIds`]. Returns how many were the engine's. Nothing happens
+    /// without CIDs, before completion or in DTLS 1.2.
+    pub fn retire_connection_ids(&mut self, now: Instant, retired: &[Vec<u8>]) -> usize {
+        let Inner::V13(e) = &mut self.inner else {
+            return 0;
+        };
+        e.core
+            .retire_connection_ids(now, retired)
+            .unwrap_or_else(|err| {
+                e.core.fail(err);
+                0
+            })
+    }
+
+    /// DTLS 1.3: the data plane put `cid`, the peer's oldest spare CID, in its records
+    /// after an address change (RFC 9147 §9). The engine's own records (ACKs,
+    /// post-handshake messages) carry it from now on, and when few spares are left the
+    /// peer is asked for more (RequestConnectionId, now or once the engine's flight under
+    /// way is acknowledged). Returns whether such a request was made. Nothing happens
+    /// without CIDs, before completion or in DTLS 1.2.
+    pub fn peer_cid_rotated(&mut self, now: Instant, cid: &[u8]) -> bool {
+        let Inner::V13(e) = &mut self.inner else {
+            return false;
+        };
+        e.core.peer_cid_rotated(now, cid).unwrap_or_else(|err| {
+            e.core.fail(err);
+            false
+        })
+    }
+
+    /// DTLS 1.3: the session's path changed (the peer's address moved, or ours did): a
+    /// post-handshake flight of the engine still unacknowledged went to the old path and
+    /// is likely lost, so it is sent again now rather than after the retransmission
+    /// timer (which restarts from its initial value). Nothing happens in DTLS 1.2, before
+    /// completion or without such a flight.
+    pub fn path_changed(&mut self, now: Instant) {
+        let Inner::V13(e) = &mut self.inner else {
+            return;
+        };
+        e.core.path_changed(now);
+    }
+
     /// DTLS 1.3: the connection IDs in use, once negotiated: ours (the handshake's first,
     /// then those issued with NewConnectionId) and the peer's current one (what our
     /// records carry; empty: none). `None` without CIDs and in DTLS 1.2 (see

@@ -696,6 +696,9 @@ fn steering(cids: &CidRouting, groups: &[usize], takeover: bool) -> Steer {
                     // At most 20 (QUIC-LB).
                     cid_len: u8::try_from(cids.field.cid_len()).unwrap_or(u8::MAX),
                     first_octet: cids.field.first_octet(),
+                    // Encrypted CIDs change codepoint when their keys rotate (SIGHUP): the
+                    // program, attached once, steers every routable codepoint.
+                    any_codepoint: cids.field.is_encrypted(),
                     shard_bit_offset: cids.field.bit_offset(),
                     shard_bits: cids.field.bits(),
                     first_shard: u16::try_from(first).unwrap_or(u16::MAX),

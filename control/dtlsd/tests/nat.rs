@@ -173,11 +173,12 @@ fn datagram(round: usize) -> Vec<u8> {
     d
 }
 
+/// Spare CIDs `dtlsd connect` asks the server for once its DTLS 1.3 handshake is done.
+const FIRST_SPARES: u64 = 8;
+
 /// One source through `dtlsd connect --versions <version>` behind the NAT; the NAT
-/// changes the client's port `REBINDS` times between lock-step echoes.
-fn through_a_rebinding_nat(tag: &str, version: &str) {
-    const ROUNDS: usize = 24;
-    const REBINDS: u64 = 3;
+/// changes the client's port `REBINDS` times between lock-step echoes, `ROUNDS` in all.
+fn through_a_rebinding_nat<const ROUNDS: usize, const REBINDS: u64>(tag: &str, version: &str) {
     let pki = TempDir::new(tag);
     certs(&pki);
     let backend = EchoBackend::start();
@@ -200,7 +201,7 @@ fn through_a_rebinding_nat(tag: &str, version: &str) {
                 let deadline = Instant::now() + Duration::from_secs(20);
                 while connect
                     .metric("dtlsd_peer_cids_spare_total")
-                    .is_none_or(|n| n < REBINDS)
+                    .is_none_or(|n| n < REBINDS.min(FIRST_SPARES))
                 {
                     assert!(
                         Instant::now() < deadline,
@@ -213,6 +214,34 @@ fn through_a_rebinding_nat(tag: &str, version: &str) {
                         connect.log()
                     );
                     std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            if v13 && REBINDS > FIRST_SPARES {
+                // Past the first spares, the replacements (a NewConnectionId from serve for
+                // each CID the client moved past, or an answer to connect's request) come
+                // a round trip or a retransmission after the move that used one up: the
+                // NAT waits until connect holds a spare it has not used (a real NAT does not
+                // rebind every few milliseconds).
+                let deadline = Instant::now() + Duration::from_secs(20);
+                let spare_left = || {
+                    let got = connect.metric("dtlsd_peer_cids_spare_total").unwrap_or(0);
+                    let used = connect
+                        .metric("dtlsd_cid_rotations_total{shard=\"0\"}")
+                        .unwrap_or(0);
+                    got > used
+                };
+                while !spare_left() {
+                    assert!(
+                        Instant::now() < deadline,
+                        "round {round}: no spare CID left: connect spares {:?} requests {:?} \
+                         rotations {:?}; serve retirements {:?}\n{}",
+                        connect.metric("dtlsd_peer_cids_spare_total"),
+                        connect.metric("dtlsd_cid_requests_total"),
+                        connect.metric("dtlsd_cid_rotations_total{shard=\"0\"}"),
+                        serve.metric("dtlsd_cid_retirements_total"),
+                        connect.log()
+                    );
+                    std::thread::sleep(Duration::from_millis(5));
                 }
             }
             nat.rebind();
@@ -277,7 +306,18 @@ fn through_a_rebinding_nat(tag: &str, version: &str) {
             .collect();
         for (i, a) in last.iter().enumerate() {
             for b in &last[i + 1..] {
-                assert_ne!(a, b, "a CID used on two paths: {last:02x?}");
+                assert_ne!(
+                    a,
+                    b,
+                    "a CID used on two paths: {last:02x?}; connect: spares {:?} requests {:?} \
+                     rotations {:?}; serve: retirements {:?} retired {:?} post_handshake {:?}",
+                    connect.metric("dtlsd_peer_cids_spare_total"),
+                    connect.metric("dtlsd_cid_requests_total"),
+                    connect_metric("dtlsd_cid_rotations_total"),
+                    serve.metric("dtlsd_cid_retirements_total"),
+                    serve_metric("dtlsd_cids_retired_total"),
+                    serve.metric("dtlsd_post_handshake_total"),
+                );
             }
         }
         assert!(
@@ -287,6 +327,23 @@ fn through_a_rebinding_nat(tag: &str, version: &str) {
         );
         assert!(serve_metric("dtlsd_peer_cid_switches_total").is_some_and(|n| n >= REBINDS));
         assert!(serve_metric("dtlsd_cids_retired_total").is_some_and(|n| n >= REBINDS));
+        // Each retirement reached serve's engine, which replaced the retired CIDs unasked
+        // (RFC 9147 §9), so connect never ran out of fresh ones (above).
+        assert!(
+            serve
+                .metric("dtlsd_cid_retirements_total")
+                .is_some_and(|n| n >= REBINDS),
+            "{}",
+            serve.log()
+        );
+        if REBINDS > FIRST_SPARES {
+            assert!(
+                connect
+                    .metric("dtlsd_peer_cids_spare_total")
+                    .is_some_and(|n| n > FIRST_SPARES),
+                "more spares than the first ones"
+            );
+        }
     }
     assert_eq!(serve_metric("dtlsd_rrc_failed_total"), Some(0));
     // The client role answered each challenge (retransmitted ones included).
@@ -300,10 +357,18 @@ fn through_a_rebinding_nat(tag: &str, version: &str) {
 
 #[test]
 fn dtls12_connect_behind_a_rebinding_nat_keeps_its_session() {
-    through_a_rebinding_nat("nat12", "1.2");
+    through_a_rebinding_nat::<24, 3>("nat12", "1.2");
 }
 
 #[test]
 fn dtls13_connect_behind_a_rebinding_nat_keeps_its_session() {
-    through_a_rebinding_nat("nat13", "1.3");
+    through_a_rebinding_nat::<24, 3>("nat13", "1.3");
+}
+
+/// More moves than the spare CIDs connect first got: the server replaces each CID the
+/// client moved past (and connect asks for more when few are left), so every path still
+/// gets a CID never seen on another (RFC 9147 §9, RFC 9853 §9).
+#[test]
+fn dtls13_connect_keeps_fresh_cids_across_more_moves_than_its_first_spares() {
+    through_a_rebinding_nat::<26, 12>("nat13many", "1.3");
 }

@@ -119,6 +119,13 @@ counters! {
     /// DTLS 1.3 spare connection IDs of peers (NewConnectionId, RFC 9147 §9) handed to a
     /// shard, which puts them in its records after address changes.
     peer_cids_spare,
+    /// DTLS 1.3 requests for more spare connection IDs of a peer (RequestConnectionId,
+    /// RFC 9147 §9) after a shard's rotation left fewer than two: made, or waiting for
+    /// the engine's flight under way.
+    cid_requests,
+    /// DTLS 1.3 retirements of our connection IDs reported by the shards (the peer moved
+    /// on to a later one); the engine replaces them unasked within its bounds.
+    cid_retirements,
     /// Configurations reloaded (SIGHUP) and in use for new handshakes.
     reloads,
     /// Reloaded configurations refused by validation (the previous one stays).

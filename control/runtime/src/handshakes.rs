@@ -67,7 +67,13 @@ impl ControlThread {
                 session,
                 from,
                 peer,
-            } => self.peer_moved(session, from, peer),
+            } => self.peer_moved(now, session, from, peer),
+            ControlInbound::CidsRetired { session, cids } => {
+                self.cids_retired(now, session, &cids);
+            }
+            ControlInbound::PeerCidRotated { session, cid } => {
+                self.peer_cid_rotated(now, session, &cid);
+            }
             ControlInbound::AeadLimitReached { session, limit } => {
                 ControlCounters::bump(&self.counters.aead_limits);
                 if !self.update_keys(now, session, limit) {
@@ -190,9 +196,43 @@ impl ControlThread {
         }
     }
 
+    /// DTLS 1.3: session `id`'s shard retired `cids` of ours (the peer moved on to a
+    /// later one): its engine replaces them (a NewConnectionId, and `AddCids` to the
+    /// shard, from [`Self::drain`]).
+    fn cids_retired(&mut self, now: Instant, id: SessionId, cids: &[Vec<u8>]) {
+        let Some(peer) = self.engine_of(id) else {
+            return;
+        };
+        ControlCounters::bump(&self.counters.cid_retirements);
+        if let Some(h) = self.handshakes.get_mut(&peer) {
+            h.conn.retire_connection_ids(now, cids);
+        }
+        self.drain(now, peer);
+    }
+
+    /// DTLS 1.3: session `id`'s shard put `cid`, the peer's next spare, in its records
+    /// after an address change: the engine's records follow, and it asks for more CIDs
+    /// when few are left. In connect mode this is how our own move shows (the server's
+    /// path_challenge), so the engine's flight under way goes out again on the new path.
+    fn peer_cid_rotated(&mut self, now: Instant, id: SessionId, cid: &[u8]) {
+        let Some(peer) = self.engine_of(id) else {
+            return;
+        };
+        if let Some(h) = self.handshakes.get_mut(&peer) {
+            if h.conn.peer_cid_rotated(now, cid) {
+                ControlCounters::bump(&self.counters.cid_requests);
+            }
+            if matches!(self.front, Front::Client { .. }) {
+                h.conn.path_changed(now);
+            }
+        }
+        self.drain(now, peer);
+    }
+
     /// Session `id`'s peer moved from `from` to `peer` (its shard checked the record that
-    /// moved it): the by-peer index follows.
-    fn peer_moved(&mut self, id: SessionId, from: SocketAddr, peer: SocketAddr) {
+    /// moved it): the by-peer index follows, and a DTLS 1.3 engine's flight under way
+    /// goes out again to the new address (its copies went to the old one).
+    fn peer_moved(&mut self, now: Instant, id: SessionId, from: SocketAddr, peer: SocketAddr) {
         let Some(session) = self.installed.get_mut(&id) else {
             return;
         };
@@ -211,6 +251,10 @@ impl ControlThread {
             && let Some(h) = self.handshakes.remove(&from)
         {
             self.handshakes.insert(peer, h);
+            if let Some(h) = self.handshakes.get_mut(&peer) {
+                h.conn.path_changed(now);
+            }
+            self.drain(now, peer);
         }
     }
 
@@ -374,7 +418,6 @@ impl ControlThread {
                 half_open: Some(ticket),
                 session: None,
                 asked_cids: false,
-                spare_forwarded: 0,
                 settled: false,
                 renegotiations_logged: 0,
             },
@@ -624,6 +667,7 @@ impl ControlThread {
         let mut updates = Vec::new();
         let mut issued = Vec::new();
         let mut immediate = None;
+        let mut spare = Vec::new();
         let mut failure = None;
         let mut alert_received = None;
         while let Some(event) = h.conn.poll_event() {
@@ -660,6 +704,7 @@ impl ControlThread {
                     if update.peer.is_some() {
                         immediate = update.peer;
                     }
+                    spare.extend(update.spare);
                 }
                 // The shard ends the session on the peer's close_notify or fatal alert.
                 Event::Closed { .. } => {}
@@ -718,7 +763,9 @@ impl ControlThread {
         }
         // DTLS 1.3 client: once established (our Finished acknowledged), the server is
         // asked for spare CIDs, for our address changes (RFC 9147 §9). Once per session:
-        // the shard uses them up one per change and keeps its CID after the last.
+        // the shard uses them up one per change, and they are topped up as it does (the
+        // server replaces the CIDs it retires, and the engine asks again when few are
+        // left, see `peer_cid_rotated`).
         if matches!(self.front, Front::Client { .. })
             && !h.asked_cids
             && h.completed_at.is_some()
@@ -726,13 +773,6 @@ impl ControlThread {
         {
             h.asked_cids = true;
         }
-        // The peer's spare CIDs the shard has not had yet (the engine only appends).
-        let spare_all = h.conn.spare_connection_ids13();
-        let spare = spare_all
-            .get(h.spare_forwarded..)
-            .map(<[Vec<u8>]>::to_vec)
-            .unwrap_or_default();
-        h.spare_forwarded = spare_all.len();
         // Every datagram of this engine goes to its peer: the client in serve mode, the
         // server through local source `peer`'s upstream socket in connect mode. The shard
         // routes by `peer` either way.

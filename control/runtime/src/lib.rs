@@ -204,8 +204,6 @@ struct Handshake {
     /// DTLS 1.3 client: spare CIDs of the server were asked for (once, see
     /// [`PEER_CIDS_ASKED`]).
     asked_cids: bool,
-    /// DTLS 1.3: how many of the engine's spare CIDs of the peer went to the shard.
-    spare_forwarded: usize,
     /// DTLS 1.3: the engine dropped its handshake-only state ([`Connection::settle`])
     /// once the grace period was over.
     settled: bool,
@@ -217,7 +215,8 @@ struct Handshake {
 /// is done (RequestConnectionId, RFC 9147 §9: "Implementations SHOULD use a new CID
 /// whenever sending on a new path and SHOULD request new CIDs for this purpose if path
 /// changes are anticipated"): the shard puts the next in its records after each address
-/// change (RFC 9853 §9). Our server issues at most 8 over a session.
+/// change (RFC 9853 §9). Our server keeps at most 8 unused at a client, replacing those
+/// the client moved past; the engine asks for more when fewer than two are left.
 pub const PEER_CIDS_ASKED: u8 = 8;
 
 /// A session whose keys went to a shard.

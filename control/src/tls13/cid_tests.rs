@@ -284,6 +284,7 @@ fn cid_immediate_switches_the_cid_of_our_records() {
         vec![CidUpdate {
             issued: Vec::new(),
             peer: Some(fresh.clone()),
+            spare: vec![vec![0xcd; 8]],
         }]
     );
     // The client's ACK of the NewConnectionId already carries the new CID.
@@ -336,7 +337,7 @@ fn rrc_handshake(client: (Option<u8>, bool), server: (Option<u8>, bool)) -> (boo
 
 #[test]
 fn rrc_is_negotiated_in_13_with_cids_when_both_sides_offer_it() {
-    // RFC 9853 §4: the `rrc` extension in ClientHello and ServerHello, with connection_id.
+    // RFC 9853 §3: the `rrc` extension in ClientHello and ServerHello, with connection_id.
     assert_eq!(
         rrc_handshake((Some(0), true), (Some(8), true)),
         (true, true)
@@ -354,4 +355,150 @@ fn rrc_is_negotiated_in_13_with_cids_when_both_sides_offer_it() {
     // Without CIDs no side offers or answers it.
     assert_eq!(rrc_handshake((None, true), (Some(8), true)), (false, false));
     assert_eq!(rrc_handshake((Some(0), true), (None, true)), (false, false));
+}
+
+/// The client's spare CIDs of the server, oldest first.
+fn client_spares(pair: &mut Pair) -> Vec<Vec<u8>> {
+    let cids = engine(&mut pair.client).core.cids.clone().expect("cids");
+    cids.spare.into_iter().collect()
+}
+
+/// CIDs the server issued in NewConnectionId since the last call.
+fn newly_issued(pair: &mut Pair) -> Vec<Vec<u8>> {
+    cid_updates(&mut pair.server_events)
+        .into_iter()
+        .flat_map(|u| u.issued)
+        .collect()
+}
+
+/// The client moves to its oldest spare CID of the server, as its data plane does on a new
+/// path (`peer_cid_rotated`), and the server's data plane then retires every CID before
+/// it (`retire_connection_ids`). Returns the CID the client uses now.
+fn move_on(pair: &mut Pair) -> Vec<u8> {
+    let now = pair.now;
+    let next = client_spares(pair).first().cloned().expect("a spare CID");
+    pair.client.peer_cid_rotated(now, &next);
+    let server = pair.server.as_mut().expect("server");
+    let local = server.connection_ids13().expect("cids").0.to_vec();
+    let at = local
+        .iter()
+        .position(|c| *c == next)
+        .expect("one of the server's");
+    assert_eq!(server.retire_connection_ids(now, &local[..at]), at);
+    settle(pair, Duration::from_secs(10));
+    next
+}
+
+/// RFC 9147 §9 and RFC 9853 §9: the CIDs a peer moved past are replaced unasked (one for
+/// one, so it always has a fresh one for its next path), while at most
+/// `MAX_ISSUED_CIDS` are unused at the peer and `MAX_CIDS_PER_SESSION` were issued over
+/// the session; the mover's own records (its ACKs) carry its new CID at once.
+#[test]
+fn retired_cids_are_replaced_unasked_within_the_bounds() {
+    use super::cids::MAX_CIDS_PER_SESSION;
+    let (mut pair, seen, _, _) = handshake(Some(4), Some(8));
+    assert!(pair.client.request_connection_ids(pair.now, 8));
+    settle(&mut pair, Duration::from_secs(10));
+    assert_eq!(newly_issued(&mut pair).len(), MAX_ISSUED_CIDS);
+    assert_eq!(client_spares(&mut pair).len(), MAX_ISSUED_CIDS);
+    // Moves past the last of the first spares: each is replaced, unasked, at once.
+    for n in 0..MAX_ISSUED_CIDS + 3 {
+        seen.borrow_mut().clear();
+        let now_used = move_on(&mut pair);
+        let fresh = newly_issued(&mut pair);
+        assert_eq!(fresh.len(), 1, "move {n}: one retired, one replaced");
+        assert!(fresh.iter().all(|c| c.len() == 8 && *c != now_used));
+        // The client's ACK of the replacement went under its new CID (the server's
+        // engine, which retired the old one, took it: nothing is left to resend).
+        let from_client = record_cids(&seen, true, 8);
+        assert!(!from_client.is_empty(), "move {n}: the client acknowledged");
+        assert!(
+            from_client.iter().all(|c| c.as_ref() == Some(&now_used)),
+            "move {n}: {from_client:02x?}"
+        );
+        assert!(server(&mut pair).core.flight.is_empty(), "move {n}");
+        let spares = client_spares(&mut pair);
+        assert_eq!(spares.len(), MAX_ISSUED_CIDS, "move {n}");
+        assert_eq!(spares.last(), fresh.last());
+        let core = &server(&mut pair).core;
+        let cids = core.cids.as_ref().expect("cids");
+        assert_eq!(
+            cids.local.first(),
+            Some(&now_used),
+            "the retired ones are gone"
+        );
+        assert_eq!(cids.issued_live(), MAX_ISSUED_CIDS);
+    }
+    // No more than `MAX_ISSUED_CIDS` unused at the peer: a request on top gets none.
+    force_request(&mut pair, 4);
+    settle(&mut pair, Duration::from_secs(5));
+    assert!(newly_issued(&mut pair).is_empty());
+    // Near the end of the session's share, fewer than were retired, then none.
+    server(&mut pair)
+        .core
+        .cids
+        .as_mut()
+        .expect("cids")
+        .issued_total = MAX_CIDS_PER_SESSION - 1;
+    move_on(&mut pair);
+    assert_eq!(newly_issued(&mut pair).len(), 1);
+    seen.borrow_mut().clear();
+    move_on(&mut pair);
+    assert!(
+        newly_issued(&mut pair).is_empty(),
+        "the session's share is spent"
+    );
+    let from_server = record_cids(&seen, false, 4);
+    assert!(
+        from_server.is_empty(),
+        "no empty NewConnectionId goes out unasked"
+    );
+    let core = &server(&mut pair).core;
+    assert_eq!(
+        core.cids.as_ref().expect("cids").issued_total,
+        MAX_CIDS_PER_SESSION
+    );
+    assert!(core.is_established() && !core.is_finished());
+    assert!(pair.client.is_established() && !pair.client.is_finished());
+}
+
+/// RFC 9853 §9: "an endpoint should proactively send a RequestConnectionId message to ask
+/// for new CIDs as soon as the pool of spare CIDs is depleted (or goes below a
+/// threshold)": a rotation that leaves fewer than `SPARE_CIDS_LOW` asks for what is
+/// missing to the level first asked for.
+#[test]
+fn a_rotation_that_leaves_few_spares_asks_for_more() {
+    use super::cids::SPARE_CIDS_LOW;
+    let (mut pair, _, _, _) = handshake(Some(4), Some(8));
+    assert!(pair.client.request_connection_ids(pair.now, 3));
+    settle(&mut pair, Duration::from_secs(10));
+    assert_eq!(newly_issued(&mut pair).len(), 3);
+    let now = pair.now;
+    // Rotations without retirements (the server's data plane never saw the new CIDs):
+    // the first leaves enough spares, the second does not.
+    let spares = client_spares(&mut pair);
+    assert!(!pair.client.peer_cid_rotated(now, &spares[0]));
+    assert!(pair.client.peer_cid_rotated(now, &spares[1]));
+    assert!(client_spares(&mut pair).len() < SPARE_CIDS_LOW);
+    assert!(
+        !pair.client.request_connection_ids(now, 1),
+        "the top-up request is under way"
+    );
+    settle(&mut pair, Duration::from_secs(10));
+    // The client asked for the 2 missing to the 3 it first wanted; the server (3 unused
+    // at the client, none retired) is within its bound and gives them.
+    let fresh = newly_issued(&mut pair);
+    assert_eq!(fresh.len(), 2);
+    let spares = client_spares(&mut pair);
+    assert_eq!(spares.len(), 1 + fresh.len());
+    assert_eq!(&spares[1..], &fresh[..]);
+    // Rotating to a CID the engine uses already, or without CIDs: nothing.
+    let current = engine(&mut pair.client)
+        .core
+        .cids
+        .clone()
+        .expect("cids")
+        .peer;
+    assert!(!pair.client.peer_cid_rotated(pair.now, &current));
+    assert!(pair.client.is_established() && !pair.client.is_finished());
 }

@@ -10,9 +10,17 @@
 //! After the handshake (RFC 9147 §9): NewConnectionId gives the peer more CIDs of ours,
 //! RequestConnectionId asks the peer for more of its own. We answer a request with CIDs
 //! from the engine's [`CidIssuer`] (the driver's, so that they name the session's owner),
-//! at most [`MAX_ISSUED_CIDS`] over a session; we keep at most [`MAX_SPARE_CIDS`] spare
-//! CIDs of the peer and switch to the first CID of a cid_immediate NewConnectionId. Both
+//! keeping at most [`MAX_ISSUED_CIDS`] unused at the peer and issuing at most
+//! [`MAX_CIDS_PER_SESSION`] over a session; we keep at most [`MAX_SPARE_CIDS`] spare CIDs
+//! of the peer and switch to the first CID of a cid_immediate NewConnectionId. Both
 //! changes reach the driver as [`Event::ConnectionIds`].
+//!
+//! Spares are used up by address changes (the driver's data plane puts the peer's next
+//! spare in its records on each new path, RFC 9147 §9), so both sides keep them topped
+//! up, in either role: when the peer moves on to a later CID of ours and the driver
+//! retires the earlier ones ([`Core13::retire_connection_ids`]) we replace them unasked;
+//! when the driver rotates to a spare of the peer ([`Core13::peer_cid_rotated`]) and
+//! fewer than [`SPARE_CIDS_LOW`] are left we ask for more.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -24,11 +32,21 @@ use super::Core13;
 use crate::error::HandshakeError;
 use crate::events::{CidUpdate, Event};
 
-/// CIDs we hand out in NewConnectionId over one session, beyond the handshake's (RFC 9147
-/// §9: "An endpoint MAY handle requests which it considers excessive by responding with a
-/// NewConnectionId message containing fewer than num_cids CIDs, including no CIDs at
-/// all").
+/// CIDs we issued in NewConnectionId that the peer holds unused (issued, not retired by a
+/// switch to a later one) (RFC 9147 §9: "An endpoint MAY handle requests which it
+/// considers excessive by responding with a NewConnectionId message containing fewer than
+/// num_cids CIDs, including no CIDs at all"). The data plane indexes as many
+/// (`dtls_shard::MAX_EXTRA_CIDS`).
 pub(crate) const MAX_ISSUED_CIDS: usize = 8;
+
+/// CIDs we issue in NewConnectionId over a session's life, replacements included: a peer
+/// that keeps moving (or claims to) cannot make us issue CIDs without end.
+pub(crate) const MAX_CIDS_PER_SESSION: usize = 256;
+
+/// Spare CIDs of the peer under which we ask it for more (RequestConnectionId) after a
+/// rotation used one up: one for the next address change and one for the change after
+/// it, while the request is answered.
+pub(crate) const SPARE_CIDS_LOW: usize = 2;
 
 /// Spare CIDs of the peer we keep (RFC 9147 §9: "Implementations which receive more spare
 /// CIDs than they wish to maintain MAY simply discard any extra CIDs").
@@ -48,11 +66,22 @@ pub(crate) struct Cids13 {
     /// Our RequestConnectionId is not answered yet (RFC 9147 §9: "Endpoints MUST NOT send
     /// a RequestConnectionId message when an existing request is still unfulfilled").
     pub(crate) requested: bool,
-    /// Both sides exchanged the `rrc` extension (RFC 9853 §4) in the hellos.
+    /// Both sides exchanged the `rrc` extension (RFC 9853 §3) in the hellos.
     pub(crate) rrc: bool,
     /// CIDs the peer asked for (RequestConnectionId) while another post-handshake flight
     /// of ours was under way: answered once it is acknowledged.
     pub(crate) asked: Option<u8>,
+    /// CIDs of ours the peer retired (it moved on to a later one) that are not replaced
+    /// yet: another flight of ours was under way.
+    pub(crate) replace: usize,
+    /// CIDs we issued in NewConnectionId over the session (at most
+    /// [`MAX_CIDS_PER_SESSION`]).
+    pub(crate) issued_total: usize,
+    /// Spare CIDs of the peer we want to hold: the most we asked for
+    /// ([`Core13::request_connection_ids`]); a top-up asks for what is missing.
+    pub(crate) want_cids: u8,
+    /// A top-up request (RequestConnectionId) waits for the flight under way.
+    pub(crate) top_up: bool,
 }
 
 impl Cids13 {
@@ -64,7 +93,24 @@ impl Cids13 {
             requested: false,
             rrc: false,
             asked: None,
+            replace: 0,
+            issued_total: 0,
+            want_cids: 0,
+            top_up: false,
         }
+    }
+
+    /// Our CIDs the peer holds unused: all but the one it uses (the oldest not retired).
+    pub(crate) fn issued_live(&self) -> usize {
+        self.local.len().saturating_sub(1)
+    }
+
+    /// How many of `wanted` new CIDs we may issue now, within [`MAX_ISSUED_CIDS`] unused
+    /// at the peer and [`MAX_CIDS_PER_SESSION`] over the session.
+    fn issuable(&self, wanted: usize) -> usize {
+        wanted
+            .min(MAX_ISSUED_CIDS.saturating_sub(self.issued_live()))
+            .min(MAX_CIDS_PER_SESSION.saturating_sub(self.issued_total))
     }
 
     /// The length of our CIDs (0: the peer sends none).
@@ -141,11 +187,12 @@ impl Core13 {
                 .asked = Some(request.num_cids);
             return Ok(());
         }
-        self.issue_connection_ids(now, request.num_cids)
+        self.issue_connection_ids(now, usize::from(request.num_cids), true)
     }
 
-    /// A RequestConnectionId that came while another flight of ours was under way, now
-    /// that none is (called after each post-handshake record).
+    /// What waited for our flight under way, now that none is (called after each ACK): a
+    /// RequestConnectionId of the peer or retired CIDs of ours to replace (one
+    /// NewConnectionId for both), else a top-up request of ours.
     pub(crate) fn answer_connection_ids(&mut self, now: Instant) -> Result<(), HandshakeError> {
         let Some(cids) = self.cids.as_mut() else {
             return Ok(());
@@ -153,19 +200,34 @@ impl Core13 {
         if !self.flight.is_empty() {
             return Ok(());
         }
-        match cids.asked.take() {
-            Some(count) => self.issue_connection_ids(now, count),
-            None => Ok(()),
+        let asked = cids.asked.take();
+        let replace = std::mem::take(&mut cids.replace);
+        if asked.is_some() || replace > 0 {
+            let count = asked.map_or(0, usize::from) + replace;
+            return self.issue_connection_ids(now, count, asked.is_some());
         }
+        if std::mem::take(&mut cids.top_up) {
+            self.top_up_peer_cids(now)?;
+        }
+        Ok(())
     }
 
-    /// NewConnectionId (cid_spare) with `asked` new CIDs of ours, within
-    /// [`MAX_ISSUED_CIDS`] over the session.
-    fn issue_connection_ids(&mut self, now: Instant, asked: u8) -> Result<(), HandshakeError> {
+    /// NewConnectionId (cid_spare) with `wanted` new CIDs of ours, within
+    /// [`MAX_ISSUED_CIDS`] unused at the peer and [`MAX_CIDS_PER_SESSION`] over the
+    /// session. An `answer` to a RequestConnectionId goes out even when it carries none;
+    /// an unasked one (replacements) only with CIDs.
+    fn issue_connection_ids(
+        &mut self,
+        now: Instant,
+        wanted: usize,
+        answer: bool,
+    ) -> Result<(), HandshakeError> {
         let cids = self.negotiated_cids(HandshakeType::RequestConnectionId)?;
         let len = cids.local_len();
-        let issued = cids.local.len() - 1;
-        let count = usize::from(asked).min(MAX_ISSUED_CIDS.saturating_sub(issued));
+        let count = cids.issuable(wanted);
+        if count == 0 && !answer {
+            return Ok(());
+        }
         let mut new = Vec::with_capacity(count);
         while new.len() < count {
             let cid = self.issuer.issue(len, &mut *self.rng);
@@ -177,9 +239,14 @@ impl Core13 {
             }
             new.push(cid);
         }
+        if new.is_empty() && !answer {
+            return Ok(());
+        }
         // RFC 9147 §9: "Endpoints SHOULD respond to RequestConnectionId by sending a
         // NewConnectionId with usage "cid_spare" containing num_cids CIDs as soon as
-        // possible" (fewer, or none, once we issued our share).
+        // possible" (fewer, or none, once we issued our share); unasked, "either side can
+        // send a new CID that it wishes the other side to use in a NewConnectionId
+        // message".
         let message = NewConnectionId {
             cids: new.clone(),
             usage: ConnectionIdUsage::Spare,
@@ -194,16 +261,102 @@ impl Core13 {
         let out = self.out_message(epoch, HandshakeType::NewConnectionId, body);
         self.send_flight(now, vec![out])?;
         if !new.is_empty() {
-            self.negotiated_cids(HandshakeType::RequestConnectionId)?
-                .local
-                .extend(new.iter().cloned());
+            let cids = self.negotiated_cids(HandshakeType::RequestConnectionId)?;
+            cids.local.extend(new.iter().cloned());
+            cids.issued_total += new.len();
             self.events
                 .push_back(Event::ConnectionIds(Box::new(CidUpdate {
                     issued: new,
-                    peer: None,
+                    ..CidUpdate::default()
                 })));
         }
         Ok(())
+    }
+
+    /// The driver retired `retired`, CIDs of ours, because the peer moved on to a later
+    /// one (it uses receiver-provided CIDs in order, RFC 9147 §9, so it never goes back):
+    /// they are forgotten, and as many fresh ones are issued unasked (now, or once our
+    /// flight under way is acknowledged) so that the peer keeps spares for its next move,
+    /// within [`MAX_ISSUED_CIDS`] and [`MAX_CIDS_PER_SESSION`]. Returns how many were
+    /// ours (CIDs we do not know are ignored, as is everything without CIDs).
+    pub(crate) fn retire_connection_ids(
+        &mut self,
+        now: Instant,
+        retired: &[Vec<u8>],
+    ) -> Result<usize, HandshakeError> {
+        let established = self.is_established();
+        let Some(cids) = self.cids.as_mut().filter(|_| established) else {
+            return Ok(0);
+        };
+        let before = cids.local.len();
+        // The CID the peer uses now is never among them; one CID always stays (its
+        // length is that of every CID of ours).
+        for cid in retired {
+            if cids.local.len() > 1
+                && let Some(at) = cids.local.iter().position(|c| c == cid)
+            {
+                cids.local.remove(at);
+            }
+        }
+        let gone = before - cids.local.len();
+        if gone == 0 {
+            return Ok(0);
+        }
+        if !self.flight.is_empty() {
+            cids.replace += gone;
+            return Ok(gone);
+        }
+        self.issue_connection_ids(now, gone, false)?;
+        Ok(gone)
+    }
+
+    /// The driver put `cid`, the peer's oldest spare, in our records after an address
+    /// change: our own records (ACKs, post-handshake messages) carry it from now on (the
+    /// peer may retire the CID we used before as soon as it sees the new one), the spares
+    /// up to it are used up, and when fewer than [`SPARE_CIDS_LOW`] are left the peer is
+    /// asked for more (now, or once our flight under way is acknowledged). Returns
+    /// whether such a request was made.
+    pub(crate) fn peer_cid_rotated(
+        &mut self,
+        now: Instant,
+        cid: &[u8],
+    ) -> Result<bool, HandshakeError> {
+        let established = self.is_established();
+        let Some(cids) = self.cids.as_mut().filter(|_| established) else {
+            return Ok(false);
+        };
+        if cid.is_empty() || cids.peer.is_empty() || cids.peer == cid {
+            return Ok(false);
+        }
+        if let Some(at) = cids.spare.iter().position(|c| c == cid) {
+            cids.spare.drain(..=at);
+        }
+        cids.peer = cid.to_vec();
+        let local_len = cids.local_len();
+        self.transport.set_cids(cid.to_vec(), local_len);
+        let busy = !self.flight.is_empty();
+        let cids = self.negotiated_cids(HandshakeType::NewConnectionId)?;
+        if cids.spare.len() >= SPARE_CIDS_LOW || cids.requested || cids.top_up {
+            return Ok(false);
+        }
+        if busy {
+            cids.top_up = true;
+            return Ok(true);
+        }
+        self.top_up_peer_cids(now)
+    }
+
+    /// Asks the peer for the spare CIDs missing to [`Cids13::want_cids`] (at least
+    /// [`SPARE_CIDS_LOW`]). Returns whether the request went out.
+    fn top_up_peer_cids(&mut self, now: Instant) -> Result<bool, HandshakeError> {
+        let Some(cids) = self.cids.as_ref() else {
+            return Ok(false);
+        };
+        // SPARE_CIDS_LOW (2) <= MAX_SPARE_CIDS (8): clamp cannot panic.
+        let want = usize::from(cids.want_cids).clamp(SPARE_CIDS_LOW, MAX_SPARE_CIDS);
+        let missing = want.saturating_sub(cids.spare.len());
+        let count = u8::try_from(missing).unwrap_or(u8::MAX);
+        self.send_request(now, count)
     }
 
     /// The peer's NewConnectionId: spare CIDs kept, or (cid_immediate) the first one used
@@ -240,21 +393,26 @@ impl Core13 {
             cids.peer = first.clone();
             switched = Some(first);
         }
+        let mut spare = Vec::new();
         for cid in fresh {
             if cids.spare.len() >= MAX_SPARE_CIDS {
                 break;
             }
             if cid != cids.peer && !cids.spare.contains(&cid) {
-                cids.spare.push_back(cid);
+                cids.spare.push_back(cid.clone());
+                spare.push(cid);
             }
         }
         let local_len = cids.local_len();
-        if let Some(peer) = switched {
+        if let Some(peer) = &switched {
             self.transport.set_cids(peer.clone(), local_len);
+        }
+        if switched.is_some() || !spare.is_empty() {
             self.events
                 .push_back(Event::ConnectionIds(Box::new(CidUpdate {
                     issued: Vec::new(),
-                    peer: Some(peer),
+                    peer: switched,
+                    spare,
                 })));
         }
         // RFC 9147 §7: post-handshake messages are acknowledged.
@@ -273,6 +431,16 @@ impl Core13 {
         now: Instant,
         count: u8,
     ) -> Result<bool, HandshakeError> {
+        if let Some(cids) = self.cids.as_mut() {
+            let count = usize::from(count).min(MAX_SPARE_CIDS);
+            cids.want_cids = cids.want_cids.max(u8::try_from(count).unwrap_or(u8::MAX));
+        }
+        self.send_request(now, count)
+    }
+
+    /// RequestConnectionId for `count` CIDs, when [`Self::request_connection_ids`]'s
+    /// rules allow it.
+    fn send_request(&mut self, now: Instant, count: u8) -> Result<bool, HandshakeError> {
         let ready = self.is_established() && self.flight.is_empty();
         let Some(cids) = self.cids.as_mut().filter(|c| ready && !c.requested) else {
             return Ok(false);

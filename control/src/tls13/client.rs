@@ -201,7 +201,7 @@ fn build_client_hello(
         let mut data = Vec::with_capacity(1 + cid.len());
         emit_connection_id(cid, &mut data).map_err(internal)?;
         push_raw(&mut ext, ExtensionType::ConnectionId, data);
-        // RFC 9853 §4: "A client offering the `rrc` extension MUST also offer the
+        // RFC 9853 §3: "A client offering the `rrc` extension MUST also offer the
         // `connection_id` extension"; its extension_data is empty. (The combined hello
         // has it from the DTLS 1.2 engine's with the CID.)
         if config.rrc {
@@ -607,7 +607,7 @@ impl ClientState13 {
             core.negotiate_cids(local, peer);
         }
         if let Some(data) = raw(&hello.extensions, ExtensionType::Rrc) {
-            // RFC 9853 §4: the server answers `rrc` only to a client that offered it with
+            // RFC 9853 §3: the server answers `rrc` only to a client that offered it with
             // `connection_id`, and only with `connection_id` ("If the client includes the
             // `rrc` extension in its ClientHello and if the server also supports RRC, the
             // server MUST include the `rrc` extension"); its extension_data is empty.
@@ -953,7 +953,7 @@ pub(crate) fn complete(
             .clamp(ReplayWindow::MIN_SIZE, ReplayWindow::MAX_SIZE),
         local_cid: core.cids.as_ref().and_then(|c| c.local.first().cloned()),
         peer_cid: core.cids.as_ref().map(|c| c.peer.clone()),
-        // RFC 9853 §4: both sides exchanged `rrc` (with CIDs).
+        // RFC 9853 §3: both sides exchanged `rrc` (with CIDs).
         rrc: core.cids.as_ref().is_some_and(|c| c.rrc),
         peer_identity,
         alpn: negotiated.alpn,

@@ -1040,6 +1040,16 @@ impl Core13 {
         }
     }
 
+    /// After completion, the path changed: our unacknowledged flight goes out again now
+    /// (its copies went to the old path), and its timer starts over.
+    pub(crate) fn path_changed(&mut self, now: Instant) {
+        if !self.is_established() || self.flight.is_empty() || self.flight.is_acked() {
+            return;
+        }
+        self.retransmit_flight(true);
+        self.timer.arm_new_flight(now);
+    }
+
     /// Sends an ACK of the handshake records received in the peer's current flight, in
     /// our newest write epoch (RFC 9147 §7: "ACK records MUST be sent with an epoch that
     /// is equal to or higher than the record which is being acknowledged ...

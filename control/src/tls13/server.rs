@@ -379,7 +379,7 @@ impl ServerState13 {
             })?;
             push_raw(&mut ext, ExtensionType::ConnectionId, data);
             core.negotiate_cids(local, peer);
-            // RFC 9853 §4: "If the client includes the `rrc` extension in its ClientHello
+            // RFC 9853 §3: "If the client includes the `rrc` extension in its ClientHello
             // and if the server also supports RRC, the server MUST include the `rrc`
             // extension in its ServerHello" (empty, and only with `connection_id`, which
             // this branch sends). The 1.3 column of its IANA entry is "CH, SH" like

@@ -18,7 +18,10 @@
 //!
 //! and in either, a CID whose first octet is the configuration's (codepoint and length, so
 //! another QUIC-LB configuration's CIDs and shorter CIDs fall back), long enough to hold the
-//! shard field, naming a shard below the number of shards.
+//! shard field, naming a shard below the number of shards. With encrypted CIDs
+//! ([`CidSteering::any_codepoint`]) any routable codepoint (0 to 6) matches, as long as the
+//! length is ours: the keys rotate to a new codepoint at run time (the previous one still
+//! decoding), and the program, unchanged, steers the CIDs of both.
 //!
 //! The group index of a socket is the order it joined the group (its bind), and the kernel
 //! fills the hole a closed socket leaves with the group's last socket. Shards must therefore
@@ -49,6 +52,12 @@ const CID13_OFFSET: u32 = 1;
 const UNIFIED_CID_MASK: u32 = 0xf0;
 /// The fixed bits `001` with C set.
 const UNIFIED_CID: u32 = 0x30;
+/// A QUIC-LB CID's first octet: the codepoint in the top 3 bits, the length (less one)
+/// in the low 5 (draft-ietf-quic-load-balancers-21 §3.1, §3.3).
+const LENGTH_BITS: u8 = 0x1f;
+/// First octets from here on carry codepoint 0b111, reserved for unroutable CIDs (draft
+/// §3.1, §3.2).
+const UNROUTABLE: u32 = 0xe0;
 
 /// `SO_ATTACH_REUSEPORT_CBPF` (asm-generic/socket.h; the libc crate exports it only for
 /// some targets).
@@ -65,6 +74,11 @@ pub struct CidSteering {
     pub cid_len: u8,
     /// The octet every such CID starts with (QUIC-LB codepoint and length).
     pub first_octet: u8,
+    /// Match the length bits of [`Self::first_octet`] under any routable codepoint, not
+    /// only its own: for encrypted CIDs, whose keys (and codepoint) rotate while the
+    /// program stays attached (draft-ietf-quic-load-balancers-21 §3.1; codepoint 0b111,
+    /// reserved for unroutable CIDs, still falls back).
+    pub any_codepoint: bool,
     /// The shard id's first bit, counted from the CID's most significant bit.
     pub shard_bit_offset: u32,
     /// The shard id's width in bits (1..=16).
@@ -227,13 +241,35 @@ impl Asm {
             cid_offset,
             "A = the CID's first octet",
         );
-        self.jump(
-            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
-            u32::from(steering.first_octet),
-            To::Next,
-            To::L(Label::Fallback),
-            "not our codepoint and length: fall back",
-        );
+        if steering.any_codepoint {
+            self.jump(
+                libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K,
+                UNROUTABLE,
+                To::L(Label::Fallback),
+                To::Next,
+                "codepoint 7 (unroutable): fall back",
+            );
+            self.op(
+                libc::BPF_ALU | libc::BPF_AND | libc::BPF_K,
+                u32::from(LENGTH_BITS),
+                "A &= the length bits (any codepoint)",
+            );
+            self.jump(
+                libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+                u32::from(steering.first_octet & LENGTH_BITS),
+                To::Next,
+                To::L(Label::Fallback),
+                "not our length: fall back",
+            );
+        } else {
+            self.jump(
+                libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+                u32::from(steering.first_octet),
+                To::Next,
+                To::L(Label::Fallback),
+                "not our codepoint and length: fall back",
+            );
+        }
         self.load_shard(steering, cid_offset);
     }
 }

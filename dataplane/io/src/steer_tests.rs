@@ -11,6 +11,7 @@ fn daemon_layout(shards: u16) -> CidSteering {
     CidSteering {
         cid_len: 8,
         first_octet: 7,
+        any_codepoint: false,
         shard_bit_offset: 16,
         shard_bits: 8,
         first_shard: 0,
@@ -140,12 +141,61 @@ fn program_steers_cid_records_and_falls_back_on_the_rest() {
     }
 }
 
+/// Encrypted CIDs (the shard in clear in the last octet) under rotating QUIC-LB keys: the
+/// program steers the CIDs of every routable codepoint of our length, so a key rotation
+/// (a new codepoint, the previous one still decoding) needs no new program.
+#[test]
+fn with_any_codepoint_the_program_follows_a_key_rotation() {
+    let steering = CidSteering {
+        cid_len: 8,
+        first_octet: 7,
+        any_codepoint: true,
+        shard_bit_offset: 56,
+        shard_bits: 8,
+        first_shard: 0,
+        shards: 4,
+    };
+    let program = SteeringProgram::new(&steering);
+    let encrypted = |first: u8, shard: u8| [first, 0x91, 0x2c, 0x4e, 0x07, 0xd3, 0x5a, shard];
+    for codepoint in 0u8..7 {
+        for shard in 0u8..4 {
+            let cid = encrypted(codepoint << 5 | 7, shard);
+            assert_eq!(interpret(&program, &record12(&cid)), u32::from(shard));
+            assert_eq!(interpret(&program, &record13(&cid)), u32::from(shard));
+        }
+        // Another length, or a shard past the group: the hash.
+        let cid = encrypted(codepoint << 5 | 9, 1);
+        assert_eq!(interpret(&program, &record13(&cid)), FALLBACK);
+        assert_eq!(
+            interpret(&program, &record13(&encrypted(codepoint << 5 | 7, 4))),
+            FALLBACK
+        );
+    }
+    // Codepoint 0b111 is reserved for unroutable CIDs: the hash.
+    assert_eq!(
+        interpret(&program, &record12(&encrypted(0xe7, 1))),
+        FALLBACK
+    );
+    assert_eq!(
+        interpret(&program, &record13(&encrypted(0xe7, 1))),
+        FALLBACK
+    );
+    // Without `any_codepoint` only the configured codepoint is steered.
+    let fixed = SteeringProgram::new(&CidSteering {
+        any_codepoint: false,
+        ..steering
+    });
+    assert_eq!(interpret(&fixed, &record13(&encrypted(7, 2))), 2);
+    assert_eq!(interpret(&fixed, &record13(&encrypted(0x27, 2))), FALLBACK);
+}
+
 #[test]
 fn program_reads_unaligned_and_wide_shard_fields() {
     // Shard id of 11 bits starting 5 bits into the server ID (node 5 bits), 10-octet CIDs.
     let steering = CidSteering {
         cid_len: 10,
         first_octet: 9,
+        any_codepoint: false,
         shard_bit_offset: 13,
         shard_bits: 11,
         first_shard: 0,

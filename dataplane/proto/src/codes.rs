@@ -261,7 +261,7 @@ code_enum! {
         KeyShare = 51,
         /// connection_id(54) (RFC 9146)
         ConnectionId = 54,
-        /// rrc(61) (RFC 9853 §4, §10.2): empty in ClientHello and ServerHello.
+        /// rrc(61) (RFC 9853 §3, §10.2): empty in ClientHello and ServerHello.
         Rrc = 61,
         /// renegotiation_info(0xff01) (RFC 5746)
         RenegotiationInfo = 0xff01,

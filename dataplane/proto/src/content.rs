@@ -20,7 +20,7 @@ pub enum ContentType {
     ApplicationData = 23,
     /// heartbeat(24), RFC 6520
     Heartbeat = 24,
-    /// return_routability_check(27), RFC 9853 §5 (DTLS 1.2 and 1.3, sessions that
+    /// return_routability_check(27), RFC 9853 §4 (DTLS 1.2 and 1.3, sessions that
     /// negotiated the `rrc` extension).
     ReturnRoutabilityCheck = RETURN_ROUTABILITY_CHECK,
 }
@@ -47,7 +47,7 @@ pub const TLS12_CID: u8 = 25;
 /// ack(26), RFC 9147 §7: a record content type of DTLS 1.3 only.
 pub const ACK: u8 = 26;
 
-/// return_routability_check(27), RFC 9853 §5 and §10.1 (IANA TLS ContentType registry).
+/// return_routability_check(27), RFC 9853 §4 and §10.1 (IANA TLS ContentType registry).
 pub const RETURN_ROUTABILITY_CHECK: u8 = 27;
 
 /// The content types a DTLS 1.3 DTLSInnerPlaintext (or a DTLSPlaintext record of 1.3) can
@@ -66,7 +66,7 @@ pub enum InnerContentType {
     Heartbeat = ContentType::Heartbeat as u8,
     /// ack(26), RFC 9147 §7
     Ack = ACK,
-    /// return_routability_check(27), RFC 9853 §5: in DTLS 1.3 the message travels as the
+    /// return_routability_check(27), RFC 9853 §4: in DTLS 1.3 the message travels as the
     /// inner content type of a protected record ("The `return_routability_check` message
     /// MUST be authenticated and encrypted using the currently active security context"),
     /// in sessions that negotiated `rrc`.

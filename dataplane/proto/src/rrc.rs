@@ -1,4 +1,4 @@
-//! The return-routability check message (RFC 9853 §5), content type
+//! The return-routability check message (RFC 9853 §4), content type
 //! `return_routability_check` (27).
 //!
 //! ```text
@@ -21,19 +21,19 @@
 //! [`crate::ExtensionType::Rrc`]). The draft's text carries them as TBD2 and TBD1; the values
 //! are those IANA registered, which other implementations' registry tables agree on.
 //!
-//! RFC 9853 §5: "implementations MUST be able to parse and gracefully ignore messages
+//! RFC 9853 §4: "implementations MUST be able to parse and gracefully ignore messages
 //! with an unknown `msg_type`": such a message parses as [`RrcMessageType::Unknown`] (its
 //! body, whose shape we cannot know, is not read).
 
 use crate::WireError;
 
-/// The length of a cookie (RFC 9853 §5: "an 8-byte field").
+/// The length of a cookie (RFC 9853 §4: "an 8-byte field").
 pub const RRC_COOKIE_LEN: usize = 8;
 
 /// The length of every message this module emits: type and cookie.
 pub const RRC_MESSAGE_LEN: usize = 1 + RRC_COOKIE_LEN;
 
-/// rrc_msg_type (RFC 9853 §5).
+/// rrc_msg_type (RFC 9853 §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RrcMessageType {
     /// path_challenge(0)
@@ -42,7 +42,7 @@ pub enum RrcMessageType {
     PathResponse,
     /// path_drop(2)
     PathDrop,
-    /// Any other value: ignored (RFC 9853 §5).
+    /// Any other value: ignored (RFC 9853 §4).
     Unknown(u8),
 }
 
@@ -175,7 +175,7 @@ mod tests {
         assert!(RrcMessage::parse(&[]).is_err());
         assert!(RrcMessage::parse(&[0, 1, 2, 3]).is_err());
         assert!(RrcMessage::parse(&[0; 10]).is_err());
-        // RFC 9853 §5: unknown types parse (to be ignored), whatever follows.
+        // RFC 9853 §4: unknown types parse (to be ignored), whatever follows.
         assert_eq!(RrcMessage::parse(&[3]), Ok(RrcMessage::Unknown(3)));
         assert_eq!(
             RrcMessage::parse(&[255, 1, 2]),

@@ -338,6 +338,26 @@ pub enum ControlInbound {
         /// Its address now.
         peer: SocketAddr,
     },
+    /// DTLS 1.3: the peer moved on to a later CID of ours (a record under it authenticated
+    /// and was the newest seen), so the shard retired `cids`, the ones issued before it
+    /// (records under them no longer reach the session). The engine replaces them with
+    /// fresh spare CIDs, unasked (RFC 9147 §9), so the peer has one for its next move.
+    CidsRetired {
+        /// The session.
+        session: SessionId,
+        /// The retired CIDs, oldest first.
+        cids: Vec<Vec<u8>>,
+    },
+    /// DTLS 1.3: after an address change our records carry `cid`, the peer's oldest spare
+    /// CID, from now on (RFC 9147 §9: "Implementations SHOULD use a new CID whenever
+    /// sending on a new path"). The engine seals its own records (ACKs, post-handshake
+    /// messages) under it too, and asks the peer for more when few spares are left.
+    PeerCidRotated {
+        /// The session.
+        session: SessionId,
+        /// The peer's CID our records carry now.
+        cid: Vec<u8>,
+    },
     /// A key of this session reached a limit: control should rekey or close. Sent once per
     /// installed key pair.
     AeadLimitReached {
@@ -569,6 +589,8 @@ impl ControlLanes {
             ControlInbound::SessionClosed { session, .. }
             | ControlInbound::PostHandshake { session, .. }
             | ControlInbound::PeerMoved { session, .. }
+            | ControlInbound::CidsRetired { session, .. }
+            | ControlInbound::PeerCidRotated { session, .. }
             | ControlInbound::AeadLimitReached { session, .. } => self.of_session(*session),
         }
     }

@@ -275,7 +275,7 @@ impl Write13 {
             ContentType::Alert => InnerContentType::Alert,
             ContentType::Handshake => InnerContentType::Handshake,
             ContentType::ApplicationData => InnerContentType::ApplicationData,
-            // RFC 9853 §5: the same content type, inside the protection.
+            // RFC 9853 §4: the same content type, inside the protection.
             ContentType::ReturnRoutabilityCheck => InnerContentType::ReturnRoutabilityCheck,
             // No heartbeat in DTLS 1.3 (RFC 8446 has none; RFC 6520 is for 1.2).
             _ => return Err(WriteError::Failed),

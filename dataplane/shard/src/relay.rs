@@ -865,7 +865,7 @@ fn open_records13<F>(
                             message: opened.plaintext.to_vec(),
                         });
                     }
-                    // RFC 9853 §5 under 1.3: the same message as the inner content type.
+                    // RFC 9853 §4 under 1.3: the same message as the inner content type.
                     InnerContentType::ReturnRoutabilityCheck => {
                         handle_rrc(session, out, source, opened.plaintext);
                     }
@@ -1108,8 +1108,8 @@ pub(crate) fn seal_record<F>(
         return false;
     }
     let side = out.mode.dtls();
-    // RFC 9853 §7: "A receiver that observes the peer's address change MUST stop sending
-    // any buffered application data, or limit the data sent to the unvalidated address to
+    // RFC 9853 §5: "A receiver that observes the peer's address change MUST stop sending
+    // any buffered application data or limit the data sent to the unvalidated address to
     // the anti-amplification limit": the new address while within it, the validated one
     // after.
     let peer = match session.path.check_mut() {
@@ -1182,10 +1182,10 @@ pub(crate) fn seal_to(
     }
 }
 
-/// RFC 9853 §7.1 (basic check): an authenticated record of `session` that was the newest
+/// RFC 9853 §5.1 (basic check): an authenticated record of `session` that was the newest
 /// it has seen came from `source`, not its address, in a datagram of `received` bytes.
 /// The session stays where it is; `source` is sent a path_challenge, and what it sent
-/// counts towards what may be sent to it before it answers (§3). While another address is
+/// counts towards what may be sent to it before it answers (§2, §5). While another address is
 /// being checked the new one is not ("the presented algorithms are not designed to handle
 /// nested rebindings ... A new path validation will start when new data is received").
 ///
@@ -1226,7 +1226,7 @@ pub(crate) fn check_new_path<F>(
     send_challenge(session, out, now);
 }
 
-/// Sends a path_challenge with a fresh cookie to the address being checked (RFC 9853 §7.3:
+/// Sends a path_challenge with a fresh cookie to the address being checked (RFC 9853 §5.3:
 /// "Each path_challenge message MUST contain random data"), within the anti-amplification
 /// limit: a challenge that would pass it is not sent (the next datagram from the address,
 /// or the sweep, tries again).
@@ -1279,16 +1279,16 @@ fn send_rrc<F>(
 
 /// An opened return_routability_check record of `session` from `source`.
 ///
-/// - path_challenge: answered at once with a path_response to `source` (RFC 9853 §7.4:
+/// - path_challenge: answered at once with a path_response to `source` (RFC 9853 §5.4:
 ///   "The responder MUST NOT delay sending an elicited `path_response`", "MUST send
 ///   exactly one ... for each valid `path_challenge` it received", "to the address from
 ///   which the corresponding `path_challenge` was received").
 /// - path_response: validates the address being checked when it echoes the last cookie
-///   sent; [`finish_path_check`] then moves the session. Anything else is dropped (§7.4:
+///   sent; [`finish_path_check`] then moves the session. Anything else is dropped (§5.4:
 ///   "The initiator MUST silently discard any invalid `path_response` or `path_drop`").
-/// - path_drop answers the enhanced check (§7.2), which we never send: discarded.
+/// - path_drop answers the enhanced check (§5.2), which we never send: discarded.
 ///
-/// RFC 9853 §4: "The client and server MUST NOT use RRC unless both sides have
+/// RFC 9853 §3: "The client and server MUST NOT use RRC unless both sides have
 /// successfully exchanged `rrc` extensions": without it every message is dropped.
 #[cold]
 fn handle_rrc<F>(session: &mut Session<F>, out: &mut Out<'_>, source: SocketAddr, body: &[u8]) {
@@ -1297,7 +1297,7 @@ fn handle_rrc<F>(session: &mut Session<F>, out: &mut Out<'_>, source: SocketAddr
         return;
     }
     let Some(RrcMessage::Known { kind, cookie }) = rrc::parse(body) else {
-        // §5: unknown types are parsed and "gracefully" ignored.
+        // §4: unknown types are parsed and "gracefully" ignored.
         out.tally.drop_unexpected_content += 1;
         return;
     };
@@ -1339,29 +1339,45 @@ fn handle_rrc<F>(session: &mut Session<F>, out: &mut Out<'_>, source: SocketAddr
 /// is the only way). Each path_challenge of the peer takes the next spare: a retransmitted
 /// one (our answer was lost) uses one more, which the peer accepts as well (it retires the
 /// earlier ones), and no time or state tells it from the challenge of a second move.
+///
+/// The engine learns the new CID ([`ControlInbound::PeerCidRotated`]): its own records
+/// (ACKs, post-handshake messages) must carry it too, since the peer may retire the old
+/// one as soon as it sees the new, and it asks the peer for more when few spares are left.
 #[cold]
 fn rotate_peer_cid<F>(session: &mut Session<F>, out: &mut Out<'_>) {
     if let WriteState::V13(write) = &mut session.sealer
         && write.rotate()
     {
         out.tally.cid_rotations += 1;
+        out.report(ControlInbound::PeerCidRotated {
+            session: session.handle,
+            cid: write.peer_cid.as_slice().to_vec(),
+        });
     }
 }
 
 /// DTLS 1.3: the peer put `to`, a later CID of ours, in a record that authenticated and
 /// was the newest: it becomes the session's CID and the earlier ones are retired
-/// ([`SessionTable::switch_cid`]).
+/// ([`SessionTable::switch_cid`]); the engine replaces them
+/// ([`ControlInbound::CidsRetired`]).
 #[cold]
 fn switch_cid<F>(table: &mut SessionTable<F>, id: SlotId, out: &mut Out<'_>, to: &CidKey) {
     let retired = table.switch_cid(id, to);
-    if retired > 0 {
-        out.tally.peer_cid_switches += 1;
-        out.tally.cids_retired += retired as u64;
+    if retired.is_empty() {
+        return;
+    }
+    out.tally.peer_cid_switches += 1;
+    out.tally.cids_retired += retired.len() as u64;
+    if let Some(session) = table.session(id) {
+        out.report(ControlInbound::CidsRetired {
+            session: session.handle,
+            cids: retired.iter().map(|c| c.as_slice().to_vec()).collect(),
+        });
     }
 }
 
 /// Moves session `id` to the address its path check validated, if one did (RFC 9853
-/// §7.1: "When the initiator receives the `return_routability_check` message of type
+/// §5.1: "When the initiator receives the `return_routability_check` message of type
 /// `path_response` and verifies that it contains the sent cookie, it updates the peer
 /// address binding"); the old address is forgotten.
 #[cold]
@@ -1388,7 +1404,7 @@ fn finish_path_check<F>(table: &mut SessionTable<F>, id: SlotId, out: &mut Out<'
 
 /// The sweep's visit of a session checking a new address: the challenge is sent again
 /// after [`RRC_TIMEOUT`] without an answer, and after [`RRC_CHALLENGES`] the check gives
-/// up and the session stays where it was (RFC 9853 §7.1: "If T expires the peer address
+/// up and the session stays where it was (RFC 9853 §5.1: "If T expires, the peer address
 /// binding is not updated").
 pub(crate) fn path_timeout<F>(session: &mut Session<F>, out: &mut Out<'_>, now: Instant) {
     let Some(check) = session.path.check_mut() else {

@@ -16,24 +16,24 @@ use std::time::{Duration, Instant};
 use aws_lc_rs::hmac;
 use dtls_proto::{RRC_COOKIE_LEN, RrcMessage};
 
-/// How long each path_challenge waits for its answer (RFC 9853 §7.5: "If an implementation
+/// How long each path_challenge waits for its answer (RFC 9853 §5.5: "If an implementation
 /// has no way to obtain information regarding the RTT of the active path, T SHOULD be set
-/// to 1s"). The shard's sweep paces the retransmissions, so with a coarser sweep the wait is
+/// to 1 second"). The shard's sweep paces the retransmissions, so with a coarser sweep the wait is
 /// the sweep interval.
 pub const RRC_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// path_challenges sent for one new address (the first and retransmissions) before the
-/// check gives up (RFC 9853 §7.3: "The initiator MAY send multiple ... path_challenge" to
+/// check gives up (RFC 9853 §5.3: "The initiator MAY send multiple ... path_challenge" to
 /// cater for loss, paced).
 pub const RRC_CHALLENGES: u8 = 3;
 
-/// The anti-amplification factor (RFC 9853 §3: "three times the amount of data received
+/// The anti-amplification factor (RFC 9853 §2: "three times the amount of data received
 /// from an unvalidated address").
 const AMPLIFICATION: u64 = 3;
 
-/// Unpredictable cookies: HMAC-SHA-256(key, counter), truncated. RFC 9853 §5: each cookie
+/// Unpredictable cookies: HMAC-SHA-256(key, counter), truncated. RFC 9853 §4: each cookie
 /// carries "64 bits of entropy (e.g., obtained from the CSPRNG used by the TLS
-/// implementation)", and §7.3: "Each path_challenge message MUST contain random data"; a
+/// implementation)", and §5.3: "Each path_challenge message MUST contain random data"; a
 /// PRF under a random key never repeats a counter, so no cookie is reused (§8).
 pub struct RrcCookies {
     key: hmac::Key,
@@ -130,7 +130,7 @@ impl PathState {
 
 /// The message a path_challenge with `cookie` is answered with, and the parsed message of
 /// a received record (`None`: malformed, or of a type we do not know, ignored as RFC 9853
-/// §5 requires).
+/// §4 requires).
 pub(crate) fn parse(plaintext: &[u8]) -> Option<RrcMessage> {
     match RrcMessage::parse(plaintext) {
         Ok(msg @ RrcMessage::Known { .. }) => Some(msg),

@@ -407,25 +407,25 @@ impl<F> SessionTable<F> {
     /// ones) are retired, unindexed: records under them no longer reach the session (RFC
     /// 9147 §9: "Endpoints SHOULD use receiver-provided CIDs in the order they were
     /// provided", so a peer that moved on to a CID does not go back to an earlier one; RFC
-    /// 9853 §9: the same CID on two paths would link them). Returns how many were retired
-    /// (0: `to` is not one of the session's later CIDs).
-    pub fn switch_cid(&mut self, id: SlotId, to: &CidKey) -> usize {
+    /// 9853 §9: the same CID on two paths would link them). Returns the retired CIDs,
+    /// oldest first (none: `to` is not one of the session's later CIDs).
+    pub fn switch_cid(&mut self, id: SlotId, to: &CidKey) -> Vec<CidKey> {
         let Some(session) = self.session_mut(id) else {
-            return 0;
+            return Vec::new();
         };
         let Some(at) = session.extra_cids.iter().position(|c| c == to) else {
-            return 0;
+            return Vec::new();
         };
         let later = session.extra_cids.split_off(at + 1);
         let mut retired = std::mem::replace(&mut session.extra_cids, later);
         retired.pop(); // `to` itself
         if let Some(old) = session.cid.replace(*to) {
-            retired.push(old);
+            retired.insert(0, old);
         }
         for cid in &retired {
             self.by_cid.remove(cid);
         }
-        retired.len()
+        retired
     }
 
     /// The slot of session `handle`.

@@ -812,7 +812,7 @@ fn send_flow(socket: &UdpSocket, payload: &[u8], segment: Option<u16>) -> io::Re
     }
 }
 
-/// The key of the shard's return-routability cookies (RFC 9853 §5: from a CSPRNG).
+/// The key of the shard's return-routability cookies (RFC 9853 §4: from a CSPRNG).
 fn rrc_key() -> [u8; 32] {
     let mut key = [0u8; 32];
     // aws-lc's system RNG fails only when the kernel's does; a shard cannot run then.

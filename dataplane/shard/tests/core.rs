@@ -1522,6 +1522,14 @@ mod v13 {
             );
             let s = h.stats();
             assert_eq!((s.peer_cid_switches, s.cids_retired), (1, 2));
+            // Control hears which, to replace them (RFC 9147 §9).
+            assert_eq!(
+                h.inbound(),
+                vec![ControlInbound::CidsRetired {
+                    session: peer.handle,
+                    cids: vec![first.clone(), issued[0].clone()],
+                }]
+            );
             let table = h.core.sessions();
             assert_eq!(table.lookup_cid(&issued[1]), Some(home));
             assert_eq!(table.lookup_cid(&issued[2]), Some(home), "later ones stay");
@@ -1592,6 +1600,13 @@ mod v13 {
             let net = h.net();
             assert_eq!(net.len(), 1);
             assert_eq!(cid_of(&net[0].1, 4), theirs[1]);
+            // Control hears of it: the engine's records follow, and it tops its spares up.
+            let handle = peer.handle;
+            let rotated = move |cid: &[u8]| ControlInbound::PeerCidRotated {
+                session: handle,
+                cid: cid.to_vec(),
+            };
+            assert_eq!(h.inbound(), vec![rotated(&theirs[1])]);
             let (_, cookie) = rrc_of(&mut peer, net[0].1.clone());
             h.datagram(4, moved, &seal_rrc(&mut peer, RrcMessage::response(cookie)));
             let flow = h.flow_of(moved);
@@ -1615,6 +1630,15 @@ mod v13 {
             assert_eq!(net.len(), 2);
             assert!(net.iter().all(|(_, d)| cid_of(d, 4) == theirs[2]));
             assert_eq!(h.stats().cid_rotations, 2);
+            // Once per rotation: the move (validated above) and the one spare taken.
+            let inbound = h.inbound();
+            assert_eq!(
+                inbound
+                    .iter()
+                    .filter(|m| matches!(m, ControlInbound::PeerCidRotated { .. }))
+                    .collect::<Vec<_>>(),
+                vec![&rotated(&theirs[2])]
+            );
             // Still none; cid_immediate switches at once.
             h.datagram(
                 8_000,
@@ -1667,7 +1691,7 @@ mod v13 {
                 (RrcMessageType::PathResponse, [7; 8])
             );
             assert_eq!(h.stats().rrc_responses_sent, 1);
-            // RFC 9853 §4: not negotiated, not used: dropped, and moves are immediate.
+            // RFC 9853 §3: not negotiated, not used: dropped, and moves are immediate.
             let mut plain = Peer13::new(53);
             plain.cid = vec![0xc0, 53, 1, 2, 3, 4, 5, 6];
             h.command(2, plain.install(3, true));
@@ -2077,7 +2101,7 @@ mod v12_cid {
             let (content_type, body) = peer.open(net[0].1.clone());
             assert_eq!(content_type, ContentType::ReturnRoutabilityCheck);
             assert_eq!(RrcMessage::parse(&body), Ok(RrcMessage::response([9; 8])));
-            // Unknown message types are ignored (RFC 9853 §5).
+            // Unknown message types are ignored (RFC 9853 §4).
             let body = [7u8, 1, 2];
             let mut unknown = vec![0; peer.sealer.record_len(body.len(), 0)];
             let at = peer.sealer.plaintext_offset();

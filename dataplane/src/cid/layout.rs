@@ -229,9 +229,18 @@ impl ShardField {
         usize::from(self.cid_len)
     }
 
-    /// The first octet every CID of this field starts with.
+    /// The first octet every CID of this field starts with (encrypted CIDs: under the
+    /// codepoint current when the field was made; CIDs of any installed key are ours, see
+    /// [`ShardField::is_encrypted`]).
     pub fn first_octet(&self) -> u8 {
         self.first_octet
+    }
+
+    /// Whether the CIDs are encrypted ([`ShardField::encrypted`]): their keys, and so
+    /// their codepoint, rotate at run time, so whoever matches the first octet must accept
+    /// the length under any codepoint.
+    pub fn is_encrypted(&self) -> bool {
+        self.keyed.is_some()
     }
 
     /// The shard id's first bit, counted from the CID's most significant bit (so 8 is the

@@ -1071,6 +1071,16 @@ const CONTROL_FAMILIES: &[(&str, &str, ControlField)] = &[
         |c| c.peer_cids_spare,
     ),
     (
+        "dtlsd_cid_requests_total",
+        "DTLS 1.3 requests for more spare connection IDs of a peer (RequestConnectionId) after address changes left fewer than two.",
+        |c| c.cid_requests,
+    ),
+    (
+        "dtlsd_cid_retirements_total",
+        "DTLS 1.3 retirements of our connection IDs reported by the shards, each answered with fresh spare CIDs within the bounds.",
+        |c| c.cid_retirements,
+    ),
+    (
         "dtlsd_key_updates_total",
         "DTLS 1.3 key updates (new read or write epoch) handed to a shard.",
         |c| c.key_updates,
