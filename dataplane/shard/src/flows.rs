@@ -207,8 +207,21 @@ impl FlowTx {
     pub fn plan(&mut self) {
         self.planned.clear();
         self.run.clear();
-        if self.entries.is_empty() {
-            return;
+        match self.entries[..] {
+            [] => return,
+            // One datagram staged (a quiet turn): one send in place, nothing to order or join.
+            [e] => {
+                self.planned.push(Planned {
+                    flow: e.flow,
+                    in_run: false,
+                    start: e.start,
+                    len: e.len,
+                    segment: None,
+                    datagrams: 1,
+                });
+                return;
+            }
+            _ => {}
         }
         // Stable by flow, in staging order within a flow.
         self.entries.sort_unstable_by_key(|e| (e.flow, e.start));
