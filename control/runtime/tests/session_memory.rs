@@ -16,25 +16,24 @@
 //! figure (`control/dtlsd/tests/session_rss.rs`) holds it. One test alone in its binary, so
 //! nothing else moves the counts while it measures; it prints its figures (`--nocapture`).
 
+mod common;
+
 use std::alloc::System;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use control::{
-    Acceptor, AcceptorConfig, CertifiedKey, CipherSuite, Config, Connection, PeerVerifier,
-    SigningKey,
-};
+use control::{CipherSuite, Config, Connection};
 use dataplane::record::ReplayWindow;
 use dataplane::record::v13::{MixedKind, MixedRecords, Opener13, reconstruct_epoch};
-use dtls_crypto::pki_types::UnixTime;
-use dtls_crypto::test_pki::TestPki;
-use dtls_crypto::{CertificateVerifier, SeededRng, pem};
+use dtls_crypto::SeededRng;
 use dtls_proto::{NamedGroup, ProtocolVersion};
 use dtls_runtime::{ControlThread, RuntimeConfig};
 use dtls_shard::{CloseReason, ControlInbound, SessionCounters, SessionId};
 use dtls_shard::{ShardCommand, ShardQueues};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+use common::{test_wall, verifier};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -54,34 +53,14 @@ const BOUND_13: isize = 5 * 1024;
 /// Bound per session while 1.2 engines are in their grace period (measured: 3.5 KiB).
 const BOUND_12_GRACE: isize = 6 * 1024;
 
-fn test_wall() -> UnixTime {
-    UnixTime::since_unix_epoch(Duration::from_secs(1_800_000_000))
-}
-
-fn pki() -> &'static TestPki {
-    static PKI: OnceLock<TestPki> = OnceLock::new();
-    PKI.get_or_init(|| TestPki::generate().expect("test PKI"))
-}
-
-fn verifier() -> PeerVerifier {
-    let ca = pem::parse_certificates(pki().ca.cert_pem.as_bytes()).expect("ca");
-    PeerVerifier::WebPki(CertificateVerifier::new(&ca).expect("verifier"))
-}
-
 fn versions(v: ProtocolVersion) -> Vec<ProtocolVersion> {
     vec![v]
 }
 
 fn server_config(version: ProtocolVersion) -> Config {
-    let pki = pki();
     Config {
         cipher_suites: vec![SUITE],
-        versions: versions(version),
-        certificate: Some(Arc::new(CertifiedKey {
-            chain: pem::parse_certificates(pki.server.cert_pem.as_bytes()).expect("cert"),
-            key: SigningKey::from_pem_slice(pki.server.key_pem.as_bytes()).expect("key"),
-        })),
-        ..Config::new(verifier())
+        ..common::server_config(versions(version))
     }
 }
 
@@ -97,27 +76,7 @@ fn client_config(version: ProtocolVersion) -> Arc<Config> {
 }
 
 fn control(version: ProtocolVersion, now: Instant) -> (ControlThread, Arc<ShardQueues>) {
-    let mut rng = SeededRng::new(1);
-    let acceptor = Acceptor::new(
-        Arc::new(server_config(version)),
-        AcceptorConfig::default(),
-        &mut rng,
-        now,
-    )
-    .expect("server config is valid");
-    let queues = Arc::new(ShardQueues::new(256, 256));
-    let mut seed = 10;
-    let factory = Box::new(move || {
-        seed += 1;
-        Box::new(SeededRng::new(seed)) as Box<dyn control::Rng + Send>
-    });
-    let ctl = ControlThread::new(
-        acceptor,
-        vec![Arc::clone(&queues)],
-        RuntimeConfig::default(),
-        factory,
-    );
-    (ctl, queues)
+    common::control_thread(server_config(version), now, 256)
 }
 
 /// Session `i`'s address (one source each: the per-source caps never bind).

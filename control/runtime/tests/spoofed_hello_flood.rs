@@ -20,25 +20,24 @@
 //! One test alone in its binary, so nothing else moves the counts while it measures; it
 //! prints its figures (`--nocapture`).
 
+mod common;
+
 use std::alloc::System;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use control::{
-    Acceptor, AcceptorConfig, CertifiedKey, CipherSuite, Config, Connection, PeerVerifier,
-    SigningKey,
-};
-use dtls_crypto::pki_types::UnixTime;
-use dtls_crypto::test_pki::TestPki;
-use dtls_crypto::{CertificateVerifier, SeededRng, pem};
+use control::{CipherSuite, Config, Connection};
+use dtls_crypto::SeededRng;
 use dtls_proto::{NamedGroup, ProtocolVersion};
-use dtls_runtime::{ControlThread, RuntimeConfig};
+use dtls_runtime::ControlThread;
 use dtls_shard::{
     Effects, OpenFlow, RelayMode, ShardConfig, ShardCore, ShardCounters, ShardQueues,
 };
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+use common::{test_wall, verifier};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -55,31 +54,9 @@ const STEADY_PER_TURN: u32 = 96;
 /// fair stage fills and drops the excess (counted), as under a real flood.
 const OVERLOAD_PER_TURN: u32 = 320;
 
-fn test_wall() -> UnixTime {
-    UnixTime::since_unix_epoch(Duration::from_secs(1_800_000_000))
-}
-
-fn pki() -> &'static TestPki {
-    static PKI: OnceLock<TestPki> = OnceLock::new();
-    PKI.get_or_init(|| TestPki::generate().expect("test PKI"))
-}
-
-fn verifier() -> PeerVerifier {
-    let ca = pem::parse_certificates(pki().ca.cert_pem.as_bytes()).expect("ca");
-    PeerVerifier::WebPki(CertificateVerifier::new(&ca).expect("verifier"))
-}
-
 /// Both versions, as `dtlsd serve` runs by default.
 fn server_config() -> Config {
-    let pki = pki();
-    Config {
-        versions: vec![ProtocolVersion::Dtls1_3, ProtocolVersion::Dtls1_2],
-        certificate: Some(Arc::new(CertifiedKey {
-            chain: pem::parse_certificates(pki.server.cert_pem.as_bytes()).expect("cert"),
-            key: SigningKey::from_pem_slice(pki.server.key_pem.as_bytes()).expect("key"),
-        })),
-        ..Config::new(verifier())
-    }
+    common::server_config(vec![ProtocolVersion::Dtls1_3, ProtocolVersion::Dtls1_2])
 }
 
 /// A client of `version` whose hello carries `groups` and an ALPN list of about `alpn`
@@ -156,27 +133,8 @@ struct Daemon {
 
 impl Daemon {
     fn new(now: Instant) -> Self {
-        let mut rng = SeededRng::new(1);
-        let acceptor = Acceptor::new(
-            Arc::new(server_config()),
-            AcceptorConfig::default(),
-            &mut rng,
-            now,
-        )
-        .expect("server config is valid");
         // The daemon's queue sizes.
-        let queues = Arc::new(ShardQueues::new(4096, 4096));
-        let mut seed = 10;
-        let factory = Box::new(move || {
-            seed += 1;
-            Box::new(SeededRng::new(seed)) as Box<dyn control::Rng + Send>
-        });
-        let ctl = ControlThread::new(
-            acceptor,
-            vec![Arc::clone(&queues)],
-            RuntimeConfig::default(),
-            factory,
-        );
+        let (ctl, queues) = common::control_thread(server_config(), now, 4096);
         let config = ShardConfig::with_mode(RelayMode::Serve, "127.0.0.1:9".parse().expect("addr"));
         Self {
             core: ShardCore::new(Arc::clone(&queues), config, 3, &[3; 32]),
