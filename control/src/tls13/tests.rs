@@ -598,7 +598,11 @@ fn a_key_update_long_after_the_handshake_time_limit_is_still_retransmitted() {
     settle(&mut pair, Duration::from_secs(10));
     assert!(pair.client.is_established());
     assert!(pair.server.as_ref().is_some_and(|s| s.is_established()));
-    assert_eq!(pair.client.poll_timeout(), None, "final flight acknowledged");
+    assert_eq!(
+        pair.client.poll_timeout(),
+        None,
+        "final flight acknowledged"
+    );
     // Well past the handshake's time limit.
     pair.now += bound * 3;
     let mut lost = false;
