@@ -29,8 +29,11 @@ pub(crate) struct RetransmitTimer {
     deadline: Option<Instant>,
     /// Retransmissions of the current flight.
     retransmits: u32,
-    /// When the handshake started (the first flight was armed).
+    /// When the handshake started (the first flight was armed); `None` before it and once
+    /// post-handshake flights began, when `max_handshake_time` no longer applies.
     started: Option<Instant>,
+    /// A post-handshake flight was armed: the handshake is over for this timer.
+    post_handshake: bool,
 }
 
 impl RetransmitTimer {
@@ -41,15 +44,32 @@ impl RetransmitTimer {
             deadline: None,
             retransmits: 0,
             started: None,
+            post_handshake: false,
         }
     }
 
     /// A new flight was sent at `now`: timer back to the initial value and armed.
     pub(crate) fn arm_new_flight(&mut self, now: Instant) {
-        self.started.get_or_insert(now);
+        if !self.post_handshake {
+            self.started.get_or_insert(now);
+        }
         self.current = self.config.initial;
         self.retransmits = 0;
         self.deadline = Some(now + self.current);
+    }
+
+    /// A post-handshake flight (KeyUpdate, NewSessionTicket, NewConnectionId,
+    /// RequestConnectionId) was sent at `now`: armed as any new flight, with its own
+    /// budget of `max_retransmits`; `max_handshake_time` bounds the handshake only, not
+    /// the session's later flights. RFC 9147 §5.8.4: "Messages of each category can be
+    /// sent independently, and reliability is established via independent state
+    /// machines, each of which behaves as described in Section 5.8.1." RFC 9147 §8: "As
+    /// with other handshake messages with no built-in response, KeyUpdates MUST be
+    /// acknowledged."
+    pub(crate) fn arm_post_handshake_flight(&mut self, now: Instant) {
+        self.post_handshake = true;
+        self.started = None;
+        self.arm_new_flight(now);
     }
 
     /// The flight was answered, or no answer is expected: stop the timer.
@@ -151,6 +171,42 @@ mod tests {
         assert_eq!(
             timer.handle_timeout(t1 + Duration::from_secs(100)),
             TimerAction::Idle
+        );
+    }
+
+    #[test]
+    fn a_post_handshake_flight_is_not_bounded_by_the_handshake_time() {
+        let t0 = Instant::now();
+        let mut timer = RetransmitTimer::new(RetransmitConfig {
+            max_retransmits: 2,
+            max_handshake_time: Some(Duration::from_secs(5)),
+            ..config()
+        });
+        timer.arm_new_flight(t0);
+        timer.disarm();
+        // Long after the handshake's limit, a post-handshake flight gets its own budget.
+        let t1 = t0 + Duration::from_secs(100);
+        timer.arm_post_handshake_flight(t1);
+        assert_eq!(timer.poll_timeout(), Some(t1 + Duration::from_secs(1)));
+        assert_eq!(
+            timer.handle_timeout(t1 + Duration::from_secs(1)),
+            TimerAction::Retransmit
+        );
+        assert_eq!(
+            timer.handle_timeout(t1 + Duration::from_secs(3)),
+            TimerAction::Retransmit
+        );
+        assert_eq!(
+            timer.handle_timeout(t1 + Duration::from_secs(7)),
+            TimerAction::GiveUp
+        );
+        // A later re-arm (a path change) of a post-handshake flight stays unbounded.
+        let t2 = t1 + Duration::from_secs(100);
+        timer.arm_new_flight(t2);
+        assert_eq!(timer.poll_timeout(), Some(t2 + Duration::from_secs(1)));
+        assert_eq!(
+            timer.handle_timeout(t2 + Duration::from_secs(1)),
+            TimerAction::Retransmit
         );
     }
 

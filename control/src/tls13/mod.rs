@@ -1002,6 +1002,7 @@ impl Core13 {
         now: Instant,
         messages: Vec<OutMessage13>,
     ) -> Result<(), HandshakeError> {
+        let post_handshake = messages.iter().all(|m| m.epoch >= EPOCH_APPLICATION);
         self.flight = Flight13::new(messages);
         self.flight_answered = false;
         self.to_ack.clear();
@@ -1014,7 +1015,18 @@ impl Core13 {
             &mut self.transport,
             &mut self.outbox,
         )?;
-        self.timer.arm_new_flight(now);
+        // A flight of post-handshake messages only (KeyUpdate, NewSessionTicket,
+        // NewConnectionId, RequestConnectionId: RFC 8446 §4.6, "These messages use a
+        // handshake content type and are encrypted under the appropriate application
+        // traffic key") gets its own retransmission budget, whenever it goes out: RFC 9147
+        // §5.8.4, "reliability is established via independent state machines, each of
+        // which behaves as described in Section 5.8.1". `max_handshake_time` bounds the
+        // handshake's flights only.
+        if post_handshake {
+            self.timer.arm_post_handshake_flight(now);
+        } else {
+            self.timer.arm_new_flight(now);
+        }
         Ok(())
     }
 

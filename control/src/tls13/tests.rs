@@ -583,6 +583,65 @@ fn a_key_update_survives_the_loss_of_its_first_copy_and_of_the_ack() {
     seal_open(c_write.into_iter().next().expect("w"), s_read.remove(0));
 }
 
+/// RFC 9147 §5.8 / §8: a KeyUpdate sent long after the handshake (past
+/// `max_handshake_time`) is a flight with its own retransmission budget: its lost first
+/// copy is resent, acknowledged, and the keys change; a second update works after it.
+#[test]
+fn a_key_update_long_after_the_handshake_time_limit_is_still_retransmitted() {
+    let bound = Duration::from_secs(20);
+    let mut client = client13();
+    client.tls13_groups = vec![NamedGroup::X25519];
+    client.retransmit.max_handshake_time = Some(bound);
+    let mut server = server13();
+    server.retransmit.max_handshake_time = Some(bound);
+    let mut pair = pair(client, server);
+    settle(&mut pair, Duration::from_secs(10));
+    assert!(pair.client.is_established());
+    assert!(pair.server.as_ref().is_some_and(|s| s.is_established()));
+    assert_eq!(
+        pair.client.poll_timeout(),
+        None,
+        "final flight acknowledged"
+    );
+    // Well past the handshake's time limit.
+    pair.now += bound * 3;
+    let mut lost = false;
+    pair.filter = Box::new(move |from_client, d| {
+        let protected = d[0] & 0xe0 == 0x20;
+        if protected && from_client && !lost {
+            lost = true;
+            return false;
+        }
+        true
+    });
+    assert!(pair.client.update_keys(pair.now, false));
+    settle(&mut pair, Duration::from_secs(30));
+    let (_, c_write) = updated(&mut pair.client_events);
+    let (s_read, _) = updated(&mut pair.server_events);
+    assert_eq!(
+        (c_write.len(), s_read.len()),
+        (1, 1),
+        "the lost KeyUpdate was resent and acknowledged: client {:?} server {:?}",
+        pair.client_events,
+        pair.server_events
+    );
+    let mut s_read = s_read;
+    seal_open(c_write.into_iter().next().expect("w"), s_read.remove(0));
+    assert_eq!(pair.client.poll_timeout(), None);
+    // Key updates go on: a second one, requested both ways, moves both to epoch 5/4.
+    pair.now += bound * 3;
+    assert!(pair.client.update_keys(pair.now, true));
+    settle(&mut pair, Duration::from_secs(30));
+    let (_, c_write) = updated(&mut pair.client_events);
+    let (s_read, s_write) = updated(&mut pair.server_events);
+    let epochs = |v: &Vec<crate::EpochKeys13>| v.iter().map(|k| k.epoch).collect::<Vec<_>>();
+    assert_eq!(
+        (epochs(&c_write), epochs(&s_read), epochs(&s_write)),
+        (vec![5], vec![5], vec![4])
+    );
+    assert!(pair.client.is_established() && !pair.client.is_finished());
+}
+
 // ---------- external PSK (psk_dhe_ke) ----------
 
 pub(super) fn psk(identity: &[u8], key: u8) -> crate::Psk {
