@@ -174,27 +174,35 @@ pub fn runner_up_within(trials: &[Trial], margin: f64) -> Option<&Trial> {
         .filter(|t| t.pps >= top.pps * (1.0 - margin))
 }
 
+/// The header of the trial table ([`table`], [`Trial::row`]).
+pub const TABLE_HEADER: &str = "  io     shards        pps   server ns/rt  loadgen ns/rt   p99 µs";
+
+impl Trial {
+    /// This trial as a row of the table under [`TABLE_HEADER`], after a one-character mark.
+    pub fn row(&self) -> String {
+        format!(
+            "{:<6} {:>6} {:>10.0} {:>14.0} {:>14.0} {:>8.1}",
+            self.io.name(),
+            self.shards,
+            self.pps,
+            self.server_ns,
+            self.loadgen_ns,
+            self.p99_ns as f64 / 1000.0
+        )
+    }
+}
+
 /// The table of every trial, the best marked.
 pub fn table(trials: &[Trial]) -> String {
     let best = best(trials).map(|t| (t.io, t.shards));
-    let mut out =
-        String::from("  io     shards        pps   server ns/rt  loadgen ns/rt   p99 µs\n");
+    let mut out = format!("{TABLE_HEADER}\n");
     for t in trials {
-        let _ = writeln!(
-            out,
-            "{} {:<6} {:>6} {:>10.0} {:>14.0} {:>14.0} {:>8.1}",
-            if Some((t.io, t.shards)) == best {
-                "*"
-            } else {
-                " "
-            },
-            t.io.name(),
-            t.shards,
-            t.pps,
-            t.server_ns,
-            t.loadgen_ns,
-            t.p99_ns as f64 / 1000.0
-        );
+        let mark = if Some((t.io, t.shards)) == best {
+            '*'
+        } else {
+            ' '
+        };
+        let _ = writeln!(out, "{mark} {}", t.row());
     }
     out
 }

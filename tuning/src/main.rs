@@ -223,18 +223,8 @@ fn run(command: Command) -> Result<ExitCode> {
             if let Some(n) = max_shards {
                 settings.max_shards = n.max(1);
             }
-            println!("  io     shards        pps   server ns/rt  loadgen ns/rt   p99 µs");
-            let trials = autotune::run(&settings, |t| {
-                println!(
-                    "  {:<6} {:>6} {:>10.0} {:>14.0} {:>14.0} {:>8.1}",
-                    t.io.name(),
-                    t.shards,
-                    t.pps,
-                    t.server_ns,
-                    t.loadgen_ns,
-                    t.p99_ns as f64 / 1000.0
-                );
-            })?;
+            println!("{}", autotune::TABLE_HEADER);
+            let trials = autotune::run(&settings, |t| println!("  {}", t.row()))?;
             println!("\nall trials, best marked:\n{}", autotune::table(&trials));
             let best = autotune::best(&trials).context("no trial ran")?;
             if let Some(close) = autotune::runner_up_within(&trials, 0.05) {
