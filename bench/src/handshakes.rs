@@ -37,7 +37,7 @@ use serde_json::{Value, json};
 use crate::compare::{Better, Figure};
 use crate::loadgen::client::{HandshakePlan, HandshakeStats, client_config, run_handshakes};
 use crate::loadgen::cpu::{self, ThreadCpu};
-use crate::loadgen::server::{LOOPBACK, ServerSetup, TestServer};
+use crate::loadgen::server::{ServerSetup, TestServer, bind_ip_for};
 use crate::loadgen::{CipherChoice, IoChoice};
 use crate::loadgen::{run, threads};
 use crate::records::Version;
@@ -322,7 +322,7 @@ fn measure(
     let threads = tickets.len().max(1);
     let plan = |index: usize| HandshakePlan {
         server,
-        bind_ip: LOOPBACK,
+        bind_ip: bind_ip_for(server),
         sources: if server.ip().is_loopback() {
             LOOPBACK_SOURCES
         } else {

@@ -14,7 +14,7 @@ use super::CipherChoice;
 use super::client::{HandshakePlan, HandshakeStats, client_config, run_handshakes};
 use super::cpu::{CpuSnapshot, ThreadCpu};
 use super::flow::{FlowConfig, Flows};
-use super::server::LOOPBACK;
+use super::server::bind_ip_for;
 use crate::compare::{Figure, figures_json};
 use crate::host::HostInfo;
 use crate::records::Version;
@@ -106,7 +106,7 @@ pub fn on_loadgen<T: Send>(
                     let config = Arc::new(group_config(g, mtu)?);
                     let plan = HandshakePlan {
                         server: g.server,
-                        bind_ip: LOOPBACK,
+                        bind_ip: bind_ip_for(g.server),
                         sources: 1,
                         parallel: sessions,
                         total: Some(sessions as u64),
