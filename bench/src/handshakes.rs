@@ -403,6 +403,7 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
             io: IoChoice::Auto,
             null_protection: false,
             mtu: 1500,
+            data_io: Default::default(),
         })?),
     };
     let (server, ca) = match (
