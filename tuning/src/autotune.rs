@@ -396,7 +396,10 @@ impl<F: FnMut(&str)> Runner<'_, F> {
             return Ok(false);
         }
         let h = handshake_trial(n, self.share)?;
-        (self.progress)(&format!("  {}", h.row()));
+        (self.progress)(&format!(
+            "  handshakes: control_threads = {}, {:.0}/s, {} failed",
+            h.control_threads, h.rate, h.failed
+        ));
         self.out.handshakes.push(h);
         self.ran += 1;
         if !self.out.tried.contains(&Knob::ControlThreads) {
@@ -746,5 +749,98 @@ mod tests {
         ];
         let b = best(&trials).expect("a best");
         assert_eq!((b.io, b.shards), (IoChoice::Uring, 1));
+    }
+
+    fn point(io: IoChoice, data_io: DataIo) -> Trial {
+        Trial {
+            io,
+            shards: 1,
+            data_io,
+            pps: 1.0,
+            server_ns: 0.0,
+            loadgen_ns: 0.0,
+            p99_ns: 0,
+        }
+    }
+
+    #[test]
+    fn candidates_keep_the_ring_holding_a_batch_and_stay_in_bounds() {
+        let d = DataIo::default();
+        // A batch of 128 grows the ring to 128.
+        let batches = candidates(Knob::Batch, &point(IoChoice::Uring, d), false);
+        let got: Vec<(usize, u16)> = batches.iter().map(|c| (c.batch, c.uring_buffers)).collect();
+        assert_eq!(got, vec![(8, 64), (32, 64), (128, 128)]);
+        // Rings below the batch are left out; mmsg has no ring to try.
+        let big = DataIo {
+            batch: 128,
+            uring_buffers: 128,
+            ..d
+        };
+        let rings: Vec<u16> = candidates(Knob::UringBuffers, &point(IoChoice::Uring, big), false)
+            .iter()
+            .map(|c| c.uring_buffers)
+            .collect();
+        assert_eq!(rings, vec![256, 1024]);
+        assert!(candidates(Knob::UringBuffers, &point(IoChoice::Mmsg, d), false).is_empty());
+        // Neighbours: half and double, within the keys' bounds.
+        let one = DataIo { batch: 1, ..d };
+        let n: Vec<usize> = candidates(Knob::Batch, &point(IoChoice::Mmsg, one), true)
+            .iter()
+            .map(|c| c.batch)
+            .collect();
+        assert_eq!(n, vec![2]);
+        let huge = DataIo {
+            recv_buffer: 1 << 30,
+            send_buffer: 1 << 30,
+            ..d
+        };
+        let n: Vec<usize> = candidates(Knob::SocketBuffers, &point(IoChoice::Mmsg, huge), true)
+            .iter()
+            .map(|c| c.recv_buffer)
+            .collect();
+        assert_eq!(n, vec![1 << 29]);
+        assert_eq!(worker_candidates(4, Some(4), true), vec![3]);
+        assert_eq!(worker_candidates(3, None, false), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn tuned_config_writes_only_the_knobs_tried() {
+        let dir = std::env::temp_dir().join(format!("dtls-tune-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let base = dir.join("base.toml");
+        std::fs::write(
+            &base,
+            "[connect]\nlisten = \"127.0.0.1:5000\"\nio_batch = 16\n",
+        )
+        .expect("write");
+        let best = point(
+            IoChoice::Mmsg,
+            DataIo {
+                batch: 64,
+                gso: false,
+                ..DataIo::default()
+            },
+        );
+        let text = tuned_config(&base, &best, None, &[Knob::Gso]).expect("tuned");
+        let doc: toml::Table = toml::from_str(&text).expect("TOML");
+        let t = doc["connect"].as_table().expect("table");
+        assert_eq!(t["gso"].as_bool(), Some(false));
+        // Not tried: the base's value stays, no key is added.
+        assert_eq!(t["io_batch"].as_integer(), Some(16));
+        assert!(!t.contains_key("socket_recv_buffer"));
+        assert!(!t.contains_key("control_threads"));
+        let workers = HandshakeTrial {
+            control_threads: 3,
+            rate: 1.0,
+            per_cpu_s: None,
+            failed: 0,
+        };
+        let text = tuned_config(&base, &best, Some(&workers), &[Knob::Batch]).expect("tuned");
+        let doc: toml::Table = toml::from_str(&text).expect("TOML");
+        let t = doc["connect"].as_table().expect("table");
+        assert_eq!(t["io_batch"].as_integer(), Some(64));
+        assert_eq!(t["uring_buffers"].as_integer(), Some(64));
+        assert_eq!(t["control_threads"].as_integer(), Some(3));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
