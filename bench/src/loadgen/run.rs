@@ -301,6 +301,22 @@ pub fn start_servers(
     io: super::IoChoice,
     mtu: u16,
 ) -> anyhow::Result<(Vec<super::server::TestServer>, Vec<Group>)> {
+    start_servers_with(ciphers, version, shards, io, mtu, Default::default())
+}
+
+/// [`start_servers`] with the shards' batch, ring, GSO and socket buffer sizes set
+/// (`dtls-tune autotune` trials them).
+///
+/// # Errors
+/// A server that cannot start.
+pub fn start_servers_with(
+    ciphers: &[CipherChoice],
+    version: Version,
+    shards: usize,
+    io: super::IoChoice,
+    mtu: u16,
+    data_io: dtlsd::config::DataIo,
+) -> anyhow::Result<(Vec<super::server::TestServer>, Vec<Group>)> {
     let servers = ciphers
         .iter()
         .map(|c| {
@@ -310,6 +326,7 @@ pub fn start_servers(
                 io,
                 null_protection: c.is_null(),
                 mtu,
+                data_io,
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

@@ -53,6 +53,9 @@ pub struct ServerSetup {
     pub null_protection: bool,
     /// Path MTU the server assumes.
     pub mtu: u16,
+    /// The shards' batch, ring, GSO and socket buffer sizes (`dtlsd`'s `io_batch`,
+    /// `uring_buffers`, `gso`, `socket_recv_buffer`, `socket_send_buffer`).
+    pub data_io: dtlsd::config::DataIo,
 }
 
 /// A UDP echo server on its own thread.
@@ -204,6 +207,7 @@ impl TestServer {
                 control_threads: Some(setup.control_threads.max(1)),
                 cpus: None,
                 io: setup.io.daemon(),
+                data_io: setup.data_io,
                 interface: None,
                 mtu: setup.mtu,
                 metrics: None,
