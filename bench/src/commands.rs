@@ -303,6 +303,7 @@ pub fn latency_cli(a: &LatencyArgs) -> Result<()> {
         version: a.version,
         io: a.io,
         shards: a.shards,
+        server_io: Default::default(),
         gso: a.gso.on(),
         interval: a.interval,
         out: a.out.clone(),

@@ -50,6 +50,9 @@ pub struct Config {
     pub io: IoChoice,
     /// Server shards.
     pub shards: usize,
+    /// The in-process server's data-plane I/O sizes (`io_batch`, `uring_buffers`, `gso`,
+    /// socket buffers); ignored with [`Config::server`].
+    pub server_io: dtlsd::config::DataIo,
     /// Generator GSO/GRO.
     pub gso: bool,
     /// `.hlog` interval.
@@ -333,12 +336,13 @@ fn setup(cfg: &Config, ciphers: &[CipherChoice]) -> Result<(Vec<TestServer>, Vec
             }
             Ok((Vec::new(), vec![ext.group(cfg.cipher, cfg.version)]))
         }
-        None => run::start_servers(
+        None => run::start_servers_with(
             ciphers,
             cfg.version,
             cfg.shards,
             cfg.io,
             run::server_mtu(cfg.size),
+            cfg.server_io,
         ),
     }
 }

@@ -85,6 +85,7 @@ fn latency_against_a_running_server_round_trips_data() {
         version: Version::V12,
         io: IoChoice::Auto,
         shards: 1,
+        server_io: Default::default(),
         gso: false,
         interval: Duration::from_millis(200),
         out: dir.path().to_path_buf(),

@@ -19,6 +19,7 @@ fn config(out: &std::path::Path, compare_none: bool) -> latency::Config {
         version: Version::V12,
         io: IoChoice::Auto,
         shards: 1,
+        server_io: Default::default(),
         gso: false,
         interval: Duration::from_millis(200),
         out: out.to_path_buf(),

@@ -18,6 +18,11 @@
 //! trials stop once `--duration` is spent, coarse grids before refinements, and the knobs
 //! left untried keep the base configuration's value and are named ([`Outcome::untried`]).
 //!
+//! Latency: the best trial, and the runner-up when it came within 5 % of the best's rate
+//! (closer than the budget can tell apart), each run open loop by `dtls-bench latency` at
+//! [`LATENCY_LOAD`] of its own round-trip rate ([`latency_trial`]); of two, the one with the
+//! lower p99.9 is written.
+//!
 //! What it does not tune: AF_XDP (`io = "xdp"` needs a NIC queue per shard, not loopback;
 //! the trials skip it and say so). On loopback the generator shares the machine, so the
 //! figures rank settings on this host; they are not line-rate numbers.
@@ -44,6 +49,11 @@ const SOCKET_BUFFERS: [usize; 4] = [256 << 10, 1 << 20, 8 << 20, 32 << 20];
 /// Handshakes in flight during a handshake trial (spread over 16 loopback sources, so
 /// every worker gets some).
 pub const HANDSHAKE_PARALLEL: usize = 16;
+
+/// The open-loop load of a latency check: this share of the contender's measured
+/// round-trip rate (half load: the tail there is the waiting the settings cause, not
+/// saturation).
+pub const LATENCY_LOAD: f64 = 0.5;
 
 /// One data-plane trial's settings and what it measured.
 #[derive(Debug, Clone)]
@@ -173,6 +183,113 @@ pub struct Outcome {
     pub tried: Vec<Knob>,
     /// Knobs not trialled, each with why (the budget was spent, or it does not apply).
     pub untried: Vec<(Knob, &'static str)>,
+}
+
+/// A contender's latency, open loop at [`LATENCY_LOAD`] of its round-trip rate.
+#[derive(Debug, Clone)]
+pub struct LatencyTrial {
+    /// The settings (and their throughput trial).
+    pub trial: Trial,
+    /// The offered rate, datagrams per second.
+    pub rate: f64,
+    /// Round-trip time from the intended send time, ns: median, 99th, 99.9th percentile.
+    pub p50_ns: u64,
+    /// 99th percentile, ns.
+    pub p99_ns: u64,
+    /// 99.9th percentile, ns.
+    pub p999_ns: u64,
+    /// Datagrams lost.
+    pub lost: u64,
+}
+
+/// The measured time of each latency check for an autotune of `duration`: a tenth of it,
+/// within [`MIN_TRIAL`] and 3 s.
+pub fn latency_share(duration: Duration) -> Duration {
+    (duration / 10).clamp(MIN_TRIAL, Duration::from_secs(3))
+}
+
+/// Runs `dtls-bench latency` in-process with `t`'s settings, open loop at [`LATENCY_LOAD`]
+/// of `t`'s rate, for `share` (its histogram files go to a scratch directory, removed after).
+///
+/// # Errors
+/// The in-process server or the generator fails.
+pub fn latency_trial(t: &Trial, share: Duration, sessions: usize) -> Result<LatencyTrial> {
+    let out = std::env::temp_dir().join(format!(
+        "dtls-tune-latency-{}-{}",
+        std::process::id(),
+        t.shards
+    ));
+    let rate = (t.pps * LATENCY_LOAD).max(1.0);
+    let cfg = bench::latency::Config {
+        size: 1200,
+        sessions,
+        rate,
+        duration: share,
+        warmup: Duration::from_millis(100),
+        cipher: CipherChoice::Aes128Gcm,
+        version: Version::V12,
+        io: t.io,
+        shards: t.shards,
+        server_io: t.data_io,
+        gso: true,
+        interval: share,
+        out: out.clone(),
+        json: None,
+        compare_none: false,
+        threads: 1,
+        server: None,
+    };
+    let run = bench::latency::run(&cfg);
+    let _ = std::fs::remove_dir_all(&out);
+    let run = run
+        .with_context(|| {
+            format!(
+                "latency check io = {}, {}",
+                t.io.name(),
+                knobs_text(&t.data_io)
+            )
+        })?
+        .run;
+    Ok(LatencyTrial {
+        trial: t.clone(),
+        rate,
+        p50_ns: run.histogram.value_at_quantile(0.5),
+        p99_ns: run.histogram.value_at_quantile(0.99),
+        p999_ns: run.histogram.value_at_quantile(0.999),
+        lost: run.counts.lost,
+    })
+}
+
+/// Of the latency checks, the one with the lowest p99.9 (the first on a tie).
+pub fn best_latency(checks: &[LatencyTrial]) -> Option<&LatencyTrial> {
+    checks
+        .iter()
+        .reduce(|a, b| if b.p999_ns < a.p999_ns { b } else { a })
+}
+
+/// The header of the latency table ([`LatencyTrial::row`]).
+pub const LATENCY_HEADER: &str =
+    "  io     shards   rate/s    p50 µs    p99 µs  p99.9 µs   lost  batch  ring  gso  sockbuf";
+
+impl LatencyTrial {
+    /// One line of the latency table.
+    pub fn row(&self) -> String {
+        let t = &self.trial;
+        format!(
+            "  {:<6} {:>6} {:>8.0} {:>9.1} {:>9.1} {:>9.1} {:>6}  {:>5} {:>5}  {:<4} {}",
+            t.io.name(),
+            t.shards,
+            self.rate,
+            self.p50_ns as f64 / 1e3,
+            self.p99_ns as f64 / 1e3,
+            self.p999_ns as f64 / 1e3,
+            self.lost,
+            t.data_io.batch,
+            t.data_io.uring_buffers,
+            if t.data_io.gso { "on" } else { "off" },
+            bytes_short(t.data_io.recv_buffer),
+        )
+    }
 }
 
 /// Shard counts of the coarse pass: 1, 2, 4, ... and `max`.
@@ -592,6 +709,21 @@ pub fn table(trials: &[Trial]) -> String {
             ' '
         };
         let _ = writeln!(out, "{mark} {}", t.row());
+    }
+    out
+}
+
+/// The table of the latency checks, the lowest p99.9 marked.
+pub fn latency_table(checks: &[LatencyTrial]) -> String {
+    let chosen = best_latency(checks);
+    let mut out = format!("{LATENCY_HEADER}\n");
+    for c in checks {
+        let mark = if chosen.is_some_and(|b| std::ptr::eq(b, c)) {
+            '*'
+        } else {
+            ' '
+        };
+        let _ = writeln!(out, "{mark} {}", c.row());
     }
     out
 }

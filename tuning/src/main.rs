@@ -255,14 +255,29 @@ fn run(command: Command) -> Result<ExitCode> {
             }
             println!("\nall trials, best marked:\n{}", autotune::table(trials));
             let best = autotune::best(trials).context("no trial ran")?;
-            if let Some(close) = autotune::runner_up_within(trials, 0.05) {
+            let close = autotune::runner_up_within(trials, 0.05);
+            if let Some(close) = close {
                 eprintln!(
-                    "note: the runner-up came within 5 % of the best: too close to call with \
-                     this budget (a longer --duration separates them):\n  {}",
+                    "note: the runner-up came within 5 % of the best, too close to call with \
+                     this budget: the latency check decides between them:\n  {}",
                     close.row()
                 );
             }
-            let text = autotune::tuned_config(&config, best, workers, &outcome.tried)?;
+            // The latency scenario: the contenders open loop at half their own rate.
+            let share = autotune::latency_share(duration);
+            let checks = std::iter::once(best)
+                .chain(close)
+                .map(|t| autotune::latency_trial(t, share, settings.sessions))
+                .collect::<Result<Vec<_>>>()?;
+            println!(
+                "\nlatency, open loop at {:.0} % of each contender's round-trip rate for {:.1} s \
+                 (1200 B, AES-128-GCM), lowest p99.9 marked:\n{}",
+                autotune::LATENCY_LOAD * 100.0,
+                share.as_secs_f64(),
+                autotune::latency_table(&checks)
+            );
+            let chosen = autotune::best_latency(&checks).map_or(best, |c| &c.trial);
+            let text = autotune::tuned_config(&config, chosen, workers, &outcome.tried)?;
             output(out.as_deref(), &text)?;
             Ok(ExitCode::SUCCESS)
         }
