@@ -770,8 +770,40 @@ pub fn tuned_config(
         .and_then(toml::Value::as_table_mut)
         .context("no [serve] or [connect] table")?;
     let int = |v: usize| toml::Value::Integer(i64::try_from(v).unwrap_or(i64::MAX));
-    table.remove("interface");
+    // A base serving through AF_XDP (`io = "xdp"`, or `auto` with an interface) keeps its
+    // path: the trials ran the socket backends on loopback and say nothing about it, so its
+    // `io`, `interface` and `shards` (one per NIC queue) stay, and only what applies to
+    // either path is written (the handshake workers).
+    let xdp = table.contains_key("interface")
+        && matches!(
+            table.get("io").and_then(toml::Value::as_str),
+            Some("xdp" | "auto") | None
+        );
     table.remove("cpus");
+    if xdp {
+        let mut out = format!(
+            "# Written by `dtls-tune autotune` from {}: this configuration serves through\n\
+             # AF_XDP on its interface, which the in-process loopback trials cannot run; its\n\
+             # io, interface and shards are kept. The socket-path trials' best ({} with {}\n\
+             # shards, {:.0} round trips/s) applies only if you switch to it.\n",
+            base.display(),
+            best.io.name(),
+            best.shards,
+            best.pps,
+        );
+        if let Some(w) = workers {
+            table.insert("control_threads".into(), int(w.control_threads));
+            let _ = writeln!(
+                out,
+                "#   control_threads = {} ({:.0} full handshakes/s)",
+                w.control_threads, w.rate
+            );
+        }
+        out.push_str("# Run `dtls-tune plan` for `cpus`.\n");
+        out.push_str(&toml::to_string(&doc).context("writing TOML")?);
+        return Ok(out);
+    }
+    table.remove("interface");
     table.insert("io".into(), toml::Value::String(best.io.name().into()));
     table.insert("shards".into(), int(best.shards));
     let d = &best.data_io;

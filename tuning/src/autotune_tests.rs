@@ -130,3 +130,55 @@ fn tuned_config_writes_only_the_knobs_tried() {
     assert_eq!(t["control_threads"].as_integer(), Some(3));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_af_xdp_base_keeps_its_path_and_gets_only_the_workers() {
+    let dir = std::env::temp_dir().join(format!("dtls-tune-unit-xdp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let best = point(IoChoice::Uring, DataIo::default());
+    let workers = HandshakeTrial {
+        control_threads: 2,
+        rate: 1.0,
+        per_cpu_s: None,
+        failed: 0,
+    };
+    for io in ["io = \"xdp\"\n", "io = \"auto\"\n", ""] {
+        let base = dir.join("xdp.toml");
+        std::fs::write(
+            &base,
+            format!(
+                "[serve]\nlisten = \"10.0.0.1:4433\"\n{io}interface = \"eth0\"\nshards = 4\n\
+                 io_batch = 16\n"
+            ),
+        )
+        .expect("write");
+        let text =
+            tuned_config(&base, &best, Some(&workers), &[Knob::Batch, Knob::Gso]).expect("tuned");
+        let doc: toml::Table = toml::from_str(&text).expect("TOML");
+        let t = doc["serve"].as_table().expect("table");
+        assert_eq!(t["interface"].as_str(), Some("eth0"), "{text}");
+        assert_eq!(t.get("io").and_then(|v| v.as_str()), io.split('"').nth(1));
+        assert_eq!(t["shards"].as_integer(), Some(4));
+        // The socket-path trials' sizes are not written onto the AF_XDP path.
+        assert_eq!(t["io_batch"].as_integer(), Some(16));
+        assert!(!t.contains_key("gso"));
+        assert_eq!(t["control_threads"].as_integer(), Some(2));
+        assert!(text.contains("AF_XDP"), "{text}");
+    }
+    // With a socket backend named, `interface` is not an AF_XDP path: dropped as before.
+    let base = dir.join("uring.toml");
+    std::fs::write(
+        &base,
+        "[serve]\nlisten = \"10.0.0.1:4433\"\nio = \"uring\"\ninterface = \"eth0\"\n",
+    )
+    .expect("write");
+    let text = tuned_config(&base, &best, None, &[]).expect("tuned");
+    let doc: toml::Table = toml::from_str(&text).expect("TOML");
+    assert!(
+        !doc["serve"]
+            .as_table()
+            .expect("table")
+            .contains_key("interface")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
