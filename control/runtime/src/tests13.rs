@@ -118,6 +118,12 @@ impl Shard13 {
                     self.log.push("transmit");
                     c.handle_datagram(now, test_wall(), server, &datagram);
                 }
+                // After the installation: on the session's path, the client's here.
+                ShardCommand::TransmitSession { session, datagram } => {
+                    assert_eq!(Some(session), self.session, "the installed session");
+                    self.log.push("transmit");
+                    c.handle_datagram(now, test_wall(), server, &datagram);
+                }
                 ShardCommand::ExpectKeys { .. } => self.log.push("expect"),
                 ShardCommand::InstallKeys { .. } => panic!("a DTLS 1.2 install"),
                 ShardCommand::Close { .. } => self.log.push("close"),
@@ -365,7 +371,8 @@ fn tally_commands(q: &ShardQueues, t: &mut (usize, usize, usize, usize, usize)) 
             }
             ShardCommand::RetireEpoch { .. } => t.2 += 1,
             ShardCommand::Close { .. } => t.3 += 1,
-            ShardCommand::Transmit { datagram, .. } => {
+            ShardCommand::Transmit { datagram, .. }
+            | ShardCommand::TransmitSession { datagram, .. } => {
                 t.4 += 1;
                 q.recycle(datagram);
             }

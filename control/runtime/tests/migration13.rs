@@ -280,6 +280,7 @@ fn a_moved_clients_replacement_cid_reaches_its_new_path_in_the_same_exchange() {
         let left = w.nat;
         w.nat = outside(k);
         let spares = w.client.ctl.counters().snapshot().peer_cids_spare;
+        let forwarded = w.client.stats().post_handshake_forwarded;
         let payload = k.to_be_bytes();
         w.cids.clear();
         w.echo(now, &payload);
@@ -306,6 +307,14 @@ fn a_moved_clients_replacement_cid_reaches_its_new_path_in_the_same_exchange() {
             w.client.ctl.counters().snapshot().peer_cids_spare,
             spares + 1,
             "move {k}: the replacement CID arrived"
+        );
+        // Once: the server's control heard of the move before the retirement, so the
+        // NewConnectionId was its only flight on the new path, not resent there as a
+        // flight that went to the old one.
+        assert_eq!(
+            w.client.stats().post_handshake_forwarded - forwarded,
+            1,
+            "move {k}: one NewConnectionId"
         );
         // The client's records on this path carry one CID, never used on another
         // (RFC 9147 §9, RFC 9853 §9).

@@ -282,6 +282,21 @@ pub enum ShardCommand {
         /// The whole datagram.
         datagram: Vec<u8>,
     },
+    /// Send `datagram` as is on installed session `session`'s current path: a DTLS 1.3
+    /// post-handshake flight or ACK its engine built (NewConnectionId, KeyUpdate,
+    /// NewSessionTicket, ...). The shard moves a session to a new address (RFC 9146 §6,
+    /// RFC 9147 §9, after the check of RFC 9853 §5) before control hears of it
+    /// ([`ControlInbound::PeerMoved`] is on its way), so an address from control may be
+    /// one the peer left; the session's is not. Serve mode: where the session's own
+    /// records go (the address being checked, within its anti-amplification limit, else
+    /// the peer's); connect mode: the session's upstream flow. Dropped and counted
+    /// (`drop_unknown_session`) when the session is gone.
+    TransmitSession {
+        /// The session.
+        session: SessionId,
+        /// The whole datagram.
+        datagram: Vec<u8>,
+    },
 }
 
 /// A message from a shard to the control thread.

@@ -483,15 +483,44 @@ fn handle_moved<F>(
         return;
     };
     let received = datagram.len();
-    let mut newest = false;
-    let closed = protected(table, id, out, now, source, datagram, &mut newest);
+    let (mut newest, mut switch_to) = (false, None);
+    let closed = protected(
+        table,
+        id,
+        out,
+        now,
+        source,
+        datagram,
+        &mut newest,
+        &mut switch_to,
+    );
     if let Some(reason) = closed {
         return close_session(table, out, from, reason);
     }
-    if !newest {
+    if newest {
+        move_to(table, id, out, now, (from, source), received);
+    } else {
         out.tally.drop_not_moved += 1;
-        return;
     }
+    // The CIDs the peer moved past are retired after the move, so control hears of the
+    // move first ([`ControlInbound::PeerMoved`], then [`ControlInbound::CidsRetired`]):
+    // the engine's replacements are its only flight on the new path, sent once.
+    if let Some(to) = switch_to {
+        switch_cid(table, id, out, &to);
+    }
+}
+
+/// [`handle_moved`]'s move of session `id` `from` its address to `source` after a record
+/// from `source` authenticated and was the newest: at once without the return-routability
+/// check, else once `source` answers it (already, when this datagram carried the answer).
+fn move_to<F>(
+    table: &mut SessionTable<F>,
+    id: SlotId,
+    out: &mut Out<'_>,
+    now: Instant,
+    (from, source): (SocketAddr, SocketAddr),
+    received: usize,
+) {
     let Some(session) = table.session_mut(id) else {
         return;
     };
@@ -527,15 +556,30 @@ pub(crate) fn handle_protected<F>(
     let Some(peer) = table.session(id).map(|s| s.peer) else {
         return;
     };
-    let mut newest = false;
-    if let Some(reason) = protected(table, id, out, now, peer, datagram, &mut newest) {
-        close_session(table, out, peer, reason);
+    let (mut newest, mut switch_to) = (false, None);
+    let closed = protected(
+        table,
+        id,
+        out,
+        now,
+        peer,
+        datagram,
+        &mut newest,
+        &mut switch_to,
+    );
+    if let Some(reason) = closed {
+        return close_session(table, out, peer, reason);
+    }
+    if let Some(to) = switch_to {
+        switch_cid(table, id, out, &to);
     }
 }
 
 /// The work of [`handle_protected`] for a datagram from `source`: handshake content to
 /// control (as from `source`), records opened; `newest` is set when a record of the
-/// current read epoch authenticated with a sequence number above every one seen before.
+/// current read epoch authenticated with a sequence number above every one seen before,
+/// and `switch_to` when such a record carried a later CID of ours (the caller switches
+/// with [`switch_cid`] once the session is where it goes: see [`handle_moved`]).
 /// Returns why the session must close, if a record says so.
 fn protected<F>(
     table: &mut SessionTable<F>,
@@ -545,6 +589,7 @@ fn protected<F>(
     source: SocketAddr,
     datagram: &mut [u8],
     newest: &mut bool,
+    switch_to: &mut Option<CidKey>,
 ) -> Option<CloseReason> {
     let session = table.session(id)?;
     let found = match &session.read {
@@ -571,20 +616,7 @@ fn protected<F>(
     if found.trailing {
         out.tally.drop_malformed += 1;
     }
-    let mut switch_to = None;
-    let closed = open_records(
-        table,
-        id,
-        out,
-        now,
-        source,
-        datagram,
-        newest,
-        &mut switch_to,
-    );
-    if let Some(to) = switch_to {
-        switch_cid(table, id, out, &to);
-    }
+    let closed = open_records(table, id, out, now, source, datagram, newest, switch_to);
     if closed.is_none()
         && table
             .session(id)
@@ -1108,20 +1140,7 @@ pub(crate) fn seal_record<F>(
         return false;
     }
     let side = out.mode.dtls();
-    // RFC 9853 §5: "A receiver that observes the peer's address change MUST stop sending
-    // any buffered application data or limit the data sent to the unvalidated address to
-    // the anti-amplification limit": the new address while within it, the validated one
-    // after.
-    let peer = match session.path.check_mut() {
-        Some(check) if side == Side::Net => {
-            if check.spend(record_len) {
-                check.to
-            } else {
-                session.peer
-            }
-        }
-        _ => session.peer,
-    };
+    let peer = path_for(session, side, record_len);
     let flow = session.id().to_token();
     if seal_to(
         out,
@@ -1138,6 +1157,32 @@ pub(crate) fn seal_record<F>(
     } else {
         false
     }
+}
+
+/// Where a datagram of `len` bytes of `session` goes on `side` now: its peer's address, or
+/// (serve mode) the new address being checked while the datagram stays within that
+/// address's anti-amplification limit, which it is then counted against. RFC 9853 §5: "A
+/// receiver that observes the peer's address change MUST stop sending any buffered
+/// application data or limit the data sent to the unvalidated address to the
+/// anti-amplification limit": the new address while within it, the validated one after.
+fn path_for<F>(session: &mut Session<F>, side: Side, len: usize) -> SocketAddr {
+    if side == Side::Net
+        && let Some(check) = session.path.check_mut()
+        && check.spend(len)
+    {
+        return check.to;
+    }
+    session.peer
+}
+
+/// Control's `datagram` for `session` (a DTLS 1.3 post-handshake flight or ACK, sealed by
+/// its engine) on the session's current path, as the session's own records go
+/// ([`path_for`]): never to an address control still holds after the peer left it.
+#[cold]
+pub(crate) fn transmit_on_path<F>(session: &mut Session<F>, out: &mut Out<'_>, datagram: &[u8]) {
+    let side = out.mode.dtls();
+    let peer = path_for(session, side, datagram.len());
+    out.push(side, peer, session.id().to_token(), datagram);
 }
 
 /// Seals `plaintext` as one record with `sealer`, in place on `side` (see [`Out::push_with`]).
