@@ -1,6 +1,6 @@
 //! `dtlsd connect` behind a NAT: a local source → `dtlsd connect` → a test NAT (a UDP relay
 //! of ours that gives the client's flow a new outside port mid-stream, then a new address
-//! within 127.0.0.0/8 as well, closing the old socket, as a NAT whose mapping expired does) → `dtlsd serve` → a UDP echo backend and back,
+//! within 127.0.0.0/8 as well, closing the socket before the old one, as a NAT whose mappings expire does) → `dtlsd serve` → a UDP echo backend and back,
 //! for DTLS 1.2 (RFC 9146) and 1.3 (RFC 9147 §9) with connection IDs. Every datagram is
 //! echoed byte for byte across the changes, the session survives (one handshake), and the
 //! return-routability check of RFC 9853 runs both ways: the server challenges the new
@@ -22,8 +22,11 @@ use common::{Daemon, EchoBackend, TempDir, certs};
 
 /// A one-client NAT: datagrams from the inside (`dtlsd connect`) to `front` leave through
 /// an outside socket towards the server; the server's answers to that socket go back to
-/// the inside. [`Nat::rebind`] replaces the outside socket (a new source port), and the old
-/// one is closed: what the server sends to the old port is lost.
+/// the inside. [`Nat::rebind`] replaces the outside socket (a new source port). What was
+/// already on its way to the old port still reaches the inside until the next rebind (the
+/// old mapping lingers one change, so a datagram the server sent just before a change is
+/// not lost to the lockstep of the test), and the socket before it is closed: what the
+/// server sends two ports back is lost.
 /// CIDs of the client's records, each with the number of rebinds before it.
 type SeenCids = Mutex<Vec<(u64, Vec<u8>)>>;
 
@@ -118,6 +121,8 @@ fn relay(
     cids: &SeenCids,
 ) {
     let mut out = outside(server, 0);
+    // The mapping before `out`, read until the next change.
+    let mut lingering: Option<UdpSocket> = None;
     let mut inside: Option<SocketAddr> = None;
     // The first protected record (a unified header, or a tls12_cid record) the client sent.
     let mut old: Option<Vec<u8>> = None;
@@ -125,8 +130,10 @@ fn relay(
     while !stop.load(Ordering::SeqCst) {
         match requests.try_recv() {
             Ok(Request::Rebind) => {
-                // The old mapping is gone: its socket closes with it.
-                out = outside(server, rebinds.load(Ordering::SeqCst) + 1);
+                // The old mapping lingers one change; the one before it is gone, its
+                // socket closed with it.
+                let next = outside(server, rebinds.load(Ordering::SeqCst) + 1);
+                lingering = Some(std::mem::replace(&mut out, next));
                 rebinds.fetch_add(1, Ordering::SeqCst);
             }
             Ok(Request::ReplayOld) => {
@@ -152,10 +159,12 @@ fn relay(
             }
             let _ = out.send(&buf[..n]);
         }
-        while let Ok(n) = out.recv(&mut buf) {
-            idle = false;
-            if let Some(to) = inside {
-                let _ = front.send_to(&buf[..n], to);
+        for socket in std::iter::once(&out).chain(lingering.as_ref()) {
+            while let Ok(n) = socket.recv(&mut buf) {
+                idle = false;
+                if let Some(to) = inside {
+                    let _ = front.send_to(&buf[..n], to);
+                }
             }
         }
         if idle {
