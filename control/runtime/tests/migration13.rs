@@ -45,6 +45,10 @@ fn outside(moves: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)), 40_000 + moves)
 }
 
+/// What a shard sends in a turn: on its socket `(destination, datagram)`, on upstream
+/// flows `(flow, datagram)`.
+type Sent = (Vec<(SocketAddr, Vec<u8>)>, Vec<(FlowRef, Vec<u8>)>);
+
 /// Upstream flows are numbers here.
 struct Flows(u32);
 
@@ -101,9 +105,8 @@ impl Daemon {
 
     /// One turn of both threads: the shard hands control what it staged, control runs
     /// (timers due at `now` included), the shard runs control's commands and its sweep.
-    /// Returns what the shard then sends: on its socket `(destination, datagram)`, on
-    /// upstream flows `(flow, datagram)`.
-    fn turn(&mut self, now: Instant) -> (Vec<(SocketAddr, Vec<u8>)>, Vec<(FlowRef, Vec<u8>)>) {
+    /// Returns what the shard then sends.
+    fn turn(&mut self, now: Instant) -> Sent {
         self.core.pump();
         self.ctl.run_turn(now, test_wall());
         while let Some(command) = self.queues.poll_command() {

@@ -581,6 +581,10 @@ pub(crate) fn handle_protected<F>(
 /// and `switch_to` when such a record carried a later CID of ours (the caller switches
 /// with [`switch_cid`] once the session is where it goes: see [`handle_moved`]).
 /// Returns why the session must close, if a record says so.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the per-packet path passes its state along"
+)]
 fn protected<F>(
     table: &mut SessionTable<F>,
     id: SlotId,
