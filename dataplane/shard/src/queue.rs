@@ -1,7 +1,8 @@
 //! The two bounded, lock-free queues between a shard and the control thread.
 //!
-//! - control → shard: [`ShardCommand`] (install keys, close, transmit a handshake flight,
-//!   expect a peer's keys);
+//! - control → shard: [`ShardCommand`] (install keys, close, transmit a handshake flight
+//!   to an address or a DTLS 1.3 post-handshake flight on a session's path, expect a peer's
+//!   keys);
 //! - shard → control: [`ControlInbound`] (handshake datagrams, session closed, AEAD limits);
 //!
 //! and a third, from the other shards: records under a CID this shard owns that reached
