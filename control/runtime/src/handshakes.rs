@@ -837,6 +837,14 @@ impl ControlThread {
             };
             self.push(shard, command);
         }
+        // A DTLS 1.3 engine that served an installed session failed (a fatal alert sent, or
+        // its KeyUpdate never acknowledged): the session ends too, in the shard, after the
+        // alert went out.
+        if failure.is_some()
+            && let Some(id) = installed
+        {
+            self.close_session(now, id, CloseCause::Failed);
+        }
         if failed_client {
             // The shard holds an upstream socket and queued plaintext for this source.
             self.push(shard, ShardCommand::Forget { peer });

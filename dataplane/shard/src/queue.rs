@@ -447,6 +447,11 @@ pub enum CloseCause {
     /// A new handshake of the same peer replaced it (a DTLS 1.3 session, or a session of
     /// the other version, is replaced rather than rekeyed).
     Replaced,
+    /// The session's DTLS 1.3 engine failed after the handshake: it sent a fatal alert
+    /// (RFC 8446 §6.2: "Upon transmission or receipt of a fatal alert message, both parties
+    /// MUST immediately close the connection"), or our KeyUpdate was never acknowledged
+    /// (RFC 9147 §8), so the keys could not be updated again.
+    Failed,
 }
 
 impl CloseCause {
@@ -458,6 +463,7 @@ impl CloseCause {
             CloseCause::AeadLimit => "aead_limit",
             CloseCause::Requested => "requested",
             CloseCause::Replaced => "replaced",
+            CloseCause::Failed => "failed",
         }
     }
 }
