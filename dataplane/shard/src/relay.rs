@@ -483,44 +483,15 @@ fn handle_moved<F>(
         return;
     };
     let received = datagram.len();
-    let (mut newest, mut switch_to) = (false, None);
-    let closed = protected(
-        table,
-        id,
-        out,
-        now,
-        source,
-        datagram,
-        &mut newest,
-        &mut switch_to,
-    );
+    let mut newest = false;
+    let closed = protected(table, id, out, now, source, datagram, &mut newest);
     if let Some(reason) = closed {
         return close_session(table, out, from, reason);
     }
-    if newest {
-        move_to(table, id, out, now, (from, source), received);
-    } else {
+    if !newest {
         out.tally.drop_not_moved += 1;
+        return;
     }
-    // The CIDs the peer moved past are retired after the move, so control hears of the
-    // move first ([`ControlInbound::PeerMoved`], then [`ControlInbound::CidsRetired`]):
-    // the engine's replacements are its only flight on the new path, sent once.
-    if let Some(to) = switch_to {
-        switch_cid(table, id, out, &to);
-    }
-}
-
-/// [`handle_moved`]'s move of session `id` `from` its address to `source` after a record
-/// from `source` authenticated and was the newest: at once without the return-routability
-/// check, else once `source` answers it (already, when this datagram carried the answer).
-fn move_to<F>(
-    table: &mut SessionTable<F>,
-    id: SlotId,
-    out: &mut Out<'_>,
-    now: Instant,
-    (from, source): (SocketAddr, SocketAddr),
-    received: usize,
-) {
     let Some(session) = table.session_mut(id) else {
         return;
     };
@@ -556,35 +527,16 @@ pub(crate) fn handle_protected<F>(
     let Some(peer) = table.session(id).map(|s| s.peer) else {
         return;
     };
-    let (mut newest, mut switch_to) = (false, None);
-    let closed = protected(
-        table,
-        id,
-        out,
-        now,
-        peer,
-        datagram,
-        &mut newest,
-        &mut switch_to,
-    );
-    if let Some(reason) = closed {
-        return close_session(table, out, peer, reason);
-    }
-    if let Some(to) = switch_to {
-        switch_cid(table, id, out, &to);
+    let mut newest = false;
+    if let Some(reason) = protected(table, id, out, now, peer, datagram, &mut newest) {
+        close_session(table, out, peer, reason);
     }
 }
 
 /// The work of [`handle_protected`] for a datagram from `source`: handshake content to
 /// control (as from `source`), records opened; `newest` is set when a record of the
-/// current read epoch authenticated with a sequence number above every one seen before,
-/// and `switch_to` when such a record carried a later CID of ours (the caller switches
-/// with [`switch_cid`] once the session is where it goes: see [`handle_moved`]).
+/// current read epoch authenticated with a sequence number above every one seen before.
 /// Returns why the session must close, if a record says so.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the per-packet path passes its state along"
-)]
 fn protected<F>(
     table: &mut SessionTable<F>,
     id: SlotId,
@@ -593,7 +545,6 @@ fn protected<F>(
     source: SocketAddr,
     datagram: &mut [u8],
     newest: &mut bool,
-    switch_to: &mut Option<CidKey>,
 ) -> Option<CloseReason> {
     let session = table.session(id)?;
     let found = match &session.read {
@@ -620,13 +571,31 @@ fn protected<F>(
     if found.trailing {
         out.tally.drop_malformed += 1;
     }
-    let closed = open_records(table, id, out, now, source, datagram, newest, switch_to);
+    let mut switch_to = None;
+    let closed = open_records(
+        table,
+        id,
+        out,
+        now,
+        source,
+        datagram,
+        newest,
+        &mut switch_to,
+    );
     if closed.is_none()
         && table
             .session(id)
             .is_some_and(|s| matches!(s.path, PathState::Checking(_)))
     {
         finish_path_check(table, id, out);
+    }
+    // After the move a path_response in this datagram completed, if it did: control hears
+    // of the move first ([`ControlInbound::PeerMoved`], then [`ControlInbound::CidsRetired`]), so
+    // the engine's replacements are its one flight on the new path, sent once. (Without
+    // the check, [`handle_moved`] moves the session after this: the engine then sends its
+    // replacements and sends them again for the path change, a duplicate.)
+    if let Some(to) = switch_to {
+        switch_cid(table, id, out, &to);
     }
     closed
 }
@@ -1169,6 +1138,7 @@ pub(crate) fn seal_record<F>(
 /// receiver that observes the peer's address change MUST stop sending any buffered
 /// application data or limit the data sent to the unvalidated address to the
 /// anti-amplification limit": the new address while within it, the validated one after.
+#[inline(always)]
 fn path_for<F>(session: &mut Session<F>, side: Side, len: usize) -> SocketAddr {
     if side == Side::Net
         && let Some(check) = session.path.check_mut()
