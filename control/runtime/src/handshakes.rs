@@ -774,8 +774,12 @@ impl ControlThread {
             h.asked_cids = true;
         }
         // Every datagram of this engine goes to its peer: the client in serve mode, the
-        // server through local source `peer`'s upstream socket in connect mode. The shard
-        // routes by `peer` either way.
+        // server through local source `peer`'s upstream socket in connect mode. During the
+        // handshake the shard routes by `peer`; once a DTLS 1.3 session was installed (in
+        // an earlier turn: its keys are in the shard) by the session, whose address the
+        // shard may have moved already while its `PeerMoved` is still on its way to us
+        // (see `ShardCommand::TransmitSession`).
+        let installed = h.session;
         let mut transmits = Vec::new();
         while let Some(t) = h.conn.poll_transmit(now, &mut self.buf) {
             transmits.push(self.buf[..t.len].to_vec());
@@ -827,7 +831,19 @@ impl ControlThread {
             }
         }
         for datagram in transmits {
-            self.push(shard, ShardCommand::Transmit { peer, datagram });
+            let command = match installed {
+                Some(session) => ShardCommand::TransmitSession { session, datagram },
+                None => ShardCommand::Transmit { peer, datagram },
+            };
+            self.push(shard, command);
+        }
+        // A DTLS 1.3 engine that served an installed session failed (a fatal alert sent, or
+        // its KeyUpdate never acknowledged): the session ends too, in the shard, after the
+        // alert went out.
+        if failure.is_some()
+            && let Some(id) = installed
+        {
+            self.close_session(now, id, CloseCause::Failed);
         }
         if failed_client {
             // The shard holds an upstream socket and queued plaintext for this source.

@@ -44,7 +44,8 @@
 //! hands their plaintext up as [`ControlInbound::PostHandshake`](dtls_shard::ControlInbound);
 //! the engine answers (its ACK, its own KeyUpdate) in datagrams it seals itself with the
 //! few sequence numbers of each epoch it keeps (the shard's start past them), which go out
-//! as `Transmit`. New epochs reach the shard as `InstallKeys13` (the peer's next read
+//! as `TransmitSession`: on the session's current path, which the shard may have moved
+//! (RFC 9147 §9, RFC 9853 §5) before its `PeerMoved` reaches us. New epochs reach the shard as `InstallKeys13` (the peer's next read
 //! epoch as soon as its KeyUpdate is read, our next write epoch once the peer acknowledged
 //! ours); the previous read epoch is retired when a record of the new one reached control
 //! or [`EPOCH_RETIRE_AFTER`] later. An AEAD limit report makes a 1.3 session update its

@@ -102,7 +102,8 @@ fn commands_to_client(
             ShardCommand::InstallKeys13 { .. }
             | ShardCommand::RetireEpoch { .. }
             | ShardCommand::AddCids { .. }
-            | ShardCommand::PeerCids { .. } => {
+            | ShardCommand::PeerCids { .. }
+            | ShardCommand::TransmitSession { .. } => {
                 panic!("unexpected DTLS 1.3 command from a 1.2 loop")
             }
         }

@@ -13,7 +13,7 @@ use dataplane::record::v13::{
 };
 use dtls_crypto::SeededRng;
 use dtls_proto::{NamedGroup, ProtocolVersion};
-use dtls_shard::{AeadLimit, ControlInbound, SessionId, ShardCommand, ShardQueues};
+use dtls_shard::{AeadLimit, CloseCause, ControlInbound, SessionId, ShardCommand, ShardQueues};
 
 use super::{ControlThread, RuntimeConfig};
 use crate::fixtures::{client_config, server_config, test_wall};
@@ -115,6 +115,12 @@ impl Shard13 {
                     self.retired.push(epoch);
                 }
                 ShardCommand::Transmit { datagram, .. } => {
+                    self.log.push("transmit");
+                    c.handle_datagram(now, test_wall(), server, &datagram);
+                }
+                // After the installation: on the session's path, the client's here.
+                ShardCommand::TransmitSession { session, datagram } => {
+                    assert_eq!(Some(session), self.session, "the installed session");
                     self.log.push("transmit");
                     c.handle_datagram(now, test_wall(), server, &datagram);
                 }
@@ -365,7 +371,8 @@ fn tally_commands(q: &ShardQueues, t: &mut (usize, usize, usize, usize, usize)) 
             }
             ShardCommand::RetireEpoch { .. } => t.2 += 1,
             ShardCommand::Close { .. } => t.3 += 1,
-            ShardCommand::Transmit { datagram, .. } => {
+            ShardCommand::Transmit { datagram, .. }
+            | ShardCommand::TransmitSession { datagram, .. } => {
                 t.4 += 1;
                 q.recycle(datagram);
             }
@@ -486,4 +493,65 @@ fn forged_ack_and_key_update_floods_are_bounded_and_the_session_survives() {
     );
     assert_eq!((ctl.installed_sessions(), ctl.handshakes()), (1, 1));
     assert_eq!(ctl.counters().snapshot().post_handshake_dropped, 0);
+}
+
+/// RFC 9147 §8: our KeyUpdate (on an AEAD limit) that the client never acknowledges (it
+/// went silent: every copy lost) fails the session's engine after its retransmission
+/// budget, on the virtual clock, and control closes the session in the shard
+/// (`CloseCause::Failed`) instead of keeping it under keys it can never update again.
+#[test]
+fn a_key_update_the_peer_never_acknowledges_closes_the_session() {
+    let now = Instant::now();
+    let server = addr("127.0.0.1:4433");
+    let peer = addr("127.0.0.1:50014");
+    let (mut ctl, q) = control13(now);
+    let mut shard = Shard13::default();
+    let mut c = client13(server, now);
+    settle(&mut ctl, &mut shard, &mut c, &q, (peer, server), now);
+    assert!(c.is_established());
+    let session = shard.session.expect("installed");
+    q.push_inbound(ControlInbound::AeadLimitReached {
+        session,
+        limit: AeadLimit::Confidentiality,
+    })
+    .expect("room");
+    let mut at = now + Duration::from_secs(1);
+    let (mut sent, mut closed) = (0, None);
+    for _ in 0..1000 {
+        ctl.run_turn(at, test_wall());
+        while let Some(cmd) = q.poll_command() {
+            match cmd {
+                // Lost on the way to the client.
+                ShardCommand::TransmitSession { datagram, .. } => {
+                    sent += 1;
+                    q.recycle(datagram);
+                }
+                ShardCommand::Close { session, reason } => closed = Some((session, reason)),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        if closed.is_some() {
+            break;
+        }
+        let Some(next) = ctl.poll_timeout() else {
+            break;
+        };
+        at = next.max(at + Duration::from_millis(1));
+    }
+    assert_eq!(closed, Some((session, CloseCause::Failed)));
+    assert!(
+        sent > 10,
+        "the KeyUpdate was resent through its budget: {sent}"
+    );
+    assert_eq!(ctl.installed_sessions(), 0);
+    // The shard's report of the close finds nothing left to do.
+    q.push_inbound(ControlInbound::SessionClosed {
+        session,
+        peer,
+        reason: dtls_shard::CloseReason::Closed(CloseCause::Failed),
+        stats: dtls_shard::SessionCounters::default(),
+    })
+    .expect("room");
+    ctl.run_turn(at, test_wall());
+    assert_eq!(ctl.handshakes(), 0, "the failed engine is gone");
 }

@@ -845,9 +845,25 @@ impl Core13 {
                 }
             }
             TimerAction::GiveUp => {
+                if self.is_established() && self.update_pending {
+                    // Our KeyUpdate was sent its whole retransmission budget long and never
+                    // acknowledged: the peer is gone or broken. RFC 9147 §8: "KeyUpdates
+                    // MUST be acknowledged" and "Implementations MUST NOT send records
+                    // with the new keys until the KeyUpdate and all preceding messages
+                    // have been acknowledged", so the keys we meant to retire (near an
+                    // AEAD limit, RFC 9147 §4.5.3) could never be: the connection fails
+                    // (the driver closes the session) rather than going on under them
+                    // with no way to update again.
+                    self.fail(HandshakeError::Timeout {
+                        state: "KeyUpdate unacknowledged",
+                        unauthenticated: self.stats.rejected_records,
+                        finished_unanswered: false,
+                    });
+                    return;
+                }
                 if self.is_established() {
-                    // The final flight was never acknowledged, but the handshake completed
-                    // on our side: stop resending it.
+                    // The final flight (or another post-handshake flight: a ticket, CIDs)
+                    // was never acknowledged, but nothing depends on it: stop resending it.
                     self.flight = Flight13::default();
                     return;
                 }

@@ -642,6 +642,52 @@ fn a_key_update_long_after_the_handshake_time_limit_is_still_retransmitted() {
     assert!(pair.client.is_established() && !pair.client.is_finished());
 }
 
+/// RFC 9147 §8: a KeyUpdate that the peer never acknowledges (it went silent: every copy
+/// lost, through the whole retransmission budget, on the virtual clock) fails the
+/// connection with a timeout, once, instead of leaving the update pending forever (no key
+/// update possible again, the old keys in use past the point we meant to retire them).
+#[test]
+fn a_key_update_never_acknowledged_fails_the_connection() {
+    let mut client = client13();
+    client.tls13_groups = vec![NamedGroup::X25519];
+    let mut pair = pair(client, server13());
+    settle(&mut pair, Duration::from_secs(10));
+    assert!(pair.client.is_established());
+    pair.client_events.clear();
+    // The server hears nothing from the client anymore.
+    pair.filter = Box::new(|from_client, _| !from_client);
+    pair.now += Duration::from_secs(60);
+    let sent = pair.client.stats().datagrams_sent;
+    assert!(pair.client.update_keys(pair.now, false));
+    // Backing off to 60 s per copy: an hour covers the default ten retransmissions.
+    settle(&mut pair, Duration::from_secs(3600));
+    let copies = pair.client.stats().datagrams_sent - sent;
+    assert!(copies > 10, "resent through its budget: {copies} datagrams");
+    assert!(
+        pair.client.is_finished(),
+        "state {}",
+        pair.client.state_name()
+    );
+    let failures: Vec<_> = pair
+        .client_events
+        .iter()
+        .filter(|e| matches!(e, Event::HandshakeFailed(_)))
+        .collect();
+    assert!(
+        matches!(
+            failures[..],
+            [Event::HandshakeFailed(crate::HandshakeError::Timeout {
+                state: "KeyUpdate unacknowledged",
+                ..
+            })]
+        ),
+        "{:?}",
+        pair.client_events
+    );
+    assert_eq!(pair.client.poll_timeout(), None, "nothing left to resend");
+    assert!(!pair.client.update_keys(pair.now, false));
+}
+
 // ---------- external PSK (psk_dhe_ke) ----------
 
 pub(super) fn psk(identity: &[u8], key: u8) -> crate::Psk {

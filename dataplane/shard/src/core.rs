@@ -492,6 +492,18 @@ impl<F> ShardCore<F> {
                 // the pool control took it from.
                 self.ctx.queues.recycle(datagram);
             }
+            ShardCommand::TransmitSession { session, datagram } => {
+                let mut out = self.ctx.out(fx);
+                match self
+                    .table
+                    .lookup_handle(session)
+                    .and_then(|id| self.table.session_mut(id))
+                {
+                    Some(s) => relay::transmit_on_path(s, &mut out, &datagram),
+                    None => out.tally.drop_unknown_session += 1,
+                }
+                self.ctx.queues.recycle(datagram);
+            }
         }
     }
 

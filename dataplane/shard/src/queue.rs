@@ -1,7 +1,8 @@
 //! The two bounded, lock-free queues between a shard and the control thread.
 //!
-//! - control → shard: [`ShardCommand`] (install keys, close, transmit a handshake flight,
-//!   expect a peer's keys);
+//! - control → shard: [`ShardCommand`] (install keys, close, transmit a handshake flight
+//!   to an address or a DTLS 1.3 post-handshake flight on a session's path, expect a peer's
+//!   keys);
 //! - shard → control: [`ControlInbound`] (handshake datagrams, session closed, AEAD limits);
 //!
 //! and a third, from the other shards: records under a CID this shard owns that reached
@@ -282,6 +283,21 @@ pub enum ShardCommand {
         /// The whole datagram.
         datagram: Vec<u8>,
     },
+    /// Send `datagram` as is on installed session `session`'s current path: a DTLS 1.3
+    /// post-handshake flight or ACK its engine built (NewConnectionId, KeyUpdate,
+    /// NewSessionTicket, ...). The shard moves a session to a new address (RFC 9146 §6,
+    /// RFC 9147 §9, after the check of RFC 9853 §5) before control hears of it
+    /// ([`ControlInbound::PeerMoved`] is on its way), so an address from control may be
+    /// one the peer left; the session's is not. Serve mode: where the session's own
+    /// records go (the address being checked, within its anti-amplification limit, else
+    /// the peer's); connect mode: the session's upstream flow. Dropped and counted
+    /// (`drop_unknown_session`) when the session is gone.
+    TransmitSession {
+        /// The session.
+        session: SessionId,
+        /// The whole datagram.
+        datagram: Vec<u8>,
+    },
 }
 
 /// A message from a shard to the control thread.
@@ -431,6 +447,11 @@ pub enum CloseCause {
     /// A new handshake of the same peer replaced it (a DTLS 1.3 session, or a session of
     /// the other version, is replaced rather than rekeyed).
     Replaced,
+    /// The session's DTLS 1.3 engine failed after the handshake: it sent a fatal alert
+    /// (RFC 8446 §6.2: "Upon transmission or receipt of a fatal alert message, both parties
+    /// MUST immediately close the connection"), or our KeyUpdate was never acknowledged
+    /// (RFC 9147 §8), so the keys could not be updated again.
+    Failed,
 }
 
 impl CloseCause {
@@ -442,6 +463,7 @@ impl CloseCause {
             CloseCause::AeadLimit => "aead_limit",
             CloseCause::Requested => "requested",
             CloseCause::Replaced => "replaced",
+            CloseCause::Failed => "failed",
         }
     }
 }

@@ -582,15 +582,20 @@ fn protected<F>(
         newest,
         &mut switch_to,
     );
-    if let Some(to) = switch_to {
-        switch_cid(table, id, out, &to);
-    }
     if closed.is_none()
         && table
             .session(id)
             .is_some_and(|s| matches!(s.path, PathState::Checking(_)))
     {
         finish_path_check(table, id, out);
+    }
+    // After the move a path_response in this datagram completed, if it did: control hears
+    // of the move first ([`ControlInbound::PeerMoved`], then [`ControlInbound::CidsRetired`]), so
+    // the engine's replacements are its one flight on the new path, sent once. (Without
+    // the check, [`handle_moved`] moves the session after this: the engine then sends its
+    // replacements and sends them again for the path change, a duplicate.)
+    if let Some(to) = switch_to {
+        switch_cid(table, id, out, &to);
     }
     closed
 }
@@ -1108,20 +1113,7 @@ pub(crate) fn seal_record<F>(
         return false;
     }
     let side = out.mode.dtls();
-    // RFC 9853 §5: "A receiver that observes the peer's address change MUST stop sending
-    // any buffered application data or limit the data sent to the unvalidated address to
-    // the anti-amplification limit": the new address while within it, the validated one
-    // after.
-    let peer = match session.path.check_mut() {
-        Some(check) if side == Side::Net => {
-            if check.spend(record_len) {
-                check.to
-            } else {
-                session.peer
-            }
-        }
-        _ => session.peer,
-    };
+    let peer = path_for(session, side, record_len);
     let flow = session.id().to_token();
     if seal_to(
         out,
@@ -1138,6 +1130,33 @@ pub(crate) fn seal_record<F>(
     } else {
         false
     }
+}
+
+/// Where a datagram of `len` bytes of `session` goes on `side` now: its peer's address, or
+/// (serve mode) the new address being checked while the datagram stays within that
+/// address's anti-amplification limit, which it is then counted against. RFC 9853 §5: "A
+/// receiver that observes the peer's address change MUST stop sending any buffered
+/// application data or limit the data sent to the unvalidated address to the
+/// anti-amplification limit": the new address while within it, the validated one after.
+#[inline(always)]
+fn path_for<F>(session: &mut Session<F>, side: Side, len: usize) -> SocketAddr {
+    if side == Side::Net
+        && let Some(check) = session.path.check_mut()
+        && check.spend(len)
+    {
+        return check.to;
+    }
+    session.peer
+}
+
+/// Control's `datagram` for `session` (a DTLS 1.3 post-handshake flight or ACK, sealed by
+/// its engine) on the session's current path, as the session's own records go
+/// ([`path_for`]): never to an address control still holds after the peer left it.
+#[cold]
+pub(crate) fn transmit_on_path<F>(session: &mut Session<F>, out: &mut Out<'_>, datagram: &[u8]) {
+    let side = out.mode.dtls();
+    let peer = path_for(session, side, datagram.len());
+    out.push(side, peer, session.id().to_token(), datagram);
 }
 
 /// Seals `plaintext` as one record with `sealer`, in place on `side` (see [`Out::push_with`]).

@@ -1707,6 +1707,89 @@ mod v13 {
             assert!(slot(&h, moved).is_some());
             assert_eq!(h.stats().rrc_challenges_sent, 0);
         }
+        /// Control's datagrams for a session (`TransmitSession`: its engine's NewConnectionId,
+        /// KeyUpdate, ACKs) go where the session's own records go, not to an address control
+        /// named: while a new address is checked, there within its anti-amplification limit
+        /// and to the validated one beyond it (RFC 9853 §5); after the move, to the new one,
+        /// though control may not have heard of the move yet. And when the answer to the
+        /// check comes under a later CID, control hears of the move before the CIDs it
+        /// retires, so the replacements it sends are its only flight on the new path.
+        #[test]
+        fn control_datagrams_of_a_session_follow_its_path_and_the_move_is_reported_first() {
+            let (mut h, mut peer) = with_rrc(56);
+            let first = peer.cid.clone();
+            let later = vec![0xc0, 56, 9, 9, 3, 4, 5, 6];
+            h.command(
+                1,
+                ShardCommand::AddCids {
+                    session: peer.handle,
+                    cids: vec![later.clone()],
+                },
+            );
+            h.datagram(2, peer.addr, &peer.seal(b"from home"));
+            let moved = SocketAddr::from(([203, 0, 113, 56], 62056));
+            let probe = peer.seal(b"from the new port");
+            h.datagram(3, moved, &probe);
+            let net = h.net();
+            let (_, cookie) = rrc_of(&mut peer, net[0].1.clone());
+            h.upstream();
+            let session = peer.handle;
+            let transmit = |len| ShardCommand::TransmitSession {
+                session,
+                datagram: vec![0x2f; len],
+            };
+            // Within the limit: to the address being checked (what it sent, times three,
+            // less the challenge).
+            h.command(4, transmit(40));
+            assert_eq!(h.net(), vec![(moved, vec![0x2f; 40])]);
+            // Beyond it: to the validated address.
+            h.command(5, transmit(3 * probe.len()));
+            assert_eq!(h.net(), vec![(peer.addr, vec![0x2f; 3 * probe.len()])]);
+            // The answer comes under the later CID: the session moves, then retires the
+            // handshake's CID, in that order.
+            peer.cid = later.clone();
+            h.datagram(6, moved, &seal_rrc(&mut peer, RrcMessage::response(cookie)));
+            assert_eq!(
+                h.inbound(),
+                vec![
+                    ControlInbound::PeerMoved {
+                        session: peer.handle,
+                        from: peer.addr,
+                        peer: moved,
+                    },
+                    ControlInbound::CidsRetired {
+                        session: peer.handle,
+                        cids: vec![first],
+                    },
+                ]
+            );
+            // Control, not yet aware of the move, sends the replacement: it goes to the new
+            // address, any size. (A `Transmit` still goes where control says.)
+            h.command(7, transmit(3 * probe.len()));
+            assert_eq!(h.net(), vec![(moved, vec![0x2f; 3 * probe.len()])]);
+            h.command(
+                8,
+                ShardCommand::Transmit {
+                    peer: peer.addr,
+                    datagram: vec![0x16; 20],
+                },
+            );
+            assert_eq!(h.net(), vec![(peer.addr, vec![0x16; 20])]);
+            // A session that is gone: nothing sent, counted.
+            h.command(
+                9,
+                ShardCommand::Close {
+                    session: peer.handle,
+                    reason: dtls_shard::CloseCause::Requested,
+                },
+            );
+            h.net();
+            h.inbound();
+            let before = h.stats().drop_unknown_session;
+            h.command(10, transmit(40));
+            assert!(h.net().is_empty());
+            assert_eq!(h.stats().drop_unknown_session, before + 1);
+        }
     }
 }
 
