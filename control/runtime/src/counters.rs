@@ -116,6 +116,10 @@ counters! {
     post_handshake_dropped,
     /// DTLS 1.3 key updates handed to a shard (a new read or write epoch, RFC 9147 §8).
     key_updates,
+    /// DTLS 1.3 KeyUpdates from peers that moved no epoch: carried in an epoch older than
+    /// the peer's newest (a new KeyUpdate before ours of the previous one was
+    /// acknowledged, RFC 9147 §8), acknowledged and otherwise ignored.
+    key_updates_stale,
     /// DTLS 1.3 spare connection IDs of peers (NewConnectionId, RFC 9147 §9) handed to a
     /// shard, which puts them in its records after address changes.
     peer_cids_spare,

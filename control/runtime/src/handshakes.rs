@@ -126,8 +126,12 @@ impl ControlThread {
             }
         }
         if let Some(h) = self.handshakes.get_mut(&peer) {
+            let stale = h.conn.stats().stale_key_updates;
             h.conn
                 .handle_post_handshake(now, wall, record, ack, message);
+            if h.conn.stats().stale_key_updates > stale {
+                ControlCounters::bump(&self.counters.key_updates_stale);
+            }
         }
         self.drain(now, peer);
     }

@@ -664,7 +664,7 @@ impl Core13 {
             if self.is_finished() || self.fallback.is_some() {
                 return;
             }
-            if let Err(e) = self.handle_message(side, now, wall, message) {
+            if let Err(e) = self.handle_message(side, now, wall, number.epoch, message) {
                 return self.fail(e);
             }
         }
@@ -785,11 +785,13 @@ impl Core13 {
         }
     }
 
+    /// A whole handshake message; `epoch` is the epoch of the record that completed it.
     fn handle_message(
         &mut self,
         side: &mut Side13,
         now: Instant,
         wall: UnixTime,
+        epoch: u64,
         message: ReassembledMessage,
     ) -> Result<(), HandshakeError> {
         if self.is_established() {
@@ -803,7 +805,9 @@ impl Core13 {
                 return Ok(());
             }
             match message.msg_type {
-                HandshakeType::KeyUpdate => return self.handle_key_update(now, &message.body),
+                HandshakeType::KeyUpdate => {
+                    return self.handle_key_update(now, epoch, &message.body);
+                }
                 HandshakeType::RequestConnectionId => {
                     return self.handle_request_connection_id(now, &message.body);
                 }
@@ -897,13 +901,33 @@ impl Core13 {
 
     // ----- KeyUpdate (RFC 9147 §8, RFC 8446 §4.6.3) -----
 
-    /// The peer's KeyUpdate: its next epoch's read keys go to the driver, our ACK goes
-    /// out, and when the peer asked for it, our own KeyUpdate.
-    fn handle_key_update(&mut self, now: Instant, body: &[u8]) -> Result<(), HandshakeError> {
+    /// The peer's KeyUpdate, carried in a record of `epoch`: its next epoch's read keys go
+    /// to the driver, our ACK goes out, and when the peer asked for it, our own KeyUpdate.
+    fn handle_key_update(
+        &mut self,
+        now: Instant,
+        epoch: u64,
+        body: &[u8],
+    ) -> Result<(), HandshakeError> {
         let request = KeyUpdate::parse(body).map_err(|source| HandshakeError::Decode {
             message: "KeyUpdate",
             source,
         })?;
+        // RFC 9147 §8: a KeyUpdate sent in epoch N moves its sender to N + 1, and
+        // "implementations MUST NOT send records with the new keys or send a new KeyUpdate
+        // until the previous KeyUpdate has been acknowledged". A KeyUpdate in an epoch
+        // older than the newest we read is one the peer may not send: we moved it past
+        // that epoch already. It is acknowledged (the peer may be missing our ACK) and
+        // counted, and moves nothing: the peer's epoch moves at most once per epoch it
+        // actually used, however many KeyUpdates one epoch carries. (A data plane keeps
+        // opening the old epoch until it is retired, so without this check a flood in one
+        // epoch moved the read epoch once per message.)
+        if epoch < self.transport.read_epoch() {
+            self.stats.stale_key_updates += 1;
+            self.send_ack();
+            self.to_ack.clear();
+            return Ok(());
+        }
         let (_, peer) = self.app_secrets.as_ref().ok_or(HandshakeError::Internal {
             what: "KeyUpdate without application secrets",
         })?;

@@ -1086,6 +1086,11 @@ const CONTROL_FAMILIES: &[(&str, &str, ControlField)] = &[
         |c| c.key_updates,
     ),
     (
+        "dtlsd_key_updates_stale_total",
+        "DTLS 1.3 KeyUpdates that moved no epoch: sent in an epoch older than the peer's newest (before our ACK of its previous one), acknowledged and ignored.",
+        |c| c.key_updates_stale,
+    ),
+    (
         "dtlsd_ticket_rotations_total",
         "Session-ticket key rotations.",
         |c| c.ticket_rotations,
