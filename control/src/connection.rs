@@ -62,6 +62,9 @@ pub struct ConnectionStats {
     /// KeyUpdate before ours of the previous one was acknowledged, RFC 9147 §8):
     /// acknowledged, not acted on.
     pub stale_key_updates: u64,
+    /// DTLS 1.3 ACKs not sent because the engine's sequence numbers of the epoch were
+    /// nearly spent and our KeyUpdate (which brings fresh ones) was not yet acknowledged.
+    pub acks_withheld: u64,
 }
 
 /// Who a peer claims to be during a handshake ([`crate::Connection::claimed_identity`]).

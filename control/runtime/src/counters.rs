@@ -127,6 +127,10 @@ counters! {
     /// RFC 9147 §9) after a shard's rotation left fewer than two: made, or waiting for
     /// the engine's flight under way.
     cid_requests,
+    /// DTLS 1.3 connection IDs of ours issued after the handshake (NewConnectionId, RFC 9147
+    /// §9: asked for by a RequestConnectionId or replacing retired ones), each within the
+    /// engine's bounds (8 unused at the peer, 256 over a session).
+    cids_issued,
     /// DTLS 1.3 retirements of our connection IDs reported by the shards (the peer moved
     /// on to a later one); the engine replaces them unasked within its bounds.
     cid_retirements,

@@ -821,6 +821,9 @@ impl ControlThread {
             }
             // Before the NewConnectionId that carries them goes out (below).
             if !issued.is_empty() {
+                self.counters
+                    .cids_issued
+                    .fetch_add(issued.len() as u64, Relaxed);
                 self.push(
                     shard,
                     ShardCommand::AddCids {

@@ -1076,6 +1076,11 @@ const CONTROL_FAMILIES: &[(&str, &str, ControlField)] = &[
         |c| c.cid_requests,
     ),
     (
+        "dtlsd_cids_issued_total",
+        "DTLS 1.3 connection IDs of ours issued to peers after the handshake (NewConnectionId), within 8 unused per peer and 256 per session.",
+        |c| c.cids_issued,
+    ),
+    (
         "dtlsd_cid_retirements_total",
         "DTLS 1.3 retirements of our connection IDs reported by the shards, each answered with fresh spare CIDs within the bounds.",
         |c| c.cid_retirements,
