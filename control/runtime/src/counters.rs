@@ -106,6 +106,9 @@ counters! {
     queue_full_drops,
     /// Sessions the shards reported closed.
     sessions_closed,
+    /// Installed DTLS 1.3 sessions closed because their engine failed on what the peer
+    /// sent after the handshake (a fatal alert went to the peer first).
+    sessions_engine_failed,
     /// AEAD limit reports from the shards (a DTLS 1.2 session is closed, a DTLS 1.3 one
     /// updates its keys).
     aead_limits,

@@ -842,6 +842,17 @@ impl ControlThread {
         }
         if finished {
             self.remove_handshake(peer);
+            // An installed DTLS 1.3 session's engine failed after the handshake (a
+            // post-handshake message it could not take; its fatal alert went out above):
+            // the session goes with it rather than living on in the shard with no engine
+            // to update its keys (later post-handshake records would only be dropped).
+            if failure.is_some()
+                && let Some(id) = session
+                && self.installed.contains_key(&id)
+            {
+                ControlCounters::bump(&self.counters.sessions_engine_failed);
+                self.close_session(now, id, CloseCause::EngineFailed);
+            }
         } else {
             // After the installation: a DTLS 1.3 session's engine keeps its own timers.
             let grace = self.settings.completed_grace;

@@ -13,7 +13,7 @@ use dataplane::record::v13::{
 };
 use dtls_crypto::SeededRng;
 use dtls_proto::{NamedGroup, ProtocolVersion};
-use dtls_shard::{AeadLimit, ControlInbound, SessionId, ShardCommand, ShardQueues};
+use dtls_shard::{AeadLimit, CloseCause, ControlInbound, SessionId, ShardCommand, ShardQueues};
 
 use super::{ControlThread, RuntimeConfig};
 use crate::fixtures::{client_config, server_config, test_wall};
@@ -505,4 +505,53 @@ fn forged_ack_and_key_update_floods_are_bounded_and_the_session_survives() {
         2 * (u64::from(FLOOD) - 1)
     );
     assert_eq!((ctl.installed_sessions(), ctl.handshakes()), (1, 1));
+}
+
+/// A post-handshake message the session's engine cannot take (a KeyUpdate whose
+/// request_update is neither 0 nor 1: RFC 8446 §4.6.3, a decode_error) fails the engine:
+/// its fatal alert goes to the peer, then the session is closed in the shard
+/// (`engine_failed`) and counted, instead of living on there with no engine to update its
+/// keys.
+#[test]
+fn a_session_whose_engine_fails_after_the_handshake_is_closed_and_counted() {
+    let now = Instant::now();
+    let server = addr("127.0.0.1:4433");
+    let peer = addr("127.0.0.1:50015");
+    let (mut ctl, q) = control13(now);
+    let mut shard = Shard13::default();
+    let mut c = client13(server, now);
+    settle(&mut ctl, &mut shard, &mut c, &q, (peer, server), now);
+    assert!(c.is_established(), "client state {}", c.state_name());
+    let session = shard.session.expect("installed");
+    // key_update(24), length 1, message_seq 3 (after ClientHello, ClientHello and
+    // Finished), one fragment, request_update 7.
+    let bad = vec![24, 0, 0, 1, 0, 3, 0, 0, 0, 0, 0, 1, 7];
+    q.push_inbound(ControlInbound::PostHandshake {
+        session,
+        epoch: 3,
+        sequence: 100,
+        ack: false,
+        message: bad,
+    })
+    .expect("room");
+    ctl.run_turn(now, test_wall());
+    let mut commands = Vec::new();
+    while let Some(cmd) = q.poll_command() {
+        commands.push(match cmd {
+            ShardCommand::Transmit { .. } => "transmit",
+            ShardCommand::Close {
+                session: s,
+                reason: CloseCause::EngineFailed,
+            } if s == session => "close engine_failed",
+            _ => "other",
+        });
+    }
+    assert_eq!(
+        commands,
+        ["transmit", "close engine_failed"],
+        "the alert, then the close"
+    );
+    let stats = ctl.counters().snapshot();
+    assert_eq!(stats.sessions_engine_failed, 1);
+    assert_eq!((ctl.installed_sessions(), ctl.handshakes()), (0, 0));
 }

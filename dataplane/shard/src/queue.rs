@@ -431,6 +431,10 @@ pub enum CloseCause {
     /// A new handshake of the same peer replaced it (a DTLS 1.3 session, or a session of
     /// the other version, is replaced rather than rekeyed).
     Replaced,
+    /// The session's DTLS 1.3 engine in control failed on what the peer sent after the
+    /// handshake (a fatal alert went to the peer): without it the session could neither
+    /// update its keys nor answer the peer's post-handshake messages.
+    EngineFailed,
 }
 
 impl CloseCause {
@@ -442,6 +446,7 @@ impl CloseCause {
             CloseCause::AeadLimit => "aead_limit",
             CloseCause::Requested => "requested",
             CloseCause::Replaced => "replaced",
+            CloseCause::EngineFailed => "engine_failed",
         }
     }
 }

@@ -1051,6 +1051,11 @@ const CONTROL_FAMILIES: &[(&str, &str, ControlField)] = &[
         |c| c.sessions_closed,
     ),
     (
+        "dtlsd_sessions_engine_failed_total",
+        "DTLS 1.3 sessions closed because their engine failed on a post-handshake message of the peer (a fatal alert went out).",
+        |c| c.sessions_engine_failed,
+    ),
+    (
         "dtlsd_aead_limits_total",
         "Keys that reached an AEAD limit (DTLS 1.2: session closed; DTLS 1.3: KeyUpdate).",
         |c| c.aead_limits,
