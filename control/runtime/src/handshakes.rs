@@ -342,7 +342,7 @@ impl ControlThread {
         if self.draining.load(Relaxed) {
             return Err(Refusal::Draining);
         }
-        if self.overloaded {
+        if self.overloaded && self.overload_admits == 0 {
             return Err(Refusal::Overloaded);
         }
         let limits = self.settings.limits;
@@ -393,6 +393,10 @@ impl ControlThread {
                 break;
             };
             self.shed(now, oldest);
+        }
+        if self.overloaded {
+            // One of the turn's few admissions under overload (checked above).
+            self.overload_admits -= 1;
         }
         Ok(())
     }
