@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what it needs when missing, builds the wolfSSL interop peer
 # once (scripts/wolfssl-peer.sh, cached), runs every test (unit, property, known-answer,
-# in-memory handshake, real-UDP interop), lints, the instruction-count gate, the Debian
-# package (built and checked in a scratch root), and a short fuzz smoke run. Exits non-zero
-# on the first failure.
+# in-memory handshake, real-UDP interop), lints, the instruction-count gate, dtls-io's ring
+# code under AddressSanitizer, the Debian package (built and checked in a scratch root), and
+# a short fuzz smoke run. Exits non-zero on the first failure.
 #
 #   scripts/test.sh                 # everything
 #   FUZZ_SECONDS=0 scripts/test.sh  # skip the fuzz smoke run
@@ -85,6 +85,10 @@ fi
 # --- instruction-count gate ------------------------------------------------------------
 log "instruction-count gate (callgrind vs bench/icount/baseline.json)"
 scripts/icount.sh
+
+# --- the ring code under AddressSanitizer ------------------------------------------------
+log "dtls-io tests under AddressSanitizer (scripts/asan.sh: io_uring and AF_XDP rings)"
+scripts/asan.sh
 
 # --- B6 scaling script ------------------------------------------------------------------
 # Not timed: one-second runs with few sessions, checking only that both tables come out.

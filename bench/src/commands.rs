@@ -197,6 +197,7 @@ pub fn throughput_cli(a: &ThroughputArgs) -> Result<()> {
         io: a.io,
         shards: a.shards,
         gso: a.gso.on(),
+        server_io: Default::default(),
         window: a.window,
         compare_none: a.compare_none,
         slice: a.slice,

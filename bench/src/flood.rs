@@ -191,6 +191,7 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
         io: IoChoice::Auto,
         null_protection: false,
         mtu: 1500,
+        data_io: Default::default(),
     })?;
     let addr = server.addr();
     let config = Arc::new(client_config(server.ca(), CipherChoice::Aes128Gcm, 1200)?);

@@ -37,7 +37,7 @@ use serde_json::{Value, json};
 use crate::compare::{Better, Figure};
 use crate::loadgen::client::{HandshakePlan, HandshakeStats, client_config, run_handshakes};
 use crate::loadgen::cpu::{self, ThreadCpu};
-use crate::loadgen::server::{LOOPBACK, ServerSetup, TestServer};
+use crate::loadgen::server::{ServerSetup, TestServer, bind_ip_for};
 use crate::loadgen::{CipherChoice, IoChoice};
 use crate::loadgen::{run, threads};
 use crate::records::Version;
@@ -322,7 +322,7 @@ fn measure(
     let threads = tickets.len().max(1);
     let plan = |index: usize| HandshakePlan {
         server,
-        bind_ip: LOOPBACK,
+        bind_ip: bind_ip_for(server),
         sources: if server.ip().is_loopback() {
             LOOPBACK_SOURCES
         } else {
@@ -393,6 +393,33 @@ fn measure(
     Ok((stats, cpu))
 }
 
+/// Full handshakes against a fresh in-process server with `cfg.control_threads` workers,
+/// the same clients and measurement as [`run`] but without the crypto-only bound (three
+/// timed runs of ~0.5 s each) or the report: what `dtls-tune autotune` trials handshake
+/// workers with. `cfg.server` is ignored.
+///
+/// # Errors
+/// The server or the clients cannot start.
+pub fn full_in_process(cfg: &Config) -> Result<Kind> {
+    if cfg.threads == 0 || cfg.threads > cfg.parallel {
+        bail!("threads must be in 1..=parallel ({})", cfg.parallel);
+    }
+    let server = TestServer::start(&ServerSetup {
+        shards: 1,
+        control_threads: cfg.control_threads.max(1),
+        io: IoChoice::Auto,
+        null_protection: false,
+        mtu: 1500,
+        data_io: Default::default(),
+    })?;
+    let config = Arc::new(handshake_config(server.ca(), cfg)?);
+    let mut tickets: Vec<Vec<control::SessionTicket>> =
+        (0..cfg.threads).map(|_| Vec::new()).collect();
+    let (full, cpu) = measure(&config, server.addr(), cfg, &mut tickets, false, false)?;
+    server.shutdown()?;
+    Ok(kind("full", &full, cpu, true))
+}
+
 /// Runs the benchmark.
 pub fn run(cfg: &Config) -> Result<Outcome> {
     let in_process = match cfg.server {
@@ -403,6 +430,7 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
             io: IoChoice::Auto,
             null_protection: false,
             mtu: 1500,
+            data_io: Default::default(),
         })?),
     };
     let (server, ca) = match (

@@ -49,6 +49,9 @@ pub struct Config {
     pub shards: usize,
     /// Generator GSO/GRO.
     pub gso: bool,
+    /// The in-process server's batch, ring, GSO and socket buffer sizes (its `io_batch`,
+    /// `uring_buffers`, `gso`, `socket_recv_buffer`, `socket_send_buffer`).
+    pub server_io: dtlsd::config::DataIo,
     /// Outstanding datagrams per session.
     pub window: usize,
     /// Also run the null baseline interleaved and report R1.
@@ -220,7 +223,14 @@ fn setup(cfg: &Config) -> Result<(Vec<TestServer>, Vec<run::Group>)> {
             }
             (Vec::new(), vec![ext.group(cfg.cipher, cfg.version)])
         }
-        None => run::start_servers(&ciphers, cfg.version, cfg.shards, cfg.io, cfg.mtu())?,
+        None => run::start_servers_with(
+            &ciphers,
+            cfg.version,
+            cfg.shards,
+            cfg.io,
+            cfg.mtu(),
+            cfg.server_io,
+        )?,
     };
     if cfg.compare_cid {
         if cfg.compare_none || cfg.cipher.is_null() {

@@ -18,6 +18,7 @@ fn daemon() -> (TestServer, External) {
         io: IoChoice::Auto,
         null_protection: false,
         mtu: 1500,
+        data_io: Default::default(),
     })
     .expect("dtlsd serve starts");
     let ext = External {
@@ -44,6 +45,7 @@ fn throughput_against_a_running_server_round_trips_data() {
         io: IoChoice::Auto,
         shards: 1,
         gso: true,
+        server_io: Default::default(),
         window: 8,
         compare_none: false,
         slice: Duration::from_millis(200),

@@ -79,6 +79,10 @@ enum Command {
         /// Most shards to try [default: the CPUs less one, for the load generator].
         #[arg(long, value_name = "N")]
         max_shards: Option<usize>,
+        /// Most handshake workers (`control_threads`) to try [default: the CPUs, at most
+        /// 64].
+        #[arg(long, value_name = "N")]
+        max_control_threads: Option<usize>,
     },
     /// Apply the sysctl part of `emit --sysctl` to the running kernel, after showing the
     /// difference; refuses without --yes. Not persistent.
@@ -202,10 +206,11 @@ fn run(command: Command) -> Result<ExitCode> {
             out,
             sessions,
             max_shards,
+            max_control_threads,
         } => {
             use dtls_tune::autotune;
             // The base must be a configuration dtlsd accepts before anything is measured.
-            dtlsd::config::raw::load_file(&config)
+            let base = dtlsd::config::raw::load_file(&config)
                 .map_err(|e| anyhow::anyhow!("{e}"))
                 .and_then(|raw| dtlsd::config::validate(raw).map_err(|e| anyhow::anyhow!("{e}")))
                 .with_context(|| format!("{} does not validate", config.display()))?;
@@ -223,19 +228,41 @@ fn run(command: Command) -> Result<ExitCode> {
             if let Some(n) = max_shards {
                 settings.max_shards = n.max(1);
             }
+            if let Some(n) = max_control_threads {
+                settings.max_control_threads = n.clamp(1, 64);
+            }
+            // The trials start from the base's batch, ring, GSO and buffer sizes.
+            settings.start = match &base {
+                dtlsd::config::Config::Serve(s) => s.tuning.data_io,
+                dtlsd::config::Config::Connect(c) => c.tuning.data_io,
+            };
             println!("{}", autotune::TABLE_HEADER);
-            let trials = autotune::run(&settings, |t| println!("  {}", t.row()))?;
-            println!("\nall trials, best marked:\n{}", autotune::table(&trials));
-            let best = autotune::best(&trials).context("no trial ran")?;
-            if let Some(close) = autotune::runner_up_within(&trials, 0.05) {
+            let outcome = autotune::run(&settings, |row| println!("{row}"))?;
+            let trials = &outcome.trials;
+            let workers = autotune::best_handshake(&outcome.handshakes);
+            for (knob, why) in &outcome.untried {
                 eprintln!(
-                    "note: io = \"{}\", shards = {} came within 5 % of the best: too close to \
-                     call with this budget (a longer --duration separates them)",
-                    close.io.name(),
-                    close.shards
+                    "note: {} not tried ({why}): the base's value is kept",
+                    knob.key()
                 );
             }
-            let text = autotune::tuned_config(&config, best)?;
+            if !outcome.handshakes.is_empty() {
+                println!(
+                    "\nhandshake workers (full DTLS 1.2 handshakes, {} in flight), best marked:\n{}",
+                    autotune::HANDSHAKE_PARALLEL,
+                    autotune::handshake_table(&outcome.handshakes)
+                );
+            }
+            println!("\nall trials, best marked:\n{}", autotune::table(trials));
+            let best = autotune::best(trials).context("no trial ran")?;
+            if let Some(close) = autotune::runner_up_within(trials, 0.05) {
+                eprintln!(
+                    "note: the runner-up came within 5 % of the best: too close to call with \
+                     this budget (a longer --duration separates them):\n  {}",
+                    close.row()
+                );
+            }
+            let text = autotune::tuned_config(&config, best, workers, &outcome.tried)?;
             output(out.as_deref(), &text)?;
             Ok(ExitCode::SUCCESS)
         }

@@ -30,7 +30,8 @@ pub struct Target {
     pub cpus: Option<Vec<usize>>,
     /// The UDP port DTLS arrives on (the first listen address's), if known.
     pub port: Option<u16>,
-    /// SO_RCVBUF each shard socket asks for, bytes (`dtls_io::SocketConfig`'s default).
+    /// SO_RCVBUF each shard socket asks for, bytes (the config's `socket_recv_buffer`, else
+    /// `dtls_io::SocketConfig`'s default).
     pub recv_buffer: u64,
     /// SO_SNDBUF each shard socket asks for, bytes.
     pub send_buffer: u64,
@@ -97,6 +98,10 @@ impl Target {
         target.interface = tuning.interface.clone();
         target.cpus = tuning.cpus.clone();
         target.port = port;
+        // The buffers the shard sockets will ask for (`socket_recv_buffer`,
+        // `socket_send_buffer`): the rmem/wmem and udp_mem checks compare against these.
+        target.recv_buffer = tuning.data_io.recv_buffer as u64;
+        target.send_buffer = tuning.data_io.send_buffer as u64;
         let cores = topology.online.len().max(1);
         if let Some(n) = tuning.shards {
             target.shards = n;

@@ -296,3 +296,38 @@ fn a_config_that_does_not_validate_is_an_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no_such_key"), "{err}");
 }
+
+#[test]
+fn socket_buffer_keys_set_what_rmem_and_wmem_max_must_hold() {
+    // bad-host's rmem_max and wmem_max are the kernel default, 212992 bytes.
+    let dir = common::copy_fixture("bad-host");
+    let config = dir.path().join("buffers.toml");
+    let write = |recv: usize, send: usize| {
+        std::fs::write(
+            &config,
+            format!(
+                "[serve]\nlisten = \"10.0.0.2:4433\"\nbackend = \"127.0.0.1:9000\"\n\
+                 psk = [\"c:00112233445566778899aabbccddeeff\"]\n\
+                 socket_recv_buffer = {recv}\nsocket_send_buffer = {send}\n"
+            ),
+        )
+        .expect("write config");
+        dtls_tune::Inspection::new(dir.path(), Some(&config), &Overrides::default())
+            .expect("inspects")
+            .check()
+    };
+    // Asking for less than the cap: nothing to raise.
+    let report = write(131_072, 65_536);
+    assert_eq!(status(&report, "net.rmem_max"), Status::Ok);
+    assert_eq!(status(&report, "net.wmem_max"), Status::Ok);
+    // Asking for more: the fix raises the cap to exactly what the keys ask for.
+    let report = write(33_554_432, 1_048_576);
+    assert_eq!(
+        fix(&report, "net.rmem_max"),
+        "sysctl -w net.core.rmem_max=33554432"
+    );
+    assert_eq!(
+        fix(&report, "net.wmem_max"),
+        "sysctl -w net.core.wmem_max=1048576"
+    );
+}

@@ -14,7 +14,7 @@ use super::CipherChoice;
 use super::client::{HandshakePlan, HandshakeStats, client_config, run_handshakes};
 use super::cpu::{CpuSnapshot, ThreadCpu};
 use super::flow::{FlowConfig, Flows};
-use super::server::LOOPBACK;
+use super::server::bind_ip_for;
 use crate::compare::{Figure, figures_json};
 use crate::host::HostInfo;
 use crate::records::Version;
@@ -106,7 +106,7 @@ pub fn on_loadgen<T: Send>(
                     let config = Arc::new(group_config(g, mtu)?);
                     let plan = HandshakePlan {
                         server: g.server,
-                        bind_ip: LOOPBACK,
+                        bind_ip: bind_ip_for(g.server),
                         sources: 1,
                         parallel: sessions,
                         total: Some(sessions as u64),
@@ -301,6 +301,22 @@ pub fn start_servers(
     io: super::IoChoice,
     mtu: u16,
 ) -> anyhow::Result<(Vec<super::server::TestServer>, Vec<Group>)> {
+    start_servers_with(ciphers, version, shards, io, mtu, Default::default())
+}
+
+/// [`start_servers`] with the shards' batch, ring, GSO and socket buffer sizes set
+/// (`dtls-tune autotune` trials them).
+///
+/// # Errors
+/// A server that cannot start.
+pub fn start_servers_with(
+    ciphers: &[CipherChoice],
+    version: Version,
+    shards: usize,
+    io: super::IoChoice,
+    mtu: u16,
+    data_io: dtlsd::config::DataIo,
+) -> anyhow::Result<(Vec<super::server::TestServer>, Vec<Group>)> {
     let servers = ciphers
         .iter()
         .map(|c| {
@@ -310,6 +326,7 @@ pub fn start_servers(
                 io,
                 null_protection: c.is_null(),
                 mtu,
+                data_io,
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

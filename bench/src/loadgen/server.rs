@@ -27,6 +27,19 @@ use super::IoChoice;
 /// Loopback.
 pub const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
+/// The address the generator's sockets bind to for `server`: 127.0.0.1 for a server on
+/// loopback (the in-process one, or `--server 127.0.0.1:...`), else the unspecified address
+/// of its family, so the kernel picks the source of the route to it (a daemon across a veth
+/// pair or on another host).
+pub fn bind_ip_for(server: std::net::SocketAddr) -> IpAddr {
+    match server.ip() {
+        IpAddr::V4(ip) if ip.is_loopback() => LOOPBACK,
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(ip) if ip.is_loopback() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    }
+}
+
 /// How to run the server under test.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerSetup {
@@ -40,6 +53,9 @@ pub struct ServerSetup {
     pub null_protection: bool,
     /// Path MTU the server assumes.
     pub mtu: u16,
+    /// The shards' batch, ring, GSO and socket buffer sizes (`dtlsd`'s `io_batch`,
+    /// `uring_buffers`, `gso`, `socket_recv_buffer`, `socket_send_buffer`).
+    pub data_io: dtlsd::config::DataIo,
 }
 
 /// A UDP echo server on its own thread.
@@ -191,6 +207,7 @@ impl TestServer {
                 control_threads: Some(setup.control_threads.max(1)),
                 cpus: None,
                 io: setup.io.daemon(),
+                data_io: setup.data_io,
                 interface: None,
                 mtu: setup.mtu,
                 metrics: None,

@@ -21,7 +21,7 @@ use super::client::{HandshakePlan, HandshakeStats, run_handshakes};
 use super::cpu::CpuSnapshot;
 use super::flow::{FlowConfig, Flows};
 use super::run::{Group, group_config, pin_generator_at};
-use super::server::LOOPBACK;
+use super::server::bind_ip_for;
 
 /// Why a thread stopped when another one failed.
 const BROKEN: &str = "another generator thread failed";
@@ -191,7 +191,7 @@ pub fn on_generators<T: Send>(
                     for (g, config) in groups.iter().zip(configs) {
                         let plan = HandshakePlan {
                             server: g.server,
-                            bind_ip: LOOPBACK,
+                            bind_ip: bind_ip_for(g.server),
                             sources: 1,
                             parallel: n,
                             total: Some(n as u64),

@@ -323,6 +323,7 @@ pub fn run(cfg: &UdpConfig) -> Result<UdpReport, PeersError> {
         io: cfg.io,
         null_protection: false,
         mtu: MTU,
+        data_io: Default::default(),
     })
     .map_err(udp_err)?;
     let group = Group {

@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use dataplane::cid::ShardField;
 use dtls_crypto::pki_types::UnixTime;
-use dtls_io::{CidSteering, IoConfig, SocketConfig, SteeringProgram, XdpProgram, bind_udp};
+use dtls_io::{CidSteering, SocketConfig, SteeringProgram, XdpProgram, bind_udp};
 use dtls_runtime::{ControlCounters, ControlStats, ControlThread, Reload};
 use dtls_shard::{
     ControlLanes, DEFAULT_INBOUND_BYTES, Handoffs, RelayMode, Shard, ShardConfig, ShardQueues,
@@ -181,10 +181,7 @@ impl Daemon {
             .collect();
         let shard_stop = Arc::new(AtomicBool::new(false));
         let mut shard_config = shard_config;
-        shard_config.io = IoConfig {
-            mode: io_mode(tuning.io),
-            ..IoConfig::default()
-        };
+        shard_config.io = tuning.data_io.io_config(io_mode(tuning.io));
         shard_config.idle_timeout = tuning.idle_timeout;
         shard_config.max_datagram = usize::from(tuning.mtu);
         shard_config.keepalive = tuning.keepalive;
@@ -226,10 +223,7 @@ impl Daemon {
             routing,
             &shard_stop,
             tuning.cpus.as_deref(),
-            SocketConfig {
-                only_v6: !tuning.dual_stack,
-                ..SocketConfig::default()
-            },
+            tuning.data_io.socket_config(!tuning.dual_stack),
             xdp_interface,
         );
         let (shards, shard_sources, shard_listen) = match spawned {
@@ -1004,7 +998,33 @@ fn run_shard(
             ),
         }
     }
-    tracing::info!(shard = index, backend = ?shard.backend_kind(), %local, "shard bound");
+    // What the shard really runs with, read back: the batch and ring sizes of its backend,
+    // GSO as the kernel left it, the socket buffers as getsockopt reports them (twice what
+    // was granted, socket(7)).
+    let (rcvbuf, sndbuf) = dtls_io::buffer_sizes(shard.socket());
+    match shard.io() {
+        Some(io) => tracing::info!(
+            shard = index,
+            backend = ?shard.backend_kind(),
+            %local,
+            batch = io.batch(),
+            uring_buffers = io.provided_buffers().map_or(0, u32::from),
+            uring_sq_entries = io.uring_features().map_or(0, |f| f.sq_entries),
+            uring_cq_entries = io.uring_features().map_or(0, |f| f.cq_entries),
+            gso = io.gso(),
+            rcvbuf,
+            sndbuf,
+            "shard bound"
+        ),
+        None => tracing::info!(
+            shard = index,
+            backend = ?shard.backend_kind(),
+            %local,
+            rcvbuf,
+            sndbuf,
+            "shard bound"
+        ),
+    }
     if let Some(cids) = cids {
         if let Some(handoffs) = cids.handoffs {
             shard.set_handoffs(handoffs);

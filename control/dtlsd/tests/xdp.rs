@@ -18,8 +18,13 @@
 //! reaches ns A's kernel (a socket in ns A sees ECONNREFUSED from B's port unreachable).
 //! Datagrams with a bad UDP checksum are dropped and counted by the AF_XDP layer
 //! (`dtlsd_xdp_rx_bad_checksum_total`), non-DTLS bytes by the shard (`dtlsd_drops_total`
-//! with reason `malformed`), as on the other backends. After SIGTERM the program is gone
-//! from the interface.
+//! with reason `malformed`), as on the other backends. A record larger than the MTU leaves
+//! the client as IP fragments, which the program passes to ns A's kernel; the daemon reads
+//! the reassembled datagram from its listen socket (a shard the kernel's hash picks; the
+//! record's CID takes it to its owner) and relays it
+//! (`dtlsd_xdp_rx_kernel_total`; the backend answers big datagrams with their length, since
+//! an echo over the MTU would be refused). After SIGTERM the program is gone from the
+//! interface.
 //!
 //! The helper roles are this test binary again, started with `ip netns exec` (entering a
 //! namespace from a thread would need unsafe code). Needs root and `ip`; elsewhere it
@@ -58,6 +63,10 @@ const BACKEND_PORT: u16 = 7007;
 const PARTIAL_SUMS: u64 = 3;
 /// Datagrams of non-DTLS bytes the client sends to the DTLS port.
 const GARBAGE: u64 = 5;
+/// The plaintext of the record the client sends as IP fragments (over the 1500 MTU).
+const FRAGMENTED: usize = 3000;
+/// Datagrams up to this size the backend echoes; longer ones it answers with their length.
+const ECHO_MAX: usize = 1400;
 /// A port nobody listens on, in either namespace.
 const CLOSED_PORT: u16 = 4499;
 
@@ -415,7 +424,11 @@ fn play_echo() {
     println!("READY");
     let mut buf = vec![0u8; 65_536];
     while let Ok((n, from)) = sock.recv_from(&mut buf) {
-        let _ = sock.send_to(&buf[..n], from);
+        if n <= ECHO_MAX {
+            let _ = sock.send_to(&buf[..n], from);
+        } else {
+            let _ = sock.send_to(format!("{n} bytes").as_bytes(), from);
+        }
     }
 }
 
@@ -478,11 +491,44 @@ fn play_client() {
         sessions.push(client);
     }
     assert!(all_queues_used(), "every shard's queue served a session");
-    eprintln!(
-        "client: {} session(s), 6 payloads each echoed byte for byte through AF_XDP",
-        sessions.len()
-    );
-
+    // A record over the MTU leaves as IP fragments: the program passes them to the kernel,
+    // which reassembles the datagram for the daemon's listen sockets. The kernel's reuseport
+    // hash picks the shard whose socket gets it, not the NIC's queue, so the session uses a
+    // connection ID: a record on another shard's socket is handed to its owner by its CID.
+    let cid_config = Arc::new(control::Config {
+        connection_id: control::ConnectionIds::On { len: 0 },
+        ..(*config).clone()
+    });
+    let mut client = Client::try_connect_from(
+        cid_config,
+        server,
+        SocketAddr::from((PEER_V4, 0)),
+        None,
+        IO_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("handshake with a CID through AF_XDP did not complete: {e}"));
+    assert!(client.peer_cid().is_some(), "the daemon issued a CID");
+    client.echo(b"small, through the AF_XDP socket");
+    let big: Vec<u8> = (0..FRAGMENTED).map(|j| (j * 13 + 5) as u8).collect();
+    let answer = format!("{FRAGMENTED} bytes").into_bytes();
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    'big: loop {
+        client.send_app(&big);
+        let resend = std::time::Instant::now() + Duration::from_secs(1);
+        while std::time::Instant::now() < resend {
+            if client
+                .turn(Duration::from_millis(100))
+                .app
+                .contains(&answer)
+            {
+                break 'big;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no answer to a {FRAGMENTED}-byte record sent as IP fragments"
+        );
+    }
     // UDP to another port passes the program to ns A's kernel, which has no socket there.
     let other = UdpSocket::bind((PEER_V4, 0)).expect("bind");
     other.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
@@ -503,6 +549,7 @@ fn play_client() {
             && s.labelled("dtlsd_drops_total", "reason=\"malformed\"") >= GARBAGE
     });
     let rx = s.total("dtlsd_xdp_rx_frames_total");
+    let rx_kernel = s.total("dtlsd_xdp_rx_kernel_total");
     let recv = s.total("dtlsd_io_recv_datagrams_total");
     let sent = s.total("dtlsd_io_send_datagrams_total");
     let per_shard: Vec<u64> = (0..4)
@@ -515,7 +562,15 @@ fn play_client() {
     // The handshake's flights and six records each way at least.
     assert!(recv >= 8 + GARBAGE, "AF_XDP datagrams in: {recv}");
     assert!(sent >= 8, "AF_XDP datagrams out: {sent}");
-    assert_eq!(rx, recv + PARTIAL_SUMS, "every frame delivered or counted");
+    assert!(
+        rx_kernel >= 1,
+        "the fragmented record came through the kernel"
+    );
+    assert_eq!(
+        rx + rx_kernel,
+        recv + PARTIAL_SUMS,
+        "every frame delivered or counted"
+    );
     assert_eq!(s.total("dtlsd_xdp_rx_bad_checksum_total"), PARTIAL_SUMS);
     assert!(
         s.labelled("dtlsd_drops_total", "reason=\"malformed\"") >= GARBAGE,

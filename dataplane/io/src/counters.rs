@@ -31,6 +31,8 @@ pub struct IoCounters {
     xdp_tx_too_big: AtomicU64,
     xdp_tx_no_neighbour: AtomicU64,
     xdp_umem_exhausted: AtomicU64,
+    xdp_rx_kernel: AtomicU64,
+    xdp_tx_kernel: AtomicU64,
     xdp_kernel_fill_ring_empty: AtomicU64,
     xdp_kernel_rx_ring_full: AtomicU64,
     xdp_kernel_rx_dropped: AtomicU64,
@@ -87,6 +89,14 @@ pub struct IoStats {
     pub xdp_tx_no_neighbour: u64,
     /// AF_XDP sends dropped: no free UMEM frame to send from; also in `send_errors`.
     pub xdp_umem_exhausted: u64,
+    /// Datagrams read from the listen address's kernel socket beside an AF_XDP socket: what
+    /// the XDP program passed to the kernel for our port (IP fragments the kernel reassembled,
+    /// IPv4 options, IPv6 extension headers); also in `datagrams_in`.
+    pub xdp_rx_kernel: u64,
+    /// Datagrams sent through that kernel socket because no link-layer next hop was learned
+    /// for the peer (the kernel's route and neighbour tables pick it); also in
+    /// `datagrams_out`.
+    pub xdp_tx_kernel: u64,
     /// The kernel's count of AF_XDP frames dropped for want of a fill-ring buffer
     /// (receive-side UMEM exhaustion), as last read (XDP_STATISTICS).
     pub xdp_kernel_fill_ring_empty: u64,
@@ -121,6 +131,8 @@ pub(crate) struct Delta {
     pub xdp_tx_too_big: u64,
     pub xdp_tx_no_neighbour: u64,
     pub xdp_umem_exhausted: u64,
+    pub xdp_rx_kernel: u64,
+    pub xdp_tx_kernel: u64,
 }
 
 impl IoCounters {
@@ -150,6 +162,8 @@ impl IoCounters {
             xdp_tx_too_big: self.xdp_tx_too_big.load(Relaxed),
             xdp_tx_no_neighbour: self.xdp_tx_no_neighbour.load(Relaxed),
             xdp_umem_exhausted: self.xdp_umem_exhausted.load(Relaxed),
+            xdp_rx_kernel: self.xdp_rx_kernel.load(Relaxed),
+            xdp_tx_kernel: self.xdp_tx_kernel.load(Relaxed),
             xdp_kernel_fill_ring_empty: self.xdp_kernel_fill_ring_empty.load(Relaxed),
             xdp_kernel_rx_ring_full: self.xdp_kernel_rx_ring_full.load(Relaxed),
             xdp_kernel_rx_dropped: self.xdp_kernel_rx_dropped.load(Relaxed),
@@ -182,6 +196,8 @@ impl IoCounters {
         add(&self.xdp_tx_too_big, d.xdp_tx_too_big);
         add(&self.xdp_tx_no_neighbour, d.xdp_tx_no_neighbour);
         add(&self.xdp_umem_exhausted, d.xdp_umem_exhausted);
+        add(&self.xdp_rx_kernel, d.xdp_rx_kernel);
+        add(&self.xdp_tx_kernel, d.xdp_tx_kernel);
         if d.datagrams_in != 0 {
             self.recv_batches.fetch_add(1, Relaxed);
         }

@@ -61,8 +61,8 @@ pub use counters::{IoCounters, IoStats};
 pub use error::{Error, TxError, UringUnavailable};
 pub use rx::{Datagram, DatagramMut, Datagrams, DatagramsMut, RecvBatch, RecvMessage};
 pub use socket::{
-    BoundSocket, SocketConfig, bind_udp, check_transparent, connect_transparent, enable_gro,
-    gro_enabled, set_buffer_sizes,
+    BoundSocket, SocketConfig, bind_udp, buffer_sizes, check_transparent, connect_transparent,
+    enable_gro, gro_enabled, set_buffer_sizes,
 };
 pub use steer::{CidSteering, FALLBACK, Insn, SteeringProgram, detach_steering};
 pub use tx::{MAX_GSO_BYTES, MAX_GSO_SEGMENTS, TxBatch, TxSend};
@@ -321,6 +321,23 @@ impl UdpIo {
         match &self.backend {
             Backend::Uring(u) => u.gso(),
             Backend::Mmsg(m) => m.gso(),
+        }
+    }
+
+    /// Most messages per receive batch and send slots per kernel call ([`IoConfig::batch`]).
+    pub fn batch(&self) -> usize {
+        match &self.backend {
+            Backend::Uring(u) => u.batch(),
+            Backend::Mmsg(m) => m.batch(),
+        }
+    }
+
+    /// The io_uring backend's provided buffers (entries of its buffer ring,
+    /// [`IoConfig::uring_buffers`]); `None` with mmsg.
+    pub fn provided_buffers(&self) -> Option<u16> {
+        match &self.backend {
+            Backend::Uring(u) => Some(u.buffers()),
+            Backend::Mmsg(_) => None,
         }
     }
 

@@ -89,6 +89,10 @@ impl MmsgIo {
         self.gso
     }
 
+    pub(crate) fn batch(&self) -> usize {
+        self.batch
+    }
+
     pub(crate) fn poll_recv(&mut self, timeout: Duration) -> Result<&mut RecvBatch, Error> {
         self.rx.clear();
         if !sys::poll_fd(self.fd(), libc::POLLIN, timeout).map_err(Error::Recv)? {

@@ -131,6 +131,19 @@ pub fn set_buffer_sizes(socket: &UdpSocket, recv: usize, send: usize) {
     }
 }
 
+/// SO_RCVBUF and SO_SNDBUF of `socket` as the kernel reports them (getsockopt; Linux
+/// reports twice what was granted, socket(7)); 0 where the read fails.
+pub fn buffer_sizes(socket: &UdpSocket) -> (usize, usize) {
+    let fd = socket.as_raw_fd();
+    let read = |name| {
+        sys::getsockopt_int(fd, libc::SOL_SOCKET, name)
+            .ok()
+            .and_then(|v| usize::try_from(v).ok())
+            .unwrap_or(0)
+    };
+    (read(libc::SO_RCVBUF), read(libc::SO_SNDBUF))
+}
+
 /// Turns UDP_GRO on for a socket made elsewhere; `false` if the kernel refused.
 pub fn enable_gro(socket: &UdpSocket) -> bool {
     sys::setsockopt_int(socket.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1).is_ok()

@@ -3,7 +3,8 @@
 //! ```text
 //!   xdp ns: "xa" 10.249.0.1/24, fd49::1/64       peer ns: "xb" 10.249.0.2/24, fd49::2/64
 //!   XdpIo on xa queue 0, port 4433 (echo)  <-veth->  plain UDP sockets, ping
-//!   kernel UDP sockets on 4433 and 4434 (echo)
+//!   kernel UDP sockets on 4433 (read by XdpIo)          10.249.0.3/24 (fragments only)
+//!   and 4434 (echo)
 //! ```
 //!
 //! The peer first sends a few datagrams with partial checksums (see below), which the AF_XDP
@@ -11,8 +12,11 @@
 //! receives them, echoes them framed by us, and the peer checks every byte. ARP and neighbour
 //! discovery must work for that (the program passes them to the kernel), `ping` must be
 //! answered by the kernel, UDP to another port must reach the kernel's socket, and a datagram
-//! too big for one frame (IP fragments) must reach the kernel's socket on 4433 itself. Sends
-//! larger than the MTU are refused and counted. After the XDP side exits, the interface has
+//! too big for one frame (IP fragments) must reach the kernel's socket on 4433 itself, which
+//! the AF_XDP side reads (`recv_kernel`). That datagram comes from a second peer address
+//! (10.249.0.3) that sends nothing else, so no MAC is learned for it: the reply must leave
+//! through the kernel socket (`tx_kernel`), routed by the kernel. Sends larger than the MTU
+//! are refused and counted. After the XDP side exits, the interface has
 //! no XDP program left (the bpf_link went with the process).
 //!
 //! Both sides are this test binary again, started with `ip netns exec` (a thread cannot enter
@@ -35,6 +39,10 @@ const ROLE: &str = "DTLS_IO_XDP_ROLE";
 const TEST: &str = "af_xdp_echoes_over_veth_and_passes_everything_else";
 const XDP_V4: Ipv4Addr = Ipv4Addr::new(10, 249, 0, 1);
 const PEER_V4: Ipv4Addr = Ipv4Addr::new(10, 249, 0, 2);
+/// A second peer address that sends only a fragmented datagram.
+const FRAGMENTS_V4: Ipv4Addr = Ipv4Addr::new(10, 249, 0, 3);
+/// The fragmented datagram's size (two fragments at MTU 1500).
+const FRAGMENTED: usize = 3000;
 const XDP_V6: Ipv6Addr = Ipv6Addr::new(0xfd49, 0, 0, 0, 0, 0, 0, 1);
 const PEER_V6: Ipv6Addr = Ipv6Addr::new(0xfd49, 0, 0, 0, 0, 0, 0, 2);
 const PORT: u16 = 4433;
@@ -93,6 +101,7 @@ impl Namespaces {
         ])?;
         ip(&["-n", a, "addr", "add", "10.249.0.1/24", "dev", "xa"])?;
         ip(&["-n", b, "addr", "add", "10.249.0.2/24", "dev", "xb"])?;
+        ip(&["-n", b, "addr", "add", "10.249.0.3/24", "dev", "xb"])?;
         ip(&["-n", a, "addr", "add", "fd49::1/64", "dev", "xa", "nodad"])?;
         ip(&["-n", b, "addr", "add", "fd49::2/64", "dev", "xb", "nodad"])?;
         for (n, dev) in [(a, "xa"), (b, "xb")] {
@@ -280,11 +289,18 @@ fn play_peer() {
     sock.set_read_timeout(Some(REPLY_WAIT)).expect("timeout");
     sock.connect((XDP_V4, OTHER_PORT)).expect("connect");
     echo(&sock, b"to the kernel's socket");
-    // IP fragments pass to the kernel, which reassembles them for its socket on our port.
-    let sock = UdpSocket::bind((PEER_V4, 0)).expect("bind");
+    // IP fragments pass to the kernel, which reassembles them for its socket on our port;
+    // the AF_XDP side reads it there and answers with the length, through the kernel socket
+    // (it never had a frame from this address, so it knows no MAC for it).
+    let sock = UdpSocket::bind((FRAGMENTS_V4, 0)).expect("bind");
     sock.set_read_timeout(Some(REPLY_WAIT)).expect("timeout");
     sock.connect((XDP_V4, PORT)).expect("connect");
-    echo(&sock, &payload(3000, 9));
+    sock.send(&payload(FRAGMENTED, 9)).expect("send");
+    let mut buf = [0u8; 64];
+    let n = sock
+        .recv(&mut buf)
+        .expect("an answer to the fragmented datagram");
+    assert_eq!(&buf[..n], format!("kernel {FRAGMENTED}").as_bytes());
     sock.send(QUIT).expect("quit");
     eprintln!("peer: done");
 }
@@ -307,7 +323,10 @@ fn play_xdp() {
         });
     };
     kernel_echo(SocketAddr::from((XDP_V4, OTHER_PORT)));
-    kernel_echo(SocketAddr::from((XDP_V4, PORT)));
+    let ours = UdpSocket::bind((XDP_V4, PORT)).expect("bind the listen socket");
+    ours.set_nonblocking(true).expect("nonblocking");
+    io.set_kernel_socket(ours);
+    let mut passed = vec![0u8; 65_536];
     println!(
         "READY zero_copy={} copy_reason={:?} mtu={}",
         io.zero_copy(),
@@ -327,6 +346,11 @@ fn play_xdp() {
             first.get_or_insert(d.source);
             tx.push(d.source, d.payload).expect("room in the batch");
         }
+        // What the kernel got for our port (the fragmented datagram): answered with its length.
+        while let Some((n, from)) = io.recv_kernel(&mut passed).expect("kernel socket") {
+            tx.push(from, format!("kernel {n}").as_bytes())
+                .expect("room");
+        }
         if let (Some(peer), false) = (first, oversize_tried) {
             // One byte over the MTU: refused and counted, not sent.
             let max = if peer.is_ipv4() { 1500 - 28 } else { 1500 - 48 };
@@ -340,6 +364,12 @@ fn play_xdp() {
     assert_eq!(s.tx_too_big, 1, "the oversize send was refused");
     assert_eq!(s.rx_bad_checksum, PARTIAL_SUMS, "{s:?}");
     assert_eq!(s.rx_malformed + s.rx_not_udp + s.rx_not_ours, 0, "{s:?}");
+    assert_eq!(
+        s.rx_kernel, 1,
+        "the fragmented datagram, read from the kernel socket"
+    );
+    assert_eq!(s.tx_kernel, 1, "its answer, sent through the kernel socket");
+    assert_eq!(s.tx_no_neighbour, 0, "{s:?}");
     assert!(s.datagrams_out + 1 >= s.datagrams_in, "{s:?}");
     assert!(s.datagrams_in >= 2 * (15 + BURST as u64), "{s:?}");
 }

@@ -136,6 +136,9 @@ pub struct Shard {
     received: bool,
     /// When an AF_XDP shard last read the kernel's socket statistics.
     xdp_stats_at: Instant,
+    /// AF_XDP: the listen socket may hold datagrams the kernel delivered (its edge was seen
+    /// and it has not been read empty since).
+    kernel_ready: bool,
 }
 
 /// What handing one received datagram to the core needs, borrowed apart from the io.
@@ -180,9 +183,10 @@ pub struct XdpListen {
 
 /// The shard's listen-side datagram I/O: the UDP socket through `dtls-io`'s socket
 /// backends, or an AF_XDP socket on one interface queue. In AF_XDP mode the UDP socket is
-/// still bound on the listen address (it holds the port, the kernel keeps its path MTU, and
-/// what the XDP program passes to the kernel, such as IP fragments, is not answered with
-/// ICMP port unreachable) but is not read.
+/// still bound on the listen address: it holds the port, the kernel keeps its path MTU, what
+/// the XDP program passes to the kernel for our port (IP fragments, reassembled) arrives on
+/// it and is read (token `KERNEL`), and replies to peers with no learned MAC leave through
+/// it.
 #[derive(Debug)]
 enum ListenIo {
     Socket(UdpIo),
@@ -218,6 +222,8 @@ const LISTEN: Token = Token(usize::MAX);
 /// The epoll token of the eventfd control signals when it queues a command for a sleeping
 /// shard ([`ShardQueues::set_waker`]).
 const WAKE: Token = Token(usize::MAX - 1);
+/// The epoll token of the listen socket of an AF_XDP shard (see [`Shard::with_xdp`]).
+const KERNEL: Token = Token(usize::MAX - 2);
 
 /// Receive and send buffer asked for each upstream socket (a limit, not an allocation).
 pub const UPSTREAM_BUFFER: usize = 1 << 20;
@@ -306,10 +312,12 @@ impl Shard {
 
     /// A shard whose client-facing datagrams go through an AF_XDP socket on queue
     /// `xdp.queue` of `xdp.interface` (see [`XdpListen`]); `socket` stays bound on the
-    /// listen address, unread. The program redirects UDP to the socket's port at its address
+    /// listen address. The program redirects UDP to the socket's port at its address
     /// (any address of the interface when the socket is bound to the wildcard); replies
     /// leave as Ethernet frames to the MAC their peer's datagrams came from (see
-    /// `dtls_io::XdpIo`). Datagrams larger than the interface MTU are refused and counted
+    /// `dtls_io::XdpIo`). What the program passes to the kernel for our port (IP fragments,
+    /// reassembled by the kernel) is read from `socket` and served like the rest, and replies
+    /// to a peer with no learned MAC leave through `socket`. Datagrams larger than the interface MTU are refused and counted
     /// in `send_errors` as the socket backends count EMSGSIZE.
     ///
     /// # Errors
@@ -347,10 +355,18 @@ impl Shard {
         cfg.queue = xdp.queue;
         cfg.queues = xdp.queues.max(xdp.queue + 1);
         cfg.force_copy = xdp.force_copy;
-        let io = match &xdp.program {
+        let mut io = match &xdp.program {
             Some(program) => XdpIo::with_program(&cfg, Arc::clone(program))?,
             None => XdpIo::new(&cfg)?,
         };
+        io.set_kernel_socket(
+            socket
+                .try_clone()
+                .map_err(|source| dtls_io::Error::Socket {
+                    op: "dup of the listen socket",
+                    source,
+                })?,
+        );
         // Each datagram is its own frame: no GSO toward peers, and none upstream either
         // (the kernel's acceptance on a socket is what vouches for it elsewhere).
         Self::build(
@@ -382,6 +398,13 @@ impl Shard {
         poll.registry()
             .register(&mut SourceFd(&listen_fd), LISTEN, Interest::READABLE)
             .map_err(Error::Poll)?;
+        if let ListenIo::Xdp { xdp, .. } = &io
+            && let Some(fd) = xdp.kernel_fd()
+        {
+            poll.registry()
+                .register(&mut SourceFd(&fd), KERNEL, Interest::READABLE)
+                .map_err(Error::Poll)?;
+        }
         // Control's commands (keys of a new session, a flight to send) end an idle wait at
         // once instead of after `recv_wait`.
         queues.set_waker(Waker::new(poll.registry(), WAKE).map_err(Error::Poll)?);
@@ -407,6 +430,7 @@ impl Shard {
             config,
             received: false,
             xdp_stats_at: Instant::now(),
+            kernel_ready: true,
         })
     }
 
@@ -550,6 +574,20 @@ impl Shard {
                         rx.datagram(d.source, d.payload);
                     }
                 }
+                // What the program passed to the kernel for our port, a batch at most per
+                // turn (the flag stays up while more may wait).
+                if self.kernel_ready {
+                    let mut read = 0;
+                    while read < self.config.io.batch.max(1) {
+                        let Some((len, source)) = xdp.recv_kernel(&mut self.scratch)? else {
+                            self.kernel_ready = false;
+                            break;
+                        };
+                        rx.datagram(source, &mut self.scratch[..len]);
+                        read += 1;
+                    }
+                    self.received |= read > 0;
+                }
                 if now.duration_since(self.xdp_stats_at) >= self.config.sweep_interval {
                     self.xdp_stats_at = now;
                     xdp.refresh_kernel_stats();
@@ -621,6 +659,10 @@ impl Shard {
             Err(e) => return Err(Error::Poll(e)),
         }
         for event in self.events.iter() {
+            if event.token() == KERNEL {
+                self.kernel_ready = true;
+                continue;
+            }
             if event.token() == LISTEN || event.token() == WAKE {
                 continue; // the receive below runs every turn; commands at the next
             }

@@ -210,6 +210,15 @@ pub enum Problem {
         /// The idle timeout.
         idle_timeout: i64,
     },
+    /// A size in range that the backend still cannot use (e.g. `uring_buffers` not a power
+    /// of two).
+    #[error("{value} is not usable: {reason}")]
+    BadSize {
+        /// The value given.
+        value: i64,
+        /// Why.
+        reason: &'static str,
+    },
     /// An allow or deny list entry that is not a CIDR range.
     #[error("`{value}` is not usable: {reason}")]
     BadRange {

@@ -1,7 +1,7 @@
 //! Command-line flags of `serve` and `connect`, and their merge over a config file: a flag
 //! that is given overrides the file's key; a repeated `--psk` (or a `--versions` list)
 //! replaces the file's whole list; the boolean flags (`--insecure-skip-verify`, `--takeover`,
-//! `--transparent`) can only turn their key on.
+//! `--transparent`) can only turn their key on (and `--no-gso` its key off).
 
 use std::path::PathBuf;
 
@@ -38,6 +38,27 @@ pub struct TuningFlags {
     /// [default: auto].
     #[arg(long, value_enum, value_name = "BACKEND")]
     pub io: Option<IoMode>,
+    /// Datagrams per receive batch and per send kernel call of each shard (io_uring and
+    /// mmsg) [default: 32; 1..=1024].
+    #[arg(long, value_name = "N")]
+    pub io_batch: Option<i64>,
+    /// io_uring provided receive buffers per shard (64 KiB each), a power of two of at
+    /// least --io-batch [default: 64, or --io-batch rounded up to a power of two when that
+    /// is more; 1..=4096].
+    #[arg(long, value_name = "N")]
+    pub uring_buffers: Option<i64>,
+    /// Send equal-size datagrams to one peer one by one instead of as one UDP GSO
+    /// super-datagram [default: GSO on where the kernel takes it].
+    #[arg(long)]
+    pub no_gso: bool,
+    /// SO_RCVBUF asked for on each shard socket, in bytes (the kernel caps it at
+    /// net.core.rmem_max without CAP_NET_ADMIN) [default: 8388608; 4096..=1073741824].
+    #[arg(long, value_name = "BYTES")]
+    pub socket_recv_buffer: Option<i64>,
+    /// SO_SNDBUF asked for on each shard socket, in bytes (capped at net.core.wmem_max
+    /// without CAP_NET_ADMIN) [default: 8388608; 4096..=1073741824].
+    #[arg(long, value_name = "BYTES")]
+    pub socket_send_buffer: Option<i64>,
     /// Path MTU toward peers, in bytes [default: 1400; 576..=9000].
     #[arg(long, value_name = "BYTES")]
     pub mtu: Option<i64>,
@@ -280,6 +301,11 @@ pub fn merge_serve(file: RawServe, flags: ServeFlags) -> RawServe {
         control_threads: t.control_threads.or(file.control_threads),
         cpus: t.cpus.or(file.cpus),
         io: t.io.or(file.io),
+        io_batch: t.io_batch.or(file.io_batch),
+        uring_buffers: t.uring_buffers.or(file.uring_buffers),
+        gso: if t.no_gso { Some(false) } else { file.gso },
+        socket_recv_buffer: t.socket_recv_buffer.or(file.socket_recv_buffer),
+        socket_send_buffer: t.socket_send_buffer.or(file.socket_send_buffer),
         interface: flags.interface.or(file.interface),
         mtu: t.mtu.or(file.mtu),
         metrics: t.metrics.or(file.metrics),
@@ -348,6 +374,11 @@ pub fn merge_connect(file: RawConnect, flags: ConnectFlags) -> RawConnect {
         control_threads: t.control_threads.or(file.control_threads),
         cpus: t.cpus.or(file.cpus),
         io: t.io.or(file.io),
+        io_batch: t.io_batch.or(file.io_batch),
+        uring_buffers: t.uring_buffers.or(file.uring_buffers),
+        gso: if t.no_gso { Some(false) } else { file.gso },
+        socket_recv_buffer: t.socket_recv_buffer.or(file.socket_recv_buffer),
+        socket_send_buffer: t.socket_send_buffer.or(file.socket_send_buffer),
         mtu: t.mtu.or(file.mtu),
         metrics: t.metrics.or(file.metrics),
         admin_socket: t.admin_socket.or(file.admin_socket),

@@ -83,6 +83,81 @@ pub const TLS13_CIPHER_SUITES: [(&str, control::CipherSuite); 3] = [
         control::CipherSuite::Tls13Chacha20Poly1305Sha256,
     ),
 ];
+/// Bounds of `io_batch`: datagrams per receive batch and per send kernel call. Each
+/// message slot of the mmsg backend holds a 64 KiB receive buffer (a GRO batch), so 1024 is
+/// 64 MiB per shard.
+pub const IO_BATCH_RANGE: (i64, i64) = (1, 1024);
+/// Bounds of `uring_buffers` (a power of two, at least `io_batch`): 64 KiB each, so 4096
+/// pins 256 MiB per shard.
+pub const URING_BUFFERS_RANGE: (i64, i64) = (1, 4096);
+/// Bounds of `socket_recv_buffer` and `socket_send_buffer`, in bytes (4 KiB to 1 GiB; the
+/// kernel doubles the request and, without CAP_NET_ADMIN, caps it at
+/// `net.core.rmem_max`/`wmem_max`).
+pub const SOCKET_BUFFER_RANGE: (i64, i64) = (4_096, 1 << 30);
+
+/// Sizes of the shard sockets and their I/O backends (`io_batch`, `uring_buffers`, `gso`,
+/// `socket_recv_buffer`, `socket_send_buffer`); the defaults are `dtls_io`'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataIo {
+    /// Datagrams per receive batch, and send slots per kernel call (`IoConfig::batch`).
+    pub batch: usize,
+    /// io_uring provided buffers: the entries of the buffer ring the multishot receive
+    /// fills (`IoConfig::uring_buffers`); a power of two, at least `batch`.
+    pub uring_buffers: u16,
+    /// UDP GSO on sends to peers and to upstream sockets.
+    pub gso: bool,
+    /// SO_RCVBUF asked for on each shard socket, in bytes.
+    pub recv_buffer: usize,
+    /// SO_SNDBUF asked for on each shard socket, in bytes.
+    pub send_buffer: usize,
+}
+
+impl Default for DataIo {
+    fn default() -> Self {
+        let io = dtls_io::IoConfig::default();
+        let socket = dtls_io::SocketConfig::default();
+        Self {
+            batch: io.batch,
+            uring_buffers: io.uring_buffers,
+            gso: io.gso,
+            recv_buffer: socket.recv_buffer,
+            send_buffer: socket.send_buffer,
+        }
+    }
+}
+
+impl DataIo {
+    /// The `uring_buffers` used when the key is absent: the default, or the next power of
+    /// two of `batch` when that is larger (the ring must hold a batch).
+    pub fn default_uring_buffers(batch: usize) -> u16 {
+        let default = DataIo::default().uring_buffers;
+        u16::try_from(batch.next_power_of_two())
+            .unwrap_or(u16::MAX)
+            .max(default)
+    }
+
+    /// The backend settings a shard is built with.
+    pub fn io_config(&self, mode: dtls_io::IoMode) -> dtls_io::IoConfig {
+        dtls_io::IoConfig {
+            mode,
+            batch: self.batch,
+            uring_buffers: self.uring_buffers,
+            gso: self.gso,
+            ..dtls_io::IoConfig::default()
+        }
+    }
+
+    /// The socket settings a shard socket is bound with.
+    pub fn socket_config(&self, only_v6: bool) -> dtls_io::SocketConfig {
+        dtls_io::SocketConfig {
+            only_v6,
+            recv_buffer: self.recv_buffer,
+            send_buffer: self.send_buffer,
+            ..dtls_io::SocketConfig::default()
+        }
+    }
+}
+
 /// Longest PSK identity in bytes (RFC 4279 §2: `opaque psk_identity<0..2^16-1>`).
 pub const MAX_PSK_IDENTITY_LEN: usize = 65_535;
 
@@ -225,6 +300,8 @@ pub struct Tuning {
     pub cpus: Option<Vec<usize>>,
     /// Datagram I/O backend.
     pub io: IoMode,
+    /// Batch, ring, GSO and socket buffer sizes of the shards' I/O.
+    pub data_io: DataIo,
     /// The interface AF_XDP attaches to (serve only): always `Some` when `io` is `Xdp`; with
     /// `Auto`, AF_XDP is tried first when it is `Some`.
     pub interface: Option<String>,
@@ -282,6 +359,20 @@ impl Tuning {
         check("dual_stack", self.dual_stack != other.dual_stack);
         check("user", self.run_as != other.run_as);
         check("io", self.io != other.io);
+        check("io_batch", self.data_io.batch != other.data_io.batch);
+        check(
+            "uring_buffers",
+            self.data_io.uring_buffers != other.data_io.uring_buffers,
+        );
+        check("gso", self.data_io.gso != other.data_io.gso);
+        check(
+            "socket_recv_buffer",
+            self.data_io.recv_buffer != other.data_io.recv_buffer,
+        );
+        check(
+            "socket_send_buffer",
+            self.data_io.send_buffer != other.data_io.send_buffer,
+        );
         check("interface", self.interface != other.interface);
         check("mtu", self.mtu != other.mtu);
         check("metrics", self.metrics != other.metrics);

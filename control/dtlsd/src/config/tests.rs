@@ -66,7 +66,8 @@ fn every_serve_and_connect_key_parses_and_validates() {
     let serve = serve_toml(&format!(
         "listen = \"[::]:4433\"\nbackend = \"127.0.0.1:9000\"\ncert = \"{d}/a.pem\"\n\
          key = \"{d}/b.pem\"\npsk = [\"a:00ff\", \"b:c0ffee\"]\nclient_ca = \"{d}/a.pem\"\n\
-         shards = 2\ncpus = \"0\"\nio = \"mmsg\"\nmtu = 1200\nmetrics = \"127.0.0.1:9100\"\n\
+         shards = 2\ncpus = \"0\"\nio = \"mmsg\"\nio_batch = 64\nuring_buffers = 256\ngso = false\n\
+         socket_recv_buffer = 1048576\nsocket_send_buffer = 2097152\nmtu = 1200\nmetrics = \"127.0.0.1:9100\"\n\
          idle_timeout = 60\nkeepalive = 15\nlog_format = \"json\"\ntakeover = true\n\
          connection_id = true\nconnection_id_length = 12\nrrc = false\ndrain_timeout = 30\nversions = [\"1.2\"]\n\
          tls13_groups = [\"x25519mlkem768\"]\n\
@@ -85,6 +86,13 @@ fn every_serve_and_connect_key_parses_and_validates() {
             control_threads: None,
             cpus: Some(vec![0]),
             io: IoMode::Mmsg,
+            data_io: DataIo {
+                batch: 64,
+                uring_buffers: 256,
+                gso: false,
+                recv_buffer: 1 << 20,
+                send_buffer: 2 << 20,
+            },
             interface: None,
             mtu: 1200,
             metrics: Some("127.0.0.1:9100".parse().expect("addr")),
@@ -169,6 +177,14 @@ fn defaults_apply_when_keys_are_absent() {
             control_threads: None,
             cpus: None,
             io: IoMode::Auto,
+            // dtls_io's constants before these keys existed.
+            data_io: DataIo {
+                batch: 32,
+                uring_buffers: 64,
+                gso: true,
+                recv_buffer: 8 << 20,
+                send_buffer: 8 << 20,
+            },
             interface: None,
             mtu: DEFAULT_MTU,
             metrics: None,
@@ -1130,3 +1146,6 @@ fn interface_goes_with_io_xdp_or_auto_in_serve_only() {
     // `interface` is no [connect] key at all.
     assert!(parse_str("[connect]\ninterface = \"veth0\"\n").is_err());
 }
+
+#[path = "data_io_tests.rs"]
+mod data_io;

@@ -19,9 +19,9 @@ use super::raw::{
 use super::{
     AdminSocket, CONNECTION_ID_LENGTH_RANGE, CONTROL_THREADS_RANGE, CertKeyPaths, ConnectConfig,
     DEFAULT_CONNECT_CID_LEN, DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MTU, DEFAULT_SERVE_CID_LEN,
-    DEFAULT_VERSIONS, DRAIN_TIMEOUT_RANGE, IDLE_TIMEOUT_RANGE, KEEPALIVE_RANGE,
-    MAX_ADMIN_SOCKET_PATH, MAX_PSK_IDENTITY_LEN, MTU_RANGE, Psk, SHARDS_RANGE, ServeConfig,
-    ServerCredentials, ServerTrust, Tuning,
+    DEFAULT_VERSIONS, DRAIN_TIMEOUT_RANGE, DataIo, IDLE_TIMEOUT_RANGE, IO_BATCH_RANGE,
+    KEEPALIVE_RANGE, MAX_ADMIN_SOCKET_PATH, MAX_PSK_IDENTITY_LEN, MTU_RANGE, Psk, SHARDS_RANGE,
+    SOCKET_BUFFER_RANGE, ServeConfig, ServerCredentials, ServerTrust, Tuning, URING_BUFFERS_RANGE,
 };
 use super::{TLS13_CIPHER_SUITES, TLS13_GROUPS};
 use control::ProtocolVersion;
@@ -46,6 +46,11 @@ pub fn validate_serve(raw: RawServe) -> Result<ServeConfig, ConfigErrors> {
         control_threads: raw.control_threads,
         cpus: raw.cpus.as_deref(),
         io: raw.io,
+        io_batch: raw.io_batch,
+        uring_buffers: raw.uring_buffers,
+        gso: raw.gso,
+        socket_recv_buffer: raw.socket_recv_buffer,
+        socket_send_buffer: raw.socket_send_buffer,
         interface: raw.interface.as_deref(),
         mtu: raw.mtu,
         metrics: raw.metrics.as_deref(),
@@ -219,6 +224,11 @@ pub fn validate_connect(raw: RawConnect) -> Result<ConnectConfig, ConfigErrors> 
         control_threads: raw.control_threads,
         cpus: raw.cpus.as_deref(),
         io: raw.io,
+        io_batch: raw.io_batch,
+        uring_buffers: raw.uring_buffers,
+        gso: raw.gso,
+        socket_recv_buffer: raw.socket_recv_buffer,
+        socket_send_buffer: raw.socket_send_buffer,
         interface: None,
         mtu: raw.mtu,
         metrics: raw.metrics.as_deref(),
@@ -381,6 +391,11 @@ struct TuningIn<'a> {
     control_threads: Option<i64>,
     cpus: Option<&'a str>,
     io: Option<super::IoMode>,
+    io_batch: Option<i64>,
+    uring_buffers: Option<i64>,
+    gso: Option<bool>,
+    socket_recv_buffer: Option<i64>,
+    socket_send_buffer: Option<i64>,
     /// The `interface` key (serve only).
     interface: Option<&'a str>,
     mtu: Option<i64>,
@@ -725,6 +740,60 @@ impl Checker {
         }
     }
 
+    /// `io_batch`, `uring_buffers` (a power of two, at least the batch), `gso` and the
+    /// socket buffer sizes; absent keys take `DataIo::default()`'s values.
+    fn data_io(&mut self, t: &TuningIn<'_>) -> Option<DataIo> {
+        let default = DataIo::default();
+        let batch = t
+            .io_batch
+            .map(|v| self.range("io_batch", v, IO_BATCH_RANGE));
+        let buffers = t
+            .uring_buffers
+            .map(|v| self.range("uring_buffers", v, URING_BUFFERS_RANGE));
+        let recv = t
+            .socket_recv_buffer
+            .map(|v| self.range("socket_recv_buffer", v, SOCKET_BUFFER_RANGE));
+        let send = t
+            .socket_send_buffer
+            .map(|v| self.range("socket_send_buffer", v, SOCKET_BUFFER_RANGE));
+        let batch = match batch {
+            Some(v) => usize::try_from(v?).ok()?,
+            None => default.batch,
+        };
+        let uring_buffers = match buffers {
+            Some(v) => {
+                let v = v?;
+                // The ring hands out buffers by a mask, and must hold a whole batch.
+                let reason = if !v.unsigned_abs().is_power_of_two() {
+                    Some("must be a power of two")
+                } else if v.unsigned_abs() < batch as u64 {
+                    Some("must be at least io_batch (a receive batch takes one buffer each)")
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    self.push("uring_buffers", Problem::BadSize { value: v, reason });
+                    return None;
+                }
+                u16::try_from(v).ok()?
+            }
+            None => DataIo::default_uring_buffers(batch),
+        };
+        Some(DataIo {
+            batch,
+            uring_buffers,
+            gso: t.gso.unwrap_or(default.gso),
+            recv_buffer: match recv {
+                Some(v) => usize::try_from(v?).ok()?,
+                None => default.recv_buffer,
+            },
+            send_buffer: match send {
+                Some(v) => usize::try_from(v?).ok()?,
+                None => default.send_buffer,
+            },
+        })
+    }
+
     fn tuning(&mut self, t: &TuningIn<'_>) -> Option<Tuning> {
         let limits = super::limits::validate(t.limits, &mut self.errors);
         let versions = self.versions(t.versions);
@@ -784,6 +853,7 @@ impl Checker {
             },
         };
         let interface = self.interface(t.io, t.interface);
+        let data_io = self.data_io(t);
         let admin_socket = match t.admin_socket {
             None => Some(AdminSocket::Default),
             Some(value) => self.admin_socket(value),
@@ -819,6 +889,7 @@ impl Checker {
             },
             io: t.io.unwrap_or_default(),
             interface: interface?,
+            data_io: data_io?,
             mtu: match mtu {
                 Some(v) => u16::try_from(v?).ok()?,
                 None => DEFAULT_MTU,

@@ -854,8 +854,20 @@ const SHARD_FAMILIES: &[(&str, &str, &str, ShardField)] = &[
     (
         "dtlsd_xdp_tx_no_neighbour_total",
         "counter",
-        "AF_XDP sends dropped: no MAC known for the peer (also in dtlsd_io_send_errors_total).",
+        "AF_XDP sends dropped: no MAC known for the peer and no listen socket to send through (also in dtlsd_io_send_errors_total).",
         |_, i| i.xdp_tx_no_neighbour,
+    ),
+    (
+        "dtlsd_xdp_rx_kernel_total",
+        "counter",
+        "Datagrams for the DTLS port the XDP program passed to the kernel (IP fragments it reassembled, IPv4 options, IPv6 extension headers), read from the listen socket (also in dtlsd_io_recv_datagrams_total).",
+        |_, i| i.xdp_rx_kernel,
+    ),
+    (
+        "dtlsd_xdp_tx_kernel_total",
+        "counter",
+        "Datagrams sent through the listen socket because no MAC was learned for the peer: the kernel's route and neighbour tables pick the next hop (also in dtlsd_io_send_datagrams_total).",
+        |_, i| i.xdp_tx_kernel,
     ),
     (
         "dtlsd_xdp_umem_exhausted_total",

@@ -212,6 +212,14 @@ impl UringIo {
         self.gso
     }
 
+    pub(crate) fn batch(&self) -> usize {
+        self.batch
+    }
+
+    pub(crate) fn buffers(&self) -> u16 {
+        self.buffers
+    }
+
     /// Moves every completion from the CQ: sends into `results`, receives into `stash`.
     fn reap(&mut self) {
         for cqe in self.ring.completion() {

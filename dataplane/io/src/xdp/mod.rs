@@ -17,11 +17,20 @@
 //! **Next-hop MAC.** A reply goes to the MAC address the peer's last datagram came from, for
 //! the local address it was sent to (a small table keyed by peer IP, learned on receive).
 //! That is right when the frame's sender is the next hop back to the peer: the peer itself
-//! on the same link, or the one router in front of us. It is wrong with asymmetric routing
-//! (several routers, replies that should leave through another one) and for sends to peers we
-//! never heard from (those are dropped and counted as `tx_no_neighbour`): a deployment like
-//! that needs the kernel's neighbour and route tables (netlink), which this backend does not
-//! read yet.
+//! on the same link, or the one router in front of us. A peer we hold no frame from (it was
+//! heard only through the kernel socket below, or never: a CID session's owner answering a
+//! client whose new address reached another node first) is sent to through the listen
+//! address's kernel UDP socket instead, so the kernel's route and neighbour tables pick the
+//! next hop (`tx_kernel`); without that socket ([`XdpIo::set_kernel_socket`]) such sends are
+//! dropped and counted (`tx_no_neighbour`). With asymmetric routing (replies that should leave
+//! through another router than the one the peer's frames came through) the learned MAC is
+//! still used: that deployment needs the kernel's route table read per peer (netlink), which
+//! this backend does not do.
+//!
+//! **What the program passes to the kernel for our port** (IP fragments, which the kernel
+//! reassembles, IPv4 options, IPv6 extension headers) arrives on that same kernel socket, and
+//! [`XdpIo::recv_kernel`] reads it (`rx_kernel`): a datagram larger than the path MTU is
+//! served like any other, not lost in an unread socket.
 //!
 //! **Checksums on veth.** Frames from a local socket through a veth pair carry a partial UDP
 //! checksum (the sender relies on offload), which we count as `rx_bad_checksum`; real NICs
@@ -38,8 +47,8 @@ mod umem;
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::os::fd::RawFd;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -286,6 +295,12 @@ pub struct XdpStats {
     pub tx_no_neighbour: u64,
     /// Of those: no free UMEM frame to send from (the kernel has not completed earlier sends).
     pub umem_exhausted: u64,
+    /// Datagrams read from the kernel socket (what the program passed for our port, such as
+    /// reassembled IP fragments); also in `datagrams_in`.
+    pub rx_kernel: u64,
+    /// Datagrams sent through the kernel socket (no next hop learned for the peer); also in
+    /// `datagrams_out`.
+    pub tx_kernel: u64,
     /// Kernel: frames dropped for want of a fill-ring buffer (receive-side UMEM exhaustion).
     pub kernel_fill_ring_empty: u64,
     /// Kernel: frames dropped because the RX ring was full.
@@ -310,6 +325,8 @@ impl XdpStats {
             tx_too_big: s.xdp_tx_too_big,
             tx_no_neighbour: s.xdp_tx_no_neighbour,
             umem_exhausted: s.xdp_umem_exhausted,
+            rx_kernel: s.xdp_rx_kernel,
+            tx_kernel: s.xdp_tx_kernel,
             kernel_fill_ring_empty: s.xdp_kernel_fill_ring_empty,
             kernel_rx_ring_full: s.xdp_kernel_rx_ring_full,
             kernel_rx_dropped: s.xdp_kernel_rx_dropped,
@@ -355,6 +372,9 @@ pub struct XdpIo {
     held: Vec<u64>,
     metas: Vec<RxMeta>,
     counters: Arc<IoCounters>,
+    /// The listen address's kernel UDP socket (nonblocking): what the program passes for our
+    /// port arrives there, and sends to peers with no learned next hop leave through it.
+    kernel: Option<UdpSocket>,
 }
 
 impl XdpIo {
@@ -433,6 +453,7 @@ impl XdpIo {
             held: Vec::with_capacity(cfg.batch),
             metas: Vec::with_capacity(cfg.batch),
             counters: Arc::new(IoCounters::default()),
+            kernel: None,
         })
     }
 
@@ -459,6 +480,63 @@ impl XdpIo {
     /// The socket's file descriptor (for the caller's own poll).
     pub fn fd(&self) -> RawFd {
         self.xsk.fd()
+    }
+
+    /// Gives this queue the listen address's kernel UDP socket (bound to the filter's address
+    /// and port, nonblocking; a `try_clone` of the caller's is fine): [`XdpIo::recv_kernel`]
+    /// reads what the program passed to the kernel for our port, and [`XdpIo::flush`] sends
+    /// through it to peers with no learned next hop instead of dropping those sends.
+    pub fn set_kernel_socket(&mut self, socket: UdpSocket) {
+        self.kernel = Some(socket);
+    }
+
+    /// The kernel socket's file descriptor, if one was given (for the caller's poll: readable
+    /// when the kernel delivered a datagram for our port).
+    pub fn kernel_fd(&self) -> Option<RawFd> {
+        self.kernel.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Reads one datagram the kernel delivered to the listen socket (see the module docs)
+    /// into `buf`: its length and source, or `None` when there is none (or no socket was
+    /// given). Counted in `datagrams_in` and `xdp_rx_kernel`. `buf` should hold a whole UDP
+    /// payload (65 507 bytes): a longer datagram is dropped and counted as `recv_truncated`.
+    ///
+    /// # Errors
+    /// [`Error::Recv`] for an unexpected OS error.
+    pub fn recv_kernel(&mut self, buf: &mut [u8]) -> Result<Option<(usize, SocketAddr)>, Error> {
+        let Some(socket) = &self.kernel else {
+            return Ok(None);
+        };
+        loop {
+            match socket.recv_from(buf) {
+                Ok((n, _)) if n >= buf.len() && !buf.is_empty() => {
+                    // std's recv_from truncates silently: a full buffer may be a cut datagram.
+                    self.counters.publish(&Delta {
+                        recv_truncated: 1,
+                        ..Delta::default()
+                    });
+                }
+                Ok((n, source)) => {
+                    self.counters.publish(&Delta {
+                        datagrams_in: 1,
+                        bytes_in: n as u64,
+                        xdp_rx_kernel: 1,
+                        ..Delta::default()
+                    });
+                    return Ok(Some((n, source)));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // An ICMP error queued on the socket (a peer we sent to through it is gone)
+                // comes back once on a receive: not a datagram, and not the socket's failure.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH)
+                    ) => {}
+                Err(e) => return Err(Error::Recv(e)),
+            }
+        }
     }
 
     /// The live counters (shareable with a metrics thread): the socket backends' fields
@@ -617,6 +695,7 @@ impl XdpIo {
     pub fn flush(&mut self, tx: &mut TxBatch) -> Result<(), Error> {
         self.reap_completions();
         let (mut sent, mut bytes, mut too_big, mut no_mac, mut exhausted) = (0u64, 0u64, 0, 0, 0);
+        let (mut via_kernel, mut kernel_errors) = (0u64, 0u64);
         for send in tx.sends() {
             let seg = send.segment_size.max(1);
             let chunks: &mut dyn Iterator<Item = &[u8]> = if send.payload.is_empty() {
@@ -632,7 +711,15 @@ impl XdpIo {
                     continue;
                 }
                 let Some(n) = self.neighbours.get(&dest.ip()).copied() else {
-                    no_mac += 1;
+                    // No frame from this peer: the kernel's tables pick the next hop.
+                    match self.kernel.as_ref().map(|k| k.send_to(payload, dest)) {
+                        Some(Ok(_)) => {
+                            via_kernel += 1;
+                            bytes += payload.len() as u64;
+                        }
+                        Some(Err(_)) => kernel_errors += 1,
+                        None => no_mac += 1,
+                    }
                     continue;
                 };
                 let Some(addr) = self.free_tx.pop() else {
@@ -672,12 +759,13 @@ impl XdpIo {
             self.xsk.tx.submit();
             self.kick()?;
         }
-        let dropped = too_big + no_mac + exhausted;
-        if sent > 0 || dropped > 0 {
+        let dropped = too_big + no_mac + exhausted + kernel_errors;
+        if sent > 0 || via_kernel > 0 || dropped > 0 {
             self.counters.publish(&Delta {
-                datagrams_out: sent,
+                datagrams_out: sent + via_kernel,
                 bytes_out: bytes,
                 send_errors: dropped,
+                xdp_tx_kernel: via_kernel,
                 xdp_tx_too_big: too_big,
                 xdp_tx_no_neighbour: no_mac,
                 xdp_umem_exhausted: exhausted,
