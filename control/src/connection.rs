@@ -58,6 +58,13 @@ pub struct ConnectionStats {
     /// Renegotiation requests (an encrypted HelloRequest or ClientHello after completion)
     /// refused with a no_renegotiation warning; the session goes on.
     pub renegotiations_refused: u64,
+    /// DTLS 1.3 KeyUpdates carried in an epoch older than the peer's newest (a new
+    /// KeyUpdate before ours of the previous one was acknowledged, RFC 9147 §8):
+    /// acknowledged, not acted on.
+    pub stale_key_updates: u64,
+    /// DTLS 1.3 ACKs not sent because the engine's sequence numbers of the epoch were
+    /// nearly spent and our KeyUpdate (which brings fresh ones) was not yet acknowledged.
+    pub acks_withheld: u64,
 }
 
 /// Who a peer claims to be during a handshake ([`crate::Connection::claimed_identity`]).

@@ -316,4 +316,4 @@ impl KeyBlock {
 
 #[cfg(test)]
 #[path = "key_schedule_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -106,6 +106,9 @@ counters! {
     queue_full_drops,
     /// Sessions the shards reported closed.
     sessions_closed,
+    /// Installed DTLS 1.3 sessions closed because their engine failed on what the peer
+    /// sent after the handshake (a fatal alert went to the peer first).
+    sessions_engine_failed,
     /// AEAD limit reports from the shards (a DTLS 1.2 session is closed, a DTLS 1.3 one
     /// updates its keys).
     aead_limits,
@@ -116,6 +119,10 @@ counters! {
     post_handshake_dropped,
     /// DTLS 1.3 key updates handed to a shard (a new read or write epoch, RFC 9147 §8).
     key_updates,
+    /// DTLS 1.3 KeyUpdates from peers that moved no epoch: carried in an epoch older than
+    /// the peer's newest (a new KeyUpdate before ours of the previous one was
+    /// acknowledged, RFC 9147 §8), acknowledged and otherwise ignored.
+    key_updates_stale,
     /// DTLS 1.3 spare connection IDs of peers (NewConnectionId, RFC 9147 §9) handed to a
     /// shard, which puts them in its records after address changes.
     peer_cids_spare,
@@ -123,6 +130,10 @@ counters! {
     /// RFC 9147 §9) after a shard's rotation left fewer than two: made, or waiting for
     /// the engine's flight under way.
     cid_requests,
+    /// DTLS 1.3 connection IDs of ours issued after the handshake (NewConnectionId, RFC 9147
+    /// §9: asked for by a RequestConnectionId or replacing retired ones), each within the
+    /// engine's bounds (8 unused at the peer, 256 over a session).
+    cids_issued,
     /// DTLS 1.3 retirements of our connection IDs reported by the shards (the peer moved
     /// on to a later one); the engine replaces them unasked within its bounds.
     cid_retirements,

@@ -126,8 +126,12 @@ impl ControlThread {
             }
         }
         if let Some(h) = self.handshakes.get_mut(&peer) {
+            let stale = h.conn.stats().stale_key_updates;
             h.conn
                 .handle_post_handshake(now, wall, record, ack, message);
+            if h.conn.stats().stale_key_updates > stale {
+                ControlCounters::bump(&self.counters.key_updates_stale);
+            }
         }
         self.drain(now, peer);
     }
@@ -338,7 +342,7 @@ impl ControlThread {
         if self.draining.load(Relaxed) {
             return Err(Refusal::Draining);
         }
-        if self.overloaded {
+        if self.overloaded && self.overload_admits == 0 {
             return Err(Refusal::Overloaded);
         }
         let limits = self.settings.limits;
@@ -389,6 +393,10 @@ impl ControlThread {
                 break;
             };
             self.shed(now, oldest);
+        }
+        if self.overloaded {
+            // One of the turn's few admissions under overload (checked above).
+            self.overload_admits -= 1;
         }
         Ok(())
     }
@@ -821,6 +829,9 @@ impl ControlThread {
             }
             // Before the NewConnectionId that carries them goes out (below).
             if !issued.is_empty() {
+                self.counters
+                    .cids_issued
+                    .fetch_add(issued.len() as u64, Relaxed);
                 self.push(
                     shard,
                     ShardCommand::AddCids {
@@ -837,13 +848,16 @@ impl ControlThread {
             };
             self.push(shard, command);
         }
-        // A DTLS 1.3 engine that served an installed session failed (a fatal alert sent, or
-        // its KeyUpdate never acknowledged): the session ends too, in the shard, after the
-        // alert went out.
+        // A DTLS 1.3 engine that served an installed session failed after the handshake (a
+        // fatal alert sent, RFC 8446 §6.2; its KeyUpdate never acknowledged, RFC 9147 §8; a
+        // post-handshake message it could not take): the session ends too, in the shard,
+        // after the alert went out, rather than living on with no engine to update its keys.
         if failure.is_some()
-            && let Some(id) = installed
+            && let Some(id) = session
+            && self.installed.contains_key(&id)
         {
-            self.close_session(now, id, CloseCause::Failed);
+            ControlCounters::bump(&self.counters.sessions_engine_failed);
+            self.close_session(now, id, CloseCause::EngineFailed);
         }
         if failed_client {
             // The shard holds an upstream socket and queued plaintext for this source.

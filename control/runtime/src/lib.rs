@@ -72,7 +72,9 @@
 //! messages or more at the start of its turn is behind; until a turn starts below that, it
 //! sheds new handshakes after their cookie checked out and before any asymmetric crypto
 //! ([`Refusal::Overloaded`], silently: the client's retransmission is the back-off),
-//! counted in [`ControlStats::handshakes_shed`]. Handshakes under way and sessions go on.
+//! counted in [`ControlStats::handshakes_shed`], all but
+//! [`RuntimeConfig::overload_admit_per_turn`] per turn (so that reachable clients still
+//! complete, at a reduced rate). Handshakes under way and sessions go on.
 //!
 //! What it does not do: spawn or pin threads (the daemon does), sessions' records (the
 //! shards do), DTLS 1.2 rekeying (an AEAD limit report closes a 1.2 session).
@@ -168,6 +170,11 @@ pub struct RuntimeConfig {
     /// lane at once (the rest waits in its fair stage), so a loop that keeps up never
     /// sees it.
     pub shed_backlog: usize,
+    /// Overload: cookie-verified new handshakes still admitted per overloaded turn (the
+    /// rest are shed), so that reachable clients complete at a reduced rate while an
+    /// overload lasts instead of waiting for its end; each costs one handshake's asymmetric
+    /// crypto, so a turn's extra work stays bounded. 0 sheds them all. Default 1.
+    pub overload_admit_per_turn: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -183,6 +190,7 @@ impl Default for RuntimeConfig {
             node_id: 0,
             encrypted_cids: None,
             shed_backlog: 192,
+            overload_admit_per_turn: 1,
         }
     }
 }
@@ -335,6 +343,9 @@ pub struct ControlThread {
     workers: usize,
     /// Whether this turn sheds new handshakes ([`RuntimeConfig::shed_backlog`]).
     overloaded: bool,
+    /// New handshakes this overloaded turn may still admit
+    /// ([`RuntimeConfig::overload_admit_per_turn`]).
+    overload_admits: usize,
     /// The hello pool gauges this worker added to the shared counters.
     pool_published: (u64, u64),
     /// Marked once per turn, for the daemon's health check.
@@ -440,6 +451,7 @@ impl ControlThread {
             worker: 0,
             workers: 1,
             overloaded: false,
+            overload_admits: 0,
             pool_published: (0, 0),
             progress: Arc::default(),
             draining: Arc::default(),
@@ -582,6 +594,7 @@ impl ControlThread {
         let backlog: usize = self.shards.iter().map(|q| q.lane_len(lane)).sum();
         self.worker_counters.backlog.store(backlog as u64, Relaxed);
         self.overloaded = self.settings.shed_backlog > 0 && deepest >= self.settings.shed_backlog;
+        self.overload_admits = self.settings.overload_admit_per_turn;
         for shard in 0..self.shards.len() {
             for _ in 0..self.settings.inbound_budget {
                 let Some(message) = self.shards[shard].poll_lane(lane) else {

@@ -230,6 +230,7 @@ fn an_overloaded_worker_sheds_new_handshakes_after_the_cookie_and_recovers() {
     let server: SocketAddr = "192.0.2.1:4433".parse().expect("literal");
     let settings = RuntimeConfig {
         shed_backlog: 4,
+        overload_admit_per_turn: 0,
         ..RuntimeConfig::default()
     };
     let mut w = workers(2, 1, settings, now);
@@ -269,6 +270,45 @@ fn an_overloaded_worker_sheds_new_handshakes_after_the_cookie_and_recovers() {
     let stats = w.counters.snapshot();
     assert_eq!((stats.handshakes_shed, stats.handshakes_completed), (1, 1));
     assert_eq!(installed.values().collect::<Vec<_>>(), vec![&peer]);
+}
+
+/// Under overload a worker still admits `overload_admit_per_turn` cookie-verified new
+/// handshakes per turn (reachable clients complete at a reduced rate) and sheds the rest.
+#[test]
+fn an_overloaded_worker_still_admits_one_new_handshake_per_turn() {
+    let now = Instant::now();
+    let server: SocketAddr = "192.0.2.1:4433".parse().expect("literal");
+    let settings = RuntimeConfig {
+        shed_backlog: 4,
+        overload_admit_per_turn: 1,
+        ..RuntimeConfig::default()
+    };
+    let mut w = workers(2, 1, settings, now);
+    let peers = peers_on(&w.lanes, 1, 3);
+    let mut clients: Vec<_> = peers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (*p, client(server, 20 + i as u64, now)))
+        .collect();
+    let mut installed = Sessions::new();
+    round(&mut w, &mut clients, server, now, &mut installed);
+    assert_eq!(w.counters.snapshot().cookies_sent, 3);
+    for _ in 0..4 {
+        w.queues[0]
+            .push_inbound(ControlInbound::Handshake {
+                peer: peers[0],
+                datagram: vec![0x16; 8],
+            })
+            .expect("room");
+    }
+    // The three ClientHellos with their cookies arrive in one overloaded turn.
+    round(&mut w, &mut clients, server, now, &mut installed);
+    let stats = w.counters.snapshot();
+    assert_eq!(
+        (stats.handshakes_started, stats.handshakes_shed),
+        (1, 2),
+        "{stats:?}"
+    );
 }
 
 #[test]

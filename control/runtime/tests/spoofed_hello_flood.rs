@@ -23,7 +23,6 @@
 mod common;
 
 use std::alloc::System;
-use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,12 +30,9 @@ use std::time::{Duration, Instant};
 use control::{CipherSuite, Config, Connection};
 use dtls_crypto::SeededRng;
 use dtls_proto::{NamedGroup, ProtocolVersion};
-use dtls_runtime::ControlThread;
-use dtls_shard::{
-    Effects, OpenFlow, RelayMode, ShardConfig, ShardCore, ShardCounters, ShardQueues,
-};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
+use common::daemon::Daemon;
 use common::{test_wall, verifier};
 
 #[global_allocator]
@@ -94,16 +90,6 @@ fn first_flight(config: Config, now: Instant) -> Vec<Vec<u8>> {
     .collect()
 }
 
-/// Upstream flows are numbers here (a legitimate client's session opens one).
-struct Flows(u32);
-
-impl OpenFlow<u32> for Flows {
-    fn open_flow(&mut self, _peer: SocketAddr) -> io::Result<u32> {
-        self.0 += 1;
-        Ok(self.0)
-    }
-}
-
 /// Spoofed source `i`: 127.x.y.z (never 127.0.0.1, the legitimate client's), its own port.
 fn source(i: u32) -> SocketAddr {
     let ip = Ipv4Addr::from(0x7f00_0000 | (i + 2));
@@ -117,65 +103,6 @@ fn index(addr: SocketAddr) -> Option<usize> {
     };
     let i = (u32::from(ip) & 0x00ff_ffff).checked_sub(2)?;
     (i < SOURCES).then_some(i as usize)
-}
-
-/// The shard core and the control loop with their queues, one virtual clock.
-struct Daemon {
-    core: ShardCore<u32>,
-    fx: Effects,
-    flows: Flows,
-    ctl: ControlThread,
-    queues: Arc<ShardQueues>,
-    counters: ShardCounters,
-    /// A datagram buffer for the core (it opens records in place).
-    rx: Vec<u8>,
-}
-
-impl Daemon {
-    fn new(now: Instant) -> Self {
-        // The daemon's queue sizes.
-        let (ctl, queues) = common::control_thread(server_config(), now, 4096);
-        let config = ShardConfig::with_mode(RelayMode::Serve, "127.0.0.1:9".parse().expect("addr"));
-        Self {
-            core: ShardCore::new(Arc::clone(&queues), config, 3, &[3; 32]),
-            fx: Effects::new(1024, 1472, false),
-            flows: Flows(0),
-            ctl,
-            queues,
-            counters: ShardCounters::default(),
-            rx: vec![0; 4096],
-        }
-    }
-
-    /// A datagram from `from` on the shard socket.
-    fn receive(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        let rx = &mut self.rx[..datagram.len()];
-        rx.copy_from_slice(datagram);
-        self.core
-            .handle_datagram(now, from, rx, &mut self.fx, &mut self.flows);
-    }
-
-    /// Datagrams waiting in the shard's fair stage.
-    fn staged(&mut self) -> u64 {
-        self.core.publish(&self.counters);
-        self.counters.snapshot().handshake_stage_bytes
-    }
-
-    /// One turn: the shard hands its stage to control, control runs, the shard runs
-    /// control's commands; `sent` sees each datagram the shard then sends.
-    fn turn(&mut self, now: Instant, mut sent: impl FnMut(SocketAddr, &[u8])) {
-        self.core.pump();
-        self.ctl.run_turn(now, test_wall());
-        while let Some(command) = self.queues.poll_command() {
-            self.core
-                .handle_command(now, command, &mut self.fx, &mut self.flows);
-        }
-        self.core.end_commands(&mut self.fx);
-        for s in self.fx.net.sends() {
-            sent(s.destination, s.payload);
-        }
-        self.fx.net.clear();
-    }
 }
 
 /// The hellos of the flood: (label, datagrams), each sent whole by one source.
@@ -287,7 +214,7 @@ fn a_spoofed_hello_flood_allocates_nothing_amplifies_nothing_and_is_answered_at_
         let sizes: Vec<usize> = datagrams.iter().map(Vec::len).collect();
         println!("hello {label}: datagrams {sizes:?}");
     }
-    let mut daemon = Daemon::new(now);
+    let mut daemon = Daemon::new(server_config(), now);
     let mut tally: Tally = vec![(0, 0, 0, 0); SOURCES as usize];
 
     // Warm-up in overload: the pool's buffers all go round once.

@@ -178,7 +178,7 @@ impl Core13 {
         // The request is acknowledged (RFC 9147 §7: post-handshake messages are).
         self.send_ack();
         self.to_ack.clear();
-        if !self.flight.is_empty() {
+        if self.flight_busy() {
             // Another flight of ours (a NewSessionTicket, a KeyUpdate, our previous
             // answer) is still in flight: one flight at a time, so the request is
             // answered once that one is acknowledged ([`Self::answer_connection_ids`]);
@@ -194,10 +194,11 @@ impl Core13 {
     /// RequestConnectionId of the peer or retired CIDs of ours to replace (one
     /// NewConnectionId for both), else a top-up request of ours.
     pub(crate) fn answer_connection_ids(&mut self, now: Instant) -> Result<(), HandshakeError> {
+        let busy = self.flight_busy();
         let Some(cids) = self.cids.as_mut() else {
             return Ok(());
         };
-        if !self.flight.is_empty() {
+        if busy {
             return Ok(());
         }
         let asked = cids.asked.take();
@@ -285,6 +286,7 @@ impl Core13 {
         retired: &[Vec<u8>],
     ) -> Result<usize, HandshakeError> {
         let established = self.is_established();
+        let busy = self.flight_busy();
         let Some(cids) = self.cids.as_mut().filter(|_| established) else {
             return Ok(0);
         };
@@ -302,7 +304,7 @@ impl Core13 {
         if gone == 0 {
             return Ok(0);
         }
-        if !self.flight.is_empty() {
+        if busy {
             cids.replace += gone;
             return Ok(gone);
         }
@@ -334,7 +336,7 @@ impl Core13 {
         cids.peer = cid.to_vec();
         let local_len = cids.local_len();
         self.transport.set_cids(cid.to_vec(), local_len);
-        let busy = !self.flight.is_empty();
+        let busy = self.flight_busy();
         let cids = self.negotiated_cids(HandshakeType::NewConnectionId)?;
         if cids.spare.len() >= SPARE_CIDS_LOW || cids.requested || cids.top_up {
             return Ok(false);
@@ -441,7 +443,7 @@ impl Core13 {
     /// RequestConnectionId for `count` CIDs, when [`Self::request_connection_ids`]'s
     /// rules allow it.
     fn send_request(&mut self, now: Instant, count: u8) -> Result<bool, HandshakeError> {
-        let ready = self.is_established() && self.flight.is_empty();
+        let ready = self.is_established() && !self.flight_busy();
         let Some(cids) = self.cids.as_mut().filter(|c| ready && !c.requested) else {
             return Ok(false);
         };

@@ -89,6 +89,11 @@ use transport::{Flight13, OutMessage13, Transport13};
 /// alerts); the data plane's first record uses the number after them.
 pub(crate) const ENGINE_SEQUENCE_RESERVE: u64 = 64;
 
+/// Sequence numbers of the engine's reserve that ACKs leave to our KeyUpdate's copies
+/// (the first and its retransmissions, `max_retransmits` 12 by default): below it ACKs are
+/// withheld (counted) until the KeyUpdate moved us to a fresh reserve.
+pub(crate) const ACK_FLOOR: u64 = ENGINE_SEQUENCE_RESERVE / 4;
+
 /// The epoch of handshake traffic keys (RFC 9147 §6.1).
 pub(crate) const EPOCH_HANDSHAKE: u64 = 2;
 /// The epoch of the first application traffic keys (RFC 9147 §6.1).
@@ -540,16 +545,31 @@ impl Core13 {
     /// After completion the engine seals its ACKs, KeyUpdates and alerts from a few
     /// sequence numbers of each write epoch ([`ENGINE_SEQUENCE_RESERVE`]); the data plane
     /// uses the rest. Once half of them are spent, a KeyUpdate moves us to a new epoch
-    /// (with a fresh reserve) before they run out.
-    fn keep_reserve(&mut self, now: Instant) {
-        let epoch = self.transport.write_epoch();
-        let spent = self
-            .transport
-            .reserve_left(epoch)
-            .is_some_and(|left| left <= ENGINE_SEQUENCE_RESERVE / 2);
-        if spent && let Err(e) = self.start_key_update(now, false) {
+    /// (with a fresh reserve) before they run out: it goes first, other post-handshake
+    /// flights wait for it ([`Self::reserve_low`]), and ACKs leave the last
+    /// [`ACK_FLOOR`] numbers to its retransmissions. A peer that sends post-handshake
+    /// messages faster than it acknowledges our KeyUpdate (a flood) therefore costs us
+    /// withheld ACKs and deferred answers, never the engine.
+    pub(crate) fn keep_reserve(&mut self, now: Instant) {
+        if self.reserve_low()
+            && let Err(e) = self.start_key_update(now, false)
+        {
             self.fail(e);
         }
+    }
+
+    /// Whether half of the engine's sequence numbers of the write epoch are spent: new
+    /// post-handshake flights other than our KeyUpdate wait until it moved us on.
+    pub(crate) fn reserve_low(&self) -> bool {
+        self.transport
+            .reserve_left(self.transport.write_epoch())
+            .is_some_and(|left| left <= ENGINE_SEQUENCE_RESERVE / 2)
+    }
+
+    /// Whether a new post-handshake flight (a NewConnectionId, a RequestConnectionId)
+    /// must wait: one flight at a time, and none while the reserve waits for our KeyUpdate.
+    pub(crate) fn flight_busy(&self) -> bool {
+        !self.flight.is_empty() || self.reserve_low()
     }
 
     fn handle_content(
@@ -567,6 +587,8 @@ impl Core13 {
             HANDSHAKE => self.handle_handshake_record(side, now, wall, number, payload),
             ACK if number.epoch != 0 => {
                 self.handle_ack(payload);
+                // A spent reserve's KeyUpdate before anything else that waited.
+                self.keep_reserve(now);
                 // A RequestConnectionId held while this flight was under way.
                 if let Err(e) = self.answer_connection_ids(now) {
                     self.fail(e);
@@ -664,7 +686,7 @@ impl Core13 {
             if self.is_finished() || self.fallback.is_some() {
                 return;
             }
-            if let Err(e) = self.handle_message(side, now, wall, message) {
+            if let Err(e) = self.handle_message(side, now, wall, number.epoch, message) {
                 return self.fail(e);
             }
         }
@@ -785,11 +807,13 @@ impl Core13 {
         }
     }
 
+    /// A whole handshake message; `epoch` is the epoch of the record that completed it.
     fn handle_message(
         &mut self,
         side: &mut Side13,
         now: Instant,
         wall: UnixTime,
+        epoch: u64,
         message: ReassembledMessage,
     ) -> Result<(), HandshakeError> {
         if self.is_established() {
@@ -803,7 +827,9 @@ impl Core13 {
                 return Ok(());
             }
             match message.msg_type {
-                HandshakeType::KeyUpdate => return self.handle_key_update(now, &message.body),
+                HandshakeType::KeyUpdate => {
+                    return self.handle_key_update(now, epoch, &message.body);
+                }
                 HandshakeType::RequestConnectionId => {
                     return self.handle_request_connection_id(now, &message.body);
                 }
@@ -913,13 +939,33 @@ impl Core13 {
 
     // ----- KeyUpdate (RFC 9147 §8, RFC 8446 §4.6.3) -----
 
-    /// The peer's KeyUpdate: its next epoch's read keys go to the driver, our ACK goes
-    /// out, and when the peer asked for it, our own KeyUpdate.
-    fn handle_key_update(&mut self, now: Instant, body: &[u8]) -> Result<(), HandshakeError> {
+    /// The peer's KeyUpdate, carried in a record of `epoch`: its next epoch's read keys go
+    /// to the driver, our ACK goes out, and when the peer asked for it, our own KeyUpdate.
+    fn handle_key_update(
+        &mut self,
+        now: Instant,
+        epoch: u64,
+        body: &[u8],
+    ) -> Result<(), HandshakeError> {
         let request = KeyUpdate::parse(body).map_err(|source| HandshakeError::Decode {
             message: "KeyUpdate",
             source,
         })?;
+        // RFC 9147 §8: a KeyUpdate sent in epoch N moves its sender to N + 1, and
+        // "implementations MUST NOT send records with the new keys or send a new KeyUpdate
+        // until the previous KeyUpdate has been acknowledged". A KeyUpdate in an epoch
+        // older than the newest we read is one the peer may not send: we moved it past
+        // that epoch already. It is acknowledged (the peer may be missing our ACK) and
+        // counted, and moves nothing: the peer's epoch moves at most once per epoch it
+        // actually used, however many KeyUpdates one epoch carries. (A data plane keeps
+        // opening the old epoch until it is retired, so without this check a flood in one
+        // epoch moved the read epoch once per message.)
+        if epoch < self.transport.read_epoch() {
+            self.stats.stale_key_updates += 1;
+            self.send_ack();
+            self.to_ack.clear();
+            return Ok(());
+        }
         let (_, peer) = self.app_secrets.as_ref().ok_or(HandshakeError::Internal {
             what: "KeyUpdate without application secrets",
         })?;
@@ -1097,6 +1143,17 @@ impl Core13 {
         // A datagram's worth of record numbers (16 bytes each).
         records.truncate(64);
         if records.is_empty() {
+            return;
+        }
+        // The reserve's last numbers are our KeyUpdate's (see `keep_reserve`): a peer
+        // whose messages outrun its ACK of our KeyUpdate is not acknowledged meanwhile
+        // (it retransmits; RFC 9147 §7 lets an ACK cover them later).
+        if self
+            .transport
+            .reserve_left(epoch)
+            .is_some_and(|left| left <= ACK_FLOOR)
+        {
+            self.stats.acks_withheld += 1;
             return;
         }
         let mut body = Vec::with_capacity(2 + 16 * records.len());

@@ -447,11 +447,12 @@ pub enum CloseCause {
     /// A new handshake of the same peer replaced it (a DTLS 1.3 session, or a session of
     /// the other version, is replaced rather than rekeyed).
     Replaced,
-    /// The session's DTLS 1.3 engine failed after the handshake: it sent a fatal alert
-    /// (RFC 8446 §6.2: "Upon transmission or receipt of a fatal alert message, both parties
-    /// MUST immediately close the connection"), or our KeyUpdate was never acknowledged
-    /// (RFC 9147 §8), so the keys could not be updated again.
-    Failed,
+    /// The session's DTLS 1.3 engine in control failed after the handshake: it sent a fatal
+    /// alert (RFC 8446 §6.2: "Upon transmission or receipt of a fatal alert message, both
+    /// parties MUST immediately close the connection"), or our KeyUpdate was never
+    /// acknowledged (RFC 9147 §8). Without it the session could neither update its keys nor
+    /// answer the peer's post-handshake messages.
+    EngineFailed,
 }
 
 impl CloseCause {
@@ -463,7 +464,7 @@ impl CloseCause {
             CloseCause::AeadLimit => "aead_limit",
             CloseCause::Requested => "requested",
             CloseCause::Replaced => "replaced",
-            CloseCause::Failed => "failed",
+            CloseCause::EngineFailed => "engine_failed",
         }
     }
 }

@@ -188,8 +188,42 @@ impl fmt::Debug for RecordKey {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// `T`'s drop glue wipes it: `ZeroizeOnDrop`, and `T` needs dropping (the derive's
+    /// `Drop`, which calls `zeroize`; a bare marker impl on plain bytes would not).
+    pub(crate) fn drop_zeroizes<T: ZeroizeOnDrop>() {
+        assert!(
+            std::mem::needs_drop::<T>(),
+            "{} has no Drop",
+            std::any::type_name::<T>()
+        );
+    }
+
+    /// Issue 18 (key material of a closed session is zeroized), the data plane's record
+    /// keys: a session's `Sealer`/`Opener` (and `Sealer13`/`Opener13` through
+    /// `TrafficKeys13`) own a `RecordKey`, dropped with the session. Its AEAD key lives in
+    /// aws-lc, which cleanses the allocation when the key is freed (`OPENSSL_free`); its
+    /// fixed IV is a `FixedIv`, checked here on a canary without reading freed memory: its
+    /// drop glue is the derive's `zeroize`, and `zeroize` leaves no canary byte.
+    #[test]
+    fn the_fixed_iv_of_a_record_key_is_wiped_on_drop() {
+        const CANARY: u8 = 0xa5;
+        drop_zeroizes::<FixedIv>();
+        drop_zeroizes::<RecordKey>();
+        for aead in Aead::ALL {
+            let key = vec![CANARY; aead.key_len()];
+            let iv = vec![CANARY; aead.fixed_iv_len()];
+            let mut record_key = RecordKey::new(aead, &key, &iv).expect("valid lengths");
+            let Protection::Aead { iv: held, .. } = &mut record_key.protection else {
+                panic!("an AEAD key");
+            };
+            assert_eq!(&held.0[..iv.len()], &iv[..], "the IV is held in a FixedIv");
+            held.zeroize();
+            assert_eq!(held.0, [0; MAX_FIXED_IV_LEN], "{aead:?}");
+        }
+    }
 
     #[test]
     fn lengths_are_checked() {

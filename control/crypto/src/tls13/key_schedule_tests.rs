@@ -610,3 +610,55 @@ fn debug_output_redacts_secrets() {
         }
     }
 }
+
+/// Issue 18 (key material of a closed session is zeroized): every DTLS 1.3 secret of the
+/// schedule, the traffic keys cut from it and a resumption PSK wipe themselves when
+/// dropped. Checked without reading freed memory: each type's drop glue is the derive's
+/// `zeroize` (`drop_zeroizes`), and `zeroize` on a canary leaves no byte of it (a key
+/// field wrongly marked `#[zeroize(skip)]` would keep its canary).
+#[test]
+fn dtls13_secrets_and_traffic_keys_are_wiped_on_drop() {
+    use crate::key_schedule::tests::{CANARY, drop_zeroizes, wiped};
+    use zeroize::Zeroize;
+
+    drop_zeroizes::<Secret>();
+    drop_zeroizes::<TrafficKeys>();
+    drop_zeroizes::<ResumptionPsk>();
+    // The schedule's secrets are `Secret`s, their only field, dropped with them.
+    let canary = || Secret::from_slice(PrfHash::Sha384, LabelPrefix::Dtls13, &[CANARY; 48]);
+    let secrets = [
+        EarlySecret(canary()).0,
+        HandshakeSecret(canary()).0,
+        MasterSecret(canary()).0,
+        TrafficSecret(canary()).0,
+        BinderKey(canary()).0,
+        ExporterSecret(canary()).0,
+        ResumptionMasterSecret(canary()).0,
+    ];
+    for mut secret in secrets {
+        assert!(secret.as_bytes().iter().all(|b| *b == CANARY));
+        secret.zeroize();
+        assert!(wiped(secret.as_bytes()));
+        // Only the hash and the label prefix (no secret) are skipped.
+        assert_eq!(
+            (secret.hash(), secret.prefix()),
+            (PrfHash::Sha384, LabelPrefix::Dtls13)
+        );
+    }
+    // Traffic keys as the engine cuts them for the data plane (and keeps for its own
+    // records), from a canary secret: key, IV and sn_key all go.
+    let mut keys = TrafficSecret(canary()).traffic_keys(Aead::Aes256Gcm);
+    let cut: Vec<u8> = [keys.key(), keys.iv(), keys.sn_key()].concat();
+    assert!(!wiped(&cut));
+    keys.zeroize();
+    for part in [keys.key(), keys.iv(), keys.sn_key()] {
+        assert!(!part.is_empty() && wiped(part), "{part:?}");
+    }
+    assert_eq!(keys.aead(), Aead::Aes256Gcm);
+    let mut psk = ResumptionPsk {
+        bytes: [CANARY; MAX_HASH_LEN],
+        len: 32,
+    };
+    psk.zeroize();
+    assert!(wiped(psk.as_bytes()) && psk.as_bytes().len() == 32);
+}

@@ -1063,6 +1063,11 @@ const CONTROL_FAMILIES: &[(&str, &str, ControlField)] = &[
         |c| c.sessions_closed,
     ),
     (
+        "dtlsd_sessions_engine_failed_total",
+        "DTLS 1.3 sessions closed because their engine failed on a post-handshake message of the peer (a fatal alert went out).",
+        |c| c.sessions_engine_failed,
+    ),
+    (
         "dtlsd_aead_limits_total",
         "Keys that reached an AEAD limit (DTLS 1.2: session closed; DTLS 1.3: KeyUpdate).",
         |c| c.aead_limits,
@@ -1088,6 +1093,11 @@ const CONTROL_FAMILIES: &[(&str, &str, ControlField)] = &[
         |c| c.cid_requests,
     ),
     (
+        "dtlsd_cids_issued_total",
+        "DTLS 1.3 connection IDs of ours issued to peers after the handshake (NewConnectionId), within 8 unused per peer and 256 per session.",
+        |c| c.cids_issued,
+    ),
+    (
         "dtlsd_cid_retirements_total",
         "DTLS 1.3 retirements of our connection IDs reported by the shards, each answered with fresh spare CIDs within the bounds.",
         |c| c.cid_retirements,
@@ -1096,6 +1106,11 @@ const CONTROL_FAMILIES: &[(&str, &str, ControlField)] = &[
         "dtlsd_key_updates_total",
         "DTLS 1.3 key updates (new read or write epoch) handed to a shard.",
         |c| c.key_updates,
+    ),
+    (
+        "dtlsd_key_updates_stale_total",
+        "DTLS 1.3 KeyUpdates that moved no epoch: sent in an epoch older than the peer's newest (before our ACK of its previous one), acknowledged and ignored.",
+        |c| c.key_updates_stale,
     ),
     (
         "dtlsd_ticket_rotations_total",

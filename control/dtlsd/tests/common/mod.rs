@@ -570,6 +570,8 @@ pub struct Client {
     failed: Option<String>,
     /// The session ticket the server issued (RFC 5077), if any.
     pub ticket: Option<control::SessionTicket>,
+    /// Datagrams received from the server so far.
+    received: u64,
 }
 
 /// What one incoming datagram held once opened.
@@ -667,6 +669,7 @@ impl Client {
             rx: vec![0u8; 65_536],
             failed: None,
             ticket: None,
+            received: 0,
         };
         let deadline = Instant::now() + timeout;
         while c.sealer.is_none() && c.cid_sealer.is_none() && c.data13.is_none() {
@@ -730,10 +733,26 @@ impl Client {
                     ));
                 }
                 Event::HandshakeFailed(e) => self.failed = Some(e.to_string()),
-                Event::AlertReceived { .. }
-                | Event::Closed { .. }
-                | Event::KeysUpdated(_)
-                | Event::ConnectionIds(_) => {}
+                // DTLS 1.3 (RFC 9147 §8): the server's new epoch (its KeyUpdate), or ours
+                // once the server acknowledged our KeyUpdate.
+                Event::KeysUpdated(update) => {
+                    let Some(data) = self.data13.as_mut() else {
+                        continue;
+                    };
+                    if let Some(read) = update.read {
+                        data.opener = dataplane::record::v13::Opener13::new(
+                            read.epoch,
+                            read.keys,
+                            ReplayWindow::new(64),
+                        );
+                    }
+                    if let Some(write) = update.write {
+                        data.sealer =
+                            dataplane::record::v13::Sealer13::new(write.epoch, write.keys)
+                                .with_next_sequence(write.next_sequence);
+                    }
+                }
+                Event::AlertReceived { .. } | Event::Closed { .. } | Event::ConnectionIds(_) => {}
             }
         }
     }
@@ -756,6 +775,7 @@ impl Client {
         if let Ok((n, from)) = self.sock.recv_from(&mut self.rx)
             && from == self.server
         {
+            self.received += 1;
             let datagram = self.rx[..n].to_vec();
             self.conn
                 .handle_datagram(Instant::now(), UnixTime::now(), from, &datagram);
@@ -887,28 +907,69 @@ impl Client {
         self.sock = UdpSocket::bind((ip, 0)).expect("bind a new client socket");
     }
 
+    /// DTLS 1.3: sends one record of `inner` content around `payload`, sealed with the
+    /// session's current write keys and the next sequence number, past the engine: an
+    /// authenticated peer sending whatever it likes (a handshake message or an ACK of its
+    /// own making).
+    pub fn send_raw13(&mut self, inner: dataplane::record::v13::InnerContentType, payload: &[u8]) {
+        let record = self.seal13(inner, payload);
+        self.sock
+            .send_to(&record, self.server)
+            .expect("send a record");
+    }
+
+    /// Turns until no datagram arrived for `quiet` (at most `IO_TIMEOUT`); returns how
+    /// many datagrams arrived meanwhile.
+    pub fn settle(&mut self, quiet: Duration) -> u64 {
+        let start = self.received;
+        let deadline = Instant::now() + IO_TIMEOUT;
+        let mut last = (self.received, Instant::now());
+        while Instant::now() < deadline && last.1.elapsed() < quiet {
+            self.turn(Duration::from_millis(5));
+            if self.received != last.0 {
+                last = (self.received, Instant::now());
+            }
+        }
+        self.received - start
+    }
+
+    /// DTLS 1.3: the server's spare connection IDs the engine holds (from NewConnectionId).
+    pub fn spare_cids13(&self) -> Vec<Vec<u8>> {
+        self.conn.spare_connection_ids13()
+    }
+
+    fn seal13(
+        &mut self,
+        inner: dataplane::record::v13::InnerContentType,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        use dataplane::record::v13::HeaderForm;
+        let data = self.data13.as_mut().expect("a DTLS 1.3 session");
+        let form = if data.peer_cid.is_empty() {
+            HeaderForm::default()
+        } else {
+            HeaderForm::with_cid(&data.peer_cid)
+        };
+        let mut record = vec![0u8; data.sealer.record_len(&form, payload.len(), 0)];
+        let at = data.sealer.plaintext_offset(&form);
+        record[at..at + payload.len()].copy_from_slice(payload);
+        let n = data
+            .sealer
+            .seal(inner, &form, &mut record, payload.len(), 0)
+            .expect("seal a DTLS 1.3 record");
+        record.truncate(n);
+        record
+    }
+
     /// One record of `content_type` around `payload`, sealed with the next sequence number.
     fn seal(&mut self, content_type: ContentType, payload: &[u8]) -> Vec<u8> {
-        if let Some(data) = self.data13.as_mut() {
-            use dataplane::record::v13::{HeaderForm, InnerContentType};
-            let form = if data.peer_cid.is_empty() {
-                HeaderForm::default()
-            } else {
-                HeaderForm::with_cid(&data.peer_cid)
-            };
+        if self.data13.is_some() {
+            use dataplane::record::v13::InnerContentType;
             let inner = match content_type {
                 ContentType::Alert => InnerContentType::Alert,
                 _ => InnerContentType::ApplicationData,
             };
-            let mut record = vec![0u8; data.sealer.record_len(&form, payload.len(), 0)];
-            let at = data.sealer.plaintext_offset(&form);
-            record[at..at + payload.len()].copy_from_slice(payload);
-            let n = data
-                .sealer
-                .seal(inner, &form, &mut record, payload.len(), 0)
-                .expect("seal a DTLS 1.3 record");
-            record.truncate(n);
-            return record;
+            return self.seal13(inner, payload);
         }
         if let Some(sealer) = self.cid_sealer.as_mut() {
             let mut record = vec![0u8; sealer.record_len(payload.len(), 0)];

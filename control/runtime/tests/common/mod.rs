@@ -2,6 +2,8 @@
 //! to the engines, a certified server configuration and a [`ControlThread`] over in-memory
 //! shard queues (the daemon's, minus its threads and sockets).
 
+pub mod daemon;
+
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 

@@ -248,6 +248,22 @@ pub fn reconstruct_epoch(bits: u8, candidates: impl IntoIterator<Item = u64>) ->
 mod tests {
     use super::*;
 
+    /// Issue 18: the record-number key of a DTLS 1.3 epoch is wiped when its session's
+    /// keys are dropped: AES key schedules by aws-lc-rs (its `SymmetricCipherKey` zeroizes
+    /// the `AES_KEY`s on drop), the ChaCha20 key words by `ChaCha20Key`'s derive, checked
+    /// here on a canary (its drop glue is `zeroize`; `zeroize` leaves no canary word).
+    #[test]
+    fn a_chacha20_sn_key_is_wiped_on_drop() {
+        crate::record::key::tests::drop_zeroizes::<ChaCha20Key>();
+        let sn = SnKey::new(Aead::ChaCha20Poly1305, &[0xa5; 32]).expect("32 bytes");
+        let MaskKey::ChaCha20(mut words) = sn.key else {
+            panic!("a ChaCha20 key");
+        };
+        assert_eq!(words.0, [0xa5a5_a5a5; 8]);
+        words.zeroize();
+        assert_eq!(words.0, [0; 8]);
+    }
+
     #[test]
     fn sequence_table() {
         // (expected = highest + 1, wire bits, bit count, result)
