@@ -276,7 +276,7 @@ impl LatencyTrial {
     pub fn row(&self) -> String {
         let t = &self.trial;
         format!(
-            "  {:<6} {:>6} {:>8.0} {:>9.1} {:>9.1} {:>9.1} {:>6}  {:>5} {:>5}  {:<4} {}",
+            "{:<6} {:>6} {:>8.0} {:>9.1} {:>9.1} {:>9.1} {:>6}  {:>5} {:>5}  {:<4} {}",
             t.io.name(),
             t.shards,
             self.rate,
