@@ -189,6 +189,35 @@ impl Shard13 {
     }
 }
 
+/// A DTLS 1.3 session set up through [`control13`] and [`settle`]: a client of `peer`
+/// established with the server at 127.0.0.1:4433, its keys installed in the fake shard.
+struct Established13 {
+    ctl: ControlThread,
+    q: Arc<ShardQueues>,
+    shard: Shard13,
+    c: Connection,
+    server: SocketAddr,
+    peer: SocketAddr,
+}
+
+fn established13(now: Instant, peer: &str) -> Established13 {
+    let server = addr("127.0.0.1:4433");
+    let peer = addr(peer);
+    let (mut ctl, q) = control13(now);
+    let mut shard = Shard13::default();
+    let mut c = client13(server, now);
+    settle(&mut ctl, &mut shard, &mut c, &q, (peer, server), now);
+    assert!(c.is_established(), "client state {}", c.state_name());
+    Established13 {
+        ctl,
+        q,
+        shard,
+        c,
+        server,
+        peer,
+    }
+}
+
 /// Runs the loop and the client until neither has anything left to say.
 fn settle(
     ctl: &mut ControlThread,
@@ -233,13 +262,14 @@ fn carries(sealer: &mut Sealer13, keys: EpochKeys13, msg: &[u8]) -> bool {
 #[test]
 fn a_13_session_is_installed_its_engine_stays_and_key_updates_reach_the_shard() {
     let now = Instant::now();
-    let server = addr("127.0.0.1:4433");
-    let peer = addr("127.0.0.1:50013");
-    let (mut ctl, q) = control13(now);
-    let mut shard = Shard13::default();
-    let mut c = client13(server, now);
-    settle(&mut ctl, &mut shard, &mut c, &q, (peer, server), now);
-    assert!(c.is_established(), "client state {}", c.state_name());
+    let Established13 {
+        mut ctl,
+        q,
+        mut shard,
+        mut c,
+        server,
+        peer,
+    } = established13(now, "127.0.0.1:50013");
     let client_keys = std::iter::from_fn(|| c.poll_event())
         .find_map(|e| match e {
             Event::KeysReady(k) => Some(k),
@@ -392,13 +422,13 @@ fn tally_commands(q: &ShardQueues, t: &mut (usize, usize, usize, usize, usize)) 
 #[test]
 fn forged_ack_and_key_update_floods_are_bounded_and_the_session_survives() {
     let now = Instant::now();
-    let server = addr("127.0.0.1:4433");
-    let peer = addr("127.0.0.1:50014");
-    let (mut ctl, q) = control13(now);
-    let mut shard = Shard13::default();
-    let mut c = client13(server, now);
-    settle(&mut ctl, &mut shard, &mut c, &q, (peer, server), now);
-    assert!(c.is_established(), "client state {}", c.state_name());
+    let Established13 {
+        mut ctl,
+        q,
+        mut shard,
+        mut c,
+        ..
+    } = established13(now, "127.0.0.1:50014");
     let session = shard.session.expect("installed");
     let later = now + Duration::from_secs(1);
     let post = |epoch, sequence, ack, message| ControlInbound::PostHandshake {
@@ -522,13 +552,9 @@ fn forged_ack_and_key_update_floods_are_bounded_and_the_session_survives() {
 #[test]
 fn a_session_whose_engine_fails_after_the_handshake_is_closed_and_counted() {
     let now = Instant::now();
-    let server = addr("127.0.0.1:4433");
-    let peer = addr("127.0.0.1:50015");
-    let (mut ctl, q) = control13(now);
-    let mut shard = Shard13::default();
-    let mut c = client13(server, now);
-    settle(&mut ctl, &mut shard, &mut c, &q, (peer, server), now);
-    assert!(c.is_established(), "client state {}", c.state_name());
+    let Established13 {
+        mut ctl, q, shard, ..
+    } = established13(now, "127.0.0.1:50015");
     let session = shard.session.expect("installed");
     // key_update(24), length 1, message_seq 3 (after ClientHello, ClientHello and
     // Finished), one fragment, request_update 7.
@@ -571,13 +597,13 @@ fn a_session_whose_engine_fails_after_the_handshake_is_closed_and_counted() {
 #[test]
 fn a_key_update_the_peer_never_acknowledges_closes_the_session() {
     let now = Instant::now();
-    let server = addr("127.0.0.1:4433");
-    let peer = addr("127.0.0.1:50014");
-    let (mut ctl, q) = control13(now);
-    let mut shard = Shard13::default();
-    let mut c = client13(server, now);
-    settle(&mut ctl, &mut shard, &mut c, &q, (peer, server), now);
-    assert!(c.is_established());
+    let Established13 {
+        mut ctl,
+        q,
+        shard,
+        peer,
+        ..
+    } = established13(now, "127.0.0.1:50014");
     let session = shard.session.expect("installed");
     q.push_inbound(ControlInbound::AeadLimitReached {
         session,
