@@ -425,6 +425,92 @@ pub fn flood_cli(a: &FloodArgs) -> Result<()> {
     Ok(validity::check(&out.doc)?)
 }
 
+/// `dtls-bench overload`.
+#[derive(Debug, Args)]
+pub struct OverloadArgs {
+    /// Established sessions carrying bulk traffic.
+    #[arg(long, default_value_t = 64)]
+    pub sessions: usize,
+    /// Plaintext bytes per bulk datagram.
+    #[arg(long, default_value_t = 1200)]
+    pub size: usize,
+    /// Outstanding bulk datagrams per session.
+    #[arg(long, default_value_t = 16)]
+    pub window: usize,
+    /// The attacks, each measured in slices of its own against quiet slices.
+    #[arg(long, value_enum, num_args = 1.., default_values_t = [crate::overload::Attack::Full, crate::overload::Attack::HalfOpen])]
+    pub attack: Vec<crate::overload::Attack>,
+    /// New handshakes per second offered, as a multiple of the probed capacity.
+    #[arg(long, default_value_t = 2.0)]
+    pub factor: f64,
+    /// Attacker source addresses (127.3.x.y).
+    #[arg(long, default_value_t = 512)]
+    pub sources: usize,
+    /// Seconds of one slice.
+    #[arg(long, default_value = "2", value_parser = parse_secs)]
+    pub slice: Duration,
+    /// Rounds (each: a quiet slice and one slice per attack).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Seconds of the handshake-capacity probe.
+    #[arg(long, default_value = "2", value_parser = parse_secs)]
+    pub probe: Duration,
+    /// Full handshakes in flight during the probe.
+    #[arg(long, default_value_t = 64)]
+    pub probe_parallel: usize,
+    /// Handshake worker threads of the server.
+    #[arg(long, default_value_t = 1)]
+    pub control_threads: usize,
+    /// DTLS version of every handshake and session.
+    #[arg(long, value_enum, default_value = "1.2")]
+    pub version: crate::records::Version,
+    /// Write the result document here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Runs `overload`, prints its report and writes its document.
+///
+/// # Errors
+/// Bad arguments, a failed run, or [`validity::InvalidRun`] after the report.
+pub fn overload_cli(a: &OverloadArgs) -> Result<()> {
+    check_size(a.size)?;
+    if a.sessions == 0 || a.window == 0 || a.rounds == 0 || a.probe_parallel == 0 {
+        bail!("--sessions, --window, --rounds and --probe-parallel must be at least 1");
+    }
+    if !(a.factor.is_finite() && a.factor > 0.0) {
+        bail!("--factor must be a positive number");
+    }
+    if a.sources == 0 || a.sources > 60_000 {
+        bail!("--sources must be in 1..=60000");
+    }
+    if a.control_threads == 0 {
+        bail!("--control-threads must be at least 1");
+    }
+    let mut attacks = a.attack.clone();
+    attacks.dedup();
+    let out = crate::overload::run(&crate::overload::Config {
+        sessions: a.sessions,
+        size: a.size,
+        window: a.window,
+        attacks,
+        factor: a.factor,
+        sources: a.sources,
+        slice: a.slice,
+        rounds: a.rounds,
+        probe: a.probe,
+        probe_parallel: a.probe_parallel,
+        control_threads: a.control_threads,
+        version: a.version,
+    })?;
+    print!("{}", out.text);
+    if let Some(path) = &a.json {
+        write_json(path, &out.doc)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(validity::check(&out.doc)?)
+}
+
 /// `dtls-bench echo`.
 #[derive(Debug, Args)]
 pub struct EchoArgs {

@@ -3,7 +3,7 @@
 //! What it does: B0 (record seal/open vs raw aws-lc-rs, [`records`]); the load generator
 //! ([`loadgen`]: our own client engine, record layer and batched I/O against an in-process
 //! `dtlsd`) behind [`quick`], [`throughput`] (B1/B2, R1), [`latency`] (B3, HdrHistogram
-//! `.hgrm`/`.hlog` through [`hist`]), [`handshakes`] (B4) and [`flood`] (B5); OpenSSL on the
+//! `.hgrm`/`.hlog` through [`hist`]), [`handshakes`] (B4), [`flood`] (B5) and [`overload`] (B10); OpenSSL on the
 //! same machine ([`peers`], B8); the regression gate ([`compare`]) and suite summary
 //! ([`summary`]); the UDP impairment proxy ([`impair`]); host detection ([`host`]) and
 //! reports ([`report`]). [`commands`] holds the data-plane subcommands' arguments;
@@ -22,6 +22,7 @@ pub mod host;
 pub mod impair;
 pub mod latency;
 pub mod loadgen;
+pub mod overload;
 pub mod peers;
 pub mod quick;
 pub mod records;

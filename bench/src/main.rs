@@ -21,7 +21,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Benchmarks for the DTLS data plane",
     after_help = "Exit codes: 0 done; 1 error (compare: a figure regressed); 2 usage error \
                   (compare: also unusable input or a file marked invalid); 3 a measuring run (throughput, latency, \
-                  handshakes, flood, peers) was invalid: its report and files are written, \
+                  handshakes, flood, overload, peers) was invalid: its report and files are written, \
                   marked \"valid\": false. quick reports an invalid run and exits 0."
 )]
 struct Cli {
@@ -52,6 +52,9 @@ enum Command {
     Handshakes(bench::commands::HandshakesArgs),
     /// B5: spoofed-looking ClientHello flood from many loopback sources.
     Flood(bench::commands::FloodArgs),
+    /// B10: the throughput established sessions keep while new handshakes (full, or
+    /// stalling after the cookie) arrive at twice the control plane's capacity.
+    Overload(bench::commands::OverloadArgs),
     /// A UDP echo server (batched dtls-io, GSO/GRO): the backend of an external
     /// `dtlsd serve` that throughput and latency drive with --server. Runs until killed.
     Echo(bench::commands::EchoArgs),
@@ -132,6 +135,7 @@ fn main() -> ExitCode {
         Command::Latency(args) => bench::commands::latency_cli(&args),
         Command::Handshakes(args) => bench::commands::handshakes_cli(&args),
         Command::Flood(args) => bench::commands::flood_cli(&args),
+        Command::Overload(args) => bench::commands::overload_cli(&args),
         Command::Echo(args) => bench::commands::echo_cli(&args),
         Command::Summary(args) => bench::summary::run_cli(&args).map_err(Into::into),
     };

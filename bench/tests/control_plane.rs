@@ -1,10 +1,10 @@
-//! `handshakes` and `flood` against the in-process server, short runs.
+//! `handshakes`, `flood` and `overload` against the in-process server, short runs.
 
 use std::time::Duration;
 
 use bench::handshakes::Group;
 use bench::records::Version;
-use bench::{flood, handshakes};
+use bench::{flood, handshakes, overload};
 
 #[test]
 fn handshakes_complete_and_the_bound_is_measured() {
@@ -166,4 +166,54 @@ fn flood_is_answered_without_amplification() {
         "legitimate handshakes completed during the flood"
     );
     assert!(out.doc["results"]["rss_delta_bytes"].is_i64());
+}
+
+/// Both attacks reach the server (its handshake counters move with the attacker's cookie-
+/// bearing hellos and completed handshakes), every phase's bulk records are echoed intact,
+/// and the kept ratios are measured. A short run at half the probed capacity: the figures
+/// themselves are the benchmark's, not the test's.
+#[test]
+fn overload_attacks_reach_the_server_while_sessions_relay() {
+    let out = overload::run(&overload::Config {
+        sessions: 4,
+        size: 200,
+        window: 4,
+        attacks: vec![overload::Attack::Full, overload::Attack::HalfOpen],
+        factor: 0.5,
+        sources: 8,
+        slice: Duration::from_millis(400),
+        rounds: 1,
+        probe: Duration::from_millis(300),
+        probe_parallel: 4,
+        control_threads: 1,
+        version: Version::V12,
+    })
+    .expect("overload runs");
+    assert_eq!(out.kept.len(), 2);
+    assert!(out.kept.iter().all(|k| *k > 0.0), "{:?}", out.kept);
+    let r = &out.doc["results"];
+    assert!(r["quiet_pps"].as_f64().is_some_and(|p| p > 0.0));
+    assert_eq!(r["bulk_corrupt"], 0);
+    let full = &r["attacks"][0];
+    let half = &r["attacks"][1];
+    assert_eq!(full["attack"], "full");
+    assert!(full["completed"].as_u64().is_some_and(|n| n > 0), "{full}");
+    assert_eq!(half["attack"], "half-open");
+    let cookie_hellos = half["cookie_hellos"].as_u64().unwrap_or(0);
+    assert!(cookie_hellos > 0, "{half}");
+    assert_eq!(half["completed"], 0, "half-open attempts never finish");
+    // The server started an engine for each cookie-bearing hello it took (probe, bulk
+    // sessions and the full attack's add more), and shed or refused none at half capacity.
+    let started = r["server"]["counters"]["handshakes_started"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        started >= cookie_hellos,
+        "started {started} < {cookie_hellos}"
+    );
+    assert!(
+        out.text.contains("kept"),
+        "the report names the kept ratio: {}",
+        out.text
+    );
 }

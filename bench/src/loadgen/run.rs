@@ -147,7 +147,7 @@ pub fn label(cipher: CipherChoice, version: Version) -> String {
 }
 
 /// The client configuration of `g`'s sessions: `g.cipher`'s suite alone, in `g.version`.
-pub(super) fn group_config(g: &Group, mtu: usize) -> Result<control::Config> {
+pub(crate) fn group_config(g: &Group, mtu: usize) -> Result<control::Config> {
     let mut config = client_config(&g.ca, g.cipher, mtu)?;
     if g.cid {
         config.connection_id = control::ConnectionIds::On {
@@ -220,6 +220,16 @@ impl CpuAccum {
             *self.cpu_ns.entry((t.name, t.tid)).or_default() += t.cpu_ns;
         }
         self.wall += wall;
+    }
+
+    /// Adds the CPU the threads named `name` used between two snapshots, without wall
+    /// time: for a thread that ended before the slice's closing snapshot and took its
+    /// own.
+    pub fn add_named(&mut self, before: &CpuSnapshot, after: &CpuSnapshot, name: &str) {
+        // One entry however many threads of that name came and went.
+        for t in before.delta(after).into_iter().filter(|t| t.name == name) {
+            *self.cpu_ns.entry((t.name, 0)).or_default() += t.cpu_ns;
+        }
     }
 
     /// The accumulated CPU as per-thread percentages of the accumulated wall time.
