@@ -436,6 +436,23 @@ fn phase_pps(slices: &[Slice], phase: usize) -> f64 {
     n as f64 / t.max(1e-9)
 }
 
+/// The shard's CPU per bulk round trip in one phase, nanoseconds: what the data plane
+/// spends per record pair whatever CPU share it got.
+fn shard_ns_per_round_trip(slices: &[Slice], phase: usize, cpu: &CpuAccum) -> Option<f64> {
+    let received: u64 = slices
+        .iter()
+        .filter(|s| s.phase == phase)
+        .map(|s| s.counts.received)
+        .sum();
+    let ns: u64 = cpu
+        .threads()
+        .iter()
+        .filter(|t| t.name.starts_with("dtlsd-shard"))
+        .map(|t| t.cpu_ns)
+        .sum();
+    (received > 0 && ns > 0).then(|| ns as f64 / received as f64)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn report(
     cfg: &Config,
@@ -478,7 +495,13 @@ fn report(
         cfg.rounds,
         cfg.slice.as_secs_f64()
     );
-    let _ = writeln!(text, "  quiet:      {quiet:.0} round trips/s");
+    let quiet_cost = shard_ns_per_round_trip(slices, 0, &cpu[0]);
+    let cost = |c: Option<f64>| c.map_or("?".to_string(), |c| format!("{c:.0} ns"));
+    let _ = writeln!(
+        text,
+        "  quiet:      {quiet:.0} round trips/s; shard CPU per round trip {}",
+        cost(quiet_cost)
+    );
     let _ = writeln!(text, "    cpu: {}", cpu::lines(&cpu[0].threads()));
     let mut kept = Vec::new();
     let mut figures = vec![Figure::new(
@@ -511,6 +534,14 @@ fn report(
                     format!("cookie-bearing hellos {:.0}/s", a.per_s(a.cookie_hellos)),
             }
         );
+        let attack_cost = shard_ns_per_round_trip(slices, k + 1, &cpu[k + 1]);
+        let cost_ratio = quiet_cost.zip(attack_cost).map(|(q, a)| a / q);
+        let _ = writeln!(
+            text,
+            "    shard CPU per round trip {} ({} quiet's; it also carries the attack's handshake datagrams, in smaller batches)",
+            cost(attack_cost),
+            cost_ratio.map_or("?".to_string(), |r| format!("{r:.2}x"))
+        );
         let _ = writeln!(text, "    cpu: {}", cpu::lines(&cpu[k + 1].threads()));
         let due = rate * a.elapsed.as_secs_f64();
         if (a.started as f64) < 0.9 * due {
@@ -537,6 +568,8 @@ fn report(
             "completed": a.completed,
             "abandoned": a.abandoned,
             "offered_per_s": offered,
+            "shard_ns_per_round_trip": attack_cost,
+            "shard_cost_vs_quiet": cost_ratio,
             "completed_per_s": a.per_s(a.completed),
             "cpu": cpu::json(&cpu[k + 1].threads()),
         }));
@@ -563,6 +596,7 @@ fn report(
         "attack_rate_per_s": rate,
         "quiet_pps": quiet,
         "quiet_cpu": cpu::json(&cpu[0].threads()),
+        "quiet_shard_ns_per_round_trip": quiet_cost,
         "attacks": attack_json,
         "bulk_lost": lost,
         "bulk_corrupt": corrupt,
