@@ -26,7 +26,9 @@ use mio::{Events, Interest, Poll, Token};
 use serde_json::{Value, json};
 
 use crate::compare::{Better, Figure};
-use crate::loadgen::client::{HandshakePlan, HandshakeStats, client_config, run_handshakes};
+use crate::loadgen::client::{
+    HANDSHAKE_TIMEOUT, HandshakePlan, HandshakeStats, TICKET_WAIT, client_config, run_handshakes,
+};
 use crate::loadgen::cpu::{self, CpuSnapshot};
 use crate::loadgen::run;
 use crate::loadgen::server::{LOOPBACK, ServerSetup, TestServer};
@@ -207,6 +209,8 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
         keep: false,
         collect_tickets: false,
         offer_tickets: false,
+        timeout: HANDSHAKE_TIMEOUT,
+        ticket_wait: TICKET_WAIT,
     };
     run_handshakes(&config, &warm, &mut Vec::new())?;
     let stats_before = server.stats();
@@ -222,6 +226,8 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
         keep: false,
         collect_tickets: false,
         offer_tickets: false,
+        timeout: HANDSHAKE_TIMEOUT,
+        ticket_wait: TICKET_WAIT,
     };
     let (flood_counts, legit) = std::thread::scope(|scope| -> Result<_> {
         let flooder = std::thread::Builder::new()

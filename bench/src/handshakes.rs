@@ -35,7 +35,9 @@ use control::{CipherSuite, NamedGroup, ProtocolVersion, SignatureScheme};
 use serde_json::{Value, json};
 
 use crate::compare::{Better, Figure};
-use crate::loadgen::client::{HandshakePlan, HandshakeStats, client_config, run_handshakes};
+use crate::loadgen::client::{
+    HANDSHAKE_TIMEOUT, HandshakePlan, HandshakeStats, TICKET_WAIT, client_config, run_handshakes,
+};
 use crate::loadgen::cpu::{self, ThreadCpu};
 use crate::loadgen::server::{ServerSetup, TestServer, bind_ip_for};
 use crate::loadgen::{CipherChoice, IoChoice};
@@ -334,6 +336,8 @@ fn measure(
         keep: false,
         collect_tickets,
         offer_tickets,
+        timeout: HANDSHAKE_TIMEOUT,
+        ticket_wait: TICKET_WAIT,
     };
     // CPU snapshots between two marks that every generator thread makes: all of them are
     // alive at both, so each one's CPU is in the difference.

@@ -40,7 +40,7 @@ use mio::{Events, Interest, Poll, Token};
 use serde_json::{Value, json};
 
 use crate::compare::{Better, Figure};
-use crate::loadgen::client::{HandshakePlan, run_handshakes};
+use crate::loadgen::client::{HANDSHAKE_TIMEOUT, HandshakePlan, TICKET_WAIT, run_handshakes};
 use crate::loadgen::cpu::{self, CpuSnapshot};
 use crate::loadgen::flow::{Counts, FlowConfig};
 use crate::loadgen::run::{self, CpuAccum, Group};
@@ -336,6 +336,8 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
             keep: false,
             collect_tickets: false,
             offer_tickets: false,
+            timeout: HANDSHAKE_TIMEOUT,
+            ticket_wait: TICKET_WAIT,
         },
         &mut Vec::new(),
     )?;

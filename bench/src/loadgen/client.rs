@@ -29,7 +29,7 @@ const MAX_TICKETS: usize = 100_000;
 const MAX_WAIT: Duration = Duration::from_millis(10);
 /// DTLS 1.3, collecting tickets: how long a completed handshake waits for the server's
 /// NewSessionTicket (one round trip after our Finished) before it is closed without one.
-const TICKET_WAIT: Duration = Duration::from_secs(1);
+pub const TICKET_WAIT: Duration = Duration::from_secs(1);
 
 /// A client configuration verifying the server against `ca` (name `localhost`), offering
 /// only `cipher`'s suite.
@@ -119,6 +119,14 @@ pub struct HandshakePlan {
     pub collect_tickets: bool,
     /// Offer a collected ticket (resumption) in each new handshake while any are left.
     pub offer_tickets: bool,
+    /// Longest one handshake may take before it counts as failed (usually
+    /// [`HANDSHAKE_TIMEOUT`]; longer through a lossy path).
+    pub timeout: Duration,
+    /// With `collect_tickets`, how long a completed DTLS 1.3 handshake keeps driving its
+    /// engine (retransmitting its Finished) while it waits for the server's
+    /// NewSessionTicket (usually [`TICKET_WAIT`]; longer through a lossy path, where the
+    /// ticket is the proof that the server completed too).
+    pub ticket_wait: Duration,
 }
 
 impl HandshakePlan {
@@ -139,7 +147,7 @@ struct Pending {
     conn: Connection,
     started: Instant,
     /// DTLS 1.3, collecting tickets: when the handshake completed (counted then); the slot
-    /// is held until the server's NewSessionTicket arrives or [`TICKET_WAIT`] passed.
+    /// is held until the server's NewSessionTicket arrives or `ticket_wait` passed.
     awaiting_ticket: Option<Instant>,
 }
 
@@ -241,7 +249,7 @@ pub fn run_handshakes(
                     }
                     received = true;
                 }
-                if received || now.duration_since(done_at) > TICKET_WAIT {
+                if received || now.duration_since(done_at) > plan.ticket_wait {
                     if let Some(p) = slot.take() {
                         let _ = poll
                             .registry()
@@ -249,11 +257,11 @@ pub fn run_handshakes(
                         close(p, now, &mut buf, &mut stats);
                     }
                 } else {
-                    next_timer = next_timer.min(done_at + TICKET_WAIT);
+                    next_timer = next_timer.min(done_at + plan.ticket_wait);
                 }
                 continue;
             }
-            if finished.is_none() && now.duration_since(p.started) > HANDSHAKE_TIMEOUT {
+            if finished.is_none() && now.duration_since(p.started) > plan.timeout {
                 finished = Some(Err(format!(
                     "handshake timed out in state {}",
                     p.conn.state_name()
@@ -274,7 +282,7 @@ pub fn run_handshakes(
                         if plan.collect_tickets && !plan.keep && p.conn.version() == "1.3" {
                             // Its ticket comes after the handshake: the slot waits for it.
                             p.awaiting_ticket = Some(now);
-                            next_timer = next_timer.min(now + TICKET_WAIT);
+                            next_timer = next_timer.min(now + plan.ticket_wait);
                             continue;
                         }
                     }

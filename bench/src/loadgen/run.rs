@@ -11,7 +11,9 @@ use anyhow::{Context as _, Result, anyhow};
 use serde_json::{Value, json};
 
 use super::CipherChoice;
-use super::client::{HandshakePlan, HandshakeStats, client_config, run_handshakes};
+use super::client::{
+    HANDSHAKE_TIMEOUT, HandshakePlan, HandshakeStats, TICKET_WAIT, client_config, run_handshakes,
+};
 use super::cpu::{CpuSnapshot, ThreadCpu};
 use super::flow::{FlowConfig, Flows};
 use super::server::bind_ip_for;
@@ -114,6 +116,8 @@ pub fn on_loadgen<T: Send>(
                         keep: true,
                         collect_tickets: false,
                         offer_tickets: false,
+                        timeout: HANDSHAKE_TIMEOUT,
+                        ticket_wait: TICKET_WAIT,
                     };
                     let mut stats = run_handshakes(&config, &plan, &mut Vec::new())?;
                     if stats.completed < sessions as u64 {
@@ -147,7 +151,7 @@ pub fn label(cipher: CipherChoice, version: Version) -> String {
 }
 
 /// The client configuration of `g`'s sessions: `g.cipher`'s suite alone, in `g.version`.
-pub(crate) fn group_config(g: &Group, mtu: usize) -> Result<control::Config> {
+pub fn group_config(g: &Group, mtu: usize) -> Result<control::Config> {
     let mut config = client_config(&g.ca, g.cipher, mtu)?;
     if g.cid {
         config.connection_id = control::ConnectionIds::On {

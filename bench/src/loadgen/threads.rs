@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use super::client::{HandshakePlan, HandshakeStats, run_handshakes};
+use super::client::{
+    HANDSHAKE_TIMEOUT, HandshakePlan, HandshakeStats, TICKET_WAIT, run_handshakes,
+};
 use super::cpu::CpuSnapshot;
 use super::flow::{FlowConfig, Flows};
 use super::run::{Group, group_config, pin_generator_at};
@@ -199,6 +201,8 @@ pub fn on_generators<T: Send>(
                             keep: true,
                             collect_tickets: false,
                             offer_tickets: false,
+                            timeout: HANDSHAKE_TIMEOUT,
+                            ticket_wait: TICKET_WAIT,
                         };
                         let mut stats = run_handshakes(config, &plan, &mut Vec::new())?;
                         if stats.completed < n as u64 {
