@@ -138,6 +138,8 @@ struct Ctx {
     /// Cookies of the return-routability check.
     cookies: RrcCookies,
     fair: FairForward,
+    /// Serve mode: the admitted lane, pumped before `fair` (see `fair`).
+    admitted: FairForward,
     /// Serve mode with CIDs that name their shard: the other shards' hand-off queues.
     handoffs: Option<Handoffs>,
 }
@@ -154,6 +156,7 @@ impl Ctx {
             pad_state: &mut self.pad_state,
             cookies: &mut self.cookies,
             fair: &mut self.fair,
+            admitted: &mut self.admitted,
             handoffs: self.handoffs.as_ref(),
         }
     }
@@ -205,6 +208,7 @@ impl<F> ShardCore<F> {
                 pad_state: pad_seed,
                 cookies: RrcCookies::new(rrc_key),
                 fair: FairForward::new(config.handshake_stage_bytes),
+                admitted: FairForward::admitted(config.handshake_stage_bytes),
                 handoffs: None,
             },
             config,
@@ -264,6 +268,10 @@ impl<F> ShardCore<F> {
 
     /// Moves staged handshake datagrams towards control (call once per turn at least).
     pub fn pump(&mut self) {
+        // The admitted lane first, for at most half the queue's room, so the general stage
+        // always moves too.
+        let half = crate::fair::QUEUE_DEPTH * self.ctx.queues.lanes().count() / 2;
+        self.ctx.admitted.pump_at_most(&self.ctx.queues, half);
         self.ctx.fair.pump(&self.ctx.queues);
     }
 
@@ -273,7 +281,7 @@ impl<F> ShardCore<F> {
             sessions_active: self.table.len(),
             early_bytes: self.early.bytes(),
             pending_bytes: self.pending.bytes(),
-            handshake_stage_bytes: self.ctx.fair.bytes(),
+            handshake_stage_bytes: self.ctx.fair.bytes() + self.ctx.admitted.bytes(),
         };
         counters.absorb(&mut self.ctx.tally, gauges);
     }

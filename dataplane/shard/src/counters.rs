@@ -119,6 +119,9 @@ shard_counters! {
     upstream_bytes_in,
     /// Datagrams copied to the control thread (handshake, epoch 0, unknown peer).
     handshake_forwarded,
+    /// Of those, datagrams of peers whose cookie-verified handshake control holds, staged
+    /// in the admitted lane ahead of the fair stage.
+    handshake_admitted,
     /// Dropped: not a record, a truncated record, bad version or length (one per record, or
     /// one per datagram that holds no record at all or ends in garbage).
     drop_malformed,

@@ -23,14 +23,24 @@
 //! more memory than the budget says. The copies come from the queues' buffer pool, so
 //! staging a datagram allocates nothing while the pool has buffers; a copy that does not
 //! make it into the control queue is recycled.
+//!
+//! The shard keeps two stages of this kind. The **admitted lane** holds the datagrams of
+//! peers whose cookie-verified handshake control already holds (noted by `ExpectKeys`: the
+//! peer proved its address and control spent a handshake's asymmetric crypto on it) and is
+//! pumped first, for at most half of the control queue's room per pump, so a client's next
+//! flight or retransmission is not lost in a stage full of spoofed ClientHellos and the
+//! work already done for it is not wasted. It is small ([`MAX_ADMITTED_STAGED`] datagrams,
+//! a quarter of the byte budget) and fair between its sources in the same way; what does
+//! not fit there goes to the general stage like any other datagram. The **general stage**
+//! takes everything else.
 
 use std::collections::VecDeque;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 
-pub(crate) use crate::queue::MAX_STAGED;
 use crate::queue::{ControlInbound, POOL_BUFFER_BYTES, ShardQueues};
+pub(crate) use crate::queue::{MAX_ADMITTED_STAGED, MAX_STAGED};
 
 /// Buckets of the fair stage.
 pub(crate) const BUCKETS: usize = 64;
@@ -58,6 +68,8 @@ pub(crate) struct FairForward {
     active: VecDeque<usize>,
     /// Datagrams staged.
     staged: usize,
+    /// Most datagrams staged at once.
+    max_staged: usize,
     /// Buffer capacity staged.
     bytes: usize,
     max_bytes: usize,
@@ -65,14 +77,26 @@ pub(crate) struct FairForward {
 }
 
 impl FairForward {
-    /// An empty stage whose datagrams hold at most `max_bytes`.
+    /// An empty general stage whose datagrams hold at most `max_bytes`.
     pub fn new(max_bytes: usize) -> Self {
+        Self::with_limits(max_bytes, MAX_STAGED)
+    }
+
+    /// The admitted lane of a shard whose general stage holds `stage_bytes`: a quarter of
+    /// that, and [`MAX_ADMITTED_STAGED`] datagrams.
+    pub fn admitted(stage_bytes: usize) -> Self {
+        Self::with_limits(stage_bytes / 4, MAX_ADMITTED_STAGED)
+    }
+
+    /// An empty stage of at most `max_staged` datagrams holding at most `max_bytes`.
+    fn with_limits(max_bytes: usize, max_staged: usize) -> Self {
         Self {
             buckets: (0..BUCKETS)
                 .map(|_| VecDeque::with_capacity(PER_BUCKET))
                 .collect(),
             active: VecDeque::with_capacity(BUCKETS),
             staged: 0,
+            max_staged,
             bytes: 0,
             max_bytes,
             hasher: RandomState::new(),
@@ -93,7 +117,7 @@ impl FairForward {
     /// budget is full.
     pub fn push(&mut self, queues: &ShardQueues, peer: SocketAddr, datagram: &[u8]) -> bool {
         let held = held(datagram.len());
-        if self.staged >= MAX_STAGED || self.bytes + held > self.max_bytes {
+        if self.staged >= self.max_staged || self.bytes + held > self.max_bytes {
             return false;
         }
         let b = self.bucket(peer.ip());
@@ -115,9 +139,14 @@ impl FairForward {
     /// Moves staged datagrams into `queues` round robin over the buckets while the queue
     /// holds fewer than [`QUEUE_DEPTH`] messages and has room. Returns how many moved.
     pub fn pump(&mut self, queues: &ShardQueues) -> usize {
+        self.pump_at_most(queues, usize::MAX)
+    }
+
+    /// [`FairForward::pump`], moving at most `limit` datagrams.
+    pub fn pump_at_most(&mut self, queues: &ShardQueues, limit: usize) -> usize {
         let mut moved = 0;
         // Each control worker's lane may hold about that many.
-        while queues.inbound_len() < QUEUE_DEPTH * queues.lanes().count() {
+        while moved < limit && queues.inbound_len() < QUEUE_DEPTH * queues.lanes().count() {
             let Some(b) = self.active.pop_front() else {
                 break;
             };

@@ -60,10 +60,15 @@ pub const DEFAULT_INBOUND_BYTES: usize = 4 << 20;
 /// Datagrams a shard stages for control at most (its fair stage, see `fair`).
 pub const MAX_STAGED: usize = 1024;
 
-/// Buffers of each shard's datagram pool per control worker, beyond [`MAX_STAGED`]: the
+/// Datagrams a shard stages at most in its admitted lane: those of peers whose
+/// cookie-verified handshake control holds, ahead of the fair stage (see `fair`).
+pub const MAX_ADMITTED_STAGED: usize = 128;
+
+/// Buffers of each shard's datagram pool per control worker, beyond [`MAX_STAGED`] and
+/// [`MAX_ADMITTED_STAGED`]: the
 /// datagrams the shard lets wait in the worker's lane (256) and the worker's answers to a
-/// turn's worth of them (256). With `m` workers the pool holds `MAX_STAGED + m ·
-/// POOL_BUFFERS_PER_LANE` buffers ([`ShardQueues::pool_capacity`]): every copy in flight
+/// turn's worth of them (256). With `m` workers the pool holds `MAX_STAGED +
+/// MAX_ADMITTED_STAGED + m · POOL_BUFFERS_PER_LANE` buffers ([`ShardQueues::pool_capacity`]): every copy in flight
 /// under a flood fits, so a flood allocates nothing however long it lasts.
 pub const POOL_BUFFERS_PER_LANE: usize = 512;
 
@@ -677,7 +682,8 @@ impl ShardQueues {
         inbound_bytes: usize,
         lanes: ControlLanes,
     ) -> Self {
-        let pool_capacity = MAX_STAGED + POOL_BUFFERS_PER_LANE * lanes.count();
+        let pool_capacity =
+            MAX_STAGED + MAX_ADMITTED_STAGED + POOL_BUFFERS_PER_LANE * lanes.count();
         Self {
             commands: ArrayQueue::new(command_capacity.max(1)),
             inbound: (0..lanes.count())

@@ -200,6 +200,7 @@ mod tests {
         pad_state: u64,
         cookies: crate::rrc::RrcCookies,
         fair: FairForward,
+        admitted: FairForward,
     }
 
     fn parts() -> Parts {
@@ -212,6 +213,7 @@ mod tests {
             pad_state: 1,
             cookies: crate::rrc::RrcCookies::new(&[1; 32]),
             fair: FairForward::new(1 << 20),
+            admitted: FairForward::admitted(1 << 20),
         }
     }
 
@@ -227,6 +229,7 @@ mod tests {
                 pad_state: &mut $p.pad_state,
                 cookies: &mut $p.cookies,
                 fair: &mut $p.fair,
+                admitted: &mut $p.admitted,
                 handoffs: None,
             }
         };

@@ -107,6 +107,9 @@ pub(crate) struct Out<'a> {
     pub cookies: &'a mut RrcCookies,
     /// Handshake datagrams on their way to control, queued fairly between sources.
     pub fair: &'a mut FairForward,
+    /// The admitted lane: datagrams of peers whose cookie-verified handshake control holds,
+    /// pumped before `fair` (see `fair`).
+    pub admitted: &'a mut FairForward,
     /// The other shards' hand-off queues; `None` when there is nobody to hand to, or for a
     /// datagram that was itself handed to this shard (never handed on).
     pub handoffs: Option<&'a Handoffs>,
@@ -220,6 +223,18 @@ impl Out<'_> {
             }
         } else {
             self.tally.drop_handshake_overflow += 1;
+        }
+    }
+
+    /// Hands a datagram of a peer whose cookie-verified handshake control holds (noted by
+    /// `ExpectKeys`) to control through the admitted lane, ahead of the general stage; when
+    /// the lane is full, through the general stage like any other.
+    pub fn forward_admitted(&mut self, peer: SocketAddr, datagram: &[u8]) {
+        if self.admitted.push(self.queues, peer, datagram) {
+            self.tally.handshake_forwarded += 1;
+            self.tally.handshake_admitted += 1;
+        } else {
+            self.forward(peer, datagram);
         }
     }
 }
@@ -376,7 +391,7 @@ fn handle_cid12<F>(
         // forwarded, so an unknown CID from anyone else costs control nothing.
         let handshaking = early.is_noted(&source);
         if handshaking {
-            out.forward(source, datagram);
+            out.forward_admitted(source, datagram);
         }
         if early.park(source, datagram) {
             out.tally.early_parked += 1;
@@ -433,7 +448,12 @@ fn handle_unknown<F>(
     // keys are in, control gets the handshake records again (answered as a
     // retransmission) and the shard opens the rest.
     if found.for_control {
-        out.forward(source, datagram);
+        // A peer whose cookie-verified handshake control holds goes first (see `fair`).
+        if early.is_noted(&source) {
+            out.forward_admitted(source, datagram);
+        } else {
+            out.forward(source, datagram);
+        }
     }
     let park = if found.for_control {
         unified && found.shard_records > 0

@@ -417,6 +417,67 @@ fn handshake_datagrams_go_to_control_through_the_fair_stage() {
     assert_eq!(h.stats().drop_malformed, 1);
 }
 
+/// A spoofed ClientHello flood fills the fair stage (and the control queue) and drops the
+/// rest; a reachable client whose cookie-verified handshake control holds (`ExpectKeys`)
+/// still gets its next flight to control, in the admitted lane, ahead of the 1024 datagrams
+/// the stage holds. Before the lane, that flight was dropped like the flood's excess. A
+/// noted peer that floods gets no more than one bucket of the lane.
+#[test]
+fn an_admitted_peers_flight_reaches_control_ahead_of_a_full_fair_stage() {
+    let mut h = Harness::serve();
+    let hello = [22, 254, 253, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1];
+    for i in 0..3000u32 {
+        let [_, a, b, c] = i.to_be_bytes();
+        h.datagram(0, SocketAddr::from(([10, a, b, c], 4000)), &hello);
+    }
+    let flood = h.stats();
+    assert!(flood.drop_handshake_overflow > 0, "{flood:?}");
+    let client = SocketAddr::from(([198, 51, 100, 7], 5000));
+    // Not yet admitted: its datagram meets the full stage like any other.
+    h.datagram(1, client, &hello);
+    assert_eq!(
+        h.stats().drop_handshake_overflow,
+        flood.drop_handshake_overflow + 1
+    );
+    // Control verified its cookie and started its handshake.
+    h.command(2, ShardCommand::ExpectKeys { peer: client });
+    let flight = [22, 254, 253, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 2];
+    h.datagram(3, client, &flight);
+    let s = h.stats();
+    assert_eq!(s.handshake_admitted, 1, "{s:?}");
+    assert_eq!(s.drop_handshake_overflow, flood.drop_handshake_overflow + 1);
+    // Control's first take is what the queue held before the client's flight came; the
+    // next one starts with the flight, while about a thousand flood datagrams still wait.
+    let first = h.inbound();
+    assert!(!first.is_empty());
+    assert!(
+        !first
+            .iter()
+            .any(|m| matches!(m, ControlInbound::Handshake { peer, .. } if *peer == client))
+    );
+    let second = h.inbound();
+    assert_eq!(
+        second.first(),
+        Some(&ControlInbound::Handshake {
+            peer: client,
+            datagram: flight.to_vec()
+        })
+    );
+    assert!(h.stats().handshake_stage_bytes > 0, "the flood still waits");
+    // An admitted peer flooding its own datagrams holds one bucket of the lane; the rest
+    // overflows into the general stage (full here) and is dropped, counted.
+    let before = h.stats();
+    for _ in 0..500 {
+        h.datagram(4, client, &flight);
+    }
+    let after = h.stats();
+    assert!(
+        after.handshake_admitted - before.handshake_admitted <= 64,
+        "{after:?}"
+    );
+    assert!(after.drop_handshake_overflow > before.drop_handshake_overflow);
+}
+
 #[test]
 fn heartbeat_requests_are_answered_with_the_same_payload() {
     let mut h = Harness::serve();

@@ -534,6 +534,12 @@ const SHARD_FAMILIES: &[(&str, &str, &str, ShardField)] = &[
         |s, _| s.handshake_forwarded,
     ),
     (
+        "dtlsd_handshake_datagrams_admitted_total",
+        "counter",
+        "Of the datagrams handed to the control thread, those of peers whose cookie-verified handshake it holds, staged ahead of the fair stage.",
+        |s, _| s.handshake_admitted,
+    ),
+    (
         "dtlsd_upstream_send_errors_total",
         "counter",
         "Failed sends to the backend.",
