@@ -126,16 +126,18 @@ impl Source {
 /// The whole run of one manipulation for one version; returns the proxy's counters and
 /// `serve`'s drop counters for the sum of `reasons` (what the manipulation should show up as).
 fn run(version: &str, manipulation: Manipulation, seed: u64, reasons: &[&str]) -> (MitmStats, u64) {
-    run_with(version, manipulation, seed, reasons, &[])
+    run_with(version, manipulation, seed, reasons, &[], "info")
 }
 
-/// [`run`] with `extra` arguments for both daemons (`--no-connection-id`: no CIDs).
+/// [`run`] with `extra` arguments for both daemons (`--no-connection-id`: no CIDs) and
+/// both daemons' log filter (`RUST_LOG`).
 fn run_with(
     version: &str,
     manipulation: Manipulation,
     seed: u64,
     reasons: &[&str],
     extra: &[&str],
+    log: &str,
 ) -> (MitmStats, u64) {
     // MITM_SEED overrides the test's seed (to explore; each test's own seed is what CI runs).
     let seed = std::env::var("MITM_SEED")
@@ -153,9 +155,10 @@ fn run_with(
     } else {
         SERVE_CID_LEN
     };
-    let serve = Daemon::start_serve_with_metrics(backend.addr, &pki, &tuning);
+    let env = [("RUST_LOG", log)];
+    let serve = Daemon::start_serve_with_metrics_env(backend.addr, &pki, &tuning, &env);
     let mitm = Mitm::start(serve.listen, manipulation, seed, cid_len);
-    let connect = Daemon::start_connect(mitm.addr, &pki, &tuning);
+    let connect = Daemon::start_connect_env(mitm.addr, &pki, &tuning, &env);
     let context = || {
         let (_, metrics) = common::http_get(serve.metrics(), "/metrics");
         let counters: Vec<&str> = metrics
@@ -214,6 +217,10 @@ fn run_with(
     }
 
     // Nothing of the canary is logged either (Operational: never forwarded or logged).
+    if log == "trace" {
+        // The filter took: serve's debug lines (a shard pinned to its core) are there.
+        assert!(serve.log().contains("shard pinned"), "{}", context());
+    }
     let canary = String::from_utf8_lossy(CANARY);
     for (who, log) in [("serve", serve.log()), ("connect", connect.log())] {
         assert!(
@@ -290,7 +297,14 @@ fn replay_of_every_record_delivers_no_replay_dtls13() {
 // ---------- Loss / reorder: records shuffled (handshake fragments included) ----------
 
 fn reordered_records(version: &str, extra: &[&str]) {
-    let (s, _) = run_with(version, Manipulation::Reorder, 0x0e_0003, &[], extra);
+    let (s, _) = run_with(
+        version,
+        Manipulation::Reorder,
+        0x0e_0003,
+        &[],
+        extra,
+        "info",
+    );
     assert!(s.reordered_batches > 0, "{s:?}");
 }
 
@@ -377,6 +391,23 @@ fn injected_records_and_canary_plaintext_never_reach_the_backend_dtls12() {
 #[test]
 fn injected_records_and_canary_plaintext_never_reach_the_backend_dtls13() {
     injected_records("1.3");
+}
+
+/// Operational: canary plaintext is never logged, not even at `trace` (both daemons log
+/// everything they log at all; [`run_with`] asserts the canary is in neither log).
+fn canary_at_trace(version: &str) {
+    let (s, _) = run_with(version, Manipulation::Inject, 0x1a_0016, &[], &[], "trace");
+    assert!(s.canaries > 0, "{s:?}");
+}
+
+#[test]
+fn canary_plaintext_is_not_logged_at_trace_dtls12() {
+    canary_at_trace("1.2");
+}
+
+#[test]
+fn canary_plaintext_is_not_logged_at_trace_dtls13() {
+    canary_at_trace("1.3");
 }
 
 // ---------- State machine: spoofed epoch-0 alerts and HVRs on a live session ----------

@@ -211,9 +211,21 @@ fn spawn_serve_env(
 /// Spawns `dtlsd connect` to `server`, trusting the test CA for the name `localhost`, with
 /// `extra` arguments, stderr piped.
 fn spawn_connect(listen: SocketAddr, server: SocketAddr, pki: &TempDir, extra: &[&str]) -> Child {
+    spawn_connect_env(listen, server, pki, extra, &[])
+}
+
+/// [`spawn_connect`] with `env` variables added.
+fn spawn_connect_env(
+    listen: SocketAddr,
+    server: SocketAddr,
+    pki: &TempDir,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Child {
     Command::new(DTLSD)
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .args(["connect", "--listen", &listen.to_string()])
         .args(["--server", &server.to_string()])
         .args(["--ca", &pki.file("ca.pem"), "--server-name", "localhost"])
@@ -337,8 +349,36 @@ impl Daemon {
 
     /// Starts `dtlsd serve` with `extra` arguments and `--metrics` on free ports.
     pub fn start_serve_with_metrics(backend: SocketAddr, pki: &TempDir, extra: &[&str]) -> Self {
+        Self::start_serve_with_metrics_env(backend, pki, extra, &[])
+    }
+
+    /// [`Daemon::start_serve_with_metrics`] with `env` variables added (`RUST_LOG`: the log
+    /// filter, `info` otherwise).
+    pub fn start_serve_with_metrics_env(
+        backend: SocketAddr,
+        pki: &TempDir,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         Self::start_with_metrics_on(SERVE_READY, extra, |listen, args| {
-            spawn_serve(listen, backend, pki, args)
+            spawn_serve_env(listen, backend, pki, args, env)
+        })
+    }
+
+    /// [`Daemon::start_connect`] with `env` variables added.
+    pub fn start_connect_env(
+        server: SocketAddr,
+        pki: &TempDir,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::start_on(CONNECT_READY, || {
+            let listen = free_udp_addr();
+            (
+                listen,
+                None,
+                spawn_connect_env(listen, server, pki, extra, env),
+            )
         })
     }
 
