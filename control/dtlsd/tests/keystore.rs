@@ -1,23 +1,33 @@
 //! The key store (`key_store`): two `dtlsd serve` nodes reading one store accept each
 //! other's session tickets, and a rotation (new secret, old one kept as previous, SIGHUP)
 //! drops none; once the old secret leaves the store its tickets stop resuming (the client
-//! falls back to a full handshake).
+//! falls back to a full handshake). Cookies likewise: one node's HelloVerifyRequest cookie
+//! verifies on the other, and through a cookie-secret rotation (Operational checklist item).
 
 mod common;
 
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Client, Daemon, EchoBackend, TempDir, certs, wait_until};
-use control::{Config, ProtocolVersion};
+use control::crypto::SystemRng;
+use control::crypto::pki_types::UnixTime;
+use control::{Config, Connection, ProtocolVersion};
 
 const S1: &str = "1111111111111111111111111111111111111111111111111111111111111111";
 const S2: &str = "2222222222222222222222222222222222222222222222222222222222222222";
 const S3: &str = "3333333333333333333333333333333333333333333333333333333333333333";
 const C1: &str = "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1";
+const C2: &str = "c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2";
+const C3: &str = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3";
 const RESUMED_12: &str = r#"dtlsd_handshakes_resumed_total{version="1.2"}"#;
 
 fn write_store(path: &str, tickets: &[&str]) {
+    write_store_with(path, tickets, &[C1]);
+}
+
+fn write_store_with(path: &str, tickets: &[&str], cookies: &[&str]) {
     let list = |l: &[&str]| {
         l.iter()
             .map(|s| format!("\"{s}\""))
@@ -29,7 +39,7 @@ fn write_store(path: &str, tickets: &[&str]) {
         format!(
             "ticket_secrets = [{}]\ncookie_secrets = [{}]\n",
             list(tickets),
-            list(&[C1])
+            list(cookies)
         ),
     )
     .expect("write key store");
@@ -146,4 +156,146 @@ fn check_config_names_a_bad_key_store() {
     );
     write_store(&store, &[S1]);
     dtlsd::check::check_file(std::path::Path::new(&config)).expect("valid store");
+}
+
+/// The handshake message type of the first record of a datagram from the server (a DTLS
+/// 1.2 handshake record: 13-byte header, then the message type).
+fn first_message_type(datagram: &[u8]) -> Option<u8> {
+    (datagram.first() == Some(&22)).then(|| datagram.get(13).copied())?
+}
+
+/// A DTLS 1.2 client of our engine that stops after the cookie exchange with `server`,
+/// holding its cookie-bearing ClientHello.
+struct HeldHello {
+    sock: UdpSocket,
+    conn: Connection,
+    server: SocketAddr,
+    hello: Vec<u8>,
+}
+
+impl HeldHello {
+    fn get(config: &Arc<Config>, server: SocketAddr) -> Self {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sock.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut conn = Connection::client(
+            Arc::clone(config),
+            Box::new(SystemRng::new()),
+            Instant::now(),
+            server,
+            None,
+        )
+        .expect("client");
+        let mut buf = vec![0u8; 65_536];
+        let t = conn
+            .poll_transmit(Instant::now(), &mut buf)
+            .expect("ClientHello");
+        sock.send_to(&buf[..t.len], server).expect("send");
+        let (n, from) = sock.recv_from(&mut buf).expect("HelloVerifyRequest");
+        assert_eq!(first_message_type(&buf[..n]), Some(3), "HelloVerifyRequest");
+        conn.handle_datagram(Instant::now(), UnixTime::now(), from, &buf[..n]);
+        let t = conn
+            .poll_transmit(Instant::now(), &mut buf)
+            .expect("the ClientHello with the cookie");
+        let hello = buf[..t.len].to_vec();
+        Self {
+            sock,
+            conn,
+            server,
+            hello,
+        }
+    }
+
+    /// Sends the held hello to `to`; returns the first message type of the answer.
+    fn answer_from(&self, to: SocketAddr) -> Option<u8> {
+        self.sock.send_to(&self.hello, to).expect("send");
+        let mut buf = vec![0u8; 65_536];
+        let (n, _) = self.sock.recv_from(&mut buf).expect("an answer");
+        first_message_type(&buf[..n])
+    }
+
+    /// Sends the held hello to its server and runs the handshake to the end.
+    fn complete(mut self) {
+        self.sock.send_to(&self.hello, self.server).expect("send");
+        let mut buf = vec![0u8; 65_536];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        self.sock
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        while !self.conn.is_established() {
+            assert!(
+                Instant::now() < deadline && !self.conn.is_finished(),
+                "handshake stuck in {}",
+                self.conn.state_name()
+            );
+            if let Ok((n, from)) = self.sock.recv_from(&mut buf) {
+                self.conn
+                    .handle_datagram(Instant::now(), UnixTime::now(), from, &buf[..n]);
+            }
+            if self
+                .conn
+                .poll_timeout()
+                .is_some_and(|t| t <= Instant::now())
+            {
+                self.conn.handle_timeout(Instant::now());
+            }
+            while let Some(t) = self.conn.poll_transmit(Instant::now(), &mut buf) {
+                self.sock
+                    .send_to(&buf[..t.len], t.destination)
+                    .expect("send");
+            }
+        }
+    }
+}
+
+/// Operational: cookie-secret rotation without failures, daemon level. A HelloVerifyRequest
+/// cookie node A made verifies on node B (one key store); a cookie made before a rotation
+/// (`[C2, C1]`, SIGHUP) still verifies after it and its handshake completes; once C1 leaves
+/// the store (`[C3, C2]`) a cookie made under it is answered with a fresh
+/// HelloVerifyRequest, never with a handshake (RFC 6347 §4.2.1: the server verifies the
+/// cookie before it commits any state).
+#[test]
+fn cookies_verify_on_another_node_and_through_a_cookie_secret_rotation() {
+    let pki = TempDir::new("keystore-cookies");
+    certs(&pki);
+    let store = pki.file("keys.toml");
+    write_store_with(&store, &[S1], &[C1]);
+    let backend = EchoBackend::start();
+    let args = ["--shards", "1", "--key-store", &store, "--versions", "1.2"];
+    let a = Daemon::start_serve_with_metrics(backend.addr, &pki, &args);
+    let b = Daemon::start_serve_with_metrics(backend.addr, &pki, &args);
+    let config = Arc::new(Config {
+        versions: vec![ProtocolVersion::Dtls1_2],
+        ..(*Client::config(&pki)).clone()
+    });
+
+    // A's cookie, presented to B from the same address: B starts the handshake.
+    let across = HeldHello::get(&config, a.listen);
+    assert_eq!(
+        across.answer_from(b.listen),
+        Some(2),
+        "ServerHello from B\n{}",
+        b.log()
+    );
+
+    // Two cookies under C1, then the rotation on A.
+    let kept = HeldHello::get(&config, a.listen);
+    let retired = HeldHello::get(&config, a.listen);
+    write_store_with(&store, &[S1], &[C2, C1]);
+    reload(&a, 1);
+    // C1 is the previous secret: its cookie still verifies, the handshake completes.
+    kept.complete();
+    // New cookies are made under C2 and verify.
+    HeldHello::get(&config, a.listen).complete();
+
+    // C1 leaves the store: its cookie is answered with a new HelloVerifyRequest.
+    write_store_with(&store, &[S1], &[C3, C2]);
+    reload(&a, 2);
+    assert_eq!(
+        retired.answer_from(a.listen),
+        Some(3),
+        "a fresh HelloVerifyRequest\n{}",
+        a.log()
+    );
+    assert!(!a.log().contains(C3), "a secret in the log");
 }
