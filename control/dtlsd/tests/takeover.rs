@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{
-    DTLSD, EchoBackend, IO_TIMEOUT, START_TIMEOUT, TempDir, certs, collect, free_udp_addr,
-    wait_exit, wait_for,
+    Client, DTLSD, EchoBackend, IO_TIMEOUT, START_TIMEOUT, TempDir, certs, collect, free_tcp_addr,
+    free_udp_addr, http_get, wait_exit, wait_for,
 };
 
 /// A `dtlsd` process, killed on drop.
@@ -221,4 +221,105 @@ fn takeover_restarts_without_refusing_the_address() {
         assert_eq!(&buf[..n], msg.as_bytes());
     }
     assert_eq!(new.terminate(), Some(0));
+}
+
+/// The sum over every shard of the samples of `family` whose labels contain `label` (all of
+/// them for an empty `label`).
+fn metric_sum(metrics: SocketAddr, family: &str, label: &str) -> u64 {
+    let (status, body) = http_get(metrics, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Operational: restart under load. The daemon dies outright (SIGKILL: no close_notify to
+/// anyone) and a new one takes the address while its eight sessions (DTLS 1.2 and 1.3) keep
+/// sending: the new daemon has no keys for their records and drops every one silently,
+/// counted as `unknown_session` (RFC 6347 §4.1.2.7 and RFC 9147 §4.5.2: invalid records are
+/// discarded; no alert storm toward the senders, nothing sent at all), and each client then
+/// gets a new session with a new handshake.
+#[test]
+fn restart_under_load_drops_the_old_sessions_records_without_alerts() {
+    let pki = TempDir::new("restart-load");
+    certs(&pki);
+    let backend = EchoBackend::start();
+    let listen = free_udp_addr();
+    let first = free_tcp_addr();
+    let old = Proc::start(
+        &serve_args(
+            listen,
+            backend.addr,
+            &pki,
+            &["--metrics", &first.to_string()],
+        ),
+        SERVE_READY,
+    );
+    let configs = [
+        control::ProtocolVersion::Dtls1_2,
+        control::ProtocolVersion::Dtls1_3,
+    ]
+    .map(|v| {
+        Arc::new(control::Config {
+            versions: vec![v],
+            ..(*Client::config(&pki)).clone()
+        })
+    });
+    let mut clients: Vec<Client> = (0..8)
+        .map(|i| {
+            let mut c = Client::connect(Arc::clone(&configs[i % 2]), listen);
+            c.echo(b"before the restart");
+            c
+        })
+        .collect();
+    // Whatever the old daemon sent after the handshake (DTLS 1.3 tickets, connection IDs
+    // and their retransmissions) is read before it dies.
+    for c in &mut clients {
+        c.settle(Duration::from_millis(200));
+    }
+    drop(old);
+    let second = free_tcp_addr();
+    let new = Proc::start(
+        &serve_args(
+            listen,
+            backend.addr,
+            &pki,
+            &["--metrics", &second.to_string()],
+        ),
+        SERVE_READY,
+    );
+    const RECORDS: u64 = 100;
+    for c in &mut clients {
+        for i in 0..RECORDS {
+            c.send_app(format!("old session record {i}").as_bytes());
+        }
+    }
+    for c in &mut clients {
+        assert_eq!(
+            c.settle(Duration::from_millis(300)),
+            0,
+            "the new daemon answered an old session's records\n{}",
+            new.log()
+        );
+    }
+    let total = RECORDS * clients.len() as u64;
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    while metric_sum(second, "dtlsd_drops_total", "reason=\"unknown_session\"") < total
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        metric_sum(second, "dtlsd_drops_total", "reason=\"unknown_session\""),
+        total,
+        "{}",
+        new.log()
+    );
+    assert_eq!(metric_sum(second, "dtlsd_datagrams_out_total", ""), 0);
+    // Every client starts over and gets through.
+    for i in 0..clients.len() {
+        let mut c = Client::connect(Arc::clone(&configs[i % 2]), listen);
+        c.echo(b"after the restart");
+    }
 }
