@@ -119,6 +119,17 @@ pub fn quick_cli(a: &QuickArgs) -> Result<()> {
     Ok(())
 }
 
+/// Prints a measuring command's report, writes its result document to `json` when asked,
+/// and turns an invalid run into [`validity::InvalidRun`] (exit code 3) after the report.
+fn emit(text: &str, doc: &serde_json::Value, json: Option<&std::path::Path>) -> Result<()> {
+    print!("{text}");
+    if let Some(path) = json {
+        write_json(path, doc)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(validity::check(doc)?)
+}
+
 /// `dtls-bench throughput`.
 #[derive(Debug, Args)]
 pub struct ThroughputArgs {
@@ -206,12 +217,7 @@ pub fn throughput_cli(a: &ThroughputArgs) -> Result<()> {
         server: a.target.external()?,
         compare_cid: a.compare_cid,
     })?;
-    print!("{}", out.text);
-    if let Some(path) = &a.json {
-        write_json(path, &out.doc)?;
-        println!("wrote {}", path.display());
-    }
-    Ok(validity::check(&out.doc)?)
+    emit(&out.text, &out.doc, a.json.as_deref())
 }
 
 /// `dtls-bench latency`.
@@ -375,12 +381,7 @@ pub fn handshakes_cli(a: &HandshakesArgs) -> Result<()> {
         control_threads: a.control_threads,
         threads: a.threads,
     })?;
-    print!("{}", out.text);
-    if let Some(path) = &a.json {
-        write_json(path, &out.doc)?;
-        println!("wrote {}", path.display());
-    }
-    Ok(validity::check(&out.doc)?)
+    emit(&out.text, &out.doc, a.json.as_deref())
 }
 
 /// `dtls-bench flood`.
@@ -417,12 +418,7 @@ pub fn flood_cli(a: &FloodArgs) -> Result<()> {
         sources: a.sources,
         parallel: a.parallel,
     })?;
-    print!("{}", out.text);
-    if let Some(path) = &a.json {
-        write_json(path, &out.doc)?;
-        println!("wrote {}", path.display());
-    }
-    Ok(validity::check(&out.doc)?)
+    emit(&out.text, &out.doc, a.json.as_deref())
 }
 
 /// `dtls-bench overload`.
@@ -503,12 +499,7 @@ pub fn overload_cli(a: &OverloadArgs) -> Result<()> {
         control_threads: a.control_threads,
         version: a.version,
     })?;
-    print!("{}", out.text);
-    if let Some(path) = &a.json {
-        write_json(path, &out.doc)?;
-        println!("wrote {}", path.display());
-    }
-    Ok(validity::check(&out.doc)?)
+    emit(&out.text, &out.doc, a.json.as_deref())
 }
 
 /// `dtls-bench echo`.
