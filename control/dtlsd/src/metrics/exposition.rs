@@ -905,6 +905,7 @@ pub(crate) const DROP_REASONS: &[(&str, DropField)] = &[
     ("bad_tag", |s| s.drop_bad_tag),
     ("unknown_session", |s| s.drop_unknown_session),
     ("unknown_epoch", |s| s.drop_unknown_epoch),
+    ("retired_epoch", |s| s.drop_retired_epoch),
     ("not_moved", |s| s.drop_not_moved),
     ("retired_cid", |s| s.drop_retired_cid),
     ("handoff_full", |s| s.drop_handoff_full),
