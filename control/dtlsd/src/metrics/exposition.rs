@@ -1009,6 +1009,11 @@ const CONTROL_FAMILIES: &[(&str, &str, ControlField)] = &[
         |c| c.cookies_sent,
     ),
     (
+        "dtlsd_cookies_rejected_total",
+        "ClientHellos whose cookie did not verify (forged, altered, expired, or another address's), answered statelessly.",
+        |c| c.cookies_rejected,
+    ),
+    (
         "dtlsd_acceptor_drops_total",
         "Datagrams from unknown peers the acceptor dropped.",
         |c| c.acceptor_drops,

@@ -671,6 +671,17 @@ impl Client {
             ticket,
         )
         .expect("client config is valid");
+        Self::complete(sock, server, conn, timeout)
+    }
+
+    /// Completes the handshake `conn` has under way with `server` over `sock` (sending what
+    /// it has queued first) within `timeout`, or says why not.
+    pub fn complete(
+        sock: UdpSocket,
+        server: SocketAddr,
+        conn: Connection,
+        timeout: Duration,
+    ) -> Result<Self, String> {
         let mut c = Self {
             sock,
             server,
