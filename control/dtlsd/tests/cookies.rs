@@ -37,16 +37,20 @@ const HELLO_VERIFY_REQUEST: u8 = 3;
 fn recv(sock: &UdpSocket, wait: Duration) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; 65_536];
     sock.set_read_timeout(Some(wait)).expect("read timeout");
-    sock.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec())
+    sock.recv_from(&mut buf)
+        .ok()
+        .map(|(n, _)| buf[..n].to_vec())
 }
 
 /// The datagrams `conn` wants to send now (a flight: a ClientHello with a hybrid key share
 /// spans two).
 fn flight(conn: &mut Connection) -> Vec<Vec<u8>> {
     let mut buf = vec![0u8; 65_536];
-    let datagrams: Vec<Vec<u8>> =
-        std::iter::from_fn(|| conn.poll_transmit(Instant::now(), &mut buf).map(|t| buf[..t.len].to_vec()))
-            .collect();
+    let datagrams: Vec<Vec<u8>> = std::iter::from_fn(|| {
+        conn.poll_transmit(Instant::now(), &mut buf)
+            .map(|t| buf[..t.len].to_vec())
+    })
+    .collect();
     assert!(!datagrams.is_empty(), "a flight to send");
     datagrams
 }

@@ -205,7 +205,8 @@ fn dtls13_post_handshake_floods_are_bounded_and_an_innocent_session_loses_nothin
     // the server's. That
     // is the attacker's own session, which it broke itself; the server still reads epoch
     // 3 and keeps the session.
-    run.attacker.echo13_in(FIRST_EPOCH, b"attacker after requests");
+    run.attacker
+        .echo13_in(FIRST_EPOCH, b"attacker after requests");
     run.innocent_echo();
 
     // (b) KeyUpdate(update_requested) floods, all in epoch 3, from a second attacker

@@ -70,7 +70,10 @@ fn records_for_retired_epochs_are_dropped_counted_and_never_reach_the_backend_dt
     let daemon = Daemon::start_serve_with_metrics(backend.addr, &pki, &["--shards", "1"]);
     let mut client = Client::connect(Client::config13(&pki), daemon.listen);
     let mut innocent = Innocent::new(Client::connect(Client::config13(&pki), daemon.listen));
-    assert!(client.peer_cid().is_some(), "the server's CID in our records");
+    assert!(
+        client.peer_cid().is_some(),
+        "the server's CID in our records"
+    );
     let metric = |name: &str| daemon.metric(name).unwrap_or(0);
     client.echo(b"before");
 
@@ -173,7 +176,10 @@ fn records_for_retired_epochs_are_dropped_counted_and_never_reach_the_backend_dt
         "{} datagrams to the backend",
         delta[3]
     );
-    assert_eq!(delta[4], delta[3], "every record opened was the innocent's or \"after\"");
+    assert_eq!(
+        delta[4], delta[3],
+        "every record opened was the innocent's or \"after\""
+    );
     assert_eq!(delta[5], 0, "no session moved");
     assert_eq!(delta[6], 0, "no session closed");
     assert_eq!(metric("dtlsd_sessions_active{shard=\"0\"}"), 2);

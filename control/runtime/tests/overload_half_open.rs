@@ -118,13 +118,17 @@ fn heap_above(region: &Region<'_, System>) -> i64 {
 }
 
 #[test]
-fn handshakes_stalled_after_the_cookie_at_twice_capacity_stay_under_the_half_open_cap_and_expire()
-{
+fn handshakes_stalled_after_the_cookie_at_twice_capacity_stay_under_the_half_open_cap_and_expire() {
     let start = Instant::now();
     // Cookie secrets the test shares with the daemon (as a fleet shares them), so it can
     // give each attacking source its own valid cookie without a round trip per source.
-    let keys = Arc::new(CookieKeys::from_secrets(&[7; COOKIE_SECRET_LEN], None, start));
-    let mut server = common::server_config(vec![ProtocolVersion::Dtls1_3, ProtocolVersion::Dtls1_2]);
+    let keys = Arc::new(CookieKeys::from_secrets(
+        &[7; COOKIE_SECRET_LEN],
+        None,
+        start,
+    ));
+    let mut server =
+        common::server_config(vec![ProtocolVersion::Dtls1_3, ProtocolVersion::Dtls1_2]);
     server.cookie_keys = Some(Arc::clone(&keys));
     let mut cookies = Acceptor::new(
         Arc::new(server.clone()),
@@ -296,7 +300,11 @@ fn handshakes_stalled_after_the_cookie_at_twice_capacity_stay_under_the_half_ope
         real_done_after.is_some_and(|d| d <= Duration::from_secs(40)),
         "real clients done {real_done_after:?} after the overload"
     );
-    assert_eq!(daemon.ctl.half_open(), 0, "no stalled handshake outlives its time");
+    assert_eq!(
+        daemon.ctl.half_open(),
+        0,
+        "no stalled handshake outlives its time"
+    );
     assert!(expired > 0, "stalled handshakes expire, counted");
     assert_eq!(
         started,

@@ -53,6 +53,10 @@ impl Innocent {
 
     /// Every datagram sent came back once.
     pub fn assert_all_echoed(&self) {
-        assert_eq!(self.echoed.len(), self.sent, "every innocent datagram, once");
+        assert_eq!(
+            self.echoed.len(),
+            self.sent,
+            "every innocent datagram, once"
+        );
     }
 }

@@ -75,11 +75,6 @@ pub fn control_thread_with(
         seed += 1;
         Box::new(SeededRng::new(seed)) as Box<dyn control::Rng + Send>
     });
-    let ctl = ControlThread::new(
-        acceptor,
-        vec![Arc::clone(&queues)],
-        runtime,
-        factory,
-    );
+    let ctl = ControlThread::new(acceptor, vec![Arc::clone(&queues)], runtime, factory);
     (ctl, queues)
 }

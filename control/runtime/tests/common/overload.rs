@@ -124,4 +124,3 @@ pub fn turn(daemon: &mut Daemon, peers: &mut [Peer], now: Instant, at: Option<u3
     }
     to_spoofed
 }
-
