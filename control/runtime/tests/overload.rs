@@ -19,13 +19,14 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use dtls_proto::ProtocolVersion;
 
 use common::daemon::Daemon;
-use common::overload::{Peer, client, spoofed, turn};
+use common::overload::{
+    assert_no_session_drops, established_then_real, first_hello, send_bulk, spoofed, turn,
+};
 /// Datagrams the control loop takes from the shard per turn (the default inbound budget).
 const CAPACITY: usize = 256;
 /// Established sessions, each sending `RECORDS_PER_TURN` records every turn.
@@ -44,36 +45,13 @@ fn handshakes_at_twice_capacity_are_shed_first_and_established_sessions_keep_eve
     let start = Instant::now();
     let server = common::server_config(vec![ProtocolVersion::Dtls1_3, ProtocolVersion::Dtls1_2]);
     let mut daemon = Daemon::new(server, start);
-    let port = |i: usize| 20_000 + i as u16;
-    let local = |i: usize| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port(i));
-
-    // The established sessions, before the overload.
-    let mut peers: Vec<Peer> = (0..ESTABLISHED)
-        .map(|i| Peer::new(local(i), i as u64 + 1, start))
-        .collect();
-    for _ in 0..16 {
-        for p in &mut peers {
-            p.send(&mut daemon, start);
-        }
-        turn(&mut daemon, &mut peers, start, None);
-    }
-    assert!(
-        peers.iter().all(|p| p.sealer.is_some()),
-        "established first"
-    );
-    assert_eq!(daemon.ctl.installed_sessions(), ESTABLISHED);
+    let mut peers = established_then_real(&mut daemon, start, ESTABLISHED, REAL);
     let upstream_before = daemon.flush_upstream();
     let before = daemon.shard_stats();
     let control_before = daemon.ctl.counters().snapshot();
 
     // The overload: real clients start, spoofed hellos fill every turn to twice capacity.
-    peers.extend((0..REAL).map(|i| Peer::new(local(ESTABLISHED + i), 100 + i as u64, start)));
-    let hello = {
-        let mut c = client(7, start);
-        let mut buf = vec![0u8; 4096];
-        let t = c.poll_transmit(start, &mut buf).expect("a ClientHello");
-        buf[..t.len].to_vec()
-    };
+    let hello = first_hello(start);
     let (mut next_spoofed, mut spoofed_answers, mut relayed, mut sent_records) = (0u32, 0, 0, 0);
     let mut stage_peak = 0;
     let mut now = start;
@@ -88,13 +66,13 @@ fn handshakes_at_twice_capacity_are_shed_first_and_established_sessions_keep_eve
             daemon.receive(now, spoofed(next_spoofed), &hello);
             next_spoofed += 1;
         }
-        for (i, p) in peers[..ESTABLISHED].iter_mut().enumerate() {
-            for r in 0..RECORDS_PER_TURN {
-                let record = p.record(format!("session {i} turn {t} record {r}").as_bytes());
-                daemon.receive(now, p.addr, &record);
-                sent_records += 1;
-            }
-        }
+        sent_records += send_bulk(
+            &mut daemon,
+            &mut peers[..ESTABLISHED],
+            now,
+            t,
+            RECORDS_PER_TURN,
+        );
         stage_peak = stage_peak.max(daemon.staged());
         spoofed_answers += turn(&mut daemon, &mut peers, now, Some(t));
         relayed += daemon.flush_upstream();
@@ -125,14 +103,7 @@ fn handshakes_at_twice_capacity_are_shed_first_and_established_sessions_keep_eve
         "every record of an established session"
     );
     assert_eq!(upstream_before, 0);
-    for drop in [
-        stats.drop_replay - before.drop_replay,
-        stats.drop_bad_tag - before.drop_bad_tag,
-        stats.drop_unknown_session - before.drop_unknown_session,
-        stats.drop_tx_full - before.drop_tx_full,
-    ] {
-        assert_eq!(drop, 0, "{stats:?}");
-    }
+    assert_no_session_drops(&before, &stats);
     assert_eq!(control.sessions_closed, 0, "no session closed");
     // Real handshakes go on at a reduced rate: control admits one cookie-verified
     // handshake per overloaded turn (`overload_admit_per_turn`) and sheds the rest; the

@@ -30,7 +30,7 @@
 mod common;
 
 use std::alloc::System;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,7 +41,9 @@ use dtls_runtime::{Limits, RuntimeConfig};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 use common::daemon::Daemon;
-use common::overload::{Peer, client, spoofed, turn};
+use common::overload::{
+    assert_no_session_drops, established_then_real, first_hello, send_bulk, spoofed, turn,
+};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -145,30 +147,8 @@ fn handshakes_stalled_after_the_cookie_at_twice_capacity_stay_under_the_half_ope
         ..RuntimeConfig::default()
     };
     let mut daemon = Daemon::with_runtime(server, start, runtime);
-    let port = |i: usize| 20_000 + i as u16;
-    let local = |i: usize| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port(i));
-
-    // The established sessions, before the overload.
-    let mut peers: Vec<Peer> = (0..ESTABLISHED)
-        .map(|i| Peer::new(local(i), i as u64 + 1, start))
-        .collect();
-    for _ in 0..16 {
-        for p in &mut peers {
-            p.send(&mut daemon, start);
-        }
-        turn(&mut daemon, &mut peers, start, None);
-    }
-    assert!(
-        peers.iter().all(|p| p.sealer.is_some()),
-        "established first"
-    );
-    peers.extend((0..REAL).map(|i| Peer::new(local(ESTABLISHED + i), 100 + i as u64, start)));
-    let hello = {
-        let mut c = client(7, start);
-        let mut buf = vec![0u8; 4096];
-        let t = c.poll_transmit(start, &mut buf).expect("a ClientHello");
-        buf[..t.len].to_vec()
-    };
+    let mut peers = established_then_real(&mut daemon, start, ESTABLISHED, REAL);
+    let hello = first_hello(start);
     // A first run through the daemon, so that what it allocates once (tables, the shard's
     // stage and pools) is in before the heap is measured.
     let mut reply = vec![0u8; 4096];
@@ -199,13 +179,13 @@ fn handshakes_stalled_after_the_cookie_at_twice_capacity_stay_under_the_half_ope
             let d = cookie_hello(source, now);
             daemon.receive(now, source, &d);
         }
-        for (i, p) in peers[..ESTABLISHED].iter_mut().enumerate() {
-            for r in 0..RECORDS_PER_TURN {
-                let record = p.record(format!("session {i} turn {t} record {r}").as_bytes());
-                daemon.receive(now, p.addr, &record);
-                sent_records += 1;
-            }
-        }
+        sent_records += send_bulk(
+            &mut daemon,
+            &mut peers[..ESTABLISHED],
+            now,
+            t,
+            RECORDS_PER_TURN,
+        );
         stage_peak = stage_peak.max(daemon.staged());
         to_attackers += turn(&mut daemon, &mut peers, now, Some(t));
         relayed += daemon.flush_upstream();
@@ -250,14 +230,7 @@ fn handshakes_stalled_after_the_cookie_at_twice_capacity_stay_under_the_half_ope
         "every record of an established session"
     );
     assert_eq!(upstream_before, 0);
-    for drop in [
-        stats.drop_replay - before.drop_replay,
-        stats.drop_bad_tag - before.drop_bad_tag,
-        stats.drop_unknown_session - before.drop_unknown_session,
-        stats.drop_tx_full - before.drop_tx_full,
-    ] {
-        assert_eq!(drop, 0, "{stats:?}");
-    }
+    assert_no_session_drops(&before, &stats);
     assert_eq!(control.sessions_closed, 0, "no session closed");
 
     // After the overload: real clients complete, and every stalled handshake ends within

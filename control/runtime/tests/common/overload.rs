@@ -14,6 +14,8 @@ use dataplane::record::{ContentType, DTLS_1_2, HEADER_LEN, Sealer};
 use dtls_crypto::SeededRng;
 use dtls_proto::ProtocolVersion;
 
+use dtls_shard::ShardStats;
+
 use super::daemon::Daemon;
 use super::{test_wall, verifier};
 
@@ -123,4 +125,77 @@ pub fn turn(daemon: &mut Daemon, peers: &mut [Peer], now: Instant, at: Option<u3
         peers[i].handle(now, &d, at);
     }
     to_spoofed
+}
+
+/// Real client `i`'s address: 127.0.0.1, its own port.
+pub fn local(i: usize) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 20_000 + i as u16)
+}
+
+/// `established` sessions of clients of ours, completed at `start` before anything else,
+/// then `real` more clients that have not sent anything yet (the overload's real
+/// clients), in that order.
+pub fn established_then_real(
+    daemon: &mut Daemon,
+    start: Instant,
+    established: usize,
+    real: usize,
+) -> Vec<Peer> {
+    let mut peers: Vec<Peer> = (0..established)
+        .map(|i| Peer::new(local(i), i as u64 + 1, start))
+        .collect();
+    for _ in 0..16 {
+        for p in &mut peers {
+            p.send(daemon, start);
+        }
+        turn(daemon, &mut peers, start, None);
+    }
+    assert!(
+        peers.iter().all(|p| p.sealer.is_some()),
+        "established first"
+    );
+    assert_eq!(daemon.ctl.installed_sessions(), established);
+    peers.extend((0..real).map(|i| Peer::new(local(established + i), 100 + i as u64, start)));
+    peers
+}
+
+/// A first ClientHello of a client of ours (no cookie), as one datagram.
+pub fn first_hello(now: Instant) -> Vec<u8> {
+    let mut c = client(7, now);
+    let mut buf = vec![0u8; 4096];
+    let t = c.poll_transmit(now, &mut buf).expect("a ClientHello");
+    buf[..t.len].to_vec()
+}
+
+/// The bulk traffic of overloaded turn `t`: `per_turn` records from each established
+/// session; returns how many were sent.
+pub fn send_bulk(
+    daemon: &mut Daemon,
+    established: &mut [Peer],
+    now: Instant,
+    t: u32,
+    per_turn: usize,
+) -> u64 {
+    let mut sent = 0;
+    for (i, p) in established.iter_mut().enumerate() {
+        for r in 0..per_turn {
+            let record = p.record(format!("session {i} turn {t} record {r}").as_bytes());
+            daemon.receive(now, p.addr, &record);
+            sent += 1;
+        }
+    }
+    sent
+}
+
+/// No record of a session was dropped between `before` and `now` (replays, bad tags,
+/// unknown sessions, a full transmit batch).
+pub fn assert_no_session_drops(before: &ShardStats, now: &ShardStats) {
+    for drop in [
+        now.drop_replay - before.drop_replay,
+        now.drop_bad_tag - before.drop_bad_tag,
+        now.drop_unknown_session - before.drop_unknown_session,
+        now.drop_tx_full - before.drop_tx_full,
+    ] {
+        assert_eq!(drop, 0, "{now:?}");
+    }
 }
