@@ -12,6 +12,7 @@
 //! hellos) and judged like an unfragmented one when complete; the answer is then bounded by
 //! the bytes of every datagram that carried its fragments.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -186,6 +187,9 @@ pub struct Acceptor {
     settings: AcceptorConfig,
     cookies: CookieKeys,
     pool: HelloPool,
+    /// ClientHellos whose cookie did not verify (see [`Acceptor::cookies_rejected`]); a
+    /// cell because hellos are judged through `&self` (the pool lends their bytes).
+    cookies_rejected: Cell<u64>,
 }
 
 impl Acceptor {
@@ -205,7 +209,17 @@ impl Acceptor {
             settings,
             cookies: CookieKeys::new(rng, now, settings.cookie_rotation),
             pool: HelloPool::new(settings.hello_pool),
+            cookies_rejected: Cell::new(0),
         })
+    }
+
+    /// ClientHellos so far that carried a cookie which did not verify: forged, altered,
+    /// expired, or issued to another address (the cookie binds the peer's address: RFC
+    /// 6347 §4.2.1, RFC 9147 §5.1). Each is answered as a hello without one would be (a
+    /// fresh stateless HelloVerifyRequest or HelloRetryRequest, never larger than the
+    /// hello), so no handshake starts from it.
+    pub fn cookies_rejected(&self) -> u64 {
+        self.cookies_rejected.get()
     }
 
     /// Fragmented ClientHellos being put together now.
@@ -385,6 +399,11 @@ impl Acceptor {
             fields.compression_methods,
         ];
         if self.settings.require_cookie && !self.cookies().verify(peer, &params, fields.cookie) {
+            // RFC 6347 §4.2.1: a ClientHello whose cookie does not verify is treated as
+            // one without: answered with a new HelloVerifyRequest, no state kept.
+            if !fields.cookie.is_empty() {
+                self.cookies_rejected.set(self.cookies_rejected.get() + 1);
+            }
             return self.reply_hello_verify_request(
                 peer,
                 repr,
@@ -451,6 +470,11 @@ impl Acceptor {
             acceptor13::check_cookie(self.cookies(), peer, cookie, fields.random)
         }) {
             return Self::accept(peer, repr, message_seq, body, Some(retry));
+        }
+        // RFC 9147 §5.1 leaves a cookie that does not verify to the stateless path: the
+        // hello is answered as one without (a new HelloRetryRequest), and counted.
+        if hello13.cookie.is_some() {
+            self.cookies_rejected.set(self.cookies_rejected.get() + 1);
         }
         let Some((suite, group)) = acceptor13::choose(&self.config, fields.cipher_suites, hello13)
         else {

@@ -76,6 +76,8 @@ fn hrr_cookie_replay_from_another_address_is_refused() {
             AcceptOutcome::Drop(_) => {}
         }
     }
+    // Each replay is counted (`dtlsd_cookies_rejected_total`).
+    assert_eq!(acc.cookies_rejected(), 3);
     // From A, the cookie's own address, the same datagram is accepted.
     assert!(
         matches!(
@@ -84,4 +86,5 @@ fn hrr_cookie_replay_from_another_address_is_refused() {
         ),
         "the cookie verifies for its own address"
     );
+    assert_eq!(acc.cookies_rejected(), 3);
 }

@@ -196,6 +196,10 @@ fn forged_moved_altered_and_expired_cookies_are_refused() {
     assert!(r2 > r1);
     acc.handle_timeout(r2, &mut rng);
     assert_eq!(outcome(&mut acc, r2, a, &good).0, "reply", "expired cookie");
+    // Every refusal above carried a cookie, and each is counted
+    // (`dtlsd_cookies_rejected_total`): moved twice, each altered byte, forged, truncated,
+    // the two changed hellos, expired. The first hello had none: not a rejection.
+    assert_eq!(acc.cookies_rejected(), 2 + cookie.len() as u64 + 2 + 2 + 1);
 }
 
 #[test]

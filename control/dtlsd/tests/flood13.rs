@@ -3,9 +3,10 @@
 //!
 //! The attacker is authenticated: a client of our own engine that completed its handshake
 //! and then seals, with the session's own keys, what it likes past its engine (records the
-//! shard opens and hands to control's engine for the session). A second, innocent session
-//! echoes one numbered datagram after each batch of the flood, each sent once and never
-//! resent.
+//! shard opens and hands to control's engine for the session); the KeyUpdate flood comes
+//! from a second such client, since the first one's flood of requests took the message
+//! numbers its own engine goes on with. Another, innocent session echoes one numbered
+//! datagram after each batch of the flood, each sent once and never resent.
 //!
 //! Asserted, from the daemon's counters: forged ACKs move nothing; a flood of KeyUpdates in
 //! one epoch moves the attacker's read epoch once (RFC 9147 §8), the rest counted as
@@ -18,13 +19,11 @@
 
 mod common;
 
-use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::innocent::Innocent;
 use common::probe::rss_kib;
 use common::{Client, Daemon, EchoBackend, TempDir, certs};
-use control::{Config, ConnectionIds, ProtocolVersion};
 use dataplane::record::v13::InnerContentType;
 
 /// Flood records sent between two echoes of the innocent session.
@@ -36,15 +35,12 @@ const ECHO: Duration = Duration::from_secs(10);
 /// RFC 9147 §9 bound of the engine (`control::tls13::cids::MAX_ISSUED_CIDS`): CIDs of ours
 /// a peer holds unused.
 const MAX_ISSUED_CIDS: u64 = 8;
-
-/// DTLS 1.3 only, asking for no CID of its own (it puts the server's in its records,
-/// which a RequestConnectionId needs: RFC 9147 §9).
-fn config13(pki: &TempDir) -> Arc<Config> {
-    let mut config = (*Client::config(pki)).clone();
-    config.connection_id = ConnectionIds::On { len: 0 };
-    config.versions = vec![ProtocolVersion::Dtls1_3];
-    Arc::new(config)
-}
+/// Half the sequence numbers the engine keeps for itself in each epoch
+/// (`control::tls13::ENGINE_SEQUENCE_RESERVE`, 64): once they are spent, its KeyUpdate goes
+/// first.
+const RESERVE_HALF: u64 = 32;
+/// RFC 9147 §6.1: the first application epoch, the one every flood record is sealed in.
+const FIRST_EPOCH: u64 = 3;
 
 /// A whole handshake message in one fragment (RFC 9147 §5.2).
 fn handshake(msg_type: u8, message_seq: u16, body: &[u8]) -> Vec<u8> {
@@ -68,14 +64,11 @@ fn ack(records: &[(u64, u64)]) -> Vec<u8> {
     body
 }
 
-/// The daemon, the attacker and the innocent session, with what the innocent saw.
+/// The daemon, the attacker and the innocent session.
 struct Run {
     daemon: Daemon,
     attacker: Client,
-    innocent: Client,
-    /// Innocent datagrams sent (each once) and echoes seen (each must come once).
-    sent: usize,
-    echoed: HashSet<Vec<u8>>,
+    innocent: Innocent,
 }
 
 impl Run {
@@ -83,35 +76,14 @@ impl Run {
         self.daemon.metric(name).unwrap_or(0)
     }
 
-    /// One innocent datagram, sent once; its echo must come back within `ECHO`, and no
-    /// echo may come twice.
+    /// One innocent datagram, sent once; its echo must come back within `ECHO`.
     fn innocent_echo(&mut self) {
-        let payload = format!("innocent {}", self.sent).into_bytes();
-        self.sent += 1;
-        self.innocent.send_app(&payload);
-        let deadline = Instant::now() + ECHO;
-        loop {
-            let opened = self.innocent.turn(Duration::from_millis(20));
-            for p in opened.app {
-                assert!(
-                    self.echoed.insert(p.clone()),
-                    "echoed twice: {:?}",
-                    String::from_utf8_lossy(&p)
-                );
-            }
-            if self.echoed.contains(&payload) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "innocent datagram {} lost: {}",
-                self.sent - 1,
-                self.daemon.log()
-            );
-        }
+        let daemon = &self.daemon;
+        self.innocent.echo(ECHO, || daemon.log());
     }
 
-    /// Sends `records` from the attacker in batches of `BATCH`, the attacker's engine
+    /// Sends `records` from the attacker in batches of `BATCH`, all in its first epoch
+    /// (its engine may move on meanwhile: see the RequestConnectionId flood), the attacker's engine
     /// taking in what comes back (it acknowledges the server's messages, as a peer does)
     /// and the innocent session echoing after each batch. Returns the datagrams that came
     /// back to the attacker.
@@ -119,7 +91,7 @@ impl Run {
         let mut back = 0;
         for batch in records.chunks(BATCH) {
             for (inner, payload) in batch {
-                self.attacker.send_raw13(*inner, payload);
+                self.attacker.send_raw13_in(FIRST_EPOCH, *inner, payload);
             }
             back += self.attacker.settle(Duration::from_millis(20));
             self.innocent_echo();
@@ -134,8 +106,8 @@ fn dtls13_post_handshake_floods_are_bounded_and_an_innocent_session_loses_nothin
     certs(&pki);
     let backend = EchoBackend::start();
     let daemon = Daemon::start_serve_with_metrics(backend.addr, &pki, &["--shards", "1"]);
-    let mut attacker = Client::connect(config13(&pki), daemon.listen);
-    let innocent = Client::connect(config13(&pki), daemon.listen);
+    let mut attacker = Client::connect(Client::config13(&pki), daemon.listen);
+    let innocent = Innocent::new(Client::connect(Client::config13(&pki), daemon.listen));
     assert_eq!(
         attacker.peer_cid().map(<[u8]>::len),
         Some(8),
@@ -148,8 +120,6 @@ fn dtls13_post_handshake_floods_are_bounded_and_an_innocent_session_loses_nothin
         daemon,
         attacker,
         innocent,
-        sent: 0,
-        echoed: HashSet::new(),
     };
     run.innocent_echo();
     let rss_before = rss_kib(run.daemon.pid());
@@ -211,11 +181,15 @@ fn dtls13_post_handshake_floods_are_bounded_and_an_innocent_session_loses_nothin
         "{issued} CIDs issued for {count} requests"
     );
     assert!(spares as u64 <= issued, "{spares} spares, {issued} issued");
-    // At most our own KeyUpdate: the answers and ACKs spent half the engine's sequence
-    // numbers of the epoch, so it moves to a fresh one before anything else is sent.
+    // Only our own KeyUpdates: each time the answers and ACKs spent half the engine's
+    // sequence numbers of an epoch, it moves to a fresh one (once the attacker's engine
+    // acknowledged it) before anything else is sent: at most one per `RESERVE_HALF`
+    // datagrams sent back. (Until the engine acknowledged records of a peer epoch above
+    // its own write epoch, RFC 9147 §7, the attacker's engine could not acknowledge our
+    // messages after our first KeyUpdate, and this stopped at 1.)
     assert!(
-        updates1 - updates0 <= 1,
-        "{} epochs installed",
+        updates1 - updates0 <= back_requests / RESERVE_HALF + 1,
+        "{} epochs installed for {back_requests} datagrams",
         updates1 - updates0
     );
     assert!(
@@ -223,24 +197,48 @@ fn dtls13_post_handshake_floods_are_bounded_and_an_innocent_session_loses_nothin
         "{back_requests} datagrams for {count} requests"
     );
 
-    // (b) KeyUpdate(update_requested) floods, all in the attacker's epoch 3, message_seq
-    // from 0 (the requests' numbers are retransmissions) past the requests'.
+    // The requests took message_seq 0 to 255 past the attacker's engine, so the server
+    // takes the engine's own next message (its KeyUpdate, once acknowledging our answers
+    // spent half its numbers of the epoch) for a retransmission: acknowledged, not
+    // applied (RFC 9147 §7: ACKs cover "records containing messages which are discarded
+    // because a previous copy has been received"), and its records in epoch 4 are not
+    // the server's. That
+    // is the attacker's own session, which it broke itself; the server still reads epoch
+    // 3 and keeps the session.
+    run.attacker
+        .echo13_in(FIRST_EPOCH, b"attacker after requests");
+    run.innocent_echo();
+
+    // (b) KeyUpdate(update_requested) floods, all in epoch 3, from a second attacker
+    // (one whose message_seq numbers the first flood did not take), message_seq from 0
+    // (the handshake's numbers are retransmissions) up.
+    run.attacker = Client::connect(Client::config13(&pki), run.daemon.listen);
+    run.attacker.echo(b"second attacker before");
+    run.attacker.settle(Duration::from_millis(300));
+    let updates2 = run.metric("dtlsd_key_updates_total");
     let key_update = |seq| (InnerContentType::Handshake, handshake(24, seq, &[1]));
     let updates: Vec<(InnerContentType, Vec<u8>)> = (0..2 * count as u16).map(key_update).collect();
     let back_updates = run.flood(&updates);
-    let moved = run.metric("dtlsd_key_updates_total") - updates1;
+    let moved = run.metric("dtlsd_key_updates_total") - updates2;
     let stale = run.metric("dtlsd_key_updates_stale_total") - stale0;
     println!(
-        "KeyUpdate flood: {count} new of {} sent, {moved} epochs installed, {stale} stale, {back_updates} datagrams back",
+        "KeyUpdate flood: {} sent, {moved} epochs installed, {stale} stale, {back_updates} datagrams back",
         2 * count
     );
-    // One read epoch for the attacker (3 -> 4) and, if its engine acknowledged our
-    // KeyUpdate (the one it asked for), one write epoch: at most two, whatever the
-    // flood's size; every other new KeyUpdate of the epoch is stale (RFC 9147 §8).
-    assert!((1..=2).contains(&moved), "{moved} epochs installed");
+    // One read epoch for the attacker (3 -> 4), whatever the flood's size: every other
+    // new KeyUpdate of the epoch is stale (RFC 9147 §8). Our own write epoch moves for
+    // the KeyUpdate it asked for and then, as above, once per `RESERVE_HALF` datagrams
+    // (the ACKs of the flood) that its engine acknowledged.
     assert!(
-        stale >= count as u64 / 2 && stale < count as u64,
-        "{stale} stale of {count}"
+        (1..=back_updates / RESERVE_HALF + 2).contains(&moved),
+        "{moved} epochs installed for {back_updates} datagrams"
+    );
+    // The KeyUpdates under the handshake's message_seq numbers (0 to 2) are
+    // retransmissions; of the rest, one moves the epoch and all others are stale.
+    assert!(
+        stale >= 2 * count as u64 - 4 && stale < 2 * count as u64,
+        "{stale} stale of {}",
+        2 * count
     );
     assert!(
         back_updates <= 2 * 2 * count as u64,
@@ -256,15 +254,15 @@ fn dtls13_post_handshake_floods_are_bounded_and_an_innocent_session_loses_nothin
         "daemon RSS {} KiB -> {} KiB; innocent: {} sent, {} echoed",
         rss_before,
         rss_after,
-        run.sent,
-        run.echoed.len()
+        run.innocent.sent,
+        run.innocent.echoed.len()
     );
     assert!(
         rss_after < rss_before + 16 * 1024,
         "RSS {rss_before} KiB -> {rss_after} KiB"
     );
-    assert_eq!(run.echoed.len(), run.sent, "every innocent datagram, once");
-    assert_eq!(run.metric("dtlsd_sessions_active{shard=\"0\"}"), 2);
+    run.innocent.assert_all_echoed();
+    assert_eq!(run.metric("dtlsd_sessions_active{shard=\"0\"}"), 3);
     assert_eq!(run.metric("dtlsd_control_sessions_closed_total"), 0);
     assert_eq!(
         run.metric("dtlsd_post_handshake_dropped_total"),

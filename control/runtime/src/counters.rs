@@ -48,6 +48,9 @@ counters! {
     handshakes_failed_protocol,
     /// HelloVerifyRequests (and version alerts) sent by the stateless acceptor.
     cookies_sent,
+    /// ClientHellos whose cookie did not verify (forged, altered, expired, or issued to
+    /// another address): answered statelessly, no handshake started.
+    cookies_rejected,
     /// Datagrams from unknown peers the acceptor dropped (not a ClientHello, malformed).
     acceptor_drops,
     /// Connect mode: handshakes for local sources refused because the half-open cap was

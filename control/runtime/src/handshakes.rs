@@ -482,7 +482,11 @@ impl ControlThread {
         let Front::Server(acceptor) = &mut self.front else {
             return;
         };
+        let rejected = acceptor.cookies_rejected();
         let outcome = acceptor.handle_datagram(now, peer, datagram, &mut self.buf);
+        if acceptor.cookies_rejected() != rejected {
+            ControlCounters::bump(&self.counters.cookies_rejected);
+        }
         match outcome {
             AcceptOutcome::Reply(t) => {
                 ControlCounters::bump(&self.counters.cookies_sent);

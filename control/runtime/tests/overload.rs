@@ -19,19 +19,14 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use control::{CipherSuite, Config, Connection, Event};
-use dataplane::record::{ContentType, DTLS_1_2, HEADER_LEN, Sealer};
-use dtls_crypto::SeededRng;
 use dtls_proto::ProtocolVersion;
 
 use common::daemon::Daemon;
-use common::{test_wall, verifier};
-
-const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 4433);
+use common::overload::{
+    assert_no_session_drops, established_then_real, first_hello, send_bulk, spoofed, turn,
+};
 /// Datagrams the control loop takes from the shard per turn (the default inbound budget).
 const CAPACITY: usize = 256;
 /// Established sessions, each sending `RECORDS_PER_TURN` records every turn.
@@ -46,145 +41,18 @@ const TICK: Duration = Duration::from_millis(50);
 /// admitted lane's quarter of that.
 const STAGE_CAP: u64 = 2 * 1024 * 1024 + 2 * 1024 * 1024 / 4;
 
-fn client(seed: u64, now: Instant) -> Connection {
-    let config = Config {
-        cipher_suites: vec![CipherSuite::EcdheEcdsaAes128GcmSha256],
-        versions: vec![ProtocolVersion::Dtls1_2],
-        server_name: Some("localhost".into()),
-        ..Config::new(verifier())
-    };
-    Connection::client(
-        Arc::new(config),
-        Box::new(SeededRng::new(seed)),
-        now,
-        SERVER,
-        None,
-    )
-    .expect("client config is valid")
-}
-
-/// A client of ours at `addr`; its record sealer once its handshake completed.
-struct Peer {
-    addr: SocketAddr,
-    conn: Connection,
-    sealer: Option<Sealer>,
-    /// The overloaded turn in which it completed (`None`: before or after the overload).
-    done_in: Option<u32>,
-}
-
-impl Peer {
-    fn new(addr: SocketAddr, seed: u64, now: Instant) -> Self {
-        Self {
-            addr,
-            conn: client(seed, now),
-            sealer: None,
-            done_in: None,
-        }
-    }
-
-    /// Its datagrams (flights, retransmissions on its timer) into the shard.
-    fn send(&mut self, daemon: &mut Daemon, now: Instant) {
-        if self.conn.poll_timeout().is_some_and(|t| t <= now) {
-            self.conn.handle_timeout(now);
-        }
-        let mut buf = vec![0u8; 4096];
-        while let Some(t) = self.conn.poll_transmit(now, &mut buf) {
-            daemon.receive(now, self.addr, &buf[..t.len]);
-        }
-    }
-
-    fn handle(&mut self, now: Instant, datagram: &[u8], turn: Option<u32>) {
-        self.conn
-            .handle_datagram(now, test_wall(), SERVER, datagram);
-        while let Some(event) = self.conn.poll_event() {
-            if let Event::KeysReady(keys) = event {
-                let (_, write) = keys.records.into_dtls12().expect("DTLS 1.2 keys");
-                self.sealer = Some(
-                    Sealer::new(write.epoch, write.key, write.next_sequence)
-                        .expect("sealer from KeysReady"),
-                );
-                self.done_in = turn;
-            }
-        }
-    }
-
-    /// One application-data record of its session.
-    fn record(&mut self, payload: &[u8]) -> Vec<u8> {
-        let sealer = self.sealer.as_mut().expect("established");
-        let offset = sealer.plaintext_offset();
-        let mut record = vec![0u8; HEADER_LEN + sealer.overhead() + payload.len()];
-        record[offset..offset + payload.len()].copy_from_slice(payload);
-        let n = sealer
-            .seal(
-                ContentType::ApplicationData,
-                DTLS_1_2,
-                &mut record,
-                payload.len(),
-            )
-            .expect("seal");
-        record.truncate(n);
-        record
-    }
-}
-
-/// Spoofed source `i`: 127.x.y.z (never 127.0.0.1), its own port.
-fn spoofed(i: u32) -> SocketAddr {
-    let ip = Ipv4Addr::from(0x7f00_0000 | (i % 0x00ff_fff0 + 2));
-    SocketAddr::new(IpAddr::V4(ip), 10_000 + (i % 50_000) as u16)
-}
-
-/// One turn of the daemon; what it sends goes to the peer it is for (a spoofed source's
-/// answers are counted and go nowhere).
-fn turn(daemon: &mut Daemon, peers: &mut [Peer], now: Instant, at: Option<u32>) -> u64 {
-    let mut to_peers = Vec::new();
-    let mut to_spoofed = 0;
-    daemon.turn(now, |to, payload| {
-        match peers.iter().position(|p| p.addr == to) {
-            Some(i) => to_peers.push((i, payload.to_vec())),
-            None => to_spoofed += 1,
-        }
-    });
-    for (i, d) in to_peers {
-        peers[i].handle(now, &d, at);
-    }
-    to_spoofed
-}
-
 #[test]
 fn handshakes_at_twice_capacity_are_shed_first_and_established_sessions_keep_every_datagram() {
     let start = Instant::now();
     let server = common::server_config(vec![ProtocolVersion::Dtls1_3, ProtocolVersion::Dtls1_2]);
     let mut daemon = Daemon::new(server, start);
-    let port = |i: usize| 20_000 + i as u16;
-    let local = |i: usize| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port(i));
-
-    // The established sessions, before the overload.
-    let mut peers: Vec<Peer> = (0..ESTABLISHED)
-        .map(|i| Peer::new(local(i), i as u64 + 1, start))
-        .collect();
-    for _ in 0..16 {
-        for p in &mut peers {
-            p.send(&mut daemon, start);
-        }
-        turn(&mut daemon, &mut peers, start, None);
-    }
-    assert!(
-        peers.iter().all(|p| p.sealer.is_some()),
-        "established first"
-    );
-    assert_eq!(daemon.ctl.installed_sessions(), ESTABLISHED);
+    let mut peers = established_then_real(&mut daemon, start, ESTABLISHED, REAL);
     let upstream_before = daemon.flush_upstream();
     let before = daemon.shard_stats();
     let control_before = daemon.ctl.counters().snapshot();
 
     // The overload: real clients start, spoofed hellos fill every turn to twice capacity.
-    peers.extend((0..REAL).map(|i| Peer::new(local(ESTABLISHED + i), 100 + i as u64, start)));
-    let hello = {
-        let mut c = client(7, start);
-        let mut buf = vec![0u8; 4096];
-        let t = c.poll_transmit(start, &mut buf).expect("a ClientHello");
-        buf[..t.len].to_vec()
-    };
+    let hello = first_hello(start);
     let (mut next_spoofed, mut spoofed_answers, mut relayed, mut sent_records) = (0u32, 0, 0, 0);
     let mut stage_peak = 0;
     let mut now = start;
@@ -199,13 +67,13 @@ fn handshakes_at_twice_capacity_are_shed_first_and_established_sessions_keep_eve
             daemon.receive(now, spoofed(next_spoofed), &hello);
             next_spoofed += 1;
         }
-        for (i, p) in peers[..ESTABLISHED].iter_mut().enumerate() {
-            for r in 0..RECORDS_PER_TURN {
-                let record = p.record(format!("session {i} turn {t} record {r}").as_bytes());
-                daemon.receive(now, p.addr, &record);
-                sent_records += 1;
-            }
-        }
+        sent_records += send_bulk(
+            &mut daemon,
+            &mut peers[..ESTABLISHED],
+            now,
+            t,
+            RECORDS_PER_TURN,
+        );
         stage_peak = stage_peak.max(daemon.staged());
         spoofed_answers += turn(&mut daemon, &mut peers, now, Some(t));
         relayed += daemon.flush_upstream();
@@ -236,14 +104,7 @@ fn handshakes_at_twice_capacity_are_shed_first_and_established_sessions_keep_eve
         "every record of an established session"
     );
     assert_eq!(upstream_before, 0);
-    for drop in [
-        stats.drop_replay - before.drop_replay,
-        stats.drop_bad_tag - before.drop_bad_tag,
-        stats.drop_unknown_session - before.drop_unknown_session,
-        stats.drop_tx_full - before.drop_tx_full,
-    ] {
-        assert_eq!(drop, 0, "{stats:?}");
-    }
+    assert_no_session_drops(&before, &stats);
     assert_eq!(control.sessions_closed, 0, "no session closed");
     // Real handshakes go on at a reduced rate: control admits one cookie-verified
     // handshake per overloaded turn (`overload_admit_per_turn`) and sheds the rest; the

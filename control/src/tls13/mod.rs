@@ -1125,19 +1125,28 @@ impl Core13 {
     }
 
     /// Sends an ACK of the handshake records received in the peer's current flight, in
-    /// our newest write epoch (RFC 9147 §7: "ACK records MUST be sent with an epoch that
-    /// is equal to or higher than the record which is being acknowledged ...
-    /// Implementations SHOULD simply use the highest current sending epoch").
+    /// our newest write epoch (RFC 9147 §7: "During the handshake, ACK records MUST be
+    /// sent with an epoch which is equal to or higher than the record which is being
+    /// acknowledged ... After the handshake, implementations MUST use the highest available
+    /// sending epoch").
+    ///
+    /// The epoch rule binds the handshake only: afterwards each side's epoch moves with its
+    /// own KeyUpdates (RFC 9147 §8), so a peer that updated its keys twice while we did not
+    /// sends its KeyUpdate in epoch 4 while we write in 3, and that KeyUpdate MUST still be
+    /// acknowledged ("KeyUpdates MUST be acknowledged"). Filtering it out left the peer
+    /// retransmitting its second KeyUpdate until it gave up (found by
+    /// `control/dtlsd/tests/retired_epochs13.rs`).
     pub(crate) fn send_ack(&mut self) {
         let epoch = self.transport.write_epoch();
         if epoch == 0 {
             return;
         }
+        let established = epoch >= EPOCH_APPLICATION;
         let mut records: Vec<RecordNumber> = self
             .to_ack
             .iter()
             .copied()
-            .filter(|r| r.epoch <= epoch)
+            .filter(|r| r.epoch <= epoch || established && r.epoch >= EPOCH_APPLICATION)
             .collect();
         records.sort_unstable();
         // A datagram's worth of record numbers (16 bytes each).

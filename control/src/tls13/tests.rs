@@ -889,3 +889,31 @@ fn a_dtls12_engine_never_settles() {
     assert!(!pair.client.settle());
     assert!(!pair.server.as_mut().expect("server").settle());
 }
+
+/// RFC 9147 §8: "KeyUpdates MUST be acknowledged". A client that updates its keys five
+/// times without asking the server to update its own sends its second KeyUpdate in epoch
+/// 4 while the server still writes in epoch 3: the server acknowledges it anyway (RFC 9147
+/// §7 ties the ACK's epoch to the acknowledged record's during the handshake only). Before
+/// the fix the server left it out of its ACK, and the client resent it until it gave up.
+#[test]
+fn consecutive_key_updates_are_each_acknowledged_while_the_peer_keeps_its_epoch() {
+    let mut client = client13();
+    client.tls13_groups = vec![NamedGroup::X25519];
+    let mut pair = pair(client, server13());
+    settle(&mut pair, Duration::from_secs(10));
+    for round in 0..5u64 {
+        assert!(pair.client.update_keys(pair.now, false), "update {round}");
+        settle(&mut pair, Duration::from_secs(30));
+        let (_, c_write) = updated(&mut pair.client_events);
+        let (s_read, s_write) = updated(&mut pair.server_events);
+        let epochs = |v: &Vec<crate::EpochKeys13>| v.iter().map(|k| k.epoch).collect::<Vec<_>>();
+        assert_eq!(
+            (epochs(&c_write), epochs(&s_read), epochs(&s_write)),
+            (vec![4 + round], vec![4 + round], vec![]),
+            "update {round}"
+        );
+        let mut s_read = s_read;
+        seal_open(c_write.into_iter().next().expect("w"), s_read.remove(0));
+    }
+    assert_eq!(pair.client.poll_timeout(), None, "nothing left to resend");
+}

@@ -133,6 +133,10 @@ shard_counters! {
     drop_unknown_session,
     /// Dropped: a protected record of an epoch the session has no keys for.
     drop_unknown_epoch,
+    /// DTLS 1.3: dropped unopened, a record whose epoch bits name an application epoch
+    /// older than those the session holds (RFC 9147 §4.2.2): one whose keys were retired
+    /// after a KeyUpdate (a late or replayed record, or a peer sealing with stale keys).
+    drop_retired_epoch,
     /// Dropped: a content type the data plane does not handle at this epoch (e.g. change
     /// cipher spec or heartbeat in epoch 1, or a warning alert).
     drop_unexpected_content,

@@ -17,8 +17,8 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use dataplane::record::v13::{
-    FLAG_CID, InnerContentType, MixedKind, MixedRecords, MixedRecordsMut, Open13Error, is_unified,
-    reconstruct_epoch,
+    FLAG_CID, InnerContentType, MixedKind, MixedRecords, MixedRecordsMut, Open13Error, Opener13,
+    is_unified, reconstruct_epoch,
 };
 use dataplane::record::{
     CidOpenError, ContentType, MAX_PLAINTEXT_LEN, OpenError, Records, RecordsMut, TLS12_CID,
@@ -35,7 +35,9 @@ use crate::fair::FairForward;
 use crate::flows::{FlowTx, UpstreamPrefix};
 use crate::handoff::{Handoffs, Owner};
 use crate::queue::{AeadLimit, CloseReason, ControlInbound, ShardQueues};
-use crate::records::{CidKey, MAX_OLDER_READ_EPOCHS, MAX_SESSION_CID_LEN, ReadState, WriteState};
+use crate::records::{
+    CidKey, MAX_OLDER_READ_EPOCHS, MAX_SESSION_CID_LEN, ReadEpochs, ReadState, WriteState,
+};
 use crate::rrc::{self, PathCheck, PathState, RRC_CHALLENGES, RRC_TIMEOUT, RrcCookies};
 use crate::session::{CidUse, Session, SessionTable, SlotId};
 
@@ -253,10 +255,48 @@ struct Scan {
     trailing: bool,
 }
 
+/// Whether a unified-header record whose two epoch bits match none of the epochs held
+/// (`held`, the current one first) belongs to an application epoch the session retired.
+///
+/// RFC 9147 §4.2.2: "After the handshake is complete, if the epoch bits do not match those
+/// from the current epoch, implementations SHOULD use the most recent past epoch which has
+/// matching bits". Below the current epoch, that is an application epoch whose keys were
+/// retired (3 and up: RFC 9147 §8 keeps an old epoch for records in flight, not for ever,
+/// and control retires it) or a handshake epoch (2: a client's retransmitted Finished,
+/// which control acknowledges). A retired epoch's record cannot be opened by anyone: it is
+/// dropped unopened and counted (RFC 9147 §4.5.2: "invalid records SHOULD be silently
+/// discarded"), instead of costing control a datagram. Records of later epochs (a peer
+/// ahead of our install) are not retired: they still go to control.
+fn is_retired_epoch(bits: u8, held: &[u64]) -> bool {
+    let Some(&current) = held.first() else {
+        return false;
+    };
+    let back = match current.wrapping_sub(u64::from(bits)) & 3 {
+        0 => 4,
+        d => d,
+    };
+    current
+        .checked_sub(back)
+        .is_some_and(|past| past >= FIRST_APPLICATION_EPOCH13)
+}
+
+/// The read epochs a DTLS 1.3 session holds, current first, in an array (no allocation on
+/// the per-packet path) with their count.
+fn held13(epochs: &ReadEpochs<Opener13>) -> ([u64; 1 + MAX_OLDER_READ_EPOCHS], usize) {
+    let mut held = [0u64; 1 + MAX_OLDER_READ_EPOCHS];
+    let n = epochs
+        .epochs()
+        .zip(held.iter_mut())
+        .map(|(e, h)| *h = e)
+        .count();
+    (held, n)
+}
+
 /// A datagram of a DTLS 1.3 session (or of a peer without one): its DTLSPlaintext records
 /// (epoch 0: a ClientHello, a plaintext alert or ACK) and its unified-header records of an
 /// epoch the shard does not hold (epoch 2: the handshake's) belong to control; records of
-/// a held application epoch are the shard's.
+/// a held application epoch are the shard's, and so are those of a retired one
+/// ([`is_retired_epoch`]: dropped). `held` lists the current epoch first.
 fn scan13(datagram: &[u8], cid_len: usize, held: &[u64]) -> Scan {
     let mut records = MixedRecords::new(datagram, cid_len);
     let mut s = Scan {
@@ -271,6 +311,7 @@ fn scan13(datagram: &[u8], cid_len: usize, held: &[u64]) -> Scan {
             MixedKind::Plaintext(_) | MixedKind::Dtls12Cid => true,
             MixedKind::Ciphertext(h) => {
                 reconstruct_epoch(h.epoch_bits, held.iter().copied()).is_none()
+                    && !is_retired_epoch(h.epoch_bits, held)
             }
         };
         s.for_control |= control;
@@ -571,12 +612,7 @@ fn protected<F>(
         ReadState::V12(_) => scan(datagram),
         ReadState::V12Cid(epochs) => scan12_cid(datagram, epochs.current().cid().len()),
         ReadState::V13 { epochs, cid_len } => {
-            let mut held = [0u64; 1 + MAX_OLDER_READ_EPOCHS];
-            let n = epochs
-                .epochs()
-                .zip(held.iter_mut())
-                .map(|(e, h)| *h = e)
-                .count();
+            let (held, n) = held13(epochs);
             scan13(datagram, *cid_len, &held[..n])
         }
     };
@@ -844,6 +880,7 @@ fn open_records13<F>(
             },
             _ => None,
         };
+        let mut retired = false;
         let opened = match &mut session.read {
             ReadState::V13 { epochs, .. } => {
                 let current = epochs.current().epoch();
@@ -853,13 +890,23 @@ fn open_records13<F>(
                         let highest = (epoch == current).then(|| o.next_expected());
                         (epoch, highest, o.open(record.bytes, cid_len))
                     }),
-                    None => None,
+                    None => {
+                        let (held, n) = held13(epochs);
+                        retired = is_retired_epoch(header.epoch_bits, &held[..n]);
+                        None
+                    }
                 }
             }
             ReadState::V12(_) | ReadState::V12Cid(_) => None,
         };
         let Some((epoch, highest, opened)) = opened else {
-            continue; // control's (an epoch the shard does not hold)
+            // A retired epoch's (see `scan13`), or control's (an epoch the shard does not
+            // hold: the handshake's).
+            if retired {
+                out.tally.drop_retired_epoch += 1;
+                session.counters.drops += 1;
+            }
+            continue;
         };
         match opened {
             Ok(opened) => {

@@ -1145,8 +1145,9 @@ mod v13 {
             peer.open(net[0].1.clone()),
             (InnerContentType::ApplicationData, b"reply".to_vec())
         );
-        // Retired: epoch 3's records are no longer the shard's (they go to control, which
-        // holds no such epoch, instead of reaching the backend).
+        // Retired: epoch 3's records are no longer opened (the peer is at 4: epoch 3 is the
+        // most recent past epoch with their bits, RFC 9147 §4.2.2), dropped and counted
+        // instead of reaching the backend.
         h.command(
             5,
             ShardCommand::RetireEpoch {
@@ -1160,6 +1161,77 @@ mod v13 {
         assert!(h.upstream().is_empty());
         let s = h.stats();
         assert_eq!(s.sessions_rekeyed, 1);
+        assert_eq!(s.drop_retired_epoch, 1);
+        assert_eq!(h.core.sessions().len(), 1);
+    }
+
+    /// Issue 18, records for retired epochs: a peer at epoch 7 after four KeyUpdates, the
+    /// shard holding 7 and 6 (control retired 3 to 5). RFC 9147 §4.2.2 resolves a record's
+    /// two epoch bits to the most recent past epoch that has them: epochs 4 and 5, retired,
+    /// are dropped unopened and counted (`drop_retired_epoch`), never handed to control;
+    /// epoch 3's bits are epoch 7's, so its record fails authentication there (`bad_tag`);
+    /// epochs 6 and 7 are delivered. Before any KeyUpdate a handshake record (epoch 2: a
+    /// retransmitted Finished) still goes to control.
+    #[test]
+    fn records_of_retired_epochs_are_dropped_and_counted_and_never_reach_control() {
+        let mut h = Harness::serve();
+        let mut peer = Peer13::new(7);
+        let sealed_in = |epoch: u64, payload: &[u8]| {
+            let mut p = Peer13::new(7);
+            p.update(epoch);
+            p.seal(payload)
+        };
+        h.command(0, peer.install(3, true));
+        let mut handshake = Sealer13::new(2, keys(99));
+        let form = HeaderForm::default();
+        let mut finished = vec![0; handshake.record_len(&form, 4, 0)];
+        let n = handshake
+            .seal(InnerContentType::Handshake, &form, &mut finished, 4, 0)
+            .expect("seal");
+        finished.truncate(n);
+        h.datagram(1, peer.addr, &finished);
+        assert_eq!(h.stats().handshake_forwarded, 1, "epoch 2 is control's");
+        assert_eq!(h.inbound().len(), 1);
+        for epoch in 4..=7 {
+            h.command(2, peer.install(epoch, true));
+            if epoch >= 6 {
+                for retired in [epoch - 3, epoch - 2] {
+                    h.command(
+                        2,
+                        ShardCommand::RetireEpoch {
+                            session: peer.handle,
+                            epoch: retired,
+                        },
+                    );
+                }
+            }
+        }
+        peer.update(7);
+        let before = h.stats();
+        for (epoch, payload) in [
+            (4, &b"retired 4"[..]),
+            (5, b"retired 5"),
+            (3, b"retired 3"),
+            (6, b"held 6"),
+        ] {
+            h.datagram(3, peer.addr, &sealed_in(epoch, payload));
+        }
+        let current = peer.seal(b"current 7");
+        h.datagram(3, peer.addr, &current);
+        assert_eq!(
+            h.upstream().into_iter().map(|(_, p)| p).collect::<Vec<_>>(),
+            vec![b"held 6".to_vec(), b"current 7".to_vec()]
+        );
+        let s = h.stats();
+        assert_eq!(
+            (
+                s.drop_retired_epoch - before.drop_retired_epoch,
+                s.drop_bad_tag - before.drop_bad_tag,
+                s.handshake_forwarded - before.handshake_forwarded,
+            ),
+            (2, 1, 0)
+        );
+        assert!(h.inbound().is_empty(), "nothing for control");
         assert_eq!(h.core.sessions().len(), 1);
     }
 

@@ -911,6 +911,7 @@ pub(crate) const DROP_REASONS: &[(&str, DropField)] = &[
     ("bad_tag", |s| s.drop_bad_tag),
     ("unknown_session", |s| s.drop_unknown_session),
     ("unknown_epoch", |s| s.drop_unknown_epoch),
+    ("retired_epoch", |s| s.drop_retired_epoch),
     ("not_moved", |s| s.drop_not_moved),
     ("retired_cid", |s| s.drop_retired_cid),
     ("handoff_full", |s| s.drop_handoff_full),
@@ -1012,6 +1013,11 @@ const CONTROL_FAMILIES: &[(&str, &str, ControlField)] = &[
         "dtlsd_cookies_sent_total",
         "HelloVerifyRequests (and version alerts) sent by the stateless acceptor.",
         |c| c.cookies_sent,
+    ),
+    (
+        "dtlsd_cookies_rejected_total",
+        "ClientHellos whose cookie did not verify (forged, altered, expired, or another address's), answered statelessly.",
+        |c| c.cookies_rejected,
     ),
     (
         "dtlsd_acceptor_drops_total",

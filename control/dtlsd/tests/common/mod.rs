@@ -2,12 +2,14 @@
 //! dirs and the test PKI, free ports, a UDP echo backend, the daemon and client processes
 //! (killed on drop), waits with deadlines and our own engine as a blocking client;
 //! [`probe`] reads a running daemon's `/metrics` and resident memory; [`balancer`] is a
-//! 4-tuple-hashing UDP front for a fleet of nodes.
+//! 4-tuple-hashing UDP front for a fleet of nodes; [`innocent`] is a session that must lose
+//! nothing while another is attacked.
 
 // Each test binary uses a subset of these helpers.
 #![allow(dead_code)]
 
 pub mod balancer;
+pub mod innocent;
 pub mod mitm;
 pub mod probe;
 
@@ -591,6 +593,9 @@ struct Data13 {
     sealer: dataplane::record::v13::Sealer13,
     opener: dataplane::record::v13::Opener13,
     peer_cid: Vec<u8>,
+    /// Our earlier write epochs' sealers, oldest first: a test seals records under keys
+    /// the server has since retired (RFC 9147 §8).
+    retired_sealers: Vec<dataplane::record::v13::Sealer13>,
 }
 
 pub struct Client {
@@ -622,6 +627,15 @@ pub struct Opened {
 }
 
 impl Client {
+    /// DTLS 1.3 only, asking for no CID of its own (it puts the server's in its records,
+    /// which a RequestConnectionId needs: RFC 9147 §9).
+    pub fn config13(pki: &TempDir) -> Arc<Config> {
+        let mut config = (*Self::config(pki)).clone();
+        config.connection_id = control::ConnectionIds::On { len: 0 };
+        config.versions = vec![control::ProtocolVersion::Dtls1_3];
+        Arc::new(config)
+    }
+
     /// A client config that verifies the server against the test CA as `localhost`.
     pub fn config(pki: &TempDir) -> Arc<Config> {
         let ca = CertificateVerifier::from_pem_file(pki.file("ca.pem")).expect("load ca.pem");
@@ -697,6 +711,17 @@ impl Client {
             ticket,
         )
         .expect("client config is valid");
+        Self::complete(sock, server, conn, timeout)
+    }
+
+    /// Completes the handshake `conn` has under way with `server` over `sock` (sending what
+    /// it has queued first) within `timeout`, or says why not.
+    pub fn complete(
+        sock: UdpSocket,
+        server: SocketAddr,
+        conn: Connection,
+        timeout: Duration,
+    ) -> Result<Self, String> {
         let mut c = Self {
             sock,
             server,
@@ -749,6 +774,7 @@ impl Client {
                                 ReplayWindow::new(keys.replay_window.clamp(64, 4096)),
                             ),
                             peer_cid: peer_cid.unwrap_or_default(),
+                            retired_sealers: Vec::new(),
                         });
                         continue;
                     }
@@ -787,9 +813,10 @@ impl Client {
                         );
                     }
                     if let Some(write) = update.write {
-                        data.sealer =
-                            dataplane::record::v13::Sealer13::new(write.epoch, write.keys)
-                                .with_next_sequence(write.next_sequence);
+                        let next = dataplane::record::v13::Sealer13::new(write.epoch, write.keys)
+                            .with_next_sequence(write.next_sequence);
+                        let old = std::mem::replace(&mut data.sealer, next);
+                        data.retired_sealers.push(old);
                     }
                 }
                 Event::AlertReceived { .. } | Event::Closed { .. } | Event::ConnectionIds(_) => {}
@@ -958,6 +985,85 @@ impl Client {
             .expect("send a record");
     }
 
+    /// [`Client::send_raw13`] sealed under our write epoch `epoch` (the current one or an
+    /// earlier one, see [`Client::seal_app13_in`]): a flood that must stay in one epoch
+    /// whatever the engine does meanwhile.
+    pub fn send_raw13_in(
+        &mut self,
+        epoch: u64,
+        inner: dataplane::record::v13::InnerContentType,
+        payload: &[u8],
+    ) {
+        let record = self.seal13_with(Some(epoch), inner, payload);
+        self.send_datagram(&record);
+    }
+
+    /// [`Client::echo`] with application data sealed under our write epoch `epoch`.
+    pub fn echo13_in(&mut self, epoch: u64, payload: &[u8]) {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while Instant::now() < deadline {
+            let record = self.seal_app13_in(epoch, payload);
+            self.send_datagram(&record);
+            let resend = Instant::now() + Duration::from_secs(1);
+            while Instant::now() < resend {
+                let opened = self.turn(Duration::from_millis(100));
+                if opened.app.iter().any(|p| p == payload) {
+                    return;
+                }
+            }
+        }
+        panic!("no echo of {:?}", String::from_utf8_lossy(payload));
+    }
+
+    /// DTLS 1.3: one application-data record around `payload`, sealed under our write epoch
+    /// `epoch` (the current one or an earlier one kept in `retired_sealers`) with its next
+    /// sequence number; not sent.
+    pub fn seal_app13_in(&mut self, epoch: u64, payload: &[u8]) -> Vec<u8> {
+        let inner = dataplane::record::v13::InnerContentType::ApplicationData;
+        self.seal13_with(Some(epoch), inner, payload)
+    }
+
+    /// DTLS 1.3: our current write epoch.
+    pub fn write_epoch13(&self) -> u64 {
+        self.data13
+            .as_ref()
+            .expect("a DTLS 1.3 session")
+            .sealer
+            .epoch()
+    }
+
+    /// DTLS 1.3: one KeyUpdate of ours (not asking the server for one, RFC 9147 §8),
+    /// turning until the server acknowledged it and our records use the next epoch (the
+    /// previous sealer is kept, see [`Client::seal_app13_in`]). Returns the new epoch.
+    pub fn update_keys13(&mut self) -> u64 {
+        let before = self.write_epoch13();
+        let deadline = Instant::now() + IO_TIMEOUT;
+        // No KeyUpdate while a flight of ours waits for its ACK (RFC 9147 §7, §8).
+        while !self.conn.update_keys(Instant::now(), false) {
+            assert!(
+                Instant::now() < deadline,
+                "KeyUpdate not sent (state {})",
+                self.conn.state_name()
+            );
+            self.turn(Duration::from_millis(20));
+        }
+        while self.write_epoch13() == before {
+            assert!(
+                Instant::now() < deadline,
+                "KeyUpdate from epoch {before} not acknowledged"
+            );
+            self.turn(Duration::from_millis(20));
+        }
+        self.write_epoch13()
+    }
+
+    /// Sends `datagram` as it is, from our socket.
+    pub fn send_datagram(&self, datagram: &[u8]) {
+        self.sock
+            .send_to(datagram, self.server)
+            .expect("send a datagram");
+    }
+
     /// Turns until no datagram arrived for `quiet` (at most `IO_TIMEOUT`); returns how
     /// many datagrams arrived meanwhile.
     pub fn settle(&mut self, quiet: Duration) -> u64 {
@@ -983,6 +1089,17 @@ impl Client {
         inner: dataplane::record::v13::InnerContentType,
         payload: &[u8],
     ) -> Vec<u8> {
+        self.seal13_with(None, inner, payload)
+    }
+
+    /// One DTLS 1.3 record of `inner` around `payload`, sealed under write epoch `epoch`
+    /// (`None`: the current one) with that epoch's next sequence number.
+    fn seal13_with(
+        &mut self,
+        epoch: Option<u64>,
+        inner: dataplane::record::v13::InnerContentType,
+        payload: &[u8],
+    ) -> Vec<u8> {
         use dataplane::record::v13::HeaderForm;
         let data = self.data13.as_mut().expect("a DTLS 1.3 session");
         let form = if data.peer_cid.is_empty() {
@@ -990,11 +1107,18 @@ impl Client {
         } else {
             HeaderForm::with_cid(&data.peer_cid)
         };
-        let mut record = vec![0u8; data.sealer.record_len(&form, payload.len(), 0)];
-        let at = data.sealer.plaintext_offset(&form);
+        let sealer = match epoch {
+            Some(epoch) if epoch != data.sealer.epoch() => data
+                .retired_sealers
+                .iter_mut()
+                .find(|s| s.epoch() == epoch)
+                .unwrap_or_else(|| panic!("no sealer of epoch {epoch}")),
+            _ => &mut data.sealer,
+        };
+        let mut record = vec![0u8; sealer.record_len(&form, payload.len(), 0)];
+        let at = sealer.plaintext_offset(&form);
         record[at..at + payload.len()].copy_from_slice(payload);
-        let n = data
-            .sealer
+        let n = sealer
             .seal(inner, &form, &mut record, payload.len(), 0)
             .expect("seal a DTLS 1.3 record");
         record.truncate(n);

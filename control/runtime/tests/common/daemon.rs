@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use control::Config;
-use dtls_runtime::ControlThread;
+use dtls_runtime::{ControlThread, RuntimeConfig};
 use dtls_shard::{
     Effects, OpenFlow, RelayMode, ShardConfig, ShardCore, ShardCounters, ShardQueues,
 };
@@ -43,7 +43,12 @@ pub struct Daemon {
 impl Daemon {
     /// `server` in serve mode on one shard, with the daemon's queue sizes.
     pub fn new(server: Config, now: Instant) -> Self {
-        let (ctl, queues) = super::control_thread(server, now, 4096);
+        Self::with_runtime(server, now, RuntimeConfig::default())
+    }
+
+    /// [`Daemon::new`] with the control loop's own settings.
+    pub fn with_runtime(server: Config, now: Instant, runtime: RuntimeConfig) -> Self {
+        let (ctl, queues) = super::control_thread_with(server, now, 4096, runtime);
         let config = ShardConfig::with_mode(RelayMode::Serve, "127.0.0.1:9".parse().expect("addr"));
         Self {
             core: ShardCore::new(Arc::clone(&queues), config, 3, &[3; 32]),

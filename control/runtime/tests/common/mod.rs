@@ -2,7 +2,11 @@
 //! to the engines, a certified server configuration and a [`ControlThread`] over in-memory
 //! shard queues (the daemon's, minus its threads and sockets).
 
+// Each test binary uses a subset of these helpers.
+#![allow(dead_code)]
+
 pub mod daemon;
+pub mod overload;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -52,6 +56,16 @@ pub fn control_thread(
     now: Instant,
     capacity: usize,
 ) -> (ControlThread, Arc<ShardQueues>) {
+    control_thread_with(server, now, capacity, RuntimeConfig::default())
+}
+
+/// [`control_thread`] with the loop's own settings (its limits, overload policy).
+pub fn control_thread_with(
+    server: Config,
+    now: Instant,
+    capacity: usize,
+    runtime: RuntimeConfig,
+) -> (ControlThread, Arc<ShardQueues>) {
     let mut rng = SeededRng::new(1);
     let acceptor = Acceptor::new(Arc::new(server), AcceptorConfig::default(), &mut rng, now)
         .expect("server config is valid");
@@ -61,11 +75,6 @@ pub fn control_thread(
         seed += 1;
         Box::new(SeededRng::new(seed)) as Box<dyn control::Rng + Send>
     });
-    let ctl = ControlThread::new(
-        acceptor,
-        vec![Arc::clone(&queues)],
-        RuntimeConfig::default(),
-        factory,
-    );
+    let ctl = ControlThread::new(acceptor, vec![Arc::clone(&queues)], runtime, factory);
     (ctl, queues)
 }
