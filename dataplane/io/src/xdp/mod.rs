@@ -42,21 +42,21 @@
 
 mod frame;
 mod netdev;
+mod path;
 mod prog;
 mod umem;
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use path::{FramePath, NextHop, RxDatagram, RxRefused, TxRefused};
 pub use prog::{BpfInsn, XdpFilter, XdpProgram};
 
 use crate::counters::Delta;
 use crate::{Datagram, DatagramMut, Error, IoCounters, IoStats, TxBatch};
-use frame::RxDrop;
 use umem::Xsk;
 
 /// Why the AF_XDP backend cannot be set up. Each names its reason, for `--io xdp` to report.
@@ -334,16 +334,6 @@ impl XdpStats {
     }
 }
 
-/// Where a reply to a peer goes at the link layer, and from which of our addresses.
-#[derive(Debug, Clone, Copy)]
-struct Neighbour {
-    mac: [u8; 6],
-    local: IpAddr,
-}
-
-/// Most peers whose MAC we remember; the table is cleared when full (entries come back with
-/// each peer's next datagram).
-const MAX_NEIGHBOURS: usize = 1 << 16;
 /// Kernel headroom in front of a received frame in copy mode (`XDP_PACKET_HEADROOM`).
 const XDP_HEADROOM: usize = 256;
 
@@ -361,11 +351,9 @@ pub struct XdpIo {
     xsk: Xsk,
     program: Arc<XdpProgram>,
     queue: u32,
-    mac: [u8; 6],
-    mtu: usize,
-    port: u16,
+    /// Framing and the next hop learned per peer (the per-datagram work off the rings).
+    path: FramePath,
     batch: usize,
-    neighbours: HashMap<IpAddr, Neighbour>,
     /// Send frames not on the TX or completion ring.
     free_tx: Vec<u64>,
     /// Receive frames of the current batch, back to the fill ring on the next receive.
@@ -444,11 +432,8 @@ impl XdpIo {
             xsk,
             program,
             queue: cfg.queue,
-            mac: ifc.mac,
-            mtu: ifc.mtu,
-            port: cfg.filter.port,
+            path: FramePath::new(ifc.mac, cfg.filter.port, ifc.mtu),
             batch: cfg.batch,
-            neighbours: HashMap::new(),
             free_tx,
             held: Vec::with_capacity(cfg.batch),
             metas: Vec::with_capacity(cfg.batch),
@@ -474,7 +459,7 @@ impl XdpIo {
 
     /// The interface MTU the sends are checked against.
     pub fn mtu(&self) -> usize {
-        self.mtu
+        self.path.mtu()
     }
 
     /// The socket's file descriptor (for the caller's own poll).
@@ -589,32 +574,20 @@ impl XdpIo {
                 malformed += 1;
                 continue;
             };
-            match frame::parse(bytes_at) {
-                Ok(f) if f.destination.port() != self.port => not_ours += 1,
+            match self.path.receive(bytes_at) {
                 Ok(f) => {
-                    let ip = f.source.ip();
-                    if !self.neighbours.contains_key(&ip) && self.neighbours.len() >= MAX_NEIGHBOURS
-                    {
-                        self.neighbours.clear();
-                    }
-                    self.neighbours.insert(
-                        ip,
-                        Neighbour {
-                            mac: f.src_mac,
-                            local: f.destination.ip(),
-                        },
-                    );
                     bytes += f.payload_len as u64;
                     self.metas.push(RxMeta {
                         source: f.source,
-                        local: f.destination.ip(),
+                        local: f.local,
                         addr: d.addr + f.payload_offset as u64,
                         len: f.payload_len,
                     });
                 }
-                Err(RxDrop::Malformed) => malformed += 1,
-                Err(RxDrop::BadChecksum) => bad_sum += 1,
-                Err(RxDrop::NotUdp) => not_udp += 1,
+                Err(RxRefused::NotOurs) => not_ours += 1,
+                Err(RxRefused::Malformed) => malformed += 1,
+                Err(RxRefused::BadChecksum) => bad_sum += 1,
+                Err(RxRefused::NotUdp) => not_udp += 1,
             }
         }
         self.xsk.rx.release();
@@ -705,33 +678,34 @@ impl XdpIo {
             };
             for payload in chunks {
                 let dest = send.destination;
-                let ip_len = frame::header_len(&dest) - frame::ETH_LEN + payload.len();
-                if ip_len > self.mtu {
-                    too_big += 1;
-                    continue;
-                }
-                let Some(n) = self.neighbours.get(&dest.ip()).copied() else {
-                    // No frame from this peer: the kernel's tables pick the next hop.
-                    match self.kernel.as_ref().map(|k| k.send_to(payload, dest)) {
-                        Some(Ok(_)) => {
-                            via_kernel += 1;
-                            bytes += payload.len() as u64;
-                        }
-                        Some(Err(_)) => kernel_errors += 1,
-                        None => no_mac += 1,
+                let hop = match self.path.next_hop(&dest, payload.len()) {
+                    Ok(hop) => hop,
+                    Err(TxRefused::TooBig) => {
+                        too_big += 1;
+                        continue;
                     }
-                    continue;
+                    Err(TxRefused::NoNextHop) => {
+                        // No frame from this peer: the kernel's tables pick the next hop.
+                        match self.kernel.as_ref().map(|k| k.send_to(payload, dest)) {
+                            Some(Ok(_)) => {
+                                via_kernel += 1;
+                                bytes += payload.len() as u64;
+                            }
+                            Some(Err(_)) => kernel_errors += 1,
+                            None => no_mac += 1,
+                        }
+                        continue;
+                    }
                 };
                 let Some(addr) = self.free_tx.pop() else {
                     exhausted += 1;
                     continue;
                 };
-                let mac = self.mac;
-                let source = SocketAddr::new(n.local, self.port);
+                let path = &self.path;
                 let built = self
                     .xsk
                     .frame_mut(addr)
-                    .and_then(|buf| frame::build(buf, mac, n.mac, source, dest, payload));
+                    .and_then(|buf| path.build(buf, hop, dest, payload));
                 let Some(len) = built else {
                     // Family mismatch between the peer and our learned address: not sendable.
                     self.free_tx.push(addr);
