@@ -46,12 +46,23 @@ fn be16(b: &[u8], at: usize) -> u16 {
 
 /// One's-complement sum of `bytes` as big-endian 16-bit words (odd tail padded with zero),
 /// added to `acc`, not folded.
+///
+/// Eight bytes at a time: since 2^16 ≡ 1 (mod 2^16 − 1), the sum of the 32-bit big-endian
+/// words folds to the same 16-bit sum as the 16-bit words' (RFC 1071 §2(B), "the sum may be
+/// computed in larger words"); each 8-byte chunk adds its two 32-bit halves, so the 64-bit
+/// accumulator cannot overflow below 2^31 chunks. A third of the instructions of the
+/// 16-bit loop at MTU size (the `packet-xdp-*` workloads of `dtls-icount`).
 fn sum(bytes: &[u8], mut acc: u64) -> u64 {
-    let mut chunks = bytes.chunks_exact(2);
+    let mut chunks = bytes.chunks_exact(8);
     for c in &mut chunks {
+        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        acc += (w >> 32) + (w & 0xffff_ffff);
+    }
+    let mut words = chunks.remainder().chunks_exact(2);
+    for c in &mut words {
         acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
     }
-    if let [last] = chunks.remainder() {
+    if let [last] = words.remainder() {
         acc += u64::from(u16::from_be_bytes([*last, 0]));
     }
     acc
@@ -288,6 +299,28 @@ mod tests {
             fold(sum(&[0, 1, 0xf2, 3, 0xf4, 0xf5, 0xf6, 0xf7], 0)),
             0xddf2
         );
+    }
+
+    /// The wide sum folds to what RFC 1071's 16-bit word loop gives, for every length and
+    /// offset parity up to a few chunks and for sums that carry.
+    #[test]
+    fn wide_sum_matches_the_word_by_word_sum() {
+        fn words(bytes: &[u8], mut acc: u64) -> u64 {
+            for c in bytes.chunks(2) {
+                acc += u64::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)]));
+            }
+            acc
+        }
+        let data: Vec<u8> = (0..100u32).map(|i| (i * 157 + 11) as u8).collect();
+        let ones = [0xffu8; 100];
+        for bytes in [&data[..], &ones[..]] {
+            for start in 0..2 {
+                for end in start..bytes.len() {
+                    let b = &bytes[start..end];
+                    assert_eq!(fold(sum(b, 7)), fold(words(b, 7)), "{start}..{end}");
+                }
+            }
+        }
     }
 
     #[test]
