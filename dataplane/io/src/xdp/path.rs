@@ -7,6 +7,7 @@
 //! AF_XDP, no bpf()). No `unsafe` here.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry as Slot;
 use std::net::{IpAddr, SocketAddr};
 
 use super::frame::{self, RxDrop};
@@ -35,6 +36,9 @@ pub struct RxDatagram {
     pub payload_offset: usize,
     /// Its length.
     pub payload_len: usize,
+    /// The first frame from this source address (since the table was last cleared): the
+    /// caller may look its next hop up in the kernel's route table ([`FramePath::route_via`]).
+    pub new_peer: bool,
 }
 
 /// Why a received frame carries nothing for us (each a counted drop in [`XdpIo`](super::XdpIo)).
@@ -59,14 +63,28 @@ pub enum TxRefused {
     NoNextHop,
 }
 
+/// The next hop back to one peer address.
+#[derive(Debug, Clone, Copy)]
+struct Neighbour {
+    /// The MAC the peer's last frame came from.
+    frame_mac: [u8; 6],
+    /// The MAC replies go to; `None`: through the kernel socket (the route leaves through
+    /// another interface, or its gateway's MAC is not known yet).
+    mac: Option<[u8; 6]>,
+    /// Our address the peer sent to.
+    local: IpAddr,
+    /// Set from the route table ([`FramePath::route_via`]): frames no longer change it.
+    routed: bool,
+}
+
 /// The per-frame state of one AF_XDP queue: our MAC, port and MTU, and the next hop learned
-/// per peer address.
+/// per peer address (from its frames, or from the route table).
 #[derive(Debug, Clone)]
 pub struct FramePath {
     mac: [u8; 6],
     port: u16,
     mtu: usize,
-    neighbours: HashMap<IpAddr, NextHop>,
+    neighbours: HashMap<IpAddr, Neighbour>,
 }
 
 impl FramePath {
@@ -97,21 +115,35 @@ impl FramePath {
         }
         let ip = f.source.ip();
         let local = f.destination.ip();
-        if !self.neighbours.contains_key(&ip) && self.neighbours.len() >= MAX_NEIGHBOURS {
+        if self.neighbours.len() >= MAX_NEIGHBOURS && !self.neighbours.contains_key(&ip) {
             self.neighbours.clear();
         }
-        self.neighbours.insert(
-            ip,
-            NextHop {
-                mac: f.src_mac,
-                local,
-            },
-        );
+        let new_peer = match self.neighbours.entry(ip) {
+            Slot::Occupied(mut e) => {
+                let n = e.get_mut();
+                n.local = local;
+                n.frame_mac = f.src_mac;
+                if !n.routed {
+                    n.mac = Some(f.src_mac);
+                }
+                false
+            }
+            Slot::Vacant(e) => {
+                e.insert(Neighbour {
+                    frame_mac: f.src_mac,
+                    mac: Some(f.src_mac),
+                    local,
+                    routed: false,
+                });
+                true
+            }
+        };
         Ok(RxDatagram {
             source: f.source,
             local,
             payload_offset: f.payload_offset,
             payload_len: f.payload_len,
+            new_peer,
         })
     }
 
@@ -124,10 +156,27 @@ impl FramePath {
         if frame::header_len(dest) - frame::ETH_LEN + len > self.mtu {
             return Err(TxRefused::TooBig);
         }
-        self.neighbours
-            .get(&dest.ip())
-            .copied()
-            .ok_or(TxRefused::NoNextHop)
+        match self.neighbours.get(&dest.ip()) {
+            Some(&Neighbour {
+                mac: Some(mac),
+                local,
+                ..
+            }) => Ok(NextHop { mac, local }),
+            _ => Err(TxRefused::NoNextHop),
+        }
+    }
+
+    /// Sets the next hop of `peer` from the kernel's route table: replies go to `mac` (the
+    /// route's gateway, or the peer on-link), or with `None` through the kernel socket; frames
+    /// from the peer no longer change it. True when `mac` is another MAC than the peer's
+    /// frames come from (asymmetric routing); false too when `peer` is not in the table.
+    pub fn route_via(&mut self, peer: IpAddr, mac: Option<[u8; 6]>) -> bool {
+        let Some(n) = self.neighbours.get_mut(&peer) else {
+            return false;
+        };
+        n.mac = mac;
+        n.routed = true;
+        mac.is_some_and(|m| m != n.frame_mac)
     }
 
     /// Writes the frame carrying `payload` to `dest` through `hop` into `buf` (from our MAC,
@@ -182,6 +231,7 @@ mod tests {
             .build(&mut buf, to_server, ours, b"hello")
             .expect("fits");
         let d = server.receive(&buf[..n]).expect("ours");
+        assert!(d.new_peer);
         assert_eq!(d.source, peer);
         assert_eq!(d.local, ours.ip());
         assert_eq!(
@@ -205,6 +255,23 @@ mod tests {
         assert_eq!(server.receive(&buf[..n]), Err(RxRefused::NotOurs));
         assert_eq!(server.next_hop(&peer, 1472), Ok(hop));
         assert_eq!(server.next_hop(&peer, 1473), Err(TxRefused::TooBig));
+        // The route table overrides what frames taught: another router, or the kernel.
+        let router = [2, 0, 0, 0, 0, 3];
+        assert!(server.route_via(peer.ip(), Some(router)));
+        let again = client
+            .build(&mut buf, to_server, ours, b"again")
+            .expect("fits");
+        let d = server.receive(&buf[..again]).expect("ours");
+        assert!(!d.new_peer, "known since the first frame");
+        assert_eq!(server.next_hop(&peer, 5).map(|h| h.mac), Ok(router));
+        assert!(
+            !server.route_via(peer.ip(), Some(PEER)),
+            "same MAC as its frames"
+        );
+        assert!(!server.route_via(peer.ip(), None));
+        assert_eq!(server.next_hop(&peer, 5), Err(TxRefused::NoNextHop));
+        assert!(!server.route_via("10.9.9.9".parse().expect("literal"), Some(router)));
+        let n = server.build(&mut buf, hop, peer, b"world").expect("fits");
         let mut bad = buf[..n].to_vec();
         bad[n - 1] ^= 1;
         assert_eq!(client.receive(&bad), Err(RxRefused::BadChecksum));
