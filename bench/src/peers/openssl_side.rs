@@ -125,7 +125,9 @@ pub(super) fn server_context(
         buf[..n].copy_from_slice(&tag.as_ref()[..n]);
         Ok(n)
     });
-    b.set_cookie_verify_cb(move |_ssl, cookie| hmac::verify(&k2, b"in-memory peer", cookie).is_ok());
+    b.set_cookie_verify_cb(move |_ssl, cookie| {
+        hmac::verify(&k2, b"in-memory peer", cookie).is_ok()
+    });
     Ok(b.build())
 }
 
