@@ -47,25 +47,40 @@ fn be16(b: &[u8], at: usize) -> u16 {
 /// One's-complement sum of `bytes` as big-endian 16-bit words (odd tail padded with zero),
 /// added to `acc`, not folded.
 ///
-/// Eight bytes at a time: since 2^16 ≡ 1 (mod 2^16 − 1), the sum of the 32-bit big-endian
-/// words folds to the same 16-bit sum as the 16-bit words' (RFC 1071 §2(B), "the sum may be
-/// computed in larger words"); each 8-byte chunk adds its two 32-bit halves, so the 64-bit
-/// accumulator cannot overflow below 2^31 chunks. A third of the instructions of the
-/// 16-bit loop at MTU size (the `packet-xdp-*` workloads of `dtls-icount`).
-fn sum(bytes: &[u8], mut acc: u64) -> u64 {
+/// Eight bytes at a time, in the host's byte order, with end-around carry (RFC 1071 §2):
+/// since 2^16 ≡ 2^64 ≡ 1 (mod 2^16 − 1), the one's-complement sum of 64-bit words folds to
+/// the sum of the 16-bit words (§2(B), "parallel summation"), and summing in the other byte
+/// order gives the byte-swapped sum (§2(A), "byte order independence"), swapped back once at
+/// the end. The tail is zero-padded to eight bytes, which pads an odd last byte as the RFC
+/// does. About a quarter of the instructions of the 16-bit loop at MTU size (the
+/// `packet-xdp-*` workloads of `dtls-icount`).
+fn sum(bytes: &[u8], acc: u64) -> u64 {
+    fn add(s: u64, w: u64) -> u64 {
+        let (v, carry) = s.overflowing_add(w);
+        // With a carry, v <= 2^64 - 2: adding it back cannot overflow.
+        v + u64::from(carry)
+    }
+    let mut s = 0u64;
     let mut chunks = bytes.chunks_exact(8);
     for c in &mut chunks {
-        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        acc += (w >> 32) + (w & 0xffff_ffff);
+        s = add(
+            s,
+            u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
+        );
     }
-    let mut words = chunks.remainder().chunks_exact(2);
-    for c in &mut words {
-        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut last = [0u8; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        s = add(s, u64::from_ne_bytes(last));
     }
-    if let [last] = words.remainder() {
-        acc += u64::from(u16::from_be_bytes([*last, 0]));
-    }
-    acc
+    let folded = fold(s);
+    let be = if cfg!(target_endian = "little") {
+        folded.swap_bytes()
+    } else {
+        folded
+    };
+    acc + u64::from(be)
 }
 
 fn fold(mut acc: u64) -> u16 {
