@@ -137,7 +137,13 @@ impl Namespaces {
             "net.ipv4.conf.all.send_redirects=0",
             "net.ipv4.conf.rc.send_redirects=0",
         ] {
-            in_ns(c, &["sysctl", "-q", "-w", key])?;
+            in_ns(c, &["sysctl", "-q", "-w", key]).map_err(|e| {
+                if e.contains("No such file") {
+                    format!("cannot run `sysctl` (procps): {e}")
+                } else {
+                    e
+                }
+            })?;
         }
         Ok(ns)
     }
