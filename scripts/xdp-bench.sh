@@ -2,13 +2,19 @@
 # B9 (issue 16): `dtlsd serve` over a veth pair with each datagram backend, same run:
 # round trips per second and the daemon's CPU per round trip (one DTLS record opened toward
 # the backend, one sealed back) with --io xdp, uring and mmsg, at 1200 and 64 bytes.
+# B8 across the veth pair, in the same run: OpenSSL's DTLS 1.2 echo server (`openssl`) and
+# OpenSSL as a relay to the same echo backend (`openssl-relay`, the like-for-like peer: four
+# datagrams per record, as ours), both `dtls-bench openssl-server`, driven by the same
+# generator; per core = round trips per second / server CPU seconds per second (/proc).
 #
 #   ns "<tag>-a": 10.252.0.1/24 on xa               ns "<tag>-b": 10.252.0.2/24 on xb
 #   dtlsd serve --io MODE [--interface xa]  <-veth->  dtls-bench throughput --server ...
+#   (or dtls-bench openssl-server [--backend])
 #   dtls-bench echo on 127.0.0.1:9000 (the backend)
 #
 #   scripts/xdp-bench.sh                       # release build, DURATION=5 s per run
 #   DURATION=2 SIZES="1200" MODES="uring xdp" scripts/xdp-bench.sh
+#   MODES="xdp openssl openssl-relay" scripts/xdp-bench.sh
 #   DTLS_BENCH=... DTLSD=... scripts/xdp-bench.sh   # skip the build (e.g. on a lent host)
 #
 # Needs root (namespaces, bpf(), AF_XDP), `ip` and `openssl` (for the test PKI); installs
@@ -22,7 +28,7 @@ cd "$(dirname "$0")/.."
 
 d=${DURATION:-5}
 sizes=${SIZES:-1200 64}
-modes=${MODES:-uring xdp mmsg}
+modes=${MODES:-uring xdp mmsg openssl openssl-relay}
 sessions=${SESSIONS:-64}
 tag=dtlsxb$$
 a=$tag-a
@@ -83,19 +89,30 @@ pids+=($!)
 ticks=$(getconf CLK_TCK)
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
-printf '%-6s %6s %13s %12s %9s %8s %10s\n' backend size "round trips/s" "CPU µs/trip" "vs uring" lost "p99 µs"
+printf '%-13s %6s %13s %12s %13s %9s %8s %10s\n' server size "round trips/s" "CPU µs/trip" \
+    "trips/core-s" "vs uring" lost "p99 µs"
 declare -A rate cpu
 for size in $sizes; do
     for mode in $modes; do
-        args=(serve --listen "$serve:$port" --backend 127.0.0.1:9000
-            --cert "$work/server.pem" --key "$work/server.key" --shards 1
-            --io "$mode" --admin-socket off)
-        [ "$mode" = xdp ] && args+=(--interface xa)
-        ip netns exec "$a" env RUST_LOG=warn "$dtlsd" "${args[@]}" 2>"$work/dtlsd.log" &
+        case "$mode" in
+            openssl | openssl-relay)
+                server_cmd=("$bench" openssl-server --listen "$serve:$port"
+                    --cert "$work/server.pem" --key "$work/server.key")
+                [ "$mode" = openssl-relay ] && server_cmd+=(--backend 127.0.0.1:9000)
+                ;;
+            *)
+                server_cmd=(env RUST_LOG=warn "$dtlsd" serve --listen "$serve:$port"
+                    --backend 127.0.0.1:9000
+                    --cert "$work/server.pem" --key "$work/server.key" --shards 1
+                    --io "$mode" --admin-socket off)
+                [ "$mode" = xdp ] && server_cmd+=(--interface xa)
+                ;;
+        esac
+        ip netns exec "$a" "${server_cmd[@]}" >/dev/null 2>"$work/dtlsd.log" &
         daemon=$!
         sleep 1
         if ! kill -0 "$daemon" 2>/dev/null; then
-            echo "xdp-bench: dtlsd serve --io $mode did not start:" >&2
+            echo "xdp-bench: server $mode did not start:" >&2
             cat "$work/dtlsd.log" >&2
             exit 1
         fi
@@ -132,8 +149,22 @@ print(r["pps"] or 0, (r["drops"] or {}).get("lost", 0), ((r["latency_ns"] or {})
         if [ -n "${rate[uring]:-}" ] && [ "$mode" != uring ]; then
             vs=$(awk -v x="$pps" -v u="${rate[uring]}" 'BEGIN { printf "%.2fx", x / u }')
         fi
-        printf '%-6s %6s %13.0f %12s %9s %8s %10.0f%s\n' "$mode" "$size" "$pps" "$us" "$vs" "$lost" "$p99" "$mark"
+        # Round trips per second of the server's CPU (one core fully used = per core).
+        per_core=$(awk -v us="$us" 'BEGIN { printf "%.0f", (us > 0 ? 1e6 / us : 0) }')
+        printf '%-13s %6s %13.0f %12s %13s %9s %8s %10.0f%s\n' "$mode" "$size" "$pps" "$us" \
+            "$per_core" "$vs" "$lost" "$p99" "$mark"
         sleep 0.5
+    done
+    # Ours per core against OpenSSL's per core: the ratio of CPU per round trip.
+    for peer in openssl openssl-relay; do
+        [ -n "${cpu[$peer]:-}" ] || continue
+        line=""
+        for mode in uring xdp mmsg; do
+            [ -n "${cpu[$mode]:-}" ] || continue
+            line+=$(awk -v m="$mode" -v o="${cpu[$peer]}" -v u="${cpu[$mode]}" \
+                'BEGIN { printf " %s %.2fx", m, (u > 0 ? o / u : 0) }')
+        done
+        [ -n "$line" ] && echo "  $size B, ours per core / $peer per core:$line"
     done
     unset rate cpu
     declare -A rate cpu

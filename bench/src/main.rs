@@ -41,6 +41,10 @@ enum Command {
     Compare(bench::compare::Options),
     /// B8: OpenSSL's DTLS 1.2 record path and handshake rate next to ours, as ratios.
     Peers(bench::peers::PeersArgs),
+    /// B8 across a network: OpenSSL's DTLS 1.2 echo server (or relay, with --backend) on a
+    /// real address, for `throughput --server` from another host or namespace
+    /// (scripts/xdp-bench.sh). Runs until killed.
+    OpensslServer(bench::peers::openssl_net::OpenSslServerArgs),
     /// The one-command tour: in-process dtlsd + echo backend on loopback, 64 sessions with
     /// real handshakes, handshakes/s, throughput, latency; writes results/<timestamp>/.
     Quick(bench::commands::QuickArgs),
@@ -130,6 +134,9 @@ fn main() -> ExitCode {
             .map_err(Into::into),
         Command::Compare(args) => std::process::exit(bench::compare::run_cli(&args)),
         Command::Peers(args) => peers_cmd(&args),
+        Command::OpensslServer(args) => {
+            bench::peers::openssl_net::run_cli(&args).map_err(Into::into)
+        }
         Command::Quick(args) => bench::commands::quick_cli(&args),
         Command::Throughput(args) => bench::commands::throughput_cli(&args),
         Command::Latency(args) => bench::commands::latency_cli(&args),

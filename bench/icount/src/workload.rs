@@ -16,6 +16,7 @@ use dataplane::record::v13::{HeaderForm, InnerContentType, Opener13, Sealer13, T
 use dataplane::record::{
     Aead, CidSealer, ContentType, DTLS_1_2, Opener, RecordKey, ReplayWindow, Replayed, Sealer,
 };
+use dtls_io::{FramePath, NextHop};
 use dtls_shard::{
     Effects, FlowRef, HeartbeatPolicy, OpenFlow, ReadKeys, ReadKeys13, SessionId, ShardCommand,
     ShardConfig, ShardCore, ShardQueues, UpstreamPrefix, WriteKeys, WriteKeys13,
@@ -85,6 +86,12 @@ enum Kind {
     Open13,
     /// Replay-window check and update of six sequence numbers (see [`replay_window`]).
     Replay,
+    /// [`Kind::Packet`] inside Ethernet/IP/UDP frames, as the AF_XDP backend handles them
+    /// (see [`packet_xdp`]); `v6`: IPv6, else IPv4.
+    PacketXdp {
+        /// IPv6 addresses.
+        v6: bool,
+    },
 }
 
 /// One workload: its stable name and what it runs.
@@ -106,7 +113,7 @@ const fn w(name: &'static str, kind: Kind, cipher: Cipher, size: usize) -> Workl
 }
 
 /// Every workload, in report order.
-pub const ALL: [Workload; 33] = [
+pub const ALL: [Workload; 35] = [
     w("seal-aes128gcm-1200", Kind::Seal, Cipher::Aes128gcm, 1200),
     w("open-aes128gcm-1200", Kind::Open, Cipher::Aes128gcm, 1200),
     w("seal-aes128gcm-64", Kind::Seal, Cipher::Aes128gcm, 64),
@@ -181,6 +188,19 @@ pub const ALL: [Workload; 33] = [
     w("open13-chacha20-1200", Kind::Open13, Cipher::Chacha20, 1200),
     w("seal13-chacha20-64", Kind::Seal13, Cipher::Chacha20, 64),
     w("open13-chacha20-64", Kind::Open13, Cipher::Chacha20, 64),
+    // The AF_XDP backend's frame path around the same relay as packet-aes128gcm-1200.
+    w(
+        "packet-xdp-aes128gcm-1200",
+        Kind::PacketXdp { v6: false },
+        Cipher::Aes128gcm,
+        1200,
+    ),
+    w(
+        "packet-xdp6-aes128gcm-1200",
+        Kind::PacketXdp { v6: true },
+        Cipher::Aes128gcm,
+        1200,
+    ),
 ];
 
 impl Workload {
@@ -201,7 +221,12 @@ impl Workload {
     pub fn needs_prepared(&self) -> bool {
         matches!(
             self.kind,
-            Kind::Open | Kind::Packet | Kind::Packet13 | Kind::PacketCid | Kind::Open13
+            Kind::Open
+                | Kind::Packet
+                | Kind::Packet13
+                | Kind::PacketCid
+                | Kind::Open13
+                | Kind::PacketXdp { .. }
         )
     }
 
@@ -225,6 +250,7 @@ impl Workload {
             Kind::Seal13 => seal13(self.cipher, self.size, iters),
             Kind::Open13 => open13(self.cipher, self.size, iters, prepared),
             Kind::Replay => replay_window(iters),
+            Kind::PacketXdp { v6 } => packet_xdp(self.cipher, self.size, v6, iters, prepared),
         }
     }
 }
@@ -599,6 +625,109 @@ fn packet13(cipher: Cipher, size: usize, iters: u64, prepared: u64) -> Result<()
         now,
     };
     relay.run(&mut core, &mut fx, &mut ByteFlows, &mut rx, iters)
+}
+
+/// Our MAC in the [`packet_xdp`] workloads.
+const OUR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+/// The peer's (its router's) MAC in the [`packet_xdp`] workloads.
+const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+
+/// [`packet`] as the AF_XDP backend runs it: each record arrives inside an Ethernet/IPv4
+/// (`v6`: IPv6)/UDP frame built in setup with correct checksums. Per iteration,
+/// [`FramePath::receive`] (Ethernet/IP/UDP parse, IPv4 header checksum and UDP checksum over
+/// the pseudo-header and 1200+ bytes verified, the sender's MAC learned as the next hop),
+/// the same shard-core relay as [`packet`] on the datagram in place in its frame, then for
+/// the reply [`FramePath::next_hop`] (MTU check, next-hop lookup) and [`FramePath::build`]
+/// (headers, IPv4 header checksum, UDP checksum) into a transmit frame. Its cost against
+/// [`packet`]'s is what framing adds per packet; the rings (fill, RX, TX, completion) and the
+/// `sendto` wake-up are not in it, nor is anything the kernel does.
+fn packet_xdp(cipher: Cipher, size: usize, v6: bool, iters: u64, prepared: u64) -> Result<()> {
+    let (mut records, record_len) = sealed_records(cipher, size, prepared)?;
+    let (peer, ours, backend) = if v6 {
+        (
+            SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1], 40000)),
+            SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x443], 4433)),
+            SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 2], 9)),
+        )
+    } else {
+        (
+            SocketAddr::from(([192, 0, 2, 1], 40000)),
+            SocketAddr::from(([198, 51, 100, 1], 4433)),
+            SocketAddr::from(([192, 0, 2, 2], 9)),
+        )
+    };
+    // The frames as the peer's side would put them on the wire (full UDP checksums).
+    let client = FramePath::new(PEER_MAC, peer.port(), 1500);
+    let to_us = NextHop {
+        mac: OUR_MAC,
+        local: peer.ip(),
+    };
+    let frame_len = FramePath::header_len(&ours) + record_len;
+    let count = usize::try_from(prepared).context("prepared count")?;
+    let mut rx = Slots::new(count, frame_len);
+    for i in 0..count {
+        let record = &records.slot(i)?[..record_len];
+        let n = client
+            .build(rx.slot(i)?, to_us, ours, record)
+            .context("frame of a prepared record")?;
+        ensure!(n == frame_len, "frame of {n} bytes");
+    }
+    drop(records);
+    let mut path = FramePath::new(OUR_MAC, ours.port(), 1500);
+    let now = Instant::now();
+    let config = ShardConfig::new(backend);
+    // Its own instantiation of the core (flows are `u32` here), as in [`packet13`].
+    let mut core = ShardCore::<u32>::new(Arc::new(ShardQueues::new(16, 16)), config, 1, &[1; 32]);
+    let mut fx = Effects::new(config.tx_batch, config.max_datagram, false);
+    let install = install12(cipher, peer, &[], &[])?;
+    core.handle_command(now, install, &mut fx, &mut DwordFlows);
+    let id = core.sessions().lookup(&peer).context("session installed")?;
+    let flow = FlowRef::Session(id);
+    fx.opened.clear();
+    let mut reply = vec![0u8; size];
+    let mut tx = vec![0u8; 2048];
+    for i in 0..iters {
+        let i = usize::try_from(i).context("iteration index")?;
+        let frame = &mut rx.slot(i)?[..frame_len];
+        let d = path
+            .receive(black_box(&*frame))
+            .map_err(|e| anyhow::anyhow!("frame refused: {e:?}"))?;
+        ensure!(d.source == peer && d.payload_len == record_len, "{d:?}");
+        let datagram = &mut frame[d.payload_offset..d.payload_offset + d.payload_len];
+        core.handle_datagram(now, d.source, datagram, &mut fx, &mut DwordFlows);
+        let mut relayed = 0;
+        core.flush_flows(&mut fx, |_, payload, _| {
+            let dst = reply
+                .get_mut(..payload.len())
+                .ok_or_else(|| std::io::Error::other("reply longer than the record"))?;
+            dst.copy_from_slice(payload);
+            relayed = payload.len();
+            Ok(relayed)
+        });
+        ensure!(relayed == size, "relayed {relayed} bytes upstream");
+        core.handle_flow_datagram(now, flow, &mut reply[..relayed], &mut fx);
+        let mut sent = 0;
+        for send in fx.net.sends() {
+            let hop = path
+                .next_hop(&send.destination, send.payload.len())
+                .map_err(|e| anyhow::anyhow!("reply not framed: {e:?}"))?;
+            sent += path
+                .build(&mut tx, hop, send.destination, send.payload)
+                .context("reply frame")?;
+        }
+        ensure!(black_box(sent) == frame_len, "reply frame of {sent} bytes");
+        fx.net.clear();
+    }
+    Ok(())
+}
+
+/// Upstream flows of the AF_XDP packet workloads.
+struct DwordFlows;
+
+impl OpenFlow<u32> for DwordFlows {
+    fn open_flow(&mut self, _peer: std::net::SocketAddr) -> std::io::Result<u32> {
+        Ok(0)
+    }
 }
 
 /// Upstream flows of the packet workload: nothing (the workload plays the driver).

@@ -21,9 +21,15 @@
 //!   our `dtlsd` relay, records per second and per server-CPU second (the unit of the
 //!   "records/s per core" anchor in BENCHMARKS.md).
 //!
+//! - across a network ([`openssl_net`], `dtls-bench openssl-server`): the same OpenSSL server
+//!   on a real address, driven by the generator that drives `dtlsd serve`
+//!   (`dtls-bench throughput --server`); scripts/xdp-bench.sh runs it across its veth pair
+//!   beside `dtlsd serve --io xdp|uring|mmsg` and reads each server's CPU from /proc.
+//!
 //! What it does not do: DTLS 1.3, multi-core scaling, or a pass/fail verdict. The in-memory
 //! figures leave out sockets and kernel cost; the UDP figures include them.
 
+pub mod openssl_net;
 mod openssl_side;
 mod openssl_udp;
 mod ours;

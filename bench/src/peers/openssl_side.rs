@@ -81,6 +81,56 @@ impl Write for End {
     }
 }
 
+/// A DTLS 1.2-only context builder with the suite and groups both sides use.
+fn dtls12_builder() -> Result<openssl::ssl::SslContextBuilder, ErrorStack> {
+    let mut b = SslContext::builder(SslMethod::dtls())?;
+    b.set_min_proto_version(Some(SslVersion::DTLS1_2))?;
+    b.set_max_proto_version(Some(SslVersion::DTLS1_2))?;
+    b.set_cipher_list(SUITE_OPENSSL)?;
+    // P-256 must be offered too: a TLS 1.2 server only uses an ECDSA certificate whose curve
+    // the client lists (RFC 4492 §5.1). X25519 is preferred for ECDHE.
+    b.set_groups_list("X25519:P-256")?;
+    // The pipe answers no BIO_CTRL_DGRAM_QUERY_MTU; the MTU is set per SSL.
+    b.set_options(SslOptions::NO_QUERY_MTU);
+    Ok(b)
+}
+
+/// The server context of B8: DTLS 1.2 only, ECDHE-ECDSA-AES128-GCM-SHA256, X25519 then
+/// P-256, the certificate chain and key from PEM, cookie exchange on (HMAC-SHA256 cookies
+/// under `cookie_secret`), tickets on, session cache off. The cookie is not bound to the
+/// client's address (the callbacks do not see it): a benchmark server, not a DoS defence.
+pub(super) fn server_context(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    cookie_secret: &[u8; 32],
+) -> Result<SslContext, ErrorStack> {
+    let mut b = dtls12_builder()?;
+    let mut chain = X509::stack_from_pem(cert_pem)?.into_iter();
+    if let Some(cert) = chain.next() {
+        b.set_certificate(&cert)?;
+    }
+    for extra in chain {
+        b.add_extra_chain_cert(extra)?;
+    }
+    let key = PKey::private_key_from_pem(key_pem)?;
+    b.set_private_key(&key)?;
+    b.check_private_key()?;
+    b.set_options(SslOptions::COOKIE_EXCHANGE);
+    b.set_session_cache_mode(SslSessionCacheMode::OFF);
+    let key = hmac::Key::new(hmac::HMAC_SHA256, cookie_secret);
+    let k2 = key.clone();
+    b.set_cookie_generate_cb(move |_ssl, buf| {
+        let tag = hmac::sign(&key, b"in-memory peer");
+        let n = tag.as_ref().len().min(buf.len());
+        buf[..n].copy_from_slice(&tag.as_ref()[..n]);
+        Ok(n)
+    });
+    b.set_cookie_verify_cb(move |_ssl, cookie| {
+        hmac::verify(&k2, b"in-memory peer", cookie).is_ok()
+    });
+    Ok(b.build())
+}
+
 /// OpenSSL client and server contexts.
 pub(super) struct OpenSsl {
     client: SslContext,
@@ -103,45 +153,21 @@ impl OpenSsl {
     /// cookies), the client verifying the chain and the name `localhost`, tickets on,
     /// server session cache off.
     pub(super) fn new(pki: &Pki, mtu: u32) -> Result<Self, PeersError> {
-        let build = |server: bool| -> Result<SslContext, ErrorStack> {
-            let mut b = SslContext::builder(SslMethod::dtls())?;
-            b.set_min_proto_version(Some(SslVersion::DTLS1_2))?;
-            b.set_max_proto_version(Some(SslVersion::DTLS1_2))?;
-            b.set_cipher_list(SUITE_OPENSSL)?;
-            // P-256 must be offered too: a TLS 1.2 server only uses an ECDSA certificate whose curve
-            // the client lists (RFC 4492 §5.1). X25519 is preferred for ECDHE.
-            b.set_groups_list("X25519:P-256")?;
-            // The pipe answers no BIO_CTRL_DGRAM_QUERY_MTU; the MTU is set per SSL.
-            b.set_options(SslOptions::NO_QUERY_MTU);
-            if server {
-                let cert = X509::from_pem(pki.server_cert_pem.as_bytes())?;
-                let key = PKey::private_key_from_pem(pki.server_key_pem.as_bytes())?;
-                b.set_certificate(&cert)?;
-                b.set_private_key(&key)?;
-                b.check_private_key()?;
-                b.set_options(SslOptions::COOKIE_EXCHANGE);
-                b.set_session_cache_mode(SslSessionCacheMode::OFF);
-                let key = hmac::Key::new(hmac::HMAC_SHA256, &pki.cookie_secret);
-                let k2 = key.clone();
-                b.set_cookie_generate_cb(move |_ssl, buf| {
-                    let tag = hmac::sign(&key, b"in-memory peer");
-                    let n = tag.as_ref().len().min(buf.len());
-                    buf[..n].copy_from_slice(&tag.as_ref()[..n]);
-                    Ok(n)
-                });
-                b.set_cookie_verify_cb(move |_ssl, cookie| {
-                    hmac::verify(&k2, b"in-memory peer", cookie).is_ok()
-                });
-            } else {
-                b.set_verify(SslVerifyMode::PEER);
-                b.cert_store_mut()
-                    .add_cert(X509::from_pem(pki.ca_cert_pem.as_bytes())?)?;
-            }
+        let client = || -> Result<SslContext, ErrorStack> {
+            let mut b = dtls12_builder()?;
+            b.set_verify(SslVerifyMode::PEER);
+            b.cert_store_mut()
+                .add_cert(X509::from_pem(pki.ca_cert_pem.as_bytes())?)?;
             Ok(b.build())
         };
         Ok(Self {
-            client: build(false).map_err(|e| ssl_err("client context", e))?,
-            server: build(true).map_err(|e| ssl_err("server context", e))?,
+            client: client().map_err(|e| ssl_err("client context", e))?,
+            server: server_context(
+                pki.server_cert_pem.as_bytes(),
+                pki.server_key_pem.as_bytes(),
+                &pki.cookie_secret,
+            )
+            .map_err(|e| ssl_err("server context", e))?,
             mtu,
         })
     }

@@ -92,7 +92,10 @@ fn connected_pair() -> Result<(UdpSocket, UdpSocket), PeersError> {
 }
 
 /// `SSL_write` of `buf`, retried while the socket says `EAGAIN`; false when it never went.
-fn write_record(s: &mut SslStream<Sock>, buf: &[u8]) -> Result<bool, PeersError> {
+pub(super) fn write_record<S: Read + Write>(
+    s: &mut SslStream<S>,
+    buf: &[u8],
+) -> Result<bool, PeersError> {
     for _ in 0..WRITE_TRIES {
         match s.ssl_write(buf) {
             Ok(n) if n == buf.len() => return Ok(true),

@@ -33,6 +33,7 @@ pub struct IoCounters {
     xdp_umem_exhausted: AtomicU64,
     xdp_rx_kernel: AtomicU64,
     xdp_tx_kernel: AtomicU64,
+    xdp_next_hop_routed: AtomicU64,
     xdp_kernel_fill_ring_empty: AtomicU64,
     xdp_kernel_rx_ring_full: AtomicU64,
     xdp_kernel_rx_dropped: AtomicU64,
@@ -97,6 +98,10 @@ pub struct IoStats {
     /// for the peer (the kernel's route and neighbour tables pick it); also in
     /// `datagrams_out`.
     pub xdp_tx_kernel: u64,
+    /// Peers whose replies the kernel's route table sends elsewhere than to the MAC their
+    /// frames came from (another gateway on the link, or another interface through the
+    /// kernel socket): asymmetric routing, looked up once per peer.
+    pub xdp_next_hop_routed: u64,
     /// The kernel's count of AF_XDP frames dropped for want of a fill-ring buffer
     /// (receive-side UMEM exhaustion), as last read (XDP_STATISTICS).
     pub xdp_kernel_fill_ring_empty: u64,
@@ -133,6 +138,7 @@ pub(crate) struct Delta {
     pub xdp_umem_exhausted: u64,
     pub xdp_rx_kernel: u64,
     pub xdp_tx_kernel: u64,
+    pub xdp_next_hop_routed: u64,
 }
 
 impl IoCounters {
@@ -164,6 +170,7 @@ impl IoCounters {
             xdp_umem_exhausted: self.xdp_umem_exhausted.load(Relaxed),
             xdp_rx_kernel: self.xdp_rx_kernel.load(Relaxed),
             xdp_tx_kernel: self.xdp_tx_kernel.load(Relaxed),
+            xdp_next_hop_routed: self.xdp_next_hop_routed.load(Relaxed),
             xdp_kernel_fill_ring_empty: self.xdp_kernel_fill_ring_empty.load(Relaxed),
             xdp_kernel_rx_ring_full: self.xdp_kernel_rx_ring_full.load(Relaxed),
             xdp_kernel_rx_dropped: self.xdp_kernel_rx_dropped.load(Relaxed),
@@ -198,6 +205,7 @@ impl IoCounters {
         add(&self.xdp_umem_exhausted, d.xdp_umem_exhausted);
         add(&self.xdp_rx_kernel, d.xdp_rx_kernel);
         add(&self.xdp_tx_kernel, d.xdp_tx_kernel);
+        add(&self.xdp_next_hop_routed, d.xdp_next_hop_routed);
         if d.datagrams_in != 0 {
             self.recv_batches.fetch_add(1, Relaxed);
         }

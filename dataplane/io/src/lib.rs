@@ -70,6 +70,12 @@ pub use xdp::{
     BpfInsn, XdpConfig, XdpFilter, XdpIo, XdpProgram, XdpStats, XdpUnavailable,
     check_interface as check_xdp_interface, disable_tx_checksum_offload, probe as probe_xdp,
 };
+/// The AF_XDP backend's per-frame work without rings or sockets (frame parsed and next hop
+/// learned; next hop looked up and frame built), exactly as [`XdpIo`] runs it per datagram:
+/// public for the instruction-count gate (`dtls-icount`), which cannot run AF_XDP under
+/// valgrind. Not a stable API.
+#[doc(hidden)]
+pub use xdp::{FramePath, NextHop, RxDatagram, RxRefused, TxRefused};
 
 /// Sends `payload` on a connected UDP socket without blocking: one datagram, or with
 /// `segment_size` a UDP GSO run of `segment_size`-byte datagrams, the last possibly shorter

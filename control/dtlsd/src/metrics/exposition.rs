@@ -876,6 +876,12 @@ const SHARD_FAMILIES: &[(&str, &str, &str, ShardField)] = &[
         |_, i| i.xdp_tx_kernel,
     ),
     (
+        "dtlsd_xdp_next_hop_routed_total",
+        "counter",
+        "Peers whose replies the kernel's route table sends elsewhere than to the MAC their frames came from (another gateway on the link, or another interface through the listen socket): asymmetric routing, looked up once per peer.",
+        |_, i| i.xdp_next_hop_routed,
+    ),
+    (
         "dtlsd_xdp_umem_exhausted_total",
         "counter",
         "AF_XDP sends dropped: no free UMEM frame (also in dtlsd_io_send_errors_total).",

@@ -46,15 +46,41 @@ fn be16(b: &[u8], at: usize) -> u16 {
 
 /// One's-complement sum of `bytes` as big-endian 16-bit words (odd tail padded with zero),
 /// added to `acc`, not folded.
-fn sum(bytes: &[u8], mut acc: u64) -> u64 {
-    let mut chunks = bytes.chunks_exact(2);
+///
+/// Eight bytes at a time, in the host's byte order, with end-around carry (RFC 1071 §2):
+/// since 2^16 ≡ 2^64 ≡ 1 (mod 2^16 − 1), the one's-complement sum of 64-bit words folds to
+/// the sum of the 16-bit words (§2(B), "parallel summation"), and summing in the other byte
+/// order gives the byte-swapped sum (§2(A), "byte order independence"), swapped back once at
+/// the end. The tail is zero-padded to eight bytes, which pads an odd last byte as the RFC
+/// does. About a quarter of the instructions of the 16-bit loop at MTU size (the
+/// `packet-xdp-*` workloads of `dtls-icount`).
+fn sum(bytes: &[u8], acc: u64) -> u64 {
+    fn add(s: u64, w: u64) -> u64 {
+        let (v, carry) = s.overflowing_add(w);
+        // With a carry, v <= 2^64 - 2: adding it back cannot overflow.
+        v + u64::from(carry)
+    }
+    let mut s = 0u64;
+    let mut chunks = bytes.chunks_exact(8);
     for c in &mut chunks {
-        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
+        s = add(
+            s,
+            u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
+        );
     }
-    if let [last] = chunks.remainder() {
-        acc += u64::from(u16::from_be_bytes([*last, 0]));
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut last = [0u8; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        s = add(s, u64::from_ne_bytes(last));
     }
-    acc
+    let folded = fold(s);
+    let be = if cfg!(target_endian = "little") {
+        folded.swap_bytes()
+    } else {
+        folded
+    };
+    acc + u64::from(be)
 }
 
 fn fold(mut acc: u64) -> u16 {
@@ -288,6 +314,28 @@ mod tests {
             fold(sum(&[0, 1, 0xf2, 3, 0xf4, 0xf5, 0xf6, 0xf7], 0)),
             0xddf2
         );
+    }
+
+    /// The wide sum folds to what RFC 1071's 16-bit word loop gives, for every length and
+    /// offset parity up to a few chunks and for sums that carry.
+    #[test]
+    fn wide_sum_matches_the_word_by_word_sum() {
+        fn words(bytes: &[u8], mut acc: u64) -> u64 {
+            for c in bytes.chunks(2) {
+                acc += u64::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)]));
+            }
+            acc
+        }
+        let data: Vec<u8> = (0..100u32).map(|i| (i * 157 + 11) as u8).collect();
+        let ones = [0xffu8; 100];
+        for bytes in [&data[..], &ones[..]] {
+            for start in 0..2 {
+                for end in start..bytes.len() {
+                    let b = &bytes[start..end];
+                    assert_eq!(fold(sum(b, 7)), fold(words(b, 7)), "{start}..{end}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -17,15 +17,18 @@
 //! **Next-hop MAC.** A reply goes to the MAC address the peer's last datagram came from, for
 //! the local address it was sent to (a small table keyed by peer IP, learned on receive).
 //! That is right when the frame's sender is the next hop back to the peer: the peer itself
-//! on the same link, or the one router in front of us. A peer we hold no frame from (it was
+//! on the same link, or the one router in front of us. For asymmetric routing, each new
+//! peer's next hop is also read from the kernel's tables (`route`: `RTM_GETROUTE` for the
+//! peer, `RTM_GETNEIGH` for the gateway's MAC, or the peer's on-link), after the receive batch
+//! that brought it, a few peers per call; where it names another MAC than the frames' sender
+//! it replaces it (`next_hop_routed`), a route out of another interface sends through the
+//! kernel socket, and a gateway the kernel has not resolved yet is sent to through the kernel
+//! socket and looked up again later. A peer we hold no frame from (it was
 //! heard only through the kernel socket below, or never: a CID session's owner answering a
 //! client whose new address reached another node first) is sent to through the listen
 //! address's kernel UDP socket instead, so the kernel's route and neighbour tables pick the
 //! next hop (`tx_kernel`); without that socket ([`XdpIo::set_kernel_socket`]) such sends are
-//! dropped and counted (`tx_no_neighbour`). With asymmetric routing (replies that should leave
-//! through another router than the one the peer's frames came through) the learned MAC is
-//! still used: that deployment needs the kernel's route table read per peer (netlink), which
-//! this backend does not do.
+//! dropped and counted (`tx_no_neighbour`).
 //!
 //! **What the program passes to the kernel for our port** (IP fragments, which the kernel
 //! reassembles, IPv4 options, IPv6 extension headers) arrives on that same kernel socket, and
@@ -42,21 +45,23 @@
 
 mod frame;
 mod netdev;
+mod path;
 mod prog;
+mod route;
 mod umem;
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+pub use path::{FramePath, NextHop, RxDatagram, RxRefused, TxRefused};
 pub use prog::{BpfInsn, XdpFilter, XdpProgram};
 
 use crate::counters::Delta;
 use crate::{Datagram, DatagramMut, Error, IoCounters, IoStats, TxBatch};
-use frame::RxDrop;
 use umem::Xsk;
 
 /// Why the AF_XDP backend cannot be set up. Each names its reason, for `--io xdp` to report.
@@ -301,6 +306,8 @@ pub struct XdpStats {
     /// Datagrams sent through the kernel socket (no next hop learned for the peer); also in
     /// `datagrams_out`.
     pub tx_kernel: u64,
+    /// Peers whose replies the route table sends elsewhere than to their frames' sender.
+    pub next_hop_routed: u64,
     /// Kernel: frames dropped for want of a fill-ring buffer (receive-side UMEM exhaustion).
     pub kernel_fill_ring_empty: u64,
     /// Kernel: frames dropped because the RX ring was full.
@@ -327,6 +334,7 @@ impl XdpStats {
             umem_exhausted: s.xdp_umem_exhausted,
             rx_kernel: s.xdp_rx_kernel,
             tx_kernel: s.xdp_tx_kernel,
+            next_hop_routed: s.xdp_next_hop_routed,
             kernel_fill_ring_empty: s.xdp_kernel_fill_ring_empty,
             kernel_rx_ring_full: s.xdp_kernel_rx_ring_full,
             kernel_rx_dropped: s.xdp_kernel_rx_dropped,
@@ -334,16 +342,53 @@ impl XdpStats {
     }
 }
 
-/// Where a reply to a peer goes at the link layer, and from which of our addresses.
-#[derive(Debug, Clone, Copy)]
-struct Neighbour {
-    mac: [u8; 6],
-    local: IpAddr,
+/// Most peers waiting for their route lookup; more new peers keep their frames' MAC.
+const MAX_UNRESOLVED: usize = 1024;
+/// Route lookups (each one `RTM_GETROUTE` and one `RTM_GETNEIGH`) per receive call at most.
+const ROUTE_LOOKUPS_PER_TURN: usize = 4;
+/// A gateway whose MAC the kernel has not resolved yet is looked up again after this (then
+/// twice as long each time), up to [`ROUTE_TRIES`] times; meanwhile replies to its peers
+/// leave through the kernel socket, whose sends make the kernel resolve it.
+const ROUTE_RETRY: Duration = Duration::from_millis(10);
+const ROUTE_TRIES: u32 = 8;
+
+/// What one route lookup decided.
+enum Resolved {
+    /// Done; true when replies now go elsewhere than to the frames' sender.
+    Done(bool),
+    /// The gateway's MAC is not known yet: look again later.
+    Retry,
 }
 
-/// Most peers whose MAC we remember; the table is cleared when full (entries come back with
-/// each peer's next datagram).
-const MAX_NEIGHBOURS: usize = 1 << 16;
+/// The next hop of `peer` from the kernel's tables (see [`XdpIo`]'s module docs): the route's
+/// gateway (or the peer, on-link) and its MAC on interface `ifindex`.
+fn resolve(
+    routes: &mut route::RouteTable,
+    path: &mut FramePath,
+    ifindex: u32,
+    peer: IpAddr,
+) -> Resolved {
+    let Ok(Some(r)) = routes.route(peer) else {
+        // No route (or no answer): the frames' sender stays the next hop.
+        return Resolved::Done(false);
+    };
+    if r.oif != 0 && r.oif != ifindex {
+        // The kernel would send it out of another interface: let it.
+        path.route_via(peer, None);
+        return Resolved::Done(true);
+    }
+    match routes.neighbour(ifindex, r.gateway.unwrap_or(peer)) {
+        Ok(Some(mac)) => Resolved::Done(path.route_via(peer, Some(mac))),
+        // On-link, not in the neighbour table: its own frames' MAC is the right one.
+        Ok(None) if r.gateway.is_none() => Resolved::Done(false),
+        Ok(None) => {
+            path.route_via(peer, None);
+            Resolved::Retry
+        }
+        Err(_) => Resolved::Done(false),
+    }
+}
+
 /// Kernel headroom in front of a received frame in copy mode (`XDP_PACKET_HEADROOM`).
 const XDP_HEADROOM: usize = 256;
 
@@ -361,11 +406,9 @@ pub struct XdpIo {
     xsk: Xsk,
     program: Arc<XdpProgram>,
     queue: u32,
-    mac: [u8; 6],
-    mtu: usize,
-    port: u16,
+    /// Framing and the next hop learned per peer (the per-datagram work off the rings).
+    path: FramePath,
     batch: usize,
-    neighbours: HashMap<IpAddr, Neighbour>,
     /// Send frames not on the TX or completion ring.
     free_tx: Vec<u64>,
     /// Receive frames of the current batch, back to the fill ring on the next receive.
@@ -375,6 +418,15 @@ pub struct XdpIo {
     /// The listen address's kernel UDP socket (nonblocking): what the program passes for our
     /// port arrives there, and sends to peers with no learned next hop leave through it.
     kernel: Option<UdpSocket>,
+    /// The interface's index (for neighbour lookups).
+    ifindex: u32,
+    /// The kernel's route and neighbour tables (netlink); `None` when the socket could not
+    /// be opened (then the frames' sender is every peer's next hop).
+    routes: Option<route::RouteTable>,
+    /// New peers waiting for their route lookup.
+    unresolved: VecDeque<IpAddr>,
+    /// Peers whose gateway's MAC was not known yet: when to look again, and how often tried.
+    retries: Vec<(IpAddr, Instant, u32)>,
 }
 
 impl XdpIo {
@@ -444,16 +496,17 @@ impl XdpIo {
             xsk,
             program,
             queue: cfg.queue,
-            mac: ifc.mac,
-            mtu: ifc.mtu,
-            port: cfg.filter.port,
+            path: FramePath::new(ifc.mac, cfg.filter.port, ifc.mtu),
             batch: cfg.batch,
-            neighbours: HashMap::new(),
             free_tx,
             held: Vec::with_capacity(cfg.batch),
             metas: Vec::with_capacity(cfg.batch),
             counters: Arc::new(IoCounters::default()),
             kernel: None,
+            ifindex: ifc.index,
+            routes: route::RouteTable::open().ok(),
+            unresolved: VecDeque::new(),
+            retries: Vec::new(),
         })
     }
 
@@ -474,7 +527,7 @@ impl XdpIo {
 
     /// The interface MTU the sends are checked against.
     pub fn mtu(&self) -> usize {
-        self.mtu
+        self.path.mtu()
     }
 
     /// The socket's file descriptor (for the caller's own poll).
@@ -589,35 +642,27 @@ impl XdpIo {
                 malformed += 1;
                 continue;
             };
-            match frame::parse(bytes_at) {
-                Ok(f) if f.destination.port() != self.port => not_ours += 1,
+            match self.path.receive(bytes_at) {
                 Ok(f) => {
-                    let ip = f.source.ip();
-                    if !self.neighbours.contains_key(&ip) && self.neighbours.len() >= MAX_NEIGHBOURS
-                    {
-                        self.neighbours.clear();
+                    if f.new_peer && self.unresolved.len() < MAX_UNRESOLVED {
+                        self.unresolved.push_back(f.source.ip());
                     }
-                    self.neighbours.insert(
-                        ip,
-                        Neighbour {
-                            mac: f.src_mac,
-                            local: f.destination.ip(),
-                        },
-                    );
                     bytes += f.payload_len as u64;
                     self.metas.push(RxMeta {
                         source: f.source,
-                        local: f.destination.ip(),
+                        local: f.local,
                         addr: d.addr + f.payload_offset as u64,
                         len: f.payload_len,
                     });
                 }
-                Err(RxDrop::Malformed) => malformed += 1,
-                Err(RxDrop::BadChecksum) => bad_sum += 1,
-                Err(RxDrop::NotUdp) => not_udp += 1,
+                Err(RxRefused::NotOurs) => not_ours += 1,
+                Err(RxRefused::Malformed) => malformed += 1,
+                Err(RxRefused::BadChecksum) => bad_sum += 1,
+                Err(RxRefused::NotUdp) => not_udp += 1,
             }
         }
         self.xsk.rx.release();
+        self.resolve_next_hops();
         if n > 0 {
             self.counters.publish(&Delta {
                 xdp_rx_frames: u64::from(n),
@@ -631,6 +676,58 @@ impl XdpIo {
             });
         }
         Ok(self.metas.len())
+    }
+
+    /// Looks up the next hop of a few new peers (and of peers whose gateway was not resolved
+    /// yet, when due) in the kernel's tables: at most [`ROUTE_LOOKUPS_PER_TURN`] per call, so
+    /// a flood of new source addresses costs each turn a bounded time; the others keep their
+    /// frames' MAC until their turn.
+    fn resolve_next_hops(&mut self) {
+        let Some(routes) = self.routes.as_mut() else {
+            return;
+        };
+        if self.unresolved.is_empty() && self.retries.is_empty() {
+            return;
+        }
+        let mut budget = ROUTE_LOOKUPS_PER_TURN;
+        let mut routed = 0;
+        let mut due = Vec::new();
+        if !self.retries.is_empty() {
+            let now = Instant::now();
+            let mut i = 0;
+            while i < self.retries.len() && due.len() < budget {
+                if self.retries[i].1 <= now {
+                    due.push(self.retries.swap_remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        budget -= due.len();
+        let fresh = (0..budget).map_while(|_| self.unresolved.pop_front().map(|ip| (ip, 0)));
+        let work: Vec<(IpAddr, u32)> = due
+            .into_iter()
+            .map(|(ip, _, t)| (ip, t))
+            .chain(fresh)
+            .collect();
+        for (peer, tries) in work {
+            match resolve(routes, &mut self.path, self.ifindex, peer) {
+                Resolved::Done(true) => routed += 1,
+                Resolved::Done(false) => {}
+                Resolved::Retry if tries + 1 < ROUTE_TRIES => {
+                    let wait = ROUTE_RETRY * (1 << tries);
+                    self.retries.push((peer, Instant::now() + wait, tries + 1));
+                }
+                // Never resolved: its replies keep leaving through the kernel socket.
+                Resolved::Retry => {}
+            }
+        }
+        if routed > 0 {
+            self.counters.publish(&Delta {
+                xdp_next_hop_routed: routed,
+                ..Delta::default()
+            });
+        }
     }
 
     /// The datagrams of the last [`Self::poll_recv`], read in place from the UMEM.
@@ -705,33 +802,34 @@ impl XdpIo {
             };
             for payload in chunks {
                 let dest = send.destination;
-                let ip_len = frame::header_len(&dest) - frame::ETH_LEN + payload.len();
-                if ip_len > self.mtu {
-                    too_big += 1;
-                    continue;
-                }
-                let Some(n) = self.neighbours.get(&dest.ip()).copied() else {
-                    // No frame from this peer: the kernel's tables pick the next hop.
-                    match self.kernel.as_ref().map(|k| k.send_to(payload, dest)) {
-                        Some(Ok(_)) => {
-                            via_kernel += 1;
-                            bytes += payload.len() as u64;
-                        }
-                        Some(Err(_)) => kernel_errors += 1,
-                        None => no_mac += 1,
+                let hop = match self.path.next_hop(&dest, payload.len()) {
+                    Ok(hop) => hop,
+                    Err(TxRefused::TooBig) => {
+                        too_big += 1;
+                        continue;
                     }
-                    continue;
+                    Err(TxRefused::NoNextHop) => {
+                        // No frame from this peer: the kernel's tables pick the next hop.
+                        match self.kernel.as_ref().map(|k| k.send_to(payload, dest)) {
+                            Some(Ok(_)) => {
+                                via_kernel += 1;
+                                bytes += payload.len() as u64;
+                            }
+                            Some(Err(_)) => kernel_errors += 1,
+                            None => no_mac += 1,
+                        }
+                        continue;
+                    }
                 };
                 let Some(addr) = self.free_tx.pop() else {
                     exhausted += 1;
                     continue;
                 };
-                let mac = self.mac;
-                let source = SocketAddr::new(n.local, self.port);
+                let path = &self.path;
                 let built = self
                     .xsk
                     .frame_mut(addr)
-                    .and_then(|buf| frame::build(buf, mac, n.mac, source, dest, payload));
+                    .and_then(|buf| path.build(buf, hop, dest, payload));
                 let Some(len) = built else {
                     // Family mismatch between the peer and our learned address: not sendable.
                     self.free_tx.push(addr);
