@@ -341,6 +341,19 @@ impl UdpIo {
         }
     }
 
+    /// Whether the last receive may have left datagrams in the socket: it filled the batch
+    /// (mmsg), or completions are left over, the multishot receive ended, or it reaped a
+    /// whole multishot run (io_uring). A caller that sleeps on the socket's readiness
+    /// (edge-triggered epoll) between receives must receive again without sleeping while
+    /// this is true; when it is false the socket was found empty, so every datagram still
+    /// to come raises a new edge, and sleeping loses nothing.
+    pub fn recv_may_hold_more(&self) -> bool {
+        match &self.backend {
+            Backend::Uring(u) => u.recv_more(),
+            Backend::Mmsg(m) => m.recv_more(),
+        }
+    }
+
     /// The live counters (shareable with a metrics thread).
     pub fn counters(&self) -> &Arc<IoCounters> {
         &self.counters

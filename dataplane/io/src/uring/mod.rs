@@ -56,6 +56,10 @@ const RECVMSG_OUT_LEN: usize = 16;
 const COMPLETION_BOUND: Duration = Duration::from_secs(2);
 /// This many consecutive failed multishot arms (other than ENOBUFS) end `poll_recv` with an error.
 const MAX_ARM_FAILURES: u32 = 3;
+/// Most completions one run of a multishot receive posts before the kernel requeues the rest
+/// as task work (`MULTISHOT_MAX_RETRY` in io_uring/net.c): a receive that reaped this many
+/// may have left datagrams that raise no new readiness edge.
+const MULTISHOT_RUN: usize = 32;
 
 /// Per-send-slot memory the kernel reads when it issues a `sendmsg` SQE.
 #[derive(Debug)]
@@ -97,6 +101,8 @@ pub struct UringIo {
     batch: usize,
     armed: bool,
     ever_armed: bool,
+    /// The last receive may have left datagrams behind (see [`crate::UdpIo::recv_may_hold_more`]).
+    recv_more: bool,
     arm_failures: u32,
     last_arm_error: i32,
     stash: VecDeque<(i32, u32)>,
@@ -182,6 +188,7 @@ impl UringIo {
             batch: cfg.batch,
             armed: false,
             ever_armed: false,
+            recv_more: false,
             arm_failures: 0,
             last_arm_error: 0,
             stash: VecDeque::with_capacity(cq as usize + usize::from(buffers)),
@@ -218,6 +225,10 @@ impl UringIo {
 
     pub(crate) fn buffers(&self) -> u16 {
         self.buffers
+    }
+
+    pub(crate) fn recv_more(&self) -> bool {
+        self.recv_more
     }
 
     /// Moves every completion from the CQ: sends into `results`, receives into `stash`.
@@ -319,12 +330,19 @@ impl UringIo {
     /// Moves ready receive completions into the batch (at most `batch`) and publishes `d`.
     fn finish_recv(&mut self, mut d: Delta) -> Result<&mut RecvBatch, Error> {
         self.reap();
+        let mut handled = 0;
         while self.rx.metas.len() < self.batch {
             let Some((res, flags)) = self.stash.pop_front() else {
                 break;
             };
             self.handle_recv(res, flags, &mut d);
+            handled += 1;
         }
+        // Completions left over, a multishot receive that ended (armed again only by the
+        // next receive), or a run as long as the kernel's multishot burst or our batch: the
+        // socket may hold datagrams whose readiness edge was already consumed.
+        self.recv_more =
+            !self.stash.is_empty() || !self.armed || handled >= self.batch.min(MULTISHOT_RUN);
         self.counters.publish(&d);
         if self.arm_failures >= MAX_ARM_FAILURES {
             self.arm_failures = 0;
@@ -336,11 +354,13 @@ impl UringIo {
     }
 
     pub(crate) fn poll_recv(&mut self, timeout: Duration) -> Result<&mut RecvBatch, Error> {
-        let d = self.begin_recv()?;
+        let mut d = self.begin_recv()?;
         self.reap();
         if self.stash.is_empty() {
+            d.recv_calls += 1;
             self.submit_and_wait(1, timeout)?;
         } else if !self.ring.submission().is_empty() {
+            d.recv_calls += 1;
             self.submit_and_run_completions()?;
         }
         self.finish_recv(d)
@@ -365,6 +385,7 @@ impl UringIo {
         let mut d = self.begin_recv()?;
         self.reap();
         self.queue_chunk(tx, 0, chunk)?;
+        d.recv_calls += 1;
         if self.stash.is_empty() {
             // The CQ is empty: the send completions plus one receive satisfy the wait.
             self.submit_and_wait(chunk + 1, timeout)?;
