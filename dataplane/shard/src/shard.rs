@@ -132,7 +132,12 @@ pub struct Shard {
     on_ready: Vec<u32>,
     scratch: Box<[u8]>,
     config: ShardConfig,
-    /// The last turn's receive returned datagrams (there may be more: do not sleep).
+    /// The last turn's receive may have left datagrams behind (a full batch, leftover
+    /// completions: see `UdpIo::recv_may_hold_more`), or an AF_XDP receive returned some:
+    /// the next turn does not sleep. A receive that found the socket empty lets the next
+    /// turn sleep at once: every datagram after it raises a new readiness edge, and an
+    /// extra turn without waiting (an `epoll_wait` and a receive that find nothing) would
+    /// cost two kernel calls per datagram at low load.
     received: bool,
     /// When an AF_XDP shard last read the kernel's socket statistics.
     xdp_stats_at: Instant,
@@ -530,11 +535,7 @@ impl Shard {
     pub fn run_turn(&mut self, now: Instant) -> Result<(), Error> {
         self.core.pump();
         self.handle_commands(now);
-        let idle = !self.received
-            && self.fx.net.is_empty()
-            && self.ready.is_empty()
-            && !self.core.queues().has_commands()
-            && self.core.queues().handoffs().is_empty();
+        let idle = self.may_sleep();
         // Asleep only once no command is waiting: a command pushed from then on signals
         // the waker (one eventfd write), which ends the wait.
         let wait = if idle && self.core.queues().prepare_sleep() {
@@ -560,10 +561,10 @@ impl Shard {
         match &mut self.io {
             ListenIo::Socket(io) => {
                 let batch = io.flush_and_poll_recv(&mut rx.fx.net, Duration::ZERO)?;
-                self.received = !batch.is_empty();
                 for d in batch.iter_mut() {
                     rx.datagram(d.source, d.payload);
                 }
+                self.received = io.recv_may_hold_more();
             }
             ListenIo::Xdp { xdp, .. } => {
                 xdp.flush(&mut rx.fx.net)?;
@@ -603,6 +604,18 @@ impl Shard {
         }
         self.progress.mark(now);
         Ok(())
+    }
+
+    /// Whether a turn starting now may wait on the epoll set (up to
+    /// [`ShardConfig::recv_wait`]): the last receive left nothing behind, nothing is staged
+    /// to send, no upstream socket is left with datagrams, no command or hand-off waits.
+    /// What arrives while it waits ends the wait (a datagram, a reply, a command's wake-up).
+    pub fn may_sleep(&self) -> bool {
+        !self.received
+            && self.fx.net.is_empty()
+            && self.ready.is_empty()
+            && !self.core.queues().has_commands()
+            && self.core.queues().handoffs().is_empty()
     }
 
     fn handle_commands(&mut self, now: Instant) {
