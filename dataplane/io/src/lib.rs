@@ -341,9 +341,11 @@ impl UdpIo {
         }
     }
 
-    /// Whether the last receive may have left datagrams in the socket: it filled the batch
-    /// (mmsg), or completions are left over, the multishot receive ended, or it reaped a
-    /// whole multishot run (io_uring). A caller that sleeps on the socket's readiness
+    /// Whether datagrams may wait that no readiness edge will announce: the last receive
+    /// filled the batch (mmsg); or (io_uring) completions are left over, the multishot
+    /// receive ended, the last receive reaped a whole multishot run, or a later call (a
+    /// send's `io_uring_enter` also runs the deferred receive work) took receive
+    /// completions off the ring. Ask right before sleeping. A caller that sleeps on the socket's readiness
     /// (edge-triggered epoll) between receives must receive again without sleeping while
     /// this is true; when it is false the socket was found empty, so every datagram still
     /// to come raises a new edge, and sleeping loses nothing.

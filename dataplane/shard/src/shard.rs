@@ -132,13 +132,13 @@ pub struct Shard {
     on_ready: Vec<u32>,
     scratch: Box<[u8]>,
     config: ShardConfig,
-    /// The last turn's receive may have left datagrams behind (a full batch, leftover
-    /// completions: see `UdpIo::recv_may_hold_more`), or an AF_XDP receive returned some:
-    /// the next turn does not sleep. A receive that found the socket empty lets the next
-    /// turn sleep at once: every datagram after it raises a new readiness edge, and an
-    /// extra turn without waiting (an `epoll_wait` and a receive that find nothing) would
-    /// cost two kernel calls per datagram at low load.
-    received: bool,
+    /// AF_XDP: the last turn's receive returned datagrams (there may be more: do not
+    /// sleep). A socket shard asks its io instead (`UdpIo::recv_may_hold_more`), so that a
+    /// receive that found the socket empty lets the next turn sleep at once: every datagram
+    /// after it raises a new readiness edge, and an extra turn without waiting (an
+    /// `epoll_wait` and a receive that find nothing) cost two kernel calls per datagram at
+    /// low load.
+    xdp_received: bool,
     /// When an AF_XDP shard last read the kernel's socket statistics.
     xdp_stats_at: Instant,
     /// AF_XDP: the listen socket may hold datagrams the kernel delivered (its edge was seen
@@ -433,7 +433,7 @@ impl Shard {
             on_ready: vec![0; max_sessions],
             scratch: vec![0; MAX_UDP_PAYLOAD].into_boxed_slice(),
             config,
-            received: false,
+            xdp_received: false,
             xdp_stats_at: Instant::now(),
             kernel_ready: true,
         })
@@ -564,12 +564,11 @@ impl Shard {
                 for d in batch.iter_mut() {
                     rx.datagram(d.source, d.payload);
                 }
-                self.received = io.recv_may_hold_more();
             }
             ListenIo::Xdp { xdp, .. } => {
                 xdp.flush(&mut rx.fx.net)?;
                 let n = xdp.poll_recv(Duration::ZERO)?;
-                self.received = n > 0;
+                self.xdp_received = n > 0;
                 for i in 0..n {
                     if let Some(d) = xdp.datagram_mut(i) {
                         rx.datagram(d.source, d.payload);
@@ -587,7 +586,7 @@ impl Shard {
                         rx.datagram(source, &mut self.scratch[..len]);
                         read += 1;
                     }
-                    self.received |= read > 0;
+                    self.xdp_received |= read > 0;
                 }
                 if now.duration_since(self.xdp_stats_at) >= self.config.sweep_interval {
                     self.xdp_stats_at = now;
@@ -611,7 +610,11 @@ impl Shard {
     /// to send, no upstream socket is left with datagrams, no command or hand-off waits.
     /// What arrives while it waits ends the wait (a datagram, a reply, a command's wake-up).
     pub fn may_sleep(&self) -> bool {
-        !self.received
+        let listen_more = match &self.io {
+            ListenIo::Socket(io) => io.recv_may_hold_more(),
+            ListenIo::Xdp { .. } => self.xdp_received,
+        };
+        !listen_more
             && self.fx.net.is_empty()
             && self.ready.is_empty()
             && !self.core.queues().has_commands()

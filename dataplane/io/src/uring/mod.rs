@@ -227,8 +227,12 @@ impl UringIo {
         self.buffers
     }
 
+    /// Whether receive completions may wait: the last receive's verdict, or completions an
+    /// enter made since (a send's, which runs the deferred receive work too) moved into
+    /// the stash. The latter consumed their datagrams' readiness edge: nothing else
+    /// announces them.
     pub(crate) fn recv_more(&self) -> bool {
-        self.recv_more
+        self.recv_more || !self.stash.is_empty()
     }
 
     /// Moves every completion from the CQ: sends into `results`, receives into `stash`.
