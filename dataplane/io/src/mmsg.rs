@@ -108,6 +108,7 @@ impl MmsgIo {
         // an empty socket, so a nonblocking receive is one kernel call, not two.
         if !timeout.is_zero() {
             d.recv_calls += 1;
+            d.recv_waits += 1;
             if !sys::poll_fd(self.fd(), libc::POLLIN, timeout).map_err(Error::Recv)? {
                 self.counters.publish(&d);
                 return Ok(&mut self.rx);

@@ -277,6 +277,7 @@ fn mmsg_nonblocking_receive_is_one_kernel_call() {
         2,
         "a receive that may wait: poll, then recvmmsg"
     );
+    assert_eq!(rx_io.stats().recv_waits, 1, "only the poll waits");
 }
 
 /// `recv_may_hold_more` after a receive: true when it filled the batch (datagrams may be

@@ -15,7 +15,7 @@
 //! `io_uring_enter` that submits them and waits for `sends + 1` completions with the caller's
 //! timeout; the send completions are posted inline, so the wait ends at the first receive.
 //! With a zero timeout the enter does not wait at all (min_complete 0): it submits, runs the
-//! deferred receive work and returns, and the thread is never put to sleep on an expired timer.
+//! deferred receive work and returns, and no timer is armed for the expired timeout.
 #![allow(unsafe_code)]
 
 mod bufring;
@@ -315,11 +315,11 @@ impl UringIo {
     }
 
     /// One `io_uring_enter`: submits what is queued, waits up to `timeout` until `want`
-    /// completions are in the CQ (deferred work runs first). Never with a zero timeout: the
-    /// kernel would still put the thread to sleep on an already expired timer when fewer
-    /// than `want` completions are there (a context switch and a timer interrupt for
-    /// nothing, the shard's main cost at low load, seen as ETIME results); a wait-free
-    /// turn is [`Self::submit_and_run_completions`].
+    /// completions are in the CQ (deferred work runs first). Never with a zero timeout: when
+    /// fewer than `want` completions are there the kernel still arms (and fires) a timer
+    /// for the already expired timeout and answers ETIME; perf put a quarter of a shard's
+    /// CPU at low load there (`io_cqring_wait`). A wait-free turn is
+    /// [`Self::submit_and_run_completions`].
     fn submit_and_wait(&mut self, want: usize, timeout: Duration) -> Result<(), Error> {
         let ts = Timespec::from(timeout);
         let args = SubmitArgs::new().timespec(&ts);
@@ -368,6 +368,7 @@ impl UringIo {
         self.reap();
         if self.stash.is_empty() && !timeout.is_zero() {
             d.recv_calls += 1;
+            d.recv_waits += 1;
             self.submit_and_wait(1, timeout)?;
         } else if self.stash.is_empty() || !self.ring.submission().is_empty() {
             // No wait: the enter runs the deferred receive work and returns (see
@@ -400,6 +401,7 @@ impl UringIo {
         d.recv_calls += 1;
         if self.stash.is_empty() && !timeout.is_zero() {
             // The CQ is empty: the send completions plus one receive satisfy the wait.
+            d.recv_waits += 1;
             self.submit_and_wait(chunk + 1, timeout)?;
         } else {
             self.submit_and_run_completions()?;
