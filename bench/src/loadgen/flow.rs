@@ -198,6 +198,12 @@ pub struct Flows {
     /// timerfd has no timer slack; `sleep` has 50 µs of it, and a reply arriving during a
     /// sleep used to wait it out).
     send_timer: std::os::fd::OwnedFd,
+    /// The send time (ns since `epoch`) the timer is armed for and has not yet been seen to
+    /// fire: a wait that a reply ended leaves the timer armed for the same send, and the
+    /// next wait does not arm it again (one `timerfd_settime` per send time, not per wait).
+    timer_armed_for: Option<u64>,
+    /// `timerfd_settime` calls made (the mechanism test reads it).
+    timer_arms: u64,
     events: Events,
     pattern: Pattern,
     cfg: FlowConfig,
@@ -294,6 +300,8 @@ impl Flows {
             flows,
             poll,
             send_timer,
+            timer_armed_for: None,
+            timer_arms: 0,
             events: Events::with_capacity(1024),
             pattern: Pattern::new(cfg.size),
             cfg,
@@ -484,8 +492,26 @@ impl Flows {
             .collect()
     }
 
+    /// Notes a fired send timer among the last wait's events (it must be armed again).
+    fn note_timer_fired(&mut self) {
+        if self.events.iter().any(|e| e.token() == SEND_TIMER) {
+            self.timer_armed_for = None;
+        }
+    }
+
+    /// Makes the send timer fire at `due` (ns since `epoch`), `ns` (> 0) from now, unless it
+    /// is armed for that very send time already (a reply ended the last wait before it).
+    fn arm_send_timer_for(&mut self, due: u64, ns: u64) -> Result<()> {
+        if self.timer_armed_for == Some(due) {
+            return Ok(());
+        }
+        self.arm_send_timer(ns)?;
+        self.timer_armed_for = Some(due);
+        Ok(())
+    }
+
     /// Arms the send timer to fire once, `ns` (> 0) from now.
-    fn arm_send_timer(&self, ns: u64) -> Result<()> {
+    fn arm_send_timer(&mut self, ns: u64) -> Result<()> {
         let zero = Timespec {
             tv_sec: 0,
             tv_nsec: 0,
@@ -503,6 +529,7 @@ impl Flows {
             },
         )
         .context("arm the send timer")?;
+        self.timer_arms += 1;
         Ok(())
     }
 
@@ -596,6 +623,8 @@ impl Flows {
             f.next_expected = f.next_seq;
             f.outstanding = 0;
         }
+        // A timer left armed by an earlier run fires for nothing; this run arms its own.
+        self.timer_armed_for = None;
         loop {
             let now = Instant::now();
             if now >= end {
@@ -633,11 +662,12 @@ impl Flows {
             // time (the timerfd, exact), whichever comes first; epoll's own timeout, whole
             // milliseconds, is only a bound.
             if wait_ns > 0 {
-                self.arm_send_timer(wait_ns)?;
+                self.arm_send_timer_for(next_due, wait_ns)?;
                 self.wait(MAX_WAIT)?;
             } else {
                 self.wait(Duration::ZERO)?;
             }
+            self.note_timer_fired();
             ready.clear();
             ready.extend(self.ready());
             for &i in &ready {
@@ -745,5 +775,34 @@ mod tests {
         }
         assert!(woke, "the send timer raised no event");
         assert!(flows.ready().is_empty(), "the timer is not a flow");
+    }
+    /// The send timer is armed once per send time: a wait that ended before it fired (a
+    /// reply) leaves it armed, and arming it for the same send time again makes no call;
+    /// once its event was seen, or for another send time, it is armed again.
+    #[test]
+    fn the_send_timer_is_armed_once_per_send_time() {
+        let cfg = FlowConfig {
+            size: 1200,
+            window: 1,
+            gso: false,
+        };
+        let mut flows = Flows::new(Vec::new(), CipherChoice::Aes128Gcm, cfg).expect("flows");
+        flows.arm_send_timer_for(1_000, 200_000).expect("arm");
+        flows.arm_send_timer_for(1_000, 150_000).expect("arm");
+        assert_eq!(flows.timer_arms, 1, "same send time: armed once");
+        let mut fired = false;
+        for _ in 0..100 {
+            flows.wait(Duration::from_secs(10)).expect("wait");
+            flows.note_timer_fired();
+            if flows.timer_armed_for.is_none() {
+                fired = true;
+                break;
+            }
+        }
+        assert!(fired, "the timer's event was not seen");
+        flows.arm_send_timer_for(1_000, 200_000).expect("arm");
+        assert_eq!(flows.timer_arms, 2, "fired: armed again");
+        flows.arm_send_timer_for(2_000, 200_000).expect("arm");
+        assert_eq!(flows.timer_arms, 3, "another send time");
     }
 }

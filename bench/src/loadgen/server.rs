@@ -3,8 +3,9 @@
 //!
 //! The echo backend (`echo-backend` thread) answers every datagram with the same bytes, to
 //! its source, batched through `dtls-io` (io_uring when available, else mmsg;
-//! `flush_and_poll_recv`, GSO/GRO on). It is pinned off shard 0's core, and off the
-//! generator's (the last) where the host has a third (`run::backend_core`).
+//! `flush_and_poll_recv`, GSO/GRO on). Where the host has three cores or more it is pinned
+//! off shard 0's core and off the generator's (the last); on two it is not pinned
+//! (`run::backend_core`).
 //!
 //! In-process means the server's RSS and CPU are this process's: per-thread CPU tells the
 //! server's threads (`dtlsd-*`) from the generator's (`loadgen-*`).
@@ -125,8 +126,8 @@ fn echo_thread(
     echoed: &AtomicU64,
     ready: &mpsc::Sender<std::result::Result<SocketAddr, String>>,
 ) {
-    // Off shard 0's core, and off the generator's where there is a third (see
-    // `run::backend_core`).
+    // Off shard 0's core and off the generator's where there is a third; not pinned on two
+    // cores (see `run::backend_core`).
     super::run::pin_backend();
     let cfg = IoConfig {
         mode: dtls_io::IoMode::Auto,

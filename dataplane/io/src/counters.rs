@@ -22,6 +22,8 @@ pub struct IoCounters {
     recv_buffer_exhausted: AtomicU64,
     recv_rearms: AtomicU64,
     recv_truncated: AtomicU64,
+    recv_calls: AtomicU64,
+    recv_waits: AtomicU64,
     kernel_drops: AtomicU64,
     xdp_rx_frames: AtomicU64,
     xdp_rx_malformed: AtomicU64,
@@ -70,6 +72,14 @@ pub struct IoStats {
     pub recv_rearms: u64,
     /// Received datagrams dropped because they did not fit a receive buffer (MSG_TRUNC).
     pub recv_truncated: u64,
+    /// Kernel calls made to receive: with mmsg each `poll` and `recvmmsg`, with io_uring
+    /// each `io_uring_enter` of a receive (which may also submit that turn's sends). Its
+    /// ratio to `recv_batches` is the receive path's cost in calls.
+    pub recv_calls: u64,
+    /// Of `recv_calls`, those that asked the kernel to wait (a timeout above zero): with mmsg
+    /// the `poll`, with io_uring an `io_uring_enter` waiting for completions. A receive
+    /// with a zero timeout never waits, and arms no timer.
+    pub recv_waits: u64,
     /// The kernel's cumulative count of datagrams dropped on this socket (receive queue full),
     /// as last reported by SO_RXQ_OVFL.
     pub kernel_drops: u64,
@@ -127,6 +137,8 @@ pub(crate) struct Delta {
     pub recv_buffer_exhausted: u64,
     pub recv_rearms: u64,
     pub recv_truncated: u64,
+    pub recv_calls: u64,
+    pub recv_waits: u64,
     pub kernel_drops: Option<u64>,
     pub xdp_rx_frames: u64,
     pub xdp_rx_malformed: u64,
@@ -159,6 +171,8 @@ impl IoCounters {
             recv_buffer_exhausted: self.recv_buffer_exhausted.load(Relaxed),
             recv_rearms: self.recv_rearms.load(Relaxed),
             recv_truncated: self.recv_truncated.load(Relaxed),
+            recv_calls: self.recv_calls.load(Relaxed),
+            recv_waits: self.recv_waits.load(Relaxed),
             kernel_drops: self.kernel_drops.load(Relaxed),
             xdp_rx_frames: self.xdp_rx_frames.load(Relaxed),
             xdp_rx_malformed: self.xdp_rx_malformed.load(Relaxed),
@@ -195,6 +209,8 @@ impl IoCounters {
         add(&self.recv_buffer_exhausted, d.recv_buffer_exhausted);
         add(&self.recv_rearms, d.recv_rearms);
         add(&self.recv_truncated, d.recv_truncated);
+        add(&self.recv_calls, d.recv_calls);
+        add(&self.recv_waits, d.recv_waits);
         add(&self.xdp_rx_frames, d.xdp_rx_frames);
         add(&self.xdp_rx_malformed, d.xdp_rx_malformed);
         add(&self.xdp_rx_bad_checksum, d.xdp_rx_bad_checksum);

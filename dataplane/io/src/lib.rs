@@ -347,6 +347,21 @@ impl UdpIo {
         }
     }
 
+    /// Whether datagrams may wait that no readiness edge will announce: the last receive
+    /// filled the batch (mmsg); or (io_uring) completions are left over, the multishot
+    /// receive ended, the last receive reaped a whole multishot run, or a later call (a
+    /// send's `io_uring_enter` also runs the deferred receive work) took receive
+    /// completions off the ring. A caller that sleeps on the socket's readiness
+    /// (edge-triggered epoll) between receives asks right before sleeping, and receives
+    /// again without sleeping while this is true; when it is false the socket was found
+    /// empty, so every datagram still to come raises a new edge, and sleeping loses nothing.
+    pub fn recv_may_hold_more(&self) -> bool {
+        match &self.backend {
+            Backend::Uring(u) => u.recv_more(),
+            Backend::Mmsg(m) => m.recv_more(),
+        }
+    }
+
     /// The live counters (shareable with a metrics thread).
     pub fn counters(&self) -> &Arc<IoCounters> {
         &self.counters

@@ -23,6 +23,8 @@ pub struct MmsgIo {
     rx: RecvBatch,
     slot: usize,
     batch: usize,
+    /// The last receive filled the batch: the socket may hold more.
+    recv_more: bool,
     recv_hdrs: Vec<libc::mmsghdr>,
     recv_iovs: Vec<libc::iovec>,
     recv_names: Vec<SockAddrBuf>,
@@ -61,6 +63,7 @@ impl MmsgIo {
             rx: RecvBatch::new(arena, batch, batch),
             slot,
             batch,
+            recv_more: false,
             recv_hdrs: vec![sys::zeroed_mmsghdr(); batch],
             recv_iovs: vec![iov0; batch],
             recv_names: vec![SockAddrBuf::zeroed(); batch],
@@ -93,10 +96,23 @@ impl MmsgIo {
         self.batch
     }
 
+    pub(crate) fn recv_more(&self) -> bool {
+        self.recv_more
+    }
+
     pub(crate) fn poll_recv(&mut self, timeout: Duration) -> Result<&mut RecvBatch, Error> {
         self.rx.clear();
-        if !sys::poll_fd(self.fd(), libc::POLLIN, timeout).map_err(Error::Recv)? {
-            return Ok(&mut self.rx);
+        self.recv_more = false;
+        let mut d = Delta::default();
+        // Without a wait the poll is skipped: `recvmmsg` with MSG_DONTWAIT answers EAGAIN on
+        // an empty socket, so a nonblocking receive is one kernel call, not two.
+        if !timeout.is_zero() {
+            d.recv_calls += 1;
+            d.recv_waits += 1;
+            if !sys::poll_fd(self.fd(), libc::POLLIN, timeout).map_err(Error::Recv)? {
+                self.counters.publish(&d);
+                return Ok(&mut self.rx);
+            }
         }
         let base = self.rx.arena.base();
         for i in 0..self.batch {
@@ -116,15 +132,22 @@ impl MmsgIo {
             h.msg_flags = 0;
             self.recv_hdrs[i].msg_len = 0;
         }
+        d.recv_calls += 1;
         // SAFETY: every header points at its own name/control slot and one iovec covering a
         // distinct `slot`-byte range of the arena, all with the lengths stated; all live in
         // `self`, which is borrowed mutably for the call; no other receive is in progress.
         let n = match unsafe { sys::recvmmsg(self.fd(), &mut self.recv_hdrs, libc::MSG_DONTWAIT) } {
             Ok(n) => n,
-            Err(e) if matches!(send::errno(&e), libc::EAGAIN | libc::EINTR) => 0,
+            Err(e) if matches!(send::errno(&e), libc::EAGAIN | libc::EINTR) => {
+                // Interrupted: the queue was not looked at.
+                self.recv_more = send::errno(&e) == libc::EINTR;
+                self.counters.publish(&d);
+                return Ok(&mut self.rx);
+            }
             Err(e) => return Err(Error::Recv(e)),
         };
-        let mut d = Delta::default();
+        // Fewer than a batch: recvmmsg stopped at an empty receive queue.
+        self.recv_more = n >= self.batch;
         for i in 0..n.min(self.batch) {
             let h = &self.recv_hdrs[i];
             let len = h.msg_len as usize;

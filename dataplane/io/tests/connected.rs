@@ -146,3 +146,48 @@ fn a_refused_run_is_split_into_its_datagrams() {
         assert_eq!(std_recv_n(rx, 4), want, "{mode:?}");
     }
 }
+
+/// With io_uring a send's `io_uring_enter` runs the deferred receive work too: a datagram
+/// that arrived meanwhile is taken off the socket into the backend's completions, its
+/// readiness edge spent. `recv_may_hold_more` must say so (a caller sleeping on epoll
+/// would otherwise wait out its bound), and the next receive hands it over.
+#[test]
+fn receive_completions_taken_by_a_send_are_announced() {
+    use std::time::{Duration, Instant};
+    for mode in modes("receive_completions_taken_by_a_send_are_announced") {
+        let mut io = open("127.0.0.1:0", &config(mode));
+        let dest = io.local_addr().expect("bound");
+        // Arms the receive; the socket is empty.
+        assert!(io.poll_recv(Duration::ZERO).expect("recv").is_empty());
+        assert!(!io.recv_may_hold_more(), "{mode:?}: empty");
+        let peer = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        peer.send_to(&payload(5, 80), dest).expect("send");
+        let flows = flows(1);
+        let data = payload(6, 90);
+        let sent = io
+            .send_connected([ConnectedSend {
+                socket: flows[0].0.as_fd(),
+                payload: &data,
+                segment: None,
+            }])
+            .expect("send");
+        assert_eq!(sent.datagrams, 1, "{sent:?}");
+        if mode == IoMode::Uring {
+            assert!(
+                io.recv_may_hold_more(),
+                "the send's enter took the datagram's completion: it must be announced"
+            );
+        }
+        let until = Instant::now() + Duration::from_secs(10);
+        let mut got = 0;
+        while got == 0 && Instant::now() < until {
+            got = io
+                .poll_recv(Duration::from_millis(10))
+                .expect("recv")
+                .message_count();
+        }
+        assert_eq!(got, 1, "{mode:?}");
+        assert!(!io.recv_may_hold_more(), "{mode:?}: drained");
+        assert_eq!(std_recv_n(&flows[0].1, 1), vec![data.clone()]);
+    }
+}

@@ -235,3 +235,99 @@ fn echo_loop_of_flush_and_poll_recv_turns_is_exact() {
         assert_eq!(c.datagrams_in, sizes.len() as u64);
     }
 }
+
+/// A receive without a wait is one kernel call with mmsg (`recvmmsg` with MSG_DONTWAIT, no
+/// `poll` before it), whether a datagram is queued or not; a receive that may wait polls
+/// first. The shard's and the load generator's turns receive this way once per turn.
+#[test]
+fn mmsg_nonblocking_receive_is_one_kernel_call() {
+    use std::time::{Duration, Instant};
+    let mut rx_io = open("127.0.0.1:0", &config(IoMode::Mmsg));
+    let dest = rx_io.local_addr().expect("bound");
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+
+    let before = rx_io.stats().recv_calls;
+    assert!(rx_io.poll_recv(Duration::ZERO).expect("recv").is_empty());
+    assert_eq!(rx_io.stats().recv_calls - before, 1, "empty socket");
+
+    sender.send_to(&payload(1, 100), dest).expect("send");
+    // Loopback delivers inside the sender's call; still, poll with a wait until it is there.
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut got = 0;
+    while got == 0 && Instant::now() < until {
+        let before = rx_io.stats().recv_calls;
+        let n = rx_io
+            .poll_recv(Duration::ZERO)
+            .expect("recv")
+            .message_count();
+        assert_eq!(rx_io.stats().recv_calls - before, 1, "nonblocking receive");
+        got += n;
+    }
+    assert_eq!(got, 1);
+
+    sender.send_to(&payload(2, 100), dest).expect("send");
+    let before = rx_io.stats().recv_calls;
+    let n = rx_io
+        .poll_recv(Duration::from_secs(5))
+        .expect("recv")
+        .message_count();
+    assert_eq!(n, 1);
+    assert_eq!(
+        rx_io.stats().recv_calls - before,
+        2,
+        "a receive that may wait: poll, then recvmmsg"
+    );
+    assert_eq!(rx_io.stats().recv_waits, 1, "only the poll waits");
+}
+
+/// `recv_may_hold_more` after a receive: true when it filled the batch (datagrams may be
+/// left that raise no new readiness edge), false once a receive found the socket empty.
+#[test]
+fn a_full_receive_batch_may_hold_more_a_short_one_does_not() {
+    use std::time::{Duration, Instant};
+    for mode in modes("a_full_receive_batch_may_hold_more_a_short_one_does_not") {
+        let mut rx_io = open("127.0.0.1:0", &config(mode));
+        let batch = rx_io.batch();
+        let dest = rx_io.local_addr().expect("bound");
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        for i in 0..batch + 5 {
+            sender.send_to(&payload(i as u32, 64), dest).expect("send");
+        }
+        let until = Instant::now() + Duration::from_secs(10);
+        let (mut got, mut full) = (0, 0);
+        while got < batch + 5 && Instant::now() < until {
+            let n = rx_io
+                .poll_recv(Duration::from_millis(10))
+                .expect("recv")
+                .message_count();
+            got += n;
+            if n == batch {
+                full += 1;
+                assert!(rx_io.recv_may_hold_more(), "{mode:?}: a full batch");
+            }
+        }
+        assert_eq!(got, batch + 5, "{mode:?}");
+        assert!(full >= 1, "{mode:?}: no full batch");
+        // Drained: the next receive finds nothing, and says so.
+        let n = rx_io
+            .poll_recv(Duration::ZERO)
+            .expect("recv")
+            .message_count();
+        assert_eq!(n, 0);
+        assert!(!rx_io.recv_may_hold_more(), "{mode:?}: an empty socket");
+        sender.send_to(&payload(99, 64), dest).expect("send");
+        let until = Instant::now() + Duration::from_secs(10);
+        let mut one = 0;
+        while one == 0 && Instant::now() < until {
+            one = rx_io
+                .poll_recv(Duration::from_millis(10))
+                .expect("recv")
+                .message_count();
+        }
+        assert_eq!(one, 1);
+        assert!(
+            !rx_io.recv_may_hold_more(),
+            "{mode:?}: one datagram, a short batch"
+        );
+    }
+}

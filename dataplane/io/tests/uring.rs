@@ -7,7 +7,7 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use common::*;
-use dtls_io::{BackendKind, Error, IoConfig, IoMode, UringFault, UringUnavailable};
+use dtls_io::{BackendKind, Error, IoConfig, IoMode, TxBatch, UringFault, UringUnavailable};
 
 #[test]
 fn auto_picks_uring_here_and_reports_setup_flags() {
@@ -255,4 +255,67 @@ fn under_overflow_received_plus_kernel_reported_drops_equals_sent() {
             assert!(seen.insert(i));
         }
     }
+}
+
+/// The calling thread's voluntary context switches so far (`/proc/thread-self/status`).
+fn voluntary_switches() -> u64 {
+    let status = std::fs::read_to_string("/proc/thread-self/status").expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("voluntary_ctxt_switches line")
+}
+
+/// A receive with a zero timeout never asks the kernel to wait (`recv_waits`): its
+/// `io_uring_enter` asks for no completion, runs the deferred receive work and returns.
+/// Asking for one with a zero timeout made the kernel arm and fire a timer for the expired
+/// timeout on every call (perf: a quarter of a shard's CPU at low load). Nor does such a
+/// receive block the thread (no voluntary context switch). The same for a turn that also
+/// sends (`flush_and_poll_recv`).
+#[test]
+fn a_zero_timeout_receive_never_sleeps() {
+    if !uring_available("a_zero_timeout_receive_never_sleeps") {
+        return;
+    }
+    const CALLS: u64 = 200;
+    let mut io = open("127.0.0.1:0", &config(IoMode::Uring));
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let dest = sink.local_addr().expect("bound");
+    // Armed, the socket empty.
+    assert!(io.poll_recv(Duration::ZERO).expect("recv").is_empty());
+    let before = voluntary_switches();
+    for _ in 0..CALLS {
+        assert!(io.poll_recv(Duration::ZERO).expect("recv").is_empty());
+    }
+    let mut tx = TxBatch::new(4, 1500, false);
+    for i in 0..CALLS {
+        tx.push(dest, &payload(i as u32, 100)).expect("room");
+        let got = io
+            .flush_and_poll_recv(&mut tx, Duration::ZERO)
+            .expect("turn")
+            .message_count();
+        assert_eq!(got, 0);
+    }
+    let switches = voluntary_switches() - before;
+    // Slack for the odd page fault or preemption; sleeping on every call is 2 * CALLS.
+    assert!(
+        switches < CALLS / 10,
+        "{switches} voluntary context switches in {} zero-timeout receives",
+        2 * CALLS
+    );
+    let stats = io.stats();
+    assert_eq!(stats.datagrams_out, CALLS);
+    assert_eq!(stats.recv_calls, 2 * CALLS + 1);
+    assert_eq!(
+        stats.recv_waits, 0,
+        "a zero-timeout receive asked the kernel to wait"
+    );
+    // A receive with a timeout does wait (and says so).
+    assert!(
+        io.poll_recv(Duration::from_millis(1))
+            .expect("recv")
+            .is_empty()
+    );
+    assert_eq!(io.stats().recv_waits, 1);
 }

@@ -132,8 +132,13 @@ pub struct Shard {
     on_ready: Vec<u32>,
     scratch: Box<[u8]>,
     config: ShardConfig,
-    /// The last turn's receive returned datagrams (there may be more: do not sleep).
-    received: bool,
+    /// AF_XDP: the last turn's receive returned datagrams (there may be more: do not
+    /// sleep). A socket shard asks its io instead (`UdpIo::recv_may_hold_more`), so that a
+    /// receive that found the socket empty lets the next turn sleep at once: every datagram
+    /// after it raises a new readiness edge, and an extra turn without waiting (an
+    /// `epoll_wait` and a receive that find nothing) cost two kernel calls per datagram at
+    /// low load.
+    xdp_received: bool,
     /// When an AF_XDP shard last read the kernel's socket statistics.
     xdp_stats_at: Instant,
     /// AF_XDP: the listen socket may hold datagrams the kernel delivered (its edge was seen
@@ -428,7 +433,7 @@ impl Shard {
             on_ready: vec![0; max_sessions],
             scratch: vec![0; MAX_UDP_PAYLOAD].into_boxed_slice(),
             config,
-            received: false,
+            xdp_received: false,
             xdp_stats_at: Instant::now(),
             kernel_ready: true,
         })
@@ -530,11 +535,7 @@ impl Shard {
     pub fn run_turn(&mut self, now: Instant) -> Result<(), Error> {
         self.core.pump();
         self.handle_commands(now);
-        let idle = !self.received
-            && self.fx.net.is_empty()
-            && self.ready.is_empty()
-            && !self.core.queues().has_commands()
-            && self.core.queues().handoffs().is_empty();
+        let idle = self.may_sleep();
         // Asleep only once no command is waiting: a command pushed from then on signals
         // the waker (one eventfd write), which ends the wait.
         let wait = if idle && self.core.queues().prepare_sleep() {
@@ -560,7 +561,6 @@ impl Shard {
         match &mut self.io {
             ListenIo::Socket(io) => {
                 let batch = io.flush_and_poll_recv(&mut rx.fx.net, Duration::ZERO)?;
-                self.received = !batch.is_empty();
                 for d in batch.iter_mut() {
                     rx.datagram(d.source, d.payload);
                 }
@@ -568,7 +568,7 @@ impl Shard {
             ListenIo::Xdp { xdp, .. } => {
                 xdp.flush(&mut rx.fx.net)?;
                 let n = xdp.poll_recv(Duration::ZERO)?;
-                self.received = n > 0;
+                self.xdp_received = n > 0;
                 for i in 0..n {
                     if let Some(d) = xdp.datagram_mut(i) {
                         rx.datagram(d.source, d.payload);
@@ -586,7 +586,7 @@ impl Shard {
                         rx.datagram(source, &mut self.scratch[..len]);
                         read += 1;
                     }
-                    self.received |= read > 0;
+                    self.xdp_received |= read > 0;
                 }
                 if now.duration_since(self.xdp_stats_at) >= self.config.sweep_interval {
                     self.xdp_stats_at = now;
@@ -603,6 +603,22 @@ impl Shard {
         }
         self.progress.mark(now);
         Ok(())
+    }
+
+    /// Whether a turn starting now may wait on the epoll set (up to
+    /// [`ShardConfig::recv_wait`]): the last receive left nothing behind, nothing is staged
+    /// to send, no upstream socket is left with datagrams, no command or hand-off waits.
+    /// What arrives while it waits ends the wait (a datagram, a reply, a command's wake-up).
+    pub fn may_sleep(&self) -> bool {
+        let listen_more = match &self.io {
+            ListenIo::Socket(io) => io.recv_may_hold_more(),
+            ListenIo::Xdp { .. } => self.xdp_received,
+        };
+        !listen_more
+            && self.fx.net.is_empty()
+            && self.ready.is_empty()
+            && !self.core.queues().has_commands()
+            && self.core.queues().handoffs().is_empty()
     }
 
     fn handle_commands(&mut self, now: Instant) {

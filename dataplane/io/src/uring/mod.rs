@@ -14,6 +14,8 @@
 //! Syscalls: `flush_and_poll_recv` queues the send SQEs (and a re-arm if needed) and makes one
 //! `io_uring_enter` that submits them and waits for `sends + 1` completions with the caller's
 //! timeout; the send completions are posted inline, so the wait ends at the first receive.
+//! With a zero timeout the enter does not wait at all (min_complete 0): it submits, runs the
+//! deferred receive work and returns, and no timer is armed for the expired timeout.
 #![allow(unsafe_code)]
 
 mod bufring;
@@ -56,6 +58,10 @@ const RECVMSG_OUT_LEN: usize = 16;
 const COMPLETION_BOUND: Duration = Duration::from_secs(2);
 /// This many consecutive failed multishot arms (other than ENOBUFS) end `poll_recv` with an error.
 const MAX_ARM_FAILURES: u32 = 3;
+/// Most completions one run of a multishot receive posts before the kernel requeues the rest
+/// as task work (`MULTISHOT_MAX_RETRY` in io_uring/net.c): a receive that reaped this many
+/// may have left datagrams that raise no new readiness edge.
+const MULTISHOT_RUN: usize = 32;
 
 /// Per-send-slot memory the kernel reads when it issues a `sendmsg` SQE.
 #[derive(Debug)]
@@ -97,6 +103,8 @@ pub struct UringIo {
     batch: usize,
     armed: bool,
     ever_armed: bool,
+    /// The last receive may have left datagrams behind (see [`crate::UdpIo::recv_may_hold_more`]).
+    recv_more: bool,
     arm_failures: u32,
     last_arm_error: i32,
     stash: VecDeque<(i32, u32)>,
@@ -182,6 +190,7 @@ impl UringIo {
             batch: cfg.batch,
             armed: false,
             ever_armed: false,
+            recv_more: false,
             arm_failures: 0,
             last_arm_error: 0,
             stash: VecDeque::with_capacity(cq as usize + usize::from(buffers)),
@@ -218,6 +227,14 @@ impl UringIo {
 
     pub(crate) fn buffers(&self) -> u16 {
         self.buffers
+    }
+
+    /// Whether receive completions may wait: the last receive's verdict, or completions an
+    /// enter made since (a send's, which runs the deferred receive work too) moved into
+    /// the stash. The latter consumed their datagrams' readiness edge: nothing else
+    /// announces them.
+    pub(crate) fn recv_more(&self) -> bool {
+        self.recv_more || !self.stash.is_empty()
     }
 
     /// Moves every completion from the CQ: sends into `results`, receives into `stash`.
@@ -298,7 +315,11 @@ impl UringIo {
     }
 
     /// One `io_uring_enter`: submits what is queued, waits up to `timeout` until `want`
-    /// completions are in the CQ (deferred work runs first).
+    /// completions are in the CQ (deferred work runs first). Never with a zero timeout: when
+    /// fewer than `want` completions are there the kernel still arms (and fires) a timer
+    /// for the already expired timeout and answers ETIME; perf put a quarter of a shard's
+    /// CPU at low load there (`io_cqring_wait`). A wait-free turn is
+    /// [`Self::submit_and_run_completions`].
     fn submit_and_wait(&mut self, want: usize, timeout: Duration) -> Result<(), Error> {
         let ts = Timespec::from(timeout);
         let args = SubmitArgs::new().timespec(&ts);
@@ -319,12 +340,19 @@ impl UringIo {
     /// Moves ready receive completions into the batch (at most `batch`) and publishes `d`.
     fn finish_recv(&mut self, mut d: Delta) -> Result<&mut RecvBatch, Error> {
         self.reap();
+        let mut handled = 0;
         while self.rx.metas.len() < self.batch {
             let Some((res, flags)) = self.stash.pop_front() else {
                 break;
             };
             self.handle_recv(res, flags, &mut d);
+            handled += 1;
         }
+        // Completions left over, a multishot receive that ended (armed again only by the
+        // next receive), or a run as long as the kernel's multishot burst or our batch: the
+        // socket may hold datagrams whose readiness edge was already consumed.
+        self.recv_more =
+            !self.stash.is_empty() || !self.armed || handled >= self.batch.min(MULTISHOT_RUN);
         self.counters.publish(&d);
         if self.arm_failures >= MAX_ARM_FAILURES {
             self.arm_failures = 0;
@@ -336,11 +364,16 @@ impl UringIo {
     }
 
     pub(crate) fn poll_recv(&mut self, timeout: Duration) -> Result<&mut RecvBatch, Error> {
-        let d = self.begin_recv()?;
+        let mut d = self.begin_recv()?;
         self.reap();
-        if self.stash.is_empty() {
+        if self.stash.is_empty() && !timeout.is_zero() {
+            d.recv_calls += 1;
+            d.recv_waits += 1;
             self.submit_and_wait(1, timeout)?;
-        } else if !self.ring.submission().is_empty() {
+        } else if self.stash.is_empty() || !self.ring.submission().is_empty() {
+            // No wait: the enter runs the deferred receive work and returns (see
+            // `submit_and_run_completions`).
+            d.recv_calls += 1;
             self.submit_and_run_completions()?;
         }
         self.finish_recv(d)
@@ -365,8 +398,10 @@ impl UringIo {
         let mut d = self.begin_recv()?;
         self.reap();
         self.queue_chunk(tx, 0, chunk)?;
-        if self.stash.is_empty() {
+        d.recv_calls += 1;
+        if self.stash.is_empty() && !timeout.is_zero() {
             // The CQ is empty: the send completions plus one receive satisfy the wait.
+            d.recv_waits += 1;
             self.submit_and_wait(chunk + 1, timeout)?;
         } else {
             self.submit_and_run_completions()?;
