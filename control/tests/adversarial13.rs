@@ -85,3 +85,104 @@ fn hrr_cookie_replay_from_another_address_is_refused() {
         "the cookie verifies for its own address"
     );
 }
+
+/// Every datagram `conn` has to send now.
+fn transmit_all(conn: &mut Connection, now: Instant) -> Vec<Vec<u8>> {
+    let mut buf = vec![0u8; 4096];
+    std::iter::from_fn(|| conn.poll_transmit(now, &mut buf).map(|t| buf[..t.len].to_vec()))
+        .collect()
+}
+
+/// Expensive asymmetric crypto only after the cookie (RFC 9147 §5.1: the cookie exchange
+/// proves the client receives at its address before the server commits to the
+/// handshake), DTLS 1.3: the first ClientHello (X25519 alone in one datagram, and the
+/// default hybrid X25519MLKEM768 fragmented over several), sent 50 times, gets stateless
+/// HelloRetryRequests; the second one, carrying the cookie, replayed 50 times from
+/// another address, gets no engine; the acceptor's verdict on the real one is Accept.
+/// Through all of it this thread generates no key share, runs no encapsulation and makes
+/// no signature (`control::crypto::asymmetric_ops`). Only the server engine built from the
+/// verified hello does: its key share and the CertificateVerify signature.
+#[test]
+fn expensive_asymmetric_crypto_runs_only_after_the_dtls13_cookie() {
+    for groups in [vec![NamedGroup::X25519], Config::new(ca_verifier()).tls13_groups] {
+        let now = Instant::now();
+        let server = Arc::new(dtls13_server_config());
+        let mut acc = Acceptor::new(
+            server.clone(),
+            AcceptorConfig::default(),
+            &mut SeededRng::new(1),
+            now,
+        )
+        .expect("valid config");
+        let client_config = Config {
+            server_name: Some("localhost".into()),
+            tls13_groups: groups.clone(),
+            ..Config::new(ca_verifier()).dtls13_only()
+        };
+        let (a, b) = (client_addr(), "10.9.8.7:5555".parse().expect("addr"));
+        let mut client = Connection::client(
+            Arc::new(client_config),
+            Box::new(SeededRng::new(9)),
+            now,
+            server_addr(),
+            None,
+        )
+        .expect("client");
+        let first = transmit_all(&mut client, now);
+        let mut reply = vec![0u8; 4096];
+        // The client's own key share is made; from here on the server side runs alone.
+        let before = control::crypto::asymmetric_ops();
+        let mut hrr = None;
+        for _ in 0..50 {
+            for d in &first {
+                match acc.handle_datagram(now, a, d, &mut reply) {
+                    AcceptOutcome::Reply(t) => hrr = Some(reply[..t.len].to_vec()),
+                    AcceptOutcome::Drop(_) => {}
+                    AcceptOutcome::Accept(_) => panic!("{groups:?}: accepted without a cookie"),
+                }
+            }
+        }
+        assert_eq!(
+            control::crypto::asymmetric_ops(),
+            before,
+            "{groups:?}: asymmetric crypto for a hello without a cookie"
+        );
+        let hrr = hrr.expect("a HelloRetryRequest");
+        client.handle_datagram(now, test_wall(), server_addr(), &hrr);
+        let second = transmit_all(&mut client, now);
+        assert!(!second.is_empty(), "{groups:?}: the second ClientHello");
+        let before = control::crypto::asymmetric_ops();
+        for _ in 0..50 {
+            for d in &second {
+                if let AcceptOutcome::Accept(_) = acc.handle_datagram(now, b, d, &mut reply) {
+                    panic!("{groups:?}: a cookie for {a} accepted from {b}");
+                }
+            }
+        }
+        let mut accepted = None;
+        for d in &second {
+            if let AcceptOutcome::Accept(hello) = acc.handle_datagram(now, a, d, &mut reply) {
+                accepted = Some(hello);
+            }
+        }
+        let hello = accepted.expect("the cookie verifies for its own address");
+        assert_eq!(
+            control::crypto::asymmetric_ops(),
+            before,
+            "{groups:?}: asymmetric crypto before an engine exists"
+        );
+        // The engine behind the cookie does the work: one key share (ECDHE, or the hybrid's
+        // encapsulation and X25519 half) and one signature, for its first flight.
+        let mut server_conn =
+            Connection::server(server, Box::new(SeededRng::new(3)), now, test_wall(), hello)
+                .expect("server engine");
+        let flight = transmit_all(&mut server_conn, now);
+        assert!(!flight.is_empty(), "{groups:?}: the server's first flight");
+        let after = control::crypto::asymmetric_ops();
+        assert!(
+            after.key_exchanges > before.key_exchanges,
+            "{groups:?}: {after:?}"
+        );
+        assert_eq!(after.signatures, before.signatures + 1, "{groups:?}: {after:?}");
+    }
+}
