@@ -89,8 +89,11 @@ fn hrr_cookie_replay_from_another_address_is_refused() {
 /// Every datagram `conn` has to send now.
 fn transmit_all(conn: &mut Connection, now: Instant) -> Vec<Vec<u8>> {
     let mut buf = vec![0u8; 4096];
-    std::iter::from_fn(|| conn.poll_transmit(now, &mut buf).map(|t| buf[..t.len].to_vec()))
-        .collect()
+    std::iter::from_fn(|| {
+        conn.poll_transmit(now, &mut buf)
+            .map(|t| buf[..t.len].to_vec())
+    })
+    .collect()
 }
 
 /// Expensive asymmetric crypto only after the cookie (RFC 9147 §5.1: the cookie exchange
@@ -104,7 +107,10 @@ fn transmit_all(conn: &mut Connection, now: Instant) -> Vec<Vec<u8>> {
 /// verified hello does: its key share and the CertificateVerify signature.
 #[test]
 fn expensive_asymmetric_crypto_runs_only_after_the_dtls13_cookie() {
-    for groups in [vec![NamedGroup::X25519], Config::new(ca_verifier()).tls13_groups] {
+    for groups in [
+        vec![NamedGroup::X25519],
+        Config::new(ca_verifier()).tls13_groups,
+    ] {
         let now = Instant::now();
         let server = Arc::new(dtls13_server_config());
         let mut acc = Acceptor::new(
@@ -183,6 +189,10 @@ fn expensive_asymmetric_crypto_runs_only_after_the_dtls13_cookie() {
             after.key_exchanges > before.key_exchanges,
             "{groups:?}: {after:?}"
         );
-        assert_eq!(after.signatures, before.signatures + 1, "{groups:?}: {after:?}");
+        assert_eq!(
+            after.signatures,
+            before.signatures + 1,
+            "{groups:?}: {after:?}"
+        );
     }
 }

@@ -54,6 +54,8 @@ pub(crate) mod server;
 #[cfg(test)]
 mod srtp_tests;
 #[cfg(test)]
+mod state_machine_tests;
+#[cfg(test)]
 mod tests;
 pub(crate) mod transport;
 
