@@ -196,3 +196,118 @@ fn expensive_asymmetric_crypto_runs_only_after_the_dtls13_cookie() {
         );
     }
 }
+
+/// A DTLSPlaintext record (RFC 9147 §4: type, legacy version {254, 253}, epoch,
+/// sequence_number(48), length).
+fn plaintext_record(content_type: u8, epoch: u16, sequence: u64, payload: &[u8]) -> Vec<u8> {
+    let mut r = vec![content_type, 0xfe, 0xfd];
+    r.extend_from_slice(&epoch.to_be_bytes());
+    r.extend_from_slice(&sequence.to_be_bytes()[2..]);
+    r.extend_from_slice(&u16::try_from(payload.len()).expect("short").to_be_bytes());
+    r.extend_from_slice(payload);
+    r
+}
+
+/// A whole handshake message (RFC 9147 §5.2 header) of `msg_type`.
+fn handshake_message(msg_type: u8, message_seq: u16, body: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(body.len()).expect("short").to_be_bytes();
+    let mut m = vec![msg_type];
+    m.extend_from_slice(&len[1..]);
+    m.extend_from_slice(&message_seq.to_be_bytes());
+    m.extend_from_slice(&[0, 0, 0]);
+    m.extend_from_slice(&len[1..]);
+    m.extend_from_slice(body);
+    m
+}
+
+/// What an off-path attacker can send as the first message of a DTLS 1.3 exchange:
+/// a plaintext Finished (epoch 0 and epoch 2 in the plaintext header), a
+/// ChangeCipherSpec, plaintext application data, and unified-header records (RFC 9147
+/// §4) of the handshake and application epochs with garbage ciphertext.
+fn first_messages() -> Vec<(&'static str, Vec<u8>)> {
+    let finished = handshake_message(20, 0, &[0x11; 32]);
+    vec![
+        ("Finished", plaintext_record(22, 0, 0, &finished)),
+        ("Finished, epoch 2", plaintext_record(22, 2, 0, &finished)),
+        ("ChangeCipherSpec", plaintext_record(20, 0, 0, &[1])),
+        (
+            "application data",
+            plaintext_record(23, 0, 1, b"canary plaintext"),
+        ),
+        (
+            "application data, epoch 3",
+            plaintext_record(23, 3, 0, b"canary plaintext"),
+        ),
+        // 001CSLEE: no CID, 16-bit sequence, length present; epochs 2 and 3.
+        (
+            "protected, epoch 2",
+            [&[0x2e, 0, 0, 0, 40][..], &[0x5a; 40]].concat(),
+        ),
+        (
+            "protected, epoch 3",
+            [&[0x2f, 0, 0, 0, 40][..], &[0x5a; 40]].concat(),
+        ),
+    ]
+}
+
+/// ChangeCipherSpec, Finished or application data as the first message, DTLS 1.3 (RFC 9147
+/// §5: the handshake starts with a ClientHello; RFC 8446 §5: records of a type not yet
+/// allowed are not taken): a server's acceptor answers none of them and builds no engine,
+/// and then the real ClientHello still gets its HelloRetryRequest; a client waiting for
+/// its ServerHello takes none of them (no keys, no failure, no answer) and then takes
+/// that HelloRetryRequest and sends its second ClientHello.
+#[test]
+fn change_cipher_spec_finished_or_application_data_as_the_first_dtls13_message_changes_nothing() {
+    let now = Instant::now();
+    let mut acc = Acceptor::new(
+        Arc::new(dtls13_server_config()),
+        AcceptorConfig::default(),
+        &mut SeededRng::new(1),
+        now,
+    )
+    .expect("valid config");
+    let client_config = Config {
+        server_name: Some("localhost".into()),
+        tls13_groups: vec![NamedGroup::X25519],
+        ..Config::new(ca_verifier()).dtls13_only()
+    };
+    let mut client = Connection::client(
+        Arc::new(client_config),
+        Box::new(SeededRng::new(9)),
+        now,
+        server_addr(),
+        None,
+    )
+    .expect("client");
+    let hello = transmit_all(&mut client, now);
+    let mut reply = vec![0u8; 4096];
+    for (what, d) in first_messages() {
+        for _ in 0..10 {
+            match acc.handle_datagram(now, client_addr(), &d, &mut reply) {
+                AcceptOutcome::Drop(_) => {}
+                other => panic!("{what} as the first message to a server: {other:?}"),
+            }
+            client.handle_datagram(now, test_wall(), server_addr(), &d);
+            assert!(
+                transmit_all(&mut client, now).is_empty(),
+                "{what}: answered"
+            );
+            assert!(!client.is_established() && !client.is_finished(), "{what}");
+            if let Some(e) = client.poll_event() {
+                panic!("{what}: the client took it: {e:?}");
+            }
+        }
+    }
+    assert_eq!(acc.hello_pool_len(), 0);
+    let hrr = match acc.handle_datagram(now, client_addr(), &hello[0], &mut reply) {
+        AcceptOutcome::Reply(t) => reply[..t.len].to_vec(),
+        other => panic!("the real ClientHello: {other:?}"),
+    };
+    client.handle_datagram(now, test_wall(), server_addr(), &hrr);
+    let second = transmit_all(&mut client, now);
+    assert_eq!(second.len(), 1, "the second ClientHello");
+    assert!(matches!(
+        acc.handle_datagram(now, client_addr(), &second[0], &mut reply),
+        AcceptOutcome::Accept(_)
+    ));
+}
