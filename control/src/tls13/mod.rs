@@ -45,6 +45,8 @@ pub(crate) mod client;
 #[cfg(test)]
 mod loss_tests;
 mod messages;
+#[cfg(test)]
+mod nonce_tests;
 mod psk;
 #[cfg(test)]
 mod psk_tests;
