@@ -47,6 +47,8 @@ mod loss_tests;
 mod messages;
 #[cfg(test)]
 mod nonce_tests;
+#[cfg(test)]
+mod parsing_tests;
 mod psk;
 #[cfg(test)]
 mod psk_tests;
