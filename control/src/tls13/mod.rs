@@ -46,6 +46,8 @@ pub(crate) mod client;
 mod loss_tests;
 mod messages;
 #[cfg(test)]
+mod mtu_tests;
+#[cfg(test)]
 mod nonce_tests;
 #[cfg(test)]
 mod parsing_tests;

@@ -24,7 +24,7 @@ use crate::pair_tests::Pair;
 /// take new numbers, and every number of an epoch handed to the data plane lies below the
 /// sequence it starts at (`write.next_sequence`).
 /// Runs both sides' timers until neither has one, or `limit` passed.
-fn quiet(pair: &mut Pair, limit: Duration) {
+pub(super) fn quiet(pair: &mut Pair, limit: Duration) {
     let end = pair.now + limit;
     loop {
         pair.exchange();
