@@ -311,3 +311,159 @@ fn change_cipher_spec_finished_or_application_data_as_the_first_dtls13_message_c
         AcceptOutcome::Accept(_)
     ));
 }
+
+/// Where the cookie extension (RFC 8446 §4.2.2, type 44) sits in a ClientHello datagram
+/// of one record and one whole message: (offset of its extension_data length field,
+/// offset of the extensions block length field).
+fn cookie_extension(datagram: &[u8]) -> (usize, usize) {
+    let u16_at = |at: usize| usize::from(u16::from_be_bytes([datagram[at], datagram[at + 1]]));
+    // Record header 13, handshake header 12, legacy_version 2, random 32.
+    let mut at = 13 + 12 + 2 + 32;
+    at += 1 + usize::from(datagram[at]); // legacy_session_id
+    at += 1 + usize::from(datagram[at]); // legacy_cookie (DTLS)
+    at += 2 + u16_at(at); // cipher_suites
+    at += 1 + usize::from(datagram[at]); // legacy_compression_methods
+    let extensions = at;
+    let end = at + 2 + u16_at(at);
+    at += 2;
+    while at < end {
+        if u16_at(at) == 44 {
+            return (at + 2, extensions);
+        }
+        at += 4 + u16_at(at + 2);
+    }
+    panic!("no cookie extension");
+}
+
+/// `datagram` with the cookie extension's data replaced by `data`, every length around it
+/// (extensions block, handshake message and fragment, record) made to agree.
+fn with_cookie_data(datagram: &[u8], data: &[u8]) -> Vec<u8> {
+    let (ext_len_at, extensions_at) = cookie_extension(datagram);
+    let u16_at = |at: usize| usize::from(u16::from_be_bytes([datagram[at], datagram[at + 1]]));
+    let old = u16_at(ext_len_at);
+    let mut d = datagram[..ext_len_at].to_vec();
+    d.extend_from_slice(&u16::try_from(data.len()).expect("short").to_be_bytes());
+    d.extend_from_slice(data);
+    d.extend_from_slice(&datagram[ext_len_at + 2 + old..]);
+    let grow = |d: &mut Vec<u8>, at: usize, width: usize| {
+        let mut v = [0u8; 4];
+        v[4 - width..].copy_from_slice(&d[at..at + width]);
+        let n = (u32::from_be_bytes(v) as usize + data.len()) - old;
+        d[at..at + width].copy_from_slice(&(n as u32).to_be_bytes()[4 - width..]);
+    };
+    grow(&mut d, extensions_at, 2);
+    grow(&mut d, 11, 2); // record length
+    grow(&mut d, 13 + 1, 3); // handshake length
+    grow(&mut d, 13 + 9, 3); // fragment length
+    d
+}
+
+/// Cookie lengths 0, 2^16 − 1 and past the extension, DTLS 1.3 (RFC 8446 §4.2.2: `opaque
+/// cookie<1..2^16-1>`): the client's real second ClientHello with its cookie extension
+/// rewritten: an empty cookie, a cookie length of 2^16 − 1 inside a short extension, an
+/// extension length running past the extensions block, a cookie one byte short of its
+/// length field, a cookie of 1 000 random bytes, and the real cookie with one byte more.
+/// None is accepted, no answer is larger than what came in, and none costs any
+/// asymmetric crypto; the real hello is then accepted.
+#[test]
+fn dtls13_cookie_lengths_0_max_and_past_the_extension_are_refused() {
+    let now = Instant::now();
+    let mut acc = Acceptor::new(
+        Arc::new(dtls13_server_config()),
+        AcceptorConfig::default(),
+        &mut SeededRng::new(1),
+        now,
+    )
+    .expect("valid config");
+    let client_config = Config {
+        server_name: Some("localhost".into()),
+        tls13_groups: vec![NamedGroup::X25519],
+        ..Config::new(ca_verifier()).dtls13_only()
+    };
+    let mut client = Connection::client(
+        Arc::new(client_config),
+        Box::new(SeededRng::new(9)),
+        now,
+        server_addr(),
+        None,
+    )
+    .expect("client");
+    let first = transmit_all(&mut client, now);
+    let mut reply = vec![0u8; 4096];
+    let AcceptOutcome::Reply(t) = acc.handle_datagram(now, client_addr(), &first[0], &mut reply)
+    else {
+        panic!("a HelloRetryRequest");
+    };
+    client.handle_datagram(now, test_wall(), server_addr(), &reply[..t.len]);
+    let second = transmit_all(&mut client, now).remove(0);
+    let (ext_len_at, extensions_at) = cookie_extension(&second);
+    let ext_len = usize::from(u16::from_be_bytes([
+        second[ext_len_at],
+        second[ext_len_at + 1],
+    ]));
+    let cookie = second[ext_len_at + 4..ext_len_at + 2 + ext_len].to_vec();
+    let set = |at: usize, value: u16| {
+        let mut d = second.clone();
+        d[at..at + 2].copy_from_slice(&value.to_be_bytes());
+        d
+    };
+    let shapes = [
+        ("empty cookie", with_cookie_data(&second, &[0, 0])),
+        ("cookie length 2^16 - 1", set(ext_len_at + 2, u16::MAX)),
+        (
+            "cookie length 0 in a full extension",
+            set(ext_len_at + 2, 0),
+        ),
+        ("extension past the block", set(ext_len_at, u16::MAX)),
+        (
+            "extensions block past the message",
+            set(extensions_at, u16::MAX),
+        ),
+        (
+            "cookie one byte short",
+            with_cookie_data(
+                &second,
+                &[&((cookie.len() + 1) as u16).to_be_bytes()[..], &cookie[..]].concat(),
+            ),
+        ),
+        (
+            "1000 random bytes",
+            with_cookie_data(
+                &second,
+                &[&1000u16.to_be_bytes()[..], &[0x5a; 1000][..]].concat(),
+            ),
+        ),
+        (
+            "the cookie and one byte more",
+            with_cookie_data(
+                &second,
+                &[
+                    &((cookie.len() + 1) as u16).to_be_bytes()[..],
+                    &cookie[..],
+                    &[0][..],
+                ]
+                .concat(),
+            ),
+        ),
+    ];
+    let before = control::crypto::asymmetric_ops();
+    for (what, d) in &shapes {
+        assert_ne!(d, &second, "{what}");
+        match acc.handle_datagram(now, client_addr(), d, &mut reply) {
+            AcceptOutcome::Accept(_) => panic!("{what}: accepted"),
+            AcceptOutcome::Reply(t) => assert!(t.len <= d.len(), "{what}: amplification"),
+            AcceptOutcome::Drop(_) => {}
+        }
+    }
+    assert_eq!(control::crypto::asymmetric_ops(), before);
+    // The helper rebuilds the real hello exactly from its own cookie.
+    let same = with_cookie_data(
+        &second,
+        &[&(cookie.len() as u16).to_be_bytes()[..], &cookie[..]].concat(),
+    );
+    assert_eq!(same, second);
+    assert!(matches!(
+        acc.handle_datagram(now, client_addr(), &second, &mut reply),
+        AcceptOutcome::Accept(_)
+    ));
+}
