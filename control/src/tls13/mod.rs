@@ -55,6 +55,8 @@ mod psk;
 #[cfg(test)]
 mod psk_tests;
 #[cfg(test)]
+mod restart_tests;
+#[cfg(test)]
 mod resumption_tests;
 pub(crate) mod server;
 #[cfg(test)]
