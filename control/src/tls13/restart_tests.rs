@@ -40,7 +40,8 @@ fn failed_handshake_then_a_valid_one_from_the_same_address_succeeds() {
     server.client_auth = ClientAuth::Required;
     let mut wrong_name = with_client_cert(client13());
     wrong_name.server_name = Some("not-the-server.example".into());
-    let failures: [(Config, fn(&HandshakeError) -> bool); 2] = [
+    type Expected = fn(&HandshakeError) -> bool;
+    let failures: [(Config, Expected); 2] = [
         (client13(), |e| {
             matches!(e, HandshakeError::CertificateRequired)
         }),

@@ -52,7 +52,7 @@ fn certificate_without_certificate_verify_is_rejected_when_client_auth_is_requir
         certificate.message_seq + 1
     );
     let finished = find(HandshakeType::Finished);
-    let forged = Flight13::new(vec![
+    let mut forged = Flight13::new(vec![
         OutMessage13::new(
             EPOCH_HANDSHAKE,
             HandshakeType::Certificate,
@@ -67,7 +67,6 @@ fn certificate_without_certificate_verify_is_rejected_when_client_auth_is_requir
         ),
     ]);
     let mut out = VecDeque::new();
-    let mut forged = forged;
     forged
         .pack(
             1200,
