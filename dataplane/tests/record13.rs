@@ -709,3 +709,131 @@ fn datagram_writer_ends_with_the_lengthless_record() {
         ]
     );
 }
+
+/// Forged record with the next epoch, sequence 2^48 − 1 and a bad tag (TESTING.md
+/// "Adversarial", record layer): after a KeyUpdate both epochs' read states are held; a
+/// record claiming the next epoch and the largest sequence number a DTLS 1.3 record may
+/// carry (RFC 9147 §4.2.1: 48 bits on the wire through the record number), in every
+/// header form, fails authentication and leaves both windows and both reconstruction
+/// bases unchanged (RFC 9147 §4.5.1: "The window MUST NOT be updated due to a received
+/// record until that record has been deprotected successfully"); the genuine records of
+/// both epochs that follow still open.
+#[test]
+fn forged_next_epoch_max_sequence_record_leaves_the_windows_unchanged() {
+    const MAX_SEQUENCE: u64 = (1 << 48) - 1;
+    for aead in Aead::ALL {
+        for form in forms() {
+            let cid = cid_len(&form);
+            let mut s3 = Sealer13::new(3, keys_with_sn(aead, 3));
+            let mut o3 = Opener13::new(3, keys_with_sn(aead, 3), ReplayWindow::new(64));
+            let mut s4 = Sealer13::new(4, keys_with_sn(aead, 4));
+            let mut o4 = Opener13::new(4, keys_with_sn(aead, 4), ReplayWindow::new(64));
+            let mut r = seal(&mut s3, &form, InnerContentType::ApplicationData, b"one", 0);
+            o3.open(&mut r, cid).expect("genuine epoch 3");
+            let mut r = seal(&mut s4, &form, InnerContentType::ApplicationData, b"two", 0);
+            o4.open(&mut r, cid).expect("genuine epoch 4");
+            let before = [
+                (o3.window().clone(), o3.next_expected()),
+                (o4.window().clone(), o4.next_expected()),
+            ];
+            let mut forger =
+                Sealer13::new(4, keys_with_sn(aead, 4)).with_next_sequence(MAX_SEQUENCE);
+            let mut forged = seal(
+                &mut forger,
+                &form,
+                InnerContentType::ApplicationData,
+                b"forged",
+                0,
+            );
+            let last = forged.len() - 1;
+            forged[last] ^= 0x80;
+            for _ in 0..3 {
+                let mut f = forged.clone();
+                assert_eq!(
+                    o4.open(&mut f, cid).map(|o| o.sequence),
+                    Err(Open13Error::AuthenticationFailed),
+                    "{aead:?} {form:?}"
+                );
+                let mut f = forged.clone();
+                assert!(o3.open(&mut f, cid).is_err(), "{aead:?} {form:?}");
+            }
+            assert_eq!(o4.failed_authentications(), 3);
+            let after = [
+                (o3.window().clone(), o3.next_expected()),
+                (o4.window().clone(), o4.next_expected()),
+            ];
+            assert_eq!(before, after, "{aead:?} {form:?}: a window moved");
+            let mut r = seal(
+                &mut s4,
+                &form,
+                InnerContentType::ApplicationData,
+                b"three",
+                0,
+            );
+            assert_eq!(o4.open(&mut r, cid).expect("genuine").sequence, 1);
+            let mut r = seal(
+                &mut s3,
+                &form,
+                InnerContentType::ApplicationData,
+                b"four",
+                0,
+            );
+            assert_eq!(o3.open(&mut r, cid).expect("genuine").sequence, 1);
+        }
+    }
+}
+
+/// 10^6 bad-tag records on a live DTLS 1.3 key (TESTING.md "Adversarial", record layer):
+/// every one is refused (a bad tag, or for a few a replay, see below), the tag failures
+/// counted under that key (RFC 9147
+/// §4.5.3: "Implementations MUST count the number of received packets that fail
+/// authentication with each key"), the window never moves, and the genuine record after
+/// them opens. Each forged record carries a new sequence number, as a flood would.
+#[test]
+fn a_million_bad_tag_records_are_dropped_and_counted() {
+    const FORGED: u64 = 1_000_000;
+    let aead = Aead::Aes128Gcm;
+    let form = HeaderForm::default();
+    let (mut sealer, mut opener) = pair(aead, 3);
+    let mut r = seal(
+        &mut sealer,
+        &form,
+        InnerContentType::ApplicationData,
+        b"one",
+        0,
+    );
+    opener.open(&mut r, 0).expect("genuine");
+    let window = opener.window().clone();
+    let mut forger = Sealer13::new(3, keys(aead)).with_next_sequence(1);
+    let mut record = vec![0u8; forger.record_len(&form, 64, 0)];
+    let (mut failed, mut replayed) = (0u64, 0u64);
+    for _ in 0..FORGED {
+        let at = forger.plaintext_offset(&form);
+        record[at..at + 64].fill(0x42);
+        let len = forger
+            .seal(InnerContentType::ApplicationData, &form, &mut record, 64, 0)
+            .expect("seal");
+        record[len - 1] ^= 1;
+        match opener.open(&mut record[..len], 0) {
+            Err(Open13Error::AuthenticationFailed) => failed += 1,
+            Err(Open13Error::Replayed(_)) => replayed += 1,
+            other => panic!("a forged record: {:?}", other.map(|o| o.sequence)),
+        }
+    }
+    // The wire carries 16 bits of the sequence number, reconstructed against the window
+    // that never moves (RFC 9147 §4.2.2): the forged numbers whose low bits land on the
+    // one already opened are refused as replays before any AEAD work, the rest fail
+    // their tag.
+    assert_eq!(failed + replayed, FORGED);
+    assert!(replayed <= FORGED >> 16, "{replayed} replays");
+    assert_eq!(opener.failed_authentications(), failed);
+    assert_eq!(opener.window(), &window);
+    let mut r = seal(
+        &mut sealer,
+        &form,
+        InnerContentType::ApplicationData,
+        b"two",
+        0,
+    );
+    assert_eq!(opener.open(&mut r, 0).expect("genuine").plaintext, b"two");
+}

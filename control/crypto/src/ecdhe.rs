@@ -67,6 +67,7 @@ impl EphemeralKeyPair {
     /// [`Error::AgreementFailed`] if aws-lc rejects every draw (practically impossible).
     pub fn generate(group: NamedGroup, rng: &mut dyn Rng) -> Result<Self, Error> {
         let curve = curve(group).ok_or(Error::UnsupportedGroup { group })?;
+        crate::ops::count_key_exchange();
         let mut scalar = Zeroizing::new([0u8; 48]);
         let scalar = &mut scalar[..curve.private_len];
         for _ in 0..MAX_SCALAR_DRAWS {

@@ -158,6 +158,7 @@ impl SigningKey {
     /// [`Error::SigningFailed`] when aws-lc fails.
     pub fn sign(&self, scheme: SignatureScheme, message: &[u8]) -> Result<Vec<u8>, Error> {
         let unsupported = Error::UnsupportedSignatureScheme { scheme };
+        crate::ops::count_signature();
         match (&self.inner, scheme) {
             (Inner::Ecdsa(ecdsa), scheme) if self.schemes().contains(&scheme) => ecdsa
                 .sign(&self.rng, message)

@@ -20,19 +20,19 @@ use crate::pair_tests::Pair;
 use crate::version::Inner;
 use crate::{Connection, Event};
 
-fn engine(c: &mut Connection) -> &mut Engine13 {
+pub(super) fn engine(c: &mut Connection) -> &mut Engine13 {
     match &mut c.inner {
         Inner::V13(e) => e,
         Inner::V12(_) => panic!("a DTLS 1.2 connection"),
     }
 }
 
-fn server(pair: &mut Pair) -> &mut Connection {
+pub(super) fn server(pair: &mut Pair) -> &mut Connection {
     pair.server.as_mut().expect("server")
 }
 
 /// A settled DTLS 1.3 pair (X25519, no cookie), events of the handshake dropped.
-fn live() -> Pair {
+pub(super) fn live() -> Pair {
     let mut client = client13();
     client.tls13_groups = vec![NamedGroup::X25519];
     let mut pair = pair(client, server13());
@@ -45,7 +45,12 @@ fn live() -> Pair {
 }
 
 /// One record the client seals with its own keys of `epoch`, alone in a datagram.
-fn client_record(pair: &mut Pair, content: InnerContentType, epoch: u64, body: &[u8]) -> Vec<u8> {
+pub(super) fn client_record(
+    pair: &mut Pair,
+    content: InnerContentType,
+    epoch: u64,
+    body: &[u8],
+) -> Vec<u8> {
     let mut datagram = Vec::new();
     engine(&mut pair.client)
         .core
@@ -56,7 +61,12 @@ fn client_record(pair: &mut Pair, content: InnerContentType, epoch: u64, body: &
 }
 
 /// A handshake message of the client's (the next message_seq), sealed in `epoch`.
-fn client_message(pair: &mut Pair, epoch: u64, msg_type: HandshakeType, body: Vec<u8>) -> Vec<u8> {
+pub(super) fn client_message(
+    pair: &mut Pair,
+    epoch: u64,
+    msg_type: HandshakeType,
+    body: Vec<u8>,
+) -> Vec<u8> {
     let core = &mut engine(&mut pair.client).core;
     let message = core.out_message(epoch, msg_type, body);
     let mut out = VecDeque::new();
@@ -73,21 +83,21 @@ fn ack_body(records: Vec<RecordNumber>) -> Vec<u8> {
     body
 }
 
-fn to_server(pair: &mut Pair, datagram: &[u8]) {
+pub(super) fn to_server(pair: &mut Pair, datagram: &[u8]) {
     let (now, wall) = (pair.now, pair.wall);
     let s = server(pair);
     let from = s.peer();
     s.handle_datagram(now, wall, from, datagram);
 }
 
-fn to_client(pair: &mut Pair, datagram: &[u8]) {
+pub(super) fn to_client(pair: &mut Pair, datagram: &[u8]) {
     let (now, wall) = (pair.now, pair.wall);
     let from = pair.client.peer();
     pair.client.handle_datagram(now, wall, from, datagram);
 }
 
 /// Everything the server has queued to send.
-fn server_output(pair: &mut Pair) -> Vec<Vec<u8>> {
+pub(super) fn server_output(pair: &mut Pair) -> Vec<Vec<u8>> {
     let now = pair.now;
     let mut buf = vec![0u8; 2048];
     let s = server(pair);
@@ -98,7 +108,7 @@ fn server_output(pair: &mut Pair) -> Vec<Vec<u8>> {
     .collect()
 }
 
-fn client_output(pair: &mut Pair) -> Vec<Vec<u8>> {
+pub(super) fn client_output(pair: &mut Pair) -> Vec<Vec<u8>> {
     let now = pair.now;
     let mut buf = vec![0u8; 2048];
     std::iter::from_fn(|| {
@@ -109,7 +119,7 @@ fn client_output(pair: &mut Pair) -> Vec<Vec<u8>> {
     .collect()
 }
 
-fn events(c: &mut Connection) -> Vec<Event> {
+pub(super) fn events(c: &mut Connection) -> Vec<Event> {
     std::iter::from_fn(|| c.poll_event()).collect()
 }
 

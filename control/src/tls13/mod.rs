@@ -45,14 +45,24 @@ pub(crate) mod client;
 #[cfg(test)]
 mod loss_tests;
 mod messages;
+#[cfg(test)]
+mod mtu_tests;
+#[cfg(test)]
+mod nonce_tests;
+#[cfg(test)]
+mod parsing_tests;
 mod psk;
 #[cfg(test)]
 mod psk_tests;
+#[cfg(test)]
+mod restart_tests;
 #[cfg(test)]
 mod resumption_tests;
 pub(crate) mod server;
 #[cfg(test)]
 mod srtp_tests;
+#[cfg(test)]
+mod state_machine_tests;
 #[cfg(test)]
 mod tests;
 pub(crate) mod transport;

@@ -18,7 +18,7 @@ use super::tests::{
 use crate::pair_tests::{Pair, test_wall};
 use crate::{AcceptorConfig, ClientAuth, Config, PeerIdentity, SessionKeys, SessionTicket};
 
-fn ticket_keys() -> Arc<Mutex<TicketKeys>> {
+pub(super) fn ticket_keys() -> Arc<Mutex<TicketKeys>> {
     let keys = TicketKeys::new(
         &mut SeededRng::new(77),
         test_wall(),

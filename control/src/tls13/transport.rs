@@ -48,6 +48,10 @@ pub(crate) struct Transport13 {
     peer_cid: Vec<u8>,
     /// The length of our CIDs, which the peer's protected records carry (0: none).
     local_cid_len: usize,
+    /// Every protected record number sealed, in order: tests check that no (epoch, key)
+    /// and sequence number, so no AEAD nonce, is ever used twice.
+    #[cfg(test)]
+    pub(crate) sealed: Vec<RecordNumber>,
 }
 
 impl Transport13 {
@@ -200,6 +204,8 @@ impl Transport13 {
                 what: "sealing a handshake record failed",
             })?;
         datagram.truncate(start + len);
+        #[cfg(test)]
+        self.sealed.push(RecordNumber { epoch, sequence });
         Ok(RecordNumber { epoch, sequence })
     }
 }

@@ -111,6 +111,7 @@ impl ClientKeyShare {
     pub fn generate(group: NamedGroup, rng: &mut dyn Rng) -> Result<Self, Error> {
         match group {
             NamedGroup::X25519Mlkem768 => {
+                crate::ops::count_key_exchange();
                 let mlkem = DecapsulationKey::generate(&kem::ML_KEM_768)
                     .map_err(|_| Error::AgreementFailed)?;
                 let ek = mlkem
@@ -234,6 +235,7 @@ impl ServerKeyShare {
                     return Err(invalid);
                 }
                 let ek = EncapsulationKey::new(&kem::ML_KEM_768, ek).map_err(|_| invalid)?;
+                crate::ops::count_key_exchange();
                 let (ct, k) = ek.encapsulate().map_err(|_| Error::AgreementFailed)?;
                 let x25519 = EphemeralKeyPair::generate(NamedGroup::X25519, rng)?;
                 let mut public = Vec::with_capacity(X25519MLKEM768_SERVER_SHARE_LEN);
