@@ -185,3 +185,54 @@ fn records_for_retired_epochs_are_dropped_counted_and_never_reach_the_backend_dt
     assert_eq!(metric("dtlsd_sessions_active{shard=\"0\"}"), 2);
     innocent.assert_all_echoed();
 }
+
+/// Control's bound on an old read epoch when the peer never uses its new one
+/// (`EPOCH_RETIRE_AFTER` in dtls-runtime; a record under the new epoch retires it at once).
+const RETIRE_AFTER: Duration = Duration::from_secs(10);
+
+/// The bound itself (TESTING.md "Record layer": records of a retired epoch are accepted
+/// only for a bounded time). After one KeyUpdate the client sends nothing under its new
+/// epoch, so only control's timer can retire the old one: a record of the old epoch is
+/// relayed right after the update (RFC 9147 §8 lets the peer's records in flight under it
+/// arrive), and one sent once the bound has passed is dropped as `retired_epoch`; the new
+/// epoch works throughout.
+#[test]
+fn the_old_epoch_is_refused_once_its_bound_has_passed_dtls13() {
+    let pki = TempDir::new("retire-bound13");
+    certs(&pki);
+    let backend = EchoBackend::start();
+    let daemon = Daemon::start_serve_with_metrics(backend.addr, &pki, &["--shards", "1"]);
+    let mut client = Client::connect(Client::config13(&pki), daemon.listen);
+    client.echo(b"before");
+    client.update_keys13();
+    assert_eq!(client.write_epoch13(), FIRST_EPOCH + 1);
+    let retired = || {
+        daemon
+            .metric("dtlsd_drops_total{shard=\"0\",reason=\"retired_epoch\"}")
+            .unwrap_or(0)
+    };
+    let updated = Instant::now();
+    let within = b"old epoch, within the bound";
+    let record = client.seal_app13_in(FIRST_EPOCH, within);
+    client.send_datagram(&record);
+    expect_echo(&mut client, within, &daemon);
+    assert!(
+        updated.elapsed() < RETIRE_AFTER,
+        "the machine was too slow to send within the bound"
+    );
+    assert_eq!(retired(), 0);
+
+    std::thread::sleep(RETIRE_AFTER.saturating_sub(updated.elapsed()) + Duration::from_secs(1));
+    let late = client.seal_app13_in(FIRST_EPOCH, b"old epoch, past the bound");
+    client.send_datagram(&late);
+    common::wait_until(
+        "the late record counted",
+        || daemon.log(),
+        || retired() == 1,
+    );
+    assert!(
+        client.turn(Duration::from_millis(200)).app.is_empty(),
+        "a record of the retired epoch was echoed"
+    );
+    client.echo(b"the new epoch");
+}
