@@ -58,8 +58,9 @@ const REAL: usize = 16;
 /// Overloaded turns, `TICK` of virtual time apart (30 s of overload).
 const OVERLOAD_TURNS: u32 = 600;
 const TICK: Duration = Duration::from_millis(50);
-/// The fair stage's cap on the memory its datagrams hold.
-const STAGE_CAP: u64 = 2 * 1024 * 1024;
+/// The cap on the memory the shard's handshake stages hold: the fair stage's 2 MiB and the
+/// admitted lane's quarter of that.
+const STAGE_CAP: u64 = 2 * 1024 * 1024 + 2 * 1024 * 1024 / 4;
 /// `limits.max_half_open` of this run (the daemon's default is 4096): small enough that
 /// one admission per overloaded turn reaches it within the overload.
 const MAX_HALF_OPEN: usize = 128;
