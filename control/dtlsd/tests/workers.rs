@@ -1,7 +1,7 @@
 //! `dtlsd serve --control-threads 2`: clients from many loopback source addresses complete
 //! their handshakes on both handshake workers (each source on one), every session echoes,
 //! and the metrics count the work per worker. A connect → serve pair with two workers on
-//! each side carries sessions end to end.
+//! each side carries sessions end to end. The workers run below the shards' priority.
 //!
 //! Every wait has a deadline; the daemon processes are killed on drop.
 
@@ -116,4 +116,55 @@ fn connect_to_serve_with_two_workers_each_carries_every_source() {
             .unwrap_or(0)
     };
     assert_eq!(worker("0") + worker("1"), 8);
+}
+
+/// The nice value of each of `pid`'s threads whose name starts with `prefix`
+/// (`/proc/PID/task/TID/stat`, field 19).
+fn nice_of_threads(pid: u32, prefix: &str) -> Vec<i64> {
+    let mut nices = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc task list") {
+        let dir = task.expect("task entry").path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !comm.trim_end().starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).expect("task stat");
+        // After the command name in parentheses: state is field 3, nice field 19.
+        let rest = &stat[stat.rfind(')').expect("comm in the stat line") + 2..];
+        let nice = rest
+            .split(' ')
+            .nth(16)
+            .and_then(|f| f.parse().ok())
+            .expect("a nice field");
+        nices.push(nice);
+    }
+    nices
+}
+
+/// Established sessions first: both handshake workers run at nice 10, the shards at the
+/// daemon's own 0, so a handshake flood on a core a shard shares slows handshakes, not the
+/// shard (`dtls-bench overload` shows the throughput kept).
+#[test]
+fn handshake_workers_run_below_the_shards_priority() {
+    let pki = TempDir::new("workers-nice");
+    certs(&pki);
+    let backend = EchoBackend::start();
+    let serve = Daemon::start_serve_with_metrics(
+        backend.addr,
+        &pki,
+        &["--shards", "2", "--control-threads", "2"],
+    );
+    // The workers may still be starting when the daemon says it listens.
+    common::wait_until(
+        "both handshake workers at nice 10",
+        || serve.log(),
+        || nice_of_threads(serve.pid(), "dtlsd-control") == [10, 10],
+    );
+    let workers = nice_of_threads(serve.pid(), "dtlsd-control");
+    let shards = nice_of_threads(serve.pid(), "dtlsd-shard");
+    assert_eq!(workers, vec![10, 10], "{}", serve.log());
+    assert_eq!(shards, vec![0, 0], "{}", serve.log());
+    // They still do their work.
+    let mut c = Client::connect(Client::config(&pki), serve.listen);
+    c.echo(b"after a handshake at nice 10");
 }

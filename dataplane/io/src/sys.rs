@@ -194,3 +194,17 @@ pub(crate) fn recv_connected(
     let segment = wire::decode_recv_cmsgs(ctrl.0.get(..used).unwrap_or(&[])).gro_segment_size;
     Ok((n, segment, hdr.msg_flags & libc::MSG_TRUNC != 0))
 }
+
+/// `setpriority(PRIO_PROCESS, gettid(), nice)`: the calling thread's nice value (Linux keeps
+/// one per thread; raising it needs no privilege).
+pub(crate) fn set_thread_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    let tid = unsafe { libc::gettid() };
+    // SAFETY: plain integer arguments; `tid` is this thread's id.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
