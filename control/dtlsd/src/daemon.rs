@@ -309,8 +309,11 @@ impl Daemon {
             let spawned = std::thread::Builder::new().name(name).spawn(move || {
                 // Established sessions first: a handshake worker yields a core it shares
                 // with a shard (see `dtls_io::HANDSHAKE_WORKER_NICE`).
-                if let Err(e) = dtls_io::set_current_thread_nice(dtls_io::HANDSHAKE_WORKER_NICE) {
-                    tracing::warn!(error = %e, "could not lower the handshake worker's priority");
+                match dtls_io::raise_current_thread_nice(dtls_io::HANDSHAKE_WORKER_NICE) {
+                    Ok(nice) => tracing::debug!(nice, "handshake worker below the shards"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not lower the handshake worker's priority");
+                    }
                 }
                 control.run(&stop);
                 control.installed_sessions()

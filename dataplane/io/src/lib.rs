@@ -144,21 +144,23 @@ pub fn recv_segments(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<Rece
 }
 pub use uring::{UringFault, UringFeatures};
 
-/// Sets the calling thread's nice value (`setpriority` on its thread id; Linux schedules
-/// threads by their own nice). `dtlsd` runs its handshake workers at
+/// Raises the calling thread's nice value by `delta`, at most to 19 (`getpriority` and
+/// `setpriority` on its thread id; Linux schedules threads by their own nice value), and
+/// returns the new value. `dtlsd` raises its handshake workers' by
 /// [`HANDSHAKE_WORKER_NICE`] so that shards win a shared core.
 ///
 /// # Errors
-/// The kernel refused (a lower value than the current one needs `CAP_SYS_NICE`).
-pub fn set_current_thread_nice(nice: i32) -> std::io::Result<()> {
-    sys::set_thread_nice(nice)
+/// The kernel refused.
+pub fn raise_current_thread_nice(delta: i32) -> std::io::Result<i32> {
+    sys::raise_thread_nice(delta)
 }
 
-/// The nice value of `dtlsd`'s handshake workers. Where a worker shares a core with a shard
-/// (more shards than the cores the defaults leave them, or a small host), the kernel's fair
-/// scheduler splits the core by weight: at nice 10 against a shard's 0 the shard gets about
-/// 90 % of it while both are busy, so a handshake flood slows new handshakes, not the
-/// established sessions' records; an idle shard leaves the worker the whole core.
+/// How much lower than the shards' `dtlsd` runs its handshake workers (their nice value
+/// above the daemon's own). Where a worker shares a core with a shard (more shards than the
+/// cores the defaults leave them, or a small host), the kernel's fair scheduler splits the
+/// core by weight: 10 nice levels apart the shard gets about 90 % of it while both are
+/// busy, so a handshake flood slows new handshakes, not the established sessions' records;
+/// an idle shard leaves the worker the whole core.
 pub const HANDSHAKE_WORKER_NICE: i32 = 10;
 
 /// Which backend to use.

@@ -195,15 +195,28 @@ pub(crate) fn recv_connected(
     Ok((n, segment, hdr.msg_flags & libc::MSG_TRUNC != 0))
 }
 
-/// `setpriority(PRIO_PROCESS, gettid(), nice)`: the calling thread's nice value (Linux keeps
-/// one per thread; raising it needs no privilege).
-pub(crate) fn set_thread_nice(nice: i32) -> io::Result<()> {
+/// Raises the calling thread's nice value by `delta` (at most to 19): `getpriority` and
+/// `setpriority` on its thread id (Linux keeps a nice value per thread; raising it needs no
+/// privilege). Returns the new value.
+pub(crate) fn raise_thread_nice(delta: i32) -> io::Result<i32> {
     // SAFETY: gettid takes no arguments and cannot fail.
-    let tid = unsafe { libc::gettid() };
+    let tid = unsafe { libc::gettid() } as libc::id_t;
+    // getpriority may return -1 as a value: errno tells an error apart.
+    // SAFETY: `__errno_location` returns this thread's errno; writing 0 to it is allowed.
+    unsafe { *libc::__errno_location() = 0 };
     // SAFETY: plain integer arguments; `tid` is this thread's id.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+    let current = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) };
+    if current == -1 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error().unwrap_or(0) != 0 {
+            return Err(e);
+        }
+    }
+    let nice = (current + delta).min(19);
+    // SAFETY: plain integer arguments; `tid` is this thread's id.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) };
     if rc == 0 {
-        Ok(())
+        Ok(nice)
     } else {
         Err(io::Error::last_os_error())
     }
