@@ -14,6 +14,32 @@ use control::crypto::SeededRng;
 use control::{AcceptOutcome, Acceptor, AcceptorConfig, Config, Connection, NamedGroup};
 use support::fixtures::*;
 
+/// The acceptor of a DTLS 1.3 server (test PKI, cookie secret from seed 1) and a fresh
+/// DTLS 1.3 client engine of ours offering `groups`, both at `now`.
+fn acceptor_and_client13(now: Instant, groups: Vec<NamedGroup>) -> (Acceptor, Connection) {
+    let acc = Acceptor::new(
+        Arc::new(dtls13_server_config()),
+        AcceptorConfig::default(),
+        &mut SeededRng::new(1),
+        now,
+    )
+    .expect("valid config");
+    let client_config = Config {
+        server_name: Some("localhost".into()),
+        tls13_groups: groups,
+        ..Config::new(ca_verifier()).dtls13_only()
+    };
+    let client = Connection::client(
+        Arc::new(client_config),
+        Box::new(SeededRng::new(9)),
+        now,
+        server_addr(),
+        None,
+    )
+    .expect("client");
+    (acc, client)
+}
+
 /// HRR cookie replay from another address (RFC 9147 §5.1: the cookie proves the client
 /// can receive at its address): a ClientHello carrying a valid cookie issued to address A
 /// but sent from address B is refused, with no ServerHello and no engine; from A the same
@@ -21,27 +47,11 @@ use support::fixtures::*;
 #[test]
 fn hrr_cookie_replay_from_another_address_is_refused() {
     let now = Instant::now();
-    let mut rng = SeededRng::new(1);
-    let server = dtls13_server_config();
-    let mut acc = Acceptor::new(Arc::new(server), AcceptorConfig::default(), &mut rng, now)
-        .expect("valid config");
-    let client_config = Config {
-        server_name: Some("localhost".into()),
-        tls13_groups: vec![NamedGroup::X25519],
-        ..Config::new(ca_verifier()).dtls13_only()
-    };
+    let (mut acc, mut client) = acceptor_and_client13(now, vec![NamedGroup::X25519]);
     let server_addr = server_addr();
     let a = client_addr();
     let b: SocketAddr = "10.9.8.7:5555".parse().expect("addr");
     assert_ne!(a, b);
-    let mut client = Connection::client(
-        Arc::new(client_config),
-        Box::new(SeededRng::new(9)),
-        now,
-        server_addr,
-        None,
-    )
-    .expect("client");
     let mut buf = vec![0u8; 4096];
     let first = client
         .poll_transmit(now, &mut buf)
@@ -116,27 +126,8 @@ fn expensive_asymmetric_crypto_runs_only_after_the_dtls13_cookie() {
     ] {
         let now = Instant::now();
         let server = Arc::new(dtls13_server_config());
-        let mut acc = Acceptor::new(
-            server.clone(),
-            AcceptorConfig::default(),
-            &mut SeededRng::new(1),
-            now,
-        )
-        .expect("valid config");
-        let client_config = Config {
-            server_name: Some("localhost".into()),
-            tls13_groups: groups.clone(),
-            ..Config::new(ca_verifier()).dtls13_only()
-        };
+        let (mut acc, mut client) = acceptor_and_client13(now, groups.clone());
         let (a, b) = (client_addr(), "10.9.8.7:5555".parse().expect("addr"));
-        let mut client = Connection::client(
-            Arc::new(client_config),
-            Box::new(SeededRng::new(9)),
-            now,
-            server_addr(),
-            None,
-        )
-        .expect("client");
         let first = transmit_all(&mut client, now);
         let mut reply = vec![0u8; 4096];
         // The client's own key share is made; from here on the server side runs alone.
@@ -262,26 +253,7 @@ fn first_messages() -> Vec<(&'static str, Vec<u8>)> {
 #[test]
 fn change_cipher_spec_finished_or_application_data_as_the_first_dtls13_message_changes_nothing() {
     let now = Instant::now();
-    let mut acc = Acceptor::new(
-        Arc::new(dtls13_server_config()),
-        AcceptorConfig::default(),
-        &mut SeededRng::new(1),
-        now,
-    )
-    .expect("valid config");
-    let client_config = Config {
-        server_name: Some("localhost".into()),
-        tls13_groups: vec![NamedGroup::X25519],
-        ..Config::new(ca_verifier()).dtls13_only()
-    };
-    let mut client = Connection::client(
-        Arc::new(client_config),
-        Box::new(SeededRng::new(9)),
-        now,
-        server_addr(),
-        None,
-    )
-    .expect("client");
+    let (mut acc, mut client) = acceptor_and_client13(now, vec![NamedGroup::X25519]);
     let hello = transmit_all(&mut client, now);
     let mut reply = vec![0u8; 4096];
     for (what, d) in first_messages() {
@@ -371,26 +343,7 @@ fn with_cookie_data(datagram: &[u8], data: &[u8]) -> Vec<u8> {
 #[test]
 fn dtls13_cookie_lengths_0_max_and_past_the_extension_are_refused() {
     let now = Instant::now();
-    let mut acc = Acceptor::new(
-        Arc::new(dtls13_server_config()),
-        AcceptorConfig::default(),
-        &mut SeededRng::new(1),
-        now,
-    )
-    .expect("valid config");
-    let client_config = Config {
-        server_name: Some("localhost".into()),
-        tls13_groups: vec![NamedGroup::X25519],
-        ..Config::new(ca_verifier()).dtls13_only()
-    };
-    let mut client = Connection::client(
-        Arc::new(client_config),
-        Box::new(SeededRng::new(9)),
-        now,
-        server_addr(),
-        None,
-    )
-    .expect("client");
+    let (mut acc, mut client) = acceptor_and_client13(now, vec![NamedGroup::X25519]);
     let first = transmit_all(&mut client, now);
     let mut reply = vec![0u8; 4096];
     let AcceptOutcome::Reply(t) = acc.handle_datagram(now, client_addr(), &first[0], &mut reply)

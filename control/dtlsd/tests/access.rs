@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Client, Daemon, EchoBackend, TempDir, certs};
-use control::crypto::SystemRng;
-use control::{CertifiedKey, Config, Connection, PeerVerifier};
+use control::{CertifiedKey, Config, PeerVerifier};
 use dtls_crypto::CertificateVerifier;
 
 fn ip(last: u8) -> IpAddr {
@@ -36,19 +35,8 @@ fn any_reply_to_hellos(config: &Arc<Config>, server: SocketAddr, from: IpAddr) -
     let sock = UdpSocket::bind((from, 0)).expect("bind a source");
     sock.set_read_timeout(Some(Duration::from_secs(1)))
         .expect("timeout");
-    let mut conn = Connection::client(
-        Arc::clone(config),
-        Box::new(SystemRng::new()),
-        Instant::now(),
-        server,
-        None,
-    )
-    .expect("client config");
+    let (_conn, hello) = common::first_hello(config, server);
     let mut buf = vec![0u8; 4096];
-    let t = conn
-        .poll_transmit(Instant::now(), &mut buf)
-        .expect("a ClientHello");
-    let hello = buf[..t.len].to_vec();
     for _ in 0..3 {
         sock.send_to(&hello, server).expect("send");
         if sock.recv_from(&mut buf).is_ok() {

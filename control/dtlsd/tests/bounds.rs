@@ -63,19 +63,7 @@ fn epoch0_alert() -> Vec<u8> {
 
 /// The first flight of a fresh engine client: a cookie-less DTLS 1.2 ClientHello.
 fn client_hello(config: &Arc<Config>, server: SocketAddr) -> Vec<u8> {
-    let mut conn = Connection::client(
-        Arc::clone(config),
-        Box::new(SystemRng::new()),
-        Instant::now(),
-        server,
-        None,
-    )
-    .expect("client config is valid");
-    let mut buf = vec![0u8; 4096];
-    let t = conn
-        .poll_transmit(Instant::now(), &mut buf)
-        .expect("a new client sends a ClientHello");
-    buf[..t.len].to_vec()
+    common::first_hello(config, server).1
 }
 
 /// A socket on `127.0.0.<last>`, on an ephemeral port.

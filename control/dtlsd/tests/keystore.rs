@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Client, Daemon, EchoBackend, TempDir, certs, wait_until};
-use control::crypto::SystemRng;
 use control::crypto::pki_types::UnixTime;
 use control::{Config, Connection, ProtocolVersion};
 
@@ -178,19 +177,9 @@ impl HeldHello {
         let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
         sock.set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
-        let mut conn = Connection::client(
-            Arc::clone(config),
-            Box::new(SystemRng::new()),
-            Instant::now(),
-            server,
-            None,
-        )
-        .expect("client");
+        let (mut conn, first) = common::first_hello(config, server);
+        sock.send_to(&first, server).expect("send");
         let mut buf = vec![0u8; 65_536];
-        let t = conn
-            .poll_transmit(Instant::now(), &mut buf)
-            .expect("ClientHello");
-        sock.send_to(&buf[..t.len], server).expect("send");
         let (n, from) = sock.recv_from(&mut buf).expect("HelloVerifyRequest");
         assert_eq!(first_message_type(&buf[..n]), Some(3), "HelloVerifyRequest");
         conn.handle_datagram(Instant::now(), UnixTime::now(), from, &buf[..n]);

@@ -619,6 +619,25 @@ pub struct Client {
     received: u64,
 }
 
+/// A fresh client engine of ours for `server` and its first datagram (a cookie-less
+/// ClientHello, or its first fragment), for tests that drive the handshake by hand.
+pub fn first_hello(config: &Arc<Config>, server: SocketAddr) -> (Connection, Vec<u8>) {
+    let mut conn = Connection::client(
+        Arc::clone(config),
+        Box::new(SystemRng::new()),
+        Instant::now(),
+        server,
+        None,
+    )
+    .expect("client config is valid");
+    let mut buf = vec![0u8; 65_536];
+    let t = conn
+        .poll_transmit(Instant::now(), &mut buf)
+        .expect("a new client sends a ClientHello");
+    buf.truncate(t.len);
+    (conn, buf)
+}
+
 /// What one incoming datagram held once opened.
 #[derive(Debug, Default)]
 pub struct Opened {
