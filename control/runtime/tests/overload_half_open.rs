@@ -24,8 +24,9 @@
 //!   control's lane, and the attackers' outnumber the real clients' there; see
 //!   docs/security.md.)
 //!
-//! One test alone in its binary (it counts the process's heap with a counting allocator);
-//! it prints its figures (`--nocapture`).
+//! Run for DTLS 1.2 and for DTLS 1.3 attackers. Each test counts the process's heap with a
+//! counting allocator: under nextest (the test command) each runs in a process of its own;
+//! with `cargo test`, give it `--test-threads 1`. They print their figures (`--nocapture`).
 
 mod common;
 
@@ -70,6 +71,9 @@ const MAX_HALF_OPEN: usize = 128;
 /// allocator). A regression that keeps a hello or a buffer of `max_handshake_buffer`
 /// per handshake breaks it.
 const HALF_OPEN_BYTES: u64 = 8 * 1024;
+/// The same for a DTLS 1.3 server handshake (its key schedule, the transcript and a flight
+/// with the certificate chain and its signature): measured 9.8 KiB.
+const HALF_OPEN_BYTES_13: u64 = 16 * 1024;
 /// The engine's `max_handshake_time` (`RetransmitConfig`'s default): a stalled handshake
 /// has failed by then.
 const HANDSHAKE_TIME: Duration = Duration::from_secs(120);
@@ -122,7 +126,111 @@ fn heap_above(region: &Region<'_, System>) -> i64 {
 
 #[test]
 fn handshakes_stalled_after_the_cookie_at_twice_capacity_stay_under_the_half_open_cap_and_expire() {
+    half_open_overload(ProtocolVersion::Dtls1_2);
+}
+
+/// The same with DTLS 1.3 attackers: each source's ClientHello carries the cookie of the
+/// HelloRetryRequest the server made for it (RFC 9147 §5.1), X25519 key share and all,
+/// and then nothing. (The established sessions and real clients are DTLS 1.2 as above.)
+#[test]
+fn dtls13_handshakes_stalled_after_the_cookie_at_twice_capacity_stay_under_the_half_open_cap_and_expire()
+ {
+    half_open_overload(ProtocolVersion::Dtls1_3);
+}
+
+/// A DTLS 1.3 attacker's cookie-bearing ClientHellos, one per source, without a client
+/// engine per source: every source sends the same first ClientHello (one X25519
+/// datagram), so the server's HelloRetryRequests differ only in their cookie (bound to
+/// the source's address and the hello's hash), and the second ClientHello of one engine
+/// serves every source with its own cookie written in.
+struct Hello13 {
+    first: Vec<u8>,
+    second: Vec<u8>,
+    /// Where the cookie sits in a HelloRetryRequest and in the second ClientHello, and its
+    /// length.
+    in_retry: usize,
+    in_second: usize,
+    len: usize,
+    retry_len: usize,
+}
+
+impl Hello13 {
+    fn new(cookies: &mut Acceptor, now: Instant) -> Self {
+        let config = control::Config {
+            versions: vec![ProtocolVersion::Dtls1_3],
+            tls13_groups: vec![control::NamedGroup::X25519],
+            server_name: Some("localhost".into()),
+            ..control::Config::new(common::verifier())
+        };
+        let mut client = control::Connection::client(
+            Arc::new(config),
+            Box::new(SeededRng::new(13)),
+            now,
+            common::overload::SERVER,
+            None,
+        )
+        .expect("client config is valid");
+        let mut buf = vec![0u8; 4096];
+        let t = client.poll_transmit(now, &mut buf).expect("a ClientHello");
+        let first = buf[..t.len].to_vec();
+        assert!(
+            client.poll_transmit(now, &mut buf).is_none(),
+            "one datagram"
+        );
+        let mut reply = vec![0u8; 4096];
+        let retry = match cookies.handle_datagram(now, spoofed(u32::MAX), &first, &mut reply) {
+            AcceptOutcome::Reply(t) => reply[..t.len].to_vec(),
+            other => panic!("a HelloRetryRequest, got {other:?}"),
+        };
+        // RFC 8446 §4.2.2: extension type 44 (cookie), its length, the cookie's length.
+        let (in_retry, len) = (0..retry.len().saturating_sub(6))
+            .find_map(|i| {
+                let ext = u16::from_be_bytes([retry[i + 2], retry[i + 3]]) as usize;
+                let cookie = u16::from_be_bytes([retry[i + 4], retry[i + 5]]) as usize;
+                (retry[i..i + 2] == [0, 44] && ext == cookie + 2 && i + 6 + cookie <= retry.len())
+                    .then_some((i + 6, cookie))
+            })
+            .expect("a cookie extension in the HelloRetryRequest");
+        client.handle_datagram(now, common::test_wall(), common::overload::SERVER, &retry);
+        let t = client
+            .poll_transmit(now, &mut buf)
+            .expect("the second ClientHello");
+        let second = buf[..t.len].to_vec();
+        let in_second = second
+            .windows(len)
+            .position(|w| w == &retry[in_retry..in_retry + len])
+            .expect("the cookie in the second ClientHello");
+        Self {
+            first,
+            second,
+            in_retry,
+            in_second,
+            len,
+            retry_len: retry.len(),
+        }
+    }
+
+    /// `source`'s second ClientHello, with the cookie the server gives `source`.
+    fn for_source(&self, cookies: &mut Acceptor, source: SocketAddr, now: Instant) -> Vec<u8> {
+        let mut reply = vec![0u8; 4096];
+        let retry = match cookies.handle_datagram(now, source, &self.first, &mut reply) {
+            AcceptOutcome::Reply(t) => &reply[..t.len],
+            other => panic!("a HelloRetryRequest for {source}, got {other:?}"),
+        };
+        assert_eq!(retry.len(), self.retry_len, "cookies of one length");
+        let mut hello = self.second.clone();
+        hello[self.in_second..self.in_second + self.len]
+            .copy_from_slice(&retry[self.in_retry..self.in_retry + self.len]);
+        hello
+    }
+}
+
+fn half_open_overload(version: ProtocolVersion) {
     let start = Instant::now();
+    let half_open_bytes = match version {
+        ProtocolVersion::Dtls1_3 => HALF_OPEN_BYTES_13,
+        _ => HALF_OPEN_BYTES,
+    };
     // Cookie secrets the test shares with the daemon (as a fleet shares them), so it can
     // give each attacking source its own valid cookie without a round trip per source.
     let keys = Arc::new(CookieKeys::from_secrets(
@@ -150,10 +258,14 @@ fn handshakes_stalled_after_the_cookie_at_twice_capacity_stay_under_the_half_ope
     let mut daemon = Daemon::with_runtime(server, start, runtime);
     let mut peers = established_then_real(&mut daemon, start, ESTABLISHED, REAL);
     let hello = first_hello(start);
+    let hello13 = (version == ProtocolVersion::Dtls1_3).then(|| Hello13::new(&mut cookies, start));
     // A first run through the daemon, so that what it allocates once (tables, the shard's
     // stage and pools) is in before the heap is measured.
     let mut reply = vec![0u8; 4096];
     let mut cookie_hello = |source: SocketAddr, now: Instant| -> Vec<u8> {
+        if let Some(h) = &hello13 {
+            return h.for_source(&mut cookies, source, now);
+        }
         match cookies.handle_datagram(now, source, &hello, &mut reply) {
             AcceptOutcome::Reply(t) => with_cookie(&hello, cookie_of(&reply[..t.len])),
             other => panic!("a HelloVerifyRequest for {source}, got {other:?}"),
@@ -209,7 +321,7 @@ fn handshakes_stalled_after_the_cookie_at_twice_capacity_stay_under_the_half_ope
     let started = control.handshakes_started - control_before.handshakes_started;
     let half_open_shed = control.half_open_shed - control_before.half_open_shed;
     println!(
-        "{OVERLOAD_TURNS} turns at {} handshake datagrams per turn (capacity {CAPACITY}): {next_spoofed} cookie-bearing hellos that stall; shed: {shed_stage} in the fair stage, {shed_control} by control after the cookie; {started} handshakes admitted (engines), {half_open_shed} half-open shed for newer ones, half-open peak {half_open_peak} (cap {MAX_HALF_OPEN}); {to_attackers} datagrams to the attackers' addresses; fair stage peak {stage_peak} B; heap above the start: peak {heap_peak} B ({} B per half-open handshake at the cap); established: {sent_records} records sent, {relayed} relayed; real handshakes completed during the overload: {} of {REAL} (turns {during:?})",
+        "{version:?}: {OVERLOAD_TURNS} turns at {} handshake datagrams per turn (capacity {CAPACITY}): {next_spoofed} cookie-bearing hellos that stall; shed: {shed_stage} in the fair stage, {shed_control} by control after the cookie; {started} handshakes admitted (engines), {half_open_shed} half-open shed for newer ones, half-open peak {half_open_peak} (cap {MAX_HALF_OPEN}); {to_attackers} datagrams to the attackers' addresses; fair stage peak {stage_peak} B; heap above the start: peak {heap_peak} B ({} B per half-open handshake at the cap); established: {sent_records} records sent, {relayed} relayed; real handshakes completed during the overload: {} of {REAL} (turns {during:?})",
         2 * CAPACITY,
         heap_peak / MAX_HALF_OPEN as i64,
         during.len(),
@@ -222,7 +334,7 @@ fn handshakes_stalled_after_the_cookie_at_twice_capacity_stay_under_the_half_ope
     assert_eq!(half_open_peak, MAX_HALF_OPEN, "the cap was reached");
     assert!(half_open_shed > 0, "the oldest were shed for newcomers");
     assert!(
-        heap_peak <= (MAX_HALF_OPEN as u64 * HALF_OPEN_BYTES + STAGE_CAP) as i64,
+        heap_peak <= (MAX_HALF_OPEN as u64 * half_open_bytes + STAGE_CAP) as i64,
         "heap {heap_peak} B above the start"
     );
     // Established sessions keep every datagram.
