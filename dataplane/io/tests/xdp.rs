@@ -28,11 +28,14 @@
 //! With offload on, a local socket's frames cross the veth with a partial UDP checksum that
 //! only a NIC would complete, and the AF_XDP side rightly drops them as `rx_bad_checksum`.
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
+use std::io::Read;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use common::netns::{self, ip, is_root};
 use dtls_io::{TxBatch, XdpConfig, XdpFilter, XdpIo};
 
 const ROLE: &str = "DTLS_IO_XDP_ROLE";
@@ -53,22 +56,6 @@ const BURST: usize = 100;
 const PARTIAL_SUMS: u64 = 3;
 /// A generous bound for one reply on an idle veth pair (a stuck test, not a slow one).
 const REPLY_WAIT: Duration = Duration::from_secs(5);
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run `ip`: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
 
 fn ip_output(args: &[&str]) -> String {
     Command::new("ip")
@@ -120,26 +107,7 @@ impl Drop for Namespaces {
 }
 
 fn spawn_role(ns: &str, role: &str) -> Child {
-    let exe = std::env::current_exe().expect("test binary path");
-    let exe = exe.to_str().expect("utf-8 test binary path");
-    Command::new("ip")
-        .args(["netns", "exec", ns, exe, "--exact", TEST, "--nocapture"])
-        .env(ROLE, role)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn `ip netns exec`")
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
+    netns::spawn_role(ns, TEST, ROLE, role)
 }
 
 #[test]
@@ -163,20 +131,7 @@ fn af_xdp_echoes_over_veth_and_passes_everything_else() {
     };
 
     let mut xdp = spawn_role(&ns.xdp, "xdp");
-    let mut lines = BufReader::new(xdp.stdout.take().expect("piped"));
-    let mut ready = String::new();
-    loop {
-        ready.clear();
-        let n = lines.read_line(&mut ready).expect("read xdp role");
-        if n == 0 {
-            let mut err = String::new();
-            let _ = xdp.stderr.take().expect("piped").read_to_string(&mut err);
-            panic!("the AF_XDP side ended before it was ready:\n{err}");
-        }
-        if ready.starts_with("READY") {
-            break;
-        }
-    }
+    let (ready, mut lines) = netns::wait_ready(&mut xdp);
     eprintln!("xdp side: {}", ready.trim());
     assert!(
         ip_output(&["-n", &ns.xdp, "link", "show", "xa"]).contains("prog/xdp"),

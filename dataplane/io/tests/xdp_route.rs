@@ -19,11 +19,14 @@
 //! would go to the peer directly and the router would forward none. Both sides are this test
 //! binary again under `ip netns exec`. Needs root and `ip`; elsewhere it prints why it skips.
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
+use std::io::Read;
 use std::net::{Ipv4Addr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use common::netns::{self, ip, is_root};
 use dtls_io::{TxBatch, XdpConfig, XdpFilter, XdpIo};
 
 const ROLE: &str = "DTLS_IO_XDP_ROUTE_ROLE";
@@ -37,22 +40,6 @@ const QUIT: &[u8] = b"QUIT";
 const ROUNDS: usize = 50;
 /// A generous bound for one reply (a stuck test, not a slow one).
 const REPLY_WAIT: Duration = Duration::from_secs(5);
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run `ip`: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
 
 fn in_ns(ns: &str, args: &[&str]) -> Result<String, String> {
     let out = Command::new("ip")
@@ -158,26 +145,7 @@ impl Drop for Namespaces {
 }
 
 fn spawn_role(ns: &str, role: &str) -> Child {
-    let exe = std::env::current_exe().expect("test binary path");
-    let exe = exe.to_str().expect("utf-8 test binary path");
-    Command::new("ip")
-        .args(["netns", "exec", ns, exe, "--exact", TEST, "--nocapture"])
-        .env(ROLE, role)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn `ip netns exec`")
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
+    netns::spawn_role(ns, TEST, ROLE, role)
 }
 
 /// `Ip: ... ForwDatagrams` of namespace `ns` (/proc/net/snmp).
@@ -219,20 +187,7 @@ fn replies_follow_the_route_table_not_the_frames_sender() {
         Err(e) => panic!("cannot build the test's network namespaces: {e}"),
     };
     let mut xdp = spawn_role(&ns.xdp, "xdp");
-    let mut lines = BufReader::new(xdp.stdout.take().expect("piped"));
-    let mut ready = String::new();
-    loop {
-        ready.clear();
-        let n = lines.read_line(&mut ready).expect("read xdp role");
-        if n == 0 {
-            let mut err = String::new();
-            let _ = xdp.stderr.take().expect("piped").read_to_string(&mut err);
-            panic!("the AF_XDP side ended before it was ready:\n{err}");
-        }
-        if ready.starts_with("READY") {
-            break;
-        }
-    }
+    let (_ready, mut lines) = netns::wait_ready(&mut xdp);
     let before = forwarded(&ns.router);
     let peer = spawn_role(&ns.peer, "peer")
         .wait_with_output()

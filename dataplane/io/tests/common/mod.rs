@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use dtls_io::{Error, IoConfig, IoMode, SocketConfig, UdpIo, bind_udp};
 
+pub mod netns;
+
 /// Every test gives up after this long; nothing can hang.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
