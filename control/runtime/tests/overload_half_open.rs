@@ -43,25 +43,13 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 use common::daemon::Daemon;
 use common::overload::{
+    CAPACITY, ESTABLISHED, OVERLOAD_TURNS, REAL, RECORDS_PER_TURN, STAGE_CAP, TICK,
     assert_no_session_drops, established_then_real, first_hello, send_bulk, spoofed, turn,
 };
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-/// Datagrams the control loop takes from the shard per turn (the default inbound budget).
-const CAPACITY: usize = 256;
-/// Established sessions, each sending `RECORDS_PER_TURN` records every turn.
-const ESTABLISHED: usize = 8;
-const RECORDS_PER_TURN: usize = 4;
-/// Real clients that start their handshakes when the overload does.
-const REAL: usize = 16;
-/// Overloaded turns, `TICK` of virtual time apart (30 s of overload).
-const OVERLOAD_TURNS: u32 = 600;
-const TICK: Duration = Duration::from_millis(50);
-/// The cap on the memory the shard's handshake stages hold: the fair stage's 2 MiB and the
-/// admitted lane's quarter of that.
-const STAGE_CAP: u64 = 2 * 1024 * 1024 + 2 * 1024 * 1024 / 4;
 /// `limits.max_half_open` of this run (the daemon's default is 4096): small enough that
 /// one admission per overloaded turn reaches it within the overload.
 const MAX_HALF_OPEN: usize = 128;

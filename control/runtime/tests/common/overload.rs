@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use control::{CipherSuite, Config, Connection, Event};
 use dataplane::record::{ContentType, DTLS_1_2, HEADER_LEN, Sealer};
@@ -18,6 +18,22 @@ use dtls_shard::ShardStats;
 
 use super::daemon::Daemon;
 use super::{test_wall, verifier};
+
+// The load both overload tests put on the daemon.
+
+/// Datagrams the control loop takes from the shard per turn (the default inbound budget).
+pub const CAPACITY: usize = 256;
+/// Established sessions, each sending `RECORDS_PER_TURN` records every turn.
+pub const ESTABLISHED: usize = 8;
+pub const RECORDS_PER_TURN: usize = 4;
+/// Real clients that start their handshakes when the overload does.
+pub const REAL: usize = 16;
+/// Overloaded turns, `TICK` of virtual time apart (30 s of overload).
+pub const OVERLOAD_TURNS: u32 = 600;
+pub const TICK: Duration = Duration::from_millis(50);
+/// The cap on the memory the shard's handshake stages hold: the fair stage's 2 MiB and the
+/// admitted lane's quarter of that.
+pub const STAGE_CAP: u64 = 2 * 1024 * 1024 + 2 * 1024 * 1024 / 4;
 
 /// The daemon's address as its clients see it.
 pub const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 4433);
