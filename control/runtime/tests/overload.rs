@@ -25,8 +25,8 @@ use dtls_proto::ProtocolVersion;
 
 use common::daemon::Daemon;
 use common::overload::{
-    CAPACITY, ESTABLISHED, OVERLOAD_TURNS, REAL, RECORDS_PER_TURN, STAGE_CAP, TICK,
-    assert_no_session_drops, established_then_real, first_hello, send_bulk, spoofed, turn,
+    CAPACITY, ESTABLISHED, OVERLOAD_TURNS, Outcome, REAL, RECORDS_PER_TURN, STAGE_CAP, TICK,
+    assert_no_session_drops, established_then_real, first_hello, outcome, send_bulk, spoofed, turn,
 };
 
 #[test]
@@ -66,15 +66,14 @@ fn handshakes_at_twice_capacity_are_shed_first_and_established_sessions_keep_eve
         spoofed_answers += turn(&mut daemon, &mut peers, now, Some(t));
         relayed += daemon.flush_upstream();
     }
-    let during: Vec<u32> = peers[ESTABLISHED..]
-        .iter()
-        .filter_map(|p| p.done_in)
-        .collect();
-    let stats = daemon.shard_stats();
-    let control = daemon.ctl.counters().snapshot();
-    let shed_stage = stats.drop_handshake_overflow - before.drop_handshake_overflow;
-    let shed_control = control.handshakes_shed - control_before.handshakes_shed;
-    let started = control.handshakes_started - control_before.handshakes_started;
+    let Outcome {
+        during,
+        stats,
+        control,
+        shed_stage,
+        shed_control,
+        started,
+    } = outcome(&mut daemon, &peers, &before, &control_before);
     println!(
         "{OVERLOAD_TURNS} turns at {} handshake datagrams per turn (capacity {CAPACITY}): {} spoofed hellos, {spoofed_answers} answered; shed: {shed_stage} in the fair stage, {shed_control} by control after the cookie; {started} real handshakes admitted (engines); fair stage peak {stage_peak} B; established: {sent_records} records sent, {relayed} relayed; real handshakes completed during the overload: {} of {REAL} (turns {during:?})",
         2 * CAPACITY,

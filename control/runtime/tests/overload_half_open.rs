@@ -43,8 +43,8 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 use common::daemon::Daemon;
 use common::overload::{
-    CAPACITY, ESTABLISHED, OVERLOAD_TURNS, REAL, RECORDS_PER_TURN, STAGE_CAP, TICK,
-    assert_no_session_drops, established_then_real, first_hello, send_bulk, spoofed, turn,
+    CAPACITY, ESTABLISHED, OVERLOAD_TURNS, Outcome, REAL, RECORDS_PER_TURN, STAGE_CAP, TICK,
+    assert_no_session_drops, established_then_real, first_hello, outcome, send_bulk, spoofed, turn,
 };
 
 #[global_allocator]
@@ -298,15 +298,14 @@ fn half_open_overload(version: ProtocolVersion) {
         half_open_peak = half_open_peak.max(half_open);
         heap_peak = heap_peak.max(heap_above(&region));
     }
-    let during: Vec<u32> = peers[ESTABLISHED..]
-        .iter()
-        .filter_map(|p| p.done_in)
-        .collect();
-    let stats = daemon.shard_stats();
-    let control = daemon.ctl.counters().snapshot();
-    let shed_stage = stats.drop_handshake_overflow - before.drop_handshake_overflow;
-    let shed_control = control.handshakes_shed - control_before.handshakes_shed;
-    let started = control.handshakes_started - control_before.handshakes_started;
+    let Outcome {
+        during,
+        stats,
+        control,
+        shed_stage,
+        shed_control,
+        started,
+    } = outcome(&mut daemon, &peers, &before, &control_before);
     let half_open_shed = control.half_open_shed - control_before.half_open_shed;
     println!(
         "{version:?}: {OVERLOAD_TURNS} turns at {} handshake datagrams per turn (capacity {CAPACITY}): {next_spoofed} cookie-bearing hellos that stall; shed: {shed_stage} in the fair stage, {shed_control} by control after the cookie; {started} handshakes admitted (engines), {half_open_shed} half-open shed for newer ones, half-open peak {half_open_peak} (cap {MAX_HALF_OPEN}); {to_attackers} datagrams to the attackers' addresses; fair stage peak {stage_peak} B; heap above the start: peak {heap_peak} B ({} B per half-open handshake at the cap); established: {sent_records} records sent, {relayed} relayed; real handshakes completed during the overload: {} of {REAL} (turns {during:?})",

@@ -65,6 +65,15 @@ pub(super) fn settle(pair: &mut Pair, limit: Duration) {
     }
 }
 
+/// A DTLS 1.3 client (X25519) and server past their handshake, every timer quiet.
+fn settled_x25519_pair() -> Pair {
+    let mut client = client13();
+    client.tls13_groups = vec![NamedGroup::X25519];
+    let mut pair = pair(client, server13());
+    settle(&mut pair, Duration::from_secs(10));
+    pair
+}
+
 pub(super) fn keys(pair: &mut Pair) -> (Box<SessionKeys>, Box<SessionKeys>) {
     let ck = Pair::keys(&mut pair.client_events)
         .unwrap_or_else(|| panic!("client keys: {:?}", pair.client_events));
@@ -517,10 +526,7 @@ fn seal_open(write: crate::EpochKeys13, read: crate::EpochKeys13) {
 
 #[test]
 fn a_requested_key_update_moves_both_directions_to_epoch_4() {
-    let mut client = client13();
-    client.tls13_groups = vec![NamedGroup::X25519];
-    let mut pair = pair(client, server13());
-    settle(&mut pair, Duration::from_secs(10));
+    let mut pair = settled_x25519_pair();
     assert!(pair.client.update_keys(pair.now, true));
     assert!(!pair.client.update_keys(pair.now, true), "one at a time");
     settle(&mut pair, Duration::from_secs(10));
@@ -550,10 +556,7 @@ fn a_requested_key_update_moves_both_directions_to_epoch_4() {
 
 #[test]
 fn a_key_update_survives_the_loss_of_its_first_copy_and_of_the_ack() {
-    let mut client = client13();
-    client.tls13_groups = vec![NamedGroup::X25519];
-    let mut pair = pair(client, server13());
-    settle(&mut pair, Duration::from_secs(10));
+    let mut pair = settled_x25519_pair();
     // Lose the client's first KeyUpdate and the server's first ACK of it.
     let mut lost = (false, false);
     pair.filter = Box::new(move |from_client, d| {
@@ -648,10 +651,7 @@ fn a_key_update_long_after_the_handshake_time_limit_is_still_retransmitted() {
 /// update possible again, the old keys in use past the point we meant to retire them).
 #[test]
 fn a_key_update_never_acknowledged_fails_the_connection() {
-    let mut client = client13();
-    client.tls13_groups = vec![NamedGroup::X25519];
-    let mut pair = pair(client, server13());
-    settle(&mut pair, Duration::from_secs(10));
+    let mut pair = settled_x25519_pair();
     assert!(pair.client.is_established());
     pair.client_events.clear();
     // The server hears nothing from the client anymore.
@@ -897,10 +897,7 @@ fn a_dtls12_engine_never_settles() {
 /// the fix the server left it out of its ACK, and the client resent it until it gave up.
 #[test]
 fn consecutive_key_updates_are_each_acknowledged_while_the_peer_keeps_its_epoch() {
-    let mut client = client13();
-    client.tls13_groups = vec![NamedGroup::X25519];
-    let mut pair = pair(client, server13());
-    settle(&mut pair, Duration::from_secs(10));
+    let mut pair = settled_x25519_pair();
     for round in 0..5u64 {
         assert!(pair.client.update_keys(pair.now, false), "update {round}");
         settle(&mut pair, Duration::from_secs(30));

@@ -14,6 +14,7 @@ use dataplane::record::{ContentType, DTLS_1_2, HEADER_LEN, Sealer};
 use dtls_crypto::SeededRng;
 use dtls_proto::ProtocolVersion;
 
+use dtls_runtime::ControlStats;
 use dtls_shard::ShardStats;
 
 use super::daemon::Daemon;
@@ -213,5 +214,43 @@ pub fn assert_no_session_drops(before: &ShardStats, now: &ShardStats) {
         now.drop_tx_full - before.drop_tx_full,
     ] {
         assert_eq!(drop, 0, "{now:?}");
+    }
+}
+
+/// What an overload left in the counters, against their values before it.
+pub struct Outcome {
+    /// The overloaded turns in which each real client that completed did so.
+    pub during: Vec<u32>,
+    pub stats: ShardStats,
+    pub control: ControlStats,
+    /// Handshake datagrams dropped in the shard's fair stage.
+    pub shed_stage: u64,
+    /// Cookie-verified ClientHellos control shed before any engine.
+    pub shed_control: u64,
+    /// Engines started.
+    pub started: u64,
+}
+
+/// The counters after the overload, `before` and `control_before` taken before it; `peers`
+/// after the [`ESTABLISHED`] sessions are the real clients.
+pub fn outcome(
+    daemon: &mut Daemon,
+    peers: &[Peer],
+    before: &ShardStats,
+    control_before: &ControlStats,
+) -> Outcome {
+    let during = peers[ESTABLISHED..]
+        .iter()
+        .filter_map(|p| p.done_in)
+        .collect();
+    let stats = daemon.shard_stats();
+    let control = daemon.ctl.counters().snapshot();
+    Outcome {
+        during,
+        shed_stage: stats.drop_handshake_overflow - before.drop_handshake_overflow,
+        shed_control: control.handshakes_shed - control_before.handshakes_shed,
+        started: control.handshakes_started - control_before.handshakes_started,
+        stats,
+        control,
     }
 }
