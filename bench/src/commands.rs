@@ -271,6 +271,14 @@ pub struct LatencyArgs {
     /// its own sockets and histogram (merged at the end).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Generator threads spin between sends instead of sleeping: sends leave on time and
+    /// replies are read without a wake-up, at the price of one whole core per thread (give
+    /// each a core no server thread uses). The CPU-saturation check does not apply then.
+    #[arg(long)]
+    pub spin: bool,
+    /// Leave out the host hiccup probes (one real-time thread per CPU waking every 1 ms).
+    #[arg(long)]
+    pub no_hiccups: bool,
     #[command(flatten)]
     pub target: ServerArgs,
     /// Directory for latency.hgrm, latency.hlog (and result.json without --json).
@@ -317,6 +325,8 @@ pub fn latency_cli(a: &LatencyArgs) -> Result<()> {
         compare_none: a.compare_none,
         threads: a.threads,
         server: a.target.external()?,
+        spin: a.spin,
+        hiccups: !a.no_hiccups,
     };
     let out = if a.load.is_empty() {
         latency::run(&cfg)?

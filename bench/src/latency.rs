@@ -9,7 +9,11 @@
 //!
 //! The run is invalid when the generator fell behind its schedule (more than 1 % of the
 //! datagrams sent over 1 ms late, or fewer than 95 % of the scheduled ones sent) or when
-//! its thread used 95 % of a core or more.
+//! its thread used 95 % of a core or more (not with `--spin`: a spinning thread always
+//! uses its whole core, and its schedule alone tells whether it kept up).
+//!
+//! Beside the run, probes on every CPU measure the host's hiccups ([`crate::hiccup`]), so
+//! that a tail the host put there is told from one the data plane did.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -20,6 +24,7 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use crate::compare::{Better, Figure};
+use crate::hiccup::{HiccupMeter, Hiccups};
 use crate::hist::{self, HGRM_SCALE, Interval, Percentiles};
 use crate::loadgen::cpu::{self, CpuSnapshot, ThreadCpu};
 use crate::loadgen::flow::{Counts, FlowConfig, Flows};
@@ -68,6 +73,11 @@ pub struct Config {
     pub threads: usize,
     /// A running server instead of the in-process one (no `compare_none` then).
     pub server: Option<run::External>,
+    /// Generator threads spin between sends instead of sleeping ([`Flows::set_spin`]);
+    /// the in-process echo backend then stays off their cores.
+    pub spin: bool,
+    /// Measure the host's hiccups on every CPU during each run ([`crate::hiccup`]).
+    pub hiccups: bool,
 }
 
 impl Config {
@@ -87,7 +97,8 @@ impl Config {
             "interval_s": self.interval.as_secs_f64(),
             "compare_none": self.compare_none,
             "server": self.server.as_ref().map_or("in-process".to_string(), |s| s.addr.to_string()),
-            "generator": {"threads": self.threads, "rate_per_thread_pps": self.rate / self.threads.max(1) as f64},
+            "generator": {"threads": self.threads, "rate_per_thread_pps": self.rate / self.threads.max(1) as f64, "spin": self.spin},
+            "hiccups": self.hiccups,
             "mode": "open loop, latency from intended send time",
             "histogram": {"unit": "ns", "significant_digits": hist::SIGFIG, "hgrm_unit": "us"},
         })
@@ -111,6 +122,10 @@ pub struct LatencyRun {
     pub rate: f64,
     /// Each generator thread's counters (its share of the rate is `rate / threads`).
     pub per_thread: Vec<Counts>,
+    /// The generator threads spun (their CPU use says nothing of their load).
+    pub spin: bool,
+    /// The host's hiccups during the run, when measured.
+    pub hiccups: Option<Hiccups>,
 }
 
 impl LatencyRun {
@@ -144,7 +159,9 @@ impl LatencyRun {
                 }
             }
         }
-        out.extend(run::saturation_reasons(&self.cpu));
+        if !self.spin {
+            out.extend(run::saturation_reasons(&self.cpu));
+        }
         if self.counts.received == 0 {
             out.push("no datagram came back".into());
         }
@@ -180,6 +197,8 @@ impl LatencyRun {
             "latency_ns": Percentiles::of(&self.histogram).json(),
             "max_send_lag_ns": self.counts.max_send_lag.as_nanos() as u64,
             "late_sends": self.counts.late_sends,
+            "spin": self.spin,
+            "hiccups": self.hiccups.as_ref().map(Hiccups::json),
             "per_thread": self.per_thread.iter().map(|c| json!({
                 "sent": c.sent, "verified": c.received, "late_sends": c.late_sends,
                 "max_send_lag_ns": c.max_send_lag.as_nanos() as u64,
@@ -235,6 +254,8 @@ pub fn measure(
         cpu: before.delta(&after),
         rate,
         per_thread: vec![counts],
+        spin: false,
+        hiccups: None,
     })
 }
 
@@ -245,11 +266,20 @@ struct Part {
     intervals: Vec<Interval>,
     started: SystemTime,
     marks: (usize, usize),
+    hiccups: Option<Hiccups>,
 }
 
 /// [`measure`] on one generator thread of several: its share `rate` (warm-up unmarked),
 /// the measured run between two marks of `lockstep`, so that all threads run it together.
-fn measure_part(flows: &mut Flows, rate: f64, cfg: &Config, lockstep: &Lockstep) -> Result<Part> {
+/// With `probes` (one thread's), the host's hiccups between the marks.
+fn measure_part(
+    flows: &mut Flows,
+    rate: f64,
+    cfg: &Config,
+    lockstep: &Lockstep,
+    probes: Option<&HiccupMeter>,
+) -> Result<Part> {
+    flows.set_spin(cfg.spin);
     let mut histogram = hist::new_latency_ns()?;
     if !cfg.warmup.is_zero() {
         flows.open_loop(rate, cfg.warmup, &mut histogram, cfg.warmup, |_, _| {})?;
@@ -257,6 +287,7 @@ fn measure_part(flows: &mut Flows, rate: f64, cfg: &Config, lockstep: &Lockstep)
     }
     let mut intervals = Vec::new();
     let first = lockstep.mark()?;
+    let hiccups_before = probes.map(HiccupMeter::snapshot).transpose()?;
     let started = SystemTime::now();
     let interval = cfg.interval;
     let counts = flows.open_loop(rate, cfg.duration, &mut histogram, interval, |start, h| {
@@ -267,6 +298,10 @@ fn measure_part(flows: &mut Flows, rate: f64, cfg: &Config, lockstep: &Lockstep)
         });
     })?;
     let last = lockstep.mark()?;
+    let hiccups = match (probes, hiccups_before) {
+        (Some(p), Some(before)) => Some(p.snapshot()?.since(&before)?),
+        _ => None,
+    };
     if let Some(last) = intervals.last_mut() {
         last.length = counts
             .elapsed
@@ -279,17 +314,19 @@ fn measure_part(flows: &mut Flows, rate: f64, cfg: &Config, lockstep: &Lockstep)
         intervals,
         started,
         marks: (first, last),
+        hiccups,
     })
 }
 
 /// The threads' parts of one run merged: counters added (the run lasted as long as its
 /// longest thread), histograms and same-numbered intervals added, the CPU between the marks.
-fn merge_parts(parts: Vec<Part>, rate: f64, lockstep: &Lockstep) -> Result<LatencyRun> {
+fn merge_parts(parts: Vec<Part>, rate: f64, spin: bool, lockstep: &Lockstep) -> Result<LatencyRun> {
     let mut counts = Counts::default();
     let mut histogram = hist::new_latency_ns()?;
     let mut intervals: Vec<Interval> = Vec::new();
     let mut started = None::<SystemTime>;
     let mut per_thread = Vec::with_capacity(parts.len());
+    let mut hiccups = None;
     let marks = parts
         .first()
         .map(|p| p.marks)
@@ -297,6 +334,7 @@ fn merge_parts(parts: Vec<Part>, rate: f64, lockstep: &Lockstep) -> Result<Laten
     for p in parts {
         counts.add_concurrent(&p.counts);
         per_thread.push(p.counts);
+        hiccups = hiccups.or(p.hiccups);
         histogram.add(&p.histogram).context("merge histograms")?;
         started = Some(started.map_or(p.started, |s| s.min(p.started)));
         for (k, iv) in p.intervals.into_iter().enumerate() {
@@ -322,6 +360,8 @@ fn merge_parts(parts: Vec<Part>, rate: f64, lockstep: &Lockstep) -> Result<Laten
         cpu,
         rate,
         per_thread,
+        spin,
+        hiccups,
     })
 }
 
@@ -343,7 +383,34 @@ fn setup(cfg: &Config, ciphers: &[CipherChoice]) -> Result<(Vec<TestServer>, Vec
             cfg.io,
             run::server_mtu(cfg.size),
             cfg.server_io,
+            if cfg.spin {
+                run::BackendPlacement::OffSpinningGenerators {
+                    threads: cfg.threads.max(1),
+                }
+            } else {
+                run::BackendPlacement::Auto
+            },
         ),
+    }
+}
+
+/// The hiccup probes of a run (after its servers started), when asked for.
+fn start_probes(cfg: &Config) -> Result<Option<HiccupMeter>> {
+    if !cfg.hiccups {
+        return Ok(None);
+    }
+    HiccupMeter::on_all_cpus()
+        .context("hiccup probes (--no-hiccups leaves them out)")
+        .map(Some)
+}
+
+/// The report's hiccup lines for `run` (none when not measured), `label` before them.
+fn hiccup_lines(text: &mut String, indent: &str, label: &str, run: &LatencyRun) {
+    if let Some(h) = &run.hiccups {
+        let _ = writeln!(text, "{indent}{label}host hiccups: {}", h.line());
+        if let Some(note) = h.note() {
+            let _ = writeln!(text, "{indent}note: {note}");
+        }
     }
 }
 
@@ -366,6 +433,7 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
         ciphers.push(CipherChoice::None);
     }
     let (servers, groups) = setup(cfg, &ciphers)?;
+    let probes = start_probes(cfg)?;
     let flow_cfg = FlowConfig {
         size: cfg.size,
         window: 64,
@@ -382,8 +450,9 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
         usize::from(mtu),
         |gen_share| {
             let mut out = Vec::with_capacity(gen_share.flows.len());
+            let mine = probes.as_ref().filter(|_| gen_share.index == 0);
             for mut f in gen_share.flows {
-                out.push(measure_part(&mut f, share, cfg, gen_share.lockstep)?);
+                out.push(measure_part(&mut f, share, cfg, gen_share.lockstep, mine)?);
                 f.close();
             }
             Ok(out)
@@ -401,7 +470,7 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
     }
     let mut runs = by_group
         .into_iter()
-        .map(|parts| merge_parts(parts, cfg.rate, &lockstep))
+        .map(|parts| merge_parts(parts, cfg.rate, cfg.spin, &lockstep))
         .collect::<Result<Vec<_>>>()?;
     let baseline = if runs.len() > 1 { runs.pop() } else { None };
     let run = runs
@@ -423,6 +492,7 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
     let _ = writeln!(text, "  {}", p.line_us());
     let _ = writeln!(text, "  cpu: {}", cpu::lines(&run.cpu));
     let _ = writeln!(text, "  generator: {}", kept_up(&run));
+    hiccup_lines(&mut text, "  ", "", &run);
     let prefix = format!(
         "latency.{}.{}.{}pps",
         run::label(cfg.cipher, cfg.version),
@@ -436,6 +506,7 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
         let ratio = |a: u64, z: u64| if z > 0 { a as f64 / z as f64 } else { 0.0 };
         let (r50, r99) = (ratio(p.p50, bp.p50), ratio(p.p99, bp.p99));
         let _ = writeln!(text, "  none (baseline): {}", bp.line_us());
+        hiccup_lines(&mut text, "  ", "none (baseline): ", b);
         let _ = writeln!(text, "  ratio to the baseline: p50 {r50:.3}, p99 {r99:.3}");
         invalid.extend(
             b.invalid_reasons()
@@ -492,7 +563,8 @@ fn generator_note(cfg: &Config) -> String {
         .map_or("in-process server".to_string(), |s| {
             format!("server {} (external)", s.addr)
         });
-    format!("{} generator thread(s), {server}", cfg.threads.max(1))
+    let spin = if cfg.spin { " (spinning)" } else { "" };
+    format!("{} generator thread(s){spin}, {server}", cfg.threads.max(1))
 }
 
 /// Whether the generator kept to its schedule: every thread sent its share on time and no
@@ -541,6 +613,7 @@ pub fn run_loads(cfg: &Config, loads: &[f64], probe: Duration) -> Result<Outcome
     }
     let mtu = run::server_mtu(cfg.size);
     let (servers, groups) = setup(cfg, &[cfg.cipher])?;
+    let probes = start_probes(cfg)?;
     let flow_cfg = FlowConfig {
         size: cfg.size,
         window: 16,
@@ -565,12 +638,14 @@ pub fn run_loads(cfg: &Config, loads: &[f64], probe: Duration) -> Result<Outcome
                 anyhow::bail!("the closed-loop probe moved nothing");
             }
             let mut parts = Vec::with_capacity(loads.len());
+            let mine = probes.as_ref().filter(|_| share.index == 0);
             for &load in loads {
                 parts.push(measure_part(
                     &mut f,
                     max * load / threads as f64,
                     cfg,
                     share.lockstep,
+                    mine,
                 )?);
             }
             f.close();
@@ -591,7 +666,7 @@ pub fn run_loads(cfg: &Config, loads: &[f64], probe: Duration) -> Result<Outcome
     let runs = by_load
         .into_iter()
         .zip(loads)
-        .map(|(parts, load)| merge_parts(parts, max_pps * load, &lockstep))
+        .map(|(parts, load)| merge_parts(parts, max_pps * load, cfg.spin, &lockstep))
         .collect::<Result<Vec<_>>>()?;
     let mut text = String::new();
     let _ = writeln!(
@@ -614,6 +689,7 @@ pub fn run_loads(cfg: &Config, loads: &[f64], probe: Duration) -> Result<Outcome
         let _ = writeln!(text, "  {pct:>3} % ({:.0} pps): {}", r.rate, p.line_us());
         let _ = writeln!(text, "        cpu: {}", cpu::lines(&r.cpu));
         let _ = writeln!(text, "        generator: {}", kept_up(r));
+        hiccup_lines(&mut text, "        ", "", r);
         figures.extend(latency_figures(
             &format!(
                 "latency.{}.{}.load{pct}",

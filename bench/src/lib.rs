@@ -17,6 +17,7 @@ pub mod commands;
 pub mod compare;
 pub mod flood;
 pub mod handshakes;
+pub mod hiccup;
 pub mod hist;
 pub mod host;
 pub mod impair;

@@ -230,6 +230,7 @@ fn setup(cfg: &Config) -> Result<(Vec<TestServer>, Vec<run::Group>)> {
             cfg.io,
             cfg.mtu(),
             cfg.server_io,
+            run::BackendPlacement::Auto,
         )?,
     };
     if cfg.compare_cid {

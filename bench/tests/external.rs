@@ -93,6 +93,8 @@ fn latency_against_a_running_server_round_trips_data() {
         compare_none: false,
         threads: 2,
         server: Some(ext),
+        spin: false,
+        hiccups: false,
     })
     .expect("latency runs");
     assert!(out.run.counts.received > 0);

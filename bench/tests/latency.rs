@@ -27,6 +27,8 @@ fn config(out: &std::path::Path, compare_none: bool) -> latency::Config {
         compare_none,
         threads: 1,
         server: None,
+        spin: false,
+        hiccups: false,
     }
 }
 
@@ -62,6 +64,54 @@ fn fixed_rate_with_baseline_writes_files_and_ratios() {
     );
     assert!(doc["results"]["ratios"]["p50_to_none"].as_f64().is_some());
     assert_eq!(doc["config"]["cipher"], "chacha20");
+}
+
+/// `--spin`: the generator polls without sleeping (no send timer armed, polls counted), its
+/// whole-core CPU use does not invalidate the run, and the hiccup probes report every CPU
+/// for the run and for the baseline.
+#[test]
+fn a_spinning_generator_never_sleeps_and_hiccups_are_reported() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cfg = config(dir.path(), true);
+    cfg.spin = true;
+    cfg.hiccups = true;
+    let out = latency::run(&cfg).expect("latency runs");
+    let run = &out.run;
+    assert!(run.counts.received > 0);
+    assert_eq!(run.counts.corrupt + run.counts.open_errors, 0);
+    assert!(run.spin);
+    assert_eq!(run.counts.timer_arms, 0, "a spinning generator armed its timer");
+    assert!(run.counts.spin_polls >= run.counts.sent, "{:?}", run.counts);
+    assert!(
+        !run.invalid_reasons().iter().any(|r| r.contains("saturated")),
+        "{:?}",
+        run.invalid_reasons()
+    );
+    let cpus = core_affinity::get_core_ids().expect("cpus").len();
+    let r = &out.doc["results"];
+    for which in ["run", "baseline"] {
+        let h = &r[which]["hiccups"];
+        let per_cpu = h["cpus"].as_array().expect("hiccups per cpu");
+        assert_eq!(per_cpu.len(), cpus, "{which}");
+        for c in per_cpu {
+            assert!(c["wakeups"].as_u64().expect("wakeups") > 0, "{which}: {c}");
+        }
+        assert!(h["wall_ns"].as_u64().expect("wall") >= 400_000_000, "{which}");
+    }
+    assert!(out.text.contains("host hiccups: cpu"), "{}", out.text);
+    assert!(out.text.contains("(spinning)"), "{}", out.text);
+}
+
+/// Sleeping (the default) the generator waits on its send timer between sends.
+#[test]
+fn a_sleeping_generator_waits_on_its_send_timer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = latency::run(&config(dir.path(), false)).expect("latency runs");
+    assert!(out.run.counts.received > 0);
+    assert!(out.run.counts.timer_arms > 0);
+    assert_eq!(out.run.counts.spin_polls, 0);
+    assert!(out.run.hiccups.is_none());
+    assert!(out.doc["results"]["run"]["hiccups"].is_null());
 }
 
 #[test]

@@ -238,6 +238,8 @@ pub fn latency_trial(t: &Trial, share: Duration, sessions: usize) -> Result<Late
         compare_none: false,
         threads: 1,
         server: None,
+        spin: false,
+        hiccups: false,
     };
     let run = bench::latency::run(&cfg);
     let _ = std::fs::remove_dir_all(&out);

@@ -91,6 +91,11 @@ pub struct Counts {
     /// Verified echoes that came in records carrying a connection ID (RFC 9146
     /// `tls12_cid`, or DTLS 1.3 with the C bit).
     pub cid_records: u64,
+    /// Open loop: waits on the send timer armed (a sleeping generator arms it once per
+    /// send time; a spinning one never).
+    pub timer_arms: u64,
+    /// Open loop: polls that did not wait, made while spinning.
+    pub spin_polls: u64,
 }
 
 impl Counts {
@@ -114,6 +119,8 @@ impl Counts {
         self.max_send_lag = self.max_send_lag.max(o.max_send_lag);
         self.late_sends += o.late_sends;
         self.cid_records += o.cid_records;
+        self.timer_arms += o.timer_arms;
+        self.spin_polls += o.spin_polls;
     }
 
     /// Adds the counters of a run that went on at the same time (another generator
@@ -204,6 +211,8 @@ pub struct Flows {
     timer_armed_for: Option<u64>,
     /// `timerfd_settime` calls made (the mechanism test reads it).
     timer_arms: u64,
+    /// Open loop: poll without sleeping between sends (see [`Flows::set_spin`]).
+    spin: bool,
     events: Events,
     pattern: Pattern,
     cfg: FlowConfig,
@@ -302,6 +311,7 @@ impl Flows {
             send_timer,
             timer_armed_for: None,
             timer_arms: 0,
+            spin: false,
             events: Events::with_capacity(1024),
             pattern: Pattern::new(cfg.size),
             cfg,
@@ -311,6 +321,16 @@ impl Flows {
             send_errors_base: 0,
             cid_sessions,
         })
+    }
+
+    /// Open loop: spin instead of sleeping between sends. The thread polls its sockets
+    /// without waiting until the next send time, so a datagram leaves at its time to within
+    /// a poll and a reply is read without a wake-up; the thread takes its whole core (give
+    /// each generator thread a core no server thread uses). Sleeping, each send waits for a
+    /// timer and each reply for a wake-up: on the 2-core VM that added about 45 µs to every
+    /// round trip at 70k pps (p50 79 µs sleeping, 32 µs spinning, same binaries).
+    pub fn set_spin(&mut self, spin: bool) {
+        self.spin = spin;
     }
 
     /// Number of sessions.
@@ -625,6 +645,7 @@ impl Flows {
         }
         // A timer left armed by an earlier run fires for nothing; this run arms its own.
         self.timer_armed_for = None;
+        let arms_before = self.timer_arms;
         loop {
             let now = Instant::now();
             if now >= end {
@@ -658,10 +679,14 @@ impl Flows {
             self.flush_dirty()?;
             let next_due = start_ns + (k as f64 * gap_ns) as u64;
             let wait_ns = next_due.saturating_sub(self.now_ns(Instant::now()));
-            // One wait that ends at the first reply (drained at once) or at the next send
-            // time (the timerfd, exact), whichever comes first; epoll's own timeout, whole
-            // milliseconds, is only a bound.
-            if wait_ns > 0 {
+            // Spinning: a poll that does not wait, then round again. Else one wait that ends
+            // at the first reply (drained at once) or at the next send time (the timerfd,
+            // exact), whichever comes first; epoll's own timeout, whole milliseconds, is only
+            // a bound.
+            if self.spin {
+                counts.spin_polls += 1;
+                self.wait(Duration::ZERO)?;
+            } else if wait_ns > 0 {
                 self.arm_send_timer_for(next_due, wait_ns)?;
                 self.wait(MAX_WAIT)?;
             } else {
@@ -681,6 +706,7 @@ impl Flows {
             }
         }
         counts.elapsed = start.elapsed();
+        counts.timer_arms = self.timer_arms - arms_before;
         let mut tail = Counts::default();
         self.settle_into(&mut tail, Some(&mut interval_hist))?;
         counts.received += tail.received;

@@ -170,30 +170,63 @@ pub fn group_config(g: &Group, mtu: usize) -> Result<control::Config> {
     Ok(config)
 }
 
-/// The core of the in-process echo backend: the second-to-last where there are three or
-/// more (shard 0 has the first, the generator the last); none (not pinned) on one or two.
-/// Sharing the generator's core made each echo wait for the generator's time slice to end
-/// whenever both were runnable, a wait of scheduler latency that showed in the latency
-/// tail of plaintext and DTLS alike. On two cores there is no third, and pinned to either
-/// core every relayed datagram woke a thread on the other core twice more (shard → echo,
-/// echo → shard: an IPI each, about 10 µs of the waker's CPU on the nested-virtualization
-/// VMs we measure on). Left to the scheduler, the echo runs next to the shard while the
-/// shard's core has room (the wake-ups stay local) and moves to the generator's under full
-/// load. Measured on the 2-core VM, open loop at 60k pps, echo pinned to the generator's
-/// core / shard's core / unpinned: p99 42-45 ms (invalid) / 0.31-0.34 ms / 0.34-0.48 ms;
-/// closed-loop maximum 720k / 549k / 700k pps (docs/benchmarks.md, B3).
-pub fn backend_core(cores: &[core_affinity::CoreId]) -> Option<core_affinity::CoreId> {
-    match cores.len() {
-        0..=2 => None,
-        n => cores.get(n - 2).copied(),
+/// Where the in-process echo backend runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BackendPlacement {
+    /// A core of its own from three cores (the second-to-last), not pinned on two.
+    #[default]
+    Auto,
+    /// Off the cores of `threads` spinning generator threads (the last ones): a spinning
+    /// thread never leaves its core, so an echo scheduled there waits for the spinner's time
+    /// slice. On a host without a core to spare it shares shard 0's.
+    OffSpinningGenerators {
+        /// Generator threads (on the last cores).
+        threads: usize,
+    },
+}
+
+/// The core of the in-process echo backend.
+///
+/// [`BackendPlacement::Auto`]: the second-to-last where there are three or more (shard 0
+/// has the first, the generator the last); none (not pinned) on one or two. Sharing the
+/// generator's core made each echo wait for the generator's time slice to end whenever both
+/// were runnable, a wait of scheduler latency that showed in the latency tail of plaintext
+/// and DTLS alike. On two cores there is no third, and pinned to either core every relayed
+/// datagram woke a thread on the other core twice more (shard → echo, echo → shard: an IPI
+/// each, about 10 µs of the waker's CPU on the nested-virtualization VMs we measure on).
+/// Left to the scheduler, the echo runs next to the shard while the shard's core has room
+/// (the wake-ups stay local) and moves to the generator's under full load. Measured on the
+/// 2-core VM, open loop at 60k pps, echo pinned to the generator's core / shard's core /
+/// unpinned: p99 42-45 ms (invalid) / 0.31-0.34 ms / 0.34-0.48 ms; closed-loop maximum
+/// 720k / 549k / 700k pps (docs/benchmarks.md, B3).
+///
+/// [`BackendPlacement::OffSpinningGenerators`]: the core below the generators' where there
+/// is one besides shard 0's, else shard 0's (the first).
+pub fn backend_core(
+    cores: &[core_affinity::CoreId],
+    placement: BackendPlacement,
+) -> Option<core_affinity::CoreId> {
+    match placement {
+        BackendPlacement::Auto => match cores.len() {
+            0..=2 => None,
+            n => cores.get(n - 2).copied(),
+        },
+        BackendPlacement::OffSpinningGenerators { threads } => {
+            let n = cores.len();
+            if n > threads.max(1) + 1 {
+                cores.get(n - 1 - threads.max(1)).copied()
+            } else {
+                cores.first().copied()
+            }
+        }
     }
 }
 
 /// Pins the calling echo backend thread to [`backend_core`]; returns the core, or `None`
 /// when not pinned.
-pub fn pin_backend() -> Option<usize> {
+pub fn pin_backend(placement: BackendPlacement) -> Option<usize> {
     let cores = core_affinity::get_core_ids()?;
-    let core = backend_core(&cores)?;
+    let core = backend_core(&cores, placement)?;
     core_affinity::set_for_current(core).then_some(core.id)
 }
 
@@ -321,7 +354,15 @@ pub fn start_servers(
     io: super::IoChoice,
     mtu: u16,
 ) -> anyhow::Result<(Vec<super::server::TestServer>, Vec<Group>)> {
-    start_servers_with(ciphers, version, shards, io, mtu, Default::default())
+    start_servers_with(
+        ciphers,
+        version,
+        shards,
+        io,
+        mtu,
+        Default::default(),
+        BackendPlacement::Auto,
+    )
 }
 
 /// [`start_servers`] with the shards' batch, ring, GSO and socket buffer sizes set
@@ -336,18 +377,22 @@ pub fn start_servers_with(
     io: super::IoChoice,
     mtu: u16,
     data_io: dtlsd::config::DataIo,
+    backend: BackendPlacement,
 ) -> anyhow::Result<(Vec<super::server::TestServer>, Vec<Group>)> {
     let servers = ciphers
         .iter()
         .map(|c| {
-            super::server::TestServer::start(&super::server::ServerSetup {
-                shards,
-                control_threads: 1,
-                io,
-                null_protection: c.is_null(),
-                mtu,
-                data_io,
-            })
+            super::server::TestServer::start_placed(
+                &super::server::ServerSetup {
+                    shards,
+                    control_threads: 1,
+                    io,
+                    null_protection: c.is_null(),
+                    mtu,
+                    data_io,
+                },
+                backend,
+            )
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let groups = servers
@@ -376,11 +421,29 @@ mod tests {
                 .map(|id| core_affinity::CoreId { id })
                 .collect::<Vec<_>>()
         };
-        assert!(backend_core(&ids(1)).is_none());
+        let auto = BackendPlacement::Auto;
+        assert!(backend_core(&ids(1), auto).is_none());
         // Two cores: shard 0 has one, the generator the other; the backend is not pinned.
-        assert!(backend_core(&ids(2)).is_none());
+        assert!(backend_core(&ids(2), auto).is_none());
         // Three or more: neither shard 0's (first) nor the generator's (last).
-        assert_eq!(backend_core(&ids(3)).map(|c| c.id), Some(1));
-        assert_eq!(backend_core(&ids(16)).map(|c| c.id), Some(14));
+        assert_eq!(backend_core(&ids(3), auto).map(|c| c.id), Some(1));
+        assert_eq!(backend_core(&ids(16), auto).map(|c| c.id), Some(14));
+    }
+
+    /// Next to spinning generator threads the echo never takes one of their cores: below
+    /// them where a core is left besides shard 0's, else on shard 0's.
+    #[test]
+    fn the_echo_backend_stays_off_spinning_generators() {
+        let ids = |n: usize| {
+            (0..n)
+                .map(|id| core_affinity::CoreId { id })
+                .collect::<Vec<_>>()
+        };
+        let spin = |threads| BackendPlacement::OffSpinningGenerators { threads };
+        assert_eq!(backend_core(&ids(1), spin(1)).map(|c| c.id), Some(0));
+        assert_eq!(backend_core(&ids(2), spin(1)).map(|c| c.id), Some(0));
+        assert_eq!(backend_core(&ids(3), spin(1)).map(|c| c.id), Some(1));
+        assert_eq!(backend_core(&ids(3), spin(2)).map(|c| c.id), Some(0));
+        assert_eq!(backend_core(&ids(16), spin(4)).map(|c| c.id), Some(11));
     }
 }

@@ -4,8 +4,8 @@
 //! The echo backend (`echo-backend` thread) answers every datagram with the same bytes, to
 //! its source, batched through `dtls-io` (io_uring when available, else mmsg;
 //! `flush_and_poll_recv`, GSO/GRO on). Where the host has three cores or more it is pinned
-//! off shard 0's core and off the generator's (the last); on two it is not pinned
-//! (`run::backend_core`).
+//! off shard 0's core and off the generator's (the last); on two it is not pinned, or, next
+//! to a spinning generator, shares shard 0's core (`run::backend_core`).
 //!
 //! In-process means the server's RSS and CPU are this process's: per-thread CPU tells the
 //! server's threads (`dtlsd-*`) from the generator's (`loadgen-*`).
@@ -24,6 +24,7 @@ use dtlsd::config::{CertKeyPaths, LogFormat, ServeConfig, ServerCredentials, Tun
 use dtlsd::serve::{Options, Server};
 
 use super::IoChoice;
+use super::run::BackendPlacement;
 
 /// Loopback.
 pub const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -71,12 +72,17 @@ pub struct Echo {
 impl Echo {
     /// Starts the echo thread on 127.0.0.1 (ephemeral port).
     pub fn start() -> Result<Self> {
-        Self::start_on(SocketAddr::new(LOOPBACK, 0))
+        Self::start_placed(SocketAddr::new(LOOPBACK, 0), BackendPlacement::Auto)
     }
 
     /// Starts the echo thread on `addr` (`dtls-bench echo`: the backend of an external
     /// `dtlsd serve` driven with `--server`).
     pub fn start_on(addr: SocketAddr) -> Result<Self> {
+        Self::start_placed(addr, BackendPlacement::Auto)
+    }
+
+    /// Starts the echo thread on `addr`, on the core `placement` gives it.
+    pub fn start_placed(addr: SocketAddr, placement: BackendPlacement) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let echoed = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel();
@@ -85,7 +91,7 @@ impl Echo {
             let echoed = Arc::clone(&echoed);
             std::thread::Builder::new()
                 .name("echo-backend".into())
-                .spawn(move || echo_thread(addr, &stop, &echoed, &tx))
+                .spawn(move || echo_thread(addr, placement, &stop, &echoed, &tx))
                 .context("spawn echo backend")?
         };
         let addr = rx
@@ -122,13 +128,14 @@ impl Drop for Echo {
 
 fn echo_thread(
     addr: SocketAddr,
+    placement: BackendPlacement,
     stop: &AtomicBool,
     echoed: &AtomicU64,
     ready: &mpsc::Sender<std::result::Result<SocketAddr, String>>,
 ) {
-    // Off shard 0's core and off the generator's where there is a third; not pinned on two
-    // cores (see `run::backend_core`).
-    super::run::pin_backend();
+    // Off shard 0's core and off the generator's where there is a third; on two cores not
+    // pinned, or on shard 0's next to a spinning generator (see `run::backend_core`).
+    super::run::pin_backend(placement);
     let cfg = IoConfig {
         mode: dtls_io::IoMode::Auto,
         ..IoConfig::default()
@@ -183,9 +190,14 @@ pub struct TestServer {
 impl TestServer {
     /// Generates a test PKI, starts the echo backend and the server on 127.0.0.1:0.
     pub fn start(setup: &ServerSetup) -> Result<Self> {
+        Self::start_placed(setup, BackendPlacement::Auto)
+    }
+
+    /// [`TestServer::start`] with the echo backend on the core `placement` gives it.
+    pub fn start_placed(setup: &ServerSetup, placement: BackendPlacement) -> Result<Self> {
         let pki = tempfile::tempdir().context("temporary PKI directory")?;
         dtlsd::certs::write_test_pki(pki.path(), None).context("writing the test PKI")?;
-        let echo = Echo::start()?;
+        let echo = Echo::start_placed(SocketAddr::new(LOOPBACK, 0), placement)?;
         let config = ServeConfig {
             listen: vec![SocketAddr::new(LOOPBACK, 0)],
             backend: echo.addr(),

@@ -155,6 +155,17 @@ pub fn raise_current_thread_nice(delta: i32) -> std::io::Result<i32> {
     sys::raise_thread_nice(delta)
 }
 
+/// Puts the calling thread in the real-time `SCHED_FIFO` class at `priority` (1..=99), so
+/// that it runs the moment it is runnable, ahead of every ordinary thread of its CPU.
+/// `dtls-bench`'s hiccup probes use it: what still delays them is the host (kernel work
+/// that cannot be preempted, a hypervisor that did not run the vCPU), not other threads.
+///
+/// # Errors
+/// The kernel refused (no `CAP_SYS_NICE`, or `priority` out of range).
+pub fn set_current_thread_fifo(priority: i32) -> std::io::Result<()> {
+    sys::set_thread_fifo(priority)
+}
+
 /// How much lower than the shards' `dtlsd` runs its handshake workers (their nice value
 /// above the daemon's own). Where a worker shares a core with a shard (more shards than the
 /// cores the defaults leave them, or a small host), the kernel's fair scheduler splits the

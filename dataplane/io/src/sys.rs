@@ -195,6 +195,23 @@ pub(crate) fn recv_connected(
     Ok((n, segment, hdr.msg_flags & libc::MSG_TRUNC != 0))
 }
 
+/// Puts the calling thread in `SCHED_FIFO` at `priority` (1..=99): it then runs as soon as
+/// it is runnable, ahead of every `SCHED_OTHER` thread of its CPU. Needs `CAP_SYS_NICE` (or
+/// an `RLIMIT_RTPRIO` that allows `priority`).
+pub(crate) fn set_thread_fifo(priority: i32) -> io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid `sched_param` that outlives
+    // the call, which only reads it.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Raises the calling thread's nice value by `delta` (at most to 19): `getpriority` and
 /// `setpriority` on its thread id (Linux keeps a nice value per thread; raising it needs no
 /// privilege). Returns the new value.
