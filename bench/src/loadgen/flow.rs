@@ -196,6 +196,29 @@ struct Flow {
     dirty: bool,
 }
 
+/// An open loop's send times: datagram `k` is due at `start_ns + k × gap_ns`.
+struct Schedule {
+    start_ns: u64,
+    gap_ns: f64,
+    /// The next datagram's number.
+    next: u64,
+    sessions: u64,
+}
+
+impl Schedule {
+    /// When the next datagram is due (ns since the flows' epoch).
+    fn next_due(&self) -> u64 {
+        self.start_ns + (self.next as f64 * self.gap_ns) as u64
+    }
+
+    /// The session of the next datagram: runs of [`OPEN_LOOP_RUN`] datagrams per session,
+    /// sessions in turn, so a turn's due datagrams mostly share a session and leave in one
+    /// GSO send.
+    fn session(&self) -> usize {
+        ((self.next / OPEN_LOOP_RUN) % self.sessions.max(1)) as usize
+    }
+}
+
 /// The sessions of one generator thread in their data phase.
 pub struct Flows {
     flows: Vec<Flow>,
@@ -631,13 +654,16 @@ impl Flows {
         let gap_ns = 1e9 / rate;
         let start = Instant::now();
         let end = start + duration;
-        let start_ns = self.now_ns(start);
-        let mut k: u64 = 0;
+        let mut schedule = Schedule {
+            start_ns: self.now_ns(start),
+            gap_ns,
+            next: 0,
+            sessions: self.flows.len() as u64,
+        };
         let mut interval_hist = hist.clone();
         interval_hist.reset();
         let mut interval_start = start;
         let mut ready = Vec::with_capacity(self.flows.len());
-        let n = self.flows.len();
         for f in &mut self.flows {
             f.run_first_seq = f.next_seq;
             f.next_expected = f.next_seq;
@@ -651,33 +677,8 @@ impl Flows {
             if now >= end {
                 break;
             }
-            let now_ns = self.now_ns(now);
-            // Everything due up to now, stamped with its intended time.
-            loop {
-                let due = start_ns + (k as f64 * gap_ns) as u64;
-                if due > now_ns {
-                    break;
-                }
-                // Runs of OPEN_LOOP_RUN datagrams per session, sessions in turn: a turn's
-                // due datagrams mostly share a session, so they leave in one GSO send.
-                let i = ((k / OPEN_LOOP_RUN) % n as u64) as usize;
-                if !self.push(i, due) {
-                    // Batch full: send what is queued and continue.
-                    self.flush_dirty()?;
-                    if !self.push(i, due) {
-                        break;
-                    }
-                }
-                let lag = Duration::from_nanos(now_ns - due);
-                counts.max_send_lag = counts.max_send_lag.max(lag);
-                if lag > Duration::from_millis(1) {
-                    counts.late_sends += 1;
-                }
-                counts.sent += 1;
-                k += 1;
-            }
-            self.flush_dirty()?;
-            let next_due = start_ns + (k as f64 * gap_ns) as u64;
+            self.send_due(&mut schedule, &mut counts)?;
+            let next_due = schedule.next_due();
             let wait_ns = next_due.saturating_sub(self.now_ns(Instant::now()));
             // Spinning: a poll that does not wait, then round again. Else one wait that ends
             // at the first reply (drained at once) or at the next send time (the timerfd,
@@ -697,6 +698,11 @@ impl Flows {
             ready.extend(self.ready());
             for &i in &ready {
                 self.drain(i, &mut counts, Some(&mut interval_hist))?;
+                // A burst of replies (after a stall of the server) takes a while to read:
+                // what fell due meanwhile leaves now, not after the last socket.
+                if schedule.next_due() <= self.now_ns(Instant::now()) {
+                    self.send_due(&mut schedule, &mut counts)?;
+                }
             }
             if now.duration_since(interval_start) >= interval {
                 on_interval(interval_start.duration_since(start), &interval_hist);
@@ -718,6 +724,34 @@ impl Flows {
         let _ = hist.add(&interval_hist);
         counts.send_errors = self.send_errors() - self.send_errors_base;
         Ok(counts)
+    }
+
+    /// Sends every datagram of `schedule` due by now, each stamped with its intended time,
+    /// and flushes them.
+    fn send_due(&mut self, schedule: &mut Schedule, counts: &mut Counts) -> Result<()> {
+        let now_ns = self.now_ns(Instant::now());
+        loop {
+            let due = schedule.next_due();
+            if due > now_ns {
+                break;
+            }
+            let i = schedule.session();
+            if !self.push(i, due) {
+                // Batch full: send what is queued and continue.
+                self.flush_dirty()?;
+                if !self.push(i, due) {
+                    break;
+                }
+            }
+            let lag = Duration::from_nanos(now_ns - due);
+            counts.max_send_lag = counts.max_send_lag.max(lag);
+            if lag > Duration::from_millis(1) {
+                counts.late_sends += 1;
+            }
+            counts.sent += 1;
+            schedule.next += 1;
+        }
+        self.flush_dirty()
     }
 
     /// After a closed-loop run: waits briefly for the echoes still in flight (not counted
@@ -775,6 +809,28 @@ impl Flows {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Datagram k is due at start + k × gap; runs of OPEN_LOOP_RUN per session, in turn.
+    #[test]
+    fn the_schedule_spaces_sends_and_takes_sessions_in_runs() {
+        let mut s = Schedule {
+            start_ns: 1_000,
+            gap_ns: 2_500.0,
+            next: 0,
+            sessions: 3,
+        };
+        let mut seen = Vec::new();
+        for _ in 0..(3 * OPEN_LOOP_RUN + 2) {
+            seen.push((s.next_due(), s.session()));
+            s.next += 1;
+        }
+        assert_eq!(seen[0], (1_000, 0));
+        assert_eq!(seen[1].0, 3_500);
+        assert!(seen[..OPEN_LOOP_RUN as usize].iter().all(|&(_, i)| i == 0));
+        assert_eq!(seen[OPEN_LOOP_RUN as usize].1, 1);
+        assert_eq!(seen[2 * OPEN_LOOP_RUN as usize].1, 2);
+        assert_eq!(seen[3 * OPEN_LOOP_RUN as usize].1, 0, "back to the first session");
+    }
 
     /// The open loop's wait ends on the send timer's own event (armed for the next send),
     /// not on epoll's millisecond timeout: the bound given here is far longer than the timer.
