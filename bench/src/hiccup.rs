@@ -14,6 +14,11 @@
 //! stalled share is the time lost to hiccups of [`STALL_FLOOR`] or more over the wall time: at
 //! 1.2 %, latency percentiles from p99 up measure the host as much as the data plane.
 //!
+//! Stalls the probes cannot see: time the CPU gave to another ordinary thread. A real-time
+//! probe preempts it, the data path's threads may have to wait for its time slice; so each
+//! snapshot also reads the CPU time of every other process on the host
+//! ([`OthersSnapshot`]), and the report names the busiest.
+//!
 //! The probes cost each CPU one short wake-up per period (about 1 000 per second); `dtls-bench
 //! latency --no-hiccups` leaves them out.
 
@@ -27,6 +32,7 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use crate::hist;
+use crate::loadgen::cpu::{self, OthersSnapshot, ProcessCpu};
 
 /// How long each probe sleeps between wake-ups.
 pub const PERIOD: Duration = Duration::from_millis(1);
@@ -188,6 +194,7 @@ impl HiccupMeter {
             cpus,
             period: self.period,
             realtime: self.realtime,
+            others: OthersSnapshot::take(),
         })
     }
 }
@@ -237,6 +244,7 @@ pub struct HiccupSnapshot {
     cpus: Vec<(usize, Totals)>,
     period: Duration,
     realtime: bool,
+    others: OthersSnapshot,
 }
 
 impl HiccupSnapshot {
@@ -271,6 +279,7 @@ impl HiccupSnapshot {
             wall: self.at.saturating_duration_since(earlier.at),
             realtime: self.realtime,
             cpus,
+            others: earlier.others.delta(&self.others),
         })
     }
 }
@@ -314,7 +323,12 @@ pub struct Hiccups {
     pub realtime: bool,
     /// Per CPU.
     pub cpus: Vec<CpuHiccups>,
+    /// The other processes' CPU time over the run, the busiest first.
+    pub others: Vec<ProcessCpu>,
 }
+
+/// Other processes' CPU (percent of one core) from which the report adds a note.
+const OTHERS_NOTE_PERCENT: f64 = 0.5;
 
 /// How many CPUs the report line names (the most stalled first).
 const LINE_CPUS: usize = 4;
@@ -364,6 +378,18 @@ impl Hiccups {
         format!("{} ({:?} sleeps, {class})", parts.join("; "), self.period)
     }
 
+    /// A note when the other processes took [`OTHERS_NOTE_PERCENT`] of a core or more.
+    pub fn others_note(&self) -> Option<String> {
+        let all = cpu::others_percent(&self.others);
+        let top = self.others.first()?;
+        (all >= OTHERS_NOTE_PERCENT).then(|| {
+            format!(
+                "other processes took {all:.2} % of a core during the run (most: {} {:.2} %); their time slices on the data path's CPUs delay the datagrams waiting there",
+                top.name, top.percent
+            )
+        })
+    }
+
     /// A note when the host stalled a CPU long enough to reach the reported percentiles:
     /// from which percentile up the latency figures measure the host as much as the data
     /// plane (`None` under 0.01 % stalled).
@@ -409,6 +435,11 @@ impl Hiccups {
             "realtime": self.realtime,
             "cpus": cpus,
             "note": self.note(),
+            "others": {
+                "percent_of_a_core": cpu::others_percent(&self.others),
+                "processes": self.others.iter().take(8).map(|p| json!({"name": p.name, "cpu_ns": p.cpu_ns, "percent": p.percent})).collect::<Vec<_>>(),
+                "note": self.others_note(),
+            },
         })
     }
 }
@@ -433,6 +464,7 @@ mod tests {
                 longest_burst: t.longest_burst,
                 wakeups: t.wakeups,
             }],
+            others: Vec::new(),
         }
     }
 

@@ -408,7 +408,12 @@ fn start_probes(cfg: &Config) -> Result<Option<HiccupMeter>> {
 fn hiccup_lines(text: &mut String, indent: &str, label: &str, run: &LatencyRun) {
     if let Some(h) = &run.hiccups {
         let _ = writeln!(text, "{indent}{label}host hiccups: {}", h.line());
-        if let Some(note) = h.note() {
+        let _ = writeln!(
+            text,
+            "{indent}{label}other processes: {}",
+            cpu::others_line(&h.others)
+        );
+        for note in [h.note(), h.others_note()].into_iter().flatten() {
             let _ = writeln!(text, "{indent}note: {note}");
         }
     }

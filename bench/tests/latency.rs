@@ -80,10 +80,15 @@ fn a_spinning_generator_never_sleeps_and_hiccups_are_reported() {
     assert!(run.counts.received > 0);
     assert_eq!(run.counts.corrupt + run.counts.open_errors, 0);
     assert!(run.spin);
-    assert_eq!(run.counts.timer_arms, 0, "a spinning generator armed its timer");
+    assert_eq!(
+        run.counts.timer_arms, 0,
+        "a spinning generator armed its timer"
+    );
     assert!(run.counts.spin_polls >= run.counts.sent, "{:?}", run.counts);
     assert!(
-        !run.invalid_reasons().iter().any(|r| r.contains("saturated")),
+        !run.invalid_reasons()
+            .iter()
+            .any(|r| r.contains("saturated")),
         "{:?}",
         run.invalid_reasons()
     );
@@ -96,7 +101,10 @@ fn a_spinning_generator_never_sleeps_and_hiccups_are_reported() {
         for c in per_cpu {
             assert!(c["wakeups"].as_u64().expect("wakeups") > 0, "{which}: {c}");
         }
-        assert!(h["wall_ns"].as_u64().expect("wall") >= 400_000_000, "{which}");
+        assert!(
+            h["wall_ns"].as_u64().expect("wall") >= 400_000_000,
+            "{which}"
+        );
     }
     assert!(out.text.contains("host hiccups: cpu"), "{}", out.text);
     assert!(out.text.contains("(spinning)"), "{}", out.text);

@@ -99,6 +99,123 @@ impl CpuSnapshot {
     }
 }
 
+/// CPU time of the threads of every other process (kernel threads included) at one instant:
+/// what the rest of the host took from the CPUs during a run. Their time slices on a CPU the
+/// data path uses delay every datagram waiting there, whatever its record protection.
+#[derive(Debug, Clone)]
+pub struct OthersSnapshot {
+    at: Instant,
+    /// (pid, tid) → (process name, ns on CPU).
+    threads: BTreeMap<(u32, u32), (String, u64)>,
+}
+
+/// CPU use of one other process (or kernel thread family) between two snapshots.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessCpu {
+    /// The process's `comm`, kernel threads' up to the first `/` (`kworker`, `ksoftirqd`).
+    pub name: String,
+    /// CPU time used, ns.
+    pub cpu_ns: u64,
+    /// `cpu_ns` over the wall time between the snapshots, percent of one core.
+    pub percent: f64,
+}
+
+/// A process name as the report groups it: per-CPU kernel threads by family.
+fn process_group(comm: &str) -> String {
+    comm.split('/').next().unwrap_or(comm).to_string()
+}
+
+impl OthersSnapshot {
+    /// Reads every thread of every process but this one (those that vanish meanwhile are
+    /// skipped; a process that starts later counts from zero).
+    pub fn take() -> Self {
+        let me = std::process::id();
+        let mut threads = BTreeMap::new();
+        let Ok(procs) = fs::read_dir("/proc") else {
+            return Self {
+                at: Instant::now(),
+                threads,
+            };
+        };
+        for p in procs.flatten() {
+            let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            let name = fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|s| process_group(s.trim()))
+                .unwrap_or_default();
+            let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+                continue;
+            };
+            for t in tasks.flatten() {
+                let Ok(tid) = t.file_name().to_string_lossy().parse::<u32>() else {
+                    continue;
+                };
+                let ns = fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"))
+                    .ok()
+                    .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
+                if let Some(ns) = ns {
+                    threads.insert((pid, tid), (name.clone(), ns));
+                }
+            }
+        }
+        Self {
+            at: Instant::now(),
+            threads,
+        }
+    }
+
+    /// CPU used by the other processes from `self` to `later`, per process name, the
+    /// busiest first (only those with some CPU).
+    pub fn delta(&self, later: &OthersSnapshot) -> Vec<ProcessCpu> {
+        let wall = later
+            .at
+            .saturating_duration_since(self.at)
+            .max(Duration::from_micros(1));
+        let mut per: BTreeMap<&str, u64> = BTreeMap::new();
+        for (key, (name, ns)) in &later.threads {
+            let before = self.threads.get(key).map_or(0, |(_, b)| *b);
+            let used = ns.saturating_sub(before);
+            if used > 0 {
+                *per.entry(name.as_str()).or_default() += used;
+            }
+        }
+        let mut out: Vec<ProcessCpu> = per
+            .into_iter()
+            .map(|(name, cpu_ns)| ProcessCpu {
+                name: name.to_string(),
+                cpu_ns,
+                percent: cpu_ns as f64 * 100.0 / wall.as_nanos() as f64,
+            })
+            .collect();
+        out.sort_by(|a, b| b.cpu_ns.cmp(&a.cpu_ns).then(a.name.cmp(&b.name)));
+        out
+    }
+}
+
+/// The other processes' CPU in all, percent of one core.
+pub fn others_percent(others: &[ProcessCpu]) -> f64 {
+    others.iter().map(|p| p.percent).sum()
+}
+
+/// One line: the other processes' CPU in all, then the busiest few.
+pub fn others_line(others: &[ProcessCpu]) -> String {
+    let top: Vec<String> = others
+        .iter()
+        .take(4)
+        .filter(|p| p.percent >= 0.05)
+        .map(|p| format!("{} {:.2}%", p.name, p.percent))
+        .collect();
+    let mut line = format!("{:.2}% of a core in all", others_percent(others));
+    if !top.is_empty() {
+        let _ = std::fmt::Write::write_fmt(&mut line, format_args!(" ({})", top.join(", ")));
+    }
+    line
+}
+
 /// `{"name": percent, ...}` plus totals per group (`server`, `loadgen`, `echo`).
 pub fn json(threads: &[ThreadCpu]) -> serde_json::Value {
     let mut per = serde_json::Map::new();
@@ -162,6 +279,36 @@ fn round1(v: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A busy child process shows among the others, under its name; this process's own
+    /// threads do not.
+    #[test]
+    fn another_busy_process_is_counted() {
+        let before = OthersSnapshot::take();
+        let mut live = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .expect("spawn sh");
+        std::thread::sleep(Duration::from_millis(150));
+        let after = OthersSnapshot::take();
+        let _ = live.kill();
+        let _ = live.wait();
+        let others = before.delta(&after);
+        let sh = others
+            .iter()
+            .find(|p| p.name == "sh")
+            .expect("sh is listed");
+        assert!(sh.cpu_ns > 10_000_000, "{sh:?}");
+        assert!(others_percent(&others) >= sh.percent);
+        assert!(
+            others_line(&others).contains("sh "),
+            "{}",
+            others_line(&others)
+        );
+        let me = std::process::id();
+        assert!(!after.threads.keys().any(|(pid, _)| *pid == me));
+        assert_eq!(process_group("kworker/0:2-events"), "kworker");
+    }
 
     #[test]
     fn a_busy_named_thread_shows_its_cpu() {

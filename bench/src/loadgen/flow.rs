@@ -829,7 +829,11 @@ mod tests {
         assert!(seen[..OPEN_LOOP_RUN as usize].iter().all(|&(_, i)| i == 0));
         assert_eq!(seen[OPEN_LOOP_RUN as usize].1, 1);
         assert_eq!(seen[2 * OPEN_LOOP_RUN as usize].1, 2);
-        assert_eq!(seen[3 * OPEN_LOOP_RUN as usize].1, 0, "back to the first session");
+        assert_eq!(
+            seen[3 * OPEN_LOOP_RUN as usize].1,
+            0,
+            "back to the first session"
+        );
     }
 
     /// The open loop's wait ends on the send timer's own event (armed for the next send),
