@@ -198,6 +198,8 @@ impl LatencyRun {
             "max_send_lag_ns": self.counts.max_send_lag.as_nanos() as u64,
             "late_sends": self.counts.late_sends,
             "spin": self.spin,
+            "timer_arms": self.counts.timer_arms,
+            "spin_polls": self.counts.spin_polls,
             "hiccups": self.hiccups.as_ref().map(Hiccups::json),
             "per_thread": self.per_thread.iter().map(|c| json!({
                 "sent": c.sent, "verified": c.received, "late_sends": c.late_sends,

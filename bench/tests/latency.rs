@@ -106,7 +106,15 @@ fn a_spinning_generator_never_sleeps_and_hiccups_are_reported() {
             "{which}"
         );
     }
+    assert_eq!(r["run"]["spin_polls"], run.counts.spin_polls);
+    assert_eq!(r["run"]["timer_arms"], 0);
+    assert!(
+        r["run"]["hiccups"]["others"]["percent_of_a_core"].is_number(),
+        "{}",
+        r["run"]["hiccups"]
+    );
     assert!(out.text.contains("host hiccups: cpu"), "{}", out.text);
+    assert!(out.text.contains("other processes: "), "{}", out.text);
     assert!(out.text.contains("(spinning)"), "{}", out.text);
 }
 
