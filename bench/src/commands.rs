@@ -62,6 +62,19 @@ impl ServerArgs {
     }
 }
 
+/// `--spin` with the in-process server: every spinning generator thread needs a core that no
+/// shard uses (the shards take the first cores, the generator threads the last), or it takes
+/// a shard's core from it for whole time slices.
+fn check_spin(threads: usize, shards: usize, cores: usize) -> Result<()> {
+    if threads + shards > cores {
+        bail!(
+            "--spin: {threads} spinning generator thread(s) and {shards} shard(s) need {} cores, this host has {cores} (spin fewer threads, or drive a --server elsewhere)",
+            threads + shards
+        );
+    }
+    Ok(())
+}
+
 /// `--threads N`: generator threads.
 fn check_threads(threads: usize, sessions: usize) -> Result<()> {
     if threads == 0 || threads > sessions {
@@ -307,6 +320,11 @@ pub fn latency_cli(a: &LatencyArgs) -> Result<()> {
     }
     check_version(a.cipher, a.version)?;
     check_threads(a.threads, a.sessions)?;
+    let server = a.target.external()?;
+    if a.spin && server.is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        check_spin(a.threads, a.shards, cores)?;
+    }
     let cfg = latency::Config {
         size: a.size,
         sessions: a.sessions,
@@ -324,7 +342,7 @@ pub fn latency_cli(a: &LatencyArgs) -> Result<()> {
         json: a.json.clone(),
         compare_none: a.compare_none,
         threads: a.threads,
-        server: a.target.external()?,
+        server,
         spin: a.spin,
         hiccups: !a.no_hiccups,
     };
@@ -530,5 +548,19 @@ pub fn echo_cli(a: &EchoArgs) -> Result<()> {
     loop {
         std::thread::sleep(Duration::from_secs(10));
         println!("  {} datagrams echoed", echo.echoed());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Spinning generator threads and shards each need a core of their own.
+    #[test]
+    fn spinning_needs_a_core_per_generator_thread_besides_the_shards() {
+        assert!(check_spin(1, 1, 2).is_ok());
+        assert!(check_spin(4, 4, 16).is_ok());
+        let e = check_spin(2, 1, 2).expect_err("three threads on two cores");
+        assert!(e.to_string().contains("need 3 cores"), "{e}");
     }
 }
