@@ -551,6 +551,59 @@ pub fn echo_cli(a: &EchoArgs) -> Result<()> {
     }
 }
 
+/// `dtls-bench hiccups`.
+#[derive(Debug, Args)]
+pub struct HiccupsArgs {
+    /// Measured seconds.
+    #[arg(long, default_value = "10", value_parser = parse_secs)]
+    pub duration: Duration,
+    /// Write the result document here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Measures the host's noise with nothing of ours running: the real-time hiccup probes on
+/// every CPU and the CPU time of every other process, for `--duration` (qualify a host
+/// before a latency run on it).
+///
+/// # Errors
+/// The probes cannot start, or the JSON cannot be written.
+pub fn hiccups_cli(a: &HiccupsArgs) -> Result<()> {
+    if a.duration.is_zero() {
+        bail!("--duration must be positive");
+    }
+    let meter = crate::hiccup::HiccupMeter::on_all_cpus()?;
+    let before = meter.snapshot()?;
+    std::thread::sleep(a.duration);
+    let h = meter.snapshot()?.since(&before)?;
+    drop(meter);
+    println!(
+        "dtls-bench hiccups: {:.1} s, {} CPUs",
+        h.wall.as_secs_f64(),
+        h.cpus.len()
+    );
+    println!("  host hiccups: {}", h.line());
+    println!(
+        "  other processes: {}",
+        crate::loadgen::cpu::others_line(&h.others)
+    );
+    for note in [h.note(), h.others_note()].into_iter().flatten() {
+        println!("  note: {note}");
+    }
+    if let Some(path) = &a.json {
+        let doc = run::document(
+            "dtls-bench hiccups",
+            serde_json::json!({"duration_s": a.duration.as_secs_f64(), "period_ns": crate::hiccup::PERIOD.as_nanos() as u64}),
+            serde_json::json!({"hiccups": h.json()}),
+            &[],
+            &[],
+        );
+        write_json(path, &doc)?;
+        println!("  wrote {}", path.display());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

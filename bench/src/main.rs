@@ -65,6 +65,9 @@ enum Command {
     /// One table of every figure of several result files, same-run ratios first, and a
     /// merged result for `compare` (the end of scripts/bench.sh).
     Summary(bench::summary::SummaryArgs),
+    /// Host noise with nothing of ours running: real-time hiccup probes on every CPU and
+    /// the CPU time of every other process (qualify a host before a latency run).
+    Hiccups(bench::commands::HiccupsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -145,6 +148,7 @@ fn main() -> ExitCode {
         Command::Overload(args) => bench::commands::overload_cli(&args),
         Command::Echo(args) => bench::commands::echo_cli(&args),
         Command::Summary(args) => bench::summary::run_cli(&args).map_err(Into::into),
+        Command::Hiccups(args) => bench::commands::hiccups_cli(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
