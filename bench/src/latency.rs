@@ -198,6 +198,7 @@ impl LatencyRun {
             "max_send_lag_ns": self.counts.max_send_lag.as_nanos() as u64,
             "late_sends": self.counts.late_sends,
             "spin": self.spin,
+            "run_queue_wait_ns": self.cpu.iter().filter(|t| t.wait_ns > 0).map(|t| (t.name.clone(), json!(t.wait_ns))).collect::<serde_json::Map<_, _>>(),
             "timer_arms": self.counts.timer_arms,
             "spin_polls": self.counts.spin_polls,
             "hiccups": self.hiccups.as_ref().map(Hiccups::json),
@@ -409,6 +410,11 @@ fn start_probes(cfg: &Config) -> Result<Option<HiccupMeter>> {
 /// The report's hiccup lines for `run` (none when not measured), `label` before them.
 fn hiccup_lines(text: &mut String, indent: &str, label: &str, run: &LatencyRun) {
     if let Some(h) = &run.hiccups {
+        let _ = writeln!(
+            text,
+            "{indent}{label}run-queue waits: {}",
+            cpu::waits_line(&run.cpu, run.counts.elapsed)
+        );
         let _ = writeln!(text, "{indent}{label}host hiccups: {}", h.line());
         let _ = writeln!(
             text,

@@ -1,7 +1,8 @@
 //! CPU time per thread of this process, from /proc/self/task/*/{comm,schedstat}.
 //!
-//! `schedstat`'s first field is the time on CPU in ns; where it is missing, `stat`'s
-//! utime + stime (clock ticks, assumed 100 Hz) is used. Threads are named: the server's
+//! `schedstat`'s first field is the time on CPU in ns, its second the time spent runnable
+//! but waiting for a CPU (the run queue); where it is missing, `stat`'s utime + stime (clock
+//! ticks, assumed 100 Hz) is used and the wait is unknown (0). Threads are named: the server's
 //! `dtlsd-shard-N` and `dtlsd-control`, the generator's `loadgen-N`, the echo backend's
 //! `echo-backend`.
 
@@ -16,7 +17,8 @@ const USER_HZ: u64 = 100;
 #[derive(Debug, Clone)]
 pub struct CpuSnapshot {
     at: Instant,
-    threads: BTreeMap<u32, (String, u64)>,
+    /// tid → (name, ns on CPU, ns waiting on the run queue).
+    threads: BTreeMap<u32, (String, u64, u64)>,
 }
 
 /// CPU use of one thread between two snapshots.
@@ -30,14 +32,18 @@ pub struct ThreadCpu {
     pub cpu_ns: u64,
     /// `cpu_ns` over the wall time between the snapshots, percent of one core.
     pub percent: f64,
+    /// Time it was runnable but waited for a CPU, ns (0 where unknown).
+    pub wait_ns: u64,
 }
 
-fn thread_cpu_ns(tid: &str) -> Option<u64> {
+/// A thread's time on CPU and on the run queue, ns.
+fn thread_times(tid: &str) -> Option<(u64, u64)> {
     let base = format!("/proc/self/task/{tid}");
-    if let Ok(s) = fs::read_to_string(format!("{base}/schedstat"))
-        && let Some(ns) = s.split_whitespace().next().and_then(|v| v.parse().ok())
-    {
-        return Some(ns);
+    if let Ok(s) = fs::read_to_string(format!("{base}/schedstat")) {
+        let mut f = s.split_whitespace().map(|v| v.parse::<u64>().ok());
+        if let (Some(Some(on)), Some(Some(wait))) = (f.next(), f.next()) {
+            return Some((on, wait));
+        }
     }
     let stat = fs::read_to_string(format!("{base}/stat")).ok()?;
     // Fields after the parenthesised comm: state is field 3, utime 14, stime 15.
@@ -45,7 +51,7 @@ fn thread_cpu_ns(tid: &str) -> Option<u64> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = f.get(11)?.parse().ok()?;
     let stime: u64 = f.get(12)?.parse().ok()?;
-    Some((utime + stime) * 1_000_000_000 / USER_HZ)
+    Some(((utime + stime) * 1_000_000_000 / USER_HZ, 0))
 }
 
 impl CpuSnapshot {
@@ -59,8 +65,8 @@ impl CpuSnapshot {
                 let name = fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
                     .map(|s| s.trim().to_string())
                     .unwrap_or_default();
-                if let Some(ns) = thread_cpu_ns(&tid) {
-                    threads.insert(id, (name, ns));
+                if let Some((ns, wait)) = thread_times(&tid) {
+                    threads.insert(id, (name, ns, wait));
                 }
             }
         }
@@ -80,8 +86,8 @@ impl CpuSnapshot {
         let mut out: Vec<ThreadCpu> = later
             .threads
             .iter()
-            .filter_map(|(id, (name, ns))| {
-                let before = self.threads.get(id).map_or(0, |(_, b)| *b);
+            .filter_map(|(id, (name, ns, wait))| {
+                let (before, waited) = self.threads.get(id).map_or((0, 0), |(_, b, w)| (*b, *w));
                 let cpu_ns = ns.saturating_sub(before);
                 let known = ["dtlsd-", "loadgen-", "echo-backend", "flood-"]
                     .iter()
@@ -91,6 +97,7 @@ impl CpuSnapshot {
                     name: name.clone(),
                     cpu_ns,
                     percent: cpu_ns as f64 * 100.0 / wall.as_nanos() as f64,
+                    wait_ns: wait.saturating_sub(waited),
                 })
             })
             .collect();
@@ -247,6 +254,31 @@ pub fn json(threads: &[ThreadCpu]) -> serde_json::Value {
     })
 }
 
+/// One line: the share of the wall time `wall` each of the data path's threads (server,
+/// echo backend, generator) spent runnable but waiting for a CPU, the longest first.
+pub fn waits_line(threads: &[ThreadCpu], wall: Duration) -> String {
+    let wall = wall.as_nanos().max(1) as f64;
+    let mut waits: Vec<(&str, f64)> = threads
+        .iter()
+        .filter(|t| {
+            ["dtlsd-", "loadgen-", "echo-backend"]
+                .iter()
+                .any(|p| t.name.starts_with(p))
+        })
+        .map(|t| (t.name.as_str(), t.wait_ns as f64 * 100.0 / wall))
+        .filter(|(_, pct)| *pct >= 0.005)
+        .collect();
+    waits.sort_by(|a, b| b.1.total_cmp(&a.1));
+    if waits.is_empty() {
+        return "none".to_string();
+    }
+    waits
+        .iter()
+        .map(|(n, pct)| format!("{n} {pct:.2}%"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The busiest generator thread's CPU percent (0 when none ran).
 pub fn max_loadgen_percent(threads: &[ThreadCpu]) -> f64 {
     threads
@@ -331,6 +363,12 @@ mod tests {
             .find(|t| t.name == "loadgen-9")
             .expect("the thread is listed");
         assert!(me.cpu_ns > 0 && me.percent > 0.0, "{me:?}");
+        let mut waited = me.clone();
+        waited.wait_ns = 3_000_000;
+        assert_eq!(
+            waits_line(&[waited], Duration::from_millis(100)),
+            "loadgen-9 3.00%"
+        );
         assert!(max_loadgen_percent(&threads) >= me.percent);
         let j = json(&threads);
         assert!(j["threads"]["loadgen-9"].is_number());

@@ -285,6 +285,7 @@ impl CpuAccum {
                 name: name.clone(),
                 cpu_ns: *ns,
                 percent: *ns as f64 * 100.0 / wall,
+                wait_ns: 0,
             })
             .collect()
     }
