@@ -69,7 +69,7 @@ mod session;
 mod shard;
 mod snapshot;
 
-pub use crate::core::{Effects, FlowRef, OpenFlow, ShardCore};
+pub use crate::core::{Effects, FlowRef, OpenFlow, ShardCore, SweepStats};
 pub use counters::{ShardCounters, ShardStats};
 pub use flows::{FlowSend, FlowTx, MAX_PREFIX_LEN, UpstreamPrefix};
 pub use handoff::{HANDOFF_CAPACITY, Handoff, HandoffQueue, Handoffs, NodeForward};
