@@ -73,24 +73,43 @@ impl SweepPace {
         // A clock that went back walks nothing and does not move `last` back.
         let elapsed = now.saturating_duration_since(last);
         self.last = Some(last.max(now));
+        if elapsed >= interval {
+            self.credit = 0;
+            return capacity;
+        }
+        // Called every turn: 64-bit arithmetic where it fits (an interval of seconds and
+        // up to 2^32 slots), 128-bit otherwise.
         let interval_ns = interval.as_nanos().max(1);
-        let credit = self.credit + elapsed.as_nanos().saturating_mul(capacity as u128);
-        let whole = credit / interval_ns;
+        let small = (|| {
+            let interval_ns = u64::try_from(interval_ns).ok()?;
+            let credit = u64::try_from(self.credit).ok()?;
+            let added = u64::try_from(elapsed.as_nanos())
+                .ok()?
+                .checked_mul(u64::try_from(capacity).ok()?)?;
+            let credit = credit.checked_add(added)?;
+            Some((u128::from(credit / interval_ns), u128::from(credit % interval_ns)))
+        })();
+        let (whole, rest) = small.unwrap_or_else(|| {
+            let credit = self.credit + elapsed.as_nanos().saturating_mul(capacity as u128);
+            (credit / interval_ns, credit % interval_ns)
+        });
         if whole >= capacity as u128 {
             self.credit = 0;
             return capacity;
         }
-        self.credit = credit % interval_ns;
+        self.credit = rest;
         // Below `capacity` (checked above), so it fits.
         usize::try_from(whole).unwrap_or(capacity)
     }
 
     /// How long until one more slot falls due (at least [`SWEEP_STEP`]).
     pub(super) fn wait(&self, capacity: usize, interval: Duration) -> Duration {
-        let interval_ns = interval.as_nanos().max(1);
-        let short = interval_ns.saturating_sub(self.credit);
-        let ns = short.div_ceil(capacity.max(1) as u128);
-        Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX)).max(SWEEP_STEP)
+        let short = interval.as_nanos().max(1).saturating_sub(self.credit);
+        let ns = match (u64::try_from(short), u64::try_from(capacity)) {
+            (Ok(short), Ok(capacity)) => short.div_ceil(capacity.max(1)),
+            _ => u64::try_from(short.div_ceil(capacity.max(1) as u128)).unwrap_or(u64::MAX),
+        };
+        Duration::from_nanos(ns).max(SWEEP_STEP)
     }
 
     /// Takes `count` slots from the cursor on: the ranges to walk (a second one when it
