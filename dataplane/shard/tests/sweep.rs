@@ -11,9 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dtls_shard::{
-    CloseCause, ControlInbound, Effects, HeartbeatPolicy, OpenFlow, ReadKeys, RelayMode,
-    SessionId, ShardCommand, ShardConfig, ShardCore, ShardQueues, SweepStats, UpstreamPrefix,
-    WriteKeys,
+    CloseCause, ControlInbound, Effects, HeartbeatPolicy, OpenFlow, ReadKeys, RelayMode, SessionId,
+    ShardCommand, ShardConfig, ShardCore, ShardQueues, SweepStats, UpstreamPrefix, WriteKeys,
 };
 
 use common::key;
@@ -190,7 +189,10 @@ fn idle_expiry_is_spread_over_the_interval_and_on_time() {
     }
     assert!(h.core.sessions().is_empty());
     // Within one interval (and one step) of the deadline.
-    assert!(last_expiry <= IDLE_MS + 1_000 + 1, "last at {last_expiry} ms");
+    assert!(
+        last_expiry <= IDLE_MS + 1_000 + 1,
+        "last at {last_expiry} ms"
+    );
     // A share per call (1 000 slots over 1 000 ms), never the whole table at once.
     assert!(most_in_one_call <= 2, "{most_in_one_call} in one call");
 }
@@ -207,10 +209,7 @@ fn a_session_installed_behind_the_cursor_expires_on_the_next_pass() {
     // The cursor is half way; the session goes into slot 0, already walked this pass.
     h.command(500, install(1, HeartbeatPolicy::default()));
     assert_eq!(
-        h.core
-            .sessions()
-            .lookup(&peer(1))
-            .map(|id| id.index()),
+        h.core.sessions().lookup(&peer(1)).map(|id| id.index()),
         Some(0)
     );
     let mut expired_at = None;
@@ -290,7 +289,10 @@ fn keepalive_probes_fire_on_time_with_millisecond_steps() {
     // Each due 5 s after the previous silence or probe; sent within one interval of it.
     let mut due = 5_000;
     for &at in &probes {
-        assert!((due..=due + 1_001).contains(&at), "probe at {at}, due {due}");
+        assert!(
+            (due..=due + 1_001).contains(&at),
+            "probe at {at}, due {due}"
+        );
         due = at + 5_000;
     }
     let closed = closed_at.expect("closed after three unanswered probes");

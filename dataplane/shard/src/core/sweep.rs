@@ -87,7 +87,10 @@ impl SweepPace {
                 .ok()?
                 .checked_mul(u64::try_from(capacity).ok()?)?;
             let credit = credit.checked_add(added)?;
-            Some((u128::from(credit / interval_ns), u128::from(credit % interval_ns)))
+            Some((
+                u128::from(credit / interval_ns),
+                u128::from(credit % interval_ns),
+            ))
         })();
         let (whole, rest) = small.unwrap_or_else(|| {
             let credit = self.credit + elapsed.as_nanos().saturating_mul(capacity as u128);
@@ -321,11 +324,14 @@ mod tests {
         assert_eq!(pace.cursor, 0);
         assert_eq!(pace.stats.passes, 3);
         assert_eq!(pace.take(0, 10), [(0, 0), (0, 0)]);
-        assert_eq!(pace.stats, SweepStats {
-            slots: 30,
-            sessions: 0,
-            passes: 3
-        });
+        assert_eq!(
+            pace.stats,
+            SweepStats {
+                slots: 30,
+                sessions: 0,
+                passes: 3
+            }
+        );
     }
 
     #[test]
