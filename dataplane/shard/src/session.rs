@@ -16,7 +16,11 @@
 //! sweep find the live sessions among a range of slots without touching the empty slots
 //! themselves ([`SessionTable::next_occupied`]): an almost empty table of a million slots
 //! costs the sweep 16 thousand words a pass, not a million ~440-byte slots. The per-packet
-//! lookups (by address, by CID) never read it.
+//! lookups (by address, by CID) never read it. A bitmap rather than a dense list of occupied
+//! indexes: one bit a slot instead of two words (the list and each slot's place in it), one
+//! bit operation on insert and removal instead of a swap-remove that moves another session's
+//! entry, and the sweep's cursor stays a slot index that removals and inserts mid-pass cannot
+//! reorder (a swap-remove would move a not-yet-visited session behind the cursor).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
