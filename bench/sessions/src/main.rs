@@ -13,6 +13,10 @@
 //!   peer opened and handed upstream, its echo sealed back, as in `dtls-icount`'s
 //!   `packet-*` workloads) with 1, 1 000, 100 000 established sessions, the records spread
 //!   over the sessions at random, reported as a ratio to one session.
+//! - `sweep` (issue 15, latency tail): how long the shard's periodic sweep
+//!   (`ShardCore::handle_timeout`) holds the shard thread, with a large table and few or
+//!   many sessions: the longest single call and the total per second of virtual time, the
+//!   clock stepped as a driver steps it (every turn, a turn at most `recv_wait` apart).
 //!
 //! Not measured: the kernel (sockets, one per session upstream in serve mode), the driver
 //! (epoll registration per upstream socket), the control plane (see
@@ -23,7 +27,7 @@ use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Command, ExitCode};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -104,6 +108,24 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Issue 15: the sweep's pause of the shard thread (`handle_timeout`), per call and per
+    /// second of virtual time, with a table of `--capacity` slots.
+    Sweep {
+        /// Slots of the session table (`max_sessions`).
+        #[arg(long, default_value_t = 1_000_000)]
+        capacity: usize,
+        /// Live session counts (installed in the lowest slots, as the free list hands them
+        /// out).
+        #[arg(long, value_delimiter = ',', default_value = "64,100000")]
+        sessions: Vec<usize>,
+        /// Virtual time between two calls, microseconds (1000: an idle shard's turn,
+        /// `recv_wait`; 1000000: a clock that jumps a whole sweep interval).
+        #[arg(long, value_delimiter = ',', default_value = "100,1000,1000000")]
+        steps_us: Vec<u64>,
+        /// Virtual seconds per case.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -140,6 +162,12 @@ fn run(cli: Cli) -> Result<()> {
             cid,
             rounds,
         } => packets_table(&sessions, packets, size, version, cid, rounds),
+        Cmd::Sweep {
+            capacity,
+            sessions,
+            steps_us,
+            seconds,
+        } => sweep_table(capacity, &sessions, &steps_us, seconds),
     }
 }
 
@@ -638,6 +666,93 @@ fn packets_table(
     Ok(())
 }
 
+/// One `sweep` case: wall-clock nanoseconds of each `handle_timeout` call.
+#[derive(Debug)]
+struct SweepCase {
+    calls: usize,
+    /// Longest single call.
+    max_ns: u64,
+    /// 99th percentile of the calls.
+    p99_ns: u64,
+    /// All calls together, per second of virtual time.
+    per_second_ns: f64,
+}
+
+/// Drives `handle_timeout` of a core with `capacity` slots and `n` live sessions (DTLS 1.2,
+/// keepalive on but not negotiated by the peers, so every pass looks at each session and
+/// nothing expires) for `seconds` of virtual time in steps of `step`.
+fn sweep_at(capacity: usize, n: usize, step: Duration, seconds: u64) -> Result<SweepCase> {
+    ensure!(n <= capacity, "{n} sessions in {capacity} slots");
+    ensure!(!step.is_zero(), "a step of zero");
+    let backend = SocketAddr::from(([192, 0, 2, 2], 9));
+    let mut config = ShardConfig::new(backend);
+    config.max_sessions = capacity;
+    config.keepalive = Some(Duration::from_secs(30));
+    config.idle_timeout = Duration::from_secs(300);
+    let mut core = ShardCore::new(Arc::new(ShardQueues::new(1024, 1024)), config, 1, &[1; 32]);
+    let mut fx = Effects::new(config.tx_batch, config.max_datagram, false);
+    let t0 = Instant::now();
+    install_all(
+        &mut core,
+        &mut fx,
+        &mut Flows::default(),
+        Version::V12,
+        false,
+        n,
+        t0,
+    )?;
+    // The first call (a whole pass in every version) warms the table's pages; not timed.
+    core.handle_timeout(t0, &mut fx);
+    let end = Duration::from_secs(seconds);
+    let mut took = Vec::new();
+    let mut at = step;
+    while at <= end {
+        let now = t0 + at;
+        let started = Instant::now();
+        black_box(core.handle_timeout(black_box(now), &mut fx));
+        took.push(started.elapsed().as_nanos() as u64);
+        at += step;
+    }
+    ensure!(
+        core.sessions().len() == n,
+        "{} of {n} sessions left",
+        core.sessions().len()
+    );
+    ensure!(!took.is_empty(), "no call in {seconds} s of {step:?} steps");
+    let total: u64 = took.iter().sum();
+    let calls = took.len();
+    took.sort_unstable();
+    Ok(SweepCase {
+        calls,
+        max_ns: took[calls - 1],
+        p99_ns: took[(calls * 99 / 100).min(calls - 1)],
+        per_second_ns: total as f64 / (at - step).as_secs_f64(),
+    })
+}
+
+fn sweep_table(capacity: usize, sessions: &[usize], steps_us: &[u64], seconds: u64) -> Result<()> {
+    println!(
+        "issue 15: ShardCore::handle_timeout with {capacity} slots, sweep interval 1 s, keepalive on, {seconds} s of virtual time per case"
+    );
+    println!(
+        "{:>9} {:>10} {:>8} {:>12} {:>12} {:>14}",
+        "sessions", "step µs", "calls", "max µs", "p99 µs", "µs per s"
+    );
+    for &n in sessions {
+        for &us in steps_us {
+            let c = sweep_at(capacity, n, Duration::from_micros(us), seconds)?;
+            println!(
+                "{n:>9} {us:>10} {:>8} {:>12.1} {:>12.1} {:>14.1}",
+                c.calls,
+                c.max_ns as f64 / 1e3,
+                c.p99_ns as f64 / 1e3,
+                c.per_second_ns / 1e3
+            );
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -656,5 +771,12 @@ mod tests {
                 assert!(ns > 0.0);
             }
         }
+    }
+
+    #[test]
+    fn the_sweep_case_runs_and_keeps_every_session() {
+        let c = sweep_at(4096, 8, Duration::from_millis(250), 2).expect("sweep case");
+        assert_eq!(c.calls, 8);
+        assert!(c.max_ns >= c.p99_ns);
     }
 }

@@ -32,7 +32,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dataplane::record::v13::{Opener13, Sealer13};
 use dataplane::record::{CidOpener, CidSealer, ContentType, Opener, ReplayWindow, Sealer};
@@ -56,6 +56,11 @@ use crate::rrc::{PathState, RrcCookies};
 use crate::session::{Probe, Session, SessionTable, SlotId};
 use crate::shard::ShardConfig;
 use crate::snapshot::SessionView;
+
+mod sweep;
+
+use sweep::SweepPace;
+pub use sweep::SweepStats;
 
 /// Most peers whose early records a shard parks at once.
 const EARLY_PEERS: usize = 1024;
@@ -177,7 +182,10 @@ pub struct ShardCore<F> {
     refusals: Refusals,
     ctx: Ctx,
     config: ShardConfig,
+    /// When the per-interval part of the sweep is next due.
     next_sweep: Option<Instant>,
+    /// The incremental sweep of the session slots.
+    pace: SweepPace,
 }
 
 impl<F> ShardCore<F> {
@@ -213,6 +221,7 @@ impl<F> ShardCore<F> {
             },
             config,
             next_sweep: None,
+            pace: SweepPace::default(),
         }
     }
 
@@ -521,19 +530,25 @@ impl<F> ShardCore<F> {
         self.refusals.end_turn(&mut out);
     }
 
-    /// The sweep, when due at `now` (every [`ShardConfig::sweep_interval`]): waiting sources
-    /// and parked records past their age, keepalive probes, idle sessions. Returns when it
-    /// is next due.
+    /// The sweep at `now`: every [`ShardConfig::sweep_interval`], waiting sources and
+    /// parked records past their age; on each call, the share of the session slots that fell
+    /// due since the previous call (keepalive probes, path-check timeouts, idle sessions:
+    /// each session looked at once per interval, see `core/sweep.rs`), so no call holds the
+    /// shard for a whole table. Call it every turn; returns when it next has work: within
+    /// about a millisecond ([`sweep::SWEEP_STEP`]) while the table holds sessions, else at
+    /// the next interval.
     pub fn handle_timeout(&mut self, now: Instant, fx: &mut Effects) -> Instant {
-        if let Some(at) = self.next_sweep
-            && now < at
-        {
-            return at;
-        }
-        self.sweep(now, fx);
-        let next = now + self.config.sweep_interval;
-        self.next_sweep = Some(next);
-        next
+        let next_interval = match self.next_sweep {
+            Some(at) if now < at => at,
+            _ => {
+                self.sweep_interval_work(now);
+                let next = now + self.config.sweep_interval;
+                self.next_sweep = Some(next);
+                next
+            }
+        };
+        self.sweep_slots(now, fx);
+        self.sweep_due(now, next_interval)
     }
 
     /// The driver could not register `flow` with its poller: its session (or waiting
@@ -845,82 +860,11 @@ impl<F> ShardCore<F> {
         }
     }
 
-    /// Keepalive (RFC 6520 §3): a peer silent for `interval` gets a HeartbeatRequest; an
-    /// unanswered one is resent with the same payload each `interval` while the peer stays
-    /// silent, and after [`KEEPALIVE_PROBES`] sends the session is closed. At most one
-    /// request is in flight per session.
-    fn keepalive(&mut self, now: Instant, interval: Duration, fx: &mut Effects) {
-        let mut out = self.ctx.out(fx);
-        for index in 0..self.table.capacity() {
-            let Some((_, session)) = self.table.slot_mut(index) else {
-                continue;
-            };
-            if !session.heartbeat.probe
-                || now.saturating_duration_since(session.last_peer_activity) < interval
-            {
-                continue;
-            }
-            let payload = match session.probe {
-                None => {
-                    session.next_probe = session.next_probe.wrapping_add(1);
-                    session.probe = Some(Probe {
-                        payload: session.next_probe,
-                        sent: 0,
-                        at: now,
-                    });
-                    session.next_probe
-                }
-                Some(p) if now.saturating_duration_since(p.at) < interval => continue,
-                Some(p) if p.sent >= KEEPALIVE_PROBES => {
-                    let peer = session.peer;
-                    if let Some(mut session) = self.table.remove(&peer) {
-                        send_close_notify(&mut session, &mut out);
-                        out.tally.sessions_keepalive_timeout += 1;
-                        out.report(ControlInbound::SessionClosed {
-                            session: session.handle,
-                            peer,
-                            reason: CloseReason::KeepaliveTimeout,
-                            stats: session.counters,
-                        });
-                        self.table.retire(session);
-                    }
-                    continue;
-                }
-                Some(p) => p.payload,
-            };
-            if let Some(p) = &mut session.probe {
-                p.sent += 1;
-                p.at = now;
-            }
-            relay::send_heartbeat_request(session, &mut out, payload);
-        }
-    }
-
-    fn sweep(&mut self, now: Instant, fx: &mut Effects) {
+    /// The per-interval part of the sweep: waiting sources and parked records past their
+    /// age (small tables of their own, not the session slots).
+    fn sweep_interval_work(&mut self, now: Instant) {
         self.ctx.tally.drop_pending += self.pending.expire(now) as u64;
         self.ctx.tally.drop_unknown_session += self.early.expire(now) as u64;
-        if let Some(interval) = self.config.keepalive {
-            self.keepalive(now, interval, fx);
-        }
-        let mut out = self.ctx.out(fx);
-        for index in 0..self.table.capacity() {
-            if let Some((_, session)) = self.table.slot_mut(index)
-                && matches!(session.path, PathState::Checking(_))
-            {
-                relay::path_timeout(session, &mut out, now);
-            }
-        }
-        self.table
-            .expire_idle(now, self.config.idle_timeout, |session| {
-                send_close_notify(session, &mut out);
-                out.tally.sessions_expired += 1;
-                out.report(ControlInbound::SessionClosed {
-                    session: session.handle,
-                    peer: session.peer,
-                    reason: CloseReason::IdleTimeout,
-                    stats: session.counters,
-                });
-            });
     }
 }
 

@@ -19,7 +19,7 @@
 //!   queue ([`Shard::with_xdp`]; the UDP socket then only holds the address), one connected
 //!   upstream socket per session (the core's flow values) in one edge-triggered epoll set,
 //!   and the clock read once per turn. Each turn ([`Shard::run_turn`]) applies control's commands,
-//!   reads the ready upstream sockets into the core, runs the core's sweep when due, flushes the
+//!   reads the ready upstream sockets into the core, runs the core's sweep (a share a turn), flushes the
 //!   transmit batch and receives one batch of datagrams into the core, then sends what the core
 //!   staged for upstream sockets (equal-size runs as one GSO send). It ends by adding the turn's
 //!   tally to the shared [`ShardCounters`] and marking the shard's [`Progress`].
@@ -69,7 +69,7 @@ mod session;
 mod shard;
 mod snapshot;
 
-pub use crate::core::{Effects, FlowRef, OpenFlow, ShardCore};
+pub use crate::core::{Effects, FlowRef, OpenFlow, ShardCore, SweepStats};
 pub use counters::{ShardCounters, ShardStats};
 pub use flows::{FlowSend, FlowTx, MAX_PREFIX_LEN, UpstreamPrefix};
 pub use handoff::{HANDOFF_CAPACITY, Handoff, HandoffQueue, Handoffs, NodeForward};

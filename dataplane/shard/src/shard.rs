@@ -48,7 +48,9 @@ pub struct ShardConfig {
     pub max_sessions: usize,
     /// A session with no traffic either way for this long is closed.
     pub idle_timeout: Duration,
-    /// How often the idle sweep runs (it visits every slot).
+    /// How often the sweep looks at each session (idle expiry, keepalive, path checks):
+    /// each turn walks the share of the table's slots due since the last turn, a whole pass
+    /// per interval; waiting sources and parked records expire once per interval.
     pub sweep_interval: Duration,
     /// Most datagrams sent per loop turn.
     pub tx_batch: usize,

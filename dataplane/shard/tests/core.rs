@@ -2279,6 +2279,50 @@ mod v12_cid {
             assert_eq!(h.net()[0].0, peer.addr);
         }
 
+        /// Issue 15: the sweep walks a large table a share per call; a path check still
+        /// retransmits and gives up within one sweep interval of each timeout.
+        #[test]
+        fn path_checks_time_out_on_time_when_the_sweep_walks_a_share_per_call() {
+            let mut h = Harness::new(RelayMode::Serve, |c| {
+                c.cid_len = 8;
+                c.max_sessions = 100_000;
+                c.sweep_interval = Duration::from_secs(1);
+            });
+            let mut peer = PeerCid::new(43);
+            peer.rrc = true;
+            h.command(0, peer.install());
+            h.core.handle_timeout(h.at(0), &mut h.fx);
+            h.datagram(1, peer.addr, &peer.seal(b"from home"));
+            let spoofed = SocketAddr::from(([198, 18, 0, 43], 4444));
+            h.datagram(2, spoofed, &peer.seal(b"raced copy"));
+            assert_eq!(h.net().len(), 1, "one challenge");
+            let (mut sent, mut failed_at) = (vec![2], None);
+            for ms in 3..=6_000 {
+                let before = h.core.sweep_stats().slots;
+                h.core.handle_timeout(h.at(ms), &mut h.fx);
+                // 100 slots a millisecond (300 for the first call, 3 ms after the last).
+                let share = if ms == 3 { 300 } else { 100 };
+                assert_eq!(h.core.sweep_stats().slots - before, share, "at {ms} ms");
+                if !h.net().is_empty() {
+                    sent.push(ms);
+                }
+                if failed_at.is_none() && h.rrc_counts().2 == 1 {
+                    failed_at = Some(ms);
+                }
+            }
+            assert_eq!(sent.len(), 3, "two retransmissions: {sent:?}");
+            let timeout = dtls_shard::RRC_TIMEOUT.as_millis() as u64;
+            let failed = failed_at.expect("given up");
+            for (prev, at) in sent.iter().zip(sent.iter().skip(1).chain([&failed])) {
+                assert!(
+                    (prev + timeout..=prev + timeout + 1_001).contains(at),
+                    "{sent:?}, given up at {failed}"
+                );
+            }
+            assert!(slot(&h, peer.addr).is_some() && slot(&h, spoofed).is_none());
+            assert_eq!(h.rrc_counts(), (3, 0, 1));
+        }
+
         #[test]
         fn what_goes_to_an_unvalidated_address_stays_within_three_times_what_it_sent() {
             let (mut h, mut peer) = with_rrc(42);
