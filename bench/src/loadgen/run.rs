@@ -415,13 +415,13 @@ pub fn start_servers_with(
 mod tests {
     use super::*;
 
+    /// Core ids 0..n.
+    fn ids(n: usize) -> Vec<core_affinity::CoreId> {
+        (0..n).map(|id| core_affinity::CoreId { id }).collect()
+    }
+
     #[test]
     fn the_echo_backend_gets_a_core_of_its_own_from_three_cores_and_none_on_two() {
-        let ids = |n: usize| {
-            (0..n)
-                .map(|id| core_affinity::CoreId { id })
-                .collect::<Vec<_>>()
-        };
         let auto = BackendPlacement::Auto;
         assert!(backend_core(&ids(1), auto).is_none());
         // Two cores: shard 0 has one, the generator the other; the backend is not pinned.
@@ -435,11 +435,6 @@ mod tests {
     /// them where a core is left besides shard 0's, else on shard 0's.
     #[test]
     fn the_echo_backend_stays_off_spinning_generators() {
-        let ids = |n: usize| {
-            (0..n)
-                .map(|id| core_affinity::CoreId { id })
-                .collect::<Vec<_>>()
-        };
         let spin = |threads| BackendPlacement::OffSpinningGenerators { threads };
         assert_eq!(backend_core(&ids(1), spin(1)).map(|c| c.id), Some(0));
         assert_eq!(backend_core(&ids(2), spin(1)).map(|c| c.id), Some(0));

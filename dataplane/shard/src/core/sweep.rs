@@ -29,7 +29,7 @@ use super::{
     send_close_notify,
 };
 use crate::relay;
-use crate::session::SessionTable;
+use crate::session::{SessionTable, SlotId};
 
 /// Shortest time [`ShardCore::handle_timeout`] asks to wait while the table holds sessions:
 /// an idle shard's driver wakes every `recv_wait` (1 ms by default) anyway, so this adds no
@@ -197,17 +197,27 @@ fn visit<F>(
     if now.saturating_duration_since(session.last_activity) < config.idle_timeout {
         return;
     }
-    if let Some(mut session) = table.remove_id(id) {
-        send_close_notify(&mut session, out);
-        out.tally.sessions_expired += 1;
-        out.report(ControlInbound::SessionClosed {
-            session: session.handle,
-            peer: session.peer,
-            reason: CloseReason::IdleTimeout,
-            stats: session.counters,
-        });
-        table.retire(session);
+    close(table, id, out, CloseReason::IdleTimeout);
+}
+
+/// Closes the session `id` the sweep gave up on: close_notify to the peer, counted by
+/// `reason` (idle expiry or keepalive timeout), reported to control, its flow retired.
+fn close<F>(table: &mut SessionTable<F>, id: SlotId, out: &mut Out<'_>, reason: CloseReason) {
+    let Some(mut session) = table.remove_id(id) else {
+        return;
+    };
+    send_close_notify(&mut session, out);
+    match reason {
+        CloseReason::KeepaliveTimeout => out.tally.sessions_keepalive_timeout += 1,
+        _ => out.tally.sessions_expired += 1,
     }
+    out.report(ControlInbound::SessionClosed {
+        session: session.handle,
+        peer: session.peer,
+        reason,
+        stats: session.counters,
+    });
+    table.retire(session);
 }
 
 /// Keepalive (RFC 6520 §3) of the session in slot `index`: a peer silent for `interval`
@@ -242,17 +252,7 @@ fn keepalive<F>(
         }
         Some(p) if now.saturating_duration_since(p.at) < interval => return true,
         Some(p) if p.sent >= KEEPALIVE_PROBES => {
-            if let Some(mut session) = table.remove_id(id) {
-                send_close_notify(&mut session, out);
-                out.tally.sessions_keepalive_timeout += 1;
-                out.report(ControlInbound::SessionClosed {
-                    session: session.handle,
-                    peer: session.peer,
-                    reason: CloseReason::KeepaliveTimeout,
-                    stats: session.counters,
-                });
-                table.retire(session);
-            }
+            close(table, id, out, CloseReason::KeepaliveTimeout);
             return false;
         }
         Some(p) => p.payload,
