@@ -58,7 +58,7 @@ struct Totals {
     wakeups: u64,
     /// The longest burst of stalls (first hiccup's due time to the last one's wake-up).
     longest_burst: Duration,
-    /// The burst going on: when its first late wake-up was due, and how long it lasts so far.
+    /// The burst going on: how long it has lasted so far (`None`: none).
     burst: Option<Duration>,
 }
 

@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dataplane::record::v13::Opener13;
 use dataplane::record::{Opener, Sealer};
@@ -577,39 +577,6 @@ impl<F> SessionTable<F> {
         Some(session)
     }
 
-    /// Removes every session idle since `now - idle` or longer and hands each to
-    /// `on_expired`, then retires it ([`Self::retire`]). Visits every session (and reads the
-    /// whole occupancy bitmap): not for the packet path. The shard's own sweep does this a
-    /// share of the table at a time (`ShardCore::handle_timeout`).
-    pub fn expire_idle(
-        &mut self,
-        now: Instant,
-        idle: Duration,
-        mut on_expired: impl FnMut(&mut Session<F>),
-    ) -> usize {
-        let mut expired = 0;
-        let mut from = 0;
-        while let Some(index) = self.next_occupied(from, self.slots.len()) {
-            from = index + 1;
-            let Some(slot) = self.slots.get(index) else {
-                break;
-            };
-            let Some(session) = &slot.session else {
-                continue;
-            };
-            if now.saturating_duration_since(session.last_activity) < idle {
-                continue;
-            }
-            let peer = session.peer;
-            if let Some(mut session) = self.remove(&peer) {
-                expired += 1;
-                on_expired(&mut session);
-                self.retire(session);
-            }
-        }
-        expired
-    }
-
     /// The session in slot `index` (any generation) and its id: for sweeps that visit every
     /// slot and may act on each session.
     pub(crate) fn slot_mut(&mut self, index: usize) -> Option<(SlotId, &mut Session<F>)> {
@@ -747,23 +714,46 @@ mod tests {
         assert_eq!(t.len(), 1);
     }
 
+    /// The occupancy bitmap agrees with the slots across word boundaries, after removals
+    /// and reuse; `next_occupied` keeps to its range.
     #[test]
-    fn idle_sessions_expire() {
+    fn next_occupied_finds_exactly_the_occupied_slots() {
         let now = Instant::now();
-        let mut t = SessionTable::with_capacity(8);
-        for p in 1..=4 {
+        let mut t = SessionTable::with_capacity(200);
+        for p in 1..=130 {
             t.insert(session(p, now)).expect("room");
         }
-        let later = now + Duration::from_secs(10);
-        t.find_mut(&SocketAddr::from(([127, 0, 0, 1], 3)))
-            .expect("present")
-            .last_activity = later;
-        let mut gone = Vec::new();
-        let n = t.expire_idle(later, Duration::from_secs(5), |s| gone.push(s.peer.port()));
-        assert_eq!(n, 3);
-        gone.sort_unstable();
-        assert_eq!(gone, vec![1, 2, 4]);
-        assert_eq!(t.len(), 1);
-        assert_eq!(t.iter().map(|s| s.peer.port()).collect::<Vec<_>>(), vec![3]);
+        for p in (2..=130).step_by(3) {
+            t.remove(&SocketAddr::from(([127, 0, 0, 1], p)))
+                .expect("present");
+        }
+        for p in 131..=140 {
+            t.insert(session(p, now)).expect("room");
+        }
+        let by_slots: Vec<usize> = (0..t.capacity())
+            .filter(|&i| t.slot_mut(i).is_some())
+            .collect();
+        let mut by_bitmap = Vec::new();
+        let mut from = 0;
+        while let Some(i) = t.next_occupied(from, t.capacity()) {
+            by_bitmap.push(i);
+            from = i + 1;
+        }
+        assert_eq!(by_bitmap, by_slots);
+        assert_eq!(by_bitmap.len(), t.len());
+        let first = by_slots[0];
+        assert_eq!(t.next_occupied(first, first), None, "empty range");
+        assert_eq!(t.next_occupied(first, first + 1), Some(first));
+        let past = by_slots
+            .iter()
+            .copied()
+            .find(|&i| i >= 64)
+            .expect("past a word");
+        assert_eq!(
+            t.next_occupied(64, 10_000),
+            Some(past),
+            "end clipped to capacity"
+        );
+        assert_eq!(t.next_occupied(t.capacity(), usize::MAX), None);
     }
 }
